@@ -1,0 +1,94 @@
+"""Tokens per second of moa's LocalModel against llama-cpp-python called directly.
+
+Same GGUF (the bundled SmolLM2-135M unless --model-path), same prompt, same max_tokens, temperature
+0, rounds alternating between the two paths in one process so both see the same machine state.
+The target is moa >= 0.95 x direct: the worker thread, streaming and token counting must cost
+next to nothing next to decoding.
+
+    python benchmarks/local_throughput.py [--rounds 5] [--max-tokens 128] [--model-path X.gguf]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+
+from moa.models.base import ModelRequest
+from moa.models.local import LocalModel, resolve_local_model
+
+PROMPT = "Explain in a few paragraphs how a bicycle works, from the pedals to the wheels."
+
+
+def direct_round(llama: object, max_tokens: int) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    out = llama.create_chat_completion(  # type: ignore[attr-defined]
+        messages=[{"role": "user", "content": PROMPT}], temperature=0.0, max_tokens=max_tokens, seed=1
+    )
+    return int(out["usage"]["completion_tokens"]), time.perf_counter() - t0
+
+
+async def moa_round(model: LocalModel, max_tokens: int) -> tuple[int, float]:
+    req = ModelRequest(
+        model=model.name,
+        messages=[{"role": "user", "content": PROMPT}],
+        temperature=0.0,
+        max_tokens=max_tokens,
+    )
+    t0 = time.perf_counter()
+    reply = await model.complete(req)
+    return reply.usage.completion_tokens, time.perf_counter() - t0
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--model-path", default=None)
+    args = ap.parse_args()
+
+    from llama_cpp import Llama
+
+    params = {"model_path": args.model_path} if args.model_path else {}
+    model = resolve_local_model("local/smollm2-135m", params)
+    n_threads = os.cpu_count() or 1
+    direct = Llama(
+        model_path=str(model.path),
+        n_ctx=model.n_ctx,
+        n_threads=n_threads,
+        n_threads_batch=n_threads,
+        verbose=False,
+    )
+    # warm both (load, first-call allocations) outside the measurement
+    direct_round(direct, 8)
+    await moa_round(model, 8)
+
+    rates: dict[str, list[float]] = {"moa": [], "direct": []}
+    print(f"model {model.path.name}, n_ctx {model.n_ctx}, threads {n_threads}, max_tokens {args.max_tokens}")
+    print(f"{'round':>5}  {'moa tok/s':>10}  {'direct tok/s':>12}  {'tokens (moa/direct)':>20}")
+    for i in range(args.rounds):
+        # alternate which goes first so neither always gets the warmer cache
+        if i % 2 == 0:
+            m = await moa_round(model, args.max_tokens)
+            d = direct_round(direct, args.max_tokens)
+        else:
+            d = direct_round(direct, args.max_tokens)
+            m = await moa_round(model, args.max_tokens)
+        rates["moa"].append(m[0] / m[1])
+        rates["direct"].append(d[0] / d[1])
+        print(f"{i + 1:>5}  {rates['moa'][-1]:>10.1f}  {rates['direct'][-1]:>12.1f}  {f'{m[0]}/{d[0]}':>20}")
+    med_m = statistics.median(rates["moa"])
+    med_d = statistics.median(rates["direct"])
+    ratio = med_m / med_d
+    verdict = "ok" if ratio >= 0.95 else "BELOW TARGET"
+    print(
+        f"median  moa {med_m:.1f} tok/s   direct {med_d:.1f} tok/s   ratio {ratio:.3f} (target >= 0.95: {verdict})"
+    )
+    await model.aclose()
+    direct.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

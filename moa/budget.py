@@ -1,0 +1,69 @@
+"""Hard budget caps. Before each call the worst case (prompt tokens + ``max_tokens`` at the model's
+price) is reserved; a call whose reservation would pass the cap is not made. After the call the
+reservation is replaced by the real cost, so spend never passes the cap."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from moa.errors import BudgetExceeded, UserError
+
+__all__ = ["Budget", "Reservation"]
+
+
+@dataclass(slots=True)
+class Reservation:
+    """A worst-case amount held for one call until it is settled."""
+
+    amount: float
+    settled: bool = False
+
+
+class Budget:
+    """A cap in USD, shareable across runs (and threads) of an experiment."""
+
+    def __init__(self, limit_usd: float) -> None:
+        if not limit_usd >= 0:
+            raise UserError(f"budget must be a non-negative number of USD (got {limit_usd!r})")
+        self.limit_usd = float(limit_usd)
+        self._spent = 0.0
+        self._reserved = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def spent_usd(self) -> float:
+        return self._spent
+
+    @property
+    def reserved_usd(self) -> float:
+        return self._reserved
+
+    @property
+    def remaining_usd(self) -> float:
+        return max(0.0, self.limit_usd - self._spent - self._reserved)
+
+    def reserve(self, amount: float, *, node: str = "", model: str = "") -> Reservation:
+        """Hold ``amount`` or raise ``BudgetExceeded`` without holding anything."""
+        with self._lock:
+            if self._spent + self._reserved + amount > self.limit_usd + 1e-12:
+                raise BudgetExceeded(
+                    f"node `{node}`, model `{model}`: the call's worst case ${amount:.6f} would pass the "
+                    f"budget of ${self.limit_usd:.6f} (spent ${self._spent:.6f}, held ${self._reserved:.6f})",
+                    node=node,
+                    model=model,
+                )
+            self._reserved += amount
+        return Reservation(amount)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Release the hold and book the real cost (idempotent)."""
+        with self._lock:
+            if reservation.settled:
+                return
+            reservation.settled = True
+            self._reserved -= reservation.amount
+            self._spent += actual_usd
+
+    def __repr__(self) -> str:
+        return f"Budget(limit_usd={self.limit_usd}, spent_usd={self._spent:.6f})"

@@ -1,0 +1,376 @@
+"""The runner: executes a validated graph for one prompt.
+
+Every node is a task in one ``asyncio.TaskGroup``; a node starts as soon as its inputs allow (all of
+them, or ``quorum`` of them), so independent calls overlap and a run takes about as long as its
+critical path. Node outcomes live in futures, so a failed worker under a quorum does not tear the
+run down, while a failure nothing tolerates reaches the output and ends the run. Whatever happens,
+the error raised carries every ``CallRecord`` made (``error.calls``) and the nodes computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moa import log
+from moa.budget import Budget
+from moa.calls import AgentRuntime, CallCache, CallContext, call_agent
+from moa.errors import MalformedReply, MoAError, ProviderError, QuorumNotReached, Timeout, UserError
+from moa.graph import Graph, GraphNode
+from moa.models.base import Message, Model, TokenCallback
+from moa.models.registry import ModelRegistry
+from moa.prompts import format_references
+from moa.reducers import REDUCERS
+from moa.results import NodeResult, RunResult, Usage
+from moa.spec import AgentSpec
+
+if TYPE_CHECKING:
+    from moa.topology import Topology
+
+__all__ = ["LOCAL_COST_NOTE", "RunInput", "Runner", "default_runner", "parse_plan"]
+
+#: a prompt, or a chat whose last message is the user's turn
+RunInput = str | Sequence[Message]
+
+LOCAL_COST_NOTE = (
+    "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
+)
+
+
+class _Plan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    instructions: list[str] = Field(min_length=1)
+
+
+_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
+    """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
+    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    lstart, lend = text.find("["), text.rfind("]")
+    if lstart != -1 and lend > lstart:
+        candidates.append(text[lstart : lend + 1])
+    for c in candidates:
+        try:
+            data = json.loads(c)
+            if isinstance(data, list):
+                data = {"instructions": data}
+            plan = _Plan.model_validate(data)
+        except (json.JSONDecodeError, ValidationError):
+            continue
+        items = [s.strip() for s in plan.instructions if s.strip()]
+        if len(items) >= n:
+            return items[:n]
+        raise MalformedReply(
+            f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
+        )
+    snippet = " ".join(text.split())[:80]
+    raise MalformedReply(
+        f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
+    )
+
+
+def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
+    if isinstance(prompt, str):
+        return prompt, []
+    msgs = list(prompt)
+    if not msgs or msgs[-1].get("role") != "user":
+        raise UserError("the last message of a chat input must be the user's turn")
+    return msgs[-1].get("content", ""), msgs[:-1]
+
+
+class Runner:
+    """A run group: shared backends (one litellm module, one pooled httpx client, loaded local
+    weights), resolved agents, and optionally a ``Budget`` and a call cache shared by its runs.
+
+    ``models`` maps model strings (or globs such as ``"sim/*"``) to ``Model`` instances that answer
+    instead of the real provider: the way to plug in ``moa.testing`` fakes or a custom backend."""
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Model] | None = None,
+        budget: Budget | None = None,
+        cache: CallCache | None = None,
+    ) -> None:
+        self.registry = ModelRegistry(models)
+        self.budget = budget
+        self.cache = cache
+        self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
+
+    def runtime(self, agent: AgentSpec) -> AgentRuntime:
+        """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
+        hit = self._agents.get(id(agent))
+        if hit is not None and hit[0] is agent:
+            return hit[1]
+        rt = AgentRuntime.resolve(
+            agent,
+            lambda model: self.registry.backend(
+                model, api_base=agent.api_base, transport=agent.transport, params=agent.params
+            ),
+        )
+        self._agents[id(agent)] = (agent, rt)
+        return rt
+
+    async def run(
+        self,
+        topology: Topology,
+        prompt: RunInput,
+        *,
+        budget: Budget | None = None,
+        budget_usd: float | None = None,
+        deadline_s: float | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> RunResult:
+        """Run ``topology`` on ``prompt``; raises a ``MoAError`` carrying every call made."""
+        budgets = tuple(b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b)
+        if deadline_s is not None and not deadline_s > 0:
+            raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
+        text, history = _split_input(prompt)
+        ex = _Execution(self, topology.graph, topology.name, text, history, budgets, on_token)
+        return await ex.run(deadline_s)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+        self._agents.clear()
+
+    async def __aenter__(self) -> Runner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_default_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runner] = weakref.WeakKeyDictionary()
+
+
+def default_runner() -> Runner:
+    """The runner ``topology.run`` uses when given none: one per event loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    r = _default_runners.get(loop)
+    if r is None:
+        r = _default_runners[loop] = Runner()
+    return r
+
+
+class _Execution:
+    """One run of one graph."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        graph: Graph,
+        name: str,
+        prompt: str,
+        history: list[Message],
+        budgets: tuple[Budget, ...],
+        on_token: TokenCallback | None,
+    ) -> None:
+        self.runner, self.graph, self.name = runner, graph, name
+        self.prompt, self.history = prompt, history
+        self.on_token = on_token
+        self.ctx = CallContext(t0=time.perf_counter(), budgets=budgets, cache=runner.cache, logger=log.logger())
+        loop = asyncio.get_running_loop()
+        self.futures: dict[str, asyncio.Future[str]] = {nid: loop.create_future() for nid in graph.order}
+        self.results = {nid: NodeResult(id=nid) for nid in graph.order}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.plans: dict[str, list[str]] = {}
+        self.waiting = {nid: len(graph.nodes[nid].consumers) for nid in graph.order}
+
+    async def run(self, deadline_s: float | None) -> RunResult:
+        lg = self.ctx.logger
+        if lg is not None:
+            lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
+        out = self.futures[self.graph.output]
+        timed_out = False
+        async with asyncio.TaskGroup() as tg:
+            for nid in self.graph.order:
+                self.tasks[nid] = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
+            try:
+                async with asyncio.timeout(deadline_s):
+                    await asyncio.wait([out])
+            except TimeoutError:
+                timed_out = True
+            finally:
+                for t in self.tasks.values():
+                    t.cancel()
+        if timed_out:
+            raise self._fail(Timeout(f"run of `{self.name}` passed its deadline of {deadline_s}s"))
+        if out.cancelled():
+            raise self._fail(ProviderError(f"output node `{self.graph.output}` was cancelled"))
+        exc = out.exception()
+        if exc is not None:
+            raise self._fail(exc if isinstance(exc, MoAError) else ProviderError(str(exc)))
+        result = self._result(out.result())
+        if lg is not None:
+            lg.info("run.end", topology=self.name, cost_usd=result.cost_usd, latency_s=round(result.latency_s, 4),
+                    calls=len(result.calls), **result.usage.to_dict())
+        return result
+
+    def _fail(self, error: MoAError) -> MoAError:
+        error.calls = list(self.ctx.calls)
+        error.nodes = self._finish_nodes()
+        if self.ctx.logger is not None:
+            self.ctx.logger.error("run.failed", topology=self.name, error=str(error), calls=len(error.calls))
+        return error
+
+    def _finish_nodes(self) -> dict[str, NodeResult]:
+        per_node: dict[str, float] = {}
+        for c in self.ctx.calls:
+            per_node[c.node] = per_node.get(c.node, 0.0) + c.latency_s
+        for nid, res in self.results.items():
+            res.call_latency_s = per_node.get(nid, 0.0)
+        return self.results
+
+    def _result(self, output: str) -> RunResult:
+        calls = self.ctx.calls
+        nodes = self._finish_nodes()
+        usage = Usage()
+        cost = 0.0
+        unpriced: set[str] = set()
+        local = False
+        for c in calls:
+            usage = usage + c.usage
+            cost += c.cost_usd
+            if not c.priced:
+                unpriced.add(c.model)
+            local = local or c.local
+        durations = {nid: r.call_latency_s for nid, r in nodes.items()}
+        used = {nid: r.used_inputs for nid, r in nodes.items()}
+        return RunResult(
+            output=output, topology=self.name, usage=usage, cost_usd=cost,
+            latency_s=time.perf_counter() - self.ctx.t0,
+            critical_path_s=self.graph.critical_path_s(durations, used),
+            calls=calls, nodes=nodes, unpriced_models=sorted(unpriced),
+            cost_note=LOCAL_COST_NOTE if local else None,
+        )
+
+    async def _node(self, gn: GraphNode) -> None:
+        res = self.results[gn.id]
+        fut = self.futures[gn.id]
+        try:
+            refs, arrival, instruction = await self._inputs(gn)
+            res.started_s = time.perf_counter() - self.ctx.t0
+            res.status = "running"
+            if gn.agent is None:
+                output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
+            else:
+                output = await self._call(gn, refs, instruction)
+        except asyncio.CancelledError:
+            res.status = "cancelled"
+            res.ended_s = time.perf_counter() - self.ctx.t0
+            fut.cancel()
+            raise
+        except Exception as e:
+            err = e if isinstance(e, MoAError) else ProviderError(f"{type(e).__name__}: {e}", node=gn.id)
+            res.status, res.error = "failed", str(err)
+            res.ended_s = time.perf_counter() - self.ctx.t0
+            fut.set_exception(err)
+            fut.exception()  # mark retrieved: consumers or the run report it
+            return
+        res.status, res.output = "ok", output
+        res.ended_s = time.perf_counter() - self.ctx.t0
+        fut.set_result(output)
+
+    async def _call(self, gn: GraphNode, refs: list[tuple[str, str]], instruction: str | None) -> str:
+        assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
+        rt = self.runner.runtime(gn.agent)
+        values = {"prompt": self.prompt, "references": format_references(refs)}
+        if instruction is not None:
+            values["instruction"] = instruction
+        if gn.plan_workers:
+            values["workers"] = str(len(gn.plan_workers))
+        messages: list[Message] = []
+        if gn.agent.system:
+            messages.append({"role": "system", "content": gn.agent.system})
+        messages.extend(self.history)
+        messages.append({"role": "user", "content": gn.template.render(values)})
+        validate: Callable[[str], None] | None = None
+        if gn.plan_workers:
+            n, model = len(gn.plan_workers), gn.agent.model
+
+            def validate(text: str) -> None:
+                self.plans[gn.id] = parse_plan(text, n, node=gn.id, model=model)
+
+        on_token = self.on_token if gn.id == self.graph.output else None
+        return await call_agent(self.ctx, rt, gn.id, messages, on_token=on_token, validate=validate)
+
+    async def _inputs(self, gn: GraphNode) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str | None]:
+        """Wait for what the node reads. Returns (references in input order, in arrival order, instruction)."""
+        res = self.results[gn.id]
+        instruction = None
+        try:
+            src = gn.spec.instruction_from
+            if src is not None:
+                fut = self.futures[src]
+                await asyncio.wait([fut])
+                if fut.cancelled():
+                    raise ProviderError(f"node `{gn.id}`: its plan `{src}` was cancelled", node=gn.id)
+                exc = fut.exception()
+                if exc is not None:
+                    raise exc
+                assert gn.instruction_index is not None
+                instruction = self.plans[src][gn.instruction_index]
+                res.used_inputs.append(src)
+            if not gn.inputs:
+                return [], [], instruction
+            got: dict[str, str] = {}
+            arrival: list[str] = []
+            errors: list[MoAError] = []
+            pending = {self.futures[i]: i for i in gn.inputs}
+            while pending and len(got) < gn.needed:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for f in done:
+                    i = pending.pop(f)
+                    self._collect(f, i, got, arrival, errors)
+                if len(got) + len(pending) < gn.needed:
+                    if gn.spec.quorum is None:
+                        raise errors[0]
+                    raise QuorumNotReached(
+                        f"node `{gn.id}` needs {gn.needed} of its {len(gn.inputs)} inputs but only "
+                        f"{len(got)} answered; first failure: {errors[0]}",
+                        node=gn.id, needed=gn.needed, answered=len(got), errors=errors,
+                    )
+            if pending and gn.spec.on_quorum == "wait":
+                await asyncio.wait(pending)
+                for f, i in pending.items():
+                    self._collect(f, i, got, arrival, errors)
+            res.used_inputs.extend(i for i in gn.inputs if i in got)
+            return [(i, got[i]) for i in gn.inputs if i in got], [(i, got[i]) for i in arrival], instruction
+        finally:
+            self._release(gn)
+
+    @staticmethod
+    def _collect(
+        f: asyncio.Future[str], i: str, got: dict[str, str], arrival: list[str], errors: list[MoAError]
+    ) -> None:
+        if f.cancelled():
+            errors.append(ProviderError(f"input `{i}` was cancelled", node=i))
+            return
+        exc = f.exception()
+        if exc is None:
+            got[i] = f.result()
+            arrival.append(i)
+        else:
+            errors.append(exc if isinstance(exc, MoAError) else ProviderError(str(exc), node=i))
+
+    def _release(self, gn: GraphNode) -> None:
+        """This node reads its inputs no more: cancel any input nobody else waits for (quorum stragglers)."""
+        for i in gn.inputs:
+            self.waiting[i] -= 1
+            if self.waiting[i] == 0 and not self.futures[i].done():
+                task = self.tasks.get(i)
+                if task is not None:
+                    task.cancel()
+

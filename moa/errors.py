@@ -1,0 +1,172 @@
+"""moa's one exception tree.
+
+::
+
+    MoAError                      everything moa raises; carries ``calls`` made so far
+    ├── UserError                 bad input: a file, a flag, a dataset, an unknown model or preset
+    │   ├── TopologyError         a topology that fails validation (``problems``: one line each)
+    │   ├── DatasetError          a dataset file or row that cannot be read
+    │   └── MissingExtra          an optional dependency is not installed (names the install command)
+    ├── ModelError                a model call failed after its retries and fallbacks
+    │   ├── RateLimited           429 / quota; ``retry_after_s`` when the provider said
+    │   ├── Timeout               a call or a whole run passed its time limit
+    │   ├── ProviderError         5xx, connection reset, unavailable
+    │   ├── MalformedReply        a reply that could not be parsed (bad JSON, no choices, bad plan)
+    │   └── RequestRejected       4xx that will not change on retry (bad request, auth, not found)
+    ├── BudgetExceeded            a call was not made because its worst case would pass the budget
+    └── QuorumNotReached          fewer than ``quorum`` inputs of a fan-in answered
+
+Every error raised out of a run carries ``calls``: the ``CallRecord`` of every call the run made,
+so nothing paid for disappears from the accounts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from moa.results import CallRecord, NodeResult
+
+__all__ = [
+    "BudgetExceeded",
+    "DatasetError",
+    "MalformedReply",
+    "MissingExtra",
+    "MoAError",
+    "ModelError",
+    "ProviderError",
+    "QuorumNotReached",
+    "RateLimited",
+    "RequestRejected",
+    "Timeout",
+    "TopologyError",
+    "UserError",
+]
+
+
+class MoAError(Exception):
+    """Base of every error moa raises."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        #: every call the failed run made, successful or not, in the order they finished
+        self.calls: list[CallRecord] = []
+        #: per-node results the failed run had computed
+        self.nodes: dict[str, NodeResult] = {}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UserError(MoAError):
+    """Bad input: a file, a flag, a dataset row, an unknown preset or model."""
+
+
+class TopologyError(UserError):
+    """A topology that fails validation; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            text = prefix + self.problems[0]
+        else:
+            text = f"{prefix}{len(self.problems)} problems:\n" + "\n".join(
+                f"  {p}" for p in self.problems
+            )
+        super().__init__(text)
+
+    def lines(self) -> list[str]:
+        """One line per problem, each prefixed with the source when known."""
+        prefix = f"{self.source}: " if self.source else ""
+        return [prefix + p for p in self.problems]
+
+
+class DatasetError(UserError):
+    """A dataset file or row that cannot be read."""
+
+
+class MissingExtra(UserError):
+    """An optional dependency is missing; the message names the command that installs it."""
+
+
+class ModelError(MoAError):
+    """A model call failed; ``model``, ``node`` and the provider's own message are kept."""
+
+    #: whether a retry of the same request may succeed
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        node: str | None = None,
+        status_code: int | None = None,
+        provider_message: str | None = None,
+    ) -> None:
+        self.model = model
+        self.node = node
+        self.status_code = status_code
+        self.provider_message = provider_message if provider_message is not None else message
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        where = []
+        if self.node:
+            where.append(f"node `{self.node}`")
+        if self.model:
+            where.append(f"model `{self.model}`")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class RateLimited(ModelError):
+    """The provider refused for rate or quota reasons (429)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after_s = retry_after_s
+
+
+class Timeout(ModelError):
+    """A call passed its ``timeout_s`` or a run passed its ``deadline_s``."""
+
+
+class ProviderError(ModelError):
+    """A 5xx reply, a reset connection or an unavailable endpoint."""
+
+
+class MalformedReply(ModelError):
+    """A reply that could not be parsed: bad JSON, no choices, an invalid structured output."""
+
+
+class RequestRejected(ModelError):
+    """A 4xx that will not change on retry: bad request, authentication, unknown model."""
+
+    retryable = False
+
+
+class BudgetExceeded(MoAError):
+    """A call was not made because its worst-case cost would pass the budget."""
+
+    def __init__(self, message: str, *, node: str | None = None, model: str | None = None) -> None:
+        self.node = node
+        self.model = model
+        super().__init__(message)
+
+
+class QuorumNotReached(MoAError):
+    """Fewer inputs of a fan-in answered than its ``quorum``."""
+
+    def __init__(
+        self, message: str, *, node: str, needed: int, answered: int, errors: Sequence[MoAError] = ()
+    ) -> None:
+        self.node = node
+        self.needed = needed
+        self.answered = answered
+        self.errors = list(errors)
+        super().__init__(message)

@@ -1,0 +1,297 @@
+"""Dataset loading: generic JSONL/CSV plus the HumanEval, GSM8K and MT-Bench layouts.
+
+Every row that cannot be read is reported with its file and 1-based line number, never dropped
+silently: ``on_bad_row="fail"`` raises the first one as a ``DatasetError``; ``"skip"`` keeps going,
+records it in ``Dataset.bad_rows`` and logs it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moa.errors import DatasetError
+
+__all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
+
+DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"]
+_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench"]
+
+_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta"}
+
+
+class Item(BaseModel):
+    """One dataset item: the prompt plus whatever an evaluator needs to score an answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    """Unique within the dataset: the row's ``id`` (or task/question id), else its row number."""
+    input: str
+    """The prompt sent to the topology."""
+    target: str | None = None
+    """The reference answer for reference evaluators (exact, contains, regex, numeric)."""
+    category: str | None = None
+    """A grouping label used for filtering and per-category reports."""
+    tests: list[str] | None = None
+    """Assert lines for the execution evaluator, each run and reported separately."""
+    test: str | None = None
+    """HumanEval: the test source that defines ``check(candidate)``."""
+    entry_point: str | None = None
+    """HumanEval: the name of the function passed to ``check``."""
+    turns: list[str] | None = None
+    """MT-Bench: every user turn (``input`` is the first)."""
+    meta: dict[str, Any] = Field(default_factory=dict)
+    """Anything else the row carried (unknown keys, GSM8K solution, HumanEval prompt)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BadRow:
+    """A row that could not be read: its 1-based line number and why."""
+
+    line: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Dataset:
+    """The items read from ``source`` and the rows that were skipped."""
+
+    items: list[Item]
+    source: str
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Item]:
+        return iter(self.items)
+
+
+class _BadRow(Exception):
+    """Internal: a row-level problem, turned into a ``BadRow`` or a ``DatasetError``."""
+
+
+def _opt_str(row: Mapping[str, Any], key: str, *, numbers: bool = False) -> str | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise _BadRow(f"`{key}` must be a string, not {type(value).__name__}")
+
+
+def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        # CSV cells carry lists as JSON text
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as e:
+            raise _BadRow(f"`{key}` is not a valid JSON list: {e.msg}") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _BadRow(f"`{key}` must be a list of strings")
+    return list(value)
+
+
+def _required_str(row: Mapping[str, Any], key: str) -> str:
+    if key not in row or row[key] is None:
+        raise _BadRow(f"row has no `{key}`")
+    value = row[key]
+    if not isinstance(value, str):
+        raise _BadRow(f"`{key}` must be a string, not {type(value).__name__}")
+    return value
+
+
+def _detect(row: Mapping[str, Any]) -> _RowKind:
+    if {"task_id", "prompt", "test", "entry_point"} <= row.keys():
+        return "humaneval"
+    if {"question", "answer"} <= row.keys() and "####" in str(row["answer"]):
+        return "gsm8k"
+    if {"question_id", "turns"} <= row.keys():
+        return "mtbench"
+    return "generic"
+
+
+def _generic(row: Mapping[str, Any], number: int) -> Item:
+    text = _required_str(row, "input")
+    meta = row.get("meta", {})
+    if not isinstance(meta, dict):
+        raise _BadRow("`meta` must be an object")
+    meta = {**meta, **{k: v for k, v in row.items() if k not in _GENERIC_KEYS}}
+    return Item(
+        id=_opt_str(row, "id", numbers=True) or str(number),
+        input=text,
+        target=_opt_str(row, "target", numbers=True),
+        category=_opt_str(row, "category") or None,
+        tests=_str_list(row, "tests"),
+        meta=meta,
+    )
+
+
+def _humaneval(row: Mapping[str, Any], number: int) -> Item:
+    prompt = _required_str(row, "prompt")
+    meta: dict[str, Any] = {"prompt": prompt}
+    if isinstance(row.get("canonical_solution"), str):
+        meta["canonical_solution"] = row["canonical_solution"]
+    return Item(
+        id=_required_str(row, "task_id"),
+        input=prompt,
+        test=_required_str(row, "test"),
+        entry_point=_required_str(row, "entry_point"),
+        meta=meta,
+    )
+
+
+def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
+    question = _required_str(row, "question")
+    answer = _required_str(row, "answer")
+    match = _GSM8K_ANSWER.search(answer)
+    if match is None:
+        raise _BadRow("`answer` has no `#### <number>` line")
+    return Item(
+        id=_opt_str(row, "id", numbers=True) or str(number),
+        input=question,
+        target=match.group(1).replace(",", "").strip(),
+        meta={"solution": answer},
+    )
+
+
+def _mtbench(row: Mapping[str, Any], number: int) -> Item:
+    turns = _str_list(row, "turns")
+    if not turns:
+        raise _BadRow("`turns` must be a non-empty list of strings")
+    qid = row["question_id"]
+    if isinstance(qid, bool) or not isinstance(qid, str | int):
+        raise _BadRow("`question_id` must be a string or an integer")
+    meta: dict[str, Any] = {}
+    if row.get("reference") is not None:
+        meta["reference"] = row["reference"]
+    return Item(id=str(qid), input=turns[0], category=_opt_str(row, "category"), turns=turns, meta=meta)
+
+
+_BUILDERS = {"generic": _generic, "humaneval": _humaneval, "gsm8k": _gsm8k, "mtbench": _mtbench}
+
+
+def _decoded_lines(raw: bytes) -> Iterator[tuple[int, str | None]]:
+    """Yield (line number, text) per physical line; text is None when it is not UTF-8."""
+    for number, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            yield number, chunk.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            yield number, None
+
+
+def _jsonl_rows(raw: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Yield (line, row) or (line, problem) for every non-blank line."""
+    for number, text in _decoded_lines(raw):
+        if text is None:
+            yield number, "line is not valid UTF-8"
+            continue
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield number, f"invalid JSON: {e.msg} (column {e.colno})"
+            continue
+        yield number, row if isinstance(row, dict) else f"row is a JSON {type(row).__name__}, not an object"
+
+
+def _csv_rows(raw: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
+    lines = list(_decoded_lines(raw))
+    undecodable = {n for n, t in lines if t is None}
+    texts = [(t if t is not None else "") + "\n" for _, t in lines]
+    if texts and texts[-1] == "\n":
+        texts.pop()  # the empty string after a final newline is not a line
+    reader = csv.reader(texts)
+    header: list[str] | None = None
+    last = 0
+    for cells in reader:
+        first, last = last + 1, reader.line_num
+        bad = sorted(undecodable & set(range(first, last + 1)))
+        if bad:
+            yield bad[0], "line is not valid UTF-8"
+            continue
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if header is None:
+            header = [c.strip() for c in cells]
+            continue
+        if len(cells) != len(header):
+            yield first, f"row has {len(cells)} cells, the header has {len(header)}"
+            continue
+        yield first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    format: DatasetFormat = "auto",
+    on_bad_row: Literal["skip", "fail"] = "fail",
+    limit: int | None = None,
+    categories: Collection[str] | None = None,
+) -> Dataset:
+    """Read a dataset file; raise ``DatasetError`` naming ``file:line`` for the first bad row
+    (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
+    source = str(path)
+    name = Path(path).name
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{source}: dataset file not found") from None
+    except OSError as e:
+        raise DatasetError(f"{source}: cannot read dataset: {e.strerror}") from None
+    is_csv = format == "csv" or (format == "auto" and Path(path).suffix.lower() == ".csv")
+    rows = _csv_rows(raw) if is_csv else _jsonl_rows(raw)
+    kind: _RowKind | None = None
+    if format in ("jsonl", "csv"):
+        kind = "generic"
+    elif format in ("humaneval", "gsm8k", "mtbench"):
+        kind = format
+    wanted = set(categories) if categories is not None else None
+    items: list[Item] = []
+    bad_rows: list[BadRow] = []
+    seen: dict[str, int] = {}
+    log = logging.getLogger(__name__)
+    for number, row in rows:
+        if limit is not None and len(items) >= limit:
+            break
+        try:
+            if isinstance(row, str):
+                raise _BadRow(row)
+            if kind is None:
+                kind = _detect(row)
+            item = _BUILDERS[kind](row, number)
+            if item.id in seen:
+                raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
+        except (_BadRow, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if on_bad_row == "fail":
+                raise DatasetError(f"{name}:{number}: {reason}") from None
+            bad_rows.append(BadRow(number, reason))
+            log.warning("%s:%d: skipped bad row: %s", name, number, reason)
+            continue
+        seen[item.id] = number
+        if wanted is not None and item.category not in wanted:
+            continue
+        items.append(item)
+    if not items:
+        if wanted is not None and seen:
+            raise DatasetError(f"{source}: no item has a category in {sorted(wanted)}")
+        raise DatasetError(f"{source}: dataset has no readable rows ({len(bad_rows)} bad)")
+    return Dataset(items=items, source=source, bad_rows=bad_rows)

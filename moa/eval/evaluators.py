@@ -1,0 +1,243 @@
+"""Reference evaluators (exact, contains, regex, numeric) and the evaluator registry.
+
+A reference evaluator given an item without a target returns ``Score(0, "item has no target")``
+(``moa.eval.base.NO_TARGET``) rather than raising, so one bad item does not stop an experiment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moa.errors import UserError
+from moa.eval.base import NO_TARGET, Evaluator, Score
+from moa.eval.datasets import Item
+from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
+
+__all__ = [
+    "ContainsConfig",
+    "ContainsEvaluator",
+    "ExactConfig",
+    "ExactEvaluator",
+    "NumericConfig",
+    "NumericEvaluator",
+    "RegexConfig",
+    "RegexEvaluator",
+    "extract_final_answer",
+    "known_evaluators",
+    "make_evaluator",
+    "normalize",
+    "parse_numbers",
+]
+
+_QUOTES = "\"'`“”‘’«»"
+_FINAL_PATTERNS = (
+    re.compile(r"\\boxed\{([^{}]*)\}"),
+    re.compile(r"####\s*(.+)"),
+    re.compile(r"final answer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
+    re.compile(r"\banswer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
+)
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<sign>[-−+])?\$?\s?(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<frac>\.\d+)?"
+    r"(?:\s?/\s?(?P<den>\d+))?"
+)
+
+
+def normalize(text: str) -> str:
+    """Casefold, collapse whitespace, and strip surrounding quotes and a trailing period."""
+    text = " ".join(text.casefold().split())
+    previous = None
+    while text != previous:
+        previous = text
+        text = text.strip().removesuffix(".").strip()
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+            text = text[1:-1]
+    return text
+
+
+def extract_final_answer(text: str) -> str:
+    """The last ``\\boxed{...}``, ``#### ...``, ``final answer: ...`` or ``answer is ...``; else
+    the last non-empty line."""
+    for pattern in _FINAL_PATTERNS:
+        matches = pattern.findall(text)
+        if matches:
+            return str(matches[-1]).strip().splitlines()[0] if str(matches[-1]).strip() else ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def parse_numbers(text: str, *, fractions: bool = True) -> list[float]:
+    """Every number in ``text``: ``1,234.5``, ``-3``, ``$40``, ``.5`` and, optionally, ``3/4``."""
+    found: list[float] = []
+    for m in _NUMBER.finditer(text):
+        if m.group("int") is None and m.group("frac") is None:
+            continue
+        value = Fraction((m.group("int") or "0").replace(",", "") + (m.group("frac") or ""))
+        if m.group("den") is not None:
+            if not fractions or m.group("frac") or int(m.group("den")) == 0:
+                found.append(float(value))
+                continue
+            value /= int(m.group("den"))
+        found.append(float(-value if m.group("sign") in ("-", "−") else value))
+    return found
+
+
+class ExactConfig(BaseModel):
+    """``exact``: the normalised answer equals the normalised target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["exact"] = "exact"
+    extract_final: bool = False
+    """Compare only the final answer (``\\boxed{}``, ``####``, ``answer: ...``, last line)."""
+
+
+class ContainsConfig(BaseModel):
+    """``contains``: the normalised target occurs in the normalised answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["contains"] = "contains"
+    case_sensitive: bool = False
+    """Compare without casefolding."""
+
+
+class RegexConfig(BaseModel):
+    """``regex``: the pattern (from here, else the item's target) matches the answer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["regex"] = "regex"
+    pattern: str | None = None
+    """The pattern; when absent each item's target is its pattern."""
+    ignore_case: bool = False
+    """Match case-insensitively."""
+    full_match: bool = False
+    """Require the whole (stripped) answer to match rather than a search."""
+
+
+class NumericConfig(BaseModel):
+    """``numeric``: the last number in the answer equals the target within tolerance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["numeric"] = "numeric"
+    abs_tol: float = Field(default=1e-6, ge=0)
+    """Absolute tolerance."""
+    rel_tol: float = Field(default=0.0, ge=0)
+    """Relative tolerance (of the target)."""
+    fractions: bool = True
+    """Read ``3/4`` as 0.75."""
+
+
+class ExactEvaluator:
+    name = "exact"
+
+    def __init__(self, config: ExactConfig | None = None) -> None:
+        self.config = config or ExactConfig()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        if item.target is None:
+            return Score(0.0, NO_TARGET)
+        got = extract_final_answer(answer) if self.config.extract_final else answer
+        ok = normalize(got) == normalize(item.target)
+        return Score(1.0 if ok else 0.0, None if ok else f"expected {item.target!r}")
+
+
+class ContainsEvaluator:
+    name = "contains"
+
+    def __init__(self, config: ContainsConfig | None = None) -> None:
+        self.config = config or ContainsConfig()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        if item.target is None:
+            return Score(0.0, NO_TARGET)
+        if self.config.case_sensitive:
+            ok = " ".join(item.target.split()) in " ".join(answer.split())
+        else:
+            ok = normalize(item.target) in normalize(answer)
+        return Score(1.0 if ok else 0.0, None if ok else f"{item.target!r} not found")
+
+
+def _compile(pattern: str, flags: int, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern, flags)
+    except re.error as e:
+        raise UserError(f"{where}: invalid regex `{pattern}`: {e}") from None
+
+
+class RegexEvaluator:
+    name = "regex"
+
+    def __init__(self, config: RegexConfig | None = None) -> None:
+        self.config = config or RegexConfig()
+        self._flags = re.IGNORECASE if self.config.ignore_case else 0
+        self._pattern = (
+            _compile(self.config.pattern, self._flags, "evaluator `regex`")
+            if self.config.pattern is not None
+            else None
+        )
+
+    async def score(self, item: Item, answer: str) -> Score:
+        pattern = self._pattern
+        if pattern is None:
+            if item.target is None:
+                return Score(0.0, NO_TARGET)
+            pattern = _compile(item.target, self._flags, f"item `{item.id}` target")
+        text = answer.strip()
+        ok = (pattern.fullmatch(text) if self.config.full_match else pattern.search(text)) is not None
+        return Score(1.0 if ok else 0.0, None if ok else f"no match for /{pattern.pattern}/")
+
+
+class NumericEvaluator:
+    name = "numeric"
+
+    def __init__(self, config: NumericConfig | None = None) -> None:
+        self.config = config or NumericConfig()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        if item.target is None:
+            return Score(0.0, NO_TARGET)
+        targets = parse_numbers(item.target, fractions=self.config.fractions)
+        if not targets:
+            return Score(0.0, f"target {item.target!r} is not a number")
+        numbers = parse_numbers(answer, fractions=self.config.fractions)
+        if not numbers:
+            return Score(0.0, "no number in the answer")
+        got, want = numbers[-1], targets[-1]
+        tol = max(self.config.abs_tol, self.config.rel_tol * abs(want))
+        ok = abs(got - want) <= tol
+        return Score(1.0 if ok else 0.0, None if ok else f"got {got:g}, expected {want:g}")
+
+
+_REGISTRY: dict[str, tuple[type[BaseModel], Any]] = {
+    "contains": (ContainsConfig, ContainsEvaluator),
+    "exact": (ExactConfig, ExactEvaluator),
+    "execution": (ExecutionConfig, ExecutionEvaluator),
+    "numeric": (NumericConfig, NumericEvaluator),
+    "regex": (RegexConfig, RegexEvaluator),
+}
+
+
+def known_evaluators() -> list[str]:
+    """The names ``make_evaluator`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def make_evaluator(config: str | Mapping[str, Any]) -> Evaluator:
+    """An evaluator from ``"exact"`` or ``{"name": "numeric", "abs_tol": 1e-6}``; ``UserError``
+    naming the evaluator and field when the configuration is wrong."""
+    data: dict[str, Any] = {"name": config} if isinstance(config, str) else dict(config)
+    name = data.get("name")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise UserError(f"unknown evaluator `{name}`; known: {', '.join(known_evaluators())}")
+    config_type, evaluator_type = _REGISTRY[name]
+    try:
+        parsed = config_type.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None
+    evaluator: Evaluator = evaluator_type(parsed)
+    return evaluator

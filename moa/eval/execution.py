@@ -1,0 +1,110 @@
+"""The execution evaluator: extract the program, append the item's tests, run it in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from moa.eval.base import Score
+from moa.eval.code import extract_code
+from moa.eval.datasets import Item
+from moa.eval.sandbox import run_python_async
+
+__all__ = [
+    "ExecutionConfig",
+    "ExecutionEvaluator",
+    "build_test_program",
+    "score_execution",
+    "score_execution_async",
+]
+
+#: the ``__name__`` answers run under, so their ``if __name__ == "__main__":`` demos do not run
+RUN_NAME = "__moa_solution__"
+
+# each assert line runs on its own so every failure is reported with its 1-based index
+_ASSERT_HARNESS = """
+
+__moa_tests__ = {tests!r}
+__moa_failed__ = []
+for __moa_i__, __moa_src__ in enumerate(__moa_tests__, start=1):
+    try:
+        exec(__moa_src__, globals())
+    except Exception as __moa_e__:
+        __moa_msg__ = str(__moa_e__)
+        __moa_failed__.append(
+            f"test {{__moa_i__}} `{{__moa_src__}}`: {{type(__moa_e__).__name__}}"
+            + (f": {{__moa_msg__}}" if __moa_msg__ else "")
+        )
+if __moa_failed__:
+    raise AssertionError(
+        f"{{len(__moa_failed__)}} of {{len(__moa_tests__)}} failed: " + "; ".join(__moa_failed__)
+    )
+"""
+
+
+class ExecutionConfig(BaseModel):
+    """Configuration of the ``execution`` evaluator (sandbox limits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["execution"] = "execution"
+    timeout_s: float = Field(default=10, gt=0)
+    """Wall-clock limit of one run."""
+    cpu_s: int = Field(default=10, ge=1)
+    """CPU-seconds limit of one run."""
+    memory_mb: int = Field(default=512, ge=64)
+    """Address-space limit."""
+    file_size_mb: int = Field(default=16, ge=0)
+    """Largest file the program may write."""
+    max_procs: int = Field(default=64, ge=1)
+    """RLIMIT_NPROC (not enforced for root; fork is refused anyway)."""
+    output_limit: int = Field(default=10_000, ge=0)
+    """Bytes kept of stdout and of stderr."""
+
+
+def build_test_program(code: str, item: Item) -> str | None:
+    """The answer's code followed by the item's tests; ``None`` when the item has no tests.
+
+    HumanEval: ``test`` then ``check(entry_point)``; the item's prompt is prepended when the
+    answer does not define ``entry_point`` itself (an answer that gives only the body).
+    """
+    if item.test is not None and item.entry_point:
+        if not re.search(rf"^\s*(async\s+)?def\s+{re.escape(item.entry_point)}\s*\(", code, re.MULTILINE):
+            code = str(item.meta.get("prompt", item.input)) + code
+        return f"{code}\n\n{item.test}\n\ncheck({item.entry_point})\n"
+    if item.tests:
+        return code + _ASSERT_HARNESS.format(tests=list(item.tests))
+    return None
+
+
+async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score:
+    """1.0 when the code in ``answer`` passes all the item's tests, else 0 with the reason."""
+    code = extract_code(answer)
+    if code is None:
+        return Score(0.0, "no code found in the answer")
+    program = build_test_program(code, item)
+    if program is None:
+        return Score(0.0, "item has no tests")
+    result = await run_python_async(program, run_name=RUN_NAME, **limits)
+    return Score(1.0 if result.passed else 0.0, result.reason)
+
+
+def score_execution(answer: str, item: Item, **limits: Any) -> Score:
+    """Synchronous ``score_execution_async`` (not from inside a running event loop)."""
+    return asyncio.run(score_execution_async(answer, item, **limits))
+
+
+class ExecutionEvaluator:
+    """Runs the answer's code against the item's tests in the sandbox."""
+
+    name = "execution"
+
+    def __init__(self, config: ExecutionConfig | None = None) -> None:
+        self.config = config or ExecutionConfig()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        limits = self.config.model_dump(exclude={"name"})
+        return await score_execution_async(answer, item, **limits)

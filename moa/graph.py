@@ -1,0 +1,220 @@
+"""Spec -> validated graph. networkx checks the structure (acyclic, references exist, everything
+reaches the output); the result is a plain, immutable ``Graph`` the runner walks without networkx.
+
+Every problem is one line naming the culprit; all problems of a topology are returned together.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+from moa.prompts import TEMPLATES, Template, looks_like_name
+from moa.spec import AgentSpec, NodeSpec
+
+__all__ = ["Graph", "GraphNode", "check_nodes"]
+
+
+@dataclass(frozen=True, slots=True)
+class GraphNode:
+    """One node, resolved: its agent, its compiled template, who reads it."""
+
+    id: str
+    spec: NodeSpec
+    agent: AgentSpec | None
+    #: every node this one waits for: ``inputs`` plus ``instruction_from``
+    deps: tuple[str, ...]
+    #: the nodes whose outputs are rendered as references (``inputs``)
+    inputs: tuple[str, ...]
+    consumers: tuple[str, ...]
+    template: Template | None
+    #: how many inputs must answer before this node runs
+    needed: int
+    #: for a ``plan`` node: the workers, in order, one instruction each
+    plan_workers: tuple[str, ...] = ()
+    #: for a worker: its position in its plan
+    instruction_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    """A validated DAG with a single sink, in topological order."""
+
+    nodes: Mapping[str, GraphNode]
+    order: tuple[str, ...]
+    output: str
+
+    def critical_path_s(self, durations: Mapping[str, float], used: Mapping[str, Sequence[str]]) -> float:
+        """The longest chain of node durations ending at the output, following the inputs each node
+        actually used (quorum survivors), so cancelled stragglers do not count."""
+        best: dict[str, float] = {}
+        for nid in self.order:
+            ins = used.get(nid, ())
+            best[nid] = durations.get(nid, 0.0) + max((best.get(u, 0.0) for u in ins), default=0.0)
+        return best.get(self.output, 0.0)
+
+    def to_mermaid(self) -> str:
+        """A mermaid flowchart of the graph, for docs and debugging."""
+        lines = ["flowchart LR"]
+        for nid in self.order:
+            n = self.nodes[nid]
+            label = n.spec.reduce if n.agent is None else f"{n.spec.agent}: {n.agent.model}"
+            lines.append(f'  {nid}["{nid}<br/>{label}"]')
+        for nid in self.order:
+            for d in self.nodes[nid].deps:
+                lines.append(f"  {d} --> {nid}")
+        return "\n".join(lines)
+
+
+def _known_templates() -> str:
+    return ", ".join(sorted(k for k in TEMPLATES if k != "default"))
+
+
+def _node_problems(
+    node: NodeSpec, where: str, agents: Mapping[str, AgentSpec] | Iterable[str], ids: set[str]
+) -> list[str]:
+    p: list[str] = []
+    agent_names = set(agents)
+    if node.agent is None and node.reduce is None:
+        p.append(f"{where}: needs an `agent` (or a `reduce` for a non-LLM fan-in)")
+    if node.agent is not None and node.reduce is not None:
+        p.append(f"{where}: has both `agent` and `reduce`; a reduce node calls no model")
+    if node.agent is not None and node.agent not in agent_names:
+        p.append(f"{where}: agent `{node.agent}` is not defined (agents: {', '.join(sorted(agent_names))})")
+    for inp in node.inputs:
+        if inp == node.id:
+            p.append(f"{where} reads itself (a self-loop)")
+        elif inp not in ids:
+            p.append(f"{where} reads `{inp}`, which is not defined")
+    for inp, k in Counter(node.inputs).items():
+        if k > 1:
+            p.append(f"{where} reads `{inp}` {k} times")
+    if node.reduce is not None and not node.inputs:
+        p.append(f"{where}: `reduce: {node.reduce}` needs `inputs`")
+    if node.quorum is not None:
+        if not node.inputs:
+            p.append(f"{where}: has a quorum but no inputs")
+        elif node.quorum > len(node.inputs):
+            p.append(f"{where}: quorum {node.quorum} is larger than its {len(node.inputs)} inputs")
+    if node.prompt is not None:
+        if looks_like_name(node.prompt):
+            if node.prompt not in TEMPLATES:
+                p.append(
+                    f"{where}: prompt template `{node.prompt}` is not known (known: {_known_templates()}; "
+                    "or write a template using {prompt} and {references})"
+                )
+        elif node.inputs and "{references}" not in node.prompt:
+            p.append(f"{where}: reads inputs but its prompt template has no {{references}}")
+    if node.instruction_from is not None:
+        if node.instruction_from not in ids:
+            p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined")
+        elif node.instruction_from == node.id:
+            p.append(f"{where}: instruction_from names itself")
+    return p
+
+
+def _template_for(node: NodeSpec) -> Template | None:
+    if node.agent is None:
+        return None
+    if node.prompt is not None:
+        return Template.compile(TEMPLATES.get(node.prompt, node.prompt))
+    if node.instruction_from is not None:
+        return Template.compile(TEMPLATES["worker"])
+    return Template.compile(TEMPLATES["aggregate" if node.inputs else "default"])
+
+
+def check_nodes(
+    nodes: Sequence[NodeSpec],
+    output: str | None,
+    agents: Mapping[str, AgentSpec] | Iterable[str],
+    *,
+    build: bool = True,
+) -> tuple[Graph | None, list[str]]:
+    """Check the structure; return the ``Graph`` (when ``build`` and no problems) and the problems."""
+    problems: list[str] = []
+    first_at: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        if n.id in first_at:
+            problems.append(f"node `{n.id}` is defined twice (nodes[{first_at[n.id]}] and nodes[{i}])")
+        else:
+            first_at[n.id] = i
+    ids = set(first_at)
+    by_id = {n.id: n for n in nodes}
+    for i, n in enumerate(nodes):
+        problems += _node_problems(n, f"node `{n.id}` (nodes[{i}])", agents, ids)
+
+    plan_workers: dict[str, list[str]] = {}
+    for n in nodes:
+        src = n.instruction_from
+        if src is not None and src in by_id:
+            if not by_id[src].plan:
+                problems.append(f"node `{n.id}`: instruction_from `{src}` is not a `plan: true` node")
+            plan_workers.setdefault(src, []).append(n.id)
+    for n in nodes:
+        if n.plan and not plan_workers.get(n.id):
+            problems.append(f"node `{n.id}` is a plan but no node takes `instruction_from: {n.id}`")
+
+    g: nx.DiGraph = nx.DiGraph()
+    g.add_nodes_from(ids)
+    for n in nodes:
+        for d in [*n.inputs, *([n.instruction_from] if n.instruction_from else [])]:
+            if d in ids and d != n.id:
+                g.add_edge(d, n.id)
+    try:
+        cycle = nx.find_cycle(g)
+        path = " → ".join([e[0] for e in cycle] + [cycle[0][0]])
+        problems.append(f"nodes form a cycle: {path}")
+        acyclic = False
+    except nx.NetworkXNoCycle:
+        acyclic = True
+
+    if output is None:
+        sinks = sorted(n for n in ids if g.out_degree(n) == 0)
+        if len(sinks) == 1:
+            output = sinks[0]
+        elif sinks:
+            problems.append(
+                f"no `output` and {len(sinks)} nodes end the graph ({', '.join(sinks)}): name the answer with `output`"
+            )
+        elif ids:
+            problems.append("no `output`, and no node ends the graph")
+    elif output not in ids:
+        problems.append(f"output `{output}` is not a node")
+
+    if output is not None and output in ids and acyclic:
+        reach = nx.ancestors(g, output) | {output}
+        for n in nodes:
+            if n.id not in reach:
+                problems.append(f"node `{n.id}` does not lead to the output `{output}`")
+
+    if problems or not build or output is None:
+        return None, problems
+
+    order = tuple(nx.lexicographical_topological_sort(g, key=lambda x: first_at[x]))
+    consumers: dict[str, list[str]] = {nid: [] for nid in ids}
+    for a, b in g.edges:
+        consumers[a].append(b)
+    agent_map = agents if isinstance(agents, Mapping) else {}
+    built: dict[str, GraphNode] = {}
+    for nid in order:
+        n = by_id[nid]
+        deps = tuple(n.inputs) + ((n.instruction_from,) if n.instruction_from else ())
+        index = None
+        if n.instruction_from is not None:
+            index = plan_workers[n.instruction_from].index(nid)
+        built[nid] = GraphNode(
+            id=nid,
+            spec=n,
+            agent=agent_map.get(n.agent) if n.agent else None,
+            deps=deps,
+            inputs=tuple(n.inputs),
+            consumers=tuple(sorted(consumers[nid], key=lambda x: first_at[x])),
+            template=_template_for(n),
+            needed=n.quorum if n.quorum is not None else len(n.inputs),
+            plan_workers=tuple(plan_workers.get(nid, ())),
+            instruction_index=index,
+        )
+    return Graph(nodes=built, order=order, output=output), []

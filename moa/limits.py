@@ -1,0 +1,457 @@
+"""Rate limits shared by every run in the process, and the retry policy of one model call.
+
+Two halves with one job each:
+
+* ``RetryPolicy`` / ``should_retry`` / ``parse_retry_after``: pure functions deciding whether and
+  how long to wait before the next attempt (exponential backoff with full jitter, never less than
+  the provider's ``Retry-After``).
+* ``Limiter`` / ``set_rate_limit`` / ``limiter_for``: a process-wide registry of limiters, one per
+  endpoint key, each holding a requests-per-period window, a tokens-per-period window and a cap on
+  requests in flight.
+
+Limiters are shared across event loops (``topology.run_sync`` runs a fresh ``asyncio.run`` per call,
+and users may run loops in several threads), so their state is loop-independent: ``time.monotonic``
+stamps in a deque under a ``threading.Lock``, waits via ``asyncio.sleep``, and a concurrency gate that
+wakes waiters on their own loop with ``call_soon_threadsafe``. No asyncio primitive is ever shared.
+
+Why not ``asyncio_throttle.Throttler`` for rpm: its state is loop-independent too (a deque of
+``time.monotonic`` stamps, polling with ``asyncio.sleep``), but (1) its check-then-append is not
+guarded, so loops in two threads can both pass the check; (2) it cannot reserve the rpm and tpm
+windows in one step, so a request counted in the rpm window could still be waiting on tpm and start
+later than its stamp, letting a later window hold more than ``rpm`` starts; (3) it polls every
+``retry_interval`` (200 waiters = 20,000 wake-ups a second) where the exact expiry is known; and
+(4) a Throttler per loop would forget the window between consecutive ``run_sync`` calls. The window
+below is the same sliding-log algorithm, made atomic and exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+from moa.errors import ModelError, UserError
+
+__all__ = [
+    "Limiter",
+    "RateLimit",
+    "RetryPolicy",
+    "clear_rate_limits",
+    "limiter_for",
+    "parse_retry_after",
+    "retry_after_from_headers",
+    "set_rate_limit",
+    "should_retry",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Retry policy
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How many attempts one model gets and how long to wait between them."""
+
+    #: total attempts per model (the first one included), >= 1
+    max_attempts: int = 3
+    #: the backoff cap of the first retry; doubles with each attempt
+    backoff_base_s: float = 0.5
+    #: the largest backoff cap, whatever the attempt number
+    backoff_max_s: float = 30.0
+    #: a Retry-After longer than this is not waited for: the error is raised instead
+    max_retry_after_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise UserError(f"retry.max_attempts must be >= 1, got {self.max_attempts}")
+        for name in ("backoff_base_s", "backoff_max_s", "max_retry_after_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise UserError(f"retry.{name} must be a finite number >= 0, got {value}")
+
+    def delay_s(
+        self, attempt: int, *, retry_after_s: float | None = None, rng: random.Random | None = None
+    ) -> float | None:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based), or None to give up.
+
+        Full jitter (uniform between 0 and the exponential cap) spreads the retries of many
+        concurrent runs that failed together; a provider's Retry-After is a floor, never shortened.
+        """
+        if attempt >= self.max_attempts:
+            return None
+        if retry_after_s is not None and retry_after_s > self.max_retry_after_s:
+            return None
+        # min() before the power would overflow for huge attempt numbers; cap the exponent instead.
+        cap = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempt - 1, 1023))
+        jittered = rng.uniform(0.0, cap) if rng is not None else random.uniform(0.0, cap)
+        if retry_after_s is None:
+            return jittered
+        return max(retry_after_s, jittered)
+
+
+def should_retry(error: BaseException) -> bool:
+    """True when another attempt at the same request may succeed (a retryable ``ModelError``)."""
+    return isinstance(error, ModelError) and error.retryable
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` value in seconds from now: delta-seconds or an HTTP date; None if garbage.
+
+    Dates in the past give 0. Negative, infinite or NaN seconds are garbage.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" means UTC with unknown origin
+        when = when.replace(tzinfo=UTC)
+    current = now if now is not None else datetime.now(UTC)
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from response headers: ``retry-after-ms`` first, then ``retry-after``."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    millis = lowered.get("retry-after-ms")
+    if millis is not None:
+        try:
+            ms = float(millis.strip())
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    return parse_retry_after(lowered.get("retry-after"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Rate limits
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Limits on one endpoint (a model or an api_base), shared by every run in the process."""
+
+    #: request starts per ``period_s`` (per minute by default)
+    rpm: float | None = None
+    #: requests in flight at once
+    max_concurrent: int | None = None
+    #: tokens (prompt + max_tokens estimate) per ``period_s``
+    tpm: int | None = None
+    #: the window length; 60 s in production, shorter in tests
+    period_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.rpm is not None and not (self.rpm > 0 and math.isfinite(self.rpm)):
+            raise UserError(f"rate_limit.rpm must be a number > 0, got {self.rpm}")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise UserError(f"rate_limit.max_concurrent must be >= 1, got {self.max_concurrent}")
+        if self.tpm is not None and self.tpm < 1:
+            raise UserError(f"rate_limit.tpm must be >= 1, got {self.tpm}")
+        if not (self.period_s > 0 and math.isfinite(self.period_s)):
+            raise UserError(f"rate_limit.period_s must be a number > 0, got {self.period_s}")
+
+    @property
+    def is_unlimited(self) -> bool:
+        """True when no field limits anything."""
+        return self.rpm is None and self.max_concurrent is None and self.tpm is None
+
+    def stricter(self, other: RateLimit) -> RateLimit:
+        """The field-by-field stricter of two limits (rates compared over the longer period)."""
+        period = max(self.period_s, other.period_s)
+
+        def rate(a: RateLimit, value: float | None) -> float | None:
+            return None if value is None else value * period / a.period_s
+
+        def low(x: float | None, y: float | None) -> float | None:
+            return y if x is None else x if y is None else min(x, y)
+
+        tpm = low(rate(self, self.tpm), rate(other, other.tpm))
+        mc = low(self.max_concurrent, other.max_concurrent)
+        return RateLimit(
+            rpm=low(rate(self, self.rpm), rate(other, other.rpm)),
+            max_concurrent=None if mc is None else int(mc),
+            tpm=None if tpm is None else max(1, math.floor(tpm)),
+            period_s=period,
+        )
+
+
+class _Window:
+    """A sliding log of (start time, tokens) over one period: rpm and tpm reserved atomically.
+
+    A fractional rpm becomes whole requests over a proportionally shorter window (90.5 per 60 s is
+    90 per 59.67 s; 0.5 per 60 s is 1 per 120 s), so the average rate is exact and never zero.
+    A request asking for more tokens than ``tpm`` waits until the token window is empty and then
+    proceeds alone, rather than waiting forever.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self._lock = threading.Lock()
+        self._log: deque[tuple[float, int]] = deque()
+        self.configure(limit)
+
+    def configure(self, limit: RateLimit) -> None:
+        with self._lock:
+            if limit.rpm is None:
+                self._max_requests: int | None = None
+                self._period = limit.period_s
+            else:
+                self._max_requests = max(1, math.floor(limit.rpm))
+                self._period = limit.period_s * self._max_requests / limit.rpm
+            self._tpm = limit.tpm
+            self._token_period = limit.period_s
+
+    @property
+    def active(self) -> bool:
+        return self._max_requests is not None or self._tpm is not None
+
+    def _try_reserve(self, tokens: int, now: float) -> float:
+        """Reserve and return 0, or return how long to wait before trying again. Hold the lock."""
+        horizon = max(self._period, self._token_period)
+        while self._log and self._log[0][0] <= now - horizon:
+            self._log.popleft()
+        wait = 0.0
+        if self._max_requests is not None:
+            starts = [t for t, _ in self._log if t > now - self._period]
+            excess = len(starts) - self._max_requests + 1
+            if excess > 0:
+                wait = starts[excess - 1] + self._period - now
+        if self._tpm is not None and tokens > 0:
+            live = [(t, n) for t, n in self._log if n > 0 and t > now - self._token_period]
+            used = sum(n for _, n in live)
+            # An oversized request needs the whole window (used == 0): it then proceeds alone.
+            need = min(tokens, self._tpm)
+            if used + need > self._tpm:
+                freed = 0
+                for t, n in live:
+                    freed += n
+                    if used - freed + need <= self._tpm:
+                        wait = max(wait, t + self._token_period - now)
+                        break
+        if wait > 0:
+            return wait
+        self._log.append((now, tokens))
+        return 0.0
+
+    async def reserve(self, tokens: int) -> None:
+        while True:
+            with self._lock:
+                wait = self._try_reserve(tokens, time.monotonic())
+            if wait <= 0:
+                return
+            # A floor keeps many waiters from waking once per microsecond-apart expiry.
+            await asyncio.sleep(max(wait, 1e-4))
+
+
+class _Gate:
+    """A counting semaphore usable from any event loop in any thread.
+
+    A released slot is handed straight to the oldest waiter, whose future is resolved on its own
+    loop; a waiter cancelled while the hand-over is in flight passes the slot on.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._lock = threading.Lock()
+        self._capacity = capacity
+        self._in_use = 0
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    def set_capacity(self, capacity: int) -> None:
+        with self._lock:
+            self._capacity = capacity
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._in_use < self._capacity and not self._waiters:
+                self._in_use += 1
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            entry = (loop, fut)
+            self._waiters.append(entry)
+        try:
+            await fut
+        except BaseException:
+            with self._lock:
+                queued = entry in self._waiters
+                queued = False
+            if not queued and fut.done() and not fut.cancelled():
+                self.release()  # the slot reached us just as we were cancelled
+            # when fut was cancelled before the hand-over ran, _hand_over sees it and passes it on
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            # after a tighten() lowered the capacity, surplus slots retire instead of moving on
+            while self._waiters and self._in_use <= self._capacity:
+                loop, fut = self._waiters.popleft()
+                try:
+                    loop.call_soon_threadsafe(self._hand_over, fut)
+                except RuntimeError:  # that loop has closed; its waiter is gone
+                    continue
+                return  # the slot moves to the waiter: in_use is unchanged
+            self._in_use -= 1
+
+    def _hand_over(self, fut: asyncio.Future[None]) -> None:
+        if fut.done():
+            pass
+        else:
+            fut.set_result(None)
+
+
+class Limiter:
+    """The shared limits of one endpoint key; ``slot()`` around each request."""
+
+    def __init__(self, key: str, limit: RateLimit) -> None:
+        self.key = key
+        self.limit = limit
+        self._window = _Window(limit)
+        self._gate = _Gate(limit.max_concurrent) if limit.max_concurrent is not None else None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Limiter({self.key!r}, {self.limit!r})"
+
+    def tighten(self, limit: RateLimit) -> None:
+        """Apply the field-by-field stricter of the current limit and ``limit``."""
+        with self._lock:
+            merged = self.limit.stricter(limit)
+            if merged == self.limit:
+                return
+            self.limit = merged
+            self._window.configure(merged)
+            if merged.max_concurrent is not None:
+                if self._gate is None:
+                    self._gate = _Gate(merged.max_concurrent)
+                else:
+                    self._gate.set_capacity(merged.max_concurrent)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a concurrency slot now (0 when concurrency is not capped)."""
+        return self._gate.in_use if self._gate is not None else 0
+
+    def slot(self, tokens: int = 0) -> AbstractAsyncContextManager[None]:
+        """Wait for a concurrency slot, then for the rpm and tpm windows; release the slot on exit.
+
+        The concurrency slot comes first so a request is stamped in the windows when it really
+        starts, not while it still queues for a slot.
+        """
+        return self._slot(max(0, tokens))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, tokens: int) -> AsyncIterator[None]:
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire()
+        try:
+            if self._window.active:
+                await self._window.reserve(tokens)
+            yield
+        finally:
+            if gate is not None:
+                gate.release()
+
+
+# --------------------------------------------------------------------------------------------------
+# The process-wide registry
+
+
+class _Registry:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.global_limits: dict[str, RateLimit] = {}
+        self.limiters: dict[str, Limiter] = {}
+
+
+_registry: _Registry | None = None
+_registry_init_lock = threading.Lock()
+
+
+def _get_registry() -> _Registry:
+    global _registry
+    if _registry is None:
+        with _registry_init_lock:
+            if _registry is None:
+                _registry = _Registry()
+    return _registry
+
+
+def set_rate_limit(
+    key: str, *, rpm: float | None = None, max_concurrent: int | None = None, tpm: int | None = None
+) -> None:
+    """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL.
+
+    A provider limit applies to each model of that provider separately (each model keeps its own
+    window, as providers count per model). Limiters already handed out are dropped from the registry
+    so the next ``limiter_for`` sees the new limit; set limits before starting runs.
+    """
+    limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm)
+    reg = _get_registry()
+    with reg.lock:
+        reg.global_limits[key] = limit
+        reg.limiters.clear()
+
+
+def clear_rate_limits() -> None:
+    """Forget every global limit and every shared limiter (for tests)."""
+    reg = _get_registry()
+    with reg.lock:
+        reg.global_limits.clear()
+        reg.limiters.clear()
+
+
+def limiter_for(model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
+    """The one shared limiter for an agent's endpoint, or None when no limit applies.
+
+    The key is ``api_base`` when the agent names one, else the model string. The limit is the
+    agent's own, else a global one for the api_base, then the exact model, then the provider prefix.
+    When agents give different limits for one key, the limiter keeps the stricter of each field
+    (it only ever tightens until ``clear_rate_limits``/``set_rate_limit``).
+    """
+    if agent_limit is None and _registry is None:
+        return None  # nothing was ever configured: the hot path pays nothing
+    reg = _get_registry()
+    key = api_base or model
+    with reg.lock:
+        limit = agent_limit
+        if limit is None:
+            provider = model.split("/", 1)[0] if "/" in model else None
+            for candidate in (api_base, model, provider):
+                if candidate is not None and candidate in reg.global_limits:
+                    limit = reg.global_limits[candidate]
+                    break
+        if limit is None or limit.is_unlimited:
+            return None
+        limiter = reg.limiters.get(key)
+        if limiter is None:
+            limiter = reg.limiters[key] = Limiter(key, limit)
+        elif limiter.limit != limit:
+            limiter.tighten(limit)
+        return limiter

@@ -1,0 +1,162 @@
+"""Reading topology files and presets, and turning every problem into one line naming its place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from moa.errors import TopologyError, UserError
+from moa.graph import check_nodes
+from moa.spec import KINDS, NodeSpec
+
+if TYPE_CHECKING:
+    from moa.topology import Topology
+
+__all__ = ["format_validation_error", "load", "load_data", "preset_dir", "presets", "read_document"]
+
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def preset_dir() -> Path:
+    """The preset folder: inside the wheel (``moa/_presets``) or the source checkout's ``topologies/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_presets", here.parent / "topologies"):
+        if candidate.is_dir():
+            return candidate
+    return here / "_presets"
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> file, sorted by name."""
+    d = preset_dir()
+    if not d.is_dir():
+        return {}
+    found = {p.stem: p for p in d.iterdir() if p.suffix in _SUFFIXES and not p.name.startswith("_")}
+    return dict(sorted(found.items()))
+
+
+def read_document(path: Path) -> Any:
+    """Parse a YAML or JSON file; syntax errors name the file and line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    import yaml  # deferred: only file loading needs it
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{line}: invalid YAML: {problem}") from None
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in _SUFFIXES or p.exists():
+        if not p.exists():
+            raise UserError(f"{p}: no such file")
+        return p
+    found = presets().get(str(name_or_path))
+    if found is None:
+        names = ", ".join(presets()) or "none installed"
+        raise UserError(f"unknown topology `{name_or_path}`: not a file and not a preset (presets: {names})")
+    return found
+
+
+def load(name_or_path: str | Path) -> Topology:
+    """Load a topology from a YAML/JSON file or a preset name, validated before any call."""
+    path = _resolve(name_or_path)
+    data = read_document(path)
+    return load_data(data, source=str(path))
+
+
+def _where(loc: tuple[int | str, ...], data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if isinstance(node, list) and 0 <= part < len(node):
+                node = node[part]
+                if isinstance(node, Mapping) and isinstance(node.get("id"), str):
+                    out += f" (`{node['id']}`)"
+            else:
+                node = None
+        else:
+            out += f".{part}" if out else str(part)
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return out or "topology"
+
+
+def format_validation_error(err: ValidationError, data: Any) -> list[str]:
+    """One line per pydantic error: ``agents.a.temperature: must be >= 0 (got -1)``."""
+    lines = []
+    for e in err.errors(include_url=False):
+        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        where = _where(loc, data)
+        typ = e["type"]
+        msg = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if typ == "extra_forbidden":
+            field = loc[-1] if loc else "?"
+            if field == "api_key":
+                msg = "inline `api_key` is refused: put the key in an environment variable and name it with `api_key_env`"
+            else:
+                msg = "unknown field"
+        elif typ == "literal_error" and loc and loc[-1] == "kind":
+            msg = f"unknown kind `{e['input']}` (kinds: {', '.join(KINDS)})"
+        elif typ == "missing":
+            msg = "required field is missing"
+        elif "input" in e and typ not in ("value_error", "assertion_error") and not isinstance(e["input"], (dict, list)):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{where}: {msg}")
+    return lines
+
+
+def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
+    """Best-effort structural checks on a file whose schema failed, so every problem shows at once."""
+    if "kind" in data or not isinstance(data.get("nodes"), list):
+        return []
+    nodes = []
+    for raw in data["nodes"]:
+        try:
+            nodes.append(NodeSpec.model_validate(raw))
+        except ValidationError:
+            continue  # already reported by the schema pass
+    agents = data.get("agents")
+    agent_names = list(agents) if isinstance(agents, Mapping) else []
+    output = data.get("output") if isinstance(data.get("output"), str) else None
+    _, problems = check_nodes(nodes, output, agent_names, build=False)
+    return problems
+
+
+def load_data(data: Any, *, source: str = "<topology>") -> Topology:
+    """Validate plain data (parsed YAML/JSON) into a ``Topology``; every problem in one TopologyError."""
+    from moa.topology import Topology
+
+    if not isinstance(data, Mapping):
+        raise TopologyError([f"expected a mapping at the top level, got {type(data).__name__}"], source=source)
+    try:
+        return Topology.model_validate(data)
+    except ValidationError as err:
+        problems = format_validation_error(err, data) + _raw_graph_problems(data)
+        raise TopologyError(problems, source=source) from None
+    except TopologyError as err:
+        raise TopologyError(err.problems, source=source) from None

@@ -1,0 +1,80 @@
+"""The ``Model`` protocol: the one shape every backend (litellm, direct OpenAI-compatible HTTP, the
+embedded llama.cpp model, the test fakes) has. A backend makes exactly one attempt per call;
+retries, fallbacks, rate limits, budgets and records belong to the runner."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from moa.results import Usage
+
+__all__ = ["Message", "Model", "ModelReply", "ModelRequest", "TokenCallback"]
+
+#: a chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``
+Message = Mapping[str, str]
+
+#: called with each text delta as a streamed reply decodes
+TokenCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """One attempt at one completion, fully resolved (the key read from the environment)."""
+
+    model: str
+    messages: Sequence[Message]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: Sequence[str] | None = None
+    api_base: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float | None = None
+    #: pass-through completion arguments (``params`` of the agent)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    #: the node making the call, for error messages only
+    node: str = ""
+
+    def cache_key_fields(self) -> dict[str, Any]:
+        """The request as plain data, without the key: what the experiment call cache hashes."""
+        return {
+            "model": self.model,
+            "messages": [dict(m) for m in self.messages],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "top_p": self.top_p,
+            "stop": list(self.stop) if self.stop else None,
+            "api_base": self.api_base,
+            "params": dict(self.params),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """What one successful attempt returned."""
+
+    text: str
+    usage: Usage
+    #: the model name the provider reported (may differ from the request's)
+    model: str = ""
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A backend: one attempt per ``complete`` call, raising ``moa.ModelError`` subclasses."""
+
+    #: True for in-process models whose cost is a local-compute figure
+    local: bool
+
+    async def complete(
+        self, request: ModelRequest, on_token: TokenCallback | None = None
+    ) -> ModelReply:
+        """Send ``request`` once. With ``on_token``, stream and call it with each text delta."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients, threads or weights held by the backend."""
+        ...

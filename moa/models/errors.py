@@ -1,0 +1,35 @@
+"""Turning a provider's HTTP status and message into moa's error tree (shared by the litellm and the
+direct OpenAI-compatible paths, so both fail the same way)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, Timeout
+
+__all__ = ["error_for_status"]
+
+
+def error_for_status(
+    status: int | None,
+    message: str,
+    *,
+    model: str,
+    node: str = "",
+    headers: Mapping[str, str] | None = None,
+) -> ModelError:
+    """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> Timeout,
+    other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError."""
+    from moa.limits import retry_after_from_headers
+
+    text = " ".join(message.split())[:500] or f"HTTP {status}"
+    kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}
+    if status == 429:
+        retry_after = retry_after_from_headers(headers) if headers is not None else None
+        return RateLimited(f"rate limited (429): {text}", retry_after_s=retry_after, **kw)
+    if status == 408:
+        return Timeout(f"provider timed out (408): {text}", **kw)  # type: ignore[arg-type]
+    if status is not None and 400 <= status < 500:
+        return RequestRejected(f"request rejected ({status}): {text}", **kw)  # type: ignore[arg-type]
+    label = f"provider error ({status})" if status else "provider error"
+    return ProviderError(f"{label}: {text}", **kw)  # type: ignore[arg-type]

@@ -1,0 +1,127 @@
+"""Every litellm provider, through one door. The only module that imports litellm, and only when the
+first call is made (importing litellm takes about 3 s). litellm's own retries are off: moa owns
+retries, fallbacks and rate limits. Its exceptions become moa's, with the provider's message kept."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from moa.errors import MalformedReply, ModelError, ProviderError, Timeout
+from moa.models.base import ModelReply, ModelRequest, TokenCallback
+from moa.models.errors import error_for_status
+from moa.results import Usage
+
+__all__ = ["LitellmModel", "import_litellm"]
+
+_litellm: Any = None
+
+
+def import_litellm() -> Any:
+    """Import and quieten litellm once: offline price map, no banners, no retries of its own."""
+    global _litellm
+    if _litellm is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        litellm.set_verbose = False
+        litellm.num_retries = 0
+        litellm.telemetry = False
+        _litellm = litellm
+    return _litellm
+
+
+def _map_exception(e: BaseException, request: ModelRequest) -> ModelError:
+    import litellm
+
+    model, node = request.model, request.node
+    message = str(getattr(e, "message", None) or e).removeprefix("litellm.")
+    if isinstance(e, litellm.Timeout):
+        return Timeout(f"timed out: {message}", model=model, node=node or None)
+    if isinstance(e, litellm.APIConnectionError):
+        return ProviderError(f"connection failed: {message}", model=model, node=node or None)
+    status = getattr(e, "status_code", None)
+    response = getattr(e, "response", None)
+    headers = getattr(response, "headers", None)
+    if isinstance(e, (litellm.APIResponseValidationError, ValueError, KeyError, TypeError)) and not status:
+        return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
+    if isinstance(status, int):
+        return error_for_status(status, message, model=model, node=node, headers=headers)
+    return ProviderError(f"{type(e).__name__}: {message}", model=model, node=node or None)
+
+
+class LitellmModel:
+    """Calls ``litellm.acompletion`` once per attempt."""
+
+    local = False
+
+    def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
+        kw: dict[str, Any] = dict(request.params)
+        kw.update(model=request.model, messages=[dict(m) for m in request.messages], num_retries=0, max_retries=0)
+        for name in ("temperature", "max_tokens", "top_p", "api_base", "api_key"):
+            value = getattr(request, name)
+            if value is not None:
+                kw[name] = value
+        if request.stop:
+            kw["stop"] = list(request.stop)
+        if request.timeout_s is not None:
+            kw["timeout"] = request.timeout_s
+        return kw
+
+    async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
+        litellm = import_litellm()
+        kw = self._kwargs(request)
+        try:
+            if on_token is None:
+                resp = await litellm.acompletion(**kw)
+                return _reply_from(resp, request)
+            kw["stream"] = True
+            kw["stream_options"] = {"include_usage": True}
+            stream = await litellm.acompletion(**kw)
+            return await _consume(stream, request, on_token)
+        except ModelError:
+            raise
+        except Exception as e:  # every litellm/provider failure becomes a moa error here
+            raise _map_exception(e, request) from e
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
+    choices = getattr(resp, "choices", None)
+    if not choices:
+        raise MalformedReply("malformed reply: no choices", model=request.model, node=request.node or None)
+    message = getattr(choices[0], "message", None)
+    text = getattr(message, "content", None)
+    if text is None:
+        raise MalformedReply("malformed reply: no message content", model=request.model, node=request.node or None)
+    u = getattr(resp, "usage", None)
+    usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+    return ModelReply(str(text), usage, str(getattr(resp, "model", "") or ""), getattr(choices[0], "finish_reason", None))
+
+
+async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) -> ModelReply:
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish: str | None = None
+    model = ""
+    async for chunk in stream:
+        model = str(getattr(chunk, "model", "") or model)
+        u = getattr(chunk, "usage", None)
+        if u is not None and getattr(u, "prompt_tokens", None) is not None:
+            usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0))
+        for choice in getattr(chunk, "choices", None) or []:
+            delta = getattr(choice, "delta", None)
+            piece = getattr(delta, "content", None)
+            if piece:
+                parts.append(piece)
+                on_token(piece)
+            finish = getattr(choice, "finish_reason", None) or finish
+    text = "".join(parts)
+    if usage is None:
+        litellm = import_litellm()
+        prompt = litellm.token_counter(model=request.model, messages=[dict(m) for m in request.messages])
+        usage = Usage(int(prompt), int(litellm.token_counter(model=request.model, text=text)))
+    return ModelReply(text, usage, model, finish)

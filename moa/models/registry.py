@@ -1,0 +1,81 @@
+"""Which backend answers a model string: user overrides (exact or glob), the embedded model for
+``local/...``, the direct OpenAI-compatible path, or litellm. One backend instance per run group,
+so the litellm module, the pooled httpx client and loaded weights are shared by every call."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from typing import Any
+
+from moa.models.base import Model
+
+__all__ = ["ModelRegistry", "OPENAI_COMPATIBLE_PREFIXES", "use_direct_http"]
+
+#: litellm provider prefixes whose api_base speaks the OpenAI chat completions protocol
+OPENAI_COMPATIBLE_PREFIXES = ("openai", "hosted_vllm", "vllm", "llamafile", "lm_studio", "openai_like", "custom_openai")
+
+
+def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
+    """The direct httpx path serves ``transport: openai-http``, and ``auto`` with an api_base of an
+    OpenAI-compatible provider; litellm stays the default for named providers."""
+    if transport == "openai-http":
+        return True
+    if transport != "auto" or not api_base:
+        return False
+    prefix = model.split("/", 1)[0] if "/" in model else ""
+    return prefix in OPENAI_COMPATIBLE_PREFIXES
+
+
+class ModelRegistry:
+    """Resolves and caches backends for one run group."""
+
+    def __init__(self, overrides: Mapping[str, Model] | None = None) -> None:
+        self._exact: dict[str, Model] = {}
+        self._globs: list[tuple[str, Model]] = []
+        for key, model in (overrides or {}).items():
+            if any(c in key for c in "*?["):
+                self._globs.append((key, model))
+            else:
+                self._exact[key] = model
+        self._litellm: Model | None = None
+        self._http: Model | None = None
+        self._owned: list[Model] = []
+
+    def override_for(self, model: str) -> Model | None:
+        found = self._exact.get(model)
+        if found is not None:
+            return found
+        for pattern, m in self._globs:
+            if fnmatch.fnmatchcase(model, pattern):
+                return m
+        return None
+
+    def backend(self, model: str, *, api_base: str | None, transport: str, params: Mapping[str, Any]) -> Model:
+        found = self.override_for(model)
+        if found is not None:
+            return found
+        if model.startswith("local/"):
+            from moa.models.local import resolve_local_model
+
+            return resolve_local_model(model, params)
+        if use_direct_http(model, api_base, transport):
+            if self._http is None:
+                from moa.models.openai_http import OpenAIHTTPModel
+
+                self._http = OpenAIHTTPModel()
+                self._owned.append(self._http)
+            return self._http
+        if self._litellm is None:
+            from moa.models.litellm import LitellmModel
+
+            self._litellm = LitellmModel()
+            self._owned.append(self._litellm)
+        return self._litellm
+
+    async def aclose(self) -> None:
+        """Close the backends this registry created (not user overrides, not shared local weights)."""
+        owned, self._owned = self._owned, []
+        self._litellm = self._http = None
+        for m in owned:
+            await m.aclose()

@@ -1,0 +1,109 @@
+"""Default prompt templates and their rendering.
+
+A template is plain text with up to three placeholders: ``{prompt}`` (the user's prompt),
+``{references}`` (the outputs of the node's inputs, numbered) and ``{instruction}`` (a worker's
+instruction from a plan). Only these three are replaced, so templates may hold other braces
+(JSON examples, code) untouched. Templates are split once per topology, not per call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["PLACEHOLDERS", "TEMPLATES", "Template", "format_references"]
+
+PLACEHOLDERS = ("prompt", "references", "instruction")
+
+# The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
+AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
+Your task is to synthesize these responses into a single, high-quality response. It is crucial to \
+critically evaluate the information provided in these responses, recognizing that some of it may be \
+biased or incorrect. Your response should not simply replicate the given answers but should offer a \
+refined, accurate, and comprehensive reply to the instruction. Ensure your response is well-structured, \
+coherent, and adheres to the highest standards of accuracy and reliability.
+
+Responses from models:
+{references}
+
+User query: {prompt}"""
+
+CRITIQUE = """Critique the answer below to the user's query. List its factual errors, gaps and unclear \
+parts, most important first. Do not rewrite the answer.
+
+User query: {prompt}
+
+{references}"""
+
+REFINE = """Below are earlier steps of work on the user's query (a draft and critiques of it). Write the \
+final, improved answer to the query, fixing every valid point raised. Reply with the answer only.
+
+{references}
+
+User query: {prompt}"""
+
+PLAN = """You are a manager splitting a task among {workers} workers. Write exactly {workers} \
+instructions, one per worker, each a self-contained sub-task that helps answer the user's query. \
+Reply with JSON only, in this form: {{"instructions": ["...", "..."]}}
+
+User query: {prompt}"""
+
+WORKER = """You are one worker of a team answering a user's query. Your manager's instruction to you:
+{instruction}
+
+User query: {prompt}"""
+
+DEFAULT = "{prompt}"
+
+TEMPLATES: dict[str, str] = {
+    "aggregate": AGGREGATE,
+    "critique": CRITIQUE,
+    "refine": REFINE,
+    "plan": PLAN,
+    "worker": WORKER,
+    "default": DEFAULT,
+}
+
+_PLACEHOLDER = re.compile(r"\{(prompt|references|instruction|workers)\}")
+_TEMPLATE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def looks_like_name(text: str) -> bool:
+    """A bare identifier is a template name; anything else is template text."""
+    return bool(_TEMPLATE_NAME.match(text))
+
+
+def format_references(outputs: Sequence[tuple[str, str]]) -> str:
+    """Number the references: ``1. <output>`` blocks, in input order."""
+    return "\n\n".join(f"{i}. [{node}]\n{text}" for i, (node, text) in enumerate(outputs, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A template split once into literal parts and placeholder names."""
+
+    parts: tuple[str, ...]
+    names: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, text: str) -> Template:
+        parts: list[str] = []
+        names: list[str] = []
+        pos = 0
+        for m in _PLACEHOLDER.finditer(text):
+            parts.append(text[pos : m.start()].replace("{{", "{").replace("}}", "}"))
+            names.append(m.group(1))
+            pos = m.end()
+        parts.append(text[pos:].replace("{{", "{").replace("}}", "}"))
+        return cls(tuple(parts), tuple(names))
+
+    def render(self, values: dict[str, str]) -> str:
+        out = [self.parts[0]]
+        for name, part in zip(self.names, self.parts[1:], strict=True):
+            out.append(values.get(name, ""))
+            out.append(part)
+        return "".join(out)
+
+    def uses(self, name: str) -> bool:
+        return name in self.names

@@ -1,0 +1,160 @@
+"""What a run leaves behind: ``Usage`` (addable), one ``CallRecord`` per model call, ``NodeResult``
+per node and the ``RunResult`` of the whole run. The field names of ``RunResult.to_dict()`` are the
+stable ``--json`` output of ``moa run``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CallRecord", "NodeResult", "RunResult", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts; ``Usage + Usage`` adds them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """One model call (after its own retries): who made it, what it cost, how long it took."""
+
+    node: str
+    #: the model that answered (a fallback's name when a fallback answered), else the last tried
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    attempts: int = 1
+    #: ``None`` on success, else ``"ErrorClass: message"``
+    error: str | None = None
+    #: the model the agent asked for, before any fallback
+    requested_model: str = ""
+    #: seconds since the run started when the call began
+    started_s: float = 0.0
+    #: False when neither litellm's price map nor the agent's ``pricing`` knew the model
+    priced: bool = True
+    #: True for the embedded model: its cost is a local-compute figure, not a bill
+    local: bool = False
+    #: True when the reply came from the experiment call cache (no request sent)
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "model": self.model,
+            "requested_model": self.requested_model or self.model,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "latency_s": self.latency_s,
+            "attempts": self.attempts,
+            "error": self.error,
+            "started_s": self.started_s,
+            "priced": self.priced,
+            "local": self.local,
+            "cached": self.cached,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CallRecord:
+        u = d.get("usage") or {}
+        return cls(
+            node=d["node"],
+            model=d["model"],
+            usage=Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
+            cost_usd=float(d.get("cost_usd", 0.0)),
+            latency_s=float(d.get("latency_s", 0.0)),
+            attempts=int(d.get("attempts", 1)),
+            error=d.get("error"),
+            requested_model=d.get("requested_model", d["model"]),
+            started_s=float(d.get("started_s", 0.0)),
+            priced=bool(d.get("priced", True)),
+            local=bool(d.get("local", False)),
+            cached=bool(d.get("cached", False)),
+        )
+
+
+@dataclass(slots=True)
+class NodeResult:
+    """One node of the graph: its output (or error) and timing."""
+
+    id: str
+    output: str | None = None
+    #: ``ok``, ``failed``, ``cancelled`` (not needed once a quorum answered) or ``skipped``
+    status: str = "skipped"
+    error: str | None = None
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    #: sum of the latencies of this node's calls (0 for non-LLM fan-in)
+    call_latency_s: float = 0.0
+    #: the inputs whose outputs this node actually read (survivors of a quorum)
+    used_inputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "started_s": self.started_s,
+            "ended_s": self.ended_s,
+            "call_latency_s": self.call_latency_s,
+            "used_inputs": list(self.used_inputs),
+        }
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The answer of one run and its full account."""
+
+    output: str
+    topology: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float
+    #: the longest chain of actual call latencies through the graph
+    critical_path_s: float
+    calls: list[CallRecord]
+    nodes: dict[str, NodeResult]
+    #: models with no known price: their calls are counted at 0 USD
+    unpriced_models: list[str] = field(default_factory=list)
+    #: set when some cost is a local-compute figure rather than a provider bill
+    cost_note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "topology": self.topology,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "latency_s": self.latency_s,
+            "critical_path_s": self.critical_path_s,
+            "calls": [c.to_dict() for c in self.calls],
+            "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
+            "unpriced_models": list(self.unpriced_models),
+            "cost_note": self.cost_note,
+        }

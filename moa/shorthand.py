@@ -1,0 +1,208 @@
+"""Expand the ``kind:`` shorthands into explicit nodes.
+
+The Python builders in ``moa.build`` produce the same ``TopologySpec`` as the YAML shorthands, and
+both pass through ``expand`` so they meet in one validated graph.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from moa.spec import NodeSpec, TopologySpec
+
+__all__ = ["expand"]
+
+# which top-level shorthand fields each kind reads; any other one set is a mistake worth naming
+_FIELDS: dict[str, set[str]] = {
+    "single": {"agent"},
+    "sequential": {"steps"},
+    "parallel": {"workers", "aggregator", "reduce", "vote_on", "quorum", "on_quorum"},
+    "hierarchical": {"manager", "workers", "aggregator", "quorum", "on_quorum"},
+    "layered": {"layers", "proposers", "aggregator", "quorum", "on_quorum"},
+    "self_moa": {"agent", "samples", "aggregator", "reduce", "vote_on", "quorum", "on_quorum"},
+}
+_ALL_SHORTHAND = {"agent", "steps", "workers", "aggregator", "reduce", "quorum", "manager", "layers", "proposers", "samples"}
+
+
+def _ids(prefix: str, agents: Sequence[str]) -> list[str]:
+    """Node ids named after their agents, numbered where an agent repeats."""
+    counts = Counter(agents)
+    seen: Counter[str] = Counter()
+    out = []
+    for a in agents:
+        seen[a] += 1
+        out.append(f"{prefix}{a}" if counts[a] == 1 else f"{prefix}{a}_{seen[a]}")
+    return out
+
+
+def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
+    """Return ``(nodes, output, problems)``; problems are one line each."""
+    problems: list[str] = []
+    if spec.kind is None:
+        used = sorted(f for f in _ALL_SHORTHAND if getattr(spec, f) is not None)
+        if used:
+            problems.append(f"`{used[0]}` is a shorthand field but no `kind` is set")
+        if spec.nodes is None:
+            problems.append("no `nodes` and no `kind`: write nodes, or a shorthand such as `kind: parallel`")
+            return [], None, problems
+        return list(spec.nodes), spec.output, problems
+
+    if spec.nodes is not None:
+        problems.append(f"`kind: {spec.kind}` and `nodes` are both set: use one or the other")
+    stray = sorted(
+        f for f in _ALL_SHORTHAND - _FIELDS[spec.kind] if getattr(spec, f) is not None
+    )
+    for f in stray:
+        problems.append(f"`{f}` is not used by `kind: {spec.kind}`")
+    if spec.output is not None:
+        problems.append(f"`output` is set by `kind: {spec.kind}` itself; remove it")
+
+    builder = {
+        "single": _single,
+        "sequential": _sequential,
+        "parallel": _parallel,
+        "hierarchical": _hierarchical,
+        "layered": _layered,
+        "self_moa": _self_moa,
+    }[spec.kind]
+    nodes, output = builder(spec, problems)
+    return nodes, output, problems
+
+
+def _need(spec: TopologySpec, field: str, problems: list[str]) -> None:
+    problems.append(f"`kind: {spec.kind}` needs `{field}`")
+
+
+def _the_agent(spec: TopologySpec, problems: list[str]) -> str | None:
+    if spec.agent is not None:
+        return spec.agent
+    if len(spec.agents) == 1:
+        return next(iter(spec.agents))
+    _need(spec, "agent", problems)
+    return None
+
+
+def _single(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    agent = _the_agent(spec, problems)
+    if agent is None:
+        return [], None
+    return [NodeSpec(id="answer", agent=agent)], "answer"
+
+
+def _sequential(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    steps = spec.steps or []
+    if not steps:
+        _need(spec, "steps", problems)
+        return [], None
+    ids = [f"step{i}_{a}" for i, a in enumerate(steps, 1)]
+    nodes = [NodeSpec(id=ids[0], agent=steps[0])]
+    for i in range(1, len(steps)):
+        # middle steps critique, the last one revises; every step reads all earlier ones so a
+        # reviser sees both the draft and the critique
+        last = i == len(steps) - 1
+        nodes.append(
+            NodeSpec(id=ids[i], agent=steps[i], inputs=ids[:i], prompt="refine" if last else "critique")
+        )
+    return nodes, ids[-1]
+
+
+def _fan_in(
+    spec: TopologySpec, worker_ids: list[str], problems: list[str], *, default_agent: str | None = None
+) -> tuple[list[NodeSpec], str | None]:
+    if spec.quorum is not None and spec.quorum > len(worker_ids):
+        problems.append(f"quorum {spec.quorum} is larger than the {len(worker_ids)} workers")
+    if spec.reduce is not None:
+        if spec.aggregator is not None:
+            problems.append("`aggregator` and `reduce` are both set: use one or the other")
+        quorum = 1 if spec.reduce == "first" else spec.quorum
+        node = NodeSpec(
+            id=spec.reduce, reduce=spec.reduce, vote_on=spec.vote_on, inputs=worker_ids,
+            quorum=quorum, on_quorum=spec.on_quorum,
+        )
+        return [node], node.id
+    agg = spec.aggregator or default_agent
+    if agg is None:
+        _need(spec, "aggregator` (or `reduce", problems)
+        return [], None
+    node = NodeSpec(
+        id="aggregate", agent=agg, inputs=worker_ids, prompt="aggregate",
+        quorum=spec.quorum, on_quorum=spec.on_quorum,
+    )
+    return [node], node.id
+
+
+def _parallel(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    workers = spec.workers or []
+    if not workers:
+        problems.append("`workers` is empty: a parallel topology needs at least one worker")
+        return [], None
+    ids = _ids("", workers)
+    nodes = [NodeSpec(id=i, agent=a) for i, a in zip(ids, workers, strict=True)]
+    tail, out = _fan_in(spec, ids, problems)
+    return nodes + tail, out
+
+
+def _hierarchical(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    workers = spec.workers or []
+    if spec.manager is None:
+        _need(spec, "manager", problems)
+        return [], None
+    if not workers:
+        problems.append("`workers` is empty: a hierarchical topology needs at least one worker")
+        return [], None
+    ids = _ids("", workers)
+    nodes = [NodeSpec(id="plan", agent=spec.manager, prompt="plan", plan=True)]
+    nodes += [
+        NodeSpec(id=i, agent=a, prompt="worker", instruction_from="plan")
+        for i, a in zip(ids, workers, strict=True)
+    ]
+    tail, out = _fan_in(spec, ids, problems, default_agent=spec.manager)
+    return nodes + tail, out
+
+
+def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    layers: list[list[str]]
+    if isinstance(spec.layers, int):
+        if not spec.proposers:
+            _need(spec, "proposers", problems)
+            return [], None
+        layers = [list(spec.proposers)] * spec.layers
+    elif isinstance(spec.layers, list):
+        if spec.proposers is not None:
+            problems.append("`proposers` is not used when `layers` lists each layer's agents")
+        layers = spec.layers
+    else:
+        _need(spec, "layers", problems)
+        return [], None
+    nodes: list[NodeSpec] = []
+    previous: list[str] = []
+    for n, layer in enumerate(layers, 1):
+        if not layer:
+            problems.append(f"layer {n} has no proposers")
+            return [], None
+        ids = _ids(f"l{n}_", layer)
+        for i, a in zip(ids, layer, strict=True):
+            nodes.append(
+                NodeSpec(id=i, agent=a, inputs=previous, prompt="aggregate" if previous else None,
+                         quorum=spec.quorum if previous else None, on_quorum=spec.on_quorum)
+            )
+        previous = ids
+    tail, out = _fan_in(spec, previous, problems)
+    return nodes + tail, out
+
+
+def _self_moa(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], str | None]:
+    agent = _the_agent(spec, problems)
+    if agent is None:
+        return [], None
+    samples = spec.samples or 4
+    a = spec.agents.get(agent)
+    if a is not None and not (a.temperature or 0) > 0:
+        problems.append(
+            f"agent `{agent}`: self_moa samples one model several times, so its temperature must be > 0"
+        )
+    ids = [f"sample{i}" for i in range(1, samples + 1)]
+    nodes = [NodeSpec(id=i, agent=agent) for i in ids]
+    tail, out = _fan_in(spec, ids, problems, default_agent=agent)
+    return nodes + tail, out

@@ -1,0 +1,183 @@
+"""The declarative topology format: agents, nodes, ``output``, and the ``kind:`` shorthands.
+
+Everything here is a frozen pydantic model with ``extra="forbid"``, so an unknown or misspelt field
+is an error rather than a silently ignored line. Shorthands expand to nodes in ``moa.shorthand``; the
+graph checks (cycles, unknown references, reachability) live in ``moa.graph``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AgentSpec",
+    "NodeSpec",
+    "PricingSpec",
+    "RateLimitSpec",
+    "RetrySpec",
+    "TopologySpec",
+]
+
+KINDS = ("single", "sequential", "parallel", "hierarchical", "layered", "self_moa")
+Kind = Literal["single", "sequential", "parallel", "hierarchical", "layered", "self_moa"]
+Reduce = Literal["majority", "first"]
+VoteOn = Literal["text", "last_number", "last_line"]
+OnQuorum = Literal["cancel", "wait"]
+Transport = Literal["auto", "litellm", "openai-http"]
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySpec(BaseModel):
+    """How often and how patiently a failed call is tried again (per model, before fallbacks)."""
+
+    model_config = _FROZEN
+
+    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per model, the first included.")
+    backoff_base_s: float = Field(0.5, ge=0, description="First backoff ceiling; doubles each attempt.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Cap on one backoff (full jitter below it).")
+
+
+class RateLimitSpec(BaseModel):
+    """Limits shared by every run in the process, keyed by ``api_base`` (or the model when none)."""
+
+    model_config = _FROZEN
+
+    rpm: float | None = Field(None, gt=0, description="Requests per minute.")
+    max_concurrent: int | None = Field(None, ge=1, description="Requests in flight at once.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt + max_tokens).")
+
+
+class PricingSpec(BaseModel):
+    """USD per million tokens, for models litellm's price map lacks (or to override it)."""
+
+    model_config = _FROZEN
+
+    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens.")
+    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens.")
+
+
+class AgentSpec(BaseModel):
+    """One model with its settings; nodes refer to agents by name."""
+
+    model_config = _FROZEN
+
+    model: str = Field(..., description="A litellm model string (`openai/gpt-4o-mini`) or `local/<name>`.")
+    system: str | None = Field(None, description="System prompt sent before every message of this agent.")
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, gt=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: list[str] | None = None
+    api_base: str | None = Field(None, description="Endpoint URL, e.g. an OpenAI-compatible server.")
+    api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
+    timeout_s: float | None = Field(None, gt=0, description="Per-attempt time limit in seconds.")
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    rate_limit: RateLimitSpec | None = None
+    fallbacks: list[str] = Field(default_factory=list, description="Models tried in order when this fails.")
+    pricing: PricingSpec | None = None
+    transport: Transport = Field(
+        "auto",
+        description="`litellm`, `openai-http` (direct pooled httpx) or `auto` (direct for OpenAI-compatible api_base).",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="Any other completion argument.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_inline_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key" in data:
+            raise ValueError(
+                "inline `api_key` is refused: put the key in an environment variable and name it "
+                "with `api_key_env`"
+            )
+        return data
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("model is empty: give a litellm model string such as `openai/gpt-4o-mini`")
+        return v.strip()
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallbacks_not_empty(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not m.strip():
+                raise ValueError("a fallback model string is empty")
+        return [m.strip() for m in v]
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("params")
+    @classmethod
+    def _params_hold_no_key(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if "api_key" in v:
+            raise ValueError(
+                "inline `api_key` in params is refused: name an environment variable with `api_key_env`"
+            )
+        return v
+
+
+class NodeSpec(BaseModel):
+    """One step of the graph: an agent call, or a non-LLM fan-in (``reduce``)."""
+
+    model_config = _FROZEN
+
+    id: str = Field(..., min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    agent: str | None = Field(None, description="The agent that answers; omit for a `reduce` node.")
+    inputs: list[str] = Field(default_factory=list, description="Nodes whose outputs this node reads.")
+    prompt: str | None = Field(
+        None,
+        description="A template name (aggregate, refine, critique, plan, worker) or a template "
+        "string using {prompt}, {references} and {instruction}.",
+    )
+    reduce: Reduce | None = Field(None, description="Non-LLM fan-in: `majority` vote or `first` answer.")
+    vote_on: VoteOn = Field("text", description="What `majority` compares: the normalised text, last number or last line.")
+    quorum: int | None = Field(None, ge=1, description="Go on once this many inputs answered.")
+    on_quorum: OnQuorum = Field(
+        "cancel", description="Once the quorum answered: `cancel` the rest, or `wait` for them."
+    )
+    plan: bool = Field(False, description="This node writes one instruction per worker (structured output).")
+    instruction_from: str | None = Field(None, description="A `plan` node whose instruction this worker answers.")
+
+
+class TopologySpec(BaseModel):
+    """A topology file: agents plus either explicit ``nodes`` or a ``kind`` shorthand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="moa topology")
+
+    name: str = Field(..., min_length=1)
+    description: str = ""
+    agents: dict[str, AgentSpec] = Field(..., min_length=1)
+
+    nodes: list[NodeSpec] | None = None
+    output: str | None = Field(None, description="The node whose output is the answer (the sink).")
+
+    kind: Kind | None = None
+    # shorthand fields; which ones a kind uses is checked in moa.shorthand
+    agent: str | None = Field(None, description="single/self_moa: the agent.")
+    steps: list[str] | None = Field(None, description="sequential: agents in order (draft, critique, revise).")
+    workers: list[str] | None = Field(None, description="parallel/hierarchical: worker agents.")
+    aggregator: str | None = Field(None, description="The agent that writes the final answer.")
+    reduce: Reduce | None = Field(None, description="parallel/self_moa: non-LLM fan-in instead of an aggregator.")
+    vote_on: VoteOn = "text"
+    quorum: int | None = Field(None, ge=1)
+    on_quorum: OnQuorum = "cancel"
+    manager: str | None = Field(None, description="hierarchical: the agent that plans.")
+    layers: int | list[list[str]] | None = Field(
+        None, description="layered: a number of layers of `proposers`, or the agents of each layer."
+    )
+    proposers: list[str] | None = Field(None, description="layered: the agents of every layer.")
+    samples: int | None = Field(None, ge=1, le=64, description="self_moa: how many samples.")
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_positive(cls, v: int | list[list[str]] | None) -> int | list[list[str]] | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("layers must be at least 1")
+        return v

@@ -1,0 +1,77 @@
+"""Judge verdict parsing and swap combination."""
+
+from __future__ import annotations
+
+import pytest
+
+from moa.errors import MalformedReply
+from moa.eval.judge_parse import JUDGE_PROMPT, Verdict, combine_swapped, format_judge_prompt, parse_verdict
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        ("A is clearly better.\n[[A>>B]]", Verdict.A_MUCH_BETTER),
+        ("reasoning...\n[[A>B]]", Verdict.A_BETTER),
+        ("[[ a = b ]]", Verdict.TIE),
+        ("Final verdict: [[b>a]]", Verdict.B_BETTER),
+        ("[[B >> A]]", Verdict.B_MUCH_BETTER),
+    ],
+)
+def test_parse_each_verdict(reply: str, verdict: Verdict) -> None:
+    """Each of the five forms parses, tolerating case and inner spaces."""
+    assert parse_verdict(reply) is verdict
+
+
+def test_repeated_same_verdict_is_accepted() -> None:
+    """A verdict restated identically is still one verdict."""
+    assert parse_verdict("I pick [[A>B]].\n\n[[A>B]]") is Verdict.A_BETTER
+
+
+def test_conflicting_verdicts_are_malformed() -> None:
+    """Two different verdicts raise MalformedReply naming both."""
+    with pytest.raises(MalformedReply, match=r"conflicting.*A>B.*B>A"):
+        parse_verdict("[[A>B]] ... actually [[B>A]]")
+
+
+def test_missing_verdict_is_malformed_with_excerpt() -> None:
+    """No verdict raises MalformedReply quoting the reply's start."""
+    with pytest.raises(MalformedReply, match="Both answers are fine") as info:
+        parse_verdict("Both answers are fine. " + "x" * 200)
+    assert "x" * 100 not in str(info.value)
+
+
+def test_single_bracket_or_invalid_token_is_malformed() -> None:
+    """`[A>B]` is not the required form and `[[A>A]]` is not a verdict."""
+    with pytest.raises(MalformedReply):
+        parse_verdict("[A>B]")
+    with pytest.raises(MalformedReply, match="invalid"):
+        parse_verdict("[[A>A]]")
+
+
+def test_scores() -> None:
+    """A's score runs 1, .75, .5, .25, 0."""
+    assert [v.score for v in Verdict] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_combine_consistent_swap_averages() -> None:
+    """Setup wins in both positions: average of 1 and 0.75."""
+    assert combine_swapped(Verdict.A_MUCH_BETTER, Verdict.B_BETTER) == pytest.approx(0.875)
+
+
+def test_combine_position_bias_is_a_tie() -> None:
+    """The judge always preferring position A gives a tie."""
+    assert combine_swapped(Verdict.A_BETTER, Verdict.A_BETTER) == 0.5
+
+
+def test_combine_tie_and_loss_averages() -> None:
+    """A tie and a loss are not opposite directions: averaged."""
+    assert combine_swapped(Verdict.TIE, Verdict.A_MUCH_BETTER) == pytest.approx(0.25)
+
+
+def test_judge_prompt_has_placeholders_and_format() -> None:
+    """The template names the fields and the exact verdict format."""
+    for field in ("{question}", "{answer_a}", "{answer_b}", "{execution_a}", "{execution_b}", "[[A>>B]]"):
+        assert field in JUDGE_PROMPT
+    text = format_judge_prompt("Q?", "one", "two", execution_a="passed")
+    assert "Q?" in text and "[Execution result]\npassed" in text and "{" not in text

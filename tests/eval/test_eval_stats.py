@@ -1,0 +1,122 @@
+"""Statistics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from moa.eval.stats import (
+    bootstrap_ci,
+    holm,
+    mcnemar,
+    p50,
+    p95,
+    paired_bootstrap_ci,
+    pareto_front,
+    pass_at_k,
+    percentile,
+    power_n,
+    sign_test,
+)
+
+
+def test_mcnemar_small_table() -> None:
+    """1 vs 5 discordant pairs gives p = 2 * 7/64."""
+    a = [1, 1, 1, 0, 0, 0, 0, 0, 0, 1]
+    b = [1, 0, 1, 1, 1, 1, 1, 1, 0, 1]
+    result = mcnemar(a, b)
+    assert (result.a_only, result.b_only) == (1, 5)
+    assert result.p_value == pytest.approx(14 / 64)
+
+
+def test_mcnemar_no_discordant_pairs_is_one() -> None:
+    """Identical results give p = 1."""
+    assert mcnemar([1, 0], [1, 0]).p_value == 1.0
+
+
+def test_mcnemar_rejects_non_binary() -> None:
+    """Non-binary scores are refused (use the sign test)."""
+    with pytest.raises(ValueError, match="binary"):
+        mcnemar([0.5], [1])
+
+
+def test_sign_test_drops_ties() -> None:
+    """8 wins, 2 losses and 3 ties gives p = 2 * 56/1024."""
+    a = [0.9] * 8 + [0.1] * 2 + [0.5] * 3
+    b = [0.2] * 8 + [0.8] * 2 + [0.5] * 3
+    result = sign_test(a, b)
+    assert (result.wins, result.losses, result.ties) == (8, 2, 3)
+    assert result.p_value == pytest.approx(112 / 1024)
+
+
+def test_binomial_p_value_large_n_does_not_overflow() -> None:
+    """A sign test over thousands of pairs stays finite."""
+    result = sign_test([1.0] * 1500 + [0.0] * 1500, [0.0] * 1500 + [1.0] * 1500)
+    assert 0.9 < result.p_value <= 1.0
+
+
+def test_holm_known_example() -> None:
+    """Holm adjusts [.01, .04, .03, .005] to [.03, .06, .06, .02]."""
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one() -> None:
+    """Adjusted p-values never exceed 1."""
+    assert holm([0.6, 0.9]) == [1.0, 1.0]
+
+
+def test_percentiles_interpolate_linearly() -> None:
+    """p50 and p95 of 1..4 are 2.5 and 3.85."""
+    assert p50([4, 1, 3, 2]) == 2.5
+    assert p95([1, 2, 3, 4]) == pytest.approx(3.85)
+    assert percentile([7], 95) == 7
+
+
+def test_pass_at_k_known_values() -> None:
+    """pass@1 and pass@3 of 2 correct in 5 are 0.4 and 0.9."""
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(5, 2, 3) == pytest.approx(0.9)
+    assert pass_at_k(5, 0, 3) == 0.0
+    assert pass_at_k(5, 4, 3) == 1.0
+
+
+def test_pass_at_k_rejects_bad_counts() -> None:
+    """c > n is refused."""
+    with pytest.raises(ValueError):
+        pass_at_k(3, 4, 1)
+
+
+def test_bootstrap_ci_contains_mean_and_is_reproducible() -> None:
+    """The interval brackets the mean and the same seed gives the same interval."""
+    values = [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    ci = bootstrap_ci(values, seed=7)
+    assert ci.low <= ci.estimate == 0.7 <= ci.high
+    assert ci.low < ci.high
+    assert bootstrap_ci(values, seed=7) == ci
+
+
+def test_paired_bootstrap_ci_of_difference() -> None:
+    """The paired interval is centred on the mean difference."""
+    a = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    b = [0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    ci = paired_bootstrap_ci(a, b, rounds=500, seed=1)
+    assert ci.estimate == pytest.approx(0.5)
+    assert ci.low <= 0.5 <= ci.high
+
+
+def test_pareto_front_with_ties() -> None:
+    """Dominated points are off the front; identical points both stay on it."""
+    points = [(1.0, 0.5), (2.0, 0.7), (2.0, 0.6), (3.0, 0.7), (1.0, 0.5)]
+    assert pareto_front(points) == [True, True, False, False, True]
+
+
+def test_power_n_from_observed_variance() -> None:
+    """Mean 0.5, sd sqrt(1/3) needs ceil(((1.96+0.84)*sd/0.5)^2) = 11 items."""
+    assert power_n([1, 0, 1, 0]) == 11
+
+
+def test_power_n_none_without_difference() -> None:
+    """No observed difference means no sample size."""
+    assert power_n([1, -1, 0]) is None
+    assert math.isfinite(power_n([0.2, 0.2]) or 0)

@@ -1,0 +1,407 @@
+"""Tests for moa.limits: the retry policy, Retry-After parsing and the shared rate limiters."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from moa.errors import (
+    BudgetExceeded,
+    MalformedReply,
+    ProviderError,
+    QuorumNotReached,
+    RateLimited,
+    RequestRejected,
+    Timeout,
+    TopologyError,
+    UserError,
+)
+from moa.limits import (
+    Limiter,
+    RateLimit,
+    RetryPolicy,
+    clear_rate_limits,
+    limiter_for,
+    parse_retry_after,
+    retry_after_from_headers,
+    set_rate_limit,
+    should_retry,
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry() -> Iterator[None]:
+    clear_rate_limits()
+    yield
+    clear_rate_limits()
+
+
+# --- retry policy ---------------------------------------------------------------------------------
+
+
+def test_backoff_stays_within_exponential_cap() -> None:
+    """Each delay lies in [0, min(backoff_max, base * 2**(attempt-1))]."""
+    policy = RetryPolicy(max_attempts=10, backoff_base_s=0.5, backoff_max_s=3.0)
+    rng = random.Random(1)
+    for attempt in range(1, 10):
+        cap = min(3.0, 0.5 * 2 ** (attempt - 1))
+        for _ in range(200):
+            delay = policy.delay_s(attempt, rng=rng)
+            assert delay is not None
+            assert 0.0 <= delay <= cap
+
+
+def test_backoff_jitter_is_full_and_uniform() -> None:
+    """Full jitter: delays spread over the whole [0, cap] range with mean near cap/2."""
+    policy = RetryPolicy(max_attempts=5, backoff_base_s=1.0, backoff_max_s=30.0)
+    rng = random.Random(42)
+    delays = [policy.delay_s(3, rng=rng) for _ in range(5000)]
+    values = [d for d in delays if d is not None]
+    assert len(values) == 5000
+    assert min(values) < 0.1 and max(values) > 3.9
+    assert statistics.mean(values) == pytest.approx(2.0, abs=0.1)
+
+
+def test_backoff_is_reproducible_with_a_seeded_rng() -> None:
+    """The same seed gives the same delays."""
+    policy = RetryPolicy()
+    a = [policy.delay_s(1, rng=random.Random(7)), policy.delay_s(2, rng=random.Random(7))]
+    b = [policy.delay_s(1, rng=random.Random(7)), policy.delay_s(2, rng=random.Random(7))]
+    assert a == b
+
+
+def test_no_delay_after_the_last_attempt() -> None:
+    """delay_s returns None once attempt reaches max_attempts."""
+    policy = RetryPolicy(max_attempts=3)
+    assert policy.delay_s(2) is not None
+    assert policy.delay_s(3) is None
+    assert RetryPolicy(max_attempts=1).delay_s(1) is None
+
+
+def test_retry_after_is_never_shortened() -> None:
+    """With Retry-After, the delay is at least Retry-After whatever the jitter."""
+    policy = RetryPolicy(max_attempts=3, backoff_base_s=0.5, backoff_max_s=30.0)
+    rng = random.Random(3)
+    for _ in range(500):
+        delay = policy.delay_s(1, retry_after_s=5.0, rng=rng)
+        assert delay == 5.0  # the jitter cap (0.5) is below Retry-After
+
+
+def test_jitter_above_retry_after_wins() -> None:
+    """When the jittered backoff exceeds Retry-After, the longer wait is used."""
+    policy = RetryPolicy(max_attempts=10, backoff_base_s=10.0, backoff_max_s=100.0)
+    rng = random.Random(5)
+    delays = [policy.delay_s(4, retry_after_s=1.0, rng=rng) for _ in range(200)]
+    assert all(d is not None and d >= 1.0 for d in delays)
+    assert any(d is not None and d > 1.0 for d in delays)
+
+
+def test_too_long_retry_after_gives_up() -> None:
+    """A Retry-After beyond max_retry_after_s means no further attempt."""
+    policy = RetryPolicy(max_attempts=5, max_retry_after_s=60.0)
+    assert policy.delay_s(1, retry_after_s=61.0) is None
+    assert policy.delay_s(1, retry_after_s=60.0) == 60.0
+
+
+def test_invalid_retry_policy_is_a_user_error() -> None:
+    """max_attempts below 1 raises UserError naming the field."""
+    with pytest.raises(UserError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (RateLimited("429"), True),
+        (Timeout("slow"), True),
+        (ProviderError("503"), True),
+        (MalformedReply("bad json"), True),
+        (RequestRejected("401"), False),
+        (BudgetExceeded("over"), False),
+        (UserError("bad flag"), False),
+        (TopologyError(["bad node"]), False),
+        (QuorumNotReached("1 of 3", node="agg", needed=2, answered=1), False),
+        (ValueError("not ours"), False),
+        (asyncio.CancelledError(), False),
+    ],
+)
+def test_should_retry_per_error_class(error: BaseException, expected: bool) -> None:
+    """Only retryable ModelErrors are retried."""
+    assert should_retry(error) is expected
+
+
+# --- Retry-After parsing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5", 5.0), (" 0 ", 0.0), ("1.5", 1.5), ("120", 120.0)])
+def test_parse_retry_after_seconds(value: str, expected: float) -> None:
+    """Delta-seconds parse as numbers."""
+    assert parse_retry_after(value) == expected
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-3", "nan", "inf", "Mon, 99 Foo 2024"])
+def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
+    """Garbage, negative and non-finite values give None."""
+    assert parse_retry_after(value) is None
+
+
+def test_parse_retry_after_http_date() -> None:
+    """An IMF-fixdate gives the seconds between now and that date."""
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("Wed, 01 May 2024 12:00:30 GMT", now=now) == 30.0
+
+
+def test_parse_retry_after_past_date_is_zero() -> None:
+    """A date in the past clips to 0."""
+    now = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("Wed, 01 May 2024 11:00:00 GMT", now=now) == 0.0
+
+
+def test_parse_retry_after_date_against_real_clock() -> None:
+    """Without ``now``, the date is measured from the current time."""
+    value = format_datetime(datetime.now(UTC) + timedelta(seconds=100), usegmt=True)
+    seconds = parse_retry_after(value)
+    assert seconds is not None and 95.0 <= seconds <= 100.0
+
+
+def test_retry_after_ms_header_wins() -> None:
+    """retry-after-ms is read before retry-after, keys case-insensitive."""
+    assert retry_after_from_headers({"Retry-After-Ms": "250", "Retry-After": "9"}) == 0.25
+    assert retry_after_from_headers(httpx.Headers({"retry-after-ms": "1500"})) == 1.5
+
+
+def test_retry_after_header_fallback() -> None:
+    """Without a usable retry-after-ms, retry-after is used; no header gives None."""
+    assert retry_after_from_headers({"RETRY-AFTER": "7"}) == 7.0
+    assert retry_after_from_headers({"retry-after-ms": "junk", "retry-after": "3"}) == 3.0
+    assert retry_after_from_headers(httpx.Headers({"content-type": "text/plain"})) is None
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+def test_no_limit_gives_no_limiter() -> None:
+    """Without any configured limit, limiter_for returns None."""
+    assert limiter_for("openai/gpt-4o", None, None) is None
+
+
+def test_same_key_same_limiter() -> None:
+    """Two agents on the same model with the same limit share one Limiter."""
+    limit = RateLimit(rpm=60, max_concurrent=4)
+    a = limiter_for("openai/gpt-4o", None, limit)
+    b = limiter_for("openai/gpt-4o", None, RateLimit(rpm=60, max_concurrent=4))
+    assert a is not None and a is b
+
+
+def test_api_base_is_the_key() -> None:
+    """Agents naming the same api_base share a limiter whatever their model."""
+    limit = RateLimit(rpm=10)
+    a = limiter_for("openai/a", "http://127.0.0.1:8000/v1", limit)
+    b = limiter_for("openai/b", "http://127.0.0.1:8000/v1", limit)
+    c = limiter_for("openai/a", None, limit)
+    assert a is b and a is not c
+
+
+def test_different_limits_on_one_key_take_the_stricter_field() -> None:
+    """Conflicting limits for one key merge field by field to the stricter value."""
+    a = limiter_for("m/x", None, RateLimit(rpm=60, max_concurrent=2))
+    b = limiter_for("m/x", None, RateLimit(rpm=30, max_concurrent=8, tpm=1000))
+    assert a is b and a is not None
+    assert a.limit == RateLimit(rpm=30, max_concurrent=2, tpm=1000)
+
+
+def test_provider_global_limit_applies_to_its_models() -> None:
+    """A global limit on "openai" applies to an openai/ model, not to another provider."""
+    set_rate_limit("openai", rpm=100)
+    limiter = limiter_for("openai/gpt-4o-mini", None, None)
+    assert limiter is not None and limiter.limit.rpm == 100
+    assert limiter_for("anthropic/claude", None, None) is None
+
+
+def test_model_global_beats_provider_global() -> None:
+    """A global limit on the exact model is preferred to the provider's."""
+    set_rate_limit("openai", rpm=100)
+    set_rate_limit("openai/gpt-4o", rpm=5)
+    limiter = limiter_for("openai/gpt-4o", None, None)
+    assert limiter is not None and limiter.limit.rpm == 5
+
+
+def test_api_base_global_limit_applies() -> None:
+    """A global limit keyed by an api_base URL applies to agents naming that api_base."""
+    set_rate_limit("http://127.0.0.1:9/v1", max_concurrent=1)
+    limiter = limiter_for("openai/local", "http://127.0.0.1:9/v1", None)
+    assert limiter is not None and limiter.limit.max_concurrent == 1
+
+
+def test_agent_limit_beats_global() -> None:
+    """An agent's own rate_limit is used instead of a global one."""
+    set_rate_limit("openai", rpm=100)
+    limiter = limiter_for("openai/gpt-4o", None, RateLimit(rpm=7))
+    assert limiter is not None and limiter.limit.rpm == 7
+
+
+def test_invalid_rate_limit_is_a_user_error() -> None:
+    """A non-positive rpm raises UserError naming the field."""
+    with pytest.raises(UserError, match="rpm"):
+        RateLimit(rpm=0)
+
+
+# --- limiter behaviour ----------------------------------------------------------------------------
+
+
+def _max_in_window(starts: list[float], period: float) -> int:
+    starts = sorted(starts)
+    # 5 ms of slack: the test stamps a start a moment after the limiter does.
+    return max(sum(1 for t in starts if s <= t < s + period - 0.005) for s in starts)
+
+
+async def test_rpm_holds_under_200_concurrent_tasks() -> None:
+    """No window of period_s ever holds more than rpm request starts."""
+    limiter = Limiter("t", RateLimit(rpm=50, period_s=0.4))
+    loop = asyncio.get_running_loop()
+    starts: list[float] = []
+
+    async def call() -> None:
+        async with limiter.slot():
+            starts.append(loop.time())
+
+    began = loop.time()
+    await asyncio.gather(*(call() for _ in range(200)))
+    assert len(starts) == 200
+    assert _max_in_window(starts, 0.4) <= 50
+    assert loop.time() - began >= 3 * 0.4 * 0.9  # 200 starts need at least 4 windows
+
+
+async def test_max_concurrent_holds() -> None:
+    """No more than max_concurrent requests are in flight at once."""
+    limiter = Limiter("t", RateLimit(max_concurrent=3))
+    in_flight = peak = 0
+
+    async def call() -> None:
+        nonlocal in_flight, peak
+        async with limiter.slot():
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.005)
+            in_flight -= 1
+
+    await asyncio.gather(*(call() for _ in range(60)))
+    assert peak == 3
+    assert limiter.in_flight == 0
+
+
+async def test_cancelled_waiter_does_not_leak_a_slot() -> None:
+    """Cancelling tasks queued for a slot leaves the capacity intact."""
+    limiter = Limiter("t", RateLimit(max_concurrent=1))
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with limiter.slot():
+            await release.wait()
+
+    first = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(holder()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    for w in waiters[:3]:
+        w.cancel()
+    release.set()
+    await asyncio.gather(first, *waiters, return_exceptions=True)
+    assert limiter.in_flight == 0
+    async with asyncio.timeout(1):
+        async with limiter.slot():
+            assert limiter.in_flight == 1
+
+
+def test_limiter_survives_consecutive_event_loops() -> None:
+    """One limiter serves two asyncio.run calls and keeps its window between them."""
+    limiter = limiter_for("openai/x", None, RateLimit(rpm=5, max_concurrent=2, period_s=0.3))
+    assert limiter is not None
+    starts: list[float] = []
+
+    async def burst() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def call() -> None:
+            async with limiter.slot(tokens=1):
+                starts.append(loop.time())
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(*(call() for _ in range(5)))
+
+    asyncio.run(burst())
+    asyncio.run(burst())
+    assert len(starts) == 10
+    # the second loop waited for the first loop's starts to leave the window
+    assert _max_in_window(starts, 0.3) <= 5
+
+
+def test_max_concurrent_holds_across_threads() -> None:
+    """Loops in two threads share one concurrency cap."""
+    limiter = Limiter("t", RateLimit(max_concurrent=2))
+    lock = threading.Lock()
+    in_flight = peak = 0
+
+    async def calls() -> None:
+        async def call() -> None:
+            nonlocal in_flight, peak
+            async with limiter.slot():
+                with lock:
+                    in_flight += 1
+                    peak = max(peak, in_flight)
+                await asyncio.sleep(0.002)
+                with lock:
+                    in_flight -= 1
+
+        await asyncio.gather(*(call() for _ in range(30)))
+
+    threads = [threading.Thread(target=asyncio.run, args=(calls(),)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert peak <= 2 and limiter.in_flight == 0
+
+
+async def test_tpm_window_holds() -> None:
+    """Token reservations in any window never pass tpm."""
+    limiter = Limiter("t", RateLimit(tpm=100, period_s=0.3))
+    loop = asyncio.get_running_loop()
+    starts: list[tuple[float, int]] = []
+
+    async def call(tokens: int) -> None:
+        async with limiter.slot(tokens=tokens):
+            starts.append((loop.time(), tokens))
+
+    await asyncio.gather(*(call(40) for _ in range(6)))
+    assert len(starts) == 6
+    for s, _ in starts:
+        in_window = sum(n for t, n in starts if s <= t < s + 0.3 - 0.005)
+        assert in_window <= 100
+
+
+async def test_oversized_request_proceeds_alone() -> None:
+    """A request above tpm waits for an empty window, then goes alone instead of deadlocking."""
+    limiter = Limiter("t", RateLimit(tpm=100, period_s=0.2))
+    loop = asyncio.get_running_loop()
+    order: list[tuple[str, float]] = []
+
+    async def call(name: str, tokens: int) -> None:
+        async with limiter.slot(tokens=tokens):
+            order.append((name, loop.time()))
+
+    await call("small", 10)
+    async with asyncio.timeout(2):
+        await call("huge", 500)
+        await call("after", 10)
+    times = dict(order)
+    assert times["huge"] - times["small"] >= 0.2 * 0.9
+    assert times["after"] - times["huge"] >= 0.2 * 0.9

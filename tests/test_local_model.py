@@ -1,0 +1,229 @@
+"""The embedded llama.cpp model: loads the real bundled SmolLM2-135M GGUF and generates a few tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa[local]')")
+
+from moa.errors import RequestRejected, Timeout, UserError
+from moa.models.base import Model, ModelRequest
+from moa.models.local import LocalModel, resolve_local_model
+
+pytestmark = pytest.mark.local_model
+
+MODEL = "local/smollm2-135m"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ask(content: str, **kw: object) -> ModelRequest:
+    fields: dict[str, object] = {"temperature": 0.0, "max_tokens": 8}
+    fields.update(kw)
+    return ModelRequest(model=MODEL, messages=[{"role": "user", "content": content}], **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def model() -> LocalModel:
+    return resolve_local_model(MODEL, {})
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+
+
+async def test_bundled_model_generates_with_real_token_counts(model: LocalModel) -> None:
+    """The bundled model answers, and usage holds llama.cpp's real prompt and completion counts."""
+    reply = await model.complete(ask("What is 2+2?"))
+    assert isinstance(model, Model) and model.local
+    assert reply.text.strip()
+    assert reply.usage.prompt_tokens > 5
+    assert 0 < reply.usage.completion_tokens <= 8
+    assert reply.model == MODEL
+
+
+async def test_streaming_calls_on_token_on_the_loop_thread(model: LocalModel) -> None:
+    """With on_token, each delta arrives on the event loop's thread and they add up to the text."""
+    seen: list[tuple[str, threading.Thread]] = []
+    reply = await model.complete(
+        ask("Name a fruit.", max_tokens=12), on_token=lambda d: seen.append((d, threading.current_thread()))
+    )
+    assert len(seen) >= 2
+    assert all(t is threading.current_thread() for _, t in seen)
+    assert "".join(d for d, _ in seen) == reply.text
+
+
+async def test_concurrent_calls_on_one_instance_do_not_interleave(model: LocalModel) -> None:
+    """Two concurrent calls on one shared model run one after the other, each reply whole."""
+    order: list[int] = []
+    replies = await asyncio.gather(
+        *(
+            model.complete(ask(q, max_tokens=10), on_token=lambda _d, i=i: order.append(i))
+            for i, q in enumerate(["Name a color.", "Name an animal."])
+        )
+    )
+    assert all(r.text for r in replies)
+    # one block of call 0's tokens and one of call 1's, never mixed
+    assert sum(1 for a, b in itertools.pairwise(order) if a != b) == 1
+
+
+async def test_same_file_resolves_to_one_shared_instance() -> None:
+    """Two agents naming the bundled model (by alias or by path) share one loaded instance."""
+    first = resolve_local_model(MODEL, {"temperature_is_not_local": 1})
+    by_path = resolve_local_model("local/whatever", {"model_path": str(first.path)})
+    assert resolve_local_model(MODEL, {"seed": 3}) is first
+    assert by_path is first
+    assert resolve_local_model(MODEL, {"n_ctx": 512}) is not first
+
+
+async def test_fresh_seed_per_call_and_fixed_seed_repeats(model: LocalModel) -> None:
+    """Sampled calls differ unless params fix the seed, which is not passed on as a generation kwarg."""
+    req = ask("Write a random word.", temperature=1.0, max_tokens=12)
+    free = {(await model.complete(req)).text for _ in range(3)}
+    seeded = ask("Write a random word.", temperature=1.0, max_tokens=12, params={"seed": 7, "n_ctx": 2048})
+    fixed = {(await model.complete(seeded)).text for _ in range(2)}
+    assert len(free) > 1
+    assert len(fixed) == 1
+
+
+def test_missing_extra_is_raised_by_resolve() -> None:
+    """Without llama_cpp, resolving a local model raises MissingExtra naming the install command."""
+    out = run_python(
+        "import sys; sys.modules['llama_cpp'] = None\n"
+        "from moa.models.local import resolve_local_model\n"
+        "from moa.errors import MissingExtra\n"
+        "try:\n    resolve_local_model('local/smollm2-135m', {})\n"
+        "except MissingExtra as e:\n    print(e)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert "pip install 'moa[local]'" in lines[0] and "CMAKE_ARGS" in lines[0]
+
+
+def test_missing_extra_is_raised_by_the_first_call() -> None:
+    """Without llama_cpp, a LocalModel made directly raises MissingExtra on its first call."""
+    out = run_python(
+        "import sys, asyncio; sys.modules['llama_cpp'] = None\n"
+        "from moa.models.local import LocalModel\n"
+        "from moa.models.base import ModelRequest\n"
+        "from moa.errors import MissingExtra\n"
+        "m = LocalModel('/nonexistent.gguf')\n"
+        "try:\n    asyncio.run(m.complete(ModelRequest(model='local/x', messages=[])))\n"
+        "except MissingExtra as e:\n    print(e)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'moa[local]'" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+
+
+def test_load_and_generate_print_nothing() -> None:
+    """Loading the model and generating write nothing to stdout or stderr (llama.cpp logs muted)."""
+    out = run_python(
+        "import asyncio\n"
+        "from moa.models.local import resolve_local_model\n"
+        "from moa.models.base import ModelRequest\n"
+        "m = resolve_local_model('local/smollm2-135m', {})\n"
+        "r = asyncio.run(m.complete(ModelRequest(model='local/smollm2-135m',"
+        " messages=[{'role': 'user', 'content': 'hi'}], max_tokens=4)))\n"
+        "assert r.usage.completion_tokens > 0\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "" and out.stderr == ""
+
+
+def test_nonexistent_path_is_a_user_error(tmp_path: Path) -> None:
+    """A GGUF path that does not exist raises UserError naming the path."""
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(UserError, match=r"nope\.gguf does not exist"):
+        resolve_local_model(f"local/{missing}", {})
+
+
+def test_non_gguf_file_is_a_user_error(tmp_path: Path) -> None:
+    """A file without the GGUF magic is refused before llama.cpp sees it."""
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"PK\x03\x04 not a model")
+    with pytest.raises(UserError, match="not a GGUF file"):
+        resolve_local_model("local/x", {"model_path": str(fake)})
+
+
+def test_unknown_alias_lists_the_known_ones() -> None:
+    """An unknown local/<name> that is not a path raises UserError listing the aliases."""
+    with pytest.raises(UserError, match="local/smollm2-135m") as info:
+        resolve_local_model("local/gpt-5-tiny", {})
+    assert "\n" not in str(info.value)
+
+
+async def test_overlong_prompt_is_rejected_not_retryable() -> None:
+    """A prompt longer than n_ctx raises RequestRejected with both sizes; max_tokens is clipped."""
+    small = resolve_local_model(MODEL, {"n_ctx": 64})
+    with pytest.raises(
+        RequestRejected, match=r"prompt is \d+ tokens but the context window .* is 64 \(n_ctx\)"
+    ) as info:
+        await small.complete(ask("word " * 200))
+    assert not info.value.retryable
+    fits = await small.complete(ask("Hi", max_tokens=500))
+    assert fits.usage.prompt_tokens + fits.usage.completion_tokens <= 64
+
+
+async def test_cancellation_stops_and_releases_the_model(model: LocalModel) -> None:
+    """A call cancelled mid-generation stops promptly and a second call afterwards succeeds."""
+    started = asyncio.Event()
+    count: list[str] = []
+
+    def on_token(d: str) -> None:
+        count.append(d)
+        started.set()
+
+    task = asyncio.create_task(
+        model.complete(ask("Write a long story about a dragon.", max_tokens=1500), on_token)
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    t0 = time.monotonic()
+    reply = await asyncio.wait_for(model.complete(ask("Say yes.", max_tokens=4)), 30)
+    assert reply.text
+    assert time.monotonic() - t0 < 20
+    assert len(count) < 1500
+
+
+async def test_timeout_raises_and_frees_the_model(model: LocalModel) -> None:
+    """A call past its timeout_s raises moa's Timeout, and the model still answers afterwards."""
+    with pytest.raises(Timeout):
+        await model.complete(ask("Write a long story about a castle.", max_tokens=1500, timeout_s=0.05))
+    assert (await model.complete(ask("Say yes.", max_tokens=4))).text
+
+
+async def test_unknown_param_is_rejected(model: LocalModel) -> None:
+    """A params key llama.cpp does not take is refused in one line, not passed through."""
+    with pytest.raises(RequestRejected, match=r"params\.frobnicate"):
+        await model.complete(ask("hi", params={"frobnicate": 1}))
+
+
+def test_local_self_moa_preset_end_to_end() -> None:
+    """The local-self-moa preset runs: 3 samples and an aggregation, all local, with real tokens."""
+    moa = pytest.importorskip("moa")
+    if not hasattr(moa, "load"):
+        pytest.skip("moa.load is not available yet")
+    result = moa.load("local-self-moa").run_sync("What is 2+2? Answer with one number.")
+    assert len(result.calls) == 4
+    assert all(
+        c.ok and c.local and c.usage.prompt_tokens > 0 and c.usage.completion_tokens > 0 for c in result.calls
+    )
+    assert result.cost_usd == 0
+    assert result.cost_note and "local" in result.cost_note.lower()
+    assert result.output.strip()
