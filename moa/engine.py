@@ -331,9 +331,10 @@ class _Execution:
             pending = {self.futures[i]: i for i in gn.inputs}
             while pending and len(got) < gn.needed:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for f in done:
-                    i = pending.pop(f)
-                    self._collect(f, i, got, arrival, errors)
+                # answers that finished together are taken in input order, so ties break the same way every run
+                for i in [i for f, i in pending.items() if f in done]:
+                    self._collect(self.futures[i], i, got, arrival, errors)
+                    del pending[self.futures[i]]
                 if len(got) + len(pending) < gn.needed:
                     if gn.spec.quorum is None:
                         raise errors[0]

@@ -300,7 +300,8 @@ class _Gate:
         except BaseException:
             with self._lock:
                 queued = entry in self._waiters
-                queued = False
+                if queued:
+                    self._waiters.remove(entry)
             if not queued and fut.done() and not fut.cancelled():
                 self.release()  # the slot reached us just as we were cancelled
             # when fut was cancelled before the hand-over ran, _hand_over sees it and passes it on
@@ -320,7 +321,7 @@ class _Gate:
 
     def _hand_over(self, fut: asyncio.Future[None]) -> None:
         if fut.done():
-            pass
+            self.release()
         else:
             fut.set_result(None)
 

@@ -63,9 +63,9 @@ def read_document(path: Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise UserError(f"{path}{where}: invalid YAML: {problem}") from None
 
 
 def _resolve(name_or_path: str | Path) -> Path:

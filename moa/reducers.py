@@ -18,7 +18,7 @@ def normalise(text: str, vote_on: str = "text") -> str:
         nums = _NUMBER.findall(text)
         if not nums:
             return ""
-        n = nums[-1].replace(",", "")
+        n: str = nums[-1].replace(",", "")
         try:
             return repr(float(n))
         except ValueError:

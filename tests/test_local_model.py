@@ -159,6 +159,15 @@ def test_non_gguf_file_is_a_user_error(tmp_path: Path) -> None:
         resolve_local_model("local/x", {"model_path": str(fake)})
 
 
+async def test_corrupt_gguf_is_a_user_error_on_first_call(tmp_path: Path, model: LocalModel) -> None:
+    """A file with the GGUF magic that llama.cpp cannot load raises UserError, not a crash."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(model.path.read_bytes()[:4000])
+    local = resolve_local_model(f"local/{broken}", {})
+    with pytest.raises(UserError, match=r"cannot load .*broken\.gguf"):
+        await local.complete(ask("hi"))
+
+
 def test_unknown_alias_lists_the_known_ones() -> None:
     """An unknown local/<name> that is not a path raises UserError listing the aliases."""
     with pytest.raises(UserError, match="local/smollm2-135m") as info:
@@ -216,9 +225,8 @@ async def test_unknown_param_is_rejected(model: LocalModel) -> None:
 
 def test_local_self_moa_preset_end_to_end() -> None:
     """The local-self-moa preset runs: 3 samples and an aggregation, all local, with real tokens."""
-    moa = pytest.importorskip("moa")
-    if not hasattr(moa, "load"):
-        pytest.skip("moa.load is not available yet")
+    import moa
+
     result = moa.load("local-self-moa").run_sync("What is 2+2? Answer with one number.")
     assert len(result.calls) == 4
     assert all(

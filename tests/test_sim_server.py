@@ -329,10 +329,11 @@ def test_bad_fault_plans_are_rejected() -> None:
 # -- simulated accuracy ---------------------------------------------------------------------------
 
 
-async def _ask_many(base_url: str, model: str, questions: list[str]) -> list[str]:
-    limits = httpx.Limits(max_connections=32)
+async def _ask_many(base_url: str, model: str, questions: list[str], concurrent: int = 8) -> list[str]:
+    # Few connections: httpx's pool scans every connection per request, which would dominate the run.
+    limits = httpx.Limits(max_connections=concurrent)
     async with httpx.AsyncClient(base_url=base_url, limits=limits) as client:
-        sem = asyncio.Semaphore(32)
+        sem = asyncio.Semaphore(concurrent)
 
         async def ask(q: str) -> str:
             async with sem:
@@ -416,7 +417,7 @@ def test_stats_count_served_tokens_and_faults_and_reset(srv: SimServer) -> None:
 async def test_in_flight_tracks_concurrent_requests() -> None:
     """max_in_flight records how many requests were being processed at once."""
     async with SimServer({"slow": SimModel(latency_s=0.2)}) as server:
-        await _ask_many(server.base_url, "slow", ["q"] * 10)
+        await _ask_many(server.base_url, "slow", ["q"] * 10, concurrent=10)
         stats = server.stats
     assert stats.max_in_flight == 10 and stats.in_flight == 0 and stats.served == 10
 

@@ -250,6 +250,8 @@ def load_dataset(
     (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
     source = str(path)
     name = Path(path).name
+    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"):
+        raise DatasetError(f"{source}: unknown dataset format `{format}`")
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:

@@ -4,6 +4,7 @@ retries, fallbacks and rate limits. Its exceptions become moa's, with the provid
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -24,16 +25,29 @@ def import_litellm() -> Any:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
-        litellm.suppress_debug_info = True
-        litellm.set_verbose = False
-        litellm.num_retries = 0
-        litellm.telemetry = False
-        _litellm = litellm
+        lib: Any = litellm
+        lib.suppress_debug_info = True
+        lib.set_verbose = False
+        lib.num_retries = 0
+        lib.telemetry = False
+        _litellm = lib
     return _litellm
 
 
+def _caused_by_bad_json(e: BaseException) -> bool:
+    """litellm reports an unparsable 200 as a 500; the JSON error underneath tells the truth."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, json.JSONDecodeError):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
 def _map_exception(e: BaseException, request: ModelRequest) -> ModelError:
-    import litellm
+    litellm = import_litellm()
 
     model, node = request.model, request.node
     message = str(getattr(e, "message", None) or e).removeprefix("litellm.")
@@ -41,9 +55,11 @@ def _map_exception(e: BaseException, request: ModelRequest) -> ModelError:
         return Timeout(f"timed out: {message}", model=model, node=node or None)
     if isinstance(e, litellm.APIConnectionError):
         return ProviderError(f"connection failed: {message}", model=model, node=node or None)
+    if _caused_by_bad_json(e):
+        return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     status = getattr(e, "status_code", None)
     response = getattr(e, "response", None)
-    headers = getattr(response, "headers", None)
+    headers = getattr(e, "litellm_response_headers", None) or getattr(response, "headers", None)
     if isinstance(e, (litellm.APIResponseValidationError, ValueError, KeyError, TypeError)) and not status:
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     if isinstance(status, int):

@@ -628,26 +628,32 @@ class SimServer:
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         base = {"id": f"chatcmpl-sim{next(self._ids)}", "created": int(time.time()), "model": requested}
         if body.get("stream"):
-            if not await self._stream(conn, sim, answer, finish, usage, base, body):
-                self._lost()
-                return
-        else:
-            if await conn.wait_lost(sim.latency_s):
-                self._lost()
-                return
-            message = {"role": "assistant", "content": answer}
-            choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-            reply = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            conn.respond(200, json.dumps(reply).encode(), close=req.close)
-        if conn.lost.done() or conn.transport is None or conn.transport.is_closing():
+            await self._stream(conn, sim, answer, finish, usage, base, body, key)
+            return
+        if await conn.wait_lost(sim.latency_s):
             self._lost()
             return
+        message = {"role": "assistant", "content": answer}
+        choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
+        reply = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        if self._served(conn, key, usage):
+            conn.respond(200, json.dumps(reply).encode(), close=req.close)
+
+    def _served(self, conn: _Conn, key: str, usage: Mapping[str, int]) -> bool:
+        """Account a completion about to be written whole; False (a disconnect) if the client left.
+
+        Counted just before the last write so a client that has read its reply sees it counted.
+        """
+        if conn.lost.done() or conn.transport is None or conn.transport.is_closing():
+            self._lost()
+            return False
         with self._lock:
             s = self._stats
             s.served += 1
             s.served_by_model[key] += 1
             s.prompt_tokens += usage["prompt_tokens"]
             s.completion_tokens += usage["completion_tokens"]
+        return True
 
     async def _stream(
         self,
@@ -658,8 +664,9 @@ class SimServer:
         usage: dict[str, int],
         base: dict[str, Any],
         body: dict[str, Any],
-    ) -> bool:
-        """Write the SSE stream; False when the client went away first."""
+        key: str,
+    ) -> None:
+        """Write the SSE stream, spreading the latency over its chunks."""
         pieces = _pieces(answer)
         delay = (
             sim.stream_chunk_delay_s if sim.stream_chunk_delay_s is not None else sim.latency_s / len(pieces)
@@ -672,15 +679,16 @@ class SimServer:
         conn.write(_SSE_HEAD)
         for i, piece in enumerate(pieces):
             if await conn.wait_lost(delay):
-                return False
+                self._lost()
+                return
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
             conn.write(_chunk({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             await conn.drain()
         tail = _chunk({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if with_usage:
             tail += _chunk({**head, "choices": [], "usage": usage})
-        conn.write(tail + _chunk(b"[DONE]") + b"0\r\n\r\n")
-        return not conn.lost.done()
+        if self._served(conn, key, usage):
+            conn.write(tail + _chunk(b"[DONE]") + b"0\r\n\r\n")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -693,7 +701,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--fault-rate", type=float, default=0.0, help="share of requests given a random fault"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--self-check", action="store_true", help="measure calls/s with raw httpx, then exit")
     args = parser.parse_args(argv)
+    if args.self_check:
+        asyncio.run(_self_check())
+        return
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
 
@@ -709,6 +721,41 @@ async def _serve(args: argparse.Namespace) -> None:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+
+
+async def _self_check(calls: int = 6000, concurrent: int = 256, clients: int = 32) -> None:
+    """256 concurrent zero-latency posts against a server in a subprocess; prints calls/s.
+
+    Spread over several httpx clients: one httpx pool scans all its connections for every
+    request, so a single 256-connection client measures httpx rather than this server.
+    """
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "moa.testing.server"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        per = httpx.Limits(max_connections=concurrent // clients)
+        pool = [httpx.AsyncClient(base_url=url, limits=per) for _ in range(clients)]
+        gate = asyncio.Semaphore(concurrent)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hello world"}]}
+
+        async def one(i: int) -> None:
+            async with gate:
+                (await pool[i % clients].post("/chat/completions", json=body)).raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(concurrent)))
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        rate = calls / (time.perf_counter() - start)
+        await asyncio.gather(*(c.aclose() for c in pool))
+        print(f"{rate:.0f} calls/s ({calls} posts, {concurrent} concurrent, {clients} httpx clients)")
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 if __name__ == "__main__":

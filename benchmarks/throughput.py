@@ -1,0 +1,149 @@
+"""Calls per second at zero model latency: moa single-node runs over the direct path vs raw httpx
+posts vs bare ``litellm.acompletion`` (and moa over litellm), sequential and 256 concurrent; plus
+client CPU per call (``time.process_time``) of moa over litellm vs bare litellm.
+
+Every contender sends the same request to the same loopback server (its own process, so its CPU is
+not counted) and reads the text out of the reply. Rounds alternate between contenders so each sees
+the same machine state; the figure is the median of the rounds.
+
+Targets: direct >= 0.8 x raw httpx and >= 3 x bare litellm (calls/s); moa over litellm <= 1.1 x
+bare litellm in CPU per call.
+
+    python benchmarks/throughput.py [--calls 2000] [--litellm-calls 600] [--rounds 3] [--concurrency 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import _common  # noqa: F401  (puts the repo on sys.path)
+from _common import median, sim_server, table, verdict
+
+import httpx
+
+import moa
+
+PROMPT = "what is the capital of france"
+MESSAGES = [{"role": "user", "content": PROMPT}]
+
+Call = Callable[[], Awaitable[str]]
+
+
+async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
+    """(calls/s, client CPU seconds per call) for ``n`` calls, ``concurrency`` at a time."""
+    left = n
+
+    async def worker() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            await call()
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return n / wall, cpu / n
+
+
+def single(url: str, transport: str) -> moa.Topology:
+    agent: dict[str, Any] = {"model": "openai/m", "api_base": url, "transport": transport}
+    if transport == "litellm":
+        agent["api_key_env"] = "MOA_BENCH_KEY"
+    return moa.Topology.model_validate({"name": "single", "kind": "single", "agent": "a", "agents": {"a": agent}})
+
+
+async def contenders(url: str) -> tuple[dict[str, Call], Callable[[], Awaitable[None]]]:
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=512), timeout=None)
+    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+    headers = {"content-type": "application/json"}
+    endpoint = url + "/chat/completions"
+
+    async def raw_httpx() -> str:
+        r = await client.post(endpoint, content=body, headers=headers)
+        return str(json.loads(r.content)["choices"][0]["message"]["content"])
+
+    from moa.models.litellm import import_litellm  # the same quietened module moa uses
+
+    litellm = import_litellm()
+    key = os.environ["MOA_BENCH_KEY"]
+
+    async def bare_litellm() -> str:
+        # the arguments moa's litellm backend passes, so the CPU comparison isolates moa
+        r = await litellm.acompletion(
+            model="openai/m", messages=MESSAGES, api_base=url, api_key=key, num_retries=0, max_retries=0
+        )
+        return str(r.choices[0].message.content)
+
+    direct_runner, litellm_runner = moa.Runner(), moa.Runner()
+    direct, over_litellm = single(url, "openai-http"), single(url, "litellm")
+
+    async def moa_direct() -> str:
+        return (await direct.run(PROMPT, runner=direct_runner)).output
+
+    async def moa_litellm() -> str:
+        return (await over_litellm.run(PROMPT, runner=litellm_runner)).output
+
+    async def close() -> None:
+        await client.aclose()
+        await direct_runner.aclose()
+        await litellm_runner.aclose()
+
+    calls = {"raw httpx": raw_httpx, "moa direct": moa_direct, "bare litellm": bare_litellm, "moa over litellm": moa_litellm}
+    return calls, close
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=2000, help="calls per round for httpx and moa direct")
+    ap.add_argument("--litellm-calls", type=int, default=600, help="calls per round for the litellm contenders")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=256)
+    args = ap.parse_args()
+    with sim_server(0.0) as url:
+        calls, close = await contenders(url)
+        try:
+            for call in calls.values():  # warm: pools, imports, price map, litellm's first-call setup
+                await asyncio.gather(*(call() for _ in range(50)))
+            rate: dict[tuple[str, int], list[float]] = {}
+            cpu: dict[tuple[str, int], list[float]] = {}
+            for _ in range(args.rounds):
+                for conc in (1, args.concurrency):
+                    for name, call in calls.items():
+                        n = args.litellm_calls if "litellm" in name else args.calls
+                        r, c = await drive(call, n, conc)
+                        rate.setdefault((name, conc), []).append(r)
+                        cpu.setdefault((name, conc), []).append(c)
+        finally:
+            await close()
+    med = {k: median(v) for k, v in rate.items()}
+    cpu_med = {k: median(v) for k, v in cpu.items()}
+    rows = []
+    for conc in (1, args.concurrency):
+        for name in calls:
+            rows.append([name, conc, med[(name, conc)], cpu_med[(name, conc)] * 1e6])
+    print(f"## throughput (zero latency, median of {args.rounds} rounds)\n")
+    print(table(["contender", "concurrency", "calls/s", "client CPU µs/call"], rows))
+    checks = []
+    for conc in (1, args.concurrency):
+        d = med[("moa direct", conc)]
+        v1 = d / med[("raw httpx", conc)]
+        v2 = d / med[("bare litellm", conc)]
+        checks.append([f"moa direct / raw httpx (calls/s, c={conc})", v1, ">= 0.8", verdict(v1 >= 0.8)])
+        checks.append([f"moa direct / bare litellm (calls/s, c={conc})", v2, ">= 3", verdict(v2 >= 3)])
+    for conc in (1, args.concurrency):
+        v = cpu_med[("moa over litellm", conc)] / cpu_med[("bare litellm", conc)]
+        checks.append([f"moa over litellm / bare litellm (CPU per call, c={conc})", v, "<= 1.1", verdict(v <= 1.1)])
+    print()
+    print(table(["ratio", "value", "target", "verdict"], checks))
+    return 0 if all(c[-1] == "met" for c in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,217 @@
+"""The ``moa`` command. Top-level imports stay light so ``moa --help`` and ``moa validate`` start
+fast; each command imports what it needs.
+
+Exit codes: 0 success, 1 a run that failed, 2 bad input (file, flag, dataset). Errors are one line on
+stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _cmd_topologies(args: argparse.Namespace) -> int:
+    from moa.loader import load, presets
+
+    rows: list[tuple[str, str, str]] = []
+    for name, path in presets().items():
+        try:
+            t = load(path)
+            rows.append((name, t.kind or "dag", t.description))
+        except Exception as e:  # a broken preset is reported, the rest still listed
+            rows.append((name, "invalid", str(e).splitlines()[0]))
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, kind, desc in rows:
+        print(f"{name:<{width}}  {kind:<12}  {desc}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from moa.errors import TopologyError, UserError
+    from moa.loader import load
+
+    bad = False
+    for f in args.files:
+        try:
+            t = load(f)
+        except TopologyError as e:
+            bad = True
+            for line in e.lines():
+                print(line, file=sys.stderr)
+        except UserError as e:
+            bad = True
+            print(str(e), file=sys.stderr)
+        else:
+            print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
+    return 2 if bad else 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from moa.topology import Topology
+
+    text = json.dumps(Topology.model_json_schema(), indent=2) + "\n"
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _summary_line(result: Any) -> str:
+    u = result.usage
+    parts = [
+        f"cost ${result.cost_usd:.6f}",
+        f"{len(result.calls)} calls",
+        f"{u.prompt_tokens}+{u.completion_tokens} tokens",
+        f"latency {result.latency_s:.2f}s (critical path {result.critical_path_s:.2f}s)",
+    ]
+    line = ", ".join(parts)
+    if result.unpriced_models:
+        line += f"; unpriced (counted at $0): {', '.join(result.unpriced_models)}"
+    if result.cost_note:
+        line += f"; {result.cost_note}"
+    return line
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moa.errors import MoAError, UserError
+    from moa.loader import load
+    from moa.topology import Done, Token
+
+    topology = load(args.topology)
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    if not prompt.strip():
+        raise UserError("--prompt is empty")
+    if args.log:
+        from moa.log import configure_logging
+
+        configure_logging(args.log)
+    kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
+
+    async def go() -> Any:
+        if not args.stream:
+            return await topology.run(prompt, **kw)
+        result = None
+        async for ev in topology.stream(prompt, **kw):
+            if isinstance(ev, Token) and not args.json:
+                sys.stdout.write(ev.text)
+                sys.stdout.flush()
+            elif isinstance(ev, Done):
+                result = ev.result
+        if not args.json:
+            sys.stdout.write("\n")
+        return result
+
+    try:
+        result = asyncio.run(go())
+    except MoAError as e:
+        if args.json and not isinstance(e, UserError):
+            out = {
+                "error": f"{type(e).__name__}: {e}",
+                "calls": [c.to_dict() for c in e.calls],
+                "nodes": {k: v.to_dict() for k, v in e.nodes.items()},
+            }
+            print(json.dumps(out, indent=2))
+        raise
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        if not args.stream:
+            print(result.output)
+        print(_summary_line(result), file=sys.stderr)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="moa",
+        description="Mixture-of-Agents orchestration: run topologies of LLMs and compare them with a single model.",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("topologies", help="list the presets with one line each")
+    s.set_defaults(func=_cmd_topologies)
+
+    s = sub.add_parser("validate", help="check topology files; exit 2 and one line per problem if invalid")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.set_defaults(func=_cmd_validate)
+
+    s = sub.add_parser("run", help="run a topology (file or preset name) on one prompt")
+    s.add_argument("topology", metavar="TOPOLOGY")
+    s.add_argument("--prompt", required=True, help="the prompt, or - to read it from stdin")
+    s.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    s.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
+    s.add_argument("--budget-usd", type=float, default=None, help="hard cap on the run's spend")
+    s.add_argument("--deadline-s", type=float, default=None, help="hard cap on the run's time")
+    s.add_argument("--log", choices=["console", "json"], default=None, help="log events to stderr")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of topology files (for editors)")
+    s.add_argument("--out", default=None, help="write it to this file")
+    s.set_defaults(func=_cmd_schema)
+
+    for register in _plugins():
+        register(sub)
+    return p
+
+
+def _plugins() -> list[Callable[[Any], None]]:
+    """Sub-commands that live with their feature (compare/report, serve)."""
+    found: list[Callable[[Any], None]] = []
+    try:
+        from moa.experiment.cli import add_parsers
+
+        found.append(add_parsers)
+    except ImportError:
+        pass
+    try:
+        from moa.serve.cli import add_parser
+
+        found.append(add_parser)
+    except ImportError:
+        pass
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from moa.errors import MoAError, UserError
+
+    try:
+        code: int = args.func(args)
+        return code
+    except UserError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"moa: {str(e).splitlines()[0] if not args.debug else e}", file=sys.stderr)
+        if "\n" in str(e):
+            for line in str(e).splitlines()[1:]:
+                print(line.strip(), file=sys.stderr)
+        return 2
+    except MoAError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"moa: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("moa: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""``moa compare`` and ``moa report``. Only argparse at the top: the experiment machinery is imported
+when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_parsers"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from moa.experiment.runner import Experiment
+
+    exp = Experiment.from_file(
+        args.experiment,
+        out=args.out,
+        progress=not args.no_progress,
+        echo=True,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        budget_usd=args.budget_usd,
+    )
+    try:
+        summary = exp.run()
+    except KeyboardInterrupt:
+        print(f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume", file=sys.stderr)
+        return 130
+    print(f"moa: reports written to {exp.out}/ (report.md, report.html, summary.json, results.jsonl)", file=sys.stderr)
+    return 0 if summary.complete else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moa.experiment.report import print_table
+    from moa.experiment.runner import rebuild_report
+    from moa.experiment.summary import baseline_problem
+
+    summary = asyncio.run(rebuild_report(args.dir))
+    print_table(summary)
+    if baseline_problem(summary):
+        return 2
+    return 0
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add ``compare`` and ``report`` to the ``moa`` command."""
+    c = subparsers.add_parser(
+        "compare",
+        help="run setups and a baseline over a dataset; resumable; writes the report",
+        description="Run every (setup, item) pair of an experiment file, score the answers, and compare "
+        "each setup with the baseline. Re-running with the same --out resumes without resending requests.",
+    )
+    c.add_argument("experiment", metavar="EXPERIMENT.yaml", help="the experiment file")
+    c.add_argument("--out", metavar="DIR", help="output folder (default: moa-results/<name>)")
+    c.add_argument("--concurrency", type=_positive_int, metavar="N", help="runs in flight at once")
+    c.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N items")
+    c.add_argument("--budget-usd", type=_usd, metavar="X", help="hard cap on the experiment's spend")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=_compare)
+    r = subparsers.add_parser(
+        "report",
+        help="rebuild the report from a stored experiment",
+        description="Rebuild summary.json, results.jsonl, report.md, report.html and pareto.png from "
+        "DIR/experiment.sqlite alone (no model call).",
+    )
+    r.add_argument("dir", metavar="DIR", help="an experiment output folder")
+    r.set_defaults(func=_report)

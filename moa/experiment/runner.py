@@ -1,0 +1,342 @@
+"""``Experiment``: every (setup, item) pair, the baseline included, run once under one concurrency limit
+and one shared budget, stored as it finishes, then scored, summarised and reported.
+
+Pairs stream through an ``asyncio.Semaphore``: a task is created only when a slot is free, so at most
+``concurrency`` runs (and their results) exist at once whatever the number of items. A ``RunResult``
+is written to the store and dropped. Re-running with the same ``out`` skips stored pairs without a
+request; interrupted pairs find their finished calls in the call cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from moa.budget import Budget
+from moa.engine import Runner
+from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
+from moa.eval.datasets import Dataset, Item, load_dataset
+from moa.experiment.progress import Progress
+from moa.experiment.scoring import PairwiseEvaluator, score_all
+from moa.experiment.spec import (
+    ExperimentSpec,
+    Setup,
+    evaluator_config,
+    evaluator_id,
+    load_spec,
+    resolve_setups,
+)
+from moa.experiment.store import Store, StoreCache, input_hash
+from moa.experiment.summary import Summary, baseline_problem, summarize
+
+__all__ = ["Experiment", "rebuild_report", "summary_from_store"]
+
+
+class Experiment:
+    """Setups compared with a baseline over a dataset; results live in ``out``.
+
+    ``runner`` injects backends (``Runner(models={"sim/*": FunctionModel(...)})``); its registry is
+    shared by every setup, while the experiment adds its own call cache and budget."""
+
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        *,
+        out: str | Path,
+        runner: Runner | None = None,
+        base_dir: str | Path | None = None,
+        source: str | None = None,
+        progress: bool = True,
+        echo: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.out = Path(out)
+        self.runner = runner
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.source = source or "experiment"
+        self.progress = progress
+        #: print the table (and notes) to stdout at the end, as ``moa compare`` does
+        self.echo = echo
+        #: the reason the last run stopped early (budget), if any
+        self.stopped: str | None = None
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | Path,
+        *,
+        out: str | Path | None = None,
+        runner: Runner | None = None,
+        progress: bool = True,
+        echo: bool = False,
+        **overrides: Any,
+    ) -> Experiment:
+        """Load an experiment file; ``overrides`` replace fields (``concurrency=4``, ``limit=20``)."""
+        p = Path(path)
+        spec = load_spec(p)
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        if changes:
+            unknown = sorted(set(changes) - set(ExperimentSpec.model_fields))
+            if unknown:
+                raise UserError(f"unknown experiment field(s): {', '.join(unknown)}")
+            spec = ExperimentSpec.model_validate({**spec.model_dump(), **changes})
+        folder = Path(out) if out is not None else Path("moa-results") / spec.name
+        return cls(spec, out=folder, runner=runner, base_dir=p.parent, source=str(p), progress=progress, echo=echo)
+
+    def run(self) -> Summary:
+        """Run (or resume) the experiment and return its summary (a fresh event loop)."""
+        return asyncio.run(self.arun())
+
+    async def arun(self) -> Summary:
+        """Run (or resume) the experiment and return its summary."""
+        from moa.experiment.report import print_table, write_outputs
+
+        spec = self.spec
+        dataset = self._dataset()
+        setups = resolve_setups(spec, self.base_dir, source=self.source)
+        ev_config = evaluator_config(spec)
+        evaluator = _make_evaluator(ev_config, self.source)
+        ev_id = evaluator_id(ev_config)
+        own_runner = self.runner is None
+        base_runner = self.runner or Runner()
+        store = Store.open(self.out)
+        bar = Progress(enabled=self.progress)
+        try:
+            notes = _check_identity(store, spec, setups, dataset, self.out)
+            manifest = _manifest(spec, setups, dataset, ev_config, ev_id)
+            store.put_items(
+                (i.id, input_hash(i.input), i.category, i.model_dump_json()) for i in dataset.items
+            )
+            store.set_meta("manifest", manifest)
+            store.commit()
+            budget = None
+            if spec.budget_usd is not None:
+                budget = Budget(spec.budget_usd)
+                budget.settle(budget.reserve(0.0), store.spent_usd())  # a resumed run counts what was paid
+            sem = asyncio.Semaphore(spec.concurrency)
+            await self._answer(store, setups, dataset.items, base_runner, budget, sem, bar)
+            items = {i.id: i for i in dataset.items}
+            # judge calls are cached in their own scope and charged to the experiment's budget
+            judge_runner = _scoped_runner(base_runner, StoreCache(store, f"judge:{ev_id}"), budget)
+            scoring = await score_all(store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner)
+            summary = summary_from_store(store, manifest)
+            summary.notes[:0] = notes + [f"{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows]
+            if scoring.failures:
+                summary.notes.append(
+                    f"{len(scoring.failures)} answers could not be scored (re-run to retry); first: {scoring.failures[0]}"
+                )
+            if self.stopped:
+                summary.notes.append(self.stopped)
+            write_outputs(self.out, summary, store, manifest)
+        finally:
+            bar.close()
+            store.close()
+            if own_runner:
+                await base_runner.aclose()
+        if self.echo:
+            print_table(summary)
+        problem = baseline_problem(summary)
+        if problem:
+            raise UserError(f"{self.source}: {problem}")
+        return summary
+
+    def _dataset(self) -> Dataset:
+        spec = self.spec
+        path = Path(spec.dataset)
+        if self.base_dir is not None and not path.is_absolute():
+            path = self.base_dir / path
+        return load_dataset(
+            path, format=spec.dataset_format, on_bad_row=spec.on_bad_row, limit=spec.limit,
+            categories=spec.categories,
+        )
+
+    async def _answer(
+        self,
+        store: Store,
+        setups: Sequence[Setup],
+        items: Sequence[Item],
+        base_runner: Runner,
+        budget: Budget | None,
+        sem: asyncio.Semaphore,
+        bar: Progress,
+    ) -> None:
+        spec = self.spec
+        runners = {s.name: _scoped_runner(base_runner, StoreCache(store, f"{s.name}:{s.hash}")) for s in setups}
+        done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
+        hashes = [input_hash(i.input) for i in items]
+        todo = sum(1 for i, h in zip(items, hashes, strict=True) for s in setups if (i.id, h) not in done[s.name])
+        bar.start("runs", todo, store.spent_usd())
+        tasks: set[asyncio.Task[None]] = set()
+        fatal: list[BaseException] = []
+        self.stopped = None
+
+        async def one(setup: Setup, item: Item, h: str) -> None:
+            try:
+                result = await runners[setup.name].run(
+                    setup.topology, item.input, budget=budget, deadline_s=spec.deadline_s
+                )
+            except BudgetExceeded as e:
+                # not stored: the pair is still to do, and a larger budget resumes it
+                if self.stopped is None:
+                    self.stopped = f"stopped at the budget of ${spec.budget_usd}: {e}"
+                return
+            except UserError as e:  # a missing API key and the like: every run would fail the same way
+                fatal.append(e)
+                return
+            except MoAError as e:
+                store.record_run(setup.name, setup.hash, item.id, h, None, e)
+                bar.advance(sum(c.cost_usd for c in e.calls))
+            except Exception as e:  # a backend bug must not lose the rest of the experiment
+                err = ProviderError(f"{type(e).__name__}: {e}")
+                store.record_run(setup.name, setup.hash, item.id, h, None, err)
+                bar.advance()
+            else:
+                store.record_run(setup.name, setup.hash, item.id, h, result)
+                bar.advance(result.cost_usd)
+            finally:
+                sem.release()
+
+        try:
+            for item, h in zip(items, hashes, strict=True):
+                for setup in setups:
+                    if (item.id, h) in done[setup.name]:
+                        continue
+                    await sem.acquire()
+                    if self.stopped or fatal:
+                        sem.release()
+                        break
+                    t = asyncio.create_task(one(setup, item, h), name=f"moa-exp:{setup.name}:{item.id}")
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                if self.stopped or fatal:
+                    break
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            # Ctrl-C (cancellation) or an error: stop the runs in flight, keep every stored pair
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            store.commit()
+            bar.close()
+        if fatal:
+            raise fatal[0]
+
+
+def _scoped_runner(base: Runner, cache: StoreCache, budget: Budget | None = None) -> Runner:
+    """A runner sharing ``base``'s backends (and budget, unless given one), with its own cache scope."""
+    r = Runner(budget=budget if budget is not None else base.budget, cache=cache)
+    r.registry = base.registry
+    return r
+
+
+def _make_evaluator(config: dict[str, Any], source: str) -> Any:
+    from moa.eval.evaluators import make_evaluator
+
+    try:
+        ev = make_evaluator(config)
+    except UserError as e:
+        raise UserError(f"{source}: evaluator: {e}") from None
+    return ev
+
+
+def _manifest(
+    spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, ev_config: dict[str, Any], ev_id: str
+) -> dict[str, Any]:
+    return {
+        "experiment": spec.name,
+        "dataset": dataset.source,
+        "setups": [
+            {"name": s.name, "hash": s.hash, "source": s.source, "is_baseline": s.is_baseline} for s in setups
+        ],
+        "evaluator": ev_config,
+        "evaluator_id": ev_id,
+        "item_ids": [i.id for i in dataset.items],
+        "seed": spec.seed,
+        "bootstrap_rounds": spec.bootstrap_rounds,
+    }
+
+
+def _check_identity(
+    store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
+) -> list[str]:
+    """Refuse to mix a changed experiment into stored results; note harmless differences."""
+    old = store.get_meta("manifest")
+    if old is None:
+        return []
+    where = f"{out}"
+    fix = "use another --out, or delete the folder to start over"
+    if old["experiment"] != spec.name:
+        raise UserError(f"{where}: holds experiment `{old['experiment']}`, not `{spec.name}`; {fix}")
+    stored = {s["name"]: s for s in old["setups"]}
+    for s in setups:
+        prev = stored.get(s.name)
+        if prev is not None and prev["hash"] != s.hash:
+            raise UserError(
+                f"{where}: setup `{s.name}` changed since its runs were stored (topology hash "
+                f"{prev['hash']} -> {s.hash}); {fix}"
+            )
+    changed = list(store.changed_items((i.id, input_hash(i.input)) for i in dataset.items))
+    if changed:
+        raise UserError(
+            f"{where}: the dataset changed: item `{changed[0]}` (and {len(changed) - 1} more) has a different "
+            f"input than the stored runs; {fix}"
+        )
+    notes = []
+    now = {s.name for s in setups}
+    dropped = sorted(set(stored) - now)
+    added = sorted(now - set(stored))
+    if dropped:
+        notes.append(f"stored setups not in this experiment are left out of the report: {', '.join(dropped)}")
+    if added:
+        notes.append(f"setups added since the last run: {', '.join(added)}")
+    n_old, n_new = len(old["item_ids"]), len(dataset.items)
+    if n_old != n_new:
+        notes.append(f"the experiment now has {n_new} items (the stored run had {n_old})")
+    return notes
+
+
+def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
+    """The summary of the manifest's setups and items, from stored runs and scores only."""
+    ev_id = manifest["evaluator_id"]
+    rows = [
+        (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id)) for s in manifest["setups"]
+    ]
+    judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
+    return summarize(
+        experiment=manifest["experiment"], evaluator=manifest["evaluator"], setups=rows,
+        item_ids=manifest["item_ids"], categories=store.item_categories(),
+        rounds=int(manifest.get("bootstrap_rounds", 2000)), seed=int(manifest.get("seed", 0)),
+        judge_costs=judge,
+    )
+
+
+async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
+    """``moa report DIR``: score what is unscored (reference evaluators only) and rewrite the reports."""
+    from moa.experiment.report import write_outputs
+    from moa.experiment.spec import Setup as _Setup
+
+    store = Store.open(out, create=False)
+    try:
+        manifest = store.get_meta("manifest")
+        if manifest is None:
+            raise UserError(f"{out}: the store holds no experiment yet")
+        evaluator = _make_evaluator(manifest["evaluator"], str(out))
+        if not isinstance(evaluator, PairwiseEvaluator):
+            # topologies are not needed to score stored answers: the hashes identify the runs
+            setups = [_Setup(s["name"], None, s["source"], s["hash"], s["is_baseline"]) for s in manifest["setups"]]  # type: ignore[arg-type]
+
+            def item(item_id: str) -> Item | None:
+                data = store.item_data(item_id)
+                return None if data is None else Item.model_validate(data)
+
+            await score_all(store, setups, evaluator, manifest["evaluator_id"], item, asyncio.Semaphore(concurrency))
+        summary = summary_from_store(store, manifest)
+        write_outputs(Path(out), summary, store, manifest)
+    finally:
+        store.close()
+    return summary
+

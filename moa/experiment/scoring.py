@@ -1,0 +1,140 @@
+"""The scoring phase: scores computed from stored answers, after the runs, under the experiment's
+concurrency limit, and stored per evaluator id. Changing the evaluator re-scores without any model call.
+
+Two kinds of evaluator plug in here:
+
+* an ``Evaluator`` (``moa.eval``): ``await score(item, answer) -> Score``;
+* a ``PairwiseEvaluator``: ``await score_pair(item, answer, baseline_answer, runner=...)`` returning a
+  ``PairScore`` (the setup's score against the baseline on the same item plus the verdicts, e.g. both
+  orders of a judge). Its ``runner`` carries the experiment's call cache (scope ``judge:<evaluator>``)
+  and shared budget, so judge calls are costed, cached and stored like any other call; the verdicts
+  and their ``CallRecord`` rows go to the ``judgments`` and ``calls`` tables with the score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from moa.eval.base import Evaluator, Score
+from moa.eval.datasets import Item
+from moa.experiment.store import JudgmentRow, RunRow, Store
+
+if TYPE_CHECKING:
+    from moa.engine import Runner
+    from moa.experiment.spec import Setup
+
+__all__ = ["PairScore", "PairwiseEvaluator", "ScoringReport", "is_pairwise", "score_all"]
+
+#: runs scored per page read from the store (memory stays flat with the number of items)
+PAGE = 256
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """A pairwise evaluator's result for one (setup answer, baseline answer) pair."""
+
+    score: Score
+    judgments: Sequence[JudgmentRow] = ()
+
+
+@runtime_checkable
+class PairwiseEvaluator(Protocol):
+    """Scores a setup's answer against the baseline's answer on the same item."""
+
+    name: str
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore: ...
+
+
+def is_pairwise(evaluator: object) -> bool:
+    return isinstance(evaluator, PairwiseEvaluator)
+
+
+@dataclass(slots=True)
+class ScoringReport:
+    scored: int = 0
+    failures: list[str] = field(default_factory=list)
+    #: pairwise scores waiting for a baseline answer that is not stored yet
+    waiting: int = 0
+
+
+async def score_all(
+    store: Store,
+    setups: Sequence[Setup],
+    evaluator: Evaluator | PairwiseEvaluator,
+    evaluator_id: str,
+    item: Callable[[str], Item | None],
+    semaphore: asyncio.Semaphore,
+    *,
+    judge_runner: Runner | None = None,
+    on_scored: Callable[[], None] | None = None,
+) -> ScoringReport:
+    """Score every stored successful run that has no score under ``evaluator_id``.
+
+    Failed runs get no score row (the summary counts them as 0). A scoring that raises is not stored,
+    so the next run tries again; its message lands in ``ScoringReport.failures``."""
+    report = ScoringReport()
+    baseline = next(s for s in setups if s.is_baseline)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(setup: Setup, row: RunRow) -> None:
+        try:
+            it = item(row.item_id)
+            if it is None:
+                report.failures.append(f"item `{row.item_id}` is not in the store")
+                return
+            answer = row.answer or ""
+            if isinstance(evaluator, PairwiseEvaluator):
+                if setup.is_baseline:
+                    # the baseline against itself is a tie by definition: no judge call
+                    store.put_score(row.run_id, evaluator_id, 0.5, "baseline")
+                else:
+                    base = store.run_for(baseline.name, baseline.hash, row.item_id)
+                    if base is None:
+                        report.waiting += 1
+                        return
+                    if base.error is not None:
+                        store.put_score(row.run_id, evaluator_id, 1.0, "the baseline failed on this item",
+                                        baseline_run_id=base.run_id)
+                    else:
+                        if judge_runner is None:
+                            raise RuntimeError("a pairwise evaluator needs a judge runner")
+                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=judge_runner)
+                        store.put_score(row.run_id, evaluator_id, res.score.value, res.score.detail,
+                                        baseline_run_id=base.run_id, judgments=res.judgments)
+            else:
+                s = await evaluator.score(it, answer)
+                store.put_score(row.run_id, evaluator_id, s.value, s.detail)
+            report.scored += 1
+            if on_scored is not None:
+                on_scored()
+        except Exception as e:  # one evaluator failure must not stop the other items
+            report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
+        finally:
+            semaphore.release()
+
+    try:
+        for setup in setups:
+            after = 0
+            while True:
+                page = store.unscored(setup.name, setup.hash, evaluator_id, after=after, limit=PAGE)
+                if not page:
+                    break
+                for row in page:
+                    await semaphore.acquire()
+                    t = asyncio.create_task(one(setup, row))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                after = page[-1].run_id
+        if tasks:
+            await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        store.commit()
+    return report

@@ -1,0 +1,159 @@
+"""The experiment file: which dataset, which evaluator, which baseline and setups, and the limits.
+
+Validated like a topology file (pydantic, ``extra="forbid"``), and every problem is one line naming
+the file and the field. Paths inside the file (dataset, topology files) are relative to the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moa.errors import TopologyError, UserError
+
+if TYPE_CHECKING:
+    from moa.topology import Topology
+
+__all__ = [
+    "ExperimentSpec",
+    "Setup",
+    "SetupEntry",
+    "canonical_hash",
+    "evaluator_config",
+    "evaluator_id",
+    "load_spec",
+    "resolve_setups",
+]
+
+DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"]
+
+
+class SetupEntry(BaseModel):
+    """A setup with an explicit name (the topology's own ``name`` is used otherwise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topology: str = Field(..., min_length=1, description="A topology file (relative to the experiment file) or a preset.")
+    name: str | None = Field(None, min_length=1, description="The name shown in the report.")
+
+
+class ExperimentSpec(BaseModel):
+    """An experiment file: setups compared with a baseline over one dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="moa experiment")
+
+    name: str = Field(..., min_length=1, description="The experiment's name, shown in the report.")
+    description: str = ""
+    dataset: str = Field(..., min_length=1, description="JSONL or CSV file, relative to the experiment file.")
+    dataset_format: DatasetFormat = Field("auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench.")
+    on_bad_row: Literal["skip", "fail"] = Field("fail", description="A bad dataset row stops the experiment or is skipped (and reported).")
+    evaluator: str | dict[str, Any] = Field(..., description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}`.")
+    baseline: str | SetupEntry = Field(..., description="The reference setup, normally a single model.")
+    setups: list[str | SetupEntry] = Field(..., min_length=1, description="Topology files or preset names.")
+    concurrency: int = Field(8, ge=1, le=4096, description="Runs (and scorings) in flight at once, all setups together.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N items.")
+    seed: int = Field(0, description="Seed of the bootstrap resampling.")
+    bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples per interval.")
+    budget_usd: float | None = Field(None, ge=0, description="A hard cap on the whole experiment's spend (resumes count what was spent).")
+    categories: list[str] | None = Field(None, min_length=1, description="Use only items of these categories.")
+    deadline_s: float | None = Field(None, gt=0, description="Time limit of one run (one setup on one item).")
+    retry_errors: bool = Field(True, description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).")
+
+    @field_validator("evaluator")
+    @classmethod
+    def _evaluator_named(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(v, dict) and not isinstance(v.get("name"), str):
+            raise ValueError("an evaluator mapping needs a `name` (e.g. `{name: numeric, abs_tol: 0.01}`)")
+        return v
+
+
+def canonical_hash(data: Any) -> str:
+    """A short stable hash of JSON-able data (key order does not matter)."""
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def evaluator_config(spec: ExperimentSpec) -> dict[str, Any]:
+    """The evaluator as a mapping with its ``name``."""
+    return {"name": spec.evaluator} if isinstance(spec.evaluator, str) else dict(spec.evaluator)
+
+
+def evaluator_id(config: Mapping[str, Any]) -> str:
+    """Scores are stored per evaluator id: a changed evaluator re-scores, the same one does not."""
+    return f"{config.get('name')}:{canonical_hash(dict(config))}"
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read and validate an experiment file; one line per problem, naming the file."""
+    from moa.loader import format_validation_error, read_document
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such experiment file")
+    data = read_document(p)
+    if not isinstance(data, Mapping):
+        raise TopologyError([f"expected a mapping at the top level, got {type(data).__name__}"], source=str(p))
+    try:
+        return ExperimentSpec.model_validate(data)
+    except ValidationError as err:
+        lines = [
+            "experiment:" + line.removeprefix("topology:") if line.startswith("topology:") else line
+            for line in format_validation_error(err, data)
+        ]
+        raise TopologyError(lines, source=str(p)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """A setup resolved to a validated topology, with the hash that keys its stored runs."""
+
+    name: str
+    topology: Topology
+    source: str
+    hash: str
+    is_baseline: bool
+
+
+def _resolve_path(ref: str, base_dir: Path | None) -> str | Path:
+    if base_dir is not None:
+        candidate = base_dir / ref
+        if candidate.suffix in (".yaml", ".yml", ".json") or candidate.exists():
+            return candidate
+    return ref
+
+
+def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:
+    from moa.loader import load
+
+    ref = entry if isinstance(entry, str) else entry.topology
+    try:
+        topo = load(_resolve_path(ref, base_dir))
+    except TopologyError:
+        raise  # already one line per problem, naming the topology file
+    except UserError as e:
+        raise UserError(f"{field}: {e}") from None
+    name = entry.name if isinstance(entry, SetupEntry) and entry.name else topo.name
+    return Setup(name, topo, str(ref), canonical_hash(topo.model_dump(mode="json")), is_baseline)
+
+
+def resolve_setups(spec: ExperimentSpec, base_dir: Path | None, *, source: str = "experiment") -> list[Setup]:
+    """The baseline first, then the setups; every topology is validated before any call."""
+    out = [_one(spec.baseline, base_dir, True, f"{source}: baseline")]
+    for i, entry in enumerate(spec.setups):
+        s = _one(entry, base_dir, False, f"{source}: setups[{i}]")
+        clash = next((o for o in out if o.name == s.name), None)
+        if clash is not None:
+            if clash.hash == s.hash:
+                continue  # the baseline listed among the setups too: it runs once
+            raise UserError(
+                f"{source}: setups[{i}]: two setups are named `{s.name}`; give one a name with "
+                "`{topology: ..., name: ...}`"
+            )
+        out.append(s)
+    return out

@@ -1,0 +1,401 @@
+"""The experiment store: one SQLite file (``<out>/experiment.sqlite``, WAL) holding every run, call,
+score, judge verdict and cached reply as soon as it exists.
+
+One connection, owned by the thread that runs the experiment. Each finished (setup, item) pair is one
+transaction: the run row and all its ``CallRecord`` rows (a failed run's calls too). Cached replies
+are written as calls finish and committed with the next pair, so killing the process loses at most
+the calls in flight. Runs are keyed by (setup name, topology hash, item id, input hash): a changed
+topology or item can never be mistaken for a stored one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moa.calls import CachedReply
+from moa.errors import MoAError, UserError
+from moa.models.base import ModelReply, ModelRequest
+from moa.results import CallRecord, RunResult, Usage
+
+__all__ = ["STORE_NAME", "JudgmentRow", "RunRow", "Store", "StoreCache", "input_hash"]
+
+STORE_NAME = "experiment.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items(
+  item_id TEXT PRIMARY KEY, input_hash TEXT NOT NULL, category TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+  run_id INTEGER PRIMARY KEY,
+  setup TEXT NOT NULL, topo_hash TEXT NOT NULL, item_id TEXT NOT NULL, input_hash TEXT NOT NULL,
+  answer TEXT, error TEXT, error_type TEXT,
+  cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
+  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
+  finished_at REAL NOT NULL,
+  UNIQUE(setup, topo_hash, item_id, input_hash));
+CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
+-- a call belongs to a run (a topology's call) or to a judgment (a pairwise judge's call)
+CREATE TABLE IF NOT EXISTS calls(
+  call_id INTEGER PRIMARY KEY, run_id INTEGER, judgment_id INTEGER, seq INTEGER NOT NULL,
+  node TEXT NOT NULL, model TEXT NOT NULL, requested_model TEXT NOT NULL,
+  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+  latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
+  priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
+CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
+CREATE TABLE IF NOT EXISTS scores(
+  run_id INTEGER NOT NULL, evaluator_id TEXT NOT NULL, value REAL NOT NULL, detail TEXT,
+  PRIMARY KEY(run_id, evaluator_id));
+-- pairwise verdicts: a setup's run against the baseline's run on the same item, in one position
+CREATE TABLE IF NOT EXISTS judgments(
+  judgment_id INTEGER PRIMARY KEY, evaluator_id TEXT NOT NULL,
+  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL, position TEXT NOT NULL,
+  verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
+  UNIQUE(evaluator_id, run_id, baseline_run_id, position));
+CREATE TABLE IF NOT EXISTS cache(
+  key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
+  finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+  cost_usd REAL NOT NULL);
+"""
+
+_RUN_COLUMNS = (
+    "r.run_id, r.setup, r.item_id, r.answer, r.error, r.cost_usd, r.latency_s, "
+    "r.prompt_tokens, r.completion_tokens, r.n_calls"
+)
+
+
+def input_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A stored run as the scoring phase and the summary read it."""
+
+    run_id: int
+    setup: str
+    item_id: str
+    answer: str | None
+    error: str | None
+    cost_usd: float
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    n_calls: int
+    score: float | None = None
+    detail: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class JudgmentRow:
+    """One pairwise verdict to store: the setup's answer in ``position`` (``"a"`` or ``"b"``)."""
+
+    position: str
+    verdict: str | None
+    value: float | None
+    detail: str | None
+    error: str | None
+    calls: Sequence[CallRecord]
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(c.cost_usd for c in self.calls)
+
+
+def _call_rows(calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None) -> Iterator[tuple[Any, ...]]:
+    for seq, c in enumerate(calls):
+        yield (
+            run_id, judgment_id, seq, c.node, c.model, c.requested_model or c.model,
+            c.usage.prompt_tokens, c.usage.completion_tokens, c.cost_usd, c.latency_s, c.attempts,
+            c.error, c.started_s, int(c.priced), int(c.local), int(c.cached),
+        )
+
+
+_INSERT_CALL = (
+    "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
+    "completion_tokens, cost_usd, latency_s, attempts, error, started_s, priced, local, cached) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+
+class Store:
+    """The SQLite store of one experiment folder."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    @classmethod
+    def open(cls, out: str | Path, *, create: bool = True) -> Store:
+        folder = Path(out)
+        path = folder / STORE_NAME
+        if not create and not path.is_file():
+            raise UserError(f"{folder}: no experiment store ({STORE_NAME}) in this folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a killed process; only a power cut may lose the last commits
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise UserError(f"{path}: cannot open the experiment store: {e}") from None
+        store = cls(path, conn)
+        version = store.get_meta("schema_version")
+        if version is None:
+            store.set_meta("schema_version", SCHEMA_VERSION)
+            conn.commit()
+        elif version != SCHEMA_VERSION:
+            raise UserError(f"{path}: store schema version {version}, this moa reads {SCHEMA_VERSION}")
+        return store
+
+    def close(self) -> None:
+        try:
+            self.conn.commit()
+        finally:
+            self.conn.close()
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    # -- metadata and items ------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def changed_items(self, items: Iterable[tuple[str, str]]) -> Iterator[str]:
+        """Ids among ``(item id, input hash)`` stored earlier with a different input."""
+        for item_id, h in items:
+            row = self.conn.execute("SELECT input_hash FROM items WHERE item_id=?", (item_id,)).fetchone()
+            if row is not None and row[0] != h:
+                yield item_id
+
+    def put_items(self, rows: Iterable[tuple[str, str, str | None, str]]) -> None:
+        """``(item id, input hash, category, item JSON)``; replaces what was there."""
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO items(item_id, input_hash, category, data) VALUES (?,?,?,?)", rows
+        )
+
+    def item_data(self, item_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT data FROM items WHERE item_id=?", (item_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def item_categories(self) -> dict[str, str | None]:
+        return dict(self.conn.execute("SELECT item_id, category FROM items").fetchall())
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def finished(self, setup: str, topo_hash: str, *, with_errors: bool) -> set[tuple[str, str]]:
+        """(item id, input hash) of the stored runs of a setup (errored ones only if ``with_errors``)."""
+        sql = "SELECT item_id, input_hash FROM runs WHERE setup=? AND topo_hash=?"
+        if not with_errors:
+            sql += " AND error IS NULL"
+        return {(a, b) for a, b in self.conn.execute(sql, (setup, topo_hash))}
+
+    def record_run(
+        self,
+        setup: str,
+        topo_hash: str,
+        item_id: str,
+        in_hash: str,
+        result: RunResult | None,
+        error: MoAError | None = None,
+    ) -> int:
+        """Store a finished run (a result, or an error with the calls it made) in one transaction."""
+        calls = result.calls if result is not None else (error.calls if error is not None else [])
+        usage = sum((c.usage for c in calls), Usage())
+        cost = result.cost_usd if result is not None else sum(c.cost_usd for c in calls)
+        latency = result.latency_s if result is not None else max((c.started_s + c.latency_s for c in calls), default=0.0)
+        with self.conn:
+            self._delete_run(setup, topo_hash, item_id, in_hash)
+            cur = self.conn.execute(
+                "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
+                "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    setup, topo_hash, item_id, in_hash,
+                    result.output if result is not None else None,
+                    str(error) if error is not None else None,
+                    type(error).__name__ if error is not None else None,
+                    cost, latency, result.critical_path_s if result is not None else 0.0,
+                    usage.prompt_tokens, usage.completion_tokens, len(calls), time.time(),
+                ),
+            )
+            run_id = int(cur.lastrowid or 0)
+            self.conn.executemany(_INSERT_CALL, _call_rows(calls, run_id, None))
+        return run_id
+
+    def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str) -> None:
+        row = self.conn.execute(
+            "SELECT run_id FROM runs WHERE setup=? AND topo_hash=? AND item_id=? AND input_hash=?",
+            (setup, topo_hash, item_id, in_hash),
+        ).fetchone()
+        if row is None:
+            return
+        rid = row[0]
+        jids = [j for (j,) in self.conn.execute("SELECT judgment_id FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))]
+        self.conn.executemany("DELETE FROM calls WHERE judgment_id=?", [(j,) for j in jids])
+        self.conn.execute("DELETE FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))
+        self.conn.execute("DELETE FROM calls WHERE run_id=?", (rid,))
+        self.conn.execute("DELETE FROM scores WHERE run_id=?", (rid,))
+        self.conn.execute("DELETE FROM runs WHERE run_id=?", (rid,))
+
+    def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, RunRow]:
+        """Item id -> the setup's stored run with its score under ``evaluator`` (None if unscored),
+        without the answer text (the summary needs numbers only)."""
+        return {r.item_id: r for r in self.iter_runs(setup, topo_hash, evaluator, answers=False)}
+
+    def iter_runs(self, setup: str, topo_hash: str, evaluator: str, *, answers: bool = True) -> Iterator[RunRow]:
+        """The setup's stored runs in the order they finished, with scores, read lazily."""
+        cols = _RUN_COLUMNS if answers else _RUN_COLUMNS.replace("r.answer", "NULL")
+        sql = (
+            f"SELECT {cols}, s.value, s.detail FROM runs r LEFT JOIN scores s "
+            "ON s.run_id=r.run_id AND s.evaluator_id=? WHERE r.setup=? AND r.topo_hash=? ORDER BY r.run_id"
+        )
+        for row in self.conn.execute(sql, (evaluator, setup, topo_hash)):
+            yield RunRow(*row)
+
+    def run_for(self, setup: str, topo_hash: str, item_id: str) -> RunRow | None:
+        row = self.conn.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.item_id=?",
+            (setup, topo_hash, item_id),
+        ).fetchone()
+        return None if row is None else RunRow(*row)
+
+    def unscored(self, setup: str, topo_hash: str, evaluator: str, *, after: int, limit: int) -> list[RunRow]:
+        """A page (by run id) of the setup's successful runs that have no score under ``evaluator``."""
+        sql = (
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.error IS NULL "
+            "AND r.run_id>? AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.run_id=r.run_id AND s.evaluator_id=?) "
+            "ORDER BY r.run_id LIMIT ?"
+        )
+        return [RunRow(*row) for row in self.conn.execute(sql, (setup, topo_hash, after, evaluator, limit))]
+
+    def put_score(
+        self,
+        run_id: int,
+        evaluator: str,
+        value: float,
+        detail: str | None,
+        *,
+        baseline_run_id: int | None = None,
+        judgments: Sequence[JudgmentRow] = (),
+        commit: bool = True,
+    ) -> None:
+        """A score and, for a pairwise evaluator, its verdicts and their judge calls, together."""
+        self.conn.execute(
+            "INSERT OR REPLACE INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)",
+            (run_id, evaluator, value, detail),
+        )
+        for j in judgments:
+            cur = self.conn.execute(
+                "INSERT OR REPLACE INTO judgments(evaluator_id, run_id, baseline_run_id, position, verdict, value, "
+                "detail, error, cost_usd) VALUES (?,?,?,?,?,?,?,?,?)",
+                (evaluator, run_id, baseline_run_id, j.position, j.verdict, j.value, j.detail, j.error, j.cost_usd),
+            )
+            self.conn.executemany(_INSERT_CALL, _call_rows(j.calls, None, int(cur.lastrowid or 0)))
+        if commit:
+            self.conn.commit()
+
+    def delete_scores(self, evaluator: str | None = None) -> None:
+        """Forget scores (all, or one evaluator's) so the next run scores again from stored answers."""
+        with self.conn:
+            where, args = ("WHERE evaluator_id=?", (evaluator,)) if evaluator else ("", ())
+            self.conn.execute(f"DELETE FROM calls WHERE judgment_id IN (SELECT judgment_id FROM judgments {where})", args)
+            self.conn.execute(f"DELETE FROM judgments {where}", args)
+            self.conn.execute(f"DELETE FROM scores {where}", args)
+
+    def judge_cost(self, evaluator: str, setup: str, topo_hash: str) -> float:
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(j.cost_usd), 0) FROM judgments j JOIN runs r ON r.run_id=j.run_id "
+            "WHERE j.evaluator_id=? AND r.setup=? AND r.topo_hash=?",
+            (evaluator, setup, topo_hash),
+        ).fetchone()
+        return float(row[0])
+
+    def spent_usd(self) -> float:
+        """Everything stored as paid: runs (their calls) and judge verdicts."""
+        runs = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM runs").fetchone()[0]
+        judged = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM judgments").fetchone()[0]
+        return float(runs) + float(judged)
+
+    def calls_of(self, run_id: int) -> list[CallRecord]:
+        rows = self.conn.execute(
+            "SELECT node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, "
+            "error, started_s, priced, local, cached FROM calls WHERE run_id=? ORDER BY seq",
+            (run_id,),
+        )
+        return [
+            CallRecord(
+                node=r[0], model=r[1], requested_model=r[2], usage=Usage(r[3], r[4]), cost_usd=r[5],
+                latency_s=r[6], attempts=r[7], error=r[8], started_s=r[9], priced=bool(r[10]),
+                local=bool(r[11]), cached=bool(r[12]),
+            )
+            for r in rows
+        ]
+
+    def count(self, table: str) -> int:
+        if table not in ("runs", "calls", "scores", "judgments", "cache", "items"):
+            raise ValueError(f"unknown table {table}")
+        return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    # -- call cache --------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> CachedReply | None:
+        row = self.conn.execute(
+            "SELECT text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd "
+            "FROM cache WHERE key=?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        reply = ModelReply(row[0], Usage(row[4], row[5]), row[2], row[3])
+        return CachedReply(reply, row[1], row[6])
+
+    def cache_put(self, key: str, value: CachedReply) -> None:
+        r = value.reply
+        # committed with the next finished pair (or on close): one fsync per pair, not per call
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, "
+            "completion_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?)",
+            (key, r.text, value.model, r.model, r.finish_reason, r.usage.prompt_tokens,
+             r.usage.completion_tokens, value.cost_usd),
+        )
+
+
+class StoreCache:
+    """The ``CallCache`` of one setup (or one judge): replies keyed by the exact request and node.
+
+    The key also holds a scope (the setup's name and hash) so two setups that happen to send the same
+    request to a node of the same id still get independent samples, as they would without a cache."""
+
+    def __init__(self, store: Store, scope: str) -> None:
+        self.store = store
+        self.scope = scope
+
+    def key(self, node: str, request: ModelRequest) -> str:
+        fields = {"scope": self.scope, "node": node, "request": request.cache_key_fields()}
+        raw = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+        return hashlib.sha256(raw).hexdigest()
+
+    def get(self, key: str) -> CachedReply | None:
+        return self.store.cache_get(key)
+
+    def put(self, key: str, value: CachedReply) -> None:
+        self.store.cache_put(key, value)

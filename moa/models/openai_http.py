@@ -1,0 +1,263 @@
+"""The direct path to OpenAI-compatible endpoints (vLLM, llama.cpp server, local gateways): one
+pooled ``httpx.AsyncClient`` per event loop with HTTP keep-alive, no litellm in between.
+
+litellm costs about 5 ms of CPU per call (request building, response objects, cost hooks); this
+path sends the JSON body itself and reads the reply with ``json.loads``, so a call costs what
+httpx costs. It fails exactly like the litellm path: HTTP statuses go through
+``error_for_status``, transport failures become ``Timeout`` or ``ProviderError``, and a 200 that
+cannot be read becomes ``MalformedReply``. One attempt per call: retries belong to the runner.
+
+When the server reports no usage (some streaming servers ignore ``stream_options``), usage is
+estimated as UTF-8 bytes / 4 of the messages (prompt) and of the text (completion); nothing else
+marks the record as estimated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import ssl
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from moa.errors import MalformedReply, ModelError, ProviderError, Timeout
+from moa.models.base import ModelReply, ModelRequest, TokenCallback
+from moa.models.errors import error_for_status
+from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
+from moa.results import Usage
+
+__all__ = ["DEFAULT_API_BASE", "OpenAIHTTPModel", "wire_model_name"]
+
+#: where a model with no ``api_base`` is sent (as litellm does for ``openai/`` models)
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """Loading the CA bundle takes ~25 ms: once per process, not once per client (``run_sync``
+    makes a loop, hence a client, per call)."""
+    return httpx.create_ssl_context()
+
+
+def wire_model_name(model: str) -> str:
+    """The model name the server expects: the litellm provider prefix (``openai/``,
+    ``hosted_vllm/``...) removed, as litellm itself sends it."""
+    prefix, sep, rest = model.partition("/")
+    return rest if sep and prefix in OPENAI_COMPATIBLE_PREFIXES else model
+
+
+def _estimate_usage(request: ModelRequest, text: str) -> Usage:
+    prompt = sum(len(m.get("content", "").encode()) for m in request.messages) // 4
+    return Usage(prompt, len(text.encode()) // 4)
+
+
+def _usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict) or u.get("prompt_tokens") is None:
+        return None
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+
+def _error_message(body: bytes) -> str:
+    """The server's ``error.message`` when the body is OpenAI-shaped, else the body's text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if data.get("message"):
+            return str(data["message"])
+    return body.decode("utf-8", "replace")
+
+
+class OpenAIHTTPModel:
+    """POSTs ``{api_base}/chat/completions`` once per attempt over a pooled client.
+
+    ``transport`` replaces the network (an ``httpx.MockTransport`` or any ``AsyncBaseTransport``),
+    for tests; ``max_connections`` caps the sockets each event loop's client keeps open."""
+
+    local = False
+
+    def __init__(
+        self,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 512,
+        keepalive_expiry_s: float = 30.0,
+    ) -> None:
+        self._transport = transport
+        self._limits = httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=keepalive_expiry_s,
+        )
+        # One client per loop: an httpx pool's sockets belong to the loop that opened them, and
+        # `run_sync` makes a fresh loop per call.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def client(self) -> httpx.AsyncClient:
+        """This event loop's pooled client, made on first use."""
+        loop = asyncio.get_running_loop()
+        c = self._clients.get(loop)
+        if c is None:
+            # timeout=None: the per-request timeout is set on each call (and the runner also bounds
+            # every attempt with asyncio.timeout).
+            c = httpx.AsyncClient(
+                transport=self._transport, limits=self._limits, timeout=None, verify=_ssl_context()
+            )
+            self._clients[loop] = c
+        return c
+
+    def _body(self, request: ModelRequest) -> dict[str, Any]:
+        body: dict[str, Any] = dict(request.params)
+        body["model"] = wire_model_name(request.model)
+        body["messages"] = [m if isinstance(m, dict) else dict(m) for m in request.messages]
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            body["max_tokens"] = request.max_tokens
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+        if request.stop:
+            body["stop"] = list(request.stop)
+        return body
+
+    def _headers(self, request: ModelRequest, base: Mapping[str, str]) -> dict[str, str]:
+        headers = dict(base)
+        if request.api_key:
+            headers["authorization"] = f"Bearer {request.api_key}"
+        return headers
+
+    async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
+        url = (request.api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
+        body = self._body(request)
+        timeout = httpx.Timeout(request.timeout_s)
+        client = self.client()
+        try:
+            if on_token is None:
+                content = json.dumps(body, separators=(",", ":")).encode()
+                headers = self._headers(request, _JSON_HEADERS)
+                resp = await client.post(url, content=content, headers=headers, timeout=timeout)
+                if not 200 <= resp.status_code < 300:
+                    raise self._status_error(resp, resp.content, request)
+                return _parse_reply(resp.content, request)
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+            content = json.dumps(body, separators=(",", ":")).encode()
+            headers = self._headers(request, _SSE_HEADERS)
+            async with client.stream("POST", url, content=content, headers=headers, timeout=timeout) as resp:
+                if not 200 <= resp.status_code < 300:
+                    raise self._status_error(resp, await resp.aread(), request)
+                return await _consume(resp, request, on_token)
+        except ModelError:
+            raise
+        except httpx.TimeoutException as e:
+            raise Timeout(
+                f"timed out: {type(e).__name__}", model=request.model, node=request.node or None
+            ) from e
+        except httpx.HTTPError as e:  # connect, read, write, reset, protocol errors
+            detail = str(e) or type(e).__name__
+            raise ProviderError(
+                f"connection failed: {detail}", model=request.model, node=request.node or None
+            ) from e
+
+    @staticmethod
+    def _status_error(resp: httpx.Response, content: bytes, request: ModelRequest) -> ModelError:
+        return error_for_status(
+            resp.status_code,
+            _error_message(content),
+            model=request.model,
+            node=request.node,
+            headers=resp.headers,
+        )
+
+    async def aclose(self) -> None:
+        """Close this loop's client; clients of other loops are dropped (their loops are gone or
+        own them)."""
+        clients, self._clients = dict(self._clients), weakref.WeakKeyDictionary()
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for owner, c in clients.items():
+            if owner is loop:
+                await c.aclose()
+
+
+def _malformed(why: str, request: ModelRequest) -> MalformedReply:
+    return MalformedReply(f"malformed reply: {why}", model=request.model, node=request.node or None)
+
+
+def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
+    try:
+        data = json.loads(content)
+    except ValueError:
+        snippet = content[:80].decode("utf-8", "replace")
+        raise _malformed(f"not JSON: {snippet!r}", request) from None
+    if not isinstance(data, dict):
+        raise _malformed("not a JSON object", request)
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise _malformed("no choices", request)
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if text is None:
+        raise _malformed("no message content", request)
+    text = str(text)
+    usage = _usage(data.get("usage")) or _estimate_usage(request, text)
+    return ModelReply(text, usage, str(data.get("model") or ""), choices[0].get("finish_reason"))
+
+
+async def _consume(resp: httpx.Response, request: ModelRequest, on_token: TokenCallback) -> ModelReply:
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish: str | None = None
+    model = ""
+    events = 0
+    async for line in resp.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, `event:` and `:` comment lines
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise _malformed(f"stream event is not JSON: {payload[:80]!r}", request) from None
+        if not isinstance(chunk, dict):
+            raise _malformed("stream event is not a JSON object", request)
+        events += 1
+        if "error" in chunk and not chunk.get("choices"):
+            raise ProviderError(
+                f"provider error in stream: {_error_message(payload.encode())}",
+                model=request.model,
+                node=request.node or None,
+            )
+        model = str(chunk.get("model") or model)
+        usage = _usage(chunk.get("usage")) or usage
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else None
+            if piece:
+                parts.append(piece)
+                on_token(piece)
+            finish = choice.get("finish_reason") or finish
+    if not events:
+        raise _malformed("the stream carried no events", request)
+    text = "".join(parts)
+    return ModelReply(text, usage or _estimate_usage(request, text), model, finish)

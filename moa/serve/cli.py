@@ -1,0 +1,79 @@
+"""The ``moa serve`` subcommand. Only argparse is imported at the top: the lead's ``moa`` command
+registers this parser on every start, and the web stack loads only when ``serve`` runs."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "serve",
+        help="serve topologies as an OpenAI-compatible chat completions endpoint",
+        description="Serve each TOPOLOGY (a file or preset name) as a model named by its `name` at "
+        "/v1/models and /v1/chat/completions (streaming included).",
+    )
+    p.add_argument("topologies", nargs="+", metavar="TOPOLOGY", help="topology file or preset name")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1, loopback only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000; 0 picks a free one)")
+    p.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="require `Authorization: Bearer <key>` where the key is this environment variable's value",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="refuse request bodies larger than N bytes with 413 (default: 1000000)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server; 2 with one line on stderr for bad input, 0 after a clean shutdown."""
+    import os
+    import sys
+
+    from moa.errors import UserError
+
+    def fail(message: str) -> int:
+        print(f"moa serve: {message}", file=sys.stderr)
+        return 2
+
+    if not 0 <= args.port <= 65535:
+        return fail(f"--port must be within 0..65535 (got {args.port})")
+    if args.max_body_bytes < 1:
+        return fail(f"--max-body-bytes must be at least 1 (got {args.max_body_bytes})")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
+    try:
+        from moa import log
+        from moa.loader import load
+        from moa.serve import create_app, require
+
+        uvicorn = require("uvicorn")
+        topologies = [load(t) for t in args.topologies]
+        app = create_app(topologies, api_key=api_key, max_body_bytes=args.max_body_bytes)
+    except UserError as e:
+        lines = e.lines() if hasattr(e, "lines") else [str(e)]
+        for line in lines:
+            print(f"moa serve: {line}", file=sys.stderr)
+        return 2
+    if not log.enabled():
+        log.configure_logging("console")
+    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"moa serve: warning: listening on {args.host} without --api-key-env", file=sys.stderr)
+    names = ", ".join(t.name for t in topologies)
+    print(f"moa serve: {names} at http://{args.host}:{args.port}/v1", file=sys.stderr)
+    # uvicorn's access log would duplicate moa's `serve.request` events
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0

@@ -1,0 +1,230 @@
+"""The OpenAI chat completions wire format as moa serves it: the request body (validated with
+pydantic), the reply and chunk objects, and the error shape with the status each moa error maps to.
+No web framework here, so this is testable and typed on its own."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moa.errors import (
+    BudgetExceeded,
+    MoAError,
+    ModelError,
+    QuorumNotReached,
+    Timeout,
+    UserError,
+)
+from moa.results import RunResult
+
+__all__ = [
+    "ApiError",
+    "ChatRequest",
+    "chunk",
+    "completion",
+    "error_body",
+    "error_for",
+    "invalid_body",
+    "moa_extension",
+]
+
+# OpenAI ignores fields it does not know; so do we (clients send `user`, `seed`, `tools`: []...),
+# but a known field with the wrong type is refused, so strict types and no coercion.
+_REQUEST = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class TextPart(BaseModel):
+    """One part of a message whose ``content`` is a list: only text parts are served."""
+
+    model_config = _REQUEST
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """One turn of the chat. ``developer`` is OpenAI's newer name for ``system``."""
+
+    model_config = _REQUEST
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = _REQUEST
+
+    include_usage: bool | None = None
+
+
+class ChatRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``. ``temperature``, ``max_tokens`` and
+    ``max_completion_tokens`` are validated but ignored: each agent keeps its own settings."""
+
+    model_config = _REQUEST
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    n: int | None = Field(None, ge=1, le=1)
+
+    @field_validator("messages")
+    @classmethod
+    def _last_turn_is_users(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if v and v[-1].role != "user":
+            raise ValueError("the last message must be the user's turn")
+        return v
+
+    def chat(self) -> list[dict[str, str]]:
+        """The messages as the runner takes them (text only, ``developer`` folded into ``system``)."""
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options is not None and self.stream_options.include_usage)
+
+
+class ApiError(Exception):
+    """An error reply: status, OpenAI ``type``, message, ``param`` and ``code``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        retry: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        #: sent as ``x-should-retry`` so the official clients skip retries that cannot help
+        self.retry = retry
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, type=self.type, param=self.param, code=self.code)
+
+
+def error_body(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("str", "list[TextPart]", "none") or part.startswith(("function-", "literal[")):
+            continue  # pydantic's union-branch names: not fields of the body
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def invalid_body(err: ValidationError) -> ApiError:
+    """A 400 naming the first field pydantic refused (``messages[1].role``), and how many others."""
+    errors = err.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return ApiError(400, f"the request body is not valid JSON: {first['ctx'].get('error', first['msg'])}")
+    if first["type"] == "model_type" and not first["loc"]:
+        return ApiError(400, "the request body must be a JSON object")
+    param = _loc(first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        msg = "required field is missing"
+    elif first["type"] not in ("value_error",) and not isinstance(first.get("input"), (dict, list)):
+        msg = f"{msg} (got {first.get('input')!r})"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if not param:
+        return ApiError(400, f"invalid request body: {msg}{more}")
+    return ApiError(400, f"invalid request body: `{param}`: {msg}{more}", param=param)
+
+
+def error_for(e: MoAError) -> ApiError:
+    """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
+    quorum failures 503 (the server, not the client, is short of something), bad input 400."""
+    name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
+    if isinstance(e, Timeout):
+        return ApiError(504, str(e), type="server_error", code="timeout")
+    if isinstance(e, ModelError):
+        return ApiError(502, str(e), type="server_error", code=name)
+    if isinstance(e, BudgetExceeded):
+        return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
+    if isinstance(e, QuorumNotReached):
+        return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
+    if isinstance(e, UserError):
+        return ApiError(400, str(e), code=name)
+    return ApiError(500, str(e), type="server_error", code=name)
+
+
+def moa_extension(result: RunResult) -> dict[str, Any]:
+    """The ``moa`` object ordinary clients ignore: the run's cost and per-node trace."""
+    d = result.to_dict()
+    return {k: d[k] for k in ("cost_usd", "latency_s", "critical_path_s", "calls", "nodes")}
+
+
+def new_id() -> str:
+    return f"chatcmpl-moa{uuid.uuid4().hex}"
+
+
+def completion(model: str, result: RunResult) -> dict[str, Any]:
+    """A ``chat.completion`` object for a finished run."""
+    return {
+        "id": new_id(),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.output, "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": result.usage.to_dict(),
+        "moa": moa_extension(result),
+    }
+
+
+def chunk(
+    head: dict[str, Any],
+    delta: dict[str, Any] | None,
+    *,
+    finish: str | None = None,
+    usage: dict[str, int] | None = None,
+    with_usage: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; ``delta=None`` makes the usage chunk (no choices)."""
+    out: dict[str, Any] = {**head, "object": "chat.completion.chunk"}
+    if delta is None:
+        out["choices"] = []
+    else:
+        out["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]
+    if with_usage:
+        out["usage"] = usage
+    if extra:
+        out.update(extra)
+    return out

@@ -1,0 +1,118 @@
+"""Dataset loading: formats and every bad-row case with its line number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moa.errors import DatasetError
+from moa.eval.datasets import load_dataset
+
+
+def _jsonl(tmp_path: Path, rows: list[object], name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_generic_jsonl_defaults_id_to_row_number(tmp_path: Path) -> None:
+    """Rows without `id` get their 1-based row number; extra keys go to meta."""
+    path = _jsonl(tmp_path, [{"input": "2+2?", "target": 4, "extra": 1}, {"input": "hi", "id": "x"}])
+    ds = load_dataset(path)
+    assert [i.id for i in ds.items] == ["1", "x"]
+    assert ds.items[0].target == "4" and ds.items[0].meta == {"extra": 1}
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ("{not json", "invalid JSON"),
+        (json.dumps({"target": "x"}), "row has no `input`"),
+        (json.dumps({"input": 5}), "`input` must be a string"),
+        (json.dumps({"input": "q", "id": "1"}), "duplicate id `1`"),
+        (json.dumps([1, 2]), "not an object"),
+    ],
+)
+def test_bad_row_fails_with_file_and_line(tmp_path: Path, bad: str, reason: str) -> None:
+    """The first bad row raises one line naming file:line."""
+    path = _jsonl(tmp_path, [{"input": "a", "id": "1"}, {"input": "b", "id": "2"}, bad])
+    with pytest.raises(DatasetError, match=rf"^data\.jsonl:3: .*{reason.split('`')[0]}") as info:
+        load_dataset(path)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_non_utf8_line_reports_its_number(tmp_path: Path) -> None:
+    """Undecodable bytes on line 2 are reported as line 2; skip keeps the others."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'{"input": "a"}\n{"input": "\xff\xfe"}\n{"input": "c"}\n')
+    with pytest.raises(DatasetError, match=r"data\.jsonl:2: line is not valid UTF-8"):
+        load_dataset(path)
+    ds = load_dataset(path, on_bad_row="skip")
+    assert [i.input for i in ds.items] == ["a", "c"]
+    assert [(b.line, b.reason) for b in ds.bad_rows] == [(2, "line is not valid UTF-8")]
+
+
+def test_skip_records_and_logs_bad_rows(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Skipped rows are in bad_rows and in the log."""
+    path = _jsonl(tmp_path, [{"input": "a"}, {"nope": 1}, "", {"input": "b"}])
+    ds = load_dataset(path, on_bad_row="skip")
+    assert len(ds.items) == 2 and ds.bad_rows[0].line == 2
+    assert "data.jsonl:2" in caplog.text
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    """A missing file raises DatasetError naming it."""
+    with pytest.raises(DatasetError, match=r"nothere\.jsonl"):
+        load_dataset(tmp_path / "nothere.jsonl")
+
+
+def test_empty_dataset_raises(tmp_path: Path) -> None:
+    """No good rows is an error even when skipping."""
+    path = _jsonl(tmp_path, [{"x": 1}])
+    with pytest.raises(DatasetError, match="no readable rows"):
+        load_dataset(path, on_bad_row="skip")
+
+
+def test_limit_and_categories(tmp_path: Path) -> None:
+    """Categories filter, then limit caps the items."""
+    rows = [{"input": str(i), "category": "m" if i % 2 else "t"} for i in range(10)]
+    ds = load_dataset(_jsonl(tmp_path, rows), categories={"m"}, limit=3)
+    assert [i.input for i in ds.items] == ["1", "3", "5"]
+
+
+def test_humaneval_detected(tmp_path: Path) -> None:
+    """task_id+prompt+test+entry_point rows load as HumanEval."""
+    row = {"task_id": "HumanEval/0", "prompt": "def f():\n", "test": "def check(c): pass", "entry_point": "f"}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.entry_point, item.test, item.meta["prompt"]) == (
+        "HumanEval/0",
+        "f",
+        row["test"],
+        "def f():\n",
+    )
+
+
+def test_gsm8k_target_after_hashes(tmp_path: Path) -> None:
+    """The GSM8K target is the number after #### without commas."""
+    row = {"question": "How many?", "answer": "Work...\n#### 1,234"}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert item.target == "1234" and item.input == "How many?"
+
+
+def test_mtbench_first_turn_is_input(tmp_path: Path) -> None:
+    """MT-Bench rows use the first turn as input and keep all turns."""
+    row = {"question_id": 81, "category": "writing", "turns": ["one", "two"]}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.input, item.turns, item.category) == ("81", "one", ["one", "two"], "writing")
+
+
+def test_csv_with_multiline_cell_and_bad_row(tmp_path: Path) -> None:
+    """CSV rows report the line they start on; quoted cells may span lines."""
+    path = tmp_path / "data.csv"
+    path.write_text('id,input,target,tests\na,"two\nlines",x,"[""assert 1""]"\nb,q\nc,ok,y,\n')
+    ds = load_dataset(path, on_bad_row="skip")
+    assert [i.id for i in ds.items] == ["a", "c"]
+    assert ds.items[0].input == "two\nlines" and ds.items[0].tests == ["assert 1"]
+    assert ds.bad_rows[0].line == 4

@@ -1,0 +1,103 @@
+"""Reference evaluators and the registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from moa.errors import UserError
+from moa.eval.base import NO_TARGET, Evaluator
+from moa.eval.datasets import Item
+from moa.eval.evaluators import make_evaluator, parse_numbers
+
+
+def _item(target: str | None) -> Item:
+    return Item(id="1", input="q", target=target)
+
+
+async def test_exact_normalises() -> None:
+    """Case, spaces, quotes and a trailing period do not matter."""
+    ev = make_evaluator("exact")
+    assert (await ev.score(_item("Paris"), '  "paris." ')).value == 1.0
+    assert (await ev.score(_item("Paris"), "Lyon")).value == 0.0
+
+
+async def test_exact_final_answer_extraction() -> None:
+    """With extract_final, only the final answer is compared."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await ev.score(_item("42"), "Thinking...\nThe final answer is 42.")).value == 1.0
+    assert (await ev.score(_item("7"), r"so \boxed{7}")).value == 1.0
+
+
+async def test_contains() -> None:
+    """The target inside the answer scores 1."""
+    ev = make_evaluator("contains")
+    assert (await ev.score(_item("blue whale"), "It is the Blue  Whale!")).value == 1.0
+
+
+async def test_regex_from_config_and_target() -> None:
+    """The pattern comes from the config, else from the target."""
+    assert (await make_evaluator({"name": "regex", "pattern": r"\d+"}).score(_item(None), "a1")).value == 1.0
+    assert (await make_evaluator("regex").score(_item(r"^ab+$"), "abbb")).value == 1.0
+
+
+def test_invalid_regex_is_user_error() -> None:
+    """A bad pattern raises UserError naming it."""
+    with pytest.raises(UserError, match=r"invalid regex `\(`"):
+        make_evaluator({"name": "regex", "pattern": "("})
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "value"),
+    [
+        ("so it costs $1,234.50 total", "1234.5", 1.0),
+        ("first 3 then -7", "-7", 1.0),
+        ("about 3/4 of it", "0.75", 1.0),
+        ("it is 41", "42", 0.0),
+        ("The answer is 18.", "18", 1.0),
+    ],
+)
+async def test_numeric_last_number(answer: str, target: str, value: float) -> None:
+    """The last number in the answer is compared with the target."""
+    assert (await make_evaluator("numeric").score(_item(target), answer)).value == value
+
+
+async def test_numeric_without_number_has_detail() -> None:
+    """No number scores 0 and says so."""
+    score = await make_evaluator("numeric").score(_item("3"), "no idea")
+    assert score.value == 0 and score.detail == "no number in the answer"
+
+
+async def test_numeric_relative_tolerance() -> None:
+    """rel_tol accepts close answers."""
+    ev = make_evaluator({"name": "numeric", "rel_tol": 0.01})
+    assert (await ev.score(_item("1000"), "1005")).value == 1.0
+
+
+def test_parse_numbers_ignores_hyphenated_ranges() -> None:
+    """A hyphen between digits is not a minus sign."""
+    assert parse_numbers("pages 10-12") == [10, 12]
+
+
+@pytest.mark.parametrize("name", ["exact", "contains", "regex", "numeric"])
+async def test_no_target_scores_zero(name: str) -> None:
+    """Reference evaluators give 0 with a detail when the item has no target."""
+    score = await make_evaluator(name).score(_item(None), "x")
+    assert (score.value, score.detail) == (0.0, NO_TARGET)
+
+
+def test_unknown_evaluator_lists_known() -> None:
+    """An unknown name raises UserError listing the known ones."""
+    with pytest.raises(UserError, match="unknown evaluator `bleu`; known: contains, exact, execution"):
+        make_evaluator("bleu")
+
+
+def test_extra_config_field_rejected() -> None:
+    """Unknown config fields raise UserError naming the field."""
+    with pytest.raises(UserError, match="`tolerance`"):
+        make_evaluator({"name": "numeric", "tolerance": 1})
+
+
+def test_evaluators_satisfy_protocol() -> None:
+    """Every registered evaluator implements the Evaluator protocol."""
+    for name in ("exact", "contains", "regex", "numeric", "execution"):
+        assert isinstance(make_evaluator(name), Evaluator)

@@ -1,0 +1,152 @@
+"""The sandbox contains hostile answers and scores passing and failing code."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from moa.eval.datasets import Item
+from moa.eval.evaluators import make_evaluator
+from moa.eval.execution import score_execution_async
+from moa.eval.sandbox import run_python_async
+
+
+async def test_fork_bomb_is_refused() -> None:
+    """A fork bomb fails at its first fork."""
+    result = await run_python_async("import os\nwhile True: os.fork()", timeout_s=5)
+    assert not result.passed and "os.fork" in result.reason
+
+
+async def test_subprocess_is_refused() -> None:
+    """Starting a process fails."""
+    result = await run_python_async("import subprocess\nsubprocess.run(['true'])", timeout_s=5)
+    assert not result.passed and "subprocess.Popen" in result.reason
+
+
+async def test_infinite_loop_times_out() -> None:
+    """An infinite loop is killed at the timeout."""
+    result = await run_python_async("while True:\n    pass", timeout_s=1.5)
+    assert not result.passed and result.reason == "timeout after 1.5s"
+    assert result.duration_s < 10
+
+
+async def test_huge_allocation_hits_memory_limit() -> None:
+    """Allocating 50 GB fails with the memory limit."""
+    result = await run_python_async("x = bytearray(50 * 1024**3)", timeout_s=5)
+    assert not result.passed and result.reason.startswith("memory limit")
+
+
+async def test_write_outside_directory_is_refused() -> None:
+    """Writing outside the sandbox directory fails and leaves no file."""
+    target = Path(f"/tmp/moa_sandbox_escape_{uuid.uuid4().hex}")
+    result = await run_python_async(f"open({str(target)!r}, 'w').write('x')", timeout_s=5)
+    assert not result.passed and "outside the sandbox directory" in result.reason
+    assert not target.exists()
+
+
+async def test_write_inside_directory_is_allowed() -> None:
+    """Writing into its own directory works."""
+    result = await run_python_async("open('x.txt', 'w').write('x')\nprint(open('x.txt').read())", timeout_s=5)
+    assert result.passed and result.stdout == "x\n"
+
+
+async def test_parent_environment_does_not_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's environment holds no secret of the parent."""
+    monkeypatch.setenv("MOA_SECRET_TEST", "xyz")
+    result = await run_python_async("import os\nprint(dict(os.environ))", timeout_s=5)
+    assert result.passed and "MOA_SECRET_TEST" not in result.stdout and "xyz" not in result.stdout
+
+
+async def test_socket_to_local_listener_makes_no_connection() -> None:
+    """A connection attempt to a loopback listener never arrives."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.3)
+        port = listener.getsockname()[1]
+        code = (
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\ns.sendall(b'hi')"
+        )
+        result = await run_python_async(code, timeout_s=5)
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    assert not result.passed and "network" in result.reason
+    assert result.network_isolation in ("namespace", "python-guard")
+
+
+async def test_output_is_truncated() -> None:
+    """Output past the limit is dropped and the reason says so."""
+    result = await run_python_async("print('x' * 50000)", output_limit=100, timeout_s=5)
+    assert len(result.stdout) == 100 and result.reason.endswith("output truncated")
+
+
+async def test_syntax_error_reason() -> None:
+    """Code that does not compile fails with a syntax error."""
+    result = await run_python_async("def f(:\n  pass", timeout_s=5)
+    assert not result.passed and result.reason.startswith("syntax error: line 1")
+
+
+async def test_sandbox_directory_is_removed() -> None:
+    """The temporary directory is gone afterwards."""
+    result = await run_python_async("import os\nprint(os.getcwd())", timeout_s=5)
+    assert result.passed and not os.path.exists(result.stdout.strip())
+
+
+HUMANEVAL = Item(
+    id="HumanEval/x",
+    input="def add(a, b):\n    ",
+    test="def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n",
+    entry_point="add",
+    meta={"prompt": "def add(a, b):\n    "},
+)
+
+
+async def test_humaneval_passing_answer() -> None:
+    """A correct fenced function passes check(entry_point)."""
+    score = await score_execution_async(
+        "```python\ndef add(a, b):\n    return a + b\n```", HUMANEVAL, timeout_s=5
+    )
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+async def test_humaneval_failing_answer() -> None:
+    """A wrong function fails with the assertion as reason."""
+    score = await score_execution_async(
+        "```python\ndef add(a, b):\n    return a - b\n```", HUMANEVAL, timeout_s=5
+    )
+    assert score.value == 0.0 and (score.detail or "").startswith("tests failed: AssertionError")
+
+
+async def test_assert_list_reports_failing_index() -> None:
+    """Each failing assert line is reported by its 1-based index."""
+    item = Item(id="1", input="q", tests=["assert sq(2) == 4", "assert sq(3) == 10", "assert sq(0) == 0"])
+    evaluator = make_evaluator({"name": "execution", "timeout_s": 5})
+    score = await evaluator.score(
+        item, "def sq(x):\n    return x * x\n\nif __name__ == '__main__':\n    input()"
+    )
+    assert score.value == 0.0
+    assert "1 of 3 failed: test 2 `assert sq(3) == 10`" in (score.detail or "")
+    passing = await evaluator.score(
+        item.model_copy(update={"tests": ["assert sq(2) == 4"]}), "def sq(x): return x*x"
+    )
+    assert passing.value == 1.0
+
+
+async def test_answer_without_code() -> None:
+    """Prose without code scores 0 with a reason."""
+    score = await score_execution_async("I do not know.", HUMANEVAL)
+    assert (score.value, score.detail) == (0.0, "no code found in the answer")
+
+
+async def test_python_guard_fallback_blocks_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without namespaces the Python-level guard refuses sockets and says so."""
+    import moa.eval.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "_unshare_function", lambda: None)
+    result = await run_python_async("import socket\nsocket.create_connection(('127.0.0.1', 9))", timeout_s=5)
+    assert result.network_isolation == "python-guard"
+    assert not result.passed and "network" in result.reason

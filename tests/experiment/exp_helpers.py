@@ -1,0 +1,83 @@
+"""Helpers for the experiment tests: simulated models with a known accuracy behind the loopback
+server, and experiment folders written on the fly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from moa.testing.server import SimModel, SimRequest, last_user_text
+
+WRONG = "wrong"
+
+
+class Accuracy:
+    """Correct with probability ``p`` (a reproducible draw per model, question and call index), else
+    always the same wrong answer, so a majority of three is right exactly when two or three are
+    (3p^2 - 2p^3). Every question the model is asked is recorded in ``seen``."""
+
+    def __init__(self, p: float, answers: dict[str, str], seed: int = 0) -> None:
+        self.p, self.answers, self.seed = p, answers, seed
+        self.seen: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, req: SimRequest) -> str:
+        text = last_user_text(req.messages)
+        with self._lock:
+            self.seen.append(text)
+        correct = self.answers.get(text.strip(), "unknown")
+        material = f"{self.seed}|{req.model}|{text}|{req.call_index}".encode()
+        u = int.from_bytes(hashlib.sha256(material).digest()[:8], "big") / 2**64
+        return correct if u < self.p else WRONG
+
+
+def sim(p: float, answers: dict[str, str], seed: int = 0, latency_s: float = 0.0) -> tuple[SimModel, Accuracy]:
+    acc = Accuracy(p, answers, seed)
+    return SimModel(latency_s=latency_s, answer=acc), acc
+
+
+def questions(n: int, *, categories: Sequence[str] = ()) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {"id": f"q{i}", "input": f"What is {i} plus {i}?", "target": str(2 * i)}
+        if categories:
+            row["category"] = categories[i % len(categories)]
+        rows.append(row)
+    return rows
+
+
+def answers_of(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    return {r["input"]: r["target"] for r in rows}
+
+
+def write_experiment(
+    folder: Path,
+    base_url: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    evaluator: Any = "exact",
+    concurrency: int = 8,
+    extra: str = "",
+) -> Path:
+    """``single.yaml`` (model single-m), ``majority.yaml`` (3 samples of maj-m, majority vote), the
+    dataset and ``exp.yaml``; returns the experiment file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    price = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
+    agent = f"api_base: {json.dumps(base_url)}, retry: {{max_attempts: 1}}, {price}"
+    (folder / "single.yaml").write_text(
+        f"name: single\nkind: single\nagent: a\nagents:\n  a: {{model: openai/single-m, {agent}}}\n"
+    )
+    (folder / "majority.yaml").write_text(
+        "name: majority-3\nkind: self_moa\nagent: a\nsamples: 3\nreduce: majority\n"
+        f"agents:\n  a: {{model: openai/maj-m, temperature: 0.7, {agent}}}\n"
+    )
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "exp.yaml").write_text(
+        f"name: sim-majority\ndataset: data.jsonl\nevaluator: {json.dumps(evaluator)}\n"
+        f"baseline: single.yaml\nsetups: [majority.yaml]\nconcurrency: {concurrency}\n{extra}"
+    )
+    return folder / "exp.yaml"

@@ -1,0 +1,374 @@
+"""The runner, with moa.testing fakes: concurrency, fan-in, quorum, retries, fallbacks, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import moa
+from moa import build
+from moa.models.base import ModelRequest
+from moa.testing import FunctionModel, ScriptedModel
+
+
+def runner(**models: object) -> moa.Runner:
+    return moa.Runner(models={k.replace("__", "/"): v for k, v in models.items()})  # type: ignore[misc]
+
+
+def echo(delay: float = 0.0) -> FunctionModel:
+    return FunctionModel(lambda r: f"ans from {r.model}", delay_s=delay)
+
+
+async def test_parallel_layer_runs_concurrently() -> None:
+    """Three 100 ms proposers take about 100 ms together, not 300."""
+    fm = echo(0.1)
+    t = build.parallel(["fake/a", "fake/b", "fake/c"], reduce="majority")
+    start = time.perf_counter()
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": fm}))
+    elapsed = time.perf_counter() - start
+    assert fm.max_in_flight == 3
+    assert elapsed < 0.25
+    assert 0.09 < r.critical_path_s < 0.2
+
+
+async def test_result_accounts_every_call() -> None:
+    """usage, cost and calls add up over nodes; priced by the agent's pricing."""
+    agent = build.agent("fake/a", pricing={"input_per_mtok": 1.0, "output_per_mtok": 2.0})
+    t = build.parallel([agent, agent], aggregator=agent)
+    r = await t.run("hello world", runner=moa.Runner(models={"fake/*": echo()}))
+    assert len(r.calls) == 3
+    assert r.usage == sum((c.usage for c in r.calls), moa.Usage())
+    expected = r.usage.prompt_tokens * 1e-6 + r.usage.completion_tokens * 2e-6
+    assert r.cost_usd == pytest.approx(expected)
+    assert r.unpriced_models == []
+    assert set(r.nodes) == {"a_1", "a_2", "aggregate"}
+
+
+async def test_unpriced_model_costs_zero_and_is_flagged() -> None:
+    """A model nobody priced costs 0 and is listed, never a crash."""
+    r = await build.single("fake/unknown-model").run("q", runner=moa.Runner(models={"fake/*": echo()}))
+    assert r.cost_usd == 0
+    assert r.unpriced_models == ["fake/unknown-model"]
+
+
+async def test_price_map_prices_known_model() -> None:
+    """litellm's offline price map prices a known model."""
+    r = await build.single("openai/gpt-4o-mini").run("q", runner=moa.Runner(models={"openai/*": echo()}))
+    u = r.usage
+    assert r.cost_usd == pytest.approx(u.prompt_tokens * 0.15e-6 + u.completion_tokens * 0.6e-6)
+
+
+async def test_aggregator_sees_numbered_references() -> None:
+    """The aggregate template numbers each proposer's output."""
+    seen: list[str] = []
+
+    def fn(r: ModelRequest) -> str:
+        seen.append(r.messages[-1]["content"])
+        return f"out-{r.model}"
+
+    t = build.parallel(["fake/a", "fake/b"], aggregator="fake/agg")
+    await t.run("the question", runner=moa.Runner(models={"fake/*": FunctionModel(fn)}))
+    agg = seen[-1]
+    assert "1. [a]\nout-fake/a" in agg and "2. [b]\nout-fake/b" in agg
+    assert "may be biased or incorrect" in agg and "the question" in agg
+
+
+async def test_sequential_each_step_reads_previous() -> None:
+    """Draft -> critique -> revise run in order, each reading the earlier steps."""
+    order: list[str] = []
+
+    def fn(r: ModelRequest) -> str:
+        order.append(r.model)
+        return f"<{r.model}>"
+
+    t = build.sequential("fake/draft", "fake/critic", "fake/revise")
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(fn)}))
+    assert order == ["fake/draft", "fake/critic", "fake/revise"]
+    assert r.output == "<fake/revise>"
+    assert r.nodes["step3_revise"].used_inputs == ["step1_draft", "step2_critic"]
+
+
+async def test_layered_reads_all_of_previous_layer() -> None:
+    """Each layer-2 proposer reads every layer-1 output."""
+    t = build.layered(2, "fake/agg", proposers=["fake/a", "fake/b", "fake/c"])
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": echo(0.02)}))
+    assert len(r.calls) == 7
+    for n in ("l2_a", "l2_b", "l2_c"):
+        assert r.nodes[n].used_inputs == ["l1_a", "l1_b", "l1_c"]
+    assert r.latency_s < 0.02 * 3 + 0.1
+
+
+async def test_self_moa_samples_n_times() -> None:
+    """Self-MoA calls the one model N times, then aggregates."""
+    fm = echo()
+    t = build.self_moa(build.agent("fake/s", temperature=0.7), samples=4)
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": fm}))
+    assert [c.node for c in r.calls].count("aggregate") == 1
+    assert sum(1 for c in r.calls if c.node.startswith("sample")) == 4
+    assert all(req.temperature == 0.7 for req in fm.calls)
+
+
+async def test_hierarchical_workers_get_their_instruction() -> None:
+    """The manager's plan is validated and each worker gets its own instruction."""
+    seen: dict[str, str] = {}
+
+    def fn(r: ModelRequest) -> str:
+        text = r.messages[-1]["content"]
+        if "manager splitting a task among 2 workers" in text:
+            return 'Sure: {"instructions": ["compute part one", "compute part two"]}'
+        seen[r.model] = text
+        return "done"
+
+    t = build.hierarchical("fake/m", ["fake/w1", "fake/w2"], aggregator="fake/agg")
+    r = await t.run("big task", runner=moa.Runner(models={"fake/*": FunctionModel(fn)}))
+    assert "compute part one" in seen["fake/w1"] and "compute part two" in seen["fake/w2"]
+    assert r.nodes["w1"].used_inputs == ["plan"]
+
+
+async def test_malformed_plan_is_retried_and_its_tokens_counted() -> None:
+    """A plan that is not valid JSON is retried; the failed attempt's tokens stay on the record."""
+    manager = ScriptedModel(["no json here", '{"instructions": ["x", "y"]}'])
+    t = build.hierarchical("fake/m", ["fake/w1", "fake/w2"], aggregator="fake/agg")
+    rt = moa.Runner(models={"fake/m": manager, "fake/*": echo()})
+    r = await t.run("task", runner=rt)
+    plan = next(c for c in r.calls if c.node == "plan")
+    assert plan.attempts == 2 and plan.error is None
+    assert plan.usage.completion_tokens == 3 + 3  # "no json here" + the three words of the JSON
+
+
+async def test_plan_with_too_few_instructions_fails_clearly() -> None:
+    """A plan that never matches the worker count ends as MalformedReply naming the node."""
+    manager = ScriptedModel(['{"instructions": ["only one"]}'])
+    t = build.hierarchical(build.agent("fake/m", retry={"max_attempts": 2, "backoff_base_s": 0}), ["fake/w1", "fake/w2"])
+    with pytest.raises(moa.MalformedReply, match="plan has 1 instructions but there are 2 workers") as info:
+        await t.run("task", runner=moa.Runner(models={"fake/m": manager, "fake/*": echo()}))
+    assert info.value.node == "plan"
+    assert len(info.value.calls) == 1 and info.value.calls[0].attempts == 2
+
+
+async def test_majority_fan_in() -> None:
+    """majority picks the most common normalised answer."""
+    answers = {"fake/a": "Paris.", "fake/b": "paris", "fake/c": "Lyon"}
+    t = build.parallel(["fake/a", "fake/b", "fake/c"], reduce="majority")
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: answers[r.model])}))
+    assert r.output == "Paris."
+    assert not any(c.node == "majority" for c in r.calls)
+
+
+async def test_majority_on_last_number() -> None:
+    """vote_on: last_number compares final numbers of long answers."""
+    answers = {"fake/a": "so it is 42", "fake/b": "I get 41", "fake/c": "answer: 42.0"}
+    t = build.parallel(["fake/a", "fake/b", "fake/c"], reduce="majority", vote_on="last_number")
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: answers[r.model])}))
+    assert r.output == "so it is 42"
+
+
+async def test_first_fan_in_cancels_the_rest() -> None:
+    """first returns the fastest answer and cancels the slower workers."""
+    fast, slow = FunctionModel(lambda r: "fast", delay_s=0.01), FunctionModel(lambda r: "slow", delay_s=5)
+    t = build.parallel(["fake/fast", "fake/slow"], reduce="first")
+    start = time.perf_counter()
+    r = await t.run("q", runner=moa.Runner(models={"fake/fast": fast, "fake/slow": slow}))
+    assert r.output == "fast"
+    assert time.perf_counter() - start < 1
+    assert r.nodes["slow"].status == "cancelled"
+    assert any(c.node == "slow" and c.error == "cancelled" for c in r.calls)
+
+
+async def test_quorum_goes_on_with_survivors() -> None:
+    """With quorum 2 of 3, one failing worker is dropped and the aggregator reads the survivors."""
+    seen: list[str] = []
+
+    def agg(r: ModelRequest) -> str:
+        seen.append(r.messages[-1]["content"])
+        return "final"
+
+    bad = ScriptedModel([moa.RequestRejected("bad request", status_code=400)])
+    t = build.parallel(["fake/a", "fake/bad", "fake/c"], aggregator="fake/agg", quorum=2)
+    r = await t.run("q", runner=moa.Runner(models={"fake/bad": bad, "fake/agg": FunctionModel(agg), "fake/*": echo()}))
+    assert r.output == "final"
+    assert r.nodes["aggregate"].used_inputs == ["a", "c"]
+    assert "[bad]" not in seen[0]
+    assert any(c.node == "bad" and c.error and "RequestRejected" in c.error for c in r.calls)
+
+
+async def test_quorum_cancel_stops_stragglers() -> None:
+    """on_quorum: cancel stops the workers still running once k answered."""
+    slow = FunctionModel(lambda r: "slow", delay_s=5)
+    t = build.parallel(["fake/a", "fake/b", "fake/slow"], aggregator="fake/agg", quorum=2)
+    start = time.perf_counter()
+    r = await t.run("q", runner=moa.Runner(models={"fake/slow": slow, "fake/*": echo(0.01)}))
+    assert time.perf_counter() - start < 1
+    assert r.nodes["slow"].status == "cancelled"
+
+
+async def test_quorum_wait_keeps_stragglers() -> None:
+    """on_quorum: wait lets the rest finish and uses them too."""
+    slow = FunctionModel(lambda r: "slow", delay_s=0.1)
+    t = build.parallel(["fake/a", "fake/b", "fake/slow"], aggregator="fake/agg", quorum=2, on_quorum="wait")
+    r = await t.run("q", runner=moa.Runner(models={"fake/slow": slow, "fake/*": echo(0.01)}))
+    assert r.nodes["aggregate"].used_inputs == ["a", "b", "slow"]
+
+
+async def test_below_quorum_raises_with_every_call() -> None:
+    """Below quorum the run raises QuorumNotReached carrying every CallRecord so far."""
+    bad = ScriptedModel([moa.RequestRejected("nope", status_code=400)])
+    t = build.parallel(["fake/a", "fake/bad", "fake/bad2"], aggregator="fake/agg", quorum=2)
+    rt = moa.Runner(models={"fake/bad": bad, "fake/bad2": bad, "fake/*": echo()})
+    with pytest.raises(moa.QuorumNotReached) as info:
+        await t.run("q", runner=rt)
+    e = info.value
+    assert e.node == "aggregate" and e.needed == 2 and e.answered == 1
+    assert sorted(c.node for c in e.calls) == ["a", "bad", "bad2"]
+    assert e.nodes["a"].output == "ans from fake/a"
+
+
+async def test_failure_without_quorum_fails_run_with_root_cause() -> None:
+    """Without quorum, a worker failure is the run's error, with the node and model named."""
+    bad = ScriptedModel([moa.RequestRejected("unknown model", status_code=404)])
+    t = build.parallel(["fake/a", "fake/bad"], aggregator="fake/agg")
+    with pytest.raises(moa.RequestRejected) as info:
+        await t.run("q", runner=moa.Runner(models={"fake/bad": bad, "fake/*": echo()}))
+    assert "node `bad`" in str(info.value) and "model `fake/bad`" in str(info.value)
+    assert {c.node for c in info.value.calls} == {"a", "bad"}
+
+
+async def test_retries_rate_limited_then_succeeds() -> None:
+    """A 429 is retried after its Retry-After; attempts are recorded."""
+    m = ScriptedModel([moa.RateLimited("slow down", retry_after_s=0.05), "ok"])
+    a = build.agent("fake/a", retry={"max_attempts": 3, "backoff_base_s": 0.0})
+    start = time.perf_counter()
+    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/a": m}))
+    assert time.perf_counter() - start >= 0.05
+    assert r.calls[0].attempts == 2 and r.calls[0].error is None
+
+
+async def test_no_retry_on_request_rejected() -> None:
+    """A 400 is not retried."""
+    m = ScriptedModel([moa.RequestRejected("bad", status_code=400), "ok"])
+    with pytest.raises(moa.RequestRejected):
+        await build.single("fake/a").run("q", runner=moa.Runner(models={"fake/a": m}))
+    assert m.position == 1
+
+
+async def test_fallback_answers_and_record_says_which() -> None:
+    """When a model's attempts are exhausted, the fallback answers; records name both."""
+    primary = ScriptedModel([moa.ProviderError("down", status_code=503)])
+    backup = FunctionModel(lambda r: "from backup")
+    a = build.agent("fake/primary", fallbacks=["fake/backup"], retry={"max_attempts": 2, "backoff_base_s": 0})
+    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/primary": primary, "fake/backup": backup}))
+    assert r.output == "from backup"
+    assert [(c.model, c.attempts, c.error is None) for c in r.calls] == [
+        ("fake/primary", 2, False), ("fake/backup", 1, True)]
+    assert r.calls[1].requested_model == "fake/primary"
+
+
+async def test_per_call_timeout() -> None:
+    """timeout_s cuts a slow attempt; a Timeout names node and model."""
+    slow = FunctionModel(lambda r: "late", delay_s=2)
+    a = build.agent("fake/slow", timeout_s=0.05, retry={"max_attempts": 1})
+    with pytest.raises(moa.Timeout, match="fake/slow"):
+        await build.single(a).run("q", runner=moa.Runner(models={"fake/slow": slow}))
+
+
+async def test_run_deadline_cuts_a_hanging_run() -> None:
+    """deadline_s ends the run even when calls hang, keeping the calls made."""
+    hang = FunctionModel(lambda r: "never", delay_s=3600)
+    t = build.parallel(["fake/a", "fake/hang"], aggregator="fake/agg")
+    start = time.perf_counter()
+    with pytest.raises(moa.Timeout, match="deadline") as info:
+        await t.run("q", deadline_s=0.1, runner=moa.Runner(models={"fake/hang": hang, "fake/*": echo()}))
+    assert time.perf_counter() - start < 1
+    assert any(c.node == "a" and c.error is None for c in info.value.calls)
+    assert any(c.node == "hang" and c.error == "cancelled" for c in info.value.calls)
+
+
+async def test_budget_refuses_call_that_would_pass_cap() -> None:
+    """A call whose worst case would pass the budget is not made."""
+    fm = echo()
+    a = build.agent("fake/a", max_tokens=1000, pricing={"input_per_mtok": 1000, "output_per_mtok": 1000})
+    with pytest.raises(moa.BudgetExceeded, match="would pass the budget"):
+        await build.single(a).run("q", budget_usd=0.5, runner=moa.Runner(models={"fake/a": fm}))
+    assert fm.calls == []
+
+
+async def test_shared_budget_spend_never_passes_cap() -> None:
+    """Across many runs sharing a Budget, spend stays under the cap."""
+    a = build.agent("fake/a", max_tokens=5, pricing={"input_per_mtok": 1000, "output_per_mtok": 1000})
+    budget = moa.Budget(0.3)
+    rt = moa.Runner(models={"fake/a": echo(0.001)})
+    t = build.single(a)
+    outcomes = await asyncio.gather(*(t.run("one two", runner=rt, budget=budget) for _ in range(100)), return_exceptions=True)
+    ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
+    assert ok and any(isinstance(o, moa.BudgetExceeded) for o in outcomes)
+    assert budget.spent_usd <= 0.3
+    assert budget.spent_usd == pytest.approx(sum(o.cost_usd for o in ok))
+
+
+async def test_stream_yields_output_tokens_then_done() -> None:
+    """stream yields the output node's tokens, then Done with the full result."""
+    t = build.parallel(["fake/a", "fake/b"], aggregator="fake/agg")
+    tokens, done = [], None
+    async for ev in t.stream("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: f"final answer {r.model}")})):
+        if isinstance(ev, moa.Token):
+            assert ev.node == "aggregate"
+            tokens.append(ev.text)
+        else:
+            done = ev.result
+    assert done is not None and "".join(tokens) == done.output == "final answer fake/agg"
+
+
+async def test_caller_cancellation_propagates() -> None:
+    """Cancelling the awaiting task cancels the run's calls."""
+    slow = FunctionModel(lambda r: "x", delay_s=10)
+    task = asyncio.create_task(build.parallel(["fake/a", "fake/b"], reduce="first").run("q", runner=moa.Runner(models={"fake/*": slow})))
+    await asyncio.sleep(0.05)
+    assert slow.in_flight == 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slow.in_flight == 0
+
+
+async def test_backend_bug_becomes_moa_error() -> None:
+    """A backend raising a non-moa exception surfaces as a MoAError."""
+    boom = FunctionModel(lambda r: ValueError("kaboom"))
+    a = build.agent("fake/a", retry={"max_attempts": 1})
+    with pytest.raises(moa.ProviderError, match="ValueError: kaboom"):
+        await build.single(a).run("q", runner=moa.Runner(models={"fake/a": boom}))
+
+
+async def test_missing_api_key_env_is_user_error() -> None:
+    """An api_key_env naming an unset variable is a one-line UserError."""
+    a = build.agent("fake/a", api_key_env="MOA_TEST_UNSET_KEY")
+    with pytest.raises(moa.UserError, match="MOA_TEST_UNSET_KEY"):
+        await build.single(a).run("q", runner=moa.Runner(models={"fake/a": echo()}))
+
+
+async def test_chat_input_keeps_history() -> None:
+    """A chat input passes earlier turns before the rendered user message."""
+    fm = echo()
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "q2"}]
+    await build.single(build.agent("fake/a", system="be brief")).run(chat, runner=moa.Runner(models={"fake/a": fm}))
+    assert [m["role"] for m in fm.calls[0].messages] == ["system", "user", "assistant", "user"]
+    assert fm.calls[0].messages[-1]["content"] == "q2"
+
+
+def test_run_sync_twice() -> None:
+    """run_sync works repeatedly, each call on a fresh event loop, with one runner."""
+    t = build.single("fake/a")
+    rt = moa.Runner(models={"fake/a": echo()})
+    assert [t.run_sync("q", runner=rt).output for _ in range(2)] == ["ans from fake/a"] * 2
+
+
+def test_run_sync_uses_default_runner_per_loop() -> None:
+    """run_sync with fakes via a glob override on a runner made inside the loop."""
+    t = build.single("fake/a")
+
+    async def go() -> str:
+        async with moa.Runner(models={"fake/*": echo()}) as rt:
+            return (await t.run("q", runner=rt)).output
+
+    assert asyncio.run(go()) == asyncio.run(go()) == "ans from fake/a"

@@ -1,0 +1,397 @@
+"""The direct OpenAI-compatible path: same records as litellm, same errors, streaming, keep-alive."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+import moa
+from moa.errors import MalformedReply, ProviderError, RateLimited, RequestRejected, Timeout
+from moa.models.base import ModelRequest
+from moa.models.openai_http import OpenAIHTTPModel, wire_model_name
+from moa.testing.server import SimModel, SimServer
+from moa.topology import Done, Token
+
+KEY_ENV = "MOA_TEST_SIM_KEY"
+
+
+@pytest.fixture
+async def srv() -> AsyncIterator[SimServer]:
+    async with SimServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[OpenAIHTTPModel]:
+    m = OpenAIHTTPModel()
+    yield m
+    await m.aclose()
+
+
+def _agent(base: str, transport: str, model: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": model,
+        "api_base": base,
+        "api_key_env": KEY_ENV,
+        "transport": transport,
+        "temperature": 0.5,
+        "max_tokens": 64,
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+        "retry": {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.05},
+        **extra,
+    }
+
+
+def _parallel3(base: str, transport: str) -> moa.Topology:
+    return moa.Topology.model_validate(
+        {
+            "name": "parallel-3",
+            "kind": "parallel",
+            "workers": ["a", "b", "c"],
+            "aggregator": "agg",
+            "agents": {
+                "a": _agent(base, transport, "openai/sim-a"),
+                "b": _agent(base, transport, "openai/sim-b"),
+                "c": _agent(base, transport, "hosted_vllm/sim-c"),
+                "agg": _agent(base, transport, "openai/sim-agg"),
+            },
+        }
+    )
+
+
+def _request(base: str, **kw: Any) -> ModelRequest:
+    fields: dict[str, Any] = {
+        "model": "openai/m",
+        "messages": [{"role": "user", "content": "what is two plus two"}],
+        "api_base": base,
+        "node": "n",
+    }
+    fields.update(kw)
+    return ModelRequest(**fields)
+
+
+def _comparable(rec: moa.CallRecord) -> tuple[Any, ...]:
+    return (
+        rec.node,
+        rec.model,
+        rec.requested_model,
+        rec.usage,
+        rec.cost_usd,
+        rec.attempts,
+        rec.error,
+        rec.priced,
+        rec.local,
+        rec.cached,
+    )
+
+
+async def test_litellm_and_direct_paths_make_the_same_records(
+    srv: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One parallel-3 topology through litellm and through openai-http: same records and output."""
+    monkeypatch.setenv(KEY_ENV, "sk-test")
+    outcomes: dict[str, tuple[str, list[tuple[Any, ...]]]] = {}
+    for transport in ("litellm", "openai-http"):
+        # one retry each for b and c, so attempts and Retry-After handling are compared too
+        srv.script("sim-b", ["500", "ok"])
+        srv.script("sim-c", ["429", "ok"])
+        async with moa.Runner() as runner:
+            result = await _parallel3(srv.base_url, transport).run("what is two plus two", runner=runner)
+        outcomes[transport] = (result.output, sorted(_comparable(c) for c in result.calls))
+    assert outcomes["litellm"] == outcomes["openai-http"]
+    output, records = outcomes["openai-http"]
+    assert output.startswith("answer from sim-agg")
+    assert [r[0] for r in records] == ["a", "aggregate", "b", "c"]
+    assert all(r[6] is None and r[4] > 0 for r in records)
+    assert [r[5] for r in records] == [1, 1, 2, 2]
+
+
+def test_auto_transport_with_api_base_takes_the_direct_path() -> None:
+    """`auto` plus an api_base of an OpenAI-compatible prefix resolves to OpenAIHTTPModel."""
+    runner = moa.Runner()
+    agent = moa.AgentSpec(model="openai/x", api_base="http://127.0.0.1:9/v1")
+    assert isinstance(runner.runtime(agent).chain[0].backend, OpenAIHTTPModel)
+
+
+def test_wire_model_name_strips_only_openai_compatible_prefixes() -> None:
+    """`openai/` and `hosted_vllm/` are dropped as litellm does; other names pass unchanged."""
+    assert wire_model_name("openai/gpt-4o-mini") == "gpt-4o-mini"
+    assert wire_model_name("hosted_vllm/Qwen/Qwen2.5-7B") == "Qwen/Qwen2.5-7B"
+    assert wire_model_name("Qwen/Qwen2.5-7B") == "Qwen/Qwen2.5-7B"
+    assert wire_model_name("gpt-4o") == "gpt-4o"
+
+
+async def test_request_body_and_headers_follow_the_openai_protocol() -> None:
+    """The body carries the bare model name, sampling fields and params; the key is a Bearer token."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        choice = {"index": 0, "message": {"role": "assistant", "content": "4"}, "finish_reason": "stop"}
+        return httpx.Response(
+            200,
+            json={"model": "m", "choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 1}},
+        )
+
+    m = OpenAIHTTPModel(transport=httpx.MockTransport(handler))
+    req = _request(
+        "http://sim.test/v1/",
+        temperature=0.2,
+        max_tokens=9,
+        top_p=0.9,
+        stop=["\n"],
+        api_key="sk-1",
+        params={"seed": 3},
+    )
+    reply = await m.complete(req)
+    await m.aclose()
+    assert (reply.text, reply.usage, reply.finish_reason) == ("4", moa.Usage(7, 1), "stop")
+    sent = seen[0]
+    assert str(sent.url) == "http://sim.test/v1/chat/completions"
+    assert sent.headers["authorization"] == "Bearer sk-1"
+    body = json.loads(sent.content)
+    assert body == {
+        "seed": 3,
+        "model": "m",
+        "messages": [{"role": "user", "content": "what is two plus two"}],
+        "temperature": 0.2,
+        "max_tokens": 9,
+        "top_p": 0.9,
+        "stop": ["\n"],
+    }
+
+
+async def test_no_authorization_header_without_a_key() -> None:
+    """Local servers need no key: no Authorization header is sent when none is given."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
+
+    m = OpenAIHTTPModel(transport=httpx.MockTransport(handler))
+    await m.complete(_request("http://sim.test/v1"))
+    await m.aclose()
+    assert "authorization" not in seen[0].headers
+
+
+# -- error mapping ----------------------------------------------------------------------------
+
+
+async def test_429_is_rate_limited_with_retry_after(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A 429 becomes RateLimited carrying the server's Retry-After."""
+    srv.script("m", ["429"])
+    with pytest.raises(RateLimited) as info:
+        await model.complete(_request(srv.base_url))
+    assert info.value.retry_after_s == pytest.approx(0.2)
+    assert info.value.status_code == 429 and "simulated rate limit" in str(info.value)
+
+
+async def test_500_is_provider_error(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A 500 becomes ProviderError with the server's message and status."""
+    srv.script("m", ["500"])
+    with pytest.raises(ProviderError) as info:
+        await model.complete(_request(srv.base_url))
+    assert info.value.status_code == 500 and "simulated 500" in str(info.value)
+
+
+async def test_reset_connection_is_provider_error(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A connection reset mid-request becomes ProviderError."""
+    srv.script("m", ["reset"])
+    with pytest.raises(ProviderError, match="connection failed"):
+        await model.complete(_request(srv.base_url))
+
+
+async def test_refused_connection_is_provider_error(model: OpenAIHTTPModel) -> None:
+    """Nothing listening on the port becomes ProviderError, not an httpx exception."""
+    with pytest.raises(ProviderError, match="connection failed"):
+        await model.complete(_request("http://127.0.0.1:9/v1"))
+
+
+async def test_body_that_is_not_json_is_malformed_reply(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A 200 whose body is not JSON becomes MalformedReply."""
+    srv.script("m", ["malformed_json"])
+    with pytest.raises(MalformedReply, match="not JSON"):
+        await model.complete(_request(srv.base_url))
+
+
+async def test_reply_without_choices_is_malformed_reply(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A 200 JSON body without choices becomes MalformedReply."""
+    srv.script("m", ["no_choices"])
+    with pytest.raises(MalformedReply, match="no choices"):
+        await model.complete(_request(srv.base_url))
+
+
+async def test_reply_without_content_is_malformed_reply() -> None:
+    """A choice whose message has no content becomes MalformedReply."""
+    m = OpenAIHTTPModel(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"choices": [{"message": {}}]}))
+    )
+    with pytest.raises(MalformedReply, match="no message content"):
+        await m.complete(_request("http://sim.test/v1"))
+    await m.aclose()
+
+
+async def test_hanging_server_is_timeout(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A server that never answers becomes Timeout after the request's timeout_s."""
+    srv.script("m", ["hang"])
+    with pytest.raises(Timeout):
+        await model.complete(_request(srv.base_url, timeout_s=0.2))
+
+
+async def test_401_is_rejected_and_not_retried() -> None:
+    """A 401 becomes RequestRejected and the runner does not retry it."""
+    hits: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        hits.append(1)
+        return httpx.Response(401, json={"error": {"message": "Incorrect API key provided", "type": "auth"}})
+
+    backend = OpenAIHTTPModel(transport=httpx.MockTransport(handler))
+    topo = moa.build.single(
+        moa.build.agent("openai/m", api_base="http://sim.test/v1", retry={"max_attempts": 3})
+    )
+    async with moa.Runner(models={"openai/*": backend}) as runner:
+        with pytest.raises(RequestRejected, match="Incorrect API key") as info:
+            await topo.run("hi", runner=runner)
+    await backend.aclose()
+    assert len(hits) == 1 and info.value.calls[0].attempts == 1
+
+
+async def test_runner_retries_a_429_on_the_direct_path(
+    srv: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scripted 429 then success: one record, two attempts, no error."""
+    monkeypatch.setenv(KEY_ENV, "k")
+    srv.script("sim-a", ["429", "ok"])
+    topo = moa.Topology.model_validate(
+        {
+            "name": "one",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": _agent(srv.base_url, "auto", "openai/sim-a")},
+        }
+    )
+    async with moa.Runner() as runner:
+        result = await topo.run("hi", runner=runner)
+    assert [(c.attempts, c.error) for c in result.calls] == [(2, None)]
+
+
+# -- streaming ----------------------------------------------------------------------------------
+
+
+async def test_topology_stream_over_the_direct_path(srv: SimServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Topology.stream yields the aggregator's deltas; they join into the output and usage is the server's."""
+    monkeypatch.setenv(KEY_ENV, "k")
+    topo = _parallel3(srv.base_url, "openai-http")
+    pieces: list[str] = []
+    done: Done | None = None
+    async with moa.Runner() as runner:
+        async for event in topo.stream("what is two plus two", runner=runner):
+            if isinstance(event, Token):
+                pieces.append(event.text)
+            else:
+                done = event
+    assert done is not None and len(pieces) > 1
+    assert "".join(pieces) == done.result.output
+    stats = srv.stats
+    assert done.result.usage == moa.Usage(stats.prompt_tokens, stats.completion_tokens)
+
+
+async def test_stream_errors_are_mapped(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """A streamed request that gets a 429 raises RateLimited; a non-JSON event raises MalformedReply."""
+    srv.script("m", ["429", "malformed"])
+    with pytest.raises(RateLimited):
+        await model.complete(_request(srv.base_url), lambda _: None)
+    with pytest.raises(MalformedReply):
+        await model.complete(_request(srv.base_url), lambda _: None)
+
+
+async def test_stream_without_usage_estimates_bytes_over_four() -> None:
+    """When the stream reports no usage, prompt and completion are UTF-8 bytes / 4."""
+    events = [
+        {"choices": [{"delta": {"content": "abcd" * 3}}]},
+        {"choices": [{"delta": {}, "finish_reason": "stop"}]},
+    ]
+    sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content)["stream_options"] == {"include_usage": True}
+        return httpx.Response(200, text=sse, headers={"content-type": "text/event-stream"})
+
+    m = OpenAIHTTPModel(transport=httpx.MockTransport(handler))
+    got: list[str] = []
+    reply = await m.complete(
+        _request("http://sim.test/v1", messages=[{"role": "user", "content": "x" * 40}]), got.append
+    )
+    await m.aclose()
+    assert got == ["abcd" * 3] and reply.finish_reason == "stop"
+    assert reply.usage == moa.Usage(10, 3)
+
+
+# -- pooling ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _counting_proxy(target_port: int) -> AsyncIterator[tuple[str, Callable[[], int]]]:
+    """A loopback TCP proxy in front of the sim server that counts the connections clients open."""
+    opened = 0
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal opened
+        opened += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", lambda: opened
+    finally:
+        server.close()
+        if hasattr(server, "close_clients"):
+            server.close_clients()
+
+
+async def test_sequential_calls_reuse_one_connection(srv: SimServer, model: OpenAIHTTPModel) -> None:
+    """Forty sequential calls open a single TCP connection (HTTP keep-alive)."""
+    async with _counting_proxy(srv.port) as (base, opened):
+        for _ in range(40):
+            await model.complete(_request(base))
+        await model.aclose()
+    assert opened() == 1
+    assert srv.stats.served == 40
+
+
+def test_run_sync_twice_gets_a_client_per_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each `run_sync` has its own loop; the backend makes a client per loop, so both runs work."""
+    monkeypatch.setenv(KEY_ENV, "k")
+    with SimServer({"sim-a": SimModel(answer="fine")}) as server:
+        topo = moa.Topology.model_validate(
+            {
+                "name": "one",
+                "kind": "single",
+                "agent": "a",
+                "agents": {"a": _agent(server.base_url, "openai-http", "openai/sim-a")},
+            }
+        )
+        runner = moa.Runner()
+        assert topo.run_sync("one", runner=runner).output == "fine"
+        assert topo.run_sync("two", runner=runner).output == "fine"

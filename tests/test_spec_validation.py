@@ -1,0 +1,228 @@
+"""The declarative format: every validation problem is one line naming its culprit, all at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import moa
+from moa.errors import TopologyError, UserError
+from moa.loader import load, load_data
+
+AGENTS = {"a": {"model": "openai/gpt-4o-mini"}, "b": {"model": "anthropic/claude-haiku-4-5"}}
+
+
+def problems(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(TopologyError) as info:
+        load_data(data, source="t.yaml")
+    return info.value.problems
+
+
+def dag(nodes: list[dict[str, Any]], output: str | None = None, **extra: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": "t", "agents": AGENTS, "nodes": nodes, **extra}
+    if output:
+        d["output"] = output
+    return d
+
+
+def test_valid_dag_loads() -> None:
+    """A well-formed DAG validates and finds its single sink."""
+    t = load_data(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "b", "inputs": ["x"]}]))
+    assert t.graph.output == "y"
+    assert t.graph.order == ("x", "y")
+
+
+def test_cycle_names_a_node_on_it() -> None:
+    """A cycle is reported with the nodes on it."""
+    p = problems(dag([
+        {"id": "x", "agent": "a", "inputs": ["z"]},
+        {"id": "y", "agent": "a", "inputs": ["x"]},
+        {"id": "z", "agent": "a", "inputs": ["y"]},
+        {"id": "out", "agent": "a", "inputs": ["z"]},
+    ], output="out"))
+    assert any(line.startswith("nodes form a cycle:") and "x" in line and "y" in line for line in p)
+
+
+def test_self_loop() -> None:
+    """A node reading itself is named."""
+    p = problems(dag([{"id": "x", "agent": "a", "inputs": ["x"]}]))
+    assert any("node `x`" in line and "reads itself" in line for line in p)
+
+
+def test_unknown_input() -> None:
+    """An input that is not a node is named with the node that reads it."""
+    p = problems(dag([{"id": "l2a", "agent": "a", "inputs": ["l1d"]}]))
+    assert any("node `l2a`" in line and "reads `l1d`, which is not defined" in line for line in p)
+
+
+def test_unknown_agent() -> None:
+    """An unknown agent lists the defined ones."""
+    p = problems(dag([{"id": "x", "agent": "zz"}]))
+    assert p == ["node `x` (nodes[0]): agent `zz` is not defined (agents: a, b)"]
+
+
+def test_unknown_prompt_template() -> None:
+    """A misspelt template name is refused with the known names."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "agregate"}]))
+    assert any("prompt template `agregate` is not known" in line and "aggregate" in line for line in p)
+
+
+def test_template_without_references_is_refused_when_node_reads_inputs() -> None:
+    """A custom template on a node with inputs must place {references}."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "Say {prompt}"}]))
+    assert any("no {references}" in line for line in p)
+
+
+def test_duplicate_ids() -> None:
+    """A node id defined twice names both positions."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "x", "agent": "b"}], output="x"))
+    assert any("node `x` is defined twice (nodes[0] and nodes[1])" in line for line in p)
+
+
+def test_output_not_a_node() -> None:
+    """An output naming no node is refused."""
+    p = problems(dag([{"id": "x", "agent": "a"}], output="final"))
+    assert "output `final` is not a node" in p
+
+
+def test_node_not_reaching_output() -> None:
+    """A dangling node that does not feed the output is named."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a"}], output="x"))
+    assert "node `y` does not lead to the output `x`" in p
+
+
+def test_two_sinks_without_output() -> None:
+    """With two sinks and no output, the user is told to name one."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a"}]))
+    assert any("name the answer with `output`" in line for line in p)
+
+
+def test_quorum_larger_than_workers_shorthand() -> None:
+    """A quorum above the worker count is refused."""
+    p = problems({"name": "t", "kind": "parallel", "workers": ["a", "b"], "aggregator": "a", "quorum": 3, "agents": AGENTS})
+    assert "quorum 3 is larger than the 2 workers" in p
+
+
+def test_quorum_larger_than_inputs_node() -> None:
+    """A node's quorum above its inputs is refused."""
+    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "quorum": 2}]))
+    assert any("quorum 2 is larger than its 1 inputs" in line for line in p)
+
+
+def test_empty_workers() -> None:
+    """An empty worker list is refused."""
+    p = problems({"name": "t", "kind": "parallel", "workers": [], "aggregator": "a", "agents": AGENTS})
+    assert any("`workers` is empty" in line for line in p)
+
+
+def test_unknown_kind() -> None:
+    """An unknown kind lists the kinds."""
+    p = problems({"name": "t", "kind": "paralel", "agents": AGENTS})
+    assert any(line.startswith("kind: unknown kind `paralel`") and "parallel" in line for line in p)
+
+
+def test_unknown_field_anywhere() -> None:
+    """A misspelt field is refused with its full location."""
+    p = problems(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "m", "tempreature": 0.5}}))
+    assert "agents.a.tempreature: unknown field" in p
+
+
+def test_wrong_type_and_out_of_range() -> None:
+    """Wrong types and out-of-range values name the field and the value."""
+    data = dag([{"id": "x", "agent": "a"}])
+    data["agents"] = {"a": {"model": "m", "temperature": -1, "max_tokens": 0}, "b": {"model": "m", "top_p": "high"}}
+    p = problems(data)
+    assert any(line.startswith("agents.a.temperature:") and "-1" in line for line in p)
+    assert any(line.startswith("agents.a.max_tokens:") and "0" in line for line in p)
+    assert any(line.startswith("agents.b.top_p:") and "'high'" in line for line in p)
+
+
+def test_empty_model() -> None:
+    """An empty model string is refused."""
+    p = problems(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "  "}}))
+    assert any(line.startswith("agents.a.model:") and "empty" in line for line in p)
+
+
+def test_inline_api_key_refused() -> None:
+    """An inline api_key points to api_key_env."""
+    p = problems(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "m", "api_key": "sk-xxxxxxxxxxxx"}}))
+    assert any("api_key" in line and "api_key_env" in line for line in p)
+    assert not any("sk-xxxxxxxxxxxx" in line for line in p)
+
+
+def test_all_problems_reported_together() -> None:
+    """Schema problems and graph problems of one file come out in one error."""
+    data = dag(
+        [{"id": "x", "agent": "a", "inputs": ["nope"]}, {"id": "y", "agent": "a", "bogus": 1}],
+        output="x",
+        agents={"a": {"model": "m", "temperature": -2}},
+    )
+    p = problems(data)
+    assert any("temperature" in line for line in p)
+    assert any("bogus: unknown field" in line for line in p)
+    assert any("reads `nope`" in line for line in p)
+
+
+def test_node_location_names_node_id() -> None:
+    """Errors inside a node name its index and id."""
+    p = problems(dag([{"id": "x", "agent": "a", "quorum": 0}]))
+    assert any(line.startswith("nodes[0] (`x`).quorum:") for line in p)
+
+
+def test_shorthand_fields_of_another_kind() -> None:
+    """A shorthand field the kind does not use is named."""
+    p = problems({"name": "t", "kind": "single", "agent": "a", "workers": ["a"], "agents": AGENTS})
+    assert "`workers` is not used by `kind: single`" in p
+
+
+def test_self_moa_needs_temperature() -> None:
+    """Self-MoA at temperature 0 would sample one answer N times: refused."""
+    p = problems({"name": "t", "kind": "self_moa", "agent": "a", "samples": 3, "agents": {"a": {"model": "m"}}})
+    assert any("temperature must be > 0" in line for line in p)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    """A YAML syntax error names the file and line."""
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: t\nagents:\n  a: {model: m\nnodes: []\n")
+    with pytest.raises(UserError, match=r"bad.yaml:\d+: invalid YAML"):
+        load(f)
+
+
+def test_json_file_loads(tmp_path: Path) -> None:
+    """JSON topology files load like YAML ones."""
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"name": "j", "kind": "single", "agent": "a", "agents": AGENTS}))
+    assert load(f).graph.output == "answer"
+
+
+def test_missing_file_and_unknown_preset() -> None:
+    """A missing file or unknown preset is one line."""
+    with pytest.raises(UserError, match="no such file"):
+        load("nope/nothere.yaml")
+    with pytest.raises(UserError, match="unknown topology `nothere`.*presets:"):
+        load("nothere")
+
+
+def test_error_lines_carry_source(tmp_path: Path) -> None:
+    """TopologyError.lines() prefixes each problem with the file."""
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nagents: {a: {model: m}}\nnodes: [{id: x, agent: q}]\n")
+    with pytest.raises(TopologyError) as info:
+        load(f)
+    assert info.value.lines() == [f"{f}: node `x` (nodes[0]): agent `q` is not defined (agents: a)"]
+
+
+def test_json_schema_file_is_current() -> None:
+    """The shipped JSON Schema equals Topology.model_json_schema()."""
+    shipped = Path(moa.__file__).parent / "topology.schema.json"
+    assert json.loads(shipped.read_text()) == moa.Topology.model_json_schema()
+
+
+def test_stop_string_becomes_list() -> None:
+    """`stop: "###"` is accepted as a one-item list."""
+    t = load_data(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "m", "stop": "###"}}))
+    assert t.agents["a"].stop == ["###"]
