@@ -119,6 +119,7 @@ class Runner:
             lambda model: self.registry.backend(
                 model, api_base=agent.api_base, transport=agent.transport, params=agent.params
             ),
+            lambda model: self.registry.override_for(model) is None,
         )
         self._agents[id(agent)] = (agent, rt)
         return rt

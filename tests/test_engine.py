@@ -342,9 +342,17 @@ async def test_backend_bug_becomes_moa_error() -> None:
 
 async def test_missing_api_key_env_is_user_error() -> None:
     """An api_key_env naming an unset variable is a one-line UserError."""
+    a = build.agent("openai/gpt-4o-mini", api_key_env="MOA_TEST_UNSET_KEY")
+    with pytest.raises(moa.UserError, match="MOA_TEST_UNSET_KEY") as info:
+        await build.single(a).run("q", runner=moa.Runner())
+    assert info.value.calls == []
+
+
+async def test_fake_backend_needs_no_key() -> None:
+    """A model answered by an override runs even when its api_key_env is unset."""
     a = build.agent("fake/a", api_key_env="MOA_TEST_UNSET_KEY")
-    with pytest.raises(moa.UserError, match="MOA_TEST_UNSET_KEY"):
-        await build.single(a).run("q", runner=moa.Runner(models={"fake/a": echo()}))
+    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/a": echo()}))
+    assert r.output == "ans from fake/a"
 
 
 async def test_chat_input_keeps_history() -> None:

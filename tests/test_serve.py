@@ -24,8 +24,9 @@ import uvicorn
 
 from moa.budget import Budget
 from moa.engine import Runner
-from moa.errors import Timeout
+from moa.errors import ProviderError, Timeout
 from moa.loader import load_data
+from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.serve import create_app
 from moa.serve.cli import add_parser
 from moa.testing import FunctionModel
@@ -75,7 +76,13 @@ def _parallel(name: str, base: str, workers: list[str], agg: str, **extra: Any) 
         }
 
     agents = {f"w{i}": agent(m) for i, m in enumerate(workers)} | {"agg": agent(agg)}
-    data = {"name": name, "kind": "parallel", "workers": list(agents)[:-1], "aggregator": "agg", "agents": agents}
+    data = {
+        "name": name,
+        "kind": "parallel",
+        "workers": list(agents)[:-1],
+        "aggregator": "agg",
+        "agents": agents,
+    }
     return load_data(data | extra)
 
 
@@ -115,14 +122,39 @@ def _fake_topology(name: str, **agent: Any) -> Topology:
 
 
 def _echo(request: Any) -> str:
-    return "echo: " + request.messages[-1]["content"]
+    return "echo: " + str(request.messages[-1]["content"])
+
+
+class _Halfway:
+    """A fake model that streams one token, then fails."""
+
+    local = False
+
+    async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
+        if on_token is not None:
+            on_token("partial ")
+        await asyncio.sleep(0)
+        raise ProviderError("connection reset mid-answer")
+
+    async def aclose(self) -> None:
+        return None
 
 
 @pytest.fixture(scope="module")
 def fake_url() -> Iterator[str]:
     """A fast app on fake models with auth on and a 4 kB body limit."""
-    runner = Runner(models={"fake/model": FunctionModel(_echo), "fake/late": FunctionModel(lambda r: Timeout("slow"))})
-    topologies = [_fake_topology("echo"), _fake_topology("late", model="fake/late")]
+    runner = Runner(
+        models={
+            "fake/model": FunctionModel(_echo),
+            "fake/late": FunctionModel(lambda r: Timeout("slow")),
+            "fake/halfway": _Halfway(),
+        }
+    )
+    topologies = [
+        _fake_topology("echo"),
+        _fake_topology("late", model="fake/late"),
+        _fake_topology("halfway", model="fake/halfway"),
+    ]
     with serving(create_app(topologies, api_key=API_KEY, max_body_bytes=4096, runner=runner)) as base:
         yield base
     asyncio.run(runner.aclose())
@@ -142,7 +174,13 @@ def _ask(text: str = "what is two plus two") -> list[Any]:
 def test_models_lists_each_topology_owned_by_moa(url: str) -> None:
     """GET /v1/models lists every served topology by name in OpenAI's list shape."""
     models = _client(url).models.list()
-    assert [m.id for m in models.data] == ["parallel-3", "slow-aggregator", "slow-workers", "broken", "no-quorum"]
+    assert [m.id for m in models.data] == [
+        "parallel-3",
+        "slow-aggregator",
+        "slow-workers",
+        "broken",
+        "no-quorum",
+    ]
     assert {m.owned_by for m in models.data} == {"moa"} and {m.object for m in models.data} == {"model"}
 
 
@@ -157,7 +195,11 @@ def test_completion_answers_with_usage_summed_over_every_call(url: str, sim: Sim
     calls = raw.http_response.json()["moa"]["calls"]
     assert len(calls) == 4
     assert reply.usage is not None
-    assert reply.usage.prompt_tokens == sum(c["usage"]["prompt_tokens"] for c in calls) == sim.stats.prompt_tokens
+    assert (
+        reply.usage.prompt_tokens
+        == sum(c["usage"]["prompt_tokens"] for c in calls)
+        == sim.stats.prompt_tokens
+    )
     assert reply.usage.completion_tokens == sum(c["usage"]["completion_tokens"] for c in calls)
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
@@ -166,6 +208,7 @@ def test_completion_has_the_moa_extension_in_raw_json(url: str) -> None:
     """The raw JSON has a `moa` object with cost, latency, critical path, calls and nodes."""
     raw = _client(url).chat.completions.with_raw_response.create(model="parallel-3", messages=_ask())
     ext = raw.http_response.json()["moa"]
+    assert raw.parse().model_extra == {"moa": ext}  # the openai client keeps it as an extra field
     assert set(ext) == {"cost_usd", "latency_s", "critical_path_s", "calls", "nodes"}
     assert set(ext["nodes"]) >= {"aggregate"} and ext["latency_s"] >= ext["critical_path_s"] > 0
 
@@ -182,7 +225,9 @@ def test_chat_history_reaches_the_agents(url: str, sim: SimServer) -> None:
     reply = _client(url).chat.completions.create(model="parallel-3", messages=chat)  # type: ignore[arg-type]
     assert reply.choices[0].message.content == "the mixture says four"
     # each of the 4 calls sent 4 messages: 3 turns of history + the rendered prompt (3 tokens each)
-    assert sim.stats.prompt_tokens >= 4 * (4 * 3 + len("be brief earlier question earlier answer and now".split()))
+    assert sim.stats.prompt_tokens >= 4 * (
+        4 * 3 + len(["be", "brief", "earlier", "question", "earlier", "answer", "and", "now"])
+    )
 
 
 def test_stream_chunks_concatenate_to_the_answer_with_usage(url: str) -> None:
@@ -254,7 +299,10 @@ def test_unknown_model_is_404_in_openai_error_shape(url: str) -> None:
         ({"temperature": "hot"}, "temperature"),
         ({"stream": "yes"}, "stream"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]},
+            "messages",
+        ),
         ({"model": 3}, "model"),
     ],
 )
@@ -269,7 +317,14 @@ def test_invalid_body_is_400_naming_the_field(url: str, extra: dict[str, Any], p
 
 def test_unknown_fields_are_ignored(url: str) -> None:
     """Fields moa does not use (user, seed, max_tokens) are accepted, as OpenAI accepts them."""
-    body = {"model": "parallel-3", "messages": _ask(), "user": "u1", "seed": 7, "max_tokens": 5, "whatever": {}}
+    body = {
+        "model": "parallel-3",
+        "messages": _ask(),
+        "user": "u1",
+        "seed": 7,
+        "max_tokens": 5,
+        "whatever": {},
+    }
     r = httpx.post(f"{url}/chat/completions", json=body, timeout=10)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "the mixture says four"
 
@@ -302,6 +357,19 @@ def test_failure_before_the_first_token_of_a_stream_keeps_its_status(url: str) -
     with pytest.raises(openai.APIStatusError) as info:
         list(_client(url).chat.completions.create(model="broken", messages=_ask(), stream=True))
     assert info.value.status_code == 502
+
+
+def test_failure_mid_stream_ends_with_an_error_event_then_done(fake_url: str) -> None:
+    """A run failing after tokens were sent ends its stream with `data: {"error": ...}` and [DONE]."""
+    body = {"model": "halfway", "messages": _ask(), "stream": True}
+    auth = {"authorization": f"Bearer {API_KEY}"}
+    with httpx.stream("POST", f"{fake_url}/chat/completions", json=body, headers=auth) as r:
+        assert r.status_code == 200
+        events = [line.removeprefix("data: ") for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["type"] == "server_error" and "mid-answer" in error["message"]
+    assert json.loads(events[1])["choices"][0]["delta"]["content"] == "partial "
 
 
 def test_budget_exceeded_is_503_and_not_retried() -> None:
@@ -423,7 +491,11 @@ def test_disconnect_while_a_stream_waits_for_proposers_cancels_them(url: str, si
     """A stream abandoned before its first token cancels the proposers' upstream calls."""
     sim.reset_stats()
     with pytest.raises(openai.APITimeoutError):
-        list(_client(url, timeout=0.5).chat.completions.create(model="slow-workers", messages=_ask(), stream=True))
+        list(
+            _client(url, timeout=0.5).chat.completions.create(
+                model="slow-workers", messages=_ask(), stream=True
+            )
+        )
     assert _wait_for(lambda: sim.stats.disconnects >= 3 and sim.stats.in_flight == 0)
     assert sim.stats.served == 0
 
@@ -440,7 +512,12 @@ def _parse(*argv: str) -> argparse.Namespace:
 def test_cli_defaults_bind_loopback() -> None:
     """`moa serve` binds 127.0.0.1:8000 with no key and a 1 MB body limit by default."""
     args = _parse("a.yaml", "b.yaml")
-    assert (args.host, args.port, args.api_key_env, args.max_body_bytes) == ("127.0.0.1", 8000, None, 1_000_000)
+    assert (args.host, args.port, args.api_key_env, args.max_body_bytes) == (
+        "127.0.0.1",
+        8000,
+        None,
+        1_000_000,
+    )
     assert args.topologies == ["a.yaml", "b.yaml"]
 
 
@@ -457,3 +534,15 @@ def test_cli_bad_topology_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     args = _parse("/nonexistent/serve-me.yaml")
     assert args.func(args) == 2
     assert "serve-me.yaml" in capsys.readouterr().err
+
+
+def test_cli_agent_key_not_set_exits_2(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """An agent whose api_key_env is not set stops the server at startup with one line naming it."""
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\nkind: single\nagent: a\nagents:\n  a: {model: openai/x, api_key_env: MOA_TEST_SERVE_NOPE}\n"
+    )
+    args = _parse(str(f))
+    assert args.func(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "agent `a`" in err and "MOA_TEST_SERVE_NOPE" in err

@@ -17,6 +17,7 @@ from typing import Any
 from moa.budget import Budget
 from moa.engine import Runner
 from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
+from moa.eval.base import Evaluator
 from moa.eval.datasets import Dataset, Item, load_dataset
 from moa.experiment.progress import Progress
 from moa.experiment.scoring import PairwiseEvaluator, score_all
@@ -50,8 +51,11 @@ class Experiment:
         source: str | None = None,
         progress: bool = True,
         echo: bool = False,
+        evaluator: Evaluator | PairwiseEvaluator | None = None,
     ) -> None:
         self.spec = spec
+        #: an evaluator object used instead of ``spec.evaluator`` (e.g. a custom pairwise judge)
+        self.evaluator = evaluator
         self.out = Path(out)
         self.runner = runner
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -96,8 +100,12 @@ class Experiment:
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
-        ev_config = evaluator_config(spec)
-        evaluator = _make_evaluator(ev_config, self.source)
+        if self.evaluator is not None:
+            evaluator: Evaluator | PairwiseEvaluator = self.evaluator
+            ev_config: dict[str, Any] = {"name": evaluator.name, "custom": True}
+        else:
+            ev_config = evaluator_config(spec)
+            evaluator = _make_evaluator(ev_config, self.source)
         ev_id = evaluator_id(ev_config)
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
@@ -324,8 +332,10 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
         manifest = store.get_meta("manifest")
         if manifest is None:
             raise UserError(f"{out}: the store holds no experiment yet")
-        evaluator = _make_evaluator(manifest["evaluator"], str(out))
-        if not isinstance(evaluator, PairwiseEvaluator):
+        custom = bool(manifest["evaluator"].get("custom"))
+        evaluator = None if custom else _make_evaluator(manifest["evaluator"], str(out))
+        # a custom or pairwise evaluator is not rebuilt here: its stored scores are used as they are
+        if evaluator is not None and not isinstance(evaluator, PairwiseEvaluator):
             # topologies are not needed to score stored answers: the hashes identify the runs
             setups = [_Setup(s["name"], None, s["source"], s["hash"], s["is_baseline"]) for s in manifest["setups"]]  # type: ignore[arg-type]
 

@@ -64,7 +64,8 @@ def _error_response(e: ApiError, *, close: bool = False) -> JSONResponse:
 
 
 async def _wait_disconnect(receive: Receive) -> None:
-    await asyncio.sleep(3600)
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
@@ -150,12 +151,20 @@ class _Server:
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
         if self._runner is None:
             self._runner = Runner()
+        self._warm_up(self._runner)
         try:
             yield
         finally:
             if self.own_runner and self._runner is not None:
                 await self._runner.aclose()
                 self._runner = None
+
+    def _warm_up(self, runner: Runner) -> None:
+        """Resolve every agent now, so the first request does not pay for importing litellm."""
+        for t in self.topologies.values():
+            for agent in t.agents.values():
+                with contextlib.suppress(MoAError):  # reported by the requests that need the agent
+                    runner.runtime(agent)
 
     def check_auth(self, request: Request) -> None:
         if self.api_key is None:

@@ -62,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
         uvicorn = require("uvicorn")
         topologies = [load(t) for t in args.topologies]
+        for t in topologies:
+            for name, agent in t.agents.items():
+                if agent.api_key_env and agent.api_key_env not in os.environ:
+                    return fail(
+                        f"{t.name}: agent `{name}`: environment variable `{agent.api_key_env}` "
+                        "(its api_key_env) is not set"
+                    )
         app = create_app(topologies, api_key=api_key, max_body_bytes=args.max_body_bytes)
     except UserError as e:
         lines = e.lines() if hasattr(e, "lines") else [str(e)]

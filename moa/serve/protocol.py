@@ -163,7 +163,8 @@ def invalid_body(err: ValidationError) -> ApiError:
 
 def error_for(e: MoAError) -> ApiError:
     """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
-    quorum failures 503 (the server, not the client, is short of something), bad input 400."""
+    quorum failures 503 (the server, not the client, is short of something), a misconfigured
+    agent 500."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
     if isinstance(e, Timeout):
         return ApiError(504, str(e), type="server_error", code="timeout")
@@ -174,7 +175,8 @@ def error_for(e: MoAError) -> ApiError:
     if isinstance(e, QuorumNotReached):
         return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
     if isinstance(e, UserError):
-        return ApiError(400, str(e), code=name)
+        # the body was validated already: what is left is the server's configuration (a key not set)
+        return ApiError(500, str(e), type="server_error", code=name)
     return ApiError(500, str(e), type="server_error", code=name)
 
 

@@ -1,0 +1,106 @@
+"""Each bad input is one clear line naming its place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moa.engine import Runner
+from moa.errors import DatasetError, ProviderError, TopologyError, UserError
+from moa.experiment import Experiment
+from moa.testing import FunctionModel
+
+SINGLE = "name: single\nkind: single\nagent: a\nagents:\n  a: {model: sim/a, retry: {max_attempts: 1}}\n"
+
+
+def _write(tmp: Path, *, data: bytes | None = None, exp: str | None = None, setup: str = SINGLE) -> Path:
+    (tmp / "single.yaml").write_text(SINGLE)
+    (tmp / "other.yaml").write_text(setup.replace("name: single", "name: other"))
+    rows = b"".join(json.dumps({"id": str(i), "input": f"q{i}", "target": "x"}).encode() + b"\n" for i in range(3))
+    (tmp / "data.jsonl").write_bytes(rows if data is None else data)
+    text = exp or "name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n"
+    (tmp / "exp.yaml").write_text(text)
+    return tmp / "exp.yaml"
+
+
+def _run(path: Path, tmp: Path, fn: object = lambda r: "x") -> None:
+    runner = Runner(models={"sim/*": FunctionModel(fn)})  # type: ignore[arg-type]
+    Experiment.from_file(path, out=tmp / "out", runner=runner, progress=False).run()
+
+
+def test_missing_dataset_file(tmp_path: Path) -> None:
+    """A dataset path that does not exist names the file."""
+    exp = _write(tmp_path, exp="name: t\ndataset: nope.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n")
+    with pytest.raises(DatasetError, match=r"nope\.jsonl: dataset file not found"):
+        _run(exp, tmp_path)
+
+
+def test_row_without_input_names_its_line(tmp_path: Path) -> None:
+    """A row without `input` fails with file:line."""
+    exp = _write(tmp_path, data=b'{"input": "a", "target": "x"}\n{"target": "y"}\n')
+    with pytest.raises(DatasetError, match=r"data\.jsonl:2: row has no `input`"):
+        _run(exp, tmp_path)
+
+
+def test_non_utf8_bytes(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are reported with their line."""
+    exp = _write(tmp_path, data=b'{"input": "a"}\n{"input": "\xff\xfe"}\n')
+    with pytest.raises(DatasetError, match=r"data\.jsonl:2: line is not valid UTF-8"):
+        _run(exp, tmp_path)
+
+
+def test_unknown_evaluator(tmp_path: Path) -> None:
+    """An unknown evaluator names the experiment file and the known ones."""
+    exp = _write(tmp_path, exp="name: t\ndataset: data.jsonl\nevaluator: telepathy\nbaseline: single.yaml\nsetups: [other.yaml]\n")
+    with pytest.raises(UserError, match=r"exp\.yaml: evaluator: unknown evaluator `telepathy`; known: .*exact"):
+        _run(exp, tmp_path)
+
+
+def test_setup_failing_validation_names_its_file(tmp_path: Path) -> None:
+    """A setup that fails validation raises the topology error line with its file."""
+    exp = _write(tmp_path, setup=SINGLE.replace("agent: a\n", "agent: zz\n"))
+    with pytest.raises(TopologyError, match=r"other\.yaml") as info:
+        _run(exp, tmp_path)
+    assert "zz" in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def test_unknown_field_in_experiment_file(tmp_path: Path) -> None:
+    """A misspelt experiment field is one line naming the file and the field."""
+    exp = _write(tmp_path, exp="name: t\ndataset: d.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [a]\nconcurency: 3\n")
+    with pytest.raises(TopologyError) as info:
+        _run(exp, tmp_path)
+    assert str(info.value) == f"{exp}: concurency: unknown field"
+
+
+def test_unknown_preset_names_the_setup(tmp_path: Path) -> None:
+    """A setup that is neither a file nor a preset says which entry."""
+    exp = _write(tmp_path, exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [no-such-preset]\n")
+    with pytest.raises(UserError, match=r"setups\[0\]: unknown topology `no-such-preset`"):
+        _run(exp, tmp_path)
+
+
+def test_baseline_with_no_quality_is_one_line(tmp_path: Path) -> None:
+    """A baseline whose runs all failed stops with one line; the failing setup's errors are reported."""
+    exp = _write(tmp_path)
+
+    def fn(req: object) -> object:
+        return ProviderError("upstream down") if getattr(req, "model", "") == "sim/a" else "x"
+
+    with pytest.raises(UserError) as info:
+        _run(exp, tmp_path, fn)
+    msg = str(info.value)
+    assert "baseline `single` has no quality: all 3 of its runs failed" in msg and "\n" not in msg
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "upstream down" in report
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa compare` on a missing dataset exits 2 with one line on stderr."""
+    from moa.cli import main
+
+    exp = _write(tmp_path, exp="name: t\ndataset: gone.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n")
+    code = main(["compare", str(exp), "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.jsonl" in err

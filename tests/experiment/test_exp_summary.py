@@ -1,0 +1,85 @@
+"""The summary's statistics against values computed by hand on a tiny dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+from moa.experiment.store import RunRow
+from moa.experiment.summary import summarize
+
+IDS = ["1", "2", "3", "4"]
+
+
+def _rows(name: str, scores: list[float | None], costs: list[float], lat: list[float], errors: set[str] = frozenset()) -> dict[str, RunRow]:  # type: ignore[assignment]
+    out = {}
+    for i, (s, c, t) in enumerate(zip(scores, costs, lat, strict=True)):
+        item = IDS[i]
+        err = "ProviderError: boom" if item in errors else None
+        out[item] = RunRow(i, name, item, None, err, c, t, 10, 5, 2 if name != "base" else 1, score=None if err else s)
+    return out
+
+
+def _summary() -> object:
+    base = _rows("base", [1, 1, 0, 0], [0.01] * 4, [1, 2, 3, 4])
+    good = _rows("good", [1, 1, 1, 0], [0.03] * 4, [2, 4, 6, 8], errors={"4"})
+    bad = _rows("bad", [0, 0, 1, 0], [0.05] * 4, [1, 1, 1, 1])
+    return summarize(
+        experiment="tiny", evaluator={"name": "exact"},
+        setups=[("base", True, base), ("good", False, good), ("bad", False, bad)],
+        item_ids=IDS, categories={"1": "x", "2": "x", "3": "y", "4": "y"}, rounds=500, seed=3,
+    )
+
+
+def test_quality_delta_and_tests_match_hand_computation() -> None:
+    """quality, paired delta, McNemar p and Holm on 4 items."""
+    s = _summary()
+    base, good, bad = s.setup("base"), s.setup("good"), s.setup("bad")  # type: ignore[attr-defined]
+    assert base.quality == 0.5 and good.quality == 0.75 and bad.quality == 0.25
+    assert good.delta_vs_baseline == pytest.approx(0.25)
+    assert bad.delta_vs_baseline == pytest.approx(-0.25)
+    assert good.test == "mcnemar" and good.p_value == pytest.approx(1.0)  # 1 discordant pair: 2 * 0.5
+    # bad vs base: discordant 1 vs 2 -> 2 * (C(3,0) + C(3,1)) / 8 = 1.0
+    assert bad.p_value == pytest.approx(1.0)
+    assert good.p_value_holm == pytest.approx(1.0) and base.p_value is None
+
+
+def test_costs_latency_ratios_and_cost_per_correct() -> None:
+    """cost ratio, latency p50/p95 and ratio, tokens, calls per item, $ per correct answer."""
+    s = _summary()
+    base, good = s.setup("base"), s.setup("good")  # type: ignore[attr-defined]
+    assert good.cost_ratio == pytest.approx(3.0)
+    assert base.latency_p50_s == pytest.approx(2.5) and base.latency_p95_s == pytest.approx(3.85)
+    assert good.latency_ratio == pytest.approx(2.0)
+    assert good.tokens == 60 and good.token_ratio == pytest.approx(1.0)
+    assert good.calls_per_item == 2.0 and base.calls_per_item == 1.0
+    assert good.cost_per_correct_usd == pytest.approx(0.12 / 3)
+    assert good.errors == 1 and good.error_examples == [{"error": "ProviderError: boom", "count": 1}]
+
+
+def test_pareto_and_categories() -> None:
+    """a dominated setup is off the front; categories get their own quality and delta."""
+    s = _summary()
+    assert [x.pareto for x in s.setups] == [True, True, False]  # type: ignore[attr-defined]
+    good = s.setup("good")  # type: ignore[attr-defined]
+    assert good.categories["x"].quality == 1.0 and good.categories["y"].quality == 0.5
+    assert good.categories["y"].delta_vs_baseline == pytest.approx(0.5)
+
+
+def test_non_binary_scores_use_the_sign_test() -> None:
+    """scores other than 0/1 switch McNemar for the exact sign test."""
+    base = _rows("base", [0.5, 0.5, 0.5, 0.5], [0.01] * 4, [1, 1, 1, 1])
+    other = _rows("o", [1, 1, 1, 0.5], [0.01] * 4, [1, 1, 1, 1])
+    s = summarize(experiment="t", evaluator={"name": "x"}, setups=[("base", True, base), ("o", False, other)],
+                  item_ids=IDS, categories={}, rounds=200)
+    o = s.setup("o")
+    assert o.test == "sign" and o.p_value == pytest.approx(0.25)  # 3 wins, 0 losses: 2 / 8
+    assert o.cost_per_correct_usd == pytest.approx(0.04 / 3.5)
+
+
+def test_no_correct_answer_means_no_cost_per_correct() -> None:
+    """cost per correct answer is None when nothing was right, and the baseline problem is one line."""
+    base = _rows("base", [0, 0, 0, 0], [0.01] * 4, [1, 1, 1, 1], errors=set(IDS))
+    s = summarize(experiment="t", evaluator={"name": "x"}, setups=[("base", True, base)], item_ids=IDS, categories={})
+    b = s.setup("base")
+    assert b.cost_per_correct_usd is None and b.quality == 0.0
+    assert any("baseline `base` has no quality: all 4 of its runs failed" in n for n in s.notes)

@@ -1,0 +1,121 @@
+"""The `moa` command: exit codes, one-line errors, the stable --json fields."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moa.cli import main
+from moa.testing.server import SimModel, SimServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def moa_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=e,
+                          cwd=ROOT, timeout=120, input=stdin)
+
+
+def test_topologies_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa topologies` lists every preset with a description."""
+    assert main(["topologies"]) == 0
+    out = capsys.readouterr().out
+    for name in ("single", "sequential-refine", "parallel-3", "hierarchical", "moa-2x3", "self-moa-4"):
+        assert any(line.startswith(name + " ") for line in out.splitlines())
+
+
+def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid file exits 0."""
+    assert main(["validate", str(ROOT / "topologies" / "parallel-3.yaml")]) == 0
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_validate_bad_file_exit_2_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A broken file exits 2 with one stderr line per problem, each naming the file."""
+    f = tmp_path / "bad.yaml"
+    f.write_text("name: b\nagents: {a: {model: m, temperature: -1}}\nnodes: [{id: x, agent: a, inputs: [y]}]\n")
+    assert main(["validate", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert all(line.startswith(str(f) + ": ") for line in err)
+
+
+def test_run_unknown_preset_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown topology is bad input: exit 2, one line, no traceback."""
+    assert main(["run", "nope-preset", "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("moa: unknown topology `nope-preset`") and "Traceback" not in err
+
+
+def _topology(tmp_path: Path, base: str, *, fail: bool = False) -> Path:
+    f = tmp_path / "p3.yaml"
+    model = "openai/missing" if fail else "openai/sim"
+    f.write_text(f"""
+name: p3
+kind: parallel
+workers: [a, b, c]
+aggregator: a
+agents:
+  a: {{model: {model}, api_base: "{base}", api_key_env: MOA_SIM_KEY, transport: litellm, retry: {{max_attempts: 1}},
+      pricing: {{input_per_mtok: 1, output_per_mtok: 1}}}}
+  b: {{model: openai/sim, api_base: "{base}", api_key_env: MOA_SIM_KEY, transport: litellm}}
+  c: {{model: openai/sim, api_base: "{base}", api_key_env: MOA_SIM_KEY, transport: litellm}}
+""")
+    return f
+
+
+def test_run_json_has_stable_fields(tmp_path: Path) -> None:
+    """`moa run --json` against an OpenAI-compatible endpoint prints the stable RunResult fields."""
+    with SimServer(models={"sim": SimModel(latency_s=0.05)}) as srv:
+        p = moa_cli("run", str(_topology(tmp_path, srv.base_url)), "--prompt", "hello", "--json",
+                    env={"MOA_SIM_KEY": "k"})
+    assert p.returncode == 0, p.stderr
+    data = json.loads(p.stdout)
+    for key in ("output", "usage", "cost_usd", "latency_s", "critical_path_s", "calls", "nodes"):
+        assert key in data
+    assert set(data["usage"]) >= {"prompt_tokens", "completion_tokens"}
+    assert len(data["calls"]) == 4
+    for c in data["calls"]:
+        assert set(c) >= {"node", "model", "usage", "cost_usd", "latency_s", "attempts", "error"}
+    assert data["critical_path_s"] >= 0.1 - 0.01
+    assert data["latency_s"] < data["critical_path_s"] + 1.0
+
+
+def test_run_failure_exit_1_keeps_calls(tmp_path: Path) -> None:
+    """A failed run exits 1 with one stderr line, and --json still prints the calls made."""
+    with SimServer(models={"sim": SimModel()}) as srv:
+        p = moa_cli("run", str(_topology(tmp_path, srv.base_url, fail=True)), "--prompt", "hello", "--json",
+                    env={"MOA_SIM_KEY": "k"})
+    assert p.returncode == 1
+    assert p.stderr.count("\n") == 1 and "RequestRejected" in p.stderr and "Traceback" not in p.stderr
+    data = json.loads(p.stdout)
+    assert len(data["calls"]) >= 1 and "error" in data
+
+
+def test_run_plain_prints_answer_and_summary(tmp_path: Path) -> None:
+    """Without --json the answer goes to stdout and a cost/latency line to stderr; --stream streams."""
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f = _topology(tmp_path, srv.base_url)
+        p = moa_cli("run", str(f), "--prompt", "-", stdin="hello from stdin", env={"MOA_SIM_KEY": "k"})
+        s = moa_cli("run", str(f), "--prompt", "hello", "--stream", env={"MOA_SIM_KEY": "k"})
+    assert p.returncode == 0 and p.stdout.startswith("answer from sim")
+    assert "cost $" in p.stderr and "critical path" in p.stderr
+    assert s.returncode == 0 and s.stdout.strip() == p.stdout.strip()
+
+
+def test_debug_shows_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """--debug adds the traceback to the error."""
+    assert main(["--debug", "run", "nope-preset", "--prompt", "x"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa schema` prints the topology JSON Schema."""
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"] == "moa topology"

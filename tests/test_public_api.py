@@ -1,0 +1,71 @@
+"""The curated root: every exported name imports, nothing private leaks, import stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import moa
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_all_is_sorted_and_importable() -> None:
+    """moa.__all__ is sorted and every name in it resolves."""
+    assert moa.__all__ == sorted(moa.__all__)
+    for name in moa.__all__:
+        assert getattr(moa, name) is not None
+
+
+def test_nothing_private_exported() -> None:
+    """No underscore names in __all__."""
+    assert not [n for n in moa.__all__ if n.startswith("_")]
+
+
+def test_import_moa_is_light() -> None:
+    """import moa (and loading a topology) does not import litellm, matplotlib or llama_cpp."""
+    code = (
+        "import sys, moa; t = moa.load('parallel-3'); t.graph; "
+        "print(sorted(m for m in ('litellm', 'matplotlib', 'llama_cpp') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_presets_all_validate() -> None:
+    """Every preset validates, its file name equals its `name`, and it has a description."""
+    presets = moa.presets()
+    assert {"single", "sequential-refine", "parallel-3", "hierarchical", "moa-2x3", "self-moa-4",
+            "local-single", "local-self-moa"} <= set(presets)
+    for name, path in presets.items():
+        t = moa.load(path)
+        assert t.name == name
+        assert t.description and "\n" not in t.description
+
+
+def test_build_and_yaml_shorthand_agree() -> None:
+    """moa.build.parallel and the same YAML shorthand give the same graph."""
+    built = moa.build.parallel(["openai/a", "openai/b"], aggregator="openai/c", quorum=1)
+    from moa.loader import load_data
+
+    yaml_t = load_data({"name": "parallel", "kind": "parallel", "workers": ["a", "b"], "aggregator": "c", "quorum": 1,
+                        "agents": {"a": {"model": "openai/a"}, "b": {"model": "openai/b"}, "c": {"model": "openai/c"}}})
+    assert built.graph.order == yaml_t.graph.order
+    for nid in built.graph.order:
+        assert built.graph.nodes[nid].spec == yaml_t.graph.nodes[nid].spec
+
+
+def test_wheel_ships_presets_and_schema(tmp_path: Path) -> None:
+    """The built wheel contains the preset folder, the schema and py.typed."""
+    import zipfile
+
+    from hatchling.builders.wheel import WheelBuilder
+
+    builder = WheelBuilder(str(ROOT))
+    wheel = next(iter(builder.build(directory=str(tmp_path), versions=["standard"])))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "moa/_presets/parallel-3.yaml" in names
+    assert "moa/_presets/local-self-moa.yaml" in names
+    assert "moa/topology.schema.json" in names and "moa/py.typed" in names
+    assert not [n for n in names if n.endswith((".gguf", ".pyc"))]
