@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moa.testing.server import SimModel, SimServer  # noqa: E402
+from moa.testing.server import SimModel, SimServer
 
 PLAN = json.dumps({"instructions": [f"work on part {i} of the question" for i in range(1, 9)]})
 

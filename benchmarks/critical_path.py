@@ -24,7 +24,12 @@ TARGET = 1.05
 
 
 def _agent(url: str, model: str, transport: str) -> dict[str, Any]:
-    a: dict[str, Any] = {"model": f"openai/{model}", "api_base": url, "transport": transport, "max_tokens": 64}
+    a: dict[str, Any] = {
+        "model": f"openai/{model}",
+        "api_base": url,
+        "transport": transport,
+        "max_tokens": 64,
+    }
     if transport == "litellm":
         a["api_key_env"] = "MOA_BENCH_KEY"
     return a
@@ -34,7 +39,13 @@ def topologies(url: str, transport: str) -> dict[str, tuple[moa.Topology, int]]:
     """name -> (topology, depth in calls)."""
     ag = {n: _agent(url, n, transport) for n in ("a", "b", "c", "agg", "manager")}
     par = {"name": "parallel-3", "kind": "parallel", "workers": ["a", "b", "c"], "aggregator": "agg"}
-    lay = {"name": "moa-2x3", "kind": "layered", "layers": 2, "proposers": ["a", "b", "c"], "aggregator": "agg"}
+    lay = {
+        "name": "moa-2x3",
+        "kind": "layered",
+        "layers": 2,
+        "proposers": ["a", "b", "c"],
+        "aggregator": "agg",
+    }
     hier = {"name": "hierarchical", "kind": "hierarchical", "manager": "manager", "workers": ["a", "b", "c"]}
     out = {}
     for spec, depth in ((par, 2), (lay, 3), (hier, 3)):
@@ -54,7 +65,9 @@ async def measure(url: str, transport: str, runs: int, latency_s: float) -> list
                 ideal.append(r.latency_s / (depth * latency_s))
                 walls.append(r.latency_s)
             ratio = median(ratios)
-            rows.append([name, transport, median(walls) * 1000, ratio, median(ideal), verdict(ratio <= TARGET)])
+            rows.append(
+                [name, transport, median(walls) * 1000, ratio, median(ideal), verdict(ratio <= TARGET)]
+            )
     return rows
 
 
@@ -69,7 +82,12 @@ async def main() -> int:
         for transport in args.transports.split(","):
             rows += await measure(url, transport, args.runs, args.latency_ms / 1000)
     print(f"## critical path ({args.latency_ms:g} ms per call, median of {args.runs} runs)\n")
-    print(table(["topology", "transport", "wall ms", "wall / critical path", "wall / ideal", "target <= 1.05"], rows))
+    print(
+        table(
+            ["topology", "transport", "wall ms", "wall / critical path", "wall / ideal", "target <= 1.05"],
+            rows,
+        )
+    )
     return 0 if all(r[-1] == "met" for r in rows) else 1
 
 

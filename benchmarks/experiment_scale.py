@@ -73,10 +73,19 @@ class Sampling:
 def write_files(folder: Path, url: str, items: int, concurrency: int) -> Path:
     with (folder / "items.jsonl").open("w") as f:
         for i in range(items):
-            f.write(json.dumps({"id": f"q{i}", "input": f"question {i}: what is {i} plus one", "target": str(i + 1)}))
+            f.write(
+                json.dumps(
+                    {"id": f"q{i}", "input": f"question {i}: what is {i} plus one", "target": str(i + 1)}
+                )
+            )
             f.write("\n")
     agent = {"api_base": url, "max_tokens": 64}
-    baseline = {"name": "baseline", "kind": "single", "agent": "a", "agents": {"a": {"model": "openai/base", **agent}}}
+    baseline = {
+        "name": "baseline",
+        "kind": "single",
+        "agent": "a",
+        "agents": {"a": {"model": "openai/base", **agent}},
+    }
     setup = {
         "name": "parallel-3", "kind": "parallel", "workers": ["a", "b", "c"], "aggregator": "agg",
         "agents": {n: {"model": f"openai/{n}", **agent} for n in ("a", "b", "c", "agg")},
@@ -123,7 +132,7 @@ def main() -> int:
         db_mb = db.stat().st_size / 2**20 if db.exists() else 0.0
     answer_s = backend.last - backend.t0
     rows: list[list[object]] = [["before the experiment", 0, 0.0, start_rss]]
-    rows += [[f"{n:,} items answered", backend.calls and n, s, mb] for n, s, mb in backend.samples]
+    rows += [[f"{n:,} items answered", n, s, mb] for n, s, mb in backend.samples]
     rows.append(["after scoring and the report", args.items, total, rss_mb()])
     peak = peak_mb()
     first, last = backend.samples[0][2], backend.samples[-1][2]

@@ -5,7 +5,7 @@ Same GGUF (the bundled SmolLM2-135M unless --model-path), same prompt, same max_
 The target is moa >= 0.95 x direct: the worker thread, streaming and token counting must cost
 next to nothing next to decoding.
 
-    python benchmarks/local_throughput.py [--rounds 5] [--max-tokens 128] [--model-path X.gguf]
+    python benchmarks/local_throughput.py [--rounds 5] [--max-tokens 128] [--model-path X.gguf] [--n-threads N]
 """
 
 from __future__ import annotations
@@ -44,16 +44,19 @@ async def moa_round(model: LocalModel, max_tokens: int) -> tuple[int, float]:
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--model-path", default=None)
+    ap.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
 
     from llama_cpp import Llama
 
-    params = {"model_path": args.model_path} if args.model_path else {}
+    n_threads = args.n_threads
+    params: dict[str, object] = {"n_threads": n_threads}
+    if args.model_path:
+        params["model_path"] = args.model_path
     model = resolve_local_model("local/smollm2-135m", params)
-    n_threads = os.cpu_count() or 1
     direct = Llama(
         model_path=str(model.path),
         n_ctx=model.n_ctx,
@@ -79,13 +82,14 @@ async def main() -> None:
         rates["moa"].append(m[0] / m[1])
         rates["direct"].append(d[0] / d[1])
         print(f"{i + 1:>5}  {rates['moa'][-1]:>10.1f}  {rates['direct'][-1]:>12.1f}  {f'{m[0]}/{d[0]}':>20}")
-    med_m = statistics.median(rates["moa"])
-    med_d = statistics.median(rates["direct"])
-    ratio = med_m / med_d
-    verdict = "ok" if ratio >= 0.95 else "BELOW TARGET"
-    print(
-        f"median  moa {med_m:.1f} tok/s   direct {med_d:.1f} tok/s   ratio {ratio:.3f} (target >= 0.95: {verdict})"
-    )
+    # The median is the headline; the best round is less sensitive to other processes on the machine.
+    for label, pick in (("median", statistics.median), ("best", max)):
+        rm, rd = pick(rates["moa"]), pick(rates["direct"])
+        verdict = "ok" if rm / rd >= 0.95 else "BELOW TARGET"
+        print(
+            f"{label:<6}  moa {rm:.1f} tok/s   direct {rd:.1f} tok/s   "
+            f"ratio {rm / rd:.3f} (target >= 0.95: {verdict})"
+        )
     await model.aclose()
     direct.close()
 

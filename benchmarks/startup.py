@@ -61,8 +61,15 @@ def main() -> int:
         ["import moa + Topology, Runner, load", moa_used * 1000, moa_used / lit, ""],
         ["python -c pass (whole process)", (python or 0) * 1000, (python or 0) / lit, ""],
     ]
-    for label, t in (("moa --help (whole process)", cli_help), ("moa validate PRESET (whole process)", cli_validate)):
-        rows.append([label, t * 1000, t / lit, ""] if t is not None else [label, "n/a", "n/a", "moa.cli failed or missing"])
+    for label, t in (
+        ("moa --help (whole process)", cli_help),
+        ("moa validate PRESET (whole process)", cli_validate),
+    ):
+        rows.append(
+            [label, t * 1000, t / lit, ""]
+            if t is not None
+            else [label, "n/a", "n/a", "moa.cli failed or missing"]
+        )
     print(f"## start-up (median of {args.runs} fresh interpreters; litellm: {args.litellm_runs})\n")
     print(table(["what", "ms", "x import litellm", "target"], rows))
     return 0 if ratio <= TARGET else 1

@@ -24,9 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import _common  # noqa: F401  (puts the repo on sys.path)
-from _common import median, sim_server, table, verdict
-
 import httpx
+from _common import median, sim_server, table, verdict
 
 import moa
 
@@ -56,77 +55,101 @@ def single(url: str, transport: str) -> moa.Topology:
     agent: dict[str, Any] = {"model": "openai/m", "api_base": url, "transport": transport}
     if transport == "litellm":
         agent["api_key_env"] = "MOA_BENCH_KEY"
-    return moa.Topology.model_validate({"name": "single", "kind": "single", "agent": "a", "agents": {"a": agent}})
+    return moa.Topology.model_validate(
+        {"name": "single", "kind": "single", "agent": "a", "agents": {"a": agent}}
+    )
 
 
-async def contenders(url: str) -> tuple[dict[str, Call], Callable[[], Awaitable[None]]]:
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=512), timeout=None)
-    body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
-    headers = {"content-type": "application/json"}
-    endpoint = url + "/chat/completions"
+class Contenders:
+    """The four ways of making the same call. ``fresh()`` gives httpx and moa new pools before each
+    measurement, so a pool grown by a concurrent run does not slow the next sequential one (litellm
+    keeps its own client cache, which cannot be reset from outside)."""
 
-    async def raw_httpx() -> str:
-        r = await client.post(endpoint, content=body, headers=headers)
-        return str(json.loads(r.content)["choices"][0]["message"]["content"])
+    names = ("raw httpx", "moa direct", "bare litellm", "moa over litellm")
 
-    from moa.models.litellm import import_litellm  # the same quietened module moa uses
+    def __init__(self, url: str) -> None:
+        from moa.models.litellm import import_litellm  # the same quietened module moa uses
 
-    litellm = import_litellm()
-    key = os.environ["MOA_BENCH_KEY"]
+        self.url = url
+        self.litellm = import_litellm()
+        self.key = os.environ["MOA_BENCH_KEY"]
+        self.body = json.dumps({"model": "m", "messages": MESSAGES}).encode()
+        self.endpoint = url + "/chat/completions"
+        self.direct, self.over_litellm = single(url, "openai-http"), single(url, "litellm")
+        self.client: httpx.AsyncClient | None = None
+        self.runner: moa.Runner | None = None
 
-    async def bare_litellm() -> str:
-        # the arguments moa's litellm backend passes, so the CPU comparison isolates moa
-        r = await litellm.acompletion(
-            model="openai/m", messages=MESSAGES, api_base=url, api_key=key, num_retries=0, max_retries=0
-        )
-        return str(r.choices[0].message.content)
+    async def fresh(self) -> None:
+        await self.close()
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        self.client = httpx.AsyncClient(limits=limits, timeout=None)
+        self.runner = moa.Runner()
 
-    direct_runner, litellm_runner = moa.Runner(), moa.Runner()
-    direct, over_litellm = single(url, "openai-http"), single(url, "litellm")
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+        if self.runner is not None:
+            await self.runner.aclose()
+        self.client = self.runner = None
 
-    async def moa_direct() -> str:
-        return (await direct.run(PROMPT, runner=direct_runner)).output
+    def call(self, name: str) -> Call:
+        client, runner = self.client, self.runner
+        assert client is not None and runner is not None
 
-    async def moa_litellm() -> str:
-        return (await over_litellm.run(PROMPT, runner=litellm_runner)).output
+        async def raw_httpx() -> str:
+            r = await client.post(
+                self.endpoint, content=self.body, headers={"content-type": "application/json"}
+            )
+            return str(json.loads(r.content)["choices"][0]["message"]["content"])
 
-    async def close() -> None:
-        await client.aclose()
-        await direct_runner.aclose()
-        await litellm_runner.aclose()
+        async def bare_litellm() -> str:
+            # the arguments moa's litellm backend passes, so the CPU comparison isolates moa
+            r = await self.litellm.acompletion(
+                model="openai/m", messages=MESSAGES, api_base=self.url, api_key=self.key,
+                num_retries=0, max_retries=0,
+            )  # fmt: skip
+            return str(r.choices[0].message.content)
 
-    calls = {"raw httpx": raw_httpx, "moa direct": moa_direct, "bare litellm": bare_litellm, "moa over litellm": moa_litellm}
-    return calls, close
+        async def moa_direct() -> str:
+            return (await self.direct.run(PROMPT, runner=runner)).output
+
+        async def moa_litellm() -> str:
+            return (await self.over_litellm.run(PROMPT, runner=runner)).output
+
+        return dict(zip(self.names, (raw_httpx, moa_direct, bare_litellm, moa_litellm), strict=True))[name]
 
 
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000, help="calls per round for httpx and moa direct")
-    ap.add_argument("--litellm-calls", type=int, default=600, help="calls per round for the litellm contenders")
+    ap.add_argument(
+        "--litellm-calls", type=int, default=600, help="calls per round for the litellm contenders"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=256)
     args = ap.parse_args()
+    rate: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     with sim_server(0.0) as url:
-        calls, close = await contenders(url)
+        c = Contenders(url)
         try:
-            for call in calls.values():  # warm: pools, imports, price map, litellm's first-call setup
-                await asyncio.gather(*(call() for _ in range(50)))
-            rate: dict[tuple[str, int], list[float]] = {}
-            cpu: dict[tuple[str, int], list[float]] = {}
             for _ in range(args.rounds):
                 for conc in (1, args.concurrency):
-                    for name, call in calls.items():
+                    for name in c.names:
+                        await c.fresh()
+                        call = c.call(name)
+                        await drive(call, 2 * conc, conc)  # warm: connections, imports, first-call setup
                         n = args.litellm_calls if "litellm" in name else args.calls
-                        r, c = await drive(call, n, conc)
+                        r, u = await drive(call, n, conc)
                         rate.setdefault((name, conc), []).append(r)
-                        cpu.setdefault((name, conc), []).append(c)
+                        cpu.setdefault((name, conc), []).append(u)
         finally:
-            await close()
+            await c.close()
     med = {k: median(v) for k, v in rate.items()}
     cpu_med = {k: median(v) for k, v in cpu.items()}
     rows = []
     for conc in (1, args.concurrency):
-        for name in calls:
+        for name in Contenders.names:
             rows.append([name, conc, med[(name, conc)], cpu_med[(name, conc)] * 1e6])
     print(f"## throughput (zero latency, median of {args.rounds} rounds)\n")
     print(table(["contender", "concurrency", "calls/s", "client CPU µs/call"], rows))
@@ -139,7 +162,9 @@ async def main() -> int:
         checks.append([f"moa direct / bare litellm (calls/s, c={conc})", v2, ">= 3", verdict(v2 >= 3)])
     for conc in (1, args.concurrency):
         v = cpu_med[("moa over litellm", conc)] / cpu_med[("bare litellm", conc)]
-        checks.append([f"moa over litellm / bare litellm (CPU per call, c={conc})", v, "<= 1.1", verdict(v <= 1.1)])
+        checks.append(
+            [f"moa over litellm / bare litellm (CPU per call, c={conc})", v, "<= 1.1", verdict(v <= 1.1)]
+        )
     print()
     print(table(["ratio", "value", "target", "verdict"], checks))
     return 0 if all(c[-1] == "met" for c in checks) else 1

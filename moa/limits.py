@@ -405,15 +405,22 @@ def _get_registry() -> _Registry:
 
 
 def set_rate_limit(
-    key: str, *, rpm: float | None = None, max_concurrent: int | None = None, tpm: int | None = None
+    key: str,
+    *,
+    rpm: float | None = None,
+    max_concurrent: int | None = None,
+    tpm: int | None = None,
+    period_s: float = 60.0,
 ) -> None:
     """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL.
 
     A provider limit applies to each model of that provider separately (each model keeps its own
     window, as providers count per model). Limiters already handed out are dropped from the registry
-    so the next ``limiter_for`` sees the new limit; set limits before starting runs.
+    so the next ``limiter_for`` sees the new limit; set limits before starting runs (a ``Runner``
+    resolves an agent's limiter the first time it meets the agent). ``period_s`` shortens the window
+    (``rpm`` then counts requests per ``period_s``), for tests.
     """
-    limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm)
+    limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
     reg = _get_registry()
     with reg.lock:
         reg.global_limits[key] = limit

@@ -34,6 +34,12 @@ def import_litellm() -> Any:
     return _litellm
 
 
+def _keyless_ok(model: str) -> bool:
+    from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
+
+    return "/" in model and model.split("/", 1)[0] in OPENAI_COMPATIBLE_PREFIXES
+
+
 def _caused_by_bad_json(e: BaseException) -> bool:
     """litellm reports an unparsable 200 as a 500; the JSON error underneath tells the truth."""
     seen: set[int] = set()
@@ -79,6 +85,10 @@ class LitellmModel:
             value = getattr(request, name)
             if value is not None:
                 kw[name] = value
+        if request.api_key is None and request.api_base and _keyless_ok(request.model):
+            # local OpenAI-compatible servers (vLLM, llama.cpp server) need no key, but the OpenAI
+            # client litellm uses refuses to start without one
+            kw["api_key"] = os.environ.get("OPENAI_API_KEY") or "no-key"
         if request.stop:
             kw["stop"] = list(request.stop)
         if request.timeout_s is not None:

@@ -81,11 +81,27 @@ def _error_message(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
+class _Shards:
+    """One event loop's clients and the requests each has in flight.
+
+    httpcore's pool does O(connections^2) work each time a request enters or leaves it (it counts
+    idle connections once per idle connection, and polls every idle socket), so one pool of a few
+    hundred connections spends milliseconds per request. Small pools, filled least-busy first, keep
+    that cost flat; sequential calls all go to the first one and share its keep-alive connection."""
+
+    __slots__ = ("busy", "clients")
+
+    def __init__(self) -> None:
+        self.clients: list[httpx.AsyncClient] = []
+        self.busy: list[int] = []
+
+
 class OpenAIHTTPModel:
-    """POSTs ``{api_base}/chat/completions`` once per attempt over a pooled client.
+    """POSTs ``{api_base}/chat/completions`` once per attempt over pooled keep-alive connections.
 
     ``transport`` replaces the network (an ``httpx.MockTransport`` or any ``AsyncBaseTransport``),
-    for tests; ``max_connections`` caps the sockets each event loop's client keeps open."""
+    for tests; ``max_connections`` caps the sockets one event loop keeps open, spread over pools of
+    ``shard_size`` connections."""
 
     local = False
 
@@ -94,32 +110,43 @@ class OpenAIHTTPModel:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 512,
+        shard_size: int = 4,
         keepalive_expiry_s: float = 30.0,
     ) -> None:
         self._transport = transport
+        self._shard_size = max(1, min(shard_size, max_connections))
+        # a given transport is one connection pool already: sharding it would share it anyway
+        self._max_shards = 1 if transport is not None else max(1, max_connections // self._shard_size)
+        size = max_connections if transport is not None else self._shard_size
         self._limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=keepalive_expiry_s,
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry_s
         )
-        # One client per loop: an httpx pool's sockets belong to the loop that opened them, and
+        # Clients per loop: an httpx pool's sockets belong to the loop that opened them, and
         # `run_sync` makes a fresh loop per call.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shards] = (
             weakref.WeakKeyDictionary()
         )
 
-    def client(self) -> httpx.AsyncClient:
-        """This event loop's pooled client, made on first use."""
+    def _new_client(self) -> httpx.AsyncClient:
+        # timeout=None: the timeout is set per request (and the runner bounds every attempt too)
+        return httpx.AsyncClient(
+            transport=self._transport, limits=self._limits, timeout=None, verify=_ssl_context()
+        )
+
+    def _pick(self) -> tuple[_Shards, int]:
+        """The least busy client of this loop, or a new one when every client is full."""
         loop = asyncio.get_running_loop()
-        c = self._clients.get(loop)
-        if c is None:
-            # timeout=None: the per-request timeout is set on each call (and the runner also bounds
-            # every attempt with asyncio.timeout).
-            c = httpx.AsyncClient(
-                transport=self._transport, limits=self._limits, timeout=None, verify=_ssl_context()
-            )
-            self._clients[loop] = c
-        return c
+        shards = self._loops.get(loop)
+        if shards is None:
+            shards = self._loops[loop] = _Shards()
+        busy = shards.busy
+        if busy:
+            i = busy.index(min(busy)) if len(busy) > 1 else 0
+            if busy[i] < self._shard_size or len(busy) >= self._max_shards:
+                return shards, i
+        shards.clients.append(self._new_client())
+        busy.append(0)
+        return shards, len(busy) - 1
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = dict(request.params)
@@ -145,7 +172,9 @@ class OpenAIHTTPModel:
         url = (request.api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
         body = self._body(request)
         timeout = httpx.Timeout(request.timeout_s)
-        client = self.client()
+        shards, i = self._pick()
+        client = shards.clients[i]
+        shards.busy[i] += 1
         try:
             if on_token is None:
                 content = json.dumps(body, separators=(",", ":")).encode()
@@ -173,6 +202,8 @@ class OpenAIHTTPModel:
             raise ProviderError(
                 f"connection failed: {detail}", model=request.model, node=request.node or None
             ) from e
+        finally:
+            shards.busy[i] -= 1
 
     @staticmethod
     def _status_error(resp: httpx.Response, content: bytes, request: ModelRequest) -> ModelError:
@@ -185,16 +216,16 @@ class OpenAIHTTPModel:
         )
 
     async def aclose(self) -> None:
-        """Close this loop's client; clients of other loops are dropped (their loops are gone or
+        """Close this loop's clients; clients of other loops are dropped (their loops are gone or
         own them)."""
-        clients, self._clients = dict(self._clients), weakref.WeakKeyDictionary()
+        loops, self._loops = dict(self._loops), weakref.WeakKeyDictionary()
         try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        for owner, c in clients.items():
-            if owner is loop:
-                await c.aclose()
+            current = None
+        shards = loops.get(current) if current is not None else None
+        for c in shards.clients if shards is not None else ():
+            await c.aclose()
 
 
 def _malformed(why: str, request: ModelRequest) -> MalformedReply:

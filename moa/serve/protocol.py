@@ -151,6 +151,12 @@ def invalid_body(err: ValidationError) -> ApiError:
         return ApiError(400, "the request body must be a JSON object")
     param = _loc(first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
+    if "content" in first["loc"]:
+        # a union's branches each complain; one sentence says what is served
+        loc = first["loc"]
+        param = _loc(loc[: loc.index("content") + 1])
+        msg = "must be a string or a list of text parts (images, audio and files are not served)"
+        return ApiError(400, f"invalid request body: `{param}`: {msg}", param=param)
     if first["type"] == "missing":
         msg = "required field is missing"
     elif first["type"] not in ("value_error",) and not isinstance(first.get("input"), (dict, list)):

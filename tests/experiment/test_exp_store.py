@@ -1,0 +1,218 @@
+"""The runner and its store: interruption, resume, bounded tasks, identity checks, the budget, the
+pairwise hook, and the `compare`/`report` commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa.engine import Runner
+from moa.errors import UserError
+from moa.eval.base import Score
+from moa.eval.datasets import Item
+from moa.experiment import Experiment, JudgmentRow, PairScore, Store
+from moa.loader import load_data
+from moa.models.base import ModelRequest
+from moa.testing import FunctionModel
+
+
+def _topo(name: str, model: str, samples: int = 1) -> str:
+    price = "pricing: {input_per_mtok: 1000, output_per_mtok: 1000}"
+    if samples == 1:
+        return f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: {model}, {price}}}\n"
+    return (f"name: {name}\nkind: self_moa\nagent: a\nsamples: {samples}\nreduce: majority\n"
+            f"agents:\n  a: {{model: {model}, {price}}}\n")
+
+
+def _exp(tmp: Path, n: int = 20, extra: str = "", concurrency: int = 2) -> Path:
+    (tmp / "base.yaml").write_text(_topo("base", "sim/base"))
+    (tmp / "trio.yaml").write_text(_topo("trio", "sim/trio", 3))
+    rows = [{"id": f"i{k}", "input": f"question {k}", "target": str(k), "category": "ab"[k % 2]} for k in range(n)]
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "exp.yaml").write_text(
+        "name: store-test\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\nsetups: [trio.yaml]\n"
+        f"concurrency: {concurrency}\n{extra}"
+    )
+    return tmp / "exp.yaml"
+
+
+def _answer(req: ModelRequest) -> str:
+    return req.messages[-1]["content"].split()[-1]
+
+
+def _count_runs(out: Path) -> int:
+    store = Store.open(out, create=False)
+    try:
+        return store.count("runs")
+    finally:
+        store.close()
+
+
+async def test_cancellation_keeps_finished_pairs_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
+    """Cancelling mid-run (Ctrl-C) keeps stored pairs; the next run calls only for the others."""
+    exp = _exp(tmp_path)
+    slow = FunctionModel(_answer, delay_s=0.02)
+    e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": slow}), progress=False)
+    task = asyncio.create_task(e.arun())
+    while not (tmp_path / "out" / "experiment.sqlite").exists() or _count_runs(tmp_path / "out") < 6:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kept = _count_runs(tmp_path / "out")
+    assert 6 <= kept < 40
+    fast = FunctionModel(_answer)
+    e2 = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": fast}), progress=False)
+    summary = await e2.arun()
+    assert summary.complete and summary.setup("trio").n == 20 and summary.setup("base").quality == 1.0
+    assert len(fast.calls) <= (40 - kept) * 3
+
+
+async def test_tasks_stay_bounded_by_the_concurrency(tmp_path: Path) -> None:
+    """200 items x 2 setups never create more than a handful of tasks at once."""
+    seen: list[int] = []
+
+    def fn(req: ModelRequest) -> str:
+        seen.append(len(asyncio.all_tasks()))
+        return _answer(req)
+
+    model = FunctionModel(fn)
+    exp = _exp(tmp_path, n=200, concurrency=3)
+    e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False)
+    await e.arun()
+    assert len(model.calls) == 800 and model.max_in_flight <= 3 * 3
+    assert max(seen) <= 3 * 5 + 2  # per run: its task plus one per node; plus the experiment itself
+
+
+async def test_changed_setup_under_the_same_out_is_refused(tmp_path: Path) -> None:
+    """A setup whose topology changed cannot be mixed into the stored runs."""
+    exp = _exp(tmp_path, n=3)
+    runner = Runner(models={"sim/*": FunctionModel(_answer)})
+    await Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False).arun()
+    (tmp_path / "trio.yaml").write_text(_topo("trio", "sim/trio", 5))
+    with pytest.raises(UserError, match=r"setup `trio` changed since its runs were stored"):
+        await Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False).arun()
+
+
+async def test_changed_dataset_under_the_same_out_is_refused(tmp_path: Path) -> None:
+    """An item whose input changed under the same id is reported, not mixed."""
+    exp = _exp(tmp_path, n=3)
+    runner = Runner(models={"sim/*": FunctionModel(_answer)})
+    await Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False).arun()
+    data = (tmp_path / "data.jsonl").read_text().replace("question 1", "question one")
+    (tmp_path / "data.jsonl").write_text(data)
+    with pytest.raises(UserError, match=r"the dataset changed: item `i1`"):
+        await Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False).arun()
+
+
+async def test_budget_stops_the_experiment_and_a_larger_one_resumes(tmp_path: Path) -> None:
+    """Over budget, pairs are left to do (not stored as failures); a larger budget finishes them."""
+    exp = _exp(tmp_path, n=10, extra="budget_usd: 0.05\n")
+    runner = Runner(models={"sim/*": FunctionModel(_answer)})
+    e = Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False)
+    summary = await e.arun()
+    assert not summary.complete and e.stopped is not None
+    assert any("budget" in n for n in summary.notes)
+    e2 = Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False, budget_usd=100.0)
+    assert (await e2.arun()).complete
+
+
+async def test_failed_runs_keep_their_calls(tmp_path: Path) -> None:
+    """A run that fails is stored with the calls it made and counts as an error in its setup."""
+    from moa.errors import RequestRejected
+
+    def fn(req: ModelRequest) -> str | BaseException:
+        return RequestRejected("no such model") if req.model == "sim/trio" else _answer(req)
+
+    exp = _exp(tmp_path, n=4)
+    summary = await Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": FunctionModel(fn)}), progress=False
+    ).arun()
+    trio = summary.setup("trio")
+    assert trio.errors == 4 and trio.quality == 0.0 and "no such model" in trio.error_examples[0]["error"]
+    store = Store.open(tmp_path / "out", create=False)
+    try:
+        assert store.conn.execute("SELECT COUNT(*) FROM calls c JOIN runs r USING(run_id) WHERE r.setup='trio'").fetchone()[0] == 12
+    finally:
+        store.close()
+
+
+class LengthJudge:
+    """A pairwise evaluator: a judge topology says which answer is longer, in both orders."""
+
+    name = "length-judge"
+
+    def __init__(self) -> None:
+        self.topology = load_data(
+            {"name": "judge", "kind": "single", "agent": "j",
+             "agents": {"j": {"model": "judge/m", "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}}}}
+        )
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore:
+        rows = []
+        for position, (a, b) in (("a", (answer, baseline_answer)), ("b", (baseline_answer, answer))):
+            result = await runner.run(self.topology, f"A: {a}\nB: {b}")
+            verdict = result.output
+            mine = verdict == ("A" if position == "a" else "B")
+            rows.append(JudgmentRow(position, verdict, 1.0 if mine else 0.0, None, None, result.calls))
+        value = sum(r.value or 0.0 for r in rows) / 2
+        return PairScore(Score(value), rows)
+
+
+def _judge(req: ModelRequest) -> str:
+    a, b = (line[3:] for line in req.messages[-1]["content"].splitlines())
+    return "A" if len(a) > len(b) else "B"
+
+
+async def test_pairwise_evaluator_stores_verdicts_and_judge_calls(tmp_path: Path) -> None:
+    """The pairwise hook sees the baseline's answer; verdicts and judge calls are stored and cached."""
+    exp = _exp(tmp_path, n=4)
+    judge = FunctionModel(_judge)
+    models = {"sim/base": FunctionModel(lambda r: "short"), "sim/trio": FunctionModel(lambda r: "a longer answer"),
+              "judge/*": judge}
+    e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models=models), progress=False)
+    e.evaluator = LengthJudge()
+    summary = await e.arun()
+    assert summary.setup("trio").quality == 1.0 and summary.setup("base").quality == 0.5
+    assert len(judge.calls) == 8 and summary.setup("trio").judge_cost_usd > 0
+    store = Store.open(tmp_path / "out", create=False)
+    try:
+        assert store.count("judgments") == 8
+        assert store.conn.execute("SELECT COUNT(*) FROM calls WHERE judgment_id IS NOT NULL").fetchone()[0] == 8
+        store.delete_scores()
+    finally:
+        store.close()
+    e2 = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models=models), progress=False)
+    e2.evaluator = LengthJudge()
+    again = await e2.arun()
+    assert len(judge.calls) == 8, "judge calls come from the call cache"
+    assert again.setup("trio").quality == 1.0
+
+
+def test_compare_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa compare` prints the table and writes the reports; `moa report` rebuilds them from the store."""
+    from moa.cli import main
+    from moa.testing.server import SimServer
+
+    with SimServer({"m": __import__("moa.testing.server", fromlist=["SimModel"]).SimModel(answer="7")}) as srv:
+        agent = f"{{model: openai/m, api_base: {json.dumps(srv.base_url)}}}"
+        (tmp_path / "one.yaml").write_text(f"name: one\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
+        (tmp_path / "two.yaml").write_text(f"name: two\nkind: self_moa\nagent: a\nsamples: 2\nreduce: first\nagents:\n  a: {agent}\n")
+        (tmp_path / "d.jsonl").write_text('{"input": "q1", "target": "7"}\n{"input": "q2", "target": "8"}\n')
+        (tmp_path / "e.yaml").write_text("name: cli\ndataset: d.jsonl\nevaluator: exact\nbaseline: one.yaml\nsetups: [two.yaml]\n")
+        out = tmp_path / "out"
+        assert main(["compare", str(tmp_path / "e.yaml"), "--out", str(out), "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        assert "cost × single" in printed and "$ per correct answer" in printed and "two" in printed
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "cost × single" in capsys.readouterr().out
+    assert "| Setup |" in (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html
+    summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
+    assert summary["setups"][1]["cost_ratio"] == pytest.approx(2.0)

@@ -1,0 +1,159 @@
+"""Resilience under injected faults, over real HTTP against a fault-injecting loopback server:
+nothing is lost from the accounts, Retry-After and rate limits hold, budgets are never passed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+import moa
+from moa.loader import load_data
+from moa.testing.server import FaultPlan, SimModel, SimServer
+
+TRANSPORTS = ["litellm", "openai-http"]
+
+
+def agent(base: str, name: str, transport: str, **extra: Any) -> dict[str, Any]:
+    # litellm spends ~5 ms of CPU per call: 600 concurrent calls queue for seconds on one core, so
+    # its per-attempt timeout must be longer than the queue or healthy calls would time out
+    return {
+        "model": f"openai/{name}", "api_base": base, "transport": transport,
+        "timeout_s": 8.0 if transport == "litellm" else 2.0,
+        "retry": {"max_attempts": 4, "backoff_base_s": 0.02, "backoff_max_s": 0.2},
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}, **extra,
+    }
+
+
+def parallel3(base: str, transport: str, **kw: Any) -> moa.Topology:
+    return load_data({
+        "name": "p3", "kind": "parallel", "workers": ["a", "b", "c"], "aggregator": "agg", **kw,
+        "agents": {n: agent(base, f"m-{n}", transport) for n in ("a", "b", "c", "agg")},
+    })
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
+    """≥97% of 200 concurrent parallel-3 runs complete; served completions and tokens equal what moa recorded."""
+    faults = FaultPlan(rate=0.2, retry_after_s=0.05, hang_s=30, seed=7)
+    async with SimServer(default=SimModel(latency_s=0.01), faults=faults) as srv:
+        t = parallel3(srv.base_url, transport, quorum=2, on_quorum="wait")
+        async with moa.Runner() as rt:
+            outcomes = await asyncio.gather(*(t.run(f"question {i}", runner=rt) for i in range(200)),
+                                            return_exceptions=True)
+        stats = srv.stats
+    ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
+    failed = [o for o in outcomes if not isinstance(o, moa.RunResult)]
+    assert all(isinstance(f, moa.MoAError) for f in failed), failed[:3]
+    assert len(ok) >= 194
+    calls = [c for o in ok for c in o.calls] + [c for f in failed for c in f.calls]  # type: ignore[union-attr]
+    good = [c for c in calls if c.error is None]
+    assert sum(stats.faults.values()) > 100  # the faults really happened
+    assert stats.served == len(good)
+    assert stats.prompt_tokens == sum(c.usage.prompt_tokens for c in good)
+    assert stats.completion_tokens == sum(c.usage.completion_tokens for c in good)
+    assert any(c.attempts > 1 for c in good)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("http_date", [False, True])
+async def test_retry_after_is_respected(transport: str, http_date: bool) -> None:
+    """The retry after a 429 comes no earlier than its Retry-After, timed by the server."""
+    wait = 1.0 if http_date else 0.3  # an HTTP date has whole seconds
+    async with SimServer(default=SimModel(), faults=FaultPlan(rate=0.0, retry_after_s=wait,
+                                                              retry_after_http_date=http_date)) as srv:
+        srv.script("m-a", ["429", "ok"])
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent(srv.base_url, "m-a", transport)}})
+        async with moa.Runner() as rt:
+            r = await t.run("hi", runner=rt)
+        log = srv.stats.request_log
+    assert [k for _, _, k in log] == ["429", "ok"]
+    assert log[1][0] - log[0][0] >= wait - (0.5 if http_date else 0.01)  # HTTP dates round to the second
+    assert r.calls[0].attempts == 2
+
+
+async def test_rpm_limit_holds_across_concurrent_runs() -> None:
+    """A per-endpoint rpm limit holds over 20 concurrent runs (window checked at the server)."""
+    async with SimServer(default=SimModel()) as srv:
+        moa.set_rate_limit(srv.base_url, rpm=10, period_s=0.5)
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent(srv.base_url, "m-a", "openai-http")}})
+        async with moa.Runner() as rt:
+            await asyncio.gather(*(t.run(f"q{i}", runner=rt) for i in range(30)))
+        times = sorted(ts for ts, _, _ in srv.stats.request_log)
+    assert len(times) == 30
+    for i, start in enumerate(times):
+        in_window = [x for x in times[i:] if x < start + 0.5 - 0.01]  # 10 ms slack for loopback jitter
+        assert len(in_window) <= 10
+
+
+async def test_agent_rate_limit_caps_concurrency() -> None:
+    """rate_limit.max_concurrent caps requests in flight at the server."""
+    async with SimServer(default=SimModel(latency_s=0.05)) as srv:
+        a = agent(srv.base_url, "m-a", "openai-http", rate_limit={"max_concurrent": 3})
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
+        async with moa.Runner() as rt:
+            await asyncio.gather(*(t.run(f"q{i}", runner=rt) for i in range(20)))
+        assert srv.stats.max_in_flight <= 3
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_fallback_over_http(transport: str) -> None:
+    """A model that keeps failing falls back to the next; the record says who answered."""
+    async with SimServer(default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("500",), models=["m-bad"])) as srv:
+        a = agent(srv.base_url, "m-bad", transport, fallbacks=["openai/m-good"])
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
+        async with moa.Runner() as rt:
+            r = await t.run("hi", runner=rt)
+    assert [(c.model, c.error is None) for c in r.calls] == [("openai/m-bad", False), ("openai/m-good", True)]
+    assert r.calls[0].attempts == 4
+    assert r.output.startswith("answer from m-good")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_quorum_above_and_below(transport: str) -> None:
+    """One dead worker of three: quorum 2 goes on; two dead: QuorumNotReached with every call."""
+    async with SimServer(default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("503",), models=["m-b"])) as srv:
+        t = parallel3(srv.base_url, transport, quorum=2)
+        async with moa.Runner() as rt:
+            r = await t.run("hi", runner=rt)
+            assert r.nodes["aggregate"].used_inputs == ["a", "c"]
+            srv.faults = FaultPlan(rate=1.0, kinds=("503",), models=["m-b", "m-c"])
+            with pytest.raises(moa.QuorumNotReached) as info:
+                await t.run("hi", runner=rt)
+    assert {c.node for c in info.value.calls} == {"a", "b", "c"}
+    assert info.value.answered == 1
+
+
+async def test_budget_never_exceeded_across_500_runs() -> None:
+    """500 concurrent runs sharing a tight budget never spend past it, and spend equals what was served."""
+    async with SimServer(default=SimModel()) as srv:
+        a = agent(srv.base_url, "m-a", "openai-http", max_tokens=16,
+                  pricing={"input_per_mtok": 100.0, "output_per_mtok": 100.0})
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
+        budget = moa.Budget(0.05)
+        async with moa.Runner(budget=budget) as rt:
+            outcomes = await asyncio.gather(*(t.run(f"question number {i}", runner=rt) for i in range(500)),
+                                            return_exceptions=True)
+        stats = srv.stats
+    ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
+    refused = [o for o in outcomes if isinstance(o, moa.BudgetExceeded)]
+    assert len(ok) + len(refused) == 500 and ok and refused
+    assert budget.spent_usd <= 0.05
+    assert budget.spent_usd == pytest.approx((stats.prompt_tokens + stats.completion_tokens) * 100e-6)
+    assert stats.served == len(ok)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_hanging_endpoint_is_cut_at_the_deadline(transport: str) -> None:
+    """A hanging endpoint cannot hold a run past deadline_s."""
+    async with SimServer(default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("hang",), hang_s=60)) as srv:
+        a = agent(srv.base_url, "m-a", transport, timeout_s=30)
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
+        start = time.perf_counter()
+        async with moa.Runner() as rt:
+            with pytest.raises(moa.Timeout, match="deadline") as info:
+                await t.run("hi", runner=rt, deadline_s=0.5)
+        assert time.perf_counter() - start < 3
+    assert info.value.calls and info.value.calls[0].error == "cancelled"
