@@ -395,3 +395,15 @@ def test_run_sync_twice_gets_a_client_per_loop(monkeypatch: pytest.MonkeyPatch) 
         runner = moa.Runner()
         assert topo.run_sync("one", runner=runner).output == "fine"
         assert topo.run_sync("two", runner=runner).output == "fine"
+
+
+async def test_concurrent_calls_spread_over_small_pools_within_max_connections() -> None:
+    """Twenty concurrent calls through pools of 4 never open more than max_connections sockets."""
+    async with SimServer(default=SimModel(latency_s=0.05)) as server:
+        m = OpenAIHTTPModel(max_connections=8, shard_size=4)
+        async with _counting_proxy(server.port) as (base, opened):
+            replies = await asyncio.gather(*(m.complete(_request(base)) for _ in range(20)))
+            await m.aclose()
+        assert len(replies) == 20 and all(r.text for r in replies)
+        assert 4 < opened() <= 8
+        assert server.stats.max_in_flight <= 8

@@ -56,7 +56,9 @@ class FunctionModel:
             out = self.fn(request)
             if isinstance(out, BaseException):
                 raise out
-            reply = out if isinstance(out, ModelReply) else ModelReply(out, _usage(request, out), request.model)
+            reply = (
+                out if isinstance(out, ModelReply) else ModelReply(out, _usage(request, out), request.model)
+            )
             if on_token is not None:
                 words = reply.text.split(" ")
                 for i, w in enumerate(words):

@@ -14,354 +14,47 @@ Content-Length, chunked SSE streams): a web framework would cost more than the c
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
 import email.utils
-import hashlib
 import itertools
 import json
 import math
 import random
-import re
-import signal
-import socket
-import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, cast
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from moa.errors import UserError
-
-FAULT_KINDS = ("429", "500", "503", "reset", "malformed", "hang")
-# `malformed` picks one of these two at random; scripts and plans may name them directly.
-_EXTRA_KINDS = ("malformed_json", "no_choices")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
-_REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
-_WRONG_CHOICES = 20  # independent wrong answers agree with probability 1/20
-_MAX_HEAD = 65536
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of one chat message, whether `content` is a string or a list of parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
-
-
-def count_tokens(text: str) -> int:
-    """The simulated token count of a text: its whitespace-separated words."""
-    return len(text.split())
-
-
-def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The server's `prompt_tokens`: words of every message plus 3 per message."""
-    return sum(count_tokens(message_text(m)) + 3 for m in messages)
-
-
-def count_completion_tokens(answer: str) -> int:
-    """The server's `completion_tokens` for an answer: its words, at least 1."""
-    return max(1, count_tokens(answer))
-
-
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text of the last `user` message, or "" when there is none."""
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return message_text(m)
-    return ""
-
-
-@dataclass(frozen=True)
-class SimRequest:
-    """What an answer function sees: the resolved model, the messages, the raw body."""
-
-    model: str
-    messages: Sequence[Mapping[str, Any]]
-    body: Mapping[str, Any]
-    call_index: int
-    """How many times this model answered this last user message before (0 for the first)."""
-
-
-def _default_answer(req: SimRequest) -> str:
-    words = last_user_text(req.messages).split()[:8]
-    return f"answer from {req.model}: {' '.join(words)}"
-
-
-@dataclass(frozen=True)
-class _Accuracy:
-    p: float
-    answers: Mapping[str, str]
-    seed: int
-
-    def __call__(self, req: SimRequest) -> str:
-        text = last_user_text(req.messages)
-        correct = self.answers.get(text, self.answers.get(text.strip()))
-        if correct is None:
-            # Longest key first so "q12" wins over "q1" inside an aggregator's prompt.
-            for key in sorted(self.answers, key=lambda k: (-len(k), k)):
-                if key and key in text:
-                    correct = self.answers[key]
-                    break
-        if correct is None:
-            return _default_answer(req)
-        material = f"{self.seed}\x00{req.model}\x00{text}\x00{req.call_index}".encode()
-        rng = random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
-        if rng.random() < self.p:
-            return correct
-        return _wrong(correct, rng.randint(1, _WRONG_CHOICES))
-
-
-def _wrong(correct: str, k: int) -> str:
-    with contextlib.suppress(ValueError):
-        return str(int(correct) + k)
-    with contextlib.suppress(ValueError):
-        value = float(correct)
-        if math.isfinite(value):
-            return repr(value + k)
-    return f"{correct}-wrong{k}"
-
-
-@dataclass(frozen=True)
-class SimModel:
-    """A simulated model: how long it takes and what it answers."""
-
-    latency_s: float = 0.0
-    """Time to the full answer; a stream spreads it evenly across its chunks."""
-    answer: str | Callable[[SimRequest], str] | None = None
-    """A fixed answer, a function of the request, or None for "answer from <model>: <words>"."""
-    stream_chunk_delay_s: float | None = None
-    """Delay before each streamed chunk; None means latency_s / number of chunks."""
-
-    @classmethod
-    def with_accuracy(
-        cls, p: float, answers: Mapping[str, str], *, seed: int = 0, latency_s: float = 0.0
-    ) -> SimModel:
-        """A model right with probability `p` on the questions of `answers` (question -> answer).
-
-        The question is the last user message (exact match, else the longest key it contains).
-        Draws are reproducible: they depend on (seed, model, message, call index) only.
-        """
-        if not 0.0 <= p <= 1.0:
-            raise UserError(f"SimModel.with_accuracy: p={p} is not within [0, 1]")
-        return cls(latency_s=latency_s, answer=_Accuracy(p, dict(answers), seed))
-
-    def reply(self, req: SimRequest) -> str:
-        """The answer text for one request."""
-        if self.answer is None:
-            return _default_answer(req)
-        return self.answer if isinstance(self.answer, str) else self.answer(req)
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """Random faults: each completion request gets one with probability `rate` (seeded)."""
-
-    rate: float
-    kinds: Sequence[str] = FAULT_KINDS
-    retry_after_s: float | None = 0.2
-    """Retry-After sent with 429; None sends none."""
-    retry_after_http_date: bool = False
-    """Send Retry-After as an HTTP date (whole seconds, rounded up) instead of seconds."""
-    hang_s: float = 3600.0
-    seed: int = 0
-    models: Collection[str] | None = None
-    """Only these models get faults; None means all."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise UserError(f"FaultPlan: rate={self.rate} is not within [0, 1]")
-        unknown = [k for k in self.kinds if k not in FAULT_KINDS + _EXTRA_KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"FaultPlan: kinds {unknown or '[]'} are not among {FAULT_KINDS + _EXTRA_KINDS}")
-
-
-@dataclass
-class SimStats:
-    """Counters of a SimServer; `SimServer.stats` hands out a consistent copy."""
-
-    served: int = 0
-    """200 completions (plain or streamed) written in full."""
-    served_by_model: Counter[str] = field(default_factory=Counter)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    requests: int = 0
-    """Every completion request, including faults and rejected ones."""
-    faults: Counter[str] = field(default_factory=Counter)
-    request_log: list[tuple[float, str, str]] = field(default_factory=list)
-    """(time.monotonic(), model, fault kind or "ok" / "not_found" / "bad_request")."""
-    in_flight: int = 0
-    max_in_flight: int = 0
-    disconnects: int = 0
-    """Requests whose client went away before the reply was complete."""
-
-    def copy(self) -> SimStats:
-        by_model, faults, log = Counter(self.served_by_model), Counter(self.faults), list(self.request_log)
-        return replace(self, served_by_model=by_model, faults=faults, request_log=log)
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    close: bool
-    error: str | None = None
-
-
-class _Conn(asyncio.Protocol):
-    """One client connection: parses requests and runs them one after another."""
-
-    def __init__(self, server: SimServer) -> None:
-        self.server = server
-        self.loop = asyncio.get_running_loop()
-        self.lost: asyncio.Future[None] = self.loop.create_future()
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._pending: deque[_Request] = deque()
-        self._task: asyncio.Task[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # create_server makes stream transports
-        self.server._conns.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server._conns.discard(self)
-        if not self.lost.done():
-            self.lost.set_result(None)
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._drain = self.loop.create_future()
-
-    def resume_writing(self) -> None:
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
-        self._drain = None
-
-    async def drain(self) -> None:
-        if self._drain is not None:
-            await self._drain
-
-    def data_received(self, data: bytes) -> None:
-        self._buf += data
-        while self._parse_one():
-            pass
-        if self._pending and (self._task is None or self._task.done()):
-            self._task = self.loop.create_task(self._run())
-
-    def _parse_one(self) -> bool:
-        end = self._buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._buf) > _MAX_HEAD:
-                self._bad("request head too large")
-            return False
-        lines = bytes(self._buf[:end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        length = headers.get("content-length", "0")
-        if len(parts) != 3 or not length.isdigit() or "transfer-encoding" in headers:
-            self._bad(f"unsupported request head: {lines[0][:80]!r}")
-            return False
-        total = end + 4 + int(length)
-        if len(self._buf) < total:
-            return False
-        body = bytes(self._buf[end + 4 : total])
-        del self._buf[:total]
-        conn = headers.get("connection", "").lower()
-        close = "close" in conn or (parts[2] == "HTTP/1.0" and "keep-alive" not in conn)
-        self._pending.append(_Request(parts[0], parts[1], headers, body, close))
-        return True
-
-    def _bad(self, why: str) -> None:
-        self._buf.clear()
-        self._pending.append(_Request("", "", {}, b"", True, error=why))
-
-    async def _run(self) -> None:
-        while self._pending and not self.lost.done():
-            req = self._pending.popleft()
-            try:
-                await self.server._handle(self, req)
-            except Exception as e:  # an answer function's bug should reach the test as a 500
-                self.respond(500, _error_body(f"sim server: {type(e).__name__}: {e}", "server_error"))
-            if req.close and self.transport is not None:
-                self.transport.close()
-                return
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def respond(
-        self,
-        status: int,
-        body: bytes,
-        *,
-        extra: str = "",
-        close: bool = False,
-        ctype: str = "application/json",
-    ) -> None:
-        head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
-        )
-        self.write(head.encode("latin-1") + body)
-
-    async def wait_lost(self, delay: float) -> bool:
-        """Sleep `delay`; True (early) when the client went away meanwhile."""
-        if self.lost.done():
-            return True
-        if delay <= 0:
-            return False
-        done, _ = await asyncio.wait((self.lost,), timeout=delay)
-        return bool(done)
-
-    def reset(self) -> None:
-        """Close with a TCP RST rather than a FIN, as a crashed proxy would."""
-        if self.transport is None:
-            return
-        sock = self.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.transport.abort()
-
-
-def _short(model: str) -> str:
-    """The model name without a `provider/` prefix, as litellm sends it."""
-    return model.split("/", 1)[1] if "/" in model else model
-
-
-def _error_body(message: str, type_: str, code: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
-
-
-def _pieces(answer: str) -> list[str]:
-    # Split before each word that follows whitespace, so the deltas concatenate back exactly.
-    return re.split(r"(?<=\s)(?=\S)", answer) or [""]
-
-
-_SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+from moa.testing.http11 import _SSE_HEAD, _chunk, _Conn, _error_body, _pieces, _Request, _short
+from moa.testing.sim import (
+    _EXTRA_KINDS,
+    FAULT_KINDS,
+    FaultPlan,
+    SimModel,
+    SimRequest,
+    SimStats,
+    count_completion_tokens,
+    count_prompt_tokens,
+    count_tokens,
+    last_user_text,
+    message_text,
 )
 
-
-def _chunk(obj: Any) -> bytes:
-    data = b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
-    return b"%x\r\n%s\r\n" % (len(data), data)
+__all__ = [
+    "FAULT_KINDS",
+    "FaultPlan",
+    "SimModel",
+    "SimRequest",
+    "SimServer",
+    "SimStats",
+    "count_completion_tokens",
+    "count_prompt_tokens",
+    "count_tokens",
+    "last_user_text",
+    "message_text",
+]
 
 
 class SimServer:
@@ -692,70 +385,10 @@ class SimServer:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run a SimServer in the foreground; prints its base URL on one line, stops on SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m moa.testing.server", description=main.__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="time to the full answer")
-    parser.add_argument(
-        "--fault-rate", type=float, default=0.0, help="share of requests given a random fault"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--self-check", action="store_true", help="measure calls/s with raw httpx, then exit")
-    args = parser.parse_args(argv)
-    if args.self_check:
-        asyncio.run(_self_check())
-        return
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    """Run a SimServer in the foreground (``python -m moa.testing.server``)."""
+    from moa.testing.sim_cli import main as run
 
-
-async def _serve(args: argparse.Namespace) -> None:
-    faults = FaultPlan(args.fault_rate, seed=args.seed) if args.fault_rate > 0 else None
-    default = SimModel(latency_s=args.latency_ms / 1000.0)
-    async with SimServer(default=default, faults=faults, host=args.host, port=args.port) as srv:
-        print(srv.base_url, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-
-
-async def _self_check(calls: int = 6000, concurrent: int = 256, clients: int = 32) -> None:
-    """256 concurrent zero-latency posts against a server in a subprocess; prints calls/s.
-
-    Spread over several httpx clients: one httpx pool scans all its connections for every
-    request, so a single 256-connection client measures httpx rather than this server.
-    """
-    import subprocess
-    import sys
-
-    import httpx
-
-    proc = subprocess.Popen([sys.executable, "-m", "moa.testing.server"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        per = httpx.Limits(max_connections=concurrent // clients)
-        pool = [httpx.AsyncClient(base_url=url, limits=per) for _ in range(clients)]
-        gate = asyncio.Semaphore(concurrent)
-        body = {"model": "m", "messages": [{"role": "user", "content": "hello world"}]}
-
-        async def one(i: int) -> None:
-            async with gate:
-                (await pool[i % clients].post("/chat/completions", json=body)).raise_for_status()
-
-        await asyncio.gather(*(one(i) for i in range(concurrent)))
-        start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(calls)))
-        rate = calls / (time.perf_counter() - start)
-        await asyncio.gather(*(c.aclose() for c in pool))
-        print(f"{rate:.0f} calls/s ({calls} posts, {concurrent} concurrent, {clients} httpx clients)")
-    finally:
-        proc.terminate()
-        proc.wait()
+    run(argv)
 
 
 if __name__ == "__main__":

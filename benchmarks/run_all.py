@@ -1,0 +1,56 @@
+"""Run every benchmark in turn and print their tables (markdown, ready for docs/performance.md).
+
+    python benchmarks/run_all.py            # the full set (about 5 minutes on 2 cores)
+    python benchmarks/run_all.py --quick    # fewer calls, rounds and items: a smoke run
+
+Exit status 1 when any target is missed (each script prints which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+
+from _common import ROOT, child_env
+
+FULL = {
+    "critical_path.py": [],
+    "throughput.py": [],
+    "experiment_scale.py": [],
+    "startup.py": [],
+}
+QUICK = {
+    "critical_path.py": ["--runs", "3"],
+    "throughput.py": ["--rounds", "1", "--calls", "500", "--litellm-calls", "150"],
+    "experiment_scale.py": ["--items", "1000"],
+    "startup.py": ["--runs", "3", "--litellm-runs", "1"],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    print(f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+          f"{_cores()} cores\n")  # fmt: skip
+    failed = []
+    for script, extra in (QUICK if args.quick else FULL).items():
+        p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *extra], env=child_env())
+        print()
+        if p.returncode != 0:
+            failed.append(script)
+    if failed:
+        print(f"targets missed in: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""``python -m moa.testing.server``: the loopback server in the foreground, and a throughput self-check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Sequence
+
+from moa.testing.server import SimServer
+from moa.testing.sim import (
+    FaultPlan,
+    SimModel,
+)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run a SimServer in the foreground; prints its base URL on one line, stops on SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m moa.testing.server", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="time to the full answer")
+    parser.add_argument(
+        "--fault-rate", type=float, default=0.0, help="share of requests given a random fault"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--self-check", action="store_true", help="measure calls/s with raw httpx, then exit")
+    args = parser.parse_args(argv)
+    if args.self_check:
+        asyncio.run(_self_check())
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    faults = FaultPlan(args.fault_rate, seed=args.seed) if args.fault_rate > 0 else None
+    default = SimModel(latency_s=args.latency_ms / 1000.0)
+    async with SimServer(default=default, faults=faults, host=args.host, port=args.port) as srv:
+        print(srv.base_url, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+async def _self_check(calls: int = 6000, concurrent: int = 256, clients: int = 32) -> None:
+    """256 concurrent zero-latency posts against a server in a subprocess; prints calls/s.
+
+    Spread over several httpx clients: one httpx pool scans all its connections for every
+    request, so a single 256-connection client measures httpx rather than this server.
+    """
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "moa.testing.server"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        per = httpx.Limits(max_connections=concurrent // clients)
+        pool = [httpx.AsyncClient(base_url=url, limits=per) for _ in range(clients)]
+        gate = asyncio.Semaphore(concurrent)
+        body = {"model": "m", "messages": [{"role": "user", "content": "hello world"}]}
+
+        async def one(i: int) -> None:
+            async with gate:
+                (await pool[i % clients].post("/chat/completions", json=body)).raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(concurrent)))
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(calls)))
+        rate = calls / (time.perf_counter() - start)
+        await asyncio.gather(*(c.aclose() for c in pool))
+        print(f"{rate:.0f} calls/s ({calls} posts, {concurrent} concurrent, {clients} httpx clients)")
+    finally:
+        proc.terminate()
+        proc.wait()
