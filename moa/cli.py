@@ -128,6 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         if not args.stream:
             print(result.output)
+        sys.stdout.flush()  # the answer first, then the account, even when stdout is a pipe
         print(_summary_line(result), file=sys.stderr)
     return 0
 

@@ -20,6 +20,7 @@ import asyncio
 import concurrent.futures
 import functools
 import importlib.util
+import logging
 import os
 import secrets
 import threading
@@ -255,6 +256,9 @@ class LocalModel:
                     )
                 except (ValueError, RuntimeError) as e:
                     raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
+                # Llama(verbose=False) still lets llama.cpp's ERROR logs through its log callback to
+                # stderr; moa reports failures as exceptions instead.
+                logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
                 self._formatter = _template_formatter(llama)
                 self._llama = llama
         return self._llama
