@@ -44,9 +44,15 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         summary = exp.run()
     except KeyboardInterrupt:
-        print(f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume", file=sys.stderr)
+        print(
+            f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume",
+            file=sys.stderr,
+        )
         return 130
-    print(f"moa: reports written to {exp.out}/ (report.md, report.html, summary.json, results.jsonl)", file=sys.stderr)
+    print(
+        f"moa: reports written to {exp.out}/ (report.md, report.html, summary.json, results.jsonl)",
+        file=sys.stderr,
+    )
     return 0 if summary.complete else 1
 
 

@@ -16,7 +16,15 @@ from moa.experiment.summary import SetupSummary, Summary
 
 __all__ = ["format_table", "markdown_report", "pareto_png", "print_table", "write_outputs"]
 
-HEADERS = ["Setup", "cost × single", "quality Δ [95% CI]", "latency ×", "$ per correct answer", "quality", "p (Holm)"]
+HEADERS = [
+    "Setup",
+    "cost × single",
+    "quality Δ [95% CI]",
+    "latency ×",
+    "$ per correct answer",
+    "quality",
+    "p (Holm)",
+]
 
 
 def _x(v: float | None) -> str:
@@ -51,7 +59,17 @@ def table_rows(summary: Summary) -> list[list[str]]:
     for s in summary.setups:
         name = s.name + (" *" if s.pareto else "")
         quality = "—" if s.quality is None else f"{s.quality:.3f}"
-        rows.append([name, _x(s.cost_ratio), _delta(s), _x(s.latency_ratio), _usd(s.cost_per_correct_usd), quality, _p(s)])
+        rows.append(
+            [
+                name,
+                _x(s.cost_ratio),
+                _delta(s),
+                _x(s.latency_ratio),
+                _usd(s.cost_per_correct_usd),
+                quality,
+                _p(s),
+            ]
+        )
     return rows
 
 
@@ -101,17 +119,40 @@ def _f(v: float | None, fmt: str = ".3f") -> str:
 
 
 DETAIL_HEADERS = [
-    "Setup", "n", "quality", "quality 95% CI", "test", "cost USD", "tokens", "tokens ×", "latency p50 s",
-    "latency p95 s", "p95 ×", "calls/item", "errors", "items for 80% power",
+    "Setup",
+    "n",
+    "quality",
+    "quality 95% CI",
+    "test",
+    "cost USD",
+    "tokens",
+    "tokens ×",
+    "latency p50 s",
+    "latency p95 s",
+    "p95 ×",
+    "calls/item",
+    "errors",
+    "items for 80% power",
 ]
 
 
 def _detail_rows(summary: Summary) -> list[list[str]]:
     return [
         [
-            s.name, str(s.n), _f(s.quality), _ci(s.quality_ci95), s.test or "—", f"{s.cost_usd:.6f}", str(s.tokens),
-            _x(s.token_ratio), _f(s.latency_p50_s), _f(s.latency_p95_s), _x(s.latency_p95_ratio),
-            _f(s.calls_per_item, ".2f"), str(s.errors), "—" if s.power_n is None else str(s.power_n),
+            s.name,
+            str(s.n),
+            _f(s.quality),
+            _ci(s.quality_ci95),
+            s.test or "—",
+            f"{s.cost_usd:.6f}",
+            str(s.tokens),
+            _x(s.token_ratio),
+            _f(s.latency_p50_s),
+            _f(s.latency_p95_s),
+            _x(s.latency_p95_ratio),
+            _f(s.calls_per_item, ".2f"),
+            str(s.errors),
+            "—" if s.power_n is None else str(s.power_n),
         ]
         for s in summary.setups
     ]
@@ -179,11 +220,16 @@ def html_report(summary: Summary, png: bytes | None) -> str:
     errs = [(s.name, e) for s in summary.setups for e in s.error_examples]
     if errs:
         parts.append("<h2>Errors</h2><ul>")
-        parts += [f"<li><code>{html.escape(n)}</code> ×{e['count']}: {html.escape(str(e['error']))}</li>" for n, e in errs]
+        parts += [
+            f"<li><code>{html.escape(n)}</code> ×{e['count']}: {html.escape(str(e['error']))}</li>"
+            for n, e in errs
+        ]
         parts.append("</ul>")
     if png is not None:
         data = base64.b64encode(png).decode()
-        parts.append(f"<h2>Cost and quality</h2><img alt='cost ratio vs quality' src='data:image/png;base64,{data}'>")
+        parts.append(
+            f"<h2>Cost and quality</h2><img alt='cost ratio vs quality' src='data:image/png;base64,{data}'>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -209,12 +255,27 @@ def pareto_png(summary: Summary, path: Path) -> str | None:
             lo, hi = s.quality_ci95 or [q, q]
             color = "tab:red" if s.pareto else "tab:gray"
             marker = "*" if s.is_baseline else "o"
-            ax.errorbar([x], [q], yerr=[[q - lo], [hi - q]], fmt=marker, color=color, capsize=3,
-                        markersize=12 if s.is_baseline else 7)
-            ax.annotate(s.name + (" (baseline)" if s.is_baseline else ""), (x, q), textcoords="offset points",
-                        xytext=(6, 4), fontsize=8)
-        front = sorted(((s.cost_ratio if use_ratio else s.cost_per_item_usd) or 0.0, s.quality or 0.0)
-                        for s in points if s.pareto)
+            ax.errorbar(
+                [x],
+                [q],
+                yerr=[[q - lo], [hi - q]],
+                fmt=marker,
+                color=color,
+                capsize=3,
+                markersize=12 if s.is_baseline else 7,
+            )
+            ax.annotate(
+                s.name + (" (baseline)" if s.is_baseline else ""),
+                (x, q),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=8,
+            )
+        front = sorted(
+            ((s.cost_ratio if use_ratio else s.cost_per_item_usd) or 0.0, s.quality or 0.0)
+            for s in points
+            if s.pareto
+        )
         if len(front) > 1:
             ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", linewidth=1)
         ax.set_xlabel("cost × baseline" if use_ratio else "cost per item (USD)")
@@ -239,9 +300,16 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
                     continue
                 score = 0.0 if r.error is not None else r.score
                 row = {
-                    "setup": r.setup, "item_id": r.item_id, "answer": r.answer, "score": score,
-                    "score_detail": r.detail, "cost_usd": r.cost_usd, "latency_s": r.latency_s,
-                    "tokens": r.tokens, "calls": r.n_calls, "error": r.error,
+                    "setup": r.setup,
+                    "item_id": r.item_id,
+                    "answer": r.answer,
+                    "score": score,
+                    "score_detail": r.detail,
+                    "cost_usd": r.cost_usd,
+                    "latency_s": r.latency_s,
+                    "tokens": r.tokens,
+                    "calls": r.n_calls,
+                    "error": r.error,
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
@@ -257,6 +325,8 @@ def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str,
     png = png_path.read_bytes() if note is None and png_path.exists() else None
     write_results(store, manifest, out / "results.jsonl")
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8")
+    (out / "report.md").write_text(
+        markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8"
+    )
     (out / "report.html").write_text(html_report(summary, png), encoding="utf-8")
     return added

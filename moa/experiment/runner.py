@@ -87,7 +87,9 @@ class Experiment:
                 raise UserError(f"unknown experiment field(s): {', '.join(unknown)}")
             spec = ExperimentSpec.model_validate({**spec.model_dump(), **changes})
         folder = Path(out) if out is not None else Path("moa-results") / spec.name
-        return cls(spec, out=folder, runner=runner, base_dir=p.parent, source=str(p), progress=progress, echo=echo)
+        return cls(
+            spec, out=folder, runner=runner, base_dir=p.parent, source=str(p), progress=progress, echo=echo
+        )
 
     def run(self) -> Summary:
         """Run (or resume) the experiment and return its summary (a fresh event loop)."""
@@ -128,7 +130,9 @@ class Experiment:
             items = {i.id: i for i in dataset.items}
             # judge calls are cached in their own scope and charged to the experiment's budget
             judge_runner = _scoped_runner(base_runner, StoreCache(store, f"judge:{ev_id}"), budget)
-            scoring = await score_all(store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner)
+            scoring = await score_all(
+                store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner
+            )
             summary = summary_from_store(store, manifest)
             summary.notes[:0] = notes + [f"{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows]
             if scoring.failures:
@@ -156,7 +160,10 @@ class Experiment:
         if self.base_dir is not None and not path.is_absolute():
             path = self.base_dir / path
         return load_dataset(
-            path, format=spec.dataset_format, on_bad_row=spec.on_bad_row, limit=spec.limit,
+            path,
+            format=spec.dataset_format,
+            on_bad_row=spec.on_bad_row,
+            limit=spec.limit,
             categories=spec.categories,
         )
 
@@ -171,10 +178,14 @@ class Experiment:
         bar: Progress,
     ) -> None:
         spec = self.spec
-        runners = {s.name: _scoped_runner(base_runner, StoreCache(store, f"{s.name}:{s.hash}")) for s in setups}
+        runners = {
+            s.name: _scoped_runner(base_runner, StoreCache(store, f"{s.name}:{s.hash}")) for s in setups
+        }
         done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
         hashes = [input_hash(i.input) for i in items]
-        todo = sum(1 for i, h in zip(items, hashes, strict=True) for s in setups if (i.id, h) not in done[s.name])
+        todo = sum(
+            1 for i, h in zip(items, hashes, strict=True) for s in setups if (i.id, h) not in done[s.name]
+        )
         bar.start("runs", todo, store.spent_usd())
         tasks: set[asyncio.Task[None]] = set()
         fatal: list[BaseException] = []
@@ -311,13 +322,18 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
     """The summary of the manifest's setups and items, from stored runs and scores only."""
     ev_id = manifest["evaluator_id"]
     rows = [
-        (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id)) for s in manifest["setups"]
+        (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id))
+        for s in manifest["setups"]
     ]
     judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
     return summarize(
-        experiment=manifest["experiment"], evaluator=manifest["evaluator"], setups=rows,
-        item_ids=manifest["item_ids"], categories=store.item_categories(),
-        rounds=int(manifest.get("bootstrap_rounds", 2000)), seed=int(manifest.get("seed", 0)),
+        experiment=manifest["experiment"],
+        evaluator=manifest["evaluator"],
+        setups=rows,
+        item_ids=manifest["item_ids"],
+        categories=store.item_categories(),
+        rounds=int(manifest.get("bootstrap_rounds", 2000)),
+        seed=int(manifest.get("seed", 0)),
         judge_costs=judge,
     )
 
@@ -337,16 +353,21 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
         # a custom or pairwise evaluator is not rebuilt here: its stored scores are used as they are
         if evaluator is not None and not isinstance(evaluator, PairwiseEvaluator):
             # topologies are not needed to score stored answers: the hashes identify the runs
-            setups = [_Setup(s["name"], None, s["source"], s["hash"], s["is_baseline"]) for s in manifest["setups"]]  # type: ignore[arg-type]
+            no_topology: Any = None
+            setups = [
+                _Setup(s["name"], no_topology, s["source"], s["hash"], s["is_baseline"])
+                for s in manifest["setups"]
+            ]
 
             def item(item_id: str) -> Item | None:
                 data = store.item_data(item_id)
                 return None if data is None else Item.model_validate(data)
 
-            await score_all(store, setups, evaluator, manifest["evaluator_id"], item, asyncio.Semaphore(concurrency))
+            await score_all(
+                store, setups, evaluator, manifest["evaluator_id"], item, asyncio.Semaphore(concurrency)
+            )
         summary = summary_from_store(store, manifest)
         write_outputs(Path(out), summary, store, manifest)
     finally:
         store.close()
     return summary
-

@@ -46,7 +46,9 @@ class PairwiseEvaluator(Protocol):
 
     name: str
 
-    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore: ...
+    async def score_pair(
+        self, item: Item, answer: str, baseline_answer: str, *, runner: Runner
+    ) -> PairScore: ...
 
 
 def is_pairwise(evaluator: object) -> bool:
@@ -97,14 +99,25 @@ async def score_all(
                         report.waiting += 1
                         return
                     if base.error is not None:
-                        store.put_score(row.run_id, evaluator_id, 1.0, "the baseline failed on this item",
-                                        baseline_run_id=base.run_id)
+                        store.put_score(
+                            row.run_id,
+                            evaluator_id,
+                            1.0,
+                            "the baseline failed on this item",
+                            baseline_run_id=base.run_id,
+                        )
                     else:
                         if judge_runner is None:
                             raise RuntimeError("a pairwise evaluator needs a judge runner")
                         res = await evaluator.score_pair(it, answer, base.answer or "", runner=judge_runner)
-                        store.put_score(row.run_id, evaluator_id, res.score.value, res.score.detail,
-                                        baseline_run_id=base.run_id, judgments=res.judgments)
+                        store.put_score(
+                            row.run_id,
+                            evaluator_id,
+                            res.score.value,
+                            res.score.detail,
+                            baseline_run_id=base.run_id,
+                            judgments=res.judgments,
+                        )
             else:
                 s = await evaluator.score(it, answer)
                 store.put_score(row.run_id, evaluator_id, s.value, s.detail)

@@ -39,7 +39,9 @@ class SetupEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    topology: str = Field(..., min_length=1, description="A topology file (relative to the experiment file) or a preset.")
+    topology: str = Field(
+        ..., min_length=1, description="A topology file (relative to the experiment file) or a preset."
+    )
     name: str | None = Field(None, min_length=1, description="The name shown in the report.")
 
 
@@ -52,18 +54,31 @@ class ExperimentSpec(BaseModel):
     description: str = ""
     dataset: str = Field(..., min_length=1, description="JSONL or CSV file, relative to the experiment file.")
     dataset_format: DatasetFormat = Field("auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench.")
-    on_bad_row: Literal["skip", "fail"] = Field("fail", description="A bad dataset row stops the experiment or is skipped (and reported).")
-    evaluator: str | dict[str, Any] = Field(..., description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}`.")
+    on_bad_row: Literal["skip", "fail"] = Field(
+        "fail", description="A bad dataset row stops the experiment or is skipped (and reported)."
+    )
+    evaluator: str | dict[str, Any] = Field(
+        ..., description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}`."
+    )
     baseline: str | SetupEntry = Field(..., description="The reference setup, normally a single model.")
     setups: list[str | SetupEntry] = Field(..., min_length=1, description="Topology files or preset names.")
-    concurrency: int = Field(8, ge=1, le=4096, description="Runs (and scorings) in flight at once, all setups together.")
+    concurrency: int = Field(
+        8, ge=1, le=4096, description="Runs (and scorings) in flight at once, all setups together."
+    )
     limit: int | None = Field(None, ge=1, description="Use only the first N items.")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
     bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples per interval.")
-    budget_usd: float | None = Field(None, ge=0, description="A hard cap on the whole experiment's spend (resumes count what was spent).")
-    categories: list[str] | None = Field(None, min_length=1, description="Use only items of these categories.")
+    budget_usd: float | None = Field(
+        None, ge=0, description="A hard cap on the whole experiment's spend (resumes count what was spent)."
+    )
+    categories: list[str] | None = Field(
+        None, min_length=1, description="Use only items of these categories."
+    )
     deadline_s: float | None = Field(None, gt=0, description="Time limit of one run (one setup on one item).")
-    retry_errors: bool = Field(True, description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).")
+    retry_errors: bool = Field(
+        True,
+        description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).",
+    )
 
     @field_validator("evaluator")
     @classmethod
@@ -98,7 +113,9 @@ def load_spec(path: str | Path) -> ExperimentSpec:
         raise UserError(f"{p}: no such experiment file")
     data = read_document(p)
     if not isinstance(data, Mapping):
-        raise TopologyError([f"expected a mapping at the top level, got {type(data).__name__}"], source=str(p))
+        raise TopologyError(
+            [f"expected a mapping at the top level, got {type(data).__name__}"], source=str(p)
+        )
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as err:

@@ -114,12 +114,27 @@ class JudgmentRow:
         return sum(c.cost_usd for c in self.calls)
 
 
-def _call_rows(calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None) -> Iterator[tuple[Any, ...]]:
+def _call_rows(
+    calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None
+) -> Iterator[tuple[Any, ...]]:
     for seq, c in enumerate(calls):
         yield (
-            run_id, judgment_id, seq, c.node, c.model, c.requested_model or c.model,
-            c.usage.prompt_tokens, c.usage.completion_tokens, c.cost_usd, c.latency_s, c.attempts,
-            c.error, c.started_s, int(c.priced), int(c.local), int(c.cached),
+            run_id,
+            judgment_id,
+            seq,
+            c.node,
+            c.model,
+            c.requested_model or c.model,
+            c.usage.prompt_tokens,
+            c.usage.completion_tokens,
+            c.cost_usd,
+            c.latency_s,
+            c.attempts,
+            c.error,
+            c.started_s,
+            int(c.priced),
+            int(c.local),
+            int(c.cached),
         )
 
 
@@ -221,7 +236,11 @@ class Store:
         calls = result.calls if result is not None else (error.calls if error is not None else [])
         usage = sum((c.usage for c in calls), Usage())
         cost = result.cost_usd if result is not None else sum(c.cost_usd for c in calls)
-        latency = result.latency_s if result is not None else max((c.started_s + c.latency_s for c in calls), default=0.0)
+        latency = (
+            result.latency_s
+            if result is not None
+            else max((c.started_s + c.latency_s for c in calls), default=0.0)
+        )
         with self.conn:
             self._delete_run(setup, topo_hash, item_id, in_hash)
             cur = self.conn.execute(
@@ -229,12 +248,20 @@ class Store:
                 "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    setup, topo_hash, item_id, in_hash,
+                    setup,
+                    topo_hash,
+                    item_id,
+                    in_hash,
                     result.output if result is not None else None,
                     str(error) if error is not None else None,
                     type(error).__name__ if error is not None else None,
-                    cost, latency, result.critical_path_s if result is not None else 0.0,
-                    usage.prompt_tokens, usage.completion_tokens, len(calls), time.time(),
+                    cost,
+                    latency,
+                    result.critical_path_s if result is not None else 0.0,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    len(calls),
+                    time.time(),
                 ),
             )
             run_id = int(cur.lastrowid or 0)
@@ -249,7 +276,12 @@ class Store:
         if row is None:
             return
         rid = row[0]
-        jids = [j for (j,) in self.conn.execute("SELECT judgment_id FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))]
+        jids = [
+            j
+            for (j,) in self.conn.execute(
+                "SELECT judgment_id FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid)
+            )
+        ]
         self.conn.executemany("DELETE FROM calls WHERE judgment_id=?", [(j,) for j in jids])
         self.conn.execute("DELETE FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))
         self.conn.execute("DELETE FROM calls WHERE run_id=?", (rid,))
@@ -261,7 +293,9 @@ class Store:
         without the answer text (the summary needs numbers only)."""
         return {r.item_id: r for r in self.iter_runs(setup, topo_hash, evaluator, answers=False)}
 
-    def iter_runs(self, setup: str, topo_hash: str, evaluator: str, *, answers: bool = True) -> Iterator[RunRow]:
+    def iter_runs(
+        self, setup: str, topo_hash: str, evaluator: str, *, answers: bool = True
+    ) -> Iterator[RunRow]:
         """The setup's stored runs in the order they finished, with scores, read lazily."""
         cols = _RUN_COLUMNS if answers else _RUN_COLUMNS.replace("r.answer", "NULL")
         sql = (
@@ -307,7 +341,17 @@ class Store:
             cur = self.conn.execute(
                 "INSERT OR REPLACE INTO judgments(evaluator_id, run_id, baseline_run_id, position, verdict, value, "
                 "detail, error, cost_usd) VALUES (?,?,?,?,?,?,?,?,?)",
-                (evaluator, run_id, baseline_run_id, j.position, j.verdict, j.value, j.detail, j.error, j.cost_usd),
+                (
+                    evaluator,
+                    run_id,
+                    baseline_run_id,
+                    j.position,
+                    j.verdict,
+                    j.value,
+                    j.detail,
+                    j.error,
+                    j.cost_usd,
+                ),
             )
             self.conn.executemany(_INSERT_CALL, _call_rows(j.calls, None, int(cur.lastrowid or 0)))
         if commit:
@@ -317,7 +361,9 @@ class Store:
         """Forget scores (all, or one evaluator's) so the next run scores again from stored answers."""
         with self.conn:
             where, args = ("WHERE evaluator_id=?", (evaluator,)) if evaluator else ("", ())
-            self.conn.execute(f"DELETE FROM calls WHERE judgment_id IN (SELECT judgment_id FROM judgments {where})", args)
+            self.conn.execute(
+                f"DELETE FROM calls WHERE judgment_id IN (SELECT judgment_id FROM judgments {where})", args
+            )
             self.conn.execute(f"DELETE FROM judgments {where}", args)
             self.conn.execute(f"DELETE FROM scores {where}", args)
 
@@ -343,9 +389,18 @@ class Store:
         )
         return [
             CallRecord(
-                node=r[0], model=r[1], requested_model=r[2], usage=Usage(r[3], r[4]), cost_usd=r[5],
-                latency_s=r[6], attempts=r[7], error=r[8], started_s=r[9], priced=bool(r[10]),
-                local=bool(r[11]), cached=bool(r[12]),
+                node=r[0],
+                model=r[1],
+                requested_model=r[2],
+                usage=Usage(r[3], r[4]),
+                cost_usd=r[5],
+                latency_s=r[6],
+                attempts=r[7],
+                error=r[8],
+                started_s=r[9],
+                priced=bool(r[10]),
+                local=bool(r[11]),
+                cached=bool(r[12]),
             )
             for r in rows
         ]
@@ -374,8 +429,16 @@ class Store:
         self.conn.execute(
             "INSERT OR REPLACE INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, "
             "completion_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?)",
-            (key, r.text, value.model, r.model, r.finish_reason, r.usage.prompt_tokens,
-             r.usage.completion_tokens, value.cost_usd),
+            (
+                key,
+                r.text,
+                value.model,
+                r.model,
+                r.finish_reason,
+                r.usage.prompt_tokens,
+                r.usage.completion_tokens,
+                value.cost_usd,
+            ),
         )
 
 

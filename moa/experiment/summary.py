@@ -215,12 +215,18 @@ def summarize(
         s.pareto = on
     _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     summary = Summary(
-        experiment=experiment, baseline=base_name, evaluator=dict(evaluator), n_items=len(item_ids), setups=out,
+        experiment=experiment,
+        baseline=base_name,
+        evaluator=dict(evaluator),
+        n_items=len(item_ids),
+        setups=out,
     )
     missing = sum(s.missing for s in out)
     if missing:
         summary.complete = False
-        summary.notes.append(f"{missing} (setup, item) pairs have not been run yet: re-run with the same --out to finish")
+        summary.notes.append(
+            f"{missing} (setup, item) pairs have not been run yet: re-run with the same --out to finish"
+        )
     problem = baseline_problem(summary)
     if problem:
         summary.notes.append(problem)
@@ -259,5 +265,7 @@ def baseline_problem(summary: Summary) -> str | None:
         return f"baseline `{base.name}` has no quality: none of its runs is stored"
     if base.errors == base.n:
         first = base.error_examples[0]["error"] if base.error_examples else "unknown error"
-        return f"baseline `{base.name}` has no quality: all {base.n} of its runs failed (first error: {first})"
+        return (
+            f"baseline `{base.name}` has no quality: all {base.n} of its runs failed (first error: {first})"
+        )
     return None

@@ -35,7 +35,9 @@ class Accuracy:
         return correct if u < self.p else WRONG
 
 
-def sim(p: float, answers: dict[str, str], seed: int = 0, latency_s: float = 0.0) -> tuple[SimModel, Accuracy]:
+def sim(
+    p: float, answers: dict[str, str], seed: int = 0, latency_s: float = 0.0
+) -> tuple[SimModel, Accuracy]:
     acc = Accuracy(p, answers, seed)
     return SimModel(latency_s=latency_s, answer=acc), acc
 

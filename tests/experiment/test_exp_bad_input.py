@@ -18,9 +18,13 @@ SINGLE = "name: single\nkind: single\nagent: a\nagents:\n  a: {model: sim/a, ret
 def _write(tmp: Path, *, data: bytes | None = None, exp: str | None = None, setup: str = SINGLE) -> Path:
     (tmp / "single.yaml").write_text(SINGLE)
     (tmp / "other.yaml").write_text(setup.replace("name: single", "name: other"))
-    rows = b"".join(json.dumps({"id": str(i), "input": f"q{i}", "target": "x"}).encode() + b"\n" for i in range(3))
+    rows = b"".join(
+        json.dumps({"id": str(i), "input": f"q{i}", "target": "x"}).encode() + b"\n" for i in range(3)
+    )
     (tmp / "data.jsonl").write_bytes(rows if data is None else data)
-    text = exp or "name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n"
+    text = (
+        exp or "name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n"
+    )
     (tmp / "exp.yaml").write_text(text)
     return tmp / "exp.yaml"
 
@@ -32,7 +36,10 @@ def _run(path: Path, tmp: Path, fn: object = lambda r: "x") -> None:
 
 def test_missing_dataset_file(tmp_path: Path) -> None:
     """A dataset path that does not exist names the file."""
-    exp = _write(tmp_path, exp="name: t\ndataset: nope.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n")
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: nope.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
     with pytest.raises(DatasetError, match=r"nope\.jsonl: dataset file not found"):
         _run(exp, tmp_path)
 
@@ -53,8 +60,13 @@ def test_non_utf8_bytes(tmp_path: Path) -> None:
 
 def test_unknown_evaluator(tmp_path: Path) -> None:
     """An unknown evaluator names the experiment file and the known ones."""
-    exp = _write(tmp_path, exp="name: t\ndataset: data.jsonl\nevaluator: telepathy\nbaseline: single.yaml\nsetups: [other.yaml]\n")
-    with pytest.raises(UserError, match=r"exp\.yaml: evaluator: unknown evaluator `telepathy`; known: .*exact"):
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: data.jsonl\nevaluator: telepathy\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
+    with pytest.raises(
+        UserError, match=r"exp\.yaml: evaluator: unknown evaluator `telepathy`; known: .*exact"
+    ):
         _run(exp, tmp_path)
 
 
@@ -68,7 +80,10 @@ def test_setup_failing_validation_names_its_file(tmp_path: Path) -> None:
 
 def test_unknown_field_in_experiment_file(tmp_path: Path) -> None:
     """A misspelt experiment field is one line naming the file and the field."""
-    exp = _write(tmp_path, exp="name: t\ndataset: d.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [a]\nconcurency: 3\n")
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: d.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [a]\nconcurency: 3\n",
+    )
     with pytest.raises(TopologyError) as info:
         _run(exp, tmp_path)
     assert str(info.value) == f"{exp}: concurency: unknown field"
@@ -76,7 +91,10 @@ def test_unknown_field_in_experiment_file(tmp_path: Path) -> None:
 
 def test_unknown_preset_names_the_setup(tmp_path: Path) -> None:
     """A setup that is neither a file nor a preset says which entry."""
-    exp = _write(tmp_path, exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [no-such-preset]\n")
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [no-such-preset]\n",
+    )
     with pytest.raises(UserError, match=r"setups\[0\]: unknown topology `no-such-preset`"):
         _run(exp, tmp_path)
 
@@ -100,7 +118,10 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
     """`moa compare` on a missing dataset exits 2 with one line on stderr."""
     from moa.cli import main
 
-    exp = _write(tmp_path, exp="name: t\ndataset: gone.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n")
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: gone.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
     code = main(["compare", str(exp), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.jsonl" in err

@@ -63,7 +63,18 @@ def test_resume_after_sigkill_sends_nothing_for_finished_pairs(tmp_path: Path) -
     single, acc_single = sim(0.7, answers_of(rows), latency_s=0.03)
     maj, acc_maj = sim(0.7, answers_of(rows), latency_s=0.03)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "moa", "compare", "", "--out", str(out), "--no-progress", "--concurrency", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "moa",
+        "compare",
+        "",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--concurrency",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with SimServer({"single-m": single, "maj-m": maj}) as srv:
         exp = write_experiment(tmp_path / "e", srv.base_url, rows)
@@ -104,7 +115,9 @@ def test_changing_the_evaluator_rescores_without_requests(tmp_path: Path) -> Non
         exp = write_experiment(tmp_path / "e", srv.base_url, rows)
         first = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         served = srv.stats.served
-        text = exp.read_text().replace('evaluator: "exact"', 'evaluator: {"name": "regex", "pattern": "^wrong$"}')
+        text = exp.read_text().replace(
+            'evaluator: "exact"', 'evaluator: {"name": "regex", "pattern": "^wrong$"}'
+        )
         exp.write_text(text)
         second = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         assert srv.stats.served == served

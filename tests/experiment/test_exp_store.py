@@ -21,17 +21,21 @@ from moa.testing import FunctionModel
 
 
 def _topo(name: str, model: str, samples: int = 1) -> str:
-    price = "pricing: {input_per_mtok: 1000, output_per_mtok: 1000}"
+    price = "max_tokens: 5, pricing: {input_per_mtok: 100, output_per_mtok: 100}"
     if samples == 1:
         return f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: {model}, {price}}}\n"
-    return (f"name: {name}\nkind: self_moa\nagent: a\nsamples: {samples}\nreduce: majority\n"
-            f"agents:\n  a: {{model: {model}, {price}}}\n")
+    return (
+        f"name: {name}\nkind: self_moa\nagent: a\nsamples: {samples}\nreduce: majority\n"
+        f"agents:\n  a: {{model: {model}, temperature: 0.7, {price}}}\n"
+    )
 
 
 def _exp(tmp: Path, n: int = 20, extra: str = "", concurrency: int = 2) -> Path:
     (tmp / "base.yaml").write_text(_topo("base", "sim/base"))
     (tmp / "trio.yaml").write_text(_topo("trio", "sim/trio", 3))
-    rows = [{"id": f"i{k}", "input": f"question {k}", "target": str(k), "category": "ab"[k % 2]} for k in range(n)]
+    rows = [
+        {"id": f"i{k}", "input": f"question {k}", "target": str(k), "category": "ab"[k % 2]} for k in range(n)
+    ]
     (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp / "exp.yaml").write_text(
         "name: store-test\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\nsetups: [trio.yaml]\n"
@@ -45,11 +49,16 @@ def _answer(req: ModelRequest) -> str:
 
 
 def _count_runs(out: Path) -> int:
-    store = Store.open(out, create=False)
+    import sqlite3
+
+    # a plain reader: WAL lets it read while the experiment's connection writes
+    conn = sqlite3.connect(out / "experiment.sqlite")
     try:
-        return store.count("runs")
+        return int(conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
     finally:
-        store.close()
+        conn.close()
 
 
 async def test_cancellation_keeps_finished_pairs_and_resume_runs_only_the_rest(tmp_path: Path) -> None:
@@ -58,7 +67,11 @@ async def test_cancellation_keeps_finished_pairs_and_resume_runs_only_the_rest(t
     slow = FunctionModel(_answer, delay_s=0.02)
     e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": slow}), progress=False)
     task = asyncio.create_task(e.arun())
-    while not (tmp_path / "out" / "experiment.sqlite").exists() or _count_runs(tmp_path / "out") < 6:
+    for _ in range(1000):
+        if task.done() or (
+            (tmp_path / "out" / "experiment.sqlite").exists() and _count_runs(tmp_path / "out") >= 6
+        ):
+            break
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -66,7 +79,9 @@ async def test_cancellation_keeps_finished_pairs_and_resume_runs_only_the_rest(t
     kept = _count_runs(tmp_path / "out")
     assert 6 <= kept < 40
     fast = FunctionModel(_answer)
-    e2 = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": fast}), progress=False)
+    e2 = Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": fast}), progress=False
+    )
     summary = await e2.arun()
     assert summary.complete and summary.setup("trio").n == 20 and summary.setup("base").quality == 1.0
     assert len(fast.calls) <= (40 - kept) * 3
@@ -82,7 +97,9 @@ async def test_tasks_stay_bounded_by_the_concurrency(tmp_path: Path) -> None:
 
     model = FunctionModel(fn)
     exp = _exp(tmp_path, n=200, concurrency=3)
-    e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False)
+    e = Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+    )
     await e.arun()
     assert len(model.calls) == 800 and model.max_in_flight <= 3 * 3
     assert max(seen) <= 3 * 5 + 2  # per run: its task plus one per node; plus the experiment itself
@@ -111,7 +128,7 @@ async def test_changed_dataset_under_the_same_out_is_refused(tmp_path: Path) -> 
 
 async def test_budget_stops_the_experiment_and_a_larger_one_resumes(tmp_path: Path) -> None:
     """Over budget, pairs are left to do (not stored as failures); a larger budget finishes them."""
-    exp = _exp(tmp_path, n=10, extra="budget_usd: 0.05\n")
+    exp = _exp(tmp_path, n=10, extra="budget_usd: 0.01\n")
     runner = Runner(models={"sim/*": FunctionModel(_answer)})
     e = Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False)
     summary = await e.arun()
@@ -136,7 +153,12 @@ async def test_failed_runs_keep_their_calls(tmp_path: Path) -> None:
     assert trio.errors == 4 and trio.quality == 0.0 and "no such model" in trio.error_examples[0]["error"]
     store = Store.open(tmp_path / "out", create=False)
     try:
-        assert store.conn.execute("SELECT COUNT(*) FROM calls c JOIN runs r USING(run_id) WHERE r.setup='trio'").fetchone()[0] == 12
+        assert (
+            store.conn.execute(
+                "SELECT COUNT(*) FROM calls c JOIN runs r USING(run_id) WHERE r.setup='trio'"
+            ).fetchone()[0]
+            == 12
+        )
     finally:
         store.close()
 
@@ -148,14 +170,18 @@ class LengthJudge:
 
     def __init__(self) -> None:
         self.topology = load_data(
-            {"name": "judge", "kind": "single", "agent": "j",
-             "agents": {"j": {"model": "judge/m", "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}}}}
+            {
+                "name": "judge",
+                "kind": "single",
+                "agent": "j",
+                "agents": {"j": {"model": "judge/m", "pricing": {"input_per_mtok": 1, "output_per_mtok": 1}}},
+            }
         )
 
     async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore:
         rows = []
         for position, (a, b) in (("a", (answer, baseline_answer)), ("b", (baseline_answer, answer))):
-            result = await runner.run(self.topology, f"A: {a}\nB: {b}")
+            result = await runner.run(self.topology, f"Q: {item.input}\nA: {a}\nB: {b}")
             verdict = result.output
             mine = verdict == ("A" if position == "a" else "B")
             rows.append(JudgmentRow(position, verdict, 1.0 if mine else 0.0, None, None, result.calls))
@@ -164,7 +190,7 @@ class LengthJudge:
 
 
 def _judge(req: ModelRequest) -> str:
-    a, b = (line[3:] for line in req.messages[-1]["content"].splitlines())
+    _, a, b = (line[3:] for line in req.messages[-1]["content"].splitlines())
     return "A" if len(a) > len(b) else "B"
 
 
@@ -172,8 +198,11 @@ async def test_pairwise_evaluator_stores_verdicts_and_judge_calls(tmp_path: Path
     """The pairwise hook sees the baseline's answer; verdicts and judge calls are stored and cached."""
     exp = _exp(tmp_path, n=4)
     judge = FunctionModel(_judge)
-    models = {"sim/base": FunctionModel(lambda r: "short"), "sim/trio": FunctionModel(lambda r: "a longer answer"),
-              "judge/*": judge}
+    models = {
+        "sim/base": FunctionModel(lambda r: "short"),
+        "sim/trio": FunctionModel(lambda r: "a longer answer"),
+        "judge/*": judge,
+    }
     e = Experiment.from_file(exp, out=tmp_path / "out", runner=Runner(models=models), progress=False)
     e.evaluator = LengthJudge()
     summary = await e.arun()
@@ -182,7 +211,9 @@ async def test_pairwise_evaluator_stores_verdicts_and_judge_calls(tmp_path: Path
     store = Store.open(tmp_path / "out", create=False)
     try:
         assert store.count("judgments") == 8
-        assert store.conn.execute("SELECT COUNT(*) FROM calls WHERE judgment_id IS NOT NULL").fetchone()[0] == 8
+        assert (
+            store.conn.execute("SELECT COUNT(*) FROM calls WHERE judgment_id IS NOT NULL").fetchone()[0] == 8
+        )
         store.delete_scores()
     finally:
         store.close()
@@ -198,12 +229,18 @@ def test_compare_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
     from moa.cli import main
     from moa.testing.server import SimServer
 
-    with SimServer({"m": __import__("moa.testing.server", fromlist=["SimModel"]).SimModel(answer="7")}) as srv:
-        agent = f"{{model: openai/m, api_base: {json.dumps(srv.base_url)}}}"
+    with SimServer(
+        {"m": __import__("moa.testing.server", fromlist=["SimModel"]).SimModel(answer="7")}
+    ) as srv:
+        agent = f"{{model: openai/m, api_base: {json.dumps(srv.base_url)}, pricing: {{input_per_mtok: 1, output_per_mtok: 1}}}}"
         (tmp_path / "one.yaml").write_text(f"name: one\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
-        (tmp_path / "two.yaml").write_text(f"name: two\nkind: self_moa\nagent: a\nsamples: 2\nreduce: first\nagents:\n  a: {agent}\n")
+        (tmp_path / "two.yaml").write_text(
+            f"name: two\nkind: self_moa\nagent: a\nsamples: 2\nreduce: majority\nagents:\n  a: {agent[:-1]}, temperature: 0.5}}\n"
+        )
         (tmp_path / "d.jsonl").write_text('{"input": "q1", "target": "7"}\n{"input": "q2", "target": "8"}\n')
-        (tmp_path / "e.yaml").write_text("name: cli\ndataset: d.jsonl\nevaluator: exact\nbaseline: one.yaml\nsetups: [two.yaml]\n")
+        (tmp_path / "e.yaml").write_text(
+            "name: cli\ndataset: d.jsonl\nevaluator: exact\nbaseline: one.yaml\nsetups: [two.yaml]\n"
+        )
         out = tmp_path / "out"
         assert main(["compare", str(tmp_path / "e.yaml"), "--out", str(out), "--no-progress"]) == 0
         printed = capsys.readouterr().out

@@ -10,12 +10,20 @@ from moa.experiment.summary import summarize
 IDS = ["1", "2", "3", "4"]
 
 
-def _rows(name: str, scores: list[float | None], costs: list[float], lat: list[float], errors: set[str] = frozenset()) -> dict[str, RunRow]:  # type: ignore[assignment]
+def _rows(
+    name: str,
+    scores: list[float | None],
+    costs: list[float],
+    lat: list[float],
+    errors: set[str] = frozenset(),
+) -> dict[str, RunRow]:  # type: ignore[assignment]
     out = {}
     for i, (s, c, t) in enumerate(zip(scores, costs, lat, strict=True)):
         item = IDS[i]
         err = "ProviderError: boom" if item in errors else None
-        out[item] = RunRow(i, name, item, None, err, c, t, 10, 5, 2 if name != "base" else 1, score=None if err else s)
+        out[item] = RunRow(
+            i, name, item, None, err, c, t, 10, 5, 2 if name != "base" else 1, score=None if err else s
+        )
     return out
 
 
@@ -24,9 +32,13 @@ def _summary() -> object:
     good = _rows("good", [1, 1, 1, 0], [0.03] * 4, [2, 4, 6, 8], errors={"4"})
     bad = _rows("bad", [0, 0, 1, 0], [0.05] * 4, [1, 1, 1, 1])
     return summarize(
-        experiment="tiny", evaluator={"name": "exact"},
+        experiment="tiny",
+        evaluator={"name": "exact"},
         setups=[("base", True, base), ("good", False, good), ("bad", False, bad)],
-        item_ids=IDS, categories={"1": "x", "2": "x", "3": "y", "4": "y"}, rounds=500, seed=3,
+        item_ids=IDS,
+        categories={"1": "x", "2": "x", "3": "y", "4": "y"},
+        rounds=500,
+        seed=3,
     )
 
 
@@ -69,8 +81,14 @@ def test_non_binary_scores_use_the_sign_test() -> None:
     """scores other than 0/1 switch McNemar for the exact sign test."""
     base = _rows("base", [0.5, 0.5, 0.5, 0.5], [0.01] * 4, [1, 1, 1, 1])
     other = _rows("o", [1, 1, 1, 0.5], [0.01] * 4, [1, 1, 1, 1])
-    s = summarize(experiment="t", evaluator={"name": "x"}, setups=[("base", True, base), ("o", False, other)],
-                  item_ids=IDS, categories={}, rounds=200)
+    s = summarize(
+        experiment="t",
+        evaluator={"name": "x"},
+        setups=[("base", True, base), ("o", False, other)],
+        item_ids=IDS,
+        categories={},
+        rounds=200,
+    )
     o = s.setup("o")
     assert o.test == "sign" and o.p_value == pytest.approx(0.25)  # 3 wins, 0 losses: 2 / 8
     assert o.cost_per_correct_usd == pytest.approx(0.04 / 3.5)
@@ -79,7 +97,9 @@ def test_non_binary_scores_use_the_sign_test() -> None:
 def test_no_correct_answer_means_no_cost_per_correct() -> None:
     """cost per correct answer is None when nothing was right, and the baseline problem is one line."""
     base = _rows("base", [0, 0, 0, 0], [0.01] * 4, [1, 1, 1, 1], errors=set(IDS))
-    s = summarize(experiment="t", evaluator={"name": "x"}, setups=[("base", True, base)], item_ids=IDS, categories={})
+    s = summarize(
+        experiment="t", evaluator={"name": "x"}, setups=[("base", True, base)], item_ids=IDS, categories={}
+    )
     b = s.setup("base")
     assert b.cost_per_correct_usd is None and b.quality == 0.0
     assert any("baseline `base` has no quality: all 4 of its runs failed" in n for n in s.notes)
