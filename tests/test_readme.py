@@ -11,7 +11,8 @@ import pytest
 from moa import log
 from moa.cli import main
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
 PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
 BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, re.S)
 
@@ -25,11 +26,27 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert second in ci
 
 
+SERVE_URL = "http://127.0.0.1:8000/v1"
+
+
 @pytest.mark.parametrize("index", range(len(PY_BLOCKS)))
-def test_python_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
-    """Each ```python block of the README runs as written."""
+def test_python_example_runs(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ```python block of the README runs as written (served examples against a live `moa serve`)."""
+    monkeypatch.chdir(ROOT)
+    code = PY_BLOCKS[index]
     try:
-        exec(compile(PY_BLOCKS[index], f"README.md[python {index}]", "exec"), {"__name__": "__readme__"})
+        if SERVE_URL not in code:
+            exec(compile(code, f"README.md[python {index}]", "exec"), {"__name__": "__readme__"})
+            return
+        import moa
+        from moa.serve import create_app
+        from moa.testing import FunctionModel
+        from tests.serving import serving
+
+        fake = moa.Runner(models={"*": FunctionModel(lambda r: "Rayleigh scattering makes it blue.")})
+        app = create_app([moa.load("parallel-3")], api_key="change-me", runner=fake)
+        with serving(app) as url:
+            exec(compile(code.replace(SERVE_URL, url), f"README.md[python {index}]", "exec"), {"__name__": "__readme__"})
     finally:
         log.disable_logging()
 

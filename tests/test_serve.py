@@ -10,17 +10,13 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import argparse
 import asyncio
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from moa.budget import Budget
 from moa.engine import Runner
@@ -37,32 +33,10 @@ from moa.topology import Topology
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
 
 SIM_KEY_ENV = "MOA_TEST_SERVE_SIM_KEY"
+from tests.serving import serving  # noqa: E402
+
 API_KEY = "s3cret-serve-key"
 SLOW_WORDS = "one two three four five six seven eight"
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run ``app`` on a real uvicorn server on 127.0.0.1 in a thread; yield its /v1 base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not shut down"
 
 
 def _parallel(name: str, base: str, workers: list[str], agg: str, **extra: Any) -> Topology:
