@@ -13,31 +13,38 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moa import build
-    from moa.budget import Budget
-    from moa.engine import Runner
-    from moa.errors import (
-        BudgetExceeded,
-        DatasetError,
-        MalformedReply,
-        MissingExtra,
-        MoAError,
-        ModelError,
-        ProviderError,
-        QuorumNotReached,
-        RateLimited,
-        RequestRejected,
-        Timeout,
-        TopologyError,
-        UserError,
-    )
-    from moa.limits import set_rate_limit
-    from moa.loader import load, presets
-    from moa.log import configure_logging
-    from moa.models.base import Model, ModelReply, ModelRequest
-    from moa.results import CallRecord, NodeResult, RunResult, Usage
-    from moa.spec import AgentSpec, NodeSpec
-    from moa.topology import Done, Token, Topology
+    from moa import build as build
+    from moa.budget import Budget as Budget
+    from moa.engine import Runner as Runner
+    from moa.errors import BudgetExceeded as BudgetExceeded
+    from moa.errors import DatasetError as DatasetError
+    from moa.errors import MalformedReply as MalformedReply
+    from moa.errors import MissingExtra as MissingExtra
+    from moa.errors import MoAError as MoAError
+    from moa.errors import ModelError as ModelError
+    from moa.errors import ProviderError as ProviderError
+    from moa.errors import QuorumNotReached as QuorumNotReached
+    from moa.errors import RateLimited as RateLimited
+    from moa.errors import RequestRejected as RequestRejected
+    from moa.errors import Timeout as Timeout
+    from moa.errors import TopologyError as TopologyError
+    from moa.errors import UserError as UserError
+    from moa.limits import set_rate_limit as set_rate_limit
+    from moa.loader import load as load
+    from moa.loader import presets as presets
+    from moa.log import configure_logging as configure_logging
+    from moa.models.base import Model as Model
+    from moa.models.base import ModelReply as ModelReply
+    from moa.models.base import ModelRequest as ModelRequest
+    from moa.results import CallRecord as CallRecord
+    from moa.results import NodeResult as NodeResult
+    from moa.results import RunResult as RunResult
+    from moa.results import Usage as Usage
+    from moa.spec import AgentSpec as AgentSpec
+    from moa.spec import NodeSpec as NodeSpec
+    from moa.topology import Done as Done
+    from moa.topology import Token as Token
+    from moa.topology import Topology as Topology
 
 __version__ = "0.1.0"
 

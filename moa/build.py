@@ -47,7 +47,12 @@ class _Agents:
 
 
 def _make(kind: str, name: str, description: str, agents: _Agents, **fields: Any) -> Topology:
-    data = {"name": name, "description": description, "kind": kind, **{k: v for k, v in fields.items() if v is not None}}
+    data = {
+        "name": name,
+        "description": description,
+        "kind": kind,
+        **{k: v for k, v in fields.items() if v is not None},
+    }
     data["agents"] = agents.data()
     return Topology.model_validate(data)
 
@@ -78,9 +83,16 @@ def parallel(
     """N proposers answer at once; an aggregator (or ``reduce="majority"``/``"first"``) combines them."""
     a = _Agents()
     return _make(
-        "parallel", name, description, a, workers=[a.add(w) for w in workers],
+        "parallel",
+        name,
+        description,
+        a,
+        workers=[a.add(w) for w in workers],
         aggregator=a.add(aggregator) if aggregator is not None else None,
-        reduce=reduce, vote_on=vote_on, quorum=quorum, on_quorum=on_quorum,
+        reduce=reduce,
+        vote_on=vote_on,
+        quorum=quorum,
+        on_quorum=on_quorum,
     )
 
 
@@ -97,8 +109,14 @@ def hierarchical(
     the manager) writes the answer."""
     a = _Agents()
     return _make(
-        "hierarchical", name, description, a, manager=a.add(manager), workers=[a.add(w) for w in workers],
-        aggregator=a.add(aggregator) if aggregator is not None else None, quorum=quorum,
+        "hierarchical",
+        name,
+        description,
+        a,
+        manager=a.add(manager),
+        workers=[a.add(w) for w in workers],
+        aggregator=a.add(aggregator) if aggregator is not None else None,
+        quorum=quorum,
     )
 
 
@@ -115,12 +133,23 @@ def layered(
     a = _Agents()
     if isinstance(layers, int):
         return _make(
-            "layered", name, description, a, layers=layers, proposers=[a.add(p) for p in proposers or []],
-            aggregator=a.add(aggregator), quorum=quorum,
+            "layered",
+            name,
+            description,
+            a,
+            layers=layers,
+            proposers=[a.add(p) for p in proposers or []],
+            aggregator=a.add(aggregator),
+            quorum=quorum,
         )
     return _make(
-        "layered", name, description, a, layers=[[a.add(p) for p in layer] for layer in layers],
-        aggregator=a.add(aggregator), quorum=quorum,
+        "layered",
+        name,
+        description,
+        a,
+        layers=[[a.add(p) for p in layer] for layer in layers],
+        aggregator=a.add(aggregator),
+        quorum=quorum,
     )
 
 
@@ -137,8 +166,15 @@ def self_moa(
     """Self-MoA: one model sampled ``samples`` times at temperature > 0, then aggregated."""
     a = _Agents()
     return _make(
-        "self_moa", name, description, a, agent=a.add(model), samples=samples,
-        aggregator=a.add(aggregator) if aggregator is not None else None, reduce=reduce, vote_on=vote_on,
+        "self_moa",
+        name,
+        description,
+        a,
+        agent=a.add(model),
+        samples=samples,
+        aggregator=a.add(aggregator) if aggregator is not None else None,
+        reduce=reduce,
+        vote_on=vote_on,
     )
 
 
@@ -151,7 +187,12 @@ def dag(
     description: str = "",
 ) -> Topology:
     """Any DAG: named agents and explicit nodes."""
-    return Topology.model_validate({
-        "name": name, "description": description, "agents": dict(agents),
-        "nodes": [n if isinstance(n, NodeSpec) else dict(n) for n in nodes], "output": output,
-    })
+    return Topology.model_validate(
+        {
+            "name": name,
+            "description": description,
+            "agents": dict(agents),
+            "nodes": [n if isinstance(n, NodeSpec) else dict(n) for n in nodes],
+            "output": output,
+        }
+    )

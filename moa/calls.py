@@ -14,7 +14,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moa import log
 from moa.budget import Budget, Reservation
 from moa.errors import MoAError, ModelError, ProviderError, Timeout, UserError
 from moa.limits import Limiter, RateLimit, RetryPolicy, limiter_for, should_retry
@@ -23,7 +22,7 @@ from moa.pricing import Price, price_for
 from moa.results import CallRecord
 from moa.spec import AgentSpec
 
-__all__ = ["AgentRuntime", "CallCache", "CallContext", "CachedReply", "call_agent", "prompt_token_bound"]
+__all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
 
 #: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
 BUDGET_DEFAULT_MAX_TOKENS = 4096
@@ -85,7 +84,9 @@ class AgentRuntime:
             price = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
             targets.append(_Target(model, backend, price, limiter_for(model, agent.api_base, limit)))
         r = agent.retry
-        policy = RetryPolicy(max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s)
+        policy = RetryPolicy(
+            max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s
+        )
         return cls(agent, tuple(targets), policy, api_key)
 
 
@@ -147,13 +148,26 @@ async def call_agent(
     last_error: ModelError | None = None
     for target in rt.chain:
         request = ModelRequest(
-            model=target.model, messages=messages, temperature=agent.temperature, max_tokens=max_tokens,
-            top_p=agent.top_p, stop=agent.stop, api_base=agent.api_base, api_key=rt.api_key,
-            timeout_s=agent.timeout_s, params=agent.params, node=node,
+            model=target.model,
+            messages=messages,
+            temperature=agent.temperature,
+            max_tokens=max_tokens,
+            top_p=agent.top_p,
+            stop=agent.stop,
+            api_base=agent.api_base,
+            api_key=rt.api_key,
+            timeout_s=agent.timeout_s,
+            params=agent.params,
+            node=node,
         )
         rec = CallRecord(
-            node=node, model=target.model, requested_model=agent.model, started_s=time.perf_counter() - ctx.t0,
-            priced=target.price.known, local=target.backend.local, attempts=0,
+            node=node,
+            model=target.model,
+            requested_model=agent.model,
+            started_s=time.perf_counter() - ctx.t0,
+            priced=target.price.known,
+            local=target.backend.local,
+            attempts=0,
         )
         cache_key = None
         if ctx.cache is not None:
@@ -165,7 +179,12 @@ async def call_agent(
                 except ModelError:
                     hit = None
             if hit is not None:
-                rec.usage, rec.cost_usd, rec.cached, rec.model = hit.reply.usage, hit.cost_usd, True, hit.model
+                rec.usage, rec.cost_usd, rec.cached, rec.model = (
+                    hit.reply.usage,
+                    hit.cost_usd,
+                    True,
+                    hit.model,
+                )
                 if on_token is not None:
                     on_token(hit.reply.text)
                 ctx.calls.append(rec)
@@ -210,10 +229,16 @@ async def call_agent(
                 if ctx.cache is not None and cache_key is not None:
                     ctx.cache.put(cache_key, CachedReply(reply, target.model, target.price.cost(reply.usage)))
                 if ctx.logger is not None:
-                    ctx.logger.info("call", node=node, model=target.model, attempts=rec.attempts,
-                                    prompt_tokens=rec.usage.prompt_tokens,
-                                    completion_tokens=rec.usage.completion_tokens,
-                                    cost_usd=rec.cost_usd, latency_s=round(rec.latency_s, 4))
+                    ctx.logger.info(
+                        "call",
+                        node=node,
+                        model=target.model,
+                        attempts=rec.attempts,
+                        prompt_tokens=rec.usage.prompt_tokens,
+                        completion_tokens=rec.usage.completion_tokens,
+                        cost_usd=rec.cost_usd,
+                        latency_s=round(rec.latency_s, 4),
+                    )
                 return reply.text
             # a failed attempt: retry the same model, or give up on it
             if emitted or not should_retry(error):
@@ -222,8 +247,14 @@ async def call_agent(
             if delay is None:
                 break
             if ctx.logger is not None:
-                ctx.logger.warning("retry", node=node, model=target.model, attempt=rec.attempts,
-                                   error=str(error), delay_s=round(delay, 3))
+                ctx.logger.warning(
+                    "retry",
+                    node=node,
+                    model=target.model,
+                    attempt=rec.attempts,
+                    error=str(error),
+                    delay_s=round(delay, 3),
+                )
             await asyncio.sleep(delay)
         rec.error = f"{type(error).__name__}: {error.message}"
         ctx.calls.append(rec)
@@ -243,10 +274,14 @@ async def _attempt(backend: Model, request: ModelRequest, on_token: TokenCallbac
         async with asyncio.timeout(request.timeout_s):
             return await backend.complete(request, on_token)
     except TimeoutError:
-        raise Timeout(f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node) from None
+        raise Timeout(
+            f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node
+        ) from None
 
 
-def _account(rec: CallRecord, reply: ModelReply | None, price: Price, held: list[tuple[Budget, Reservation]]) -> None:
+def _account(
+    rec: CallRecord, reply: ModelReply | None, price: Price, held: list[tuple[Budget, Reservation]]
+) -> None:
     """Book what an attempt consumed (a malformed reply's tokens were paid for too)."""
     if reply is not None:
         rec.usage = rec.usage + reply.usage
@@ -255,4 +290,3 @@ def _account(rec: CallRecord, reply: ModelReply | None, price: Price, held: list
         _settle(held, cost)
     else:
         _settle(held, 0.0)
-

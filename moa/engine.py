@@ -135,7 +135,9 @@ class Runner:
         on_token: TokenCallback | None = None,
     ) -> RunResult:
         """Run ``topology`` on ``prompt``; raises a ``MoAError`` carrying every call made."""
-        budgets = tuple(b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b)
+        budgets = tuple(
+            b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
+        )
         if deadline_s is not None and not deadline_s > 0:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
@@ -181,7 +183,9 @@ class _Execution:
         self.runner, self.graph, self.name = runner, graph, name
         self.prompt, self.history = prompt, history
         self.on_token = on_token
-        self.ctx = CallContext(t0=time.perf_counter(), budgets=budgets, cache=runner.cache, logger=log.logger())
+        self.ctx = CallContext(
+            t0=time.perf_counter(), budgets=budgets, cache=runner.cache, logger=log.logger()
+        )
         loop = asyncio.get_running_loop()
         self.futures: dict[str, asyncio.Future[str]] = {nid: loop.create_future() for nid in graph.order}
         self.results = {nid: NodeResult(id=nid) for nid in graph.order}
@@ -215,8 +219,14 @@ class _Execution:
             raise self._fail(exc if isinstance(exc, MoAError) else ProviderError(str(exc)))
         result = self._result(out.result())
         if lg is not None:
-            lg.info("run.end", topology=self.name, cost_usd=result.cost_usd, latency_s=round(result.latency_s, 4),
-                    calls=len(result.calls), **result.usage.to_dict())
+            lg.info(
+                "run.end",
+                topology=self.name,
+                cost_usd=result.cost_usd,
+                latency_s=round(result.latency_s, 4),
+                calls=len(result.calls),
+                **result.usage.to_dict(),
+            )
         return result
 
     def _fail(self, error: MoAError) -> MoAError:
@@ -250,10 +260,15 @@ class _Execution:
         durations = {nid: r.call_latency_s for nid, r in nodes.items()}
         used = {nid: r.used_inputs for nid, r in nodes.items()}
         return RunResult(
-            output=output, topology=self.name, usage=usage, cost_usd=cost,
+            output=output,
+            topology=self.name,
+            usage=usage,
+            cost_usd=cost,
             latency_s=time.perf_counter() - self.ctx.t0,
             critical_path_s=self.graph.critical_path_s(durations, used),
-            calls=calls, nodes=nodes, unpriced_models=sorted(unpriced),
+            calls=calls,
+            nodes=nodes,
+            unpriced_models=sorted(unpriced),
             cost_note=LOCAL_COST_NOTE if local else None,
         )
 
@@ -342,7 +357,10 @@ class _Execution:
                     raise QuorumNotReached(
                         f"node `{gn.id}` needs {gn.needed} of its {len(gn.inputs)} inputs but only "
                         f"{len(got)} answered; first failure: {errors[0]}",
-                        node=gn.id, needed=gn.needed, answered=len(got), errors=errors,
+                        node=gn.id,
+                        needed=gn.needed,
+                        answered=len(got),
+                        errors=errors,
                     )
             if pending and gn.spec.on_quorum == "wait":
                 await asyncio.wait(pending)
@@ -375,4 +393,3 @@ class _Execution:
                 task = self.tasks.get(i)
                 if task is not None:
                     task.cancel()
-

@@ -74,9 +74,7 @@ class TopologyError(UserError):
         if len(self.problems) == 1:
             text = prefix + self.problems[0]
         else:
-            text = f"{prefix}{len(self.problems)} problems:\n" + "\n".join(
-                f"  {p}" for p in self.problems
-            )
+            text = f"{prefix}{len(self.problems)} problems:\n" + "\n".join(f"  {p}" for p in self.problems)
         super().__init__(text)
 
     def lines(self) -> list[str]:

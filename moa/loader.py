@@ -124,7 +124,11 @@ def format_validation_error(err: ValidationError, data: Any) -> list[str]:
             msg = f"unknown kind `{e['input']}` (kinds: {', '.join(KINDS)})"
         elif typ == "missing":
             msg = "required field is missing"
-        elif "input" in e and typ not in ("value_error", "assertion_error") and not isinstance(e["input"], (dict, list)):
+        elif (
+            "input" in e
+            and typ not in ("value_error", "assertion_error")
+            and not isinstance(e["input"], (dict, list))
+        ):
             msg = f"{msg} (got {e['input']!r})"
         lines.append(f"{where}: {msg}")
     return lines
@@ -152,7 +156,9 @@ def load_data(data: Any, *, source: str = "<topology>") -> Topology:
     from moa.topology import Topology
 
     if not isinstance(data, Mapping):
-        raise TopologyError([f"expected a mapping at the top level, got {type(data).__name__}"], source=source)
+        raise TopologyError(
+            [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
+        )
     try:
         return Topology.model_validate(data)
     except ValidationError as err:

@@ -45,7 +45,9 @@ def redact(value: Any, key: str = "") -> Any:
     return value
 
 
-def _redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for k in list(event_dict):
         event_dict[k] = redact(event_dict[k], k)
     return event_dict

@@ -22,7 +22,18 @@ _FIELDS: dict[str, set[str]] = {
     "layered": {"layers", "proposers", "aggregator", "quorum", "on_quorum"},
     "self_moa": {"agent", "samples", "aggregator", "reduce", "vote_on", "quorum", "on_quorum"},
 }
-_ALL_SHORTHAND = {"agent", "steps", "workers", "aggregator", "reduce", "quorum", "manager", "layers", "proposers", "samples"}
+_ALL_SHORTHAND = {
+    "agent",
+    "steps",
+    "workers",
+    "aggregator",
+    "reduce",
+    "quorum",
+    "manager",
+    "layers",
+    "proposers",
+    "samples",
+}
 
 
 def _ids(prefix: str, agents: Sequence[str]) -> list[str]:
@@ -50,9 +61,7 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
 
     if spec.nodes is not None:
         problems.append(f"`kind: {spec.kind}` and `nodes` are both set: use one or the other")
-    stray = sorted(
-        f for f in _ALL_SHORTHAND - _FIELDS[spec.kind] if getattr(spec, f) is not None
-    )
+    stray = sorted(f for f in _ALL_SHORTHAND - _FIELDS[spec.kind] if getattr(spec, f) is not None)
     for f in stray:
         problems.append(f"`{f}` is not used by `kind: {spec.kind}`")
     if spec.output is not None:
@@ -117,8 +126,12 @@ def _fan_in(
             problems.append("`aggregator` and `reduce` are both set: use one or the other")
         quorum = 1 if spec.reduce == "first" else spec.quorum
         node = NodeSpec(
-            id=spec.reduce, reduce=spec.reduce, vote_on=spec.vote_on, inputs=worker_ids,
-            quorum=quorum, on_quorum=spec.on_quorum,
+            id=spec.reduce,
+            reduce=spec.reduce,
+            vote_on=spec.vote_on,
+            inputs=worker_ids,
+            quorum=quorum,
+            on_quorum=spec.on_quorum,
         )
         return [node], node.id
     agg = spec.aggregator or default_agent
@@ -126,8 +139,12 @@ def _fan_in(
         _need(spec, "aggregator` (or `reduce", problems)
         return [], None
     node = NodeSpec(
-        id="aggregate", agent=agg, inputs=worker_ids, prompt="aggregate",
-        quorum=spec.quorum, on_quorum=spec.on_quorum,
+        id="aggregate",
+        agent=agg,
+        inputs=worker_ids,
+        prompt="aggregate",
+        quorum=spec.quorum,
+        on_quorum=spec.on_quorum,
     )
     return [node], node.id
 
@@ -184,8 +201,14 @@ def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], s
         ids = _ids(f"l{n}_", layer)
         for i, a in zip(ids, layer, strict=True):
             nodes.append(
-                NodeSpec(id=i, agent=a, inputs=previous, prompt="aggregate" if previous else None,
-                         quorum=spec.quorum if previous else None, on_quorum=spec.on_quorum)
+                NodeSpec(
+                    id=i,
+                    agent=a,
+                    inputs=previous,
+                    prompt="aggregate" if previous else None,
+                    quorum=spec.quorum if previous else None,
+                    on_quorum=spec.on_quorum,
+                )
             )
         previous = ids
     tail, out = _fan_in(spec, previous, problems)

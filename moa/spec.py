@@ -137,13 +137,17 @@ class NodeSpec(BaseModel):
         "string using {prompt}, {references} and {instruction}.",
     )
     reduce: Reduce | None = Field(None, description="Non-LLM fan-in: `majority` vote or `first` answer.")
-    vote_on: VoteOn = Field("text", description="What `majority` compares: the normalised text, last number or last line.")
+    vote_on: VoteOn = Field(
+        "text", description="What `majority` compares: the normalised text, last number or last line."
+    )
     quorum: int | None = Field(None, ge=1, description="Go on once this many inputs answered.")
     on_quorum: OnQuorum = Field(
         "cancel", description="Once the quorum answered: `cancel` the rest, or `wait` for them."
     )
     plan: bool = Field(False, description="This node writes one instruction per worker (structured output).")
-    instruction_from: str | None = Field(None, description="A `plan` node whose instruction this worker answers.")
+    instruction_from: str | None = Field(
+        None, description="A `plan` node whose instruction this worker answers."
+    )
 
 
 class TopologySpec(BaseModel):
@@ -161,10 +165,14 @@ class TopologySpec(BaseModel):
     kind: Kind | None = None
     # shorthand fields; which ones a kind uses is checked in moa.shorthand
     agent: str | None = Field(None, description="single/self_moa: the agent.")
-    steps: list[str] | None = Field(None, description="sequential: agents in order (draft, critique, revise).")
+    steps: list[str] | None = Field(
+        None, description="sequential: agents in order (draft, critique, revise)."
+    )
     workers: list[str] | None = Field(None, description="parallel/hierarchical: worker agents.")
     aggregator: str | None = Field(None, description="The agent that writes the final answer.")
-    reduce: Reduce | None = Field(None, description="parallel/self_moa: non-LLM fan-in instead of an aggregator.")
+    reduce: Reduce | None = Field(
+        None, description="parallel/self_moa: non-LLM fan-in instead of an aggregator."
+    )
     vote_on: VoteOn = "text"
     quorum: int | None = Field(None, ge=1)
     on_quorum: OnQuorum = "cancel"

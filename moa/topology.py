@@ -102,7 +102,9 @@ class Topology(TopologySpec):
             queue.put_nowait(Token(output, text))
 
         task = asyncio.create_task(
-            r.run(self, prompt, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s, on_token=on_token)
+            r.run(
+                self, prompt, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s, on_token=on_token
+            )
         )
         task.add_done_callback(lambda _: queue.put_nowait(None))
         try:

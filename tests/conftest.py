@@ -6,12 +6,12 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from moa.limits import clear_rate_limits  # noqa: E402
-from moa.testing.server import SimModel, SimServer  # noqa: E402
+from moa.limits import clear_rate_limits
+from moa.testing.server import SimModel, SimServer
 
 
 @pytest.fixture

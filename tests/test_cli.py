@@ -16,10 +16,19 @@ from moa.testing.server import SimModel, SimServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def moa_cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def moa_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     e = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=e,
-                          cwd=ROOT, timeout=120, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "moa", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=ROOT,
+        timeout=120,
+        input=stdin,
+    )
 
 
 def test_topologies_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,10 +45,14 @@ def test_validate_ok(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ok:" in capsys.readouterr().out
 
 
-def test_validate_bad_file_exit_2_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_bad_file_exit_2_one_line_per_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A broken file exits 2 with one stderr line per problem, each naming the file."""
     f = tmp_path / "bad.yaml"
-    f.write_text("name: b\nagents: {a: {model: m, temperature: -1}}\nnodes: [{id: x, agent: a, inputs: [y]}]\n")
+    f.write_text(
+        "name: b\nagents: {a: {model: m, temperature: -1}}\nnodes: [{id: x, agent: a, inputs: [y]}]\n"
+    )
     assert main(["validate", str(f)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
@@ -73,8 +86,14 @@ agents:
 def test_run_json_has_stable_fields(tmp_path: Path) -> None:
     """`moa run --json` against an OpenAI-compatible endpoint prints the stable RunResult fields."""
     with SimServer(models={"sim": SimModel(latency_s=0.05)}) as srv:
-        p = moa_cli("run", str(_topology(tmp_path, srv.base_url)), "--prompt", "hello", "--json",
-                    env={"MOA_SIM_KEY": "k"})
+        p = moa_cli(
+            "run",
+            str(_topology(tmp_path, srv.base_url)),
+            "--prompt",
+            "hello",
+            "--json",
+            env={"MOA_SIM_KEY": "k"},
+        )
     assert p.returncode == 0, p.stderr
     data = json.loads(p.stdout)
     for key in ("output", "usage", "cost_usd", "latency_s", "critical_path_s", "calls", "nodes"):
@@ -90,8 +109,14 @@ def test_run_json_has_stable_fields(tmp_path: Path) -> None:
 def test_run_failure_exit_1_keeps_calls(tmp_path: Path) -> None:
     """A failed run exits 1 with one stderr line, and --json still prints the calls made."""
     with SimServer(models={"sim": SimModel()}) as srv:
-        p = moa_cli("run", str(_topology(tmp_path, srv.base_url, fail=True)), "--prompt", "hello", "--json",
-                    env={"MOA_SIM_KEY": "k"})
+        p = moa_cli(
+            "run",
+            str(_topology(tmp_path, srv.base_url, fail=True)),
+            "--prompt",
+            "hello",
+            "--json",
+            env={"MOA_SIM_KEY": "k"},
+        )
     assert p.returncode == 1
     assert p.stderr.count("\n") == 1 and "RequestRejected" in p.stderr and "Traceback" not in p.stderr
     data = json.loads(p.stdout)

@@ -141,7 +141,9 @@ async def test_malformed_plan_is_retried_and_its_tokens_counted() -> None:
 async def test_plan_with_too_few_instructions_fails_clearly() -> None:
     """A plan that never matches the worker count ends as MalformedReply naming the node."""
     manager = ScriptedModel(['{"instructions": ["only one"]}'])
-    t = build.hierarchical(build.agent("fake/m", retry={"max_attempts": 2, "backoff_base_s": 0}), ["fake/w1", "fake/w2"])
+    t = build.hierarchical(
+        build.agent("fake/m", retry={"max_attempts": 2, "backoff_base_s": 0}), ["fake/w1", "fake/w2"]
+    )
     with pytest.raises(moa.MalformedReply, match="plan has 1 instructions but there are 2 workers") as info:
         await t.run("task", runner=moa.Runner(models={"fake/m": manager, "fake/*": echo()}))
     assert info.value.node == "plan"
@@ -187,7 +189,9 @@ async def test_quorum_goes_on_with_survivors() -> None:
 
     bad = ScriptedModel([moa.RequestRejected("bad request", status_code=400)])
     t = build.parallel(["fake/a", "fake/bad", "fake/c"], aggregator="fake/agg", quorum=2)
-    r = await t.run("q", runner=moa.Runner(models={"fake/bad": bad, "fake/agg": FunctionModel(agg), "fake/*": echo()}))
+    r = await t.run(
+        "q", runner=moa.Runner(models={"fake/bad": bad, "fake/agg": FunctionModel(agg), "fake/*": echo()})
+    )
     assert r.output == "final"
     assert r.nodes["aggregate"].used_inputs == ["a", "c"]
     assert "[bad]" not in seen[0]
@@ -258,10 +262,14 @@ async def test_fallback_answers_and_record_says_which() -> None:
     primary = ScriptedModel([moa.ProviderError("down", status_code=503)])
     backup = FunctionModel(lambda r: "from backup")
     a = build.agent("fake/primary", fallbacks=["fake/backup"], retry={"max_attempts": 2, "backoff_base_s": 0})
-    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/primary": primary, "fake/backup": backup}))
+    r = await build.single(a).run(
+        "q", runner=moa.Runner(models={"fake/primary": primary, "fake/backup": backup})
+    )
     assert r.output == "from backup"
     assert [(c.model, c.attempts, c.error is None) for c in r.calls] == [
-        ("fake/primary", 2, False), ("fake/backup", 1, True)]
+        ("fake/primary", 2, False),
+        ("fake/backup", 1, True),
+    ]
     assert r.calls[1].requested_model == "fake/primary"
 
 
@@ -300,7 +308,9 @@ async def test_shared_budget_spend_never_passes_cap() -> None:
     budget = moa.Budget(0.3)
     rt = moa.Runner(models={"fake/a": echo(0.001)})
     t = build.single(a)
-    outcomes = await asyncio.gather(*(t.run("one two", runner=rt, budget=budget) for _ in range(100)), return_exceptions=True)
+    outcomes = await asyncio.gather(
+        *(t.run("one two", runner=rt, budget=budget) for _ in range(100)), return_exceptions=True
+    )
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     assert ok and any(isinstance(o, moa.BudgetExceeded) for o in outcomes)
     assert budget.spent_usd <= 0.3
@@ -311,7 +321,9 @@ async def test_stream_yields_output_tokens_then_done() -> None:
     """stream yields the output node's tokens, then Done with the full result."""
     t = build.parallel(["fake/a", "fake/b"], aggregator="fake/agg")
     tokens, done = [], None
-    async for ev in t.stream("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: f"final answer {r.model}")})):
+    async for ev in t.stream(
+        "q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: f"final answer {r.model}")})
+    ):
         if isinstance(ev, moa.Token):
             assert ev.node == "aggregate"
             tokens.append(ev.text)
@@ -323,7 +335,11 @@ async def test_stream_yields_output_tokens_then_done() -> None:
 async def test_caller_cancellation_propagates() -> None:
     """Cancelling the awaiting task cancels the run's calls."""
     slow = FunctionModel(lambda r: "x", delay_s=10)
-    task = asyncio.create_task(build.parallel(["fake/a", "fake/b"], reduce="first").run("q", runner=moa.Runner(models={"fake/*": slow})))
+    task = asyncio.create_task(
+        build.parallel(["fake/a", "fake/b"], reduce="first").run(
+            "q", runner=moa.Runner(models={"fake/*": slow})
+        )
+    )
     await asyncio.sleep(0.05)
     assert slow.in_flight == 2
     task.cancel()
@@ -358,8 +374,14 @@ async def test_fake_backend_needs_no_key() -> None:
 async def test_chat_input_keeps_history() -> None:
     """A chat input passes earlier turns before the rendered user message."""
     fm = echo()
-    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "q2"}]
-    await build.single(build.agent("fake/a", system="be brief")).run(chat, runner=moa.Runner(models={"fake/a": fm}))
+    chat = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "q2"},
+    ]
+    await build.single(build.agent("fake/a", system="be brief")).run(
+        chat, runner=moa.Runner(models={"fake/a": fm})
+    )
     assert [m["role"] for m in fm.calls[0].messages] == ["system", "user", "assistant", "user"]
     assert fm.calls[0].messages[-1]["content"] == "q2"
 

@@ -10,7 +10,14 @@ import pytest
 
 import moa
 from moa.loader import load_data
-from moa.testing.server import FaultPlan, SimModel, SimRequest, SimServer, count_completion_tokens, last_user_text
+from moa.testing.server import (
+    FaultPlan,
+    SimModel,
+    SimRequest,
+    SimServer,
+    count_completion_tokens,
+    last_user_text,
+)
 
 
 def _answer(req: SimRequest) -> str:
@@ -22,8 +29,15 @@ def _answer(req: SimRequest) -> str:
 
 def agents(base: str, *names: str, **extra: Any) -> dict[str, Any]:
     return {
-        n: {"model": f"openai/sim-{n}", "api_base": base, "api_key_env": "MOA_SIM_KEY", "transport": "litellm",
-            "temperature": 0.7, "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}, **extra}
+        n: {
+            "model": f"openai/sim-{n}",
+            "api_base": base,
+            "api_key_env": "MOA_SIM_KEY",
+            "transport": "litellm",
+            "temperature": 0.7,
+            "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+            **extra,
+        }
         for n in names
     }
 
@@ -38,7 +52,13 @@ def srv(monkeypatch: pytest.MonkeyPatch) -> Any:
 KINDS = {
     "single": {"kind": "single", "agent": "a"},
     "sequential": {"kind": "sequential", "steps": ["a", "b", "c"]},
-    "parallel": {"kind": "parallel", "workers": ["a", "b", "c"], "aggregator": "agg", "quorum": 2, "on_quorum": "wait"},
+    "parallel": {
+        "kind": "parallel",
+        "workers": ["a", "b", "c"],
+        "aggregator": "agg",
+        "quorum": 2,
+        "on_quorum": "wait",
+    },
     "hierarchical": {"kind": "hierarchical", "manager": "agg", "workers": ["a", "b"]},
     "layered": {"kind": "layered", "layers": 2, "proposers": ["a", "b"], "aggregator": "agg"},
     "self_moa": {"kind": "self_moa", "agent": "a", "samples": 3, "aggregator": "agg"},
@@ -86,8 +106,13 @@ async def test_stream_over_litellm(srv: SimServer) -> None:
 
 @pytest.mark.parametrize(
     ("fault", "error"),
-    [("429", moa.RateLimited), ("500", moa.ProviderError), ("503", moa.ProviderError),
-     ("reset", moa.ProviderError), ("malformed", moa.MalformedReply)],
+    [
+        ("429", moa.RateLimited),
+        ("500", moa.ProviderError),
+        ("503", moa.ProviderError),
+        ("reset", moa.ProviderError),
+        ("malformed", moa.MalformedReply),
+    ],
 )
 async def test_errors_are_mapped(srv: SimServer, fault: str, error: type[moa.ModelError]) -> None:
     """litellm's exceptions become moa's, naming node and model."""
@@ -104,8 +129,14 @@ async def test_errors_are_mapped(srv: SimServer, fault: str, error: type[moa.Mod
 async def test_rate_limit_carries_retry_after(srv: SimServer) -> None:
     """A 429's Retry-After reaches the RateLimited error."""
     srv.faults = FaultPlan(rate=1.0, kinds=("429",), retry_after_s=7)
-    t = load_data({"name": "s", "kind": "single", "agent": "a",
-                   "agents": agents(srv.base_url, "a", retry={"max_attempts": 1})})
+    t = load_data(
+        {
+            "name": "s",
+            "kind": "single",
+            "agent": "a",
+            "agents": agents(srv.base_url, "a", retry={"max_attempts": 1}),
+        }
+    )
     async with moa.Runner() as rt:
         with pytest.raises(moa.RateLimited) as info:
             await t.run("hi", runner=rt)
@@ -126,8 +157,14 @@ async def test_unknown_model_is_request_rejected() -> None:
 async def test_retry_then_success_over_http(srv: SimServer) -> None:
     """A scripted 503 then success: one record with two attempts; the server served one completion."""
     srv.script("sim-a", ["503", "ok"])
-    t = load_data({"name": "s", "kind": "single", "agent": "a",
-                   "agents": agents(srv.base_url, "a", retry={"max_attempts": 3, "backoff_base_s": 0.01})})
+    t = load_data(
+        {
+            "name": "s",
+            "kind": "single",
+            "agent": "a",
+            "agents": agents(srv.base_url, "a", retry={"max_attempts": 3, "backoff_base_s": 0.01}),
+        }
+    )
     async with moa.Runner() as rt:
         r = await t.run("hi", runner=rt)
     assert r.calls[0].attempts == 2 and srv.stats.served == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import moa
 from moa import build
 from moa.log import redact
@@ -12,11 +14,14 @@ async def test_events_for_run_and_calls() -> None:
     """A run logs run.start, one call event per call, and run.end."""
     with capture_events() as events:
         await build.parallel(["fake/a", "fake/b"], reduce="first").run(
-            "q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")}))
+            "q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")})
+        )
     names = [e["event"] for e in events]
     assert names[0] == "run.start" and names[-1] == "run.end"
     calls = [e for e in events if e["event"] == "call"]
-    assert len(calls) == 2 and {"node", "model", "prompt_tokens", "cost_usd", "latency_s", "attempts"} <= set(calls[0])
+    assert len(calls) == 2 and {"node", "model", "prompt_tokens", "cost_usd", "latency_s", "attempts"} <= set(
+        calls[0]
+    )
 
 
 async def test_no_logging_unless_configured(capsys: object) -> None:
@@ -41,11 +46,10 @@ def test_redacts_keys_and_bearer_tokens() -> None:
 
 async def test_logged_error_with_key_is_redacted() -> None:
     """A provider error echoing a key is redacted in the log event."""
-    boom = FunctionModel(lambda r: moa.RequestRejected("invalid key sk-live-1234567890abcdef", status_code=401))
-    with capture_events() as events:
-        try:
-            await build.single("fake/a").run("q", runner=moa.Runner(models={"fake/a": boom}))
-        except moa.RequestRejected:
-            pass
+    boom = FunctionModel(
+        lambda r: moa.RequestRejected("invalid key sk-live-1234567890abcdef", status_code=401)
+    )
+    with capture_events() as events, contextlib.suppress(moa.RequestRejected):
+        await build.single("fake/a").run("q", runner=moa.Runner(models={"fake/a": boom}))
     failed = [e for e in events if e["event"] == "run.failed"]
     assert failed and "sk-live-1234567890abcdef" not in failed[0]["error"]

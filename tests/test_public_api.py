@@ -36,8 +36,16 @@ def test_import_moa_is_light() -> None:
 def test_presets_all_validate() -> None:
     """Every preset validates, its file name equals its `name`, and it has a description."""
     presets = moa.presets()
-    assert {"single", "sequential-refine", "parallel-3", "hierarchical", "moa-2x3", "self-moa-4",
-            "local-single", "local-self-moa"} <= set(presets)
+    assert {
+        "single",
+        "sequential-refine",
+        "parallel-3",
+        "hierarchical",
+        "moa-2x3",
+        "self-moa-4",
+        "local-single",
+        "local-self-moa",
+    } <= set(presets)
     for name, path in presets.items():
         t = moa.load(path)
         assert t.name == name
@@ -49,8 +57,16 @@ def test_build_and_yaml_shorthand_agree() -> None:
     built = moa.build.parallel(["openai/a", "openai/b"], aggregator="openai/c", quorum=1)
     from moa.loader import load_data
 
-    yaml_t = load_data({"name": "parallel", "kind": "parallel", "workers": ["a", "b"], "aggregator": "c", "quorum": 1,
-                        "agents": {"a": {"model": "openai/a"}, "b": {"model": "openai/b"}, "c": {"model": "openai/c"}}})
+    yaml_t = load_data(
+        {
+            "name": "parallel",
+            "kind": "parallel",
+            "workers": ["a", "b"],
+            "aggregator": "c",
+            "quorum": 1,
+            "agents": {"a": {"model": "openai/a"}, "b": {"model": "openai/b"}, "c": {"model": "openai/c"}},
+        }
+    )
     assert built.graph.order == yaml_t.graph.order
     for nid in built.graph.order:
         assert built.graph.nodes[nid].spec == yaml_t.graph.nodes[nid].spec

@@ -46,7 +46,10 @@ def test_python_example_runs(index: int, monkeypatch: pytest.MonkeyPatch) -> Non
         fake = moa.Runner(models={"*": FunctionModel(lambda r: "Rayleigh scattering makes it blue.")})
         app = create_app([moa.load("parallel-3")], api_key="change-me", runner=fake)
         with serving(app) as url:
-            exec(compile(code.replace(SERVE_URL, url), f"README.md[python {index}]", "exec"), {"__name__": "__readme__"})
+            exec(
+                compile(code.replace(SERVE_URL, url), f"README.md[python {index}]", "exec"),
+                {"__name__": "__readme__"},
+            )
     finally:
         log.disable_logging()
 

@@ -20,18 +20,27 @@ def agent(base: str, name: str, transport: str, **extra: Any) -> dict[str, Any]:
     # litellm spends ~5 ms of CPU per call: 600 concurrent calls queue for seconds on one core, so
     # its per-attempt timeout must be longer than the queue or healthy calls would time out
     return {
-        "model": f"openai/{name}", "api_base": base, "transport": transport,
+        "model": f"openai/{name}",
+        "api_base": base,
+        "transport": transport,
         "timeout_s": 8.0 if transport == "litellm" else 2.0,
         "retry": {"max_attempts": 4, "backoff_base_s": 0.02, "backoff_max_s": 0.2},
-        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}, **extra,
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+        **extra,
     }
 
 
 def parallel3(base: str, transport: str, **kw: Any) -> moa.Topology:
-    return load_data({
-        "name": "p3", "kind": "parallel", "workers": ["a", "b", "c"], "aggregator": "agg", **kw,
-        "agents": {n: agent(base, f"m-{n}", transport) for n in ("a", "b", "c", "agg")},
-    })
+    return load_data(
+        {
+            "name": "p3",
+            "kind": "parallel",
+            "workers": ["a", "b", "c"],
+            "aggregator": "agg",
+            **kw,
+            "agents": {n: agent(base, f"m-{n}", transport) for n in ("a", "b", "c", "agg")},
+        }
+    )
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -41,8 +50,9 @@ async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
     async with SimServer(default=SimModel(latency_s=0.01), faults=faults) as srv:
         t = parallel3(srv.base_url, transport, quorum=2, on_quorum="wait")
         async with moa.Runner() as rt:
-            outcomes = await asyncio.gather(*(t.run(f"question {i}", runner=rt) for i in range(200)),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(t.run(f"question {i}", runner=rt) for i in range(200)), return_exceptions=True
+            )
         stats = srv.stats
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     failed = [o for o in outcomes if not isinstance(o, moa.RunResult)]
@@ -62,10 +72,18 @@ async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
 async def test_retry_after_is_respected(transport: str, http_date: bool) -> None:
     """The retry after a 429 comes no earlier than its Retry-After, timed by the server."""
     wait = 1.0 if http_date else 0.3  # an HTTP date has whole seconds
-    async with SimServer(default=SimModel(), faults=FaultPlan(rate=0.0, retry_after_s=wait,
-                                                              retry_after_http_date=http_date)) as srv:
+    async with SimServer(
+        default=SimModel(), faults=FaultPlan(rate=0.0, retry_after_s=wait, retry_after_http_date=http_date)
+    ) as srv:
         srv.script("m-a", ["429", "ok"])
-        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent(srv.base_url, "m-a", transport)}})
+        t = load_data(
+            {
+                "name": "s",
+                "kind": "single",
+                "agent": "a",
+                "agents": {"a": agent(srv.base_url, "m-a", transport)},
+            }
+        )
         async with moa.Runner() as rt:
             r = await t.run("hi", runner=rt)
         log = srv.stats.request_log
@@ -78,7 +96,14 @@ async def test_rpm_limit_holds_across_concurrent_runs() -> None:
     """A per-endpoint rpm limit holds over 20 concurrent runs (window checked at the server)."""
     async with SimServer(default=SimModel()) as srv:
         moa.set_rate_limit(srv.base_url, rpm=10, period_s=0.5)
-        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent(srv.base_url, "m-a", "openai-http")}})
+        t = load_data(
+            {
+                "name": "s",
+                "kind": "single",
+                "agent": "a",
+                "agents": {"a": agent(srv.base_url, "m-a", "openai-http")},
+            }
+        )
         async with moa.Runner() as rt:
             await asyncio.gather(*(t.run(f"q{i}", runner=rt) for i in range(30)))
         times = sorted(ts for ts, _, _ in srv.stats.request_log)
@@ -101,7 +126,9 @@ async def test_agent_rate_limit_caps_concurrency() -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_fallback_over_http(transport: str) -> None:
     """A model that keeps failing falls back to the next; the record says who answered."""
-    async with SimServer(default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("500",), models=["m-bad"])) as srv:
+    async with SimServer(
+        default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("500",), models=["m-bad"])
+    ) as srv:
         a = agent(srv.base_url, "m-bad", transport, fallbacks=["openai/m-good"])
         t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
         async with moa.Runner() as rt:
@@ -114,7 +141,9 @@ async def test_fallback_over_http(transport: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_quorum_above_and_below(transport: str) -> None:
     """One dead worker of three: quorum 2 goes on; two dead: QuorumNotReached with every call."""
-    async with SimServer(default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("503",), models=["m-b"])) as srv:
+    async with SimServer(
+        default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("503",), models=["m-b"])
+    ) as srv:
         t = parallel3(srv.base_url, transport, quorum=2)
         async with moa.Runner() as rt:
             r = await t.run("hi", runner=rt)
@@ -129,13 +158,19 @@ async def test_quorum_above_and_below(transport: str) -> None:
 async def test_budget_never_exceeded_across_500_runs() -> None:
     """500 concurrent runs sharing a tight budget never spend past it, and spend equals what was served."""
     async with SimServer(default=SimModel()) as srv:
-        a = agent(srv.base_url, "m-a", "openai-http", max_tokens=16,
-                  pricing={"input_per_mtok": 100.0, "output_per_mtok": 100.0})
+        a = agent(
+            srv.base_url,
+            "m-a",
+            "openai-http",
+            max_tokens=16,
+            pricing={"input_per_mtok": 100.0, "output_per_mtok": 100.0},
+        )
         t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
         budget = moa.Budget(0.05)
         async with moa.Runner(budget=budget) as rt:
-            outcomes = await asyncio.gather(*(t.run(f"question number {i}", runner=rt) for i in range(500)),
-                                            return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(t.run(f"question number {i}", runner=rt) for i in range(500)), return_exceptions=True
+            )
         stats = srv.stats
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     refused = [o for o in outcomes if isinstance(o, moa.BudgetExceeded)]

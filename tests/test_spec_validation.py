@@ -37,12 +37,17 @@ def test_valid_dag_loads() -> None:
 
 def test_cycle_names_a_node_on_it() -> None:
     """A cycle is reported with the nodes on it."""
-    p = problems(dag([
-        {"id": "x", "agent": "a", "inputs": ["z"]},
-        {"id": "y", "agent": "a", "inputs": ["x"]},
-        {"id": "z", "agent": "a", "inputs": ["y"]},
-        {"id": "out", "agent": "a", "inputs": ["z"]},
-    ], output="out"))
+    p = problems(
+        dag(
+            [
+                {"id": "x", "agent": "a", "inputs": ["z"]},
+                {"id": "y", "agent": "a", "inputs": ["x"]},
+                {"id": "z", "agent": "a", "inputs": ["y"]},
+                {"id": "out", "agent": "a", "inputs": ["z"]},
+            ],
+            output="out",
+        )
+    )
     assert any(line.startswith("nodes form a cycle:") and "x" in line and "y" in line for line in p)
 
 
@@ -66,13 +71,17 @@ def test_unknown_agent() -> None:
 
 def test_unknown_prompt_template() -> None:
     """A misspelt template name is refused with the known names."""
-    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "agregate"}]))
+    p = problems(
+        dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "agregate"}])
+    )
     assert any("prompt template `agregate` is not known" in line and "aggregate" in line for line in p)
 
 
 def test_template_without_references_is_refused_when_node_reads_inputs() -> None:
     """A custom template on a node with inputs must place {references}."""
-    p = problems(dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "Say {prompt}"}]))
+    p = problems(
+        dag([{"id": "x", "agent": "a"}, {"id": "y", "agent": "a", "inputs": ["x"], "prompt": "Say {prompt}"}])
+    )
     assert any("no {references}" in line for line in p)
 
 
@@ -102,7 +111,16 @@ def test_two_sinks_without_output() -> None:
 
 def test_quorum_larger_than_workers_shorthand() -> None:
     """A quorum above the worker count is refused."""
-    p = problems({"name": "t", "kind": "parallel", "workers": ["a", "b"], "aggregator": "a", "quorum": 3, "agents": AGENTS})
+    p = problems(
+        {
+            "name": "t",
+            "kind": "parallel",
+            "workers": ["a", "b"],
+            "aggregator": "a",
+            "quorum": 3,
+            "agents": AGENTS,
+        }
+    )
     assert "quorum 3 is larger than the 2 workers" in p
 
 
@@ -133,7 +151,10 @@ def test_unknown_field_anywhere() -> None:
 def test_wrong_type_and_out_of_range() -> None:
     """Wrong types and out-of-range values name the field and the value."""
     data = dag([{"id": "x", "agent": "a"}])
-    data["agents"] = {"a": {"model": "m", "temperature": -1, "max_tokens": 0}, "b": {"model": "m", "top_p": "high"}}
+    data["agents"] = {
+        "a": {"model": "m", "temperature": -1, "max_tokens": 0},
+        "b": {"model": "m", "top_p": "high"},
+    }
     p = problems(data)
     assert any(line.startswith("agents.a.temperature:") and "-1" in line for line in p)
     assert any(line.startswith("agents.a.max_tokens:") and "0" in line for line in p)
@@ -180,7 +201,9 @@ def test_shorthand_fields_of_another_kind() -> None:
 
 def test_self_moa_needs_temperature() -> None:
     """Self-MoA at temperature 0 would sample one answer N times: refused."""
-    p = problems({"name": "t", "kind": "self_moa", "agent": "a", "samples": 3, "agents": {"a": {"model": "m"}}})
+    p = problems(
+        {"name": "t", "kind": "self_moa", "agent": "a", "samples": 3, "agents": {"a": {"model": "m"}}}
+    )
     assert any("temperature must be > 0" in line for line in p)
 
 
@@ -203,7 +226,7 @@ def test_missing_file_and_unknown_preset() -> None:
     """A missing file or unknown preset is one line."""
     with pytest.raises(UserError, match="no such file"):
         load("nope/nothere.yaml")
-    with pytest.raises(UserError, match="unknown topology `nothere`.*presets:"):
+    with pytest.raises(UserError, match=r"unknown topology `nothere`.*presets:"):
         load("nothere")
 
 

@@ -69,9 +69,7 @@ class Model(Protocol):
     #: True for in-process models whose cost is a local-compute figure
     local: bool
 
-    async def complete(
-        self, request: ModelRequest, on_token: TokenCallback | None = None
-    ) -> ModelReply:
+    async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         """Send ``request`` once. With ``on_token``, stream and call it with each text delta."""
         ...
 

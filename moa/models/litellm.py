@@ -80,7 +80,9 @@ class LitellmModel:
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kw: dict[str, Any] = dict(request.params)
-        kw.update(model=request.model, messages=[dict(m) for m in request.messages], num_retries=0, max_retries=0)
+        kw.update(
+            model=request.model, messages=[dict(m) for m in request.messages], num_retries=0, max_retries=0
+        )
         for name in ("temperature", "max_tokens", "top_p", "api_base", "api_key"):
             value = getattr(request, name)
             if value is not None:
@@ -122,10 +124,14 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
     if text is None:
-        raise MalformedReply("malformed reply: no message content", model=request.model, node=request.node or None)
+        raise MalformedReply(
+            "malformed reply: no message content", model=request.model, node=request.node or None
+        )
     u = getattr(resp, "usage", None)
     usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
-    return ModelReply(str(text), usage, str(getattr(resp, "model", "") or ""), getattr(choices[0], "finish_reason", None))
+    return ModelReply(
+        str(text), usage, str(getattr(resp, "model", "") or ""), getattr(choices[0], "finish_reason", None)
+    )
 
 
 async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) -> ModelReply:

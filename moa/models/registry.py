@@ -10,10 +10,18 @@ from typing import Any
 
 from moa.models.base import Model
 
-__all__ = ["ModelRegistry", "OPENAI_COMPATIBLE_PREFIXES", "use_direct_http"]
+__all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "use_direct_http"]
 
 #: litellm provider prefixes whose api_base speaks the OpenAI chat completions protocol
-OPENAI_COMPATIBLE_PREFIXES = ("openai", "hosted_vllm", "vllm", "llamafile", "lm_studio", "openai_like", "custom_openai")
+OPENAI_COMPATIBLE_PREFIXES = (
+    "openai",
+    "hosted_vllm",
+    "vllm",
+    "llamafile",
+    "lm_studio",
+    "openai_like",
+    "custom_openai",
+)
 
 
 def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
@@ -51,7 +59,9 @@ class ModelRegistry:
                 return m
         return None
 
-    def backend(self, model: str, *, api_base: str | None, transport: str, params: Mapping[str, Any]) -> Model:
+    def backend(
+        self, model: str, *, api_base: str | None, transport: str, params: Mapping[str, Any]
+    ) -> Model:
         found = self.override_for(model)
         if found is not None:
             return found
