@@ -16,10 +16,11 @@ from typing import Any, Protocol
 
 from moa.budget import Budget, Reservation
 from moa.errors import MoAError, ModelError, ProviderError, Timeout, UserError
-from moa.limits import Limiter, RateLimit, RetryPolicy, limiter_for, should_retry
+from moa.limits import Limiter, RateLimit, limiter_for
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.pricing import Price, price_for
 from moa.results import CallRecord
+from moa.retry import RetryPolicy, should_retry
 from moa.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]

@@ -1,27 +1,18 @@
-"""Rate limits shared by every run in the process, and the retry policy of one model call.
-
-Two halves with one job each:
-
-* ``RetryPolicy`` / ``should_retry`` / ``parse_retry_after``: pure functions deciding whether and
-  how long to wait before the next attempt (exponential backoff with full jitter, never less than
-  the provider's ``Retry-After``).
-* ``Limiter`` / ``set_rate_limit`` / ``limiter_for``: a process-wide registry of limiters, one per
-  endpoint key, each holding a requests-per-period window, a tokens-per-period window and a cap on
-  requests in flight.
+"""Rate limits shared by every run in the process: ``Limiter`` / ``set_rate_limit`` / ``limiter_for``,
+a process-wide registry of limiters, one per endpoint key, each holding a requests-per-period window,
+a tokens-per-period window and a cap on requests in flight. (The retry policy lives in
+``moa.retry`` and is re-exported here.)
 
 Limiters are shared across event loops (``topology.run_sync`` runs a fresh ``asyncio.run`` per call,
 and users may run loops in several threads), so their state is loop-independent: ``time.monotonic``
 stamps in a deque under a ``threading.Lock``, waits via ``asyncio.sleep``, and a concurrency gate that
 wakes waiters on their own loop with ``call_soon_threadsafe``. No asyncio primitive is ever shared.
 
-Why not ``asyncio_throttle.Throttler`` for rpm: its state is loop-independent too (a deque of
-``time.monotonic`` stamps, polling with ``asyncio.sleep``), but (1) its check-then-append is not
-guarded, so loops in two threads can both pass the check; (2) it cannot reserve the rpm and tpm
-windows in one step, so a request counted in the rpm window could still be waiting on tpm and start
-later than its stamp, letting a later window hold more than ``rpm`` starts; (3) it polls every
-``retry_interval`` (200 waiters = 20,000 wake-ups a second) where the exact expiry is known; and
-(4) a Throttler per loop would forget the window between consecutive ``run_sync`` calls. The window
-below is the same sliding-log algorithm, made atomic and exact.
+Requests per minute use ``asyncio_throttle.Throttler``'s sliding log (its state is loop-independent:
+a deque of ``time.monotonic`` stamps), with two changes in a subclass: the check and the stamp happen
+under a ``threading.Lock`` so loops in two threads cannot both pass, and a waiter sleeps until the
+exact moment the oldest start leaves the window instead of polling every ``retry_interval``. Tokens
+are reserved before the rpm stamp, so the stamp is taken right before the request starts.
 """
 
 from __future__ import annotations
@@ -29,17 +20,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
-from moa.errors import ModelError, UserError
+from asyncio_throttle.throttler import Throttler
+
+from moa.errors import UserError
+from moa.retry import RetryPolicy, parse_retry_after, retry_after_from_headers, should_retry
 
 __all__ = [
     "Limiter",
@@ -52,98 +43,6 @@ __all__ = [
     "set_rate_limit",
     "should_retry",
 ]
-
-
-# --------------------------------------------------------------------------------------------------
-# Retry policy
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How many attempts one model gets and how long to wait between them."""
-
-    #: total attempts per model (the first one included), >= 1
-    max_attempts: int = 3
-    #: the backoff cap of the first retry; doubles with each attempt
-    backoff_base_s: float = 0.5
-    #: the largest backoff cap, whatever the attempt number
-    backoff_max_s: float = 30.0
-    #: a Retry-After longer than this is not waited for: the error is raised instead
-    max_retry_after_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise UserError(f"retry.max_attempts must be >= 1, got {self.max_attempts}")
-        for name in ("backoff_base_s", "backoff_max_s", "max_retry_after_s"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise UserError(f"retry.{name} must be a finite number >= 0, got {value}")
-
-    def delay_s(
-        self, attempt: int, *, retry_after_s: float | None = None, rng: random.Random | None = None
-    ) -> float | None:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based), or None to give up.
-
-        Full jitter (uniform between 0 and the exponential cap) spreads the retries of many
-        concurrent runs that failed together; a provider's Retry-After is a floor, never shortened.
-        """
-        if attempt >= self.max_attempts:
-            return None
-        if retry_after_s is not None and retry_after_s > self.max_retry_after_s:
-            return None
-        # min() before the power would overflow for huge attempt numbers; cap the exponent instead.
-        cap = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** min(attempt - 1, 1023))
-        jittered = rng.uniform(0.0, cap) if rng is not None else random.uniform(0.0, cap)
-        if retry_after_s is None:
-            return jittered
-        return max(retry_after_s, jittered)
-
-
-def should_retry(error: BaseException) -> bool:
-    """True when another attempt at the same request may succeed (a retryable ``ModelError``)."""
-    return isinstance(error, ModelError) and error.retryable
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """A ``Retry-After`` value in seconds from now: delta-seconds or an HTTP date; None if garbage.
-
-    Dates in the past give 0. Negative, infinite or NaN seconds are garbage.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000" means UTC with unknown origin
-        when = when.replace(tzinfo=UTC)
-    current = now if now is not None else datetime.now(UTC)
-    if current.tzinfo is None:
-        current = current.replace(tzinfo=UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
-def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from response headers: ``retry-after-ms`` first, then ``retry-after``."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    millis = lowered.get("retry-after-ms")
-    if millis is not None:
-        try:
-            ms = float(millis.strip())
-        except ValueError:
-            ms = math.nan
-        if math.isfinite(ms) and ms >= 0:
-            return ms / 1000.0
-    return parse_retry_after(lowered.get("retry-after"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,71 +97,71 @@ class RateLimit:
         )
 
 
-class _Window:
-    """A sliding log of (start time, tokens) over one period: rpm and tpm reserved atomically.
+class _Rpm(Throttler):
+    """asyncio-throttle's sliding log of request starts, made safe for loops in several threads (the
+    check and the stamp happen under one lock) and woken at the exact moment the oldest start leaves
+    the window instead of polling. Its state is loop-independent, so one instance serves every
+    event loop of the process, and consecutive ``run_sync`` calls share one window.
 
     A fractional rpm becomes whole requests over a proportionally shorter window (90.5 per 60 s is
     90 per 59.67 s; 0.5 per 60 s is 1 per 120 s), so the average rate is exact and never zero.
-    A request asking for more tokens than ``tpm`` waits until the token window is empty and then
-    proceeds alone, rather than waiting forever.
     """
 
-    def __init__(self, limit: RateLimit) -> None:
+    def __init__(self, rpm: float, period_s: float) -> None:
+        requests = max(1, math.floor(rpm))
+        super().__init__(rate_limit=requests, period=period_s * requests / rpm)
+        self._guard = threading.Lock()
+
+    async def acquire(self) -> None:
+        while True:
+            with self._guard:
+                self.flush()  # type: ignore[no-untyped-call]
+                now = time.monotonic()
+                if len(self._task_logs) < self.rate_limit:
+                    self._task_logs.append(now)
+                    return
+                wait = self._task_logs[0] + self.period - now
+            # A floor keeps many waiters from waking once per microsecond-apart expiry.
+            await asyncio.sleep(max(wait, 1e-4))
+
+
+class _Tokens:
+    """A sliding log of (start time, tokens) for a tokens-per-period limit.
+
+    A request asking for more tokens than ``tpm`` waits until the window is empty and then proceeds
+    alone, rather than waiting forever.
+    """
+
+    def __init__(self, tpm: int, period_s: float) -> None:
         self._lock = threading.Lock()
         self._log: deque[tuple[float, int]] = deque()
-        self.configure(limit)
-
-    def configure(self, limit: RateLimit) -> None:
-        with self._lock:
-            if limit.rpm is None:
-                self._max_requests: int | None = None
-                self._period = limit.period_s
-            else:
-                self._max_requests = max(1, math.floor(limit.rpm))
-                self._period = limit.period_s * self._max_requests / limit.rpm
-            self._tpm = limit.tpm
-            self._token_period = limit.period_s
-
-    @property
-    def active(self) -> bool:
-        return self._max_requests is not None or self._tpm is not None
+        self._tpm = tpm
+        self._period = period_s
 
     def _try_reserve(self, tokens: int, now: float) -> float:
         """Reserve and return 0, or return how long to wait before trying again. Hold the lock."""
-        horizon = max(self._period, self._token_period)
-        while self._log and self._log[0][0] <= now - horizon:
+        while self._log and self._log[0][0] <= now - self._period:
             self._log.popleft()
-        wait = 0.0
-        if self._max_requests is not None:
-            starts = [t for t, _ in self._log if t > now - self._period]
-            excess = len(starts) - self._max_requests + 1
-            if excess > 0:
-                wait = starts[excess - 1] + self._period - now
-        if self._tpm is not None and tokens > 0:
-            live = [(t, n) for t, n in self._log if n > 0 and t > now - self._token_period]
-            used = sum(n for _, n in live)
-            # An oversized request needs the whole window (used == 0): it then proceeds alone.
-            need = min(tokens, self._tpm)
-            if used + need > self._tpm:
-                freed = 0
-                for t, n in live:
-                    freed += n
-                    if used - freed + need <= self._tpm:
-                        wait = max(wait, t + self._token_period - now)
-                        break
-        if wait > 0:
-            return wait
+        used = sum(n for _, n in self._log)
+        need = min(tokens, self._tpm)
+        if used + need > self._tpm:
+            freed = 0
+            for t, n in self._log:
+                freed += n
+                if used - freed + need <= self._tpm:
+                    return max(t + self._period - now, 1e-4)
         self._log.append((now, tokens))
         return 0.0
 
     async def reserve(self, tokens: int) -> None:
+        if tokens <= 0:
+            return
         while True:
             with self._lock:
                 wait = self._try_reserve(tokens, time.monotonic())
             if wait <= 0:
                 return
-            # A floor keeps many waiters from waking once per microsecond-apart expiry.
-            await asyncio.sleep(max(wait, 1e-4))
+            await asyncio.sleep(wait)
 
 
 class _Gate:
@@ -332,7 +231,8 @@ class Limiter:
     def __init__(self, key: str, limit: RateLimit) -> None:
         self.key = key
         self.limit = limit
-        self._window = _Window(limit)
+        self._rpm = _Rpm(limit.rpm, limit.period_s) if limit.rpm is not None else None
+        self._tokens = _Tokens(limit.tpm, limit.period_s) if limit.tpm is not None else None
         self._gate = _Gate(limit.max_concurrent) if limit.max_concurrent is not None else None
         self._lock = threading.Lock()
 
@@ -346,7 +246,14 @@ class Limiter:
             if merged == self.limit:
                 return
             self.limit = merged
-            self._window.configure(merged)
+            if merged.rpm is not None:
+                old, self._rpm = self._rpm, _Rpm(merged.rpm, merged.period_s)
+                if old is not None:  # the starts already made still count against the new limit
+                    self._rpm._task_logs = old._task_logs
+            if merged.tpm is not None:
+                old_tokens, self._tokens = self._tokens, _Tokens(merged.tpm, merged.period_s)
+                if old_tokens is not None:
+                    self._tokens._log = old_tokens._log
             if merged.max_concurrent is not None:
                 if self._gate is None:
                     self._gate = _Gate(merged.max_concurrent)
@@ -372,8 +279,11 @@ class Limiter:
         if gate is not None:
             await gate.acquire()
         try:
-            if self._window.active:
-                await self._window.reserve(tokens)
+            # tokens first, then the rpm stamp right before the request starts
+            if self._tokens is not None:
+                await self._tokens.reserve(tokens)
+            if self._rpm is not None:
+                await self._rpm.acquire()
             yield
         finally:
             if gate is not None:

@@ -20,7 +20,7 @@ def error_for_status(
 ) -> ModelError:
     """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> Timeout,
     other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError."""
-    from moa.limits import retry_after_from_headers
+    from moa.retry import retry_after_from_headers
 
     text = " ".join(message.split())[:500] or f"HTTP {status}"
     kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}

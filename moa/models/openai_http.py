@@ -30,7 +30,7 @@ from moa.models.errors import error_for_status
 from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
 
-__all__ = ["DEFAULT_API_BASE", "OpenAIHTTPModel", "wire_model_name"]
+__all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_API_BASE", "OpenAIHTTPModel", "wire_model_name"]
 
 #: where a model with no ``api_base`` is sent (as litellm does for ``openai/`` models)
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -44,6 +44,18 @@ def _ssl_context() -> ssl.SSLContext:
     """Loading the CA bundle takes ~25 ms: once per process, not once per client (``run_sync``
     makes a loop, hence a client, per call)."""
     return httpx.create_ssl_context()
+
+
+#: connecting is bounded even when the agent sets no timeout_s (reading is not: a local model may
+#: take minutes, and the runner bounds attempts whose agent sets timeout_s)
+CONNECT_TIMEOUT_S = 30.0
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(timeout_s: float | None) -> httpx.Timeout:
+    if timeout_s is None:
+        return httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
 
 def wire_model_name(model: str) -> str:
@@ -171,7 +183,7 @@ class OpenAIHTTPModel:
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         url = (request.api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
         body = self._body(request)
-        timeout = httpx.Timeout(request.timeout_s)
+        timeout = _timeout(request.timeout_s)
         shards, i = self._pick()
         client = shards.clients[i]
         shards.busy[i] += 1

