@@ -84,6 +84,7 @@ def _summary_line(result: Any) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from moa.engine import Runner
     from moa.errors import MoAError, UserError
     from moa.loader import load
     from moa.topology import Done, Token
@@ -99,10 +100,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
 
     async def go() -> Any:
+        async with Runner() as runner:
+            return await run(runner)
+
+    async def run(runner: Any) -> Any:
         if not args.stream:
-            return await topology.run(prompt, **kw)
+            return await topology.run(prompt, runner=runner, **kw)
         result = None
-        async for ev in topology.stream(prompt, **kw):
+        async for ev in topology.stream(prompt, runner=runner, **kw):
             if isinstance(ev, Token) and not args.json:
                 sys.stdout.write(ev.text)
                 sys.stdout.flush()

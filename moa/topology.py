@@ -78,8 +78,18 @@ class Topology(TopologySpec):
         return await r.run(self, prompt, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s)
 
     def run_sync(self, prompt: RunInput, **kwargs: Any) -> RunResult:
-        """``run`` for code without an event loop (a fresh loop per call)."""
-        return asyncio.run(self.run(prompt, **kwargs))
+        """``run`` for code without an event loop (a fresh loop per call). Without a ``runner``, the
+        clients it opens are closed before the loop ends."""
+        if kwargs.get("runner") is not None:
+            return asyncio.run(self.run(prompt, **kwargs))
+
+        async def once() -> RunResult:
+            from moa.engine import Runner
+
+            async with Runner() as runner:
+                return await self.run(prompt, runner=runner, **kwargs)
+
+        return asyncio.run(once())
 
     async def stream(
         self,
