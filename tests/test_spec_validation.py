@@ -249,3 +249,55 @@ def test_stop_string_becomes_list() -> None:
     """`stop: "###"` is accepted as a one-item list."""
     t = load_data(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "m", "stop": "###"}}))
     assert t.agents["a"].stop == ["###"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"kind": "single"}, "`kind: single` needs `agent`"),
+        ({"kind": "sequential"}, "`kind: sequential` needs `steps`"),
+        ({"kind": "hierarchical", "workers": ["a"]}, "`kind: hierarchical` needs `manager`"),
+        ({"kind": "hierarchical", "manager": "a", "workers": []}, "`workers` is empty"),
+        ({"kind": "layered", "layers": 2}, "`kind: layered` needs `proposers`"),
+        ({"kind": "layered", "aggregator": "a"}, "`kind: layered` needs `layers`"),
+        ({"kind": "layered", "layers": [["a"], []], "aggregator": "a"}, "layer 2 has no proposers"),
+        ({"kind": "layered", "layers": [["a"]], "proposers": ["a"], "aggregator": "a"}, "`proposers` is not used"),
+        ({"kind": "layered", "layers": 0, "proposers": ["a"], "aggregator": "a"}, "layers must be at least 1"),
+        ({"kind": "parallel", "workers": ["a"], "aggregator": "a", "reduce": "majority"}, "both set"),
+        ({"kind": "parallel", "workers": ["a"]}, "needs `aggregator` (or `reduce`"),
+        ({"kind": "single", "agent": "a", "nodes": [{"id": "x", "agent": "a"}]}, "`nodes` are both set"),
+        ({"kind": "single", "agent": "a", "output": "answer"}, "`output` is set by `kind: single` itself"),
+        ({"workers": ["a"], "nodes": [{"id": "x", "agent": "a"}]}, "`workers` is a shorthand field but no `kind`"),
+        ({}, "no `nodes` and no `kind`"),
+    ],
+)
+def test_shorthand_problems(data: dict[str, Any], expected: str) -> None:
+    """Each misuse of a shorthand is named in one line."""
+    p = problems({"name": "t", "agents": AGENTS, **data})
+    assert any(expected in line for line in p), p
+
+
+def test_layered_with_explicit_layers() -> None:
+    """`layers: [[...], [...]]` gives each layer its own agents, each reading the layer before."""
+    t = load_data({"name": "t", "kind": "layered", "layers": [["a", "b"], ["a"]], "aggregator": "b", "agents": AGENTS})
+    assert t.graph.nodes["l2_a"].inputs == ("l1_a", "l1_b")
+    assert t.graph.nodes["aggregate"].inputs == ("l2_a",)
+
+
+def test_repeated_agent_gets_numbered_nodes() -> None:
+    """A worker agent named twice gives numbered node ids."""
+    t = load_data({"name": "t", "kind": "parallel", "workers": ["a", "a", "b"], "reduce": "first", "agents": AGENTS})
+    assert t.graph.order[:3] == ("a_1", "a_2", "b")
+    assert t.graph.nodes["first"].needed == 1
+
+
+def test_plan_without_workers_is_refused() -> None:
+    """A `plan: true` node nobody reads instructions from is named."""
+    p = problems(dag([{"id": "m", "agent": "a", "plan": True}, {"id": "w", "agent": "a", "inputs": ["m"]}]))
+    assert any("is a plan but no node takes `instruction_from: m`" in line for line in p)
+
+
+def test_instruction_from_a_non_plan_node() -> None:
+    """instruction_from must name a plan node."""
+    p = problems(dag([{"id": "m", "agent": "a"}, {"id": "w", "agent": "a", "instruction_from": "m"}]))
+    assert any("instruction_from `m` is not a `plan: true` node" in line for line in p)
