@@ -10,22 +10,20 @@ the error raised carries every ``CallRecord`` made (``error.calls``) and the nod
 from __future__ import annotations
 
 import asyncio
-import json
-import re
+import functools
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from moa import log
 from moa.budget import Budget
 from moa.calls import AgentRuntime, CallCache, CallContext, call_agent
-from moa.errors import MalformedReply, MoAError, ProviderError, QuorumNotReached, Timeout, UserError
+from moa.errors import MoAError, ProviderError, QuorumNotReached, Timeout, UserError
 from moa.graph import Graph, GraphNode
 from moa.models.base import Message, Model, TokenCallback
 from moa.models.registry import ModelRegistry
+from moa.plans import parse_plan
 from moa.prompts import format_references
 from moa.reducers import REDUCERS
 from moa.results import NodeResult, RunResult, Usage
@@ -34,7 +32,7 @@ from moa.spec import AgentSpec
 if TYPE_CHECKING:
     from moa.topology import Topology
 
-__all__ = ["LOCAL_COST_NOTE", "RunInput", "Runner", "default_runner", "parse_plan"]
+__all__ = ["LOCAL_COST_NOTE", "RunInput", "Runner", "default_runner"]
 
 #: a prompt, or a chat whose last message is the user's turn
 RunInput = str | Sequence[Message]
@@ -42,43 +40,6 @@ RunInput = str | Sequence[Message]
 LOCAL_COST_NOTE = (
     "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
 )
-
-
-class _Plan(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    instructions: list[str] = Field(min_length=1)
-
-
-_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-
-
-def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
-    """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
-    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    lstart, lend = text.find("["), text.rfind("]")
-    if lstart != -1 and lend > lstart:
-        candidates.append(text[lstart : lend + 1])
-    for c in candidates:
-        try:
-            data = json.loads(c)
-            if isinstance(data, list):
-                data = {"instructions": data}
-            plan = _Plan.model_validate(data)
-        except (json.JSONDecodeError, ValidationError):
-            continue
-        items = [s.strip() for s in plan.instructions if s.strip()]
-        if len(items) >= n:
-            return items[:n]
-        raise MalformedReply(
-            f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
-        )
-    snippet = " ".join(text.split())[:80]
-    raise MalformedReply(
-        f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
-    )
 
 
 def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
@@ -167,6 +128,11 @@ def default_runner() -> Runner:
     return r
 
 
+def _settle(fut: asyncio.Future[str], _task: asyncio.Task[None]) -> None:
+    if not fut.done():
+        fut.cancel()
+
+
 class _Execution:
     """One run of one graph."""
 
@@ -201,7 +167,10 @@ class _Execution:
         timed_out = False
         async with asyncio.TaskGroup() as tg:
             for nid in self.graph.order:
-                self.tasks[nid] = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
+                task = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
+                # a task cancelled before its first step never runs its handler: settle its future here
+                task.add_done_callback(functools.partial(_settle, self.futures[nid]))
+                self.tasks[nid] = task
             try:
                 async with asyncio.timeout(deadline_s):
                     await asyncio.wait([out])

@@ -1,0 +1,51 @@
+"""A manager's plan in a hierarchical topology: its reply read as exactly one instruction per worker
+(validated structured output). A reply that does not parse is a ``MalformedReply``, which the
+runner retries like any other malformed reply, its tokens still on the record."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moa.errors import MalformedReply
+
+__all__ = ["parse_plan"]
+
+
+class _Plan(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    instructions: list[str] = Field(min_length=1)
+
+
+_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
+    """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
+    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    lstart, lend = text.find("["), text.rfind("]")
+    if lstart != -1 and lend > lstart:
+        candidates.append(text[lstart : lend + 1])
+    for c in candidates:
+        try:
+            data = json.loads(c)
+            if isinstance(data, list):
+                data = {"instructions": data}
+            plan = _Plan.model_validate(data)
+        except (json.JSONDecodeError, ValidationError):
+            continue
+        items = [s.strip() for s in plan.instructions if s.strip()]
+        if len(items) >= n:
+            return items[:n]
+        raise MalformedReply(
+            f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
+        )
+    snippet = " ".join(text.split())[:80]
+    raise MalformedReply(
+        f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
+    )
