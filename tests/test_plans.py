@@ -1,0 +1,32 @@
+"""A manager's reply read as one instruction per worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from moa.errors import MalformedReply
+from moa.plans import parse_plan
+
+
+def test_fenced_json() -> None:
+    """A plan inside a ```json fence with chatter around it parses."""
+    text = 'Here it is:\n```json\n{"instructions": ["a", "b"]}\n```\nGood luck.'
+    assert parse_plan(text, 2, node="plan", model="m") == ["a", "b"]
+
+
+def test_bare_list_and_extra_items() -> None:
+    """A bare JSON list works; extra instructions beyond the workers are dropped."""
+    assert parse_plan('["x", "y", "z"]', 2, node="plan", model="m") == ["x", "y"]
+
+
+def test_too_few_instructions() -> None:
+    """Fewer instructions than workers is a MalformedReply naming both counts."""
+    with pytest.raises(MalformedReply, match="plan has 1 instructions but there are 3 workers"):
+        parse_plan('{"instructions": ["only"]}', 3, node="plan", model="m")
+
+
+def test_not_json_quotes_the_reply() -> None:
+    """A reply with no plan is a MalformedReply quoting its start."""
+    with pytest.raises(MalformedReply, match='plan is not JSON.*"I will not plan"') as info:
+        parse_plan("I will not plan", 2, node="plan", model="m")
+    assert info.value.node == "plan" and info.value.retryable
