@@ -27,6 +27,6 @@ def test_too_few_instructions() -> None:
 
 def test_not_json_quotes_the_reply() -> None:
     """A reply with no plan is a MalformedReply quoting its start."""
-    with pytest.raises(MalformedReply, match='plan is not JSON.*"I will not plan"') as info:
+    with pytest.raises(MalformedReply, match=r'plan is not JSON.*"I will not plan"') as info:
         parse_plan("I will not plan", 2, node="plan", model="m")
     assert info.value.node == "plan" and info.value.retryable

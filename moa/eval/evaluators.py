@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -17,6 +18,9 @@ from moa.errors import UserError
 from moa.eval.base import NO_TARGET, Evaluator, Score
 from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
+
+if TYPE_CHECKING:
+    from moa.experiment.scoring import PairwiseEvaluator
 
 __all__ = [
     "ContainsConfig",
@@ -220,24 +224,38 @@ _REGISTRY: dict[str, tuple[type[BaseModel], Any]] = {
 }
 
 
+#: pairwise evaluators (they compare with the baseline's answer); imported when named
+_PAIRWISE = ("judge",)
+
+
 def known_evaluators() -> list[str]:
     """The names ``make_evaluator`` accepts."""
-    return sorted(_REGISTRY)
+    return sorted([*_REGISTRY, *_PAIRWISE])
 
 
-def make_evaluator(config: str | Mapping[str, Any]) -> Evaluator:
-    """An evaluator from ``"exact"`` or ``{"name": "numeric", "abs_tol": 1e-6}``; ``UserError``
+def make_evaluator(
+    config: str | Mapping[str, Any], *, base_dir: str | Path | None = None
+) -> Evaluator | PairwiseEvaluator:
+    """An evaluator from ``"exact"``, ``{"name": "numeric", "abs_tol": 1e-6}`` or
+    ``{"name": "judge", "topology": "judge.yaml"}`` (files relative to ``base_dir``); ``UserError``
     naming the evaluator and field when the configuration is wrong."""
     data: dict[str, Any] = {"name": config} if isinstance(config, str) else dict(config)
     name = data.get("name")
+    if name == "judge":
+        from moa.eval.judge import JudgeConfig, JudgeEvaluator
+
+        return JudgeEvaluator(_parse(JudgeConfig, data, name), base_dir=base_dir)
     if not isinstance(name, str) or name not in _REGISTRY:
         raise UserError(f"unknown evaluator `{name}`; known: {', '.join(known_evaluators())}")
     config_type, evaluator_type = _REGISTRY[name]
+    evaluator: Evaluator = evaluator_type(_parse(config_type, data, name))
+    return evaluator
+
+
+def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any:
     try:
-        parsed = config_type.model_validate(data)
+        return config_type.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "config"
         raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None
-    evaluator: Evaluator = evaluator_type(parsed)
-    return evaluator

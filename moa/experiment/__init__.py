@@ -13,10 +13,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from moa.experiment.call_cache import StoreCache
     from moa.experiment.runner import Experiment, rebuild_report, summary_from_store
     from moa.experiment.scoring import PairScore, PairwiseEvaluator
     from moa.experiment.spec import ExperimentSpec, Setup, SetupEntry, load_spec
-    from moa.experiment.store import JudgmentRow, RunRow, Store, StoreCache
+    from moa.experiment.store import JudgmentRow, RunRow, Store
     from moa.experiment.summary import CategorySummary, SetupSummary, Summary
 
 _EXPORTS = {
@@ -31,7 +32,7 @@ _EXPORTS = {
     "SetupEntry": "moa.experiment.spec",
     "SetupSummary": "moa.experiment.summary",
     "Store": "moa.experiment.store",
-    "StoreCache": "moa.experiment.store",
+    "StoreCache": "moa.experiment.call_cache",
     "Summary": "moa.experiment.summary",
     "load_spec": "moa.experiment.spec",
     "rebuild_report": "moa.experiment.runner",

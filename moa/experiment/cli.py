@@ -40,6 +40,7 @@ def _compare(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         limit=args.limit,
         budget_usd=args.budget_usd,
+        samples=args.samples,
     )
     try:
         summary = exp.run()
@@ -83,6 +84,9 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     c.add_argument("--concurrency", type=_positive_int, metavar="N", help="runs in flight at once")
     c.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N items")
     c.add_argument("--budget-usd", type=_usd, metavar="X", help="hard cap on the experiment's spend")
+    c.add_argument(
+        "--samples", type=_positive_int, metavar="K", help="runs per (setup, item) pair; reports pass@1..K"
+    )
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_compare)
     r = subparsers.add_parser(

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moa.experiment.report_sections import quality_notes, quality_sections
 from moa.experiment.store import Store
 from moa.experiment.summary import SetupSummary, Summary
 
-__all__ = ["format_table", "markdown_report", "pareto_png", "print_table", "write_outputs"]
+__all__ = ["format_table", "markdown_report", "pareto_png", "print_notes", "print_table", "write_outputs"]
 
 HEADERS = [
     "Setup",
@@ -90,14 +91,19 @@ def _footer(summary: Summary) -> list[str]:
     for s in summary.setups:
         if s.errors:
             first = s.error_examples[0]["error"] if s.error_examples else ""
-            out.append(f"{s.name}: {s.errors} of {s.n} runs failed; most frequent: {first}")
+            out.append(f"{s.name}: {s.errors} of {s.n * s.samples} runs failed; most frequent: {first}")
     out.extend(summary.notes)
     return out
 
 
+def print_notes(summary: Summary) -> list[str]:
+    """The footer plus the quality notes (judge, pass@k, failure reasons, power) for the terminal."""
+    return [*_footer(summary), *quality_notes(summary)]
+
+
 def print_table(summary: Summary) -> None:
     print(format_table(summary))
-    for line in _footer(summary):
+    for line in print_notes(summary):
         print(line)
 
 
@@ -181,6 +187,11 @@ def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
     lines += _md_table(HEADERS, table_rows(summary))
     lines += ["", *(f"- {n}" for n in _footer(summary)), "", "## Details", ""]
     lines += _md_table(DETAIL_HEADERS, _detail_rows(summary))
+    for sec in quality_sections(summary):
+        lines += ["", f"## {sec.title}", ""]
+        if sec.headers:
+            lines += [*_md_table(sec.headers, sec.rows), ""]
+        lines += [f"- {b}" for b in sec.bullets]
     headers, rows = _category_rows(summary)
     if rows:
         lines += ["", "## Per category", "", *_md_table(headers, rows)]
@@ -214,6 +225,12 @@ def html_report(summary: Summary, png: bytes | None) -> str:
         "<h2>Details</h2>",
         _html_table(DETAIL_HEADERS, _detail_rows(summary)),
     ]
+    for sec in quality_sections(summary):
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        if sec.headers:
+            parts.append(_html_table(sec.headers, sec.rows))
+        if sec.bullets:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(b)}</li>" for b in sec.bullets) + "</ul>")
     headers, rows = _category_rows(summary)
     if rows:
         parts += ["<h2>Per category</h2>", _html_table(headers, rows)]
@@ -302,6 +319,7 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
                 row = {
                     "setup": r.setup,
                     "item_id": r.item_id,
+                    "sample": r.sample,
                     "answer": r.answer,
                     "score": score,
                     "score_detail": r.detail,

@@ -19,8 +19,9 @@ from moa.engine import Runner
 from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
 from moa.eval.base import Evaluator
 from moa.eval.datasets import Dataset, Item, load_dataset
+from moa.experiment.call_cache import StoreCache, sample_scope
 from moa.experiment.progress import Progress
-from moa.experiment.scoring import PairwiseEvaluator, score_all
+from moa.experiment.scoring import PairwiseEvaluator, is_pairwise, score_all
 from moa.experiment.spec import (
     ExperimentSpec,
     Setup,
@@ -29,7 +30,7 @@ from moa.experiment.spec import (
     load_spec,
     resolve_setups,
 )
-from moa.experiment.store import Store, StoreCache, input_hash
+from moa.experiment.store import Store, input_hash
 from moa.experiment.summary import Summary, baseline_problem, summarize
 
 __all__ = ["Experiment", "rebuild_report", "summary_from_store"]
@@ -107,15 +108,16 @@ class Experiment:
             ev_config: dict[str, Any] = {"name": evaluator.name, "custom": True}
         else:
             ev_config = evaluator_config(spec)
-            evaluator = _make_evaluator(ev_config, self.source)
-        ev_id = evaluator_id(ev_config)
+            evaluator = _make_evaluator(ev_config, self.source, self.base_dir)
+        # a judge's id covers its topology's content, so an edited judge file re-scores
+        ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
         store = Store.open(self.out)
         bar = Progress(enabled=self.progress)
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)
-            manifest = _manifest(spec, setups, dataset, ev_config, ev_id)
+            manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
             store.put_items(
                 (i.id, input_hash(i.input), i.category, i.model_dump_json()) for i in dataset.items
             )
@@ -178,22 +180,29 @@ class Experiment:
         bar: Progress,
     ) -> None:
         spec = self.spec
+        k = spec.samples
         runners = {
-            s.name: _scoped_runner(base_runner, StoreCache(store, f"{s.name}:{s.hash}")) for s in setups
+            (s.name, j): _scoped_runner(base_runner, StoreCache(store, sample_scope(s.name, s.hash, j)))
+            for s in setups
+            for j in range(k)
         }
         done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
         hashes = [input_hash(i.input) for i in items]
         todo = sum(
-            1 for i, h in zip(items, hashes, strict=True) for s in setups if (i.id, h) not in done[s.name]
+            1
+            for i, h in zip(items, hashes, strict=True)
+            for s in setups
+            for j in range(k)
+            if (i.id, h, j) not in done[s.name]
         )
         bar.start("runs", todo, store.spent_usd())
         tasks: set[asyncio.Task[None]] = set()
         fatal: list[BaseException] = []
         self.stopped = None
 
-        async def one(setup: Setup, item: Item, h: str) -> None:
+        async def one(setup: Setup, item: Item, h: str, j: int) -> None:
             try:
-                result = await runners[setup.name].run(
+                result = await runners[setup.name, j].run(
                     setup.topology, item.input, budget=budget, deadline_s=spec.deadline_s
                 )
             except BudgetExceeded as e:
@@ -205,32 +214,35 @@ class Experiment:
                 fatal.append(e)
                 return
             except MoAError as e:
-                store.record_run(setup.name, setup.hash, item.id, h, None, e)
+                store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
                 bar.advance(sum(c.cost_usd for c in e.calls))
             except Exception as e:  # a backend bug must not lose the rest of the experiment
                 err = ProviderError(f"{type(e).__name__}: {e}")
-                store.record_run(setup.name, setup.hash, item.id, h, None, err)
+                store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
                 bar.advance()
             else:
-                store.record_run(setup.name, setup.hash, item.id, h, result)
+                store.record_run(setup.name, setup.hash, item.id, h, result, sample=j)
                 bar.advance(result.cost_usd)
             finally:
                 sem.release()
 
         try:
-            for item, h in zip(items, hashes, strict=True):
-                for setup in setups:
-                    if (item.id, h) in done[setup.name]:
-                        continue
-                    await sem.acquire()
-                    if self.stopped or fatal:
-                        sem.release()
-                        break
-                    t = asyncio.create_task(one(setup, item, h), name=f"moa-exp:{setup.name}:{item.id}")
-                    tasks.add(t)
-                    t.add_done_callback(tasks.discard)
+            pairs = (
+                (item, h, setup, j)
+                for item, h in zip(items, hashes, strict=True)
+                for setup in setups
+                for j in range(k)
+            )
+            for item, h, setup, j in pairs:
+                if (item.id, h, j) in done[setup.name]:
+                    continue
+                await sem.acquire()
                 if self.stopped or fatal:
+                    sem.release()
                     break
+                t = asyncio.create_task(one(setup, item, h, j), name=f"moa-exp:{setup.name}:{item.id}:{j}")
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
             if tasks:
                 await asyncio.gather(*tasks)
         finally:
@@ -252,18 +264,27 @@ def _scoped_runner(base: Runner, cache: StoreCache, budget: Budget | None = None
     return r
 
 
-def _make_evaluator(config: dict[str, Any], source: str) -> Any:
+def _make_evaluator(config: dict[str, Any], source: str, base_dir: Path | None = None) -> Any:
+    from moa.errors import TopologyError
     from moa.eval.evaluators import make_evaluator
 
     try:
-        ev = make_evaluator(config)
+        ev = make_evaluator(config, base_dir=base_dir)
+    except TopologyError:
+        raise  # one line per problem already, naming the judge's topology file
     except UserError as e:
         raise UserError(f"{source}: evaluator: {e}") from None
     return ev
 
 
 def _manifest(
-    spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, ev_config: dict[str, Any], ev_id: str
+    spec: ExperimentSpec,
+    setups: Sequence[Setup],
+    dataset: Dataset,
+    ev_config: dict[str, Any],
+    ev_id: str,
+    *,
+    pairwise: bool,
 ) -> dict[str, Any]:
     return {
         "experiment": spec.name,
@@ -273,6 +294,8 @@ def _manifest(
         ],
         "evaluator": ev_config,
         "evaluator_id": ev_id,
+        "pairwise": pairwise,
+        "samples": spec.samples,
         "item_ids": [i.id for i in dataset.items],
         "seed": spec.seed,
         "bootstrap_rounds": spec.bootstrap_rounds,
@@ -335,6 +358,8 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
         rounds=int(manifest.get("bootstrap_rounds", 2000)),
         seed=int(manifest.get("seed", 0)),
         judge_costs=judge,
+        samples=int(manifest.get("samples", 1)),
+        pairwise=bool(manifest.get("pairwise", False)),
     )
 
 
@@ -348,7 +373,9 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
         manifest = store.get_meta("manifest")
         if manifest is None:
             raise UserError(f"{out}: the store holds no experiment yet")
-        custom = bool(manifest["evaluator"].get("custom"))
+        # a custom or pairwise evaluator is not rebuilt here (a judge's topology file is relative to
+        # the experiment file, unknown here): its stored scores are used as they are
+        custom = bool(manifest["evaluator"].get("custom")) or bool(manifest.get("pairwise"))
         evaluator = None if custom else _make_evaluator(manifest["evaluator"], str(out))
         # a custom or pairwise evaluator is not rebuilt here: its stored scores are used as they are
         if evaluator is not None and not isinstance(evaluator, PairwiseEvaluator):

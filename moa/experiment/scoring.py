@@ -94,7 +94,8 @@ async def score_all(
                     # the baseline against itself is a tie by definition: no judge call
                     store.put_score(row.run_id, evaluator_id, 0.5, "baseline")
                 else:
-                    base = store.run_for(baseline.name, baseline.hash, row.item_id)
+                    # with several samples, sample j of the setup meets sample j of the baseline
+                    base = store.run_for(baseline.name, baseline.hash, row.item_id, row.sample)
                     if base is None:
                         report.waiting += 1
                         return

@@ -58,12 +58,21 @@ class ExperimentSpec(BaseModel):
         "fail", description="A bad dataset row stops the experiment or is skipped (and reported)."
     )
     evaluator: str | dict[str, Any] = Field(
-        ..., description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}`."
+        ...,
+        description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}` or "
+        "`{name: judge, topology: judge.yaml}` (paths relative to the experiment file).",
     )
     baseline: str | SetupEntry = Field(..., description="The reference setup, normally a single model.")
     setups: list[str | SetupEntry] = Field(..., min_length=1, description="Topology files or preset names.")
     concurrency: int = Field(
         8, ge=1, le=4096, description="Runs (and scorings) in flight at once, all setups together."
+    )
+    samples: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="Independent runs of every (setup, item) pair (pass@1..k for binary evaluators); "
+        "sampling needs temperature > 0 to give different answers.",
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N items.")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")

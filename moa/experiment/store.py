@@ -19,56 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moa.calls import CachedReply
 from moa.errors import MoAError, UserError
-from moa.models.base import ModelReply, ModelRequest
+from moa.experiment.store_schema import SCHEMA, SCHEMA_VERSION, migrate
 from moa.results import CallRecord, RunResult, Usage
 
-__all__ = ["STORE_NAME", "JudgmentRow", "RunRow", "Store", "StoreCache", "input_hash"]
+__all__ = ["STORE_NAME", "JudgmentRow", "RunRow", "Store", "input_hash"]
 
 STORE_NAME = "experiment.sqlite"
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS items(
-  item_id TEXT PRIMARY KEY, input_hash TEXT NOT NULL, category TEXT, data TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(
-  run_id INTEGER PRIMARY KEY,
-  setup TEXT NOT NULL, topo_hash TEXT NOT NULL, item_id TEXT NOT NULL, input_hash TEXT NOT NULL,
-  answer TEXT, error TEXT, error_type TEXT,
-  cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
-  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
-  finished_at REAL NOT NULL,
-  UNIQUE(setup, topo_hash, item_id, input_hash));
-CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
--- a call belongs to a run (a topology's call) or to a judgment (a pairwise judge's call)
-CREATE TABLE IF NOT EXISTS calls(
-  call_id INTEGER PRIMARY KEY, run_id INTEGER, judgment_id INTEGER, seq INTEGER NOT NULL,
-  node TEXT NOT NULL, model TEXT NOT NULL, requested_model TEXT NOT NULL,
-  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
-  latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
-  priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
-CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
-CREATE TABLE IF NOT EXISTS scores(
-  run_id INTEGER NOT NULL, evaluator_id TEXT NOT NULL, value REAL NOT NULL, detail TEXT,
-  PRIMARY KEY(run_id, evaluator_id));
--- pairwise verdicts: a setup's run against the baseline's run on the same item, in one position
-CREATE TABLE IF NOT EXISTS judgments(
-  judgment_id INTEGER PRIMARY KEY, evaluator_id TEXT NOT NULL,
-  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL, position TEXT NOT NULL,
-  verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
-  UNIQUE(evaluator_id, run_id, baseline_run_id, position));
-CREATE TABLE IF NOT EXISTS cache(
-  key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
-  finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-  cost_usd REAL NOT NULL);
-"""
 
 _RUN_COLUMNS = (
     "r.run_id, r.setup, r.item_id, r.answer, r.error, r.cost_usd, r.latency_s, "
-    "r.prompt_tokens, r.completion_tokens, r.n_calls"
+    "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample"
 )
 
 
@@ -90,6 +51,8 @@ class RunRow:
     prompt_tokens: int
     completion_tokens: int
     n_calls: int
+    #: which of the experiment's ``samples`` independent runs of this (setup, item) pair
+    sample: int = 0
     score: float | None = None
     detail: str | None = None
 
@@ -164,7 +127,7 @@ class Store:
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives a killed process; only a power cut may lose the last commits
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            conn.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise UserError(f"{path}: cannot open the experiment store: {e}") from None
         store = cls(path, conn)
@@ -173,7 +136,16 @@ class Store:
             store.set_meta("schema_version", SCHEMA_VERSION)
             conn.commit()
         elif version != SCHEMA_VERSION:
-            raise UserError(f"{path}: store schema version {version}, this moa reads {SCHEMA_VERSION}")
+            try:
+                version = migrate(conn, int(version))
+            except sqlite3.Error as e:
+                raise UserError(
+                    f"{path}: cannot upgrade the store from schema version {version}: {e}"
+                ) from None
+            if version != SCHEMA_VERSION:
+                raise UserError(f"{path}: store schema version {version}, this moa reads {SCHEMA_VERSION}")
+            store.set_meta("schema_version", SCHEMA_VERSION)
+            conn.commit()
         return store
 
     def close(self) -> None:
@@ -216,12 +188,13 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------------
 
-    def finished(self, setup: str, topo_hash: str, *, with_errors: bool) -> set[tuple[str, str]]:
-        """(item id, input hash) of the stored runs of a setup (errored ones only if ``with_errors``)."""
-        sql = "SELECT item_id, input_hash FROM runs WHERE setup=? AND topo_hash=?"
+    def finished(self, setup: str, topo_hash: str, *, with_errors: bool) -> set[tuple[str, str, int]]:
+        """(item id, input hash, sample) of the stored runs of a setup (errored ones only if
+        ``with_errors``)."""
+        sql = "SELECT item_id, input_hash, sample FROM runs WHERE setup=? AND topo_hash=?"
         if not with_errors:
             sql += " AND error IS NULL"
-        return {(a, b) for a, b in self.conn.execute(sql, (setup, topo_hash))}
+        return {(a, b, int(c)) for a, b, c in self.conn.execute(sql, (setup, topo_hash))}
 
     def record_run(
         self,
@@ -231,6 +204,8 @@ class Store:
         in_hash: str,
         result: RunResult | None,
         error: MoAError | None = None,
+        *,
+        sample: int = 0,
     ) -> int:
         """Store a finished run (a result, or an error with the calls it made) in one transaction."""
         calls = result.calls if result is not None else (error.calls if error is not None else [])
@@ -242,11 +217,11 @@ class Store:
             else max((c.started_s + c.latency_s for c in calls), default=0.0)
         )
         with self.conn:
-            self._delete_run(setup, topo_hash, item_id, in_hash)
+            self._delete_run(setup, topo_hash, item_id, in_hash, sample)
             cur = self.conn.execute(
                 "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
-                "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setup,
                     topo_hash,
@@ -262,16 +237,17 @@ class Store:
                     usage.completion_tokens,
                     len(calls),
                     time.time(),
+                    sample,
                 ),
             )
             run_id = int(cur.lastrowid or 0)
             self.conn.executemany(_INSERT_CALL, _call_rows(calls, run_id, None))
         return run_id
 
-    def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str) -> None:
+    def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str, sample: int) -> None:
         row = self.conn.execute(
-            "SELECT run_id FROM runs WHERE setup=? AND topo_hash=? AND item_id=? AND input_hash=?",
-            (setup, topo_hash, item_id, in_hash),
+            "SELECT run_id FROM runs WHERE setup=? AND topo_hash=? AND item_id=? AND input_hash=? AND sample=?",
+            (setup, topo_hash, item_id, in_hash, sample),
         ).fetchone()
         if row is None:
             return
@@ -288,10 +264,15 @@ class Store:
         self.conn.execute("DELETE FROM scores WHERE run_id=?", (rid,))
         self.conn.execute("DELETE FROM runs WHERE run_id=?", (rid,))
 
-    def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, RunRow]:
-        """Item id -> the setup's stored run with its score under ``evaluator`` (None if unscored),
-        without the answer text (the summary needs numbers only)."""
-        return {r.item_id: r for r in self.iter_runs(setup, topo_hash, evaluator, answers=False)}
+    def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, list[RunRow]]:
+        """Item id -> the setup's stored runs (one per sample, in sample order) with their score under
+        ``evaluator`` (None if unscored), without the answer text (the summary needs numbers only)."""
+        out: dict[str, list[RunRow]] = {}
+        for r in self.iter_runs(setup, topo_hash, evaluator, answers=False):
+            out.setdefault(r.item_id, []).append(r)
+        for rows in out.values():
+            rows.sort(key=lambda r: r.sample)
+        return out
 
     def iter_runs(
         self, setup: str, topo_hash: str, evaluator: str, *, answers: bool = True
@@ -305,10 +286,10 @@ class Store:
         for row in self.conn.execute(sql, (evaluator, setup, topo_hash)):
             yield RunRow(*row)
 
-    def run_for(self, setup: str, topo_hash: str, item_id: str) -> RunRow | None:
+    def run_for(self, setup: str, topo_hash: str, item_id: str, sample: int = 0) -> RunRow | None:
         row = self.conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.item_id=?",
-            (setup, topo_hash, item_id),
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.item_id=? AND r.sample=?",
+            (setup, topo_hash, item_id, sample),
         ).fetchone()
         return None if row is None else RunRow(*row)
 
@@ -409,56 +390,3 @@ class Store:
         if table not in ("runs", "calls", "scores", "judgments", "cache", "items"):
             raise ValueError(f"unknown table {table}")
         return int(self.conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-    # -- call cache --------------------------------------------------------------------------
-
-    def cache_get(self, key: str) -> CachedReply | None:
-        row = self.conn.execute(
-            "SELECT text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd "
-            "FROM cache WHERE key=?",
-            (key,),
-        ).fetchone()
-        if row is None:
-            return None
-        reply = ModelReply(row[0], Usage(row[4], row[5]), row[2], row[3])
-        return CachedReply(reply, row[1], row[6])
-
-    def cache_put(self, key: str, value: CachedReply) -> None:
-        r = value.reply
-        # committed with the next finished pair (or on close): one fsync per pair, not per call
-        self.conn.execute(
-            "INSERT OR REPLACE INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, "
-            "completion_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                key,
-                r.text,
-                value.model,
-                r.model,
-                r.finish_reason,
-                r.usage.prompt_tokens,
-                r.usage.completion_tokens,
-                value.cost_usd,
-            ),
-        )
-
-
-class StoreCache:
-    """The ``CallCache`` of one setup (or one judge): replies keyed by the exact request and node.
-
-    The key also holds a scope (the setup's name and hash) so two setups that happen to send the same
-    request to a node of the same id still get independent samples, as they would without a cache."""
-
-    def __init__(self, store: Store, scope: str) -> None:
-        self.store = store
-        self.scope = scope
-
-    def key(self, node: str, request: ModelRequest) -> str:
-        fields = {"scope": self.scope, "node": node, "request": request.cache_key_fields()}
-        raw = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
-        return hashlib.sha256(raw).hexdigest()
-
-    def get(self, key: str) -> CachedReply | None:
-        return self.store.cache_get(key)
-
-    def put(self, key: str, value: CachedReply) -> None:
-        self.store.cache_put(key, value)

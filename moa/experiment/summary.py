@@ -3,21 +3,28 @@ cost, tokens, latency and their ratios, Pareto marking, and a per-category break
 
 Scoring rule: a run that ended in an error scores 0 (the setup did not answer), so a failing setup
 shows its failures in its quality as well as in ``errors``. Pairs that were never run (an interrupted
-or over-budget experiment) are left out: ``n`` counts the stored runs, and the paired statistics use
-the items both the setup and the baseline have.
+or over-budget experiment) are left out: ``n`` counts the items with a stored run, and the paired
+statistics use the items both the setup and the baseline have. With ``samples: k`` an item's score is
+the mean over its samples, and cost, tokens and latency are per run (per sample).
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from moa.eval import stats
+from moa.experiment import quality
+from moa.experiment.quality import JudgeSummary, run_score
 from moa.experiment.store import RunRow
 
-__all__ = ["CategorySummary", "SetupSummary", "Summary", "baseline_problem", "summarize"]
+__all__ = ["CategorySummary", "JudgeSummary", "SetupSummary", "Summary", "baseline_problem", "summarize"]
+
+#: item id -> the item's run, or its runs (one per sample)
+RowsByItem = Mapping[str, RunRow | Sequence[RunRow]]
 
 
 @dataclass(slots=True)
@@ -63,6 +70,19 @@ class SetupSummary:
     pareto: bool = False
     #: items needed to detect the observed difference at 80% power (None without a difference)
     power_n: int | None = None
+    #: that, as a sentence for the report (``n=30 items; detecting a +0.050 difference ...``)
+    power_note: str | None = None
+    #: independent runs per item (the experiment's ``samples``)
+    samples: int = 1
+    #: pass@1..k (unbiased estimator) when the scores are binary: ``{"1": 0.4, "5": 0.8}``
+    pass_at_k: dict[str, float] | None = None
+    #: why scored runs did not pass, by kind: ``{"reason": "timeout after 10.0s", "count": 3}``
+    failure_reasons: list[dict[str, Any]] = field(default_factory=list)
+    #: a pairwise judge's verdicts against the baseline (None for the baseline and other evaluators)
+    judge: JudgeSummary | None = None
+    #: Bradley–Terry rating from the judge's outcomes (baseline = 1000) and its bootstrap 95% CI
+    bt_rating: float | None = None
+    bt_ci95: list[float] | None = None
     #: pairs of this setup not run (yet): an interrupted or over-budget experiment
     missing: int = 0
     #: USD spent by a pairwise judge on this setup's answers (not part of ``cost_usd``)
@@ -97,7 +117,8 @@ class Summary:
         setups = []
         for s in d["setups"]:
             cats = {k: CategorySummary(**v) for k, v in s.get("categories", {}).items()}
-            setups.append(SetupSummary(**{**s, "categories": cats}))
+            judge = JudgeSummary(**s["judge"]) if s.get("judge") else None
+            setups.append(SetupSummary(**{**s, "categories": cats, "judge": judge}))
         return cls(**{**d, "setups": setups})
 
 
@@ -111,17 +132,26 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def _scores(rows: Mapping[str, RunRow], ids: Sequence[str]) -> dict[str, float]:
-    """Item id -> score for the items with a stored, scored run (errors as 0)."""
-    out: dict[str, float] = {}
+def _runs(rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[RunRow]]:
+    """Item id -> the item's stored runs among the first ``samples`` samples."""
+    out: dict[str, list[RunRow]] = {}
     for i in ids:
         r = rows.get(i)
         if r is None:
             continue
-        if r.error is not None:
-            out[i] = 0.0
-        elif r.score is not None:
-            out[i] = r.score
+        runs = [r] if isinstance(r, RunRow) else [x for x in r if x.sample < samples]
+        if runs:
+            out[i] = runs
+    return out
+
+
+def _scores(runs: Mapping[str, Sequence[RunRow]]) -> dict[str, float]:
+    """Item id -> mean score over the item's scored runs (errors as 0)."""
+    out: dict[str, float] = {}
+    for i, rows in runs.items():
+        values = [v for r in rows if (v := run_score(r)) is not None]
+        if values:
+            out[i] = math.fsum(values) / len(values)
     return out
 
 
@@ -139,14 +169,21 @@ def _paired(
 def _setup_numbers(
     name: str,
     is_baseline: bool,
-    rows: Mapping[str, RunRow],
+    runs: Mapping[str, Sequence[RunRow]],
     ids: Sequence[str],
     rounds: int,
     seed: int,
+    samples: int,
 ) -> tuple[SetupSummary, dict[str, float]]:
-    present = [rows[i] for i in ids if i in rows]
-    scores = _scores(rows, ids)
-    s = SetupSummary(name=name, is_baseline=is_baseline, n=len(scores), missing=len(ids) - len(present))
+    present = [r for i in ids for r in runs.get(i, ())]
+    scores = _scores(runs)
+    s = SetupSummary(
+        name=name,
+        is_baseline=is_baseline,
+        n=len(scores),
+        missing=len(ids) * samples - len(present),
+        samples=samples,
+    )
     s.cost_usd = sum(r.cost_usd for r in present)
     s.tokens = sum(r.tokens for r in present)
     s.errors = sum(1 for r in present if r.error is not None)
@@ -162,7 +199,7 @@ def _setup_numbers(
         values = list(scores.values())
         ci = stats.bootstrap_ci(values, rounds=rounds, seed=seed)
         s.quality, s.quality_ci95 = ci.estimate, _ci(ci)
-        correct = sum(values)
+        correct = math.fsum(v for r in present if (v := run_score(r)) is not None)
         s.cost_per_correct_usd = s.cost_usd / correct if correct > 0 else None
     return s, scores
 
@@ -171,22 +208,39 @@ def summarize(
     *,
     experiment: str,
     evaluator: dict[str, Any],
-    setups: Sequence[tuple[str, bool, Mapping[str, RunRow]]],
+    setups: Sequence[tuple[str, bool, RowsByItem]],
     item_ids: Sequence[str],
     categories: Mapping[str, str | None],
     rounds: int = 2000,
     seed: int = 0,
     judge_costs: Mapping[str, float] | None = None,
+    samples: int = 1,
+    pairwise: bool = False,
 ) -> Summary:
-    """The summary from stored rows: ``setups`` holds (name, is_baseline, item id -> row), baseline first."""
+    """The summary from stored rows: ``setups`` holds (name, is_baseline, item id -> run or runs),
+    baseline first. ``pairwise``: the scores are a judge's verdicts against the baseline."""
     base_name = next(name for name, is_base, _ in setups if is_base)
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
+    all_runs: dict[str, dict[str, list[RunRow]]] = {}
     for name, is_base, rows in setups:
-        s, scores = _setup_numbers(name, is_base, rows, item_ids, rounds, seed)
+        runs = _runs(rows, item_ids, samples)
+        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples)
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
+        if pairwise:
+            s.judge = None if is_base else quality.judge_summary(scores, runs, rounds=rounds, seed=seed)
+        else:
+            s.pass_at_k = quality.pass_at_k(runs, samples)
+            s.failure_reasons = quality.failure_reasons([r for rs in runs.values() for r in rs])
         out.append(s)
         all_scores[name] = scores
+        all_runs[name] = runs
+    if pairwise:
+        ratings = quality.bt_ratings(all_runs, baseline=base_name, rounds=rounds, seed=seed)
+        for s in out:
+            fit = ratings.get(s.name)
+            if fit is not None:
+                s.bt_rating, s.bt_ci95 = fit
     base = out[0]
     base_scores = all_scores[base_name]
     raw_p: list[tuple[SetupSummary, float]] = []
@@ -206,6 +260,7 @@ def summarize(
         else:
             s.test, s.p_value = "sign", stats.sign_test(a, b).p_value
         s.power_n = stats.power_n([x - y for x, y in zip(a, b, strict=True)])
+        s.power_note = quality.power_sentence(len(a), s.delta_vs_baseline, s.power_n)
         raw_p.append((s, s.p_value))
     for s, adj in zip((s for s, _ in raw_p), stats.holm([p for _, p in raw_p]), strict=True):
         s.p_value_holm = adj
@@ -263,9 +318,7 @@ def baseline_problem(summary: Summary) -> str | None:
     base = summary.setup(summary.baseline)
     if base.n == 0:
         return f"baseline `{base.name}` has no quality: none of its runs is stored"
-    if base.errors == base.n:
+    if base.errors >= base.n * base.samples:
         first = base.error_examples[0]["error"] if base.error_examples else "unknown error"
-        return (
-            f"baseline `{base.name}` has no quality: all {base.n} of its runs failed (first error: {first})"
-        )
+        return f"baseline `{base.name}` has no quality: all {base.errors} of its runs failed (first error: {first})"
     return None

@@ -1,0 +1,80 @@
+"""The experiment store's schema and its migrations (one SQLite file per experiment folder)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate"]
+
+#: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair)
+SCHEMA_VERSION = 2
+
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs(
+  run_id INTEGER PRIMARY KEY,
+  setup TEXT NOT NULL, topo_hash TEXT NOT NULL, item_id TEXT NOT NULL, input_hash TEXT NOT NULL,
+  answer TEXT, error TEXT, error_type TEXT,
+  cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
+  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
+  finished_at REAL NOT NULL, sample INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(setup, topo_hash, item_id, input_hash, sample));
+CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
+"""
+
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items(
+  item_id TEXT PRIMARY KEY, input_hash TEXT NOT NULL, category TEXT, data TEXT NOT NULL);
+"""
+    + _RUNS
+    + """
+-- a call belongs to a run (a topology's call) or to a judgment (a pairwise judge's call)
+CREATE TABLE IF NOT EXISTS calls(
+  call_id INTEGER PRIMARY KEY, run_id INTEGER, judgment_id INTEGER, seq INTEGER NOT NULL,
+  node TEXT NOT NULL, model TEXT NOT NULL, requested_model TEXT NOT NULL,
+  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
+  latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
+  priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
+CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
+CREATE TABLE IF NOT EXISTS scores(
+  run_id INTEGER NOT NULL, evaluator_id TEXT NOT NULL, value REAL NOT NULL, detail TEXT,
+  PRIMARY KEY(run_id, evaluator_id));
+-- pairwise verdicts: a setup's run against the baseline's run on the same item, in one position
+CREATE TABLE IF NOT EXISTS judgments(
+  judgment_id INTEGER PRIMARY KEY, evaluator_id TEXT NOT NULL,
+  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL, position TEXT NOT NULL,
+  verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
+  UNIQUE(evaluator_id, run_id, baseline_run_id, position));
+CREATE TABLE IF NOT EXISTS cache(
+  key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
+  finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+  cost_usd REAL NOT NULL);
+"""
+)
+
+
+def _v1_to_v2(conn: sqlite3.Connection) -> None:
+    # SQLite cannot change a UNIQUE constraint in place: rebuild the table, keeping run ids
+    cols = (
+        "run_id, setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, latency_s, "
+        "critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at"
+    )
+    with conn:
+        conn.execute("ALTER TABLE runs RENAME TO runs_v1")
+        conn.execute("DROP INDEX IF EXISTS runs_item")
+        conn.executescript(_RUNS)
+        conn.execute(f"INSERT INTO runs({cols}, sample) SELECT {cols}, 0 FROM runs_v1")
+        conn.execute("DROP TABLE runs_v1")
+
+
+_MIGRATIONS = {1: _v1_to_v2}
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> int:
+    """Bring a store written by an older moa up to ``SCHEMA_VERSION``; returns the new version."""
+    while version in _MIGRATIONS:
+        _MIGRATIONS[version](conn)
+        version += 1
+    return version
