@@ -53,7 +53,7 @@ def median(xs: Sequence[float]) -> float:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub markdown table (pasted as is into docs/performance.md)."""
+    """A GitHub markdown table (pasted as is into the README)."""
     cells = [[str(h) for h in headers], *[[_fmt(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]

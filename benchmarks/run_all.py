@@ -1,4 +1,4 @@
-"""Run every benchmark in turn and print their tables (markdown, ready for docs/performance.md).
+"""Run every benchmark in turn and print their tables (markdown, ready for the README's Performance section).
 
     python benchmarks/run_all.py            # the full set (about 5 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # fewer calls, rounds and items: a smoke run
