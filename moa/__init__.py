@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from moa.errors import Timeout as Timeout
     from moa.errors import TopologyError as TopologyError
     from moa.errors import UserError as UserError
+    from moa.experiment import Experiment as Experiment
     from moa.limits import set_rate_limit as set_rate_limit
     from moa.loader import load as load
     from moa.loader import presets as presets
@@ -55,6 +56,7 @@ _EXPORTS = {
     "CallRecord": "moa.results",
     "DatasetError": "moa.errors",
     "Done": "moa.topology",
+    "Experiment": "moa.experiment",
     "MalformedReply": "moa.errors",
     "MissingExtra": "moa.errors",
     "MoAError": "moa.errors",
