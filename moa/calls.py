@@ -113,6 +113,11 @@ def _settle(reservations: list[tuple[Budget, Reservation]], cost: float) -> None
         b.settle(r, cost)
 
 
+def _settle_worst(reservations: list[tuple[Budget, Reservation]]) -> None:
+    for b, r in reservations:
+        b.settle(r, r.amount)
+
+
 def _reserve(ctx: CallContext, amount: float, node: str, model: str) -> list[tuple[Budget, Reservation]]:
     held: list[tuple[Budget, Reservation]] = []
     try:
@@ -197,19 +202,26 @@ async def call_agent(
             held = _reserve(ctx, worst, node, target.model) if ctx.budgets else []
             started = time.perf_counter()
             reply: ModelReply | None = None
+            sent = False
             try:
                 if target.limiter is not None:
                     async with target.limiter.slot(prompt_bound + (max_tokens or 0)):
-                        started = time.perf_counter()
+                        started, sent = time.perf_counter(), True
                         reply = await _attempt(target.backend, request, tokens if on_token else None)
                 else:
+                    sent = True
                     reply = await _attempt(target.backend, request, tokens if on_token else None)
                 rec.latency_s += time.perf_counter() - started
                 if validate is not None:
                     validate(reply.text)
             except asyncio.CancelledError:
                 rec.latency_s += time.perf_counter() - started
-                _account(rec, reply, target.price, held)
+                if reply is None and sent:
+                    # the provider may bill a request cancelled mid-flight (quorum stragglers, a
+                    # deadline): its tokens are unknown, so the budget keeps its worst case
+                    _settle_worst(held)
+                else:
+                    _account(rec, reply, target.price, held)
                 rec.error = "cancelled"
                 ctx.calls.append(rec)
                 raise

@@ -402,3 +402,16 @@ def test_run_sync_uses_default_runner_per_loop() -> None:
             return (await t.run("q", runner=rt)).output
 
     assert asyncio.run(go()) == asyncio.run(go()) == "ans from fake/a"
+
+
+async def test_cancelled_in_flight_call_keeps_its_worst_case_on_the_budget() -> None:
+    """A straggler cancelled mid-flight may still be billed: the budget keeps its worst case."""
+    fast, slow = FunctionModel(lambda r: "fast", delay_s=0.01), FunctionModel(lambda r: "slow", delay_s=5)
+    price = {"max_tokens": 10, "pricing": {"input_per_mtok": 1000, "output_per_mtok": 1000}}
+    t = build.parallel([build.agent("fake/fast", **price), build.agent("fake/slow", **price)], reduce="first")
+    budget = moa.Budget(100)
+    r = await t.run("q", budget=budget, runner=moa.Runner(models={"fake/fast": fast, "fake/slow": slow}))
+    worst = (len("q") + 8 + 8 + 10) * 1e-3  # prompt bound (bytes + per-message + chat overhead) + max_tokens
+    assert r.cost_usd == pytest.approx(2e-3)  # the fast call: 1 prompt word + 1 completion word
+    assert budget.spent_usd == pytest.approx(2e-3 + worst)
+    assert budget.reserved_usd == pytest.approx(0)

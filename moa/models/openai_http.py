@@ -58,6 +58,12 @@ def _timeout(timeout_s: float | None) -> httpx.Timeout:
     return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
 
 
+@functools.lru_cache(maxsize=64)
+def _endpoint(api_base: str | None) -> httpx.URL:
+    """The parsed completions URL of an api_base: parsed once, not per call."""
+    return httpx.URL((api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions")
+
+
 def wire_model_name(model: str) -> str:
     """The model name the server expects: the litellm provider prefix (``openai/``,
     ``hosted_vllm/``...) removed, as litellm itself sends it."""
@@ -122,7 +128,7 @@ class OpenAIHTTPModel:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 512,
-        shard_size: int = 4,
+        shard_size: int = 2,
         keepalive_expiry_s: float = 30.0,
     ) -> None:
         self._transport = transport
@@ -181,7 +187,7 @@ class OpenAIHTTPModel:
         return headers
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
-        url = (request.api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
+        url = _endpoint(request.api_base)
         body = self._body(request)
         timeout = _timeout(request.timeout_s)
         shards, i = self._pick()
