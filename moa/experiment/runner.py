@@ -32,6 +32,7 @@ from moa.experiment.spec import (
 )
 from moa.experiment.store import Store, input_hash
 from moa.experiment.summary import Summary, baseline_problem, summarize
+from moa.experiment.tasks import cancel_and_drain
 
 __all__ = ["Experiment", "rebuild_report", "summary_from_store"]
 
@@ -247,10 +248,7 @@ class Experiment:
                 await asyncio.gather(*tasks)
         finally:
             # Ctrl-C (cancellation) or an error: stop the runs in flight, keep every stored pair
-            for t in tasks:
-                t.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_drain(tasks)
             store.commit()
             bar.close()
         if fatal:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from moa.eval.base import Evaluator, Score
 from moa.eval.datasets import Item
 from moa.experiment.store import JudgmentRow, RunRow, Store
+from moa.experiment.tasks import cancel_and_drain
 
 if TYPE_CHECKING:
     from moa.engine import Runner
@@ -146,9 +147,6 @@ async def score_all(
         if tasks:
             await asyncio.gather(*tasks)
     finally:
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_drain(tasks)
         store.commit()
     return report
