@@ -231,6 +231,12 @@ async def call_agent(
                 _account(rec, reply, target.price, held)
                 e.model, e.node = e.model or target.model, e.node or node
                 error = e
+            except MoAError as e:  # bad input found at call time (an unknown model): no retry, no fallback
+                rec.latency_s += time.perf_counter() - started
+                _account(rec, reply, target.price, held)
+                rec.error = f"{type(e).__name__}: {e.message}"
+                ctx.calls.append(rec)
+                raise
             except Exception as e:  # a backend bug or a user fake that raised: still a model failure
                 rec.latency_s += time.perf_counter() - started
                 _account(rec, reply, target.price, held)

@@ -8,7 +8,7 @@ import json
 import os
 from typing import Any
 
-from moa.errors import MalformedReply, ModelError, ProviderError, Timeout
+from moa.errors import MalformedReply, ModelError, ProviderError, Timeout, UserError
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
 from moa.results import Usage
@@ -111,6 +111,13 @@ class LitellmModel:
         except ModelError:
             raise
         except Exception as e:  # every litellm/provider failure becomes a moa error here
+            if "LLM Provider NOT provided" in str(getattr(e, "message", "") or e):
+                provider = request.model.split("/", 1)[0] if "/" in request.model else request.model
+                raise UserError(
+                    f"unknown model `{request.model}`: litellm knows no provider `{provider}` "
+                    "(see https://docs.litellm.ai/docs/providers; an OpenAI-compatible server needs "
+                    "`api_base` and a model such as `openai/<name>`)"
+                ) from e
             raise _map_exception(e, request) from e
 
     async def aclose(self) -> None:
