@@ -250,6 +250,8 @@ class _Execution:
             res.status = "running"
             if gn.agent is None:
                 output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
+                if self.on_token is not None and gn.id == self.graph.output:
+                    self.on_token(output)  # a reduce output decodes nothing: stream it whole
             else:
                 output = await self._call(gn, refs, instruction)
         except asyncio.CancelledError:
