@@ -42,11 +42,12 @@ def one_line(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 3] + "..."
 
 
-async def main() -> None:
+async def main(limit: int | None = None) -> None:
+    quiz = QUIZ[:limit]
     totals = {s: {"right": 0, "tokens": 0, "latency": 0.0} for s in SETUPS}
     topologies = {s: moa.load(s) for s in SETUPS}
     print(f"{'setup':<15} {'ok':<5} {'tokens':>6} {'latency':>8}  question -> answer")
-    for question, accepted in QUIZ:
+    for question, accepted in quiz:
         for setup in SETUPS:
             t0 = time.perf_counter()
             result = await topologies[setup].run(question)
@@ -63,10 +64,13 @@ async def main() -> None:
     print()
     for setup, t in totals.items():
         print(
-            f"total {setup:<15} {t['right']}/{len(QUIZ)} right, {t['tokens']} tokens, "
+            f"total {setup:<15} {t['right']}/{len(quiz)} right, {t['tokens']} tokens, "
             f"{t['latency']:.1f}s, cost 0 USD (local compute)"
         )
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    import sys
+
+    # `python examples/local_quiz.py 3` asks only the first three questions
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else None))

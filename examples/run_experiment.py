@@ -55,7 +55,8 @@ def main(out: Path) -> None:
         summary = Experiment(spec, out=out, base_dir=folder, progress=False).run()
     print(format_table(summary))
     vote = summary.setup("majority-of-3")
-    print(f"\nmajority-of-3 vs single: {vote.delta_vs_baseline:+.3f} {vote.delta_ci95}, p={vote.p_value:.3g}")
+    low, high = vote.delta_ci95 or (float("nan"), float("nan"))
+    print(f"\nmajority-of-3 vs single: {vote.delta_vs_baseline:+.3f} [{low:+.3f}, {high:+.3f}], p={vote.p_value:.3g}")
     print(f"items needed for 80% power at this difference: {vote.power_n}")
     print(f"reports in {out}/")
 

@@ -1,0 +1,55 @@
+"""The example scripts and files run and validate as shipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moa.eval import load_dataset
+from moa.experiment.spec import load_spec
+from moa.loader import load
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["compare_experiment.yaml", "code_experiment.yaml", "code_judge_experiment.yaml"])
+def test_example_experiment_files_validate(name: str) -> None:
+    """Each example experiment file, its dataset and its topologies load without error."""
+    spec = load_spec(EXAMPLES / name)
+    data = load_dataset(EXAMPLES / spec.dataset)
+    assert data.items and not data.bad_rows
+
+
+def test_example_topologies_validate() -> None:
+    """Topology files under examples/ validate."""
+    for f in (EXAMPLES / "topologies").glob("*.yaml"):
+        assert load(f).graph.output
+
+
+def test_run_experiment_example(tmp_path: Path) -> None:
+    """examples/run_experiment.py runs against its simulated models and prints the comparison."""
+    p = _run(str(EXAMPLES / "run_experiment.py"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "majority-of-3 vs single: +" in p.stdout and "cost × single" in p.stdout
+    assert (tmp_path / "moa-results" / "majority-vote" / "summary.json").is_file()
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(not HAS_LLAMA, reason="the `local` extra (llama-cpp-python) is not installed")
+def test_local_quiz_example(tmp_path: Path) -> None:
+    """examples/local_quiz.py asks the real embedded model and prints a totals line per setup."""
+    p = _run(str(EXAMPLES / "local_quiz.py"), "1", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "total local-single" in p.stdout and "total local-self-moa" in p.stdout
