@@ -56,7 +56,9 @@ def main(out: Path) -> None:
     print(format_table(summary))
     vote = summary.setup("majority-of-3")
     low, high = vote.delta_ci95 or (float("nan"), float("nan"))
-    print(f"\nmajority-of-3 vs single: {vote.delta_vs_baseline:+.3f} [{low:+.3f}, {high:+.3f}], p={vote.p_value:.3g}")
+    print(
+        f"\nmajority-of-3 vs single: {vote.delta_vs_baseline:+.3f} [{low:+.3f}, {high:+.3f}], p={vote.p_value:.3g}"
+    )
     print(f"items needed for 80% power at this difference: {vote.power_n}")
     print(f"reports in {out}/")
 

@@ -420,6 +420,9 @@ async def test_cancelled_in_flight_call_keeps_its_worst_case_on_the_budget() -> 
 async def test_stream_of_a_reduce_output_yields_the_answer() -> None:
     """A `reduce` output node streams its answer as one token, so streams always carry the text."""
     t = build.parallel(["fake/a", "fake/b"], reduce="majority")
-    events = [ev async for ev in t.stream("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: "same")}))]
+    events = [
+        ev
+        async for ev in t.stream("q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: "same")}))
+    ]
     assert [type(e).__name__ for e in events] == ["Token", "Done"]
     assert events[0].text == "same"  # type: ignore[union-attr]

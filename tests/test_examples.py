@@ -21,10 +21,14 @@ HAS_LLAMA = importlib.util.find_spec("llama_cpp") is not None
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
-@pytest.mark.parametrize("name", ["compare_experiment.yaml", "code_experiment.yaml", "code_judge_experiment.yaml"])
+@pytest.mark.parametrize(
+    "name", ["compare_experiment.yaml", "code_experiment.yaml", "code_judge_experiment.yaml"]
+)
 def test_example_experiment_files_validate(name: str) -> None:
     """Each example experiment file, its dataset and its topologies load without error."""
     spec = load_spec(EXAMPLES / name)

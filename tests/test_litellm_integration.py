@@ -184,6 +184,8 @@ async def test_unknown_provider_is_bad_input() -> None:
     """A model string litellm has no provider for is a one-line UserError naming it, not a run failure."""
     t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "foo/bar-model"}}})
     async with moa.Runner() as rt:
-        with pytest.raises(moa.UserError, match="unknown model `foo/bar-model`: litellm knows no provider `foo`") as info:
+        with pytest.raises(
+            moa.UserError, match="unknown model `foo/bar-model`: litellm knows no provider `foo`"
+        ) as info:
             await t.run("hi", runner=rt)
     assert len(info.value.calls) == 1 and info.value.calls[0].error.startswith("UserError")  # type: ignore[union-attr]

@@ -20,13 +20,21 @@ def test_mypy_strict_passes() -> None:
 
 def test_ruff_passes() -> None:
     """ruff finds nothing in moa/ and tests/."""
-    p = subprocess.run([sys.executable, "-m", "ruff", "check", "moa", "tests"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "moa", "tests"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stdout[-3000:]
 
 
 def test_modules_stay_small() -> None:
     """No module of moa/ grows past 450 lines (one job per module)."""
-    big = {str(f.relative_to(ROOT)): n for f in (ROOT / "moa").rglob("*.py")
-           if (n := len(f.read_text(encoding="utf-8").splitlines())) > 450}
+    big = {
+        str(f.relative_to(ROOT)): n
+        for f in (ROOT / "moa").rglob("*.py")
+        if (n := len(f.read_text(encoding="utf-8").splitlines())) > 450
+    }
     assert big == {}

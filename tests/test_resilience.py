@@ -97,8 +97,14 @@ async def test_rpm_limit_holds_across_concurrent_runs() -> None:
     async with SimServer(default=SimModel()) as srv:
 
         def single() -> moa.Topology:
-            return load_data({"name": "s", "kind": "single", "agent": "a",
-                              "agents": {"a": agent(srv.base_url, "m-a", "openai-http")}})
+            return load_data(
+                {
+                    "name": "s",
+                    "kind": "single",
+                    "agent": "a",
+                    "agents": {"a": agent(srv.base_url, "m-a", "openai-http")},
+                }
+            )
 
         async with moa.Runner() as rt:
             # open the pooled connections first, so connection setup does not delay the first

@@ -261,13 +261,22 @@ def test_stop_string_becomes_list() -> None:
         ({"kind": "layered", "layers": 2}, "`kind: layered` needs `proposers`"),
         ({"kind": "layered", "aggregator": "a"}, "`kind: layered` needs `layers`"),
         ({"kind": "layered", "layers": [["a"], []], "aggregator": "a"}, "layer 2 has no proposers"),
-        ({"kind": "layered", "layers": [["a"]], "proposers": ["a"], "aggregator": "a"}, "`proposers` is not used"),
-        ({"kind": "layered", "layers": 0, "proposers": ["a"], "aggregator": "a"}, "layers must be at least 1"),
+        (
+            {"kind": "layered", "layers": [["a"]], "proposers": ["a"], "aggregator": "a"},
+            "`proposers` is not used",
+        ),
+        (
+            {"kind": "layered", "layers": 0, "proposers": ["a"], "aggregator": "a"},
+            "layers must be at least 1",
+        ),
         ({"kind": "parallel", "workers": ["a"], "aggregator": "a", "reduce": "majority"}, "both set"),
         ({"kind": "parallel", "workers": ["a"]}, "needs `aggregator` (or `reduce`"),
         ({"kind": "single", "agent": "a", "nodes": [{"id": "x", "agent": "a"}]}, "`nodes` are both set"),
         ({"kind": "single", "agent": "a", "output": "answer"}, "`output` is set by `kind: single` itself"),
-        ({"workers": ["a"], "nodes": [{"id": "x", "agent": "a"}]}, "`workers` is a shorthand field but no `kind`"),
+        (
+            {"workers": ["a"], "nodes": [{"id": "x", "agent": "a"}]},
+            "`workers` is a shorthand field but no `kind`",
+        ),
         ({}, "no `nodes` and no `kind`"),
     ],
 )
@@ -279,14 +288,18 @@ def test_shorthand_problems(data: dict[str, Any], expected: str) -> None:
 
 def test_layered_with_explicit_layers() -> None:
     """`layers: [[...], [...]]` gives each layer its own agents, each reading the layer before."""
-    t = load_data({"name": "t", "kind": "layered", "layers": [["a", "b"], ["a"]], "aggregator": "b", "agents": AGENTS})
+    t = load_data(
+        {"name": "t", "kind": "layered", "layers": [["a", "b"], ["a"]], "aggregator": "b", "agents": AGENTS}
+    )
     assert t.graph.nodes["l2_a"].inputs == ("l1_a", "l1_b")
     assert t.graph.nodes["aggregate"].inputs == ("l2_a",)
 
 
 def test_repeated_agent_gets_numbered_nodes() -> None:
     """A worker agent named twice gives numbered node ids."""
-    t = load_data({"name": "t", "kind": "parallel", "workers": ["a", "a", "b"], "reduce": "first", "agents": AGENTS})
+    t = load_data(
+        {"name": "t", "kind": "parallel", "workers": ["a", "a", "b"], "reduce": "first", "agents": AGENTS}
+    )
     assert t.graph.order[:3] == ("a_1", "a_2", "b")
     assert t.graph.nodes["first"].needed == 1
 
