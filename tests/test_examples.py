@@ -57,3 +57,21 @@ def test_local_quiz_example(tmp_path: Path) -> None:
     p = _run(str(EXAMPLES / "local_quiz.py"), "1", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert "total local-single" in p.stdout and "total local-self-moa" in p.stdout
+
+
+def test_free_baseline_reports_token_ratio_instead_of_cost(tmp_path: Path) -> None:
+    """With a $0 baseline (local or unpriced models) the notes give tokens × single instead of a cost ratio."""
+    import moa
+    from moa.experiment.report import print_notes
+    from moa.testing import FunctionModel
+
+    fake = moa.Runner(models={"local/*": FunctionModel(lambda r: "twelve is 12")})
+    exp = moa.Experiment.from_file(
+        EXAMPLES / "compare_experiment.yaml", out=tmp_path, runner=fake, progress=False
+    )
+    notes = print_notes(exp.run())
+    assert any(
+        n.startswith("cost × single is undefined: the baseline cost $0")
+        and "tokens × single: local-self-moa" in n
+        for n in notes
+    )

@@ -92,6 +92,16 @@ def _footer(summary: Summary) -> list[str]:
         if s.errors:
             first = s.error_examples[0]["error"] if s.error_examples else ""
             out.append(f"{s.name}: {s.errors} of {s.n * s.samples} runs failed; most frequent: {first}")
+    base = next((s for s in summary.setups if s.is_baseline), None)
+    if base is not None and base.cost_usd == 0:
+        # a free baseline (the embedded model, or unpriced models) has no cost ratio: tokens stand in
+        ratios = ", ".join(
+            f"{s.name} {s.token_ratio:.2f}×" for s in summary.setups if not s.is_baseline and s.token_ratio
+        )
+        out.append(
+            "cost × single is undefined: the baseline cost $0 (local-compute or unpriced models)"
+            + (f"; tokens × single: {ratios}" if ratios else "")
+        )
     out.extend(summary.notes)
     return out
 
