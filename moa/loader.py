@@ -81,8 +81,15 @@ def _resolve(name_or_path: str | Path) -> Path:
     return found
 
 
-def load(name_or_path: str | Path) -> Topology:
-    """Load a topology from a YAML/JSON file or a preset name, validated before any call."""
+def load(name_or_path: str | Path, *, relative_to: str | Path | None = None) -> Topology:
+    """Load a topology from a YAML/JSON file or a preset name, validated before any call.
+
+    ``relative_to`` is the folder a relative file path is read from (an experiment file's folder);
+    a bare name that is no file there is still looked up among the presets."""
+    if relative_to is not None and not Path(name_or_path).is_absolute():
+        candidate = Path(relative_to) / name_or_path
+        if candidate.suffix in _SUFFIXES or candidate.exists():
+            name_or_path = candidate
     path = _resolve(name_or_path)
     data = read_document(path)
     return load_data(data, source=str(path))

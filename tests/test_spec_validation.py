@@ -314,3 +314,12 @@ def test_instruction_from_a_non_plan_node() -> None:
     """instruction_from must name a plan node."""
     p = problems(dag([{"id": "m", "agent": "a"}, {"id": "w", "agent": "a", "instruction_from": "m"}]))
     assert any("instruction_from `m` is not a `plan: true` node" in line for line in p)
+
+
+def test_load_relative_to_a_folder(tmp_path: Path) -> None:
+    """`load(ref, relative_to=dir)` reads a relative file from that folder and still finds presets."""
+    (tmp_path / "mine.yaml").write_text("name: mine\nkind: single\nagent: a\nagents: {a: {model: m}}\n")
+    assert load("mine.yaml", relative_to=tmp_path).name == "mine"
+    assert load("single", relative_to=tmp_path).name == "single"
+    with pytest.raises(UserError, match="no such file"):
+        load("missing.yaml", relative_to=tmp_path)

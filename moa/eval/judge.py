@@ -60,14 +60,6 @@ class JudgeConfig(BaseModel):
     """Sandbox limits used when ``show_execution`` is on."""
 
 
-def _resolve(ref: str, base_dir: Path | None) -> str | Path:
-    if base_dir is not None:
-        candidate = base_dir / ref
-        if candidate.suffix in (".yaml", ".yml", ".json") or candidate.exists():
-            return candidate
-    return ref
-
-
 class JudgeEvaluator:
     """Judges a setup's answer against the baseline's in both orders (see the module docstring)."""
 
@@ -80,11 +72,7 @@ class JudgeEvaluator:
 
         self.config = config
         # loaded (and validated) now, with the experiment, so a bad judge fails before any run
-        self.topology = (
-            topology
-            if topology is not None
-            else load(_resolve(config.topology, Path(base_dir) if base_dir is not None else None))
-        )
+        self.topology = topology if topology is not None else load(config.topology, relative_to=base_dir)
         self._executions: dict[tuple[str, str], str | None] = {}
 
     @property

@@ -146,20 +146,12 @@ class Setup:
     is_baseline: bool
 
 
-def _resolve_path(ref: str, base_dir: Path | None) -> str | Path:
-    if base_dir is not None:
-        candidate = base_dir / ref
-        if candidate.suffix in (".yaml", ".yml", ".json") or candidate.exists():
-            return candidate
-    return ref
-
-
 def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:
     from moa.loader import load
 
     ref = entry if isinstance(entry, str) else entry.topology
     try:
-        topo = load(_resolve_path(ref, base_dir))
+        topo = load(ref, relative_to=base_dir)
     except TopologyError:
         raise  # already one line per problem, naming the topology file
     except UserError as e:
