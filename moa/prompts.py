@@ -12,9 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PLACEHOLDERS", "TEMPLATES", "Template", "format_references"]
-
-PLACEHOLDERS = ("prompt", "references", "instruction")
+__all__ = ["TEMPLATES", "Template", "format_references"]
 
 # The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
 AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
@@ -104,6 +102,3 @@ class Template:
             out.append(values.get(name, ""))
             out.append(part)
         return "".join(out)
-
-    def uses(self, name: str) -> bool:
-        return name in self.names

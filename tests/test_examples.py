@@ -75,3 +75,19 @@ def test_free_baseline_reports_token_ratio_instead_of_cost(tmp_path: Path) -> No
         and "tokens × single: local-self-moa" in n
         for n in notes
     )
+
+
+def test_summary_json_reads_back(tmp_path: Path) -> None:
+    """Summary.from_dict reads summary.json back into the summary the experiment returned."""
+    import json
+
+    import moa
+    from moa.experiment.summary import Summary
+    from moa.testing import FunctionModel
+
+    fake = moa.Runner(models={"local/*": FunctionModel(lambda r: "12")})
+    summary = moa.Experiment.from_file(
+        EXAMPLES / "compare_experiment.yaml", out=tmp_path, runner=fake, progress=False
+    ).run()
+    again = Summary.from_dict(json.loads((tmp_path / "summary.json").read_text()))
+    assert again.to_dict() == json.loads(json.dumps(summary.to_dict()))

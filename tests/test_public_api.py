@@ -85,3 +85,23 @@ def test_wheel_ships_presets_and_schema(tmp_path: Path) -> None:
     assert "moa/_presets/local-self-moa.yaml" in names
     assert "moa/topology.schema.json" in names and "moa/py.typed" in names
     assert not [n for n in names if n.endswith((".gguf", ".pyc"))]
+
+
+def test_call_record_round_trips_through_json() -> None:
+    """CallRecord.from_dict reads back what to_dict (the --json output) wrote."""
+    import json
+
+    rec = moa.CallRecord(
+        node="agg",
+        model="openai/b",
+        usage=moa.Usage(3, 4),
+        cost_usd=0.5,
+        latency_s=0.2,
+        attempts=2,
+        error=None,
+        requested_model="openai/a",
+        started_s=0.1,
+        priced=False,
+        cached=True,
+    )
+    assert moa.CallRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec

@@ -362,30 +362,6 @@ class Store:
         judged = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM judgments").fetchone()[0]
         return float(runs) + float(judged)
 
-    def calls_of(self, run_id: int) -> list[CallRecord]:
-        rows = self.conn.execute(
-            "SELECT node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, latency_s, attempts, "
-            "error, started_s, priced, local, cached FROM calls WHERE run_id=? ORDER BY seq",
-            (run_id,),
-        )
-        return [
-            CallRecord(
-                node=r[0],
-                model=r[1],
-                requested_model=r[2],
-                usage=Usage(r[3], r[4]),
-                cost_usd=r[5],
-                latency_s=r[6],
-                attempts=r[7],
-                error=r[8],
-                started_s=r[9],
-                priced=bool(r[10]),
-                local=bool(r[11]),
-                cached=bool(r[12]),
-            )
-            for r in rows
-        ]
-
     def count(self, table: str) -> int:
         if table not in ("runs", "calls", "scores", "judgments", "cache", "items"):
             raise ValueError(f"unknown table {table}")

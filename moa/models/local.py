@@ -121,10 +121,6 @@ class LocalModel:
     def __repr__(self) -> str:
         return f"LocalModel({str(self.path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
 
-    @property
-    def loaded(self) -> bool:
-        return self._llama is not None
-
     def _lock(self) -> asyncio.Lock:
         # asyncio.Lock binds to one loop; run_sync and tests make new loops, so keep one per loop.
         # Across loops (threads) the single worker thread still serialises the context.

@@ -92,7 +92,6 @@ class _EventStream(StreamingResponse):
     def __init__(self, events: AsyncGenerator[bytes, None]) -> None:
         super().__init__(events, headers=_SSE_HEADERS, media_type="text/event-stream")
         self.events = events
-        self.disconnected = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -106,12 +105,10 @@ class _EventStream(StreamingResponse):
                 await self.events.aclose()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-        try:
+        # the client left (or its socket died under a write, on ASGI spec 2.4 servers): the run
+        # was cancelled with the producer, and there is nobody left to answer
+        with contextlib.suppress(_Disconnected, OSError):
             await _unless_disconnected(receive, produce())
-        except _Disconnected:
-            self.disconnected = True
-        except OSError:  # the socket died under a write (ASGI spec 2.4 servers)
-            self.disconnected = True
 
 
 def _sse(obj: Any) -> bytes:
