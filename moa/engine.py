@@ -94,16 +94,29 @@ class Runner:
         budget_usd: float | None = None,
         deadline_s: float | None = None,
         on_token: TokenCallback | None = None,
+        validate_output: Callable[[str], None] | None = None,
     ) -> RunResult:
-        """Run ``topology`` on ``prompt``; raises a ``MoAError`` carrying every call made."""
+        """Run ``topology`` on ``prompt``; raises a ``MoAError`` carrying every call made.
+
+        ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
+        raises is retried like any malformed reply of the output node (and never cached)."""
         budgets = tuple(
             b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
         )
         if deadline_s is not None and not deadline_s > 0:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
-        ex = _Execution(self, topology.graph, topology.name, text, history, budgets, on_token)
+        ex = _Execution(
+            self, topology.graph, topology.name, text, history, budgets, on_token, validate_output
+        )
         return await ex.run(deadline_s)
+
+    def sibling(self, *, cache: CallCache | None = None, budget: Budget | None = None) -> Runner:
+        """A runner sharing this one's backends and resolved agents, with its own call cache and
+        budget (an experiment gives each setup its own cache scope). Close only the original."""
+        r = Runner(budget=budget, cache=cache)
+        r.registry, r._agents = self.registry, self._agents
+        return r
 
     async def aclose(self) -> None:
         await self.registry.aclose()
@@ -145,10 +158,12 @@ class _Execution:
         history: list[Message],
         budgets: tuple[Budget, ...],
         on_token: TokenCallback | None,
+        validate_output: Callable[[str], None] | None,
     ) -> None:
         self.runner, self.graph, self.name = runner, graph, name
         self.prompt, self.history = prompt, history
         self.on_token = on_token
+        self.validate_output = validate_output
         self.ctx = CallContext(
             t0=time.perf_counter(), budgets=budgets, cache=runner.cache, logger=log.logger()
         )
@@ -250,8 +265,11 @@ class _Execution:
             res.status = "running"
             if gn.agent is None:
                 output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
-                if self.on_token is not None and gn.id == self.graph.output:
-                    self.on_token(output)  # a reduce output decodes nothing: stream it whole
+                if gn.id == self.graph.output:
+                    if self.validate_output is not None:
+                        self.validate_output(output)  # no call to retry: a bad answer fails the run
+                    if self.on_token is not None:
+                        self.on_token(output)  # a reduce output decodes nothing: stream it whole
             else:
                 output = await self._call(gn, refs, instruction)
         except asyncio.CancelledError:
@@ -283,7 +301,8 @@ class _Execution:
             messages.append({"role": "system", "content": gn.agent.system})
         messages.extend(self.history)
         messages.append({"role": "user", "content": gn.template.render(values)})
-        validate: Callable[[str], None] | None = None
+        # plan nodes feed workers, so they are never the output: one validator per node at most
+        validate = self.validate_output if gn.id == self.graph.output else None
         if gn.plan_workers:
             n, model = len(gn.plan_workers), gn.agent.model
 

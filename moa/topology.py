@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +70,22 @@ class Topology(TopologySpec):
         budget: Budget | None = None,
         budget_usd: float | None = None,
         deadline_s: float | None = None,
+        validate_output: Callable[[str], None] | None = None,
     ) -> RunResult:
-        """Run on one prompt (or chat). Raises a ``moa.MoAError`` whose ``calls`` hold every call made."""
+        """Run on one prompt (or chat). Raises a ``moa.MoAError`` whose ``calls`` hold every call made.
+
+        ``validate_output(answer)`` may raise ``moa.MalformedReply`` to have the output node retried."""
         from moa.engine import default_runner
 
         r = runner or default_runner()
-        return await r.run(self, prompt, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s)
+        return await r.run(
+            self,
+            prompt,
+            budget=budget,
+            budget_usd=budget_usd,
+            deadline_s=deadline_s,
+            validate_output=validate_output,
+        )
 
     def run_sync(self, prompt: RunInput, **kwargs: Any) -> RunResult:
         """``run`` for code without an event loop (a fresh loop per call). Without a ``runner``, the

@@ -426,3 +426,42 @@ async def test_stream_of_a_reduce_output_yields_the_answer() -> None:
     ]
     assert [type(e).__name__ for e in events] == ["Token", "Done"]
     assert events[0].text == "same"  # type: ignore[union-attr]
+
+
+async def test_validate_output_retries_a_bad_answer_of_any_topology() -> None:
+    """validate_output rejects an answer like a malformed plan: the output node is retried, the tokens kept."""
+    agg = ScriptedModel(["no verdict here", "[[A>B]]"])
+
+    def check(text: str) -> None:
+        if "[[" not in text:
+            raise moa.MalformedReply("no verdict")
+
+    t = build.parallel(["fake/a", "fake/b"], aggregator=build.agent("fake/agg", retry={"backoff_base_s": 0}))
+    result = await moa.Runner(models={"fake/agg": agg, "fake/*": echo()}).run(t, "q", validate_output=check)
+    out = next(c for c in result.calls if c.node == "aggregate")
+    assert result.output == "[[A>B]]" and out.attempts == 2 and out.usage.completion_tokens == 3 + 1
+
+
+async def test_validate_output_on_a_reduce_output_fails_the_run() -> None:
+    """A reduce output has no call to retry: an answer the validator rejects fails the run, calls kept."""
+
+    def check(text: str) -> None:
+        raise moa.MalformedReply("never good", node="majority")
+
+    t = build.parallel(["fake/a", "fake/b"], reduce="majority")
+    with pytest.raises(moa.MalformedReply, match="never good") as info:
+        await moa.Runner(models={"fake/*": echo()}).run(t, "q", validate_output=check)
+    assert len(info.value.calls) == 2
+
+
+async def test_topology_run_passes_validate_output() -> None:
+    """Topology.run takes validate_output too (the documented entry point)."""
+    agg = ScriptedModel(["nope", "yes: fine"])
+
+    def check(text: str) -> None:
+        if not text.startswith("yes"):
+            raise moa.MalformedReply("want yes")
+
+    t = build.single(build.agent("fake/a", retry={"backoff_base_s": 0}))
+    r = await t.run("q", runner=moa.Runner(models={"fake/a": agg}), validate_output=check)
+    assert r.output == "yes: fine" and r.calls[0].attempts == 2

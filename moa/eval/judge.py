@@ -6,11 +6,11 @@ baseline's on the same item, once in each order, and the two verdicts make the s
     evaluator: {name: judge, topology: judge.yaml, show_execution: false}
 
 * The prompt is ``JUDGE_PROMPT``; the verdict is parsed strictly (``parse_verdict``).
-* A judge topology with one agent node (``kind: single``, the usual case) is called with the verdict
-  parser as the reply validator, so a malformed reply goes through the normal retry path (the judge
-  agent's ``retry.max_attempts``) and is never cached. A malformed reply after the retries (or from
-  the output of a multi-node judge topology, which has no such path) is stored as an erroring
-  judgment, and the pair scores as a tie (0.5) with the reason in its detail.
+* The verdict parser validates the judge topology's answer inside the run (``validate_output``), so
+  a malformed reply goes through the normal retry path of the output node (its agent's
+  ``retry.max_attempts``) and is never cached. A malformed reply after the retries (or from a
+  ``reduce`` output node, which has no call to retry) is stored as an erroring judgment, and the
+  pair scores as a tie (0.5) with the reason in its detail.
 * The two orders combine with ``combine_swapped``: opposite directions mean the judge followed the
   position, not the answer, and the pair is a tie.
 * ``show_execution: true`` runs both answers against the item's tests in the sandbox first and shows
@@ -22,13 +22,11 @@ baseline's on the same item, once in each order, and the two verdicts make the s
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moa.calls import CallContext, call_agent
 from moa.errors import MalformedReply, MoAError
 from moa.eval.base import Score
 from moa.eval.datasets import Item
@@ -40,7 +38,6 @@ from moa.results import CallRecord
 
 if TYPE_CHECKING:
     from moa.engine import Runner
-    from moa.models.base import Message
     from moa.topology import Topology
 
 __all__ = ["JudgeConfig", "JudgeEvaluator"]
@@ -128,26 +125,10 @@ class JudgeEvaluator:
         return JudgmentRow(position, verdict.value, setup_verdict.score, None, None, calls)
 
     async def _ask(self, prompt: str, runner: Runner, calls: list[CallRecord]) -> Verdict:
-        graph = self.topology.graph
-        node = graph.nodes[graph.output]
-        if len(graph.order) == 1 and node.agent is not None and node.template is not None:
-            # one agent: call it directly with the parser as validator (retried, never cached if bad)
-            agent = node.agent
-            messages: list[Message] = []
-            if agent.system:
-                messages.append({"role": "system", "content": agent.system})
-            messages.append(
-                {"role": "user", "content": node.template.render({"prompt": prompt, "references": ""})}
-            )
-            budgets = (runner.budget,) if runner.budget is not None else ()
-            ctx = CallContext(t0=time.perf_counter(), budgets=budgets, cache=runner.cache)
-            try:
-                text = await call_agent(ctx, runner.runtime(agent), node.id, messages, validate=_validate)
-            finally:
-                calls.extend(ctx.calls)
-            return parse_verdict(text)
+        # the parser validates the judge's answer inside the run, so a reply without a verdict is
+        # retried like any malformed reply (and never cached), whatever the judge topology's shape
         try:
-            result = await runner.run(self.topology, prompt)
+            result = await runner.run(self.topology, prompt, validate_output=_validate)
         except MoAError as e:
             calls.extend(e.calls)
             raise

@@ -132,7 +132,9 @@ class Experiment:
             await self._answer(store, setups, dataset.items, base_runner, budget, sem, bar)
             items = {i.id: i for i in dataset.items}
             # judge calls are cached in their own scope and charged to the experiment's budget
-            judge_runner = _scoped_runner(base_runner, StoreCache(store, f"judge:{ev_id}"), budget)
+            judge_runner = base_runner.sibling(
+                cache=StoreCache(store, f"judge:{ev_id}"), budget=budget or base_runner.budget
+            )
             scoring = await score_all(
                 store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner
             )
@@ -183,7 +185,9 @@ class Experiment:
         spec = self.spec
         k = spec.samples
         runners = {
-            (s.name, j): _scoped_runner(base_runner, StoreCache(store, sample_scope(s.name, s.hash, j)))
+            (s.name, j): base_runner.sibling(
+                cache=StoreCache(store, sample_scope(s.name, s.hash, j)), budget=base_runner.budget
+            )
             for s in setups
             for j in range(k)
         }
@@ -253,13 +257,6 @@ class Experiment:
             bar.close()
         if fatal:
             raise fatal[0]
-
-
-def _scoped_runner(base: Runner, cache: StoreCache, budget: Budget | None = None) -> Runner:
-    """A runner sharing ``base``'s backends (and budget, unless given one), with its own cache scope."""
-    r = Runner(budget=budget if budget is not None else base.budget, cache=cache)
-    r.registry = base.registry
-    return r
 
 
 def _make_evaluator(config: dict[str, Any], source: str, base_dir: Path | None = None) -> Any:

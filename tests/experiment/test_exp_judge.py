@@ -274,3 +274,25 @@ def test_a_multi_node_judge_topology_runs_as_a_topology(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert per_judgment == {2}
+
+
+def test_a_multi_node_judge_retries_a_malformed_verdict_of_its_aggregator(tmp_path: Path) -> None:
+    """A judge topology whose output is an LLM aggregator gets the same retry path as a single judge:
+    its first reply without a verdict is retried, so every pair gets a verdict."""
+
+    def judge(req: SimRequest) -> str:
+        if "synthesize these responses" not in last_user_text(req.messages):
+            return "some thoughts"  # the samplers
+        return "[[A=B]]" if req.call_index else "still thinking"  # the aggregator: bad first, then good
+
+    with SimServer(_models(judge)) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url, extra="limit: 3\n")
+        agent = f"model: openai/judge-m, api_base: {json.dumps(srv.base_url)}, {PRICE}"
+        (tmp_path / "e" / "judge.yaml").write_text(
+            "name: judge\nkind: self_moa\nagent: a\nsamples: 2\naggregator: agg\n"
+            f"agents:\n  a: {{{agent}, temperature: 0.5}}\n"
+            f"  agg: {{{agent}, retry: {{max_attempts: 2, backoff_base_s: 0}}}}\n"
+        )
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    j = summary.setup("good").judge
+    assert j is not None and j.no_verdict == 0 and j.ties == 3
