@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
-__all__ = ["configure_logging", "enabled", "logger", "redact"]
+__all__ = ["configure_logging", "disable_logging", "enabled", "logger", "redact", "use_logger"]
 
 _state: dict[str, Any] = {"logger": None}
 
@@ -78,7 +78,12 @@ def configure_logging(
 
 def disable_logging() -> None:
     """Turn moa's events off again."""
-    _state["logger"] = None
+    use_logger(None)
+
+
+def use_logger(bound_logger: Any) -> None:
+    """Send moa's events to ``bound_logger`` (a structlog bound logger), or nowhere with None."""
+    _state["logger"] = bound_logger
 
 
 def enabled() -> bool:

@@ -108,7 +108,7 @@ def capture_events() -> Iterator[list[dict[str, Any]]]:
     try:
         yield events
     finally:
-        log._state["logger"] = previous
+        log.use_logger(previous)
         for line in buf.getvalue().splitlines():
             if line.strip():
                 events.append(json.loads(line))
