@@ -1,0 +1,38 @@
+"""The benchmark scripts run end to end at toy sizes (their figures are read from real runs, not here)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMOKE = {
+    "critical_path.py": ["--runs", "1", "--latency-ms", "20"],
+    "throughput.py": ["--calls", "60", "--litellm-calls", "20", "--rounds", "1", "--concurrency", "8"],
+    "experiment_scale.py": ["--items", "60", "--concurrency", "8"],
+    "startup.py": ["--runs", "1", "--litellm-runs", "1"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", sorted(SMOKE))
+def test_benchmark_script_runs(script: str, tmp_path: Path) -> None:
+    """Each benchmark starts its loopback server, measures, and prints its ratio table."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *SMOKE[script]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # exit 1 means a target was missed, which toy sizes on a busy machine may do; anything else is a crash
+    assert p.returncode in (0, 1), p.stderr[-2000:]
+    assert "target" in p.stdout and "|" in p.stdout, p.stdout[-2000:]
+    assert "Traceback" not in p.stderr
