@@ -1,8 +1,16 @@
-"""One node's model call: budget reservation, rate limits, the call cache, retries with backoff and
-Retry-After, per-attempt timeouts, fallbacks, and the ``CallRecord`` of every model tried.
+"""One node's model call, in layers (as httpx sends in layers):
+
+``call_agent`` (fallbacks: the primary model, then each fallback)
+  -> ``_call_model`` (the call cache, and the ``CallRecord`` of that model, kept whatever happens)
+    -> ``_retrying`` (backoff with Retry-After, within the endpoint's retry budget)
+      -> ``moa.attempt.attempt`` (one attempt: budget hold, limiter slot, timeout, accounting)
 
 Everything that can be decided once per agent (backend, price, limiter, retry policy, API key) is
 resolved into an ``AgentRuntime`` the first time a run group meets the agent, not per call.
+
+Every attempt leaves an entry in its record's ``attempt_log`` (the accounting rules are in
+``moa.attempt``), and every model tried leaves its ``CallRecord``, a cancellation during a backoff
+included.
 """
 
 from __future__ import annotations
@@ -14,19 +22,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moa.budget import Budget, Reservation
-from moa.errors import MoAError, ModelError, ProviderError, Timeout, UserError
-from moa.limits import Limiter, RateLimit, limiter_for
+from moa.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, Target, attempt, prompt_token_bound
+from moa.budget import Budget
+from moa.errors import MoAError, ModelError, UserError
+from moa.limits import RateLimit, limiter_for
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
-from moa.pricing import Price, price_for
+from moa.pricing import price_for
 from moa.results import CallRecord
 from moa.retry import RetryPolicy, should_retry
+from moa.retry_budget import RetryBudget
 from moa.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
-
-#: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
-BUDGET_DEFAULT_MAX_TOKENS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,25 +56,21 @@ class CallCache(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class _Target:
-    model: str
-    backend: Model
-    price: Price
-    limiter: Limiter | None
-
-
-@dataclass(frozen=True, slots=True)
 class AgentRuntime:
     """An agent resolved for one run group: its model chain (primary, then fallbacks)."""
 
     agent: AgentSpec
-    chain: tuple[_Target, ...]
+    chain: tuple[Target, ...]
     retry: RetryPolicy
     api_key: str | None
 
     @classmethod
     def resolve(
-        cls, agent: AgentSpec, backend_for: Callable[[str], Model], needs_key: Callable[[str], bool]
+        cls,
+        agent: AgentSpec,
+        backend_for: Callable[[str], Model],
+        needs_key: Callable[[str], bool],
+        retry_budget_for: Callable[[str], RetryBudget] | None = None,
     ) -> AgentRuntime:
         api_key = None
         if agent.api_key_env:
@@ -83,7 +86,9 @@ class AgentRuntime:
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
             price = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
-            targets.append(_Target(model, backend, price, limiter_for(model, agent.api_base, limit)))
+            limiter = limiter_for(model, agent.api_base, limit)
+            budget = retry_budget_for(agent.api_base or model) if retry_budget_for is not None else None
+            targets.append(Target(model, backend, price, limiter, budget))
         r = agent.retry
         policy = RetryPolicy(
             max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s
@@ -102,33 +107,6 @@ class CallContext:
     logger: Any = None
 
 
-def prompt_token_bound(messages: Sequence[Message]) -> int:
-    """An upper bound on prompt tokens: byte-level tokenizers never use more tokens than UTF-8 bytes,
-    plus the chat template's few tokens per message."""
-    return sum(len(m.get("content", "").encode()) + 8 for m in messages) + 8
-
-
-def _settle(reservations: list[tuple[Budget, Reservation]], cost: float) -> None:
-    for b, r in reservations:
-        b.settle(r, cost)
-
-
-def _settle_worst(reservations: list[tuple[Budget, Reservation]]) -> None:
-    for b, r in reservations:
-        b.settle(r, r.amount)
-
-
-def _reserve(ctx: CallContext, amount: float, node: str, model: str) -> list[tuple[Budget, Reservation]]:
-    held: list[tuple[Budget, Reservation]] = []
-    try:
-        for b in ctx.budgets:
-            held.append((b, b.reserve(amount, node=node, model=model)))
-    except MoAError:
-        _settle(held, 0.0)
-        raise
-    return held
-
-
 async def call_agent(
     ctx: CallContext,
     rt: AgentRuntime,
@@ -139,51 +117,54 @@ async def call_agent(
     validate: Callable[[str], None] | None = None,
 ) -> str:
     """Call the agent's model (then its fallbacks) until one answers; return the text."""
-    agent = rt.agent
-    max_tokens = agent.max_tokens
+    max_tokens = rt.agent.max_tokens
     if max_tokens is None and ctx.budgets:
         max_tokens = BUDGET_DEFAULT_MAX_TOKENS
-    prompt_bound = prompt_token_bound(messages) if ctx.budgets or any(t.limiter for t in rt.chain) else 0
-    emitted = False
-
-    def tokens(piece: str) -> None:
-        nonlocal emitted
-        emitted = True
-        on_token(piece)  # type: ignore[misc]
-
+    call = CallPlan(node, messages, max_tokens, prompt_token_bound(messages), on_token, validate)
     last_error: ModelError | None = None
     for target in rt.chain:
-        request = ModelRequest(
-            model=target.model,
-            messages=messages,
-            temperature=agent.temperature,
-            max_tokens=max_tokens,
-            top_p=agent.top_p,
-            stop=agent.stop,
-            api_base=agent.api_base,
-            api_key=rt.api_key,
-            timeout_s=agent.timeout_s,
-            params=agent.params,
-            node=node,
-        )
-        rec = CallRecord(
-            node=node,
-            model=target.model,
-            requested_model=agent.model,
-            started_s=time.perf_counter() - ctx.t0,
-            priced=target.price.known,
-            local=target.backend.local,
-            attempts=0,
-        )
-        cache_key = None
-        if ctx.cache is not None:
-            cache_key = ctx.cache.key(node, request)
-            hit = ctx.cache.get(cache_key)
-            if hit is not None and validate is not None:
-                try:
-                    validate(hit.reply.text)
-                except ModelError:
-                    hit = None
+        try:
+            return await _call_model(ctx, rt, target, call)
+        except ModelError as e:
+            last_error = e
+            if call.emitted:
+                break  # tokens already reached the consumer: a fallback would splice two answers
+    assert last_error is not None  # the chain is never empty
+    if len(rt.chain) > 1 and not call.emitted:
+        last_error.message += f" (after fallbacks: {', '.join(t.model for t in rt.chain[1:])})"
+    raise last_error
+
+
+async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: CallPlan) -> str:
+    """One model of the chain: the cache, then attempts; its record is kept whatever happens
+    (a cancellation during a backoff included)."""
+    agent = rt.agent
+    request = ModelRequest(
+        model=target.model,
+        messages=call.messages,
+        temperature=agent.temperature,
+        max_tokens=call.max_tokens,
+        top_p=agent.top_p,
+        stop=agent.stop,
+        api_base=agent.api_base,
+        api_key=rt.api_key,
+        timeout_s=agent.timeout_s,
+        params=agent.params,
+        node=call.node,
+    )
+    rec = CallRecord(
+        node=call.node,
+        model=target.model,
+        requested_model=agent.model,
+        started_s=time.perf_counter() - ctx.t0,
+        priced=target.price.known,
+        local=target.backend.local,
+        attempts=0,
+    )
+    cache_key = ctx.cache.key(call.node, request) if ctx.cache is not None else None
+    try:
+        if ctx.cache is not None and cache_key is not None:
+            hit = _cache_hit(ctx.cache, cache_key, call)
             if hit is not None:
                 rec.usage, rec.cost_usd, rec.cached, rec.model = (
                     hit.reply.usage,
@@ -191,121 +172,75 @@ async def call_agent(
                     True,
                     hit.model,
                 )
-                if on_token is not None:
-                    on_token(hit.reply.text)
-                ctx.calls.append(rec)
+                if call.on_token is not None:
+                    call.on_token(hit.reply.text)
                 return hit.reply.text
-        worst = target.price.worst_case(prompt_bound, max_tokens or 0) if ctx.budgets else 0.0
-        error: ModelError | None = None
-        while True:
-            rec.attempts += 1
-            held = _reserve(ctx, worst, node, target.model) if ctx.budgets else []
-            started = time.perf_counter()
-            reply: ModelReply | None = None
-            sent = False
-            try:
-                if target.limiter is not None:
-                    async with target.limiter.slot(prompt_bound + (max_tokens or 0)):
-                        started, sent = time.perf_counter(), True
-                        reply = await _attempt(target.backend, request, tokens if on_token else None)
-                else:
-                    sent = True
-                    reply = await _attempt(target.backend, request, tokens if on_token else None)
-                rec.latency_s += time.perf_counter() - started
-                if validate is not None:
-                    validate(reply.text)
-            except asyncio.CancelledError:
-                rec.latency_s += time.perf_counter() - started
-                if reply is None and sent:
-                    # the provider may bill a request cancelled mid-flight (quorum stragglers, a
-                    # deadline): its tokens are unknown, so the budget keeps its worst case
-                    _settle_worst(held)
-                else:
-                    _account(rec, reply, target.price, held)
-                rec.error = "cancelled"
-                ctx.calls.append(rec)
+        reply = await _retrying(ctx, rt, target, request, rec, call)
+    except asyncio.CancelledError:
+        rec.error = "cancelled"
+        raise
+    except ModelError as e:
+        e.model, e.node = e.model or target.model, e.node or call.node
+        rec.error = f"{type(e).__name__}: {e.message}"
+        raise
+    except MoAError as e:  # bad input found at call time (an unknown model): no retry, no fallback
+        rec.error = f"{type(e).__name__}: {e.message}"
+        raise
+    finally:
+        ctx.calls.append(rec)
+    if ctx.cache is not None and cache_key is not None:
+        ctx.cache.put(cache_key, CachedReply(reply, target.model, rec.cost_usd))
+    if ctx.logger is not None:
+        ctx.logger.info(
+            "call",
+            node=call.node,
+            model=target.model,
+            attempts=rec.attempts,
+            prompt_tokens=rec.usage.prompt_tokens,
+            completion_tokens=rec.usage.completion_tokens,
+            cost_usd=rec.cost_usd,
+            latency_s=round(rec.latency_s, 4),
+        )
+    return reply.text
+
+
+def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
+    hit = cache.get(key)
+    if hit is not None and call.validate is not None:
+        try:
+            call.validate(hit.reply.text)
+        except ModelError:
+            return None
+    return hit
+
+
+async def _retrying(
+    ctx: CallContext, rt: AgentRuntime, target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
+) -> ModelReply:
+    """Attempts at one model until one answers, the policy gives up, or the endpoint's retry budget
+    (retries at most a fifth of its recent traffic) is spent."""
+    if target.retry_budget is not None:
+        target.retry_budget.sent()
+    while True:
+        try:
+            return await attempt(ctx.budgets, target, request, rec, call)
+        except ModelError as error:
+            if call.emitted or not should_retry(error):
                 raise
-            except ModelError as e:
-                if reply is None:
-                    rec.latency_s += time.perf_counter() - started
-                _account(rec, reply, target.price, held)
-                e.model, e.node = e.model or target.model, e.node or node
-                error = e
-            except MoAError as e:  # bad input found at call time (an unknown model): no retry, no fallback
-                rec.latency_s += time.perf_counter() - started
-                _account(rec, reply, target.price, held)
-                rec.error = f"{type(e).__name__}: {e.message}"
-                ctx.calls.append(rec)
-                raise
-            except Exception as e:  # a backend bug or a user fake that raised: still a model failure
-                rec.latency_s += time.perf_counter() - started
-                _account(rec, reply, target.price, held)
-                error = ProviderError(f"{type(e).__name__}: {e}", model=target.model, node=node)
-            else:
-                _account(rec, reply, target.price, held)
-                rec.model = target.model
-                ctx.calls.append(rec)
-                if ctx.cache is not None and cache_key is not None:
-                    ctx.cache.put(cache_key, CachedReply(reply, target.model, target.price.cost(reply.usage)))
-                if ctx.logger is not None:
-                    ctx.logger.info(
-                        "call",
-                        node=node,
-                        model=target.model,
-                        attempts=rec.attempts,
-                        prompt_tokens=rec.usage.prompt_tokens,
-                        completion_tokens=rec.usage.completion_tokens,
-                        cost_usd=rec.cost_usd,
-                        latency_s=round(rec.latency_s, 4),
-                    )
-                return reply.text
-            # a failed attempt: retry the same model, or give up on it
-            if emitted or not should_retry(error):
-                break
             delay = rt.retry.delay_s(rec.attempts, retry_after_s=getattr(error, "retry_after_s", None))
             if delay is None:
-                break
+                raise
+            budget = None if call.rejected_reply else target.retry_budget
+            if budget is not None and not budget.try_retry():
+                error.message += " (not retried: the endpoint's retry budget is spent)"
+                raise
             if ctx.logger is not None:
                 ctx.logger.warning(
                     "retry",
-                    node=node,
+                    node=call.node,
                     model=target.model,
                     attempt=rec.attempts,
                     error=str(error),
                     delay_s=round(delay, 3),
                 )
             await asyncio.sleep(delay)
-        rec.error = f"{type(error).__name__}: {error.message}"
-        ctx.calls.append(rec)
-        last_error = error
-        if emitted:
-            break  # tokens already reached the consumer: a fallback would splice two answers
-    assert last_error is not None  # the chain is never empty
-    if len(rt.chain) > 1 and not emitted:
-        last_error.message += f" (after fallbacks: {', '.join(t.model for t in rt.chain[1:])})"
-    raise last_error
-
-
-async def _attempt(backend: Model, request: ModelRequest, on_token: TokenCallback | None) -> ModelReply:
-    try:
-        if request.timeout_s is None:
-            return await backend.complete(request, on_token)
-        async with asyncio.timeout(request.timeout_s):
-            return await backend.complete(request, on_token)
-    except TimeoutError:
-        raise Timeout(
-            f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node
-        ) from None
-
-
-def _account(
-    rec: CallRecord, reply: ModelReply | None, price: Price, held: list[tuple[Budget, Reservation]]
-) -> None:
-    """Book what an attempt consumed (a malformed reply's tokens were paid for too)."""
-    if reply is not None:
-        rec.usage = rec.usage + reply.usage
-        cost = price.cost(reply.usage)
-        rec.cost_usd += cost
-        _settle(held, cost)
-    else:
-        _settle(held, 0.0)

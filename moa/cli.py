@@ -67,8 +67,15 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _summary_line(result: Any) -> str:
     u = result.usage
+    cost = f"cost ${result.cost_usd:.6f}"
+    if result.unknown_usage_attempts:
+        # attempts the provider may bill although no usage came back (timeouts, cancellations)
+        cost += (
+            f" (up to ${result.cost_usd_max:.6f}: {result.unknown_usage_attempts} attempt(s) "
+            "sent with unknown usage)"
+        )
     parts = [
-        f"cost ${result.cost_usd:.6f}",
+        cost,
         f"{len(result.calls)} calls",
         f"{u.prompt_tokens}+{u.completion_tokens} tokens",
         f"latency {result.latency_s:.2f}s (critical path {result.critical_path_s:.2f}s)",

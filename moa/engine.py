@@ -27,6 +27,7 @@ from moa.plans import parse_plan
 from moa.prompts import format_references
 from moa.reducers import REDUCERS
 from moa.results import NodeResult, RunResult, Usage
+from moa.retry_budget import RetryBudgets
 from moa.spec import AgentSpec
 
 if TYPE_CHECKING:
@@ -68,6 +69,8 @@ class Runner:
         self.registry = ModelRegistry(models)
         self.budget = budget
         self.cache = cache
+        #: one retry budget per endpoint, shared by every run of this runner (and its siblings)
+        self.retry_budgets = RetryBudgets()
         self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
 
     def runtime(self, agent: AgentSpec) -> AgentRuntime:
@@ -81,6 +84,7 @@ class Runner:
                 model, api_base=agent.api_base, transport=agent.transport, params=agent.params
             ),
             lambda model: self.registry.override_for(model) is None,
+            self.retry_budgets.for_endpoint,
         )
         self._agents[id(agent)] = (agent, rt)
         return rt
@@ -115,7 +119,7 @@ class Runner:
         """A runner sharing this one's backends and resolved agents, with its own call cache and
         budget (an experiment gives each setup its own cache scope). Close only the original."""
         r = Runner(budget=budget, cache=cache)
-        r.registry, r._agents = self.registry, self._agents
+        r.registry, r._agents, r.retry_budgets = self.registry, self._agents, self.retry_budgets
         return r
 
     async def aclose(self) -> None:

@@ -31,6 +31,9 @@ class Price:
     input_per_token: float = 0.0
     output_per_token: float = 0.0
     known: bool = False
+    #: the model's own cap on completion tokens, when the price map knows it (a worst case for
+    #: calls that send no ``max_tokens``)
+    max_output_tokens: int | None = None
 
     def cost(self, usage: Usage) -> float:
         return usage.prompt_tokens * self.input_per_token + usage.completion_tokens * self.output_per_token
@@ -64,10 +67,12 @@ def _lookup(model: str) -> Price | None:
     for key in candidates:
         entry = table.get(key)
         if isinstance(entry, dict) and "input_cost_per_token" in entry:
+            cap = entry.get("max_output_tokens") or entry.get("max_tokens")
             return Price(
                 float(entry.get("input_cost_per_token") or 0.0),
                 float(entry.get("output_cost_per_token") or 0.0),
                 True,
+                int(cap) if isinstance(cap, int | float) and cap > 0 else None,
             )
     return None
 

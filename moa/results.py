@@ -5,9 +5,13 @@ stable ``--json`` output of ``moa run``."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["CallRecord", "NodeResult", "RunResult", "Usage"]
+__all__ = ["Attempt", "AttemptStatus", "CallRecord", "NodeResult", "RunResult", "Usage"]
+
+#: how one attempt ended: ``ok``, ``error`` (the provider answered with an error, or the reply was
+#: unreadable), ``timeout`` or ``cancelled``
+AttemptStatus = Literal["ok", "error", "timeout", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,42 @@ class Usage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at one model: how it ended, how long it took once sent, what it consumed.
+
+    ``usage`` is None when it cannot be known: the request reached the provider but no readable
+    reply came back (a timeout, a cancellation after sending, a dropped connection, an unreadable
+    reply). The provider may still bill such an attempt, so budgets keep its worst case."""
+
+    status: AttemptStatus
+    latency_s: float = 0.0
+    usage: Usage | None = field(default_factory=Usage)
+    error: str | None = None
+    #: the worst case of this attempt in USD (prompt bound + max_tokens at the model's price)
+    worst_case_usd: float = 0.0
+
+    @property
+    def usage_unknown(self) -> bool:
+        return self.usage is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "latency_s": self.latency_s,
+            "usage": None if self.usage is None else self.usage.to_dict(),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], worst_case_usd: float = 0.0) -> Attempt:
+        u = d.get("usage")
+        usage = (
+            None if u is None else Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
+        )
+        return cls(d["status"], float(d.get("latency_s", 0.0)), usage, d.get("error"), worst_case_usd)
+
+
 @dataclass(slots=True)
 class CallRecord:
     """One model call (after its own retries): who made it, what it cost, how long it took."""
@@ -58,10 +98,25 @@ class CallRecord:
     local: bool = False
     #: True when the reply came from the experiment call cache (no request sent)
     cached: bool = False
+    #: one entry per attempt, in order (``attempts`` is their count)
+    attempt_log: list[Attempt] = field(default_factory=list)
+    #: True when a reply reported usage outside what the request allows (negative, more completion
+    #: tokens than ``max_tokens``, a prompt far above its bound): it was charged its worst case
+    usage_suspect: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def unknown_usage_attempts(self) -> int:
+        """Attempts that reached the provider but whose usage cannot be known."""
+        return sum(1 for a in self.attempt_log if a.usage is None)
+
+    @property
+    def cost_usd_max(self) -> float:
+        """The known cost plus the worst case of every attempt whose usage is unknown."""
+        return self.cost_usd + sum(a.worst_case_usd for a in self.attempt_log if a.usage is None)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +132,10 @@ class CallRecord:
             "priced": self.priced,
             "local": self.local,
             "cached": self.cached,
+            "attempt_log": [a.to_dict() for a in self.attempt_log],
+            "unknown_usage_attempts": self.unknown_usage_attempts,
+            "cost_usd_max": self.cost_usd_max,
+            "usage_suspect": self.usage_suspect,
         }
 
     @classmethod
@@ -95,7 +154,19 @@ class CallRecord:
             priced=bool(d.get("priced", True)),
             local=bool(d.get("local", False)),
             cached=bool(d.get("cached", False)),
+            attempt_log=_attempts_from(d),
+            usage_suspect=bool(d.get("usage_suspect", False)),
         )
+
+
+def _attempts_from(d: dict[str, Any]) -> list[Attempt]:
+    """The attempt log of a serialised record; the worst case of its unknown attempts is spread
+    evenly so ``cost_usd_max`` survives the round trip."""
+    log = [a for a in d.get("attempt_log") or () if isinstance(a, dict)]
+    unknown = sum(1 for a in log if a.get("usage") is None)
+    extra = float(d.get("cost_usd_max", d.get("cost_usd", 0.0))) - float(d.get("cost_usd", 0.0))
+    each = extra / unknown if unknown and extra > 0 else 0.0
+    return [Attempt.from_dict(a, each if a.get("usage") is None else 0.0) for a in log]
 
 
 @dataclass(slots=True)
@@ -145,12 +216,24 @@ class RunResult:
     #: set when some cost is a local-compute figure rather than a provider bill
     cost_note: str | None = None
 
+    @property
+    def unknown_usage_attempts(self) -> int:
+        """Attempts sent whose usage cannot be known (timeouts, cancellations after sending)."""
+        return sum(c.unknown_usage_attempts for c in self.calls)
+
+    @property
+    def cost_usd_max(self) -> float:
+        """``cost_usd`` plus the worst case of every attempt whose usage is unknown."""
+        return sum(c.cost_usd_max for c in self.calls)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "output": self.output,
             "topology": self.topology,
             "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,
+            "cost_usd_max": self.cost_usd_max,
+            "unknown_usage_attempts": self.unknown_usage_attempts,
             "latency_s": self.latency_s,
             "critical_path_s": self.critical_path_s,
             "calls": [c.to_dict() for c in self.calls],

@@ -36,6 +36,10 @@ class ModelRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: the node making the call, for error messages only
     node: str = ""
+    #: called by backends that report sending (``reports_send = True``) once the request leaves,
+    #: after any wait for a local connection slot; the runner starts ``timeout_s`` and the latency
+    #: there. Backends that never call it are timed from the start of ``complete``.
+    on_sent: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def cache_key_fields(self) -> dict[str, Any]:
         """The request as plain data, without the key: what the experiment call cache hashes."""

@@ -30,7 +30,7 @@ from moa.models.errors import error_for_status
 from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
 
-__all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_API_BASE", "OpenAIHTTPModel", "wire_model_name"]
+__all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_API_BASE", "POOL_TIMEOUT_S", "OpenAIHTTPModel", "wire_model_name"]
 
 #: where a model with no ``api_base`` is sent (as litellm does for ``openai/`` models)
 DEFAULT_API_BASE = "https://api.openai.com/v1"
@@ -51,11 +51,16 @@ def _ssl_context() -> ssl.SSLContext:
 CONNECT_TIMEOUT_S = 30.0
 
 
+#: how long a request waits for a free connection of its event loop before failing
+POOL_TIMEOUT_S = 60.0
+
+
 @functools.lru_cache(maxsize=64)
-def _timeout(timeout_s: float | None) -> httpx.Timeout:
+def _timeout(timeout_s: float | None, pool_s: float) -> httpx.Timeout:
+    # pool: a backstop only; requests wait for a free connection in _acquire, before httpx
     if timeout_s is None:
-        return httpx.Timeout(None, connect=CONNECT_TIMEOUT_S)
-    return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+        return httpx.Timeout(None, connect=CONNECT_TIMEOUT_S, pool=pool_s)
+    return httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S), pool=pool_s)
 
 
 @functools.lru_cache(maxsize=64)
@@ -99,29 +104,52 @@ def _error_message(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
+class _Slot:
+    """One small client and the requests it has in flight. A client whose request was cancelled is
+    retired: httpcore cleans up a cancelled request inside an anyio shield that does not hold
+    against a second ``Task.cancel()`` (a run cancels its tasks, and their TaskGroup cancels them
+    again), which can leave a connection marked active forever and the pool waiting on it. A
+    retired client takes no new request and is closed, sockets and all, once its last one ends."""
+
+    __slots__ = ("busy", "client", "retired")
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.busy = 0
+        self.retired = False
+
+
 class _Shards:
-    """One event loop's clients and the requests each has in flight.
+    """One event loop's clients, a cap on this loop's requests in flight, and retired clients
+    being closed.
 
     httpcore's pool does O(connections^2) work each time a request enters or leaves it (it counts
     idle connections once per idle connection, and polls every idle socket), so one pool of a few
     hundred connections spends milliseconds per request. Small pools, filled least-busy first, keep
-    that cost flat; sequential calls all go to the first one and share its keep-alive connection."""
+    that cost flat; sequential calls all go to the first one and share its keep-alive connection.
+    The cap means a request only ever reaches a client with a free connection, so waiting for one
+    happens here, bounded and before the request counts as sent."""
 
-    __slots__ = ("busy", "clients")
+    __slots__ = ("closing", "gate", "slots")
 
-    def __init__(self) -> None:
-        self.clients: list[httpx.AsyncClient] = []
-        self.busy: list[int] = []
+    def __init__(self, capacity: int) -> None:
+        self.slots: list[_Slot] = []
+        self.gate = asyncio.Semaphore(capacity)
+        self.closing: set[asyncio.Task[None]] = set()
 
 
 class OpenAIHTTPModel:
     """POSTs ``{api_base}/chat/completions`` once per attempt over pooled keep-alive connections.
 
     ``transport`` replaces the network (an ``httpx.MockTransport`` or any ``AsyncBaseTransport``),
-    for tests; ``max_connections`` caps the sockets one event loop keeps open, spread over pools of
-    ``shard_size`` connections."""
+    for tests; ``max_connections`` caps the requests one event loop has in flight, spread over
+    pools of ``shard_size`` connections; a request waits at most ``pool_timeout_s`` for a free
+    connection (that wait is not latency: see ``reports_send``)."""
 
     local = False
+    #: calls ``ModelRequest.on_sent`` once a connection is free, so the runner's timeout and
+    #: latency start there
+    reports_send = True
 
     def __init__(
         self,
@@ -130,15 +158,18 @@ class OpenAIHTTPModel:
         max_connections: int = 512,
         shard_size: int = 2,
         keepalive_expiry_s: float = 30.0,
+        pool_timeout_s: float = POOL_TIMEOUT_S,
     ) -> None:
         self._transport = transport
         self._shard_size = max(1, min(shard_size, max_connections))
         # a given transport is one connection pool already: sharding it would share it anyway
         self._max_shards = 1 if transport is not None else max(1, max_connections // self._shard_size)
+        self._capacity = max_connections if transport is not None else self._max_shards * self._shard_size
         size = max_connections if transport is not None else self._shard_size
         self._limits = httpx.Limits(
             max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry_s
         )
+        self._pool_timeout_s = pool_timeout_s
         # Clients per loop: an httpx pool's sockets belong to the loop that opened them, and
         # `run_sync` makes a fresh loop per call.
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Shards] = (
@@ -151,20 +182,53 @@ class OpenAIHTTPModel:
             transport=self._transport, limits=self._limits, timeout=None, verify=_ssl_context()
         )
 
-    def _pick(self) -> tuple[_Shards, int]:
-        """The least busy client of this loop, or a new one when every client is full."""
+    def _shards(self) -> _Shards:
         loop = asyncio.get_running_loop()
         shards = self._loops.get(loop)
         if shards is None:
-            shards = self._loops[loop] = _Shards()
-        busy = shards.busy
-        if busy:
-            i = busy.index(min(busy)) if len(busy) > 1 else 0
-            if busy[i] < self._shard_size or len(busy) >= self._max_shards:
-                return shards, i
-        shards.clients.append(self._new_client())
-        busy.append(0)
-        return shards, len(busy) - 1
+            shards = self._loops[loop] = _Shards(self._capacity)
+        return shards
+
+    async def _acquire(self, shards: _Shards, request: ModelRequest) -> _Slot:
+        """A connection slot: at once when one is free, else within ``pool_timeout_s``."""
+        if shards.gate.locked():
+            try:
+                async with asyncio.timeout(self._pool_timeout_s):
+                    await shards.gate.acquire()
+            except TimeoutError:
+                raise ProviderError(
+                    f"no free connection within pool_timeout_s={self._pool_timeout_s} "
+                    f"({self._capacity} requests already in flight on this event loop)",
+                    model=request.model,
+                    node=request.node or None,
+                ) from None
+        else:
+            await shards.gate.acquire()
+        return self._pick(shards)
+
+    def _pick(self, shards: _Shards) -> _Slot:
+        """The least busy client of this loop, or a new one while there is room for more."""
+        slots = shards.slots
+        if slots:
+            best = min(slots, key=lambda s: s.busy) if len(slots) > 1 else slots[0]
+            if best.busy < self._shard_size or len(slots) >= self._max_shards:
+                best.busy += 1
+                return best
+        slot = _Slot(self._new_client())
+        slots.append(slot)
+        slot.busy += 1
+        return slot
+
+    def _release(self, shards: _Shards, slot: _Slot, cancelled: bool) -> None:
+        slot.busy -= 1
+        shards.gate.release()
+        if cancelled and not slot.retired:
+            slot.retired = True
+            shards.slots[shards.slots.index(slot)] = _Slot(self._new_client())
+        if slot.retired and slot.busy == 0:
+            task = asyncio.get_running_loop().create_task(slot.client.aclose())
+            shards.closing.add(task)
+            task.add_done_callback(shards.closing.discard)
 
     def _body(self, request: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = dict(request.params)
@@ -189,11 +253,14 @@ class OpenAIHTTPModel:
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         url = _endpoint(request.api_base)
         body = self._body(request)
-        timeout = _timeout(request.timeout_s)
-        shards, i = self._pick()
-        client = shards.clients[i]
-        shards.busy[i] += 1
+        timeout = _timeout(request.timeout_s, self._pool_timeout_s)
+        shards = self._shards()
+        slot = await self._acquire(shards, request)
+        cancelled = False
         try:
+            if request.on_sent is not None:
+                request.on_sent()
+            client = slot.client
             if on_token is None:
                 content = json.dumps(body, separators=(",", ":")).encode()
                 headers = self._headers(request, _JSON_HEADERS)
@@ -211,6 +278,9 @@ class OpenAIHTTPModel:
                 return await _consume(resp, request, on_token)
         except ModelError:
             raise
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except httpx.TimeoutException as e:
             raise Timeout(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None
@@ -221,7 +291,7 @@ class OpenAIHTTPModel:
                 f"connection failed: {detail}", model=request.model, node=request.node or None
             ) from e
         finally:
-            shards.busy[i] -= 1
+            self._release(shards, slot, cancelled)
 
     @staticmethod
     def _status_error(resp: httpx.Response, content: bytes, request: ModelRequest) -> ModelError:
@@ -242,8 +312,12 @@ class OpenAIHTTPModel:
         except RuntimeError:
             current = None
         shards = loops.get(current) if current is not None else None
-        for c in shards.clients if shards is not None else ():
-            await c.aclose()
+        if shards is None:
+            return
+        for slot in shards.slots:
+            await slot.client.aclose()
+        if shards.closing:
+            await asyncio.gather(*shards.closing, return_exceptions=True)
 
 
 def _malformed(why: str, request: ModelRequest) -> MalformedReply:

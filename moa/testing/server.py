@@ -319,16 +319,17 @@ class SimServer:
             "completion_tokens": count_completion_tokens(answer),
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        claimed = dict(sim.reported_usage) if sim.reported_usage is not None else usage
         base = {"id": f"chatcmpl-sim{next(self._ids)}", "created": int(time.time()), "model": requested}
         if body.get("stream"):
-            await self._stream(conn, sim, answer, finish, usage, base, body, key)
+            await self._stream(conn, sim, answer, finish, usage, base, body, key, claimed)
             return
         if await conn.wait_lost(sim.latency_s):
             self._lost()
             return
         message = {"role": "assistant", "content": answer}
         choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
-        reply = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        reply = {**base, "object": "chat.completion", "choices": [choice], "usage": claimed}
         if self._served(conn, key, usage):
             conn.respond(200, json.dumps(reply).encode(), close=req.close)
 
@@ -358,6 +359,7 @@ class SimServer:
         base: dict[str, Any],
         body: dict[str, Any],
         key: str,
+        claimed: Mapping[str, int],
     ) -> None:
         """Write the SSE stream, spreading the latency over its chunks."""
         pieces = _pieces(answer)
@@ -379,7 +381,7 @@ class SimServer:
             await conn.drain()
         tail = _chunk({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if with_usage:
-            tail += _chunk({**head, "choices": [], "usage": usage})
+            tail += _chunk({**head, "choices": [], "usage": dict(claimed)})
         if self._served(conn, key, usage):
             conn.write(tail + _chunk(b"[DONE]") + b"0\r\n\r\n")
 

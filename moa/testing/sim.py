@@ -113,6 +113,9 @@ class SimModel:
     """A fixed answer, a function of the request, or None for "answer from <model>: <words>"."""
     stream_chunk_delay_s: float | None = None
     """Delay before each streamed chunk; None means latency_s / number of chunks."""
+    reported_usage: Mapping[str, int] | None = None
+    """Usage the server claims in its replies instead of the true counts: a provider that lies
+    (``SimServer.stats`` keeps counting the truth)."""
 
     @classmethod
     def with_accuracy(

@@ -1,0 +1,238 @@
+"""One attempt at one model, and its accounting: the innermost layer of a node's call.
+
+An attempt holds its worst case on the budgets, takes a limiter slot, sends under ``timeout_s``
+(counted from when the request leaves, for backends that report it), validates the reply, and books
+what it consumed in the record's ``attempt_log``:
+
+- a readable reply: its usage and cost, unless that usage is impossible for the request (negative,
+  more completion tokens than ``max_tokens``, a prompt far above its bound): then the usage is
+  clamped to the request's bounds, the record is flagged ``usage_suspect`` and charged the worst
+  case, never more and never negative;
+- an HTTP error status, or an attempt that never left: nothing;
+- anything else that reached the provider (a timeout, a cancellation, a dropped connection, an
+  unreadable reply): unknown usage; the provider may bill it, so the budget keeps its worst case
+  and the record's ``cost_usd_max`` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from moa.budget import Budget, Reservation
+from moa.errors import MoAError, ModelError, ProviderError, Timeout
+from moa.limits import Limiter
+from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
+from moa.pricing import Price
+from moa.results import Attempt, AttemptStatus, CallRecord, Usage
+from moa.retry_budget import RetryBudget
+
+__all__ = ["BUDGET_DEFAULT_MAX_TOKENS", "CallPlan", "Target", "attempt", "prompt_token_bound"]
+
+#: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
+BUDGET_DEFAULT_MAX_TOKENS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One model of an agent's chain, resolved: its backend, price, limiter and retry budget."""
+
+    model: str
+    backend: Model
+    price: Price
+    limiter: Limiter | None
+    retry_budget: RetryBudget | None = None
+
+
+def prompt_token_bound(messages: Sequence[Message]) -> int:
+    """An upper bound on prompt tokens: byte-level tokenizers never use more tokens than UTF-8 bytes,
+    plus the chat template's few tokens per message."""
+    return sum(len(m.get("content", "").encode()) + 8 for m in messages) + 8
+
+
+def _plausible_prompt(prompt_tokens: int, bound: int) -> bool:
+    # providers add hidden prompt tokens (templates, tool preambles): only "far above" is suspect
+    return 0 <= prompt_tokens <= 2 * bound + 1024
+
+
+@dataclass(slots=True)
+class CallPlan:
+    """What one node's call shares across its models and attempts."""
+
+    node: str
+    messages: Sequence[Message]
+    max_tokens: int | None
+    prompt_bound: int
+    on_token: TokenCallback | None
+    validate: Callable[[str], None] | None
+    #: tokens already reached the consumer: no retry or fallback may splice a second answer on
+    emitted: bool = False
+    #: the last attempt got a reply that ``validate`` rejected: a retry for content, not a sign of
+    #: overload, so it does not draw on the endpoint's retry budget
+    rejected_reply: bool = False
+
+    def stream(self, piece: str) -> None:
+        self.emitted = True
+        self.on_token(piece)  # type: ignore[misc]
+
+    def worst_case(self, price: Price) -> float:
+        completion = self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
+        return price.worst_case(self.prompt_bound, completion)
+
+
+class _SendClock:
+    """When an attempt entered its backend and when its request left. Backends that report sending
+    (``reports_send``; the direct path calls ``ModelRequest.on_sent`` once a connection is free)
+    keep their wait for a local connection slot out of the latency and out of ``timeout_s``."""
+
+    __slots__ = ("entered_at", "reports", "sent_at", "timeout")
+
+    def __init__(self, reports: bool) -> None:
+        self.reports = reports
+        self.entered_at: float | None = None
+        self.sent_at: float | None = None
+        self.timeout: asyncio.Timeout | None = None
+
+    def enter(self) -> None:
+        self.entered_at = time.perf_counter()
+
+    def on_sent(self) -> None:
+        self.sent_at = now = time.perf_counter()
+        when = self.timeout.when() if self.timeout is not None else None
+        if self.timeout is not None and when is not None and self.entered_at is not None:
+            # already expiring: the attempt is being cut anyway
+            with contextlib.suppress(RuntimeError):
+                self.timeout.reschedule(when + (now - self.entered_at))
+
+    @property
+    def sent(self) -> bool:
+        """Whether the provider may have received the request."""
+        return self.sent_at is not None if self.reports else self.entered_at is not None
+
+    def latency(self, end: float) -> float:
+        start = self.sent_at if self.sent_at is not None else self.entered_at
+        return 0.0 if start is None else end - start
+
+
+async def attempt(
+    budgets: tuple[Budget, ...], target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
+) -> ModelReply:
+    """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
+    validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
+    worst = call.worst_case(target.price)
+    held = _reserve(budgets, worst, call.node, target.model) if budgets else []
+    rec.attempts += 1
+    clock = _SendClock(getattr(target.backend, "reports_send", False))
+    reply: ModelReply | None = None
+    call.rejected_reply = False
+    try:
+        if target.limiter is not None:
+            async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)):
+                reply = await _send(target.backend, request, clock, call)
+        else:
+            reply = await _send(target.backend, request, clock, call)
+        if call.validate is not None:
+            call.validate(reply.text)
+    except asyncio.CancelledError:
+        _book(rec, clock, target.price, held, worst, call, "cancelled", reply, "cancelled")
+        raise
+    except ModelError as e:
+        status: AttemptStatus = "timeout" if isinstance(e, Timeout) else "error"
+        # an HTTP error status is an answer: the provider reports nothing billable
+        known_zero = e.status_code is not None and reply is None
+        call.rejected_reply = reply is not None
+        _book(rec, clock, target.price, held, worst, call, status, reply, e.message, known_zero)
+        raise
+    except MoAError as e:  # bad input found at call time: nothing was sent
+        _book(rec, clock, target.price, held, worst, call, "error", reply, e.message, True)
+        raise
+    except Exception as e:  # a backend bug or a user fake that raised: still a model failure
+        error = ProviderError(f"{type(e).__name__}: {e}", model=target.model, node=call.node)
+        _book(rec, clock, target.price, held, worst, call, "error", reply, error.message)
+        raise error from e
+    _book(rec, clock, target.price, held, worst, call, "ok", reply, None)
+    rec.model = target.model
+    return reply
+
+
+async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan) -> ModelReply:
+    """The backend's one attempt, under ``timeout_s`` counted from when the request is sent."""
+    on_token = call.stream if call.on_token is not None else None
+    clock.enter()
+    if request.timeout_s is None:
+        return await backend.complete(dataclasses.replace(request, on_sent=clock.on_sent), on_token)
+    try:
+        async with asyncio.timeout(request.timeout_s) as cm:
+            clock.timeout = cm
+            return await backend.complete(dataclasses.replace(request, on_sent=clock.on_sent), on_token)
+    except TimeoutError:
+        raise Timeout(
+            f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node
+        ) from None
+
+
+def _book(
+    rec: CallRecord,
+    clock: _SendClock,
+    price: Price,
+    held: list[tuple[Budget, Reservation]],
+    worst: float,
+    call: CallPlan,
+    status: AttemptStatus,
+    reply: ModelReply | None,
+    error: str | None,
+    known_zero: bool = False,
+) -> None:
+    """Book one attempt on its record and settle its budget holds."""
+    latency = clock.latency(time.perf_counter())
+    rec.latency_s += latency
+    usage: Usage | None
+    if reply is not None:
+        usage, cost = _charge(rec, reply.usage, price, worst, call)
+    elif known_zero or not clock.sent:
+        usage, cost = Usage(), 0.0
+    else:
+        usage, cost = None, worst  # it may be billed: keep the worst case
+    for b, r in held:
+        b.settle(r, cost)
+    rec.attempt_log.append(Attempt(status, latency, usage, error, worst if usage is None else 0.0))
+
+
+def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: CallPlan) -> tuple[Usage, float]:
+    """The usage and cost booked for a reply; usage the request cannot have produced is clamped to
+    the request's bounds and charged the worst case (never more, never negative)."""
+    ok_completion = usage.completion_tokens >= 0 and (
+        call.max_tokens is None or usage.completion_tokens <= call.max_tokens
+    )
+    if ok_completion and _plausible_prompt(usage.prompt_tokens, call.prompt_bound):
+        cost = price.cost(usage)
+        rec.usage = rec.usage + usage
+        rec.cost_usd += cost
+        return usage, cost
+    rec.usage_suspect = True
+    completion = max(0, usage.completion_tokens)
+    if call.max_tokens is not None:
+        completion = min(completion, call.max_tokens)
+    clamped = Usage(min(max(0, usage.prompt_tokens), call.prompt_bound), completion)
+    cost = worst if call.max_tokens is not None else price.cost(clamped)
+    rec.usage = rec.usage + clamped
+    rec.cost_usd += cost
+    return clamped, cost
+
+
+def _reserve(
+    budgets: tuple[Budget, ...], amount: float, node: str, model: str
+) -> list[tuple[Budget, Reservation]]:
+    held: list[tuple[Budget, Reservation]] = []
+    try:
+        for b in budgets:
+            held.append((b, b.reserve(amount, node=node, model=model)))
+    except MoAError:
+        for b, r in held:
+            b.settle(r, 0.0)
+        raise
+    return held

@@ -1,0 +1,347 @@
+"""Every call accounted, nothing wedged: cancellations never wedge a connection pool, every attempt
+leaves an ``attempt_log`` entry, unknown usage keeps its worst case, a lying provider cannot move the
+budget, and retries stay within the endpoint's retry budget. Over real loopback HTTP, both transports."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+import moa
+from moa import build
+from moa.loader import load_data
+from moa.models.base import ModelRequest
+from moa.models.openai_http import OpenAIHTTPModel
+from moa.retry_budget import RetryBudget
+from moa.serve import create_app
+from moa.testing import FunctionModel, ScriptedModel
+from moa.testing.server import FaultPlan, SimModel, SimServer
+from tests.serving import serving
+
+TRANSPORTS = ["litellm", "openai-http"]
+# litellm's aiohttp pool logs a warning when many requests queue for a slot; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
+
+
+def agent(base: str, model: str, transport: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": f"openai/{model}",
+        "api_base": base,
+        "transport": transport,
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+        **extra,
+    }
+
+
+def single(base: str, model: str, transport: str, **extra: Any) -> moa.Topology:
+    a = agent(base, model, transport, **extra)
+    return load_data({"name": f"s-{model}", "kind": "single", "agent": "a", "agents": {"a": a}})
+
+
+def parallel(base: str, workers: list[str], transport: str, **kw: Any) -> moa.Topology:
+    extra = {"retry": kw.pop("retry", {"max_attempts": 1}), **kw.pop("agent_extra", {})}
+    agents = {f"w{i}": agent(base, m, transport, **extra) for i, m in enumerate(workers)}
+    agents["agg"] = agent(base, "fast", transport, **extra)
+    data = {
+        "name": "p",
+        "kind": "parallel",
+        "workers": [a for a in agents if a != "agg"],
+        "aggregator": "agg",
+    }
+    return load_data(data | kw | {"agents": agents})
+
+
+# -- 1. cancellations never wedge the pool -------------------------------------------------------
+
+
+async def _fast_calls_each_within(t: moa.Topology, rt: moa.Runner, n: int, bound_s: float) -> None:
+    for i in range(n):
+        try:
+            async with asyncio.timeout(bound_s):
+                await t.run(f"fast {i}", runner=rt)
+        except TimeoutError:
+            pytest.fail(f"fast call {i} did not complete within {bound_s}s: the pool is wedged")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_deadlines_and_quorum_cancellations_never_wedge_the_runner(transport: str) -> None:
+    """20 runs cut mid-call (deadlines and quorum stragglers), then 50 fast calls each within 1 s."""
+    models = {"slow": SimModel(latency_s=3.0), "fast": SimModel()}
+    async with SimServer(models) as srv:
+        slow = parallel(srv.base_url, ["slow", "slow"], transport)
+        quorum = parallel(srv.base_url, ["fast", "slow", "slow"], transport, quorum=1)
+        fast = single(srv.base_url, "fast", transport)
+        async with moa.Runner() as rt:
+            await fast.run("warm up", runner=rt)  # litellm's first call imports it
+            for i in range(10):
+                with pytest.raises(moa.Timeout):
+                    await slow.run(f"slow {i}", runner=rt, deadline_s=0.2)
+                await quorum.run(f"quorum {i}", runner=rt)
+            await _fast_calls_each_within(fast, rt, 50, 1.0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_client_disconnects_never_wedge_serve(transport: str) -> None:
+    """20 `moa serve` clients that give up mid-run, then 50 fast requests each within 1 s."""
+    with SimServer({"slow": SimModel(latency_s=3.0), "fast": SimModel()}) as srv:
+        slow = parallel(srv.base_url, ["slow", "slow"], transport).model_copy(update={"name": "slowt"})
+        fast = parallel(srv.base_url, ["fast", "fast"], transport).model_copy(update={"name": "fastt"})
+        with serving(create_app([slow, fast])) as url, httpx.Client(base_url=url) as client:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            client.post("/chat/completions", json={"model": "fastt", **body}, timeout=30)  # warm up
+            for _ in range(20):
+                with pytest.raises(httpx.TimeoutException):
+                    client.post("/chat/completions", json={"model": "slowt", **body}, timeout=0.2)
+            for i in range(50):
+                r = client.post("/chat/completions", json={"model": "fastt", **body}, timeout=1.0)
+                assert r.status_code == 200, (i, r.text)
+
+
+async def test_a_twice_cancelled_request_leaves_the_direct_pool_usable() -> None:
+    """The root cause: a second cancel() during httpcore's cleanup no longer leaves a connection
+    marked active forever; the next request gets a connection."""
+    async with SimServer({"slow": SimModel(latency_s=3.0), "fast": SimModel()}) as srv:
+        m = OpenAIHTTPModel()
+
+        def req(name: str) -> ModelRequest:
+            msgs = [{"role": "user", "content": "hi"}]
+            return ModelRequest(model=f"openai/{name}", messages=msgs, api_base=srv.base_url)
+
+        tasks = [asyncio.create_task(m.complete(req("slow"))) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        async with asyncio.timeout(5):
+            reply = await m.complete(req("fast"))
+        assert reply.text
+        await m.aclose()
+
+
+async def test_waiting_for_a_connection_is_bounded_and_not_latency() -> None:
+    """With every connection busy, a request waits (bounded by pool_timeout_s); its timeout_s and
+    its latency start when it is sent, not while it waits for the connection."""
+    async with SimServer({"slow": SimModel(latency_s=1.0)}) as srv:
+        direct = OpenAIHTTPModel(max_connections=1)
+        t = single(srv.base_url, "slow", "openai-http", timeout_s=1.6, retry={"max_attempts": 1})
+        async with moa.Runner(models={"openai/slow": direct}) as rt:
+            first, second = await asyncio.gather(t.run("one", runner=rt), t.run("two", runner=rt))
+        # together they took ~2 s, past timeout_s, yet neither timed out, and neither counts the wait
+        for r in (first, second):
+            assert r.calls[0].attempt_log[0].status == "ok"
+            assert r.calls[0].latency_s < 1.6
+
+        bounded = OpenAIHTTPModel(max_connections=1, pool_timeout_s=0.2)
+        async with moa.Runner(models={"openai/slow": bounded}) as rt:
+            outcomes = await asyncio.gather(
+                t.run("a", runner=rt), t.run("b", runner=rt), return_exceptions=True
+            )
+        errors = [o for o in outcomes if isinstance(o, moa.MoAError)]
+        assert len(errors) == 1 and "no free connection within pool_timeout_s=0.2" in str(errors[0])
+
+
+# -- 2. every attempt leaves a record --------------------------------------------------------------
+
+
+async def test_attempt_log_has_one_entry_per_attempt_with_the_exact_fields() -> None:
+    """Two failures then a success: attempts == 3, entries with status/latency_s/usage/error."""
+    fm = ScriptedModel([moa.ProviderError("boom", status_code=500), moa.RateLimited("slow down"), "fine"])
+    a = build.agent("fake/a", retry={"max_attempts": 3, "backoff_base_s": 0.0})
+    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/*": fm}))
+    rec = r.calls[0]
+    assert rec.attempts == 3 == len(rec.attempt_log)
+    assert [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
+    entry = rec.to_dict()["attempt_log"][0]
+    assert set(entry) == {"status", "latency_s", "usage", "error"}
+    assert entry["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    assert rec.to_dict()["attempt_log"][2]["usage"]["completion_tokens"] == 1
+    assert moa.CallRecord.from_dict(rec.to_dict()).attempt_log == rec.attempt_log
+
+
+async def test_a_node_cancelled_during_a_retry_backoff_leaves_its_record() -> None:
+    """A quorum straggler cancelled while waiting out its backoff still leaves a CallRecord."""
+    straggler = ScriptedModel([moa.ProviderError("down", status_code=503)])
+    fast = FunctionModel(lambda r: "ok")
+    slow_retry = build.agent(
+        "fake/slow", retry={"max_attempts": 5, "backoff_base_s": 5.0, "backoff_max_s": 5.0}
+    )
+    t = build.parallel(["fake/fast", slow_retry], aggregator="fake/fast", quorum=1)
+    r = await t.run("q", runner=moa.Runner(models={"fake/fast": fast, "fake/slow": straggler}))
+    recs = [c for c in r.calls if c.model == "fake/slow"]
+    assert len(recs) == 1 and recs[0].error == "cancelled"
+    assert [a.status for a in recs[0].attempt_log] == ["error"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_timed_out_attempt_keeps_its_worst_case(transport: str) -> None:
+    """A timeout is unknown usage: it is logged with usage null, the budget keeps its worst case,
+    and the run's cost_usd_max counts it."""
+    faults = FaultPlan(rate=1.0, kinds=("hang",), hang_s=30)
+    async with SimServer(default=SimModel(), faults=faults) as srv:
+        t = single(
+            srv.base_url,
+            "m",
+            transport,
+            timeout_s=0.3,
+            max_tokens=100,
+            retry={"max_attempts": 2, "backoff_base_s": 0},
+        )
+        budget = moa.Budget(1.0)
+        async with moa.Runner(budget=budget) as rt:
+            with pytest.raises(moa.Timeout) as info:
+                await t.run("hello", runner=rt)
+    rec = info.value.calls[0]
+    assert [a.status for a in rec.attempt_log] == ["timeout", "timeout"]
+    assert all(a.usage is None for a in rec.attempt_log)
+    assert rec.unknown_usage_attempts == 2 and rec.cost_usd == 0
+    worst = rec.cost_usd_max / 2
+    assert worst > 0 and budget.spent_usd == pytest.approx(rec.cost_usd_max)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+async def test_served_completions_match_the_records_under_faults_and_cancellations(
+    transport: str, rate: float
+) -> None:
+    """At 20-50% faults with quorum cancellations: recorded <= served <= recorded + unknown, and
+    recorded completion tokens never exceed what was served."""
+    faults = FaultPlan(rate=rate, retry_after_s=0.02, hang_s=30, seed=11)
+    models = {"a": SimModel(latency_s=0.01), "b": SimModel(latency_s=0.05), "c": SimModel(latency_s=0.2)}
+    async with SimServer(models, default=SimModel(latency_s=0.01), faults=faults) as srv:
+        retry = {"max_attempts": 3, "backoff_base_s": 0.02, "backoff_max_s": 0.1}
+        # per-attempt timeouts cut the hangs (litellm's CPU queue under load needs a longer one)
+        timeout = {"timeout_s": 4.0 if transport == "litellm" else 1.5}
+        t = parallel(srv.base_url, ["a", "b", "c"], transport, quorum=1, retry=retry, agent_extra=timeout)
+        async with moa.Runner() as rt:
+            outcomes = await asyncio.gather(
+                *(t.run(f"question {i}", runner=rt, deadline_s=60) for i in range(60)), return_exceptions=True
+            )
+        stats = srv.stats
+    calls = [c for o in outcomes for c in (o.calls if isinstance(o, (moa.RunResult, moa.MoAError)) else [])]
+    assert len(calls) >= 60
+    with_usage = sum(1 for c in calls for a in c.attempt_log if a.status == "ok")
+    unknown = sum(c.unknown_usage_attempts for c in calls)
+    assert with_usage <= stats.served <= with_usage + unknown
+    assert sum(c.usage.completion_tokens for c in calls) <= stats.completion_tokens
+    assert sum(stats.faults.values()) > 10
+
+
+# -- 3. the budget does not trust the provider --------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    "lie",
+    [
+        {"prompt_tokens": 3, "completion_tokens": 100_000},
+        {"prompt_tokens": -500_000, "completion_tokens": -500_000},
+    ],
+)
+async def test_a_lying_provider_cannot_pass_the_cap_or_make_spend_negative(
+    transport: str, lie: dict[str, int]
+) -> None:
+    """Over 500 concurrent runs against a server lying about usage, spent stays within [0, cap] and
+    each suspect reply is flagged and charged exactly its worst case."""
+    async with SimServer(default=SimModel(answer="four", reported_usage=lie)) as srv:
+        cap = 0.03
+        budget = moa.Budget(cap)
+        prices = {"input_per_mtok": 50.0, "output_per_mtok": 50.0}
+        t = single(
+            srv.base_url,
+            "liar",
+            transport,
+            max_tokens=8,
+            timeout_s=30,
+            retry={"max_attempts": 1},
+            pricing=prices,
+        )
+        async with moa.Runner(budget=budget) as rt:
+            outcomes = await asyncio.gather(
+                *(t.run(f"q {i}", runner=rt) for i in range(500)), return_exceptions=True
+            )
+    ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
+    assert ok and all(isinstance(o, (moa.RunResult, moa.BudgetExceeded)) for o in outcomes)
+    assert 0 <= budget.spent_usd <= cap + 1e-12
+    rec = ok[0].calls[0]
+    assert rec.usage_suspect and rec.to_dict()["usage_suspect"] is True
+    assert 0 <= rec.usage.completion_tokens <= 8 and rec.usage.prompt_tokens >= 0
+    assert all(o.calls[0].usage_suspect for o in ok)
+    assert sum(o.cost_usd for o in ok) == pytest.approx(budget.spent_usd)
+
+
+async def test_plausible_usage_is_charged_as_reported() -> None:
+    """An honest reply is not suspect and costs exactly its tokens."""
+    fm = FunctionModel(lambda r: "two words")
+    a = build.agent("fake/a", max_tokens=10, pricing={"input_per_mtok": 1.0, "output_per_mtok": 1.0})
+    r = await build.single(a).run("q", runner=moa.Runner(models={"fake/*": fm}), budget_usd=1.0)
+    assert not r.calls[0].usage_suspect
+    assert r.cost_usd == pytest.approx(r.usage.total_tokens * 1e-6)
+    assert r.cost_usd_max == r.cost_usd and r.unknown_usage_attempts == 0
+
+
+# -- 5. retries do not amplify an overload ---------------------------------------------------------
+
+
+def test_retry_budget_allows_a_fifth_of_recent_traffic_plus_a_floor() -> None:
+    """With 100 first attempts and a floor of 5, the 26th retry is refused."""
+    b = RetryBudget(ratio=0.2, min_retries=5, window_s=60)
+    for _ in range(100):
+        b.sent()
+    assert all(b.try_retry() for _ in range(25))
+    assert not b.try_retry()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_failing_endpoint_gets_no_retry_storm(transport: str) -> None:
+    """At 100% faults, 300 calls allowed 4 attempts each send at most 300 + 20% + the floor, not 1,200."""
+    async with SimServer(
+        default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("503",), retry_after_s=None)
+    ) as srv:
+        retry = {"max_attempts": 4, "backoff_base_s": 0.0, "backoff_max_s": 0.0}
+        t = single(srv.base_url, "down", transport, retry=retry, timeout_s=30)
+        async with moa.Runner() as rt:
+            outcomes = await asyncio.gather(
+                *(t.run(f"q{i}", runner=rt) for i in range(300)), return_exceptions=True
+            )
+        stats = srv.stats
+    assert all(isinstance(o, moa.ProviderError) for o in outcomes)
+    assert stats.requests <= 300 + 60 + 100
+    assert any("retry budget" in str(o) for o in outcomes)
+
+
+def test_retry_budget_rejects_nonsense_settings() -> None:
+    """A negative ratio or an empty window is a UserError."""
+    with pytest.raises(moa.UserError):
+        RetryBudget(ratio=-1)
+    with pytest.raises(moa.UserError):
+        RetryBudget(window_s=0)
+
+
+# -- the figures reach the user ------------------------------------------------------------------
+
+
+async def test_unknown_usage_reaches_the_run_result_json() -> None:
+    """--json carries cost_usd_max and unknown_usage_attempts, the record its attempt_log."""
+    started = time.perf_counter()
+    fm = FunctionModel(lambda r: "late", delay_s=5)
+    a = build.agent(
+        "fake/a",
+        timeout_s=0.05,
+        max_tokens=10,
+        retry={"max_attempts": 1},
+        pricing={"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+    )
+    with pytest.raises(moa.Timeout) as info:
+        await build.single(a).run("q", runner=moa.Runner(models={"fake/*": fm}))
+    assert time.perf_counter() - started < 4
+    rec = info.value.calls[0]
+    assert rec.to_dict()["unknown_usage_attempts"] == 1
+    assert rec.to_dict()["cost_usd_max"] > 0 == rec.cost_usd
+    assert rec.to_dict()["attempt_log"][0]["usage"] is None
