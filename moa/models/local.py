@@ -96,6 +96,9 @@ class LocalModel:
     """One GGUF file loaded (lazily, on the first call) into one llama.cpp context."""
 
     local = True
+    #: calls ``ModelRequest.on_sent`` once it holds the model, so time queued behind other calls
+    #: is neither latency nor part of ``timeout_s``
+    reports_send = True
 
     def __init__(
         self,
@@ -279,6 +282,8 @@ class LocalModel:
 
         job = _Job(request.model, messages, kwargs, stop_event, emit)
         async with self._lock():
+            if request.on_sent is not None:
+                request.on_sent()  # the wait for the model is queueing, not latency
             try:
                 async with asyncio.timeout(request.timeout_s):
                     done = await asyncio.wrap_future(self._worker().submit(self._generate, job))
