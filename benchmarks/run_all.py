@@ -20,12 +20,14 @@ FULL = {
     "throughput.py": [],
     "experiment_scale.py": [],
     "startup.py": [],
+    "accounting.py": [],
 }
 QUICK = {
     "critical_path.py": ["--runs", "3"],
     "throughput.py": ["--rounds", "1", "--calls", "500", "--litellm-calls", "150"],
     "experiment_scale.py": ["--items", "1000"],
     "startup.py": ["--runs", "3", "--litellm-runs", "1"],
+    "accounting.py": ["--calls", "500", "--books", "20000", "--rounds", "1"],
 }
 
 

@@ -16,6 +16,7 @@ SMOKE = {
     "throughput.py": ["--calls", "60", "--litellm-calls", "20", "--rounds", "1", "--concurrency", "8"],
     "experiment_scale.py": ["--items", "60", "--concurrency", "8"],
     "startup.py": ["--runs", "1", "--litellm-runs", "1"],
+    "accounting.py": ["--calls", "50", "--books", "2000", "--rounds", "1"],
 }
 
 
