@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from moa import safe_read
 from moa.errors import TopologyError, UserError
 from moa.graph import check_nodes
 from moa.spec import KINDS, NodeSpec
@@ -40,32 +40,9 @@ def presets() -> dict[str, Path]:
 
 
 def read_document(path: Path) -> Any:
-    """Parse a YAML or JSON file; syntax errors name the file and line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text") from None
-    if path.suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-    import yaml  # deferred: only file loading needs it
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}{where}: invalid YAML: {problem}") from None
+    """Parse a YAML or JSON topology file; every problem (syntax, size, type, nesting, aliases) is one
+    line naming the file."""
+    return safe_read.read_document(path, what="topology file")
 
 
 def _resolve(name_or_path: str | Path) -> Path:

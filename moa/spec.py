@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
     "AgentSpec",
@@ -18,6 +18,7 @@ __all__ = [
     "RateLimitSpec",
     "RetrySpec",
     "TopologySpec",
+    "require_printable",
 ]
 
 KINDS = ("single", "sequential", "parallel", "hierarchical", "layered", "self_moa")
@@ -28,6 +29,19 @@ OnQuorum = Literal["cancel", "wait"]
 Transport = Literal["auto", "litellm", "openai-http"]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+def require_printable(value: Any, what: str) -> Any:
+    """Refuse control characters (NUL, newline, escape...) in a name or model string, nested lists
+    included: they pass YAML and JSON, then cut error lines in two, hide in logs or break a request."""
+    if isinstance(value, list):
+        for v in value:
+            require_printable(v, what)
+    elif isinstance(value, str):
+        bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
+        if bad is not None:
+            raise ValueError(f"{what} {value!r} holds the control character {bad!r}")
+    return value
 
 
 class RetrySpec(BaseModel):
@@ -93,6 +107,11 @@ class AgentSpec(BaseModel):
             )
         return data
 
+    @field_validator("model", "fallbacks", "api_base", "api_key_env")
+    @classmethod
+    def _no_control_characters(cls, v: Any, info: ValidationInfo) -> Any:
+        return require_printable(v, "model string" if info.field_name in ("model", "fallbacks") else "value")
+
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, v: str) -> str:
@@ -149,6 +168,11 @@ class NodeSpec(BaseModel):
         None, description="A `plan` node whose instruction this worker answers."
     )
 
+    @field_validator("agent", "inputs", "instruction_from")
+    @classmethod
+    def _no_control_characters(cls, v: Any) -> Any:
+        return require_printable(v, "name")
+
 
 class TopologySpec(BaseModel):
     """A topology file: agents plus either explicit ``nodes`` or a ``kind`` shorthand."""
@@ -182,6 +206,21 @@ class TopologySpec(BaseModel):
     )
     proposers: list[str] | None = Field(None, description="layered: the agents of every layer.")
     samples: int | None = Field(None, ge=1, le=64, description="self_moa: how many samples.")
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agent_names_printable(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name in v:
+                require_printable(name, "agent name")
+        return v
+
+    @field_validator(
+        "name", "output", "agent", "steps", "workers", "aggregator", "manager", "layers", "proposers"
+    )
+    @classmethod
+    def _no_control_characters(cls, v: Any) -> Any:
+        return require_printable(v, "name")
 
     @field_validator("layers")
     @classmethod

@@ -11,7 +11,7 @@ import csv
 import json
 import logging
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
+from moa.safe_read import DATASET_MAX_BYTES, iter_lines, open_regular, parse_json
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
@@ -99,9 +100,11 @@ def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:
     if isinstance(value, str) and value.lstrip().startswith("["):
         # CSV cells carry lists as JSON text
         try:
-            value = json.loads(value)
+            value = parse_json(value)
         except json.JSONDecodeError as e:
             raise _BadRow(f"`{key}` is not a valid JSON list: {e.msg}") from None
+        except ValueError as e:
+            raise _BadRow(f"`{key}`: {e}") from None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _BadRow(f"`{key}` must be a list of strings")
     return list(value)
@@ -186,16 +189,16 @@ def _mtbench(row: Mapping[str, Any], number: int) -> Item:
 _BUILDERS = {"generic": _generic, "humaneval": _humaneval, "gsm8k": _gsm8k, "mtbench": _mtbench}
 
 
-def _decoded_lines(raw: bytes) -> Iterator[tuple[int, str | None]]:
+def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
     """Yield (line number, text) per physical line; text is None when it is not UTF-8."""
-    for number, chunk in enumerate(raw.split(b"\n"), start=1):
+    for number, chunk in enumerate(raw, start=1):
         try:
-            yield number, chunk.decode("utf-8").rstrip("\r")
+            yield number, chunk.removesuffix(b"\n").decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
             yield number, None
 
 
-def _jsonl_rows(raw: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _jsonl_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """Yield (line, row) or (line, problem) for every non-blank line."""
     for number, text in _decoded_lines(raw):
         if text is None:
@@ -204,20 +207,21 @@ def _jsonl_rows(raw: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = parse_json(text)
         except json.JSONDecodeError as e:
             yield number, f"invalid JSON: {e.msg} (column {e.colno})"
+            continue
+        except ValueError as e:  # nesting too deep
+            yield number, str(e)
             continue
         yield number, row if isinstance(row, dict) else f"row is a JSON {type(row).__name__}, not an object"
 
 
-def _csv_rows(raw: bytes) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _csv_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
     lines = list(_decoded_lines(raw))
     undecodable = {n for n, t in lines if t is None}
     texts = [(t if t is not None else "") + "\n" for _, t in lines]
-    if texts and texts[-1] == "\n":
-        texts.pop()  # the empty string after a final newline is not a line
     reader = csv.reader(texts)
     header: list[str] | None = None
     last = 0
@@ -252,46 +256,49 @@ def load_dataset(
     name = Path(path).name
     if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DatasetError(f"{source}: dataset file not found") from None
-    except OSError as e:
-        raise DatasetError(f"{source}: cannot read dataset: {e.strerror}") from None
-    is_csv = format == "csv" or (format == "auto" and Path(path).suffix.lower() == ".csv")
-    rows = _csv_rows(raw) if is_csv else _jsonl_rows(raw)
-    kind: _RowKind | None = None
-    if format in ("jsonl", "csv"):
-        kind = "generic"
-    elif format in ("humaneval", "gsm8k", "mtbench"):
-        kind = format
-    wanted = set(categories) if categories is not None else None
-    items: list[Item] = []
-    bad_rows: list[BadRow] = []
-    seen: dict[str, int] = {}
-    log = logging.getLogger(__name__)
-    for number, row in rows:
-        if limit is not None and len(items) >= limit:
-            break
-        try:
-            if isinstance(row, str):
-                raise _BadRow(row)
-            if kind is None:
-                kind = _detect(row)
-            item = _BUILDERS[kind](row, number)
-            if item.id in seen:
-                raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
-        except (_BadRow, ValueError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if on_bad_row == "fail":
-                raise DatasetError(f"{name}:{number}: {reason}") from None
-            bad_rows.append(BadRow(number, reason))
-            log.warning("%s:%d: skipped bad row: %s", name, number, reason)
-            continue
-        seen[item.id] = number
-        if wanted is not None and item.category not in wanted:
-            continue
-        items.append(item)
+    # stat-checked before it is opened: a FIFO or /dev/zero named as the dataset never blocks or fills memory
+    with open_regular(
+        path,
+        max_bytes=DATASET_MAX_BYTES,
+        what="dataset",
+        error=DatasetError,
+        missing="dataset file not found",
+    ) as f:
+        lines = iter_lines(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
+        is_csv = format == "csv" or (format == "auto" and Path(path).suffix.lower() == ".csv")
+        rows = _csv_rows(lines) if is_csv else _jsonl_rows(lines)
+        kind: _RowKind | None = None
+        if format in ("jsonl", "csv"):
+            kind = "generic"
+        elif format in ("humaneval", "gsm8k", "mtbench"):
+            kind = format
+        wanted = set(categories) if categories is not None else None
+        items: list[Item] = []
+        bad_rows: list[BadRow] = []
+        seen: dict[str, int] = {}
+        log = logging.getLogger(__name__)
+        for number, row in rows:
+            if limit is not None and len(items) >= limit:
+                break
+            try:
+                if isinstance(row, str):
+                    raise _BadRow(row)
+                if kind is None:
+                    kind = _detect(row)
+                item = _BUILDERS[kind](row, number)
+                if item.id in seen:
+                    raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
+            except (_BadRow, ValueError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if on_bad_row == "fail":
+                    raise DatasetError(f"{name}:{number}: {reason}") from None
+                bad_rows.append(BadRow(number, reason))
+                log.warning("%s:%d: skipped bad row: %s", name, number, reason)
+                continue
+            seen[item.id] = number
+            if wanted is not None and item.category not in wanted:
+                continue
+            items.append(item)
     if not items:
         if wanted is not None and seen:
             raise DatasetError(f"{source}: no item has a category in {sorted(wanted)}")

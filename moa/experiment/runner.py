@@ -114,7 +114,9 @@ class Experiment:
         ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
-        store = Store.open(self.out)
+        # exclusive until closed: a second run on the same folder would resend every unfinished
+        # pair and collide on the store's unique keys
+        store = Store.open(self.out, exclusive=True)
         bar = Progress(enabled=self.progress)
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moa.errors import TopologyError, UserError
+from moa.spec import require_printable
 
 if TYPE_CHECKING:
     from moa.topology import Topology
@@ -43,6 +44,11 @@ class SetupEntry(BaseModel):
         ..., min_length=1, description="A topology file (relative to the experiment file) or a preset."
     )
     name: str | None = Field(None, min_length=1, description="The name shown in the report.")
+
+    @field_validator("topology", "name")
+    @classmethod
+    def _no_control_characters(cls, v: Any) -> Any:
+        return require_printable(v, "value")
 
 
 class ExperimentSpec(BaseModel):
@@ -89,6 +95,12 @@ class ExperimentSpec(BaseModel):
         description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).",
     )
 
+    @field_validator("name", "dataset", "baseline", "setups", "categories")
+    @classmethod
+    def _no_control_characters(cls, v: Any) -> Any:
+        # names become folder names and paths; a NUL or newline would surface as a broken error line
+        return require_printable(v, "value")
+
     @field_validator("evaluator")
     @classmethod
     def _evaluator_named(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
@@ -115,12 +127,11 @@ def evaluator_id(config: Mapping[str, Any]) -> str:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file; one line per problem, naming the file."""
-    from moa.loader import format_validation_error, read_document
+    from moa.loader import format_validation_error
+    from moa.safe_read import read_document
 
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such experiment file")
-    data = read_document(p)
+    data = read_document(p, what="experiment file", missing="no such experiment file")
     if not isinstance(data, Mapping):
         raise TopologyError(
             [f"expected a mapping at the top level, got {type(data).__name__}"], source=str(p)

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import MoAError, UserError
+from moa.experiment.lock import FolderLock
 from moa.experiment.store_schema import SCHEMA, SCHEMA_VERSION, migrate
+from moa.experiment.store_version import stored_version
 from moa.results import CallRecord, RunResult, Usage
+from moa.safe_read import refuse_special
 
 __all__ = ["STORE_NAME", "JudgmentRow", "RunRow", "Store", "input_hash"]
 
@@ -111,33 +114,59 @@ _INSERT_CALL = (
 class Store:
     """The SQLite store of one experiment folder."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock: FolderLock | None = None) -> None:
         self.path = path
         self.conn = conn
+        self._lock = lock
 
     @classmethod
-    def open(cls, out: str | Path, *, create: bool = True) -> Store:
+    def open(cls, out: str | Path, *, create: bool = True, exclusive: bool = False) -> Store:
+        """Open (or create) ``out/experiment.sqlite``; ``exclusive`` holds the folder's lock until
+        ``close``, or raises ``UserError`` naming the process that holds it."""
         folder = Path(out)
         path = folder / STORE_NAME
+        # SQLite would open a FIFO or a device read-write and wait on it forever
+        refuse_special(path, what="experiment store")
         if not create and not path.is_file():
             raise UserError(f"{folder}: no experiment store ({STORE_NAME}) in this folder")
+        lock = FolderLock(folder) if exclusive else None
+        conn = None
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path)
+            if lock is not None:
+                lock.acquire()
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path)
+            except (OSError, sqlite3.Error) as e:
+                raise UserError(f"{path}: cannot open the experiment store: {e}") from None
+            return cls._prepare(path, conn, lock)
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            if lock is not None:
+                lock.release()
+            raise
+
+    @classmethod
+    def _prepare(cls, path: Path, conn: sqlite3.Connection, lock: FolderLock | None) -> Store:
+        """Check the schema version before anything is written, then create or upgrade the tables."""
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives a killed process; only a power cut may lose the last commits
             conn.execute("PRAGMA synchronous=NORMAL")
+            version = stored_version(path, conn)
             conn.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
+        except (OSError, sqlite3.OperationalError) as e:  # locked, read-only, disk full: the file may be fine
             raise UserError(f"{path}: cannot open the experiment store: {e}") from None
-        store = cls(path, conn)
-        version = store.get_meta("schema_version")
+        except sqlite3.Error as e:
+            raise UserError(f"{path}: not a readable experiment store (SQLite: {e})") from None
+        store = cls(path, conn, lock)
         if version is None:
             store.set_meta("schema_version", SCHEMA_VERSION)
             conn.commit()
         elif version != SCHEMA_VERSION:
             try:
-                version = migrate(conn, int(version))
+                version = migrate(conn, version)
             except sqlite3.Error as e:
                 raise UserError(
                     f"{path}: cannot upgrade the store from schema version {version}: {e}"
@@ -153,6 +182,8 @@ class Store:
             self.conn.commit()
         finally:
             self.conn.close()
+            if self._lock is not None:
+                self._lock.release()
 
     def commit(self) -> None:
         self.conn.commit()

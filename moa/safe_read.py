@@ -1,0 +1,336 @@
+"""Reading files moa did not write, so that a hostile one ends in one line, never a hang or a traceback.
+
+Three guards, in the order they act:
+
+- the path must be a regular file under a size cap, checked with ``stat`` before it is opened (so a
+  FIFO or ``/dev/zero`` is never read) and again with ``fstat`` on the open descriptor (so a file
+  swapped in between changes nothing); the open is non-blocking, so even a FIFO swapped in cannot hang;
+- JSON and YAML nesting is bounded: both parsers recurse, and a RecursionError prints thousands of lines;
+- YAML aliases are bounded by the size of the document they expand to: the "billion laughs" is a few
+  hundred bytes that parse into a small shared graph and only blow up later, when the values are
+  copied (validation, request bodies).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from moa.errors import UserError
+
+if TYPE_CHECKING:
+    import yaml
+
+__all__ = [
+    "DATASET_MAX_BYTES",
+    "DOCUMENT_MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_YAML_VALUES",
+    "iter_lines",
+    "open_regular",
+    "parse_json",
+    "parse_yaml",
+    "read_document",
+    "read_regular",
+    "refuse_special",
+]
+
+#: topology and experiment files are hand-written: a few KiB in practice
+DOCUMENT_MAX_BYTES = 1 << 20
+#: datasets are streamed line by line: the cap bounds what a wrong path (a disk image, a log) can cost
+DATASET_MAX_BYTES = 2 << 30
+#: levels of nested lists and mappings; real files use fewer than ten
+MAX_DEPTH = 64
+#: values a YAML document may hold once its aliases are expanded: about twice what a plain file of
+#: DOCUMENT_MAX_BYTES can hold (``[0,0,...]``), so only alias expansion reaches it
+MAX_YAML_VALUES = 1_000_000
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+# O_NONBLOCK: opening a FIFO for reading blocks until a writer comes, and the stat check above it
+# cannot close that race on its own; O_NOCTTY: a terminal device must never become ours
+_OPEN_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.1f} {unit}".replace(".0 ", " ")
+    return f"{n} bytes"
+
+
+def _check(
+    path: str | os.PathLike[str], st: os.stat_result, max_bytes: int, what: str, error: type[UserError]
+) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(st.st_mode)), "not a plain file")
+        raise error(f"{path}: {what} is {kind}, not a regular file")
+    if st.st_size > max_bytes:
+        raise error(f"{path}: {what} is {_size(st.st_size)}, over the {_size(max_bytes)} limit")
+
+
+def open_regular(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    what: str = "file",
+    error: type[UserError] = UserError,
+    missing: str = "no such file",
+) -> BinaryIO:
+    """Open ``path`` for binary reading if it is a regular file of at most ``max_bytes``; else raise
+    ``error`` with one line naming the path (``missing`` is the text for a path that does not exist)."""
+    try:
+        _check(path, os.stat(path), max_bytes, what, error)
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    except ValueError:  # os.stat refuses a path holding a NUL byte
+        raise error(f"{os.fspath(path)!r}: not a usable path (it holds a NUL byte)") from None
+    try:
+        # the path may have been replaced between the stat and the open
+        _check(path, os.fstat(fd), max_bytes, what, error)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def refuse_special(
+    path: str | os.PathLike[str], *, what: str = "file", error: type[UserError] = UserError
+) -> None:
+    """Raise ``error`` if ``path`` exists and is not a regular file (a missing path is left to the
+    caller to create); for files opened by other libraries, such as SQLite, that would block on a FIFO."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    except ValueError:
+        raise error(f"{os.fspath(path)!r}: not a usable path (it holds a NUL byte)") from None
+    _check(path, st, max_bytes=st.st_size, what=what, error=error)
+
+
+def iter_lines(
+    f: BinaryIO,
+    *,
+    max_bytes: int,
+    path: str | os.PathLike[str],
+    what: str = "file",
+    error: type[UserError] = UserError,
+) -> Iterator[bytes]:
+    """The lines of an open file (newline kept), stopping with ``error`` past ``max_bytes`` in total:
+    a file that grows while it is read is bounded too."""
+    left = max_bytes
+    while line := f.readline(left + 1):
+        left -= len(line)
+        if left < 0:
+            raise error(f"{path}: {what} grew over the {_size(max_bytes)} limit while being read")
+        yield line
+
+
+def read_regular(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    what: str = "file",
+    error: type[UserError] = UserError,
+    missing: str = "no such file",
+) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (see ``open_regular``)."""
+    with open_regular(path, max_bytes=max_bytes, what=what, error=error, missing=missing) as f:
+        try:
+            raw = f.read(max_bytes + 1)
+        except OSError as e:
+            raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+    if len(raw) > max_bytes:
+        raise error(f"{path}: {what} grew over the {_size(max_bytes)} limit while being read")
+    return raw
+
+
+def _json_depth(value: Any) -> int:
+    """Levels of nested lists and objects, without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` with nesting bounded; deeper input raises ``ValueError`` (syntax errors raise
+    ``json.JSONDecodeError``, a subclass: catch it first for its line number)."""
+    too_deep = f"nesting deeper than {max_depth} levels"
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    # counting brackets runs in C; only text that could be deep is walked
+    if text.count("[") + text.count("{") >= max_depth and _json_depth(value) > max_depth:
+        raise ValueError(too_deep)
+    return value
+
+
+class _Refused(Exception):
+    """A YAML document over a limit: the problem and the 1-based line where it shows, if known."""
+
+    def __init__(self, problem: str, line: int | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.line = line
+
+
+def _line(node: yaml.Node) -> int | None:
+    mark = node.start_mark
+    return None if mark is None else mark.line + 1
+
+
+def _measure(root: yaml.Node, max_depth: int, max_values: int) -> None:
+    """Refuse a composed document whose aliases expand past ``max_values`` values or ``max_depth``
+    levels, or refer to themselves; linear in the composed nodes, whatever the expansion."""
+    import yaml
+
+    def children(n: yaml.Node) -> list[yaml.Node]:
+        if isinstance(n, yaml.SequenceNode):
+            return list(n.value)
+        if isinstance(n, yaml.MappingNode):
+            return [x for pair in n.value for x in pair]
+        return []
+
+    size: dict[int, int] = {}
+    height: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        kids = children(node)
+        if finished:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            scalar = isinstance(node, yaml.ScalarNode)
+            height[key] = 0 if scalar else 1 + max((height[id(k)] for k in kids), default=0)
+            if size[key] > max_values:
+                raise _Refused(f"expands to more than {max_values:,} values (YAML aliases)", _line(node))
+            if height[key] > max_depth:
+                raise _Refused(f"nesting deeper than {max_depth} levels (YAML aliases)", _line(node))
+            continue
+        if key in size:
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        for k in kids:
+            if id(k) in open_nodes:
+                raise _Refused("an alias refers to a collection that contains it", _line(k))
+            if id(k) not in size:
+                stack.append((k, False))
+
+
+@functools.cache
+def _loader_class(max_depth: int, max_values: int) -> type[yaml.SafeLoader]:
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """A SafeLoader that refuses deep nesting while composing and large alias expansions before
+        constructing (the constructor is where shared nodes start to cost)."""
+
+        _depth = 0
+
+        def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+            opens = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+            if opens:
+                self._depth += 1
+                if self._depth > max_depth:
+                    event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
+                    mark = event.start_mark
+                    line = None if mark is None else mark.line + 1
+                    raise _Refused(f"nesting deeper than {max_depth} levels", line)
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                if opens:
+                    self._depth -= 1
+
+        def compose_document(self) -> yaml.Node | None:
+            node = super().compose_document()
+            if node is not None:
+                _measure(node, max_depth, max_values)
+            return node
+
+    return BoundedLoader
+
+
+def _load_yaml(text: str, max_depth: int, max_values: int) -> Any:
+    loader = _loader_class(max_depth, max_values)(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(text: str, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_YAML_VALUES) -> Any:
+    """``yaml.safe_load`` with nesting and alias expansion bounded; a document over a limit raises
+    ``ValueError`` (naming the line when known), a syntax error ``yaml.YAMLError``."""
+    try:
+        return _load_yaml(text, max_depth, max_values)
+    except _Refused as e:
+        raise ValueError(f"line {e.line}: {e.problem}" if e.line else e.problem) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def read_document(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = DOCUMENT_MAX_BYTES,
+    what: str = "file",
+    missing: str = "no such file",
+) -> Any:
+    """Parse a YAML or JSON file (JSON by its ``.json`` suffix) under the guards of this module; every
+    problem is a ``UserError`` of one line naming the file, and the line when known."""
+    import yaml
+
+    raw = read_regular(path, max_bytes=max_bytes, what=what, missing=missing)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text") from None
+    if Path(path).suffix == ".json":
+        try:
+            return parse_json(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        except ValueError as e:
+            raise UserError(f"{path}: refused: {e}") from None
+    try:
+        return _load_yaml(text, MAX_DEPTH, MAX_YAML_VALUES)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{where}: invalid YAML: {_one_line(problem)}") from None
+    except _Refused as e:
+        where = f":{e.line}" if e.line else ""
+        raise UserError(f"{path}{where}: refused: {e.problem}") from None
