@@ -92,6 +92,12 @@ def _footer(summary: Summary) -> list[str]:
         if s.errors:
             first = s.error_examples[0]["error"] if s.error_examples else ""
             out.append(f"{s.name}: {s.errors} of {s.n * s.samples} runs failed; most frequent: {first}")
+        if s.unknown_usage_attempts:
+            out.append(
+                f"{s.name}: cost ${s.cost_usd:.6f} known, up to ${s.cost_usd_max:.6f}: "
+                f"{s.unknown_usage_attempts} attempt(s) reached the provider with unknown usage "
+                "(timeouts, cancellations); the provider may bill them"
+            )
     base = next((s for s in summary.setups if s.is_baseline), None)
     if base is not None and base.cost_usd == 0:
         # a free baseline (the embedded model, or unpriced models) has no cost ratio: tokens stand in
@@ -334,6 +340,8 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
                     "score": score,
                     "score_detail": r.detail,
                     "cost_usd": r.cost_usd,
+                    "cost_usd_max": r.cost_usd_max,
+                    "unknown_usage_attempts": r.unknown_usage_attempts,
                     "latency_s": r.latency_s,
                     "tokens": r.tokens,
                     "calls": r.n_calls,

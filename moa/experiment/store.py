@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import MoAError, UserError
+from moa.experiment.call_rows import INSERT_CALL, call_rows
 from moa.experiment.lock import FolderLock
 from moa.experiment.store_schema import SCHEMA, SCHEMA_VERSION, migrate
 from moa.experiment.store_version import stored_version
@@ -32,7 +33,8 @@ STORE_NAME = "experiment.sqlite"
 
 _RUN_COLUMNS = (
     "r.run_id, r.setup, r.item_id, r.answer, r.error, r.cost_usd, r.latency_s, "
-    "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample"
+    "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample, "
+    "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts"
 )
 
 
@@ -56,6 +58,10 @@ class RunRow:
     n_calls: int
     #: which of the experiment's ``samples`` independent runs of this (setup, item) pair
     sample: int = 0
+    #: ``cost_usd`` plus the worst case of attempts whose usage is unknown
+    cost_usd_max: float = 0.0
+    #: attempts sent whose usage cannot be known (timeouts, cancellations after sending)
+    unknown_usage_attempts: int = 0
     score: float | None = None
     detail: str | None = None
 
@@ -78,37 +84,6 @@ class JudgmentRow:
     @property
     def cost_usd(self) -> float:
         return sum(c.cost_usd for c in self.calls)
-
-
-def _call_rows(
-    calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None
-) -> Iterator[tuple[Any, ...]]:
-    for seq, c in enumerate(calls):
-        yield (
-            run_id,
-            judgment_id,
-            seq,
-            c.node,
-            c.model,
-            c.requested_model or c.model,
-            c.usage.prompt_tokens,
-            c.usage.completion_tokens,
-            c.cost_usd,
-            c.latency_s,
-            c.attempts,
-            c.error,
-            c.started_s,
-            int(c.priced),
-            int(c.local),
-            int(c.cached),
-        )
-
-
-_INSERT_CALL = (
-    "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
-    "completion_tokens, cost_usd, latency_s, attempts, error, started_s, priced, local, cached) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-)
 
 
 class Store:
@@ -251,8 +226,8 @@ class Store:
             self._delete_run(setup, topo_hash, item_id, in_hash, sample)
             cur = self.conn.execute(
                 "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
-                "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample, "
+                "cost_usd_max, unknown_attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setup,
                     topo_hash,
@@ -269,10 +244,12 @@ class Store:
                     len(calls),
                     time.time(),
                     sample,
+                    sum(c.cost_usd_max for c in calls),
+                    sum(c.unknown_usage_attempts for c in calls),
                 ),
             )
             run_id = int(cur.lastrowid or 0)
-            self.conn.executemany(_INSERT_CALL, _call_rows(calls, run_id, None))
+            self.conn.executemany(INSERT_CALL, call_rows(calls, run_id, None))
         return run_id
 
     def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str, sample: int) -> None:
@@ -365,7 +342,7 @@ class Store:
                     j.cost_usd,
                 ),
             )
-            self.conn.executemany(_INSERT_CALL, _call_rows(j.calls, None, int(cur.lastrowid or 0)))
+            self.conn.executemany(INSERT_CALL, call_rows(j.calls, None, int(cur.lastrowid or 0)))
         if commit:
             self.conn.commit()
 

@@ -6,8 +6,10 @@ import sqlite3
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate"]
 
-#: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair)
-SCHEMA_VERSION = 2
+#: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair);
+#: 3 added the accounting of unknown usage: ``runs.cost_usd_max``, ``runs.unknown_attempts``,
+#: ``calls.attempt_log`` (JSON), ``calls.cost_usd_max``, ``calls.usage_suspect``
+SCHEMA_VERSION = 3
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -17,6 +19,7 @@ CREATE TABLE IF NOT EXISTS runs(
   cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
   finished_at REAL NOT NULL, sample INTEGER NOT NULL DEFAULT 0,
+  cost_usd_max REAL, unknown_attempts INTEGER NOT NULL DEFAULT 0,
   UNIQUE(setup, topo_hash, item_id, input_hash, sample));
 CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
 """
@@ -35,7 +38,8 @@ CREATE TABLE IF NOT EXISTS calls(
   node TEXT NOT NULL, model TEXT NOT NULL, requested_model TEXT NOT NULL,
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
   latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
-  priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL);
+  priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL,
+  attempt_log TEXT, cost_usd_max REAL, usage_suspect INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
@@ -69,7 +73,24 @@ def _v1_to_v2(conn: sqlite3.Connection) -> None:
         conn.execute("DROP TABLE runs_v1")
 
 
-_MIGRATIONS = {1: _v1_to_v2}
+#: columns added in version 3; rows written before have no attempt log and nothing unknown
+_V3_COLUMNS = {
+    "runs": ["cost_usd_max REAL", "unknown_attempts INTEGER NOT NULL DEFAULT 0"],
+    "calls": ["attempt_log TEXT", "cost_usd_max REAL", "usage_suspect INTEGER NOT NULL DEFAULT 0"],
+}
+
+
+def _v2_to_v3(conn: sqlite3.Connection) -> None:
+    with conn:
+        for table, columns in _V3_COLUMNS.items():
+            # a v1 store rebuilt by _v1_to_v2 already has the new runs columns
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:

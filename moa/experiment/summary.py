@@ -53,6 +53,11 @@ class SetupSummary:
     p_value: float | None = None
     p_value_holm: float | None = None
     cost_usd: float = 0.0
+    #: ``cost_usd`` plus the worst case of attempts sent whose usage is unknown (timeouts,
+    #: cancellations after sending): what the provider may have billed at most
+    cost_usd_max: float = 0.0
+    #: attempts sent whose usage cannot be known
+    unknown_usage_attempts: int = 0
     cost_per_item_usd: float | None = None
     cost_ratio: float | None = None
     tokens: int = 0
@@ -185,6 +190,8 @@ def _setup_numbers(
         samples=samples,
     )
     s.cost_usd = sum(r.cost_usd for r in present)
+    s.cost_usd_max = sum(r.cost_usd_max for r in present)
+    s.unknown_usage_attempts = sum(r.unknown_usage_attempts for r in present)
     s.tokens = sum(r.tokens for r in present)
     s.errors = sum(1 for r in present if r.error is not None)
     counts = Counter(r.error for r in present if r.error is not None)

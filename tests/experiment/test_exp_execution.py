@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from moa.experiment import Experiment
+from moa.experiment.store_schema import SCHEMA_VERSION
 from moa.testing.server import SimModel, SimRequest, SimServer, last_user_text
 
 GOOD = "def {f}(a, b):\n    return a + b\n"
@@ -188,7 +189,7 @@ def test_a_store_written_before_samples_is_upgraded(tmp_path: Path) -> None:
     conn.close()
     store = Store.open(tmp_path / "out")
     try:
-        assert store.get_meta("schema_version") == 2
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
         row = store.run_for("s", "h", "i1", 0)
         assert row is not None and row.run_id == 7 and row.answer == "ans" and row.sample == 0
         assert store.finished("s", "h", with_errors=True) == {("i1", "x", 0)}
