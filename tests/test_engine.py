@@ -22,15 +22,15 @@ def echo(delay: float = 0.0) -> FunctionModel:
 
 
 async def test_parallel_layer_runs_concurrently() -> None:
-    """Three 100 ms proposers take about 100 ms together, not 300."""
-    fm = echo(0.1)
+    """Three 300 ms proposers take about 300 ms together, not 900 (bounds a loaded machine keeps)."""
+    fm = echo(0.3)
     t = build.parallel(["fake/a", "fake/b", "fake/c"], reduce="majority")
     start = time.perf_counter()
     r = await t.run("q", runner=moa.Runner(models={"fake/*": fm}))
     elapsed = time.perf_counter() - start
     assert fm.max_in_flight == 3
-    assert elapsed < 0.25
-    assert 0.09 < r.critical_path_s < 0.2
+    assert elapsed < 0.75
+    assert 0.29 < r.critical_path_s < 0.6
 
 
 async def test_result_accounts_every_call() -> None:
@@ -93,11 +93,11 @@ async def test_sequential_each_step_reads_previous() -> None:
 async def test_layered_reads_all_of_previous_layer() -> None:
     """Each layer-2 proposer reads every layer-1 output."""
     t = build.layered(2, "fake/agg", proposers=["fake/a", "fake/b", "fake/c"])
-    r = await t.run("q", runner=moa.Runner(models={"fake/*": echo(0.02)}))
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": echo(0.1)}))
     assert len(r.calls) == 7
     for n in ("l2_a", "l2_b", "l2_c"):
         assert r.nodes[n].used_inputs == ["l1_a", "l1_b", "l1_c"]
-    assert r.latency_s < 0.02 * 3 + 0.1
+    assert r.latency_s < 0.6  # three layers deep (0.3 s), far from all seven calls in turn (0.7 s)
 
 
 async def test_self_moa_samples_n_times() -> None:
@@ -174,7 +174,7 @@ async def test_first_fan_in_cancels_the_rest() -> None:
     start = time.perf_counter()
     r = await t.run("q", runner=moa.Runner(models={"fake/fast": fast, "fake/slow": slow}))
     assert r.output == "fast"
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 3  # the slow worker alone takes 5 s
     assert r.nodes["slow"].status == "cancelled"
     assert any(c.node == "slow" and c.error == "cancelled" for c in r.calls)
 
@@ -204,7 +204,7 @@ async def test_quorum_cancel_stops_stragglers() -> None:
     t = build.parallel(["fake/a", "fake/b", "fake/slow"], aggregator="fake/agg", quorum=2)
     start = time.perf_counter()
     r = await t.run("q", runner=moa.Runner(models={"fake/slow": slow, "fake/*": echo(0.01)}))
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 3  # the straggler alone takes 5 s
     assert r.nodes["slow"].status == "cancelled"
 
 
@@ -288,7 +288,7 @@ async def test_run_deadline_cuts_a_hanging_run() -> None:
     start = time.perf_counter()
     with pytest.raises(moa.Timeout, match="deadline") as info:
         await t.run("q", deadline_s=0.1, runner=moa.Runner(models={"fake/hang": hang, "fake/*": echo()}))
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < 5
     assert any(c.node == "a" and c.error is None for c in info.value.calls)
     assert any(c.node == "hang" and c.error == "cancelled" for c in info.value.calls)
 

@@ -201,5 +201,5 @@ async def test_hanging_endpoint_is_cut_at_the_deadline(transport: str) -> None:
         async with moa.Runner() as rt:
             with pytest.raises(moa.Timeout, match="deadline") as info:
                 await t.run("hi", runner=rt, deadline_s=0.5)
-        assert time.perf_counter() - start < 3
+        assert time.perf_counter() - start < 15  # the endpoint hangs for 60 s; litellm may still be importing
     assert info.value.calls and info.value.calls[0].error == "cancelled"
