@@ -197,6 +197,13 @@ def _plugins() -> list[Callable[[Any], None]]:
     return found
 
 
+def _print_traceback() -> None:
+    """The traceback for ``--debug``, scrubbed: chained provider exceptions keep their raw text."""
+    from moa.scrub import environment_secrets, scrub
+
+    print(scrub(traceback.format_exc(), environment_secrets()), file=sys.stderr, end="")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except UserError as e:
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"moa: {str(e).splitlines()[0] if not args.debug else e}", file=sys.stderr)
         if "\n" in str(e):
             for line in str(e).splitlines()[1:]:
@@ -218,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MoAError as e:
         if args.debug:
-            traceback.print_exc()
+            _print_traceback()
         print(f"moa: run failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

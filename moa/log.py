@@ -8,36 +8,25 @@ nothing on the hot path. A processor redacts API keys and bearer tokens from eve
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
+
+from moa.scrub import MASK, scrub, secret_name
 
 __all__ = ["configure_logging", "disable_logging", "enabled", "logger", "redact", "use_logger"]
 
 _state: dict[str, Any] = {"logger": None}
 
-# provider key shapes (OpenAI sk-..., Anthropic sk-ant-..., Together/others hex, AWS AKIA...) and
-# bearer/authorization values; anything after a key-ish field name is also masked
-_SECRET_PATTERNS = [
-    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/=]{8,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),
-    re.compile(r"\b(?:gsk|xai|pk|rk|tgp)_[A-Za-z0-9]{16,}\b"),
-    re.compile(r"\b[a-f0-9]{40,}\b"),
-]
-_SECRET_KEYS = re.compile(r"(?i)(api[_-]?key|authorization|token|secret|password)")
-_MASK = "***"
-
 
 def redact(value: Any, key: str = "") -> Any:
-    """Mask secrets in a value (recursing into mappings and sequences)."""
+    """Mask secrets in a value (recursing into mappings and sequences): the whole value of a
+    key-ish field (``api_key``, ``authorization``), and key shapes anywhere (``moa.scrub``, the
+    same rules the model backends apply to provider errors)."""
     if isinstance(value, str):
-        if key and _SECRET_KEYS.search(key) and not key.endswith(("_tokens", "tokens")):
-            return _MASK if value else value
-        for pat in _SECRET_PATTERNS:
-            value = pat.sub(_MASK, value)
-        return value
+        if secret_name(key):
+            return MASK if value else value
+        return scrub(value)
     if isinstance(value, Mapping):
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -3,9 +3,10 @@ direct OpenAI-compatible paths, so both fail the same way)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, Timeout
+from moa.scrub import scrub_clip
 
 __all__ = ["error_for_status"]
 
@@ -17,12 +18,18 @@ def error_for_status(
     model: str,
     node: str = "",
     headers: Mapping[str, str] | None = None,
+    secrets: Sequence[str | None] = (),
 ) -> ModelError:
     """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> Timeout,
-    other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError."""
+    other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError.
+
+    ``secrets`` are the keys the request carried: a provider that echoes one (``Incorrect API key
+    provided: ...``) would otherwise put it in every record, store and reply this message reaches,
+    so they and any key shape are masked here, where the provider's text enters moa."""
     from moa.retry import retry_after_from_headers
 
-    text = " ".join(message.split())[:500] or f"HTTP {status}"
+    # scrubbed before the cut: half a key matches no rule
+    text = scrub_clip(" ".join(message[:65536].split()), 500, secrets) or f"HTTP {status}"
     kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}
     if status == 429:
         retry_after = retry_after_from_headers(headers) if headers is not None else None

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, Timeout, UserError
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
 from moa.results import Usage
+from moa.scrub import environment_secrets, scrub_clip
 
 __all__ = ["LitellmModel", "import_litellm"]
 
@@ -52,11 +54,20 @@ def _caused_by_bad_json(e: BaseException) -> bool:
     return False
 
 
-def _map_exception(e: BaseException, request: ModelRequest) -> ModelError:
+def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
+    """The keys a call may have carried: the one moa passed, and those litellm reads from the
+    environment itself when none is passed (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``...)."""
+    return [kw.get("api_key"), *environment_secrets()]
+
+
+def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[str | None] = ()) -> ModelError:
     litellm = import_litellm()
 
     model, node = request.model, request.node
-    message = str(getattr(e, "message", None) or e).removeprefix("litellm.")
+    # litellm's messages quote the provider's body (a 401 may echo the key) and at times the request;
+    # cut to a bound, as an HTML error page can be megabytes
+    raw = str(getattr(e, "message", None) or e).removeprefix("litellm.")
+    message = scrub_clip(raw, 8192, (request.api_key, *secrets))
     if isinstance(e, litellm.Timeout):
         return Timeout(f"timed out: {message}", model=model, node=node or None)
     if isinstance(e, litellm.APIConnectionError):
@@ -69,7 +80,7 @@ def _map_exception(e: BaseException, request: ModelRequest) -> ModelError:
     if isinstance(e, (litellm.APIResponseValidationError, ValueError, KeyError, TypeError)) and not status:
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     if isinstance(status, int):
-        return error_for_status(status, message, model=model, node=node, headers=headers)
+        return error_for_status(status, message, model=model, node=node, headers=headers, secrets=secrets)
     return ProviderError(f"{type(e).__name__}: {message}", model=model, node=node or None)
 
 
@@ -118,7 +129,7 @@ class LitellmModel:
                     "(see https://docs.litellm.ai/docs/providers; an OpenAI-compatible server needs "
                     "`api_base` and a model such as `openai/<name>`)"
                 ) from e
-            raise _map_exception(e, request) from e
+            raise _map_exception(e, request, _sent_keys(kw)) from e
 
     async def aclose(self) -> None:
         return None

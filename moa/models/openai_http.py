@@ -29,6 +29,7 @@ from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
 from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
+from moa.scrub import scrub_clip
 
 __all__ = ["CONNECT_TIMEOUT_S", "DEFAULT_API_BASE", "POOL_TIMEOUT_S", "OpenAIHTTPModel", "wire_model_name"]
 
@@ -286,7 +287,8 @@ class OpenAIHTTPModel:
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None
             ) from e
         except httpx.HTTPError as e:  # connect, read, write, reset, protocol errors
-            detail = str(e) or type(e).__name__
+            # h11 quotes an illegal header value whole, the bearer key with it
+            detail = scrub_clip(str(e) or type(e).__name__, 500, (request.api_key,))
             raise ProviderError(
                 f"connection failed: {detail}", model=request.model, node=request.node or None
             ) from e
@@ -301,6 +303,7 @@ class OpenAIHTTPModel:
             model=request.model,
             node=request.node,
             headers=resp.headers,
+            secrets=(request.api_key,),
         )
 
     async def aclose(self) -> None:
@@ -328,7 +331,7 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     try:
         data = json.loads(content)
     except ValueError:
-        snippet = content[:80].decode("utf-8", "replace")
+        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, (request.api_key,))
         raise _malformed(f"not JSON: {snippet!r}", request) from None
     if not isinstance(data, dict):
         raise _malformed("not a JSON object", request)
@@ -359,13 +362,15 @@ async def _consume(resp: httpx.Response, request: ModelRequest, on_token: TokenC
         try:
             chunk = json.loads(payload)
         except ValueError:
-            raise _malformed(f"stream event is not JSON: {payload[:80]!r}", request) from None
+            snippet = scrub_clip(payload, 80, (request.api_key,))
+            raise _malformed(f"stream event is not JSON: {snippet!r}", request) from None
         if not isinstance(chunk, dict):
             raise _malformed("stream event is not a JSON object", request)
         events += 1
         if "error" in chunk and not chunk.get("choices"):
+            detail = scrub_clip(_error_message(payload.encode()), 500, (request.api_key,))
             raise ProviderError(
-                f"provider error in stream: {_error_message(payload.encode())}",
+                f"provider error in stream: {detail}",
                 model=request.model,
                 node=request.node or None,
             )

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from moa import log
 from moa.engine import Runner
 from moa.errors import MoAError, UserError
+from moa.scrub import scrub
 from moa.serve.protocol import (
     ApiError,
     ChatRequest,
@@ -51,6 +52,14 @@ class _Disconnected(Exception):
     """The client went away before the reply was ready."""
 
 
+def _error_body(e: ApiError) -> dict[str, Any]:
+    """The reply's body with key shapes masked: the last net before text leaves for a client (the
+    backends already masked the exact keys they sent when the provider's text entered moa)."""
+    body = e.body()
+    body["error"]["message"] = scrub(str(body["error"]["message"]))
+    return body
+
+
 def _error_response(e: ApiError, *, close: bool = False) -> JSONResponse:
     headers = {}
     if e.retry is not None:
@@ -60,7 +69,7 @@ def _error_response(e: ApiError, *, close: bool = False) -> JSONResponse:
     if close:
         # the rest of an oversized body is never read, so the connection cannot be reused
         headers["connection"] = "close"
-    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+    return JSONResponse(_error_body(e), status_code=e.status, headers=headers)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -272,7 +281,7 @@ class _Server:
                     item = await anext(events)
             except MoAError as e:
                 request.state.status = error_for(e).status
-                yield _sse(error_for(e).body())
+                yield _sse(_error_body(error_for(e)))
             finally:
                 await events.aclose()
             yield b"data: [DONE]\n\n"

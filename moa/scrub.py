@@ -1,0 +1,112 @@
+"""Masking secrets in text that leaves moa: provider error messages, log events, error replies.
+
+The rules live here once, used where a provider's text enters moa (the model backends build their
+errors with ``scrub``) and by the log redactor, so a key a provider echoes back (``Incorrect API key
+provided: sk-...``) reaches no message, record, store, report, log line or reply. Two kinds of rule:
+
+- the keys moa sent (``known``): masked wherever they appear, whatever their shape, also in their
+  JSON-, repr- and URL-escaped forms; values shorter than 8 characters are left alone (masking
+  ``k`` or ``test`` would garble every message, and such a value protects nothing anyway);
+- key shapes: ``Bearer``/``Basic`` credentials, ``sk-...`` (OpenAI, Anthropic ``sk-ant-``...),
+  Google ``AIza...``, AWS ``AKIA...``, prefixed keys (``gsk_``, ``xai-``, ``hf_``, ``ghp_``...),
+  JWTs, runs of 40+ hex digits (a commit hash in prose is masked too), and a long token holding a
+  digit right after a word such as "key", "token" or "secret".
+
+A net against accidents, not a proof: a secret of no known shape that moa did not send (another of
+the user's keys, one a provider re-encodes or cuts in pieces) passes through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import quote
+
+__all__ = ["MASK", "scrub", "scrub_clip", "secret_name"]
+
+MASK = "***"
+
+#: shorter known values are not masked by exact match (see the module docstring)
+_MIN_KNOWN = 8
+
+# (pattern, replacement); the replacement keeps the words around a key so the message still reads
+_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._\-~+/]{8,}=*"), rf"\g<1>{MASK}"),
+    # "basic" is also an English word: the credential must hold a digit to count
+    (re.compile(r"(?i)\b(basic\s+)(?=[A-Za-z0-9+/]{0,400}\d)[A-Za-z0-9+/]{12,}=*"), rf"\g<1>{MASK}"),
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), MASK),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"), MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"), MASK),
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
+    # one short infix allowed (sk_live_, tgp_v1_, github_pat_11AB..._); the body must be one long
+    # alphanumeric run, so identifiers such as pk_user_account_id are not keys
+    (
+        re.compile(
+            r"\b(?:gsk|xai|hf|gh[pousr]|r8|fw|pk|rk|sk|tgp|github_pat)_(?:[A-Za-z0-9]{1,8}_)?[A-Za-z0-9]{16,}\w*"
+        ),
+        MASK,
+    ),
+    (re.compile(r"\b(?:xai|pplx|nvapi|csk|glpat|gsk)-[A-Za-z0-9_\-]{16,}"), MASK),
+    (re.compile(r"\b[A-Fa-f0-9]{40,}\b"), MASK),
+    # a token after a key-ish word; the digit and length rules keep prose ("key provided: none",
+    # "tokens": 12, max_tokens) readable
+    (
+        re.compile(
+            r"(?i)(?P<head>\b(?:api[ _-]?key|access[ _-]?key|key|token|secret|password|passwd|credentials?)s?\b"
+            r"[\s\"':=]{0,4}(?:(?:provided|given|is|was|used|value)[\s\"':=]{1,4})?)"
+            r"(?=[A-Za-z0-9._\-+/=~]{0,400}\d)[A-Za-z0-9][A-Za-z0-9._\-+/=~]{19,}"
+        ),
+        rf"\g<head>{MASK}",
+    ),
+)
+
+# field names whose whole value is a secret (log event keys, header names); *_tokens are counts
+_SECRET_NAME = re.compile(r"(?i)(api[_-]?key|authorization|token|secret|password)")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a field called ``name`` holds a secret as its whole value (``api_key``,
+    ``Authorization``...), not a count such as ``prompt_tokens``."""
+    return bool(name) and bool(_SECRET_NAME.search(name)) and not name.lower().endswith("tokens")
+
+
+# environment variable names holding a secret: a KEY/TOKEN/SECRET/... word (``TOGETHER_KEY``,
+# ``MY_LLM_KEY``, ``HF_TOKEN``), as agents' ``api_key_env`` may name any variable
+_ENV_SECRET = re.compile(r"(?i)(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(?:_|$)")
+
+
+def environment_secrets() -> list[str]:
+    """Values of environment variables named like secrets (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``,
+    ``TOGETHER_KEY``): the keys a provider library may send on its own when moa passes none, and
+    the keys agents read through ``api_key_env``."""
+    return [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
+
+
+def _forms(secret: str) -> set[str]:
+    """How a sent key may come back: as sent, JSON-escaped, repr-escaped, URL-encoded."""
+    s = secret.strip()
+    if len(s) < _MIN_KNOWN:
+        return set()
+    return {f for f in (s, json.dumps(s)[1:-1], repr(s)[1:-1], quote(s, safe="")) if len(f) >= _MIN_KNOWN}
+
+
+def scrub(text: str, known: Iterable[str | None] = ()) -> str:
+    """``text`` with every ``known`` value (the keys moa sent) and every key shape masked."""
+    forms: set[str] = set()
+    for secret in known:
+        if secret:
+            forms |= _forms(secret)
+    # longest first: a form that contains another is masked whole
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    for pattern, replacement in _SHAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def scrub_clip(text: str, limit: int, known: Iterable[str | None] = ()) -> str:
+    """The first ``limit`` characters of ``text``, scrubbed before the cut so no key is cut in half
+    (half a key matches no rule); only a bounded head of a huge text is scanned."""
+    return scrub(text[: limit + 1024], known)[:limit]

@@ -1,0 +1,371 @@
+"""Secrets never leave through error text: a provider that echoes the key it refused puts it in no
+message, log line, store, report or reply, on either transport."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from moa.errors import MalformedReply, ModelError, ProviderError, RequestRejected
+from moa.loader import load_data
+from moa.log import redact
+from moa.models.base import ModelRequest
+from moa.models.errors import error_for_status
+from moa.models.litellm import LitellmModel
+from moa.models.openai_http import OpenAIHTTPModel
+from moa.scrub import MASK, scrub, scrub_clip
+from moa.serve import create_app
+from tests.serving import serving
+
+# litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
+pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# the keys the agents send, one per shape, and one of no shape at all (only the exact match catches it)
+K_PROJ = "sk-proj-Q2x7Lm9Rt4Vb8Nc1Zd6Fh3Jk5Pw0YsT7u"
+K_AIZA = "AIzaSyD4f7Gh2Jk9Lm3Np8Qr1St6Uv0Wx5Yz2Ab"
+K_HEX = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
+K_ODD = "Opal.Tiger/Wombat+Marsh=Quince"
+KEYS = {"MOA_T_KEY_PROJ": K_PROJ, "MOA_T_KEY_AIZA": K_AIZA, "MOA_T_KEY_HEX": K_HEX, "MOA_T_KEY_ODD": K_ODD}
+# keys the provider quotes besides the one it received: masked by their shape alone
+OTHER_AIZA = "AIzaSyB9c8d7e6f5g4h3i2j1k0LmNoPqRsTuVwX"
+OTHER_ANT = "sk-ant-api03-Zq8Wm2Xn5Rb7Tc1Yv4Pk6Hd3Jf9Lg0Se"
+SECRETS = [*KEYS.values(), OTHER_AIZA, OTHER_ANT]
+
+
+def leaks(text: str) -> list[str]:
+    """The secrets found in ``text``, whole or as their middle dozen characters."""
+    found = []
+    for s in SECRETS:
+        mid = len(s) // 2
+        if s in text or s[mid - 6 : mid + 6] in text:
+            found.append(s)
+    return found
+
+
+class _Provider(BaseHTTPRequestHandler):
+    """An OpenAI-compatible endpoint that refuses every key and quotes it back, as real ones do:
+    401 with the key in ``error.message``, a 200 stream whose error event quotes it (model
+    ``sse-echo``), or a 200 that is not JSON and starts with it (model ``junk-echo``)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        auth = self.headers.get("authorization", "")
+        key = auth.removeprefix("Bearer ")
+        message = (
+            f"Incorrect API key provided: {key}. You sent 'Authorization: {auth}' ([{key}]). "
+            f"Keys on file: {OTHER_AIZA}, {OTHER_ANT}."
+        )
+        error = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
+        model = str(body.get("model", ""))
+        if model == "sse-echo" and body.get("stream"):
+            self._send(200, b"data: " + json.dumps(error).encode() + b"\n\n", "text/event-stream")
+        elif model == "junk-echo":
+            self._send(200, f"[{key}] <html>{message}</html>".encode(), "text/html")
+        else:
+            self._send(401, json.dumps(error).encode(), "application/json")
+
+    def _send(self, status: int, data: bytes, ctype: str) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextmanager
+def echoing_provider() -> Iterator[str]:
+    """The echoing provider on 127.0.0.1 in a thread; yields its /v1 base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _agents(base: str) -> dict[str, Any]:
+    """One agent per (key, transport): every key is sent over litellm and over direct HTTP."""
+    agents: dict[str, Any] = {}
+    for i, env in enumerate(KEYS):
+        for transport in ("litellm", "openai-http"):
+            agents[f"a{i}{transport[0]}"] = {
+                "model": "openai/refuse",
+                "api_base": base,
+                "api_key_env": env,
+                "transport": transport,
+                "retry": {"max_attempts": 1},
+            }
+    return agents
+
+
+def _topology(base: str, name: str = "echo") -> dict[str, Any]:
+    """Every worker is called (quorum 1 waits for all of them to fail) and every one is refused."""
+    agents = _agents(base)
+    workers = list(agents)
+    return {
+        "name": name,
+        "kind": "parallel",
+        "workers": workers,
+        "aggregator": workers[0],
+        "quorum": 1,
+        "agents": agents,
+    }
+
+
+def _write_topology(path: Path, base: str, name: str = "echo") -> Path:
+    path.write_text(json.dumps(_topology(base, name)))
+    return path
+
+
+def moa_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **KEYS}
+    return subprocess.run(
+        [sys.executable, "-m", "moa", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=180
+    )
+
+
+# -- the rules ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        K_PROJ,
+        OTHER_ANT,
+        K_AIZA,
+        OTHER_AIZA,
+        "AKIAIOSFODNN7EXAMPLE",
+        "gsk_8Jx2Lp5Qw9Zr3Tv6Yb1Nm4Kc7Hd0Fs2GaE",
+        "xai-Rt5Yu8Io1Pa4Sd7Fg0Hj3Kl6Zx9Cv2Bn5Mq",
+        "hf_Jk2Lm5Np8Qr1St4Uv7Wx0Yz3Ab6Cd9Ef",
+        "ghp_Aa1Bb2Cc3Dd4Ee5Ff6Gg7Hh8Ii9Jj0KkLl",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        K_HEX,
+    ],
+)
+def test_scrub_masks_each_shape(secret: str) -> None:
+    """Each known key shape is masked in running text without being told the key."""
+    out = scrub(f"Incorrect value provided: {secret}. Try again.")
+    assert secret not in out and MASK in out and out.endswith(". Try again.")
+
+
+def test_scrub_masks_bearer_and_a_token_after_a_key_word() -> None:
+    """A bearer credential and a long token right after "key"/"token"/"secret" are masked."""
+    text = (
+        "Authorization: Bearer Zx81Lq.Wp-3~Rt; api_key=Q8zP2mX7vN4bL1kJ9hG3fD6s; "
+        'secret: "w7Jalr/UtnFEMIK7MDENGbPxRfiCY+EXAMPLE"; token 3kT9q2Lm7Xv4Pz8Rw1Nb6Yc'
+    )
+    out = scrub(text)
+    for part in ("Zx81Lq", "Q8zP2mX7", "w7Jalr", "3kT9q2Lm"):
+        assert part not in out
+    assert out.startswith("Authorization: Bearer ***; api_key=***")
+
+
+def test_scrub_leaves_ordinary_text_alone() -> None:
+    """Token counts, key names, words after "key" and short values are not secrets."""
+    text = (
+        '{"prompt_tokens": 12, "tokens": 12, "max_tokens": 4096} Invalid key provided: none. '
+        "Your token limit is 128000 tokens; basic authentication failed for model "
+        "hf-internal-testing/tiny-random-gpt2 (sk-learn, pk_user_account_id, the key `temperature`)."
+    )
+    assert scrub(text) == text
+
+
+def test_scrub_masks_a_known_key_of_no_shape() -> None:
+    """A key with no recognisable shape is masked by exact match, escaped forms too, not otherwise."""
+    text = f"received [{K_ODD}] and a URL with q={quote(K_ODD, safe='')}"
+    assert K_ODD in scrub(text)  # no rule recognises it ...
+    out = scrub(text, known=[None, K_ODD + "\n"])
+    assert "Wombat" not in out and out.startswith(f"received [{MASK}]")
+
+
+def test_scrub_ignores_short_known_values() -> None:
+    """A known value under 8 characters is not masked: masking `k` would garble every message."""
+    assert scrub("keep calm", known=["k", "calm"]) == "keep calm"
+
+
+def test_scrub_clip_never_cuts_a_key_in_half() -> None:
+    """A key straddling the cut is masked whole before the text is clipped."""
+    text = "x" * 70 + K_ODD + " tail"
+    out = scrub_clip(text, 80, known=[K_ODD])
+    assert len(out) <= 80 and "Opal" not in out and out.endswith("x" + MASK + " tail")
+
+
+def test_log_redactor_uses_the_same_rules() -> None:
+    """`moa.log.redact` masks the new shapes (Google, prefixed keys) as well as key-ish fields."""
+    event = {"event": f"failed: {K_AIZA} {OTHER_ANT}", "api_key": "anything", "completion_tokens": 3}
+    out = redact(event)
+    assert leaks(json.dumps(out)) == [] and out["api_key"] == MASK and out["completion_tokens"] == 3
+
+
+def test_error_for_status_masks_the_request_keys() -> None:
+    """The shared status mapping masks the keys it is given, before cutting the message to size."""
+    e = error_for_status(401, f"bad key: [{K_ODD}] " + "." * 480 + K_ODD, model="m", secrets=(K_ODD,))
+    assert isinstance(e, RequestRejected) and "Opal" not in str(e) and "Opal" not in e.provider_message
+
+
+# -- the backends, over real HTTP ----------------------------------------------------------------
+
+
+def _request(base: str, model: str, key: str) -> ModelRequest:
+    return ModelRequest(
+        model=f"openai/{model}", messages=[{"role": "user", "content": "hi"}], api_base=base, api_key=key
+    )
+
+
+@pytest.mark.parametrize("key", [K_PROJ, K_ODD])
+@pytest.mark.parametrize(
+    ("model", "stream", "error"),
+    [
+        ("refuse", False, RequestRejected),
+        ("refuse", True, RequestRejected),
+        ("sse-echo", True, ProviderError),
+        ("junk-echo", False, MalformedReply),
+    ],
+)
+async def test_direct_http_errors_carry_no_key(
+    key: str, model: str, stream: bool, error: type[ModelError]
+) -> None:
+    """openai-http: a 401, an error event in a stream and a body that is not JSON, each quoting the
+    key, become errors that do not."""
+    backend = OpenAIHTTPModel()
+    try:
+        with echoing_provider() as base, pytest.raises(error) as info:
+            await backend.complete(_request(base, model, key), (lambda _t: None) if stream else None)
+    finally:
+        await backend.aclose()
+    assert leaks(str(info.value)) == [] and leaks(info.value.provider_message) == []
+
+
+@pytest.mark.parametrize("key", [K_HEX, K_ODD])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_litellm_errors_carry_no_key(key: str, stream: bool) -> None:
+    """litellm: the provider's 401 quoting the key becomes a RequestRejected that does not."""
+    with echoing_provider() as base, pytest.raises(RequestRejected) as info:
+        await LitellmModel().complete(_request(base, "refuse", key), (lambda _t: None) if stream else None)
+    assert leaks(str(info.value)) == [] and leaks(info.value.provider_message) == []
+    assert "Incorrect API key provided" in str(info.value)  # the provider's words are kept
+
+
+async def test_direct_http_connection_error_carries_no_key() -> None:
+    """A key httpx refuses to send (a newline in it) is not quoted by the connection error."""
+    backend = OpenAIHTTPModel()
+    try:
+        with echoing_provider() as base, pytest.raises(ProviderError) as info:
+            await backend.complete(_request(base, "refuse", K_ODD + "\n"))
+    finally:
+        await backend.aclose()
+    assert "connection failed" in str(info.value) and leaks(str(info.value)) == []
+
+
+# -- every artefact, end to end -------------------------------------------------------------------
+
+
+def test_moa_run_json_and_logs_carry_no_key(tmp_path: Path) -> None:
+    """`moa run --json --log json`: stdout (the calls and their errors) and stderr hold no key."""
+    with echoing_provider() as base:
+        p = moa_cli(
+            "run",
+            str(_write_topology(tmp_path / "t.json", base)),
+            "--prompt",
+            "hi",
+            "--json",
+            "--log",
+            "json",
+        )
+    assert p.returncode == 1, p.stderr
+    data = json.loads(p.stdout)
+    errors = [c["error"] for c in data["calls"]]
+    assert len(errors) == 8 and all(e and "Incorrect API key provided" in e for e in errors)
+    assert '"event": "run.failed"' in p.stderr  # the log redactor had the error to redact
+    assert leaks(p.stdout) == [] and leaks(p.stderr) == []
+
+
+def test_debug_tracebacks_carry_no_key(tmp_path: Path) -> None:
+    """`moa --debug run`: the traceback, chained provider exceptions included, holds no key."""
+    with echoing_provider() as base:
+        # one litellm agent: its error is raised from litellm's own exception, raw text and all
+        agents = {k: v for k, v in _agents(base).items() if v["transport"] == "litellm"}
+        for name, spec in agents.items():
+            topo = {"name": "one", "kind": "single", "agent": name, "agents": {name: spec}}
+            (tmp_path / f"{name}.json").write_text(json.dumps(topo))
+            p = moa_cli("--debug", "run", str(tmp_path / f"{name}.json"), "--prompt", "hi")
+            assert p.returncode == 1 and "The above exception was the direct cause" in p.stderr, p.stderr[
+                -2000:
+            ]
+            assert leaks(p.stderr) == []
+
+
+def test_moa_compare_artefacts_carry_no_key(tmp_path: Path) -> None:
+    """`moa compare`: the SQLite store, results.jsonl, summary.json, the reports and stderr hold no key."""
+    exp = tmp_path / "e"
+    exp.mkdir()
+    rows = [{"id": f"q{i}", "input": f"What is {i} plus {i}?", "target": str(2 * i)} for i in range(2)]
+    (exp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    with echoing_provider() as base:
+        _write_topology(exp / "echo.json", base)
+        single = {"name": "single", "kind": "single", "agent": "a", "agents": {"a": _agents(base)["a0l"]}}
+        (exp / "single.json").write_text(json.dumps(single))
+        (exp / "exp.yaml").write_text(
+            "name: secrets\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.json\nsetups: [echo.json]\n"
+        )
+        p = moa_cli("compare", str(exp / "exp.yaml"), "--out", str(out), "--no-progress")
+    assert (out / "experiment.sqlite").is_file(), p.stderr
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    try:
+        dump = "\n".join(conn.iterdump())
+    finally:
+        conn.close()
+    assert "Incorrect API key provided" in dump  # the errors were stored, masked
+    artefacts = {"experiment.sqlite": dump, "stdout": p.stdout, "stderr": p.stderr}
+    for name in ("results.jsonl", "summary.json", "report.md", "report.html"):
+        artefacts[name] = (out / name).read_text()
+    assert {name: leaks(text) for name, text in artefacts.items() if leaks(text)} == {}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("served", ["echo", "odd-l", "odd-o"])
+def test_moa_serve_replies_carry_no_key(served: str, stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moa serve`: the error reply of a run whose providers quote the keys holds none of them (every
+    key at once, and the key of no shape alone over each transport)."""
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    with echoing_provider() as base:
+        agents = _agents(base)
+        odd = [  # a3*: the agents of MOA_T_KEY_ODD
+            load_data({"name": f"odd-{t}", "kind": "single", "agent": "a", "agents": {"a": agents[f"a3{t}"]}})
+            for t in "lo"
+        ]
+        with serving(create_app([load_data(_topology(base)), *odd])) as url:
+            body = {"model": served, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            resp = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+    assert resp.status_code >= 500 and "Incorrect API key provided" in resp.json()["error"]["message"]
+    assert leaks(resp.text) == []
