@@ -45,7 +45,8 @@ def parallel3(base: str, transport: str, **kw: Any) -> moa.Topology:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
-    """≥97% of 200 concurrent parallel-3 runs complete; served completions and tokens equal what moa recorded."""
+    """≥97% of 200 concurrent parallel-3 runs complete; served completions and tokens match what moa
+    recorded, up to the attempts whose usage is unknown."""
     faults = FaultPlan(rate=0.2, retry_after_s=0.05, hang_s=30, seed=7)
     async with SimServer(default=SimModel(latency_s=0.01), faults=faults) as srv:
         t = parallel3(srv.base_url, transport, quorum=2, on_quorum="wait")
@@ -57,13 +58,18 @@ async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     failed = [o for o in outcomes if not isinstance(o, moa.RunResult)]
     assert all(isinstance(f, moa.MoAError) for f in failed), failed[:3]
-    assert len(ok) >= 194
+    assert len(ok) >= 194, [str(f) for f in failed]
     calls = [c for o in ok for c in o.calls] + [c for f in failed for c in f.calls]  # type: ignore[union-attr]
     good = [c for c in calls if c.error is None]
+    unknown = sum(c.unknown_usage_attempts for c in calls)
     assert sum(stats.faults.values()) > 100  # the faults really happened
-    assert stats.served == len(good)
-    assert stats.prompt_tokens == sum(c.usage.prompt_tokens for c in good)
-    assert stats.completion_tokens == sum(c.usage.completion_tokens for c in good)
+    # a reply the server wrote just as the attempt timed out was served but never read: such
+    # attempts are the unknown ones, so served lies between the two
+    assert len(good) <= stats.served <= len(good) + unknown
+    assert sum(c.usage.prompt_tokens for c in good) <= stats.prompt_tokens
+    assert sum(c.usage.completion_tokens for c in good) <= stats.completion_tokens
+    if stats.served == len(good):  # nothing lost in flight: the token counts agree exactly
+        assert stats.completion_tokens == sum(c.usage.completion_tokens for c in good)
     assert any(c.attempts > 1 for c in good)
 
 
