@@ -2,7 +2,7 @@
 plausibility check, retry-budget deposits) against the call it accounts for.
 
 Measured side by side in one process, alternating rounds: the booking of one attempt alone
-(``moa.attempt._book`` on a fresh record: the Attempt entry, the plausibility check, the budget
+(``moa.calls.attempt._book`` on a fresh record: the Attempt entry, the plausibility check, the budget
 settle) vs one whole moa call over the direct path to a loopback server at zero latency (the
 cheapest real call there is). Their ratio is the share of a call that accounting costs.
 
@@ -23,10 +23,10 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 from _common import median, sim_server, table, verdict
 
 import moa
-from moa.attempt import CallPlan, _book, _SendClock
-from moa.budget import Budget
+from moa.calls.attempt import CallPlan, _book, _SendClock
+from moa.calls.budget import Budget
+from moa.calls.pricing import Price
 from moa.models.base import ModelReply
-from moa.pricing import Price
 from moa.results import CallRecord, Usage
 
 TARGET = 0.02

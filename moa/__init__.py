@@ -13,9 +13,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moa import build as build
-    from moa.budget import Budget as Budget
-    from moa.engine import Runner as Runner
+    from moa._run import Runner as Runner
+    from moa.calls.budget import Budget as Budget
+    from moa.calls.limits import set_rate_limit as set_rate_limit
     from moa.errors import BudgetExceeded as BudgetExceeded
     from moa.errors import DatasetError as DatasetError
     from moa.errors import MalformedReply as MalformedReply
@@ -30,32 +30,32 @@ if TYPE_CHECKING:
     from moa.errors import TopologyError as TopologyError
     from moa.errors import UserError as UserError
     from moa.experiment import Experiment as Experiment
-    from moa.limits import set_rate_limit as set_rate_limit
-    from moa.loader import load as load
-    from moa.loader import presets as presets
     from moa.log import configure_logging as configure_logging
     from moa.models.base import Model as Model
     from moa.models.base import ModelReply as ModelReply
     from moa.models.base import ModelRequest as ModelRequest
     from moa.results import CallRecord as CallRecord
+    from moa.results import Done as Done
     from moa.results import NodeResult as NodeResult
     from moa.results import RunResult as RunResult
+    from moa.results import Token as Token
     from moa.results import Usage as Usage
-    from moa.spec import AgentSpec as AgentSpec
-    from moa.spec import NodeSpec as NodeSpec
-    from moa.topology import Done as Done
-    from moa.topology import Token as Token
-    from moa.topology import Topology as Topology
+    from moa.topology import build as build
+    from moa.topology.definition import Topology as Topology
+    from moa.topology.loader import load as load
+    from moa.topology.loader import presets as presets
+    from moa.topology.spec import AgentSpec as AgentSpec
+    from moa.topology.spec import NodeSpec as NodeSpec
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AgentSpec": "moa.spec",
-    "Budget": "moa.budget",
+    "AgentSpec": "moa.topology.spec",
+    "Budget": "moa.calls.budget",
     "BudgetExceeded": "moa.errors",
     "CallRecord": "moa.results",
     "DatasetError": "moa.errors",
-    "Done": "moa.topology",
+    "Done": "moa.results",
     "Experiment": "moa.experiment",
     "MalformedReply": "moa.errors",
     "MissingExtra": "moa.errors",
@@ -65,24 +65,24 @@ _EXPORTS = {
     "ModelReply": "moa.models.base",
     "ModelRequest": "moa.models.base",
     "NodeResult": "moa.results",
-    "NodeSpec": "moa.spec",
+    "NodeSpec": "moa.topology.spec",
     "ProviderError": "moa.errors",
     "QuorumNotReached": "moa.errors",
     "RateLimited": "moa.errors",
     "RequestRejected": "moa.errors",
     "RunResult": "moa.results",
-    "Runner": "moa.engine",
+    "Runner": "moa._run",
     "Timeout": "moa.errors",
-    "Token": "moa.topology",
-    "Topology": "moa.topology",
+    "Token": "moa.results",
+    "Topology": "moa.topology.definition",
     "TopologyError": "moa.errors",
     "Usage": "moa.results",
     "UserError": "moa.errors",
-    "build": "moa.build",
+    "build": "moa.topology.build",
     "configure_logging": "moa.log",
-    "load": "moa.loader",
-    "presets": "moa.loader",
-    "set_rate_limit": "moa.limits",
+    "load": "moa.topology.loader",
+    "presets": "moa.topology.loader",
+    "set_rate_limit": "moa.calls.limits",
 }
 
 __all__ = sorted(_EXPORTS)

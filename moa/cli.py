@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 
 def _cmd_topologies(args: argparse.Namespace) -> int:
-    from moa.loader import load, presets
+    from moa.topology.loader import load, presets
 
     rows: list[tuple[str, str, str]] = []
     for name, path in presets().items():
@@ -35,7 +35,7 @@ def _cmd_topologies(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from moa.errors import TopologyError, UserError
-    from moa.loader import load
+    from moa.topology.loader import load
 
     bad = False
     for f in args.files:
@@ -54,7 +54,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from moa.topology import Topology
+    from moa.topology.definition import Topology
 
     text = json.dumps(Topology.model_json_schema(), indent=2) + "\n"
     if args.out:
@@ -91,10 +91,10 @@ def _summary_line(result: Any) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from moa.engine import Runner
+    from moa._run import Runner
     from moa.errors import MoAError, UserError
-    from moa.loader import load
-    from moa.topology import Done, Token
+    from moa.results import Done, Token
+    from moa.topology.loader import load
 
     topology = load(args.topology)
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt

@@ -4,10 +4,24 @@ stable ``--json`` output of ``moa run``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["Attempt", "AttemptStatus", "CallRecord", "NodeResult", "RunResult", "Usage"]
+__all__ = [
+    "Attempt",
+    "AttemptStatus",
+    "CallRecord",
+    "Done",
+    "NodeResult",
+    "RunInput",
+    "RunResult",
+    "Token",
+    "Usage",
+]
+
+#: a prompt, or a chat whose last message is the user's turn
+RunInput = str | Sequence[Mapping[str, str]]
 
 #: how one attempt ended: ``ok``, ``error`` (the provider answered with an error, or the reply was
 #: unreadable), ``timeout`` or ``cancelled``
@@ -241,3 +255,18 @@ class RunResult:
             "unpriced_models": list(self.unpriced_models),
             "cost_note": self.cost_note,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A stream event: a piece of the answer as the output node decodes it."""
+
+    node: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The last stream event: the full ``RunResult``."""
+
+    result: RunResult

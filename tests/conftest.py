@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from moa.limits import clear_rate_limits
+from moa.calls.limits import clear_rate_limits
 from moa.testing.server import SimModel, SimServer
 
 

@@ -13,13 +13,13 @@ import pytest
 
 import moa
 from moa import build
-from moa.loader import load_data
+from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
-from moa.retry_budget import RetryBudget
 from moa.serve import create_app
 from moa.testing import FunctionModel, ScriptedModel
 from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.topology.loader import load_data
 from tests.serving import serving
 
 TRANSPORTS = ["litellm", "openai-http"]

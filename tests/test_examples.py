@@ -12,7 +12,7 @@ import pytest
 
 from moa.eval import load_dataset
 from moa.experiment.spec import load_spec
-from moa.loader import load
+from moa.topology.loader import load
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -16,7 +16,6 @@ import pytest
 
 from moa.errors import DatasetError, TopologyError, UserError
 from moa.eval.datasets import load_dataset
-from moa.loader import load, load_data
 from moa.safe_read import (
     MAX_DEPTH,
     iter_lines,
@@ -27,6 +26,7 @@ from moa.safe_read import (
     read_regular,
     refuse_special,
 )
+from moa.topology.loader import load, load_data
 
 ROOT = Path(__file__).resolve().parent.parent
 # generous: a loaded machine may take seconds to start Python; a hang or a 7 GB read takes minutes
@@ -368,7 +368,7 @@ def test_control_characters_in_names_are_refused() -> None:
 
 def test_presets_still_load() -> None:
     """The bounds leave every shipped preset loadable."""
-    from moa.loader import presets
+    from moa.topology.loader import presets
 
     for path in presets().values():
         load(path)

@@ -1,4 +1,4 @@
-"""Tests for moa.limits: the retry policy, Retry-After parsing and the shared rate limiters."""
+"""Tests for moa.calls.limits: the retry policy, Retry-After parsing and the shared rate limiters."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from moa.calls.limits import Limiter, RateLimit, clear_rate_limits, limiter_for, set_rate_limit
+from moa.calls.retry import RetryPolicy, parse_retry_after, retry_after_from_headers, should_retry
 from moa.errors import (
     BudgetExceeded,
     MalformedReply,
@@ -23,17 +25,6 @@ from moa.errors import (
     Timeout,
     TopologyError,
     UserError,
-)
-from moa.limits import (
-    Limiter,
-    RateLimit,
-    RetryPolicy,
-    clear_rate_limits,
-    limiter_for,
-    parse_retry_after,
-    retry_after_from_headers,
-    set_rate_limit,
-    should_retry,
 )
 
 

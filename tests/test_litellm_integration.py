@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 import moa
-from moa.loader import load_data
 from moa.testing.server import (
     FaultPlan,
     SimModel,
@@ -18,6 +17,7 @@ from moa.testing.server import (
     count_completion_tokens,
     last_user_text,
 )
+from moa.topology.loader import load_data
 
 
 def _answer(req: SimRequest) -> str:

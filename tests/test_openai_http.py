@@ -19,8 +19,8 @@ import moa
 from moa.errors import MalformedReply, ProviderError, RateLimited, RequestRejected, Timeout
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel, wire_model_name
+from moa.results import Done, Token
 from moa.testing.server import SimModel, SimServer
-from moa.topology import Done, Token
 
 KEY_ENV = "MOA_TEST_SIM_KEY"
 

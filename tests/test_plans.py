@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from moa._run.plans import parse_plan
 from moa.errors import MalformedReply
-from moa.plans import parse_plan
 
 
 def test_fenced_json() -> None:

@@ -55,7 +55,7 @@ def test_presets_all_validate() -> None:
 def test_build_and_yaml_shorthand_agree() -> None:
     """moa.build.parallel and the same YAML shorthand give the same graph."""
     built = moa.build.parallel(["openai/a", "openai/b"], aggregator="openai/c", quorum=1)
-    from moa.loader import load_data
+    from moa.topology.loader import load_data
 
     yaml_t = load_data(
         {

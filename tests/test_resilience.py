@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import moa
-from moa.loader import load_data
 from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.topology.loader import load_data
 
 TRANSPORTS = ["litellm", "openai-http"]
 

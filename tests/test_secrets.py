@@ -23,7 +23,6 @@ import httpx
 import pytest
 
 from moa.errors import MalformedReply, ModelError, ProviderError, RequestRejected
-from moa.loader import load_data
 from moa.log import redact
 from moa.models.base import ModelRequest
 from moa.models.errors import error_for_status
@@ -31,6 +30,7 @@ from moa.models.litellm import LitellmModel
 from moa.models.openai_http import OpenAIHTTPModel
 from moa.scrub import MASK, scrub, scrub_clip
 from moa.serve import create_app
+from moa.topology.loader import load_data
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)

@@ -18,16 +18,16 @@ import httpx
 import openai
 import pytest
 
-from moa.budget import Budget
-from moa.engine import Runner
+from moa._run import Runner
+from moa.calls.budget import Budget
 from moa.errors import ProviderError, Timeout
-from moa.loader import load_data
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.serve import create_app
 from moa.serve.cli import add_parser
 from moa.testing import FunctionModel
 from moa.testing.server import FaultPlan, SimModel, SimServer
-from moa.topology import Topology
+from moa.topology.definition import Topology
+from moa.topology.loader import load_data
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")

@@ -10,7 +10,7 @@ import pytest
 
 import moa
 from moa.errors import TopologyError, UserError
-from moa.loader import load, load_data
+from moa.topology.loader import load, load_data
 
 AGENTS = {"a": {"model": "openai/gpt-4o-mini"}, "b": {"model": "anthropic/claude-haiku-4-5"}}
 

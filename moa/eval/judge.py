@@ -37,8 +37,8 @@ from moa.experiment.store import JudgmentRow
 from moa.results import CallRecord
 
 if TYPE_CHECKING:
-    from moa.engine import Runner
-    from moa.topology import Topology
+    from moa._run import Runner
+    from moa.topology.definition import Topology
 
 __all__ = ["JudgeConfig", "JudgeEvaluator"]
 
@@ -65,7 +65,7 @@ class JudgeEvaluator:
     def __init__(
         self, config: JudgeConfig, *, base_dir: str | Path | None = None, topology: Topology | None = None
     ) -> None:
-        from moa.loader import load
+        from moa.topology.loader import load
 
         self.config = config
         # loaded (and validated) now, with the experiment, so a bad judge fails before any run

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING
 
-from moa.calls import CachedReply
+from moa.calls.call import CachedReply
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Usage
 

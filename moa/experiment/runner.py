@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moa.budget import Budget
-from moa.engine import Runner
+from moa._run import Runner
+from moa.calls.budget import Budget
 from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
 from moa.eval.base import Evaluator
 from moa.eval.datasets import Dataset, Item, load_dataset
@@ -134,7 +134,7 @@ class Experiment:
             await self._answer(store, setups, dataset.items, base_runner, budget, sem, bar)
             items = {i.id: i for i in dataset.items}
             # judge calls are cached in their own scope and charged to the experiment's budget
-            judge_runner = base_runner.sibling(
+            judge_runner = base_runner.scoped(
                 cache=StoreCache(store, f"judge:{ev_id}"), budget=budget or base_runner.budget
             )
             scoring = await score_all(
@@ -187,7 +187,7 @@ class Experiment:
         spec = self.spec
         k = spec.samples
         runners = {
-            (s.name, j): base_runner.sibling(
+            (s.name, j): base_runner.scoped(
                 cache=StoreCache(store, sample_scope(s.name, s.hash, j)), budget=base_runner.budget
             )
             for s in setups

@@ -24,7 +24,7 @@ from moa.experiment.store import JudgmentRow, RunRow, Store
 from moa.experiment.tasks import cancel_and_drain
 
 if TYPE_CHECKING:
-    from moa.engine import Runner
+    from moa._run import Runner
     from moa.experiment.spec import Setup
 
 __all__ = ["PairScore", "PairwiseEvaluator", "ScoringReport", "is_pairwise", "score_all"]

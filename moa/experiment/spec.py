@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moa.errors import TopologyError, UserError
-from moa.spec import require_printable
+from moa.topology.spec import require_printable
 
 if TYPE_CHECKING:
-    from moa.topology import Topology
+    from moa.topology.definition import Topology
 
 __all__ = [
     "ExperimentSpec",
@@ -127,8 +127,8 @@ def evaluator_id(config: Mapping[str, Any]) -> str:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file; one line per problem, naming the file."""
-    from moa.loader import format_validation_error
     from moa.safe_read import read_document
+    from moa.topology.loader import format_validation_error
 
     p = Path(path)
     data = read_document(p, what="experiment file", missing="no such experiment file")
@@ -158,7 +158,7 @@ class Setup:
 
 
 def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:
-    from moa.loader import load
+    from moa.topology.loader import load
 
     ref = entry if isinstance(entry, str) else entry.topology
     try:

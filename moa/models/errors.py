@@ -26,7 +26,7 @@ def error_for_status(
     ``secrets`` are the keys the request carried: a provider that echoes one (``Incorrect API key
     provided: ...``) would otherwise put it in every record, store and reply this message reaches,
     so they and any key shape are masked here, where the provider's text enters moa."""
-    from moa.retry import retry_after_from_headers
+    from moa.calls.retry import retry_after_from_headers
 
     # scrubbed before the cut: half a key matches no rule
     text = scrub_clip(" ".join(message[:65536].split()), 500, secrets) or f"HTTP {status}"

@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from starlette.applications import Starlette
 
-    from moa.engine import Runner
-    from moa.topology import Topology
+    from moa._run import Runner
+    from moa.topology.definition import Topology
 
 __all__ = ["create_app", "require"]
 

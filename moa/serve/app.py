@@ -26,8 +26,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
-from moa.engine import Runner
+from moa._run import Runner
 from moa.errors import MoAError, UserError
+from moa.results import Done, Token
 from moa.scrub import scrub
 from moa.serve.protocol import (
     ApiError,
@@ -39,7 +40,7 @@ from moa.serve.protocol import (
     moa_extension,
     new_id,
 )
-from moa.topology import Done, Token, Topology
+from moa.topology import Topology
 
 __all__ = ["create_app"]
 

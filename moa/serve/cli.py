@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
         from moa import log
-        from moa.loader import load
         from moa.serve import create_app, require
+        from moa.topology.loader import load
 
         uvicorn = require("uvicorn")
         topologies = [load(t) for t in args.topologies]

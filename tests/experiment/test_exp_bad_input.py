@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moa.engine import Runner
+from moa._run import Runner
 from moa.errors import DatasetError, ProviderError, TopologyError, UserError
 from moa.experiment import Experiment
 from moa.testing import FunctionModel

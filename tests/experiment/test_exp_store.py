@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from moa.engine import Runner
+from moa._run import Runner
 from moa.errors import UserError
 from moa.eval.base import Score
 from moa.eval.datasets import Item
 from moa.experiment import Experiment, JudgmentRow, PairScore, Store
-from moa.loader import load_data
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
+from moa.topology.loader import load_data
 
 
 def _topo(name: str, model: str, samples: int = 1) -> str:

@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from moa.budget import Budget, Reservation
+from moa.calls.budget import Budget, Reservation
+from moa.calls.limits import Limiter
+from moa.calls.pricing import Price
+from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, Timeout
-from moa.limits import Limiter
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
-from moa.pricing import Price
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
-from moa.retry_budget import RetryBudget
 
 __all__ = ["BUDGET_DEFAULT_MAX_TOKENS", "CallPlan", "Target", "attempt", "prompt_token_bound"]
 

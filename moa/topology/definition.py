@@ -5,37 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import PrivateAttr, model_validator
 
+from moa._run import Runner, default_runner
+from moa.calls.budget import Budget
 from moa.errors import TopologyError
-from moa.graph import Graph, check_nodes
-from moa.shorthand import expand
-from moa.spec import TopologySpec
+from moa.results import Done, RunInput, RunResult, Token
+from moa.topology.graph import Graph, check_nodes
+from moa.topology.shorthand import expand
+from moa.topology.spec import TopologySpec
 
-if TYPE_CHECKING:
-    from moa.budget import Budget
-    from moa.engine import RunInput, Runner
-    from moa.results import RunResult
-
-__all__ = ["Done", "Token", "Topology"]
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A piece of the answer as the output node decodes it."""
-
-    node: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The end of a stream: the full ``RunResult``."""
-
-    result: RunResult
+__all__ = ["Topology"]
 
 
 class Topology(TopologySpec):
@@ -75,12 +57,10 @@ class Topology(TopologySpec):
         """Run on one prompt (or chat). Raises a ``moa.MoAError`` whose ``calls`` hold every call made.
 
         ``validate_output(answer)`` may raise ``moa.MalformedReply`` to have the output node retried."""
-        from moa.engine import default_runner
-
-        r = runner or default_runner()
-        return await r.run(
-            self,
+        return await (runner or default_runner()).run(
+            self._graph,
             prompt,
+            name=self.name,
             budget=budget,
             budget_usd=budget_usd,
             deadline_s=deadline_s,
@@ -94,14 +74,12 @@ class Topology(TopologySpec):
             return asyncio.run(self.run(prompt, **kwargs))
 
         async def once() -> RunResult:
-            from moa.engine import Runner
-
             async with Runner() as runner:
                 return await self.run(prompt, runner=runner, **kwargs)
 
         return asyncio.run(once())
 
-    async def stream(
+    def stream(
         self,
         prompt: RunInput,
         *,
@@ -112,29 +90,6 @@ class Topology(TopologySpec):
     ) -> AsyncIterator[Token | Done]:
         """Yield the output node's tokens as they decode (after the nodes it reads have finished),
         then ``Done(result)``. Errors are raised from the iterator; closing it cancels the run."""
-        from moa.engine import default_runner
-
-        r = runner or default_runner()
-        queue: asyncio.Queue[Token | None] = asyncio.Queue()
-        output = self._graph.output
-
-        def on_token(text: str) -> None:
-            queue.put_nowait(Token(output, text))
-
-        task = asyncio.create_task(
-            r.run(
-                self, prompt, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s, on_token=on_token
-            )
+        return (runner or default_runner()).stream(
+            self._graph, prompt, name=self.name, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s
         )
-        task.add_done_callback(lambda _: queue.put_nowait(None))
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    break
-                yield item
-            yield Done(await task)
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)

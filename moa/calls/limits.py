@@ -1,7 +1,6 @@
-"""Rate limits shared by every run in the process: ``Limiter`` / ``set_rate_limit`` / ``limiter_for``,
-a process-wide registry of limiters, one per endpoint key, each holding a requests-per-period window,
-a tokens-per-period window and a cap on requests in flight. (The retry policy lives in
-``moa.retry`` and is re-exported here.)
+"""Rate limits: a ``Limiter`` per endpoint key, each holding a requests-per-period window, a
+tokens-per-period window and a cap on requests in flight, kept in a ``RateLimits`` registry (a
+``Runner`` holds one; by default the process-wide registry that ``set_rate_limit`` configures).
 
 Limiters are shared across event loops (``topology.run_sync`` runs a fresh ``asyncio.run`` per call,
 and users may run loops in several threads), so their state is loop-independent: ``time.monotonic``
@@ -30,18 +29,15 @@ from dataclasses import dataclass
 from asyncio_throttle.throttler import Throttler
 
 from moa.errors import UserError
-from moa.retry import RetryPolicy, parse_retry_after, retry_after_from_headers, should_retry
 
 __all__ = [
     "Limiter",
     "RateLimit",
-    "RetryPolicy",
+    "RateLimits",
     "clear_rate_limits",
     "limiter_for",
-    "parse_retry_after",
-    "retry_after_from_headers",
     "set_rate_limit",
-    "should_retry",
+    "shared_rate_limits",
 ]
 
 
@@ -291,27 +287,88 @@ class Limiter:
 
 
 # --------------------------------------------------------------------------------------------------
-# The process-wide registry
+# Registries of limiters
 
 
-class _Registry:
+class RateLimits:
+    """A registry of limits and limiters, one limiter per endpoint key. A ``Runner`` holds one: by
+    default the process-wide registry (``shared_rate_limits()``, configured by ``set_rate_limit``),
+    so every run in the process shares each endpoint's window; pass ``RateLimits()`` to a runner
+    for limits of its own."""
+
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.global_limits: dict[str, RateLimit] = {}
-        self.limiters: dict[str, Limiter] = {}
+        self._lock = threading.Lock()
+        self._global: dict[str, RateLimit] = {}
+        self._limiters: dict[str, Limiter] = {}
+
+    def set(
+        self,
+        key: str,
+        *,
+        rpm: float | None = None,
+        max_concurrent: int | None = None,
+        tpm: int | None = None,
+        period_s: float = 60.0,
+    ) -> None:
+        """Set a limit for a provider prefix (``"openai"``), a model or an api_base URL.
+
+        A provider limit applies to each model of that provider separately (each model keeps its
+        own window, as providers count per model). Limiters already handed out are dropped so the
+        next ``limiter_for`` sees the new limit; set limits before starting runs. ``period_s``
+        shortens the window (``rpm`` then counts requests per ``period_s``), for tests.
+        """
+        limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
+        with self._lock:
+            self._global[key] = limit
+            self._limiters.clear()
+
+    def clear(self) -> None:
+        """Forget every limit and every limiter."""
+        with self._lock:
+            self._global.clear()
+            self._limiters.clear()
+
+    def limiter_for(self, model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
+        """The one limiter for an agent's endpoint, or None when no limit applies.
+
+        The key is ``api_base`` when the agent names one, else the model string. The limit is the
+        agent's own, else one set for the api_base, then the exact model, then the provider
+        prefix. When agents give different limits for one key, the limiter keeps the stricter of
+        each field (it only ever tightens until ``clear``/``set``).
+        """
+        if agent_limit is None and not self._global:
+            return None  # nothing configured: the hot path pays nothing
+        key = api_base or model
+        with self._lock:
+            limit = agent_limit
+            if limit is None:
+                provider = model.split("/", 1)[0] if "/" in model else None
+                for candidate in (api_base, model, provider):
+                    if candidate is not None and candidate in self._global:
+                        limit = self._global[candidate]
+                        break
+            if limit is None or limit.is_unlimited:
+                return None
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limiter = self._limiters[key] = Limiter(key, limit)
+            elif limiter.limit != limit:
+                limiter.tighten(limit)
+            return limiter
 
 
-_registry: _Registry | None = None
-_registry_init_lock = threading.Lock()
+_shared: RateLimits | None = None
+_shared_lock = threading.Lock()
 
 
-def _get_registry() -> _Registry:
-    global _registry
-    if _registry is None:
-        with _registry_init_lock:
-            if _registry is None:
-                _registry = _Registry()
-    return _registry
+def shared_rate_limits() -> RateLimits:
+    """The process-wide registry (made on first use, never at import)."""
+    global _shared
+    if _shared is None:
+        with _shared_lock:
+            if _shared is None:
+                _shared = RateLimits()
+    return _shared
 
 
 def set_rate_limit(
@@ -322,54 +379,16 @@ def set_rate_limit(
     tpm: int | None = None,
     period_s: float = 60.0,
 ) -> None:
-    """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL.
-
-    A provider limit applies to each model of that provider separately (each model keeps its own
-    window, as providers count per model). Limiters already handed out are dropped from the registry
-    so the next ``limiter_for`` sees the new limit; set limits before starting runs (a ``Runner``
-    resolves an agent's limiter the first time it meets the agent). ``period_s`` shortens the window
-    (``rpm`` then counts requests per ``period_s``), for tests.
-    """
-    limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
-    reg = _get_registry()
-    with reg.lock:
-        reg.global_limits[key] = limit
-        reg.limiters.clear()
+    """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL
+    (see ``RateLimits.set``); every runner using the shared registry obeys it."""
+    shared_rate_limits().set(key, rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
 
 
 def clear_rate_limits() -> None:
-    """Forget every global limit and every shared limiter (for tests)."""
-    reg = _get_registry()
-    with reg.lock:
-        reg.global_limits.clear()
-        reg.limiters.clear()
+    """Forget every process-wide limit and shared limiter (for tests)."""
+    shared_rate_limits().clear()
 
 
 def limiter_for(model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
-    """The one shared limiter for an agent's endpoint, or None when no limit applies.
-
-    The key is ``api_base`` when the agent names one, else the model string. The limit is the
-    agent's own, else a global one for the api_base, then the exact model, then the provider prefix.
-    When agents give different limits for one key, the limiter keeps the stricter of each field
-    (it only ever tightens until ``clear_rate_limits``/``set_rate_limit``).
-    """
-    if agent_limit is None and _registry is None:
-        return None  # nothing was ever configured: the hot path pays nothing
-    reg = _get_registry()
-    key = api_base or model
-    with reg.lock:
-        limit = agent_limit
-        if limit is None:
-            provider = model.split("/", 1)[0] if "/" in model else None
-            for candidate in (api_base, model, provider):
-                if candidate is not None and candidate in reg.global_limits:
-                    limit = reg.global_limits[candidate]
-                    break
-        if limit is None or limit.is_unlimited:
-            return None
-        limiter = reg.limiters.get(key)
-        if limiter is None:
-            limiter = reg.limiters[key] = Limiter(key, limit)
-        elif limiter.limit != limit:
-            limiter.tighten(limit)
-        return limiter
+    """The process-wide limiter for an agent's endpoint (see ``RateLimits.limiter_for``)."""
+    return shared_rate_limits().limiter_for(model, api_base, agent_limit)

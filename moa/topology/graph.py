@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from moa.prompts import TEMPLATES, Template, looks_like_name
-from moa.spec import AgentSpec, NodeSpec
+from moa.topology.prompts import TEMPLATES, Template, looks_like_name
+from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["Graph", "GraphNode", "check_nodes"]
 

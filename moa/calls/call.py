@@ -3,13 +3,13 @@
 ``call_agent`` (fallbacks: the primary model, then each fallback)
   -> ``_call_model`` (the call cache, and the ``CallRecord`` of that model, kept whatever happens)
     -> ``_retrying`` (backoff with Retry-After, within the endpoint's retry budget)
-      -> ``moa.attempt.attempt`` (one attempt: budget hold, limiter slot, timeout, accounting)
+      -> ``moa.calls.attempt.attempt`` (one attempt: budget hold, limiter slot, timeout, accounting)
 
 Everything that can be decided once per agent (backend, price, limiter, retry policy, API key) is
 resolved into an ``AgentRuntime`` the first time a run group meets the agent, not per call.
 
 Every attempt leaves an entry in its record's ``attempt_log`` (the accounting rules are in
-``moa.attempt``), and every model tried leaves its ``CallRecord``, a cancellation during a backoff
+``moa.calls.attempt``), and every model tried leaves its ``CallRecord``, a cancellation during a backoff
 included.
 """
 
@@ -22,16 +22,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moa.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, Target, attempt, prompt_token_bound
-from moa.budget import Budget
+from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, Target, attempt, prompt_token_bound
+from moa.calls.budget import Budget
+from moa.calls.limits import Limiter, RateLimit, limiter_for
+from moa.calls.pricing import price_for
+from moa.calls.retry import RetryPolicy, should_retry
+from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, UserError
-from moa.limits import RateLimit, limiter_for
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
-from moa.pricing import price_for
 from moa.results import CallRecord
-from moa.retry import RetryPolicy, should_retry
-from moa.retry_budget import RetryBudget
-from moa.spec import AgentSpec
+from moa.topology.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
 
@@ -71,6 +71,7 @@ class AgentRuntime:
         backend_for: Callable[[str], Model],
         needs_key: Callable[[str], bool],
         retry_budget_for: Callable[[str], RetryBudget] | None = None,
+        limiter_lookup: Callable[[str, str | None, RateLimit | None], Limiter | None] = limiter_for,
     ) -> AgentRuntime:
         api_key = None
         if agent.api_key_env:
@@ -86,7 +87,7 @@ class AgentRuntime:
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
             price = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
-            limiter = limiter_for(model, agent.api_base, limit)
+            limiter = limiter_lookup(model, agent.api_base, limit)
             budget = retry_budget_for(agent.api_base or model) if retry_budget_for is not None else None
             targets.append(Target(model, backend, price, limiter, budget))
         r = agent.retry

@@ -1,6 +1,6 @@
 """Expand the ``kind:`` shorthands into explicit nodes.
 
-The Python builders in ``moa.build`` produce the same ``TopologySpec`` as the YAML shorthands, and
+The Python builders in ``moa.topology.build`` produce the same ``TopologySpec`` as the YAML shorthands, and
 both pass through ``expand`` so they meet in one validated graph.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from moa.spec import NodeSpec, TopologySpec
+from moa.topology.spec import NodeSpec, TopologySpec
 
 __all__ = ["expand"]
 

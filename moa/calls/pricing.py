@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.results import Usage
-from moa.spec import PricingSpec
+from moa.topology.spec import PricingSpec
 
 __all__ = ["Price", "price_for"]
 

@@ -1,8 +1,8 @@
 """The declarative topology format: agents, nodes, ``output``, and the ``kind:`` shorthands.
 
 Everything here is a frozen pydantic model with ``extra="forbid"``, so an unknown or misspelt field
-is an error rather than a silently ignored line. Shorthands expand to nodes in ``moa.shorthand``; the
-graph checks (cycles, unknown references, reachability) live in ``moa.graph``.
+is an error rather than a silently ignored line. Shorthands expand to nodes in ``moa.topology.shorthand``; the
+graph checks (cycles, unknown references, reachability) live in ``moa.topology.graph``.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class TopologySpec(BaseModel):
     output: str | None = Field(None, description="The node whose output is the answer (the sink).")
 
     kind: Kind | None = None
-    # shorthand fields; which ones a kind uses is checked in moa.shorthand
+    # shorthand fields; which ones a kind uses is checked in moa.topology.shorthand
     agent: str | None = Field(None, description="single/self_moa: the agent.")
     steps: list[str] | None = Field(
         None, description="sequential: agents in order (draft, critique, revise)."

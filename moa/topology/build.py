@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from moa.spec import AgentSpec, NodeSpec
-from moa.topology import Topology
+from moa.topology.definition import Topology
+from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["agent", "dag", "hierarchical", "layered", "parallel", "self_moa", "sequential", "single"]
 

@@ -1,4 +1,4 @@
-"""The runner: executes a validated graph for one prompt.
+"""The execution of one validated graph on one prompt.
 
 Every node is a task in one ``asyncio.TaskGroup``; a node starts as soon as its inputs allow (all of
 them, or ``quorum`` of them), so independent calls overlap and a run takes about as long as its
@@ -12,137 +12,24 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from moa import log
-from moa.budget import Budget
-from moa.calls import AgentRuntime, CallCache, CallContext, call_agent
-from moa.errors import MoAError, ProviderError, QuorumNotReached, Timeout, UserError
-from moa.graph import Graph, GraphNode
-from moa.models.base import Message, Model, TokenCallback
-from moa.models.registry import ModelRegistry
-from moa.plans import parse_plan
-from moa.prompts import format_references
-from moa.reducers import REDUCERS
+from moa._run.nodes import kind_of
+from moa.calls.budget import Budget
+from moa.calls.call import AgentRuntime, CallCache, CallContext
+from moa.errors import MoAError, ProviderError, QuorumNotReached, Timeout
+from moa.models.base import Message, TokenCallback
 from moa.results import NodeResult, RunResult, Usage
-from moa.retry_budget import RetryBudgets
-from moa.spec import AgentSpec
+from moa.topology.graph import Graph, GraphNode
+from moa.topology.spec import AgentSpec
 
-if TYPE_CHECKING:
-    from moa.topology import Topology
-
-__all__ = ["LOCAL_COST_NOTE", "RunInput", "Runner", "default_runner"]
-
-#: a prompt, or a chat whose last message is the user's turn
-RunInput = str | Sequence[Message]
+__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup"]
 
 LOCAL_COST_NOTE = (
     "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
 )
-
-
-def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
-    if isinstance(prompt, str):
-        return prompt, []
-    msgs = list(prompt)
-    if not msgs or msgs[-1].get("role") != "user":
-        raise UserError("the last message of a chat input must be the user's turn")
-    return msgs[-1].get("content", ""), msgs[:-1]
-
-
-class Runner:
-    """A run group: shared backends (one litellm module, one pooled httpx client, loaded local
-    weights), resolved agents, and optionally a ``Budget`` and a call cache shared by its runs.
-
-    ``models`` maps model strings (or globs such as ``"sim/*"``) to ``Model`` instances that answer
-    instead of the real provider: the way to plug in ``moa.testing`` fakes or a custom backend."""
-
-    def __init__(
-        self,
-        *,
-        models: Mapping[str, Model] | None = None,
-        budget: Budget | None = None,
-        cache: CallCache | None = None,
-    ) -> None:
-        self.registry = ModelRegistry(models)
-        self.budget = budget
-        self.cache = cache
-        #: one retry budget per endpoint, shared by every run of this runner (and its siblings)
-        self.retry_budgets = RetryBudgets()
-        self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
-
-    def runtime(self, agent: AgentSpec) -> AgentRuntime:
-        """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
-        hit = self._agents.get(id(agent))
-        if hit is not None and hit[0] is agent:
-            return hit[1]
-        rt = AgentRuntime.resolve(
-            agent,
-            lambda model: self.registry.backend(
-                model, api_base=agent.api_base, transport=agent.transport, params=agent.params
-            ),
-            lambda model: self.registry.override_for(model) is None,
-            self.retry_budgets.for_endpoint,
-        )
-        self._agents[id(agent)] = (agent, rt)
-        return rt
-
-    async def run(
-        self,
-        topology: Topology,
-        prompt: RunInput,
-        *,
-        budget: Budget | None = None,
-        budget_usd: float | None = None,
-        deadline_s: float | None = None,
-        on_token: TokenCallback | None = None,
-        validate_output: Callable[[str], None] | None = None,
-    ) -> RunResult:
-        """Run ``topology`` on ``prompt``; raises a ``MoAError`` carrying every call made.
-
-        ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
-        raises is retried like any malformed reply of the output node (and never cached)."""
-        budgets = tuple(
-            b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
-        )
-        if deadline_s is not None and not deadline_s > 0:
-            raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
-        text, history = _split_input(prompt)
-        ex = _Execution(
-            self, topology.graph, topology.name, text, history, budgets, on_token, validate_output
-        )
-        return await ex.run(deadline_s)
-
-    def sibling(self, *, cache: CallCache | None = None, budget: Budget | None = None) -> Runner:
-        """A runner sharing this one's backends and resolved agents, with its own call cache and
-        budget (an experiment gives each setup its own cache scope). Close only the original."""
-        r = Runner(budget=budget, cache=cache)
-        r.registry, r._agents, r.retry_budgets = self.registry, self._agents, self.retry_budgets
-        return r
-
-    async def aclose(self) -> None:
-        await self.registry.aclose()
-        self._agents.clear()
-
-    async def __aenter__(self) -> Runner:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-
-_default_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runner] = weakref.WeakKeyDictionary()
-
-
-def default_runner() -> Runner:
-    """The runner ``topology.run`` uses when given none: one per event loop, made on first use."""
-    loop = asyncio.get_running_loop()
-    r = _default_runners.get(loop)
-    if r is None:
-        r = _default_runners[loop] = Runner()
-    return r
 
 
 def _settle(fut: asyncio.Future[str], _task: asyncio.Task[None]) -> None:
@@ -150,12 +37,20 @@ def _settle(fut: asyncio.Future[str], _task: asyncio.Task[None]) -> None:
         fut.cancel()
 
 
-class _Execution:
-    """One run of one graph."""
+class RunGroup(Protocol):
+    """What an execution needs of its ``Runner``: resolved agents and the call cache."""
+
+    cache: CallCache | None
+
+    def runtime(self, agent: AgentSpec) -> AgentRuntime: ...
+
+
+class Execution:
+    """One run of one graph: a task per node, started as soon as its inputs allow."""
 
     def __init__(
         self,
-        runner: Runner,
+        runner: RunGroup,
         graph: Graph,
         name: str,
         prompt: str,
@@ -267,15 +162,7 @@ class _Execution:
             refs, arrival, instruction = await self._inputs(gn)
             res.started_s = time.perf_counter() - self.ctx.t0
             res.status = "running"
-            if gn.agent is None:
-                output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
-                if gn.id == self.graph.output:
-                    if self.validate_output is not None:
-                        self.validate_output(output)  # no call to retry: a bad answer fails the run
-                    if self.on_token is not None:
-                        self.on_token(output)  # a reduce output decodes nothing: stream it whole
-            else:
-                output = await self._call(gn, refs, instruction)
+            output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
         except asyncio.CancelledError:
             res.status = "cancelled"
             res.ended_s = time.perf_counter() - self.ctx.t0
@@ -291,30 +178,6 @@ class _Execution:
         res.status, res.output = "ok", output
         res.ended_s = time.perf_counter() - self.ctx.t0
         fut.set_result(output)
-
-    async def _call(self, gn: GraphNode, refs: list[tuple[str, str]], instruction: str | None) -> str:
-        assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
-        rt = self.runner.runtime(gn.agent)
-        values = {"prompt": self.prompt, "references": format_references(refs)}
-        if instruction is not None:
-            values["instruction"] = instruction
-        if gn.plan_workers:
-            values["workers"] = str(len(gn.plan_workers))
-        messages: list[Message] = []
-        if gn.agent.system:
-            messages.append({"role": "system", "content": gn.agent.system})
-        messages.extend(self.history)
-        messages.append({"role": "user", "content": gn.template.render(values)})
-        # plan nodes feed workers, so they are never the output: one validator per node at most
-        validate = self.validate_output if gn.id == self.graph.output else None
-        if gn.plan_workers:
-            n, model = len(gn.plan_workers), gn.agent.model
-
-            def validate(text: str) -> None:
-                self.plans[gn.id] = parse_plan(text, n, node=gn.id, model=model)
-
-        on_token = self.on_token if gn.id == self.graph.output else None
-        return await call_agent(self.ctx, rt, gn.id, messages, on_token=on_token, validate=validate)
 
     async def _inputs(self, gn: GraphNode) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str | None]:
         """Wait for what the node reads. Returns (references in input order, in arrival order, instruction)."""

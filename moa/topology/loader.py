@@ -10,11 +10,11 @@ from pydantic import ValidationError
 
 from moa import safe_read
 from moa.errors import TopologyError, UserError
-from moa.graph import check_nodes
-from moa.spec import KINDS, NodeSpec
+from moa.topology.graph import check_nodes
+from moa.topology.spec import KINDS, NodeSpec
 
 if TYPE_CHECKING:
-    from moa.topology import Topology
+    from moa.topology.definition import Topology
 
 __all__ = ["format_validation_error", "load", "load_data", "preset_dir", "presets", "read_document"]
 
@@ -23,11 +23,11 @@ _SUFFIXES = (".yaml", ".yml", ".json")
 
 def preset_dir() -> Path:
     """The preset folder: inside the wheel (``moa/_presets``) or the source checkout's ``topologies/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "_presets", here.parent / "topologies"):
+    package = Path(__file__).resolve().parents[1]  # moa/
+    for candidate in (package / "_presets", package.parent / "topologies"):
         if candidate.is_dir():
             return candidate
-    return here / "_presets"
+    return package / "_presets"
 
 
 def presets() -> dict[str, Path]:
@@ -137,7 +137,7 @@ def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
 
 def load_data(data: Any, *, source: str = "<topology>") -> Topology:
     """Validate plain data (parsed YAML/JSON) into a ``Topology``; every problem in one TopologyError."""
-    from moa.topology import Topology
+    from moa.topology.definition import Topology
 
     if not isinstance(data, Mapping):
         raise TopologyError(

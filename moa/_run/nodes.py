@@ -1,0 +1,97 @@
+"""What a node does once its inputs are in, by kind: an agent call, a manager's plan (an agent call
+whose reply must parse into one instruction per worker), or a fan-in reducer (a plain function)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from moa._run.plans import parse_plan
+from moa._run.reducers import REDUCERS
+from moa.calls.call import call_agent
+from moa.models.base import Message
+from moa.topology.graph import GraphNode
+from moa.topology.prompts import format_references
+
+if TYPE_CHECKING:
+    from moa._run.engine import Execution
+
+__all__ = ["NodeKind", "kind_of"]
+
+#: (input node id, its output), in input order or in arrival order
+Refs = list[tuple[str, str]]
+
+
+class NodeKind(Protocol):
+    async def execute(
+        self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
+    ) -> str: ...
+
+
+class Reduce:
+    """A fan-in without a model: ``majority`` or ``first`` over the inputs in arrival order."""
+
+    async def execute(
+        self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
+    ) -> str:
+        output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
+        if gn.id == ex.graph.output:
+            if ex.validate_output is not None:
+                ex.validate_output(output)  # no call to retry: a bad answer fails the run
+            if ex.on_token is not None:
+                ex.on_token(output)  # a reduce output decodes nothing: stream it whole
+        return output
+
+
+class AgentCall:
+    """A model call: the node's template filled with the prompt, the references and any instruction."""
+
+    async def execute(
+        self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
+    ) -> str:
+        assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
+        values = {"prompt": ex.prompt, "references": format_references(refs)}
+        if instruction is not None:
+            values["instruction"] = instruction
+        if gn.plan_workers:
+            values["workers"] = str(len(gn.plan_workers))
+        messages: list[Message] = []
+        if gn.agent.system:
+            messages.append({"role": "system", "content": gn.agent.system})
+        messages.extend(ex.history)
+        messages.append({"role": "user", "content": gn.template.render(values)})
+        is_output = gn.id == ex.graph.output
+        return await call_agent(
+            ex.ctx,
+            ex.runner.runtime(gn.agent),
+            gn.id,
+            messages,
+            on_token=ex.on_token if is_output else None,
+            validate=self.validator(ex, gn),
+        )
+
+    def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
+        return ex.validate_output if gn.id == ex.graph.output else None
+
+
+class Plan(AgentCall):
+    """A manager's call whose reply is read as one instruction per worker (a reply that does not
+    parse is a ``MalformedReply``, retried like any other). Plans feed workers, so they are never
+    the output."""
+
+    def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
+        n, model = len(gn.plan_workers), gn.agent.model if gn.agent is not None else ""
+
+        def validate(text: str) -> None:
+            ex.plans[gn.id] = parse_plan(text, n, node=gn.id, model=model)
+
+        return validate
+
+
+_REDUCE, _CALL, _PLAN = Reduce(), AgentCall(), Plan()
+
+
+def kind_of(gn: GraphNode) -> NodeKind:
+    if gn.agent is None:
+        return _REDUCE
+    return _PLAN if gn.plan_workers else _CALL

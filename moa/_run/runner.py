@@ -1,0 +1,193 @@
+"""``Runner``: a run group (shared backends, resolved agents, rate limits, retry budgets, and
+optionally a budget and a call cache) that runs a validated graph on one prompt, or streams it."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
+
+from moa._run.engine import Execution
+from moa.calls.budget import Budget
+from moa.calls.call import AgentRuntime, CallCache
+from moa.calls.limits import RateLimits, shared_rate_limits
+from moa.calls.retry_budget import RetryBudgets
+from moa.errors import UserError
+from moa.models.base import Message, Model, TokenCallback
+from moa.models.registry import ModelRegistry
+from moa.results import Done, RunInput, RunResult, Token
+from moa.topology.graph import Graph
+from moa.topology.spec import AgentSpec
+
+__all__ = ["Runnable", "Runner", "default_runner"]
+
+
+class Runnable(Protocol):
+    """Anything with a validated graph and a name (a ``moa.Topology``)."""
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def name(self) -> str: ...
+
+
+def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
+    if isinstance(prompt, str):
+        return prompt, []
+    msgs = list(prompt)
+    if not msgs or msgs[-1].get("role") != "user":
+        raise UserError("the last message of a chat input must be the user's turn")
+    return msgs[-1].get("content", ""), msgs[:-1]
+
+
+class Runner:
+    """A run group: shared backends (one litellm module, pooled HTTP clients, loaded local weights),
+    resolved agents, rate limits and retry budgets, and optionally a ``Budget`` and a call cache
+    shared by its runs.
+
+    ``models`` maps model strings (or globs such as ``"sim/*"``) to ``Model`` instances that answer
+    instead of the real provider: the way to plug in ``moa.testing`` fakes or a custom backend.
+    ``rate_limits`` is the limiter registry; by default the process-wide one that
+    ``moa.set_rate_limit`` configures, so limits hold across runners."""
+
+    def __init__(
+        self,
+        *,
+        models: Mapping[str, Model] | None = None,
+        budget: Budget | None = None,
+        cache: CallCache | None = None,
+        rate_limits: RateLimits | None = None,
+    ) -> None:
+        self.registry = ModelRegistry(models)
+        self.budget = budget
+        self.cache = cache
+        self.rate_limits = rate_limits if rate_limits is not None else shared_rate_limits()
+        #: one retry budget per endpoint, shared by every run of this runner (and its scoped runners)
+        self.retry_budgets = RetryBudgets()
+        self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
+
+    def runtime(self, agent: AgentSpec) -> AgentRuntime:
+        """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
+        hit = self._agents.get(id(agent))
+        if hit is not None and hit[0] is agent:
+            return hit[1]
+        rt = AgentRuntime.resolve(
+            agent,
+            lambda model: self.registry.backend(
+                model, api_base=agent.api_base, transport=agent.transport, params=agent.params
+            ),
+            lambda model: self.registry.override_for(model) is None,
+            self.retry_budgets.for_endpoint,
+            self.rate_limits.limiter_for,
+        )
+        self._agents[id(agent)] = (agent, rt)
+        return rt
+
+    async def run(
+        self,
+        target: Graph | Runnable,
+        prompt: RunInput,
+        *,
+        name: str | None = None,
+        budget: Budget | None = None,
+        budget_usd: float | None = None,
+        deadline_s: float | None = None,
+        on_token: TokenCallback | None = None,
+        validate_output: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        """Run a validated graph (or a ``Topology``) on ``prompt``; raises a ``MoAError`` carrying
+        every call made.
+
+        ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
+        raises is retried like any malformed reply of the output node (and never cached)."""
+        graph = target if isinstance(target, Graph) else target.graph
+        label = name or (target.name if not isinstance(target, Graph) else "graph")
+        budgets = tuple(
+            b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
+        )
+        if deadline_s is not None and not deadline_s > 0:
+            raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
+        text, history = _split_input(prompt)
+        ex = Execution(self, graph, label, text, history, budgets, on_token, validate_output)
+        return await ex.run(deadline_s)
+
+    async def stream(
+        self,
+        target: Graph | Runnable,
+        prompt: RunInput,
+        *,
+        name: str | None = None,
+        budget: Budget | None = None,
+        budget_usd: float | None = None,
+        deadline_s: float | None = None,
+    ) -> AsyncIterator[Token | Done]:
+        """Yield the output node's tokens as they decode (after the nodes it reads have finished),
+        then ``Done(result)``. Errors are raised from the iterator; closing it cancels the run."""
+        graph = target if isinstance(target, Graph) else target.graph
+        queue: asyncio.Queue[Token | None] = asyncio.Queue()
+        output = graph.output
+
+        def on_token(text: str) -> None:
+            queue.put_nowait(Token(output, text))
+
+        task = asyncio.create_task(
+            self.run(
+                target,
+                prompt,
+                name=name,
+                budget=budget,
+                budget_usd=budget_usd,
+                deadline_s=deadline_s,
+                on_token=on_token,
+            )
+        )
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                yield item
+            yield Done(await task)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+    def scoped(self, *, cache: CallCache | None = None, budget: Budget | None = None) -> Runner:
+        """A runner sharing this one's backends, resolved agents, rate limits and retry budgets, with
+        its own call cache and budget (an experiment gives each setup its own cache scope). Close
+        only the original."""
+        r = Runner(budget=budget, cache=cache, rate_limits=self.rate_limits)
+        r.registry, r._agents, r.retry_budgets = self.registry, self._agents, self.retry_budgets
+        return r
+
+    def sibling(self, *, cache: CallCache | None = None, budget: Budget | None = None) -> Runner:
+        """Deprecated name of ``scoped``."""
+        warnings.warn("Runner.scoped() is now Runner.scoped()", DeprecationWarning, stacklevel=2)
+        return self.scoped(cache=cache, budget=budget)
+
+    async def aclose(self) -> None:
+        await self.registry.aclose()
+        self._agents.clear()
+
+    async def __aenter__(self) -> Runner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+_default_runners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runner] = weakref.WeakKeyDictionary()
+
+
+def default_runner() -> Runner:
+    """The runner ``topology.run`` uses when given none: one per event loop, made on first use."""
+    loop = asyncio.get_running_loop()
+    r = _default_runners.get(loop)
+    if r is None:
+        r = _default_runners[loop] = Runner()
+    return r
