@@ -10,6 +10,7 @@ every setup with a single model.
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from moa.errors import QuorumNotReached as QuorumNotReached
     from moa.errors import RateLimited as RateLimited
     from moa.errors import RequestRejected as RequestRejected
-    from moa.errors import Timeout as Timeout
+    from moa.errors import TimedOut as TimedOut
     from moa.errors import TopologyError as TopologyError
     from moa.errors import UserError as UserError
     from moa.experiment import Experiment as Experiment
@@ -35,10 +36,8 @@ if TYPE_CHECKING:
     from moa.models.base import ModelReply as ModelReply
     from moa.models.base import ModelRequest as ModelRequest
     from moa.results import CallRecord as CallRecord
-    from moa.results import Done as Done
     from moa.results import NodeResult as NodeResult
     from moa.results import RunResult as RunResult
-    from moa.results import Token as Token
     from moa.results import Usage as Usage
     from moa.topology import build as build
     from moa.topology.definition import Topology as Topology
@@ -55,7 +54,6 @@ _EXPORTS = {
     "BudgetExceeded": "moa.errors",
     "CallRecord": "moa.results",
     "DatasetError": "moa.errors",
-    "Done": "moa.results",
     "Experiment": "moa.experiment",
     "MalformedReply": "moa.errors",
     "MissingExtra": "moa.errors",
@@ -72,8 +70,7 @@ _EXPORTS = {
     "RequestRejected": "moa.errors",
     "RunResult": "moa.results",
     "Runner": "moa._run",
-    "Timeout": "moa.errors",
-    "Token": "moa.results",
+    "TimedOut": "moa.errors",
     "Topology": "moa.topology.definition",
     "TopologyError": "moa.errors",
     "Usage": "moa.results",
@@ -88,7 +85,19 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+#: old names that still work, with a DeprecationWarning naming the new one
+_DEPRECATED = {
+    "Timeout": ("moa.errors", "TimedOut"),
+    "Done": ("moa.results", "Done"),
+    "Token": ("moa.results", "Token"),
+}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        module_name, new = _DEPRECATED[name]
+        warnings.warn(f"moa.{name} is now {module_name}.{new}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(module_name), new)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'moa' has no attribute {name!r}")

@@ -9,7 +9,7 @@
     │   └── MissingExtra          an optional dependency is not installed (names the install command)
     ├── ModelError                a model call failed after its retries and fallbacks
     │   ├── RateLimited           429 / quota; ``retry_after_s`` when the provider said
-    │   ├── Timeout               a call or a whole run passed its time limit
+    │   ├── TimedOut               a call or a whole run passed its time limit
     │   ├── ProviderError         5xx, connection reset, unavailable
     │   ├── MalformedReply        a reply that could not be parsed (bad JSON, no choices, bad plan)
     │   └── RequestRejected       4xx that will not change on retry (bad request, auth, not found)
@@ -22,6 +22,7 @@ so nothing paid for disappears from the accounts.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ __all__ = [
     "QuorumNotReached",
     "RateLimited",
     "RequestRejected",
-    "Timeout",
+    "TimedOut",
     "TopologyError",
     "UserError",
 ]
@@ -130,7 +131,7 @@ class RateLimited(ModelError):
         self.retry_after_s = retry_after_s
 
 
-class Timeout(ModelError):
+class TimedOut(ModelError):
     """A call passed its ``timeout_s`` or a run passed its ``deadline_s``."""
 
 
@@ -168,3 +169,11 @@ class QuorumNotReached(MoAError):
         self.answered = answered
         self.errors = list(errors)
         super().__init__(message)
+
+
+def __getattr__(name: str) -> type[MoAError]:
+    # ``Timeout`` clashed with asyncio.Timeout and httpx.Timeout; the old name keeps working, warned
+    if name == "Timeout":
+        warnings.warn("moa.errors.Timeout is now moa.errors.TimedOut", DeprecationWarning, stacklevel=2)
+        return TimedOut
+    raise AttributeError(f"module 'moa.errors' has no attribute {name!r}")

@@ -78,7 +78,7 @@ async def test_deadlines_and_quorum_cancellations_never_wedge_the_runner(transpo
         async with moa.Runner() as rt:
             await fast.run("warm up", runner=rt)  # litellm's first call imports it
             for i in range(10):
-                with pytest.raises(moa.Timeout):
+                with pytest.raises(moa.TimedOut):
                     await slow.run(f"slow {i}", runner=rt, deadline_s=0.2)
                 await quorum.run(f"quorum {i}", runner=rt)
             await _fast_calls_each_within(fast, rt, 50, 1.0)
@@ -195,7 +195,7 @@ async def test_a_timed_out_attempt_keeps_its_worst_case(transport: str) -> None:
         )
         budget = moa.Budget(1.0)
         async with moa.Runner(budget=budget) as rt:
-            with pytest.raises(moa.Timeout) as info:
+            with pytest.raises(moa.TimedOut) as info:
                 await t.run("hello", runner=rt)
     rec = info.value.calls[0]
     assert [a.status for a in rec.attempt_log] == ["timeout", "timeout"]
@@ -338,7 +338,7 @@ async def test_unknown_usage_reaches_the_run_result_json() -> None:
         retry={"max_attempts": 1},
         pricing={"input_per_mtok": 1.0, "output_per_mtok": 1.0},
     )
-    with pytest.raises(moa.Timeout) as info:
+    with pytest.raises(moa.TimedOut) as info:
         await build.single(a).run("q", runner=moa.Runner(models={"fake/*": fm}))
     assert time.perf_counter() - started < 4
     rec = info.value.calls[0]

@@ -10,6 +10,7 @@ import pytest
 import moa
 from moa import build
 from moa.models.base import ModelRequest
+from moa.results import Token
 from moa.testing import FunctionModel, ScriptedModel
 
 
@@ -274,10 +275,10 @@ async def test_fallback_answers_and_record_says_which() -> None:
 
 
 async def test_per_call_timeout() -> None:
-    """timeout_s cuts a slow attempt; a Timeout names node and model."""
+    """timeout_s cuts a slow attempt; a TimedOut names node and model."""
     slow = FunctionModel(lambda r: "late", delay_s=2)
     a = build.agent("fake/slow", timeout_s=0.05, retry={"max_attempts": 1})
-    with pytest.raises(moa.Timeout, match="fake/slow"):
+    with pytest.raises(moa.TimedOut, match="fake/slow"):
         await build.single(a).run("q", runner=moa.Runner(models={"fake/slow": slow}))
 
 
@@ -286,7 +287,7 @@ async def test_run_deadline_cuts_a_hanging_run() -> None:
     hang = FunctionModel(lambda r: "never", delay_s=3600)
     t = build.parallel(["fake/a", "fake/hang"], aggregator="fake/agg")
     start = time.perf_counter()
-    with pytest.raises(moa.Timeout, match="deadline") as info:
+    with pytest.raises(moa.TimedOut, match="deadline") as info:
         await t.run("q", deadline_s=0.1, runner=moa.Runner(models={"fake/hang": hang, "fake/*": echo()}))
     assert time.perf_counter() - start < 5
     assert any(c.node == "a" and c.error is None for c in info.value.calls)
@@ -324,7 +325,7 @@ async def test_stream_yields_output_tokens_then_done() -> None:
     async for ev in t.stream(
         "q", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: f"final answer {r.model}")})
     ):
-        if isinstance(ev, moa.Token):
+        if isinstance(ev, Token):
             assert ev.node == "aggregate"
             tokens.append(ev.text)
         else:

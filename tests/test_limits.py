@@ -22,7 +22,7 @@ from moa.errors import (
     QuorumNotReached,
     RateLimited,
     RequestRejected,
-    Timeout,
+    TimedOut,
     TopologyError,
     UserError,
 )
@@ -112,7 +112,7 @@ def test_invalid_retry_policy_is_a_user_error() -> None:
     ("error", "expected"),
     [
         (RateLimited("429"), True),
-        (Timeout("slow"), True),
+        (TimedOut("slow"), True),
         (ProviderError("503"), True),
         (MalformedReply("bad json"), True),
         (RequestRejected("401"), False),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import moa
+from moa.results import Token
 from moa.testing.server import (
     FaultPlan,
     SimModel,
@@ -96,7 +97,7 @@ async def test_stream_over_litellm(srv: SimServer) -> None:
     result = None
     async with moa.Runner() as rt:
         async for ev in t.stream("hello there", runner=rt):
-            if isinstance(ev, moa.Token):
+            if isinstance(ev, Token):
                 pieces.append(ev.text)
             else:
                 result = ev.result

@@ -17,7 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa[local]')")
 
-from moa.errors import RequestRejected, Timeout, UserError
+from moa.errors import RequestRejected, TimedOut, UserError
 from moa.models.base import Model, ModelRequest
 from moa.models.local import LocalModel, resolve_local_model
 
@@ -211,8 +211,8 @@ async def test_cancellation_stops_and_releases_the_model(model: LocalModel) -> N
 
 
 async def test_timeout_raises_and_frees_the_model(model: LocalModel) -> None:
-    """A call past its timeout_s raises moa's Timeout, and the model still answers afterwards."""
-    with pytest.raises(Timeout):
+    """A call past its timeout_s raises moa's TimedOut, and the model still answers afterwards."""
+    with pytest.raises(TimedOut):
         await model.complete(ask("Write a long story about a castle.", max_tokens=1500, timeout_s=0.05))
     assert (await model.complete(ask("Say yes.", max_tokens=4))).text
 

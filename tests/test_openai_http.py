@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 import moa
-from moa.errors import MalformedReply, ProviderError, RateLimited, RequestRejected, Timeout
+from moa.errors import MalformedReply, ProviderError, RateLimited, RequestRejected, TimedOut
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel, wire_model_name
 from moa.results import Done, Token
@@ -243,9 +243,9 @@ async def test_reply_without_content_is_malformed_reply() -> None:
 
 
 async def test_hanging_server_is_timeout(srv: SimServer, model: OpenAIHTTPModel) -> None:
-    """A server that never answers becomes Timeout after the request's timeout_s."""
+    """A server that never answers becomes TimedOut after the request's timeout_s."""
     srv.script("m", ["hang"])
-    with pytest.raises(Timeout):
+    with pytest.raises(TimedOut):
         await model.complete(_request(srv.base_url, timeout_s=0.2))
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import moa
 
@@ -105,3 +108,32 @@ def test_call_record_round_trips_through_json() -> None:
         cached=True,
     )
     assert moa.CallRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [("Timeout", "moa.errors.TimedOut"), ("Token", "moa.results.Token"), ("Done", "moa.results.Done")],
+)
+def test_renamed_root_names_still_work_with_a_warning(old: str, new: str) -> None:
+    """moa.Timeout, moa.Token and moa.Done still resolve, with a DeprecationWarning naming the new home."""
+    module, _, name = new.rpartition(".")
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        value = getattr(moa, old)
+    assert value is getattr(importlib.import_module(module), name)
+    assert old not in moa.__all__
+
+
+def test_errors_timeout_alias_warns() -> None:
+    """moa.errors.Timeout is moa.errors.TimedOut, with a DeprecationWarning."""
+    import moa.errors
+
+    with pytest.warns(DeprecationWarning, match="TimedOut"):
+        assert moa.errors.Timeout is moa.errors.TimedOut
+
+
+def test_runner_sibling_is_scoped_with_a_warning() -> None:
+    """Runner.sibling() still works as Runner.scoped(), with a DeprecationWarning."""
+    runner = moa.Runner()
+    with pytest.warns(DeprecationWarning, match="scoped"):
+        child = runner.sibling()
+    assert child.registry is runner.registry and child.rate_limits is runner.rate_limits

@@ -20,7 +20,7 @@ import pytest
 
 from moa._run import Runner
 from moa.calls.budget import Budget
-from moa.errors import ProviderError, Timeout
+from moa.errors import ProviderError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.serve import create_app
 from moa.serve.cli import add_parser
@@ -120,7 +120,7 @@ def fake_url() -> Iterator[str]:
     runner = Runner(
         models={
             "fake/model": FunctionModel(_echo),
-            "fake/late": FunctionModel(lambda r: Timeout("slow")),
+            "fake/late": FunctionModel(lambda r: TimedOut("slow")),
             "fake/halfway": _Halfway(),
         }
     )

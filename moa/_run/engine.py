@@ -19,7 +19,7 @@ from moa import log
 from moa._run.nodes import kind_of
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
-from moa.errors import MoAError, ProviderError, QuorumNotReached, Timeout
+from moa.errors import MoAError, ProviderError, QuorumNotReached, TimedOut
 from moa.models.base import Message, TokenCallback
 from moa.results import NodeResult, RunResult, Usage
 from moa.topology.graph import Graph, GraphNode
@@ -94,7 +94,7 @@ class Execution:
                 for t in self.tasks.values():
                     t.cancel()
         if timed_out:
-            raise self._fail(Timeout(f"run of `{self.name}` passed its deadline of {deadline_s}s"))
+            raise self._fail(TimedOut(f"run of `{self.name}` passed its deadline of {deadline_s}s"))
         if out.cancelled():
             raise self._fail(ProviderError(f"output node `{self.graph.output}` was cancelled"))
         exc = out.exception()

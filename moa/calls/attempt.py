@@ -27,7 +27,7 @@ from moa.calls.budget import Budget, Reservation
 from moa.calls.limits import Limiter
 from moa.calls.pricing import Price
 from moa.calls.retry_budget import RetryBudget
-from moa.errors import MoAError, ModelError, ProviderError, Timeout
+from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
 
@@ -141,7 +141,7 @@ async def attempt(
         _book(rec, clock, target.price, held, worst, call, "cancelled", reply, "cancelled")
         raise
     except ModelError as e:
-        status: AttemptStatus = "timeout" if isinstance(e, Timeout) else "error"
+        status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
         # an HTTP error status is an answer: the provider reports nothing billable
         known_zero = e.status_code is not None and reply is None
         call.rejected_reply = reply is not None
@@ -170,7 +170,7 @@ async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: 
             clock.timeout = cm
             return await backend.complete(dataclasses.replace(request, on_sent=clock.on_sent), on_token)
     except TimeoutError:
-        raise Timeout(
+        raise TimedOut(
             f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node
         ) from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, Timeout
+from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, TimedOut
 from moa.scrub import scrub_clip
 
 __all__ = ["error_for_status"]
@@ -20,7 +20,7 @@ def error_for_status(
     headers: Mapping[str, str] | None = None,
     secrets: Sequence[str | None] = (),
 ) -> ModelError:
-    """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> Timeout,
+    """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> TimedOut,
     other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError.
 
     ``secrets`` are the keys the request carried: a provider that echoes one (``Incorrect API key
@@ -35,7 +35,7 @@ def error_for_status(
         retry_after = retry_after_from_headers(headers) if headers is not None else None
         return RateLimited(f"rate limited (429): {text}", retry_after_s=retry_after, **kw)
     if status == 408:
-        return Timeout(f"provider timed out (408): {text}", **kw)  # type: ignore[arg-type]
+        return TimedOut(f"provider timed out (408): {text}", **kw)  # type: ignore[arg-type]
     if status is not None and 400 <= status < 500:
         return RequestRejected(f"request rejected ({status}): {text}", **kw)  # type: ignore[arg-type]
     label = f"provider error ({status})" if status else "provider error"

@@ -9,9 +9,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from moa.errors import MalformedReply, ModelError, ProviderError, Timeout, UserError
+from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
+from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import environment_secrets, scrub_clip
 
@@ -37,9 +38,7 @@ def import_litellm() -> Any:
 
 
 def _keyless_ok(model: str) -> bool:
-    from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
-
-    return "/" in model and model.split("/", 1)[0] in OPENAI_COMPATIBLE_PREFIXES
+    return speaks_openai(model)
 
 
 def _caused_by_bad_json(e: BaseException) -> bool:
@@ -69,7 +68,7 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     raw = str(getattr(e, "message", None) or e).removeprefix("litellm.")
     message = scrub_clip(raw, 8192, (request.api_key, *secrets))
     if isinstance(e, litellm.Timeout):
-        return Timeout(f"timed out: {message}", model=model, node=node or None)
+        return TimedOut(f"timed out: {message}", model=model, node=node or None)
     if isinstance(e, litellm.APIConnectionError):
         return ProviderError(f"connection failed: {message}", model=model, node=node or None)
     if _caused_by_bad_json(e):

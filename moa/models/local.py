@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moa.errors import ProviderError, RequestRejected, Timeout, UserError
+from moa.errors import ProviderError, RequestRejected, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.gguf import (
     DEFAULT_N_CTX,
@@ -289,7 +289,7 @@ class LocalModel:
                     done = await asyncio.wrap_future(self._worker().submit(self._generate, job))
             except TimeoutError:
                 stop_event.set()
-                raise Timeout(
+                raise TimedOut(
                     f"no reply within timeout_s={request.timeout_s}",
                     model=request.model,
                     node=request.node or None,

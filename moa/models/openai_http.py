@@ -4,7 +4,7 @@ pooled ``httpx.AsyncClient`` per event loop with HTTP keep-alive, no litellm in 
 litellm costs about 5 ms of CPU per call (request building, response objects, cost hooks); this
 path sends the JSON body itself and reads the reply with ``json.loads``, so a call costs what
 httpx costs. It fails exactly like the litellm path: HTTP statuses go through
-``error_for_status``, transport failures become ``Timeout`` or ``ProviderError``, and a 200 that
+``error_for_status``, transport failures become ``TimedOut`` or ``ProviderError``, and a 200 that
 cannot be read becomes ``MalformedReply``. One attempt per call: retries belong to the runner.
 
 When the server reports no usage (some streaming servers ignore ``stream_options``), usage is
@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 
-from moa.errors import MalformedReply, ModelError, ProviderError, Timeout
+from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
-from moa.models.registry import OPENAI_COMPATIBLE_PREFIXES
+from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
 from moa.scrub import scrub_clip
 
@@ -283,7 +283,7 @@ class OpenAIHTTPModel:
             cancelled = True
             raise
         except httpx.TimeoutException as e:
-            raise Timeout(
+            raise TimedOut(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None
             ) from e
         except httpx.HTTPError as e:  # connect, read, write, reset, protocol errors

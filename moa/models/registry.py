@@ -9,19 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from moa.models.base import Model
+from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES, speaks_openai
 
 __all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "use_direct_http"]
-
-#: litellm provider prefixes whose api_base speaks the OpenAI chat completions protocol
-OPENAI_COMPATIBLE_PREFIXES = (
-    "openai",
-    "hosted_vllm",
-    "vllm",
-    "llamafile",
-    "lm_studio",
-    "openai_like",
-    "custom_openai",
-)
 
 
 def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
@@ -31,8 +21,7 @@ def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
         return True
     if transport != "auto" or not api_base:
         return False
-    prefix = model.split("/", 1)[0] if "/" in model else ""
-    return prefix in OPENAI_COMPATIBLE_PREFIXES
+    return speaks_openai(model)
 
 
 class ModelRegistry:

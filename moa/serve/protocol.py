@@ -15,7 +15,7 @@ from moa.errors import (
     MoAError,
     ModelError,
     QuorumNotReached,
-    Timeout,
+    TimedOut,
     UserError,
 )
 from moa.results import RunResult
@@ -172,7 +172,7 @@ def error_for(e: MoAError) -> ApiError:
     quorum failures 503 (the server, not the client, is short of something), a misconfigured
     agent 500."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
-    if isinstance(e, Timeout):
+    if isinstance(e, TimedOut):
         return ApiError(504, str(e), type="server_error", code="timeout")
     if isinstance(e, ModelError):
         return ApiError(502, str(e), type="server_error", code=name)
