@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, TimedOut
+from moa.models.retry_after import retry_after_from_headers
 from moa.scrub import scrub_clip
 
 __all__ = ["error_for_status"]
@@ -26,8 +27,6 @@ def error_for_status(
     ``secrets`` are the keys the request carried: a provider that echoes one (``Incorrect API key
     provided: ...``) would otherwise put it in every record, store and reply this message reaches,
     so they and any key shape are masked here, where the provider's text enters moa."""
-    from moa.calls.retry import retry_after_from_headers
-
     # scrubbed before the cut: half a key matches no rule
     text = scrub_clip(" ".join(message[:65536].split()), 500, secrets) or f"HTTP {status}"
     kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}

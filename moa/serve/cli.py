@@ -1,9 +1,13 @@
-"""The ``moa serve`` subcommand. Only argparse is imported at the top: the lead's ``moa`` command
+"""The ``moa serve`` subcommand. Only light modules are imported at the top: the ``moa`` command
 registers this parser on every start, and the web stack loads only when ``serve`` runs."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+from moa.errors import UserError
 
 __all__ = ["add_parser", "run"]
 
@@ -37,10 +41,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 def run(args: argparse.Namespace) -> int:
     """Start the server; 2 with one line on stderr for bad input, 0 after a clean shutdown."""
-    import os
-    import sys
-
-    from moa.errors import UserError
 
     def fail(message: str) -> int:
         print(f"moa serve: {message}", file=sys.stderr)

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
 from moa import safe_read
 from moa.errors import TopologyError, UserError
+from moa.topology.definition import Topology
 from moa.topology.graph import check_nodes
 from moa.topology.spec import KINDS, NodeSpec
-
-if TYPE_CHECKING:
-    from moa.topology.definition import Topology
 
 __all__ = ["format_validation_error", "load", "load_data", "preset_dir", "presets", "read_document"]
 
@@ -137,8 +135,6 @@ def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
 
 def load_data(data: Any, *, source: str = "<topology>") -> Topology:
     """Validate plain data (parsed YAML/JSON) into a ``Topology``; every problem in one TopologyError."""
-    from moa.topology.definition import Topology
-
     if not isinstance(data, Mapping):
         raise TopologyError(
             [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
