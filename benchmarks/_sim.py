@@ -1,6 +1,6 @@
 """The benchmarks' loopback server, run in its own process so its CPU is not the client's.
 
-Like ``python -m moa.testing.server`` (prints its base URL on one line, stops on SIGTERM), with one
+Like ``python -m moa.testing.sim`` (prints its base URL on one line, stops on SIGTERM), with one
 extra model: ``manager`` answers a JSON plan, so hierarchical topologies can run against it.
 
     python benchmarks/_sim.py --latency-ms 100
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moa.testing.server import SimModel, SimServer
+from moa.testing.sim import SimModel, SimServer
 
 PLAN = json.dumps({"instructions": [f"work on part {i} of the question" for i in range(1, 9)]})
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from moa.experiment import Experiment, ExperimentSpec
 from moa.experiment.report import format_table
-from moa.testing.server import SimModel, SimServer
+from moa.testing.sim import SimModel, SimServer
 
 N = 200
 

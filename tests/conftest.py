@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from moa.calls.limits import clear_rate_limits
-from moa.testing.server import SimModel, SimServer
+from moa.testing.sim import SimModel, SimServer
 
 
 @pytest.fixture

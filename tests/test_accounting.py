@@ -18,7 +18,7 @@ from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
 from moa.serve import create_app
 from moa.testing import FunctionModel, ScriptedModel
-from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
 from tests.serving import serving
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moa.cli import main
-from moa.testing.server import SimModel, SimServer
+from moa.testing.sim import SimModel, SimServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

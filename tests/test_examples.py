@@ -82,7 +82,7 @@ def test_summary_json_reads_back(tmp_path: Path) -> None:
     import json
 
     import moa
-    from moa.experiment.summary import Summary
+    from moa.experiment.analysis import Summary
     from moa.testing import FunctionModel
 
     fake = moa.Runner(models={"local/*": FunctionModel(lambda r: "12")})

@@ -10,7 +10,7 @@ import pytest
 
 import moa
 from moa.results import Token
-from moa.testing.server import (
+from moa.testing.sim import (
     FaultPlan,
     SimModel,
     SimRequest,

@@ -20,7 +20,7 @@ from moa.errors import MalformedReply, ProviderError, RateLimited, RequestReject
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel, wire_model_name
 from moa.results import Done, Token
-from moa.testing.server import SimModel, SimServer
+from moa.testing.sim import SimModel, SimServer
 
 KEY_ENV = "MOA_TEST_SIM_KEY"
 

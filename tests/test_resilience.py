@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import moa
-from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
 
 TRANSPORTS = ["litellm", "openai-http"]

@@ -25,7 +25,7 @@ from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.serve import create_app
 from moa.serve.cli import add_parser
 from moa.testing import FunctionModel
-from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.definition import Topology
 from moa.topology.loader import load_data
 

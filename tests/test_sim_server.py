@@ -6,8 +6,10 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import ast
 import asyncio
 import email.utils
+import importlib
 import json
 import subprocess
 import sys
@@ -22,7 +24,8 @@ import httpx
 import pytest
 
 from moa.errors import UserError
-from moa.testing.server import (
+from moa.testing import sim
+from moa.testing.sim import (
     FaultPlan,
     SimModel,
     SimRequest,
@@ -30,6 +33,7 @@ from moa.testing.server import (
     count_completion_tokens,
     count_prompt_tokens,
 )
+from moa.testing.sim.http11 import Conn, Request
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -395,6 +399,21 @@ def test_answer_function_sees_the_request(srv: SimServer) -> None:
     assert seen[0].model == "f" and seen[0].body["model"] == "openai/f"
 
 
+def test_answer_function_bug_is_an_openai_shaped_500() -> None:
+    """An answer function that raises gives a 500 naming the error; the connection serves on."""
+
+    def answer(req: SimRequest) -> str:
+        raise ZeroDivisionError("the answer function broke")
+
+    with SimServer({"bad": SimModel(answer=answer), "m": SimModel()}) as server, httpx.Client() as client:
+        url = f"{server.base_url}/chat/completions"
+        bad = client.post(url, json=_body(model="bad"))
+        good = client.post(url, json=_body(model="m"))
+    assert bad.status_code == 500 and bad.json()["error"]["type"] == "server_error"
+    assert "ZeroDivisionError: the answer function broke" in bad.json()["error"]["message"]
+    assert good.status_code == 200 and server.stats.in_flight == 0
+
+
 # -- accounting ---------------------------------------------------------------------------------
 
 
@@ -426,9 +445,9 @@ async def test_in_flight_tracks_concurrent_requests() -> None:
 
 
 def test_command_line_prints_the_url_and_serves() -> None:
-    """`python -m moa.testing.server` prints its base URL and answers until terminated."""
+    """`python -m moa.testing.sim` prints its base URL and answers until terminated."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "moa.testing.server", "--port", "0", "--latency-ms", "1"]
+    cmd = [sys.executable, "-m", "moa.testing.sim", "--port", "0", "--latency-ms", "1"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) as proc:
         try:
             assert proc.stdout is not None
@@ -439,3 +458,92 @@ def test_command_line_prints_the_url_and_serves() -> None:
             proc.terminate()
             proc.wait(timeout=5)
     assert proc.returncode == 0
+
+
+# -- the old name ---------------------------------------------------------------------------------
+
+
+def test_old_module_warns_and_hands_out_the_same_names() -> None:
+    """`moa.testing.server` warns that it moved and re-exports every public name of moa.testing.sim."""
+    sys.modules.pop("moa.testing.server", None)
+    with pytest.warns(DeprecationWarning, match="moa.testing.server is now moa.testing.sim"):
+        old = importlib.import_module("moa.testing.server")
+    assert set(sim.__all__) <= set(old.__all__)
+    assert all(getattr(old, name) is getattr(sim, name) for name in sim.__all__)
+
+
+def test_old_command_line_still_runs() -> None:
+    """`python -m moa.testing.server --help` still works, and says on stderr that it moved."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "moa.testing.server", "--help"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--latency-ms" in done.stdout and "python -m moa.testing.server" in done.stdout
+    assert "moa.testing.server is now moa.testing.sim" in done.stderr
+
+
+# -- the protocol alone ---------------------------------------------------------------------------
+
+
+def test_protocol_module_knows_nothing_of_the_server() -> None:
+    """http11 imports nothing from moa: the server hands it a handler, never the other way round."""
+    tree = ast.parse((ROOT / "moa/testing/sim/http11.py").read_text(encoding="utf-8"))
+    imported = [
+        alias.name if isinstance(node, ast.Import) else node.module or ""
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name.split(".")[0] == "moa"]
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    reply = await asyncio.wait_for(reader.read(), timeout=5)  # until the server closes
+    writer.close()
+    return reply
+
+
+async def test_connection_runs_pipelined_requests_through_its_handler_in_order() -> None:
+    """A bare Conn hands each parsed request to its handler, in order, and tells its owner of
+    opening and loss."""
+    seen: list[tuple[str, str, bytes]] = []
+    opened: list[Conn] = []
+    lost: list[Conn] = []
+
+    async def handler(conn: Conn, req: Request) -> None:
+        seen.append((req.method, req.path, req.body))
+        conn.respond(200, req.body or b"-", close=req.close, ctype="text/plain")
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: Conn(handler, on_open=opened.append, on_lost=lost.append), "127.0.0.1", 0
+    )
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reply = await _raw(
+            port,
+            b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        await asyncio.wait_for(asyncio.shield(opened[0].lost), timeout=5)
+    assert seen == [("POST", "/a", b"hi"), ("GET", "/b", b"")]
+    assert reply.count(b"HTTP/1.1 200 OK") == 2 and reply.endswith(b"-")
+    assert len(opened) == 1 and lost == opened
+
+
+async def test_connection_answers_500_and_closes_when_its_handler_breaks() -> None:
+    """A handler that raises still gets its client a reply: a plain 500, then the connection closes."""
+
+    async def handler(conn: Conn, req: Request) -> None:
+        raise RuntimeError("handler broke")
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: Conn(handler), "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reply = await _raw(port, b"GET /x HTTP/1.1\r\n\r\nGET /y HTTP/1.1\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+    assert b"Connection: close" in reply and reply.endswith(b"RuntimeError: handler broke")
+    assert reply.count(b"HTTP/1.1") == 1

@@ -15,7 +15,6 @@ from moa.models.retry_after import parse_retry_after, retry_after_from_headers
 __all__ = ["RetryPolicy", "parse_retry_after", "retry_after_from_headers", "should_retry"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How many attempts one model gets and how long to wait between them."""

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from moa.eval.base import Score
 from moa.eval.code import extract_code
 from moa.eval.datasets import Item
 from moa.eval.sandbox import run_python_async
+from moa.eval.types import Score
 
 __all__ = [
     "ExecutionConfig",

@@ -1,11 +1,15 @@
-"""The pairwise judge evaluator (``judge``): a judge topology compares a setup's answer with the
-baseline's on the same item, once in each order, and the two verdicts make the setup's score.
+"""The pairwise judge (``judge``): a judge topology compares a setup's answer with the baseline's on
+the same item, once in each order, and the two verdicts make the setup's score.
 
 ::
 
     evaluator: {name: judge, topology: judge.yaml, show_execution: false}
 
-* The prompt is ``JUDGE_PROMPT``; the verdict is parsed strictly (``parse_verdict``).
+* The prompt is ``JUDGE_PROMPT``. The judge must end its reply with exactly one verdict in double
+  square brackets, one of ``[[A>>B]]``, ``[[A>B]]``, ``[[A=B]]``, ``[[B>A]]``, ``[[B>>A]]``, parsed
+  strictly (``parse_verdict``): letters are case-insensitive and spaces inside the brackets are
+  tolerated (``[[ a > b ]]``); the same verdict may appear more than once (judges often restate it);
+  two *different* bracketed verdicts, or none, raise ``MalformedReply``.
 * The verdict parser validates the judge topology's answer inside the run (``validate_output``), so
   a malformed reply goes through the normal retry path of the output node (its agent's
   ``retry.max_attempts``) and is never cached. A malformed reply after the retries (or from a
@@ -22,25 +26,154 @@ baseline's on the same item, once in each order, and the two verdicts make the s
 from __future__ import annotations
 
 import asyncio
+import enum
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import MalformedReply, MoAError
-from moa.eval.base import Score
 from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionConfig, score_execution_async
-from moa.eval.judge_parse import Verdict, combine_swapped, format_judge_prompt, parse_verdict
-from moa.experiment.scoring import PairScore
-from moa.experiment.store import JudgmentRow
+from moa.eval.hashing import canonical_hash
+from moa.eval.types import Judgment, PairScore, Score
 from moa.results import CallRecord
+from moa.topology.loader import load
 
 if TYPE_CHECKING:
     from moa._run import Runner
     from moa.topology.definition import Topology
 
-__all__ = ["JudgeConfig", "JudgeEvaluator"]
+__all__ = [
+    "INCONSISTENT",
+    "JUDGE_PROMPT",
+    "NO_VERDICT",
+    "JudgeConfig",
+    "JudgeEvaluator",
+    "Verdict",
+    "combine_swapped",
+    "format_judge_prompt",
+    "parse_verdict",
+]
+
+
+class Verdict(enum.Enum):
+    """The five-point pairwise scale; ``score`` is answer A's share of the win."""
+
+    A_MUCH_BETTER = "A>>B"
+    A_BETTER = "A>B"
+    TIE = "A=B"
+    B_BETTER = "B>A"
+    B_MUCH_BETTER = "B>>A"
+
+    @property
+    def score(self) -> float:
+        """A's score: 1, 0.75, 0.5, 0.25 or 0."""
+        return _SCORES[self]
+
+    def swapped(self) -> Verdict:
+        """The same judgment seen with A and B exchanged."""
+        return _SWAP[self]
+
+
+_SCORES = {
+    Verdict.A_MUCH_BETTER: 1.0,
+    Verdict.A_BETTER: 0.75,
+    Verdict.TIE: 0.5,
+    Verdict.B_BETTER: 0.25,
+    Verdict.B_MUCH_BETTER: 0.0,
+}
+_SWAP = {
+    Verdict.A_MUCH_BETTER: Verdict.B_MUCH_BETTER,
+    Verdict.A_BETTER: Verdict.B_BETTER,
+    Verdict.TIE: Verdict.TIE,
+    Verdict.B_BETTER: Verdict.A_BETTER,
+    Verdict.B_MUCH_BETTER: Verdict.A_MUCH_BETTER,
+}
+# any double-bracketed token that looks like an attempt at a verdict, valid or not
+_BRACKETED = re.compile(r"\[\[\s*([AB])\s*(>>|>|=|<<|<)\s*([AB])\s*\]\]", re.IGNORECASE)
+_TOKEN_TO_VERDICT = {v.value: v for v in Verdict}
+
+JUDGE_PROMPT = """\
+You are an impartial judge. Compare two answers to the user's question below and decide which \
+one is better. Judge correctness first, then helpfulness, completeness and clarity. Do not let \
+the order of the answers, their length or their style influence you.
+
+[Question]
+{question}
+
+[Answer A]
+{answer_a}
+{execution_a}
+[Answer B]
+{answer_b}
+{execution_b}
+First explain your reasoning briefly. Then end your reply with exactly one verdict on its own \
+last line, written exactly in one of these five forms:
+[[A>>B]] if A is much better, [[A>B]] if A is better, [[A=B]] if they are equally good, \
+[[B>A]] if B is better, [[B>>A]] if B is much better.
+"""
+
+
+def format_judge_prompt(
+    question: str,
+    answer_a: str,
+    answer_b: str,
+    *,
+    execution_a: str | None = None,
+    execution_b: str | None = None,
+) -> str:
+    """``JUDGE_PROMPT`` filled in; execution results, when given, follow each answer."""
+
+    def execution(text: str | None) -> str:
+        return f"\n[Execution result]\n{text}\n" if text else ""
+
+    return JUDGE_PROMPT.format(
+        question=question,
+        answer_a=answer_a,
+        answer_b=answer_b,
+        execution_a=execution(execution_a),
+        execution_b=execution(execution_b),
+    )
+
+
+def parse_verdict(reply: str) -> Verdict:
+    """The single verdict in ``reply``; ``MalformedReply`` when there is none, an invalid one
+    (``[[A>A]]``, ``[[B<A]]``) or several different ones."""
+    found: set[Verdict] = set()
+    for m in _BRACKETED.finditer(reply):
+        token = f"{m.group(1).upper()}{m.group(2)}{m.group(3).upper()}"
+        verdict = _TOKEN_TO_VERDICT.get(token)
+        if verdict is None:
+            raise MalformedReply(f"judge reply has an invalid verdict `[[{token}]]`")
+        found.add(verdict)
+    if not found:
+        head = " ".join(reply.split())[:80]
+        raise MalformedReply(f"judge reply has no [[A>B]]-style verdict: {head!r}")
+    if len(found) > 1:
+        listed = ", ".join(f"[[{v.value}]]" for v in sorted(found, key=lambda v: -v.score))
+        raise MalformedReply(f"judge reply has conflicting verdicts: {listed}")
+    return found.pop()
+
+
+def combine_swapped(v_ab: Verdict, v_ba_swapped: Verdict) -> float:
+    """Score of the setup (A in the first judgment) from two judgments, the second made with the
+    answers' positions swapped (the setup was B). Opposite directions mean the judge followed
+    position, not quality: a tie (0.5). Otherwise the average of the two scores."""
+    first = v_ab.score
+    second = v_ba_swapped.swapped().score
+    if (first - 0.5) * (second - 0.5) < 0:
+        return 0.5
+    return (first + second) / 2
+
+
+# -- the evaluator: the judge topology asked in both orders ----------------------------------------
+
+#: how a pair's score detail starts when a judgment had no valid verdict (the pair is a tie)
+NO_VERDICT = "tie: no verdict"
+#: in a pair's score detail when its two orders pointed in opposite directions (the pair is a tie)
+INCONSISTENT = "inconsistent across orders"
 
 
 class JudgeConfig(BaseModel):
@@ -65,8 +198,6 @@ class JudgeEvaluator:
     def __init__(
         self, config: JudgeConfig, *, base_dir: str | Path | None = None, topology: Topology | None = None
     ) -> None:
-        from moa.topology.loader import load
-
         self.config = config
         # loaded (and validated) now, with the experiment, so a bad judge fails before any run
         self.topology = topology if topology is not None else load(config.topology, relative_to=base_dir)
@@ -75,8 +206,6 @@ class JudgeEvaluator:
     @property
     def identity(self) -> dict[str, Any]:
         """What, beyond the configuration, makes two judges different: the topology's content."""
-        from moa.experiment.spec import canonical_hash
-
         return {"topology_hash": canonical_hash(self.topology.model_dump(mode="json"))}
 
     async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore:
@@ -113,16 +242,16 @@ class JudgeEvaluator:
         ex_b: str | None,
         runner: Runner,
         position: Literal["a", "b"],
-    ) -> JudgmentRow:
+    ) -> Judgment:
         """One judgment; ``position`` is where the setup's answer is (``a``: first)."""
         prompt = format_judge_prompt(item.input, answer_a, answer_b, execution_a=ex_a, execution_b=ex_b)
         calls: list[CallRecord] = []
         try:
             verdict = await self._ask(prompt, runner, calls)
         except MalformedReply as e:
-            return JudgmentRow(position, None, None, None, f"MalformedReply: {e.message}", calls)
+            return Judgment(position, None, None, None, f"MalformedReply: {e.message}", calls)
         setup_verdict = verdict if position == "a" else verdict.swapped()
-        return JudgmentRow(position, verdict.value, setup_verdict.score, None, None, calls)
+        return Judgment(position, verdict.value, setup_verdict.score, None, None, calls)
 
     async def _ask(self, prompt: str, runner: Runner, calls: list[CallRecord]) -> Verdict:
         # the parser validates the judge's answer inside the run, so a reply without a verdict is
@@ -140,14 +269,14 @@ def _validate(text: str) -> None:
     parse_verdict(text)
 
 
-def _combine(first: JudgmentRow, second: JudgmentRow) -> Score:
+def _combine(first: Judgment, second: Judgment) -> Score:
     if first.verdict is None or second.verdict is None:
         bad = first if first.verdict is None else second
         order = "setup first" if bad.position == "a" else "setup second"
-        return Score(0.5, f"tie: no verdict ({order}): {bad.error}")
+        return Score(0.5, f"{NO_VERDICT} ({order}): {bad.error}")
     v_ab, v_ba = Verdict(first.verdict), Verdict(second.verdict)
     value = combine_swapped(v_ab, v_ba)
     detail = f"setup first: [[{v_ab.value}]], setup second: [[{v_ba.value}]]"
     if (v_ab.score - 0.5) * (v_ba.swapped().score - 0.5) < 0:
-        detail += " (inconsistent across orders: tie)"
+        detail += f" ({INCONSISTENT}: tie)"
     return Score(value, detail)

@@ -1,26 +1,20 @@
-"""Reference evaluators (exact, contains, regex, numeric) and the evaluator registry.
+"""Reference evaluators: the answer against the item's target (exact, contains, regex, numeric).
 
 A reference evaluator given an item without a target returns ``Score(0, "item has no target")``
-(``moa.eval.base.NO_TARGET``) rather than raising, so one bad item does not stop an experiment.
+(``moa.eval.types.NO_TARGET``) rather than raising, so one bad item does not stop an experiment.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from fractions import Fraction
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
-from moa.eval.base import NO_TARGET, Evaluator, Score
 from moa.eval.datasets import Item
-from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
-
-if TYPE_CHECKING:
-    from moa.experiment.scoring import PairwiseEvaluator
+from moa.eval.types import NO_TARGET, Score
 
 __all__ = [
     "ContainsConfig",
@@ -32,8 +26,6 @@ __all__ = [
     "RegexConfig",
     "RegexEvaluator",
     "extract_final_answer",
-    "known_evaluators",
-    "make_evaluator",
     "normalize",
     "parse_numbers",
 ]
@@ -213,49 +205,3 @@ class NumericEvaluator:
         tol = max(self.config.abs_tol, self.config.rel_tol * abs(want))
         ok = abs(got - want) <= tol
         return Score(1.0 if ok else 0.0, None if ok else f"got {got:g}, expected {want:g}")
-
-
-_REGISTRY: dict[str, tuple[type[BaseModel], Any]] = {
-    "contains": (ContainsConfig, ContainsEvaluator),
-    "exact": (ExactConfig, ExactEvaluator),
-    "execution": (ExecutionConfig, ExecutionEvaluator),
-    "numeric": (NumericConfig, NumericEvaluator),
-    "regex": (RegexConfig, RegexEvaluator),
-}
-
-
-#: pairwise evaluators (they compare with the baseline's answer); imported when named
-_PAIRWISE = ("judge",)
-
-
-def known_evaluators() -> list[str]:
-    """The names ``make_evaluator`` accepts."""
-    return sorted([*_REGISTRY, *_PAIRWISE])
-
-
-def make_evaluator(
-    config: str | Mapping[str, Any], *, base_dir: str | Path | None = None
-) -> Evaluator | PairwiseEvaluator:
-    """An evaluator from ``"exact"``, ``{"name": "numeric", "abs_tol": 1e-6}`` or
-    ``{"name": "judge", "topology": "judge.yaml"}`` (files relative to ``base_dir``); ``UserError``
-    naming the evaluator and field when the configuration is wrong."""
-    data: dict[str, Any] = {"name": config} if isinstance(config, str) else dict(config)
-    name = data.get("name")
-    if name == "judge":
-        from moa.eval.judge import JudgeConfig, JudgeEvaluator
-
-        return JudgeEvaluator(_parse(JudgeConfig, data, name), base_dir=base_dir)
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise UserError(f"unknown evaluator `{name}`; known: {', '.join(known_evaluators())}")
-    config_type, evaluator_type = _REGISTRY[name]
-    evaluator: Evaluator = evaluator_type(_parse(config_type, data, name))
-    return evaluator
-
-
-def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any:
-    try:
-        return config_type.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None

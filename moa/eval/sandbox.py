@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -71,8 +72,6 @@ def _unshare_function() -> Callable[[int], int] | None:
 
         return call
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         fn: Callable[[int], int] = libc.unshare
     except (OSError, AttributeError):

@@ -4,6 +4,10 @@
 stores each in ``<out>/experiment.sqlite``, scores the answers, and writes ``summary.json``,
 ``results.jsonl``, ``report.md``, ``report.html`` and ``pareto.png``.
 
+The package reads in the order of the phases: ``spec`` (the experiment file), ``experiment`` (the
+phases in order), ``run_pairs`` (answer), ``score_answers`` (score), ``analysis/`` (the summary),
+``report/`` (tables, text, plots, the folder's files), with ``store/`` (SQLite) under them all.
+
 Names are imported on first use, so ``moa.experiment.cli`` (argparse only) stays light.
 """
 
@@ -13,30 +17,34 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from moa.experiment.call_cache import StoreCache
-    from moa.experiment.runner import Experiment, rebuild_report, summary_from_store
-    from moa.experiment.scoring import PairScore, PairwiseEvaluator
+    from moa.eval.types import Judgment as JudgmentRow
+    from moa.eval.types import PairScore, PairwiseEvaluator
+    from moa.experiment.analysis.summarize import summary_from_store
+    from moa.experiment.analysis.summary import CategorySummary, SetupSummary, Summary
+    from moa.experiment.experiment import Experiment, rebuild_report
     from moa.experiment.spec import ExperimentSpec, Setup, SetupEntry, load_spec
-    from moa.experiment.store import JudgmentRow, RunRow, Store
-    from moa.experiment.summary import CategorySummary, SetupSummary, Summary
+    from moa.experiment.store.cache import StoreCache
+    from moa.experiment.store.database import RunRow, Store
 
+#: name -> "module" (the same name there) or "module:name"
 _EXPORTS = {
-    "CategorySummary": "moa.experiment.summary",
-    "Experiment": "moa.experiment.runner",
+    "CategorySummary": "moa.experiment.analysis.summary",
+    "Experiment": "moa.experiment.experiment",
     "ExperimentSpec": "moa.experiment.spec",
-    "JudgmentRow": "moa.experiment.store",
-    "PairScore": "moa.experiment.scoring",
-    "PairwiseEvaluator": "moa.experiment.scoring",
-    "RunRow": "moa.experiment.store",
+    # the judge's verdict record, now ``moa.eval.Judgment``: the old name keeps working
+    "JudgmentRow": "moa.eval.types:Judgment",
+    "PairScore": "moa.eval.types",
+    "PairwiseEvaluator": "moa.eval.types",
+    "RunRow": "moa.experiment.store.database",
     "Setup": "moa.experiment.spec",
     "SetupEntry": "moa.experiment.spec",
-    "SetupSummary": "moa.experiment.summary",
-    "Store": "moa.experiment.store",
-    "StoreCache": "moa.experiment.call_cache",
-    "Summary": "moa.experiment.summary",
+    "SetupSummary": "moa.experiment.analysis.summary",
+    "Store": "moa.experiment.store.database",
+    "StoreCache": "moa.experiment.store.cache",
+    "Summary": "moa.experiment.analysis.summary",
     "load_spec": "moa.experiment.spec",
-    "rebuild_report": "moa.experiment.runner",
-    "summary_from_store": "moa.experiment.runner",
+    "rebuild_report": "moa.experiment.experiment",
+    "summary_from_store": "moa.experiment.analysis.summarize",
 }
 
 __all__ = [
@@ -60,10 +68,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    target = _EXPORTS.get(name)
+    if target is None:
         raise AttributeError(f"module 'moa.experiment' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value
     return value
 

@@ -1,4 +1,5 @@
-"""Bounded task sets of the experiment phases (answers, scores)."""
+"""Stopping a phase's tasks (the runs of the answer phase, the scorings of the score phase) on Ctrl-C
+or an error: each task that stops records what it finished before the store commits."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""``moa compare`` and ``moa report``. Only argparse at the top: the experiment machinery is imported
-when a command runs."""
+"""``moa compare`` and ``moa report``. Only argparse at the top: the experiment machinery (asyncio,
+pydantic, SQLite, the topology loader) is imported when a command runs, so ``moa --help`` and the
+other commands do not pay for it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def _usd(text: str) -> float:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from moa.experiment.runner import Experiment
+    from moa.experiment.experiment import Experiment  # lazy: see the module docstring
 
     exp = Experiment.from_file(
         args.experiment,
@@ -58,11 +59,12 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    # lazy: see the module docstring
     import asyncio
 
-    from moa.experiment.report import print_table
-    from moa.experiment.runner import rebuild_report
-    from moa.experiment.summary import baseline_problem
+    from moa.experiment.analysis.summary import baseline_problem
+    from moa.experiment.experiment import rebuild_report
+    from moa.experiment.report.text import print_table
 
     summary = asyncio.run(rebuild_report(args.dir))
     print_table(summary)

@@ -1,10 +1,13 @@
-"""``Experiment``: every (setup, item) pair, the baseline included, run once under one concurrency limit
-and one shared budget, stored as it finishes, then scored, summarised and reported.
+"""``Experiment``: the phases in order over one output folder, and ``rebuild_report`` (``moa report``).
 
-Pairs stream through an ``asyncio.Semaphore``: a task is created only when a slot is free, so at most
-``concurrency`` runs (and their results) exist at once whatever the number of items. A ``RunResult``
-is written to the store and dropped. Re-running with the same ``out`` skips stored pairs without a
-request; interrupted pairs find their finished calls in the call cache.
+1. answer (``run_pairs``): every (setup, item, sample) pair, the baseline included, run once under one
+   concurrency limit and one shared budget and stored as it finishes;
+2. score (``score_answers``): the stored answers scored by the evaluator (a judge shares the budget);
+3. analyse (``analysis``): the summary from stored runs and scores only;
+4. report (``report``): ``summary.json``, ``results.jsonl``, ``report.md``, ``report.html``, ``pareto.png``.
+
+Re-running with the same ``out`` resumes: stored pairs and scores are skipped without a request. An
+experiment changed in a way that would mix results (a setup's topology, an item's input) is refused.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ from typing import Any
 
 from moa._run import Runner
 from moa.calls.budget import Budget
-from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
-from moa.eval.base import Evaluator
+from moa.errors import TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
-from moa.experiment.call_cache import StoreCache, sample_scope
+from moa.eval.registry import make_evaluator
+from moa.eval.types import Evaluator, PairwiseEvaluator
+from moa.experiment.analysis.summarize import summary_from_store
+from moa.experiment.analysis.summary import Summary, baseline_problem
 from moa.experiment.progress import Progress
-from moa.experiment.scoring import PairwiseEvaluator, is_pairwise, score_all
+from moa.experiment.report.outputs import write_outputs
+from moa.experiment.report.text import print_table
+from moa.experiment.run_pairs import run_pairs
+from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.spec import (
     ExperimentSpec,
     Setup,
@@ -30,11 +38,10 @@ from moa.experiment.spec import (
     load_spec,
     resolve_setups,
 )
-from moa.experiment.store import Store, input_hash
-from moa.experiment.summary import Summary, baseline_problem, summarize
-from moa.experiment.tasks import cancel_and_drain
+from moa.experiment.store.cache import StoreCache
+from moa.experiment.store.database import Store, input_hash
 
-__all__ = ["Experiment", "rebuild_report", "summary_from_store"]
+__all__ = ["Experiment", "rebuild_report"]
 
 
 class Experiment:
@@ -99,8 +106,6 @@ class Experiment:
 
     async def arun(self) -> Summary:
         """Run (or resume) the experiment and return its summary."""
-        from moa.experiment.report import print_table, write_outputs
-
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
@@ -131,15 +136,18 @@ class Experiment:
                 budget = Budget(spec.budget_usd)
                 budget.settle(budget.reserve(0.0), store.spent_usd())  # a resumed run counts what was paid
             sem = asyncio.Semaphore(spec.concurrency)
-            await self._answer(store, setups, dataset.items, base_runner, budget, sem, bar)
+            # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
+            self.stopped = None
+            self.stopped = await run_pairs(spec, store, setups, dataset.items, base_runner, budget, sem, bar)
+            # 2. score: judge calls are cached in their own scope and charged to the experiment's budget
             items = {i.id: i for i in dataset.items}
-            # judge calls are cached in their own scope and charged to the experiment's budget
             judge_runner = base_runner.scoped(
                 cache=StoreCache(store, f"judge:{ev_id}"), budget=budget or base_runner.budget
             )
             scoring = await score_all(
                 store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner
             )
+            # 3. analyse and 4. report, from the store alone
             summary = summary_from_store(store, manifest)
             summary.notes[:0] = notes + [f"{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows]
             if scoring.failures:
@@ -174,97 +182,10 @@ class Experiment:
             categories=spec.categories,
         )
 
-    async def _answer(
-        self,
-        store: Store,
-        setups: Sequence[Setup],
-        items: Sequence[Item],
-        base_runner: Runner,
-        budget: Budget | None,
-        sem: asyncio.Semaphore,
-        bar: Progress,
-    ) -> None:
-        spec = self.spec
-        k = spec.samples
-        runners = {
-            (s.name, j): base_runner.scoped(
-                cache=StoreCache(store, sample_scope(s.name, s.hash, j)), budget=base_runner.budget
-            )
-            for s in setups
-            for j in range(k)
-        }
-        done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
-        hashes = [input_hash(i.input) for i in items]
-        todo = sum(
-            1
-            for i, h in zip(items, hashes, strict=True)
-            for s in setups
-            for j in range(k)
-            if (i.id, h, j) not in done[s.name]
-        )
-        bar.start("runs", todo, store.spent_usd())
-        tasks: set[asyncio.Task[None]] = set()
-        fatal: list[BaseException] = []
-        self.stopped = None
 
-        async def one(setup: Setup, item: Item, h: str, j: int) -> None:
-            try:
-                result = await runners[setup.name, j].run(
-                    setup.topology, item.input, budget=budget, deadline_s=spec.deadline_s
-                )
-            except BudgetExceeded as e:
-                # not stored: the pair is still to do, and a larger budget resumes it
-                if self.stopped is None:
-                    self.stopped = f"stopped at the budget of ${spec.budget_usd}: {e}"
-                return
-            except UserError as e:  # a missing API key and the like: every run would fail the same way
-                fatal.append(e)
-                return
-            except MoAError as e:
-                store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
-                bar.advance(sum(c.cost_usd for c in e.calls))
-            except Exception as e:  # a backend bug must not lose the rest of the experiment
-                err = ProviderError(f"{type(e).__name__}: {e}")
-                store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
-                bar.advance()
-            else:
-                store.record_run(setup.name, setup.hash, item.id, h, result, sample=j)
-                bar.advance(result.cost_usd)
-            finally:
-                sem.release()
-
-        try:
-            pairs = (
-                (item, h, setup, j)
-                for item, h in zip(items, hashes, strict=True)
-                for setup in setups
-                for j in range(k)
-            )
-            for item, h, setup, j in pairs:
-                if (item.id, h, j) in done[setup.name]:
-                    continue
-                await sem.acquire()
-                if self.stopped or fatal:
-                    sem.release()
-                    break
-                t = asyncio.create_task(one(setup, item, h, j), name=f"moa-exp:{setup.name}:{item.id}:{j}")
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks)
-        finally:
-            # Ctrl-C (cancellation) or an error: stop the runs in flight, keep every stored pair
-            await cancel_and_drain(tasks)
-            store.commit()
-            bar.close()
-        if fatal:
-            raise fatal[0]
-
-
-def _make_evaluator(config: dict[str, Any], source: str, base_dir: Path | None = None) -> Any:
-    from moa.errors import TopologyError
-    from moa.eval.evaluators import make_evaluator
-
+def _make_evaluator(
+    config: dict[str, Any], source: str, base_dir: Path | None = None
+) -> Evaluator | PairwiseEvaluator:
     try:
         ev = make_evaluator(config, base_dir=base_dir)
     except TopologyError:
@@ -338,33 +259,8 @@ def _check_identity(
     return notes
 
 
-def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
-    """The summary of the manifest's setups and items, from stored runs and scores only."""
-    ev_id = manifest["evaluator_id"]
-    rows = [
-        (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id))
-        for s in manifest["setups"]
-    ]
-    judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
-    return summarize(
-        experiment=manifest["experiment"],
-        evaluator=manifest["evaluator"],
-        setups=rows,
-        item_ids=manifest["item_ids"],
-        categories=store.item_categories(),
-        rounds=int(manifest.get("bootstrap_rounds", 2000)),
-        seed=int(manifest.get("seed", 0)),
-        judge_costs=judge,
-        samples=int(manifest.get("samples", 1)),
-        pairwise=bool(manifest.get("pairwise", False)),
-    )
-
-
 async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
     """``moa report DIR``: score what is unscored (reference evaluators only) and rewrite the reports."""
-    from moa.experiment.report import write_outputs
-    from moa.experiment.spec import Setup as _Setup
-
     store = Store.open(out, create=False)
     try:
         manifest = store.get_meta("manifest")
@@ -374,12 +270,11 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
         # the experiment file, unknown here): its stored scores are used as they are
         custom = bool(manifest["evaluator"].get("custom")) or bool(manifest.get("pairwise"))
         evaluator = None if custom else _make_evaluator(manifest["evaluator"], str(out))
-        # a custom or pairwise evaluator is not rebuilt here: its stored scores are used as they are
         if evaluator is not None and not isinstance(evaluator, PairwiseEvaluator):
             # topologies are not needed to score stored answers: the hashes identify the runs
             no_topology: Any = None
             setups = [
-                _Setup(s["name"], no_topology, s["source"], s["hash"], s["is_baseline"])
+                Setup(s["name"], no_topology, s["source"], s["hash"], s["is_baseline"])
                 for s in manifest["setups"]
             ]
 

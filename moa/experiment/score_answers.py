@@ -1,9 +1,10 @@
-"""The scoring phase: scores computed from stored answers, after the runs, under the experiment's
-concurrency limit, and stored per evaluator id. Changing the evaluator re-scores without any model call.
+"""The score phase: every stored answer without a score under the experiment's evaluator is scored,
+after the runs, under the experiment's concurrency limit, and stored per evaluator id. Changing the
+evaluator re-scores without any model call.
 
-Two kinds of evaluator plug in here:
+Two kinds of evaluator (``moa.eval.types``) plug in here:
 
-* an ``Evaluator`` (``moa.eval``): ``await score(item, answer) -> Score``;
+* an ``Evaluator``: ``await score(item, answer) -> Score``;
 * a ``PairwiseEvaluator``: ``await score_pair(item, answer, baseline_answer, runner=...)`` returning a
   ``PairScore`` (the setup's score against the baseline on the same item plus the verdicts, e.g. both
   orders of a judge). Its ``runner`` carries the experiment's call cache (scope ``judge:<evaluator>``)
@@ -16,48 +17,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-from moa.eval.base import Evaluator, Score
 from moa.eval.datasets import Item
-from moa.experiment.store import JudgmentRow, RunRow, Store
-from moa.experiment.tasks import cancel_and_drain
+from moa.eval.types import Evaluator, PairwiseEvaluator
+from moa.experiment.cancellation import cancel_and_drain
+from moa.experiment.store.database import RunRow, Store
 
 if TYPE_CHECKING:
     from moa._run import Runner
     from moa.experiment.spec import Setup
 
-__all__ = ["PairScore", "PairwiseEvaluator", "ScoringReport", "is_pairwise", "score_all"]
+__all__ = ["ScoringReport", "is_pairwise", "score_all"]
 
 #: runs scored per page read from the store (memory stays flat with the number of items)
 PAGE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class PairScore:
-    """A pairwise evaluator's result for one (setup answer, baseline answer) pair."""
-
-    score: Score
-    judgments: Sequence[JudgmentRow] = ()
-
-
-@runtime_checkable
-class PairwiseEvaluator(Protocol):
-    """Scores a setup's answer against the baseline's answer on the same item."""
-
-    name: str
-
-    async def score_pair(
-        self, item: Item, answer: str, baseline_answer: str, *, runner: Runner
-    ) -> PairScore: ...
-
-
 def is_pairwise(evaluator: object) -> bool:
+    """Whether ``evaluator`` scores against the baseline's answer (a ``PairwiseEvaluator``)."""
     return isinstance(evaluator, PairwiseEvaluator)
 
 
 @dataclass(slots=True)
 class ScoringReport:
+    """What the score phase did: scores stored, scorings that failed (retried by the next run)."""
+
     scored: int = 0
     failures: list[str] = field(default_factory=list)
     #: pairwise scores waiting for a baseline answer that is not stored yet

@@ -6,8 +6,6 @@ the file and the field. Paths inside the file (dataset, topology files) are rela
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from moa.errors import TopologyError, UserError
+from moa.eval.datasets import DatasetFormat
+from moa.eval.hashing import canonical_hash
+from moa.safe_read import read_document
+from moa.topology.loader import format_validation_error, load
 from moa.topology.spec import require_printable
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ __all__ = [
     "load_spec",
     "resolve_setups",
 ]
-
-DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"]
 
 
 class SetupEntry(BaseModel):
@@ -109,12 +109,6 @@ class ExperimentSpec(BaseModel):
         return v
 
 
-def canonical_hash(data: Any) -> str:
-    """A short stable hash of JSON-able data (key order does not matter)."""
-    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
 def evaluator_config(spec: ExperimentSpec) -> dict[str, Any]:
     """The evaluator as a mapping with its ``name``."""
     return {"name": spec.evaluator} if isinstance(spec.evaluator, str) else dict(spec.evaluator)
@@ -127,9 +121,6 @@ def evaluator_id(config: Mapping[str, Any]) -> str:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file; one line per problem, naming the file."""
-    from moa.safe_read import read_document
-    from moa.topology.loader import format_validation_error
-
     p = Path(path)
     data = read_document(p, what="experiment file", missing="no such experiment file")
     if not isinstance(data, Mapping):
@@ -158,8 +149,6 @@ class Setup:
 
 
 def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:
-    from moa.topology.loader import load
-
     ref = entry if isinstance(entry, str) else entry.topology
     try:
         topo = load(ref, relative_to=base_dir)

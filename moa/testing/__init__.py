@@ -1,5 +1,5 @@
 """Fakes for users' own tests (and moa's): models that answer without a network, and a way to
-capture moa's log events. ``moa.testing.server`` holds a loopback OpenAI-compatible server."""
+capture moa's log events. ``moa.testing.sim`` holds a loopback OpenAI-compatible server."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from moa import log
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.results import Usage
 
@@ -99,8 +100,6 @@ class ScriptedModel(FunctionModel):
 @contextmanager
 def capture_events() -> Iterator[list[dict[str, Any]]]:
     """Turn moa's logging on (JSON) for the block and collect each event as a dict."""
-    from moa import log
-
     buf = io.StringIO()
     events: list[dict[str, Any]] = []
     previous = log.logger()

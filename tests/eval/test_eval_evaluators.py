@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from moa.errors import UserError
-from moa.eval.base import NO_TARGET, Evaluator
 from moa.eval.datasets import Item
-from moa.eval.evaluators import make_evaluator, parse_numbers
+from moa.eval.reference import parse_numbers
+from moa.eval.registry import make_evaluator
+from moa.eval.types import NO_TARGET, Evaluator
 
 
 def _item(target: str | None) -> Item:

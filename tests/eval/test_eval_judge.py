@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moa.errors import MalformedReply
-from moa.eval.judge_parse import JUDGE_PROMPT, Verdict, combine_swapped, format_judge_prompt, parse_verdict
+from moa.eval.judge import JUDGE_PROMPT, Verdict, combine_swapped, format_judge_prompt, parse_verdict
 
 
 @pytest.mark.parametrize(

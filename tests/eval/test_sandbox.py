@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from moa.eval import sandbox
 from moa.eval.datasets import Item
-from moa.eval.evaluators import make_evaluator
 from moa.eval.execution import score_execution_async
+from moa.eval.registry import make_evaluator
 from moa.eval.sandbox import run_python_async
 
 
@@ -144,8 +145,6 @@ async def test_answer_without_code() -> None:
 
 async def test_python_guard_fallback_blocks_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without namespaces the Python-level guard refuses sockets and says so."""
-    import moa.eval.sandbox as sandbox
-
     monkeypatch.setattr(sandbox, "_unshare_function", lambda: None)
     result = await run_python_async("import socket\nsocket.create_connection(('127.0.0.1', 9))", timeout_s=5)
     assert result.network_isolation == "python-guard"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moa.testing.server import SimModel, SimRequest, last_user_text
+from moa.testing.sim import SimModel, SimRequest, last_user_text
 
 WRONG = "wrong"
 

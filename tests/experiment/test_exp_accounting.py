@@ -9,8 +9,8 @@ import sqlite3
 from pathlib import Path
 
 from moa.experiment import Experiment, Store
-from moa.experiment.store_schema import SCHEMA_VERSION
-from moa.testing.server import FaultPlan, SimModel, SimServer
+from moa.experiment.store import SCHEMA_VERSION
+from moa.testing.sim import FaultPlan, SimModel, SimServer
 from tests.experiment.exp_helpers import answers_of, questions, sim, write_experiment
 
 N = 6

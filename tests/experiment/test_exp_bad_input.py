@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from moa._run import Runner
+from moa.cli import main
 from moa.errors import DatasetError, ProviderError, TopologyError, UserError
 from moa.experiment import Experiment
 from moa.testing import FunctionModel
@@ -116,8 +117,6 @@ def test_baseline_with_no_quality_is_one_line(tmp_path: Path) -> None:
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`moa compare` on a missing dataset exits 2 with one line on stderr."""
-    from moa.cli import main
-
     exp = _write(
         tmp_path,
         exp="name: t\ndataset: gone.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n",

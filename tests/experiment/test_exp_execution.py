@@ -9,14 +9,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
 import re
+import sqlite3
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-from moa.experiment import Experiment
-from moa.experiment.store_schema import SCHEMA_VERSION
-from moa.testing.server import SimModel, SimRequest, SimServer, last_user_text
+from moa.experiment import Experiment, Store
+from moa.experiment.store import SCHEMA_VERSION
+from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
 GOOD = "def {f}(a, b):\n    return a + b\n"
 # one task per behaviour; the name of the function says which answer the `mixed` model gives
@@ -169,10 +170,6 @@ def test_pass_at_k_over_samples_matches_hand_computation_and_resumes_per_sample(
 
 def test_a_store_written_before_samples_is_upgraded(tmp_path: Path) -> None:
     """A schema-1 store (no `sample` column) opens as schema 2 with its runs kept as sample 0."""
-    import sqlite3
-
-    from moa.experiment import Store
-
     tmp_path.joinpath("out").mkdir()
     conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
     conn.executescript(

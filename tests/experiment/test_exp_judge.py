@@ -20,7 +20,7 @@ import pytest
 
 from moa.errors import TopologyError, UserError
 from moa.experiment import Experiment, Store, rebuild_report
-from moa.testing.server import SimModel, SimRequest, SimServer, last_user_text
+from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
 N = 40
 ROWS = [{"id": f"q{i}", "input": f"What is {i} plus {i}?", "target": f"n{2 * i}"} for i in range(N)]

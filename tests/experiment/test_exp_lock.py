@@ -19,9 +19,9 @@ import pytest
 from exp_helpers import answers_of, questions, sim, write_experiment
 
 from moa.errors import UserError
-from moa.experiment import Experiment
-from moa.experiment.lock import LOCK_NAME, FolderLock
-from moa.testing.server import SimServer
+from moa.experiment import Experiment, rebuild_report
+from moa.experiment.store import LOCK_NAME, FolderLock, Store
+from moa.testing.sim import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 # generous: process start-up on a loaded machine; a second run that ran would take a minute
@@ -128,8 +128,6 @@ def test_planted_lock_content_cannot_break_the_line(tmp_path: Path) -> None:
 
 def test_report_reads_while_a_compare_holds_the_lock(tmp_path: Path) -> None:
     """`moa report` only reads the store: it works while the folder is locked."""
-    from moa.experiment import rebuild_report
-
     rows = questions(3)
     models = {"single-m": sim(1.0, answers_of(rows))[0], "maj-m": sim(1.0, answers_of(rows))[0]}
     with SimServer(models) as srv:
@@ -143,8 +141,6 @@ def test_report_reads_while_a_compare_holds_the_lock(tmp_path: Path) -> None:
 def test_store_refused_after_locking_releases_the_lock(tmp_path: Path) -> None:
     """A store refused by `Store.open(exclusive=True)` leaves the folder unlocked; a good one holds it
     until `close()`."""
-    from moa.experiment.store import Store
-
     out = tmp_path / "out"
     out.mkdir()
     (out / "experiment.sqlite").write_bytes(b"not sqlite\n" * 10)

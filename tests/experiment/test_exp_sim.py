@@ -17,7 +17,7 @@ from pathlib import Path
 from exp_helpers import answers_of, questions, sim, write_experiment
 
 from moa.experiment import Experiment
-from moa.testing.server import SimServer
+from moa.testing.sim import SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from moa._run import Runner
-from moa.errors import UserError
-from moa.eval.base import Score
-from moa.eval.datasets import Item
-from moa.experiment import Experiment, JudgmentRow, PairScore, Store
+from moa.cli import main
+from moa.errors import RequestRejected, UserError
+from moa.eval import Item, Judgment, PairScore, Score
+from moa.experiment import Experiment, Store
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
@@ -49,8 +50,6 @@ def _answer(req: ModelRequest) -> str:
 
 
 def _count_runs(out: Path) -> int:
-    import sqlite3
-
     # a plain reader: WAL lets it read while the experiment's connection writes
     conn = sqlite3.connect(out / "experiment.sqlite")
     try:
@@ -140,7 +139,6 @@ async def test_budget_stops_the_experiment_and_a_larger_one_resumes(tmp_path: Pa
 
 async def test_failed_runs_keep_their_calls(tmp_path: Path) -> None:
     """A run that fails is stored with the calls it made and counts as an error in its setup."""
-    from moa.errors import RequestRejected
 
     def fn(req: ModelRequest) -> str | BaseException:
         return RequestRejected("no such model") if req.model == "sim/trio" else _answer(req)
@@ -184,7 +182,7 @@ class LengthJudge:
             result = await runner.run(self.topology, f"Q: {item.input}\nA: {a}\nB: {b}")
             verdict = result.output
             mine = verdict == ("A" if position == "a" else "B")
-            rows.append(JudgmentRow(position, verdict, 1.0 if mine else 0.0, None, None, result.calls))
+            rows.append(Judgment(position, verdict, 1.0 if mine else 0.0, None, None, result.calls))
         value = sum(r.value or 0.0 for r in rows) / 2
         return PairScore(Score(value), rows)
 
@@ -226,12 +224,9 @@ async def test_pairwise_evaluator_stores_verdicts_and_judge_calls(tmp_path: Path
 
 def test_compare_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`moa compare` prints the table and writes the reports; `moa report` rebuilds them from the store."""
-    from moa.cli import main
-    from moa.testing.server import SimServer
+    from moa.testing.sim import SimServer
 
-    with SimServer(
-        {"m": __import__("moa.testing.server", fromlist=["SimModel"]).SimModel(answer="7")}
-    ) as srv:
+    with SimServer({"m": __import__("moa.testing.sim", fromlist=["SimModel"]).SimModel(answer="7")}) as srv:
         agent = f"{{model: openai/m, api_base: {json.dumps(srv.base_url)}, pricing: {{input_per_mtok: 1, output_per_mtok: 1}}}}"
         (tmp_path / "one.yaml").write_text(f"name: one\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
         (tmp_path / "two.yaml").write_text(

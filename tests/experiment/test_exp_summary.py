@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from pydantic import ValidationError
+
+from moa.experiment.analysis import Summary, summarize
 from moa.experiment.store import RunRow
-from moa.experiment.summary import summarize
 
 IDS = ["1", "2", "3", "4"]
 
@@ -103,3 +106,16 @@ def test_no_correct_answer_means_no_cost_per_correct() -> None:
     b = s.setup("base")
     assert b.cost_per_correct_usd is None and b.quality == 0.0
     assert any("baseline `base` has no quality: all 4 of its runs failed" in n for n in s.notes)
+
+
+def test_summary_reads_back_field_for_field_and_refuses_unknown_keys() -> None:
+    """Summary.from_dict rebuilds what to_dict wrote, in the same key order, and refuses a key it never writes."""
+    summary = _summary()
+    assert isinstance(summary, Summary)
+    data = json.loads(json.dumps(summary.to_dict()))
+    again = Summary.from_dict(data)
+    assert list(again.to_dict()) == list(data) and again.to_dict() == data
+    assert list(again.setups[1].model_dump()) == list(data["setups"][1])
+    data["setups"][0]["surprise"] = 1
+    with pytest.raises(ValidationError, match="surprise"):
+        Summary.from_dict(data)

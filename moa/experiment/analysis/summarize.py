@@ -1,5 +1,8 @@
-"""The numbers of an experiment: per setup quality with its CI, the paired difference to the baseline,
-cost, tokens, latency and their ratios, Pareto marking, and a per-category breakdown.
+"""The numbers of an experiment, computed from its stored runs: per setup quality with its CI, the paired
+difference to the baseline and its test, cost, tokens, latency and their ratios, Pareto marking, a
+per-category breakdown, and the quality extras: pass@k over samples, counts of failure reasons, a
+pairwise judge's win/tie/loss, Bradley–Terry ratings, and the power sentence that says when a
+difference may be noise.
 
 Scoring rule: a run that ended in an error scores 0 (the setup did not answer), so a failing setup
 shows its failures in its quality as well as in ``errors``. Pairs that were never run (an interrupted
@@ -12,119 +15,39 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from moa.eval import stats
-from moa.experiment import quality
-from moa.experiment.quality import JudgeSummary, run_score
-from moa.experiment.store import RunRow
+from moa.eval.bradley_terry import Outcome, bootstrap_ratings
+from moa.eval.judge import INCONSISTENT, NO_VERDICT
+from moa.experiment.analysis.summary import (
+    CategorySummary,
+    JudgeSummary,
+    SetupSummary,
+    Summary,
+    baseline_problem,
+)
+from moa.experiment.store.database import RunRow, Store
 
-__all__ = ["CategorySummary", "JudgeSummary", "SetupSummary", "Summary", "baseline_problem", "summarize"]
+__all__ = [
+    "bt_ratings",
+    "failure_kind",
+    "failure_reasons",
+    "judge_summary",
+    "pass_at_k",
+    "power_sentence",
+    "run_score",
+    "summarize",
+    "summary_from_store",
+]
 
 #: item id -> the item's run, or its runs (one per sample)
 RowsByItem = Mapping[str, RunRow | Sequence[RunRow]]
 
-
-@dataclass(slots=True)
-class CategorySummary:
-    """One setup on the items of one category."""
-
-    n: int
-    quality: float | None
-    delta_vs_baseline: float | None = None
-    delta_ci95: list[float] | None = None
-
-
-@dataclass(slots=True)
-class SetupSummary:
-    """One setup (the baseline included); the fields of ``summary.json``."""
-
-    name: str
-    is_baseline: bool
-    n: int
-    quality: float | None = None
-    quality_ci95: list[float] | None = None
-    delta_vs_baseline: float | None = None
-    delta_ci95: list[float] | None = None
-    #: ``mcnemar`` for binary scores, else ``sign``
-    test: str | None = None
-    p_value: float | None = None
-    p_value_holm: float | None = None
-    cost_usd: float = 0.0
-    #: ``cost_usd`` plus the worst case of attempts sent whose usage is unknown (timeouts,
-    #: cancellations after sending): what the provider may have billed at most
-    cost_usd_max: float = 0.0
-    #: attempts sent whose usage cannot be known
-    unknown_usage_attempts: int = 0
-    cost_per_item_usd: float | None = None
-    cost_ratio: float | None = None
-    tokens: int = 0
-    tokens_per_item: float | None = None
-    token_ratio: float | None = None
-    latency_p50_s: float | None = None
-    latency_p95_s: float | None = None
-    latency_ratio: float | None = None
-    latency_p95_ratio: float | None = None
-    calls_per_item: float | None = None
-    cost_per_correct_usd: float | None = None
-    errors: int = 0
-    #: the most frequent error messages: ``{"error": ..., "count": ...}``
-    error_examples: list[dict[str, Any]] = field(default_factory=list)
-    pareto: bool = False
-    #: items needed to detect the observed difference at 80% power (None without a difference)
-    power_n: int | None = None
-    #: that, as a sentence for the report (``n=30 items; detecting a +0.050 difference ...``)
-    power_note: str | None = None
-    #: independent runs per item (the experiment's ``samples``)
-    samples: int = 1
-    #: pass@1..k (unbiased estimator) when the scores are binary: ``{"1": 0.4, "5": 0.8}``
-    pass_at_k: dict[str, float] | None = None
-    #: why scored runs did not pass, by kind: ``{"reason": "timeout after 10.0s", "count": 3}``
-    failure_reasons: list[dict[str, Any]] = field(default_factory=list)
-    #: a pairwise judge's verdicts against the baseline (None for the baseline and other evaluators)
-    judge: JudgeSummary | None = None
-    #: Bradley–Terry rating from the judge's outcomes (baseline = 1000) and its bootstrap 95% CI
-    bt_rating: float | None = None
-    bt_ci95: list[float] | None = None
-    #: pairs of this setup not run (yet): an interrupted or over-budget experiment
-    missing: int = 0
-    #: USD spent by a pairwise judge on this setup's answers (not part of ``cost_usd``)
-    judge_cost_usd: float = 0.0
-    categories: dict[str, CategorySummary] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Summary:
-    """What an experiment found; ``to_dict()`` is ``summary.json``."""
-
-    experiment: str
-    baseline: str
-    evaluator: dict[str, Any]
-    n_items: int
-    setups: list[SetupSummary]
-    complete: bool = True
-    notes: list[str] = field(default_factory=list)
-    scoring_rule: str = "a run that failed scores 0; pairs not run are left out"
-
-    def setup(self, name: str) -> SetupSummary:
-        for s in self.setups:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Summary:
-        setups = []
-        for s in d["setups"]:
-            cats = {k: CategorySummary(**v) for k, v in s.get("categories", {}).items()}
-            judge = JudgeSummary(**s["judge"]) if s.get("judge") else None
-            setups.append(SetupSummary(**{**s, "categories": cats, "judge": judge}))
-        return cls(**{**d, "setups": setups})
+#: Bradley–Terry refits per bootstrap (each is a full ML fit; a few hundred give stable 95% bounds)
+BT_ROUNDS_MAX = 1000
+_EPS = 1e-9
 
 
 def _ci(c: stats.CI) -> list[float]:
@@ -235,15 +158,15 @@ def summarize(
         s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples)
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
         if pairwise:
-            s.judge = None if is_base else quality.judge_summary(scores, runs, rounds=rounds, seed=seed)
+            s.judge = None if is_base else judge_summary(scores, runs, rounds=rounds, seed=seed)
         else:
-            s.pass_at_k = quality.pass_at_k(runs, samples)
-            s.failure_reasons = quality.failure_reasons([r for rs in runs.values() for r in rs])
+            s.pass_at_k = pass_at_k(runs, samples)
+            s.failure_reasons = failure_reasons([r for rs in runs.values() for r in rs])
         out.append(s)
         all_scores[name] = scores
         all_runs[name] = runs
     if pairwise:
-        ratings = quality.bt_ratings(all_runs, baseline=base_name, rounds=rounds, seed=seed)
+        ratings = bt_ratings(all_runs, baseline=base_name, rounds=rounds, seed=seed)
         for s in out:
             fit = ratings.get(s.name)
             if fit is not None:
@@ -267,7 +190,7 @@ def summarize(
         else:
             s.test, s.p_value = "sign", stats.sign_test(a, b).p_value
         s.power_n = stats.power_n([x - y for x, y in zip(a, b, strict=True)])
-        s.power_note = quality.power_sentence(len(a), s.delta_vs_baseline, s.power_n)
+        s.power_note = power_sentence(len(a), s.delta_vs_baseline, s.power_n)
         raw_p.append((s, s.p_value))
     for s, adj in zip((s for s, _ in raw_p), stats.holm([p for _, p in raw_p]), strict=True):
         s.p_value_holm = adj
@@ -320,12 +243,132 @@ def _categories(
             s.categories[cat] = cs
 
 
-def baseline_problem(summary: Summary) -> str | None:
-    """One line when the baseline has no quality to compare with (no run, or every run failed)."""
-    base = summary.setup(summary.baseline)
-    if base.n == 0:
-        return f"baseline `{base.name}` has no quality: none of its runs is stored"
-    if base.errors >= base.n * base.samples:
-        first = base.error_examples[0]["error"] if base.error_examples else "unknown error"
-        return f"baseline `{base.name}` has no quality: all {base.errors} of its runs failed (first error: {first})"
-    return None
+def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
+    """The summary of the manifest's setups and items, from stored runs and scores only."""
+    ev_id = manifest["evaluator_id"]
+    rows = [
+        (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id))
+        for s in manifest["setups"]
+    ]
+    judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
+    return summarize(
+        experiment=manifest["experiment"],
+        evaluator=manifest["evaluator"],
+        setups=rows,
+        item_ids=manifest["item_ids"],
+        categories=store.item_categories(),
+        rounds=int(manifest.get("bootstrap_rounds", 2000)),
+        seed=int(manifest.get("seed", 0)),
+        judge_costs=judge,
+        samples=int(manifest.get("samples", 1)),
+        pairwise=bool(manifest.get("pairwise", False)),
+    )
+
+
+# -- the quality extras ------------------------------------------------------------------------------
+
+
+def run_score(r: RunRow) -> float | None:
+    """A run's score: 0 when the run failed, ``None`` when not scored yet."""
+    return 0.0 if r.error is not None else r.score
+
+
+def pass_at_k(runs: Mapping[str, Sequence[RunRow]], samples: int) -> dict[str, float] | None:
+    """pass@1..k (unbiased estimator, averaged over items) when every scored run is 0 or 1, else
+    ``None``. pass@j uses the items with at least j scored samples."""
+    per_item: list[tuple[int, int]] = []
+    for rows in runs.values():
+        values = [v for r in rows if (v := run_score(r)) is not None]
+        if any(v not in (0.0, 1.0) for v in values):
+            return None
+        if values:
+            per_item.append((len(values), int(sum(values))))
+    if not per_item:
+        return None
+    out: dict[str, float] = {}
+    for j in range(1, samples + 1):
+        usable = [(n, c) for n, c in per_item if n >= j]
+        if usable:
+            out[str(j)] = math.fsum(stats.pass_at_k(n, c, j) for n, c in usable) / len(usable)
+    return out
+
+
+def failure_kind(detail: str) -> str:
+    """A score detail cut to its kind, so reasons can be counted: ``tests failed: AssertionError``,
+    ``timeout after 10.0s``, ``blocked: sandbox: os.fork is refused``, ``memory limit (512 MB)``,
+    ``syntax error``."""
+    text = detail.split("; output truncated")[0].strip()
+    parts = text.split(": ")
+    keep = {"blocked": 3, "syntax error": 1}.get(parts[0], 2)
+    kind = ": ".join(parts[:keep])
+    return kind if len(kind) <= 80 else kind[:77] + "..."
+
+
+def failure_reasons(rows: Sequence[RunRow], top: int = 5) -> list[dict[str, object]]:
+    """The most frequent reasons (score details, by kind) of the scored runs that did not pass."""
+    counts = Counter(
+        failure_kind(r.detail)
+        for r in rows
+        if r.error is None and r.score is not None and r.score < 1 and r.detail
+    )
+    return [{"reason": k, "count": c} for k, c in counts.most_common(top)]
+
+
+def judge_summary(
+    scores: Mapping[str, float], runs: Mapping[str, Sequence[RunRow]], *, rounds: int, seed: int
+) -> JudgeSummary | None:
+    """Win/tie/loss of a setup against the baseline from its per-item judge scores."""
+    values = list(scores.values())
+    if not values:
+        return None
+    details = [r.detail or "" for rows in runs.values() for r in rows if r.error is None]
+    wins = sum(1 for v in values if v > 0.5 + _EPS)
+    losses = sum(1 for v in values if v < 0.5 - _EPS)
+    ci = stats.bootstrap_ci(values, rounds=rounds, seed=seed)
+    return JudgeSummary(
+        wins=wins,
+        ties=len(values) - wins - losses,
+        losses=losses,
+        win_rate=wins / len(values),
+        score=ci.estimate,
+        score_ci95=[ci.low, ci.high],
+        no_verdict=sum(1 for d in details if d.startswith(NO_VERDICT)),
+        inconsistent=sum(1 for d in details if INCONSISTENT in d),
+    )
+
+
+def bt_ratings(
+    runs_by_setup: Mapping[str, Mapping[str, Sequence[RunRow]]],
+    *,
+    baseline: str,
+    rounds: int,
+    seed: int,
+) -> dict[str, tuple[float, list[float]]]:
+    """Bradley–Terry rating and 95% CI per setup (the baseline anchored at 1000) from each judged
+    run against the baseline's run on the same item and sample: a star design, which identifies
+    every rating through the baseline. Resampling keeps an item's outcomes together."""
+    by_item: dict[Hashable, list[Outcome]] = {}
+    for name, runs in runs_by_setup.items():
+        if name == baseline:
+            continue
+        for item_id, rows in runs.items():
+            for r in rows:
+                v = run_score(r)
+                if v is not None:
+                    by_item.setdefault(item_id, []).append((name, baseline, v))
+    if not by_item:
+        return {}
+    fitted = bootstrap_ratings(by_item, anchor=baseline, rounds=min(rounds, BT_ROUNDS_MAX), seed=seed)
+    return {p: (ci.rating, [ci.low, ci.high]) for p, ci in fitted.items()}
+
+
+def power_sentence(n: int, delta: float | None, needed: int | None) -> str:
+    """One sentence on whether ``n`` paired items can tell the observed difference from noise."""
+    if delta is None:
+        return f"n={n} items; no paired difference to assess"
+    if needed is None:
+        return f"n={n} items; no difference observed ({delta:+.3f}), so no sample size can be given"
+    head = f"n={n} items; detecting a {delta:+.3f} difference at 80% power needs ~{needed} items"
+    if needed > n:
+        return f"{head} — this result may be noise"
+    return f"{head} — enough items for a difference of this size"

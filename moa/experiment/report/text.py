@@ -1,21 +1,28 @@
-"""The outputs of an experiment folder: ``summary.json``, ``results.jsonl``, ``report.md``, a
-self-contained ``report.html`` and ``pareto.png`` (matplotlib, imported only here), plus the table
-printed to the terminal."""
+"""The report's tables and text, from a ``Summary``: the terminal table and its notes, ``report.md``
+and a self-contained ``report.html`` (the plot comes in as PNG bytes). Every format shows the same
+content: the main table, the footer, the details, the quality sections (the pairwise judge with
+Bradley–Terry, pass@k, failure reasons, power), categories and errors."""
 
 from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
 
-from moa.experiment.report_sections import quality_notes, quality_sections
-from moa.experiment.store import Store
-from moa.experiment.summary import SetupSummary, Summary
+from moa.experiment.analysis.summary import SetupSummary, Summary
 
-__all__ = ["format_table", "markdown_report", "pareto_png", "print_notes", "print_table", "write_outputs"]
+__all__ = [
+    "Section",
+    "format_table",
+    "html_report",
+    "markdown_report",
+    "print_notes",
+    "print_table",
+    "quality_notes",
+    "quality_sections",
+    "table_rows",
+]
 
 HEADERS = [
     "Setup",
@@ -74,15 +81,6 @@ def table_rows(summary: Summary) -> list[list[str]]:
     return rows
 
 
-def format_table(summary: Summary) -> str:
-    """The terminal table (plain text, aligned)."""
-    rows = [HEADERS, *table_rows(summary)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _footer(summary: Summary) -> list[str]:
     out = [
         f"{summary.experiment}: {summary.n_items} items, evaluator `{summary.evaluator.get('name')}`, "
@@ -112,17 +110,6 @@ def _footer(summary: Summary) -> list[str]:
     return out
 
 
-def print_notes(summary: Summary) -> list[str]:
-    """The footer plus the quality notes (judge, pass@k, failure reasons, power) for the terminal."""
-    return [*_footer(summary), *quality_notes(summary)]
-
-
-def print_table(summary: Summary) -> None:
-    print(format_table(summary))
-    for line in print_notes(summary):
-        print(line)
-
-
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     esc = [[c.replace("|", "\\|") for c in r] for r in rows]
     return [
@@ -132,8 +119,8 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
     ]
 
 
-def _ci(v: list[float] | None) -> str:
-    return "—" if v is None else f"[{v[0]:.3f}, {v[1]:.3f}]"
+def _ci(v: list[float] | None, fmt: str = ".3f") -> str:
+    return "—" if v is None else f"[{v[0]:{fmt}}, {v[1]:{fmt}}]"
 
 
 def _f(v: float | None, fmt: str = ".3f") -> str:
@@ -196,6 +183,158 @@ def _category_rows(summary: Summary) -> tuple[list[str], list[list[str]]]:
                 row.append(f"{cs.quality:.3f} (Δ {cs.delta_vs_baseline:+.3f} {_ci(cs.delta_ci95)}, n={cs.n})")
         rows.append(row)
     return headers, rows
+
+
+# -- quality sections: the judge, pass@k, failure reasons, power -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A titled table (``headers`` + ``rows``) and/or bullet lines."""
+
+    title: str
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
+
+
+def _bt(s: SetupSummary) -> str:
+    if s.bt_rating is None:
+        return "—"
+    return f"{s.bt_rating:.0f} {_ci(s.bt_ci95, '.0f')}" + (" (anchor)" if s.is_baseline else "")
+
+
+def _judge_section(summary: Summary) -> Section | None:
+    if not any(s.judge is not None or s.bt_rating is not None for s in summary.setups):
+        return None
+    headers = [
+        "Setup",
+        "wins",
+        "ties",
+        "losses",
+        "win rate",
+        "judge score [95% CI]",
+        "BT rating [95% CI]",
+        "judge USD",
+    ]
+    rows = []
+    for s in summary.setups:
+        j = s.judge
+        if j is None:
+            rows.append(
+                [s.name, "—", "—", "—", "—", "0.500 (baseline)" if s.is_baseline else "—", _bt(s), "—"]
+            )
+            continue
+        rows.append(
+            [
+                s.name,
+                str(j.wins),
+                str(j.ties) + (f" ({j.no_verdict} without a verdict)" if j.no_verdict else ""),
+                str(j.losses),
+                f"{j.win_rate:.3f}",
+                f"{j.score:.3f} {_ci(j.score_ci95)}",
+                _bt(s),
+                f"{s.judge_cost_usd:.6f}",
+            ]
+        )
+    bullets = [
+        "Each setup's answer is judged against the baseline's on the same item in both orders; "
+        "inconsistent verdicts count as a tie. Judge score: 1 = much better, 0.5 = parity, 0 = much worse.",
+        "Bradley–Terry ratings (ties as half wins) on an Elo-like scale with the baseline at 1000; every "
+        "setup is judged against the baseline only (a star design), so ratings between two setups rest "
+        "on their comparisons with the baseline.",
+    ]
+    return Section(f"Judge (pairwise against `{summary.baseline}`)", headers, rows, bullets)
+
+
+def _pass_section(summary: Summary) -> Section | None:
+    shown = [s for s in summary.setups if s.pass_at_k]
+    sampled = any(s.samples > 1 for s in summary.setups)
+    if not shown or not (sampled or summary.evaluator.get("name") == "execution"):
+        return None
+    ks = sorted({int(k) for s in shown for k in s.pass_at_k or {}})
+    rows = [
+        [s.name, *((f"{v:.3f}" if (v := (s.pass_at_k or {}).get(str(k))) is not None else "—") for k in ks)]
+        for s in shown
+    ]
+    note = (
+        f"{max(s.samples for s in summary.setups)} samples per item; unbiased estimator (Chen et al. 2021)."
+    )
+    return Section("pass@k", ["Setup", *(f"pass@{k}" for k in ks)], rows, [note])
+
+
+def _failure_section(summary: Summary) -> Section | None:
+    bullets = [
+        f"`{s.name}`: " + ", ".join(f"{f['reason']} ×{f['count']}" for f in s.failure_reasons)
+        for s in summary.setups
+        if s.failure_reasons
+    ]
+    return Section("Why answers failed", bullets=bullets) if bullets else None
+
+
+def _power_section(summary: Summary) -> Section | None:
+    bullets = [f"`{s.name}`: {s.power_note}" for s in summary.setups if s.power_note]
+    if not bullets:
+        return None
+    bullets.append("Sample sizes from the observed variance of the paired differences (two-sided, α = 0.05).")
+    return Section("Power", bullets=bullets)
+
+
+def quality_sections(summary: Summary) -> list[Section]:
+    """The sections that apply to this summary, in report order."""
+    found = (
+        _judge_section(summary),
+        _pass_section(summary),
+        _failure_section(summary),
+        _power_section(summary),
+    )
+    return [s for s in found if s is not None]
+
+
+def quality_notes(summary: Summary) -> list[str]:
+    """One line per setup and finding, for the terminal (under the table)."""
+    out: list[str] = []
+    for s in summary.setups:
+        if s.judge is not None:
+            j = s.judge
+            out.append(
+                f"{s.name} vs {summary.baseline} (judge): {j.wins} wins, {j.ties} ties"
+                + (f" ({j.no_verdict} without a verdict)" if j.no_verdict else "")
+                + f", {j.losses} losses; "
+                f"judge score {j.score:.3f} {_ci(j.score_ci95)}; BT {_bt(s)}"
+            )
+        if s.pass_at_k and (s.samples > 1 or summary.evaluator.get("name") == "execution"):
+            out.append(f"{s.name}: " + ", ".join(f"pass@{k} {v:.3f}" for k, v in s.pass_at_k.items()))
+        if s.failure_reasons:
+            out.append(
+                f"{s.name}: failures: " + ", ".join(f"{f['reason']} ×{f['count']}" for f in s.failure_reasons)
+            )
+        if s.power_note:
+            out.append(f"{s.name}: {s.power_note}")
+    return out
+
+
+# -- the formats -----------------------------------------------------------------------------------
+
+
+def format_table(summary: Summary) -> str:
+    """The terminal table (plain text, aligned)."""
+    rows = [HEADERS, *table_rows(summary)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_notes(summary: Summary) -> list[str]:
+    """The footer plus the quality notes (judge, pass@k, failure reasons, power) for the terminal."""
+    return [*_footer(summary), *quality_notes(summary)]
+
+
+def print_table(summary: Summary) -> None:
+    print(format_table(summary))
+    for line in print_notes(summary):
+        print(line)
 
 
 def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
@@ -265,104 +404,3 @@ def html_report(summary: Summary, png: bytes | None) -> str:
         )
     parts.append("</body></html>")
     return "\n".join(parts)
-
-
-def pareto_png(summary: Summary, path: Path) -> str | None:
-    """Draw cost ratio (x) vs quality (y) with CI bars; ``None`` when done, else a one-line note."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "matplotlib is not installed: pareto.png skipped (pip install 'moa[report]')"
-    points = [s for s in summary.setups if s.quality is not None and s.quality_ci95 is not None]
-    if not points:
-        return "no setup has a quality yet: pareto.png skipped"
-    use_ratio = all(s.cost_ratio is not None for s in points)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
-    try:
-        for s in points:
-            x = (s.cost_ratio if use_ratio else s.cost_per_item_usd) or 0.0
-            q = s.quality or 0.0
-            lo, hi = s.quality_ci95 or [q, q]
-            color = "tab:red" if s.pareto else "tab:gray"
-            marker = "*" if s.is_baseline else "o"
-            ax.errorbar(
-                [x],
-                [q],
-                yerr=[[q - lo], [hi - q]],
-                fmt=marker,
-                color=color,
-                capsize=3,
-                markersize=12 if s.is_baseline else 7,
-            )
-            ax.annotate(
-                s.name + (" (baseline)" if s.is_baseline else ""),
-                (x, q),
-                textcoords="offset points",
-                xytext=(6, 4),
-                fontsize=8,
-            )
-        front = sorted(
-            ((s.cost_ratio if use_ratio else s.cost_per_item_usd) or 0.0, s.quality or 0.0)
-            for s in points
-            if s.pareto
-        )
-        if len(front) > 1:
-            ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="tab:red", linewidth=1)
-        ax.set_xlabel("cost × baseline" if use_ratio else "cost per item (USD)")
-        ax.set_ylabel(f"quality ({summary.evaluator.get('name')}) with 95% CI")
-        ax.set_title(summary.experiment)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        plt.close(fig)
-    return None
-
-
-def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
-    """``results.jsonl``: one row per stored (setup, item) pair, read lazily from the store."""
-    items = set(manifest["item_ids"])
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for s in manifest["setups"]:
-            for r in store.iter_runs(s["name"], s["hash"], manifest["evaluator_id"]):
-                if r.item_id not in items:
-                    continue
-                score = 0.0 if r.error is not None else r.score
-                row = {
-                    "setup": r.setup,
-                    "item_id": r.item_id,
-                    "sample": r.sample,
-                    "answer": r.answer,
-                    "score": score,
-                    "score_detail": r.detail,
-                    "cost_usd": r.cost_usd,
-                    "cost_usd_max": r.cost_usd_max,
-                    "unknown_usage_attempts": r.unknown_usage_attempts,
-                    "latency_s": r.latency_s,
-                    "tokens": r.tokens,
-                    "calls": r.n_calls,
-                    "error": r.error,
-                }
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str, Any]) -> list[str]:
-    """Write every output file; returns the notes it added to ``summary.notes`` (e.g. no matplotlib)."""
-    out.mkdir(parents=True, exist_ok=True)
-    png_path = out / "pareto.png"
-    note = pareto_png(summary, png_path)
-    added = [note] if note else []
-    summary.notes.extend(added)
-    png = png_path.read_bytes() if note is None and png_path.exists() else None
-    write_results(store, manifest, out / "results.jsonl")
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(
-        markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8"
-    )
-    (out / "report.html").write_text(html_report(summary, png), encoding="utf-8")
-    return added

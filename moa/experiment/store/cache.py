@@ -12,7 +12,7 @@ from moa.models.base import ModelReply, ModelRequest
 from moa.results import Usage
 
 if TYPE_CHECKING:
-    from moa.experiment.store import Store
+    from moa.experiment.store.database import Store
 
 __all__ = ["StoreCache", "sample_scope"]
 

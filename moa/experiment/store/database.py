@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import MoAError, UserError
-from moa.experiment.call_rows import INSERT_CALL, call_rows
-from moa.experiment.lock import FolderLock
-from moa.experiment.store_schema import SCHEMA, SCHEMA_VERSION, migrate
-from moa.experiment.store_version import stored_version
-from moa.results import CallRecord, RunResult, Usage
+from moa.eval.types import Judgment
+from moa.experiment.store.calls import INSERT_CALL, call_rows
+from moa.experiment.store.lock import FolderLock
+from moa.experiment.store.schema import SCHEMA, SCHEMA_VERSION, migrate, stored_version
+from moa.results import RunResult, Usage
 from moa.safe_read import refuse_special
 
-__all__ = ["STORE_NAME", "JudgmentRow", "RunRow", "Store", "input_hash"]
+__all__ = ["STORE_NAME", "RunRow", "Store", "input_hash"]
 
 STORE_NAME = "experiment.sqlite"
 
@@ -39,6 +39,7 @@ _RUN_COLUMNS = (
 
 
 def input_hash(text: str) -> str:
+    """What keys a stored run to its item's input: an edited item never matches the runs stored for it."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -68,22 +69,6 @@ class RunRow:
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class JudgmentRow:
-    """One pairwise verdict to store: the setup's answer in ``position`` (``"a"`` or ``"b"``)."""
-
-    position: str
-    verdict: str | None
-    value: float | None
-    detail: str | None
-    error: str | None
-    calls: Sequence[CallRecord]
-
-    @property
-    def cost_usd(self) -> float:
-        return sum(c.cost_usd for c in self.calls)
 
 
 class Store:
@@ -318,7 +303,7 @@ class Store:
         detail: str | None,
         *,
         baseline_run_id: int | None = None,
-        judgments: Sequence[JudgmentRow] = (),
+        judgments: Sequence[Judgment] = (),
         commit: bool = True,
     ) -> None:
         """A score and, for a pairwise evaluator, its verdicts and their judge calls, together."""

@@ -1,4 +1,4 @@
-"""``python -m moa.testing.server``: the loopback server in the foreground, and a throughput self-check."""
+"""``python -m moa.testing.sim``: the loopback server in the foreground, and a throughput self-check."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
-from moa.testing.server import SimServer
-from moa.testing.sim import (
-    FaultPlan,
-    SimModel,
-)
+import httpx
+
+from moa.testing.sim.faults import FaultPlan
+from moa.testing.sim.models import SimModel
+from moa.testing.sim.server import SimServer
+
+PROG = "python -m moa.testing.sim"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> None:
     """Run a SimServer in the foreground; prints its base URL on one line, stops on SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m moa.testing.server", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="time to the full answer")
@@ -54,12 +58,7 @@ async def _self_check(calls: int = 6000, concurrent: int = 256, clients: int = 3
     Spread over several httpx clients: one httpx pool scans all its connections for every
     request, so a single 256-connection client measures httpx rather than this server.
     """
-    import subprocess
-    import sys
-
-    import httpx
-
-    proc = subprocess.Popen([sys.executable, "-m", "moa.testing.server"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "moa.testing.sim"], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()

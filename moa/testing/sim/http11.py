@@ -1,55 +1,83 @@
 """Just enough HTTP/1.1 for the loopback server: request parsing on an asyncio protocol, keep-alive,
-Content-Length and chunked SSE replies, and client-disconnect detection."""
+Content-Length and chunked SSE replies, and client-disconnect detection.
+
+The connection knows nothing of what it serves: it hands each parsed request to the `handler` it
+was built with, and tells its owner when it opens and when it is lost. The server imports this
+module, never the reverse.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import re
 import socket
 import struct
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
-
-if TYPE_CHECKING:
-    from moa.testing.server import SimServer
+from typing import Any, cast
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests"}
 _REASONS |= {500: "Internal Server Error", 503: "Service Unavailable"}
 _MAX_HEAD = 65536
 
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
+)
+"""The head of a streamed reply; its body is `sse_chunk`s, then ``0\\r\\n\\r\\n``."""
+
 
 @dataclass
-class _Request:
+class Request:
+    """One parsed request; `error` says why the head could not be parsed (answer 400 and close)."""
+
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
     close: bool
+    """The client asked to close the connection after this reply."""
     error: str | None = None
 
 
-class _Conn(asyncio.Protocol):
-    """One client connection: parses requests and runs them one after another."""
+Handler = Callable[["Conn", Request], Awaitable[None]]
+"""Answers one request on its connection; the connection runs one at a time, in order."""
 
-    def __init__(self, server: SimServer) -> None:
-        self.server = server
+
+class Conn(asyncio.Protocol):
+    """One client connection: parses requests and runs them one after another through `handler`."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        on_open: Callable[[Conn], None] | None = None,
+        on_lost: Callable[[Conn], None] | None = None,
+    ) -> None:
+        self._handler = handler
+        self._on_open = on_open
+        self._on_lost = on_lost
         self.loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self.loop.create_future()
+        """Done once the client went away (or the connection was aborted)."""
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._pending: deque[_Request] = deque()
+        self._pending: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._drain: asyncio.Future[None] | None = None
 
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # create_server makes stream transports
-        self.server._conns.add(self)
+        if self._on_open is not None:
+            self._on_open(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._conns.discard(self)
+        if self._on_lost is not None:
+            self._on_lost(self)
         if not self.lost.done():
             self.lost.set_result(None)
         if self._drain is not None and not self._drain.done():
@@ -63,16 +91,14 @@ class _Conn(asyncio.Protocol):
             self._drain.set_result(None)
         self._drain = None
 
-    async def drain(self) -> None:
-        if self._drain is not None:
-            await self._drain
-
     def data_received(self, data: bytes) -> None:
         self._buf += data
         while self._parse_one():
             pass
         if self._pending and (self._task is None or self._task.done()):
             self._task = self.loop.create_task(self._run())
+
+    # -- parsing and dispatch ----------------------------------------------------------------
 
     def _parse_one(self) -> bool:
         end = self._buf.find(b"\r\n\r\n")
@@ -97,27 +123,42 @@ class _Conn(asyncio.Protocol):
         del self._buf[:total]
         conn = headers.get("connection", "").lower()
         close = "close" in conn or (parts[2] == "HTTP/1.0" and "keep-alive" not in conn)
-        self._pending.append(_Request(parts[0], parts[1], headers, body, close))
+        self._pending.append(Request(parts[0], parts[1], headers, body, close))
         return True
 
     def _bad(self, why: str) -> None:
         self._buf.clear()
-        self._pending.append(_Request("", "", {}, b"", True, error=why))
+        self._pending.append(Request("", "", {}, b"", True, error=why))
 
     async def _run(self) -> None:
         while self._pending and not self.lost.done():
             req = self._pending.popleft()
+            close = req.close
             try:
-                await self.server._handle(self, req)
-            except Exception as e:  # an answer function's bug should reach the test as a 500
-                self.respond(500, _error_body(f"sim server: {type(e).__name__}: {e}", "server_error"))
-            if req.close and self.transport is not None:
+                await self._handler(self, req)
+            except Exception as e:
+                # A handler replies to its own failures; this only keeps a client from waiting
+                # forever on one that broke. Close: the broken handler may have written half a reply.
+                self.respond(500, f"{type(e).__name__}: {e}".encode(), close=True, ctype="text/plain")
+                close = True
+            if close and self.transport is not None:
                 self.transport.close()
                 return
+
+    # -- what a handler uses -----------------------------------------------------------------
+
+    def is_open(self) -> bool:
+        """The client is still there and the connection is not closing."""
+        return not self.lost.done() and self.transport is not None and not self.transport.is_closing()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer has room again (or the client left)."""
+        if self._drain is not None:
+            await self._drain
 
     def respond(
         self,
@@ -128,6 +169,7 @@ class _Conn(asyncio.Protocol):
         close: bool = False,
         ctype: str = "application/json",
     ) -> None:
+        """Write a whole reply with a Content-Length; `extra` is more header lines, each ending CRLF."""
         head = (
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n{extra}Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
@@ -153,27 +195,21 @@ class _Conn(asyncio.Protocol):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()
 
+    # -- what the owner uses -----------------------------------------------------------------
 
-def _short(model: str) -> str:
-    """The model name without a `provider/` prefix, as litellm sends it."""
-    return model.split("/", 1)[1] if "/" in model else model
+    def abort(self) -> None:
+        """Drop the connection now, whatever it is doing (the server is shutting down)."""
+        if self.transport is not None:
+            self.transport.abort()
 
-
-def _error_body(message: str, type_: str, code: str | None = None) -> bytes:
-    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
-
-
-def _pieces(answer: str) -> list[str]:
-    # Split before each word that follows whitespace, so the deltas concatenate back exactly.
-    return re.split(r"(?<=\s)(?=\S)", answer) or [""]
-
-
-_SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n"
-)
+    async def wait_closed(self) -> None:
+        """Wait until the connection is lost and its handler has returned (its errors are dropped)."""
+        await asyncio.wait((self.lost,))
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
-def _chunk(obj: Any) -> bytes:
+def sse_chunk(obj: Any) -> bytes:
+    """One server-sent event as an HTTP chunk: `obj` as JSON, or bytes sent as they are."""
     data = b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
     return b"%x\r\n%s\r\n" % (len(data), data)

@@ -1,5 +1,5 @@
-"""The simulated side of the loopback server: models with latency and known accuracy, fault plans,
-the token counting tests compute expectations with, and the server's counters."""
+"""Simulated models: how long they take and what they answer, including answers right with a known
+probability (so statistics can be checked against the truth) and usage they lie about."""
 
 from __future__ import annotations
 
@@ -7,50 +7,19 @@ import contextlib
 import hashlib
 import math
 import random
-from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from moa.errors import UserError
+from moa.testing.sim.tokens import last_user_text
 
-FAULT_KINDS = ("429", "500", "503", "reset", "malformed", "hang")
-# `malformed` picks one of these two at random; scripts and plans may name them directly.
-_EXTRA_KINDS = ("malformed_json", "no_choices")
 _WRONG_CHOICES = 20  # independent wrong answers agree with probability 1/20
 
 
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of one chat message, whether `content` is a string or a list of parts."""
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
-
-
-def count_tokens(text: str) -> int:
-    """The simulated token count of a text: its whitespace-separated words."""
-    return len(text.split())
-
-
-def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """The server's `prompt_tokens`: words of every message plus 3 per message."""
-    return sum(count_tokens(message_text(m)) + 3 for m in messages)
-
-
-def count_completion_tokens(answer: str) -> int:
-    """The server's `completion_tokens` for an answer: its words, at least 1."""
-    return max(1, count_tokens(answer))
-
-
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text of the last `user` message, or "" when there is none."""
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return message_text(m)
-    return ""
+def short_name(model: str) -> str:
+    """The model name without a `provider/` prefix, as litellm sends it."""
+    return model.split("/", 1)[1] if "/" in model else model
 
 
 @dataclass(frozen=True)
@@ -135,50 +104,3 @@ class SimModel:
         if self.answer is None:
             return _default_answer(req)
         return self.answer if isinstance(self.answer, str) else self.answer(req)
-
-
-@dataclass(frozen=True)
-class FaultPlan:
-    """Random faults: each completion request gets one with probability `rate` (seeded)."""
-
-    rate: float
-    kinds: Sequence[str] = FAULT_KINDS
-    retry_after_s: float | None = 0.2
-    """Retry-After sent with 429; None sends none."""
-    retry_after_http_date: bool = False
-    """Send Retry-After as an HTTP date (whole seconds, rounded up) instead of seconds."""
-    hang_s: float = 3600.0
-    seed: int = 0
-    models: Collection[str] | None = None
-    """Only these models get faults; None means all."""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise UserError(f"FaultPlan: rate={self.rate} is not within [0, 1]")
-        unknown = [k for k in self.kinds if k not in FAULT_KINDS + _EXTRA_KINDS]
-        if unknown or not self.kinds:
-            raise UserError(f"FaultPlan: kinds {unknown or '[]'} are not among {FAULT_KINDS + _EXTRA_KINDS}")
-
-
-@dataclass
-class SimStats:
-    """Counters of a SimServer; `SimServer.stats` hands out a consistent copy."""
-
-    served: int = 0
-    """200 completions (plain or streamed) written in full."""
-    served_by_model: Counter[str] = field(default_factory=Counter)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    requests: int = 0
-    """Every completion request, including faults and rejected ones."""
-    faults: Counter[str] = field(default_factory=Counter)
-    request_log: list[tuple[float, str, str]] = field(default_factory=list)
-    """(time.monotonic(), model, fault kind or "ok" / "not_found" / "bad_request")."""
-    in_flight: int = 0
-    max_in_flight: int = 0
-    disconnects: int = 0
-    """Requests whose client went away before the reply was complete."""
-
-    def copy(self) -> SimStats:
-        by_model, faults, log = Counter(self.served_by_model), Counter(self.faults), list(self.request_log)
-        return replace(self, served_by_model=by_model, faults=faults, request_log=log)

@@ -9,7 +9,7 @@ Content-Length, chunked SSE streams): a web framework would cost more than the c
     with SimServer({"m": SimModel(latency_s=0.05)}) as srv:     # background thread, own loop
         httpx.post(f"{srv.base_url}/chat/completions", json={...})
     async with SimServer(...) as srv: ...                       # on the running loop
-    python -m moa.testing.server --port 8000 --latency-ms 20    # foreground; prints the URL
+    python -m moa.testing.sim --port 8000 --latency-ms 20       # foreground; prints the URL
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -27,34 +28,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moa.errors import UserError
-from moa.testing.http11 import _SSE_HEAD, _chunk, _Conn, _error_body, _pieces, _Request, _short
-from moa.testing.sim import (
-    _EXTRA_KINDS,
-    FAULT_KINDS,
-    FaultPlan,
-    SimModel,
-    SimRequest,
-    SimStats,
-    count_completion_tokens,
-    count_prompt_tokens,
-    count_tokens,
-    last_user_text,
-    message_text,
-)
+from moa.testing.sim.faults import MALFORMED_KINDS, OUTCOMES, FaultPlan, draw_fault
+from moa.testing.sim.http11 import SSE_HEAD, Conn, Request, sse_chunk
+from moa.testing.sim.models import SimModel, SimRequest, short_name
+from moa.testing.sim.stats import SimStats
+from moa.testing.sim.tokens import count_completion_tokens, count_prompt_tokens, count_tokens, last_user_text
 
-__all__ = [
-    "FAULT_KINDS",
-    "FaultPlan",
-    "SimModel",
-    "SimRequest",
-    "SimServer",
-    "SimStats",
-    "count_completion_tokens",
-    "count_prompt_tokens",
-    "count_tokens",
-    "last_user_text",
-    "message_text",
-]
+__all__ = ["SimServer"]
 
 
 class SimServer:
@@ -83,7 +63,7 @@ class SimServer:
         self._calls: Counter[tuple[str, str]] = Counter()
         self._stats = SimStats()
         self._ids = itertools.count(1)
-        self._conns: set[_Conn] = set()
+        self._conns: set[Conn] = set()
         self._server: asyncio.AbstractServer | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
@@ -118,7 +98,7 @@ class SimServer:
 
     def script(self, model: str, outcomes: Sequence[str]) -> None:
         """Force the next replies of `model`, in order: "ok" or a fault kind, before random faults."""
-        bad = [o for o in outcomes if o != "ok" and o not in FAULT_KINDS + _EXTRA_KINDS]
+        bad = [o for o in outcomes if o not in OUTCOMES]
         if bad:
             raise UserError(f"SimServer.script({model!r}): unknown outcomes {bad}")
         found = self._resolve(model)
@@ -131,9 +111,12 @@ class SimServer:
         loop = asyncio.get_running_loop()
         self._closing = False
         self._server = await loop.create_server(
-            lambda: _Conn(self), self.host, self.port, reuse_address=True, backlog=2048
+            self._connection, self.host, self.port, reuse_address=True, backlog=2048
         )
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def _connection(self) -> Conn:
+        return Conn(self._handle, on_open=self._conns.add, on_lost=self._conns.discard)
 
     async def _aclose(self) -> None:
         self._closing = True
@@ -141,13 +124,8 @@ class SimServer:
             self._server.close()
         conns = list(self._conns)
         for conn in conns:
-            if conn.transport is not None:
-                conn.transport.abort()
-        tasks = [c._task for c in conns if c._task is not None]
-        if conns:
-            await asyncio.wait([c.lost for c in conns])
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            conn.abort()
+        await asyncio.gather(*(conn.wait_closed() for conn in conns))
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -197,26 +175,20 @@ class SimServer:
     def _resolve(self, name: str) -> tuple[str, SimModel] | None:
         if name in self._models:
             return name, self._models[name]
-        short = _short(name)
+        short = short_name(name)
         if short in self._models:
             return short, self._models[short]
         return (short, self._default) if self._default is not None else None
 
     def _outcome(self, requested: str, key: str) -> tuple[str, FaultPlan | None]:
+        """A scripted outcome first, else a draw from the fault plan."""
         with self._lock:
             plan, rng = self._plan
             for name in (requested, key):
                 queue = self._scripts.get(name)
                 if queue:
                     return queue.popleft(), plan
-            if plan is None or rng.random() >= plan.rate:
-                return "ok", plan
-            if plan.models is not None and not {key, requested} & {*plan.models, *map(_short, plan.models)}:
-                return "ok", plan
-            kind = rng.choice(list(plan.kinds))
-            if kind == "malformed":
-                kind = rng.choice(_EXTRA_KINDS)
-            return kind, plan
+            return draw_fault(plan, rng, (key, requested)), plan
 
     def _log(self, model: str, kind: str) -> None:
         with self._lock:
@@ -224,14 +196,21 @@ class SimServer:
             s.requests += 1
             s.request_log.append((time.monotonic(), model, kind))
             if kind not in ("ok", "not_found", "bad_request"):
-                s.faults["malformed" if kind in _EXTRA_KINDS else kind] += 1
+                s.faults["malformed" if kind in MALFORMED_KINDS else kind] += 1
 
     def _lost(self) -> None:
         if not self._closing:
             with self._lock:
                 self._stats.disconnects += 1
 
-    async def _handle(self, conn: _Conn, req: _Request) -> None:
+    async def _handle(self, conn: Conn, req: Request) -> None:
+        """Every connection's handler: one request in, one reply out."""
+        try:
+            await self._route(conn, req)
+        except Exception as e:  # an answer function's bug should reach the test as a 500
+            conn.respond(500, _error_body(f"sim server: {type(e).__name__}: {e}", "server_error"))
+
+    async def _route(self, conn: Conn, req: Request) -> None:
         path = req.path.split("?", 1)[0].rstrip("/")
         if req.error is not None:
             conn.respond(400, _error_body(req.error, "invalid_request_error"), close=True)
@@ -251,7 +230,7 @@ class SimServer:
             msg = f"no route for {req.method} {req.path}"
             conn.respond(404, _error_body(msg, "invalid_request_error", "not_found"), close=req.close)
 
-    async def _complete(self, conn: _Conn, req: _Request) -> None:
+    async def _complete(self, conn: Conn, req: Request) -> None:
         try:
             body = json.loads(req.body)
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -295,14 +274,14 @@ class SimServer:
             else:
                 conn.reset()
         elif body.get("stream"):  # malformed, streamed: an event that is not JSON
-            conn.write(_SSE_HEAD + _chunk(b"{not json") + b"0\r\n\r\n")
+            conn.write(SSE_HEAD + sse_chunk(b"{not json") + b"0\r\n\r\n")
         elif kind == "malformed_json":
             conn.respond(200, b'{"id": "chatcmpl-broken", "choices": [', close=req.close)
         else:
             conn.respond(200, b'{"id": "chatcmpl-empty", "object": "chat.completion"}', close=req.close)
 
     async def _answer(
-        self, conn: _Conn, req: _Request, body: dict[str, Any], requested: str, key: str, sim: SimModel
+        self, conn: Conn, req: Request, body: dict[str, Any], requested: str, key: str, sim: SimModel
     ) -> None:
         messages: list[Mapping[str, Any]] = [m for m in body["messages"] if isinstance(m, Mapping)]
         counter = (key, last_user_text(messages))
@@ -333,12 +312,12 @@ class SimServer:
         if self._served(conn, key, usage):
             conn.respond(200, json.dumps(reply).encode(), close=req.close)
 
-    def _served(self, conn: _Conn, key: str, usage: Mapping[str, int]) -> bool:
+    def _served(self, conn: Conn, key: str, usage: Mapping[str, int]) -> bool:
         """Account a completion about to be written whole; False (a disconnect) if the client left.
 
         Counted just before the last write so a client that has read its reply sees it counted.
         """
-        if conn.lost.done() or conn.transport is None or conn.transport.is_closing():
+        if not conn.is_open():
             self._lost()
             return False
         with self._lock:
@@ -351,7 +330,7 @@ class SimServer:
 
     async def _stream(
         self,
-        conn: _Conn,
+        conn: Conn,
         sim: SimModel,
         answer: str,
         finish: str,
@@ -371,27 +350,26 @@ class SimServer:
         head = {**base, "object": "chat.completion.chunk"}
         if with_usage:
             head["usage"] = None
-        conn.write(_SSE_HEAD)
+        conn.write(SSE_HEAD)
         for i, piece in enumerate(pieces):
             if await conn.wait_lost(delay):
                 self._lost()
                 return
             delta = {"role": "assistant", "content": piece} if i == 0 else {"content": piece}
-            conn.write(_chunk({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
+            conn.write(sse_chunk({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}))
             await conn.drain()
-        tail = _chunk({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+        tail = sse_chunk({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         if with_usage:
-            tail += _chunk({**head, "choices": [], "usage": dict(claimed)})
+            tail += sse_chunk({**head, "choices": [], "usage": dict(claimed)})
         if self._served(conn, key, usage):
-            conn.write(tail + _chunk(b"[DONE]") + b"0\r\n\r\n")
+            conn.write(tail + sse_chunk(b"[DONE]") + b"0\r\n\r\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run a SimServer in the foreground (``python -m moa.testing.server``)."""
-    from moa.testing.sim_cli import main as run
-
-    run(argv)
+def _error_body(message: str, type_: str, code: str | None = None) -> bytes:
+    """An OpenAI-shaped error reply."""
+    return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}}).encode()
 
 
-if __name__ == "__main__":
-    main()
+def _pieces(answer: str) -> list[str]:
+    # Split before each word that follows whitespace, so the deltas concatenate back exactly.
+    return re.split(r"(?<=\s)(?=\S)", answer) or [""]

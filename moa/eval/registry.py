@@ -1,0 +1,66 @@
+"""The evaluators by name: ``make_evaluator`` turns an experiment file's ``evaluator:`` field into an
+evaluator, and ``known_evaluators`` lists the names it accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from moa.errors import UserError
+from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
+from moa.eval.judge import JudgeConfig, JudgeEvaluator
+from moa.eval.reference import (
+    ContainsConfig,
+    ContainsEvaluator,
+    ExactConfig,
+    ExactEvaluator,
+    NumericConfig,
+    NumericEvaluator,
+    RegexConfig,
+    RegexEvaluator,
+)
+from moa.eval.types import Evaluator, PairwiseEvaluator
+
+__all__ = ["known_evaluators", "make_evaluator"]
+
+#: name -> (its configuration, how to build it from that and the experiment file's folder)
+_REGISTRY: dict[str, tuple[type[BaseModel], Callable[[Any, Path | None], Evaluator | PairwiseEvaluator]]] = {
+    "contains": (ContainsConfig, lambda c, _: ContainsEvaluator(c)),
+    "exact": (ExactConfig, lambda c, _: ExactEvaluator(c)),
+    "execution": (ExecutionConfig, lambda c, _: ExecutionEvaluator(c)),
+    # pairwise: compares with the baseline's answer; its topology file is relative to the experiment file
+    "judge": (JudgeConfig, lambda c, base_dir: JudgeEvaluator(c, base_dir=base_dir)),
+    "numeric": (NumericConfig, lambda c, _: NumericEvaluator(c)),
+    "regex": (RegexConfig, lambda c, _: RegexEvaluator(c)),
+}
+
+
+def known_evaluators() -> list[str]:
+    """The names ``make_evaluator`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def make_evaluator(
+    config: str | Mapping[str, Any], *, base_dir: str | Path | None = None
+) -> Evaluator | PairwiseEvaluator:
+    """An evaluator from ``"exact"``, ``{"name": "numeric", "abs_tol": 1e-6}`` or
+    ``{"name": "judge", "topology": "judge.yaml"}`` (files relative to ``base_dir``); ``UserError``
+    naming the evaluator and field when the configuration is wrong."""
+    data: dict[str, Any] = {"name": config} if isinstance(config, str) else dict(config)
+    name = data.get("name")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise UserError(f"unknown evaluator `{name}`; known: {', '.join(known_evaluators())}")
+    config_type, build = _REGISTRY[name]
+    return build(_parse(config_type, data, name), Path(base_dir) if base_dir is not None else None)
+
+
+def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any:
+    try:
+        return config_type.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None

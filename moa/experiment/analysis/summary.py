@@ -1,0 +1,150 @@
+"""What an experiment found, in the shape of ``summary.json``: a ``Summary`` with one ``SetupSummary``
+per setup (the baseline first), its per-category ``CategorySummary`` and, under a pairwise judge, its
+``JudgeSummary``. ``summarize`` computes them; the report and the command line read them.
+
+The field names and their order are the keys of ``summary.json``: scripts rely on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CategorySummary", "JudgeSummary", "SetupSummary", "Summary", "baseline_problem"]
+
+# summary.json is read back by ``Summary.from_dict``: a key this moa does not write is refused, not
+# dropped. Fields are assigned as the numbers are computed, so assignment is not re-validated.
+_CONFIG = ConfigDict(extra="forbid")
+
+
+class CategorySummary(BaseModel):
+    """One setup on the items of one category."""
+
+    model_config = _CONFIG
+
+    n: int
+    quality: float | None
+    delta_vs_baseline: float | None = None
+    delta_ci95: list[float] | None = None
+
+
+class JudgeSummary(BaseModel):
+    """A setup against the baseline under a pairwise judge (per item: the mean over its samples)."""
+
+    model_config = _CONFIG
+
+    wins: int
+    ties: int
+    losses: int
+    win_rate: float
+    """wins / items judged"""
+    score: float
+    """The mean judge score: 1 = always much better, 0.5 = parity, 0 = always much worse."""
+    score_ci95: list[float]
+    no_verdict: int = 0
+    """Judged pairs scored as a tie because a judgment had no valid verdict (after its retries)."""
+    inconsistent: int = 0
+    """Judged pairs whose two orders disagreed in direction (a position-biased judge): ties."""
+
+
+class SetupSummary(BaseModel):
+    """One setup (the baseline included)."""
+
+    model_config = _CONFIG
+
+    name: str
+    is_baseline: bool
+    n: int
+    quality: float | None = None
+    quality_ci95: list[float] | None = None
+    delta_vs_baseline: float | None = None
+    delta_ci95: list[float] | None = None
+    test: str | None = None
+    """``mcnemar`` for binary scores, else ``sign``."""
+    p_value: float | None = None
+    p_value_holm: float | None = None
+    cost_usd: float = 0.0
+    cost_usd_max: float = 0.0
+    """``cost_usd`` plus the worst case of attempts sent whose usage is unknown (timeouts,
+    cancellations after sending): what the provider may have billed at most."""
+    unknown_usage_attempts: int = 0
+    """Attempts sent whose usage cannot be known."""
+    cost_per_item_usd: float | None = None
+    cost_ratio: float | None = None
+    tokens: int = 0
+    tokens_per_item: float | None = None
+    token_ratio: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_ratio: float | None = None
+    latency_p95_ratio: float | None = None
+    calls_per_item: float | None = None
+    cost_per_correct_usd: float | None = None
+    errors: int = 0
+    error_examples: list[dict[str, Any]] = Field(default_factory=list)
+    """The most frequent error messages: ``{"error": ..., "count": ...}``."""
+    pareto: bool = False
+    power_n: int | None = None
+    """Items needed to detect the observed difference at 80% power (None without a difference)."""
+    power_note: str | None = None
+    """That, as a sentence for the report (``n=30 items; detecting a +0.050 difference ...``)."""
+    samples: int = 1
+    """Independent runs per item (the experiment's ``samples``)."""
+    pass_at_k: dict[str, float] | None = None
+    """pass@1..k (unbiased estimator) when the scores are binary: ``{"1": 0.4, "5": 0.8}``."""
+    failure_reasons: list[dict[str, Any]] = Field(default_factory=list)
+    """Why scored runs did not pass, by kind: ``{"reason": "timeout after 10.0s", "count": 3}``."""
+    judge: JudgeSummary | None = None
+    """A pairwise judge's verdicts against the baseline (None for the baseline and other evaluators)."""
+    bt_rating: float | None = None
+    """Bradley–Terry rating from the judge's outcomes, the baseline anchored at 1000."""
+    bt_ci95: list[float] | None = None
+    """The rating's bootstrap 95% interval."""
+    missing: int = 0
+    """Pairs of this setup not run (yet): an interrupted or over-budget experiment."""
+    judge_cost_usd: float = 0.0
+    """USD spent by a pairwise judge on this setup's answers (not part of ``cost_usd``)."""
+    categories: dict[str, CategorySummary] = Field(default_factory=dict)
+
+
+class Summary(BaseModel):
+    """What an experiment found; ``to_dict()`` is ``summary.json``."""
+
+    model_config = _CONFIG
+
+    experiment: str
+    baseline: str
+    evaluator: dict[str, Any]
+    n_items: int
+    setups: list[SetupSummary]
+    complete: bool = True
+    notes: list[str] = Field(default_factory=list)
+    scoring_rule: str = "a run that failed scores 0; pairs not run are left out"
+
+    def setup(self, name: str) -> SetupSummary:
+        for s in self.setups:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json``'s content."""
+        return self.model_dump()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Summary:
+        """A summary read back from ``summary.json``."""
+        return cls.model_validate(d)
+
+
+def baseline_problem(summary: Summary) -> str | None:
+    """One line when the baseline has no quality to compare with (no run, or every run failed)."""
+    base = summary.setup(summary.baseline)
+    if base.n == 0:
+        return f"baseline `{base.name}` has no quality: none of its runs is stored"
+    if base.errors >= base.n * base.samples:
+        first = base.error_examples[0]["error"] if base.error_examples else "unknown error"
+        return f"baseline `{base.name}` has no quality: all {base.errors} of its runs failed (first error: {first})"
+    return None

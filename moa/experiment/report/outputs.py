@@ -1,0 +1,62 @@
+"""The files of an experiment folder: ``summary.json``, ``results.jsonl``, ``report.md``, ``report.html``
+and ``pareto.png``, each written from the summary and the store alone (so ``moa report`` rewrites them
+without a model call)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from moa.experiment.analysis.summary import Summary
+from moa.experiment.report.plots import pareto_png
+from moa.experiment.report.text import html_report, markdown_report
+from moa.experiment.store.database import Store
+
+__all__ = ["write_outputs", "write_results"]
+
+
+def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
+    """``results.jsonl``: one row per stored (setup, item) pair, read lazily from the store."""
+    items = set(manifest["item_ids"])
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for s in manifest["setups"]:
+            for r in store.iter_runs(s["name"], s["hash"], manifest["evaluator_id"]):
+                if r.item_id not in items:
+                    continue
+                score = 0.0 if r.error is not None else r.score
+                row = {
+                    "setup": r.setup,
+                    "item_id": r.item_id,
+                    "sample": r.sample,
+                    "answer": r.answer,
+                    "score": score,
+                    "score_detail": r.detail,
+                    "cost_usd": r.cost_usd,
+                    "cost_usd_max": r.cost_usd_max,
+                    "unknown_usage_attempts": r.unknown_usage_attempts,
+                    "latency_s": r.latency_s,
+                    "tokens": r.tokens,
+                    "calls": r.n_calls,
+                    "error": r.error,
+                }
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str, Any]) -> list[str]:
+    """Write every output file; returns the notes it added to ``summary.notes`` (e.g. no matplotlib)."""
+    out.mkdir(parents=True, exist_ok=True)
+    png_path = out / "pareto.png"
+    note = pareto_png(summary, png_path)
+    added = [note] if note else []
+    summary.notes.extend(added)
+    png = png_path.read_bytes() if note is None and png_path.exists() else None
+    write_results(store, manifest, out / "results.jsonl")
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(
+        markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8"
+    )
+    (out / "report.html").write_text(html_report(summary, png), encoding="utf-8")
+    return added
