@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moa.eval import load_dataset
-from moa.experiment.spec import load_spec
+from moa.experiment.config import load_spec
 from moa.topology.loader import load
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -376,7 +376,7 @@ def test_presets_still_load() -> None:
 
 def test_control_characters_in_experiment_fields_are_refused(tmp_path: Path) -> None:
     """A NUL in an experiment's name, dataset or setup path is a validation line naming the field."""
-    from moa.experiment.spec import load_spec
+    from moa.experiment.config import load_spec
 
     base = "name: e\ndataset: d.jsonl\nevaluator: exact\nbaseline: s.yaml\nsetups: [s.yaml]\n"
     for field, bad in (

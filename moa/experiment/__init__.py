@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from moa.eval.types import PairScore, PairwiseEvaluator
     from moa.experiment.analysis.summarize import summary_from_store
     from moa.experiment.analysis.summary import CategorySummary, SetupSummary, Summary
+    from moa.experiment.config import ExperimentSpec, Setup, SetupEntry, load_spec
     from moa.experiment.experiment import Experiment, rebuild_report
-    from moa.experiment.spec import ExperimentSpec, Setup, SetupEntry, load_spec
     from moa.experiment.store.cache import StoreCache
     from moa.experiment.store.database import RunRow, Store
 
@@ -30,19 +30,19 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "CategorySummary": "moa.experiment.analysis.summary",
     "Experiment": "moa.experiment.experiment",
-    "ExperimentSpec": "moa.experiment.spec",
+    "ExperimentSpec": "moa.experiment.config",
     # the judge's verdict record, now ``moa.eval.Judgment``: the old name keeps working
     "JudgmentRow": "moa.eval.types:Judgment",
     "PairScore": "moa.eval.types",
     "PairwiseEvaluator": "moa.eval.types",
     "RunRow": "moa.experiment.store.database",
-    "Setup": "moa.experiment.spec",
-    "SetupEntry": "moa.experiment.spec",
+    "Setup": "moa.experiment.config",
+    "SetupEntry": "moa.experiment.config",
     "SetupSummary": "moa.experiment.analysis.summary",
     "Store": "moa.experiment.store.database",
     "StoreCache": "moa.experiment.store.cache",
     "Summary": "moa.experiment.analysis.summary",
-    "load_spec": "moa.experiment.spec",
+    "load_spec": "moa.experiment.config",
     "rebuild_report": "moa.experiment.experiment",
     "summary_from_store": "moa.experiment.analysis.summarize",
 }

@@ -25,12 +25,7 @@ from moa.eval.registry import make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.summarize import summary_from_store
 from moa.experiment.analysis.summary import Summary, baseline_problem
-from moa.experiment.progress import Progress
-from moa.experiment.report.outputs import write_outputs
-from moa.experiment.report.text import print_table
-from moa.experiment.run_pairs import run_pairs
-from moa.experiment.score_answers import is_pairwise, score_all
-from moa.experiment.spec import (
+from moa.experiment.config import (
     ExperimentSpec,
     Setup,
     evaluator_config,
@@ -38,6 +33,11 @@ from moa.experiment.spec import (
     load_spec,
     resolve_setups,
 )
+from moa.experiment.progress import Progress
+from moa.experiment.report.outputs import write_outputs
+from moa.experiment.report.text import print_table
+from moa.experiment.run_pairs import run_pairs
+from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import Store, input_hash
 

@@ -17,8 +17,8 @@ from moa.calls.budget import Budget
 from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
 from moa.eval.datasets import Item
 from moa.experiment.cancellation import cancel_and_drain
+from moa.experiment.config import ExperimentSpec, Setup
 from moa.experiment.progress import Progress
-from moa.experiment.spec import ExperimentSpec, Setup
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store, input_hash
 

@@ -26,7 +26,7 @@ from moa.experiment.store.database import RunRow, Store
 
 if TYPE_CHECKING:
     from moa._run import Runner
-    from moa.experiment.spec import Setup
+    from moa.experiment.config import Setup
 
 __all__ = ["ScoringReport", "is_pairwise", "score_all"]
 
