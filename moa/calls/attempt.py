@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +74,14 @@ class CallPlan:
     #: overload, so it does not draw on the endpoint's retry budget
     rejected_reply: bool = False
 
+    #: the clock of the attempt in flight: the request's ``on_sent`` reaches it through ``mark_sent``
+    #: (one request object serves every attempt at a model, so nothing is copied per attempt)
+    clock: _SendClock | None = None
+
+    def mark_sent(self) -> None:
+        if self.clock is not None:
+            self.clock.on_sent()
+
     def stream(self, piece: str) -> None:
         self.emitted = True
         self.on_token(piece)  # type: ignore[misc]
@@ -126,7 +133,7 @@ async def attempt(
     worst = call.worst_case(target.price)
     held = _reserve(budgets, worst, call.node, target.model) if budgets else []
     rec.attempts += 1
-    clock = _SendClock(getattr(target.backend, "reports_send", False))
+    clock = call.clock = _SendClock(getattr(target.backend, "reports_send", False))
     reply: ModelReply | None = None
     call.rejected_reply = False
     try:
@@ -164,11 +171,11 @@ async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: 
     on_token = call.stream if call.on_token is not None else None
     clock.enter()
     if request.timeout_s is None:
-        return await backend.complete(dataclasses.replace(request, on_sent=clock.on_sent), on_token)
+        return await backend.complete(request, on_token)
     try:
         async with asyncio.timeout(request.timeout_s) as cm:
             clock.timeout = cm
-            return await backend.complete(dataclasses.replace(request, on_sent=clock.on_sent), on_token)
+            return await backend.complete(request, on_token)
     except TimeoutError:
         raise TimedOut(
             f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node

@@ -152,6 +152,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         timeout_s=agent.timeout_s,
         params=agent.params,
         node=call.node,
+        on_sent=call.mark_sent,
     )
     rec = CallRecord(
         node=call.node,
