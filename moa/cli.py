@@ -8,11 +8,17 @@ stderr; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
+
+# light modules only: the topology loader, the runner and the web stack load per command
+from moa.errors import MoAError, TopologyError, UserError
+from moa.results import Done, Token
+from moa.scrub import environment_secrets, scrub
 
 __all__ = ["main"]
 
@@ -34,7 +40,6 @@ def _cmd_topologies(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from moa.errors import TopologyError, UserError
     from moa.topology.loader import load
 
     bad = False
@@ -89,11 +94,7 @@ def _summary_line(result: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import asyncio
-
     from moa._run import Runner
-    from moa.errors import MoAError, UserError
-    from moa.results import Done, Token
     from moa.topology.loader import load
 
     topology = load(args.topology)
@@ -199,8 +200,6 @@ def _plugins() -> list[Callable[[Any], None]]:
 
 def _print_traceback() -> None:
     """The traceback for ``--debug``, scrubbed: chained provider exceptions keep their raw text."""
-    from moa.scrub import environment_secrets, scrub
-
     print(scrub(traceback.format_exc(), environment_secrets()), file=sys.stderr, end="")
 
 
@@ -210,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from moa.errors import MoAError, UserError
 
     try:
         code: int = args.func(args)
