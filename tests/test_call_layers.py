@@ -1,0 +1,128 @@
+"""Each layer of a node's call, alone, with FunctionModel: one attempt and its accounting, the retry
+loop and its retry budget, and the fallback chain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import moa
+from moa.calls.attempt import CallPlan, Target, attempt
+from moa.calls.budget import Budget
+from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
+from moa.calls.pricing import Price
+from moa.calls.retry import RetryPolicy
+from moa.calls.retry_budget import RetryBudget
+from moa.models.base import ModelRequest
+from moa.results import CallRecord
+from moa.testing import FunctionModel, ScriptedModel
+from moa.topology.spec import AgentSpec
+
+PRICE = Price(1e-6, 1e-6, True)
+MESSAGES = [{"role": "user", "content": "two plus two"}]
+
+
+def plan(max_tokens: int | None = 10) -> CallPlan:
+    return CallPlan("n", MESSAGES, max_tokens, 100, None, None)
+
+
+def request(timeout_s: float | None = None) -> ModelRequest:
+    return ModelRequest(model="fake/m", messages=MESSAGES, max_tokens=10, timeout_s=timeout_s, node="n")
+
+
+async def test_attempt_books_a_reply_and_settles_the_budget() -> None:
+    """An answered attempt: one ok entry with its usage, the budget charged the real cost."""
+    budget = Budget(1.0)
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    target = Target("fake/m", FunctionModel(lambda r: "four"), PRICE, None)
+    reply = await attempt((budget,), target, request(), rec, plan())
+    assert reply.text == "four" and rec.attempts == 1
+    (entry,) = rec.attempt_log
+    assert entry.status == "ok" and entry.usage == reply.usage
+    assert budget.spent_usd == pytest.approx(PRICE.cost(reply.usage)) and budget.reserved_usd == 0
+
+
+async def test_attempt_timeout_keeps_the_worst_case() -> None:
+    """A timed-out attempt: usage unknown, the budget keeps the reserved worst case."""
+    budget = Budget(1.0)
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    target = Target("fake/m", FunctionModel(lambda r: "late", delay_s=5), PRICE, None)
+    with pytest.raises(moa.TimedOut):
+        await attempt((budget,), target, request(timeout_s=0.05), rec, plan())
+    (entry,) = rec.attempt_log
+    assert entry.status == "timeout" and entry.usage is None
+    assert budget.spent_usd == pytest.approx(PRICE.worst_case(100, 10)) == pytest.approx(rec.cost_usd_max)
+
+
+async def test_attempt_refused_by_the_budget_sends_nothing() -> None:
+    """A worst case past the cap raises BudgetExceeded before the model is called; nothing is logged."""
+    fm = FunctionModel(lambda r: "never")
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    with pytest.raises(moa.BudgetExceeded):
+        await attempt((Budget(1e-9),), Target("fake/m", fm, PRICE, None), request(), rec, plan())
+    assert fm.calls == [] and rec.attempts == 0 and rec.attempt_log == []
+
+
+def _runtime(*models: str, attempts: int = 3) -> AgentRuntime:
+    agent = AgentSpec(model=models[0], fallbacks=list(models[1:]))
+    return AgentRuntime(agent, (), RetryPolicy(max_attempts=attempts, backoff_base_s=0.0), None)
+
+
+async def test_retrying_stops_when_the_retry_budget_is_spent() -> None:
+    """With no retry left in the endpoint's budget, the first failure is final and says why."""
+    fm = ScriptedModel([moa.ProviderError("down", status_code=503)])
+    rb = RetryBudget(ratio=0.0, min_retries=0)
+    target = Target("fake/m", fm, PRICE, None, rb)
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    ctx = CallContext(t0=time.perf_counter())
+    with pytest.raises(moa.ProviderError, match="retry budget"):
+        await _retrying(ctx, _runtime("fake/m"), target, request(), rec, plan())
+    assert rec.attempts == 1
+
+
+async def test_retrying_retries_until_an_answer() -> None:
+    """Two failures, then an answer: three attempts on one record."""
+    fm = ScriptedModel([moa.ProviderError("a", status_code=500), moa.RateLimited("b"), "ok"])
+    target = Target("fake/m", fm, PRICE, None, RetryBudget())
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    reply = await _retrying(
+        CallContext(t0=time.perf_counter()), _runtime("fake/m"), target, request(), rec, plan()
+    )
+    assert reply.text == "ok" and [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
+
+
+async def test_call_agent_falls_back_and_keeps_a_record_per_model() -> None:
+    """The primary fails for good, the fallback answers: two records, the error names the first."""
+    bad = ScriptedModel([moa.RequestRejected("no", status_code=400)])
+    good = FunctionModel(lambda r: "fallback answer")
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a", fallbacks=["fake/b"]),
+        (Target("fake/a", bad, PRICE, None), Target("fake/b", good, PRICE, None)),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter())
+    text = await call_agent(ctx, rt, "n", MESSAGES)
+    assert text == "fallback answer"
+    assert [(c.model, c.error is None) for c in ctx.calls] == [("fake/a", False), ("fake/b", True)]
+    assert ctx.calls[0].attempts == 1  # a 4xx is not retried
+
+
+async def test_call_agent_record_survives_cancellation() -> None:
+    """Cancelled mid-call, the model's record is still appended (error: cancelled)."""
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a"),
+        (Target("fake/a", FunctionModel(lambda r: "x", delay_s=5), PRICE, None),),
+        RetryPolicy(),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter())
+    task = asyncio.create_task(call_agent(ctx, rt, "n", MESSAGES))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (rec,) = ctx.calls
+    assert rec.error == "cancelled" and rec.attempt_log[0].status == "cancelled"
