@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from moa.topology.spec import AgentSpec as AgentSpec
     from moa.topology.spec import NodeSpec as NodeSpec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _EXPORTS = {
     "AgentSpec": "moa.topology.spec",
