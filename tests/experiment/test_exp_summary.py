@@ -68,12 +68,15 @@ def test_costs_latency_ratios_and_cost_per_correct() -> None:
     assert good.tokens == 60 and good.token_ratio == pytest.approx(1.0)
     assert good.calls_per_item == 2.0 and base.calls_per_item == 1.0
     assert good.cost_per_correct_usd == pytest.approx(0.12 / 3)
+    assert good.cost_per_correct_ratio == pytest.approx((0.12 / 3) / (0.04 / 2))
+    assert good.tokens_per_correct == pytest.approx(60 / 3)
     assert good.errors == 1 and good.error_examples == [{"error": "ProviderError: boom", "count": 1}]
 
 
 def test_pareto_and_categories() -> None:
-    """a dominated setup is off the front; categories get their own quality and delta."""
+    """a dominated setup is off the front (costs in USD); categories get their own quality and delta."""
     s = _summary()
+    assert s.cost_basis == "usd"  # type: ignore[attr-defined]
     assert [x.pareto for x in s.setups] == [True, True, False]  # type: ignore[attr-defined]
     good = s.setup("good")  # type: ignore[attr-defined]
     assert good.categories["x"].quality == 1.0 and good.categories["y"].quality == 0.5

@@ -1,6 +1,7 @@
 """The analysis phase: from stored runs and scores to the numbers of ``summary.json``.
 
-``summary`` holds the shape (``Summary``, ``SetupSummary``, ...), ``summarize`` computes it. The
+``summary`` holds the shape (``Summary``, ``SetupSummary``, ...), ``summarize`` computes it, ``costs``
+picks the cost basis (USD, or tokens at a $0 baseline) and marks the Pareto front. The
 statistics it uses (bootstrap, paired tests, power, Bradley–Terry) are ``moa.eval``'s: they are part
 of the evaluation toolkit users call on their own scores too.
 """

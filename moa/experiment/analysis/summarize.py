@@ -9,6 +9,8 @@ shows its failures in its quality as well as in ``errors``. Pairs that were neve
 or over-budget experiment) are left out: ``n`` counts the items with a stored run, and the paired
 statistics use the items both the setup and the baseline have. With ``samples: k`` an item's score is
 the mean over its samples, and cost, tokens and latency are per run (per sample).
+
+Cost basis, per-correct ratios and the Pareto rule: see ``costs``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from moa.eval import stats
 from moa.eval.bradley_terry import Outcome, bootstrap_ratings
 from moa.eval.judge import INCONSISTENT, NO_VERDICT
+from moa.experiment.analysis.costs import cost_basis, mark_pareto, per_correct_ratios, ratio
 from moa.experiment.analysis.summary import (
     CategorySummary,
     JudgeSummary,
@@ -52,12 +55,6 @@ _EPS = 1e-9
 
 def _ci(c: stats.CI) -> list[float]:
     return [c.low, c.high]
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
 
 
 def _runs(rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[RunRow]]:
@@ -131,6 +128,7 @@ def _setup_numbers(
         s.quality, s.quality_ci95 = ci.estimate, _ci(ci)
         correct = math.fsum(v for r in present if (v := run_score(r)) is not None)
         s.cost_per_correct_usd = s.cost_usd / correct if correct > 0 else None
+        s.tokens_per_correct = s.tokens / correct if correct > 0 else None
     return s, scores
 
 
@@ -175,10 +173,10 @@ def summarize(
     base_scores = all_scores[base_name]
     raw_p: list[tuple[SetupSummary, float]] = []
     for s in out:
-        s.cost_ratio = _ratio(s.cost_per_item_usd, base.cost_per_item_usd)
-        s.token_ratio = _ratio(s.tokens_per_item, base.tokens_per_item)
-        s.latency_ratio = _ratio(s.latency_p50_s, base.latency_p50_s)
-        s.latency_p95_ratio = _ratio(s.latency_p95_s, base.latency_p95_s)
+        s.cost_ratio = ratio(s.cost_per_item_usd, base.cost_per_item_usd)
+        s.token_ratio = ratio(s.tokens_per_item, base.tokens_per_item)
+        s.latency_ratio = ratio(s.latency_p50_s, base.latency_p50_s)
+        s.latency_p95_ratio = ratio(s.latency_p95_s, base.latency_p95_s)
         if s.is_baseline:
             continue
         a, b, ci = _paired(all_scores[s.name], base_scores, item_ids, rounds, seed)
@@ -194,10 +192,9 @@ def summarize(
         raw_p.append((s, s.p_value))
     for s, adj in zip((s for s, _ in raw_p), stats.holm([p for _, p in raw_p]), strict=True):
         s.p_value_holm = adj
-    scored = [s for s in out if s.quality is not None and s.cost_per_item_usd is not None]
-    front = stats.pareto_front([(s.cost_per_item_usd or 0.0, s.quality or 0.0) for s in scored])
-    for s, on in zip(scored, front, strict=True):
-        s.pareto = on
+    basis = cost_basis(base)
+    per_correct_ratios(out, base)
+    mark_pareto(out, basis, len(item_ids))
     _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     summary = Summary(
         experiment=experiment,
@@ -205,6 +202,7 @@ def summarize(
         evaluator=dict(evaluator),
         n_items=len(item_ids),
         setups=out,
+        cost_basis=basis,
     )
     missing = sum(s.missing for s in out)
     if missing:

@@ -8,7 +8,7 @@ The field names and their order are the keys of ``summary.json``: scripts rely o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,10 +82,18 @@ class SetupSummary(BaseModel):
     latency_p95_ratio: float | None = None
     calls_per_item: float | None = None
     cost_per_correct_usd: float | None = None
+    tokens_per_correct: float | None = None
+    """Tokens spent per correct answer (a run's score counts as its fraction of a correct answer)."""
+    cost_per_correct_ratio: float | None = None
+    """``cost_per_correct_usd`` over the baseline's: "is it worth it" in one number (None at $0)."""
+    tokens_per_correct_ratio: float | None = None
+    """``tokens_per_correct`` over the baseline's: the same on the token basis."""
     errors: int = 0
     error_examples: list[dict[str, Any]] = Field(default_factory=list)
     """The most frequent error messages: ``{"error": ..., "count": ...}``."""
     pareto: bool = False
+    """On the cost-quality front (cost in the summary's ``cost_basis``): no other setup costs no more
+    and scores no less, one of them strictly. A setup without quality, or whose runs all failed, never is."""
     power_n: int | None = None
     """Items needed to detect the observed difference at 80% power (None without a difference)."""
     power_note: str | None = None
@@ -122,6 +130,9 @@ class Summary(BaseModel):
     complete: bool = True
     notes: list[str] = Field(default_factory=list)
     scoring_rule: str = "a run that failed scores 0; pairs not run are left out"
+    cost_basis: Literal["usd", "tokens"] = "usd"
+    """What "cost" means in the ratios, the Pareto front and the per-correct figures: ``usd``, or
+    ``tokens`` when the baseline cost $0 (every call local-compute or unpriced), where USD says nothing."""
 
     def setup(self, name: str) -> SetupSummary:
         for s in self.setups:

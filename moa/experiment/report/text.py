@@ -21,6 +21,7 @@ __all__ = [
     "print_table",
     "quality_notes",
     "quality_sections",
+    "table_headers",
     "table_rows",
 ]
 
@@ -30,9 +31,28 @@ HEADERS = [
     "quality Δ [95% CI]",
     "latency ×",
     "$ per correct answer",
+    "$ per correct × single",
     "quality",
     "p (Holm)",
 ]
+"""The main table's headers on the USD basis; ``table_headers`` gives them for a summary."""
+
+TOKEN_HEADERS = [
+    "Setup",
+    "tokens × single",
+    "quality Δ [95% CI]",
+    "latency ×",
+    "tokens per correct answer",
+    "tokens per correct × single",
+    "quality",
+    "p (Holm)",
+]
+"""The same on the token basis (a $0 baseline: local-compute or unpriced models)."""
+
+
+def table_headers(summary: Summary) -> list[str]:
+    """The main table's headers in the summary's cost basis."""
+    return TOKEN_HEADERS if summary.cost_basis == "tokens" else HEADERS
 
 
 def _x(v: float | None) -> str:
@@ -61,8 +81,14 @@ def _p(s: SetupSummary) -> str:
     return f"{s.p_value:.3g}{holm}"
 
 
+def _tokens(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.0f}"
+
+
 def table_rows(summary: Summary) -> list[list[str]]:
-    """One row per setup, the baseline first; a Pareto-optimal setup is marked with ``*``."""
+    """One row per setup, the baseline first; a Pareto-optimal setup is marked with ``*``. Cost
+    columns are in the summary's cost basis (``table_headers``)."""
+    tokens = summary.cost_basis == "tokens"
     rows = []
     for s in summary.setups:
         name = s.name + (" *" if s.pareto else "")
@@ -70,10 +96,11 @@ def table_rows(summary: Summary) -> list[list[str]]:
         rows.append(
             [
                 name,
-                _x(s.cost_ratio),
+                _x(s.token_ratio if tokens else s.cost_ratio),
                 _delta(s),
                 _x(s.latency_ratio),
-                _usd(s.cost_per_correct_usd),
+                _tokens(s.tokens_per_correct) if tokens else _usd(s.cost_per_correct_usd),
+                _x(s.tokens_per_correct_ratio if tokens else s.cost_per_correct_ratio),
                 quality,
                 _p(s),
             ]
@@ -82,9 +109,11 @@ def table_rows(summary: Summary) -> list[list[str]]:
 
 
 def _footer(summary: Summary) -> list[str]:
+    basis = "tokens" if summary.cost_basis == "tokens" else "cost"
     out = [
         f"{summary.experiment}: {summary.n_items} items, evaluator `{summary.evaluator.get('name')}`, "
-        f"baseline `{summary.baseline}`; * = Pareto-optimal (cost vs quality); {summary.scoring_rule}.",
+        f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
+        f"more and scores no less); {summary.scoring_rule}.",
     ]
     for s in summary.setups:
         if s.errors:
@@ -96,14 +125,20 @@ def _footer(summary: Summary) -> list[str]:
                 f"{s.unknown_usage_attempts} attempt(s) reached the provider with unknown usage "
                 "(timeouts, cancellations); the provider may bill them"
             )
-    base = next((s for s in summary.setups if s.is_baseline), None)
-    if base is not None and base.cost_usd == 0:
+    if summary.cost_basis == "tokens":
         # a free baseline (the embedded model, or unpriced models) has no cost ratio: tokens stand in
         ratios = ", ".join(
             f"{s.name} {s.token_ratio:.2f}×" for s in summary.setups if not s.is_baseline and s.token_ratio
         )
+        base = next((s for s in summary.setups if s.is_baseline), None)
+        why = (
+            "the baseline cost $0 (local-compute or unpriced models)"
+            if base is None or base.cost_per_item_usd is not None
+            else "the baseline has no stored run"
+        )
         out.append(
-            "cost × single is undefined: the baseline cost $0 (local-compute or unpriced models)"
+            f"cost × single is undefined: {why}, so cost is counted in tokens: "
+            "tokens × single, tokens per correct answer and the Pareto front use them"
             + (f"; tokens × single: {ratios}" if ratios else "")
         )
     out.extend(summary.notes)
@@ -319,8 +354,9 @@ def quality_notes(summary: Summary) -> list[str]:
 
 def format_table(summary: Summary) -> str:
     """The terminal table (plain text, aligned)."""
-    rows = [HEADERS, *table_rows(summary)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS))]
+    headers = table_headers(summary)
+    rows = [headers, *table_rows(summary)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -339,7 +375,7 @@ def print_table(summary: Summary) -> None:
 
 def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
     lines = [f"# {summary.experiment}", ""]
-    lines += _md_table(HEADERS, table_rows(summary))
+    lines += _md_table(table_headers(summary), table_rows(summary))
     lines += ["", *(f"- {n}" for n in _footer(summary)), "", "## Details", ""]
     lines += _md_table(DETAIL_HEADERS, _detail_rows(summary))
     for sec in quality_sections(summary):
@@ -375,7 +411,7 @@ def html_report(summary: Summary, png: bytes | None) -> str:
         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f4f4f4}",
         "</style></head><body>",
         f"<h1>{html.escape(summary.experiment)}</h1>",
-        _html_table(HEADERS, table_rows(summary)),
+        _html_table(table_headers(summary), table_rows(summary)),
         "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in _footer(summary)) + "</ul>",
         "<h2>Details</h2>",
         _html_table(DETAIL_HEADERS, _detail_rows(summary)),
