@@ -14,9 +14,11 @@ Three guards, in the order they act:
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -29,8 +31,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DATASET_MAX_BYTES",
     "DOCUMENT_MAX_BYTES",
+    "GZIP_MAX_RATIO",
+    "GZIP_MIN_BYTES",
     "MAX_DEPTH",
     "MAX_YAML_VALUES",
+    "iter_gzip_lines",
     "iter_lines",
     "open_regular",
     "parse_json",
@@ -44,6 +49,11 @@ __all__ = [
 DOCUMENT_MAX_BYTES = 1 << 20
 #: datasets are streamed line by line: the cap bounds what a wrong path (a disk image, a log) can cost
 DATASET_MAX_BYTES = 2 << 30
+#: a gzip file may always decompress to this much (small files of repetitive rows compress well)...
+GZIP_MIN_BYTES = 64 << 20
+#: ...and beyond it to this many times its own size: text compresses about 3 to 20 times, a gzip bomb
+#: about 1,000 times, so a bomb is refused after at most 64 MiB of work, long before memory runs out
+GZIP_MAX_RATIO = 100
 #: levels of nested lists and mappings; real files use fewer than ten
 MAX_DEPTH = 64
 #: values a YAML document may hold once its aliases are expanded: about twice what a plain file of
@@ -141,6 +151,39 @@ def iter_lines(
         if left < 0:
             raise error(f"{path}: {what} grew over the {_size(max_bytes)} limit while being read")
         yield line
+
+
+def iter_gzip_lines(
+    f: BinaryIO,
+    *,
+    max_bytes: int,
+    path: str | os.PathLike[str],
+    what: str = "file",
+    error: type[UserError] = UserError,
+) -> Iterator[bytes]:
+    """The decompressed lines of an open gzip file (newline kept). It stops with ``error`` once the
+    decompressed text passes ``max_bytes`` or ``GZIP_MAX_RATIO`` times the compressed size (whichever
+    is smaller, never below ``GZIP_MIN_BYTES``: a gzip bomb), and at the first corrupt byte."""
+    compressed = os.fstat(f.fileno()).st_size
+    cap = min(max_bytes, max(GZIP_MIN_BYTES, GZIP_MAX_RATIO * compressed))
+    left = cap
+    with gzip.GzipFile(fileobj=f, mode="rb") as gz:
+        while True:
+            try:
+                line = gz.readline(left + 1)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+                raise error(f"{path}: {what} is not a valid gzip file: {_one_line(str(e))}") from None
+            except OSError as e:
+                raise error(f"{path}: cannot read {what}: {e.strerror}") from None
+            if not line:
+                return
+            left -= len(line)
+            if left < 0:
+                raise error(
+                    f"{path}: {what} decompresses to over {_size(cap)} "
+                    f"({_size(compressed)} compressed): refused as a gzip bomb"
+                )
+            yield line
 
 
 def read_regular(

@@ -7,7 +7,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["CODE_LANGUAGES", "extract_code", "parses_as_python"]
+__all__ = ["CODE_LANGUAGES", "defines", "extract_code", "parses_as_python"]
 
 #: tags treated as source code when choosing among fenced blocks
 CODE_LANGUAGES = frozenset(
@@ -70,10 +70,115 @@ def parses_as_python(source: str) -> bool:
     return True
 
 
-def extract_code(answer: str, language: str = "python") -> str | None:
+def _parse(source: str) -> ast.Module | None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return ast.parse(source)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+
+
+def defines(source: str, name: str) -> bool:
+    """Whether ``source`` defines the function ``name`` at its top level (by its ``def`` line when
+    the source does not parse, e.g. code cut off by ``max_tokens``)."""
+    tree = _parse(source)
+    if tree is None:
+        return (
+            re.search(rf"^(async[ \t]+)?def[ \t]+{re.escape(name)}[ \t]*\(", source, re.MULTILINE) is not None
+        )
+    return any(
+        isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and n.name == name
+        for n in tree.body
+    )
+
+
+def _names(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """The names a module defines at its top level and the names it reads anywhere."""
+    defined: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defined.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            defined.update(t.id for t in targets if isinstance(t, ast.Name))
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return defined, read
+
+
+_DEFINITIONS = (
+    ast.Import,
+    ast.ImportFrom,
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.Assign,
+    ast.AnnAssign,
+)
+
+
+def _with_helpers(main: _Block, pool: list[_Block], blocks: list[_Block]) -> str:
+    """``main`` joined, in answer order, with the blocks of ``pool`` holding only definitions
+    (imports, functions, classes, constants) that ``main`` uses, directly or through each other."""
+    tree = _parse(main.body)
+    if tree is None:
+        return main.body.strip("\n")
+    defined, reads = _names(tree)
+    in_pool = {id(b) for b in pool}
+    providers: dict[str, list[int]] = {}
+    reads_of: dict[int, set[str]] = {}
+    for i, b in enumerate(blocks):
+        t = _parse(b.body) if b is not main and id(b) in in_pool else None
+        if t is not None and t.body and all(isinstance(n, _DEFINITIONS) for n in t.body):
+            gives, reads_of[i] = _names(t)
+            for name in gives:
+                providers.setdefault(name, []).append(i)
+    seen = reads | defined
+    todo = list(reads - defined)
+    chosen: set[int] = set()
+    while todo:
+        for i in providers.get(todo.pop(), []):
+            if i not in chosen:
+                chosen.add(i)
+                todo.extend(reads_of[i] - seen)
+                seen |= reads_of[i]
+    keep = [b for i, b in enumerate(blocks) if b is main or i in chosen]
+    return "\n\n".join(b.body.strip("\n") for b in keep)
+
+
+# a line that starts Python code after leading prose in an unfenced answer
+_CODE_START = re.compile(
+    r"^(from[ \t]+\S+[ \t]+import[ \t]|import[ \t]|(async[ \t]+)?def[ \t]|class[ \t]|@)", re.MULTILINE
+)
+
+
+def _raw(answer: str, entry_point: str) -> str | None:
+    """An unfenced answer as code: the whole of it when it parses, starts with an import or a
+    definition (even cut off) or is an indented function body (the official completion format);
+    after leading prose, the code from its first import or definition on when that defines
+    ``entry_point``."""
+    text = answer.strip("\n")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if parses_as_python(text) or _CODE_START.match(text):
+        return text
+    if first[:1] in (" ", "\t"):
+        return text
+    m = _CODE_START.search(text)
+    if m is not None and defines(text[m.start() :], entry_point):
+        return text[m.start() :].strip("\n")
+    return None
+
+
+def extract_code(answer: str, language: str = "python", *, entry_point: str | None = None) -> str | None:
     """The program in ``answer``: the longest fenced block tagged with ``language``, else the
     longest untagged or code-tagged block, else the longest fenced block of any kind, else the
-    whole answer when it parses as Python (only for ``language="python"``), else ``None``."""
+    whole answer when it parses as Python (only for ``language="python"``), else ``None``.
+
+    With ``entry_point`` (a function the tests call): the last block defining it (searched in the
+    same order of tags) joined with the blocks of definitions it uses; without fences, the
+    answer's code even when it is an indented function body or does not parse (cut off)."""
     wanted = _ALIASES.get(language.lower(), {language.lower()})
     blocks = [b for b in _blocks(answer) if b.body.strip()]
     tiers = (
@@ -81,9 +186,17 @@ def extract_code(answer: str, language: str = "python") -> str | None:
         [b for b in blocks if b.tag == "" or b.tag in CODE_LANGUAGES],
         blocks,
     )
+    if entry_point is not None:
+        for tier in tiers:
+            defining = [b for b in tier if defines(b.body, entry_point)]
+            if defining:
+                pool = [b for b in blocks if b.tag in wanted or b.tag == ""]
+                return _with_helpers(defining[-1], pool, blocks)
     for tier in tiers:
         if tier:
             return max(tier, key=lambda b: len(b.body)).body.strip("\n")
+    if "python" in wanted and entry_point is not None and not blocks:
+        return _raw(answer, entry_point)
     if "python" in wanted and parses_as_python(answer):
         return answer.strip("\n")
     return None

@@ -1,5 +1,9 @@
 """Dataset loading: generic JSONL/CSV plus the HumanEval, GSM8K and MT-Bench layouts.
 
+A ``.gz`` file (``HumanEval.jsonl.gz``) is decompressed as it is read, under the bounds of
+``moa.safe_read.iter_gzip_lines``; its format is the suffix before ``.gz``. A UTF-8 byte order mark
+and CRLF line ends are accepted in every format.
+
 Every row that cannot be read is reported with its file and 1-based line number, never dropped
 silently: ``on_bad_row="fail"`` raises the first one as a ``DatasetError``; ``"skip"`` keeps going,
 records it in ``Dataset.bad_rows`` and logs it.
@@ -19,14 +23,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
-from moa.safe_read import DATASET_MAX_BYTES, iter_lines, open_regular, parse_json
+from moa.eval.numeric import parse_numbers, show_number
+from moa.safe_read import DATASET_MAX_BYTES, iter_gzip_lines, iter_lines, open_regular, parse_json
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
 DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"]
 _RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench"]
 
-_GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.DOTALL)
+_GSM8K_ANSWER = re.compile(r"####([^\n]*)")
+_BOM = b"\xef\xbb\xbf"
 _GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta"}
 
 
@@ -162,13 +168,15 @@ def _humaneval(row: Mapping[str, Any], number: int) -> Item:
 def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     question = _required_str(row, "question")
     answer = _required_str(row, "answer")
-    match = _GSM8K_ANSWER.search(answer)
-    if match is None:
+    # the number after the last `####`; text after that line ("I am 95% sure.") is not the answer
+    after = _GSM8K_ANSWER.findall(answer)
+    numbers = parse_numbers(after[-1]) if after else []
+    if not numbers:
         raise _BadRow("`answer` has no `#### <number>` line")
     return Item(
         id=_opt_str(row, "id", numbers=True) or str(number),
         input=question,
-        target=match.group(1).replace(",", "").strip(),
+        target=show_number(numbers[0]),
         meta={"solution": answer},
     )
 
@@ -190,8 +198,11 @@ _BUILDERS = {"generic": _generic, "humaneval": _humaneval, "gsm8k": _gsm8k, "mtb
 
 
 def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
-    """Yield (line number, text) per physical line; text is None when it is not UTF-8."""
+    """Yield (line number, text) per physical line, without a byte order mark or CR LF; text is None
+    when it is not UTF-8."""
     for number, chunk in enumerate(raw, start=1):
+        if number == 1:
+            chunk = chunk.removeprefix(_BOM)
         try:
             yield number, chunk.removesuffix(b"\n").decode("utf-8").rstrip("\r")
         except UnicodeDecodeError:
@@ -264,8 +275,12 @@ def load_dataset(
         error=DatasetError,
         missing="dataset file not found",
     ) as f:
-        lines = iter_lines(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
-        is_csv = format == "csv" or (format == "auto" and Path(path).suffix.lower() == ".csv")
+        suffixes = [x.lower() for x in Path(path).suffixes]
+        compressed = suffixes[-1:] == [".gz"]
+        read = iter_gzip_lines if compressed else iter_lines
+        lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
+        inner = suffixes[-2:-1] if compressed else suffixes[-1:]
+        is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
         rows = _csv_rows(lines) if is_csv else _jsonl_rows(lines)
         kind: _RowKind | None = None
         if format in ("jsonl", "csv"):

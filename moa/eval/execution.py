@@ -1,4 +1,5 @@
-"""The execution evaluator: extract the program, append the item's tests, run it in the sandbox."""
+"""The execution evaluator: extract the answer's code, assemble it with the item's tests (see
+``moa.eval.program`` for HumanEval items), run it in the sandbox, and say whose fault a failure is."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moa.eval.code import extract_code
 from moa.eval.datasets import Item
+from moa.eval.program import AnswerProgram, assemble
 from moa.eval.sandbox import run_python_async
 from moa.eval.types import Score
 
@@ -65,31 +67,48 @@ class ExecutionConfig(BaseModel):
     """Bytes kept of stdout and of stderr."""
 
 
-def build_test_program(code: str, item: Item) -> str | None:
-    """The answer's code followed by the item's tests; ``None`` when the item has no tests.
+def build_test_program(code: str, item: Item) -> AnswerProgram | str | None:
+    """The answer's code with the item's tests; a line naming the answer's fault when it cannot
+    run; ``None`` when the item has no tests.
 
-    HumanEval: ``test`` then ``check(entry_point)``; the item's prompt is prepended when the
-    answer does not define ``entry_point`` itself (an answer that gives only the body).
+    HumanEval (``test`` and ``entry_point``): see ``moa.eval.program.assemble``. Assert lines
+    (``tests``): the code, then each line run and reported on its own.
     """
     if item.test is not None and item.entry_point:
-        if not re.search(rf"^\s*(async\s+)?def\s+{re.escape(item.entry_point)}\s*\(", code, re.MULTILINE):
-            code = str(item.meta.get("prompt", item.input)) + code
-        return f"{code}\n\n{item.test}\n\ncheck({item.entry_point})\n"
+        prompt = str(item.meta.get("prompt", item.input))
+        return assemble(code, prompt, item.entry_point, item.test)
     if item.tests:
-        return code + _ASSERT_HARNESS.format(tests=list(item.tests))
+        return AnswerProgram(code + _ASSERT_HARNESS.format(tests=list(item.tests)), 1, code.count("\n") + 1)
     return None
+
+
+_SANDBOX_SYNTAX = re.compile(r"^syntax error: line (\d+): (.*)$", re.DOTALL)
+
+
+def _reason(reason: str, program: AnswerProgram) -> str:
+    """The sandbox's reason, a syntax error counted in the answer's lines when it lies there."""
+    m = _SANDBOX_SYNTAX.match(reason)
+    if m is None:
+        return reason
+    line = program.answer_line(int(m.group(1)))
+    if line is None:
+        return f"the item's tests do not compile: {reason}"
+    return f"the answer's code does not compile: line {line}: {m.group(2)}"
 
 
 async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score:
     """1.0 when the code in ``answer`` passes all the item's tests, else 0 with the reason."""
-    code = extract_code(answer)
+    humaneval = item.test is not None and bool(item.entry_point)
+    code = extract_code(answer, entry_point=item.entry_point if humaneval else None)
     if code is None:
         return Score(0.0, "no code found in the answer")
     program = build_test_program(code, item)
     if program is None:
         return Score(0.0, "item has no tests")
-    result = await run_python_async(program, run_name=RUN_NAME, **limits)
-    return Score(1.0 if result.passed else 0.0, result.reason)
+    if isinstance(program, str):
+        return Score(0.0, program)
+    result = await run_python_async(program.source, run_name=RUN_NAME, **limits)
+    return Score(1.0 if result.passed else 0.0, _reason(result.reason, program))
 
 
 def score_execution(answer: str, item: Item, **limits: Any) -> Score:

@@ -7,13 +7,13 @@ A reference evaluator given an item without a target returns ``Score(0, "item ha
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
 from moa.eval.datasets import Item
+from moa.eval.numeric import final_number, parse_numbers, show_number
 from moa.eval.types import NO_TARGET, Score
 
 __all__ = [
@@ -32,14 +32,10 @@ __all__ = [
 
 _QUOTES = "\"'`“”‘’«»"
 _FINAL_PATTERNS = (
-    re.compile(r"\\boxed\{([^{}]*)\}"),
     re.compile(r"####\s*(.+)"),
+    re.compile(r"\\boxed\{([^{}]*)\}"),
     re.compile(r"final answer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
     re.compile(r"\banswer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
-)
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−+])?\$?\s?(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<frac>\.\d+)?"
-    r"(?:\s?/\s?(?P<den>\d+))?"
 )
 
 
@@ -56,30 +52,14 @@ def normalize(text: str) -> str:
 
 
 def extract_final_answer(text: str) -> str:
-    """The last ``\\boxed{...}``, ``#### ...``, ``final answer: ...`` or ``answer is ...``; else
-    the last non-empty line."""
+    """The last ``#### ...``, else ``\\boxed{...}``, ``final answer: ...`` or ``answer is ...``;
+    else the last non-empty line."""
     for pattern in _FINAL_PATTERNS:
         matches = pattern.findall(text)
         if matches:
             return str(matches[-1]).strip().splitlines()[0] if str(matches[-1]).strip() else ""
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def parse_numbers(text: str, *, fractions: bool = True) -> list[float]:
-    """Every number in ``text``: ``1,234.5``, ``-3``, ``$40``, ``.5`` and, optionally, ``3/4``."""
-    found: list[float] = []
-    for m in _NUMBER.finditer(text):
-        if m.group("int") is None and m.group("frac") is None:
-            continue
-        value = Fraction((m.group("int") or "0").replace(",", "") + (m.group("frac") or ""))
-        if m.group("den") is not None:
-            if not fractions or m.group("frac") or int(m.group("den")) == 0:
-                found.append(float(value))
-                continue
-            value /= int(m.group("den"))
-        found.append(float(-value if m.group("sign") in ("-", "−") else value))
-    return found
 
 
 class ExactConfig(BaseModel):
@@ -114,7 +94,9 @@ class RegexConfig(BaseModel):
 
 
 class NumericConfig(BaseModel):
-    """``numeric``: the last number in the answer equals the target within tolerance."""
+    """``numeric``: the answer's final number equals the target's within tolerance; the final number
+    is the one after ``####``, else in ``\\boxed{}``, else after "the answer is", else the last one
+    (``moa.eval.numeric``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["numeric"] = "numeric"
@@ -195,13 +177,14 @@ class NumericEvaluator:
     async def score(self, item: Item, answer: str) -> Score:
         if item.target is None:
             return Score(0.0, NO_TARGET)
-        targets = parse_numbers(item.target, fractions=self.config.fractions)
-        if not targets:
+        want = final_number(item.target, fractions=self.config.fractions)
+        if want is None:
             return Score(0.0, f"target {item.target!r} is not a number")
-        numbers = parse_numbers(answer, fractions=self.config.fractions)
-        if not numbers:
-            return Score(0.0, "no number in the answer")
-        got, want = numbers[-1], targets[-1]
-        tol = max(self.config.abs_tol, self.config.rel_tol * abs(want))
-        ok = abs(got - want) <= tol
-        return Score(1.0 if ok else 0.0, None if ok else f"got {got:g}, expected {want:g}")
+        expected = show_number(want.value)
+        got = final_number(answer, fractions=self.config.fractions)
+        if got is None:
+            return Score(0.0, f"no number in the answer, expected {expected}")
+        tol = max(self.config.abs_tol, self.config.rel_tol * abs(want.value))
+        if abs(got.value - want.value) <= tol:
+            return Score(1.0)
+        return Score(0.0, f"got {show_number(got.value)} ({got.rule}), expected {expected}")

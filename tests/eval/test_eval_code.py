@@ -26,3 +26,36 @@ def test_raw_python_and_prose() -> None:
     """Raw text is used when it parses as Python; prose gives None."""
     assert extract_code("def f(x):\n    return x\n") == "def f(x):\n    return x"
     assert extract_code("I think the answer is \\d yes.") is None
+
+
+def test_entry_point_picks_the_last_block_defining_it() -> None:
+    """With an entry point, the last block defining it wins over longer blocks that do not."""
+    answer = (
+        "```python\ndef f(x):\n    raise NotImplementedError\n```\n"
+        "```python\ndef f(x):\n    return x\n```\n```python\n" + "print('demo')\n" * 20 + "```"
+    )
+    assert extract_code(answer, entry_point="f") == "def f(x):\n    return x"
+
+
+def test_entry_point_joins_blocks_of_definitions_it_uses() -> None:
+    """Blocks holding only imports or helpers the entry point uses (transitively) are joined in order."""
+    answer = (
+        "```python\nimport math\n```\n```python\ndef g(x):\n    return math.sqrt(x)\n```\n"
+        "```python\ndef unused():\n    pass\n```\n```python\nprint(f(4))\n```\n"
+        "```python\ndef f(x):\n    return g(x)\n```"
+    )
+    assert extract_code(answer, entry_point="f") == (
+        "import math\n\ndef g(x):\n    return math.sqrt(x)\n\ndef f(x):\n    return g(x)"
+    )
+
+
+def test_entry_point_keeps_unfenced_bodies_and_cut_off_code() -> None:
+    """Unfenced: an indented body and code cut off mid-way are code; leading prose is dropped."""
+    assert extract_code("    return x + 1\n", entry_point="f") == "    return x + 1"
+    assert extract_code("from typing import List\n\ndef f(x: List[int]", entry_point="f") == (
+        "from typing import List\n\ndef f(x: List[int]"
+    )
+    assert (
+        extract_code("Here it is:\ndef f(x):\n    return x\n", entry_point="f") == "def f(x):\n    return x"
+    )
+    assert extract_code("I do not know.", entry_point="f") is None

@@ -101,6 +101,29 @@ def test_gsm8k_target_after_hashes(tmp_path: Path) -> None:
     assert item.target == "1234" and item.input == "How many?"
 
 
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("48/2 = <<48/2=24>>24\n#### 24\nI am 95% sure.", "24"),
+        ("Work...\n#### $1,234.", "1234"),
+        ("Loss\n#### -12", "-12"),
+        ("Each is 2.25 m\n#### 2.25 m", "2.25"),
+        ("#### 3\nthen again\n#### 5", "5"),
+    ],
+)
+def test_gsm8k_target_is_the_number_after_the_last_hashes(tmp_path: Path, answer: str, target: str) -> None:
+    """The GSM8K target is the number after the last ####: text after that line, `$`, a period, a unit ignored."""
+    row = {"question": "How many?", "answer": answer}
+    assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == target
+
+
+def test_gsm8k_hashes_without_a_number_is_a_bad_row(tmp_path: Path) -> None:
+    """A GSM8K answer whose `####` carries no number is a bad row naming its line."""
+    path = _jsonl(tmp_path, [{"question": "q", "answer": "#### none"}], name="g.jsonl")
+    with pytest.raises(DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line$"):
+        load_dataset(path, format="gsm8k")
+
+
 def test_mtbench_first_turn_is_input(tmp_path: Path) -> None:
     """MT-Bench rows use the first turn as input and keep all turns."""
     row = {"question_id": 81, "category": "writing", "turns": ["one", "two"]}

@@ -29,6 +29,12 @@ async def test_exact_final_answer_extraction() -> None:
     assert (await ev.score(_item("7"), r"so \boxed{7}")).value == 1.0
 
 
+async def test_exact_final_answer_prefers_hashes_to_boxed() -> None:
+    """A `#### N` line is the final answer even when a `\\boxed{}` comes before it."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await ev.score(_item("24"), "\\boxed{12} doubled\n#### 24")).value == 1.0
+
+
 async def test_contains() -> None:
     """The target inside the answer scores 1."""
     ev = make_evaluator("contains")
@@ -58,14 +64,14 @@ def test_invalid_regex_is_user_error() -> None:
     ],
 )
 async def test_numeric_last_number(answer: str, target: str, value: float) -> None:
-    """The last number in the answer is compared with the target."""
+    """Without a `####`, `\\boxed{}` or "answer is", the last number is compared with the target."""
     assert (await make_evaluator("numeric").score(_item(target), answer)).value == value
 
 
 async def test_numeric_without_number_has_detail() -> None:
-    """No number scores 0 and says so."""
+    """No number scores 0 and says so, naming the expected number."""
     score = await make_evaluator("numeric").score(_item("3"), "no idea")
-    assert score.value == 0 and score.detail == "no number in the answer"
+    assert score.value == 0 and score.detail == "no number in the answer, expected 3"
 
 
 async def test_numeric_relative_tolerance() -> None:

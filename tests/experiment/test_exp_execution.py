@@ -31,12 +31,14 @@ ANSWERS: Mapping[str, str] = {
     "add_raw": GOOD,
     "add_prose": "You should add the two numbers together and return the sum.",
     "add_wrong": "```python\ndef {f}(a, b):\n    return a - b\n```",
-    "add_fork_bomb": "```python\nimport os\nwhile True:\n    os.fork()\n```",
-    "add_loop": "```python\nwhile True:\n    pass\n```",
-    "add_alloc": "```python\nx = bytearray(50 * 1024 ** 3)\n```",
-    "add_env": "```python\nimport os\nassert 'OPENAI_API_KEY' in os.environ, 'no key here'\n```",
-    "add_escape": "```python\nopen('/tmp/moa-escape-test', 'w').write('x')\n```",
-    "add_socket": "```python\nimport socket\nsocket.create_connection(('127.0.0.1', 9))\n```",
+    # hostile code runs beside a correct function (code without the function is not run at all)
+    "add_fork_bomb": f"```python\nimport os\nwhile True:\n    os.fork()\n{GOOD}```",
+    "add_loop": f"```python\nwhile True:\n    pass\n{GOOD}```",
+    "add_alloc": f"```python\nx = bytearray(50 * 1024 ** 3)\n{GOOD}```",
+    "add_env": f"```python\nimport os\nassert 'OPENAI_API_KEY' in os.environ, 'no key here'\n{GOOD}```",
+    "add_escape": f"```python\nopen('/tmp/moa-escape-test', 'w').write('x')\n{GOOD}```",
+    "add_socket": f"```python\nimport socket\nsocket.create_connection(('127.0.0.1', 9))\n{GOOD}```",
+    "add_missing": "```python\ndef plus(a, b):\n    return a + b\n```",
 }
 
 
@@ -110,6 +112,7 @@ def test_extraction_fallbacks_and_hostile_answers_inside_an_experiment(
         "add_env": "tests failed: AssertionError: no key here",
         "add_escape": "blocked: sandbox: writing '/tmp/moa-escape-test' outside",
         "add_socket": "blocked: sandbox: network access",
+        "add_missing": "the answer's code does not define `add_missing`",
     }
     for item, reason in expected.items():
         score, detail = got[item]
@@ -192,3 +195,43 @@ def test_a_store_written_before_samples_is_upgraded(tmp_path: Path) -> None:
         assert store.finished("s", "h", with_errors=True) == {("i1", "x", 0)}
     finally:
         store.close()
+
+
+HUMANEVAL = Path(__file__).parents[1] / "eval" / "fixtures" / "humaneval" / "problems.jsonl"
+
+
+def _humaneval_answers(rows: list[dict[str, str]], key: str) -> Callable[[SimRequest], str]:
+    """Answers with ``row[key]`` as the body, in turn in the official completion format, as the
+    whole program, and as a chat answer holding only the entry-point function."""
+
+    def answer(req: SimRequest) -> str:
+        text = last_user_text(req.messages)
+        i, row = next((i, r) for i, r in enumerate(rows) if f"def {r['entry_point']}(" in text)
+        body = row[key]
+        if i % 3 == 0:
+            return body
+        if i % 3 == 1:
+            return row["prompt"] + body
+        m = re.search(rf"^(@.*\n)*def {row['entry_point']}\(", row["prompt"], re.MULTILINE)
+        assert m is not None
+        return f"Sure:\n\n```python\n{row['prompt'][m.start() :]}{body}```\n\nThis is linear."
+
+    return answer
+
+
+def test_humaneval_answer_shapes_inside_an_experiment(tmp_path: Path) -> None:
+    """HumanEval problems answered as bodies, whole programs and chat functions: every correct
+    answer passes and every wrong one fails on its assertions."""
+    rows = [json.loads(line) for line in HUMANEVAL.read_text().splitlines()]
+    models = {
+        "base-m": SimModel(answer=_humaneval_answers(rows, "wrong_solution")),
+        "coder-m": SimModel(answer=_humaneval_answers(rows, "canonical_solution")),
+    }
+    with SimServer(models) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url, rows)
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert summary.complete
+    assert summary.setup("coder").quality == 1.0 and summary.setup("base").quality == 0.0
+    details = _details(tmp_path / "out", "base")
+    assert len(details) == len(rows)
+    assert all((d or "").startswith("tests failed: AssertionError") for _, d in details.values()), details

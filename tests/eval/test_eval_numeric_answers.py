@@ -1,0 +1,143 @@
+"""Numeric answers scored as careful GSM8K harnesses score them: `####`, then `\\boxed{}`, then
+"the answer is", then the last number; against GSM8K-shaped fixtures written for these tests."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moa.eval.datasets import Item, load_dataset
+from moa.eval.numeric import final_number
+from moa.eval.registry import make_evaluator
+from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+
+FIXTURES = Path(__file__).parent / "fixtures"
+PROBLEMS = FIXTURES / "gsm8k_style.jsonl"
+RESPONSES = FIXTURES / "gsm8k_responses.jsonl"
+REPO = Path(__file__).resolve().parents[2]
+TRAILER = "\nI am 95% sure."
+
+
+def _items() -> dict[str, Item]:
+    return {i.id: i for i in load_dataset(PROBLEMS)}
+
+
+def _responses() -> list[dict[str, object]]:
+    return [json.loads(line) for line in RESPONSES.read_text().splitlines()]
+
+
+def test_fixture_loads_as_gsm8k_with_targets_after_hashes() -> None:
+    """The 24 fixture rows load as GSM8K; each target is the number after `####`, commas dropped."""
+    items = _items()
+    assert len(items) == 24
+    assert [items[k].target for k in ("g03", "g04", "g09", "g23")] == ["1234", "-5", "2.25", "125000"]
+    assert all(
+        i.meta["solution"].endswith(f"#### {i.meta['solution'].split('#### ')[-1]}") for i in items.values()
+    )
+
+
+async def test_every_gold_solution_with_a_confidence_trailer_scores_correct() -> None:
+    """Each gold solution, calculator annotations and `I am 95% sure.` included, scores 1."""
+    ev = make_evaluator("numeric")
+    for item in _items().values():
+        score = await ev.score(item, item.meta["solution"] + TRAILER)
+        assert score.value == 1.0, (item.id, score.detail)
+
+
+@pytest.mark.parametrize(
+    "row", _responses(), ids=lambda r: f"{r['id']}-{'right' if r['correct'] else 'wrong'}"
+)
+async def test_fixture_responses_score_as_labelled(row: dict[str, object]) -> None:
+    """Every fixture response (boxed, `The answer is $1,234.`, units, wrong answers) scores as labelled."""
+    item = _items()[str(row["id"])]
+    score = await make_evaluator("numeric").score(item, str(row["response"]))
+    assert score.value == (1.0 if row["correct"] else 0.0), score.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "rule"),
+    [
+        ("Then 10 + 8 = 18.\n#### 18\nI am 95% sure.", 18, "after ####"),
+        (r"\boxed{18} because 18 of 95 is fine; the answer is 7", 18, "in \\boxed{}"),
+        ("The answer is 18. Answer: 19. Looks 95% right.", 19, "after 'Answer:'"),
+        ("the ANSWER is $1,234. I am 95% sure", 1234, "after 'ANSWER is'"),
+        ("It went from 3 km to 12 km", 12, "last number"),
+        ("It costs $3.50.", 3.5, "last number"),
+        ("first 2 then <<4*5=20>>", 2, "last number"),
+    ],
+)
+def test_rules_in_order(text: str, value: float, rule: str) -> None:
+    """`####` beats `\\boxed{}`, which beats "the answer is" (last one), which beats the last number."""
+    found = final_number(text)
+    assert found is not None and (found.value, found.rule) == (value, rule)
+
+
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        ("The answer is 3.50", "3.5"),
+        ("#### 1,234", "1234"),
+        ("a loss of -$12.", "-12"),
+        ("about 40% of them", "40"),
+        ("5 apples", "5"),
+        (r"\boxed{\dfrac{3}{4}}", "0.75"),
+    ],
+)
+async def test_number_forms_compare_by_value(answer: str, target: str) -> None:
+    """Separators, `$`, `%`, units, signs, decimals and boxed fractions compare by value."""
+    item = Item(id="1", input="q", target=target)
+    assert (await make_evaluator("numeric").score(item, answer)).value == 1.0
+
+
+async def test_failure_detail_names_extracted_and_expected() -> None:
+    """A wrong answer's detail says what was extracted, by which rule, and what was expected."""
+    item = Item(id="1", input="q", target="18")
+    score = await make_evaluator("numeric").score(item, "So 20 in all." + TRAILER)
+    assert (score.value, score.detail) == (0.0, "got 95 (last number), expected 18")
+    score = await make_evaluator("numeric").score(item, "no idea")
+    assert score.detail == "no number in the answer, expected 18"
+
+
+def test_compare_scores_a_gzipped_gsm8k_dataset(tmp_path: Path) -> None:
+    """`moa compare` on a `.jsonl.gz` GSM8K file: gold-with-trailer answers score 1, off-by-one 0."""
+    items = _items()
+    by_question = {i.input: i for i in items.values()}
+
+    def gold(req: SimRequest) -> str:
+        return str(by_question[last_user_text(req.messages).strip()].meta["solution"]) + TRAILER
+
+    def off_by_one(req: SimRequest) -> str:
+        target = by_question[last_user_text(req.messages).strip()].target
+        return f"The answer is {float(target or 0) + 1:g}. I am 95% sure."
+
+    data = tmp_path / "gsm8k.jsonl.gz"
+    data.write_bytes(gzip.compress(PROBLEMS.read_bytes()))
+    with SimServer({"gold-m": SimModel(answer=gold), "off-m": SimModel(answer=off_by_one)}) as srv:
+        agent = f"api_base: {json.dumps(srv.base_url)}, retry: {{max_attempts: 1}}"
+        for name, model in (("gold", "gold-m"), ("wrong", "off-m")):
+            (tmp_path / f"{name}.yaml").write_text(
+                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: openai/{model}, {agent}}}\n"
+            )
+        exp = tmp_path / "exp.yaml"
+        exp.write_text(
+            "name: gsm8k-gz\ndataset: gsm8k.jsonl.gz\nevaluator: numeric\n"
+            "baseline: gold.yaml\nsetups: [wrong.yaml]\nconcurrency: 4\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        out = tmp_path / "out"
+        cmd = [sys.executable, "-m", "moa", "compare", str(exp), "--out", str(out), "--no-progress"]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    results = [json.loads(line) for line in (out / "results.jsonl").open()]
+    assert len(results) == 48 and all(r["error"] is None for r in results)
+    quality = {s["name"]: s["quality"] for s in json.loads((out / "summary.json").read_text())["setups"]}
+    assert quality == {"gold": 1.0, "wrong": 0.0}
