@@ -16,7 +16,14 @@ if TYPE_CHECKING:
     from moa.eval.code import extract_code
     from moa.eval.datasets import BadRow, Dataset, Item, load_dataset
     from moa.eval.execution import ExecutionEvaluator, score_execution, score_execution_async
-    from moa.eval.judge import JUDGE_PROMPT, Verdict, combine_swapped, format_judge_prompt, parse_verdict
+    from moa.eval.judge import (
+        JUDGE_PROMPT,
+        Verdict,
+        combine_swapped,
+        format_conversation_prompt,
+        format_judge_prompt,
+        parse_verdict,
+    )
     from moa.eval.registry import known_evaluators, make_evaluator
     from moa.eval.sandbox import SandboxResult, run_python, run_python_async
     from moa.eval.stats import (
@@ -35,13 +42,22 @@ if TYPE_CHECKING:
         power_n,
         sign_test,
     )
-    from moa.eval.types import NO_TARGET, Evaluator, Judgment, PairScore, PairwiseEvaluator, Score
+    from moa.eval.types import (
+        NO_TARGET,
+        ConversationEvaluator,
+        Evaluator,
+        Judgment,
+        PairScore,
+        PairwiseEvaluator,
+        Score,
+    )
 
 _EXPORTS = {
     "CI": "moa.eval.stats",
     "JUDGE_PROMPT": "moa.eval.judge",
     "NO_TARGET": "moa.eval.types",
     "BadRow": "moa.eval.datasets",
+    "ConversationEvaluator": "moa.eval.types",
     "Dataset": "moa.eval.datasets",
     "Evaluator": "moa.eval.types",
     "ExecutionEvaluator": "moa.eval.execution",
@@ -61,6 +77,7 @@ _EXPORTS = {
     "combine_swapped": "moa.eval.judge",
     "extract_code": "moa.eval.code",
     "fit_bradley_terry": "moa.eval.bradley_terry",
+    "format_conversation_prompt": "moa.eval.judge",
     "format_judge_prompt": "moa.eval.judge",
     "holm": "moa.eval.stats",
     "known_evaluators": "moa.eval.registry",
@@ -87,6 +104,7 @@ __all__ = [
     "JUDGE_PROMPT",
     "NO_TARGET",
     "BadRow",
+    "ConversationEvaluator",
     "Dataset",
     "Evaluator",
     "ExecutionEvaluator",
@@ -106,6 +124,7 @@ __all__ = [
     "combine_swapped",
     "extract_code",
     "fit_bradley_terry",
+    "format_conversation_prompt",
     "format_judge_prompt",
     "holm",
     "known_evaluators",

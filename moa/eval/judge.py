@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from moa.topology.definition import Topology
 
 __all__ = [
+    "CONVERSATION_PROMPT",
     "INCONSISTENT",
     "JUDGE_PROMPT",
     "NO_VERDICT",
@@ -53,7 +55,9 @@ __all__ = [
     "JudgeEvaluator",
     "Verdict",
     "combine_swapped",
+    "format_conversation_prompt",
     "format_judge_prompt",
+    "item_references",
     "parse_verdict",
 ]
 
@@ -102,13 +106,29 @@ the order of the answers, their length or their style influence you.
 
 [Question]
 {question}
-
+{reference}
 [Answer A]
 {answer_a}
 {execution_a}
 [Answer B]
 {answer_b}
 {execution_b}
+First explain your reasoning briefly. Then end your reply with exactly one verdict on its own \
+last line, written exactly in one of these five forms:
+[[A>>B]] if A is much better, [[A>B]] if A is better, [[A=B]] if they are equally good, \
+[[B>A]] if B is better, [[B>>A]] if B is much better.
+"""
+
+
+CONVERSATION_PROMPT = """\
+You are an impartial judge. Below are two conversations between a user and two AI assistants, A \
+and B, with the same user questions. Compare the assistants' answers to the user's last question \
+(turn {turn}); the earlier turns are context. Judge correctness first, then helpfulness, \
+completeness and clarity, and how well each answer follows from its own conversation. Do not let \
+the order of the assistants, the length of their answers or their style influence you.
+{reference}
+{conversation_a}
+{conversation_b}
 First explain your reasoning briefly. Then end your reply with exactly one verdict on its own \
 last line, written exactly in one of these five forms:
 [[A>>B]] if A is much better, [[A>B]] if A is better, [[A=B]] if they are equally good, \
@@ -123,19 +143,70 @@ def format_judge_prompt(
     *,
     execution_a: str | None = None,
     execution_b: str | None = None,
+    reference: str | None = None,
 ) -> str:
-    """``JUDGE_PROMPT`` filled in; execution results, when given, follow each answer."""
+    """``JUDGE_PROMPT`` filled in; execution results, when given, follow each answer; the item's
+    reference answer, when given, follows the question."""
 
     def execution(text: str | None) -> str:
         return f"\n[Execution result]\n{text}\n" if text else ""
 
     return JUDGE_PROMPT.format(
         question=question,
+        reference=f"\n[Reference answer]\n{reference}\n" if reference else "",
         answer_a=answer_a,
         answer_b=answer_b,
         execution_a=execution(execution_a),
         execution_b=execution(execution_b),
     )
+
+
+def format_conversation_prompt(
+    questions: Sequence[str],
+    answers_a: Sequence[str],
+    answers_b: Sequence[str],
+    *,
+    references: Sequence[str] | None = None,
+) -> str:
+    """``CONVERSATION_PROMPT`` filled in: each assistant's conversation over ``questions`` (its own
+    answers), the last turn judged; the reference answers, when given, shown per turn as MT-Bench's
+    pairwise judge shows them."""
+    n = len(questions)
+    if not n or len(answers_a) != n or len(answers_b) != n:
+        raise ValueError("a conversation needs one answer per question from each assistant")
+
+    def conversation(who: str, answers: Sequence[str]) -> str:
+        turns = "".join(
+            f"\n### User:\n{q}\n\n### Assistant {who}:\n{a}\n"
+            for q, a in zip(questions, answers, strict=True)
+        )
+        return f"<|The Start of Assistant {who}'s Conversation with User|>\n{turns}\n<|The End of Assistant {who}'s Conversation with User|>\n"
+
+    reference = ""
+    if references:
+        shown = "".join(
+            f"\n### Reference answer to turn {k}:\n{r}\n" for k, r in enumerate(references[:n], 1)
+        )
+        reference = f"\n<|The Start of Reference Answer|>\n{shown}\n<|The End of Reference Answer|>\n"
+    return CONVERSATION_PROMPT.format(
+        turn=n,
+        reference=reference,
+        conversation_a=conversation("A", answers_a),
+        conversation_b=conversation("B", answers_b),
+    )
+
+
+def item_references(item: Item) -> list[str] | None:
+    """The reference answers of an item, one per turn (MT-Bench's ``reference``), or None. A
+    reference that is not text (a malformed row) is shown as its JSON-free string form."""
+    ref = item.meta.get("reference")
+    if ref is None or ref == [] or ref == "":
+        return None
+    if isinstance(ref, str):
+        return [ref]
+    if isinstance(ref, list):
+        return [str(r) for r in ref]
+    return [str(ref)]
 
 
 def parse_verdict(reply: str) -> Verdict:
@@ -215,11 +286,47 @@ class JudgeEvaluator:
             ex_setup, ex_base = await asyncio.gather(
                 self._execution(item, answer), self._execution(item, baseline_answer)
             )
+        refs = item_references(item)
+        reference = refs[0] if refs else None
+
+        def prompt(a: str, b: str, ex_a: str | None, ex_b: str | None) -> str:
+            return format_judge_prompt(
+                item.input, a, b, execution_a=ex_a, execution_b=ex_b, reference=reference
+            )
+
         first, second = await asyncio.gather(
-            self._judge(item, answer, baseline_answer, ex_setup, ex_base, runner, "a"),
-            self._judge(item, baseline_answer, answer, ex_base, ex_setup, runner, "b"),
+            self._judge(prompt(answer, baseline_answer, ex_setup, ex_base), runner, "a"),
+            self._judge(prompt(baseline_answer, answer, ex_base, ex_setup), runner, "b"),
         )
         return PairScore(_combine(first, second), (first, second))
+
+    async def score_conversation(
+        self, item: Item, answers: Sequence[str], baseline_answers: Sequence[str], *, runner: Runner
+    ) -> PairScore:
+        """A multi-turn item judged turn by turn, both orders each: turn k on the conversation up to
+        it. The score is the mean of the turns' scores; the detail names each turn's verdicts."""
+        questions = item.turns or [item.input]
+        n = len(questions)
+        if len(answers) != n or len(baseline_answers) != n:
+            raise ValueError(
+                f"item `{item.id}` has {n} turns but the stored answers have {len(answers)} and "
+                f"{len(baseline_answers)}"
+            )
+        refs = item_references(item)
+
+        async def turn(k: int) -> tuple[Judgment, Judgment]:
+            q, mine, base = questions[:k], answers[:k], baseline_answers[:k]
+            first, second = await asyncio.gather(
+                self._judge(format_conversation_prompt(q, mine, base, references=refs), runner, "a", k),
+                self._judge(format_conversation_prompt(q, base, mine, references=refs), runner, "b", k),
+            )
+            return first, second
+
+        pairs = await asyncio.gather(*(turn(k) for k in range(1, n + 1)))
+        scores = [_combine(a, b) for a, b in pairs]
+        value = sum(s.value for s in scores) / n
+        detail = "; ".join(f"turn {k}: {s.detail}" for k, s in enumerate(scores, 1))
+        return PairScore(Score(value, detail), [j for pair in pairs for j in pair], [s.value for s in scores])
 
     async def _execution(self, item: Item, answer: str) -> str | None:
         if item.test is None and not item.tests:
@@ -234,24 +341,16 @@ class JudgeEvaluator:
         return self._executions[key]
 
     async def _judge(
-        self,
-        item: Item,
-        answer_a: str,
-        answer_b: str,
-        ex_a: str | None,
-        ex_b: str | None,
-        runner: Runner,
-        position: Literal["a", "b"],
+        self, prompt: str, runner: Runner, position: Literal["a", "b"], turn: int = 0
     ) -> Judgment:
         """One judgment; ``position`` is where the setup's answer is (``a``: first)."""
-        prompt = format_judge_prompt(item.input, answer_a, answer_b, execution_a=ex_a, execution_b=ex_b)
         calls: list[CallRecord] = []
         try:
             verdict = await self._ask(prompt, runner, calls)
         except MalformedReply as e:
-            return Judgment(position, None, None, None, f"MalformedReply: {e.message}", calls)
+            return Judgment(position, None, None, None, f"MalformedReply: {e.message}", calls, turn)
         setup_verdict = verdict if position == "a" else verdict.swapped()
-        return Judgment(position, verdict.value, setup_verdict.score, None, None, calls)
+        return Judgment(position, verdict.value, setup_verdict.score, None, None, calls, turn)
 
     async def _ask(self, prompt: str, runner: Runner, calls: list[CallRecord]) -> Verdict:
         # the parser validates the judge's answer inside the run, so a reply without a verdict is

@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from moa._run import Runner
     from moa.eval.datasets import Item
 
-__all__ = ["NO_TARGET", "Evaluator", "Judgment", "PairScore", "PairwiseEvaluator", "Score"]
+__all__ = [
+    "NO_TARGET",
+    "ConversationEvaluator",
+    "Evaluator",
+    "Judgment",
+    "PairScore",
+    "PairwiseEvaluator",
+    "Score",
+]
 
 #: ``Score.detail`` of a reference evaluator given an item without a target
 NO_TARGET = "item has no target"
@@ -58,6 +66,8 @@ class Judgment:
     detail: str | None
     error: str | None
     calls: Sequence[CallRecord]
+    #: the turn judged (1-based) of a multi-turn item; 0 for a single-turn item
+    turn: int = 0
 
     @property
     def cost_usd(self) -> float:
@@ -71,6 +81,8 @@ class PairScore:
 
     score: Score
     judgments: Sequence[Judgment] = ()
+    #: a multi-turn item's score per turn (``score`` is their mean); empty for a single turn
+    turn_scores: Sequence[float] = ()
 
 
 @runtime_checkable
@@ -84,4 +96,15 @@ class PairwiseEvaluator(Protocol):
 
     async def score_pair(
         self, item: Item, answer: str, baseline_answer: str, *, runner: Runner
+    ) -> PairScore: ...
+
+
+@runtime_checkable
+class ConversationEvaluator(Protocol):
+    """A pairwise evaluator that judges multi-turn items turn by turn: turn k is judged on the
+    conversation up to it (both setups' own earlier answers), as MT-Bench's pairwise judge does.
+    A pairwise evaluator without it sees only the last turn's answers."""
+
+    async def score_conversation(
+        self, item: Item, answers: Sequence[str], baseline_answers: Sequence[str], *, runner: Runner
     ) -> PairScore: ...

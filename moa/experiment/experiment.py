@@ -39,7 +39,7 @@ from moa.experiment.report.text import print_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.cache import StoreCache
-from moa.experiment.store.database import Store, input_hash
+from moa.experiment.store.database import Store, item_hash
 
 __all__ = ["Experiment", "rebuild_report"]
 
@@ -126,9 +126,7 @@ class Experiment:
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
-            store.put_items(
-                (i.id, input_hash(i.input), i.category, i.model_dump_json()) for i in dataset.items
-            )
+            store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
             store.commit()
             budget = None
@@ -239,7 +237,7 @@ def _check_identity(
                 f"{where}: setup `{s.name}` changed since its runs were stored (topology hash "
                 f"{prev['hash']} -> {s.hash}); {fix}"
             )
-    changed = list(store.changed_items((i.id, input_hash(i.input)) for i in dataset.items))
+    changed = list(store.changed_items((i.id, item_hash(i)) for i in dataset.items))
     if changed:
         raise UserError(
             f"{where}: the dataset changed: item `{changed[0]}` (and {len(changed) - 1} more) has a different "

@@ -1,5 +1,6 @@
-"""The answer phase: every (setup, item, sample) pair not stored yet runs through its setup's topology,
-under one concurrency limit and one shared budget, and is stored as it finishes.
+"""The answer phase: every (setup, item, sample) pair not stored yet runs through its setup's topology
+(every turn of a multi-turn item, see ``conversation``), under one concurrency limit and one shared
+budget, and is stored as it finishes.
 
 Pairs stream through an ``asyncio.Semaphore``: a task is created only when a slot is free, so at most
 ``concurrency`` runs (and their results) exist at once whatever the number of items. A ``RunResult``
@@ -18,9 +19,10 @@ from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
 from moa.eval.datasets import Item
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.config import ExperimentSpec, Setup
+from moa.experiment.conversation import run_item
 from moa.experiment.progress import Progress
 from moa.experiment.store.cache import StoreCache, sample_scope
-from moa.experiment.store.database import Store, input_hash
+from moa.experiment.store.database import Store, item_hash
 
 __all__ = ["run_pairs"]
 
@@ -48,7 +50,7 @@ async def run_pairs(
         for j in range(k)
     }
     done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
-    hashes = [input_hash(i.input) for i in items]
+    hashes = [item_hash(i) for i in items]
     todo = sum(
         1
         for i, h in zip(items, hashes, strict=True)
@@ -63,8 +65,8 @@ async def run_pairs(
 
     async def one(setup: Setup, item: Item, h: str, j: int) -> None:
         try:
-            result = await runners[setup.name, j].run(
-                setup.topology, item.input, budget=budget, deadline_s=spec.deadline_s
+            result, turns = await run_item(
+                runners[setup.name, j], setup.topology, item, budget=budget, deadline_s=spec.deadline_s
             )
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it
@@ -82,7 +84,7 @@ async def run_pairs(
             store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
         else:
-            store.record_run(setup.name, setup.hash, item.id, h, result, sample=j)
+            store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
             bar.advance(result.cost_usd)
         finally:
             sem.release()

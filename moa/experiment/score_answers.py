@@ -10,6 +10,10 @@ Two kinds of evaluator (``moa.eval.types``) plug in here:
   orders of a judge). Its ``runner`` carries the experiment's call cache (scope ``judge:<evaluator>``)
   and shared budget, so judge calls are costed, cached and stored like any other call; the verdicts
   and their ``CallRecord`` rows go to the ``judgments`` and ``calls`` tables with the score.
+
+A multi-turn item's run holds every turn's answer: a ``ConversationEvaluator`` (the judge) scores it
+turn by turn with ``score_conversation`` and the turns' scores are stored with the item's score; any
+other evaluator scores the last turn's answer.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from moa.eval.datasets import Item
-from moa.eval.types import Evaluator, PairwiseEvaluator
+from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.store.database import RunRow, Store
 
@@ -76,9 +80,16 @@ async def score_all(
                 return
             answer = row.answer or ""
             if isinstance(evaluator, PairwiseEvaluator):
+                turns = row.turn_answers
                 if setup.is_baseline:
                     # the baseline against itself is a tie by definition: no judge call
-                    store.put_score(row.run_id, evaluator_id, 0.5, "baseline")
+                    store.put_score(
+                        row.run_id,
+                        evaluator_id,
+                        0.5,
+                        "baseline",
+                        turn_scores=None if turns is None else [0.5] * len(turns),
+                    )
                 else:
                     # with several samples, sample j of the setup meets sample j of the baseline
                     base = store.run_for(baseline.name, baseline.hash, row.item_id, row.sample)
@@ -92,11 +103,24 @@ async def score_all(
                             1.0,
                             "the baseline failed on this item",
                             baseline_run_id=base.run_id,
+                            turn_scores=None if turns is None else [1.0] * len(turns),
                         )
                     else:
                         if judge_runner is None:
                             raise RuntimeError("a pairwise evaluator needs a judge runner")
-                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=judge_runner)
+                        base_turns = base.turn_answers
+                        if (
+                            turns is not None
+                            and base_turns is not None
+                            and isinstance(evaluator, ConversationEvaluator)
+                        ):
+                            res = await evaluator.score_conversation(
+                                it, turns, base_turns, runner=judge_runner
+                            )
+                        else:
+                            res = await evaluator.score_pair(
+                                it, answer, base.answer or "", runner=judge_runner
+                            )
                         store.put_score(
                             row.run_id,
                             evaluator_id,
@@ -104,6 +128,7 @@ async def score_all(
                             res.score.detail,
                             baseline_run_id=base.run_id,
                             judgments=res.judgments,
+                            turn_scores=list(res.turn_scores) or None,
                         )
             else:
                 s = await evaluator.score(it, answer)

@@ -129,6 +129,7 @@ def _setup_numbers(
         correct = math.fsum(v for r in present if (v := run_score(r)) is not None)
         s.cost_per_correct_usd = s.cost_usd / correct if correct > 0 else None
         s.tokens_per_correct = s.tokens / correct if correct > 0 else None
+    s.turn_scores = turn_scores(present)
     return s, scores
 
 
@@ -291,13 +292,28 @@ def pass_at_k(runs: Mapping[str, Sequence[RunRow]], samples: int) -> dict[str, f
     return out
 
 
+def turn_scores(rows: Sequence[RunRow]) -> list[float] | None:
+    """Turn k's mean score over the runs scored turn by turn (multi-turn items under a judge), or
+    ``None`` when no run was. A run that failed has no turn scores and is left out here."""
+    per_turn: list[list[float]] = []
+    for r in rows:
+        values = r.turn_scores if r.error is None else None
+        for k, v in enumerate(values or ()):
+            if k == len(per_turn):
+                per_turn.append([])
+            per_turn[k].append(v)
+    return [math.fsum(v) / len(v) for v in per_turn] or None
+
+
 def failure_kind(detail: str) -> str:
     """A score detail cut to its kind, so reasons can be counted: ``tests failed: AssertionError``,
     ``timeout after 10.0s``, ``blocked: sandbox: os.fork is refused``, ``memory limit (512 MB)``,
     ``syntax error``."""
     text = detail.split("; output truncated")[0].strip()
     parts = text.split(": ")
-    keep = {"blocked": 3, "syntax error": 1}.get(parts[0], 2)
+    # kinds whose next part is a line number or a message: counted together
+    whole = ("syntax error", "the answer's code does not parse", "the answer's code does not compile")
+    keep = {"blocked": 3, **dict.fromkeys(whole, 1)}.get(parts[0], 2)
     kind = ": ".join(parts[:keep])
     return kind if len(kind) <= 80 else kind[:77] + "..."
 

@@ -102,6 +102,9 @@ class SetupSummary(BaseModel):
     """Independent runs per item (the experiment's ``samples``)."""
     pass_at_k: dict[str, float] | None = None
     """pass@1..k (unbiased estimator) when the scores are binary: ``{"1": 0.4, "5": 0.8}``."""
+    turn_scores: list[float] | None = None
+    """Multi-turn items (MT-Bench) under a judge: the mean score of turn 1, 2, ... (each turn judged on
+    the conversation up to it); ``quality`` is their mean per item. Runs that failed are left out."""
     failure_reasons: list[dict[str, Any]] = Field(default_factory=list)
     """Why scored runs did not pass, by kind: ``{"reason": "timeout after 10.0s", "count": 3}``."""
     judge: JudgeSummary | None = None

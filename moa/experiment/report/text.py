@@ -282,6 +282,22 @@ def _judge_section(summary: Summary) -> Section | None:
     return Section(f"Judge (pairwise against `{summary.baseline}`)", headers, rows, bullets)
 
 
+def _turn_section(summary: Summary) -> Section | None:
+    shown = [s for s in summary.setups if s.turn_scores]
+    if not shown:
+        return None
+    n = max(len(s.turn_scores or ()) for s in shown)
+    rows = [
+        [s.name, *(f"{v:.3f}" for v in s.turn_scores or ()), *(["—"] * (n - len(s.turn_scores or ())))]
+        for s in shown
+    ]
+    note = (
+        "Multi-turn items: turn k ran with the setup's own earlier answers as history and was judged on "
+        "the conversation up to it (1 = much better than the baseline, 0.5 = parity)."
+    )
+    return Section("Per turn", ["Setup", *(f"turn {k}" for k in range(1, n + 1))], rows, [note])
+
+
 def _pass_section(summary: Summary) -> Section | None:
     shown = [s for s in summary.setups if s.pass_at_k]
     sampled = any(s.samples > 1 for s in summary.setups)
@@ -319,6 +335,7 @@ def quality_sections(summary: Summary) -> list[Section]:
     """The sections that apply to this summary, in report order."""
     found = (
         _judge_section(summary),
+        _turn_section(summary),
         _pass_section(summary),
         _failure_section(summary),
         _power_section(summary),

@@ -9,7 +9,7 @@ per folder).
 from __future__ import annotations
 
 from moa.experiment.store.cache import StoreCache, sample_scope
-from moa.experiment.store.database import STORE_NAME, RunRow, Store, input_hash
+from moa.experiment.store.database import STORE_NAME, RunRow, Store, input_hash, item_hash
 from moa.experiment.store.lock import LOCK_NAME, FolderLock
 from moa.experiment.store.schema import SCHEMA_VERSION
 
@@ -22,5 +22,6 @@ __all__ = [
     "Store",
     "StoreCache",
     "input_hash",
+    "item_hash",
     "sample_scope",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import MoAError, UserError
+from moa.eval.datasets import Item
 from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, call_rows
 from moa.experiment.store.lock import FolderLock
@@ -27,20 +28,28 @@ from moa.experiment.store.schema import SCHEMA, SCHEMA_VERSION, migrate, stored_
 from moa.results import RunResult, Usage
 from moa.safe_read import refuse_special
 
-__all__ = ["STORE_NAME", "RunRow", "Store", "input_hash"]
+__all__ = ["STORE_NAME", "RunRow", "Store", "input_hash", "item_hash"]
 
 STORE_NAME = "experiment.sqlite"
 
 _RUN_COLUMNS = (
     "r.run_id, r.setup, r.item_id, r.answer, r.error, r.cost_usd, r.latency_s, "
     "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample, "
-    "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts"
+    "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts, r.turns"
 )
 
 
 def input_hash(text: str) -> str:
     """What keys a stored run to its item's input: an edited item never matches the runs stored for it."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def item_hash(item: Item) -> str:
+    """``input_hash`` of what is sent for ``item``: its input, or every user turn of a multi-turn item
+    (an edited second turn must not match the runs stored for the old one)."""
+    if item.turns is not None and len(item.turns) > 1:
+        return input_hash(json.dumps(item.turns))
+    return input_hash(item.input)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +72,28 @@ class RunRow:
     cost_usd_max: float = 0.0
     #: attempts sent whose usage cannot be known (timeouts, cancellations after sending)
     unknown_usage_attempts: int = 0
+    #: a multi-turn item's answers, one per turn, as JSON (``answer`` is the last); None otherwise
+    turns_json: str | None = None
     score: float | None = None
     detail: str | None = None
+    #: the score of each turn of a multi-turn item, as JSON, when the evaluator gives them
+    turn_scores_json: str | None = None
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def turn_answers(self) -> list[str] | None:
+        """Each turn's answer of a multi-turn item (None for a single-turn run)."""
+        return None if self.turns_json is None else [str(t) for t in json.loads(self.turns_json)]
+
+    @property
+    def turn_scores(self) -> list[float] | None:
+        """Each turn's score of a multi-turn item (None when the evaluator gives none)."""
+        return (
+            None if self.turn_scores_json is None else [float(v) for v in json.loads(self.turn_scores_json)]
+        )
 
 
 class Store:
@@ -197,8 +222,10 @@ class Store:
         error: MoAError | None = None,
         *,
         sample: int = 0,
+        turns: Sequence[str] | None = None,
     ) -> int:
-        """Store a finished run (a result, or an error with the calls it made) in one transaction."""
+        """Store a finished run (a result, or an error with the calls it made) in one transaction;
+        ``turns`` holds a multi-turn item's answers, one per turn answered."""
         calls = result.calls if result is not None else (error.calls if error is not None else [])
         usage = sum((c.usage for c in calls), Usage())
         cost = result.cost_usd if result is not None else sum(c.cost_usd for c in calls)
@@ -212,7 +239,7 @@ class Store:
             cur = self.conn.execute(
                 "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
                 "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample, "
-                "cost_usd_max, unknown_attempts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "cost_usd_max, unknown_attempts, turns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setup,
                     topo_hash,
@@ -231,6 +258,7 @@ class Store:
                     sample,
                     sum(c.cost_usd_max for c in calls),
                     sum(c.unknown_usage_attempts for c in calls),
+                    None if turns is None else json.dumps(list(turns)),
                 ),
             )
             run_id = int(cur.lastrowid or 0)
@@ -271,9 +299,11 @@ class Store:
         self, setup: str, topo_hash: str, evaluator: str, *, answers: bool = True
     ) -> Iterator[RunRow]:
         """The setup's stored runs in the order they finished, with scores, read lazily."""
-        cols = _RUN_COLUMNS if answers else _RUN_COLUMNS.replace("r.answer", "NULL")
+        cols = (
+            _RUN_COLUMNS if answers else _RUN_COLUMNS.replace("r.answer", "NULL").replace("r.turns", "NULL")
+        )
         sql = (
-            f"SELECT {cols}, s.value, s.detail FROM runs r LEFT JOIN scores s "
+            f"SELECT {cols}, s.value, s.detail, s.turn_scores FROM runs r LEFT JOIN scores s "
             "ON s.run_id=r.run_id AND s.evaluator_id=? WHERE r.setup=? AND r.topo_hash=? ORDER BY r.run_id"
         )
         for row in self.conn.execute(sql, (evaluator, setup, topo_hash)):
@@ -304,17 +334,25 @@ class Store:
         *,
         baseline_run_id: int | None = None,
         judgments: Sequence[Judgment] = (),
+        turn_scores: Sequence[float] | None = None,
         commit: bool = True,
     ) -> None:
-        """A score and, for a pairwise evaluator, its verdicts and their judge calls, together."""
+        """A score (and each turn's, for a multi-turn item) and, for a pairwise evaluator, its
+        verdicts and their judge calls, together."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)",
-            (run_id, evaluator, value, detail),
+            "INSERT OR REPLACE INTO scores(run_id, evaluator_id, value, detail, turn_scores) VALUES (?,?,?,?,?)",
+            (
+                run_id,
+                evaluator,
+                value,
+                detail,
+                None if turn_scores is None else json.dumps(list(turn_scores)),
+            ),
         )
         for j in judgments:
             cur = self.conn.execute(
                 "INSERT OR REPLACE INTO judgments(evaluator_id, run_id, baseline_run_id, position, verdict, value, "
-                "detail, error, cost_usd) VALUES (?,?,?,?,?,?,?,?,?)",
+                "detail, error, cost_usd, turn) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     evaluator,
                     run_id,
@@ -325,6 +363,7 @@ class Store:
                     j.detail,
                     j.error,
                     j.cost_usd,
+                    j.turn,
                 ),
             )
             self.conn.executemany(INSERT_CALL, call_rows(j.calls, None, int(cur.lastrowid or 0)))

@@ -13,8 +13,10 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 
 #: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair);
 #: 3 added the accounting of unknown usage: ``runs.cost_usd_max``, ``runs.unknown_attempts``,
-#: ``calls.attempt_log`` (JSON), ``calls.cost_usd_max``, ``calls.usage_suspect``
-SCHEMA_VERSION = 3
+#: ``calls.attempt_log`` (JSON), ``calls.cost_usd_max``, ``calls.usage_suspect``;
+#: 4 added multi-turn items: ``runs.turns`` (JSON: each turn's answer), ``scores.turn_scores`` (JSON)
+#: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k)
+SCHEMA_VERSION = 4
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -24,9 +26,20 @@ CREATE TABLE IF NOT EXISTS runs(
   cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
   finished_at REAL NOT NULL, sample INTEGER NOT NULL DEFAULT 0,
-  cost_usd_max REAL, unknown_attempts INTEGER NOT NULL DEFAULT 0,
+  cost_usd_max REAL, unknown_attempts INTEGER NOT NULL DEFAULT 0, turns TEXT,
   UNIQUE(setup, topo_hash, item_id, input_hash, sample));
 CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
+"""
+
+_JUDGMENTS = """
+-- pairwise verdicts: a setup's run against the baseline's run on the same item (or one of its
+-- turns), in one position
+CREATE TABLE IF NOT EXISTS judgments(
+  judgment_id INTEGER PRIMARY KEY, evaluator_id TEXT NOT NULL,
+  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL, position TEXT NOT NULL,
+  verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
+  turn INTEGER NOT NULL DEFAULT 0,
+  UNIQUE(evaluator_id, run_id, baseline_run_id, turn, position));
 """
 
 SCHEMA = (
@@ -49,14 +62,10 @@ CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
   run_id INTEGER NOT NULL, evaluator_id TEXT NOT NULL, value REAL NOT NULL, detail TEXT,
-  PRIMARY KEY(run_id, evaluator_id));
--- pairwise verdicts: a setup's run against the baseline's run on the same item, in one position
-CREATE TABLE IF NOT EXISTS judgments(
-  judgment_id INTEGER PRIMARY KEY, evaluator_id TEXT NOT NULL,
-  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL, position TEXT NOT NULL,
-  verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
-  UNIQUE(evaluator_id, run_id, baseline_run_id, position));
-CREATE TABLE IF NOT EXISTS cache(
+  turn_scores TEXT, PRIMARY KEY(run_id, evaluator_id));
+"""
+    + _JUDGMENTS
+    + """CREATE TABLE IF NOT EXISTS cache(
   key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
   cost_usd REAL NOT NULL);
@@ -95,7 +104,26 @@ def _v2_to_v3(conn: sqlite3.Connection) -> None:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: sqlite3.Connection) -> None:
+    cols = "judgment_id, evaluator_id, run_id, baseline_run_id, position, verdict, value, detail, error, cost_usd"
+
+    def columns(table: str) -> set[str]:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+    # tables missing from an old file were just created in the current shape: leave those alone
+    with conn:
+        for table, column in (("runs", "turns"), ("scores", "turn_scores")):
+            if column not in columns(table):
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        if "turn" not in columns("judgments"):
+            # the UNIQUE constraint gains the turn: rebuild, keeping judgment ids (calls point to them)
+            conn.execute("ALTER TABLE judgments RENAME TO judgments_v3")
+            conn.executescript(_JUDGMENTS)
+            conn.execute(f"INSERT INTO judgments({cols}, turn) SELECT {cols}, 0 FROM judgments_v3")
+            conn.execute("DROP TABLE judgments_v3")
+
+
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:

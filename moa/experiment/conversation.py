@@ -1,0 +1,76 @@
+"""Multi-turn items (MT-Bench's ``turns``): every turn runs in order through the setup's topology,
+turn k with the earlier user turns and the setup's *own* earlier answers as chat history, and the
+turns' results become one stored run.
+
+The stored run's answer is the last turn's; ``turns`` holds every turn's answer. Its calls are all
+the turns' calls (their ``started_s`` counted from the first turn's start), and its cost, tokens,
+latency and critical path are the sums over turns: the turns of a conversation cannot overlap. A turn
+that fails fails the run, and the error carries the calls of every turn made so far, so nothing paid
+for is lost from the record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from moa._run import Runner
+from moa.errors import MoAError
+from moa.eval.datasets import Item
+from moa.results import CallRecord, RunResult, Usage
+
+__all__ = ["is_multi_turn", "run_item"]
+
+
+def is_multi_turn(item: Item) -> bool:
+    """Whether ``item`` has more than one user turn."""
+    return item.turns is not None and len(item.turns) > 1
+
+
+async def run_item(
+    runner: Runner, topology: Any, item: Item, **kwargs: Any
+) -> tuple[RunResult, list[str] | None]:
+    """Run ``item`` through ``topology``: one run for a single turn; for a multi-turn item every turn
+    in order, merged into one result. Returns the result and each turn's answer (None for one turn)."""
+    if not is_multi_turn(item):
+        return await runner.run(topology, item.input, **kwargs), None
+    assert item.turns is not None
+    history: list[dict[str, str]] = []
+    results: list[RunResult] = []
+    offset = 0.0
+    calls: list[CallRecord] = []
+    for question in item.turns:
+        history.append({"role": "user", "content": question})
+        try:
+            result = await runner.run(topology, list(history), **kwargs)
+        except MoAError as e:
+            # the earlier turns' calls were made and paid for: the error keeps them
+            e.calls[:] = calls + _shifted(e.calls, offset)
+            raise
+        calls.extend(_shifted(result.calls, offset))
+        offset += result.latency_s
+        results.append(result)
+        history.append({"role": "assistant", "content": result.output})
+    return _merge(results, calls), [r.output for r in results]
+
+
+def _shifted(calls: Sequence[CallRecord], offset: float) -> list[CallRecord]:
+    return [dataclasses.replace(c, started_s=c.started_s + offset) for c in calls]
+
+
+def _merge(results: Sequence[RunResult], calls: list[CallRecord]) -> RunResult:
+    last = results[-1]
+    notes = {r.cost_note for r in results if r.cost_note}
+    return RunResult(
+        output=last.output,
+        topology=last.topology,
+        usage=sum((r.usage for r in results), Usage()),
+        cost_usd=sum(r.cost_usd for r in results),
+        latency_s=sum(r.latency_s for r in results),
+        critical_path_s=sum(r.critical_path_s for r in results),
+        calls=calls,
+        nodes=last.nodes,
+        unpriced_models=sorted({m for r in results for m in r.unpriced_models}),
+        cost_note=next(iter(notes)) if len(notes) == 1 else ("; ".join(sorted(notes)) or None),
+    )
