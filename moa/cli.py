@@ -131,13 +131,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.json and not isinstance(e, UserError):
             out = {
                 "error": f"{type(e).__name__}: {e}",
-                "calls": [c.to_dict() for c in e.calls],
+                "calls": [c.to_dict(trace=args.trace) for c in e.calls],
                 "nodes": {k: v.to_dict() for k, v in e.nodes.items()},
             }
             print(json.dumps(out, indent=2))
         raise
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(trace=args.trace), indent=2))
     else:
         if not args.stream:
             print(result.output)
@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("topology", metavar="TOPOLOGY")
     s.add_argument("--prompt", required=True, help="the prompt, or - to read it from stdin")
     s.add_argument("--json", action="store_true", help="print the RunResult as JSON")
+    s.add_argument(
+        "--trace", action="store_true", help="with --json: each call's messages sent and reply text too"
+    )
     s.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
     s.add_argument("--budget-usd", type=float, default=None, help="hard cap on the run's spend")
     s.add_argument("--deadline-s", type=float, default=None, help="hard cap on the run's time")

@@ -117,6 +117,10 @@ class CallRecord:
     #: True when a reply reported usage outside what the request allows (negative, more completion
     #: tokens than ``max_tokens``, a prompt far above its bound): it was charged its worst case
     usage_suspect: bool = False
+    #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
+    messages: Sequence[Mapping[str, str]] | None = None
+    #: the reply's text when the call answered (the trace)
+    reply: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,8 +136,9 @@ class CallRecord:
         """The known cost plus the worst case of every attempt whose usage is unknown."""
         return self.cost_usd + sum(a.worst_case_usd for a in self.attempt_log if a.usage is None)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
+        """The record as JSON; ``trace`` adds the messages sent and the reply's text."""
+        d = {
             "node": self.node,
             "model": self.model,
             "requested_model": self.requested_model or self.model,
@@ -151,6 +156,10 @@ class CallRecord:
             "cost_usd_max": self.cost_usd_max,
             "usage_suspect": self.usage_suspect,
         }
+        if trace:
+            d["messages"] = None if self.messages is None else [dict(m) for m in self.messages]
+            d["reply"] = self.reply
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CallRecord:
@@ -170,6 +179,8 @@ class CallRecord:
             cached=bool(d.get("cached", False)),
             attempt_log=_attempts_from(d),
             usage_suspect=bool(d.get("usage_suspect", False)),
+            messages=d.get("messages"),
+            reply=d.get("reply"),
         )
 
 
@@ -240,7 +251,8 @@ class RunResult:
         """``cost_usd`` plus the worst case of every attempt whose usage is unknown."""
         return sum(c.cost_usd_max for c in self.calls)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
+        """The stable ``--json`` output; ``trace`` adds each call's messages and reply."""
         return {
             "output": self.output,
             "topology": self.topology,
@@ -250,7 +262,7 @@ class RunResult:
             "unknown_usage_attempts": self.unknown_usage_attempts,
             "latency_s": self.latency_s,
             "critical_path_s": self.critical_path_s,
-            "calls": [c.to_dict() for c in self.calls],
+            "calls": [c.to_dict(trace=trace) for c in self.calls],
             "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
             "unpriced_models": list(self.unpriced_models),
             "cost_note": self.cost_note,

@@ -144,3 +144,17 @@ def test_schema_command(capsys: pytest.CaptureFixture[str]) -> None:
     """`moa schema` prints the topology JSON Schema."""
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"] == "moa topology"
+
+
+def test_run_json_trace_adds_messages_and_replies(tmp_path: Path) -> None:
+    """`moa run --json --trace` adds each call's messages and reply; plain --json does not."""
+    with SimServer(models={"sim": SimModel(answer="traced answer")}) as srv:
+        topo = str(_topology(tmp_path, srv.base_url))
+        args = ("run", topo, "--prompt", "hello trace", "--json")
+        plain = moa_cli(*args, env={"MOA_SIM_KEY": "k"})
+        traced = moa_cli(*args, "--trace", env={"MOA_SIM_KEY": "k"})
+    assert plain.returncode == 0 and traced.returncode == 0, traced.stderr
+    assert all("messages" not in c for c in json.loads(plain.stdout)["calls"])
+    calls = json.loads(traced.stdout)["calls"]
+    assert calls and all(c["reply"] == "traced answer" for c in calls)
+    assert any(m["content"] == "hello trace" for c in calls for m in c["messages"])

@@ -27,7 +27,14 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["compare_experiment.yaml", "code_experiment.yaml", "code_judge_experiment.yaml"]
+    "name",
+    [
+        "compare_experiment.yaml",
+        "code_experiment.yaml",
+        "code_judge_experiment.yaml",
+        "gsm8k_experiment.yaml",
+        "mtbench_experiment.yaml",
+    ],
 )
 def test_example_experiment_files_validate(name: str) -> None:
     """Each example experiment file, its dataset and its topologies load without error."""

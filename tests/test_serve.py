@@ -520,3 +520,21 @@ def test_cli_agent_key_not_set_exits_2(tmp_path: Any, capsys: pytest.CaptureFixt
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "agent `a`" in err and "MOA_TEST_SERVE_NOPE" in err
+
+
+def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
+    """`"moa_trace": true` adds the messages sent and the reply's text to every call of the `moa`
+    object; without it the object carries numbers only."""
+    body = {"model": "parallel-3", "messages": _ask("trace me please")}
+    plain = httpx.post(f"{url}/chat/completions", json=body, timeout=30).json()["moa"]
+    traced = httpx.post(f"{url}/chat/completions", json=body | {"moa_trace": True}, timeout=30).json()[
+        "moa"
+    ]
+    assert all("messages" not in c and "reply" not in c for c in plain["calls"])
+    assert len(traced["calls"]) == 4
+    agg = next(c for c in traced["calls"] if c["reply"] == "the mixture says four")
+    workers = [c for c in traced["calls"] if c is not agg]
+    assert all(c["messages"][-1]["content"].endswith("trace me please") for c in workers)
+    # the aggregator's prompt is its template filled in with the workers' replies
+    sent = agg["messages"][-1]["content"]
+    assert all(c["reply"] in sent for c in workers)

@@ -142,6 +142,8 @@ async def attempt(
                 reply = await _send(target.backend, request, clock, call)
         else:
             reply = await _send(target.backend, request, clock, call)
+        # the trace keeps the last reply received, one that validation rejects included
+        rec.reply = reply.text
         if call.validate is not None:
             call.validate(reply.text)
     except asyncio.CancelledError:

@@ -162,6 +162,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         priced=target.price.known,
         local=target.backend.local,
         attempts=0,
+        messages=call.messages,
     )
     cache_key = ctx.cache.key(call.node, request) if ctx.cache is not None else None
     try:
@@ -174,10 +175,12 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                     True,
                     hit.model,
                 )
+                rec.reply = hit.reply.text
                 if call.on_token is not None:
                     call.on_token(hit.reply.text)
                 return hit.reply.text
         reply = await _retrying(ctx, rt, target, request, rec, call)
+        rec.reply = reply.text
     except asyncio.CancelledError:
         rec.error = "cancelled"
         raise

@@ -94,6 +94,17 @@ class ExperimentSpec(BaseModel):
         True,
         description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).",
     )
+    store_text: bool = Field(
+        True,
+        description="Keep every call's messages and reply text in the store (the trace `moa view` shows); "
+        "false keeps numbers only, for privacy.",
+    )
+    max_text_kb: int = Field(
+        64,
+        ge=1,
+        le=16_384,
+        description="Per stored text (a message or a reply): longer ones are cut, marked.",
+    )
 
     @field_validator("name", "dataset", "baseline", "setups", "categories")
     @classmethod

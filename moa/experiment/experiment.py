@@ -122,6 +122,7 @@ class Experiment:
         # exclusive until closed: a second run on the same folder would resend every unfinished
         # pair and collide on the store's unique keys
         store = Store.open(self.out, exclusive=True)
+        store.text_limit = spec.max_text_kb * 1024 if spec.store_text else None
         bar = Progress(enabled=self.progress)
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)

@@ -242,7 +242,7 @@ class _Server:
         except MoAError as e:
             raise error_for(e) from None
         request.state.cost_usd = result.cost_usd
-        return JSONResponse(completion(body.model, result))
+        return JSONResponse(completion(body.model, result, trace=bool(body.moa_trace)))
 
     async def _stream(self, request: Request, topology: Topology, body: ChatRequest) -> Response:
         # typed as an iterator; it is an async generator, whose aclose() cancels the run
@@ -273,7 +273,7 @@ class _Server:
                         result = item.result
                         if not streamed and result.output:  # a reduce output node decodes no tokens
                             yield _sse(chunk(head, {"content": result.output}, with_usage=with_usage))
-                        ext = {"moa": moa_extension(result)}
+                        ext = {"moa": moa_extension(result, trace=bool(body.moa_trace))}
                         yield _sse(chunk(head, {}, finish="stop", with_usage=with_usage, extra=ext))
                         if with_usage:
                             yield _sse(chunk(head, None, usage=result.usage.to_dict(), with_usage=True))

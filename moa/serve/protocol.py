@@ -81,6 +81,8 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1, le=1)
+    moa_trace: bool | None = None
+    """moa's extension: include each call's messages and reply in the reply's ``moa`` object."""
 
     @field_validator("messages")
     @classmethod
@@ -186,9 +188,10 @@ def error_for(e: MoAError) -> ApiError:
     return ApiError(500, str(e), type="server_error", code=name)
 
 
-def moa_extension(result: RunResult) -> dict[str, Any]:
-    """The ``moa`` object ordinary clients ignore: the run's cost and per-node trace."""
-    d = result.to_dict()
+def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
+    """The ``moa`` object ordinary clients ignore: the run's cost and per-node account; with
+    ``trace``, each call's messages and reply too."""
+    d = result.to_dict(trace=trace)
     return {k: d[k] for k in ("cost_usd", "latency_s", "critical_path_s", "calls", "nodes")}
 
 
@@ -196,7 +199,7 @@ def new_id() -> str:
     return f"chatcmpl-moa{uuid.uuid4().hex}"
 
 
-def completion(model: str, result: RunResult) -> dict[str, Any]:
+def completion(model: str, result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """A ``chat.completion`` object for a finished run."""
     return {
         "id": new_id(),
@@ -212,7 +215,7 @@ def completion(model: str, result: RunResult) -> dict[str, Any]:
             }
         ],
         "usage": result.usage.to_dict(),
-        "moa": moa_extension(result),
+        "moa": moa_extension(result, trace=trace),
     }
 
 

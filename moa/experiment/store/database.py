@@ -22,11 +22,12 @@ from typing import Any
 from moa.errors import MoAError, UserError
 from moa.eval.datasets import Item
 from moa.eval.types import Judgment
-from moa.experiment.store.calls import INSERT_CALL, call_rows
+from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
 from moa.experiment.store.lock import FolderLock
 from moa.experiment.store.schema import SCHEMA, SCHEMA_VERSION, migrate, stored_version
-from moa.results import RunResult, Usage
+from moa.results import CallRecord, RunResult, Usage
 from moa.safe_read import refuse_special
+from moa.scrub import environment_secrets
 
 __all__ = ["STORE_NAME", "RunRow", "Store", "input_hash", "item_hash"]
 
@@ -103,6 +104,15 @@ class Store:
         self.path = path
         self.conn = conn
         self._lock = lock
+        #: the cap of each stored text (messages and replies); None stores numbers only
+        self.text_limit: int | None = TEXT_LIMIT
+        #: values masked in stored texts besides key shapes (the environment's secrets)
+        self.secrets: list[str] = environment_secrets()
+
+    def _call_rows(
+        self, calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None
+    ) -> Iterator[tuple[Any, ...]]:
+        return call_rows(calls, run_id, judgment_id, text_limit=self.text_limit, secrets=self.secrets)
 
     @classmethod
     def open(cls, out: str | Path, *, create: bool = True, exclusive: bool = False) -> Store:
@@ -262,7 +272,7 @@ class Store:
                 ),
             )
             run_id = int(cur.lastrowid or 0)
-            self.conn.executemany(INSERT_CALL, call_rows(calls, run_id, None))
+            self.conn.executemany(INSERT_CALL, self._call_rows(calls, run_id, None))
         return run_id
 
     def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str, sample: int) -> None:
@@ -325,6 +335,28 @@ class Store:
         )
         return [RunRow(*row) for row in self.conn.execute(sql, (setup, topo_hash, after, evaluator, limit))]
 
+    def calls_of(self, *, run_id: int | None = None, judgment_id: int | None = None) -> list[dict[str, Any]]:
+        """The stored calls of a run or of a judgment, in order, with their trace (``messages`` as a
+        list, ``reply``; None when the text was not kept)."""
+        if (run_id is None) == (judgment_id is None):
+            raise ValueError("give exactly one of run_id and judgment_id")
+        column, key = ("run_id", run_id) if run_id is not None else ("judgment_id", judgment_id)
+        cur = self.conn.execute(
+            "SELECT seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, latency_s, "
+            "attempts, error, started_s, cached, attempt_log, messages, reply FROM calls "
+            f"WHERE {column}=? ORDER BY seq",
+            (key,),
+        )
+        names = [d[0] for d in cur.description]
+        out = []
+        for row in cur:
+            d = dict(zip(names, row, strict=True))
+            d["attempt_log"] = json.loads(d["attempt_log"]) if d["attempt_log"] else []
+            d["messages"] = json.loads(d["messages"]) if d["messages"] else None
+            d["cached"] = bool(d["cached"])
+            out.append(d)
+        return out
+
     def put_score(
         self,
         run_id: int,
@@ -366,7 +398,7 @@ class Store:
                     j.turn,
                 ),
             )
-            self.conn.executemany(INSERT_CALL, call_rows(j.calls, None, int(cur.lastrowid or 0)))
+            self.conn.executemany(INSERT_CALL, self._call_rows(j.calls, None, int(cur.lastrowid or 0)))
         if commit:
             self.conn.commit()
 

@@ -15,7 +15,8 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 #: 3 added the accounting of unknown usage: ``runs.cost_usd_max``, ``runs.unknown_attempts``,
 #: ``calls.attempt_log`` (JSON), ``calls.cost_usd_max``, ``calls.usage_suspect``;
 #: 4 added multi-turn items: ``runs.turns`` (JSON: each turn's answer), ``scores.turn_scores`` (JSON)
-#: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k)
+#: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k); and the trace of every call:
+#: ``calls.messages`` (JSON) and ``calls.reply``
 SCHEMA_VERSION = 4
 
 _RUNS = """
@@ -57,7 +58,8 @@ CREATE TABLE IF NOT EXISTS calls(
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL,
   latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
   priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL,
-  attempt_log TEXT, cost_usd_max REAL, usage_suspect INTEGER NOT NULL DEFAULT 0);
+  attempt_log TEXT, cost_usd_max REAL, usage_suspect INTEGER NOT NULL DEFAULT 0,
+  messages TEXT, reply TEXT);
 CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
@@ -112,7 +114,12 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
 
     # tables missing from an old file were just created in the current shape: leave those alone
     with conn:
-        for table, column in (("runs", "turns"), ("scores", "turn_scores")):
+        for table, column in (
+            ("runs", "turns"),
+            ("scores", "turn_scores"),
+            ("calls", "messages"),
+            ("calls", "reply"),
+        ):
             if column not in columns(table):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
         if "turn" not in columns("judgments"):
