@@ -54,6 +54,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             bad = True
             print(str(e), file=sys.stderr)
         else:
+            from moa.calls.keys import unknown_providers
+
+            unknown = unknown_providers([(f"agents.{name}", a) for name, a in t.agents.items()])
+            for line in unknown:
+                print(f"{f}: {line}", file=sys.stderr)
+            if unknown:
+                bad = True
+                continue
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
 
@@ -98,13 +106,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from moa.topology.loader import load
 
     topology = load(args.topology)
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_prompt(args.prompt)
     if not prompt.strip():
         raise UserError("--prompt is empty")
-    if args.log:
-        from moa.log import configure_logging
-
-        configure_logging(args.log)
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
 
     async def go() -> Any:
@@ -146,12 +150,44 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_prompt(value: str) -> str:
+    """``-`` reads stdin, ``@FILE`` reads a file (``@@...`` is a prompt starting with ``@``)."""
+    if value == "-":
+        return sys.stdin.read()
+    if value.startswith("@@"):
+        return value[1:]
+    if value.startswith("@"):
+        from moa.safe_read import read_text_file
+
+        return read_text_file(value[1:], what="--prompt file")
+    return value
+
+
+def _version() -> str:
+    from moa import __version__
+
+    return f"moa {__version__} (Python {sys.version.split()[0]})"
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--debug`` and ``--log`` before or after the sub-command: the sub-command's copies default to
+    "not given", so they never reset what was given before it."""
+    default: Any = argparse.SUPPRESS
+    parser.add_argument(
+        "--debug", action="store_true", default=False if top else default, help="show tracebacks"
+    )
+    parser.add_argument(
+        "--log", choices=["console", "json"], default=None if top else default, help="log events to stderr"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="moa",
         description="Mixture-of-Agents orchestration: run topologies of LLMs and compare them with a single model.",
     )
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=_version())
+    _common_options(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("topologies", help="list the presets with one line each")
@@ -163,7 +199,11 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run a topology (file or preset name) on one prompt")
     s.add_argument("topology", metavar="TOPOLOGY")
-    s.add_argument("--prompt", required=True, help="the prompt, or - to read it from stdin")
+    s.add_argument(
+        "--prompt",
+        required=True,
+        help="the prompt; - reads it from stdin, @FILE from a file (@@ for a literal @)",
+    )
     s.add_argument("--json", action="store_true", help="print the RunResult as JSON")
     s.add_argument(
         "--trace", action="store_true", help="with --json: each call's messages sent and reply text too"
@@ -171,7 +211,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
     s.add_argument("--budget-usd", type=float, default=None, help="hard cap on the run's spend")
     s.add_argument("--deadline-s", type=float, default=None, help="hard cap on the run's time")
-    s.add_argument("--log", choices=["console", "json"], default=None, help="log events to stderr")
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("schema", help="print the JSON Schema of topology files (for editors)")
@@ -180,11 +219,13 @@ def _parser() -> argparse.ArgumentParser:
 
     for register in _plugins():
         register(sub)
+    for command in sub.choices.values():
+        _common_options(command, top=False)
     return p
 
 
 def _plugins() -> list[Callable[[Any], None]]:
-    """Sub-commands that live with their feature (compare/report, serve)."""
+    """Sub-commands that live with their feature (compare/report, serve, view)."""
     found: list[Callable[[Any], None]] = []
     try:
         from moa.experiment.cli import add_parsers
@@ -196,6 +237,12 @@ def _plugins() -> list[Callable[[Any], None]]:
         from moa.serve.cli import add_parser
 
         found.append(add_parser)
+    except ImportError:
+        pass
+    try:
+        from moa.view.cli import add_parser as add_view
+
+        found.append(add_view)
     except ImportError:
         pass
     return found
@@ -214,6 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     try:
+        if args.log:
+            from moa.log import configure_logging
+
+            configure_logging(args.log)
         code: int = args.func(args)
         return code
     except UserError as e:

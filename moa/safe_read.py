@@ -35,6 +35,7 @@ __all__ = [
     "GZIP_MIN_BYTES",
     "MAX_DEPTH",
     "MAX_YAML_VALUES",
+    "TEXT_MAX_BYTES",
     "iter_gzip_lines",
     "iter_lines",
     "open_regular",
@@ -42,6 +43,7 @@ __all__ = [
     "parse_yaml",
     "read_document",
     "read_regular",
+    "read_text_file",
     "refuse_special",
 ]
 
@@ -203,6 +205,22 @@ def read_regular(
     if len(raw) > max_bytes:
         raise error(f"{path}: {what} grew over the {_size(max_bytes)} limit while being read")
     return raw
+
+
+#: a prompt or template read from a file (``--prompt @FILE``, a node's ``prompt:`` naming a file)
+TEXT_MAX_BYTES = 4 << 20
+
+
+def read_text_file(
+    path: str | os.PathLike[str], *, what: str = "text file", max_bytes: int = TEXT_MAX_BYTES
+) -> str:
+    """A UTF-8 text file (a byte order mark dropped) of at most ``max_bytes``; one line naming the
+    file for every problem."""
+    raw = read_regular(path, max_bytes=max_bytes, what=what)
+    try:
+        return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
 
 
 def _json_depth(value: Any) -> int:

@@ -158,3 +158,21 @@ def test_run_json_trace_adds_messages_and_replies(tmp_path: Path) -> None:
     calls = json.loads(traced.stdout)["calls"]
     assert calls and all(c["reply"] == "traced answer" for c in calls)
     assert any(m["content"] == "hello trace" for c in calls for m in c["messages"])
+
+
+def test_deadline_on_the_litellm_path_prints_no_never_awaited_warning(tmp_path: Path) -> None:
+    """A run cut by --deadline-s while litellm is mid-call ends with exit 1 and one line, without
+    the `coroutine ... was never awaited` RuntimeWarning litellm's dropped inner call would print."""
+    with SimServer(models={"sim": SimModel(latency_s=5.0)}) as srv:
+        p = moa_cli(
+            "run",
+            str(_topology(tmp_path, srv.base_url)),
+            "--prompt",
+            "hello",
+            "--deadline-s",
+            "0.5",
+            env={"MOA_SIM_KEY": "k", "PYTHONWARNINGS": "default"},
+        )
+    assert p.returncode == 1, p.stderr
+    assert "never awaited" not in p.stderr and "RuntimeWarning" not in p.stderr, p.stderr
+    assert "deadline" in p.stderr.lower() or "TimedOut" in p.stderr

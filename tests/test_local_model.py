@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa[local]')")
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa-sdk[local]')")
 
 from moa.errors import RequestRejected, TimedOut, UserError
 from moa.models.base import Model, ModelRequest
@@ -111,7 +111,7 @@ def test_missing_extra_is_raised_by_resolve() -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 1
-    assert "pip install 'moa[local]'" in lines[0] and "CMAKE_ARGS" in lines[0]
+    assert "pip install 'moa-sdk[local]'" in lines[0] and "CMAKE_ARGS" in lines[0]
 
 
 def test_missing_extra_is_raised_by_the_first_call() -> None:
@@ -126,7 +126,7 @@ def test_missing_extra_is_raised_by_the_first_call() -> None:
         "except MissingExtra as e:\n    print(e)\n"
     )
     assert out.returncode == 0, out.stderr
-    assert "pip install 'moa[local]'" in out.stdout and len(out.stdout.strip().splitlines()) == 1
+    assert "pip install 'moa-sdk[local]'" in out.stdout and len(out.stdout.strip().splitlines()) == 1
 
 
 def test_load_and_generate_print_nothing() -> None:

@@ -145,7 +145,7 @@ def test_unknown_kind() -> None:
 def test_unknown_field_anywhere() -> None:
     """A misspelt field is refused with its full location."""
     p = problems(dag([{"id": "x", "agent": "a"}], agents={"a": {"model": "m", "tempreature": 0.5}}))
-    assert "agents.a.tempreature: unknown field" in p
+    assert "agents.a.tempreature: unknown field; did you mean `temperature`?" in p
 
 
 def test_wrong_type_and_out_of_range() -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 from moa._run.engine import Execution
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache
+from moa.calls.keys import check_agents
 from moa.calls.limits import RateLimits, shared_rate_limits
 from moa.calls.retry_budget import RetryBudgets
 from moa.errors import UserError
@@ -68,6 +69,19 @@ class Runner:
         #: one retry budget per endpoint, shared by every run of this runner (and its scoped runners)
         self.retry_budgets = RetryBudgets()
         self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
+        self._checked: dict[int, Graph] = {}
+
+    def preflight(self, target: Graph | Runnable, *, source: str | None = None) -> None:
+        """Refuse, before any call, a graph whose models name an unknown provider or lack their API
+        key (``moa.calls.keys``): one ``UserError`` listing every problem. ``run`` does it once per
+        graph; an application or an experiment may call it up front for all its topologies."""
+        graph = target if isinstance(target, Graph) else target.graph
+        if self._checked.get(id(graph)) is graph:
+            return
+        agents = [(f"node `{n.id}`", n.agent) for n in graph.nodes.values() if n.agent is not None]
+        label = source or (target.name if not isinstance(target, Graph) else "graph")
+        check_agents(agents, source=label, answered=lambda m: self.registry.override_for(m) is not None)
+        self._checked[id(graph)] = graph
 
     def runtime(self, agent: AgentSpec) -> AgentRuntime:
         """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
@@ -105,6 +119,7 @@ class Runner:
         raises is retried like any malformed reply of the output node (and never cached)."""
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")
+        self.preflight(graph, source=label)
         budgets = tuple(
             b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
         )

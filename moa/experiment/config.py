@@ -143,7 +143,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     except ValidationError as err:
         lines = [
             "experiment:" + line.removeprefix("topology:") if line.startswith("topology:") else line
-            for line in format_validation_error(err, data)
+            for line in format_validation_error(err, data, model=ExperimentSpec)
         ]
         raise TopologyError(lines, source=str(p)) from None
 

@@ -134,6 +134,12 @@ class Experiment:
             if spec.budget_usd is not None:
                 budget = Budget(spec.budget_usd)
                 budget.settle(budget.reserve(0.0), store.spent_usd())  # a resumed run counts what was paid
+            # every setup's and the judge's keys and providers, before any call of any setup
+            for s in setups:
+                base_runner.preflight(s.topology, source=f"{self.source}: setup `{s.name}`")
+            judge = getattr(evaluator, "topology", None)
+            if judge is not None:
+                base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
             sem = asyncio.Semaphore(spec.concurrency)
             # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
             self.stopped = None

@@ -1,5 +1,9 @@
 """The progress bar: pairs done, spend and ETA (rich when installed, else one plain line redrawn in
-place; imported only when a bar is shown)."""
+place; imported only when a bar is shown). When stderr is not a terminal (a log file, CI), one plain
+line is printed at every tenth of the way instead.
+
+The ETA is the time per finished pair so far times the pairs left: with slow local models a bar that
+estimates speed over a short recent window would show nothing for minutes."""
 
 from __future__ import annotations
 
@@ -7,14 +11,15 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "eta_text"]
 
 
 class Progress:
-    """A progress bar on stderr when it is a terminal and ``enabled``; otherwise nothing."""
+    """A progress bar on stderr when ``enabled``: redrawn on a terminal, a line per 10% otherwise."""
 
     def __init__(self, *, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
         self._bar: Any = None
         self._task: Any = None
         self.spent_usd = 0.0
@@ -24,9 +29,12 @@ class Progress:
         self.spent_usd = spent_usd
         if not self.enabled or total == 0:
             return
+        if not self.tty:
+            self._bar = _TenthsBar(description, total, spent_usd)
+            return
         try:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
             from rich.progress import Progress as RichProgress
         except ImportError:  # rich is optional (the `report` extra): a plain line instead
             self._bar = _PlainBar(description, total, spent_usd)
@@ -37,23 +45,63 @@ class Progress:
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("${task.fields[spent]:.4f}"),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
             console=Console(stderr=True),
             transient=False,
         )
         self._bar.start()
-        self._task = self._bar.add_task(description, total=total, spent=spent_usd)
+        self._task = self._bar.add_task(description, total=total, spent=spent_usd, eta="?")
+        self._started = time.monotonic()
+        self._done, self._total = 0, total
 
     def advance(self, cost_usd: float = 0.0) -> None:
         self.spent_usd += cost_usd
-        if self._bar is not None:
-            self._bar.update(self._task, advance=1, spent=self.spent_usd)
+        if self._bar is None:
+            return
+        if self._task is None:  # a plain bar keeps its own count
+            self._bar.update(None, advance=1, spent=self.spent_usd)
+            return
+        self._done += 1
+        eta = eta_text(time.monotonic() - self._started, self._done, self._total)
+        self._bar.update(self._task, advance=1, spent=self.spent_usd, eta=eta)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def eta_text(elapsed_s: float, done: int, total: int) -> str:
+    """``1h02m``, ``3m05s``, ``12s`` left at the pace so far, or ``?`` before the first pair."""
+    if done <= 0:
+        return "?"
+    left = round(elapsed_s / done * max(total - done, 0))
+    h, rest = divmod(left, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+class _TenthsBar:
+    """``runs: 40/400 (10%)  $0.0123  ETA 2m05s``, a line at each tenth of the way (not a terminal)."""
+
+    def __init__(self, description: str, total: int, spent_usd: float) -> None:
+        self.description, self.total, self.done, self.spent = description, total, 0, spent_usd
+        self.started = time.monotonic()
+        self.next_tenth = 1
+
+    def update(self, _task: Any, *, advance: int, spent: float) -> None:
+        self.done += advance
+        self.spent = spent
+        while self.next_tenth <= 10 and self.done * 10 >= self.next_tenth * self.total:
+            self.next_tenth += 1
+            pct = self.done * 100 // self.total
+            eta = eta_text(time.monotonic() - self.started, self.done, self.total)
+            line = f"{self.description}: {self.done}/{self.total} ({pct}%)  ${self.spent:.4f}  ETA {eta}\n"
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    def stop(self) -> None:
+        pass
 
 
 class _PlainBar:
@@ -73,8 +121,7 @@ class _PlainBar:
             self._draw()
 
     def _draw(self) -> None:
-        elapsed = time.monotonic() - self.started
-        eta = f"{elapsed / self.done * (self.total - self.done):.0f}s" if self.done else "?"
+        eta = eta_text(time.monotonic() - self.started, self.done, self.total)
         sys.stderr.write(f"\r{self.description}  {self.done}/{self.total}  ${self.spent:.4f}  ETA {eta}   ")
         sys.stderr.flush()
 

@@ -17,8 +17,8 @@ PREFIX = "local/"
 
 #: the one-line fix printed when llama-cpp-python is not installed
 INSTALL_HINT = (
-    "pip install 'moa[local]'  (it compiles llama.cpp: needs cmake and a C++ compiler; "
-    "if the build fails, retry with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'moa[local]')"
+    "pip install 'moa-sdk[local]'  (it compiles llama.cpp: needs cmake and a C++ compiler; "
+    "if the build fails, retry with CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'moa-sdk[local]')"
 )
 
 #: params of an agent that configure the loaded model, never sent to generation

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,12 @@ def import_litellm() -> Any:
         lib.set_verbose = False
         lib.num_retries = 0
         lib.telemetry = False
+        # litellm runs its provider call in a coroutine it drops when the call is cancelled (a
+        # timeout, a deadline, a quorum met): Python then warns "never awaited" for a coroutine
+        # that was never ours to await. Filtered on first use of litellm, not at moa's import.
+        warnings.filterwarnings(
+            "ignore", message=r"coroutine '.*acompletion' was never awaited", category=RuntimeWarning
+        )
         _litellm = lib
     return _litellm
 

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["create_app", "require"]
 
-INSTALL_HINT = "moa serve needs the `serve` extra: pip install 'moa[serve]'"
+INSTALL_HINT = "moa serve needs the `serve` extra: pip install 'moa-sdk[serve]'"
 
 
 def require(module: str) -> ModuleType:

@@ -57,18 +57,21 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
         from moa import log
+        from moa.calls.keys import missing_keys, unknown_providers
         from moa.serve import create_app, require
         from moa.topology.loader import load
 
         uvicorn = require("uvicorn")
         topologies = [load(t) for t in args.topologies]
+        # every topology's keys and providers before serving: a request must never be the first to find out
+        problems: list[str] = []
         for t in topologies:
-            for name, agent in t.agents.items():
-                if agent.api_key_env and agent.api_key_env not in os.environ:
-                    return fail(
-                        f"{t.name}: agent `{name}`: environment variable `{agent.api_key_env}` "
-                        "(its api_key_env) is not set"
-                    )
+            pairs = [(f"agent `{name}`", agent) for name, agent in t.agents.items()]
+            problems += [f"{t.name}: {line}" for line in unknown_providers(pairs) + missing_keys(pairs)]
+        if problems:
+            for line in problems:
+                print(f"moa serve: {line}", file=sys.stderr)
+            return 2
         app = create_app(topologies, api_key=api_key, max_body_bytes=args.max_body_bytes)
     except UserError as e:
         lines = e.lines() if hasattr(e, "lines") else [str(e)]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from moa import safe_read
 from moa.errors import TopologyError, UserError
@@ -52,7 +55,11 @@ def _resolve(name_or_path: str | Path) -> Path:
     found = presets().get(str(name_or_path))
     if found is None:
         names = ", ".join(presets()) or "none installed"
-        raise UserError(f"unknown topology `{name_or_path}`: not a file and not a preset (presets: {names})")
+        close = difflib.get_close_matches(str(name_or_path), list(presets()), n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise UserError(
+            f"unknown topology `{name_or_path}`: not a file and not a preset{hint} (presets: {names})"
+        )
     return found
 
 
@@ -67,7 +74,7 @@ def load(name_or_path: str | Path, *, relative_to: str | Path | None = None) -> 
             name_or_path = candidate
     path = _resolve(name_or_path)
     data = read_document(path)
-    return load_data(data, source=str(path))
+    return load_data(data, source=str(path), base_dir=path.parent)
 
 
 def _where(loc: tuple[int | str, ...], data: Any) -> str:
@@ -88,8 +95,21 @@ def _where(loc: tuple[int | str, ...], data: Any) -> str:
     return out or "topology"
 
 
-def format_validation_error(err: ValidationError, data: Any) -> list[str]:
-    """One line per pydantic error: ``agents.a.temperature: must be >= 0 (got -1)``."""
+@functools.cache
+def field_names(model: type[BaseModel] = Topology) -> list[str]:
+    """Every field name of a file format (all its objects), for "did you mean"."""
+    schema = model.model_json_schema()
+    names: set[str] = set()
+    for obj in [schema, *schema.get("$defs", {}).values()]:
+        names.update(obj.get("properties", {}))
+    return sorted(names)
+
+
+def format_validation_error(
+    err: ValidationError, data: Any, *, model: type[BaseModel] = Topology
+) -> list[str]:
+    """One line per pydantic error: ``agents.a.temperature: must be >= 0 (got -1)``; an unknown
+    field gets the closest field name of ``model``'s format."""
     lines = []
     for e in err.errors(include_url=False):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -101,7 +121,8 @@ def format_validation_error(err: ValidationError, data: Any) -> list[str]:
             if field == "api_key":
                 msg = "inline `api_key` is refused: put the key in an environment variable and name it with `api_key_env`"
             else:
-                msg = "unknown field"
+                close = difflib.get_close_matches(str(field), field_names(model), n=1, cutoff=0.75)
+                msg = "unknown field" + (f"; did you mean `{close[0]}`?" if close else "")
         elif typ == "literal_error" and loc and loc[-1] == "kind":
             msg = f"unknown kind `{e['input']}` (kinds: {', '.join(KINDS)})"
         elif typ == "missing":
@@ -133,12 +154,52 @@ def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def load_data(data: Any, *, source: str = "<topology>") -> Topology:
-    """Validate plain data (parsed YAML/JSON) into a ``Topology``; every problem in one TopologyError."""
+# a node's `prompt:` that names a file rather than holding a template: read it, never send the path
+_PROMPT_FILE = re.compile(
+    r"^(?:(?:\.{1,2}/|/|~/)\S+|[\w.\-/]+\.(?:txt|md|markdown|prompt|tmpl|tpl|j2|jinja|jinja2))$"
+)
+
+
+def _prompt_files(data: Mapping[str, Any], base_dir: Path | None) -> tuple[Mapping[str, Any], list[str]]:
+    """``data`` with every node ``prompt:`` that names a file replaced by the file's text (relative to
+    the topology file's folder, else the working directory); problems for files that cannot be read."""
+    nodes = data.get("nodes")
+    if not isinstance(nodes, list):
+        return data, []
+    problems: list[str] = []
+    out = []
+    for i, node in enumerate(nodes):
+        prompt = node.get("prompt") if isinstance(node, Mapping) else None
+        if not isinstance(prompt, str) or "{" in prompt or not _PROMPT_FILE.match(prompt.strip()):
+            out.append(node)
+            continue
+        where = f"nodes[{i}]" + (f" (`{node['id']}`)" if isinstance(node.get("id"), str) else "")
+        file = Path(prompt.strip()).expanduser()
+        if not file.is_absolute() and base_dir is not None:
+            file = base_dir / file
+        try:
+            text = safe_read.read_text_file(file, what="prompt file")
+        except UserError as e:
+            problems.append(f"{where}: prompt names a file that cannot be read: {e}")
+            out.append(node)
+            continue
+        out.append({**node, "prompt": text})
+    return {**data, "nodes": out}, problems
+
+
+def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | None = None) -> Topology:
+    """Validate plain data (parsed YAML/JSON) into a ``Topology``; every problem in one TopologyError.
+
+    A node's ``prompt:`` naming a file (``prompts/aggregate.txt``, ``./p.md``) is read, relative to
+    ``base_dir`` (the topology file's folder) or the working directory, or refused: a path is never
+    sent as the prompt's text."""
     if not isinstance(data, Mapping):
         raise TopologyError(
             [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
         )
+    data, file_problems = _prompt_files(data, Path(base_dir) if base_dir is not None else None)
+    if file_problems:
+        raise TopologyError(file_problems, source=source)
     try:
         return Topology.model_validate(data)
     except ValidationError as err:

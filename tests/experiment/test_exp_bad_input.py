@@ -87,7 +87,7 @@ def test_unknown_field_in_experiment_file(tmp_path: Path) -> None:
     )
     with pytest.raises(TopologyError) as info:
         _run(exp, tmp_path)
-    assert str(info.value) == f"{exp}: concurency: unknown field"
+    assert str(info.value) == f"{exp}: concurency: unknown field; did you mean `concurrency`?"
 
 
 def test_unknown_preset_names_the_setup(tmp_path: Path) -> None:

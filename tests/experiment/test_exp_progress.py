@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from moa.experiment.progress import Progress
+from moa.experiment.progress import Progress, eta_text
 
 
 class _Tty(io.StringIO):
@@ -29,12 +29,34 @@ def test_plain_progress_line_without_rich(monkeypatch: pytest.MonkeyPatch) -> No
     assert "setups  2/2  $0.7500  ETA 0s" in out and out.endswith("\n")
 
 
-def test_no_bar_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Output that is not a terminal gets no bar."""
+def test_a_line_per_tenth_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Output that is not a terminal (a log file, CI) gets one plain line at each 10%, no redraws."""
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     bar = Progress(enabled=True)
-    bar.start("setups", 2)
+    bar.start("runs", 25)
+    for _ in range(25):
+        bar.advance(0.01)
+    bar.close()
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in err.getvalue()
+    assert lines[0].startswith("runs: 3/25 (12%)  $0.0300  ETA ") and lines[-1].startswith("runs: 25/25 (100%)")
+
+
+def test_disabled_progress_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = Progress(enabled=False)
+    bar.start("runs", 5)
     bar.advance()
     bar.close()
     assert err.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "done", "total", "text"),
+    [(10.0, 0, 5, "?"), (10.0, 1, 5, "40s"), (60.0, 1, 5, "4m00s"), (3600.0, 1, 3, "2h00m"), (5.0, 5, 5, "0s")],
+)
+def test_eta_is_the_pace_so_far_times_what_is_left(elapsed: float, done: int, total: int, text: str) -> None:
+    """Slow local models get a real ETA from the first finished pair on."""
+    assert eta_text(elapsed, done, total) == text

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["pareto_figure", "pareto_png"]
 
-_MISSING = "matplotlib is not installed: pareto.png skipped (pip install 'moa[report]')"
+_MISSING = "matplotlib is not installed: pareto.png skipped (pip install 'moa-sdk[report]')"
 #: vertical label offsets tried in turn (points from the marker): near first, then further away
 _DY = [4.0 + 11.0 * ((k + 1) // 2) * (-1 if k % 2 else 1) for k in range(40)]
 

@@ -1,0 +1,122 @@
+"""Credentials and provider names checked before any call: every agent of a topology (fallbacks
+included) whose key is missing, and every model whose provider prefix litellm does not know, found
+at once, so a run, an experiment or a server refuses to start instead of failing mid-way.
+
+A model needs no key check when a user-supplied backend answers it (``Runner(models=...)``), when it
+is the embedded model (``local/...``), or when the agent names its own server (``api_base``: a
+self-hosted server often needs none). With ``api_key_env`` the agent's own variable must be set.
+Otherwise the provider's usual variables are checked, for the providers whose key is one variable;
+providers with credential chains (Bedrock, Vertex, Azure AD, SageMaker, ...) are left to the
+provider's own error, since a profile or an instance role may hold their credentials.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Iterable
+
+from moa.errors import UserError
+from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
+from moa.topology.spec import AgentSpec
+
+__all__ = ["PROVIDER_KEYS", "check_agents", "missing_keys", "unknown_providers"]
+
+#: provider prefix -> the environment variables litellm reads its key from (any one suffices)
+PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "together_ai": ("TOGETHERAI_API_KEY", "TOGETHER_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHER_AI_TOKEN"),
+    "groq": ("GROQ_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "fireworks_ai": ("FIREWORKS_AI_API_KEY", "FIREWORKS_API_KEY", "FIREWORKSAI_API_KEY"),
+    "openrouter": ("OPENROUTER_API_KEY", "OR_API_KEY"),
+    "xai": ("XAI_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "cohere": ("COHERE_API_KEY", "CO_API_KEY"),
+    "cohere_chat": ("COHERE_API_KEY", "CO_API_KEY"),
+    "perplexity": ("PERPLEXITYAI_API_KEY", "PERPLEXITY_API_KEY"),
+}
+
+# prefixes moa itself answers or that tests and examples use for their own backends
+_OWN_PREFIXES = ("local",)
+
+
+def _provider(model: str) -> str | None:
+    """The provider prefix of ``model``; for a bare name (``gpt-4o``) the one litellm infers."""
+    if "/" in model:
+        return model.split("/", 1)[0]
+    from moa.models.litellm import import_litellm  # litellm loads only when a bare name needs it
+
+    try:
+        return str(import_litellm().get_llm_provider(model)[1])
+    except Exception:  # litellm cannot tell: the provider's own error will say more at call time
+        return None
+
+
+def _known_providers() -> set[str]:
+    from moa.models.litellm import import_litellm
+
+    return {str(getattr(p, "value", p)) for p in import_litellm().provider_list}
+
+
+def _models(agent: AgentSpec) -> list[str]:
+    return [agent.model, *agent.fallbacks]
+
+
+def unknown_providers(
+    agents: Iterable[tuple[str, AgentSpec]], answered: Callable[[str], bool] = lambda m: False
+) -> list[str]:
+    """One line per model whose provider prefix litellm does not know, with "did you mean";
+    ``agents`` pairs a label (``agents.writer``, ``node w1``) with each agent."""
+    lines: list[str] = []
+    known: set[str] | None = None
+    for name, agent in agents:
+        for model in _models(agent):
+            if answered(model) or "/" not in model:
+                continue
+            prefix = model.split("/", 1)[0]
+            if prefix in _OWN_PREFIXES or prefix in PROVIDER_KEYS or prefix in OPENAI_COMPATIBLE_PREFIXES:
+                continue  # known without loading litellm's provider list
+            if known is None:
+                known = _known_providers()
+            if prefix not in known:
+                close = difflib.get_close_matches(prefix, sorted(known), n=1)
+                hint = f"; did you mean `{close[0]}/{model.split('/', 1)[1]}`?" if close else ""
+                lines.append(f"{name}: model `{model}`: unknown provider `{prefix}`{hint}")
+    return lines
+
+
+def missing_keys(
+    agents: Iterable[tuple[str, AgentSpec]], answered: Callable[[str], bool] = lambda m: False
+) -> list[str]:
+    """One line per missing environment variable, naming the agents (and models) that need it."""
+    need: dict[str, list[str]] = {}
+    for name, agent in agents:
+        models = [m for m in _models(agent) if not answered(m) and not m.startswith("local/")]
+        if not models:
+            continue
+        if agent.api_key_env:
+            if not os.environ.get(agent.api_key_env):
+                need.setdefault(f"`{agent.api_key_env}`", []).append(f"{name} ({agent.model}, api_key_env)")
+            continue
+        if agent.api_base:
+            continue
+        for model in models:
+            provider = _provider(model)
+            names = PROVIDER_KEYS.get(provider or "")
+            if names and not any(os.environ.get(n) for n in names):
+                key = " or ".join(f"`{n}`" for n in names)
+                need.setdefault(key, []).append(f"{name} ({model})")
+    return [f"{var} is not set (needed by {', '.join(dict.fromkeys(who))})" for var, who in need.items()]
+
+
+def check_agents(
+    agents: Iterable[tuple[str, AgentSpec]], *, source: str, answered: Callable[[str], bool] = lambda m: False
+) -> None:
+    """Raise one ``UserError`` listing every unknown provider and missing key of ``agents``."""
+    pairs = list(agents)
+    problems = unknown_providers(pairs, answered) + missing_keys(pairs, answered)
+    if problems:
+        raise UserError(f"{source}: " + "\n".join(problems))

@@ -1,0 +1,160 @@
+"""What a new user meets first: `moa --version`, global options on either side of the command, prompts
+from files, and missing API keys and misspelt providers found before any call, in run, compare and
+serve alike."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+from pathlib import Path
+
+import pytest
+
+import moa
+from moa.calls.keys import missing_keys, unknown_providers
+from moa.errors import TopologyError, UserError
+from moa.testing import FunctionModel
+from moa.testing.sim import SimModel, SimServer
+from moa.topology.loader import load, load_data
+from tests.test_cli import moa_cli
+
+KEYS = (
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "TOGETHERAI_API_KEY",
+    "TOGETHER_API_KEY",
+    "TOGETHER_AI_API_KEY",
+)
+
+
+def _no_keys() -> dict[str, str]:
+    return {k: "" for k in KEYS}
+
+
+def test_version() -> None:
+    p = moa_cli("--version")
+    assert p.returncode == 0 and p.stdout.startswith(f"moa {moa.__version__} ")
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_and_log_before_or_after_the_command(where: str) -> None:
+    opts = ["--debug", "--log", "json"]
+    args = (
+        [*opts, "run", "nope", "--prompt", "x"]
+        if where == "before"
+        else ["run", "nope", "--prompt", "x", *opts]
+    )
+    p = moa_cli(*args)
+    assert p.returncode == 2 and "Traceback" in p.stderr  # --debug took effect on either side
+
+
+def test_prompt_from_a_file_and_a_literal_at(tmp_path: Path) -> None:
+    prompt = tmp_path / "question.txt"
+    prompt.write_text("What is in this file?\n", encoding="utf-8")
+    seen: list[str] = []
+
+    def answer(req: object) -> str:
+        seen.append(str(req.messages[-1]["content"]))  # type: ignore[attr-defined]
+        return "ok"
+
+    with SimServer(models={"sim": SimModel(answer=answer)}) as srv:
+        topo = tmp_path / "t.yaml"
+        topo.write_text(
+            "name: t\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", retry: {{max_attempts: 1}}}}\n'
+        )
+        assert moa_cli("run", str(topo), "--prompt", f"@{prompt}").returncode == 0
+        assert moa_cli("run", str(topo), "--prompt", "@@handle on twitter").returncode == 0
+        missing = moa_cli("run", str(topo), "--prompt", f"@{tmp_path / 'nope.txt'}")
+    assert seen == ["What is in this file?\n", "@handle on twitter"]
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("nope.txt: no such file")
+
+
+def test_a_node_prompt_naming_a_file_is_read_or_refused(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    (tmp_path / "prompts" / "agg.txt").write_text("Merge: {references}\nQ: {prompt}")
+    doc = (
+        "name: pf\nnodes:\n  - {id: a, agent: x}\n  - {id: b, agent: x}\n"
+        "  - {id: agg, agent: x, inputs: [a, b], prompt: PROMPT}\nagents:\n  x: {model: fake/m}\n"
+    )
+    good = tmp_path / "good.yaml"
+    good.write_text(doc.replace("PROMPT", "prompts/agg.txt"))
+    t = load(good)
+    result = t.run_sync("question", runner=moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")}))
+    sent = next(c.messages for c in result.calls if c.node == "agg")
+    assert (
+        sent is not None and sent[-1]["content"].startswith("Merge: ") and "prompts/agg.txt" not in str(sent)
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(doc.replace("PROMPT", "prompts/missing.txt"))
+    with pytest.raises(TopologyError, match=r"nodes\[2\] \(`agg`\): prompt names a file that cannot be read"):
+        load(bad)
+    # a template with placeholders is a template, even when it ends like a file name
+    inline = load_data(
+        {
+            "name": "i",
+            "nodes": [
+                {"id": "a", "agent": "x"},
+                {"id": "agg", "agent": "x", "inputs": ["a"], "prompt": "{references} notes.txt"},
+            ],
+            "agents": {"x": {"model": "fake/m"}},
+        }
+    )
+    assert inline.graph.output == "agg"
+
+
+def test_missing_keys_are_named_per_variable_before_any_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in KEYS:
+        monkeypatch.delenv(k, raising=False)
+    t = load("parallel-3")
+    pairs = [(f"agents.{n}", a) for n, a in t.agents.items()]
+    lines = missing_keys(pairs)
+    assert len(lines) == 3 and all("is not set (needed by" in line for line in lines)
+    assert any(line.startswith("`OPENAI_API_KEY`") for line in lines)
+    # a fake answering every model needs no key: the runner's preflight passes
+    fake = moa.Runner(models={"*": FunctionModel(lambda r: "x")})
+    fake.preflight(t)
+    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+        moa.Runner().preflight(t)
+
+
+def test_run_compare_and_serve_refuse_missing_keys_with_exit_2(tmp_path: Path) -> None:
+    run = moa_cli("run", "parallel-3", "--prompt", "x", env=_no_keys())
+    assert run.returncode == 2 and "OPENAI_API_KEY" in run.stderr and "ANTHROPIC_API_KEY" in run.stderr
+    assert "QuorumNotReached" not in run.stderr
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"input": "q", "target": "a"}) + "\n")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"name: e\ndataset: {data}\nevaluator: exact\nbaseline: single\nsetups: [parallel-3]\n")
+    compare = moa_cli("compare", str(exp), "--out", str(tmp_path / "out"), env=_no_keys())
+    assert compare.returncode == 2 and "OPENAI_API_KEY" in compare.stderr and "setup `" in compare.stderr
+    serve = moa_cli("serve", "parallel-3", "--port", "0", env=_no_keys())
+    assert serve.returncode == 2 and "OPENAI_API_KEY" in serve.stderr
+
+
+def test_validate_catches_a_misspelt_provider_with_did_you_mean(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nkind: single\nagent: a\nagents:\n  a: {model: opnai/gpt-4o}\n")
+    p = moa_cli("validate", str(f))
+    assert p.returncode == 2
+    assert "unknown provider `opnai`; did you mean `openai/gpt-4o`?" in p.stderr
+    t = load(f)
+    assert unknown_providers([("agents.a", t.agents["a"])]) == [
+        "agents.a: model `opnai/gpt-4o`: unknown provider `opnai`; did you mean `openai/gpt-4o`?"
+    ]
+
+
+def test_did_you_mean_for_unknown_fields_and_presets(tmp_path: Path) -> None:
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nkind: single\nagent: a\nagents:\n  a: {model: fake/m, temprature: 0.2}\n")
+    with pytest.raises(TopologyError) as e:
+        load(f)
+    assert e.value.problems == ["agents.a.temprature: unknown field; did you mean `temperature`?"]
+    with pytest.raises(
+        UserError,
+        match=r"unknown topology `parallel3`: not a file and not a preset; did you mean `parallel-3`\?",
+    ):
+        load("parallel3")
