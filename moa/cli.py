@@ -98,6 +98,12 @@ def _summary_line(result: Any) -> str:
         line += f"; unpriced (counted at $0): {', '.join(result.unpriced_models)}"
     if result.cost_note:
         line += f"; {result.cost_note}"
+    if len(result.calls) > 1:
+        for what, shares in (("by node", result.by_node), ("by model", result.by_model)):
+            line += f"\n  {what}: " + ", ".join(
+                f"{k} ${v.cost_usd:.6f} {v.prompt_tokens}+{v.completion_tokens} tok"
+                for k, v in shares.items()
+            )
     return line
 
 

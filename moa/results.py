@@ -4,7 +4,7 @@ stable ``--json`` output of ``moa run``."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +12,7 @@ __all__ = [
     "Attempt",
     "AttemptStatus",
     "CallRecord",
+    "CostShare",
     "Done",
     "NodeResult",
     "RunInput",
@@ -87,6 +88,35 @@ class Attempt:
             None if u is None else Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
         )
         return cls(d["status"], float(d.get("latency_s", 0.0)), usage, d.get("error"), worst_case_usd)
+
+
+@dataclass(slots=True)
+class CostShare:
+    """What one node or one model of a run consumed: dollars, tokens and calls."""
+
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cost_usd": self.cost_usd,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "calls": self.calls,
+        }
+
+
+def _shares(calls: Sequence[CallRecord], key: Callable[[CallRecord], str]) -> dict[str, CostShare]:
+    out: dict[str, CostShare] = {}
+    for c in calls:
+        share = out.setdefault(key(c), CostShare())
+        share.cost_usd += c.cost_usd
+        share.prompt_tokens += c.usage.prompt_tokens
+        share.completion_tokens += c.usage.completion_tokens
+        share.calls += 1
+    return out
 
 
 @dataclass(slots=True)
@@ -247,6 +277,16 @@ class RunResult:
         return sum(c.unknown_usage_attempts for c in self.calls)
 
     @property
+    def by_node(self) -> dict[str, CostShare]:
+        """Cost, tokens and calls per node (the calls of its fallbacks and retries included)."""
+        return _shares(self.calls, lambda c: c.node)
+
+    @property
+    def by_model(self) -> dict[str, CostShare]:
+        """Cost, tokens and calls per model that answered (or was last tried)."""
+        return _shares(self.calls, lambda c: c.model)
+
+    @property
     def cost_usd_max(self) -> float:
         """``cost_usd`` plus the worst case of every attempt whose usage is unknown."""
         return sum(c.cost_usd_max for c in self.calls)
@@ -262,6 +302,8 @@ class RunResult:
             "unknown_usage_attempts": self.unknown_usage_attempts,
             "latency_s": self.latency_s,
             "critical_path_s": self.critical_path_s,
+            "by_node": {k: v.to_dict() for k, v in self.by_node.items()},
+            "by_model": {k: v.to_dict() for k, v in self.by_model.items()},
             "calls": [c.to_dict(trace=trace) for c in self.calls],
             "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
             "unpriced_models": list(self.unpriced_models),

@@ -176,3 +176,16 @@ def test_deadline_on_the_litellm_path_prints_no_never_awaited_warning(tmp_path: 
     assert p.returncode == 1, p.stderr
     assert "never awaited" not in p.stderr and "RuntimeWarning" not in p.stderr, p.stderr
     assert "deadline" in p.stderr.lower() or "TimedOut" in p.stderr
+
+
+def test_run_reports_cost_and_tokens_per_node_and_per_model(tmp_path: Path) -> None:
+    """The RunResult's by_node/by_model in --json, and the same on the summary lines."""
+    with SimServer(models={"sim": SimModel(answer="four words right here")}) as srv:
+        topo = str(_topology(tmp_path, srv.base_url))
+        js = moa_cli("run", topo, "--prompt", "hello", "--json", env={"MOA_SIM_KEY": "k"})
+        plain = moa_cli("run", topo, "--prompt", "hello", env={"MOA_SIM_KEY": "k"})
+    data = json.loads(js.stdout)
+    assert set(data["by_node"]) == {c["node"] for c in data["calls"]}
+    assert sum(v["calls"] for v in data["by_model"].values()) == len(data["calls"])
+    assert sum(v["cost_usd"] for v in data["by_node"].values()) == pytest.approx(data["cost_usd"])
+    assert "  by node: " in plain.stderr and "  by model: openai/sim $" in plain.stderr

@@ -183,7 +183,7 @@ def test_completion_has_the_moa_extension_in_raw_json(url: str) -> None:
     raw = _client(url).chat.completions.with_raw_response.create(model="parallel-3", messages=_ask())
     ext = raw.http_response.json()["moa"]
     assert raw.parse().model_extra == {"moa": ext}  # the openai client keeps it as an extra field
-    assert set(ext) == {"cost_usd", "latency_s", "critical_path_s", "calls", "nodes"}
+    assert set(ext) == {"cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes"}
     assert set(ext["nodes"]) >= {"aggregate"} and ext["latency_s"] >= ext["critical_path_s"] > 0
 
 
@@ -527,9 +527,7 @@ def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
     object; without it the object carries numbers only."""
     body = {"model": "parallel-3", "messages": _ask("trace me please")}
     plain = httpx.post(f"{url}/chat/completions", json=body, timeout=30).json()["moa"]
-    traced = httpx.post(f"{url}/chat/completions", json=body | {"moa_trace": True}, timeout=30).json()[
-        "moa"
-    ]
+    traced = httpx.post(f"{url}/chat/completions", json=body | {"moa_trace": True}, timeout=30).json()["moa"]
     assert all("messages" not in c and "reply" not in c for c in plain["calls"])
     assert len(traced["calls"]) == 4
     agg = next(c for c in traced["calls"] if c["reply"] == "the mixture says four")

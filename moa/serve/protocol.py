@@ -192,7 +192,9 @@ def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """The ``moa`` object ordinary clients ignore: the run's cost and per-node account; with
     ``trace``, each call's messages and reply too."""
     d = result.to_dict(trace=trace)
-    return {k: d[k] for k in ("cost_usd", "latency_s", "critical_path_s", "calls", "nodes")}
+    return {
+        k: d[k] for k in ("cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes")
+    }
 
 
 def new_id() -> str:
