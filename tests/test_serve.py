@@ -536,3 +536,32 @@ def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
     # the aggregator's prompt is its template filled in with the workers' replies
     sent = agg["messages"][-1]["content"]
     assert all(c["reply"] in sent for c in workers)
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+    ],
+)
+def test_tools_and_json_mode_are_a_400_naming_the_field(url: str, extra: dict[str, Any], param: str) -> None:
+    """Asking for tool calls or JSON mode is refused up front, never answered in plain text."""
+    r = httpx.post(
+        f"{url}/chat/completions", json={"model": "parallel-3", "messages": _ask(), **extra}, timeout=30
+    )
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == param and err["code"] == "unsupported_parameter" and param in err["message"]
+
+
+def test_tool_choice_none_and_text_format_are_fine(url: str) -> None:
+    body = {
+        "model": "parallel-3",
+        "messages": _ask(),
+        "tool_choice": "none",
+        "response_format": {"type": "text"},
+    }
+    assert httpx.post(f"{url}/chat/completions", json=body, timeout=30).status_code == 200

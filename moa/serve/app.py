@@ -222,6 +222,9 @@ class _Server:
             body = ChatRequest.model_validate_json(raw)
         except ValidationError as err:
             raise invalid_body(err) from None
+        refused = body.unsupported()
+        if refused is not None:
+            raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter", retry=False)
         topology = self.topologies.get(body.model)
         if topology is None:
             names = ", ".join(f"`{n}`" for n in self.topologies)

@@ -83,6 +83,36 @@ class ChatRequest(BaseModel):
     n: int | None = Field(None, ge=1, le=1)
     moa_trace: bool | None = None
     """moa's extension: include each call's messages and reply in the reply's ``moa`` object."""
+    # accepted by the schema so that their presence is answered with a 400 naming them, never
+    # silently ignored: a client asking for tool calls must not get plain text back
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    response_format: Any = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """The first field asking for what a topology cannot give (tool calls, JSON mode), and why."""
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                return (
+                    name,
+                    f"`{name}` is not supported: the served topologies answer in text, not tool calls",
+                )
+        for name in ("tool_choice", "function_call"):
+            value = getattr(self, name)
+            if value is not None and value != "none":
+                return (
+                    name,
+                    f"`{name}` is not supported: the served topologies answer in text, not tool calls",
+                )
+        fmt = self.response_format
+        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+        if fmt is not None and kind != "text":
+            return "response_format", (
+                f"`response_format` {kind!r} is not supported: the served topologies answer in text"
+            )
+        return None
 
     @field_validator("messages")
     @classmethod
