@@ -152,9 +152,21 @@ class RequestRejected(ModelError):
 class BudgetExceeded(MoAError):
     """A call was not made because its worst-case cost would pass the budget."""
 
-    def __init__(self, message: str, *, node: str | None = None, model: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str | None = None,
+        model: str | None = None,
+        needed_usd: float | None = None,
+        spent_usd: float | None = None,
+    ) -> None:
         self.node = node
         self.model = model
+        #: the refused call's worst case: the least the budget must have left for it to be made
+        self.needed_usd = needed_usd
+        #: what the budget had spent when it refused
+        self.spent_usd = spent_usd
         super().__init__(message)
 
 

@@ -52,6 +52,8 @@ class Budget:
                     f"budget of ${self.limit_usd:.6f} (spent ${self._spent:.6f}, held ${self._reserved:.6f})",
                     node=node,
                     model=model,
+                    needed_usd=amount,
+                    spent_usd=self._spent,
                 )
             self._reserved += amount
         return Reservation(amount)

@@ -171,7 +171,8 @@ class Experiment:
             print_table(summary)
         problem = baseline_problem(summary)
         if problem:
-            raise UserError(f"{self.source}: {problem}")
+            # a budget that refused every call is the cause, not the baseline
+            raise UserError(f"{self.source}: {problem}" + (f": {self.stopped}" if self.stopped else ""))
         return summary
 
     def _dataset(self) -> Dataset:

@@ -24,7 +24,21 @@ from moa.experiment.progress import Progress
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store, item_hash
 
-__all__ = ["run_pairs"]
+__all__ = ["budget_stop", "run_pairs"]
+
+
+def budget_stop(limit_usd: float | None, e: BudgetExceeded) -> str:
+    """Why the experiment stopped at its budget, and the least budget that lets the refused call
+    through: calls are refused on their worst case (every token ``max_tokens`` allows), not on
+    what they would likely cost."""
+    line = f"stopped at the budget of ${limit_usd}: {e}"
+    if e.needed_usd is not None:
+        least = (e.spent_usd or 0.0) + e.needed_usd
+        line += (
+            f"; calls are held at their worst case (the whole max_tokens), so a budget_usd of at least "
+            f"${least:.6f} is needed for that call (lower the agents' max_tokens to hold less)"
+        )
+    return line
 
 
 async def run_pairs(
@@ -71,7 +85,7 @@ async def run_pairs(
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it
             if not stopped:
-                stopped.append(f"stopped at the budget of ${spec.budget_usd}: {e}")
+                stopped.append(budget_stop(spec.budget_usd, e))
             return
         except UserError as e:  # a missing API key and the like: every run would fail the same way
             fatal.append(e)
