@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from moa.eval import sandbox
+from moa.eval import _fallback
 from moa.eval.datasets import Item
 from moa.eval.execution import score_execution_async
 from moa.eval.registry import make_evaluator
@@ -145,7 +145,9 @@ async def test_answer_without_code() -> None:
 
 async def test_python_guard_fallback_blocks_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without namespaces the Python-level guard refuses sockets and says so."""
-    monkeypatch.setattr(sandbox, "_unshare_function", lambda: None)
-    result = await run_python_async("import socket\nsocket.create_connection(('127.0.0.1', 9))", timeout_s=5)
-    assert result.network_isolation == "python-guard"
+    monkeypatch.setattr(_fallback, "_unshare_function", lambda: None)
+    result = await run_python_async(
+        "import socket\nsocket.create_connection(('127.0.0.1', 9))", timeout_s=5, isolation="fallback"
+    )
+    assert result.network_isolation == "python-guard" and result.isolation == "fallback"
     assert not result.passed and "network" in result.reason
