@@ -21,6 +21,8 @@ FULL = {
     "experiment_scale.py": [],
     "startup.py": [],
     "accounting.py": [],
+    "sandbox.py": [],
+    "languages.py": [],
 }
 QUICK = {
     "critical_path.py": ["--runs", "3"],
@@ -28,6 +30,8 @@ QUICK = {
     "experiment_scale.py": ["--items", "1000"],
     "startup.py": ["--runs", "3", "--litellm-runs", "1"],
     "accounting.py": ["--calls", "500", "--books", "20000", "--rounds", "1"],
+    "sandbox.py": ["--quick"],
+    "languages.py": ["--quick"],
 }
 
 

@@ -7,23 +7,33 @@ import re
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["CODE_LANGUAGES", "defines", "extract_code", "parses_as_python"]
+__all__ = ["CODE_LANGUAGES", "defines", "extract_code", "fence_tags", "fenced_blocks", "parses_as_python"]
 
 #: tags treated as source code when choosing among fenced blocks
 CODE_LANGUAGES = frozenset(
     {
         "python", "py", "python3", "py3", "ipython", "pycon",
-        "javascript", "js", "typescript", "ts", "java", "c", "cpp", "c++", "cs", "csharp",
-        "go", "rust", "rs", "ruby", "rb", "php", "swift", "kotlin", "scala", "r", "julia",
+        "javascript", "js", "node", "typescript", "ts", "java", "c", "h", "cpp", "c++", "cc", "cxx",
+        "hpp", "cs", "csharp", "go", "golang", "rust", "rs", "ruby", "rb", "php", "swift", "kotlin", "scala", "r", "julia",
         "sh", "bash", "shell", "zsh", "sql", "lua", "perl", "haskell", "hs",
     }
 )  # fmt: skip
 
 _ALIASES = {
     "python": {"python", "py", "python3", "py3"},
-    "javascript": {"javascript", "js"},
+    "javascript": {"javascript", "js", "node"},
     "typescript": {"typescript", "ts"},
+    "c": {"c", "h"},
+    "cpp": {"cpp", "c++", "cc", "cxx", "hpp"},
+    "go": {"go", "golang"},
+    "rust": {"rust", "rs"},
 }
+
+
+def fence_tags(language: str) -> frozenset[str]:
+    """The fence tags that mean ``language`` (``cpp``: ``cpp``, ``c++``, ``cc``, ...)."""
+    return frozenset(_ALIASES.get(language.lower(), {language.lower()}))
+
 
 _OPEN = re.compile(r"^[ \t]{0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 
@@ -54,6 +64,12 @@ def _blocks(text: str) -> list[_Block]:
         blocks.append(_Block(tag, "\n".join(lines[i + 1 : j])))
         i = j + 1
     return blocks
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced blocks of ``text`` in order, as (tag, body); the tag is lower case, ``""`` when
+    the fence has none."""
+    return [(b.tag, b.body) for b in _blocks(text)]
 
 
 def parses_as_python(source: str) -> bool:
@@ -179,7 +195,7 @@ def extract_code(answer: str, language: str = "python", *, entry_point: str | No
     With ``entry_point`` (a function the tests call): the last block defining it (searched in the
     same order of tags) joined with the blocks of definitions it uses; without fences, the
     answer's code even when it is an indented function body or does not parse (cut off)."""
-    wanted = _ALIASES.get(language.lower(), {language.lower()})
+    wanted = fence_tags(language)
     blocks = [b for b in _blocks(answer) if b.body.strip()]
     tiers = (
         [b for b in blocks if b.tag in wanted],

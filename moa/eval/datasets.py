@@ -1,4 +1,8 @@
-"""Dataset loading: generic JSONL/CSV plus the HumanEval, GSM8K and MT-Bench layouts.
+"""Dataset loading: generic JSONL/CSV plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts.
+
+Code items name their programming language in ``language`` (MultiPL-E rows always do; generic rows
+may, with ``tests`` then either a test program or a list of assert lines in that language); the
+name is stored canonical (``rs`` -> ``rust``, see ``moa.eval.languages.names``).
 
 A ``.gz`` file (``HumanEval.jsonl.gz``) is decompressed as it is read, under the bounds of
 ``moa.safe_read.iter_gzip_lines``; its format is the suffix before ``.gz``. A UTF-8 byte order mark
@@ -23,17 +27,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
+from moa.eval.languages.multiple import entry_of
+from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import parse_numbers, show_number
 from moa.safe_read import DATASET_MAX_BYTES, iter_gzip_lines, iter_lines, open_regular, parse_json
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
-DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"]
-_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench"]
+DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple"]
+_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench", "multiple"]
 
 _GSM8K_ANSWER = re.compile(r"####([^\n]*)")
 _BOM = b"\xef\xbb\xbf"
-_GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta"}
+_GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta", "language"}
+_MULTIPLE_KEYS = {"name", "language", "prompt", "tests", "stop_tokens"}
 
 
 class Item(BaseModel):
@@ -52,9 +59,14 @@ class Item(BaseModel):
     tests: list[str] | None = None
     """Assert lines for the execution evaluator, each run and reported separately."""
     test: str | None = None
-    """HumanEval: the test source that defines ``check(candidate)``."""
+    """HumanEval: the test source that defines ``check(candidate)``. MultiPL-E and generic items in
+    another language: the test program run after the answer's code."""
     entry_point: str | None = None
-    """HumanEval: the name of the function passed to ``check``."""
+    """HumanEval: the name of the function passed to ``check``; MultiPL-E: the prompt's function."""
+    language: str | None = None
+    """The language of the item's code (``c``, ``cpp``, ``go``, ``java``, ``javascript``,
+    ``python``, ``rust``, ``typescript``; another name as written, lower case): the fence the
+    execution evaluator looks for and the toolchain it runs. ``None`` is Python."""
     turns: list[str] | None = None
     """MT-Bench: every user turn (``input`` is the first)."""
     meta: dict[str, Any] = Field(default_factory=dict)
@@ -126,6 +138,8 @@ def _required_str(row: Mapping[str, Any], key: str) -> str:
 
 
 def _detect(row: Mapping[str, Any]) -> _RowKind:
+    if {"name", "language", "prompt", "tests"} <= row.keys():
+        return "multiple"
     if {"task_id", "prompt", "test", "entry_point"} <= row.keys():
         return "humaneval"
     if {"question", "answer"} <= row.keys() and "####" in str(row["answer"]):
@@ -141,13 +155,55 @@ def _generic(row: Mapping[str, Any], number: int) -> Item:
     if not isinstance(meta, dict):
         raise _BadRow("`meta` must be an object")
     meta = {**meta, **{k: v for k, v in row.items() if k not in _GENERIC_KEYS}}
+    language = _language(row)
+    tests = row.get("tests")
+    program: str | None = None
+    if language not in (None, "python") and isinstance(tests, str) and not tests.lstrip().startswith("["):
+        program = tests  # a test program in the item's language
     return Item(
         id=_opt_str(row, "id", numbers=True) or str(number),
         input=text,
         target=_opt_str(row, "target", numbers=True),
         category=_opt_str(row, "category") or None,
-        tests=_str_list(row, "tests"),
+        tests=None if program is not None else _str_list(row, "tests"),
+        test=program,
+        language=language,
         meta=meta,
+    )
+
+
+def _language(row: Mapping[str, Any]) -> str | None:
+    """The row's ``language``, canonical when moa runs it (an unknown one is kept, lower case)."""
+    raw = _opt_str(row, "language")
+    if raw is None or not raw.strip():
+        return None
+    return canonical_language(raw) or raw.strip().lower()
+
+
+_PY_DEF = re.compile(r"^def[ \t]+(\w+)[ \t]*\(", re.MULTILINE)
+
+
+def _multiple(row: Mapping[str, Any], number: int) -> Item:
+    """A MultiPL-E row: the program is ``prompt + completion + tests``, cut at ``stop_tokens``."""
+    prompt = _required_str(row, "prompt")
+    tests = _required_str(row, "tests")
+    language = _language(row)
+    if language is None:
+        raise _BadRow("`language` must be a non-empty string")
+    stops = _str_list(row, "stop_tokens") or []
+    if language == "python":
+        defined = _PY_DEF.findall(prompt)
+        entry = defined[-1] if defined else None
+    else:
+        entry = entry_of(prompt, language) if canonical_language(language) else None
+    extra = {k: v for k, v in row.items() if k not in _MULTIPLE_KEYS}
+    return Item(
+        id=_required_str(row, "name"),
+        input=prompt,
+        test=tests,
+        entry_point=entry,
+        language=language,
+        meta={**extra, "prompt": prompt, "stop_tokens": stops, "format": "multiple"},
     )
 
 
@@ -194,7 +250,13 @@ def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     return Item(id=str(qid), input=turns[0], category=_opt_str(row, "category"), turns=turns, meta=meta)
 
 
-_BUILDERS = {"generic": _generic, "humaneval": _humaneval, "gsm8k": _gsm8k, "mtbench": _mtbench}
+_BUILDERS = {
+    "generic": _generic,
+    "humaneval": _humaneval,
+    "gsm8k": _gsm8k,
+    "mtbench": _mtbench,
+    "multiple": _multiple,
+}
 
 
 def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
@@ -265,7 +327,7 @@ def load_dataset(
     (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
     source = str(path)
     name = Path(path).name
-    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench"):
+    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple"):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
     # stat-checked before it is opened: a FIFO or /dev/zero named as the dataset never blocks or fills memory
     with open_regular(
@@ -285,7 +347,7 @@ def load_dataset(
         kind: _RowKind | None = None
         if format in ("jsonl", "csv"):
             kind = "generic"
-        elif format in ("humaneval", "gsm8k", "mtbench"):
+        elif format in ("humaneval", "gsm8k", "mtbench", "multiple"):
             kind = format
         wanted = set(categories) if categories is not None else None
         items: list[Item] = []

@@ -1,5 +1,9 @@
 """The execution evaluator: extract the answer's code, assemble it with the item's tests (see
-``moa.eval.program`` for HumanEval items), run it in the sandbox, and say whose fault a failure is."""
+``moa.eval.program`` for HumanEval items), run it in the sandbox, and say whose fault a failure is.
+
+Items route by ``Item.language``: Python (or none) runs here; C, C++, Go, Java, JavaScript, Rust and
+TypeScript are compiled and run by ``moa.eval.languages``, the compile step under its own limits.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moa.eval.code import extract_code
 from moa.eval.datasets import Item
+from moa.eval.languages.build import RunLimits
+from moa.eval.languages.evaluate import score_in_language
+from moa.eval.languages.names import LANGUAGES, canonical_language
 from moa.eval.program import AnswerProgram, assemble
 from moa.eval.sandbox import run_python_async
 from moa.eval.types import Score
@@ -65,6 +72,13 @@ class ExecutionConfig(BaseModel):
     """RLIMIT_NPROC (not enforced for root; fork is refused anyway)."""
     output_limit: int = Field(default=10_000, ge=0)
     """Bytes kept of stdout and of stderr."""
+    compile_timeout_s: float = Field(default=60, gt=0)
+    """Wall-clock limit of one compile (C, C++, Go, Java, Rust, TypeScript)."""
+    compile_memory_mb: int = Field(default=1536, ge=128)
+    """Address-space limit of the compiler (Java: javac's heap, plus the JVM's reservations)."""
+    isolation: Literal["auto", "bwrap", "fallback"] = "auto"
+    """The sandbox: bubblewrap, the weaker fallback, or bwrap when it works here (see
+    ``moa.eval.isolation``)."""
 
 
 def build_test_program(code: str, item: Item) -> AnswerProgram | str | None:
@@ -79,6 +93,8 @@ def build_test_program(code: str, item: Item) -> AnswerProgram | str | None:
         return assemble(code, prompt, item.entry_point, item.test)
     if item.tests:
         return AnswerProgram(code + _ASSERT_HARNESS.format(tests=list(item.tests)), 1, code.count("\n") + 1)
+    if item.test is not None:
+        return AnswerProgram(f"{code}\n\n{item.test}\n", 1, code.count("\n") + 1)
     return None
 
 
@@ -96,8 +112,37 @@ def _reason(reason: str, program: AnswerProgram) -> str:
     return f"the answer's code does not compile: line {line}: {m.group(2)}"
 
 
+# the limits only compiled languages use; run_python_async takes the others
+_LANGUAGE_ONLY = ("compile_timeout_s", "compile_memory_mb")
+
+
+def _run_limits(limits: dict[str, Any]) -> RunLimits:
+    keys = (
+        "timeout_s",
+        "cpu_s",
+        "memory_mb",
+        "max_procs",
+        "output_limit",
+        "compile_timeout_s",
+        "compile_memory_mb",
+    )
+    chosen = {k: limits[k] for k in keys if k in limits}
+    return RunLimits(
+        **chosen,
+        file_size_mb=int(limits.get("file_size_mb", 16)),
+        isolation=str(limits.get("isolation", "auto")),
+    )
+
+
 async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score:
     """1.0 when the code in ``answer`` passes all the item's tests, else 0 with the reason."""
+    language = canonical_language(item.language) if item.language else "python"
+    if language is None:
+        runs = ", ".join(LANGUAGES)
+        return Score(0.0, f"no runner for language `{item.language}` (moa runs {runs})")
+    if language != "python":
+        return await score_in_language(answer, item, language, _run_limits(limits))
+    limits = {k: v for k, v in limits.items() if k not in _LANGUAGE_ONLY}
     humaneval = item.test is not None and bool(item.entry_point)
     code = extract_code(answer, entry_point=item.entry_point if humaneval else None)
     if code is None:

@@ -1,0 +1,304 @@
+"""Compiling and running a ``Program`` in the sandbox (``moa.eval.isolation``), each step under its
+own limits, with identical compiles served from a bounded in-process cache.
+
+The compile step runs in one sandbox and hands back its artifact (a binary, Java's classes as a
+tar, TypeScript's JavaScript); the run step gets that artifact in a fresh sandbox. Managed runtimes
+reserve address space far beyond what they use (a JVM, V8 and Go each fail to start under a 512 MB
+RLIMIT_AS), so for them ``memory_mb`` caps the heap through the runtime's own flag (``-Xmx``,
+``--max-old-space-size``, ``GOMEMLIMIT``) and the address-space limit is that plus a fixed allowance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shlex
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
+
+from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
+from moa.eval.languages.diagnose import compile_reason, failure_reason
+from moa.eval.languages.gocache import GO_ENV, warm_go_cache
+from moa.eval.languages.program import Program
+from moa.eval.languages.toolchains import Toolchain, javatuples_jar
+
+__all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
+
+#: address space a runtime reserves beyond its heap (measured: below this they do not start)
+_RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go": 512}
+_JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
+              "-XX:CompressedClassSpaceSize=32m", "-Xshare:auto")  # fmt: skip
+# no optimisation: compile time dominates, and tests are small
+_GCC_FLAGS = ("-O0", "-pipe", "-fdiagnostics-color=never")
+_ARTIFACT = {"c": "prog", "cpp": "prog", "rust": "prog", "go": "prog", "java": "classes.tar",
+             "typescript": "main.js"}  # fmt: skip
+# the largest artifact a compile may hand over (a Go test binary is about 3 MB)
+_MAX_ARTIFACT_MB = 48
+_JAVATUPLES = ("Unit", "Pair", "Triplet", "Quartet", "Quintet", "Sextet", "Septet", "Octet", "Ennead",
+               "Decade", "KeyValue", "LabelValue")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    """The limits of the compile step and of the run step, and the isolation both use."""
+
+    timeout_s: float = 10.0
+    cpu_s: int = 10
+    memory_mb: int = 512
+    max_procs: int = 64
+    output_limit: int = 10_000
+    file_size_mb: int = 16
+    compile_timeout_s: float = 60.0
+    compile_memory_mb: int = 1536
+    isolation: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """How a program fared: ``passed``, the reason, and what ran where (for benchmarks and logs)."""
+
+    passed: bool
+    reason: str
+    isolation: str = ""
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    cached: bool = False
+    outcome: ProcessOutcome | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    artifact: bytes | None
+    output: str
+    timed_out: bool
+    duration_s: float
+    isolation: str
+
+
+class _Cache:
+    """Compile results by program and toolchain, least recently used first out, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 96 * 1024 * 1024, max_entries: int = 256) -> None:
+        self._items: OrderedDict[str, _Compiled] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.max_bytes, self.max_entries = max_bytes, max_entries
+
+    def get(self, key: str) -> _Compiled | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: str, value: _Compiled) -> None:
+        size = len(value.artifact or b"") + len(value.output)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._bytes += size
+            while self._bytes > self.max_bytes or len(self._items) > self.max_entries:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old.artifact or b"") + len(old.output)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+_cache = _Cache()
+
+
+def clear_compile_cache() -> None:
+    """Forget every cached compile (benchmarks measure cold compiles)."""
+    _cache.clear()
+
+
+def _classpath(program: Program) -> tuple[str | None, str | None]:
+    """Java: the javatuples jar when the program imports it, else why it cannot compile."""
+    if "org.javatuples" not in program.source:
+        return None, None
+    jar = javatuples_jar()
+    if jar is None:
+        return None, "toolchain missing: javatuples not found (install: apt-get install libjavatuples-java)"
+    return jar, None
+
+
+def _without_unused_javatuples(source: str) -> str:
+    """MultiPL-E imports javatuples in every Java prompt: drop the import when nothing uses it, so
+    machines without the jar run the rest."""
+    if any(re.search(rf"\b{name}\s*[<.(]", source) for name in _JAVATUPLES):
+        return source
+    return re.sub(r"^[ \t]*import[ \t]+org\.javatuples\.\*;[ \t]*$", "", source, flags=re.MULTILINE)
+
+
+def _compile_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimits) -> list[str] | None:
+    name = program.filename
+    match program.language:
+        case "c":
+            return [tc["gcc"], "-std=gnu11", *_GCC_FLAGS, "-o", "prog", name, "-lm"]
+        case "cpp":
+            return [tc["g++"], "-std=gnu++17", *_GCC_FLAGS, "-o", "prog", name]
+        case "rust":
+            # stripped: 0.3 MB instead of 4 MB in the compile cache (a panic still names its line)
+            return [tc["rustc"], "--edition", "2021", "-C", "opt-level=0", "-C", "debuginfo=0", "-C", "strip=symbols",
+                    "-A", "warnings", "--color", "never", "-o", "prog", name]  # fmt: skip
+        case "go":
+            go = [tc["go"], "test", "-c"] if program.go_test else [tc["go"], "build"]
+            return [*go, "-ldflags=-s -w", "-o", "prog", name]
+        case "java":
+            # half the limit for the heap: the JVM's own reservations come on top of it
+            flags = " ".join(f"-J{f}" for f in (*_JVM_FLAGS, f"-Xmx{limits.compile_memory_mb // 2}m"))
+            cp = f"-cp {shlex.quote(jar)} " if jar else ""
+            javac = f"{shlex.quote(tc['javac'])} {flags} -encoding UTF-8 -nowarn {cp}-d classes {shlex.quote(name)}"
+            # the class files alone: a `.` entry would make the run step's tar touch its work dir
+            return ["/bin/sh", "-c", f"{javac} && cd classes && tar -cf ../classes.tar -- *"]
+        case "typescript":
+            return [tc["node"], tc["tsc"], "--target", "es2022", "--module", "commonjs", "--strict", "false",
+                    "--skipLibCheck", "--pretty", "false", name]  # fmt: skip
+    return None
+
+
+def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimits) -> list[str]:
+    match program.language:
+        case "java":
+            cp = f".:{jar}" if jar else "."
+            java = [
+                tc["java"],
+                "-ea",
+                *_JVM_FLAGS,
+                f"-Xmx{limits.memory_mb}m",
+                "-cp",
+                cp,
+                program.main_class or "Main",
+            ]
+            return ["/bin/sh", "-c", "tar -xmf classes.tar --no-same-owner && exec " + shlex.join(java)]
+        case "javascript" | "typescript":
+            script = "main.js" if program.language == "typescript" else program.filename
+            return [tc["node"], f"--max-old-space-size={limits.memory_mb}", script]
+    return ["./prog"]
+
+
+def _env(program: Program, tc: Toolchain, limits: RunLimits, *, compiling: bool) -> dict[str, str]:
+    env = dict(tc.env)
+    if program.language == "go":
+        # no cgo: the build needs no C compiler; no toolchain download from a go.mod's `toolchain`
+        env.update(GO_ENV)
+        if not compiling:
+            env["GOMEMLIMIT"] = f"{limits.memory_mb}MiB"
+    return env
+
+
+def _key(program: Program, tc: Toolchain, argv: list[str]) -> str:
+    material = "\0".join([program.language, program.filename, program.source, *argv, *tc.programs.values()])
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _compile(
+    program: Program, tc: Toolchain, argv: list[str], limits: RunLimits
+) -> tuple[_Compiled, bool]:
+    key = _key(program, tc, argv)
+    found = _cache.get(key)
+    if found is not None:
+        return found, True
+    # javac is a JVM (its heap capped by -J-Xmx); the other compilers are native programs
+    allowance = _RUNTIME_ALLOWANCE_MB["java"] if program.language == "java" else 0
+    step = Limits(
+        timeout_s=limits.compile_timeout_s,
+        memory_mb=limits.compile_memory_mb + allowance,
+        max_procs=max(256, limits.max_procs),
+        max_output_bytes=65536,
+        disk_mb=512,
+        max_file_mb=_MAX_ARTIFACT_MB,
+    )
+    artifact = _ARTIFACT[program.language]
+    binds = tc.binds
+    if program.language == "go" and (warm := await asyncio.to_thread(warm_go_cache, tc["go"])):
+        command = argv[2] if argv[:2] == ["/bin/sh", "-c"] else shlex.join(argv)
+        argv = [
+            "/bin/sh",
+            "-c",
+            f'mkdir -p "$HOME/.cache" && cp -r {shlex.quote(warm)} "$HOME/.cache/go-build" && {command}',
+        ]
+        binds = (*binds, warm)
+    outcome, kept = await run_isolated(
+        argv,
+        files={program.filename: program.source.encode("utf-8", "surrogatepass")},
+        limits=step,
+        isolation=limits.isolation,
+        readonly_binds=binds,
+        keep=[artifact],
+        env=_env(program, tc, limits, compiling=True),
+    )
+    built = kept.get(artifact) if outcome.returncode == 0 else None
+    output = outcome.stdout + "\n" + outcome.stderr
+    if outcome.returncode == 0 and built is None:
+        output = f"error: the compiled program is missing or over {_MAX_ARTIFACT_MB} MB"
+    result = _Compiled(built, output, outcome.timed_out, outcome.duration_s, outcome.isolation)
+    if not outcome.timed_out:
+        _cache.put(key, result)  # a compile that ran out of time may pass on a quieter machine
+    return result, False
+
+
+async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) -> Verdict:
+    """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
+    if program.language == "java":
+        program = replace(program, source=_without_unused_javatuples(program.source))
+    jar, missing = _classpath(program) if program.language == "java" else (None, None)
+    if missing is not None:
+        return Verdict(False, missing)
+    argv = _compile_argv(program, tc, jar, limits)
+    files = {program.filename: program.source.encode("utf-8", "surrogatepass")}
+    compile_s, cached = 0.0, False
+    if argv is not None:
+        compiled, cached = await _compile(program, tc, argv, limits)
+        compile_s = compiled.duration_s
+        if compiled.timed_out:
+            return Verdict(False, f"the answer's code does not compile: the compiler ran past "
+                           f"{limits.compile_timeout_s:g}s", compiled.isolation, compile_s)  # fmt: skip
+        if compiled.artifact is None:
+            first = compiled.output.strip().splitlines()[:1]
+            # the sandbox failing to start is the machine's fault, never the answer's
+            sandbox = bool(first) and first[0].startswith("bwrap:")
+            reason = f"sandbox error: {first[0]}" if sandbox else compile_reason(program, compiled.output)
+            return Verdict(False, reason, compiled.isolation, compile_s, cached=cached)
+        files = {_ARTIFACT[program.language]: compiled.artifact}
+    step = Limits(
+        timeout_s=limits.timeout_s,
+        cpu_s=limits.cpu_s,
+        memory_mb=limits.memory_mb + _RUNTIME_ALLOWANCE_MB.get(program.language, 0),
+        max_procs=limits.max_procs,
+        max_output_bytes=max(limits.output_limit, 1024),
+        max_file_mb=limits.file_size_mb,
+    )
+    outcome, _ = await run_isolated(
+        _run_argv(program, tc, jar, limits),
+        files=files,
+        limits=step,
+        isolation=limits.isolation,
+        readonly_binds=tc.binds,
+        env=_env(program, tc, limits, compiling=False),
+    )
+    if outcome.returncode == 0:
+        return Verdict(True, "passed", outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
+    reason = failure_reason(
+        program,
+        returncode=outcome.returncode,
+        stdout=outcome.stdout,
+        stderr=outcome.stderr,
+        timed_out=outcome.timed_out,
+        timeout_s=limits.timeout_s,
+        killed_by=outcome.killed_by,
+        memory_mb=limits.memory_mb,
+        cpu_s=limits.cpu_s,
+        file_size_mb=limits.file_size_mb,
+    )
+    if outcome.output_truncated:
+        reason += "; output truncated"
+    return Verdict(False, reason, outcome.isolation, compile_s, outcome.duration_s, cached, outcome)

@@ -1,0 +1,136 @@
+"""The program a non-Python item runs, and the edits every layout makes to an answer's code.
+
+A ``Program`` is one source file plus where the answer's code sits in it, so a compiler's line
+number can be given back counted in the answer's own lines.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from moa.eval.languages.source import mask
+
+__all__ = [
+    "ANSWER_MAIN",
+    "Parts",
+    "Program",
+    "cut",
+    "drop_leading_brace",
+    "rename_function",
+    "without_trailing_comments",
+]
+
+#: the name an answer's own ``main`` is renamed to, so the tests' ``main`` is the one that runs
+ANSWER_MAIN = "moa_answer_main"
+
+
+@dataclass(frozen=True, slots=True)
+class Program:
+    """One source file to compile and run.
+
+    ``first_line``..``last_line`` (1-based, inclusive) hold the answer's code, whose line
+    ``base`` is the program's ``first_line``; ``first_line == 0`` when no range is known.
+    """
+
+    language: str
+    source: str
+    filename: str
+    first_line: int = 0
+    last_line: int = -1
+    base: int = 1
+    main_class: str | None = None
+    """Java: the class whose ``main`` runs."""
+    go_test: bool = False
+    """Go: built with ``go test -c`` (the tests are ``func TestX(t *testing.T)``)."""
+    tests: tuple[str, ...] = ()
+    """Assert lines run by the harness, so a failure can quote its line."""
+
+    def answer_line(self, line: int) -> int | None:
+        """The line of the answer's code that is ``line`` of the program, else ``None``."""
+        if self.first_line and self.first_line <= line <= self.last_line:
+            return line - self.first_line + self.base
+        return None
+
+
+class Parts:
+    """A source file built piece by piece, remembering which lines are the answer's."""
+
+    def __init__(self) -> None:
+        self._chunks: list[str] = []
+        self._lines = 0
+        self.first = 0
+        self.last = -1
+        self.base = 1
+
+    def add(self, text: str, *, answer: bool = False, base: int = 1) -> None:
+        """Append ``text`` on lines of its own; ``answer`` marks it as the answer's code, whose
+        first line is line ``base`` of the answer."""
+        if not text:
+            return
+        if not text.endswith("\n"):
+            text += "\n"
+        if answer:
+            self.first = self._lines + 1
+            self.last = self._lines + text.count("\n")
+            self.base = base
+        self._chunks.append(text)
+        self._lines += text.count("\n")
+
+    def program(
+        self,
+        language: str,
+        filename: str,
+        *,
+        main_class: str | None = None,
+        go_test: bool = False,
+        tests: tuple[str, ...] = (),
+    ) -> Program:
+        """The file built so far."""
+        source = "".join(self._chunks)
+        return Program(
+            language, source, filename, self.first, self.last, self.base, main_class, go_test, tests
+        )
+
+
+def cut(source: str, start: int, end: int) -> str:
+    """``source`` without ``[start, end)``, its line breaks kept so later lines keep their numbers."""
+    return source[:start] + "\n" * source.count("\n", start, end) + source[end:]
+
+
+def drop_leading_brace(tests: str) -> str:
+    """MultiPL-E's C++, Java and Rust tests open with the ``}`` that closes the prompt's function
+    (its stop token): a whole program closes the function itself, so the brace goes."""
+    stripped = tests.lstrip()
+    if not stripped.startswith("}"):
+        return tests
+    at = len(tests) - len(stripped)
+    return tests[:at] + " " + tests[at + 1 :]
+
+
+def rename_function(source: str, language: str, old: str, new: str) -> str:
+    """``source`` with every definition of the function ``old`` renamed ``new`` (calls to it are
+    left alone): an answer's own ``main`` must not clash with the tests'."""
+    masked = mask(source, language)
+    if language == "rust":
+        pattern = rf"\bfn\s+({old})\s*\("
+    elif language == "go":
+        pattern = rf"\bfunc\s+({old})\s*\("
+    else:
+        pattern = rf"(?<![\w.])(?<=[\w>\]*&\s])({old})\s*\([^;{{)]*\)\s*(throws\s+[\w.,\s]+)?\{{"
+    spans = [m.span(1) for m in re.finditer(pattern, masked)]
+    for start, end in reversed(spans):
+        source = source[:start] + new + source[end:]
+    return source
+
+
+_COMMENT_LINE = re.compile(r"^\s*(//|/\*|\*|$)")
+
+
+def without_trailing_comments(head: str) -> str:
+    """``head`` without the comment lines (a doc comment) and blank lines that end it: Rust refuses
+    a doc comment that documents nothing, and the answer brings its own."""
+    lines = head.splitlines(keepends=True)
+    while lines and _COMMENT_LINE.match(lines[-1]):
+        lines.pop()
+    return "".join(lines)

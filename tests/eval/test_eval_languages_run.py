@@ -1,0 +1,282 @@
+"""Answers in C, C++, Go, Java, JavaScript, Rust and TypeScript compiled and run in the sandbox:
+every fixture's correct answer passes and its wrong one fails on the tests, broken code is a
+compile error of the answer's, an endless loop a timeout, hostile code stays contained, and an
+experiment stores the scores. A language whose toolchain is missing here is skipped with the reason.
+
+Every answer is scored once per session, two at a time (the machine has two cores); identical
+compiles inside experiments come from the evaluator's compile cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa._run import Runner
+from moa.eval.datasets import Item, load_dataset
+from moa.eval.execution import score_execution_async
+from moa.eval.languages.toolchains import find_toolchain
+from moa.eval.types import Score
+from moa.experiment import Experiment
+from moa.testing import FunctionModel
+
+FIXTURES = Path(__file__).parent / "fixtures" / "languages"
+LANGUAGES = ("c", "cpp", "go", "java", "javascript", "rust", "typescript")
+LIMITS: Mapping[str, Any] = {"timeout_s": 10.0, "memory_mb": 256}
+
+# the first MultiPL-E problem of each fixture (sum_to_n) answered with broken code or an endless loop
+BROKEN = {
+    "c": "    return n +;\n}",
+    "cpp": "    return n +;\n}",
+    "go": "    return n +\n}\n",
+    "java": "        return n +;\n    }",
+    "javascript": "  return n +;\n}",
+    "rust": '    let x: i32 = "a";\n    n\n}',
+    "typescript": "  return n +;\n}",
+}
+ENDLESS = {
+    "c": "    for (;;) {}\n}",
+    "cpp": "    while (true) {}\n}",
+    "go": "    for {\n    }\n}\n",
+    "java": "        while (true) {}\n    }",
+    "javascript": "  while (true) {}\n}",
+    "rust": "    loop {}\n}",
+    "typescript": "  while (true) {}\n}",
+}
+TIMEOUT_S = 2.0
+
+
+def _missing(language: str) -> str | None:
+    found = find_toolchain(language)
+    return found if isinstance(found, str) else None
+
+
+def _skip_without(language: str) -> None:
+    if (why := _missing(language)) is not None:
+        pytest.skip(why)
+
+
+def _items(language: str) -> list[Item]:
+    multiple = load_dataset(FIXTURES / f"{language}.jsonl").items
+    generic = [i for i in load_dataset(FIXTURES / "generic.jsonl") if i.language == language]
+    return [*multiple, *generic]
+
+
+def _answer(item: Item, kind: str) -> str:
+    source = item.meta.get("meta", item.meta)
+    return str(source[kind])
+
+
+async def _score_all() -> dict[tuple[str, str], Score]:
+    jobs: list[tuple[tuple[str, str], str, Item, dict[str, Any]]] = []
+    for language in LANGUAGES:
+        if _missing(language) is not None:
+            continue
+        items = _items(language)
+        for item in items:
+            for kind in ("correct", "wrong"):
+                jobs.append(((item.id, kind), _answer(item, kind), item, dict(LIMITS)))
+        first = items[0]
+        jobs.append(((first.id, "broken"), BROKEN[language], first, dict(LIMITS)))
+        jobs.append(((first.id, "endless"), ENDLESS[language], first, {**LIMITS, "timeout_s": TIMEOUT_S}))
+    slots = asyncio.Semaphore(2)
+
+    async def one(answer: str, item: Item, limits: dict[str, Any]) -> Score:
+        async with slots:
+            return await score_execution_async(answer, item, **limits)
+
+    scores = await asyncio.gather(*(one(a, i, lim) for _, a, i, lim in jobs))
+    return {key: score for (key, *_), score in zip(jobs, scores, strict=True)}
+
+
+@pytest.fixture(scope="session")
+def scored() -> dict[tuple[str, str], Score]:
+    """Every fixture answer's score, computed once."""
+    return asyncio.run(_score_all())
+
+
+def _cases() -> list[Any]:
+    out = []
+    for language in LANGUAGES:
+        for item in _items(language):
+            out.append(pytest.param(language, item.id, id=item.id))
+    return out
+
+
+@pytest.mark.parametrize(("language", "item_id"), _cases())
+def test_correct_answer_passes(scored: dict[tuple[str, str], Score], language: str, item_id: str) -> None:
+    """The fixture's correct answer (a completion or a whole fenced program) passes its tests."""
+    _skip_without(language)
+    score = scored[(item_id, "correct")]
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+@pytest.mark.parametrize(("language", "item_id"), _cases())
+def test_wrong_answer_fails_on_the_tests(
+    scored: dict[tuple[str, str], Score], language: str, item_id: str
+) -> None:
+    """The fixture's wrong answer compiles, runs, and fails with a reason naming the failed test."""
+    _skip_without(language)
+    score = scored[(item_id, "wrong")]
+    assert score.value == 0.0 and score.detail is not None
+    assert score.detail.startswith("tests failed: "), score.detail
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_broken_code_is_the_answers_compile_error(
+    scored: dict[tuple[str, str], Score], language: str
+) -> None:
+    """Code that does not compile says so, counting the line in the answer (JavaScript, which has
+    no compile step, fails with its SyntaxError)."""
+    _skip_without(language)
+    score = scored[(_items(language)[0].id, "broken")]
+    assert score.value == 0.0 and score.detail is not None
+    if language == "javascript":
+        assert score.detail.startswith("error: SyntaxError: "), score.detail
+    else:
+        assert re.match(r"^the answer's code does not compile: line [12]: \S", score.detail), score.detail
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_endless_loop_times_out(scored: dict[tuple[str, str], Score], language: str) -> None:
+    """An endless loop is stopped at the run's time limit and says so."""
+    _skip_without(language)
+    score = scored[(_items(language)[0].id, "endless")]
+    assert (score.value, score.detail) == (0.0, f"timeout after {TIMEOUT_S:.1f}s")
+
+
+HOSTILE = [
+    # the compiler must not read the host's secrets into an error message or the binary
+    ("c", '#include "/etc/shadow"\nint f(void) { return 1; }', "does not compile"),
+    ("rust", 'fn f() -> i32 { let _s = include_str!("/etc/shadow"); 1 }', "does not compile"),
+    # a fork bomb is bounded by the process limit, then the timeout
+    (
+        "c",
+        "#include <unistd.h>\nint f(void) { for (;;) fork(); return 1; }\nint main(void) { return f(); }",
+        "",
+    ),
+    # a huge allocation fails inside the memory limit
+    ("cpp", "#include <vector>\nint f() { std::vector<long> v(1L << 33); return v[1] + 1; }", ""),
+    (
+        "go",
+        'import "os"\n\nfunc f() int { b, _ := os.ReadFile("/etc/shadow"); return len(b) }',
+        "tests failed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("language", "code", "expected"), HOSTILE)
+def test_hostile_code_stays_contained(language: str, code: str, expected: str) -> None:
+    """Code reaching for the host's files, forking without end or allocating 64 GB scores 0 with one
+    line and never shows the host's /etc/shadow."""
+    _skip_without(language)
+    line = "assert(f() == 1)" + ("" if language == "go" else ";")
+    if language == "rust":
+        line = "assert_eq!(f(), 1);"
+    if language == "go":
+        line = "assert(f() == 12345)"
+    item = Item(id="h", input="q", tests=[line], language=language)
+    fence = f"```{language}\n{code}\n```"
+    score = asyncio.run(score_execution_async(fence, item, timeout_s=3.0, memory_mb=256, max_procs=32))
+    assert score.value == 0.0 and score.detail is not None and "\n" not in score.detail
+    assert expected in score.detail, score.detail
+    assert "root:" not in score.detail
+
+
+def _prompt_answers(language: str, kind: str) -> dict[str, str]:
+    return {item.input: _answer(item, kind) for item in load_dataset(FIXTURES / f"{language}.jsonl")}
+
+
+def _experiment(folder: Path, language: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "coder"):
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}}}\n"
+        )
+    (folder / "data.jsonl").write_text((FIXTURES / f"{language}.jsonl").read_text())
+    (folder / "exp.yaml").write_text(
+        f"name: {language}\ndataset: data.jsonl\nevaluator: {{name: execution, timeout_s: 10, memory_mb: 256}}\n"
+        "baseline: base.yaml\nsetups: [coder.yaml]\nconcurrency: 2\nbootstrap_rounds: 100\n"
+    )
+    return folder / "exp.yaml"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_experiment_stores_each_languages_scores(
+    scored: dict[tuple[str, str], Score], tmp_path: Path, language: str
+) -> None:
+    """`moa compare` over a language's MultiPL-E file: the model answering right scores 1 on every
+    item, the one answering wrong 0 with a failed test as its reason, stored and summarised."""
+    _skip_without(language)
+    right, wrong = _prompt_answers(language, "correct"), _prompt_answers(language, "wrong")
+
+    def answer(table: dict[str, str]) -> FunctionModel:
+        return FunctionModel(lambda req: table[str(req.messages[-1]["content"])])
+
+    models = {"sim/coder": answer(right), "sim/base": answer(wrong)}
+    out = tmp_path / "out"
+    summary = Experiment.from_file(
+        _experiment(tmp_path / "e", language), out=out, runner=Runner(models=models), progress=False
+    ).run()
+    assert summary.complete
+    assert summary.setup("coder").quality == 1.0 and summary.setup("base").quality == 0.0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * len(right)
+    for row in rows:
+        if row["setup"] == "coder":
+            assert (row["score"], row["score_detail"]) == (1.0, "passed")
+        else:
+            assert row["score"] == 0.0 and row["score_detail"].startswith("tests failed: "), row
+
+
+def test_toolchains_here_are_reported() -> None:
+    """Which languages this machine runs (the others' tests above are skipped with the reason)."""
+    found = {language: _missing(language) for language in LANGUAGES}
+    assert all(why is None or why.startswith("toolchain missing: ") for why in found.values())
+    if os.environ.get("MOA_REQUIRE_TOOLCHAINS"):
+        assert all(why is None for why in found.values()), found
+
+
+JAVA_PROMPT = (
+    "import java.util.*;\nimport org.javatuples.*;\nclass Problem {\n    public static {ret} f() {{\n"
+)
+JAVA_TESTS = (
+    "    }\n    public static void main(String[] args) {\n    assert(f().equals({expected}));\n    }\n\n}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("ret", "body", "expected", "reason"),
+    [
+        ("Long", "        return 1l;\n    }", "1l", "passed"),
+        ("Pair<Long, Long>", "        return Pair.with(1l, 2l);\n    }", "Pair.with(1l, 2l)",
+         "toolchain missing: javatuples not found (install: apt-get install libjavatuples-java)"),
+    ],
+)  # fmt: skip
+def test_java_without_the_javatuples_jar(
+    monkeypatch: pytest.MonkeyPatch, ret: str, body: str, expected: str, reason: str
+) -> None:
+    """Without the javatuples jar, MultiPL-E's unused `import org.javatuples.*` is dropped and the
+    program runs; one that uses a tuple says which library is missing."""
+    _skip_without("java")
+    from moa.eval.languages import build
+
+    monkeypatch.setattr(build, "javatuples_jar", lambda: None)
+    prompt = JAVA_PROMPT.replace("{ret}", ret).replace("{{", "{")
+    item = Item(
+        id="t",
+        input=prompt,
+        test=JAVA_TESTS.replace("{expected}", expected),
+        entry_point="f",
+        language="java",
+        meta={"prompt": prompt, "stop_tokens": ["\n    }\n"], "format": "multiple"},
+    )
+    score = asyncio.run(score_execution_async(body, item, **LIMITS))
+    assert score.detail == reason
