@@ -23,6 +23,7 @@ FULL = {
     "accounting.py": [],
     "sandbox.py": [],
     "languages.py": [],
+    "linear.py": [],
 }
 QUICK = {
     "critical_path.py": ["--runs", "3"],
@@ -32,6 +33,7 @@ QUICK = {
     "accounting.py": ["--calls", "500", "--books", "20000", "--rounds", "1"],
     "sandbox.py": ["--quick"],
     "languages.py": ["--quick"],
+    "linear.py": ["--summary", "4000", "20000", "--compare-items", "500", "--compare-runs", "1"],
 }
 
 

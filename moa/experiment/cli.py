@@ -32,6 +32,7 @@ def _usd(text: str) -> float:
 
 def _compare(args: argparse.Namespace) -> int:
     from moa.experiment.experiment import Experiment  # lazy: see the module docstring
+    from moa.gc_tuning import tune_gc_for_long_runs
 
     exp = Experiment.from_file(
         args.experiment,
@@ -44,7 +45,9 @@ def _compare(args: argparse.Namespace) -> int:
         samples=args.samples,
     )
     try:
-        summary = exp.run()
+        # tuned once the experiment file and its topologies are loaded, so they are frozen too
+        with tune_gc_for_long_runs():
+            summary = exp.run()
     except KeyboardInterrupt:
         print(
             f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume",
