@@ -116,6 +116,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not prompt.strip():
         raise UserError("--prompt is empty")
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
+    if args.output_schema:
+        if args.stream:
+            raise UserError(
+                "--output-schema and --stream: a typed answer is checked whole, so it is not streamed"
+            )
+        from moa.safe_read import read_document
+
+        schema = read_document(args.output_schema, what="--output-schema file")
+        if not isinstance(schema, dict):
+            raise UserError(f"{args.output_schema}: a JSON Schema must be an object")
+        kw["output_type"] = schema
 
     async def go() -> Any:
         async with Runner() as runner:
@@ -149,7 +160,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(trace=args.trace), indent=2))
     else:
-        if not args.stream:
+        if args.output_schema:
+            print(json.dumps(result.parsed, indent=2, ensure_ascii=False))
+        elif not args.stream:
             print(result.output)
         sys.stdout.flush()  # the answer first, then the account, even when stdout is a pipe
         print(_summary_line(result), file=sys.stderr)
@@ -217,6 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
     s.add_argument("--budget-usd", type=float, default=None, help="hard cap on the run's spend")
     s.add_argument("--deadline-s", type=float, default=None, help="hard cap on the run's time")
+    s.add_argument(
+        "--output-schema",
+        default=None,
+        metavar="FILE",
+        help="a JSON Schema (JSON or YAML) the answer must match; it is printed as JSON, and --json adds `parsed`",
+    )
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("schema", help="print the JSON Schema of topology files (for editors)")

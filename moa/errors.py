@@ -56,6 +56,8 @@ class MoAError(Exception):
         self.calls: list[CallRecord] = []
         #: per-node results the failed run had computed
         self.nodes: dict[str, NodeResult] = {}
+        #: the failed run's id (as on its log events), when it failed inside a run
+        self.run_id: str | None = None
 
     def __str__(self) -> str:
         return self.message

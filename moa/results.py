@@ -270,6 +270,14 @@ class RunResult:
     unpriced_models: list[str] = field(default_factory=list)
     #: set when some cost is a local-compute figure rather than a provider bill
     cost_note: str | None = None
+    #: the run's id, also on its log events, in ``moa serve``'s reply and on its OpenTelemetry span
+    run_id: str = ""
+    #: with ``output_type``: the answer parsed (a pydantic model instance, or plain JSON)
+    parsed: Any = None
+    #: a cascade's run: the stage (1-based) whose answer this is; None for a plain topology
+    stage: int | None = None
+    #: a cascade's run: how many stages ran (the answering one included)
+    stages_run: int | None = None
 
     @property
     def unknown_usage_attempts(self) -> int:
@@ -295,6 +303,10 @@ class RunResult:
         """The stable ``--json`` output; ``trace`` adds each call's messages and reply."""
         return {
             "output": self.output,
+            "run_id": self.run_id,
+            "parsed": self.parsed.model_dump(mode="json")
+            if hasattr(self.parsed, "model_dump")
+            else self.parsed,
             "topology": self.topology,
             "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,
@@ -308,6 +320,8 @@ class RunResult:
             "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
             "unpriced_models": list(self.unpriced_models),
             "cost_note": self.cost_note,
+            "stage": self.stage,
+            "stages_run": self.stages_run,
         }
 
 

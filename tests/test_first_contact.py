@@ -158,3 +158,27 @@ def test_did_you_mean_for_unknown_fields_and_presets(tmp_path: Path) -> None:
         match=r"unknown topology `parallel3`: not a file and not a preset; did you mean `parallel-3`\?",
     ):
         load("parallel3")
+
+
+async def test_a_budget_refusal_inside_a_quorum_is_budget_exceeded() -> None:
+    """Workers refused by the budget leave the quorum unmet: the error says budget, not quorum."""
+    t = load_data(
+        {
+            "name": "q",
+            "kind": "parallel",
+            "workers": ["w", "w", "w"],
+            "aggregator": "w",
+            "quorum": 2,
+            "agents": {
+                "w": {
+                    "model": "fake/m",
+                    "max_tokens": 1000,
+                    "pricing": {"input_per_mtok": 1000, "output_per_mtok": 1000},
+                }
+            },
+        }
+    )
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")})
+    with pytest.raises(moa.BudgetExceeded) as info:
+        await t.run("q", runner=runner, budget_usd=0.0001)
+    assert not isinstance(info.value, moa.QuorumNotReached) and info.value.needed_usd is not None

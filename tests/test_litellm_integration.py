@@ -182,11 +182,12 @@ def test_run_sync_over_litellm_twice(srv: SimServer) -> None:
 
 
 async def test_unknown_provider_is_bad_input() -> None:
-    """A model string litellm has no provider for is a one-line UserError naming it, not a run failure."""
+    """A model string litellm has no provider for is a one-line UserError naming it, found before any
+    call (the runner's preflight), not a run failure."""
     t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "foo/bar-model"}}})
     async with moa.Runner() as rt:
         with pytest.raises(
-            moa.UserError, match="unknown model `foo/bar-model`: litellm knows no provider `foo`"
+            moa.UserError, match="model `foo/bar-model`: unknown provider `foo`"
         ) as info:
             await t.run("hi", runner=rt)
-    assert len(info.value.calls) == 1 and info.value.calls[0].error.startswith("UserError")  # type: ignore[union-attr]
+    assert info.value.calls == []  # found by the preflight, before any call

@@ -53,3 +53,16 @@ async def test_logged_error_with_key_is_redacted() -> None:
         await build.single("fake/a").run("q", runner=moa.Runner(models={"fake/a": boom}))
     failed = [e for e in events if e["event"] == "run.failed"]
     assert failed and "sk-live-1234567890abcdef" not in failed[0]["error"]
+
+
+async def test_every_event_of_a_run_carries_its_run_id() -> None:
+    """run.start, each call and run.end carry the run's id, which the RunResult (and a failed run's
+    error) carries too; two runs get two ids."""
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")})
+    topo = build.parallel(["fake/a", "fake/b"], reduce="first")
+    with capture_events() as events:
+        first = await topo.run("q", runner=runner)
+        second = await topo.run("q", runner=runner)
+    assert first.run_id and first.run_id != second.run_id
+    assert {e["run_id"] for e in events} == {first.run_id, second.run_id}
+    assert sum(1 for e in events if e["run_id"] == first.run_id and e["event"] == "call") == 2

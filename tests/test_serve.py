@@ -183,7 +183,17 @@ def test_completion_has_the_moa_extension_in_raw_json(url: str) -> None:
     raw = _client(url).chat.completions.with_raw_response.create(model="parallel-3", messages=_ask())
     ext = raw.http_response.json()["moa"]
     assert raw.parse().model_extra == {"moa": ext}  # the openai client keeps it as an extra field
-    assert set(ext) == {"cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes"}
+    assert set(ext) == {
+        "run_id",
+        "cost_usd",
+        "latency_s",
+        "critical_path_s",
+        "by_node",
+        "by_model",
+        "calls",
+        "nodes",
+    }
+    assert len(ext["run_id"]) == 16
     assert set(ext["nodes"]) >= {"aggregate"} and ext["latency_s"] >= ext["critical_path_s"] > 0
 
 
@@ -544,7 +554,9 @@ def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"response_format": {"type": "json_object"}, "stream": True}, "stream"),
     ],
 )
 def test_tools_and_json_mode_are_a_400_naming_the_field(url: str, extra: dict[str, Any], param: str) -> None:
@@ -565,3 +577,32 @@ def test_tool_choice_none_and_text_format_are_fine(url: str) -> None:
         "response_format": {"type": "text"},
     }
     assert httpx.post(f"{url}/chat/completions", json=body, timeout=30).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def json_url() -> Iterator[str]:
+    """A topology whose output model answers JSON only when the prompt carries a schema."""
+
+    def answer(request: Any) -> str:
+        text = str(request.messages[-1]["content"])
+        return 'Sure:\n```json\n{"answer": 4, "unit": "apples"}\n```' if "JSON Schema" in text else "four"
+
+    with serving(
+        create_app([_fake_topology("json-model")], runner=Runner(models={"fake/*": FunctionModel(answer)}))
+    ) as base:
+        yield base
+
+
+def test_response_format_json_schema_is_honoured_on_the_output_node(json_url: str) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    r = _client(json_url).chat.completions.create(model="json-model", messages=_ask(), response_format=fmt)  # type: ignore[arg-type]
+    assert json.loads(r.choices[0].message.content or "") == {"answer": 4, "unit": "apples"}
+    plain = _client(json_url).chat.completions.create(model="json-model", messages=_ask())
+    assert plain.choices[0].message.content == "four"
+    obj = httpx.post(
+        f"{json_url}/chat/completions",
+        json={"model": "json-model", "messages": _ask(), "response_format": {"type": "json_object"}},
+        timeout=30,
+    ).json()
+    assert json.loads(obj["choices"][0]["message"]["content"])["answer"] == 4

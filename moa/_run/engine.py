@@ -5,6 +5,9 @@ them, or ``quorum`` of them), so independent calls overlap and a run takes about
 critical path. Node outcomes live in futures, so a failed worker under a quorum does not tear the
 run down, while a failure nothing tolerates reaches the output and ends the run. Whatever happens,
 the error raised carries every ``CallRecord`` made (``error.calls``) and the nodes computed.
+
+A node waiting on its inputs does not re-wait on the ones still missing (O(k^2) for k inputs):
+each input, as it settles, is put in the inbox of every node reading it, and the node counts.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -19,7 +23,7 @@ from moa import log
 from moa._run.nodes import kind_of
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
-from moa.errors import MoAError, ProviderError, QuorumNotReached, TimedOut
+from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut
 from moa.models.base import Message, TokenCallback
 from moa.results import NodeResult, RunResult, Usage
 from moa.topology.graph import Graph, GraphNode
@@ -32,9 +36,49 @@ LOCAL_COST_NOTE = (
 )
 
 
-def _settle(fut: asyncio.Future[str], _task: asyncio.Task[None]) -> None:
+def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
-        fut.cancel()
+        fut.set_result(None)
+
+
+class _Inbox:
+    """The inputs of one waiting node that have settled and that it has not looked at yet.
+
+    The engine puts an input here the moment its future settles, and the node is woken one loop
+    turn later, as ``asyncio.wait`` would wake it; whatever settled by the time it runs is its next
+    batch. So each input is handled once, in O(1), however many inputs the node has."""
+
+    __slots__ = ("arrived", "closed", "loop", "wake", "want")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.arrived: list[str] = []
+        self.wake: asyncio.Future[None] | None = None
+        #: how many settled inputs wake the node
+        self.want = 1
+        self.closed = False
+
+    def put(self, nid: str) -> None:
+        if self.closed:
+            return
+        self.arrived.append(nid)
+        if len(self.arrived) == self.want and self.wake is not None:
+            self.loop.call_soon(_wake, self.wake)
+
+    async def take(self, at_least: int = 1) -> list[str]:
+        """The inputs settled since the last take, once there are ``at_least`` of them."""
+        self.want = at_least
+        self.wake = self.loop.create_future()
+        if len(self.arrived) >= at_least:
+            # already there: still yield for a turn, as asyncio.wait on a settled future does, so
+            # inputs settling in the same turn are taken in the same batch
+            self.loop.call_soon(_wake, self.wake)
+        try:
+            await self.wake
+        finally:
+            self.wake = None
+        batch, self.arrived = self.arrived, []
+        return batch
 
 
 class RunGroup(Protocol):
@@ -63,8 +107,17 @@ class Execution:
         self.prompt, self.history = prompt, history
         self.on_token = on_token
         self.validate_output = validate_output
+        #: appended to the output node's prompt (typed output: the JSON Schema to answer in)
+        self.output_instruction: str | None = None
+        #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans
+        self.run_id = uuid.uuid4().hex[:16]
+        logger = log.logger()
         self.ctx = CallContext(
-            t0=time.perf_counter(), budgets=budgets, cache=runner.cache, logger=log.logger()
+            t0=time.perf_counter(),
+            budgets=budgets,
+            cache=runner.cache,
+            logger=None if logger is None else logger.bind(run_id=self.run_id),
+            telemetry=getattr(runner, "telemetry", None),
         )
         loop = asyncio.get_running_loop()
         self.futures: dict[str, asyncio.Future[str]] = {nid: loop.create_future() for nid in graph.order}
@@ -72,8 +125,24 @@ class Execution:
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.plans: dict[str, list[str]] = {}
         self.waiting = {nid: len(graph.nodes[nid].consumers) for nid in graph.order}
+        #: input id -> the inboxes of the nodes waiting for it to settle
+        self.readers: dict[str, list[_Inbox]] = {}
 
     async def run(self, deadline_s: float | None) -> RunResult:
+        tel = self.ctx.telemetry
+        if tel is None:
+            return await self._run(deadline_s)
+        # node tasks are created inside the span, so their spans (and their calls') are its children
+        with tel.run_span(self.name, self.run_id) as span:
+            try:
+                result = await self._run(deadline_s)
+            except BaseException as e:
+                tel.end_run(span, None, e)
+                raise
+            tel.end_run(span, result, None)
+            return result
+
+    async def _run(self, deadline_s: float | None) -> RunResult:
         lg = self.ctx.logger
         if lg is not None:
             lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
@@ -83,7 +152,7 @@ class Execution:
             for nid in self.graph.order:
                 task = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
                 # a task cancelled before its first step never runs its handler: settle its future here
-                task.add_done_callback(functools.partial(_settle, self.futures[nid]))
+                task.add_done_callback(functools.partial(self._settle_unsettled, nid))
                 self.tasks[nid] = task
             try:
                 async with asyncio.timeout(deadline_s):
@@ -113,6 +182,7 @@ class Execution:
         return result
 
     def _fail(self, error: MoAError) -> MoAError:
+        error.run_id = self.run_id
         error.calls = list(self.ctx.calls)
         error.nodes = self._finish_nodes()
         if self.ctx.logger is not None:
@@ -153,6 +223,7 @@ class Execution:
             nodes=nodes,
             unpriced_models=sorted(unpriced),
             cost_note=LOCAL_COST_NOTE if local else None,
+            run_id=self.run_id,
         )
 
     async def _node(self, gn: GraphNode) -> None:
@@ -162,11 +233,17 @@ class Execution:
             refs, arrival, instruction = await self._inputs(gn)
             res.started_s = time.perf_counter() - self.ctx.t0
             res.status = "running"
-            output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
+            tel = self.ctx.telemetry
+            if tel is None:
+                output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
+            else:
+                with tel.node_span(gn.id, gn.agent.model if gn.agent is not None else None):
+                    output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
         except asyncio.CancelledError:
             res.status = "cancelled"
             res.ended_s = time.perf_counter() - self.ctx.t0
             fut.cancel()
+            self._settled(gn.id)
             raise
         except Exception as e:
             err = e if isinstance(e, MoAError) else ProviderError(f"{type(e).__name__}: {e}", node=gn.id)
@@ -174,10 +251,33 @@ class Execution:
             res.ended_s = time.perf_counter() - self.ctx.t0
             fut.set_exception(err)
             fut.exception()  # mark retrieved: consumers or the run report it
+            self._settled(gn.id)
             return
         res.status, res.output = "ok", output
         res.ended_s = time.perf_counter() - self.ctx.t0
         fut.set_result(output)
+        self._settled(gn.id)
+
+    def _settle_unsettled(self, nid: str, _task: asyncio.Task[None]) -> None:
+        fut = self.futures[nid]
+        if not fut.done():
+            fut.cancel()
+            self._settled(nid)
+
+    def _settled(self, nid: str) -> None:
+        """``nid``'s future has just settled: tell the nodes waiting for it."""
+        for inbox in self.readers.pop(nid, ()):
+            inbox.put(nid)
+
+    def _listen(self, gn: GraphNode) -> _Inbox:
+        """An inbox for ``gn``'s inputs, holding (in input order) those already settled."""
+        inbox = _Inbox(asyncio.get_running_loop())
+        for i in gn.inputs:
+            if self.futures[i].done():
+                inbox.arrived.append(i)
+            else:
+                self.readers.setdefault(i, []).append(inbox)
+        return inbox
 
     async def _inputs(self, gn: GraphNode) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str | None]:
         """Wait for what the node reads. Returns (references in input order, in arrival order, instruction)."""
@@ -198,19 +298,42 @@ class Execution:
                 res.used_inputs.append(src)
             if not gn.inputs:
                 return [], [], instruction
-            got: dict[str, str] = {}
-            arrival: list[str] = []
-            errors: list[MoAError] = []
-            pending = {self.futures[i]: i for i in gn.inputs}
-            while pending and len(got) < gn.needed:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                # answers that finished together are taken in input order, so ties break the same way every run
-                for i in [i for f, i in pending.items() if f in done]:
+            got, arrival = await self._gather(gn)
+            res.used_inputs.extend(i for i in gn.inputs if i in got)
+            return [(i, got[i]) for i in gn.inputs if i in got], [(i, got[i]) for i in arrival], instruction
+        finally:
+            self._release(gn)
+
+    async def _gather(self, gn: GraphNode) -> tuple[dict[str, str], list[str]]:
+        """The inputs' answers (by id, and the ids in arrival order) once ``needed`` answered, or the
+        error: the first failure without a quorum, ``QuorumNotReached`` when too many failed."""
+        got: dict[str, str] = {}
+        arrival: list[str] = []
+        errors: list[MoAError] = []
+        taken: set[str] = set()
+        inbox = self._listen(gn)
+        unsettled = len(gn.inputs)
+        position: dict[str, int] | None = None
+        try:
+            while unsettled and len(got) < gn.needed:
+                batch = await inbox.take()
+                if len(batch) > 1:
+                    # answers that finished together are taken in input order, so ties break the
+                    # same way every run
+                    if position is None:
+                        position = {i: k for k, i in enumerate(gn.inputs)}
+                    batch.sort(key=position.__getitem__)
+                for i in batch:
                     self._collect(self.futures[i], i, got, arrival, errors)
-                    del pending[self.futures[i]]
-                if len(got) + len(pending) < gn.needed:
+                taken.update(batch)
+                unsettled -= len(batch)
+                if len(got) + unsettled < gn.needed:
                     if gn.spec.quorum is None:
                         raise errors[0]
+                    # the budget refused the calls the quorum needed: say so, not "no quorum"
+                    refused = next((e for e in errors if isinstance(e, BudgetExceeded)), None)
+                    if refused is not None:
+                        raise refused
                     raise QuorumNotReached(
                         f"node `{gn.id}` needs {gn.needed} of its {len(gn.inputs)} inputs but only "
                         f"{len(got)} answered; first failure: {errors[0]}",
@@ -219,14 +342,15 @@ class Execution:
                         answered=len(got),
                         errors=errors,
                     )
-            if pending and gn.spec.on_quorum == "wait":
-                await asyncio.wait(pending)
-                for f, i in pending.items():
-                    self._collect(f, i, got, arrival, errors)
-            res.used_inputs.extend(i for i in gn.inputs if i in got)
-            return [(i, got[i]) for i in gn.inputs if i in got], [(i, got[i]) for i in arrival], instruction
+            if unsettled and gn.spec.on_quorum == "wait":
+                await inbox.take(at_least=unsettled)
+                # the stragglers are taken in input order
+                for i in gn.inputs:
+                    if i not in taken:
+                        self._collect(self.futures[i], i, got, arrival, errors)
         finally:
-            self._release(gn)
+            inbox.closed = True
+        return got, arrival
 
     @staticmethod
     def _collect(

@@ -59,8 +59,11 @@ class AgentCall:
         if gn.agent.system:
             messages.append({"role": "system", "content": gn.agent.system})
         messages.extend(ex.history)
-        messages.append({"role": "user", "content": gn.template.render(values)})
         is_output = gn.id == ex.graph.output
+        content = gn.template.render(values)
+        if is_output and ex.output_instruction:
+            content = f"{content}\n\n{ex.output_instruction}"
+        messages.append({"role": "user", "content": content})
         return await call_agent(
             ex.ctx,
             ex.runner.runtime(gn.agent),

@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from moa._run.engine import Execution
+from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache
 from moa.calls.keys import check_agents
@@ -22,7 +25,10 @@ from moa.results import Done, RunInput, RunResult, Token
 from moa.topology.graph import Graph
 from moa.topology.spec import AgentSpec
 
-__all__ = ["Runnable", "Runner", "default_runner"]
+if TYPE_CHECKING:
+    from moa.otel import Telemetry
+
+__all__ = ["Composite", "Runnable", "Runner", "default_runner"]
 
 
 class Runnable(Protocol):
@@ -33,6 +39,43 @@ class Runnable(Protocol):
 
     @property
     def name(self) -> str: ...
+
+
+@runtime_checkable
+class Composite(Protocol):
+    """A target made of several graphs that runs them itself on a runner (a ``moa.cascade.Cascade``).
+
+    It lives above this module, so the runner knows it only by this shape and hands it the run."""
+
+    @property
+    def name(self) -> str: ...
+
+    def parts(self) -> Sequence[tuple[str, Graph]]:
+        """(label, graph) of every graph it may run, for ``preflight``."""
+        ...
+
+    async def run_on(
+        self,
+        runner: Runner,
+        prompt: RunInput,
+        *,
+        budget: Budget | None,
+        budget_usd: float | None,
+        deadline_s: float | None,
+        on_token: TokenCallback | None,
+        validate_output: Callable[[str], None] | None,
+    ) -> RunResult: ...
+
+
+def _both(first: Callable[[str], None] | None, second: Callable[[str], None]) -> Callable[[str], None]:
+    if first is None:
+        return second
+
+    def check(text: str) -> None:
+        first(text)
+        second(text)
+
+    return check
 
 
 def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
@@ -61,11 +104,14 @@ class Runner:
         budget: Budget | None = None,
         cache: CallCache | None = None,
         rate_limits: RateLimits | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.registry = ModelRegistry(models)
         self.budget = budget
         self.cache = cache
         self.rate_limits = rate_limits if rate_limits is not None else shared_rate_limits()
+        #: OpenTelemetry spans and metrics (``moa.otel.Telemetry``); None: off, at no cost
+        self.telemetry = telemetry
         #: one retry budget per endpoint, shared by every run of this runner (and its scoped runners)
         self.retry_budgets = RetryBudgets()
         self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
@@ -75,6 +121,10 @@ class Runner:
         """Refuse, before any call, a graph whose models name an unknown provider or lack their API
         key (``moa.calls.keys``): one ``UserError`` listing every problem. ``run`` does it once per
         graph; an application or an experiment may call it up front for all its topologies."""
+        if isinstance(target, Composite):
+            for label, part in target.parts():
+                self.preflight(part, source=f"{source or target.name}: {label}")
+            return
         graph = target if isinstance(target, Graph) else target.graph
         if self._checked.get(id(graph)) is graph:
             return
@@ -111,12 +161,31 @@ class Runner:
         deadline_s: float | None = None,
         on_token: TokenCallback | None = None,
         validate_output: Callable[[str], None] | None = None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run a validated graph (or a ``Topology``) on ``prompt``; raises a ``MoAError`` carrying
         every call made.
 
         ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
-        raises is retried like any malformed reply of the output node (and never cached)."""
+        raises is retried like any malformed reply of the output node (and never cached).
+        ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
+        it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``."""
+        typed = TypedOutput(output_type) if output_type is not None else None
+        if typed is not None:
+            validate_output = _both(validate_output, typed.validate)
+        if isinstance(target, Composite):
+            if typed is not None:
+                raise UserError(f"{name or 'cascade'}: output_type is not supported for cascades yet")
+            self.preflight(target, source=name)
+            return await target.run_on(
+                self,
+                prompt,
+                budget=budget,
+                budget_usd=budget_usd,
+                deadline_s=deadline_s,
+                on_token=on_token,
+                validate_output=validate_output,
+            )
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")
         self.preflight(graph, source=label)
@@ -127,7 +196,12 @@ class Runner:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
         ex = Execution(self, graph, label, text, history, budgets, on_token, validate_output)
-        return await ex.run(deadline_s)
+        if typed is None:
+            return await ex.run(deadline_s)
+        ex.output_instruction = typed.instruction()
+        result = await ex.run(deadline_s)
+        result.parsed = typed.parse(result.output)
+        return result
 
     async def stream(
         self,
@@ -176,13 +250,13 @@ class Runner:
         """A runner sharing this one's backends, resolved agents, rate limits and retry budgets, with
         its own call cache and budget (an experiment gives each setup its own cache scope). Close
         only the original."""
-        r = Runner(budget=budget, cache=cache, rate_limits=self.rate_limits)
+        r = Runner(budget=budget, cache=cache, rate_limits=self.rate_limits, telemetry=self.telemetry)
         r.registry, r._agents, r.retry_budgets = self.registry, self._agents, self.retry_budgets
         return r
 
     def sibling(self, *, cache: CallCache | None = None, budget: Budget | None = None) -> Runner:
         """Deprecated name of ``scoped``."""
-        warnings.warn("Runner.scoped() is now Runner.scoped()", DeprecationWarning, stacklevel=2)
+        warnings.warn("Runner.sibling() is now Runner.scoped()", DeprecationWarning, stacklevel=2)
         return self.scoped(cache=cache, budget=budget)
 
     async def aclose(self) -> None:

@@ -106,6 +106,8 @@ class CallContext:
     cache: CallCache | None = None
     calls: list[CallRecord] = field(default_factory=list)
     logger: Any = None
+    #: a ``moa.otel.Telemetry`` when OpenTelemetry is configured, else None (no cost)
+    telemetry: Any = None
 
 
 async def call_agent(
@@ -209,6 +211,19 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     return reply.text
 
 
+async def _traced_attempt(
+    ctx: CallContext, target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
+) -> ModelReply:
+    """One attempt inside its ``chat <model>`` span, closed from the attempt's log entry."""
+    number = rec.attempts + 1
+    with ctx.telemetry.call_span(request, number) as span:
+        try:
+            return await attempt(ctx.budgets, target, request, rec, call)
+        finally:
+            entry = rec.attempt_log[-1] if len(rec.attempt_log) >= number else None
+            ctx.telemetry.end_call(span, request, rec, entry)
+
+
 def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
     hit = cache.get(key)
     if hit is not None and call.validate is not None:
@@ -228,7 +243,9 @@ async def _retrying(
         target.retry_budget.sent()
     while True:
         try:
-            return await attempt(ctx.budgets, target, request, rec, call)
+            if ctx.telemetry is None:
+                return await attempt(ctx.budgets, target, request, rec, call)
+            return await _traced_attempt(ctx, target, request, rec, call)
         except ModelError as error:
             if call.emitted or not should_retry(error):
                 raise

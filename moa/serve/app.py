@@ -236,11 +236,19 @@ class _Server:
             )
         request.state.model = body.model
         request.state.stream = bool(body.stream)
+        if body.stream and body.output_schema() is not None:
+            raise ApiError(
+                400,
+                "`response_format` with `stream`: a JSON answer is checked whole before it is sent, so it is not streamed",
+                param="stream",
+                code="unsupported_parameter",
+            )
         if body.stream:
             return await self._stream(request, topology, body)
         try:
             result = await _unless_disconnected(
-                request.receive, topology.run(body.chat(), runner=self.runner)
+                request.receive,
+                topology.run(body.chat(), runner=self.runner, output_type=body.output_schema()),
             )
         except MoAError as e:
             raise error_for(e) from None

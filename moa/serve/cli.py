@@ -8,6 +8,7 @@ import os
 import sys
 
 from moa.errors import UserError
+from moa.gc_tuning import tune_gc_for_long_runs
 
 __all__ = ["add_parser", "run"]
 
@@ -84,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"moa serve: warning: listening on {args.host} without --api-key-env", file=sys.stderr)
     names = ", ".join(t.name for t in topologies)
     print(f"moa serve: {names} at http://{args.host}:{args.port}/v1", file=sys.stderr)
-    # uvicorn's access log would duplicate moa's `serve.request` events
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # after the web stack and the topologies are loaded, so they are frozen with the rest
+    with tune_gc_for_long_runs():
+        # uvicorn's access log would duplicate moa's `serve.request` events
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0

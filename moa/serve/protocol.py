@@ -4,6 +4,7 @@ No web framework here, so this is testable and typed on its own."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -107,12 +108,31 @@ class ChatRequest(BaseModel):
                     f"`{name}` is not supported: the served topologies answer in text, not tool calls",
                 )
         fmt = self.response_format
-        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
-        if fmt is not None and kind != "text":
-            return "response_format", (
-                f"`response_format` {kind!r} is not supported: the served topologies answer in text"
-            )
+        if fmt is not None:
+            try:
+                self.output_schema()
+            except ValueError as e:
+                return "response_format", str(e)
         return None
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema ``response_format`` asks the output node to answer in (None for text):
+        ``json_schema`` gives its ``schema``, ``json_object`` any JSON object."""
+        fmt = self.response_format
+        if fmt is None:
+            return None
+        kind = fmt.get("type") if isinstance(fmt, dict) else fmt
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "object"}
+        if kind == "json_schema" and isinstance(fmt, dict):
+            spec = fmt.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            if not isinstance(schema, dict):
+                raise ValueError("`response_format.json_schema.schema` must be a JSON Schema object")
+            return schema
+        raise ValueError(f"`response_format` type {kind!r} is not one of text, json_object, json_schema")
 
     @field_validator("messages")
     @classmethod
@@ -222,9 +242,8 @@ def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """The ``moa`` object ordinary clients ignore: the run's cost and per-node account; with
     ``trace``, each call's messages and reply too."""
     d = result.to_dict(trace=trace)
-    return {
-        k: d[k] for k in ("cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes")
-    }
+    keys = ("run_id", "cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes")
+    return {k: d[k] for k in keys}
 
 
 def new_id() -> str:
@@ -241,7 +260,14 @@ def completion(model: str, result: RunResult, *, trace: bool = False) -> dict[st
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.output, "refusal": None},
+                # JSON mode: the parsed value alone, without the prose or fences around it
+                "message": {
+                    "role": "assistant",
+                    "content": result.output
+                    if result.parsed is None
+                    else json.dumps(result.parsed, ensure_ascii=False),
+                    "refusal": None,
+                },
                 "finish_reason": "stop",
                 "logprobs": None,
             }

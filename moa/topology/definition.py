@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from pydantic import PrivateAttr, model_validator
+from pydantic import BaseModel, PrivateAttr, model_validator
 
 from moa._run import Runner, default_runner
 from moa.calls.budget import Budget
@@ -53,10 +53,13 @@ class Topology(TopologySpec):
         budget_usd: float | None = None,
         deadline_s: float | None = None,
         validate_output: Callable[[str], None] | None = None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run on one prompt (or chat). Raises a ``moa.MoAError`` whose ``calls`` hold every call made.
 
-        ``validate_output(answer)`` may raise ``moa.MalformedReply`` to have the output node retried."""
+        ``validate_output(answer)`` may raise ``moa.MalformedReply`` to have the output node retried.
+        ``output_type`` (a pydantic model or a JSON Schema): the output node answers in JSON matching
+        it, retried until it does, and ``result.parsed`` holds the value."""
         return await (runner or default_runner()).run(
             self._graph,
             prompt,
@@ -65,6 +68,7 @@ class Topology(TopologySpec):
             budget_usd=budget_usd,
             deadline_s=deadline_s,
             validate_output=validate_output,
+            output_type=output_type,
         )
 
     def run_sync(self, prompt: RunInput, **kwargs: Any) -> RunResult:

@@ -1,0 +1,119 @@
+"""Typed output: the output node is asked for JSON matching a schema, its reply is checked inside the
+run (a reply that does not match is a ``MalformedReply``, retried like a malformed plan and never
+cached), and the run's result carries the parsed value (``RunResult.parsed``).
+
+The schema is given either as a pydantic model (``output_type=Answer``: validated by pydantic, parsed
+to an instance) or as a JSON Schema mapping (``moa run --output-schema FILE``: parsed to plain JSON and
+checked for the schema's top-level ``type``, ``required`` properties and the JSON types of the
+properties it declares). The schema is put in the output node's prompt, which every provider
+understands, rather than in a provider-specific ``response_format``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from moa.errors import MalformedReply
+
+__all__ = ["TypedOutput"]
+
+_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _json_text(reply: str) -> str:
+    """The JSON in a reply: a fenced block's content, else the span from the first ``{`` or ``[`` to
+    the last matching bracket, else the reply itself."""
+    m = _FENCE.search(reply)
+    if m is not None:
+        return m.group(1).strip()
+    text = reply.strip()
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return text
+    start = min(starts)
+    end = max(text.rfind("}"), text.rfind("]"))
+    return text[start : end + 1] if end > start else text
+
+
+def _type_ok(value: Any, kind: Any) -> bool:
+    kinds = kind if isinstance(kind, list) else [kind]
+    for k in kinds:
+        types = _JSON_TYPES.get(str(k))
+        if types is None:
+            return True  # a type this check does not know: leave it to the caller
+        if isinstance(value, bool) and k in ("integer", "number"):
+            continue
+        if isinstance(value, types):
+            return True
+    return False
+
+
+class TypedOutput:
+    """A schema the output node's answer must match."""
+
+    def __init__(self, schema: type[BaseModel] | Mapping[str, Any]) -> None:
+        if isinstance(schema, type) and issubclass(schema, BaseModel):
+            self.model: type[BaseModel] | None = schema
+            self.schema: dict[str, Any] = schema.model_json_schema()
+        elif isinstance(schema, Mapping):
+            self.model = None
+            self.schema = dict(schema)
+        else:
+            raise TypeError(f"output_type must be a pydantic model class or a JSON Schema, not {schema!r}")
+
+    def instruction(self) -> str:
+        """What the output node is told, after its own prompt."""
+        return (
+            "Answer with one JSON value only (no prose before or after it) that matches this JSON "
+            f"Schema:\n{json.dumps(self.schema, ensure_ascii=False)}"
+        )
+
+    def parse(self, reply: str) -> Any:
+        """The reply as the schema's value; ``MalformedReply`` naming what does not match."""
+        text = _json_text(reply)
+        if self.model is not None:
+            try:
+                return self.model.model_validate_json(text)
+            except ValidationError as e:
+                first = e.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in first["loc"]) or "the answer"
+                raise MalformedReply(
+                    f"typed output: {where}: {first['msg']} ({e.error_count()} problem(s) against "
+                    f"`{self.model.__name__}`)"
+                ) from None
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise MalformedReply(f"typed output: the answer is not JSON: {e}") from None
+        self._check(value)
+        return value
+
+    def validate(self, reply: str) -> None:
+        self.parse(reply)
+
+    def _check(self, value: Any) -> None:
+        kind = self.schema.get("type")
+        if kind is not None and not _type_ok(value, kind):
+            raise MalformedReply(f"typed output: expected a JSON {kind}, got {type(value).__name__}")
+        if isinstance(value, dict):
+            missing = [k for k in self.schema.get("required", []) if k not in value]
+            if missing:
+                raise MalformedReply(f"typed output: missing required field(s): {', '.join(missing)}")
+            for name, prop in (self.schema.get("properties") or {}).items():
+                typed = name in value and isinstance(prop, Mapping) and "type" in prop
+                if typed and not _type_ok(value[name], prop["type"]):
+                    raise MalformedReply(f"typed output: `{name}` should be a JSON {prop['type']}")

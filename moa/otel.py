@@ -1,0 +1,148 @@
+"""OpenTelemetry traces and metrics following the GenAI semantic conventions (optional extra
+``moa-sdk[otel]``; off unless configured).
+
+One span per run (``invoke_agent <topology>``), one per node (``execute_node <id>``) under it, and
+one per model call attempt (``chat <model>``) under its node, with the ``gen_ai.*`` attributes
+(operation, provider, request and response model, token usage, temperature, max_tokens,
+``error.type``) plus ``moa.cost_usd`` and ``moa.attempts``; and the metrics
+``gen_ai.client.token.usage`` and ``gen_ai.client.operation.duration``. Prompt and reply text is
+recorded only with ``capture_content=True`` (``gen_ai.input.messages`` / ``gen_ai.output.messages``).
+
+::
+
+    from moa.otel import Telemetry
+    runner = moa.Runner(telemetry=Telemetry())            # the global tracer and meter providers
+    runner = moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp, capture_content=True))
+
+Spans are parented through ``contextvars``: node tasks are created inside the run span and attempts
+run inside their node's task, so the tree holds without passing spans around.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from moa.errors import UserError
+
+if TYPE_CHECKING:
+    from moa.models.base import ModelRequest
+    from moa.results import Attempt, CallRecord, RunResult
+
+__all__ = ["INSTALL_HINT", "Telemetry"]
+
+INSTALL_HINT = "OpenTelemetry needs the `otel` extra: pip install 'moa-sdk[otel]'"
+_SCOPE = "moa"
+
+
+def _provider_name(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+class Telemetry:
+    """Where moa's spans and metrics go (the OpenTelemetry API's providers)."""
+
+    def __init__(
+        self, *, tracer_provider: Any = None, meter_provider: Any = None, capture_content: bool = False
+    ) -> None:
+        try:
+            from opentelemetry import metrics, trace
+        except ImportError:
+            raise UserError(INSTALL_HINT) from None
+        from moa import __version__
+
+        self._trace = trace
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(_SCOPE, __version__)
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(_SCOPE, __version__)
+        self.capture_content = capture_content
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per model call attempt"
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration", unit="s", description="Duration of a model call attempt"
+        )
+
+    @contextlib.contextmanager
+    def run_span(self, topology: str, run_id: str) -> Iterator[Any]:
+        attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": topology, "moa.run_id": run_id}
+        with self.tracer.start_as_current_span(f"invoke_agent {topology}", attributes=attrs) as span:
+            yield span
+
+    def end_run(self, span: Any, result: RunResult | None, error: BaseException | None) -> None:
+        if result is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+            span.set_attribute("moa.cost_usd", result.cost_usd)
+            span.set_attribute("moa.calls", len(result.calls))
+        if error is not None:
+            self._error(span, error)
+
+    @contextlib.contextmanager
+    def node_span(self, node: str, agent_model: str | None) -> Iterator[Any]:
+        attrs: dict[str, Any] = {"moa.node.id": node}
+        if agent_model is not None:
+            attrs["gen_ai.request.model"] = agent_model
+        with self.tracer.start_as_current_span(f"execute_node {node}", attributes=attrs) as span:
+            yield span
+
+    @contextlib.contextmanager
+    def call_span(self, request: ModelRequest, number: int) -> Iterator[Any]:
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": _provider_name(request.model),
+            "gen_ai.request.model": request.model,
+            "moa.node.id": request.node,
+            "moa.attempts": number,
+        }
+        if request.temperature is not None:
+            attrs["gen_ai.request.temperature"] = request.temperature
+        if request.max_tokens is not None:
+            attrs["gen_ai.request.max_tokens"] = request.max_tokens
+        if self.capture_content:
+            attrs["gen_ai.input.messages"] = json.dumps(
+                [dict(m) for m in request.messages], ensure_ascii=False
+            )
+        with self.tracer.start_as_current_span(
+            f"chat {request.model}",
+            kind=self._trace.SpanKind.CLIENT,
+            attributes=attrs,
+            record_exception=False,
+        ) as span:
+            yield span
+
+    def end_call(self, span: Any, request: ModelRequest, rec: CallRecord, attempt: Attempt | None) -> None:
+        """Close an attempt's span from its ``attempt_log`` entry and record the metrics."""
+        base = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": _provider_name(request.model),
+            "gen_ai.request.model": request.model,
+        }
+        if rec.model:
+            span.set_attribute("gen_ai.response.model", rec.model)
+        if attempt is None:
+            return
+        if attempt.usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", attempt.usage.prompt_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", attempt.usage.completion_tokens)
+            self.token_usage.record(attempt.usage.prompt_tokens, {**base, "gen_ai.token.type": "input"})
+            self.token_usage.record(attempt.usage.completion_tokens, {**base, "gen_ai.token.type": "output"})
+        span.set_attribute("moa.cost_usd", rec.cost_usd)
+        span.set_attribute("moa.attempt.status", attempt.status)
+        extra = {}
+        if attempt.status != "ok":
+            kind = (attempt.error or attempt.status).split(":", 1)[0]
+            span.set_attribute("error.type", kind)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, attempt.error or attempt.status))
+            extra["error.type"] = kind
+        elif self.capture_content and rec.reply is not None:
+            span.set_attribute(
+                "gen_ai.output.messages",
+                json.dumps([{"role": "assistant", "content": rec.reply}], ensure_ascii=False),
+            )
+        self.duration.record(attempt.latency_s, {**base, **extra})
+
+    def _error(self, span: Any, error: BaseException) -> None:
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))

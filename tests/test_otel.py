@@ -1,0 +1,177 @@
+"""OpenTelemetry: spans per run, node and call attempt with the GenAI semantic conventions, the two
+GenAI client metrics, content only when opted in; checked with the SDK's in-memory exporter and by
+OTLP/HTTP export to a loopback receiver started by the test. Off unless configured."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk", reason="needs the otel extra")
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import moa
+from moa.otel import Telemetry
+from moa.testing.sim import FaultPlan, SimModel, SimServer
+from moa.topology.loader import load_data
+
+
+def _parallel(base: str) -> moa.Topology:
+    def agent(model: str) -> dict[str, Any]:
+        return {
+            "model": f"openai/{model}",
+            "api_base": base,
+            "temperature": 0.3,
+            "max_tokens": 64,
+            "retry": {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.02},
+            "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+        }
+
+    return load_data(
+        {
+            "name": "p2",
+            "kind": "parallel",
+            "workers": ["a", "b"],
+            "aggregator": "agg",
+            "agents": {"a": agent("m-a"), "b": agent("m-b"), "agg": agent("m-agg")},
+        }
+    )
+
+
+@pytest.fixture
+def sdk() -> Iterator[tuple[TracerProvider, InMemorySpanExporter, MeterProvider, InMemoryMetricReader]]:
+    exporter = InMemorySpanExporter()
+    tp = TracerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader])
+    yield tp, exporter, mp, reader
+    tp.shutdown()
+    mp.shutdown()
+
+
+async def test_spans_follow_the_genai_conventions(sdk: Any) -> None:
+    tp, exporter, mp, reader = sdk
+    with SimServer(default=SimModel(answer="four words of answer")) as srv:
+        async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
+            result = await _parallel(srv.base_url).run("what is two plus two", runner=runner)
+    spans = exporter.get_finished_spans()
+    by_name = {s.name: s for s in spans}
+    run = by_name["invoke_agent p2"]
+    assert run.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert run.attributes["moa.run_id"] == result.run_id and result.run_id
+    assert run.attributes["moa.cost_usd"] == pytest.approx(result.cost_usd)
+    nodes = [s for s in spans if s.name.startswith("execute_node ")]
+    assert {s.name for s in nodes} == {"execute_node a", "execute_node b", "execute_node aggregate"}
+    assert all(s.parent is not None and s.parent.span_id == run.context.span_id for s in nodes)
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == 3
+    node_ids = {s.context.span_id for s in nodes}
+    for c in chats:
+        a = c.attributes
+        assert c.parent is not None and c.parent.span_id in node_ids
+        assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "openai"
+        assert a["gen_ai.request.model"] == c.name.removeprefix("chat ")
+        assert a["gen_ai.response.model"] == a["gen_ai.request.model"]
+        assert a["gen_ai.request.temperature"] == 0.3 and a["gen_ai.request.max_tokens"] == 64
+        assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] == 4
+        assert a["moa.cost_usd"] > 0 and a["moa.attempts"] == 1
+        assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a  # content is opt-in
+    metrics = {
+        m.name: m
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    usage = metrics["gen_ai.client.token.usage"].data.data_points
+    assert {p.attributes["gen_ai.token.type"] for p in usage} == {"input", "output"}
+    assert sum(p.count for p in metrics["gen_ai.client.operation.duration"].data.data_points) == 3
+
+
+async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) -> None:
+    tp, exporter, mp, _ = sdk
+    faults = FaultPlan(rate=1.0, kinds=("500",), models=("m-a",), seed=1)
+    with SimServer(default=SimModel(), faults=faults) as srv:
+        async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
+            topo = _parallel(srv.base_url)
+            with pytest.raises(moa.MoAError):
+                await topo.run("hello", runner=runner)
+    spans = exporter.get_finished_spans()
+    failed = [s for s in spans if s.name == "chat openai/m-a"]
+    assert [s.attributes["moa.attempts"] for s in failed] == [1, 2, 3]
+    assert all("error.type" in s.attributes and not s.status.is_ok for s in failed)
+    run = next(s for s in spans if s.name == "invoke_agent p2")
+    assert not run.status.is_ok and run.attributes["error.type"]
+
+
+async def test_content_only_when_opted_in(sdk: Any) -> None:
+    tp, exporter, mp, _ = sdk
+    with SimServer(default=SimModel(answer="the reply text")) as srv:
+        tel = Telemetry(tracer_provider=tp, meter_provider=mp, capture_content=True)
+        async with moa.Runner(telemetry=tel) as runner:
+            await _parallel(srv.base_url).run("secret question", runner=runner)
+    chat = next(s for s in exporter.get_finished_spans() if s.name == "chat openai/m-a")
+    assert "secret question" in chat.attributes["gen_ai.input.messages"]
+    assert json.loads(chat.attributes["gen_ai.output.messages"])[0]["content"] == "the reply text"
+
+
+async def test_no_telemetry_unless_configured(sdk: Any) -> None:
+    _, exporter, _, _ = sdk
+    with SimServer(default=SimModel()) as srv:
+        async with moa.Runner() as runner:
+            await _parallel(srv.base_url).run("hi", runner=runner)
+    assert exporter.get_finished_spans() == ()
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("content-length", "0"))
+        _Receiver.bodies.append((self.path, self.rfile.read(n)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_otlp_http_export_to_a_loopback_receiver() -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+        tp = TracerProvider()
+        tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=10)))
+        with SimServer(default=SimModel()) as srv:
+            async with moa.Runner(telemetry=Telemetry(tracer_provider=tp)) as runner:
+                await _parallel(srv.base_url).run("exported", runner=runner)
+        tp.shutdown()
+    finally:
+        server.shutdown()
+    names = set()
+    for path, body in _Receiver.bodies:
+        assert path == "/v1/traces"
+        req = ExportTraceServiceRequest.FromString(body)
+        names |= {s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans}
+    assert {"invoke_agent p2", "execute_node aggregate", "chat openai/m-agg"} <= names

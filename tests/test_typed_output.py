@@ -1,0 +1,120 @@
+"""Typed output: every topology kind's output node answers in JSON matching a pydantic model (or a JSON
+Schema), a reply that does not match is retried like a malformed plan, and `result.parsed` holds the
+value; `moa run --output-schema FILE` does the same from the command line."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import moa
+from moa.testing import FunctionModel
+from moa.testing.sim import SimModel, SimServer, last_user_text
+from moa.topology.loader import load_data
+from tests.test_cli import moa_cli
+
+
+class Capital(BaseModel):
+    country: str
+    capital: str
+    population_millions: float
+
+
+GOOD = '```json\n{"country": "France", "capital": "Paris", "population_millions": 2.1}\n```'
+
+KINDS: dict[str, dict[str, Any]] = {
+    "single": {"kind": "single", "agent": "a"},
+    "sequential": {"kind": "sequential", "steps": ["a", "a"]},
+    "parallel": {"kind": "parallel", "workers": ["a", "a"], "aggregator": "a"},
+    "layered": {"kind": "layered", "layers": [["a", "a"], ["a", "a"]], "aggregator": "a"},
+    "self_moa": {"kind": "self_moa", "agent": "a", "samples": 2},
+    "hierarchical": {"kind": "hierarchical", "manager": "a", "workers": ["a", "a"]},
+}
+
+
+def _topology(kind: str) -> moa.Topology:
+    spec = {"name": f"typed-{kind}", **KINDS[kind], "agents": {"a": {"model": "fake/m", "temperature": 0.5}}}
+    return load_data(spec)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_every_kind_answers_a_pydantic_model(kind: str) -> None:
+    seen: list[str] = []
+
+    def answer(req: Any) -> str:
+        text = str(req.messages[-1]["content"])
+        seen.append(text)
+        if '"instructions"' in text and "JSON Schema" not in text:  # a manager asked for its plan
+            return json.dumps({"instructions": ["find the country", "find the capital"]})
+        return GOOD
+
+    runner = moa.Runner(models={"fake/*": FunctionModel(answer)})
+    result = await _topology(kind).run("The capital of France?", runner=runner, output_type=Capital)
+    assert isinstance(result.parsed, Capital) and result.parsed.capital == "Paris"
+    # only the output node is told the schema
+    told = [s for s in seen if "JSON Schema" in s and "population_millions" in s]
+    assert len(told) == 1 and seen[-1] in told
+
+
+async def test_a_reply_that_does_not_match_is_retried() -> None:
+    replies = iter(["Paris, obviously.", '{"country": "France", "capital": "Paris"}', GOOD])
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: next(replies))})
+    topo = load_data(
+        {
+            "name": "t",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": {"model": "fake/m", "retry": {"max_attempts": 3, "backoff_base_s": 0.001}}},
+        }
+    )
+    result = await topo.run("q", runner=runner, output_type=Capital)
+    assert result.parsed.population_millions == 2.1
+    assert result.calls[0].attempts == 3
+    assert [a.status for a in result.calls[0].attempt_log] == ["error", "error", "ok"]
+    assert "typed output" in (result.calls[0].attempt_log[1].error or "")
+
+
+async def test_no_matching_reply_fails_naming_the_field() -> None:
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: '{"country": "France"}')})
+    topo = load_data(
+        {
+            "name": "t",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": {"model": "fake/m", "retry": {"max_attempts": 2, "backoff_base_s": 0.001}}},
+        }
+    )
+    with pytest.raises(moa.MalformedReply, match="typed output: capital: Field required"):
+        await topo.run("q", runner=runner, output_type=Capital)
+
+
+def test_cli_output_schema(tmp_path: Path) -> None:
+    schema = tmp_path / "capital.json"
+    schema.write_text(json.dumps(Capital.model_json_schema()))
+
+    def answer(req: Any) -> str:
+        return GOOD if "JSON Schema" in last_user_text(req.messages) else "free text"
+
+    with SimServer(models={"sim": SimModel(answer=answer)}) as srv:
+        topo = tmp_path / "t.yaml"
+        topo.write_text(
+            "name: t\nkind: parallel\nworkers: [a, a]\naggregator: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", retry: {{max_attempts: 1}}}}\n'
+        )
+        plain = moa_cli("run", str(topo), "--prompt", "France?", "--output-schema", str(schema))
+        js = moa_cli("run", str(topo), "--prompt", "France?", "--output-schema", str(schema), "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout) == {"country": "France", "capital": "Paris", "population_millions": 2.1}
+    assert json.loads(js.stdout)["parsed"]["capital"] == "Paris"
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    p = moa_cli("run", str(topo), "--prompt", "x", "--output-schema", str(bad))
+    assert p.returncode == 2 and "a JSON Schema must be an object" in p.stderr
