@@ -38,6 +38,10 @@ class Verdict:
         return self.completed == self.steps and self.failure is None and not self.tampered
 
 
+#: the failure kinds the harness (``_prelude``) reports
+_HARNESS_KINDS = frozenset({"syntax", "memory", "blocked", "exit", "exception"})
+
+
 def parse(data: bytes, tokens: list[bytes]) -> Verdict:
     done = 0
     rest = data
@@ -54,7 +58,9 @@ def parse(data: bytes, tokens: list[bytes]) -> Verdict:
         except ValueError:
             tampered = True
         else:
-            failure, tampered = (loaded, False) if isinstance(loaded, dict) else (None, True)
+            # only the shapes the harness writes: anything else was written by the program
+            genuine = isinstance(loaded, dict) and loaded.get("kind") in _HARNESS_KINDS
+            failure, tampered = (loaded, False) if genuine else (None, True)
     elif rest:
         tampered = True
     return Verdict(completed=done, steps=len(tokens), failure=failure, tampered=tampered)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -76,6 +77,8 @@ class ExecutionConfig(BaseModel):
     """Wall-clock limit of one compile (C, C++, Go, Java, Rust, TypeScript)."""
     compile_memory_mb: int = Field(default=1536, ge=128)
     """Address-space limit of the compiler (Java: javac's heap, plus the JVM's reservations)."""
+    html_timeout_s: float = Field(default=15, gt=0)
+    """HTML pages: how long the page may take to load (and then to be photographed)."""
     isolation: Literal["auto", "bwrap", "fallback"] = "auto"
     """The sandbox: bubblewrap, the weaker fallback, or bwrap when it works here (see
     ``moa.eval.isolation``)."""
@@ -113,7 +116,7 @@ def _reason(reason: str, program: AnswerProgram) -> str:
 
 
 # the limits only compiled languages use; run_python_async takes the others
-_LANGUAGE_ONLY = ("compile_timeout_s", "compile_memory_mb")
+_LANGUAGE_ONLY = ("compile_timeout_s", "compile_memory_mb", "html_timeout_s", "artefacts_dir")
 
 
 def _run_limits(limits: dict[str, Any]) -> RunLimits:
@@ -140,6 +143,8 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
     if language is None:
         runs = ", ".join(LANGUAGES)
         return Score(0.0, f"no runner for language `{item.language}` (moa runs {runs})")
+    if language == "html":
+        return await _score_page(answer, item, limits)
     if language != "python":
         return await score_in_language(answer, item, language, _run_limits(limits))
     limits = {k: v for k, v in limits.items() if k not in _LANGUAGE_ONLY}
@@ -156,6 +161,34 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
     return Score(1.0 if result.passed else 0.0, _reason(result.reason, program))
 
 
+#: HTML renders at once: each is a whole Chromium (150-300 MB, a core for a second or two)
+_PAGES = 2
+_page_slots: dict[int, asyncio.Semaphore] = {}
+
+
+async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:
+    """An HTML answer rendered in headless Chromium: 1 when it loads with no console error, blocked
+    request or uncaught exception; the screenshot is kept under ``artefacts_dir`` when given."""
+    from moa.eval.hashing import canonical_hash
+    from moa.eval.html import extract_html, html_score, render_html
+
+    page = extract_html(answer)
+    if page is None:
+        return Score(0.0, "no HTML page found in the answer")
+    folder = limits.get("artefacts_dir")
+    loop = id(asyncio.get_running_loop())
+    slots = _page_slots.setdefault(loop, asyncio.Semaphore(_PAGES))
+    async with slots:
+        outcome = await render_html(
+            page,
+            artefacts_dir=Path(folder) / "html" if folder else None,
+            name=f"{item.id}-{canonical_hash(answer)[:12]}",
+            timeout_s=float(limits.get("html_timeout_s", 15.0)),
+        )
+    value, detail = html_score(outcome)
+    return Score(value, detail)
+
+
 def score_execution(answer: str, item: Item, **limits: Any) -> Score:
     """Synchronous ``score_execution_async`` (not from inside a running event loop)."""
     return asyncio.run(score_execution_async(answer, item, **limits))
@@ -168,7 +201,11 @@ class ExecutionEvaluator:
 
     def __init__(self, config: ExecutionConfig | None = None) -> None:
         self.config = config or ExecutionConfig()
+        #: where artefacts (HTML screenshots) go; an experiment points it into its --out folder
+        self.artefacts_dir: Path | None = None
 
     async def score(self, item: Item, answer: str) -> Score:
         limits = self.config.model_dump(exclude={"name"})
+        if self.artefacts_dir is not None:
+            limits["artefacts_dir"] = str(self.artefacts_dir)
         return await score_execution_async(answer, item, **limits)

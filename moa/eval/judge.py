@@ -329,15 +329,19 @@ class JudgeEvaluator:
         return PairScore(Score(value, detail), [j for pair in pairs for j in pair], [s.value for s in scores])
 
     async def _execution(self, item: Item, answer: str) -> str | None:
-        if item.test is None and not item.tests:
+        is_page = (item.language or "").strip().lower() in ("html", "htm")
+        if item.test is None and not item.tests and not is_page:
             return None
         key = (item.id, answer)
         if key not in self._executions:
             limits = self.config.execution.model_dump(exclude={"name"})
             s = await score_execution_async(answer, item, **limits)
-            self._executions[key] = (
-                "all tests passed" if s.value == 1.0 else f"the tests did not pass: {s.detail}"
-            )
+            if is_page:  # a page has no tests: what the judge needs is how it rendered
+                self._executions[key] = f"the page rendered: {s.detail}"
+            else:
+                self._executions[key] = (
+                    "all tests passed" if s.value == 1.0 else f"the tests did not pass: {s.detail}"
+                )
         return self._executions[key]
 
     async def _judge(

@@ -6,7 +6,7 @@ from __future__ import annotations
 __all__ = ["COMPILED", "LANGUAGES", "canonical_language"]
 
 #: every language the execution evaluator runs, in its canonical spelling
-LANGUAGES = ("c", "cpp", "go", "java", "javascript", "python", "rust", "typescript")
+LANGUAGES = ("c", "cpp", "go", "html", "java", "javascript", "python", "rust", "typescript")
 
 #: the languages with a compile step (TypeScript's is type checking and transpiling)
 COMPILED = frozenset({"c", "cpp", "go", "java", "rust", "typescript"})
@@ -20,6 +20,8 @@ _ALIASES = {
     "go": "go",
     "golang": "go",
     "go_test.go": "go",
+    "html": "html",
+    "htm": "html",
     "java": "java",
     "javascript": "javascript",
     "js": "javascript",

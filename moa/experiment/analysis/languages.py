@@ -1,0 +1,76 @@
+"""Per-language results (BigCodeArena's "same language" mode): for experiments whose items name a
+``language`` (MultiPL-E rows, generic rows with ``language``), each setup's quality, difference from
+the baseline with its paired CI, pass@k and, under a pairwise judge, Bradley–Terry rating, computed
+on that language's items only, next to the overall figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from moa.eval import stats
+from moa.experiment.analysis.extras import bt_ratings, pass_at_k, run_score
+from moa.experiment.analysis.summary import LanguageSummary, Summary
+from moa.experiment.store.database import RunRow, Store
+
+__all__ = ["add_languages", "item_languages"]
+
+
+def item_languages(store: Store) -> dict[str, str]:
+    """Item id -> its language, for the items that name one."""
+    rows = store.conn.execute(
+        "SELECT item_id, json_extract(data, '$.language') FROM items WHERE json_extract(data, '$.language') IS NOT NULL"
+    )
+    return {str(i): str(lang) for i, lang in rows}
+
+
+def _mean_scores(runs: Mapping[str, Sequence[RunRow]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item_id, rows in runs.items():
+        values = [v for r in rows if (v := run_score(r)) is not None]
+        if values:
+            out[item_id] = math.fsum(values) / len(values)
+    return out
+
+
+def add_languages(summary: Summary, store: Store, manifest: dict[str, Any]) -> None:
+    """Fill ``SetupSummary.languages`` when the items name languages (nothing otherwise)."""
+    languages = item_languages(store)
+    if not languages:
+        return
+    ev_id = manifest["evaluator_id"]
+    samples = int(manifest.get("samples", 1))
+    rounds = int(manifest.get("bootstrap_rounds", 2000))
+    seed = int(manifest.get("seed", 0))
+    item_ids = [i for i in manifest["item_ids"] if i in languages]
+    runs_by_setup = {
+        s["name"]: {
+            i: [r for r in rows if r.sample < samples]
+            for i, rows in store.run_rows(s["name"], s["hash"], ev_id).items()
+            if i in languages
+        }
+        for s in manifest["setups"]
+    }
+    pairwise = bool(manifest.get("pairwise", False))
+    for lang in sorted(set(languages[i] for i in item_ids)):
+        ids = [i for i in item_ids if languages[i] == lang]
+        in_lang = {name: {i: runs[i] for i in ids if i in runs} for name, runs in runs_by_setup.items()}
+        base = _mean_scores(in_lang[summary.baseline])
+        ratings = bt_ratings(in_lang, baseline=summary.baseline, rounds=rounds, seed=seed) if pairwise else {}
+        for s in summary.setups:
+            mine = _mean_scores(in_lang.get(s.name, {}))
+            ls = LanguageSummary(n=len(mine), quality=math.fsum(mine.values()) / len(mine) if mine else None)
+            if not s.is_baseline:
+                common = [i for i in ids if i in mine and i in base]
+                if common:
+                    ci = stats.paired_bootstrap_ci(
+                        [mine[i] for i in common], [base[i] for i in common], rounds=rounds, seed=seed
+                    )
+                    ls.delta_vs_baseline, ls.delta_ci95 = ci.estimate, [ci.low, ci.high]
+            if not pairwise:
+                ls.pass_at_k = pass_at_k(in_lang.get(s.name, {}), samples)
+            fit = ratings.get(s.name)
+            if fit is not None:
+                ls.bt_rating, ls.bt_ci95 = fit
+            s.languages[lang] = ls
