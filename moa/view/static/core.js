@@ -1,0 +1,255 @@
+// moa view: the shared pieces. Every page builds DOM nodes with h()/svg(): text always goes in as a
+// text node, never as HTML, because answers, prompts and dataset rows are model or user output.
+"use strict";
+
+const MOA = (() => {
+  const SVGNS = "http://www.w3.org/2000/svg";
+
+  function setAttrs(el, attrs) {
+    if (!attrs) return;
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k.startsWith("on") && typeof v === "function") el.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.assign(el.dataset, v);
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+  }
+
+  function append(el, kids) {
+    for (const k of kids.flat(Infinity)) {
+      if (k === null || k === undefined || k === false) continue;
+      el.append(k instanceof Node ? k : document.createTextNode(String(k)));
+    }
+  }
+
+  /** An HTML element; strings among the children become text nodes. */
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    setAttrs(el, attrs);
+    append(el, kids);
+    return el;
+  }
+
+  /** An SVG element, the same way. */
+  function svg(tag, attrs, ...kids) {
+    const el = document.createElementNS(SVGNS, tag);
+    setAttrs(el, attrs);
+    append(el, kids);
+    return el;
+  }
+
+  class ApiError extends Error {
+    constructor(message, status) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function api(path, options) {
+    const r = await fetch(path, options);
+    let body;
+    try {
+      body = await r.json();
+    } catch {
+      body = { error: `HTTP ${r.status} from ${path}` };
+    }
+    if (!r.ok) throw new ApiError(body.error || `HTTP ${r.status}`, r.status);
+    return body;
+  }
+
+  function post(path, data) {
+    return api(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(data || {}),
+    });
+  }
+
+  const enc = encodeURIComponent;
+
+  /** A hash link: path parts are encoded one by one, so any item id is safe in it. */
+  function link(parts, params) {
+    const qs = params ? new URLSearchParams(params).toString() : "";
+    return "#/" + parts.map(enc).join("/") + (qs ? "?" + qs : "");
+  }
+
+  function go(href) {
+    if (location.hash === href) route();
+    else location.hash = href;
+  }
+
+  // -- formats ---------------------------------------------------------------------------------
+  const DASH = "—";
+  const fmt = {
+    x: (v) => (v === null || v === undefined ? DASH : `${v.toFixed(2)}×`),
+    num: (v, d = 3) => (v === null || v === undefined ? DASH : v.toFixed(d)),
+    signed: (v, d = 3) => (v === null || v === undefined ? DASH : (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(d)),
+    int: (v) => (v === null || v === undefined ? DASH : Math.round(v).toLocaleString("en-US")),
+    usd: (v) => {
+      if (v === null || v === undefined) return DASH;
+      if (v === 0) return "$0";
+      return v >= 0.0001 ? `$${v.toFixed(4)}` : `$${v.toExponential(2)}`;
+    },
+    sec: (v) => {
+      if (v === null || v === undefined) return DASH;
+      if (v < 0.001) return `${(v * 1e6).toFixed(0)} µs`;
+      if (v < 1) return `${(v * 1000).toFixed(1)} ms`;
+      return `${v.toFixed(2)} s`;
+    },
+    pct: (v) => (v === null || v === undefined ? DASH : `${(100 * v).toFixed(0)}%`),
+    ci: (ci, d = 3) => (ci ? `[${fmt.signed(ci[0], d)}, ${fmt.signed(ci[1], d)}]` : ""),
+    range: (ci, d = 0) => (ci ? `[${ci[0].toFixed(d)}, ${ci[1].toFixed(d)}]` : ""),
+  };
+
+  /** A table from headers and rows of cells (strings or nodes). */
+  function table(headers, rows, attrs) {
+    return h(
+      "table",
+      attrs || null,
+      h("thead", null, h("tr", null, headers.map((c) => (c instanceof Node && c.tagName === "TH" ? c : h("th", null, c))))),
+      h(
+        "tbody",
+        null,
+        rows.map((r) => (r instanceof Node ? r : h("tr", null, r.map((c) => (c instanceof Node && c.tagName === "TD" ? c : h("td", null, c)))))),
+      ),
+    );
+  }
+
+  function section(title, ...kids) {
+    return h("section", { class: "card" }, h("h2", null, title), ...kids);
+  }
+
+  /** A text block for untrusted text: kept as typed, wrapped, scrollable when long. */
+  function pre(text, cls) {
+    return h("pre", { class: "text " + (cls || "") }, text === null || text === undefined ? "" : String(text));
+  }
+
+  function errorBox(message) {
+    return h("div", { class: "error-box", role: "alert" }, message);
+  }
+
+  // -- pages, keys, routing ---------------------------------------------------------------------
+  const pages = {};
+  const state = { config: null, lastReveal: null, focusSearch: false };
+  let keys = {};
+  let helpLines = [];
+  let renderCount = 0;
+
+  const GLOBAL_HELP = [["?", "show or hide this help"], ["g o / g i", "overview / items"]];
+
+  function showHelp(toggle) {
+    const box = document.getElementById("help");
+    if (toggle) box.hidden = !box.hidden;
+    box.replaceChildren(
+      h("h2", null, "Keyboard"),
+      h("dl", null, [...helpLines, ...GLOBAL_HELP].map(([k, what]) => [h("dt", null, h("kbd", null, k)), h("dd", null, what)])),
+      h("p", { class: "muted" }, "Esc closes this box."),
+    );
+  }
+
+  let pendingG = false;
+  document.addEventListener("keydown", (ev) => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    if (t instanceof HTMLElement && (t.matches("input, textarea, select") || t.isContentEditable)) {
+      if (ev.key === "Escape") t.blur();
+      return;
+    }
+    if (ev.key === "?") {
+      showHelp(true);
+      ev.preventDefault();
+      return;
+    }
+    if (ev.key === "Escape" && !document.getElementById("help").hidden) {
+      document.getElementById("help").hidden = true;
+      ev.preventDefault();
+      return;
+    }
+    if (pendingG) {
+      pendingG = false;
+      const p = parse();
+      if (p.parts[0] === "e" && p.parts[1] && (ev.key === "o" || ev.key === "i")) {
+        go(link(["e", p.parts[1], ev.key === "o" ? "overview" : "items"]));
+        ev.preventDefault();
+        return;
+      }
+    }
+    const f = keys[ev.key];
+    if (f) {
+      ev.preventDefault();
+      f(ev);
+      return;
+    }
+    if (ev.key === "g") pendingG = true;
+  });
+
+  function parse() {
+    const raw = location.hash.replace(/^#/, "") || "/";
+    const q = raw.indexOf("?");
+    const path = q < 0 ? raw : raw.slice(0, q);
+    const params = new URLSearchParams(q < 0 ? "" : raw.slice(q + 1));
+    const parts = path.split("/").filter(Boolean).map((p) => {
+      try {
+        return decodeURIComponent(p);
+      } catch {
+        return p;
+      }
+    });
+    return { parts, params };
+  }
+
+  function nav(cfg, key, page) {
+    const el = document.getElementById("nav");
+    const items = [];
+    if (cfg.experiments.length > 1) items.push(h("a", { href: "#/", class: page === "home" ? "on" : null }, "Experiments"));
+    if (key) {
+      const name = (cfg.experiments.find((e) => e.key === key) || {}).name || key;
+      items.push(h("span", { class: "exp-name", title: key }, name));
+      items.push(h("a", { href: link(["e", key, "overview"]), class: page === "overview" ? "on" : null }, "Overview"));
+      items.push(h("a", { href: link(["e", key, "items"]), class: page === "items" || page === "item" ? "on" : null }, "Items"));
+      if (cfg.mode === "vote") items.push(h("a", { href: link(["e", key, "vote"]), class: page === "vote" ? "on" : null }, "Vote"));
+    }
+    el.replaceChildren(...items);
+    document.getElementById("who").textContent = cfg.mode === "vote" ? `voting as ${cfg.voter}` : "";
+  }
+
+  async function route() {
+    const mine = ++renderCount;
+    const app = document.getElementById("app");
+    if (!state.config) state.config = await api("/api/config");
+    const cfg = state.config;
+    const { parts, params } = parse();
+    let page = "home";
+    let key = null;
+    if (parts[0] === "e" && parts[1]) {
+      key = parts[1];
+      page = parts[2] || "overview";
+    }
+    if (page === "home" && cfg.experiments.length === 1) {
+      // one experiment: its first page (voting when the viewer was started to vote)
+      const only = cfg.experiments[0].key;
+      location.replace(link(["e", only, cfg.mode === "vote" ? "vote" : "overview"]));
+      return;
+    }
+    nav(cfg, key, page);
+    const render = pages[page];
+    let out;
+    try {
+      if (!render) throw new ApiError(`no page \`${page}\``, 404);
+      out = await render({ key, parts, params, cfg });
+    } catch (e) {
+      out = { node: h("div", null, errorBox(e.message)), title: "error" };
+    }
+    if (mine !== renderCount) return; // a newer navigation won
+    keys = out.keys || {};
+    helpLines = out.help || [];
+    document.title = `${out.title || "moa view"} — moa view`;
+    app.replaceChildren(out.node);
+    if (!document.getElementById("help").hidden) showHelp(false);
+    if (out.mounted) out.mounted();
+    app.dataset.page = page;
+    app.dataset.ready = String(mine);
+  }
+
+  return { h, svg, api, post, link, go, fmt, table, section, pre, errorBox, pages, state, route, parse, enc, showHelp };
+})();

@@ -1,0 +1,334 @@
+"""Experiments for the viewer's tests, made quickly and offline: three small ones run for real against
+the loopback simulated model server (a judged one with a proposer/aggregator topology, hostile text
+and a failed run; a code one under the execution evaluator; a multi-turn one), and a big one of any
+size written straight through the store's methods (fake runs, no model)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from moa.experiment import Experiment, Store
+from moa.experiment.store.calls import INSERT_CALL, call_rows
+from moa.experiment.store.database import input_hash
+from moa.results import CallRecord, Usage
+from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+
+PRICE = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
+HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 1">'
+#: an item id that is a path, a query and a fragment in a URL, and markup in a page
+HOSTILE_ID = "hostile/<b>?x=1&y=2#top"
+N_JUDGED = 14
+
+
+def judged_rows() -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = [
+        {
+            "id": f"q{i}",
+            "input": f"What is {i} plus {i}?",
+            "target": f"n{2 * i}",
+            "category": "math" if i % 2 else "geometry",
+        }
+        for i in range(N_JUDGED - 1)
+    ]
+    # model output and dataset text are hostile: both must show as text
+    rows.append({"id": HOSTILE_ID, "input": f"Repeat this: {HOSTILE}", "target": "n0", "category": "math"})
+    return rows
+
+
+def _target(text: str) -> str:
+    m = re.search(r"What is (\d+) plus", text)
+    return f"n{2 * int(m.group(1))}" if m else "n0"
+
+
+def _draw(seed: str, text: str) -> float:
+    return int.from_bytes(hashlib.sha256(f"{seed}|{text}".encode()).digest()[:8], "big") / 2**64
+
+
+def _right(p: float, seed: str) -> Any:
+    def answer(req: SimRequest) -> str:
+        text = last_user_text(req.messages)
+        if "Repeat this" in text:
+            return f"Sure: {HOSTILE}"
+        return f"The answer is {_target(text)}." if _draw(seed, text) < p else "The answer is wrong."
+
+    return answer
+
+
+def _aggregate(req: SimRequest) -> str:
+    """Takes the answer most proposers gave (the aggregator's prompt numbers their replies)."""
+    text = last_user_text(req.messages)
+    found = re.findall(r"The answer is (n\d+)", text)
+    if "Repeat this" in text:
+        return f"Aggregated: {HOSTILE}"
+    return f"The answer is {found[0]}." if found else "The answer is wrong."
+
+
+def _judge(req: SimRequest) -> str:
+    prompt = last_user_text(req.messages)
+    question = prompt.split("[Question]\n", 1)[1].split("\n", 1)[0]
+    a = prompt.split("[Answer A]\n", 1)[1].split("[Answer B]\n", 1)[0]
+    b = prompt.split("[Answer B]\n", 1)[1].split("First explain", 1)[0]
+    token = _target(question)
+    ok_a, ok_b = token in a, token in b
+    verdict = "A>B" if ok_a and not ok_b else "B>A" if ok_b and not ok_a else "A=B"
+    return f"Answer A is {'right' if ok_a else 'wrong'}, answer B is {'right' if ok_b else 'wrong'}.\n[[{verdict}]]"
+
+
+def judged_models() -> dict[str, SimModel]:
+    return {
+        "single-m": SimModel(answer=_right(0.5, "single")),
+        "w1-m": SimModel(answer=_right(0.7, "w1")),
+        "w2-m": SimModel(answer=_right(0.7, "w2")),
+        "agg-m": SimModel(answer=_aggregate),
+        "self-m": SimModel(answer=_right(0.3, "self")),
+        "judge-m": SimModel(answer=_judge),
+    }
+
+
+def _agent(model: str, base_url: str, extra: str = "") -> str:
+    return f"{{model: openai/{model}, api_base: {json.dumps(base_url)}, retry: {{max_attempts: 1}}, {PRICE}{extra}}}"
+
+
+def build_judged(folder: Path, out: Path) -> None:
+    """A judged experiment in ``out``: baseline ``single``, ``moa`` (two proposers and an aggregator,
+    one run failed) and ``self`` (three samples, majority vote)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = judged_rows()
+    with SimServer(judged_models()) as srv:
+        url = srv.base_url
+        (folder / "single.yaml").write_text(
+            f"name: single\nkind: single\nagent: a\nagents:\n  a: {_agent('single-m', url)}\n"
+        )
+        (folder / "moa.yaml").write_text(
+            "name: moa\nnodes:\n  - {id: proposer1, agent: w1}\n  - {id: proposer2, agent: w2}\n"
+            "  - {id: final, agent: agg, inputs: [proposer1, proposer2], prompt: aggregate}\n"
+            "output: final\nagents:\n"
+            f"  w1: {_agent('w1-m', url)}\n  w2: {_agent('w2-m', url)}\n  agg: {_agent('agg-m', url)}\n"
+        )
+        (folder / "self.yaml").write_text(
+            "name: self\nkind: self_moa\nagent: a\nsamples: 3\nreduce: majority\n"
+            f"agents:\n  a: {_agent('self-m', url, ', temperature: 0.7')}\n"
+        )
+        (folder / "judge.yaml").write_text(
+            f"name: judge\nkind: single\nagent: j\nagents:\n  j: {_agent('judge-m', url)}\n"
+        )
+        (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "exp.yaml").write_text(
+            "name: judged\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+            "baseline: single.yaml\nsetups: [moa.yaml, self.yaml]\nconcurrency: 1\nbootstrap_rounds: 200\n"
+        )
+        # the aggregator's first call fails: one `moa` run ends in an error
+        srv.script("agg-m", ["500"])
+        Experiment.from_file(folder / "exp.yaml", out=out, progress=False).run()
+
+
+CODE_ANSWERS = {
+    "add_ok": "```python\ndef add_ok(a, b):\n    return a + b\n```",
+    "add_wrong": "```python\ndef add_wrong(a, b):\n    return a - b\n```",
+    "add_html": f"```python\ndef add_html(a, b):\n    return '{HOSTILE}'\n```",
+}
+
+
+def build_code(folder: Path, out: Path) -> None:
+    """Code items under the execution evaluator: ``base`` passes one, ``coder`` all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "task_id": name,
+            "prompt": f"def {name}(a, b):\n    '''Return a + b.'''\n",
+            "entry_point": name,
+            "test": "def check(f):\n    assert f(2, 3) == 5\n",
+        }
+        for name in CODE_ANSWERS
+    ]
+
+    def task(req: SimRequest) -> str:
+        m = re.search(r"def (add_\w+)\(", last_user_text(req.messages))
+        return m.group(1) if m else "add_ok"
+
+    def base(req: SimRequest) -> str:
+        return CODE_ANSWERS[task(req)]
+
+    def coder(req: SimRequest) -> str:
+        return CODE_ANSWERS["add_ok"].replace("add_ok", task(req))
+
+    with SimServer({"base-m": SimModel(answer=base), "coder-m": SimModel(answer=coder)}) as srv:
+        for name in ("base", "coder"):
+            (folder / f"{name}.yaml").write_text(
+                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
+            )
+        (folder / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "exp.yaml").write_text(
+            "name: code\ndataset: code.jsonl\nevaluator: {name: execution, timeout_s: 10, cpu_s: 5}\n"
+            "baseline: base.yaml\nsetups: [coder.yaml]\nconcurrency: 3\nbootstrap_rounds: 100\n"
+        )
+        Experiment.from_file(folder / "exp.yaml", out=out, progress=False).run()
+
+
+def build_chat(folder: Path, out: Path) -> None:
+    """Multi-turn items (MT-Bench layout) under the judge: ``good`` answers turn 2 better."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "question_id": 81 + i,
+            "category": "writing",
+            "turns": [f"Chat {i}, first turn.", f"Chat {i}, follow-up."],
+        }
+        for i in range(3)
+    ]
+
+    def answerer(name: str, second: str) -> Any:
+        def answer(req: SimRequest) -> str:
+            if "follow-up" not in last_user_text(req.messages):
+                return f"{name} first answer"
+            return f"{second} second answer from {name}"
+
+        return answer
+
+    def judge(req: SimRequest) -> str:
+        prompt = last_user_text(req.messages)
+        a = prompt.split("<|The Start of Assistant A's Conversation with User|>", 1)[1].split("<|The End", 1)[
+            0
+        ]
+        b = prompt.split("<|The Start of Assistant B's Conversation with User|>", 1)[1].split("<|The End", 1)[
+            0
+        ]
+        last_a, last_b = a.rsplit("### Assistant", 1)[1], b.rsplit("### Assistant", 1)[1]
+        verdict = "A>B" if "GOOD" in last_a else "B>A" if "GOOD" in last_b else "A=B"
+        return f"Turn reasoning.\n[[{verdict}]]"
+
+    models = {
+        "base-m": SimModel(answer=answerer("base", "SAME")),
+        "good-m": SimModel(answer=answerer("good", "GOOD")),
+        "judge-m": SimModel(answer=judge),
+    }
+    with SimServer(models) as srv:
+        for name in ("base", "good", "judge"):
+            (folder / f"{name}.yaml").write_text(
+                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
+            )
+        (folder / "question.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "exp.yaml").write_text(
+            "name: chat\ndataset: question.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+            "baseline: base.yaml\nsetups: [good.yaml]\nconcurrency: 2\nbootstrap_rounds: 100\n"
+        )
+        Experiment.from_file(folder / "exp.yaml", out=out, progress=False).run()
+
+
+# -- a big experiment written straight into a store --------------------------------------------------
+
+
+def _call(node: str, model: str, start: float, text: str, reply: str, rng: random.Random) -> CallRecord:
+    usage = Usage(prompt_tokens=rng.randint(20, 200), completion_tokens=rng.randint(5, 80))
+    return CallRecord(
+        node=node,
+        model=model,
+        usage=usage,
+        cost_usd=(usage.prompt_tokens + 2 * usage.completion_tokens) / 1e6,
+        latency_s=rng.uniform(0.2, 1.5),
+        started_s=start,
+        messages=[{"role": "user", "content": text}],
+        reply=reply,
+    )
+
+
+def _calls(is_base: bool, question: str, answer: str, rng: random.Random) -> list[CallRecord]:
+    if is_base:
+        return [_call("answer", "openai/single-m", 0.0, question, answer, rng)]
+    p1 = _call("proposer1", "openai/w1-m", 0.0, question, answer, rng)
+    p2 = _call("proposer2", "openai/w2-m", 0.0, question, answer, rng)
+    start = max(p1.latency_s, p2.latency_s)
+    return [p1, p2, _call("final", "openai/agg-m", start, f"1. {answer}\n2. {answer}", answer, rng)]
+
+
+_INSERT_RUN = (
+    "INSERT INTO runs(run_id, setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
+    "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample, cost_usd_max, "
+    "unknown_attempts, turns) VALUES (?,?,?,?,?,?,NULL,NULL,?,?,?,?,?,?,0,0,?,0,NULL)"
+)
+
+
+def build_big(out: Path, n_items: int, *, seed: int = 0) -> None:
+    """``n_items`` items (three categories), a baseline (one call per item) and a three-call setup,
+    scored 0/1 under ``exact``, written in one transaction the way a run stores them (runs, calls
+    with their traces, scores, the manifest); ``rebuild_report`` then writes the report files."""
+    rng = random.Random(seed)
+    store = Store.open(out)
+    try:
+        setups = [("single", "h-single", True), ("moa", "h-moa", False)]
+        ids = [f"item-{i:05d}" for i in range(n_items)]
+        items = []
+        for i, item_id in enumerate(ids):
+            data = {
+                "id": item_id,
+                "input": f"Question {i}: what is {i} times 3?",
+                "target": str(3 * i),
+                "category": ("arith", "logic", "trivia")[i % 3],
+            }
+            items.append((item_id, input_hash(data["input"]), data["category"], json.dumps(data)))
+        evaluator_id = "exact:big"
+        runs, calls, scores = [], [], []
+        run_id = 0
+        for name, h, is_base in setups:
+            for item_id, ih, _, data_json in items:
+                data = json.loads(data_json)
+                right = rng.random() < (0.6 if is_base else 0.75)
+                answer = data["target"] if right else "wrong"
+                made = _calls(is_base, data["input"], answer, rng)
+                run_id += 1
+                end = max(c.started_s + c.latency_s for c in made)
+                usage = sum((c.usage for c in made), Usage())
+                cost = sum(c.cost_usd for c in made)
+                runs.append(
+                    (
+                        run_id,
+                        name,
+                        h,
+                        item_id,
+                        ih,
+                        answer,
+                        cost,
+                        end,
+                        end,
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        len(made),
+                        cost,
+                    )
+                )
+                calls.extend(call_rows(made, run_id, None, text_limit=4096))
+                scores.append(
+                    (
+                        run_id,
+                        evaluator_id,
+                        1.0 if right else 0.0,
+                        None if right else "expected " + data["target"],
+                    )
+                )
+        manifest = {
+            "experiment": "big",
+            "dataset": "generated",
+            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b in setups],
+            "evaluator": {"name": "exact"},
+            "evaluator_id": evaluator_id,
+            "pairwise": False,
+            "samples": 1,
+            "item_ids": ids,
+            "seed": 0,
+            "bootstrap_rounds": 200,
+        }
+        with store.conn:
+            store.put_items(items)
+            store.conn.executemany(_INSERT_RUN, runs)
+            store.conn.executemany(INSERT_CALL, calls)
+            store.conn.executemany(
+                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
+            )
+            store.set_meta("manifest", manifest)
+    finally:
+        store.close()

@@ -1,0 +1,225 @@
+"""The viewer in a real browser (headless Chromium): the overview with its table, chart and costs;
+filtering the items to losses and opening one; a proposer's prompt and reply; j/k between items;
+hostile answers shown as text; five blind votes by click and by key landing in the store and in the
+rebuilt report; and the 10,000-item experiment opening. Each page is saved as a screenshot under the
+test's tmp folder."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from moa.experiment import Store, rebuild_report
+from moa.experiment.store.votes import iter_votes
+from tests.view.conftest import BIG_ITEMS, Served, off_loop, serve
+from tests.view.helpers import HOSTILE, HOSTILE_ID
+
+expect: Any = pytest.importorskip("playwright.sync_api").expect
+
+
+def shot(page: Any, folder: Path, name: str) -> Path:
+    """A full-page screenshot, taken from the top (the header is sticky)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_the_home_page_lists_the_experiments(page: Any, viewer: Served, tmp_path: Path) -> None:
+    """A folder of experiments opens on their list; a name leads to its overview."""
+    page.goto(viewer.url + "/")
+    rows = page.locator("main table tbody tr")
+    expect(rows).to_have_count(3)
+    shot(page, tmp_path, "home.png")
+    page.get_by_role("link", name="judged").click()
+    expect(page.locator("main h1")).to_have_text("judged")
+
+
+def test_overview_shows_the_headline_chart_categories_and_costs(
+    page: Any, viewer: Served, tmp_path: Path
+) -> None:
+    """The headline table has one row per setup with the Pareto mark; hovering a point of the chart
+    shows that setup's figures; categories and costs per node and per model follow."""
+    page.goto(viewer.url + "/#/e/judged/overview")
+    headline = page.locator("table.headline tbody tr")
+    expect(headline).to_have_count(3)
+    expect(headline.nth(0)).to_contain_text("single")
+    expect(page.locator("table.headline thead")).to_contain_text("cost × single")
+    page.locator("svg.chart g.point[data-setup='moa'] circle.dot").hover()
+    tip = page.locator(".tip")
+    expect(tip).to_be_visible()
+    expect(tip).to_contain_text("moa")
+    expect(tip).to_contain_text("cost × single")
+    expect(tip).to_contain_text("quality")
+    path = shot(page, tmp_path, "overview.png")
+    expect(page.locator("section", has_text="Per category")).to_contain_text("geometry")
+    costs = page.locator(".cost-card[data-setup='moa']")
+    expect(costs).to_contain_text("proposer1")
+    expect(costs).to_contain_text("openai/agg-m")
+    expect(costs).to_contain_text("openai/judge-m")
+    assert path.stat().st_size > 10_000
+
+
+def test_filter_to_losses_open_one_and_read_a_proposer(page: Any, viewer: Served, tmp_path: Path) -> None:
+    """Losses of `self`, then the first one: its answers side by side, the `moa` proposer's prompt and
+    reply on a click of its node, j/k to the next and back, u to the list."""
+    page.goto(viewer.url + "/#/e/judged/items")
+    page.select_option("#f-setup", "self")
+    expect(page.locator("#f-setup")).to_have_value("self")
+    page.locator("a[data-outcome='loss']").click()
+    expect(page.locator("a[data-outcome='loss']")).to_have_class(re.compile(r"\bon\b"))
+    rows = page.locator("table.items tbody tr")
+    expect(rows).to_have_count(4)
+    cells = page.locator("table.items tbody tr td.cell.loss")
+    expect(cells).not_to_have_count(0)
+    for i in range(4):
+        expect(rows.nth(i).locator("td.cell").last).to_have_class(re.compile(r"\bloss\b"))
+    shot(page, tmp_path, "items-losses.png")
+    first = rows.nth(0).get_attribute("data-id")
+    second = rows.nth(1).get_attribute("data-id")
+    rows.nth(0).locator("td.preview").click()
+    expect(page.locator("#position")).to_contain_text("1 / 4")
+    expect(page.locator("main h1")).to_contain_text(str(first))
+    expect(page.locator(".answer-card")).to_have_count(3)
+    trace = page.locator(".trace[data-setup='moa']")
+    expect(trace).to_be_visible()  # the first setup's trace is the tab open
+    trace.locator("g.node[data-node='proposer1']").click()
+    detail = trace.locator(".node-detail")
+    expect(detail).to_contain_text("Node proposer1")
+    expect(detail.locator(".msg pre")).to_contain_text(re.compile(r"What is \d+ plus \d+\?"))
+    expect(detail.locator("pre.reply")).to_contain_text("The answer is")
+    expect(detail).to_contain_text("1 attempt")
+    shot(page, tmp_path, "item.png")
+    page.locator("button.tab[data-setup='self']").click()
+    expect(trace).to_be_hidden()
+    expect(page.locator(".trace[data-setup='self'] .node-detail")).to_contain_text("made no model call")
+    page.keyboard.press("j")
+    expect(page.locator("#position")).to_contain_text("2 / 4")
+    expect(page.locator("main h1")).to_contain_text(str(second))
+    page.keyboard.press("k")
+    expect(page.locator("#position")).to_contain_text("1 / 4")
+    page.keyboard.press("u")
+    expect(page.locator("a[data-outcome='loss']")).to_have_class(re.compile(r"\bon\b"))
+    page.keyboard.press("?")
+    expect(page.locator("#help")).to_contain_text("open the selected item")
+
+
+def test_hostile_text_shows_as_text(page: Any, viewer: Served, tmp_path: Path) -> None:
+    """An answer and an input holding <script> and an onerror image show as text: nothing runs and
+    no element is made from them."""
+    page.goto(viewer.url + "/#/e/judged/item/" + quote(HOSTILE_ID, safe=""))
+    expect(page.locator("main h1")).to_have_text(f"Item {HOSTILE_ID}")
+    answer = page.locator(".answer-card[data-setup='moa'] pre.answer")
+    expect(answer).to_contain_text(HOSTILE)
+    expect(page.locator("pre.input")).to_contain_text(HOSTILE)
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("main script, main img").count() == 0
+    page.goto(viewer.url + "/#/e/judged/items?q=repeat")
+    expect(page.locator("table.items tbody tr")).to_have_count(1)
+    expect(page.locator("td.preview")).to_contain_text("<script>")
+    assert page.evaluate("window.__pwned") is None
+    shot(page, tmp_path, "hostile.png")
+    # the id survives the trip through a link and back
+    page.locator("a.item-link").click()
+    expect(page.locator("main h1")).to_have_text(f"Item {HOSTILE_ID}")
+    expect(page.locator("#position")).to_contain_text("1 / 1")
+
+
+def test_multi_turn_and_code_items(page: Any, viewer: Served, tmp_path: Path) -> None:
+    """A multi-turn item shows every user turn and each setup's answer per turn; a code item shows
+    each answer's execution result."""
+    page.goto(viewer.url + "/#/e/chat/item/81")
+    expect(page.locator("ol.turns li")).to_have_count(2)
+    good = page.locator(".answer-card[data-setup='good']")
+    expect(good).to_contain_text("Answer, turn 2")
+    expect(good).to_contain_text("GOOD second answer from good")
+    expect(page.locator(".judgment")).to_have_count(4)
+    shot(page, tmp_path, "chat.png")
+    page.goto(viewer.url + "/#/e/code/item/add_wrong")
+    base = page.locator(".answer-card[data-setup='base']")
+    expect(base).to_contain_text("Execution result")
+    expect(base.locator("pre.detail")).to_contain_text("tests failed: AssertionError")
+    expect(page.locator(".answer-card[data-setup='coder'] pre.detail")).to_have_text("passed")
+    shot(page, tmp_path, "code.png")
+
+
+VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]
+KEY = {"A>>B": "1", "A>B": "2", "A=B": "3", "B>A": "4", "B>>A": "5"}
+
+
+def test_five_blind_votes_by_click_and_key_reach_the_store_and_report(
+    page: Any, judged_copy: Path, tmp_path: Path
+) -> None:
+    """Names are hidden until a vote, then revealed; five votes (three clicks, two keys) are stored
+    under the voter with the side shown first, and `moa report` rates them beside the judge."""
+    names = ("single", "moa", "self")
+    revealed: list[tuple[str, str]] = []
+    with serve(judged_copy.parent, voter="dana") as s:
+        page.goto(s.url + "/")
+        expect(page.locator(".choices button")).to_have_count(5)
+        expect(page.locator("#who")).to_have_text("voting as dana")
+        shot(page, tmp_path, "vote.png")
+        for k, (how, verdict) in enumerate(VOTES):
+            sides = page.locator(".sides").inner_text()
+            assert not any(re.search(rf"\b{n}\b", sides) for n in names), sides
+            if how == "click":
+                page.locator(f"button[data-verdict='{verdict}']").click()
+            else:
+                page.keyboard.press(KEY[verdict])
+            expect(page.locator("#vote-progress")).to_contain_text(f"{k + 1} of")
+            reveal = page.locator(".reveal")
+            expect(reveal).to_contain_text("A was")
+            codes = reveal.locator("code").all_inner_texts()
+            revealed.append((codes[0], codes[1]))
+        shot(page, tmp_path, "vote-revealed.png")
+    store = Store.open(judged_copy)
+    try:
+        votes = list(iter_votes(store))
+    finally:
+        store.close()
+    assert [v.verdict for v in votes] == [v for _, v in VOTES]
+    assert all(v.voter == "dana" and v.other_setup == "single" for v in votes)
+    assert [(v.left_setup, v.setup if v.left_setup != v.setup else v.other_setup) for v in votes] == revealed
+    summary = off_loop(lambda: asyncio.run(rebuild_report(judged_copy)))
+    assert summary.setup("single").human is not None and summary.setup("single").human.votes == 5
+    report = (judged_copy / "report.md").read_text()
+    assert "## Human votes" in report and "people's BT" in report
+
+
+def test_undo_and_code_pairs_with_execution_results(page: Any, experiments: Path, tmp_path: Path) -> None:
+    """Code pairs show each side's execution result; u takes the last vote back and shows its pair
+    again."""
+    folder = tmp_path / "exps"
+    import shutil
+
+    shutil.copytree(experiments / "code", folder / "code")
+    with serve(folder, voter="eve") as s:
+        page.goto(s.url + "/#/e/code/vote")
+        expect(page.locator(".execution")).to_have_count(2)
+        expect(page.locator(".side[data-side='A'] .execution")).to_contain_text("Execution result")
+        shot(page, tmp_path, "vote-code.png")
+        question = page.locator(".question h2").inner_text()
+        page.keyboard.press("2")
+        expect(page.locator("#vote-progress")).to_contain_text("1 of 3")
+        page.keyboard.press("u")
+        expect(page.locator("#vote-progress")).to_contain_text("0 of 3")
+        expect(page.locator(".question h2")).to_have_text(question)
+
+
+def test_ten_thousand_items_open(page: Any, big_viewer: Served, tmp_path: Path) -> None:
+    """The 10,000-item experiment: the overview, then the first page of items (timed by
+    benchmarks/view.py, not here)."""
+    page.goto(big_viewer.url + "/#/e/big/overview")
+    expect(page.locator("table.headline tbody tr")).to_have_count(2)
+    page.goto(big_viewer.url + "/#/e/big/items")
+    expect(page.locator("table.items tbody tr")).to_have_count(50)
+    expect(page.locator("#showing")).to_have_text(f"1–50 of {BIG_ITEMS:,}")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#showing")).to_have_text(f"51–100 of {BIG_ITEMS:,}")
+    shot(page, tmp_path, "big-items.png")

@@ -1,0 +1,77 @@
+"""`moa view` on the command line: bad input is one line and exit 2, and a real start serves the page
+on the port it prints (``--port 0`` picks a free one)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from moa.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--port", "70000"], "--port must be within 0..65535"),
+        (["--vote"], "--vote needs --voter NAME"),
+        (["--vote", "--voter", "a\x07b"], "--voter holds a control character"),
+        (["--voter", "ann"], "--voter is only read with --vote"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    experiments: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    """Each bad flag is refused before anything starts, in one line naming it."""
+    assert main(["view", str(experiments), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("moa view: ") and says in err and "\n" not in err
+
+
+def test_a_folder_without_experiments_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder holding no experiment store, or no folder at all: exit 2 naming it."""
+    assert main(["view", str(tmp_path)]) == 2
+    assert f"{tmp_path}: no experiment here" in capsys.readouterr().err
+    assert main(["view", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_view_is_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa --help` lists the view command."""
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "view" in capsys.readouterr().out
+
+
+def test_moa_view_serves_on_the_port_it_prints(experiments: Path) -> None:
+    """`moa view DIR --port 0` prints its URL on stderr and serves the page and the API there."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moa.cli", "view", str(experiments), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert line.startswith("moa view: viewer at http://127.0.0.1:"), line
+        url = line.split(" at ", 1)[1].split()[0]
+        for _ in range(100):
+            try:
+                page = httpx.get(url, timeout=5)
+                break
+            except httpx.ConnectError:
+                time.sleep(0.05)
+        assert page.status_code == 200 and "moa view" in page.text
+        assert len(httpx.get(url + "api/config").json()["experiments"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
