@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moa._run import Runner
+from moa.cascade.context import item_scope
 from moa.errors import MoAError
 from moa.eval.datasets import Item
 from moa.results import CallRecord, RunResult, Usage
@@ -33,6 +34,14 @@ async def run_item(
 ) -> tuple[RunResult, list[str] | None]:
     """Run ``item`` through ``topology``: one run for a single turn; for a multi-turn item every turn
     in order, merged into one result. Returns the result and each turn's answer (None for one turn)."""
+    # a cascade's `tests` rule checks answers against the item, which Runner.run does not carry
+    with item_scope(item):
+        return await _run_turns(runner, topology, item, **kwargs)
+
+
+async def _run_turns(
+    runner: Runner, topology: Any, item: Item, **kwargs: Any
+) -> tuple[RunResult, list[str] | None]:
     if not is_multi_turn(item):
         return await runner.run(topology, item.input, **kwargs), None
     assert item.turns is not None
@@ -73,4 +82,7 @@ def _merge(results: Sequence[RunResult], calls: list[CallRecord]) -> RunResult:
         nodes=last.nodes,
         unpriced_models=sorted({m for r in results for m in r.unpriced_models}),
         cost_note=next(iter(notes)) if len(notes) == 1 else ("; ".join(sorted(notes)) or None),
+        run_id=last.run_id,
+        stage=last.stage,  # a cascade: the stage that answered the last turn
+        stages_run=max((r.stages_run for r in results if r.stages_run is not None), default=None),
     )

@@ -40,6 +40,7 @@ from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import Store, item_hash
+from moa.gc_tuning import tune_gc_for_long_runs
 
 __all__ = ["Experiment", "rebuild_report"]
 
@@ -106,6 +107,10 @@ class Experiment:
 
     async def arun(self) -> Summary:
         """Run (or resume) the experiment and return its summary."""
+        with tune_gc_for_long_runs():  # restored on return: see moa.gc_tuning
+            return await self._arun()
+
+    async def _arun(self) -> Summary:
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
@@ -115,6 +120,8 @@ class Experiment:
         else:
             ev_config = evaluator_config(spec)
             evaluator = _make_evaluator(ev_config, self.source, self.base_dir)
+        if hasattr(evaluator, "artefacts_dir"):  # screenshots of HTML answers go with the results
+            evaluator.artefacts_dir = self.out / "artefacts"
         # a judge's id covers its topology's content, so an edited judge file re-scores
         ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
         own_runner = self.runner is None

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from moa import safe_read
+from moa.cascade.definition import Cascade
 from moa.errors import TopologyError, UserError
 from moa.topology.definition import Topology
 from moa.topology.graph import check_nodes
@@ -197,6 +198,8 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
         raise TopologyError(
             [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
         )
+    if data.get("kind") == "cascade":
+        return _cascade(data, source, base_dir)
     data, file_problems = _prompt_files(data, Path(base_dir) if base_dir is not None else None)
     if file_problems:
         raise TopologyError(file_problems, source=source)
@@ -205,5 +208,19 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
     except ValidationError as err:
         problems = format_validation_error(err, data) + _raw_graph_problems(data)
         raise TopologyError(problems, source=source) from None
+    except TopologyError as err:
+        raise TopologyError(err.problems, source=source) from None
+
+
+def _cascade(data: Mapping[str, Any], source: str, base_dir: str | Path | None) -> Cascade:
+    """A ``kind: cascade`` file; its stages' topology files are read relative to its folder."""
+
+    def load_stage(ref: str) -> Topology:
+        return load(ref, relative_to=base_dir)
+
+    try:
+        return Cascade.model_validate(data, context={"load": load_stage})
+    except ValidationError as err:
+        raise TopologyError(format_validation_error(err, data, model=Cascade), source=source) from None
     except TopologyError as err:
         raise TopologyError(err.problems, source=source) from None

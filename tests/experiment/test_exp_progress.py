@@ -40,7 +40,9 @@ def test_a_line_per_tenth_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) -
     bar.close()
     lines = err.getvalue().splitlines()
     assert len(lines) == 10 and "\r" not in err.getvalue()
-    assert lines[0].startswith("runs: 3/25 (12%)  $0.0300  ETA ") and lines[-1].startswith("runs: 25/25 (100%)")
+    assert lines[0].startswith("runs: 3/25 (12%)  $0.0300  ETA ") and lines[-1].startswith(
+        "runs: 25/25 (100%)"
+    )
 
 
 def test_disabled_progress_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +57,13 @@ def test_disabled_progress_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize(
     ("elapsed", "done", "total", "text"),
-    [(10.0, 0, 5, "?"), (10.0, 1, 5, "40s"), (60.0, 1, 5, "4m00s"), (3600.0, 1, 3, "2h00m"), (5.0, 5, 5, "0s")],
+    [
+        (10.0, 0, 5, "?"),
+        (10.0, 1, 5, "40s"),
+        (60.0, 1, 5, "4m00s"),
+        (3600.0, 1, 3, "2h00m"),
+        (5.0, 5, 5, "0s"),
+    ],
 )
 def test_eta_is_the_pace_so_far_times_what_is_left(elapsed: float, done: int, total: int, text: str) -> None:
     """Slow local models get a real ETA from the first finished pair on."""

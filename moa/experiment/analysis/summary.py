@@ -1,6 +1,7 @@
 """What an experiment found, in the shape of ``summary.json``: a ``Summary`` with one ``SetupSummary``
-per setup (the baseline first), its per-category ``CategorySummary`` and, under a pairwise judge, its
-``JudgeSummary``. ``summarize`` computes them; the report and the command line read them.
+per setup (the baseline first), its per-category ``CategorySummary``, under a pairwise judge its
+``JudgeSummary`` and, with people's votes, its ``HumanSummary``. ``summarize`` computes them; the
+report and the command line read them.
 
 The field names and their order are the keys of ``summary.json``: scripts rely on them.
 """
@@ -12,7 +13,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["CategorySummary", "JudgeSummary", "SetupSummary", "Summary", "baseline_problem"]
+__all__ = [
+    "CategorySummary",
+    "HumanSummary",
+    "JudgeSummary",
+    "LanguageSummary",
+    "SetupSummary",
+    "Summary",
+    "baseline_problem",
+]
 
 # summary.json is read back by ``Summary.from_dict``: a key this moa does not write is refused, not
 # dropped. Fields are assigned as the numbers are computed, so assignment is not re-validated.
@@ -28,6 +37,20 @@ class CategorySummary(BaseModel):
     quality: float | None
     delta_vs_baseline: float | None = None
     delta_ci95: list[float] | None = None
+
+
+class LanguageSummary(BaseModel):
+    """One setup on the items of one language (items naming a ``language``)."""
+
+    model_config = _CONFIG
+
+    n: int
+    quality: float | None
+    delta_vs_baseline: float | None = None
+    delta_ci95: list[float] | None = None
+    pass_at_k: dict[str, float] | None = None
+    bt_rating: float | None = None
+    bt_ci95: list[float] | None = None
 
 
 class JudgeSummary(BaseModel):
@@ -47,6 +70,31 @@ class JudgeSummary(BaseModel):
     """Judged pairs scored as a tie because a judgment had no valid verdict (after its retries)."""
     inconsistent: int = 0
     """Judged pairs whose two orders disagreed in direction (a position-biased judge): ties."""
+
+
+class HumanSummary(BaseModel):
+    """People's blind A/B votes on a setup's answers (``moa view --vote``), counted from its side."""
+
+    model_config = _CONFIG
+
+    votes: int
+    """Votes on pairs this setup was part of (against the baseline or another setup)."""
+    voters: int
+    wins: int
+    ties: int
+    losses: int
+    bt_rating: float | None = None
+    """Bradley–Terry rating from the votes, the baseline anchored at 1000 (as the judge's)."""
+    bt_ci95: list[float] | None = None
+    """The rating's bootstrap 95% interval (items resampled)."""
+    agreement: float | None = None
+    """Share of votes against the baseline whose direction (better, tie, worse) is the evaluator's on
+    the same pair: the judge's verdict, or the two answers' scores compared. None without such votes."""
+    agreement_n: int = 0
+    """The votes ``agreement`` counts."""
+    kappa: float | None = None
+    """Cohen's kappa of those directions (1 = always agree, 0 = as often as chance); None when one
+    class holds every verdict of both sides (kappa is undefined)."""
 
 
 class SetupSummary(BaseModel):
@@ -118,6 +166,16 @@ class SetupSummary(BaseModel):
     judge_cost_usd: float = 0.0
     """USD spent by a pairwise judge on this setup's answers (not part of ``cost_usd``)."""
     categories: dict[str, CategorySummary] = Field(default_factory=dict)
+    languages: dict[str, LanguageSummary] = Field(default_factory=dict)
+    """Per language of the items (code items naming one): quality, Δ with its CI, pass@k and, under
+    a judge, the Bradley–Terry rating on that language's items only."""
+    human: HumanSummary | None = None
+    """People's A/B votes (None when nobody voted on this setup's answers)."""
+    escalation_rate: float | None = None
+    """A cascade: the share of its answered runs that a later stage than the first answered (None
+    for a setup that is not a cascade)."""
+    stage_shares: dict[str, float] | None = None
+    """A cascade: the share of its answered runs each stage answered, by 1-based stage number."""
 
 
 class Summary(BaseModel):

@@ -1,7 +1,7 @@
 """The report's tables and text, from a ``Summary``: the terminal table and its notes, ``report.md``
 and a self-contained ``report.html`` (the plot comes in as PNG bytes). Every format shows the same
 content: the main table, the footer, the details, the quality sections (the pairwise judge with
-Bradley–Terry, pass@k, failure reasons, power), categories and errors."""
+Bradley–Terry, people's votes, pass@k, failure reasons, power), categories and errors."""
 
 from __future__ import annotations
 
@@ -131,11 +131,14 @@ def _footer(summary: Summary) -> list[str]:
             f"{s.name} {s.token_ratio:.2f}×" for s in summary.setups if not s.is_baseline and s.token_ratio
         )
         base = next((s for s in summary.setups if s.is_baseline), None)
-        why = (
-            "the baseline cost $0 (local-compute or unpriced models)"
-            if base is None or base.cost_per_item_usd is not None
-            else "the baseline has no stored run"
-        )
+        if base is not None and base.cost_per_item_usd is None:
+            why = "the baseline has no stored run" + (
+                " (the budget stopped the experiment first)"
+                if any("budget" in n for n in summary.notes)
+                else ""
+            )
+        else:
+            why = "the baseline cost $0 (local-compute or unpriced models)"
         out.append(
             f"cost × single is undefined: {why}, so cost is counted in tokens: "
             "tokens × single, tokens per correct answer and the Pareto front use them"
@@ -282,6 +285,100 @@ def _judge_section(summary: Summary) -> Section | None:
     return Section(f"Judge (pairwise against `{summary.baseline}`)", headers, rows, bullets)
 
 
+def _human_bt(s: SetupSummary) -> str:
+    h = s.human
+    if h is None or h.bt_rating is None:
+        return "—"
+    return f"{h.bt_rating:.0f} {_ci(h.bt_ci95, '.0f')}" + (" (anchor)" if s.is_baseline else "")
+
+
+def _human_section(summary: Summary) -> Section | None:
+    voted = [(s, s.human) for s in summary.setups if s.human is not None]
+    if not voted:
+        return None
+    judged = any(s.judge is not None or s.bt_rating is not None for s in summary.setups)
+    rater = "judge" if judged else f"`{summary.evaluator.get('name')}`"
+    headers = ["Setup", "votes", "voters", "wins", "ties", "losses", "people's BT [95% CI]"]
+    headers += ["judge's BT [95% CI]"] if judged else []
+    headers += [f"agreement with {rater}", "Cohen's κ"]
+    rows = []
+    for s, h in voted:
+        row = [s.name, str(h.votes), str(h.voters), str(h.wins), str(h.ties), str(h.losses), _human_bt(s)]
+        row += [_bt(s)] if judged else []
+        if s.is_baseline or h.agreement is None:
+            row += ["—", "—"]
+        else:
+            row += [f"{h.agreement:.2f} (n={h.agreement_n})", _f(h.kappa, ".2f")]
+        rows.append(row)
+    bullets = [
+        "Blind A/B votes by people (`moa view --vote`): each pair shows two setups' answers to the same "
+        "item on randomised sides, names hidden until voted. Wins, ties and losses count each setup's "
+        "votes from its side.",
+        "People's Bradley–Terry ratings (ties as half wins, items resampled for the 95% interval) on the "
+        f"judge's scale: `{summary.baseline}` anchored at 1000.",
+        f"Agreement: the share of votes against `{summary.baseline}` whose direction (better, tie, worse) "
+        f"matches the {rater}'s on the same pair; Cohen's κ corrects it for chance over those three "
+        "classes (1 = always agree, 0 = chance, — = undefined).",
+    ]
+    return Section("Human votes", headers, rows, bullets)
+
+
+def _cascade_section(summary: Summary) -> Section | None:
+    shown = [s for s in summary.setups if s.stage_shares]
+    if not shown:
+        return None
+    n = max(int(k) for s in shown for k in s.stage_shares or {})
+    rows = [
+        [
+            s.name,
+            _f(s.escalation_rate, ".3f"),
+            *(f"{(s.stage_shares or {}).get(str(k), 0.0):.3f}" for k in range(1, n + 1)),
+            _f(s.calls_per_item, ".2f"),
+            _x(s.cost_ratio),
+        ]
+        for s in shown
+    ]
+    note = (
+        "Cascades: the first stage whose accept rule holds answers, the last always does. Escalation "
+        "rate: the share of answered runs a later stage than the first answered; the stage columns "
+        "are each stage's share; the cost ratio is against the baseline."
+    )
+    stages = [f"stage {k}" for k in range(1, n + 1)]
+    headers = ["Setup", "escalation rate", *stages, "calls/item", "cost ratio"]
+    return Section("Cascade", headers, rows, [note])
+
+
+def _language_section(summary: Summary) -> Section | None:
+    langs = sorted({lang for s in summary.setups for lang in s.languages})
+    if not langs:
+        return None
+    rows = []
+    for lang in langs:
+        for s in summary.setups:
+            ls = s.languages.get(lang)
+            if ls is None:
+                continue
+            delta = (
+                "baseline"
+                if s.is_baseline
+                else (
+                    "—"
+                    if ls.delta_vs_baseline is None
+                    else f"{ls.delta_vs_baseline:+.3f} {_ci(ls.delta_ci95)}"
+                )
+            )
+            passes = ", ".join(f"pass@{k} {v:.3f}" for k, v in (ls.pass_at_k or {}).items()) or "—"
+            bt = "—" if ls.bt_rating is None else f"{ls.bt_rating:.0f} {_ci(ls.bt_ci95, '.0f')}"
+            rows.append([lang, s.name, str(ls.n), _f(ls.quality), delta, passes, bt])
+    note = "Each language's items only (BigCodeArena's same-language mode); BT ratings under a judge."
+    return Section(
+        "Per language",
+        ["Language", "Setup", "n", "quality", "Δ [95% CI]", "pass@k", "BT rating"],
+        rows,
+        [note],
+    )
+
+
 def _turn_section(summary: Summary) -> Section | None:
     shown = [s for s in summary.setups if s.turn_scores]
     if not shown:
@@ -335,7 +432,10 @@ def quality_sections(summary: Summary) -> list[Section]:
     """The sections that apply to this summary, in report order."""
     found = (
         _judge_section(summary),
+        _human_section(summary),
+        _cascade_section(summary),
         _turn_section(summary),
+        _language_section(summary),
         _pass_section(summary),
         _failure_section(summary),
         _power_section(summary),
@@ -355,6 +455,16 @@ def quality_notes(summary: Summary) -> list[str]:
                 + f", {j.losses} losses; "
                 f"judge score {j.score:.3f} {_ci(j.score_ci95)}; BT {_bt(s)}"
             )
+        if s.human is not None and not s.is_baseline:
+            h = s.human
+            agree = "" if h.agreement is None else f"; agreement {h.agreement:.2f} (n={h.agreement_n})"
+            out.append(
+                f"{s.name} (people): {h.votes} votes, {h.wins} wins, {h.ties} ties, {h.losses} losses; "
+                f"BT {_human_bt(s)}{agree}"
+            )
+        if s.stage_shares and s.escalation_rate is not None:
+            shares = ", ".join(f"stage {k} {v:.3f}" for k, v in s.stage_shares.items())
+            out.append(f"{s.name} (cascade): escalation rate {s.escalation_rate:.3f}; answered by {shares}")
         if s.pass_at_k and (s.samples > 1 or summary.evaluator.get("name") == "execution"):
             out.append(f"{s.name}: " + ", ".join(f"pass@{k} {v:.3f}" for k, v in s.pass_at_k.items()))
         if s.failure_reasons:

@@ -36,7 +36,7 @@ STORE_NAME = "experiment.sqlite"
 _RUN_COLUMNS = (
     "r.run_id, r.setup, r.item_id, r.answer, r.error, r.cost_usd, r.latency_s, "
     "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample, "
-    "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts, r.turns"
+    "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts, r.turns, r.stage"
 )
 
 
@@ -75,6 +75,8 @@ class RunRow:
     unknown_usage_attempts: int = 0
     #: a multi-turn item's answers, one per turn, as JSON (``answer`` is the last); None otherwise
     turns_json: str | None = None
+    #: a cascade's run: the stage (1-based) that answered; None for a plain topology or a failed run
+    stage: int | None = None
     score: float | None = None
     detail: str | None = None
     #: the score of each turn of a multi-turn item, as JSON, when the evaluator gives them
@@ -249,7 +251,7 @@ class Store:
             cur = self.conn.execute(
                 "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, error, error_type, cost_usd, "
                 "latency_s, critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample, "
-                "cost_usd_max, unknown_attempts, turns) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "cost_usd_max, unknown_attempts, turns, stage) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     setup,
                     topo_hash,
@@ -269,6 +271,7 @@ class Store:
                     sum(c.cost_usd_max for c in calls),
                     sum(c.unknown_usage_attempts for c in calls),
                     None if turns is None else json.dumps(list(turns)),
+                    result.stage if result is not None else None,
                 ),
             )
             run_id = int(cur.lastrowid or 0)

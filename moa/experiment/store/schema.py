@@ -16,7 +16,8 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 #: ``calls.attempt_log`` (JSON), ``calls.cost_usd_max``, ``calls.usage_suspect``;
 #: 4 added multi-turn items: ``runs.turns`` (JSON: each turn's answer), ``scores.turn_scores`` (JSON)
 #: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k); and the trace of every call:
-#: ``calls.messages`` (JSON) and ``calls.reply``
+#: ``calls.messages`` (JSON) and ``calls.reply``; ``runs.stage`` (a cascade's answering stage); and (still 4, created where missing) people's A/B
+#: ``votes``
 SCHEMA_VERSION = 4
 
 _RUNS = """
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS runs(
   cost_usd REAL NOT NULL, latency_s REAL NOT NULL, critical_path_s REAL NOT NULL,
   prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, n_calls INTEGER NOT NULL,
   finished_at REAL NOT NULL, sample INTEGER NOT NULL DEFAULT 0,
-  cost_usd_max REAL, unknown_attempts INTEGER NOT NULL DEFAULT 0, turns TEXT,
+  cost_usd_max REAL, unknown_attempts INTEGER NOT NULL DEFAULT 0, turns TEXT, stage INTEGER,
   UNIQUE(setup, topo_hash, item_id, input_hash, sample));
 CREATE INDEX IF NOT EXISTS runs_item ON runs(item_id, setup);
 """
@@ -41,6 +42,17 @@ CREATE TABLE IF NOT EXISTS judgments(
   verdict TEXT, value REAL, detail TEXT, error TEXT, cost_usd REAL NOT NULL,
   turn INTEGER NOT NULL DEFAULT 0,
   UNIQUE(evaluator_id, run_id, baseline_run_id, turn, position));
+"""
+
+_VOTES = """
+-- people's blind A/B verdicts (``moa view --vote``): ``setup``'s answer against ``other_setup``'s on
+-- the same item and sample; ``verdict`` is the five-point token with A = ``left_setup``, the side
+-- shown first. Added within version 4 with IF NOT EXISTS: a store without it just has no votes yet
+CREATE TABLE IF NOT EXISTS votes(
+  vote_id INTEGER PRIMARY KEY, item_id TEXT NOT NULL, sample INTEGER NOT NULL DEFAULT 0,
+  setup TEXT NOT NULL, other_setup TEXT NOT NULL, left_setup TEXT NOT NULL, verdict TEXT NOT NULL,
+  voter TEXT NOT NULL, voted_at REAL NOT NULL,
+  UNIQUE(voter, item_id, sample, setup, other_setup));
 """
 
 SCHEMA = (
@@ -72,6 +84,7 @@ CREATE TABLE IF NOT EXISTS scores(
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
   cost_usd REAL NOT NULL);
 """
+    + _VOTES
 )
 
 
@@ -119,9 +132,11 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
             ("scores", "turn_scores"),
             ("calls", "messages"),
             ("calls", "reply"),
+            ("runs", "stage"),
         ):
             if column not in columns(table):
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                kind = "INTEGER" if column == "stage" else "TEXT"
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         if "turn" not in columns("judgments"):
             # the UNIQUE constraint gains the turn: rebuild, keeping judgment ids (calls point to them)
             conn.execute("ALTER TABLE judgments RENAME TO judgments_v3")
@@ -141,7 +156,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
     return version
 
 
-_OWN_TABLES = {"meta", "items", "runs", "calls", "scores", "judgments", "cache"}
+_OWN_TABLES = {"meta", "items", "runs", "calls", "scores", "judgments", "cache", "votes"}
 
 
 def stored_version(path: Path, conn: sqlite3.Connection) -> int | None:

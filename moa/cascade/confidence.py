@@ -1,0 +1,62 @@
+"""The ``judge`` rule's exchange: the prompt asking a model for its confidence that an answer is
+right, and the strict reading of its reply (``{"confidence": 0.8}`` or a bare number). A reply that
+does not read is a ``MalformedReply``, so the rater is retried like a manager's plan."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+from moa.errors import MalformedReply
+
+__all__ = ["confidence_prompt", "parse_confidence"]
+
+_PROMPT = """You check answers. Rate how confident you are that the answer below is correct, from 0 \
+(surely wrong) to 1 (surely right).
+
+Question:
+{question}
+
+Answer:
+{answer}
+
+Reply with only this JSON and nothing else: {{"confidence": <a number from 0 to 1>}}"""
+
+_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+_BARE = re.compile(r"^\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*$")
+
+
+def confidence_prompt(question: str, answer: str) -> str:
+    return _PROMPT.format(question=question, answer=answer)
+
+
+def _value(raw: object) -> float | None:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    v = float(raw)
+    return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
+
+
+def parse_confidence(text: str, *, node: str = "", model: str = "") -> float:
+    """The confidence in ``text`` (within 0..1), or ``MalformedReply``."""
+    bare = _BARE.match(text)
+    if bare is not None:
+        v = _value(float(bare.group(1)))
+        if v is not None:
+            return v
+    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if start != -1 and end > start:
+        candidates.append(text[start : end + 1])
+    for c in candidates:
+        try:
+            data = json.loads(c)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and "confidence" in data:
+            v = _value(data["confidence"])
+            if v is not None:
+                return v
+    snippet = " ".join(text.split())[:80]
+    raise MalformedReply(f'confidence is not {{"confidence": <0..1>}}: "{snippet}"', model=model, node=node)

@@ -1,0 +1,208 @@
+"""Running a cascade: stage after stage on one runner, under one budget and one deadline, until an
+accept rule holds (the last stage always answers).
+
+The account of the whole cascade is one ``RunResult``: every stage's calls (and any judge's), their
+``started_s`` counted from the cascade's start, its nodes, and ``stage``/``stages_run``. A stage that
+fails for a model's reasons (an error reply, a lost quorum) escalates to the next, its calls kept; a
+budget, a deadline or bad input ends the cascade, its error carrying every call made so far.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+from moa._run import Runner
+from moa.calls.budget import Budget
+from moa.cascade.context import CascadeContext, current_item
+from moa.cascade.stages import Stage
+from moa.errors import (
+    MalformedReply,
+    MoAError,
+    ModelError,
+    QuorumNotReached,
+    TimedOut,
+    UserError,
+)
+from moa.models.base import TokenCallback
+from moa.results import CallRecord, NodeResult, RunInput, RunResult, Usage
+from moa.topology.definition import Topology
+
+__all__ = ["run_cascade", "with_earlier"]
+
+_EARLIER = "Earlier candidate answers (from a cheaper first pass; they may be wrong):"
+
+
+def with_earlier(prompt: RunInput, answers: Sequence[str]) -> RunInput:
+    """``prompt`` with the earlier stages' answers appended to its (last) user turn, so a stage
+    that reuses starts from what was already paid for."""
+    if not answers:
+        return prompt
+    block = "\n\n".join(f"[{i}] {a.strip()}" for i, a in enumerate(answers, 1))
+    extra = f"\n\n{_EARLIER}\n\n{block}"
+    if isinstance(prompt, str):
+        return prompt + extra
+    msgs = [dict(m) for m in prompt]
+    if msgs and msgs[-1].get("role") == "user":
+        msgs[-1]["content"] = msgs[-1].get("content", "") + extra
+    return msgs
+
+
+def _escalates(error: MoAError) -> bool:
+    """A failure a later stage may do better on (not a budget, a deadline or bad input)."""
+    return isinstance(error, ModelError | QuorumNotReached) and not isinstance(error, TimedOut)
+
+
+class _Account:
+    """Everything the cascade's runs left, on one clock."""
+
+    def __init__(self, name: str, deadline_s: float | None) -> None:
+        self.name, self.deadline_s = name, deadline_s
+        self.t0 = time.perf_counter()
+        self.calls: list[CallRecord] = []
+        self.nodes: dict[str, NodeResult] = {}
+        self.critical_path_s = 0.0
+        self.notes: set[str] = set()
+
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def remaining(self) -> float | None:
+        if self.deadline_s is None:
+            return None
+        left = self.deadline_s - self.now()
+        if left <= 0:
+            raise TimedOut(f"run of `{self.name}` passed its deadline of {self.deadline_s}s")
+        return left
+
+    def add(self, calls: Sequence[CallRecord], nodes: dict[str, NodeResult], offset: float) -> None:
+        self.calls.extend(dataclasses.replace(c, started_s=c.started_s + offset) for c in calls)
+        for nid, n in nodes.items():
+            self.nodes[nid] = dataclasses.replace(
+                n, started_s=n.started_s + offset, ended_s=n.ended_s + offset
+            )
+
+    async def run(
+        self,
+        runner: Runner,
+        topology: Topology,
+        prompt: RunInput,
+        budget: Budget | None,
+        on_token: TokenCallback | None = None,
+        validate: Callable[[str], None] | None = None,
+    ) -> RunResult:
+        offset = self.now()
+        try:
+            result = await runner.run(
+                topology.graph,
+                prompt,
+                name=topology.name,
+                budget=budget,
+                deadline_s=self.remaining(),
+                on_token=on_token,
+                validate_output=validate,
+            )
+        except MoAError as e:
+            self.add(e.calls, e.nodes or {}, offset)
+            raise
+        self.add(result.calls, result.nodes, offset)
+        self.critical_path_s += result.critical_path_s
+        if result.cost_note:
+            self.notes.add(result.cost_note)
+        return result
+
+    def fail(self, error: MoAError) -> MoAError:
+        error.calls = list(self.calls)
+        error.nodes = dict(self.nodes)
+        return error
+
+    def result(self, output: str, stage: int) -> RunResult:
+        usage = sum((c.usage for c in self.calls), Usage())
+        return RunResult(
+            output=output,
+            topology=self.name,
+            usage=usage,
+            cost_usd=sum(c.cost_usd for c in self.calls),
+            latency_s=self.now(),
+            critical_path_s=self.critical_path_s,
+            calls=self.calls,
+            nodes=self.nodes,
+            unpriced_models=sorted({c.model for c in self.calls if not c.priced}),
+            cost_note="; ".join(sorted(self.notes)) or None,
+            stage=stage,
+            stages_run=stage,
+        )
+
+
+def _answers(stage: Stage, result: RunResult) -> list[str]:
+    """What a stage hands on with ``reuse``: an agent stage's samples, else its answer."""
+    if not stage.samples:
+        return [result.output]
+    return [o for nid in stage.samples if (o := result.nodes[nid].output) is not None]
+
+
+async def run_cascade(
+    name: str,
+    stages: Sequence[Stage],
+    runner: Runner,
+    prompt: RunInput,
+    *,
+    budget: Budget | None,
+    budget_usd: float | None,
+    deadline_s: float | None,
+    on_token: TokenCallback | None,
+    validate_output: Callable[[str], None] | None,
+) -> RunResult:
+    """Run the stages in order; the first whose rule holds answers. Streaming streams the last stage
+    live; an earlier stage's accepted answer is sent whole once accepted."""
+    if budget is not None and budget_usd is not None:
+        raise UserError(f"cascade `{name}`: give `budget` or `budget_usd`, not both")
+    if deadline_s is not None and not deadline_s > 0:
+        raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
+    # one budget object for every stage: the cap spans the whole cascade
+    shared = budget if budget is not None else (Budget(budget_usd) if budget_usd is not None else None)
+    acct = _Account(name, deadline_s)
+    item = current_item()
+    earlier: list[str] = []
+
+    async def run_judge(topology: Topology, text: str, check: Callable[[str], None]) -> RunResult:
+        return await acct.run(runner, topology, text, shared, validate=check)
+
+    for stage in stages:
+        last = stage.rule is None
+        text = with_earlier(prompt, earlier) if stage.reuse else prompt
+        try:
+            result = await acct.run(
+                runner,
+                stage.topology,
+                text,
+                shared,
+                on_token=on_token if last else None,
+                validate=validate_output if last else None,
+            )
+        except MoAError as e:
+            if last or not _escalates(e):
+                raise acct.fail(e) from None
+            continue
+        if last:
+            return acct.result(result.output, stage.number)
+        answers = _answers(stage, result)
+        ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
+        assert stage.rule is not None
+        try:
+            accepted = await stage.rule.accepts(result.output, ctx, run_judge)
+            if accepted and validate_output is not None:
+                validate_output(result.output)
+        except MalformedReply:
+            accepted = False  # the rater never read, or the answer failed the caller's check
+        except MoAError as e:
+            if not _escalates(e):
+                raise acct.fail(e) from None
+            accepted = False
+        if accepted:
+            if on_token is not None:
+                on_token(result.output)
+            return acct.result(result.output, stage.number)
+        earlier.extend(answers)
+    raise AssertionError("unreachable: the last stage always answers")

@@ -1,0 +1,356 @@
+"""Cascades with moa.testing fakes: validation before any call, which stage answers, the account of
+every stage's calls, reuse, budgets and deadlines across stages, streaming, and each accept rule."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import moa
+from moa.cascade import Cascade, CascadeContext
+from moa.cascade.confidence import parse_confidence
+from moa.eval.datasets import Item
+from moa.models.base import ModelRequest
+from moa.results import Done, Token
+from moa.testing import FunctionModel
+from moa.topology import load_data
+
+PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+
+
+def cascade(stages: list[dict[str, Any]], **agents: dict[str, Any]) -> Cascade:
+    data = {"name": "c", "kind": "cascade", "stages": stages, "agents": agents}
+    t = load_data(data)
+    assert isinstance(t, Cascade)
+    return t
+
+
+def agent(model: str, **kw: Any) -> dict[str, Any]:
+    return {"model": model, "temperature": 0.7, "pricing": PRICE, **kw}
+
+
+def two_stage(cheap_accept: dict[str, Any] | None = None, *, reuse: bool = True) -> Cascade:
+    return cascade(
+        [
+            {"agent": "mini", "samples": 2, "accept": cheap_accept or {"agree": 2, "vote_on": "last_number"}},
+            {"agent": "big", "reuse": reuse},
+        ],
+        mini=agent("fake/mini"),
+        big=agent("fake/big"),
+    )
+
+
+def runner(
+    mini: Callable[[ModelRequest], str], big: Callable[[ModelRequest], str] | None = None
+) -> moa.Runner:
+    return moa.Runner(
+        models={"fake/mini": FunctionModel(mini), "fake/big": FunctionModel(big or (lambda r: "big says 7"))}
+    )
+
+
+def alternating(*answers: str) -> Callable[[ModelRequest], str]:
+    state = {"n": 0}
+
+    def fn(_: ModelRequest) -> str:
+        state["n"] += 1
+        return answers[(state["n"] - 1) % len(answers)]
+
+    return fn
+
+
+def user_text(req: ModelRequest) -> str:
+    return str(req.messages[-1]["content"])
+
+
+# ---- validation ----------------------------------------------------------------------------------
+
+
+def problems(stages: list[dict[str, Any]], **agents: Any) -> list[str]:
+    with pytest.raises(moa.TopologyError) as info:
+        cascade(stages, **agents)
+    return info.value.problems
+
+
+def test_an_unknown_rule_is_named() -> None:
+    """A misspelt accept rule is an unknown field, with the closest name."""
+    lines = problems([{"agent": "a", "samples": 2, "accept": {"agre": 2}}, {"agent": "a"}], a=agent("fake/a"))
+    assert any("stages[0].accept.agre: unknown field; did you mean `agree`?" in ln for ln in lines)
+
+
+def test_a_stage_after_an_always_accepting_one_is_refused() -> None:
+    """A non-last stage without a rule (or with `agree: 1`) makes the next stage unreachable."""
+    lines = problems([{"agent": "a"}, {"agent": "a"}], a=agent("fake/a"))
+    assert lines == ["stages[0]: no `accept` rule, so this stage always answers and stages[1] never runs"]
+    lines = problems(
+        [{"agent": "a", "samples": 2, "accept": {"agree": 1}}, {"agent": "a"}], a=agent("fake/a")
+    )
+    assert lines == ["stages[0]: `agree: 1` holds for any answer, so stages[1] never runs"]
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    """Fewer samples than `agree`, an unknown agent, an unknown topology, a rule on the last stage,
+    `reuse` on the first: one line each, before any call."""
+    lines = problems(
+        [
+            {"agent": "a", "samples": 2, "accept": {"agree": 3}, "reuse": True},
+            {"agent": "ghost", "samples": 2, "accept": {"agree": 2}},
+            {"topology": "no-such-preset", "accept": "tests"},
+        ],
+        a=agent("fake/a"),
+    )
+    assert "stages[0]: `agree: 3` needs at least 3 samples (has 2)" in lines
+    assert "stages[0]: `reuse` hands on earlier stages' answers, and the first stage has none" in lines
+    assert "stages[1]: unknown agent `ghost` (agents: `a`)" in lines
+    assert any(ln.startswith("stages[2]: unknown topology `no-such-preset`") for ln in lines)
+    assert "stages[2]: the last stage always answers: remove its `accept` rule" in lines
+
+
+def test_sampling_needs_a_temperature() -> None:
+    """Samples of an agent at temperature 0 would always agree: refused."""
+    lines = problems(
+        [{"agent": "a", "samples": 2, "accept": {"agree": 2}}, {"agent": "a"}],
+        a={"model": "fake/a", "temperature": 0},
+    )
+    assert lines == ["stages[0]: agent `a` is sampled 2 times, so its temperature must be > 0"]
+
+
+def test_a_rule_is_exactly_one_rule() -> None:
+    """`agree` and `tests` together is one clear line."""
+    lines = problems(
+        [{"agent": "a", "samples": 2, "accept": {"agree": 2, "tests": True}}, {"agent": "a"}],
+        a=agent("fake/a"),
+    )
+    assert lines == [
+        "stages[0].accept: an accept rule is exactly one of `agree`, `judge`, `tests` (got `agree`, `tests`)"
+    ]
+
+
+def test_presets_load_and_reference_their_stages(tmp_path: Path) -> None:
+    """The shipped cascades validate; a stage file is read relative to the cascade file."""
+    for name in ("cascade-agree", "local-cascade"):
+        c = moa.load(name)
+        assert isinstance(c, Cascade) and len(c.stage_list) == 2
+        assert c.stage_list[1].reuse
+    (tmp_path / "big.yaml").write_text("name: big\nkind: single\nagent: b\nagents:\n  b: {model: fake/big}\n")
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nkind: cascade\nagents:\n  a: {model: fake/a, temperature: 0.5}\nstages:\n"
+        "  - {agent: a, samples: 3, accept: {agree: 2}}\n  - {topology: big.yaml}\n"
+    )
+    c = moa.load(tmp_path / "c.yaml")
+    assert isinstance(c, Cascade)
+    assert list(c.graph.nodes) == ["s2.answer"]
+    assert "stage1 -. escalate .-> stage2" in c.to_mermaid()
+
+
+# ---- running -------------------------------------------------------------------------------------
+
+
+async def test_agreeing_cheap_samples_answer_and_the_mixture_never_runs() -> None:
+    """Two samples with the same last number: stage 1 answers; only its two calls are made."""
+    big = FunctionModel(lambda r: "big")
+    r = await two_stage().run(
+        "q", runner=moa.Runner(models={"fake/mini": FunctionModel(lambda r: "it is 42"), "fake/big": big})
+    )
+    assert (r.output, r.stage, r.stages_run) == ("it is 42", 1, 1)
+    assert sorted(c.node for c in r.calls) == ["s1.sample1", "s1.sample2"]
+    assert big.calls == []
+    assert r.to_dict()["stage"] == 1
+
+
+async def test_disagreement_escalates_with_earlier_answers_as_references() -> None:
+    """Different samples escalate; with `reuse` the next stage's prompt lists them; every call is
+    on the record and costed."""
+    seen: list[str] = []
+
+    def big(req: ModelRequest) -> str:
+        seen.append(user_text(req))
+        return "final 9"
+
+    r = await two_stage().run("what?", runner=runner(alternating("a 1", "b 2"), big))
+    assert (r.output, r.stage, r.stages_run) == ("final 9", 2, 2)
+    assert sorted(c.node for c in r.calls) == ["s1.sample1", "s1.sample2", "s2.answer"]
+    assert r.cost_usd == pytest.approx(sum(c.cost_usd for c in r.calls)) and r.cost_usd > 0
+    assert seen[0].startswith("what?\n\nEarlier candidate answers")
+    assert "[1] a 1" in seen[0] and "[2] b 2" in seen[0]
+    assert set(r.nodes) >= {"s1.sample1", "s1.vote", "s2.answer"}
+    late = next(c for c in r.calls if c.node == "s2.answer")
+    early = max(c.started_s + c.latency_s for c in r.calls if c.node != "s2.answer")
+    assert late.started_s >= early  # one clock: stage 2 starts after stage 1
+
+
+async def test_without_reuse_the_prompt_is_untouched() -> None:
+    """`reuse: false` sends the original prompt to the next stage."""
+    seen: list[str] = []
+    await two_stage(reuse=False).run(
+        "what?", runner=runner(alternating("1", "2"), lambda r: seen.append(user_text(r)) or "x")
+    )
+    assert seen == ["what?"]
+
+
+async def test_answers_without_a_number_never_agree() -> None:
+    """Under `last_number`, two answers with no number are not an agreement."""
+    r = await two_stage().run("q", runner=runner(lambda r: "no idea"))
+    assert r.stage == 2
+
+
+async def test_a_failing_cheap_stage_escalates_and_keeps_its_calls() -> None:
+    """A model error in stage 1 escalates to the mixture; the failed calls stay on the record."""
+
+    def broken(_: ModelRequest) -> Any:
+        return moa.RequestRejected("bad request")
+
+    c = cascade(
+        [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+        mini=agent("fake/mini", retry={"max_attempts": 1}),
+        big=agent("fake/big"),
+    )
+    r = await c.run("q", runner=runner(broken))
+    assert r.stage == 2
+    assert sum(1 for x in r.calls if x.error) == 2
+
+
+async def test_budget_spans_the_whole_cascade() -> None:
+    """One budget for every stage: the mixture's call that would pass it is not made, and the error
+    carries stage 1's calls."""
+    c = two_stage()
+    r = await c.run("q", runner=runner(alternating("1", "2")))
+    stage1 = sum(x.cost_usd for x in r.calls if x.node.startswith("s1."))
+    with pytest.raises(moa.BudgetExceeded) as info:
+        # room for stage 1's worst-case holds, not for stage 2's on top of what stage 1 spent
+        await c.run("q", runner=runner(alternating("1", "2")), budget_usd=stage1 + 0.0021)
+    assert {x.node for x in info.value.calls} == {"s1.sample1", "s1.sample2"}
+
+
+async def test_deadline_spans_the_whole_cascade() -> None:
+    """A slow stage 2 passes what is left of the deadline: TimedOut with every call made."""
+    c = two_stage()
+    slow = moa.Runner(
+        models={
+            "fake/mini": FunctionModel(alternating("1", "2"), delay_s=0.05),
+            "fake/big": FunctionModel(lambda r: "x", delay_s=5),
+        }
+    )
+    with pytest.raises(moa.TimedOut) as info:
+        await c.run("q", runner=slow, deadline_s=0.5)
+    assert {x.node for x in info.value.calls} >= {"s1.sample1", "s1.sample2"}
+
+
+async def test_stream_sends_an_accepted_cheap_answer_whole() -> None:
+    """Stage 1 answers: one token with its answer, then Done."""
+    events = [e async for e in two_stage().stream("q", runner=runner(lambda r: "it is 42"))]
+    assert [type(e) for e in events] == [Token, Done]
+    assert isinstance(events[0], Token) and events[0].text == "it is 42"
+
+
+async def test_stream_streams_the_last_stage_live() -> None:
+    """Escalated: the tokens are the last stage's, word by word; stage 1's never show."""
+    events = [
+        e
+        async for e in two_stage().stream(
+            "q", runner=runner(alternating("a 1", "b 2"), lambda r: "the answer is 9")
+        )
+    ]
+    tokens = [e.text for e in events if isinstance(e, Token)]
+    assert "".join(tokens) == "the answer is 9" and len(tokens) == 4
+    done = events[-1]
+    assert isinstance(done, Done) and done.result.stage == 2
+
+
+# ---- rules ---------------------------------------------------------------------------------------
+
+
+def judged(threshold: float) -> Cascade:
+    return cascade(
+        [
+            {"agent": "mini", "accept": {"judge": {"agent": "rater", "threshold": threshold}}},
+            {"agent": "big"},
+        ],
+        mini=agent("fake/mini"),
+        big=agent("fake/big"),
+        rater=agent("fake/rater", retry={"max_attempts": 3, "backoff_base_s": 0}),
+    )
+
+
+async def test_judge_confidence_accepts_and_malformed_ratings_are_retried() -> None:
+    """A rater that first replies prose is retried; 0.9 >= 0.8 accepts; its calls are recorded."""
+    rater = FunctionModel(alternating("I think it's fine", '{"confidence": 0.9}'))
+    models = {
+        "fake/mini": FunctionModel(lambda r: "cheap"),
+        "fake/big": FunctionModel(lambda r: "big"),
+        "fake/rater": rater,
+    }
+    r = await judged(0.8).run("q", runner=moa.Runner(models=models))
+    assert (r.output, r.stage) == ("cheap", 1)
+    assert len(rater.calls) == 2
+    assert "Answer:\ncheap" in user_text(rater.calls[0])
+    rec = next(c for c in r.calls if c.node == "s1.judge.rate")
+    assert rec.attempts == 2
+
+
+async def test_judge_below_threshold_escalates() -> None:
+    """0.3 < 0.8: the mixture answers."""
+    models = {
+        "fake/mini": FunctionModel(lambda r: "cheap"),
+        "fake/big": FunctionModel(lambda r: "big"),
+        "fake/rater": FunctionModel(lambda r: "0.3"),
+    }
+    r = await judged(0.8).run("q", runner=moa.Runner(models=models))
+    assert (r.output, r.stage) == ("big", 2)
+
+
+def test_confidence_is_read_strictly() -> None:
+    """JSON or a bare number in [0, 1]; anything else is a MalformedReply."""
+    assert parse_confidence('```json\n{"confidence": 0.25}\n```') == 0.25
+    assert parse_confidence(" 1 ") == 1.0
+    for bad in ("very sure", '{"confidence": 1.5}', '{"confidence": true}', "2", '{"score": 0.5}'):
+        with pytest.raises(moa.MalformedReply):
+            parse_confidence(bad)
+
+
+async def test_tests_rule_runs_the_item_tests() -> None:
+    """The answer passes the item's tests: stage 1 answers; failing code escalates."""
+    c = cascade(
+        [{"agent": "mini", "accept": "tests"}, {"agent": "big"}],
+        mini=agent("fake/mini"),
+        big=agent("fake/big"),
+    )
+    item = Item(id="1", input="write add", tests=["assert add(2, 3) == 5"])
+    good = "```python\ndef add(a, b):\n    return a + b\n```"
+    bad = "```python\ndef add(a, b):\n    return a - b\n```"
+    r = await c.run("write add", runner=runner(lambda r: good), item=item)
+    assert r.stage == 1
+    r = await c.run("write add", runner=runner(lambda r: bad), item=item)
+    assert r.stage == 2
+    r = await c.run("write add", runner=runner(lambda r: good))  # no item: nothing to verify
+    assert r.stage == 2
+
+
+async def test_a_python_callable_is_a_rule() -> None:
+    """`accept=callable` sees the answer and the context (item, stage, samples); async works too."""
+    seen: list[CascadeContext] = []
+
+    async def short_enough(answer: str, ctx: CascadeContext) -> bool:
+        seen.append(ctx)
+        await asyncio.sleep(0)
+        return len(answer) < 5
+
+    c = Cascade.model_validate(
+        {
+            "name": "py",
+            "agents": {"mini": agent("fake/mini")},
+            "stages": [
+                {"agent": "mini", "samples": 2, "accept": short_enough},
+                {"topology": moa.build.single("fake/big")},
+            ],
+        }
+    )
+    item = Item(id="7", input="q")
+    r = await c.run("q", runner=runner(lambda r: "ok"), item=item)
+    assert r.stage == 1 and seen[0].item is item and seen[0].samples == ("ok", "ok")
+    r = await c.run("q", runner=runner(lambda r: "far too long"))
+    assert r.stage == 2
+    assert "<python" in str(c.model_dump(mode="json")["stages"][0]["accept"]["custom"])
