@@ -147,6 +147,10 @@ class CallRecord:
     #: True when a reply reported usage outside what the request allows (negative, more completion
     #: tokens than ``max_tokens``, a prompt far above its bound): it was charged its worst case
     usage_suspect: bool = False
+    #: seconds the call waited inside its backend before a request left (a connection slot, the
+    #: embedded model's lock), apart from ``latency_s``: with serialized local samples it shows the
+    #: queue the critical path does not count
+    queued_s: float = 0.0
     #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
     messages: Sequence[Mapping[str, str]] | None = None
     #: the reply's text when the call answered (the trace)
@@ -175,6 +179,7 @@ class CallRecord:
             "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,
             "latency_s": self.latency_s,
+            "queued_s": self.queued_s,
             "attempts": self.attempts,
             "error": self.error,
             "started_s": self.started_s,
@@ -200,6 +205,7 @@ class CallRecord:
             usage=Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
             cost_usd=float(d.get("cost_usd", 0.0)),
             latency_s=float(d.get("latency_s", 0.0)),
+            queued_s=float(d.get("queued_s", 0.0)),
             attempts=int(d.get("attempts", 1)),
             error=d.get("error"),
             requested_model=d.get("requested_model", d["model"]),

@@ -126,3 +126,47 @@ async def test_call_agent_record_survives_cancellation() -> None:
         await task
     (rec,) = ctx.calls
     assert rec.error == "cancelled" and rec.attempt_log[0].status == "cancelled"
+
+
+async def test_waiting_for_a_serialized_backend_is_queued_s_not_latency() -> None:
+    """Self-MoA samples on one model that serves one request at a time (as the embedded model does):
+    each call's wait for the model is `queued_s`, and its latency is its own service time only."""
+    import asyncio as _asyncio
+
+    from moa.models.base import ModelReply, ModelRequest
+    from moa.results import Usage
+    from moa.topology.loader import load_data
+
+    class OneAtATime:
+        local = True
+        reports_send = True
+
+        def __init__(self) -> None:
+            self.lock = _asyncio.Lock()
+
+        async def complete(self, request: ModelRequest, on_token: object = None) -> ModelReply:
+            async with self.lock:
+                if request.on_sent is not None:
+                    request.on_sent()
+                await _asyncio.sleep(0.05)
+                return ModelReply("x", Usage(3, 1), request.model)
+
+        async def aclose(self) -> None:
+            pass
+
+    topo = load_data(
+        {
+            "name": "s",
+            "kind": "self_moa",
+            "agent": "a",
+            "samples": 3,
+            "agents": {"a": {"model": "slow/m", "temperature": 0.5}},
+        }
+    )
+    result = await topo.run("q", runner=moa.Runner(models={"slow/*": OneAtATime()}))
+    samples = sorted((c for c in result.calls if c.node != "aggregate"), key=lambda c: c.queued_s)
+    assert len(samples) == 3
+    # the second and third waited for the ones before them; no call's latency includes that wait
+    assert samples[1].queued_s >= 0.04 and samples[2].queued_s >= samples[1].queued_s + 0.04
+    assert all(c.latency_s < samples[2].queued_s for c in samples)
+    assert result.to_dict()["calls"][0]["queued_s"] >= 0.0

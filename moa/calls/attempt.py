@@ -120,6 +120,14 @@ class _SendClock:
         """Whether the provider may have received the request."""
         return self.sent_at is not None if self.reports else self.entered_at is not None
 
+    def queued(self, end: float) -> float:
+        """How long the attempt waited inside its backend before its request left (a connection
+        slot, the embedded model's lock): not part of the latency."""
+        if self.entered_at is None:
+            return 0.0
+        left = self.sent_at if self.sent_at is not None else (end if self.reports else self.entered_at)
+        return max(0.0, left - self.entered_at)
+
     def latency(self, end: float) -> float:
         start = self.sent_at if self.sent_at is not None else self.entered_at
         return 0.0 if start is None else end - start
@@ -197,8 +205,10 @@ def _book(
     known_zero: bool = False,
 ) -> None:
     """Book one attempt on its record and settle its budget holds."""
-    latency = clock.latency(time.perf_counter())
+    end = time.perf_counter()
+    latency = clock.latency(end)
     rec.latency_s += latency
+    rec.queued_s += clock.queued(end)
     usage: Usage | None
     if reply is not None:
         usage, cost = _charge(rec, reply.usage, price, worst, call)
