@@ -45,6 +45,9 @@ class Target:
     price: Price
     limiter: Limiter | None
     retry_budget: RetryBudget | None = None
+    #: a named provider sent to the direct path: its public URL and the key from its usual variable
+    api_base: str | None = None
+    api_key: str | None = None
 
 
 def prompt_token_bound(messages: Sequence[Message]) -> int:

@@ -24,12 +24,14 @@ from typing import Any, Protocol
 
 from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, Target, attempt, prompt_token_bound
 from moa.calls.budget import Budget
+from moa.calls.keys import PROVIDER_KEYS
 from moa.calls.limits import Limiter, RateLimit, limiter_for
 from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
+from moa.models.providers import named_endpoint
 from moa.results import CallRecord
 from moa.topology.spec import AgentSpec
 
@@ -87,14 +89,32 @@ class AgentRuntime:
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
             price = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
-            limiter = limiter_lookup(model, agent.api_base, limit)
-            budget = retry_budget_for(agent.api_base or model) if retry_budget_for is not None else None
-            targets.append(Target(model, backend, price, limiter, budget))
+            base, key = _named_route(agent, model, api_key)
+            limiter = limiter_lookup(model, base or agent.api_base, limit)
+            budget = (
+                retry_budget_for(base or agent.api_base or model) if retry_budget_for is not None else None
+            )
+            targets.append(Target(model, backend, price, limiter, budget, base, key))
         r = agent.retry
         policy = RetryPolicy(
             max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s
         )
         return cls(agent, tuple(targets), policy, api_key)
+
+
+def _named_route(agent: AgentSpec, model: str, api_key: str | None) -> tuple[str | None, str | None]:
+    """For a named provider whose API is OpenAI's and that the agent sends to no ``api_base`` of its
+    own: the public URL the direct path posts to, and the key (the agent's ``api_key_env``, else the
+    provider's usual variable). (None, None) for everything else."""
+    if agent.api_base or agent.transport != "auto":
+        return None, None
+    base = named_endpoint(model)
+    if base is None:
+        return None, None
+    if api_key is None:
+        names = PROVIDER_KEYS.get(model.split("/", 1)[0], ())
+        api_key = next((v for n in names if (v := os.environ.get(n))), None)
+    return base, api_key
 
 
 @dataclass(slots=True)
@@ -149,8 +169,8 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         max_tokens=call.max_tokens,
         top_p=agent.top_p,
         stop=agent.stop,
-        api_base=agent.api_base,
-        api_key=rt.api_key,
+        api_base=target.api_base or agent.api_base,
+        api_key=target.api_key or rt.api_key,
         timeout_s=agent.timeout_s,
         params=agent.params,
         node=call.node,

@@ -27,7 +27,7 @@ import httpx
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
-from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
+from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
 from moa.scrub import scrub_clip
 
@@ -74,7 +74,9 @@ def wire_model_name(model: str) -> str:
     """The model name the server expects: the litellm provider prefix (``openai/``,
     ``hosted_vllm/``...) removed, as litellm itself sends it."""
     prefix, sep, rest = model.partition("/")
-    return rest if sep and prefix in OPENAI_COMPATIBLE_PREFIXES else model
+    return (
+        rest if sep and (prefix in OPENAI_COMPATIBLE_PREFIXES or prefix in NAMED_OPENAI_ENDPOINTS) else model
+    )
 
 
 def _estimate_usage(request: ModelRequest, text: str) -> Usage:

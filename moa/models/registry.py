@@ -9,18 +9,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from moa.models.base import Model
-from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES, speaks_openai
+from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES, named_endpoint, speaks_openai
 
 __all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "use_direct_http"]
 
 
 def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
-    """The direct httpx path serves ``transport: openai-http``, and ``auto`` with an api_base of an
-    OpenAI-compatible provider; litellm stays the default for named providers."""
+    """The direct httpx path serves ``transport: openai-http``; with ``auto``, an api_base of an
+    OpenAI-compatible provider, and the named providers whose API is OpenAI's (``groq/``,
+    ``together_ai/``, ... at their public URL: ``NAMED_OPENAI_ENDPOINTS``). litellm serves the rest
+    (Anthropic, Bedrock, Vertex, ...) and whatever says ``transport: litellm``."""
     if transport == "openai-http":
         return True
-    if transport != "auto" or not api_base:
+    if transport != "auto":
         return False
+    if not api_base:
+        return named_endpoint(model) is not None
     return speaks_openai(model)
 
 
