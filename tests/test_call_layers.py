@@ -133,7 +133,7 @@ async def test_waiting_for_a_serialized_backend_is_queued_s_not_latency() -> Non
     each call's wait for the model is `queued_s`, and its latency is its own service time only."""
     import asyncio as _asyncio
 
-    from moa.models.base import ModelReply, ModelRequest
+    from moa.models.base import ModelReply
     from moa.results import Usage
     from moa.topology.loader import load_data
 

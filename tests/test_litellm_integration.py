@@ -186,8 +186,6 @@ async def test_unknown_provider_is_bad_input() -> None:
     call (the runner's preflight), not a run failure."""
     t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "foo/bar-model"}}})
     async with moa.Runner() as rt:
-        with pytest.raises(
-            moa.UserError, match="model `foo/bar-model`: unknown provider `foo`"
-        ) as info:
+        with pytest.raises(moa.UserError, match="model `foo/bar-model`: unknown provider `foo`") as info:
             await t.run("hi", runner=rt)
     assert info.value.calls == []  # found by the preflight, before any call

@@ -25,7 +25,7 @@ from moa.topology.loader import load_data
 class _Provider(BaseHTTPRequestHandler):
     seen: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
         _Provider.seen.append(
             {"path": self.path, "auth": self.headers.get("authorization"), "model": body["model"]}

@@ -5,6 +5,9 @@ The account of the whole cascade is one ``RunResult``: every stage's calls (and 
 ``started_s`` counted from the cascade's start, its nodes, and ``stage``/``stages_run``. A stage that
 fails for a model's reasons (an error reply, a lost quorum) escalates to the next, its calls kept; a
 budget, a deadline or bad input ends the cascade, its error carrying every call made so far.
+
+``record_stages`` is the opt-in other mode, for tuning a threshold offline: every stage runs, none
+answers early, and each leaves a ``StageRecord`` (its answer, its cost, what its rule measured).
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from moa._run import Runner
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
+from moa.cascade.rules import Agree, Judge, JudgeRun, Rule
 from moa.cascade.stages import Stage
 from moa.errors import (
     MalformedReply,
@@ -29,7 +34,7 @@ from moa.models.base import TokenCallback
 from moa.results import CallRecord, NodeResult, RunInput, RunResult, Usage
 from moa.topology.definition import Topology
 
-__all__ = ["run_cascade", "with_earlier"]
+__all__ = ["StageRecord", "record_stages", "run_cascade", "with_earlier"]
 
 _EARLIER = "Earlier candidate answers (from a cheaper first pass; they may be wrong):"
 
@@ -111,6 +116,11 @@ class _Account:
         if result.cost_note:
             self.notes.add(result.cost_note)
         return result
+
+    def since(self, first: int) -> tuple[float, int]:
+        """The cost and the number of the calls made from call ``first`` on."""
+        mine = self.calls[first:]
+        return sum(c.cost_usd for c in mine), len(mine)
 
     def fail(self, error: MoAError) -> MoAError:
         error.calls = list(self.calls)
@@ -206,3 +216,101 @@ async def run_cascade(
             return acct.result(result.output, stage.number)
         earlier.extend(answers)
     raise AssertionError("unreachable: the last stage always answers")
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One stage of a ``record_stages`` run."""
+
+    #: 1-based
+    number: int
+    #: the stage's answer; None when the stage failed for a model's reasons
+    answer: str | None
+    #: its calls' cost and its rule's (a judge's), in USD
+    cost_usd: float
+    #: its calls and its rule's
+    calls: int
+    #: an ``agree`` rule's measure: how many samples give the same answer
+    agreeing: int | None = None
+    #: a ``judge`` rule's measure: the rater's confidence (None when it never read)
+    confidence: float | None = None
+    #: the stage's rule as written holds (always False for the last stage, which has none)
+    accepted: bool = False
+    #: why the stage (or its rule) failed, one line
+    error: str | None = None
+
+
+async def _measure(
+    rule: Rule, answer: str, ctx: CascadeContext, run_judge: JudgeRun
+) -> tuple[bool, int | None, float | None]:
+    """The rule's verdict and, for a rule with a threshold, the quantity it compares."""
+    if isinstance(rule, Agree):
+        n = rule.agreeing(ctx.samples)
+        return n >= rule.k, n, None
+    if isinstance(rule, Judge):
+        c = await rule.confidence(answer, ctx, run_judge)
+        return c >= rule.threshold, None, c
+    return await rule.accepts(answer, ctx, run_judge), None, None
+
+
+async def record_stages(
+    name: str,
+    stages: Sequence[Stage],
+    runner: Runner,
+    prompt: RunInput,
+    *,
+    budget: Budget | None,
+    deadline_s: float | None,
+) -> list[StageRecord]:
+    """Run every stage in order as if each escalated (a stage that reuses reads every earlier
+    stage's answers, as it would after escalating), measuring each rule without acting on it.
+
+    One run then tells what any threshold of the rules would have done. A stage or rule failing for
+    a model's reasons is recorded; a budget, a deadline or bad input raises, as ``run_cascade`` does."""
+    if deadline_s is not None and not deadline_s > 0:
+        raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
+    acct = _Account(name, deadline_s)
+    item = current_item()
+    earlier: list[str] = []
+    records: list[StageRecord] = []
+
+    async def run_judge(topology: Topology, text: str, check: Callable[[str], None]) -> RunResult:
+        return await acct.run(runner, topology, text, budget, validate=check)
+
+    for stage in stages:
+        first = len(acct.calls)
+        text = with_earlier(prompt, earlier) if stage.reuse else prompt
+        try:
+            result = await acct.run(runner, stage.topology, text, budget)
+        except MoAError as e:
+            if not _escalates(e):
+                raise acct.fail(e) from None
+            records.append(StageRecord(stage.number, None, *acct.since(first), error=_line(e)))
+            continue
+        if stage.rule is None:
+            records.append(StageRecord(stage.number, result.output, *acct.since(first)))
+            continue
+        answers = _answers(stage, result)
+        ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
+        try:
+            accepted, agreeing, confidence = await _measure(stage.rule, result.output, ctx, run_judge)
+        except MoAError as e:
+            if not isinstance(e, MalformedReply) and not _escalates(e):
+                raise acct.fail(e) from None
+            rec = StageRecord(stage.number, result.output, *acct.since(first), error="rule: " + _line(e))
+        else:
+            rec = StageRecord(
+                stage.number,
+                result.output,
+                *acct.since(first),
+                agreeing=agreeing,
+                confidence=confidence,
+                accepted=accepted,
+            )
+        records.append(rec)
+        earlier.extend(answers)
+    return records
+
+
+def _line(error: MoAError) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -71,7 +71,8 @@ class Judge:
     def graphs(self) -> Sequence[tuple[str, Graph]]:
         return ((self.label, self.topology.graph),)
 
-    async def accepts(self, answer: str, ctx: CascadeContext, run_judge: JudgeRun) -> bool:
+    async def confidence(self, answer: str, ctx: CascadeContext, run_judge: JudgeRun) -> float:
+        """The rater's confidence in ``answer`` (0..1); a reply that never reads is ``MalformedReply``."""
         out = self.topology.graph.nodes[self.topology.graph.output]
         model = out.agent.model if out.agent is not None else ""
 
@@ -80,7 +81,10 @@ class Judge:
 
         prompt = confidence_prompt(last_user_text(ctx.prompt), answer)
         result = await run_judge(self.topology, prompt, check)
-        return parse_confidence(result.output, node=out.id, model=model) >= self.threshold
+        return parse_confidence(result.output, node=out.id, model=model)
+
+    async def accepts(self, answer: str, ctx: CascadeContext, run_judge: JudgeRun) -> bool:
+        return await self.confidence(answer, ctx, run_judge) >= self.threshold
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,15 @@ def _usd(text: str) -> float:
     return value
 
 
+def _executor(text: str) -> str:
+    from moa.experiment.executors.names import check_executor  # lazy: see the module docstring
+
+    try:
+        return check_executor(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _compare(args: argparse.Namespace) -> int:
     from moa.experiment.experiment import Experiment  # lazy: see the module docstring
     from moa.gc_tuning import tune_gc_for_long_runs
@@ -43,7 +52,12 @@ def _compare(args: argparse.Namespace) -> int:
         limit=args.limit,
         budget_usd=args.budget_usd,
         samples=args.samples,
+        executor=args.executor,
     )
+    if args.tune_cascade is not None:
+        from moa.experiment.tune import tune_override
+
+        exp.spec = tune_override(exp.spec, args.tune_cascade)
     try:
         # tuned once the experiment file and its topologies are loaded, so they are frozen too
         with tune_gc_for_long_runs():
@@ -91,6 +105,18 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     c.add_argument("--budget-usd", type=_usd, metavar="X", help="hard cap on the experiment's spend")
     c.add_argument(
         "--samples", type=_positive_int, metavar="K", help="runs per (setup, item) pair; reports pass@1..K"
+    )
+    c.add_argument(
+        "--executor",
+        type=_executor,
+        metavar="WHERE",
+        help="where execution scoring runs: local, dask (a cluster on this machine) or tcp://HOST:PORT",
+    )
+    c.add_argument(
+        "--tune-cascade",
+        metavar="SETUP",
+        help="sweep cascade SETUP's accept threshold on a dev split; report the cheapest settings "
+        "reaching 50/80/95%% of the mixture's gain on the rest (tune.json)",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_compare)

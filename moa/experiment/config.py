@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
 from moa.eval.hashing import canonical_hash
+from moa.experiment.executors.names import check_executor
 from moa.safe_read import read_document
 from moa.topology.loader import format_validation_error, load
 from moa.topology.spec import require_printable
@@ -27,6 +28,7 @@ __all__ = [
     "ExperimentSpec",
     "Setup",
     "SetupEntry",
+    "TuneSpec",
     "canonical_hash",
     "evaluator_config",
     "evaluator_id",
@@ -46,6 +48,23 @@ class SetupEntry(BaseModel):
     name: str | None = Field(None, min_length=1, description="The name shown in the report.")
 
     @field_validator("topology", "name")
+    @classmethod
+    def _no_control_characters(cls, v: Any) -> Any:
+        return require_printable(v, "value")
+
+
+class TuneSpec(BaseModel):
+    """Tune a cascade setup's first accept threshold (``moa compare --tune-cascade``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    setup: str = Field(..., min_length=1, description="The cascade setup whose threshold is swept.")
+    dev_fraction: float = Field(
+        0.3, gt=0, lt=1, description="The share of items the threshold is chosen on; the rest judge it."
+    )
+    seed: int = Field(0, description="Seed of the dev/held-out split (and of its bootstrap).")
+
+    @field_validator("setup")
     @classmethod
     def _no_control_characters(cls, v: Any) -> Any:
         return require_printable(v, "value")
@@ -105,12 +124,27 @@ class ExperimentSpec(BaseModel):
         le=16_384,
         description="Per stored text (a message or a reply): longer ones are cut, marked.",
     )
+    tune: TuneSpec | None = Field(
+        None,
+        description="Sweep a cascade setup's accept threshold on a dev split and report, on the rest, "
+        "the cheapest setting reaching 50/80/95% of the mixture's gain (`tune.json`).",
+    )
+    executor: str = Field(
+        "local",
+        description="Where execution scoring runs: `local`, `dask` (a cluster on this machine, one "
+        "worker per core) or a Dask scheduler's address `tcp://HOST:PORT`; model calls stay here.",
+    )
 
     @field_validator("name", "dataset", "baseline", "setups", "categories")
     @classmethod
     def _no_control_characters(cls, v: Any) -> Any:
         # names become folder names and paths; a NUL or newline would surface as a broken error line
         return require_printable(v, "value")
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        return check_executor(v)
 
     @field_validator("evaluator")
     @classmethod

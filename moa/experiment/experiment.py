@@ -5,6 +5,10 @@
 2. score (``score_answers``): the stored answers scored by the evaluator (a judge shares the budget);
 3. analyse (``analysis``): the summary from stored runs and scores only;
 4. report (``report``): ``summary.json``, ``results.jsonl``, ``report.md``, ``report.html``, ``pareto.png``.
+5. tune, when ``spec.tune`` asks (``tune``): a cascade setup's threshold swept, ``tune.json``.
+
+The score phase runs where ``spec.executor`` says (``executors``): the sandboxed programs of an
+execution evaluator may run on Dask workers; everything else, and every write to the store, stays here.
 
 Re-running with the same ``out`` resumes: stored pairs and scores are skipped without a request. An
 experiment changed in a way that would mix results (a setup's topology, an item's input) is refused.
@@ -25,6 +29,7 @@ from moa.eval.registry import make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.summarize import summary_from_store
 from moa.experiment.analysis.summary import Summary, baseline_problem
+from moa.experiment.analysis.tuning import TuneResult
 from moa.experiment.config import (
     ExperimentSpec,
     Setup,
@@ -33,13 +38,16 @@ from moa.experiment.config import (
     load_spec,
     resolve_setups,
 )
+from moa.experiment.executors import Executor, open_executor
 from moa.experiment.progress import Progress
 from moa.experiment.report.outputs import write_outputs
 from moa.experiment.report.text import print_table
+from moa.experiment.report.tune import format_tune_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import Store, item_hash
+from moa.experiment.tune import plan_tuning, run_tuning
 from moa.gc_tuning import tune_gc_for_long_runs
 
 __all__ = ["Experiment", "rebuild_report"]
@@ -75,6 +83,8 @@ class Experiment:
         self.echo = echo
         #: the reason the last run stopped early (budget), if any
         self.stopped: str | None = None
+        #: what ``spec.tune`` found in the last run (also in ``out/tune.json``), if asked
+        self.tuned: TuneResult | None = None
 
     @classmethod
     def from_file(
@@ -108,9 +118,14 @@ class Experiment:
     async def arun(self) -> Summary:
         """Run (or resume) the experiment and return its summary."""
         with tune_gc_for_long_runs():  # restored on return: see moa.gc_tuning
-            return await self._arun()
+            # opened first: an unreachable scheduler is refused before any model call is paid for
+            executor = await open_executor(self.spec.executor)
+            try:
+                return await self._arun(executor)
+            finally:
+                await executor.aclose()
 
-    async def _arun(self) -> Summary:
+    async def _arun(self, executor: Executor) -> Summary:
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
@@ -124,6 +139,7 @@ class Experiment:
             evaluator.artefacts_dir = self.out / "artefacts"
         # a judge's id covers its topology's content, so an edited judge file re-scores
         ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
+        tuning = plan_tuning(spec, setups, evaluator, dataset.items, self.source)  # before any call
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
         # exclusive until closed: a second run on the same folder would resend every unfinished
@@ -136,6 +152,7 @@ class Experiment:
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
             store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
+            store.set_meta("executor", {"executor": executor.name, "workers": executor.workers})
             store.commit()
             budget = None
             if spec.budget_usd is not None:
@@ -156,11 +173,21 @@ class Experiment:
             judge_runner = base_runner.scoped(
                 cache=StoreCache(store, f"judge:{ev_id}"), budget=budget or base_runner.budget
             )
+            # workers take more programs at once than the runs' limit: each wants its next one queued
+            slots = executor.slots_for(evaluator)
             scoring = await score_all(
-                store, setups, evaluator, ev_id, items.get, sem, judge_runner=judge_runner
+                store,
+                setups,
+                evaluator,
+                ev_id,
+                items.get,
+                asyncio.Semaphore(slots) if slots > spec.concurrency else sem,
+                judge_runner=judge_runner,
+                executor=executor,
             )
             # 3. analyse and 4. report, from the store alone
             summary = summary_from_store(store, manifest)
+            summary.executor, summary.workers = executor.name, executor.workers
             summary.notes[:0] = notes + [f"{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows]
             if scoring.failures:
                 summary.notes.append(
@@ -169,6 +196,22 @@ class Experiment:
             if self.stopped:
                 summary.notes.append(self.stopped)
             write_outputs(self.out, summary, store, manifest)
+            self.tuned = None
+            if tuning is not None and not baseline_problem(summary):
+                self.tuned = await run_tuning(
+                    tuning,
+                    spec=spec,
+                    store=store,
+                    setups=setups,
+                    evaluator=evaluator,
+                    evaluator_id=ev_id,
+                    items=dataset.items,
+                    runner=base_runner,
+                    budget=budget,
+                    sem=sem,
+                    out=self.out,
+                    source=self.source,
+                )
         finally:
             bar.close()
             store.close()
@@ -176,6 +219,8 @@ class Experiment:
                 await base_runner.aclose()
         if self.echo:
             print_table(summary)
+            if self.tuned is not None:
+                print("\n" + format_tune_table(self.tuned))
         problem = baseline_problem(summary)
         if problem:
             # a budget that refused every call is the cause, not the baseline
@@ -299,6 +344,9 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
                 store, setups, evaluator, manifest["evaluator_id"], item, asyncio.Semaphore(concurrency)
             )
         summary = summary_from_store(store, manifest)
+        ran = store.get_meta("executor")  # where the stored scores came from (None before executors)
+        if ran is not None:
+            summary.executor, summary.workers = ran["executor"], ran["workers"]
         write_outputs(Path(out), summary, store, manifest)
     finally:
         store.close()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
+from moa.experiment.executors.base import Executor, LocalExecutor
 from moa.experiment.store.database import RunRow, Store
 
 if TYPE_CHECKING:
@@ -63,12 +64,18 @@ async def score_all(
     *,
     judge_runner: Runner | None = None,
     on_scored: Callable[[], None] | None = None,
+    executor: Executor | None = None,
 ) -> ScoringReport:
     """Score every stored successful run that has no score under ``evaluator_id``.
 
     Failed runs get no score row (the summary counts them as 0). A scoring that raises is not stored,
-    so the next run tries again; its message lands in ``ScoringReport.failures``."""
+    so the next run tries again; its message lands in ``ScoringReport.failures``.
+
+    ``executor`` decides where an ``Evaluator`` scores (Dask workers run the sandboxed programs); a
+    pairwise judge always scores here, its calls under the driver's rate limits and budget. The
+    score is stored here either way."""
     report = ScoringReport()
+    where: Executor = executor or LocalExecutor()
     baseline = next(s for s in setups if s.is_baseline)
     tasks: set[asyncio.Task[None]] = set()
 
@@ -131,7 +138,7 @@ async def score_all(
                             turn_scores=list(res.turn_scores) or None,
                         )
             else:
-                s = await evaluator.score(it, answer)
+                s = await where.score(evaluator, it, answer)
                 store.put_score(row.run_id, evaluator_id, s.value, s.detail)
             report.scored += 1
             if on_scored is not None:

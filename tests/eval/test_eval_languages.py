@@ -126,7 +126,9 @@ def test_unknown_language_scores_zero_naming_it() -> None:
     item = Item(id="x", input="q", tests=["assert(true);"], language="php")
     score = score_execution("```php\n<?php echo 1;\n```", item)
     assert score.value == 0.0 and score.detail is not None
-    assert score.detail.startswith("no runner for language `php` (moa runs c, cpp, go, html, java, javascript")
+    assert score.detail.startswith(
+        "no runner for language `php` (moa runs c, cpp, go, html, java, javascript"
+    )
 
 
 def test_missing_toolchain_is_a_clear_per_item_reason(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -194,6 +194,10 @@ class Summary(BaseModel):
     cost_basis: Literal["usd", "tokens"] = "usd"
     """What "cost" means in the ratios, the Pareto front and the per-correct figures: ``usd``, or
     ``tokens`` when the baseline cost $0 (every call local-compute or unpriced), where USD says nothing."""
+    executor: str = "local"
+    """Where execution scoring ran: ``local``, ``dask`` or the Dask scheduler's address."""
+    workers: int = 1
+    """The processes that scored (the Dask workers; 1 for the local executor)."""
 
     def setup(self, name: str) -> SetupSummary:
         for s in self.setups:

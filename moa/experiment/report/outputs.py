@@ -1,6 +1,6 @@
 """The files of an experiment folder: ``summary.json``, ``results.jsonl``, ``report.md``, ``report.html``
 and ``pareto.png``, each written from the summary and the store alone (so ``moa report`` rewrites them
-without a model call)."""
+without a model call); ``report.md`` keeps the section of an earlier cascade tuning (``tune.json``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from moa.experiment.analysis.summary import Summary
 from moa.experiment.report.plots import pareto_png
 from moa.experiment.report.text import html_report, markdown_report
+from moa.experiment.report.tune import add_tune_section, read_tune
 from moa.experiment.store.database import Store
 
 __all__ = ["write_outputs", "write_results"]
@@ -58,5 +59,8 @@ def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str,
     (out / "report.md").write_text(
         markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8"
     )
+    tuned = read_tune(out, manifest)
+    if tuned is not None:  # an earlier `--tune-cascade` of a setup still here: keep its section
+        add_tune_section(out / "report.md", tuned)
     (out / "report.html").write_text(html_report(summary, png), encoding="utf-8")
     return added

@@ -1,0 +1,248 @@
+"""Tuning a cascade setup's threshold (``moa compare --tune-cascade SETUP``, or ``tune:`` in the
+experiment file), run after the report of the comparison is written.
+
+Each item runs the cascade once with every stage (``record_stages``), through the setup's own call
+cache, so the calls its stored run made are not sent again: only the stages an item never reached
+are new. The answers are scored, and every setting of stage 1's threshold is then read off the
+records (``moa.cascade.tune``), chosen on a dev split and judged on the rest
+(``analysis.tuning``). The result is ``tune.json`` and a section of ``report.md``.
+
+Everything that can be wrong with the request (no such setup, not a cascade, a rule with no
+threshold, too few items) is refused by ``plan_tuning`` before the experiment makes any call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from moa._run import Runner
+from moa.calls.budget import Budget
+from moa.cascade.context import item_scope
+from moa.cascade.definition import Cascade
+from moa.cascade.execute import StageRecord, record_stages
+from moa.cascade.tune import ItemTrace, Setting, current_setting, describe, settings_for, trace
+from moa.errors import BudgetExceeded, UserError
+from moa.eval.datasets import Item
+from moa.eval.types import Evaluator, PairwiseEvaluator
+from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
+from moa.experiment.config import ExperimentSpec, Setup, TuneSpec
+from moa.experiment.conversation import is_multi_turn
+from moa.experiment.report.tune import add_tune_section
+from moa.experiment.run_pairs import budget_stop
+from moa.experiment.store.cache import StoreCache, sample_scope
+from moa.experiment.store.database import Store
+
+__all__ = ["MIN_SPLIT", "TunePlan", "plan_tuning", "run_tuning", "tune_override"]
+
+#: items each split needs: fewer and a bootstrap interval says nothing
+MIN_SPLIT = 10
+
+
+@dataclass(frozen=True, slots=True)
+class TunePlan:
+    """What to tune, checked: the setup, its settings, and the item ids of each split."""
+
+    spec: TuneSpec
+    setup: Setup
+    cascade: Cascade
+    settings: list[Setting]
+    current: Setting
+    dev: list[str]
+    test: list[str]
+
+
+def tune_override(spec: ExperimentSpec, setup: str) -> ExperimentSpec:
+    """``--tune-cascade SETUP``: the file's ``tune`` (its split and seed), on ``setup``."""
+    old = {} if spec.tune is None else spec.tune.model_dump()
+    return spec.model_copy(update={"tune": TuneSpec.model_validate({**old, "setup": setup})})
+
+
+def _too_few(source: str, n_dev: int, n_test: int, why: str) -> UserError:
+    return UserError(
+        f"{source}: tune: {why} {n_dev} dev and {n_test} held-out items; each split needs at least "
+        f"{MIN_SPLIT} (use more items or another dev_fraction)"
+    )
+
+
+def plan_tuning(
+    spec: ExperimentSpec,
+    setups: Sequence[Setup],
+    evaluator: Evaluator | PairwiseEvaluator,
+    items: Sequence[Item],
+    source: str,
+) -> TunePlan | None:
+    """The checked plan of ``spec.tune`` (None when there is none); ``UserError`` naming the problem."""
+    t = spec.tune
+    if t is None:
+        return None
+    setup = next((s for s in setups if s.name == t.setup), None)
+    if setup is None:
+        known = ", ".join(f"`{s.name}`" for s in setups if not s.is_baseline)
+        raise UserError(f"{source}: tune: no setup is named `{t.setup}` (setups: {known})")
+    if setup.is_baseline or not isinstance(setup.topology, Cascade):
+        what = "the baseline" if setup.is_baseline else f"a `{setup.topology.kind}` topology"
+        raise UserError(f"{source}: tune: setup `{t.setup}` is {what}, not a cascade (`kind: cascade`)")
+    cascade = setup.topology
+    try:
+        settings = settings_for(cascade.name, cascade.stage_list)
+    except UserError as e:
+        raise UserError(f"{source}: tune: setup `{t.setup}`: {e}") from None
+    if isinstance(evaluator, PairwiseEvaluator):
+        raise UserError(
+            f"{source}: tune: the evaluator `{evaluator.name}` scores against the baseline's answer; "
+            "tuning scores each stage's answer alone (use a reference evaluator)"
+        )
+    turns = next((i for i in items if is_multi_turn(i)), None)
+    if turns is not None:
+        raise UserError(f"{source}: tune: item `{turns.id}` has several turns; tuning takes one-turn items")
+    dev, test = split_items([i.id for i in items], t.dev_fraction, t.seed)
+    if min(len(dev), len(test)) < MIN_SPLIT:
+        raise _too_few(
+            source, len(dev), len(test), f"{len(items)} items at dev_fraction {t.dev_fraction} give"
+        )
+    current = current_setting(cascade.name, cascade.stage_list)
+    return TunePlan(t, setup, cascade, settings, current, dev, test)
+
+
+async def _scores(evaluator: Evaluator, item: Item, records: Sequence[StageRecord]) -> list[float]:
+    """Each stage's answer scored (a failed stage 0), every distinct answer once."""
+    seen: dict[str, float] = {}
+    out = []
+    for r in records:
+        if r.answer is None:
+            out.append(0.0)
+            continue
+        if r.answer not in seen:
+            seen[r.answer] = (await evaluator.score(item, r.answer)).value
+        out.append(seen[r.answer])
+    return out
+
+
+def _single_scores(store: Store, baseline: Setup, evaluator_id: str) -> dict[str, float]:
+    """The baseline's score per item (the mean over its samples; a failed run 0), where all are scored."""
+    out = {}
+    for item_id, rows in store.run_rows(baseline.name, baseline.hash, evaluator_id).items():
+        values = [0.0 if r.error is not None else r.score for r in rows]
+        if rows and all(v is not None for v in values):
+            out[item_id] = math.fsum(v for v in values if v is not None) / len(values)
+    return out
+
+
+async def _traces(
+    plan: TunePlan,
+    spec: ExperimentSpec,
+    store: Store,
+    evaluator: Evaluator,
+    items: Mapping[str, Item],
+    runner: Runner,
+    budget: Budget | None,
+    sem: asyncio.Semaphore,
+    source: str,
+) -> tuple[dict[str, ItemTrace], list[str]]:
+    """Every item's trace, and one line per item left out (a timed-out run, a failed scoring)."""
+    # the setup's own cache scope: what its stored runs already paid for is read back, not resent
+    scoped = runner.scoped(
+        cache=StoreCache(store, sample_scope(plan.setup.name, plan.setup.hash, 0)), budget=runner.budget
+    )
+    traces: dict[str, ItemTrace] = {}
+    dropped: list[str] = []
+    fatal: list[UserError] = []
+
+    async def one(item: Item) -> None:
+        async with sem:
+            if fatal:
+                return
+            try:
+                with item_scope(item):
+                    records = await record_stages(
+                        plan.cascade.name,
+                        plan.cascade.stage_list,
+                        scoped,
+                        item.input,
+                        budget=budget,
+                        deadline_s=spec.deadline_s,
+                    )
+                traces[item.id] = trace(records, await _scores(evaluator, item, records))
+            except BudgetExceeded as e:
+                fatal.append(
+                    UserError(
+                        f"{source}: tune: {budget_stop(spec.budget_usd, e)}; the comparison's reports are "
+                        "written, and a re-run resends no call already made"
+                    )
+                )
+            except UserError as e:  # a missing key and the like: every item would fail the same way
+                fatal.append(UserError(f"{source}: tune: {e}"))
+            except Exception as e:  # a timeout, a scoring bug: the other items still tell
+                dropped.append(f"item `{item.id}`: {type(e).__name__}: {' '.join(str(e).split())}")
+
+    try:
+        await asyncio.gather(*(one(items[i]) for i in [*plan.dev, *plan.test]))
+    finally:
+        store.commit()  # the cache entries of the calls made
+    if fatal:
+        raise fatal[0]
+    return traces, dropped
+
+
+async def run_tuning(
+    plan: TunePlan,
+    *,
+    spec: ExperimentSpec,
+    store: Store,
+    setups: Sequence[Setup],
+    evaluator: Evaluator | PairwiseEvaluator,
+    evaluator_id: str,
+    items: Sequence[Item],
+    runner: Runner,
+    budget: Budget | None,
+    sem: asyncio.Semaphore,
+    out: Path,
+    source: str,
+) -> TuneResult:
+    """Record, score and sweep; write ``tune.json`` and the report's section; return the result."""
+    assert not isinstance(evaluator, PairwiseEvaluator)  # plan_tuning refused it
+    baseline = next(s for s in setups if s.is_baseline)
+    traces, dropped = await _traces(
+        plan, spec, store, evaluator, {i.id: i for i in items}, runner, budget, sem, source
+    )
+    single = _single_scores(store, baseline, evaluator_id)
+    missing = [i for i in [*plan.dev, *plan.test] if i in traces and i not in single]
+    notes = (
+        [f"left out {len(dropped)} item(s) whose cascade run failed; first: {dropped[0]}"] if dropped else []
+    )
+    if missing:
+        notes.append(f"left out {len(missing)} item(s) with no scored baseline run; first: `{missing[0]}`")
+
+    def pairs(ids: Sequence[str]) -> list[tuple[ItemTrace, float]]:
+        return [(traces[i], single[i]) for i in ids if i in traces and i in single]
+
+    dev, test = pairs(plan.dev), pairs(plan.test)
+    if min(len(dev), len(test)) < MIN_SPLIT:
+        raise _too_few(source, len(dev), len(test), "after leaving out failed items there are")
+    header = {
+        "setup": plan.setup.name,
+        "setup_hash": plan.setup.hash,
+        "baseline": baseline.name,
+        "stage": describe(plan.cascade.name, plan.cascade.stage_list),
+        "dev_fraction": plan.spec.dev_fraction,
+        "seed": plan.spec.seed,
+    }
+    result = analyse(
+        settings=plan.settings,
+        current=plan.current,
+        dev=dev,
+        test=test,
+        rounds=spec.bootstrap_rounds,
+        header=header,
+        notes=notes,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "tune.json.tmp"
+    tmp.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "tune.json")
+    add_tune_section(out / "report.md", result)
+    return result

@@ -1,0 +1,206 @@
+"""Execution scoring on Dask: a real loopback ``LocalCluster`` (worker processes) gives the local
+executor's results, a worker killed mid-experiment loses nothing, and an unreachable scheduler or a
+missing ``dask`` extra is one line and exit 2."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa._run import Runner
+from moa.cli import main
+from moa.errors import TopologyError
+from moa.experiment import Experiment, Summary
+from moa.models.base import ModelRequest
+from moa.testing import FunctionModel
+
+distributed = pytest.importorskip("distributed")
+
+from moa.experiment.executors import dask_executor  # noqa: E402  (after the skip: it needs no Dask)
+
+HUMANEVAL = Path(__file__).parents[1] / "eval" / "fixtures" / "humaneval" / "problems.jsonl"
+ROWS = [json.loads(line) for line in HUMANEVAL.read_text().splitlines()]
+# each program sleeps a little, so a worker can be killed while it runs one
+SLOW = "import time\ntime.sleep(0.1)\n"
+
+
+def _answers(wrong_every: int) -> Callable[[ModelRequest], str]:
+    """Whole programs from the fixtures: the wrong solution on every ``wrong_every``-th item."""
+
+    def answer(req: ModelRequest) -> str:
+        text = str(req.messages[-1]["content"])
+        i, row = next((i, r) for i, r in enumerate(ROWS) if f"def {r['entry_point']}(" in text)
+        body = row["wrong_solution" if i % wrong_every == 0 else "canonical_solution"]
+        return SLOW + row["prompt"] + body
+
+    return answer
+
+
+def _runner() -> Runner:
+    return Runner(
+        models={"sim/base": FunctionModel(_answers(2)), "sim/coder": FunctionModel(_answers(5))}  # type: ignore[dict-item]
+    )
+
+
+def _experiment(folder: Path, executor: str = "local") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "coder"):
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}, retry: {{max_attempts: 1}}}}\n"
+        )
+    (folder / "code.jsonl").write_text(HUMANEVAL.read_text())
+    (folder / "exp.yaml").write_text(
+        "name: code\ndataset: code.jsonl\nevaluator: {name: execution, timeout_s: 20, cpu_s: 5, memory_mb: 256}\n"
+        f"baseline: base.yaml\nsetups: [coder.yaml]\nconcurrency: 8\nbootstrap_rounds: 200\nexecutor: {json.dumps(executor)}\n"
+    )
+    return folder / "exp.yaml"
+
+
+def _run(folder: Path, executor: str) -> Summary:
+    return Experiment.from_file(
+        _experiment(folder, executor), out=folder / "out", runner=_runner(), progress=False
+    ).run()
+
+
+def _scores(out: Path) -> dict[tuple[str, str], tuple[float, str | None]]:
+    rows = [json.loads(line) for line in (out / "results.jsonl").open()]
+    return {(r["setup"], r["item_id"]): (r["score"], r["score_detail"]) for r in rows}
+
+
+def _figures(summary: Summary) -> list[tuple[str, float | None, int, int]]:
+    return [(s.name, s.quality, s.tokens, s.errors) for s in summary.setups]
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> tuple[Summary, Path]:
+    folder = tmp_path_factory.mktemp("local")
+    return _run(folder, "local"), folder / "out"
+
+
+def test_dask_cluster_gives_the_local_summary(
+    local: tuple[Summary, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`executor: dask` starts a loopback cluster of worker processes and gives the same scores,
+    quality and token figures as the local executor; summary.json says where it ran."""
+    monkeypatch.setattr(dask_executor, "machine_cores", lambda: 2)  # 2 workers whatever the machine
+    summary = _run(tmp_path, "dask")
+    local_summary, local_out = local
+    assert _scores(tmp_path / "out") == _scores(local_out)
+    assert len(_scores(local_out)) == 2 * len(ROWS)
+    assert _figures(summary) == _figures(local_summary)
+    assert summary.setup("coder").quality not in (None, 0.0, 1.0)  # both outcomes are represented
+    written = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (written["executor"], written["workers"]) == ("dask", 2)
+    assert (local_summary.executor, local_summary.workers) == ("local", 1)
+
+
+@pytest.fixture()
+def cluster() -> Iterator[Any]:
+    # worker processes, as in production: killing one must not take the test process down
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False},
+        silence_logs=50,
+    ) as c:
+        yield c
+
+
+def test_a_killed_worker_loses_nothing(local: tuple[Summary, Path], tmp_path: Path, cluster: Any) -> None:
+    """A worker killed while it runs a program: its task runs elsewhere and the results are complete
+    and equal to the local executor's."""
+    client = distributed.Client(cluster)
+    try:
+        pids: dict[str, int] = client.run(os.getpid)
+        result: list[Summary] = []
+        thread = threading.Thread(target=lambda: result.append(_run(tmp_path, cluster.scheduler_address)))
+        thread.start()
+        killed = None
+        deadline = time.monotonic() + 60
+        while killed is None and thread.is_alive() and time.monotonic() < deadline:
+            busy = [w for w, keys in client.processing().items() if keys and w in pids]
+            if busy:
+                killed = pids[busy[0]]
+                os.kill(killed, signal.SIGKILL)
+            time.sleep(0.02)
+        thread.join(120)
+        assert killed is not None, "no task ever ran on a worker"
+        assert killed not in client.run(os.getpid).values()  # the nanny started a new process
+    finally:
+        client.close()
+    assert result, "the experiment did not finish"
+    assert _scores(tmp_path / "out") == _scores(local[1])
+    assert _figures(result[0]) == _figures(local[0])
+    assert result[0].complete
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("listener", ["closed port", "silent listener"])
+def test_unreachable_scheduler_is_one_line_exit_2(
+    listener: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scheduler address nobody answers on: one line naming it, exit 2, no run stored."""
+    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    with socket.socket() as silent:
+        if listener == "silent listener":  # accepts connections, never speaks
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+        else:
+            port = _closed_port()
+        address = f"tcp://127.0.0.1:{port}"
+        exp = _experiment(tmp_path)
+        code = main(
+            ["compare", str(exp), "--executor", address, "--out", str(tmp_path / "out"), "--no-progress"]
+        )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == f"moa: executor `{address}`: no Dask scheduler answered within 1 s", err
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_missing_extra_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Without the `dask` extra, `--executor dask` says which command installs it, exit 2."""
+    exp = _experiment(tmp_path)
+    code = (
+        "import sys; sys.modules['distributed'] = None\n"
+        "from moa.cli import main\n"
+        f"sys.exit(main(['compare', {str(exp)!r}, '--executor', 'dask', '--out', {str(tmp_path / 'out')!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "moa: the dask executor needs the `dask` extra: pip install 'moa-sdk[dask]'"
+
+
+def test_bad_executor_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad `executor:` in the file names the field; a bad `--executor` is refused by the parser."""
+    exp = _experiment(tmp_path, "http://127.0.0.1:8786")
+    with pytest.raises(TopologyError, match=r"executor.*tcp://HOST:PORT"):
+        Experiment.from_file(exp, out=tmp_path / "out")
+    with pytest.raises(SystemExit) as e:
+        main(["compare", str(exp), "--executor", "cluster"])
+    assert e.value.code == 2
+    assert "executor must be `local`, `dask`" in capsys.readouterr().err
