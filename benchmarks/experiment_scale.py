@@ -70,7 +70,7 @@ class Sampling:
         await self.inner.aclose()
 
 
-def write_files(folder: Path, url: str, items: int, concurrency: int) -> Path:
+def write_files(folder: Path, url: str, items: int, concurrency: int, store_text: bool = True) -> Path:
     with (folder / "items.jsonl").open("w") as f:
         for i in range(items):
             f.write(
@@ -95,6 +95,7 @@ def write_files(folder: Path, url: str, items: int, concurrency: int) -> Path:
     exp = {
         "name": "scale", "dataset": "items.jsonl", "evaluator": "exact", "baseline": "baseline.json",
         "setups": ["setup.json"], "concurrency": concurrency, "bootstrap_rounds": 200,
+        "store_text": store_text,
     }  # fmt: skip
     path = folder / "experiment.json"
     path.write_text(json.dumps(exp))
@@ -120,12 +121,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=10_000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--no-text", action="store_true", help="store_text: false (numbers only, no traces)")
     args = ap.parse_args()
     milestones = sorted({m for m in (1000, 5000, 10_000, args.items) if m <= args.items})
     start_rss = rss_mb()
     with tempfile.TemporaryDirectory() as tmp, sim_server(0.0) as url:
         folder = Path(tmp)
-        path = write_files(folder, url, args.items, args.concurrency)
+        path = write_files(folder, url, args.items, args.concurrency, store_text=not args.no_text)
         backend, total = run_result = asyncio.run(run(path, folder / "out", milestones))
         del run_result
         db = folder / "out" / "experiment.sqlite"
