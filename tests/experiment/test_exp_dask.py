@@ -204,3 +204,36 @@ def test_bad_executor_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixt
         main(["compare", str(exp), "--executor", "cluster"])
     assert e.value.code == 2
     assert "executor must be `local`, `dask`" in capsys.readouterr().err
+
+
+def test_a_resumed_experiment_on_dask_reuses_the_store(tmp_path: Path, cluster: Any) -> None:
+    """The driver alone owns the store: a folder finished by the local executor re-run on Dask sends
+    nothing and scores nothing; with its scores forgotten, Dask re-scores every answer to the same
+    results without any model call."""
+    from moa.experiment import Store
+
+    first = _run(tmp_path, "local")
+    calls_before = _scores(tmp_path / "out")
+    address = cluster.scheduler_address
+    resumed = Experiment.from_file(
+        _experiment(tmp_path, address), out=tmp_path / "out", runner=_runner(), progress=False
+    ).run()
+    assert _figures(resumed) == _figures(first) and resumed.executor == address
+    store = Store.open(tmp_path / "out")
+    try:
+        store.delete_scores()
+    finally:
+        store.close()
+    sent: list[str] = []
+
+    def refuse(req: ModelRequest) -> str:
+        sent.append(str(req.model))
+        raise AssertionError("a stored answer must not be asked again")
+
+    no_models = Runner(models={"sim/*": FunctionModel(refuse)})  # type: ignore[dict-item]
+    rescored = Experiment.from_file(
+        _experiment(tmp_path, address), out=tmp_path / "out", runner=no_models, progress=False
+    ).run()
+    assert sent == []
+    assert _scores(tmp_path / "out") == calls_before
+    assert _figures(rescored) == _figures(first)
