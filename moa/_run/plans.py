@@ -5,10 +5,10 @@ runner retries like any other malformed reply, its tokens still on the record.""
 from __future__ import annotations
 
 import json
-import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from moa._run.json_reply import json_candidates
 from moa.errors import MalformedReply
 
 __all__ = ["parse_plan"]
@@ -19,19 +19,9 @@ class _Plan(BaseModel):
     instructions: list[str] = Field(min_length=1)
 
 
-_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
-
-
 def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
     """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
-    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    lstart, lend = text.find("["), text.rfind("]")
-    if lstart != -1 and lend > lstart:
-        candidates.append(text[lstart : lend + 1])
-    for c in candidates:
+    for c in json_candidates(text):
         try:
             data = json.loads(c)
             if isinstance(data, list):

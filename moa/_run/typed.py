@@ -12,17 +12,16 @@ understands, rather than in a provider-specific ``response_format``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from moa._run.json_reply import json_candidates
 from moa.errors import MalformedReply
 
 __all__ = ["TypedOutput"]
 
-_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n(.*?)```", re.DOTALL)
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
@@ -32,21 +31,6 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "boolean": (bool,),
     "null": (type(None),),
 }
-
-
-def _json_text(reply: str) -> str:
-    """The JSON in a reply: a fenced block's content, else the span from the first ``{`` or ``[`` to
-    the last matching bracket, else the reply itself."""
-    m = _FENCE.search(reply)
-    if m is not None:
-        return m.group(1).strip()
-    text = reply.strip()
-    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
-    if not starts:
-        return text
-    start = min(starts)
-    end = max(text.rfind("}"), text.rfind("]"))
-    return text[start : end + 1] if end > start else text
 
 
 def _type_ok(value: Any, kind: Any) -> bool:
@@ -83,16 +67,26 @@ class TypedOutput:
         )
 
     def parse(self, reply: str) -> Any:
-        """The reply as the schema's value; ``MalformedReply`` naming what does not match."""
-        text = _json_text(reply)
+        """The reply as the schema's value: the first JSON span of the reply (``json_candidates``)
+        that matches; else ``MalformedReply`` naming what the most explicit one lacks."""
+        first: MalformedReply | None = None
+        for text in json_candidates(reply):
+            try:
+                return self._parse(text)
+            except MalformedReply as e:
+                first = first or e
+        assert first is not None  # json_candidates always yields the whole reply
+        raise first
+
+    def _parse(self, text: str) -> Any:
         if self.model is not None:
             try:
                 return self.model.model_validate_json(text)
             except ValidationError as e:
-                first = e.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in first["loc"]) or "the answer"
+                problem = e.errors(include_url=False)[0]
+                where = ".".join(str(p) for p in problem["loc"]) or "the answer"
                 raise MalformedReply(
-                    f"typed output: {where}: {first['msg']} ({e.error_count()} problem(s) against "
+                    f"typed output: {where}: {problem['msg']} ({e.error_count()} problem(s) against "
                     f"`{self.model.__name__}`)"
                 ) from None
         try:

@@ -8,6 +8,7 @@ import json
 import math
 import re
 
+from moa._run.json_reply import json_candidates
 from moa.errors import MalformedReply
 
 __all__ = ["confidence_prompt", "parse_confidence"]
@@ -23,7 +24,6 @@ Answer:
 
 Reply with only this JSON and nothing else: {{"confidence": <a number from 0 to 1>}}"""
 
-_JSON_BLOCK = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 _BARE = re.compile(r"^\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*$")
 
 
@@ -45,11 +45,7 @@ def parse_confidence(text: str, *, node: str = "", model: str = "") -> float:
         v = _value(float(bare.group(1)))
         if v is not None:
             return v
-    candidates = [m.group(1) for m in _JSON_BLOCK.finditer(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if start != -1 and end > start:
-        candidates.append(text[start : end + 1])
-    for c in candidates:
+    for c in json_candidates(text):
         try:
             data = json.loads(c)
         except json.JSONDecodeError:
