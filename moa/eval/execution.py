@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,7 +164,10 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
 
 #: HTML renders at once: each is a whole Chromium (150-300 MB, a core for a second or two)
 _PAGES = 2
-_page_slots: dict[int, asyncio.Semaphore] = {}
+# one limit per event loop (a Semaphore belongs to its loop), forgotten with the loop
+_page_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:
@@ -176,8 +180,7 @@ async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:
     if page is None:
         return Score(0.0, "no HTML page found in the answer")
     folder = limits.get("artefacts_dir")
-    loop = id(asyncio.get_running_loop())
-    slots = _page_slots.setdefault(loop, asyncio.Semaphore(_PAGES))
+    slots = _page_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(_PAGES))
     async with slots:
         outcome = await render_html(
             page,

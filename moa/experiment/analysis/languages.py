@@ -34,23 +34,24 @@ def _mean_scores(runs: Mapping[str, Sequence[RunRow]]) -> dict[str, float]:
     return out
 
 
-def add_languages(summary: Summary, store: Store, manifest: dict[str, Any]) -> None:
-    """Fill ``SetupSummary.languages`` when the items name languages (nothing otherwise)."""
+def add_languages(
+    summary: Summary,
+    store: Store,
+    manifest: dict[str, Any],
+    rows: Mapping[str, Mapping[str, Sequence[RunRow]]],
+) -> None:
+    """Fill ``SetupSummary.languages`` when the items name languages (nothing otherwise), from the
+    setups' stored rows the summary already read (setup name -> item id -> runs)."""
     languages = item_languages(store)
     if not languages:
         return
-    ev_id = manifest["evaluator_id"]
     samples = int(manifest.get("samples", 1))
     rounds = int(manifest.get("bootstrap_rounds", 2000))
     seed = int(manifest.get("seed", 0))
     item_ids = [i for i in manifest["item_ids"] if i in languages]
     runs_by_setup = {
-        s["name"]: {
-            i: [r for r in rows if r.sample < samples]
-            for i, rows in store.run_rows(s["name"], s["hash"], ev_id).items()
-            if i in languages
-        }
-        for s in manifest["setups"]
+        name: {i: [r for r in runs if r.sample < samples] for i, runs in by_item.items() if i in languages}
+        for name, by_item in rows.items()
     }
     pairwise = bool(manifest.get("pairwise", False))
     for lang in sorted(set(languages[i] for i in item_ids)):

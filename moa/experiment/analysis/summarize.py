@@ -270,5 +270,5 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
         pairwise=bool(manifest.get("pairwise", False)),
     )
     add_human_votes(summary, store, manifest)
-    add_languages(summary, store, manifest)
+    add_languages(summary, store, manifest, {name: by_item for name, _, by_item in rows})
     return summary
