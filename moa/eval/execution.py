@@ -138,6 +138,17 @@ def _run_limits(limits: dict[str, Any]) -> RunLimits:
     )
 
 
+def renders_page(item: Item) -> bool:
+    """Whether ``item`` is an HTML item: its answer is rendered, not tested."""
+    return item.language is not None and canonical_language(item.language) == "html"
+
+
+def can_execute(item: Item) -> bool:
+    """Whether the execution evaluator has something to run ``item``'s answer against: tests, or a
+    page to render."""
+    return item.test is not None or bool(item.tests) or renders_page(item)
+
+
 async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score:
     """1.0 when the code in ``answer`` passes all the item's tests, else 0 with the reason."""
     language = canonical_language(item.language) if item.language else "python"

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import MalformedReply, MoAError
 from moa.eval.datasets import Item
-from moa.eval.execution import ExecutionConfig, score_execution_async
+from moa.eval.execution import ExecutionConfig, can_execute, renders_page, score_execution_async
 from moa.eval.hashing import canonical_hash
 from moa.eval.types import Judgment, PairScore, Score
 from moa.results import CallRecord
@@ -329,14 +329,13 @@ class JudgeEvaluator:
         return PairScore(Score(value, detail), [j for pair in pairs for j in pair], [s.value for s in scores])
 
     async def _execution(self, item: Item, answer: str) -> str | None:
-        is_page = (item.language or "").strip().lower() in ("html", "htm")
-        if item.test is None and not item.tests and not is_page:
+        if not can_execute(item):
             return None
         key = (item.id, answer)
         if key not in self._executions:
             limits = self.config.execution.model_dump(exclude={"name"})
             s = await score_execution_async(answer, item, **limits)
-            if is_page:  # a page has no tests: what the judge needs is how it rendered
+            if renders_page(item):  # a page has no tests: what the judge needs is how it rendered
                 self._executions[key] = f"the page rendered: {s.detail}"
             else:
                 self._executions[key] = (

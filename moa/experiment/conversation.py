@@ -81,7 +81,7 @@ def _merge(results: Sequence[RunResult], calls: list[CallRecord]) -> RunResult:
         calls=calls,
         nodes=last.nodes,
         unpriced_models=sorted({m for r in results for m in r.unpriced_models}),
-        cost_note=next(iter(notes)) if len(notes) == 1 else ("; ".join(sorted(notes)) or None),
+        cost_note="; ".join(sorted(notes)) or None,
         run_id=last.run_id,
         stage=last.stage,  # a cascade: the stage that answered the last turn
         stages_run=max((r.stages_run for r in results if r.stages_run is not None), default=None),

@@ -236,7 +236,9 @@ class _Server:
             )
         request.state.model = body.model
         request.state.stream = bool(body.stream)
-        if body.stream and body.output_schema() is not None:
+        # validated by unsupported() above, so it does not raise here
+        schema = body.output_schema()
+        if body.stream and schema is not None:
             raise ApiError(
                 400,
                 "`response_format` with `stream`: a JSON answer is checked whole before it is sent, so it is not streamed",
@@ -248,7 +250,7 @@ class _Server:
         try:
             result = await _unless_disconnected(
                 request.receive,
-                topology.run(body.chat(), runner=self.runner, output_type=body.output_schema()),
+                topology.run(body.chat(), runner=self.runner, output_type=schema),
             )
         except MoAError as e:
             raise error_for(e) from None

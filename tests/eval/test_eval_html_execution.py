@@ -57,3 +57,26 @@ def test_html_items_in_an_experiment_keep_their_screenshots(tmp_path: Path) -> N
     assert len(list((tmp_path / "out" / "artefacts" / "html").glob("*.png"))) == 2
     results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert all("screenshot: " in r["score_detail"] for r in results)
+
+
+async def test_the_judge_is_shown_how_each_page_rendered() -> None:
+    """With show_execution, an HTML item's judge prompt carries each page's outcome (its console
+    errors), though the item has no tests."""
+    from moa.eval.judge import JudgeConfig, JudgeEvaluator
+    from moa.topology.loader import load_data
+
+    prompts: list[str] = []
+
+    def judge(req: object) -> str:
+        prompts.append(str(req.messages[-1]["content"]))  # type: ignore[attr-defined]
+        return "[[A>B]]"
+
+    topo = load_data({"name": "j", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/j"}}})
+    ev = JudgeEvaluator(JudgeConfig(topology="j", show_execution=True), topology=topo)
+    item = Item(id="page", input="Make a page saying Hello", language="html")
+    await ev.score_pair(item, GOOD, BAD, runner=Runner(models={"fake/*": FunctionModel(judge)}))
+    assert len(prompts) == 2
+    assert all("the page rendered: rendered, no console errors" in p for p in prompts)
+    assert all(
+        "the page rendered: page has 1 console error" in p and "undefinedFunction" in p for p in prompts
+    )
