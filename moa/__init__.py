@@ -13,6 +13,8 @@ import importlib
 import warnings
 from typing import TYPE_CHECKING, Any
 
+from moa._lazy import lazy_exports
+
 if TYPE_CHECKING:
     from moa._run import Runner as Runner
     from moa.calls.budget import Budget as Budget
@@ -77,7 +79,7 @@ _EXPORTS = {
     "TopologyError": "moa.errors",
     "Usage": "moa.results",
     "UserError": "moa.errors",
-    "build": "moa.topology.build",
+    "build": "moa.topology.build:",
     "configure_logging": "moa.log",
     "load": "moa.topology.loader",
     "presets": "moa.topology.loader",
@@ -95,20 +97,12 @@ _DEPRECATED = {
 }
 
 
+_lazy_get, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
 def __getattr__(name: str) -> Any:
     if name in _DEPRECATED:
         module_name, new = _DEPRECATED[name]
         warnings.warn(f"moa.{name} is now {module_name}.{new}", DeprecationWarning, stacklevel=2)
         return getattr(importlib.import_module(module_name), new)
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'moa' has no attribute {name!r}")
-    value: Any = importlib.import_module(module)
-    if name != "build":
-        value = getattr(value, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return _lazy_get(name)

@@ -8,8 +8,9 @@ does not load the judge's topology machinery.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from moa._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from moa.eval.bradley_terry import Outcome, RatingCI, bootstrap_ratings, fit_bradley_terry
@@ -146,15 +147,4 @@ __all__ = [
     "sign_test",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'moa.eval' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -13,8 +13,9 @@ Names are imported on first use, so ``moa.experiment.cli`` (argparse only) stays
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from moa._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from moa.eval.types import Judgment as JudgmentRow
@@ -66,16 +67,4 @@ __all__ = [
     "summary_from_store",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    target = _EXPORTS.get(name)
-    if target is None:
-        raise AttributeError(f"module 'moa.experiment' has no attribute {name!r}")
-    module, _, attr = target.partition(":")
-    value = getattr(importlib.import_module(module), attr or name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

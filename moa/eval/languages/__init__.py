@@ -7,8 +7,9 @@ the compile machinery.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from moa._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from moa.eval.languages.build import RunLimits, Verdict, clear_compile_cache, compile_and_run
@@ -52,15 +53,4 @@ __all__ = [
     "score_in_language",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'moa.eval.languages' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
