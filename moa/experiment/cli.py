@@ -110,7 +110,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         "--executor",
         type=_executor,
         metavar="WHERE",
-        help="where execution scoring runs: local, dask (a cluster on this machine) or tcp://HOST:PORT",
+        help="where local-model runs and execution scoring run: local, dask (a cluster on this machine) "
+        "or tcp://HOST:PORT; API calls stay here",
     )
     c.add_argument(
         "--tune-cascade",

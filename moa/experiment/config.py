@@ -131,8 +131,9 @@ class ExperimentSpec(BaseModel):
     )
     executor: str = Field(
         "local",
-        description="Where execution scoring runs: `local`, `dask` (a cluster on this machine, one "
-        "worker per core) or a Dask scheduler's address `tcp://HOST:PORT`; model calls stay here.",
+        description="Where runs of local models and execution scoring run: `local`, `dask` (a cluster on "
+        "this machine, one worker per core) or a Dask scheduler's address `tcp://HOST:PORT`; API calls "
+        "stay here.",
     )
 
     @field_validator("name", "dataset", "baseline", "setups", "categories")

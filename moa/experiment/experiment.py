@@ -7,8 +7,9 @@
 4. report (``report``): ``summary.json``, ``results.jsonl``, ``report.md``, ``report.html``, ``pareto.png``.
 5. tune, when ``spec.tune`` asks (``tune``): a cascade setup's threshold swept, ``tune.json``.
 
-The score phase runs where ``spec.executor`` says (``executors``): the sandboxed programs of an
-execution evaluator may run on Dask workers; everything else, and every write to the store, stays here.
+The answer and score phases run where ``spec.executor`` says (``executors``): the pairs of setups whose
+models are all local, and the sandboxed programs of an execution evaluator, may run on Dask workers;
+API calls, and every write to the store, stay here.
 
 Re-running with the same ``out`` resumes: stored pairs and scores are skipped without a request. An
 experiment changed in a way that would mix results (a setup's topology, an item's input) is refused.
@@ -167,7 +168,9 @@ class Experiment:
             sem = asyncio.Semaphore(spec.concurrency)
             # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
             self.stopped = None
-            self.stopped = await run_pairs(spec, store, setups, dataset.items, base_runner, budget, sem, bar)
+            self.stopped = await run_pairs(
+                spec, store, setups, dataset.items, base_runner, budget, sem, bar, executor
+            )
             # 2. score: judge calls are cached in their own scope and charged to the experiment's budget
             items = {i.id: i for i in dataset.items}
             judge_runner = base_runner.scoped(

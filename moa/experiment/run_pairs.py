@@ -6,6 +6,11 @@ Pairs stream through an ``asyncio.Semaphore``: a task is created only when a slo
 ``concurrency`` runs (and their results) exist at once whatever the number of items. A ``RunResult``
 is written to the store and dropped. Stored pairs are skipped without a request; interrupted pairs
 find their finished calls in the call cache (one scope per setup and sample).
+
+With a Dask executor, the pairs of a setup whose models are all local (``executors.movable``) run on
+the workers, in a second stream with its own limit (the workers' slots); the rest, API calls above
+all, stay here. Either way this process alone writes the store: a pair sent away takes its item's
+cached replies along and brings back the ones it added, stored here with its run.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from moa.eval.datasets import Item
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.config import ExperimentSpec, Setup
 from moa.experiment.conversation import run_item
+from moa.experiment.executors.base import Executor, LocalExecutor, movable
+from moa.experiment.executors.worker import PairTask
 from moa.experiment.progress import Progress
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store, item_hash
+from moa.results import RunResult
 
 __all__ = ["budget_stop", "run_pairs"]
 
@@ -50,18 +58,21 @@ async def run_pairs(
     budget: Budget | None,
     sem: asyncio.Semaphore,
     bar: Progress,
+    executor: Executor | None = None,
 ) -> str | None:
     """Run and store the pairs still to do; returns why it stopped early (the budget), else None.
 
     A ``UserError`` (a missing API key and the like) stops the phase and is raised: every run would
-    fail the same way. Any other failure is stored as the pair's error, and the phase goes on."""
+    fail the same way. Any other failure is stored as the pair's error, and the phase goes on.
+
+    The pairs of a setup ``movable`` to workers go to ``executor`` (at most its ``run_slots`` at
+    once, besides the ``concurrency`` of the pairs run here); the rest run on this event loop."""
+    where: Executor = executor or LocalExecutor()
     k = spec.samples
-    runners = {
-        (s.name, j): base_runner.scoped(
-            cache=StoreCache(store, sample_scope(s.name, s.hash, j)), budget=base_runner.budget
-        )
+    moved = {
+        s.name
         for s in setups
-        for j in range(k)
+        if where.run_slots() and movable(s.topology, base_runner, (budget, base_runner.budget))
     }
     done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
     hashes = [item_hash(i) for i in items]
@@ -77,11 +88,19 @@ async def run_pairs(
     fatal: list[BaseException] = []
     stopped: list[str] = []
 
-    async def one(setup: Setup, item: Item, h: str, j: int) -> None:
+    async def one(setup: Setup, item: Item, h: str, j: int, slots: asyncio.Semaphore) -> None:
+        # one cache per pair: its replies are noted as this item's, for a worker resuming it
+        cache = StoreCache(store, sample_scope(setup.name, setup.hash, j), item.id)
         try:
-            result, turns = await run_item(
-                runners[setup.name, j], setup.topology, item, budget=budget, deadline_s=spec.deadline_s
-            )
+            if setup.name in moved:
+                result, turns = await _on_worker(
+                    where, setup, item, cache, spec.deadline_s, (budget, base_runner.budget)
+                )
+            else:
+                runner = base_runner.scoped(cache=cache, budget=base_runner.budget)
+                result, turns = await run_item(
+                    runner, setup.topology, item, budget=budget, deadline_s=spec.deadline_s
+                )
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it
             if not stopped:
@@ -101,25 +120,33 @@ async def run_pairs(
             store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
             bar.advance(result.cost_usd)
         finally:
-            sem.release()
+            slots.release()
 
-    try:
+    async def feed(remote: bool, slots: asyncio.Semaphore) -> None:
         pairs = (
             (item, h, setup, j)
             for item, h in zip(items, hashes, strict=True)
             for setup in setups
+            if (setup.name in moved) == remote
             for j in range(k)
         )
         for item, h, setup, j in pairs:
             if (item.id, h, j) in done[setup.name]:
                 continue
-            await sem.acquire()
+            await slots.acquire()
             if stopped or fatal:
-                sem.release()
+                slots.release()
                 break
-            t = asyncio.create_task(one(setup, item, h, j), name=f"moa-exp:{setup.name}:{item.id}:{j}")
+            t = asyncio.create_task(one(setup, item, h, j, slots), name=f"moa-exp:{setup.name}:{item.id}:{j}")
             tasks.add(t)
             t.add_done_callback(tasks.discard)
+
+    try:
+        # two streams, so pairs waiting for a worker never hold the driver's slots, nor the reverse
+        feeds = [feed(False, sem)]
+        if moved:
+            feeds.append(feed(True, asyncio.Semaphore(where.run_slots())))
+        await asyncio.gather(*feeds)
         if tasks:
             await asyncio.gather(*tasks)
     finally:
@@ -130,3 +157,29 @@ async def run_pairs(
     if fatal:
         raise fatal[0]
     return stopped[0] if stopped else None
+
+
+async def _on_worker(
+    executor: Executor,
+    setup: Setup,
+    item: Item,
+    cache: StoreCache,
+    deadline_s: float | None,
+    budgets: tuple[Budget | None, ...],
+) -> tuple[RunResult, list[str] | None]:
+    """Run a pair of a movable setup on ``executor``, as ``run_item`` would here: its cached replies
+    go along, the replies it adds are stored here, its cost is booked on the budgets (a local call
+    costs nothing, but the accounts stay one), and its error is raised here."""
+    task = PairTask(setup.topology, item, cache.scope, cache.replies(), deadline_s)
+    outcome = await executor.run_pair(task)
+    for key, reply in outcome.new_replies.items():
+        cache.put(key, reply)
+    calls = (
+        outcome.result.calls if outcome.result is not None else (outcome.error.calls if outcome.error else [])
+    )
+    cost = sum(c.cost_usd for c in calls)
+    for b in dict.fromkeys(b for b in budgets if b is not None):
+        b.settle(b.reserve(0.0), cost)
+    if outcome.error is not None or outcome.result is None:
+        raise outcome.error or ProviderError("the worker sent back neither a result nor an error")
+    return outcome.result, outcome.turns

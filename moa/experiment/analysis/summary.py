@@ -195,9 +195,10 @@ class Summary(BaseModel):
     """What "cost" means in the ratios, the Pareto front and the per-correct figures: ``usd``, or
     ``tokens`` when the baseline cost $0 (every call local-compute or unpriced), where USD says nothing."""
     executor: str = "local"
-    """Where execution scoring ran: ``local``, ``dask`` or the Dask scheduler's address."""
+    """Where local-model runs and execution scoring ran: ``local``, ``dask`` or the Dask scheduler's
+    address."""
     workers: int = 1
-    """The processes that scored (the Dask workers; 1 for the local executor)."""
+    """The processes that ran them (the Dask workers; 1 for the local executor)."""
 
     def setup(self, name: str) -> SetupSummary:
         for s in self.setups:

@@ -1,11 +1,13 @@
-"""Execution scoring on Dask workers: a ``LocalCluster`` on loopback (``dask``) or a running scheduler
-(``tcp://HOST:PORT``). Only the sandboxed programs move: they are CPU-bound and independent. Model
-calls stay on the driver's event loop, where one process drives thousands of API calls a second and
-the rate limits, the budget and the call cache are single objects; and the driver alone writes the
-store, so resume behaves as with the local executor.
+"""Dask workers: a ``LocalCluster`` on loopback (``dask``) or a running scheduler (``tcp://HOST:PORT``).
+Two kinds of work move, both CPU-bound and independent: the sandboxed programs of execution scoring,
+and the pairs of setups whose models are all local (``movable``), each worker loading a model once
+and keeping it (``dask_plugin.LocalModelsPlugin``). API calls stay on the driver's event loop, where
+one process drives thousands of them a second and the rate limits, the budget and the call cache
+are single objects; and the driver alone writes the store (a moved pair takes its cached replies
+along and brings its new ones back), so resume behaves as with the local executor.
 
 A worker that dies loses its running task only: the scheduler hands it to another worker, and a
-scoring that raises is retried ``RETRIES`` times before the driver records it as a failure (retried
+task that raises is retried ``RETRIES`` times before the driver records it as a failure (retried
 by the next run). ``distributed`` is the optional ``dask`` extra, imported when an executor opens.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import uuid
 from typing import Any
 
 from moa.errors import UserError
@@ -21,7 +24,7 @@ from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionEvaluator
 from moa.eval.types import Evaluator, Score
 from moa.experiment.executors.base import offloadable, worker_limits
-from moa.experiment.executors.worker import score_on_worker
+from moa.experiment.executors.worker import PairOutcome, PairTask, score_on_worker
 
 __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores"]
 
@@ -29,7 +32,7 @@ __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_c
 CONNECT_TIMEOUT_S = 5.0
 #: resubmissions of a scoring that raised on a worker (a worker's death is rescheduled apart from these)
 RETRIES = 2
-#: sandboxed programs a ``dask`` cluster's worker runs at once (one worker per core)
+#: sandboxed programs (or local-model pairs) a ``dask`` cluster's worker runs at once (one worker per core)
 THREADS_PER_WORKER = 1
 INSTALL = "pip install 'moa-sdk[dask]'"
 
@@ -55,14 +58,20 @@ async def _started(client: Any) -> Any:
 
 
 class DaskExecutor:
-    """Scores execution answers on a Dask cluster; other evaluators score on the driver."""
+    """Scores execution answers and runs local-model pairs on a Dask cluster; other evaluators
+    score, and other setups run, on the driver."""
 
-    def __init__(self, name: str, client: Any, cluster: Any, nthreads: dict[str, int]) -> None:
+    def __init__(
+        self, name: str, client: Any, cluster: Any, nthreads: dict[str, int], plugin: str | None = None
+    ) -> None:
         self.name = name
         self._client = client
         self._cluster = cluster
         self.workers = len(nthreads)
         self._threads = sum(nthreads.values())
+        #: the name of the workers' ``LocalModelsPlugin`` (None until it is installed)
+        self.plugin = plugin
+        self._installing = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -112,9 +121,33 @@ class DaskExecutor:
             ) from None
         return cls(target, client, cluster, nthreads)
 
+    async def _plugin(self) -> str:
+        """Install the local models' plugin on every worker, present and future, on first use: an
+        experiment without local setups leaves the workers as it found them."""
+        async with self._installing:
+            if self.plugin is None:
+                from moa.experiment.executors.dask_plugin import LocalModelsPlugin
+
+                # one per executor: two experiments on one cluster neither share nor free each other's
+                name = f"moa-local-models-{uuid.uuid4().hex[:12]}"
+                await self._client.register_plugin(LocalModelsPlugin(), name=name)
+                self.plugin = name
+            return self.plugin
+
     def slots_for(self, evaluator: object) -> int:
         # twice the threads: each worker has its next program queued while one runs
         return 2 * self._threads if offloadable(evaluator) else 0
+
+    def run_slots(self) -> int:
+        # as for programs: a pair running on each thread and the next one queued
+        return 2 * self._threads
+
+    async def run_pair(self, task: PairTask) -> PairOutcome:
+        from moa.experiment.executors.dask_plugin import run_pair_task
+
+        future = self._client.submit(run_pair_task, await self._plugin(), task, retries=RETRIES, pure=False)
+        outcome: PairOutcome = await future
+        return outcome
 
     async def score(self, evaluator: Evaluator, item: Item, answer: str) -> Score:
         if not (isinstance(evaluator, ExecutionEvaluator) and offloadable(evaluator, item)):
@@ -126,6 +159,12 @@ class DaskExecutor:
         return score
 
     async def aclose(self) -> None:
+        try:
+            if self.plugin is not None and self._cluster is None:
+                # an attached cluster outlives the experiment: its workers free the models now
+                await self._client.unregister_worker_plugin(self.plugin)
+        except (OSError, TimeoutError):
+            pass  # the scheduler is gone, and the workers with it
         try:
             await self._client.close()
         finally:

@@ -1,11 +1,16 @@
 """The experiment's call cache: model replies stored in the experiment's SQLite file, keyed by the
-exact request, the node and a scope, so a re-run (or a resumed pair) sends nothing it already sent."""
+exact request, the node and a scope, so a re-run (or a resumed pair) sends nothing it already sent.
+
+The key says nothing of the item, so a second table (``cache_items``) notes which item each reply
+belongs to: a pair run on a Dask worker, which cannot read this file, takes its item's replies along
+(``StoreCache.replies``) and sends back the ones it added."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
 from moa.models.base import ModelReply, ModelRequest
@@ -14,7 +19,9 @@ from moa.results import Usage
 if TYPE_CHECKING:
     from moa.experiment.store.database import Store
 
-__all__ = ["StoreCache", "sample_scope"]
+__all__ = ["StoreCache", "cache_key", "sample_scope"]
+
+_COLUMNS = "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd"
 
 
 def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
@@ -24,38 +31,46 @@ def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
     return base if sample == 0 else f"{base}:sample{sample}"
 
 
+def cache_key(scope: str, node: str, request: ModelRequest) -> str:
+    """The key of ``request`` sent by ``node`` in ``scope``: the same on the driver and on a worker."""
+    fields = {"scope": scope, "node": node, "request": request.cache_key_fields()}
+    raw = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _reply(row: Sequence[Any]) -> CachedReply:
+    text, model, reply_model, finish, prompt, completion, cost = row
+    return CachedReply(ModelReply(text, Usage(prompt, completion), reply_model, finish), model, cost)
+
+
 class StoreCache:
     """The ``CallCache`` of one setup sample (or one judge): replies keyed by the exact request and node.
 
     The key also holds a scope (the setup's name, hash and sample) so two setups that happen to send
     the same request to a node of the same id still get independent samples, as they would without a
-    cache. Writes are committed with the next finished pair (one fsync per pair, not per call)."""
+    cache. With ``item_id`` (the answer phase: one cache per pair), every reply put or found is noted
+    as that item's. Writes are committed with the next finished pair (one fsync per pair, not per call)."""
 
-    def __init__(self, store: Store, scope: str) -> None:
+    def __init__(self, store: Store, scope: str, item_id: str | None = None) -> None:
         self.store = store
         self.scope = scope
+        self.item_id = item_id
 
     def key(self, node: str, request: ModelRequest) -> str:
-        fields = {"scope": self.scope, "node": node, "request": request.cache_key_fields()}
-        raw = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
-        return hashlib.sha256(raw).hexdigest()
+        return cache_key(self.scope, node, request)
 
     def get(self, key: str) -> CachedReply | None:
-        row = self.store.conn.execute(
-            "SELECT text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd "
-            "FROM cache WHERE key=?",
-            (key,),
-        ).fetchone()
+        row = self.store.conn.execute(f"SELECT {_COLUMNS} FROM cache WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
-        reply = ModelReply(row[0], Usage(row[4], row[5]), row[2], row[3])
-        return CachedReply(reply, row[1], row[6])
+        # a reply another item cached is this item's too: a worker re-running this pair must find it
+        self._note(key)
+        return _reply(row)
 
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            "INSERT OR REPLACE INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, "
-            "completion_tokens, cost_usd) VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
             (
                 key,
                 r.text,
@@ -67,3 +82,22 @@ class StoreCache:
                 value.cost_usd,
             ),
         )
+        self._note(key)
+
+    def replies(self) -> dict[str, CachedReply]:
+        """Every reply this scope cached for its item, by key: what a worker running the pair needs."""
+        if self.item_id is None:
+            return {}
+        rows = self.store.conn.execute(
+            f"SELECT c.key, {', '.join('c.' + c for c in _COLUMNS.split(', '))} FROM cache_items i "
+            "JOIN cache c ON c.key = i.key WHERE i.scope=? AND i.item_id=?",
+            (self.scope, self.item_id),
+        )
+        return {str(row[0]): _reply(row[1:]) for row in rows}
+
+    def _note(self, key: str) -> None:
+        if self.item_id is not None:
+            self.store.conn.execute(
+                "INSERT OR IGNORE INTO cache_items(scope, item_id, key) VALUES (?,?,?)",
+                (self.scope, self.item_id, key),
+            )

@@ -17,7 +17,7 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 #: 4 added multi-turn items: ``runs.turns`` (JSON: each turn's answer), ``scores.turn_scores`` (JSON)
 #: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k); and the trace of every call:
 #: ``calls.messages`` (JSON) and ``calls.reply``; ``runs.stage`` (a cascade's answering stage); and (still 4, created where missing) people's A/B
-#: ``votes``
+#: ``votes`` and the ``cache_items`` index
 SCHEMA_VERSION = 4
 
 _RUNS = """
@@ -85,6 +85,14 @@ CREATE TABLE IF NOT EXISTS scores(
   cost_usd REAL NOT NULL);
 """
     + _VOTES
+    + """
+-- which cached replies each (cache scope, item) made or reused: a pair sent to a Dask worker takes
+-- its own along, since the worker cannot read this file. Added within version 4 with IF NOT EXISTS:
+-- replies cached before it are still found by the driver, not by a worker
+CREATE TABLE IF NOT EXISTS cache_items(
+  scope TEXT NOT NULL, item_id TEXT NOT NULL, key TEXT NOT NULL,
+  PRIMARY KEY(scope, item_id, key)) WITHOUT ROWID;
+"""
 )
 
 
@@ -156,7 +164,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
     return version
 
 
-_OWN_TABLES = {"meta", "items", "runs", "calls", "scores", "judgments", "cache", "votes"}
+_OWN_TABLES = {"meta", "items", "runs", "calls", "scores", "judgments", "cache", "cache_items", "votes"}
 
 
 def stored_version(path: Path, conn: sqlite3.Connection) -> int | None:
