@@ -17,6 +17,7 @@ SMOKE = {
     "experiment_scale.py": ["--items", "60", "--concurrency", "8"],
     "startup.py": ["--runs", "1", "--litellm-runs", "1"],
     "accounting.py": ["--calls", "50", "--books", "2000", "--rounds", "1"],
+    "serve_throughput.py": ["--calls", "60", "--rounds", "1", "--concurrency", "8"],
 }
 
 

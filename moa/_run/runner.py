@@ -121,7 +121,8 @@ class Runner:
         """Refuse, before any call, a graph whose models name an unknown provider or lack their API
         key (``moa.calls.keys``): one ``UserError`` listing every problem. ``run`` does it once per
         graph; an application or an experiment may call it up front for all its topologies."""
-        if isinstance(target, Composite):
+        # a Graph first: the structural check costs about 10 µs on Python 3.11, twice per run
+        if not isinstance(target, Graph) and isinstance(target, Composite):
             for label, part in target.parts():
                 self.preflight(part, source=f"{source or target.name}: {label}")
             return
@@ -173,7 +174,7 @@ class Runner:
         typed = TypedOutput(output_type) if output_type is not None else None
         if typed is not None:
             validate_output = _both(validate_output, typed.validate)
-        if isinstance(target, Composite):
+        if not isinstance(target, Graph) and isinstance(target, Composite):
             if typed is not None:
                 raise UserError(f"{name or 'cascade'}: output_type is not supported for cascades yet")
             self.preflight(target, source=name)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+from typing import Any
 
 from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "free_port", "run", "serve"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -57,12 +59,11 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
-        from moa import log
         from moa.calls.keys import missing_keys, unknown_providers
         from moa.serve import create_app, require
         from moa.topology.loader import load
 
-        uvicorn = require("uvicorn")
+        require("uvicorn")
         topologies = [load(t) for t in args.topologies]
         # every topology's keys and providers before serving: a request must never be the first to find out
         problems: list[str] = []
@@ -79,16 +80,54 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"moa serve: {line}", file=sys.stderr)
         return 2
-    if not log.enabled():
-        # per-request and per-call events cost about a quarter of a request's CPU: by default only
-        # warnings and errors (retries, failed runs); `--log console|json` turns every event on
-        log.configure_logging("console", level="WARNING")
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"moa serve: warning: listening on {args.host} without --api-key-env", file=sys.stderr)
+    try:
+        port = args.port or free_port(args.host)
+    except OSError as e:
+        return fail(f"cannot listen on {args.host}: {e.strerror or e}")
     names = ", ".join(t.name for t in topologies)
-    print(f"moa serve: {names} at http://{args.host}:{args.port}/v1", file=sys.stderr)
+    print(f"moa serve: {names} at http://{args.host}:{port}/v1", file=sys.stderr)
+    serve(app, host=args.host, port=port)
+    return 0
+
+
+UVICORN_SETTINGS: dict[str, Any] = {
+    # "auto" is uvloop and httptools when they are installed, asyncio and h11 otherwise
+    "loop": "auto",
+    "http": "auto",
+    "log_level": "warning",
+    # uvicorn's access log would duplicate moa's `serve.request` events
+    "access_log": False,
+    # nothing moa does depends on the client's address or scheme, so X-Forwarded-* need no parsing
+    "proxy_headers": False,
+}
+"""How ``serve`` runs uvicorn, beyond the host and port."""
+
+
+def free_port(host: str) -> int:
+    """A port nobody listens on at ``host``, so ``--port 0`` prints the address it really serves.
+    uvicorn binds it again a moment later; one taken in between fails the start as any taken port
+    does."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as s:
+        s.bind(addr)
+        return int(s.getsockname()[1])
+
+
+def serve(app: Any, *, host: str, port: int) -> None:
+    """Run ``app`` as ``moa serve`` does (the benchmarks call this, so they measure the same server).
+
+    uvicorn picks uvloop and httptools when they are installed (the ``serve`` extra installs both;
+    pure-Python h11 on asyncio costs half as much CPU again per request). Unless ``--log`` asked
+    for events, only warnings and errors are logged: the four events of a one-call request
+    (request, run start, call, run end) cost more CPU than the request itself."""
+    from moa import log
+    from moa.serve import require
+
+    uvicorn = require("uvicorn")
+    if not log.enabled():
+        log.configure_logging("console", level="WARNING")
     # after the web stack and the topologies are loaded, so they are frozen with the rest
     with tune_gc_for_long_runs():
-        # uvicorn's access log would duplicate moa's `serve.request` events
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-    return 0
+        uvicorn.run(app, host=host, port=port, **UVICORN_SETTINGS)

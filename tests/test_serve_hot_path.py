@@ -1,0 +1,252 @@
+"""`moa serve`'s per-request path: the plain ASGI chat endpoint, its disconnect watcher, the reply's
+encoding, the request log's cost when it is off, and how the command runs uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import moa.serve
+from moa import log
+from moa._run import Runner
+from moa.serve import create_app
+from moa.serve.app import _Disconnected, _json, _unless_disconnected
+from moa.serve.cli import UVICORN_SETTINGS, run
+from moa.serve.protocol import moa_extension, new_id
+from moa.testing import FunctionModel, capture_events
+from moa.topology.loader import load_data
+
+
+def _topology(name: str = "echo") -> Any:
+    agent = {"model": "fake/model", "retry": {"max_attempts": 1}}
+    return load_data({"name": name, "kind": "single", "agent": "a", "agents": {"a": agent}})
+
+
+def _echo(request: Any) -> str:
+    return "echo: " + str(request.messages[-1]["content"])
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    """The app on an echoing fake model, called in process through httpx's ASGI transport."""
+    runner = Runner(models={"fake/model": FunctionModel(_echo)})
+    app = create_app([_topology()], runner=runner)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://moa") as c:
+        yield c
+    await runner.aclose()
+
+
+def _ask(text: str) -> dict[str, Any]:
+    return {"model": "echo", "messages": [{"role": "user", "content": text}]}
+
+
+# -- the reply --------------------------------------------------------------------------------------
+
+
+async def test_reply_is_utf8_json_with_the_answer(client: httpx.AsyncClient) -> None:
+    """The reply is compact UTF-8 JSON (no ``\\u`` escapes) whose content is the model's answer."""
+    r = await client.post("/v1/chat/completions", json=_ask("héllo ✓ 😀 </script>"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert "héllo ✓ 😀".encode() in r.content and b"\\u" not in r.content
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == "echo: héllo ✓ 😀 </script>"
+    assert body["usage"]["total_tokens"] > 0 and body["moa"]["calls"][0]["model"] == "fake/model"
+
+
+def test_reply_encoding_keeps_json_valid_and_values_exact() -> None:
+    """Replies decode to what was encoded (floats exactly); NaN and infinities become null."""
+    obj = {"a": [0.1, 2.3044005502015352e-05, 1e20, -0.0, 10**30], "b": '✓\n"', "c": None, "d": True}
+    assert json.loads(_json(obj)) == obj
+    assert _json({"nan": float("nan"), "inf": float("-inf")}) == b'{"nan":null,"inf":null}'
+
+
+async def test_body_in_several_parts_is_read_whole(client: httpx.AsyncClient) -> None:
+    """A chunked body under the limit is joined before it is parsed."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        text = json.dumps(_ask("in three parts")).encode()
+        for i in range(0, len(text), len(text) // 3 + 1):
+            yield text[i : i + len(text) // 3 + 1]
+
+    r = await client.post("/v1/chat/completions", content=parts())
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: in three parts"
+
+
+async def test_moa_extension_carries_the_run_results_own_fields() -> None:
+    """The reply's ``moa`` object is the same fields as ``RunResult.to_dict``, trace or not."""
+    runner = Runner(models={"fake/model": FunctionModel(_echo)})
+    result = await _topology().run("hi", runner=runner)
+    keys = ("run_id", "cost_usd", "latency_s", "critical_path_s", "by_node", "by_model", "calls", "nodes")
+    for trace in (False, True):
+        whole = result.to_dict(trace=trace)
+        assert moa_extension(result, trace=trace) == {k: whole[k] for k in keys}
+    await runner.aclose()
+
+
+def test_completion_ids_are_unique_128_bit_hex() -> None:
+    """Each reply id is ``chatcmpl-moa`` and 32 hex digits, never repeated."""
+    ids = {new_id() for _ in range(2000)}
+    assert len(ids) == 2000 and all(re.fullmatch(r"chatcmpl-moa[0-9a-f]{32}", i) for i in ids)
+
+
+# -- the disconnect watcher ---------------------------------------------------------------------------
+
+
+def _receive_disconnect_after(ev: asyncio.Event) -> Any:
+    async def receive() -> dict[str, Any]:
+        await ev.wait()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def test_disconnect_cancels_the_work_and_raises() -> None:
+    """A disconnect while the work runs cancels the work and raises ``_Disconnected``."""
+    gone, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "late"
+
+    asyncio.get_running_loop().call_later(0.01, gone.set)
+    with pytest.raises(_Disconnected):
+        await _unless_disconnected(_receive_disconnect_after(gone), work())
+    assert cancelled.is_set()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_work_that_finishes_first_returns_and_stops_the_watcher() -> None:
+    """Work done before any disconnect returns its value and leaves no watcher waiting."""
+    before = asyncio.all_tasks()
+
+    async def work() -> str:
+        await asyncio.sleep(0)
+        return "done"
+
+    assert await _unless_disconnected(_receive_disconnect_after(asyncio.Event()), work()) == "done"
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() == before
+
+
+async def test_a_receive_that_fails_leaves_the_work_alone() -> None:
+    """A ``receive`` that raises ends the watcher only: the work finishes, nothing is left unretrieved."""
+
+    async def receive() -> dict[str, Any]:
+        raise RuntimeError("the server's receive broke")
+
+    async def work() -> str:
+        await asyncio.sleep(0.01)
+        return "done"
+
+    assert await _unless_disconnected(receive, work()) == "done"
+
+
+async def test_a_shutdown_cancel_goes_on_up_not_as_a_disconnect() -> None:
+    """Cancelling the request's task (server shutdown) propagates as a cancellation."""
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(_unless_disconnected(_receive_disconnect_after(asyncio.Event()), work()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- the request log --------------------------------------------------------------------------------
+
+
+async def test_request_log_event_when_info_is_on(client: httpx.AsyncClient) -> None:
+    """With events on, each request logs method, path, status, model and cost."""
+    with capture_events() as events:
+        r = await client.post("/v1/chat/completions", json=_ask("logged"))
+        assert r.status_code == 200
+        await client.post("/v1/chat/completions", json={"model": "nope", "messages": []})
+    served = [e for e in events if e["event"] == "serve.request"]
+    assert [(e["status"], e["path"], e["method"]) for e in served] == [
+        (200, "/v1/chat/completions", "POST"),
+        (400, "/v1/chat/completions", "POST"),
+    ]
+    assert served[0]["model"] == "echo" and served[0]["stream"] is False and "cost_usd" in served[0]
+
+
+async def test_no_request_events_at_the_serve_default_of_warnings(client: httpx.AsyncClient) -> None:
+    """At warning level (``moa serve``'s default) a served request writes nothing."""
+    previous, out = log.logger(), io.StringIO()
+    log.configure_logging("json", level="WARNING", stream=out)
+    try:
+        r = await client.post("/v1/chat/completions", json=_ask("quiet"))
+    finally:
+        log.use_logger(previous)
+    assert r.status_code == 200 and out.getvalue() == ""
+
+
+# -- how the command runs uvicorn ---------------------------------------------------------------------
+
+
+def test_uvicorn_runs_on_httptools_and_uvloop_when_installed() -> None:
+    """The settings ``moa serve`` gives uvicorn resolve to httptools and uvloop when both are installed."""
+    pytest.importorskip("httptools")
+    uvloop = pytest.importorskip("uvloop")
+    import uvicorn
+
+    config = uvicorn.Config(create_app([_topology()]), **UVICORN_SETTINGS)
+    config.load()
+    assert config.http_protocol_class.__name__ == "HttpToolsProtocol"
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    assert UVICORN_SETTINGS["access_log"] is False
+
+
+def test_port_zero_prints_the_port_it_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--port 0`` picks a free port and prints that port, the one uvicorn is given."""
+    given: list[dict[str, Any]] = []
+    real_require = moa.serve.require
+
+    class FakeUvicorn:
+        @staticmethod
+        def run(app: Any, **kwargs: Any) -> None:
+            given.append(kwargs)
+
+    monkeypatch.setattr(moa.serve, "require", lambda m: FakeUvicorn if m == "uvicorn" else real_require(m))
+    previous = log.logger()
+    topology = tmp_path / "t.yaml"
+    topology.write_text(
+        "name: t\nkind: single\nagent: a\nagents:\n  a: {model: openai/m, api_base: 'http://127.0.0.1:9/v1'}\n"
+    )
+    args = argparse.Namespace(
+        topologies=[str(topology)], host="127.0.0.1", port=0, api_key_env=None, max_body_bytes=1000
+    )
+    try:
+        assert run(args) == 0
+    finally:
+        log.use_logger(previous)
+    port = given[0]["port"]
+    assert port > 0 and given[0]["host"] == "127.0.0.1"
+    assert f"t at http://127.0.0.1:{port}/v1" in capsys.readouterr().err
