@@ -182,18 +182,18 @@ def run_fake_server() -> None:
     """The served app of the fake topology, run the way ``moa serve`` runs its app."""
     import moa
     from moa.serve import create_app
-    from moa.serve.cli import free_port, serve
+    from moa.serve.cli import listen, serve
 
     topology = moa.Topology.model_validate(topology_data(None))
     app = create_app([topology], runner=moa.Runner(models={"fake/*": ZeroLatency()}))
-    port = free_port("127.0.0.1")
-    print(f"http://127.0.0.1:{port}/v1", file=sys.stderr, flush=True)
-    serve(app, host="127.0.0.1", port=port)
+    sock = listen("127.0.0.1", 0)
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
+    serve(app, sock)
 
 
 def run_floor_server() -> None:
     """A bare ASGI app answering every request with a fixed reply the size of ``moa serve``'s."""
-    from moa.serve.cli import free_port, serve
+    from moa.serve.cli import listen, serve
 
     pad = "x" * 1300  # a completion with its ``moa`` object is about 1.4 kB
     reply = json.dumps({"choices": [{"message": {"content": ANSWER}}], "pad": pad}).encode()
@@ -210,9 +210,9 @@ def run_floor_server() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": head})
         await send({"type": "http.response.body", "body": reply})
 
-    port = free_port("127.0.0.1")
-    print(f"http://127.0.0.1:{port}/v1", file=sys.stderr, flush=True)
-    serve(app, host="127.0.0.1", port=port)
+    sock = listen("127.0.0.1", 0)
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", file=sys.stderr, flush=True)
+    serve(app, sock)
 
 
 # -- the orchestrator ---------------------------------------------------------------------------

@@ -7,7 +7,14 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +22,6 @@ from typing import Any
 import httpx
 import pytest
 
-import moa.serve
 from moa import log
 from moa._run import Runner
 from moa.serve import create_app
@@ -222,31 +228,57 @@ def test_uvicorn_runs_on_httptools_and_uvloop_when_installed() -> None:
     assert UVICORN_SETTINGS["access_log"] is False
 
 
-def test_port_zero_prints_the_port_it_serves(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--port 0`` picks a free port and prints that port, the one uvicorn is given."""
-    given: list[dict[str, Any]] = []
-    real_require = moa.serve.require
-
-    class FakeUvicorn:
-        @staticmethod
-        def run(app: Any, **kwargs: Any) -> None:
-            given.append(kwargs)
-
-    monkeypatch.setattr(moa.serve, "require", lambda m: FakeUvicorn if m == "uvicorn" else real_require(m))
-    previous = log.logger()
+def _topology_file(tmp_path: Path) -> Path:
     topology = tmp_path / "t.yaml"
     topology.write_text(
         "name: t\nkind: single\nagent: a\nagents:\n  a: {model: openai/m, api_base: 'http://127.0.0.1:9/v1'}\n"
     )
-    args = argparse.Namespace(
-        topologies=[str(topology)], host="127.0.0.1", port=0, api_key_env=None, max_body_bytes=1000
-    )
+    return topology
+
+
+def test_port_zero_serves_on_the_port_it_prints(tmp_path: Path) -> None:
+    """``moa serve --port 0`` (the real command, real uvicorn) binds a free port, prints it, and
+    answers there."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cmd = [sys.executable, "-m", "moa", "serve", str(_topology_file(tmp_path)), "--port", "0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        assert run(args) == 0
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        found = re.search(r"t at http://127\.0\.0\.1:(\d+)/v1", banner)
+        assert found, banner
+        port = int(found.group(1))
+        assert port > 0
+        deadline = time.monotonic() + 60
+        while True:  # the banner comes before uvicorn's startup completes
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
+                    assert json.load(r)["data"][0]["id"] == "t"
+                break
+            except (ConnectionError, urllib.error.URLError):
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
     finally:
-        log.use_logger(previous)
-    port = given[0]["port"]
-    assert port > 0 and given[0]["host"] == "127.0.0.1"
-    assert f"t at http://127.0.0.1:{port}/v1" in capsys.readouterr().err
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = argparse.Namespace(
+            topologies=[str(_topology_file(tmp_path))],
+            host="127.0.0.1",
+            port=port,
+            api_key_env=None,
+            max_body_bytes=1000,
+        )
+        previous = log.logger()
+        try:
+            assert run(args) == 2
+        finally:
+            log.use_logger(previous)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"moa serve: cannot listen on 127.0.0.1:{port}: Address already in use"]

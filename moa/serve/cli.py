@@ -12,7 +12,7 @@ from typing import Any
 from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
 
-__all__ = ["add_parser", "free_port", "run", "serve"]
+__all__ = ["add_parser", "listen", "run", "serve"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"moa serve: warning: listening on {args.host} without --api-key-env", file=sys.stderr)
     try:
-        port = args.port or free_port(args.host)
+        sock = listen(args.host, args.port)
     except OSError as e:
-        return fail(f"cannot listen on {args.host}: {e.strerror or e}")
+        return fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     names = ", ".join(t.name for t in topologies)
-    print(f"moa serve: {names} at http://{args.host}:{port}/v1", file=sys.stderr)
-    serve(app, host=args.host, port=port)
+    print(f"moa serve: {names} at http://{args.host}:{sock.getsockname()[1]}/v1", file=sys.stderr)
+    serve(app, sock)
     return 0
 
 
@@ -105,17 +105,21 @@ UVICORN_SETTINGS: dict[str, Any] = {
 """How ``serve`` runs uvicorn, beyond the host and port."""
 
 
-def free_port(host: str) -> int:
-    """A port nobody listens on at ``host``, so ``--port 0`` prints the address it really serves.
-    uvicorn binds it again a moment later; one taken in between fails the start as any taken port
-    does."""
-    family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, proto) as s:
-        s.bind(addr)
-        return int(s.getsockname()[1])
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (``port`` 0: any free port), so ``moa serve`` prints the
+    address it really serves and a taken port fails before the banner, as one line."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
-def serve(app: Any, *, host: str, port: int) -> None:
+def serve(app: Any, sock: socket.socket) -> None:
     """Run ``app`` as ``moa serve`` does (the benchmarks call this, so they measure the same server).
 
     uvicorn picks uvloop and httptools when they are installed (the ``serve`` extra installs both;
@@ -129,5 +133,6 @@ def serve(app: Any, *, host: str, port: int) -> None:
     if not log.enabled():
         log.configure_logging("console", level="WARNING")
     # after the web stack and the topologies are loaded, so they are frozen with the rest
+    server = uvicorn.Server(uvicorn.Config(app, **UVICORN_SETTINGS))
     with tune_gc_for_long_runs():
-        uvicorn.run(app, host=host, port=port, **UVICORN_SETTINGS)
+        server.run(sockets=[sock])
