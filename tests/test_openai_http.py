@@ -8,6 +8,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import contextlib
+import gc
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,8 +18,10 @@ import pytest
 
 import moa
 from moa.errors import MalformedReply, ProviderError, RateLimited, RequestRejected, TimedOut
+from moa.models import openai_wire
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel, wire_model_name
+from moa.models.openai_wire import consume_sse
 from moa.results import Done, Token
 from moa.testing.sim import SimModel, SimServer
 
@@ -400,10 +403,216 @@ def test_run_sync_twice_gets_a_client_per_loop(monkeypatch: pytest.MonkeyPatch) 
 async def test_concurrent_calls_spread_over_small_pools_within_max_connections() -> None:
     """Twenty concurrent calls through pools of 4 never open more than max_connections sockets."""
     async with SimServer(default=SimModel(latency_s=0.05)) as server:
-        m = OpenAIHTTPModel(max_connections=8, shard_size=4)
+        m = OpenAIHTTPModel(max_connections=8)
         async with _counting_proxy(server.port) as (base, opened):
             replies = await asyncio.gather(*(m.complete(_request(base)) for _ in range(20)))
             await m.aclose()
         assert len(replies) == 20 and all(r.text for r in replies)
         assert 4 < opened() <= 8
         assert server.stats.max_in_flight <= 8
+
+
+def test_streamed_calls_reuse_one_connection() -> None:
+    """Streams read to their end hand their connection back: ten in a row open one socket."""
+    with SimServer() as srv:
+
+        async def go() -> int:
+            m = OpenAIHTTPModel()
+            async with _counting_proxy(srv.port) as (base, opened):
+                for _ in range(10):
+                    await m.complete(_request(base), lambda _t: None)
+                await m.aclose()
+            return opened()
+
+        assert asyncio.run(go()) == 1
+        assert srv.stats.served == 10
+
+
+# -- the network client (aiohttp) -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _recording_server(
+    reply: bytes,
+) -> AsyncIterator[tuple[str, list[tuple[str, dict[str, str], bytes]]]]:
+    """A loopback server that records each request (request line, headers, body) and answers
+    ``reply`` as a JSON 200."""
+    seen: list[tuple[str, dict[str, str], bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                line, *fields = head.decode("latin-1").split("\r\n")[:-2]
+                headers = {k.strip().lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                seen.append((line, headers, body))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n%s" % (len(reply), reply)
+                )
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1", seen
+    finally:
+        server.close()
+        if hasattr(server, "close_clients"):
+            server.close_clients()
+
+
+_OK = json.dumps({"choices": [{"message": {"content": "4"}, "finish_reason": "stop"}]}).encode()
+
+
+async def test_request_over_the_network_follows_the_openai_protocol(model: OpenAIHTTPModel) -> None:
+    """Over a real socket: POST to {api_base}/chat/completions, JSON body, Bearer key, keep-alive."""
+    async with _recording_server(_OK) as (base, seen):
+        reply = await model.complete(
+            _request(base + "/", api_key="sk-net-1", max_tokens=5, params={"seed": 1})
+        )
+        await model.complete(_request(base))
+    assert reply.text == "4"
+    (line, headers, body), (_, second, _) = seen
+    assert line == "POST /v1/chat/completions HTTP/1.1"
+    assert headers["authorization"] == "Bearer sk-net-1" and "authorization" not in second
+    assert headers["content-type"] == "application/json" and headers["accept"] == "application/json"
+    assert "cookie" not in headers and headers.get("connection", "keep-alive").lower() != "close"
+    assert json.loads(body) == {
+        "seed": 1,
+        "model": "m",
+        "messages": [{"role": "user", "content": "what is two plus two"}],
+        "max_tokens": 5,
+    }
+
+
+async def test_a_stream_that_stalls_is_timeout() -> None:
+    """A stream whose next chunk does not come within timeout_s becomes TimedOut."""
+    slow = SimModel(stream_chunk_delay_s=30.0)
+    async with SimServer({"m": slow}) as srv:
+        m = OpenAIHTTPModel()
+        with pytest.raises(TimedOut):
+            await m.complete(_request(srv.base_url, timeout_s=0.2), lambda _t: None)
+        await m.aclose()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    """Wait for a condition the server reports (bounded generously: a wedge, not a speed, fails)."""
+    async with asyncio.timeout(30):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_cancelled_requests_leave_every_connection_free() -> None:
+    """Sixty-four requests to a server that never answers, cancelled twice (in flight and waiting
+    for a connection alike): afterwards the pool's every connection serves again, none waits."""
+    async with SimServer({"never": SimModel(latency_s=3600.0), "pause": SimModel(latency_s=0.5)}) as srv:
+        m = OpenAIHTTPModel(max_connections=4, pool_timeout_s=0.25)
+        tasks = [
+            asyncio.create_task(m.complete(_request(srv.base_url, model="openai/never"))) for _ in range(64)
+        ]
+        await _until(lambda: srv.stats.in_flight == 4)
+        for t in tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+        # four at once fill the pool exactly: a slot still held would make one wait past
+        # pool_timeout_s (the reply takes 0.5 s) and fail; a socket still held would hang it
+        async with asyncio.timeout(30):
+            replies = await asyncio.gather(
+                *(m.complete(_request(srv.base_url, model="openai/pause")) for _ in range(4))
+            )
+        assert all(r.text for r in replies)
+        await m.aclose()
+
+
+async def test_a_stream_cancelled_midway_closes_its_connection() -> None:
+    """A stream cancelled after its first token closes its connection (half a reply is never
+    reused); with a single connection, the next request still goes through."""
+    async with SimServer({"m": SimModel(stream_chunk_delay_s=0.5)}) as srv:
+        m = OpenAIHTTPModel(max_connections=1)
+        first = asyncio.Event()
+        task = asyncio.create_task(m.complete(_request(srv.base_url), lambda _t: first.set()))
+        async with asyncio.timeout(30):
+            await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await _until(lambda: srv.stats.disconnects == 1)
+        async with asyncio.timeout(30):
+            reply = await m.complete(_request(srv.base_url))
+        assert reply.text
+        await m.aclose()
+
+
+def test_a_loop_that_ends_closes_its_session(caplog: pytest.LogCaptureFixture) -> None:
+    """Two `asyncio.run`s on one backend, never closed: each loop gets a session and closes it as it
+    ends, so nothing logs an unclosed session or connector."""
+    m = OpenAIHTTPModel()
+    with SimServer() as srv:
+        for _ in range(2):
+            assert asyncio.run(m.complete(_request(srv.base_url))).text
+    gc.collect()
+    assert "Unclosed" not in caplog.text
+
+
+@pytest.mark.parametrize("bypass", [False, True])
+async def test_proxy_from_the_environment(
+    srv: SimServer, monkeypatch: pytest.MonkeyPatch, bypass: bool
+) -> None:
+    """HTTP_PROXY is honoured (as httpx did), and NO_PROXY exempts a host from it."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    async with _counting_proxy(srv.port) as (proxy_base, opened):
+        monkeypatch.setenv("HTTP_PROXY", proxy_base.removesuffix("/v1"))
+        if bypass:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        m = OpenAIHTTPModel()
+        reply = await m.complete(_request(srv.base_url))
+        await m.aclose()
+    assert reply.text and opened() == (0 if bypass else 1)
+
+
+# -- stream decoding --------------------------------------------------------------------------------
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+def _event(text: str, **extra: Any) -> bytes:
+    return b"data: " + json.dumps({"choices": [{"delta": {"content": text}}], **extra}).encode()
+
+
+async def test_stream_lines_split_anywhere_and_any_line_ending() -> None:
+    """Events cut mid-line and mid-CRLF, CR-only endings and comment lines decode to the same text."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 2}
+    raw = (
+        b": keep-alive\r\n\r\n"
+        + _event("hel")
+        + b"\r\n\r\n"
+        + _event("lo", usage=usage)
+        + b"\r\rdata: [DONE]\n\n"
+    )
+    for cut in range(1, len(raw)):
+        got: list[str] = []
+        reply = await consume_sse(_chunks(raw[:cut], raw[cut:]), _request("x"), got.append)
+        assert (got, reply.text, reply.usage) == (["hel", "lo"], "hello", moa.Usage(3, 2)), cut
+
+
+async def test_stream_without_done_ends_with_the_body() -> None:
+    """A stream that ends without [DONE] (its last line unterminated) still yields its text."""
+    reply = await consume_sse(_chunks(_event("a") + b"\n\n" + _event("b")), _request("x"), lambda _t: None)
+    assert reply.text == "ab"
+
+
+async def test_a_stream_line_without_end_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line that grows past MAX_EVENT_BYTES without a newline becomes MalformedReply, not memory."""
+    monkeypatch.setattr(openai_wire, "MAX_EVENT_BYTES", 1000)
+    with pytest.raises(MalformedReply, match="passed 1000 bytes"):
+        await consume_sse(_chunks(*[b"x" * 300] * 10), _request("x"), lambda _t: None)

@@ -1,6 +1,6 @@
 """Which backend answers a model string: user overrides (exact or glob), the embedded model for
 ``local/...``, the direct OpenAI-compatible path, or litellm. One backend instance per run group,
-so the litellm module, the pooled httpx client and loaded weights are shared by every call."""
+so the litellm module, the pooled HTTP sessions and loaded weights are shared by every call."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "use_direct_http"]
 
 
 def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
-    """The direct httpx path serves ``transport: openai-http``; with ``auto``, an api_base of an
+    """The direct path (aiohttp) serves ``transport: openai-http``; with ``auto``, an api_base of an
     OpenAI-compatible provider, and the named providers whose API is OpenAI's (``groq/``,
     ``together_ai/``, ... at their public URL: ``NAMED_OPENAI_ENDPOINTS``). litellm serves the rest
     (Anthropic, Bedrock, Vertex, ...) and whatever says ``transport: litellm``."""

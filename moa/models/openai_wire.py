@@ -1,0 +1,259 @@
+"""The OpenAI chat-completions protocol as bytes, with no HTTP client in it: the request body and
+headers, a reply read into a ``ModelReply``, a server-sent event stream decoded, and a failure
+status turned into moa's error. Both clients of the direct path (aiohttp for the network, httpx for
+a given transport) speak it through here, so they fail and count usage identically.
+
+When the server reports no usage (some streaming servers ignore ``stream_options``), usage is
+estimated as UTF-8 bytes / 4 of the messages (prompt) and of the text (completion); nothing else
+marks the record as estimated.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from moa.errors import MalformedReply, ModelError, ProviderError
+from moa.models.base import ModelReply, ModelRequest, TokenCallback
+from moa.models.errors import error_for_status
+from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
+from moa.results import Usage
+from moa.scrub import scrub_clip
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "DEFAULT_API_BASE",
+    "MAX_EVENT_BYTES",
+    "connection_failed",
+    "consume_sse",
+    "encode_body",
+    "endpoint",
+    "headers_for",
+    "parse_reply",
+    "status_error",
+    "wire_model_name",
+]
+
+#: where a model with no ``api_base`` is sent (as litellm does for ``openai/`` models)
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+
+#: connecting is bounded even when the agent sets no timeout_s (reading is not: a local model may
+#: take minutes, and the runner bounds attempts whose agent sets timeout_s)
+CONNECT_TIMEOUT_S = 30.0
+
+#: the longest stream line read before the stream counts as malformed: a server that never sends a
+#: newline would otherwise grow the buffer without end
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+_JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
+_SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
+# one encoder: json.dumps with separators builds a new one per call
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=64)
+def endpoint(api_base: str | None) -> str:
+    """The completions URL of an api_base."""
+    return (api_base or DEFAULT_API_BASE).rstrip("/") + "/chat/completions"
+
+
+def wire_model_name(model: str) -> str:
+    """The model name the server expects: the litellm provider prefix (``openai/``,
+    ``hosted_vllm/``...) removed, as litellm itself sends it."""
+    prefix, sep, rest = model.partition("/")
+    return (
+        rest if sep and (prefix in OPENAI_COMPATIBLE_PREFIXES or prefix in NAMED_OPENAI_ENDPOINTS) else model
+    )
+
+
+def encode_body(request: ModelRequest, stream: bool) -> bytes:
+    """The JSON body: the agent's params, then the fields moa owns (they win over params)."""
+    body: dict[str, Any] = dict(request.params)
+    body["model"] = wire_model_name(request.model)
+    body["messages"] = [m if isinstance(m, dict) else dict(m) for m in request.messages]
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return _ENCODER.encode(body).encode()
+
+
+def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
+    headers = dict(_SSE_HEADERS if stream else _JSON_HEADERS)
+    if request.api_key:
+        headers["authorization"] = f"Bearer {request.api_key}"
+    return headers
+
+
+def connection_failed(error: BaseException, request: ModelRequest) -> ProviderError:
+    """A transport failure (connect, reset, a header the client refuses to send) as ProviderError;
+    the client's message may quote a header value whole, the bearer key with it."""
+    detail = scrub_clip(str(error) or type(error).__name__, 500, (request.api_key,))
+    return ProviderError(f"connection failed: {detail}", model=request.model, node=request.node or None)
+
+
+def status_error(
+    status: int, content: bytes, headers: Mapping[str, str], request: ModelRequest
+) -> ModelError:
+    return error_for_status(
+        status,
+        _error_message(content),
+        model=request.model,
+        node=request.node,
+        headers=headers,
+        secrets=(request.api_key,),
+    )
+
+
+def _estimate_usage(request: ModelRequest, text: str) -> Usage:
+    prompt = sum(len(m.get("content", "").encode()) for m in request.messages) // 4
+    return Usage(prompt, len(text.encode()) // 4)
+
+
+def _usage(u: Any) -> Usage | None:
+    if not isinstance(u, dict) or u.get("prompt_tokens") is None:
+        return None
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+
+def _error_message(body: bytes) -> str:
+    """The server's ``error.message`` when the body is OpenAI-shaped, else the body's text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace")
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if data.get("message"):
+            return str(data["message"])
+    return body.decode("utf-8", "replace")
+
+
+def _malformed(why: str, request: ModelRequest) -> MalformedReply:
+    return MalformedReply(f"malformed reply: {why}", model=request.model, node=request.node or None)
+
+
+def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
+    """A whole (non-streamed) 2xx reply."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, (request.api_key,))
+        raise _malformed(f"not JSON: {snippet!r}", request) from None
+    if not isinstance(data, dict):
+        raise _malformed("not a JSON object", request)
+    choices = data.get("choices")
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise _malformed("no choices", request)
+    message = choices[0].get("message")
+    text = message.get("content") if isinstance(message, dict) else None
+    if text is None:
+        raise _malformed("no message content", request)
+    text = str(text)
+    usage = _usage(data.get("usage")) or _estimate_usage(request, text)
+    return ModelReply(text, usage, str(data.get("model") or ""), choices[0].get("finish_reason"))
+
+
+class _Stream:
+    """What a stream's events said so far."""
+
+    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "usage")
+
+    def __init__(self, request: ModelRequest, on_token: TokenCallback) -> None:
+        self.request = request
+        self.on_token = on_token
+        self.parts: list[str] = []
+        self.usage: Usage | None = None
+        self.finish: str | None = None
+        self.model = ""
+        self.events = 0
+
+    def line(self, line: bytes) -> bool:
+        """Read one line; True once the stream says ``[DONE]``."""
+        if not line.startswith(b"data:"):
+            return False  # blank separators, `event:` and `:` comment lines
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return True
+        request = self.request
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, (request.api_key,))
+            raise _malformed(f"stream event is not JSON: {snippet!r}", request) from None
+        if not isinstance(chunk, dict):
+            raise _malformed("stream event is not a JSON object", request)
+        self.events += 1
+        if "error" in chunk and not chunk.get("choices"):
+            detail = scrub_clip(_error_message(payload), 500, (request.api_key,))
+            raise ProviderError(
+                f"provider error in stream: {detail}", model=request.model, node=request.node or None
+            )
+        self.model = str(chunk.get("model") or self.model)
+        self.usage = _usage(chunk.get("usage")) or self.usage
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            piece = delta.get("content") if isinstance(delta, dict) else None
+            if piece:
+                self.parts.append(piece)
+                self.on_token(piece)
+            self.finish = choice.get("finish_reason") or self.finish
+        return False
+
+    def reply(self) -> ModelReply:
+        if not self.events:
+            raise _malformed("the stream carried no events", self.request)
+        text = "".join(self.parts)
+        return ModelReply(text, self.usage or _estimate_usage(self.request, text), self.model, self.finish)
+
+
+async def consume_sse(
+    chunks: AsyncIterator[bytes], request: ModelRequest, on_token: TokenCallback
+) -> ModelReply:
+    """A 2xx streamed reply: ``on_token`` with each text delta, the joined text, the last usage.
+
+    Lines split on CR, LF or CRLF; a CRLF cut between two chunks makes one extra empty line, which
+    SSE reads as a separator like the one before it."""
+    stream = _Stream(request, on_token)
+    # the unfinished line's pieces, joined once its end comes (a long line costs one copy, not one
+    # per chunk)
+    pending: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        if b"\n" not in chunk and b"\r" not in chunk:
+            pending.append(chunk)
+            size += len(chunk)
+            if size > MAX_EVENT_BYTES:
+                raise _malformed(f"a stream line passed {MAX_EVENT_BYTES} bytes", request)
+            continue
+        if pending:
+            pending.append(chunk)
+            chunk = b"".join(pending)
+            pending.clear()
+            size = 0
+        lines = chunk.splitlines(keepends=True)
+        if lines[-1][-1:] not in b"\r\n":
+            last = lines.pop()
+            pending.append(last)
+            size = len(last)
+        for line in lines:
+            if stream.line(line):
+                return stream.reply()
+    if pending:
+        stream.line(b"".join(pending))
+    return stream.reply()
