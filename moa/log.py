@@ -14,9 +14,19 @@ from typing import Any, Literal, TextIO
 
 from moa.scrub import MASK, scrub, secret_name
 
-__all__ = ["configure_logging", "disable_logging", "enabled", "logger", "redact", "use_logger"]
+__all__ = [
+    "RunEvents",
+    "configure_logging",
+    "disable_logging",
+    "enabled",
+    "for_run",
+    "logger",
+    "redact",
+    "use_logger",
+]
 
-_state: dict[str, Any] = {"logger": None}
+#: the configured logger, and whether it emits info events (decided once, when it is set)
+_state: dict[str, Any] = {"logger": None, "info": False}
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -62,7 +72,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
     )
-    _state["logger"] = structlog_logger.bind(lib="moa")
+    use_logger(structlog_logger.bind(lib="moa"))
 
 
 def disable_logging() -> None:
@@ -73,6 +83,11 @@ def disable_logging() -> None:
 def use_logger(bound_logger: Any) -> None:
     """Send moa's events to ``bound_logger`` (a structlog bound logger), or nowhere with None."""
     _state["logger"] = bound_logger
+    # a filtering bound logger knows its level; any other logger is taken to emit everything
+    is_enabled_for = getattr(bound_logger, "is_enabled_for", None)
+    _state["info"] = bound_logger is not None and (
+        is_enabled_for is None or bool(is_enabled_for(logging.INFO))
+    )
 
 
 def enabled() -> bool:
@@ -82,3 +97,36 @@ def enabled() -> bool:
 def logger() -> Any:
     """The configured bound logger, or None when logging is off."""
     return _state["logger"]
+
+
+def for_run(run_id: str) -> RunEvents | None:
+    """The configured logger for one run's events (each carries ``run_id``), or None when logging is off."""
+    base = _state["logger"]
+    return None if base is None else RunEvents(base, run_id, _state["info"])
+
+
+class RunEvents:
+    """One run's events: the configured logger, bound to the run's id when the first event is
+    emitted. Binding costs about 5 µs; with only warnings on, most runs emit nothing and never bind."""
+
+    __slots__ = ("_base", "_bound", "_info", "_run_id")
+
+    def __init__(self, base: Any, run_id: str, info: bool) -> None:
+        self._base, self._run_id, self._info = base, run_id, info
+        self._bound: Any = None
+
+    def bound(self) -> Any:
+        """The logger bound to this run's id."""
+        if self._bound is None:
+            self._bound = self._base.bind(run_id=self._run_id)
+        return self._bound
+
+    def info(self, event: str, **kw: Any) -> None:
+        if self._info:
+            self.bound().info(event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self.bound().warning(event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self.bound().error(event, **kw)

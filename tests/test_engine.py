@@ -466,3 +466,47 @@ async def test_topology_run_passes_validate_output() -> None:
     t = build.single(build.agent("fake/a", retry={"backoff_base_s": 0}))
     r = await t.run("q", runner=moa.Runner(models={"fake/a": agg}), validate_output=check)
     assert r.output == "yes: fine" and r.calls[0].attempts == 2
+
+
+async def test_single_node_run_makes_no_task() -> None:
+    """A one-node run runs its node in the caller's task; a graph with several nodes still gets a
+    task per node (so the counting factory does see tasks)."""
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+    previous = loop.get_task_factory()
+
+    def counting(lp: asyncio.AbstractEventLoop, coro: object, **kw: object) -> asyncio.Task[object]:
+        made.append(str(kw.get("name")))
+        return asyncio.Task(coro, loop=lp, **kw)  # type: ignore[arg-type]
+
+    loop.set_task_factory(counting)  # type: ignore[arg-type]
+    try:
+        rt = moa.Runner(models={"fake/*": echo()})
+        r = await build.single("fake/a").run("q", runner=rt)
+        assert r.output == "ans from fake/a" and made == []
+        await build.parallel(["fake/a", "fake/b"], reduce="first").run("q", runner=rt)
+        assert len(made) == 3
+    finally:
+        loop.set_task_factory(previous)
+
+
+async def test_single_node_deadline_cuts_its_call() -> None:
+    """deadline_s ends a hanging one-node run: TimedOut, the node cancelled, its call recorded."""
+    hang = FunctionModel(lambda r: "never", delay_s=3600)
+    with pytest.raises(moa.TimedOut, match="deadline") as info:
+        await build.single("fake/hang").run("q", deadline_s=0.05, runner=moa.Runner(models={"fake/*": hang}))
+    assert hang.in_flight == 0
+    assert info.value.nodes is not None and info.value.nodes["answer"].status == "cancelled"
+    assert [(c.node, c.error) for c in info.value.calls] == [("answer", "cancelled")]
+
+
+async def test_single_node_caller_cancellation_propagates() -> None:
+    """Cancelling the task awaiting a one-node run cancels its call and raises CancelledError."""
+    slow = FunctionModel(lambda r: "x", delay_s=10)
+    task = asyncio.create_task(build.single("fake/a").run("q", runner=moa.Runner(models={"fake/*": slow})))
+    await asyncio.sleep(0.05)
+    assert slow.in_flight == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert slow.in_flight == 0

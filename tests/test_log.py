@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import json
 
 import moa
-from moa import build
+from moa import build, log
 from moa.log import redact
-from moa.testing import FunctionModel, capture_events
+from moa.testing import FunctionModel, ScriptedModel, capture_events
 
 
 async def test_events_for_run_and_calls() -> None:
@@ -66,3 +68,18 @@ async def test_every_event_of_a_run_carries_its_run_id() -> None:
     assert first.run_id and first.run_id != second.run_id
     assert {e["run_id"] for e in events} == {first.run_id, second.run_id}
     assert sum(1 for e in events if e["run_id"] == first.run_id and e["event"] == "call") == 2
+
+
+async def test_warnings_only_logs_retries_with_their_run_id() -> None:
+    """With the level at WARNING a run logs no info event, and its retry warning still carries the
+    run's id (the logger is bound to it only when an event is emitted)."""
+    flaky = ScriptedModel([moa.RateLimited("slow down"), "fine"])
+    a = build.agent("fake/a", retry={"max_attempts": 2, "backoff_base_s": 0.001})
+    buf, previous = io.StringIO(), log.logger()
+    log.configure_logging("json", level="WARNING", stream=buf)
+    try:
+        r = await build.single(a).run("q", runner=moa.Runner(models={"fake/a": flaky}))
+    finally:
+        log.use_logger(previous)
+    events = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+    assert [(e["event"], e["run_id"]) for e in events] == [("retry", r.run_id)]

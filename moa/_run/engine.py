@@ -2,9 +2,10 @@
 
 Every node is a task in one ``asyncio.TaskGroup``; a node starts as soon as its inputs allow (all of
 them, or ``quorum`` of them), so independent calls overlap and a run takes about as long as its
-critical path. Node outcomes live in futures, so a failed worker under a quorum does not tear the
-run down, while a failure nothing tolerates reaches the output and ends the run. Whatever happens,
-the error raised carries every ``CallRecord`` made (``error.calls``) and the nodes computed.
+critical path (a one-node graph has nothing to overlap: its node runs in the run's own task). Node
+outcomes live in futures, so a failed worker under a quorum does not tear the run down, while a
+failure nothing tolerates reaches the output and ends the run. Whatever happens, the error raised
+carries every ``CallRecord`` made (``error.calls``) and the nodes computed.
 
 A node waiting on its inputs does not re-wait on the ones still missing (O(k^2) for k inputs):
 each input, as it settles, is put in the inbox of every node reading it, and the node counts.
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -109,14 +110,14 @@ class Execution:
         self.validate_output = validate_output
         #: appended to the output node's prompt (typed output: the JSON Schema to answer in)
         self.output_instruction: str | None = None
-        #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans
-        self.run_id = uuid.uuid4().hex[:16]
-        logger = log.logger()
+        #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans: 16 hex
+        #: digits, random (a uuid4's hex cut to 16 costs four times as much to make)
+        self.run_id = os.urandom(8).hex()
         self.ctx = CallContext(
             t0=time.perf_counter(),
             budgets=budgets,
             cache=runner.cache,
-            logger=None if logger is None else logger.bind(run_id=self.run_id),
+            logger=log.for_run(self.run_id),
             telemetry=getattr(runner, "telemetry", None),
         )
         loop = asyncio.get_running_loop()
@@ -147,21 +148,10 @@ class Execution:
         if lg is not None:
             lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
         out = self.futures[self.graph.output]
-        timed_out = False
-        async with asyncio.TaskGroup() as tg:
-            for nid in self.graph.order:
-                task = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
-                # a task cancelled before its first step never runs its handler: settle its future here
-                task.add_done_callback(functools.partial(self._settle_unsettled, nid))
-                self.tasks[nid] = task
-            try:
-                async with asyncio.timeout(deadline_s):
-                    await asyncio.wait([out])
-            except TimeoutError:
-                timed_out = True
-            finally:
-                for t in self.tasks.values():
-                    t.cancel()
+        if len(self.graph.order) == 1:
+            timed_out = await self._alone(self.graph.nodes[self.graph.output], deadline_s)
+        else:
+            timed_out = await self._all(out, deadline_s)
         if timed_out:
             raise self._fail(TimedOut(f"run of `{self.name}` passed its deadline of {deadline_s}s"))
         if out.cancelled():
@@ -180,6 +170,42 @@ class Execution:
                 **result.usage.to_dict(),
             )
         return result
+
+    async def _all(self, out: asyncio.Future[str], deadline_s: float | None) -> bool:
+        """Every node in a task of its own, until the output settles; True if the deadline passed."""
+        timed_out = False
+        async with asyncio.TaskGroup() as tg:
+            for nid in self.graph.order:
+                task = tg.create_task(self._node(self.graph.nodes[nid]), name=f"moa:{nid}")
+                # a task cancelled before its first step never runs its handler: settle its future here
+                task.add_done_callback(functools.partial(self._settle_unsettled, nid))
+                self.tasks[nid] = task
+            try:
+                async with asyncio.timeout(deadline_s):
+                    await asyncio.wait([out])
+            except TimeoutError:
+                timed_out = True
+            finally:
+                for t in self.tasks.values():
+                    t.cancel()
+        return timed_out
+
+    async def _alone(self, gn: GraphNode, deadline_s: float | None) -> bool:
+        """A one-node graph: the node runs in the run's own task; True if the deadline passed.
+
+        Nothing could overlap it, so a task of its own would buy nothing but a loop turn to start it
+        and another to wake the run. Cancelled (by the deadline or by the caller), the node settles
+        its future as cancelled and re-raises, as its task would; its failures land in its future."""
+        if deadline_s is None:
+            await self._node(gn)
+            return False
+        try:
+            async with asyncio.timeout(deadline_s) as cm:
+                await self._node(gn)
+        except TimeoutError:
+            return True
+        # a backend that swallowed the deadline's cancellation still leaves the run late
+        return cm.expired()
 
     def _fail(self, error: MoAError) -> MoAError:
         error.run_id = self.run_id

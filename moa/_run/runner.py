@@ -7,7 +7,7 @@ import asyncio
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -67,6 +67,21 @@ class Composite(Protocol):
     ) -> RunResult: ...
 
 
+def _as_composite(target: Graph | Runnable) -> Composite | None:
+    """``target`` if ``isinstance(target, Composite)``, else None: the same attribute test (members
+    present, methods not None) without typing's walk of the protocol's classes on every call (~8 µs
+    on Python 3.11), and a ``Graph`` at once."""
+    if isinstance(target, Graph):
+        return None
+    if (
+        getattr(target, "parts", None) is not None
+        and getattr(target, "run_on", None) is not None
+        and hasattr(target, "name")
+    ):
+        return cast(Composite, target)
+    return None
+
+
 def _both(first: Callable[[str], None] | None, second: Callable[[str], None]) -> Callable[[str], None]:
     if first is None:
         return second
@@ -121,10 +136,10 @@ class Runner:
         """Refuse, before any call, a graph whose models name an unknown provider or lack their API
         key (``moa.calls.keys``): one ``UserError`` listing every problem. ``run`` does it once per
         graph; an application or an experiment may call it up front for all its topologies."""
-        # a Graph first: the structural check costs about 10 µs on Python 3.11, twice per run
-        if not isinstance(target, Graph) and isinstance(target, Composite):
-            for label, part in target.parts():
-                self.preflight(part, source=f"{source or target.name}: {label}")
+        composite = _as_composite(target)
+        if composite is not None:
+            for label, part in composite.parts():
+                self.preflight(part, source=f"{source or composite.name}: {label}")
             return
         graph = target if isinstance(target, Graph) else target.graph
         if self._checked.get(id(graph)) is graph:
@@ -174,11 +189,12 @@ class Runner:
         typed = TypedOutput(output_type) if output_type is not None else None
         if typed is not None:
             validate_output = _both(validate_output, typed.validate)
-        if not isinstance(target, Graph) and isinstance(target, Composite):
+        composite = _as_composite(target)
+        if composite is not None:
             if typed is not None:
                 raise UserError(f"{name or 'cascade'}: output_type is not supported for cascades yet")
             self.preflight(target, source=name)
-            return await target.run_on(
+            return await composite.run_on(
                 self,
                 prompt,
                 budget=budget,
