@@ -66,8 +66,9 @@ async def test_streaming_calls_on_token_on_the_loop_thread(model: LocalModel) ->
     assert "".join(d for d, _ in seen) == reply.text
 
 
-async def test_concurrent_calls_on_one_instance_do_not_interleave(model: LocalModel) -> None:
-    """Two concurrent calls on one shared model run one after the other, each reply whole."""
+async def test_concurrent_calls_do_not_interleave_with_n_seq_max_one() -> None:
+    """With n_seq_max 1 two concurrent calls on one shared model run one after the other, each whole."""
+    model = resolve_local_model(MODEL, {"n_seq_max": 1})
     order: list[int] = []
     replies = await asyncio.gather(
         *(
@@ -142,6 +143,27 @@ def test_load_and_generate_print_nothing() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
+
+
+def test_models_loading_at_once_leave_stdout_and_stderr_alone() -> None:
+    """Three shapes of the model loading in three threads at once: the process's stdout and
+    stderr still reach their pipes afterwards (llama-cpp-python swaps fds 1 and 2 around a load)."""
+    out = run_python(
+        "import asyncio, sys\n"
+        "from moa.models.local import resolve_local_model\n"
+        "from moa.models.base import ModelRequest\n"
+        "models = [resolve_local_model('local/smollm2-135m', {'n_ctx': n}) for n in (256, 384, 512)]\n"
+        "req = ModelRequest(model='local/smollm2-135m', messages=[{'role': 'user', 'content': 'hi'}],"
+        " max_tokens=2)\n"
+        "async def main():\n"
+        "    await asyncio.gather(*(m.complete(req) for m in models))\n"
+        "asyncio.run(main())\n"
+        "print('out-still-here', flush=True)\n"
+        "print('err-still-here', file=sys.stderr, flush=True)\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "out-still-here\n"
+    assert out.stderr == "err-still-here\n"
 
 
 def test_nonexistent_path_is_a_user_error(tmp_path: Path) -> None:

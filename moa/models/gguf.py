@@ -22,7 +22,7 @@ INSTALL_HINT = (
 )
 
 #: params of an agent that configure the loaded model, never sent to generation
-LOCAL_PARAMS = frozenset({"model_path", "n_ctx", "n_threads", "seed"})
+LOCAL_PARAMS = frozenset({"model_path", "n_ctx", "n_threads", "n_seq_max", "seed"})
 
 #: extra sampling params an agent may pass through ``params`` to llama.cpp
 SAMPLING_PARAMS = frozenset(
@@ -42,6 +42,10 @@ SAMPLING_PARAMS = frozenset(
 )
 
 DEFAULT_N_CTX = 2048
+#: sequences decoded in one batch: Self-MoA's default sample count; 1 serialises the calls
+DEFAULT_N_SEQ_MAX = 4
+#: llama.cpp's own bound (``llama_max_parallel_sequences``)
+MAX_N_SEQ_MAX = 256
 GGUF_MAGIC = b"GGUF"
 
 

