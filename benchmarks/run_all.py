@@ -1,6 +1,6 @@
 """Run every benchmark in turn and print their tables (markdown, ready for the README's Performance section).
 
-    python benchmarks/run_all.py            # the full set (about 5 minutes on 2 cores)
+    python benchmarks/run_all.py            # the full set (about 10 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # fewer calls, rounds and items: a smoke run
 
 Exit status 1 when any target is missed (each script prints which).
@@ -25,6 +25,7 @@ FULL = {
     "sandbox.py": [],
     "languages.py": [],
     "linear.py": [],
+    "local_batch.py": ["--rounds", "3"],
 }
 QUICK = {
     "critical_path.py": ["--runs", "3"],
@@ -36,6 +37,7 @@ QUICK = {
     "sandbox.py": ["--quick"],
     "languages.py": ["--quick"],
     "linear.py": ["--summary", "4000", "20000", "--compare-items", "500", "--compare-runs", "1"],
+    "local_batch.py": ["--rounds", "1", "--samples", "3"],
 }
 
 

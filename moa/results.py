@@ -147,9 +147,9 @@ class CallRecord:
     #: True when a reply reported usage outside what the request allows (negative, more completion
     #: tokens than ``max_tokens``, a prompt far above its bound): it was charged its worst case
     usage_suspect: bool = False
-    #: seconds the call waited inside its backend before a request left (a connection slot, the
-    #: embedded model's lock), apart from ``latency_s``: with serialized local samples it shows the
-    #: queue the critical path does not count
+    #: seconds the call waited inside its backend before a request left (a connection slot, a free
+    #: sequence of the embedded model or its loading), apart from ``latency_s``: the queue the
+    #: critical path does not count
     queued_s: float = 0.0
     #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
     messages: Sequence[Mapping[str, str]] | None = None
