@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -156,9 +157,20 @@ def test_moa_serve_runs_tuned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     real_require = moa.serve.require
 
     class FakeUvicorn:
-        @staticmethod
-        def run(app: Any, **kwargs: Any) -> None:
-            seen.append(gc_state())
+        """uvicorn's Config and Server, as ``moa.serve.cli.serve`` uses them, without serving."""
+
+        class Config:
+            def __init__(self, app: Any, **kwargs: Any) -> None:
+                self.app = app
+
+        class Server:
+            def __init__(self, config: Any) -> None:
+                self.config = config
+
+            def run(self, sockets: list[socket.socket]) -> None:
+                seen.append(gc_state())
+                for sock in sockets:
+                    sock.close()
 
     def require(module: str) -> Any:
         return FakeUvicorn if module == "uvicorn" else real_require(module)
