@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import _common  # noqa: F401  (puts the repo on sys.path)
-from _common import ROOT, child_env, median, table, verdict
+from _common import ROOT, child_env, drive, median, stop, table, verdict
 
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Usage
@@ -108,22 +108,6 @@ def new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-async def drive(call: Callable[[], Awaitable[None]], n: int, concurrency: int) -> tuple[float, float]:
-    """(requests/s, driver CPU seconds per request) for ``n`` calls, ``concurrency`` at a time."""
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return n / wall, cpu / n
 
 
 async def driver(kind: str, url: str, n: int, concurrency: int) -> None:
@@ -253,12 +237,7 @@ def server(cmd: list[str], *, url_on: str = "stderr") -> Iterator[tuple[str, int
                 time.sleep(0.05)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 15)
 
 
 def measure(kind: str, url: str, n: int, concurrency: int, pids: dict[str, int]) -> dict[str, float]:

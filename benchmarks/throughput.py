@@ -39,7 +39,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import aiohttp
 import httpx
 import openai
-from _common import median, sim_server, table, verdict
+from _common import drive, median, sim_server, table, verdict
 
 import moa
 from moa.models.base import ModelRequest
@@ -50,22 +50,6 @@ MESSAGES = [{"role": "user", "content": PROMPT}]
 FANOUT = 32
 
 Call = Callable[[], Awaitable[str]]
-
-
-async def drive(call: Call, n: int, concurrency: int) -> tuple[float, float]:
-    """(calls/s, client CPU seconds per call) for ``n`` calls, ``concurrency`` at a time."""
-    left = n
-
-    async def worker() -> None:
-        nonlocal left
-        while left > 0:
-            left -= 1
-            await call()
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return n / wall, cpu / n
 
 
 def single(url: str, transport: str) -> moa.Topology:
