@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,21 @@ def write_experiment(
         f"baseline: single.yaml\nsetups: [majority.yaml]\nconcurrency: {concurrency}\n{extra}"
     )
     return folder / "exp.yaml"
+
+
+@contextmanager
+def loopback_cluster() -> Iterator[Any]:
+    """A real Dask ``LocalCluster`` of 2 single-threaded worker processes on 127.0.0.1, as the
+    ``dask`` executor starts one: killing a worker must not take the test process down."""
+    import distributed  # the caller has importorskip'd it
+
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard": False},
+        silence_logs=50,
+    ) as c:
+        yield c

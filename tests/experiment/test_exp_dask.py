@@ -27,6 +27,7 @@ from moa.errors import TopologyError
 from moa.experiment import Experiment, Summary
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
+from tests.experiment.exp_helpers import loopback_cluster
 
 distributed = pytest.importorskip("distributed")
 
@@ -110,16 +111,7 @@ def test_dask_cluster_gives_the_local_summary(
 
 @pytest.fixture()
 def cluster() -> Iterator[Any]:
-    # worker processes, as in production: killing one must not take the test process down
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard": False},
-        silence_logs=50,
-    ) as c:
+    with loopback_cluster() as c:
         yield c
 
 

@@ -31,7 +31,7 @@ from moa.experiment.executors import movable
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimServer
 from moa.topology.loader import load, load_data
-from tests.experiment.exp_helpers import answers_of, questions
+from tests.experiment.exp_helpers import answers_of, loopback_cluster, questions
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa-sdk[local]')")
@@ -92,15 +92,7 @@ def server() -> Iterator[SimServer]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard": False},
-        silence_logs=50,
-    ) as c:
+    with loopback_cluster() as c:
         yield c
 
 
