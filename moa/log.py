@@ -20,6 +20,7 @@ __all__ = [
     "disable_logging",
     "enabled",
     "for_run",
+    "info_logger",
     "logger",
     "redact",
     "use_logger",
@@ -97,6 +98,12 @@ def enabled() -> bool:
 def logger() -> Any:
     """The configured bound logger, or None when logging is off."""
     return _state["logger"]
+
+
+def info_logger() -> Any:
+    """The configured logger when it emits ``info`` events, else None: code on a hot path asks
+    this before building an event nobody would write."""
+    return _state["logger"] if _state["info"] else None
 
 
 def for_run(run_id: str) -> RunEvents | None:

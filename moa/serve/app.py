@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar, cast
@@ -420,16 +419,6 @@ def create_app(
     )
 
 
-def _info_logger() -> Any:
-    """moa's logger when it logs ``info`` events, else None: by default ``moa serve`` logs
-    warnings only, and then a request must not pay for building an event nobody writes."""
-    lg = log.logger()
-    if lg is None:
-        return None
-    enabled = getattr(lg, "is_enabled_for", None)  # structlog's filtering loggers
-    return lg if enabled is None or enabled(logging.INFO) else None
-
-
 class _RequestLog:
     """One log event per request: method, path, model, status, latency. Never headers or bodies."""
 
@@ -437,7 +426,8 @@ class _RequestLog:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        lg = _info_logger()
+        # by default moa serve logs warnings only: a request must not build an event nobody writes
+        lg = log.info_logger()
         if scope["type"] != "http" or lg is None:
             await self.app(scope, receive, send)
             return
