@@ -147,12 +147,15 @@ def test_load_and_generate_print_nothing() -> None:
 
 def test_models_loading_at_once_leave_stdout_and_stderr_alone() -> None:
     """Three shapes of the model loading in three threads at once: the process's stdout and
-    stderr still reach their pipes afterwards (llama-cpp-python swaps fds 1 and 2 around a load)."""
+    stderr still reach their pipes afterwards (llama-cpp-python swaps fds 1 and 2 around a load),
+    and nothing of llama.cpp's reaches stderr. Each n_ctx here is one llama.cpp warns about when
+    it creates the batch context (not a multiple of 256 per sequence), which another thread's
+    load used to let through."""
     out = run_python(
         "import asyncio, sys\n"
         "from moa.models.local import resolve_local_model\n"
         "from moa.models.base import ModelRequest\n"
-        "models = [resolve_local_model('local/smollm2-135m', {'n_ctx': n}) for n in (256, 384, 512)]\n"
+        "models = [resolve_local_model('local/smollm2-135m', {'n_ctx': n}) for n in (384, 640, 896)]\n"
         "req = ModelRequest(model='local/smollm2-135m', messages=[{'role': 'user', 'content': 'hi'}],"
         " max_tokens=2)\n"
         "async def main():\n"

@@ -58,10 +58,15 @@ __all__ = ["INSTALL_HINT", "LocalModel", "known_aliases", "resolve_local_model"]
 
 
 @functools.cache
-def _opening() -> threading.Lock:
-    """Held while llama.cpp opens a model file. With ``verbose=False`` llama-cpp-python points the
-    process's fds 1 and 2 at /dev/null around the load and back afterwards; two loads at once in
-    two threads can restore each other's /dev/null, silencing the process for good."""
+def _loading() -> threading.Lock:
+    """Held for a whole model load: opening the file and creating its contexts.
+
+    With ``verbose=False`` llama-cpp-python points the process's fds 1 and 2 at /dev/null around
+    the open and back afterwards; two opens at once can restore each other's /dev/null, silencing
+    the process for good. Each open also resets the process-wide "llama-cpp-python" logger to
+    ERROR, and this llama.cpp reports warnings at the level that logger maps to ERROR, so another
+    thread's open between silencing the logger and creating the batch context printed the
+    context's warning to stderr."""
     return threading.Lock()
 
 
@@ -193,11 +198,12 @@ class LocalModel:
     def _load_now(self) -> _Loaded:
         llama_cpp = import_llama_cpp()
         check_gguf(self.path, self.name)
+        with _loading():
+            return self._load_locked(llama_cpp)
+
+    def _load_locked(self, llama_cpp: Any) -> _Loaded:
         batching = batching_supported(llama_cpp)
         llama = self._open(llama_cpp, _TOKENIZER_N_CTX if batching else self.n_ctx)
-        # Llama(verbose=False) still lets llama.cpp's ERROR logs through its log callback to
-        # stderr; moa reports failures as exceptions instead.
-        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
         formatter = _template_formatter(llama)
         if not batching or formatter is None:
             if batching:
@@ -221,16 +227,19 @@ class LocalModel:
 
     def _open(self, llama_cpp: Any, n_ctx: int) -> Any:
         try:
-            with _opening():
-                return llama_cpp.Llama(
-                    model_path=str(self.path),
-                    n_ctx=n_ctx,
-                    n_threads=self.n_threads,
-                    n_threads_batch=self.n_threads,
-                    verbose=False,
-                )
+            llama = llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx,
+                n_threads=self.n_threads,
+                n_threads_batch=self.n_threads,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as e:
             raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
+        # Llama(verbose=False) leaves the logger at ERROR, which still lets llama.cpp's warnings
+        # and errors through its log callback to stderr; moa reports failures as exceptions.
+        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
+        return llama
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens the chat template makes of ``messages`` (loads the model; blocking)."""
