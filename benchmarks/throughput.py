@@ -49,6 +49,8 @@ from moa.models.openai_http import OpenAIHTTPModel
 PROMPT = "what is the capital of france"
 MESSAGES = [{"role": "user", "content": PROMPT}]
 FANOUT = 32
+#: the pause between contenders
+SETTLE_S = 1.0
 
 Call = Callable[[], Awaitable[str]]
 
@@ -95,6 +97,9 @@ class Contenders:
 
     async def fresh(self) -> None:
         await self.close()
+        # let the server finish with the sockets just closed (256 of them after a concurrent run)
+        # before the next contender starts: otherwise it pays for its predecessor
+        await asyncio.sleep(SETTLE_S)
         # every pool holds the 256 connections of the concurrent run (the libraries' defaults:
         # aiohttp 100, the openai client 100 kept alive, would reconnect instead)
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
