@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,6 +168,33 @@ def test_models_loading_at_once_leave_stdout_and_stderr_alone() -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout == "out-still-here\n"
     assert out.stderr == "err-still-here\n"
+
+
+async def test_batch_context_is_created_under_the_load_lock_with_llama_logging_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch context is created inside the load's lock, after the logger was silenced: the
+    race the subprocess test above catches only sometimes (another thread's open resetting the
+    llama-cpp-python logger to ERROR just before the context's warning), checked every time."""
+    import logging
+
+    import moa.models.local as local_mod
+
+    seen: list[tuple[bool, int]] = []
+
+    class Watched(local_mod.BatchEngine):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            seen.append((local_mod._loading().locked(), logging.getLogger("llama-cpp-python").level))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(local_mod, "BatchEngine", Watched)
+    # a shape no other test loads, so this load happens here
+    fresh = LocalModel(resolve_local_model(MODEL, {}).path, n_ctx=320, name=MODEL)
+    try:
+        assert (await fresh.complete(ask("hi", max_tokens=1))).usage.completion_tokens == 1
+    finally:
+        await fresh.aclose()
+    assert seen == [(True, logging.CRITICAL + 1)]
 
 
 def test_nonexistent_path_is_a_user_error(tmp_path: Path) -> None:
