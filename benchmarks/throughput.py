@@ -6,8 +6,9 @@ against its ideal, two call latencies.
 
 Every contender sends the same request to the same loopback server (its own process, so its CPU is
 not counted) and reads the text out of the reply. Each round measures every contender, a different
-one first each round; a ratio is taken within each round (so the shared machine's drift between
-rounds cancels out) and the median of the rounds' ratios is reported with their range. ``moa direct backend`` is the direct
+one first each round and a pause between two (the server closes the last one's sockets); a ratio
+is taken within each round, so the shared machine's drift between rounds cancels out, and the
+median of the rounds' ratios is reported with their range. ``moa direct backend`` is the direct
 path's ``OpenAIHTTPModel.complete`` alone, without the runner: the rest of ``moa direct`` is moa's
 own per-run work (records, budgets, the graph walk).
 
