@@ -25,7 +25,7 @@ FULL = {
     "sandbox.py": [],
     "languages.py": [],
     "linear.py": [],
-    "local_batch.py": ["--rounds", "3"],
+    "local_batch.py": ["--rounds", "5"],
 }
 QUICK = {
     "critical_path.py": ["--runs", "3"],
