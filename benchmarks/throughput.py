@@ -1,8 +1,11 @@
 """Calls per second at zero model latency: moa single-node runs over the direct path vs bare
 aiohttp posts, raw httpx posts, the official ``openai`` client and bare ``litellm.acompletion`` (and
 moa over litellm), sequential and 256 concurrent; client CPU per call (``time.process_time``) of moa
-over litellm vs bare litellm; and a 32-way fan-out (32 proposers and an aggregator at 50 ms per call)
-against its ideal, two call latencies.
+over litellm vs bare litellm; and a 32-way fan-out (32 proposers and an aggregator) against its ideal,
+two call latencies, at 50 ms per call (the target's stress setting) and at 500 ms (a fast hosted
+model). The fan-out's overhead over the ideal is what sending 33 requests and reading 33 replies
+costs the client and the server in CPU, a few milliseconds whatever the latency: it is printed in
+milliseconds, and next to bare aiohttp making the same posts.
 
 Every contender sends the same request to the same loopback server (its own process, so its CPU is
 not counted) and reads the text out of the reply. Each round measures every contender, a different
@@ -19,10 +22,11 @@ happens to allocate and that a program not using litellm never pays (``--no-free
 without it).
 
 Targets: direct >= 0.8 x bare aiohttp, >= 0.8 x raw httpx and >= 3 x bare litellm (calls/s); moa
-over litellm <= 1.1 x bare litellm in CPU per call; 32-way fan-out wall <= 1.03 x ideal.
+over litellm <= 1.1 x bare litellm in CPU per call; 32-way fan-out wall <= 1.03 x ideal (judged at
+the first latency given).
 
     python benchmarks/throughput.py [--calls 2000] [--litellm-calls 600] [--rounds 5] [--concurrency 256]
-                                    [--fanout-runs 7] [--fanout-latency-ms 50] [--no-freeze]
+                                    [--fanout-runs 7] [--fanout-latency-ms 50 500] [--no-freeze]
 """
 
 from __future__ import annotations
@@ -213,7 +217,7 @@ async def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--fanout-runs", type=int, default=7)
-    ap.add_argument("--fanout-latency-ms", type=float, default=50.0)
+    ap.add_argument("--fanout-latency-ms", type=float, nargs="+", default=[50.0, 500.0])
     ap.add_argument("--no-freeze", action="store_true", help="leave the imported heap to the collector")
     args = ap.parse_args()
     print(f"load average at start: {_load()}\n")
@@ -241,9 +245,11 @@ async def main() -> int:
                         cpu.setdefault((name, conc), []).append(u)
         finally:
             await c.close()
-    latency_s = args.fanout_latency_ms / 1000
-    with sim_server(args.fanout_latency_ms) as url:
-        moa_wall, bare_wall = await fanout(url, args.fanout_runs, latency_s)
+    # latency (s) -> (moa's median wall, bare aiohttp's), seconds
+    fanouts: dict[float, tuple[float, float]] = {}
+    for ms in args.fanout_latency_ms:
+        with sim_server(ms) as url:
+            fanouts[ms / 1000] = await fanout(url, args.fanout_runs, ms / 1000)
     med = {k: median(v) for k, v in rate.items()}
     cpu_med = {k: median(v) for k, v in cpu.items()}
     rows = []
@@ -291,17 +297,21 @@ async def main() -> int:
                 verdict(v <= 1.1),
             ]
         )
-    ideal = 2 * latency_s
-    v = moa_wall / ideal
-    checks.append(
-        [f"{FANOUT}-way fan-out wall / ideal ({moa_wall * 1e3:.1f} vs {ideal * 1e3:.0f} ms)", v, "",
-         "<= 1.03", verdict(v <= 1.03)]
-    )  # fmt: skip
-    checks.append(
-        [f"bare aiohttp {FANOUT}-way fan-out wall / ideal ({bare_wall * 1e3:.1f} ms)", bare_wall / ideal,
-         "", "(shown)", ""]
-    )  # fmt: skip
-    checks.append([f"moa / bare aiohttp, {FANOUT}-way fan-out wall", moa_wall / bare_wall, "", "(shown)", ""])
+    for k, (latency_s, (moa_wall, bare_wall)) in enumerate(fanouts.items()):
+        ideal, at = 2 * latency_s, f"{latency_s * 1e3:g} ms per call"
+        v = moa_wall / ideal
+        judged = ("<= 1.03", verdict(v <= 1.03)) if k == 0 else ("(shown)", "")
+        checks.append(
+            [f"{FANOUT}-way fan-out wall / ideal, {at} ({moa_wall * 1e3:.1f} vs {ideal * 1e3:.0f} ms: "
+             f"+{(moa_wall - ideal) * 1e3:.1f} ms)", v, "", *judged]
+        )  # fmt: skip
+        checks.append(
+            [f"bare aiohttp {FANOUT}-way fan-out wall / ideal, {at} ({bare_wall * 1e3:.1f} ms: "
+             f"+{(bare_wall - ideal) * 1e3:.1f} ms)", bare_wall / ideal, "", "(shown)", ""]
+        )  # fmt: skip
+        checks.append(
+            [f"moa / bare aiohttp, {FANOUT}-way fan-out wall, {at}", moa_wall / bare_wall, "", "(shown)", ""]
+        )
     print()
     print(table(["ratio (median of rounds' ratios)", "value", "rounds", "target", "verdict"], checks))
     print(f"\nload average at end: {_load()}")

@@ -13,7 +13,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = {
     "critical_path.py": ["--runs", "1", "--latency-ms", "20"],
-    "throughput.py": ["--calls", "60", "--litellm-calls", "20", "--rounds", "1", "--concurrency", "8"],
+    "throughput.py": [
+        "--calls",
+        "60",
+        "--litellm-calls",
+        "20",
+        "--rounds",
+        "1",
+        "--concurrency",
+        "8",
+        "--fanout-runs",
+        "2",
+        "--fanout-latency-ms",
+        "20",
+        "100",
+    ],
     "experiment_scale.py": ["--items", "60", "--concurrency", "8"],
     "startup.py": ["--runs", "1", "--litellm-runs", "1"],
     "accounting.py": ["--calls", "50", "--books", "2000", "--rounds", "1"],
@@ -38,3 +52,5 @@ def test_benchmark_script_runs(script: str, tmp_path: Path) -> None:
     assert p.returncode in (0, 1), p.stderr[-2000:]
     assert "target" in p.stdout and "|" in p.stdout, p.stdout[-2000:]
     assert "Traceback" not in p.stderr
+    if script == "throughput.py":  # one fan-out row per latency, each with its overhead in ms
+        assert "20 ms per call" in p.stdout and "100 ms per call" in p.stdout, p.stdout[-2000:]
