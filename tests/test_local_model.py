@@ -170,31 +170,71 @@ def test_models_loading_at_once_leave_stdout_and_stderr_alone() -> None:
     assert out.stderr == "err-still-here\n"
 
 
-async def test_batch_context_is_created_under_the_load_lock_with_llama_logging_off(
+async def test_batch_context_is_created_under_the_load_lock_in_a_quiet_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The batch context is created inside the load's lock, after the logger was silenced: the
-    race the subprocess test above catches only sometimes (another thread's open resetting the
-    llama-cpp-python logger to ERROR just before the context's warning), checked every time."""
+    """The batch context is created inside the load's lock, by a thread whose llama.cpp lines are
+    dropped: its warning cannot reach stderr whatever another thread's open does to the
+    llama-cpp-python logger meanwhile. Checked every time, unlike the subprocess test above."""
     import logging
 
     import moa.models.local as local_mod
+    from moa.models import llama_log
 
-    seen: list[tuple[bool, int]] = []
+    seen: list[tuple[bool, bool]] = []
 
     class Watched(local_mod.BatchEngine):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            seen.append((local_mod._loading().locked(), logging.getLogger("llama-cpp-python").level))
+            seen.append((local_mod._loading().locked(), llama_log.is_quiet()))
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(local_mod, "BatchEngine", Watched)
+    logger = logging.getLogger(llama_log.LOGGER)
+    monkeypatch.setattr(logger, "level", logging.WARNING)  # as a user's configuration might set it
     # a shape no other test loads, so this load happens here
     fresh = LocalModel(resolve_local_model(MODEL, {}).path, n_ctx=320, name=MODEL)
     try:
         assert (await fresh.complete(ask("hi", max_tokens=1))).usage.completion_tokens == 1
     finally:
         await fresh.aclose()
-    assert seen == [(True, logging.CRITICAL + 1)]
+    assert seen == [(True, True)]
+    # moa's open reset the level to ERROR (llama-cpp-python's verbose=False) and put it back
+    assert logger.level == logging.WARNING
+    assert not llama_log.is_quiet()
+
+
+def test_a_users_verbose_model_keeps_its_log_and_moa_adds_nothing_to_it() -> None:
+    """A user's own ``Llama(verbose=True)`` in the same process: moa loading and generating with it
+    around prints nothing, and the user's model still prints its timings afterwards (moa used to
+    raise the llama-cpp-python logger's level for the whole process, silencing it)."""
+    out = run_python(
+        "import asyncio, sys, llama_cpp\n"
+        "from moa.models.local import resolve_local_model\n"
+        "from moa.models.base import ModelRequest\n"
+        "req = ModelRequest(model='local/smollm2-135m', messages=[{'role': 'user', 'content': 'hi'}],"
+        " max_tokens=2)\n"
+        "def mark(s):\n"
+        "    print(s, file=sys.stderr, flush=True)\n"
+        "first = resolve_local_model('local/smollm2-135m', {'n_ctx': 384})\n"
+        "asyncio.run(first.complete(req))\n"
+        "mark('@A')\n"
+        "user = llama_cpp.Llama(model_path=str(first.path), n_ctx=256, verbose=True)\n"
+        "mark('@B')\n"
+        "second = resolve_local_model('local/smollm2-135m', {'n_ctx': 640})\n"
+        "asyncio.run(second.complete(req))\n"
+        "asyncio.run(first.complete(req))\n"
+        "mark('@C')\n"
+        "user.create_completion('hi', max_tokens=1)\n"
+        "mark('@D')\n"
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    err = out.stderr
+    before_a, rest = err.split("@A\n")
+    _user_open, rest = rest.split("@B\n")
+    moa_again, rest = rest.split("@C\n")
+    user_generates, _ = rest.split("@D\n")
+    assert before_a == "" and moa_again == "", err[-2000:]
+    assert "llama_perf_context_print" in user_generates, err[-2000:]
 
 
 def test_nonexistent_path_is_a_user_error(tmp_path: Path) -> None:

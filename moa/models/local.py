@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import logging
 import os
 import secrets
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import ProviderError, RequestRejected, TimedOut, UserError
+from moa.models import llama_log
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.gguf import (
     DEFAULT_N_CTX,
@@ -63,10 +63,8 @@ def _loading() -> threading.Lock:
 
     With ``verbose=False`` llama-cpp-python points the process's fds 1 and 2 at /dev/null around
     the open and back afterwards; two opens at once can restore each other's /dev/null, silencing
-    the process for good. Each open also resets the process-wide "llama-cpp-python" logger to
-    ERROR, and this llama.cpp reports warnings at the level that logger maps to ERROR, so another
-    thread's open between silencing the logger and creating the batch context printed the
-    context's warning to stderr."""
+    the process for good. (llama.cpp's log lines are kept quiet by thread, ``moa.models.llama_log``,
+    so they no longer depend on what another open does to the logger's level.)"""
     return threading.Lock()
 
 
@@ -155,6 +153,10 @@ class LocalModel:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        # each opened Llama's close, run quietly by aclose(), when this model is collected or at
+        # interpreter exit: otherwise llama-cpp-python's destructor frees it later, on whatever
+        # thread, and llama.cpp logs the free to stderr
+        self._closers: list[weakref.finalize[[Callable[[], None]], LocalModel]] = []
 
     def __repr__(self) -> str:
         return (
@@ -198,7 +200,8 @@ class LocalModel:
     def _load_now(self) -> _Loaded:
         llama_cpp = import_llama_cpp()
         check_gguf(self.path, self.name)
-        with _loading():
+        llama_log.install(llama_cpp)
+        with _loading(), llama_log.quiet(), llama_log.keep_level():
             return self._load_locked(llama_cpp)
 
     def _load_locked(self, llama_cpp: Any) -> _Loaded:
@@ -236,9 +239,7 @@ class LocalModel:
             )
         except (ValueError, RuntimeError) as e:
             raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
-        # Llama(verbose=False) leaves the logger at ERROR, which still lets llama.cpp's warnings
-        # and errors through its log callback to stderr; moa reports failures as exceptions.
-        logging.getLogger("llama-cpp-python").setLevel(logging.CRITICAL + 1)
+        self._closers.append(weakref.finalize(self, _quietly, llama.close))
         return llama
 
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -252,6 +253,10 @@ class LocalModel:
 
     def _generate(self, job: _Job) -> Generated:
         """Runs in the worker thread: the blocking llama.cpp generation, streamed token by token."""
+        with llama_log.quiet():
+            return self._generate_quietly(job)
+
+    def _generate_quietly(self, job: _Job) -> Generated:
         llama = self._load().llama
         prompt_tokens = self.count_prompt_tokens(job.messages)
         if prompt_tokens >= self.n_ctx:
@@ -426,13 +431,19 @@ class LocalModel:
         async with self._lock():
             with self._load_lock:
                 loaded, self._loaded = self._loaded, None
+                closers, self._closers = self._closers, []
             if loaded is not None and loaded.engine is not None:
-                await asyncio.to_thread(loaded.engine.close)
+                await asyncio.to_thread(_quietly, loaded.engine.close)
             executor, self._executor = self._executor, None
             if executor is not None:
                 await asyncio.to_thread(executor.shutdown, wait=True)
-            if loaded is not None:
-                loaded.llama.close()
+            for close in closers:
+                close()
+
+
+def _quietly(fn: Callable[[], None]) -> None:
+    with llama_log.quiet():
+        fn()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moa.errors import ProviderError, RequestRejected, UserError
+from moa.models import llama_log
 
 __all__ = ["BatchEngine", "BatchJob", "BatchStats", "Generated", "Sampling", "batching_supported"]
 
@@ -319,6 +320,10 @@ class BatchEngine:
     # --- the engine thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        with llama_log.quiet():
+            self._loop()
+
+    def _loop(self) -> None:
         try:
             while True:
                 with self._cond:
