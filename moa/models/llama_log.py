@@ -67,7 +67,10 @@ def keep_level() -> Iterator[None]:
 @functools.cache
 def install(llama_cpp: Any) -> Any:
     """Put moa's callback in front of llama-cpp-python's, once per process; returns it (the
-    cached return keeps the ctypes callback alive for as long as llama.cpp may call it)."""
+    cached return keeps the ctypes callback alive for as long as llama.cpp may call it). None,
+    and nothing changed, for a llama-cpp-python without a log callback to stand in front of."""
+    if not (hasattr(llama_cpp, "llama_log_callback") and hasattr(llama_cpp, "llama_log_set")):
+        return None
     forward = getattr(getattr(llama_cpp, "_logger", None), "llama_log_callback", None)
 
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
