@@ -173,20 +173,26 @@ def test_models_loading_at_once_leave_stdout_and_stderr_alone() -> None:
 async def test_batch_context_is_created_under_the_load_lock_in_a_quiet_thread(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The batch context is created inside the load's lock, by a thread whose llama.cpp lines are
-    dropped: its warning cannot reach stderr whatever another thread's open does to the
-    llama-cpp-python logger meanwhile. Checked every time, unlike the subprocess test above."""
+    """The batch context is created inside the load's lock, and it and every decode step run in
+    threads whose llama.cpp lines are dropped: no warning of theirs can reach stderr whatever
+    another thread's open does to the llama-cpp-python logger meanwhile. Checked every time,
+    unlike the subprocess test above."""
     import logging
 
     import moa.models.local as local_mod
     from moa.models import llama_log
 
     seen: list[tuple[bool, bool]] = []
+    steps_quiet: set[bool] = set()
 
     class Watched(local_mod.BatchEngine):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             seen.append((local_mod._loading().locked(), llama_log.is_quiet()))
             super().__init__(*args, **kwargs)
+
+        def _step(self) -> None:  # on the engine thread: every decode is quiet too
+            steps_quiet.add(llama_log.is_quiet())
+            super()._step()
 
     monkeypatch.setattr(local_mod, "BatchEngine", Watched)
     logger = logging.getLogger(llama_log.LOGGER)
@@ -197,7 +203,7 @@ async def test_batch_context_is_created_under_the_load_lock_in_a_quiet_thread(
         assert (await fresh.complete(ask("hi", max_tokens=1))).usage.completion_tokens == 1
     finally:
         await fresh.aclose()
-    assert seen == [(True, True)]
+    assert seen == [(True, True)] and steps_quiet == {True}
     # moa's open reset the level to ERROR (llama-cpp-python's verbose=False) and put it back
     assert logger.level == logging.WARNING
     assert not llama_log.is_quiet()
