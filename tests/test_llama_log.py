@@ -26,8 +26,9 @@ def test_quiet_is_per_thread_and_nests() -> None:
 
 
 def test_keep_level_undoes_a_reset_to_error_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A level reset to ERROR inside the block (llama-cpp-python's verbose=False) is put back; any
-    other level set inside (another thread's verbose model) stays."""
+    """A level set before and reset to ERROR inside the block (llama-cpp-python's verbose=False) is
+    put back; any other level set inside (another thread's verbose model) stays, and so does the
+    ERROR over a level nobody had set."""
     logger = logging.getLogger(llama_log.LOGGER)
     monkeypatch.setattr(logger, "level", logging.DEBUG)
     with llama_log.keep_level():
@@ -37,6 +38,12 @@ def test_keep_level_undoes_a_reset_to_error_only(monkeypatch: pytest.MonkeyPatch
     with llama_log.keep_level():
         logger.setLevel(logging.INFO)
     assert logger.level == logging.INFO
+    # never configured (NOTSET, which llama-cpp-python's callback reads as "print everything"):
+    # the ERROR its own verbose=False open leaves stays
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    with llama_log.keep_level():
+        logger.setLevel(logging.ERROR)
+    assert logger.level == logging.ERROR
 
 
 def test_install_leaves_a_llama_cpp_without_a_log_callback_alone() -> None:

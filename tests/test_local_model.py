@@ -141,6 +141,9 @@ def test_load_and_generate_print_nothing() -> None:
         "r = asyncio.run(m.complete(ModelRequest(model='local/smollm2-135m',"
         " messages=[{'role': 'user', 'content': 'hi'}], max_tokens=4)))\n"
         "assert r.usage.completion_tokens > 0\n"
+        "import logging\n"
+        "# never configured before: left at llama-cpp-python's ERROR, not NOTSET (which prints all)\n"
+        "assert logging.getLogger('llama-cpp-python').level == logging.ERROR\n"
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""

@@ -41,7 +41,8 @@ def is_quiet() -> bool:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """llama.cpp's lines logged by this thread meanwhile are dropped (nests)."""
+    """llama.cpp's lines logged by this thread meanwhile are dropped (nests; as a decorator, for
+    each call)."""
     state = _depth()
     n = getattr(state, "n", 0)
     state.n = n + 1
@@ -54,20 +55,24 @@ def quiet() -> Iterator[None]:
 @contextlib.contextmanager
 def keep_level() -> Iterator[None]:
     """Put back the logger's level after a ``Llama(verbose=False)`` opened meanwhile reset it to
-    ERROR; a level set to something else meanwhile (another thread's open) is left alone."""
+    ERROR; a level set to something else meanwhile (another thread's open) is left alone. A level
+    nobody had set (NOTSET, which llama-cpp-python's callback reads as "print everything") stays at
+    the ERROR llama-cpp-python's own open leaves."""
     logger = logging.getLogger(LOGGER)
     before = logger.level
     try:
         yield
     finally:
-        if logger.level == logging.ERROR and before != logging.ERROR:
+        if logger.level == logging.ERROR and before not in (logging.NOTSET, logging.ERROR):
             logger.setLevel(before)
 
 
 @functools.cache
 def install(llama_cpp: Any) -> Any:
     """Put moa's callback in front of llama-cpp-python's, once per process; returns it (the
-    cached return keeps the ctypes callback alive for as long as llama.cpp may call it). None,
+    cached return keeps the ctypes callback alive for as long as llama.cpp may call it). Call it
+    under one lock: two first calls at once would each set a callback, and the one not cached
+    could be collected while llama.cpp still calls it. None,
     and nothing changed, for a llama-cpp-python without a log callback to stand in front of."""
     if not (hasattr(llama_cpp, "llama_log_callback") and hasattr(llama_cpp, "llama_log_set")):
         return None

@@ -200,8 +200,8 @@ class LocalModel:
     def _load_now(self) -> _Loaded:
         llama_cpp = import_llama_cpp()
         check_gguf(self.path, self.name)
-        llama_log.install(llama_cpp)
         with _loading(), llama_log.quiet(), llama_log.keep_level():
+            llama_log.install(llama_cpp)
             return self._load_locked(llama_cpp)
 
     def _load_locked(self, llama_cpp: Any) -> _Loaded:
@@ -242,6 +242,7 @@ class LocalModel:
         self._closers.append(weakref.finalize(self, _quietly, llama.close))
         return llama
 
+    @llama_log.quiet()
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens the chat template makes of ``messages`` (loads the model; blocking)."""
         loaded = self._load()
@@ -251,12 +252,9 @@ class LocalModel:
         text = "".join(f"{m.get('role', '')}\n{m.get('content', '')}\n" for m in messages)
         return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
+    @llama_log.quiet()
     def _generate(self, job: _Job) -> Generated:
         """Runs in the worker thread: the blocking llama.cpp generation, streamed token by token."""
-        with llama_log.quiet():
-            return self._generate_quietly(job)
-
-    def _generate_quietly(self, job: _Job) -> Generated:
         llama = self._load().llama
         prompt_tokens = self.count_prompt_tokens(job.messages)
         if prompt_tokens >= self.n_ctx:
@@ -441,9 +439,9 @@ class LocalModel:
                 close()
 
 
+@llama_log.quiet()
 def _quietly(fn: Callable[[], None]) -> None:
-    with llama_log.quiet():
-        fn()
+    fn()
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:

@@ -319,11 +319,8 @@ class BatchEngine:
 
     # --- the engine thread -------------------------------------------------------------------
 
+    @llama_log.quiet()
     def _run(self) -> None:
-        with llama_log.quiet():
-            self._loop()
-
-    def _loop(self) -> None:
         try:
             while True:
                 with self._cond:
