@@ -15,8 +15,8 @@ from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
 from moa.calls.pricing import Price
 from moa.calls.retry import RetryPolicy
 from moa.calls.retry_budget import RetryBudget
-from moa.models.base import ModelRequest
-from moa.results import CallRecord
+from moa.models.base import ModelReply, ModelRequest
+from moa.results import CallRecord, Usage
 from moa.testing import FunctionModel, ScriptedModel
 from moa.topology.spec import AgentSpec
 
@@ -170,3 +170,78 @@ async def test_waiting_for_a_serialized_backend_is_queued_s_not_latency() -> Non
     assert samples[1].queued_s >= 0.04 and samples[2].queued_s >= samples[1].queued_s + 0.04
     assert all(c.latency_s < samples[2].queued_s for c in samples)
     assert result.to_dict()["calls"][0]["queued_s"] >= 0.0
+
+
+class _WaitsThenSends:
+    """A backend that waits `wait_s` inside itself (a connection slot, the model, litellm's worker
+    threads), reports the send unless told not to, then answers after `service_s`."""
+
+    local = False
+
+    def __init__(self, wait_s: float, service_s: float, *, report: bool = True) -> None:
+        self.wait_s, self.service_s, self.report = wait_s, service_s, report
+
+    async def complete(self, request: ModelRequest, on_token: object = None) -> ModelReply:
+        await asyncio.sleep(self.wait_s)
+        if self.report and request.on_sent is not None:
+            request.on_sent()
+        await asyncio.sleep(self.service_s)
+        return ModelReply("four", Usage(3, 1), request.model)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Reports(_WaitsThenSends):
+    reports_send = True
+
+
+class _MayReport(_WaitsThenSends):
+    send_wait_s = 1.0
+
+
+def _request_with_clock(call: CallPlan, timeout_s: float) -> ModelRequest:
+    return ModelRequest(
+        model="fake/m",
+        messages=MESSAGES,
+        max_tokens=10,
+        timeout_s=timeout_s,
+        node="n",
+        on_sent=call.mark_sent,
+    )
+
+
+@pytest.mark.parametrize("backend", [_Reports, _MayReport])
+async def test_a_wait_inside_the_backend_longer_than_the_timeout_is_not_cut(backend: type) -> None:
+    """`timeout_s` is armed when the backend reports the send: waiting longer than it for a
+    connection, the embedded model or litellm's threads is `queued_s`, not a timeout (before, the
+    timeout ran from the start of the attempt and cut such a call before it was sent)."""
+    rec, call = CallRecord(node="n", model="fake/m", attempts=0), plan()
+    target = Target("fake/m", backend(wait_s=0.6, service_s=0.02), PRICE, None)
+    reply = await attempt((), target, _request_with_clock(call, 0.3), rec, call)
+    assert reply.text == "four" and rec.attempt_log[0].status == "ok"
+    assert rec.queued_s >= 0.55 and rec.latency_s < 0.3
+
+
+@pytest.mark.parametrize("backend", [_Reports, _MayReport])
+async def test_a_reply_that_never_comes_is_cut_timeout_s_after_the_send(backend: type) -> None:
+    rec, call = CallRecord(node="n", model="fake/m", attempts=0), plan()
+    target = Target("fake/m", backend(wait_s=0.5, service_s=30), PRICE, None)
+    start = time.perf_counter()
+    with pytest.raises(moa.TimedOut, match=r"no reply within timeout_s=0.2$"):
+        await attempt((), target, _request_with_clock(call, 0.2), rec, call)
+    assert 0.65 <= time.perf_counter() - start < 10
+    assert rec.attempt_log[0].status == "timeout" and rec.queued_s >= 0.45
+
+
+async def test_a_backend_that_may_not_report_is_cut_send_wait_s_after_the_timeout() -> None:
+    """A backend that reports the send on most paths only (litellm): if it never does, the attempt
+    is cut `timeout_s + send_wait_s` after it began, and the error says the send was not seen."""
+    rec, call = CallRecord(node="n", model="fake/m", attempts=0), plan()
+    target = Target("fake/m", _MayReport(wait_s=0.0, service_s=30, report=False), PRICE, None)
+    start = time.perf_counter()
+    with pytest.raises(moa.TimedOut, match=r"had not reported sending it 1.2 s after the attempt began"):
+        await attempt((), target, _request_with_clock(call, 0.2), rec, call)
+    assert 1.15 <= time.perf_counter() - start < 10
+    # it may have been sent: the worst case is kept
+    assert rec.attempt_log[0].usage is None

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 import moa
+from moa.models.base import ModelRequest
+from moa.models.litellm import LitellmModel, _SentHook
 from moa.results import Token
 from moa.testing.sim import (
     FaultPlan,
@@ -189,3 +194,74 @@ async def test_unknown_provider_is_bad_input() -> None:
         with pytest.raises(moa.UserError, match="model `foo/bar-model`: unknown provider `foo`") as info:
             await t.run("hi", runner=rt)
     assert info.value.calls == []  # found by the preflight, before any call
+
+
+async def test_timeout_counts_from_when_litellm_sends(srv: SimServer) -> None:
+    """litellm builds each request in the event loop's default executor; a call waiting there for a
+    thread (many calls at once, or a caller's own blocking work, as here) has not reached the
+    provider, so that wait is `queued_s`, not latency, and does not spend `timeout_s`. Before, the
+    wait below timed the call out without a request ever being sent."""
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+    release = threading.Event()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(2)]
+    timer = threading.Timer(3.0, release.set)
+    timer.start()
+    try:
+        ag = agents(srv.base_url, "a", timeout_s=1.5, retry={"max_attempts": 1})
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": ag})
+        async with moa.Runner() as rt:
+            r = await t.run("hi", runner=rt)
+    finally:
+        release.set()
+        timer.cancel()
+        await asyncio.gather(*busy)
+    call = r.calls[0]
+    assert call.error is None and call.attempts == 1 and srv.stats.served == 1
+    assert call.queued_s >= 2.0 and call.latency_s < 1.5
+
+
+async def test_litellm_reports_the_send_once_before_the_server_sees_it() -> None:
+    """litellm calls its `logger_fn` before sending and again after the reply: moa's `on_sent` runs
+    once, on the event loop's thread, before the request reaches the server."""
+    sent: list[int] = []
+    seen_at_server: list[int] = []
+
+    def answer(req: SimRequest) -> str:
+        seen_at_server.append(len(sent))
+        return "ok"
+
+    with SimServer(default=SimModel(answer=answer)) as server:
+        request = ModelRequest(
+            model="openai/sim-hook",
+            messages=[{"role": "user", "content": "hi"}],
+            api_base=server.base_url,
+            api_key="sk-test-not-secret",
+            timeout_s=30,
+            on_sent=lambda: sent.append(threading.get_ident()),
+        )
+        reply = await LitellmModel().complete(request)
+    assert reply.text == "ok"
+    assert sent == [threading.get_ident()] and seen_at_server == [1]
+
+
+async def test_a_send_reported_from_a_thread_reaches_the_loop_unless_its_attempt_ended() -> None:
+    """Providers litellm calls synchronously report the send from a worker thread: it is handed to
+    the event loop, and dropped if the attempt has ended by then (the model's next attempt shares
+    the request, and its clock must not start early)."""
+    fired: list[int] = []
+    hook = _SentHook(lambda: fired.append(threading.get_ident()))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, hook, {"log_event_type": "post_api_call"})
+    await loop.run_in_executor(None, hook, {"log_event_type": "pre_api_call"})
+    await loop.run_in_executor(None, hook, {"log_event_type": "pre_api_call"})
+    await asyncio.sleep(0)
+    assert fired == [threading.get_ident()]
+
+    late = _SentHook(lambda: fired.append(0))
+    worker = threading.Thread(target=late, args=({"log_event_type": "pre_api_call"},))
+    worker.start()
+    worker.join()  # blocks the loop: the hand-off waits in its queue until the attempt has ended
+    late.ended = True
+    await asyncio.sleep(0)
+    assert fired == [threading.get_ident()]

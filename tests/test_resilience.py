@@ -17,11 +17,13 @@ TRANSPORTS = ["litellm", "openai-http"]
 
 
 def agent(base: str, name: str, transport: str, **extra: Any) -> dict[str, Any]:
-    # litellm spends ~5 ms of CPU per call: 600 concurrent calls queue for seconds on one core, so
-    # its per-attempt timeout must be longer than the queue or healthy calls would time out; the
-    # direct path's too on a machine busy with other work (the suite must pass beside it). Late in
-    # a full suite beside two CPU burners the queue passed 8 s: healthy calls timed out, their
-    # retries spent the endpoint's retry budget and 45 of 200 runs failed
+    # litellm spends ~5 ms of CPU per call: 600 concurrent calls queue for seconds on one core. The
+    # wait for litellm's worker threads before a request is sent is queued_s, not timed (up to 8 s
+    # beside two CPU burners), but litellm's work on the event loop after the send is: healthy
+    # attempts took up to 5.2 s from send to reply there, so litellm's per-attempt timeout is longer
+    # than that, and the direct path's is not short on a machine busy with other work (the suite
+    # must pass beside it). At 8 s counted from the attempt's start, late in a full suite beside two
+    # burners, healthy calls timed out, their retries spent the retry budget and 45 of 200 runs failed
     return {
         "model": f"openai/{name}",
         "api_base": base,

@@ -95,28 +95,41 @@ class CallPlan:
 
 
 class _SendClock:
-    """When an attempt entered its backend and when its request left. Backends that report sending
-    (``reports_send``; the direct path calls ``ModelRequest.on_sent`` once a connection is free)
-    keep their wait for a local connection slot out of the latency and out of ``timeout_s``."""
+    """When an attempt entered its backend and when its request left. A backend that calls
+    ``ModelRequest.on_sent`` (the direct path once a connection is free, the embedded model once it
+    holds a sequence, litellm when it hands the request to the provider's client) keeps its wait
+    inside the backend out of the latency and out of ``timeout_s``: the timeout is armed when the
+    request leaves. Only a backend that reports sending (``reports_send``) is trusted to call it
+    before anything can be billed, so for the others the attempt counts as sent from when it
+    entered, and one that may not report (``send_wait_s``) is cut ``timeout_s + send_wait_s``
+    after it entered if it never does."""
 
-    __slots__ = ("entered_at", "reports", "sent_at", "timeout")
+    __slots__ = ("entered_at", "reports", "send_wait_s", "sent_at", "timeout", "timeout_s")
 
-    def __init__(self, reports: bool) -> None:
-        self.reports = reports
+    def __init__(self, backend: Model) -> None:
+        self.reports: bool = getattr(backend, "reports_send", False)
+        self.send_wait_s: float | None = getattr(backend, "send_wait_s", None)
         self.entered_at: float | None = None
         self.sent_at: float | None = None
         self.timeout: asyncio.Timeout | None = None
+        self.timeout_s: float | None = None
 
     def enter(self) -> None:
         self.entered_at = time.perf_counter()
 
+    def first_deadline(self, timeout_s: float) -> float | None:
+        """The loop time the attempt is cut at before its backend reports sending, if ever."""
+        self.timeout_s = timeout_s
+        if self.reports:
+            return None
+        return asyncio.get_running_loop().time() + timeout_s + (self.send_wait_s or 0.0)
+
     def on_sent(self) -> None:
-        self.sent_at = now = time.perf_counter()
-        when = self.timeout.when() if self.timeout is not None else None
-        if self.timeout is not None and when is not None and self.entered_at is not None:
+        self.sent_at = time.perf_counter()
+        if self.timeout is not None and self.timeout_s is not None:
             # already expiring: the attempt is being cut anyway
             with contextlib.suppress(RuntimeError):
-                self.timeout.reschedule(when + (now - self.entered_at))
+                self.timeout.reschedule(asyncio.get_running_loop().time() + self.timeout_s)
 
     @property
     def sent(self) -> bool:
@@ -144,7 +157,7 @@ async def attempt(
     worst = call.worst_case(target.price)
     held = _reserve(budgets, worst, call.node, target.model) if budgets else []
     rec.attempts += 1
-    clock = call.clock = _SendClock(getattr(target.backend, "reports_send", False))
+    clock = call.clock = _SendClock(target.backend)
     reply: ModelReply | None = None
     call.rejected_reply = False
     try:
@@ -186,12 +199,20 @@ async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: 
     if request.timeout_s is None:
         return await backend.complete(request, on_token)
     try:
-        async with asyncio.timeout(request.timeout_s) as cm:
+        async with asyncio.timeout_at(clock.first_deadline(request.timeout_s)) as cm:
             clock.timeout = cm
             return await backend.complete(request, on_token)
     except TimeoutError:
+        unsent = (
+            ""
+            if clock.reports or clock.sent_at is not None or clock.send_wait_s is None
+            else (
+                f" (the backend had not reported sending it {request.timeout_s + clock.send_wait_s:g} s after"
+                " the attempt began)"
+            )
+        )
         raise TimedOut(
-            f"no reply within timeout_s={request.timeout_s}", model=request.model, node=request.node
+            f"no reply within timeout_s={request.timeout_s}{unsent}", model=request.model, node=request.node
         ) from None
 
 

@@ -36,9 +36,11 @@ class ModelRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     #: the node making the call, for error messages only
     node: str = ""
-    #: called by backends that report sending (``reports_send = True``) once the request leaves,
-    #: after any wait for a local connection slot; the runner starts ``timeout_s`` and the latency
-    #: there. Backends that never call it are timed from the start of ``complete``.
+    #: called by a backend once the request leaves, after any wait inside the backend (a local
+    #: connection slot, the embedded model, litellm's worker threads); the runner starts
+    #: ``timeout_s`` and the latency there. Backends that never call it are timed from the start of
+    #: ``complete``. Only ``reports_send = True`` backends are trusted to call it before anything
+    #: can be billed: for the others an attempt counts as sent from the start of ``complete``.
     on_sent: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def cache_key_fields(self) -> dict[str, Any]:
@@ -68,7 +70,13 @@ class ModelReply:
 
 @runtime_checkable
 class Model(Protocol):
-    """A backend: one attempt per ``complete`` call, raising ``moa.ModelError`` subclasses."""
+    """A backend: one attempt per ``complete`` call, raising ``moa.ModelError`` subclasses.
+
+    Two optional attributes, read when present, say how the backend reports sending (see
+    ``ModelRequest.on_sent``): ``reports_send = True``, it always calls ``on_sent`` before the
+    request can reach the provider, so ``timeout_s`` starts there and an attempt that never called
+    it is billed nothing; ``send_wait_s``, it calls ``on_sent`` on most paths but not surely, so an
+    attempt it has not reported sending is cut ``timeout_s + send_wait_s`` after it began."""
 
     #: True for in-process models whose cost is a local-compute figure
     local: bool

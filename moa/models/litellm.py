@@ -4,10 +4,12 @@ retries, fallbacks and rate limits. Its exceptions become moa's, with the provid
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
@@ -90,10 +92,51 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     return ProviderError(f"{type(e).__name__}: {message}", model=model, node=node or None)
 
 
+class _SentHook:
+    """litellm's per-call ``logger_fn``, which it calls with ``log_event_type`` ``pre_api_call`` just
+    before handing the request to the provider's client: moa's ``on_sent``.
+
+    ``acompletion`` first runs its request building in the event loop's default executor (a few
+    threads). Under many calls, or beside a caller's own blocking work there, a call waits for a
+    thread for seconds; counted from ``complete``, that wait spent ``timeout_s`` on calls the
+    provider had not yet seen, and retries of healthy calls then spent the retry budget.
+
+    Reaching the loop from another thread (providers litellm calls synchronously) goes through
+    ``call_soon_threadsafe``; a hand-off that arrives after its attempt ended is dropped, so it
+    cannot start the clock of the model's next attempt, which shares the request."""
+
+    __slots__ = ("_loop", "_loop_thread", "_on_sent", "ended", "fired")
+
+    def __init__(self, on_sent: Callable[[], None]) -> None:
+        self._on_sent = on_sent
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.fired = False
+        self.ended = False
+
+    def __call__(self, details: Mapping[str, Any]) -> None:
+        if self.fired or details.get("log_event_type") != "pre_api_call":
+            return  # litellm calls it again after the reply, and again on its own internal retry
+        self.fired = True
+        if threading.get_ident() == self._loop_thread:
+            self._on_sent()
+        else:
+            self._loop.call_soon_threadsafe(self._late)
+
+    def _late(self) -> None:
+        if not self.ended:
+            self._on_sent()
+
+
 class LitellmModel:
     """Calls ``litellm.acompletion`` once per attempt."""
 
     local = False
+    #: litellm reports handing a request to the provider's client (``_SentHook``) on the paths
+    #: checked, but nothing guarantees it on every provider's: an attempt it has not reported
+    #: sending is cut this long after ``timeout_s``, the same time a direct-path call may wait for a
+    #: connection. litellm also applies ``timeout_s`` to its own client from when it sends.
+    send_wait_s = 60.0
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kw: dict[str, Any] = dict(request.params)
@@ -117,6 +160,9 @@ class LitellmModel:
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         litellm = import_litellm()
         kw = self._kwargs(request)
+        hook = None
+        if request.on_sent is not None:
+            hook = kw["logger_fn"] = _SentHook(request.on_sent)
         try:
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
@@ -136,6 +182,9 @@ class LitellmModel:
                     "`api_base` and a model such as `openai/<name>`)"
                 ) from e
             raise _map_exception(e, request, _sent_keys(kw)) from e
+        finally:
+            if hook is not None:
+                hook.ended = True
 
     async def aclose(self) -> None:
         return None
