@@ -5,7 +5,9 @@ over litellm vs bare litellm; and a 32-way fan-out (32 proposers and an aggregat
 two call latencies, at 50 ms per call (the target's stress setting) and at 500 ms (a fast hosted
 model). The fan-out's overhead over the ideal is what sending 33 requests and reading 33 replies
 costs the client and the server in CPU, a few milliseconds whatever the latency: it is printed in
-milliseconds, and next to bare aiohttp making the same posts.
+milliseconds, and next to bare aiohttp making the same posts, with how late after the call latency a
+lone post, and the first and last of 32 concurrent replies, come back. Each contender's time inside
+the cyclic garbage collector per call (``gc.callbacks``) is printed next to its CPU.
 
 Every contender sends the same request to the same loopback server (its own process, so its CPU is
 not counted) and reads the text out of the reply. Each round measures every contender, a different
@@ -39,6 +41,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import _common  # noqa: F401  (puts the repo on sys.path)
@@ -58,6 +61,29 @@ FANOUT = 32
 SETTLE_S = 1.0
 
 Call = Callable[[], Awaitable[str]]
+
+
+class CollectorClock:
+    """Wall time spent in the cyclic garbage collector while it is entered (``gc.callbacks``): with
+    many calls alive, each young-generation pass walks their objects, a cost per call that differs
+    between clients and that the CPU column alone does not show."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total_s += time.perf_counter() - self._start
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 def single(url: str, transport: str) -> moa.Topology:
@@ -174,9 +200,24 @@ class Contenders:
         return dict(zip(self.names, calls, strict=True))[name]
 
 
-async def fanout(url: str, runs: int, latency_s: float) -> tuple[float, float]:
-    """Median wall time of a 32-proposer parallel topology through moa's direct path, and of the same
-    33 posts made with bare aiohttp (32 at once, then one), both in seconds."""
+@dataclass(frozen=True)
+class Fanout:
+    """Medians over the runs, in seconds."""
+
+    #: a 32-proposer parallel topology through moa's direct path
+    moa_wall: float
+    #: the same 33 posts with bare aiohttp (32 at once, then one)
+    bare_wall: float
+    #: one bare aiohttp post alone, over the call latency
+    lone_late: float
+    #: the first and the last of the 32 concurrent replies read, over the call latency
+    first_late: float
+    last_late: float
+
+
+async def fanout(url: str, runs: int, latency_s: float) -> Fanout:
+    """Wall times of the 32-way fan-out through moa and with bare aiohttp, and where bare aiohttp's
+    time over the ideal goes: a lone post's lateness, and the first and last of 32 replies'."""
     agents = {f"p{i}": {"model": f"openai/p{i}", "api_base": url, "max_tokens": 64} for i in range(FANOUT)}
     agents["agg"] = {"model": "openai/agg", "api_base": url, "max_tokens": 64}
     topo = moa.Topology.model_validate(
@@ -190,11 +231,18 @@ async def fanout(url: str, runs: int, latency_s: float) -> tuple[float, float]:
         async with session.post(endpoint, data=body, headers={"content-type": "application/json"}) as r:
             return str(json.loads(await r.read())["choices"][0]["message"]["content"])
 
+    async def timed(session: aiohttp.ClientSession, model: str, content: str, t0: float) -> str:
+        text = await post(session, model, content)
+        arrivals.append(time.perf_counter() - t0)
+        return text
+
     async def bare(session: aiohttp.ClientSession, prompt: str) -> None:
-        answers = await asyncio.gather(*(post(session, f"p{i}", prompt) for i in range(FANOUT)))
+        t0 = time.perf_counter()
+        answers = await asyncio.gather(*(timed(session, f"p{i}", prompt, t0) for i in range(FANOUT)))
         await post(session, "agg", "\n".join(answers))
 
-    moa_walls, bare_walls = [], []
+    moa_walls, bare_walls, lone, first, last = [], [], [], [], []
+    arrivals: list[float] = []
     async with moa.Runner() as runner, aiohttp.ClientSession() as session:
         await topo.run("warm up the pool", runner=runner)
         await bare(session, "warm up the pool")
@@ -202,10 +250,16 @@ async def fanout(url: str, runs: int, latency_s: float) -> tuple[float, float]:
             t0 = time.perf_counter()
             await topo.run(f"question number {i}", runner=runner)
             moa_walls.append(time.perf_counter() - t0)
+            arrivals.clear()
             t0 = time.perf_counter()
             await bare(session, f"question number {i}")
             bare_walls.append(time.perf_counter() - t0)
-    return median(moa_walls), median(bare_walls)
+            first.append(min(arrivals) - latency_s)
+            last.append(max(arrivals) - latency_s)
+            t0 = time.perf_counter()
+            await post(session, "p0", f"alone {i}")
+            lone.append(time.perf_counter() - t0 - latency_s)
+    return Fanout(median(moa_walls), median(bare_walls), median(lone), median(first), median(last))
 
 
 async def main() -> int:
@@ -224,6 +278,7 @@ async def main() -> int:
     # (contender, concurrency) -> one figure per round
     rate: dict[tuple[str, int], list[float]] = {}
     cpu: dict[tuple[str, int], list[float]] = {}
+    in_gc: dict[tuple[str, int], list[float]] = {}
     with sim_server(0.0) as url:
         c = Contenders(url)
         if not args.no_freeze:
@@ -240,25 +295,31 @@ async def main() -> int:
                         call = c.call(name)
                         await drive(call, 2 * conc, conc)  # warm: connections, imports, first-call setup
                         n = args.litellm_calls if "litellm" in name or "openai" in name else args.calls
-                        r, u = await drive(call, n, conc)
+                        with CollectorClock() as collector:
+                            r, u = await drive(call, n, conc)
                         rate.setdefault((name, conc), []).append(r)
                         cpu.setdefault((name, conc), []).append(u)
+                        in_gc.setdefault((name, conc), []).append(collector.total_s / n)
         finally:
             await c.close()
-    # latency (s) -> (moa's median wall, bare aiohttp's), seconds
-    fanouts: dict[float, tuple[float, float]] = {}
+    # latency (s) -> its fan-out figures
+    fanouts: dict[float, Fanout] = {}
     for ms in args.fanout_latency_ms:
         with sim_server(ms) as url:
             fanouts[ms / 1000] = await fanout(url, args.fanout_runs, ms / 1000)
     med = {k: median(v) for k, v in rate.items()}
     cpu_med = {k: median(v) for k, v in cpu.items()}
+    gc_med = {k: median(v) for k, v in in_gc.items()}
     rows = []
     for conc in (1, args.concurrency):
         for name in Contenders.names:
-            rows.append([name, conc, med[(name, conc)], cpu_med[(name, conc)] * 1e6])
+            key = (name, conc)
+            rows.append([name, conc, med[key], cpu_med[key] * 1e6, f"{gc_med[key] * 1e6:.1f}"])
     heap = "left to the collector" if args.no_freeze else "frozen"
     print(f"## throughput (zero latency, median of {args.rounds} rounds, imported heap {heap})\n")
-    print(table(["contender", "concurrency", "calls/s", "client CPU µs/call"], rows))
+    print(
+        table(["contender", "concurrency", "calls/s", "client CPU µs/call", "in the collector µs/call"], rows)
+    )
 
     def paired(of: dict[tuple[str, int], list[float]], a: str, b: str, conc: int) -> tuple[float, str]:
         """The median over rounds of a/b within each round, and the rounds' range: the machine's
@@ -297,7 +358,8 @@ async def main() -> int:
                 verdict(v <= 1.1),
             ]
         )
-    for k, (latency_s, (moa_wall, bare_wall)) in enumerate(fanouts.items()):
+    for k, (latency_s, f) in enumerate(fanouts.items()):
+        moa_wall, bare_wall = f.moa_wall, f.bare_wall
         ideal, at = 2 * latency_s, f"{latency_s * 1e3:g} ms per call"
         v = moa_wall / ideal
         judged = ("<= 1.03", verdict(v <= 1.03)) if k == 0 else ("(shown)", "")
@@ -314,6 +376,19 @@ async def main() -> int:
         )
     print()
     print(table(["ratio (median of rounds' ratios)", "value", "rounds", "target", "verdict"], checks))
+    print(
+        f"\n## where bare aiohttp's fan-out time goes (ms after the call latency, median of {args.fanout_runs})\n"
+    )
+    late = [
+        [
+            f"{ms * 1e3:g} ms",
+            f"{f.lone_late * 1e3:.1f}",
+            f"{f.first_late * 1e3:.1f}",
+            f"{f.last_late * 1e3:.1f}",
+        ]
+        for ms, f in fanouts.items()
+    ]
+    print(table(["call latency", "a lone post", f"first of {FANOUT} replies", f"last of {FANOUT}"], late))
     print(f"\nload average at end: {_load()}")
     return 0 if all(c[-1] in ("met", "") for c in checks) else 1
 

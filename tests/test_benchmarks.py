@@ -54,3 +54,5 @@ def test_benchmark_script_runs(script: str, tmp_path: Path) -> None:
     assert "Traceback" not in p.stderr
     if script == "throughput.py":  # one fan-out row per latency, each with its overhead in ms
         assert "20 ms per call" in p.stdout and "100 ms per call" in p.stdout, p.stdout[-2000:]
+        # the collector's share per call, and where the fan-out's time over the ideal goes
+        assert "in the collector µs/call" in p.stdout and "first of 32 replies" in p.stdout
