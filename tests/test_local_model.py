@@ -20,7 +20,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip 
 
 from moa.errors import RequestRejected, TimedOut, UserError
 from moa.models.base import Model, ModelRequest
-from moa.models.local import LocalModel, resolve_local_model
+from moa.models.local import LocalModel, default_n_threads, resolve_local_model
 
 pytestmark = pytest.mark.local_model
 
@@ -337,3 +337,25 @@ def test_local_self_moa_preset_end_to_end() -> None:
     assert result.cost_usd == 0
     assert result.cost_note and "local" in result.cost_note.lower()
     assert result.output.strip()
+
+
+def _sysfs(root: Path, core_of: dict[int, int]) -> Path:
+    for cpu, core in core_of.items():
+        topology = root / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    return root
+
+
+def test_default_threads_are_the_physical_cores_the_process_may_use(tmp_path: Path) -> None:
+    """One llama.cpp thread per physical core, as llama.cpp defaults: hyper-threads of one core count
+    once; without a readable topology, every core the process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    siblings = _sysfs(tmp_path / "ht", {cpu: cpu // 2 for cpu in cpus})
+    assert default_n_threads(siblings) == len({cpu // 2 for cpu in cpus})
+    distinct = _sysfs(tmp_path / "cores", {cpu: cpu for cpu in cpus})
+    assert default_n_threads(distinct) == len(cpus)
+    assert default_n_threads(tmp_path / "none") == len(cpus)
+    # an agent that names no n_threads gets it
+    assert resolve_local_model("local/smollm2-135m", {}).n_threads == default_n_threads()

@@ -54,7 +54,7 @@ from moa.models.gguf import (
 from moa.models.local_batch import BatchEngine, BatchJob, BatchStats, Generated, Sampling, batching_supported
 from moa.results import Usage
 
-__all__ = ["INSTALL_HINT", "LocalModel", "known_aliases", "resolve_local_model"]
+__all__ = ["INSTALL_HINT", "LocalModel", "default_n_threads", "known_aliases", "resolve_local_model"]
 
 
 @functools.cache
@@ -74,6 +74,27 @@ def _shared() -> tuple[threading.Lock, dict[tuple[str, int, int, int], LocalMode
     return threading.Lock(), {}
 
 
+def default_n_threads(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """The physical cores this process may run on: llama.cpp's own default. Two hyper-threads of one
+    core share its arithmetic units, and ggml's threads wait for each other at every step of a
+    decode, so a thread per logical core is slower than one per physical core. Without the CPU
+    topology (not Linux), every core the process may use."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = sysfs / f"cpu{cpu}" / "topology"
+        try:
+            package = (topology / "physical_package_id").read_text().strip()
+            core = (topology / "core_id").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add((package, core))
+    return max(1, len(cores))
+
+
 def resolve_local_model(model: str, params: Mapping[str, Any]) -> LocalModel:
     """The shared ``LocalModel`` for a ``local/...`` model string and the agent's ``params``.
 
@@ -84,7 +105,7 @@ def resolve_local_model(model: str, params: Mapping[str, Any]) -> LocalModel:
     import_llama_cpp()
     path = model_file(model, params)
     n_ctx = int_param(params, "n_ctx", DEFAULT_N_CTX, model)
-    n_threads = int_param(params, "n_threads", os.cpu_count() or 1, model)
+    n_threads = int_param(params, "n_threads", default_n_threads(), model)
     n_seq_max = int_param(params, "n_seq_max", DEFAULT_N_SEQ_MAX, model)
     if n_seq_max > MAX_N_SEQ_MAX:
         raise UserError(f"model `{model}`: params.n_seq_max must be at most {MAX_N_SEQ_MAX}, got {n_seq_max}")
@@ -142,7 +163,7 @@ class LocalModel:
     ) -> None:
         self.path = Path(path)
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or os.cpu_count() or 1
+        self.n_threads = n_threads or default_n_threads()
         self.n_seq_max = n_seq_max
         #: the model string shown in replies and errors
         self.name = name or PREFIX + self.path.name
