@@ -223,9 +223,11 @@ async def test_timeout_counts_from_when_litellm_sends(srv: SimServer) -> None:
 
 async def test_litellm_reports_the_send_once_before_the_server_sees_it() -> None:
     """litellm calls its `logger_fn` before sending and again after the reply: moa's `on_sent` runs
-    once, on the event loop's thread, before the request reaches the server."""
+    once, on the event loop's thread, before the request reaches the server; a `logger_fn` of the
+    caller's own, in `params`, still sees every event."""
     sent: list[int] = []
     seen_at_server: list[int] = []
+    theirs: list[str] = []
 
     def answer(req: SimRequest) -> str:
         seen_at_server.append(len(sent))
@@ -238,11 +240,13 @@ async def test_litellm_reports_the_send_once_before_the_server_sees_it() -> None
             api_base=server.base_url,
             api_key="sk-test-not-secret",
             timeout_s=30,
+            params={"logger_fn": lambda details: theirs.append(details.get("log_event_type"))},
             on_sent=lambda: sent.append(threading.get_ident()),
         )
         reply = await LitellmModel().complete(request)
     assert reply.text == "ok"
     assert sent == [threading.get_ident()] and seen_at_server == [1]
+    assert theirs[0] == "pre_api_call" and len(theirs) >= 2
 
 
 async def test_a_send_reported_from_a_thread_reaches_the_loop_unless_its_attempt_ended() -> None:

@@ -106,23 +106,31 @@ class _SendClock:
 
     __slots__ = ("entered_at", "reports", "send_wait_s", "sent_at", "timeout", "timeout_s")
 
-    def __init__(self, backend: Model) -> None:
+    def __init__(self, backend: Model, timeout_s: float | None) -> None:
         self.reports: bool = getattr(backend, "reports_send", False)
         self.send_wait_s: float | None = getattr(backend, "send_wait_s", None)
+        self.timeout_s = timeout_s
         self.entered_at: float | None = None
         self.sent_at: float | None = None
         self.timeout: asyncio.Timeout | None = None
-        self.timeout_s: float | None = None
 
     def enter(self) -> None:
         self.entered_at = time.perf_counter()
 
-    def first_deadline(self, timeout_s: float) -> float | None:
-        """The loop time the attempt is cut at before its backend reports sending, if ever."""
-        self.timeout_s = timeout_s
+    def deadline_before_send(self, timeout_s: float) -> float | None:
+        """The loop time the attempt is cut at while its backend has not reported sending, if ever."""
         if self.reports:
             return None
         return asyncio.get_running_loop().time() + timeout_s + (self.send_wait_s or 0.0)
+
+    def unreported(self) -> str:
+        """What a timeout's message adds when the backend never reported sending the request."""
+        if self.reports or self.sent_at is not None or self.send_wait_s is None or self.timeout_s is None:
+            return ""
+        return (
+            f" (the backend had not reported sending it {self.timeout_s + self.send_wait_s:g} s after"
+            " the attempt began)"
+        )
 
     def on_sent(self) -> None:
         self.sent_at = time.perf_counter()
@@ -157,7 +165,7 @@ async def attempt(
     worst = call.worst_case(target.price)
     held = _reserve(budgets, worst, call.node, target.model) if budgets else []
     rec.attempts += 1
-    clock = call.clock = _SendClock(target.backend)
+    clock = call.clock = _SendClock(target.backend, request.timeout_s)
     reply: ModelReply | None = None
     call.rejected_reply = False
     try:
@@ -199,20 +207,14 @@ async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: 
     if request.timeout_s is None:
         return await backend.complete(request, on_token)
     try:
-        async with asyncio.timeout_at(clock.first_deadline(request.timeout_s)) as cm:
+        async with asyncio.timeout_at(clock.deadline_before_send(request.timeout_s)) as cm:
             clock.timeout = cm
             return await backend.complete(request, on_token)
     except TimeoutError:
-        unsent = (
-            ""
-            if clock.reports or clock.sent_at is not None or clock.send_wait_s is None
-            else (
-                f" (the backend had not reported sending it {request.timeout_s + clock.send_wait_s:g} s after"
-                " the attempt began)"
-            )
-        )
         raise TimedOut(
-            f"no reply within timeout_s={request.timeout_s}{unsent}", model=request.model, node=request.node
+            f"no reply within timeout_s={request.timeout_s}{clock.unreported()}",
+            model=request.model,
+            node=request.node,
         ) from None
 
 

@@ -103,25 +103,29 @@ class _SentHook:
 
     Reaching the loop from another thread (providers litellm calls synchronously) goes through
     ``call_soon_threadsafe``; a hand-off that arrives after its attempt ended is dropped, so it
-    cannot start the clock of the model's next attempt, which shares the request."""
+    cannot start the clock of the model's next attempt, which shares the request. A ``logger_fn``
+    the agent's ``params`` carry still gets every call."""
 
-    __slots__ = ("_loop", "_loop_thread", "_on_sent", "ended", "fired")
+    __slots__ = ("_loop", "_loop_thread", "_on_sent", "_then", "ended", "fired")
 
-    def __init__(self, on_sent: Callable[[], None]) -> None:
+    def __init__(self, on_sent: Callable[[], None], then: Callable[[Any], object] | None = None) -> None:
         self._on_sent = on_sent
+        self._then = then
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.fired = False
         self.ended = False
 
     def __call__(self, details: Mapping[str, Any]) -> None:
-        if self.fired or details.get("log_event_type") != "pre_api_call":
-            return  # litellm calls it again after the reply, and again on its own internal retry
-        self.fired = True
-        if threading.get_ident() == self._loop_thread:
-            self._on_sent()
-        else:
-            self._loop.call_soon_threadsafe(self._late)
+        # litellm calls it again after the reply, and again on its own internal retry: once counts
+        if not self.fired and details.get("log_event_type") == "pre_api_call":
+            self.fired = True
+            if threading.get_ident() == self._loop_thread:
+                self._on_sent()
+            else:
+                self._loop.call_soon_threadsafe(self._late)
+        if self._then is not None:
+            self._then(details)
 
     def _late(self) -> None:
         if not self.ended:
@@ -162,7 +166,7 @@ class LitellmModel:
         kw = self._kwargs(request)
         hook = None
         if request.on_sent is not None:
-            hook = kw["logger_fn"] = _SentHook(request.on_sent)
+            hook = kw["logger_fn"] = _SentHook(request.on_sent, kw.get("logger_fn"))
         try:
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
