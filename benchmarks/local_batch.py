@@ -41,7 +41,7 @@ from _common import median, table, verdict
 
 import moa
 from moa.models.base import ModelRequest
-from moa.models.local import LocalModel, resolve_local_model
+from moa.models.local import LocalModel, default_n_threads, resolve_local_model
 
 MODEL = "local/smollm2-135m"
 PROMPT = "Write a detailed story about a lighthouse keeper who finds a message in a bottle."
@@ -113,7 +113,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--samples", type=int, nargs="+", default=[3, 4])
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--n-threads", type=int, default=default_n_threads(), help="default: moa's own default")
     weights = ap.add_mutually_exclusive_group()
     weights.add_argument("--model-path", default=None, help="another GGUF file (default: the bundled Q4_1)")
     weights.add_argument("--requantize", choices=QUANTS, help="the bundled weights requantized to this type")

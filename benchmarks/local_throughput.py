@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from moa.models.base import ModelRequest
-from moa.models.local import LocalModel, resolve_local_model
+from moa.models.local import LocalModel, default_n_threads, resolve_local_model
 
 PROMPT = "Explain in a few paragraphs how a bicycle works, from the pedals to the wheels."
 
@@ -65,7 +65,7 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--model-path", default=None)
-    ap.add_argument("--n-threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--n-threads", type=int, default=default_n_threads(), help="default: moa's own default")
     args = ap.parse_args()
 
     from llama_cpp import Llama

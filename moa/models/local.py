@@ -74,11 +74,13 @@ def _shared() -> tuple[threading.Lock, dict[tuple[str, int, int, int], LocalMode
     return threading.Lock(), {}
 
 
+@functools.cache
 def default_n_threads(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
     """The physical cores this process may run on: llama.cpp's own default. Two hyper-threads of one
     core share its arithmetic units, and ggml's threads wait for each other at every step of a
     decode, so a thread per logical core is slower than one per physical core. Without the CPU
-    topology (not Linux), every core the process may use."""
+    topology (not Linux), every core the process may use. Read once per process: every resolution
+    of a ``local/`` model asks for it."""
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
