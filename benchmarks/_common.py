@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import statistics
 import subprocess
@@ -69,6 +70,28 @@ async def drive(call: Callable[[], Awaitable[object]], n: int, concurrency: int)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return n / wall, cpu / n
+
+
+class CollectorClock:
+    """CPU time the cyclic garbage collector spends while this is entered (``gc.callbacks``; a pass
+    runs in the thread that triggered it, so ``thread_time`` around it is its own cost)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.thread_time()
+        else:
+            self.total_s += time.thread_time() - self._start
+
+    def __enter__(self) -> CollectorClock:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
 
 
 def median(xs: Sequence[float]) -> float:

@@ -27,6 +27,7 @@ from moa.calls.attempt import CallPlan, _book, _SendClock
 from moa.calls.budget import Budget
 from moa.calls.pricing import Price
 from moa.models.base import ModelReply
+from moa.models.openai_http import OpenAIHTTPModel
 from moa.results import CallRecord, Usage
 
 TARGET = 0.02
@@ -62,7 +63,7 @@ def book_us(n: int) -> float:
     for _ in range(n):
         rec = CallRecord(node="n", model="m")
         held = [(budget, budget.reserve(0.001))]
-        clock = _SendClock(True)
+        clock = _SendClock(OpenAIHTTPModel, None)  # the direct path's clock: it reports sending
         clock.enter()
         _book(rec, clock, price, held, 0.001, plan, "ok", reply, None)
     return (time.perf_counter() - t0) / n * 1e6

@@ -220,24 +220,15 @@ def write_experiment(folder: Path, url: str, items: int) -> Path:
 
 
 _CHILD = """
-import gc, sys, time
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from _common import CollectorClock
 from moa.experiment import Experiment
 
-in_gc = [0.0, 0.0]
-
-
-def count(phase, info):
-    # the collector's own CPU time, read in the thread it runs in
-    if phase == "start":
-        in_gc[1] = time.thread_time()
-    else:
-        in_gc[0] += time.thread_time() - in_gc[1]
-
-
-gc.callbacks.append(count)
-t0 = time.process_time()
-Experiment.from_file(sys.argv[1], out=sys.argv[2], progress=False).run()
-print(time.process_time() - t0, in_gc[0])
+with CollectorClock() as collector:
+    t0 = time.process_time()
+    Experiment.from_file(sys.argv[1], out=sys.argv[2], progress=False).run()
+    print(time.process_time() - t0, collector.total_s)
 """
 
 
@@ -246,7 +237,7 @@ def compare_s(path: Path, out: Path, tuned: bool) -> tuple[float, float]:
     env = child_env()
     env["MOA_GC_TUNING"] = "on" if tuned else "off"
     p = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), str(out)],
+        [sys.executable, "-c", _CHILD, str(path), str(out), str(Path(__file__).resolve().parent)],
         env=env,
         capture_output=True,
         text=True,

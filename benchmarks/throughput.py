@@ -7,7 +7,7 @@ model). The fan-out's overhead over the ideal is what sending 33 requests and re
 costs the client and the server in CPU, a few milliseconds whatever the latency: it is printed in
 milliseconds, and next to bare aiohttp making the same posts, with how late after the call latency a
 lone post, and the first and last of 32 concurrent replies, come back. Each contender's time inside
-the cyclic garbage collector per call (``gc.callbacks``) is printed next to its CPU.
+the cyclic garbage collector per call (CPU, ``gc.callbacks``) is printed next to its CPU.
 
 Every contender sends the same request to the same loopback server (its own process, so its CPU is
 not counted) and reads the text out of the reply. Each round measures every contender, a different
@@ -48,7 +48,7 @@ import _common  # noqa: F401  (puts the repo on sys.path)
 import aiohttp
 import httpx
 import openai
-from _common import drive, median, sim_server, table, verdict
+from _common import CollectorClock, drive, median, sim_server, table, verdict
 
 import moa
 from moa.models.base import ModelRequest
@@ -61,29 +61,6 @@ FANOUT = 32
 SETTLE_S = 1.0
 
 Call = Callable[[], Awaitable[str]]
-
-
-class CollectorClock:
-    """Wall time spent in the cyclic garbage collector while it is entered (``gc.callbacks``): with
-    many calls alive, each young-generation pass walks their objects, a cost per call that differs
-    between clients and that the CPU column alone does not show."""
-
-    def __init__(self) -> None:
-        self.total_s = 0.0
-        self._start = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.total_s += time.perf_counter() - self._start
-
-    def __enter__(self) -> CollectorClock:
-        gc.callbacks.append(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        gc.callbacks.remove(self)
 
 
 def single(url: str, transport: str) -> moa.Topology:
