@@ -200,6 +200,28 @@ class _MayReport(_WaitsThenSends):
     send_wait_s = 1.0
 
 
+@pytest.mark.parametrize(
+    ("attr", "value", "says"),
+    [
+        ("send_wait_s", -1.0, "send_wait_s must be None or a finite number of seconds >= 0, got -1.0"),
+        ("send_wait_s", float("nan"), "send_wait_s must be None or a finite number"),
+        ("send_wait_s", "60", "got '60'"),
+        ("reports_send", "yes", "reports_send must be True or False, got 'yes'"),
+        ("complete", None, "has no complete() method"),
+    ],
+)
+def test_a_backend_whose_send_report_would_bend_the_clock_is_refused_before_any_call(
+    attr: str, value: object, says: str
+) -> None:
+    """A negative `send_wait_s` would cut every attempt before its `timeout_s`: the Runner refuses
+    the backend when it is given, naming the key and the class."""
+    backend = _MayReport(wait_s=0.0, service_s=0.0)
+    setattr(backend, attr, value)
+    with pytest.raises(moa.UserError) as err:
+        moa.Runner(models={"fake/*": backend})  # type: ignore[dict-item]
+    assert "models['fake/*']: _MayReport" in str(err.value) and says in str(err.value)
+
+
 def _request_with_clock(call: CallPlan, timeout_s: float) -> ModelRequest:
     return ModelRequest(
         model="fake/m",

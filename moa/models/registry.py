@@ -5,13 +5,15 @@ so the litellm module, the pooled HTTP sessions and loaded weights are shared by
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Mapping
 from typing import Any
 
+from moa.errors import UserError
 from moa.models.base import Model
 from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES, named_endpoint, speaks_openai
 
-__all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "use_direct_http"]
+__all__ = ["OPENAI_COMPATIBLE_PREFIXES", "ModelRegistry", "check_backend", "use_direct_http"]
 
 
 def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
@@ -28,6 +30,26 @@ def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
     return speaks_openai(model)
 
 
+def check_backend(key: str, model: object) -> None:
+    """Refuse, before any call, a backend given for ``key`` that cannot answer, or whose send
+    report would bend the attempt clock: a ``send_wait_s`` below zero would cut every attempt
+    before its ``timeout_s``, and a ``reports_send`` that is not a bool is a typo, not a promise."""
+    name = type(model).__name__
+    if not callable(getattr(model, "complete", None)):
+        raise UserError(f"models[{key!r}]: {name} has no complete() method, so it cannot answer calls")
+    reports = getattr(model, "reports_send", False)
+    if not isinstance(reports, bool):
+        raise UserError(f"models[{key!r}]: {name}.reports_send must be True or False, got {reports!r}")
+    wait = getattr(model, "send_wait_s", None)
+    if wait is not None and (
+        isinstance(wait, bool) or not isinstance(wait, int | float) or not math.isfinite(wait) or wait < 0
+    ):
+        raise UserError(
+            f"models[{key!r}]: {name}.send_wait_s must be None or a finite number of seconds >= 0, "
+            f"got {wait!r}"
+        )
+
+
 class ModelRegistry:
     """Resolves and caches backends for one run group."""
 
@@ -35,6 +57,7 @@ class ModelRegistry:
         self._exact: dict[str, Model] = {}
         self._globs: list[tuple[str, Model]] = []
         for key, model in (overrides or {}).items():
+            check_backend(key, model)
             if any(c in key for c in "*?["):
                 self._globs.append((key, model))
             else:
