@@ -250,7 +250,7 @@ async def test_a_lying_provider_cannot_pass_the_cap_or_make_spend_negative(
     """Over 500 concurrent runs against a server lying about usage, spent stays within [0, cap] and
     each suspect reply is flagged and charged exactly its worst case."""
     async with SimServer(default=SimModel(answer="four", reported_usage=lie)) as srv:
-        cap = 0.03
+        cap = 0.3  # a hold is about $0.054: the prompt's ceiling and max_tokens at $50 / M
         budget = moa.Budget(cap)
         prices = {"input_per_mtok": 50.0, "output_per_mtok": 50.0}
         t = single(
@@ -274,6 +274,36 @@ async def test_a_lying_provider_cannot_pass_the_cap_or_make_spend_negative(
     assert 0 <= rec.usage.completion_tokens <= 8 and rec.usage.prompt_tokens >= 0
     assert all(o.calls[0].usage_suspect for o in ok)
     assert sum(o.cost_usd for o in ok) == pytest.approx(budget.spent_usd)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_believed_usage_above_the_prompt_bound_cannot_pass_the_cap(transport: str) -> None:
+    """A provider may report more prompt tokens than the prompt's bytes (hidden template tokens) and
+    still be believed, up to the ceiling: the hold covers that ceiling, so over 200 concurrent runs
+    such replies never take spend past the cap (holds covered only the bound: a reply reporting
+    1,000 prompt tokens for "q 1" was charged 20 times its hold)."""
+    inflated = {"prompt_tokens": 1000, "completion_tokens": 1}
+    async with SimServer(default=SimModel(answer="four", reported_usage=inflated)) as srv:
+        cap = 0.5
+        budget = moa.Budget(cap)
+        t = single(
+            srv.base_url,
+            "inflates",
+            transport,
+            max_tokens=8,
+            timeout_s=30,
+            retry={"max_attempts": 1},
+            pricing={"input_per_mtok": 50.0, "output_per_mtok": 50.0},
+        )
+        async with moa.Runner(budget=budget) as rt:
+            outcomes = await asyncio.gather(
+                *(t.run(f"q {i}", runner=rt) for i in range(200)), return_exceptions=True
+            )
+    ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
+    assert ok and all(isinstance(o, (moa.RunResult, moa.BudgetExceeded)) for o in outcomes)
+    assert not any(o.calls[0].usage_suspect for o in ok)  # believed: charged as reported
+    assert all(o.cost_usd == pytest.approx(1001 * 50e-6) for o in ok)
+    assert budget.spent_usd == pytest.approx(sum(o.cost_usd for o in ok)) and budget.spent_usd <= cap
 
 
 async def test_plausible_usage_is_charged_as_reported() -> None:

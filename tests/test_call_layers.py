@@ -9,7 +9,7 @@ import time
 import pytest
 
 import moa
-from moa.calls.attempt import CallPlan, Target, attempt
+from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_ceiling
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
 from moa.calls.pricing import Price
@@ -53,7 +53,8 @@ async def test_attempt_timeout_keeps_the_worst_case() -> None:
         await attempt((budget,), target, request(timeout_s=0.05), rec, plan())
     (entry,) = rec.attempt_log
     assert entry.status == "timeout" and entry.usage is None
-    assert budget.spent_usd == pytest.approx(PRICE.worst_case(100, 10)) == pytest.approx(rec.cost_usd_max)
+    worst = PRICE.worst_case(prompt_token_ceiling(100), 10)
+    assert budget.spent_usd == pytest.approx(worst) == pytest.approx(rec.cost_usd_max)
 
 
 async def test_attempt_refused_by_the_budget_sends_nothing() -> None:

@@ -188,7 +188,7 @@ async def test_budget_never_exceeded_across_500_runs() -> None:
             pricing={"input_per_mtok": 100.0, "output_per_mtok": 100.0},
         )
         t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": a}})
-        budget = moa.Budget(0.05)
+        budget = moa.Budget(0.5)  # a hold is about $0.11: the prompt's ceiling and max_tokens
         async with moa.Runner(budget=budget) as rt:
             outcomes = await asyncio.gather(
                 *(t.run(f"question number {i}", runner=rt) for i in range(500)), return_exceptions=True
@@ -197,7 +197,7 @@ async def test_budget_never_exceeded_across_500_runs() -> None:
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     refused = [o for o in outcomes if isinstance(o, moa.BudgetExceeded)]
     assert len(ok) + len(refused) == 500 and ok and refused
-    assert budget.spent_usd <= 0.05
+    assert budget.spent_usd <= 0.5
     assert budget.spent_usd == pytest.approx((stats.prompt_tokens + stats.completion_tokens) * 100e-6)
     assert stats.served == len(ok)
 

@@ -5,8 +5,8 @@ An attempt holds its worst case on the budgets, takes a limiter slot, sends unde
 what it consumed in the record's ``attempt_log``:
 
 - a readable reply: its usage and cost, unless that usage is impossible for the request (negative,
-  more completion tokens than ``max_tokens``, a prompt far above its bound): then the usage is
-  clamped to the request's bounds, the record is flagged ``usage_suspect`` and charged the worst
+  more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``): then the
+  usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged the worst
   case, never more and never negative;
 - an HTTP error status, or an attempt that never left: nothing;
 - anything else that reached the provider (a timeout, a cancellation, a dropped connection, an
@@ -30,7 +30,14 @@ from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
 
-__all__ = ["BUDGET_DEFAULT_MAX_TOKENS", "CallPlan", "Target", "attempt", "prompt_token_bound"]
+__all__ = [
+    "BUDGET_DEFAULT_MAX_TOKENS",
+    "CallPlan",
+    "Target",
+    "attempt",
+    "prompt_token_bound",
+    "prompt_token_ceiling",
+]
 
 #: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
 BUDGET_DEFAULT_MAX_TOKENS = 4096
@@ -56,9 +63,12 @@ def prompt_token_bound(messages: Sequence[Message]) -> int:
     return sum(len(m.get("content", "").encode()) + 8 for m in messages) + 8
 
 
-def _plausible_prompt(prompt_tokens: int, bound: int) -> bool:
-    # providers add hidden prompt tokens (templates, tool preambles): only "far above" is suspect
-    return 0 <= prompt_tokens <= 2 * bound + 1024
+def prompt_token_ceiling(bound: int) -> int:
+    """The most prompt tokens a reply may report and still be believed. Providers add hidden prompt
+    tokens (chat templates, tool preambles) and tokenizers differ, so only "far above" the bound is
+    suspect. The budget reserves this ceiling, not the bound: a believed reply must never cost more
+    than its hold, or a hard cap could be passed by usage moa accepted."""
+    return 2 * bound + 1024
 
 
 @dataclass(slots=True)
@@ -91,7 +101,7 @@ class CallPlan:
 
     def worst_case(self, price: Price) -> float:
         completion = self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
-        return price.worst_case(self.prompt_bound, completion)
+        return price.worst_case(prompt_token_ceiling(self.prompt_bound), completion)
 
 
 class _SendClock:
@@ -253,7 +263,8 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     ok_completion = usage.completion_tokens >= 0 and (
         call.max_tokens is None or usage.completion_tokens <= call.max_tokens
     )
-    if ok_completion and _plausible_prompt(usage.prompt_tokens, call.prompt_bound):
+    ceiling = prompt_token_ceiling(call.prompt_bound)
+    if ok_completion and 0 <= usage.prompt_tokens <= ceiling:
         cost = price.cost(usage)
         rec.usage = rec.usage + usage
         rec.cost_usd += cost
@@ -262,7 +273,7 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     completion = max(0, usage.completion_tokens)
     if call.max_tokens is not None:
         completion = min(completion, call.max_tokens)
-    clamped = Usage(min(max(0, usage.prompt_tokens), call.prompt_bound), completion)
+    clamped = Usage(min(max(0, usage.prompt_tokens), ceiling), completion)
     cost = worst if call.max_tokens is not None else price.cost(clamped)
     rec.usage = rec.usage + clamped
     rec.cost_usd += cost
