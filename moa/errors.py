@@ -108,10 +108,14 @@ class ModelError(MoAError):
         node: str | None = None,
         status_code: int | None = None,
         provider_message: str | None = None,
+        never_sent: bool = False,
     ) -> None:
         self.model = model
         self.node = node
         self.status_code = status_code
+        #: the request surely never reached the provider (the connection was refused, or not
+        #: made in time): the attempt is billed nothing
+        self.never_sent = never_sent
         self.provider_message = provider_message if provider_message is not None else message
         super().__init__(message)
 

@@ -5,6 +5,7 @@ budget, and retries stay within the endpoint's retry budget. Over real loopback 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -203,6 +204,27 @@ async def test_a_timed_out_attempt_keeps_its_worst_case(transport: str) -> None:
     assert rec.unknown_usage_attempts == 2 and rec.cost_usd == 0
     worst = rec.cost_usd_max / 2
     assert worst > 0 and budget.spent_usd == pytest.approx(rec.cost_usd_max)
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+async def test_a_refused_connection_costs_nothing(client: str) -> None:
+    """No connection, so no byte of the request left: each attempt is known usage of zero and the
+    budget keeps nothing (each had kept its worst case, so a down endpoint drained a shared budget
+    through retries and fallbacks)."""
+    with socket.socket() as bound:  # bound, never listening: connections to it are refused
+        bound.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{bound.getsockname()[1]}/v1"
+        t = single(base, "m", "openai-http", max_tokens=100, retry={"max_attempts": 3, "backoff_base_s": 0})
+        models = (
+            {} if client == "aiohttp" else {"openai/m": OpenAIHTTPModel(transport=httpx.AsyncHTTPTransport())}
+        )
+        budget = moa.Budget(1.0)
+        async with moa.Runner(models=models, budget=budget) as rt:
+            with pytest.raises(moa.ProviderError, match="connection failed") as info:
+                await t.run("hello", runner=rt)
+    rec = info.value.calls[0]
+    assert [(a.status, a.usage) for a in rec.attempt_log] == [("error", moa.Usage())] * 3
+    assert rec.unknown_usage_attempts == 0 and rec.cost_usd_max == 0 and budget.spent_usd == 0
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

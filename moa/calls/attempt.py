@@ -8,7 +8,8 @@ what it consumed in the record's ``attempt_log``:
   more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``): then the
   usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged the worst
   case, never more and never negative;
-- an HTTP error status, or an attempt that never left: nothing;
+- an HTTP error status, or an attempt that never left (the backend never reported sending it, or
+  it failed before a byte left: ``ModelError.never_sent``): nothing;
 - anything else that reached the provider (a timeout, a cancellation, a dropped connection, an
   unreadable reply): unknown usage; the provider may bill it, so the budget keeps its worst case
   and the record's ``cost_usd_max`` counts it.
@@ -193,8 +194,9 @@ async def attempt(
         raise
     except ModelError as e:
         status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
-        # an HTTP error status is an answer: the provider reports nothing billable
-        known_zero = e.status_code is not None and reply is None
+        # an HTTP error status is an answer: the provider reports nothing billable; nor can a
+        # request the backend knows never left (a refused connection)
+        known_zero = (e.status_code is not None or e.never_sent) and reply is None
         call.rejected_reply = reply is not None
         _book(rec, clock, target.price, held, worst, call, status, reply, e.message, known_zero)
         raise

@@ -136,13 +136,26 @@ class AiohttpClient:
                 resp.release()
         except ModelError:
             raise
+        except aiohttp.ClientConnectorError as e:
+            # no connection was made (refused, unreachable, DNS, TLS handshake), so no byte of the
+            # request left: nothing can be billed, and the budget must not keep a worst case
+            raise connection_failed(e, request, never_sent=True) from e
+        except aiohttp.ConnectionTimeoutError as e:
+            raise TimedOut(
+                f"timed out connecting: {type(e).__name__}",
+                model=request.model,
+                node=request.node or None,
+                never_sent=True,
+            ) from e
         except TimeoutError as e:  # aiohttp's socket timeouts are TimeoutErrors too
             raise TimedOut(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None
             ) from e
-        except (aiohttp.ClientError, OSError, ValueError) as e:
-            # ValueError: aiohttp refuses a header value with a control character (a key with a
-            # newline) before anything is sent
+        except ValueError as e:
+            # aiohttp refuses a header value with a control character (a key with a newline)
+            # before anything is sent
+            raise connection_failed(e, request, never_sent=True) from e
+        except (aiohttp.ClientError, OSError) as e:
             raise connection_failed(e, request) from e
 
     async def aclose(self) -> None:

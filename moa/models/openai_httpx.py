@@ -76,6 +76,15 @@ class HttpxClient:
                 return await consume_sse(resp.aiter_bytes(), request, on_token)
         except ModelError:
             raise
+        except httpx.ConnectError as e:  # no connection, so no byte of the request left
+            raise connection_failed(e, request, never_sent=True) from e
+        except httpx.ConnectTimeout as e:
+            raise TimedOut(
+                f"timed out connecting: {type(e).__name__}",
+                model=request.model,
+                node=request.node or None,
+                never_sent=True,
+            ) from e
         except httpx.TimeoutException as e:
             raise TimedOut(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None

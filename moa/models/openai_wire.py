@@ -94,11 +94,16 @@ def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
     return headers
 
 
-def connection_failed(error: BaseException, request: ModelRequest) -> ProviderError:
+def connection_failed(
+    error: BaseException, request: ModelRequest, *, never_sent: bool = False
+) -> ProviderError:
     """A transport failure (connect, reset, a header the client refuses to send) as ProviderError;
-    the client's message may quote a header value whole, the bearer key with it."""
+    the client's message may quote a header value whole, the bearer key with it. ``never_sent``:
+    the failure came before a byte of the request left (no connection, a refused header)."""
     detail = scrub_clip(str(error) or type(error).__name__, 500, (request.api_key,))
-    return ProviderError(f"connection failed: {detail}", model=request.model, node=request.node or None)
+    return ProviderError(
+        f"connection failed: {detail}", model=request.model, node=request.node or None, never_sent=never_sent
+    )
 
 
 def status_error(
