@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moa.eval._verdict import MAX_TESTS
 from moa.eval.code import extract_code
 from moa.eval.datasets import Item
 from moa.eval.languages.build import RunLimits
@@ -34,26 +35,6 @@ __all__ = [
 
 #: the ``__name__`` answers run under, so their ``if __name__ == "__main__":`` demos do not run
 RUN_NAME = "__moa_solution__"
-
-# each assert line runs on its own so every failure is reported with its 1-based index
-_ASSERT_HARNESS = """
-
-__moa_tests__ = {tests!r}
-__moa_failed__ = []
-for __moa_i__, __moa_src__ in enumerate(__moa_tests__, start=1):
-    try:
-        exec(__moa_src__, globals())
-    except Exception as __moa_e__:
-        __moa_msg__ = str(__moa_e__)
-        __moa_failed__.append(
-            f"test {{__moa_i__}} `{{__moa_src__}}`: {{type(__moa_e__).__name__}}"
-            + (f": {{__moa_msg__}}" if __moa_msg__ else "")
-        )
-if __moa_failed__:
-    raise AssertionError(
-        f"{{len(__moa_failed__)}} of {{len(__moa_tests__)}} failed: " + "; ".join(__moa_failed__)
-    )
-"""
 
 
 class ExecutionConfig(BaseModel):
@@ -90,23 +71,31 @@ def build_test_program(code: str, item: Item) -> AnswerProgram | str | None:
     run; ``None`` when the item has no tests.
 
     HumanEval (``test`` and ``entry_point``): see ``moa.eval.program.assemble``. Assert lines
-    (``tests``): the code, then each line run and reported on its own.
+    (``tests``): the code, with the lines as ``AnswerProgram.tests``, which the sandbox runs as
+    steps of its own; a harness pasted after the code would look its names (``exec``, ``print``,
+    ...) up in the answer's globals, where the answer could replace them and switch the tests off.
     """
     if item.test is not None and item.entry_point:
         prompt = str(item.meta.get("prompt", item.input))
         return assemble(code, prompt, item.entry_point, item.test)
     if item.tests:
-        return AnswerProgram(code + _ASSERT_HARNESS.format(tests=list(item.tests)), 1, code.count("\n") + 1)
+        return AnswerProgram(code, 1, code.count("\n") + 1, tuple(item.tests))
     if item.test is not None:
         return AnswerProgram(f"{code}\n\n{item.test}\n", 1, code.count("\n") + 1)
     return None
 
 
 _SANDBOX_SYNTAX = re.compile(r"^syntax error: line (\d+): (.*)$", re.DOTALL)
+_FAILED_STEP = re.compile(r"^(tests failed|error): test (\d+) of (\d+): ")
 
 
 def _reason(reason: str, program: AnswerProgram) -> str:
-    """The sandbox's reason, a syntax error counted in the answer's lines when it lies there."""
+    """The sandbox's reason, a syntax error counted in the answer's lines when it lies there, a
+    failed assert line quoted."""
+    failed = _FAILED_STEP.match(reason)
+    if failed is not None and 1 <= int(failed.group(2)) <= len(program.tests):
+        quoted = " ".join(program.tests[int(failed.group(2)) - 1].split())
+        return f"{reason[: failed.end() - 2]} `{quoted}`: {reason[failed.end() :]}"
     m = _SANDBOX_SYNTAX.match(reason)
     if m is None:
         return reason
@@ -169,7 +158,11 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
         return Score(0.0, "item has no tests")
     if isinstance(program, str):
         return Score(0.0, program)
-    result = await run_python_async(program.source, run_name=RUN_NAME, **limits)
+    if len(program.tests) > MAX_TESTS:
+        return Score(
+            0.0, f"the item has {len(program.tests)} assert lines; the sandbox runs at most {MAX_TESTS}"
+        )
+    result = await run_python_async(program.source, run_name=RUN_NAME, tests=program.tests, **limits)
     return Score(1.0 if result.passed else 0.0, _reason(result.reason, program))
 
 

@@ -33,6 +33,8 @@ class AnswerProgram:
     source: str
     first_line: int
     last_line: int
+    tests: tuple[str, ...] = ()
+    """Test sources the sandbox runs after ``source``, each as its own step (assert lines)."""
 
     def answer_line(self, line: int) -> int | None:
         """The line of the answer's code that is ``line`` of the program, else ``None``."""

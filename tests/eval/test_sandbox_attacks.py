@@ -460,6 +460,46 @@ async def test_forged_verdict_scores_zero_in_an_experiment(tail: str, reason: st
     assert score.value == 0.0 and (score.detail or "").startswith(reason), score.detail
 
 
+ASSERT_ITEM = Item(id="asserts", input="add", tests=["assert add(1, 2) == 3", "assert add(2, 2) == 4"])
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "def exec(*args, **kwargs):\n    pass",
+        "enumerate = lambda *args, **kwargs: iter(())",
+        "print = lambda *args, **kwargs: None",
+        "class AssertionError(Exception):\n    pass",
+        "import builtins\nbuiltins.__dict__.update(exec=lambda *a, **k: None, AssertionError=KeyError)",
+        "import sys, io\nsys.stdout = sys.stderr = io.StringIO()",
+        "len = str = range = lambda *args, **kwargs: 0",
+    ],
+    ids=["exec", "enumerate", "print", "AssertionError", "builtins-dict", "sys.stdout", "len-str-range"],
+)
+async def test_assert_lines_cannot_be_switched_off(tail: str) -> None:
+    """A wrong answer that rebinds the names a pasted harness would use still fails its assert lines."""
+    answer = f"```python\n{WRONG}{tail}\n```"
+    score = await score_execution_async(answer, ASSERT_ITEM, timeout_s=TIMEOUT)
+    assert score.value == 0.0, score.detail
+    assert score.detail == "tests failed: test 1 of 2 `assert add(1, 2) == 3`: AssertionError"
+
+
+async def test_assert_lines_pass_a_right_answer_that_rebinds_names() -> None:
+    """The control: a right answer that shadows builtins and prints still passes."""
+    answer = "```python\ndef add(a, b):\n    return a + b\n\nlen = 3\nprint(add(1, 2))\n```"
+    score = await score_execution_async(answer, ASSERT_ITEM, timeout_s=TIMEOUT)
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+async def test_humaneval_answer_defining_check_fails() -> None:
+    """A wrong answer that defines its own passing `check` is judged by the item's `check`."""
+    tail = "def check(candidate):\n    pass"
+    score = await score_execution_async(f"```python\n{WRONG}{tail}\n```", HUMANEVAL, timeout_s=TIMEOUT)
+    assert score.value == 0.0 and (score.detail or "").startswith("tests failed: AssertionError"), (
+        score.detail
+    )
+
+
 # --- isolation modes ---------------------------------------------------------------------------
 
 
