@@ -52,6 +52,50 @@ ENDLESS = {
 }
 TIMEOUT_S = 2.0
 
+# answers whose function ends the program with status 0 before any test could fail: a completion
+# of the first MultiPL-E problem, then whole programs for the generic assert-line (gcd) and
+# test-program (factorial) items
+_JS_EXIT = "process.exit(0);"
+_TS_EXIT = "(globalThis as any).process.exit(0);"
+EARLY_EXIT: dict[str, tuple[str, str, str]] = {
+    "c": (
+        "    extern void exit(int);\n    exit(0);\n}",
+        "```c\n#include <stdlib.h>\nint gcd(int a, int b) { exit(0); }\n```",
+        "```c\n#include <stdlib.h>\nlong factorial(int n) { exit(0); }\n```",
+    ),
+    "cpp": (
+        "    exit(0);\n}",
+        "```cpp\n#include <cstdlib>\nint gcd(int a, int b) { std::exit(0); }\n```",
+        "```cpp\n#include <cstdlib>\nlong factorial(int n) { std::exit(0); }\n```",
+    ),
+    "go": (
+        '```go\nimport "os"\n\nfunc sum_to_n(n int) int {\n\tos.Exit(0)\n\treturn 0\n}\n```',
+        '```go\nimport "os"\n\nfunc gcd(a int, b int) int {\n\tos.Exit(0)\n\treturn 0\n}\n```',
+        '```go\npackage main\n\nimport "os"\n\nfunc factorial(n int) int {\n\tos.Exit(0)\n\treturn 0\n}\n```',
+    ),
+    "java": (
+        "        System.exit(0);\n        return 0;\n    }",
+        "```java\nclass Solution {\n    static int gcd(int a, int b) {\n        System.exit(0);\n        return 0;\n    }\n}\n```",
+        "```java\npublic class Solution {\n    public static long factorial(int n) {\n        System.exit(0);\n"
+        "        return 0;\n    }\n}\n```",
+    ),
+    "javascript": (
+        f"  {_JS_EXIT}\n}}",
+        f"```javascript\nfunction gcd(a, b) {{ {_JS_EXIT} }}\n```",
+        f"```javascript\nfunction factorial(n) {{ {_JS_EXIT} }}\n```",
+    ),
+    "rust": (
+        "    std::process::exit(0)\n}",
+        "```rust\nfn gcd(_a: i64, _b: i64) -> i64 {\n    std::process::exit(0)\n}\n```",
+        "```rust\nfn factorial(_n: u64) -> u64 {\n    std::process::exit(0)\n}\n```",
+    ),
+    "typescript": (
+        f"  {_TS_EXIT}\n  return 0;\n}}",
+        f"```ts\nfunction gcd(a: number, b: number): number {{ {_TS_EXIT} return 0; }}\n```",
+        f"```ts\nfunction factorial(n: number): number {{ {_TS_EXIT} return 0; }}\n```",
+    ),
+}
+
 
 def _missing(language: str) -> str | None:
     found = find_toolchain(language)
@@ -86,6 +130,10 @@ async def _score_all() -> dict[tuple[str, str], Score]:
         first = items[0]
         jobs.append(((first.id, "broken"), BROKEN[language], first, dict(LIMITS)))
         jobs.append(((first.id, "endless"), ENDLESS[language], first, {**LIMITS, "timeout_s": TIMEOUT_S}))
+        generic = {i.id.split("_", 1)[1]: i for i in items if i.meta.get("format") != "multiple"}
+        targets = (first, generic["gcd"], generic["factorial"])
+        for target, answer in zip(targets, EARLY_EXIT[language], strict=True):
+            jobs.append(((target.id, "early-exit"), answer, target, dict(LIMITS)))
     slots = asyncio.Semaphore(2)
 
     async def one(answer: str, item: Item, limits: dict[str, Any]) -> Score:
@@ -127,6 +175,27 @@ def test_wrong_answer_fails_on_the_tests(
     score = scored[(item_id, "wrong")]
     assert score.value == 0.0 and score.detail is not None
     assert score.detail.startswith("tests failed: "), score.detail
+
+
+def _early_exit_cases() -> list[Any]:
+    out = []
+    for language in LANGUAGES:
+        items = _items(language)
+        generic = [i for i in items if i.meta.get("format") != "multiple"]
+        for item, kind in ((items[0], "multiple"), *((i, "generic") for i in generic)):
+            out.append(pytest.param(language, item.id, id=f"{language}-{kind}-{item.id}"))
+    return out
+
+
+@pytest.mark.parametrize(("language", "item_id"), _early_exit_cases())
+def test_exiting_zero_before_the_tests_end_fails(
+    scored: dict[tuple[str, str], Score], language: str, item_id: str
+) -> None:
+    """An answer that exits with status 0 from inside the tested function fails: the harness never
+    wrote its end-of-tests token (the correct answers passing is test_correct_answer_passes)."""
+    _skip_without(language)
+    score = scored[(item_id, "early-exit")]
+    assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -280,3 +349,18 @@ def test_java_without_the_javatuples_jar(
     )
     score = asyncio.run(score_execution_async(body, item, **LIMITS))
     assert score.detail == reason
+
+
+async def test_writing_a_fake_token_to_every_descriptor_fails() -> None:
+    """A C answer that exits 0 after writing a made-up token to every descriptor fails: it cannot
+    know the run's token, and anything else in the end-of-tests pipe is tampering."""
+    _skip_without("c")
+    item = next(i for i in _items("c") if i.id == "c_gcd")
+    answer = (
+        "```c\n#include <stdlib.h>\n#include <unistd.h>\n"
+        "int gcd(int a, int b) {\n    for (int fd = 1; fd < 64; fd++) {\n"
+        '        ssize_t w = write(fd, "0123456789abcdef0123456789abcdef\\n", 33);\n        (void)w;\n    }\n'
+        "    exit(0);\n}\n```"
+    )
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert (score.value, score.detail) == (0.0, "the program wrote to the harness's end-of-tests pipe")

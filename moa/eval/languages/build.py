@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import re
+import secrets
 import shlex
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
 from moa.eval.languages.diagnose import compile_reason, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
+from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
 from moa.eval.languages.program import Program
 from moa.eval.languages.toolchains import Toolchain, javatuples_jar
 
@@ -181,7 +185,7 @@ def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimit
             return ["/bin/sh", "-c", "tar -xmf classes.tar --no-same-owner && exec " + shlex.join(java)]
         case "javascript" | "typescript":
             script = "main.js" if program.language == "typescript" else program.filename
-            return [tc["node"], f"--max-old-space-size={limits.memory_mb}", script]
+            return [tc["node"], f"--max-old-space-size={limits.memory_mb}", "-r", f"./{PRELOAD}", script]
     return ["./prog"]
 
 
@@ -246,10 +250,48 @@ async def _compile(
     return result, False
 
 
+async def _run_step(
+    argv: list[str], files: dict[str, bytes], step: Limits, program: Program, tc: Toolchain, limits: RunLimits
+) -> tuple[ProcessOutcome, Literal["ended", "missing", "tampered"]]:
+    """Run the built program with a fresh token on stdin and the end-of-tests pipe (see
+    ``moa.eval.languages.marker``): how it ended, and whether the pipe held exactly the token."""
+    token = secrets.token_hex(16).encode()
+    read_end, write_end = os.pipe()
+    try:
+        # bwrap as root runs the program as another uid, which reopens the pipe through /proc (Java)
+        os.fchmod(write_end, 0o622)
+        outcome, _ = await run_isolated(
+            argv,
+            files=files,
+            limits=step,
+            isolation=limits.isolation,
+            stdin=b"%d %s\n" % (write_end, token),
+            readonly_binds=tc.binds,
+            pass_fds=(write_end,),
+            env=_env(program, tc, limits, compiling=False),
+        )
+        os.close(write_end)
+        write_end = -1
+        os.set_blocking(read_end, False)
+        try:
+            written = os.read(read_end, 4096)
+        except BlockingIOError:
+            written = b""
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    if written == token + b"\n":
+        return outcome, "ended"
+    return outcome, "missing" if not written else "tampered"
+
+
 async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) -> Verdict:
     """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
+    marked = with_end_marker(program)
+    program = marked or program
     jar, missing = _classpath(program) if program.language == "java" else (None, None)
     if missing is not None:
         return Verdict(False, missing)
@@ -277,16 +319,18 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
         max_output_bytes=max(limits.output_limit, 1024),
         max_file_mb=limits.file_size_mb,
     )
-    outcome, _ = await run_isolated(
-        _run_argv(program, tc, jar, limits),
-        files=files,
-        limits=step,
-        isolation=limits.isolation,
-        readonly_binds=tc.binds,
-        env=_env(program, tc, limits, compiling=False),
-    )
-    if outcome.returncode == 0:
+    if program.language in ("javascript", "typescript"):
+        files[PRELOAD] = PRELOAD_SOURCE.encode()
+    outcome, ended = await _run_step(_run_argv(program, tc, jar, limits), files, step, program, tc, limits)
+    if outcome.returncode == 0 and (ended == "ended" or marked is None):
         return Verdict(True, "passed", outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
+    if outcome.returncode == 0:
+        reason = (
+            "exited with code 0 before the end of the tests"
+            if ended == "missing"
+            else "the program wrote to the harness's end-of-tests pipe"
+        )
+        return Verdict(False, reason, outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
     reason = failure_reason(
         program,
         returncode=outcome.returncode,

@@ -10,6 +10,8 @@ What an assert line is, per language (the harness provides ``assert`` where the 
   (``node:assert``).
 
 A failing line prints ``MOA-FAIL <n> <message>`` on stderr and the program exits 1 after the rest.
+Every layout then gets the end-of-tests marker (``moa.eval.languages.marker``), so exiting with 0
+before the last line ran is a failure.
 """
 
 from __future__ import annotations

@@ -1,0 +1,268 @@
+"""The end-of-tests marker: a compiled-language program passes only when its tests ran to their end.
+
+An exit status of 0 says nothing about that: ``exit(0)`` (``process.exit(0)``, ``os.Exit(0)``,
+``System.exit(0)``) inside the answer's function ends the program with 0 before any test failed.
+So the parent sends the program one random token per run on stdin (``"<fd> <token>\\n"``) and
+hands it the write end of a pipe only the parent reads (``fd``); the harness reads that line before
+the tests start and writes the token to the pipe once the tests returned normally. The parent
+passes the run only when the exit status is 0 and the pipe holds exactly the token.
+
+The token is never in the program's source or any file of its sandbox: a compiled binary is cached
+and can read itself, and a JavaScript file can read its own text. After the harness read it, stdin
+is at its end. Where the harness keeps it, per language:
+
+* C, C++: ``main`` starts by reading it and registering an ``on_exit`` handler; a ``cleanup``
+  variable in ``main`` notes that ``main`` returned, and the handler writes the token only then
+  and only for status 0 (``exit(0)`` skips the cleanup; a failing ``main`` has a non-zero status);
+* Rust: a guard made at the top of ``main`` writes it when dropped, unless a panic unwinds
+  (``std::process::exit`` drops nothing);
+* Go: the tests' ``main`` (or ``m.Run()`` in a ``TestMain``) is called by one that writes it after;
+* Java: the tests' ``main`` is renamed and called by a new ``main`` that writes it after
+  (``System.exit`` never returns); the pipe is reopened as ``/proc/self/fd/<fd>``;
+* JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
+  Node emits when the event loop runs dry and never after ``process.exit``.
+
+The limit: the harness shares the answer's process, so code written against it can reach the token
+(native code reads its own memory; JavaScript can call the ``beforeExit`` listener). The marker
+stops answers that end early; it is not a wall against one that attacks moa's harness itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from moa.eval.languages.program import Program, rename_function
+from moa.eval.languages.source import find_function, mask, top_level_types
+
+__all__ = ["PRELOAD", "PRELOAD_SOURCE", "with_end_marker"]
+
+#: the module ``node -r`` loads before a JavaScript or TypeScript program
+PRELOAD = "moa_end.js"
+
+PRELOAD_SOURCE = """'use strict';
+(() => {
+  const fs = require('fs');
+  const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
+  const writeSync = fs.writeSync;
+  // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
+  process.once('beforeExit', (code) => {
+    if (!code && token) writeSync(Number(fd), token + '\\n');
+  });
+})();
+"""
+
+_C_GUARD = (
+    " int moa_start_(void); void moa_returned_(int *);"
+    " __attribute__((cleanup(moa_returned_))) int moa_guard_ = moa_start_();"
+)
+
+_C_END = r"""
+#include <stdlib.h>
+#include <unistd.h>
+static struct { int fd, length, returned; char token[72]; } moa_end_;
+static void moa_finish_(int status, void *unused) {
+    (void)unused;
+    if (status == 0 && moa_end_.returned && moa_end_.length > 0) {
+        ssize_t written = write(moa_end_.fd, moa_end_.token, (size_t)moa_end_.length);
+        (void)written;
+    }
+}
+int moa_start_(void) {
+    char line[128];
+    int n = 0, i = 0;
+    ssize_t got;
+    while (n < (int)sizeof line && (got = read(0, line + n, sizeof line - (size_t)n)) > 0) n += (int)got;
+    moa_end_.fd = -1;
+    for (; i < n && line[i] >= '0' && line[i] <= '9'; i++) moa_end_.fd = (moa_end_.fd < 0 ? 0 : moa_end_.fd * 10) + (line[i] - '0');
+    for (i++; i < n && line[i] != '\n' && moa_end_.length < 64; i++) moa_end_.token[moa_end_.length++] = line[i];
+    moa_end_.token[moa_end_.length++] = '\n';
+    on_exit(moa_finish_, 0);
+    return 0;
+}
+void moa_returned_(int *unused) {
+    (void)unused;
+    moa_end_.returned = 1;
+}
+"""
+
+_RUST_GUARD = " let _moa_guard = moa_end_::start();"
+
+_RUST_END = r"""
+#[allow(dead_code)]
+mod moa_end_ {
+    use std::io::{Read, Write};
+    use std::os::unix::io::FromRawFd;
+    pub struct Guard(i32, Vec<u8>);
+    pub fn start() -> Guard {
+        let mut line = Vec::new();
+        let _ = std::io::stdin().lock().take(128).read_to_end(&mut line);
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let mut parts = text.trim().splitn(2, ' ');
+        let fd = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
+        let token = parts.next().map(|t| format!("{}\n", t).into_bytes()).unwrap_or_default();
+        Guard(fd, token)
+    }
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if std::thread::panicking() || self.0 < 0 || self.1.is_empty() {
+                return;
+            }
+            // the descriptor is the parent's pipe: written, never closed here
+            let mut report = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.0) });
+            let _ = report.write_all(&self.1);
+        }
+    }
+}
+"""
+
+_GO_IMPORTS = '; import moaos_ "os"'
+
+_GO_END = """
+func moaStart_() (int, []byte) {
+\tline := make([]byte, 0, 128)
+\tbuf := make([]byte, 128)
+\tfor len(line) < 128 {
+\t\tn, err := moaos_.Stdin.Read(buf)
+\t\tline = append(line, buf[:n]...)
+\t\tif err != nil || n == 0 {
+\t\t\tbreak
+\t\t}
+\t}
+\tfd, i := 0, 0
+\tfor ; i < len(line) && line[i] >= '0' && line[i] <= '9'; i++ {
+\t\tfd = fd*10 + int(line[i]-'0')
+\t}
+\ttoken := []byte{}
+\tfor i++; i < len(line) && line[i] != '\\n'; i++ {
+\t\ttoken = append(token, line[i])
+\t}
+\treturn fd, append(token, '\\n')
+}
+
+func moaFinish_(fd int, token []byte) {
+\tif len(token) > 1 {
+\t\tmoaos_.NewFile(uintptr(fd), "moa-end").Write(token)
+\t}
+}
+"""
+
+_GO_MAIN = """
+func main() {
+\tmoaFd, moaToken := moaStart_()
+\tmoaTestsMain_()
+\tmoaFinish_(moaFd, moaToken)
+}
+"""
+
+_GO_TEST_MAIN = """
+func TestMain(m *moatesting_.M) {
+\tmoaFd, moaToken := moaStart_()
+\tcode := m.Run()
+\tif code == 0 {
+\t\tmoaFinish_(moaFd, moaToken)
+\t}
+\tmoaos_.Exit(code)
+}
+"""
+
+_JAVA_MAIN = (
+    " public static void main(String[] moaArgs) throws Throwable {"
+    " MoaEnd_ moaEnd = MoaEnd_.start(); moaTestsMain_(moaArgs); moaEnd.finish(); }"
+)
+
+_JAVA_END = """
+final class MoaEnd_ {
+    private final String fd;
+    private final byte[] token;
+
+    private MoaEnd_(String fd, byte[] token) {
+        this.fd = fd;
+        this.token = token;
+    }
+
+    static MoaEnd_ start() throws java.io.IOException {
+        String line = new String(System.in.readNBytes(128), java.nio.charset.StandardCharsets.US_ASCII).trim();
+        int space = line.indexOf(' ');
+        if (space < 0) return new MoaEnd_("-1", new byte[0]);
+        byte[] token = (line.substring(space + 1) + "\\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+        return new MoaEnd_(line.substring(0, space), token);
+    }
+
+    void finish() throws java.io.IOException {
+        if (token.length == 0) return;
+        try (java.io.FileOutputStream out = new java.io.FileOutputStream("/proc/self/fd/" + fd)) {
+            out.write(token);
+        }
+    }
+}
+"""
+
+_PACKAGE = re.compile(r"^[ \t]*package[ \t]+\w+", re.MULTILINE)
+_TEST_MAIN = re.compile(r"\bfunc\s+TestMain\s*\(")
+
+
+def _insert(source: str, at: int, text: str) -> str:
+    return source[:at] + text + source[at:]
+
+
+def _c(program: Program) -> Program | None:
+    main = find_function(program.source, program.language, "main")
+    if main is None:
+        return None
+    source = _insert(program.source, main.open + 1, _C_GUARD)
+    return replace(program, source=source.rstrip("\n") + "\n" + _C_END)
+
+
+def _rust(program: Program) -> Program | None:
+    main = find_function(program.source, "rust", "main")
+    if main is None:
+        return None
+    source = _insert(program.source, main.open + 1, _RUST_GUARD)
+    return replace(program, source=source.rstrip("\n") + "\n" + _RUST_END)
+
+
+def _go(program: Program) -> Program | None:
+    source = program.source
+    package = _PACKAGE.search(mask(source, "go"))
+    if package is None:
+        return None
+    # on the package clause's own line, so no line of the answer moves
+    if program.go_test:
+        if _TEST_MAIN.search(mask(source, "go")):
+            return None  # the tests' own TestMain decides how the binary exits
+        source = _insert(source, package.end(), _GO_IMPORTS + '; import moatesting_ "testing"')
+        tail = _GO_END + _GO_TEST_MAIN
+    else:
+        if find_function(source, "go", "main") is None:
+            return None
+        source = _insert(rename_function(source, "go", "main", "moaTestsMain_"), package.end(), _GO_IMPORTS)
+        tail = _GO_END + _GO_MAIN
+    return replace(program, source=source.rstrip("\n") + "\n" + tail)
+
+
+def _java(program: Program) -> Program | None:
+    name = program.main_class or "Main"
+    source = rename_function(program.source, "java", "main", "moaTestsMain_")
+    host = next((t for t in top_level_types(source) if t.name == name), None)
+    if host is None or source == program.source:
+        return None
+    source = _insert(source, host.close, _JAVA_MAIN)
+    return replace(program, source=source.rstrip("\n") + "\n" + _JAVA_END)
+
+
+def with_end_marker(program: Program) -> Program | None:
+    """``program`` with the harness that reports its tests' normal end (see the module docstring),
+    or ``None`` when there is no ``main`` to put it in (the compiler then says what is wrong, or
+    Go tests bring their own ``TestMain``, and the exit status alone decides). JavaScript and
+    TypeScript are unchanged: their harness is ``PRELOAD``."""
+    match program.language:
+        case "c" | "cpp":
+            return _c(program)
+        case "rust":
+            return _rust(program)
+        case "go":
+            return _go(program)
+        case "java":
+            return _java(program)
+    return program
