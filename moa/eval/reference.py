@@ -7,13 +7,14 @@ A reference evaluator given an item without a target returns ``Score(0, "item ha
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
 from moa.eval.datasets import Item
-from moa.eval.numeric import final_number, parse_numbers, show_number
+from moa.eval.numeric import FinalNumber, final_number, parse_numbers, show_number
 from moa.eval.types import NO_TARGET, Score
 
 __all__ = [
@@ -94,9 +95,9 @@ class RegexConfig(BaseModel):
 
 
 class NumericConfig(BaseModel):
-    """``numeric``: the answer's final number equals the target's within tolerance; the final number
-    is the one after ``####``, else in ``\\boxed{}``, else after "the answer is", else the last one
-    (``moa.eval.numeric``)."""
+    """``numeric``: the answer's final number equals the target's within tolerance, compared as exact
+    fractions; the final number is the one after a ``#### N`` line, else in ``\\boxed{}``, else
+    right after "the answer is", else the last one (``moa.eval.numeric``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["numeric"] = "numeric"
@@ -105,7 +106,13 @@ class NumericConfig(BaseModel):
     rel_tol: float = Field(default=0.0, ge=0)
     """Relative tolerance (of the target)."""
     fractions: bool = True
-    """Read ``3/4`` as 0.75."""
+    """Read ``3/4`` as 0.75 (when False, as the two numbers 3 and 4)."""
+
+
+def _shown(found: FinalNumber) -> str:
+    shown = show_number(found.value if found.exact is None else found.exact)
+    # a 600-digit number would swamp the report's list of reasons
+    return shown if len(shown) <= 40 else f"{shown[:12]}...{shown[-6:]} ({len(shown)} characters)"
 
 
 class ExactEvaluator:
@@ -180,11 +187,13 @@ class NumericEvaluator:
         want = final_number(item.target, fractions=self.config.fractions)
         if want is None:
             return Score(0.0, f"target {item.target!r} is not a number")
-        expected = show_number(want.value)
+        expected = _shown(want)
         got = final_number(answer, fractions=self.config.fractions)
         if got is None:
             return Score(0.0, f"no number in the answer, expected {expected}")
-        tol = max(self.config.abs_tol, self.config.rel_tol * abs(want.value))
-        if abs(got.value - want.value) <= tol:
-            return Score(1.0)
-        return Score(0.0, f"got {show_number(got.value)} ({got.rule}), expected {expected}")
+        if got.exact is not None and want.exact is not None:
+            # exact fractions: floats would call 17-digit neighbours equal and overflow past 1e308
+            tol = max(Fraction(self.config.abs_tol), Fraction(self.config.rel_tol) * abs(want.exact))
+            if abs(got.exact - want.exact) <= tol:
+                return Score(1.0)
+        return Score(0.0, f"got {_shown(got)} ({got.rule}), expected {expected}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from moa.eval.datasets import Item, load_dataset
-from moa.eval.numeric import final_number
+from moa.eval.numeric import final_number, parse_numbers
 from moa.eval.registry import make_evaluator
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
@@ -141,3 +141,109 @@ def test_compare_scores_a_gzipped_gsm8k_dataset(tmp_path: Path) -> None:
     assert len(results) == 48 and all(r["error"] is None for r in results)
     quality = {s["name"]: s["quality"] for s in json.loads((out / "summary.json").read_text())["setups"]}
     assert quality == {"gold": 1.0, "wrong": 0.0}
+
+
+# (answer, target): layouts chat models answer GSM8K in, each scoring 1
+RIGHT_SHAPES = [
+    ("#### Step 1: Eggs left\n16 - 3 - 4 = 9\n\n#### Step 2: Money\n9 * 2 = 18.\n\nThe answer is 18.", "18"),
+    ("##### Step 2\nThe answer is 18", "18"),
+    ("#### 1. Eggs left\n16 - 3 - 4 = 9\n#### 2. Money\n9 * 2 = $18", "18"),
+    ("### Solution\n9 eggs at $2.\n#### Final Answer\nJanet makes $18 every day.", "18"),
+    ("She makes $18.\n#### $18", "18"),
+    ("#### **18**", "18"),
+    (
+        "**Answer:**\nJanet's ducks lay 16 eggs. She uses 3 + 4 = 7, leaving 9.\nShe sells them at $2: $18.",
+        "18",
+    ),
+    ("**Answer:**\n1. She keeps 3 + 4 = 7 of 16 eggs.\n2. She sells 9 for $18.", "18"),
+    ("Answer:\n- 16 eggs laid\n- 9 sold at $2, so $18", "18"),
+    ("**Answer:** 18", "18"),
+    ("**Final Answer**: $18", "18"),
+    ("The final answer is: $18.", "18"),
+    ("The answer is\n\n$$18$$", "18"),
+    ("Answer:\n**18**", "18"),
+    ("The final answer is \\(18\\).", "18"),
+    ("The answer is **$18**.", "18"),
+    ("The answer is 9 * 2 = 18.", "18"),
+    ("The answer is 9 x $2 = $18 per day.", "18"),
+    ("The answer is 18. Note that the answer is not 20.", "18"),
+    ("So the answer is 18. I am 95% sure.", "18"),
+    ("**Final Answer:**\n\n$$\\boxed{18}$$", "18"),
+    (r"The total is $\boxed{1{,}234}$.", "1234"),
+    (r"$\boxed{1\,234}$", "1234"),
+    ("The answer is 1\u202f234 people.", "1234"),
+    (r"$\boxed{3\frac{1}{2}}$", "3.5"),
+    (r"She needs $3\tfrac12$ cups.", "3.5"),
+    (r"\boxed{\text{3.5 cups}}", "3.5"),
+    (r"\boxed{\$18}", "18"),
+    (r"\boxed{-\frac{3}{4}}", "-0.75"),
+    ("The answer is -3/4", "-0.75"),
+    ("The answer is 2^10 = 1024", "1024"),
+    ("The answer is 1e6.", "1000000"),
+    ("Answer: 2.5e-3", "0.0025"),
+    ("He has 2 eggs left", "2"),
+    ("1" + "0" * 400, "1" + "0" * 400),
+]
+
+# (answer, target): a wrong number that must not be read as the answer, each scoring 0
+WRONG_SHAPES = [
+    ("#### Step 18: Total\nThe answer is 20.", "18"),
+    ("#### 18. Check the total\n9 * 2 = 20, so the answer is 20.", "18"),
+    ("#### 2 Money\nThe answer is 20.\n#### 20", "2"),
+    ("**Answer:**\nShe has 18 eggs and sells 9 of them at $4: $36.", "18"),
+    ("Answer:\n1. She lays 16 eggs.\n2. She sells 9 for $18.", "1"),
+    ("The answer is 20, not 18.", "18"),
+    ("Answer: 16 eggs, of which 9 are sold for $18", "18"),
+    ("The answer is 1/2 = 0.5", "1"),
+    (r"\boxed{1{,}234}", "234"),
+    (r"\boxed{3\frac{1}{2}}", "15.5"),
+    ("The answer is 12345678901234567", "12345678901234568"),
+    ("The answer is " + "1" + "0" * 400, "18"),
+    ("The answer is " + "9" * 5000, "18"),
+]
+
+
+async def test_chat_layouts_score_as_right_or_wrong() -> None:
+    """Headings, `Answer:` headers, LaTeX separators, mixed numbers, calculations: each scores as labelled."""
+    ev = make_evaluator("numeric")
+    wrong = []
+    for shapes, want in ((RIGHT_SHAPES, 1.0), (WRONG_SHAPES, 0.0)):
+        for answer, target in shapes:
+            score = await ev.score(Item(id="1", input="q", target=target), answer)
+            if score.value != want:
+                wrong.append((answer[:60], target[:20], score.detail))
+    assert wrong == []
+
+
+def test_huge_and_over_long_numbers_read_without_raising() -> None:
+    """A number past a float's range is exact; one past 600 digits reads as inf and matches nothing."""
+    big = final_number("The answer is " + "1" + "0" * 400)
+    assert big is not None and big.exact == 10**400 and big.value == float("inf")
+    huge = final_number("-" + "9" * 5000)
+    assert huge is not None and (huge.value, huge.exact) == (float("-inf"), None)
+    assert parse_numbers("1" + "0" * 400 + " and 2") == [float("inf"), 2]
+
+
+async def test_over_long_number_detail_is_shortened() -> None:
+    """A failure detail shows a 401-digit number by its ends and length, not all of it."""
+    item = Item(id="1", input="q", target="18")
+    score = await make_evaluator("numeric").score(item, "1" + "0" * 400)
+    assert score.detail == "got 100000000000...000000 (401 characters) (last number), expected 18"
+
+
+def test_without_fractions_a_slash_separates_two_signed_numbers() -> None:
+    """fractions=False reads `-3/4` as -3 and 4 (the sign stays with -3), not as 3."""
+    assert parse_numbers("-3/4", fractions=False) == [-3, 4]
+    assert parse_numbers("-3/4") == [-0.75]
+    found = final_number("The answer is -3/4", fractions=False)
+    assert found is not None and found.value == -3
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["#### 18", "Janet makes $18.\n#### 18\nI am 95% sure.", "#### $18", "#### 18 dollars", "x\n#### 18."],
+)
+def test_gsm8k_answer_lines_win_over_later_headings(answer: str) -> None:
+    """GSM8K's own `#### N` line is the answer even when a heading with a number comes after it."""
+    found = final_number(answer + "\n\n#### Check 2: 9 * 2 = 18 again\nThe answer is 7.")
+    assert found is not None and (found.value, found.rule) == (18, "after ####")
