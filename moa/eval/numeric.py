@@ -159,10 +159,16 @@ def _found(value: Fraction | float, rule: str) -> FinalNumber:
     return FinalNumber(_to_float(value), rule, exact)
 
 
+def _answer_line(rest: str) -> bool:
+    """Whether ``rest``, the text after ``####``, opens with a number as GSM8K's answer line does,
+    rather than being a Markdown heading (``#### Step 2: Money``, ``#### 1. Count the eggs``)."""
+    return _NUMBER_FIRST.match(rest) is not None and _NUMBERED_HEADING.match(rest) is None
+
+
 def _after_hashes(text: str, fractions: bool) -> FinalNumber | None:
     for rest in reversed(_HASHES.findall(text)):
-        if not _NUMBER_FIRST.match(rest) or _NUMBERED_HEADING.match(rest):
-            continue  # a Markdown heading (`#### Step 2: Money`), not GSM8K's answer line
+        if not _answer_line(rest):
+            continue
         if numbers := _values(rest, fractions):
             return _found(numbers[0], "after ####")
     return None

@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
 from moa.eval.datasets import Item
-from moa.eval.numeric import FinalNumber, final_number, parse_numbers, show_number
+from moa.eval.numeric import (
+    FinalNumber,
+    _answer_line,
+    _boxed_contents,
+    final_number,
+    parse_numbers,
+    plain_latex,
+    show_number,
+)
 from moa.eval.types import NO_TARGET, Score
 
 __all__ = [
@@ -32,12 +40,17 @@ __all__ = [
 ]
 
 _QUOTES = "\"'`“”‘’«»"
-_FINAL_PATTERNS = (
-    re.compile(r"####\s*(.+)"),
-    re.compile(r"\\boxed\{([^{}]*)\}"),
-    re.compile(r"final answer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
-    re.compile(r"\banswer\s*(?:is|:)\s*(.+)", re.IGNORECASE),
+_HASHES = re.compile(r"#{4,}[ \t]*([^\n]*)")
+# "final answer" first: "Final answer: Paris (my answer is based on ...)" means Paris
+_MARKERS = tuple(
+    re.compile(rf"\b{words}\b[\s*_]*(?:(?:is|was)\b(?:[\s*_]*:)?|[:=])", re.IGNORECASE)
+    for words in (r"final\s+answer", "answer")
 )
+# underscores are left alone: `__init__` is an answer, not emphasis
+_MARKUP_PAIRS = (("`", "`"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("*", "*"))
+# what ends a marker's line before its answer: `**Final Answer:** Paris`, `*Answer:* Paris`
+_MARKER_TAIL = re.compile(r"[ \t:]*(?:\*+(?=\s))?[ \t]*")
+_OPTION = re.compile(r"\(([A-Za-z])\)")
 
 
 def normalize(text: str) -> str:
@@ -52,15 +65,55 @@ def normalize(text: str) -> str:
     return text
 
 
+def _bare(text: str) -> str:
+    """``text`` without the markup wrapped around an answer: Markdown emphasis and code, ``$``,
+    ``\\(...\\)``, ``\\text{}``, an option's parentheses (``(B)``); ``\\frac{a}{b}`` reads ``a/b``."""
+    text = plain_latex(text).replace("**", "")
+    previous = None
+    while text != previous:
+        previous = text
+        text = text.strip().removesuffix(".").strip()
+        for left, right in _MARKUP_PAIRS:
+            if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+                text = text[len(left) : -len(right)]
+        text = _OPTION.sub(r"\1", text) if _OPTION.fullmatch(text) else text
+    return text
+
+
+def _after_marker(text: str) -> str | None:
+    """The rest of the line after the last "final answer:" (else "answer is"), or the next
+    non-empty line when the marker ends its line ("**Answer:**" over the answer)."""
+    for marker in _MARKERS:
+        found = list(marker.finditer(text))
+        if found:
+            end = found[-1].end()
+            tail = _MARKER_TAIL.match(text, end)
+            rest = text[tail.end() if tail else end :]
+            lines = [line for line in rest.splitlines() if line.strip(" \t*")]
+            return lines[0] if lines else ""
+    return None
+
+
 def extract_final_answer(text: str) -> str:
-    """The last ``#### ...``, else ``\\boxed{...}``, ``final answer: ...`` or ``answer is ...``;
-    else the last non-empty line."""
-    for pattern in _FINAL_PATTERNS:
-        matches = pattern.findall(text)
-        if matches:
-            return str(matches[-1]).strip().splitlines()[0] if str(matches[-1]).strip() else ""
+    """The final answer in ``text``, without its markup: the last ``#### ...`` line (when it is the
+    last line or starts with a number, so a Markdown heading is not one), else the last
+    ``\\boxed{...}``, else what follows the last "final answer:", else "answer is", else the last
+    non-empty line."""
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    last = _HASHES.search(lines[-1]) if lines else None
+    if last is not None:
+        # `#### Final answer: Paris` heads its own answer
+        return _bare(_after_marker(last.group(1)) or last.group(1))
+    answer_lines = [rest for rest in _HASHES.findall(text) if _answer_line(rest)]
+    if answer_lines:
+        return _bare(answer_lines[-1])
+    boxed = _boxed_contents(text)
+    if boxed:
+        return _bare(boxed[-1])
+    after = _after_marker(text)
+    if after is not None:
+        return _bare(after)
+    return _bare(lines[-1]) if lines else ""
 
 
 class ExactConfig(BaseModel):
@@ -69,7 +122,8 @@ class ExactConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["exact"] = "exact"
     extract_final: bool = False
-    """Compare only the final answer (``\\boxed{}``, ``####``, ``answer: ...``, last line)."""
+    """Compare only the final answer (``####``, ``\\boxed{}``, ``answer: ...``, last line), without
+    its Markdown emphasis, ``$`` and ``\\text{}``."""
 
 
 class ContainsConfig(BaseModel):
@@ -124,8 +178,11 @@ class ExactEvaluator:
     async def score(self, item: Item, answer: str) -> Score:
         if item.target is None:
             return Score(0.0, NO_TARGET)
-        got = extract_final_answer(answer) if self.config.extract_final else answer
-        ok = normalize(got) == normalize(item.target)
+        got, want = answer, item.target
+        if self.config.extract_final:
+            # the target unwrapped the same way, so a target written `(B)` or `$42$` still matches
+            got, want = extract_final_answer(answer), _bare(want)
+        ok = normalize(got) == normalize(want)
         return Score(1.0 if ok else 0.0, None if ok else f"expected {item.target!r}")
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from moa.errors import UserError
 from moa.eval.datasets import Item
-from moa.eval.reference import parse_numbers
+from moa.eval.reference import extract_final_answer, parse_numbers
 from moa.eval.registry import make_evaluator
 from moa.eval.types import NO_TARGET, Evaluator
 
@@ -108,3 +108,53 @@ def test_evaluators_satisfy_protocol() -> None:
     """Every registered evaluator implements the Evaluator protocol."""
     for name in ("exact", "contains", "regex", "numeric", "execution"):
         assert isinstance(make_evaluator(name), Evaluator)
+
+
+# (answer, target) pairs `exact` with extract_final must score 1: the final answer in chat markup
+FINAL_RIGHT = [
+    ("The final answer is: Paris", "Paris"),
+    ("The answer is: Paris", "Paris"),
+    ("**Final Answer:** Paris", "Paris"),
+    ("*Final Answer:* Paris", "Paris"),
+    ("**Final answer is**: Paris", "Paris"),
+    ("The answer is **Paris**.", "Paris"),
+    ("The answer is *Paris*", "Paris"),
+    ("Answer: `Paris`", "Paris"),
+    ("**Answer:**\n\n**Paris**", "Paris"),
+    ("The answer is\nParis", "Paris"),
+    (r"\boxed{\text{Paris}}", "Paris"),
+    (r"The answer is \(\text{Paris}\).", "Paris"),
+    (r"So the result is \boxed{\frac{1}{2}}.", "1/2"),
+    ("The answer is $42$.", "42"),
+    ("The answer is (B).", "B"),
+    ("The answer is **B**.", "B"),
+    ("The answer is B.", "(B)"),
+    ("#### Step 1: Recall capitals\nFrance's capital.\n\nThe answer is Paris.", "Paris"),
+    ("##### Step 2\nParis", "Paris"),
+    ("#### Final Answer: Paris", "Paris"),
+    ("#### Final Answer\nParis", "Paris"),
+    ("Let me answer: first, think.\nFinal answer: Paris", "Paris"),
+    ("The answer is __init__", "__init__"),
+]
+
+# (answer, target) pairs it must score 0: a wrong final answer, or the right word outside it
+FINAL_WRONG = [
+    ("#### Paris\nParis was the capital once, but the answer is Lyon.", "Paris"),
+    ("#### Step 1: Paris\nThe answer is Lyon.", "Paris"),
+    ("The answer is **Lyon**. Not Paris.", "Paris"),
+    (r"\boxed{\text{Lyon}} (not Paris)", "Paris"),
+    ("**Final Answer:** Lyon\n\nParis is wrong.", "Paris"),
+    ("Final answer: Lyon. My answer is Paris", "Paris"),
+    ("The answer is (C).", "B"),
+]
+
+
+async def test_exact_final_answer_in_chat_markup() -> None:
+    """`exact` with extract_final reads the final answer through emphasis, `$`, `\\text{}` and headings."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    wrong = []
+    for table, want in ((FINAL_RIGHT, 1.0), (FINAL_WRONG, 0.0)):
+        for answer, target in table:
+            if (await ev.score(_item(target), answer)).value != want:
+                wrong.append((answer, target, extract_final_answer(answer)))
+    assert wrong == []
