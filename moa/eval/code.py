@@ -35,7 +35,8 @@ def fence_tags(language: str) -> frozenset[str]:
     return frozenset(_ALIASES.get(language.lower(), {language.lower()}))
 
 
-_OPEN = re.compile(r"^[ \t]{0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
+# any indentation: a fence inside a list item is indented by the item's marker (3 or 4 spaces)
+_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,9 @@ class _Block:
 
 
 def _blocks(text: str) -> list[_Block]:
-    """Fenced blocks in order; an unterminated final fence runs to the end of the text."""
+    """Fenced blocks in order; an unterminated final fence runs to the end of the text. As in
+    CommonMark, each body line loses up to as much indentation as its opening fence had, and the
+    closing fence may be indented up to 3 spaces more than the opening one."""
     blocks: list[_Block] = []
     lines = text.splitlines()
     i = 0
@@ -54,16 +57,22 @@ def _blocks(text: str) -> list[_Block]:
         if m is None:
             i += 1
             continue
-        fence = m.group("fence")
+        fence, indent = m.group("fence"), len(m.group("indent"))
         tag = m.group("info").split()[0].lower() if m.group("info").strip() else ""
         tag = tag.removeprefix("{").removesuffix("}").removeprefix(".")
-        close = re.compile(rf"^[ \t]{{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        close = re.compile(rf"^[ \t]{{0,{indent + 3}}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
         j = i + 1
         while j < len(lines) and close.match(lines[j]) is None:
             j += 1
-        blocks.append(_Block(tag, "\n".join(lines[i + 1 : j])))
+        body = [_unindent(line, indent) for line in lines[i + 1 : j]]
+        blocks.append(_Block(tag, "\n".join(body)))
         i = j + 1
     return blocks
+
+
+def _unindent(line: str, indent: int) -> str:
+    """``line`` without up to ``indent`` leading spaces or tabs."""
+    return line[min(indent, len(line) - len(line.lstrip(" \t"))) :]
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -170,20 +179,73 @@ _CODE_START = re.compile(
 )
 
 
+# a bound on the parses spent finding where an answer's code ends; each cut is before a column-0
+# line at or above the last syntax error, so real answers need one or two
+_MAX_CUTS = 20
+
+
+def _syntax_error_line(source: str) -> int | None:
+    """The 1-based line of ``source``'s syntax error, 0 when unknown, None when it parses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as e:
+            return e.lineno or 0
+        except (ValueError, RecursionError, MemoryError):
+            return 0
+    # a lone word at the top level after the code ("Explanation") parses, but is prose
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name) and last.col_offset == 0:
+        return last.lineno
+    return None
+
+
+def _code_prefix(code: str, head: str = "") -> str | None:
+    """The longest run of ``code``'s lines from its start that parses after ``head`` (the whole of
+    it when it parses), cut before a line at column 0, where prose after the code would start; None
+    when no such run parses, or when what it leaves out holds a definition or an import (code cut
+    off by ``max_tokens`` is the answer's fault, not prose to drop)."""
+    lines = code.splitlines()
+    cut, shift = len(lines), head.count("\n")
+    for _ in range(_MAX_CUTS):
+        error = _syntax_error_line(head + "\n".join(lines[:cut]))
+        if error is None:
+            if _CODE_START.search("\n".join(lines[cut:])):
+                return None
+            return "\n".join(lines[:cut]).rstrip()
+        limit = min(cut - 1, error - shift - 1) if error else cut - 1
+        cut = next((k for k in range(limit, 0, -1) if lines[k][:1] not in ("", " ", "\t")), 0)
+        if cut == 0:
+            return None
+    return None
+
+
+def _without_prose_after(code: str, entry_point: str) -> str:
+    """``code`` up to where prose after it starts ("This runs in O(n) time."), when what comes
+    before parses and still defines ``entry_point``; else all of it, so code cut off by
+    ``max_tokens`` is reported as the answer's syntax error."""
+    prefix = _code_prefix(code)
+    if prefix is not None and (defines(prefix, entry_point) or not defines(code, entry_point)):
+        return prefix
+    return code
+
+
 def _raw(answer: str, entry_point: str) -> str | None:
     """An unfenced answer as code: the whole of it when it parses, starts with an import or a
     definition (even cut off) or is an indented function body (the official completion format);
     after leading prose, the code from its first import or definition on when that defines
-    ``entry_point``."""
+    ``entry_point``. Prose after the code is left out."""
     text = answer.strip("\n")
     first = next((line for line in text.splitlines() if line.strip()), "")
     if parses_as_python(text) or _CODE_START.match(text):
-        return text
+        return _without_prose_after(text, entry_point)
     if first[:1] in (" ", "\t"):
-        return text
+        # a body parses inside a function; the prompt's own `def` line is not ours to use here
+        return _code_prefix(text, "def _():\n") or text
     m = _CODE_START.search(text)
     if m is not None and defines(text[m.start() :], entry_point):
-        return text[m.start() :].strip("\n")
+        return _without_prose_after(text[m.start() :].strip("\n"), entry_point)
     return None
 
 

@@ -59,3 +59,34 @@ def test_entry_point_keeps_unfenced_bodies_and_cut_off_code() -> None:
         extract_code("Here it is:\ndef f(x):\n    return x\n", entry_point="f") == "def f(x):\n    return x"
     )
     assert extract_code("I do not know.", entry_point="f") is None
+
+
+FUNCTION = "def f(x):\n    if x:\n        return x\n    return 0"
+
+# (answer, the code extract_code(answer, entry_point="f") must return)
+SHAPES = [
+    ("1. Write it:\n   ```python\n   " + FUNCTION.replace("\n", "\n   ") + "\n   ```\n2. Done.", FUNCTION),
+    ("1. Write it:\n\n    ```python\n    " + FUNCTION.replace("\n", "\n    ") + "\n    ```\n", FUNCTION),
+    ("- Here:\n  ~~~py\n  " + FUNCTION.replace("\n", "\n  ") + "\n  ~~~", FUNCTION),
+    (FUNCTION + "\n\nThis runs in O(1) time.", FUNCTION),
+    (FUNCTION + "\n\nExplanation\n\nThe function returns x when it is truthy.", FUNCTION),
+    (FUNCTION + "\n\nExample:\n\nprint(f(2))  # 2", FUNCTION),
+    ("Here it is:\n" + FUNCTION + "\nThat is all.", FUNCTION),
+    ("    return x + 1\n\nThis adds one to x.", "    return x + 1"),
+    # what follows is code cut off by max_tokens, not prose: kept, so it fails as a syntax error
+    (FUNCTION + "\n\ndef g(y):\n    return [", FUNCTION + "\n\ndef g(y):\n    return ["),
+    ("    return g(x)\n\ndef g(y):\n    return [", "    return g(x)\n\ndef g(y):\n    return ["),
+    # a fence line indented past the opening fence's 3-space allowance is the code's, not a close
+    (
+        '```python\ndef f(x):\n    """Markdown:\n\n    ```\n    """\n    return x\n```',
+        'def f(x):\n    """Markdown:\n\n    ```\n    """\n    return x',
+    ),
+]
+
+
+def test_answer_shapes_give_the_code() -> None:
+    """Fences indented in list items are dedented; prose after unfenced code is left out, code is not."""
+    wrong = [
+        (answer, got) for answer, want in SHAPES if (got := extract_code(answer, entry_point="f")) != want
+    ]
+    assert wrong == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ def _joined(row: dict[str, Any], body: str) -> str:
     return f"A helper first:\n```python\n{helper}```\nthen the function:\n```python\n{main}```\n"
 
 
+def _in_list_item(row: dict[str, Any], body: str, indent: int) -> str:
+    """The fenced function inside a numbered list item, fence and code indented by ``indent``."""
+    block = textwrap.indent(f"```python\n{_function(row, body)}```\n", " " * indent)
+    return f"1. Implement it:\n\n{block}2. Run the tests.\n"
+
+
 def _cut(text: str, parses: Callable[[str], bool]) -> str:
     """``text`` cut off (as by ``max_tokens``) at the first point past its middle where it no
     longer parses."""
@@ -85,6 +92,10 @@ SHAPES: dict[str, Callable[[dict[str, Any], str], str]] = {
     "chat-untagged": lambda row, body: _chat(row, body, ""),
     "several-blocks": _several,
     "joined-blocks": _joined,
+    "list-item-3": lambda row, body: _in_list_item(row, body, 3),
+    "list-item-4": lambda row, body: _in_list_item(row, body, 4),
+    "unfenced-then-prose": lambda row, body: _function(row, body) + "\nThis runs in linear time.\n",
+    "completion-then-prose": lambda row, body: body + "\nThis walks the input once.\n",
 }
 
 TRUNCATED: dict[str, Callable[[dict[str, Any], str], str]] = {
