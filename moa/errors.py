@@ -10,7 +10,7 @@
     ├── ModelError                a model call failed after its retries and fallbacks
     │   ├── RateLimited           429 / quota; ``retry_after_s`` when the provider said
     │   ├── TimedOut               a call or a whole run passed its time limit
-    │   ├── ProviderError         5xx, connection reset, unavailable
+    │   ├── ProviderError         5xx, connection reset, unavailable; ``retry_after_s`` as above
     │   ├── MalformedReply        a reply that could not be parsed (bad JSON, no choices, bad plan)
     │   └── RequestRejected       4xx that will not change on retry (bad request, auth, not found)
     ├── BudgetExceeded            a call was not made because its worst case would pass the budget
@@ -142,7 +142,12 @@ class TimedOut(ModelError):
 
 
 class ProviderError(ModelError):
-    """A 5xx reply, a reset connection or an unavailable endpoint."""
+    """A 5xx reply, a reset connection or an unavailable endpoint; ``retry_after_s`` when a 5xx
+    said how long to wait (a 503 with ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after_s = retry_after_s
 
 
 class MalformedReply(ModelError):

@@ -21,8 +21,9 @@ def error_for_status(
     headers: Mapping[str, str] | None = None,
     secrets: Sequence[str | None] = (),
 ) -> ModelError:
-    """The moa error for an HTTP status: 429 -> RateLimited (with Retry-After), 408 -> TimedOut,
-    other 4xx -> RequestRejected (not retried), 5xx and unknown -> ProviderError.
+    """The moa error for an HTTP status: 429 -> RateLimited, 408 -> TimedOut, other 4xx ->
+    RequestRejected (not retried), 5xx and unknown -> ProviderError. A 429 or a 5xx carries the
+    server's Retry-After as ``retry_after_s``.
 
     ``secrets`` are the keys the request carried: a provider that echoes one (``Incorrect API key
     provided: ...``) would otherwise put it in every record, store and reply this message reaches,
@@ -31,11 +32,17 @@ def error_for_status(
     text = scrub_clip(" ".join(message[:65536].split()), 500, secrets) or f"HTTP {status}"
     kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}
     if status == 429:
-        retry_after = retry_after_from_headers(headers) if headers is not None else None
-        return RateLimited(f"rate limited (429): {text}", retry_after_s=retry_after, **kw)
+        return RateLimited(f"rate limited (429): {text}", retry_after_s=_retry_after(headers), **kw)
     if status == 408:
         return TimedOut(f"provider timed out (408): {text}", **kw)  # type: ignore[arg-type]
     if status is not None and 400 <= status < 500:
         return RequestRejected(f"request rejected ({status}): {text}", **kw)  # type: ignore[arg-type]
     label = f"provider error ({status})" if status else "provider error"
-    return ProviderError(f"{label}: {text}", **kw)  # type: ignore[arg-type]
+    # a 503 says when the server will be back as often as a 429 does (RFC 9110 §10.2.3): a retry
+    # sooner meets the same overload and spends an attempt of the budget
+    retry_after = _retry_after(headers) if status is not None and status >= 500 else None
+    return ProviderError(f"{label}: {text}", retry_after_s=retry_after, **kw)
+
+
+def _retry_after(headers: Mapping[str, str] | None) -> float | None:
+    return retry_after_from_headers(headers) if headers is not None else None
