@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import json
 from typing import Any
 
 import pytest
@@ -67,3 +68,48 @@ async def test_a_503s_retry_after_is_waited_before_the_retry(transport: str) -> 
         first, second = srv.arrivals
     assert r.output == "four" and r.calls[0].attempts == 2
     assert second - first >= 1.0
+
+
+# -- a connection dropped before the reply is whole ---------------------------------------------------
+
+
+_HALF_A_REPLY = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    b'{"choices": [{"message": {"content": "fo'
+)
+
+
+@pytest.mark.parametrize("reply", [b"", _HALF_A_REPLY], ids=["closed-unanswered", "closed-mid-body"])
+async def test_a_dropped_connection_over_litellm_is_unknown_usage(reply: bytes) -> None:
+    """A connection closed after the request arrived is a 'connection failed' with no status, as on
+    the direct path: unknown usage, whose worst case the budget keeps. litellm calls it a 500,
+    which was booked as a known $0."""
+    budget = moa.Budget(10.0)
+    async with raw_server(reply) as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(moa.ProviderError, match="connection failed") as info:
+            await single(srv.base_url, "litellm", max_tokens=100).run("hi", runner=rt)
+    assert info.value.status_code is None and "\n" not in str(info.value)
+    call = info.value.calls[0]
+    assert [a.usage for a in call.attempt_log] == [None] and call.unknown_usage_attempts == 1
+    assert budget.spent_usd == pytest.approx(call.cost_usd_max) and call.cost_usd_max > 0
+
+
+# -- a 2xx litellm cannot read ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({**_OK, "usage": {"prompt_tokens": "abc", "completion_tokens": 1}}).encode(),
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["usage-of-the-wrong-type", "nested-past-the-recursion-limit"],
+)
+async def test_an_unreadable_2xx_over_litellm_is_malformed(body: bytes) -> None:
+    """litellm reports a 200 it cannot read as a 500; it is a MalformedReply of unknown usage (the
+    provider answered and may bill it), in one line, not a free HTTP error."""
+    async with raw_server(http(200, body)) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.MalformedReply) as info:
+            await single(srv.base_url, "litellm", max_tokens=50).run("hi", runner=rt)
+    assert "\n" not in str(info.value) and info.value.node == "answer"
+    assert info.value.calls[0].attempt_log[0].usage is None

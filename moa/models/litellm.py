@@ -50,16 +50,61 @@ def _keyless_ok(model: str) -> bool:
     return speaks_openai(model)
 
 
-def _caused_by_bad_json(e: BaseException) -> bool:
-    """litellm reports an unparsable 200 as a 500; the JSON error underneath tells the truth."""
+def _chain(e: BaseException) -> list[BaseException]:
+    """``e`` and everything underneath it: ``__cause__``, ``__context__``, and the
+    ``original_exception`` litellm keeps when it re-raises a stream that failed mid-way (there the
+    Python chain holds only a ``StopAsyncIteration``)."""
     seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, json.JSONDecodeError):
-            return True
+    out: list[BaseException] = []
+    todo: list[BaseException] = [e]
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
         seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
+        out.append(cur)
+        for below in (cur.__cause__, cur.__context__, getattr(cur, "original_exception", None)):
+            if isinstance(below, BaseException):
+                todo.append(below)
+    return out
+
+
+def _no_answer(chain: Sequence[BaseException]) -> type[ModelError] | None:
+    """TimedOut or ProviderError when the provider's answer never fully arrived, else None.
+
+    litellm wraps a reset connection, a timeout of its client or a stream cut mid-way into a 500
+    (``InternalServerError``, ``MidStreamFallbackError``); taken at its word, that 500 is an HTTP
+    status, and an HTTP status is booked as a known $0, whereas the request had reached a provider
+    that may bill it. A chain with a real HTTP status in it (``httpx.HTTPStatusError``: a reply
+    was read) is left to its status."""
+    import aiohttp
+    import httpx
+    import openai
+
+    if any(isinstance(x, httpx.HTTPStatusError) for x in chain):
+        return None
+    timeouts = (openai.APITimeoutError, httpx.TimeoutException, TimeoutError)
+    if any(isinstance(x, timeouts) for x in chain):
+        return TimedOut
+    transport = (openai.APIConnectionError, httpx.TransportError, aiohttp.ClientError, OSError)
+    if any(isinstance(x, transport) for x in chain):
+        return ProviderError
+    return None
+
+
+def _unreadable(chain: Sequence[BaseException], status: object) -> bool:
+    """litellm reports a 2xx it could not read as a 500; the error underneath tells the truth: bad
+    JSON, JSON nested past the recursion limit, or fields of the wrong type (pydantic's
+    ValidationError, a ValueError)."""
+    if any(isinstance(x, json.JSONDecodeError) for x in chain):
+        return True
+    if status not in (None, 500):  # a 4xx made of a ValueError of litellm's own stays a 4xx
+        return False
+    import httpx
+
+    if any(isinstance(x, httpx.HTTPStatusError) for x in chain):
+        return False
+    return any(isinstance(x, (RecursionError, ValueError)) for x in chain)
 
 
 def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
@@ -75,14 +120,22 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     # litellm's messages quote the provider's body (a 401 may echo the key) and at times the request;
     # cut to a bound, as an HTML error page can be megabytes
     raw = str(getattr(e, "message", None) or e).removeprefix("litellm.")
-    message = scrub_clip(raw, 8192, (request.api_key, *secrets))
+    # one line: litellm pastes whole tracebacks into some messages
+    message = scrub_clip(" ".join(raw.split()), 8192, (request.api_key, *secrets))
     if isinstance(e, litellm.Timeout):
         return TimedOut(f"timed out: {message}", model=model, node=node or None)
     if isinstance(e, litellm.APIConnectionError):
         return ProviderError(f"connection failed: {message}", model=model, node=node or None)
-    if _caused_by_bad_json(e):
-        return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
+    chain = _chain(e)
+    # no status_code on either: the attempt counts as unknown usage, its worst case kept
+    failed = _no_answer(chain)
+    if failed is TimedOut:
+        return TimedOut(f"timed out: {message}", model=model, node=node or None)
+    if failed is ProviderError:
+        return ProviderError(f"connection failed: {message}", model=model, node=node or None)
     status = getattr(e, "status_code", None)
+    if _unreadable(chain, status):
+        return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     response = getattr(e, "response", None)
     headers = getattr(e, "litellm_response_headers", None) or getattr(response, "headers", None)
     if isinstance(e, (litellm.APIResponseValidationError, ValueError, KeyError, TypeError)) and not status:
