@@ -94,6 +94,36 @@ async def test_a_dropped_connection_over_litellm_is_unknown_usage(reply: bytes) 
     assert budget.spent_usd == pytest.approx(call.cost_usd_max) and call.cost_usd_max > 0
 
 
+# -- a reply without usage ----------------------------------------------------------------------------
+
+
+def _without_usage(usage: Any) -> bytes:
+    reply = {k: v for k, v in _OK.items() if k != "usage"}
+    reply["choices"] = [{"index": 0, "message": {"content": "word " * 200}, "finish_reason": "stop"}]
+    if usage is not None:
+        reply["usage"] = usage
+    return http(200, reply)
+
+
+_ZEROS = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+# the direct path already estimated an absent usage; zeros were taken at their word on both
+@pytest.mark.parametrize(
+    ("transport", "usage"),
+    [("litellm", None), ("litellm", {}), ("litellm", _ZEROS), ("openai-http", _ZEROS)],
+    ids=["litellm-absent", "litellm-empty", "litellm-zeros", "direct-zeros"],
+)
+async def test_a_reply_without_usage_is_estimated_not_free(transport: str, usage: Any) -> None:
+    """A 200 whose usage is absent, empty or all zeros is charged an estimate of its tokens, on both
+    transports, never the $0 litellm's zero-filled usage once gave."""
+    async with raw_server(_without_usage(usage)) as srv, moa.Runner() as rt:
+        r = await single(srv.base_url, transport, max_tokens=500).run("write two hundred words", runner=rt)
+    call = r.calls[0]
+    assert 100 <= call.usage.completion_tokens <= 500 and call.usage.prompt_tokens > 0
+    assert call.cost_usd > 0 and not call.usage_suspect
+
+
 # -- a 2xx litellm cannot read ------------------------------------------------------------------------
 
 

@@ -257,8 +257,7 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         raise MalformedReply(
             "malformed reply: no message content", model=request.model, node=request.node or None
         )
-    u = getattr(resp, "usage", None)
-    usage = Usage(int(getattr(u, "prompt_tokens", 0) or 0), int(getattr(u, "completion_tokens", 0) or 0))
+    usage = _reported(getattr(resp, "usage", None)) or _estimate(request, str(text))
     return ModelReply(
         str(text), usage, str(getattr(resp, "model", "") or ""), getattr(choices[0], "finish_reason", None)
     )
@@ -271,9 +270,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
     model = ""
     async for chunk in stream:
         model = str(getattr(chunk, "model", "") or model)
-        u = getattr(chunk, "usage", None)
-        if u is not None and getattr(u, "prompt_tokens", None) is not None:
-            usage = Usage(int(u.prompt_tokens or 0), int(u.completion_tokens or 0))
+        usage = _reported(getattr(chunk, "usage", None)) or usage
         for choice in getattr(chunk, "choices", None) or []:
             delta = getattr(choice, "delta", None)
             piece = getattr(delta, "content", None)
@@ -282,8 +279,22 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 on_token(piece)
             finish = getattr(choice, "finish_reason", None) or finish
     text = "".join(parts)
-    if usage is None:
-        litellm = import_litellm()
-        prompt = litellm.token_counter(model=request.model, messages=[dict(m) for m in request.messages])
-        usage = Usage(int(prompt), int(litellm.token_counter(model=request.model, text=text)))
-    return ModelReply(text, usage, model, finish)
+    return ModelReply(text, usage or _estimate(request, text), model, finish)
+
+
+def _reported(u: Any) -> Usage | None:
+    """The usage a provider reported, or None when it reported none. litellm fills a missing usage
+    with zeros, and no request is answered with zero prompt tokens: zeros mean "not reported"."""
+    prompt = getattr(u, "prompt_tokens", None) if u is not None else None
+    completion = getattr(u, "completion_tokens", None) if u is not None else None
+    if not prompt and not completion:
+        return None
+    return Usage(int(prompt or 0), int(completion or 0))
+
+
+def _estimate(request: ModelRequest, text: str) -> Usage:
+    """Usage counted by litellm's tokenizer for the model, when the provider reported none: the
+    request reached it and produced ``text``, so $0 would be the one figure surely wrong."""
+    litellm = import_litellm()
+    prompt = litellm.token_counter(model=request.model, messages=[dict(m) for m in request.messages])
+    return Usage(int(prompt), int(litellm.token_counter(model=request.model, text=text)))

@@ -3,9 +3,9 @@ headers, a reply read into a ``ModelReply``, a server-sent event stream decoded,
 status turned into moa's error. Both clients of the direct path (aiohttp for the network, httpx for
 a given transport) speak it through here, so they fail and count usage identically.
 
-When the server reports no usage (some streaming servers ignore ``stream_options``), usage is
-estimated as UTF-8 bytes / 4 of the messages (prompt) and of the text (completion); nothing else
-marks the record as estimated.
+When the server reports no usage (some streaming servers ignore ``stream_options``; some report
+zeros), usage is estimated as UTF-8 bytes / 4 of the messages (prompt) and of the text
+(completion); nothing else marks the record as estimated.
 """
 
 from __future__ import annotations
@@ -125,9 +125,12 @@ def _estimate_usage(request: ModelRequest, text: str) -> Usage:
 
 
 def _usage(u: Any) -> Usage | None:
+    """The usage the server reported, or None for none: absent, or zero tokens (no request is
+    answered with zero prompt tokens, so zeros are a server's placeholder, not a count)."""
     if not isinstance(u, dict) or u.get("prompt_tokens") is None:
         return None
-    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+    return usage if usage.prompt_tokens or usage.completion_tokens else None
 
 
 def _error_message(body: bytes) -> str:
