@@ -605,10 +605,20 @@ async def test_stream_lines_split_anywhere_and_any_line_ending() -> None:
         assert (got, reply.text, reply.usage) == (["hel", "lo"], "hello", moa.Usage(3, 2)), cut
 
 
-async def test_stream_without_done_ends_with_the_body() -> None:
-    """A stream that ends without [DONE] (its last line unterminated) still yields its text."""
-    reply = await consume_sse(_chunks(_event("a") + b"\n\n" + _event("b")), _request("x"), lambda _t: None)
-    assert reply.text == "ab"
+async def test_stream_without_done_after_its_finish_reason_ends_with_the_body() -> None:
+    """A stream that ends without [DONE] (its last line unterminated) but after a finish_reason
+    yields its text: the answer said it was whole."""
+    tail = _event("b", choices=[{"delta": {"content": "b"}, "finish_reason": "stop"}])
+    reply = await consume_sse(_chunks(_event("a") + b"\n\n" + tail), _request("x"), lambda _t: None)
+    assert (reply.text, reply.finish_reason) == ("ab", "stop")
+
+
+async def test_stream_cut_before_done_and_finish_reason_is_malformed() -> None:
+    """A body that ends after some deltas, with neither [DONE] nor a finish_reason, is a cut
+    answer: MalformedReply naming node and model, not the truncated text as a success."""
+    with pytest.raises(MalformedReply, match="ended before \\[DONE\\]") as info:
+        await consume_sse(_chunks(_event("a") + b"\n\n" + _event("b")), _request("x"), lambda _t: None)
+    assert (info.value.node, info.value.model) == ("n", "openai/m")
 
 
 async def test_a_stream_line_without_end_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 import moa
 from moa.topology.loader import load_data
-from tests.rawhttp import http, raw_server
+from tests.rawhttp import chunked, http, raw_server, sse_delta, sse_head
 
 TRANSPORTS = ("openai-http", "litellm")
 _OK = {
@@ -143,3 +143,40 @@ async def test_an_unreadable_2xx_over_litellm_is_malformed(body: bytes) -> None:
             await single(srv.base_url, "litellm", max_tokens=50).run("hi", runner=rt)
     assert "\n" not in str(info.value) and info.value.node == "answer"
     assert info.value.calls[0].attempt_log[0].usage is None
+
+
+# -- a stream that stops before its end ---------------------------------------------------------------
+
+
+_TWO_DELTAS = sse_delta("The answer is ") + sse_delta("1")
+_CUT_STREAMS = {
+    # the server ends a chunked body cleanly after two deltas: no finish_reason, no [DONE]
+    "chunked-clean-end": sse_head(True) + chunked(_TWO_DELTAS) + b"0\r\n\r\n",
+    # the body is delimited by the connection, which closes after two deltas (the server died)
+    "close-delimited": sse_head(False) + _TWO_DELTAS,
+    # the chunked body stops mid-way: the connection closes before its last chunk
+    "chunked-abrupt-close": sse_head(True) + chunked(_TWO_DELTAS),
+}
+
+
+# the direct path already failed an abruptly closed chunked body as 'connection failed'
+@pytest.mark.parametrize(
+    ("transport", "stream"),
+    [(t, s) for t in TRANSPORTS for s in _CUT_STREAMS if (t, s) != ("openai-http", "chunked-abrupt-close")],
+)
+async def test_a_stream_cut_before_its_end_is_unknown_usage_not_an_answer(
+    transport: str, stream: str
+) -> None:
+    """A stream that stops after some deltas, without [DONE] or a finish_reason, fails in one line
+    with no status: the cut text is not the answer, and its worst case stays on the budget."""
+    budget = moa.Budget(10.0)
+    async with raw_server(_CUT_STREAMS[stream]) as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(moa.ModelError) as info:
+            await rt.run(
+                single(srv.base_url, transport, max_tokens=50), "what is 12*12?", on_token=lambda _t: None
+            )
+    assert info.value.status_code is None and "\n" not in str(info.value)
+    call = info.value.calls[0]
+    assert [a.usage for a in call.attempt_log] == [None] and budget.spent_usd == pytest.approx(
+        call.cost_usd_max
+    )

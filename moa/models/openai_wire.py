@@ -223,9 +223,15 @@ class _Stream:
             self.finish = choice.get("finish_reason") or self.finish
         return False
 
-    def reply(self) -> ModelReply:
+    def reply(self, done: bool) -> ModelReply:
+        """The reply once the body ended; ``done`` when it ended with ``[DONE]``."""
         if not self.events:
             raise _malformed("the stream carried no events", self.request)
+        if not done and self.finish is None:
+            # a server that dies mid-answer, or a proxy that cuts it, ends a close-delimited or
+            # chunked body as cleanly as a finished one: only [DONE] or a finish_reason says the
+            # answer is whole, and a cut one must not pass for an answer
+            raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
         return ModelReply(text, self.usage or _estimate_usage(self.request, text), self.model, self.finish)
 
@@ -234,6 +240,7 @@ async def consume_sse(
     chunks: AsyncIterator[bytes], request: ModelRequest, on_token: TokenCallback
 ) -> ModelReply:
     """A 2xx streamed reply: ``on_token`` with each text delta, the joined text, the last usage.
+    A body that ends before ``[DONE]`` and without a ``finish_reason`` was cut: MalformedReply.
 
     Lines split on CR, LF or CRLF; a CRLF cut between two chunks makes one extra empty line, which
     SSE reads as a separator like the one before it."""
@@ -261,7 +268,5 @@ async def consume_sse(
             size = len(last)
         for line in lines:
             if stream.line(line):
-                return stream.reply()
-    if pending:
-        stream.line(b"".join(pending))
-    return stream.reply()
+                return stream.reply(done=True)
+    return stream.reply(done=bool(pending) and stream.line(b"".join(pending)))
