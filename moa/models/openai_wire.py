@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -124,20 +125,66 @@ def _estimate_usage(request: ModelRequest, text: str) -> Usage:
     return Usage(prompt, len(text.encode()) // 4)
 
 
-def _usage(u: Any) -> Usage | None:
+def _usage(u: Any, request: ModelRequest) -> Usage | None:
     """The usage the server reported, or None for none: absent, or zero tokens (no request is
-    answered with zero prompt tokens, so zeros are a server's placeholder, not a count)."""
-    if not isinstance(u, dict) or u.get("prompt_tokens") is None:
+    answered with zero prompt tokens, so zeros are a server's placeholder, not a count).
+
+    A count that is not a whole number (text, a list, NaN, infinity, 2.5) is MalformedReply: the
+    server's accounting cannot be read, so the attempt is unknown usage and the budget keeps its
+    worst case. A negative whole number passes, for the attempt's suspect-usage clamp to charge."""
+    if u is None:
         return None
-    usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
-    return usage if usage.prompt_tokens or usage.completion_tokens else None
+    if not isinstance(u, dict):
+        raise _malformed(f"usage is {_kind(u)}, not an object", request)
+    if u.get("prompt_tokens") is None:
+        return None
+    prompt = _count(u["prompt_tokens"], "prompt_tokens", request)
+    completion = _count(u.get("completion_tokens") or 0, "completion_tokens", request)
+    return Usage(prompt, completion) if prompt or completion else None
+
+
+def _count(value: Any, name: str, request: ModelRequest) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    shown = scrub_clip(repr(value), 40, (request.api_key,))
+    raise _malformed(f"usage.{name} is {shown}, not a token count", request)
+
+
+_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _text(content: Any, request: ModelRequest) -> str:
+    """A message's or a delta's content: a string, or a list of parts whose ``text`` parts are
+    joined (the shape OpenAI's API also accepts and some servers answer in). Anything else is
+    MalformedReply: ``str()`` of it would hand a Python repr on as the model's answer."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts: list[str] = []
+        for part in content:
+            if not isinstance(part, dict):
+                raise _malformed(f"a content part is {_kind(part)}, not an object", request)
+            if part.get("type") == "text":
+                if not isinstance(part.get("text"), str):
+                    raise _malformed("a text part of the content has no text", request)
+                texts.append(part["text"])
+        if content and not texts:
+            raise _malformed("the content has no text part", request)
+        return "".join(texts)
+    raise _malformed(f"the content is {_kind(content)}, not text", request)
 
 
 def _error_message(body: bytes) -> str:
     """The server's ``error.message`` when the body is OpenAI-shaped, else the body's text."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return body.decode("utf-8", "replace")
     if isinstance(data, dict):
         err = data.get("error")
@@ -157,8 +204,17 @@ def _malformed(why: str, request: ModelRequest) -> MalformedReply:
 def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     """A whole (non-streamed) 2xx reply."""
     try:
+        return _parse_reply(content, request)
+    except (ValueError, TypeError, OverflowError) as e:
+        # a reply shape the checks below missed: the clients read a ValueError as a refused
+        # request ("connection failed"), which a 2xx that arrived is not
+        raise _malformed(f"{type(e).__name__}: {e}", request) from e
+
+
+def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
+    try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested past the interpreter's limit
         snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, (request.api_key,))
         raise _malformed(f"not JSON: {snippet!r}", request) from None
     if not isinstance(data, dict):
@@ -167,12 +223,17 @@ def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise _malformed("no choices", request)
     message = choices[0].get("message")
-    text = message.get("content") if isinstance(message, dict) else None
-    if text is None:
+    body = message.get("content") if isinstance(message, dict) else None
+    if body is None:
         raise _malformed("no message content", request)
-    text = str(text)
-    usage = _usage(data.get("usage")) or _estimate_usage(request, text)
-    return ModelReply(text, usage, str(data.get("model") or ""), choices[0].get("finish_reason"))
+    text = _text(body, request)
+    usage = _usage(data.get("usage"), request) or _estimate_usage(request, text)
+    return ModelReply(text, usage, str(data.get("model") or ""), _finish(choices[0]))
+
+
+def _finish(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else None
 
 
 class _Stream:
@@ -199,7 +260,7 @@ class _Stream:
         request = self.request
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, (request.api_key,))
             raise _malformed(f"stream event is not JSON: {snippet!r}", request) from None
         if not isinstance(chunk, dict):
@@ -211,16 +272,20 @@ class _Stream:
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
         self.model = str(chunk.get("model") or self.model)
-        self.usage = _usage(chunk.get("usage")) or self.usage
-        for choice in chunk.get("choices") or ():
+        self.usage = _usage(chunk.get("usage"), request) or self.usage
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise _malformed("stream event's choices are not a list", request)
+        for choice in choices:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta")
-            piece = delta.get("content") if isinstance(delta, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            piece = _text(content, request) if content is not None else ""
             if piece:
                 self.parts.append(piece)
                 self.on_token(piece)
-            self.finish = choice.get("finish_reason") or self.finish
+            self.finish = _finish(choice) or self.finish
         return False
 
     def reply(self, done: bool) -> ModelReply:
