@@ -5,13 +5,16 @@ as the answer it carries or fails as one MalformedReply line, never as a Python 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 import moa
 from moa.errors import MalformedReply
+from moa.models import openai_wire
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
 from tests.rawhttp import chunked, http, raw_server, sse_delta, sse_head
@@ -142,3 +145,55 @@ async def test_a_stream_event_of_the_wrong_shape_is_malformed(
     async with raw_server(body + b"0\r\n\r\n") as srv:
         with pytest.raises(MalformedReply, match=why):
             await model.complete(_request(srv.base_url), lambda _t: None)
+
+
+# -- bodies too large to hold ------------------------------------------------------------------------
+
+
+def _large_reply() -> dict[str, Any]:
+    return _reply("a" * 5000, _USAGE)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_a_reply_past_max_reply_bytes_is_malformed(
+    model: OpenAIHTTPModel, monkeypatch: pytest.MonkeyPatch, framing: str
+) -> None:
+    """A non-streamed reply larger than MAX_REPLY_BYTES is MalformedReply, refused from its
+    Content-Length or cut once the chunks pass the bound, not read whole into memory."""
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1000)
+    data = json.dumps(_large_reply()).encode()
+    if framing == "content-length":
+        raw, why = http(200, data), "declares \\d+ bytes, more than 1000"
+    else:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        raw, why = (
+            head + b"".join(chunked(data[i : i + 400]) for i in range(0, len(data), 400)),
+            "passed 1000",
+        )
+    async with raw_server(raw + b"0\r\n\r\n" if framing == "chunked" else raw) as srv:
+        with pytest.raises(MalformedReply, match=why):
+            await model.complete(_request(srv.base_url))
+
+
+async def test_a_reply_past_max_reply_bytes_is_malformed_over_a_given_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The httpx client (a given transport) keeps the same bound."""
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1000)
+    m = OpenAIHTTPModel(transport=httpx.MockTransport(lambda r: httpx.Response(200, json=_large_reply())))
+    with pytest.raises(MalformedReply, match="passed 1000 bytes"):
+        await m.complete(_request("http://sim.test/v1"))
+    await m.aclose()
+
+
+async def test_an_error_reply_is_read_only_up_to_max_error_bytes(
+    model: OpenAIHTTPModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of an error reply only the first MAX_ERROR_BYTES are read (its message is cut to 500
+    characters anyway): here the JSON is cut, so the message is the start of the raw body."""
+    monkeypatch.setattr(openai_wire, "MAX_ERROR_BYTES", 100)
+    body = json.dumps({"error": {"message": "overloaded " + "x" * 5000}}).encode()
+    async with raw_server(http(500, body)) as srv:
+        with pytest.raises(moa.ProviderError, match=r'provider error \(500\): \{"error"') as info:
+            await model.complete(_request(srv.base_url))
+    assert "x" * 100 not in str(info.value)

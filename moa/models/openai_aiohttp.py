@@ -24,6 +24,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from moa.errors import ModelError, TimedOut
+from moa.models import openai_wire
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
     CONNECT_TIMEOUT_S,
@@ -32,6 +33,8 @@ from moa.models.openai_wire import (
     endpoint,
     headers_for,
     parse_reply,
+    read_error_body,
+    read_reply_body,
     status_error,
 )
 
@@ -86,6 +89,15 @@ async def _close_with_loop(session: aiohttp.ClientSession) -> AsyncGenerator[Non
         await session.close()
 
 
+async def _read_reply(resp: aiohttp.ClientResponse, request: ModelRequest) -> bytes:
+    declared = resp.content_length
+    if resp.headers.get("content-encoding"):
+        declared = None  # the length of the compressed body: a small gzip may inflate to gigabytes
+    elif declared is not None and declared <= openai_wire.MAX_REPLY_BYTES:
+        return await resp.read()  # aiohttp reads no more than the length it was told
+    return await read_reply_body(resp.content.iter_any(), declared, request)
+
+
 class AiohttpClient:
     """One event loop's session: at most ``max_connections`` sockets, kept alive
     ``keepalive_expiry_s``."""
@@ -125,9 +137,10 @@ class AiohttpClient:
             )
             try:
                 if not 200 <= resp.status < 300:
-                    raise status_error(resp.status, await resp.read(), resp.headers, request)
+                    body = await read_error_body(resp.content.iter_any())
+                    raise status_error(resp.status, body, resp.headers, request)
                 if on_token is None:
-                    return parse_reply(await resp.read(), request)
+                    return parse_reply(await _read_reply(resp, request), request)
                 return await consume_sse(resp.content.iter_any(), request, on_token)
             finally:
                 # after a whole read the connection is back in the pool already; a reply left half

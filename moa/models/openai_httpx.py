@@ -21,6 +21,8 @@ from moa.models.openai_wire import (
     endpoint,
     headers_for,
     parse_reply,
+    read_error_body,
+    read_reply_body,
     status_error,
 )
 
@@ -65,14 +67,13 @@ class HttpxClient:
         timeout = _timeout(request.timeout_s, self._pool_timeout_s)
         client = self._client
         try:
-            if on_token is None:
-                resp = await client.post(url, content=body, headers=headers, timeout=timeout)
-                if not 200 <= resp.status_code < 300:
-                    raise status_error(resp.status_code, resp.content, resp.headers, request)
-                return parse_reply(resp.content, request)
             async with client.stream("POST", url, content=body, headers=headers, timeout=timeout) as resp:
                 if not 200 <= resp.status_code < 300:
-                    raise status_error(resp.status_code, await resp.aread(), resp.headers, request)
+                    error_body = await read_error_body(resp.aiter_bytes())
+                    raise status_error(resp.status_code, error_body, resp.headers, request)
+                if on_token is None:
+                    content = await read_reply_body(resp.aiter_bytes(), None, request)
+                    return parse_reply(content, request)
                 return await consume_sse(resp.aiter_bytes(), request, on_token)
         except ModelError:
             raise

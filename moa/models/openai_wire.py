@@ -26,13 +26,17 @@ from moa.scrub import scrub_clip
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "DEFAULT_API_BASE",
+    "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
+    "MAX_REPLY_BYTES",
     "connection_failed",
     "consume_sse",
     "encode_body",
     "endpoint",
     "headers_for",
     "parse_reply",
+    "read_error_body",
+    "read_reply_body",
     "status_error",
     "wire_model_name",
 ]
@@ -47,6 +51,13 @@ CONNECT_TIMEOUT_S = 30.0
 #: the longest stream line read before the stream counts as malformed: a server that never sends a
 #: newline would otherwise grow the buffer without end
 MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+#: the largest non-streamed reply read: more than any max_tokens produces (4M tokens of text), and
+#: a server that sends more would otherwise be held in memory whole
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+#: how much of an error reply is read: its message is cut to 500 characters anyway
+MAX_ERROR_BYTES = 64 * 1024
 
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json"}
 _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
@@ -118,6 +129,34 @@ def status_error(
         headers=headers,
         secrets=(request.api_key,),
     )
+
+
+async def read_reply_body(chunks: AsyncIterator[bytes], declared: int | None, request: ModelRequest) -> bytes:
+    """A 2xx body, read whole unless it passes ``MAX_REPLY_BYTES`` (MalformedReply: the server
+    answered, so the attempt is unknown usage); ``declared`` is its Content-Length, if any."""
+    limit = MAX_REPLY_BYTES
+    if declared is not None and declared > limit:
+        raise _malformed(f"the reply declares {declared} bytes, more than {limit}", request)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _malformed(f"the reply passed {limit} bytes", request)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_error_body(chunks: AsyncIterator[bytes]) -> bytes:
+    """The first ``MAX_ERROR_BYTES`` of an error reply: an HTML error page may be megabytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= MAX_ERROR_BYTES:
+            break
+    return b"".join(parts)[:MAX_ERROR_BYTES]
 
 
 def _estimate_usage(request: ModelRequest, text: str) -> Usage:
