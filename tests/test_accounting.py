@@ -206,7 +206,7 @@ async def test_a_timed_out_attempt_keeps_its_worst_case(transport: str) -> None:
     assert worst > 0 and budget.spent_usd == pytest.approx(rec.cost_usd_max)
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("client", ["aiohttp", "httpx", "litellm"])
 async def test_a_refused_connection_costs_nothing(client: str) -> None:
     """No connection, so no byte of the request left: each attempt is known usage of zero and the
     budget keeps nothing (each had kept its worst case, so a down endpoint drained a shared budget
@@ -214,9 +214,10 @@ async def test_a_refused_connection_costs_nothing(client: str) -> None:
     with socket.socket() as bound:  # bound, never listening: connections to it are refused
         bound.bind(("127.0.0.1", 0))
         base = f"http://127.0.0.1:{bound.getsockname()[1]}/v1"
-        t = single(base, "m", "openai-http", max_tokens=100, retry={"max_attempts": 3, "backoff_base_s": 0})
+        transport = "litellm" if client == "litellm" else "openai-http"
+        t = single(base, "m", transport, max_tokens=100, retry={"max_attempts": 3, "backoff_base_s": 0})
         models = (
-            {} if client == "aiohttp" else {"openai/m": OpenAIHTTPModel(transport=httpx.AsyncHTTPTransport())}
+            {"openai/m": OpenAIHTTPModel(transport=httpx.AsyncHTTPTransport())} if client == "httpx" else {}
         )
         budget = moa.Budget(1.0)
         async with moa.Runner(models=models, budget=budget) as rt:

@@ -92,6 +92,17 @@ def _no_answer(chain: Sequence[BaseException]) -> type[ModelError] | None:
     return None
 
 
+def _never_connected(chain: Sequence[BaseException]) -> bool:
+    """Whether the failure was the connection itself (refused, unreachable, not made in time):
+    then no byte of the request left. moa turns litellm's and the openai client's own retries
+    off, so the one connection attempt in the chain is the only one there was."""
+    import aiohttp
+    import httpx
+
+    refused = (httpx.ConnectError, httpx.ConnectTimeout, aiohttp.ClientConnectorError, ConnectionRefusedError)
+    return any(isinstance(x, refused) for x in chain)
+
+
 def _unreadable(chain: Sequence[BaseException], status: object) -> bool:
     """litellm reports a 2xx it could not read as a 500; the error underneath tells the truth: bad
     JSON, JSON nested past the recursion limit, or fields of the wrong type (pydantic's
@@ -122,17 +133,23 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     raw = str(getattr(e, "message", None) or e).removeprefix("litellm.")
     # one line: litellm pastes whole tracebacks into some messages
     message = scrub_clip(" ".join(raw.split()), 8192, (request.api_key, *secrets))
-    if isinstance(e, litellm.Timeout):
-        return TimedOut(f"timed out: {message}", model=model, node=node or None)
-    if isinstance(e, litellm.APIConnectionError):
-        return ProviderError(f"connection failed: {message}", model=model, node=node or None)
     chain = _chain(e)
-    # no status_code on either: the attempt counts as unknown usage, its worst case kept
+    # no status_code on these: the attempt counts as unknown usage, its worst case kept, unless
+    # no connection was ever made
+    never = _never_connected(chain)
+    if isinstance(e, litellm.Timeout):
+        return TimedOut(f"timed out: {message}", model=model, node=node or None, never_sent=never)
+    if isinstance(e, litellm.APIConnectionError):
+        return ProviderError(
+            f"connection failed: {message}", model=model, node=node or None, never_sent=never
+        )
     failed = _no_answer(chain)
     if failed is TimedOut:
-        return TimedOut(f"timed out: {message}", model=model, node=node or None)
+        return TimedOut(f"timed out: {message}", model=model, node=node or None, never_sent=never)
     if failed is ProviderError:
-        return ProviderError(f"connection failed: {message}", model=model, node=node or None)
+        return ProviderError(
+            f"connection failed: {message}", model=model, node=node or None, never_sent=never
+        )
     status = getattr(e, "status_code", None)
     if _unreadable(chain, status):
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)

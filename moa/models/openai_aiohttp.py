@@ -122,6 +122,7 @@ class AiohttpClient:
         await self._closer.__anext__()
 
     async def send(self, request: ModelRequest, body: bytes, on_token: TokenCallback | None) -> ModelReply:
+        resp: aiohttp.ClientResponse | None = None
         try:
             route = self._routes.get(request.api_base)
             if route is None:
@@ -166,8 +167,8 @@ class AiohttpClient:
             ) from e
         except ValueError as e:
             # aiohttp refuses a header value with a control character (a key with a newline)
-            # before anything is sent
-            raise connection_failed(e, request, never_sent=True) from e
+            # before anything is sent; one raised once a reply came may follow a billed request
+            raise connection_failed(e, request, never_sent=resp is None) from e
         except (aiohttp.ClientError, OSError) as e:
             raise connection_failed(e, request) from e
 
