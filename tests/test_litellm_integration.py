@@ -269,3 +269,43 @@ async def test_a_send_reported_from_a_thread_reaches_the_loop_unless_its_attempt
     late.ended = True
     await asyncio.sleep(0)
     assert fired == [threading.get_ident()]
+
+
+_FIRST_CALL = """
+import asyncio, sys
+import moa
+from moa.models import litellm as moa_litellm
+from moa.testing.sim import SimModel, SimServer
+from moa.topology.loader import load_data
+
+assert "litellm" not in sys.modules, "litellm imported before the first call"
+
+
+async def main() -> None:
+    async with SimServer({"m": SimModel()}) as srv:
+        agent = {"model": "openai/m", "api_base": srv.base_url, "transport": "litellm"}
+        t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent}})
+        try:
+            await t.run("q", deadline_s=0.2)
+        except moa.TimedOut:
+            # the deadline fired while litellm was still importing: the import did not hold the loop
+            print("imported" if moa_litellm._litellm is not None else "still importing")
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_first_litellm_call_imports_it_off_the_event_loop() -> None:
+    """litellm's first import takes seconds (10 beside other work): made on the event loop, it held
+    every other call and the run's deadline (a 0.7 s deadline ended after 7 s). In a fresh process
+    a 0.2 s deadline now ends the run while the import is still going on in its thread."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    out = subprocess.run(
+        [sys.executable, "-c", _FIRST_CALL], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "still importing"

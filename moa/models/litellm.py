@@ -232,7 +232,9 @@ class LitellmModel:
         return kw
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
-        litellm = import_litellm()
+        # litellm's first import takes seconds: in a thread, so the loop keeps serving the run's
+        # other calls and its deadline (imported on the loop, a 0.7 s deadline ended after 7 s)
+        litellm = _litellm if _litellm is not None else await asyncio.to_thread(import_litellm)
         kw = self._kwargs(request)
         hook = None
         if request.on_sent is not None:
