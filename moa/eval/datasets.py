@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import keyword
 import logging
 import re
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -98,6 +99,12 @@ class Dataset:
 
 class _BadRow(Exception):
     """Internal: a row-level problem, turned into a ``BadRow`` or a ``DatasetError``."""
+
+
+def _shown(value: str, width: int = 40) -> str:
+    """``value`` quoted for a one-line message, cut to ``width`` characters."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 4] + "...'"
 
 
 def _opt_str(row: Mapping[str, Any], key: str, *, numbers: bool = False) -> str | None:
@@ -209,6 +216,11 @@ def _multiple(row: Mapping[str, Any], number: int) -> Item:
 
 def _humaneval(row: Mapping[str, Any], number: int) -> Item:
     prompt = _required_str(row, "prompt")
+    entry = _required_str(row, "entry_point")
+    # the test ends by calling check(<entry_point>): an empty or non-name entry point would make the
+    # harness skip check(), and then every answer passes
+    if not entry.isidentifier() or keyword.iskeyword(entry):
+        raise _BadRow(f"`entry_point` must be a Python function name, not {_shown(entry)}")
     meta: dict[str, Any] = {"prompt": prompt}
     if isinstance(row.get("canonical_solution"), str):
         meta["canonical_solution"] = row["canonical_solution"]
@@ -216,7 +228,7 @@ def _humaneval(row: Mapping[str, Any], number: int) -> Item:
         id=_required_str(row, "task_id"),
         input=prompt,
         test=_required_str(row, "test"),
-        entry_point=_required_str(row, "entry_point"),
+        entry_point=entry,
         meta=meta,
     )
 

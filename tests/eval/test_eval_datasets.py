@@ -139,3 +139,13 @@ def test_csv_with_multiline_cell_and_bad_row(tmp_path: Path) -> None:
     assert [i.id for i in ds.items] == ["a", "c"]
     assert ds.items[0].input == "two\nlines" and ds.items[0].tests == ["assert 1"]
     assert ds.bad_rows[0].line == 4
+
+
+@pytest.mark.parametrize("entry", ["", "  ", "def", "add(a)", "1f"])
+def test_humaneval_entry_point_must_be_a_function_name(tmp_path: Path, entry: str) -> None:
+    """A HumanEval row whose entry_point is not a Python name is a bad row naming its line and the field."""
+    good = {"task_id": "H/0", "prompt": "def f():\n", "test": "def check(c): pass", "entry_point": "f"}
+    path = _jsonl(tmp_path, [good, {**good, "task_id": "H/1", "entry_point": entry}], name="he.jsonl")
+    with pytest.raises(DatasetError, match=r"^he\.jsonl:2: `entry_point` must be a Python function name"):
+        load_dataset(path)
+    assert [i.id for i in load_dataset(path, on_bad_row="skip")] == ["H/0"]
