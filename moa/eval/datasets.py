@@ -238,7 +238,10 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     answer = _required_str(row, "answer")
     # the number after the last `####`; text after that line ("I am 95% sure.") is not the answer
     after = _GSM8K_ANSWER.findall(answer)
-    numbers = parse_numbers(after[-1]) if after else []
+    try:
+        numbers = parse_numbers(after[-1]) if after else []
+    except OverflowError:
+        raise _BadRow("`answer`: the number after `####` is too large for a float") from None
     if not numbers:
         raise _BadRow("`answer` has no `#### <number>` line")
     return Item(
@@ -377,8 +380,13 @@ def load_dataset(
                 item = _BUILDERS[kind](row, number)
                 if item.id in seen:
                     raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
-            except (_BadRow, ValueError) as e:
+            # what a row's values can raise while they are converted: ValueError (bad text, nesting
+            # past parse_json's bound, which also keeps RecursionError out) and ArithmeticError (a
+            # number too large for a float); anything else is a bug in moa and must show as one
+            except (_BadRow, ValueError, ArithmeticError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if isinstance(e, ArithmeticError):
+                    reason = f"a number out of range: {reason}"
                 if on_bad_row == "fail":
                     raise DatasetError(f"{name}:{number}: {reason}") from None
                 bad_rows.append(BadRow(number, reason))

@@ -149,3 +149,13 @@ def test_humaneval_entry_point_must_be_a_function_name(tmp_path: Path, entry: st
     with pytest.raises(DatasetError, match=r"^he\.jsonl:2: `entry_point` must be a Python function name"):
         load_dataset(path)
     assert [i.id for i in load_dataset(path, on_bad_row="skip")] == ["H/0"]
+
+
+def test_gsm8k_number_too_large_for_a_float_is_a_bad_row(tmp_path: Path) -> None:
+    """A GSM8K answer of 401 digits is a bad row naming its line, in fail and in skip mode."""
+    rows = [{"question": "q1", "answer": "x\n#### 18"}, {"question": "q2", "answer": "x\n#### 1" + "0" * 400}]
+    path = _jsonl(tmp_path, rows, name="g.jsonl")
+    with pytest.raises(DatasetError, match=r"^g\.jsonl:2: `answer`: the number after `####` is too large"):
+        load_dataset(path)
+    ds = load_dataset(path, on_bad_row="skip")
+    assert [i.target for i in ds] == ["18"] and [b.line for b in ds.bad_rows] == [2]
