@@ -20,7 +20,9 @@ import json
 import keyword
 import logging
 import re
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -305,29 +307,108 @@ def _jsonl_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | st
         yield number, row if isinstance(row, dict) else f"row is a JSON {type(row).__name__}, not an object"
 
 
+class _BadFile(Exception):
+    """Internal: a problem that spoils every row after it (a CSV header), fatal in both modes."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read cells of up to ``limit`` characters, for the duration of the block.
+
+    ``csv.field_size_limit`` is process-global and defaults to 128 KiB, so a long cell (a HumanEval
+    test, a document to summarise) escaped as ``_csv.Error``. It is raised only while one file is
+    parsed and then put back, never at import; the lock keeps two loads in threads from restoring
+    each other's value halfway through."""
+    with _CSV_LIMIT_LOCK:
+        previous = csv.field_size_limit(max(limit, csv.field_size_limit()))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+def _csv_problem(error: csv.Error, first: int, line: int) -> str:
+    """A one-line reason for a record the csv module refused, in the words of the file's author."""
+    text = str(error)
+    where = f" (line {line})" if line != first else ""
+    if text.startswith("unexpected end of data"):
+        return "a quoted cell is never closed: the rest of the file is inside it"
+    if text.startswith("new-line character seen in unquoted field"):
+        return f"a carriage return (\\r) outside a quoted cell{where}: end lines with \\n or \\r\\n"
+    if text.endswith("expected after '\"'"):
+        return f'text after the closing quote of a cell{where} (a quote inside a quoted cell is written "")'
+    return f"invalid CSV{where}: {text}"
+
+
+def _csv_records(texts: list[str]) -> list[tuple[int, int, list[str] | str]]:
+    """(first line, last line, cells or problem) per CSV record, parsed at once so that the csv
+    field limit is raised only for as long as this file takes."""
+    # strict: without it a quote left open swallows every later line into one cell, and when that
+    # is the last column the row still has the header's cell count and loads as a good row
+    reader = csv.reader(texts, strict=True)
+    records: list[tuple[int, int, list[str] | str]] = []
+    last = 0
+    # every cell is part of a file of at most DATASET_MAX_BYTES (a gzip file is capped below it),
+    # so this limit refuses nothing the dataset cap allowed
+    with _csv_field_limit(DATASET_MAX_BYTES):
+        while True:
+            first = last + 1
+            try:
+                cells: list[str] | str = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                cells = _csv_problem(e, first, reader.line_num)
+            last = reader.line_num
+            records.append((first, last, cells))
+    return records
+
+
 def _csv_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
     lines = list(_decoded_lines(raw))
     undecodable = {n for n, t in lines if t is None}
     texts = [(t if t is not None else "") + "\n" for _, t in lines]
-    reader = csv.reader(texts)
     header: list[str] | None = None
-    last = 0
-    for cells in reader:
-        first, last = last + 1, reader.line_num
+    for first, last, cells in _csv_records(texts):
         bad = sorted(undecodable & set(range(first, last + 1)))
-        if bad:
-            yield bad[0], "line is not valid UTF-8"
+        if bad or isinstance(cells, str):
+            line, problem = (bad[0], "line is not valid UTF-8") if bad else (first, str(cells))
+            if header is None:
+                raise _BadFile(line, f"CSV header: {problem}")
+            yield line, problem
             continue
         if not cells or all(not c.strip() for c in cells):
             continue
         if header is None:
             header = [c.strip() for c in cells]
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:
+                # a dict keeps the last of two same-named cells: the other would vanish unseen
+                raise _BadFile(first, f"CSV header repeats the column `{repeated[0]}`")
             continue
         if len(cells) != len(header):
             yield first, f"row has {len(cells)} cells, the header has {len(header)}"
             continue
         yield first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}
+
+
+def _fatal_as_error(
+    rows: Iterator[tuple[int, dict[str, Any] | str]], name: str
+) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """``rows``, with a problem that spoils the whole file raised as one ``DatasetError`` line."""
+    try:
+        yield from rows
+    except _BadFile as e:
+        raise DatasetError(f"{name}:{e.line}: {e.reason}") from None
 
 
 def load_dataset(
@@ -358,7 +439,7 @@ def load_dataset(
         lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
         is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
-        rows = _csv_rows(lines) if is_csv else _jsonl_rows(lines)
+        rows = _fatal_as_error(_csv_rows(lines) if is_csv else _jsonl_rows(lines), name)
         kind: _RowKind | None = None
         if format in ("jsonl", "csv"):
             kind = "generic"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,60 @@ def test_gsm8k_number_too_large_for_a_float_is_a_bad_row(tmp_path: Path) -> None
         load_dataset(path)
     ds = load_dataset(path, on_bad_row="skip")
     assert [i.target for i in ds] == ["18"] and [b.line for b in ds.bad_rows] == [2]
+
+
+def test_csv_cell_over_the_csv_module_default_limit_loads(tmp_path: Path) -> None:
+    """A 200,000-character CSV cell loads (the csv module's 128 KiB default is raised for the read only)."""
+    limit_before = csv.field_size_limit()
+    path = tmp_path / "data.csv"
+    path.write_text("id,input,target\nok1,2+2?,4\nhuge," + "x" * 200_000 + ",1\nok2,3+3?,6\n")
+    ds = load_dataset(path)
+    assert [(i.id, len(i.input)) for i in ds] == [("ok1", 4), ("huge", 200_000), ("ok2", 4)]
+    assert csv.field_size_limit() == limit_before
+
+
+@pytest.mark.parametrize(
+    ("record", "line", "reason"),
+    [
+        ('b,"open,x\nc,ok,y\n', 3, "a quoted cell is never closed"),
+        ('b,"q"x,y\nc,ok,y\n', 3, "text after the closing quote of a cell"),
+        ("b,q,y\rc,ok,y\n", 3, r"a carriage return (\r) outside a quoted cell"),
+    ],
+)
+def test_csv_record_the_csv_module_refuses_is_a_bad_row(
+    tmp_path: Path, record: str, line: int, reason: str
+) -> None:
+    """A CSV record the csv module refuses is a bad row naming its line, skippable, and never swallows later rows."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(("id,input,target\na,ok,x\n" + record).encode())
+    with pytest.raises(DatasetError, match=rf"^data\.csv:{line}: ") as info:
+        load_dataset(path)
+    assert reason in str(info.value)
+    ds = load_dataset(path, on_bad_row="skip")
+    assert [b.line for b in ds.bad_rows] == [line] and "a" in [i.id for i in ds]
+
+
+def test_csv_quote_left_open_in_the_last_column_is_not_a_good_row(tmp_path: Path) -> None:
+    """An open quote in the last column is a bad row, not a good row whose target swallowed the file."""
+    path = tmp_path / "data.csv"
+    path.write_text('id,input,target\na,q,"4\nb,q,5\nc,q,6\n')
+    with pytest.raises(DatasetError, match=r"^data\.csv:2: a quoted cell is never closed"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("id,input,input\na,q,r\n", "data.csv:1: CSV header repeats the column `input`"),
+        (
+            'id,"input\n',
+            "data.csv:1: CSV header: a quoted cell is never closed: the rest of the file is inside it",
+        ),
+    ],
+)
+def test_bad_csv_header_fails_in_skip_mode_too(tmp_path: Path, text: str, reason: str) -> None:
+    """A CSV header that spoils every row (a repeated column, an open quote) is one DatasetError even when skipping."""
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=rf"^{re.escape(reason)}$"):
+        load_dataset(path, on_bad_row="skip")
