@@ -16,11 +16,13 @@ records it in ``Dataset.bad_rows`` and logs it.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import keyword
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -146,16 +148,73 @@ def _required_str(row: Mapping[str, Any], key: str) -> str:
     return value
 
 
-def _detect(row: Mapping[str, Any]) -> _RowKind:
-    if {"name", "language", "prompt", "tests"} <= row.keys():
-        return "multiple"
-    if {"task_id", "prompt", "test", "entry_point"} <= row.keys():
-        return "humaneval"
-    if {"question", "answer"} <= row.keys() and "####" in str(row["answer"]):
-        return "gsm8k"
-    if {"question_id", "turns"} <= row.keys():
-        return "mtbench"
-    return "generic"
+#: the fields each layout's rows must have, in the order layouts are tried (MultiPL-E rows also
+#: have a `prompt`, so they come before HumanEval)
+_FIELDS: dict[_RowKind, tuple[str, ...]] = {
+    "multiple": ("name", "language", "prompt", "tests"),
+    "humaneval": ("task_id", "prompt", "test", "entry_point"),
+    "gsm8k": ("question", "answer"),
+    "mtbench": ("question_id", "turns"),
+    "generic": ("input",),
+}
+_LABELS: dict[_RowKind, str] = {
+    "multiple": "MultiPL-E",
+    "humaneval": "HumanEval",
+    "gsm8k": "GSM8K",
+    "mtbench": "MT-Bench",
+    "generic": "generic",
+}
+_FORCED: dict[str, _RowKind] = {
+    "jsonl": "generic",
+    "csv": "generic",
+    "humaneval": "humaneval",
+    "gsm8k": "gsm8k",
+    "mtbench": "mtbench",
+    "multiple": "multiple",
+}
+#: rows read to recognise the layout: enough that a few broken rows at the top cannot outvote it
+_SAMPLE_ROWS = 32
+
+
+def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
+    """The layout whose fields ``row`` has, or None when it has none's (it is broken, not evidence)."""
+    for kind, fields in _FIELDS.items():
+        if set(fields) <= row.keys():
+            # a generic row may carry question/answer as extra fields; only a `####` marks GSM8K then
+            if kind == "gsm8k" and "input" in row and "####" not in str(row["answer"]):
+                continue
+            return kind
+    return None
+
+
+def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:
+    """The layout of a file, read from its first rows: the one most rows have the fields of (a tie
+    goes to the specific layout); when no row has every field of one, the layout whose fields the
+    rows share most, if that is at least half of them; else generic."""
+    sample = list(rows)
+    votes = Counter(kind for row in sample if (kind := _layout_of(row)) is not None)
+    if votes:
+        return max(votes, key=lambda k: (votes[k], k != "generic"))
+    if not sample:
+        return "generic"
+    share = {
+        kind: sum(f in row for row in sample for f in fields) / (len(fields) * len(sample))
+        for kind, fields in _FIELDS.items()
+    }
+    best = max(share, key=lambda k: share[k])
+    return best if share[best] >= 0.5 else "generic"
+
+
+def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
+    """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
+    missing = [f for f in _FIELDS[kind] if row.get(f) is None]
+    if not missing:
+        return
+    have = ", ".join(f"`{f}`" for f in missing)
+    if kind == "generic":
+        raise _BadRow(f"row has no {have}")
+    need = ", ".join(f"`{f}`" for f in _FIELDS[kind])
+    raise _BadRow(f"row has no {have}: a {_LABELS[kind]} row needs {need}")
 
 
 def _generic(row: Mapping[str, Any], number: int) -> Item:
@@ -440,11 +499,13 @@ def load_dataset(
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
         is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
         rows = _fatal_as_error(_csv_rows(lines) if is_csv else _jsonl_rows(lines), name)
-        kind: _RowKind | None = None
-        if format in ("jsonl", "csv"):
-            kind = "generic"
-        elif format in ("humaneval", "gsm8k", "mtbench", "multiple"):
-            kind = format
+        kind = _FORCED.get(format, "generic")
+        if format == "auto":
+            # a file's layout is read from its first rows, not its first row alone: one broken row at
+            # the top must not make every good row below it unreadable
+            head = list(itertools.islice(rows, _SAMPLE_ROWS))
+            kind = _detect(row for _, row in head if not isinstance(row, str))
+            rows = itertools.chain(head, rows)
         wanted = set(categories) if categories is not None else None
         items: list[Item] = []
         bad_rows: list[BadRow] = []
@@ -456,8 +517,7 @@ def load_dataset(
             try:
                 if isinstance(row, str):
                     raise _BadRow(row)
-                if kind is None:
-                    kind = _detect(row)
+                _check_fields(kind, row)
                 item = _BUILDERS[kind](row, number)
                 if item.id in seen:
                     raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")

@@ -218,3 +218,51 @@ def test_bad_csv_header_fails_in_skip_mode_too(tmp_path: Path, text: str, reason
     path.write_text(text)
     with pytest.raises(DatasetError, match=rf"^{re.escape(reason)}$"):
         load_dataset(path, on_bad_row="skip")
+
+
+def test_gsm8k_file_whose_first_row_lacks_hashes_is_still_gsm8k(tmp_path: Path) -> None:
+    """A GSM8K file whose first row has no `####` loads the 5 good rows; the first is the only bad row."""
+    rows = [{"question": "bad", "answer": "no marker"}] + [
+        {"question": f"q{i}", "answer": f"work\n#### {i}"} for i in range(1, 6)
+    ]
+    path = _jsonl(tmp_path, rows, name="g.jsonl")
+    with pytest.raises(DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line$"):
+        load_dataset(path)
+    ds = load_dataset(path, on_bad_row="skip")
+    assert [i.target for i in ds] == ["1", "2", "3", "4", "5"] and [b.line for b in ds.bad_rows] == [1]
+
+
+def test_humaneval_file_whose_first_row_lacks_test_names_the_missing_field(tmp_path: Path) -> None:
+    """A HumanEval file whose first row has no `test` stays HumanEval; the error names the field it lacks."""
+    good = {"task_id": "H/1", "prompt": "def f():\n", "test": "def check(c): pass", "entry_point": "f"}
+    broken = {k: v for k, v in good.items() if k != "test"} | {"task_id": "H/0"}
+    path = _jsonl(tmp_path, [broken, good, {**good, "task_id": "H/2"}], name="he.jsonl")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == (
+        "he.jsonl:1: row has no `test`: a HumanEval row needs `task_id`, `prompt`, `test`, `entry_point`"
+    )
+    assert [i.id for i in load_dataset(path, on_bad_row="skip")] == ["H/1", "H/2"]
+
+
+def test_layout_is_recognised_when_no_row_is_whole(tmp_path: Path) -> None:
+    """Rows that all lack one HumanEval field are read as HumanEval (most of its fields), not as generic."""
+    row = {"task_id": "H/0", "prompt": "def f():\n", "entry_point": "f"}
+    with pytest.raises(DatasetError, match=r"^he\.jsonl:1: row has no `test`: a HumanEval row needs"):
+        load_dataset(_jsonl(tmp_path, [row, {**row, "task_id": "H/1"}], name="he.jsonl"))
+
+
+def test_forced_mtbench_row_without_question_id_is_a_bad_row(tmp_path: Path) -> None:
+    """format="mtbench" and a row with no `question_id`: a bad row naming the field, not a KeyError."""
+    path = _jsonl(tmp_path, [{"question_id": 1, "turns": ["a"]}, {"turns": ["b"]}], name="mt.jsonl")
+    with pytest.raises(DatasetError, match=r"^mt\.jsonl:2: row has no `question_id`: a MT-Bench row needs"):
+        load_dataset(path, format="mtbench")
+
+
+def test_generic_file_whose_first_row_looks_like_gsm8k_stays_generic(tmp_path: Path) -> None:
+    """A stray GSM8K-shaped first row does not turn the generic rows below it into bad rows."""
+    rows = [{"question": "q", "answer": "#### 3"}, {"input": "a"}, {"input": "b"}]
+    ds = load_dataset(_jsonl(tmp_path, rows), on_bad_row="skip")
+    assert [i.input for i in ds] == ["a", "b"] and [(b.line, b.reason) for b in ds.bad_rows] == [
+        (1, "row has no `input`")
+    ]
