@@ -20,12 +20,14 @@ import itertools
 import json
 import keyword
 import logging
+import math
 import re
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,8 +120,23 @@ def _opt_str(row: Mapping[str, Any], key: str, *, numbers: bool = False) -> str 
     if isinstance(value, str):
         return value
     if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return _number_text(key, value)
+    # a bool is refused, not written "True": the answer it should match ("true", "yes", "1") is the
+    # author's to write, as a string
+    kinds = "a string or a number" if numbers else "a string"
+    raise _BadRow(f"`{key}` must be {kinds}, not {type(value).__name__}")
+
+
+def _number_text(key: str, value: int | float) -> str:
+    """A JSON number as the text a reference evaluator compares with, written out in full."""
+    if isinstance(value, int):
         return str(value)
-    raise _BadRow(f"`{key}` must be a string, not {type(value).__name__}")
+    if not math.isfinite(value):  # JSON's NaN and Infinity, and 1e400, which reads as infinity
+        raise _BadRow(f"`{key}` must be a finite number, not {value}")
+    # str() writes 1e-05 and 1e+20, which the numeric evaluator reads as 1 and -5 (or 1 and 20);
+    # repr is the shortest text that reads back as the same float, so writing it out without an
+    # exponent adds no binary noise (0.1 stays "0.1", not 0.1000000000000000055...)
+    return format(Decimal(repr(value)), "f")
 
 
 def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:

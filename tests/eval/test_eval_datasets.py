@@ -266,3 +266,38 @@ def test_generic_file_whose_first_row_looks_like_gsm8k_stays_generic(tmp_path: P
     assert [i.input for i in ds] == ["a", "b"] and [(b.line, b.reason) for b in ds.bad_rows] == [
         (1, "row has no `input`")
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "target"),
+    [
+        ("0.00001", "0.00001"),
+        ("1e20", "100000000000000000000"),
+        ("-2.5E-7", "-0.00000025"),
+        ("1.5e16", "15000000000000000"),
+        ("0.1", "0.1"),
+    ],
+)
+def test_numeric_json_target_is_written_out_in_full(tmp_path: Path, raw: str, target: str) -> None:
+    """A JSON number target is stored without an exponent, so the numeric evaluator reads the same value."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "q", "target": ' + raw + "}\n")
+    assert load_dataset(path).items[0].target == target
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("NaN", "`target` must be a finite number, not nan"),
+        ("Infinity", "`target` must be a finite number, not inf"),
+        ("1e400", "`target` must be a finite number, not inf"),
+        ("true", "`target` must be a string or a number, not bool"),
+    ],
+)
+def test_non_finite_or_bool_target_is_a_bad_row(tmp_path: Path, raw: str, reason: str) -> None:
+    """NaN, infinity and true/false targets are bad rows naming their line, not a text no answer matches."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "a"}\n{"input": "q", "target": ' + raw + "}\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == f"data.jsonl:2: {reason}"
