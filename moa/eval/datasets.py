@@ -22,6 +22,7 @@ import keyword
 import logging
 import math
 import re
+import sys
 import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -145,12 +146,14 @@ def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:
         return None
     if isinstance(value, str) and value.lstrip().startswith("["):
         # CSV cells carry lists as JSON text
+        text = value
         try:
-            value = parse_json(value)
+            value = parse_json(text)
         except json.JSONDecodeError as e:
             raise _BadRow(f"`{key}` is not a valid JSON list: {e.msg}") from None
         except ValueError as e:
             raise _BadRow(f"`{key}`: {e}") from None
+        _refuse_lone_surrogates(text, value)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _BadRow(f"`{key}` must be a list of strings")
     return list(value)
@@ -369,18 +372,63 @@ def _jsonl_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | st
     for number, text in _decoded_lines(raw):
         if text is None:
             yield number, "line is not valid UTF-8"
-            continue
-        if not text.strip():
-            continue
-        try:
-            row = parse_json(text)
-        except json.JSONDecodeError as e:
-            yield number, f"invalid JSON: {e.msg} (column {e.colno})"
-            continue
-        except ValueError as e:  # nesting too deep
-            yield number, str(e)
-            continue
-        yield number, row if isinstance(row, dict) else f"row is a JSON {type(row).__name__}, not an object"
+        elif text.strip():
+            yield number, _jsonl_row(text)
+
+
+def _jsonl_row(text: str) -> dict[str, Any] | str:
+    """The JSON object on one line, or why it is not one."""
+    # a byte order mark on a later line comes from files joined with `cat`; it is not part of the row
+    text = text.removeprefix("\ufeff")
+    try:
+        row = parse_json(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and "\r" in text:
+            return "two rows on one line, split by a carriage return (\\r): end lines with \\n or \\r\\n"
+        return f"invalid JSON: {e.msg} (column {e.colno})"
+    except ValueError as e:  # nesting too deep, or an integer of more digits than Python converts
+        if str(e).startswith("Exceeds the limit"):
+            return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+        return _one_line(str(e))
+    if not isinstance(row, dict):
+        return f"row is a JSON {type(row).__name__}, not an object"
+    try:
+        # json keeps the last of two equal keys, so {"target": "4", "target": "5"} would score
+        # against "5" unseen; parsed again with a hook, as parse_json takes none (rows are small)
+        json.loads(text, object_pairs_hook=_unique_keys)
+        _refuse_lone_surrogates(text, row)
+    except _BadRow as e:
+        return str(e)
+    return row
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _BadRow(f"key `{key}` appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(text: str, value: Any) -> None:
+    """Refuse a ``\\ud800`` escape without its pair: valid JSON, but not text, so the store (SQLite)
+    and every model request would fail on it halfway through a run."""
+    if not _SURROGATE_ESCAPE.search(text):  # only such an escape can put a surrogate in a str
+        return
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _BadRow(
+            f"a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
+        ) from None
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
 
 
 class _BadFile(Exception):
@@ -557,5 +605,9 @@ def load_dataset(
     if not items:
         if wanted is not None and seen:
             raise DatasetError(f"{source}: no item has a category in {sorted(wanted)}")
+        if not bad_rows:
+            raise DatasetError(
+                f"{source}: dataset has no rows (the file is empty, blank, or a CSV header alone)"
+            )
         raise DatasetError(f"{source}: dataset has no readable rows ({len(bad_rows)} bad)")
     return Dataset(items=items, source=source, bad_rows=bad_rows)

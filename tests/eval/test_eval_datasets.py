@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from moa.errors import DatasetError
-from moa.eval.datasets import load_dataset
+from moa.eval.datasets import DatasetFormat, load_dataset
 
 
 def _jsonl(tmp_path: Path, rows: list[object], name: str = "data.jsonl") -> Path:
@@ -301,3 +302,77 @@ def test_non_finite_or_bool_target_is_a_bad_row(tmp_path: Path, raw: str, reason
     with pytest.raises(DatasetError) as info:
         load_dataset(path)
     assert str(info.value) == f"data.jsonl:2: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"input": "q", "target": "4", "target": "5"}', "key `target` appears twice in one object"),
+        ('{"input": "q", "meta": {"a": 1, "a": 2}}', "key `a` appears twice in one object"),
+        ('{"input": "\\ud800"}', "a string holds a lone UTF-16 surrogate ('\\ud800'), which is not text"),
+        ('{"input": "a"}\r{"input": "b"}', r"two rows on one line, split by a carriage return (\r)"),
+        ('{"input": "q", "target": ' + "9" * 5000 + "}", "an integer of more than 4300 digits"),
+    ],
+)
+def test_hostile_jsonl_row_is_a_bad_row_naming_its_line(tmp_path: Path, line: str, reason: str) -> None:
+    """Duplicate keys, a lone surrogate, rows split by a bare CR, a 5000-digit integer: one bad-row line each."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(('{"input": "ok"}\n' + line + "\n").encode("utf-8", "surrogatepass"))
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value).startswith(f"data.jsonl:2: {reason}")
+    assert [i.input for i in load_dataset(path, on_bad_row="skip")] == ["ok"]
+
+
+def test_lone_surrogate_in_a_csv_tests_cell_is_a_bad_row(tmp_path: Path) -> None:
+    """A CSV `tests` cell whose JSON holds a lone surrogate is a bad row, not an item the store cannot write."""
+    path = tmp_path / "data.csv"
+    path.write_text('input,tests\na,"[""\\ud800""]"\n')
+    with pytest.raises(DatasetError, match=r"^data\.csv:2: a string holds a lone UTF-16 surrogate"):
+        load_dataset(path)
+
+
+def test_byte_order_mark_on_a_later_jsonl_line_is_ignored(tmp_path: Path) -> None:
+    """Two JSONL files joined with `cat`, each with a byte order mark, load as one."""
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"input": "a"}\n\xef\xbb\xbf{"input": "b"}\n')
+    assert [i.input for i in load_dataset(path)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [("e.jsonl", ""), ("b.jsonl", "\n  \n\r\n"), ("h.csv", "id,input\n")]
+)
+def test_file_without_rows_says_so(tmp_path: Path, name: str, text: str) -> None:
+    """An empty file, one of blank lines or a CSV header alone is one line saying the file has no rows."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(DatasetError, match=rf"{re.escape(name)}: dataset has no rows \(the file is empty"):
+        load_dataset(path, on_bad_row="skip")
+
+
+HOSTILE_ROWS = [
+    "[[[1]]]",
+    "5",
+    "null",
+    '{"input": "a", "meta": ' + "[" * 3000 + "]" * 3000 + "}",
+    '{"question_id": 1.5, "turns": [["x"]]}',
+    '{"task_id": 1, "prompt": "p", "test": "t", "entry_point": "f"}',
+    '{"name": "n", "language": 5, "prompt": "p", "tests": "t", "stop_tokens": "[[["}',
+    '{"question": "q", "answer": ["#### 5"]}',
+    '{"turns": ["b"]}',
+    '{"input": null, "id": NaN}',
+]
+
+
+FORMATS: list[DatasetFormat] = ["auto", "jsonl", "humaneval", "gsm8k", "mtbench", "multiple"]
+
+
+def test_hostile_rows_in_every_format_are_bad_rows(tmp_path: Path) -> None:
+    """Every hostile row, read as every format, is a bad row naming its line: nothing else escapes."""
+    for (index, row), format in itertools.product(enumerate(HOSTILE_ROWS), FORMATS):
+        path = tmp_path / f"d{index}.jsonl"
+        path.write_text(row + "\n")
+        with pytest.raises(DatasetError, match=rf"^d{index}\.jsonl:1: "):
+            load_dataset(path, format=format)
+        with pytest.raises(DatasetError, match=r"dataset has no readable rows \(1 bad\)$"):
+            load_dataset(path, format=format, on_bad_row="skip")
