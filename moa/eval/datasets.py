@@ -15,18 +15,14 @@ records it in ``Dataset.bad_rows`` and logs it.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import keyword
 import logging
 import math
 import re
-import sys
-import threading
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -35,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
+from moa.eval._dataset_rows import FileProblem, Row, csv_rows, jsonl_rows, lone_surrogate
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import parse_numbers, show_number
@@ -46,7 +43,6 @@ DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench",
 _RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench", "multiple"]
 
 _GSM8K_ANSWER = re.compile(r"####([^\n]*)")
-_BOM = b"\xef\xbb\xbf"
 _GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta", "language"}
 _MULTIPLE_KEYS = {"name", "language", "prompt", "tests", "stop_tokens"}
 
@@ -153,7 +149,8 @@ def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:
             raise _BadRow(f"`{key}` is not a valid JSON list: {e.msg}") from None
         except ValueError as e:
             raise _BadRow(f"`{key}`: {e}") from None
-        _refuse_lone_surrogates(text, value)
+        if problem := lone_surrogate(text, value):
+            raise _BadRow(problem)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _BadRow(f"`{key}` must be a list of strings")
     return list(value)
@@ -355,183 +352,11 @@ _BUILDERS = {
 }
 
 
-def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
-    """Yield (line number, text) per physical line, without a byte order mark or CR LF; text is None
-    when it is not UTF-8."""
-    for number, chunk in enumerate(raw, start=1):
-        if number == 1:
-            chunk = chunk.removeprefix(_BOM)
-        try:
-            yield number, chunk.removesuffix(b"\n").decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError:
-            yield number, None
-
-
-def _jsonl_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Yield (line, row) or (line, problem) for every non-blank line."""
-    for number, text in _decoded_lines(raw):
-        if text is None:
-            yield number, "line is not valid UTF-8"
-        elif text.strip():
-            yield number, _jsonl_row(text)
-
-
-def _jsonl_row(text: str) -> dict[str, Any] | str:
-    """The JSON object on one line, or why it is not one."""
-    # a byte order mark on a later line comes from files joined with `cat`; it is not part of the row
-    text = text.removeprefix("\ufeff")
-    try:
-        row = parse_json(text)
-    except json.JSONDecodeError as e:
-        if e.msg == "Extra data" and "\r" in text:
-            return "two rows on one line, split by a carriage return (\\r): end lines with \\n or \\r\\n"
-        return f"invalid JSON: {e.msg} (column {e.colno})"
-    except ValueError as e:  # nesting too deep, or an integer of more digits than Python converts
-        if str(e).startswith("Exceeds the limit"):
-            return f"an integer of more than {sys.get_int_max_str_digits()} digits"
-        return _one_line(str(e))
-    if not isinstance(row, dict):
-        return f"row is a JSON {type(row).__name__}, not an object"
-    try:
-        # json keeps the last of two equal keys, so {"target": "4", "target": "5"} would score
-        # against "5" unseen; parsed again with a hook, as parse_json takes none (rows are small)
-        json.loads(text, object_pairs_hook=_unique_keys)
-        _refuse_lone_surrogates(text, row)
-    except _BadRow as e:
-        return str(e)
-    return row
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _BadRow(f"key `{key}` appears twice in one object")
-        seen.add(key)
-    return dict(pairs)
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _refuse_lone_surrogates(text: str, value: Any) -> None:
-    """Refuse a ``\\ud800`` escape without its pair: valid JSON, but not text, so the store (SQLite)
-    and every model request would fail on it halfway through a run."""
-    if not _SURROGATE_ESCAPE.search(text):  # only such an escape can put a surrogate in a str
-        return
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise _BadRow(
-            f"a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
-        ) from None
-
-
-def _one_line(text: str) -> str:
-    return text.splitlines()[0] if text else text
-
-
-class _BadFile(Exception):
-    """Internal: a problem that spoils every row after it (a CSV header), fatal in both modes."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.reason = reason
-
-
-_CSV_LIMIT_LOCK = threading.Lock()
-
-
-@contextmanager
-def _csv_field_limit(limit: int) -> Iterator[None]:
-    """Let the csv module read cells of up to ``limit`` characters, for the duration of the block.
-
-    ``csv.field_size_limit`` is process-global and defaults to 128 KiB, so a long cell (a HumanEval
-    test, a document to summarise) escaped as ``_csv.Error``. It is raised only while one file is
-    parsed and then put back, never at import; the lock keeps two loads in threads from restoring
-    each other's value halfway through."""
-    with _CSV_LIMIT_LOCK:
-        previous = csv.field_size_limit(max(limit, csv.field_size_limit()))
-        try:
-            yield
-        finally:
-            csv.field_size_limit(previous)
-
-
-def _csv_problem(error: csv.Error, first: int, line: int) -> str:
-    """A one-line reason for a record the csv module refused, in the words of the file's author."""
-    text = str(error)
-    where = f" (line {line})" if line != first else ""
-    if text.startswith("unexpected end of data"):
-        return "a quoted cell is never closed: the rest of the file is inside it"
-    if text.startswith("new-line character seen in unquoted field"):
-        return f"a carriage return (\\r) outside a quoted cell{where}: end lines with \\n or \\r\\n"
-    if text.endswith("expected after '\"'"):
-        return f'text after the closing quote of a cell{where} (a quote inside a quoted cell is written "")'
-    return f"invalid CSV{where}: {text}"
-
-
-def _csv_records(texts: list[str]) -> list[tuple[int, int, list[str] | str]]:
-    """(first line, last line, cells or problem) per CSV record, parsed at once so that the csv
-    field limit is raised only for as long as this file takes."""
-    # strict: without it a quote left open swallows every later line into one cell, and when that
-    # is the last column the row still has the header's cell count and loads as a good row
-    reader = csv.reader(texts, strict=True)
-    records: list[tuple[int, int, list[str] | str]] = []
-    last = 0
-    # every cell is part of a file of at most DATASET_MAX_BYTES (a gzip file is capped below it),
-    # so this limit refuses nothing the dataset cap allowed
-    with _csv_field_limit(DATASET_MAX_BYTES):
-        while True:
-            first = last + 1
-            try:
-                cells: list[str] | str = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                cells = _csv_problem(e, first, reader.line_num)
-            last = reader.line_num
-            records.append((first, last, cells))
-    return records
-
-
-def _csv_rows(raw: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
-    lines = list(_decoded_lines(raw))
-    undecodable = {n for n, t in lines if t is None}
-    texts = [(t if t is not None else "") + "\n" for _, t in lines]
-    header: list[str] | None = None
-    for first, last, cells in _csv_records(texts):
-        bad = sorted(undecodable & set(range(first, last + 1)))
-        if bad or isinstance(cells, str):
-            line, problem = (bad[0], "line is not valid UTF-8") if bad else (first, str(cells))
-            if header is None:
-                raise _BadFile(line, f"CSV header: {problem}")
-            yield line, problem
-            continue
-        if not cells or all(not c.strip() for c in cells):
-            continue
-        if header is None:
-            header = [c.strip() for c in cells]
-            repeated = sorted({c for c in header if header.count(c) > 1})
-            if repeated:
-                # a dict keeps the last of two same-named cells: the other would vanish unseen
-                raise _BadFile(first, f"CSV header repeats the column `{repeated[0]}`")
-            continue
-        if len(cells) != len(header):
-            yield first, f"row has {len(cells)} cells, the header has {len(header)}"
-            continue
-        yield first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}
-
-
-def _fatal_as_error(
-    rows: Iterator[tuple[int, dict[str, Any] | str]], name: str
-) -> Iterator[tuple[int, dict[str, Any] | str]]:
+def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:
     """``rows``, with a problem that spoils the whole file raised as one ``DatasetError`` line."""
     try:
         yield from rows
-    except _BadFile as e:
+    except FileProblem as e:
         raise DatasetError(f"{name}:{e.line}: {e.reason}") from None
 
 
@@ -563,7 +388,7 @@ def load_dataset(
         lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
         is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
-        rows = _fatal_as_error(_csv_rows(lines) if is_csv else _jsonl_rows(lines), name)
+        rows = _fatal_as_error(csv_rows(lines) if is_csv else jsonl_rows(lines), name)
         kind = _FORCED.get(format, "generic")
         if format == "auto":
             # a file's layout is read from its first rows, not its first row alone: one broken row at

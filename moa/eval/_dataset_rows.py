@@ -1,0 +1,204 @@
+"""A dataset file's lines read as rows: ``(1-based line, row)``, or ``(line, problem)`` for a line
+that cannot be one.
+
+The layer under ``moa.eval.datasets``: it knows UTF-8, byte order marks, line ends, JSON and CSV,
+and nothing of what a row's fields mean. A problem that spoils every later row (a CSV header) raises
+``FileProblem`` instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from moa.safe_read import DATASET_MAX_BYTES, parse_json
+
+__all__ = ["FileProblem", "Row", "csv_rows", "jsonl_rows", "lone_surrogate"]
+
+#: a row read from a line, or why the line is not one
+Row = tuple[int, dict[str, Any] | str]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
+    """Yield (line number, text) per physical line, without a byte order mark or CR LF; text is None
+    when it is not UTF-8."""
+    for number, chunk in enumerate(raw, start=1):
+        if number == 1:
+            chunk = chunk.removeprefix(_BOM)
+        try:
+            yield number, chunk.removesuffix(b"\n").decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError:
+            yield number, None
+
+
+def jsonl_rows(raw: Iterable[bytes]) -> Iterator[Row]:
+    """Yield (line, row) or (line, problem) for every non-blank line."""
+    for number, text in _decoded_lines(raw):
+        if text is None:
+            yield number, "line is not valid UTF-8"
+        elif text.strip():
+            yield number, _jsonl_row(text)
+
+
+def _jsonl_row(text: str) -> dict[str, Any] | str:
+    """The JSON object on one line, or why it is not one."""
+    # a byte order mark on a later line comes from files joined with `cat`; it is not part of the row
+    text = text.removeprefix("\ufeff")
+    try:
+        row = parse_json(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and "\r" in text:
+            return "two rows on one line, split by a carriage return (\\r): end lines with \\n or \\r\\n"
+        return f"invalid JSON: {e.msg} (column {e.colno})"
+    except ValueError as e:  # nesting too deep, or an integer of more digits than Python converts
+        if str(e).startswith("Exceeds the limit"):
+            return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+        return _one_line(str(e))
+    if not isinstance(row, dict):
+        return f"row is a JSON {type(row).__name__}, not an object"
+    try:
+        # json keeps the last of two equal keys, so {"target": "4", "target": "5"} would score
+        # against "5" unseen; parsed again with a hook, as parse_json takes none (rows are small)
+        json.loads(text, object_pairs_hook=_unique_keys)
+    except _RepeatedKey as e:
+        return f"key `{e.key}` appears twice in one object"
+    return lone_surrogate(text, row) or row
+
+
+class _RepeatedKey(Exception):
+    """A key seen twice in one JSON object, raised from the parser's hook to stop it there."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(text: str, value: Any) -> str | None:
+    """Why ``value``, parsed from the JSON ``text``, is refused when it holds a ``\\ud800`` escape
+    without its pair (valid JSON, but not text: the store, SQLite, and every model request would
+    fail on it halfway through a run); None when it holds none."""
+    if not _SURROGATE_ESCAPE.search(text):  # only such an escape can put a surrogate in a str
+        return None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
+    return None
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
+
+
+class FileProblem(Exception):
+    """A problem that spoils every row after it (a CSV header): fatal in both ``on_bad_row`` modes."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read cells of up to ``limit`` characters, for the duration of the block.
+
+    ``csv.field_size_limit`` is process-global and defaults to 128 KiB, so a long cell (a HumanEval
+    test, a document to summarise) escaped as ``_csv.Error``. It is raised only while one file is
+    parsed and then put back, never at import; the lock keeps two loads in threads from restoring
+    each other's value halfway through."""
+    with _CSV_LIMIT_LOCK:
+        previous = csv.field_size_limit(max(limit, csv.field_size_limit()))
+        try:
+            yield
+        finally:
+            csv.field_size_limit(previous)
+
+
+def _csv_problem(error: csv.Error, first: int, line: int) -> str:
+    """A one-line reason for a record the csv module refused, in the words of the file's author."""
+    text = str(error)
+    where = f" (line {line})" if line != first else ""
+    if text.startswith("unexpected end of data"):
+        return "a quoted cell is never closed: the rest of the file is inside it"
+    if text.startswith("new-line character seen in unquoted field"):
+        return f"a carriage return (\\r) outside a quoted cell{where}: end lines with \\n or \\r\\n"
+    if text.endswith("expected after '\"'"):
+        return f'text after the closing quote of a cell{where} (a quote inside a quoted cell is written "")'
+    return f"invalid CSV{where}: {text}"
+
+
+def _csv_records(texts: list[str]) -> list[tuple[int, int, list[str] | str]]:
+    """(first line, last line, cells or problem) per CSV record, parsed at once so that the csv
+    field limit is raised only for as long as this file takes."""
+    # strict: without it a quote left open swallows every later line into one cell, and when that
+    # is the last column the row still has the header's cell count and loads as a good row
+    reader = csv.reader(texts, strict=True)
+    records: list[tuple[int, int, list[str] | str]] = []
+    last = 0
+    # every cell is part of a file of at most DATASET_MAX_BYTES (a gzip file is capped below it),
+    # so this limit refuses nothing the dataset cap allowed
+    with _csv_field_limit(DATASET_MAX_BYTES):
+        while True:
+            first = last + 1
+            try:
+                cells: list[str] | str = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                cells = _csv_problem(e, first, reader.line_num)
+            last = reader.line_num
+            records.append((first, last, cells))
+    return records
+
+
+def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
+    """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
+    lines = list(_decoded_lines(raw))
+    undecodable = {n for n, t in lines if t is None}
+    texts = [(t if t is not None else "") + "\n" for _, t in lines]
+    header: list[str] | None = None
+    for first, last, cells in _csv_records(texts):
+        bad = sorted(undecodable & set(range(first, last + 1)))
+        if bad or isinstance(cells, str):
+            line, problem = (bad[0], "line is not valid UTF-8") if bad else (first, str(cells))
+            if header is None:
+                raise FileProblem(line, f"CSV header: {problem}")
+            yield line, problem
+            continue
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if header is None:
+            header = [c.strip() for c in cells]
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:
+                # a dict keeps the last of two same-named cells: the other would vanish unseen
+                raise FileProblem(first, f"CSV header repeats the column `{repeated[0]}`")
+            continue
+        if len(cells) != len(header):
+            yield first, f"row has {len(cells)} cells, the header has {len(header)}"
+            continue
+        yield first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}
