@@ -4,6 +4,10 @@ Code items name their programming language in ``language`` (MultiPL-E rows alway
 may, with ``tests`` then either a test program or a list of assert lines in that language); the
 name is stored canonical (``rs`` -> ``rust``, see ``moa.eval.languages.names``).
 
+With ``format="auto"`` the layout is the one whose fields most of the first 32 rows
+have, so a broken first row does not decide it; a row lacking a field its layout needs is a bad row
+naming the fields.
+
 A ``.gz`` file (``HumanEval.jsonl.gz``) is decompressed as it is read, under the bounds of
 ``moa.safe_read.iter_gzip_lines``; its format is the suffix before ``.gz``. A UTF-8 byte order mark
 and CRLF line ends are accepted in every format.
