@@ -420,8 +420,6 @@ def load_dataset(
             # number too large for a float); anything else is a bug in moa and must show as one
             except (_BadRow, ValueError, ArithmeticError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                if isinstance(e, ArithmeticError):
-                    reason = f"a number out of range: {reason}"
                 if on_bad_row == "fail":
                     raise DatasetError(f"{name}:{number}: {reason}") from None
                 bad_rows.append(BadRow(number, reason))
