@@ -55,8 +55,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
         else:
             from moa.calls.keys import unknown_providers
+            from moa.cascade.definition import every_agent
 
-            unknown = unknown_providers([(f"agents.{name}", a) for name, a in t.agents.items()])
+            # a cascade's stages bring agents from their own files: a typo there fails a run as surely
+            unknown = unknown_providers(
+                [
+                    (f"{where}: agents.{name}" if where else f"agents.{name}", a)
+                    for where, name, a in every_agent(t)
+                ]
+            )
             for line in unknown:
                 print(f"{f}: {line}", file=sys.stderr)
             if unknown:

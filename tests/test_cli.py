@@ -59,6 +59,31 @@ def test_validate_bad_file_exit_2_one_line_per_problem(
     assert all(line.startswith(str(f) + ": ") for line in err)
 
 
+def test_validate_names_an_unknown_provider_inside_a_cascade_stage_or_judge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cascade whose stage topology (or judge topology) names an unknown provider is invalid,
+    one line each naming the stage, though the cascade's own agents are fine."""
+    (tmp_path / "stage.yaml").write_text("name: stg\nkind: single\nagents:\n  a: {model: opnai/gpt-4o}\n")
+    (tmp_path / "rater.yaml").write_text("name: rt\nkind: single\nagents:\n  r: {model: antropic/x}\n")
+    f = tmp_path / "casc.yaml"
+    f.write_text(
+        "name: casc\nkind: cascade\nstages:\n"
+        "  - {agent: mini, accept: {judge: {topology: rater.yaml, threshold: 0.5}}}\n"
+        "  - {topology: stage.yaml}\n"
+        "agents:\n  mini: {model: openai/gpt-4o-mini}\n"
+    )
+    assert main(["validate", str(f)]) == 2
+    captured = capsys.readouterr()
+    assert "ok:" not in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"{f}: stages[0].accept.judge (topology `rater.yaml`): agents.r: model `antropic/x`: unknown "
+        "provider `antropic`; did you mean `anthropic/x`?",
+        f"{f}: stages[1] (topology `stg`): agents.a: model `opnai/gpt-4o`: unknown provider `opnai`; "
+        "did you mean `openai/gpt-4o`?",
+    ]
+
+
 def test_run_unknown_preset_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown topology is bad input: exit 2, one line, no traceback."""
     assert main(["run", "nope-preset", "--prompt", "x"]) == 2
