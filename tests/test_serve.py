@@ -10,6 +10,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import argparse
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -530,6 +531,41 @@ def test_cli_agent_key_not_set_exits_2(tmp_path: Any, capsys: pytest.CaptureFixt
     assert args.func(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "agent `a`" in err and "MOA_TEST_SERVE_NOPE" in err
+
+
+def test_cli_cascade_stage_keys_are_checked_at_startup(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cascade whose stage topology files need keys that are not set stops the server at startup:
+    exit 2, one line per missing variable naming the stages, though the cascade's own agents are fine."""
+    monkeypatch.delenv("MOA_TEST_SERVE_NOPE", raising=False)
+    monkeypatch.delenv("MOA_TEST_SERVE_NOPE2", raising=False)
+    a = "  a: {model: openai/x, api_key_env: MOA_TEST_SERVE_NOPE}\n"
+    (tmp_path / "s1.yaml").write_text("name: s1\nkind: single\nagents:\n" + a)
+    (tmp_path / "s2.yaml").write_text(
+        "name: s2\nkind: parallel\nworkers: [a, b]\naggregator: a\nagents:\n"
+        + a
+        + "  b: {model: openai/y, api_key_env: MOA_TEST_SERVE_NOPE2}\n"
+    )
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "name: c\nkind: cascade\nstages:\n"
+        "  - {agent: mini, samples: 2, accept: {agree: 2}}\n"
+        "  - {topology: s1.yaml, accept: {judge: {agent: mini, threshold: 0.5}}}\n"
+        "  - {topology: s2.yaml}\n"
+        "agents:\n  mini: {model: openai/m, api_base: 'http://127.0.0.1:9/v1', temperature: 0.7}\n"
+    )
+    with socket.socket() as taken:
+        # a port already taken: were the stages not checked, serving would end there, not block
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = _parse(str(f), "--port", str(taken.getsockname()[1]))
+        assert args.func(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("moa serve: c: `MOA_TEST_SERVE_NOPE` is not set (needed by stages[1] ")
+    assert "stages[2] (topology `s2`): agent `a`" in err[0]
+    assert "MOA_TEST_SERVE_NOPE2" in err[1] and "stages[2] (topology `s2`): agent `b`" in err[1]
 
 
 def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
