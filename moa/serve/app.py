@@ -33,8 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
 from moa._run import Runner
-from moa.cascade.definition import every_agent
-from moa.errors import MoAError, UserError
+from moa.cascade.definition import Cascade, every_agent
+from moa.errors import BudgetExceeded, MoAError, ModelError, QuorumNotReached, UserError
 from moa.results import Done, Token
 from moa.scrub import scrub
 from moa.serve.protocol import (
@@ -66,6 +66,16 @@ def _error_body(e: ApiError) -> dict[str, Any]:
     body = e.body()
     body["error"]["message"] = scrub(str(body["error"]["message"]))
     return body
+
+
+def _run_failed(e: MoAError, model: str) -> ApiError:
+    """The reply to a run that failed; what the client is not told (a server-side configuration
+    problem, anything unforeseen) goes to the server's log, where its operator looks."""
+    if not isinstance(e, ModelError | BudgetExceeded | QuorumNotReached):
+        lg = log.logger()
+        if lg is not None:
+            lg.error("serve.run_failed", model=model, error=f"{type(e).__name__}: {e}")
+    return error_for(e, model=model)
 
 
 def _too_large(limit: int) -> ApiError:
@@ -286,6 +296,17 @@ class _Server:
                 param="stream",
                 code="unsupported_parameter",
             )
+        if schema is not None and isinstance(topology, Cascade):
+            # the runner refuses it too, but as a UserError, which a run's failure cannot tell
+            # apart from the server's configuration; the request is at fault, so it is a 400 here
+            raise ApiError(
+                400,
+                f"`response_format` asks for JSON, and `{body.model}` is a cascade: JSON answers are "
+                "not supported for cascades yet",
+                param="response_format",
+                code="unsupported_parameter",
+                retry=False,
+            )
         if body.stream:
             stream = await self._stream(receive, state, topology, body)
             await stream(scope, receive, send)
@@ -295,7 +316,7 @@ class _Server:
                 receive, topology.run(body.chat(), runner=self.runner, output_type=schema)
             )
         except MoAError as e:
-            raise error_for(e) from None
+            raise _run_failed(e, body.model) from None
         state["cost_usd"] = result.cost_usd
         await _send_json(send, completion(body.model, result, trace=bool(body.moa_trace)))
 
@@ -309,7 +330,7 @@ class _Server:
         try:
             first = await _unless_disconnected(receive, anext(events))
         except MoAError as e:
-            raise error_for(e) from None
+            raise _run_failed(e, body.model) from None
         except BaseException:
             await events.aclose()
             raise
@@ -338,8 +359,9 @@ class _Server:
                         break
                     item = await anext(events)
             except MoAError as e:
-                state["status"] = error_for(e).status
-                yield _sse(_error_body(error_for(e)))
+                failed = _run_failed(e, body.model)
+                state["status"] = failed.status
+                yield _sse(_error_body(failed))
             finally:
                 await events.aclose()
             yield b"data: [DONE]\n\n"

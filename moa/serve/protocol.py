@@ -219,10 +219,15 @@ def invalid_body(err: ValidationError) -> ApiError:
     return ApiError(400, f"invalid request body: `{param}`: {msg}{more}", param=param)
 
 
-def error_for(e: MoAError) -> ApiError:
+def error_for(e: MoAError, *, model: str = "") -> ApiError:
     """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
     quorum failures 503 (the server, not the client, is short of something), a misconfigured
-    agent 500."""
+    agent 500.
+
+    Everything a request controls is checked before its run starts, so a ``UserError`` out of the
+    run is the server's configuration (a key not set, a model file missing): the client is told
+    that much and no more, since the message names the server's files and variables; the server
+    logs it (``app``)."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
     if isinstance(e, TimedOut):
         return ApiError(504, str(e), type="server_error", code="timeout")
@@ -233,9 +238,15 @@ def error_for(e: MoAError) -> ApiError:
     if isinstance(e, QuorumNotReached):
         return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
     if isinstance(e, UserError):
-        # the body was validated already: what is left is the server's configuration (a key not set)
-        return ApiError(500, str(e), type="server_error", code=name)
-    return ApiError(500, str(e), type="server_error", code=name)
+        what = f"the model `{model}`" if model else "this model"
+        return ApiError(
+            500,
+            f"the server is not configured to run {what} (its log says why)",
+            type="server_error",
+            code="server_misconfigured",
+            retry=False,
+        )
+    return ApiError(500, "internal server error", type="server_error", code=name)
 
 
 def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:

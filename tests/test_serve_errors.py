@@ -1,0 +1,112 @@
+"""`moa serve` tells a client's mistake (400, naming the field) from the server's (500, naming none
+of the server's files or variables), cascades included; over a real uvicorn server on 127.0.0.1
+whose topologies call fake models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from moa._run import Runner
+from moa.serve import create_app
+from moa.testing import FunctionModel, capture_events
+from moa.topology.loader import load_data
+from tests.serving import serving
+
+UNSET = "MOA_TEST_SERVE_ERRORS_UNSET"
+
+
+def _single(name: str, **agent: Any) -> Any:
+    a = {"model": "fake/model", "retry": {"max_attempts": 1}, **agent}
+    return load_data({"name": name, "kind": "single", "agent": "a", "agents": {"a": a}})
+
+
+def _cascade() -> Any:
+    stages = [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}]
+    agents = {
+        "mini": {"model": "fake/mini", "temperature": 0.7},
+        "big": {"model": "fake/big"},
+    }
+    return load_data({"name": "casc", "kind": "cascade", "stages": stages, "agents": agents})
+
+
+@pytest.fixture(scope="module")
+def fakes() -> dict[str, FunctionModel]:
+    return {
+        "fake/model": FunctionModel(lambda r: "echo: " + str(r.messages[-1]["content"])),
+        "fake/mini": FunctionModel(lambda r: "4"),
+        "fake/big": FunctionModel(lambda r: "four"),
+    }
+
+
+@pytest.fixture(scope="module")
+def url(fakes: dict[str, FunctionModel]) -> Iterator[str]:
+    # `needs-key` is served through create_app, which (unlike the command) does not check keys
+    # first: its run fails for the server's reason, a variable not set
+    os.environ.pop(UNSET, None)
+    runner = Runner(models=dict(fakes))
+    topologies = [
+        _single("echo"),
+        _cascade(),
+        _single("needs-key", model="openai/x", api_key_env=UNSET),
+    ]
+    with serving(create_app(topologies, runner=runner)) as base:
+        yield base
+    asyncio.run(runner.aclose())
+
+
+def _post(url: str, model: str, text: str = "what is two plus two", **extra: Any) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+
+
+def _calls(fakes: dict[str, FunctionModel]) -> int:
+    return sum(len(f.calls) for f in fakes.values())
+
+
+def test_json_mode_on_a_cascade_is_a_400_naming_response_format(
+    url: str, fakes: dict[str, FunctionModel]
+) -> None:
+    """`response_format` on a cascade is the client's to fix: 400 `unsupported_parameter` naming
+    it, before any call, not a 500."""
+    before = _calls(fakes)
+    for fmt in (
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+    ):
+        r = _post(url, "casc", response_format=fmt)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["type"], err["param"], err["code"]) == (
+            "invalid_request_error",
+            "response_format",
+            "unsupported_parameter",
+        )
+        assert "cascade" in err["message"]
+        assert r.headers["x-should-retry"] == "false"
+    assert _calls(fakes) == before
+    assert _post(url, "casc").status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_server_misconfiguration_is_a_500_naming_nothing_of_the_server(url: str, stream: bool) -> None:
+    """A run refused for the server's configuration is a 500 `server_error` that names the model
+    but not the variable or file at fault; the server's log names it."""
+    with capture_events() as events:
+        r = _post(url, "needs-key", stream=stream)
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert (err["type"], err["code"], err["param"]) == ("server_error", "server_misconfigured", None)
+    assert "`needs-key`" in err["message"]
+    assert UNSET not in r.text and "api_key_env" not in r.text
+    failed = [e for e in events if e["event"] == "serve.run_failed"]
+    assert len(failed) == 1 and UNSET in failed[0]["error"] and failed[0]["model"] == "needs-key"
+
