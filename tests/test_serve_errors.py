@@ -110,3 +110,17 @@ def test_a_server_misconfiguration_is_a_500_naming_nothing_of_the_server(url: st
     failed = [e for e in events if e["event"] == "serve.run_failed"]
     assert len(failed) == 1 and UNSET in failed[0]["error"] and failed[0]["model"] == "needs-key"
 
+
+@pytest.mark.parametrize("schema", [{"type": "object", "required": 5}, {"type": "object", "properties": [1]}])
+def test_a_json_schema_the_answer_check_cannot_read_is_a_400(
+    url: str, fakes: dict[str, FunctionModel], schema: dict[str, Any]
+) -> None:
+    """A `response_format` schema whose `required` or `properties` has the wrong shape is refused
+    before any call (it had been found only in the answer's check, as a 502 after paying for it)."""
+    before = _calls(fakes)
+    fmt = {"type": "json_schema", "json_schema": {"name": "a", "schema": schema}}
+    r = _post(url, "echo", response_format=fmt)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "response_format" and err["code"] == "unsupported_parameter"
+    assert _calls(fakes) == before

@@ -131,6 +131,7 @@ class ChatRequest(BaseModel):
             schema = spec.get("schema") if isinstance(spec, dict) else None
             if not isinstance(schema, dict):
                 raise ValueError("`response_format.json_schema.schema` must be a JSON Schema object")
+            _check_schema(schema)
             return schema
         raise ValueError(f"`response_format` type {kind!r} is not one of text, json_object, json_schema")
 
@@ -151,6 +152,18 @@ class ChatRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options is not None and self.stream_options.include_usage)
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """Refuse the shapes the answer's check cannot read: found only after the call was paid for,
+    they would fail the run as the server's error instead of the client's."""
+    where = "`response_format.json_schema.schema"
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(k, str) for k in required):
+        raise ValueError(f"{where}.required` must be a list of property names")
+    properties = schema.get("properties") or {}
+    if not isinstance(properties, dict) or not all(isinstance(p, dict) for p in properties.values()):
+        raise ValueError(f"{where}.properties` must map each property name to a JSON Schema object")
 
 
 class ApiError(Exception):
