@@ -4,6 +4,7 @@ every stage's calls, reuse, budgets and deadlines across stages, streaming, and 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from moa.cascade.confidence import parse_confidence
 from moa.eval.datasets import Item
 from moa.models.base import ModelRequest
 from moa.results import Done, Token
-from moa.testing import FunctionModel
+from moa.testing import FunctionModel, capture_events
 from moa.topology import load_data
 
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -223,6 +224,29 @@ async def test_budget_spans_the_whole_cascade() -> None:
         # room for stage 1's worst-case holds, not for stage 2's on top of what stage 1 spent
         await c.run("q", runner=runner(alternating("1", "2")), budget_usd=stage1 + 0.0021)
     assert {x.node for x in info.value.calls} == {"s1.sample1", "s1.sample2"}
+
+
+async def test_a_cascade_run_has_one_run_id_its_stage_runs_are_tied_to() -> None:
+    """A cascade's result has a run id of its own (it was empty); its start and end events carry
+    it, and a `cascade.part` event ties each stage's run (with its own id on its events) to it."""
+    with capture_events() as events:
+        r = await two_stage().run("q", runner=runner(alternating("1", "2")))
+        again = await two_stage().run("q", runner=runner(alternating("1", "2")))
+    assert re.fullmatch("[0-9a-f]{16}", r.run_id) and again.run_id != r.run_id
+    mine = [e for e in events if e.get("run_id") == r.run_id]
+    assert [e["event"] for e in mine] == ["cascade.start", "cascade.part", "cascade.part", "cascade.end"]
+    parts = [e["part_run_id"] for e in mine if e["event"] == "cascade.part"]
+    starts = [e["run_id"] for e in events if e["event"] == "run.start"]
+    assert len(set(parts)) == 2 and set(parts) <= set(starts) and r.run_id not in starts
+
+
+async def test_a_failed_cascade_carries_its_run_id() -> None:
+    """The error out of a cascade names the cascade's run, not the stage run that failed."""
+    c = two_stage()
+    with capture_events() as events, pytest.raises(moa.BudgetExceeded) as info:
+        await c.run("q", runner=runner(alternating("1", "2")), budget_usd=0.0021)
+    failed = [e for e in events if e["event"] == "cascade.failed"]
+    assert info.value.run_id is not None and [e["run_id"] for e in failed] == [info.value.run_id]
 
 
 async def test_deadline_spans_the_whole_cascade() -> None:

@@ -1,6 +1,6 @@
 """`moa serve` tells a client's mistake (400, naming the field) from the server's (500, naming none
-of the server's files or variables), cascades included; over a real uvicorn server on 127.0.0.1
-whose topologies call fake models."""
+of the server's files or variables), and serves cascades as it serves other topologies; over a real
+uvicorn server on 127.0.0.1 whose topologies call fake models."""
 
 from __future__ import annotations
 
@@ -124,3 +124,9 @@ def test_a_json_schema_the_answer_check_cannot_read_is_a_400(
     err = r.json()["error"]
     assert err["param"] == "response_format" and err["code"] == "unsupported_parameter"
     assert _calls(fakes) == before
+
+
+def test_a_cascades_reply_carries_its_run_id(url: str) -> None:
+    """The `moa` object of a cascade's reply names its run (it was empty), one id per request."""
+    ids = [_post(url, "casc").json()["moa"]["run_id"] for _ in range(2)]
+    assert all(len(i) == 16 for i in ids) and ids[0] != ids[1]

@@ -13,10 +13,12 @@ answers early, and each leaves a ``StageRecord`` (its answer, its cost, what its
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from moa import log
 from moa._run import Runner
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
@@ -60,7 +62,7 @@ def _escalates(error: MoAError) -> bool:
 
 
 class _Account:
-    """Everything the cascade's runs left, on one clock."""
+    """Everything the cascade's runs left, on one clock, under one run id."""
 
     def __init__(self, name: str, deadline_s: float | None) -> None:
         self.name, self.deadline_s = name, deadline_s
@@ -69,6 +71,12 @@ class _Account:
         self.nodes: dict[str, NodeResult] = {}
         self.critical_path_s = 0.0
         self.notes: set[str] = set()
+        #: the cascade's own id, as the engine makes one per run: its stages' and judges' runs keep
+        #: theirs, and each `cascade.part` event ties one of them to this one
+        self.run_id = os.urandom(8).hex()
+        self.log = log.for_run(self.run_id)
+        if self.log is not None:
+            self.log.info("cascade.start", topology=name)
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -99,18 +107,23 @@ class _Account:
     ) -> RunResult:
         offset = self.now()
         try:
+            deadline_s = self.remaining()
             result = await runner.run(
                 topology.graph,
                 prompt,
                 name=topology.name,
                 budget=budget,
-                deadline_s=self.remaining(),
+                deadline_s=deadline_s,
                 on_token=on_token,
                 validate_output=validate,
             )
         except MoAError as e:
             self.add(e.calls, e.nodes or {}, offset)
+            if self.log is not None and e.run_id is not None:
+                self.log.info("cascade.part", topology=topology.name, part_run_id=e.run_id, error=str(e))
             raise
+        if self.log is not None:
+            self.log.info("cascade.part", topology=topology.name, part_run_id=result.run_id)
         self.add(result.calls, result.nodes, offset)
         self.critical_path_s += result.critical_path_s
         if result.cost_note:
@@ -123,12 +136,17 @@ class _Account:
         return sum(c.cost_usd for c in mine), len(mine)
 
     def fail(self, error: MoAError) -> MoAError:
+        error.run_id = self.run_id
         error.calls = list(self.calls)
         error.nodes = dict(self.nodes)
+        if self.log is not None:
+            self.log.error("cascade.failed", topology=self.name, error=str(error), calls=len(self.calls))
         return error
 
     def result(self, output: str, stage: int) -> RunResult:
         usage = sum((c.usage for c in self.calls), Usage())
+        if self.log is not None:
+            self.log.info("cascade.end", topology=self.name, stage=stage, calls=len(self.calls))
         return RunResult(
             output=output,
             topology=self.name,
@@ -142,6 +160,7 @@ class _Account:
             cost_note="; ".join(sorted(self.notes)) or None,
             stage=stage,
             stages_run=stage,
+            run_id=self.run_id,
         )
 
 
