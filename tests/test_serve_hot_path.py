@@ -236,23 +236,22 @@ def _topology_file(tmp_path: Path) -> Path:
     return topology
 
 
-def test_port_zero_serves_on_the_port_it_prints(tmp_path: Path) -> None:
-    """``moa serve --port 0`` (the real command, real uvicorn) binds a free port, prints it, and
-    answers there."""
+def _serve_and_fetch_models(tmp_path: Path, host: str, banner_host: str) -> None:
+    """Start the real command on ``host`` port 0 and fetch /v1/models at the URL its banner prints."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    cmd = [sys.executable, "-m", "moa", "serve", str(_topology_file(tmp_path)), "--port", "0"]
+    cmd = [sys.executable, "-m", "moa", "serve", str(_topology_file(tmp_path)), "--host", host, "--port", "0"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         assert proc.stderr is not None
         banner = proc.stderr.readline()
-        found = re.search(r"t at http://127\.0\.0\.1:(\d+)/v1", banner)
+        found = re.search(r"t at (http://" + re.escape(banner_host) + r":(\d+)/v1)\n", banner)
         assert found, banner
-        port = int(found.group(1))
+        url, port = found.group(1), int(found.group(2))
         assert port > 0
         deadline = time.monotonic() + 60
         while True:  # the banner comes before uvicorn's startup completes
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=10) as r:
+                with urllib.request.urlopen(f"{url}/models", timeout=10) as r:
                     assert json.load(r)["data"][0]["id"] == "t"
                 break
             except (ConnectionError, urllib.error.URLError):
@@ -261,6 +260,28 @@ def test_port_zero_serves_on_the_port_it_prints(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_port_zero_serves_on_the_port_it_prints(tmp_path: Path) -> None:
+    """``moa serve --port 0`` (the real command, real uvicorn) binds a free port, prints it, and
+    answers there."""
+    _serve_and_fetch_models(tmp_path, "127.0.0.1", "127.0.0.1")
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_host_is_printed_as_a_url_that_works(tmp_path: Path) -> None:
+    """``--host ::1`` prints ``http://[::1]:PORT/v1`` (``http://::1:PORT/v1`` is no URL), and the
+    server answers at it."""
+    _serve_and_fetch_models(tmp_path, "::1", "[::1]")
 
 
 def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

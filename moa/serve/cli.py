@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         return fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     names = ", ".join(t.name for t in topologies)
-    print(f"moa serve: {names} at http://{args.host}:{sock.getsockname()[1]}/v1", file=sys.stderr)
+    # an IPv6 address in a URL is bracketed, or its colons read as the port's (RFC 3986)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"moa serve: {names} at http://{host}:{sock.getsockname()[1]}/v1", file=sys.stderr)
     serve(app, sock)
     return 0
 
