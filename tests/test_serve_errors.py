@@ -130,3 +130,45 @@ def test_a_cascades_reply_carries_its_run_id(url: str) -> None:
     """The `moa` object of a cascade's reply names its run (it was empty), one id per request."""
     ids = [_post(url, "casc").json()["moa"]["run_id"] for _ in range(2)]
     assert all(len(i) == 16 for i in ids) and ids[0] != ids[1]
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([{"role": "user", "content": ""}], "messages[0].content"),
+        ([{"role": "user", "content": " \n\t "}], "messages[0].content"),
+        ([{"role": "user", "content": [{"type": "text", "text": "  "}]}], "messages[0].content"),
+        ([{"role": "user"}], "messages[0].content"),
+        (
+            [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": " "},
+            ],
+            "messages[3].content",
+        ),
+        ([{"role": "user", "content": ""}, {"role": "user", "content": "hi"}], "messages[0].content"),
+    ],
+)
+def test_an_empty_user_message_is_a_400_naming_it(
+    url: str, fakes: dict[str, FunctionModel], messages: list[Any], param: str
+) -> None:
+    """A user message with no text but whitespace is refused before any call, as `moa run` refuses
+    an empty `--prompt`, naming the message; plain and cascade topologies alike. Other roles may be
+    empty."""
+    before = _calls(fakes)
+    for model in ("echo", "casc"):
+        r = httpx.post(f"{url}/chat/completions", json={"model": model, "messages": messages}, timeout=30)
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert (err["type"], err["param"]) == ("invalid_request_error", param)
+        assert f"`{param}`" in err["message"] and "empty" in err["message"]
+    assert _calls(fakes) == before
+    fine = [
+        {"role": "system", "content": ""},
+        {"role": "assistant", "content": None},
+        {"role": "user", "content": "two plus two"},
+    ]
+    r = httpx.post(f"{url}/chat/completions", json={"model": "echo", "messages": fine}, timeout=30)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: two plus two"

@@ -274,6 +274,10 @@ class _Server:
         refused = body.unsupported()
         if refused is not None:
             raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter", retry=False)
+        empty = body.empty_user_turn()
+        if empty is not None:
+            param = f"messages[{empty}].content"
+            raise ApiError(400, f"invalid request body: `{param}`: the user's message is empty", param=param)
         topology = self.topologies.get(body.model)
         if topology is None:
             names = ", ".join(f"`{n}`" for n in self.topologies)

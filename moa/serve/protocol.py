@@ -142,6 +142,15 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must be the user's turn")
         return v
 
+    def empty_user_turn(self) -> int | None:
+        """The index of the first user message with no text but whitespace, as ``moa run`` refuses
+        an empty ``--prompt``: every agent would be paid to answer nothing. Other roles may be empty
+        (an assistant turn's ``content`` is null when it called tools)."""
+        for i, m in enumerate(self.messages):
+            if m.role == "user" and not m.text().strip():
+                return i
+        return None
+
     def chat(self) -> list[dict[str, str]]:
         """The messages as the runner takes them (text only, ``developer`` folded into ``system``)."""
         return [
