@@ -136,6 +136,7 @@ class Experiment:
         else:
             ev_config = evaluator_config(spec)
             evaluator = _make_evaluator(ev_config, self.source, self.base_dir)
+        _check_executable(evaluator, dataset.items, self.source)
         if hasattr(evaluator, "artefacts_dir"):  # screenshots of HTML answers go with the results
             evaluator.artefacts_dir = self.out / "artefacts"
         # a judge's id covers its topology's content, so an edited judge file re-scores
@@ -254,6 +255,23 @@ def _make_evaluator(
     except UserError as e:
         raise UserError(f"{source}: evaluator: {e}") from None
     return ev
+
+
+def _check_executable(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Item], source: str) -> None:
+    """Refuse, before any call, the execution evaluator over items it has nothing to run against:
+    each would be answered by every setup, paid for, and then score 0 whatever the answer."""
+    from moa.eval.execution import ExecutionEvaluator, can_execute
+
+    if not isinstance(evaluator, ExecutionEvaluator):
+        return
+    bare = [i.id for i in items if not can_execute(i)]
+    if bare:
+        first = ", ".join(f"`{i}`" for i in bare[:3])
+        raise UserError(
+            f"{source}: evaluator `execution`: {len(bare)} of {len(items)} dataset items have no `tests` "
+            f"(or `test`) to run the answers against (first: {first}); give them tests, or use an "
+            "evaluator that reads `target`"
+        )
 
 
 def _manifest(

@@ -124,3 +124,31 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Capt
     code = main(["compare", str(exp), "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "gone.jsonl" in err
+
+
+@pytest.mark.parametrize("with_tests", [0, 2])
+def test_execution_over_items_without_tests_is_refused_before_any_call(
+    tmp_path: Path, with_tests: int
+) -> None:
+    """The execution evaluator over items with no tests to run is one line naming them, before any
+    setup is paid for (each had been answered, then scored 0 as "no code found")."""
+    rows = [
+        {"id": f"i{i}", "input": f"q{i}", **({"tests": ["assert True"]} if i < with_tests else {})}
+        for i in range(5)
+    ]
+    exp = _write(
+        tmp_path,
+        data=b"".join(json.dumps(r).encode() + b"\n" for r in rows),
+        exp="name: t\ndataset: data.jsonl\nevaluator: execution\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
+    model = FunctionModel(lambda r: "```python\nx = 1\n```")
+    with pytest.raises(UserError) as info:
+        Experiment.from_file(
+            exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+        ).run()
+    first = ", ".join(f"`i{i}`" for i in range(with_tests, with_tests + 3))
+    assert str(info.value) == (
+        f"{exp}: evaluator `execution`: {5 - with_tests} of 5 dataset items have no `tests` (or `test`) "
+        f"to run the answers against (first: {first}); give them tests, or use an evaluator that reads `target`"
+    )
+    assert model.calls == []
