@@ -37,13 +37,14 @@ __all__ = ["budget_stop", "run_pairs"]
 
 def budget_stop(limit_usd: float | None, e: BudgetExceeded) -> str:
     """Why the experiment stopped at its budget, and the least budget that lets the refused call
-    through: calls are refused on their worst case (every token ``max_tokens`` allows), not on
-    what they would likely cost."""
+    through: calls are refused on their worst case (every token ``max_tokens`` allows, and the most
+    prompt tokens a reply may report), not on what they would likely cost."""
     line = f"stopped at the budget of ${limit_usd}: {e}"
     if e.needed_usd is not None:
         least = (e.spent_usd or 0.0) + e.needed_usd
         line += (
-            f"; calls are held at their worst case (the whole max_tokens), so a budget_usd of at least "
+            f"; calls are held at their worst case (the whole max_tokens, and the prompt's token "
+            f"ceiling), so a budget_usd of at least "
             f"${least:.6f} is needed for that call (lower the agents' max_tokens to hold less)"
         )
     return line

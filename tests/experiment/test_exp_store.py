@@ -127,7 +127,9 @@ async def test_changed_dataset_under_the_same_out_is_refused(tmp_path: Path) -> 
 
 async def test_budget_stops_the_experiment_and_a_larger_one_resumes(tmp_path: Path) -> None:
     """Over budget, pairs are left to do (not stored as failures); a larger budget finishes them."""
-    exp = _exp(tmp_path, n=10, extra="budget_usd: 0.01\n")
+    # a call holds about $0.108 (its prompt's token ceiling and max_tokens) and costs about $0.0003:
+    # calls go one at a time until about $0.007 is spent, some way into the 40
+    exp = _exp(tmp_path, n=10, extra="budget_usd: 0.115\n")
     runner = Runner(models={"sim/*": FunctionModel(_answer)})
     e = Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False)
     summary = await e.arun()
