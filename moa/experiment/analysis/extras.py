@@ -1,13 +1,19 @@
 """The quality extras computed per setup from its stored runs: a run's score, pass@k, the per-turn
 scores of multi-turn items, a cascade's escalation, failure reasons, the judge's win/tie/loss and
 Bradley–Terry ratings, and the power sentence. Shared by the summary (``summarize``) and the
-per-language breakdown (``languages``)."""
+per-language breakdown (``languages``).
+
+Under a pairwise judge a setup run's score is already relative to the baseline's run on the same item
+and sample, so the baseline scores 0.5 on every run, failed or not (its failure is counted once, in
+the setup's score); a failed setup run scores 0 against a baseline run that answered and 0.5 (a tie)
+against one that failed too, since neither answered (``pairwise_scorer``).
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from moa.eval import stats
 from moa.eval.bradley_terry import Outcome, bootstrap_ratings
@@ -17,16 +23,26 @@ from moa.experiment.store.database import RunRow
 
 __all__ = [
     "BT_ROUNDS_MAX",
+    "PAIRWISE_BASELINE",
+    "RunScore",
     "bt_ratings",
     "failure_kind",
     "failure_reasons",
+    "item_scores",
     "judge_summary",
+    "pairwise_scorer",
     "pass_at_k",
     "power_sentence",
     "run_score",
     "stage_numbers",
     "turn_scores",
 ]
+
+#: a run's score, or ``None`` when it has none (yet)
+RunScore = Callable[[RunRow], float | None]
+
+#: the baseline's score on every run under a pairwise judge: parity with itself
+PAIRWISE_BASELINE = 0.5
 
 #: Bradley–Terry refits per bootstrap (each is a full ML fit; a few hundred give stable 95% bounds)
 BT_ROUNDS_MAX = 1000
@@ -47,6 +63,40 @@ def stage_numbers(rows: Sequence[RunRow]) -> tuple[float | None, dict[str, float
 def run_score(r: RunRow) -> float | None:
     """A run's score: 0 when the run failed, ``None`` when not scored yet."""
     return 0.0 if r.error is not None else r.score
+
+
+def _pairwise_baseline_score(r: RunRow) -> float:
+    return PAIRWISE_BASELINE
+
+
+def pairwise_scorer(base_runs: Mapping[str, Sequence[RunRow]], *, is_baseline: bool) -> RunScore:
+    """How a run scores under a pairwise judge, given the baseline's runs (item id -> runs): the
+    baseline 0.5 on every run; a setup run its judge score, or when it failed, 0 against a baseline
+    run that answered, 0.5 against one that failed too, ``None`` while the baseline's run is not
+    stored (the pair is not complete, as a successful run waiting for its judgment)."""
+    if is_baseline:
+        return _pairwise_baseline_score
+    base = {(r.item_id, r.sample): r for rows in base_runs.values() for r in rows}
+
+    def score(r: RunRow) -> float | None:
+        if r.error is None:
+            return r.score
+        other = base.get((r.item_id, r.sample))
+        if other is None:
+            return None
+        return PAIRWISE_BASELINE if other.error is not None else 0.0
+
+    return score
+
+
+def item_scores(runs: Mapping[str, Sequence[RunRow]], score: RunScore = run_score) -> dict[str, float]:
+    """Item id -> mean ``score`` over the item's runs that have one (items with none left out)."""
+    out: dict[str, float] = {}
+    for i, rows in runs.items():
+        values = [v for r in rows if (v := score(r)) is not None]
+        if values:
+            out[i] = math.fsum(values) / len(values)
+    return out
 
 
 def pass_at_k(runs: Mapping[str, Sequence[RunRow]], samples: int) -> dict[str, float] | None:
@@ -136,15 +186,17 @@ def bt_ratings(
     seed: int,
 ) -> dict[str, tuple[float, list[float]]]:
     """Bradley–Terry rating and 95% CI per setup (the baseline anchored at 1000) from each judged
-    run against the baseline's run on the same item and sample: a star design, which identifies
-    every rating through the baseline. Resampling keeps an item's outcomes together."""
+    run against the baseline's run on the same item and sample (scored by ``pairwise_scorer``): a
+    star design, which identifies every rating through the baseline. Resampling keeps an item's
+    outcomes together."""
+    score = pairwise_scorer(runs_by_setup.get(baseline, {}), is_baseline=False)
     by_item: dict[Hashable, list[Outcome]] = {}
     for name, runs in runs_by_setup.items():
         if name == baseline:
             continue
         for item_id, rows in runs.items():
             for r in rows:
-                v = run_score(r)
+                v = score(r)
                 if v is not None:
                     by_item.setdefault(item_id, []).append((name, baseline, v))
     if not by_item:

@@ -10,7 +10,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moa.eval import stats
-from moa.experiment.analysis.extras import bt_ratings, pass_at_k, run_score
+from moa.experiment.analysis.extras import (
+    bt_ratings,
+    item_scores,
+    pairwise_scorer,
+    pass_at_k,
+    run_score,
+)
 from moa.experiment.analysis.summary import LanguageSummary, Summary
 from moa.experiment.store.database import RunRow, Store
 
@@ -23,15 +29,6 @@ def item_languages(store: Store) -> dict[str, str]:
         "SELECT item_id, json_extract(data, '$.language') FROM items WHERE json_extract(data, '$.language') IS NOT NULL"
     )
     return {str(i): str(lang) for i, lang in rows}
-
-
-def _mean_scores(runs: Mapping[str, Sequence[RunRow]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for item_id, rows in runs.items():
-        values = [v for r in rows if (v := run_score(r)) is not None]
-        if values:
-            out[item_id] = math.fsum(values) / len(values)
-    return out
 
 
 def add_languages(
@@ -57,10 +54,12 @@ def add_languages(
     for lang in sorted(set(languages[i] for i in item_ids)):
         ids = [i for i in item_ids if languages[i] == lang]
         in_lang = {name: {i: runs[i] for i in ids if i in runs} for name, runs in runs_by_setup.items()}
-        base = _mean_scores(in_lang[summary.baseline])
+        base_runs = in_lang[summary.baseline]
         ratings = bt_ratings(in_lang, baseline=summary.baseline, rounds=rounds, seed=seed) if pairwise else {}
+        base = item_scores(base_runs, pairwise_scorer(base_runs, is_baseline=True) if pairwise else run_score)
         for s in summary.setups:
-            mine = _mean_scores(in_lang.get(s.name, {}))
+            score = pairwise_scorer(base_runs, is_baseline=s.is_baseline) if pairwise else run_score
+            mine = item_scores(in_lang.get(s.name, {}), score)
             ls = LanguageSummary(n=len(mine), quality=math.fsum(mine.values()) / len(mine) if mine else None)
             if not s.is_baseline:
                 common = [i for i in ids if i in mine and i in base]

@@ -10,6 +10,10 @@ or over-budget experiment) are left out: ``n`` counts the items with a stored ru
 statistics use the items both the setup and the baseline have. With ``samples: k`` an item's score is
 the mean over its samples, and cost, tokens and latency are per run (per sample).
 
+Under a pairwise judge the setups' scores are already relative to the baseline, so the baseline
+scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5 (``pairwise_scorer``):
+scoring the baseline's failed run 0 as well would count its failure twice.
+
 Cost basis, per-correct ratios and the Pareto rule: see ``costs``.
 """
 
@@ -23,10 +27,13 @@ from typing import Any
 from moa.eval import stats
 from moa.experiment.analysis.costs import cost_basis, mark_pareto, per_correct_ratios, ratio
 from moa.experiment.analysis.extras import (
+    RunScore,
     bt_ratings,
     failure_kind,
     failure_reasons,
+    item_scores,
     judge_summary,
+    pairwise_scorer,
     pass_at_k,
     power_sentence,
     run_score,
@@ -55,6 +62,12 @@ __all__ = [
     "summary_from_store",
 ]
 
+#: the footer's scoring rule under a pairwise judge (``Summary.scoring_rule``)
+PAIRWISE_RULE = (
+    "the baseline scores 0.5 (parity) on every run; a setup run that failed scores 0 against a baseline "
+    "run that answered and 0.5 against one that failed too; pairs not run are left out"
+)
+
 #: item id -> the item's run, or its runs (one per sample)
 RowsByItem = Mapping[str, RunRow | Sequence[RunRow]]
 
@@ -73,16 +86,6 @@ def _runs(rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[
         runs = [r] if isinstance(r, RunRow) else [x for x in r if x.sample < samples]
         if runs:
             out[i] = runs
-    return out
-
-
-def _scores(runs: Mapping[str, Sequence[RunRow]]) -> dict[str, float]:
-    """Item id -> mean score over the item's scored runs (errors as 0)."""
-    out: dict[str, float] = {}
-    for i, rows in runs.items():
-        values = [v for r in rows if (v := run_score(r)) is not None]
-        if values:
-            out[i] = math.fsum(values) / len(values)
     return out
 
 
@@ -105,9 +108,10 @@ def _setup_numbers(
     rounds: int,
     seed: int,
     samples: int,
+    score: RunScore,
 ) -> tuple[SetupSummary, dict[str, float]]:
     present = [r for i in ids for r in runs.get(i, ())]
-    scores = _scores(runs)
+    scores = item_scores(runs, score)
     s = SetupSummary(
         name=name,
         is_baseline=is_baseline,
@@ -132,7 +136,7 @@ def _setup_numbers(
         values = list(scores.values())
         ci = stats.bootstrap_ci(values, rounds=rounds, seed=seed)
         s.quality, s.quality_ci95 = ci.estimate, _ci(ci)
-        correct = math.fsum(v for r in present if (v := run_score(r)) is not None)
+        correct = math.fsum(v for r in present if (v := score(r)) is not None)
         s.cost_per_correct_usd = s.cost_usd / correct if correct > 0 else None
         s.tokens_per_correct = s.tokens / correct if correct > 0 else None
     s.turn_scores = turn_scores(present)
@@ -158,10 +162,11 @@ def summarize(
     base_name = next(name for name, is_base, _ in setups if is_base)
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
-    all_runs: dict[str, dict[str, list[RunRow]]] = {}
-    for name, is_base, rows in setups:
-        runs = _runs(rows, item_ids, samples)
-        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples)
+    all_runs = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
+    for name, is_base, _ in setups:
+        runs = all_runs[name]
+        score = pairwise_scorer(all_runs[base_name], is_baseline=is_base) if pairwise else run_score
+        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples, score)
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
         if pairwise:
             s.judge = None if is_base else judge_summary(scores, runs, rounds=rounds, seed=seed)
@@ -170,7 +175,6 @@ def summarize(
             s.failure_reasons = failure_reasons([r for rs in runs.values() for r in rs])
         out.append(s)
         all_scores[name] = scores
-        all_runs[name] = runs
     if pairwise:
         ratings = bt_ratings(all_runs, baseline=base_name, rounds=rounds, seed=seed)
         for s in out:
@@ -212,6 +216,8 @@ def summarize(
         setups=out,
         cost_basis=basis,
     )
+    if pairwise:
+        summary.scoring_rule = PAIRWISE_RULE
     missing = sum(s.missing for s in out)
     if missing:
         summary.complete = False
