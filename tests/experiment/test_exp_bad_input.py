@@ -110,7 +110,7 @@ def test_baseline_with_no_quality_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError) as info:
         _run(exp, tmp_path, fn)
     msg = str(info.value)
-    assert "baseline `single` has no quality: all 3 of its runs failed" in msg and "\n" not in msg
+    assert "baseline `single` has no quality: all 3 of its stored runs failed" in msg and "\n" not in msg
     report = (tmp_path / "out" / "report.md").read_text()
     assert "upstream down" in report
 

@@ -108,7 +108,7 @@ def test_no_correct_answer_means_no_cost_per_correct() -> None:
     )
     b = s.setup("base")
     assert b.cost_per_correct_usd is None and b.quality == 0.0
-    assert any("baseline `base` has no quality: all 4 of its runs failed" in n for n in s.notes)
+    assert any("baseline `base` has no quality: all 4 of its stored runs failed" in n for n in s.notes)
 
 
 def test_summary_reads_back_field_for_field_and_refuses_unknown_keys() -> None:

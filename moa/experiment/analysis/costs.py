@@ -36,10 +36,9 @@ def cost_basis(base: SetupSummary) -> CostBasis:
     return "usd" if base.cost_per_item_usd else "tokens"
 
 
-def all_failed(s: SetupSummary, n_items: int) -> bool:
+def all_failed(s: SetupSummary) -> bool:
     """Whether every stored run of the setup ended in an error."""
-    runs = n_items * s.samples - s.missing
-    return runs > 0 and s.errors >= runs
+    return s.runs > 0 and s.errors >= s.runs
 
 
 def per_correct_ratios(out: Sequence[SetupSummary], base: SetupSummary) -> None:
@@ -49,13 +48,13 @@ def per_correct_ratios(out: Sequence[SetupSummary], base: SetupSummary) -> None:
         s.tokens_per_correct_ratio = ratio(s.tokens_per_correct, base.tokens_per_correct)
 
 
-def mark_pareto(out: Sequence[SetupSummary], basis: CostBasis, n_items: int) -> None:
+def mark_pareto(out: Sequence[SetupSummary], basis: CostBasis) -> None:
     """Set ``pareto`` on every setup, comparing cost per item in ``basis`` against quality."""
     scored: list[tuple[SetupSummary, float, float]] = []
     for s in out:
         s.pareto = False
         cost = s.cost_per_item_usd if basis == "usd" else s.tokens_per_item
-        if s.quality is None or cost is None or all_failed(s, n_items):
+        if s.quality is None or cost is None or all_failed(s):
             continue
         scored.append((s, cost, s.quality))
     front = stats.pareto_front([(c, q) for _, c, q in scored])

@@ -116,6 +116,7 @@ def _setup_numbers(
         name=name,
         is_baseline=is_baseline,
         n=len(scores),
+        runs=len(present),
         missing=len(ids) * samples - len(present),
         samples=samples,
     )
@@ -206,7 +207,7 @@ def summarize(
         s.p_value_holm = adj
     basis = cost_basis(base)
     per_correct_ratios(out, base)
-    mark_pareto(out, basis, len(item_ids))
+    mark_pareto(out, basis)
     _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     summary = Summary(
         experiment=experiment,
@@ -221,9 +222,9 @@ def summarize(
     missing = sum(s.missing for s in out)
     if missing:
         summary.complete = False
-        summary.notes.append(
-            f"{missing} (setup, item) pairs have not been run yet: re-run with the same --out to finish"
-        )
+        # with samples, ``missing`` counts runs: one (setup, item) pair holds ``samples`` of them
+        unit = "(setup, item, sample) runs" if samples > 1 else "(setup, item) pairs"
+        summary.notes.append(f"{missing} {unit} have not been run yet: re-run with the same --out to finish")
     problem = baseline_problem(summary)
     if problem:
         summary.notes.append(problem)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "CategorySummary",
@@ -105,6 +105,9 @@ class SetupSummary(BaseModel):
     name: str
     is_baseline: bool
     n: int
+    """Items with a score (at least one scored run)."""
+    runs: int = 0
+    """Stored runs, every sample counted, failed or not, scored or not: what ``errors`` is out of."""
     quality: float | None = None
     quality_ci95: list[float] | None = None
     delta_vs_baseline: float | None = None
@@ -200,6 +203,14 @@ class Summary(BaseModel):
     workers: int = 1
     """The processes that ran them (the Dask workers; 1 for the local executor)."""
 
+    @model_validator(mode="after")
+    def _count_runs(self) -> Summary:
+        # a summary.json written before ``runs`` existed: every pair not missing has a stored run
+        for s in self.setups:
+            if "runs" not in s.model_fields_set:
+                s.runs = self.n_items * s.samples - s.missing
+        return self
+
     def setup(self, name: str) -> SetupSummary:
         for s in self.setups:
             if s.name == name:
@@ -217,11 +228,17 @@ class Summary(BaseModel):
 
 
 def baseline_problem(summary: Summary) -> str | None:
-    """One line when the baseline has no quality to compare with (no run, or every run failed)."""
+    """One line when the baseline has no quality to compare with: no run stored, every stored run
+    failed, or none of its stored runs scored yet."""
     base = summary.setup(summary.baseline)
-    if base.n == 0:
+    if base.runs == 0:
         return f"baseline `{base.name}` has no quality: none of its runs is stored"
-    if base.errors >= base.n * base.samples:
+    if base.errors >= base.runs:
         first = base.error_examples[0]["error"] if base.error_examples else "unknown error"
-        return f"baseline `{base.name}` has no quality: all {base.errors} of its runs failed (first error: {first})"
+        return (
+            f"baseline `{base.name}` has no quality: all {base.runs} of its stored runs failed "
+            f"(first error: {first})"
+        )
+    if base.n == 0:
+        return f"baseline `{base.name}` has no quality: none of its {base.runs} stored runs is scored yet"
     return None

@@ -118,7 +118,7 @@ def _footer(summary: Summary) -> list[str]:
     for s in summary.setups:
         if s.errors:
             first = s.error_examples[0]["error"] if s.error_examples else ""
-            out.append(f"{s.name}: {s.errors} of {s.n * s.samples} runs failed; most frequent: {first}")
+            out.append(f"{s.name}: {s.errors} of {s.runs} runs failed; most frequent: {first}")
         if s.unknown_usage_attempts:
             out.append(
                 f"{s.name}: cost ${s.cost_usd:.6f} known, up to ${s.cost_usd_max:.6f}: "
