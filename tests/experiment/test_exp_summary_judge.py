@@ -9,16 +9,26 @@ from pathlib import Path
 
 import pytest
 
+from moa.eval.judge import INCONSISTENT, NO_VERDICT
 from moa.experiment.analysis import Summary, summarize
 from moa.experiment.analysis.languages import add_languages
+from moa.experiment.report import markdown_report, quality_notes
 from moa.experiment.store import RunRow, Store
 
 IDS = [f"i{k}" for k in range(10)]
 
 
-def _run(setup: str, item: str, score: float | None, *, failed: bool = False, sample: int = 0) -> RunRow:
+def _run(
+    setup: str,
+    item: str,
+    score: float | None,
+    *,
+    failed: bool = False,
+    sample: int = 0,
+    detail: str | None = None,
+) -> RunRow:
     err = "ProviderError: boom" if failed else None
-    return RunRow(0, setup, item, None, err, 0.01, 1.0, 10, 10, 1, sample=sample, score=score)
+    return RunRow(0, setup, item, None, err, 0.01, 1.0, 10, 10, 1, sample=sample, score=score, detail=detail)
 
 
 def _base_fails_on_two() -> tuple[dict[str, list[RunRow]], dict[str, list[RunRow]]]:
@@ -109,3 +119,33 @@ def test_per_language_delta_under_the_judge(tmp_path: Path) -> None:
     assert c.quality == pytest.approx(0.75) and c.delta_vs_baseline == pytest.approx(0.25)
     assert s.setup("single").languages["c"].quality == pytest.approx(0.5)
     assert s.setup("moa").languages["python"].delta_vs_baseline == pytest.approx(0.0)
+
+
+def test_forced_ties_are_counted_in_runs_and_said_to_be_runs() -> None:
+    """samples: 2, each item won on one sample and forced to a tie on the other (no verdict on i0,
+    orders that disagree on i1): 2 items won, the forced ties named as judged runs, not as item ties."""
+    ids = ["i0", "i1"]
+    base = {i: [_run("single", i, 0.5, sample=k) for k in range(2)] for i in ids}
+    forced = {"i0": f"{NO_VERDICT} (setup first): MalformedReply: x", "i1": f"tie: {INCONSISTENT}"}
+    moa = {i: [_run("moa", i, 0.5, detail=forced[i]), _run("moa", i, 1.0, sample=1)] for i in ids}
+    s = summarize(
+        experiment="j",
+        evaluator={"name": "judge"},
+        setups=[("single", True, base), ("moa", False, moa)],
+        item_ids=ids,
+        categories={},
+        rounds=100,
+        pairwise=True,
+        samples=2,
+    )
+    j = s.setup("moa").judge
+    assert j is not None and (j.wins, j.ties, j.losses, j.no_verdict, j.inconsistent) == (2, 0, 0, 1, 1)
+    line = next(n for n in quality_notes(s) if n.startswith("moa vs single"))
+    assert "2 wins, 0 ties, 0 losses over items (each the mean of its 2 samples)" in line
+    assert line.endswith("1 judged run without a verdict, 1 with orders that disagree (each scored a tie)")
+    report = markdown_report(s, png=None)
+    assert "| moa | 2 | 0 | 0 |" in report
+    assert (
+        "- `moa`: 1 judged run without a verdict, 1 with orders that disagree (each scored a tie)" in report
+    )
+    assert "Wins, ties and losses count items, each scored by the mean over its samples." in report

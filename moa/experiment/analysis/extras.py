@@ -158,7 +158,8 @@ def failure_reasons(rows: Sequence[RunRow], top: int = 5) -> list[dict[str, obje
 def judge_summary(
     scores: Mapping[str, float], runs: Mapping[str, Sequence[RunRow]], *, rounds: int, seed: int
 ) -> JudgeSummary | None:
-    """Win/tie/loss of a setup against the baseline from its per-item judge scores."""
+    """Win/tie/loss of a setup against the baseline from its per-item judge scores (items), and its
+    judged runs forced to a tie by a missing verdict or disagreeing orders (runs: see JudgeSummary)."""
     values = list(scores.values())
     if not values:
         return None

@@ -54,7 +54,9 @@ class LanguageSummary(BaseModel):
 
 
 class JudgeSummary(BaseModel):
-    """A setup against the baseline under a pairwise judge (per item: the mean over its samples)."""
+    """A setup against the baseline under a pairwise judge. ``wins``, ``ties`` and ``losses`` count
+    items (each scored by the mean over its samples); ``no_verdict`` and ``inconsistent`` count judged
+    runs (one per sample), since a forced tie on one sample need not make its item a tie."""
 
     model_config = _CONFIG
 
@@ -67,9 +69,9 @@ class JudgeSummary(BaseModel):
     """The mean judge score: 1 = always much better, 0.5 = parity, 0 = always much worse."""
     score_ci95: list[float]
     no_verdict: int = 0
-    """Judged pairs scored as a tie because a judgment had no valid verdict (after its retries)."""
+    """Judged runs scored as a tie because a judgment had no valid verdict (after its retries)."""
     inconsistent: int = 0
-    """Judged pairs whose two orders disagreed in direction (a position-biased judge): ties."""
+    """Judged runs whose two orders disagreed in direction (a position-biased judge): ties."""
 
 
 class HumanSummary(BaseModel):

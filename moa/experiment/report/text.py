@@ -10,7 +10,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from moa.experiment.analysis.summary import SetupSummary, Summary
+from moa.experiment.analysis.summary import JudgeSummary, SetupSummary, Summary
 
 __all__ = [
     "Section",
@@ -242,6 +242,21 @@ def _bt(s: SetupSummary) -> str:
     return f"{s.bt_rating:.0f} {_ci(s.bt_ci95, '.0f')}" + (" (anchor)" if s.is_baseline else "")
 
 
+def _forced_ties(j: JudgeSummary) -> str | None:
+    """The judged runs forced to a tie, in runs: with samples an item holds several, so these are
+    not counted among the items' wins, ties and losses."""
+    parts = []
+    if j.no_verdict:
+        parts.append(f"{j.no_verdict} judged run{'s' if j.no_verdict != 1 else ''} without a verdict")
+    if j.inconsistent:
+        parts.append(f"{j.inconsistent} with orders that disagree")
+    return ", ".join(parts) + " (each scored a tie)" if parts else None
+
+
+def _items_note(s: SetupSummary) -> str:
+    return f" over items (each the mean of its {s.samples} samples)" if s.samples > 1 else ""
+
+
 def _judge_section(summary: Summary) -> Section | None:
     if not any(s.judge is not None or s.bt_rating is not None for s in summary.setups):
         return None
@@ -267,7 +282,7 @@ def _judge_section(summary: Summary) -> Section | None:
             [
                 s.name,
                 str(j.wins),
-                str(j.ties) + (f" ({j.no_verdict} without a verdict)" if j.no_verdict else ""),
+                str(j.ties),
                 str(j.losses),
                 f"{j.win_rate:.3f}",
                 f"{j.score:.3f} {_ci(j.score_ci95)}",
@@ -275,9 +290,20 @@ def _judge_section(summary: Summary) -> Section | None:
                 f"{s.judge_cost_usd:.6f}",
             ]
         )
+    sampled = max(s.samples for s in summary.setups) > 1
     bullets = [
         "Each setup's answer is judged against the baseline's on the same item in both orders; "
         "inconsistent verdicts count as a tie. Judge score: 1 = much better, 0.5 = parity, 0 = much worse.",
+        *(
+            ["Wins, ties and losses count items, each scored by the mean over its samples."]
+            if sampled
+            else []
+        ),
+        *(
+            f"`{s.name}`: {forced}"
+            for s in summary.setups
+            if s.judge is not None and (forced := _forced_ties(s.judge))
+        ),
         "Bradley–Terry ratings (ties as half wins) on an Elo-like scale with the baseline at 1000; every "
         "setup is judged against the baseline only (a star design), so ratings between two setups rest "
         "on their comparisons with the baseline.",
@@ -449,11 +475,11 @@ def quality_notes(summary: Summary) -> list[str]:
     for s in summary.setups:
         if s.judge is not None:
             j = s.judge
+            forced = _forced_ties(j)
             out.append(
-                f"{s.name} vs {summary.baseline} (judge): {j.wins} wins, {j.ties} ties"
-                + (f" ({j.no_verdict} without a verdict)" if j.no_verdict else "")
-                + f", {j.losses} losses; "
-                f"judge score {j.score:.3f} {_ci(j.score_ci95)}; BT {_bt(s)}"
+                f"{s.name} vs {summary.baseline} (judge): {j.wins} wins, {j.ties} ties, {j.losses} losses"
+                f"{_items_note(s)}; judge score {j.score:.3f} {_ci(j.score_ci95)}; BT {_bt(s)}"
+                + (f"; {forced}" if forced else "")
             )
         if s.human is not None and not s.is_baseline:
             h = s.human
