@@ -168,3 +168,15 @@ def test_zero_cost_plot_starts_at_zero_and_labels_do_not_overlap(tmp_path: Path)
     path = tmp_path / "pareto.png"
     assert pareto_png(s, path) is None
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_baseline_whose_runs_all_failed_at_zero_cost_is_not_called_free() -> None:
+    """Every baseline run failed before a priced reply: the token-basis footer says that, not that the
+    models are local-compute or unpriced."""
+    s = _summary(
+        ("single", _rows("single", [0, 0, 0, 0], failed=True)),
+        ("moa", _rows("moa", [1, 1, 0, 0], cost=0.02)),
+    )
+    assert s.cost_basis == "tokens"
+    note = next(n for n in print_notes(s) if n.startswith("cost × single is undefined"))
+    assert "every run of the baseline failed and cost $0" in note and "local-compute" not in note

@@ -4,7 +4,8 @@ tokens when the baseline cost $0), the per-correct-answer ratios and the Pareto 
 Rules:
 
 - The basis is ``tokens`` when the baseline's cost is $0 or unknown (every call local-compute or
-  unpriced, or no run stored): a ratio to $0 is undefined and every setup would tie at $0.
+  unpriced, every run failed before a priced reply, or no run stored): a ratio to $0 is undefined and
+  every setup would tie at $0.
 - Pareto (cost in the basis, per item, against quality): a setup is dominated when another costs no
   more and scores no less, one of them strictly; so a setup that costs more for the same quality is off
   the front, and two setups equal in both stay on it. A setup without quality, or whose runs all

@@ -198,7 +198,8 @@ class Summary(BaseModel):
     scoring_rule: str = "a run that failed scores 0; pairs not run are left out"
     cost_basis: Literal["usd", "tokens"] = "usd"
     """What "cost" means in the ratios, the Pareto front and the per-correct figures: ``usd``, or
-    ``tokens`` when the baseline cost $0 (every call local-compute or unpriced), where USD says nothing."""
+    ``tokens`` when the baseline cost $0 (every call local-compute or unpriced, or every run failed
+    before a priced reply) or has no stored run, where USD says nothing."""
     executor: str = "local"
     """Where local-model runs and execution scoring ran: ``local``, ``dask`` or the Dask scheduler's
     address."""

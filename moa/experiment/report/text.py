@@ -10,6 +10,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from moa.experiment.analysis.costs import all_failed
 from moa.experiment.analysis.summary import JudgeSummary, SetupSummary, Summary
 
 __all__ = [
@@ -137,6 +138,9 @@ def _footer(summary: Summary) -> list[str]:
                 if any("budget" in n for n in summary.notes)
                 else ""
             )
+        elif base is not None and all_failed(base):
+            # failed before any priced reply: $0 says the baseline never answered, not that it is free
+            why = "every run of the baseline failed and cost $0"
         else:
             why = "the baseline cost $0 (local-compute or unpriced models)"
         out.append(
