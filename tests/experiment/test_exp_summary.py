@@ -122,3 +122,21 @@ def test_summary_reads_back_field_for_field_and_refuses_unknown_keys() -> None:
     data["setups"][0]["surprise"] = 1
     with pytest.raises(ValidationError, match="surprise"):
         Summary.from_dict(data)
+
+
+def test_the_baseline_is_found_by_its_flag_not_its_position() -> None:
+    """The baseline passed last: ratios are still against it, and the summary lists it first."""
+    base = _rows("base", [1, 1, 0, 0], [0.01] * 4, [1, 2, 3, 4])
+    good = _rows("good", [1, 1, 1, 0], [0.03] * 4, [2, 4, 6, 8])
+    s = summarize(
+        experiment="t",
+        evaluator={"name": "exact"},
+        setups=[("good", False, good), ("base", True, base)],
+        item_ids=IDS,
+        categories={},
+        rounds=200,
+    )
+    assert [x.name for x in s.setups] == ["base", "good"]
+    assert s.setup("good").cost_ratio == pytest.approx(3.0)
+    assert s.setup("good").latency_ratio == pytest.approx(2.0)
+    assert s.setup("base").cost_ratio == pytest.approx(1.0)

@@ -159,8 +159,11 @@ def summarize(
     pairwise: bool = False,
 ) -> Summary:
     """The summary from stored rows: ``setups`` holds (name, is_baseline, item id -> run or runs),
-    baseline first. ``pairwise``: the scores are a judge's verdicts against the baseline."""
-    base_name = next(name for name, is_base, _ in setups if is_base)
+    the baseline flagged, first in the summary wherever it was passed. ``pairwise``: the scores are
+    a judge's verdicts against the baseline."""
+    # the ratios and the report's row order take the baseline from the flag, not from the position
+    setups = sorted(setups, key=lambda s: not s[1])
+    base_name = setups[0][0]
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
     all_runs = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
@@ -182,7 +185,7 @@ def summarize(
             fit = ratings.get(s.name)
             if fit is not None:
                 s.bt_rating, s.bt_ci95 = fit
-    base = out[0]
+    base = next(s for s in out if s.is_baseline)
     base_scores = all_scores[base_name]
     raw_p: list[tuple[SetupSummary, float]] = []
     for s in out:
