@@ -18,13 +18,16 @@ __all__ = ["write_outputs", "write_results"]
 
 
 def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
-    """``results.jsonl``: one row per stored (setup, item) pair, read lazily from the store."""
+    """``results.jsonl``: one row per stored run (setup, item, sample) among the experiment's items
+    and its first ``samples`` samples, the runs the summary counts, read lazily from the store."""
     items = set(manifest["item_ids"])
+    # a store filled under a larger ``samples`` keeps the extra runs; the summary leaves them out
+    samples = int(manifest.get("samples", 1))
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for s in manifest["setups"]:
             for r in store.iter_runs(s["name"], s["hash"], manifest["evaluator_id"]):
-                if r.item_id not in items:
+                if r.item_id not in items or r.sample >= samples:
                     continue
                 score = 0.0 if r.error is not None else r.score
                 row = {
