@@ -20,7 +20,7 @@ import pytest
 
 from moa.errors import TopologyError, UserError
 from moa.experiment import Experiment, Store, rebuild_report
-from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from moa.testing.sim import FaultPlan, SimModel, SimRequest, SimServer, last_user_text
 
 N = 40
 ROWS = [{"id": f"q{i}", "input": f"What is {i} plus {i}?", "target": f"n{2 * i}"} for i in range(N)]
@@ -296,3 +296,31 @@ def test_a_multi_node_judge_retries_a_malformed_verdict_of_its_aggregator(tmp_pa
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
     j = summary.setup("good").judge
     assert j is not None and j.no_verdict == 0 and j.ties == 3
+
+
+def _baseline_failed_scores(out: Path) -> int:
+    store = Store.open(out)
+    try:
+        row = store.conn.execute(
+            "SELECT COUNT(*) FROM scores WHERE detail = 'the baseline failed on this item'"
+        )
+        return int(row.fetchone()[0])
+    finally:
+        store.close()
+
+
+def test_a_retried_baseline_run_is_judged_again(tmp_path: Path) -> None:
+    """A setup's score made because the baseline's run failed goes with that run: once the failed
+    run is retried (retry_errors) and answers, the setup is judged against the answer (the 1.0 of
+    "the baseline failed" had outlived the run it was made against)."""
+    faults = FaultPlan(rate=0.5, kinds=("503",), models=["base-m"])
+    with SimServer(_models(fair_judge), faults=faults) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url, extra="retry_errors: true\n")
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert first.setup("base").errors > 0 and _baseline_failed_scores(tmp_path / "out") > 0
+        srv.faults = None
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert summary.setup("base").errors == 0
+    assert _baseline_failed_scores(tmp_path / "out") == 0
+    good = summary.setup("good").judge
+    assert good is not None and good.wins + good.ties + good.losses == N

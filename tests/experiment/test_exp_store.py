@@ -16,6 +16,7 @@ from moa.cli import main
 from moa.errors import RequestRejected, UserError
 from moa.eval import Item, Judgment, PairScore, Score
 from moa.experiment import Experiment, Store
+from moa.experiment.store.schema import SCHEMA_VERSION
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
@@ -250,3 +251,32 @@ def test_compare_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "data:image/png;base64," in html
     summary: dict[str, Any] = json.loads((out / "summary.json").read_text())
     assert summary["setups"][1]["cost_ratio"] == pytest.approx(2.0)
+
+
+def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: Path) -> None:
+    """Upgrading a v4 store: a judged score learns its baseline run from its verdicts; a score of
+    "the baseline failed" (no verdict to learn it from) is dropped, to be made again at no cost."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript(
+        """
+        DROP INDEX scores_baseline;
+        ALTER TABLE scores DROP COLUMN baseline_run_id;
+        UPDATE meta SET value = '4' WHERE key = 'schema_version';
+        INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES
+          (1, 'judge', 1.0, 'the baseline failed on this item'), (2, 'judge', 0.75, 'judged'),
+          (3, 'exact', 1.0, 'match');
+        INSERT INTO judgments(evaluator_id, run_id, baseline_run_id, position, verdict, value, cost_usd)
+          VALUES ('judge', 2, 7, 'ab', 'A>B', 1.0, 0.01);
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION == 5
+        rows = store.conn.execute("SELECT run_id, baseline_run_id FROM scores ORDER BY run_id").fetchall()
+        assert rows == [(2, 7), (3, None)]
+    finally:
+        store.close()

@@ -24,7 +24,7 @@ from moa.eval.datasets import Item
 from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
 from moa.experiment.store.lock import FolderLock
-from moa.experiment.store.schema import SCHEMA, SCHEMA_VERSION, migrate, stored_version
+from moa.experiment.store.schema import INDEXES, SCHEMA, SCHEMA_VERSION, migrate, stored_version
 from moa.results import CallRecord, RunResult, Usage
 from moa.safe_read import refuse_special
 from moa.scrub import environment_secrets
@@ -172,6 +172,7 @@ class Store:
                 raise UserError(f"{path}: store schema version {version}, this moa reads {SCHEMA_VERSION}")
             store.set_meta("schema_version", SCHEMA_VERSION)
             conn.commit()
+        conn.executescript(INDEXES)
         return store
 
     def close(self) -> None:
@@ -294,6 +295,8 @@ class Store:
         ]
         self.conn.executemany("DELETE FROM calls WHERE judgment_id=?", [(j,) for j in jids])
         self.conn.execute("DELETE FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))
+        # the other setups' pairwise scores against this run: made again against its replacement
+        self.conn.execute("DELETE FROM scores WHERE baseline_run_id=?", (rid,))
         self.conn.execute("DELETE FROM calls WHERE run_id=?", (rid,))
         self.conn.execute("DELETE FROM scores WHERE run_id=?", (rid,))
         self.conn.execute("DELETE FROM runs WHERE run_id=?", (rid,))
@@ -375,13 +378,15 @@ class Store:
         """A score (and each turn's, for a multi-turn item) and, for a pairwise evaluator, its
         verdicts and their judge calls, together."""
         self.conn.execute(
-            "INSERT OR REPLACE INTO scores(run_id, evaluator_id, value, detail, turn_scores) VALUES (?,?,?,?,?)",
+            "INSERT OR REPLACE INTO scores(run_id, evaluator_id, value, detail, turn_scores, baseline_run_id) "
+            "VALUES (?,?,?,?,?,?)",
             (
                 run_id,
                 evaluator,
                 value,
                 detail,
                 None if turn_scores is None else json.dumps(list(turn_scores)),
+                baseline_run_id,
             ),
         )
         for j in judgments:

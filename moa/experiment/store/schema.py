@@ -9,7 +9,7 @@ from pathlib import Path
 
 from moa.errors import UserError
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
+__all__ = ["INDEXES", "SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 
 #: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair);
 #: 3 added the accounting of unknown usage: ``runs.cost_usd_max``, ``runs.unknown_attempts``,
@@ -17,8 +17,11 @@ __all__ = ["SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 #: 4 added multi-turn items: ``runs.turns`` (JSON: each turn's answer), ``scores.turn_scores`` (JSON)
 #: and ``judgments.turn`` (0: the whole item; k: the verdict on turn k); and the trace of every call:
 #: ``calls.messages`` (JSON) and ``calls.reply``; ``runs.stage`` (a cascade's answering stage); and (still 4, created where missing) people's A/B
-#: ``votes`` and the ``cache_items`` index
-SCHEMA_VERSION = 4
+#: ``votes`` and the ``cache_items`` index;
+#: 5 added ``scores.baseline_run_id``: the baseline run a pairwise score was made against, so the
+#: score goes when that run is replaced (a failed baseline run retried: the score of "the baseline
+#: failed" had outlived it)
+SCHEMA_VERSION = 5
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -76,7 +79,7 @@ CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
   run_id INTEGER NOT NULL, evaluator_id TEXT NOT NULL, value REAL NOT NULL, detail TEXT,
-  turn_scores TEXT, PRIMARY KEY(run_id, evaluator_id));
+  turn_scores TEXT, baseline_run_id INTEGER, PRIMARY KEY(run_id, evaluator_id));
 """
     + _JUDGMENTS
     + """CREATE TABLE IF NOT EXISTS cache(
@@ -153,7 +156,30 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
             conn.execute("DROP TABLE judgments_v3")
 
 
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+#: the detail version 4 stored on a pairwise score made without a judge call because the baseline's
+#: run had failed; such scores cannot be tied to that run, and cost nothing to make again
+_V4_BASELINE_FAILED = "the baseline failed on this item"
+
+
+def _v4_to_v5(conn: sqlite3.Connection) -> None:
+    with conn:
+        if "baseline_run_id" not in {row[1] for row in conn.execute("PRAGMA table_info(scores)")}:
+            conn.execute("ALTER TABLE scores ADD COLUMN baseline_run_id INTEGER")
+        # a judged score is tied to its baseline run through its verdicts
+        conn.execute(
+            "UPDATE scores SET baseline_run_id = (SELECT MIN(j.baseline_run_id) FROM judgments j "
+            "WHERE j.run_id = scores.run_id AND j.evaluator_id = scores.evaluator_id) "
+            "WHERE baseline_run_id IS NULL"
+        )
+        conn.execute(
+            "DELETE FROM scores WHERE baseline_run_id IS NULL AND detail = ?", (_V4_BASELINE_FAILED,)
+        )
+
+
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+
+#: indexes on columns a migration may add: made once the tables have their current shape
+INDEXES = "CREATE INDEX IF NOT EXISTS scores_baseline ON scores(baseline_run_id);"
 
 
 def migrate(conn: sqlite3.Connection, version: int) -> int:
