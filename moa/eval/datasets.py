@@ -320,10 +320,10 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     answer = _required_str(row, "answer")
     # the number after the last `####`; text after that line ("I am 95% sure.") is not the answer
     after = _GSM8K_ANSWER.findall(answer)
-    try:
-        numbers = parse_numbers(after[-1]) if after else []
-    except OverflowError:
-        raise _BadRow("`answer`: the number after `####` is too large for a float") from None
+    numbers = parse_numbers(after[-1]) if after else []
+    # the target is written from a float: a number past its range (read as inf) would be "inf"
+    if numbers and math.isinf(numbers[0]):
+        raise _BadRow("`answer`: the number after `####` is too large for a float")
     if not numbers:
         raise _BadRow("`answer` has no `#### <number>` line")
     return Item(
