@@ -77,6 +77,10 @@ class Graph:
         return "\n".join(lines)
 
 
+#: names a problem line lists before it stops: one line must stay readable whatever the graph
+_LISTED = 10
+
+
 def _known_templates() -> str:
     return ", ".join(sorted(k for k in TEMPLATES if k != "default"))
 
@@ -220,8 +224,9 @@ def check_nodes(
         if len(sinks) == 1:
             output = sinks[0]
         elif sinks:
+            shown = ", ".join(sinks[:_LISTED]) + (", …" if len(sinks) > _LISTED else "")
             problems.append(
-                f"no `output` and {len(sinks)} nodes end the graph ({', '.join(sinks)}): name the answer with `output`"
+                f"no `output` and {len(sinks)} nodes end the graph ({shown}): name the answer with `output`"
             )
         elif ids:
             problems.append("no `output`, and no node ends the graph")

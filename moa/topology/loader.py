@@ -16,7 +16,7 @@ from moa.cascade.definition import Cascade
 from moa.errors import TopologyError, UserError
 from moa.topology.definition import Topology
 from moa.topology.graph import check_nodes
-from moa.topology.spec import KINDS, NodeSpec
+from moa.topology.spec import KINDS, MAX_GRAPH, NodeSpec, raw_graph_size
 
 __all__ = ["format_validation_error", "load", "load_data", "preset_dir", "presets", "read_document"]
 
@@ -166,6 +166,8 @@ def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
     """Best-effort structural checks on a file whose schema failed, so every problem shows at once."""
     if "kind" in data or not isinstance(data.get("nodes"), list):
         return []
+    if sum(raw_graph_size(data["nodes"])) > MAX_GRAPH:
+        return []  # already refused as too large: checking it would cost what the cap saves
     nodes = []
     for raw in data["nodes"]:
         try:

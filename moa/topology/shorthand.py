@@ -6,10 +6,11 @@ both pass through ``expand`` so they meet in one validated graph.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Sequence
 
-from moa.topology.spec import NodeSpec, TopologySpec
+from moa.topology.spec import MAX_GRAPH, NodeSpec, TopologySpec
 
 __all__ = ["expand"]
 
@@ -67,6 +68,13 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     if spec.output is not None:
         problems.append(f"`output` is set by `kind: {spec.kind}` itself; remove it")
 
+    size = _expanded_size(spec)
+    if size > MAX_GRAPH:
+        problems.append(
+            f"`kind: {spec.kind}` expands to {size:,} nodes + edges, over the limit of {MAX_GRAPH:,}"
+        )
+        return [], None, problems
+
     builder = {
         "single": _single,
         "sequential": _sequential,
@@ -77,6 +85,23 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     }[spec.kind]
     nodes, output = builder(spec, problems)
     return nodes, output, problems
+
+
+def _expanded_size(spec: TopologySpec) -> int:
+    """Nodes + edges the shorthand would build, counted before building any (each list is capped in
+    the spec, but layers multiply: 64 layers of 256 proposers read each other 4 million times)."""
+    if spec.kind == "sequential":
+        n = len(spec.steps or [])
+        return n + n * (n - 1) // 2  # every step reads all earlier ones
+    if spec.kind == "layered":
+        if isinstance(spec.layers, int):
+            widths = [len(spec.proposers or [])] * spec.layers
+        else:
+            widths = [len(layer) for layer in spec.layers or []]
+        edges = sum(a * b for a, b in itertools.pairwise(widths))
+        return sum(widths) + edges + 1 + (widths[-1] if widths else 0)
+    workers = len(spec.workers or []) if spec.kind != "self_moa" else spec.samples or 4
+    return 3 * workers + 2  # workers, one plan edge and one fan-in edge each, plan and fan-in
 
 
 def _need(spec: TopologySpec, field: str, problems: list[str]) -> None:

@@ -12,12 +12,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 __all__ = [
+    "MAX_GRAPH",
+    "MAX_LAYERS",
+    "MAX_LIST",
     "AgentSpec",
     "NodeSpec",
     "PricingSpec",
     "RateLimitSpec",
     "RetrySpec",
     "TopologySpec",
+    "raw_graph_size",
     "require_printable",
 ]
 
@@ -29,6 +33,16 @@ OnQuorum = Literal["cancel", "wait"]
 Transport = Literal["auto", "litellm", "openai-http"]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+# A file of a few bytes must not expand into a graph that takes minutes to check
+# (`layers: 100000000`, 20,000 `steps` each reading every earlier step): each count a shorthand
+# multiplies is capped, and so is the whole graph, before any node is built.
+#: layers of a `layered` topology
+MAX_LAYERS = 64
+#: agents in `steps`, `workers`, `proposers` or one layer
+MAX_LIST = 256
+#: nodes plus edges (inputs and instruction_from) of one graph, shorthand or explicit
+MAX_GRAPH = 100_000
 
 
 def require_printable(value: Any, what: str) -> Any:
@@ -42,6 +56,17 @@ def require_printable(value: Any, what: str) -> Any:
         if bad is not None:
             raise ValueError(f"{what} {value!r} holds the control character {bad!r}")
     return value
+
+
+def raw_graph_size(nodes: Any) -> tuple[int, int]:
+    """Nodes and inputs of ``nodes`` as read from a file (dicts) or built in Python (NodeSpecs)."""
+    if not isinstance(nodes, list):
+        return 0, 0
+    edges = 0
+    for node in nodes:
+        inputs = node.get("inputs") if isinstance(node, dict) else getattr(node, "inputs", None)
+        edges += len(inputs) if isinstance(inputs, list) else 0
+    return len(nodes), edges
 
 
 class RetrySpec(BaseModel):
@@ -224,7 +249,42 @@ class TopologySpec(BaseModel):
 
     @field_validator("layers")
     @classmethod
-    def _layers_positive(cls, v: int | list[list[str]] | None) -> int | list[list[str]] | None:
+    def _layers_in_range(cls, v: int | list[list[str]] | None) -> int | list[list[str]] | None:
         if isinstance(v, int) and v < 1:
             raise ValueError("layers must be at least 1")
+        count = v if isinstance(v, int) else len(v) if v is not None else 0
+        if count > MAX_LAYERS:
+            raise ValueError(f"at most {MAX_LAYERS} layers (got {count:,})")
+        for i, layer in enumerate(v if isinstance(v, list) else []):
+            if len(layer) > MAX_LIST:
+                raise ValueError(f"layer {i + 1}: at most {MAX_LIST} agents (got {len(layer):,})")
         return v
+
+    @field_validator("steps", "workers", "proposers")
+    @classmethod
+    def _lists_capped(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_LIST:
+            raise ValueError(f"at most {MAX_LIST} agents (got {len(v):,})")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _explicit_graph_capped(cls, data: Any) -> Any:
+        # counted on the raw nodes, before thousands of NodeSpecs are validated for nothing
+        nodes = data.get("nodes") if isinstance(data, dict) else None
+        n, edges = raw_graph_size(nodes)
+        if n + edges > MAX_GRAPH:
+            raise ValueError(
+                f"`nodes`: {n:,} nodes and {edges:,} inputs, over the limit of {MAX_GRAPH:,} nodes + inputs"
+            )
+        return data
+        edges = 0
+        for n in nodes:
+            inputs = n.get("inputs") if isinstance(n, dict) else getattr(n, "inputs", None)
+            edges += len(inputs) if isinstance(inputs, list) else 0
+        if len(nodes) + edges > MAX_GRAPH:
+            raise ValueError(
+                f"`nodes`: {len(nodes):,} nodes and {edges:,} inputs, over the limit of "
+                f"{MAX_GRAPH:,} nodes + inputs"
+            )
+        return data
