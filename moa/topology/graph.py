@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from moa.topology.prompts import TEMPLATES, Template, looks_like_name
+from moa.topology.prompts import TEMPLATES, Template, looks_like_name, placeholders
 from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["Graph", "GraphNode", "check_nodes"]
@@ -123,20 +123,73 @@ def _node_problems(node: NodeSpec, where: str, agents: _AgentNames, ids: Set[str
             p.append(f"{where}: has a quorum but no inputs")
         elif node.quorum > len(node.inputs):
             p.append(f"{where}: quorum {node.quorum} is larger than its {len(node.inputs)} inputs")
-    if node.prompt is not None:
-        if looks_like_name(node.prompt):
-            if node.prompt not in TEMPLATES:
-                p.append(
-                    f"{where}: prompt template `{node.prompt}` is not known (known: {_known_templates()}; "
-                    "or write a template using {prompt} and {references})"
-                )
-        elif node.inputs and "{references}" not in node.prompt:
-            p.append(f"{where}: reads inputs but its prompt template has no {{references}}")
+    if node.agent is None:
+        p += _reduce_problems(node, where)
+    elif node.prompt is not None and looks_like_name(node.prompt) and node.prompt not in TEMPLATES:
+        p.append(
+            f"{where}: prompt template `{node.prompt}` is not known (known: {_known_templates()}; "
+            "or write a template using {prompt} and {references})"
+        )
+    else:
+        p += _wiring_problems(node, where)
     if node.instruction_from is not None:
         if node.instruction_from not in ids:
             p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined")
         elif node.instruction_from == node.id:
             p.append(f"{where}: instruction_from names itself")
+    return p
+
+
+def _reduce_problems(node: NodeSpec, where: str) -> list[str]:
+    """What a node without a model cannot do: it writes no plan and reads no prompt or instruction."""
+    p = []
+    if node.plan:
+        p.append(f"{where}: `plan: true` needs an `agent`: a plan is a model's reply")
+    if node.instruction_from is not None:
+        p.append(f"{where}: `instruction_from` needs an `agent`: a `reduce` node reads no instruction")
+    if node.prompt is not None:
+        p.append(f"{where}: `prompt` needs an `agent`: a `reduce` node sends no prompt")
+    return p
+
+
+def _template_name(node: NodeSpec) -> str | None:
+    """The named template an agent node uses (``None`` for template text): its own ``prompt``, or
+    the one its wiring calls for."""
+    if node.prompt is not None:
+        return node.prompt if looks_like_name(node.prompt) else None
+    if node.plan:
+        return "plan"  # a manager must be asked for one JSON instruction per worker
+    if node.instruction_from is not None:
+        return "worker"
+    return "aggregate" if node.inputs else "default"
+
+
+def _wiring_problems(node: NodeSpec, where: str) -> list[str]:
+    """The template's placeholders against the node's wiring, for named and written templates alike:
+    an input, instruction or question with no placeholder is silently never sent, and a placeholder
+    with nothing wired to it is sent empty."""
+    name = _template_name(node)
+    text = TEMPLATES[name] if name is not None else node.prompt or ""
+    has = set(placeholders(text))
+    what = f"its prompt template `{name}`" if name is not None else "its prompt template"
+    p = []
+    if node.inputs and "references" not in has:
+        p.append(f"{where}: reads inputs but {what} has no {{references}}, so they would never be sent")
+    if not node.inputs and "references" in has:
+        p.append(f"{where}: {what} uses {{references}} but the node has no `inputs`")
+    if node.instruction_from is not None and "instruction" not in has:
+        p.append(
+            f"{where}: takes `instruction_from` but {what} has no {{instruction}}, so the plan's "
+            "instruction would never be sent"
+        )
+    if node.instruction_from is None and "instruction" in has:
+        p.append(f"{where}: {what} uses {{instruction}} but the node has no `instruction_from`")
+    if not node.plan and "workers" in has:
+        p.append(f"{where}: {what} uses {{workers}} but the node is not `plan: true`")
+    if node.plan and name is not None and name != "plan":
+        p.append(f"{where}: is a plan, so its prompt template is `plan` or one of its own, not `{name}`")
+    if not node.inputs and node.instruction_from is None and "prompt" not in has:
+        p.append(f"{where}: {what} has no {{prompt}}, so the user's question would never be sent")
     return p
 
 
@@ -149,11 +202,8 @@ def _compiled(text: str) -> Template:
 def _template_for(node: NodeSpec) -> Template | None:
     if node.agent is None:
         return None
-    if node.prompt is not None:
-        return _compiled(TEMPLATES.get(node.prompt, node.prompt))
-    if node.instruction_from is not None:
-        return _compiled(TEMPLATES["worker"])
-    return _compiled(TEMPLATES["aggregate" if node.inputs else "default"])
+    name = _template_name(node)
+    return _compiled(TEMPLATES[name] if name is not None else node.prompt or "")
 
 
 def _digraph(nodes: Sequence[NodeSpec], ids: Set[str]) -> nx.DiGraph[str]:

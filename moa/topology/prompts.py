@@ -1,9 +1,10 @@
 """Default prompt templates and their rendering.
 
-A template is plain text with up to three placeholders: ``{prompt}`` (the user's prompt),
-``{references}`` (the outputs of the node's inputs, numbered) and ``{instruction}`` (a worker's
-instruction from a plan). Only these three are replaced, so templates may hold other braces
-(JSON examples, code) untouched. Templates are split once per topology, not per call.
+A template is plain text with up to four placeholders: ``{prompt}`` (the user's prompt),
+``{references}`` (the outputs of the node's inputs, numbered), ``{instruction}`` (a worker's
+instruction from a plan) and ``{workers}`` (a plan's number of workers). Only these are replaced and
+no brace is an escape, so templates may hold other braces (JSON examples, code, ``}}`` closing nested
+objects) exactly as written. Templates are split once per topology, not per call.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TEMPLATES", "Template", "format_references"]
+__all__ = ["TEMPLATES", "Template", "format_references", "placeholders"]
 
 # The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
 AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
@@ -43,7 +44,7 @@ User query: {prompt}"""
 
 PLAN = """You are a manager splitting a task among {workers} workers. Write exactly {workers} \
 instructions, one per worker, each a self-contained sub-task that helps answer the user's query. \
-Reply with JSON only, in this form: {{"instructions": ["...", "..."]}}
+Reply with JSON only, in this form: {"instructions": ["...", "..."]}
 
 User query: {prompt}"""
 
@@ -72,6 +73,11 @@ def looks_like_name(text: str) -> bool:
     return bool(_TEMPLATE_NAME.match(text))
 
 
+def placeholders(text: str) -> list[str]:
+    """The placeholders a template uses, in order."""
+    return _PLACEHOLDER.findall(text)
+
+
 def format_references(outputs: Sequence[tuple[str, str]]) -> str:
     """Number the references: ``1. <output>`` blocks, in input order."""
     return "\n\n".join(f"{i}. [{node}]\n{text}" for i, (node, text) in enumerate(outputs, 1))
@@ -90,10 +96,10 @@ class Template:
         names: list[str] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
-            parts.append(text[pos : m.start()].replace("{{", "{").replace("}}", "}"))
+            parts.append(text[pos : m.start()])
             names.append(m.group(1))
             pos = m.end()
-        parts.append(text[pos:].replace("{{", "{").replace("}}", "}"))
+        parts.append(text[pos:])
         return cls(tuple(parts), tuple(names))
 
     def render(self, values: dict[str, str]) -> str:
