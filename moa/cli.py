@@ -74,12 +74,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from moa.topology.definition import Topology
+    from moa.topology.schema import topology_file_schema
 
-    text = json.dumps(Topology.model_json_schema(), indent=2) + "\n"
+    text = json.dumps(topology_file_schema(), indent=2) + "\n"
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        try:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as e:  # a missing folder, a directory, no permission: a bad --out, exit 2
+            raise UserError(f"{args.out}: cannot write the schema: {e.strerror or e}") from None
     else:
         sys.stdout.write(text)
     return 0

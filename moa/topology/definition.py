@@ -1,5 +1,6 @@
-"""``Topology``: a validated topology you can run. It is the declarative spec (so
-``moa.Topology.model_json_schema()`` is the schema of topology files) plus its checked graph."""
+"""``Topology``: a validated topology you can run. It is the declarative spec (its
+``model_json_schema()`` is one half of the file schema; ``moa.topology.schema`` adds cascades) plus
+its checked graph."""
 
 from __future__ import annotations
 

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "MAX_GRAPH",
@@ -33,6 +43,10 @@ OnQuorum = Literal["cancel", "wait"]
 Transport = Literal["auto", "litellm", "openai-http"]
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+# Numbers and booleans are strict, as the shipped JSON Schema is: lax pydantic took `"0.5"`,
+# `max_tokens: true` or `plan: "yes"`, which the schema (and so every editor using it) refuses.
+# StrictFloat still takes an int (YAML reads `1` as one); times and prices refuse YAML's `.inf`.
 
 # A file of a few bytes must not expand into a graph that takes minutes to check
 # (`layers: 100000000`, 20,000 `steps` each reading every earlier step): each count a shorthand
@@ -74,9 +88,13 @@ class RetrySpec(BaseModel):
 
     model_config = _FROZEN
 
-    max_attempts: int = Field(3, ge=1, le=20, description="Attempts per model, the first included.")
-    backoff_base_s: float = Field(0.5, ge=0, description="First backoff ceiling; doubles each attempt.")
-    backoff_max_s: float = Field(30.0, ge=0, description="Cap on one backoff (full jitter below it).")
+    max_attempts: StrictInt = Field(3, ge=1, le=20, description="Attempts per model, the first included.")
+    backoff_base_s: StrictFloat = Field(
+        0.5, ge=0, allow_inf_nan=False, description="First backoff ceiling; doubles each attempt."
+    )
+    backoff_max_s: StrictFloat = Field(
+        30.0, ge=0, allow_inf_nan=False, description="Cap on one backoff (full jitter below it)."
+    )
 
 
 class RateLimitSpec(BaseModel):
@@ -84,9 +102,9 @@ class RateLimitSpec(BaseModel):
 
     model_config = _FROZEN
 
-    rpm: float | None = Field(None, gt=0, description="Requests per minute.")
-    max_concurrent: int | None = Field(None, ge=1, description="Requests in flight at once.")
-    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt + max_tokens).")
+    rpm: StrictFloat | None = Field(None, gt=0, allow_inf_nan=False, description="Requests per minute.")
+    max_concurrent: StrictInt | None = Field(None, ge=1, description="Requests in flight at once.")
+    tpm: StrictInt | None = Field(None, ge=1, description="Tokens per minute (prompt + max_tokens).")
 
 
 class PricingSpec(BaseModel):
@@ -94,8 +112,12 @@ class PricingSpec(BaseModel):
 
     model_config = _FROZEN
 
-    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens.")
-    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens.")
+    input_per_mtok: StrictFloat = Field(
+        ..., ge=0, allow_inf_nan=False, description="USD per million prompt tokens."
+    )
+    output_per_mtok: StrictFloat = Field(
+        ..., ge=0, allow_inf_nan=False, description="USD per million completion tokens."
+    )
 
 
 class AgentSpec(BaseModel):
@@ -105,13 +127,15 @@ class AgentSpec(BaseModel):
 
     model: str = Field(..., description="A litellm model string (`openai/gpt-4o-mini`) or `local/<name>`.")
     system: str | None = Field(None, description="System prompt sent before every message of this agent.")
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, gt=0)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    max_tokens: StrictInt | None = Field(None, gt=0)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
     stop: list[str] | None = None
     api_base: str | None = Field(None, description="Endpoint URL, e.g. an OpenAI-compatible server.")
     api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
-    timeout_s: float | None = Field(None, gt=0, description="Per-attempt time limit in seconds.")
+    timeout_s: StrictFloat | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Per-attempt time limit in seconds."
+    )
     retry: RetrySpec = Field(default_factory=RetrySpec)
     rate_limit: RateLimitSpec | None = None
     fallbacks: list[str] = Field(default_factory=list, description="Models tried in order when this fails.")
@@ -142,6 +166,8 @@ class AgentSpec(BaseModel):
     def _model_not_empty(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("model is empty: give a litellm model string such as `openai/gpt-4o-mini`")
+        if v.strip().endswith("/"):
+            raise ValueError(f"model `{v.strip()}` names a provider but no model, e.g. `openai/gpt-4o-mini`")
         return v.strip()
 
     @field_validator("fallbacks")
@@ -152,7 +178,8 @@ class AgentSpec(BaseModel):
                 raise ValueError("a fallback model string is empty")
         return [m.strip() for m in v]
 
-    @field_validator("stop", mode="before")
+    # the schema says what the file may hold (a string or a list); the model always holds a list
+    @field_validator("stop", mode="before", json_schema_input_type=str | list[str] | None)
     @classmethod
     def _stop_as_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
@@ -184,11 +211,13 @@ class NodeSpec(BaseModel):
     vote_on: VoteOn = Field(
         "text", description="What `majority` compares: the normalised text, last number or last line."
     )
-    quorum: int | None = Field(None, ge=1, description="Go on once this many inputs answered.")
+    quorum: StrictInt | None = Field(None, ge=1, description="Go on once this many inputs answered.")
     on_quorum: OnQuorum = Field(
         "cancel", description="Once the quorum answered: `cancel` the rest, or `wait` for them."
     )
-    plan: bool = Field(False, description="This node writes one instruction per worker (structured output).")
+    plan: StrictBool = Field(
+        False, description="This node writes one instruction per worker (structured output)."
+    )
     instruction_from: str | None = Field(
         None, description="A `plan` node whose instruction this worker answers."
     )
@@ -223,14 +252,14 @@ class TopologySpec(BaseModel):
         None, description="parallel/self_moa: non-LLM fan-in instead of an aggregator."
     )
     vote_on: VoteOn = "text"
-    quorum: int | None = Field(None, ge=1)
+    quorum: StrictInt | None = Field(None, ge=1)
     on_quorum: OnQuorum = "cancel"
     manager: str | None = Field(None, description="hierarchical: the agent that plans.")
-    layers: int | list[list[str]] | None = Field(
+    layers: StrictInt | list[list[str]] | None = Field(
         None, description="layered: a number of layers of `proposers`, or the agents of each layer."
     )
     proposers: list[str] | None = Field(None, description="layered: the agents of every layer.")
-    samples: int | None = Field(None, ge=1, le=64, description="self_moa: how many samples.")
+    samples: StrictInt | None = Field(None, ge=1, le=64, description="self_moa: how many samples.")
 
     @field_validator("agents", mode="before")
     @classmethod

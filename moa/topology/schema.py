@@ -1,0 +1,54 @@
+"""The JSON Schema of topology files, both forms: a topology (nodes or a ``kind:`` shorthand) and a
+cascade (``kind: cascade`` with ``stages``). ``moa schema`` prints it and the wheel ships it as
+``moa/topology.schema.json``, for editors; the loader stays the judge, and a test holds the two to
+the same answer on the presets, the examples and a set of bad files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from moa.cascade.definition import Cascade
+from moa.topology.definition import Topology
+
+__all__ = ["topology_file_schema"]
+
+# the topology fields a cascade refuses (its stages hold them): left out of its schema, so an
+# editor neither offers nor accepts them
+_NOT_IN_CASCADE = frozenset(
+    {
+        "nodes",
+        "output",
+        "agent",
+        "steps",
+        "workers",
+        "aggregator",
+        "reduce",
+        "quorum",
+        "manager",
+        "layers",
+        "proposers",
+        "samples",
+        "vote_on",
+        "on_quorum",
+    }
+)
+
+
+def topology_file_schema() -> dict[str, Any]:
+    """One schema for every file ``moa.load`` reads: exactly one of a topology or a cascade."""
+    _, schema = models_json_schema([(Topology, "validation"), (Cascade, "validation")], title="moa topology")
+    defs = schema["$defs"]
+    cascade = defs["Cascade"]
+    cascade["properties"] = {k: v for k, v in cascade["properties"].items() if k not in _NOT_IN_CASCADE}
+    # the loader reads a file as a cascade only when it says `kind: cascade`
+    cascade["required"] = sorted({*cascade.get("required", []), "kind"})
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "moa topology",
+        "description": "A moa topology file: agents with explicit `nodes` or a `kind:` shorthand, "
+        "or a `kind: cascade` of stages.",
+        "oneOf": [{"$ref": "#/$defs/Topology"}, {"$ref": "#/$defs/Cascade"}],
+        "$defs": defs,
+    }
