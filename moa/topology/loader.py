@@ -120,14 +120,95 @@ def _where(loc: tuple[int | str, ...], data: Any) -> str:
     return out or "topology"
 
 
+#: how a message names an object of the formats read here, by its schema name
+_NOUNS = {
+    "AgentSpec": "an agent",
+    "NodeSpec": "a node",
+    "RetrySpec": "`retry`",
+    "RateLimitSpec": "`rate_limit`",
+    "PricingSpec": "`pricing`",
+    "Topology": "the topology",
+    "Cascade": "a cascade",
+    "StageSpec": "a stage",
+    "AcceptSpec": "an `accept` rule",
+    "JudgeSpec": "a judge",
+    "ExperimentSpec": "the experiment",
+    "SetupEntry": "a setup",
+    "TuneSpec": "`tune`",
+}
+
+
+def _noun(name: str) -> str:
+    return _NOUNS.get(name, f"`{name.removesuffix('Spec').lower()}`")
+
+
 @functools.cache
-def field_names(model: type[BaseModel] = Topology) -> list[str]:
-    """Every field name of a file format (all its objects), for "did you mean"."""
-    schema = model.model_json_schema()
-    names: set[str] = set()
-    for obj in [schema, *schema.get("$defs", {}).values()]:
-        names.update(obj.get("properties", {}))
-    return sorted(names)
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def _branches(node: Any, defs: Mapping[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+    """The schema objects ``node`` may be (``$ref`` followed, unions opened), each with its def name."""
+    out: list[tuple[str | None, dict[str, Any]]] = []
+    stack: list[tuple[str | None, Any]] = [(None, node)]
+    while stack:
+        name, n = stack.pop(0)
+        if not isinstance(n, dict):
+            continue
+        ref = n.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            name = ref.removeprefix("#/$defs/")
+            stack.append((name, defs.get(name)))
+            continue
+        out.append((name, n))
+        stack += [(name, b) for key in ("anyOf", "oneOf", "allOf") for b in n.get(key, [])]
+    return out
+
+
+def _object_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[str, dict[str, Any]] | None:
+    """The schema object (def name, schema) holding the field at ``loc``, walking properties, list
+    items and mapping values; a step no branch knows is a pydantic union tag and is skipped."""
+    schema = _schema(model)
+    defs = schema.get("$defs", {})
+    current: list[tuple[str | None, dict[str, Any]]] = [(model.__name__, schema)]
+    for part in loc:
+        nxt: list[tuple[str | None, dict[str, Any]]] = []
+        for _, n in current:
+            for _, b in _branches(n, defs):
+                if isinstance(part, int) and "items" in b:
+                    nxt += _branches(b["items"], defs)
+                elif isinstance(part, str) and part in b.get("properties", {}):
+                    nxt += _branches(b["properties"][part], defs)
+                elif isinstance(part, str) and isinstance(b.get("additionalProperties"), dict):
+                    nxt += _branches(b["additionalProperties"], defs)
+        if nxt:
+            current = nxt
+    for name, n in current:
+        for bname, b in _branches(n, defs):
+            if "properties" in b:
+                return bname or name or model.__name__, b
+    return None
+
+
+def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The message for a field the object at ``loc`` does not have: the closest field of that
+    object (never the field itself), else the object the field belongs to."""
+    field = str(loc[-1]) if loc else "?"
+    found = _object_at(model, loc[:-1])
+    if found is None:
+        return "unknown field"
+    here, obj = found
+    own = [f for f in obj.get("properties", {}) if f != field]
+    close = difflib.get_close_matches(field, own, n=1, cutoff=0.75)
+    if close:
+        return f"unknown field; did you mean `{close[0]}`?"
+    schema = _schema(model)
+    owners = [model.__name__] if field in schema.get("properties", {}) else []
+    owners += [name for name, d in schema.get("$defs", {}).items() if field in d.get("properties", {})]
+    owners = [o for o in owners if o != here]
+    if owners:
+        return f"unknown field: `{field}` belongs to {_noun(owners[0])}, not {_noun(here)}"
+    return "unknown field"
 
 
 def format_validation_error(
@@ -146,10 +227,12 @@ def format_validation_error(
             if field == "api_key":
                 msg = "inline `api_key` is refused: put the key in an environment variable and name it with `api_key_env`"
             else:
-                close = difflib.get_close_matches(str(field), field_names(model), n=1, cutoff=0.75)
-                msg = "unknown field" + (f"; did you mean `{close[0]}`?" if close else "")
+                msg = _unknown_field(model, loc)
         elif typ == "literal_error" and loc and loc[-1] == "kind":
-            msg = f"unknown kind `{e['input']}` (kinds: {', '.join(KINDS)})"
+            kinds = [*KINDS, "cascade"]  # a cascade is read by its own model, but is a kind all the same
+            close = difflib.get_close_matches(str(e["input"]), kinds, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            msg = f"unknown kind `{e['input']}`{hint} (kinds: {', '.join(kinds)})"
         elif typ == "missing":
             msg = "required field is missing"
         elif (
