@@ -9,6 +9,9 @@ Three guards, in the order they act:
 - YAML aliases are bounded by the size of the document they expand to: the "billion laughs" is a few
   hundred bytes that parse into a small shared graph and only blow up later, when the values are
   copied (validation, request bodies).
+
+A document (``read_document``: topologies, experiments) also refuses a key repeated in one mapping,
+which YAML and JSON both resolve by silently keeping the last.
 """
 
 from __future__ import annotations
@@ -237,14 +240,45 @@ def _json_depth(value: Any) -> int:
     return deepest
 
 
-def parse_json(text: str, *, max_depth: int = MAX_DEPTH) -> Any:
+class _RepeatedKey(ValueError):
+    """A key repeated in one JSON object, and the line where it repeats once known."""
+
+    def __init__(self, key: str, line: int | None = None) -> None:
+        super().__init__(f"line {line}: duplicate key `{key}`" if line else f"duplicate key `{key}`")
+        self.key = key
+        self.line = line
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _RepeatedKey(k)
+        out[k] = v
+    return out
+
+
+def _repeated_key_line(text: str, key: str) -> int | None:
+    """The line of the second ``"key":`` in ``text``: where the JSON parser, which keeps no
+    positions for its hook, met the repeat (a key repeated in another object may come first)."""
+    import re
+
+    hits = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
+    return text.count("\n", 0, hits[1]) + 1 if len(hits) > 1 else None
+
+
+def parse_json(text: str, *, max_depth: int = MAX_DEPTH, unique_keys: bool = False) -> Any:
     """``json.loads`` with nesting bounded; deeper input raises ``ValueError`` (syntax errors raise
-    ``json.JSONDecodeError``, a subclass: catch it first for its line number)."""
+    ``json.JSONDecodeError``, a subclass: catch it first for its line number). With ``unique_keys``
+    (documents people write: topologies, experiments) a key repeated in one object raises
+    ``ValueError`` naming it, where ``json`` would keep the last; rows of data keep ``json``'s way."""
     too_deep = f"nesting deeper than {max_depth} levels"
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_pairs if unique_keys else None)
     except RecursionError:
         raise ValueError(too_deep) from None
+    except _RepeatedKey as e:
+        raise _RepeatedKey(e.key, _repeated_key_line(text, e.key)) from None
     # counting brackets runs in C; only text that could be deep is walked
     if text.count("[") + text.count("{") >= max_depth and _json_depth(value) > max_depth:
         raise ValueError(too_deep)
@@ -306,6 +340,27 @@ def _measure(root: yaml.Node, max_depth: int, max_values: int) -> None:
                 stack.append((k, False))
 
 
+def _refuse_repeated_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """A key written twice in one mapping: YAML keeps the last silently, so the first (an agent, a
+    name) would vanish. Keys brought in by a ``<<`` merge may be overridden: that is what it is for."""
+    import yaml
+
+    seen: dict[Any, int | None] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            first = seen.get(key)
+            repeated = key in seen
+        except TypeError:  # an unhashable key is refused by the constructor itself
+            continue
+        if repeated:
+            also = f" (first on line {first})" if first is not None else ""
+            raise _Refused(f"duplicate key `{key}`{also}", _line(key_node))
+        seen[key] = _line(key_node)
+
+
 @functools.cache
 def _loader_class(max_depth: int, max_values: int) -> type[yaml.SafeLoader]:
     import yaml
@@ -336,6 +391,10 @@ def _loader_class(max_depth: int, max_values: int) -> type[yaml.SafeLoader]:
             if node is not None:
                 _measure(node, max_depth, max_values)
             return node
+
+        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+            _refuse_repeated_keys(self, node)
+            return super().construct_mapping(node, deep)
 
     return BoundedLoader
 
@@ -380,9 +439,12 @@ def read_document(
         raise UserError(f"{path}:{line}: not UTF-8 text") from None
     if Path(path).suffix == ".json":
         try:
-            return parse_json(text)
+            return parse_json(text, unique_keys=True)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+        except _RepeatedKey as e:
+            where = f":{e.line}" if e.line else ""
+            raise UserError(f"{path}{where}: refused: duplicate key `{e.key}`") from None
         except ValueError as e:
             raise UserError(f"{path}: refused: {e}") from None
     try:
