@@ -77,7 +77,23 @@ GOOD = {
         "aggregator": "a",
     },
     "a cascade": cascade(),
+    "a cascade accepting on tests": {
+        **cascade(),
+        "stages": [{"agent": "a", "accept": "tests"}, {"nodes": [{"id": "x", "agent": "a"}]}],
+    },
+    "a cascade judge with an integer threshold": {
+        **cascade(),
+        "stages": [
+            {"agent": "a", "accept": {"judge": {"agent": "a", "threshold": 1}}},
+            {"nodes": [{"id": "x", "agent": "a"}]},
+        ],
+    },
 }
+
+
+def _stage(**fields: Any) -> dict[str, Any]:
+    return {**cascade(), "stages": [{"agent": "a", **fields}, {"nodes": [{"id": "x", "agent": "a"}]}]}
+
 
 BAD = {
     "temperature as a string": single(temperature="0.5"),
@@ -94,6 +110,11 @@ BAD = {
     "a cascade with nodes": cascade(nodes=[{"id": "x", "agent": "a"}]),
     "a cascade without stages": {"name": "c", "kind": "cascade", "agents": A},
     "no name": {"kind": "single", "agents": A},
+    "stage samples as a string": _stage(samples="2", accept={"agree": 2}),
+    "stage agree as a bool": _stage(samples=2, accept={"agree": True}),
+    "stage reuse as a string": _stage(reuse="yes"),
+    "stage tests as a string": _stage(accept={"tests": "yes"}),
+    "judge threshold as a string": _stage(accept={"judge": {"agent": "a", "threshold": "0.5"}}),
 }
 
 

@@ -19,6 +19,9 @@ from pydantic import (
     Field,
     InstanceOf,
     PlainSerializer,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -55,7 +58,7 @@ class JudgeSpec(BaseModel):
         None, description="A topology file or preset that rates (its output is read)."
     )
     agent: str | None = Field(None, description="An agent of the cascade that rates, as a single call.")
-    threshold: float = Field(..., ge=0, le=1, description="The confidence the answer needs.")
+    threshold: StrictFloat = Field(..., ge=0, le=1, description="The confidence the answer needs.")
 
     @model_validator(mode="after")
     def _one_rater(self) -> JudgeSpec:
@@ -69,14 +72,14 @@ class AcceptSpec(BaseModel):
 
     model_config = _FROZEN
 
-    agree: int | None = Field(
+    agree: StrictInt | None = Field(
         None, ge=1, description="This many of the stage's samples give the same answer."
     )
     vote_on: VoteOn = Field("text", description="What `agree` compares: the text, last number or last line.")
     judge: JudgeSpec | None = Field(
         None, description="A model's confidence in the answer reaches a threshold."
     )
-    tests: bool | None = Field(None, description="The answer passes the item's tests in the sandbox.")
+    tests: StrictBool | None = Field(None, description="The answer passes the item's tests in the sandbox.")
     custom: SkipJsonSchema[_Callable | None] = Field(
         None, description="Python only: `(answer, context) -> bool`."
     )
@@ -108,7 +111,7 @@ class StageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     agent: str | None = Field(None, description="An agent of the cascade, sampled `samples` times.")
-    samples: int | None = Field(None, ge=1, le=64, description="Agent stages: independent samples.")
+    samples: StrictInt | None = Field(None, ge=1, le=64, description="Agent stages: independent samples.")
     topology: str | SkipJsonSchema[InstanceOf[Topology]] | None = Field(
         None, description="A topology file (relative to the cascade file) or a preset name."
     )
@@ -117,7 +120,7 @@ class StageSpec(BaseModel):
     accept: AcceptSpec | None = Field(
         None, description="When this stage's answer is final; the last stage has none (it always answers)."
     )
-    reuse: bool = Field(
+    reuse: StrictBool = Field(
         False, description="The earlier stages' answers join this stage's prompt as candidate answers."
     )
 

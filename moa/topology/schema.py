@@ -44,6 +44,8 @@ def topology_file_schema() -> dict[str, Any]:
     cascade["properties"] = {k: v for k, v in cascade["properties"].items() if k not in _NOT_IN_CASCADE}
     # the loader reads a file as a cascade only when it says `kind: cascade`
     cascade["required"] = sorted({*cascade.get("required", []), "kind"})
+    # `accept: tests` is the loader's shorthand for `accept: {tests: true}`
+    defs["StageSpec"]["properties"]["accept"]["anyOf"].insert(1, {"const": "tests"})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "moa topology",
