@@ -27,7 +27,7 @@ from moa.topology.definition import Topology
 from moa.topology.graph import Graph
 from moa.topology.spec import AgentSpec
 
-__all__ = ["Cascade", "every_agent"]
+__all__ = ["NOT_IN_CASCADE", "Cascade", "every_agent"]
 
 # the topology fields a cascade does not use: its stages hold nodes and shorthands
 _UNUSED = (
@@ -44,6 +44,8 @@ _UNUSED = (
     "proposers",
     "samples",
 )
+#: every topology field a cascade refuses (the two with defaults included): its schema leaves them out
+NOT_IN_CASCADE = frozenset({*_UNUSED, "vote_on", "on_quorum"})
 
 
 class Cascade(Topology):

@@ -28,6 +28,7 @@ from moa.models import openai_wire
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
     CONNECT_TIMEOUT_S,
+    connect_timed_out,
     connection_failed,
     consume_sse,
     endpoint,
@@ -155,12 +156,7 @@ class AiohttpClient:
             # request left: nothing can be billed, and the budget must not keep a worst case
             raise connection_failed(e, request, never_sent=True) from e
         except aiohttp.ConnectionTimeoutError as e:
-            raise TimedOut(
-                f"timed out connecting: {type(e).__name__}",
-                model=request.model,
-                node=request.node or None,
-                never_sent=True,
-            ) from e
+            raise connect_timed_out(e, request) from e
         except TimeoutError as e:  # aiohttp's socket timeouts are TimeoutErrors too
             raise TimedOut(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None

@@ -16,6 +16,7 @@ from moa.errors import ModelError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
     CONNECT_TIMEOUT_S,
+    connect_timed_out,
     connection_failed,
     consume_sse,
     endpoint,
@@ -80,12 +81,7 @@ class HttpxClient:
         except httpx.ConnectError as e:  # no connection, so no byte of the request left
             raise connection_failed(e, request, never_sent=True) from e
         except httpx.ConnectTimeout as e:
-            raise TimedOut(
-                f"timed out connecting: {type(e).__name__}",
-                model=request.model,
-                node=request.node or None,
-                never_sent=True,
-            ) from e
+            raise connect_timed_out(e, request) from e
         except httpx.TimeoutException as e:
             raise TimedOut(
                 f"timed out: {type(e).__name__}", model=request.model, node=request.node or None

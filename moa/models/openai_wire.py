@@ -16,7 +16,7 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from moa.errors import MalformedReply, ModelError, ProviderError
+from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_REPLY_BYTES",
+    "connect_timed_out",
     "connection_failed",
     "consume_sse",
     "encode_body",
@@ -115,6 +116,16 @@ def connection_failed(
     detail = scrub_clip(str(error) or type(error).__name__, 500, (request.api_key,))
     return ProviderError(
         f"connection failed: {detail}", model=request.model, node=request.node or None, never_sent=never_sent
+    )
+
+
+def connect_timed_out(error: BaseException, request: ModelRequest) -> TimedOut:
+    """No connection within the connect timeout: like a refused one, nothing of the request left."""
+    return TimedOut(
+        f"timed out connecting: {type(error).__name__}",
+        model=request.model,
+        node=request.node or None,
+        never_sent=True,
     )
 
 

@@ -9,31 +9,10 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from moa.cascade.definition import Cascade
+from moa.cascade.definition import NOT_IN_CASCADE, Cascade
 from moa.topology.definition import Topology
 
 __all__ = ["topology_file_schema"]
-
-# the topology fields a cascade refuses (its stages hold them): left out of its schema, so an
-# editor neither offers nor accepts them
-_NOT_IN_CASCADE = frozenset(
-    {
-        "nodes",
-        "output",
-        "agent",
-        "steps",
-        "workers",
-        "aggregator",
-        "reduce",
-        "quorum",
-        "manager",
-        "layers",
-        "proposers",
-        "samples",
-        "vote_on",
-        "on_quorum",
-    }
-)
 
 
 def topology_file_schema() -> dict[str, Any]:
@@ -41,7 +20,7 @@ def topology_file_schema() -> dict[str, Any]:
     _, schema = models_json_schema([(Topology, "validation"), (Cascade, "validation")], title="moa topology")
     defs = schema["$defs"]
     cascade = defs["Cascade"]
-    cascade["properties"] = {k: v for k, v in cascade["properties"].items() if k not in _NOT_IN_CASCADE}
+    cascade["properties"] = {k: v for k, v in cascade["properties"].items() if k not in NOT_IN_CASCADE}
     # the loader reads a file as a cascade only when it says `kind: cascade`
     cascade["required"] = sorted({*cascade.get("required", []), "kind"})
     # `accept: tests` is the loader's shorthand for `accept: {tests: true}`
