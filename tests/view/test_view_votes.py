@@ -25,15 +25,19 @@ def _vote(item: str, setup: str, other: str, value: float, voter: str = "ann") -
 
 
 def test_a_version_4_store_without_the_votes_table_gets_it_on_open(tmp_path: Path) -> None:
-    """A store written before votes existed opens with an empty votes table, still version 4."""
+    """A store written before votes existed (version 4, without them) opens with an empty votes
+    table, upgraded to the current version."""
     Store.open(tmp_path).close()
     conn = sqlite3.connect(tmp_path / "experiment.sqlite")
-    conn.execute("DROP TABLE votes")
+    conn.executescript(
+        "DROP TABLE votes; DROP INDEX scores_baseline; ALTER TABLE scores DROP COLUMN baseline_run_id;"
+        "UPDATE meta SET value = '4' WHERE key = 'schema_version';"
+    )
     conn.commit()
     conn.close()
     store = Store.open(tmp_path)
     try:
-        assert store.get_meta("schema_version") == SCHEMA_VERSION == 4
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
         assert vote_count(store) == (0, 0)
     finally:
         store.close()
