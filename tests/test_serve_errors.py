@@ -111,7 +111,15 @@ def test_a_server_misconfiguration_is_a_500_naming_nothing_of_the_server(url: st
     assert len(failed) == 1 and UNSET in failed[0]["error"] and failed[0]["model"] == "needs-key"
 
 
-@pytest.mark.parametrize("schema", [{"type": "object", "required": 5}, {"type": "object", "properties": [1]}])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "required": 5},
+        {"type": "object", "properties": [1]},
+        {"type": "bogus"},
+        {"type": "object", "properties": {"x": {"type": ["string", "text"]}}},
+    ],
+)
 def test_a_json_schema_the_answer_check_cannot_read_is_a_400(
     url: str, fakes: dict[str, FunctionModel], schema: dict[str, Any]
 ) -> None:

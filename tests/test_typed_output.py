@@ -8,7 +8,9 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +120,36 @@ def test_cli_output_schema(tmp_path: Path) -> None:
     bad.write_text("[1, 2]")
     p = moa_cli("run", str(topo), "--prompt", "x", "--output-schema", str(bad))
     assert p.returncode == 2 and "a JSON Schema must be an object" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ({"type": "bogus"}, "output schema: `type` 'bogus' is not a JSON type"),
+        (
+            {"type": "object", "properties": {"n": {"type": "int"}}},
+            "`properties.n.type` 'int' is not a JSON type",
+        ),
+        ({"type": "object", "required": "n"}, "`required` must be a list of property names"),
+    ],
+)
+def test_a_schema_the_answer_check_cannot_read_is_refused_before_any_call(
+    tmp_path: Path, schema: dict[str, Any], says: str
+) -> None:
+    """An unknown `type` matched any answer (the check let it through), so a typo in a schema made
+    every answer pass: refused in one line before the output node is paid for, from Python and from
+    `moa run --output-schema`."""
+    calls: list[Any] = []
+    topo = moa.build.single("fake/m")
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: calls.append(r) or "{}")})
+    with pytest.raises(moa.UserError, match=re.escape(says)):
+        asyncio.run(topo.run("q", runner=runner, output_type=schema))
+    assert calls == []
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(schema))
+    topo_file = tmp_path / "t.yaml"
+    # refused before anything is sent: no server needs to answer at this loopback address
+    agent = '{model: openai/m, api_base: "http://127.0.0.1:9/v1"}'
+    topo_file.write_text(f"name: t\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
+    p = moa_cli("run", str(topo_file), "--prompt", "x", "--output-schema", str(path))
+    assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1

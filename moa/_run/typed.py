@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from moa._run.json_reply import json_candidates
-from moa.errors import MalformedReply
+from moa.errors import MalformedReply, UserError
 
-__all__ = ["TypedOutput"]
+__all__ = ["TypedOutput", "schema_problem"]
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -46,6 +46,31 @@ def _type_ok(value: Any, kind: Any) -> bool:
     return False
 
 
+def _type_problem(kind: Any, where: str) -> str | None:
+    kinds = kind if isinstance(kind, list) else [kind]
+    unknown = [k for k in kinds if not isinstance(k, str) or k not in _JSON_TYPES]
+    if unknown or not kinds:
+        return f"`{where}` {kind!r} is not a JSON type ({', '.join(_JSON_TYPES)}, or a list of them)"
+    return None
+
+
+def schema_problem(schema: Mapping[str, Any]) -> str | None:
+    """What in a JSON Schema the answer's check cannot read, or None. Found only after the output
+    node was paid for, such a schema would fail every run (an unknown `type` matched anything)."""
+    if "type" in schema and (problem := _type_problem(schema["type"], "type")):
+        return problem
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(k, str) for k in required):
+        return "`required` must be a list of property names"
+    properties = schema.get("properties") or {}
+    if not isinstance(properties, Mapping) or not all(isinstance(p, Mapping) for p in properties.values()):
+        return "`properties` must map each property name to a JSON Schema object"
+    for name, prop in properties.items():
+        if "type" in prop and (problem := _type_problem(prop["type"], f"properties.{name}.type")):
+            return problem
+    return None
+
+
 class TypedOutput:
     """A schema the output node's answer must match."""
 
@@ -54,6 +79,9 @@ class TypedOutput:
             self.model: type[BaseModel] | None = schema
             self.schema: dict[str, Any] = schema.model_json_schema()
         elif isinstance(schema, Mapping):
+            problem = schema_problem(schema)
+            if problem is not None:
+                raise UserError(f"output schema: {problem}")
             self.model = None
             self.schema = dict(schema)
         else:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from moa._run.typed import schema_problem
 from moa.errors import (
     BudgetExceeded,
     MoAError,
@@ -166,13 +167,9 @@ class ChatRequest(BaseModel):
 def _check_schema(schema: dict[str, Any]) -> None:
     """Refuse the shapes the answer's check cannot read: found only after the call was paid for,
     they would fail the run as the server's error instead of the client's."""
-    where = "`response_format.json_schema.schema"
-    required = schema.get("required", [])
-    if not isinstance(required, list) or not all(isinstance(k, str) for k in required):
-        raise ValueError(f"{where}.required` must be a list of property names")
-    properties = schema.get("properties") or {}
-    if not isinstance(properties, dict) or not all(isinstance(p, dict) for p in properties.values()):
-        raise ValueError(f"{where}.properties` must map each property name to a JSON Schema object")
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise ValueError(f"`response_format.json_schema.schema`: {problem}")
 
 
 class ApiError(Exception):
