@@ -128,11 +128,11 @@ class _SendClock:
     def enter(self) -> None:
         self.entered_at = time.perf_counter()
 
-    def deadline_before_send(self, timeout_s: float) -> float | None:
+    def deadline_before_send(self) -> float | None:
         """The loop time the attempt is cut at while its backend has not reported sending, if ever."""
-        if self.reports:
+        if self.reports or self.timeout_s is None:
             return None
-        return asyncio.get_running_loop().time() + timeout_s + (self.send_wait_s or 0.0)
+        return asyncio.get_running_loop().time() + self.timeout_s + (self.send_wait_s or 0.0)
 
     def unreported(self) -> str:
         """What a timeout's message adds when the backend never reported sending the request."""
@@ -219,7 +219,7 @@ async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: 
     if request.timeout_s is None:
         return await backend.complete(request, on_token)
     try:
-        async with asyncio.timeout_at(clock.deadline_before_send(request.timeout_s)) as cm:
+        async with asyncio.timeout_at(clock.deadline_before_send()) as cm:
             clock.timeout = cm
             return await backend.complete(request, on_token)
     except TimeoutError:

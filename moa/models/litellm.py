@@ -136,19 +136,17 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     chain = _chain(e)
     # no status_code on these: the attempt counts as unknown usage, its worst case kept, unless
     # no connection was ever made
-    never = _never_connected(chain)
+    failed: type[ModelError] | None
     if isinstance(e, litellm.Timeout):
-        return TimedOut(f"timed out: {message}", model=model, node=node or None, never_sent=never)
-    if isinstance(e, litellm.APIConnectionError):
-        return ProviderError(
-            f"connection failed: {message}", model=model, node=node or None, never_sent=never
-        )
-    failed = _no_answer(chain)
-    if failed is TimedOut:
-        return TimedOut(f"timed out: {message}", model=model, node=node or None, never_sent=never)
-    if failed is ProviderError:
-        return ProviderError(
-            f"connection failed: {message}", model=model, node=node or None, never_sent=never
+        failed = TimedOut
+    elif isinstance(e, litellm.APIConnectionError):
+        failed = ProviderError
+    else:
+        failed = _no_answer(chain)
+    if failed is not None:
+        label = "timed out" if failed is TimedOut else "connection failed"
+        return failed(
+            f"{label}: {message}", model=model, node=node or None, never_sent=_never_connected(chain)
         )
     status = getattr(e, "status_code", None)
     if _unreadable(chain, status):

@@ -24,7 +24,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from moa.errors import ModelError, TimedOut
-from moa.models import openai_wire
+from moa.models import openai_wire  # MAX_REPLY_BYTES read at call time: tests lower it
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
     CONNECT_TIMEOUT_S,

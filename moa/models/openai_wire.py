@@ -384,4 +384,6 @@ async def consume_sse(
         for line in lines:
             if stream.line(line):
                 return stream.reply(done=True)
-    return stream.reply(done=bool(pending) and stream.line(b"".join(pending)))
+    # a last event with no line end after it
+    done = stream.line(b"".join(pending)) if pending else False
+    return stream.reply(done=done)
