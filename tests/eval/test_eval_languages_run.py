@@ -364,3 +364,25 @@ async def test_writing_a_fake_token_to_every_descriptor_fails() -> None:
     )
     score = await score_execution_async(answer, item, **LIMITS)
     assert (score.value, score.detail) == (0.0, "the program wrote to the harness's end-of-tests pipe")
+
+
+@pytest.mark.parametrize(
+    ("item_id", "ending"),
+    [
+        ("c_factorial", ("    return 0;\n}", "    exit(0);\n}")),
+        ("js_factorial", ("2432902008176640000);\n", "2432902008176640000);\nprocess.exit(0);\n")),
+    ],
+)
+async def test_a_test_program_that_exits_zero_itself_still_passes_a_correct_answer(
+    item_id: str, ending: tuple[str, str]
+) -> None:
+    """An item whose own test program ends with `exit(0)` never returns to the harness: the exit
+    status alone decides for it (every correct answer failed "exited with code 0 before the end of
+    the tests"), while a wrong answer still fails the item's tests."""
+    item = next(i for i in _items(item_id.split("_")[0].replace("js", "javascript")) if i.id == item_id)
+    assert item.test is not None and ending[0] in item.test
+    _skip_without(item.language or "")
+    item = item.model_copy(update={"test": item.test.replace(ending[0], ending[1])})
+    right = await score_execution_async(_answer(item, "correct"), item, **LIMITS)
+    wrong = await score_execution_async(_answer(item, "wrong"), item, **LIMITS)
+    assert (right.value, right.detail) == (1.0, "passed") and wrong.value == 0.0

@@ -251,11 +251,28 @@ def _java(program: Program) -> Program | None:
     return replace(program, source=source.rstrip("\n") + "\n" + _JAVA_END)
 
 
+#: a call that ends the process with status 0 (``exit(0)``, ``os.Exit(0)``, ``process.exit()``...)
+_EXIT_ZERO = re.compile(r"\b(?:exit|_exit|_Exit|quick_exit|Exit)\s*\(\s*(?:0|EXIT_SUCCESS)?\s*\)")
+
+
+def _tests_exit_zero(program: Program) -> bool:
+    """Whether the item's own test code (the program outside the answer's lines) ends the process
+    with status 0 itself: its tests then never return to the harness, whatever the answer does."""
+    if not program.first_line:
+        return False  # the answer's lines are unknown: an exit found could be the answer's own
+    lines = mask(program.source, program.language).splitlines()
+    harness = lines[: program.first_line - 1] + lines[program.last_line :]
+    return any(_EXIT_ZERO.search(line) for line in harness)
+
+
 def with_end_marker(program: Program) -> Program | None:
     """``program`` with the harness that reports its tests' normal end (see the module docstring),
-    or ``None`` when there is no ``main`` to put it in (the compiler then says what is wrong, or
-    Go tests bring their own ``TestMain``, and the exit status alone decides). JavaScript and
-    TypeScript are unchanged: their harness is ``PRELOAD``."""
+    or ``None`` when the exit status alone must decide: there is no ``main`` to put it in (the
+    compiler then says what is wrong, or Go tests bring their own ``TestMain``), or the item's test
+    program itself ends with ``exit(0)``. JavaScript and TypeScript are otherwise unchanged: their
+    harness is ``PRELOAD``."""
+    if _tests_exit_zero(program):
+        return None
     match program.language:
         case "c" | "cpp":
             return _c(program)
