@@ -270,6 +270,12 @@ def extract_code(answer: str, language: str = "python", *, entry_point: str | No
             if defining:
                 pool = [b for b in blocks if b.tag in wanted or b.tag == ""]
                 return _with_helpers(defining[-1], pool, blocks)
+        if "python" in wanted and blocks:
+            # no block defines it, but the unfenced answer may: its fences are then inside the
+            # code (a docstring's example), and the longest of them is not the program
+            raw = _raw(answer, entry_point)
+            if raw is not None and defines(raw, entry_point):
+                return raw
     for tier in tiers:
         if tier:
             return max(tier, key=lambda b: len(b.body)).body.strip("\n")

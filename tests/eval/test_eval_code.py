@@ -81,6 +81,11 @@ SHAPES = [
         '```python\ndef f(x):\n    """Markdown:\n\n    ```\n    """\n    return x\n```',
         'def f(x):\n    """Markdown:\n\n    ```\n    """\n    return x',
     ),
+    # an unfenced function whose docstring holds a fenced example: the function, not the example
+    (
+        'def f(x):\n    """Return x.\n\n    ```\n    >>> f(1)\n    1\n    ```\n    """\n    return x\n',
+        'def f(x):\n    """Return x.\n\n    ```\n    >>> f(1)\n    1\n    ```\n    """\n    return x',
+    ),
 ]
 
 
