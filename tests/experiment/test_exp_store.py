@@ -254,8 +254,9 @@ def test_compare_and_report_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: Path) -> None:
-    """Upgrading a v4 store: a judged score learns its baseline run from its verdicts; a score of
-    "the baseline failed" (no verdict to learn it from) is dropped, to be made again at no cost."""
+    """Upgrading a v4 store: a judged score learns its baseline run from its verdicts, a score of
+    "the baseline failed" from the manifest's baseline run on its item (dropping it, as this did,
+    lost it from `moa report`, which never scores again)."""
     out = tmp_path / "out"
     Store.open(out).close()
     conn = sqlite3.connect(out / "experiment.sqlite")
@@ -264,6 +265,12 @@ def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: 
         DROP INDEX scores_baseline;
         ALTER TABLE scores DROP COLUMN baseline_run_id;
         UPDATE meta SET value = '4' WHERE key = 'schema_version';
+        INSERT INTO meta VALUES ('manifest', '{"setups": [{"name": "s", "hash": "h1", "is_baseline": false},
+          {"name": "b", "hash": "h0", "is_baseline": true}]}');
+        INSERT INTO runs(run_id, setup, topo_hash, item_id, input_hash, answer, error, cost_usd, latency_s,
+          critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at) VALUES
+          (1, 's', 'h1', 'i1', 'x', '4', NULL, 0, 1, 1, 1, 1, 1, 0),
+          (9, 'b', 'h0', 'i1', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0);
         INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES
           (1, 'judge', 1.0, 'the baseline failed on this item'), (2, 'judge', 0.75, 'judged'),
           (3, 'exact', 1.0, 'match');
@@ -277,6 +284,21 @@ def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: 
     try:
         assert store.get_meta("schema_version") == SCHEMA_VERSION == 5
         rows = store.conn.execute("SELECT run_id, baseline_run_id FROM scores ORDER BY run_id").fetchall()
-        assert rows == [(2, 7), (3, None)]
+        assert rows == [(1, 9), (2, 7), (3, None)]
     finally:
         store.close()
+
+
+def test_a_store_whose_scores_lack_the_v5_column_is_one_line(tmp_path: Path) -> None:
+    """A store that says version 5 but whose scores table lacks `baseline_run_id` (written by hand,
+    or half copied) is refused in one line naming the file, not a raw SQLite error."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript("DROP INDEX scores_baseline; ALTER TABLE scores DROP COLUMN baseline_run_id;")
+    conn.commit()
+    conn.close()
+    with pytest.raises(
+        UserError, match=r"experiment\.sqlite: cannot open the experiment store: .*baseline_run_id"
+    ):
+        Store.open(out)

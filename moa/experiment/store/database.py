@@ -172,7 +172,10 @@ class Store:
                 raise UserError(f"{path}: store schema version {version}, this moa reads {SCHEMA_VERSION}")
             store.set_meta("schema_version", SCHEMA_VERSION)
             conn.commit()
-        conn.executescript(INDEXES)
+        try:
+            conn.executescript(INDEXES)
+        except sqlite3.Error as e:  # a read-only store upgraded by nobody yet
+            raise UserError(f"{path}: cannot open the experiment store: {e}") from None
         return store
 
     def close(self) -> None:

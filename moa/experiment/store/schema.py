@@ -157,7 +157,7 @@ def _v3_to_v4(conn: sqlite3.Connection) -> None:
 
 
 #: the detail version 4 stored on a pairwise score made without a judge call because the baseline's
-#: run had failed; such scores cannot be tied to that run, and cost nothing to make again
+#: run had failed: no verdict ties it to that run, the manifest's baseline does
 _V4_BASELINE_FAILED = "the baseline failed on this item"
 
 
@@ -171,9 +171,18 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
             "WHERE j.run_id = scores.run_id AND j.evaluator_id = scores.evaluator_id) "
             "WHERE baseline_run_id IS NULL"
         )
-        conn.execute(
-            "DELETE FROM scores WHERE baseline_run_id IS NULL AND detail = ?", (_V4_BASELINE_FAILED,)
-        )
+        # not dropped: `moa report` only reads, and would lose them until the next `moa compare`
+        row = conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+        setups = json.loads(row[0]).get("setups", []) if row is not None else []
+        base = next((s for s in setups if s.get("is_baseline")), None)
+        if base is not None:
+            conn.execute(
+                "UPDATE scores SET baseline_run_id = (SELECT b.run_id FROM runs r JOIN runs b "
+                "ON b.item_id = r.item_id AND b.input_hash = r.input_hash AND b.sample = r.sample "
+                "WHERE r.run_id = scores.run_id AND b.setup = ? AND b.topo_hash = ?) "
+                "WHERE baseline_run_id IS NULL AND detail = ?",
+                (base["name"], base["hash"], _V4_BASELINE_FAILED),
+            )
 
 
 _MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
