@@ -55,7 +55,7 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 MAX_LAYERS = 64
 #: agents in `steps`, `workers`, `proposers` or one layer
 MAX_LIST = 256
-#: nodes plus edges (inputs and instruction_from) of one graph, shorthand or explicit
+#: nodes plus `inputs` of one graph, shorthand or explicit
 MAX_GRAPH = 100_000
 
 
@@ -305,15 +305,5 @@ class TopologySpec(BaseModel):
         if n + edges > MAX_GRAPH:
             raise ValueError(
                 f"`nodes`: {n:,} nodes and {edges:,} inputs, over the limit of {MAX_GRAPH:,} nodes + inputs"
-            )
-        return data
-        edges = 0
-        for n in nodes:
-            inputs = n.get("inputs") if isinstance(n, dict) else getattr(n, "inputs", None)
-            edges += len(inputs) if isinstance(inputs, list) else 0
-        if len(nodes) + edges > MAX_GRAPH:
-            raise ValueError(
-                f"`nodes`: {len(nodes):,} nodes and {edges:,} inputs, over the limit of "
-                f"{MAX_GRAPH:,} nodes + inputs"
             )
         return data
