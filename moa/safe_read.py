@@ -20,6 +20,7 @@ import functools
 import gzip
 import json
 import os
+import re
 import stat
 import zlib
 from collections.abc import Iterator
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_YAML_VALUES",
     "TEXT_MAX_BYTES",
+    "DuplicateKey",
     "iter_gzip_lines",
     "iter_lines",
     "open_regular",
@@ -240,8 +242,9 @@ def _json_depth(value: Any) -> int:
     return deepest
 
 
-class _RepeatedKey(ValueError):
-    """A key repeated in one JSON object, and the line where it repeats once known."""
+class DuplicateKey(ValueError):
+    """A key repeated in one JSON object (``parse_json(unique_keys=True)``), and the line where it
+    repeats when that is sure."""
 
     def __init__(self, key: str, line: int | None = None) -> None:
         super().__init__(f"line {line}: duplicate key `{key}`" if line else f"duplicate key `{key}`")
@@ -253,32 +256,30 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise _RepeatedKey(k)
+            raise DuplicateKey(k)
         out[k] = v
     return out
 
 
 def _repeated_key_line(text: str, key: str) -> int | None:
-    """The line of the second ``"key":`` in ``text``: where the JSON parser, which keeps no
-    positions for its hook, met the repeat (a key repeated in another object may come first)."""
-    import re
-
+    """The line of the repeat: the parser keeps no positions for its hook, so it is sure only when
+    ``"key":`` occurs exactly twice in ``text`` (with more, another object may hold the others)."""
     hits = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
-    return text.count("\n", 0, hits[1]) + 1 if len(hits) > 1 else None
+    return text.count("\n", 0, hits[1]) + 1 if len(hits) == 2 else None
 
 
 def parse_json(text: str, *, max_depth: int = MAX_DEPTH, unique_keys: bool = False) -> Any:
     """``json.loads`` with nesting bounded; deeper input raises ``ValueError`` (syntax errors raise
     ``json.JSONDecodeError``, a subclass: catch it first for its line number). With ``unique_keys``
-    (documents people write: topologies, experiments) a key repeated in one object raises
-    ``ValueError`` naming it, where ``json`` would keep the last; rows of data keep ``json``'s way."""
+    (documents people write, and dataset rows) a key repeated in one object raises
+    ``DuplicateKey``, a ``ValueError`` naming it, where ``json`` would keep the last."""
     too_deep = f"nesting deeper than {max_depth} levels"
     try:
         value = json.loads(text, object_pairs_hook=_unique_pairs if unique_keys else None)
     except RecursionError:
         raise ValueError(too_deep) from None
-    except _RepeatedKey as e:
-        raise _RepeatedKey(e.key, _repeated_key_line(text, e.key)) from None
+    except DuplicateKey as e:
+        raise DuplicateKey(e.key, _repeated_key_line(text, e.key)) from None
     # counting brackets runs in C; only text that could be deep is walked
     if text.count("[") + text.count("{") >= max_depth and _json_depth(value) > max_depth:
         raise ValueError(too_deep)
@@ -442,7 +443,7 @@ def read_document(
             return parse_json(text, unique_keys=True)
         except json.JSONDecodeError as e:
             raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-        except _RepeatedKey as e:
+        except DuplicateKey as e:
             where = f":{e.line}" if e.line else ""
             raise UserError(f"{path}{where}: refused: duplicate key `{e.key}`") from None
         except ValueError as e:

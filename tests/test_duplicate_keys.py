@@ -52,7 +52,17 @@ def test_only_a_repeat_within_one_mapping_is_refused() -> None:
 
 
 def test_dataset_rows_keep_json_behaviour() -> None:
-    """parse_json refuses a repeated key only when asked: dataset rows (JSONL) are not documents."""
+    """parse_json refuses a repeated key only when asked (documents and dataset rows ask)."""
     assert parse_json('{"q": 1, "q": 2}') == {"q": 2}
     with pytest.raises(ValueError, match="duplicate key `q`"):
         parse_json('{"q": 1, "q": 2}', unique_keys=True)
+
+
+def test_a_repeat_whose_line_is_unsure_names_no_line(tmp_path: Path) -> None:
+    """`x` in three objects, repeated in the last: the parser keeps no positions, so no line is
+    named (the second `"x":` of the text, on line 2, had been named though the repeat is on line 4)."""
+    f = tmp_path / "t.json"
+    f.write_text('{"a": {"x": 1},\n "b": {"x": 2},\n "c": {"x": 3,\n "x": 4}}\n')
+    with pytest.raises(UserError) as info:
+        load(f)
+    assert str(info.value) == f"{f}: refused: duplicate key `x`"

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from moa.safe_read import DATASET_MAX_BYTES, parse_json
+from moa.safe_read import DATASET_MAX_BYTES, DuplicateKey, parse_json
 
 __all__ = ["FileProblem", "Row", "csv_rows", "jsonl_rows", "lone_surrogate"]
 
@@ -54,7 +54,11 @@ def _jsonl_row(text: str) -> dict[str, Any] | str:
     # a byte order mark on a later line comes from files joined with `cat`; it is not part of the row
     text = text.removeprefix("\ufeff")
     try:
-        row = parse_json(text)
+        # json keeps the last of two equal keys, so {"target": "4", "target": "5"} would score
+        # against "5" unseen
+        row = parse_json(text, unique_keys=True)
+    except DuplicateKey as e:
+        return f"key `{e.key}` appears twice in one object"
     except json.JSONDecodeError as e:
         if e.msg == "Extra data" and "\r" in text:
             return "two rows on one line, split by a carriage return (\\r): end lines with \\n or \\r\\n"
@@ -65,30 +69,7 @@ def _jsonl_row(text: str) -> dict[str, Any] | str:
         return _one_line(str(e))
     if not isinstance(row, dict):
         return f"row is a JSON {type(row).__name__}, not an object"
-    try:
-        # json keeps the last of two equal keys, so {"target": "4", "target": "5"} would score
-        # against "5" unseen; parsed again with a hook, as parse_json takes none (rows are small)
-        json.loads(text, object_pairs_hook=_unique_keys)
-    except _RepeatedKey as e:
-        return f"key `{e.key}` appears twice in one object"
     return lone_surrogate(text, row) or row
-
-
-class _RepeatedKey(Exception):
-    """A key seen twice in one JSON object, raised from the parser's hook to stop it there."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _RepeatedKey(key)
-        seen.add(key)
-    return dict(pairs)
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
