@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from moa.topology.prompts import TEMPLATES, Template, looks_like_name, placeholders
+from moa.topology.prompts import TEMPLATES, Template, looks_like_name
 from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["Graph", "GraphNode", "check_nodes"]
@@ -169,8 +169,7 @@ def _wiring_problems(node: NodeSpec, where: str) -> list[str]:
     an input, instruction or question with no placeholder is silently never sent, and a placeholder
     with nothing wired to it is sent empty."""
     name = _template_name(node)
-    text = TEMPLATES[name] if name is not None else node.prompt or ""
-    has = set(placeholders(text))
+    has = set(_compiled(TEMPLATES[name] if name is not None else node.prompt or "").names)
     what = f"its prompt template `{name}`" if name is not None else "its prompt template"
     p = []
     if node.inputs and "references" not in has:

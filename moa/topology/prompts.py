@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TEMPLATES", "Template", "format_references", "placeholders"]
+__all__ = ["TEMPLATES", "Template", "format_references"]
 
 # The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
 AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
@@ -71,11 +71,6 @@ _TEMPLATE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 def looks_like_name(text: str) -> bool:
     """A bare identifier is a template name; anything else is template text."""
     return bool(_TEMPLATE_NAME.match(text))
-
-
-def placeholders(text: str) -> list[str]:
-    """The placeholders a template uses, in order."""
-    return _PLACEHOLDER.findall(text)
 
 
 def format_references(outputs: Sequence[tuple[str, str]]) -> str:

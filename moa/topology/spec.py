@@ -205,7 +205,7 @@ class NodeSpec(BaseModel):
     prompt: str | None = Field(
         None,
         description="A template name (aggregate, refine, critique, plan, worker) or a template "
-        "string using {prompt}, {references} and {instruction}.",
+        "string using {prompt}, {references}, {instruction} and {workers}.",
     )
     reduce: Reduce | None = Field(None, description="Non-LLM fan-in: `majority` vote or `first` answer.")
     vote_on: VoteOn = Field(
