@@ -4,6 +4,7 @@ stable ``--json`` output of ``moa run``."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +20,7 @@ __all__ = [
     "RunResult",
     "Token",
     "Usage",
+    "new_run_id",
 ]
 
 #: a prompt, or a chat whose last message is the user's turn
@@ -27,6 +29,11 @@ RunInput = str | Sequence[Mapping[str, str]]
 #: how one attempt ended: ``ok``, ``error`` (the provider answered with an error, or the reply was
 #: unreadable), ``timeout`` or ``cancelled``
 AttemptStatus = Literal["ok", "error", "timeout", "cancelled"]
+
+
+def new_run_id() -> str:
+    """A run's id (16 hex digits): every run, a cascade's included, gets one of this shape."""
+    return os.urandom(8).hex()
 
 
 @dataclass(frozen=True, slots=True)

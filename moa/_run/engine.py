@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -26,7 +25,7 @@ from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
 from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut
 from moa.models.base import Message, TokenCallback
-from moa.results import NodeResult, RunResult, Usage
+from moa.results import NodeResult, RunResult, Usage, new_run_id
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
@@ -112,7 +111,7 @@ class Execution:
         self.output_instruction: str | None = None
         #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans: 16 hex
         #: digits, random (a uuid4's hex cut to 16 costs four times as much to make)
-        self.run_id = os.urandom(8).hex()
+        self.run_id = new_run_id()
         self.ctx = CallContext(
             t0=time.perf_counter(),
             budgets=budgets,

@@ -13,7 +13,6 @@ answers early, and each leaves a ``StageRecord`` (its answer, its cost, what its
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from moa.errors import (
     UserError,
 )
 from moa.models.base import TokenCallback
-from moa.results import CallRecord, NodeResult, RunInput, RunResult, Usage
+from moa.results import CallRecord, NodeResult, RunInput, RunResult, Usage, new_run_id
 from moa.topology.definition import Topology
 
 __all__ = ["StageRecord", "record_stages", "run_cascade", "with_earlier"]
@@ -73,7 +72,7 @@ class _Account:
         self.notes: set[str] = set()
         #: the cascade's own id, as the engine makes one per run: its stages' and judges' runs keep
         #: theirs, and each `cascade.part` event ties one of them to this one
-        self.run_id = os.urandom(8).hex()
+        self.run_id = new_run_id()
         self.log = log.for_run(self.run_id)
         if self.log is not None:
             self.log.info("cascade.start", topology=name)
