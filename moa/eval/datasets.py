@@ -416,9 +416,9 @@ def load_dataset(
                 if item.id in seen:
                     raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
             # what a row's values can raise while they are converted: ValueError (bad text, nesting
-            # past parse_json's bound, which also keeps RecursionError out) and ArithmeticError (a
-            # number too large for a float); anything else is a bug in moa and must show as one
-            except (_BadRow, ValueError, ArithmeticError) as e:
+            # past parse_json's bound, which also keeps RecursionError out); anything else is a bug
+            # in moa and must show as one
+            except (_BadRow, ValueError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 if on_bad_row == "fail":
                     raise DatasetError(f"{name}:{number}: {reason}") from None

@@ -78,9 +78,12 @@ class FinalNumber:
     """The exact value; None when the number has too many digits to read (it equals nothing)."""
 
 
+_NON_DIGIT = re.compile(r"\D")
+
+
 def _decimal(digits: str, frac: str, exp: str | None) -> Fraction | None:
     """``digits.frac × 10^exp`` exactly, or None beyond ``_MAX_DIGITS`` integer digits."""
-    digits = re.sub(r"\D", "", digits).lstrip("0")
+    digits = _NON_DIGIT.sub("", digits).lstrip("0")
     shift = int(exp or 0)
     if len(digits) + shift > _MAX_DIGITS:
         return None

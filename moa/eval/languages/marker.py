@@ -224,12 +224,13 @@ def _rust(program: Program) -> Program | None:
 
 def _go(program: Program) -> Program | None:
     source = program.source
-    package = _PACKAGE.search(mask(source, "go"))
+    masked = mask(source, "go")
+    package = _PACKAGE.search(masked)
     if package is None:
         return None
     # on the package clause's own line, so no line of the answer moves
     if program.go_test:
-        if _TEST_MAIN.search(mask(source, "go")):
+        if _TEST_MAIN.search(masked):
             return None  # the tests' own TestMain decides how the binary exits
         source = _insert(source, package.end(), _GO_IMPORTS + '; import moatesting_ "testing"')
         tail = _GO_END + _GO_TEST_MAIN
