@@ -60,14 +60,21 @@ def _blocks(text: str) -> list[_Block]:
         fence, indent = m.group("fence"), len(m.group("indent"))
         tag = m.group("info").split()[0].lower() if m.group("info").strip() else ""
         tag = tag.removeprefix("{").removesuffix("}").removeprefix(".")
-        close = re.compile(rf"^[ \t]{{0,{indent + 3}}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
         j = i + 1
-        while j < len(lines) and close.match(lines[j]) is None:
+        while j < len(lines) and not _closes(lines[j], fence, indent):
             j += 1
         body = [_unindent(line, indent) for line in lines[i + 1 : j]]
         blocks.append(_Block(tag, "\n".join(body)))
         i = j + 1
     return blocks
+
+
+def _closes(line: str, fence: str, indent: int) -> bool:
+    """Whether ``line`` closes a block opened by ``fence`` indented ``indent``: the fence's
+    character at least as many times, alone, indented at most 3 more."""
+    body = line.lstrip(" \t")
+    mark = body.rstrip(" \t")
+    return len(line) - len(body) <= indent + 3 and len(mark) >= len(fence) and mark == fence[0] * len(mark)
 
 
 def _unindent(line: str, indent: int) -> str:
@@ -83,25 +90,25 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
 
 def parses_as_python(source: str) -> bool:
     """Whether ``source`` is non-empty, syntactically valid Python."""
-    if not source.strip():
-        return False
+    return bool(source.strip()) and _parse(source) is not None
+
+
+def _parse_or_error(source: str) -> ast.Module | int:
+    """The tree of ``source``, or the 1-based line of its syntax error (0 when unknown)."""
     with warnings.catch_warnings():
         # invalid escape sequences in prose raise SyntaxWarning; they are not our concern
         warnings.simplefilter("ignore")
         try:
-            ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return False
-    return True
+            return ast.parse(source)
+        except SyntaxError as e:
+            return e.lineno or 0
+        except (ValueError, RecursionError, MemoryError):
+            return 0
 
 
 def _parse(source: str) -> ast.Module | None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            return None
+    tree = _parse_or_error(source)
+    return tree if isinstance(tree, ast.Module) else None
 
 
 def defines(source: str, name: str) -> bool:
@@ -186,14 +193,9 @@ _MAX_CUTS = 20
 
 def _syntax_error_line(source: str) -> int | None:
     """The 1-based line of ``source``'s syntax error, 0 when unknown, None when it parses."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as e:
-            return e.lineno or 0
-        except (ValueError, RecursionError, MemoryError):
-            return 0
+    tree = _parse_or_error(source)
+    if not isinstance(tree, ast.Module):
+        return tree
     # a lone word at the top level after the code ("Explanation") parses, but is prose
     last = tree.body[-1] if tree.body else None
     if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name) and last.col_offset == 0:
