@@ -111,6 +111,17 @@ def test_a_server_misconfiguration_is_a_500_naming_nothing_of_the_server(url: st
     assert len(failed) == 1 and UNSET in failed[0]["error"] and failed[0]["model"] == "needs-key"
 
 
+def test_a_server_misconfiguration_reaches_pythons_log_when_moa_logs_nothing(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With moa's logging off (an app built with `create_app`), the reason the 500 points to still
+    reaches Python's logging, where it had been dropped."""
+    with caplog.at_level("ERROR", logger="moa.serve"):
+        assert _post(url, "needs-key").status_code == 500
+    failed = [r.getMessage() for r in caplog.records if r.name == "moa.serve"]
+    assert len(failed) == 1 and "model=needs-key" in failed[0] and UNSET in failed[0]
+
+
 @pytest.mark.parametrize(
     "schema",
     [

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar, cast
@@ -72,9 +73,13 @@ def _run_failed(e: MoAError, model: str) -> ApiError:
     """The reply to a run that failed; what the client is not told (a server-side configuration
     problem, anything unforeseen) goes to the server's log, where its operator looks."""
     if not isinstance(e, ModelError | BudgetExceeded | QuorumNotReached):
-        lg = log.logger()
+        lg, why = log.logger(), f"{type(e).__name__}: {e}"
         if lg is not None:
-            lg.error("serve.run_failed", model=model, error=f"{type(e).__name__}: {e}")
+            lg.error("serve.run_failed", model=model, error=why)
+        else:
+            # an app built with create_app and moa's logging off: the client was told the log
+            # says why, so it must reach stderr through Python's own logging at least
+            logging.getLogger("moa.serve").error("serve.run_failed model=%s error=%s", model, why)
     return error_for(e, model=model)
 
 
