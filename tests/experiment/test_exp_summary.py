@@ -140,3 +140,17 @@ def test_the_baseline_is_found_by_its_flag_not_its_position() -> None:
     assert s.setup("good").cost_ratio == pytest.approx(3.0)
     assert s.setup("good").latency_ratio == pytest.approx(2.0)
     assert s.setup("base").cost_ratio == pytest.approx(1.0)
+
+
+def test_a_summary_without_a_flagged_baseline_is_refused() -> None:
+    """No setup flagged: refused, not ratios against whichever setup came first."""
+    good = _rows("good", [1, 1, 1, 0], [0.03] * 4, [2, 4, 6, 8])
+    with pytest.raises(ValueError, match="one setup flagged as the baseline"):
+        summarize(
+            experiment="t",
+            evaluator={"name": "exact"},
+            setups=[("good", False, good)],
+            item_ids=IDS,
+            categories={},
+            rounds=200,
+        )

@@ -163,6 +163,8 @@ def summarize(
     a judge's verdicts against the baseline."""
     # the ratios and the report's row order take the baseline from the flag, not from the position
     setups = sorted(setups, key=lambda s: not s[1])
+    if not setups or not setups[0][1]:
+        raise ValueError("summarize needs one setup flagged as the baseline")
     base_name = setups[0][0]
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
@@ -185,7 +187,7 @@ def summarize(
             fit = ratings.get(s.name)
             if fit is not None:
                 s.bt_rating, s.bt_ci95 = fit
-    base = next(s for s in out if s.is_baseline)
+    base = out[0]
     base_scores = all_scores[base_name]
     raw_p: list[tuple[SetupSummary, float]] = []
     for s in out:
