@@ -64,42 +64,28 @@ def _resolve(name_or_path: str | Path) -> Path:
     return found
 
 
-#: files a cascade may name through its stages, one inside the other; stages cannot be cascades, so
-#: real files need two levels, and a chain of distinct cascades stops here rather than at Python's
-#: recursion limit
-MAX_INCLUDE_DEPTH = 8
-
-
 def load(name_or_path: str | Path, *, relative_to: str | Path | None = None) -> Topology:
     """Load a topology from a YAML/JSON file or a preset name, validated before any call.
 
     ``relative_to`` is the folder a relative file path is read from (an experiment file's folder);
     a bare name that is no file there is still looked up among the presets."""
-    return _load(name_or_path, relative_to, ())
+    return _load(name_or_path, relative_to, stage=False)
 
 
-def _load(
-    name_or_path: str | Path, relative_to: str | Path | None, chain: tuple[tuple[Path, str], ...]
-) -> Topology:
-    """``load``, knowing the files being read above this one (a cascade's stages name files):
-    a file that names itself, directly or through another, is refused rather than read forever."""
+def _load(name_or_path: str | Path, relative_to: str | Path | None, *, stage: bool) -> Topology:
+    """``load``; with ``stage``, as a cascade's stage (or judge), which runs one topology: a cascade
+    is refused as soon as it is read, before its own stages are, so files cannot name each other
+    in a loop (a cascade naming itself had recursed until Python's limit)."""
     shown = str(name_or_path)
     if relative_to is not None and not Path(name_or_path).is_absolute():
         candidate = Path(relative_to) / name_or_path
         if candidate.suffix in _SUFFIXES or candidate.exists():
             name_or_path = candidate
     path = _resolve(name_or_path)
-    key = path.resolve()
-    names = [name for _, name in chain]
-    if any(key == seen for seen, _ in chain):
-        raise UserError(f"`{shown}` includes itself ({' → '.join([*names, path.name])})")
-    if len(chain) >= MAX_INCLUDE_DEPTH:
-        raise UserError(
-            f"`{shown}`: files include each other more than {MAX_INCLUDE_DEPTH} deep "
-            f"({' → '.join([*names, path.name])})"
-        )
     data = read_document(path)
-    return _load_data(data, str(path), path.parent, (*chain, (key, path.name)))
+    if stage and isinstance(data, Mapping) and data.get("kind") == "cascade":
+        raise UserError(f"topology `{shown}` is itself a cascade; a stage runs one topology")
+    return load_data(data, source=str(path), base_dir=path.parent)
 
 
 def _where(loc: tuple[int | str, ...], data: Any) -> str:
@@ -303,18 +289,12 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
     A node's ``prompt:`` naming a file (``prompts/aggregate.txt``, ``./p.md``) is read, relative to
     ``base_dir`` (the topology file's folder) or the working directory, or refused: a path is never
     sent as the prompt's text."""
-    return _load_data(data, source, base_dir, ())
-
-
-def _load_data(
-    data: Any, source: str, base_dir: str | Path | None, chain: tuple[tuple[Path, str], ...]
-) -> Topology:
     if not isinstance(data, Mapping):
         raise TopologyError(
             [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
         )
     if data.get("kind") == "cascade":
-        return _cascade(data, source, base_dir, chain)
+        return _cascade(data, source, base_dir)
     data, file_problems = _prompt_files(data, Path(base_dir) if base_dir is not None else None)
     if file_problems:
         raise TopologyError(file_problems, source=source)
@@ -327,13 +307,11 @@ def _load_data(
         raise TopologyError(err.problems, source=source) from None
 
 
-def _cascade(
-    data: Mapping[str, Any], source: str, base_dir: str | Path | None, chain: tuple[tuple[Path, str], ...]
-) -> Cascade:
+def _cascade(data: Mapping[str, Any], source: str, base_dir: str | Path | None) -> Cascade:
     """A ``kind: cascade`` file; its stages' topology files are read relative to its folder."""
 
     def load_stage(ref: str) -> Topology:
-        return _load(ref, base_dir, chain)
+        return _load(ref, base_dir, stage=True)
 
     try:
         return Cascade.model_validate(data, context={"load": load_stage})
