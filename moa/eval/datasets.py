@@ -38,7 +38,7 @@ from moa.errors import DatasetError
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, jsonl_rows, lone_surrogate
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
-from moa.eval.numeric import parse_numbers, show_number
+from moa.eval.numeric import exact_numbers, show_number
 from moa.safe_read import DATASET_MAX_BYTES, iter_gzip_lines, iter_lines, open_regular, parse_json
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
@@ -320,10 +320,11 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     answer = _required_str(row, "answer")
     # the number after the last `####`; text after that line ("I am 95% sure.") is not the answer
     after = _GSM8K_ANSWER.findall(answer)
-    numbers = parse_numbers(after[-1]) if after else []
-    # the target is written from a float: a number past its range (read as inf) would be "inf"
-    if numbers and math.isinf(numbers[0]):
-        raise _BadRow("`answer`: the number after `####` is too large for a float")
+    # exactly: through a float, a 20-digit answer became 12345678901234567000 and right answers
+    # scored 0 against it
+    numbers = exact_numbers(after[-1]) if after else []
+    if numbers and isinstance(numbers[0], float):
+        raise _BadRow("`answer`: the number after `####` has too many digits to read")
     if not numbers:
         raise _BadRow("`answer` has no `#### <number>` line")
     return Item(

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["FinalNumber", "final_number", "parse_numbers", "show_number"]
+__all__ = ["FinalNumber", "exact_numbers", "final_number", "parse_numbers", "show_number"]
 
 # below the smallest int<->str limit Python can be configured with (640 digits), so reading a number
 # never raises, and far beyond any real answer
@@ -107,6 +107,12 @@ def _read(m: re.Match[str], fractions: bool) -> list[Fraction | float]:
         return [signed / divisor]
     # not read as a fraction: the two numbers on their own, the sign staying with the first
     return [signed, math.inf if divisor is None else divisor]
+
+
+def exact_numbers(text: str, *, fractions: bool = True) -> list[Fraction | float]:
+    """Every number in ``text`` as ``parse_numbers`` finds them, exactly: a ``Fraction``, or ±inf
+    for one of more digits than are read (``_MAX_DIGITS``)."""
+    return _values(text, fractions)
 
 
 def _values(text: str, fractions: bool) -> list[Fraction | float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import itertools
 import json
@@ -12,6 +13,7 @@ import pytest
 
 from moa.errors import DatasetError
 from moa.eval.datasets import DatasetFormat, load_dataset
+from moa.eval.reference import NumericEvaluator
 
 
 def _jsonl(tmp_path: Path, rows: list[object], name: str = "data.jsonl") -> Path:
@@ -154,14 +156,32 @@ def test_humaneval_entry_point_must_be_a_function_name(tmp_path: Path, entry: st
     assert [i.id for i in load_dataset(path, on_bad_row="skip")] == ["H/0"]
 
 
-def test_gsm8k_number_too_large_for_a_float_is_a_bad_row(tmp_path: Path) -> None:
-    """A GSM8K answer of 401 digits is a bad row naming its line, in fail and in skip mode."""
-    rows = [{"question": "q1", "answer": "x\n#### 18"}, {"question": "q2", "answer": "x\n#### 1" + "0" * 400}]
+def test_gsm8k_number_of_too_many_digits_is_a_bad_row(tmp_path: Path) -> None:
+    """A GSM8K answer of 701 digits (past the 600 read) is a bad row naming its line, in fail and
+    in skip mode."""
+    rows = [{"question": "q1", "answer": "x\n#### 18"}, {"question": "q2", "answer": "x\n#### 1" + "0" * 700}]
     path = _jsonl(tmp_path, rows, name="g.jsonl")
-    with pytest.raises(DatasetError, match=r"^g\.jsonl:2: `answer`: the number after `####` is too large"):
+    with pytest.raises(
+        DatasetError, match=r"^g\.jsonl:2: `answer`: the number after `####` has too many digits"
+    ):
         load_dataset(path)
     ds = load_dataset(path, on_bad_row="skip")
     assert [i.target for i in ds] == ["18"] and [b.line for b in ds.bad_rows] == [2]
+
+
+def test_gsm8k_targets_are_exact_and_right_answers_score(tmp_path: Path) -> None:
+    """A 20-digit or 401-digit GSM8K answer is the target digit for digit (through a float, the
+    20-digit one became 12345678901234567000 and the right answer scored 0)."""
+    big = "1" + "0" * 400
+    rows = [
+        {"question": "q1", "answer": "x\n#### 12,345,678,901,234,567,890"},
+        {"question": "q2", "answer": f"x\n#### {big}"},
+    ]
+    ds = load_dataset(_jsonl(tmp_path, rows, name="g.jsonl"))
+    assert [i.target for i in ds] == ["12345678901234567890", big]
+    evaluator = NumericEvaluator()
+    for item in ds:
+        assert asyncio.run(evaluator.score(item, f"The answer is {item.target}.")).value == 1.0
 
 
 def test_csv_cell_over_the_csv_module_default_limit_loads(tmp_path: Path) -> None:
