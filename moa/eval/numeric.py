@@ -26,7 +26,16 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-__all__ = ["FinalNumber", "exact_numbers", "final_number", "parse_numbers", "show_number"]
+__all__ = [
+    "HASH_LINE",
+    "FinalNumber",
+    "answer_line",
+    "boxed_contents",
+    "exact_numbers",
+    "final_number",
+    "parse_numbers",
+    "show_number",
+]
 
 # below the smallest int<->str limit Python can be configured with (640 digits), so reading a number
 # never raises, and far beyond any real answer
@@ -41,7 +50,8 @@ _NUMBER = re.compile(
     r"(?:\s?/\s?(?P<den>\d+))?"
 )
 _ANNOTATION = re.compile(r"<<[^<>\n]*>>")
-_HASHES = re.compile(r"#{4,}[ \t]*([^\n]*)")
+#: a `####` line and what follows its hashes (the GSM8K answer line, or a Markdown heading)
+HASH_LINE = re.compile(r"#{4,}[ \t]*([^\n]*)")
 _NUMBER_FIRST = re.compile(r"[*_]*[-−+]?\$?\s?\.?\d")
 # `#### 1. Count the eggs`, `#### 2) Money`, `#### 3: Total`: a numbered heading, not an answer
 _NUMBERED_HEADING = re.compile(r"[*_]*\d+[.:)][ \t]*[^\W\d]")
@@ -136,7 +146,7 @@ def parse_numbers(text: str, *, fractions: bool = True) -> list[float]:
     return [_to_float(v) for v in _values(text, fractions)]
 
 
-def _boxed_contents(text: str) -> list[str]:
+def boxed_contents(text: str) -> list[str]:
     """The contents of every ``\\boxed{...}``, braces balanced; an unclosed one runs to the end."""
     found = []
     for m in _BOXED.finditer(text):
@@ -168,15 +178,15 @@ def _found(value: Fraction | float, rule: str) -> FinalNumber:
     return FinalNumber(_to_float(value), rule, exact)
 
 
-def _answer_line(rest: str) -> bool:
+def answer_line(rest: str) -> bool:
     """Whether ``rest``, the text after ``####``, opens with a number as GSM8K's answer line does,
     rather than being a Markdown heading (``#### Step 2: Money``, ``#### 1. Count the eggs``)."""
     return _NUMBER_FIRST.match(rest) is not None and _NUMBERED_HEADING.match(rest) is None
 
 
 def _after_hashes(text: str, fractions: bool) -> FinalNumber | None:
-    for rest in reversed(_HASHES.findall(text)):
-        if not _answer_line(rest):
+    for rest in reversed(HASH_LINE.findall(text)):
+        if not answer_line(rest):
             continue
         if numbers := _values(rest, fractions):
             return _found(numbers[0], "after ####")
@@ -205,7 +215,7 @@ def final_number(text: str, *, fractions: bool = True) -> FinalNumber | None:
     text = plain_latex(_ANNOTATION.sub("", text))
     if found := _after_hashes(text, fractions):
         return found
-    for inside in reversed(_boxed_contents(text)):
+    for inside in reversed(boxed_contents(text)):
         if numbers := _values(inside, fractions):
             return _found(numbers[-1], "in \\boxed{}")
     if found := _after_answer_is(text, fractions):

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from moa.errors import UserError
 from moa.eval.datasets import Item
 from moa.eval.numeric import (
+    HASH_LINE,
     FinalNumber,
-    _answer_line,
-    _boxed_contents,
+    answer_line,
+    boxed_contents,
     final_number,
     parse_numbers,
     plain_latex,
@@ -40,7 +41,6 @@ __all__ = [
 ]
 
 _QUOTES = "\"'`“”‘’«»"
-_HASHES = re.compile(r"#{4,}[ \t]*([^\n]*)")
 # "final answer" first: "Final answer: Paris (my answer is based on ...)" means Paris
 _MARKERS = tuple(
     re.compile(rf"\b{words}\b[\s*_]*(?:(?:is|was)\b(?:[\s*_]*:)?|[:=])", re.IGNORECASE)
@@ -100,14 +100,14 @@ def extract_final_answer(text: str) -> str:
     ``\\boxed{...}``, else what follows the last "final answer:", else "answer is", else the last
     non-empty line."""
     lines = [line for line in text.splitlines() if line.strip()]
-    last = _HASHES.search(lines[-1]) if lines else None
+    last = HASH_LINE.search(lines[-1]) if lines else None
     if last is not None:
         # `#### Final answer: Paris` heads its own answer
         return _bare(_after_marker(last.group(1)) or last.group(1))
-    answer_lines = [rest for rest in _HASHES.findall(text) if _answer_line(rest)]
+    answer_lines = [rest for rest in HASH_LINE.findall(text) if answer_line(rest)]
     if answer_lines:
         return _bare(answer_lines[-1])
-    boxed = _boxed_contents(text)
+    boxed = boxed_contents(text)
     if boxed:
         return _bare(boxed[-1])
     after = _after_marker(text)
