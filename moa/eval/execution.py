@@ -132,6 +132,13 @@ def renders_page(item: Item) -> bool:
     return item.language is not None and canonical_language(item.language) == "html"
 
 
+def too_many_tests(item: Item) -> bool:
+    """Whether ``item``'s Python assert lines are more than the sandbox runs in one go: each answer
+    would be paid for and then score 0."""
+    python = item.language is None or canonical_language(item.language) == "python"
+    return python and not (item.test is not None and item.entry_point) and len(item.tests or ()) > MAX_TESTS
+
+
 def can_execute(item: Item) -> bool:
     """Whether the execution evaluator has something to run ``item``'s answer against: tests, or a
     page to render."""

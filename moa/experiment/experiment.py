@@ -260,18 +260,29 @@ def _make_evaluator(
 def _check_executable(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Item], source: str) -> None:
     """Refuse, before any call, the execution evaluator over items it has nothing to run against:
     each would be answered by every setup, paid for, and then score 0 whatever the answer."""
-    from moa.eval.execution import ExecutionEvaluator, can_execute
+    from moa.eval._verdict import MAX_TESTS
+    from moa.eval.execution import ExecutionEvaluator, can_execute, too_many_tests
 
     if not isinstance(evaluator, ExecutionEvaluator):
         return
     bare = [i.id for i in items if not can_execute(i)]
     if bare:
-        first = ", ".join(f"`{i}`" for i in bare[:3])
         raise UserError(
             f"{source}: evaluator `execution`: {len(bare)} of {len(items)} dataset items have no `tests` "
-            f"(or `test`) to run the answers against (first: {first}); give them tests, or use an "
+            f"(or `test`) to run the answers against (first: {_first(bare)}); give them tests, or use an "
             "evaluator that reads `target`"
         )
+    crowded = [i.id for i in items if too_many_tests(i)]
+    if crowded:
+        raise UserError(
+            f"{source}: evaluator `execution`: {len(crowded)} of {len(items)} dataset items have more "
+            f"than {MAX_TESTS} assert lines, more than the sandbox runs (first: {_first(crowded)}); "
+            "split them into several items"
+        )
+
+
+def _first(ids: Sequence[str]) -> str:
+    return ", ".join(f"`{i}`" for i in ids[:3])
 
 
 def _manifest(

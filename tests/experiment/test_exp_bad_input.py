@@ -152,3 +152,23 @@ def test_execution_over_items_without_tests_is_refused_before_any_call(
         f"to run the answers against (first: {first}); give them tests, or use an evaluator that reads `target`"
     )
     assert model.calls == []
+
+
+def test_execution_over_items_with_more_assert_lines_than_the_sandbox_runs_is_refused(tmp_path: Path) -> None:
+    """An item of 1,501 assert lines could only score 0 after every setup answered it: refused
+    before any call, naming it."""
+    rows = [
+        {"id": "ok", "input": "q", "tests": ["assert True"]},
+        {"id": "big", "input": "q", "tests": ["assert True"] * 1501},
+    ]
+    exp = _write(
+        tmp_path,
+        data=b"".join(json.dumps(r).encode() + b"\n" for r in rows),
+        exp="name: t\ndataset: data.jsonl\nevaluator: execution\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
+    model = FunctionModel(lambda r: "```python\nx = 1\n```")
+    with pytest.raises(UserError, match=r"1 of 2 dataset items have more than 1500 assert lines.*`big`"):
+        Experiment.from_file(
+            exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+        ).run()
+    assert model.calls == []
