@@ -53,7 +53,10 @@ def test_agent_lists_are_capped(field: str, extra: dict[str, Any]) -> None:
 def test_layers_times_proposers_is_capped_as_a_whole() -> None:
     """64 layers of 256 proposers (4 million edges) are refused before any node is built; 64 of 3 pass."""
     p = problems(kind="layered", layers=MAX_LAYERS, proposers=["a"] * MAX_LIST, aggregator="a")
-    assert p == [f"`kind: layered` expands to 4,145,409 nodes + edges, over the limit of {MAX_GRAPH:,}"]
+    assert p == [
+        f"`layers` × `proposers`: `kind: layered` expands to 4,145,409 nodes + edges, over the limit of "
+        f"{MAX_GRAPH:,}; use fewer layers or proposers"
+    ]
     ok = {"kind": "layered", "layers": MAX_LAYERS, "proposers": ["a"] * 3, "aggregator": "a"}
     assert len(load_data({"name": "t", "agents": AGENTS, **ok}).graph.order) == 3 * MAX_LAYERS + 1
 

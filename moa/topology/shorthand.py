@@ -68,10 +68,13 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     if spec.output is not None:
         problems.append(f"`output` is set by `kind: {spec.kind}` itself; remove it")
 
-    size = _expanded_size(spec)
+    # each list is capped in the spec, which keeps every kind but layered far inside the limit:
+    # layers multiply (64 layers of 256 proposers read each other 4 million times)
+    size = _layered_size(spec) if spec.kind == "layered" else 0
     if size > MAX_GRAPH:
         problems.append(
-            f"`kind: {spec.kind}` expands to {size:,} nodes + edges, over the limit of {MAX_GRAPH:,}"
+            f"`layers` × `proposers`: `kind: layered` expands to {size:,} nodes + edges, over the limit "
+            f"of {MAX_GRAPH:,}; use fewer layers or proposers"
         )
         return [], None, problems
 
@@ -87,21 +90,14 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     return nodes, output, problems
 
 
-def _expanded_size(spec: TopologySpec) -> int:
-    """Nodes + edges the shorthand would build, counted before building any (each list is capped in
-    the spec, but layers multiply: 64 layers of 256 proposers read each other 4 million times)."""
-    if spec.kind == "sequential":
-        n = len(spec.steps or [])
-        return n + n * (n - 1) // 2  # every step reads all earlier ones
-    if spec.kind == "layered":
-        if isinstance(spec.layers, int):
-            widths = [len(spec.proposers or [])] * spec.layers
-        else:
-            widths = [len(layer) for layer in spec.layers or []]
-        edges = sum(a * b for a, b in itertools.pairwise(widths))
-        return sum(widths) + edges + 1 + (widths[-1] if widths else 0)
-    workers = len(spec.workers or []) if spec.kind != "self_moa" else spec.samples or 4
-    return 3 * workers + 2  # workers, one plan edge and one fan-in edge each, plan and fan-in
+def _layered_size(spec: TopologySpec) -> int:
+    """Nodes + edges a layered shorthand would build, counted before building any."""
+    if isinstance(spec.layers, int):
+        widths = [len(spec.proposers or [])] * spec.layers
+    else:
+        widths = [len(layer) for layer in spec.layers or []]
+    edges = sum(a * b for a, b in itertools.pairwise(widths))
+    return sum(widths) + edges + 1 + (widths[-1] if widths else 0)
 
 
 def _need(spec: TopologySpec, field: str, problems: list[str]) -> None:
