@@ -78,7 +78,9 @@ class ExperimentSpec(BaseModel):
     name: str = Field(..., min_length=1, description="The experiment's name, shown in the report.")
     description: str = ""
     dataset: str = Field(..., min_length=1, description="JSONL or CSV file, relative to the experiment file.")
-    dataset_format: DatasetFormat = Field("auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench.")
+    dataset_format: DatasetFormat = Field(
+        "auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench, multiple (MultiPL-E)."
+    )
     on_bad_row: Literal["skip", "fail"] = Field(
         "fail", description="A bad dataset row stops the experiment or is skipped (and reported)."
     )
