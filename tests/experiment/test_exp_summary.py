@@ -64,7 +64,8 @@ def test_costs_latency_ratios_and_cost_per_correct() -> None:
     base, good = s.setup("base"), s.setup("good")  # type: ignore[attr-defined]
     assert good.cost_ratio == pytest.approx(3.0)
     assert base.latency_p50_s == pytest.approx(2.5) and base.latency_p95_s == pytest.approx(3.85)
-    assert good.latency_ratio == pytest.approx(2.0)
+    # good's run on item 4 failed: its latency (8 s) is left out, p50 of [2, 4, 6] = 4
+    assert good.latency_p50_s == pytest.approx(4.0) and good.latency_ratio == pytest.approx(4.0 / 2.5)
     assert good.tokens == 60 and good.token_ratio == pytest.approx(1.0)
     assert good.calls_per_item == 2.0 and base.calls_per_item == 1.0
     assert good.cost_per_correct_usd == pytest.approx(0.12 / 3)
@@ -154,3 +155,21 @@ def test_a_summary_without_a_flagged_baseline_is_refused() -> None:
             categories={},
             rounds=200,
         )
+
+
+def test_latency_leaves_out_failed_runs() -> None:
+    """Three of four runs failing in 10 ms do not make a setup faster: latency counts answered runs."""
+    base = _rows("base", [1, 1, 1, 1], [0.01] * 4, [2, 2, 2, 2])
+    fast_fail = _rows("ff", [1, 1, 1, 1], [0.01] * 4, [4, 0.01, 0.01, 0.01], errors={"2", "3", "4"})
+    dead = _rows("dead", [1, 1, 1, 1], [0.01] * 4, [0.01] * 4, errors=set(IDS))
+    s = summarize(
+        experiment="lat",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("ff", False, fast_fail), ("dead", False, dead)],
+        item_ids=IDS,
+        categories={},
+        rounds=100,
+    )
+    ff, gone = s.setup("ff"), s.setup("dead")
+    assert ff.latency_p50_s == pytest.approx(4.0) and ff.latency_ratio == pytest.approx(2.0)
+    assert gone.latency_p50_s is None and gone.latency_ratio is None

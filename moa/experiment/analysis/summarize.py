@@ -8,7 +8,9 @@ Scoring rule: a run that ended in an error scores 0 (the setup did not answer), 
 shows its failures in its quality as well as in ``errors``. Pairs that were never run (an interrupted
 or over-budget experiment) are left out: ``n`` counts the items with a stored run, and the paired
 statistics use the items both the setup and the baseline have. With ``samples: k`` an item's score is
-the mean over its samples, and cost, tokens and latency are per run (per sample).
+the mean over its samples, and cost, tokens and latency are per run (per sample). Latency (p50, p95
+and their ratios) counts the runs that answered only: a run that failed fast would make a failing
+setup look quick; a setup none of whose runs answered has no latency.
 
 Under a pairwise judge the setups' scores are already relative to the baseline, so the baseline
 scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5 (``pairwise_scorer``):
@@ -131,7 +133,9 @@ def _setup_numbers(
         s.cost_per_item_usd = s.cost_usd / len(present)
         s.tokens_per_item = s.tokens / len(present)
         s.calls_per_item = sum(r.n_calls for r in present) / len(present)
-        lat = [r.latency_s for r in present]
+    # a run that failed fast (a refused key, a 400) says nothing of how long an answer takes
+    lat = [r.latency_s for r in present if r.error is None]
+    if lat:
         s.latency_p50_s, s.latency_p95_s = stats.p50(lat), stats.p95(lat)
     if scores:
         values = list(scores.values())

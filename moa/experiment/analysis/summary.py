@@ -130,6 +130,7 @@ class SetupSummary(BaseModel):
     tokens_per_item: float | None = None
     token_ratio: float | None = None
     latency_p50_s: float | None = None
+    """Median wall time of the runs that answered (failed runs left out; None when none answered)."""
     latency_p95_s: float | None = None
     latency_ratio: float | None = None
     latency_p95_ratio: float | None = None

@@ -114,7 +114,8 @@ def _footer(summary: Summary) -> list[str]:
     out = [
         f"{summary.experiment}: {summary.n_items} items, evaluator `{summary.evaluator.get('name')}`, "
         f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
-        f"more and scores no less); {summary.scoring_rule}.",
+        f"more and scores no less); latency × is the median wall time of the runs that answered "
+        f"(failed runs left out) over the baseline's; {summary.scoring_rule}.",
     ]
     for s in summary.setups:
         if s.errors:
