@@ -282,7 +282,7 @@ def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: 
     conn.close()
     store = Store.open(out)
     try:
-        assert store.get_meta("schema_version") == SCHEMA_VERSION == 5
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
         rows = store.conn.execute("SELECT run_id, baseline_run_id FROM scores ORDER BY run_id").fetchall()
         assert rows == [(1, 9), (2, 7), (3, None)]
     finally:
@@ -302,3 +302,72 @@ def test_a_store_whose_scores_lack_the_v5_column_is_one_line(tmp_path: Path) -> 
         UserError, match=r"experiment\.sqlite: cannot open the experiment store: .*baseline_run_id"
     ):
         Store.open(out)
+
+
+def test_a_version_5_pairwise_store_gets_the_scores_its_readers_derived(tmp_path: Path) -> None:
+    """Upgrading a v5 store under a pairwise judge stores the scores v5 readers derived: the baseline's
+    failed run 0.5; a failed setup run 0 against an answered baseline run, 0.5 against a failed one,
+    nothing while the baseline's run is missing; an existing score and another evaluator's stay."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript(
+        """
+        UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        INSERT INTO meta VALUES ('manifest', '{"pairwise": true, "evaluator_id": "judge", "setups":
+          [{"name": "s", "hash": "h1", "is_baseline": false}, {"name": "b", "hash": "h0", "is_baseline": true}]}');
+        INSERT INTO runs(run_id, setup, topo_hash, item_id, input_hash, answer, error, cost_usd, latency_s,
+          critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample) VALUES
+          (1, 'b', 'h0', 'i1', 'x', 'a', NULL, 0, 1, 1, 1, 1, 1, 0, 0),
+          (2, 'b', 'h0', 'i2', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0, 0),
+          (3, 's', 'h1', 'i1', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0, 0),
+          (4, 's', 'h1', 'i2', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0, 0),
+          (5, 's', 'h1', 'i3', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0, 0),
+          (6, 's', 'h1', 'i2', 'x', 'c', NULL, 0, 1, 1, 1, 1, 1, 0, 1);
+        INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES
+          (1, 'judge', 0.5, 'baseline'), (6, 'judge', 1.0, 'the baseline failed on this item'),
+          (2, 'old-judge', 0.25, 'kept');
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        rows = store.conn.execute(
+            "SELECT run_id, evaluator_id, value, detail, baseline_run_id FROM scores ORDER BY run_id, evaluator_id"
+        ).fetchall()
+    finally:
+        store.close()
+    assert rows == [
+        (1, "judge", 0.5, "baseline", None),
+        (2, "judge", 0.5, "baseline", None),
+        (2, "old-judge", 0.25, "kept", None),
+        (3, "judge", 0.0, "the setup failed on this item", 1),
+        (4, "judge", 0.5, "both failed on this item", 2),
+        (6, "judge", 1.0, "the baseline failed on this item", None),
+    ]
+
+
+def test_a_version_5_store_without_a_judge_gains_no_score(tmp_path: Path) -> None:
+    """Upgrading a v5 store scored by a reference evaluator adds no score: a failed run scores 0 there."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript(
+        """
+        UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        INSERT INTO meta VALUES ('manifest', '{"evaluator_id": "exact", "setups":
+          [{"name": "b", "hash": "h0", "is_baseline": true}]}');
+        INSERT INTO runs(run_id, setup, topo_hash, item_id, input_hash, answer, error, cost_usd, latency_s,
+          critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at) VALUES
+          (2, 'b', 'h0', 'i2', 'x', NULL, 'ProviderError: down', 0, 1, 1, 1, 1, 1, 0);
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
+        assert store.count("scores") == 0
+    finally:
+        store.close()

@@ -335,10 +335,14 @@ class Store:
         ).fetchone()
         return None if row is None else RunRow(*row)
 
-    def unscored(self, setup: str, topo_hash: str, evaluator: str, *, after: int, limit: int) -> list[RunRow]:
-        """A page (by run id) of the setup's successful runs that have no score under ``evaluator``."""
+    def unscored(
+        self, setup: str, topo_hash: str, evaluator: str, *, after: int, limit: int, failed: bool = False
+    ) -> list[RunRow]:
+        """A page (by run id) of the setup's successful runs (and its failed ones too if ``failed``:
+        a pairwise judge scores those against the baseline) that have no score under ``evaluator``."""
+        answered = "" if failed else "AND r.error IS NULL "
         sql = (
-            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.error IS NULL "
+            f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? {answered}"
             "AND r.run_id>? AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.run_id=r.run_id AND s.evaluator_id=?) "
             "ORDER BY r.run_id LIMIT ?"
         )

@@ -9,7 +9,16 @@ from pathlib import Path
 
 from moa.errors import UserError
 
-__all__ = ["INDEXES", "SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
+__all__ = [
+    "BOTH_FAILED_DETAIL",
+    "INDEXES",
+    "PAIRWISE_BASELINE_DETAIL",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SETUP_FAILED_DETAIL",
+    "migrate",
+    "stored_version",
+]
 
 #: 2 added ``runs.sample`` (pass@k: several independent samples of one (setup, item) pair);
 #: 3 added the accounting of unknown usage: ``runs.cost_usd_max``, ``runs.unknown_attempts``,
@@ -20,8 +29,11 @@ __all__ = ["INDEXES", "SCHEMA", "SCHEMA_VERSION", "migrate", "stored_version"]
 #: ``votes`` and the ``cache_items`` index;
 #: 5 added ``scores.baseline_run_id``: the baseline run a pairwise score was made against, so the
 #: score goes when that run is replaced (a failed baseline run retried: the score of "the baseline
-#: failed" had outlived it)
-SCHEMA_VERSION = 5
+#: failed" had outlived it);
+#: 6 stores every pairwise score made without a judge call, so each reader reads one number: the
+#: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
+#: failed as well), tied to that baseline run. Before, readers derived them when reading
+SCHEMA_VERSION = 6
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -185,7 +197,46 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
             )
 
 
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+#: the details version 6 writes on the pairwise scores made without a judge call (``score_answers``)
+PAIRWISE_BASELINE_DETAIL = "baseline"
+SETUP_FAILED_DETAIL = "the setup failed on this item"
+BOTH_FAILED_DETAIL = "both failed on this item"
+
+
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    # the scores version 5 readers derived for failed runs under a pairwise judge, stored as version 6
+    # scores them (``score_answers``), so `moa report` and `moa view` read the same numbers as before
+    row = conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
+    manifest = json.loads(row[0]) if row is not None else {}
+    base = next((s for s in manifest.get("setups", []) if s.get("is_baseline")), None)
+    ev_id = manifest.get("evaluator_id")
+    if not manifest.get("pairwise") or base is None or not isinstance(ev_id, str):
+        return
+    with conn:
+        conn.execute(
+            "INSERT OR IGNORE INTO scores(run_id, evaluator_id, value, detail) SELECT run_id, ?, 0.5, ? "
+            "FROM runs WHERE setup = ? AND topo_hash = ? AND error IS NOT NULL",
+            (ev_id, PAIRWISE_BASELINE_DETAIL, base["name"], base["hash"]),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO scores(run_id, evaluator_id, value, detail, baseline_run_id) "
+            "SELECT r.run_id, ?, CASE WHEN b.error IS NULL THEN 0.0 ELSE 0.5 END, "
+            "CASE WHEN b.error IS NULL THEN ? ELSE ? END, b.run_id FROM runs r JOIN runs b "
+            "ON b.item_id = r.item_id AND b.sample = r.sample AND b.setup = ? AND b.topo_hash = ? "
+            "WHERE r.error IS NOT NULL AND NOT (r.setup = ? AND r.topo_hash = ?)",
+            (
+                ev_id,
+                SETUP_FAILED_DETAIL,
+                BOTH_FAILED_DETAIL,
+                base["name"],
+                base["hash"],
+                base["name"],
+                base["hash"],
+            ),
+        )
+
+
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
 
 #: indexes on columns a migration may add: made once the tables have their current shape
 INDEXES = "CREATE INDEX IF NOT EXISTS scores_baseline ON scores(baseline_run_id);"
