@@ -28,13 +28,20 @@ from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.executors.base import Executor, LocalExecutor
 from moa.experiment.store.database import RunRow, Store
+from moa.experiment.store.schema import (
+    BOTH_FAILED_DETAIL,
+    PAIRWISE_BASELINE_DETAIL,
+    SETUP_FAILED_DETAIL,
+)
 
 if TYPE_CHECKING:
     from moa._run import Runner
     from moa.experiment.config import Setup
 
-__all__ = ["ScoringReport", "is_pairwise", "score_all"]
+__all__ = ["PAIRWISE_BASELINE", "ScoringReport", "is_pairwise", "score_all"]
 
+#: the baseline's score on every run under a pairwise judge: parity with itself
+PAIRWISE_BASELINE = 0.5
 #: runs scored per page read from the store (memory stays flat with the number of items)
 PAGE = 256
 
@@ -68,8 +75,13 @@ async def score_all(
 ) -> ScoringReport:
     """Score every stored successful run that has no score under ``evaluator_id``.
 
-    Failed runs get no score row (the summary counts them as 0). A scoring that raises is not stored,
-    so the next run tries again; its message lands in ``ScoringReport.failures``.
+    Under an ``Evaluator`` failed runs get no score row (the summary counts them as 0). Under a
+    ``PairwiseEvaluator`` every run gets one, so every reader (summary, languages, results.jsonl,
+    Bradley–Terry) reads the same stored number: the baseline 0.5 on each run, failed or not; a setup
+    run the judge's score, 1 against a failed baseline run, and when it failed itself 0 against a
+    baseline run that answered, 0.5 against one that failed too. A score made against a baseline run
+    names it (``baseline_run_id``), so it goes when that run is replaced. A scoring that raises is not
+    stored, so the next run tries again; its message lands in ``ScoringReport.failures``.
 
     ``executor`` decides where an ``Evaluator`` scores (Dask workers run the sandboxed programs); a
     pairwise judge always scores here, its calls under the driver's rate limits and budget. The
@@ -77,6 +89,7 @@ async def score_all(
     report = ScoringReport()
     where: Executor = executor or LocalExecutor()
     baseline = next(s for s in setups if s.is_baseline)
+    pairwise = isinstance(evaluator, PairwiseEvaluator)
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(setup: Setup, row: RunRow) -> None:
@@ -87,15 +100,16 @@ async def score_all(
                 return
             answer = row.answer or ""
             if isinstance(evaluator, PairwiseEvaluator):
-                turns = row.turn_answers
+                turns = row.turn_answers if row.error is None else None
                 if setup.is_baseline:
-                    # the baseline against itself is a tie by definition: no judge call
+                    # the baseline against itself is a tie by definition, failed or not (its failure
+                    # counts once, in the setups' scores): no judge call
                     store.put_score(
                         row.run_id,
                         evaluator_id,
-                        0.5,
-                        "baseline",
-                        turn_scores=None if turns is None else [0.5] * len(turns),
+                        PAIRWISE_BASELINE,
+                        PAIRWISE_BASELINE_DETAIL,
+                        turn_scores=None if turns is None else [PAIRWISE_BASELINE] * len(turns),
                     )
                 else:
                     # with several samples, sample j of the setup meets sample j of the baseline
@@ -103,7 +117,17 @@ async def score_all(
                     if base is None:
                         report.waiting += 1
                         return
-                    if base.error is not None:
+                    if row.error is not None:
+                        # the setup did not answer: it loses to an answer, ties with no answer
+                        both = base.error is not None
+                        store.put_score(
+                            row.run_id,
+                            evaluator_id,
+                            PAIRWISE_BASELINE if both else 0.0,
+                            BOTH_FAILED_DETAIL if both else SETUP_FAILED_DETAIL,
+                            baseline_run_id=base.run_id,
+                        )
+                    elif base.error is not None:
                         store.put_score(
                             row.run_id,
                             evaluator_id,
@@ -152,7 +176,9 @@ async def score_all(
         for setup in setups:
             after = 0
             while True:
-                page = store.unscored(setup.name, setup.hash, evaluator_id, after=after, limit=PAGE)
+                page = store.unscored(
+                    setup.name, setup.hash, evaluator_id, after=after, limit=PAGE, failed=pairwise
+                )
                 if not page:
                     break
                 for row in page:

@@ -3,12 +3,17 @@ experiment's items and its first ``samples`` samples, and under a pairwise judge
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 from moa.errors import ProviderError
+from moa.eval.datasets import Item
+from moa.eval.types import PairScore
+from moa.experiment.config import Setup
 from moa.experiment.report import write_results
+from moa.experiment.score_answers import score_all
 from moa.experiment.store import Store
 from moa.results import RunResult, Usage
 
@@ -17,8 +22,20 @@ def _answer(text: str) -> RunResult:
     return RunResult(text, "t", Usage(), 0.0, 1.0, 1.0, [], {})
 
 
-def _export(tmp_path: Path, manifest: dict[str, Any], runs: list[tuple[str, str, int, bool]]) -> list[Any]:
-    """Store ``runs`` (setup, item, sample, failed), export them, read results.jsonl back."""
+class _NeverCalled:
+    """A pairwise evaluator for pairs that need no judge call (a side failed)."""
+
+    name = "never"
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Any) -> PairScore:
+        raise AssertionError("no pair here needs a judge")
+
+
+def _export(
+    tmp_path: Path, manifest: dict[str, Any], runs: list[tuple[str, str, int, bool]], *, judged: bool = False
+) -> list[Any]:
+    """Store ``runs`` (setup, item, sample, failed), score them under a pairwise judge if ``judged``
+    (as `moa compare` does), export them, read results.jsonl back."""
     store = Store.open(tmp_path)
     try:
         for setup, item, k, failed in runs:
@@ -27,6 +44,22 @@ def _export(tmp_path: Path, manifest: dict[str, Any], runs: list[tuple[str, str,
             else:
                 store.record_run(setup, "h", item, "ih", _answer("x"), sample=k)
         store.commit()
+        if judged:
+            no_topology: Any = None
+            setups = [
+                Setup(s["name"], no_topology, s["name"], s["hash"], s["is_baseline"])
+                for s in manifest["setups"]
+            ]
+            asyncio.run(
+                score_all(
+                    store,
+                    setups,
+                    _NeverCalled(),
+                    manifest["evaluator_id"],
+                    lambda i: Item(id=i, input="q"),
+                    asyncio.Semaphore(2),
+                )
+            )
         write_results(store, manifest, tmp_path / "results.jsonl")
     finally:
         store.close()
@@ -58,5 +91,5 @@ def test_results_jsonl_scores_judged_pairs_as_the_summary_does(tmp_path: Path) -
         "pairwise": True,
     }
     runs = [("base", "a", 0, True), ("base", "b", 0, False), ("moa", "a", 0, True), ("moa", "b", 0, True)]
-    scores = {(r["setup"], r["item_id"]): r["score"] for r in _export(tmp_path, manifest, runs)}
+    scores = {(r["setup"], r["item_id"]): r["score"] for r in _export(tmp_path, manifest, runs, judged=True)}
     assert scores == {("base", "a"): 0.5, ("base", "b"): 0.5, ("moa", "a"): 0.5, ("moa", "b"): 0.0}

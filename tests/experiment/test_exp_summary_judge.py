@@ -1,6 +1,6 @@
 """The summary under a pairwise judge: the baseline is 0.5 on every run, failed or not, so its failure
 counts once (in the setup's score), and every figure (Δ, judge, Bradley–Terry, categories, languages,
-$ per correct) scores a pair the same way."""
+$ per correct) reads the pair's one stored score (the scoring phase stores it, failed runs' too)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _run(
 
 
 def _base_fails_on_two() -> tuple[dict[str, list[RunRow]], dict[str, list[RunRow]]]:
-    """The baseline failed on i0 and i1 (the setup wins them, 1.0); the judge ties the other 8."""
-    base = {i: [_run("single", i, None if k < 2 else 0.5, failed=k < 2)] for k, i in enumerate(IDS)}
+    """The baseline failed on i0 and i1 (the setup wins them, 1.0); the judge ties the other 8. Each
+    run carries the score the scoring phase stores: 0.5 on the baseline's failed runs too."""
+    base = {i: [_run("single", i, 0.5, failed=k < 2)] for k, i in enumerate(IDS)}
     moa = {i: [_run("moa", i, 1.0 if k < 2 else 0.5)] for k, i in enumerate(IDS)}
     return base, moa
 
@@ -88,8 +89,8 @@ def test_category_delta_is_judge_score_minus_one_half() -> None:
 
 def test_both_failed_ties_and_setup_failed_loses_alike_everywhere() -> None:
     """Neither answered (i0-i4): a tie; only the setup failed (i5-i9): a loss; in Δ, judge and BT alike."""
-    base = {i: [_run("single", i, None if k < 5 else 0.5, failed=k < 5)] for k, i in enumerate(IDS)}
-    moa = {i: [_run("moa", i, None, failed=True)] for i in IDS}
+    base = {i: [_run("single", i, 0.5, failed=k < 5)] for k, i in enumerate(IDS)}
+    moa = {i: [_run("moa", i, 0.5 if k < 5 else 0.0, failed=True)] for k, i in enumerate(IDS)}
     m = _judged(base, moa, categories={}).setup("moa")
     assert m.quality == pytest.approx(0.25) and m.delta_vs_baseline == pytest.approx(-0.25)
     assert m.judge is not None and (m.judge.wins, m.judge.ties, m.judge.losses) == (0, 5, 5)

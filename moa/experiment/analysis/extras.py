@@ -3,10 +3,9 @@ scores of multi-turn items, a cascade's escalation, failure reasons, the judge's
 Bradley–Terry ratings, and the power sentence. Shared by the summary (``summarize``) and the
 per-language breakdown (``languages``).
 
-Under a pairwise judge a setup run's score is already relative to the baseline's run on the same item
-and sample, so the baseline scores 0.5 on every run, failed or not (its failure is counted once, in
-the setup's score); a failed setup run scores 0 against a baseline run that answered and 0.5 (a tie)
-against one that failed too, since neither answered (``pairwise_scorer``).
+Under a pairwise judge every run's score is the one the scoring phase stored (``score_answers``):
+the baseline's 0.5 on every run, failed or not, and a failed setup run's 0 against a baseline run
+that answered, 0.5 against one that failed too. Readers read it (``scorer``); none derives it.
 """
 
 from __future__ import annotations
@@ -23,26 +22,23 @@ from moa.experiment.store.database import RunRow
 
 __all__ = [
     "BT_ROUNDS_MAX",
-    "PAIRWISE_BASELINE",
     "RunScore",
     "bt_ratings",
     "failure_kind",
     "failure_reasons",
     "item_scores",
     "judge_summary",
-    "pairwise_scorer",
+    "pair_score",
     "pass_at_k",
     "power_sentence",
     "run_score",
+    "scorer",
     "stage_numbers",
     "turn_scores",
 ]
 
 #: a run's score, or ``None`` when it has none (yet)
 RunScore = Callable[[RunRow], float | None]
-
-#: the baseline's score on every run under a pairwise judge: parity with itself
-PAIRWISE_BASELINE = 0.5
 
 #: Bradley–Terry refits per bootstrap (each is a full ML fit; a few hundred give stable 95% bounds)
 BT_ROUNDS_MAX = 1000
@@ -65,28 +61,15 @@ def run_score(r: RunRow) -> float | None:
     return 0.0 if r.error is not None else r.score
 
 
-def _pairwise_baseline_score(r: RunRow) -> float:
-    return PAIRWISE_BASELINE
+def pair_score(r: RunRow) -> float | None:
+    """A run's score under a pairwise judge: the stored one, failed run or not; ``None`` while the
+    pair is not scored (its baseline run not stored yet, or its judgment not made)."""
+    return r.score
 
 
-def pairwise_scorer(base_runs: Mapping[str, Sequence[RunRow]], *, is_baseline: bool) -> RunScore:
-    """How a run scores under a pairwise judge, given the baseline's runs (item id -> runs): the
-    baseline 0.5 on every run; a setup run its judge score, or when it failed, 0 against a baseline
-    run that answered, 0.5 against one that failed too, ``None`` while the baseline's run is not
-    stored (the pair is not complete, as a successful run waiting for its judgment)."""
-    if is_baseline:
-        return _pairwise_baseline_score
-    base = {(r.item_id, r.sample): r for rows in base_runs.values() for r in rows}
-
-    def score(r: RunRow) -> float | None:
-        if r.error is None:
-            return r.score
-        other = base.get((r.item_id, r.sample))
-        if other is None:
-            return None
-        return PAIRWISE_BASELINE if other.error is not None else 0.0
-
-    return score
+def scorer(pairwise: bool) -> RunScore:
+    """How the runs of an experiment score: ``pair_score`` under a pairwise judge, else ``run_score``."""
+    return pair_score if pairwise else run_score
 
 
 def item_scores(runs: Mapping[str, Sequence[RunRow]], score: RunScore = run_score) -> dict[str, float]:
@@ -187,17 +170,16 @@ def bt_ratings(
     seed: int,
 ) -> dict[str, tuple[float, list[float]]]:
     """Bradley–Terry rating and 95% CI per setup (the baseline anchored at 1000) from each judged
-    run against the baseline's run on the same item and sample (scored by ``pairwise_scorer``): a
-    star design, which identifies every rating through the baseline. Resampling keeps an item's
-    outcomes together."""
-    score = pairwise_scorer(runs_by_setup.get(baseline, {}), is_baseline=False)
+    run against the baseline's run on the same item and sample (its stored pairwise score): a star
+    design, which identifies every rating through the baseline. Resampling keeps an item's outcomes
+    together."""
     by_item: dict[Hashable, list[Outcome]] = {}
     for name, runs in runs_by_setup.items():
         if name == baseline:
             continue
         for item_id, rows in runs.items():
             for r in rows:
-                v = score(r)
+                v = pair_score(r)
                 if v is not None:
                     by_item.setdefault(item_id, []).append((name, baseline, v))
     if not by_item:

@@ -13,9 +13,8 @@ from moa.eval import stats
 from moa.experiment.analysis.extras import (
     bt_ratings,
     item_scores,
-    pairwise_scorer,
     pass_at_k,
-    run_score,
+    scorer,
 )
 from moa.experiment.analysis.summary import LanguageSummary, Summary
 from moa.experiment.store.database import RunRow, Store
@@ -56,10 +55,9 @@ def add_languages(
         in_lang = {name: {i: runs[i] for i in ids if i in runs} for name, runs in runs_by_setup.items()}
         base_runs = in_lang[summary.baseline]
         ratings = bt_ratings(in_lang, baseline=summary.baseline, rounds=rounds, seed=seed) if pairwise else {}
-        base = item_scores(base_runs, pairwise_scorer(base_runs, is_baseline=True) if pairwise else run_score)
+        base = item_scores(base_runs, scorer(pairwise))
         for s in summary.setups:
-            score = pairwise_scorer(base_runs, is_baseline=s.is_baseline) if pairwise else run_score
-            mine = item_scores(in_lang.get(s.name, {}), score)
+            mine = item_scores(in_lang.get(s.name, {}), scorer(pairwise))
             ls = LanguageSummary(n=len(mine), quality=math.fsum(mine.values()) / len(mine) if mine else None)
             if not s.is_baseline:
                 common = [i for i in ids if i in mine and i in base]

@@ -13,8 +13,9 @@ and their ratios) counts the runs that answered only: a run that failed fast wou
 setup look quick; a setup none of whose runs answered has no latency.
 
 Under a pairwise judge the setups' scores are already relative to the baseline, so the baseline
-scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5 (``pairwise_scorer``):
-scoring the baseline's failed run 0 as well would count its failure twice.
+scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5: scoring the baseline's
+failed run 0 as well would count its failure twice. Those scores are stored by the scoring phase
+(``score_answers``), failed runs' included, and read as they are (``scorer``).
 
 Cost basis, per-correct ratios and the Pareto rule: see ``costs``.
 """
@@ -35,10 +36,10 @@ from moa.experiment.analysis.extras import (
     failure_reasons,
     item_scores,
     judge_summary,
-    pairwise_scorer,
     pass_at_k,
     power_sentence,
     run_score,
+    scorer,
     stage_numbers,
     turn_scores,
 )
@@ -175,8 +176,7 @@ def summarize(
     all_runs = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
     for name, is_base, _ in setups:
         runs = all_runs[name]
-        score = pairwise_scorer(all_runs[base_name], is_baseline=is_base) if pairwise else run_score
-        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples, score)
+        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples, scorer(pairwise))
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
         if pairwise:
             s.judge = None if is_base else judge_summary(scores, runs, rounds=rounds, seed=seed)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from moa.experiment.analysis.extras import RunScore, pairwise_scorer, run_score
+from moa.experiment.analysis.extras import scorer
 from moa.experiment.analysis.summary import Summary
 from moa.experiment.report.plots import pareto_png
 from moa.experiment.report.text import html_report, markdown_report
@@ -25,17 +25,10 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
     # a store filled under a larger ``samples`` keeps the extra runs; the summary leaves them out
     samples = int(manifest.get("samples", 1))
     ev_id = manifest["evaluator_id"]
-    base = next(s for s in manifest["setups"] if s["is_baseline"])
-    # under a judge a run's score depends on the baseline's run on the same pair: score as the summary
-    base_runs = store.run_rows(base["name"], base["hash"], ev_id) if manifest.get("pairwise") else None
+    score = scorer(bool(manifest.get("pairwise")))
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for s in manifest["setups"]:
-            score: RunScore = (
-                run_score
-                if base_runs is None
-                else pairwise_scorer(base_runs, is_baseline=bool(s["is_baseline"]))
-            )
             for r in store.iter_runs(s["name"], s["hash"], ev_id):
                 if r.item_id not in items or r.sample >= samples:
                     continue

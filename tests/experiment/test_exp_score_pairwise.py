@@ -1,0 +1,137 @@
+"""The score phase under a pairwise judge stores every run's score, failed runs' included, so the
+summary, the per-language figures, results.jsonl and Bradley–Terry all read one number: the baseline
+0.5 on each run, a failed setup run 0 against an answer and 0.5 against a failed baseline run."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from moa.errors import ProviderError
+from moa.eval.datasets import Item
+from moa.eval.types import PairScore, Score
+from moa.experiment.analysis import summary_from_store
+from moa.experiment.config import Setup
+from moa.experiment.score_answers import score_all
+from moa.experiment.store import Store
+from moa.results import RunResult, Usage
+
+IDS = ["a", "b", "c", "d"]
+
+
+class FixedJudge:
+    """A pairwise evaluator that scores every judged pair 0.75 without a model call."""
+
+    name = "fixed-judge"
+
+    def __init__(self) -> None:
+        self.judged = 0
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Any) -> PairScore:
+        self.judged += 1
+        return PairScore(Score(0.75, "judged"))
+
+
+def _setups() -> list[Setup]:
+    no_topology: Any = None
+    return [Setup("base", no_topology, "b", "h0", True), Setup("moa", no_topology, "m", "h1", False)]
+
+
+def _store(tmp_path: Path, failed: dict[str, set[str]]) -> Store:
+    """base and moa over IDS, the runs in ``failed[setup]`` failed."""
+    store = Store.open(tmp_path)
+    store.put_items((i, "ih", None, Item(id=i, input=f"q{i}").model_dump_json()) for i in IDS)
+    for s in _setups():
+        for i in IDS:
+            if i in failed.get(s.name, set()):
+                store.record_run(s.name, s.hash, i, "ih", None, ProviderError("down"))
+            else:
+                store.record_run(s.name, s.hash, i, "ih", RunResult("x", "t", Usage(), 0.0, 1.0, 1.0, [], {}))
+    store.commit()
+    return store
+
+
+def _score(store: Store, judge: FixedJudge) -> None:
+    def item(item_id: str) -> Item | None:
+        data = store.item_data(item_id)
+        return None if data is None else Item.model_validate(data)
+
+    report = asyncio.run(
+        score_all(store, _setups(), judge, "j", item, asyncio.Semaphore(4), judge_runner=object())  # type: ignore[arg-type]
+    )
+    assert report.failures == []
+
+
+def test_every_pairwise_score_is_stored_failed_runs_included(tmp_path: Path) -> None:
+    """base failed on a and b, moa on b and c: stored base 0.5 ×4; moa a 1.0, b 0.5, c 0.0, d judged."""
+    store = _store(tmp_path, {"base": {"a", "b"}, "moa": {"b", "c"}})
+    judge = FixedJudge()
+    try:
+        _score(store, judge)
+        rows = store.conn.execute(
+            "SELECT r.setup, r.item_id, s.value, s.detail FROM runs r JOIN scores s ON s.run_id = r.run_id "
+            "ORDER BY r.setup, r.item_id"
+        ).fetchall()
+    finally:
+        store.close()
+    assert judge.judged == 1
+    assert rows == [
+        *(("base", i, 0.5, "baseline") for i in IDS),
+        ("moa", "a", 1.0, "the baseline failed on this item"),
+        ("moa", "b", 0.5, "both failed on this item"),
+        ("moa", "c", 0.0, "the setup failed on this item"),
+        ("moa", "d", 0.75, "judged"),
+    ]
+
+
+def test_the_summary_reads_the_stored_pairwise_scores(tmp_path: Path) -> None:
+    """The summary of that store: baseline quality 0.5, moa (1 + 0.5 + 0 + 0.75) / 4, Δ = that − 0.5."""
+    store = _store(tmp_path, {"base": {"a", "b"}, "moa": {"b", "c"}})
+    try:
+        _score(store, FixedJudge())
+        manifest = {
+            "experiment": "p",
+            "evaluator": {"name": "judge"},
+            "evaluator_id": "j",
+            "setups": [
+                {"name": "base", "hash": "h0", "is_baseline": True},
+                {"name": "moa", "hash": "h1", "is_baseline": False},
+            ],
+            "item_ids": IDS,
+            "pairwise": True,
+            "bootstrap_rounds": 100,
+        }
+        s = summary_from_store(store, manifest)
+    finally:
+        store.close()
+    assert s.setup("base").quality == 0.5 and s.setup("base").n == 4
+    moa = s.setup("moa")
+    assert moa.quality == (1.0 + 0.5 + 0.0 + 0.75) / 4
+    assert moa.delta_vs_baseline is not None and abs(moa.delta_vs_baseline - 0.0625) < 1e-12
+    assert moa.judge is not None and (moa.judge.wins, moa.judge.ties, moa.judge.losses) == (2, 1, 1)
+
+
+def test_a_failed_setup_run_waits_for_its_baseline_run(tmp_path: Path) -> None:
+    """A failed setup run whose baseline run is not stored yet gets no score (it is not a loss yet)."""
+    store = _store(tmp_path, {"moa": {"a"}})
+    try:
+        store.conn.execute("DELETE FROM runs WHERE setup = 'base' AND item_id = 'a'")
+        store.commit()
+        report = asyncio.run(
+            score_all(
+                store,
+                _setups(),
+                FixedJudge(),
+                "j",
+                lambda i: Item(id=i, input="q"),
+                asyncio.Semaphore(4),
+                judge_runner=object(),  # type: ignore[arg-type]
+            )
+        )
+        scored = store.conn.execute(
+            "SELECT COUNT(*) FROM scores s JOIN runs r ON r.run_id = s.run_id WHERE r.setup = 'moa' AND r.item_id = 'a'"
+        ).fetchone()[0]
+    finally:
+        store.close()
+    assert report.waiting == 1 and scored == 0
