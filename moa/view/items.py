@@ -57,8 +57,9 @@ class ItemQuery:
     limit: int = 50
 
 
-#: one setup on one item: mean score (a failed run 0; None when unscored), any run failed, mean cost,
-#: mean latency
+#: one setup on one item: mean score (a run's stored score; a failed run without one 0; None when
+#: unscored), any run failed, mean cost, mean latency. Under a pairwise judge a failed run has a stored
+#: score (0.5 for the baseline, 0 or 0.5 for a setup), the one the summary counts
 _Cell = tuple[float | None, bool, float | None, float | None]
 
 
@@ -78,16 +79,16 @@ def _setup_cells(
     )
     if samples == 1:
         # one run per item: its numbers are the item's
-        return {i: (0.0 if e else v, bool(e), c, lat) for i, e, v, c, lat in cur}
+        return {i: (0.0 if e and v is None else v, bool(e), c, lat) for i, e, v, c, lat in cur}
     acc: dict[str, tuple[list[float], list[bool], list[float], list[float]]] = {}
     for item_id, error, score, cost, latency in cur:
         a = acc.get(item_id)
         if a is None:
             a = acc[item_id] = ([], [], [], [])
-        if error:
-            a[0].append(0.0)
-        elif score is not None:
+        if score is not None:
             a[0].append(float(score))
+        elif error:
+            a[0].append(0.0)
         a[1].append(bool(error))
         a[2].append(float(cost))
         a[3].append(float(latency))
