@@ -72,3 +72,14 @@ def test_an_older_summary_json_gets_its_run_count_back() -> None:
     again = Summary.from_dict(data)
     assert [x.runs for x in again.setups] == [4, 12]
     assert "single: 4 of 4 runs failed; most frequent: ProviderError: down" in print_notes(again)
+
+
+def test_the_run_count_is_derived_and_cannot_disagree_with_missing() -> None:
+    """`runs` is items × samples − missing: a summary.json whose `runs` says otherwise reads back derived,
+    and the all-failed rule (Pareto, notes) reads the derived count."""
+    s = _summary({i: [_run("single", i, None, failed=True)] for i in IDS}, samples=3)
+    data = json.loads(json.dumps(s.to_dict()))
+    data["setups"][0]["runs"] = 999
+    again = Summary.from_dict(data)
+    assert again.setup("single").runs == 4 and again.setup("single").missing == 8
+    assert "single: 4 of 4 runs failed" in " ".join(print_notes(again))

@@ -119,7 +119,6 @@ def _setup_numbers(
         name=name,
         is_baseline=is_baseline,
         n=len(scores),
-        runs=len(present),
         missing=len(ids) * samples - len(present),
         samples=samples,
     )
@@ -214,18 +213,18 @@ def summarize(
         raw_p.append((s, s.p_value))
     for s, adj in zip((s for s, _ in raw_p), stats.holm([p for _, p in raw_p]), strict=True):
         s.p_value_holm = adj
-    basis = cost_basis(base)
-    per_correct_ratios(out, base)
-    mark_pareto(out, basis)
-    _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
+    # the Summary derives each setup's ``runs``, which the Pareto marking reads
     summary = Summary(
         experiment=experiment,
         baseline=base_name,
         evaluator=dict(evaluator),
         n_items=len(item_ids),
         setups=out,
-        cost_basis=basis,
+        cost_basis=cost_basis(base),
     )
+    per_correct_ratios(out, base)
+    mark_pareto(out, summary.cost_basis)
+    _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     if pairwise:
         summary.scoring_rule = PAIRWISE_RULE
     missing = sum(s.missing for s in out)

@@ -109,7 +109,9 @@ class SetupSummary(BaseModel):
     n: int
     """Items with a score (at least one scored run)."""
     runs: int = 0
-    """Stored runs, every sample counted, failed or not, scored or not: what ``errors`` is out of."""
+    """Stored runs, every sample counted, failed or not, scored or not: what ``errors`` is out of.
+    Derived, never set: the ``Summary`` holding this setup makes it items × samples − ``missing``
+    (written to summary.json for scripts; a value read back from it is recomputed)."""
     quality: float | None = None
     quality_ci95: list[float] | None = None
     delta_vs_baseline: float | None = None
@@ -209,10 +211,10 @@ class Summary(BaseModel):
 
     @model_validator(mode="after")
     def _count_runs(self) -> Summary:
-        # a summary.json written before ``runs`` existed: every pair not missing has a stored run
+        # derived in this one place, so it cannot disagree with ``missing``: every (item, sample)
+        # pair of a setup not missing has exactly one stored run (a changed item is refused)
         for s in self.setups:
-            if "runs" not in s.model_fields_set:
-                s.runs = self.n_items * s.samples - s.missing
+            s.runs = self.n_items * s.samples - s.missing
         return self
 
     def setup(self, name: str) -> SetupSummary:
