@@ -359,17 +359,25 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     ]
 
 
+#: a mean paired difference this small relative to the largest difference is rounding, not signal:
+#: each difference carries a relative error near 2**-53, and ``fmean`` sums them exactly
+_NOISE = 1e-9
+
+
 def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> int | None:
     """Items needed to detect the observed mean paired difference with a two-sided paired test
     (normal approximation, using the observed standard deviation of the differences).
 
     ``None`` when the observed mean difference is 0 or there are fewer than two differences.
     With zero variance and a non-zero difference, 2 (the fewest a paired test can use).
+
+    A mean within rounding of 0 counts as 0: differences of item means (``samples: 3`` gives
+    thirds) that cancel exactly in arithmetic leave ~1e-17 in floats, which asked for ~1e33 items.
     """
     if len(deltas) < 2:
         return None
     mean = statistics.fmean(deltas)
-    if mean == 0:
+    if abs(mean) <= _NOISE * max(abs(d) for d in deltas):
         return None
     sd = statistics.stdev(deltas)
     z = statistics.NormalDist()

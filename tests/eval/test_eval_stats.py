@@ -120,3 +120,10 @@ def test_power_n_none_without_difference() -> None:
     """No observed difference means no sample size."""
     assert power_n([1, -1, 0]) is None
     assert math.isfinite(power_n([0.2, 0.2]) or 0)
+
+
+def test_power_n_reads_rounding_as_no_difference() -> None:
+    """Item means in thirds whose differences cancel exactly (Δ = 0) leave ~1e-17 in floats: no
+    sample size, not ~1e33 items."""
+    assert power_n([0.0 - 1 / 3, 1.0 - 2 / 3]) is None
+    assert power_n([1e-6, 0, 1e-6, 0]) == power_n([1, 0, 1, 0]) == 11  # small but real: its figure

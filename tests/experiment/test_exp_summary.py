@@ -173,3 +173,51 @@ def test_latency_leaves_out_failed_runs() -> None:
     ff, gone = s.setup("ff"), s.setup("dead")
     assert ff.latency_p50_s == pytest.approx(4.0) and ff.latency_ratio == pytest.approx(2.0)
     assert gone.latency_p50_s is None and gone.latency_ratio is None
+
+
+def _means_in_thirds(setup: list[list[float]], base: list[list[float]]) -> object:
+    """samples: 3 over items a, b: each list holds an item's three sample scores."""
+
+    def rows(name: str, per_item: list[list[float]]) -> dict[str, list[RunRow]]:
+        return {
+            item: [
+                RunRow(0, name, item, None, None, 0.01, 1.0, 1, 1, 1, sample=k, score=v)
+                for k, v in enumerate(vs)
+            ]
+            for item, vs in zip("ab", per_item, strict=True)
+        }
+
+    return summarize(
+        experiment="thirds",
+        evaluator={"name": "exact"},
+        setups=[("base", True, rows("base", base)), ("m", False, rows("m", setup))],
+        item_ids=list("ab"),
+        categories={},
+        rounds=100,
+        samples=3,
+    )
+
+
+def test_a_difference_that_cancels_gets_no_absurd_item_count() -> None:
+    """samples: 3, a: 0/3 vs 1/3, b: 3/3 vs 2/3: Δ is 0, so no items-needed figure (it said ~2e33)."""
+    m = _means_in_thirds([[0, 0, 0], [1, 1, 1]], [[1, 0, 0], [1, 1, 0]]).setup("m")  # type: ignore[attr-defined]
+    assert m.power_n is None
+    assert m.power_note == "n=2 items; no difference observed (+0.000), so no sample size can be given"
+
+
+def test_one_item_is_not_called_no_difference() -> None:
+    """One paired item that differs: the power note says one item cannot be told from noise, not that
+    no difference was observed."""
+    base = _rows("base", [0, 0, 0, 0], [0.01] * 4, [1] * 4)
+    good = _rows("good", [1, 1, 1, 1], [0.01] * 4, [1] * 4)
+    s = summarize(
+        experiment="one",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("good", False, good)],
+        item_ids=["1"],
+        categories={},
+        rounds=100,
+    )
+    assert (
+        s.setup("good").power_note == "n=1 item; a +1.000 difference from one item cannot be told from noise"
+    )

@@ -192,6 +192,9 @@ def power_sentence(n: int, delta: float | None, needed: int | None) -> str:
     """One sentence on whether ``n`` paired items can tell the observed difference from noise."""
     if delta is None:
         return f"n={n} items; no paired difference to assess"
+    if n < 2:
+        # the spread of the differences, which the sample size rests on, needs two of them
+        return f"n={n} item; a {delta:+.3f} difference from one item cannot be told from noise"
     if needed is None:
         return f"n={n} items; no difference observed ({delta:+.3f}), so no sample size can be given"
     head = f"n={n} items; detecting a {delta:+.3f} difference at 80% power needs ~{needed} items"
