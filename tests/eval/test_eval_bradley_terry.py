@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 
 import pytest
 
@@ -58,3 +59,34 @@ def test_bootstrap_ratings_reproducible_and_bracketing() -> None:
     assert first == bootstrap_ratings(by_item, anchor="base", rounds=50, seed=2)
     assert first["s"].low <= first["s"].rating <= first["s"].high
     assert first["base"].rating == pytest.approx(1000.0)
+
+
+def test_grouped_bootstrap_matches_resampling_items_one_by_one() -> None:
+    """1,600 items sharing 3 outcome sets (a judge's levels against the baseline) are resampled as
+    multinomial counts of those sets: the bounds match drawing items one by one, within noise."""
+    levels = [1.0] * 700 + [0.5] * 300 + [0.0] * 600
+    by_item = {f"i{k}": [("s", "base", v)] for k, v in enumerate(levels)}
+    fast = bootstrap_ratings(by_item, anchor="base", rounds=300, seed=5)["s"]
+    rng = random.Random(11)
+    items = list(by_item.values())
+    slow = sorted(
+        fit_bradley_terry([o for outs in rng.choices(items, k=len(items)) for o in outs], anchor="base")["s"]
+        for _ in range(300)
+    )
+    # the one-by-one 2.5% and 97.5% points of 300 rounds
+    assert fast.low == pytest.approx(slow[7], abs=12) and fast.high == pytest.approx(slow[292], abs=12)
+    assert fast.low < fast.rating < fast.high and fast.high - fast.low > 20
+
+
+def test_a_hundred_thousand_judged_items_rate_in_seconds() -> None:
+    """100k items × 2 setups against the baseline, 1,000 rounds: grouped resampling takes a few seconds
+    (drawing items one by one took minutes); the bound is generous for a busy machine."""
+    rng = random.Random(1)
+    by_item = {
+        f"i{k}": [(s, "base", rng.choice((0.0, 0.25, 0.5, 0.75, 1.0))) for s in ("m", "n")]
+        for k in range(100_000)
+    }
+    start = time.perf_counter()
+    fitted = bootstrap_ratings(by_item, anchor="base", rounds=1000, seed=0)
+    assert time.perf_counter() - start < 60
+    assert fitted["m"].low <= fitted["m"].rating <= fitted["m"].high

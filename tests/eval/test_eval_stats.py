@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -10,6 +11,7 @@ from moa.eval.stats import (
     bootstrap_ci,
     holm,
     mcnemar,
+    multinomial_counts,
     p50,
     p95,
     paired_bootstrap_ci,
@@ -127,3 +129,12 @@ def test_power_n_reads_rounding_as_no_difference() -> None:
     sample size, not ~1e33 items."""
     assert power_n([0.0 - 1 / 3, 1.0 - 2 / 3]) is None
     assert power_n([1e-6, 0, 1e-6, 0]) == power_n([1, 0, 1, 0]) == 11  # small but real: its figure
+
+
+def test_multinomial_counts_sum_to_the_draws_and_follow_the_shares() -> None:
+    """Counts over groups of 700, 300 and 0 values: they add up to 1,000, the empty group is never
+    picked, and the first group's share averages 0.7."""
+    rng = random.Random(4)
+    draws = [multinomial_counts([700, 300, 0], rng) for _ in range(400)]
+    assert all(sum(d) == 1000 and d[2] == 0 for d in draws)
+    assert sum(d[0] for d in draws) / (400 * 1000) == pytest.approx(0.7, abs=0.005)
