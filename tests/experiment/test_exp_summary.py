@@ -221,3 +221,30 @@ def test_one_item_is_not_called_no_difference() -> None:
     assert (
         s.setup("good").power_note == "n=1 item; a +1.000 difference from one item cannot be told from noise"
     )
+
+
+def test_line_breaks_from_a_dataset_or_a_provider_stay_inside_their_markdown_cell() -> None:
+    """A category holding newlines and pipes, and a provider error over several lines, cannot end a
+    row or bullet of report.md and start a heading or table of their own."""
+    from moa.experiment.report import markdown_report
+
+    cat = "evil\n\n# Injected heading\n| fake | row |"
+    base = _rows("base", [1, 1, 0, 0], [0.01] * 4, [1] * 4)
+    bad = {
+        i: RunRow(k, "a|b", i, None, "ProviderError: 502\n## <html> body\n- x", 0.01, 1.0, 1, 1, 1)
+        for k, i in enumerate(IDS)
+    }
+    s = summarize(
+        experiment="md",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("a|b", False, bad)],
+        item_ids=IDS,
+        categories={"1": cat, "2": cat},
+        rounds=50,
+    )
+    md = markdown_report(s, png=None)
+    lines = md.splitlines()
+    assert not any(line.startswith(("# Injected", "## <html>", "| fake")) for line in lines)
+    assert "| evil  # Injected heading \\| fake \\| row \\| |" in md
+    assert "| Category | base | a\\|b |" in md
+    assert "- `a|b` ×4: ProviderError: 502 ## <html> body - x" in md

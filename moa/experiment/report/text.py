@@ -153,10 +153,16 @@ def _footer(summary: Summary) -> list[str]:
     return out
 
 
+def _one_line(text: str) -> str:
+    """``text`` on one line: a line break in a dataset's category or a provider's error message would
+    end a markdown table row or bullet and start a heading or table of its own."""
+    return " ".join(text.splitlines())
+
+
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+    esc = [[_one_line(c).replace("|", "\\|") for c in r] for r in rows]
     return [
-        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join(_one_line(h).replace("|", "\\|") for h in headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
         *("| " + " | ".join(r) + " |" for r in esc),
     ]
@@ -532,15 +538,15 @@ def print_table(summary: Summary) -> None:
 
 
 def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
-    lines = [f"# {summary.experiment}", ""]
+    lines = [f"# {_one_line(summary.experiment)}", ""]
     lines += _md_table(table_headers(summary), table_rows(summary))
-    lines += ["", *(f"- {n}" for n in _footer(summary)), "", "## Details", ""]
+    lines += ["", *(f"- {_one_line(n)}" for n in _footer(summary)), "", "## Details", ""]
     lines += _md_table(DETAIL_HEADERS, _detail_rows(summary))
     for sec in quality_sections(summary):
         lines += ["", f"## {sec.title}", ""]
         if sec.headers:
             lines += [*_md_table(sec.headers, sec.rows), ""]
-        lines += [f"- {b}" for b in sec.bullets]
+        lines += [f"- {_one_line(b)}" for b in sec.bullets]
     headers, rows = _category_rows(summary)
     if rows:
         lines += ["", "## Per category", "", *_md_table(headers, rows)]
@@ -549,7 +555,7 @@ def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
         lines += ["", "## Errors", ""]
         for s in failing:
             for e in s.error_examples:
-                lines.append(f"- `{s.name}` ×{e['count']}: {e['error']}")
+                lines.append(f"- `{s.name}` ×{e['count']}: {_one_line(str(e['error']))}")
     if png:
         lines += ["", "## Cost and quality", "", f"![cost ratio vs quality]({png})"]
     return "\n".join(lines) + "\n"
