@@ -248,3 +248,21 @@ def test_line_breaks_from_a_dataset_or_a_provider_stay_inside_their_markdown_cel
     assert "| evil  # Injected heading \\| fake \\| row \\| |" in md
     assert "| Category | base | a\\|b |" in md
     assert "- `a|b` ×4: ProviderError: 502 ## <html> body - x" in md
+
+
+def test_per_correct_figures_leave_out_runs_not_scored_yet() -> None:
+    """Every answer right at $0.01 a run, two of the setup's not scored yet (its judge failed on
+    them): $ and tokens per correct answer equal the baseline's, not twice as much."""
+    base = _rows("base", [1, 1, 1, 1], [0.01] * 4, [1] * 4)
+    pending = _rows("m", [1, 1, None, None], [0.01] * 4, [1] * 4)
+    s = summarize(
+        experiment="pc",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, pending)],
+        item_ids=IDS,
+        categories={},
+        rounds=50,
+    )
+    m = s.setup("m")
+    assert m.cost_per_correct_usd == pytest.approx(0.01) and m.cost_per_correct_ratio == pytest.approx(1.0)
+    assert m.tokens_per_correct == pytest.approx(15.0) and m.cost_usd == pytest.approx(0.04)

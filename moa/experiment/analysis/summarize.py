@@ -141,9 +141,13 @@ def _setup_numbers(
         values = list(scores.values())
         ci = stats.bootstrap_ci(values, rounds=rounds, seed=seed)
         s.quality, s.quality_ci95 = ci.estimate, _ci(ci)
-        correct = math.fsum(v for r in present if (v := score(r)) is not None)
-        s.cost_per_correct_usd = s.cost_usd / correct if correct > 0 else None
-        s.tokens_per_correct = s.tokens / correct if correct > 0 else None
+        # over the runs with a score, as quality: a run not scored yet (a judge call that failed)
+        # is neither right nor wrong, and counting its cost would inflate the price of a right answer
+        scored = [(r, v) for r in present if (v := score(r)) is not None]
+        correct = math.fsum(v for _, v in scored)
+        if correct > 0:
+            s.cost_per_correct_usd = sum(r.cost_usd for r, _ in scored) / correct
+            s.tokens_per_correct = sum(r.tokens for r, _ in scored) / correct
     s.turn_scores = turn_scores(present)
     s.escalation_rate, s.stage_shares = stage_numbers(present)
     return s, scores

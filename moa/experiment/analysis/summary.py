@@ -138,8 +138,10 @@ class SetupSummary(BaseModel):
     latency_p95_ratio: float | None = None
     calls_per_item: float | None = None
     cost_per_correct_usd: float | None = None
+    """USD spent per correct answer (a run's score counts as its fraction of a correct answer), over
+    the runs with a score, failed ones included: a run not scored yet counts neither way."""
     tokens_per_correct: float | None = None
-    """Tokens spent per correct answer (a run's score counts as its fraction of a correct answer)."""
+    """Tokens spent per correct answer, over the same runs."""
     cost_per_correct_ratio: float | None = None
     """``cost_per_correct_usd`` over the baseline's: "is it worth it" in one number (None at $0)."""
     tokens_per_correct_ratio: float | None = None
