@@ -10,6 +10,7 @@ from pathlib import Path
 from moa.errors import UserError
 
 __all__ = [
+    "BASELINE_FAILED_DETAIL",
     "BOTH_FAILED_DETAIL",
     "INDEXES",
     "PAIRWISE_BASELINE_DETAIL",
@@ -199,6 +200,7 @@ def _v4_to_v5(conn: sqlite3.Connection) -> None:
 
 #: the details version 6 writes on the pairwise scores made without a judge call (``score_answers``)
 PAIRWISE_BASELINE_DETAIL = "baseline"
+BASELINE_FAILED_DETAIL = _V4_BASELINE_FAILED
 SETUP_FAILED_DETAIL = "the setup failed on this item"
 BOTH_FAILED_DETAIL = "both failed on this item"
 
