@@ -29,6 +29,7 @@ from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.executors.base import Executor, LocalExecutor
 from moa.experiment.store.database import RunRow, Store
 from moa.experiment.store.schema import (
+    BASELINE_FAILED_DETAIL,
     BOTH_FAILED_DETAIL,
     PAIRWISE_BASELINE_DETAIL,
     SETUP_FAILED_DETAIL,
@@ -100,67 +101,39 @@ async def score_all(
                 return
             answer = row.answer or ""
             if isinstance(evaluator, PairwiseEvaluator):
-                turns = row.turn_answers if row.error is None else None
-                if setup.is_baseline:
-                    # the baseline against itself is a tie by definition, failed or not (its failure
-                    # counts once, in the setups' scores): no judge call
+                # with several samples, sample j of the setup meets sample j of the baseline
+                base = (
+                    None
+                    if setup.is_baseline
+                    else store.run_for(baseline.name, baseline.hash, row.item_id, row.sample)
+                )
+                if not setup.is_baseline and base is None:
+                    report.waiting += 1
+                    return
+                settled = _without_judge(setup, row, base)
+                if settled is not None:
+                    _put(store, row, evaluator_id, settled)
+                elif base is not None:  # two answers: the judge compares them
+                    if judge_runner is None:
+                        raise RuntimeError("a pairwise evaluator needs a judge runner")
+                    turns, base_turns = row.turn_answers, base.turn_answers
+                    if (
+                        turns is not None
+                        and base_turns is not None
+                        and isinstance(evaluator, ConversationEvaluator)
+                    ):
+                        res = await evaluator.score_conversation(it, turns, base_turns, runner=judge_runner)
+                    else:
+                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=judge_runner)
                     store.put_score(
                         row.run_id,
                         evaluator_id,
-                        PAIRWISE_BASELINE,
-                        PAIRWISE_BASELINE_DETAIL,
-                        turn_scores=None if turns is None else [PAIRWISE_BASELINE] * len(turns),
+                        res.score.value,
+                        res.score.detail,
+                        baseline_run_id=base.run_id,
+                        judgments=res.judgments,
+                        turn_scores=list(res.turn_scores) or None,
                     )
-                else:
-                    # with several samples, sample j of the setup meets sample j of the baseline
-                    base = store.run_for(baseline.name, baseline.hash, row.item_id, row.sample)
-                    if base is None:
-                        report.waiting += 1
-                        return
-                    if row.error is not None:
-                        # the setup did not answer: it loses to an answer, ties with no answer
-                        both = base.error is not None
-                        store.put_score(
-                            row.run_id,
-                            evaluator_id,
-                            PAIRWISE_BASELINE if both else 0.0,
-                            BOTH_FAILED_DETAIL if both else SETUP_FAILED_DETAIL,
-                            baseline_run_id=base.run_id,
-                        )
-                    elif base.error is not None:
-                        store.put_score(
-                            row.run_id,
-                            evaluator_id,
-                            1.0,
-                            "the baseline failed on this item",
-                            baseline_run_id=base.run_id,
-                            turn_scores=None if turns is None else [1.0] * len(turns),
-                        )
-                    else:
-                        if judge_runner is None:
-                            raise RuntimeError("a pairwise evaluator needs a judge runner")
-                        base_turns = base.turn_answers
-                        if (
-                            turns is not None
-                            and base_turns is not None
-                            and isinstance(evaluator, ConversationEvaluator)
-                        ):
-                            res = await evaluator.score_conversation(
-                                it, turns, base_turns, runner=judge_runner
-                            )
-                        else:
-                            res = await evaluator.score_pair(
-                                it, answer, base.answer or "", runner=judge_runner
-                            )
-                        store.put_score(
-                            row.run_id,
-                            evaluator_id,
-                            res.score.value,
-                            res.score.detail,
-                            baseline_run_id=base.run_id,
-                            judgments=res.judgments,
-                            turn_scores=list(res.turn_scores) or None,
-                        )
             else:
                 s = await where.score(evaluator, it, answer)
                 store.put_score(row.run_id, evaluator_id, s.value, s.detail)
@@ -172,6 +145,9 @@ async def score_all(
         finally:
             semaphore.release()
 
+    if pairwise:
+        # before any judge call, so an interrupted judge phase keeps them
+        _settle(store, setups, baseline, evaluator_id, report, on_scored)
     try:
         for setup in setups:
             after = 0
@@ -193,3 +169,82 @@ async def score_all(
         await cancel_and_drain(tasks)
         store.commit()
     return report
+
+
+@dataclass(frozen=True, slots=True)
+class _Settled:
+    """A pairwise score that needs no judge call."""
+
+    value: float
+    detail: str
+    #: the baseline run it was made against (None for the baseline's own runs)
+    baseline_run_id: int | None
+    #: a multi-turn answer's turns, each scored ``value`` too
+    turns: int | None
+
+
+def _without_judge(setup: Setup, row: RunRow, base: RunRow | None) -> _Settled | None:
+    """The pairwise score of ``row`` (against ``base``, the baseline's run on its item and sample)
+    when one side did not answer or ``row`` is the baseline's, else ``None``: the judge compares."""
+    answers = row.turn_answers if row.error is None else None
+    turns = None if answers is None else len(answers)
+    if setup.is_baseline:
+        # the baseline against itself is a tie by definition, failed or not (its failure counts
+        # once, in the setups' scores)
+        return _Settled(PAIRWISE_BASELINE, PAIRWISE_BASELINE_DETAIL, None, turns)
+    if base is None:
+        return None
+    if row.error is not None:
+        # the setup did not answer: it loses to an answer, ties with no answer
+        both = base.error is not None
+        return _Settled(
+            PAIRWISE_BASELINE if both else 0.0,
+            BOTH_FAILED_DETAIL if both else SETUP_FAILED_DETAIL,
+            base.run_id,
+            None,
+        )
+    if base.error is not None:
+        return _Settled(1.0, BASELINE_FAILED_DETAIL, base.run_id, turns)
+    return None
+
+
+def _put(store: Store, row: RunRow, evaluator_id: str, settled: _Settled, *, commit: bool = True) -> None:
+    store.put_score(
+        row.run_id,
+        evaluator_id,
+        settled.value,
+        settled.detail,
+        baseline_run_id=settled.baseline_run_id,
+        turn_scores=None if settled.turns is None else [settled.value] * settled.turns,
+        commit=commit,
+    )
+
+
+def _settle(
+    store: Store,
+    setups: Sequence[Setup],
+    baseline: Setup,
+    evaluator_id: str,
+    report: ScoringReport,
+    on_scored: Callable[[], None] | None,
+) -> None:
+    """Store every unscored pairwise score that needs no judge call, a page per transaction."""
+    for setup in setups:
+        after = 0
+        while page := store.unscored(
+            setup.name, setup.hash, evaluator_id, after=after, limit=PAGE, failed=True
+        ):
+            for row in page:
+                base = (
+                    None
+                    if setup.is_baseline
+                    else store.run_for(baseline.name, baseline.hash, row.item_id, row.sample)
+                )
+                settled = _without_judge(setup, row, base)
+                if settled is not None:
+                    _put(store, row, evaluator_id, settled, commit=False)
+                    report.scored += 1
+                    if on_scored is not None:
+                        on_scored()
+            store.commit()
+            after = page[-1].run_id

@@ -5,6 +5,7 @@ summary, the per-language figures, results.jsonl and Bradley–Terry all read on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,51 @@ def test_a_failed_setup_run_waits_for_its_baseline_run(tmp_path: Path) -> None:
     finally:
         store.close()
     assert report.waiting == 1 and scored == 0
+
+
+class HangingJudge:
+    """A pairwise evaluator whose judge never answers (a stalled provider)."""
+
+    name = "hanging-judge"
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Any) -> PairScore:
+        self.entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_scores_without_a_judge_call_survive_an_interrupted_judge_phase(tmp_path: Path) -> None:
+    """The judge stalls on the first pair and the phase is cancelled (Ctrl-C): the scores that need no
+    judge (the baseline's, the failed runs') are stored already, so `moa report` counts them."""
+    store = _store(tmp_path, {"base": {"c"}, "moa": {"b", "c"}})
+    judge = HangingJudge()
+
+    async def interrupted() -> None:
+        task = asyncio.create_task(
+            score_all(
+                store,
+                list(reversed(_setups())),  # the setup's pairs first: the judge is asked before the rest
+                judge,
+                "j",
+                lambda i: Item(id=i, input="q"),
+                asyncio.Semaphore(1),
+                judge_runner=object(),  # type: ignore[arg-type]
+            )
+        )
+        await judge.entered.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(interrupted())
+        rows = store.conn.execute(
+            "SELECT r.setup, r.item_id, s.value FROM runs r JOIN scores s ON s.run_id = r.run_id "
+            "ORDER BY r.setup, r.item_id"
+        ).fetchall()
+    finally:
+        store.close()
+    assert rows == [*(("base", i, 0.5) for i in IDS), ("moa", "b", 0.0), ("moa", "c", 0.5)]
