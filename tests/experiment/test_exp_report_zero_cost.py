@@ -180,3 +180,20 @@ def test_a_baseline_whose_runs_all_failed_at_zero_cost_is_not_called_free() -> N
     assert s.cost_basis == "tokens"
     note = next(n for n in print_notes(s) if n.startswith("cost × single is undefined"))
     assert "every run of the baseline failed and cost $0" in note and "local-compute" not in note
+
+
+def test_dollar_signs_in_names_are_text_not_a_formula(tmp_path: Path) -> None:
+    """A setup, experiment or evaluator named with `$...$` (prices, or a bad formula) is drawn as
+    written: matplotlib read it as mathtext and a formula it cannot parse raised, so no report at all."""
+    odd = r"$\undefined$ a$\frac{1}{0$b"
+    s = _summary(
+        ("single $5", _rows("single $5", [1, 0, 0, 0], cost=0.01)),
+        (odd, _rows(odd, [1, 1, 0, 0], cost=0.02)),
+        name="$\\x$ prices: $5 vs $10",
+    )
+    s.evaluator["name"] = "$\\bad$"
+    path = tmp_path / "pareto.png"
+    assert pareto_png(s, path) is None and path.read_bytes().startswith(b"\x89PNG")
+    fig = pareto_figure(s)
+    assert not isinstance(fig, str)
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == sorted([odd, "single $5 (baseline)"])

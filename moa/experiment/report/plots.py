@@ -72,8 +72,10 @@ def pareto_figure(summary: Summary) -> Figure | str:
     top = max(xs)
     ax.set_xlim(0.0, top * 1.25 if top > 0 else 1.0)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"quality ({summary.evaluator.get('name')}) with 95% CI")
-    ax.set_title(f"{summary.experiment} (red = Pareto-optimal)")
+    # names are the user's, shown as written: "$...$" in one is a price, not mathtext (a bad formula
+    # raised while drawing and took the whole report down)
+    ax.set_ylabel(f"quality ({summary.evaluator.get('name')}) with 95% CI", parse_math=False)
+    ax.set_title(f"{summary.experiment} (red = Pareto-optimal)", parse_math=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     ax.set_ylim(ax.get_ylim())  # fixed before labels are measured against the data coordinates
@@ -99,7 +101,12 @@ def _place_labels(
         left = x > mid  # labels of points on the right half go to their left, inside the axes
         dx = -8.0 if left else 8.0
         text = s.name + (" (baseline)" if s.is_baseline else "")
-        style = {"textcoords": "offset points", "ha": "right" if left else "left", "fontsize": 8}
+        style = {
+            "textcoords": "offset points",
+            "ha": "right" if left else "left",
+            "fontsize": 8,
+            "parse_math": False,
+        }
         probe = ax.annotate(text, xy, xytext=(dx, _DY[0]), **style)  # type: ignore[arg-type]
         for dy in _DY:
             probe.xyann = (dx, dy)
