@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -266,3 +267,59 @@ def test_per_correct_figures_leave_out_runs_not_scored_yet() -> None:
     m = s.setup("m")
     assert m.cost_per_correct_usd == pytest.approx(0.01) and m.cost_per_correct_ratio == pytest.approx(1.0)
     assert m.tokens_per_correct == pytest.approx(15.0) and m.cost_usd == pytest.approx(0.04)
+
+
+def _one_category_per_item(n: int) -> object:
+    ids = [f"i{k}" for k in range(n)]
+    rows = {
+        name: {
+            i: RunRow(k, name, i, None, None, 0.01, 1.0, 1, 1, 1, score=float(k % 2))
+            for k, i in enumerate(ids)
+        }
+        for name in ("base", "m")
+    }
+    return summarize(
+        experiment="cats",
+        evaluator={"name": "exact"},
+        setups=[("base", True, rows["base"]), ("m", False, rows["m"])],
+        item_ids=ids,
+        categories={i: f"cat {i}" for i in ids},
+        rounds=50,
+    )
+
+
+def test_a_category_per_row_leaves_the_breakdown_out_with_a_note() -> None:
+    """A dataset whose `category` is unique per row (201 here) gets a note, not a table as long as the
+    dataset and a bootstrap per row (quadratic in the items: 100k such rows ran for hours)."""
+    from moa.experiment.analysis.summary import MAX_CATEGORIES
+
+    s = _one_category_per_item(MAX_CATEGORIES + 1)
+    assert s.setup("m").categories == {}  # type: ignore[attr-defined]
+    assert f"the items have {MAX_CATEGORIES + 1} categories, more than {MAX_CATEGORIES}" in " ".join(
+        s.notes  # type: ignore[attr-defined]
+    )
+    kept = _one_category_per_item(MAX_CATEGORIES)
+    assert len(kept.setup("m").categories) == MAX_CATEGORIES  # type: ignore[attr-defined]
+
+
+def test_a_language_per_row_leaves_the_language_breakdown_out_with_a_note(tmp_path: Path) -> None:
+    """Items naming 201 languages: the per-language breakdown is left out with a note."""
+    from moa.experiment.analysis.languages import add_languages
+    from moa.experiment.analysis.summary import MAX_CATEGORIES
+    from moa.experiment.store import Store
+
+    n = MAX_CATEGORIES + 1
+    ids = [f"i{k}" for k in range(n)]
+    s = _one_category_per_item(n)
+    store = Store.open(tmp_path)
+    try:
+        store.put_items((i, "h", None, json.dumps({"language": f"lang{i}"})) for i in ids)
+        rows = {
+            name: {i: [RunRow(0, name, i, None, None, 0.0, 1.0, 1, 1, 1, score=1.0)] for i in ids}
+            for name in ("base", "m")
+        }
+        add_languages(s, store, {"item_ids": ids}, rows)  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert s.setup("m").languages == {}  # type: ignore[attr-defined]
+    assert f"the items name {n} languages, more than {MAX_CATEGORIES}" in " ".join(s.notes)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from moa.experiment.analysis.extras import (
     pass_at_k,
     scorer,
 )
-from moa.experiment.analysis.summary import LanguageSummary, Summary
+from moa.experiment.analysis.summary import MAX_CATEGORIES, LanguageSummary, Summary
 from moa.experiment.store.database import RunRow, Store
 
 __all__ = ["add_languages", "item_languages"]
@@ -50,8 +50,17 @@ def add_languages(
         for name, by_item in rows.items()
     }
     pairwise = bool(manifest.get("pairwise", False))
-    for lang in sorted(set(languages[i] for i in item_ids)):
-        ids = [i for i in item_ids if languages[i] == lang]
+    by_lang: dict[str, list[str]] = {}
+    for i in item_ids:
+        by_lang.setdefault(languages[i], []).append(i)
+    if len(by_lang) > MAX_CATEGORIES:
+        summary.notes.append(
+            f"the items name {len(by_lang)} languages, more than {MAX_CATEGORIES}: the per-language "
+            "breakdown is left out"
+        )
+        return
+    for lang in sorted(by_lang):
+        ids = by_lang[lang]
         in_lang = {name: {i: runs[i] for i in ids if i in runs} for name, runs in runs_by_setup.items()}
         base_runs = in_lang[summary.baseline]
         ratings = bt_ratings(in_lang, baseline=summary.baseline, rounds=rounds, seed=seed) if pairwise else {}

@@ -45,6 +45,7 @@ from moa.experiment.analysis.extras import (
 )
 from moa.experiment.analysis.languages import add_languages
 from moa.experiment.analysis.summary import (
+    MAX_CATEGORIES,
     CategorySummary,
     SetupSummary,
     Summary,
@@ -228,9 +229,11 @@ def summarize(
     )
     per_correct_ratios(out, base)
     mark_pareto(out, summary.cost_basis)
-    _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
+    too_many = _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     if pairwise:
         summary.scoring_rule = PAIRWISE_RULE
+    if too_many:
+        summary.notes.append(too_many)
     missing = sum(s.missing for s in out)
     if missing:
         summary.complete = False
@@ -251,21 +254,30 @@ def _categories(
     categories: Mapping[str, str | None],
     rounds: int,
     seed: int,
-) -> None:
-    names = sorted({c for i in item_ids if (c := categories.get(i)) is not None})
-    if not names:
-        return
-    for cat in names:
-        ids = [i for i in item_ids if categories.get(i) == cat]
-        base = {i: v for i, v in all_scores[base_name].items() if categories.get(i) == cat}
+) -> str | None:
+    """Fill each setup's ``categories``; a note instead when there are more than ``MAX_CATEGORIES``."""
+    by_cat: dict[str, list[str]] = {}
+    for i in item_ids:
+        c = categories.get(i)
+        if c is not None:
+            by_cat.setdefault(c, []).append(i)
+    if len(by_cat) > MAX_CATEGORIES:
+        return (
+            f"the items have {len(by_cat)} categories, more than {MAX_CATEGORIES}: the per-category "
+            "breakdown is left out"
+        )
+    for cat in sorted(by_cat):
+        ids = by_cat[cat]
+        base = {i: v for i in ids if (v := all_scores[base_name].get(i)) is not None}
         for s in out:
-            mine = {i: v for i, v in all_scores[s.name].items() if categories.get(i) == cat}
+            mine = {i: v for i in ids if (v := all_scores[s.name].get(i)) is not None}
             cs = CategorySummary(n=len(mine), quality=sum(mine.values()) / len(mine) if mine else None)
             if not s.is_baseline:
                 _, _, ci = _paired(mine, base, ids, rounds, seed)
                 if ci is not None:
                     cs.delta_vs_baseline, cs.delta_ci95 = ci.estimate, _ci(ci)
             s.categories[cat] = cs
+    return None
 
 
 def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "MAX_CATEGORIES",
     "CategorySummary",
     "HumanSummary",
     "JudgeSummary",
@@ -22,6 +23,10 @@ __all__ = [
     "Summary",
     "baseline_problem",
 ]
+
+#: more categories (or languages) than this and their breakdown is left out, with a note: a dataset
+#: whose `category` is unique per row made a table as long as the dataset and a bootstrap per row
+MAX_CATEGORIES = 200
 
 # summary.json is read back by ``Summary.from_dict``: a key this moa does not write is refused, not
 # dropped. Fields are assigned as the numbers are computed, so assignment is not re-validated.
