@@ -155,9 +155,9 @@ class NumericConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["numeric"] = "numeric"
-    abs_tol: float = Field(default=1e-6, ge=0)
+    abs_tol: float = Field(default=1e-6, ge=0, allow_inf_nan=False)
     """Absolute tolerance."""
-    rel_tol: float = Field(default=0.0, ge=0)
+    rel_tol: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     """Relative tolerance (of the target)."""
     fractions: bool = True
     """Read ``3/4`` as 0.75 (when False, as the two numbers 3 and 4)."""

@@ -104,6 +104,15 @@ def test_extra_config_field_rejected() -> None:
         make_evaluator({"name": "numeric", "tolerance": 1})
 
 
+@pytest.mark.parametrize("field", ["abs_tol", "rel_tol"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_an_unbounded_tolerance_is_refused_by_name(field: str, value: float) -> None:
+    """An infinite tolerance made every score raise OverflowError (Fraction(inf)), after every
+    setup was paid to answer; it is refused when the evaluator is made, naming the field."""
+    with pytest.raises(UserError, match=f"`{field}`"):
+        make_evaluator({"name": "numeric", field: value})
+
+
 def test_evaluators_satisfy_protocol() -> None:
     """Every registered evaluator implements the Evaluator protocol."""
     for name in ("exact", "contains", "regex", "numeric", "execution"):
