@@ -378,3 +378,21 @@ async def test_a_python_callable_is_a_rule() -> None:
     r = await c.run("q", runner=runner(lambda r: "far too long"))
     assert r.stage == 2
     assert "<python" in str(c.model_dump(mode="json")["stages"][0]["accept"]["custom"])
+
+
+async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:
+    """Cancelled from outside (``asyncio.wait_for``) in stage 2, the cascade logs the cost of the
+    stages it finished and the stage in flight logs its own: no call goes unaccounted."""
+    c = two_stage()
+    slow = moa.Runner(
+        models={
+            "fake/mini": FunctionModel(alternating("1", "2")),
+            "fake/big": FunctionModel(lambda r: "x", delay_s=30),
+        }
+    )
+    with capture_events() as events, pytest.raises(TimeoutError):
+        await asyncio.wait_for(c.run("q", runner=slow), 0.3)
+    (mine,) = [e for e in events if e["event"] == "cascade.cancelled"]
+    (part,) = [e for e in events if e["event"] == "run.cancelled"]
+    assert mine["calls"] == 2 and mine["cost_usd"] > 0
+    assert part["calls"] == 1 and part["topology"] == "c/stage2"

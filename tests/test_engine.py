@@ -11,7 +11,7 @@ import moa
 from moa import build
 from moa.models.base import ModelRequest
 from moa.results import Token
-from moa.testing import FunctionModel, ScriptedModel
+from moa.testing import FunctionModel, ScriptedModel, capture_events
 
 
 def runner(**models: object) -> moa.Runner:
@@ -512,3 +512,31 @@ async def test_single_node_caller_cancellation_propagates() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert slow.in_flight == 0
+
+
+async def test_a_run_cancelled_by_its_caller_logs_what_its_calls_cost() -> None:
+    """``asyncio.wait_for`` cutting a run leaves no error to carry its calls: ``run.cancelled``
+    logs their count, known cost and worst case (the straggler cut off in flight included)."""
+    price = {"max_tokens": 10, "pricing": {"input_per_mtok": 1000, "output_per_mtok": 1000}}
+    fast, slow = FunctionModel(lambda r: "fast", delay_s=0.01), FunctionModel(lambda r: "x", delay_s=30)
+    t = build.parallel(
+        [build.agent("fake/fast", **price), build.agent("fake/slow", **price)], aggregator="fake/fast"
+    )
+    rt = moa.Runner(models={"fake/fast": fast, "fake/slow": slow})
+    with capture_events() as events, pytest.raises(TimeoutError):
+        await asyncio.wait_for(t.run("q", runner=rt), 0.3)
+    (ev,) = [e for e in events if e["event"] == "run.cancelled"]
+    worst = (2 * (len("q") + 8 + 8) + 1024 + 10) * 1e-3
+    assert ev["calls"] == 2 and ev["cost_usd"] == pytest.approx(2e-3)
+    assert ev["cost_usd_max"] == pytest.approx(2e-3 + worst)
+    assert slow.in_flight == 0
+
+
+async def test_a_failed_run_logs_its_cost_with_its_calls() -> None:
+    """``run.failed`` carries what the failed run's calls cost, as ``run.cancelled`` does."""
+    bad = FunctionModel(lambda r: moa.RequestRejected("no", status_code=400))
+    t = build.parallel(["fake/a", "fake/bad"], aggregator="fake/agg")
+    with capture_events() as events, pytest.raises(moa.RequestRejected):
+        await t.run("q", runner=moa.Runner(models={"fake/bad": bad, "fake/*": echo()}))
+    (ev,) = [e for e in events if e["event"] == "run.failed"]
+    assert ev["calls"] == 2 and ev["cost_usd"] == 0 and ev["cost_usd_max"] == 0

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from moa import log
 from moa._run.nodes import kind_of
@@ -25,15 +25,50 @@ from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
 from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut
 from moa.models.base import Message, TokenCallback
-from moa.results import NodeResult, RunResult, Usage, new_run_id
+from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
-__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup"]
+__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup", "log_cancelled", "stamp_failure"]
 
 LOCAL_COST_NOTE = (
     "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
 )
+
+
+def _totals(calls: Sequence[CallRecord]) -> dict[str, Any]:
+    return {
+        "calls": len(calls),
+        "cost_usd": sum(c.cost_usd for c in calls),
+        "cost_usd_max": sum(c.cost_usd_max for c in calls),
+    }
+
+
+def stamp_failure(
+    error: MoAError,
+    *,
+    run_id: str,
+    calls: Sequence[CallRecord],
+    nodes: dict[str, NodeResult],
+    logger: Any,
+    event: str,
+    topology: str,
+) -> MoAError:
+    """``error`` carrying the failed run's id, every call it made and its nodes, logged as ``event``:
+    the one way a run, or a cascade of runs, hands its account to the error it raises."""
+    error.run_id = run_id
+    error.calls = list(calls)
+    error.nodes = nodes
+    if logger is not None:
+        logger.error(event, topology=topology, error=str(error), **_totals(calls))
+    return error
+
+
+def log_cancelled(logger: Any, event: str, topology: str, calls: Sequence[CallRecord]) -> None:
+    """A run cancelled by its caller raises no error of moa's to carry its calls: what they cost (the
+    worst case of those cut off in flight included) goes to the log instead of vanishing."""
+    if logger is not None:
+        logger.warning(event, topology=topology, **_totals(calls))
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -147,10 +182,15 @@ class Execution:
         if lg is not None:
             lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
         out = self.futures[self.graph.output]
-        if len(self.graph.order) == 1:
-            timed_out = await self._alone(self.graph.nodes[self.graph.output], deadline_s)
-        else:
-            timed_out = await self._all(out, deadline_s)
+        try:
+            if len(self.graph.order) == 1:
+                timed_out = await self._alone(self.graph.nodes[self.graph.output], deadline_s)
+            else:
+                timed_out = await self._all(out, deadline_s)
+        except asyncio.CancelledError:
+            # the node tasks have stopped by now, each call's record in
+            log_cancelled(lg, "run.cancelled", self.name, self.ctx.calls)
+            raise
         if timed_out:
             raise self._fail(TimedOut(f"run of `{self.name}` passed its deadline of {deadline_s}s"))
         if out.cancelled():
@@ -207,12 +247,15 @@ class Execution:
         return cm.expired()
 
     def _fail(self, error: MoAError) -> MoAError:
-        error.run_id = self.run_id
-        error.calls = list(self.ctx.calls)
-        error.nodes = self._finish_nodes()
-        if self.ctx.logger is not None:
-            self.ctx.logger.error("run.failed", topology=self.name, error=str(error), calls=len(error.calls))
-        return error
+        return stamp_failure(
+            error,
+            run_id=self.run_id,
+            calls=self.ctx.calls,
+            nodes=self._finish_nodes(),
+            logger=self.ctx.logger,
+            event="run.failed",
+            topology=self.name,
+        )
 
     def _finish_nodes(self) -> dict[str, NodeResult]:
         per_node: dict[str, float] = {}

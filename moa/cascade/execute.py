@@ -12,13 +12,16 @@ answers early, and each leaves a ``StageRecord`` (its answer, its cost, what its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from moa import log
 from moa._run import Runner
+from moa._run.engine import log_cancelled, stamp_failure
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
 from moa.cascade.rules import Agree, Judge, JudgeRun, Rule
@@ -135,12 +138,25 @@ class _Account:
         return sum(c.cost_usd for c in mine), len(mine)
 
     def fail(self, error: MoAError) -> MoAError:
-        error.run_id = self.run_id
-        error.calls = list(self.calls)
-        error.nodes = dict(self.nodes)
-        if self.log is not None:
-            self.log.error("cascade.failed", topology=self.name, error=str(error), calls=len(self.calls))
-        return error
+        return stamp_failure(
+            error,
+            run_id=self.run_id,
+            calls=self.calls,
+            nodes=dict(self.nodes),
+            logger=self.log,
+            event="cascade.failed",
+            topology=self.name,
+        )
+
+    @contextlib.contextmanager
+    def cancellation(self) -> Iterator[None]:
+        """Log what the cascade's finished parts cost if its caller cancels it (the part in flight
+        logs its own ``run.cancelled``)."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            log_cancelled(self.log, "cascade.cancelled", self.name, self.calls)
+            raise
 
     def result(self, output: str, stage: int) -> RunResult:
         usage = sum((c.usage for c in self.calls), Usage())
@@ -197,42 +213,43 @@ async def run_cascade(
     async def run_judge(topology: Topology, text: str, check: Callable[[str], None]) -> RunResult:
         return await acct.run(runner, topology, text, shared, validate=check)
 
-    for stage in stages:
-        last = stage.rule is None
-        text = with_earlier(prompt, earlier) if stage.reuse else prompt
-        try:
-            result = await acct.run(
-                runner,
-                stage.topology,
-                text,
-                shared,
-                on_token=on_token if last else None,
-                validate=validate_output if last else None,
-            )
-        except MoAError as e:
-            if last or not _escalates(e):
-                raise acct.fail(e) from None
-            continue
-        if last:
-            return acct.result(result.output, stage.number)
-        answers = _answers(stage, result)
-        ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
-        assert stage.rule is not None
-        try:
-            accepted = await stage.rule.accepts(result.output, ctx, run_judge)
-            if accepted and validate_output is not None:
-                validate_output(result.output)
-        except MalformedReply:
-            accepted = False  # the rater never read, or the answer failed the caller's check
-        except MoAError as e:
-            if not _escalates(e):
-                raise acct.fail(e) from None
-            accepted = False
-        if accepted:
-            if on_token is not None:
-                on_token(result.output)
-            return acct.result(result.output, stage.number)
-        earlier.extend(answers)
+    with acct.cancellation():
+        for stage in stages:
+            last = stage.rule is None
+            text = with_earlier(prompt, earlier) if stage.reuse else prompt
+            try:
+                result = await acct.run(
+                    runner,
+                    stage.topology,
+                    text,
+                    shared,
+                    on_token=on_token if last else None,
+                    validate=validate_output if last else None,
+                )
+            except MoAError as e:
+                if last or not _escalates(e):
+                    raise acct.fail(e) from None
+                continue
+            if last:
+                return acct.result(result.output, stage.number)
+            answers = _answers(stage, result)
+            ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
+            assert stage.rule is not None
+            try:
+                accepted = await stage.rule.accepts(result.output, ctx, run_judge)
+                if accepted and validate_output is not None:
+                    validate_output(result.output)
+            except MalformedReply:
+                accepted = False  # the rater never read, or the answer failed the caller's check
+            except MoAError as e:
+                if not _escalates(e):
+                    raise acct.fail(e) from None
+                accepted = False
+            if accepted:
+                if on_token is not None:
+                    on_token(result.output)
+                return acct.result(result.output, stage.number)
+            earlier.extend(answers)
     raise AssertionError("unreachable: the last stage always answers")
 
 
@@ -295,38 +312,39 @@ async def record_stages(
     async def run_judge(topology: Topology, text: str, check: Callable[[str], None]) -> RunResult:
         return await acct.run(runner, topology, text, budget, validate=check)
 
-    for stage in stages:
-        first = len(acct.calls)
-        text = with_earlier(prompt, earlier) if stage.reuse else prompt
-        try:
-            result = await acct.run(runner, stage.topology, text, budget)
-        except MoAError as e:
-            if not _escalates(e):
-                raise acct.fail(e) from None
-            records.append(StageRecord(stage.number, None, *acct.since(first), error=_line(e)))
-            continue
-        if stage.rule is None:
-            records.append(StageRecord(stage.number, result.output, *acct.since(first)))
-            continue
-        answers = _answers(stage, result)
-        ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
-        try:
-            accepted, agreeing, confidence = await _measure(stage.rule, result.output, ctx, run_judge)
-        except MoAError as e:
-            if not isinstance(e, MalformedReply) and not _escalates(e):
-                raise acct.fail(e) from None
-            rec = StageRecord(stage.number, result.output, *acct.since(first), error="rule: " + _line(e))
-        else:
-            rec = StageRecord(
-                stage.number,
-                result.output,
-                *acct.since(first),
-                agreeing=agreeing,
-                confidence=confidence,
-                accepted=accepted,
-            )
-        records.append(rec)
-        earlier.extend(answers)
+    with acct.cancellation():
+        for stage in stages:
+            first = len(acct.calls)
+            text = with_earlier(prompt, earlier) if stage.reuse else prompt
+            try:
+                result = await acct.run(runner, stage.topology, text, budget)
+            except MoAError as e:
+                if not _escalates(e):
+                    raise acct.fail(e) from None
+                records.append(StageRecord(stage.number, None, *acct.since(first), error=_line(e)))
+                continue
+            if stage.rule is None:
+                records.append(StageRecord(stage.number, result.output, *acct.since(first)))
+                continue
+            answers = _answers(stage, result)
+            ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
+            try:
+                accepted, agreeing, confidence = await _measure(stage.rule, result.output, ctx, run_judge)
+            except MoAError as e:
+                if not isinstance(e, MalformedReply) and not _escalates(e):
+                    raise acct.fail(e) from None
+                rec = StageRecord(stage.number, result.output, *acct.since(first), error="rule: " + _line(e))
+            else:
+                rec = StageRecord(
+                    stage.number,
+                    result.output,
+                    *acct.since(first),
+                    agreeing=agreeing,
+                    confidence=confidence,
+                    accepted=accepted,
+                )
+            records.append(rec)
+            earlier.extend(answers)
     return records
 
 
