@@ -14,6 +14,7 @@ import pytest
 import moa
 from moa.cascade import Cascade, CascadeContext
 from moa.cascade.confidence import parse_confidence
+from moa.cascade.execute import record_stages
 from moa.eval.datasets import Item
 from moa.models.base import ModelRequest
 from moa.results import Done, Token
@@ -378,6 +379,44 @@ async def test_a_python_callable_is_a_rule() -> None:
     r = await c.run("q", runner=runner(lambda r: "far too long"))
     assert r.stage == 2
     assert "<python" in str(c.model_dump(mode="json")["stages"][0]["accept"]["custom"])
+
+
+def crashing_rule(answer: str, ctx: CascadeContext) -> bool:
+    raise KeyError("no such field")
+
+
+def crashing() -> Cascade:
+    return Cascade.model_validate(
+        {
+            "name": "py",
+            "agents": {"mini": agent("fake/mini")},
+            "stages": [
+                {"agent": "mini", "samples": 2, "accept": crashing_rule},
+                {"topology": moa.build.single("fake/big")},
+            ],
+        }
+    )
+
+
+async def test_a_crashing_python_rule_is_one_line_naming_it_with_every_call() -> None:
+    """A Python rule that raises ends the cascade with a UserError naming the rule and its stage,
+    carrying the stage's paid calls (it escaped bare, losing them); its traceback stays the cause."""
+    with pytest.raises(moa.UserError) as info:
+        await crashing().run("q", runner=runner(lambda r: "x"))
+    e = info.value
+    assert str(e) == (
+        "cascade `py`: the accept rule `crashing_rule` of stage 1 raised KeyError: 'no such field'"
+    )
+    assert sorted(c.node for c in e.calls) == ["s1.sample1", "s1.sample2"]
+    assert isinstance(e.__cause__, KeyError) and e.run_id is not None
+
+
+async def test_record_stages_names_a_crashing_python_rule_too() -> None:
+    """The tuning mode measures rules the same way: a crash is the same UserError, calls kept."""
+    c = crashing()
+    with pytest.raises(moa.UserError, match="accept rule `crashing_rule` of stage 1") as info:
+        await record_stages(c.name, c.stage_list, runner(lambda r: "x"), "q", budget=None, deadline_s=None)
+    assert len(info.value.calls) == 2
 
 
 async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:

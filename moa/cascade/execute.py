@@ -16,15 +16,16 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from moa import log
 from moa._run import Runner
 from moa._run.engine import log_cancelled, stamp_failure
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
-from moa.cascade.rules import Agree, Judge, JudgeRun, Rule
+from moa.cascade.rules import Agree, Custom, Judge, JudgeRun, Rule
 from moa.cascade.stages import Stage
 from moa.errors import (
     MalformedReply,
@@ -39,6 +40,8 @@ from moa.results import CallRecord, NodeResult, RunInput, RunResult, Usage, new_
 from moa.topology.definition import Topology
 
 __all__ = ["StageRecord", "record_stages", "run_cascade", "with_earlier"]
+
+_T = TypeVar("_T")
 
 _EARLIER = "Earlier candidate answers (from a cheaper first pass; they may be wrong):"
 
@@ -56,6 +59,26 @@ def with_earlier(prompt: RunInput, answers: Sequence[str]) -> RunInput:
     if msgs and msgs[-1].get("role") == "user":
         msgs[-1]["content"] = msgs[-1].get("content", "") + extra
     return msgs
+
+
+async def _verdict(name: str, stage: Stage, asked: Awaitable[_T]) -> _T:
+    """What the stage's rule says. A rule that crashes (a bug in a Python rule) is a ``UserError``
+    naming the rule and its stage, raised with every call paid for, not a bare traceback that
+    loses them."""
+    try:
+        return await asked
+    except MoAError:
+        raise
+    except Exception as e:
+        rule = stage.rule
+        what = (
+            f"`{getattr(rule.fn, '__qualname__', type(rule.fn).__name__)}`"
+            if isinstance(rule, Custom)
+            else f"`{type(rule).__name__.lower()}`"
+        )
+        raise UserError(
+            f"cascade `{name}`: the accept rule {what} of stage {stage.number} raised {type(e).__name__}: {e}"
+        ) from e
 
 
 def _escalates(error: MoAError) -> bool:
@@ -236,14 +259,15 @@ async def run_cascade(
             ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
             assert stage.rule is not None
             try:
-                accepted = await stage.rule.accepts(result.output, ctx, run_judge)
+                accepted = await _verdict(name, stage, stage.rule.accepts(result.output, ctx, run_judge))
                 if accepted and validate_output is not None:
                     validate_output(result.output)
             except MalformedReply:
                 accepted = False  # the rater never read, or the answer failed the caller's check
             except MoAError as e:
                 if not _escalates(e):
-                    raise acct.fail(e) from None
+                    # a crashed rule's own traceback stays on (its cause); nothing else's does
+                    raise acct.fail(e) from e.__cause__
                 accepted = False
             if accepted:
                 if on_token is not None:
@@ -329,10 +353,12 @@ async def record_stages(
             answers = _answers(stage, result)
             ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
             try:
-                accepted, agreeing, confidence = await _measure(stage.rule, result.output, ctx, run_judge)
+                accepted, agreeing, confidence = await _verdict(
+                    name, stage, _measure(stage.rule, result.output, ctx, run_judge)
+                )
             except MoAError as e:
                 if not isinstance(e, MalformedReply) and not _escalates(e):
-                    raise acct.fail(e) from None
+                    raise acct.fail(e) from e.__cause__
                 rec = StageRecord(stage.number, result.output, *acct.since(first), error="rule: " + _line(e))
             else:
                 rec = StageRecord(
