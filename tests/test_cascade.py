@@ -419,6 +419,29 @@ async def test_record_stages_names_a_crashing_python_rule_too() -> None:
     assert len(info.value.calls) == 2
 
 
+async def test_a_failed_stage_stays_on_the_critical_path() -> None:
+    """Stage 2 waits for stage 1 to fail: the failed stage's call time counts on the cascade's
+    critical path (it counted 0, so a 300 ms failure vanished from it)."""
+
+    def broken(_: ModelRequest) -> Any:
+        return moa.RequestRejected("bad request")
+
+    c = cascade(
+        [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+        mini=agent("fake/mini", retry={"max_attempts": 1}),
+        big=agent("fake/big"),
+    )
+    rt = moa.Runner(
+        models={
+            "fake/mini": FunctionModel(broken, delay_s=0.3),
+            "fake/big": FunctionModel(lambda r: "ok", delay_s=0.01),
+        }
+    )
+    r = await c.run("q", runner=rt)
+    assert r.stage == 2
+    assert 0.3 <= r.critical_path_s <= r.latency_s
+
+
 async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:
     """Cancelled from outside (``asyncio.wait_for``) in stage 2, the cascade logs the cost of the
     stages it finished and the stage in flight logs its own: no call goes unaccounted."""

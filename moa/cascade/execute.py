@@ -144,6 +144,8 @@ class _Account:
             )
         except MoAError as e:
             self.add(e.calls, e.nodes or {}, offset)
+            # the next stage waited for this one to fail: its calls stay on the cascade's path
+            self.critical_path_s += _longest_chain_s(topology, e.nodes or {})
             if self.log is not None and e.run_id is not None:
                 self.log.info("cascade.part", topology=topology.name, part_run_id=e.run_id, error=str(e))
             raise
@@ -200,6 +202,17 @@ class _Account:
             stages_run=stage,
             run_id=self.run_id,
         )
+
+
+def _longest_chain_s(topology: Topology, nodes: dict[str, NodeResult]) -> float:
+    """A failed run's critical path: its longest chain of node call times, wherever it stopped
+    (the output may never have started)."""
+    best: dict[str, float] = {}
+    for nid in topology.graph.order:
+        n = nodes.get(nid)
+        if n is not None:
+            best[nid] = n.call_latency_s + max((best.get(u, 0.0) for u in n.used_inputs), default=0.0)
+    return max(best.values(), default=0.0)
 
 
 def _answers(stage: Stage, result: RunResult) -> list[str]:
