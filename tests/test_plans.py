@@ -30,3 +30,11 @@ def test_not_json_quotes_the_reply() -> None:
     with pytest.raises(MalformedReply, match=r'plan is not JSON.*"I will not plan"') as info:
         parse_plan("I will not plan", 2, node="plan", model="m")
     assert info.value.node == "plan" and info.value.retryable
+
+
+def test_a_blank_instruction_is_malformed_not_skipped() -> None:
+    """A blank instruction is a MalformedReply naming its position: skipping it handed every later
+    worker the instruction written for the one after it."""
+    with pytest.raises(MalformedReply, match=r"plan's instruction 1 \(of 2, one per worker\) is empty"):
+        parse_plan('{"instructions": ["  ", "research b", "write c"]}', 2, node="plan", model="m")
+    assert parse_plan('["a", "b", ""]', 2, node="plan", model="m") == ["a", "b"]

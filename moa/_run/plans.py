@@ -29,12 +29,18 @@ def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
             plan = _Plan.model_validate(data)
         except (json.JSONDecodeError, ValidationError):
             continue
-        items = [s.strip() for s in plan.instructions if s.strip()]
-        if len(items) >= n:
-            return items[:n]
-        raise MalformedReply(
-            f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
-        )
+        items = [s.strip() for s in plan.instructions]
+        if len(items) < n:
+            raise MalformedReply(
+                f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
+            )
+        # instruction i is worker i's: dropping a blank one would hand the next worker's task down
+        blank = next((i for i, s in enumerate(items[:n], 1) if not s), None)
+        if blank is not None:
+            raise MalformedReply(
+                f"plan's instruction {blank} (of {n}, one per worker) is empty", model=model, node=node
+            )
+        return items[:n]
     snippet = " ".join(text.split())[:80]
     raise MalformedReply(
         f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
