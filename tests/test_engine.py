@@ -540,3 +540,19 @@ async def test_a_failed_run_logs_its_cost_with_its_calls() -> None:
         await t.run("q", runner=moa.Runner(models={"fake/bad": bad, "fake/*": echo()}))
     (ev,) = [e for e in events if e["event"] == "run.failed"]
     assert ev["calls"] == 2 and ev["cost_usd"] == 0 and ev["cost_usd_max"] == 0
+
+
+async def test_an_empty_reply_is_no_answer() -> None:
+    """A blank reply is a MalformedReply (retried, its tokens kept): it no longer wins a `first`
+    fan-in by arriving first, nor counts toward a quorum."""
+    empty = FunctionModel(lambda r: " \n", delay_s=0.01)
+    good = FunctionModel(lambda r: "the answer is 4", delay_s=0.1)
+    blank = build.agent("fake/empty", retry={"max_attempts": 2, "backoff_base_s": 0})
+    rt = moa.Runner(models={"fake/empty": empty, "fake/*": good})
+    r = await build.parallel([blank, "fake/good"], reduce="first").run("2+2?", runner=rt)
+    assert r.output == "the answer is 4"
+    rec = next(c for c in r.calls if c.node == "empty")
+    assert rec.attempts == 2 and rec.error is not None and "the reply is empty" in rec.error
+    t = build.parallel([blank, "fake/good", "fake/good2"], aggregator="fake/agg", quorum=2)
+    r = await t.run("2+2?", runner=rt)
+    assert r.nodes["aggregate"].used_inputs == ["good", "good2"]

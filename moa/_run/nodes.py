@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from moa._run.plans import parse_plan
 from moa._run.reducers import REDUCERS
 from moa.calls.call import call_agent
+from moa.errors import MalformedReply
 from moa.models.base import Message
 from moa.topology.graph import GraphNode
 from moa.topology.prompts import format_references
@@ -74,7 +75,18 @@ class AgentCall:
         )
 
     def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
-        return ex.validate_output if gn.id == ex.graph.output else None
+        model = gn.agent.model if gn.agent is not None else ""
+        check = ex.validate_output if gn.id == ex.graph.output else None
+
+        def validate(text: str) -> None:
+            # an empty reply answers nothing: as an answer it would win a `first` fan-in, count
+            # toward a quorum, or be the run's output; retried like any malformed reply instead
+            if not text.strip():
+                raise MalformedReply("the reply is empty", model=model, node=gn.id)
+            if check is not None:
+                check(text)
+
+        return validate
 
 
 class Plan(AgentCall):
