@@ -458,3 +458,29 @@ async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:
     (part,) = [e for e in events if e["event"] == "run.cancelled"]
     assert mine["calls"] == 2 and mine["cost_usd"] > 0
     assert part["calls"] == 1 and part["topology"] == "c/stage2"
+
+
+async def test_a_slow_rule_is_cut_at_the_cascade_deadline() -> None:
+    """The deadline spans the rules too: an accept rule still running at it ends the cascade with
+    TimedOut and the stage's calls (a 30 s rule held a 0.3 s deadline for all 30 s)."""
+
+    async def slow_rule(answer: str, ctx: CascadeContext) -> bool:
+        await asyncio.sleep(30)
+        return True
+
+    c = Cascade.model_validate(
+        {
+            "name": "py",
+            "agents": {"mini": agent("fake/mini")},
+            "stages": [
+                {"agent": "mini", "samples": 2, "accept": slow_rule},
+                {"topology": moa.build.single("fake/big")},
+            ],
+        }
+    )
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(moa.TimedOut, match="in the accept rule of stage 1") as info:
+        await c.run("q", runner=runner(lambda r: "x"), deadline_s=0.3)
+    assert loop.time() - start < 20
+    assert len(info.value.calls) == 2

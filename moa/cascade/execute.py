@@ -18,6 +18,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from moa import log
@@ -59,26 +60,6 @@ def with_earlier(prompt: RunInput, answers: Sequence[str]) -> RunInput:
     if msgs and msgs[-1].get("role") == "user":
         msgs[-1]["content"] = msgs[-1].get("content", "") + extra
     return msgs
-
-
-async def _verdict(name: str, stage: Stage, asked: Awaitable[_T]) -> _T:
-    """What the stage's rule says. A rule that crashes (a bug in a Python rule) is a ``UserError``
-    naming the rule and its stage, raised with every call paid for, not a bare traceback that
-    loses them."""
-    try:
-        return await asked
-    except MoAError:
-        raise
-    except Exception as e:
-        rule = stage.rule
-        what = (
-            f"`{getattr(rule.fn, '__qualname__', type(rule.fn).__name__)}`"
-            if isinstance(rule, Custom)
-            else f"`{type(rule).__name__.lower()}`"
-        )
-        raise UserError(
-            f"cascade `{name}`: the accept rule {what} of stage {stage.number} raised {type(e).__name__}: {e}"
-        ) from e
 
 
 def _escalates(error: MoAError) -> bool:
@@ -172,6 +153,34 @@ class _Account:
             event="cascade.failed",
             topology=self.name,
         )
+
+    async def verdict(self, stage: Stage, ask: Callable[[], Awaitable[_T]]) -> _T:
+        """What the stage's rule says, within what is left of the deadline. A rule that crashes (a
+        bug in a Python rule) is a ``UserError`` naming the rule and its stage, raised with every
+        call paid for, not a bare traceback that loses them."""
+        rule = stage.rule
+        # a judge's runs keep the deadline themselves: cut from out here, their calls would be lost
+        left = None if isinstance(rule, Judge) else self.remaining()
+        try:
+            async with asyncio.timeout(left) as cm:
+                return await ask()
+        except MoAError:
+            raise
+        except Exception as e:
+            if cm.expired():
+                raise TimedOut(
+                    f"run of `{self.name}` passed its deadline of {self.deadline_s}s in the accept "
+                    f"rule of stage {stage.number}"
+                ) from None
+            what = (
+                f"`{getattr(rule.fn, '__qualname__', type(rule.fn).__name__)}`"
+                if isinstance(rule, Custom)
+                else f"`{type(rule).__name__.lower()}`"
+            )
+            raise UserError(
+                f"cascade `{self.name}`: the accept rule {what} of stage {stage.number} raised "
+                f"{type(e).__name__}: {e}"
+            ) from e
 
     @contextlib.contextmanager
     def cancellation(self) -> Iterator[None]:
@@ -272,7 +281,9 @@ async def run_cascade(
             ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
             assert stage.rule is not None
             try:
-                accepted = await _verdict(name, stage, stage.rule.accepts(result.output, ctx, run_judge))
+                accepted = await acct.verdict(
+                    stage, partial(stage.rule.accepts, result.output, ctx, run_judge)
+                )
                 if accepted and validate_output is not None:
                     validate_output(result.output)
             except MalformedReply:
@@ -366,8 +377,8 @@ async def record_stages(
             answers = _answers(stage, result)
             ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
             try:
-                accepted, agreeing, confidence = await _verdict(
-                    name, stage, _measure(stage.rule, result.output, ctx, run_judge)
+                accepted, agreeing, confidence = await acct.verdict(
+                    stage, partial(_measure, stage.rule, result.output, ctx, run_judge)
                 )
             except MoAError as e:
                 if not isinstance(e, MalformedReply) and not _escalates(e):
