@@ -556,3 +556,13 @@ async def test_an_empty_reply_is_no_answer() -> None:
     t = build.parallel([blank, "fake/good", "fake/good2"], aggregator="fake/agg", quorum=2)
     r = await t.run("2+2?", runner=rt)
     assert r.nodes["aggregate"].used_inputs == ["good", "good2"]
+
+
+async def test_the_runners_budget_passed_again_is_charged_once() -> None:
+    """``Runner(budget=b)`` and ``run(budget=b)`` are one cap: each call is charged once (it was
+    charged twice, so the cap stopped runs at half the money)."""
+    b = moa.Budget(100)
+    a = build.agent("fake/a", max_tokens=10, pricing={"input_per_mtok": 1000, "output_per_mtok": 1000})
+    rt = moa.Runner(models={"fake/*": echo()}, budget=b)
+    r = await build.single(a).run("q", runner=rt, budget=b)
+    assert b.spent_usd == pytest.approx(r.cost_usd) and r.cost_usd > 0

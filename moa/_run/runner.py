@@ -206,9 +206,9 @@ class Runner:
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")
         self.preflight(graph, source=label)
-        budgets = tuple(
-            b for b in (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None) if b
-        )
+        # by identity: the runner's own budget passed again for the run must be charged once
+        given = (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None)
+        budgets = tuple({id(b): b for b in given if b is not None}.values())
         if deadline_s is not None and not deadline_s > 0:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
