@@ -484,3 +484,28 @@ async def test_a_slow_rule_is_cut_at_the_cascade_deadline() -> None:
         await c.run("q", runner=runner(lambda r: "x"), deadline_s=0.3)
     assert loop.time() - start < 20
     assert len(info.value.calls) == 2
+
+
+class LocalFake(FunctionModel):
+    """A fake standing for the embedded model: its calls are local-compute figures."""
+
+    local = True
+
+
+async def test_a_failed_local_stage_keeps_the_local_cost_note() -> None:
+    """A cascade whose embedded-model stage failed and escalated still says its local calls are
+    priced at 0 (the note came only from stages that answered)."""
+    c = cascade(
+        [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+        mini=agent("fake/mini", retry={"max_attempts": 1}),
+        big=agent("fake/big"),
+    )
+    rt = moa.Runner(
+        models={
+            "fake/mini": LocalFake(lambda r: moa.RequestRejected("bad request")),
+            "fake/big": FunctionModel(lambda r: "ok"),
+        }
+    )
+    r = await c.run("q", runner=rt)
+    assert r.stage == 2 and any(x.local for x in r.calls)
+    assert r.cost_note is not None and "local-compute" in r.cost_note

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from moa import log
 from moa._run import Runner
-from moa._run.engine import log_cancelled, stamp_failure
+from moa._run.engine import LOCAL_COST_NOTE, log_cancelled, stamp_failure
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
 from moa.cascade.rules import Agree, Custom, Judge, JudgeRun, Rule
@@ -76,7 +76,6 @@ class _Account:
         self.calls: list[CallRecord] = []
         self.nodes: dict[str, NodeResult] = {}
         self.critical_path_s = 0.0
-        self.notes: set[str] = set()
         #: the cascade's own id, as the engine makes one per run: its stages' and judges' runs keep
         #: theirs, and each `cascade.part` event ties one of them to this one
         self.run_id = new_run_id()
@@ -134,8 +133,6 @@ class _Account:
             self.log.info("cascade.part", topology=topology.name, part_run_id=result.run_id)
         self.add(result.calls, result.nodes, offset)
         self.critical_path_s += result.critical_path_s
-        if result.cost_note:
-            self.notes.add(result.cost_note)
         return result
 
     def since(self, first: int) -> tuple[float, int]:
@@ -206,7 +203,8 @@ class _Account:
             calls=self.calls,
             nodes=self.nodes,
             unpriced_models=sorted({c.model for c in self.calls if not c.priced}),
-            cost_note="; ".join(sorted(self.notes)) or None,
+            # from the calls, as the engine does: a failed stage's local calls are on the record too
+            cost_note=LOCAL_COST_NOTE if any(c.local for c in self.calls) else None,
             stage=stage,
             stages_run=stage,
             run_id=self.run_id,
