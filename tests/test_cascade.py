@@ -509,3 +509,24 @@ async def test_a_failed_local_stage_keeps_the_local_cost_note() -> None:
     r = await c.run("q", runner=rt)
     assert r.stage == 2 and any(x.local for x in r.calls)
     assert r.cost_note is not None and "local-compute" in r.cost_note
+
+
+async def test_a_cheap_model_past_its_timeout_escalates() -> None:
+    """A stage whose calls pass their agent's ``timeout_s`` escalates like any model failure (it
+    ended the cascade, as if the cascade's own deadline had passed); the run's deadline still ends it."""
+    c = cascade(
+        [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+        mini=agent("fake/mini", timeout_s=0.1, retry={"max_attempts": 1}),
+        big=agent("fake/big"),
+    )
+    rt = moa.Runner(
+        models={
+            "fake/mini": FunctionModel(lambda r: "late", delay_s=30),
+            "fake/big": FunctionModel(lambda r: "big says 7"),
+        }
+    )
+    r = await c.run("q", runner=rt)
+    assert (r.output, r.stage) == ("big says 7", 2)
+    assert sorted(x.node for x in r.calls if x.error) == ["s1.sample1", "s1.sample2"]
+    with pytest.raises(moa.TimedOut, match="passed its deadline"):
+        await c.run("q", runner=rt, deadline_s=0.05)

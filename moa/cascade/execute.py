@@ -3,8 +3,9 @@ accept rule holds (the last stage always answers).
 
 The account of the whole cascade is one ``RunResult``: every stage's calls (and any judge's), their
 ``started_s`` counted from the cascade's start, its nodes, and ``stage``/``stages_run``. A stage that
-fails for a model's reasons (an error reply, a lost quorum) escalates to the next, its calls kept; a
-budget, a deadline or bad input ends the cascade, its error carrying every call made so far.
+fails for a model's reasons (an error reply, a lost quorum, a call past its ``timeout_s``) escalates
+to the next, its calls kept; a budget, the deadline or bad input ends the cascade, its error carrying
+every call made so far.
 
 ``record_stages`` is the opt-in other mode, for tuning a threshold offline: every stage runs, none
 answers early, and each leaves a ``StageRecord`` (its answer, its cost, what its rule measured).
@@ -63,8 +64,13 @@ def with_earlier(prompt: RunInput, answers: Sequence[str]) -> RunInput:
 
 
 def _escalates(error: MoAError) -> bool:
-    """A failure a later stage may do better on (not a budget, a deadline or bad input)."""
-    return isinstance(error, ModelError | QuorumNotReached) and not isinstance(error, TimedOut)
+    """A failure a later stage may do better on (not a budget, the deadline or bad input).
+
+    A call past its own ``timeout_s`` is a model's failure like an error reply: its ``TimedOut``
+    names the node. The run's deadline (the engine's, the account's or a rule's) names none."""
+    if isinstance(error, TimedOut):
+        return error.node is not None
+    return isinstance(error, ModelError | QuorumNotReached)
 
 
 class _Account:
