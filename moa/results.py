@@ -308,6 +308,17 @@ class RunResult:
         return _shares(self.calls, lambda c: c.model)
 
     @property
+    def by_stage(self) -> dict[int, CostShare]:
+        """A cascade's run: cost, tokens and calls per stage (1-based), a judge's counted with the
+        stage it judged, read from the stage prefix of the node ids (``s2.aggregate``); empty for a
+        plain topology."""
+        if self.stage is None:
+            return {}
+        shares = _shares(self.calls, lambda c: c.node.partition(".")[0])
+        stages = {int(k[1:]): v for k, v in shares.items() if k[:1] == "s" and k[1:].isdigit()}
+        return dict(sorted(stages.items()))
+
+    @property
     def cost_usd_max(self) -> float:
         """``cost_usd`` plus the worst case of every attempt whose usage is unknown."""
         return sum(c.cost_usd_max for c in self.calls)
@@ -329,6 +340,7 @@ class RunResult:
             "critical_path_s": self.critical_path_s,
             "by_node": {k: v.to_dict() for k, v in self.by_node.items()},
             "by_model": {k: v.to_dict() for k, v in self.by_model.items()},
+            "by_stage": {str(k): v.to_dict() for k, v in self.by_stage.items()},
             "calls": [c.to_dict(trace=trace) for c in self.calls],
             "nodes": {k: v.to_dict() for k, v in self.nodes.items()},
             "unpriced_models": list(self.unpriced_models),

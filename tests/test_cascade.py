@@ -530,3 +530,20 @@ async def test_a_cheap_model_past_its_timeout_escalates() -> None:
     assert sorted(x.node for x in r.calls if x.error) == ["s1.sample1", "s1.sample2"]
     with pytest.raises(moa.TimedOut, match="passed its deadline"):
         await c.run("q", runner=rt, deadline_s=0.05)
+
+
+async def test_by_stage_splits_the_cost_per_stage_with_its_judge() -> None:
+    """``by_stage`` gives each stage's cost, tokens and calls (a judge's with the stage it judged);
+    together they are the run's cost. A plain topology has none."""
+    models = {
+        "fake/mini": FunctionModel(lambda r: "cheap"),
+        "fake/big": FunctionModel(lambda r: "big answer"),
+        "fake/rater": FunctionModel(lambda r: "0.1"),
+    }
+    r = await judged(0.8).run("q", runner=moa.Runner(models=models))
+    assert r.stage == 2 and list(r.by_stage) == [1, 2]
+    assert (r.by_stage[1].calls, r.by_stage[2].calls) == (2, 1)  # the answer and its rating
+    assert sum(s.cost_usd for s in r.by_stage.values()) == pytest.approx(r.cost_usd) and r.cost_usd > 0
+    assert r.to_dict()["by_stage"]["2"]["calls"] == 1
+    plain = await moa.build.single("fake/big").run("q", runner=moa.Runner(models=models))
+    assert plain.by_stage == {} and plain.to_dict()["by_stage"] == {}
