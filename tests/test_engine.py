@@ -30,8 +30,9 @@ async def test_parallel_layer_runs_concurrently() -> None:
     r = await t.run("q", runner=moa.Runner(models={"fake/*": fm}))
     elapsed = time.perf_counter() - start
     assert fm.max_in_flight == 3
-    assert elapsed < 0.75
-    assert 0.29 < r.critical_path_s < 0.6
+    # serial calls take 900 ms at the least: anything under it overlapped, however loaded the machine
+    assert elapsed < 0.9
+    assert 0.29 < r.critical_path_s < 0.9
 
 
 async def test_result_accounts_every_call() -> None:
