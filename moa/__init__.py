@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from moa.errors import ProviderError as ProviderError
     from moa.errors import QuorumNotReached as QuorumNotReached
     from moa.errors import RateLimited as RateLimited
+    from moa.errors import RequestRefused as RequestRefused
     from moa.errors import RequestRejected as RequestRejected
     from moa.errors import TimedOut as TimedOut
     from moa.errors import TopologyError as TopologyError
@@ -71,6 +72,7 @@ _EXPORTS = {
     "ProviderError": "moa.errors",
     "QuorumNotReached": "moa.errors",
     "RateLimited": "moa.errors",
+    "RequestRefused": "moa.errors",
     "RequestRejected": "moa.errors",
     "RunResult": "moa.results",
     "Runner": "moa._run",

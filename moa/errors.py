@@ -6,6 +6,7 @@
     ├── UserError                 bad input: a file, a flag, a dataset, an unknown model or preset
     │   ├── TopologyError         a topology that fails validation (``problems``: one line each)
     │   ├── DatasetError          a dataset file or row that cannot be read
+    │   ├── RequestRefused        a run refused for what its caller asked (``field`` names the argument)
     │   └── MissingExtra          an optional dependency is not installed (names the install command)
     ├── ModelError                a model call failed after its retries and fallbacks
     │   ├── RateLimited           429 / quota; ``retry_after_s`` when the provider said
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderError",
     "QuorumNotReached",
     "RateLimited",
+    "RequestRefused",
     "RequestRejected",
     "TimedOut",
     "TopologyError",
@@ -88,6 +90,21 @@ class TopologyError(UserError):
 
 class DatasetError(UserError):
     """A dataset file or row that cannot be read."""
+
+
+class RequestRefused(UserError):
+    """A run refused before any call for what its caller asked of it (an output schema the answer's
+    check cannot read, JSON from a cascade), not for how the topology or the machine is set up.
+
+    ``field`` names the run's argument at fault (``output_type``, ``prompt``) and ``reason`` says
+    why without naming it, so a server can answer its client in the client's own terms (``moa
+    serve``: a 400 naming the request field) where any other ``UserError`` is the server's own
+    configuration."""
+
+    def __init__(self, reason: str, *, field: str, source: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{source + ': ' if source else ''}{field}: {reason}")
 
 
 class MissingExtra(UserError):

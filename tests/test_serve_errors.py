@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from moa._run import Runner
+from moa.errors import RequestRefused, UserError
 from moa.serve import create_app
+from moa.serve.protocol import error_for
 from moa.testing import FunctionModel, capture_events
 from moa.topology.loader import load_data
 from tests.serving import serving
@@ -191,3 +193,41 @@ def test_an_empty_user_message_is_a_400_naming_it(
     ]
     r = httpx.post(f"{url}/chat/completions", json={"model": "echo", "messages": fine}, timeout=30)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "echo: two plus two"
+
+
+def test_a_run_refusing_what_the_request_asked_is_a_400_naming_the_request_field() -> None:
+    """`RequestRefused` out of a run is the client's 400 naming the request field the run argument
+    came from (`output_type` is `response_format`), never the server's 500."""
+    e = error_for(RequestRefused("the output schema: `type` 'x' is not a JSON type", field="output_type"))
+    assert (e.status, e.type, e.param, e.code, e.retry) == (
+        400,
+        "invalid_request_error",
+        "response_format",
+        "unsupported_parameter",
+        False,
+    )
+    assert e.message == "`response_format`: the output schema: `type` 'x' is not a JSON type"
+    assert isinstance(RequestRefused("r", field="prompt"), UserError)
+    assert error_for(UserError("key not set")).status == 500
+
+
+@pytest.mark.parametrize(
+    ("which", "schema"),
+    [("casc", {"type": "object"}), ("echo", {"type": "bogus"}), ("echo", {"required": 5})],
+)
+def test_the_runner_refuses_what_it_cannot_give_as_request_refused_before_any_call(
+    fakes: dict[str, FunctionModel], which: str, schema: dict[str, Any]
+) -> None:
+    """JSON from a cascade and a schema the answer's check cannot read raise `RequestRefused` naming
+    `output_type` before any call, so a server can tell them from its own misconfiguration."""
+    topology = _cascade() if which == "casc" else _single("echo")
+    before = _calls(fakes)
+
+    async def go() -> None:
+        async with Runner(models=dict(fakes)) as runner:
+            await topology.run("two plus two", runner=runner, output_type=schema)
+
+    with pytest.raises(RequestRefused) as info:
+        asyncio.run(go())
+    assert info.value.field == "output_type" and info.value.calls == []
+    assert _calls(fakes) == before

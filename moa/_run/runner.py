@@ -18,7 +18,7 @@ from moa.calls.call import AgentRuntime, CallCache
 from moa.calls.keys import check_agents
 from moa.calls.limits import RateLimits, shared_rate_limits
 from moa.calls.retry_budget import RetryBudgets
-from moa.errors import UserError
+from moa.errors import RequestRefused, UserError
 from moa.models.base import Message, Model, TokenCallback
 from moa.models.registry import ModelRegistry
 from moa.results import Done, RunInput, RunResult, Token
@@ -98,7 +98,7 @@ def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
         return prompt, []
     msgs = list(prompt)
     if not msgs or msgs[-1].get("role") != "user":
-        raise UserError("the last message of a chat input must be the user's turn")
+        raise RequestRefused("the last message of a chat input must be the user's turn", field="prompt")
     return msgs[-1].get("content", ""), msgs[:-1]
 
 
@@ -192,7 +192,11 @@ class Runner:
         composite = _as_composite(target)
         if composite is not None:
             if typed is not None:
-                raise UserError(f"{name or 'cascade'}: output_type is not supported for cascades yet")
+                who = name or composite.name
+                raise RequestRefused(
+                    f"`{who}` is a cascade: JSON answers are not supported for cascades yet",
+                    field="output_type",
+                )
             self.preflight(target, source=name)
             return await composite.run_on(
                 self,

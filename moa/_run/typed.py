@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from moa._run.json_reply import json_candidates
-from moa.errors import MalformedReply, UserError
+from moa.errors import MalformedReply, RequestRefused
 
 __all__ = ["TypedOutput", "schema_problem"]
 
@@ -81,7 +81,7 @@ class TypedOutput:
         elif isinstance(schema, Mapping):
             problem = schema_problem(schema)
             if problem is not None:
-                raise UserError(f"output schema: {problem}")
+                raise RequestRefused(f"the output schema: {problem}", field="output_type")
             self.model = None
             self.schema = dict(schema)
         else:

@@ -34,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
 from moa._run import Runner
-from moa.cascade.definition import Cascade, every_agent
-from moa.errors import BudgetExceeded, MoAError, ModelError, QuorumNotReached, UserError
+from moa.cascade.definition import every_agent
+from moa.errors import MoAError, UserError
 from moa.results import Done, Token
 from moa.scrub import scrub
 from moa.serve.protocol import (
@@ -70,9 +70,10 @@ def _error_body(e: ApiError) -> dict[str, Any]:
 
 
 def _run_failed(e: MoAError, model: str) -> ApiError:
-    """The reply to a run that failed; what the client is not told (a server-side configuration
-    problem, anything unforeseen) goes to the server's log, where its operator looks."""
-    if not isinstance(e, ModelError | BudgetExceeded | QuorumNotReached):
+    """The reply to a run that failed; what the client is not told (the server's configuration,
+    anything unforeseen: every 500) goes to the server's log, where its operator looks."""
+    failed = error_for(e, model=model)
+    if failed.status == 500:
         lg, why = log.logger(), f"{type(e).__name__}: {e}"
         if lg is not None:
             lg.error("serve.run_failed", model=model, error=why)
@@ -80,7 +81,7 @@ def _run_failed(e: MoAError, model: str) -> ApiError:
             # an app built with create_app and moa's logging off: the client was told the log
             # says why, so it must reach stderr through Python's own logging at least
             logging.getLogger("moa.serve").error("serve.run_failed model=%s error=%s", model, why)
-    return error_for(e, model=model)
+    return failed
 
 
 def _too_large(limit: int) -> ApiError:
@@ -296,7 +297,8 @@ class _Server:
         state = scope.setdefault("state", {})
         state["model"] = body.model
         state["stream"] = bool(body.stream)
-        # validated by unsupported() above, so it does not raise here
+        # its shape was checked by unsupported() above; what the answer's check cannot read in it
+        # the run refuses before any call (RequestRefused: a 400 naming `response_format`)
         schema = body.output_schema()
         if body.stream and schema is not None:
             raise ApiError(
@@ -304,17 +306,6 @@ class _Server:
                 "`response_format` with `stream`: a JSON answer is checked whole before it is sent, so it is not streamed",
                 param="stream",
                 code="unsupported_parameter",
-            )
-        if schema is not None and isinstance(topology, Cascade):
-            # the runner refuses it too, but as a UserError, which a run's failure cannot tell
-            # apart from the server's configuration; the request is at fault, so it is a 400 here
-            raise ApiError(
-                400,
-                f"`response_format` asks for JSON, and `{body.model}` is a cascade: JSON answers are "
-                "not supported for cascades yet",
-                param="response_format",
-                code="unsupported_parameter",
-                retry=False,
             )
         if body.stream:
             stream = await self._stream(receive, state, topology, body)

@@ -11,12 +11,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from moa._run.typed import schema_problem
 from moa.errors import (
     BudgetExceeded,
     MoAError,
     ModelError,
     QuorumNotReached,
+    RequestRefused,
     TimedOut,
     UserError,
 )
@@ -132,7 +132,8 @@ class ChatRequest(BaseModel):
             schema = spec.get("schema") if isinstance(spec, dict) else None
             if not isinstance(schema, dict):
                 raise ValueError("`response_format.json_schema.schema` must be a JSON Schema object")
-            _check_schema(schema)
+            # a schema the answer's check cannot read is refused by the run, before any call
+            # (``RequestRefused``, a 400 naming this field)
             return schema
         raise ValueError(f"`response_format` type {kind!r} is not one of text, json_object, json_schema")
 
@@ -162,14 +163,6 @@ class ChatRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options is not None and self.stream_options.include_usage)
-
-
-def _check_schema(schema: dict[str, Any]) -> None:
-    """Refuse the shapes the answer's check cannot read: found only after the call was paid for,
-    they would fail the run as the server's error instead of the client's."""
-    problem = schema_problem(schema)
-    if problem is not None:
-        raise ValueError(f"`response_format.json_schema.schema`: {problem}")
 
 
 class ApiError(Exception):
@@ -238,24 +231,23 @@ def invalid_body(err: ValidationError) -> ApiError:
     return ApiError(400, f"invalid request body: `{param}`: {msg}{more}", param=param)
 
 
+REQUEST_FIELDS = {"output_type": "response_format", "prompt": "messages"}
+"""The request field each run argument a ``RequestRefused`` names comes from."""
+
+
 def error_for(e: MoAError, *, model: str = "") -> ApiError:
     """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
     quorum failures 503 (the server, not the client, is short of something), a misconfigured
     agent 500.
 
-    Everything a request controls is checked before its run starts, so a ``UserError`` out of the
-    run is the server's configuration (a key not set, a model file missing): the client is told
+    A run refusing what the request asked (``RequestRefused``) is a 400 naming the request field;
+    any other ``UserError`` out of the run is the server's configuration (a key not set, a model file missing): the client is told
     that much and no more, since the message names the server's files and variables; the server
     logs it (``app``)."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
-    if isinstance(e, TimedOut):
-        return ApiError(504, str(e), type="server_error", code="timeout")
-    if isinstance(e, ModelError):
-        return ApiError(502, str(e), type="server_error", code=name)
-    if isinstance(e, BudgetExceeded):
-        return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
-    if isinstance(e, QuorumNotReached):
-        return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
+    if isinstance(e, RequestRefused):
+        param = REQUEST_FIELDS.get(e.field, e.field)
+        return ApiError(400, f"`{param}`: {e.reason}", param=param, code="unsupported_parameter", retry=False)
     if isinstance(e, UserError):
         what = f"the model `{model}`" if model else "this model"
         return ApiError(
@@ -265,6 +257,14 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
             code="server_misconfigured",
             retry=False,
         )
+    if isinstance(e, TimedOut):
+        return ApiError(504, str(e), type="server_error", code="timeout")
+    if isinstance(e, ModelError):
+        return ApiError(502, str(e), type="server_error", code=name)
+    if isinstance(e, BudgetExceeded):
+        return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
+    if isinstance(e, QuorumNotReached):
+        return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
     return ApiError(500, "internal server error", type="server_error", code=name)
 
 
