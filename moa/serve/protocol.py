@@ -17,6 +17,7 @@ from moa.errors import (
     ModelError,
     QuorumNotReached,
     RequestRefused,
+    RequestRejected,
     TimedOut,
     UserError,
 )
@@ -231,6 +232,34 @@ def invalid_body(err: ValidationError) -> ApiError:
     return ApiError(400, f"invalid request body: `{param}`: {msg}{more}", param=param)
 
 
+#: a provider's refusal of what it was sent (too long for the context, too large, unprocessable):
+#: the request's content, so the client's to fix; a 401/403/404 is the server's key or model
+_CONTENT_STATUSES = frozenset({400, 413, 422})
+_CONFIG_STATUSES = frozenset({401, 403, 404})
+
+
+def _upstream_refused(e: MoAError) -> RequestRejected | None:
+    """The provider's refusal of the request's content that failed the run, if that is why it
+    failed: the error itself, or every failure of a fan-in that missed its quorum for it."""
+    if isinstance(e, RequestRejected):
+        return e if e.status_code in _CONTENT_STATUSES else None
+    if isinstance(e, QuorumNotReached) and e.errors:
+        found = [_upstream_refused(x) for x in e.errors]
+        return found[0] if all(found) else None
+    return None
+
+
+def _misconfigured(e: MoAError) -> bool:
+    """Whether the server's configuration failed the run: a ``UserError`` out of it (a key not set,
+    a model file missing), a provider refusing the server's key or model, or a fan-in that missed
+    its quorum for one of these (its message would carry the provider's text)."""
+    if isinstance(e, QuorumNotReached):
+        return any(_misconfigured(x) for x in e.errors)
+    if isinstance(e, RequestRejected):
+        return e.status_code in _CONFIG_STATUSES
+    return isinstance(e, UserError)
+
+
 REQUEST_FIELDS = {"output_type": "response_format", "prompt": "messages"}
 """The request field each run argument a ``RequestRefused`` names comes from."""
 
@@ -238,17 +267,29 @@ REQUEST_FIELDS = {"output_type": "response_format", "prompt": "messages"}
 def error_for(e: MoAError, *, model: str = "") -> ApiError:
     """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
     quorum failures 503 (the server, not the client, is short of something), a misconfigured
-    agent 500.
+    agent 500. A provider's 400/413/422 (a prompt over the context window) is the client's 400
+    (``upstream_invalid_request``); its 401/403/404 (the server's key or model) a 500 that says
+    nothing of it, as a key not set.
 
     A run refusing what the request asked (``RequestRefused``) is a 400 naming the request field;
-    any other ``UserError`` out of the run is the server's configuration (a key not set, a model file missing): the client is told
-    that much and no more, since the message names the server's files and variables; the server
-    logs it (``app``)."""
+    any other ``UserError`` out of the run is the server's configuration (a key not set, a model
+    file missing): the client is told that much and no more, since the message names the server's
+    files and variables; the server logs it (``app``)."""
     name = "".join("_" + c.lower() if c.isupper() else c for c in type(e).__name__).lstrip("_")
     if isinstance(e, RequestRefused):
         param = REQUEST_FIELDS.get(e.field, e.field)
         return ApiError(400, f"`{param}`: {e.reason}", param=param, code="unsupported_parameter", retry=False)
-    if isinstance(e, UserError):
+    refused = _upstream_refused(e)
+    if refused is not None:
+        # OpenAI's own answer to a prompt over the context window; the provider's text (masked of
+        # keys where it entered moa) says what to shorten
+        return ApiError(
+            400,
+            f"the provider refused the request: {refused}",
+            code="upstream_invalid_request",
+            retry=False,
+        )
+    if _misconfigured(e):
         what = f"the model `{model}`" if model else "this model"
         return ApiError(
             500,

@@ -1,0 +1,178 @@
+"""`moa serve` answers a provider's 4xx by whose it is: a refusal of the request's content (400, 413,
+422: a prompt over the context window) is the client's 400 saying it came from upstream; a refusal of
+the server's key or model (401, 403, 404) is a 500 that tells the client nothing of them. Over real
+HTTP: a uvicorn moa server whose agents call a loopback OpenAI-compatible provider."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from moa.serve import create_app
+from moa.testing import capture_events
+from moa.topology.loader import load_data
+from tests.serving import serving
+
+KEY_ENV = "MOA_TEST_SERVE_UPSTREAM_KEY"
+SECRET = "sk-upstreamtest-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+
+#: model -> (status, OpenAI-shaped error message) the provider answers with
+REFUSALS: dict[str, tuple[int, str]] = {
+    "ctx": (
+        400,
+        "This model's maximum context length is 8192 tokens. However, your messages resulted in "
+        "9100 tokens. Please reduce the length of the messages.",
+    ),
+    "huge": (413, "Request entity too large"),
+    "unprocessable": (422, "messages: input is unprocessable"),
+    "badkey": (401, f"Incorrect API key provided: {SECRET}. You can find your API key at ..."),
+    "forbidden": (403, "Project proj_internal42 does not have access to model `gpt-secret`"),
+    "gone": (404, "The model `internal-finetune-7` does not exist or you do not have access to it."),
+}
+
+
+async def _provider(request: Request) -> JSONResponse:
+    body = await request.json()
+    model = str(body["model"]).rsplit("/", 1)[-1]
+    if model in REFUSALS:
+        status, message = REFUSALS[model]
+        err = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return JSONResponse({"error": err}, status_code=status)
+    reply = {"role": "assistant", "content": "fine"}
+    return JSONResponse(
+        {
+            "id": "chatcmpl-x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+    )
+
+
+def _agent(base: str, model: str) -> dict[str, Any]:
+    return {
+        "model": f"openai/{model}",
+        "api_base": base,
+        "api_key_env": KEY_ENV,
+        "retry": {"max_attempts": 1},
+    }
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        serving(Starlette(routes=[Route("/v1/chat/completions", _provider, methods=["POST"])])) as base,
+    ):
+        mp.setenv(KEY_ENV, SECRET)
+        topologies = [
+            load_data({"name": m, "kind": "single", "agent": "a", "agents": {"a": _agent(base, m)}})
+            for m in (*REFUSALS, "ok")
+        ]
+        # every worker refused for the prompt's length: the quorum missed is the client's too
+        agents = {f"w{i}": _agent(base, "ctx") for i in range(3)} | {"agg": _agent(base, "ok")}
+        topologies.append(
+            load_data(
+                {
+                    "name": "parallel-ctx",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1", "w2"],
+                    "aggregator": "agg",
+                    "quorum": 2,
+                    "agents": agents,
+                }
+            )
+        )
+        mixed = {"w0": _agent(base, "forbidden"), "w1": _agent(base, "ctx"), "agg": _agent(base, "ok")}
+        topologies.append(
+            load_data(
+                {
+                    "name": "parallel-mixed",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1"],
+                    "aggregator": "agg",
+                    "quorum": 2,
+                    "agents": mixed,
+                }
+            )
+        )
+        with serving(create_app(topologies)) as served:
+            yield served
+
+
+def _post(url: str, model: str, *, stream: bool) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    return httpx.post(f"{url}/chat/completions", json=body, timeout=30)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("model", "status"), [("ctx", 400), ("huge", 413), ("unprocessable", 422)])
+def test_a_provider_refusing_the_requests_content_is_the_clients_400(
+    url: str, model: str, status: int, stream: bool
+) -> None:
+    """A provider's 400/413/422 (a prompt over the context window) is a 400 `invalid_request_error`
+    with `code: upstream_invalid_request`, the provider's own words and `x-should-retry: false`,
+    not a 502 the client would retry."""
+    r = _post(url, model, stream=stream)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["code"]) == ("invalid_request_error", "upstream_invalid_request")
+    assert f"({status})" in err["message"] and REFUSALS[model][1].split(".")[0] in err["message"]
+    assert r.headers["x-should-retry"] == "false"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("model", ["badkey", "forbidden", "gone"])
+def test_a_provider_refusing_the_servers_key_or_model_is_a_500_that_leaks_nothing(
+    url: str, model: str, stream: bool
+) -> None:
+    """A provider's 401/403/404 is the server's key or model at fault: a 500 `server_misconfigured`
+    naming only the served model, with the provider's text (which names keys, projects and models)
+    in the server's log alone."""
+    with capture_events() as events:
+        r = _post(url, model, stream=stream)
+    assert r.status_code == 500, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["code"]) == ("server_error", "server_misconfigured")
+    assert f"`{model}`" in err["message"]
+    for secret in (SECRET, SECRET[-8:], "proj_internal42", "internal-finetune-7", "gpt-secret", "openai/"):
+        assert secret not in r.text
+    failed = [e for e in events if e["event"] == "serve.run_failed"]
+    assert len(failed) == 1 and failed[0]["model"] == model
+    assert SECRET not in failed[0]["error"]
+
+
+def test_a_quorum_missed_because_every_worker_refused_the_prompt_is_the_clients_400(url: str) -> None:
+    """Every worker of a fan-in refusing the prompt's length is the client's 400 like a single
+    agent's."""
+    r = _post(url, "parallel-ctx", stream=False)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "upstream_invalid_request"
+
+
+def test_a_quorum_missed_for_the_servers_key_or_model_is_a_500_that_leaks_nothing(url: str) -> None:
+    """A fan-in that missed its quorum because a worker's provider refused the server's project is
+    the server's 500, and the 503's "first failure" no longer carries the provider's text."""
+    r = _post(url, "parallel-mixed", stream=False)
+    assert r.status_code == 500, r.text
+    assert r.json()["error"]["code"] == "server_misconfigured"
+    assert "proj_internal42" not in r.text and "gpt-secret" not in r.text
+
+
+def test_a_healthy_provider_still_answers(url: str) -> None:
+    """The loopback provider answers an unrefused model, so the refusals above are its own doing."""
+    r = _post(url, "ok", stream=False)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine"
