@@ -54,16 +54,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             bad = True
             print(str(e), file=sys.stderr)
         else:
+            from moa._run import every_agent
             from moa.calls.keys import unknown_providers
-            from moa.cascade.definition import every_agent
 
-            # a cascade's stages bring agents from their own files: a typo there fails a run as surely
-            unknown = unknown_providers(
-                [
-                    (f"{where}: agents.{name}" if where else f"agents.{name}", a)
-                    for where, name, a in every_agent(t)
-                ]
-            )
+            # what a run would call, a cascade's stage files and judges included: a typo there
+            # fails a run as surely
+            unknown = unknown_providers(every_agent(t))
             for line in unknown:
                 print(f"{f}: {line}", file=sys.stderr)
             if unknown:

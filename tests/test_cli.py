@@ -77,9 +77,9 @@ def test_validate_names_an_unknown_provider_inside_a_cascade_stage_or_judge(
     captured = capsys.readouterr()
     assert "ok:" not in captured.out
     assert captured.err.strip().splitlines() == [
-        f"{f}: stages[0].accept.judge (topology `rater.yaml`): agents.r: model `antropic/x`: unknown "
-        "provider `antropic`; did you mean `anthropic/x`?",
-        f"{f}: stages[1] (topology `stg`): agents.a: model `opnai/gpt-4o`: unknown provider `opnai`; "
+        f"{f}: stage 1 judge: agent `r`: model `antropic/x`: unknown provider `antropic`; did you "
+        "mean `anthropic/x`?",
+        f"{f}: stage 2 (topology `stg`): agent `a`: model `opnai/gpt-4o`: unknown provider `opnai`; "
         "did you mean `openai/gpt-4o`?",
     ]
 
@@ -218,3 +218,48 @@ def test_run_reports_cost_and_tokens_per_node_and_per_model(tmp_path: Path) -> N
     assert sum(v["calls"] for v in data["by_model"].values()) == len(data["calls"])
     assert sum(v["cost_usd"] for v in data["by_node"].values()) == pytest.approx(data["cost_usd"])
     assert "  by node: " in plain.stderr and "  by model: openai/sim $" in plain.stderr
+
+
+def test_run_serve_and_preflight_name_every_stages_missing_key_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of a cascade whose stages each lack a key names every one of them, not stage 1's
+    alone, one line each naming the stage and agent, as `moa serve` names them at startup."""
+    import moa
+    from moa.serve.cli import add_parser
+
+    for var in ("MOA_TEST_CLI_NOPE1", "MOA_TEST_CLI_NOPE2", "MOA_TEST_CLI_NOPE3"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "s2.yaml").write_text(
+        "name: s2\nkind: single\nagents:\n  a: {model: openai/x, api_key_env: MOA_TEST_CLI_NOPE2}\n"
+    )
+    (tmp_path / "rater.yaml").write_text("name: rt\nkind: single\nagents:\n  r: {model: antropic/x}\n")
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "name: c\nkind: cascade\nstages:\n"
+        "  - {agent: mini, samples: 2, accept: {judge: {topology: rater.yaml, threshold: 0.5}}}\n"
+        "  - {topology: s2.yaml, accept: {judge: {agent: mini, threshold: 0.5}}}\n"
+        "  - {agent: big}\n"
+        "agents:\n  mini: {model: openai/m, api_key_env: MOA_TEST_CLI_NOPE1, temperature: 0.7}\n"
+        "  big: {model: anthropic/b, api_key_env: MOA_TEST_CLI_NOPE3}\n"
+    )
+    expected = [
+        "stage 1 judge: agent `r`: model `antropic/x`: unknown provider `antropic`; did you mean `anthropic/x`?",
+        "`MOA_TEST_CLI_NOPE1` is not set (needed by stage 1 (agent `mini` x2): agent `mini` (openai/m, "
+        "api_key_env), stage 2 judge: agent `mini` (openai/m, api_key_env))",
+        "`MOA_TEST_CLI_NOPE2` is not set (needed by stage 2 (topology `s2`): agent `a` (openai/x, api_key_env))",
+        "`MOA_TEST_CLI_NOPE3` is not set (needed by stage 3 (agent `big` x1): agent `big` (anthropic/b, api_key_env))",
+    ]
+    with pytest.raises(moa.UserError) as info:
+        moa.Runner().preflight(moa.load(f))
+    assert str(info.value).splitlines() == [f"c: {line}" for line in expected]
+
+    assert main(["run", str(f), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"moa: c: {expected[0]}", *(f"c: {line}" for line in expected[1:])]
+
+    parser = __import__("argparse").ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", str(f), "--port", "0"])
+    assert args.func(args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"moa serve: c: {line}" for line in expected]

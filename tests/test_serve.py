@@ -563,9 +563,9 @@ def test_cli_cascade_stage_keys_are_checked_at_startup(
         assert args.func(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2, err
-    assert err[0].startswith("moa serve: c: `MOA_TEST_SERVE_NOPE` is not set (needed by stages[1] ")
-    assert "stages[2] (topology `s2`): agent `a`" in err[0]
-    assert "MOA_TEST_SERVE_NOPE2" in err[1] and "stages[2] (topology `s2`): agent `b`" in err[1]
+    assert err[0].startswith("moa serve: c: `MOA_TEST_SERVE_NOPE` is not set (needed by stage 2 ")
+    assert "stage 3 (topology `s2`): agent `a`" in err[0]
+    assert "MOA_TEST_SERVE_NOPE2" in err[1] and "stage 3 (topology `s2`): agent `b`" in err[1]
 
 
 def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:

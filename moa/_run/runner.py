@@ -28,7 +28,7 @@ from moa.topology.spec import AgentSpec
 if TYPE_CHECKING:
     from moa.otel import Telemetry
 
-__all__ = ["Composite", "Runnable", "Runner", "default_runner"]
+__all__ = ["Composite", "Runnable", "Runner", "default_runner", "every_agent"]
 
 
 class Runnable(Protocol):
@@ -102,6 +102,27 @@ def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
     return msgs[-1].get("content", ""), msgs[:-1]
 
 
+def every_agent(target: Graph | Runnable) -> list[tuple[str, AgentSpec]]:
+    """Every agent a run of ``target`` may call, as ``(label, spec)``, once per graph it is used in:
+    the label names the agent (``agent `a```), after the part of a composite it belongs to (``stage
+    2 (topology `p`): agent `a```). The one walk behind the checks up front (``preflight``, ``moa
+    validate``, ``moa serve``), so they see what a run calls, a cascade's stage files and judges
+    included, and name it alike."""
+    composite = _as_composite(target)
+    if composite is not None:
+        parts = composite.parts()
+    else:
+        parts = [("", target if isinstance(target, Graph) else target.graph)]
+    out: list[tuple[str, AgentSpec]] = []
+    for where, graph in parts:
+        used: dict[str, AgentSpec] = {}
+        for n in graph.nodes.values():
+            if n.agent is not None:
+                used.setdefault(n.spec.agent or n.id, n.agent)
+        out += [(f"{where}: agent `{name}`" if where else f"agent `{name}`", a) for name, a in used.items()]
+    return out
+
+
 class Runner:
     """A run group: shared backends (one litellm module, pooled HTTP clients, loaded local weights),
     resolved agents, rate limits and retry budgets, and optionally a ``Budget`` and a call cache
@@ -134,20 +155,22 @@ class Runner:
 
     def preflight(self, target: Graph | Runnable, *, source: str | None = None) -> None:
         """Refuse, before any call, a graph whose models name an unknown provider or lack their API
-        key (``moa.calls.keys``): one ``UserError`` listing every problem. ``run`` does it once per
-        graph; an application or an experiment may call it up front for all its topologies."""
+        key (``moa.calls.keys``): one ``UserError``, one line per problem across every graph of
+        ``target`` (each stage of a cascade, its judges), each naming the stage and agent. ``run``
+        does it once per target; an application or an experiment may call it up front."""
         composite = _as_composite(target)
         if composite is not None:
-            for label, part in composite.parts():
-                self.preflight(part, source=f"{source or composite.name}: {label}")
+            graphs = [g for _, g in composite.parts()]
+            label = source or composite.name
+        else:
+            graphs = [target if isinstance(target, Graph) else target.graph]
+            label = source or (target.name if not isinstance(target, Graph) else "graph")
+        if all(self._checked.get(id(g)) is g for g in graphs):
             return
-        graph = target if isinstance(target, Graph) else target.graph
-        if self._checked.get(id(graph)) is graph:
-            return
-        agents = [(f"node `{n.id}`", n.agent) for n in graph.nodes.values() if n.agent is not None]
-        label = source or (target.name if not isinstance(target, Graph) else "graph")
-        check_agents(agents, source=label, answered=lambda m: self.registry.override_for(m) is not None)
-        self._checked[id(graph)] = graph
+        answered = self.registry.override_for
+        check_agents(every_agent(target), source=label, answered=lambda m: answered(m) is not None)
+        for g in graphs:
+            self._checked[id(g)] = g
 
     def runtime(self, agent: AgentSpec) -> AgentRuntime:
         """The agent resolved once per run group (identity-keyed: topologies are immutable)."""

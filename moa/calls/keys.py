@@ -115,8 +115,9 @@ def missing_keys(
 def check_agents(
     agents: Iterable[tuple[str, AgentSpec]], *, source: str, answered: Callable[[str], bool] = lambda m: False
 ) -> None:
-    """Raise one ``UserError`` listing every unknown provider and missing key of ``agents``."""
+    """Raise one ``UserError`` listing every unknown provider and missing key of ``agents``, one line
+    each, each prefixed with ``source``."""
     pairs = list(agents)
     problems = unknown_providers(pairs, answered) + missing_keys(pairs, answered)
     if problems:
-        raise UserError(f"{source}: " + "\n".join(problems))
+        raise UserError("\n".join(f"{source}: {p}" for p in problems))

@@ -17,7 +17,6 @@ from moa._run import Runner, default_runner
 from moa.calls.budget import Budget
 from moa.cascade.context import item_scope
 from moa.cascade.execute import run_cascade
-from moa.cascade.rules import Judge
 from moa.cascade.spec import StageSpec
 from moa.cascade.stages import Loader, Stage, resolve_stages
 from moa.errors import TopologyError
@@ -27,7 +26,7 @@ from moa.topology.definition import Topology
 from moa.topology.graph import Graph
 from moa.topology.spec import AgentSpec
 
-__all__ = ["NOT_IN_CASCADE", "Cascade", "every_agent"]
+__all__ = ["NOT_IN_CASCADE", "Cascade"]
 
 # the topology fields a cascade does not use: its stages hold nodes and shorthands
 _UNUSED = (
@@ -175,28 +174,3 @@ class Cascade(Topology):
         return (runner or default_runner()).stream(
             self, prompt, name=self.name, budget=budget, budget_usd=budget_usd, deadline_s=deadline_s
         )
-
-
-def every_agent(topology: Topology) -> list[tuple[str, str, AgentSpec]]:
-    """Every agent ``topology`` may call, as ``(where, name, spec)``: ``where`` is empty for the
-    topology's own agents and names the stage for those a cascade stage's topology (or its judge's)
-    brings from its own file, so a check up front (``moa validate``, ``moa serve``) sees what a run
-    would call, not only what the cascade file spells out."""
-    out = [("", name, spec) for name, spec in topology.agents.items()]
-    if not isinstance(topology, Cascade):
-        return out
-    for st, stage in zip(topology.stages, topology.stage_list, strict=True):
-        where = f"stages[{stage.number - 1}]"
-        if stage.loaded is not None:
-            out += [
-                (f"{where} (topology `{stage.loaded.name}`)", name, spec)
-                for name, spec in stage.loaded.agents.items()
-            ]
-        judge = st.accept.judge if st.accept is not None else None
-        if isinstance(stage.rule, Judge) and judge is not None and judge.topology is not None:
-            # an agent judge is one of the cascade's own agents, listed already
-            out += [
-                (f"{where}.accept.judge (topology `{judge.topology}`)", name, spec)
-                for name, spec in stage.rule.topology.agents.items()
-            ]
-    return out

@@ -33,8 +33,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
-from moa._run import Runner
-from moa.cascade.definition import every_agent
+from moa._run import Runner, every_agent
 from moa.errors import MoAError, UserError
 from moa.results import Done, Token
 from moa.scrub import scrub
@@ -214,7 +213,7 @@ class _Server:
         """Resolve every agent now, so the first request does not pay for importing litellm."""
         for t in self.topologies.values():
             # a cascade's stage files bring agents its own `agents` does not list
-            for _, _, agent in every_agent(t):
+            for _, agent in every_agent(t):
                 with contextlib.suppress(MoAError):  # reported by the requests that need the agent
                     runner.runtime(agent)
 

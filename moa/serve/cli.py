@@ -59,22 +59,19 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
+        from moa._run import every_agent
         from moa.calls.keys import missing_keys, unknown_providers
-        from moa.cascade.definition import every_agent
         from moa.serve import create_app, require
         from moa.topology.loader import load
 
         require("uvicorn")
         topologies = [load(t) for t in args.topologies]
         # every topology's keys and providers before serving: a request must never be the first to
-        # find out. A cascade's stage files bring agents of their own; all of a topology's agents are
-        # checked together so that a variable missing for several stages is still one line.
+        # find out. All of a topology's agents (a cascade's stages and judges included) are checked
+        # together, so that a variable missing for several stages is still one line.
         problems: list[str] = []
         for t in topologies:
-            pairs = [
-                (f"{where}: agent `{name}`" if where else f"agent `{name}`", agent)
-                for where, name, agent in every_agent(t)
-            ]
+            pairs = every_agent(t)
             problems += [f"{t.name}: {line}" for line in unknown_providers(pairs) + missing_keys(pairs)]
         if problems:
             for line in problems:
