@@ -9,6 +9,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from moa.serve import create_app
@@ -42,13 +43,20 @@ REFUSALS: dict[str, tuple[int, str]] = {
 }
 
 
-async def _provider(request: Request) -> JSONResponse:
+async def _provider(request: Request) -> Response:
     body = await request.json()
     model = str(body["model"]).rsplit("/", 1)[-1]
     if model in REFUSALS:
         status, message = REFUSALS[model]
         err = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
         return JSONResponse({"error": err}, status_code=status)
+    usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    if body.get("stream"):
+        head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": model}
+        delta = {"index": 0, "delta": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}
+        chunks = [{**head, "choices": [delta]}, {**head, "choices": [], "usage": usage}]
+        sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return Response(sse, media_type="text/event-stream")
     reply = {"role": "assistant", "content": "fine"}
     return JSONResponse(
         {
@@ -57,7 +65,7 @@ async def _provider(request: Request) -> JSONResponse:
             "created": 0,
             "model": model,
             "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+            "usage": usage,
         }
     )
 
@@ -106,6 +114,20 @@ def url() -> Iterator[str]:
                     "aggregator": "agg",
                     "quorum": 2,
                     "agents": mixed,
+                }
+            )
+        )
+        # a worker refused for the server's project, but the quorum holds: the reply is a 200
+        spared = {"w0": _agent(base, "forbidden"), "w1": _agent(base, "ok"), "agg": _agent(base, "ok")}
+        topologies.append(
+            load_data(
+                {
+                    "name": "parallel-spared",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1"],
+                    "aggregator": "agg",
+                    "quorum": 1,
+                    "agents": spared,
                 }
             )
         )
@@ -176,3 +198,21 @@ def test_a_healthy_provider_still_answers(url: str) -> None:
     """The loopback provider answers an unrefused model, so the refusals above are its own doing."""
     r = _post(url, "ok", stream=False)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "fine"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_does_not_carry_a_workers_refusal_of_the_servers_project(url: str, stream: bool) -> None:
+    """A 200 whose quorum did without a worker the provider refused for the server's project says in
+    its `moa` calls that the call was refused (403), not the provider's words naming the project."""
+    body = {"model": "parallel-spared", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    r = httpx.post(f"{url}/chat/completions", json={**body, "moa_trace": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert "proj_internal42" not in r.text and "gpt-secret" not in r.text
+    if stream:
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: {")]
+        moa = next(e for e in map(json.loads, events) if "moa" in e)["moa"]
+    else:
+        moa = r.json()["moa"]
+    failed = [c for c in moa["calls"] if c["error"]]
+    assert len(failed) == 1 and "request rejected (403)" in failed[0]["error"]
+    assert "request rejected (403)" in failed[0]["attempt_log"][0]["error"]

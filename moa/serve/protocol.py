@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ from moa.errors import (
     TimedOut,
     UserError,
 )
-from moa.results import RunResult
+from moa.results import CallRecord, NodeResult, RunResult
 
 __all__ = [
     "ApiError",
@@ -309,10 +310,40 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
     return ApiError(500, "internal server error", type="server_error", code=name)
 
 
+#: a provider's refusal of the server's key or model as ``moa.models.errors`` words it, up to the
+#: end of the provider's text (which names keys, projects and models)
+_SERVER_REFUSAL = re.compile(r"request rejected \((401|403|404)\): .*", re.DOTALL)
+_WITHHELD = r"request rejected (\1): the provider refused the server's key or model (not shown to clients)"
+
+
+def _for_client(error: str | None) -> str | None:
+    """An error text of a call or node as a client may read it: a provider's refusal of the
+    server's own key or model loses the provider's words, as the failed run's 500 does."""
+    return None if error is None else _SERVER_REFUSAL.sub(_WITHHELD, error)
+
+
+def _call(record: CallRecord, trace: bool) -> dict[str, Any]:
+    d = record.to_dict(trace=trace)
+    if record.error is not None:
+        d["error"] = _for_client(record.error)
+        for a in d["attempt_log"]:
+            a["error"] = _for_client(a["error"])
+    return d
+
+
+def _node(node: NodeResult) -> dict[str, Any]:
+    d = node.to_dict()
+    if node.error is not None:
+        d["error"] = _for_client(node.error)
+    return d
+
+
 def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """The ``moa`` object ordinary clients ignore: the run's cost and per-node account; with
     ``trace``, each call's messages and reply too. These keys of ``RunResult.to_dict`` are built
-    alone: picking them out of the whole dict took half as long again (5 vs 3.4 µs a reply)."""
+    alone: picking them out of the whole dict took half as long again (5 vs 3.4 µs a reply). A
+    call that failed because the provider refused the server's key or model (a worker a quorum did
+    without) says so without the provider's words."""
     return {
         "run_id": result.run_id,
         "cost_usd": result.cost_usd,
@@ -320,8 +351,8 @@ def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
         "critical_path_s": result.critical_path_s,
         "by_node": {k: v.to_dict() for k, v in result.by_node.items()},
         "by_model": {k: v.to_dict() for k, v in result.by_model.items()},
-        "calls": [c.to_dict(trace=trace) for c in result.calls],
-        "nodes": {k: v.to_dict() for k, v in result.nodes.items()},
+        "calls": [_call(c, trace) for c in result.calls],
+        "nodes": {k: _node(v) for k, v in result.nodes.items()},
     }
 
 
