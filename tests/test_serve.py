@@ -381,6 +381,17 @@ def test_unknown_route_is_404_in_openai_shape(url: str) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"), [("GET", "chat/completions", "POST"), ("DELETE", "models", "GET, HEAD")]
+)
+def test_a_wrong_method_is_405_naming_the_allowed_ones(url: str, method: str, path: str, allow: str) -> None:
+    """A served route asked with a method it does not take is a 405 `method_not_allowed` whose
+    `Allow` header names the methods it takes (it had none)."""
+    r = httpx.request(method, f"{url}/{path}")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == allow
+
+
 # -- auth and limits -------------------------------------------------------------------------------
 
 

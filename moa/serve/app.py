@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
@@ -87,8 +87,10 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"the request body is larger than {limit} bytes", code="request_too_large")
 
 
-def _error_response(e: ApiError, *, close: bool = False) -> JSONResponse:
-    headers = {}
+def _error_response(
+    e: ApiError, *, close: bool = False, extra: Mapping[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(extra or {})
     if e.retry is not None:
         headers["x-should-retry"] = "true" if e.retry else "false"
     if e.status == 401:
@@ -407,13 +409,14 @@ def create_app(
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)  # registered for HTTPException only
-        code = "not_found" if exc.status_code == 404 else None
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         msg = (
             f"no route for {request.method} {request.url.path}"
             if exc.status_code in (404, 405)
             else exc.detail
         )
-        return _error_response(ApiError(exc.status_code, msg, code=code))
+        # a 405 carries the methods the route takes (`Allow`, which RFC 9110 requires of it)
+        return _error_response(ApiError(exc.status_code, msg, code=code), extra=exc.headers)
 
     async def on_disconnect(_request: Request, _exc: Exception) -> Response:
         return Response(status_code=499)  # nobody reads it: the client has gone
