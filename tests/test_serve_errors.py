@@ -231,3 +231,18 @@ def test_the_runner_refuses_what_it_cannot_give_as_request_refused_before_any_ca
         asyncio.run(go())
     assert info.value.field == "output_type" and info.value.calls == []
     assert _calls(fakes) == before
+
+
+def test_an_api_key_with_non_ascii_characters_is_accepted_when_right(fakes: dict[str, FunctionModel]) -> None:
+    """A key with non-ASCII characters, sent as UTF-8 as clients send it, is accepted on both routes
+    (the header's latin-1 text had been re-encoded as UTF-8, so the right key never matched); a
+    wrong one is still a 401."""
+    key = "clé-secrète"
+    with serving(create_app([_single("echo")], runner=Runner(models=dict(fakes)), api_key=key)) as base:
+        right = [(b"authorization", f"Bearer {key}".encode())]
+        wrong = [(b"authorization", b"Bearer cle-secrete")]
+        assert httpx.get(f"{base}/models", headers=right, timeout=30).status_code == 200
+        body = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+        assert httpx.post(f"{base}/chat/completions", json=body, headers=right, timeout=30).status_code == 200
+        assert httpx.get(f"{base}/models", headers=wrong, timeout=30).status_code == 401
+        assert httpx.post(f"{base}/chat/completions", json=body, headers=wrong, timeout=30).status_code == 401

@@ -225,7 +225,9 @@ class _Server:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, "missing API key: send `Authorization: Bearer <key>`", code="invalid_api_key")
-        if not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+        # the header was decoded as latin-1: encoding it back gives the bytes the client sent, so
+        # a key with non-ASCII characters (sent as UTF-8) matches its UTF-8 encoding
+        if not hmac.compare_digest(token.strip().encode("latin-1"), self.api_key.encode()):
             raise ApiError(401, "incorrect API key", code="invalid_api_key")
 
     async def read_body(self, length: str | None, receive: Receive) -> bytes:
