@@ -131,6 +131,24 @@ def url() -> Iterator[str]:
                 }
             )
         )
+        # the workers are paid for, then the aggregator's provider refuses the server's model
+        price = {"pricing": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}}
+        paid = {
+            "w0": _agent(base, "ok") | price,
+            "w1": _agent(base, "ok") | price,
+            "agg": _agent(base, "gone"),
+        }
+        topologies.append(
+            load_data(
+                {
+                    "name": "paid-then-failed",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1"],
+                    "aggregator": "agg",
+                    "agents": paid,
+                }
+            )
+        )
         with serving(create_app(topologies)) as served:
             yield served
 
@@ -216,3 +234,15 @@ def test_a_reply_does_not_carry_a_workers_refusal_of_the_servers_project(url: st
     failed = [c for c in moa["calls"] if c["error"]]
     assert len(failed) == 1 and "request rejected (403)" in failed[0]["error"]
     assert "request rejected (403)" in failed[0]["attempt_log"][0]["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_request_log_keeps_what_a_failed_runs_calls_cost(url: str, stream: bool) -> None:
+    """A run that fails after calls were paid for logs their cost on its `serve.request` event, as a
+    finished run does (it logged none)."""
+    with capture_events() as events:
+        r = _post(url, "paid-then-failed", stream=stream)
+    assert r.status_code == 500, r.text
+    served = [e for e in events if e["event"] == "serve.request"]
+    # two workers, each 5 prompt and 1 completion tokens at $1000 per million
+    assert len(served) == 1 and served[0]["cost_usd"] == pytest.approx(2 * 6 * 1000 / 1e6)

@@ -68,9 +68,11 @@ def _error_body(e: ApiError) -> dict[str, Any]:
     return body
 
 
-def _run_failed(e: MoAError, model: str) -> ApiError:
+def _run_failed(e: MoAError, model: str, state: dict[str, Any]) -> ApiError:
     """The reply to a run that failed; what the client is not told (the server's configuration,
-    anything unforeseen: every 500) goes to the server's log, where its operator looks."""
+    anything unforeseen: every 500) goes to the server's log, where its operator looks. What the
+    failed run's calls cost goes to the request's log event, as a finished run's does."""
+    state["cost_usd"] = sum(c.cost_usd for c in e.calls)
     failed = error_for(e, model=model)
     if failed.status == 500:
         lg, why = log.logger(), f"{type(e).__name__}: {e}"
@@ -319,7 +321,7 @@ class _Server:
                 receive, topology.run(body.chat(), runner=self.runner, output_type=schema)
             )
         except MoAError as e:
-            raise _run_failed(e, body.model) from None
+            raise _run_failed(e, body.model, state) from None
         state["cost_usd"] = result.cost_usd
         await _send_json(send, completion(body.model, result, trace=bool(body.moa_trace)))
 
@@ -333,7 +335,7 @@ class _Server:
         try:
             first = await _unless_disconnected(receive, anext(events))
         except MoAError as e:
-            raise _run_failed(e, body.model) from None
+            raise _run_failed(e, body.model, state) from None
         except BaseException:
             await events.aclose()
             raise
@@ -362,7 +364,7 @@ class _Server:
                         break
                     item = await anext(events)
             except MoAError as e:
-                failed = _run_failed(e, body.model)
+                failed = _run_failed(e, body.model, state)
                 state["status"] = failed.status
                 yield _sse(_error_body(failed))
             finally:
