@@ -62,8 +62,10 @@ def leaks(text: str) -> list[str]:
 
 class _Provider(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint that refuses every key and quotes it back, as real ones do:
-    401 with the key in ``error.message``, a 200 stream whose error event quotes it (model
-    ``sse-echo``), or a 200 that is not JSON and starts with it (model ``junk-echo``)."""
+    401 with the key in ``error.message`` (400 for model ``refuse-400``: a refusal of the request's
+    content, whose words ``moa serve`` passes on to its client), a 200 stream whose error event
+    quotes it (model ``sse-echo``), or a 200 that is not JSON and starts with it (model
+    ``junk-echo``)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -85,7 +87,7 @@ class _Provider(BaseHTTPRequestHandler):
         elif model == "junk-echo":
             self._send(200, f"[{key}] <html>{message}</html>".encode(), "text/html")
         else:
-            self._send(401, json.dumps(error).encode(), "application/json")
+            self._send(400 if model == "refuse-400" else 401, json.dumps(error).encode(), "application/json")
 
     def _send(self, status: int, data: bytes, ctype: str) -> None:
         self.send_response(status)
@@ -110,13 +112,13 @@ def echoing_provider() -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def _agents(base: str) -> dict[str, Any]:
+def _agents(base: str, model: str = "refuse") -> dict[str, Any]:
     """One agent per (key, transport): every key is sent over litellm and over direct HTTP."""
     agents: dict[str, Any] = {}
     for i, env in enumerate(KEYS):
         for transport in ("litellm", "openai-http"):
             agents[f"a{i}{transport[0]}"] = {
-                "model": "openai/refuse",
+                "model": f"openai/{model}",
                 "api_base": base,
                 "api_key_env": env,
                 "transport": transport,
@@ -125,9 +127,9 @@ def _agents(base: str) -> dict[str, Any]:
     return agents
 
 
-def _topology(base: str, name: str = "echo") -> dict[str, Any]:
+def _topology(base: str, name: str = "echo", model: str = "refuse") -> dict[str, Any]:
     """Every worker is called (quorum 1 waits for all of them to fail) and every one is refused."""
-    agents = _agents(base)
+    agents = _agents(base, model)
     workers = list(agents)
     return {
         "name": name,
@@ -355,17 +357,24 @@ def test_moa_compare_artefacts_carry_no_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("served", ["echo", "odd-l", "odd-o"])
 def test_moa_serve_replies_carry_no_key(served: str, stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """`moa serve`: the error reply of a run whose providers quote the keys holds none of them (every
-    key at once, and the key of no shape alone over each transport)."""
+    key at once, and the key of no shape alone over each transport). A 400, the client's to fix,
+    carries the provider's words, masked; a 401, the server's key, carries none of them."""
     for name, value in KEYS.items():
         monkeypatch.setenv(name, value)
     with echoing_provider() as base:
-        agents = _agents(base)
-        odd = [  # a3*: the agents of MOA_T_KEY_ODD
-            load_data({"name": f"odd-{t}", "kind": "single", "agent": "a", "agents": {"a": agents[f"a3{t}"]}})
-            for t in "lo"
-        ]
-        with serving(create_app([load_data(_topology(base)), *odd])) as url:
-            body = {"model": served, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-            resp = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
-    assert resp.status_code >= 500 and "Incorrect API key provided" in resp.json()["error"]["message"]
-    assert leaks(resp.text) == []
+        replies = []
+        for model in ("refuse-400", "refuse"):
+            agents = _agents(base, model)
+            odd = [  # a3*: the agents of MOA_T_KEY_ODD
+                load_data(
+                    {"name": f"odd-{t}", "kind": "single", "agent": "a", "agents": {"a": agents[f"a3{t}"]}}
+                )
+                for t in "lo"
+            ]
+            with serving(create_app([load_data(_topology(base, model=model)), *odd])) as url:
+                body = {"model": served, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+                replies.append(httpx.post(f"{url}/chat/completions", json=body, timeout=60))
+    content, key = replies
+    assert content.status_code == 400 and "Incorrect API key provided" in content.json()["error"]["message"]
+    assert key.status_code == 500 and key.json()["error"]["code"] == "server_misconfigured"
+    assert leaks(content.text) == [] and leaks(key.text) == []
