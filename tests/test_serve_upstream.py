@@ -46,6 +46,9 @@ REFUSALS: dict[str, tuple[int, str]] = {
 async def _provider(request: Request) -> Response:
     body = await request.json()
     model = str(body["model"]).rsplit("/", 1)[-1]
+    if model == "busy":
+        err = {"message": "Rate limit reached for requests", "type": "requests", "param": None, "code": None}
+        return JSONResponse({"error": err}, status_code=429, headers={"retry-after": "6.5"})
     if model in REFUSALS:
         status, message = REFUSALS[model]
         err = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
@@ -88,7 +91,7 @@ def url() -> Iterator[str]:
         mp.setenv(KEY_ENV, SECRET)
         topologies = [
             load_data({"name": m, "kind": "single", "agent": "a", "agents": {"a": _agent(base, m)}})
-            for m in (*REFUSALS, "ok")
+            for m in (*REFUSALS, "ok", "busy")
         ]
         # every worker refused for the prompt's length: the quorum missed is the client's too
         agents = {f"w{i}": _agent(base, "ctx") for i in range(3)} | {"agg": _agent(base, "ok")}
@@ -246,3 +249,14 @@ def test_the_request_log_keeps_what_a_failed_runs_calls_cost(url: str, stream: b
     served = [e for e in events if e["event"] == "serve.request"]
     # two workers, each 5 prompt and 1 completion tokens at $1000 per million
     assert len(served) == 1 and served[0]["cost_usd"] == pytest.approx(2 * 6 * 1000 / 1e6)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_provider_rate_limit_outlasting_the_retries_is_a_429_saying_when(url: str, stream: bool) -> None:
+    """A provider's 429 that the agent's retries did not outlast is a 429 `upstream_rate_limited`
+    whose `Retry-After` is the provider's (rounded up to whole seconds), so clients back off as
+    told; it was a 502 with neither."""
+    r = _post(url, "busy", stream=stream)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "upstream_rate_limited"
+    assert r.headers["retry-after"] == "7"

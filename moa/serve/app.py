@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -97,6 +98,8 @@ def _error_response(
         headers["x-should-retry"] = "true" if e.retry else "false"
     if e.status == 401:
         headers["www-authenticate"] = "Bearer"
+    if e.retry_after_s is not None:
+        headers["retry-after"] = str(max(1, math.ceil(e.retry_after_s)))
     if close:
         # the rest of an oversized body is never read, so the connection cannot be reused
         headers["connection"] = "close"

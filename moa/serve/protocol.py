@@ -17,6 +17,7 @@ from moa.errors import (
     MoAError,
     ModelError,
     QuorumNotReached,
+    RateLimited,
     RequestRefused,
     RequestRejected,
     TimedOut,
@@ -179,11 +180,14 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry: bool | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         #: sent as ``x-should-retry`` so the official clients skip retries that cannot help
         self.retry = retry
+        #: sent as ``retry-after`` (whole seconds, rounded up), which the official clients wait
+        self.retry_after_s = retry_after_s
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
@@ -266,8 +270,8 @@ REQUEST_FIELDS = {"output_type": "response_format", "prompt": "messages"}
 
 
 def error_for(e: MoAError, *, model: str = "") -> ApiError:
-    """How a failed run is reported: provider failures 502, a passed deadline 504, budget and
-    quorum failures 503 (the server, not the client, is short of something), a misconfigured
+    """How a failed run is reported: provider failures 502 (a rate limit 429 with its
+    ``Retry-After``), a passed deadline 504, budget and quorum failures 503 (the server, not the client, is short of something), a misconfigured
     agent 500. A provider's 400/413/422 (a prompt over the context window) is the client's 400
     (``upstream_invalid_request``); its 401/403/404 (the server's key or model) a 500 that says
     nothing of it, as a key not set.
@@ -301,6 +305,12 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
         )
     if isinstance(e, TimedOut):
         return ApiError(504, str(e), type="server_error", code="timeout")
+    if isinstance(e, RateLimited):
+        # the provider's rate limit outlasted the agent's retries: the client is told to slow
+        # down, and when, as a provider would tell it (a 502 gave it neither)
+        return ApiError(
+            429, str(e), type="server_error", code="upstream_rate_limited", retry_after_s=e.retry_after_s
+        )
     if isinstance(e, ModelError):
         return ApiError(502, str(e), type="server_error", code=name)
     if isinstance(e, BudgetExceeded):
