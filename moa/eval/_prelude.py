@@ -47,9 +47,13 @@ _REFUSED_EVENTS = frozenset(
         "os.link", "os.chown", "os.setxattr", "os.removexattr", "sys._current_frames",
         "sys.settrace", "sys.setprofile", "sys.addaudithook", "gc.get_objects",
         "gc.get_referrers", "gc.get_referents", "code.__new__", "sqlite3.enable_load_extension",
-        "sqlite3.load_extension", "os.chroot", "pty.spawn",
+        "sqlite3.load_extension", "os.chroot", "pty.spawn", "os.chdir",
     }
 )  # fmt: skip
+# os.chdir (and os.fchdir, same event): the "open" event carries no dir_fd, so the hook checks a
+# relative path against the working directory; were it allowed to move below a directory
+# descriptor's, "../" * n + "proc/self/mem" with that dir_fd would be checked as a path inside and
+# opened outside
 # native modules that reach memory or processes without an audit event; posix and _signal are
 # imported already, so an import event for them is a fresh copy of functions this harness disabled
 _REFUSED_IMPORTS = frozenset({"_posixsubprocess", "ctypes", "_ctypes", "_ctypes_test", "posix", "_signal"})

@@ -407,6 +407,43 @@ async def test_forged_verdicts_fail(attack: str, reason: str | tuple[str, ...]) 
     assert not result.passed and result.reason.startswith(reason), result.reason
 
 
+# the hook checks a relative path against the working directory, the kernel against the dir_fd:
+# with the working directory three levels below the descriptor's, this reaches /proc/self/mem and
+# writes every step's token (found in the harness's heap) before the harness can
+DIR_FD_FORGE = """
+import os, re, sys
+os.makedirs("a/b/c", exist_ok=True)
+top = os.open(".", os.O_RDONLY)
+{enter}
+def private(path):
+    return os.open("../../../" + path, os.O_RDONLY, dir_fd=top)
+maps = os.read(private("proc/self/maps"), 1 << 20).decode()
+mem = private("proc/self/mem")
+for line in maps.splitlines():
+    fields = line.split()
+    lo, hi = (int(x, 16) for x in fields[0].split("-"))
+    if "r" in fields[1] and hi - lo < (256 << 20) and not (len(fields) > 5 and fields[5].startswith("/")):
+        try:
+            found = re.search(rb"(?<![0-9a-f])(?:[0-9a-f]{{32}}\\n){{2}}", os.pread(mem, hi - lo, lo))
+        except OSError:
+            continue
+        if found:
+            os.write(int(sys.argv[1]), found.group())
+            os._exit(0)
+"""
+
+
+@pytest.mark.parametrize(
+    "enter", ['os.chdir("a/b/c")', 'os.fchdir(os.open("a/b/c", os.O_RDONLY))'], ids=["chdir", "fchdir"]
+)
+async def test_working_directory_below_a_dir_fd_cannot_reach_proc(enter: str) -> None:
+    """Moving the working directory below an open directory descriptor would let ``dir_fd=`` open
+    ``/proc/self/mem`` past the hook and forge the pass; changing directory is refused."""
+    result = await run(WRONG + DIR_FD_FORGE.format(enter=enter), tests=["assert add(2, 3) == 5"])
+    assert not result.passed
+    assert result.reason == "blocked: sandbox: os.chdir is refused", result.reason
+
+
 async def test_redirected_verdict_pipe_reveals_only_spent_tokens() -> None:
     """Swapping the verdict pipe for one of its own lets the answer read the token of a step already
     done, never the next: the wrong answer still fails."""
