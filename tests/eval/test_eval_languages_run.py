@@ -386,3 +386,35 @@ async def test_a_test_program_that_exits_zero_itself_still_passes_a_correct_answ
     right = await score_execution_async(_answer(item, "correct"), item, **LIMITS)
     wrong = await score_execution_async(_answer(item, "wrong"), item, **LIMITS)
     assert (right.value, right.detail) == (1.0, "passed") and wrong.value == 0.0
+
+
+_CALL_THE_HARNESS = {
+    "c_gcd": "```c\n#include <stdlib.h>\nvoid moa_returned_(int *);\nlong gcd(long a, long b) { moa_returned_(0); exit(0); }\n```",
+    "cpp_gcd": "```cpp\n#include <cstdlib>\nvoid moa_returned_(int *);\nlong gcd(long a, long b) { moa_returned_(0); std::exit(0); }\n```",
+    "js_gcd": "```javascript\nfunction gcd(a, b) { process.emit('beforeExit', 0); process.exit(0); }\n```",
+    "ts_gcd": "```ts\nfunction gcd(a: number, b: number): number {\n  const p = (globalThis as any).process;\n"
+    "  p.listeners('beforeExit').forEach((f: any) => f(0));\n  p.exit(0);\n  return 0;\n}\n```",
+}
+
+
+@pytest.mark.parametrize("item_id", sorted(_CALL_THE_HARNESS))
+async def test_calling_the_harness_from_the_answer_fails(item_id: str) -> None:
+    """An answer that triggers the end-of-tests harness itself, then exits 0, fails: the C harness's
+    functions have names no answer can know (calling them under the old fixed names wrote the
+    token), and the JavaScript listener writes only when Node, not the program, calls it."""
+    language = {"c": "c", "cpp": "cpp", "js": "javascript", "ts": "typescript"}[item_id.split("_")[0]]
+    _skip_without(language)
+    item = next(i for i in _items(language) if i.id == item_id)
+    score = await score_execution_async(_CALL_THE_HARNESS[item_id], item, **LIMITS)
+    assert score.value == 0.0, score.detail
+
+
+async def test_swallowing_a_failed_test_in_javascript_fails() -> None:
+    """A JavaScript answer that registers an uncaughtException listener keeps the failed assertion
+    from ending the program, which then drains its event loop normally: the harness still saw the
+    failure and writes no token."""
+    _skip_without("javascript")
+    item = _items("javascript")[0]
+    answer = "  return 0;\n}\nprocess.on('uncaughtException', () => {});\n"
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")

@@ -13,23 +13,30 @@ is at its end. Where the harness keeps it, per language:
 
 * C, C++: ``main`` starts by reading it and registering an ``on_exit`` handler; a ``cleanup``
   variable in ``main`` notes that ``main`` returned, and the handler writes the token only then
-  and only for status 0 (``exit(0)`` skips the cleanup; a failing ``main`` has a non-zero status);
+  and only for status 0 (``exit(0)`` skips the cleanup; a failing ``main`` has a non-zero status).
+  These functions share the answer's translation unit, so their names carry a key the answer
+  cannot know;
 * Rust: a guard made at the top of ``main`` writes it when dropped, unless a panic unwinds
   (``std::process::exit`` drops nothing);
 * Go: the tests' ``main`` (or ``m.Run()`` in a ``TestMain``) is called by one that writes it after;
 * Java: the tests' ``main`` is renamed and called by a new ``main`` that writes it after
   (``System.exit`` never returns); the pipe is reopened as ``/proc/self/fd/<fd>``;
 * JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
-  Node emits when the event loop runs dry and never after ``process.exit``.
+  Node emits when the event loop runs dry and never after ``process.exit``; only when no frame of
+  the program is on the stack (the program emitting the event or calling the listener) and no
+  exception went uncaught (a failed test the program's ``uncaughtException`` listener swallowed).
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
-(native code reads its own memory; JavaScript can call the ``beforeExit`` listener). The marker
+(native code reads its own memory; JavaScript can remove and re-add the preload's listeners). The marker
 stops answers that end early; it is not a wall against one that attacks moa's harness itself.
 """
 
 from __future__ import annotations
 
+import functools
+import hmac
 import re
+import secrets
 from dataclasses import replace
 
 from moa.eval.languages.program import Program, rename_function
@@ -45,45 +52,84 @@ PRELOAD_SOURCE = """'use strict';
   const fs = require('fs');
   const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
   const writeSync = fs.writeSync;
+  const NewError = Error;
+  const call = Function.prototype.call;
+  const startsWith = call.bind(String.prototype.startsWith);
+  const sites = (_, frames) => frames;
+  const here = (() => {
+    const saved = Error.prepareStackTrace;
+    Error.prepareStackTrace = sites;
+    const frames = new NewError().stack;
+    Error.prepareStackTrace = saved;
+    return frames[0];
+  })();
+  const fileName = call.bind(Object.getPrototypeOf(here).getFileName);
+  const preload = fileName(here);
+  // true only when nothing but Node itself and this file is on the stack: the program calling the
+  // listener (or emitting beforeExit) puts its own frames there
+  const fromNode = () => {
+    const saved = [Error.prepareStackTrace, Error.stackTraceLimit];
+    Error.prepareStackTrace = sites;
+    Error.stackTraceLimit = Infinity;
+    const frames = new NewError().stack;
+    Error.prepareStackTrace = saved[0];
+    Error.stackTraceLimit = saved[1];
+    for (let i = 0; i < frames.length; i++) {
+      const name = fileName(frames[i]);
+      if (name !== preload && !(typeof name === 'string' && startsWith(name, 'node:'))) return false;
+    }
+    return true;
+  };
+  // a failed test the program swallowed (an uncaughtException listener) still failed
+  let uncaught = false;
+  process.on('uncaughtExceptionMonitor', () => { uncaught = true; });
   // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
-  process.once('beforeExit', (code) => {
-    if (!code && token) writeSync(Number(fd), token + '\\n');
+  let written = false;
+  process.on('beforeExit', (code) => {
+    try {
+      if (!written && !code && token && !uncaught && fromNode()) {
+        written = true;
+        writeSync(Number(fd), token + '\\n');
+      }
+    } catch (e) {
+      // a tampered Error or stack: no token
+    }
   });
 })();
 """
 
 _C_GUARD = (
-    " int moa_start_(void); void moa_returned_(int *);"
-    " __attribute__((cleanup(moa_returned_))) int moa_guard_ = moa_start_();"
+    " int moa_start_{key}(void); void moa_returned_{key}(int *);"
+    " __attribute__((cleanup(moa_returned_{key}))) int moa_guard_{key} = moa_start_{key}();"
 )
 
 _C_END = r"""
 #include <stdlib.h>
 #include <unistd.h>
-static struct { int fd, length, returned; char token[72]; } moa_end_;
-static void moa_finish_(int status, void *unused) {
+static struct {{ int fd, length, returned; char token[72]; }} moa_end_{key};
+static void moa_finish_{key}(int status, void *unused) {{
     (void)unused;
-    if (status == 0 && moa_end_.returned && moa_end_.length > 0) {
-        ssize_t written = write(moa_end_.fd, moa_end_.token, (size_t)moa_end_.length);
+    if (status == 0 && moa_end_{key}.returned && moa_end_{key}.length > 0) {{
+        ssize_t written = write(moa_end_{key}.fd, moa_end_{key}.token, (size_t)moa_end_{key}.length);
         (void)written;
-    }
-}
-int moa_start_(void) {
+    }}
+}}
+int moa_start_{key}(void) {{
     char line[128];
     int n = 0, i = 0;
     ssize_t got;
     while (n < (int)sizeof line && (got = read(0, line + n, sizeof line - (size_t)n)) > 0) n += (int)got;
-    moa_end_.fd = -1;
-    for (; i < n && line[i] >= '0' && line[i] <= '9'; i++) moa_end_.fd = (moa_end_.fd < 0 ? 0 : moa_end_.fd * 10) + (line[i] - '0');
-    for (i++; i < n && line[i] != '\n' && moa_end_.length < 64; i++) moa_end_.token[moa_end_.length++] = line[i];
-    moa_end_.token[moa_end_.length++] = '\n';
-    on_exit(moa_finish_, 0);
+    moa_end_{key}.fd = -1;
+    for (; i < n && line[i] >= '0' && line[i] <= '9'; i++) moa_end_{key}.fd = (moa_end_{key}.fd < 0 ? 0 : moa_end_{key}.fd * 10) + (line[i] - '0');
+    for (i++; i < n && line[i] != '\n' && moa_end_{key}.length < 64; i++) moa_end_{key}.token[moa_end_{key}.length++] = line[i];
+    moa_end_{key}.token[moa_end_{key}.length++] = '\n';
+    on_exit(moa_finish_{key}, 0);
     return 0;
-}
-void moa_returned_(int *unused) {
+}}
+void moa_returned_{key}(int *unused) {{
     (void)unused;
-    moa_end_.returned = 1;
-}
+    moa_end_{key}.returned = 1;
+}}
 """
 
 _RUST_GUARD = " let _moa_guard = moa_end_::start();"
@@ -206,12 +252,22 @@ def _insert(source: str, at: int, text: str) -> str:
     return source[:at] + text + source[at:]
 
 
+@functools.cache
+def _process_key() -> bytes:
+    return secrets.token_bytes(16)
+
+
 def _c(program: Program) -> Program | None:
     main = find_function(program.source, program.language, "main")
     if main is None:
         return None
-    source = _insert(program.source, main.open + 1, _C_GUARD)
-    return replace(program, source=source.rstrip("\n") + "\n" + _C_END)
+    # the harness's functions share the answer's translation unit: under fixed names the answer
+    # could declare and call them (``moa_returned_(0); exit(0);`` wrote the token). The names are
+    # keyed by a secret of this process and the program, so identical programs still hit the
+    # compile cache and no answer can name them.
+    key = hmac.new(_process_key(), program.source.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:24]
+    source = _insert(program.source, main.open + 1, _C_GUARD.format(key=key))
+    return replace(program, source=source.rstrip("\n") + "\n" + _C_END.format(key=key))
 
 
 def _rust(program: Program) -> Program | None:
