@@ -418,3 +418,47 @@ async def test_swallowing_a_failed_test_in_javascript_fails() -> None:
     answer = "  return 0;\n}\nprocess.on('uncaughtException', () => {});\n"
     score = await score_execution_async(answer, item, **LIMITS)
     assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")
+
+
+_MACRO_ATTACKS = [
+    ("cpp", 0, "    return 0;\n#undef assert\n#define assert(x) (void)0\n}"),
+    ("c", 0, "    return 0;\n#define NDEBUG\n#include <assert.h>\n}"),
+    ("c", 0, "    return 0;\n%:undef assert\n# /* */ define assert(x) \\\n (void)0\n}"),
+    ("c", "c_gcd", "```c\nlong gcd(long a, long b) { return 1; }\n#define return return 0&&\n```"),
+    ("c", "c_factorial", "```c\nlong factorial(int n) { return 1; }\n#define return return 0&&\n```"),
+]
+
+
+@pytest.mark.parametrize(
+    ("language", "target", "answer"),
+    _MACRO_ATTACKS,
+    ids=["cpp-empty-assert", "c-ndebug", "c-digraph-continued", "c-return-gcd", "c-return-factorial"],
+)
+async def test_macros_of_the_answer_do_not_reach_the_tests(
+    language: str, target: int | str, answer: str
+) -> None:
+    """A wrong C/C++ answer whose macros would rewrite the tests that follow it (an empty
+    ``assert``, ``NDEBUG`` before reading ``<assert.h>`` again, a ``return`` that always gives 0)
+    fails on those tests: its macros are undefined right after its lines (each scored 1.0 before)."""
+    _skip_without(language)
+    items = _items(language)
+    item = items[target] if isinstance(target, int) else next(i for i in items if i.id == target)
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert score.value == 0.0 and score.detail is not None
+    assert score.detail.startswith("tests failed: "), score.detail
+
+
+async def test_an_answer_with_its_own_macros_still_passes_and_names_its_lines() -> None:
+    """The control: a right answer using macros of its own passes, and a compile error in an
+    answer with macros still names the answer's own line (the reset keeps line numbers)."""
+    _skip_without("c")
+    item = next(i for i in _items("c") if i.id == "c_gcd")
+    right = "```c\n#define SWAP(x, y) do { long t = x; x = y; y = t; } while (0)\n#define assert(e) e\n"
+    right += "long gcd(long a, long b) {\n    while (b) { a %= b; SWAP(a, b); }\n    return a;\n}\n```"
+    broken = "```c\n#define STEP 1\nlong gcd(long a, long b) {\n    return a +;\n}\n```"
+    passed = await score_execution_async(right, item, **LIMITS)
+    failed = await score_execution_async(broken, item, **LIMITS)
+    assert (passed.value, passed.detail) == (1.0, "passed")
+    assert failed.detail is not None and failed.detail.startswith(
+        "the answer's code does not compile: line 3:"
+    )

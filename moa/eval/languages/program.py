@@ -7,7 +7,7 @@ number can be given back counted in the answer's own lines.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from moa.eval.languages.source import mask
 
@@ -18,6 +18,7 @@ __all__ = [
     "cut",
     "drop_leading_brace",
     "rename_function",
+    "reset_answer_macros",
     "without_trailing_comments",
 ]
 
@@ -134,3 +135,30 @@ def without_trailing_comments(head: str) -> str:
     while lines and _COMMENT_LINE.match(lines[-1]):
         lines.pop()
     return "".join(lines)
+
+
+# a directive naming a macro, comments allowed around the ``#`` (``%:`` is its digraph)
+_GAP = r"(?:[ \t]|/\*.*?\*/)"
+_MACRO = re.compile(rf"^{_GAP}*(?:#|%:){_GAP}*(?:define|undef){_GAP}+(\w+)", re.MULTILINE)
+
+
+def reset_answer_macros(program: Program) -> Program:
+    """C, C++: ``program`` with every macro the answer's lines define or undefine undefined again
+    right after them, and ``<assert.h>`` read again when the answer defined ``assert`` or ``NDEBUG``.
+    The tests follow the answer in one translation unit: ``#define assert(x) 0`` made every
+    assertion vanish, ``#define return return 0&&`` made the tests' ``main`` return 0. A ``#line``
+    keeps the later lines' numbers."""
+    if program.language not in ("c", "cpp") or not program.first_line:
+        return program
+    lines = program.source.splitlines(keepends=True)
+    answer = "".join(lines[program.first_line - 1 : program.last_line]).replace("\\\n", "")
+    names = dict.fromkeys(_MACRO.findall(answer))
+    if not names:
+        return program
+    # the blank line ends a directive the answer's last line left continued with a backslash
+    reset = ["\n", *(f"#undef {name}\n" for name in names)]
+    if "assert" in names or "NDEBUG" in names:
+        reset += ["#undef NDEBUG\n", "#include <assert.h>\n"]
+    reset.append(f"#line {program.last_line + 1}\n")
+    source = "".join([*lines[: program.last_line], *reset, *lines[program.last_line :]])
+    return replace(program, source=source)
