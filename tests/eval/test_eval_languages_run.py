@@ -462,3 +462,27 @@ async def test_an_answer_with_its_own_macros_still_passes_and_names_its_lines() 
     assert failed.detail is not None and failed.detail.startswith(
         "the answer's code does not compile: line 3:"
     )
+
+
+@pytest.mark.parametrize(
+    ("target", "answer"),
+    [
+        (0, "    0 } macro_rules! assert_eq { ($($t:tt)*) => {} } fn shadow() -> isize { 0\n}"),
+        (
+            "rust_gcd",
+            "```rust\nfn gcd(_a: i64, _b: i64) -> i64 { 1 }\nmacro_rules! assert_eq { ($($t:tt)*) => {} }\n```",
+        ),
+    ],
+    ids=["multiple", "generic"],
+)
+async def test_rust_macros_of_the_answer_do_not_shadow_the_tests_asserts(
+    target: int | str, answer: str
+) -> None:
+    """A wrong Rust answer defining an empty ``assert_eq!`` (a ``macro_rules!`` shadows the
+    standard one for the rest of the file) fails: the tests call ``::std::assert_eq!``."""
+    _skip_without("rust")
+    items = _items("rust")
+    item = items[target] if isinstance(target, int) else next(i for i in items if i.id == target)
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert score.value == 0.0 and score.detail is not None
+    assert score.detail.startswith("tests failed: "), score.detail

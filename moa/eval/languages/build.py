@@ -25,7 +25,7 @@ from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
 from moa.eval.languages.diagnose import compile_reason, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
 from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
-from moa.eval.languages.program import Program, reset_answer_macros
+from moa.eval.languages.program import Program, qualify_rust_macros, reset_answer_macros
 from moa.eval.languages.toolchains import Toolchain, javatuples_jar
 
 __all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
@@ -290,7 +290,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
-    program = reset_answer_macros(program)
+    program = qualify_rust_macros(reset_answer_macros(program))
     marked = with_end_marker(program)
     program = marked or program
     jar, missing = _classpath(program) if program.language == "java" else (None, None)
