@@ -158,6 +158,9 @@ def build_argv(
                 made.add(sub)
                 args += ["--perms", "0777", "--dir", f"{WORKDIR}/{sub}"]
         args += ["--perms", f"{mode:04o}", "--file", str(fd), f"{WORKDIR}/{name}"]
+    # last: bwrap's own tmpfs for / and /dev has no size limit and, in a user namespace, belongs to
+    # the program, which could fill RAM past disk_bytes there; /sandbox is a mount of its own
+    args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += ["--chdir", WORKDIR, "--json-status-fd", str(status_fd)]
     if plan.as_root:
         assert plan.setpriv is not None and uid is not None  # the probe requires both

@@ -572,3 +572,40 @@ def test_concurrent_runs_stay_apart() -> None:
     results = asyncio.run(main())
     assert all(r.passed for r in results), [r.reason for r in results]
     assert {r.stdout.strip() for r in results} == {"['.tmp', 'answer.py', 'config.json', 'mine', 'run.py']"}
+
+
+_FILL_OUTSIDE = (
+    "for d in / /dev /dev/shm; do head -c 2M /dev/zero > $d/fill 2>/dev/null && echo wrote $d; done; "
+    "echo ok > /tmp/t && cat /tmp/t"
+)
+
+
+def test_only_the_quota_tmpfs_is_writable_in_the_user_namespace_mode() -> None:
+    """bwrap's own tmpfs for ``/`` and ``/dev`` has no size limit, and without root the program
+    owns it: it could fill RAM past ``disk_mb`` there. Both are read-only; ``/tmp`` still works.
+    (As root this builds the user-namespace command line and runs it as ``nobody``.)"""
+    plan, _ = _bwrap.bwrap_status()
+    assert plan is not None
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        plan = replace(plan, as_root=False, setpriv=None)
+        prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    r, w = os.pipe()
+    try:
+        argv = _bwrap.build_argv(
+            plan,
+            ["/bin/sh", "-c", _FILL_OUTSIDE],
+            file_fds={},
+            readonly_binds=(),
+            disk_bytes=1 << 20,
+            rlimits=[("fsize", 16 << 20, 16 << 20)],
+            status_fd=w,
+            uid=None,
+        )
+        done = subprocess.run(
+            [*prefix, *argv], pass_fds=(w,), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+    finally:
+        os.close(r)
+        os.close(w)
+    assert done.stdout == "ok\n", (done.stdout, done.stderr)
