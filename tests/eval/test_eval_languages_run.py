@@ -486,3 +486,22 @@ async def test_rust_macros_of_the_answer_do_not_shadow_the_tests_asserts(
     score = await score_execution_async(answer, item, **LIMITS)
     assert score.value == 0.0 and score.detail is not None
     assert score.detail.startswith("tests failed: "), score.detail
+
+
+_GO_NO_TESTS = {
+    "init-args": '\nfunc init() {\n\tos.Args = append(os.Args, "-test.run=^$")\n}\n',
+    "own-TestMain": "\nfunc TestMain(m *testing.M) {\n\tos.Exit(0)\n}\n",
+}
+
+
+@pytest.mark.parametrize("trick", sorted(_GO_NO_TESTS))
+async def test_a_go_answer_cannot_run_no_tests(trick: str) -> None:
+    """A wrong Go answer that selects no test (``-test.run=^$`` appended to ``os.Args`` by its
+    ``init``) or brings a ``TestMain`` that runs none fails: the harness's ``TestMain`` drops
+    the answer's arguments and stays in place (an empty run, or the answer's ``TestMain`` taken
+    for the tests' own, scored 1.0)."""
+    _skip_without("go")
+    item = _items("go")[0]
+    answer = '```go\nimport "os"\n\nfunc sum_to_n(n int) int {\n\treturn 0\n}\n' + _GO_NO_TESTS[trick] + "```"
+    score = await score_execution_async(answer, item, **{**LIMITS, "timeout_s": 30.0})
+    assert score.value == 0.0, score.detail

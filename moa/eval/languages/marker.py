@@ -19,6 +19,8 @@ is at its end. Where the harness keeps it, per language:
 * Rust: a guard made at the top of ``main`` writes it when dropped, unless a panic unwinds
   (``std::process::exit`` drops nothing);
 * Go: the tests' ``main`` (or ``m.Run()`` in a ``TestMain``) is called by one that writes it after;
+  the ``TestMain`` first drops arguments the answer's ``init`` added and writes nothing when a test
+  selection flag was set (an empty selection runs no test and exits 0);
 * Java: the tests' ``main`` is renamed and called by a new ``main`` that writes it after
   (``System.exit`` never returns); the pipe is reopened as ``/proc/self/fd/<fd>``;
 * JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
@@ -201,10 +203,21 @@ func main() {
 }
 """
 
+# the answer's init() runs first: flags it put in os.Args (``-test.run=^$``) or set would pick no
+# test at all, and an empty run exits 0
 _GO_TEST_MAIN = """
 func TestMain(m *moatesting_.M) {
 \tmoaFd, moaToken := moaStart_()
+\tmoaos_.Args = moaos_.Args[:1]
 \tcode := m.Run()
+\tfor _, name := range []string{"test.run", "test.skip", "test.list"} {
+\t\tif f := moaflag_.Lookup(name); f != nil && f.Value.String() != "" {
+\t\t\tcode = 1
+\t\t}
+\t}
+\tif f := moaflag_.Lookup("test.count"); f != nil && f.Value.String() != "1" {
+\t\tcode = 1
+\t}
 \tif code == 0 {
 \t\tmoaFinish_(moaFd, moaToken)
 \t}
@@ -286,9 +299,11 @@ def _go(program: Program) -> Program | None:
         return None
     # on the package clause's own line, so no line of the answer moves
     if program.go_test:
-        if _TEST_MAIN.search(masked):
-            return None  # the tests' own TestMain decides how the binary exits
-        source = _insert(source, package.end(), _GO_IMPORTS + '; import moatesting_ "testing"')
+        if _TEST_MAIN.search(_harness_text(program, masked)):
+            return None  # the tests' own TestMain decides how the binary exits (never the answer's)
+        source = _insert(
+            source, package.end(), _GO_IMPORTS + '; import moatesting_ "testing"; import moaflag_ "flag"'
+        )
         tail = _GO_END + _GO_TEST_MAIN
     else:
         if find_function(source, "go", "main") is None:
@@ -312,13 +327,20 @@ def _java(program: Program) -> Program | None:
 _EXIT_ZERO = re.compile(r"\b(?:exit|_exit|_Exit|quick_exit|Exit)\s*\(\s*(?:0|EXIT_SUCCESS)?\s*\)")
 
 
+def _harness_text(program: Program, masked: str) -> str:
+    """The masked program outside the answer's lines (all of it when they are unknown)."""
+    if not program.first_line:
+        return masked
+    lines = masked.splitlines()
+    return "\n".join(lines[: program.first_line - 1] + lines[program.last_line :])
+
+
 def _tests_exit_zero(program: Program) -> bool:
     """Whether the item's own test code (the program outside the answer's lines) ends the process
     with status 0 itself: its tests then never return to the harness, whatever the answer does."""
     if not program.first_line:
         return False  # the answer's lines are unknown: an exit found could be the answer's own
-    lines = mask(program.source, program.language).splitlines()
-    harness = lines[: program.first_line - 1] + lines[program.last_line :]
+    harness = _harness_text(program, mask(program.source, program.language)).splitlines()
     return any(_EXIT_ZERO.search(line) for line in harness)
 
 
