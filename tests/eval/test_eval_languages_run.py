@@ -505,3 +505,90 @@ async def test_a_go_answer_cannot_run_no_tests(trick: str) -> None:
     answer = '```go\nimport "os"\n\nfunc sum_to_n(n int) int {\n\treturn 0\n}\n' + _GO_NO_TESTS[trick] + "```"
     score = await score_execution_async(answer, item, **{**LIMITS, "timeout_s": 30.0})
     assert score.value == 0.0, score.detail
+
+
+# code of the answer's that runs before main (a C constructor, a Go init, a Java static initializer,
+# a Rust .init_array entry) reads the token line from stdin, writes the token, and exits 0
+_C_STEAL = r"""```c
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((constructor)) static void steal(void) {
+    char b[128];
+    ssize_t n = read(0, b, sizeof b);
+    char *sp = memchr(b, ' ', (size_t)n);
+    ssize_t w = write(atoi(b), sp + 1, (size_t)(n - (sp + 1 - b)));
+    (void)w;
+    _exit(0);
+}
+long gcd(long a, long b) { return 1; }
+```"""
+_GO_STEAL = """```go
+import (
+\t"os"
+\t"strconv"
+\t"strings"
+)
+
+func init() {
+\tb := make([]byte, 128)
+\tn, _ := os.Stdin.Read(b)
+\tparts := strings.SplitN(string(b[:n]), " ", 2)
+\tfd, _ := strconv.Atoi(parts[0])
+\tos.NewFile(uintptr(fd), "x").Write([]byte(parts[1]))
+\tos.Exit(0)
+}
+
+func gcd(a int, b int) int {
+\treturn 1
+}
+```"""
+_JAVA_STEAL = """```java
+class Solution {
+    static {
+        try {
+            String line = new String(System.in.readNBytes(128)).trim();
+            String[] p = line.split(" ", 2);
+            try (java.io.FileOutputStream out = new java.io.FileOutputStream("/proc/self/fd/" + p[0])) { out.write((p[1] + "\\n").getBytes()); }
+            System.exit(0);
+        } catch (Exception e) { }
+    }
+    static int gcd(int a, int b) { return 1; }
+}
+```"""
+_RUST_STEAL = """```rust
+use std::io::{Read, Write};
+use std::os::unix::io::FromRawFd;
+extern "C" fn steal() {
+    let mut b = [0u8; 128];
+    let n = std::io::stdin().read(&mut b).unwrap();
+    let s = String::from_utf8_lossy(&b[..n]).into_owned();
+    let mut p = s.trim().splitn(2, ' ');
+    let fd: i32 = p.next().unwrap().parse().unwrap();
+    let t = format!("{}\\n", p.next().unwrap());
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(t.as_bytes()).unwrap();
+    std::process::exit(0);
+}
+#[used]
+#[link_section = ".init_array"]
+static STEAL: extern "C" fn() = steal;
+fn gcd(_a: i64, _b: i64) -> i64 { 1 }
+```"""
+_CPP_STEAL = (
+    _C_STEAL.replace("```c", "```cpp")
+    .replace("char *sp = memchr", "char *sp = (char *)(memchr")
+    .replace("(size_t)n);", "(size_t)n));")
+)
+_STEALS = {"c": _C_STEAL, "cpp": _CPP_STEAL, "go": _GO_STEAL, "java": _JAVA_STEAL, "rust": _RUST_STEAL}
+
+
+@pytest.mark.parametrize("language", sorted(_STEALS))
+async def test_code_running_before_main_cannot_forge_the_end_of_tests(language: str) -> None:
+    """A wrong answer whose code runs before ``main`` and copies the stdin token to the pipe fails:
+    the harness appends a secret compiled into it (C, C++, Go, Rust), or the JVM starts a launcher
+    that reads the token before the answer's class is initialised (Java). Each scored 1.0 before."""
+    _skip_without(language)
+    item = next(i for i in _items(language) if i.id == f"{language}_gcd")
+    score = await score_execution_async(_STEALS[language], item, **{**LIMITS, "timeout_s": 30.0})
+    assert score.value == 0.0, score.detail

@@ -281,7 +281,7 @@ async def _run_step(
         for fd in (read_end, write_end):
             if fd >= 0:
                 os.close(fd)
-    if written == token + b"\n":
+    if written == token + program.end_suffix.encode() + b"\n":
         return outcome, "ended"
     return outcome, "missing" if not written else "tampered"
 

@@ -5,7 +5,11 @@ An exit status of 0 says nothing about that: ``exit(0)`` (``process.exit(0)``, `
 So the parent sends the program one random token per run on stdin (``"<fd> <token>\\n"``) and
 hands it the write end of a pipe only the parent reads (``fd``); the harness reads that line before
 the tests start and writes the token to the pipe once the tests returned normally. The parent
-passes the run only when the exit status is 0 and the pipe holds exactly the token.
+passes the run only when the exit status is 0 and the pipe holds exactly the token, followed (C,
+C++, Go, Rust) by a secret compiled into the harness: code of the answer's that runs before
+``main`` (a constructor, ``init``, an ``.init_array`` entry) can read stdin first, but not know the
+secret. The harness's identifiers and the secret are keyed by a secret of this process and the
+program (``_keys``), so identical programs still share one compile.
 
 The token is never in the program's source or any file of its sandbox: a compiled binary is cached
 and can read itself, and a JavaScript file can read its own text. After the harness read it, stdin
@@ -21,8 +25,10 @@ is at its end. Where the harness keeps it, per language:
 * Go: the tests' ``main`` (or ``m.Run()`` in a ``TestMain``) is called by one that writes it after;
   the ``TestMain`` first drops arguments the answer's ``init`` added and writes nothing when a test
   selection flag was set (an empty selection runs no test and exits 0);
-* Java: the tests' ``main`` is renamed and called by a new ``main`` that writes it after
-  (``System.exit`` never returns); the pipe is reopened as ``/proc/self/fd/<fd>``;
+* Java: the tests' ``main`` is renamed and called by a launcher class, the one the JVM runs,
+  which reads the token before the tests' class is initialised (no static initializer of the
+  answer's runs first) and writes it after (``System.exit`` never returns); the pipe is reopened
+  as ``/proc/self/fd/<fd>``;
 * JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
   Node emits when the event loop runs dry and never after ``process.exit``; only when no frame of
   the program is on the stack (the program emitting the event or calling the listener) and no
@@ -108,7 +114,8 @@ _C_GUARD = (
 _C_END = r"""
 #include <stdlib.h>
 #include <unistd.h>
-static struct {{ int fd, length, returned; char token[72]; }} moa_end_{key};
+static struct {{ int fd, length, returned; char token[128]; }} moa_end_{key};
+static const unsigned char moa_secret_{key}[16] = {{ {secret} }};
 static void moa_finish_{key}(int status, void *unused) {{
     (void)unused;
     if (status == 0 && moa_end_{key}.returned && moa_end_{key}.length > 0) {{
@@ -124,6 +131,10 @@ int moa_start_{key}(void) {{
     moa_end_{key}.fd = -1;
     for (; i < n && line[i] >= '0' && line[i] <= '9'; i++) moa_end_{key}.fd = (moa_end_{key}.fd < 0 ? 0 : moa_end_{key}.fd * 10) + (line[i] - '0');
     for (i++; i < n && line[i] != '\n' && moa_end_{key}.length < 64; i++) moa_end_{key}.token[moa_end_{key}.length++] = line[i];
+    for (i = 0; i < 16; i++) {{
+        moa_end_{key}.token[moa_end_{key}.length++] = "0123456789abcdef"[moa_secret_{key}[i] >> 4];
+        moa_end_{key}.token[moa_end_{key}.length++] = "0123456789abcdef"[moa_secret_{key}[i] & 15];
+    }}
     moa_end_{key}.token[moa_end_{key}.length++] = '\n';
     on_exit(moa_finish_{key}, 0);
     return 0;
@@ -134,13 +145,14 @@ void moa_returned_{key}(int *unused) {{
 }}
 """
 
-_RUST_GUARD = " let _moa_guard = moa_end_::start();"
+_RUST_GUARD = " let _moa_guard = moa_end_{key}::start();"
 
 _RUST_END = r"""
 #[allow(dead_code)]
-mod moa_end_ {
+mod moa_end_{key} {
     use std::io::{Read, Write};
     use std::os::unix::io::FromRawFd;
+    const SECRET: [u8; 16] = [{secret}];
     pub struct Guard(i32, Vec<u8>);
     pub fn start() -> Guard {
         let mut line = Vec::new();
@@ -148,7 +160,8 @@ mod moa_end_ {
         let text = String::from_utf8_lossy(&line).into_owned();
         let mut parts = text.trim().splitn(2, ' ');
         let fd = parts.next().and_then(|s| s.parse().ok()).unwrap_or(-1);
-        let token = parts.next().map(|t| format!("{}\n", t).into_bytes()).unwrap_or_default();
+        let secret: String = SECRET.iter().map(|b| ::std::format!("{:02x}", b)).collect();
+        let token = parts.next().map(|t| ::std::format!("{}{}\n", t, secret).into_bytes()).unwrap_or_default();
         Guard(fd, token)
     }
     impl Drop for Guard {
@@ -167,7 +180,9 @@ mod moa_end_ {
 _GO_IMPORTS = '; import moaos_ "os"'
 
 _GO_END = """
-func moaStart_() (int, []byte) {
+var moaSecret_{key} = [16]byte{{secret}}
+
+func moaStart_{key}() (int, []byte) {
 \tline := make([]byte, 0, 128)
 \tbuf := make([]byte, 128)
 \tfor len(line) < 128 {
@@ -185,10 +200,13 @@ func moaStart_() (int, []byte) {
 \tfor i++; i < len(line) && line[i] != '\\n'; i++ {
 \t\ttoken = append(token, line[i])
 \t}
+\tfor _, b := range moaSecret_{key} {
+\t\ttoken = append(token, "0123456789abcdef"[b>>4], "0123456789abcdef"[b&15])
+\t}
 \treturn fd, append(token, '\\n')
 }
 
-func moaFinish_(fd int, token []byte) {
+func moaFinish_{key}(fd int, token []byte) {
 \tif len(token) > 1 {
 \t\tmoaos_.NewFile(uintptr(fd), "moa-end").Write(token)
 \t}
@@ -197,9 +215,9 @@ func moaFinish_(fd int, token []byte) {
 
 _GO_MAIN = """
 func main() {
-\tmoaFd, moaToken := moaStart_()
+\tmoaFd, moaToken := moaStart_{key}()
 \tmoaTestsMain_()
-\tmoaFinish_(moaFd, moaToken)
+\tmoaFinish_{key}(moaFd, moaToken)
 }
 """
 
@@ -207,7 +225,7 @@ func main() {
 # test at all, and an empty run exits 0
 _GO_TEST_MAIN = """
 func TestMain(m *moatesting_.M) {
-\tmoaFd, moaToken := moaStart_()
+\tmoaFd, moaToken := moaStart_{key}()
 \tmoaos_.Args = moaos_.Args[:1]
 \tcode := m.Run()
 \tfor _, name := range []string{"test.run", "test.skip", "test.list"} {
@@ -219,39 +237,26 @@ func TestMain(m *moatesting_.M) {
 \t\tcode = 1
 \t}
 \tif code == 0 {
-\t\tmoaFinish_(moaFd, moaToken)
+\t\tmoaFinish_{key}(moaFd, moaToken)
 \t}
 \tmoaos_.Exit(code)
 }
 """
 
-_JAVA_MAIN = (
-    " public static void main(String[] moaArgs) throws Throwable {"
-    " MoaEnd_ moaEnd = MoaEnd_.start(); moaTestsMain_(moaArgs); moaEnd.finish(); }"
-)
-
+# the launcher is the class the JVM runs: it reads the token before the tests' class exists, so no
+# static initializer of the answer's runs first (one read stdin and wrote the token itself)
 _JAVA_END = """
-final class MoaEnd_ {
-    private final String fd;
-    private final byte[] token;
-
-    private MoaEnd_(String fd, byte[] token) {
-        this.fd = fd;
-        this.token = token;
-    }
-
-    static MoaEnd_ start() throws java.io.IOException {
+final class MoaEnd_{key} {
+    public static void main(String[] moaArgs) throws Throwable {
         String line = new String(System.in.readNBytes(128), java.nio.charset.StandardCharsets.US_ASCII).trim();
         int space = line.indexOf(' ');
-        if (space < 0) return new MoaEnd_("-1", new byte[0]);
-        byte[] token = (line.substring(space + 1) + "\\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII);
-        return new MoaEnd_(line.substring(0, space), token);
-    }
-
-    void finish() throws java.io.IOException {
-        if (token.length == 0) return;
+        String fd = space < 0 ? "-1" : line.substring(0, space);
+        StringBuilder token = new StringBuilder(space < 0 ? "" : line.substring(space + 1));
+        for (int b : new int[] {{secret}}) token.append("0123456789abcdef".charAt(b >> 4)).append("0123456789abcdef".charAt(b & 15));
+        {host}.moaTestsMain_(moaArgs);
+        if (space < 0) return;
         try (java.io.FileOutputStream out = new java.io.FileOutputStream("/proc/self/fd/" + fd)) {
-            out.write(token);
+            out.write((token + "\\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
         }
     }
 }
@@ -270,25 +275,41 @@ def _process_key() -> bytes:
     return secrets.token_bytes(16)
 
 
+def _keys(program: Program) -> tuple[str, bytes]:
+    """The harness's identifier suffix and the secret it appends to the token, both keyed by a
+    secret of this process and the program: identical programs still hit the compile cache, and
+    no answer can name the harness's functions or know the secret (the token arrives on stdin,
+    which code of the answer's running before ``main`` (a C constructor, a Go ``init``, a Rust
+    ``.init_array`` entry) can read; the parent accepts only the token followed by the secret)."""
+    source = program.source.encode("utf-8", "surrogatepass")
+    names = hmac.new(_process_key(), b"names\0" + source, "sha256").hexdigest()[:24]
+    return names, hmac.digest(_process_key(), b"secret\0" + source, "sha256")[:16]
+
+
+def _fill(template: str, key: str, secret: bytes) -> str:
+    return template.replace("{key}", key).replace("{secret}", ", ".join(f"0x{b:02x}" for b in secret))
+
+
 def _c(program: Program) -> Program | None:
     main = find_function(program.source, program.language, "main")
     if main is None:
         return None
     # the harness's functions share the answer's translation unit: under fixed names the answer
-    # could declare and call them (``moa_returned_(0); exit(0);`` wrote the token). The names are
-    # keyed by a secret of this process and the program, so identical programs still hit the
-    # compile cache and no answer can name them.
-    key = hmac.new(_process_key(), program.source.encode("utf-8", "surrogatepass"), "sha256").hexdigest()[:24]
+    # could declare and call them (``moa_returned_(0); exit(0);`` wrote the token)
+    key, secret = _keys(program)
     source = _insert(program.source, main.open + 1, _C_GUARD.format(key=key))
-    return replace(program, source=source.rstrip("\n") + "\n" + _C_END.format(key=key))
+    end = _C_END.format(key=key, secret=", ".join(f"0x{b:02x}" for b in secret))
+    return replace(program, source=source.rstrip("\n") + "\n" + end, end_suffix=secret.hex())
 
 
 def _rust(program: Program) -> Program | None:
     main = find_function(program.source, "rust", "main")
     if main is None:
         return None
-    source = _insert(program.source, main.open + 1, _RUST_GUARD)
-    return replace(program, source=source.rstrip("\n") + "\n" + _RUST_END)
+    key, secret = _keys(program)
+    source = _insert(program.source, main.open + 1, _fill(_RUST_GUARD, key, secret))
+    tail = _fill(_RUST_END, key, secret)
+    return replace(program, source=source.rstrip("\n") + "\n" + tail, end_suffix=secret.hex())
 
 
 def _go(program: Program) -> Program | None:
@@ -310,7 +331,9 @@ def _go(program: Program) -> Program | None:
             return None
         source = _insert(rename_function(source, "go", "main", "moaTestsMain_"), package.end(), _GO_IMPORTS)
         tail = _GO_END + _GO_MAIN
-    return replace(program, source=source.rstrip("\n") + "\n" + tail)
+    key, secret = _keys(program)
+    tail = _fill(tail, key, secret)
+    return replace(program, source=source.rstrip("\n") + "\n" + tail, end_suffix=secret.hex())
 
 
 def _java(program: Program) -> Program | None:
@@ -319,8 +342,14 @@ def _java(program: Program) -> Program | None:
     host = next((t for t in top_level_types(source) if t.name == name), None)
     if host is None or source == program.source:
         return None
-    source = _insert(source, host.close, _JAVA_MAIN)
-    return replace(program, source=source.rstrip("\n") + "\n" + _JAVA_END)
+    key, secret = _keys(program)
+    tail = _fill(_JAVA_END, key, secret).replace("{host}", name)
+    return replace(
+        program,
+        source=source.rstrip("\n") + "\n" + tail,
+        main_class=f"MoaEnd_{key}",
+        end_suffix=secret.hex(),
+    )
 
 
 #: a call that ends the process with status 0 (``exit(0)``, ``os.Exit(0)``, ``process.exit()``...)

@@ -47,6 +47,8 @@ class Program:
     """Go: built with ``go test -c`` (the tests are ``func TestX(t *testing.T)``)."""
     tests: tuple[str, ...] = ()
     """Assert lines run by the harness, so a failure can quote its line."""
+    end_suffix: str = ""
+    """What the end-of-tests harness writes after the run's token (``moa.eval.languages.marker``)."""
 
     def answer_line(self, line: int) -> int | None:
         """The line of the answer's code that is ``line`` of the program, else ``None``."""
