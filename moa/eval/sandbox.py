@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from moa.eval._verdict import MAX_TESTS, Verdict, decide, make_tokens, parse
-from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
+from moa.eval.isolation import Limits, ProcessOutcome, resolve_isolation, run_isolated
 
 __all__ = ["SandboxResult", "run_python", "run_python_async"]
 
@@ -70,6 +70,17 @@ def _read_nonblocking(fd: int, limit: int) -> bytes:
         while len(data) < limit and (chunk := os.read(fd, 65536)):
             data.extend(chunk)
     return bytes(data[:limit])
+
+
+def _too_big(code: str, tests: Sequence[str], disk_mb: int) -> str | None:
+    """Why the answer and its tests cannot be written into the sandbox's disk, if they cannot (bwrap
+    would stop while building the sandbox, which reads as the machine's fault)."""
+    answer = len(code.encode("utf-8", "replace"))
+    written = answer + len(json.dumps(list(tests)).encode()) + (64 << 10)  # the harness and config
+    if written <= disk_mb << 20:
+        return None
+    what = "the answer's code does" if answer + (64 << 10) > disk_mb << 20 else "the answer and its tests do"
+    return f"{what} not fit the sandbox's disk ({written / (1 << 20):.1f} MB of {disk_mb} MB)"
 
 
 async def _run_harness(
@@ -140,6 +151,9 @@ async def run_python_async(
         cpu_s=cpu_s,
         max_open_files=max_open_files,
     )
+    if (too_big := _too_big(code, tests, disk_mb)) is not None:
+        where = resolve_isolation(isolation)
+        return SandboxResult(False, too_big, "", "", None, 0.0, isolation=where)
     outcome, verdict = await _run_harness(code, tests, run_name, limits, isolation)
     passed, reason = decide(
         verdict, outcome, timeout_s=timeout_s, cpu_s=cpu_s, memory_mb=memory_mb, file_size_mb=file_size_mb

@@ -151,3 +151,19 @@ async def test_python_guard_fallback_blocks_network(monkeypatch: pytest.MonkeyPa
     )
     assert result.network_isolation == "python-guard" and result.isolation == "fallback"
     assert not result.passed and "network" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "tests", "reason"),
+    [
+        ("x = 1\n" + "#" * (2 << 20), ["assert x == 1"], "the answer's code does not fit the sandbox's disk"),
+        ("x = 1\n", ["assert x == 1 # " + "#" * (1 << 20)] * 2, "the answer and its tests do not fit"),
+    ],
+    ids=["answer", "tests"],
+)
+async def test_answer_larger_than_the_disk_fails_naming_it(code: str, tests: list[str], reason: str) -> None:
+    """An answer (or its tests) too large for the sandbox's disk scores a failure that says so; bwrap
+    stopping while it copied the file in raised "bwrap failed to build the sandbox", the machine's
+    fault, out of the evaluator."""
+    result = await run_python_async(code, tests=tests, disk_mb=1)
+    assert not result.passed and result.reason.startswith(reason), result.reason
