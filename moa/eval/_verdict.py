@@ -4,15 +4,21 @@ enters the verdict; see ``_prelude.py`` for the harness's side."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import signal
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from moa.eval.isolation import ProcessOutcome
 
-__all__ = ["MAX_TESTS", "Verdict", "decide", "make_tokens", "parse"]
+__all__ = ["MAX_TESTS", "TAMPERED", "Verdict", "VerdictPipe", "decide", "make_tokens", "parse"]
+
+#: the reason of a run whose verdict pipe held anything but what the harness writes
+TAMPERED = "the program wrote to the sandbox's verdict channel"
 
 #: tests one run may carry: their tokens must fit the pipe's buffer before the program starts
 MAX_TESTS = 1500
@@ -21,6 +27,43 @@ MAX_TESTS = 1500
 def make_tokens(steps: int) -> list[bytes]:
     """One fresh random token per step: knowing one tells nothing of the next."""
     return [secrets.token_hex(16).encode() for _ in range(steps)]
+
+
+class VerdictPipe:
+    """The pipe a harness writes its tokens to, read by the parent alone: the program inherits
+    ``write_fd``; once it ended, ``collect`` closes the parent's copy and reads what is there
+    without blocking (a straggler still holding the write end cannot stall the parent)."""
+
+    def __init__(self, *, mode: int | None = None) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        if mode is not None:
+            # bwrap as root runs the program as another uid, which may reopen the pipe via /proc
+            os.fchmod(self.write_fd, mode)
+
+    def collect(self, limit: int) -> bytes:
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+        os.set_blocking(self.read_fd, False)
+        data = bytearray()
+        with contextlib.suppress(BlockingIOError, OSError):
+            while len(data) < limit and (chunk := os.read(self.read_fd, 65536)):
+                data.extend(chunk)
+        return bytes(data[:limit])
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+
+    def __enter__(self) -> VerdictPipe:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +152,7 @@ def decide(
     """Passed only when every step's token arrived in order, nothing else did, and the run was
     not cut short; otherwise the first cause, in the order a reader needs it."""
     if verdict.tampered:
-        return False, "the program wrote to the sandbox's verdict channel"
+        return False, TAMPERED
     if outcome.timed_out:
         return False, f"timeout after {timeout_s:.1f}s"
     if verdict.failure is not None:

@@ -14,7 +14,6 @@ with ``-I -S``: the standard library only, never the project's virtual environme
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from moa.eval._verdict import MAX_TESTS, Verdict, decide, make_tokens, parse
+from moa.eval._verdict import MAX_TESTS, Verdict, VerdictPipe, decide, make_tokens, parse
 from moa.eval.isolation import Limits, ProcessOutcome, resolve_isolation, run_isolated
 
 __all__ = ["SandboxResult", "run_python", "run_python_async"]
@@ -63,15 +62,6 @@ def _interpreter() -> tuple[str, list[str]]:
     return executable, binds
 
 
-def _read_nonblocking(fd: int, limit: int) -> bytes:
-    os.set_blocking(fd, False)
-    data = bytearray()
-    with contextlib.suppress(BlockingIOError, OSError):
-        while len(data) < limit and (chunk := os.read(fd, 65536)):
-            data.extend(chunk)
-    return bytes(data[:limit])
-
-
 def _too_big(code: str, tests: Sequence[str], disk_mb: int) -> str | None:
     """Why the answer and its tests cannot be written into the sandbox's disk, if they cannot (bwrap
     would stop while building the sandbox, which reads as the machine's fault)."""
@@ -88,30 +78,28 @@ async def _run_harness(
 ) -> tuple[ProcessOutcome, Verdict]:
     tokens = make_tokens(1 + len(tests))
     token_r, token_w = os.pipe()
-    report_r, report_w = os.pipe()
     try:
-        # the whole set fits the pipe's buffer (MAX_TESTS): written before the program exists
-        os.write(token_w, b"".join(t + b"\n" for t in tokens))
-        os.close(token_w)
-        token_w = -1
-        config = {"tokens_fd": token_r, "run_name": run_name, "tests": list(tests)}
-        prelude = Path(__file__).with_name("_prelude.py").read_bytes()
-        files = {"run.py": prelude, "answer.py": code.encode("utf-8", "replace"),
-                 "config.json": json.dumps(config).encode()}  # fmt: skip
-        python, binds = _interpreter()
-        outcome, _ = await run_isolated(
-            [python, "-I", "-S", "-B", "run.py", str(report_w)],
-            files=files,
-            limits=limits,
-            isolation=isolation,
-            readonly_binds=binds,
-            pass_fds=(token_r, report_w),
-        )
-        os.close(report_w)
-        report_w = -1
-        return outcome, parse(_read_nonblocking(report_r, _REPORT_LIMIT), tokens)
+        with VerdictPipe() as report:
+            # the whole set fits the pipe's buffer (MAX_TESTS): written before the program exists
+            os.write(token_w, b"".join(t + b"\n" for t in tokens))
+            os.close(token_w)
+            token_w = -1
+            config = {"tokens_fd": token_r, "run_name": run_name, "tests": list(tests)}
+            prelude = Path(__file__).with_name("_prelude.py").read_bytes()
+            files = {"run.py": prelude, "answer.py": code.encode("utf-8", "replace"),
+                     "config.json": json.dumps(config).encode()}  # fmt: skip
+            python, binds = _interpreter()
+            outcome, _ = await run_isolated(
+                [python, "-I", "-S", "-B", "run.py", str(report.write_fd)],
+                files=files,
+                limits=limits,
+                isolation=isolation,
+                readonly_binds=binds,
+                pass_fds=(token_r, report.write_fd),
+            )
+            return outcome, parse(report.collect(_REPORT_LIMIT), tokens)
     finally:
-        for fd in (token_r, token_w, report_r, report_w):
+        for fd in (token_r, token_w):
             if fd >= 0:
                 os.close(fd)
 

@@ -353,7 +353,8 @@ def test_java_without_the_javatuples_jar(
 
 async def test_writing_a_fake_token_to_every_descriptor_fails() -> None:
     """A C answer that exits 0 after writing a made-up token to every descriptor fails: it cannot
-    know the run's token, and anything else in the end-of-tests pipe is tampering."""
+    know the run's token, and anything else in the end-of-tests pipe is tampering (the Python
+    sandbox's wording)."""
     _skip_without("c")
     item = next(i for i in _items("c") if i.id == "c_gcd")
     answer = (
@@ -363,7 +364,7 @@ async def test_writing_a_fake_token_to_every_descriptor_fails() -> None:
         "    exit(0);\n}\n```"
     )
     score = await score_execution_async(answer, item, **LIMITS)
-    assert (score.value, score.detail) == (0.0, "the program wrote to the harness's end-of-tests pipe")
+    assert (score.value, score.detail) == (0.0, "the program wrote to the sandbox's verdict channel")
 
 
 @pytest.mark.parametrize(

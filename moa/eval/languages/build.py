@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
-import secrets
 import shlex
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from moa.eval._verdict import TAMPERED, VerdictPipe, make_tokens, parse
 from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
 from moa.eval.languages.diagnose import compile_reason, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
@@ -254,34 +253,23 @@ async def _run_step(
     argv: list[str], files: dict[str, bytes], step: Limits, program: Program, tc: Toolchain, limits: RunLimits
 ) -> tuple[ProcessOutcome, Literal["ended", "missing", "tampered"]]:
     """Run the built program with a fresh token on stdin and the end-of-tests pipe (see
-    ``moa.eval.languages.marker``): how it ended, and whether the pipe held exactly the token."""
-    token = secrets.token_hex(16).encode()
-    read_end, write_end = os.pipe()
-    try:
-        # bwrap as root runs the program as another uid, which reopens the pipe through /proc (Java)
-        os.fchmod(write_end, 0o622)
+    ``moa.eval.languages.marker``): how it ended, and whether the pipe held exactly the token and
+    the harness's secret (the Python sandbox's verdict channel, with one step)."""
+    token = make_tokens(1)[0]
+    # bwrap as root runs the program as another uid, which reopens the pipe through /proc (Java)
+    with VerdictPipe(mode=0o622) as end:
         outcome, _ = await run_isolated(
             argv,
             files=files,
             limits=step,
             isolation=limits.isolation,
-            stdin=b"%d %s\n" % (write_end, token),
+            stdin=b"%d %s\n" % (end.write_fd, token),
             readonly_binds=tc.binds,
-            pass_fds=(write_end,),
+            pass_fds=(end.write_fd,),
             env=_env(program, tc, limits, compiling=False),
         )
-        os.close(write_end)
-        write_end = -1
-        os.set_blocking(read_end, False)
-        try:
-            written = os.read(read_end, 4096)
-        except BlockingIOError:
-            written = b""
-    finally:
-        for fd in (read_end, write_end):
-            if fd >= 0:
-                os.close(fd)
-    if written == token + program.end_suffix.encode() + b"\n":
+        written = end.collect(4096)
+    if parse(written, [token + program.end_suffix.encode()]).finished:
         return outcome, "ended"
     return outcome, "missing" if not written else "tampered"
 
@@ -326,11 +314,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     if outcome.returncode == 0 and (ended == "ended" or marked is None):
         return Verdict(True, "passed", outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
     if outcome.returncode == 0:
-        reason = (
-            "exited with code 0 before the end of the tests"
-            if ended == "missing"
-            else "the program wrote to the harness's end-of-tests pipe"
-        )
+        reason = "exited with code 0 before the end of the tests" if ended == "missing" else TAMPERED
         return Verdict(False, reason, outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
     reason = failure_reason(
         program,
