@@ -35,7 +35,8 @@ is at its end. Where the harness keeps it, per language:
   exception went uncaught (a failed test the program's ``uncaughtException`` listener swallowed).
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
-(native code reads its own memory; JavaScript can remove and re-add the preload's listeners). The marker
+(native code reads its own memory; JavaScript too, through ``/proc/self/mem``, a ``v8`` heap
+snapshot or the ``inspector``, and it can remove and re-add the preload's listeners). The marker
 stops answers that end early; it is not a wall against one that attacks moa's harness itself.
 """
 
