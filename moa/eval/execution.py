@@ -43,7 +43,7 @@ class ExecutionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Literal["execution"] = "execution"
-    timeout_s: float = Field(default=10, gt=0)
+    timeout_s: float = Field(default=10, gt=0, allow_inf_nan=False)
     """Wall-clock limit of one run."""
     cpu_s: int = Field(default=10, ge=1)
     """CPU-seconds limit of one run."""
@@ -55,11 +55,11 @@ class ExecutionConfig(BaseModel):
     """RLIMIT_NPROC (not enforced for root; fork is refused anyway)."""
     output_limit: int = Field(default=10_000, ge=0)
     """Bytes kept of stdout and of stderr."""
-    compile_timeout_s: float = Field(default=60, gt=0)
+    compile_timeout_s: float = Field(default=60, gt=0, allow_inf_nan=False)
     """Wall-clock limit of one compile (C, C++, Go, Java, Rust, TypeScript)."""
     compile_memory_mb: int = Field(default=1536, ge=128)
     """Address-space limit of the compiler (Java: javac's heap, plus the JVM's reservations)."""
-    html_timeout_s: float = Field(default=15, gt=0)
+    html_timeout_s: float = Field(default=15, gt=0, allow_inf_nan=False)
     """HTML pages: how long the page may take to load (and then to be photographed)."""
     isolation: Literal["auto", "bwrap", "fallback"] = "auto"
     """The sandbox: bubblewrap, the weaker fallback, or bwrap when it works here (see

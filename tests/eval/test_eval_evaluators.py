@@ -113,6 +113,13 @@ def test_an_unbounded_tolerance_is_refused_by_name(field: str, value: float) -> 
         make_evaluator({"name": "numeric", field: value})
 
 
+@pytest.mark.parametrize("field", ["timeout_s", "compile_timeout_s", "html_timeout_s"])
+def test_an_infinite_sandbox_time_limit_is_refused_by_name(field: str) -> None:
+    """An infinite time limit would let one answer that sleeps hold the experiment forever."""
+    with pytest.raises(UserError, match=f"`{field}`"):
+        make_evaluator({"name": "execution", field: float("inf")})
+
+
 def test_evaluators_satisfy_protocol() -> None:
     """Every registered evaluator implements the Evaluator protocol."""
     for name in ("exact", "contains", "regex", "numeric", "execution"):
