@@ -31,7 +31,9 @@ __all__ = [
 #: 5 added ``scores.baseline_run_id``: the baseline run a pairwise score was made against, so the
 #: score goes when that run is replaced (a failed baseline run retried: the score of "the baseline
 #: failed" had outlived it);
-#: 6 stores every pairwise score made without a judge call, so each reader reads one number: the
+#: 6 added ``cache.latency_s`` and ``cache.queued_s``: the first call's times, which a replay reports
+#: (a pair resumed from the cache read as fast as its replays, ~0 s; NULL for replies cached before);
+#: and stores every pairwise score made without a judge call, so each reader reads one number: the
 #: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
 #: failed as well), tied to that baseline run. Before, readers derived them when reading
 SCHEMA_VERSION = 6
@@ -98,7 +100,7 @@ CREATE TABLE IF NOT EXISTS scores(
     + """CREATE TABLE IF NOT EXISTS cache(
   key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-  cost_usd REAL NOT NULL);
+  cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL);
 """
     + _VOTES
     + """
@@ -205,7 +207,7 @@ SETUP_FAILED_DETAIL = "the setup failed on this item"
 BOTH_FAILED_DETAIL = "both failed on this item"
 
 
-def _v5_to_v6(conn: sqlite3.Connection) -> None:
+def _v6_pairwise_scores(conn: sqlite3.Connection) -> None:
     # the scores version 5 readers derived for failed runs under a pairwise judge, stored as version 6
     # scores them (``score_answers``), so `moa report` and `moa view` read the same numbers as before
     row = conn.execute("SELECT value FROM meta WHERE key = 'manifest'").fetchone()
@@ -236,6 +238,15 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
                 base["hash"],
             ),
         )
+
+
+def _v5_to_v6(conn: sqlite3.Connection) -> None:
+    with conn:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(cache)")}
+        for column in ("latency_s", "queued_s"):
+            if column not in have:
+                conn.execute(f"ALTER TABLE cache ADD COLUMN {column} REAL")
+    _v6_pairwise_scores(conn)
 
 
 _MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
