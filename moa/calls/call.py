@@ -45,6 +45,10 @@ class CachedReply:
     reply: ModelReply
     model: str
     cost_usd: float
+    #: the first call's service time and queue wait: a replay reports them instead of its own ~0 s,
+    #: so a resumed run reads as slow as its calls were (0.0: not known, cached by an older moa)
+    latency_s: float = 0.0
+    queued_s: float = 0.0
 
 
 class CallCache(Protocol):
@@ -197,6 +201,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                     True,
                     hit.model,
                 )
+                rec.latency_s, rec.queued_s = hit.latency_s, hit.queued_s
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
                     call.on_token(hit.reply.text)
@@ -216,7 +221,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     finally:
         ctx.calls.append(rec)
     if ctx.cache is not None and cache_key is not None:
-        ctx.cache.put(cache_key, CachedReply(reply, target.model, rec.cost_usd))
+        ctx.cache.put(cache_key, CachedReply(reply, target.model, rec.cost_usd, rec.latency_s, rec.queued_s))
     if ctx.logger is not None:
         ctx.logger.info(
             "call",

@@ -3,11 +3,14 @@ the store's schema for them."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
-from moa.experiment import Store
+from moa._run import Runner
+from moa.experiment import Experiment, Store
 from moa.experiment.store.schema import SCHEMA_VERSION
+from moa.testing import FunctionModel
 
 
 def test_a_version_5_store_gains_the_cache_times_as_unknown(tmp_path: Path) -> None:
@@ -34,3 +37,54 @@ def test_a_version_5_store_gains_the_cache_times_as_unknown(tmp_path: Path) -> N
         assert row == ("hello", 0.5, None, None)
     finally:
         store.close()
+
+
+def _experiment(tmp: Path, n: int = 3, extra: str = "") -> Path:
+    price = "pricing: {input_per_mtok: 1, output_per_mtok: 1}"
+    (tmp / "base.yaml").write_text(
+        f"name: base\nkind: single\nagent: a\nagents:\n  a: {{model: sim/base, {price}}}\n"
+    )
+    (tmp / "par.yaml").write_text(
+        "name: par\nkind: parallel\nworkers: [a, b]\naggregator: c\nagents:\n"
+        f"  a: {{model: sim/a, {price}}}\n  b: {{model: sim/b, {price}}}\n  c: {{model: sim/c, {price}}}\n"
+    )
+    rows = [{"id": f"i{k}", "input": f"question {k}", "target": "x"} for k in range(n)]
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "exp.yaml").write_text(
+        "name: resume\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\nsetups: [par.yaml]\n"
+        f"concurrency: 2\n{extra}"
+    )
+    return tmp / "exp.yaml"
+
+
+def _forget_runs(out: Path) -> None:
+    """What a kill leaves when the pairs' cached replies were committed (with a neighbour's run)
+    but their own runs were not."""
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript("DELETE FROM calls; DELETE FROM scores; DELETE FROM runs;")
+    conn.commit()
+    conn.close()
+
+
+def test_a_run_replayed_from_the_cache_keeps_its_calls_latency(tmp_path: Path) -> None:
+    """A resumed pair whose calls all come from the cache is stored with the calls' original
+    latency (each 0.2 s, two in a chain), not the ~0 s its replay took, and the report's median
+    reads the same."""
+    exp = _experiment(tmp_path)
+    out = tmp_path / "out"
+    slow = FunctionModel(lambda r: "x", delay_s=0.2)
+    Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": slow}), progress=False).run()
+    _forget_runs(out)
+    again = FunctionModel(lambda r: "x")
+    summary = Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": again}), progress=False).run()
+    assert again.calls == []  # everything came from the cache
+    store = Store.open(out, create=False)
+    try:
+        calls = store.conn.execute("SELECT cached, latency_s FROM calls").fetchall()
+        runs = dict(store.conn.execute("SELECT setup, MIN(latency_s) FROM runs GROUP BY setup").fetchall())
+    finally:
+        store.close()
+    assert len(calls) == 3 * 4 and all(cached == 1 and lat >= 0.2 for cached, lat in calls)
+    assert runs["base"] >= 0.2 and runs["par"] >= 0.4
+    assert summary.setup("par").latency_p50_s >= 0.4
+    assert summary.setup("base").latency_p50_s >= 0.2

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreCache", "cache_key", "sample_scope"]
 
-_COLUMNS = "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd"
+_COLUMNS = (
+    "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s"
+)
 
 
 def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
@@ -39,8 +41,10 @@ def cache_key(scope: str, node: str, request: ModelRequest) -> str:
 
 
 def _reply(row: Sequence[Any]) -> CachedReply:
-    text, model, reply_model, finish, prompt, completion, cost = row
-    return CachedReply(ModelReply(text, Usage(prompt, completion), reply_model, finish), model, cost)
+    text, model, reply_model, finish, prompt, completion, cost, latency, queued = row
+    reply = ModelReply(text, Usage(prompt, completion), reply_model, finish)
+    # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took
+    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0)
 
 
 class StoreCache:
@@ -70,7 +74,7 @@ class StoreCache:
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 r.text,
@@ -80,6 +84,8 @@ class StoreCache:
                 r.usage.prompt_tokens,
                 r.usage.completion_tokens,
                 value.cost_usd,
+                value.latency_s,
+                value.queued_s,
             ),
         )
         self._note(key)

@@ -53,6 +53,20 @@ def item_hash(item: Item) -> str:
     return input_hash(item.input)
 
 
+def _run_latency(result: RunResult | None, calls: Sequence[CallRecord]) -> float:
+    """The run's latency as a live run would show it. A call replayed from the cache takes ~0 s of
+    wall time but reports its first call's ``latency_s``, so a resumed run is credited with the
+    critical path of its calls' original times when that is longer than its own wall time."""
+    wall = (
+        result.latency_s
+        if result is not None
+        else max((c.started_s + c.latency_s for c in calls), default=0.0)
+    )
+    if result is not None and any(c.cached for c in calls):
+        return max(wall, result.critical_path_s)
+    return wall
+
+
 @dataclass(frozen=True, slots=True)
 class RunRow:
     """A stored run as the scoring phase and the summary read it."""
@@ -245,11 +259,7 @@ class Store:
         calls = result.calls if result is not None else (error.calls if error is not None else [])
         usage = sum((c.usage for c in calls), Usage())
         cost = result.cost_usd if result is not None else sum(c.cost_usd for c in calls)
-        latency = (
-            result.latency_s
-            if result is not None
-            else max((c.started_s + c.latency_s for c in calls), default=0.0)
-        )
+        latency = _run_latency(result, calls)
         with self.conn:
             self._delete_run(setup, topo_hash, item_id, in_hash, sample)
             cur = self.conn.execute(
