@@ -145,9 +145,7 @@ async def _traces(
 ) -> tuple[dict[str, ItemTrace], list[str]]:
     """Every item's trace, and one line per item left out (a timed-out run, a failed scoring)."""
     # the setup's own cache scope: what its stored runs already paid for is read back, not resent
-    scoped = runner.scoped(
-        cache=StoreCache(store, sample_scope(plan.setup.name, plan.setup.hash, 0)), budget=runner.budget
-    )
+    scope = sample_scope(plan.setup.name, plan.setup.hash, 0)
     traces: dict[str, ItemTrace] = {}
     dropped: list[str] = []
     fatal: list[UserError] = []
@@ -156,6 +154,8 @@ async def _traces(
         async with sem:
             if fatal:
                 return
+            # keyed by item, as the answer phase keys its replies
+            scoped = runner.scoped(cache=StoreCache(store, scope, item.id), budget=runner.budget)
             try:
                 with item_scope(item):
                     records = await record_stages(

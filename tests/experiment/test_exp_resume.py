@@ -88,3 +88,49 @@ def test_a_run_replayed_from_the_cache_keeps_its_calls_latency(tmp_path: Path) -
     assert runs["base"] >= 0.2 and runs["par"] >= 0.4
     assert summary.setup("par").latency_p50_s >= 0.4
     assert summary.setup("base").latency_p50_s >= 0.2
+
+
+def test_items_with_the_same_prompt_are_separate_requests(tmp_path: Path) -> None:
+    """Rows with different ids and the same prompt each send their own request (at temperature
+    0.9, four rows of one question are four samples), and each run's cost is a call made: they
+    had shared one cached reply, stored four times, cost included."""
+    exp = _experiment(tmp_path, n=4)
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    data.write_text("".join(json.dumps({**r, "input": "flip a coin"}) + "\n" for r in rows))
+    replies = iter(range(1000))
+    model = FunctionModel(lambda r: f"side {next(replies)}")
+    Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+    ).run()
+    store = Store.open(tmp_path / "out", create=False)
+    try:
+        cached = store.conn.execute("SELECT COUNT(*) FROM calls WHERE cached=1").fetchone()[0]
+        answers = [a for (a,) in store.conn.execute("SELECT answer FROM runs WHERE setup='base'")]
+    finally:
+        store.close()
+    assert len(model.calls) == 4 * (1 + 3) and cached == 0
+    assert len(set(answers)) == 4
+
+
+def test_a_reply_cached_under_the_old_key_serves_its_own_item_only(tmp_path: Path) -> None:
+    """A store whose replies were keyed without the item (before schema 6) still replays a reply to
+    the item that made it (a resume after the upgrade pays nothing twice), never to another item
+    with the same request."""
+    from moa.calls.call import CachedReply
+    from moa.experiment.store.cache import StoreCache, cache_key
+    from moa.models.base import ModelReply, ModelRequest
+    from moa.results import Usage
+
+    store = Store.open(tmp_path / "out")
+    try:
+        request = ModelRequest(model="m", messages=[{"role": "user", "content": "same"}])
+        old_key = cache_key("s:h", "n", request)
+        maker = StoreCache(store, "s:h", "i1")
+        maker.put(old_key, CachedReply(ModelReply("kept", Usage(1, 1), "m"), "m", 0.25))
+        mine, other = StoreCache(store, "s:h", "i1"), StoreCache(store, "s:h", "i2")
+        hit = mine.get(mine.key("n", request))
+        assert hit is not None and hit.reply.text == "kept" and hit.cost_usd == 0.25
+        assert other.get(other.key("n", request)) is None
+    finally:
+        store.close()

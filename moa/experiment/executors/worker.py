@@ -139,16 +139,23 @@ class _ReplayCache:
     """The pair's call cache away from the store: the replies the driver sent, plus those this run
     adds (``new``), which go back to the driver to be stored."""
 
-    def __init__(self, scope: str, replies: Mapping[str, CachedReply]) -> None:
+    def __init__(self, scope: str, replies: Mapping[str, CachedReply], item_id: str) -> None:
         self.scope = scope
+        self.item_id = item_id
         self._replies = replies
         self.new: dict[str, CachedReply] = {}
+        #: key -> the request's key before keys held the item (``replies`` holds this item's only)
+        self._legacy: dict[str, str] = {}
 
     def key(self, node: str, request: ModelRequest) -> str:
-        return cache_key(self.scope, node, request)
+        key = cache_key(self.scope, node, request, self.item_id)
+        self._legacy[key] = cache_key(self.scope, node, request)
+        return key
 
     def get(self, key: str) -> CachedReply | None:
-        return self.new.get(key) or self._replies.get(key)
+        found = self.new.get(key) or self._replies.get(key)
+        legacy = self._legacy.get(key)
+        return found if found is not None or legacy is None else self._replies.get(legacy)
 
     def put(self, key: str, value: CachedReply) -> None:
         self.new[key] = value
@@ -158,7 +165,7 @@ async def run_pair_async(task: PairTask, models: LocalModels | None = None) -> P
     """Run ``task`` as the answer phase runs a pair, with ``models`` (None: the process-wide local
     models). Every failure comes back in the outcome: the driver stores it as the pair's error, or
     stops the experiment on a ``UserError``, as it would for a pair it ran itself."""
-    cache = _ReplayCache(task.scope, task.replies)
+    cache = _ReplayCache(task.scope, task.replies, task.item.id)
     # its own rate limiters: the process-wide ones belong to whichever loop made them first
     runner = Runner(cache=cache, rate_limits=RateLimits())
     if models is not None:

@@ -1,9 +1,12 @@
 """The experiment's call cache: model replies stored in the experiment's SQLite file, keyed by the
 exact request, the node and a scope, so a re-run (or a resumed pair) sends nothing it already sent.
 
-The key says nothing of the item, so a second table (``cache_items``) notes which item each reply
-belongs to: a pair run on a Dask worker, which cannot read this file, takes its item's replies along
-(``StoreCache.replies``) and sends back the ones it added."""
+In the answer phase the key holds the item too: two items with the same prompt are two requests, as
+they would be without a cache (sharing one reply made k rows of a repeated question one sample, and
+counted its cost k times). A second table (``cache_items``) notes which item each reply belongs to: a
+pair run on a Dask worker, which cannot read this file, takes its item's replies along
+(``StoreCache.replies``) and sends back the ones it added. Replies cached before keys held the item
+are still found under their old key, by the item that made them."""
 
 from __future__ import annotations
 
@@ -33,9 +36,12 @@ def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
     return base if sample == 0 else f"{base}:sample{sample}"
 
 
-def cache_key(scope: str, node: str, request: ModelRequest) -> str:
-    """The key of ``request`` sent by ``node`` in ``scope``: the same on the driver and on a worker."""
-    fields = {"scope": scope, "node": node, "request": request.cache_key_fields()}
+def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None = None) -> str:
+    """The key of ``request`` sent by ``node`` in ``scope`` for ``item_id`` (None: the key replies
+    had before it held the item, still a judge's): the same on the driver and on a worker."""
+    fields: dict[str, Any] = {"scope": scope, "node": node, "request": request.cache_key_fields()}
+    if item_id is not None:
+        fields["item"] = item_id
     raw = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(raw).hexdigest()
 
@@ -59,17 +65,38 @@ class StoreCache:
         self.store = store
         self.scope = scope
         self.item_id = item_id
+        #: key -> the key the same request had before keys held the item
+        self._legacy: dict[str, str] = {}
 
     def key(self, node: str, request: ModelRequest) -> str:
-        return cache_key(self.scope, node, request)
+        key = cache_key(self.scope, node, request, self.item_id)
+        if self.item_id is not None:
+            self._legacy[key] = cache_key(self.scope, node, request)
+        return key
 
     def get(self, key: str) -> CachedReply | None:
-        row = self.store.conn.execute(f"SELECT {_COLUMNS} FROM cache WHERE key=?", (key,)).fetchone()
-        if row is None:
-            return None
-        # a reply another item cached is this item's too: a worker re-running this pair must find it
-        self._note(key)
-        return _reply(row)
+        row = self._row(key)
+        legacy = self._legacy.get(key)
+        if row is None and legacy is not None and self._legacy_is_mine(legacy):
+            row = self._row(legacy)
+        return None if row is None else _reply(row)
+
+    def _row(self, key: str) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = self.store.conn.execute(
+            f"SELECT {_COLUMNS} FROM cache WHERE key=?", (key,)
+        ).fetchone()
+        return row
+
+    def _legacy_is_mine(self, key: str) -> bool:
+        """An old-key reply is this item's when noted as its own, or noted for no item at all
+        (cached before ``cache_items`` existed, when the driver shared it as it still does)."""
+        owners = {
+            str(r[0])
+            for r in self.store.conn.execute(
+                "SELECT item_id FROM cache_items WHERE scope=? AND key=?", (self.scope, key)
+            )
+        }
+        return not owners or self.item_id in owners
 
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
