@@ -134,3 +134,74 @@ def test_a_reply_cached_under_the_old_key_serves_its_own_item_only(tmp_path: Pat
         assert other.get(other.key("n", request)) is None
     finally:
         store.close()
+
+
+def _singles(tmp: Path, setups: str, extra: str = "") -> Path:
+    price = "max_tokens: 5, pricing: {input_per_mtok: 1, output_per_mtok: 1000}"
+    for name in ("base", "one", "two"):
+        (tmp / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}, {price}}}\n"
+        )
+    rows = [{"id": f"i{k}", "input": f"question {k}", "target": "x"} for k in range(10)]
+    (tmp / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "exp.yaml").write_text(
+        "name: ledger\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\n"
+        f"setups: [{setups}]\nconcurrency: 1\n{extra}"
+    )
+    return tmp / "exp.yaml"
+
+
+def test_a_resumed_budget_counts_replies_paid_for_pairs_a_kill_left_unstored(tmp_path: Path) -> None:
+    """Replies cached for pairs whose runs a kill left unstored were paid: a resumed budget counts
+    them (it counted stored runs only, replayed them free, and let the experiment spend past its
+    cap by as much)."""
+    out = tmp_path / "out"
+    first = FunctionModel(lambda r: "x")
+    Experiment.from_file(
+        _singles(tmp_path, "one.yaml"), out=out, runner=Runner(models={"sim/*": first}), progress=False
+    ).run()
+    store = Store.open(out, create=False)
+    paid = store.spent_usd()
+    store.close()
+    per_call = paid / len(first.calls)
+    _forget_runs(out)
+    budget = paid * 1.2
+    more = FunctionModel(lambda r: "x")
+    e = Experiment.from_file(
+        _singles(tmp_path, "one.yaml, two.yaml", f"budget_usd: {budget}\n"),
+        out=out,
+        runner=Runner(models={"sim/*": more}),
+        progress=False,
+    )
+    e.run()
+    assert e.stopped is not None and f"spent ${paid:.6f}" in e.stopped
+    assert (len(first.calls) + len(more.calls)) * per_call <= budget
+
+
+def test_a_failed_call_stays_paid_when_its_run_is_retried(tmp_path: Path) -> None:
+    """A billed failed call (a reply rejected) stays in what the store counts as spent when the
+    failed run is replaced by its retry (deleting the run dropped it)."""
+    from moa.errors import ProviderError
+    from moa.results import CallRecord, RunResult, Usage
+
+    store = Store.open(tmp_path / "out")
+    try:
+        rejected = CallRecord(node="agg", model="m", cost_usd=0.5, error="RequestRejected: not JSON")
+        error = ProviderError("agg failed")
+        error.calls = [rejected]
+        store.record_run("s", "h", "i1", "x", None, error)
+        answered = CallRecord(node="agg", model="m", cost_usd=0.25, cached=True)
+        result = RunResult(
+            output="4",
+            topology="t",
+            usage=Usage(),
+            cost_usd=0.25,
+            latency_s=1.0,
+            critical_path_s=1.0,
+            calls=[answered],
+            nodes={},
+        )
+        store.record_run("s", "h", "i1", "x", result)
+        assert store.spent_usd() == 0.5  # the answered call was booked with its cached reply
+    finally:
+        store.close()

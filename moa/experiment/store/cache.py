@@ -115,6 +115,8 @@ class StoreCache:
                 value.queued_s,
             ),
         )
+        # committed with the reply: a reply kept is a call paid, whether or not its run is stored
+        self.store.book_paid(value.cost_usd)
         self._note(key)
 
     def replies(self) -> dict[str, CachedReply]:

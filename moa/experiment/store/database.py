@@ -190,7 +190,19 @@ class Store:
             conn.executescript(INDEXES)
         except sqlite3.Error as e:  # a read-only store upgraded by nobody yet
             raise UserError(f"{path}: cannot open the experiment store: {e}") from None
+        store._start_ledger()
         return store
+
+    def _start_ledger(self) -> None:
+        """Start the ``paid_usd`` ledger of a store without one (new, or written by an older moa)
+        before anything is booked, so what is booked is never also counted from its run."""
+        if self.get_meta("paid_usd") is not None:
+            return
+        try:
+            self.set_meta("paid_usd", self.spent_usd())
+            self.conn.commit()
+        except sqlite3.OperationalError:  # read-only (``moa report``): nothing is booked there
+            self.conn.rollback()
 
     def close(self) -> None:
         try:
@@ -290,6 +302,7 @@ class Store:
             )
             run_id = int(cur.lastrowid or 0)
             self.conn.executemany(INSERT_CALL, self._call_rows(calls, run_id, None))
+            self._book_failed(calls)
         return run_id
 
     def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str, sample: int) -> None:
@@ -424,6 +437,7 @@ class Store:
                 ),
             )
             self.conn.executemany(INSERT_CALL, self._call_rows(j.calls, None, int(cur.lastrowid or 0)))
+            self._book_failed(j.calls)
         if commit:
             self.conn.commit()
 
@@ -446,10 +460,26 @@ class Store:
         return float(row[0])
 
     def spent_usd(self) -> float:
-        """Everything stored as paid: runs (their calls) and judge verdicts."""
+        """Everything paid for in this store: the ``paid_usd`` ledger, booked with each cached reply
+        (in the same transaction) and each failed call stored. Summing the stored runs missed the
+        replies of pairs a kill left unstored (paid, then replayed free: a resumed budget overran
+        by them) and the failed calls of a run replaced by its retry. Without the ledger (a store
+        of an older moa opened read-only): its runs and judge verdicts."""
+        paid = self.get_meta("paid_usd")
+        if isinstance(paid, (int, float)) and not isinstance(paid, bool):
+            return float(paid)
         runs = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM runs").fetchone()[0]
         judged = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM judgments").fetchone()[0]
         return float(runs) + float(judged)
+
+    def book_paid(self, usd: float) -> None:
+        """Add ``usd`` to the ledger of what was paid, in the current transaction."""
+        if usd:
+            self.set_meta("paid_usd", self.spent_usd() + usd)
+
+    def _book_failed(self, calls: Iterable[CallRecord]) -> None:
+        # a call that answered was booked when its reply was cached; a failed one may still be billed
+        self.book_paid(sum(c.cost_usd for c in calls if c.error is not None and not c.cached))
 
     def count(self, table: str) -> int:
         if table not in ("runs", "calls", "scores", "judgments", "cache", "items"):
