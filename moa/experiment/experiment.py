@@ -336,6 +336,12 @@ def _check_identity(
             f"input than the stored runs; {fix}"
         )
     notes = []
+    rescored = store.rescored_items(dataset.items)
+    if rescored:
+        notes.append(
+            f"{len(rescored)} items changed what they are scored against since their answers were "
+            f"scored (first: {_first(rescored)}): their stored answers were scored again"
+        )
     now = {s.name for s in setups}
     dropped = sorted(set(stored) - now)
     added = sorted(now - set(stored))

@@ -205,3 +205,25 @@ def test_a_failed_call_stays_paid_when_its_run_is_retried(tmp_path: Path) -> Non
         assert store.spent_usd() == 0.5  # the answered call was booked with its cached reply
     finally:
         store.close()
+
+
+def test_a_corrected_target_rescores_the_stored_answers(tmp_path: Path) -> None:
+    """Fixing an item's target (same input) scores its stored answers again, without a model call,
+    and says so; a changed category keeps the scores (the stale scores were reused silently)."""
+    exp = _experiment(tmp_path, n=3)
+    data = tmp_path / "data.jsonl"
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    out = tmp_path / "out"
+    model = FunctionModel(lambda r: "4")
+    first = Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert first.setup("par").quality == 0.0
+    calls = len(model.calls)
+    data.write_text("".join(json.dumps({**r, "target": "4"}) + "\n" for r in rows))
+    fixed = Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert fixed.setup("par").quality == 1.0 and fixed.setup("base").quality == 1.0
+    assert len(model.calls) == calls
+    assert any("3 items changed what they are scored against" in n for n in fixed.notes)
+    data.write_text("".join(json.dumps({**r, "target": "4", "category": "c"}) + "\n" for r in rows))
+    again = Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert again.setup("par").quality == 1.0
+    assert not any("scored against" in n for n in again.notes)

@@ -231,6 +231,38 @@ class Store:
             if row is not None and row[0] != h:
                 yield item_id
 
+    def rescored_items(self, items: Iterable[Item]) -> list[str]:
+        """Ids of ``items`` stored earlier with the same input but other scoring data (a target
+        corrected, tests added): their scores and verdicts are dropped, so the stored answers are
+        scored again against the item as it is now (a stale score was reused silently). The
+        category only groups the report: a change there keeps the scores."""
+        changed = []
+        for item in items:
+            stored = self.item_data(item.id)
+            if stored is None:
+                continue
+            try:
+                before = Item.model_validate(stored).model_dump(exclude={"category"})
+            except ValueError:  # written by hand, or by a moa whose items differ: score again
+                before = None
+            if before != item.model_dump(exclude={"category"}):
+                changed.append(item.id)
+        if changed:
+            with self.conn:
+                for item_id in changed:
+                    self._forget_scores_of(item_id)
+        return changed
+
+    def _forget_scores_of(self, item_id: str) -> None:
+        runs = "SELECT run_id FROM runs WHERE item_id=?"
+        judged = f"SELECT judgment_id FROM judgments WHERE run_id IN ({runs}) OR baseline_run_id IN ({runs})"
+        self.conn.execute(f"DELETE FROM calls WHERE judgment_id IN ({judged})", (item_id, item_id))
+        self.conn.execute(
+            f"DELETE FROM judgments WHERE run_id IN ({runs}) OR baseline_run_id IN ({runs})",
+            (item_id, item_id),
+        )
+        self.conn.execute(f"DELETE FROM scores WHERE run_id IN ({runs})", (item_id,))
+
     def put_items(self, rows: Iterable[tuple[str, str, str | None, str]]) -> None:
         """``(item id, input hash, category, item JSON)``; replaces what was there."""
         self.conn.executemany(
