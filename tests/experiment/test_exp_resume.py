@@ -3,9 +3,11 @@ the store's schema for them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from moa._run import Runner
 from moa.experiment import Experiment, Store
@@ -227,3 +229,42 @@ def test_a_corrected_target_rescores_the_stored_answers(tmp_path: Path) -> None:
     again = Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
     assert again.setup("par").quality == 1.0
     assert not any("scored against" in n for n in again.notes)
+
+
+async def test_a_pairs_answered_calls_are_committed_before_the_pair_ends(tmp_path: Path) -> None:
+    """While a pair's aggregator is in flight, its workers' replies are already committed (another
+    connection sees them), so a kill there does not make the resume pay for them again; they were
+    committed only with the next finished pair."""
+    import asyncio
+
+    exp = _experiment(tmp_path, n=1, extra="")
+    (tmp_path / "exp.yaml").write_text(
+        (tmp_path / "exp.yaml").read_text().replace("concurrency: 2", "concurrency: 1")
+    )
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    class Held(FunctionModel):
+        async def complete(self, request: Any, on_token: Any = None) -> Any:
+            if request.model == "sim/c":
+                conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+                seen.append(conn.execute("SELECT COUNT(*) FROM cache").fetchone()[0])
+                conn.close()
+                gate.set()
+                await asyncio.sleep(60)
+            return await super().complete(request, on_token)
+
+    e = Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": Held(lambda r: "x")}), progress=False
+    )
+    task = asyncio.create_task(e.arun())
+    await asyncio.wait_for(gate.wait(), 30)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert seen and seen[0] >= 2  # the baseline's reply (if it ran first) and both workers'
+    again = FunctionModel(lambda r: "x")
+    await Experiment.from_file(
+        exp, out=tmp_path / "out", runner=Runner(models={"sim/*": again}), progress=False
+    ).arun()
+    assert sorted(r.model for r in again.calls if r.model != "sim/base") == ["sim/c"]

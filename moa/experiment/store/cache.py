@@ -59,7 +59,9 @@ class StoreCache:
     The key also holds a scope (the setup's name, hash and sample) so two setups that happen to send
     the same request to a node of the same id still get independent samples, as they would without a
     cache. With ``item_id`` (the answer phase: one cache per pair), every reply put or found is noted
-    as that item's. Writes are committed with the next finished pair (one fsync per pair, not per call)."""
+    as that item's. Each reply is committed as it is put: a kill mid-pair must not lose the calls
+    that already answered (committed with the next finished pair, they were re-sent and paid again
+    when no other pair finished first). In WAL with ``synchronous=NORMAL`` a commit is no fsync."""
 
     def __init__(self, store: Store, scope: str, item_id: str | None = None) -> None:
         self.store = store
@@ -118,6 +120,7 @@ class StoreCache:
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored
         self.store.book_paid(value.cost_usd)
         self._note(key)
+        self.store.commit()
 
     def replies(self) -> dict[str, CachedReply]:
         """Every reply this scope cached for its item, by key: what a worker running the pair needs."""
