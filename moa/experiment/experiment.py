@@ -18,6 +18,7 @@ experiment changed in a way that would mix results (a setup's topology, an item'
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from moa.experiment.report.tune import format_tune_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.cache import StoreCache
-from moa.experiment.store.database import Store, item_hash
+from moa.experiment.store.database import Store, damaged, item_hash
 from moa.experiment.tune import plan_tuning, run_tuning
 from moa.gc_tuning import tune_gc_for_long_runs
 
@@ -146,7 +147,7 @@ class Experiment:
         base_runner = self.runner or Runner()
         # exclusive until closed: a second run on the same folder would resend every unfinished
         # pair and collide on the store's unique keys
-        store = Store.open(self.out, exclusive=True)
+        store = Store.open(self.out, exclusive=True, verify=True)
         store.text_limit = spec.max_text_kb * 1024 if spec.store_text else None
         bar = Progress(enabled=self.progress)
         try:
@@ -216,9 +217,11 @@ class Experiment:
                     out=self.out,
                     source=self.source,
                 )
+        except sqlite3.Error as e:  # a page found damaged mid-run, a full disk: one line, not a traceback
+            raise UserError(damaged(store.path, str(e))) from None
         finally:
             bar.close()
-            store.close()
+            _close(store)
             if own_runner:
                 await base_runner.aclose()
         if self.echo:
@@ -357,7 +360,7 @@ def _check_identity(
 
 async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
     """``moa report DIR``: score what is unscored (reference evaluators only) and rewrite the reports."""
-    store = Store.open(out, create=False)
+    store = Store.open(out, create=False, verify=True)
     try:
         manifest = store.get_meta("manifest")
         if manifest is None:
@@ -386,6 +389,15 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
         if ran is not None:
             summary.executor, summary.workers = ran["executor"], ran["workers"]
         write_outputs(Path(out), summary, store, manifest)
+    except sqlite3.Error as e:
+        raise UserError(damaged(store.path, str(e))) from None
     finally:
-        store.close()
+        _close(store)
     return summary
+
+
+def _close(store: Store) -> None:
+    try:
+        store.close()
+    except sqlite3.Error as e:  # the last commit failed (a full disk): the earlier ones are kept
+        raise UserError(damaged(store.path, str(e))) from None

@@ -3,14 +3,18 @@ the store's schema for them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from moa._run import Runner
-from moa.experiment import Experiment, Store
+from moa.errors import UserError
+from moa.experiment import Experiment, Store, rebuild_report
 from moa.experiment.store.schema import SCHEMA_VERSION
 from moa.testing import FunctionModel
 
@@ -235,8 +239,6 @@ async def test_a_pairs_answered_calls_are_committed_before_the_pair_ends(tmp_pat
     """While a pair's aggregator is in flight, its workers' replies are already committed (another
     connection sees them), so a kill there does not make the resume pay for them again; they were
     committed only with the next finished pair."""
-    import asyncio
-
     exp = _experiment(tmp_path, n=1, extra="")
     (tmp_path / "exp.yaml").write_text(
         (tmp_path / "exp.yaml").read_text().replace("concurrency: 2", "concurrency: 1")
@@ -268,3 +270,26 @@ async def test_a_pairs_answered_calls_are_committed_before_the_pair_ends(tmp_pat
         exp, out=tmp_path / "out", runner=Runner(models={"sim/*": again}), progress=False
     ).arun()
     assert sorted(r.model for r in again.calls if r.model != "sim/base") == ["sim/c"]
+
+
+def test_a_damaged_store_is_refused_in_one_line_before_the_run(tmp_path: Path) -> None:
+    """A store whose first page is sound but whose other pages are not is refused at open with
+    one line naming the file, by `moa compare` and `moa report` (SQLite raised mid-run, a
+    traceback, or never noticed)."""
+    exp = _experiment(tmp_path)
+    out = tmp_path / "out"
+    model = FunctionModel(lambda r: "x")
+    Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.close()
+    data = bytearray((out / "experiment.sqlite").read_bytes())
+    middle = len(data) // page // 2 * page  # the meta table's page, early in the file, stays sound
+    data[middle:] = bytes(len(data) - middle)
+    (out / "experiment.sqlite").write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"experiment\.sqlite: the experiment store is damaged") as info:
+        Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"experiment\.sqlite: the experiment store is damaged"):
+        asyncio.run(rebuild_report(out))

@@ -28,7 +28,7 @@ from moa.results import CallRecord, RunResult, Usage
 from moa.safe_read import refuse_special
 from moa.scrub import environment_secrets
 
-__all__ = ["STORE_NAME", "RunRow", "Store", "input_hash", "item_hash"]
+__all__ = ["STORE_NAME", "RunRow", "Store", "damaged", "input_hash", "item_hash"]
 
 STORE_NAME = "experiment.sqlite"
 
@@ -37,6 +37,15 @@ _RUN_COLUMNS = (
     "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample, "
     "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts, r.turns, r.stage"
 )
+
+
+def damaged(path: Path, problem: str) -> str:
+    """The line for a store SQLite finds damaged (or cannot write: a full disk, an I/O error)."""
+    line = " ".join(problem.split())[:200]
+    return (
+        f"{path}: the experiment store is damaged or cannot be written (SQLite: {line}); nothing more "
+        "is written to it: free disk space, restore the file from a copy, or use another --out"
+    )
 
 
 def input_hash(text: str) -> str:
@@ -130,9 +139,12 @@ class Store:
         return call_rows(calls, run_id, judgment_id, text_limit=self.text_limit, secrets=self.secrets)
 
     @classmethod
-    def open(cls, out: str | Path, *, create: bool = True, exclusive: bool = False) -> Store:
+    def open(
+        cls, out: str | Path, *, create: bool = True, exclusive: bool = False, verify: bool = False
+    ) -> Store:
         """Open (or create) ``out/experiment.sqlite``; ``exclusive`` holds the folder's lock until
-        ``close``, or raises ``UserError`` naming the process that holds it."""
+        ``close``, or raises ``UserError`` naming the process that holds it; ``verify`` checks the
+        whole file first (``damaged``)."""
         folder = Path(out)
         path = folder / STORE_NAME
         # SQLite would open a FIFO or a device read-write and wait on it forever
@@ -149,7 +161,10 @@ class Store:
                 conn = sqlite3.connect(path)
             except (OSError, sqlite3.Error) as e:
                 raise UserError(f"{path}: cannot open the experiment store: {e}") from None
-            return cls._prepare(path, conn, lock)
+            store = cls._prepare(path, conn, lock)
+            if verify:
+                store.check_intact()
+            return store
         except BaseException:
             if conn is not None:
                 conn.close()
@@ -202,6 +217,17 @@ class Store:
             self.conn.commit()
         except sqlite3.OperationalError:  # read-only (``moa report``): nothing is booked there
             self.conn.rollback()
+
+    def check_intact(self) -> None:
+        """Refuse a damaged file before anything is read from it or written to it: its first page
+        can be sound while a page of runs or of the cache is not, and SQLite only says so when that
+        page is read, mid-run, as a traceback (or never, and a pair is silently missing)."""
+        try:
+            problems = [str(r[0]) for r in self.conn.execute("PRAGMA quick_check(3)")]
+        except sqlite3.Error as e:
+            problems = [str(e)]
+        if problems != ["ok"]:
+            raise UserError(damaged(self.path, "; ".join(problems)))
 
     def close(self) -> None:
         try:
