@@ -30,7 +30,7 @@ from moa.experiment.executors.worker import PairTask
 from moa.experiment.progress import Progress
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store, item_hash
-from moa.results import RunResult
+from moa.results import CallRecord, RunResult
 
 __all__ = ["budget_stop", "run_pairs"]
 
@@ -112,14 +112,14 @@ async def run_pairs(
             return
         except MoAError as e:
             store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
-            bar.advance(sum(c.cost_usd for c in e.calls))
+            bar.advance(_paid_now(e.calls))
         except Exception as e:  # a backend bug must not lose the rest of the experiment
             err = ProviderError(f"{type(e).__name__}: {e}")
             store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
         else:
             store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
-            bar.advance(result.cost_usd)
+            bar.advance(_paid_now(result.calls))
         finally:
             slots.release()
 
@@ -158,6 +158,11 @@ async def run_pairs(
     if fatal:
         raise fatal[0]
     return stopped[0] if stopped else None
+
+
+def _paid_now(calls: Sequence[CallRecord]) -> float:
+    """What a pair's calls cost this time: a replayed reply was paid, and counted, before."""
+    return sum(c.cost_usd for c in calls if not c.cached)
 
 
 async def _on_worker(

@@ -293,3 +293,28 @@ def test_a_damaged_store_is_refused_in_one_line_before_the_run(tmp_path: Path) -
     assert "\n" not in str(info.value)
     with pytest.raises(UserError, match=r"experiment\.sqlite: the experiment store is damaged"):
         asyncio.run(rebuild_report(out))
+
+
+def test_the_progress_line_counts_a_replayed_reply_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resumed run's progress starts from what was paid, replies of unstored pairs included,
+    and adds nothing for their replay: it ends at what was spent (it counted them twice)."""
+    import io
+    import sys
+
+    out = tmp_path / "out"
+    first = FunctionModel(lambda r: "x")
+    exp = _singles(tmp_path, "one.yaml")
+    Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": first}), progress=False).run()
+    _forget_runs(out)
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    Experiment.from_file(
+        exp, out=out, runner=Runner(models={"sim/*": FunctionModel(lambda r: "x")}), progress=True
+    ).run()
+    store = Store.open(out, create=False)
+    spent = store.spent_usd()
+    store.close()
+    runs_line = [line for line in err.getvalue().splitlines() if line.startswith("runs: ")][-1]
+    assert f"${spent:.4f}" in runs_line
