@@ -58,8 +58,8 @@ class StoreCache:
 
     The key also holds a scope (the setup's name, hash and sample) so two setups that happen to send
     the same request to a node of the same id still get independent samples, as they would without a
-    cache. With ``item_id`` (the answer phase: one cache per pair), every reply put or found is noted
-    as that item's. Each reply is committed as it is put: a kill mid-pair must not lose the calls
+    cache. With ``item_id`` (the answer phase: one cache per pair), the key holds the item and every
+    reply put is noted as that item's. Each reply is committed as it is put: a kill mid-pair must not lose the calls
     that already answered (committed with the next finished pair, they were re-sent and paid again
     when no other pair finished first). In WAL with ``synchronous=NORMAL`` a commit is no fsync."""
 

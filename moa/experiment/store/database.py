@@ -3,8 +3,9 @@ score, judge verdict and cached reply as soon as it exists.
 
 One connection, owned by the thread that runs the experiment. Each finished (setup, item) pair is one
 transaction: the run row and all its ``CallRecord`` rows (a failed run's calls too). Cached replies
-are committed as calls finish, so killing the process loses at most the calls in flight. Runs are keyed by (setup name, topology hash, item id, input hash): a changed
-topology or item can never be mistaken for a stored one.
+are committed as calls finish, so killing the process loses at most the calls in flight. Runs are
+keyed by (setup name, topology hash, item id, input hash): a changed topology or item can never be
+mistaken for a stored one.
 """
 
 from __future__ import annotations
