@@ -285,7 +285,16 @@ def _check_executable(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[
 
 
 def _first(ids: Sequence[str]) -> str:
-    return ", ".join(f"`{i}`" for i in ids[:3])
+    return ", ".join(_shown_id(i) for i in ids[:3])
+
+
+def _shown_id(item_id: str, width: int = 60) -> str:
+    """An item id as a one-line message shows it: the dataset's ids are not checked for newlines,
+    escape sequences or length, and one of them must not break or flood the line."""
+    if item_id.isprintable() and len(item_id) <= width:
+        return f"`{item_id}`"
+    text = repr(item_id)
+    return text if len(text) <= width else text[: width - 4] + "...'"
 
 
 def _manifest(
@@ -335,7 +344,7 @@ def _check_identity(
     changed = list(store.changed_items((i.id, item_hash(i)) for i in dataset.items))
     if changed:
         raise UserError(
-            f"{where}: the dataset changed: item `{changed[0]}` (and {len(changed) - 1} more) has a different "
+            f"{where}: the dataset changed: item {_shown_id(changed[0])} (and {len(changed) - 1} more) has a different "
             f"input than the stored runs; {fix}"
         )
     notes = []

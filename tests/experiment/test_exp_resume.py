@@ -318,3 +318,22 @@ def test_the_progress_line_counts_a_replayed_reply_once(
     store.close()
     runs_line = [line for line in err.getvalue().splitlines() if line.startswith("runs: ")][-1]
     assert f"${spent:.4f}" in runs_line
+
+
+def test_a_changed_item_with_a_hostile_id_is_named_on_one_line(tmp_path: Path) -> None:
+    """The refusal of a changed item names it on one line whatever its id holds (a newline, an
+    escape sequence, 100,000 characters): the id went into the message as it was."""
+    exp = _experiment(tmp_path, n=1)
+    data = tmp_path / "data.jsonl"
+    ids = ["a\nb", "\x1b[31mred", "x" * 100_000]
+    for k, hostile in enumerate(ids):
+        rows = [{"id": hostile, "input": "question", "target": "x"}]
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = tmp_path / f"out{k}"
+        model = FunctionModel(lambda r: "x")
+        Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+        data.write_text(json.dumps({**rows[0], "input": "edited"}) + "\n")
+        with pytest.raises(UserError, match="the dataset changed: item ") as info:
+            Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+        message = str(info.value)
+        assert "\n" not in message and "\x1b" not in message and len(message) < 400
