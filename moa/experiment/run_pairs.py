@@ -89,9 +89,9 @@ async def run_pairs(
     fatal: list[BaseException] = []
     stopped: list[str] = []
 
-    async def one(setup: Setup, item: Item, h: str, j: int, slots: asyncio.Semaphore) -> None:
-        # one cache per pair: its replies are noted as this item's, for a worker resuming it
-        cache = StoreCache(store, sample_scope(setup.name, setup.hash, j), item.id)
+    async def one(
+        setup: Setup, item: Item, h: str, j: int, slots: asyncio.Semaphore, cache: StoreCache
+    ) -> None:
         try:
             if setup.name in moved:
                 result, turns = await _on_worker(
@@ -99,8 +99,11 @@ async def run_pairs(
                 )
             else:
                 runner = base_runner.scoped(cache=cache, budget=base_runner.budget)
+                # past a budget stop, a pair is run from its cached replies only: an empty budget
+                # refuses its first priced call, and the pair stays to do
+                spend = Budget(0.0) if stopped else budget
                 result, turns = await run_item(
-                    runner, setup.topology, item, budget=budget, deadline_s=spec.deadline_s
+                    runner, setup.topology, item, budget=spend, deadline_s=spec.deadline_s
                 )
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it
@@ -134,11 +137,20 @@ async def run_pairs(
         for item, h, setup, j in pairs:
             if (item.id, h, j) in done[setup.name]:
                 continue
+            # one cache per pair: its replies are noted as this item's, for a worker resuming it
+            cache = StoreCache(store, sample_scope(setup.name, setup.hash, j), item.id)
             await slots.acquire()
-            if stopped or fatal:
+            if fatal or (stopped and remote):
                 slots.release()
                 break
-            t = asyncio.create_task(one(setup, item, h, j, slots), name=f"moa-exp:{setup.name}:{item.id}:{j}")
+            if stopped and not cache.has_replies():
+                # the budget is spent: only pairs already paid for (a kill, an earlier stop left
+                # them unstored) still go on, so their answers reach the report
+                slots.release()
+                continue
+            t = asyncio.create_task(
+                one(setup, item, h, j, slots, cache), name=f"moa-exp:{setup.name}:{item.id}:{j}"
+            )
             tasks.add(t)
             t.add_done_callback(tasks.discard)
 

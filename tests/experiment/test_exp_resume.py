@@ -337,3 +337,28 @@ def test_a_changed_item_with_a_hostile_id_is_named_on_one_line(tmp_path: Path) -
             Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
         message = str(info.value)
         assert "\n" not in message and "\x1b" not in message and len(message) < 400
+
+
+def test_a_budget_stop_still_stores_the_pairs_already_paid_for(tmp_path: Path) -> None:
+    """Past a budget stop, pairs whose replies are all cached (paid before a kill) are still
+    replayed and stored, free, so the report has their answers; nothing new is sent (the stop
+    ended the feed, and they stayed out of the report for any budget short of the next call)."""
+    out = tmp_path / "out"
+    first = FunctionModel(lambda r: "x")
+    Experiment.from_file(
+        _singles(tmp_path, "one.yaml"), out=out, runner=Runner(models={"sim/*": first}), progress=False
+    ).run()
+    store = Store.open(out, create=False)
+    paid = store.spent_usd()
+    store.close()
+    _forget_runs(out)
+    more = FunctionModel(lambda r: "x")
+    e = Experiment.from_file(
+        _singles(tmp_path, "two.yaml, one.yaml", f"budget_usd: {paid * 1.2}\n"),
+        out=out,
+        runner=Runner(models={"sim/*": more}),
+        progress=False,
+    )
+    summary = e.run()
+    assert e.stopped is not None and more.calls == []
+    assert summary.setup("base").n == 10 and summary.setup("one").n == 10

@@ -122,6 +122,16 @@ class StoreCache:
         self._note(key)
         self.store.commit()
 
+    def has_replies(self) -> bool:
+        """Whether this scope holds a reply made for its item (what a stopped experiment can still
+        replay); always False without ``item_id``."""
+        if self.item_id is None:
+            return False
+        row = self.store.conn.execute(
+            "SELECT 1 FROM cache_items WHERE scope=? AND item_id=? LIMIT 1", (self.scope, self.item_id)
+        ).fetchone()
+        return row is not None
+
     def replies(self) -> dict[str, CachedReply]:
         """Every reply this scope cached for its item, by key: what a worker running the pair needs."""
         if self.item_id is None:
