@@ -362,3 +362,30 @@ def test_a_budget_stop_still_stores_the_pairs_already_paid_for(tmp_path: Path) -
     summary = e.run()
     assert e.stopped is not None and more.calls == []
     assert summary.setup("base").n == 10 and summary.setup("one").n == 10
+
+
+def test_a_store_that_cannot_be_written_mid_run_ends_in_one_line(tmp_path: Path) -> None:
+    """A write refused mid-run (here another program holds the file's write lock; a full disk
+    alike) stops the experiment with one line naming the store, not a SQLite traceback."""
+    exp = _experiment(tmp_path, n=1)
+    out = tmp_path / "out"
+    holders: list[sqlite3.Connection] = []
+
+    def answer(request: Any) -> str:
+        if not holders:
+            other = sqlite3.connect(out / "experiment.sqlite", isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")
+            holders.append(other)
+        return "x"
+
+    try:
+        with pytest.raises(
+            UserError, match=r"experiment\.sqlite: the experiment store is damaged or cannot"
+        ) as info:
+            Experiment.from_file(
+                exp, out=out, runner=Runner(models={"sim/*": FunctionModel(answer)}), progress=False
+            ).run()
+        assert "\n" not in str(info.value) and "locked" in str(info.value)
+    finally:
+        for conn in holders:
+            conn.close()
