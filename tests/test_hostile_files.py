@@ -389,3 +389,18 @@ def test_control_characters_in_experiment_fields_are_refused(tmp_path: Path) -> 
         with pytest.raises(TopologyError, match=rf"{field}.*control character '\\x00'") as info:
             load_spec(f)
         assert str(f) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["budget_usd", "deadline_s"])
+def test_an_infinite_budget_or_deadline_is_refused_by_name(tmp_path: Path, field: str) -> None:
+    """`.inf` is no cap and no time limit; the field is left out for that, so `.inf` is read as the
+    mistake it likely is (summary.json would hold `Infinity`, which is not JSON)."""
+    from moa.experiment.config import load_spec
+
+    f = tmp_path / "exp.yaml"
+    f.write_text(
+        f"name: e\ndataset: d.jsonl\nevaluator: exact\nbaseline: s.yaml\nsetups: [s.yaml]\n{field}: .inf\n"
+    )
+    with pytest.raises(TopologyError, match=rf"{field}") as info:
+        load_spec(f)
+    assert "\n" not in str(info.value)

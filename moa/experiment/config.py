@@ -105,12 +105,17 @@ class ExperimentSpec(BaseModel):
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
     bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples per interval.")
     budget_usd: float | None = Field(
-        None, ge=0, description="A hard cap on the whole experiment's spend (resumes count what was spent)."
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="A hard cap on the whole experiment's spend (resumes count what was spent).",
     )
     categories: list[str] | None = Field(
         None, min_length=1, description="Use only items of these categories."
     )
-    deadline_s: float | None = Field(None, gt=0, description="Time limit of one run (one setup on one item).")
+    deadline_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Time limit of one run (one setup on one item)."
+    )
     retry_errors: bool = Field(
         True,
         description="On re-run, run again the pairs that ended in an error (successful calls come from the cache).",
