@@ -145,6 +145,71 @@ async def test_an_unreadable_2xx_over_litellm_is_malformed(body: bytes) -> None:
     assert info.value.calls[0].attempt_log[0].usage is None
 
 
+def _choice(message: Any) -> bytes:
+    return json.dumps(
+        {**_OK, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+    ).encode()
+
+
+# litellm's own checks reject these with no parse error left in the exception chain (a body that
+# is not an object, choices that are not a list), or with a TypeError/AttributeError underneath
+_SHAPELESS = {
+    "a-list": json.dumps([_OK]).encode(),
+    "null": b"null",
+    "a-string": b'"four"',
+    "an-empty-object": b"{}",
+    "choices-as-an-object": json.dumps({**_OK, "choices": {"0": _OK["choices"][0]}}).encode(),
+    "a-choice-that-is-a-string": json.dumps({**_OK, "choices": ["four"]}).encode(),
+    "a-message-that-is-a-string": _choice("four"),
+    "no-message": json.dumps({**_OK, "choices": [{"index": 0, "finish_reason": "stop"}]}).encode(),
+    "usage-as-a-list": json.dumps({**_OK, "usage": [3, 1]}).encode(),
+}
+
+
+@pytest.mark.parametrize("body", list(_SHAPELESS.values()), ids=list(_SHAPELESS))
+async def test_a_2xx_of_the_wrong_shape_over_litellm_is_malformed_not_free(body: bytes) -> None:
+    """A 200 whose JSON has the wrong shape, which litellm labels a 500 of its own, is a
+    MalformedReply of unknown usage whose worst case the budget keeps, as on the direct path; it
+    was booked as a free provider error."""
+    budget = moa.Budget(10.0)
+    async with raw_server(http(200, body)) as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(moa.MalformedReply) as info:
+            await single(srv.base_url, "litellm", max_tokens=50).run("hi", runner=rt)
+    assert info.value.status_code is None and "\n" not in str(info.value)
+    call = info.value.calls[0]
+    assert [a.usage for a in call.attempt_log] == [None]
+    assert call.cost_usd_max > 0 and budget.spent_usd == pytest.approx(call.cost_usd_max)
+
+
+@pytest.mark.parametrize(
+    ("model", "label"),
+    [("anthropic/claude-3-haiku-20240307", "connection error"), ("gemini/gemini-1.5-flash", "422")],
+)
+async def test_a_2xx_other_providers_cannot_read_is_malformed(model: str, label: str) -> None:
+    """litellm's converters for other providers label an unreadable 200 a connection error
+    (Anthropic) or a 422 (Gemini) over the TypeError they raised: MalformedReply of unknown usage,
+    not a "connection failed" nor a free rejected request."""
+    budget = moa.Budget(10.0)
+    async with raw_server(http(200, b"[1]")) as srv, moa.Runner(budget=budget) as rt:
+        base = srv.base_url.removesuffix("/v1")
+        with pytest.raises(moa.MalformedReply) as info:
+            await single(base, "litellm", model=model, api_key_env="HOME", max_tokens=50).run("hi", runner=rt)
+    assert info.value.status_code is None and "\n" not in str(info.value), label
+    assert info.value.calls[0].attempt_log[0].usage is None and budget.spent_usd > 0
+
+
+@pytest.mark.parametrize(("status", "error"), [(500, moa.ProviderError), (400, moa.RequestRejected)])
+async def test_a_real_error_status_over_litellm_stays_a_free_status(
+    status: int, error: type[moa.ModelError]
+) -> None:
+    """An error status the provider really sent keeps its status and costs nothing."""
+    budget = moa.Budget(10.0)
+    async with raw_server(http(status, {"error": {"message": "no"}})) as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(error) as info:
+            await single(srv.base_url, "litellm", max_tokens=50).run("hi", runner=rt)
+    assert info.value.status_code == status and budget.spent_usd == 0
+
+
 # -- a stream that stops before its end ---------------------------------------------------------------
 
 

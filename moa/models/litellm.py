@@ -87,7 +87,9 @@ def _no_answer(chain: Sequence[BaseException]) -> type[ModelError] | None:
     if any(isinstance(x, timeouts) for x in chain):
         return TimedOut
     transport = (openai.APIConnectionError, httpx.TransportError, aiohttp.ClientError, OSError)
-    if any(isinstance(x, transport) for x in chain):
+    # litellm's APIConnectionError subclasses openai's and also labels a reply its converter choked
+    # on: only the clients' own transport errors say the connection failed
+    if any(isinstance(x, transport) and not type(x).__module__.startswith("litellm") for x in chain):
         return ProviderError
     return None
 
@@ -103,19 +105,45 @@ def _never_connected(chain: Sequence[BaseException]) -> bool:
     return any(isinstance(x, refused) for x in chain)
 
 
-def _unreadable(chain: Sequence[BaseException], status: object) -> bool:
-    """litellm reports a 2xx it could not read as a 500; the error underneath tells the truth: bad
-    JSON, JSON nested past the recursion limit, or fields of the wrong type (pydantic's
-    ValidationError, a ValueError)."""
+def _status_answered(chain: Sequence[BaseException]) -> bool:
+    """Whether an HTTP error status really came back: the clients litellm drives raise these only
+    for a reply whose status was not 2xx. Every other status on a litellm exception is litellm's
+    own label (its exceptions carry one whatever happened)."""
+    import httpx
+    import openai
+
+    # litellm's own exceptions subclass openai's: only the openai client's count
+    return any(
+        isinstance(x, httpx.HTTPStatusError)
+        or (isinstance(x, openai.APIStatusError) and not type(x).__module__.startswith("litellm"))
+        for x in chain
+    )
+
+
+#: what reading a reply of the wrong shape raises inside litellm's converters: ``null`` or a list
+#: where an object was due, a message that is a string, a missing key
+_PARSE_ERRORS = (AttributeError, IndexError, KeyError, RecursionError, TypeError, ValueError)
+
+
+def _parse_error(chain: Sequence[BaseException]) -> bool:
+    return any(isinstance(x, _PARSE_ERRORS) for x in chain)
+
+
+def _unreadable(chain: Sequence[BaseException], status: object, sent: bool) -> bool:
+    """Whether the failure is a 2xx that litellm could not read. litellm labels those a 500 (a JSON
+    body that is a list or ``null``, ``choices`` as an object: "Empty or invalid response", "provider
+    returned 'choices' that is not a list", often with no Python error left underneath) or, for
+    some providers, a 422 over the ``TypeError`` its converter raised. Once the request was handed
+    to the provider's client (``sent``), such a status with no real HTTP status underneath was
+    made by litellm from a reply that arrived; before that, a 4xx made of a ValueError of litellm's
+    own (a bad parameter) stays a 4xx."""
     if any(isinstance(x, json.JSONDecodeError) for x in chain):
         return True
-    if status not in (None, 500):  # a 4xx made of a ValueError of litellm's own stays a 4xx
+    if _status_answered(chain):
         return False
-    import httpx
-
-    if any(isinstance(x, httpx.HTTPStatusError) for x in chain):
-        return False
-    return any(isinstance(x, (RecursionError, ValueError)) for x in chain)
+    if sent:
+        return status == 500 or _parse_error(chain)
+    return status in (None, 500) and any(isinstance(x, (RecursionError, ValueError)) for x in chain)
 
 
 def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
@@ -124,7 +152,11 @@ def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
     return [kw.get("api_key"), *environment_secrets()]
 
 
-def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[str | None] = ()) -> ModelError:
+def _map_exception(
+    e: BaseException, request: ModelRequest, secrets: Sequence[str | None] = (), *, sent: bool = True
+) -> ModelError:
+    """litellm's exception as moa's; ``sent``: litellm reported handing the request to the
+    provider's client (``_SentHook``), so whatever failed after could be the reply."""
     litellm = import_litellm()
 
     model, node = request.model, request.node
@@ -137,19 +169,18 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     # no status_code on these: the attempt counts as unknown usage, its worst case kept, unless
     # no connection was ever made
     failed: type[ModelError] | None
-    if isinstance(e, litellm.Timeout):
-        failed = TimedOut
-    elif isinstance(e, litellm.APIConnectionError):
+    failed = TimedOut if isinstance(e, litellm.Timeout) else _no_answer(chain)
+    # litellm also calls a reply its converter choked on (a TypeError over a body that is a list)
+    # a connection error: with no transport error underneath, that reply arrived
+    if failed is None and isinstance(e, litellm.APIConnectionError) and not (sent and _parse_error(chain)):
         failed = ProviderError
-    else:
-        failed = _no_answer(chain)
     if failed is not None:
         label = "timed out" if failed is TimedOut else "connection failed"
         return failed(
             f"{label}: {message}", model=model, node=node or None, never_sent=_never_connected(chain)
         )
     status = getattr(e, "status_code", None)
-    if _unreadable(chain, status):
+    if _unreadable(chain, status, sent):
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     response = getattr(e, "response", None)
     headers = getattr(e, "litellm_response_headers", None) or getattr(response, "headers", None)
@@ -158,6 +189,10 @@ def _map_exception(e: BaseException, request: ModelRequest, secrets: Sequence[st
     if isinstance(status, int):
         return error_for_status(status, message, model=model, node=node, headers=headers, secrets=secrets)
     return ProviderError(f"{type(e).__name__}: {message}", model=model, node=node or None)
+
+
+def _nothing() -> None:
+    return None
 
 
 class _SentHook:
@@ -234,9 +269,9 @@ class LitellmModel:
         # other calls and its deadline (imported on the loop, a 0.7 s deadline ended after 7 s)
         litellm = _litellm if _litellm is not None else await asyncio.to_thread(import_litellm)
         kw = self._kwargs(request)
-        hook = None
-        if request.on_sent is not None:
-            hook = kw["logger_fn"] = _SentHook(request.on_sent, kw.get("logger_fn"))
+        # installed even without ``on_sent``: whether the request left tells a reply litellm could
+        # not read from a failure of its own before sending
+        hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
         try:
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
@@ -255,10 +290,9 @@ class LitellmModel:
                     "(see https://docs.litellm.ai/docs/providers; an OpenAI-compatible server needs "
                     "`api_base` and a model such as `openai/<name>`)"
                 ) from e
-            raise _map_exception(e, request, _sent_keys(kw)) from e
+            raise _map_exception(e, request, _sent_keys(kw), sent=hook.fired) from e
         finally:
-            if hook is not None:
-                hook.ended = True
+            hook.ended = True
 
     async def aclose(self) -> None:
         return None
