@@ -289,6 +289,32 @@ def test_a_version_4_store_ties_pairwise_scores_to_their_baseline_run(tmp_path: 
         store.close()
 
 
+def test_a_version_5_store_gains_the_usage_estimated_column(tmp_path: Path) -> None:
+    """Upgrading a v5 store: its calls gain `usage_estimated`, 0 for the calls already stored, and
+    the calls it held are kept."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript(
+        """
+        ALTER TABLE calls DROP COLUMN usage_estimated;
+        UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        INSERT INTO calls(run_id, seq, node, model, requested_model, prompt_tokens, completion_tokens,
+          cost_usd, latency_s, attempts, started_s, priced, local, cached)
+          VALUES (1, 0, 'n', 'm', 'm', 3, 1, 0.5, 1, 1, 0, 1, 0, 0);
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION == 6
+        rows = store.conn.execute("SELECT node, cost_usd, usage_estimated FROM calls").fetchall()
+        assert rows == [("n", 0.5, 0)]
+    finally:
+        store.close()
+
+
 def test_a_store_whose_scores_lack_the_v5_column_is_one_line(tmp_path: Path) -> None:
     """A store that says version 5 but whose scores table lacks `baseline_run_id` (written by hand,
     or half copied) is refused in one line naming the file, not a raw SQLite error."""

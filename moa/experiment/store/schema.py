@@ -31,7 +31,8 @@ __all__ = [
 #: 5 added ``scores.baseline_run_id``: the baseline run a pairwise score was made against, so the
 #: score goes when that run is replaced (a failed baseline run retried: the score of "the baseline
 #: failed" had outlived it);
-#: 6 added ``cache.latency_s`` and ``cache.queued_s``: the first call's times, which a replay reports
+#: 6 added ``calls.usage_estimated`` (the call's usage is moa's count, the provider reported none;
+#: 0 for calls stored before) and ``cache.latency_s`` and ``cache.queued_s``: the first call's times, which a replay reports
 #: (a pair resumed from the cache read as fast as its replays, ~0 s; NULL for replies cached before);
 #: and stores every pairwise score made without a judge call, so each reader reads one number: the
 #: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
@@ -89,7 +90,7 @@ CREATE TABLE IF NOT EXISTS calls(
   latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
   priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL,
   attempt_log TEXT, cost_usd_max REAL, usage_suspect INTEGER NOT NULL DEFAULT 0,
-  messages TEXT, reply TEXT);
+  messages TEXT, reply TEXT, usage_estimated INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
@@ -246,6 +247,9 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
         for column in ("latency_s", "queued_s"):
             if column not in have:
                 conn.execute(f"ALTER TABLE cache ADD COLUMN {column} REAL")
+        # calls stored before were not told apart: 0, as a reply's own usage was the rule
+        if "usage_estimated" not in {row[1] for row in conn.execute("PRAGMA table_info(calls)")}:
+            conn.execute("ALTER TABLE calls ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
     _v6_pairwise_scores(conn)
 
 
