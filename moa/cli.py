@@ -93,10 +93,22 @@ def _summary_line(result: Any) -> str:
             f" (up to ${result.cost_usd_max:.6f}: {result.unknown_usage_attempts} attempt(s) "
             "sent with unknown usage)"
         )
+    tokens = f"{u.prompt_tokens}+{u.completion_tokens} tokens"
+    # tokens moa counted itself, or clamped from an impossible report, are not the provider's bill
+    doubts = [
+        f"{n} call(s) {what}"
+        for n, what in (
+            (result.usage_estimated_calls, "estimated: no usage reported"),
+            (result.usage_suspect_calls, "suspect: charged the worst case"),
+        )
+        if n
+    ]
+    if doubts:
+        tokens += f" ({'; '.join(doubts)})"
     parts = [
         cost,
         f"{len(result.calls)} calls",
-        f"{u.prompt_tokens}+{u.completion_tokens} tokens",
+        tokens,
         f"latency {result.latency_s:.2f}s (critical path {result.critical_path_s:.2f}s)",
     ]
     line = ", ".join(parts)

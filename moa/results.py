@@ -154,6 +154,9 @@ class CallRecord:
     #: True when a reply reported usage outside what the request allows (negative, more completion
     #: tokens than ``max_tokens``, a prompt far above its bound): it was charged its worst case
     usage_suspect: bool = False
+    #: True when a reply reported no usage (absent, or all zeros) and moa counted the tokens of the
+    #: text sent and received instead: a guess, where the rest is the provider's bill
+    usage_estimated: bool = False
     #: seconds the call waited inside its backend before a request left (a connection slot, a free
     #: sequence of the embedded model or its loading), apart from ``latency_s``: the queue the
     #: critical path does not count
@@ -197,6 +200,7 @@ class CallRecord:
             "unknown_usage_attempts": self.unknown_usage_attempts,
             "cost_usd_max": self.cost_usd_max,
             "usage_suspect": self.usage_suspect,
+            "usage_estimated": self.usage_estimated,
         }
         if trace:
             d["messages"] = None if self.messages is None else [dict(m) for m in self.messages]
@@ -222,6 +226,7 @@ class CallRecord:
             cached=bool(d.get("cached", False)),
             attempt_log=_attempts_from(d),
             usage_suspect=bool(d.get("usage_suspect", False)),
+            usage_estimated=bool(d.get("usage_estimated", False)),
             messages=d.get("messages"),
             reply=d.get("reply"),
         )
@@ -298,6 +303,16 @@ class RunResult:
         return sum(c.unknown_usage_attempts for c in self.calls)
 
     @property
+    def usage_suspect_calls(self) -> int:
+        """Calls whose reply reported usage the request cannot have produced (charged the worst case)."""
+        return sum(1 for c in self.calls if c.usage_suspect)
+
+    @property
+    def usage_estimated_calls(self) -> int:
+        """Calls whose usage moa estimated because the provider reported none."""
+        return sum(1 for c in self.calls if c.usage_estimated)
+
+    @property
     def by_node(self) -> dict[str, CostShare]:
         """Cost, tokens and calls per node (the calls of its fallbacks and retries included)."""
         return _shares(self.calls, lambda c: c.node)
@@ -336,6 +351,8 @@ class RunResult:
             "cost_usd": self.cost_usd,
             "cost_usd_max": self.cost_usd_max,
             "unknown_usage_attempts": self.unknown_usage_attempts,
+            "usage_suspect_calls": self.usage_suspect_calls,
+            "usage_estimated_calls": self.usage_estimated_calls,
             "latency_s": self.latency_s,
             "critical_path_s": self.critical_path_s,
             "by_node": {k: v.to_dict() for k, v in self.by_node.items()},

@@ -163,6 +163,21 @@ def test_run_plain_prints_answer_and_summary(tmp_path: Path) -> None:
     assert s.returncode == 0 and s.stdout.strip() == p.stdout.strip()
 
 
+def test_run_says_which_usage_moa_estimated(tmp_path: Path) -> None:
+    """A provider that reports zero usage: `moa run` says on its summary line how many calls' tokens
+    are moa's estimate, and --json flags each such call and counts them."""
+    zeros = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    with SimServer(models={"sim": SimModel(reported_usage=zeros)}) as srv:
+        f = _topology(tmp_path, srv.base_url)
+        plain = moa_cli("run", str(f), "--prompt", "hello", env={"MOA_SIM_KEY": "k"})
+        as_json = moa_cli("run", str(f), "--prompt", "hello", "--json", env={"MOA_SIM_KEY": "k"})
+    assert plain.returncode == 0 and as_json.returncode == 0, plain.stderr + as_json.stderr
+    assert "tokens (4 call(s) estimated: no usage reported)" in plain.stderr, plain.stderr
+    data = json.loads(as_json.stdout)
+    assert data["usage_estimated_calls"] == 4 and data["usage_suspect_calls"] == 0
+    assert all(c["usage_estimated"] for c in data["calls"]) and data["usage"]["prompt_tokens"] > 0
+
+
 def test_debug_shows_traceback(capsys: pytest.CaptureFixture[str]) -> None:
     """--debug adds the traceback to the error."""
     assert main(["--debug", "run", "nope-preset", "--prompt", "x"]) == 2

@@ -124,6 +124,35 @@ async def test_a_reply_without_usage_is_estimated_not_free(transport: str, usage
     assert call.cost_usd > 0 and not call.usage_suspect
 
 
+def _stream(usage: Any) -> bytes:
+    return (
+        sse_head(False)
+        + sse_delta("word " * 200)
+        + sse_delta(finish="stop", usage=usage)
+        + b"data: [DONE]\n\n"
+    )
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_estimated_usage_is_flagged_and_reported_usage_is_not(transport: str, stream: bool) -> None:
+    """A reply without usage leaves a record flagged `usage_estimated`, counted on the run and in its
+    JSON; a reply that reports its usage leaves none: a user can tell a guess from a bill."""
+    flags = []
+    for usage in (_ZEROS if stream else None, _OK["usage"]):
+        reply = _stream(usage) if stream else _without_usage(usage)
+        async with raw_server(reply) as srv, moa.Runner() as rt:
+            topology = single(srv.base_url, transport, max_tokens=500)
+            r = await rt.run(
+                topology, "write two hundred words", on_token=(lambda _t: None) if stream else None
+            )
+        call = r.calls[0]
+        assert call.cost_usd > 0 and call.to_dict()["usage_estimated"] is call.usage_estimated
+        assert r.to_dict()["usage_estimated_calls"] == r.usage_estimated_calls == int(call.usage_estimated)
+        flags.append(call.usage_estimated)
+    assert flags == [True, False]
+
+
 # -- a 2xx litellm cannot read ------------------------------------------------------------------------
 
 

@@ -4,10 +4,11 @@ An attempt holds its worst case on the budgets, takes a limiter slot, sends unde
 (counted from when the request leaves, for backends that report it), validates the reply, and books
 what it consumed in the record's ``attempt_log``:
 
-- a readable reply: its usage and cost, unless that usage is impossible for the request (negative,
-  more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``): then the
-  usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged the worst
-  case, never more and never negative;
+- a readable reply: its usage and cost (the backend's estimate when the provider reported none:
+  the record is flagged ``usage_estimated``), unless that usage is impossible for the request
+  (negative, more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``):
+  then the usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged
+  the worst case, never more and never negative;
 - an HTTP error status, or an attempt that never left (the backend never reported sending it, or
   it failed before a byte left: ``ModelError.never_sent``): nothing;
 - anything else that reached the provider (a timeout, a cancellation, a dropped connection, an
@@ -250,6 +251,7 @@ def _book(
     usage: Usage | None
     if reply is not None:
         usage, cost = _charge(rec, reply.usage, price, worst, call)
+        rec.usage_estimated = rec.usage_estimated or reply.usage_estimated
     elif known_zero or not clock.sent:
         usage, cost = Usage(), 0.0
     else:

@@ -66,6 +66,9 @@ class ModelReply:
     #: the model name the provider reported (may differ from the request's)
     model: str = ""
     finish_reason: str | None = None
+    #: True when the provider reported no usage (absent, or all zeros) and ``usage`` is moa's count
+    #: of the text sent and received, not the provider's bill
+    usage_estimated: bool = False
 
 
 @runtime_checkable

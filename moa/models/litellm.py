@@ -308,9 +308,13 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         raise MalformedReply(
             "malformed reply: no message content", model=request.model, node=request.node or None
         )
-    usage = _reported(getattr(resp, "usage", None)) or _estimate(request, str(text))
+    reported = _reported(getattr(resp, "usage", None))
     return ModelReply(
-        str(text), usage, str(getattr(resp, "model", "") or ""), getattr(choices[0], "finish_reason", None)
+        str(text),
+        reported or _estimate(request, str(text)),
+        str(getattr(resp, "model", "") or ""),
+        getattr(choices[0], "finish_reason", None),
+        usage_estimated=reported is None,
     )
 
 
@@ -330,7 +334,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 on_token(piece)
             finish = getattr(choice, "finish_reason", None) or finish
     text = "".join(parts)
-    return ModelReply(text, usage or _estimate(request, text), model, finish)
+    return ModelReply(text, usage or _estimate(request, text), model, finish, usage_estimated=usage is None)
 
 
 def _reported(u: Any) -> Usage | None:

@@ -277,8 +277,14 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     if body is None:
         raise _malformed("no message content", request)
     text = _text(body, request)
-    usage = _usage(data.get("usage"), request) or _estimate_usage(request, text)
-    return ModelReply(text, usage, str(data.get("model") or ""), _finish(choices[0]))
+    usage = _usage(data.get("usage"), request)
+    return ModelReply(
+        text,
+        usage or _estimate_usage(request, text),
+        str(data.get("model") or ""),
+        _finish(choices[0]),
+        usage_estimated=usage is None,
+    )
 
 
 def _finish(choice: dict[str, Any]) -> str | None:
@@ -348,7 +354,13 @@ class _Stream:
             # answer is whole, and a cut one must not pass for an answer
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
-        return ModelReply(text, self.usage or _estimate_usage(self.request, text), self.model, self.finish)
+        return ModelReply(
+            text,
+            self.usage or _estimate_usage(self.request, text),
+            self.model,
+            self.finish,
+            usage_estimated=self.usage is None,
+        )
 
 
 async def consume_sse(

@@ -18,6 +18,7 @@ from moa.eval import Item, Judgment, PairScore, Score
 from moa.experiment import Experiment, Store
 from moa.experiment.store.schema import SCHEMA_VERSION
 from moa.models.base import ModelRequest
+from moa.results import CallRecord, RunResult, Usage
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
 
@@ -313,6 +314,24 @@ def test_a_version_5_store_gains_the_usage_estimated_column(tmp_path: Path) -> N
         assert rows == [("n", 0.5, 0)]
     finally:
         store.close()
+
+
+def test_each_calls_estimated_usage_is_stored(tmp_path: Path) -> None:
+    """A run's calls keep their `usage_estimated` flag in the store's calls table."""
+    calls = [
+        CallRecord("a", "m", Usage(3, 1), 0.1, usage_estimated=True),
+        CallRecord("b", "m", Usage(3, 1), 0.1),
+    ]
+    result = RunResult("x", "t", Usage(6, 2), 0.2, 1.0, 1.0, calls, {})
+    store = Store.open(tmp_path / "out")
+    try:
+        run_id = store.record_run("s", "h", "i", "x", result)
+        rows = store.conn.execute(
+            "SELECT node, usage_estimated FROM calls WHERE run_id=? ORDER BY seq", (run_id,)
+        ).fetchall()
+    finally:
+        store.close()
+    assert rows == [("a", 1), ("b", 0)]
 
 
 def test_a_store_whose_scores_lack_the_v5_column_is_one_line(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ __all__ = ["INSERT_CALL", "TEXT_LIMIT", "call_rows", "cut_text"]
 INSERT_CALL = (
     "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
     "completion_tokens, cost_usd, latency_s, attempts, error, started_s, priced, local, cached, "
-    "attempt_log, cost_usd_max, usage_suspect, messages, reply) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "attempt_log, cost_usd_max, usage_suspect, usage_estimated, messages, reply) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 #: the default cap of one stored text (a message's content or a reply), in bytes
@@ -78,5 +79,6 @@ def call_rows(
             json.dumps([a.to_dict() for a in c.attempt_log], separators=(",", ":")),
             c.cost_usd_max,
             int(c.usage_suspect),
+            int(c.usage_estimated),
             *_trace(c, text_limit, secrets),
         )
