@@ -6,6 +6,7 @@ import asyncio
 import random
 import statistics
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -13,7 +14,9 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from moa.calls.limits import Limiter, RateLimit, clear_rate_limits, limiter_for, set_rate_limit
+from moa import build
+from moa._run import Runner
+from moa.calls.limits import Limiter, RateLimit, RateLimits, clear_rate_limits, limiter_for, set_rate_limit
 from moa.calls.retry import RetryPolicy, parse_retry_after, retry_after_from_headers, should_retry
 from moa.errors import (
     BudgetExceeded,
@@ -26,6 +29,8 @@ from moa.errors import (
     TopologyError,
     UserError,
 )
+from moa.models.base import ModelReply, ModelRequest
+from moa.results import Usage
 
 
 @pytest.fixture(autouse=True)
@@ -397,3 +402,92 @@ async def test_oversized_request_proceeds_alone() -> None:
     times = dict(order)
     assert times["huge"] - times["small"] >= 0.2 * 0.9
     assert times["after"] - times["huge"] >= 0.2 * 0.9
+
+
+class _StallsBeforeSending:
+    """A backend whose first request holds the event loop (a blocking sleep, as a full garbage
+    collection does) after the limiter let it through and before it is sent; each request's send
+    time is recorded where a provider would count it."""
+
+    local = False
+    reports_send = True
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.sent_at: list[float] = []
+
+    async def complete(self, request: ModelRequest, on_token: object = None) -> ModelReply:
+        if self.stall_s:
+            stall, self.stall_s = self.stall_s, 0.0
+            time.sleep(stall)  # blocks the loop: every other request waits behind it
+        if request.before_send is not None:
+            await request.before_send()
+        if request.on_sent is not None:
+            request.on_sent()
+        self.sent_at.append(time.monotonic())
+        return ModelReply("ok", Usage(1, 1))
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_rpm_holds_at_the_send_when_the_loop_stalls_after_the_permit() -> None:
+    """A request whose loop stalls between its permit and its send (1 s here) re-takes its stamp
+    just before sending: no window of period_s holds more than rpm sends. The stamp taken before
+    the stall let it reach the provider with the next window's requests (3 sends within a 0.5 s
+    window limited to 2)."""
+    backend = _StallsBeforeSending(stall_s=1.0)
+    limits = RateLimits()
+    limits.set("fake/stall", rpm=2, period_s=0.5)
+    topology = build.single("fake/stall")
+    async with Runner(models={"fake/stall": backend}, rate_limits=limits) as rt:
+        await asyncio.gather(*(topology.run(f"q{i}", runner=rt) for i in range(6)))
+    sends = sorted(backend.sent_at)
+    assert len(sends) == 6
+    # the limiter's own stamp precedes the recorded send by microseconds: 5 ms of slack
+    assert max(sum(1 for t in sends if s <= t < s + 0.5 - 0.005) for s in sends) <= 2, sends
+
+
+async def test_a_stamp_moves_to_when_the_request_left() -> None:
+    """A backend that cannot wait right before its send (litellm) reports the send: its stamp moves
+    there, so the next request's window counts from when the first really left."""
+    limiter = Limiter("t", RateLimit(rpm=1, period_s=0.3))
+    async with limiter.slot() as permit:
+        await asyncio.sleep(0.2)  # the request waits inside its backend
+        permit.sent()
+        left = time.monotonic()
+    async with limiter.slot():
+        second = time.monotonic()
+    assert second - left >= 0.3 * 0.99
+
+
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+async def test_both_transports_renew_the_permit_before_the_request_leaves(transport: str) -> None:
+    """The direct path awaits `before_send` once its connection is free and litellm before handing
+    the request on: the server has seen nothing when it runs, and it runs before `on_sent`."""
+    from moa.models.litellm import LitellmModel
+    from moa.models.openai_http import OpenAIHTTPModel
+    from tests.rawhttp import http, raw_server
+
+    ok = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 1}}
+    events: list[str] = []
+    async with raw_server(http(200, ok)) as srv:
+
+        async def before_send() -> None:
+            await asyncio.sleep(0.05)
+            events.append(f"before_send, {len(srv.arrivals)} arrived")
+
+        request = ModelRequest(
+            model="openai/m",
+            messages=[{"role": "user", "content": "hi"}],
+            api_base=srv.base_url,
+            api_key="sk-test-not-secret",
+            before_send=before_send,
+            on_sent=lambda: events.append("on_sent"),
+        )
+        backend = OpenAIHTTPModel() if transport == "openai-http" else LitellmModel()
+        try:
+            reply = await backend.complete(request)
+        finally:
+            await backend.aclose()
+    assert reply.text == "ok" and events == ["before_send, 0 arrived", "on_sent"]

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from moa.calls.budget import Budget, Reservation
-from moa.calls.limits import Limiter
+from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, TimedOut
@@ -93,9 +93,18 @@ class CallPlan:
     #: (one request object serves every attempt at a model, so nothing is copied per attempt)
     clock: _SendClock | None = None
 
+    #: the rate-limit permit of the attempt in flight, renewed by the request's ``before_send``
+    permit: Permit | None = None
+
     def mark_sent(self) -> None:
+        if self.permit is not None:
+            self.permit.sent()
         if self.clock is not None:
             self.clock.on_sent()
+
+    async def before_send(self) -> None:
+        if self.permit is not None:
+            await self.permit.renew()
 
     def stream(self, piece: str) -> None:
         self.emitted = True
@@ -180,10 +189,16 @@ async def attempt(
     clock = call.clock = _SendClock(target.backend, request.timeout_s)
     reply: ModelReply | None = None
     call.rejected_reply = False
+    call.permit = None
     try:
         if target.limiter is not None:
-            async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)):
-                reply = await _send(target.backend, request, clock, call)
+            async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
+                call.permit = permit
+                try:
+                    reply = await _send(target.backend, request, clock, call)
+                finally:
+                    # a late on_sent (litellm's, from a thread) must not move the next attempt's
+                    call.permit = None
         else:
             reply = await _send(target.backend, request, clock, call)
         # the trace keeps the last reply received, one that validation rejects included

@@ -179,6 +179,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         params=agent.params,
         node=call.node,
         on_sent=call.mark_sent,
+        before_send=call.before_send,
     )
     rec = CallRecord(
         node=call.node,

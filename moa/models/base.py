@@ -4,7 +4,7 @@ retries, fallbacks, rate limits, budgets and records belong to the runner."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -42,6 +42,10 @@ class ModelRequest:
     #: ``complete``. Only ``reports_send = True`` backends are trusted to call it before anything
     #: can be billed: for the others an attempt counts as sent from the start of ``complete``.
     on_sent: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    #: awaited by a backend right before the request leaves (before ``on_sent``, after any wait
+    #: inside the backend): the runner re-takes the request's rate-limit stamps there, waiting
+    #: again if the window filled while the request waited, so the limit holds at the provider
+    before_send: Callable[[], Awaitable[None]] | None = field(default=None, repr=False, compare=False)
 
     def cache_key_fields(self) -> dict[str, Any]:
         """The request as plain data, without the key: what the experiment call cache hashes."""

@@ -273,6 +273,8 @@ class LitellmModel:
         # not read from a failure of its own before sending
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
         try:
+            if request.before_send is not None:
+                await request.before_send()
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
                 return _reply_from(resp, request)

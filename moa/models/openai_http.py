@@ -131,6 +131,8 @@ class OpenAIHTTPModel:
         else:
             await gate.acquire()
         try:
+            if request.before_send is not None:
+                await request.before_send()
             if request.on_sent is not None:
                 request.on_sent()
             return await state.client.send(request, body, on_token)
