@@ -17,6 +17,7 @@ from moa.errors import MalformedReply
 from moa.models import openai_wire
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
+from moa.topology.loader import load_data
 from tests.rawhttp import chunked, http, raw_server, sse_delta, sse_head
 
 
@@ -197,3 +198,26 @@ async def test_an_error_reply_is_read_only_up_to_max_error_bytes(
         with pytest.raises(moa.ProviderError, match=r'provider error \(500\): \{"error"') as info:
             await model.complete(_request(srv.base_url))
     assert "x" * 100 not in str(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_refused_not_followed(status: int) -> None:
+    """A completion answered with a redirect to another host is a RequestRejected naming where it
+    pointed, free and not retried: the prompt never reaches the other host, nor is its answer taken
+    as the model's (aiohttp followed it, 307/308 with the prompt)."""
+    async with raw_server(http(200, _reply("stolen", _USAGE))) as elsewhere:
+        other = elsewhere.base_url.replace("127.0.0.1", "localhost") + "/chat/completions"
+        moved = (
+            f"HTTP/1.1 {status} Moved\r\nLocation: {other}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ).encode()
+        async with raw_server(moved) as srv:
+            agent = {"model": "openai/m", "api_base": srv.base_url, "transport": "openai-http"}
+            agent["pricing"] = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+            t = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent}})
+            budget = moa.Budget(10.0)
+            async with moa.Runner(budget=budget) as rt:
+                with pytest.raises(moa.RequestRejected) as info:
+                    await t.run("hi", runner=rt)
+    assert info.value.status_code == status and "\n" not in str(info.value)
+    assert f"redirected ({status}) to {other}" in str(info.value)
+    assert elsewhere.arrivals == [] and len(srv.arrivals) == 1 and budget.spent_usd == 0

@@ -31,6 +31,16 @@ def error_for_status(
     # scrubbed before the cut: half a key matches no rule
     text = scrub_clip(" ".join(message[:65536].split()), 500, secrets) or f"HTTP {status}"
     kw: dict[str, object] = {"model": model, "node": node or None, "status_code": status}
+    if status is not None and 300 <= status < 400:
+        # a redirect is not followed (the prompt would go to a host the agent did not name): it
+        # says api_base is wrong (http for https, a missing /v1), which no retry changes
+        location = next((v for k, v in (headers or {}).items() if k.lower() == "location"), "")
+        where = scrub_clip(" ".join(str(location).split()), 200, secrets) or "nowhere"
+        return RequestRejected(
+            f"redirected ({status}) to {where}: moa does not follow redirects; set api_base to the "
+            "endpoint itself",
+            **kw,  # type: ignore[arg-type]
+        )
     if status == 429:
         return RateLimited(f"rate limited (429): {text}", retry_after_s=_retry_after(headers), **kw)
     if status == 408:

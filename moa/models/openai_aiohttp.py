@@ -136,6 +136,9 @@ class AiohttpClient:
                 ssl=route.ssl,
                 proxy=route.proxy,
                 proxy_auth=route.proxy_auth,
+                # an OpenAI-compatible endpoint never redirects a completion: following one sends
+                # the prompt to a host the agent did not name and takes its answer as the model's
+                allow_redirects=False,
             )
             try:
                 if not 200 <= resp.status < 300:
