@@ -274,3 +274,50 @@ async def test_a_stream_cut_before_its_end_is_unknown_usage_not_an_answer(
     assert [a.usage for a in call.attempt_log] == [None] and budget.spent_usd == pytest.approx(
         call.cost_usd_max
     )
+
+
+_PARTIAL_USAGE = {
+    # the Anthropic/Responses names, which some OpenAI-compatible servers answer with
+    "input-output-names": ({"input_tokens": 700, "output_tokens": 300}, (700, 300), False),
+    # a completion count with no prompt count: the prompt is estimated, the completion kept
+    "completion-only": ({"completion_tokens": 300}, (None, 300), True),
+    # a reply with text reported with zero completion tokens: the completion is estimated
+    "prompt-only": ({"prompt_tokens": 700, "completion_tokens": 0}, (700, None), True),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("case", sorted(_PARTIAL_USAGE))
+async def test_usage_reported_in_part_or_under_other_names_is_kept(transport: str, case: str) -> None:
+    """Each count the server reported is charged, under `input_tokens`/`output_tokens` too, and only
+    the missing one is estimated (flagged): the direct path dropped a lone completion count and
+    both paths took 700 reported tokens for an estimate of a few."""
+    usage, (prompt, completion), estimated = _PARTIAL_USAGE[case]
+    async with raw_server(http(200, {**_OK, "usage": usage})) as srv, moa.Runner() as rt:
+        r = await single(srv.base_url, transport, max_tokens=500).run("hi", runner=rt)
+    call = r.calls[0]
+    assert call.usage_estimated is estimated and not call.usage_suspect
+    if prompt is not None:
+        assert call.usage.prompt_tokens == prompt
+    if completion is not None:
+        assert call.usage.completion_tokens == completion
+    else:
+        assert call.usage.completion_tokens >= 1  # "four" is at least one token
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_repeating_its_usage_is_charged_once_at_its_last_count(transport: str) -> None:
+    """A stream whose every event carries a running usage is charged its last count, once."""
+    events = [
+        sse_delta("one ", usage={"prompt_tokens": 5, "completion_tokens": 1}),
+        sse_delta("two", usage={"prompt_tokens": 5, "completion_tokens": 2}),
+        sse_delta(finish="stop", usage={"prompt_tokens": 5, "completion_tokens": 2}),
+    ]
+    async with (
+        raw_server(sse_head(False) + b"".join(events) + b"data: [DONE]\n\n") as srv,
+        moa.Runner() as rt,
+    ):
+        r = await rt.run(single(srv.base_url, transport, max_tokens=50), "count", on_token=lambda _t: None)
+    call = r.calls[0]
+    assert r.output == "one two" and (call.usage.prompt_tokens, call.usage.completion_tokens) == (5, 2)
+    assert not call.usage_estimated

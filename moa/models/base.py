@@ -10,7 +10,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from moa.results import Usage
 
-__all__ = ["Message", "Model", "ModelReply", "ModelRequest", "TokenCallback"]
+__all__ = [
+    "Message",
+    "Model",
+    "ModelReply",
+    "ModelRequest",
+    "Reported",
+    "TokenCallback",
+    "usage_with_estimate",
+]
 
 #: a chat message: ``{"role": "system" | "user" | "assistant", "content": "..."}``
 Message = Mapping[str, str]
@@ -73,6 +81,32 @@ class ModelReply:
     #: True when the provider reported no usage (absent, or all zeros) and ``usage`` is moa's count
     #: of the text sent and received, not the provider's bill
     usage_estimated: bool = False
+
+
+#: the counts a provider reported, prompt and completion; None for a count it did not report
+Reported = tuple[int | None, int | None]
+
+
+def usage_with_estimate(
+    reported: Reported | None, text: str, estimate: Callable[[], Usage]
+) -> tuple[Usage, bool]:
+    """The usage a reply is charged, and whether any of it is estimated: each count the provider
+    reported, and ``estimate``'s for each it did not. A reply with text has completion tokens, so
+    only an empty reply's missing completion count is 0; a prompt always has tokens. Shared by the
+    litellm path, so both paths charge the same reply the same."""
+    prompt, completion = reported if reported is not None else (None, None)
+    if completion is None and not text:
+        completion = 0
+    if prompt is not None and completion is not None:
+        return Usage(prompt, completion), False
+    guess = estimate()
+    return (
+        Usage(
+            guess.prompt_tokens if prompt is None else prompt,
+            guess.completion_tokens if completion is None else completion,
+        ),
+        True,
+    )
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
-from moa.models.base import ModelReply, ModelRequest, TokenCallback
+from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
 from moa.models.providers import speaks_openai
 from moa.results import Usage
@@ -310,24 +310,29 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         raise MalformedReply(
             "malformed reply: no message content", model=request.model, node=request.node or None
         )
-    reported = _reported(getattr(resp, "usage", None))
+    usage, estimated = usage_with_estimate(
+        _reported(getattr(resp, "usage", None), request), str(text), lambda: _estimate(request, str(text))
+    )
     return ModelReply(
         str(text),
-        reported or _estimate(request, str(text)),
+        usage,
         str(getattr(resp, "model", "") or ""),
         getattr(choices[0], "finish_reason", None),
-        usage_estimated=reported is None,
+        usage_estimated=estimated,
     )
 
 
 async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) -> ModelReply:
     parts: list[str] = []
-    usage: Usage | None = None
+    usage: Reported | None = None
     finish: str | None = None
     model = ""
     async for chunk in stream:
         model = str(getattr(chunk, "model", "") or model)
-        usage = _reported(getattr(chunk, "usage", None)) or usage
+        # the last counts reported win (running totals when repeated); a chunk without keeps them
+        reported = _reported(getattr(chunk, "usage", None), request)
+        if reported is not None and reported != (None, None):
+            usage = reported
         for choice in getattr(chunk, "choices", None) or []:
             delta = getattr(choice, "delta", None)
             piece = getattr(delta, "content", None)
@@ -336,17 +341,41 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 on_token(piece)
             finish = getattr(choice, "finish_reason", None) or finish
     text = "".join(parts)
-    return ModelReply(text, usage or _estimate(request, text), model, finish, usage_estimated=usage is None)
+    counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
+    return ModelReply(text, counted, model, finish, usage_estimated=estimated)
 
 
-def _reported(u: Any) -> Usage | None:
-    """The usage a provider reported, or None when it reported none. litellm fills a missing usage
-    with zeros, and no request is answered with zero prompt tokens: zeros mean "not reported"."""
-    prompt = getattr(u, "prompt_tokens", None) if u is not None else None
-    completion = getattr(u, "completion_tokens", None) if u is not None else None
-    if not prompt and not completion:
+def _reported(u: Any, request: ModelRequest) -> Reported | None:
+    """The counts a provider reported (see ``usage_with_estimate``), None for each it did not.
+    litellm fills a missing usage with zeros, and no request is answered with zero prompt tokens:
+    zeros mean "not reported". ``input_tokens``/``output_tokens``, which litellm keeps as extra
+    fields of an OpenAI-compatible reply, stand in for missing ``prompt_tokens``/``completion_tokens``,
+    as on the direct path."""
+    if u is None:
         return None
-    return Usage(int(prompt or 0), int(completion or 0))
+    return (
+        _count(u, ("prompt_tokens", "input_tokens"), request),
+        _count(u, ("completion_tokens", "output_tokens"), request),
+    )
+
+
+def _count(u: Any, names: tuple[str, str], request: ModelRequest) -> int | None:
+    for name in names:
+        value = getattr(u, name, None)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            shown = scrub_clip(repr(value), 40, (request.api_key,))
+            raise MalformedReply(
+                f"malformed reply: usage.{name} is {shown}, not a token count",
+                model=request.model,
+                node=request.node or None,
+            )
+        if value:
+            return value
+    return None
 
 
 def _estimate(request: ModelRequest, text: str) -> Usage:

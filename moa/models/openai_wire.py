@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
-from moa.models.base import ModelReply, ModelRequest, TokenCallback
+from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
@@ -175,9 +175,12 @@ def _estimate_usage(request: ModelRequest, text: str) -> Usage:
     return Usage(prompt, len(text.encode()) // 4)
 
 
-def _usage(u: Any, request: ModelRequest) -> Usage | None:
-    """The usage the server reported, or None for none: absent, or zero tokens (no request is
-    answered with zero prompt tokens, so zeros are a server's placeholder, not a count).
+def _usage(u: Any, request: ModelRequest) -> Reported | None:
+    """The counts the server reported, or None for no usage object. A count is missing when absent
+    or zero (no request is answered with zero prompt tokens: zeros are a server's placeholder);
+    ``input_tokens``/``output_tokens`` (the Anthropic and Responses names, which some
+    OpenAI-compatible servers answer with) stand in for a missing ``prompt_tokens`` or
+    ``completion_tokens``.
 
     A count that is not a whole number (text, a list, NaN, infinity, 2.5) is MalformedReply: the
     server's accounting cannot be read, so the attempt is unknown usage and the budget keeps its
@@ -186,11 +189,18 @@ def _usage(u: Any, request: ModelRequest) -> Usage | None:
         return None
     if not isinstance(u, dict):
         raise _malformed(f"usage is {_kind(u)}, not an object", request)
-    if u.get("prompt_tokens") is None:
-        return None
-    prompt = _count(u["prompt_tokens"], "prompt_tokens", request)
-    completion = _count(u.get("completion_tokens") or 0, "completion_tokens", request)
-    return Usage(prompt, completion) if prompt or completion else None
+    return (
+        _reported(u, ("prompt_tokens", "input_tokens"), request),
+        _reported(u, ("completion_tokens", "output_tokens"), request),
+    )
+
+
+def _reported(u: dict[str, Any], names: tuple[str, str], request: ModelRequest) -> int | None:
+    for name in names:
+        value = u.get(name)
+        if value is not None and (count := _count(value, name, request)):
+            return count
+    return None
 
 
 def _count(value: Any, name: str, request: ModelRequest) -> int:
@@ -277,13 +287,11 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     if body is None:
         raise _malformed("no message content", request)
     text = _text(body, request)
-    usage = _usage(data.get("usage"), request)
+    usage, estimated = usage_with_estimate(
+        _usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
+    )
     return ModelReply(
-        text,
-        usage or _estimate_usage(request, text),
-        str(data.get("model") or ""),
-        _finish(choices[0]),
-        usage_estimated=usage is None,
+        text, usage, str(data.get("model") or ""), _finish(choices[0]), usage_estimated=estimated
     )
 
 
@@ -301,7 +309,7 @@ class _Stream:
         self.request = request
         self.on_token = on_token
         self.parts: list[str] = []
-        self.usage: Usage | None = None
+        self.usage: Reported | None = None
         self.finish: str | None = None
         self.model = ""
         self.events = 0
@@ -328,7 +336,11 @@ class _Stream:
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
         self.model = str(chunk.get("model") or self.model)
-        self.usage = _usage(chunk.get("usage"), request) or self.usage
+        # the last usage reported wins (servers that repeat it send running totals); an event
+        # without counts keeps it
+        usage = _usage(chunk.get("usage"), request)
+        if usage is not None and usage != (None, None):
+            self.usage = usage
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):
             raise _malformed("stream event's choices are not a list", request)
@@ -354,13 +366,8 @@ class _Stream:
             # answer is whole, and a cut one must not pass for an answer
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
-        return ModelReply(
-            text,
-            self.usage or _estimate_usage(self.request, text),
-            self.model,
-            self.finish,
-            usage_estimated=self.usage is None,
-        )
+        usage, estimated = usage_with_estimate(self.usage, text, lambda: _estimate_usage(self.request, text))
+        return ModelReply(text, usage, self.model, self.finish, usage_estimated=estimated)
 
 
 async def consume_sse(
