@@ -321,3 +321,35 @@ async def test_a_stream_repeating_its_usage_is_charged_once_at_its_last_count(tr
     call = r.calls[0]
     assert r.output == "one two" and (call.usage.prompt_tokens, call.usage.completion_tokens) == (5, 2)
     assert not call.usage_estimated
+
+
+_NO_EVENTS = {
+    "a-json-body": http(200, _OK),
+    "only-done": sse_head(False) + b"data: [DONE]\n\n",
+    "only-comments": sse_head(False) + b": keep-alive\n\n",
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("reply", sorted(_NO_EVENTS))
+async def test_a_stream_with_no_events_is_malformed_not_an_empty_answer(transport: str, reply: str) -> None:
+    """A streamed request answered with no event (a plain JSON body, only [DONE], only comments) is
+    one MalformedReply line of unknown usage on both transports; litellm made it a finished empty
+    answer that the run took as the model's."""
+    budget = moa.Budget(10.0)
+    async with raw_server(_NO_EVENTS[reply]) as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(moa.MalformedReply, match="no events") as info:
+            await rt.run(single(srv.base_url, transport, max_tokens=50), "hi", on_token=lambda _t: None)
+    assert "\n" not in str(info.value) and info.value.calls[0].attempt_log[0].usage is None
+    assert budget.spent_usd > 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_without_usage_is_flagged_estimated(transport: str) -> None:
+    """A stream whose server sent no usage is flagged `usage_estimated`: litellm adds a usage chunk
+    of its own count, which was taken as the provider's."""
+    events = sse_delta("word " * 50) + sse_delta(finish="stop") + b"data: [DONE]\n\n"
+    async with raw_server(sse_head(False) + events) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, transport, max_tokens=500), "hi", on_token=lambda _t: None)
+    call = r.calls[0]
+    assert call.usage_estimated and call.usage.completion_tokens > 0 and call.cost_usd > 0

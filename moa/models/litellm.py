@@ -340,6 +340,22 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 parts.append(piece)
                 on_token(piece)
             finish = getattr(choice, "finish_reason", None) or finish
+    # litellm's stream keeps the chunks the server sent: the yielded ones add a finish_reason and a
+    # usage of its own making when the server sent none, so only these say what the server did
+    served = getattr(stream, "chunks", None)
+    if isinstance(served, list):
+        if not served:
+            # a JSON body, or only [DONE]: litellm answered it as an empty reply that finished
+            raise MalformedReply(
+                "malformed reply: the stream carried no events",
+                model=request.model,
+                node=request.node or None,
+            )
+        usage = None
+        for chunk in served:
+            reported = _reported(getattr(chunk, "usage", None), request)
+            if reported is not None and reported != (None, None):
+                usage = reported
     text = "".join(parts)
     counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
     return ModelReply(text, counted, model, finish, usage_estimated=estimated)
