@@ -353,3 +353,17 @@ async def test_a_stream_without_usage_is_flagged_estimated(transport: str) -> No
         r = await rt.run(single(srv.base_url, transport, max_tokens=500), "hi", on_token=lambda _t: None)
     call = r.calls[0]
     assert call.usage_estimated and call.usage.completion_tokens > 0 and call.cost_usd > 0
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_retry_after_past_the_cap_says_why_it_was_not_retried(transport: str) -> None:
+    """A 429 whose Retry-After is an HTTP date in the year 9999 is raised at once, one request sent,
+    saying the wait is over retry.max_retry_after_s, not a bare 429 with attempts left unused."""
+    reply = http(429, {"error": {"message": "slow down"}}, ["Retry-After: Fri, 31 Dec 9999 23:59:59 GMT"])
+    async with raw_server(reply, http(200, _OK)) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.RateLimited) as info:
+            await single(srv.base_url, transport, retry={"max_attempts": 3}).run("hi", runner=rt)
+        arrived = len(srv.arrivals)
+    assert arrived == 1 and info.value.retry_after_s is not None and info.value.retry_after_s > 1e9
+    assert "not retried: Retry-After" in str(info.value) and "max_retry_after_s=120" in str(info.value)
+    assert "\n" not in str(info.value)

@@ -275,8 +275,15 @@ async def _retrying(
         except ModelError as error:
             if call.emitted or not should_retry(error):
                 raise
-            delay = rt.retry.delay_s(rec.attempts, retry_after_s=getattr(error, "retry_after_s", None))
+            retry_after = getattr(error, "retry_after_s", None)
+            delay = rt.retry.delay_s(rec.attempts, retry_after_s=retry_after)
             if delay is None:
+                if rec.attempts < rt.retry.max_attempts and retry_after is not None:
+                    # attempts were left: say why they were not used, or the user sees a plain 429
+                    error.message += (
+                        f" (not retried: Retry-After {retry_after:.0f} s is over "
+                        f"retry.max_retry_after_s={rt.retry.max_retry_after_s:g})"
+                    )
                 raise
             budget = None if call.rejected_reply else target.retry_budget
             if budget is not None and not budget.try_retry():
