@@ -221,3 +221,18 @@ async def test_a_redirect_is_refused_not_followed(status: int) -> None:
     assert info.value.status_code == status and "\n" not in str(info.value)
     assert f"redirected ({status}) to {other}" in str(info.value)
     assert elsewhere.arrivals == [] and len(srv.arrivals) == 1 and budget.spent_usd == 0
+
+
+async def test_a_stream_past_max_reply_bytes_of_text_is_malformed(
+    model: OpenAIHTTPModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream whose deltas add up to more text than MAX_REPLY_BYTES is MalformedReply once they
+    pass it, as a whole reply is: a server streaming without end no longer grows the answer in
+    memory without end (20 MiB came back as the answer to a request with max_tokens 50)."""
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1000)
+    events = sse_delta("x" * 300) * 5 + sse_delta(finish="stop") + b"data: [DONE]\n\n"
+    seen: list[str] = []
+    async with raw_server(sse_head(False) + events) as srv:
+        with pytest.raises(MalformedReply, match="streamed text passed 1000 characters"):
+            await model.complete(_request(srv.base_url), seen.append)
+    assert len(seen) == 3  # the deltas within the bound reached the consumer, the fourth did not

@@ -303,7 +303,7 @@ def _finish(choice: dict[str, Any]) -> str | None:
 class _Stream:
     """What a stream's events said so far."""
 
-    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "usage")
+    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "size", "usage")
 
     def __init__(self, request: ModelRequest, on_token: TokenCallback) -> None:
         self.request = request
@@ -313,6 +313,8 @@ class _Stream:
         self.finish: str | None = None
         self.model = ""
         self.events = 0
+        #: characters of text received: bounded like a whole reply's bytes
+        self.size = 0
 
     def line(self, line: bytes) -> bool:
         """Read one line; True once the stream says ``[DONE]``."""
@@ -351,6 +353,10 @@ class _Stream:
             content = delta.get("content") if isinstance(delta, dict) else None
             piece = _text(content, request) if content is not None else ""
             if piece:
+                self.size += len(piece)
+                if self.size > MAX_REPLY_BYTES:
+                    # a server streaming without end would otherwise grow the answer without end
+                    raise _malformed(f"the streamed text passed {MAX_REPLY_BYTES} characters", request)
                 self.parts.append(piece)
                 self.on_token(piece)
             self.finish = _finish(choice) or self.finish
