@@ -291,6 +291,13 @@ class Viewer:
         f = self.folder(request)
         p: ItemParams = _params(request, ItemParams)
         m = f.manifest
+        samples = int(m.get("samples", 1))
+        if p.sample >= samples:
+            # checked here: SQLite refuses integers past 2**63 with an OverflowError
+            raise ViewError(
+                400,
+                f"query parameter `sample`: {p.sample} is not one of the experiment's samples (0..{samples - 1})",
+            )
         detail = item_detail(f.store, m, p.id, p.sample)
         if detail is None:
             raise ViewError(404, f"item `{p.id}` is not in experiment `{m['experiment']}`")

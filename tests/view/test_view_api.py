@@ -184,6 +184,8 @@ def test_a_graph_without_its_topology_file_is_inferred_from_the_prompts(
         ("/api/e/judged/items", {"colour": "red"}, 400, "`colour` is not one this endpoint reads"),
         ("/api/e/judged/items", {"category": "poetry"}, 400, "no category `poetry`"),
         ("/api/e/judged/vote/next", {}, 403, "--vote --voter NAME"),
+        ("/api/e/judged/item", {"id": "q1", "sample": "3"}, 400, "`sample`: 3 is not one of"),
+        ("/api/e/judged/item", {"id": "q1", "sample": "9" * 20}, 400, "`sample`"),
         ("/static/../../etc/passwd", {}, 404, ""),
     ],
 )
