@@ -214,6 +214,7 @@ class Viewer:
 
     async def overview(self, request: Request) -> Response:
         f = self.folder(request)
+        self.blind(f, "the overview")
         m = f.manifest
         summary, source = f.summary()
 
@@ -272,6 +273,7 @@ class Viewer:
 
     async def items(self, request: Request) -> Response:
         f = self.folder(request)
+        self.blind(f, "the items list")
         p: ItemsParams = _params(request, ItemsParams)
         index = self.index_of(f)
         q = self.query(index, p)
@@ -290,6 +292,7 @@ class Viewer:
     async def item(self, request: Request) -> Response:
         f = self.folder(request)
         p: ItemParams = _params(request, ItemParams)
+        self.blind(f, f"item `{p.id}`", item_id=p.id)
         m = f.manifest
         samples = int(m.get("samples", 1))
         if p.sample >= samples:
@@ -332,6 +335,22 @@ class Viewer:
             q = VoteQueue(self.voter, build_pairs(f.store, m, self.pairs), seed=m["experiment"])
             self.queues[f.key] = q
         return q, self.voter
+
+    def blind(self, f: ExperimentFolder, what: str, *, item_id: str | None = None) -> None:
+        """Refuse results that would tell the voter which answer is which setup's before the vote:
+        an item with a pair still to vote, and while any pair is left, the overview and the list
+        (their scores per item and per category point at the better answer)."""
+        if self.voter is None:
+            return
+        q, voter = self.queue(f)
+        voted = voted_pairs(f.store, voter)
+        left = [p for p in q.order if p.key not in voted and (item_id is None or p.item_id == item_id)]
+        if left:
+            raise ViewError(
+                403,
+                f"{what} stays hidden while you vote ({len(left)} blind pair{'s' * (len(left) != 1)} "
+                "left to vote on); it shows once they are voted, or in a viewer started without --vote",
+            )
 
     def _progress(self, f: ExperimentFolder, q: VoteQueue, voter: str) -> dict[str, Any]:
         voted = voted_pairs(f.store, voter)

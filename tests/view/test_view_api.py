@@ -273,3 +273,32 @@ def test_voting_api_hides_names_then_stores_and_reveals(judged_copy: Path) -> No
     assert votes[0].left_setup == ok["reveal"]["a"]
     # B much better: the setup shown second scores 1
     assert votes[0].value == (0.0 if votes[0].left_setup == votes[0].setup else 1.0)
+
+
+def test_results_stay_hidden_from_a_voter_until_their_pairs_are_voted(judged_copy: Path) -> None:
+    """While voting, the item of a pair still to vote, the items list and the overview (which all tie
+    answers to setup names) are refused; an item opens once its pairs are voted, the rest at the end."""
+    with serve(judged_copy.parent, voter="mallory") as s:
+        pair = get(s, "/api/e/judged/vote/next").json()["pair"]
+        item_id = pair["item"]["id"]
+        for path, params in [
+            ("/api/e/judged/item", {"id": item_id}),
+            ("/api/e/judged/items", {}),
+            ("/api/e/judged/overview", {}),
+        ]:
+            r = get(s, path, **params)
+            assert r.status_code == 403 and "hidden while you vote" in r.json()["error"], (path, r.text)
+        url = s.url + "/api/e/judged/vote"
+        own = sum(1 for p in s.app.state.viewer.queues["judged"].order if p.item_id == item_id)
+        voted_items: list[str] = []
+        while (nxt := get(s, "/api/e/judged/vote/next").json()["pair"]) is not None:
+            assert httpx.post(url, json={"token": nxt["token"], "verdict": "A=B"}).status_code == 200
+            voted_items.append(nxt["item"]["id"])
+            if len(voted_items) == 1:
+                assert get(s, "/api/e/judged/items").status_code == 403
+            if voted_items.count(item_id) == own:
+                # every pair of the item is voted: it shows
+                assert get(s, "/api/e/judged/item", id=item_id).status_code == 200
+        assert voted_items.count(item_id) == own and len(voted_items) > own
+        assert get(s, "/api/e/judged/items").status_code == 200
+        assert get(s, "/api/e/judged/overview").status_code == 200
