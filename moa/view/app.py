@@ -329,11 +329,15 @@ class Viewer:
     def queue(self, f: ExperimentFolder) -> tuple[VoteQueue, str]:
         if self.voter is None:
             raise ViewError(403, "voting is off: start the viewer with `moa view DIR --vote --voter NAME`")
+        m = f.manifest
+        # rebuilt when another process commits: a run still going brings new pairs
+        pairs = f.cached("pairs", lambda: build_pairs(f.store, m, self.pairs))
         q = self.queues.get(f.key)
         if q is None:
-            m = f.manifest
-            q = VoteQueue(self.voter, build_pairs(f.store, m, self.pairs), seed=m["experiment"])
+            q = VoteQueue(self.voter, pairs, seed=m["experiment"])
             self.queues[f.key] = q
+        else:
+            q.refresh(pairs)
         return q, self.voter
 
     def blind(self, f: ExperimentFolder, what: str, *, item_id: str | None = None) -> None:
@@ -417,9 +421,10 @@ class Viewer:
                 f.forget("votes")
                 if pair in q.skipped:
                     q.skipped.remove(pair)
-                # the pair comes back first
-                q.order.remove(pair)
-                q.order.insert(0, pair)
+                if pair in q.order:
+                    # the pair comes back first
+                    q.order.remove(pair)
+                    q.order.insert(0, pair)
                 return _json({"undone": vote_id})
         raise ViewError(409, "nothing to undo: no vote of yours from this session is left")
 

@@ -78,14 +78,33 @@ class VoteQueue:
 
     def __init__(self, voter: str, pairs: list[Pair], *, seed: str = "") -> None:
         self.voter = voter
-        self.order = list(pairs)
-        # a voter-specific order: two people voting at once cover different items first
-        random.Random(hashlib.sha256(f"{seed}\x00{voter}".encode()).digest()).shuffle(self.order)
+        self._seed = f"{seed}\x00{voter}"
+        self._source = pairs
+        self.order = self._shuffled(pairs)
         self.skipped: list[Pair] = []
         self._tokens: dict[str, Pair] = {}
         self._by_pair: dict[Pair, str] = {}
         #: this session's votes (vote id, pair), newest last: what undo takes back
         self.cast: list[tuple[int, Pair]] = []
+
+    def _shuffled(self, pairs: list[Pair]) -> list[Pair]:
+        # a voter-specific order: two people voting at once cover different items first
+        out = list(pairs)
+        random.Random(hashlib.sha256(self._seed.encode()).digest()).shuffle(out)
+        return out
+
+    def refresh(self, pairs: list[Pair]) -> None:
+        """Follow the store: pairs answered since (a run still going) join the end in the voter's
+        own order; pairs whose answers are gone (a run redone) leave."""
+        if pairs is self._source:
+            return
+        self._source = pairs
+        now = set(pairs)
+        known = set(self.order)
+        self.order = [p for p in self.order if p in now] + self._shuffled(
+            [p for p in pairs if p not in known]
+        )
+        self.skipped = [p for p in self.skipped if p in now]
 
     def next(self, voted: set[PairKey]) -> Pair | None:
         skipped = set(self.skipped)

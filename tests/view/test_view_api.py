@@ -302,3 +302,31 @@ def test_results_stay_hidden_from_a_voter_until_their_pairs_are_voted(judged_cop
         assert voted_items.count(item_id) == own and len(voted_items) > own
         assert get(s, "/api/e/judged/items").status_code == 200
         assert get(s, "/api/e/judged/overview").status_code == 200
+
+
+def test_pairs_answered_while_voting_join_the_queue(judged_copy: Path) -> None:
+    """A run still going: pairs whose answers are committed after voting began come up next, instead
+    of the page saying every pair is voted."""
+    conn = sqlite3.connect(judged_copy / "experiment.sqlite")
+    conn.execute("CREATE TABLE later AS SELECT * FROM runs WHERE item_id != 'q0'")
+    conn.execute("DELETE FROM runs WHERE item_id != 'q0'")
+    conn.commit()
+    try:
+        with serve(judged_copy.parent, voter="erin") as s:
+            url = s.url + "/api/e/judged/vote"
+            first = get(s, "/api/e/judged/vote/next").json()
+            n = first["progress"]["total"]
+            assert n >= 1
+            while (nxt := get(s, "/api/e/judged/vote/next").json())["pair"] is not None:
+                assert (
+                    httpx.post(url, json={"token": nxt["pair"]["token"], "verdict": "A>B"}).status_code == 200
+                )
+            assert nxt["progress"] == {"voted": n, "total": n, "voter": "erin"}
+            # the run goes on and commits the other items' answers
+            conn.execute("INSERT INTO runs SELECT * FROM later")
+            conn.commit()
+            more = get(s, "/api/e/judged/vote/next").json()
+            assert more["pair"] is not None and more["pair"]["item"]["id"] != "q0"
+            assert more["progress"]["voted"] == n and more["progress"]["total"] > n
+    finally:
+        conn.close()

@@ -204,3 +204,20 @@ def test_the_report_gives_people_ratings_next_to_the_judge(experiments: Path, tm
     assert "Human votes" in (folder / "report.html").read_text()
     on_disk = json.loads((folder / "summary.json").read_text())
     assert on_disk["setups"][1]["human"]["votes"] == 6
+
+
+def test_a_queue_follows_the_store_keeping_its_order() -> None:
+    """Refreshed with the store's pairs, a voter's queue keeps its order, puts new pairs at the end
+    and drops the pairs whose answers are gone (skipped ones too)."""
+    from moa.view.voting import Pair, VoteQueue
+
+    old = [Pair(f"q{i}", 0, "moa", "single") for i in range(6)]
+    q = VoteQueue("ann", old, seed="x")
+    before = list(q.order)
+    q.skip(old[0])
+    q.skip(old[1])
+    new = [Pair(f"n{i}", 0, "moa", "single") for i in range(3)]
+    q.refresh([*old[1:], *new])
+    assert q.order[:5] == [p for p in before if p != old[0]]
+    assert set(q.order[5:]) == set(new) and len(q.order) == 8
+    assert q.skipped == [old[1]]
