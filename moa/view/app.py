@@ -46,7 +46,7 @@ from moa.view.catalog import Catalog, ExperimentFolder
 from moa.view.graph import Deps, layout, stored_topology
 from moa.view.items import OUTCOMES, SORTS, ItemIndex, ItemQuery
 from moa.view.queries import is_code, item_detail, judge_costs, setup_costs, vote_tally
-from moa.view.voting import PairMode, VoteQueue, build_pairs, left_side, pair_view, reveal
+from moa.view.voting import PairMode, VoteQueue, build_pairs, pair_view, reveal, side_secret
 
 __all__ = ["LOOPBACK", "create_app"]
 
@@ -334,7 +334,7 @@ class Viewer:
         pairs = f.cached("pairs", lambda: build_pairs(f.store, m, self.pairs))
         q = self.queues.get(f.key)
         if q is None:
-            q = VoteQueue(self.voter, pairs, seed=m["experiment"])
+            q = VoteQueue(self.voter, pairs, seed=m["experiment"], secret=side_secret(f.store))
             self.queues[f.key] = q
         else:
             q.refresh(pairs)
@@ -371,7 +371,12 @@ class Viewer:
             return _json({"pair": None, "progress": progress})
         item = f.store.item_data(pair.item_id) or {}
         view = pair_view(
-            f.store, f.manifest, pair, voter, q.token(pair), code=is_code(item, f.manifest["evaluator"])
+            f.store,
+            f.manifest,
+            pair,
+            q.left(pair),
+            q.token(pair),
+            code=is_code(item, f.manifest["evaluator"]),
         )
         return _json({"pair": view, "progress": progress})
 
@@ -392,7 +397,7 @@ class Viewer:
             sample=pair.sample,
             setup=pair.setup,
             other_setup=pair.other_setup,
-            left_setup=left_side(voter, pair),
+            left_setup=q.left(pair),
             verdict=body.verdict,
             voter=voter,
         )
@@ -401,7 +406,7 @@ class Viewer:
         lg = log.logger()
         if lg is not None:
             lg.info("view.vote", experiment=f.key, item=pair.item_id, verdict=body.verdict)
-        shown = reveal(f.store, f.manifest, pair, voter, body.verdict)
+        shown = reveal(f.store, f.manifest, pair, q.left(pair), body.verdict)
         return _json({"vote_id": vote_id, "reveal": shown, "progress": self._progress(f, q, voter)})
 
     async def skip(self, request: Request) -> Response:

@@ -3,14 +3,16 @@ own, each with its sides drawn once and for all, and what the page sees of a pai
 the vote.
 
 A pair is one item's answers from a setup and from the baseline (``--pairs all``: from any two
-setups), sample 0, both runs successful. Which answer is A is a hash of the voter and the pair, so a
-reload, a restart or a second look shows the same sides, and different voters see different ones.
+setups), sample 0, both runs successful. Which answer is A is a hash of the voter, the pair and a
+secret kept in the store, so a reload, a restart or a second look shows the same sides, different
+voters see different ones, and nobody works the sides out from the setup names.
 Before the vote the page gets the pair's opaque token and the two answers, never the setup names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import secrets
 from collections.abc import Mapping
@@ -20,9 +22,21 @@ from typing import Any, Literal
 from moa.experiment.store.database import Store
 from moa.experiment.store.votes import VERDICTS, PairKey
 
-__all__ = ["Pair", "PairMode", "VoteQueue", "build_pairs", "left_side", "pair_view", "reveal"]
+__all__ = [
+    "Pair",
+    "PairMode",
+    "VoteQueue",
+    "build_pairs",
+    "left_side",
+    "pair_view",
+    "reveal",
+    "side_secret",
+]
 
 PairMode = Literal["baseline", "all"]
+
+#: the meta key of the store's secret that the sides are drawn with
+SIDE_SECRET_KEY = "vote_side_secret"
 
 _EPS = 1e-9
 
@@ -41,9 +55,20 @@ class Pair:
         return (self.item_id, self.sample, self.setup, self.other_setup)
 
 
-def left_side(voter: str, pair: Pair) -> str:
-    """The setup shown first (A) to ``voter``: fixed per voter and pair, even across restarts."""
-    digest = hashlib.sha256("\x00".join([voter, *map(str, pair.key)]).encode()).digest()
+def side_secret(store: Store) -> str:
+    """The store's secret for drawing sides, made on first use. Kept in the store so sides stay put
+    across restarts; secret because a hash of public names alone lets a voter compute them."""
+    with store.conn:
+        store.conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+            (SIDE_SECRET_KEY, json.dumps(secrets.token_hex(16))),
+        )
+    return str(store.get_meta(SIDE_SECRET_KEY))
+
+
+def left_side(voter: str, pair: Pair, secret: str) -> str:
+    """The setup shown first (A) to ``voter``: fixed per voter, pair and store secret."""
+    digest = hashlib.sha256("\x00".join([secret, voter, *map(str, pair.key)]).encode()).digest()
     return pair.setup if digest[0] & 1 else pair.other_setup
 
 
@@ -76,8 +101,9 @@ def build_pairs(store: Store, manifest: Mapping[str, Any], mode: PairMode) -> li
 class VoteQueue:
     """One voter's pairs in their own shuffled order; skipped pairs come back at the end."""
 
-    def __init__(self, voter: str, pairs: list[Pair], *, seed: str = "") -> None:
+    def __init__(self, voter: str, pairs: list[Pair], *, seed: str, secret: str) -> None:
         self.voter = voter
+        self.secret = secret
         self._seed = f"{seed}\x00{voter}"
         self._source = pairs
         self.order = self._shuffled(pairs)
@@ -118,6 +144,10 @@ class VoteQueue:
             self.skipped.remove(pair)
         self.skipped.append(pair)
 
+    def left(self, pair: Pair) -> str:
+        """The setup this voter sees as A on ``pair``."""
+        return left_side(self.voter, pair, self.secret)
+
     def token(self, pair: Pair) -> str:
         """An opaque name for the pair (the page must not learn the setups before the vote)."""
         t = self._by_pair.get(pair)
@@ -149,10 +179,10 @@ def _side(store: Store, manifest: Mapping[str, Any], setup: str, pair: Pair, cod
 
 
 def pair_view(
-    store: Store, manifest: Mapping[str, Any], pair: Pair, voter: str, token: str, *, code: bool
+    store: Store, manifest: Mapping[str, Any], pair: Pair, left: str, token: str, *, code: bool
 ) -> dict[str, Any]:
-    """What the page shows before the vote: the item and the answers as A and B, no setup names."""
-    left = left_side(voter, pair)
+    """What the page shows before the vote: the item and the answers as A (``left``'s) and B, no
+    setup names."""
     right = pair.other_setup if left == pair.setup else pair.setup
     item = store.item_data(pair.item_id) or {}
     return {
@@ -189,9 +219,8 @@ def _evaluator_view(store: Store, manifest: Mapping[str, Any], pair: Pair) -> fl
     return 1.0 if d > _EPS else 0.0 if d < -_EPS else 0.5
 
 
-def reveal(store: Store, manifest: Mapping[str, Any], pair: Pair, voter: str, verdict: str) -> dict[str, Any]:
-    """What the page shows after the vote: who A and B were, and what the evaluator said."""
-    left = left_side(voter, pair)
+def reveal(store: Store, manifest: Mapping[str, Any], pair: Pair, left: str, verdict: str) -> dict[str, Any]:
+    """What the page shows after the vote: who A (``left``) and B were, and what the evaluator said."""
     right = pair.other_setup if left == pair.setup else pair.setup
     machine = _evaluator_view(store, manifest, pair)
     said = None

@@ -330,3 +330,32 @@ def test_pairs_answered_while_voting_join_the_queue(judged_copy: Path) -> None:
             assert more["progress"]["voted"] == n and more["progress"]["total"] > n
     finally:
         conn.close()
+
+
+def test_sides_hang_on_a_secret_kept_in_the_store(judged_copy: Path, tmp_path: Path) -> None:
+    """The side shown first is not a hash of names the voter knows: it depends on a secret the store
+    keeps, so it stays put across a restart and differs in a copy that made its own secret."""
+    import shutil
+
+    copy = tmp_path / "copy" / "judged"
+    shutil.copytree(judged_copy, copy)
+
+    def sides(folder: Path) -> dict[Any, str]:
+        with serve(folder.parent, voter="zoe") as s:
+            nxt = get(s, "/api/e/judged/vote/next").json()["pair"]
+            q = s.app.state.viewer.queues["judged"]
+            shown = {p.key: q.left(p) for p in q.order}
+            ok = httpx.post(s.url + "/api/e/judged/vote", json={"token": nxt["token"], "verdict": "A=B"})
+            assert ok.json()["reveal"]["a"] == q.left(q.pair(nxt["token"]))
+            httpx.post(s.url + "/api/e/judged/vote/undo", json={})
+        return shown
+
+    first = sides(judged_copy)
+    assert sides(judged_copy) == first
+    store = Store.open(judged_copy)
+    try:
+        secret = store.get_meta("vote_side_secret")
+    finally:
+        store.close()
+    assert isinstance(secret, str) and len(secret) == 32
+    assert sides(copy) != first

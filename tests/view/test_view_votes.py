@@ -212,7 +212,7 @@ def test_a_queue_follows_the_store_keeping_its_order() -> None:
     from moa.view.voting import Pair, VoteQueue
 
     old = [Pair(f"q{i}", 0, "moa", "single") for i in range(6)]
-    q = VoteQueue("ann", old, seed="x")
+    q = VoteQueue("ann", old, seed="x", secret="s")
     before = list(q.order)
     q.skip(old[0])
     q.skip(old[1])
