@@ -332,3 +332,84 @@ def build_big(out: Path, n_items: int, *, seed: int = 0) -> None:
             store.set_meta("manifest", manifest)
     finally:
         store.close()
+
+
+#: markup, script, links and bidi/zero-width/NUL characters, in every name a page shows
+EVIL = {
+    # a right-to-left override that, unchecked, reverses the rest of the line it sits in
+    "setup": '<img src=x onerror="window.__pwned=1">\u202e',
+    "baseline": "\u202ejavascript:window.__pwned=1//",
+    "node": '<svg onload="window.__pwned=1"></svg>',
+    "model": "</script><script>window.__pwned=1</script>",
+    "category": "<style>*{display:none}</style>",
+    "item": "javascript:window.__pwned=1",
+    "experiment": '<iframe srcdoc="<script>parent.__pwned=1</script>">',
+    "answer": '[click](javascript:window.__pwned=1) **bold** \u202eevil\u200b\x00 <a href="javascript:window.__pwned=1">a</a>',
+}
+
+
+def build_hostile(out: Path) -> None:
+    """A small experiment whose every name and text is hostile (``EVIL``), written through the store."""
+    rng = random.Random(1)
+    store = Store.open(out)
+    try:
+        ids = [EVIL["item"], "plain"]
+        items = []
+        for item_id in ids:
+            data = {"id": item_id, "input": EVIL["answer"], "target": "4", "category": EVIL["category"]}
+            items.append((item_id, input_hash(data["input"]), data["category"], json.dumps(data)))
+        setups = [(EVIL["baseline"], "h-base", True), (EVIL["setup"], "h-setup", False)]
+        runs, calls, scores = [], [], []
+        run_id = 0
+        for name, h, is_base in setups:
+            for item_id, ih, _, _ in items:
+                run_id += 1
+                first = _call(EVIL["node"], EVIL["model"], 0.0, EVIL["answer"], EVIL["answer"], rng)
+                made = (
+                    [first]
+                    if is_base
+                    else [first, _call("final", EVIL["model"], 2.0, EVIL["answer"], EVIL["answer"], rng)]
+                )
+                usage = sum((c.usage for c in made), Usage())
+                cost = sum(c.cost_usd for c in made)
+                runs.append(
+                    (
+                        run_id,
+                        name,
+                        h,
+                        item_id,
+                        ih,
+                        EVIL["answer"],
+                        cost,
+                        3.0,
+                        3.0,
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        len(made),
+                        cost,
+                    )
+                )
+                calls.extend(call_rows(made, run_id, None, text_limit=4096))
+                scores.append((run_id, "exact:evil", float(is_base), EVIL["answer"]))
+        manifest = {
+            "experiment": EVIL["experiment"],
+            "dataset": "generated",
+            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b in setups],
+            "evaluator": {"name": EVIL["answer"]},
+            "evaluator_id": "exact:evil",
+            "pairwise": False,
+            "samples": 1,
+            "item_ids": ids,
+            "seed": 0,
+            "bootstrap_rounds": 50,
+        }
+        with store.conn:
+            store.put_items(items)
+            store.conn.executemany(_INSERT_RUN, runs)
+            store.conn.executemany(INSERT_CALL, calls)
+            store.conn.executemany(
+                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
+            )
+            store.set_meta("manifest", manifest)
+    finally:
+        store.close()

@@ -17,7 +17,7 @@ import pytest
 from moa.experiment import Store, rebuild_report
 from moa.experiment.store.votes import iter_votes
 from tests.view.conftest import BIG_ITEMS, Served, off_loop, serve
-from tests.view.helpers import HOSTILE, HOSTILE_ID
+from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -223,3 +223,72 @@ def test_ten_thousand_items_open(page: Any, big_viewer: Served, tmp_path: Path) 
     page.keyboard.press("ArrowRight")
     expect(page.locator("#showing")).to_have_text(f"51–100 of {BIG_ITEMS:,}")
     shot(page, tmp_path, "big-items.png")
+
+
+def _x(locator: Any) -> float:
+    box = locator.bounding_box()
+    assert box is not None
+    return float(box["x"])
+
+
+def _no_markup_made(page: Any) -> None:
+    """Nothing ran, and no element came out of the data: no image, frame, style, script or
+    javascript: link in the page, and the only drawings are the viewer's own."""
+    assert page.evaluate("window.__pwned") is None
+    made = "main img, main iframe, main style, main script, a[href^='javascript'], main svg:not(.chart):not(.graph)"
+    assert page.locator(made).count() == 0
+    assert page.locator("main").is_visible()
+
+
+def test_hostile_names_everywhere_show_as_text(page: Any, tmp_path: Path) -> None:
+    """Setup, baseline, node, model, category, experiment and item names that are markup, links or
+    script, and answers with Markdown, bidi, zero-width and NUL characters, show as text on every page,
+    in voting too, and nothing runs."""
+    out = tmp_path / "exps" / "evil"
+    build_hostile(out)
+    with serve(out.parent) as s:
+        page.goto(s.url + "/#/e/evil/overview")
+        expect(page.locator("main h1")).to_have_text(EVIL["experiment"])
+        expect(page.locator("table.headline")).to_contain_text(EVIL["setup"])
+        expect(page.locator(".cost-card").first).to_contain_text(EVIL["node"])
+        expect(page.locator("section", has_text="Per category")).to_contain_text(EVIL["category"])
+        _no_markup_made(page)
+        page.goto(s.url + "/#/e/evil/items")
+        expect(page.locator("table.items tbody tr")).to_have_count(2)
+        expect(page.locator("a.item-link").first).to_have_text(EVIL["item"])
+        expect(page.locator("#f-setup option")).to_have_text([EVIL["setup"]])
+        _no_markup_made(page)
+        page.locator("a.item-link").first.click()
+        expect(page.locator("main h1")).to_have_text(f"Item {EVIL['item']}")
+        card = page.locator(".answer-card").nth(1)
+        expect(card.locator("h3")).to_have_text(EVIL["setup"])
+        expect(card.locator("pre.answer")).to_have_text(EVIL["answer"])
+        # the override in the baseline's name stays in it: the badge still reads after the name
+        base = page.locator(".answer-card.base h3")
+        assert _x(base.locator(".badge")) > _x(base) + 100
+        trace = page.locator(".trace:visible")
+        node = trace.locator("g.node").filter(has_text=EVIL["node"][:19])
+        expect(node).to_have_count(1)
+        node.click()
+        expect(trace.locator(".node-detail")).to_contain_text(f"Node {EVIL['node']}")
+        expect(trace.locator(".node-detail")).to_contain_text(EVIL["model"])
+        _no_markup_made(page)
+        shot(page, tmp_path, "hostile-names.png")
+    with serve(out.parent, voter=EVIL["setup"]) as s:
+        page.goto(s.url + "/#/e/evil/vote")
+        expect(page.locator(".side")).to_have_count(2)
+        expect(page.locator("#who")).to_have_text(f"voting as {EVIL['setup']}")
+        page.keyboard.press("3")
+        expect(page.locator(".reveal")).to_contain_text(EVIL["baseline"])
+        # "…, B was <name>": the override in A's name does not carry B's name before its words
+        b_words, b_name = page.evaluate(
+            """() => {
+                const r = document.querySelector('.reveal');
+                const words = [...r.childNodes].find((n) => n.nodeType === 3 && n.data.includes('B was'));
+                const range = document.createRange();
+                range.selectNodeContents(words);
+                return [range.getBoundingClientRect().x, r.querySelectorAll('code')[1].getBoundingClientRect().x];
+            }"""
+        )
+        assert b_words < b_name
+        _no_markup_made(page)

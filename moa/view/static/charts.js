@@ -92,7 +92,7 @@ MOA.charts = (() => {
       const right = cx < W - 140;
       g.append(svg("text", { x: right ? cx + 10 : cx - 10, y: ly, class: "point-label", "text-anchor": right ? "start" : "end" }, s.name + (s.pareto ? " ★" : "")));
       const lines = [
-        s.name + (s.is_baseline ? " (baseline)" : "") + (s.pareto ? " — Pareto-optimal" : ""),
+        [s.name, (s.is_baseline ? " (baseline)" : "") + (s.pareto ? " — Pareto-optimal" : "")],
         `quality ${fmt.num(s.quality)} ${s.quality_ci95 ? fmt.range(s.quality_ci95, 3) : ""}`,
         s.is_baseline ? "the baseline" : `Δ vs baseline ${fmt.signed(s.delta_vs_baseline)} ${fmt.ci(s.delta_ci95)}`,
         tokens ? `tokens × single ${fmt.x(s.token_ratio)} (${fmt.int(s.tokens_per_item)} per item)` : `cost × single ${fmt.x(s.cost_ratio)} (${fmt.usd(s.cost_per_item_usd)} per item)`,

@@ -15,10 +15,22 @@ const MOA = (() => {
     }
   }
 
+  // Bidi controls (U+202E and kin) in a name or an answer would reorder the words after it on the
+  // line, e.g. swap "A was x, B was y" as read; text holding one goes in a <bdi>, which keeps them in.
+  const BIDI = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+
+  function text(parent, s) {
+    const node = document.createTextNode(s);
+    if (!BIDI.test(s) || parent.namespaceURI === SVGNS) return node; // an SVG <text> is its own paragraph
+    const iso = document.createElement("bdi");
+    iso.append(node);
+    return iso;
+  }
+
   function append(el, kids) {
     for (const k of kids.flat(Infinity)) {
       if (k === null || k === undefined || k === false) continue;
-      el.append(k instanceof Node ? k : document.createTextNode(String(k)));
+      el.append(k instanceof Node ? k : text(el, String(k)));
     }
   }
 

@@ -129,19 +129,20 @@
       let said = "no verdict";
       if (j.verdict) {
         const setupSide = first ? "A" : "B";
-        const better = j.verdict === "A=B" ? "a tie" : j.verdict.startsWith(setupSide) ? `${entry.setup} better` : `${d.baseline} better`;
-        said = j.verdict === "A=B" ? "[[A=B]]: a tie" : `[[${j.verdict}]] ${VERDICT_WORDS[j.verdict] || ""}: ${better}`;
+        const better = j.verdict.startsWith(setupSide) ? entry.setup : d.baseline;
+        // names apart from the words around them: each is a text of its own (see MOA.h)
+        said = j.verdict === "A=B" ? "[[A=B]]: a tie" : [`[[${j.verdict}]] ${VERDICT_WORDS[j.verdict] || ""}: `, better, " better"];
       }
       return h("div", { class: "judgment", "data-position": j.position, "data-turn": j.turn },
-        h("div", { class: "call-head" }, j.turn ? `Turn ${j.turn} · ` : "", first ? `${entry.setup} shown first (A), ${d.baseline} second (B)` : `${d.baseline} shown first (A), ${entry.setup} second (B)`),
-        h("div", { class: "figs" }, said, j.value === null ? "" : ` → ${entry.setup} scores ${fmt.num(j.value, 2)}`, ` · ${fmt.usd(j.cost_usd)}`),
+        h("div", { class: "call-head" }, j.turn ? `Turn ${j.turn} · ` : "", first ? [entry.setup, " shown first (A), ", d.baseline, " second (B)"] : [d.baseline, " shown first (A), ", entry.setup, " second (B)"]),
+        h("div", { class: "figs" }, said, j.value === null ? "" : [" → ", entry.setup, ` scores ${fmt.num(j.value, 2)}`], ` · ${fmt.usd(j.cost_usd)}`),
         j.error ? h("div", { class: "error-box" }, j.error) : null,
         h("div", { class: "label" }, "Reasoning"),
         last && last.reply !== null ? pre(last.reply, "reply") : h("p", { class: "muted" }, "Not stored."),
         last ? h("details", null, h("summary", null, "The judge's prompt"), messages(last.messages)) : null);
     });
     const summary = run.score && run.score.detail ? h("p", null, "Combined: ", h("code", null, run.score.detail)) : null;
-    const sec = section(`Judge: ${entry.setup} against ${d.baseline}`, summary, h("div", { class: "judgments" }, cards));
+    const sec = section(["Judge: ", entry.setup, " against ", d.baseline], summary, h("div", { class: "judgments" }, cards));
     sec.classList.add("judge");
     sec.dataset.setup = entry.setup;
     return sec;

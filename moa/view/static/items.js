@@ -98,8 +98,8 @@
       nextHref ? h("a", { class: "btn", href: nextHref, id: "next-page" }, "next ›") : h("span", { class: "btn off" }, "next ›"),
       pageSize);
     const what = d.pairwise
-      ? `Scores are the judge's against ${d.baseline} (0.5 = a tie); the number after is the distance from a tie.`
-      : `The number after a score is the difference from ${d.baseline}'s score on the item.`;
+      ? ["Scores are the judge's against ", d.baseline, " (0.5 = a tie); the number after is the distance from a tie."]
+      : ["The number after a score is the difference from ", d.baseline, "'s score on the item."];
     const node = h("div", { class: "items-page" }, h("h1", null, "Items"), bar, h("p", { class: "muted small" }, what), d.rows.length ? tableEl : h("p", { class: "empty" }, "No item matches these filters."), pager);
 
     let sel = -1;

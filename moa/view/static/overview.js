@@ -54,7 +54,7 @@
         if (!j) return [s.name, "—", "—", "—", s.is_baseline ? "0.500 (baseline)" : "—", bt];
         return [s.name, String(j.wins), String(j.ties), String(j.losses), `${j.score.toFixed(3)} ${fmt.range(j.score_ci95, 3)}`, bt];
       });
-      out.push(section(`Judge against ${summary.baseline}`, table(["Setup", "wins", "ties", "losses", "judge score [95% CI]", "BT rating [95% CI]"], rows, { class: "grid" })));
+      out.push(section(["Judge against ", summary.baseline], table(["Setup", "wins", "ties", "losses", "judge score [95% CI]", "BT rating [95% CI]"], rows, { class: "grid" })));
     }
     if (votes && votes.votes) {
       const rows = summary.setups

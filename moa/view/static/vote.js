@@ -106,7 +106,7 @@
     const node = h("div", { class: "vote-page" },
       head,
       banner,
-      h("section", { class: "card question" }, h("h2", null, "The question ", h("span", { class: "muted small" }, `(item ${item.id})`)), question, reference),
+      h("section", { class: "card question" }, h("h2", null, "The question ", h("span", { class: "muted small" }, "(item ", item.id, ")")), question, reference),
       h("div", { class: "sides" }, side("A", pair.a, item, pair.code), side("B", pair.b, item, pair.code)),
       h("div", { class: "choices", role: "group", "aria-label": "your verdict" }, buttons),
       h("div", { class: "vote-tools" },
