@@ -95,6 +95,20 @@ def _setup_cells(
     return {k: (_mean(v[0]), any(v[1]), _mean(v[2]), _mean(v[3])) for k, v in acc.items()}
 
 
+def _with_nul(category: str | None, text: Any, turns: Any, raw: str | None) -> tuple[str | None, Any, Any]:
+    """An item's category, input and turns (as JSON text); from ``raw`` when it holds an escaped NUL."""
+    if raw is None:
+        return category, text, turns
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return category, text, turns
+    if not isinstance(data, dict):
+        return category, text, turns
+    got = data.get("turns")
+    return category, data.get("input"), None if got is None else json.dumps(got)
+
+
 class ItemIndex:
     """Every item of the manifest with its per-setup numbers."""
 
@@ -115,12 +129,14 @@ class ItemIndex:
             _setup_cells(store, manifest["evaluator_id"], s["name"], s["hash"], samples)
             for s in manifest["setups"]
         ]
-        # the input and turns straight from SQLite: parsing 10,000 items' JSON here would double the time
+        # the input and turns straight from SQLite: parsing 10,000 items' JSON here would double the time;
+        # but json_extract ends a text at a NUL, so an item holding one comes whole and is parsed here
         items = {
-            item_id: (category, text, turns)
-            for item_id, category, text, turns in store.conn.execute(
+            item_id: _with_nul(category, text, turns, raw)
+            for item_id, category, text, turns, raw in store.conn.execute(
                 "SELECT item_id, category, CASE WHEN json_valid(data) THEN json_extract(data, '$.input') END, "
-                "CASE WHEN json_valid(data) THEN json_extract(data, '$.turns') END FROM items"
+                "CASE WHEN json_valid(data) THEN json_extract(data, '$.turns') END, "
+                "CASE WHEN instr(data, '\\u0000') THEN data END FROM items"
             )
         }
         rows = []

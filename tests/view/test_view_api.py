@@ -16,7 +16,7 @@ import pytest
 from moa.experiment import Store
 from moa.experiment.store.votes import iter_votes
 from tests.view.conftest import BIG_ITEMS, Served, serve
-from tests.view.helpers import HOSTILE, HOSTILE_ID, N_JUDGED
+from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, N_JUDGED, build_hostile
 
 
 def get(s: Served, path: str, **params: Any) -> httpx.Response:
@@ -359,3 +359,13 @@ def test_sides_hang_on_a_secret_kept_in_the_store(judged_copy: Path, tmp_path: P
         store.close()
     assert isinstance(secret, str) and len(secret) == 32
     assert sides(copy) != first
+
+
+def test_text_search_reads_past_a_nul_in_the_input(tmp_path: Path) -> None:
+    """An input holding a NUL is searched whole (SQLite's json_extract would end it at the NUL)."""
+    build_hostile(tmp_path / "evil")
+    with serve(tmp_path / "evil") as s:
+        after = EVIL["answer"].split("\x00")[1].strip()[:12]
+        found = get(s, "/api/e/evil/items", q=after).json()
+        assert found["total"] == 2, after
+        assert "\x00" in found["rows"][0]["preview"]
