@@ -104,12 +104,36 @@ class ExperimentFolder:
         if path.exists():
             try:
                 data = json.loads(read_regular(path, max_bytes=SUMMARY_MAX_BYTES, what="summary"))
-                return Summary.from_dict(data), "summary.json"
+                summary = Summary.from_dict(data)
             except (UserError, ValueError) as e:
                 first = str(e).splitlines()[0][:200]
                 summary = summary_from_store(self.store, self.manifest)
                 return summary, f"computed from the store (summary.json unreadable: {first})"
+            behind = self._behind(summary)
+            if behind is None:
+                return summary, "summary.json"
+            return summary_from_store(self.store, self.manifest), f"computed from the store ({behind})"
         return summary_from_store(self.store, self.manifest), "computed from the store (no summary.json)"
+
+    def _behind(self, summary: Summary) -> str | None:
+        """Why ``summary`` no longer tells what the store holds (a run went on after it was written,
+        or another experiment ran into the folder), or None."""
+        m = self.manifest
+        if summary.experiment != m["experiment"] or summary.n_items != len(m["item_ids"]):
+            return "summary.json is of another run of the folder"
+        stored = dict(
+            self.store.conn.execute(
+                "SELECT setup || char(0) || topo_hash, COUNT(*) FROM runs WHERE sample < ? "
+                "AND item_id IN (SELECT value FROM json_each(?)) GROUP BY setup, topo_hash",
+                (int(m.get("samples", 1)), json.dumps(m["item_ids"])),
+            )
+        )
+        written = {s.name: s.runs for s in summary.setups}
+        for s in m["setups"]:
+            now = int(stored.get(f"{s['name']}\x00{s['hash']}", 0))
+            if written.get(s["name"]) != now:
+                return f"summary.json is behind it: `{s['name']}` has {now} runs stored, {written.get(s['name'], 0)} in the file"
+        return None
 
     def close(self) -> None:
         if self._store is not None:

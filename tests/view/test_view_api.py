@@ -369,3 +369,28 @@ def test_text_search_reads_past_a_nul_in_the_input(tmp_path: Path) -> None:
         found = get(s, "/api/e/evil/items", q=after).json()
         assert found["total"] == 2, after
         assert "\x00" in found["rows"][0]["preview"]
+
+
+def test_a_summary_json_behind_the_store_gives_way_to_the_store(judged_copy: Path) -> None:
+    """A run that went on after summary.json was written (a resumed `moa compare`): the overview
+    computes the summary from the store and says why, instead of showing the file's old numbers."""
+    import asyncio
+
+    from moa.experiment import rebuild_report
+
+    conn = sqlite3.connect(judged_copy / "experiment.sqlite")
+    try:
+        conn.execute(
+            "CREATE TABLE later AS SELECT * FROM runs WHERE item_id IN ('q3', 'q4') AND setup = 'moa'"
+        )
+        conn.execute("DELETE FROM runs WHERE item_id IN ('q3', 'q4') AND setup = 'moa'")
+        conn.commit()
+        asyncio.run(rebuild_report(judged_copy))
+        conn.execute("INSERT INTO runs SELECT * FROM later")
+        conn.commit()
+    finally:
+        conn.close()
+    with serve(judged_copy.parent) as s:
+        d = get(s, "/api/e/judged/overview").json()
+    assert "summary.json is behind it: `moa` has 14 runs stored, 12 in the file" in d["summary_source"]
+    assert {x["name"]: x["runs"] for x in d["summary"]["setups"]}["moa"] == N_JUDGED
