@@ -18,8 +18,9 @@ every query is indexed or served from the per-version caches.
 
 Pages put model output into the DOM as text only; the Content-Security-Policy (scripts from this
 server only, no inline script) is the second line if that ever slipped. POSTs need a JSON content
-type (a cross-site form cannot send one without a CORS preflight, which this app never grants), and
-a loopback server answers loopback host names only (DNS rebinding).
+type (a cross-site form cannot send one without a CORS preflight, which this app never grants) and,
+when the browser names an origin, this server's own; a loopback server answers loopback host names
+only (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -137,6 +139,11 @@ def _params(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        # the JSON content type already needs a preflight this app never grants; a browser that
+        # names another origin is refused outright as well
+        raise ViewError(403, f"a POST from another origin ({origin[:100]}) is refused")
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ViewError(415, "send the body as JSON (content-type: application/json)")
     raw = await request.body()

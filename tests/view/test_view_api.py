@@ -251,6 +251,10 @@ def test_voting_api_hides_names_then_stores_and_reveals(judged_copy: Path) -> No
         assert extra.status_code == 400 and "`setup`" in extra.json()["error"]
         wrong = httpx.post(url, json={"token": pair["token"], "verdict": "A>>>B"})
         assert wrong.status_code == 400 and "`verdict`" in wrong.json()["error"]
+        elsewhere = httpx.post(
+            url, json={"token": pair["token"], "verdict": "A>B"}, headers={"origin": "http://127.0.0.1:1"}
+        )
+        assert elsewhere.status_code == 403 and "another origin" in elsewhere.json()["error"]
         unknown = httpx.post(url, json={"token": "nope", "verdict": "A>B"})
         assert unknown.status_code == 404 and "`nope`" in unknown.json()["error"]
         ok = httpx.post(url, json={"token": pair["token"], "verdict": "A>B"}).json()

@@ -7,11 +7,15 @@ test's tmp folder."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import re
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from moa.experiment import Store, rebuild_report
@@ -292,3 +296,43 @@ def test_hostile_names_everywhere_show_as_text(page: Any, tmp_path: Path) -> Non
         )
         assert b_words < b_name
         _no_markup_made(page)
+
+
+def test_a_page_of_another_origin_cannot_undo_a_vote(browser: Any, judged_copy: Path, tmp_path: Path) -> None:
+    """CSRF: a page on another loopback port posts to the undo endpoint by form, no-cors fetch, CORS
+    fetch and beacon; the voter's vote stays in the store."""
+    with serve(judged_copy.parent, voter="vic") as s:
+        pair = httpx.get(s.url + "/api/e/judged/vote/next").json()["pair"]
+        assert httpx.post(
+            s.url + "/api/e/judged/vote", json={"token": pair["token"], "verdict": "A>B"}
+        ).is_success
+        target = s.url + "/api/e/judged/vote/undo"
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "index.html").write_text(
+            f"""<form id=f method=POST action="{target}" enctype="text/plain" target=sink>
+<input name='{{"a":"' value='"}}'></form><iframe name=sink></iframe><script>
+(async () => {{
+  const json = {{"content-type": "application/json"}};
+  await fetch("{target}", {{method: "POST", mode: "no-cors", headers: json, body: "{{}}"}}).catch(() => 0);
+  await fetch("{target}", {{method: "POST", headers: json, body: "{{}}"}}).catch(() => 0);
+  try {{ navigator.sendBeacon("{target}", new Blob(["{{}}"], {{type: "application/json"}})); }} catch (e) {{}}
+  document.getElementById("f").submit();
+  window.done = true;
+}})();
+</script>"""
+        )
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+        handler.log_message = lambda *a: None  # type: ignore[method-assign]
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+            page.wait_for_function("window.done === true")
+            page.wait_for_load_state("networkidle")
+        finally:
+            context.close()
+            httpd.shutdown()
+        assert httpx.get(s.url + "/api/e/judged/vote/next").json()["progress"]["voted"] == 1
