@@ -26,6 +26,7 @@ only (DNS rebinding).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Coroutine
 from functools import partial
 from importlib import resources
@@ -159,8 +160,33 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         raise ViewError(400, _problem(e, "body field")) from None
 
 
+def _finite(data: Any, path: str, bad: list[str]) -> Any:
+    """``data`` with every infinite or NaN number (which JSON cannot carry) set to None; their
+    paths in ``bad``."""
+    if isinstance(data, float) and not math.isfinite(data):
+        bad.append(path or "the value")
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v, f"{path}.{k}" if path else str(k), bad) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite(v, f"{path}[{i}]", bad) for i, v in enumerate(data)]
+    return data
+
+
 def _json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status, headers=_SECURITY_HEADERS)
+    try:
+        return JSONResponse(data, status_code=status, headers=_SECURITY_HEADERS)
+    except ValueError:
+        # a store holding an infinite number (a broken or hand-edited file) must not take the page
+        # down: the number shows as missing, and the page says where it was
+        bad: list[str] = []
+        clean = _finite(data, "", bad)
+        if isinstance(clean, dict) and bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            clean["warnings"] = [
+                f"the store holds numbers that are not finite, shown as —: {', '.join(bad[:3])}{more}"
+            ]
+        return JSONResponse(clean, status_code=status, headers=_SECURITY_HEADERS)
 
 
 # -- the app ---------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import http.server
 import re
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,31 @@ def test_a_page_of_another_origin_cannot_undo_a_vote(browser: Any, judged_copy: 
             context.close()
             httpd.shutdown()
         assert httpx.get(s.url + "/api/e/judged/vote/next").json()["progress"]["voted"] == 1
+
+
+def test_an_infinite_number_in_the_store_shows_as_missing_and_is_named(
+    page: Any, judged_copy: Path, tmp_path: Path
+) -> None:
+    """A store holding an infinite cost (a broken or edited file): every page still opens, the number
+    shows as —, and a line on the page says where it was (JSON cannot carry it)."""
+    (judged_copy / "summary.json").unlink()
+    conn = sqlite3.connect(judged_copy / "experiment.sqlite")
+    try:
+        run = "(SELECT run_id FROM runs WHERE item_id = 'q2' AND setup = 'moa')"
+        conn.execute(f"UPDATE runs SET cost_usd = 9e999 WHERE run_id = {run}")
+        conn.execute(f"UPDATE calls SET cost_usd = 9e999 WHERE run_id = {run}")
+        conn.commit()
+    finally:
+        conn.close()
+    with serve(judged_copy.parent) as s:
+        for where, ready in [
+            ("overview", "table.headline"),
+            ("items", "table.items"),
+            ("item/q2", ".answer-card[data-setup='moa']"),
+        ]:
+            page.goto(f"{s.url}/#/e/judged/{where}")
+            expect(page.locator(ready)).to_be_visible()
+            expect(page.locator(".error-box.warning")).to_contain_text("not finite, shown as —")
+        expect(page.locator(".error-box.warning")).to_contain_text("runs[1].run.cost_usd")
+        expect(page.locator(".answer-card[data-setup='moa'] .metrics")).to_contain_text("—")
+        shot(page, tmp_path, "infinite.png")

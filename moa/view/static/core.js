@@ -66,6 +66,8 @@ const MOA = (() => {
       body = { error: `HTTP ${r.status} from ${path}` };
     }
     if (!r.ok) throw new ApiError(body.error || `HTTP ${r.status}`, r.status);
+    // numbers the server could not send (not finite in the store): the page says where they were
+    if (Array.isArray(body.warnings)) state.warnings.push(...body.warnings);
     return body;
   }
 
@@ -142,7 +144,7 @@ const MOA = (() => {
 
   // -- pages, keys, routing ---------------------------------------------------------------------
   const pages = {};
-  const state = { config: null, lastReveal: null, focusSearch: false };
+  const state = { config: null, lastReveal: null, focusSearch: false, warnings: [] };
   let keys = {};
   let helpLines = [];
   let renderCount = 0;
@@ -245,6 +247,7 @@ const MOA = (() => {
     }
     nav(cfg, key, page);
     const render = pages[page];
+    state.warnings = [];
     let out;
     try {
       if (!render) throw new ApiError(`no page \`${page}\``, 404);
@@ -256,7 +259,7 @@ const MOA = (() => {
     keys = out.keys || {};
     helpLines = out.help || [];
     document.title = `${out.title || "moa view"} — moa view`;
-    app.replaceChildren(out.node);
+    app.replaceChildren(...state.warnings.map((w) => h("div", { class: "error-box warning", role: "alert" }, w)), out.node);
     if (!document.getElementById("help").hidden) showHelp(false);
     if (out.mounted) out.mounted();
     app.dataset.page = page;
