@@ -4,6 +4,7 @@ registers this parser on every start, and the web stack loads only when ``view``
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 import sys
 import unicodedata
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from moa.errors import UserError
 
-__all__ = ["DEFAULT_PORT", "add_parser", "run"]
+__all__ = ["DEFAULT_PORT", "add_parser", "allowed_hosts", "run"]
 
 DEFAULT_PORT = 8765
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -54,6 +55,26 @@ def voter_problem(name: str | None) -> str | None:
     return None
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface: a loopback name, or any of 127.0.0.0/8 and ::1."""
+    if host in _LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """The Host header names the server answers when bound to ``host``: loopback names (and the
+    address itself) on a loopback interface, against DNS rebinding; any name elsewhere."""
+    if not is_loopback(host):
+        return ["*"]
+    if host in _LOOPBACK:
+        return None
+    return [*_LOOPBACK, "[::1]", f"[{host}]" if ":" in host else host]
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the viewer; 2 with one line on stderr for bad input, 0 after a clean shutdown."""
 
@@ -71,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         from moa.view import create_app, require
 
         uvicorn = require("uvicorn")
-        hosts = None if args.host in _LOOPBACK else ["*"]
+        hosts = allowed_hosts(args.host)
         app = create_app(
             Path(args.dir), voter=args.voter if args.vote else None, pairs=args.pairs, allowed_hosts=hosts
         )
@@ -81,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         sock = _listen(args.host, args.port)
     except OSError as e:
         return fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
-    if args.host not in _LOOPBACK:
+    if not is_loopback(args.host):
         print(
             f"moa view: warning: listening on {args.host}: anyone who can reach it reads the answers"
             + (" and votes" if args.vote else ""),

@@ -75,3 +75,21 @@ def test_moa_view_serves_on_the_port_it_prints(experiments: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("host", "hosts"),
+    [
+        ("127.0.0.1", None),
+        ("localhost", None),
+        ("127.0.0.2", ["127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"]),
+        ("0.0.0.0", ["*"]),
+        ("192.168.1.5", ["*"]),
+    ],
+)
+def test_every_loopback_address_keeps_the_host_check(host: str, hosts: list[str] | None) -> None:
+    """Bound to any loopback address (127.0.0.2 too) the viewer still answers loopback host names only
+    (DNS rebinding); only an address others can reach answers any name."""
+    from moa.view.cli import allowed_hosts
+
+    assert allowed_hosts(host) == hosts
