@@ -398,3 +398,34 @@ def test_a_summary_json_behind_the_store_gives_way_to_the_store(judged_copy: Pat
         d = get(s, "/api/e/judged/overview").json()
     assert "summary.json is behind it: `moa` has 14 runs stored, 12 in the file" in d["summary_source"]
     assert {x["name"]: x["runs"] for x in d["summary"]["setups"]}["moa"] == N_JUDGED
+
+
+@pytest.mark.parametrize(
+    ("manifest", "says"),
+    [
+        ("{not json", "the store's manifest is not JSON"),
+        (json.dumps({"setups": [{"name": "a"}]}), "the store's manifest `experiment`: Field required"),
+    ],
+)
+def test_a_broken_manifest_is_named_and_the_other_experiments_still_show(
+    experiments: Path, tmp_path: Path, manifest: str, says: str
+) -> None:
+    """One experiment folder whose manifest is not JSON, or lacks a field: the list of experiments
+    still opens (that one with its error), and its pages name the folder and the field."""
+    import shutil
+
+    for name in ("judged", "broken"):
+        shutil.copytree(experiments / "judged", tmp_path / name)
+    conn = sqlite3.connect(tmp_path / "broken" / "experiment.sqlite")
+    try:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'manifest'", (manifest,))
+        conn.commit()
+    finally:
+        conn.close()
+    with serve(tmp_path) as s:
+        listed = {e["key"]: e for e in get(s, "/api/config").json()["experiments"]}
+        assert listed["judged"]["n_items"] == N_JUDGED
+        assert listed["broken"]["error"] == f"{tmp_path / 'broken'}: {says}"
+        for page in ("overview", "items"):
+            r = get(s, f"/api/e/broken/{page}")
+            assert r.status_code == 500 and r.json()["error"] == f"{tmp_path / 'broken'}: {says}"
