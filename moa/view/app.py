@@ -48,8 +48,16 @@ from moa.experiment.store.votes import add_vote, delete_vote, voted_pairs
 from moa.view.catalog import Catalog, ExperimentFolder
 from moa.view.graph import Deps, layout, stored_topology
 from moa.view.items import OUTCOMES, SORTS, ItemIndex, ItemQuery
-from moa.view.queries import is_code, item_detail, judge_costs, setup_costs, vote_tally
-from moa.view.voting import PairMode, VoteQueue, build_pairs, pair_view, reveal, side_secret
+from moa.view.queries import is_code, item_detail, judge_costs, setup_costs, stored_item, vote_tally
+from moa.view.voting import (
+    PairMode,
+    VoteQueue,
+    build_pairs,
+    pair_view,
+    reveal,
+    side_secret,
+    unreadable_items,
+)
 
 __all__ = ["LOOPBACK", "create_app"]
 
@@ -393,7 +401,16 @@ class Viewer:
         voted = voted_pairs(f.store, voter)
         total = len(q.order)
         done = sum(1 for p in q.order if p.key in voted)
-        return {"voted": done, "total": total, "voter": voter}
+        out: dict[str, Any] = {"voted": done, "total": total, "voter": voter}
+        broken = sorted(
+            set(f.manifest["item_ids"]) & f.cached("unreadable", lambda: unreadable_items(f.store))
+        )
+        if broken:
+            shown = ", ".join(f"`{i}`" for i in broken[:3]) + (
+                f" and {len(broken) - 3} more" if len(broken) > 3 else ""
+            )
+            out["left_out"] = f"{len(broken)} item(s) left out: their stored data cannot be read ({shown})"
+        return out
 
     async def vote_next(self, request: Request) -> Response:
         f = self.folder(request)
@@ -402,7 +419,7 @@ class Viewer:
         progress = self._progress(f, q, voter)
         if pair is None:
             return _json({"pair": None, "progress": progress})
-        item = f.store.item_data(pair.item_id) or {}
+        item = stored_item(f.store, pair.item_id) or {}
         view = pair_view(
             f.store,
             f.manifest,

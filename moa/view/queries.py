@@ -9,11 +9,12 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from moa.errors import UserError
 from moa.experiment.analysis.votes import evaluator_scores, human_summaries
 from moa.experiment.store.database import Store
 from moa.experiment.store.votes import iter_votes
 
-__all__ = ["is_code", "item_detail", "judge_costs", "setup_costs", "vote_tally"]
+__all__ = ["is_code", "item_detail", "judge_costs", "setup_costs", "stored_item", "vote_tally"]
 
 
 def setup_costs(conn: sqlite3.Connection, setup: str, topo_hash: str) -> dict[str, Any]:
@@ -84,6 +85,21 @@ def judge_costs(
     ]
 
 
+def stored_item(store: Store, item_id: str) -> dict[str, Any] | None:
+    """The item as stored, None when the store has no such item; ``UserError`` naming it when its
+    stored data is not a JSON object (a broken or edited store)."""
+    row = store.conn.execute("SELECT data FROM items WHERE item_id = ?", (item_id,)).fetchone()
+    if row is None:
+        return None
+    try:
+        data = json.loads(row[0])
+    except (TypeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        raise UserError(f"item `{item_id}`: its stored data is not a JSON object (a broken store)")
+    return data
+
+
 def is_code(item: Mapping[str, Any], evaluator: Mapping[str, Any]) -> bool:
     """Whether an item is a programming task (its score detail is an execution result)."""
     return bool(item.get("tests") or item.get("test")) or evaluator.get("name") == "execution"
@@ -142,7 +158,7 @@ def item_detail(
 ) -> dict[str, Any] | None:
     """The item (input, turns, target, tests) and each setup's run of ``sample`` with its score,
     calls and the judge's verdicts on it; None when the store has no such item."""
-    data = store.item_data(item_id)
+    data = stored_item(store, item_id)
     if data is None:
         return None
     ev_id = manifest["evaluator_id"]

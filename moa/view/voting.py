@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from moa.experiment.store.database import Store
 from moa.experiment.store.votes import VERDICTS, PairKey
+from moa.view.queries import stored_item
 
 __all__ = [
     "Pair",
@@ -31,6 +32,7 @@ __all__ = [
     "pair_view",
     "reveal",
     "side_secret",
+    "unreadable_items",
 ]
 
 PairMode = Literal["baseline", "all"]
@@ -72,9 +74,21 @@ def left_side(voter: str, pair: Pair, secret: str) -> str:
     return pair.setup if digest[0] & 1 else pair.other_setup
 
 
+def unreadable_items(store: Store) -> set[str]:
+    """Items whose stored data is not a JSON object (a broken store): no question to show."""
+    return {
+        item_id
+        for (item_id,) in store.conn.execute(
+            "SELECT item_id FROM items WHERE NOT (json_valid(data) AND json_type(data) = 'object')"
+        )
+    }
+
+
 def build_pairs(store: Store, manifest: Mapping[str, Any], mode: PairMode) -> list[Pair]:
-    """Every pair with two successful answers, in the manifest's item order."""
+    """Every pair with two successful answers, in the manifest's item order (items that cannot be
+    read are left out: ``unreadable_items``)."""
     setups = list(manifest["setups"])
+    broken = unreadable_items(store)
     answered: dict[str, set[str]] = {}
     for s in setups:
         answered[s["name"]] = {
@@ -93,6 +107,7 @@ def build_pairs(store: Store, manifest: Mapping[str, Any], mode: PairMode) -> li
     return [
         Pair(item_id, 0, a, b)
         for item_id in manifest["item_ids"]
+        if item_id not in broken
         for a, b in combos
         if item_id in answered[a] and item_id in answered[b]
     ]
@@ -184,7 +199,7 @@ def pair_view(
     """What the page shows before the vote: the item and the answers as A (``left``'s) and B, no
     setup names."""
     right = pair.other_setup if left == pair.setup else pair.setup
-    item = store.item_data(pair.item_id) or {}
+    item = stored_item(store, pair.item_id) or {}
     return {
         "token": token,
         "item": {k: item.get(k) for k in ("id", "input", "turns", "target", "category")},

@@ -429,3 +429,27 @@ def test_a_broken_manifest_is_named_and_the_other_experiments_still_show(
         for page in ("overview", "items"):
             r = get(s, f"/api/e/broken/{page}")
             assert r.status_code == 500 and r.json()["error"] == f"{tmp_path / 'broken'}: {says}"
+
+
+def test_an_item_stored_broken_is_named_and_voting_goes_on(judged_copy: Path) -> None:
+    """An item whose stored data is not a JSON object (a broken store): its page names it, and the
+    voter votes every other pair, told which item was left out (it used to stop voting with a 500)."""
+    conn = sqlite3.connect(judged_copy / "experiment.sqlite")
+    try:
+        conn.execute("UPDATE items SET data = '{broken' WHERE item_id = 'q1'")
+        conn.commit()
+    finally:
+        conn.close()
+    with serve(judged_copy.parent) as s:
+        r = get(s, "/api/e/judged/item", id="q1")
+        assert r.status_code == 500 and r.json()["error"].startswith("item `q1`: its stored data is not")
+    with serve(judged_copy.parent, voter="val") as s:
+        seen: set[str] = set()
+        while (nxt := get(s, "/api/e/judged/vote/next")).json()["pair"] is not None:
+            pair = nxt.json()["pair"]
+            seen.add(pair["item"]["id"])
+            httpx.post(s.url + "/api/e/judged/vote", json={"token": pair["token"], "verdict": "A=B"})
+        progress = nxt.json()["progress"]
+        assert "q1" not in seen and len(seen) >= N_JUDGED - 2
+        assert progress["voted"] == progress["total"]
+        assert progress["left_out"] == "1 item(s) left out: their stored data cannot be read (`q1`)"

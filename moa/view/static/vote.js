@@ -51,7 +51,8 @@
     bar.firstChild.style.width = `${p.total ? (100 * p.voted) / p.total : 100}%`;
     const banner = revealBanner(MOA.state.lastReveal);
     MOA.state.lastReveal = null;
-    const head = h("div", { class: "vote-head" }, h("h1", null, "Which answer is better?"), h("span", { class: "muted", id: "vote-progress" }, `${fmt.int(p.voted)} of ${fmt.int(p.total)} pairs voted by ${p.voter}`), bar);
+    const head = h("div", { class: "vote-head" }, h("h1", null, "Which answer is better?"), h("span", { class: "muted", id: "vote-progress" }, `${fmt.int(p.voted)} of ${fmt.int(p.total)} pairs voted by ${p.voter}`), bar,
+      p.left_out ? h("p", { class: "error-box", id: "left-out" }, p.left_out) : null);
     if (!d.pair) {
       return {
         title: "vote",
