@@ -10,6 +10,7 @@ import asyncio
 import functools
 import http.server
 import re
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
@@ -201,8 +202,6 @@ def test_undo_and_code_pairs_with_execution_results(page: Any, experiments: Path
     """Code pairs show each side's execution result; u takes the last vote back and shows its pair
     again."""
     folder = tmp_path / "exps"
-    import shutil
-
     shutil.copytree(experiments / "code", folder / "code")
     with serve(folder, voter="eve") as s:
         page.goto(s.url + "/#/e/code/vote")
@@ -365,3 +364,28 @@ def test_an_infinite_number_in_the_store_shows_as_missing_and_is_named(
         expect(page.locator(".error-box.warning")).to_contain_text("runs[1].run.cost_usd")
         expect(page.locator(".answer-card[data-setup='moa'] .metrics")).to_contain_text("—")
         shot(page, tmp_path, "infinite.png")
+
+
+def test_a_voter_sees_the_results_only_after_voting(browser: Any, experiments: Path, tmp_path: Path) -> None:
+    """While pairs are left, the items page says the results stay hidden; after the last vote the
+    done page leads to the overview, and the items table shows."""
+    shutil.copytree(experiments / "code", tmp_path / "exps" / "code")
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    try:
+        page = context.new_page()
+        with serve(tmp_path / "exps", voter="wes") as s:
+            page.goto(s.url + "/#/e/code/items")
+            expect(page.locator("main .error-box")).to_contain_text(
+                "hidden while you vote (3 blind pairs left"
+            )
+            page.goto(s.url + "/#/e/code/vote")
+            for k in range(3):
+                expect(page.locator("#vote-progress")).to_contain_text(f"{k} of 3")
+                page.keyboard.press("3")
+            expect(page.locator(".done")).to_contain_text("All pairs voted")
+            page.get_by_role("link", name="See the overview").click()
+            expect(page.locator("table.headline")).to_be_visible()
+            page.goto(s.url + "/#/e/code/items")
+            expect(page.locator("table.items tbody tr")).not_to_have_count(0)
+    finally:
+        context.close()
