@@ -155,9 +155,12 @@ async def _body(request: Request, model: type[BaseModel]) -> Any:
         raise ViewError(403, f"a POST from another origin ({origin[:100]}) is refused")
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ViewError(415, "send the body as JSON (content-type: application/json)")
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ViewError(413, f"body of {len(raw)} bytes; at most {MAX_BODY_BYTES}")
+    # read in chunks up to the limit: a body of gigabytes is refused, never held in memory
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ViewError(413, f"body of more than {MAX_BODY_BYTES} bytes; at most {MAX_BODY_BYTES}")
     try:
         data = json.loads(raw or b"{}")
     except ValueError:

@@ -453,3 +453,41 @@ def test_an_item_stored_broken_is_named_and_voting_goes_on(judged_copy: Path) ->
         assert "q1" not in seen and len(seen) >= N_JUDGED - 2
         assert progress["voted"] == progress["total"]
         assert progress["left_out"] == "1 item(s) left out: their stored data cannot be read (`q1`)"
+
+
+def test_an_oversized_body_is_refused_before_it_is_read_whole(judged_copy: Path) -> None:
+    """A POST body past the limit is answered 413 after the first chunks past it: the rest is never
+    read into memory (a body of gigabytes used to be buffered whole before the check)."""
+    import asyncio
+
+    from moa.view import create_app
+
+    app = create_app(judged_copy, voter="ola")
+    pulled = 0
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b" " * 8192, "more_body": pulled < 10_000}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/e/judged/vote/undo",
+        "raw_path": b"/api/e/judged/vote/undo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert pulled < 10, pulled
