@@ -220,6 +220,9 @@ class Viewer:
         key = request.path_params["key"]
         found = self.catalog.get(key)
         if found is None:
+            self.catalog.refresh()
+            found = self.catalog.get(key)
+        if found is None:
             known = ", ".join(self.catalog.folders) or "none"
             raise ViewError(404, f"no experiment `{key}` here (experiments: {known})")
         return found
@@ -239,6 +242,7 @@ class Viewer:
     # -- browsing --------------------------------------------------------------------------------
 
     async def config(self, request: Request) -> Response:
+        self.catalog.refresh()
         experiments = []
         for key, f in self.catalog.folders.items():
             entry: dict[str, Any] = {"key": key, "folder": str(f.folder)}

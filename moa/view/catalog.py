@@ -191,6 +191,20 @@ class Catalog:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folders = {k: ExperimentFolder(k, p) for k, p in find_experiments(root).items()}
+        self._single = (root / STORE_NAME).exists()
+
+    def refresh(self) -> None:
+        """Take in the experiment folders made inside the root since (a `moa compare --out` started
+        after the viewer); the ones known stay as they are."""
+        if self._single:
+            return
+        try:
+            found = find_experiments(self.root)
+        except UserError:
+            return
+        new = {k: ExperimentFolder(k, p) for k, p in found.items() if k not in self.folders}
+        if new:
+            self.folders = dict(sorted({**self.folders, **new}.items()))
 
     def get(self, key: str) -> ExperimentFolder | None:
         return self.folders.get(key)

@@ -491,3 +491,17 @@ def test_an_oversized_body_is_refused_before_it_is_read_whole(judged_copy: Path)
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert pulled < 10, pulled
+
+
+def test_an_experiment_started_after_the_viewer_shows_up(experiments: Path, tmp_path: Path) -> None:
+    """A `moa compare --out` into the viewed folder after the viewer started: the list of experiments
+    and the new experiment's pages find it without a restart."""
+    import shutil
+
+    shutil.copytree(experiments / "judged", tmp_path / "first")
+    with serve(tmp_path) as s:
+        assert [e["key"] for e in get(s, "/api/config").json()["experiments"]] == ["first"]
+        shutil.copytree(experiments / "judged", tmp_path / "second")
+        assert [e["key"] for e in get(s, "/api/config").json()["experiments"]] == ["first", "second"]
+        shutil.copytree(experiments / "judged", tmp_path / "third")
+        assert get(s, "/api/e/third/items").json()["total"] == N_JUDGED
