@@ -389,3 +389,28 @@ def test_a_voter_sees_the_results_only_after_voting(browser: Any, experiments: P
             expect(page.locator("table.items tbody tr")).not_to_have_count(0)
     finally:
         context.close()
+
+
+def test_skip_after_the_viewer_restarted_moves_on(browser: Any, judged_copy: Path) -> None:
+    """A pair shown before the viewer restarted (its token forgotten): s says so and shows the next
+    pair, instead of failing in the page and leaving every button dead."""
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        with serve(judged_copy.parent, voter="kim") as s:
+            page.goto(s.url + "/#/e/judged/vote")
+            expect(page.locator(".choices button")).to_have_count(5)
+            s.app.state.viewer.queues.clear()  # what a restart forgets
+            said: list[str] = []
+            page.on("dialog", lambda d: (said.append(d.message), d.dismiss()))
+            ready = page.locator("#app").get_attribute("data-ready")
+            page.keyboard.press("s")
+            expect(page.locator("#app")).not_to_have_attribute("data-ready", str(ready))
+            assert said and "reload the page" in said[0]
+            page.keyboard.press("3")
+            expect(page.locator("#vote-progress")).to_contain_text("1 of")
+    finally:
+        context.close()
+    assert errors == []

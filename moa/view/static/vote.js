@@ -81,7 +81,12 @@
     const skip = async () => {
       if (busy) return;
       busy = true;
-      await post(`/api/e/${enc(key)}/vote/skip`, { token: pair.token });
+      try {
+        await post(`/api/e/${enc(key)}/vote/skip`, { token: pair.token });
+      } catch (e) {
+        // a token the server no longer knows (it was restarted): say so, then show its next pair
+        alert(e.message);
+      }
       MOA.route();
     };
     const undo = async () => {
