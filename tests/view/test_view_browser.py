@@ -414,3 +414,20 @@ def test_skip_after_the_viewer_restarted_moves_on(browser: Any, judged_copy: Pat
     finally:
         context.close()
     assert errors == []
+
+
+def test_the_home_page_lists_an_experiment_started_since(
+    page: Any, experiments: Path, tmp_path: Path
+) -> None:
+    """Back on the list of experiments, one whose run began after the page opened is there."""
+    root = tmp_path / "exps"
+    for name in ("judged", "code"):
+        shutil.copytree(experiments / name, root / name)
+    with serve(root) as s:
+        page.goto(s.url + "/")
+        expect(page.locator("main table tbody tr")).to_have_count(2)
+        page.get_by_role("link", name="judged").click()
+        expect(page.locator("main h1")).to_have_text("judged")
+        shutil.copytree(experiments / "chat", root / "chat")
+        page.get_by_role("link", name="Experiments").click()
+        expect(page.locator("main table tbody tr")).to_have_count(3)

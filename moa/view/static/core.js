@@ -230,9 +230,10 @@ const MOA = (() => {
   async function route() {
     const mine = ++renderCount;
     const app = document.getElementById("app");
-    if (!state.config) state.config = await api("/api/config");
-    const cfg = state.config;
     const { parts, params } = parse();
+    // the list of experiments is read again on the home page: a run started since joins it
+    if (!state.config || !parts.length) state.config = await api("/api/config");
+    const cfg = state.config;
     let page = "home";
     let key = null;
     if (parts[0] === "e" && parts[1]) {
