@@ -167,6 +167,7 @@ class ExperimentFolder:
             return "summary.json is of another run of the folder"
         stored = dict(
             self.store.conn.execute(
+                # counted as the summary counts them (Store.run_rows: every stored row)
                 "SELECT setup || char(0) || topo_hash, COUNT(*) FROM runs WHERE sample < ? "
                 "AND item_id IN (SELECT value FROM json_each(?)) GROUP BY setup, topo_hash",
                 (int(m.get("samples", 1)), json.dumps(m["item_ids"])),
