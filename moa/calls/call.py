@@ -49,6 +49,8 @@ class CachedReply:
     #: so a resumed run reads as slow as its calls were (0.0: not known, cached by an older moa)
     latency_s: float = 0.0
     queued_s: float = 0.0
+    #: the first call's usage was moa's count (the provider reported none): a replay says so too
+    usage_estimated: bool = False
 
 
 class CallCache(Protocol):
@@ -203,6 +205,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                     hit.model,
                 )
                 rec.latency_s, rec.queued_s = hit.latency_s, hit.queued_s
+                rec.usage_estimated = hit.usage_estimated
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
                     call.on_token(hit.reply.text)
@@ -222,7 +225,10 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     finally:
         ctx.calls.append(rec)
     if ctx.cache is not None and cache_key is not None:
-        ctx.cache.put(cache_key, CachedReply(reply, target.model, rec.cost_usd, rec.latency_s, rec.queued_s))
+        ctx.cache.put(
+            cache_key,
+            CachedReply(reply, target.model, rec.cost_usd, rec.latency_s, rec.queued_s, rec.usage_estimated),
+        )
     if ctx.logger is not None:
         ctx.logger.info(
             "call",

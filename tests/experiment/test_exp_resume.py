@@ -389,3 +389,31 @@ def test_a_store_that_cannot_be_written_mid_run_ends_in_one_line(tmp_path: Path)
     finally:
         for conn in holders:
             conn.close()
+
+
+def test_a_replayed_reply_keeps_its_usage_estimated_flag(tmp_path: Path) -> None:
+    """A call whose provider reported no usage is flagged ``usage_estimated``; replayed from the
+    call cache (a resumed experiment) it says so again instead of passing moa's count as a bill."""
+    from moa.experiment.store.cache import StoreCache
+    from moa.models.base import ModelReply
+    from moa.results import Usage
+    from moa.topology import build
+
+    model = FunctionModel(lambda r: ModelReply("answer", Usage(3, 1), "m", "stop", usage_estimated=True))
+    topo = build.single("fake/m", name="one")
+    store = Store.open(tmp_path / "out")
+    try:
+
+        async def run_once() -> Any:
+            base = Runner(models={"fake/m": model})
+            try:
+                return await base.scoped(cache=StoreCache(store, "s:h", "i1")).run(topo, "q")
+            finally:
+                await base.aclose()
+
+        first, replay = asyncio.run(run_once()), asyncio.run(run_once())
+        assert len(model.calls) == 1 and replay.calls[0].cached
+        assert first.calls[0].usage_estimated and replay.calls[0].usage_estimated
+        assert replay.usage_estimated_calls == 1
+    finally:
+        store.close()

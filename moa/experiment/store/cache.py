@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["StoreCache", "cache_key", "sample_scope"]
 
 _COLUMNS = (
-    "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s"
+    "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s, "
+    "usage_estimated"
 )
 
 
@@ -47,10 +48,11 @@ def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None 
 
 
 def _reply(row: Sequence[Any]) -> CachedReply:
-    text, model, reply_model, finish, prompt, completion, cost, latency, queued = row
-    reply = ModelReply(text, Usage(prompt, completion), reply_model, finish)
-    # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took
-    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0)
+    text, model, reply_model, finish, prompt, completion, cost, latency, queued, estimated = row
+    reply = ModelReply(text, Usage(prompt, completion), reply_model, finish, usage_estimated=bool(estimated))
+    # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took (nor
+    # whether its usage was estimated: moa did not tell then)
+    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated))
 
 
 class StoreCache:
@@ -103,7 +105,7 @@ class StoreCache:
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 r.text,
@@ -115,6 +117,7 @@ class StoreCache:
                 value.cost_usd,
                 value.latency_s,
                 value.queued_s,
+                int(value.usage_estimated),
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored

@@ -32,8 +32,9 @@ __all__ = [
 #: score goes when that run is replaced (a failed baseline run retried: the score of "the baseline
 #: failed" had outlived it);
 #: 6 added ``calls.usage_estimated`` (the call's usage is moa's count, the provider reported none;
-#: 0 for calls stored before) and ``cache.latency_s`` and ``cache.queued_s``: the first call's times, which a replay reports
-#: (a pair resumed from the cache read as fast as its replays, ~0 s; NULL for replies cached before);
+#: 0 for calls stored before); ``cache.latency_s``, ``cache.queued_s`` and ``cache.usage_estimated``: the
+#: first call's times and usage flag, which a replay reports (a pair resumed from the cache read as fast
+#: as its replays, ~0 s; NULL for replies cached before);
 #: and stores every pairwise score made without a judge call, so each reader reads one number: the
 #: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
 #: failed as well), tied to that baseline run. Before, readers derived them when reading
@@ -101,7 +102,7 @@ CREATE TABLE IF NOT EXISTS scores(
     + """CREATE TABLE IF NOT EXISTS cache(
   key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-  cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL);
+  cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL, usage_estimated INTEGER);
 """
     + _VOTES
     + """
@@ -244,9 +245,9 @@ def _v6_pairwise_scores(conn: sqlite3.Connection) -> None:
 def _v5_to_v6(conn: sqlite3.Connection) -> None:
     with conn:
         have = {row[1] for row in conn.execute("PRAGMA table_info(cache)")}
-        for column in ("latency_s", "queued_s"):
+        for column, kind in (("latency_s", "REAL"), ("queued_s", "REAL"), ("usage_estimated", "INTEGER")):
             if column not in have:
-                conn.execute(f"ALTER TABLE cache ADD COLUMN {column} REAL")
+                conn.execute(f"ALTER TABLE cache ADD COLUMN {column} {kind}")
         # calls stored before were not told apart: 0, as a reply's own usage was the rule
         if "usage_estimated" not in {row[1] for row in conn.execute("PRAGMA table_info(calls)")}:
             conn.execute("ALTER TABLE calls ADD COLUMN usage_estimated INTEGER NOT NULL DEFAULT 0")
