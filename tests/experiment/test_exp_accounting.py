@@ -83,3 +83,23 @@ def test_a_version_2_store_is_upgraded_with_no_attempt_logs(tmp_path: Path) -> N
         assert store.get_meta("schema_version") == SCHEMA_VERSION
     finally:
         store.close()
+
+
+def test_calls_without_reported_usage_are_counted_in_the_summary_and_the_report(tmp_path: Path) -> None:
+    """A provider that reports no usage is billed by moa's own count; summary.json and report.md say
+    how many calls of each setup were counted that way, so an estimate is never read as a bill."""
+    rows = questions(N)
+    single, _ = sim(1.0, answers_of(rows))
+    with SimServer({"single-m": single, "maj-m": SimModel(reported_usage={})}) as srv:
+        exp = write_experiment(tmp_path / "e", srv.base_url, rows)
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    maj, base = summary.setup("majority-3"), summary.setup("single")
+    assert maj.usage_estimated_calls == maj.runs * 3 > 0 and maj.tokens > 0
+    assert base.usage_estimated_calls == 0
+    out = tmp_path / "out"
+    saved = json.loads((out / "summary.json").read_text())
+    assert [s["usage_estimated_calls"] for s in saved["setups"]] == [0, maj.usage_estimated_calls]
+    assert (
+        f"majority-3: {maj.usage_estimated_calls} call(s) got no usage from the provider"
+        in (out / "report.md").read_text()
+    )

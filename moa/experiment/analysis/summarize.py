@@ -166,6 +166,7 @@ def summarize(
     judge_costs: Mapping[str, float] | None = None,
     samples: int = 1,
     pairwise: bool = False,
+    usage_estimated_calls: Mapping[str, int] | None = None,
 ) -> Summary:
     """The summary from stored rows: ``setups`` holds (name, is_baseline, item id -> run or runs),
     the baseline flagged, first in the summary wherever it was passed. ``pairwise``: the scores are
@@ -182,6 +183,7 @@ def summarize(
         runs = all_runs[name]
         s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples, scorer(pairwise))
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
+        s.usage_estimated_calls = (usage_estimated_calls or {}).get(name, 0)
         if pairwise:
             s.judge = None if is_base else judge_summary(scores, runs, rounds=rounds, seed=seed)
         else:
@@ -298,6 +300,9 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
         seed=int(manifest.get("seed", 0)),
         judge_costs=judge,
         samples=int(manifest.get("samples", 1)),
+        usage_estimated_calls={
+            s["name"]: store.usage_estimated_calls(s["name"], s["hash"]) for s in manifest["setups"]
+        },
         pairwise=bool(manifest.get("pairwise", False)),
     )
     add_human_votes(summary, store, manifest)

@@ -131,6 +131,9 @@ class SetupSummary(BaseModel):
     cancellations after sending): what the provider may have billed at most."""
     unknown_usage_attempts: int = 0
     """Attempts sent whose usage cannot be known."""
+    usage_estimated_calls: int = 0
+    """Calls whose provider reported no usage: their tokens (and the cost from them) are moa's count
+    of the text sent and received, not the provider's bill."""
     cost_per_item_usd: float | None = None
     cost_ratio: float | None = None
     tokens: int = 0

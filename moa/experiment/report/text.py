@@ -127,6 +127,11 @@ def _footer(summary: Summary) -> list[str]:
                 f"{s.unknown_usage_attempts} attempt(s) reached the provider with unknown usage "
                 "(timeouts, cancellations); the provider may bill them"
             )
+        if s.usage_estimated_calls:
+            out.append(
+                f"{s.name}: {s.usage_estimated_calls} call(s) got no usage from the provider; their "
+                f"{basis} counts moa's own estimate of the text sent and received, not a bill"
+            )
     if summary.cost_basis == "tokens":
         # a free baseline (the embedded model, or unpriced models) has no cost ratio: tokens stand in
         ratios = ", ".join(

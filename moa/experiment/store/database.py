@@ -509,6 +509,15 @@ class Store:
             self.conn.execute(f"DELETE FROM judgments {where}", args)
             self.conn.execute(f"DELETE FROM scores {where}", args)
 
+    def usage_estimated_calls(self, setup: str, topo_hash: str) -> int:
+        """The setup's stored calls whose usage moa counted itself (the provider reported none)."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM calls c JOIN runs r ON r.run_id=c.run_id "
+            "WHERE c.usage_estimated=1 AND r.setup=? AND r.topo_hash=?",
+            (setup, topo_hash),
+        ).fetchone()
+        return int(row[0])
+
     def judge_cost(self, evaluator: str, setup: str, topo_hash: str) -> float:
         row = self.conn.execute(
             "SELECT COALESCE(SUM(j.cost_usd), 0) FROM judgments j JOIN runs r ON r.run_id=j.run_id "
