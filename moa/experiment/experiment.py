@@ -47,7 +47,6 @@ from moa.experiment.report.text import print_table
 from moa.experiment.report.tune import format_tune_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
-from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import Store, damaged, item_hash
 from moa.experiment.tune import plan_tuning, run_tuning
 from moa.gc_tuning import tune_gc_for_long_runs
@@ -173,11 +172,10 @@ class Experiment:
             self.stopped = await run_pairs(
                 spec, store, setups, dataset.items, base_runner, budget, sem, bar, executor
             )
-            # 2. score: judge calls are cached in their own scope and charged to the experiment's budget
+            # 2. score: judge calls are cached in their own scope, one cache per judged pair
+            # (``score_all``), and charged to the experiment's budget
             items = {i.id: i for i in dataset.items}
-            judge_runner = base_runner.scoped(
-                cache=StoreCache(store, f"judge:{ev_id}"), budget=budget or base_runner.budget
-            )
+            judge_runner = base_runner.scoped(budget=budget or base_runner.budget)
             # workers take more programs at once than the runs' limit: each wants its next one queued
             slots = executor.slots_for(evaluator)
             scoring = await score_all(
@@ -188,6 +186,7 @@ class Experiment:
                 items.get,
                 asyncio.Semaphore(slots) if slots > spec.concurrency else sem,
                 judge_runner=judge_runner,
+                judge_scope=f"judge:{ev_id}",
                 executor=executor,
             )
             # 3. analyse and 4. report, from the store alone

@@ -7,9 +7,12 @@ Two kinds of evaluator (``moa.eval.types``) plug in here:
 * an ``Evaluator``: ``await score(item, answer) -> Score``;
 * a ``PairwiseEvaluator``: ``await score_pair(item, answer, baseline_answer, runner=...)`` returning a
   ``PairScore`` (the setup's score against the baseline on the same item plus the verdicts, e.g. both
-  orders of a judge). Its ``runner`` carries the experiment's call cache (scope ``judge:<evaluator>``)
-  and shared budget, so judge calls are costed, cached and stored like any other call; the verdicts
-  and their ``CallRecord`` rows go to the ``judgments`` and ``calls`` tables with the score.
+  orders of a judge). Its ``runner`` carries the experiment's shared budget and a call cache of its
+  own pair (scope ``judge:<evaluator>``, keyed by the item, the sample and both runs), so judge calls
+  are costed, cached and stored like any other call; the verdicts and their ``CallRecord`` rows go
+  to the ``judgments`` and ``calls`` tables with the score. Each pair's verdicts are its own calls:
+  two pairs with the same question and answers (samples at temperature 0, two setups answering
+  alike) are judged independently, and each judgment's cost is what was paid for it.
 
 A multi-turn item's run holds every turn's answer: a ``ConversationEvaluator`` (the judge) scores it
 turn by turn with ``score_conversation`` and the turns' scores are stored with the item's score; any
@@ -19,6 +22,7 @@ other evaluator scores the last turn's answer.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -27,6 +31,7 @@ from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.executors.base import Executor, LocalExecutor
+from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import RunRow, Store
 from moa.experiment.store.schema import (
     BASELINE_FAILED_DETAIL,
@@ -71,6 +76,7 @@ async def score_all(
     semaphore: asyncio.Semaphore,
     *,
     judge_runner: Runner | None = None,
+    judge_scope: str | None = None,
     on_scored: Callable[[], None] | None = None,
     executor: Executor | None = None,
 ) -> ScoringReport:
@@ -83,6 +89,10 @@ async def score_all(
     baseline run that answered, 0.5 against one that failed too. A score made against a baseline run
     names it (``baseline_run_id``), so it goes when that run is replaced. A scoring that raises is not
     stored, so the next run tries again; its message lands in ``ScoringReport.failures``.
+
+    ``judge_scope`` is the judge's cache scope in ``store``: each judged pair runs on a runner scoped
+    from ``judge_runner`` (its budget, limits and backends) with a cache of that pair alone (None:
+    ``judge_runner`` as it is, its own cache or none).
 
     ``executor`` decides where an ``Evaluator`` scores (Dask workers run the sandboxed programs); a
     pairwise judge always scores here, its calls under the driver's rate limits and budget. The
@@ -116,15 +126,16 @@ async def score_all(
                 elif base is not None:  # two answers: the judge compares them
                     if judge_runner is None:
                         raise RuntimeError("a pairwise evaluator needs a judge runner")
+                    runner = _pair_runner(judge_runner, store, judge_scope, row, base)
                     turns, base_turns = row.turn_answers, base.turn_answers
                     if (
                         turns is not None
                         and base_turns is not None
                         and isinstance(evaluator, ConversationEvaluator)
                     ):
-                        res = await evaluator.score_conversation(it, turns, base_turns, runner=judge_runner)
+                        res = await evaluator.score_conversation(it, turns, base_turns, runner=runner)
                     else:
-                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=judge_runner)
+                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=runner)
                     store.put_score(
                         row.run_id,
                         evaluator_id,
@@ -169,6 +180,17 @@ async def score_all(
         await cancel_and_drain(tasks)
         store.commit()
     return report
+
+
+def _pair_runner(runner: Runner, store: Store, scope: str | None, row: RunRow, base: RunRow) -> Runner:
+    """The runner judging ``row`` against ``base``: with ``scope``, a cache keyed by this pair (its
+    item, sample and both runs). Shared across pairs, one cached verdict served every pair asking
+    the same question with the same answers, and its cost was counted in each of their judgments
+    though paid once; whether it was shared depended on which pair finished first."""
+    if scope is None:
+        return runner
+    pair = json.dumps([row.item_id, row.sample, row.run_id, base.run_id])
+    return runner.scoped(cache=StoreCache(store, scope, pair), budget=runner.budget)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,8 +96,8 @@ def test_judge_recovers_win_tie_loss_and_bradley_terry_order(tmp_path: Path) -> 
     with SimServer(_models(judge)) as srv:
         exp = _experiment(tmp_path / "e", srv.base_url)
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
-        # identical judge prompts (two setups giving the same answer) are judged once, from the cache
-        assert len(set(prompts)) <= srv.stats.served_by_model["judge-m"] <= 2 * 2 * N
+        # every pair is judged in both orders, even when two setups gave the same answer
+        assert len(set(prompts)) <= srv.stats.served_by_model["judge-m"] == 2 * 2 * N
     base, good, bad = summary.setup("base"), summary.setup("good"), summary.setup("bad")
     assert good.judge is not None and bad.judge is not None and base.judge is None
     assert good.judge.wins + good.judge.ties + good.judge.losses == N
@@ -324,3 +324,43 @@ def test_a_retried_baseline_run_is_judged_again(tmp_path: Path) -> None:
     assert _baseline_failed_scores(tmp_path / "out") == 0
     good = summary.setup("good").judge
     assert good is not None and good.wins + good.ties + good.losses == N
+
+
+def _paid_for_judging(out: Path) -> float:
+    store = Store.open(out)
+    try:
+        runs = store.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM runs").fetchone()[0]
+        return store.spent_usd() - float(runs)
+    finally:
+        store.close()
+
+
+def test_identical_pairs_are_judged_independently_and_cost_what_was_paid(tmp_path: Path) -> None:
+    """Two items asking the same question, 3 samples at temperature 0, one pair at a time: every
+    pair is its own judge call (12), and the report's judge cost is what the ledger paid for them
+    (one cached verdict had served all six pairs and been counted six times)."""
+    models = {
+        "base-m": SimModel(answer="base answer"),
+        "good-m": SimModel(answer="good answer"),
+        "judge-m": SimModel(answer="Even. [[A=B]]"),
+    }
+    with SimServer(models) as srv:
+        folder = tmp_path / "e"
+        folder.mkdir()
+        for name in ("base", "good", "judge"):
+            _topology(folder, name, f"{name}-m", srv.base_url)
+        (folder / "data.jsonl").write_text(
+            "".join(json.dumps({"id": f"q{i}", "input": "the same question"}) + "\n" for i in range(2))
+        )
+        (folder / "exp.yaml").write_text(
+            "name: same\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+            "baseline: base.yaml\nsetups: [good.yaml]\nsamples: 3\nconcurrency: 1\n"
+        )
+        summary = Experiment.from_file(folder / "exp.yaml", out=tmp_path / "out", progress=False).run()
+        assert srv.stats.served_by_model["judge-m"] == 2 * 3 * 2
+        again = Experiment.from_file(folder / "exp.yaml", out=tmp_path / "out", progress=False).run()
+        assert srv.stats.served_by_model["judge-m"] == 2 * 3 * 2
+    paid = _paid_for_judging(tmp_path / "out")
+    assert paid > 0
+    assert summary.setup("good").judge_cost_usd == pytest.approx(paid)
+    assert again.setup("good").judge_cost_usd == pytest.approx(paid)

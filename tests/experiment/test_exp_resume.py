@@ -142,6 +142,33 @@ def test_a_reply_cached_under_the_old_key_serves_its_own_item_only(tmp_path: Pat
         store.close()
 
 
+def test_a_reply_cached_for_no_item_serves_the_first_item_that_finds_it_only(tmp_path: Path) -> None:
+    """A judge reply cached before judged pairs had keys (no item noted) is replayed to the first
+    pair that asks for it (a resume after the upgrade pays nothing twice), then belongs to it: a
+    second pair with the same request gets its own call, as one paid reply is one judgment."""
+    from moa.calls.call import CachedReply
+    from moa.experiment.store.cache import StoreCache, cache_key
+    from moa.models.base import ModelReply, ModelRequest
+    from moa.results import Usage
+
+    store = Store.open(tmp_path / "out")
+    try:
+        request = ModelRequest(model="m", messages=[{"role": "user", "content": "same"}])
+        StoreCache(store, "judge:e").put(
+            cache_key("judge:e", "n", request),
+            CachedReply(ModelReply("[[A=B]]", Usage(1, 1), "m"), "m", 0.25),
+        )
+        first, second = StoreCache(store, "judge:e", "pair1"), StoreCache(store, "judge:e", "pair2")
+        hit = first.get(first.key("n", request))
+        assert hit is not None and hit.reply.text == "[[A=B]]" and hit.cost_usd == 0.25
+        assert second.get(second.key("n", request)) is None
+        store.commit()
+        again = StoreCache(store, "judge:e", "pair1")
+        assert again.get(again.key("n", request)) is not None
+    finally:
+        store.close()
+
+
 def _singles(tmp: Path, setups: str, extra: str = "") -> Path:
     price = "max_tokens: 5, pricing: {input_per_mtok: 1, output_per_mtok: 1000}"
     for name in ("base", "one", "two"):

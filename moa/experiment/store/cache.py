@@ -6,7 +6,12 @@ they would be without a cache (sharing one reply made k rows of a repeated quest
 counted its cost k times). A second table (``cache_items``) notes which item each reply belongs to: a
 pair run on a Dask worker, which cannot read this file, takes its item's replies along
 (``StoreCache.replies``) and sends back the ones it added. Replies cached before keys held the item
-are still found under their old key, by the item that made them."""
+are still found under their old key, by the item that made them; one noted for no item (made before
+``cache_items``, or by the judge before its pairs had keys) goes to the first item that finds it,
+and is then noted as that item's: one call paid once serves one item.
+
+The judge's cache (scope ``judge:<evaluator>``) holds one judged pair per "item": the item, the
+sample and the ids of both runs (``score_answers``), so each pair's verdicts are its own calls."""
 
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
 
 def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None = None) -> str:
     """The key of ``request`` sent by ``node`` in ``scope`` for ``item_id`` (None: the key replies
-    had before it held the item, still a judge's): the same on the driver and on a worker."""
+    had before it held the item): the same on the driver and on a worker."""
     fields: dict[str, Any] = {"scope": scope, "node": node, "request": request.cache_key_fields()}
     if item_id is not None:
         fields["item"] = item_id
@@ -83,6 +88,10 @@ class StoreCache:
         legacy = self._legacy.get(key)
         if row is None and legacy is not None and self._legacy_is_mine(legacy):
             row = self._row(legacy)
+            if row is not None:
+                # claimed (committed with the next reply or the phase's end): an unowned old reply
+                # found by every item with the same request was counted in each item's cost
+                self._note(legacy)
         return None if row is None else _reply(row)
 
     def _row(self, key: str) -> Sequence[Any] | None:
