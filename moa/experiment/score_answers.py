@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from moa.experiment.config import Setup
 
 __all__ = ["PAIRWISE_BASELINE", "ScoringReport", "is_pairwise", "score_all"]
+
+T = TypeVar("T")
 
 #: the baseline's score on every run under a pairwise judge: parity with itself
 PAIRWISE_BASELINE = 0.5
@@ -87,8 +90,10 @@ async def score_all(
     Bradley–Terry) reads the same stored number: the baseline 0.5 on each run, failed or not; a setup
     run the judge's score, 1 against a failed baseline run, and when it failed itself 0 against a
     baseline run that answered, 0.5 against one that failed too. A score made against a baseline run
-    names it (``baseline_run_id``), so it goes when that run is replaced. A scoring that raises is not
-    stored, so the next run tries again; its message lands in ``ScoringReport.failures``.
+    names it (``baseline_run_id``), so it goes when that run is replaced. A scoring the evaluator
+    fails is not stored, so the next run tries again; its message lands in
+    ``ScoringReport.failures``. A store error (``sqlite3.Error``) or a bug (``TypeError``...) is
+    raised instead, after the scorings in flight are stopped; every score stored is kept.
 
     ``judge_scope`` is the judge's cache scope in ``store``: each judged pair runs on a runner scoped
     from ``judge_runner`` (its budget, limits and backends) with a cache of that pair alone (None:
@@ -102,6 +107,8 @@ async def score_all(
     baseline = next(s for s in setups if s.is_baseline)
     pairwise = isinstance(evaluator, PairwiseEvaluator)
     tasks: set[asyncio.Task[None]] = set()
+    #: what ends the phase (a store error, a bug): the first one is raised once the tasks are drained
+    fatal: list[Exception] = []
 
     async def one(setup: Setup, row: RunRow) -> None:
         try:
@@ -133,9 +140,12 @@ async def score_all(
                         and base_turns is not None
                         and isinstance(evaluator, ConversationEvaluator)
                     ):
-                        res = await evaluator.score_conversation(it, turns, base_turns, runner=runner)
+                        judged = evaluator.score_conversation(it, turns, base_turns, runner=runner)
                     else:
-                        res = await evaluator.score_pair(it, answer, base.answer or "", runner=runner)
+                        judged = evaluator.score_pair(it, answer, base.answer or "", runner=runner)
+                    res = await _evaluated(judged, report, setup, row)
+                    if res is None:
+                        return
                     store.put_score(
                         row.run_id,
                         evaluator_id,
@@ -146,13 +156,16 @@ async def score_all(
                         turn_scores=list(res.turn_scores) or None,
                     )
             else:
-                s = await where.score(evaluator, it, answer)
+                s = await _evaluated(where.score(evaluator, it, answer), report, setup, row)
+                if s is None:
+                    return
                 store.put_score(row.run_id, evaluator_id, s.value, s.detail)
             report.scored += 1
             if on_scored is not None:
                 on_scored()
-        except Exception as e:  # one evaluator failure must not stop the other items
-            report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
+        except Exception as e:  # the store or a bug, not the answer: no scoring after it
+            # kept here, not raised: a task that ended is dropped from ``tasks`` before the gather
+            fatal.append(e)
         finally:
             semaphore.release()
 
@@ -162,7 +175,7 @@ async def score_all(
     try:
         for setup in setups:
             after = 0
-            while True:
+            while not fatal:
                 page = store.unscored(
                     setup.name, setup.hash, evaluator_id, after=after, limit=PAGE, failed=pairwise
                 )
@@ -170,6 +183,9 @@ async def score_all(
                     break
                 for row in page:
                     await semaphore.acquire()
+                    if fatal:
+                        semaphore.release()
+                        break
                     t = asyncio.create_task(one(setup, row))
                     tasks.add(t)
                     t.add_done_callback(tasks.discard)
@@ -178,8 +194,30 @@ async def score_all(
             await asyncio.gather(*tasks)
     finally:
         await cancel_and_drain(tasks)
-        store.commit()
+        if not (fatal and isinstance(fatal[0], sqlite3.Error)):  # it would fail alike, hiding it
+            store.commit()
+    if fatal:
+        raise fatal[0]
     return report
+
+
+#: what an evaluator raises only through a bug, in it or in moa: ending the run shows it (every
+#: score stored so far is kept), where "could not be scored" hid it behind a re-run that fails alike
+_BUGS = (TypeError, AttributeError, NameError, AssertionError)
+
+
+async def _evaluated(scoring: Awaitable[T], report: ScoringReport, setup: Setup, row: RunRow) -> T | None:
+    """What the evaluator made of ``row``'s answer, or None when it failed on it (a judge that is
+    down or over budget, a sandbox that broke, a worker lost): noted in ``report`` and retried by the
+    next run. A store error (the judge's cache writes to the store) or a bug is not the answer's
+    failure: it ends the phase, and ``Experiment`` names the store in one line."""
+    try:
+        return await scoring
+    except (sqlite3.Error, *_BUGS):
+        raise
+    except Exception as e:
+        report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
+        return None
 
 
 def _pair_runner(runner: Runner, store: Store, scope: str | None, row: RunRow, base: RunRow) -> Runner:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from moa.errors import ProviderError
 from moa.eval.datasets import Item
@@ -184,3 +187,136 @@ def test_scores_without_a_judge_call_survive_an_interrupted_judge_phase(tmp_path
     finally:
         store.close()
     assert rows == [*(("base", i, 0.5) for i in IDS), ("moa", "b", 0.0), ("moa", "c", 0.5)]
+
+
+class BrokenJudge:
+    """A pairwise evaluator that raises ``error`` on item `c` and scores the rest 0.75."""
+
+    name = "broken-judge"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.asked: list[str] = []
+
+    async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Any) -> PairScore:
+        self.asked.append(item.id)
+        if item.id == "c":
+            raise self.error
+        return PairScore(Score(0.75, "judged"))
+
+
+def _score_broken(store: Store, judge: BrokenJudge) -> Any:
+    return asyncio.run(
+        score_all(
+            store,
+            _setups(),
+            judge,
+            "j",
+            lambda i: Item(id=i, input="q"),
+            asyncio.Semaphore(1),
+            judge_runner=object(),  # type: ignore[arg-type]
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [sqlite3.OperationalError("disk I/O error"), TypeError("'NoneType' object is not subscriptable")],
+    ids=["store", "bug"],
+)
+def test_a_store_error_or_a_bug_while_judging_ends_the_phase_keeping_the_scores(
+    tmp_path: Path, error: Exception
+) -> None:
+    """The judge's store write fails (its cache writes there), or a bug raises: the phase stops
+    with that error, not "could not be scored" for every pair after it; the scores stored before it
+    stay, and no pair is judged after it."""
+    store = _store(tmp_path, {})
+    judge = BrokenJudge(error)
+    try:
+        with pytest.raises(type(error), match=str(error)[:10]):
+            _score_broken(store, judge)
+        judged = store.conn.execute(
+            "SELECT r.item_id FROM scores s JOIN runs r ON r.run_id = s.run_id WHERE r.setup = 'moa' "
+            "ORDER BY r.item_id"
+        ).fetchall()
+    finally:
+        store.close()
+    assert judge.asked == ["a", "b", "c"]
+    assert judged == [("a",), ("b",)]
+
+
+def test_a_judge_that_fails_on_a_pair_leaves_it_unscored_and_goes_on(tmp_path: Path) -> None:
+    """A judge failure (the provider is down) is that pair's: noted, left for the next run, and the
+    other pairs are judged."""
+    store = _store(tmp_path, {})
+    judge = BrokenJudge(ProviderError("judge down"))
+    try:
+        report = _score_broken(store, judge)
+    finally:
+        store.close()
+    assert judge.asked == ["a", "b", "c", "d"]
+    assert report.failures == ["setup `moa`, item `c`: ProviderError: judge down"]
+
+
+class ExactScore:
+    """An evaluator scoring every answer 1."""
+
+    name = "exact-score"
+
+    async def score(self, item: Item, answer: str) -> Score:
+        return Score(1.0)
+
+
+def test_a_locked_store_while_scoring_raises_instead_of_failing_each_answer(tmp_path: Path) -> None:
+    """Another program holds the store's write lock when a score is stored: the SQLite error ends
+    the phase (the experiment names the store in one line), not "could not be scored"."""
+    store = _store(tmp_path, {})
+    store.conn.execute("PRAGMA busy_timeout = 50")
+    other = sqlite3.connect(tmp_path / "experiment.sqlite", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            asyncio.run(
+                score_all(
+                    store, _setups(), ExactScore(), "e", lambda i: Item(id=i, input="q"), asyncio.Semaphore(2)
+                )
+            )
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_store_error_while_judging_ends_the_experiment_in_one_line(tmp_path: Path) -> None:
+    """``moa compare`` with a judge whose store write fails: one line naming the store, and the
+    runs answered before it are kept."""
+    from moa._run import Runner
+    from moa.errors import UserError
+    from moa.experiment import Experiment
+    from moa.testing import FunctionModel
+
+    for name in ("base", "moa"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}}}\n"
+        )
+    (tmp_path / "data.jsonl").write_text("".join(f'{{"id": "{i}", "input": "q{i}"}}\n' for i in IDS))
+    (tmp_path / "exp.yaml").write_text(
+        "name: p\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\nsetups: [moa.yaml]\nconcurrency: 1\n"
+    )
+    out = tmp_path / "out"
+    e = Experiment.from_file(
+        tmp_path / "exp.yaml",
+        out=out,
+        runner=Runner(models={"sim/*": FunctionModel(lambda r: "x")}),
+        progress=False,
+    )
+    e.evaluator = BrokenJudge(sqlite3.OperationalError("disk I/O error"))
+    with pytest.raises(UserError, match=r"experiment\.sqlite: the experiment store is damaged") as info:
+        e.run()
+    assert "\n" not in str(info.value) and "disk I/O error" in str(info.value)
+    store = Store.open(out, create=False)
+    try:
+        assert store.conn.execute("SELECT COUNT(*) FROM runs WHERE error IS NULL").fetchone()[0] == 2 * len(
+            IDS
+        )
+    finally:
+        store.close()
