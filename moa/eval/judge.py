@@ -19,8 +19,9 @@ the same item, once in each order, and the two verdicts make the setup's score.
   position, not the answer, and the pair is a tie.
 * ``show_execution: true`` runs both answers against the item's tests in the sandbox first and shows
   the outcomes to the judge (items without tests show nothing).
-* Any other judge failure (provider down, over budget) raises: the pair stays unscored and the next
-  run of the experiment judges it again.
+* Any other judge failure (provider down, over budget) raises, once the other judgments of the pair
+  have finished (their replies cached): the pair stays unscored and the next run of the experiment
+  judges it again.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +61,8 @@ __all__ = [
     "item_references",
     "parse_verdict",
 ]
+
+T = TypeVar("T")
 
 
 class Verdict(enum.Enum):
@@ -294,7 +297,7 @@ class JudgeEvaluator:
                 item.input, a, b, execution_a=ex_a, execution_b=ex_b, reference=reference
             )
 
-        first, second = await asyncio.gather(
+        first, second = await _all(
             self._judge(prompt(answer, baseline_answer, ex_setup, ex_base), runner, "a"),
             self._judge(prompt(baseline_answer, answer, ex_base, ex_setup), runner, "b"),
         )
@@ -316,13 +319,13 @@ class JudgeEvaluator:
 
         async def turn(k: int) -> tuple[Judgment, Judgment]:
             q, mine, base = questions[:k], answers[:k], baseline_answers[:k]
-            first, second = await asyncio.gather(
+            first, second = await _all(
                 self._judge(format_conversation_prompt(q, mine, base, references=refs), runner, "a", k),
                 self._judge(format_conversation_prompt(q, base, mine, references=refs), runner, "b", k),
             )
             return first, second
 
-        pairs = await asyncio.gather(*(turn(k) for k in range(1, n + 1)))
+        pairs = await _all(*(turn(k) for k in range(1, n + 1)))
         scores = [_combine(a, b) for a, b in pairs]
         value = sum(s.value for s in scores) / n
         detail = "; ".join(f"turn {k}: {s.detail}" for k, s in enumerate(scores, 1))
@@ -365,6 +368,17 @@ class JudgeEvaluator:
             raise
         calls.extend(result.calls)
         return parse_verdict(result.output)
+
+
+async def _all(*judgments: Awaitable[T]) -> list[T]:
+    """Every judgment finished before the first error is raised: with ``asyncio.gather`` a failed
+    order left the other one running unwatched, past the score phase's concurrency limit and, once
+    the phase ended, its reply paid while the experiment closed the store it was to be cached in."""
+    done = await asyncio.gather(*judgments, return_exceptions=True)
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    return cast("list[T]", done)
 
 
 def _validate(text: str) -> None:

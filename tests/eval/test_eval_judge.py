@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from moa.errors import MalformedReply
-from moa.eval.judge import JUDGE_PROMPT, Verdict, combine_swapped, format_judge_prompt, parse_verdict
+from moa._run import Runner
+from moa.errors import MalformedReply, ProviderError
+from moa.eval.datasets import Item
+from moa.eval.judge import (
+    JUDGE_PROMPT,
+    JudgeConfig,
+    JudgeEvaluator,
+    Verdict,
+    combine_swapped,
+    format_judge_prompt,
+    parse_verdict,
+)
+from moa.models.base import ModelReply, ModelRequest
+from moa.testing import FunctionModel
 
 
 @pytest.mark.parametrize(
@@ -75,3 +91,36 @@ def test_judge_prompt_has_placeholders_and_format() -> None:
         assert field in JUDGE_PROMPT
     text = format_judge_prompt("Q?", "one", "two", execution_a="passed")
     assert "Q?" in text and "[Execution result]\npassed" in text and "{" not in text
+
+
+def test_a_failed_order_raises_only_once_the_other_order_has_finished(tmp_path: Path) -> None:
+    """The judge is down for one order and slow for the other: the pair raises the failure, but
+    only after the other order's call has answered (it was left running unwatched, its reply paid
+    while the score phase, and the store it was to be cached in, could already be closing)."""
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, retry: {max_attempts: 1}}\n"
+    )
+
+    def reply(request: ModelRequest) -> str | BaseException:
+        setup_first = "[Answer A]\nSETUP" in str(request.messages[-1]["content"])
+        return ProviderError("judge down") if setup_first else "[[A=B]]"
+
+    down, slow = FunctionModel(reply), FunctionModel(reply, delay_s=0.2)
+
+    class Split:
+        """Setup-first prompts to ``down`` (fails at once), the others to ``slow``."""
+
+        local = False
+
+        async def complete(self, request: ModelRequest, on_token: Any = None) -> ModelReply:
+            setup_first = "[Answer A]\nSETUP" in str(request.messages[-1]["content"])
+            return await (down if setup_first else slow).complete(request, on_token)
+
+    async def judged() -> None:
+        runner = Runner(models={"sim/*": Split()})  # type: ignore[dict-item]
+        judge = JudgeEvaluator(JudgeConfig(topology=str(tmp_path / "judge.yaml")))
+        with pytest.raises(ProviderError, match="judge down"):
+            await judge.score_pair(Item(id="i", input="q"), "SETUP", "BASE", runner=runner)
+        assert slow.in_flight == 0 and len(slow.calls) == 1
+
+    asyncio.run(judged())
