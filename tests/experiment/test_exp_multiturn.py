@@ -170,6 +170,9 @@ def test_a_judge_without_the_verdict_format_ties_the_turn(tmp_path: Path) -> Non
     finally:
         store.close()
     assert rows and all("turn 2: tie: no verdict" in (r.detail or "") for r in rows)
+    # the forced ties are counted (and reported), not only scored 0.5
+    good = summary.setup("good").judge
+    assert good is not None and good.no_verdict == len(rows)
 
 
 def test_a_failing_second_turn_keeps_the_first_turns_calls(tmp_path: Path) -> None:

@@ -157,7 +157,8 @@ def judge_summary(
         win_rate=wins / len(values),
         score=ci.estimate,
         score_ci95=[ci.low, ci.high],
-        no_verdict=sum(1 for d in details if d.startswith(NO_VERDICT)),
+        # anywhere in the detail: a multi-turn run's starts with its first turn's ("turn 1: ...")
+        no_verdict=sum(1 for d in details if NO_VERDICT in d),
         inconsistent=sum(1 for d in details if INCONSISTENT in d),
     )
 

@@ -74,7 +74,8 @@ class JudgeSummary(BaseModel):
     """The mean judge score: 1 = always much better, 0.5 = parity, 0 = always much worse."""
     score_ci95: list[float]
     no_verdict: int = 0
-    """Judged runs scored as a tie because a judgment had no valid verdict (after its retries)."""
+    """Judged runs scored as a tie because a judgment had no valid verdict (after its retries); for a
+    multi-turn item, runs with a turn so tied."""
     inconsistent: int = 0
     """Judged runs whose two orders disagreed in direction (a position-biased judge): ties."""
 
