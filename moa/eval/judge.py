@@ -297,9 +297,11 @@ class JudgeEvaluator:
                 item.input, a, b, execution_a=ex_a, execution_b=ex_b, reference=reference
             )
 
+        made: list[CallRecord] = []
         first, second = await _all(
-            self._judge(prompt(answer, baseline_answer, ex_setup, ex_base), runner, "a"),
-            self._judge(prompt(baseline_answer, answer, ex_base, ex_setup), runner, "b"),
+            made,
+            self._judge(prompt(answer, baseline_answer, ex_setup, ex_base), runner, "a", made=made),
+            self._judge(prompt(baseline_answer, answer, ex_base, ex_setup), runner, "b", made=made),
         )
         return PairScore(_combine(first, second), (first, second))
 
@@ -316,16 +318,18 @@ class JudgeEvaluator:
                 f"{len(baseline_answers)}"
             )
         refs = item_references(item)
+        made: list[CallRecord] = []
 
         async def turn(k: int) -> tuple[Judgment, Judgment]:
             q, mine, base = questions[:k], answers[:k], baseline_answers[:k]
             first, second = await _all(
-                self._judge(format_conversation_prompt(q, mine, base, references=refs), runner, "a", k),
-                self._judge(format_conversation_prompt(q, base, mine, references=refs), runner, "b", k),
+                made,
+                self._judge(format_conversation_prompt(q, mine, base, references=refs), runner, "a", k, made),
+                self._judge(format_conversation_prompt(q, base, mine, references=refs), runner, "b", k, made),
             )
             return first, second
 
-        pairs = await _all(*(turn(k) for k in range(1, n + 1)))
+        pairs = await _all(made, *(turn(k) for k in range(1, n + 1)))
         scores = [_combine(a, b) for a, b in pairs]
         value = sum(s.value for s in scores) / n
         detail = "; ".join(f"turn {k}: {s.detail}" for k, s in enumerate(scores, 1))
@@ -347,14 +351,23 @@ class JudgeEvaluator:
         return self._executions[key]
 
     async def _judge(
-        self, prompt: str, runner: Runner, position: Literal["a", "b"], turn: int = 0
+        self,
+        prompt: str,
+        runner: Runner,
+        position: Literal["a", "b"],
+        turn: int = 0,
+        made: list[CallRecord] | None = None,
     ) -> Judgment:
-        """One judgment; ``position`` is where the setup's answer is (``a``: first)."""
+        """One judgment; ``position`` is where the setup's answer is (``a``: first). Its calls are
+        added to ``made`` (the pair's), succeeded or not."""
         calls: list[CallRecord] = []
         try:
             verdict = await self._ask(prompt, runner, calls)
         except MalformedReply as e:
             return Judgment(position, None, None, None, f"MalformedReply: {e.message}", calls, turn)
+        finally:
+            if made is not None:
+                made.extend(calls)
         setup_verdict = verdict if position == "a" else verdict.swapped()
         return Judgment(position, verdict.value, setup_verdict.score, None, None, calls, turn)
 
@@ -370,13 +383,17 @@ class JudgeEvaluator:
         return parse_verdict(result.output)
 
 
-async def _all(*judgments: Awaitable[T]) -> list[T]:
+async def _all(made: list[CallRecord], *judgments: Awaitable[T]) -> list[T]:
     """Every judgment finished before the first error is raised: with ``asyncio.gather`` a failed
     order left the other one running unwatched, past the score phase's concurrency limit and, once
-    the phase ended, its reply paid while the experiment closed the store it was to be cached in."""
+    the phase ended, its reply paid while the experiment closed the store it was to be cached in.
+    A ``MoAError`` raised carries every call of the pair (``made``): the other orders' and turns'
+    were paid too (a malformed reply is never cached), and the pair stores no judgment to hold them."""
     done = await asyncio.gather(*judgments, return_exceptions=True)
     for result in done:
         if isinstance(result, BaseException):
+            if isinstance(result, MoAError):
+                result.calls = list(made)
             raise result
     return cast("list[T]", done)
 

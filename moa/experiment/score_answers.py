@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from moa.errors import MoAError
 from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
@@ -143,7 +144,7 @@ async def score_all(
                         judged = evaluator.score_conversation(it, turns, base_turns, runner=runner)
                     else:
                         judged = evaluator.score_pair(it, answer, base.answer or "", runner=runner)
-                    res = await _evaluated(judged, report, setup, row)
+                    res = await _evaluated(judged, report, store, setup, row)
                     if res is None:
                         return
                     store.put_score(
@@ -156,7 +157,7 @@ async def score_all(
                         turn_scores=list(res.turn_scores) or None,
                     )
             else:
-                s = await _evaluated(where.score(evaluator, it, answer), report, setup, row)
+                s = await _evaluated(where.score(evaluator, it, answer), report, store, setup, row)
                 if s is None:
                     return
                 store.put_score(row.run_id, evaluator_id, s.value, s.detail)
@@ -206,16 +207,21 @@ async def score_all(
 _BUGS = (TypeError, AttributeError, NameError, AssertionError)
 
 
-async def _evaluated(scoring: Awaitable[T], report: ScoringReport, setup: Setup, row: RunRow) -> T | None:
+async def _evaluated(
+    scoring: Awaitable[T], report: ScoringReport, store: Store, setup: Setup, row: RunRow
+) -> T | None:
     """What the evaluator made of ``row``'s answer, or None when it failed on it (a judge that is
     down or over budget, a sandbox that broke, a worker lost): noted in ``report`` and retried by the
     next run. A store error (the judge's cache writes to the store) or a bug is not the answer's
-    failure: it ends the phase, and ``Experiment`` names the store in one line."""
+    failure: it ends the phase, and ``Experiment`` names the store in one line. The failed calls a
+    ``MoAError`` carries are booked as paid: nothing is stored to hold them."""
     try:
         return await scoring
     except (sqlite3.Error, *_BUGS):
         raise
     except Exception as e:
+        if isinstance(e, MoAError):
+            store.book_unstored(e.calls)
         report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
         return None
 

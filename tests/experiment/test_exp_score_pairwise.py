@@ -320,3 +320,45 @@ def test_a_store_error_while_judging_ends_the_experiment_in_one_line(tmp_path: P
         )
     finally:
         store.close()
+
+
+def test_a_failed_pair_books_the_malformed_replies_it_paid_for(tmp_path: Path) -> None:
+    """The judge gives the setup-first order a reply without a verdict (paid, never cached) and is
+    down for the other order: the pair stays unscored, and the malformed replies are in the store's
+    ledger of what was paid (they were in nothing: a resumed budget did not count them)."""
+    from moa._run import Runner
+    from moa.eval.judge import JudgeConfig, JudgeEvaluator
+    from moa.models.base import ModelRequest
+    from moa.testing import FunctionModel
+
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, retry: {max_attempts: 2, "
+        "backoff_base_s: 0}, pricing: {input_per_mtok: 1000, output_per_mtok: 1000}}\n"
+    )
+
+    def reply(request: ModelRequest) -> str | BaseException:
+        setup_first = "[Answer A]\nx" in str(request.messages[-1]["content"])
+        return "no verdict" if setup_first else ProviderError("judge down")
+
+    store = _store(tmp_path / "out", {})
+    store.conn.execute("UPDATE runs SET answer = 'the baseline' WHERE setup = 'base'")
+    store.commit()
+    try:
+        report = asyncio.run(
+            score_all(
+                store,
+                _setups(),
+                JudgeEvaluator(JudgeConfig(topology=str(tmp_path / "judge.yaml"))),
+                "j",
+                lambda i: Item(id=i, input="q"),
+                asyncio.Semaphore(1),
+                judge_runner=Runner(models={"sim/*": FunctionModel(reply)}),
+                judge_scope="judge:j",
+            )
+        )
+        paid = store.spent_usd()
+    finally:
+        store.close()
+    assert len(report.failures) == len(IDS)
+    # per pair, the setup-first order's two malformed attempts; the other order's failures cost nothing
+    assert paid > 0

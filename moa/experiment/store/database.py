@@ -544,6 +544,12 @@ class Store:
         if usd:
             self.set_meta("paid_usd", self.spent_usd() + usd)
 
+    def book_unstored(self, calls: Iterable[CallRecord]) -> None:
+        """Book, and commit, the failed calls of work that stores nothing (a judged pair that raised):
+        billed all the same, and a resumed budget must count them."""
+        self._book_failed(calls)
+        self.conn.commit()
+
     def _book_failed(self, calls: Iterable[CallRecord]) -> None:
         # a call that answered was booked when its reply was cached; a failed one may still be billed
         self.book_paid(sum(c.cost_usd for c in calls if c.error is not None and not c.cached))
