@@ -407,7 +407,8 @@ def test_a_store_that_cannot_be_written_mid_run_ends_in_one_line(tmp_path: Path)
 
     try:
         with pytest.raises(
-            UserError, match=r"experiment\.sqlite: the experiment store is damaged or cannot"
+            UserError,
+            match=r"experiment\.sqlite: the experiment store cannot be written: another program holds its write lock",
         ) as info:
             Experiment.from_file(
                 exp, out=out, runner=Runner(models={"sim/*": FunctionModel(answer)}), progress=False

@@ -43,6 +43,13 @@ _RUN_COLUMNS = (
 def damaged(path: Path, problem: str) -> str:
     """The line for a store SQLite finds damaged (or cannot write: a full disk, an I/O error)."""
     line = " ".join(problem.split())[:200]
+    if "database is locked" in line:
+        # not damage: another program holds SQLite's write lock past the wait (a `sqlite3` shell
+        # left inside a transaction, a backup tool); the advice for a damaged file would mislead
+        return (
+            f"{path}: the experiment store cannot be written: another program holds its write lock "
+            f"(SQLite: {line}); nothing more is written to it: close that program, then run again to resume"
+        )
     return (
         f"{path}: the experiment store is damaged or cannot be written (SQLite: {line}); nothing more "
         "is written to it: free disk space, restore the file from a copy, or use another --out"
