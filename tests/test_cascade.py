@@ -547,3 +547,32 @@ async def test_by_stage_splits_the_cost_per_stage_with_its_judge() -> None:
     assert r.to_dict()["by_stage"]["2"]["calls"] == 1
     plain = await moa.build.single("fake/big").run("q", runner=moa.Runner(models=models))
     assert plain.by_stage == {} and plain.to_dict()["by_stage"] == {}
+
+
+async def test_a_crashing_validator_on_an_accepted_stage_is_a_user_error_with_its_calls() -> None:
+    """validate_output raising a KeyError on an early stage's accepted answer is a UserError naming
+    it and the stage's output node, every call kept; the cascade does not escalate past it."""
+    big = FunctionModel(lambda r: "big says 7")
+
+    def picky(text: str) -> None:
+        {}["verdict"]
+
+    r = moa.Runner(models={"fake/mini": FunctionModel(lambda r: "it is 3"), "fake/big": big})
+    with pytest.raises(
+        moa.UserError, match=r"node `s1.vote`: validate_output `.*picky` raised KeyError"
+    ) as info:
+        await two_stage().run("q", runner=r, validate_output=picky)
+    assert len(info.value.calls) == 2 and not big.calls
+
+
+async def test_a_crashing_validator_on_the_last_stage_is_raised_at_once() -> None:
+    """On the last stage the crash is the same UserError, raised at the first reply (no retry)."""
+    big = FunctionModel(lambda r: "big says 7")
+
+    def picky(text: str) -> None:
+        {}["verdict"]
+
+    r = moa.Runner(models={"fake/mini": FunctionModel(alternating("it is 1", "it is 2")), "fake/big": big})
+    with pytest.raises(moa.UserError, match=r"node `s2.answer`: validate_output `.*picky`") as info:
+        await two_stage().run("q", runner=r, validate_output=picky)
+    assert len(big.calls) == 1 and len(info.value.calls) == 3

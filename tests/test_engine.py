@@ -458,6 +458,42 @@ async def test_validate_output_on_a_reduce_output_fails_the_run() -> None:
     assert len(info.value.calls) == 2
 
 
+async def test_a_validator_that_crashes_is_a_user_error_raised_at_once() -> None:
+    """A validate_output whose own code raises (a KeyError) is a UserError naming it and the node:
+    not retried, not a model failure, the paid reply's cost on the record."""
+
+    def picky(text: str) -> None:
+        {}["verdict"]
+
+    fm = FunctionModel(lambda r: "three words here")
+    agent = build.agent(
+        "fake/a", retry={"backoff_base_s": 0}, pricing={"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    )
+    with pytest.raises(
+        moa.UserError, match=r"node `answer`: validate_output `.*picky` raised KeyError"
+    ) as info:
+        await build.single(agent).run("q", runner=moa.Runner(models={"fake/a": fm}), validate_output=picky)
+    assert not isinstance(info.value, moa.ModelError) and len(fm.calls) == 1
+    (rec,) = info.value.calls
+    assert rec.attempts == 1 and rec.usage.completion_tokens == 3
+    assert rec.cost_usd == pytest.approx(1e-6 + 3 * 2e-6) and rec.cost_usd_max == rec.cost_usd
+    assert rec.error is not None and rec.error.startswith("UserError")
+
+
+async def test_a_validator_that_crashes_on_a_reduce_output_is_a_user_error() -> None:
+    """A reduce output's validator crashing is the same UserError, the workers' calls kept."""
+
+    def picky(text: str) -> None:
+        raise TypeError("bug")
+
+    t = build.parallel(["fake/a", "fake/b"], reduce="majority")
+    with pytest.raises(
+        moa.UserError, match=r"node `majority`: validate_output `.*picky` raised TypeError: bug"
+    ) as info:
+        await moa.Runner(models={"fake/*": echo()}).run(t, "q", validate_output=picky)
+    assert len(info.value.calls) == 2
+
+
 async def test_topology_run_passes_validate_output() -> None:
     """Topology.run takes validate_output too (the documented entry point)."""
     agg = ScriptedModel(["nope", "yes: fine"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 import moa
 from moa.testing import FunctionModel
@@ -153,3 +153,30 @@ def test_a_schema_the_answer_check_cannot_read_is_refused_before_any_call(
     topo_file.write_text(f"name: t\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
     p = moa_cli("run", str(topo_file), "--prompt", "x", "--output-schema", str(path))
     assert p.returncode == 2 and says in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+class Strict(BaseModel):
+    answer: str
+
+    @field_validator("answer")
+    @classmethod
+    def _lookup(cls, v: str) -> str:
+        return {"known": v}[v]  # a user's bug: a KeyError for any other answer
+
+
+async def test_an_output_type_whose_validator_crashes_is_a_user_error_not_retried() -> None:
+    """A pydantic model's own validator raising a KeyError is a UserError naming the model and the
+    node, raised at the first reply (no retry pays for it again), the reply's usage on the record."""
+    fm = FunctionModel(lambda r: '{"answer": "other"}')
+    topo = load_data(
+        {
+            "name": "t",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": {"model": "fake/m", "retry": {"max_attempts": 3, "backoff_base_s": 0.001}}},
+        }
+    )
+    with pytest.raises(moa.UserError, match="node `answer`: output_type `Strict` raised KeyError") as info:
+        await topo.run("q", runner=moa.Runner(models={"fake/*": fm}), output_type=Strict)
+    assert len(fm.calls) == 1
+    assert info.value.calls[0].usage.completion_tokens > 0

@@ -23,13 +23,13 @@ from moa import log
 from moa._run.nodes import kind_of
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
-from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut
+from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut, UserError
 from moa.models.base import Message, TokenCallback
 from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
-__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup", "log_cancelled", "stamp_failure"]
+__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup", "checked", "log_cancelled", "stamp_failure"]
 
 LOCAL_COST_NOTE = (
     "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
@@ -69,6 +69,28 @@ def log_cancelled(logger: Any, event: str, topology: str, calls: Sequence[CallRe
     worst case of those cut off in flight included) goes to the log instead of vanishing."""
     if logger is not None:
         logger.warning(event, topology=topology, **_totals(calls))
+
+
+def checked(check: Callable[[str], None], what: str, node: str) -> Callable[[str], None]:
+    """``check`` (an answer's validator) with its own bugs turned into a ``UserError`` naming ``what``
+    and the node. A validator that crashes (a ``KeyError`` in the user's code) says nothing about the
+    reply: as a model failure it would be retried and paid again, and escalated by a cascade. Its
+    ``MoAError`` (a ``MalformedReply`` rejecting the answer) passes through."""
+
+    def run_check(text: str) -> None:
+        try:
+            check(text)
+        except MoAError:
+            raise
+        except Exception as e:
+            raise UserError(f"node `{node}`: {what} raised {type(e).__name__}: {e}") from e
+
+    return run_check
+
+
+def callable_name(fn: object) -> str:
+    """How a user's function is named in a message: its qualified name, else its type's."""
+    return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
-from moa._run.engine import Execution
+from moa._run.engine import Execution, callable_name, checked
 from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache
@@ -82,9 +82,23 @@ def _as_composite(target: Graph | Runnable) -> Composite | None:
     return None
 
 
-def _both(first: Callable[[str], None] | None, second: Callable[[str], None]) -> Callable[[str], None]:
-    if first is None:
-        return second
+def _output_check(
+    validate_output: Callable[[str], None] | None, typed: TypedOutput | None, node: str
+) -> Callable[[str], None] | None:
+    """The output node's check: the caller's validator, then the typed output's, each named in the
+    ``UserError`` its own bug becomes."""
+    checks: list[Callable[[str], None]] = []
+    if validate_output is not None:
+        checks.append(checked(validate_output, f"validate_output `{callable_name(validate_output)}`", node))
+    if typed is not None:
+        # a pydantic model's own validators are the user's code too
+        what = (
+            f"output_type `{typed.model.__name__}`" if typed.model is not None else "the output's JSON Schema"
+        )
+        checks.append(checked(typed.validate, what, node))
+    if len(checks) < 2:
+        return checks[0] if checks else None
+    first, second = checks
 
     def check(text: str) -> None:
         first(text)
@@ -210,8 +224,6 @@ class Runner:
         ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
         it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``."""
         typed = TypedOutput(output_type) if output_type is not None else None
-        if typed is not None:
-            validate_output = _both(validate_output, typed.validate)
         composite = _as_composite(target)
         if composite is not None:
             if typed is not None:
@@ -221,6 +233,7 @@ class Runner:
                     field="output_type",
                 )
             self.preflight(target, source=name)
+            # the cascade checks its stages' answers itself, each stage's run through here
             return await composite.run_on(
                 self,
                 prompt,
@@ -239,7 +252,8 @@ class Runner:
         if deadline_s is not None and not deadline_s > 0:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
-        ex = Execution(self, graph, label, text, history, budgets, on_token, validate_output)
+        check = _output_check(validate_output, typed, graph.output)
+        ex = Execution(self, graph, label, text, history, budgets, on_token, check)
         if typed is None:
             return await ex.run(deadline_s)
         ex.output_instruction = typed.instruction()

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from moa import log
 from moa._run import Runner
-from moa._run.engine import LOCAL_COST_NOTE, log_cancelled, stamp_failure
+from moa._run.engine import LOCAL_COST_NOTE, callable_name, checked, log_cancelled, stamp_failure
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
 from moa.cascade.rules import Agree, Custom, Judge, JudgeRun, Rule
@@ -289,7 +289,8 @@ async def run_cascade(
                     stage, partial(stage.rule.accepts, result.output, ctx, run_judge)
                 )
                 if accepted and validate_output is not None:
-                    validate_output(result.output)
+                    what = f"validate_output `{callable_name(validate_output)}`"
+                    checked(validate_output, what, stage.topology.graph.output)(result.output)
             except MalformedReply:
                 accepted = False  # the rater never read, or the answer failed the caller's check
             except MoAError as e:
