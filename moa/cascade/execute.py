@@ -141,10 +141,11 @@ class _Account:
         self.critical_path_s += result.critical_path_s
         return result
 
-    def since(self, first: int) -> tuple[float, int]:
-        """The cost and the number of the calls made from call ``first`` on."""
+    def since(self, first: int) -> tuple[float, int, float]:
+        """The known cost, the number and the worst-case cost of the calls made from call ``first``
+        on (a ``StageRecord``'s ``cost_usd``, ``calls`` and ``cost_usd_max``)."""
         mine = self.calls[first:]
-        return sum(c.cost_usd for c in mine), len(mine)
+        return sum(c.cost_usd for c in mine), len(mine), sum(c.cost_usd_max for c in mine)
 
     def fail(self, error: MoAError) -> MoAError:
         return stamp_failure(
@@ -314,10 +315,13 @@ class StageRecord:
     number: int
     #: the stage's answer; None when the stage failed for a model's reasons
     answer: str | None
-    #: its calls' cost and its rule's (a judge's), in USD
+    #: its calls' cost and its rule's (a judge's), in USD: what their replies reported
     cost_usd: float
     #: its calls and its rule's
     calls: int
+    #: ``cost_usd`` plus the worst case of every attempt whose usage is unknown (cut off by a
+    #: timeout or a cancellation after it was sent): the bound, as ``RunResult.cost_usd_max``
+    cost_usd_max: float
     #: an ``agree`` rule's measure: how many samples give the same answer
     agreeing: int | None = None
     #: a ``judge`` rule's measure: the rater's confidence (None when it never read)

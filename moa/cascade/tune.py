@@ -25,6 +25,7 @@ __all__ = [
     "current_setting",
     "describe",
     "outcome",
+    "outcome_cost_max",
     "settings_for",
     "trace",
 ]
@@ -102,6 +103,11 @@ class ItemTrace:
     escalated_cost: float
     #: the later stages alone, without a stage 1 (running the mixture for every item)
     mixture_cost: float
+    #: the three costs above as bounds: with the worst case of every attempt whose usage is unknown
+    #: (``StageRecord.cost_usd_max``)
+    first_cost_max: float
+    escalated_cost_max: float
+    mixture_cost_max: float
 
 
 def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
@@ -115,10 +121,11 @@ def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
     measure = first.agreeing if first.agreeing is not None else first.confidence
     if first.answer is None:
         measure = None
-    later = 0.0
+    later = later_max = 0.0
     quality = 0.0
     for i in range(1, len(records)):
         later += records[i].cost_usd
+        later_max += records[i].cost_usd_max
         quality = scores[i]
         if records[i].accepted:
             break
@@ -129,6 +136,9 @@ def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
         escalated_quality=quality,
         escalated_cost=first.cost_usd + later,
         mixture_cost=later,
+        first_cost_max=first.cost_usd_max,
+        escalated_cost_max=first.cost_usd_max + later_max,
+        mixture_cost_max=later_max,
     )
 
 
@@ -138,3 +148,9 @@ def outcome(setting: Setting, t: ItemTrace) -> tuple[float, float, bool]:
     if holds:
         return t.first_quality, t.first_cost, False
     return t.escalated_quality, t.escalated_cost, True
+
+
+def outcome_cost_max(setting: Setting, t: ItemTrace) -> float:
+    """The item's cost at ``setting`` as a bound: ``outcome``'s cost with the worst case of every
+    attempt whose usage is unknown."""
+    return t.escalated_cost_max if outcome(setting, t)[2] else t.first_cost_max

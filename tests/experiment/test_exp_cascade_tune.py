@@ -32,10 +32,11 @@ from test_exp_cascade import CONTEXT, MIXTURE, OneWrong, P, Q, _write
 
 from moa import Runner
 from moa.cascade.execute import record_stages
-from moa.cascade.tune import Setting, outcome, trace
+from moa.cascade.tune import Setting, outcome, outcome_cost_max, trace
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
-from moa.experiment.analysis.tuning import TuneResult
+from moa.experiment.analysis.tuning import TuneResult, analyse
+from moa.experiment.report.tune import tune_markdown
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 from moa.topology import load_data
@@ -314,3 +315,40 @@ async def test_a_failed_first_stage_escalates_at_every_setting() -> None:
     assert t.measure is None and t.escalated_quality == 1.0  # stage 2 accepted: stage 3 not counted
     assert math.isclose(t.escalated_cost, records[0].cost_usd + records[1].cost_usd)
     assert outcome(Setting("agree: 1", 1), t) == (1.0, t.escalated_cost, True)
+
+
+async def test_stage_costs_carry_the_worst_case_of_calls_of_unknown_usage() -> None:
+    """A stage whose calls were cut off after they were sent (usage unknown, maybe billed) records
+    their worst case in ``cost_usd_max``; the trace, every setting, tune.json and the report carry
+    that bound beside the known cost."""
+    c = _three_stages()
+    models = {
+        "fake/mini": FunctionModel(lambda r: ProviderError("connection reset")),
+        "fake/mid": FunctionModel(lambda r: "mid 8"),
+        "fake/rater": FunctionModel(lambda r: "0.9"),
+        "fake/big": FunctionModel(lambda r: "big 9"),
+    }
+    records = await record_stages(
+        c.name, c.stage_list, Runner(models=models), "q", budget=None, deadline_s=None
+    )
+    one, two, _ = records
+    assert one.cost_usd == 0 and one.cost_usd_max > 0
+    assert two.cost_usd_max == pytest.approx(two.cost_usd) and two.cost_usd > 0
+    t = trace(records, [0.0, 1.0, 0.0])
+    assert t.first_cost_max == one.cost_usd_max and t.mixture_cost_max == pytest.approx(two.cost_usd_max)
+    assert t.escalated_cost_max == pytest.approx(one.cost_usd_max + two.cost_usd_max)
+    never, always = Setting("agree: 1", 1), Setting("always escalate", math.inf)
+    assert outcome_cost_max(always, t) == t.escalated_cost_max
+    header = {"setup": "c3", "setup_hash": "h", "baseline": "b", "stage": "s", "dev_fraction": 0.5, "seed": 1}
+    result = analyse(
+        settings=[never, always], current=never, dev=[(t, 0.0)], test=[(t, 0.0)], rounds=20, header=header
+    )
+    row = result.settings[1]
+    assert row.test.cost_usd == pytest.approx(t.escalated_cost)
+    assert row.test.cost_usd_max == pytest.approx(t.escalated_cost_max)
+    assert (
+        result.choices[0].cost_usd_max is not None
+        and result.choices[0].cost_usd_max > result.choices[0].cost_usd
+    )
+    assert TuneResult.model_validate_json(result.model_dump_json()) == result
+    assert f"(up to ${t.escalated_cost_max:.6f})" in "\n".join(tune_markdown(result))

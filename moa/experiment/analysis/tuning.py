@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from moa.cascade.tune import ItemTrace, Setting, outcome
+from moa.cascade.tune import ItemTrace, Setting, outcome, outcome_cost_max
 from moa.eval.stats import bootstrap_ci, paired_bootstrap_ci
 
 __all__ = ["SHARES", "Choice", "SettingRow", "SplitStats", "TuneResult", "analyse", "split_items"]
@@ -37,6 +37,9 @@ class SplitStats(BaseModel):
     quality: float
     cost_usd: float
     escalation_rate: float
+    #: ``cost_usd`` with the worst case of every attempt whose usage is unknown (a call cut off by
+    #: its timeout may still be billed); None in a tune.json written before it was recorded
+    cost_usd_max: float | None = None
 
 
 class SettingRow(BaseModel):
@@ -77,6 +80,8 @@ class Choice(BaseModel):
     escalation_rate: float
     #: the share of the held-out gain reached (None when the mixture gains nothing there)
     gain_share: float | None
+    #: ``cost_usd`` as a bound, as ``SplitStats.cost_usd_max``
+    cost_usd_max: float | None = None
 
 
 class TuneResult(BaseModel):
@@ -101,6 +106,8 @@ class TuneResult(BaseModel):
     settings: list[SettingRow]
     choices: list[Choice]
     notes: list[str]
+    #: ``mixture_cost_usd`` as a bound, as ``SplitStats.cost_usd_max``
+    mixture_cost_usd_max: float | None = None
 
 
 def split_items(ids: Sequence[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -121,6 +128,7 @@ def _stats(setting: Setting, traces: Sequence[ItemTrace]) -> SplitStats:
         quality=_mean([q for q, _, _ in rows]),
         cost_usd=_mean([c for _, c, _ in rows]),
         escalation_rate=_mean([1.0 if e else 0.0 for _, _, e in rows]),
+        cost_usd_max=_mean([outcome_cost_max(setting, t) for t in traces]),
     )
 
 
@@ -188,6 +196,7 @@ def _judged(
         cost_saving_ci95=_saving_ci(costs, moa_cost, rounds, seed),
         escalation_rate=_mean([1.0 if e else 0.0 for _, _, e in rows]),
         gain_share=(ci.estimate - single) / gain if abs(gain) > _EPS else None,
+        cost_usd_max=_mean([outcome_cost_max(setting, t) for t in test]),
     )
 
 
@@ -243,6 +252,7 @@ def analyse(
         single_quality=single,
         mixture_quality=mixture,
         mixture_cost_usd=_mean([t.mixture_cost for t in test_t]),
+        mixture_cost_usd_max=_mean([t.mixture_cost_max for t in test_t]),
         settings=rows,
         choices=choices,
         notes=out_notes,

@@ -29,6 +29,14 @@ def _ci(v: Sequence[float] | None, fmt: str) -> str:
     return "—" if v is None else f"[{v[0]:{fmt}}, {v[1]:{fmt}}]"
 
 
+def _cost(known: float, bound: float | None) -> str:
+    """A cost, with its bound when calls of unknown usage (cut off after they were sent) may add to it."""
+    text = f"${known:.6f}"
+    if bound is not None and bound > known * (1 + 1e-9) + 1e-12:
+        text += f" (up to ${bound:.6f})"
+    return text
+
+
 def _choice_row(c: Choice) -> list[str]:
     saving = "—" if c.cost_saving is None else f"{100 * c.cost_saving:.0f}%"
     if c.cost_saving_ci95 is not None:
@@ -39,7 +47,7 @@ def _choice_row(c: Choice) -> list[str]:
         c.label,
         f"{c.quality:.3f} {_ci(c.quality_ci95, '.3f')}",
         f"{c.delta_vs_mixture:+.3f} {_ci(c.delta_vs_mixture_ci95, '+.3f')}",
-        f"${c.cost_usd:.6f}",
+        _cost(c.cost_usd, c.cost_usd_max),
         saving,
         _pct(c.escalation_rate),
     ]
@@ -60,7 +68,7 @@ def _intro(t: TuneResult) -> str:
         f"judged on {t.test_items} held-out items (split seed {t.seed}). Held-out quality of the single "
         f"model `{t.baseline}` {t.single_quality['test']:.3f}, of the mixture (always escalating) "
         f"{t.mixture_quality['test']:.3f}; always-MoA (the later stages alone, as the cascade runs "
-        f"them) costs ${t.mixture_cost_usd:.6f} per item. Quality intervals are bootstrap 95% CIs; "
+        f"them) costs {_cost(t.mixture_cost_usd, t.mixture_cost_usd_max)} per item. Quality intervals are bootstrap 95% CIs; "
         "`vs mixture` is paired with always escalating."
     )
 
@@ -72,9 +80,9 @@ def tune_markdown(t: TuneResult) -> list[str]:
         [
             s.label + (" (as written)" if s.current else ""),
             f"{s.dev.quality:.3f}",
-            f"${s.dev.cost_usd:.6f}",
+            _cost(s.dev.cost_usd, s.dev.cost_usd_max),
             f"{s.test.quality:.3f}",
-            f"${s.test.cost_usd:.6f}",
+            _cost(s.test.cost_usd, s.test.cost_usd_max),
             _pct(s.test.escalation_rate),
         ]
         for s in t.settings
