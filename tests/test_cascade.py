@@ -443,8 +443,9 @@ async def test_a_failed_stage_stays_on_the_critical_path() -> None:
 
 
 async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:
-    """Cancelled from outside (``asyncio.wait_for``) in stage 2, the cascade logs the cost of the
-    stages it finished and the stage in flight logs its own: no call goes unaccounted."""
+    """Cancelled from outside (``asyncio.wait_for``) in stage 2, the cascade's event totals every
+    call, the stage in flight's included (it logs its own `run.cancelled` too), and a `cascade.part`
+    ties that stage's run id to the cascade's: no call goes unaccounted, none is counted twice."""
     c = two_stage()
     slow = moa.Runner(
         models={
@@ -456,8 +457,13 @@ async def test_a_cascade_cancelled_by_its_caller_logs_what_it_cost() -> None:
         await asyncio.wait_for(c.run("q", runner=slow), 0.3)
     (mine,) = [e for e in events if e["event"] == "cascade.cancelled"]
     (part,) = [e for e in events if e["event"] == "run.cancelled"]
-    assert mine["calls"] == 2 and mine["cost_usd"] > 0
-    assert part["calls"] == 1 and part["topology"] == "c/stage2"
+    assert part["calls"] == 1 and part["topology"] == "c/stage2" and part["cost_usd_max"] > 0
+    tie = [e for e in events if e["event"] == "cascade.part" and e["part_run_id"] == part["run_id"]]
+    assert len(tie) == 1 and tie[0]["run_id"] == mine["run_id"] and tie[0]["cancelled"] is True
+    (finished,) = [e for e in events if e["event"] == "run.end"]
+    assert mine["calls"] == finished["calls"] + part["calls"] == 3
+    assert mine["cost_usd"] == pytest.approx(finished["cost_usd"] + part["cost_usd"]) and mine["cost_usd"] > 0
+    assert mine["cost_usd_max"] == pytest.approx(finished["cost_usd"] + part["cost_usd_max"])
 
 
 async def test_a_slow_rule_is_cut_at_the_cascade_deadline() -> None:

@@ -14,9 +14,12 @@ each input, as it settles, is put in the inbox of every node reading it, and the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from moa import log
@@ -29,7 +32,17 @@ from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
-__all__ = ["LOCAL_COST_NOTE", "Execution", "RunGroup", "checked", "log_cancelled", "stamp_failure"]
+__all__ = [
+    "LOCAL_COST_NOTE",
+    "Execution",
+    "RunGroup",
+    "RunWatch",
+    "checked",
+    "claim_watch",
+    "log_cancelled",
+    "stamp_failure",
+    "watch_run",
+]
 
 LOCAL_COST_NOTE = (
     "local-compute figure: the embedded model's calls are priced at 0 USD unless its agent sets `pricing`"
@@ -69,6 +82,39 @@ def log_cancelled(logger: Any, event: str, topology: str, calls: Sequence[CallRe
     worst case of those cut off in flight included) goes to the log instead of vanishing."""
     if logger is not None:
         logger.warning(event, topology=topology, **_totals(calls))
+
+
+@dataclass(slots=True)
+class RunWatch:
+    """What the caller of a run learns of it while it is in flight: its id and its calls so far
+    (the run's own list, each call's record in once it ends, a call cut off by a cancellation
+    included). A run cancelled by its caller raises no error to carry its calls: through this, the
+    caller (a cascade running a stage, serve a request whose client left) can still account for
+    them. The first run, or cascade, started under ``watch_run`` claims it."""
+
+    run_id: str | None = None
+    calls: Sequence[CallRecord] = ()
+
+
+_WATCH: ContextVar[RunWatch | None] = ContextVar("moa_run_watch", default=None)
+
+
+@contextlib.contextmanager
+def watch_run() -> Iterator[RunWatch]:
+    """A ``RunWatch`` claimed by the run (or cascade) started in this block."""
+    watch = RunWatch()
+    token = _WATCH.set(watch)
+    try:
+        yield watch
+    finally:
+        _WATCH.reset(token)
+
+
+def claim_watch(run_id: str, calls: Sequence[CallRecord]) -> None:
+    """A run (or cascade) starting: tell its caller, if it watches, the run's id and calls."""
+    watch = _WATCH.get()
+    if watch is not None and watch.run_id is None:
+        watch.run_id, watch.calls = run_id, calls
 
 
 def checked(check: Callable[[str], None], what: str, node: str) -> Callable[[str], None]:
@@ -176,6 +222,7 @@ class Execution:
             logger=log.for_run(self.run_id),
             telemetry=getattr(runner, "telemetry", None),
         )
+        claim_watch(self.run_id, self.ctx.calls)
         loop = asyncio.get_running_loop()
         self.futures: dict[str, asyncio.Future[str]] = {nid: loop.create_future() for nid in graph.order}
         self.results = {nid: NodeResult(id=nid) for nid in graph.order}

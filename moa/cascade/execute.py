@@ -24,7 +24,15 @@ from typing import TypeVar
 
 from moa import log
 from moa._run import Runner
-from moa._run.engine import LOCAL_COST_NOTE, callable_name, checked, log_cancelled, stamp_failure
+from moa._run.engine import (
+    LOCAL_COST_NOTE,
+    callable_name,
+    checked,
+    claim_watch,
+    log_cancelled,
+    stamp_failure,
+    watch_run,
+)
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
 from moa.cascade.rules import Agree, Custom, Judge, JudgeRun, Rule
@@ -88,6 +96,9 @@ class _Account:
         self.log = log.for_run(self.run_id)
         if self.log is not None:
             self.log.info("cascade.start", topology=name)
+        # a caller watching (serve, for a client that leaves) sees every part's calls, the one
+        # cancelled in flight included (``run`` adds them)
+        claim_watch(self.run_id, self.calls)
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -119,15 +130,25 @@ class _Account:
         offset = self.now()
         try:
             deadline_s = self.remaining()
-            result = await runner.run(
-                topology.graph,
-                prompt,
-                name=topology.name,
-                budget=budget,
-                deadline_s=deadline_s,
-                on_token=on_token,
-                validate_output=validate,
-            )
+            with watch_run() as part:
+                result = await runner.run(
+                    topology.graph,
+                    prompt,
+                    name=topology.name,
+                    budget=budget,
+                    deadline_s=deadline_s,
+                    on_token=on_token,
+                    validate_output=validate,
+                )
+        except asyncio.CancelledError:
+            # the part logs its own `run.cancelled`; its calls join the cascade's, so
+            # `cascade.cancelled` totals the whole cascade, and this event ties the two
+            self.add(part.calls, {}, offset)
+            if self.log is not None and part.run_id is not None:
+                self.log.warning(
+                    "cascade.part", topology=topology.name, part_run_id=part.run_id, cancelled=True
+                )
+            raise
         except MoAError as e:
             self.add(e.calls, e.nodes or {}, offset)
             # the next stage waited for this one to fail: its calls stay on the cascade's path
@@ -188,8 +209,8 @@ class _Account:
 
     @contextlib.contextmanager
     def cancellation(self) -> Iterator[None]:
-        """Log what the cascade's finished parts cost if its caller cancels it (the part in flight
-        logs its own ``run.cancelled``)."""
+        """Log what the cascade cost if its caller cancels it: every part's calls, those of the
+        part cut off in flight included (which logs its own ``run.cancelled`` too)."""
         try:
             yield
         except asyncio.CancelledError:
