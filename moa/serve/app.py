@@ -35,8 +35,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
 from moa._run import Runner, every_agent
+from moa._run.engine import watch_run
 from moa.errors import MoAError, UserError
-from moa.results import Done, Token
+from moa.results import CallRecord, Done, Token
 from moa.scrub import scrub
 from moa.serve.protocol import (
     ApiError,
@@ -69,11 +70,18 @@ def _error_body(e: ApiError) -> dict[str, Any]:
     return body
 
 
+def _book_cost(state: dict[str, Any], calls: Sequence[CallRecord]) -> None:
+    """What a run's calls cost, for the request's log event: known, and with the worst case of those
+    whose usage is unknown (cut off in flight)."""
+    state["cost_usd"] = sum(c.cost_usd for c in calls)
+    state["cost_usd_max"] = sum(c.cost_usd_max for c in calls)
+
+
 def _run_failed(e: MoAError, model: str, state: dict[str, Any]) -> ApiError:
     """The reply to a run that failed; what the client is not told (the server's configuration,
     anything unforeseen: every 500) goes to the server's log, where its operator looks. What the
     failed run's calls cost goes to the request's log event, as a finished run's does."""
-    state["cost_usd"] = sum(c.cost_usd for c in e.calls)
+    _book_cost(state, e.calls)
     failed = error_for(e, model=model)
     if failed.status == 500:
         lg, why = log.logger(), f"{type(e).__name__}: {e}"
@@ -319,13 +327,19 @@ class _Server:
             stream = await self._stream(receive, state, topology, body)
             await stream(scope, receive, send)
             return
-        try:
-            result = await _unless_disconnected(
-                receive, topology.run(body.chat(), runner=self.runner, output_type=schema)
-            )
-        except MoAError as e:
-            raise _run_failed(e, body.model, state) from None
-        state["cost_usd"] = result.cost_usd
+        # a client that leaves cancels the run, which raises nothing carrying its calls: the watch
+        # holds them, so the request's log event still says what the workers were paid
+        with watch_run() as watch:
+            try:
+                result = await _unless_disconnected(
+                    receive, topology.run(body.chat(), runner=self.runner, output_type=schema)
+                )
+            except MoAError as e:
+                raise _run_failed(e, body.model, state) from None
+            except _Disconnected:
+                _book_cost(state, watch.calls)
+                raise
+        _book_cost(state, result.calls)
         await _send_json(send, completion(body.model, result, trace=bool(body.moa_trace)))
 
     async def _stream(
@@ -334,14 +348,17 @@ class _Server:
         # typed as an iterator; it is an async generator, whose aclose() cancels the run
         events = cast("AsyncGenerator[Token | Done, None]", topology.stream(body.chat(), runner=self.runner))
         # Wait for the first token before answering 200, so a run that fails before the answer
-        # starts (budget, quorum, provider) still gets its proper status code.
-        try:
-            first = await _unless_disconnected(receive, anext(events))
-        except MoAError as e:
-            raise _run_failed(e, body.model, state) from None
-        except BaseException:
-            await events.aclose()
-            raise
+        # starts (budget, quorum, provider) still gets its proper status code. The run's task starts
+        # here, so the watch set now (its context copied) sees the run's calls to the end.
+        with watch_run() as watch:
+            try:
+                first = await _unless_disconnected(receive, anext(events))
+            except MoAError as e:
+                raise _run_failed(e, body.model, state) from None
+            except BaseException:
+                await events.aclose()  # cancels the run and waits for it: its calls are in
+                _book_cost(state, watch.calls)
+                raise
         head = {"id": new_id(), "created": int(time.time()), "model": body.model}
         with_usage = body.include_usage
 
@@ -363,7 +380,7 @@ class _Server:
                         yield _sse(chunk(head, {}, finish="stop", with_usage=with_usage, extra=ext))
                         if with_usage:
                             yield _sse(chunk(head, None, usage=result.usage.to_dict(), with_usage=True))
-                        state["cost_usd"] = result.cost_usd
+                        _book_cost(state, result.calls)
                         break
                     item = await anext(events)
             except MoAError as e:
@@ -372,6 +389,8 @@ class _Server:
                 yield _sse(_error_body(failed))
             finally:
                 await events.aclose()
+                if "cost_usd" not in state:  # the client left mid-stream: the run was cancelled
+                    _book_cost(state, watch.calls)
             yield b"data: [DONE]\n\n"
 
         return _EventStream(sse())
@@ -484,5 +503,6 @@ class _RequestLog:
                 model=state.get("model"),
                 stream=state.get("stream"),
                 cost_usd=state.get("cost_usd"),
+                cost_usd_max=state.get("cost_usd_max"),
                 latency_s=round(time.perf_counter() - started, 4),
             )
