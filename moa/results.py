@@ -105,10 +105,14 @@ class CostShare:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    #: ``cost_usd`` plus the worst case of every attempt whose usage is unknown, as
+    #: ``RunResult.cost_usd_max``: a stage whose calls were cut off in flight is not free
+    cost_usd_max: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "cost_usd": self.cost_usd,
+            "cost_usd_max": self.cost_usd_max,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "calls": self.calls,
@@ -120,6 +124,7 @@ def _shares(calls: Sequence[CallRecord], key: Callable[[CallRecord], str]) -> di
     for c in calls:
         share = out.setdefault(key(c), CostShare())
         share.cost_usd += c.cost_usd
+        share.cost_usd_max += c.cost_usd_max
         share.prompt_tokens += c.usage.prompt_tokens
         share.completion_tokens += c.usage.completion_tokens
         share.calls += 1

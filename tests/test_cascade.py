@@ -555,6 +555,26 @@ async def test_by_stage_splits_the_cost_per_stage_with_its_judge() -> None:
     assert plain.by_stage == {} and plain.to_dict()["by_stage"] == {}
 
 
+async def test_by_stage_carries_the_worst_case_of_a_stage_cut_off_in_flight() -> None:
+    """A stage whose calls' usage is unknown (a dropped connection after the send) is not free in
+    ``by_stage``: its ``cost_usd_max`` holds their worst case, and the stages' bounds add up to the
+    run's ``cost_usd_max``."""
+    c = cascade(
+        [{"agent": "mini", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+        mini=agent("fake/mini", max_tokens=100, retry={"max_attempts": 1}),
+        big=agent("fake/big"),
+    )
+    models = {
+        "fake/mini": FunctionModel(lambda r: moa.ProviderError("connection reset")),
+        "fake/big": FunctionModel(lambda r: "big says 7"),
+    }
+    r = await c.run("q", runner=moa.Runner(models=models))
+    one, two = r.by_stage[1], r.by_stage[2]
+    assert one.cost_usd == 0 and one.cost_usd_max > 0 and two.cost_usd_max == pytest.approx(two.cost_usd)
+    assert one.cost_usd_max + two.cost_usd_max == pytest.approx(r.cost_usd_max)
+    assert r.to_dict()["by_stage"]["1"]["cost_usd_max"] == one.cost_usd_max
+
+
 async def test_a_crashing_validator_on_an_accepted_stage_is_a_user_error_with_its_calls() -> None:
     """validate_output raising a KeyError on an early stage's accepted answer is a UserError naming
     it and the stage's output node, every call kept; the cascade does not escalate past it."""
