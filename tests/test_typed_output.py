@@ -180,3 +180,21 @@ async def test_an_output_type_whose_validator_crashes_is_a_user_error_not_retrie
         await topo.run("q", runner=moa.Runner(models={"fake/*": fm}), output_type=Strict)
     assert len(fm.calls) == 1
     assert info.value.calls[0].usage.completion_tokens > 0
+
+
+async def test_a_reply_nested_too_deeply_for_a_json_schema_is_a_malformed_reply() -> None:
+    """A hostile reply nested past Python's recursion limit, against a JSON Schema, is a
+    MalformedReply retried like any bad reply: not a crash of the answer's check blamed on the user."""
+    deep = "[" * 200_000 + "]" * 200_000
+    fm = FunctionModel(lambda r: deep)
+    topo = load_data(
+        {
+            "name": "t",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": {"model": "fake/m", "retry": {"max_attempts": 2, "backoff_base_s": 0.001}}},
+        }
+    )
+    with pytest.raises(moa.MalformedReply, match="nested too deeply"):
+        await topo.run("q", runner=moa.Runner(models={"fake/*": fm}), output_type={"type": "object"})
+    assert len(fm.calls) == 2

@@ -90,12 +90,12 @@ def _output_check(
     checks: list[Callable[[str], None]] = []
     if validate_output is not None:
         checks.append(checked(validate_output, f"validate_output `{callable_name(validate_output)}`", node))
-    if typed is not None:
+    if typed is not None and typed.model is not None:
         # a pydantic model's own validators are the user's code too
-        what = (
-            f"output_type `{typed.model.__name__}`" if typed.model is not None else "the output's JSON Schema"
-        )
-        checks.append(checked(typed.validate, what, node))
+        checks.append(checked(typed.validate, f"output_type `{typed.model.__name__}`", node))
+    elif typed is not None:
+        # a JSON Schema is checked by moa's own code: whatever it raises is about the reply
+        checks.append(typed.validate)
     if len(checks) < 2:
         return checks[0] if checks else None
     first, second = checks

@@ -121,6 +121,8 @@ class TypedOutput:
             value = json.loads(text)
         except ValueError as e:
             raise MalformedReply(f"typed output: the answer is not JSON: {e}") from None
+        except RecursionError:
+            raise MalformedReply("typed output: the answer's JSON is nested too deeply to read") from None
         self._check(value)
         return value
 
