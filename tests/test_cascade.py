@@ -336,6 +336,30 @@ def test_confidence_is_read_strictly() -> None:
             parse_confidence(bad)
 
 
+HOSTILE_RATINGS = [
+    '{"confidence": ' + "9" * 5000 + "}",  # past Python's digit limit for int()
+    '{"confidence": ' + "[" * 100_000 + "]" * 100_000 + "}",  # past its recursion limit
+]
+
+
+@pytest.mark.parametrize("reply", HOSTILE_RATINGS, ids=["digits", "nesting"])
+async def test_a_hostile_rating_is_malformed_and_escalates(reply: str) -> None:
+    """A rating JSON cannot hold (an integer of 5,000 digits, nesting 100,000 deep) is a
+    MalformedReply, retried and then escalated: not a crash of the judge's check."""
+    with pytest.raises(moa.MalformedReply):
+        parse_confidence(reply)
+    rater = FunctionModel(lambda r: reply)
+    models = {
+        "fake/mini": FunctionModel(lambda r: "cheap"),
+        "fake/big": FunctionModel(lambda r: "big"),
+        "fake/rater": rater,
+    }
+    r = await judged(0.8).run("q", runner=moa.Runner(models=models))
+    assert (r.output, r.stage, len(rater.calls)) == ("big", 2, 3)
+    (rating,) = [c for c in r.calls if c.node == "s1.judge.rate"]
+    assert rating.error is not None and rating.error.startswith("MalformedReply")
+
+
 async def test_tests_rule_runs_the_item_tests() -> None:
     """The answer passes the item's tests: stage 1 answers; failing code escalates."""
     c = cascade(

@@ -48,7 +48,8 @@ def parse_confidence(text: str, *, node: str = "", model: str = "") -> float:
     for c in json_candidates(text):
         try:
             data = json.loads(c)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
             continue
         if isinstance(data, dict) and "confidence" in data:
             v = _value(data["confidence"])
