@@ -40,14 +40,27 @@ REFUSALS: dict[str, tuple[int, str]] = {
     "badkey": (401, f"Incorrect API key provided: {SECRET}. You can find your API key at ..."),
     "forbidden": (403, "Project proj_internal42 does not have access to model `gpt-secret`"),
     "gone": (404, "The model `internal-finetune-7` does not exist or you do not have access to it."),
+    "billing": (402, "Organization org-billing77 has run out of credits; see billing for proj_paying3"),
+    "conflict": (409, "Project proj_conflict9 is locked by another deployment"),
+    "broken": (500, "shard db-prod-3.internal failed for org-billing77"),
 }
+#: what the provider names that a client of the server must never read
+PROVIDER_WORDS = (
+    "org-billing77",
+    "proj_paying3",
+    "proj_conflict9",
+    "db-prod-3",
+    "org-ratelimit55",
+    "openai/",
+)
 
 
 async def _provider(request: Request) -> Response:
     body = await request.json()
     model = str(body["model"]).rsplit("/", 1)[-1]
     if model == "busy":
-        err = {"message": "Rate limit reached for requests", "type": "requests", "param": None, "code": None}
+        msg = "Rate limit reached for requests in organization org-ratelimit55 on requests per min"
+        err = {"message": msg, "type": "requests", "param": None, "code": None}
         return JSONResponse({"error": err}, status_code=429, headers={"retry-after": "6.5"})
     if model in REFUSALS:
         status, message = REFUSALS[model]
@@ -117,6 +130,20 @@ def url() -> Iterator[str]:
                     "aggregator": "agg",
                     "quorum": 2,
                     "agents": mixed,
+                }
+            )
+        )
+        # every worker out of credit: the quorum's 503 names its first failure in moa's words
+        broke = {f"w{i}": _agent(base, "billing") for i in range(2)} | {"agg": _agent(base, "ok")}
+        topologies.append(
+            load_data(
+                {
+                    "name": "parallel-billing",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1"],
+                    "aggregator": "agg",
+                    "quorum": 1,
+                    "agents": broke,
                 }
             )
         )
@@ -260,3 +287,43 @@ def test_a_provider_rate_limit_outlasting_the_retries_is_a_429_saying_when(url: 
     assert r.status_code == 429, r.text
     assert r.json()["error"]["code"] == "upstream_rate_limited"
     assert r.headers["retry-after"] == "7"
+
+
+#: the provider's words the server's log keeps for each failure the client was told less of
+LOGGED = {
+    "billing": "org-billing77",
+    "conflict": "proj_conflict9",
+    "broken": "db-prod-3",
+    "busy": "org-ratelimit55",
+    "parallel-billing": "org-billing77",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("model", "status", "said"),
+    [
+        ("billing", 502, "node `answer`: the provider refused the request (HTTP 402)"),
+        ("conflict", 502, "node `answer`: the provider refused the request (HTTP 409)"),
+        ("broken", 502, "node `answer`: the provider failed (HTTP 500)"),
+        ("busy", 429, "node `answer`: the provider rate-limited the request (HTTP 429)"),
+        ("parallel-billing", 503, "first failure: node `w0`: the provider refused the request (HTTP 402)"),
+    ],
+)
+def test_other_upstream_failures_reach_the_client_in_moas_words_only(
+    url: str, model: str, status: int, said: str, stream: bool
+) -> None:
+    """A provider's 402, 409, 429 or 5xx (and a quorum missed for one) gives the client the status
+    class and a message moa wrote with the HTTP status; the provider's words, which name its
+    organisation, projects and hosts, and the server's model names go to the server's log only
+    (they reached the client, masked of key shapes alone)."""
+    with capture_events() as events:
+        r = _post(url, model, stream=stream)
+    assert r.status_code == status, r.text
+    message = r.json()["error"]["message"]
+    assert said in message, message
+    for word in PROVIDER_WORDS:
+        assert word not in r.text, word
+    logged = [e for e in events if e["event"] == "serve.upstream_failed"]
+    assert len(logged) == 1 and logged[0]["model"] == model
+    assert LOGGED[model] in logged[0]["error"]

@@ -83,15 +83,23 @@ def _run_failed(e: MoAError, model: str, state: dict[str, Any]) -> ApiError:
     failed run's calls cost goes to the request's log event, as a finished run's does."""
     _book_cost(state, e.calls)
     failed = error_for(e, model=model)
+    why = f"{type(e).__name__}: {e}"
     if failed.status == 500:
-        lg, why = log.logger(), f"{type(e).__name__}: {e}"
-        if lg is not None:
-            lg.error("serve.run_failed", model=model, error=why)
-        else:
-            # an app built with create_app and moa's logging off: the client was told the log
-            # says why, so it must reach stderr through Python's own logging at least
-            logging.getLogger("moa.serve").error("serve.run_failed model=%s error=%s", model, why)
+        _log_failure(logging.ERROR, "serve.run_failed", model, why)
+    elif failed.message != str(e):
+        # the client got moa's words for an upstream failure; the provider's are the operator's
+        _log_failure(logging.WARNING, "serve.upstream_failed", model, why)
     return failed
+
+
+def _log_failure(level: int, event: str, model: str, why: str) -> None:
+    lg = log.logger()
+    if lg is not None:
+        (lg.error if level == logging.ERROR else lg.warning)(event, model=model, error=why)
+    else:
+        # an app built with create_app and moa's logging off: the client was told the log says
+        # why, so it must reach stderr through Python's own logging at least
+        logging.getLogger("moa.serve").log(level, "%s model=%s error=%s", event, model, why)
 
 
 def _too_large(limit: int) -> ApiError:

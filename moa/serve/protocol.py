@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moa.errors import (
     BudgetExceeded,
+    MalformedReply,
     MoAError,
     ModelError,
+    ProviderError,
     QuorumNotReached,
     RateLimited,
     RequestRefused,
@@ -265,6 +267,38 @@ def _misconfigured(e: MoAError) -> bool:
     return isinstance(e, UserError)
 
 
+def _provider_said(e: ModelError) -> str:
+    """What went wrong with a model call, in moa's words alone: the provider's own text (a 402's
+    billing account, a 429's organisation, a 5xx's internals) and the server's model names stay in
+    the server's log."""
+    http = f" (HTTP {e.status_code})" if e.status_code else ""
+    if isinstance(e, RateLimited):
+        what = f"the provider rate-limited the request{http}"
+    elif isinstance(e, TimedOut):
+        # a run's own deadline names no model: its message is moa's and says the limit passed
+        what = f"the provider timed out{http}" if e.model else e.message
+    elif isinstance(e, RequestRejected):
+        what = f"the provider refused the request{http}"
+    elif isinstance(e, MalformedReply):
+        what = "the provider's reply could not be read"
+    elif isinstance(e, ProviderError):
+        what = f"the provider failed{http}" if http else "the provider failed or could not be reached"
+    else:
+        what = f"the model call failed{http}"
+    return f"node `{e.node}`: {what}" if e.node else what
+
+
+def client_message(e: MoAError) -> str:
+    """The text of a failed run a client may read (see ``_provider_said``); a fan-in that missed
+    its quorum names its first failure in the same words."""
+    if isinstance(e, ModelError):
+        return _provider_said(e)
+    if isinstance(e, QuorumNotReached):
+        first = f"; first failure: {client_message(e.errors[0])}" if e.errors else ""
+        return f"node `{e.node}` needs {e.needed} of its inputs but only {e.answered} answered{first}"
+    return str(e)
+
+
 REQUEST_FIELDS = {"output_type": "response_format", "prompt": "messages"}
 """The request field each run argument a ``RequestRefused`` names comes from."""
 
@@ -274,7 +308,8 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
     ``Retry-After``), a passed deadline 504, budget and quorum failures 503 (the server, not the client, is short of something), a misconfigured
     agent 500. A provider's 400/413/422 (a prompt over the context window) is the client's 400
     (``upstream_invalid_request``); its 401/403/404 (the server's key or model) a 500 that says
-    nothing of it, as a key not set.
+    nothing of it, as a key not set. Every other upstream failure is told in moa's words with its
+    HTTP status (``client_message``): the provider's text is for the server's log.
 
     A run refusing what the request asked (``RequestRefused``) is a 400 naming the request field;
     any other ``UserError`` out of the run is the server's configuration (a key not set, a model
@@ -304,19 +339,23 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
             retry=False,
         )
     if isinstance(e, TimedOut):
-        return ApiError(504, str(e), type="server_error", code="timeout")
+        return ApiError(504, client_message(e), type="server_error", code="timeout")
     if isinstance(e, RateLimited):
         # the provider's rate limit outlasted the agent's retries: the client is told to slow
         # down, and when, as a provider would tell it (a 502 gave it neither)
         return ApiError(
-            429, str(e), type="server_error", code="upstream_rate_limited", retry_after_s=e.retry_after_s
+            429,
+            client_message(e),
+            type="server_error",
+            code="upstream_rate_limited",
+            retry_after_s=e.retry_after_s,
         )
     if isinstance(e, ModelError):
-        return ApiError(502, str(e), type="server_error", code=name)
+        return ApiError(502, client_message(e), type="server_error", code=name)
     if isinstance(e, BudgetExceeded):
         return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
     if isinstance(e, QuorumNotReached):
-        return ApiError(503, str(e), type="server_error", code="quorum_not_reached")
+        return ApiError(503, client_message(e), type="server_error", code="quorum_not_reached")
     return ApiError(500, "internal server error", type="server_error", code=name)
 
 
