@@ -65,8 +65,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if unknown:
                 bad = True
                 continue
+            for name in _unused_agents(t):
+                print(f"{f}: warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
+
+
+def _unused_agents(t: Any) -> list[str]:
+    """The agents declared in ``agents:`` that no node of any graph a run of ``t`` may run names
+    (a cascade's stages and judges included): a reference typed wrong, or dead configuration. A
+    run never calls them, so nothing else checks them (their provider, their key)."""
+    parts = getattr(t, "parts", None)  # a composite (a cascade) runs several graphs
+    graphs = [g for _, g in parts()] if parts is not None else [t.graph]
+    used = {n.spec.agent for g in graphs for n in g.nodes.values() if n.spec.agent is not None}
+    return [name for name in getattr(t, "agents", None) or {} if name not in used]
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

@@ -84,6 +84,39 @@ def test_validate_names_an_unknown_provider_inside_a_cascade_stage_or_judge(
     ]
 
 
+def test_validate_warns_of_an_agent_no_node_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An agent declared in `agents:` that no node names (a typo'd reference, dead config) gets one
+    warning line naming it, validation still passes, and its model is not checked (a run never
+    calls it): `validate` said nothing of it before."""
+    f = tmp_path / "typo.yaml"
+    f.write_text(
+        "name: typo\nagents:\n  writer: {model: openai/gpt-4o-mini}\n  writter: {model: opnai/gpt-4o}\n"
+        "  spare: {model: anthropic/claude-haiku-4-5}\nnodes: [{id: a, agent: writer}]\noutput: a\n"
+    )
+    assert main(["validate", str(f)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"ok: {f} ")
+    assert captured.err.strip().splitlines() == [
+        f"{f}: warning: agent `writter` is declared but no node uses it",
+        f"{f}: warning: agent `spare` is declared but no node uses it",
+    ]
+
+
+def test_validate_does_not_warn_of_agents_that_shorthands_or_cascade_stages_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Agents that a shorthand's nodes or a cascade's inline stage use are not unused: every preset
+    and a cascade validate without a warning."""
+    f = tmp_path / "casc.yaml"
+    f.write_text(
+        "name: casc\nkind: cascade\nstages:\n  - {agent: mini, samples: 2, accept: {agree: 2}}\n"
+        "  - {agent: big}\nagents:\n  mini: {model: openai/gpt-4o-mini, temperature: 0.7}\n  big: {model: openai/gpt-4o}\n"
+    )
+    presets = sorted(str(p) for p in (ROOT / "topologies").glob("*.yaml"))
+    assert main(["validate", str(f), *presets]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_run_unknown_preset_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown topology is bad input: exit 2, one line, no traceback."""
     assert main(["run", "nope-preset", "--prompt", "x"]) == 2
