@@ -389,3 +389,17 @@ def test_execution_config_takes_compile_limits_and_names_a_wrong_field() -> None
     assert evaluator.name == "execution"
     with pytest.raises(UserError, match="evaluator `execution`: field `compile_timeout`"):
         make_evaluator({"name": "execution", "compile_timeout": 30})
+
+
+def test_node_without_a_permission_model_gets_no_permission_flags(tmp_path: Path) -> None:
+    """A Node that refuses every permission flag (older than 20) runs programs without them, rather
+    than failing every JavaScript answer on a bad option; one that accepts a spelling gets it."""
+    old = tmp_path / "node18"
+    old.write_text('#!/bin/sh\necho "node: bad option: $1" >&2\nexit 9\n')
+    old.chmod(0o755)
+    assert toolchains.node_permission_flags(str(old)) == ()
+    new = tmp_path / "node22"
+    new.write_text('#!/bin/sh\n[ "$1" = --experimental-permission ] && [ "$#" = 4 ] && exit 0\nexit 9\n')
+    new.chmod(0o755)
+    flags = ("--experimental-permission", "--disable-warning=ExperimentalWarning")
+    assert toolchains.node_permission_flags(str(new)) == flags

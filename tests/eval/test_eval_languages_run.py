@@ -410,6 +410,90 @@ async def test_calling_the_harness_from_the_answer_fails(item_id: str) -> None:
     assert score.value == 0.0, score.detail
 
 
+# wrong answers that find the run's token in the program's own memory, write it to the pipe and
+# exit 0: each scored 1.0 before the permission model and the preload's stubs
+_FIND_IN_MEMORY = r"""
+  const fs = require('fs');
+  const maps = fs.readFileSync('/proc/self/maps', 'latin1').split('\n');
+  const mem = fs.openSync('/proc/self/mem', 'r');
+  for (const line of maps) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) rw/.exec(line);
+    for (let p = m ? parseInt(m[1], 16) : 0, end = m ? parseInt(m[2], 16) : 0; p < end; p += 1 << 20) {
+      const buf = Buffer.alloc(Math.min(1 << 20, end - p));
+      try { fs.readSync(mem, buf, 0, buf.length, p); } catch (e) { continue; }
+      const hit = /(\d+) ([0-9a-f]{32})\n/.exec(buf.toString('latin1'));
+      if (hit) { fs.writeSync(Number(hit[1]), hit[2] + '\n'); process.exit(0); }
+    }
+  }
+"""
+_FROM_SNAPSHOT = r"""
+  const h = /"(\d+) ([0-9a-f]{32})/.exec(SNAPSHOT);
+  require('fs').writeSync(Number(h[1]), h[2] + '\n');
+  process.exit(0);
+"""
+_READ_THE_HARNESS = {
+    "proc-self-mem": _FIND_IN_MEMORY,
+    "write-heap-snapshot": _FROM_SNAPSHOT.replace(
+        "SNAPSHOT", "require('fs').readFileSync(require('v8').writeHeapSnapshot(), 'latin1')"
+    ),
+    "get-heap-snapshot": """
+  let d = '';
+  const s = require('v8').getHeapSnapshot();
+  s.on('data', (c) => { d += c.toString('latin1'); });
+  s.on('end', () => {"""
+    + _FROM_SNAPSHOT.replace("SNAPSHOT", "d")
+    + "  });\n  return 1;\n",
+    "inspector": r"""
+  const s = new (require('inspector').Session)();
+  s.connect();
+  const post = (m, p) => { let r; s.post(m, p, (e, v) => { r = v; }); return r; };
+  globalThis.moaL = process.listeners('beforeExit');
+  const fn = post('Runtime.evaluate', { expression: 'moaL[moaL.length - 1]' }).result.objectId;
+  const own = post('Runtime.getProperties', { objectId: fn, ownProperties: true });
+  const scopes = own.internalProperties.find((p) => p.name === '[[Scopes]]').value.objectId;
+  const found = {};
+  for (const sc of post('Runtime.getProperties', { objectId: scopes, ownProperties: true }).result) {
+    for (const v of post('Runtime.getProperties', { objectId: sc.value.objectId, ownProperties: true }).result) {
+      if (v.value) found[v.name] = v.value.value;
+    }
+  }
+  require('fs').writeSync(Number(found.fd), found.token + '\n');
+  process.exit(0);
+""",
+    # the child reads its parent's memory and prints what it found
+    "child-process": """
+  const child = CHILD;
+  const [fd, token] = require('child_process')
+    .execFileSync(process.execPath, ['-e', child], { encoding: 'latin1' }).split(' ');
+  require('fs').writeSync(Number(fd), token + '\\n');
+  process.exit(0);
+""".replace(
+        "CHILD",
+        json.dumps(
+            _FIND_IN_MEMORY.replace("/proc/self/", "/proc/' + process.ppid + '/").replace(
+                "fs.writeSync(Number(hit[1]), hit[2] + '\\n')", "process.stdout.write(hit[1] + ' ' + hit[2])"
+            )
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_READ_THE_HARNESS))
+async def test_reading_the_harnesss_memory_in_javascript_fails(attack: str) -> None:
+    """A JavaScript answer that reads the token out of its own process (``/proc/self/mem``, a ``v8``
+    heap snapshot, the ``inspector``, a child process reading the parent's memory) and writes it
+    to the end-of-tests pipe fails: Node's permission model lets the program read its own files
+    only and start no process, and the preload replaced the heap snapshot and inspector calls with
+    ones that throw. Each forged a pass before."""
+    _skip_without("javascript")
+    item = next(i for i in _items("javascript") if i.id == "js_gcd")
+    answer = f"```javascript\nfunction gcd(a, b) {{{_READ_THE_HARNESS[attack]}  return 1;\n}}\n```"
+    # room for a heap snapshot: under 256 MB one would fail on memory, proving nothing
+    score = await score_execution_async(answer, item, **{**LIMITS, "memory_mb": 512})
+    assert score.value == 0.0, score.detail
+    assert score.detail is not None and score.detail.startswith("tests failed: "), score.detail
+
+
 async def test_swallowing_a_failed_test_in_javascript_fails() -> None:
     """A JavaScript answer that registers an uncaughtException listener keeps the failed assertion
     from ending the program, which then drains its event loop normally: the harness still saw the

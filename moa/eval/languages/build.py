@@ -25,7 +25,7 @@ from moa.eval.languages.diagnose import compile_reason, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
 from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
 from moa.eval.languages.program import Program, qualify_rust_macros, reset_answer_macros
-from moa.eval.languages.toolchains import Toolchain, javatuples_jar
+from moa.eval.languages.toolchains import Toolchain, javatuples_jar, node_permission_flags
 
 __all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
 
@@ -184,7 +184,12 @@ def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimit
             return ["/bin/sh", "-c", "tar -xmf classes.tar --no-same-owner && exec " + shlex.join(java)]
         case "javascript" | "typescript":
             script = "main.js" if program.language == "typescript" else program.filename
-            return [tc["node"], f"--max-old-space-size={limits.memory_mb}", "-r", f"./{PRELOAD}", script]
+            # the program may read itself and the preload, nothing else: ``/proc/self/mem`` (and
+            # child processes, workers, the inspector) would hand it the end-of-tests token
+            permission = node_permission_flags(tc["node"])
+            reads = [f"--allow-fs-read={script}", f"--allow-fs-read={PRELOAD}"] if permission else []
+            heap = f"--max-old-space-size={limits.memory_mb}"
+            return [tc["node"], heap, *permission, *reads, "-r", f"./{PRELOAD}", script]
     return ["./prog"]
 
 

@@ -35,9 +35,14 @@ is at its end. Where the harness keeps it, per language:
   exception went uncaught (a failed test the program's ``uncaughtException`` listener swallowed).
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
-(native code reads its own memory; JavaScript too, through ``/proc/self/mem``, a ``v8`` heap
-snapshot or the ``inspector``, and it can remove and re-add the preload's listeners). The marker
-stops answers that end early; it is not a wall against one that attacks moa's harness itself.
+(native code reads its own memory). JavaScript runs under Node's permission model (Node 20 or
+later, ``toolchains.node_permission_flags``): it may read its own file and the preload, nothing
+else (no ``/proc/self/mem``), and start no child process or worker; the preload replaces the ``v8``
+heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that throw before
+the program runs. An older Node has no permission model: there ``/proc/self/mem`` and child
+processes still reach the token. Either way JavaScript can remove and re-add the preload's
+listeners. The marker stops answers that end early; it is not a wall against one that attacks
+moa's harness itself.
 """
 
 from __future__ import annotations
@@ -58,6 +63,31 @@ PRELOAD = "moa_end.js"
 
 PRELOAD_SOURCE = """'use strict';
 (() => {
+  // before the program runs: the routes into this process's memory the permission model leaves
+  // open (a heap snapshot streamed to the program, V8 flags) throw; on a Node without that model
+  // the inspector too. Node's builtins are shared objects, so every require and import sees these
+  const refuse = (what) => () => {
+    throw new Error(`sandbox: ${what} is refused`);
+  };
+  const seal = (target, names, prefix) => {
+    for (const name of names) {
+      if (target && typeof target[name] === 'function') {
+        Object.defineProperty(target, name, {
+          value: refuse(prefix + name), writable: false, configurable: false, enumerable: true,
+        });
+      }
+    }
+  };
+  seal(require('v8'), ['getHeapSnapshot', 'writeHeapSnapshot', 'setHeapSnapshotNearHeapLimit',
+    'setFlagsFromString'], 'v8.');
+  try {
+    const inspector = require('inspector');
+    seal(inspector, ['open', 'url', 'waitForDebugger'], 'inspector.');
+    seal(inspector.Session && inspector.Session.prototype, ['connect', 'connectToMainThread', 'post'],
+      'inspector.Session.');
+  } catch (e) {
+    // a Node built without the inspector
+  }
   const fs = require('fs');
   const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
   const writeSync = fs.writeSync;

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["INSTALL", "Toolchain", "find_toolchain", "javatuples_jar"]
+__all__ = ["INSTALL", "Toolchain", "find_toolchain", "javatuples_jar", "node_permission_flags"]
 
 #: how to install what each language needs (Debian packages; TypeScript from npm)
 INSTALL: Mapping[str, str] = {
@@ -159,3 +159,32 @@ def find_toolchain(language: str) -> Toolchain | str:
     else:
         binds = _binds_for(list(programs.values()))
     return Toolchain(language, programs, binds, env)
+
+
+# newest spelling first: Node 22.13 renamed the flag, and 20.11 added the one that silences the
+# "Permission is an experimental feature" warning a program's stderr would otherwise start with
+_PERMISSION_FLAGS = (
+    ("--permission", "--disable-warning=ExperimentalWarning"),
+    ("--experimental-permission", "--disable-warning=ExperimentalWarning"),
+    ("--experimental-permission",),
+)
+
+
+@functools.cache
+def node_permission_flags(node: str) -> tuple[str, ...]:
+    """The flags that turn on ``node``'s permission model (no file access beyond the ``--allow-fs-read``
+    paths given next to them, no child process, worker, inspector or addon), or ``()`` for a Node
+    older than 20, which has none: probed once per binary."""
+    for flags in _PERMISSION_FLAGS:
+        try:
+            done = subprocess.run(
+                [node, *flags, "-e", "process.exit(process.permission ? 0 : 3)"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ()
+        if done.returncode == 0 and not done.stderr.strip():
+            return flags
+    return ()
