@@ -147,6 +147,20 @@ def url() -> Iterator[str]:
                 }
             )
         )
+        # a worker out of credit and one rate-limited, but the quorum holds: the reply is a 200
+        short = {"w0": _agent(base, "billing"), "w1": _agent(base, "busy"), "w2": _agent(base, "ok")}
+        topologies.append(
+            load_data(
+                {
+                    "name": "parallel-short",
+                    "kind": "parallel",
+                    "workers": ["w0", "w1", "w2"],
+                    "aggregator": "w2",
+                    "quorum": 1,
+                    "agents": short,
+                }
+            )
+        )
         # a worker refused for the server's project, but the quorum holds: the reply is a 200
         spared = {"w0": _agent(base, "forbidden"), "w1": _agent(base, "ok"), "agg": _agent(base, "ok")}
         topologies.append(
@@ -327,3 +341,22 @@ def test_other_upstream_failures_reach_the_client_in_moas_words_only(
     logged = [e for e in events if e["event"] == "serve.upstream_failed"]
     assert len(logged) == 1 and logged[0]["model"] == model
     assert LOGGED[model] in logged[0]["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_reply_does_not_carry_the_words_of_a_worker_the_quorum_did_without(url: str, stream: bool) -> None:
+    """A 200 whose quorum did without a worker the provider refused (402) or rate-limited (429)
+    says in its `moa` calls what happened and the status, not the provider's words naming its
+    organisation and projects (which only a 401/403/404 lost before)."""
+    body = {"model": "parallel-short", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    r = httpx.post(f"{url}/chat/completions", json={**body, "moa_trace": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    for word in PROVIDER_WORDS[:-1]:  # the `moa` object names the models by design (`by_model`)
+        assert word not in r.text, word
+    if stream:
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: {")]
+        moa = next(e for e in map(json.loads, events) if "moa" in e)["moa"]
+    else:
+        moa = r.json()["moa"]
+    errors = " | ".join(c["error"] for c in moa["calls"] if c["error"])
+    assert "request rejected (402)" in errors and "rate limited (429)" in errors, errors

@@ -363,12 +363,23 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
 #: end of the provider's text (which names keys, projects and models)
 _SERVER_REFUSAL = re.compile(r"request rejected \((401|403|404)\): .*", re.DOTALL)
 _WITHHELD = r"request rejected (\1): the provider refused the server's key or model (not shown to clients)"
+#: any other provider status as ``moa.models.errors`` words it, but a refusal of the request's
+#: content (400/413/422), whose words are the client's to read (they say what to shorten)
+_PROVIDER_SAID = re.compile(
+    r"(request rejected|rate limited|provider error|provider timed out) \((?!400\)|413\)|422\))(\d+)\): .*",
+    re.DOTALL,
+)
+_SAID_WITHHELD = r"\1 (\2): the provider's message is in the server's log (not shown to clients)"
 
 
 def _for_client(error: str | None) -> str | None:
     """An error text of a call or node as a client may read it: a provider's refusal of the
-    server's own key or model loses the provider's words, as the failed run's 500 does."""
-    return None if error is None else _SERVER_REFUSAL.sub(_WITHHELD, error)
+    server's own key or model loses the provider's words, as the failed run's 500 does, and so
+    does any other provider failure but a refusal of the request's content (as the failed run's
+    429, 502, 503 and 504 do)."""
+    if error is None:
+        return None
+    return _PROVIDER_SAID.sub(_SAID_WITHHELD, _SERVER_REFUSAL.sub(_WITHHELD, error))
 
 
 def _call(record: CallRecord, trace: bool) -> dict[str, Any]:
