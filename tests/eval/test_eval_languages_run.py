@@ -494,15 +494,34 @@ async def test_reading_the_harnesss_memory_in_javascript_fails(attack: str) -> N
     assert score.detail is not None and score.detail.startswith("tests failed: "), score.detail
 
 
-async def test_swallowing_a_failed_test_in_javascript_fails() -> None:
-    """A JavaScript answer that registers an uncaughtException listener keeps the failed assertion
-    from ending the program, which then drains its event loop normally: the harness still saw the
-    failure and writes no token."""
+_SWALLOW = "process.on('uncaughtException', () => {});\n"
+_TAMPER_WITH_THE_HARNESS = {
+    "swallow": "  return 0;\n}\n" + _SWALLOW,
+    "swallow-unmonitored": "  return 0;\n}\nprocess.removeAllListeners('uncaughtExceptionMonitor');\n"
+    + _SWALLOW,
+    "swallow-unmonitored-events": "  return 0;\n}\nprocess._events.uncaughtExceptionMonitor = undefined;\n"
+    + _SWALLOW,
+    "swallow-uncaptured": "  return 0;\n}\nprocess.setUncaughtExceptionCaptureCallback(null);\n" + _SWALLOW,
+    "stack-accessor": "  Object.defineProperty(Error, 'prepareStackTrace', "
+    "{ get() { return () => []; }, set(v) {}, configurable: true });\n"
+    "  process.listeners('beforeExit').forEach((f) => f(0));\n  process.exit(0);\n}\n",
+    "global-error": "  globalThis.Error = { get prepareStackTrace() { return () => []; }, set prepareStackTrace(v) {} };\n"
+    "  process.listeners('beforeExit').forEach((f) => f(0));\n  process.exit(0);\n}\n",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_TAMPER_WITH_THE_HARNESS))
+async def test_tampering_with_the_javascript_harness_fails(attack: str) -> None:
+    """A JavaScript answer that swallows its failed test (an uncaughtException listener, with the
+    harness's monitor removed or the capture callback unset) or answers the harness's stack check
+    itself (``Error.prepareStackTrace`` made an accessor, ``Error`` replaced) and calls the
+    harness's listener fails: an uncaught error ends the program with status 1 whatever its
+    listeners, and ``Error`` and its stack hooks can no longer be redefined. All but the first
+    scored 1.0 before."""
     _skip_without("javascript")
     item = _items("javascript")[0]
-    answer = "  return 0;\n}\nprocess.on('uncaughtException', () => {});\n"
-    score = await score_execution_async(answer, item, **LIMITS)
-    assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")
+    score = await score_execution_async(_TAMPER_WITH_THE_HARNESS[attack], item, **LIMITS)
+    assert score.value == 0.0, score.detail
 
 
 _MACRO_ATTACKS = [

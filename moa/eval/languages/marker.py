@@ -31,8 +31,10 @@ is at its end. Where the harness keeps it, per language:
   as ``/proc/self/fd/<fd>``;
 * JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
   Node emits when the event loop runs dry and never after ``process.exit``; only when no frame of
-  the program is on the stack (the program emitting the event or calling the listener) and no
-  exception went uncaught (a failed test the program's ``uncaughtException`` listener swallowed).
+  the program is on the stack (the program emitting the event or calling the listener; ``Error``
+  and its stack hooks are locked first, so the program cannot answer that check itself). An
+  uncaught exception ends the program with status 1 through an uncaught-exception capture callback
+  the program cannot unset, whatever ``uncaughtException`` listeners it adds or removes.
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
 (native code reads its own memory). JavaScript runs under Node's permission model (Node 20 or
@@ -40,9 +42,8 @@ later, ``toolchains.node_permission_flags``): it may read its own file and the p
 else (no ``/proc/self/mem``), and start no child process or worker; the preload replaces the ``v8``
 heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that throw before
 the program runs. An older Node has no permission model: there ``/proc/self/mem`` and child
-processes still reach the token. Either way JavaScript can remove and re-add the preload's
-listeners. The marker stops answers that end early; it is not a wall against one that attacks
-moa's harness itself.
+processes still reach the token. The marker stops answers that end early; it is not a wall
+against one that attacks moa's harness itself.
 """
 
 from __future__ import annotations
@@ -91,8 +92,31 @@ PRELOAD_SOURCE = """'use strict';
   const fs = require('fs');
   const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
   const writeSync = fs.writeSync;
+  const inspect = require('util').inspect;
   const NewError = Error;
   const call = Function.prototype.call;
+  const exitNow = call.bind(process.reallyExit, process);
+  // the stack check below reads these: the program may still assign them (source-map-support
+  // does), not replace Error or make them accessors that answer the check instead of V8
+  Object.defineProperty(globalThis, 'Error', { writable: false, configurable: false });
+  Object.defineProperty(Error, 'prepareStackTrace', { configurable: false });
+  Object.defineProperty(Error, 'stackTraceLimit', { configurable: false });
+  // an uncaught error ends the program with status 1, as Node's own handler does, whatever
+  // listeners the program registered or removed: Node calls this callback instead of emitting
+  // 'uncaughtException', and no code after this line can unset it (a failed test the program
+  // swallowed, or removing a monitor listener, passed)
+  let uncaught = false;
+  process.setUncaughtExceptionCaptureCallback((error) => {
+    uncaught = true;
+    try {
+      writeSync(2, `${inspect(error)}\n`);
+    } finally {
+      exitNow(1);
+    }
+  });
+  Object.defineProperty(process, 'setUncaughtExceptionCaptureCallback', {
+    value: refuse('process.setUncaughtExceptionCaptureCallback'), writable: false, configurable: false,
+  });
   const startsWith = call.bind(String.prototype.startsWith);
   const sites = (_, frames) => frames;
   const here = (() => {
@@ -119,9 +143,6 @@ PRELOAD_SOURCE = """'use strict';
     }
     return true;
   };
-  // a failed test the program swallowed (an uncaughtException listener) still failed
-  let uncaught = false;
-  process.on('uncaughtExceptionMonitor', () => { uncaught = true; });
   // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
   let written = false;
   process.on('beforeExit', (code) => {
