@@ -288,13 +288,13 @@ def _provider_said(e: ModelError) -> str:
     return f"node `{e.node}`: {what}" if e.node else what
 
 
-def client_message(e: MoAError) -> str:
+def _client_message(e: MoAError) -> str:
     """The text of a failed run a client may read (see ``_provider_said``); a fan-in that missed
     its quorum names its first failure in the same words."""
     if isinstance(e, ModelError):
         return _provider_said(e)
     if isinstance(e, QuorumNotReached):
-        first = f"; first failure: {client_message(e.errors[0])}" if e.errors else ""
+        first = f"; first failure: {_client_message(e.errors[0])}" if e.errors else ""
         return f"node `{e.node}` needs {e.needed} of its inputs but only {e.answered} answered{first}"
     return str(e)
 
@@ -309,7 +309,7 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
     agent 500. A provider's 400/413/422 (a prompt over the context window) is the client's 400
     (``upstream_invalid_request``); its 401/403/404 (the server's key or model) a 500 that says
     nothing of it, as a key not set. Every other upstream failure is told in moa's words with its
-    HTTP status (``client_message``): the provider's text is for the server's log.
+    HTTP status (``_client_message``): the provider's text is for the server's log.
 
     A run refusing what the request asked (``RequestRefused``) is a 400 naming the request field;
     any other ``UserError`` out of the run is the server's configuration (a key not set, a model
@@ -339,23 +339,23 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
             retry=False,
         )
     if isinstance(e, TimedOut):
-        return ApiError(504, client_message(e), type="server_error", code="timeout")
+        return ApiError(504, _client_message(e), type="server_error", code="timeout")
     if isinstance(e, RateLimited):
         # the provider's rate limit outlasted the agent's retries: the client is told to slow
         # down, and when, as a provider would tell it (a 502 gave it neither)
         return ApiError(
             429,
-            client_message(e),
+            _client_message(e),
             type="server_error",
             code="upstream_rate_limited",
             retry_after_s=e.retry_after_s,
         )
     if isinstance(e, ModelError):
-        return ApiError(502, client_message(e), type="server_error", code=name)
+        return ApiError(502, _client_message(e), type="server_error", code=name)
     if isinstance(e, BudgetExceeded):
         return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
     if isinstance(e, QuorumNotReached):
-        return ApiError(503, client_message(e), type="server_error", code="quorum_not_reached")
+        return ApiError(503, _client_message(e), type="server_error", code="quorum_not_reached")
     return ApiError(500, "internal server error", type="server_error", code=name)
 
 
