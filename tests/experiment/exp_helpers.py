@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,3 +105,35 @@ def loopback_cluster() -> Iterator[Any]:
         silence_logs=50,
     ) as c:
         yield c
+
+
+@contextmanager
+def killable_scheduler(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A Dask scheduler in its own process on 127.0.0.1 (a ``LocalCluster``'s lives in the test's),
+    with one single-threaded worker process (no nanny: nothing outlives the test): its address and
+    its process, to kill."""
+    file = tmp / "scheduler.json"
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    dask = [sys.executable, "-m", "dask"]
+    local = ["--host", "127.0.0.1", "--no-dashboard"]
+    scheduler = subprocess.Popen(
+        [*dask, "scheduler", *local, "--port", "0", "--scheduler-file", str(file)], **quiet
+    )
+    procs = [scheduler]
+    try:
+        deadline = time.monotonic() + 120
+        while not file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        address = str(json.loads(file.read_text())["address"])
+        worker = [*dask, "worker", address, *local, "--nthreads", "1", "--no-nanny"]
+        procs.append(subprocess.Popen(worker, **quiet))
+        yield address, scheduler
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(30)

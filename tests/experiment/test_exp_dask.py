@@ -11,6 +11,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from moa.errors import TopologyError
 from moa.experiment import Experiment, Summary
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
-from tests.experiment.exp_helpers import loopback_cluster
+from tests.experiment.exp_helpers import killable_scheduler, loopback_cluster
 
 distributed = pytest.importorskip("distributed")
 
@@ -229,3 +230,55 @@ def test_a_resumed_experiment_on_dask_reuses_the_store(tmp_path: Path, cluster: 
     assert sent == []
     assert _scores(tmp_path / "out") == calls_before
     assert _figures(rescored) == _figures(first)
+
+
+def _scored(out: Path) -> int:
+    """Scores the running experiment has committed (0 before its store exists)."""
+    try:
+        conn = sqlite3.connect(f"file:{out / 'experiment.sqlite'}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM scores").fetchone()[0])
+    except sqlite3.Error:  # the tables are being made
+        return 0
+    finally:
+        conn.close()
+
+
+def test_a_scheduler_gone_mid_scoring_is_one_note_not_a_hang(tmp_path: Path) -> None:
+    """The scheduler killed while its worker runs programs: the experiment ends (it hung on a client
+    that had lost its scheduler), every answer stored, the answers left unscored counted in one note
+    naming the scheduler rather than a Dask cancellation; a re-run scores them."""
+    with killable_scheduler(tmp_path) as (address, scheduler):
+        result: list[Summary] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(_run(tmp_path, address))
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 120
+        while thread.is_alive() and time.monotonic() < deadline:
+            if _scored(tmp_path / "out"):
+                scheduler.kill()
+                scheduler.wait(60)
+                break
+            time.sleep(0.05)
+        assert scheduler.poll() is not None, f"no answer was scored before the experiment ended: {errors}"
+        thread.join(180)
+        assert not thread.is_alive(), "the experiment hung after its scheduler was gone"
+    assert not errors, errors
+    (summary,) = result
+    stored = _scores(tmp_path / "out")
+    assert len(stored) == 2 * len(ROWS)  # every answer is stored
+    unscored = [k for k, (score, _) in stored.items() if score is None]
+    assert unscored, "every answer was scored before the scheduler died"
+    (note,) = [n for n in summary.notes if "could not be scored" in n]
+    assert f"executor `{address}`: the Dask scheduler is gone" in note and "\n" not in note
+    again = _run(tmp_path, "local")
+    assert again.complete and _scores(tmp_path / "out").keys() == stored.keys()

@@ -31,7 +31,7 @@ from moa.experiment.executors import movable
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimServer
 from moa.topology.loader import load, load_data
-from tests.experiment.exp_helpers import answers_of, loopback_cluster, questions
+from tests.experiment.exp_helpers import answers_of, killable_scheduler, loopback_cluster, questions
 
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa-sdk[local]')")
@@ -378,3 +378,49 @@ async def test_closing_one_experiments_models_spares_anothers(monkeypatch: pytes
     assert (shared.closed, own.closed) == (0, 1)
     await second.aclose()
     assert shared.closed == 1
+
+
+def test_a_scheduler_gone_mid_pair_stops_in_one_line(
+    local: tuple[Summary, Path], server: SimServer, tmp_path: Path
+) -> None:
+    """The scheduler killed while its worker runs local pairs: the experiment stops with one line
+    naming the scheduler (it stored each pair in flight as a Dask cancellation, then hung), keeps
+    what it stored, and a re-run finishes with the local executor's results."""
+    from moa.errors import UserError
+
+    with killable_scheduler(tmp_path) as (address, scheduler):
+        exp = _experiment(tmp_path, server.base_url, address)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+            except BaseException as e:
+                errors.append(e)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 300
+        while thread.is_alive() and time.monotonic() < deadline:
+            try:
+                stored = _runs(tmp_path / "out")
+            except sqlite3.Error:  # not created yet
+                stored = {}
+            if any(setup != "api" for setup, _ in stored):
+                scheduler.kill()
+                scheduler.wait(60)
+                break
+            time.sleep(0.02)
+        assert scheduler.poll() is not None, f"no local pair was stored before the end: {errors}"
+        thread.join(180)
+        assert not thread.is_alive(), "the experiment hung after its scheduler was gone"
+    (error,) = errors
+    assert isinstance(error, UserError), repr(error)
+    assert str(error).startswith(f"executor `{address}`: the Dask scheduler is gone") and "\n" not in str(
+        error
+    )
+    stored = _runs(tmp_path / "out")
+    assert len(stored) < len(SETUPS) * len(ROWS)
+    assert not any("Cancel" in str(row[1]) for row in stored.values())  # no pair failed for Dask's sake
+    assert _run(tmp_path, server.base_url, "local").complete
+    assert _runs(tmp_path / "out") == _runs(local[1])

@@ -8,12 +8,15 @@ along and brings its new ones back), so resume behaves as with the local executo
 
 A worker that dies loses its running task only: the scheduler hands it to another worker, and a
 task that raises is retried ``RETRIES`` times before the driver records it as a failure (retried
-by the next run). ``distributed`` is the optional ``dask`` extra, imported when an executor opens.
+by the next run). A scheduler that goes away takes every task with it: that is no pair's failure,
+so it is raised as one ``UserError`` naming the scheduler (the answer phase stops, the pairs stored
+are kept, a re-run resumes), never stored as each pair's error. ``distributed`` is the optional ``dask`` extra, imported when an executor opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import uuid
@@ -142,20 +145,41 @@ class DaskExecutor:
         # as for programs: a pair running on each thread and the next one queued
         return 2 * self._threads
 
+    def _gone(self, why: str) -> UserError:
+        return UserError(
+            f"executor `{self.name}`: the Dask scheduler is gone ({why}); what finished is stored, "
+            "re-run to resume"
+        )
+
+    def _check_connected(self) -> None:
+        # a client that lost its scheduler accepts tasks and never answers: the experiment hung
+        if self._client.status != "running":
+            raise self._gone(f"client {self._client.status}")
+
+    async def _result(self, future: Any) -> Any:
+        try:
+            return await future
+        except concurrent.futures.CancelledError as e:
+            # Dask cancelled the task, not Ctrl-C (that is asyncio's CancelledError, passed on)
+            raise self._gone(" ".join(str(e).split())) from None
+
     async def run_pair(self, task: PairTask) -> PairOutcome:
         from moa.experiment.executors.dask_plugin import run_pair_task
 
-        future = self._client.submit(run_pair_task, await self._plugin(), task, retries=RETRIES, pure=False)
-        outcome: PairOutcome = await future
+        self._check_connected()
+        plugin = await self._plugin()
+        future = self._client.submit(run_pair_task, plugin, task, retries=RETRIES, pure=False)
+        outcome: PairOutcome = await self._result(future)
         return outcome
 
     async def score(self, evaluator: Evaluator, item: Item, answer: str) -> Score:
         if not (isinstance(evaluator, ExecutionEvaluator) and offloadable(evaluator, item)):
             return await evaluator.score(item, answer)
+        self._check_connected()
         future = self._client.submit(
             score_on_worker, answer, item, worker_limits(evaluator), retries=RETRIES, pure=False
         )
-        score: Score = await future
+        score: Score = await self._result(future)
         return score
 
     async def aclose(self) -> None:
