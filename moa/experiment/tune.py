@@ -3,7 +3,8 @@ experiment file), run after the report of the comparison is written.
 
 Each item runs the cascade once with every stage (``record_stages``), through the setup's own call
 cache, so the calls its stored run made are not sent again: only the stages an item never reached
-are new. The answers are scored, and every setting of stage 1's threshold is then read off the
+are new. What those cost is booked apart (``TUNE_PAID``, summed over every run of the tuning, since a
+re-run reads them back free) and reported with the tuning: the comparison's costs do not hold it. The answers are scored, and every setting of stage 1's threshold is then read off the
 records (``moa.cascade.tune``), chosen on a dev split and judged on the rest
 (``analysis.tuning``). The result is ``tune.json`` and a section of ``report.md``.
 
@@ -36,10 +37,12 @@ from moa.experiment.run_pairs import budget_stop
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store
 
-__all__ = ["MIN_SPLIT", "TunePlan", "plan_tuning", "run_tuning", "tune_override"]
+__all__ = ["MIN_SPLIT", "TUNE_PAID", "TunePlan", "plan_tuning", "run_tuning", "tune_override", "tuning_paid"]
 
 #: items each split needs: fewer and a bootstrap interval says nothing
 MIN_SPLIT = 10
+#: the store's ``meta`` key of what tuning paid, by ``setup:hash`` (the ledger ``paid_usd`` holds it too)
+TUNE_PAID = "tune_paid_usd"
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +182,37 @@ async def _traces(
             except Exception as e:  # a timeout, a scoring bug: the other items still tell
                 dropped.append(f"item `{item.id}`: {type(e).__name__}: {' '.join(str(e).split())}")
 
+    before = store.spent_usd()
     try:
         await asyncio.gather(*(one(items[i]) for i in [*plan.dev, *plan.test]))
     finally:
+        # booked even when a budget stop or Ctrl-C ends the tuning: those calls were paid too
+        _book_tuning(store, plan.setup, store.spent_usd() - before)
         store.commit()  # the cache entries of the calls made
     if fatal:
         raise fatal[0]
     return traces, dropped
+
+
+def _tuning_key(setup: Setup) -> str:
+    return f"{setup.name}:{setup.hash}"
+
+
+def _book_tuning(store: Store, setup: Setup, usd: float) -> None:
+    """Add ``usd`` to what tuning ``setup`` has paid in this store, over every run of it: a re-run
+    reads its calls back free, and the report must still say what they cost."""
+    paid = store.get_meta(TUNE_PAID)
+    book = dict(paid) if isinstance(paid, dict) else {}
+    key = _tuning_key(setup)
+    book[key] = float(book.get(key, 0.0)) + max(usd, 0.0)
+    store.set_meta(TUNE_PAID, book)
+
+
+def tuning_paid(store: Store, setup: Setup) -> float:
+    """What the tuning of ``setup`` has paid in this store (its own calls, apart from the comparison's)."""
+    paid = store.get_meta(TUNE_PAID)
+    value = paid.get(_tuning_key(setup), 0.0) if isinstance(paid, dict) else 0.0
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 async def run_tuning(
@@ -230,6 +257,7 @@ async def run_tuning(
         "stage": describe(plan.cascade.name, plan.cascade.stage_list),
         "dev_fraction": plan.spec.dev_fraction,
         "seed": plan.spec.seed,
+        "paid_usd": tuning_paid(store, plan.setup),
     }
     result = analyse(
         settings=plan.settings,

@@ -36,7 +36,7 @@ from moa.cascade.tune import Setting, outcome, outcome_cost_max, trace
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
 from moa.experiment.analysis.tuning import TuneResult, analyse
-from moa.experiment.report.tune import tune_markdown
+from moa.experiment.report.tune import format_tune_table, tune_markdown
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 from moa.topology import load_data
@@ -133,6 +133,46 @@ def test_agree_sweep_reads_every_setting_off_one_recording(tmp_path: Path) -> No
     assert report.count("## Cascade tuning") == 1 and "agree: 2" in report
     asyncio.run(rebuild_report(tmp_path / "out"))  # `moa report` keeps the section, once
     assert (tmp_path / "out" / "report.md").read_text().count("## Cascade tuning") == 1
+
+
+def _paid(out: Path) -> float:
+    from moa.experiment import Store
+
+    store = Store.open(out, create=False)
+    try:
+        return store.spent_usd()
+    finally:
+        store.close()
+
+
+def test_what_the_tuning_paid_is_reported(tmp_path: Path) -> None:
+    """The calls the tuning makes (the later stages of the items the cascade accepted) are paid:
+    tune.json, the report and the table say what they cost, on a re-run too (its calls are read
+    back free); they were in the ledger and in no figure."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    strong = Counted(OneWrong(Q, answers))
+    with SimServer(
+        {"cheap-m": SimModel(answer=OneWrong(P, answers)), "strong-m": SimModel(answer=strong)}
+    ) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        compared, sent = _paid(tmp_path / "out"), strong.calls
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.run()
+        tuned = _paid(tmp_path / "out")
+        again = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        again.run()
+    t = run.tuned
+    assert t is not None and strong.calls > sent  # the tuning sent calls of its own
+    assert t.paid_usd > 0 and math.isclose(t.paid_usd, tuned - compared, rel_tol=1e-9)
+    assert (
+        again.tuned is not None and again.tuned.paid_usd == t.paid_usd
+    )  # nothing paid twice, nothing forgotten
+    assert _paid(tmp_path / "out") == tuned
+    assert f"cost ${t.paid_usd:.6f}" in (tmp_path / "out" / "report.md").read_text()
+    assert f"its own calls cost ${t.paid_usd:.6f}" in format_tune_table(t)
 
 
 def _rater(answers: dict[str, str]) -> SimModel:

@@ -108,6 +108,9 @@ class TuneResult(BaseModel):
     notes: list[str]
     #: ``mixture_cost_usd`` as a bound, as ``SplitStats.cost_usd_max``
     mixture_cost_usd_max: float | None = None
+    #: what the tuning's own calls (the stages the comparison's runs never reached) have cost, over
+    #: every run of it on this store; not in any setup's cost
+    paid_usd: float = 0.0
 
 
 def split_items(ids: Sequence[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -213,7 +216,7 @@ def analyse(
     """Every setting on both splits and one choice per share in ``SHARES``; ``dev`` and ``test``
     pair each item's trace with the single model's score on it. ``header`` holds the fields that
     say what was tuned (``setup``, ``setup_hash``, ``baseline``, ``stage``, ``dev_fraction``,
-    ``seed``); ``seed`` also seeds the bootstrap."""
+    ``seed``) and, optionally, what tuning paid (``paid_usd``); ``seed`` also seeds the bootstrap."""
     seed = int(header["seed"])
     dev_t, test_t = [t for t, _ in dev], [t for t, _ in test]
     single = {"dev": _mean([s for _, s in dev]), "test": _mean([s for _, s in test])}

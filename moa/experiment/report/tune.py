@@ -69,7 +69,8 @@ def _intro(t: TuneResult) -> str:
         f"model `{t.baseline}` {t.single_quality['test']:.3f}, of the mixture (always escalating) "
         f"{t.mixture_quality['test']:.3f}; always-MoA (the later stages alone, as the cascade runs "
         f"them) costs {_cost(t.mixture_cost_usd, t.mixture_cost_usd_max)} per item. Quality intervals are bootstrap 95% CIs; "
-        "`vs mixture` is paired with always escalating."
+        "`vs mixture` is paired with always escalating. The tuning's own calls (the stages the "
+        f"comparison's runs never reached) cost ${t.paid_usd:.6f}, in no setup's cost."
     )
 
 
@@ -101,7 +102,8 @@ def format_tune_table(t: TuneResult) -> str:
     lines.insert(1, "-+-".join("-" * w for w in widths))
     title = (
         f"cascade tuning of `{t.setup}` ({t.test_items} held-out items; single "
-        f"{t.single_quality['test']:.3f}, mixture {t.mixture_quality['test']:.3f})"
+        f"{t.single_quality['test']:.3f}, mixture {t.mixture_quality['test']:.3f}; "
+        f"its own calls cost ${t.paid_usd:.6f})"
     )
     return "\n".join([title, *lines])
 
