@@ -108,10 +108,12 @@ def loopback_cluster() -> Iterator[Any]:
 
 
 @contextmanager
-def killable_scheduler(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def killable_scheduler(
+    tmp: Path, preload: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A Dask scheduler in its own process on 127.0.0.1 (a ``LocalCluster``'s lives in the test's),
-    with one single-threaded worker process (no nanny: nothing outlives the test): its address and
-    its process, to kill."""
+    with one single-threaded worker process (no nanny: nothing outlives the test) that runs the
+    script ``preload`` first: the scheduler's address and its process, to kill."""
     file = tmp / "scheduler.json"
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     dask = [sys.executable, "-m", "dask"]
@@ -126,6 +128,8 @@ def killable_scheduler(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
             time.sleep(0.05)
         address = str(json.loads(file.read_text())["address"])
         worker = [*dask, "worker", address, *local, "--nthreads", "1", "--no-nanny"]
+        if preload is not None:
+            worker += ["--preload", str(preload)]
         procs.append(subprocess.Popen(worker, **quiet))
         yield address, scheduler
     finally:

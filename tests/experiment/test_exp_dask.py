@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -24,7 +25,7 @@ import pytest
 
 from moa._run import Runner
 from moa.cli import main
-from moa.errors import TopologyError
+from moa.errors import TopologyError, UserError
 from moa.experiment import Experiment, Summary
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
@@ -282,3 +283,32 @@ def test_a_scheduler_gone_mid_scoring_is_one_note_not_a_hang(tmp_path: Path) -> 
     assert f"executor `{address}`: the Dask scheduler is gone" in note and "\n" not in note
     again = _run(tmp_path, "local")
     assert again.complete and _scores(tmp_path / "out").keys() == stored.keys()
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected"),
+    [
+        (
+            "import sys\nsys.modules['moa'] = None\n",
+            r"cannot run moa \(.*No module named .*\); every worker needs moa ",
+        ),
+        (
+            "import moa\nmoa.__version__ = '0.0.1'\n",
+            r"runs moa 0\.0\.1, the driver .*; every worker needs the driver's version",
+        ),
+    ],
+    ids=["without moa", "another version"],
+)
+def test_a_worker_that_cannot_run_this_moa_is_one_line(worker: str, expected: str, tmp_path: Path) -> None:
+    """A worker without moa, or with another version: one line naming the worker, before any call
+    or store (each of its tasks failed: every answer it took was a failure, one by one)."""
+    preload = tmp_path / "preload.py"
+    preload.write_text(worker)
+    with killable_scheduler(tmp_path, preload) as (address, _), pytest.raises(UserError) as info:
+        _run(tmp_path, address)
+    line = str(info.value)
+    assert "\n" not in line, line
+    assert re.fullmatch(
+        rf"executor `{re.escape(address)}`: Dask worker tcp://127\.0\.0\.1:\d+ {expected}.*", line
+    )
+    assert not (tmp_path / "out" / "experiment.sqlite").exists()

@@ -27,7 +27,7 @@ from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionEvaluator
 from moa.eval.types import Evaluator, Score
 from moa.experiment.executors.base import offloadable, worker_limits
-from moa.experiment.executors.worker import PairOutcome, PairTask, score_on_worker
+from moa.experiment.executors.worker import PairOutcome, PairTask, moa_version, score_on_worker
 
 __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores"]
 
@@ -58,6 +58,27 @@ def _distributed() -> Any:
 
 async def _started(client: Any) -> Any:
     return await client
+
+
+async def _check_workers(client: Any, target: str) -> None:
+    """``UserError`` naming the first worker that cannot run moa or runs another version than the
+    driver's: each of its tasks would fail (or unpickle into other classes), and every pair it ran
+    was stored as an error, one by one, instead of the experiment stopping before any call."""
+    from moa import __version__
+
+    found: dict[str, Any] = await client.run(moa_version, on_error="return")
+    for address, version in sorted(found.items()):
+        if isinstance(version, BaseException):
+            why = " ".join(f"{type(version).__name__}: {version}".split())
+            raise UserError(
+                f"executor `{target}`: Dask worker {address} cannot run moa ({why}); every worker "
+                f"needs moa {__version__} installed, as the driver has"
+            )
+        if version != __version__:
+            raise UserError(
+                f"executor `{target}`: Dask worker {address} runs moa {version}, the driver "
+                f"{__version__}; every worker needs the driver's version"
+            )
 
 
 class DaskExecutor:
@@ -122,6 +143,13 @@ class DaskExecutor:
             raise UserError(
                 f"executor `{target}`: the scheduler has no worker after {CONNECT_TIMEOUT_S:g} s"
             ) from None
+        try:
+            await _check_workers(client, target)
+        except BaseException:
+            await client.close()
+            if cluster is not None:
+                await cluster.close()
+            raise
         return cls(target, client, cluster, nthreads)
 
     async def _plugin(self) -> str:

@@ -34,7 +34,23 @@ if TYPE_CHECKING:
     from moa.models.local import LocalModel
     from moa.topology.definition import Topology
 
-__all__ = ["LocalModels", "PairOutcome", "PairTask", "run_pair", "run_pair_async", "score_on_worker"]
+__all__ = [
+    "LocalModels",
+    "PairOutcome",
+    "PairTask",
+    "moa_version",
+    "run_pair",
+    "run_pair_async",
+    "score_on_worker",
+]
+
+
+def moa_version() -> str:
+    """The moa this process runs: a worker must run the driver's (its tasks are the driver's
+    classes, pickled), and one without moa cannot even load this function."""
+    from moa import __version__
+
+    return __version__
 
 
 def score_on_worker(answer: str, item: Item, limits: dict[str, Any]) -> Score:
