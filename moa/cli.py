@@ -129,12 +129,20 @@ def _summary_line(result: Any) -> str:
     if result.cost_note:
         line += f"; {result.cost_note}"
     if len(result.calls) > 1:
-        for what, shares in (("by node", result.by_node), ("by model", result.by_model)):
-            line += f"\n  {what}: " + ", ".join(
-                f"{k} ${v.cost_usd:.6f} {v.prompt_tokens}+{v.completion_tokens} tok"
-                for k, v in shares.items()
-            )
+        groups = [("by node", result.by_node), ("by model", result.by_model)]
+        if result.by_stage:
+            groups.append(("by stage", {str(k): v for k, v in result.by_stage.items()}))
+        for what, shares in groups:
+            line += f"\n  {what}: " + ", ".join(_share(k, v) for k, v in shares.items())
     return line
+
+
+def _share(name: str, share: Any) -> str:
+    # a share whose calls were cut off in flight may be billed more than its known cost, as the run
+    cost = f"${share.cost_usd:.6f}"
+    if share.cost_usd_max > share.cost_usd:
+        cost += f" (up to ${share.cost_usd_max:.6f})"
+    return f"{name} {cost} {share.prompt_tokens}+{share.completion_tokens} tok"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

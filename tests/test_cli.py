@@ -311,3 +311,34 @@ def test_run_serve_and_preflight_name_every_stages_missing_key_alike(
     args = parser.parse_args(["serve", str(f), "--port", "0"])
     assert args.func(args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"moa serve: c: {line}" for line in expected]
+
+
+def test_summary_lines_show_each_shares_worst_case_and_a_cascades_stages() -> None:
+    """A node or model whose calls were cut off in flight shows "(up to $...)" beside its known
+    cost on `moa run`'s summary lines, as the run's total does; a cascade gets a line by stage."""
+    from moa.cli import _summary_line
+    from moa.results import Attempt, CallRecord, RunResult, Usage
+
+    cut = CallRecord(
+        node="s1.worker",
+        model="m1",
+        cost_usd=0.0,
+        error="TimedOut: cut",
+        attempt_log=[Attempt("timeout", 1.0, None, "cut", worst_case_usd=0.25)],
+    )
+    ok = CallRecord(node="s2.answer", model="m2", usage=Usage(3, 4), cost_usd=0.5)
+    result = RunResult(
+        output="x",
+        topology="t",
+        usage=Usage(3, 4),
+        cost_usd=0.5,
+        latency_s=1.0,
+        critical_path_s=1.0,
+        calls=[cut, ok],
+        nodes={},
+        stage=2,
+    )
+    line = _summary_line(result)
+    assert "by node: s1.worker $0.000000 (up to $0.250000) 0+0 tok, s2.answer $0.500000 3+4 tok" in line
+    assert "by model: m1 $0.000000 (up to $0.250000)" in line
+    assert "by stage: 1 $0.000000 (up to $0.250000) 0+0 tok, 2 $0.500000 3+4 tok" in line
