@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import quote
 
-__all__ = ["MASK", "scrub", "scrub_clip", "secret_name"]
+__all__ = ["MASK", "remember_secret", "scrub", "scrub_clip", "secret_name"]
 
 MASK = "***"
 
@@ -77,11 +77,25 @@ def secret_name(name: str) -> bool:
 _ENV_SECRET = re.compile(r"(?i)(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(?:_|$)")
 
 
+# the keys moa read from a variable an agent named (``api_key_env: LLM_CRED``), whatever its name:
+# filled as agents are resolved, never at import; the texts that are scrubbed without the request
+# at hand (``--debug`` tracebacks with a provider library's raw exception, the store) consult it
+_remembered: set[str] = set()
+
+
+def remember_secret(value: str | None) -> None:
+    """Mask ``value`` from now on wherever ``environment_secrets()`` is consulted: moa calls this
+    for every key it reads from a variable whose name does not say it holds one."""
+    if value and len(value.strip()) >= _MIN_KNOWN:
+        _remembered.add(value)
+
+
 def environment_secrets() -> list[str]:
     """Values of environment variables named like secrets (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``,
     ``TOGETHER_KEY``): the keys a provider library may send on its own when moa passes none, and
-    the keys agents read through ``api_key_env``."""
-    return [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
+    the keys agents read through ``api_key_env``; plus every key ``remember_secret`` was given."""
+    named = [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
+    return [*named, *sorted(_remembered.difference(named))]
 
 
 def _forms(secret: str) -> set[str]:

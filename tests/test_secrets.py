@@ -378,3 +378,23 @@ def test_moa_serve_replies_carry_no_key(served: str, stream: bool, monkeypatch: 
     assert content.status_code == 400 and "Incorrect API key provided" in content.json()["error"]["message"]
     assert key.status_code == 500 and key.json()["error"]["code"] == "server_misconfigured"
     assert leaks(content.text) == [] and leaks(key.text) == []
+
+
+def test_debug_traceback_masks_a_key_from_a_variable_of_any_name(tmp_path: Path) -> None:
+    """`moa --debug run`: a key read through `api_key_env` from a variable whose name says nothing
+    (MOA_T_CRED) is masked in litellm's chained raw exception too."""
+    with echoing_provider() as base:
+        spec = {**_agents(base)["a3l"], "api_key_env": "MOA_T_CRED"}
+        topo = {"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}}
+        (tmp_path / "t.json").write_text(json.dumps(topo))
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_T_CRED": K_ODD}
+        p = subprocess.run(
+            [sys.executable, "-m", "moa", "--debug", "run", str(tmp_path / "t.json"), "--prompt", "hi"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=180,
+        )
+    assert p.returncode == 1 and "Incorrect API key provided" in p.stderr, p.stderr[-2000:]
+    assert leaks(p.stderr) == []

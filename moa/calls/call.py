@@ -33,6 +33,7 @@ from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
 from moa.results import CallRecord
+from moa.scrub import remember_secret
 from moa.topology.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
@@ -84,6 +85,7 @@ class AgentRuntime:
         api_key = None
         if agent.api_key_env:
             api_key = os.environ.get(agent.api_key_env)
+            remember_secret(api_key)  # a variable of any name: its value must be masked everywhere
             # a model answered by a user-supplied backend (a fake in tests) needs no key
             if api_key is None and any(needs_key(m) for m in [agent.model, *agent.fallbacks]):
                 raise UserError(

@@ -11,6 +11,7 @@ from typing import Any
 
 from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
+from moa.scrub import remember_secret
 
 __all__ = ["add_parser", "listen", "run", "serve"]
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
+        remember_secret(api_key)
         if not api_key:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
