@@ -18,11 +18,11 @@ the user's keys, one a provider re-encodes or cuts in pieces) passes through.
 
 from __future__ import annotations
 
-import json
+import base64
+import functools
 import os
 import re
 from collections.abc import Iterable
-from urllib.parse import quote
 
 __all__ = ["MASK", "remember_secret", "scrub", "scrub_clip", "secret_name"]
 
@@ -33,7 +33,8 @@ _MIN_KNOWN = 8
 
 # (pattern, replacement); the replacement keeps the words around a key so the message still reads
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._\-~+/]{8,}=*"), rf"\g<1>{MASK}"),
+    # "=" inside too: base64 padding ends a token, but a hand-made key may hold one anywhere
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._\-~+/=]{8,}"), rf"\g<1>{MASK}"),
     # "basic" is also an English word: the credential must hold a digit to count
     (re.compile(r"(?i)\b(basic\s+)(?=[A-Za-z0-9+/]{0,400}\d)[A-Za-z0-9+/]{12,}=*"), rf"\g<1>{MASK}"),
     (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), MASK),
@@ -98,25 +99,63 @@ def environment_secrets() -> list[str]:
     return [*named, *sorted(_remembered.difference(named))]
 
 
-def _forms(secret: str) -> set[str]:
-    """How a sent key may come back: as sent, JSON-escaped, repr-escaped, URL-encoded."""
-    s = secret.strip()
-    if len(s) < _MIN_KNOWN:
-        return set()
-    return {f for f in (s, json.dumps(s)[1:-1], repr(s)[1:-1], quote(s, safe="")) if len(f) >= _MIN_KNOWN}
+def _char(c: str) -> str:
+    """One character of a known key as a provider may write it back: itself (any case; the
+    pattern is case-insensitive), JSON/repr-escaped (``\\u0073``, ``\\x73``, ``\\/``) or
+    URL-encoded (``%2F``), whichever characters of the key it chose to escape."""
+    o = ord(c)
+    alts = [re.escape(c)]
+    if o < 0x10000:
+        alts.append(rf"\\u{o:04x}")
+    if o < 0x100:
+        alts += [rf"%{o:02x}", rf"\\x{o:02x}"]
+    if not c.isalnum():
+        alts.append(r"\\" + re.escape(c))
+    return "(?:" + "|".join(alts) + ")"
+
+
+# between two characters of a known key: a line break or spaces a provider wrapped it with, raw or
+# JSON-escaped
+_GAP = r"(?:\s|\\[nrt])*"
+
+
+def _base64_forms(secret: str) -> set[str]:
+    """The key base64-encoded (standard and URL-safe, as in a ``Basic`` credential or a token that
+    embeds it), at each of the three alignments it may have inside a longer encoded text: only the
+    characters that depend on the key's bytes alone."""
+    raw = secret.encode()
+    forms: set[str] = set()
+    for shift in range(3):
+        for enc in (base64.b64encode, base64.urlsafe_b64encode):
+            text = enc(b"\0" * shift + raw).decode().rstrip("=")
+            # the first characters mix in the bytes before the key, the last one those after it
+            head = (0, 2, 3)[shift]
+            tail = 1 if (len(raw) + shift) % 3 else 0
+            form = text[head : len(text) - tail]
+            if len(form) >= _MIN_KNOWN:
+                forms.add(form)
+    return forms
+
+
+@functools.lru_cache(maxsize=64)
+def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for every form of every known key; longest first, so a key that contains
+    another is masked whole."""
+    alternatives: list[str] = []
+    for secret in sorted(secrets, key=len, reverse=True):
+        alternatives.append(_GAP.join(_char(c) for c in secret))
+        alternatives += [re.escape(f) for f in sorted(_base64_forms(secret), key=len, reverse=True)]
+    return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
 
 def scrub(text: str, known: Iterable[str | None] = ()) -> str:
     """``text`` with every ``known`` value (the keys moa sent) and every key shape masked."""
-    forms: set[str] = set()
-    for secret in known:
-        if secret:
-            forms |= _forms(secret)
-    # longest first: a form that contains another is masked whole
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, MASK)
-    for pattern, replacement in _SHAPES:
-        text = pattern.sub(replacement, text)
+    keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+    pattern = _known_pattern(keys) if keys else None
+    if pattern is not None:
+        text = pattern.sub(MASK, text)
+    for shape, replacement in _SHAPES:
+        text = shape.sub(replacement, text)
     return text
 
 

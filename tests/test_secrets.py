@@ -7,12 +7,13 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import base64
 import json
 import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,16 @@ def leaks(text: str) -> list[str]:
     return found
 
 
+# how a provider may write a key back besides verbatim (model `<name>-echo` of the provider below)
+_REWRITES: dict[str, Callable[[str], str]] = {
+    "upper-echo": str.upper,
+    "split-echo": lambda k: f"{k[:9]}\n{k[9:20]} {k[20:]}",
+    "url-echo": lambda k: k.replace("/", "%2F"),  # only some characters escaped
+    "b64-echo": lambda k: base64.b64encode(k.encode()).decode(),
+    "uesc-echo": lambda k: "".join(f"\\u{ord(c):04x}" if c in "aeiou" else c for c in k),
+}
+
+
 class _Provider(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint that refuses every key and quotes it back, as real ones do:
     401 with the key in ``error.message`` (400 for model ``refuse-400``: a refusal of the request's
@@ -80,8 +91,10 @@ class _Provider(BaseHTTPRequestHandler):
             f"Incorrect API key provided: {key}. You sent 'Authorization: {auth}' ([{key}]). "
             f"Keys on file: {OTHER_AIZA}, {OTHER_ANT}."
         )
-        error = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
         model = str(body.get("model", ""))
+        if model in _REWRITES:  # the key alone, written back the way this model names
+            message = f"Unauthorized. You sent [{_REWRITES[model](key)}]."
+        error = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
         if model == "sse-echo" and body.get("stream"):
             self._send(200, b"data: " + json.dumps(error).encode() + b"\n\n", "text/event-stream")
         elif model == "junk-echo":
@@ -190,6 +203,29 @@ def test_scrub_masks_bearer_and_a_token_after_a_key_word() -> None:
     assert out.startswith("Authorization: Bearer ***; api_key=***")
 
 
+def test_scrub_masks_a_bearer_credential_with_an_equals_sign_inside() -> None:
+    """A bearer credential moa did not send is masked whole, not only up to its first "=" (the
+    rest of the key used to stay)."""
+    assert scrub(f"You sent 'Authorization: Bearer {K_ODD}'") == "You sent 'Authorization: Bearer ***'"
+
+
+def test_scrub_masks_a_known_key_however_it_is_cut_or_cased() -> None:
+    """A key moa sent is masked when wrapped over lines, re-cased, escaped character by character
+    or base64-encoded at any offset; regex characters in it are taken literally."""
+    b64 = base64.b64encode(b"user:" + K_ODD.encode() + b"!").decode()
+    for text in (
+        K_ODD[:7] + "\n  " + K_ODD[7:],
+        K_ODD.swapcase(),
+        K_ODD.replace("+", "%2b").replace("O", "\\u004f"),
+        f"Basic {b64}",
+        f"[{b64}]",
+    ):
+        assert "marsh" not in scrub(text, [K_ODD]).lower(), text
+        assert MASK in scrub(text, [K_ODD])
+    assert scrub("Opal.Tiger-Wombat", ["Opal.Tiger"]) == "***-Wombat"
+    assert scrub("OpalxTiger", ["Opal.Tiger"]) == "OpalxTiger"  # "." is not a wildcard
+
+
 def test_scrub_leaves_ordinary_text_alone() -> None:
     """Token counts, key names, words after "key" and short values are not secrets."""
     text = (
@@ -274,6 +310,25 @@ async def test_litellm_errors_carry_no_key(key: str, stream: bool) -> None:
         await LitellmModel().complete(_request(base, "refuse", key), (lambda _t: None) if stream else None)
     assert leaks(str(info.value)) == [] and leaks(info.value.provider_message) == []
     assert "Incorrect API key provided" in str(info.value)  # the provider's words are kept
+
+
+@pytest.mark.parametrize("model", sorted(_REWRITES))
+@pytest.mark.parametrize("backend", [OpenAIHTTPModel, LitellmModel])
+async def test_a_key_written_back_in_another_form_is_masked(model: str, backend: type[Any]) -> None:
+    """A provider that quotes the key upper-cased, split over lines, partly URL-escaped, base64-
+    encoded or with JSON unicode escapes puts it in no error, on either transport."""
+    instance = backend()
+    try:
+        with echoing_provider() as base, pytest.raises(RequestRejected) as info:
+            await instance.complete(_request(base, model, K_ODD))
+    finally:
+        if isinstance(instance, OpenAIHTTPModel):
+            await instance.aclose()
+    text, written = str(info.value), _REWRITES[model](K_ODD)
+    assert f"You sent [{MASK}]" in text, text
+    assert not any(part in text.lower() for part in ("wombat", "marsh", "quince", "tiger")), text
+    mid = len(written) // 2
+    assert written[mid - 6 : mid + 6] not in text, text
 
 
 async def test_direct_http_connection_error_carries_no_key() -> None:
