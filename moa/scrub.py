@@ -23,8 +23,9 @@ import functools
 import os
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote
 
-__all__ = ["MASK", "remember_secret", "scrub", "scrub_clip", "secret_name"]
+__all__ = ["MASK", "remember_secret", "scrub", "scrub_clip", "secret_name", "url_secrets"]
 
 MASK = "***"
 
@@ -97,6 +98,32 @@ def environment_secrets() -> list[str]:
     the keys agents read through ``api_key_env``; plus every key ``remember_secret`` was given."""
     named = [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
     return [*named, *sorted(_remembered.difference(named))]
+
+
+# a query parameter whose value is a credential (``?key=``, ``?api_key=``, ``?sig=``, ``?code=``)
+_SECRET_PARAM = re.compile(r"(?i)key|token|secret|passw|sig|auth|cred|code")
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The credentials written into an endpoint URL (``api_base``): the userinfo's password and the
+    values of credential-named query parameters, each also cut at the URL's delimiters. A key left
+    unescaped in the userinfo (``https://user:ab/cd@host``) makes the URL unparseable, and the
+    parser's error then quotes the piece it took for a port or a host."""
+    if not url or "://" not in url:
+        return []
+    rest = url.split("://", 1)[1]
+    found: list[str] = []
+    if "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            found.append(userinfo.split(":", 1)[1])
+    for param in re.split(r"[?&#;]", rest)[1:]:
+        name, _, value = param.partition("=")
+        if value and _SECRET_PARAM.search(name):
+            found.append(value)
+    found += [unquote(f) for f in found]  # as written and as sent
+    pieces = [p for f in found for p in re.split(r"[/?#@:&]", f)]
+    return [s for s in dict.fromkeys([*found, *pieces]) if len(s.strip()) >= _MIN_KNOWN]
 
 
 def _char(c: str) -> str:

@@ -29,7 +29,7 @@ from moa.models.base import ModelRequest
 from moa.models.errors import error_for_status
 from moa.models.litellm import LitellmModel
 from moa.models.openai_http import OpenAIHTTPModel
-from moa.scrub import MASK, scrub, scrub_clip
+from moa.scrub import MASK, scrub, scrub_clip, url_secrets
 from moa.serve import create_app
 from moa.topology.loader import load_data
 from tests.serving import serving
@@ -453,3 +453,54 @@ def test_debug_traceback_masks_a_key_from_a_variable_of_any_name(tmp_path: Path)
         )
     assert p.returncode == 1 and "Incorrect API key provided" in p.stderr, p.stderr[-2000:]
     assert leaks(p.stderr) == []
+
+
+def test_url_secrets_finds_the_credentials_written_in_an_endpoint() -> None:
+    """The userinfo's password and credential-named query values, as written, decoded and cut at
+    the URL's delimiters; other parameters (api-version) are not secrets."""
+    assert url_secrets(f"https://me:{K_PROJ}@host/v1") == [K_PROJ]
+    # "v4bL1kJ", the piece after the "/", is shorter than the 8 characters a known value needs
+    assert url_secrets("https://h/v1?api-version=2024-10-21&key=Q8zP2mX7%2Fv4bL1kJ") == [
+        "Q8zP2mX7%2Fv4bL1kJ",
+        "Q8zP2mX7/v4bL1kJ",
+        "Q8zP2mX7",
+    ]
+    assert url_secrets("http://127.0.0.1:8000/v1") == [] and url_secrets(None) == []
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+def test_a_key_in_the_api_base_userinfo_reaches_no_output(tmp_path: Path, transport: str) -> None:
+    """`moa --debug run --json` with the key unescaped in `api_base`'s userinfo: the URL parser's
+    error quotes the piece before the key's "/" as a port; neither the reply, the error line nor
+    the traceback holds any piece of the key."""
+    with echoing_provider() as base:
+        api_base = base.replace("http://", f"http://user:{K_ODD}@")
+        spec = {
+            "model": "openai/refuse",
+            "api_base": api_base,
+            "transport": transport,
+            "retry": {"max_attempts": 1},
+        }
+        topo = {"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}}
+        (tmp_path / "t.json").write_text(json.dumps(topo))
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "moa",
+                "--debug",
+                "run",
+                str(tmp_path / "t.json"),
+                "--prompt",
+                "hi",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            cwd=ROOT,
+            timeout=180,
+        )
+    assert p.returncode == 1 and "Traceback" in p.stderr, p.stderr[-2000:]
+    for piece in K_ODD.split("/"):
+        assert piece not in p.stdout and piece not in p.stderr, piece

@@ -33,7 +33,7 @@ from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
 from moa.results import CallRecord
-from moa.scrub import remember_secret
+from moa.scrub import remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
@@ -91,6 +91,8 @@ class AgentRuntime:
                 raise UserError(
                     f"environment variable `{agent.api_key_env}` (api_key_env of model `{agent.model}`) is not set"
                 )
+        for secret in url_secrets(agent.api_base):  # https://user:key@host, ?key=...
+            remember_secret(secret)
         rl = agent.rate_limit
         limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
         targets = []

@@ -17,7 +17,7 @@ from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, u
 from moa.models.errors import error_for_status
 from moa.models.providers import speaks_openai
 from moa.results import Usage
-from moa.scrub import environment_secrets, scrub_clip
+from moa.scrub import environment_secrets, scrub_clip, url_secrets
 
 __all__ = ["LitellmModel", "import_litellm"]
 
@@ -149,7 +149,7 @@ def _unreadable(chain: Sequence[BaseException], status: object, sent: bool) -> b
 def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
     """The keys a call may have carried: the one moa passed, and those litellm reads from the
     environment itself when none is passed (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``...)."""
-    return [kw.get("api_key"), *environment_secrets()]
+    return [kw.get("api_key"), *url_secrets(kw.get("api_base")), *environment_secrets()]
 
 
 def _map_exception(

@@ -21,7 +21,7 @@ from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, u
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
-from moa.scrub import scrub_clip
+from moa.scrub import scrub_clip, url_secrets
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -107,13 +107,19 @@ def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
     return headers
 
 
+def _keys(request: ModelRequest) -> tuple[str | None, ...]:
+    """What the request carried that must not come back: its key and any credential written in
+    its ``api_base`` (``https://user:key@host``, ``?key=``)."""
+    return (request.api_key, *url_secrets(request.api_base))
+
+
 def connection_failed(
     error: BaseException, request: ModelRequest, *, never_sent: bool = False
 ) -> ProviderError:
     """A transport failure (connect, reset, a header the client refuses to send) as ProviderError;
     the client's message may quote a header value whole, the bearer key with it. ``never_sent``:
     the failure came before a byte of the request left (no connection, a refused header)."""
-    detail = scrub_clip(str(error) or type(error).__name__, 500, (request.api_key,))
+    detail = scrub_clip(str(error) or type(error).__name__, 500, _keys(request))
     return ProviderError(
         f"connection failed: {detail}", model=request.model, node=request.node or None, never_sent=never_sent
     )
@@ -138,7 +144,7 @@ def status_error(
         model=request.model,
         node=request.node,
         headers=headers,
-        secrets=(request.api_key,),
+        secrets=_keys(request),
     )
 
 
@@ -208,7 +214,7 @@ def _count(value: Any, name: str, request: ModelRequest) -> int:
         return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
-    shown = scrub_clip(repr(value), 40, (request.api_key,))
+    shown = scrub_clip(repr(value), 40, _keys(request))
     raise _malformed(f"usage.{name} is {shown}, not a token count", request)
 
 
@@ -275,7 +281,7 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     try:
         data = json.loads(content)
     except (ValueError, RecursionError):  # RecursionError: arrays nested past the interpreter's limit
-        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, (request.api_key,))
+        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, _keys(request))
         raise _malformed(f"not JSON: {snippet!r}", request) from None
     if not isinstance(data, dict):
         raise _malformed("not a JSON object", request)
@@ -327,13 +333,13 @@ class _Stream:
         try:
             chunk = json.loads(payload)
         except (ValueError, RecursionError):
-            snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, (request.api_key,))
+            snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, _keys(request))
             raise _malformed(f"stream event is not JSON: {snippet!r}", request) from None
         if not isinstance(chunk, dict):
             raise _malformed("stream event is not a JSON object", request)
         self.events += 1
         if "error" in chunk and not chunk.get("choices"):
-            detail = scrub_clip(_error_message(payload), 500, (request.api_key,))
+            detail = scrub_clip(_error_message(payload), 500, _keys(request))
             raise ProviderError(
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
