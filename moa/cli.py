@@ -65,20 +65,28 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if unknown:
                 bad = True
                 continue
-            for name in _unused_agents(t):
-                print(f"{f}: warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
+            for where, name in _unused_agents(t):
+                print(f"{f}: {where}warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
 
 
-def _unused_agents(t: Any) -> list[str]:
+def _unused_agents(t: Any) -> list[tuple[str, str]]:
     """The agents declared in ``agents:`` that no node of any graph a run of ``t`` may run names
-    (a cascade's stages and judges included): a reference typed wrong, or dead configuration. A
-    run never calls them, so nothing else checks them (their provider, their key)."""
+    (a cascade's stages and judges included), each with where it is declared (``""`` for the file
+    itself, ``stage 2 (`draft.yaml`): `` for a cascade stage's own topology file): a reference
+    typed wrong, or dead configuration. A run never calls them, so nothing else checks them
+    (their provider, their key)."""
     parts = getattr(t, "parts", None)  # a composite (a cascade) runs several graphs
     graphs = [g for _, g in parts()] if parts is not None else [t.graph]
     used = {n.spec.agent for g in graphs for n in g.nodes.values() if n.spec.agent is not None}
-    return [name for name in getattr(t, "agents", None) or {} if name not in used]
+    found = [("", name) for name in getattr(t, "agents", None) or {} if name not in used]
+    # a stage read from a file declares its own agents, which its own nodes name
+    for stage in getattr(t, "stage_list", ()):
+        if stage.loaded is not None:
+            where = f"stage {stage.number} (`{stage.ref or stage.loaded.name}`): "
+            found += [(where + w, name) for w, name in _unused_agents(stage.loaded)]
+    return found
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

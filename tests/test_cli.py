@@ -117,6 +117,26 @@ def test_validate_does_not_warn_of_agents_that_shorthands_or_cascade_stages_use(
     assert capsys.readouterr().err == ""
 
 
+def test_validate_warns_of_an_unused_agent_in_a_cascade_stage_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An agent declared in a cascade stage's own topology file that none of that file's nodes names
+    is warned of too, the line naming the stage and its file (only the cascade file was looked at)."""
+    (tmp_path / "draft.yaml").write_text(
+        "name: draft\nagents:\n  writer: {model: openai/gpt-4o-mini}\n  writter: {model: openai/gpt-4o}\n"
+        "nodes: [{id: a, agent: writer}]\noutput: a\n"
+    )
+    f = tmp_path / "casc.yaml"
+    f.write_text(
+        "name: casc\nkind: cascade\nstages:\n  - {agent: mini, samples: 2, accept: {agree: 2}}\n"
+        "  - {topology: draft.yaml}\nagents:\n  mini: {model: openai/gpt-4o-mini, temperature: 0.7}\n"
+    )
+    assert main(["validate", str(f)]) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{f}: stage 2 (`draft.yaml`): warning: agent `writter` is declared but no node uses it"
+    ]
+
+
 def test_run_unknown_preset_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     """An unknown topology is bad input: exit 2, one line, no traceback."""
     assert main(["run", "nope-preset", "--prompt", "x"]) == 2

@@ -39,6 +39,8 @@ class Stage:
     what: str
     #: the topology a file or preset reference was read into (before prefixing), else None
     loaded: Topology | None = None
+    #: the file or preset name the stage's ``topology:`` was written as, else None
+    ref: str | None = None
 
 
 def prefixed(topology: Topology, prefix: str, name: str) -> Topology:
@@ -219,7 +221,8 @@ class _Resolver:
             if loaded is None:
                 return None
             topo = prefixed(loaded, f"s{k}.", f"{self.name}/stage{k}")
-            return Stage(k, topo, samples, rule, st.reuse, f"topology `{loaded.name}`", loaded)
+            ref = st.topology if isinstance(st.topology, str) else None
+            return Stage(k, topo, samples, rule, st.reuse, f"topology `{loaded.name}`", loaded, ref)
         return Stage(k, topo, samples, rule, st.reuse, what)
 
 
