@@ -13,6 +13,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -597,6 +598,49 @@ def test_moa_trace_adds_each_calls_messages_and_reply(url: str) -> None:
     # the aggregator's prompt is its template filled in with the workers' replies
     sent = agg["messages"][-1]["content"]
     assert all(c["reply"] in sent for c in workers)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_trace_refuses_moa_trace_with_a_400_naming_it(sim: SimServer, stream: bool) -> None:
+    """`create_app(allow_trace=False)`: `"moa_trace": true` is a 400 naming the field, before any
+    call, so no client reads the server's system prompts; `false` and plain requests still run."""
+    topology = _parallel("parallel-3", sim.base_url, ["w", "w", "w"], "agg")
+    body = {"model": "parallel-3", "messages": _ask("trace me please"), "stream": stream}
+    with serving(create_app([topology], allow_trace=False)) as base:
+        before = sim.stats.requests
+        refused = httpx.post(f"{base}/chat/completions", json=body | {"moa_trace": True}, timeout=30)
+        assert sim.stats.requests == before  # refused before any call
+        fine = httpx.post(f"{base}/chat/completions", json=body | {"moa_trace": False}, timeout=30)
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["param"] == "moa_trace" and "--no-trace" in error["message"]
+    assert "trace me please" not in refused.text and "be brief" not in refused.text
+    assert fine.status_code == 200 and "the mixture says four" in fine.text
+
+
+def test_serve_no_trace_flag_reaches_the_app(
+    tmp_path: Path, sim: SimServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`moa serve --no-trace`: the app it serves refuses `moa_trace` (over real HTTP); without the
+    flag it answers with the trace, as before."""
+    f = tmp_path / "t.json"
+    agent = {
+        "model": "openai/agg",
+        "api_base": sim.base_url,
+        "api_key_env": SIM_KEY_ENV,
+        "transport": "litellm",
+    }
+    f.write_text(json.dumps({"name": "parallel-3", "kind": "single", "agent": "a", "agents": {"a": agent}}))
+    served: list[Any] = []
+    monkeypatch.setattr("moa.serve.cli.serve", lambda app, sock: (sock.close(), served.append(app)))
+    body = {"model": "parallel-3", "messages": _ask(), "moa_trace": True}
+    for flags, status in ((["--no-trace"], 400), ([], 200)):
+        args = _parse(str(f), "--port", "0", *flags)
+        assert args.func(args) == 0
+        with serving(served[-1]) as base:
+            r = httpx.post(f"{base}/chat/completions", json=body, timeout=30)
+        assert r.status_code == status, r.text
+    assert "messages" in r.json()["moa"]["calls"][0]
 
 
 @pytest.mark.parametrize(

@@ -38,9 +38,12 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_000_000,
     runner: Runner | None = None,
+    allow_trace: bool = True,
 ) -> Starlette:
     """The ASGI app serving ``topologies`` (see ``moa.serve.app.create_app``)."""
     require("starlette")
     from moa.serve.app import create_app as make
 
-    return make(topologies, api_key=api_key, max_body_bytes=max_body_bytes, runner=runner)
+    return make(
+        topologies, api_key=api_key, max_body_bytes=max_body_bytes, runner=runner, allow_trace=allow_trace
+    )

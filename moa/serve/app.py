@@ -195,7 +195,12 @@ class _Server:
     """The routes' shared state: topologies by name, the runner, the limits."""
 
     def __init__(
-        self, topologies: Sequence[Topology], api_key: str | None, max_body_bytes: int, runner: Runner | None
+        self,
+        topologies: Sequence[Topology],
+        api_key: str | None,
+        max_body_bytes: int,
+        runner: Runner | None,
+        allow_trace: bool = True,
     ) -> None:
         self.topologies: dict[str, Topology] = {}
         for t in topologies:
@@ -210,6 +215,7 @@ class _Server:
             raise UserError(f"max_body_bytes must be at least 1 (got {max_body_bytes})")
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
+        self.allow_trace = allow_trace
         self.own_runner = runner is None
         self._runner = runner
         self.created = int(time.time())
@@ -304,6 +310,16 @@ class _Server:
         refused = body.unsupported()
         if refused is not None:
             raise ApiError(400, refused[1], param=refused[0], code="unsupported_parameter", retry=False)
+        if body.moa_trace and not self.allow_trace:
+            # a trace holds every call's messages, the server's system prompts included; refused
+            # out loud rather than ignored, so a client never takes a bare reply for a full trace
+            raise ApiError(
+                400,
+                "`moa_trace` is turned off on this server (moa serve --no-trace): its calls' messages are not shared",
+                param="moa_trace",
+                code="unsupported_parameter",
+                retry=False,
+            )
         empty = body.empty_user_turn()
         if empty is not None:
             param = f"messages[{empty}].content"
@@ -429,12 +445,15 @@ def create_app(
     api_key: str | None = None,
     max_body_bytes: int = 1_000_000,
     runner: Runner | None = None,
+    allow_trace: bool = True,
 ) -> Starlette:
     """The ASGI app serving ``topologies`` by name at ``/v1/models`` and ``/v1/chat/completions``.
 
     ``api_key`` makes every route require ``Authorization: Bearer <api_key>``; ``runner`` (closed
-    by its owner) replaces the runner the app makes at startup and closes at shutdown."""
-    server = _Server(topologies, api_key, max_body_bytes, runner)
+    by its owner) replaces the runner the app makes at startup and closes at shutdown;
+    ``allow_trace=False`` answers a request asking for ``"moa_trace": true`` (each call's messages,
+    the server's system prompts included) with a 400 naming the field."""
+    server = _Server(topologies, api_key, max_body_bytes, runner, allow_trace)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)  # registered for ApiError only

@@ -40,6 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="N",
         help="refuse request bodies larger than N bytes with 413 (default: 1000000)",
     )
+    p.add_argument(
+        "--no-trace",
+        action="store_true",
+        help='refuse `"moa_trace": true` with 400: a trace holds every call\'s messages, the system prompts included',
+    )
     p.set_defaults(func=run)
 
 
@@ -79,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"moa serve: {line}", file=sys.stderr)
             return 2
-        app = create_app(topologies, api_key=api_key, max_body_bytes=args.max_body_bytes)
+        app = create_app(
+            topologies, api_key=api_key, max_body_bytes=args.max_body_bytes, allow_trace=not args.no_trace
+        )
     except UserError as e:
         lines = e.lines() if hasattr(e, "lines") else [str(e)]
         for line in lines:
