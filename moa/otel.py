@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import traceback
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from moa.errors import UserError
+from moa.scrub import environment_secrets, scrub
 
 if TYPE_CHECKING:
     from moa.models.base import ModelRequest
@@ -65,9 +67,38 @@ class Telemetry:
         )
 
     @contextlib.contextmanager
+    def _span(self, name: str, attrs: dict[str, Any]) -> Iterator[Any]:
+        """A span that records an exception passing through it scrubbed: OpenTelemetry's own
+        recording writes the whole chained traceback, where a provider library's exception quotes
+        the key it was refused with."""
+        with self.tracer.start_as_current_span(
+            name, attributes=attrs, record_exception=False, set_status_on_exception=False
+        ) as span:
+            try:
+                yield span
+            except BaseException as e:
+                self._record_exception(span, e)
+                raise
+
+    def _record_exception(self, span: Any, e: BaseException) -> None:
+        secrets = environment_secrets()
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        span.record_exception(
+            e,
+            attributes={
+                "exception.message": scrub(str(e), secrets),
+                "exception.stacktrace": scrub(text, secrets),
+            },
+            escaped=True,
+        )
+        span.set_status(
+            self._trace.Status(self._trace.StatusCode.ERROR, scrub(f"{type(e).__name__}: {e}", secrets))
+        )
+
+    @contextlib.contextmanager
     def run_span(self, topology: str, run_id: str) -> Iterator[Any]:
         attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": topology, "moa.run_id": run_id}
-        with self.tracer.start_as_current_span(f"invoke_agent {topology}", attributes=attrs) as span:
+        with self._span(f"invoke_agent {topology}", attrs) as span:
             yield span
 
     def end_run(self, span: Any, result: RunResult | None, error: BaseException | None) -> None:
@@ -84,7 +115,7 @@ class Telemetry:
         attrs: dict[str, Any] = {"moa.node.id": node}
         if agent_model is not None:
             attrs["gen_ai.request.model"] = agent_model
-        with self.tracer.start_as_current_span(f"execute_node {node}", attributes=attrs) as span:
+        with self._span(f"execute_node {node}", attrs) as span:
             yield span
 
     @contextlib.contextmanager
@@ -145,4 +176,5 @@ class Telemetry:
 
     def _error(self, span: Any, error: BaseException) -> None:
         span.set_attribute("error.type", type(error).__name__)
-        span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(error)[:200]))
+        message = scrub(str(error), environment_secrets())[:200]
+        span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, message))

@@ -175,3 +175,45 @@ async def test_otlp_http_export_to_a_loopback_receiver() -> None:
         req = ExportTraceServiceRequest.FromString(body)
         names |= {s.name for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans}
     assert {"invoke_agent p2", "execute_node aggregate", "chat openai/m-agg"} <= names
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+async def test_a_failed_run_records_its_exception_without_the_key(
+    sdk: Any, transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A provider that quotes the refused key: the node and run spans still get an `exception`
+    event with the provider's words, but no attribute, event or status holds the key (OpenTelemetry's
+    own recording wrote litellm's chained raw exception, key and all)."""
+    from tests.test_secrets import K_ODD, echoing_provider
+
+    tp, exporter, mp, _ = sdk
+    monkeypatch.setenv("MOA_T_OTEL_KEY", K_ODD)
+    with echoing_provider() as base:
+        agent = {
+            "model": "openai/refuse",
+            "api_base": base,
+            "api_key_env": "MOA_T_OTEL_KEY",
+            "transport": transport,
+            "retry": {"max_attempts": 1},
+        }
+        topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": agent}})
+        async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
+            with pytest.raises(moa.errors.RequestRejected):
+                await topo.run("hi", runner=runner)
+    spans = exporter.get_finished_spans()
+    dump = json.dumps(
+        [
+            {
+                "attributes": dict(s.attributes or {}),
+                "status": s.status.description,
+                "events": [dict(e.attributes or {}) for e in s.events],
+            }
+            for s in spans
+        ]
+    )
+    assert "Wombat" not in dump and "Quince" not in dump
+    run = next(s for s in spans if s.name == "invoke_agent one")
+    event = next(e for e in run.events if e.name == "exception")
+    assert "Incorrect API key provided" in event.attributes["exception.message"]
+    assert "Traceback" in event.attributes["exception.stacktrace"]
+    assert run.status.description and "RequestRejected" in run.status.description
