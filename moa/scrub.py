@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-__all__ = ["MASK", "remember_secret", "scrub", "scrub_clip", "secret_name", "url_secrets"]
+__all__ = ["MASK", "mask_sent", "remember_secret", "scrub", "scrub_clip", "secret_name", "url_secrets"]
 
 MASK = "***"
 
@@ -105,12 +105,18 @@ _SECRET_PARAM = re.compile(r"(?i)key|token|secret|passw|sig|auth|cred|code")
 
 
 def url_secrets(url: str | None) -> list[str]:
+    """The credentials written into an endpoint URL (see ``_url_secrets``)."""
+    return list(_url_secrets(url)) if url else []
+
+
+@functools.lru_cache(maxsize=256)
+def _url_secrets(url: str | None) -> tuple[str, ...]:
     """The credentials written into an endpoint URL (``api_base``): the userinfo's password and the
     values of credential-named query parameters, each also cut at the URL's delimiters. A key left
     unescaped in the userinfo (``https://user:ab/cd@host``) makes the URL unparseable, and the
     parser's error then quotes the piece it took for a port or a host."""
     if not url or "://" not in url:
-        return []
+        return ()
     rest = url.split("://", 1)[1]
     found: list[str] = []
     if "@" in rest:
@@ -123,7 +129,7 @@ def url_secrets(url: str | None) -> list[str]:
             found.append(value)
     found += [unquote(f) for f in found]  # as written and as sent
     pieces = [p for f in found for p in re.split(r"[/?#@:&]", f)]
-    return [s for s in dict.fromkeys([*found, *pieces]) if len(s.strip()) >= _MIN_KNOWN]
+    return tuple(s for s in dict.fromkeys([*found, *pieces]) if len(s.strip()) >= _MIN_KNOWN)
 
 
 def _char(c: str) -> str:
@@ -146,7 +152,8 @@ def _char(c: str) -> str:
 _GAP = r"(?:\s|\\[nrt])*"
 
 
-def _base64_forms(secret: str) -> set[str]:
+@functools.lru_cache(maxsize=64)
+def _base64_forms(secret: str) -> frozenset[str]:
     """The key base64-encoded (standard and URL-safe, as in a ``Basic`` credential or a token that
     embeds it), at each of the three alignments it may have inside a longer encoded text: only the
     characters that depend on the key's bytes alone."""
@@ -161,7 +168,7 @@ def _base64_forms(secret: str) -> set[str]:
             form = text[head : len(text) - tail]
             if len(form) >= _MIN_KNOWN:
                 forms.add(form)
-    return forms
+    return frozenset(forms)
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,6 +191,21 @@ def scrub(text: str, known: Iterable[str | None] = ()) -> str:
     for shape, replacement in _SHAPES:
         text = shape.sub(replacement, text)
     return text
+
+
+def mask_sent(text: str, known: Iterable[str | None]) -> str:
+    """``text`` (a model's answer) with the ``known`` keys masked, but no key shape: an answer may
+    rightly hold ``sk-...`` or a commit hash, never the key its request carried, which a hostile
+    or debugging endpoint may echo. A cheap look first, as every answer passes here: the key as
+    sent in any case, or base64-encoded; only then the full rules (escaped, wrapped)."""
+    keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+    if not keys:
+        return text
+    low = text.lower()
+    if not any(k.lower() in low or any(f in text for f in _base64_forms(k)) for k in keys):
+        return text
+    pattern = _known_pattern(keys)
+    return pattern.sub(MASK, text) if pattern is not None else text
 
 
 def scrub_clip(text: str, limit: int, known: Iterable[str | None] = ()) -> str:

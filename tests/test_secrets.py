@@ -23,6 +23,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from moa._run import Runner
 from moa.errors import MalformedReply, ModelError, ProviderError, RequestRejected
 from moa.log import redact
 from moa.models.base import ModelRequest
@@ -97,6 +98,26 @@ class _Provider(BaseHTTPRequestHandler):
         error = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
         if model == "sse-echo" and body.get("stream"):
             self._send(200, b"data: " + json.dumps(error).encode() + b"\n\n", "text/event-stream")
+        elif model == "content-echo":  # a 200 whose answer quotes the request's key
+            reply = {
+                "id": "x",
+                "object": "chat.completion",
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": f"You sent {auth}; as base64 "
+                            + base64.b64encode(key.encode()).decode()
+                            + f". An example key: {OTHER_ANT}",
+                        },
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
+            }
+            self._send(200, json.dumps(reply).encode(), "application/json")
         elif model == "junk-echo":
             self._send(200, f"[{key}] <html>{message}</html>".encode(), "text/html")
         else:
@@ -504,3 +525,21 @@ def test_a_key_in_the_api_base_userinfo_reaches_no_output(tmp_path: Path, transp
     assert p.returncode == 1 and "Traceback" in p.stderr, p.stderr[-2000:]
     for piece in K_ODD.split("/"):
         assert piece not in p.stdout and piece not in p.stderr, piece
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+async def test_an_answer_that_quotes_the_key_is_masked(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 200 whose answer quotes the key the request carried (verbatim and base64-encoded): the
+    run's output and its call's reply hold it masked; a key shape moa did not send stays, as an
+    answer may rightly hold one."""
+    monkeypatch.setenv("MOA_T_KEY_ODD", K_ODD)
+    with echoing_provider() as base:
+        spec = {**_agents(base, "content-echo")["a3l"], "transport": transport}
+        topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}})
+        async with Runner() as runner:
+            result = await topo.run("hi", runner=runner)
+    assert result.output.startswith(f"You sent Bearer {MASK}; as base64 {MASK}.")
+    assert leaks(result.output.replace(OTHER_ANT, "")) == [] and OTHER_ANT in result.output
+    assert result.calls[0].reply == result.output

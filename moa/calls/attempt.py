@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
+from moa.scrub import mask_sent, url_secrets
 
 __all__ = [
     "BUDGET_DEFAULT_MAX_TOKENS",
@@ -201,6 +203,12 @@ async def attempt(
                     call.permit = None
         else:
             reply = await _send(target.backend, request, clock, call)
+        # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
+        # key into the answer, the store or a report
+        if request.api_key or request.api_base:
+            text = mask_sent(reply.text, (request.api_key, *url_secrets(request.api_base)))
+            if text != reply.text:
+                reply = dataclasses.replace(reply, text=text)
         # the trace keeps the last reply received, one that validation rejects included
         rec.reply = reply.text
         if call.validate is not None:
