@@ -32,6 +32,7 @@ from moa.models.litellm import LitellmModel
 from moa.models.openai_http import OpenAIHTTPModel
 from moa.scrub import MASK, scrub, scrub_clip, url_secrets
 from moa.serve import create_app
+from moa.testing import FunctionModel
 from moa.topology.loader import load_data
 from tests.serving import serving
 
@@ -543,3 +544,21 @@ async def test_an_answer_that_quotes_the_key_is_masked(
     assert result.output.startswith(f"You sent Bearer {MASK}; as base64 {MASK}.")
     assert leaks(result.output.replace(OTHER_ANT, "")) == [] and OTHER_ANT in result.output
     assert result.calls[0].reply == result.output
+
+
+async def test_a_user_backend_error_quoting_the_key_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend of the user's (`Runner(models=...)`) whose exception quotes the request's key: the
+    ProviderError moa wraps it in, and the call's error, do not (its text went through no backend's
+    scrubbing)."""
+    monkeypatch.setenv("MOA_T_CRED", K_ODD)
+
+    def refuse(request: ModelRequest) -> str:
+        raise RuntimeError(f"upstream said: bad credential {request.api_key}")
+
+    spec = {"model": "fake/m", "api_key_env": "MOA_T_CRED", "retry": {"max_attempts": 1}}
+    topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}})
+    async with Runner(models={"fake/m": FunctionModel(refuse)}) as runner:
+        with pytest.raises(ProviderError) as info:
+            await topo.run("hi", runner=runner)
+    assert str(info.value).endswith(f"RuntimeError: upstream said: bad credential {MASK}")
+    assert leaks(str(info.value)) == []

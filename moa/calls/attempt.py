@@ -32,7 +32,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
-from moa.scrub import mask_sent, url_secrets
+from moa.scrub import environment_secrets, mask_sent, scrub, url_secrets
 
 __all__ = [
     "BUDGET_DEFAULT_MAX_TOKENS",
@@ -228,7 +228,10 @@ async def attempt(
         _book(rec, clock, target.price, held, worst, call, "error", reply, e.message, True)
         raise
     except Exception as e:  # a backend bug or a user fake that raised: still a model failure
-        error = ProviderError(f"{type(e).__name__}: {e}", model=target.model, node=call.node)
+        # its text never went through a backend's scrubbing: a user's backend may quote the key
+        keys = (request.api_key, *url_secrets(request.api_base), *environment_secrets())
+        text = scrub(f"{type(e).__name__}: {e}", keys)
+        error = ProviderError(text, model=target.model, node=call.node)
         _book(rec, clock, target.price, held, worst, call, "error", reply, error.message)
         raise error from e
     _book(rec, clock, target.price, held, worst, call, "ok", reply, None)
