@@ -182,10 +182,34 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
 
+# an escape a provider may write a key's character as, and the line breaks it may wrap it with
+_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})|%([0-9A-Fa-f]{2})|\\[nrt]|\\(.)")
+
+
+def _unescaped(m: re.Match[str]) -> str:
+    code = m.group(1) or m.group(2) or m.group(3)
+    return chr(int(code, 16)) if code else (m.group(4) or "")
+
+
+def _may_hold(text: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``text`` may hold one of ``keys`` in a form the known-key pattern masks: a look with
+    plain string searches (the text lower-cased, without whitespace, with and without its escapes
+    decoded), as every stored message and reply is scrubbed and the pattern is slower by far."""
+    flat = "".join(text.lower().split())
+    decoded = (
+        "".join(_ESCAPE.sub(_unescaped, text).lower().split()) if ("\\" in text or "%" in text) else flat
+    )
+    for key in keys:
+        k = "".join(key.lower().split())
+        if k in flat or k in decoded or any(f in text for f in _base64_forms(key)):
+            return True
+    return False
+
+
 def scrub(text: str, known: Iterable[str | None] = ()) -> str:
     """``text`` with every ``known`` value (the keys moa sent) and every key shape masked."""
     keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
-    pattern = _known_pattern(keys) if keys else None
+    pattern = _known_pattern(keys) if keys and _may_hold(text, keys) else None
     if pattern is not None:
         text = pattern.sub(MASK, text)
     for shape, replacement in _SHAPES:
