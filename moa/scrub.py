@@ -22,10 +22,20 @@ import base64
 import functools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import unquote
 
-__all__ = ["MASK", "mask_sent", "remember_secret", "scrub", "scrub_clip", "secret_name", "url_secrets"]
+__all__ = [
+    "MASK",
+    "mask_sent",
+    "param_secrets",
+    "remember_secret",
+    "scrub",
+    "scrub_clip",
+    "secret_name",
+    "url_secrets",
+]
 
 MASK = "***"
 
@@ -98,6 +108,22 @@ def environment_secrets() -> list[str]:
     the keys agents read through ``api_key_env``; plus every key ``remember_secret`` was given."""
     named = [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
     return [*named, *sorted(_remembered.difference(named))]
+
+
+def param_secrets(params: Mapping[str, Any]) -> list[str]:
+    """The values of secret-named fields anywhere in an agent's ``params`` (``extra_headers:
+    {X-Api-Key: ...}``, ``{Authorization: Bearer ...}``): a provider that echoes its request's
+    headers quotes them, and nothing else tells moa they are keys."""
+    found: list[str] = []
+    for name, value in params.items():
+        if isinstance(value, Mapping):
+            found += param_secrets(value)
+        elif isinstance(value, str) and secret_name(str(name)):
+            found.append(value)
+            scheme, _, credential = value.partition(" ")
+            if credential and scheme.lower() in ("bearer", "basic", "token"):
+                found.append(credential)
+    return found
 
 
 # a query parameter whose value is a credential (``?key=``, ``?api_key=``, ``?sig=``, ``?code=``)

@@ -94,6 +94,10 @@ class _Provider(BaseHTTPRequestHandler):
             f"Keys on file: {OTHER_AIZA}, {OTHER_ANT}."
         )
         model = str(body.get("model", ""))
+        if model == "header-echo":  # quotes the request's own headers (a gateway's debugging aid)
+            message = "refused; " + "; ".join(
+                f"{k}: {v}" for k, v in self.headers.items() if k.lower().startswith("x-")
+            )
         if model in _REWRITES:  # the key alone, written back the way this model names
             message = f"Unauthorized. You sent [{_REWRITES[model](key)}]."
         error = {"error": {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}}
@@ -562,3 +566,23 @@ async def test_a_user_backend_error_quoting_the_key_is_masked(monkeypatch: pytes
             await topo.run("hi", runner=runner)
     assert str(info.value).endswith(f"RuntimeError: upstream said: bad credential {MASK}")
     assert leaks(str(info.value)) == []
+
+
+async def test_a_key_in_an_agents_header_params_is_masked() -> None:
+    """A key an agent sends in a secret-named header of its `params` (`extra_headers:
+    {X-Gateway-Token: ...}`), echoed by the provider, is masked in the error (litellm sends it)."""
+    key = "Gate.Keeper/Lantern+Moss=Thistle"  # its own: keys other tests used stay remembered
+    with echoing_provider() as base:
+        spec = {
+            "model": "openai/header-echo",
+            "api_base": base,
+            "transport": "litellm",
+            "retry": {"max_attempts": 1},
+            "params": {"extra_headers": {"X-Gateway-Token": key}},
+        }
+        topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}})
+        async with Runner() as runner:
+            with pytest.raises(RequestRejected) as info:
+                await topo.run("hi", runner=runner)
+    assert f"x-gateway-token: {MASK}" in str(info.value).lower(), str(info.value)
+    assert "Lantern" not in str(info.value)

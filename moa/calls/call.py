@@ -33,7 +33,7 @@ from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
 from moa.results import CallRecord
-from moa.scrub import remember_secret, url_secrets
+from moa.scrub import param_secrets, remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
 
 __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
@@ -91,7 +91,8 @@ class AgentRuntime:
                 raise UserError(
                     f"environment variable `{agent.api_key_env}` (api_key_env of model `{agent.model}`) is not set"
                 )
-        for secret in url_secrets(agent.api_base):  # https://user:key@host, ?key=...
+        # https://user:key@host, ?key=..., extra_headers: {X-Api-Key: ...}
+        for secret in (*url_secrets(agent.api_base), *param_secrets(agent.params)):
             remember_secret(secret)
         rl = agent.rate_limit
         limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
