@@ -568,15 +568,17 @@ async def test_a_user_backend_error_quoting_the_key_is_masked(monkeypatch: pytes
     assert leaks(str(info.value)) == []
 
 
-async def test_a_key_in_an_agents_header_params_is_masked() -> None:
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+async def test_a_key_in_an_agents_header_params_is_masked(transport: str) -> None:
     """A key an agent sends in a secret-named header of its `params` (`extra_headers:
-    {X-Gateway-Token: ...}`), echoed by the provider, is masked in the error (litellm sends it)."""
-    key = "Gate.Keeper/Lantern+Moss=Thistle"  # its own: keys other tests used stay remembered
+    {X-Gateway-Token: ...}`), echoed by the provider, is masked in the error, on both transports
+    (the direct path used to put `extra_headers` in the JSON body and send no header)."""
+    key = f"Gate.Keeper/Lantern+Moss=Thistle-{transport}"  # its own: keys used before stay remembered
     with echoing_provider() as base:
         spec = {
             "model": "openai/header-echo",
             "api_base": base,
-            "transport": "litellm",
+            "transport": transport,
             "retry": {"max_attempts": 1},
             "params": {"extra_headers": {"X-Gateway-Token": key}},
         }
@@ -586,3 +588,20 @@ async def test_a_key_in_an_agents_header_params_is_masked() -> None:
                 await topo.run("hi", runner=runner)
     assert f"x-gateway-token: {MASK}" in str(info.value).lower(), str(info.value)
     assert "Lantern" not in str(info.value)
+
+
+def test_the_direct_path_sends_extra_headers_as_headers_and_merges_extra_body() -> None:
+    """`params.extra_headers` and `params.extra_body` shape the request as litellm's do: the headers
+    are sent as headers, not as a body field, and extra_body's fields join the body."""
+    from moa.models.openai_wire import encode_body, headers_for
+
+    request = ModelRequest(
+        model="openai/m",
+        messages=[{"role": "user", "content": "hi"}],
+        params={"extra_headers": {"X-Trace": "t1"}, "extra_body": {"seed": 7}, "user": "u"},
+    )
+    body = json.loads(encode_body(request, stream=False))
+    assert (
+        "extra_headers" not in body and "extra_body" not in body and body["seed"] == 7 and body["user"] == "u"
+    )
+    assert headers_for(request, stream=False)["x-trace"] == "t1"

@@ -21,7 +21,7 @@ from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, u
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
 from moa.results import Usage
-from moa.scrub import scrub_clip, url_secrets
+from moa.scrub import param_secrets, scrub_clip, url_secrets
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -84,6 +84,12 @@ def wire_model_name(model: str) -> str:
 def encode_body(request: ModelRequest, stream: bool) -> bytes:
     """The JSON body: the agent's params, then the fields moa owns (they win over params)."""
     body: dict[str, Any] = dict(request.params)
+    # litellm's request-shaping arguments, not fields of the API: headers go in the headers (in
+    # the body they reached no gateway, and put its key in the JSON), extra_body is merged
+    body.pop("extra_headers", None)
+    extra = body.pop("extra_body", None)
+    if isinstance(extra, dict):
+        body.update(extra)
     body["model"] = wire_model_name(request.model)
     body["messages"] = [m if isinstance(m, dict) else dict(m) for m in request.messages]
     if request.temperature is not None:
@@ -102,6 +108,9 @@ def encode_body(request: ModelRequest, stream: bool) -> bytes:
 
 def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
     headers = dict(_SSE_HEADERS if stream else _JSON_HEADERS)
+    extra = request.params.get("extra_headers")
+    if isinstance(extra, dict):
+        headers.update({str(k).lower(): str(v) for k, v in extra.items()})
     if request.api_key:
         headers["authorization"] = f"Bearer {request.api_key}"
     return headers
@@ -109,8 +118,9 @@ def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
 
 def _keys(request: ModelRequest) -> tuple[str | None, ...]:
     """What the request carried that must not come back: its key and any credential written in
-    its ``api_base`` (``https://user:key@host``, ``?key=``)."""
-    return (request.api_key, *url_secrets(request.api_base))
+    its ``api_base`` (``https://user:key@host``, ``?key=``) or in a secret-named header of its
+    ``params``."""
+    return (request.api_key, *url_secrets(request.api_base), *param_secrets(request.params))
 
 
 def connection_failed(
