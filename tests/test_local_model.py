@@ -336,6 +336,46 @@ async def test_unknown_param_is_rejected(model: LocalModel) -> None:
         await model.complete(ask("hi", params={"frobnicate": 1}))
 
 
+@pytest.mark.parametrize(
+    ("messages", "kw", "culprit"),
+    [
+        ([], {}, r"messages is empty"),
+        ([{"role": "user"}], {}, r"messages\[0\] has no content"),
+        ([{"role": "user", "content": None}], {}, r"messages\[0\]\.content must be a string, got None"),
+        (
+            [
+                {"role": "system", "content": "x"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            ],
+            {},
+            r"messages\[1\]\.content must be a string",
+        ),
+        (
+            [{"role": "user", "content": "hi \ud800"}],
+            {},
+            r"messages\[0\]\.content is not valid text: '\\ud800'",
+        ),
+        ([{"role": "user", "content": "hi"}], {"max_tokens": 0}, r"max_tokens must be at least 1, got 0"),
+        (
+            [{"role": "user", "content": "hi"}],
+            {"params": {"seed": "abc"}},
+            r"params\.seed must be an integer",
+        ),
+        ([{"role": "user", "content": "hi"}], {"params": {"seed": 1.5}}, r"params\.seed must be an integer"),
+    ],
+)
+async def test_hostile_messages_and_params_are_one_non_retryable_line(
+    model: LocalModel, messages: list[Any], kw: dict[str, Any], culprit: str
+) -> None:
+    """Messages the chat template cannot render, max_tokens 0 (llama.cpp's "whole window") and a
+    seed that is not an integer are refused naming the culprit, not retried as a backend crash
+    (KeyError, UnicodeEncodeError, int("abc")) or answered with noise."""
+    fields: dict[str, Any] = {"temperature": 0.0, "max_tokens": 8, **kw}
+    with pytest.raises(RequestRejected, match=culprit) as info:
+        await model.complete(ModelRequest(model=MODEL, messages=messages, node="n1", **fields))
+    assert not info.value.retryable and "\n" not in str(info.value) and "`n1`" in str(info.value)
+
+
 def test_local_self_moa_preset_end_to_end() -> None:
     """The local-self-moa preset runs: 3 samples and an aggregation, all local, with real tokens."""
     import moa

@@ -347,13 +347,30 @@ class LocalModel:
         # llama-cpp-python keeps the last seed it was given: without a fresh one every call
         # would draw the same sample, and Self-MoA's samples would all be equal.
         seed = request.params.get("seed")
+        if seed is not None and (
+            isinstance(seed, bool)
+            or not (isinstance(seed, int) or (isinstance(seed, float) and seed.is_integer()))
+        ):
+            # int("abc") would reach the runner as a retryable backend failure naming nothing
+            raise RequestRejected(
+                f"params.seed must be an integer, got {seed!r}"[:200],
+                model=request.model,
+                node=request.node or None,
+            )
+        if request.max_tokens is not None and request.max_tokens <= 0:
+            # llama.cpp reads 0 as "the whole window": a caller asking for no tokens would get 2048
+            raise RequestRejected(
+                f"max_tokens must be at least 1, got {request.max_tokens}",
+                model=request.model,
+                node=request.node or None,
+            )
         kwargs["seed"] = int(seed) if seed is not None else secrets.randbits(31)
         return kwargs
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         """One completion with the model's own chat template; streams into ``on_token`` if given."""
         kwargs = self._sampling_kwargs(request)
-        messages = [{"role": m["role"], "content": m["content"]} for m in request.messages]
+        messages = _checked_messages(request)
         stream = _Stream(asyncio.get_running_loop(), on_token)
         done: Generated | None = None
         while done is None:
@@ -460,6 +477,38 @@ class LocalModel:
                 await asyncio.to_thread(executor.shutdown, wait=True)
             for close in closers:
                 close()
+
+
+def _checked_messages(request: ModelRequest) -> list[dict[str, str]]:
+    """The messages as the chat template takes them, or one line naming the message that cannot be
+    rendered: a missing key or a KeyError from deep in the template would be retried as a backend
+    failure, and an empty list renders to a bare assistant turn the model answers with noise."""
+    node = request.node or None
+    if not request.messages:
+        raise RequestRejected("messages is empty: nothing to answer", model=request.model, node=node)
+    out: list[dict[str, str]] = []
+    for i, m in enumerate(request.messages):
+        for key in ("role", "content"):
+            if not isinstance(m, Mapping) or key not in m:
+                raise RequestRejected(f"messages[{i}] has no {key}", model=request.model, node=node)
+            value = m[key]
+            if not isinstance(value, str):
+                raise RequestRejected(
+                    f"messages[{i}].{key} must be a string, got {value!r}"[:200],
+                    model=request.model,
+                    node=node,
+                )
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise RequestRejected(
+                    f"messages[{i}].{key} is not valid text: {value[e.start : e.end]!r} at character "
+                    f"{e.start} ({e.reason})",
+                    model=request.model,
+                    node=node,
+                ) from None
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
 
 
 @llama_log.quiet()
