@@ -49,3 +49,20 @@ def test_keep_level_undoes_a_reset_to_error_only(monkeypatch: pytest.MonkeyPatch
 def test_install_leaves_a_llama_cpp_without_a_log_callback_alone() -> None:
     """A llama-cpp-python with no log callback to stand in front of: nothing is installed."""
     assert llama_log.install(types.ModuleType("llama_cpp")) is None
+
+
+def test_errors_collects_this_threads_error_lines_even_when_quiet() -> None:
+    """Inside ``errors()`` llama.cpp's error lines from this thread are collected (and still dropped
+    under ``quiet()``); other levels, other threads and lines after the block are not."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    callback = llama_log.install(llama_cpp)
+    assert callback is not None
+    with llama_log.errors() as lines, llama_log.quiet():
+        callback(4, b"llama_model_load: error loading model: unknown model architecture: 'x'\n", None)
+        callback(3, b"a warning\n", None)
+        t = threading.Thread(target=llama_log.quiet()(lambda: callback(4, b"another thread\n", None)))
+        t.start()
+        t.join()
+    with llama_log.quiet():
+        callback(4, b"after\n", None)
+    assert lines == ["llama_model_load: error loading model: unknown model architecture: 'x'"]

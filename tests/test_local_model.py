@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -267,6 +268,30 @@ async def test_corrupt_gguf_is_a_user_error_on_first_call(tmp_path: Path, model:
     local = resolve_local_model(f"local/{broken}", {})
     with pytest.raises(UserError, match=r"cannot load .*broken\.gguf"):
         await local.complete(ask("hi"))
+
+
+async def test_a_gguf_llama_cpp_refuses_is_one_line_with_its_reason(
+    tmp_path: Path, model: LocalModel
+) -> None:
+    """A GGUF of an architecture llama.cpp does not know, or cut short, names the file and the
+    reason llama.cpp logged (moa keeps its log quiet), not only "Failed to load model"."""
+    other = tmp_path / "other.gguf"
+    shutil.copyfile(model.path, other)
+    with other.open("r+b") as f:
+        head = f.read(1 << 16)
+        at = head.index(b"llama", head.index(b"general.architecture"))
+        f.seek(at)
+        f.write(b"lxama")
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model.path.read_bytes()[: model.path.stat().st_size // 2])
+    for path, reason in (
+        (other, r"unknown model architecture: 'lxama'"),
+        (cut, r"not within the file bounds"),
+    ):
+        local = resolve_local_model(f"local/{path}", {})
+        with pytest.raises(UserError, match=rf"cannot load .*{path.name}: .*{reason}") as info:
+            await local.complete(ask("hi"))
+        assert "\n" not in str(info.value)
 
 
 def test_unknown_alias_lists_the_known_ones() -> None:

@@ -8,7 +8,8 @@ and a user's model opened while moa decoded reset the level and let moa's warnin
 Instead, the first load puts a callback in front of llama-cpp-python's: a line logged by a thread
 inside ``quiet()`` (moa's loads, decodes and frees run there) is dropped, and every other line goes
 on to llama-cpp-python's callback, unchanged. ``keep_level()`` undoes the level reset of moa's own
-opens, so the level stays whatever the user's models set.
+opens, so the level stays whatever the user's models set. ``errors()`` collects a thread's error
+lines, dropped or not: a failed load's reason is in them alone.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["LOGGER", "install", "is_quiet", "keep_level", "quiet"]
+__all__ = ["LOGGER", "errors", "install", "is_quiet", "keep_level", "quiet"]
 
 #: the logger whose level llama-cpp-python's callback reads
 LOGGER = "llama-cpp-python"
+#: ggml's ``GGML_LOG_LEVEL_ERROR``
+_ERROR = 4
 
 
 @functools.cache
@@ -50,6 +53,21 @@ def quiet() -> Iterator[None]:
         yield
     finally:
         state.n = n
+
+
+@contextlib.contextmanager
+def errors() -> Iterator[list[str]]:
+    """The error lines llama.cpp logs from this thread meanwhile, collected whether they are dropped
+    or printed: a failed load raises only "Failed to load model from file", and the reason
+    (an unknown architecture, a truncated tensor) is in the log alone."""
+    state = _depth()
+    outer: list[str] | None = getattr(state, "errors", None)
+    lines: list[str] = []
+    state.errors = lines
+    try:
+        yield lines
+    finally:
+        state.errors = outer
 
 
 @contextlib.contextmanager
@@ -80,6 +98,10 @@ def install(llama_cpp: Any) -> Any:
 
     @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
     def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        if level == _ERROR:
+            collected: list[str] | None = getattr(_depth(), "errors", None)
+            if collected is not None:
+                collected.append(text.decode("utf-8", "replace").strip())
         if is_quiet():
             return
         if forward is not None:

@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import functools
 import os
+import re
 import secrets
 import threading
 import weakref
@@ -252,16 +253,18 @@ class LocalModel:
         return _Loaded(llama, formatter, engine)
 
     def _open(self, llama_cpp: Any, n_ctx: int) -> Any:
-        try:
-            llama = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as e:
-            raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {e}") from e
+        with llama_log.errors() as logged:
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(self.path),
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError) as e:
+                reason = _load_failure(logged) or str(e)
+                raise UserError(f"model `{self.name}`: llama.cpp cannot load {self.path}: {reason}") from e
         self._closers.append(weakref.finalize(self, _quietly, llama.close))
         return llama
 
@@ -477,6 +480,18 @@ class LocalModel:
                 await asyncio.to_thread(executor.shutdown, wait=True)
             for close in closers:
                 close()
+
+
+def _load_failure(logged: list[str]) -> str | None:
+    """The specific reason among llama.cpp's error lines for a failed load (``unknown model
+    architecture: 'x'``, ``failed to read header``), without the lines that only say it failed."""
+    for line in logged:
+        if "failed to load model" in line:
+            continue
+        reason = re.sub(r"^\w+: (error loading model: )?", "", line).strip()
+        if reason:
+            return reason[:300]
+    return None
 
 
 def _checked_messages(request: ModelRequest) -> list[dict[str, str]]:
