@@ -294,6 +294,35 @@ async def test_a_gguf_llama_cpp_refuses_is_one_line_with_its_reason(
         assert "\n" not in str(info.value)
 
 
+async def test_a_gguf_without_a_chat_template_counts_the_prompt_llama_cpp_decodes(
+    tmp_path: Path, model: LocalModel
+) -> None:
+    """A GGUF without a chat template runs llama-cpp-python's built-in format (``llama-2``) on the
+    serialised path; its prompt_tokens are the tokens of that format, as llama-cpp-python's own usage
+    says, not a count of a format moa made up."""
+    from llama_cpp import Llama
+
+    bare = tmp_path / "bare.gguf"
+    shutil.copyfile(model.path, bare)
+    with bare.open("r+b") as f:
+        head = f.read(1 << 24)
+        f.seek(head.index(b"tokenizer.chat_template") + len("tokenizer.chat_templat"))
+        f.write(b"X")
+    local = resolve_local_model(f"local/{bare}", {"n_ctx": 256})
+    request = ask("Count from one to ten in words.", max_tokens=4)
+    reply = await local.complete(request)
+    assert local.batch_stats is None
+    reference = Llama(model_path=str(bare), n_ctx=256, verbose=False)
+    try:
+        usage = reference.create_chat_completion(
+            messages=list(request.messages), max_tokens=4, temperature=0
+        )["usage"]  # type: ignore[index]
+    finally:
+        reference.close()
+    assert reply.usage.prompt_tokens == usage["prompt_tokens"]
+    await local.aclose()
+
+
 def test_unknown_alias_lists_the_known_ones() -> None:
     """An unknown local/<name> that is not a path raises UserError listing the aliases."""
     with pytest.raises(UserError, match="local/smollm2-135m") as info:

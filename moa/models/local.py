@@ -272,9 +272,10 @@ class LocalModel:
     def count_prompt_tokens(self, messages: list[dict[str, str]]) -> int:
         """Tokens the chat template makes of ``messages`` (loads the model; blocking)."""
         loaded = self._load()
-        if loaded.formatter is not None:
-            return len(_render(loaded.llama, loaded.formatter, messages)[0])
-        # No template in the file: llama.cpp uses a built-in format; this count is an estimate.
+        formatter = loaded.formatter or _builtin_formatter(loaded.llama)
+        if formatter is not None:
+            return len(_render(loaded.llama, formatter, messages)[0])
+        # A handler whose formatter cannot be found: this count is an estimate.
         text = "".join(f"{m.get('role', '')}\n{m.get('content', '')}\n" for m in messages)
         return len(loaded.llama.tokenize(text.encode("utf-8"), add_bos=True, special=False))
 
@@ -567,6 +568,30 @@ def _render(llama: Any, formatter: Any, messages: list[dict[str, str]]) -> tuple
     tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
     stop = rendered.stop
     return list(tokens), [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+
+
+def _builtin_formatter(llama: Any) -> Any:
+    """The formatter behind the chat handler ``create_chat_completion`` picks when the engine cannot
+    run (a file without a chat template gets ``llama-2``; one llama-cpp-python recognises, ``chatml``
+    or ``llama-3``), so the serialised path counts the prompt it decodes, not a guess at it.
+    llama-cpp-python keeps it only in the handler's closure; ``None`` where it is not there."""
+    from llama_cpp import llama_chat_format
+
+    name = getattr(llama, "chat_format", None)
+    if getattr(llama, "chat_handler", None) is not None or not name:
+        return None
+    handler = getattr(llama, "_chat_handlers", {}).get(name)
+    if handler is None:
+        try:
+            handler = llama_chat_format.get_chat_completion_handler(name)
+        except Exception:  # an unknown name: create_chat_completion would refuse it too
+            return None
+    code = getattr(handler, "__code__", None)
+    cells = dict(
+        zip(getattr(code, "co_freevars", ()), getattr(handler, "__closure__", None) or (), strict=False)
+    )
+    cell = cells.get("chat_formatter")
+    return None if cell is None else cell.cell_contents
 
 
 def _template_formatter(llama: Any) -> Any:
