@@ -17,7 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa-sdk[local]')")
 
 import moa
-from moa.errors import RequestRejected
+from moa.errors import RequestRejected, UserError
 from moa.models.base import ModelReply, ModelRequest
 from moa.models.local import LocalModel, resolve_local_model
 
@@ -324,6 +324,18 @@ def test_n_seq_max_is_validated_and_keys_the_shared_model() -> None:
         resolve_local_model(MODEL, {"n_seq_max": 1000})
     assert resolve_local_model(MODEL, {"n_seq_max": 1}) is not resolve_local_model(MODEL, {})
     assert resolve_local_model(MODEL, {"n_seq_max": 1}).n_seq_max == 1
+
+
+async def test_a_window_llama_cpp_cannot_hold_is_refused_not_failed_per_call() -> None:
+    """n_ctx x n_seq_max past llama.cpp's u32 wraps (2**31 x 2 is 0: the training window); it is
+    refused in one line when resolved and, for a LocalModel made directly, at load: never a context
+    smaller than the engine believes, whose long prompts then fail in llama_decode as retryable."""
+    with pytest.raises(UserError, match=r"params\.n_ctx x n_seq_max must be at most 4294967295"):
+        resolve_local_model(MODEL, {"n_ctx": 2**31, "n_seq_max": 2})
+    direct = LocalModel(resolve_local_model(MODEL, {}).path, n_ctx=2**31, n_seq_max=2, name=MODEL)
+    with pytest.raises(UserError, match=r"llama\.cpp made a context of \d+ tokens, not the n_ctx=2147483648"):
+        await direct.complete(ask("word " * 5000, max_tokens=4))
+    await direct.aclose()
 
 
 async def test_aclose_lets_running_calls_finish_and_the_next_call_reloads() -> None:

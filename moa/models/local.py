@@ -58,6 +58,10 @@ from moa.results import Usage
 __all__ = ["INSTALL_HINT", "LocalModel", "default_n_threads", "known_aliases", "resolve_local_model"]
 
 
+#: the most KV cells one llama.cpp context has (its ``n_ctx`` is a u32)
+_MAX_CELLS = 2**32 - 1
+
+
 @functools.cache
 def _loading() -> threading.Lock:
     """Held for a whole model load: opening the file and creating its contexts.
@@ -112,6 +116,11 @@ def resolve_local_model(model: str, params: Mapping[str, Any]) -> LocalModel:
     n_seq_max = int_param(params, "n_seq_max", DEFAULT_N_SEQ_MAX, model)
     if n_seq_max > MAX_N_SEQ_MAX:
         raise UserError(f"model `{model}`: params.n_seq_max must be at most {MAX_N_SEQ_MAX}, got {n_seq_max}")
+    if n_ctx * n_seq_max > _MAX_CELLS:
+        raise UserError(
+            f"model `{model}`: params.n_ctx x n_seq_max must be at most {_MAX_CELLS} tokens "
+            f"(llama.cpp's limit), got {n_ctx} x {n_seq_max}"
+        )
     check_gguf(path, model)
     lock, cache = _shared()
     key = (str(path), n_ctx, n_threads, n_seq_max)

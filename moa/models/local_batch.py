@@ -263,6 +263,15 @@ class BatchEngine:
                 f"model `{name}`: llama.cpp could not create a context for n_seq_max={n_seq_max} "
                 f"sequences of n_ctx={n_ctx} tokens; lower n_seq_max or n_ctx"
             )
+        made = int(llama_cpp.llama_n_ctx(ctx))
+        if made < n_ctx * n_seq_max:
+            # the u32 field wraps (2**31 x 2 is 0, which llama.cpp reads as "the training window"):
+            # the engine would admit prompts the cells cannot hold, each then failing in llama_decode
+            llama_cpp.llama_free(ctx)
+            raise UserError(
+                f"model `{name}`: llama.cpp made a context of {made} tokens, not the n_ctx={n_ctx} x "
+                f"n_seq_max={n_seq_max} asked for; lower n_ctx or n_seq_max"
+            )
         self._ctx = ctx
         self._mem = llama_cpp.llama_get_memory(ctx)
         self._n_batch = int(llama_cpp.llama_n_batch(ctx))
