@@ -258,6 +258,27 @@ async def test_logit_bias_outside_the_vocabulary_is_rejected() -> None:
         await model.complete(ask("hi", params={"top_k": "many"}))
 
 
+async def test_integer_params_ctypes_would_wrap_or_ignore_are_rejected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """top_k past 32 bits (2**32 + 1 sampled as top_k 1) and a mirostat_mode llama.cpp has not are
+    refused naming the param, on the batched and the serialised path alike."""
+    import moa.models.local as local
+
+    batched = resolve_local_model(MODEL, {})
+    await batched.complete(ask("hi", max_tokens=1))  # loaded before the patch below
+    monkeypatch.setattr(local, "batching_supported", lambda _lib: False)
+    serial = fresh()
+    for model in (batched, serial):
+        with pytest.raises(RequestRejected, match=r"params\.top_k must fit in 32 bits, got 4294967297"):
+            await model.complete(ask("hi", params={"top_k": 2**32 + 1}))
+        with pytest.raises(RequestRejected, match=r"params\.mirostat_mode must be 0, 1 or 2, got 7"):
+            await model.complete(ask("hi", params={"mirostat_mode": 7}))
+    assert (await serial.complete(ask("hi", max_tokens=2, params={"top_k": 1}))).text
+    assert serial.batch_stats is None and batched.batch_stats is not None
+    await serial.aclose()
+
+
 async def test_logit_bias_steers_the_batched_sequence() -> None:
     """A strong logit_bias on one token makes a greedy call produce it."""
     from llama_cpp import Llama

@@ -378,6 +378,9 @@ class LocalModel:
                 node=request.node or None,
             )
         kwargs["seed"] = int(seed) if seed is not None else secrets.randbits(31)
+        # the engine's checks for both paths: llama-cpp-python's high-level one passes values to
+        # ctypes unchecked too
+        Sampling.from_kwargs(kwargs, model=request.model, node=request.node or None)
         return kwargs
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:

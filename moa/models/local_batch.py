@@ -142,7 +142,17 @@ class Sampling:
                     raise RequestRejected(
                         f"params.{key} must be an integer, got {value!r}", model=model, node=node
                     )
-                values[key] = int(value) & 0xFFFFFFFF if key == "seed" else int(value)
+                number = int(value)
+                # ctypes keeps the low 32 bits without a word: top_k 2**32 + 1 would sample as top_k 1
+                if key == "mirostat_mode" and number not in (0, 1, 2):
+                    raise RequestRejected(
+                        f"params.mirostat_mode must be 0, 1 or 2, got {value!r}", model=model, node=node
+                    )
+                if key != "seed" and not -(2**31) <= number < 2**31:
+                    raise RequestRejected(
+                        f"params.{key} must fit in 32 bits, got {value!r}", model=model, node=node
+                    )
+                values[key] = number & 0xFFFFFFFF if key == "seed" else number
             elif key in _FLOAT_PARAMS:
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                     raise RequestRejected(
