@@ -124,7 +124,7 @@ def test_missing_extra_is_raised_by_the_first_call() -> None:
         "from moa.models.base import ModelRequest\n"
         "from moa.errors import MissingExtra\n"
         "m = LocalModel('/nonexistent.gguf')\n"
-        "try:\n    asyncio.run(m.complete(ModelRequest(model='local/x', messages=[])))\n"
+        "try:\n    asyncio.run(m.complete(ModelRequest(model='local/x', messages=[{'role': 'user', 'content': 'hi'}])))\n"
         "except MissingExtra as e:\n    print(e)\n"
     )
     assert out.returncode == 0, out.stderr
