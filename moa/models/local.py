@@ -292,6 +292,7 @@ class LocalModel:
     def _generate(self, job: _Job) -> Generated:
         """Runs in the worker thread: the blocking llama.cpp generation, streamed token by token."""
         llama = self._load().llama
+        _refuse_control_text(llama, job.messages, job.model)
         prompt_tokens = self.count_prompt_tokens(job.messages)
         if prompt_tokens >= self.n_ctx:
             raise RequestRejected(
@@ -575,11 +576,67 @@ class _Stream:
 
 def _render(llama: Any, formatter: Any, messages: list[dict[str, str]]) -> tuple[list[int], list[str]]:
     """The prompt tokens llama-cpp-python's chat handler makes of ``messages``, and the template's
-    stop strings. Bound to one loaded Llama: the engine may still render after ``aclose`` began."""
+    stop strings. Bound to one loaded Llama: the engine may still render after ``aclose`` began.
+
+    A message whose text spells a control token (``<|im_end|>``) stays text: llama-cpp-python parses
+    special tokens in the whole rendered prompt, so a dataset row, or a proposer's reply quoting a
+    template, would close its turn and open a system turn of its own."""
     rendered = formatter(messages=messages)
-    tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True)
     stop = rendered.stop
-    return list(tokens), [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    add_bos = not rendered.added_special
+    spelled = [i for i, m in enumerate(messages) if _spells_control(llama, m["content"])]
+    for i, m in enumerate(messages):
+        if _spells_control(llama, m["role"]):
+            raise RequestRejected(
+                f"messages[{i}].role {m['role']!r} spells a control token of the model's chat template"
+            )
+    if not spelled:
+        tokens = llama.tokenize(rendered.prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return list(tokens), stops
+    # render again with a mark in place of each such content, then tokenize the marks' contents as
+    # plain text and the template around them with its control tokens
+    marks = {i: f"\ue000moa-{secrets.token_hex(8)}\ue001" for i in spelled}
+    marked = formatter(
+        messages=[{**m, "content": marks.get(i, m["content"])} for i, m in enumerate(messages)]
+    )
+    prompt: str = marked.prompt
+    tokens = []
+    pos = 0
+    for i in sorted(spelled, key=lambda j: prompt.find(marks[j])):
+        at = prompt.find(marks[i])
+        if at < pos or prompt.count(marks[i]) != 1:
+            raise RequestRejected(
+                f"messages[{i}].content spells a control token of the model's chat template, which "
+                "renders it in a way moa cannot keep as text"
+            )
+        tokens += llama.tokenize(prompt[pos:at].encode("utf-8"), add_bos=add_bos and pos == 0, special=True)
+        tokens += llama.tokenize(messages[i]["content"].encode("utf-8"), add_bos=False, special=False)
+        pos = at + len(marks[i])
+    tokens += llama.tokenize(prompt[pos:].encode("utf-8"), add_bos=False, special=True)
+    return list(tokens), stops
+
+
+def _spells_control(llama: Any, text: str) -> bool:
+    data = text.encode("utf-8")
+    return bool(
+        llama.tokenize(data, add_bos=False, special=True)
+        != llama.tokenize(data, add_bos=False, special=False)
+    )
+
+
+def _refuse_control_text(llama: Any, messages: list[dict[str, str]], model: str) -> None:
+    """On the serialised path llama-cpp-python tokenizes the rendered prompt itself, control
+    tokens parsed: a message spelling one (``<|im_end|>``) is refused rather than let it close its
+    turn and open one of its own."""
+    for i, m in enumerate(messages):
+        for key in ("role", "content"):
+            if _spells_control(llama, m[key]):
+                raise RequestRejected(
+                    f"messages[{i}].{key} spells a control token of the model's chat template "
+                    "(such as <|im_end|>); this model's high-level path would read it as one",
+                    model=model,
+                )
 
 
 def _builtin_formatter(llama: Any) -> Any:

@@ -372,6 +372,10 @@ class BatchEngine:
         """Give a call a sequence, or refuse it before it holds one (it was never sent)."""
         try:
             tokens, template_stops = self._render(job.messages)
+        except RequestRejected as e:  # already names the culprit
+            e.node = e.node or job.node
+            _fail(job, e)
+            return
         except Exception as e:
             reason = f"{type(e).__name__}: {e}" if not str(e) else str(e)
             _fail(
