@@ -182,7 +182,12 @@ def test_moa_serve_runs_tuned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     )
     before = gc_state()
     args = argparse.Namespace(
-        topologies=[str(topology)], host="127.0.0.1", port=0, api_key_env=None, max_body_bytes=1000
+        topologies=[str(topology)],
+        host="127.0.0.1",
+        port=0,
+        api_key_env=None,
+        max_body_bytes=1000,
+        no_trace=False,
     )
     assert run(args) == 0
     assert len(seen) == 1 and seen[0][0] == LONG_RUN_THRESHOLD and seen[0][1] > 0

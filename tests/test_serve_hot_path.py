@@ -295,6 +295,7 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
             port=port,
             api_key_env=None,
             max_body_bytes=1000,
+            no_trace=False,
         )
         previous = log.logger()
         try:
