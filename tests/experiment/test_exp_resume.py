@@ -161,6 +161,8 @@ def test_a_reply_cached_for_no_item_serves_the_first_item_that_finds_it_only(tmp
         first, second = StoreCache(store, "judge:e", "pair1"), StoreCache(store, "judge:e", "pair2")
         hit = first.get(first.key("n", request))
         assert hit is not None and hit.reply.text == "[[A=B]]" and hit.cost_usd == 0.25
+        # the claim is committed with the read: no write lock held across the pair's next call
+        assert not store.conn.in_transaction
         assert second.get(second.key("n", request)) is None
         store.commit()
         again = StoreCache(store, "judge:e", "pair1")

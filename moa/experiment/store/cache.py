@@ -89,9 +89,11 @@ class StoreCache:
         if row is None and legacy is not None and self._legacy_is_mine(legacy):
             row = self._row(legacy)
             if row is not None:
-                # claimed (committed with the next reply or the phase's end): an unowned old reply
-                # found by every item with the same request was counted in each item's cost
+                # claimed, and committed at once: an unowned old reply found by every item with the
+                # same request was counted in each item's cost; left uncommitted, the claim would
+                # hold the store's write lock across the pair's next model call
                 self._note(legacy)
+                self.store.commit()
         return None if row is None else _reply(row)
 
     def _row(self, key: str) -> Sequence[Any] | None:
@@ -102,7 +104,7 @@ class StoreCache:
 
     def _legacy_is_mine(self, key: str) -> bool:
         """An old-key reply is this item's when noted as its own, or noted for no item at all
-        (cached before ``cache_items`` existed, when the driver shared it as it still does)."""
+        (cached before ``cache_items`` existed): the first item that finds such a reply claims it."""
         owners = {
             str(r[0])
             for r in self.store.conn.execute(
