@@ -365,8 +365,9 @@ _SERVER_REFUSAL = re.compile(r"request rejected \((401|403|404)\): .*", re.DOTAL
 _WITHHELD = r"request rejected (\1): the provider refused the server's key or model (not shown to clients)"
 #: any other provider status as ``moa.models.errors`` words it, but a refusal of the request's
 #: content (400/413/422), whose words are the client's to read (they say what to shorten)
+_CONTENT = "|".join(rf"{status}\)" for status in sorted(_CONTENT_STATUSES))
 _PROVIDER_SAID = re.compile(
-    r"(request rejected|rate limited|provider error|provider timed out) \((?!400\)|413\)|422\))(\d+)\): .*",
+    rf"(request rejected|rate limited|provider error|provider timed out) \((?!{_CONTENT})(\d+)\): .*",
     re.DOTALL,
 )
 _SAID_WITHHELD = r"\1 (\2): the provider's message is in the server's log (not shown to clients)"
