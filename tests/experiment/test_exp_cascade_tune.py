@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import json
 import math
+import random
 import re
 import threading
 from pathlib import Path
@@ -35,7 +36,7 @@ from moa.cascade.execute import record_stages
 from moa.cascade.tune import Setting, outcome, outcome_cost_max, trace
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
-from moa.experiment.analysis.tuning import TuneResult, analyse
+from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
 from moa.experiment.report.tune import format_tune_table, tune_markdown
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
@@ -392,3 +393,18 @@ async def test_stage_costs_carry_the_worst_case_of_calls_of_unknown_usage() -> N
     )
     assert TuneResult.model_validate_json(result.model_dump_json()) == result
     assert f"(up to ${t.escalated_cost_max:.6f})" in "\n".join(tune_markdown(result))
+
+
+def test_the_dev_split_does_not_depend_on_row_order_and_survives_an_added_item() -> None:
+    """A shuffle of the rows' list re-dealt every item when the dataset was reordered or grew, so
+    a setting chosen on dev was judged on other held-out items than the run before."""
+    ids = [f"q{i}" for i in range(200)]
+    dev, test = split_items(ids, 0.3, 7)
+    assert len(dev) == 60 and len(test) == 140 and set(dev) | set(test) == set(ids)
+    shuffled = list(reversed(ids))
+    random.Random(1).shuffle(shuffled)
+    assert split_items(shuffled, 0.3, 7) == (dev, test)
+    dev2, test2 = split_items([*ids, "q-new"], 0.3, 7)
+    moved = (set(dev) - set(dev2)) | (set(test) - set(test2))
+    assert len(moved) <= 1
+    assert split_items(ids, 0.3, 8)[0] != dev  # the seed still deals another split

@@ -9,6 +9,7 @@ without stage 1's. Choosing on dev and reporting on the rest keeps the choice fr
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -114,11 +115,18 @@ class TuneResult(BaseModel):
 
 
 def split_items(ids: Sequence[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """A seeded shuffle of ``ids`` cut into dev (``dev_fraction`` of them, rounded) and held-out."""
-    order = list(ids)
-    random.Random(seed).shuffle(order)
+    """``ids`` cut into dev (``dev_fraction`` of them, rounded) and held-out, each in the order of a
+    keyed hash of ``seed`` and the item's id. A shuffle of the list re-dealt every item when the
+    dataset's rows were reordered or one was added, so a setting chosen on dev was judged on other
+    items than before; ranked by the hash, reordering changes nothing, and an added item moves at
+    most one other across the cut."""
+    order = sorted(ids, key=lambda i: (_rank(seed, i), i))
     n_dev = round(len(order) * dev_fraction)
     return order[:n_dev], order[n_dev:]
+
+
+def _rank(seed: int, item_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}\x00{item_id}".encode("utf-8", "surrogatepass")).digest()
 
 
 def _mean(values: Sequence[float]) -> float:
