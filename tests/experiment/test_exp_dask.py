@@ -312,3 +312,48 @@ def test_a_worker_that_cannot_run_this_moa_is_one_line(worker: str, expected: st
         rf"executor `{re.escape(address)}`: Dask worker tcp://127\.0\.0\.1:\d+ {expected}.*", line
     )
     assert not (tmp_path / "out" / "experiment.sqlite").exists()
+
+
+def test_a_worker_of_another_moa_that_joins_later_is_named_not_trusted(tmp_path: Path) -> None:
+    """The check at opening saw only the workers there then: a worker that joins later (a dead
+    one's replacement, a cluster scaled up) running another moa scored the answers it was given,
+    with other code and nothing in the score to tell. Each task now checks first."""
+    import asyncio
+
+    from moa.eval.datasets import Item
+    from moa.eval.execution import ExecutionEvaluator
+
+    preload = tmp_path / "preload.py"
+    preload.write_text("import moa\nmoa.__version__ = '0.0.1'\n")
+    item = Item(id="add", input="write add", tests=["assert add(1, 2) == 3"])
+
+    async def go(address: str) -> None:
+        executor = await dask_executor.DaskExecutor.open(address)
+        try:
+            client = executor._client
+            (first,) = list(await client.nthreads())
+            late = subprocess.Popen(
+                [sys.executable, "-m", "dask", "worker", address, "--host", "127.0.0.1", "--no-dashboard",
+                 "--nthreads", "1", "--no-nanny", "--preload", str(preload)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                await client.wait_for_workers(2, timeout=120)
+                await client.retire_workers([first])
+                with pytest.raises(UserError) as info:
+                    await executor.score(ExecutionEvaluator(), item, "def add(a, b):\n    return a + b\n")
+            finally:
+                late.terminate()
+                late.wait(30)
+        finally:
+            await executor.aclose()
+        line = str(info.value)
+        assert "\n" not in line, line
+        assert re.fullmatch(
+            rf"executor `{re.escape(address)}`: Dask worker tcp://127\.0\.0\.1:\d+ runs moa 0\.0\.1, "
+            r"the driver .*; every worker needs the driver's version",
+            line,
+        ), line
+
+    with killable_scheduler(tmp_path) as (address, _):
+        asyncio.run(go(address))

@@ -27,7 +27,7 @@ from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionEvaluator
 from moa.eval.types import Evaluator, Score
 from moa.experiment.executors.base import offloadable, worker_limits
-from moa.experiment.executors.worker import PairOutcome, PairTask, moa_version, score_on_worker
+from moa.experiment.executors.worker import ForeignWorker, PairOutcome, PairTask, moa_version, score_on_worker
 
 __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores"]
 
@@ -58,6 +58,12 @@ def _distributed() -> Any:
 
 async def _started(client: Any) -> Any:
     return await client
+
+
+def _driver_version() -> str:
+    from moa import __version__
+
+    return __version__
 
 
 async def _check_workers(client: Any, target: str) -> None:
@@ -190,13 +196,30 @@ class DaskExecutor:
         except concurrent.futures.CancelledError as e:
             # Dask cancelled the task, not Ctrl-C (that is asyncio's CancelledError, passed on)
             raise self._gone(" ".join(str(e).split())) from None
+        except ForeignWorker as e:
+            raise UserError(f"executor `{self.name}`: {e}") from None
+        except Exception:
+            # a worker that joined after the opening's check without moa, or with a moa older than
+            # the task's signature, fails the task before it starts: named, not each pair's error
+            await self._check_late_joiners()
+            raise
+
+    async def _check_late_joiners(self) -> None:
+        try:
+            await _check_workers(self._client, self.name)
+        except UserError:
+            raise
+        except Exception:
+            pass  # the check itself failed (the scheduler going away): the task's error stands
 
     async def run_pair(self, task: PairTask) -> PairOutcome:
         from moa.experiment.executors.dask_plugin import run_pair_task
 
         self._check_connected()
         plugin = await self._plugin()
-        future = self._client.submit(run_pair_task, plugin, task, retries=RETRIES, pure=False)
+        future = self._client.submit(
+            run_pair_task, _driver_version(), plugin, task, retries=RETRIES, pure=False
+        )
         outcome: PairOutcome = await self._result(future)
         return outcome
 
@@ -205,7 +228,13 @@ class DaskExecutor:
             return await evaluator.score(item, answer)
         self._check_connected()
         future = self._client.submit(
-            score_on_worker, answer, item, worker_limits(evaluator), retries=RETRIES, pure=False
+            score_on_worker,
+            _driver_version(),
+            answer,
+            item,
+            worker_limits(evaluator),
+            retries=RETRIES,
+            pure=False,
         )
         score: Score = await self._result(future)
         return score

@@ -18,7 +18,7 @@ from typing import Any
 from distributed import WorkerPlugin, get_worker
 
 from moa.errors import UserError
-from moa.experiment.executors.worker import LocalModels, PairOutcome, PairTask, run_pair
+from moa.experiment.executors.worker import LocalModels, PairOutcome, PairTask, run_pair, same_moa
 
 __all__ = ["LocalModelsPlugin", "held_models", "run_pair_task"]
 
@@ -55,8 +55,10 @@ def _models(plugin: str) -> LocalModels:
     return models
 
 
-def run_pair_task(plugin: str, task: PairTask) -> PairOutcome:
-    """Run ``task`` on this worker with the local models of the plugin named ``plugin``."""
+def run_pair_task(driver: str, plugin: str, task: PairTask) -> PairOutcome:
+    """Run ``task`` on this worker with the local models of the plugin named ``plugin``, if the
+    worker runs the ``driver``'s moa."""
+    same_moa(driver)
     outcome = run_pair(task, _models(plugin))
     if isinstance(outcome.error, UserError):
         # the same experiment runs on the driver: the problem is this worker's (no llama.cpp, no file)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from moa.topology.definition import Topology
 
 __all__ = [
+    "ForeignWorker",
     "LocalModels",
     "PairOutcome",
     "PairTask",
@@ -53,9 +54,31 @@ def moa_version() -> str:
     return __version__
 
 
-def score_on_worker(answer: str, item: Item, limits: dict[str, Any]) -> Score:
-    """Run the answer's program in the worker's sandbox. A fresh loop per task: a worker thread has
-    no loop of its own, and the program's run time dwarfs the loop's creation."""
+class ForeignWorker(RuntimeError):
+    """A task landed on a worker whose moa is not the driver's: one that joined after the check at
+    the executor's opening (a dead worker's replacement, a cluster scaled up)."""
+
+
+def same_moa(driver: str) -> None:
+    """Raise ``ForeignWorker`` unless this process runs the ``driver``'s moa. Each task checks
+    before it runs: the check at opening saw only the workers there then, and a task run by
+    another moa returns figures computed by other code, with nothing in them to tell."""
+    from moa import __version__
+
+    if __version__ != driver:
+        from distributed import get_worker  # only ever called inside a Dask task
+
+        raise ForeignWorker(
+            f"Dask worker {get_worker().address} runs moa {__version__}, the driver {driver}; "
+            "every worker needs the driver's version"
+        )
+
+
+def score_on_worker(driver: str, answer: str, item: Item, limits: dict[str, Any]) -> Score:
+    """Run the answer's program in the worker's sandbox, if the worker runs the ``driver``'s moa. A
+    fresh loop per task: a worker thread has no loop of its own, and the program's run time dwarfs
+    the loop's creation."""
+    same_moa(driver)
     return asyncio.run(score_execution_async(answer, item, **limits))
 
 
