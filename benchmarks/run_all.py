@@ -18,6 +18,7 @@ from _common import ROOT, child_env
 FULL = {
     "critical_path.py": [],
     "throughput.py": [],
+    "fanout_server.py": [],
     "experiment_scale.py": [],
     "startup.py": [],
     "accounting.py": [],
@@ -30,6 +31,7 @@ FULL = {
 QUICK = {
     "critical_path.py": ["--runs", "3"],
     "throughput.py": ["--rounds", "1", "--calls", "500", "--litellm-calls", "150"],
+    "fanout_server.py": ["--rounds", "1", "--runs", "3"],
     "experiment_scale.py": ["--items", "1000"],
     "startup.py": ["--runs", "3", "--litellm-runs", "1"],
     "accounting.py": ["--calls", "500", "--books", "20000", "--rounds", "1"],

@@ -56,3 +56,22 @@ def test_benchmark_script_runs(script: str, tmp_path: Path) -> None:
         assert "20 ms per call" in p.stdout and "100 ms per call" in p.stdout, p.stdout[-2000:]
         # the collector's share per call, and where the fan-out's time over the ideal goes
         assert "in the collector µs/call" in p.stdout and "first of 32 replies" in p.stdout
+
+
+@pytest.mark.slow
+def test_fanout_against_the_go_server_runs(tmp_path: Path) -> None:
+    """fanout_server.py builds the Go server and measures the fan-out against both servers."""
+    import shutil
+
+    if shutil.which("go") is None:
+        if os.environ.get("MOA_REQUIRE_TOOLCHAINS"):
+            pytest.fail("MOA_REQUIRE_TOOLCHAINS is set and `go` is not on PATH")
+        pytest.skip("no Go toolchain")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fanout_server.py"), "--rounds", "1", "--runs", "1",
+         "--latency-ms", "20"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "| Python sim server |" in p.stdout and "| Go server " in p.stdout, p.stdout[-2000:]
