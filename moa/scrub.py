@@ -22,12 +22,13 @@ import base64
 import functools
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
     "MASK",
+    "StreamMask",
     "mask_sent",
     "param_secrets",
     "remember_secret",
@@ -256,6 +257,59 @@ def mask_sent(text: str, known: Iterable[str | None]) -> str:
         return text
     pattern = _known_pattern(keys)
     return pattern.sub(MASK, text) if pattern is not None else text
+
+
+class StreamMask:
+    """``mask_sent`` over a stream of tokens, for ``emit`` (the caller's token callback): a key an
+    endpoint echoes may be cut over any number of deltas, each harmless alone. The tail of what
+    arrived that may begin a key (as sent, in any case, or base64-encoded: the forms ``mask_sent``
+    looks for) is held back, at most the longest form's length less one character, until the next
+    token shows it does not; everything before it is passed on at once, masked. ``flush`` passes on
+    the rest once the reply is complete. Without keys, tokens pass straight through."""
+
+    __slots__ = ("_emit", "_firsts", "_forms", "_keys", "_pending", "_window")
+
+    def __init__(self, emit: Callable[[str], None], known: Iterable[str | None]) -> None:
+        self._emit = emit
+        self._keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+        self._forms = tuple({f.lower() for k in self._keys for f in (k, *_base64_forms(k))})
+        self._firsts = frozenset(f[0] for f in self._forms)
+        self._window = max((len(f) for f in self._forms), default=0)
+        self._pending = ""
+
+    def feed(self, piece: str) -> None:
+        if not self._keys:
+            self._emit(piece)
+            return
+        text = self._pending + piece
+        cut = self._safe_end(text)
+        self._pending = text[cut:]
+        if cut:
+            self._emit(mask_sent(text[:cut], self._keys))
+
+    def flush(self) -> None:
+        """Pass on what was held back: the reply ended, so it starts no key."""
+        text, self._pending = self._pending, ""
+        if text:
+            self._emit(mask_sent(text, self._keys))
+
+    def _safe_end(self, text: str) -> int:
+        """Where the part of ``text`` that cannot grow into a key with the next token ends: before
+        the earliest tail that is a proper beginning of a form, and never inside a whole key."""
+        cut = len(text)
+        for i in range(max(0, len(text) - self._window + 1), len(text)):
+            if text[i].lower() not in self._firsts:  # the common case: no key starts here
+                continue
+            tail = text[i:].lower()
+            if any(len(tail) < len(f) and f.startswith(tail) for f in self._forms):
+                cut = i
+                break
+        if cut < len(text):
+            pattern = _known_pattern(self._keys)
+            for m in pattern.finditer(text) if pattern is not None else ():
+                if m.start() < cut < m.end():
+                    return m.start()
+        return cut
 
 
 def scrub_clip(text: str, limit: int, known: Iterable[str | None] = ()) -> str:

@@ -32,7 +32,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
-from moa.scrub import environment_secrets, mask_sent, scrub, url_secrets
+from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub, url_secrets
 
 __all__ = [
     "BUDGET_DEFAULT_MAX_TOKENS",
@@ -241,20 +241,28 @@ async def attempt(
 
 async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan) -> ModelReply:
     """The backend's one attempt, under ``timeout_s`` counted from when the request is sent."""
-    on_token = call.stream if call.on_token is not None else None
+    # the answer is masked whole once complete; its tokens, cut anywhere, are masked as they pass
+    mask = None
+    if call.on_token is not None:
+        mask = StreamMask(call.stream, (request.api_key, *url_secrets(request.api_base)))
+    on_token = mask.feed if mask is not None else None
     clock.enter()
     if request.timeout_s is None:
-        return await backend.complete(request, on_token)
-    try:
-        async with asyncio.timeout_at(clock.deadline_before_send()) as cm:
-            clock.timeout = cm
-            return await backend.complete(request, on_token)
-    except TimeoutError:
-        raise TimedOut(
-            f"no reply within timeout_s={request.timeout_s}{clock.unreported()}",
-            model=request.model,
-            node=request.node,
-        ) from None
+        reply = await backend.complete(request, on_token)
+    else:
+        try:
+            async with asyncio.timeout_at(clock.deadline_before_send()) as cm:
+                clock.timeout = cm
+                reply = await backend.complete(request, on_token)
+        except TimeoutError:
+            raise TimedOut(
+                f"no reply within timeout_s={request.timeout_s}{clock.unreported()}",
+                model=request.model,
+                node=request.node,
+            ) from None
+    if mask is not None:
+        mask.flush()  # what was held back, once the reply shows it starts no key
+    return reply
 
 
 def _book(
