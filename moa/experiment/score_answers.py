@@ -144,7 +144,7 @@ async def score_all(
                         judged = evaluator.score_conversation(it, turns, base_turns, runner=runner)
                     else:
                         judged = evaluator.score_pair(it, answer, base.answer or "", runner=runner)
-                    res = await _evaluated(judged, report, store, setup, row)
+                    res = await _evaluated(judged, report, store, setup, row, (evaluator_id, base.run_id))
                     if res is None:
                         return
                     store.put_score(
@@ -208,19 +208,27 @@ _BUGS = (TypeError, AttributeError, NameError, AssertionError)
 
 
 async def _evaluated(
-    scoring: Awaitable[T], report: ScoringReport, store: Store, setup: Setup, row: RunRow
+    scoring: Awaitable[T],
+    report: ScoringReport,
+    store: Store,
+    setup: Setup,
+    row: RunRow,
+    pair: tuple[str, int] | None = None,
 ) -> T | None:
     """What the evaluator made of ``row``'s answer, or None when it failed on it (a judge that is
     down or over budget, a sandbox that broke, a worker lost): noted in ``report`` and retried by the
     next run. A store error (the judge's cache writes to the store) or a bug is not the answer's
     failure: it ends the phase, and ``Experiment`` names the store in one line. The failed calls a
-    ``MoAError`` carries are booked as paid: nothing is stored to hold them."""
+    ``MoAError`` carries are booked as paid: nothing is stored to hold them; for a judged ``pair``
+    (the evaluator's id, the baseline's run), what they cost also goes to the setup's judge cost."""
     try:
         return await scoring
     except (sqlite3.Error, *_BUGS):
         raise
     except Exception as e:
-        if isinstance(e, MoAError):
+        if isinstance(e, MoAError) and pair is not None:
+            store.book_failed_pair(pair[0], setup.name, setup.hash, row.run_id, pair[1], e)
+        elif isinstance(e, MoAError):
             store.book_unstored(e.calls)
         report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
         return None

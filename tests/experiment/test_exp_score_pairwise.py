@@ -362,3 +362,62 @@ def test_a_failed_pair_books_the_malformed_replies_it_paid_for(tmp_path: Path) -
     assert len(report.failures) == len(IDS)
     # per pair, the setup-first order's two malformed attempts; the other order's failures cost nothing
     assert paid > 0
+
+
+def test_the_judge_cost_counts_what_failed_pairs_paid(tmp_path: Path) -> None:
+    """A judged pair whose setup-second order gets a reply without a verdict (paid, retried) and then
+    an error: the report's judge cost is what the ledger paid for judging, the pair's answered order
+    and malformed reply included (they were in the ledger only); and still so once a resumed run
+    judges the pair, replaying the answered order from its cache."""
+    from moa._run import Runner
+    from moa.experiment import Experiment
+    from moa.models.base import ModelRequest
+    from moa.testing import FunctionModel
+
+    price = "pricing: {input_per_mtok: 1000, output_per_mtok: 1000}"
+    for name in ("base", "moa"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}, {price}}}\n"
+        )
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, retry: {max_attempts: 2, "
+        f"backoff_base_s: 0}}, {price}}}\n"
+    )
+    (tmp_path / "data.jsonl").write_text("".join(f'{{"id": "{i}", "input": "q{i}"}}\n' for i in IDS))
+    (tmp_path / "exp.yaml").write_text(
+        "name: p\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+        "baseline: base.yaml\nsetups: [moa.yaml]\nconcurrency: 1\n"
+    )
+    down = [True]
+    asked: list[str] = []
+
+    def reply(request: ModelRequest) -> str | BaseException:
+        if request.model != "sim/judge":
+            return f"{request.model} says so"
+        prompt = str(request.messages[-1]["content"])
+        if down[0] and "qc" in prompt and "[Answer A]\nsim/base" in prompt:
+            asked.append(prompt)
+            return "no verdict at all" if len(asked) == 1 else ProviderError("judge down")
+        return "Better. [[A>B]]"
+
+    def run() -> float:
+        runner = Runner(models={"sim/*": FunctionModel(reply)})
+        summary = Experiment.from_file(
+            tmp_path / "exp.yaml", out=tmp_path / "out", runner=runner, progress=False
+        ).run()
+        return summary.setup("moa").judge_cost_usd
+
+    def paid_for_judging() -> float:
+        store = Store.open(tmp_path / "out")
+        try:
+            runs = store.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM runs").fetchone()[0]
+            return store.spent_usd() - float(runs)
+        finally:
+            store.close()
+
+    first = run()
+    assert len(asked) == 2  # the malformed reply, then the error: the pair of item c is unscored
+    assert first == pytest.approx(paid_for_judging()) and first > 0
+    down[0] = False
+    again = run()
+    assert again > first and again == pytest.approx(paid_for_judging())

@@ -24,10 +24,17 @@ from moa.eval.datasets import Item
 from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
 from moa.experiment.store.lock import FolderLock
-from moa.experiment.store.schema import INDEXES, SCHEMA, SCHEMA_VERSION, migrate, stored_version
+from moa.experiment.store.schema import (
+    INDEXES,
+    JUDGE_FAILURES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    migrate,
+    stored_version,
+)
 from moa.results import CallRecord, RunResult, Usage
 from moa.safe_read import refuse_special
-from moa.scrub import environment_secrets
+from moa.scrub import environment_secrets, scrub
 
 __all__ = ["STORE_NAME", "RunRow", "Store", "damaged", "input_hash", "item_hash"]
 
@@ -526,12 +533,63 @@ class Store:
         return int(row[0])
 
     def judge_cost(self, evaluator: str, setup: str, topo_hash: str) -> float:
+        """What judging the setup's answers paid: its stored verdicts' calls, and the calls of its
+        pairs' attempts that raised (``book_failed_pair``): their failed calls always, those that
+        answered while the pair has no verdict stored (once it has, its verdicts hold their replays)."""
         row = self.conn.execute(
             "SELECT COALESCE(SUM(j.cost_usd), 0) FROM judgments j JOIN runs r ON r.run_id=j.run_id "
             "WHERE j.evaluator_id=? AND r.setup=? AND r.topo_hash=?",
             (evaluator, setup, topo_hash),
         ).fetchone()
-        return float(row[0])
+        if not self._has_table("judge_failures"):
+            return float(row[0])
+        failed = self.conn.execute(
+            "SELECT COALESCE(SUM(f.failed_usd + CASE WHEN EXISTS (SELECT 1 FROM judgments j "
+            "WHERE j.evaluator_id=f.evaluator_id AND j.run_id=f.run_id AND j.baseline_run_id=f.baseline_run_id) "
+            "THEN 0 ELSE f.answered_usd END), 0) FROM judge_failures f "
+            "WHERE f.evaluator_id=? AND f.setup=? AND f.topo_hash=?",
+            (evaluator, setup, topo_hash),
+        ).fetchone()
+        return float(row[0]) + float(failed[0])
+
+    def book_failed_pair(
+        self,
+        evaluator: str,
+        setup: str,
+        topo_hash: str,
+        run_id: int,
+        baseline_run_id: int,
+        error: MoAError,
+    ) -> None:
+        """Book, and commit, an attempt at judging a pair that raised: its failed calls in the ledger
+        (``book_unstored``), and what it paid in ``judge_failures``, which the setup's judge cost
+        counts (no verdict is stored to hold its calls)."""
+        calls = [c for c in error.calls if not c.cached]  # a replay was paid by an earlier attempt
+        failed = sum(c.cost_usd for c in calls if c.error is not None)
+        answered = sum(c.cost_usd for c in calls if c.error is None)
+        if failed or answered:
+            self.conn.execute(JUDGE_FAILURES)
+            self.conn.execute(
+                "INSERT INTO judge_failures(evaluator_id, setup, topo_hash, run_id, baseline_run_id, "
+                "failed_usd, answered_usd, error) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    evaluator,
+                    setup,
+                    topo_hash,
+                    run_id,
+                    baseline_run_id,
+                    failed,
+                    answered,
+                    scrub(error.message, self.secrets)[:500],
+                ),
+            )
+        self.book_unstored(error.calls)
+
+    def _has_table(self, name: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+        ).fetchone()
+        return row is not None
 
     def spent_usd(self) -> float:
         """Everything paid for in this store: the ``paid_usd`` ledger, booked with each cached reply

@@ -13,6 +13,7 @@ __all__ = [
     "BASELINE_FAILED_DETAIL",
     "BOTH_FAILED_DETAIL",
     "INDEXES",
+    "JUDGE_FAILURES",
     "PAIRWISE_BASELINE_DETAIL",
     "SCHEMA",
     "SCHEMA_VERSION",
@@ -73,6 +74,18 @@ CREATE TABLE IF NOT EXISTS votes(
   setup TEXT NOT NULL, other_setup TEXT NOT NULL, left_setup TEXT NOT NULL, verdict TEXT NOT NULL,
   voter TEXT NOT NULL, voted_at REAL NOT NULL,
   UNIQUE(voter, item_id, sample, setup, other_setup));
+"""
+
+#: what each attempt at a judged pair that raised (a judge down, over budget: no verdict stored)
+#: paid: its failed calls (``failed_usd``), and its calls that answered (``answered_usd``), cached,
+#: which the pair's next attempt replays into its stored verdicts at their price. Added within
+#: version 6, created when first written: a store without it (one opened read-only by `moa report`)
+#: has no failed pair to count
+JUDGE_FAILURES = """
+CREATE TABLE IF NOT EXISTS judge_failures(
+  evaluator_id TEXT NOT NULL, setup TEXT NOT NULL, topo_hash TEXT NOT NULL,
+  run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL,
+  failed_usd REAL NOT NULL, answered_usd REAL NOT NULL, error TEXT)
 """
 
 SCHEMA = (
@@ -268,7 +281,18 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
     return version
 
 
-_OWN_TABLES = {"meta", "items", "runs", "calls", "scores", "judgments", "cache", "cache_items", "votes"}
+_OWN_TABLES = {
+    "meta",
+    "items",
+    "runs",
+    "calls",
+    "scores",
+    "judgments",
+    "judge_failures",
+    "cache",
+    "cache_items",
+    "votes",
+}
 
 
 def stored_version(path: Path, conn: sqlite3.Connection) -> int | None:
