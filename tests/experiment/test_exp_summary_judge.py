@@ -12,7 +12,7 @@ import pytest
 from moa.eval.judge import INCONSISTENT, NO_VERDICT
 from moa.experiment.analysis import Summary, summarize
 from moa.experiment.analysis.languages import add_languages
-from moa.experiment.report import markdown_report, quality_notes
+from moa.experiment.report import html_report, markdown_report, quality_notes
 from moa.experiment.store import RunRow, Store
 
 IDS = [f"i{k}" for k in range(10)]
@@ -150,3 +150,25 @@ def test_forced_ties_are_counted_in_runs_and_said_to_be_runs() -> None:
         "- `moa`: 1 judged run without a verdict, 1 with orders that disagree (each scored a tie)" in report
     )
     assert "Wins, ties and losses count items, each scored by the mean over its samples." in report
+
+
+def test_the_runs_forced_to_a_tie_are_named_under_the_main_table() -> None:
+    """report.md and report.html name a setup's judged runs without a verdict right under the table
+    holding its quality Δ, which counts them as parity (they were only in the Judge section)."""
+    ids = ["i0", "i1", "i2"]
+    base = {i: [_run("single", i, 0.5)] for i in ids}
+    detail = f"{NO_VERDICT} (setup second): MalformedReply: x"
+    moa = {i: [_run("moa", i, 0.5, detail=detail if i != "i2" else None)] for i in ids}
+    s = summarize(
+        experiment="j",
+        evaluator={"name": "judge"},
+        setups=[("single", True, base), ("moa", False, moa)],
+        item_ids=ids,
+        categories={},
+        rounds=100,
+        pairwise=True,
+    )
+    line = "`moa`: quality Δ counts 2 judged runs without a verdict (each scored a tie)"
+    report = markdown_report(s, png=None)
+    assert f"- {line}" in report.split("## Details")[0]
+    assert line.replace("`moa`", "<li>`moa`") in html_report(s, None).split("<h2>Details</h2>")[0]

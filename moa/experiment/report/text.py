@@ -269,6 +269,18 @@ def _forced_ties(j: JudgeSummary) -> str | None:
     return ", ".join(parts) + " (each scored a tie)" if parts else None
 
 
+def _headline_notes(summary: Summary) -> list[str]:
+    """The footer of the report's main table, plus the judged runs forced to a tie per setup: its
+    quality Δ counts them as parity, so a reader of the Δ sees them there, not only in the Judge
+    section (the terminal's quality notes already name them)."""
+    forced = [
+        f"`{s.name}`: quality Δ counts {text}"
+        for s in summary.setups
+        if s.judge is not None and (text := _forced_ties(s.judge))
+    ]
+    return [*_footer(summary), *forced]
+
+
 def _items_note(s: SetupSummary) -> str:
     return f" over items (each the mean of its {s.samples} samples)" if s.samples > 1 else ""
 
@@ -545,7 +557,7 @@ def print_table(summary: Summary) -> None:
 def markdown_report(summary: Summary, *, png: str | None = "pareto.png") -> str:
     lines = [f"# {_one_line(summary.experiment)}", ""]
     lines += _md_table(table_headers(summary), table_rows(summary))
-    lines += ["", *(f"- {_one_line(n)}" for n in _footer(summary)), "", "## Details", ""]
+    lines += ["", *(f"- {_one_line(n)}" for n in _headline_notes(summary)), "", "## Details", ""]
     lines += _md_table(DETAIL_HEADERS, _detail_rows(summary))
     for sec in quality_sections(summary):
         lines += ["", f"## {sec.title}", ""]
@@ -581,7 +593,7 @@ def html_report(summary: Summary, png: bytes | None) -> str:
         "</style></head><body>",
         f"<h1>{html.escape(summary.experiment)}</h1>",
         _html_table(table_headers(summary), table_rows(summary)),
-        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in _footer(summary)) + "</ul>",
+        "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in _headline_notes(summary)) + "</ul>",
         "<h2>Details</h2>",
         _html_table(DETAIL_HEADERS, _detail_rows(summary)),
     ]
