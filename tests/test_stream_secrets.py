@@ -106,7 +106,8 @@ def test_without_keys_tokens_pass_unchanged() -> None:
 
 class _Provider(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint that streams back the bearer key it was sent, in 3-character
-    deltas. Model ``pause`` first sends ``FAR`` alone and waits for the test to see it (at most a
+    deltas, or whole when the request does not stream (model ``header-echo``: its
+    ``X-Gateway-Token`` header). Model ``pause`` first sends ``FAR`` alone and waits for the test to see it (at most a
     minute, noted in ``late``), then quotes the key."""
 
     protocol_version = "HTTP/1.1"
@@ -119,6 +120,12 @@ class _Provider(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         key = self.headers.get("authorization", "").removeprefix("Bearer ")
+        text = f"You sent {key}, as base64 {base64.b64encode(key.encode()).decode()}. Done."
+        if body.get("model") == "header-echo":  # quotes a header of the agent's params instead
+            text = f"Gateway token: {self.headers.get('x-gateway-token')}. Done."
+        if not body.get("stream"):
+            self._whole(text)
+            return
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("connection", "close")
@@ -126,7 +133,6 @@ class _Provider(BaseHTTPRequestHandler):
         if body.get("model") == "pause":
             self._delta(FAR)
             self.late.append(not self.release.wait(60))
-        text = f"You sent {key}, as base64 {base64.b64encode(key.encode()).decode()}. Done."
         for i in range(0, len(text), 3):
             self._delta(text[i : i + 3])
         end = {
@@ -139,6 +145,23 @@ class _Provider(BaseHTTPRequestHandler):
         self.wfile.write(b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n")
         self.wfile.flush()
         self.close_connection = True
+
+    def _whole(self, text: str) -> None:
+        reply = {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 30, "total_tokens": 33},
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def _delta(self, text: str) -> None:
         chunk = {
@@ -252,3 +275,25 @@ def test_moa_run_stream_prints_no_key(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout == ANSWER + "\n"
     assert not _leaks(p.stdout + p.stderr)
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+async def test_a_header_of_the_agents_params_is_masked_in_the_answer_and_its_tokens(transport: str) -> None:
+    """A secret-named header an agent sends through `params` (`extra_headers: {X-Gateway-Token:
+    ...}`), streamed back in the answer: masked in the tokens and in the run's output (the answer
+    was masked of the request's key and URL credentials only)."""
+    spec = _spec("", transport, "header-echo")
+    tokens: list[str] = []
+    with streaming_provider() as base:
+        agent = spec["agents"]["a"]
+        del agent["api_key_env"]
+        agent |= {"api_base": base, "params": {"extra_headers": {"X-Gateway-Token": KEY}}}
+        async with Runner() as runner:
+            topology = load_data(spec)
+            async for ev in topology.stream("hi", runner=runner):
+                if isinstance(ev, Token):
+                    tokens.append(ev.text)
+                elif isinstance(ev, Done):
+                    streamed_output = ev.result.output
+            output = (await topology.run("hi", runner=runner)).output
+    assert "".join(tokens) == streamed_output == output == f"Gateway token: {MASK}. Done."

@@ -32,7 +32,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
-from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub, url_secrets
+from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub, url_secrets
 
 __all__ = [
     "BUDGET_DEFAULT_MAX_TOKENS",
@@ -205,8 +205,8 @@ async def attempt(
             reply = await _send(target.backend, request, clock, call)
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
         # key into the answer, the store or a report
-        if request.api_key or request.api_base:
-            text = mask_sent(reply.text, (request.api_key, *url_secrets(request.api_base)))
+        if request.api_key or request.api_base or request.params:
+            text = mask_sent(reply.text, _sent_keys(request))
             if text != reply.text:
                 reply = dataclasses.replace(reply, text=text)
         # the trace keeps the last reply received, one that validation rejects included
@@ -239,12 +239,18 @@ async def attempt(
     return reply
 
 
+def _sent_keys(request: ModelRequest) -> tuple[str | None, ...]:
+    """The secrets the request carried: its key, the credentials in its URL, and the secret-named
+    headers of its params (``extra_headers: {X-Api-Key: ...}``), which an echoing endpoint quotes."""
+    return (request.api_key, *url_secrets(request.api_base), *param_secrets(request.params))
+
+
 async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan) -> ModelReply:
     """The backend's one attempt, under ``timeout_s`` counted from when the request is sent."""
     # the answer is masked whole once complete; its tokens, cut anywhere, are masked as they pass
     mask = None
     if call.on_token is not None:
-        mask = StreamMask(call.stream, (request.api_key, *url_secrets(request.api_base)))
+        mask = StreamMask(call.stream, _sent_keys(request))
     on_token = mask.feed if mask is not None else None
     clock.enter()
     if request.timeout_s is None:
