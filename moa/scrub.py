@@ -250,13 +250,16 @@ def mask_sent(text: str, known: Iterable[str | None]) -> str:
     or debugging endpoint may echo. A cheap look first, as every answer passes here: the key as
     sent in any case, or base64-encoded; only then the full rules (escaped, wrapped)."""
     keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
-    if not keys:
-        return text
-    low = text.lower()
-    if not any(k.lower() in low or any(f in text for f in _base64_forms(k)) for k in keys):
+    if not keys or not _sent_in(text, keys):
         return text
     pattern = _known_pattern(keys)
     return pattern.sub(MASK, text) if pattern is not None else text
+
+
+def _sent_in(text: str, keys: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``keys`` as sent, in any case, or base64-encoded."""
+    low = text.lower()
+    return any(k.lower() in low or any(f in text for f in _base64_forms(k)) for k in keys)
 
 
 class StreamMask:
@@ -264,10 +267,13 @@ class StreamMask:
     endpoint echoes may be cut over any number of deltas, each harmless alone. The tail of what
     arrived that may begin a key (as sent, in any case, or base64-encoded: the forms ``mask_sent``
     looks for) is held back, at most the longest form's length less one character, until the next
-    token shows it does not; everything before it is passed on at once, masked. ``flush`` passes on
-    the rest once the reply is complete. Without keys, tokens pass straight through."""
+    token shows it does not; everything before it is passed on at once, masked. Once a key has
+    shown up, the endpoint is known to echo: from then on the key's escaped and wrapped forms are
+    masked as well (as ``mask_sent`` masks them in a text holding the key), holding back six
+    characters per character of the key (``\\u0073``). ``flush`` passes on the rest once the reply
+    is complete. Without keys, tokens pass straight through."""
 
-    __slots__ = ("_emit", "_firsts", "_forms", "_keys", "_pending", "_window")
+    __slots__ = ("_echoed", "_emit", "_escaped", "_firsts", "_forms", "_keys", "_pending", "_window")
 
     def __init__(self, emit: Callable[[str], None], known: Iterable[str | None]) -> None:
         self._emit = emit
@@ -275,6 +281,9 @@ class StreamMask:
         self._forms = tuple({f.lower() for k in self._keys for f in (k, *_base64_forms(k))})
         self._firsts = frozenset(f[0] for f in self._forms)
         self._window = max((len(f) for f in self._forms), default=0)
+        # the longest a key's escaped form is without line breaks: \uXXXX for each character
+        self._escaped = 6 * max((len(k) for k in self._keys), default=0)
+        self._echoed = False
         self._pending = ""
 
     def feed(self, piece: str) -> None:
@@ -282,20 +291,29 @@ class StreamMask:
             self._emit(piece)
             return
         text = self._pending + piece
+        if not self._echoed and _sent_in(text, self._keys):
+            self._echoed = True
         cut = self._safe_end(text)
         self._pending = text[cut:]
         if cut:
-            self._emit(mask_sent(text[:cut], self._keys))
+            self._emit(self._masked(text[:cut]))
 
     def flush(self) -> None:
         """Pass on what was held back: the reply ended, so it starts no key."""
         text, self._pending = self._pending, ""
         if text:
-            self._emit(mask_sent(text, self._keys))
+            self._emit(self._masked(text))
+
+    def _masked(self, text: str) -> str:
+        if not self._echoed:
+            return mask_sent(text, self._keys)
+        pattern = _known_pattern(self._keys)
+        return pattern.sub(MASK, text) if pattern is not None else text
 
     def _safe_end(self, text: str) -> int:
         """Where the part of ``text`` that cannot grow into a key with the next token ends: before
-        the earliest tail that is a proper beginning of a form, and never inside a whole key."""
+        the earliest tail that is a proper beginning of a form (once the endpoint echoed, before
+        the last escaped key's length), and never inside a whole key."""
         cut = len(text)
         for i in range(max(0, len(text) - self._window + 1), len(text)):
             if text[i].lower() not in self._firsts:  # the common case: no key starts here
@@ -304,6 +322,8 @@ class StreamMask:
             if any(len(tail) < len(f) and f.startswith(tail) for f in self._forms):
                 cut = i
                 break
+        if self._echoed:
+            cut = min(cut, max(0, len(text) - self._escaped))
         if cut < len(text):
             pattern = _known_pattern(self._keys)
             for m in pattern.finditer(text) if pattern is not None else ():

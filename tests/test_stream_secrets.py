@@ -77,6 +77,20 @@ def test_a_key_cut_at_any_two_points_is_masked_as_in_the_whole_answer() -> None:
             assert got == whole, (i, j, got)
 
 
+def test_once_the_key_showed_up_its_escaped_and_wrapped_forms_are_masked_too() -> None:
+    """After the key as sent, the endpoint writes it back JSON-escaped, URL-escaped and wrapped over
+    lines: every way of cutting that in three pieces streams what `mask_sent` makes of the whole
+    answer (which masks those forms in a text holding the key), each form masked."""
+    escaped = "".join(f"\\u{ord(c):04x}" if c in "aeiou" else c for c in KEY)
+    text = f"Sent {KEY}; escaped {escaped}; url {KEY.replace('/', '%2F')}; wrapped {KEY[:9]}\n{KEY[9:]}."
+    whole = mask_sent(text, [KEY])
+    assert whole == f"Sent {MASK}; escaped {MASK}; url {MASK}; wrapped {MASK}."
+    for i in range(1, len(text), 2):
+        for j in range(i, len(text), 5):
+            got, _ = _streamed(text, [i, j])
+            assert got == whole, (i, j, got)
+
+
 def test_text_far_from_a_key_is_passed_on_at_once() -> None:
     """Each token that cannot begin a key is passed on whole as it arrives; a tail that may begin
     one is held, never more than the key's length less one character, and let go when the next
