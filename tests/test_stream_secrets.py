@@ -311,3 +311,25 @@ async def test_a_header_of_the_agents_params_is_masked_in_the_answer_and_its_tok
                     streamed_output = ev.result.output
             output = (await topology.run("hi", runner=runner)).output
     assert "".join(tokens) == streamed_output == output == f"Gateway token: {MASK}. Done."
+
+
+async def test_a_key_litellm_takes_from_the_environment_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent with an `api_base` and no `api_key_env` over litellm: the request carries the
+    environment's OPENAI_API_KEY, which the endpoint echoes; it is masked in the tokens and in the
+    output, streamed or not (only a key the agent named was masked)."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    spec = _spec("", "litellm")
+    tokens: list[str] = []
+    with streaming_provider() as base:
+        agent = spec["agents"]["a"]
+        del agent["api_key_env"]
+        agent["api_base"] = base
+        topology = load_data(spec)
+        async with Runner() as runner:
+            async for ev in topology.stream("hi", runner=runner):
+                if isinstance(ev, Token):
+                    tokens.append(ev.text)
+                elif isinstance(ev, Done):
+                    streamed_output = ev.result.output
+            output = (await topology.run("hi", runner=runner)).output
+    assert "".join(tokens) == streamed_output == output == ANSWER

@@ -5,6 +5,7 @@ retries, fallbacks and rate limits. Its exceptions become moa's, with the provid
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -17,7 +18,7 @@ from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, u
 from moa.models.errors import error_for_status
 from moa.models.providers import speaks_openai
 from moa.results import Usage
-from moa.scrub import environment_secrets, scrub_clip, url_secrets
+from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub_clip, url_secrets
 
 __all__ = ["LitellmModel", "import_litellm"]
 
@@ -275,13 +276,19 @@ class LitellmModel:
         try:
             if request.before_send is not None:
                 await request.before_send()
+            # without a key of the request's, litellm sends one it reads from the environment (this
+            # backend's OPENAI_API_KEY for an api_base): the caller masks only the request's own
+            own = environment_secrets() if request.api_key is None else []
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
-                return _reply_from(resp, request)
+                return _masked(_reply_from(resp, request), own)
             kw["stream"] = True
             kw["stream_options"] = {"include_usage": True}
+            mask = StreamMask(on_token, own)
             stream = await litellm.acompletion(**kw)
-            return await _consume(stream, request, on_token)
+            reply = await _consume(stream, request, mask.feed)
+            mask.flush()
+            return _masked(reply, own)
         except ModelError:
             raise
         except Exception as e:  # every litellm/provider failure becomes a moa error here
@@ -298,6 +305,12 @@ class LitellmModel:
 
     async def aclose(self) -> None:
         return None
+
+
+def _masked(reply: ModelReply, keys: Sequence[str]) -> ModelReply:
+    """``reply`` with ``keys`` (those litellm may have sent on its own) masked in its text."""
+    text = mask_sent(reply.text, keys) if keys else reply.text
+    return reply if text == reply.text else dataclasses.replace(reply, text=text)
 
 
 def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
