@@ -37,13 +37,18 @@ def sim_server(latency_ms: float = 0.0) -> Iterator[str]:
         env=child_env(),
     )
     try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError(f"the sim server did not start (printed {url!r})")
-        yield url
+        yield printed_url(proc, "the sim server")
     finally:
         stop(proc, 10)
+
+
+def printed_url(proc: subprocess.Popen[str], what: str) -> str:
+    """The base URL a server process prints on its first line, or why it did not start."""
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http"):
+        raise RuntimeError(f"{what} did not start (printed {url!r})")
+    return url
 
 
 def stop(proc: subprocess.Popen[str], timeout_s: float) -> None:

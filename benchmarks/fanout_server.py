@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repo on sys.path)
-from _common import median, sim_server, stop, table
+from _common import median, printed_url, sim_server, stop, table
 from throughput import FANOUT, fanout
 
 GO_SOURCE = Path(__file__).resolve().parent / "gosim" / "main.go"
@@ -44,11 +44,7 @@ def go_server(latency_ms: float) -> Iterator[str]:
             [str(binary), "--latency-ms", str(latency_ms)], stdout=subprocess.PIPE, text=True
         )
         try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().strip()
-            if not url.startswith("http"):
-                raise RuntimeError(f"the Go server did not start (printed {url!r})")
-            yield url
+            yield printed_url(proc, "the Go server")
         finally:
             stop(proc, 10)
 
