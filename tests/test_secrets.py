@@ -12,16 +12,16 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
+from tests.loopback_http import threaded_server
 
 from moa._run import Runner
 from moa.errors import MalformedReply, ModelError, ProviderError, RequestRejected
@@ -139,16 +139,8 @@ class _Provider(BaseHTTPRequestHandler):
 @contextmanager
 def echoing_provider() -> Iterator[str]:
     """The echoing provider on 127.0.0.1 in a thread; yields its /v1 base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with threaded_server(_Provider) as url:
+        yield url + "/v1"
 
 
 def _agents(base: str, model: str = "refuse") -> dict[str, Any]:

@@ -15,12 +15,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 import pytest
+from tests.loopback_http import threaded_server
 
 from moa._run import Runner
 from moa.results import Done, Token
@@ -191,17 +192,11 @@ class _Provider(BaseHTTPRequestHandler):
 @contextmanager
 def streaming_provider() -> Iterator[str]:
     """The provider on 127.0.0.1 in a thread; yields its /v1 base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        _Provider.release.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with threaded_server(_Provider) as url:
+        try:
+            yield url + "/v1"
+        finally:
+            _Provider.release.set()
 
 
 def _spec(base: str, transport: str, model: str = "echo") -> dict[str, Any]:
