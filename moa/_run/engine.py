@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -184,6 +184,13 @@ class _Inbox:
         return batch
 
 
+#: (input node id, its output), in input order or in arrival order
+Refs = Sequence[tuple[str, str]]
+
+#: the references of a node that reads no input
+_NO_REFS: Refs = ()
+
+
 class RunGroup(Protocol):
     """What an execution needs of its ``Runner``: resolved agents and the call cache."""
 
@@ -195,13 +202,34 @@ class RunGroup(Protocol):
 class Execution:
     """One run of one graph: a task per node, started as soon as its inputs allow."""
 
+    # slots: with hundreds of runs in flight, every object a run keeps alive is walked by each of
+    # the collector's passes (a __dict__ is one more)
+    __slots__ = (
+        "ctx",
+        "futures",
+        "graph",
+        "history",
+        "name",
+        "on_token",
+        "output_instruction",
+        "plans",
+        "prompt",
+        "readers",
+        "results",
+        "run_id",
+        "runner",
+        "tasks",
+        "validate_output",
+        "waiting",
+    )
+
     def __init__(
         self,
         runner: RunGroup,
         graph: Graph,
         name: str,
         prompt: str,
-        history: list[Message],
+        history: Sequence[Message],
         budgets: tuple[Budget, ...],
         on_token: TokenCallback | None,
         validate_output: Callable[[str], None] | None,
@@ -232,10 +260,15 @@ class Execution:
         #: input id -> the inboxes of the nodes waiting for it to settle
         self.readers: dict[str, list[_Inbox]] = {}
 
-    async def run(self, deadline_s: float | None) -> RunResult:
+    def run(self, deadline_s: float | None) -> Coroutine[Any, Any, RunResult]:
+        """The run, to await. Not a coroutine itself: untraced, the run is ``_run`` with no level
+        between (each level is one more object per run in flight, and each wake-up passes it)."""
+        if self.ctx.telemetry is None:
+            return self._run(deadline_s)
+        return self._traced(deadline_s)
+
+    async def _traced(self, deadline_s: float | None) -> RunResult:
         tel = self.ctx.telemetry
-        if tel is None:
-            return await self._run(deadline_s)
         # node tasks are created inside the span, so their spans (and their calls') are its children
         with tel.run_span(self.name, self.run_id) as span:
             try:
@@ -252,10 +285,14 @@ class Execution:
             lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
         out = self.futures[self.graph.output]
         try:
-            if len(self.graph.order) == 1:
-                timed_out = await self._alone(self.graph.nodes[self.graph.output], deadline_s)
-            else:
+            if len(self.graph.order) > 1:
                 timed_out = await self._all(out, deadline_s)
+            elif deadline_s is None:
+                # a one-node graph with no deadline: the node is the run, in the run's own task
+                await self._node(self.graph.nodes[self.graph.output])
+                timed_out = False
+            else:
+                timed_out = await self._alone(self.graph.nodes[self.graph.output], deadline_s)
         except asyncio.CancelledError:
             # the node tasks have stopped by now, each call's record in
             log_cancelled(lg, "run.cancelled", self.name, self.ctx.calls)
@@ -298,15 +335,13 @@ class Execution:
                     t.cancel()
         return timed_out
 
-    async def _alone(self, gn: GraphNode, deadline_s: float | None) -> bool:
-        """A one-node graph: the node runs in the run's own task; True if the deadline passed.
+    async def _alone(self, gn: GraphNode, deadline_s: float) -> bool:
+        """A one-node graph under a deadline: the node runs in the run's own task; True if the
+        deadline passed.
 
         Nothing could overlap it, so a task of its own would buy nothing but a loop turn to start it
         and another to wake the run. Cancelled (by the deadline or by the caller), the node settles
         its future as cancelled and re-raises, as its task would; its failures land in its future."""
-        if deadline_s is None:
-            await self._node(gn)
-            return False
         try:
             async with asyncio.timeout(deadline_s) as cm:
                 await self._node(gn)
@@ -327,38 +362,46 @@ class Execution:
         )
 
     def _finish_nodes(self) -> dict[str, NodeResult]:
-        per_node: dict[str, float] = {}
+        results = self.results
+        for res in results.values():
+            res.call_latency_s = 0.0
         for c in self.ctx.calls:
-            per_node[c.node] = per_node.get(c.node, 0.0) + c.latency_s
-        for nid, res in self.results.items():
-            res.call_latency_s = per_node.get(nid, 0.0)
-        return self.results
+            node = results.get(c.node)
+            if node is not None:
+                node.call_latency_s += c.latency_s
+        return results
 
     def _result(self, output: str) -> RunResult:
         calls = self.ctx.calls
         nodes = self._finish_nodes()
-        usage = Usage()
+        prompt_tokens = completion_tokens = 0
         cost = 0.0
         unpriced: set[str] = set()
         local = False
         for c in calls:
-            usage = usage + c.usage
+            prompt_tokens += c.usage.prompt_tokens
+            completion_tokens += c.usage.completion_tokens
             cost += c.cost_usd
             if not c.priced:
                 unpriced.add(c.model)
             local = local or c.local
-        durations = {nid: r.call_latency_s for nid, r in nodes.items()}
-        used = {nid: r.used_inputs for nid, r in nodes.items()}
+        if len(nodes) == 1:
+            # one node: its calls' latency is the whole critical path
+            critical = next(iter(nodes.values())).call_latency_s
+        else:
+            durations = {nid: r.call_latency_s for nid, r in nodes.items()}
+            used = {nid: r.used_inputs for nid, r in nodes.items()}
+            critical = self.graph.critical_path_s(durations, used)
         return RunResult(
             output=output,
             topology=self.name,
-            usage=usage,
+            usage=Usage(prompt_tokens, completion_tokens),
             cost_usd=cost,
             latency_s=time.perf_counter() - self.ctx.t0,
-            critical_path_s=self.graph.critical_path_s(durations, used),
+            critical_path_s=critical,
             calls=calls,
             nodes=nodes,
-            unpriced_models=sorted(unpriced),
+            unpriced_models=sorted(unpriced) if unpriced else [],
             cost_note=LOCAL_COST_NOTE if local else None,
             run_id=self.run_id,
         )
@@ -367,7 +410,10 @@ class Execution:
         res = self.results[gn.id]
         fut = self.futures[gn.id]
         try:
-            refs, arrival, instruction = await self._inputs(gn)
+            if gn.inputs or gn.spec.instruction_from is not None:
+                refs, arrival, instruction = await self._inputs(gn)
+            else:
+                refs, arrival, instruction = _NO_REFS, _NO_REFS, None
             res.started_s = time.perf_counter() - self.ctx.t0
             res.status = "running"
             tel = self.ctx.telemetry
@@ -416,7 +462,7 @@ class Execution:
                 self.readers.setdefault(i, []).append(inbox)
         return inbox
 
-    async def _inputs(self, gn: GraphNode) -> tuple[list[tuple[str, str]], list[tuple[str, str]], str | None]:
+    async def _inputs(self, gn: GraphNode) -> tuple[Refs, Refs, str | None]:
         """Wait for what the node reads. Returns (references in input order, in arrival order, instruction)."""
         res = self.results[gn.id]
         instruction = None

@@ -3,7 +3,7 @@ whose reply must parse into one instruction per worker), or a fan-in reducer (a 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from moa._run.plans import parse_plan
@@ -15,18 +15,15 @@ from moa.topology.graph import GraphNode
 from moa.topology.prompts import format_references
 
 if TYPE_CHECKING:
-    from moa._run.engine import Execution
+    from moa._run.engine import Execution, Refs
 
 __all__ = ["NodeKind", "kind_of"]
 
-#: (input node id, its output), in input order or in arrival order
-Refs = list[tuple[str, str]]
-
 
 class NodeKind(Protocol):
-    async def execute(
+    def execute(
         self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
-    ) -> str: ...
+    ) -> Awaitable[str]: ...
 
 
 class Reduce:
@@ -47,9 +44,11 @@ class Reduce:
 class AgentCall:
     """A model call: the node's template filled with the prompt, the references and any instruction."""
 
-    async def execute(
+    def execute(
         self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
-    ) -> str:
+    ) -> Awaitable[str]:
+        """The call, to await: built here, with no coroutine level of its own between the node and
+        the call (one more object per run in flight, passed by each wake-up)."""
         assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
         values = {"prompt": ex.prompt, "references": format_references(refs)}
         if instruction is not None:
@@ -65,7 +64,7 @@ class AgentCall:
         if is_output and ex.output_instruction:
             content = f"{content}\n\n{ex.output_instruction}"
         messages.append({"role": "user", "content": content})
-        return await call_agent(
+        return call_agent(
             ex.ctx,
             ex.runner.runtime(gn.agent),
             gn.id,
@@ -76,17 +75,25 @@ class AgentCall:
 
     def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
         model = gn.agent.model if gn.agent is not None else ""
-        check = ex.validate_output if gn.id == ex.graph.output else None
+        return _AnswerCheck(model, gn.id, ex.validate_output if gn.id == ex.graph.output else None)
 
-        def validate(text: str) -> None:
-            # an empty reply answers nothing: as an answer it would win a `first` fan-in, count
-            # toward a quorum, or be the run's output; retried like any malformed reply instead
-            if not text.strip():
-                raise MalformedReply("the reply is empty", model=model, node=gn.id)
-            if check is not None:
-                check(text)
 
-        return validate
+class _AnswerCheck:
+    """An answer's check: not empty, then the run's own check if the node is the output. One
+    object, where a closure is a function, a tuple and a cell per name, alive as long as the call."""
+
+    __slots__ = ("check", "model", "node")
+
+    def __init__(self, model: str, node: str, check: Callable[[str], None] | None) -> None:
+        self.model, self.node, self.check = model, node, check
+
+    def __call__(self, text: str) -> None:
+        # an empty reply answers nothing: as an answer it would win a `first` fan-in, count
+        # toward a quorum, or be the run's output; retried like any malformed reply instead
+        if not text.strip():
+            raise MalformedReply("the reply is empty", model=self.model, node=self.node)
+        if self.check is not None:
+            self.check(text)
 
 
 class Plan(AgentCall):

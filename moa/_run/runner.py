@@ -107,9 +107,9 @@ def _output_check(
     return check
 
 
-def _split_input(prompt: RunInput) -> tuple[str, list[Message]]:
+def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
     if isinstance(prompt, str):
-        return prompt, []
+        return prompt, ()
     msgs = list(prompt)
     if not msgs or msgs[-1].get("role") != "user":
         raise RequestRefused("the last message of a chat input must be the user's turn", field="prompt")
@@ -246,9 +246,7 @@ class Runner:
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")
         self.preflight(graph, source=label)
-        # by identity: the runner's own budget passed again for the run must be charged once
-        given = (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None)
-        budgets = tuple({id(b): b for b in given if b is not None}.values())
+        budgets = self._budgets(budget, budget_usd)
         if deadline_s is not None and not deadline_s > 0:
             raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
@@ -260,6 +258,14 @@ class Runner:
         result = await ex.run(deadline_s)
         result.parsed = typed.parse(result.output)
         return result
+
+    def _budgets(self, budget: Budget | None, budget_usd: float | None) -> tuple[Budget, ...]:
+        """The budgets a run charges: the runner's, the run's and one of ``budget_usd``."""
+        if budget is None and budget_usd is None:
+            return () if self.budget is None else (self.budget,)
+        # by identity: the runner's own budget passed again for the run must be charged once
+        given = (self.budget, budget, Budget(budget_usd) if budget_usd is not None else None)
+        return tuple({id(b): b for b in given if b is not None}.values())
 
     async def stream(
         self,

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from moa.calls.budget import Budget, Reservation
@@ -186,7 +186,7 @@ async def attempt(
     """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = call.worst_case(target.price)
-    held = _reserve(budgets, worst, call.node, target.model) if budgets else []
+    held = _reserve(budgets, worst, call.node, target.model) if budgets else ()
     rec.attempts += 1
     clock = call.clock = _SendClock(target.backend, request.timeout_s)
     reply: ModelReply | None = None
@@ -205,8 +205,9 @@ async def attempt(
             reply = await _send(target.backend, request, clock, call)
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
         # key into the answer, the store or a report
-        if request.api_key or request.api_base or request.params:
-            text = mask_sent(reply.text, _sent_keys(request))
+        sent = _sent_keys(request)
+        if any(sent):
+            text = mask_sent(reply.text, sent)
             if text != reply.text:
                 reply = dataclasses.replace(reply, text=text)
         # the trace keeps the last reply received, one that validation rejects included
@@ -245,8 +246,20 @@ def _sent_keys(request: ModelRequest) -> tuple[str | None, ...]:
     return (request.api_key, *url_secrets(request.api_base), *param_secrets(request.params))
 
 
-async def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan) -> ModelReply:
-    """The backend's one attempt, under ``timeout_s`` counted from when the request is sent."""
+def _send(backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan) -> Awaitable[ModelReply]:
+    """The backend's one attempt, to await at once, under ``timeout_s`` counted from when the
+    request is sent. Neither timed nor streamed, it is the backend's own coroutine, with no level
+    in between (one more object per attempt in flight, passed by each wake-up)."""
+    if request.timeout_s is None and call.on_token is None:
+        clock.enter()
+        return backend.complete(request, None)
+    return _send_guarded(backend, request, clock, call)
+
+
+async def _send_guarded(
+    backend: Model, request: ModelRequest, clock: _SendClock, call: CallPlan
+) -> ModelReply:
+    """``_send`` under a timeout, or streaming through the mask."""
     # the answer is masked whole once complete; its tokens, cut anywhere, are masked as they pass
     mask = None
     if call.on_token is not None:
@@ -275,7 +288,7 @@ def _book(
     rec: CallRecord,
     clock: _SendClock,
     price: Price,
-    held: list[tuple[Budget, Reservation]],
+    held: Sequence[tuple[Budget, Reservation]],
     worst: float,
     call: CallPlan,
     status: AttemptStatus,

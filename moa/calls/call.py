@@ -186,7 +186,9 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         params=agent.params,
         node=call.node,
         on_sent=call.mark_sent,
-        before_send=call.before_send,
+        # only a limiter's permit is renewed before the send: without one, a backend would make and
+        # await a coroutine that does nothing, once per attempt
+        before_send=call.before_send if target.limiter is not None else None,
     )
     rec = CallRecord(
         node=call.node,
