@@ -429,3 +429,32 @@ async def test_without_the_low_level_api_the_serialised_path_answers_the_same(
     assert old.batch_stats is None
     assert reply.text == (await resolve_local_model(MODEL, {}).complete(ask(PROMPTS[0]))).text
     await old.aclose()
+
+
+async def test_the_serialised_path_counts_the_tokens_it_decoded_as_the_engine_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the high-level serialised path a reply cut by a stop string counts the tokens generated (the
+    one completing the stop included, the end-of-generation token not), as the engine and
+    llama-cpp-python's own usage do. It counted the text left: 0 when the stop cut all of it."""
+    import moa.models.local as local
+
+    requests = [
+        ask(COUNT, stop=["1."], max_tokens=40),
+        ask(COUNT, stop=["4"], max_tokens=60),
+        ask("Say hello.", max_tokens=60),
+        ask(COUNT, max_tokens=5),
+    ]
+    engine = fresh(n_seq_max=1)
+    batched = [await engine.complete(r) for r in requests]
+    await engine.aclose()
+    monkeypatch.setattr(local, "batching_supported", lambda _lib: False)
+    old = fresh(n_seq_max=1)
+    serialised = [await old.complete(r) for r in requests]
+    assert old.batch_stats is None
+    await old.aclose()
+    assert [(r.text, r.usage, r.finish_reason) for r in serialised] == [
+        (r.text, r.usage, r.finish_reason) for r in batched
+    ]
+    cut = serialised[0]
+    assert cut.text == "" and cut.finish_reason == "stop" and cut.usage.completion_tokens > 0

@@ -306,9 +306,23 @@ class LocalModel:
         kwargs["max_tokens"] = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
         parts: list[str] = []
         finish: str | None = None
+        # streamed chunks carry no usage, and re-tokenizing the text miscounts: a reply cut by a stop
+        # string has text shorter than what was decoded (none at all when the first token held the
+        # stop). llama-cpp-python's generation samples through this object's ``sample``: record
+        # each token there (one call at a time on this model's worker thread)
+        sampled: list[int] = []
+        sample = llama.sample
+
+        def counted(*args: Any, **kw: Any) -> int:
+            token = int(sample(*args, **kw))
+            sampled.append(token)
+            return token
+
+        llama.sample = counted
         try:
             chunks: Iterator[Any] = llama.create_chat_completion(messages=job.messages, stream=True, **kwargs)
         except ValueError as e:
+            del llama.sample
             raise RequestRejected(f"llama.cpp refused the request: {e}", model=job.model) from e
         try:
             for chunk in chunks:
@@ -331,12 +345,12 @@ class LocalModel:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        text = "".join(parts)
-        # Streaming chunks carry no usage; re-tokenizing the text gives the generated count.
-        completion_tokens = (
-            len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)) if text else 0
-        )
-        return Generated(text, prompt_tokens, completion_tokens, finish)
+            del llama.sample
+        # as llama-cpp-python's own usage and the batch engine count: the tokens generated, the one
+        # that completed a stop string included, the end-of-generation token not
+        eog = _eog_test(llama)
+        completion_tokens = next((i for i, t in enumerate(sampled) if eog(t)), len(sampled))
+        return Generated("".join(parts), prompt_tokens, completion_tokens, finish)
 
     def _sampling_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -494,6 +508,16 @@ class LocalModel:
                 await asyncio.to_thread(executor.shutdown, wait=True)
             for close in closers:
                 close()
+
+
+def _eog_test(llama: Any) -> Callable[[int], bool]:
+    """Whether a token ends generation, by the llama.cpp API this llama-cpp-python has."""
+    import llama_cpp
+
+    if hasattr(llama_cpp, "llama_vocab_is_eog"):
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        return lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token))
+    return lambda token: bool(llama_cpp.llama_token_is_eog(llama.model, token))
 
 
 def _load_failure(logged: list[str]) -> str | None:
