@@ -101,6 +101,28 @@ async def test_greedy_batched_output_equals_serialized_and_llama_cpp() -> None:
     assert out["choices"][0]["finish_reason"] == together[1].finish_reason
 
 
+async def test_greedy_calls_skip_the_sampler_chain_and_pick_what_it_picks() -> None:
+    """A temperature-0 call with neutral penalties and no logit bias takes the largest logit itself
+    (no llama.cpp sampler chain); a logit bias of 0, which changes no logit, keeps the chain. Both
+    give the same tokens, batched, over replies long enough to meet near-ties."""
+    from moa.models.local_batch import Sampling
+
+    assert Sampling(temperature=0.0).greedy
+    assert not Sampling(temperature=0.0, logit_bias=((0, 0.0),)).greedy
+    assert not Sampling(temperature=0.0, repeat_penalty=1.1).greedy
+    assert not Sampling(temperature=0.7).greedy
+    model = fresh()
+    prompts = [*PROMPTS, COUNT]
+    fast = await asyncio.gather(*(model.complete(ask(q, max_tokens=96)) for q in prompts))
+    chain = await asyncio.gather(
+        *(model.complete(ask(q, max_tokens=96, params={"logit_bias": {"0": 0.0}})) for q in prompts)
+    )
+    assert [(r.text, r.usage, r.finish_reason) for r in fast] == [
+        (r.text, r.usage, r.finish_reason) for r in chain
+    ]
+    await model.aclose()
+
+
 async def test_a_call_joining_a_running_batch_decodes_as_it_would_alone() -> None:
     """A call that arrives while another generates joins at the next step (its prompt decoded
     beside the other's tokens) and still gives its serialized text."""
