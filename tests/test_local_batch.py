@@ -480,3 +480,25 @@ async def test_the_serialised_path_counts_the_tokens_it_decoded_as_the_engine_do
     ]
     cut = serialised[0]
     assert cut.text == "" and cut.finish_reason == "stop" and cut.usage.completion_tokens > 0
+
+
+async def test_max_tokens_past_the_window_ends_the_reply_at_the_window_with_length(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A max_tokens larger than what n_ctx leaves after the prompt is clipped to it, not refused (a
+    budget sends max_tokens 4096 to an agent that sets none, past the default window): the reply
+    fills the window and says ``length``, on the batched and the serialised path alike."""
+    import moa.models.local as local
+
+    request = ask(COUNT, max_tokens=500)
+    engine = fresh(n_seq_max=2, n_ctx=64)
+    batched = await engine.complete(request)
+    await engine.aclose()
+    monkeypatch.setattr(local, "batching_supported", lambda _lib: False)
+    old = fresh(n_seq_max=2, n_ctx=64)
+    serialised = await old.complete(request)
+    await old.aclose()
+    for reply in (batched, serialised):
+        assert reply.finish_reason == "length"
+        assert reply.usage.prompt_tokens + reply.usage.completion_tokens == 64
+    assert (serialised.text, serialised.usage) == (batched.text, batched.usage)

@@ -16,7 +16,8 @@ llama-cpp-python's high-level streaming generation. Either way a cancelled call 
 tokens.
 
 A prompt longer than the context window is rejected (``RequestRejected``, not retryable);
-``max_tokens`` is clipped to what the window leaves after the prompt rather than refused.
+``max_tokens`` is clipped to what the window leaves after the prompt rather than refused (a budget
+sends 4096 to an agent that sets none); the reply then ends with ``finish_reason`` ``length``.
 """
 
 from __future__ import annotations

@@ -21,9 +21,11 @@ tokens or more; a single query (a chunk of one prompt token) takes another atten
 differ enough to flip a sampled token. So prompts are decoded alone, never in a chunk of one token,
 and a free sequence's cells are reused only for the prompt prefix a new call shares with the last
 one's prompt (generated tokens were decoded one at a time). At temperature 0 the text equals
-llama-cpp-python's ``create_chat_completion``: same chat template, same sampler chain, stop strings,
-``max_tokens`` clipping, finish reasons and usage (generated tokens, the end-of-generation token not
-counted).
+llama-cpp-python's ``create_chat_completion``: same chat template, same sampler chain (a greedy call,
+neutral penalties and no logit bias, takes the largest logit itself: what that chain picks, without
+copying the vocabulary into candidates each token), stop strings, ``max_tokens`` clipping (the reply
+then ends with ``length``), finish reasons and usage (generated tokens, the end-of-generation token
+not counted).
 """
 
 from __future__ import annotations
