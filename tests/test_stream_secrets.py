@@ -21,7 +21,6 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from tests.loopback_http import threaded_server
 
 from moa._run import Runner
 from moa.results import Done, Token
@@ -29,6 +28,7 @@ from moa.scrub import MASK, StreamMask, mask_sent
 from moa.serve import create_app
 from moa.topology.definition import Topology
 from moa.topology.loader import load_data
+from tests.loopback_http import threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
@@ -292,19 +292,11 @@ async def test_a_header_of_the_agents_params_is_masked_in_the_answer_and_its_tok
     ...}`), streamed back in the answer: masked in the tokens and in the run's output (the answer
     was masked of the request's key and URL credentials only)."""
     spec = _spec("", transport, "header-echo")
-    tokens: list[str] = []
     with streaming_provider() as base:
         agent = spec["agents"]["a"]
         del agent["api_key_env"]
         agent |= {"api_base": base, "params": {"extra_headers": {"X-Gateway-Token": KEY}}}
-        async with Runner() as runner:
-            topology = load_data(spec)
-            async for ev in topology.stream("hi", runner=runner):
-                if isinstance(ev, Token):
-                    tokens.append(ev.text)
-                elif isinstance(ev, Done):
-                    streamed_output = ev.result.output
-            output = (await topology.run("hi", runner=runner)).output
+        tokens, streamed_output, output = await _streamed_and_run(load_data(spec))
     assert "".join(tokens) == streamed_output == output == f"Gateway token: {MASK}. Done."
 
 
@@ -314,17 +306,23 @@ async def test_a_key_litellm_takes_from_the_environment_is_masked(monkeypatch: p
     output, streamed or not (only a key the agent named was masked)."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     spec = _spec("", "litellm")
-    tokens: list[str] = []
     with streaming_provider() as base:
         agent = spec["agents"]["a"]
         del agent["api_key_env"]
         agent["api_base"] = base
-        topology = load_data(spec)
-        async with Runner() as runner:
-            async for ev in topology.stream("hi", runner=runner):
-                if isinstance(ev, Token):
-                    tokens.append(ev.text)
-                elif isinstance(ev, Done):
-                    streamed_output = ev.result.output
-            output = (await topology.run("hi", runner=runner)).output
+        tokens, streamed_output, output = await _streamed_and_run(load_data(spec))
     assert "".join(tokens) == streamed_output == output == ANSWER
+
+
+async def _streamed_and_run(topology: Topology) -> tuple[list[str], str, str]:
+    """The topology's streamed tokens and output, then its output run again without streaming."""
+    tokens: list[str] = []
+    streamed_output = ""
+    async with Runner() as runner:
+        async for ev in topology.stream("hi", runner=runner):
+            if isinstance(ev, Token):
+                tokens.append(ev.text)
+            elif isinstance(ev, Done):
+                streamed_output = ev.result.output
+        output = (await topology.run("hi", runner=runner)).output
+    return tokens, streamed_output, output
