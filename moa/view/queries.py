@@ -12,6 +12,7 @@ from typing import Any
 from moa.errors import UserError
 from moa.experiment.analysis.votes import evaluator_scores, human_summaries
 from moa.experiment.store.database import Store
+from moa.experiment.store.schema import JUDGE_FAILURES_UNSTORED
 from moa.experiment.store.votes import iter_votes
 
 __all__ = ["is_code", "item_detail", "judge_costs", "setup_costs", "stored_item", "vote_tally"]
@@ -65,7 +66,9 @@ def setup_costs(conn: sqlite3.Connection, setup: str, topo_hash: str) -> dict[st
 def judge_costs(
     conn: sqlite3.Connection, evaluator_id: str, setup: str, topo_hash: str
 ) -> list[dict[str, Any]]:
-    """The judge's calls on a setup's answers, by model."""
+    """The judge's calls on a setup's answers, by model: those of its stored verdicts, and those of
+    its pairs' attempts that raised, as the setup's ``judge_cost_usd`` counts them."""
+    found: dict[str, list[float]] = {}
     rows = conn.execute(
         "SELECT c.model, COUNT(*), COALESCE(SUM(c.cost_usd), 0), COALESCE(SUM(c.prompt_tokens), 0), "
         "COALESCE(SUM(c.completion_tokens), 0) FROM calls c "
@@ -73,6 +76,19 @@ def judge_costs(
         "WHERE j.evaluator_id = ? AND r.setup = ? AND r.topo_hash = ? GROUP BY c.model",
         (evaluator_id, setup, topo_hash),
     ).fetchall()
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='judge_failures'").fetchone():
+        rows += conn.execute(
+            "SELECT f.model, SUM(f.calls), SUM(f.cost_usd), SUM(f.prompt_tokens), SUM(f.completion_tokens) "
+            "FROM judge_failures f WHERE f.evaluator_id = ? AND f.setup = ? AND f.topo_hash = ? "
+            f"AND {JUDGE_FAILURES_UNSTORED} GROUP BY f.model",
+            (evaluator_id, setup, topo_hash),
+        ).fetchall()
+    for m, n, c, p, t in rows:
+        acc = found.setdefault(m, [0, 0.0, 0, 0])
+        acc[0] += n
+        acc[1] += c
+        acc[2] += p
+        acc[3] += t
     return [
         {
             "model": m,
@@ -81,7 +97,7 @@ def judge_costs(
             "prompt_tokens": int(p),
             "completion_tokens": int(t),
         }
-        for m, n, c, p, t in rows
+        for m, (n, c, p, t) in found.items()
     ]
 
 

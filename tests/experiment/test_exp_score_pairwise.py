@@ -415,9 +415,30 @@ def test_the_judge_cost_counts_what_failed_pairs_paid(tmp_path: Path) -> None:
         finally:
             store.close()
 
+    def by_model() -> tuple[float, int]:
+        """``moa view``'s judge cost of the setup, by model: its sum and the calls it counts."""
+        from moa.view.queries import judge_costs
+
+        store = Store.open(tmp_path / "out")
+        try:
+            evaluator_id, topo_hash = store.conn.execute(
+                "SELECT j.evaluator_id, r.topo_hash FROM judgments j JOIN runs r ON r.run_id = j.run_id "
+                "WHERE r.setup = 'moa' LIMIT 1"
+            ).fetchone()
+            rows = judge_costs(store.conn, evaluator_id, "moa", topo_hash)
+        finally:
+            store.close()
+        assert [r["model"] for r in rows] == ["sim/judge"]
+        return rows[0]["cost_usd"], rows[0]["calls"]
+
     first = run()
     assert len(asked) == 2  # the malformed reply, then the error: the pair of item c is unscored
     assert first == pytest.approx(paid_for_judging()) and first > 0
+    # moa view's judge cost by model agrees: the failed pair's two calls (its answered order, and the
+    # order whose two attempts got a reply without a verdict, then an error) are in it, beside the
+    # three other items' two orders each
+    assert by_model() == (pytest.approx(first), 3 * 2 + 2)
     down[0] = False
     again = run()
     assert again > first and again == pytest.approx(paid_for_judging())
+    assert by_model()[0] == pytest.approx(again)

@@ -27,6 +27,7 @@ from moa.experiment.store.lock import FolderLock
 from moa.experiment.store.schema import (
     INDEXES,
     JUDGE_FAILURES,
+    JUDGE_FAILURES_UNSTORED,
     SCHEMA,
     SCHEMA_VERSION,
     migrate,
@@ -544,10 +545,8 @@ class Store:
         if not self._has_table("judge_failures"):
             return float(row[0])
         failed = self.conn.execute(
-            "SELECT COALESCE(SUM(f.failed_usd + CASE WHEN EXISTS (SELECT 1 FROM judgments j "
-            "WHERE j.evaluator_id=f.evaluator_id AND j.run_id=f.run_id AND j.baseline_run_id=f.baseline_run_id) "
-            "THEN 0 ELSE f.answered_usd END), 0) FROM judge_failures f "
-            "WHERE f.evaluator_id=? AND f.setup=? AND f.topo_hash=?",
+            "SELECT COALESCE(SUM(f.cost_usd), 0) FROM judge_failures f "
+            f"WHERE f.evaluator_id=? AND f.setup=? AND f.topo_hash=? AND {JUDGE_FAILURES_UNSTORED}",
             (evaluator, setup, topo_hash),
         ).fetchone()
         return float(row[0]) + float(failed[0])
@@ -564,23 +563,33 @@ class Store:
         """Book, and commit, an attempt at judging a pair that raised: its failed calls in the ledger
         (``book_unstored``), and what it paid in ``judge_failures``, which the setup's judge cost
         counts (no verdict is stored to hold its calls)."""
-        calls = [c for c in error.calls if not c.cached]  # a replay was paid by an earlier attempt
-        failed = sum(c.cost_usd for c in calls if c.error is not None)
-        answered = sum(c.cost_usd for c in calls if c.error is None)
-        if failed or answered:
+        # a replay was paid by an earlier attempt; one row per model and outcome (``moa view``
+        # shows the judge's cost by model)
+        groups: dict[tuple[str, int], list[CallRecord]] = {}
+        for c in error.calls:
+            if not c.cached:
+                groups.setdefault((c.model, 0 if c.error is not None else 1), []).append(c)
+        why = scrub(error.message, self.secrets)[:500]
+        if groups:
             self.conn.execute(JUDGE_FAILURES)
+        for (model, answered), calls in groups.items():
             self.conn.execute(
                 "INSERT INTO judge_failures(evaluator_id, setup, topo_hash, run_id, baseline_run_id, "
-                "failed_usd, answered_usd, error) VALUES (?,?,?,?,?,?,?,?)",
+                "model, answered, calls, cost_usd, prompt_tokens, completion_tokens, error) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     evaluator,
                     setup,
                     topo_hash,
                     run_id,
                     baseline_run_id,
-                    failed,
+                    model,
                     answered,
-                    scrub(error.message, self.secrets)[:500],
+                    len(calls),
+                    sum(c.cost_usd for c in calls),
+                    sum(c.usage.prompt_tokens for c in calls),
+                    sum(c.usage.completion_tokens for c in calls),
+                    why,
                 ),
             )
         self.book_unstored(error.calls)

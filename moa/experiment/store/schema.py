@@ -77,16 +77,24 @@ CREATE TABLE IF NOT EXISTS votes(
 """
 
 #: what each attempt at a judged pair that raised (a judge down, over budget: no verdict stored)
-#: paid: its failed calls (``failed_usd``), and its calls that answered (``answered_usd``), cached,
-#: which the pair's next attempt replays into its stored verdicts at their price. Added within
-#: version 6, created when first written: a store without it (one opened read-only by `moa report`)
-#: has no failed pair to count
+#: paid, one row per model and outcome: its failed calls (``answered`` 0), and its calls that
+#: answered (``answered`` 1), cached, which the pair's next attempt replays into its stored verdicts
+#: at their price. Added within version 6, created when first written: a store without it (one
+#: opened read-only by `moa report`) has no failed pair to count
 JUDGE_FAILURES = """
 CREATE TABLE IF NOT EXISTS judge_failures(
   evaluator_id TEXT NOT NULL, setup TEXT NOT NULL, topo_hash TEXT NOT NULL,
   run_id INTEGER NOT NULL, baseline_run_id INTEGER NOT NULL,
-  failed_usd REAL NOT NULL, answered_usd REAL NOT NULL, error TEXT)
+  model TEXT NOT NULL, answered INTEGER NOT NULL, calls INTEGER NOT NULL, cost_usd REAL NOT NULL,
+  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, error TEXT)
 """
+
+#: the rows of ``judge_failures`` a setup's judge cost still counts: every failed call, and the
+#: answered ones while the pair has no verdict stored (once it has, its verdicts hold their replays)
+JUDGE_FAILURES_UNSTORED = (
+    "(f.answered = 0 OR NOT EXISTS (SELECT 1 FROM judgments j WHERE j.evaluator_id=f.evaluator_id "
+    "AND j.run_id=f.run_id AND j.baseline_run_id=f.baseline_run_id))"
+)
 
 SCHEMA = (
     """
