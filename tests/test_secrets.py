@@ -21,7 +21,6 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.loopback_http import threaded_server
 
 from moa._run import Runner
 from moa.errors import MalformedReply, ModelError, ProviderError, RequestRejected
@@ -34,6 +33,7 @@ from moa.scrub import MASK, scrub, scrub_clip, url_secrets
 from moa.serve import create_app
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
+from tests.loopback_http import threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
