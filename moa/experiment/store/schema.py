@@ -133,6 +133,9 @@ CREATE TABLE IF NOT EXISTS scores(
 CREATE TABLE IF NOT EXISTS cache_items(
   scope TEXT NOT NULL, item_id TEXT NOT NULL, key TEXT NOT NULL,
   PRIMARY KEY(scope, item_id, key)) WITHOUT ROWID;
+-- who owns a reply, asked at each cache miss: without it the lookup scanned every item of the scope,
+-- and a 10,000-item experiment slowed as it went (1,000 items in 2.8 s, 10,000 in 103 s)
+CREATE INDEX IF NOT EXISTS cache_items_key ON cache_items(scope, key);
 """
 )
 
