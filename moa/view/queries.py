@@ -12,7 +12,7 @@ from typing import Any
 from moa.errors import UserError
 from moa.experiment.analysis.votes import evaluator_scores, human_summaries
 from moa.experiment.store.database import Store
-from moa.experiment.store.schema import JUDGE_FAILURES_UNSTORED
+from moa.experiment.store.schema import JUDGE_FAILURES_UNSTORED, has_table
 from moa.experiment.store.votes import iter_votes
 
 __all__ = ["is_code", "item_detail", "judge_costs", "setup_costs", "stored_item", "vote_tally"]
@@ -76,7 +76,7 @@ def judge_costs(
         "WHERE j.evaluator_id = ? AND r.setup = ? AND r.topo_hash = ? GROUP BY c.model",
         (evaluator_id, setup, topo_hash),
     ).fetchall()
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='judge_failures'").fetchone():
+    if has_table(conn, "judge_failures"):
         rows += conn.execute(
             "SELECT f.model, SUM(f.calls), SUM(f.cost_usd), SUM(f.prompt_tokens), SUM(f.completion_tokens) "
             "FROM judge_failures f WHERE f.evaluator_id = ? AND f.setup = ? AND f.topo_hash = ? "

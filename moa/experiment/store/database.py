@@ -30,6 +30,7 @@ from moa.experiment.store.schema import (
     JUDGE_FAILURES_UNSTORED,
     SCHEMA,
     SCHEMA_VERSION,
+    has_table,
     migrate,
     stored_version,
 )
@@ -542,7 +543,7 @@ class Store:
             "WHERE j.evaluator_id=? AND r.setup=? AND r.topo_hash=?",
             (evaluator, setup, topo_hash),
         ).fetchone()
-        if not self._has_table("judge_failures"):
+        if not has_table(self.conn, "judge_failures"):
             return float(row[0])
         failed = self.conn.execute(
             "SELECT COALESCE(SUM(f.cost_usd), 0) FROM judge_failures f "
@@ -593,12 +594,6 @@ class Store:
                 ),
             )
         self.book_unstored(error.calls)
-
-    def _has_table(self, name: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-        ).fetchone()
-        return row is not None
 
     def spent_usd(self) -> float:
         """Everything paid for in this store: the ``paid_usd`` ledger, booked with each cached reply

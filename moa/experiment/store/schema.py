@@ -14,10 +14,12 @@ __all__ = [
     "BOTH_FAILED_DETAIL",
     "INDEXES",
     "JUDGE_FAILURES",
+    "JUDGE_FAILURES_UNSTORED",
     "PAIRWISE_BASELINE_DETAIL",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SETUP_FAILED_DETAIL",
+    "has_table",
     "migrate",
     "stored_version",
 ]
@@ -304,6 +306,13 @@ _OWN_TABLES = {
     "cache_items",
     "votes",
 }
+
+
+def has_table(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the store has the table ``name``: tables added within a version are created when
+    first written, so a store opened read-only may lack them."""
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+    return row is not None
 
 
 def stored_version(path: Path, conn: sqlite3.Connection) -> int | None:
