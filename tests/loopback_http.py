@@ -23,3 +23,15 @@ def threaded_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def send_body(
+    handler: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str = "application/json"
+) -> None:
+    """Answer the handler's request with ``data`` whole (its length given, so the client need not
+    wait for the connection to close)."""
+    handler.send_response(status)
+    handler.send_header("content-type", ctype)
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

@@ -20,6 +20,7 @@ import moa
 from moa.models import providers
 from moa.models.registry import use_direct_http
 from moa.topology.loader import load_data
+from tests.loopback_http import send_body
 
 
 class _Provider(BaseHTTPRequestHandler):
@@ -43,12 +44,7 @@ class _Provider(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, 200, json.dumps(reply).encode())
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -33,7 +33,7 @@ from moa.scrub import MASK, scrub, scrub_clip, url_secrets
 from moa.serve import create_app
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
-from tests.loopback_http import threaded_server
+from tests.loopback_http import send_body, threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
@@ -129,11 +129,7 @@ class _Provider(BaseHTTPRequestHandler):
             self._send(400 if model == "refuse-400" else 401, json.dumps(error).encode(), "application/json")
 
     def _send(self, status: int, data: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("content-type", ctype)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, status, data, ctype)
 
 
 @contextmanager

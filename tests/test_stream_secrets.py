@@ -28,7 +28,7 @@ from moa.scrub import MASK, StreamMask, mask_sent
 from moa.serve import create_app
 from moa.topology.definition import Topology
 from moa.topology.loader import load_data
-from tests.loopback_http import threaded_server
+from tests.loopback_http import send_body, threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
@@ -171,12 +171,7 @@ class _Provider(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 30, "total_tokens": 33},
         }
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, 200, json.dumps(reply).encode())
 
     def _delta(self, text: str) -> None:
         chunk = {
