@@ -39,13 +39,20 @@ def _base_fails_on_two() -> tuple[dict[str, list[RunRow]], dict[str, list[RunRow
     return base, moa
 
 
-def _judged(base: dict[str, list[RunRow]], moa: dict[str, list[RunRow]], **kw: object) -> Summary:
+def _judged(
+    base: dict[str, list[RunRow]],
+    moa: dict[str, list[RunRow]],
+    *,
+    item_ids: list[str] = IDS,
+    rounds: int = 300,
+    **kw: object,
+) -> Summary:
     return summarize(
         experiment="j",
         evaluator={"name": "judge"},
         setups=[("single", True, base), ("moa", False, moa)],
-        item_ids=IDS,
-        rounds=300,
+        item_ids=item_ids,
+        rounds=rounds,
         pairwise=True,
         **kw,  # type: ignore[arg-type]
     )
@@ -129,16 +136,7 @@ def test_forced_ties_are_counted_in_runs_and_said_to_be_runs() -> None:
     base = {i: [_run("single", i, 0.5, sample=k) for k in range(2)] for i in ids}
     forced = {"i0": f"{NO_VERDICT} (setup first): MalformedReply: x", "i1": f"tie: {INCONSISTENT}"}
     moa = {i: [_run("moa", i, 0.5, detail=forced[i]), _run("moa", i, 1.0, sample=1)] for i in ids}
-    s = summarize(
-        experiment="j",
-        evaluator={"name": "judge"},
-        setups=[("single", True, base), ("moa", False, moa)],
-        item_ids=ids,
-        categories={},
-        rounds=100,
-        pairwise=True,
-        samples=2,
-    )
+    s = _judged(base, moa, item_ids=ids, rounds=100, categories={}, samples=2)
     j = s.setup("moa").judge
     assert j is not None and (j.wins, j.ties, j.losses, j.no_verdict, j.inconsistent) == (2, 0, 0, 1, 1)
     line = next(n for n in quality_notes(s) if n.startswith("moa vs single"))
@@ -159,15 +157,7 @@ def test_the_runs_forced_to_a_tie_are_named_under_the_main_table() -> None:
     base = {i: [_run("single", i, 0.5)] for i in ids}
     detail = f"{NO_VERDICT} (setup second): MalformedReply: x"
     moa = {i: [_run("moa", i, 0.5, detail=detail if i != "i2" else None)] for i in ids}
-    s = summarize(
-        experiment="j",
-        evaluator={"name": "judge"},
-        setups=[("single", True, base), ("moa", False, moa)],
-        item_ids=ids,
-        categories={},
-        rounds=100,
-        pairwise=True,
-    )
+    s = _judged(base, moa, item_ids=ids, rounds=100, categories={})
     line = "`moa`: quality Δ counts 2 judged runs without a verdict (each scored a tie)"
     report = markdown_report(s, png=None)
     assert f"- {line}" in report.split("## Details")[0]
