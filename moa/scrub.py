@@ -107,8 +107,16 @@ def environment_secrets() -> list[str]:
     """Values of environment variables named like secrets (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``,
     ``TOGETHER_KEY``): the keys a provider library may send on its own when moa passes none, and
     the keys agents read through ``api_key_env``; plus every key ``remember_secret`` was given."""
-    named = [v for k, v in os.environ.items() if secret_name(k) or _ENV_SECRET.search(k)]
+    named = [v for k, v in os.environ.items() if _secret_variable(k)]
     return [*named, *sorted(_remembered.difference(named))]
+
+
+# the environment is read afresh on every call (a key set mid-run counts at once), but whether a
+# name is a secret's is decided once per name: the two regexes per variable were most of the cost,
+# paid on every litellm call whose agent names no key
+@functools.lru_cache(maxsize=4096)
+def _secret_variable(name: str) -> bool:
+    return secret_name(name) or bool(_ENV_SECRET.search(name))
 
 
 def param_secrets(params: Mapping[str, Any]) -> list[str]:

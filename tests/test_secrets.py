@@ -29,7 +29,7 @@ from moa.models.base import ModelRequest
 from moa.models.errors import error_for_status
 from moa.models.litellm import LitellmModel
 from moa.models.openai_http import OpenAIHTTPModel
-from moa.scrub import MASK, scrub, scrub_clip, url_secrets
+from moa.scrub import MASK, environment_secrets, scrub, scrub_clip, url_secrets
 from moa.serve import create_app
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
@@ -480,6 +480,21 @@ def test_url_secrets_finds_the_credentials_written_in_an_endpoint() -> None:
         "Q8zP2mX7",
     ]
     assert url_secrets("http://127.0.0.1:8000/v1") == [] and url_secrets(None) == []
+
+
+def test_environment_secrets_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names are judged once each, but values are read afresh: a key set, changed or removed after
+    a first look counts at once, and a variable of no secret name never does."""
+    monkeypatch.delenv("MOA_T_LATE_TOKEN", raising=False)
+    first = environment_secrets()
+    assert K_ODD not in first
+    monkeypatch.setenv("MOA_T_LATE_TOKEN", K_ODD)
+    monkeypatch.setenv("MOA_T_PLAIN", K_PROJ)
+    assert K_ODD in environment_secrets() and K_PROJ not in environment_secrets()
+    monkeypatch.setenv("MOA_T_LATE_TOKEN", K_PROJ)
+    assert K_PROJ in environment_secrets() and K_ODD not in environment_secrets()
+    monkeypatch.delenv("MOA_T_LATE_TOKEN")
+    assert K_PROJ not in environment_secrets()
 
 
 @pytest.mark.parametrize("transport", ["litellm", "openai-http"])
