@@ -484,17 +484,18 @@ def test_url_secrets_finds_the_credentials_written_in_an_endpoint() -> None:
 
 def test_environment_secrets_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Names are judged once each, but values are read afresh: a key set, changed or removed after
-    a first look counts at once, and a variable of no secret name never does."""
+    a first look counts at once, and a variable of no secret name never does. (Values of their
+    own: a key other tests read is remembered for the rest of the process.)"""
+    first, second = "Late.Token/only-here-1", "Late.Token/only-here-2"
     monkeypatch.delenv("MOA_T_LATE_TOKEN", raising=False)
-    first = environment_secrets()
-    assert K_ODD not in first
-    monkeypatch.setenv("MOA_T_LATE_TOKEN", K_ODD)
-    monkeypatch.setenv("MOA_T_PLAIN", K_PROJ)
-    assert K_ODD in environment_secrets() and K_PROJ not in environment_secrets()
-    monkeypatch.setenv("MOA_T_LATE_TOKEN", K_PROJ)
-    assert K_PROJ in environment_secrets() and K_ODD not in environment_secrets()
+    assert first not in environment_secrets()
+    monkeypatch.setenv("MOA_T_LATE_TOKEN", first)
+    monkeypatch.setenv("MOA_T_PLAIN", second)
+    assert first in environment_secrets() and second not in environment_secrets()
+    monkeypatch.setenv("MOA_T_LATE_TOKEN", second)
+    assert second in environment_secrets() and first not in environment_secrets()
     monkeypatch.delenv("MOA_T_LATE_TOKEN")
-    assert K_PROJ not in environment_secrets()
+    assert second not in environment_secrets()
 
 
 @pytest.mark.parametrize("transport", ["litellm", "openai-http"])
