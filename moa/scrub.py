@@ -255,43 +255,91 @@ def scrub(text: str, known: Iterable[str | None] = ()) -> str:
 def mask_sent(text: str, known: Iterable[str | None]) -> str:
     """``text`` (a model's answer) with the ``known`` keys masked, but no key shape: an answer may
     rightly hold ``sk-...`` or a commit hash, never the key its request carried, which a hostile
-    or debugging endpoint may echo. A cheap look first, as every answer passes here: the key as
-    sent in any case, or base64-encoded; only then the full rules (escaped, wrapped)."""
+    or debugging endpoint may echo, as sent or in another form (``\\/`` for ``/`` as PHP's JSON
+    writes it, ``%2F`` from a query string, wrapped over lines). A cheap look first, as every
+    answer passes here (``_may_hold``); only then the full pattern."""
     keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
-    if not keys or not _sent_in(text, keys):
+    if not keys or not _may_hold(text, keys):
         return text
     pattern = _known_pattern(keys)
     return pattern.sub(MASK, text) if pattern is not None else text
 
 
-def _sent_in(text: str, keys: tuple[str, ...]) -> bool:
-    """Whether ``text`` holds one of ``keys`` as sent, in any case, or base64-encoded."""
-    low = text.lower()
-    return any(k.lower() in low or any(f in text for f in _base64_forms(k)) for k in keys)
+# one escape a key's character may be written as (``_char``): ``\uXXXX``, ``\xXX``, ``%XX``, or
+# a backslash before the character itself
+_ONE_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})|%([0-9A-Fa-f]{2})|\\(.)", re.DOTALL)
+# the end of a text the next token may complete into an escape
+_OPEN_ESCAPE = re.compile(r"(?:\\(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%[0-9A-Fa-f]?)\Z")
+
+
+def _same(a: str, b: str) -> bool:
+    return a == b or a.lower() == b.lower() or a.upper() == b.upper()
+
+
+def _could_begin(text: str, start: int, key: str) -> bool:
+    """Whether ``text[start:]``, to its end, may be the beginning of ``key`` in a form the known-key
+    pattern masks (any case, each character as itself or escaped, line breaks and spaces between
+    two characters), short of the whole key, so the next token may complete it. A walk over
+    (position in the text, characters of the key matched), each visited once: a ``\\n`` may be a
+    line break between two characters or an escaped ``n``."""
+    end, todo, seen = len(text), [(start, 0)], set()
+    while todo:
+        state = todo.pop()
+        i, j = state
+        if state in seen or j == len(key):
+            continue
+        seen.add(state)
+        if i == end:
+            if j:
+                return True
+            continue
+        c = text[i]
+        if _same(c, key[j]):
+            todo.append((i + 1, j + 1))
+        if j and c.isspace():
+            todo.append((i + 1, j))
+        if c in "\\%":
+            if _OPEN_ESCAPE.match(text, i):
+                return True
+            m = _ONE_ESCAPE.match(text, i)
+            if m is not None:
+                code = m.group(1) or m.group(2) or m.group(3)
+                ch = chr(int(code, 16)) if code else m.group(4)
+                if _same(ch, key[j]):
+                    todo.append((m.end(), j + 1))
+                if j and not code and ch in "nrt":
+                    todo.append((m.end(), j))
+    return False
 
 
 class StreamMask:
     """``mask_sent`` over a stream of tokens, for ``emit`` (the caller's token callback): a key an
     endpoint echoes may be cut over any number of deltas, each harmless alone. The tail of what
-    arrived that may begin a key (as sent, in any case, or base64-encoded: the forms ``mask_sent``
-    looks for) is held back, at most the longest form's length less one character, until the next
-    token shows it does not; everything before it is passed on at once, masked. Once a key has
-    shown up, the endpoint is known to echo: from then on the key's escaped and wrapped forms are
-    masked as well (as ``mask_sent`` masks them in a text holding the key), holding back six
-    characters per character of the key (``\\u0073``). ``flush`` passes on the rest once the reply
-    is complete. Without keys, tokens pass straight through."""
+    arrived that may begin a key, in any form ``mask_sent`` masks (as sent in any case, escaped,
+    wrapped, base64-encoded), is held back until the next token shows it does not; everything
+    before it is passed on at once, masked. ``flush`` passes on the rest once the reply is
+    complete. Without keys, tokens pass straight through.
 
-    __slots__ = ("_echoed", "_emit", "_escaped", "_firsts", "_forms", "_keys", "_pending", "_window")
+    A tail longer than ``_HOLD_PER_KEY_CHAR`` characters per character of the key plus
+    ``_HOLD_SLACK`` is let go whatever it may become: a key spread over more spaces than that is
+    masked in the final answer, not in its tokens, so a stream of blanks cannot stall the reply."""
+
+    __slots__ = ("_b64", "_emit", "_hold", "_keys", "_pending", "_starts")
+
+    _HOLD_PER_KEY_CHAR = 8
+    _HOLD_SLACK = 256
 
     def __init__(self, emit: Callable[[str], None], known: Iterable[str | None]) -> None:
         self._emit = emit
         self._keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
-        self._forms = tuple({f.lower() for k in self._keys for f in (k, *_base64_forms(k))})
-        self._firsts = frozenset(f[0] for f in self._forms)
-        self._window = max((len(f) for f in self._forms), default=0)
-        # the longest a key's escaped form is without line breaks: \uXXXX for each character
-        self._escaped = 6 * max((len(k) for k in self._keys), default=0)
-        self._echoed = False
+        self._b64 = tuple({f.lower() for k in self._keys for f in _base64_forms(k)})
+        # where a form may start: a key's or an encoding's first character, or an escape
+        firsts = {k[0] for k in self._keys} | {f[0] for f in self._b64}
+        self._starts = re.compile(
+            "[" + "".join(re.escape(c) for c in sorted(firsts)) + r"\\%]", re.IGNORECASE
+        )
+        longest = max((len(k) for k in self._keys), default=0)
+        self._hold = self._HOLD_PER_KEY_CHAR * longest + self._HOLD_SLACK
         self._pending = ""
 
     def feed(self, piece: str) -> None:
@@ -299,39 +347,29 @@ class StreamMask:
             self._emit(piece)
             return
         text = self._pending + piece
-        if not self._echoed and _sent_in(text, self._keys):
-            self._echoed = True
         cut = self._safe_end(text)
         self._pending = text[cut:]
         if cut:
-            self._emit(self._masked(text[:cut]))
+            self._emit(mask_sent(text[:cut], self._keys))
 
     def flush(self) -> None:
         """Pass on what was held back: the reply ended, so it starts no key."""
         text, self._pending = self._pending, ""
         if text:
-            self._emit(self._masked(text))
-
-    def _masked(self, text: str) -> str:
-        if not self._echoed:
-            return mask_sent(text, self._keys)
-        pattern = _known_pattern(self._keys)
-        return pattern.sub(MASK, text) if pattern is not None else text
+            self._emit(mask_sent(text, self._keys))
 
     def _safe_end(self, text: str) -> int:
         """Where the part of ``text`` that cannot grow into a key with the next token ends: before
-        the earliest tail that is a proper beginning of a form (once the endpoint echoed, before
-        the last escaped key's length), and never inside a whole key."""
+        the earliest tail that may begin one, and never inside a whole key."""
         cut = len(text)
-        for i in range(max(0, len(text) - self._window + 1), len(text)):
-            if text[i].lower() not in self._firsts:  # the common case: no key starts here
-                continue
+        for m in self._starts.finditer(text, max(0, len(text) - self._hold)):
+            i = m.start()
             tail = text[i:].lower()
-            if any(len(tail) < len(f) and f.startswith(tail) for f in self._forms):
+            if any(len(tail) < len(f) and f.startswith(tail) for f in self._b64) or any(
+                _could_begin(text, i, k) for k in self._keys
+            ):
                 cut = i
                 break
-        if self._echoed:
-            cut = min(cut, max(0, len(text) - self._escaped))
         if cut < len(text):
             pattern = _known_pattern(self._keys)
             for m in pattern.finditer(text) if pattern is not None else ():

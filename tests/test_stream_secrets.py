@@ -92,6 +92,46 @@ def test_once_the_key_showed_up_its_escaped_and_wrapped_forms_are_masked_too() -
             assert got == whole, (i, j, got)
 
 
+#: the key written back only in other forms, never as sent: with its slashes escaped as PHP's
+#: JSON writes them, URL-encoded from a query string, \u-escaped, wrapped over a JSON line break
+OTHER_FORMS = (
+    KEY.replace("/", "\\/"),
+    KEY.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D"),
+    "".join(f"\\u{ord(c):04x}" if c in "aeiou" else c for c in KEY),
+    KEY[:11] + "\\n" + KEY[11:],
+)
+
+
+@pytest.mark.parametrize("form", OTHER_FORMS)
+def test_a_key_written_back_only_in_another_form_is_masked(form: str) -> None:
+    """An endpoint that never quotes the key as sent, only escaped or wrapped: the answer masks it
+    (the cheap look before the full pattern decoded no escapes), and every way of cutting it in
+    three pieces, or in single characters, streams that masked answer."""
+    text = f"Echo: {form}. Done."
+    whole = mask_sent(text, [KEY])
+    assert whole == f"Echo: {MASK}. Done."
+    for i in range(1, len(text)):
+        for j in range(i, len(text), 4):
+            got, _ = _streamed(text, [i, j])
+            assert got == whole, (i, j, got)
+    got, pieces = _streamed(text, list(range(1, len(text))))
+    assert got == whole and not any(KEY[:9] in p or "Tiger" in p for p in pieces)
+
+
+def test_a_stream_of_blanks_after_a_keys_first_character_is_let_go() -> None:
+    """A tail that could still become a key wrapped over spaces is held back only so long: blanks
+    streamed without end do not stall the reply, and a text that is not the key comes out whole."""
+    out: list[str] = []
+    mask = StreamMask(out.append, [KEY])
+    mask.feed("see " + KEY[:3])
+    for _ in range(2000):
+        mask.feed(" ")
+    assert "".join(out).startswith("see " + KEY[:3] + " ")
+    mask.feed("end")
+    mask.flush()
+    assert "".join(out) == "see " + KEY[:3] + " " * 2000 + "end"
+
+
 def test_text_far_from_a_key_is_passed_on_at_once() -> None:
     """Each token that cannot begin a key is passed on whole as it arrives; a tail that may begin
     one is held, never more than the key's length less one character, and let go when the next
@@ -138,6 +178,8 @@ class _Provider(BaseHTTPRequestHandler):
         text = f"You sent {key}, as base64 {base64.b64encode(key.encode()).decode()}. Done."
         if body.get("model") == "header-echo":  # quotes a header of the agent's params instead
             text = f"Gateway token: {self.headers.get('x-gateway-token')}. Done."
+        if body.get("model") == "slash-echo":  # the key as PHP's JSON writes it: "/" as "\\/"
+            text = f"You sent {key.replace('/', chr(92) + '/')}. Done."
         if not body.get("stream"):
             self._whole(text)
             return
@@ -307,6 +349,18 @@ async def test_a_key_litellm_takes_from_the_environment_is_masked(monkeypatch: p
         agent["api_base"] = base
         tokens, streamed_output, output = await _streamed_and_run(load_data(spec))
     assert "".join(tokens) == streamed_output == output == ANSWER
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+async def test_a_key_echoed_only_escaped_is_masked_in_the_answer_and_its_tokens(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP, an endpoint writes the key back with its slashes escaped, never as sent: masked
+    in the tokens and in the output, streamed or not."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with streaming_provider() as base:
+        tokens, streamed_output, output = await _streamed_and_run(_topology(base, transport, "slash-echo"))
+    assert "".join(tokens) == streamed_output == output == f"You sent {MASK}. Done."
 
 
 async def _streamed_and_run(topology: Topology) -> tuple[list[str], str, str]:
