@@ -38,10 +38,17 @@ def new_run_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts; ``Usage + Usage`` adds them."""
+    """Token counts; ``Usage + Usage`` adds them.
+
+    ``cached_tokens`` and ``cache_write_tokens`` are parts of ``prompt_tokens``: the prompt tokens
+    the provider read from its prompt cache (billed at its cache-read price, a tenth to a half of
+    the input price) and those it wrote to it (Anthropic: billed above the input price), as the
+    provider reported them."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -51,14 +58,34 @@ class Usage:
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
         )
 
-    def to_dict(self) -> dict[str, int]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """OpenAI's shape: the cache counts, when there are any, under ``prompt_tokens_details``
+        (``cache_creation_tokens`` is litellm's name for the writes)."""
+        d: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cached_tokens or self.cache_write_tokens:
+            d["prompt_tokens_details"] = {
+                "cached_tokens": self.cached_tokens,
+                "cache_creation_tokens": self.cache_write_tokens,
+            }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Usage:
+        details = d.get("prompt_tokens_details") or {}
+        return cls(
+            int(d.get("prompt_tokens", 0)),
+            int(d.get("completion_tokens", 0)),
+            int(details.get("cached_tokens", 0)),
+            int(details.get("cache_creation_tokens", 0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +118,7 @@ class Attempt:
     @classmethod
     def from_dict(cls, d: dict[str, Any], worst_case_usd: float = 0.0) -> Attempt:
         u = d.get("usage")
-        usage = (
-            None if u is None else Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)))
-        )
+        usage = None if u is None else Usage.from_dict(u)
         return cls(d["status"], float(d.get("latency_s", 0.0)), usage, d.get("error"), worst_case_usd)
 
 
@@ -218,7 +243,7 @@ class CallRecord:
         return cls(
             node=d["node"],
             model=d["model"],
-            usage=Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0))),
+            usage=Usage.from_dict(u),
             cost_usd=float(d.get("cost_usd", 0.0)),
             latency_s=float(d.get("latency_s", 0.0)),
             queued_s=float(d.get("queued_s", 0.0)),

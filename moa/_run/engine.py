@@ -374,13 +374,16 @@ class Execution:
     def _result(self, output: str) -> RunResult:
         calls = self.ctx.calls
         nodes = self._finish_nodes()
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = cache_write_tokens = 0
         cost = 0.0
         unpriced: set[str] = set()
         local = False
         for c in calls:
-            prompt_tokens += c.usage.prompt_tokens
-            completion_tokens += c.usage.completion_tokens
+            u = c.usage
+            prompt_tokens += u.prompt_tokens
+            completion_tokens += u.completion_tokens
+            cached_tokens += u.cached_tokens
+            cache_write_tokens += u.cache_write_tokens
             cost += c.cost_usd
             if not c.priced:
                 unpriced.add(c.model)
@@ -395,7 +398,7 @@ class Execution:
         return RunResult(
             output=output,
             topology=self.name,
-            usage=Usage(prompt_tokens, completion_tokens),
+            usage=Usage(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens),
             cost_usd=cost,
             latency_s=time.perf_counter() - self.ctx.t0,
             critical_path_s=critical,

@@ -321,7 +321,12 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
         call.max_tokens is None or usage.completion_tokens <= call.max_tokens
     )
     ceiling = prompt_token_ceiling(call.prompt_bound)
-    if ok_completion and 0 <= usage.prompt_tokens <= ceiling:
+    ok_cache = (
+        usage.cached_tokens >= 0
+        and usage.cache_write_tokens >= 0
+        and usage.cached_tokens + usage.cache_write_tokens <= usage.prompt_tokens
+    )
+    if ok_completion and ok_cache and 0 <= usage.prompt_tokens <= ceiling:
         cost = price.cost(usage)
         rec.usage = rec.usage + usage
         rec.cost_usd += cost
@@ -330,7 +335,9 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     completion = max(0, usage.completion_tokens)
     if call.max_tokens is not None:
         completion = min(completion, call.max_tokens)
-    clamped = Usage(min(max(0, usage.prompt_tokens), ceiling), completion)
+    prompt = min(max(0, usage.prompt_tokens), ceiling)
+    # counts that do not add up earn no cache discount; claimed cache writes (dearer) are kept
+    clamped = Usage(prompt, completion, 0, min(max(0, usage.cache_write_tokens), prompt))
     cost = worst if call.max_tokens is not None else price.cost(clamped)
     rec.usage = rec.usage + clamped
     rec.cost_usd += cost

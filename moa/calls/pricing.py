@@ -1,5 +1,10 @@
 """The cost of a call: the agent's ``pricing`` when set, else litellm's offline price map.
 
+A call is billed as its provider bills it: prompt tokens read from the provider's prompt cache at
+the cache-read rate and those written to it at the cache-write rate (when the reply reports them
+and the price is known; else as input), and a prompt past a long-context threshold at that tier's
+rates for every token.
+
 The price map is the JSON file litellm ships (what ``LITELLM_LOCAL_MODEL_COST_MAP=True`` makes
 litellm read), loaded straight from the installed package so pricing never imports litellm (about
 3 s) and never fetches anything. It is read once per process, on the first lookup.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +23,7 @@ from typing import Any
 from moa.results import Usage
 from moa.topology.spec import PricingSpec
 
-__all__ = ["Price", "price_for"]
+__all__ = ["Price", "Rates", "price_for"]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _lock = threading.Lock()
@@ -25,8 +31,23 @@ _price_map: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class Rates:
+    """USD per token of each kind; a cache rate of None bills those tokens as input."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token; ``known`` is False when nothing priced the model (it then costs 0)."""
+    """USD per token; ``known`` is False when nothing priced the model (it then costs 0).
+
+    ``tiers`` are the price map's long-context rates, ascending by threshold: a request whose
+    prompt passes a threshold (``input_cost_per_token_above_200k_tokens``: Gemini 2.5 Pro, Claude's
+    1M context) is billed the highest such tier's rates for all its tokens, as the providers (and
+    litellm) bill them."""
 
     input_per_token: float = 0.0
     output_per_token: float = 0.0
@@ -34,12 +55,44 @@ class Price:
     #: the model's own cap on completion tokens, when the price map knows it (a worst case for
     #: calls that send no ``max_tokens``)
     max_output_tokens: int | None = None
+    #: USD per prompt token read from / written to the provider's prompt cache (None: as input)
+    cache_read_per_token: float | None = None
+    cache_write_per_token: float | None = None
+    tiers: tuple[tuple[int, Rates], ...] = ()
+
+    def rates(self, prompt_tokens: int) -> Rates:
+        """The rates a request of ``prompt_tokens`` is billed at."""
+        for threshold, rates in reversed(self.tiers):
+            if prompt_tokens > threshold:
+                return rates
+        return Rates(
+            self.input_per_token, self.output_per_token, self.cache_read_per_token, self.cache_write_per_token
+        )
 
     def cost(self, usage: Usage) -> float:
-        return usage.prompt_tokens * self.input_per_token + usage.completion_tokens * self.output_per_token
+        """The bill for ``usage``: its cached and cache-written prompt tokens at their own rates
+        (each count kept within the prompt's), the rest of the prompt as input."""
+        if not (usage.cached_tokens or usage.cache_write_tokens or self.tiers):
+            return (
+                usage.prompt_tokens * self.input_per_token + usage.completion_tokens * self.output_per_token
+            )
+        r = self.rates(usage.prompt_tokens)
+        prompt = max(0, usage.prompt_tokens)
+        read = min(max(0, usage.cached_tokens), prompt)
+        write = min(max(0, usage.cache_write_tokens), prompt - read)
+        return (
+            (prompt - read - write) * r.input
+            + read * (r.input if r.cache_read is None else r.cache_read)
+            + write * (r.input if r.cache_write is None else r.cache_write)
+            + usage.completion_tokens * r.output
+        )
 
     def worst_case(self, prompt_tokens: int, max_tokens: int) -> float:
-        return prompt_tokens * self.input_per_token + max_tokens * self.output_per_token
+        """The most a request of at most ``prompt_tokens`` and ``max_tokens`` can be billed: no
+        token read from a cache, each prompt token at the dearer of input and cache write."""
+        r = self.rates(prompt_tokens)
+        per_prompt = r.input if r.cache_write is None else max(r.input, r.cache_write)
+        return prompt_tokens * per_prompt + max_tokens * r.output
 
 
 def _load_map() -> dict[str, Any]:
@@ -68,19 +121,80 @@ def _lookup(model: str) -> Price | None:
         entry = table.get(key)
         if isinstance(entry, dict) and "input_cost_per_token" in entry:
             cap = entry.get("max_output_tokens") or entry.get("max_tokens")
+            base = _rates(entry, "")
+            ratio = _DEFAULT_CACHE_READ_RATIO.get(str(entry.get("litellm_provider")))
+            if base.cache_read is None and ratio is not None:
+                base = Rates(base.input, base.output, base.input * ratio, base.cache_write)
             return Price(
-                float(entry.get("input_cost_per_token") or 0.0),
-                float(entry.get("output_cost_per_token") or 0.0),
+                base.input,
+                base.output,
                 True,
                 int(cap) if isinstance(cap, int | float) and cap > 0 else None,
+                base.cache_read,
+                base.cache_write,
+                _tiers(entry, base),
             )
     return None
+
+
+#: a provider's cache-read rate as a share of its input rate, where the price map gives none (as
+#: litellm's cost calculator bills it: Fireworks reads cached prompt tokens at half price)
+_DEFAULT_CACHE_READ_RATIO = {"fireworks_ai": 0.5}
+
+
+def _rate(entry: dict[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return (
+        float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        else None
+    )
+
+
+def _rates(entry: dict[str, Any], suffix: str, base: Rates | None = None) -> Rates:
+    """The rates of the map's ``*_cost_per_token{suffix}`` keys (``_above_200k_tokens``); a rate a
+    tier lacks is the base rate."""
+    fallback = base or Rates()
+    input_rate = _rate(entry, f"input_cost_per_token{suffix}")
+    output_rate = _rate(entry, f"output_cost_per_token{suffix}")
+    read = _rate(entry, f"cache_read_input_token_cost{suffix}")
+    write = _rate(entry, f"cache_creation_input_token_cost{suffix}")
+    return Rates(
+        fallback.input if input_rate is None else input_rate,
+        fallback.output if output_rate is None else output_rate,
+        fallback.cache_read if read is None else read,
+        fallback.cache_write if write is None else write,
+    )
+
+
+# ``input_cost_per_token_above_200k_tokens``, ``..._above_128k_tokens``, ``..._above_256_tokens``
+_TIER_KEY = re.compile(r"^input_cost_per_token_above_(\d+)(k?)_tokens$")
+
+
+def _tiers(entry: dict[str, Any], base: Rates) -> tuple[tuple[int, Rates], ...]:
+    tiers: list[tuple[int, Rates]] = []
+    for key in entry:
+        m = _TIER_KEY.match(key)
+        if m is not None and _rate(entry, key) is not None:
+            threshold = int(m.group(1)) * (1000 if m.group(2) else 1)
+            tiers.append((threshold, _rates(entry, key.removeprefix("input_cost_per_token"), base)))
+    return tuple(sorted(tiers, key=lambda t: t[0]))
 
 
 def price_for(model: str, pricing: PricingSpec | None = None, *, local: bool = False) -> Price:
     """The price of ``model``: explicit ``pricing`` first, then the price map; local models are 0."""
     if pricing is not None:
-        return Price(pricing.input_per_mtok / 1e6, pricing.output_per_mtok / 1e6, True)
+        return Price(
+            pricing.input_per_mtok / 1e6,
+            pricing.output_per_mtok / 1e6,
+            True,
+            cache_read_per_token=None
+            if pricing.cached_input_per_mtok is None
+            else pricing.cached_input_per_mtok / 1e6,
+            cache_write_per_token=None
+            if pricing.cache_write_per_mtok is None
+            else pricing.cache_write_per_mtok / 1e6,
+        )
     if local:
         return Price(0.0, 0.0, True)
     return _lookup(model) or Price()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from moa.results import Usage
 
@@ -83,8 +83,14 @@ class ModelReply:
     usage_estimated: bool = False
 
 
-#: the counts a provider reported, prompt and completion; None for a count it did not report
-Reported = tuple[int | None, int | None]
+class Reported(NamedTuple):
+    """The counts a provider reported; None for a count it did not report. The cache counts
+    (parts of the prompt's, see ``Usage``) are 0 when not reported."""
+
+    prompt: int | None
+    completion: int | None
+    cached: int = 0
+    cache_write: int = 0
 
 
 def usage_with_estimate(
@@ -94,16 +100,19 @@ def usage_with_estimate(
     reported, and ``estimate``'s for each it did not. A reply with text has completion tokens, so
     only an empty reply's missing completion count is 0; a prompt always has tokens. Shared by the
     litellm path, so both paths charge the same reply the same."""
-    prompt, completion = reported if reported is not None else (None, None)
+    prompt, completion, cached, cache_write = reported if reported is not None else (None, None, 0, 0)
     if completion is None and not text:
         completion = 0
     if prompt is not None and completion is not None:
-        return Usage(prompt, completion), False
+        return Usage(prompt, completion, cached, cache_write), False
     guess = estimate()
     return (
         Usage(
             guess.prompt_tokens if prompt is None else prompt,
             guess.completion_tokens if completion is None else completion,
+            # cache counts without the prompt's they are parts of cannot be placed
+            0 if prompt is None else cached,
+            0 if prompt is None else cache_write,
         ),
         True,
     )

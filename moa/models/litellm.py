@@ -344,7 +344,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         model = str(getattr(chunk, "model", "") or model)
         # the last counts reported win (running totals when repeated); a chunk without keeps them
         reported = _reported(getattr(chunk, "usage", None), request)
-        if reported is not None and reported != (None, None):
+        if reported is not None and (reported.prompt, reported.completion) != (None, None):
             usage = reported
         for choice in getattr(chunk, "choices", None) or []:
             delta = getattr(choice, "delta", None)
@@ -367,7 +367,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         usage = None
         for chunk in served:
             reported = _reported(getattr(chunk, "usage", None), request)
-            if reported is not None and reported != (None, None):
+            if reported is not None and (reported.prompt, reported.completion) != (None, None):
                 usage = reported
     text = "".join(parts)
     counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
@@ -382,15 +382,23 @@ def _reported(u: Any, request: ModelRequest) -> Reported | None:
     as on the direct path."""
     if u is None:
         return None
-    return (
-        _count(u, ("prompt_tokens", "input_tokens"), request),
-        _count(u, ("completion_tokens", "output_tokens"), request),
+    prompt = _count(u, ("prompt_tokens", "input_tokens"), request)
+    completion = _count(u, ("completion_tokens", "output_tokens"), request)
+    if prompt is None:
+        return Reported(None, completion)
+    # litellm puts every provider's cache counts (Anthropic's included) in OpenAI's place, as parts
+    # of prompt_tokens; its top-level Anthropic names are the same counts again
+    details = getattr(u, "prompt_tokens_details", None)
+    cached = _count(details, ("cached_tokens",), request) or _count(u, ("cache_read_input_tokens",), request)
+    written = _count(details, ("cache_creation_tokens",), request) or _count(
+        u, ("cache_creation_input_tokens",), request
     )
+    return Reported(prompt, completion, cached or 0, written or 0)
 
 
-def _count(u: Any, names: tuple[str, str], request: ModelRequest) -> int | None:
+def _count(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:
     for name in names:
-        value = getattr(u, name, None)
+        value = u.get(name) if isinstance(u, dict) else getattr(u, name, None)
         if value is None:
             continue
         if isinstance(value, float) and value.is_integer():

@@ -205,13 +205,41 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
         return None
     if not isinstance(u, dict):
         raise _malformed(f"usage is {_kind(u)}, not an object", request)
-    return (
-        _reported(u, ("prompt_tokens", "input_tokens"), request),
-        _reported(u, ("completion_tokens", "output_tokens"), request),
-    )
+    prompt = _reported(u, ("prompt_tokens",), request)
+    completion = _reported(u, ("completion_tokens", "output_tokens"), request)
+    if prompt is not None:
+        # OpenAI's details (the Responses API's under input_tokens_details), DeepSeek's hit count,
+        # a litellm proxy's Anthropic names: all parts of prompt_tokens
+        details = _details(u, "prompt_tokens_details", request)
+        cached = _reported(details, ("cached_tokens",), request) or _reported(
+            u, ("prompt_cache_hit_tokens", "cache_read_input_tokens"), request
+        )
+        written = _reported(details, ("cache_creation_tokens",), request) or _reported(
+            u, ("cache_creation_input_tokens",), request
+        )
+        return Reported(prompt, completion, cached or 0, written or 0)
+    prompt = _reported(u, ("input_tokens",), request)
+    if prompt is None:
+        return Reported(None, completion)
+    cached = _reported(_details(u, "input_tokens_details", request), ("cached_tokens",), request)
+    if cached is not None:  # the Responses API's: a part of input_tokens
+        return Reported(prompt, completion, cached)
+    # Anthropic's own names: input_tokens leaves out the tokens read from and written to the cache
+    read = _reported(u, ("cache_read_input_tokens",), request) or 0
+    written = _reported(u, ("cache_creation_input_tokens",), request) or 0
+    return Reported(prompt + read + written, completion, read, written)
 
 
-def _reported(u: dict[str, Any], names: tuple[str, str], request: ModelRequest) -> int | None:
+def _details(u: dict[str, Any], name: str, request: ModelRequest) -> dict[str, Any]:
+    details = u.get(name)
+    if details is None:
+        return {}
+    if not isinstance(details, dict):
+        raise _malformed(f"usage.{name} is {_kind(details)}, not an object", request)
+    return details
+
+
+def _reported(u: dict[str, Any], names: tuple[str, ...], request: ModelRequest) -> int | None:
     for name in names:
         value = u.get(name)
         if value is not None and (count := _count(value, name, request)):
@@ -357,7 +385,7 @@ class _Stream:
         # the last usage reported wins (servers that repeat it send running totals); an event
         # without counts keeps it
         usage = _usage(chunk.get("usage"), request)
-        if usage is not None and usage != (None, None):
+        if usage is not None and (usage.prompt, usage.completion) != (None, None):
             self.usage = usage
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):

@@ -118,6 +118,18 @@ class PricingSpec(BaseModel):
     output_per_mtok: StrictFloat = Field(
         ..., ge=0, allow_inf_nan=False, description="USD per million completion tokens."
     )
+    cached_input_per_mtok: StrictFloat | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD per million prompt tokens read from the provider's prompt cache (default: as input).",
+    )
+    cache_write_per_mtok: StrictFloat | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD per million prompt tokens written to the provider's prompt cache (default: as input).",
+    )
 
 
 class AgentSpec(BaseModel):
