@@ -31,6 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier
 # the price map's rates (litellm's bundled file), per token
 GPT4O_IN, GPT4O_READ, GPT4O_OUT = 2.5e-6, 1.25e-6, 1e-5
 SONNET_IN, SONNET_READ, SONNET_WRITE, SONNET_OUT = 3e-6, 3e-7, 3.75e-6, 1.5e-5
+#: 1,000 prompt tokens of which 300 read from the cache and 500 written to it, 10 completion tokens
+SONNET_BILL = 200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SONNET_OUT
 
 
 def test_the_map_rates_these_tests_assume() -> None:
@@ -254,7 +256,7 @@ async def test_cached_prompt_tokens_are_billed_at_the_cache_rate(
             {"prompt_tokens": 1000, "completion_tokens": 10, "cache_read_input_tokens": 300,
              "cache_creation_input_tokens": 500},
             Usage(1000, 10, 300, 500),
-            200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SONNET_OUT,
+            SONNET_BILL,
             id="litellm-proxy-anthropic",
         ),
         pytest.param(
@@ -262,7 +264,7 @@ async def test_cached_prompt_tokens_are_billed_at_the_cache_rate(
             {"input_tokens": 200, "output_tokens": 10, "cache_read_input_tokens": 300,
              "cache_creation_input_tokens": 500},
             Usage(1000, 10, 300, 500),
-            200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SONNET_OUT,
+            SONNET_BILL,
             id="anthropic-names-leave-the-cache-out",
         ),
         pytest.param(
