@@ -55,6 +55,16 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        # a call's record starts at zero and adds its reply's usage: no new object then (a frozen
+        # dataclass sets each field through object.__setattr__, a cost paid per call)
+        if not (
+            other.prompt_tokens or other.completion_tokens or other.cached_tokens or other.cache_write_tokens
+        ):
+            return self
+        if not (
+            self.prompt_tokens or self.completion_tokens or self.cached_tokens or self.cache_write_tokens
+        ):
+            return other
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
@@ -88,6 +98,10 @@ class Usage:
         )
 
 
+#: the usage of a call before any reply: shared, as a ``Usage`` never changes
+_NO_USAGE = Usage()
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One attempt at one model: how it ended, how long it took once sent, what it consumed.
@@ -98,7 +112,7 @@ class Attempt:
 
     status: AttemptStatus
     latency_s: float = 0.0
-    usage: Usage | None = field(default_factory=Usage)
+    usage: Usage | None = _NO_USAGE
     error: str | None = None
     #: the worst case of this attempt in USD (prompt bound + max_tokens at the model's price)
     worst_case_usd: float = 0.0
@@ -163,7 +177,7 @@ class CallRecord:
     node: str
     #: the model that answered (a fallback's name when a fallback answered), else the last tried
     model: str
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = _NO_USAGE
     cost_usd: float = 0.0
     latency_s: float = 0.0
     attempts: int = 1

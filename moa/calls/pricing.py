@@ -90,9 +90,12 @@ class Price:
     def worst_case(self, prompt_tokens: int, max_tokens: int) -> float:
         """The most a request of at most ``prompt_tokens`` and ``max_tokens`` can be billed: no
         token read from a cache, each prompt token at the dearer of input and cache write."""
-        r = self.rates(prompt_tokens)
-        per_prompt = r.input if r.cache_write is None else max(r.input, r.cache_write)
-        return prompt_tokens * per_prompt + max_tokens * r.output
+        if self.tiers:
+            r = self.rates(prompt_tokens)
+            rate_in, write, out = r.input, r.cache_write, r.output
+        else:  # every call's budget hold asks: no Rates object made then
+            rate_in, write, out = self.input_per_token, self.cache_write_per_token, self.output_per_token
+        return prompt_tokens * (rate_in if write is None else max(rate_in, write)) + max_tokens * out
 
 
 def _load_map() -> dict[str, Any]:
