@@ -31,7 +31,7 @@ from moa.scrub import environment_secrets, scrub
 
 if TYPE_CHECKING:
     from moa.models.base import ModelRequest
-    from moa.results import Attempt, CallRecord, RunResult
+    from moa.results import Attempt, CallRecord, RunResult, Usage
 
 __all__ = ["INSTALL_HINT", "Telemetry"]
 
@@ -103,8 +103,7 @@ class Telemetry:
 
     def end_run(self, span: Any, result: RunResult | None, error: BaseException | None) -> None:
         if result is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+            _usage_attributes(span, result.usage)
             span.set_attribute("moa.cost_usd", result.cost_usd)
             span.set_attribute("moa.calls", len(result.calls))
         if error is not None:
@@ -155,8 +154,7 @@ class Telemetry:
         if attempt is None:
             return
         if attempt.usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", attempt.usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", attempt.usage.completion_tokens)
+            _usage_attributes(span, attempt.usage)
             self.token_usage.record(attempt.usage.prompt_tokens, {**base, "gen_ai.token.type": "input"})
             self.token_usage.record(attempt.usage.completion_tokens, {**base, "gen_ai.token.type": "output"})
         span.set_attribute("moa.cost_usd", rec.cost_usd)
@@ -178,3 +176,14 @@ class Telemetry:
         span.set_attribute("error.type", type(error).__name__)
         message = scrub(str(error), environment_secrets())[:200]
         span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, message))
+
+
+def _usage_attributes(span: Any, usage: Usage) -> None:
+    """The GenAI conventions' token counts; the cache's (parts of the input's) only when there are
+    any, so a provider without prompt caching reports none rather than zeros."""
+    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+    if usage.cached_tokens:
+        span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cached_tokens)
+    if usage.cache_write_tokens:
+        span.set_attribute("gen_ai.usage.cache_creation.input_tokens", usage.cache_write_tokens)

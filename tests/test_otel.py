@@ -25,7 +25,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import moa
+from moa.models.base import ModelReply, ModelRequest
 from moa.otel import Telemetry
+from moa.results import Usage
 from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
 
@@ -89,6 +91,7 @@ async def test_spans_follow_the_genai_conventions(sdk: Any) -> None:
         assert a["gen_ai.response.model"] == a["gen_ai.request.model"]
         assert a["gen_ai.request.temperature"] == 0.3 and a["gen_ai.request.max_tokens"] == 64
         assert a["gen_ai.usage.input_tokens"] > 0 and a["gen_ai.usage.output_tokens"] == 4
+        assert "gen_ai.usage.cache_read.input_tokens" not in a
         assert a["moa.cost_usd"] > 0 and a["moa.attempts"] == 1
         assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a  # content is opt-in
     metrics = {
@@ -116,6 +119,38 @@ async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) ->
     assert all("error.type" in s.attributes and not s.status.is_ok for s in failed)
     run = next(s for s in spans if s.name == "invoke_agent p2")
     assert not run.status.is_ok and run.attributes["error.type"]
+
+
+class _Cached:
+    """A backend whose every reply read 60 of its 100 prompt tokens from the provider's cache and
+    wrote 10 to it."""
+
+    local = False
+
+    async def complete(self, request: ModelRequest, on_token: Any = None) -> ModelReply:
+        return ModelReply("ok", Usage(100, 5, 60, 10), "m", "stop")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_prompt_cache_counts_follow_the_genai_conventions(sdk: Any) -> None:
+    """The cache's tokens, parts of the input's, on the call and run spans under the conventions'
+    names; a reply without cached tokens sets neither (see the test above: no zeros)."""
+    tp, exporter, mp, _ = sdk
+    topology = load_data(
+        {"name": "one", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}}
+    )
+    async with moa.Runner(
+        models={"fake/m": _Cached()}, telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)
+    ) as runner:
+        await topology.run("hi", runner=runner)
+    by_name = {s.name: s.attributes for s in exporter.get_finished_spans()}
+    for name in ("chat fake/m", "invoke_agent one"):
+        a = by_name[name]
+        assert a["gen_ai.usage.input_tokens"] == 100 and a["gen_ai.usage.output_tokens"] == 5
+        assert a["gen_ai.usage.cache_read.input_tokens"] == 60
+        assert a["gen_ai.usage.cache_creation.input_tokens"] == 10
 
 
 async def test_content_only_when_opted_in(sdk: Any) -> None:
