@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -50,10 +50,16 @@ def test_the_map_rates_these_tests_assume() -> None:
     )
 
 
+#: where litellm's provider calculators leave the service tier out while the map prices it
+#: (Fireworks' and Bedrock's priority rates): moa bills the map's rate
+_TIER_IGNORED_BY_LITELLM = {("fireworks_ai", "priority"), ("bedrock_converse", "priority")}
+
+
 def test_cost_agrees_with_litellms_calculator() -> None:
-    """Every chat model of the price map with cache rates or long-context tiers (and Fireworks',
-    which litellm gives a default cache rate), at prompts below and past the tiers, with and without
-    cached and cache-written tokens: moa's bill is litellm's ``cost_per_token`` to 1e-9."""
+    """Every chat model of the price map with cache rates, long-context tiers or service tiers (and
+    Fireworks', which litellm gives a default cache rate), at prompts below, at and past the
+    thresholds, with and without cached and cache-written tokens, at each service tier it has:
+    moa's bill is litellm's ``cost_per_token`` to 1e-9."""
     from litellm.types.utils import PromptTokensDetailsWrapper
     from litellm.types.utils import Usage as LitellmUsage
 
@@ -70,31 +76,41 @@ def test_cost_agrees_with_litellms_calculator() -> None:
         # litellm from another model's (3 prompts past 200k differ): not what the map says
         if "copilot" in provider or provider == "opencode_go":
             continue
-        cached_rates = any(k.startswith(("cache_", "input_cost_per_token_above")) for k in entry)
-        if not cached_rates and provider != "fireworks_ai":
+        special = any(k.startswith(("cache_", "input_cost_per_token_above")) for k in entry)
+        services = [s for s in ("flex", "priority") if any(k.endswith(f"_{s}") for k in entry)]
+        if not special and not services and provider != "fireworks_ai":
             continue
-        for prompt in (1_000, 150_000, 300_000):
-            read = rng.randint(0, prompt // 2)
-            write = rng.choice([0, rng.randint(0, prompt // 4)])
-            completion = rng.choice([1, 700])
-            theirs = LitellmUsage(
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                total_tokens=prompt + completion,
-                prompt_tokens_details=PromptTokensDetailsWrapper(
-                    cached_tokens=read, cache_creation_tokens=write
-                ),
-                cache_read_input_tokens=read,
-                cache_creation_input_tokens=write,
-            )
-            try:
-                a, b = litellm.cost_per_token(model=model, usage_object=theirs)
-            except Exception:  # a model litellm itself cannot price from the map
+        for service in (None, *services):
+            if (provider, service) in _TIER_IGNORED_BY_LITELLM:
                 continue
-            ours = price_for(model).cost(Usage(prompt, completion, read, write))
-            assert ours == pytest.approx(a + b, rel=1e-9, abs=1e-15), (model, prompt, completion, read, write)
-            checked += 1
-    assert checked > 3000
+            for prompt in (1_000, 200_000, 300_000):
+                read = rng.randint(0, prompt // 2)
+                write = rng.choice([0, rng.randint(0, prompt // 4)])
+                completion = rng.choice([1, 700])
+                theirs = LitellmUsage(
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    total_tokens=prompt + completion,
+                    prompt_tokens_details=PromptTokensDetailsWrapper(
+                        cached_tokens=read, cache_creation_tokens=write
+                    ),
+                    cache_read_input_tokens=read,
+                    cache_creation_input_tokens=write,
+                )
+                try:
+                    a, b = litellm.cost_per_token(model=model, usage_object=theirs, service_tier=service)
+                except Exception:  # a model litellm itself cannot price from the map
+                    continue
+                ours = price_for(model).for_service_tier(service).cost(Usage(prompt, completion, read, write))
+                assert ours == pytest.approx(a + b, rel=1e-9, abs=1e-15), (
+                    model,
+                    service,
+                    prompt,
+                    read,
+                    write,
+                )
+                checked += 1
+    assert checked > 5000
 
 
 def test_a_long_prompt_is_billed_at_its_tier_for_every_token() -> None:
@@ -143,9 +159,12 @@ def test_usage_keeps_the_cache_counts_through_its_dict() -> None:
 
 class _Provider(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint answering "ok" with the usage object the request's
-    ``X-Usage`` header holds (JSON), whole or as a stream whose last event carries it."""
+    ``X-Usage`` header holds (JSON), whole or as a stream whose last event carries it, and the
+    ``service_tier`` its ``X-Tier`` header names, if any."""
 
     protocol_version = "HTTP/1.1"
+    #: the service_tier of each request received
+    asked: ClassVar[list[object]] = []
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -153,10 +172,13 @@ class _Provider(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         usage = json.loads(self.headers.get("x-usage") or "null")
+        tier = {"service_tier": self.headers["x-tier"]} if self.headers.get("x-tier") else {}
+        _Provider.asked.append(body.get("service_tier"))
         if not body.get("stream"):
             reply = {
                 "id": "x",
                 "object": "chat.completion",
+                **tier,
                 "model": body.get("model", "m"),
                 "choices": [
                     {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
@@ -169,7 +191,7 @@ class _Provider(BaseHTTPRequestHandler):
         self.send_header("content-type", "text/event-stream")
         self.send_header("connection", "close")
         self.end_headers()
-        head = {"id": "x", "object": "chat.completion.chunk", "model": body.get("model", "m")}
+        head = {"id": "x", "object": "chat.completion.chunk", "model": body.get("model", "m"), **tier}
         events = [
             {**head, "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": None}]},
             {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
@@ -188,14 +210,17 @@ def provider() -> Iterator[str]:
         yield url + "/v1"
 
 
-def _topology(base: str, transport: str, model: str, usage: dict[str, Any], **agent: Any) -> moa.Topology:
+def _topology(
+    base: str, transport: str, model: str, usage: dict[str, Any], tier: str = "", **agent: Any
+) -> moa.Topology:
+    params = {"extra_headers": {"X-Usage": json.dumps(usage), "X-Tier": tier}, **agent.pop("params", {})}
     spec = {
         "model": model,
         "api_base": base,
         "transport": transport,
         "max_tokens": 50,
         "retry": {"max_attempts": 1},
-        "params": {"extra_headers": {"X-Usage": json.dumps(usage)}},
+        "params": params,
         **agent,
     }
     if transport == "litellm":
@@ -336,3 +361,45 @@ async def test_an_agents_pricing_may_set_the_cache_rates() -> None:
             _topology(base, "openai-http", "openai/house-model", usage, pricing=pricing), False
         )
     assert result.cost_usd == pytest.approx((300 * 1.0 + 600 * 0.1 + 100 * 1.5 + 10 * 2.0) / 1e6)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+async def test_the_tier_a_reply_was_served_at_sets_its_price(
+    transport: str, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reply that says ``service_tier: priority`` (a project whose default tier is priority) is
+    billed at the map's priority rates, though the agent asked for none."""
+    monkeypatch.setenv("MOA_T_CACHE_KEY", "sk-cache-test-key")
+    usage = {"prompt_tokens": 2000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 1000}}
+    with provider() as base:
+        result = await _run(_topology(base, transport, "openai/gpt-4o", usage, tier="priority"), stream)
+    priority = price_for("openai/gpt-4o").for_service_tier("priority")
+    assert priority.input_per_token > GPT4O_IN  # the map's priority rates are dearer
+    assert result.cost_usd == pytest.approx(
+        1000 * priority.input_per_token
+        + 1000 * (priority.cache_read_per_token or 0)
+        + 10 * priority.output_per_token
+    )
+
+
+async def test_the_tier_an_agent_asks_for_prices_its_calls() -> None:
+    """``params: {service_tier: flex}`` is sent, and with a reply that names no tier the call is
+    billed at the flex rates (half of gpt-5's standard ones), its worst case too; a reply saying it
+    was served at the standard tier instead is billed standard."""
+    usage = {"prompt_tokens": 2000, "completion_tokens": 10}
+    flex = price_for("openai/gpt-5").for_service_tier("flex")
+    standard = price_for("openai/gpt-5")
+    assert flex.input_per_token == standard.input_per_token / 2
+    assert flex.worst_case(2000, 50) == pytest.approx(standard.worst_case(2000, 50) / 2)
+    _Provider.asked.clear()
+    with provider() as base:
+        asked = _topology(base, "openai-http", "openai/gpt-5", usage, params={"service_tier": "flex"})
+        served_standard = _topology(
+            base, "openai-http", "openai/gpt-5", usage, tier="default", params={"service_tier": "flex"}
+        )
+        billed = (await _run(asked, stream=False)).cost_usd
+        billed_standard = (await _run(served_standard, stream=False)).cost_usd
+    assert _Provider.asked == ["flex", "flex"]
+    assert billed == pytest.approx(flex.cost(Usage(2000, 10)))
+    assert billed_standard == pytest.approx(standard.cost(Usage(2000, 10)))

@@ -303,6 +303,9 @@ def _book(
     rec.queued_s += clock.queued(end)
     usage: Usage | None
     if reply is not None:
+        # billed at the tier the provider says it served (a project whose default is priority)
+        if reply.service_tier is not None:
+            price = price.for_service_tier(reply.service_tier)
         usage, cost = _charge(rec, reply.usage, price, worst, call)
         rec.usage_estimated = rec.usage_estimated or reply.usage_estimated
     elif known_zero or not clock.sent:

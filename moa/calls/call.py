@@ -99,7 +99,10 @@ class AgentRuntime:
         targets = []
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
-            price = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
+            # the tier the agent asks for (params: {service_tier: priority}) prices its worst case
+            price = price_for(model, agent.pricing if i == 0 else None, local=backend.local).for_service_tier(
+                agent.params.get("service_tier")
+            )
             base, key = _named_route(agent, model, api_key)
             limiter = limiter_lookup(model, base or agent.api_base, limit)
             budget = (

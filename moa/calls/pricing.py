@@ -16,14 +16,14 @@ import importlib.util
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from moa.results import Usage
 from moa.topology.spec import PricingSpec
 
-__all__ = ["Price", "Rates", "price_for"]
+__all__ = ["Price", "RateCard", "Rates", "price_for"]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _lock = threading.Lock()
@@ -59,11 +59,17 @@ class Price:
     cache_read_per_token: float | None = None
     cache_write_per_token: float | None = None
     tiers: tuple[tuple[int, Rates], ...] = ()
+    #: whether a prompt of exactly a tier's threshold is billed at the tier (xAI's rule)
+    inclusive: bool = False
+    #: the service tier these rates are (None: standard) and every tier the map prices the model
+    #: at, the standard one under ``""``: a request may ask for one and a reply say which it got
+    service_tier: str | None = None
+    service_tiers: tuple[tuple[str, RateCard], ...] = field(default=(), repr=False)
 
     def rates(self, prompt_tokens: int) -> Rates:
         """The rates a request of ``prompt_tokens`` is billed at."""
         for threshold, rates in reversed(self.tiers):
-            if prompt_tokens > threshold:
+            if prompt_tokens > threshold or (self.inclusive and prompt_tokens == threshold):
                 return rates
         return Rates(
             self.input_per_token, self.output_per_token, self.cache_read_per_token, self.cache_write_per_token
@@ -97,6 +103,45 @@ class Price:
             rate_in, write, out = self.input_per_token, self.cache_write_per_token, self.output_per_token
         return prompt_tokens * (rate_in if write is None else max(rate_in, write)) + max_tokens * out
 
+    def for_service_tier(self, name: object) -> Price:
+        """These prices at the service tier ``name`` (OpenAI's ``service_tier``: ``flex``,
+        ``priority``; ``default``, ``auto`` or None are the standard tier): a tier the map does not
+        price the model at is billed standard, as litellm bills it."""
+        tier = _SERVICE_TIERS.get(name.lower()) if isinstance(name, str) else None
+        if tier == self.service_tier or not self.service_tiers:
+            return self
+        cards = dict(self.service_tiers)
+        card = cards.get(tier or "") or cards[""]
+        b = card.base
+        return replace(
+            self,
+            input_per_token=b.input,
+            output_per_token=b.output,
+            cache_read_per_token=b.cache_read,
+            cache_write_per_token=b.cache_write,
+            tiers=card.tiers,
+            service_tier=tier if tier in cards else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RateCard:
+    """One service tier's rates: below every threshold, and the long-context tiers."""
+
+    base: Rates
+    tiers: tuple[tuple[int, Rates], ...] = ()
+
+
+#: a requested or reported service tier -> the suffix of the price map's keys for it (litellm's
+#: table: ``fast`` is billed as ``priority``)
+_SERVICE_TIERS = {
+    "flex": "flex",
+    "priority": "priority",
+    "fast": "priority",
+    "balanced": "balanced",
+    "ultrafast": "ultrafast",
+}
+
 
 def _load_map() -> dict[str, Any]:
     global _price_map
@@ -124,20 +169,37 @@ def _lookup(model: str) -> Price | None:
         entry = table.get(key)
         if isinstance(entry, dict) and "input_cost_per_token" in entry:
             cap = entry.get("max_output_tokens") or entry.get("max_tokens")
-            base = _rates(entry, "")
-            ratio = _DEFAULT_CACHE_READ_RATIO.get(str(entry.get("litellm_provider")))
-            if base.cache_read is None and ratio is not None:
-                base = Rates(base.input, base.output, base.input * ratio, base.cache_write)
+            provider = str(entry.get("litellm_provider"))
+            standard = _card(entry, "", provider)
+            cards = [("", standard)] + [
+                (tier, _card(entry, f"_{tier}", provider, standard))
+                for tier in sorted(set(_SERVICE_TIERS.values()))
+                if any(k.endswith(f"_{tier}") and "cost" in k for k in entry)
+            ]
+            b = standard.base
             return Price(
-                base.input,
-                base.output,
+                b.input,
+                b.output,
                 True,
                 int(cap) if isinstance(cap, int | float) and cap > 0 else None,
-                base.cache_read,
-                base.cache_write,
-                _tiers(entry, base),
+                b.cache_read,
+                b.cache_write,
+                standard.tiers,
+                provider in _INCLUSIVE_THRESHOLDS,
+                None,
+                tuple(cards) if len(cards) > 1 else (),
             )
     return None
+
+
+def _card(entry: dict[str, Any], suffix: str, provider: str, standard: RateCard | None = None) -> RateCard:
+    """The rates of one service tier (``suffix`` ``_priority``; ``""`` standard): a rate the tier
+    lacks is the standard one."""
+    base = _rates(entry, suffix, None if standard is None else standard.base)
+    ratio = _DEFAULT_CACHE_READ_RATIO.get(provider)
+    if base.cache_read is None and ratio is not None:
+        base = Rates(base.input, base.output, base.input * ratio, base.cache_write)
+    return RateCard(base, _tiers(entry, base, suffix))
 
 
 #: a provider's cache-read rate as a share of its input rate, where the price map gives none (as
@@ -155,8 +217,8 @@ def _rate(entry: dict[str, Any], key: str) -> float | None:
 
 
 def _rates(entry: dict[str, Any], suffix: str, base: Rates | None = None) -> Rates:
-    """The rates of the map's ``*_cost_per_token{suffix}`` keys (``_above_200k_tokens``); a rate a
-    tier lacks is the base rate."""
+    """The rates of the map's keys ending in ``suffix`` (``_above_200k_tokens``, ``_priority``,
+    ``_above_272k_tokens_priority``); a rate missing there is ``base``'s."""
     fallback = base or Rates()
     input_rate = _rate(entry, f"input_cost_per_token{suffix}")
     output_rate = _rate(entry, f"output_cost_per_token{suffix}")
@@ -170,18 +232,32 @@ def _rates(entry: dict[str, Any], suffix: str, base: Rates | None = None) -> Rat
     )
 
 
-# ``input_cost_per_token_above_200k_tokens``, ``..._above_128k_tokens``, ``..._above_256_tokens``
-_TIER_KEY = re.compile(r"^input_cost_per_token_above_(\d+)(k?)_tokens$")
+# ``input_cost_per_token_above_200k_tokens``, ``..._above_128k_tokens``, ``..._above_256_tokens``,
+# each perhaps with a service tier's suffix (``..._above_272k_tokens_priority``)
+_TIER_KEY = re.compile(r"^input_cost_per_token_above_(\d+)(k?)_tokens(_[a-z]+)?$")
+
+#: providers that bill a tier from a prompt of exactly its threshold (litellm's list)
+_INCLUSIVE_THRESHOLDS = frozenset({"xai"})
 
 
-def _tiers(entry: dict[str, Any], base: Rates) -> tuple[tuple[int, Rates], ...]:
-    tiers: list[tuple[int, Rates]] = []
+def _tiers(entry: dict[str, Any], base: Rates, service: str = "") -> tuple[tuple[int, Rates], ...]:
+    """The long-context tiers of one service tier (``service`` ``_priority``; ``""`` standard):
+    a rate missing at a threshold for the service tier is the standard rate at that threshold, then
+    the service tier's own rate below every threshold (litellm's order)."""
+    found: dict[int, str] = {}
     for key in entry:
         m = _TIER_KEY.match(key)
-        if m is not None and _rate(entry, key) is not None:
-            threshold = int(m.group(1)) * (1000 if m.group(2) else 1)
-            tiers.append((threshold, _rates(entry, key.removeprefix("input_cost_per_token"), base)))
-    return tuple(sorted(tiers, key=lambda t: t[0]))
+        if m is not None and (m.group(3) or "") in ("", service) and _rate(entry, key) is not None:
+            found[int(m.group(1)) * (1000 if m.group(2) else 1)] = f"_above_{m.group(1)}{m.group(2)}_tokens"
+    return tuple(
+        (
+            threshold,
+            _rates(entry, f"{above}{service}", _rates(entry, above, base))
+            if service
+            else _rates(entry, above, base),
+        )
+        for threshold, above in sorted(found.items())
+    )
 
 
 def price_for(model: str, pricing: PricingSpec | None = None, *, local: bool = False) -> Price:

@@ -81,6 +81,9 @@ class ModelReply:
     #: True when the provider reported no usage (absent, or all zeros) and ``usage`` is moa's count
     #: of the text sent and received, not the provider's bill
     usage_estimated: bool = False
+    #: the service tier the provider says it served the request at (OpenAI's ``service_tier``:
+    #: ``default``, ``flex``, ``priority``), which sets the price; None when it did not say
+    service_tier: str | None = None
 
 
 class Reported(NamedTuple):

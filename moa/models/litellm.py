@@ -332,6 +332,7 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         str(getattr(resp, "model", "") or ""),
         getattr(choices[0], "finish_reason", None),
         usage_estimated=estimated,
+        service_tier=_service_tier(resp),
     )
 
 
@@ -340,8 +341,10 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
     usage: Reported | None = None
     finish: str | None = None
     model = ""
+    tier: str | None = None
     async for chunk in stream:
         model = str(getattr(chunk, "model", "") or model)
+        tier = _service_tier(chunk) or tier
         # the last counts reported win (running totals when repeated); a chunk without keeps them
         reported = _reported(getattr(chunk, "usage", None), request)
         if reported is not None and (reported.prompt, reported.completion) != (None, None):
@@ -371,7 +374,13 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 usage = reported
     text = "".join(parts)
     counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
-    return ModelReply(text, counted, model, finish, usage_estimated=estimated)
+    return ModelReply(text, counted, model, finish, usage_estimated=estimated, service_tier=tier)
+
+
+def _service_tier(obj: Any) -> str | None:
+    """The service tier a reply or chunk says it was served at (litellm keeps OpenAI's field)."""
+    tier = getattr(obj, "service_tier", None)
+    return tier if isinstance(tier, str) and tier else None
 
 
 def _reported(u: Any, request: ModelRequest) -> Reported | None:

@@ -335,8 +335,19 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         _usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
     )
     return ModelReply(
-        text, usage, str(data.get("model") or ""), _finish(choices[0]), usage_estimated=estimated
+        text,
+        usage,
+        str(data.get("model") or ""),
+        _finish(choices[0]),
+        usage_estimated=estimated,
+        service_tier=service_tier(data),
     )
+
+
+def service_tier(data: dict[str, Any]) -> str | None:
+    """The reply's (or an event's) ``service_tier``, when it names one."""
+    tier = data.get("service_tier")
+    return tier if isinstance(tier, str) and tier else None
 
 
 def _finish(choice: dict[str, Any]) -> str | None:
@@ -347,7 +358,7 @@ def _finish(choice: dict[str, Any]) -> str | None:
 class _Stream:
     """What a stream's events said so far."""
 
-    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "size", "usage")
+    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "service_tier", "size", "usage")
 
     def __init__(self, request: ModelRequest, on_token: TokenCallback) -> None:
         self.request = request
@@ -356,6 +367,7 @@ class _Stream:
         self.usage: Reported | None = None
         self.finish: str | None = None
         self.model = ""
+        self.service_tier: str | None = None
         self.events = 0
         #: characters of text received: bounded like a whole reply's bytes
         self.size = 0
@@ -382,6 +394,7 @@ class _Stream:
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
         self.model = str(chunk.get("model") or self.model)
+        self.service_tier = service_tier(chunk) or self.service_tier
         # the last usage reported wins (servers that repeat it send running totals); an event
         # without counts keeps it
         usage = _usage(chunk.get("usage"), request)
@@ -417,7 +430,9 @@ class _Stream:
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
         usage, estimated = usage_with_estimate(self.usage, text, lambda: _estimate_usage(self.request, text))
-        return ModelReply(text, usage, self.model, self.finish, usage_estimated=estimated)
+        return ModelReply(
+            text, usage, self.model, self.finish, usage_estimated=estimated, service_tier=self.service_tier
+        )
 
 
 async def consume_sse(
