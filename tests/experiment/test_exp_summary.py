@@ -323,3 +323,77 @@ def test_a_language_per_row_leaves_the_language_breakdown_out_with_a_note(tmp_pa
         store.close()
     assert s.setup("m").languages == {}  # type: ignore[attr-defined]
     assert f"the items name {n} languages, more than {MAX_CATEGORIES}" in " ".join(s.notes)  # type: ignore[attr-defined]
+
+
+def _priced(name: str, item: int, sample: int, *, usd: float, seconds: float, tokens: int) -> RunRow:
+    return RunRow(item, name, str(item), "x", None, usd, seconds, tokens, 0, 1, sample=sample, score=1.0)
+
+
+def test_ratios_of_an_interrupted_setup_compare_the_items_both_ran() -> None:
+    """A setup at 2x the cost, 3x the latency and the baseline's tokens on every item, interrupted
+    after the first (cheapest) half of the items: the table says 2x, 1x and 3x (it said 1.09x,
+    0.55x and 1.64x, its cheap half against the baseline's whole dataset)."""
+    ids = [str(i) for i in range(1, 11)]
+    base = {str(i): _priced("base", i, 0, usd=0.001 * i, seconds=i, tokens=10 * i) for i in range(1, 11)}
+    half = {str(i): _priced("m", i, 0, usd=0.002 * i, seconds=3 * i, tokens=10 * i) for i in range(1, 6)}
+    s = summarize(
+        experiment="cut",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, half)],
+        item_ids=ids,
+        categories={},
+        rounds=50,
+    )
+    m = s.setup("m")
+    assert m.cost_ratio == pytest.approx(2.0) and m.token_ratio == pytest.approx(1.0)
+    assert m.latency_ratio == pytest.approx(3.0) and m.latency_p95_ratio == pytest.approx(3.0)
+    assert m.cost_per_correct_ratio == pytest.approx(2.0) and m.tokens_per_correct_ratio == pytest.approx(1.0)
+    # the setup's own figures stay over its own runs
+    assert m.cost_per_item_usd == pytest.approx(0.006) and s.setup("base").cost_ratio == pytest.approx(1.0)
+
+
+def test_ratios_with_samples_pair_each_sample_with_the_baseline_s_same_sample() -> None:
+    """samples: 2, the setup's sample 1 missing on item 2 and the baseline's sample 0 on item 1:
+    the ratios count the (item, sample) pairs both stored, where the setup costs 4x each time."""
+    usd = {(1, 0): 0.01, (1, 1): 0.02, (2, 0): 0.03, (2, 1): 0.5}
+    base = {
+        str(i): [
+            _priced("base", i, k, usd=usd[i, k], seconds=1, tokens=1) for k in (0, 1) if (i, k) != (1, 0)
+        ]
+        for i in (1, 2)
+    }
+    setup = {
+        str(i): [
+            _priced("m", i, k, usd=4 * usd[i, k], seconds=1, tokens=1) for k in (0, 1) if (i, k) != (2, 1)
+        ]
+        for i in (1, 2)
+    }
+    s = summarize(
+        experiment="samples",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, setup)],
+        item_ids=["1", "2"],
+        categories={},
+        rounds=50,
+        samples=2,
+    )
+    assert s.setup("m").cost_ratio == pytest.approx(4.0)
+    assert s.setup("m").cost_per_correct_ratio == pytest.approx(4.0)
+
+
+def test_a_setup_sharing_no_run_with_the_baseline_has_no_ratios() -> None:
+    """The setup ran items 1-2, the baseline 3-4: nothing to compare, so no ratio (not one from
+    disjoint items)."""
+    base = {str(i): _priced("base", i, 0, usd=0.01, seconds=1, tokens=5) for i in (3, 4)}
+    setup = {str(i): _priced("m", i, 0, usd=0.05, seconds=2, tokens=5) for i in (1, 2)}
+    s = summarize(
+        experiment="disjoint",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, setup)],
+        item_ids=["1", "2", "3", "4"],
+        categories={},
+        rounds=50,
+    )
+    m = s.setup("m")
+    assert m.cost_ratio is None and m.token_ratio is None and m.latency_ratio is None
+    assert m.cost_per_correct_ratio is None and m.delta_vs_baseline is None

@@ -1,8 +1,13 @@
 """What a setup's cost is compared in, and the comparisons made with it: the cost basis (USD, or
-tokens when the baseline cost $0), the per-correct-answer ratios and the Pareto front.
+tokens when the baseline cost $0), the ratios to the baseline and the Pareto front.
 
 Rules:
 
+- The ratios to the baseline (cost, tokens, latency p50 and p95, $ and tokens per correct answer) are
+  taken over the runs both stored, the same (item, sample) pairs, as the quality Δ is: an interrupted
+  or over-budget experiment whose setup ran only some items is compared on those items, not its
+  cheap first half against the baseline's whole dataset. A complete experiment gives the same ratios
+  either way.
 - The basis is ``tokens`` when the baseline's cost is $0 or unknown (every call local-compute or
   unpriced, every run failed before a priced reply, or no run stored): a ratio to $0 is undefined and
   every setup would tie at $0.
@@ -14,13 +19,15 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from moa.eval import stats
 from moa.experiment.analysis.summary import SetupSummary
+from moa.experiment.store.database import RunRow
 
-__all__ = ["CostBasis", "all_failed", "cost_basis", "mark_pareto", "per_correct_ratios", "ratio"]
+__all__ = ["CostBasis", "all_failed", "cost_basis", "mark_pareto", "paired_ratios", "ratio"]
 
 CostBasis = Literal["usd", "tokens"]
 
@@ -42,11 +49,40 @@ def all_failed(s: SetupSummary) -> bool:
     return s.runs > 0 and s.errors >= s.runs
 
 
-def per_correct_ratios(out: Sequence[SetupSummary], base: SetupSummary) -> None:
-    """Set each setup's $ and tokens per correct answer over the baseline's."""
-    for s in out:
-        s.cost_per_correct_ratio = ratio(s.cost_per_correct_usd, base.cost_per_correct_usd)
-        s.tokens_per_correct_ratio = ratio(s.tokens_per_correct, base.tokens_per_correct)
+def paired_ratios(
+    s: SetupSummary,
+    mine: Mapping[str, Sequence[RunRow]],
+    base: Mapping[str, Sequence[RunRow]],
+    score: Callable[[RunRow], float | None],
+) -> None:
+    """Set the setup's ratios to the baseline (cost, tokens, latency p50 and p95, $ and tokens per
+    correct answer), each side taken over the runs of the (item, sample) pairs both stored."""
+    theirs = {(i, r.sample): r for i, rows in base.items() for r in rows}
+    pairs = [(r, b) for i, rows in mine.items() for r in rows if (b := theirs.get((i, r.sample))) is not None]
+    a_runs, b_runs = [r for r, _ in pairs], [b for _, b in pairs]
+    # both sides count the same runs, so the ratio of sums is the ratio of the means per run
+    s.cost_ratio = ratio(math.fsum(r.cost_usd for r in a_runs), math.fsum(r.cost_usd for r in b_runs))
+    s.token_ratio = ratio(sum(r.tokens for r in a_runs), sum(r.tokens for r in b_runs))
+    a_lat = [r.latency_s for r in a_runs if r.error is None]
+    b_lat = [r.latency_s for r in b_runs if r.error is None]
+    if a_lat and b_lat:
+        s.latency_ratio = ratio(stats.p50(a_lat), stats.p50(b_lat))
+        s.latency_p95_ratio = ratio(stats.p95(a_lat), stats.p95(b_lat))
+    a_usd, a_tokens = _per_correct(a_runs, score)
+    b_usd, b_tokens = _per_correct(b_runs, score)
+    s.cost_per_correct_ratio = ratio(a_usd, b_usd)
+    s.tokens_per_correct_ratio = ratio(a_tokens, b_tokens)
+
+
+def _per_correct(
+    runs: Sequence[RunRow], score: Callable[[RunRow], float | None]
+) -> tuple[float | None, float | None]:
+    """USD and tokens per correct answer over the runs with a score (as ``cost_per_correct_usd``)."""
+    scored = [(r, v) for r in runs if (v := score(r)) is not None]
+    correct = math.fsum(v for _, v in scored)
+    if correct <= 0:
+        return None, None
+    return math.fsum(r.cost_usd for r, _ in scored) / correct, sum(r.tokens for r, _ in scored) / correct
 
 
 def mark_pareto(out: Sequence[SetupSummary], basis: CostBasis) -> None:

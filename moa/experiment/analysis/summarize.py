@@ -17,7 +17,7 @@ scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5: sco
 failed run 0 as well would count its failure twice. Those scores are stored by the scoring phase
 (``score_answers``), failed runs' included, and read as they are (``scorer``).
 
-Cost basis, per-correct ratios and the Pareto rule: see ``costs``.
+Cost basis, the ratios to the baseline (over the runs both stored) and the Pareto rule: see ``costs``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from moa.eval import stats
-from moa.experiment.analysis.costs import cost_basis, mark_pareto, per_correct_ratios, ratio
+from moa.experiment.analysis.costs import cost_basis, mark_pareto, paired_ratios
 from moa.experiment.analysis.extras import (
     RunScore,
     bt_ratings,
@@ -201,10 +201,7 @@ def summarize(
     base_scores = all_scores[base_name]
     raw_p: list[tuple[SetupSummary, float]] = []
     for s in out:
-        s.cost_ratio = ratio(s.cost_per_item_usd, base.cost_per_item_usd)
-        s.token_ratio = ratio(s.tokens_per_item, base.tokens_per_item)
-        s.latency_ratio = ratio(s.latency_p50_s, base.latency_p50_s)
-        s.latency_p95_ratio = ratio(s.latency_p95_s, base.latency_p95_s)
+        paired_ratios(s, all_runs[s.name], all_runs[base_name], scorer(pairwise))
         if s.is_baseline:
             continue
         a, b, ci = _paired(all_scores[s.name], base_scores, item_ids, rounds, seed)
@@ -229,7 +226,6 @@ def summarize(
         setups=out,
         cost_basis=cost_basis(base),
     )
-    per_correct_ratios(out, base)
     mark_pareto(out, summary.cost_basis)
     too_many = _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     if pairwise:

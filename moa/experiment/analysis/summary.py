@@ -137,6 +137,8 @@ class SetupSummary(BaseModel):
     of the text sent and received, not the provider's bill."""
     cost_per_item_usd: float | None = None
     cost_ratio: float | None = None
+    """Cost over the baseline's, both over the runs both stored (same item and sample): the ×-columns
+    are paired like the quality Δ (``latency_ratio``, ``token_ratio`` and the per-correct ratios too)."""
     tokens: int = 0
     tokens_per_item: float | None = None
     token_ratio: float | None = None
@@ -152,7 +154,8 @@ class SetupSummary(BaseModel):
     tokens_per_correct: float | None = None
     """Tokens spent per correct answer, over the same runs."""
     cost_per_correct_ratio: float | None = None
-    """``cost_per_correct_usd`` over the baseline's: "is it worth it" in one number (None at $0)."""
+    """$ per correct answer over the baseline's, both over the runs both stored: "is it worth it" in
+    one number (None at $0)."""
     tokens_per_correct_ratio: float | None = None
     """``tokens_per_correct`` over the baseline's: the same on the token basis."""
     errors: int = 0
