@@ -381,12 +381,26 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
 _NOISE = 1e-9
 
 
-def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> int | None:
-    """Items needed to detect the observed mean paired difference with a two-sided paired test
-    (normal approximation, using the observed standard deviation of the differences).
+#: up to this many items the sign test's power is summed exactly; past it, its normal approximation
+_EXACT_POWER_MAX = 400
 
-    ``None`` when the observed mean difference is 0 or there are fewer than two differences.
-    With zero variance and a non-zero difference, 2 (the fewest a paired test can use).
+
+def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Items needed for the test the report runs on these paired differences, the exact two-sided
+    sign test (McNemar's exact test on 0/1 scores is the same test), to reject at level ``alpha``
+    with probability ``power``, were every item better, tied and worse as often as in ``deltas``.
+
+    The exact power at n items is the sum over the number N of untied items (binomial(n, share of
+    untied)) of the chance that the better ones among N fall in the test's rejection region. The
+    fewest n up to ``_EXACT_POWER_MAX`` where it reaches ``power`` is the answer (discreteness can
+    make a few n past it fall short again); above, the normal approximation to the same test
+    (Connor 1987, McNemar's sample size): ``(z_a/2 sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2`` with
+    ``psi`` the share of untied items and ``d`` the better share minus the worse. The exact test
+    cannot reject on fewer than 6 untied items at alpha 0.05 (2 * 2^-5 > 0.05), so that is the
+    least it answers for a setup better on every item.
+
+    ``None`` when the observed mean difference is 0, as many items are better as worse (no number
+    of items makes the sign test see a direction), or there are fewer than two differences.
 
     A mean within rounding of 0 counts as 0: differences of item means (``samples: 3`` gives
     thirds) that cancel exactly in arithmetic leave ~1e-17 in floats, which asked for ~1e33 items.
@@ -396,10 +410,60 @@ def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) ->
     mean = statistics.fmean(deltas)
     if abs(mean) <= _NOISE * max(abs(d) for d in deltas):
         return None
-    sd = statistics.stdev(deltas)
+    # counted as ``sign_test`` counts them, so this sizes the p-value printed beside it
+    up = sum(1 for d in deltas if d > 0) / len(deltas)
+    down = sum(1 for d in deltas if d < 0) / len(deltas)
+    if up == down:
+        return None
+    untied = up + down
+    reject = [0.0]
+    for n in range(1, _EXACT_POWER_MAX + 1):
+        reject.append(_sign_test_rejects(n, up / untied, alpha))
+        if _mixed(reject, untied) >= power:
+            return n
     z = statistics.NormalDist()
-    needed = ((z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) * sd / mean) ** 2
-    return max(2, math.ceil(needed - 1e-9))
+    d = up - down
+    root = z.inv_cdf(1 - alpha / 2) * math.sqrt(untied) + z.inv_cdf(power) * math.sqrt(untied - d * d)
+    return max(_EXACT_POWER_MAX + 1, math.ceil(root * root / (d * d) - 1e-9))
+
+
+def _sign_test_rejects(n: int, share: float, alpha: float) -> float:
+    """The chance that the exact two-sided sign test on ``n`` untied pairs rejects at ``alpha`` when
+    each pair favours A with probability ``share``."""
+    # the fewest A-wins past n/2 whose p-value is at most alpha (the region is symmetric)
+    c = n // 2 + 1
+    while c <= n and binom_two_sided(c, n) > alpha:
+        c += 1
+    if c > n:
+        return 0.0
+    return _binomial_tail(n, share, c) + _binomial_tail(n, 1.0 - share, c)
+
+
+def _binomial_tail(n: int, p: float, k: int) -> float:
+    """P(X >= k) for X ~ binomial(n, p), summed term by term in log space."""
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    lp, lq, lg = math.log(p), math.log1p(-p), math.lgamma(n + 1)
+    return math.fsum(
+        math.exp(lg - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq)
+        for i in range(k, n + 1)
+    )
+
+
+def _mixed(reject: Sequence[float], untied: float) -> float:
+    """The power at n = len(reject) - 1 items: ``reject[N]`` weighted by the chance that N of the n
+    items are untied (binomial(n, untied))."""
+    n = len(reject) - 1
+    if untied >= 1.0:
+        return reject[n]
+    lp, lq, lg = math.log(untied), math.log1p(-untied), math.lgamma(n + 1)
+    return math.fsum(
+        r * math.exp(lg - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * lp + (n - k) * lq)
+        for k, r in enumerate(reject)
+        if r > 0.0
+    )
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

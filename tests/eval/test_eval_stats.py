@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
@@ -113,22 +112,48 @@ def test_pareto_front_with_ties() -> None:
     assert pareto_front(points) == [True, True, False, False, True]
 
 
-def test_power_n_from_observed_variance() -> None:
-    """Mean 0.5, sd sqrt(1/3) needs ceil(((1.96+0.84)*sd/0.5)^2) = 11 items."""
-    assert power_n([1, 0, 1, 0]) == 11
+def test_power_n_sizes_the_exact_sign_test_the_report_runs() -> None:
+    """Items for 80% power of the exact two-sided sign test at the observed better/tied/worse shares.
+    Reference: the smallest n with sum_N binom.pmf(N, n, untied) * P(binomtest(W, N).pvalue <= 0.05),
+    W ~ binom(N, better / untied), summed with scipy 1.17.1 (scipy.stats.binom, scipy.stats.binomtest):
+    half better, half tied -> 15 (power 0.849 there, 0.788 at 14); 3 better, 1 worse, 6 tied -> 84
+    (0.8030; 0.7973 at 83); 2 better, 1 worse, 1 tied -> 99 (0.8006; 0.7966 at 98). The normal
+    approximation of a paired z-test said 11 for the first."""
+    assert power_n([1, 0, 1, 0]) == 15
+    assert power_n([1, 1, 1, -1, 0, 0, 0, 0, 0, 0]) == 84
+    assert power_n([1, 1, -1, 0]) == 99
+    # the sign test reads directions: sizes of the differences change nothing
+    assert power_n([0.5, 0, 0.25, 0]) == 15
+
+
+def test_power_n_never_says_fewer_items_than_the_exact_test_can_reject_on() -> None:
+    """Better on every item: the exact test needs 6 untied items to reach p <= 0.05 (2 * 2^-5 =
+    0.0625 > 0.05; scipy.stats.binomtest(6, 6).pvalue = 0.03125), so 6 items, not the 2 the
+    zero-variance normal formula gave while the report's own p-value was 0.0625 at 5 items."""
+    assert power_n([1.0] * 5) == 6
+    assert power_n([0.2, 0.2]) == 6
+    assert power_n([-1.0] * 3) == 6
+
+
+def test_power_n_past_the_exact_range_uses_the_sign_test_normal_approximation() -> None:
+    """55 better, 45 worse: past 400 items, Connor's formula (1.96 + 0.8416 sqrt(0.99))^2 / 0.01 =
+        782.5 -> 783; the exact power there, summed with scipy 1.17.1 as above, is 0.789 (0.798 at 782:
+    the discrete test's sawtooth, which the approximation smooths over)."""
+    assert power_n([1.0] * 55 + [-1.0] * 45) == 783
 
 
 def test_power_n_none_without_difference() -> None:
-    """No observed difference means no sample size."""
+    """No observed difference, or as many items better as worse (the sign test sees no direction
+    whatever the sizes), means no sample size."""
     assert power_n([1, -1, 0]) is None
-    assert math.isfinite(power_n([0.2, 0.2]) or 0)
+    assert power_n([2, -1, 0]) is None
 
 
 def test_power_n_reads_rounding_as_no_difference() -> None:
     """Item means in thirds whose differences cancel exactly (Δ = 0) leave ~1e-17 in floats: no
     sample size, not ~1e33 items."""
     assert power_n([0.0 - 1 / 3, 1.0 - 2 / 3]) is None
-    assert power_n([1e-6, 0, 1e-6, 0]) == power_n([1, 0, 1, 0]) == 11  # small but real: its figure
+    assert power_n([1e-6, 0, 1e-6, 0]) == power_n([1, 0, 1, 0]) == 15  # small but real: its figure
 
 
 def test_multinomial_counts_sum_to_the_draws_and_follow_the_shares() -> None:

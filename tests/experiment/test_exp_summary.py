@@ -224,6 +224,40 @@ def test_one_item_is_not_called_no_difference() -> None:
     )
 
 
+def _versus(base_scores: list[float], setup_scores: list[float]) -> object:
+    base = _rows("base", base_scores, [0.01] * 4, [1] * 4)
+    setup = _rows("m", setup_scores, [0.01] * 4, [1] * 4)
+    return summarize(
+        experiment="power",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, setup)],
+        item_ids=IDS,
+        categories={},
+        rounds=100,
+    ).setup("m")  # type: ignore[attr-defined]
+
+
+def test_the_power_note_never_calls_too_few_items_for_its_own_test_enough() -> None:
+    """Right on all 4 items the baseline got wrong: McNemar's p is 0.125, and the note says 6 items
+    are needed (the fewest on which the exact test can reach 0.05), not "~2 items — enough items"."""
+    m = _versus([0, 0, 0, 0], [1, 1, 1, 1])
+    assert m.p_value == pytest.approx(0.125) and m.power_n == 6
+    assert m.power_note == (
+        "n=4 items; detecting a +1.000 difference at 80% power needs ~6 items — this result may be noise"
+    )
+
+
+def test_a_difference_with_as_many_items_better_as_worse_gets_no_item_count() -> None:
+    """One item far better, one slightly worse: Δ is +0.062 but the sign test sees one win and one
+    loss, so no number of items makes it detect the difference; the note says why."""
+    m = _versus([0.5, 0.5, 0.5, 0.5], [1.0, 0.25, 0.5, 0.5])
+    assert m.test == "sign" and m.power_n is None
+    assert m.power_note == (
+        "n=4 items; a +0.062 difference, but as many items better as worse, so no number of items makes "
+        "the paired test detect it"
+    )
+
+
 def test_line_breaks_from_a_dataset_or_a_provider_stay_inside_their_markdown_cell() -> None:
     """A category holding newlines and pipes, and a provider error over several lines, cannot end a
     row or bullet of report.md and start a heading or table of their own."""

@@ -196,6 +196,12 @@ def power_sentence(n: int, delta: float | None, needed: int | None) -> str:
     if n < 2:
         # the spread of the differences, which the sample size rests on, needs two of them
         return f"n={n} item; a {delta:+.3f} difference from one item cannot be told from noise"
+    if needed is None and abs(delta) > _EPS:
+        # the paired test (sign, or McNemar's: the same test) reads directions only, not sizes
+        return (
+            f"n={n} items; a {delta:+.3f} difference, but as many items better as worse, so no number "
+            "of items makes the paired test detect it"
+        )
     if needed is None:
         return f"n={n} items; no difference observed ({delta:+.3f}), so no sample size can be given"
     head = f"n={n} items; detecting a {delta:+.3f} difference at 80% power needs ~{needed} items"

@@ -165,7 +165,9 @@ class SetupSummary(BaseModel):
     """On the cost-quality front (cost in the summary's ``cost_basis``): no other setup costs no more
     and scores no less, one of them strictly. A setup without quality, or whose runs all failed, never is."""
     power_n: int | None = None
-    """Items needed to detect the observed difference at 80% power (None without a difference)."""
+    """Items needed to detect the observed difference at 80% power with the exact sign test (McNemar's
+    on 0/1 scores), at the observed shares of better, tied and worse items (None without a
+    difference, or with as many items better as worse)."""
     power_note: str | None = None
     """That, as a sentence for the report (``n=30 items; detecting a +0.050 difference ...``)."""
     samples: int = 1
