@@ -394,8 +394,9 @@ def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) ->
     untied)) of the chance that the better ones among N fall in the test's rejection region. The
     fewest n up to ``_EXACT_POWER_MAX`` where it reaches ``power`` is the answer (discreteness can
     make a few n past it fall short again); above, the normal approximation to the same test
-    (Connor 1987, McNemar's sample size): ``(z_a/2 sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2`` with
-    ``psi`` the share of untied items and ``d`` the better share minus the worse. The exact test
+    (Connor 1987, McNemar's sample size): ``n = (z_a/2 sqrt(psi) + z_b sqrt(psi - d^2))^2 / d^2`` with
+    ``psi`` the share of untied items and ``d`` the better share minus the worse, continuity-corrected
+    to ``n/4 (1 + sqrt(1 + 4 / (n |d|)))^2`` (the root of ``n |d| - 1 = sqrt(n) root``). The exact test
     cannot reject on fewer than 6 untied items at alpha 0.05 (2 * 2^-5 > 0.05), so that is the
     least it answers for a setup better on every item.
 
@@ -422,9 +423,13 @@ def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) ->
         if _mixed(reject, untied) >= power:
             return n
     z = statistics.NormalDist()
-    d = up - down
+    d = abs(up - down)
     root = z.inv_cdf(1 - alpha / 2) * math.sqrt(untied) + z.inv_cdf(power) * math.sqrt(untied - d * d)
-    return max(_EXACT_POWER_MAX + 1, math.ceil(root * root / (d * d) - 1e-9))
+    needed = root * root / (d * d)
+    # McNemar's continuity correction (|b - c| - 1): the shift n*d must clear the bound by one more
+    # item; without it the exact test's power fell to 0.76-0.79 at the figure given
+    needed *= (1 + math.sqrt(1 + 4 / (needed * d))) ** 2 / 4
+    return max(_EXACT_POWER_MAX + 1, math.ceil(needed - 1e-9))
 
 
 def _sign_test_rejects(n: int, share: float, alpha: float) -> float:

@@ -137,9 +137,11 @@ def test_power_n_never_says_fewer_items_than_the_exact_test_can_reject_on() -> N
 
 def test_power_n_past_the_exact_range_uses_the_sign_test_normal_approximation() -> None:
     """55 better, 45 worse: past 400 items, Connor's formula (1.96 + 0.8416 sqrt(0.99))^2 / 0.01 =
-        782.5 -> 783; the exact power there, summed with scipy 1.17.1 as above, is 0.789 (0.798 at 782:
-    the discrete test's sawtooth, which the approximation smooths over)."""
-    assert power_n([1.0] * 55 + [-1.0] * 45) == 783
+    782.5, continuity-corrected: 782.5 / 4 (1 + sqrt(1 + 4 / 78.25))^2 = 802.4 -> 803. The exact
+    power there, summed with scipy 1.17.1 as above, is 0.806 (at 783, uncorrected, 0.789; the first n
+    reaching 0.8 exactly is 786)."""
+    assert power_n([1.0] * 55 + [-1.0] * 45) == 803
+    assert power_n([-1.0] * 55 + [1.0] * 45) == 803
 
 
 def test_power_n_none_without_difference() -> None:
