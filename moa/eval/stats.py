@@ -71,6 +71,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     (numpy's default method)."""
     if not values:
         raise ValueError("percentile of an empty sequence")
+    _check_finite(values, "values")
     if not 0 <= q <= 100:
         raise ValueError(f"percentile q={q} is outside [0, 100]")
     ordered = sorted(values)
@@ -88,6 +89,17 @@ def p50(values: Sequence[float]) -> float:
 def p95(values: Sequence[float]) -> float:
     """The 95th percentile, linearly interpolated."""
     return percentile(values, 95)
+
+
+def _check_finite(values: Sequence[float], name: str) -> None:
+    """One line naming the first value that is NaN or infinite: it would turn every statistic of
+    the sequence into nan (or a bound of ``nan``, a p-value counting it as a tie) without a word."""
+    # a finite sum means finite values (a NaN or infinity would carry into it): one fast pass
+    if math.isfinite(sum(values)):
+        return
+    for i, x in enumerate(values):
+        if not math.isfinite(x):
+            raise ValueError(f"{name}[{i}] is {x}: the statistics need finite numbers")
 
 
 def _check_confidence(confidence: float, rounds: int) -> None:
@@ -121,6 +133,7 @@ def bootstrap_ci(
     """
     if not values:
         raise ValueError("bootstrap of an empty sequence")
+    _check_finite(values, "values")
     _check_confidence(confidence, rounds)
     n = len(values)
     tail = (1 - confidence) / 2
@@ -260,6 +273,8 @@ def paired_bootstrap_ci(
 ) -> CI:
     """Bootstrap CI of ``mean(a - b)``, resampling items jointly so each pair stays together."""
     _paired(a, b)
+    _check_finite(a, "a")
+    _check_finite(b, "b")
     # resampling the per-item differences is exactly resampling the (a, b) pairs jointly
     return bootstrap_ci(
         [x - y for x, y in zip(a, b, strict=True)], confidence=confidence, rounds=rounds, seed=seed
@@ -350,6 +365,8 @@ def mcnemar(a: Sequence[float], b: Sequence[float]) -> McNemarResult:
 def sign_test(a: Sequence[float], b: Sequence[float]) -> SignTestResult:
     """Exact sign test on paired scores; ties are dropped."""
     _paired(a, b)
+    _check_finite(a, "a")
+    _check_finite(b, "b")
     wins = sum(1 for x, y in zip(a, b, strict=True) if x > y)
     losses = sum(1 for x, y in zip(a, b, strict=True) if x < y)
     return SignTestResult(wins, losses, len(a) - wins - losses, binom_two_sided(wins, wins + losses))
@@ -357,6 +374,7 @@ def sign_test(a: Sequence[float], b: Sequence[float]) -> SignTestResult:
 
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm–Bonferroni adjusted p-values, in the order given."""
+    _check_finite(p_values, "p_values")
     m = len(p_values)
     order = sorted(range(m), key=lambda i: p_values[i])
     adjusted = [0.0] * m
@@ -406,6 +424,7 @@ def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) ->
     A mean within rounding of 0 counts as 0: differences of item means (``samples: 3`` gives
     thirds) that cancel exactly in arithmetic leave ~1e-17 in floats, which asked for ~1e33 items.
     """
+    _check_finite(deltas, "deltas")
     if len(deltas) < 2:
         return None
     mean = statistics.fmean(deltas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -165,3 +166,28 @@ def test_multinomial_counts_sum_to_the_draws_and_follow_the_shares() -> None:
     draws = [multinomial_counts([700, 300, 0], rng) for _ in range(400)]
     assert all(sum(d) == 1000 and d[2] == 0 for d in draws)
     assert sum(d[0] for d in draws) / (400 * 1000) == pytest.approx(0.7, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    ("call", "culprit"),
+    [
+        (lambda: bootstrap_ci([0.5, float("nan"), 1.0]), r"values\[1\] is nan"),
+        (lambda: bootstrap_ci([float("inf"), 1.0]), r"values\[0\] is inf"),
+        (lambda: paired_bootstrap_ci([1.0, 0.0], [0.0, float("nan")]), r"b\[1\] is nan"),
+        (lambda: sign_test([1.0, float("-inf")], [0.0, 0.0]), r"a\[1\] is -inf"),
+        (lambda: power_n([1.0, float("nan"), 1.0]), r"deltas\[1\] is nan"),
+        (lambda: percentile([3.0, float("nan")], 50), r"values\[1\] is nan"),
+        (lambda: holm([0.01, float("nan")]), r"p_values\[1\] is nan"),
+    ],
+)
+def test_a_nan_or_infinite_input_is_refused_by_name(call: Callable[[], object], culprit: str) -> None:
+    """A NaN or infinity among a user's scores is one line naming its position, not a CI of
+    (inf, [1.0, nan]), a NaN counted as a tie, or an item count computed from the other values."""
+    with pytest.raises(ValueError, match=culprit):
+        call()
+
+
+def test_finite_values_whose_sum_overflows_are_still_accepted() -> None:
+    """The fast finiteness check (a finite sum) falls back to the values themselves: two values near
+    the float maximum, whose sum overflows, are finite and tested as usual."""
+    assert sign_test([1e308, 1e308], [0.0, 0.0]).p_value == pytest.approx(0.5)
