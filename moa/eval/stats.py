@@ -424,6 +424,9 @@ def power_n(deltas: Sequence[float], alpha: float = 0.05, power: float = 0.8) ->
     A mean within rounding of 0 counts as 0: differences of item means (``samples: 3`` gives
     thirds) that cancel exactly in arithmetic leave ~1e-17 in floats, which asked for ~1e33 items.
     """
+    for name, value in (("alpha", alpha), ("power", power)):
+        if not 0 < value < 1:
+            raise ValueError(f"power_n: {name}={value} must be in (0, 1)")
     _check_finite(deltas, "deltas")
     if len(deltas) < 2:
         return None

@@ -178,11 +178,14 @@ def test_multinomial_counts_sum_to_the_draws_and_follow_the_shares() -> None:
         (lambda: power_n([1.0, float("nan"), 1.0]), r"deltas\[1\] is nan"),
         (lambda: percentile([3.0, float("nan")], 50), r"values\[1\] is nan"),
         (lambda: holm([0.01, float("nan")]), r"p_values\[1\] is nan"),
+        (lambda: power_n([1.0, 0.0], alpha=0.0), r"alpha=0.0 must be in \(0, 1\)"),
+        (lambda: power_n([1.0, 0.0], power=1.0), r"power=1.0 must be in \(0, 1\)"),
     ],
 )
 def test_a_nan_or_infinite_input_is_refused_by_name(call: Callable[[], object], culprit: str) -> None:
     """A NaN or infinity among a user's scores is one line naming its position, not a CI of
-    (inf, [1.0, nan]), a NaN counted as a tie, or an item count computed from the other values."""
+    (inf, [1.0, nan]), a NaN counted as a tie, or an item count computed from the other values; a
+    power or alpha outside (0, 1) is named too (power=1 gave 73 items, alpha=0 a StatisticsError)."""
     with pytest.raises(ValueError, match=culprit):
         call()
 
