@@ -431,3 +431,23 @@ def test_a_setup_sharing_no_run_with_the_baseline_has_no_ratios() -> None:
     m = s.setup("m")
     assert m.cost_ratio is None and m.token_ratio is None and m.latency_ratio is None
     assert m.cost_per_correct_ratio is None and m.delta_vs_baseline is None
+
+
+def test_a_p_value_below_the_smallest_float_is_not_printed_as_zero() -> None:
+    """2,000 items, the setup right on each one the baseline got wrong: the exact p (2^-1999) underflows
+    to 0.0 in summary.json, and the table says <1e-300 rather than claiming p = 0."""
+    from moa.experiment.report.text import table_rows
+
+    ids = [f"i{k}" for k in range(2000)]
+    base = {i: RunRow(0, "base", i, "x", None, 0.01, 1.0, 1, 1, 1, score=0.0) for i in ids}
+    good = {i: RunRow(0, "m", i, "x", None, 0.01, 1.0, 1, 1, 1, score=1.0) for i in ids}
+    s = summarize(
+        experiment="tiny-p",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("m", False, good)],
+        item_ids=ids,
+        categories={},
+        rounds=50,
+    )
+    assert s.setup("m").p_value == 0.0
+    assert table_rows(s)[1][-1] == "<1e-300 (<1e-300)"

@@ -75,11 +75,16 @@ def _delta(s: SetupSummary) -> str:
     return f"{s.delta_vs_baseline:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
+def _pv(p: float) -> str:
+    # an exact test's p is never 0; a float 0 is an underflow below the smallest double
+    return f"{p:.3g}" if p > 0 else "<1e-300"
+
+
 def _p(s: SetupSummary) -> str:
     if s.p_value is None:
         return "—"
-    holm = f" ({s.p_value_holm:.3g})" if s.p_value_holm is not None else ""
-    return f"{s.p_value:.3g}{holm}"
+    holm = f" ({_pv(s.p_value_holm)})" if s.p_value_holm is not None else ""
+    return f"{_pv(s.p_value)}{holm}"
 
 
 def _tokens(v: float | None) -> str:
