@@ -237,7 +237,11 @@ def summarize(
         summary.complete = False
         # with samples, ``missing`` counts runs: one (setup, item) pair holds ``samples`` of them
         unit = "(setup, item, sample) runs" if samples > 1 else "(setup, item) pairs"
-        summary.notes.append(f"{missing} {unit} have not been run yet: re-run with the same --out to finish")
+        summary.notes.append(
+            f"{missing} {unit} have not been run yet: re-run with the same --out to finish. Until then "
+            "quality Δ and the × columns compare only the runs both a setup and the baseline stored, "
+            "while quality, cost per item and the Pareto front use each setup's own runs"
+        )
     problem = baseline_problem(summary)
     if problem:
         summary.notes.append(problem)
