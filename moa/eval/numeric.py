@@ -4,16 +4,22 @@ The first rule that yields a number wins:
 
 1. the last ``#### N`` (the GSM8K gold format) whose line starts with a number after the hashes:
    that number (a Markdown heading such as ``#### Step 2: Money`` or ``#### 1. Count`` is not one);
-2. the last ``\\boxed{...}``: the last number inside it;
+2. the last non-empty ``\\boxed{...}``: its value after its last ``=`` (or ``\\approx``), which must
+   be one number, a unit (``12 cm^2``) or degrees allowed; an expression or a tuple
+   (``2\\sqrt{3}``, ``3\\pi``, ``(2, 5)``) is not a number and equals nothing;
 3. the last "the answer is N" / "answer: N" (any case) followed at once by a number (spaces, ``**``,
    ``$``, a colon or line breaks may come between): that number, or the result after the last
-   ``=`` when a calculation follows (``2^10 = 1024``); an "answer:" followed by words is skipped;
+   ``=`` when a calculation follows (``9 \\times 2 = 18``); an "answer:" followed by words is
+   skipped, and "the answer is 2\\sqrt{3}" is not a number;
 4. the last number anywhere.
 
+A target is read by the same rules, except that one with none of the first three must be one number
+as a whole (``1 000`` or ``2\\sqrt{3}`` is not a number, rather than 0 or 3).
+
 Calculator annotations (``<<48/2=24>>``) are removed first, and LaTeX is read as plain text:
-``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` is 3.5, ``1{,}234`` and ``1\\,234`` are 1234 and
-``\\text{...}`` is its content. A number may carry a sign, ``$``, thousands separators (``1,234``, or
-a no-break or thin space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
+``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` is 3.5, ``1{,}234``, ``1,\\!234`` and ``1\\,234`` are
+1234, ``\\text{...}`` is its content, ``2^{10}`` is 1024 and ``3 \\times 10^5`` is 300000. A number
+may carry a sign, ``$``, thousands separators (``1,234``, or a no-break or thin space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
 trailing period: only its value counts, so ``3.50`` equals ``3.5`` and ``$1,234.`` equals ``1234``.
 Values are exact fractions, so a number too large for a float still compares exactly; one with more
 than ``_MAX_DIGITS`` integer digits is read as ±inf and equals nothing.
@@ -29,9 +35,11 @@ from fractions import Fraction
 __all__ = [
     "HASH_LINE",
     "FinalNumber",
+    "NotANumber",
     "answer_line",
     "boxed_contents",
     "exact_numbers",
+    "final_answer",
     "final_number",
     "parse_numbers",
     "show_number",
@@ -64,7 +72,8 @@ _LEAD = re.compile(r"(?:[\s*_:=$(\[]|\\[(\[$])*")
 _LINE_END = re.compile(r"(?:[*_$.,;!%)\]\\ \t])*(?:\n|\Z)")
 # a calculation right after "the answer is": `9 * 2 = 18`, `2^10 = 1024`, `$2 x 9 = $18`
 _CALCULATION = re.compile(
-    r"(?:[-−+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f]|(?<=[\d ])[xX](?=[ \d])|(?<=\d)[eE](?=[-+]?\d))+"
+    r"(?:[-−+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f]|\\(?:times|cdot|div)\b|(?<=[\d ])[xX](?=[ \d])"
+    r"|(?<=\d)[eE](?=[-+]?\d))+"
 )
 
 _TEX_TEXT = re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
@@ -73,8 +82,45 @@ _TEX_MIXED = re.compile(
     r"(?<![\w.^_])(\d{1,20})[ \t]*\\[dt]?frac\s*\{\s*(\d{1,20})\s*\}\s*\{\s*(\d{1,20})\s*\}"
 )
 _TEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
-_TEX_GROUP = re.compile(r"(?<=\d)(?:\{,\}|\\[,!;: ])(?=\d{3}(?!\d))")
+# `1{,}234`, `1\,234` and MATH's `1,\!234`
+_TEX_GROUP = re.compile(r"(?<=\d)(?:\{,\}|,?\\[,!;: ])(?=\d{3}(?!\d))")
 _TEX_ESCAPE = re.compile(r"\\([$%])")
+
+_EXPONENT = r"[-+−]?\d{1,4}"
+_RAISED = rf"[ \t]*\^[ \t]*(?:\{{[ \t]*(?P<exp>{_EXPONENT})[ \t]*\}}|(?P<bare>{_EXPONENT})(?!\d|\.\d))"
+# `3 \times 10^5`, `1.2 x 10^{-3}`: scientific notation, read as `3e5`
+_SCIENTIFIC = re.compile(
+    rf"(?<![\w.])(?P<base>\d+(?:\.\d+)?)[ \t]*(?:\\times|\\cdot|[×·*xX])[ \t]*10{_RAISED}"
+)
+# `2^{10}`, `2^10`: a power of a number (read as `2`, then `10`, before)
+_POWER = re.compile(rf"(?<![\w.^])(?P<base>\d+(?:\.\d+)?){_RAISED}")
+# where a final answer's value starts: after its last `=` or `\approx` (`\boxed{x = 5}`)
+_RELATION = re.compile(r"=|\\approx(?![A-Za-z])|≈")
+_DEGREES = re.compile(r"[ \t]*\^[ \t]*\{?[ \t]*\\circ[ \t]*\}?|\\circ(?![A-Za-z])")
+# `12 cm^2`, `36 \text{ m}^{3}`: the power of a unit after the number, not a number of its own (a
+# lone x, y, z or n is a variable: `2x^2` is not 2)
+_UNIT_POWER = re.compile(
+    r"(?<=\d)((?:[ \t~]|\\[ ,;:!])*(?![xyzn](?![A-Za-z]))[A-Za-z]{1,5})[ \t]*\^[ \t]*\{?[ \t]*[23][ \t]*\}?"
+    r"(?![ \t]*[-+*/^=\d])"
+)
+# what makes a final answer an expression rather than a number: a LaTeX command left after the
+# plain reading (`\sqrt`, `\pi`, `\times` between two numbers), a power, a root, pi, infinity
+_NOT_A_NUMBER = re.compile(
+    r"\\(?!(?:left|right|displaystyle|textstyle|quad|qquad)(?![A-Za-z]))[A-Za-z]+|[\^√π∞±]"
+)
+# what, right after "the answer is 2", makes it `2\sqrt{3}` or `3\pi` rather than 2
+# the closing math delimiters and punctuation after "the answer is 3\pi"
+_CLOSING = re.compile(r"(?:\\[)\]]|[$.,;!\s])+$")
+_EXPRESSION_NEXT = re.compile(r"[ \t]*(?:\\(?:sqrt|pi|infty)(?![A-Za-z])|[√π∞^])")
+
+
+@dataclass(frozen=True, slots=True)
+class NotANumber:
+    """A final answer that is there but is not one number: ``\\boxed{2\\sqrt{3}}``, ``\\boxed{(2, 5)}``,
+    "the answer is 3\\pi". Its last number is not its value, so it equals no target."""
+
+    text: str
+    rule: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +239,7 @@ def _after_hashes(text: str, fractions: bool) -> FinalNumber | None:
     return None
 
 
-def _after_answer_is(text: str, fractions: bool) -> FinalNumber | None:
+def _after_answer_is(text: str, fractions: bool) -> FinalNumber | NotANumber | None:
     for m in reversed(list(_ANSWER_IS.finditer(text))):
         start = _LEAD.match(text, m.end())
         at = start.end() if start else m.end()
@@ -203,25 +249,91 @@ def _after_answer_is(text: str, fractions: bool) -> FinalNumber | None:
         calculation = run.group(0) if run else text[at:]
         if "\n" in text[m.end() : at] and not _LINE_END.match(text, at + len(calculation)):
             continue
+        rule = f"after {m.group(0).strip(' *_')!r}"
+        if "^" in calculation or _EXPRESSION_NEXT.match(text, at + len(calculation)):
+            return NotANumber(_CLOSING.sub("", text[at:].split("\n", 1)[0].strip()), rule)
         result = calculation.rpartition("=")[2] if "=" in calculation else ""
         numbers = _values(result, fractions) or _values(calculation, fractions)
         if numbers:
-            return _found(numbers[0], f"after {m.group(0).strip(' *_')!r}")
+            return _found(numbers[0], rule)
     return None
 
 
-def final_number(text: str, *, fractions: bool = True) -> FinalNumber | None:
-    """The final answer of ``text`` as a number (see the module's rules), or None when it has none."""
-    text = plain_latex(_ANNOTATION.sub("", text))
+def _exact_text(value: Fraction) -> str | None:
+    """``value`` written as a decimal, digit for digit; None when it has no finite decimal."""
+    den, twos, fives = value.denominator, 0, 0
+    while den % 2 == 0:
+        den, twos = den // 2, twos + 1
+    while den % 5 == 0:
+        den, fives = den // 5, fives + 1
+    if den != 1:
+        return None
+    places = max(twos, fives)
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    sign = "-" if value < 0 else ""
+    return sign + (f"{digits[:-places]}.{digits[-places:]}" if places else digits)
+
+
+def _power(m: re.Match[str]) -> str:
+    base, exp = m.group("base"), int((m.group("exp") or m.group("bare")).replace("−", "-"))
+    if m.re is _SCIENTIFIC:
+        # `_NUMBER` reads the exponent exactly, and reads one past _MAX_DIGITS digits as inf
+        return f"{base}e{exp}" if abs(exp) < 1000 else (m.group(0) if exp < 0 else "1e999")
+    value = Fraction(base)
+    if value == 0:
+        return m.group(0) if exp < 0 else str(int(exp == 0))
+    size = exp * math.log10(value)  # the result's order of magnitude, before computing it
+    if size > _MAX_DIGITS:
+        return "1e999"
+    if size < -_MAX_DIGITS or abs(exp) * len(base) > 10 * _MAX_DIGITS:
+        return m.group(0)
+    return _exact_text(value**exp) or m.group(0)
+
+
+def _powers(text: str) -> str:
+    """``text`` with powers of numbers and scientific notation written out: ``2^{10}`` is 1024,
+    ``3 \\times 10^5`` is 3e5."""
+    if "^" not in text:
+        return text
+    return _POWER.sub(_power, _SCIENTIFIC.sub(_power, text))
+
+
+def _one_number(text: str, fractions: bool, rule: str) -> FinalNumber | NotANumber:
+    """``text``, a final answer on its own (a ``\\boxed{}``'s content, a target), as one number:
+    the value after its last ``=``, with a unit (``12 cm^2``) or degrees; else it is not a number
+    (``2\\sqrt{3}``, ``(2, 5)``, ``5 hours and 30 minutes``)."""
+    value = _UNIT_POWER.sub(r"\1", _RELATION.split(text)[-1])
+    numbers = _values(value, fractions)
+    if len(numbers) == 1 and not _NOT_A_NUMBER.search(value):
+        return _found(numbers[0], rule)
+    return NotANumber(" ".join(text.split()), rule)
+
+
+def final_answer(
+    text: str, *, fractions: bool = True, whole: bool = False
+) -> FinalNumber | NotANumber | None:
+    """The final answer of ``text`` (see the module's rules): a number, an answer that is not one
+    number (``\\boxed{2\\sqrt{3}}``), or None when ``text`` has no number. With ``whole`` (a
+    target: the answer itself), a text without a marked answer must be one number as a whole."""
+    text = _powers(_DEGREES.sub("", plain_latex(_ANNOTATION.sub("", text))))
     if found := _after_hashes(text, fractions):
         return found
-    for inside in reversed(boxed_contents(text)):
-        if numbers := _values(inside, fractions):
-            return _found(numbers[-1], "in \\boxed{}")
-    if found := _after_answer_is(text, fractions):
-        return found
+    boxed = [inside for inside in boxed_contents(text) if inside.strip()]
+    if boxed:
+        return _one_number(boxed[-1], fractions, "in \\boxed{}")
+    if said := _after_answer_is(text, fractions):
+        return said
+    if whole and text.strip():
+        return _one_number(text, fractions, "the whole text")
     numbers = _values(text, fractions)
     return _found(numbers[-1], "last number") if numbers else None
+
+
+def final_number(text: str, *, fractions: bool = True) -> FinalNumber | None:
+    """The final answer of ``text`` as a number (see the module's rules), or None when it has none
+    or it is not one number."""
+    found = final_answer(text, fractions=fractions)
+    return found if isinstance(found, FinalNumber) else None
 
 
 def show_number(value: float | Fraction) -> str:

@@ -17,9 +17,10 @@ from moa.eval.datasets import Item
 from moa.eval.numeric import (
     HASH_LINE,
     FinalNumber,
+    NotANumber,
     answer_line,
     boxed_contents,
-    final_number,
+    final_answer,
     parse_numbers,
     plain_latex,
     show_number,
@@ -169,6 +170,10 @@ def _shown(found: FinalNumber) -> str:
     return shown if len(shown) <= 40 else f"{shown[:12]}...{shown[-6:]} ({len(shown)} characters)"
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 class ExactEvaluator:
     name = "exact"
 
@@ -241,13 +246,17 @@ class NumericEvaluator:
     async def score(self, item: Item, answer: str) -> Score:
         if item.target is None:
             return Score(0.0, NO_TARGET)
-        want = final_number(item.target, fractions=self.config.fractions)
-        if want is None:
+        want = final_answer(item.target, fractions=self.config.fractions, whole=True)
+        if not isinstance(want, FinalNumber):
             return Score(0.0, f"target {item.target!r} is not a number")
         expected = _shown(want)
-        got = final_number(answer, fractions=self.config.fractions)
+        got = final_answer(answer, fractions=self.config.fractions)
         if got is None:
             return Score(0.0, f"no number in the answer, expected {expected}")
+        if isinstance(got, NotANumber):
+            return Score(
+                0.0, f"the final answer {_cut(got.text)!r} ({got.rule}) is not a number, expected {expected}"
+            )
         if got.exact is not None and want.exact is not None:
             # exact fractions: floats would call 17-digit neighbours equal and overflow past 1e308
             tol = max(Fraction(self.config.abs_tol), Fraction(self.config.rel_tol) * abs(want.exact))

@@ -247,3 +247,75 @@ def test_gsm8k_answer_lines_win_over_later_headings(answer: str) -> None:
     """GSM8K's own `#### N` line is the answer even when a heading with a number comes after it."""
     found = final_number(answer + "\n\n#### Check 2: 9 * 2 = 18 again\nThe answer is 7.")
     assert found is not None and (found.value, found.rule) == (18, "after ####")
+
+
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [
+        (r"The area is \boxed{12 \text{ cm}^2}.", "12"),
+        (r"Volume: \boxed{36\text{ m}^{3}}", "36"),
+        (r"\boxed{12\ \mathrm{m}^2}", "12"),
+        (r"\boxed{30^\circ}", "30"),
+        (r"The angle is $30^{\circ}$, so the answer is 30^\circ.", "30"),
+        (r"\boxed{2^{10}}", "1024"),
+        ("The answer is 2^10.", "1024"),
+        (r"\boxed{3 \times 10^5}", "300000"),
+        (r"\boxed{1.5 \cdot 10^{-3}}", "0.0015"),
+        (r"\boxed{2^{-3}}", "0.125"),
+        (r"The answer is $9 \times 2 = 18$.", "18"),
+        (r"\boxed{1,\!234}", "1234"),
+        (r"\boxed{x = 18}", "18"),
+        (r"\boxed{\frac{\sqrt{3}}{2} \approx 0.866}", "0.866"),
+    ],
+)
+async def test_final_answers_with_units_powers_and_degrees_score_right(answer: str, target: str) -> None:
+    """A unit's power (`cm^2`) is not the answer, a power of a number is its value, `\\times` is part
+    of the calculation and MATH's `1,\\!234` is 1234: each of these right answers scores 1."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
+    assert score.value == 1.0, score.detail
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "shown"),
+    [
+        (r"\boxed{2\sqrt{3}}", "3", r"2\sqrt{3}"),
+        (r"\boxed{\frac{\sqrt{3}}{2}}", "2", r"\frac{\sqrt{3}}{2}"),
+        (r"\boxed{3\pi}", "3", r"3\pi"),
+        (r"\boxed{x^2+1}", "1", "x^2+1"),
+        (r"\boxed{(2, 5)}", "5", "(2, 5)"),
+        (r"\boxed{5 \text{ hours and } 30 \text{ minutes}}", "30", "5 hours and 30 minutes"),
+        (r"The answer is \boxed{7}, or \boxed{\pm 3}", "3", r"\pm 3"),
+        (r"The answer is 2\sqrt{3}.", "2", r"2\sqrt{3}"),
+        (r"The answer is \(3\pi\).", "3", r"3\pi"),
+    ],
+)
+async def test_final_answer_that_is_not_one_number_scores_zero(answer: str, target: str, shown: str) -> None:
+    """An expression or a tuple is not the number its last digit spells: it scores 0, and the
+    detail names it."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
+    assert score.value == 0.0
+    assert score.detail is not None and f"{shown!r}" in score.detail and "is not a number" in score.detail
+
+
+@pytest.mark.parametrize("target", [r"2\sqrt{3}", "(2, 5)", "1 000", r"\frac{\sqrt{3}}{2}", "2:30"])
+async def test_target_that_is_not_one_number_is_reported(target: str) -> None:
+    """A target must be one number: `1 000` was read as 0 and `2\\sqrt{3}` as 3, so wrong answers
+    matched them."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), "0 3 5 30")
+    assert (score.value, score.detail) == (0.0, f"target {target!r} is not a number")
+
+
+@pytest.mark.parametrize(
+    "target", ["18", "$18.00", "18 dollars", "x = 18", "3 + 15 = 18", r"\boxed{18}", "so #### 18"]
+)
+async def test_targets_written_as_one_number_still_read(target: str) -> None:
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), "#### 18")
+    assert score.value == 1.0, score.detail
+
+
+def test_huge_powers_read_without_computing_them() -> None:
+    """`9^{9999}` is beyond 600 digits (it equals nothing) and is never computed."""
+    found = final_number(r"\boxed{9^{9999}}")
+    assert found is not None and (found.value, found.exact) == (float("inf"), None)
+    assert final_number(r"\boxed{0.5^{-9999}}") is not None
+    assert final_number(r"\boxed{2^{-9999}}") is None
