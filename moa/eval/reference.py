@@ -52,6 +52,16 @@ _MARKUP_PAIRS = (("`", "`"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("*", "
 # what ends a marker's line before its answer: `**Final Answer:** Paris`, `*Answer:* Paris`
 _MARKER_TAIL = re.compile(r"[ \t:]*(?:\*+(?=\s))?[ \t]*")
 _OPTION = re.compile(r"\(([A-Za-z])\)")
+# a unit after a number, as MATH writes it (`10 \text{ inches}`, `12\text{ cm}^2`): not the answer
+_TEX_UNIT = re.compile(r"(?<=[\d}])[ \t]*\\(?:text|mbox|mathrm)\{[ \t]+[^{}]*\}(?:\^\{?[23]\}?)?[ \t.]*$")
+# how MATH answers differ only in writing (hendrycks' `strip_string`, lm-eval's minerva_math):
+# `\left(`, `\dfrac`, degrees, `\%`, `\$`, LaTeX spacing, `\sqrt3`, a leading `x =`, `.5`
+_TEX_SIZING = re.compile(r"\\(?:left|right)(?![a-z])|\\[!,;: ]|\^\{?\\circ\}?|\\circ(?![a-z])|[$%]")
+_TEX_SQRT_DIGIT = re.compile(r"\\sqrt(\d)")
+_VARIABLE_IS = re.compile(r"^[a-z][a-z0-9_]?[ \t]*=[ \t]*(?=\S)")
+_BARE_POINT = re.compile(r"(?<![\w.])\.(?=\d)")
+_GROUPED = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SPACE = re.compile(r"(?<![a-z])\s+|\s+(?![a-z])")
 
 
 def normalize(text: str) -> str:
@@ -69,7 +79,7 @@ def normalize(text: str) -> str:
 def _bare(text: str) -> str:
     """``text`` without the markup wrapped around an answer: Markdown emphasis and code, ``$``,
     ``\\(...\\)``, ``\\text{}``, an option's parentheses (``(B)``); ``\\frac{a}{b}`` reads ``a/b``."""
-    text = plain_latex(text).replace("**", "")
+    text = plain_latex(_TEX_UNIT.sub("", text)).replace("**", "")
     previous = None
     while text != previous:
         previous = text
@@ -79,6 +89,18 @@ def _bare(text: str) -> str:
                 text = text[len(left) : -len(right)]
         text = _OPTION.sub(r"\1", text) if _OPTION.fullmatch(text) else text
     return text
+
+
+def _math_form(text: str) -> str:
+    """A normalised final answer as MATH graders compare it: without ``\\left``/``\\right``,
+    degrees, ``%``, ``$``, LaTeX spacing or a leading ``x =``, ``\\dfrac`` read as ``\\frac``,
+    ``\\sqrt3`` as ``\\sqrt{3}``, ``.5`` as ``0.5``, ``1,234`` as ``1234``, and no spaces but
+    those between words."""
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _TEX_SQRT_DIGIT.sub(r"\\sqrt{\1}", _TEX_SIZING.sub("", text))
+    text = _BARE_POINT.sub("0.", _VARIABLE_IS.sub("", text.strip()))
+    text = _SPACE.sub("", text)
+    return text.replace(",", "") if _GROUPED.fullmatch(text) else text
 
 
 def _after_marker(text: str) -> str | None:
@@ -124,7 +146,8 @@ class ExactConfig(BaseModel):
     name: Literal["exact"] = "exact"
     extract_final: bool = False
     """Compare only the final answer (``####``, ``\\boxed{}``, ``answer: ...``, last line), without
-    its Markdown emphasis, ``$`` and ``\\text{}``."""
+    its Markdown emphasis, ``$`` and ``\\text{}``, and as MATH's graders compare answers
+    (``\\left(``, ``\\dfrac``, degrees, a unit, ``x =`` and spacing do not count)."""
 
 
 class ContainsConfig(BaseModel):
@@ -186,7 +209,10 @@ class ExactEvaluator:
         got, want = answer, item.target
         if self.config.extract_final:
             # the target unwrapped the same way, so a target written `(B)` or `$42$` still matches
-            got, want = extract_final_answer(answer), _bare(want)
+            got, want = (
+                _math_form(normalize(extract_final_answer(answer))),
+                _math_form(normalize(_bare(want))),
+            )
         ok = normalize(got) == normalize(want)
         return Score(1.0 if ok else 0.0, None if ok else f"expected {item.target!r}")
 

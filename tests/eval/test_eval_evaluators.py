@@ -174,3 +174,46 @@ async def test_exact_final_answer_in_chat_markup() -> None:
             if (await ev.score(_item(target), answer)).value != want:
                 wrong.append((answer, target, extract_final_answer(answer)))
     assert wrong == []
+
+
+# MATH answers written differently from their target, as MATH's graders (hendrycks' `is_equiv`,
+# lm-eval's minerva_math) count them right
+MATH_RIGHT = [
+    (r"So $\frac{a}{b} = \boxed{-\dfrac{2}{3}}$.", r"-\frac{2}{3}"),
+    (r"\boxed{(3,\frac{\pi}{2})}", r"\left( 3, \frac{\pi}{2} \right)"),
+    (r"\boxed{\left[ 2, 5 \right)}", "[2,5)"),
+    (r"\boxed{x = 5}", "5"),
+    (r"\boxed{30^\circ}", "30"),
+    (r"\boxed{30^{\circ}}", r"30^\circ"),
+    (r"\boxed{25\%}", "25"),
+    (r"\boxed{\$18.90}", "18.90"),
+    (r"\boxed{2\sqrt3}", r"2\sqrt{3}"),
+    (r"\boxed{10 \text{ inches}}", "10"),
+    (r"\boxed{12\text{ cm}^2}", "12"),
+    (r"\boxed{1,\!234}", "1234"),
+    (r"\boxed{.5}", "0.5"),
+    (r"\boxed{(2, 5)}", "(2,5)"),
+    (r"\boxed{\frac{\sqrt{3}}{2}}", r"\dfrac{\sqrt{3}}{2}"),
+]
+
+MATH_WRONG = [
+    (r"\boxed{-\frac{2}{3}}", r"\frac{2}{3}"),
+    (r"\boxed{(2, 5)}", "[2,5]"),
+    (r"\boxed{\sqrt{3}}", "3"),
+    (r"\boxed{2\sqrt{3}}", r"3\sqrt{2}"),
+    (r"\boxed{x = 6}", "5"),
+    (r"\boxed{10 \text{ inches}}", "1"),
+    (r"\boxed{1,234}", "1,235"),
+]
+
+
+async def test_exact_final_answer_compares_math_answers_as_math_graders_do() -> None:
+    """`\\left(`, `\\dfrac`, degrees, `\\%`, `\\$`, a unit, `x =`, `\\sqrt3`, `.5` and spacing do not
+    make a right MATH answer wrong, and a different answer stays wrong."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    wrong = []
+    for table, want in ((MATH_RIGHT, 1.0), (MATH_WRONG, 0.0)):
+        for answer, target in table:
+            if (await ev.score(_item(target), answer)).value != want:
+                wrong.append((answer, target, extract_final_answer(answer)))
+    assert wrong == []
