@@ -2,7 +2,8 @@
 
 Assembled the way the official harness and evalplus run answers:
 
-* a function body (the official completion format): ``prompt + body``, then the tests;
+* a function body (the official completion format): ``prompt + body``, then the tests (a body
+  indented its own way, 2 spaces or tabs, at the prompt's indentation);
 * code defining the entry point (a chat answer's function, or the whole program): the prompt's
   preamble (everything but the entry point: its imports, constants and helper functions), then
   the answer's code, which may redefine any of them, then the tests.
@@ -104,6 +105,20 @@ def _has_return(tree: ast.Module) -> bool:
     return False
 
 
+_LEADING = re.compile(r"^[ \t]+", re.MULTILINE)
+
+
+def _reindented(code: str, prompt: str) -> str | None:
+    """``code``, a function body, at the indentation of the prompt's last line (its docstring's),
+    tabs counted as 8 columns; None when the prompt's last line is not indented."""
+    last = next((line for line in reversed(prompt.splitlines()) if line.strip()), "")
+    indent = last[: len(last) - len(last.lstrip(" \t"))]
+    if not indent:
+        return None
+    expanded = _LEADING.sub(lambda m: m.group(0).expandtabs(8), code)
+    return textwrap.indent(textwrap.dedent(expanded), indent)
+
+
 def assemble(code: str, prompt: str, entry_point: str, tests: str) -> AnswerProgram | str:
     """The program running ``code`` (extracted from an answer) against ``tests`` and
     ``check(entry_point)``, or why the answer cannot run (a line naming the answer's fault)."""
@@ -127,6 +142,12 @@ def assemble(code: str, prompt: str, entry_point: str, tests: str) -> AnswerProg
     offset = prompt.count("\n")
     whole = prompt + code
     tree = _parse(whole)
+    if isinstance(tree, IndentationError):
+        # a body indented its own way (2 spaces, tabs) is still the function's body: the official
+        # harness fails it, though the code is right
+        fixed = _reindented(code, prompt)
+        if fixed is not None and not isinstance(_parse(prompt + fixed), SyntaxError):
+            return AnswerProgram(prompt + fixed + tail, offset + 1, offset + 1 + fixed.count("\n"))
     if isinstance(tree, SyntaxError):
         return _syntax(tree, offset)
     return AnswerProgram(whole + tail, offset + 1, offset + 1 + code.count("\n"))

@@ -238,3 +238,29 @@ async def test_hostile_answer_shapes_end_in_one_line() -> None:
     deep = "```python\ndef sum_even(numbers):\n    return " + "(" * 100_000 + "\n```"
     score = await score_execution_async(deep, ITEM, **LIMITS)
     assert score.value == 0.0 and (score.detail or "").startswith("the answer's code does not parse: ")
+
+
+@pytest.mark.parametrize(
+    ("answer", "passes"),
+    [
+        ("  total = 0\n  for n in numbers:\n    if n % 2 == 0:\n      total += n\n  return total\n", True),
+        ("\ttotal = 0\n\tfor n in numbers:\n\t\tif n % 2 == 0:\n\t\t\ttotal += n\n\treturn total\n", True),
+        ("```python\n  return sum(n for n in numbers if n % 2 == 0)\n```", True),
+        ("  total = 0\n  for n in numbers:\n    total += n\n  return total\n", False),
+    ],
+    ids=["two-spaces", "tabs", "fenced-two-spaces", "two-spaces-wrong"],
+)
+async def test_body_indented_its_own_way_runs_as_the_body(answer: str, passes: bool) -> None:
+    """A function body indented with 2 spaces or tabs under a prompt indented with 4 is still the
+    body (the official harness fails it on the prompt's indentation, not on the answer)."""
+    score = await score_execution_async(answer, ITEM, **LIMITS)
+    if passes:
+        assert (score.value, score.detail) == (1.0, "passed")
+    else:
+        assert score.value == 0.0 and (score.detail or "").startswith("tests failed: AssertionError"), score
+
+
+async def test_body_with_inconsistent_indentation_is_still_its_syntax_error() -> None:
+    body = "    total = 0\n      return total\n"
+    score = await score_execution_async(body, ITEM, **LIMITS)
+    assert (score.detail or "").startswith("the answer's code does not parse: line 2: "), score
