@@ -90,13 +90,14 @@ _EXPONENT = r"[-+−]?\d{1,4}"
 _RAISED = rf"[ \t]*\^[ \t]*(?:\{{[ \t]*(?P<exp>{_EXPONENT})[ \t]*\}}|(?P<bare>{_EXPONENT})(?!\d|\.\d))"
 # `3 \times 10^5`, `1.2 x 10^{-3}`: scientific notation, read as `3e5`
 _SCIENTIFIC = re.compile(
-    rf"(?<![\w.])(?P<base>\d+(?:\.\d+)?)[ \t]*(?:\\times|\\cdot|[×·*xX])[ \t]*10{_RAISED}"
+    rf"(?<![\w.^])(?P<base>\d+(?:\.\d+)?)[ \t]*(?:\\times|\\cdot|[×·*xX])[ \t]*10{_RAISED}"
 )
 # `2^{10}`, `2^10`: a power of a number (read as `2`, then `10`, before)
 _POWER = re.compile(rf"(?<![\w.^])(?P<base>\d+(?:\.\d+)?){_RAISED}")
 # where a final answer's value starts: after its last `=` or `\approx` (`\boxed{x = 5}`)
 _RELATION = re.compile(r"=|\\approx(?![A-Za-z])|≈")
-_DEGREES = re.compile(r"[ \t]*\^[ \t]*\{?[ \t]*\\circ[ \t]*\}?|\\circ(?![A-Za-z])")
+# no leading `[ \t]*`: tried at each blank of a long run, it would take quadratic time
+_DEGREES = re.compile(r"\^[ \t]*\{?[ \t]*\\circ[ \t]*\}?|\\circ(?![A-Za-z])")
 # `12 cm^2`, `36 \text{ m}^{3}`: the power of a unit after the number, not a number of its own (a
 # lone x, y, z or n is a variable: `2x^2` is not 2)
 _UNIT_POWER = re.compile(
@@ -109,8 +110,6 @@ _NOT_A_NUMBER = re.compile(
     r"\\(?!(?:left|right|displaystyle|textstyle|quad|qquad)(?![A-Za-z]))[A-Za-z]+|[\^√π∞±]"
 )
 # what, right after "the answer is 2", makes it `2\sqrt{3}` or `3\pi` rather than 2
-# the closing math delimiters and punctuation after "the answer is 3\pi"
-_CLOSING = re.compile(r"(?:\\[)\]]|[$.,;!\s])+$")
 _EXPRESSION_NEXT = re.compile(r"[ \t]*(?:\\(?:sqrt|pi|infty)(?![A-Za-z])|[√π∞^])")
 
 
@@ -239,6 +238,13 @@ def _after_hashes(text: str, fractions: bool) -> FinalNumber | None:
     return None
 
 
+def _unclosed(text: str) -> str:
+    """``text`` without the math delimiters and punctuation closing it (``3\\pi\\).``: ``3\\pi``)."""
+    while (shorter := text.rstrip(" \t$.,;!").removesuffix("\\)").removesuffix("\\]")) != text:
+        text = shorter
+    return text.strip()
+
+
 def _after_answer_is(text: str, fractions: bool) -> FinalNumber | NotANumber | None:
     for m in reversed(list(_ANSWER_IS.finditer(text))):
         start = _LEAD.match(text, m.end())
@@ -251,7 +257,7 @@ def _after_answer_is(text: str, fractions: bool) -> FinalNumber | NotANumber | N
             continue
         rule = f"after {m.group(0).strip(' *_')!r}"
         if "^" in calculation or _EXPRESSION_NEXT.match(text, at + len(calculation)):
-            return NotANumber(_CLOSING.sub("", text[at:].split("\n", 1)[0].strip()), rule)
+            return NotANumber(_unclosed(text[at:].split("\n", 1)[0]), rule)
         result = calculation.rpartition("=")[2] if "=" in calculation else ""
         numbers = _values(result, fractions) or _values(calculation, fractions)
         if numbers:

@@ -11,12 +11,13 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from moa.eval.datasets import Item, load_dataset
-from moa.eval.numeric import final_number, parse_numbers
+from moa.eval.numeric import final_answer, final_number, parse_numbers
 from moa.eval.registry import make_evaluator
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
@@ -319,3 +320,20 @@ def test_huge_powers_read_without_computing_them() -> None:
     assert found is not None and (found.value, found.exact) == (float("inf"), None)
     assert final_number(r"\boxed{0.5^{-9999}}") is not None
     assert final_number(r"\boxed{2^{-9999}}") is None
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "1" + " " * 300_000 + "^2",
+        r"\boxed{1" + " " * 300_000 + "cm^2 x}",
+        "The answer is 2" + " " * 300_000 + r"\pi",
+    ],
+    ids=["spaces-before-a-power", "spaces-in-a-box", "spaces-after-the-answer"],
+)
+def test_long_runs_of_blanks_read_in_linear_time(answer: str) -> None:
+    """A hostile answer of 300,000 blanks reads in well under a second; the degree and closing
+    patterns once retried the whole run at each blank (over a minute here)."""
+    start = time.perf_counter()
+    final_answer(answer)
+    assert time.perf_counter() - start < 20
