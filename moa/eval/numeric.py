@@ -17,7 +17,7 @@ A target is read by the same rules, except that one with none of the first three
 as a whole (``1 000`` or ``2\\sqrt{3}`` is not a number, rather than 0 or 3).
 
 Calculator annotations (``<<48/2=24>>``) are removed first, and LaTeX is read as plain text:
-``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` is 3.5, ``1{,}234``, ``1,\\!234`` and ``1\\,234`` are
+``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` and ``3 1/2`` are 3.5, ``1{,}234``, ``1,\\!234`` and ``1\\,234`` are
 1234, ``\\text{...}`` is its content, ``2^{10}`` is 1024 and ``3 \\times 10^5`` is 300000. A number
 may carry a sign, ``$``, thousands separators (``1,234``, or a no-break or thin space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
 trailing period: only its value counts, so ``3.50`` equals ``3.5`` and ``$1,234.`` equals ``1234``.
@@ -81,6 +81,8 @@ _TEX_FRAC_DIGITS = re.compile(r"\\[dt]?frac\s*(\d)\s*(\d)")
 _TEX_MIXED = re.compile(
     r"(?<![\w.^_])(\d{1,20})[ \t]*\\[dt]?frac\s*\{\s*(\d{1,20})\s*\}\s*\{\s*(\d{1,20})\s*\}"
 )
+# `2 1/2 hours`: a whole number and a proper fraction, as people write 2.5
+_PLAIN_MIXED = re.compile(r"(?<![\w.,/^])(\d{1,20})[ \t]+(\d{1,20})/(\d{1,20})(?![\d/]|\.\d)")
 _TEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 # `1{,}234`, `1\,234` and MATH's `1,\!234`
 _TEX_GROUP = re.compile(r"(?<=\d)(?:\{,\}|,?\\[,!;: ])(?=\d{3}(?!\d))")
@@ -208,6 +210,11 @@ def _mixed(m: re.Match[str]) -> str:
     return m.group(0) if den == 0 else str(whole + Fraction(num, den))
 
 
+def _plain_mixed(m: re.Match[str]) -> str:
+    whole, num, den = (int(g) for g in m.groups())
+    return str(whole + Fraction(num, den)) if 0 < num < den else m.group(0)
+
+
 def plain_latex(text: str) -> str:
     """``text`` with the LaTeX that wraps numbers and short answers read as plain text."""
     text = _TEX_TEXT.sub(r"\1", text)
@@ -322,6 +329,8 @@ def final_answer(
     number (``\\boxed{2\\sqrt{3}}``), or None when ``text`` has no number. With ``whole`` (a
     target: the answer itself), a text without a marked answer must be one number as a whole."""
     text = _powers(_DEGREES.sub("", plain_latex(_ANNOTATION.sub("", text))))
+    if fractions:
+        text = _PLAIN_MIXED.sub(_plain_mixed, text)
     if found := _after_hashes(text, fractions):
         return found
     boxed = [inside for inside in boxed_contents(text) if inside.strip()]

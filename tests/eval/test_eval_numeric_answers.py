@@ -337,3 +337,20 @@ def test_long_runs_of_blanks_read_in_linear_time(answer: str) -> None:
     start = time.perf_counter()
     final_answer(answer)
     assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize(
+    ("answer", "target", "right"),
+    [
+        ("The answer is 2 1/2 hours.", "2.5", True),
+        ("The answer is -2 1/2", "-2.5", True),
+        ("It takes 3 1/3 days.", "10/3", True),
+        ("The answer is 2 1/2 hours.", "2", False),
+        ("The answer is 2 3/2", "3.5", False),
+    ],
+)
+async def test_plain_mixed_numbers_read_as_their_value(answer: str, target: str, right: bool) -> None:
+    """`2 1/2` written in words' way (a whole number, a space, a proper fraction) is 2.5, as
+    `2\\frac{1}{2}` is; `2 3/2` is not a mixed number."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
+    assert score.value == (1.0 if right else 0.0), score.detail
