@@ -17,9 +17,10 @@ A target is read by the same rules, except that one with none of the first three
 as a whole (``1 000`` or ``2\\sqrt{3}`` is not a number, rather than 0 or 3).
 
 Calculator annotations (``<<48/2=24>>``) are removed first, and LaTeX is read as plain text:
-``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` and ``3 1/2`` are 3.5, ``1{,}234``, ``1,\\!234`` and ``1\\,234`` are
-1234, ``\\text{...}`` is its content, ``2^{10}`` is 1024 and ``3 \\times 10^5`` is 300000. A number
-may carry a sign, ``$``, thousands separators (``1,234``, or a no-break or thin space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
+``\\frac{a}{b}`` is ``a/b``, ``3\\frac{1}{2}`` and ``3 1/2`` are 3.5, ``1{,}234``, ``1,\\!234`` and
+``1\\,234`` are 1234, ``\\text{...}`` is its content, ``2^{10}`` is 1024 and ``3 \\times 10^5`` is
+300000. A number may carry a sign, ``$``, thousands separators (``1,234``, or a no-break or thin
+space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
 trailing period: only its value counts, so ``3.50`` equals ``3.5`` and ``$1,234.`` equals ``1234``.
 Values are exact fractions, so a number too large for a float still compares exactly; one with more
 than ``_MAX_DIGITS`` integer digits is read as ±inf and equals nothing.
