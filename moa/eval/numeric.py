@@ -100,6 +100,8 @@ _POWER = re.compile(rf"(?<![\w.^])(?P<base>\d+(?:\.\d+)?){_RAISED}")
 # where a final answer's value starts: after its last `=` or `\approx` (`\boxed{x = 5}`)
 _RELATION = re.compile(r"=|\\approx(?![A-Za-z])|≈")
 # no leading `[ \t]*`: tried at each blank of a long run, it would take quadratic time
+# what separates two answers (`x = 2, y = 3`), not a thousands separator
+_LIST = re.compile(r"[,;](?!\d{3}(?!\d))|\band\b")
 _DEGREES = re.compile(r"\^[ \t]*\{?[ \t]*\\circ[ \t]*\}?|\\circ(?![A-Za-z])")
 # `12 cm^2`, `36 \text{ m}^{3}`: the power of a unit after the number, not a number of its own (a
 # lone x, y, z or n is a variable: `2x^2` is not 2)
@@ -336,6 +338,9 @@ def final_answer(
         return found
     boxed = [inside for inside in boxed_contents(text) if inside.strip()]
     if boxed:
+        if any(_LIST.search(part) for part in _RELATION.split(boxed[-1])[1:-1]):
+            # `\\boxed{x = 2, y = 3}`: two answers, not 3 (a target's sentences may hold lists)
+            return NotANumber(" ".join(boxed[-1].split()), "in \\boxed{}")
         return _one_number(boxed[-1], fractions, "in \\boxed{}")
     if said := _after_answer_is(text, fractions):
         return said

@@ -284,6 +284,8 @@ async def test_final_answers_with_units_powers_and_degrees_score_right(answer: s
         (r"\boxed{3\pi}", "3", r"3\pi"),
         (r"\boxed{x^2+1}", "1", "x^2+1"),
         (r"\boxed{(2, 5)}", "5", "(2, 5)"),
+        (r"\boxed{x = 2, y = 3}", "3", "x = 2, y = 3"),
+        (r"\boxed{a = 2 \text{ and } b = 3}", "3", "a = 2 and b = 3"),
         (r"\boxed{5 \text{ hours and } 30 \text{ minutes}}", "30", "5 hours and 30 minutes"),
         (r"The answer is \boxed{7}, or \boxed{\pm 3}", "3", r"\pm 3"),
         (r"The answer is 2\sqrt{3}.", "2", r"2\sqrt{3}"),
@@ -307,7 +309,18 @@ async def test_target_that_is_not_one_number_is_reported(target: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["18", "$18.00", "18 dollars", "x = 18", "3 + 15 = 18", r"\boxed{18}", "so #### 18"]
+    "target",
+    [
+        "18",
+        "$18.00",
+        "18 dollars",
+        "x = 18",
+        "3 + 15 = 18",
+        r"\boxed{18}",
+        "so #### 18",
+        r"\boxed{t = 1,234 - 1,216 = 18}",
+        "16 - 3 - 4 = 9 eggs, and 9 * 2 = 18",
+    ],
 )
 async def test_targets_written_as_one_number_still_read(target: str) -> None:
     score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), "#### 18")
