@@ -10,6 +10,9 @@ Measured side by side in one run (printed as ratios, so a busy machine moves bot
   Target: 100k in <= 50 ms.
 * validation: a DAG where each node reads the 4 defined before it (one agent per node), validated
   into a ``Topology``: microseconds per node at 32 and 4,096 nodes. Target: <= 1.5 x.
+* numeric grader: ``final_answer`` on hostile answers holding a long run of blanks (before a
+  power, inside a box, before a symbol): microseconds per blank at 30,000 and 300,000 blanks.
+  Target: <= 1.5 x (a pattern that retried the run at each blank took a minute at 300,000).
 * summary: ``summarize`` of a baseline and two setups over n binary-scored items in 4 categories,
   with the default 2,000 bootstrap rounds, at 4k and 100k items. Target: 100k in <= 10 s.
 * GC: an experiment of N items x (parallel-3 + aggregator vs a single-model baseline) against the
@@ -21,7 +24,8 @@ Times are CPU time of the measuring process (``time.process_time``), which the m
 disturbs far less than the wall clock; the load average is printed with the table.
 
     python benchmarks/linear.py [--fan-in 32 2048] [--mcnemar 1000 16000 100000] [--nodes 32 4096]
-                                [--summary 4000 100000] [--compare-items 2000] [--compare-runs 2]
+                                [--summary 4000 100000] [--blanks 30000 300000]
+                                [--compare-items 2000] [--compare-runs 2]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 from _common import child_env, median, sim_server, table, verdict
 
 import moa
+from moa.eval.numeric import final_answer
 from moa.gc_tuning import tune_gc_for_long_runs
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.results import Usage
@@ -53,6 +58,8 @@ clock = time.process_time
 FAN_IN_TARGET = 1.5
 MCNEMAR_TARGET_S = 0.05
 VALIDATION_TARGET = 1.5
+#: the numeric grader on hostile answers: time per blank at the larger run over the smaller
+BLANKS_TARGET = 1.5
 SUMMARY_TARGET_S = 10.0
 
 
@@ -262,6 +269,28 @@ def gc_runs(items: int, runs: int) -> dict[bool, tuple[float, float]]:
     return {k: (median([c for c, _ in v]), median([g for _, g in v])) for k, v in got.items()}
 
 
+def _hostile_answers(blanks: int) -> list[str]:
+    """Answers with a long run of blanks where the grader's patterns once retried the whole run at
+    each blank (a power, a unit or a symbol after it)."""
+    gap = " " * blanks
+    return ["1" + gap + "^2", r"\boxed{1" + gap + "cm^2 x}", "The answer is 2" + gap + r"\pi"]
+
+
+def blanks_us_per_blank(sizes: tuple[int, int], rounds: int = 3) -> list[float]:
+    """The numeric grader's CPU microseconds per blank on the hostile answers, at each run length."""
+    out = []
+    for n in sizes:
+        answers = _hostile_answers(n)
+        best = float("inf")
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for a in answers:
+                final_answer(a)
+            best = min(best, time.process_time() - t0)
+        out.append(best / (len(answers) * n) * 1e6)
+    return out
+
+
 def growth_rows(
     name: str,
     what: str,
@@ -291,6 +320,7 @@ def main() -> int:
     ap.add_argument("--mcnemar", type=int, nargs="+", default=[1000, 16_000, 100_000])
     ap.add_argument("--nodes", type=int, nargs=2, default=[32, 4096], metavar=("SMALL", "LARGE"))
     ap.add_argument("--summary", type=int, nargs="+", default=[4000, 100_000])
+    ap.add_argument("--blanks", type=int, nargs=2, default=[30_000, 300_000], metavar=("SMALL", "LARGE"))
     ap.add_argument("--compare-items", type=int, default=2000)
     ap.add_argument("--compare-runs", type=int, default=2)
     args = ap.parse_args()
@@ -310,6 +340,13 @@ def main() -> int:
             ok.append(s <= MCNEMAR_TARGET_S)
         rows.append([f"McNemar ms, {n:,} items", s * 1000, f"<= {MCNEMAR_TARGET_S * 1000:g}" if last else "",
                      verdict(ok[-1]) if last else ""])  # fmt: skip
+
+    small, large = blanks_us_per_blank(tuple(args.blanks))
+    ok.append(large / small <= BLANKS_TARGET)
+    rows.append([f"numeric grader µs per blank, hostile answers, {args.blanks[0]:,} blanks", small, "", ""])
+    rows.append([f"numeric grader µs per blank, hostile answers, {args.blanks[1]:,} blanks", large, "", ""])
+    rows.append([f"numeric grader ratio {args.blanks[1]:,} / {args.blanks[0]:,}", large / small,
+                 f"<= {BLANKS_TARGET}", verdict(ok[-1])])  # fmt: skip
 
     val_rows, val_ok = growth_rows(
         "validation", "nodes", tuple(args.nodes), validation_us_per_node, VALIDATION_TARGET

@@ -10,7 +10,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TOY = ["--fan-in", "4", "32", "--mcnemar", "100", "1000", "--nodes", "8", "64", "--summary", "100", "400"]
+TOY = [
+    "--fan-in",
+    "4",
+    "32",
+    "--mcnemar",
+    "100",
+    "1000",
+    "--nodes",
+    "8",
+    "64",
+    "--summary",
+    "100",
+    "400",
+    "--blanks",
+    "3000",
+    "30000",
+]
 
 
 @pytest.mark.slow
@@ -36,4 +52,5 @@ def test_linear_benchmark_runs(tmp_path: Path) -> None:
     # exit 1 means a target was missed, which toy sizes on a busy machine may do; anything else is a crash
     assert p.returncode in (0, 1), p.stderr[-2000:]
     assert "load average" in p.stdout and "experiment CPU ratio tuned / default" in p.stdout, p.stdout[-2000:]
+    assert "numeric grader ratio 30,000 / 3,000" in p.stdout, p.stdout[-2000:]
     assert "Traceback" not in p.stderr
