@@ -464,3 +464,27 @@ def test_default_threads_are_the_physical_cores_the_process_may_use(tmp_path: Pa
     assert default_n_threads(tmp_path / "none") == len(cpus)
     # an agent that names no n_threads gets it
     assert resolve_local_model("local/smollm2-135m", {}).n_threads == default_n_threads()
+
+
+@pytest.mark.parametrize(
+    ("env", "spins"),
+    [({}, "2000"), ({"GOMP_SPINCOUNT": "123"}, "123"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None)],
+    ids=["default", "the-users-spin-count", "the-users-wait-policy"],
+)
+def test_libgomp_is_told_to_spin_briefly_unless_the_user_chose(
+    env: dict[str, str], spins: str | None
+) -> None:
+    """Loading llama.cpp sets ``GOMP_SPINCOUNT`` first (libgomp reads it once, as the library loads
+    it): beside busy processes, ggml's threads spinning 300,000 times at each barrier held the cores
+    their partners waited for, and a 49-token reply took from 27 s to minutes. A user's own
+    OpenMP setting is kept."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = (
+        "import os; from moa.models.gguf import import_llama_cpp; import_llama_cpp(); "
+        "print(os.environ.get('GOMP_SPINCOUNT'))"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip() == str(spins)
