@@ -76,6 +76,10 @@ def test_cost_agrees_with_litellms_calculator() -> None:
         # litellm from another model's (3 prompts past 200k differ): not what the map says
         if "copilot" in provider or provider == "opencode_go":
             continue
+        # DeepSeek's off-peak discount: litellm bills by the clock (half price in some UTC hours),
+        # moa does not yet (the README says so), so the two agree only outside those hours
+        if "off_peak_pricing" in entry:
+            continue
         special = any(k.startswith(("cache_", "input_cost_per_token_above")) for k in entry)
         services = [s for s in ("flex", "priority") if any(k.endswith(f"_{s}") for k in entry)]
         if not special and not services and provider != "fireworks_ai":
