@@ -55,7 +55,7 @@ async def calls_per_s(t: moa.Topology, rt: moa.Runner, n: int) -> float:
 
 def book_us(n: int) -> float:
     """Microseconds to book one successful attempt with a budget hold, as the attempt layer does."""
-    price = Price(1e-6, 2e-6, True)
+    price = Price.per_token(1e-6, 2e-6)
     plan = CallPlan("n", MESSAGES, 64, 200, None, None)
     reply = ModelReply("Paris", Usage(12, 3), "m", "stop")
     budget = Budget(1e9)

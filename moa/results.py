@@ -43,12 +43,14 @@ class Usage:
     ``cached_tokens`` and ``cache_write_tokens`` are parts of ``prompt_tokens``: the prompt tokens
     the provider read from its prompt cache (billed at its cache-read price, a tenth to a half of
     the input price) and those it wrote to it (Anthropic: billed above the input price), as the
-    provider reported them."""
+    provider reported them. ``cache_write_1h_tokens`` is the part of the writes kept for an hour
+    (Anthropic's ``ttl: "1h"``, billed at twice the input price where a 5-minute write is 1.25 x)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -58,11 +60,19 @@ class Usage:
         # a call's record starts at zero and adds its reply's usage: no new object then (a frozen
         # dataclass sets each field through object.__setattr__, a cost paid per call)
         if not (
-            other.prompt_tokens or other.completion_tokens or other.cached_tokens or other.cache_write_tokens
+            other.prompt_tokens
+            or other.completion_tokens
+            or other.cached_tokens
+            or other.cache_write_tokens
+            or other.cache_write_1h_tokens
         ):
             return self
         if not (
-            self.prompt_tokens or self.completion_tokens or self.cached_tokens or self.cache_write_tokens
+            self.prompt_tokens
+            or self.completion_tokens
+            or self.cached_tokens
+            or self.cache_write_tokens
+            or self.cache_write_1h_tokens
         ):
             return other
         return Usage(
@@ -70,11 +80,13 @@ class Usage:
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """OpenAI's shape: the cache counts, when there are any, under ``prompt_tokens_details``
-        (``cache_creation_tokens`` is litellm's name for the writes)."""
+        (``cache_creation_tokens`` and ``cache_creation_token_details`` are litellm's names for the
+        writes and their lifetimes)."""
         d: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -85,16 +97,22 @@ class Usage:
                 "cached_tokens": self.cached_tokens,
                 "cache_creation_tokens": self.cache_write_tokens,
             }
+            if self.cache_write_1h_tokens:
+                d["prompt_tokens_details"]["cache_creation_token_details"] = {
+                    "ephemeral_1h_input_tokens": self.cache_write_1h_tokens
+                }
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Usage:
         details = d.get("prompt_tokens_details") or {}
+        lifetimes = details.get("cache_creation_token_details") or {}
         return cls(
             int(d.get("prompt_tokens", 0)),
             int(d.get("completion_tokens", 0)),
             int(details.get("cached_tokens", 0)),
             int(details.get("cache_creation_tokens", 0)),
+            int(lifetimes.get("ephemeral_1h_input_tokens", 0)),
         )
 
 

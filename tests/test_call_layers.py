@@ -20,7 +20,7 @@ from moa.results import CallRecord, Usage
 from moa.testing import FunctionModel, ScriptedModel
 from moa.topology.spec import AgentSpec
 
-PRICE = Price(1e-6, 1e-6, True)
+PRICE = Price.per_token(1e-6, 1e-6)
 MESSAGES = [{"role": "user", "content": "two plus two"}]
 
 

@@ -11,8 +11,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier
 # the price map's rates (litellm's bundled file), per token
 GPT4O_IN, GPT4O_READ, GPT4O_OUT = 2.5e-6, 1.25e-6, 1e-5
 SONNET_IN, SONNET_READ, SONNET_WRITE, SONNET_OUT = 3e-6, 3e-7, 3.75e-6, 1.5e-5
+#: Anthropic's one-hour cache writes: twice the input rate
+SONNET_WRITE_1H = 6e-6
 #: 1,000 prompt tokens of which 300 read from the cache and 500 written to it, 10 completion tokens
 SONNET_BILL = 200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SONNET_OUT
 
@@ -38,17 +42,36 @@ SONNET_BILL = 200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SO
 def test_the_map_rates_these_tests_assume() -> None:
     """The rates below are the bundled map's: a map update shows here first, not as odd sums."""
     gpt, sonnet = price_for("openai/gpt-4o"), price_for("anthropic/claude-sonnet-4-5")
-    assert (gpt.input_per_token, gpt.cache_read_per_token, gpt.output_per_token) == (
+    assert (gpt.input_per_token, gpt.card.base.cache_read, gpt.output_per_token) == (
         GPT4O_IN,
         GPT4O_READ,
         GPT4O_OUT,
     )
-    assert (sonnet.input_per_token, sonnet.cache_read_per_token, sonnet.cache_write_per_token) == (
+    b = sonnet.card.base
+    assert (b.input, b.cache_read, b.cache_write, b.cache_write_1h) == (
         SONNET_IN,
         SONNET_READ,
         SONNET_WRITE,
+        SONNET_WRITE_1H,
     )
 
+
+#: moments around DeepSeek V4's peak hours (01:00-04:00 and 06:00-10:00 UTC on weekdays): inside,
+#: outside, at a window's first and last minute, on a weekend, and where Beijing's calendar is a
+#: day ahead of UTC's
+MOMENTS = [
+    datetime(2026, 12, 1, 2, 0, tzinfo=UTC),  # Tuesday, peak
+    datetime(2026, 12, 1, 0, 30, tzinfo=UTC),  # off-peak
+    datetime(2026, 12, 1, 1, 0, tzinfo=UTC),  # the off-peak window's end is exclusive: peak
+    datetime(2026, 12, 1, 3, 59, tzinfo=UTC),  # peak
+    datetime(2026, 12, 1, 4, 0, tzinfo=UTC),  # a window's start is inclusive: off-peak
+    datetime(2026, 12, 1, 7, 15, tzinfo=UTC),  # peak
+    datetime(2026, 12, 1, 10, 0, tzinfo=UTC),  # off-peak until midnight
+    datetime(2026, 12, 5, 8, 0, tzinfo=UTC),  # Saturday: off-peak all day
+    datetime(2026, 12, 4, 20, 0, tzinfo=UTC),  # Friday UTC, Saturday in Beijing
+    datetime(2026, 12, 6, 23, 59, tzinfo=UTC),  # Sunday UTC, Monday in Beijing
+    datetime(2026, 12, 7, 9, 59, tzinfo=UTC),  # Monday, peak
+]
 
 #: where litellm's provider calculators leave the service tier out while the map prices it
 #: (Fireworks' and Bedrock's priority rates): moa bills the map's rate
@@ -60,7 +83,8 @@ def test_cost_agrees_with_litellms_calculator() -> None:
     Fireworks', which litellm gives a default cache rate), at prompts below, at and past the
     thresholds, with and without cached and cache-written tokens, at each service tier it has:
     moa's bill is litellm's ``cost_per_token`` to 1e-9."""
-    from litellm.types.utils import PromptTokensDetailsWrapper
+    from litellm._internal_context import pinned_billing_time
+    from litellm.types.utils import CacheCreationTokenDetails, PromptTokensDetailsWrapper
     from litellm.types.utils import Usage as LitellmUsage
 
     from moa.models.litellm import import_litellm
@@ -76,11 +100,7 @@ def test_cost_agrees_with_litellms_calculator() -> None:
         # litellm from another model's (3 prompts past 200k differ): not what the map says
         if "copilot" in provider or provider == "opencode_go":
             continue
-        # DeepSeek's off-peak discount: litellm bills by the clock (half price in some UTC hours),
-        # moa does not yet (the README says so), so the two agree only outside those hours
-        if "off_peak_pricing" in entry:
-            continue
-        special = any(k.startswith(("cache_", "input_cost_per_token_above")) for k in entry)
+        special = any(k.startswith(("cache_", "input_cost_per_token_above", "off_peak")) for k in entry)
         services = [s for s in ("flex", "priority") if any(k.endswith(f"_{s}") for k in entry)]
         if not special and not services and provider != "fireworks_ai":
             continue
@@ -90,30 +110,47 @@ def test_cost_agrees_with_litellms_calculator() -> None:
             for prompt in (1_000, 200_000, 300_000):
                 read = rng.randint(0, prompt // 2)
                 write = rng.choice([0, rng.randint(0, prompt // 4)])
+                hour = rng.choice([0, write, rng.randint(0, write)])
                 completion = rng.choice([1, 700])
                 theirs = LitellmUsage(
                     prompt_tokens=prompt,
                     completion_tokens=completion,
                     total_tokens=prompt + completion,
                     prompt_tokens_details=PromptTokensDetailsWrapper(
-                        cached_tokens=read, cache_creation_tokens=write
+                        cached_tokens=read,
+                        cache_creation_tokens=write,
+                        cache_creation_token_details=CacheCreationTokenDetails(
+                            ephemeral_5m_input_tokens=write - hour, ephemeral_1h_input_tokens=hour
+                        ),
                     ),
                     cache_read_input_tokens=read,
                     cache_creation_input_tokens=write,
                 )
-                try:
-                    a, b = litellm.cost_per_token(model=model, usage_object=theirs, service_tier=service)
-                except Exception:  # a model litellm itself cannot price from the map
-                    continue
-                ours = price_for(model).for_service_tier(service).cost(Usage(prompt, completion, read, write))
-                assert ours == pytest.approx(a + b, rel=1e-9, abs=1e-15), (
-                    model,
-                    service,
-                    prompt,
-                    read,
-                    write,
-                )
-                checked += 1
+                # an off-peak discount is billed by the hour: both priced at each of MOMENTS
+                for moment in MOMENTS if "off_peak_pricing" in entry else MOMENTS[:1]:
+                    try:
+                        with pinned_billing_time(moment):
+                            a, b = litellm.cost_per_token(
+                                model=model, usage_object=theirs, service_tier=service
+                            )
+                    except Exception:  # a model litellm itself cannot price from the map
+                        continue
+                    ours = (
+                        price_for(model)
+                        .for_service_tier(service)
+                        .at(moment.timestamp())
+                        .cost(Usage(prompt, completion, read, write, hour))
+                    )
+                    assert ours == pytest.approx(a + b, rel=1e-9, abs=1e-15), (
+                        model,
+                        service,
+                        prompt,
+                        read,
+                        write,
+                        hour,
+                        moment,
+                    )
+                    checked += 1
     assert checked > 5000
 
 
@@ -122,7 +159,7 @@ def test_a_long_prompt_is_billed_at_its_tier_for_every_token() -> None:
     exactly, the base rates (the threshold is exclusive, as litellm bills it). A budget's worst
     case for such a prompt uses the tier too."""
     price = price_for("gemini/gemini-2.5-pro")
-    (threshold, tier), *_ = price.tiers
+    (threshold, tier), *_ = price.card.tiers
     assert (
         threshold == 200_000 and tier.input > price.input_per_token and tier.output > price.output_per_token
     )
@@ -134,10 +171,11 @@ def test_a_long_prompt_is_billed_at_its_tier_for_every_token() -> None:
 
 
 def test_a_budgets_worst_case_assumes_no_cache_read_and_the_dearer_write() -> None:
-    """Anthropic bills a cache write above the input rate: a request may write its whole prompt,
-    so the worst case a budget reserves prices every prompt token at the write rate."""
+    """Anthropic bills a cache write above the input rate, and a one-hour write above that: a
+    request may write its whole prompt for an hour, so the worst case a budget reserves prices
+    every prompt token at the one-hour write rate."""
     assert price_for("anthropic/claude-sonnet-4-5").worst_case(1_000, 10) == pytest.approx(
-        1_000 * SONNET_WRITE + 10 * SONNET_OUT
+        1_000 * SONNET_WRITE_1H + 10 * SONNET_OUT
     )
     assert price_for("openai/gpt-4o").worst_case(1_000, 10) == pytest.approx(
         1_000 * GPT4O_IN + 10 * GPT4O_OUT
@@ -156,6 +194,13 @@ def test_usage_keeps_the_cache_counts_through_its_dict() -> None:
     }
     assert Usage.from_dict(u.to_dict()) == u
     assert "prompt_tokens_details" not in Usage(3, 4).to_dict()
+    hour = Usage(100, 5, 0, 30, 20) + Usage(10, 1, 0, 10, 5)
+    assert hour.to_dict()["prompt_tokens_details"] == {
+        "cached_tokens": 0,
+        "cache_creation_tokens": 40,
+        "cache_creation_token_details": {"ephemeral_1h_input_tokens": 25},
+    }
+    assert Usage.from_dict(hour.to_dict()) == hour
 
 
 # -- over HTTP -------------------------------------------------------------------------------------
@@ -336,6 +381,107 @@ async def test_cache_counts_that_do_not_add_up_earn_no_discount(details: dict[st
     assert call.cost_usd >= 2000 * GPT4O_IN + 10 * GPT4O_OUT
 
 
+#: 1,000 prompt tokens: 300 read from the cache, 500 written to it of which 400 for an hour
+SONNET_HOUR_BILL = (
+    200 * SONNET_IN + 300 * SONNET_READ + 100 * SONNET_WRITE + 400 * SONNET_WRITE_1H + 10 * SONNET_OUT
+)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+async def test_one_hour_cache_writes_are_billed_at_their_rate(
+    transport: str, stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anthropic bills a prompt written to its cache for an hour at twice the input rate (a
+    5-minute write: 1.25 x). litellm's shape (a litellm proxy's reply) says how many of the writes
+    were for an hour; those are billed at the map's one-hour rate on both transports."""
+    monkeypatch.setenv("MOA_T_CACHE_KEY", "sk-cache-test-key")
+    details = {
+        "cached_tokens": 300,
+        "cache_creation_tokens": 500,
+        "cache_creation_token_details": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 400},
+    }
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": details}
+    with provider() as base:
+        result = await _run(_topology(base, transport, "openai/claude-sonnet-4-5", usage), stream)
+    (call,) = result.calls
+    assert call.usage == Usage(1000, 10, 300, 500, 400) and not call.usage_suspect
+    assert call.cost_usd == pytest.approx(SONNET_HOUR_BILL) and SONNET_HOUR_BILL > SONNET_BILL
+    assert result.usage.cache_write_1h_tokens == 400
+
+
+async def test_anthropics_own_names_give_the_one_hour_writes() -> None:
+    """Anthropic's usage: ``cache_creation: {ephemeral_1h_input_tokens}`` beside the totals."""
+    usage = {
+        "input_tokens": 200,
+        "output_tokens": 10,
+        "cache_read_input_tokens": 300,
+        "cache_creation_input_tokens": 500,
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 400},
+    }
+    with provider() as base:
+        result = await _run(_topology(base, "openai-http", "openai/claude-sonnet-4-5", usage), False)
+    assert result.calls[0].usage == Usage(1000, 10, 300, 500, 400)
+    assert result.cost_usd == pytest.approx(SONNET_HOUR_BILL)
+
+
+async def test_more_one_hour_writes_than_writes_is_suspect() -> None:
+    """One-hour writes are a part of the writes: a reply claiming more is suspect usage, billed as
+    the budget's worst case allows and never below the writes it claimed."""
+    details = {
+        "cache_creation_tokens": 100,
+        "cache_creation_token_details": {"ephemeral_1h_input_tokens": 900},
+    }
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": details}
+    with provider() as base:
+        result = await _run(_topology(base, "openai-http", "openai/claude-sonnet-4-5", usage), False)
+    (call,) = result.calls
+    assert call.usage_suspect and call.usage.cache_write_1h_tokens <= call.usage.cache_write_tokens == 100
+    assert call.cost_usd >= 900 * SONNET_IN + 100 * SONNET_WRITE_1H + 10 * SONNET_OUT
+
+
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+async def test_an_off_peak_call_is_billed_at_the_off_peak_rates(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DeepSeek V4 bills half its peak rates outside Beijing's busy hours (the map's
+    ``off_peak_pricing``): a call is billed at the rates of the hour it was sent, on both
+    transports, while a budget's worst case keeps the peak rates."""
+    monkeypatch.setenv("MOA_T_CACHE_KEY", "sk-cache-test-key")
+    usage = {"prompt_tokens": 2000, "completion_tokens": 10, "prompt_tokens_details": {"cached_tokens": 500}}
+    price = price_for("deepseek/deepseek-v4-flash")
+    peak, off_peak = price.at(MOMENTS[0].timestamp()), price.at(MOMENTS[1].timestamp())
+    counted = Usage(2000, 10, 500)
+    assert off_peak.cost(counted) == pytest.approx(peak.cost(counted) / 2)
+    assert price.worst_case(2000, 50) == peak.worst_case(2000, 50) > off_peak.worst_case(2000, 50)
+    sent = time.time()
+    with provider() as base:
+        result = await _run(_topology(base, transport, "deepseek/deepseek-v4-flash", usage), False)
+    # the hour may turn while the call is out: it is billed at the rates of one of the two ends
+    billed = {price.at(sent).cost(counted), price.at(time.time()).cost(counted)}
+    assert any(result.cost_usd == pytest.approx(b) for b in billed), (result.cost_usd, billed)
+
+
+def test_off_peak_windows_follow_litellms_rules() -> None:
+    """Windows wrap past midnight, start == end is the whole day, weekday names are read, and a
+    malformed window or weekday is ignored (as litellm ignores it)."""
+    from moa.calls.pricing import _off_peak
+
+    base = price_for("openai/gpt-4o").card.base
+    block = {
+        "input_cost_per_token": 1e-7,
+        "hours_utc": ["22:00-02:00", "25:00-26:00", "nonsense", 7],
+        "windows": [{"hours_utc": "00:00-00:00", "weekdays": ["Sat", "sunday", 9, "moonday"]}],
+    }
+    off = _off_peak(block, base)
+    assert off is not None and off.rates.input == 1e-7 and off.rates.output == base.output
+    tuesday = datetime(2026, 12, 1, tzinfo=UTC)
+    hours = [h for h in range(24) if off.covers(tuesday.timestamp() + h * 3600)]
+    assert hours == [0, 1, 22, 23]
+    assert off.covers(datetime(2026, 12, 5, 12, tzinfo=UTC).timestamp())  # Saturday
+    assert _off_peak({"hours_utc": "soon"}, base) is None and _off_peak("x", base) is None
+
+
 async def test_an_unreadable_cache_count_is_a_malformed_reply() -> None:
     """A cache count that is not a whole number: the server's accounting cannot be read, as with
     any other count (the attempt is unknown usage, charged its worst case)."""
@@ -365,6 +511,19 @@ async def test_an_agents_pricing_may_set_the_cache_rates() -> None:
             _topology(base, "openai-http", "openai/house-model", usage, pricing=pricing), False
         )
     assert result.cost_usd == pytest.approx((300 * 1.0 + 600 * 0.1 + 100 * 1.5 + 10 * 2.0) / 1e6)
+    hourly = {**usage, "cache_creation": {"ephemeral_1h_input_tokens": 100}}
+    with provider() as base:
+        result = await _run(
+            _topology(
+                base,
+                "openai-http",
+                "openai/house-model",
+                hourly,
+                pricing={**pricing, "cache_write_1h_per_mtok": 2.0},
+            ),
+            False,
+        )
+    assert result.cost_usd == pytest.approx((300 * 1.0 + 600 * 0.1 + 100 * 2.0 + 10 * 2.0) / 1e6)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
@@ -382,7 +541,7 @@ async def test_the_tier_a_reply_was_served_at_sets_its_price(
     assert priority.input_per_token > GPT4O_IN  # the map's priority rates are dearer
     assert result.cost_usd == pytest.approx(
         1000 * priority.input_per_token
-        + 1000 * (priority.cache_read_per_token or 0)
+        + 1000 * (priority.card.base.cache_read or 0)
         + 10 * priority.output_per_token
     )
 

@@ -374,7 +374,7 @@ class Execution:
     def _result(self, output: str) -> RunResult:
         calls = self.ctx.calls
         nodes = self._finish_nodes()
-        prompt_tokens = completion_tokens = cached_tokens = cache_write_tokens = 0
+        prompt_tokens = completion_tokens = cached_tokens = cache_write_tokens = write_1h_tokens = 0
         cost = 0.0
         unpriced: set[str] = set()
         local = False
@@ -384,6 +384,7 @@ class Execution:
             completion_tokens += u.completion_tokens
             cached_tokens += u.cached_tokens
             cache_write_tokens += u.cache_write_tokens
+            write_1h_tokens += u.cache_write_1h_tokens
             cost += c.cost_usd
             if not c.priced:
                 unpriced.add(c.model)
@@ -398,7 +399,7 @@ class Execution:
         return RunResult(
             output=output,
             topology=self.name,
-            usage=Usage(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens),
+            usage=Usage(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, write_1h_tokens),
             cost_usd=cost,
             latency_s=time.perf_counter() - self.ctx.t0,
             critical_path_s=critical,

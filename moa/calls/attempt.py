@@ -306,6 +306,8 @@ def _book(
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
             price = price.for_service_tier(reply.service_tier)
+        if price.off_peak is not None:  # billed by the hour the request was sent
+            price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)
         rec.usage_estimated = rec.usage_estimated or reply.usage_estimated
     elif known_zero or not clock.sent:
@@ -328,6 +330,7 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
         usage.cached_tokens >= 0
         and usage.cache_write_tokens >= 0
         and usage.cached_tokens + usage.cache_write_tokens <= usage.prompt_tokens
+        and 0 <= usage.cache_write_1h_tokens <= usage.cache_write_tokens
     )
     if ok_completion and ok_cache and 0 <= usage.prompt_tokens <= ceiling:
         cost = price.cost(usage)
@@ -340,7 +343,8 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
         completion = min(completion, call.max_tokens)
     prompt = min(max(0, usage.prompt_tokens), ceiling)
     # counts that do not add up earn no cache discount; claimed cache writes (dearer) are kept
-    clamped = Usage(prompt, completion, 0, min(max(0, usage.cache_write_tokens), prompt))
+    written = min(max(0, usage.cache_write_tokens), prompt)
+    clamped = Usage(prompt, completion, 0, written, min(max(0, usage.cache_write_1h_tokens), written))
     cost = worst if call.max_tokens is not None else price.cost(clamped)
     rec.usage = rec.usage + clamped
     rec.cost_usd += cost

@@ -12,18 +12,22 @@ litellm read), loaded straight from the installed package so pricing never impor
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from moa.results import Usage
 from moa.topology.spec import PricingSpec
 
-__all__ = ["Price", "RateCard", "Rates", "price_for"]
+__all__ = ["OffPeak", "Price", "RateCard", "Rates", "price_for"]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _lock = threading.Lock()
@@ -32,76 +36,161 @@ _price_map: dict[str, Any] | None = None
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per token of each kind; a cache rate of None bills those tokens as input."""
+    """USD per token of each kind; a cache rate of None bills those tokens as input, and an hour's
+    cache write rate of None as any other cache write."""
 
     input: float = 0.0
     output: float = 0.0
     cache_read: float | None = None
     cache_write: float | None = None
+    cache_write_1h: float | None = None
+
+    def dearest_prompt_rate(self) -> float:
+        """The most one prompt token can cost: none read from a cache, each perhaps written to it."""
+        rate = self.input
+        if self.cache_write is not None and self.cache_write > rate:
+            rate = self.cache_write
+        if self.cache_write_1h is not None and self.cache_write_1h > rate:
+            rate = self.cache_write_1h
+        return rate
+
+
+@dataclass(frozen=True, slots=True)
+class RateCard:
+    """One service tier's rates: below every long-context threshold, and the tiers past them,
+    ascending by threshold. A request whose prompt passes a threshold
+    (``input_cost_per_token_above_200k_tokens``: Gemini 2.5 Pro, Claude's 1M context) is billed the
+    highest such tier's rates for all its tokens, as the providers (and litellm) bill them."""
+
+    base: Rates
+    tiers: tuple[tuple[int, Rates], ...] = ()
+
+
+_FREE = RateCard(Rates())
+
+#: a window of the day in minutes since midnight UTC, start inclusive, end exclusive (an end at or
+#: before the start wraps past midnight; start == end is the whole day)
+_Window = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class OffPeak:
+    """The hours a model's calls are billed ``rates`` instead of its standard ones (the price
+    map's ``off_peak_pricing``: DeepSeek V4 bills half its peak rates outside Beijing's busy
+    hours). ``every_day`` windows hold on any day, each of ``by_weekday``'s on its ISO weekdays
+    (1 = Monday), read on ``weekday_zone``'s calendar."""
+
+    rates: Rates
+    every_day: tuple[_Window, ...] = ()
+    by_weekday: tuple[tuple[frozenset[int], tuple[_Window, ...]], ...] = ()
+    weekday_zone: tzinfo = UTC
+
+    def covers(self, when: float) -> bool:
+        """Whether a request sent at ``when`` (seconds since the epoch) is billed off-peak."""
+        moment = datetime.fromtimestamp(when, UTC)
+        minute = moment.hour * 60 + moment.minute
+        if _within(minute, self.every_day):
+            return True
+        if not self.by_weekday:
+            return False
+        weekday = moment.astimezone(self.weekday_zone).isoweekday()
+        return any(weekday in days and _within(minute, windows) for days, windows in self.by_weekday)
+
+
+def _within(minute: int, windows: tuple[_Window, ...]) -> bool:
+    for start, end in windows:
+        if start < end:
+            if start <= minute < end:
+                return True
+        elif minute >= start or minute < end:
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token; ``known`` is False when nothing priced the model (it then costs 0).
+    """What a model's calls cost: ``card``, the rates of the service tier in force; ``known`` is
+    False when nothing priced the model (it then costs 0)."""
 
-    ``tiers`` are the price map's long-context rates, ascending by threshold: a request whose
-    prompt passes a threshold (``input_cost_per_token_above_200k_tokens``: Gemini 2.5 Pro, Claude's
-    1M context) is billed the highest such tier's rates for all its tokens, as the providers (and
-    litellm) bill them."""
-
-    input_per_token: float = 0.0
-    output_per_token: float = 0.0
+    card: RateCard = _FREE
     known: bool = False
     #: the model's own cap on completion tokens, when the price map knows it (a worst case for
     #: calls that send no ``max_tokens``)
     max_output_tokens: int | None = None
-    #: USD per prompt token read from / written to the provider's prompt cache (None: as input)
-    cache_read_per_token: float | None = None
-    cache_write_per_token: float | None = None
-    tiers: tuple[tuple[int, Rates], ...] = ()
     #: whether a prompt of exactly a tier's threshold is billed at the tier (xAI's rule)
     inclusive: bool = False
-    #: the service tier these rates are (None: standard) and every tier the map prices the model
-    #: at, the standard one under ``""``: a request may ask for one and a reply say which it got
+    #: the service tier ``card`` is (None: standard) and every tier the map prices the model at,
+    #: the standard one under ``""``: a request may ask for one and a reply say which it got
     service_tier: str | None = None
     service_tiers: tuple[tuple[str, RateCard], ...] = field(default=(), repr=False)
+    #: the hours the model is billed cheaper rates, if any (see ``at``)
+    off_peak: OffPeak | None = None
+
+    @classmethod
+    def per_token(
+        cls,
+        input: float,
+        output: float,
+        *,
+        cache_read: float | None = None,
+        cache_write: float | None = None,
+        cache_write_1h: float | None = None,
+    ) -> Price:
+        """A known price of flat rates (USD per token)."""
+        return cls(RateCard(Rates(input, output, cache_read, cache_write, cache_write_1h)), True)
+
+    @property
+    def input_per_token(self) -> float:
+        return self.card.base.input
+
+    @property
+    def output_per_token(self) -> float:
+        return self.card.base.output
 
     def rates(self, prompt_tokens: int) -> Rates:
         """The rates a request of ``prompt_tokens`` is billed at."""
-        for threshold, rates in reversed(self.tiers):
+        card = self.card
+        for threshold, rates in reversed(card.tiers):
             if prompt_tokens > threshold or (self.inclusive and prompt_tokens == threshold):
                 return rates
-        return Rates(
-            self.input_per_token, self.output_per_token, self.cache_read_per_token, self.cache_write_per_token
-        )
+        return card.base
 
     def cost(self, usage: Usage) -> float:
         """The bill for ``usage``: its cached and cache-written prompt tokens at their own rates
-        (each count kept within the prompt's), the rest of the prompt as input."""
-        if not (usage.cached_tokens or usage.cache_write_tokens or self.tiers):
-            return (
-                usage.prompt_tokens * self.input_per_token + usage.completion_tokens * self.output_per_token
-            )
+        (each count kept within the prompt's, an hour's writes within the writes), the rest of the
+        prompt as input."""
+        card = self.card
+        if not (usage.cached_tokens or usage.cache_write_tokens or card.tiers):
+            b = card.base
+            return usage.prompt_tokens * b.input + usage.completion_tokens * b.output
         r = self.rates(usage.prompt_tokens)
         prompt = max(0, usage.prompt_tokens)
         read = min(max(0, usage.cached_tokens), prompt)
         write = min(max(0, usage.cache_write_tokens), prompt - read)
+        hour = min(max(0, usage.cache_write_1h_tokens), write)
+        write_rate = r.input if r.cache_write is None else r.cache_write
         return (
             (prompt - read - write) * r.input
             + read * (r.input if r.cache_read is None else r.cache_read)
-            + write * (r.input if r.cache_write is None else r.cache_write)
+            + (write - hour) * write_rate
+            + hour * (write_rate if r.cache_write_1h is None else r.cache_write_1h)
             + usage.completion_tokens * r.output
         )
 
     def worst_case(self, prompt_tokens: int, max_tokens: int) -> float:
         """The most a request of at most ``prompt_tokens`` and ``max_tokens`` can be billed: no
-        token read from a cache, each prompt token at the dearer of input and cache write."""
-        if self.tiers:
-            r = self.rates(prompt_tokens)
-            rate_in, write, out = r.input, r.cache_write, r.output
-        else:  # every call's budget hold asks: no Rates object made then
-            rate_in, write, out = self.input_per_token, self.cache_write_per_token, self.output_per_token
-        return prompt_tokens * (rate_in if write is None else max(rate_in, write)) + max_tokens * out
+        token read from a cache, each prompt token at the dearest of input and the cache writes."""
+        r = self.rates(prompt_tokens) if self.card.tiers else self.card.base
+        return prompt_tokens * r.dearest_prompt_rate() + max_tokens * r.output
+
+    def at(self, when: float) -> Price:
+        """These prices for a request sent at ``when`` (seconds since the epoch): the off-peak
+        rates in the model's off-peak hours, else these. A budget's worst case never counts on the
+        discount (it is taken before the request is sent)."""
+        off = self.off_peak
+        if off is None or not off.covers(when):
+            return self
+        return replace(self, card=RateCard(off.rates, self.card.tiers), off_peak=None)
 
     def for_service_tier(self, name: object) -> Price:
         """These prices at the service tier ``name`` (OpenAI's ``service_tier``: ``flex``,
@@ -111,25 +200,9 @@ class Price:
         if tier == self.service_tier or not self.service_tiers:
             return self
         cards = dict(self.service_tiers)
-        card = cards.get(tier or "") or cards[""]
-        b = card.base
         return replace(
-            self,
-            input_per_token=b.input,
-            output_per_token=b.output,
-            cache_read_per_token=b.cache_read,
-            cache_write_per_token=b.cache_write,
-            tiers=card.tiers,
-            service_tier=tier if tier in cards else None,
+            self, card=cards.get(tier or "") or cards[""], service_tier=tier if tier in cards else None
         )
-
-
-@dataclass(frozen=True, slots=True)
-class RateCard:
-    """One service tier's rates: below every threshold, and the long-context tiers."""
-
-    base: Rates
-    tiers: tuple[tuple[int, Rates], ...] = ()
 
 
 #: a requested or reported service tier -> the suffix of the price map's keys for it (litellm's
@@ -176,18 +249,14 @@ def _lookup(model: str) -> Price | None:
                 for tier in sorted(set(_SERVICE_TIERS.values()))
                 if any(k.endswith(f"_{tier}") and "cost" in k for k in entry)
             ]
-            b = standard.base
             return Price(
-                b.input,
-                b.output,
+                standard,
                 True,
                 int(cap) if isinstance(cap, int | float) and cap > 0 else None,
-                b.cache_read,
-                b.cache_write,
-                standard.tiers,
                 provider in _INCLUSIVE_THRESHOLDS,
                 None,
                 tuple(cards) if len(cards) > 1 else (),
+                _off_peak(entry.get("off_peak_pricing"), standard.base),
             )
     return None
 
@@ -198,7 +267,7 @@ def _card(entry: dict[str, Any], suffix: str, provider: str, standard: RateCard 
     base = _rates(entry, suffix, None if standard is None else standard.base)
     ratio = _DEFAULT_CACHE_READ_RATIO.get(provider)
     if base.cache_read is None and ratio is not None:
-        base = Rates(base.input, base.output, base.input * ratio, base.cache_write)
+        base = replace(base, cache_read=base.input * ratio)
     return RateCard(base, _tiers(entry, base, suffix))
 
 
@@ -224,11 +293,13 @@ def _rates(entry: dict[str, Any], suffix: str, base: Rates | None = None) -> Rat
     output_rate = _rate(entry, f"output_cost_per_token{suffix}")
     read = _rate(entry, f"cache_read_input_token_cost{suffix}")
     write = _rate(entry, f"cache_creation_input_token_cost{suffix}")
+    hour = _rate(entry, f"cache_creation_input_token_cost_above_1hr{suffix}")
     return Rates(
         fallback.input if input_rate is None else input_rate,
         fallback.output if output_rate is None else output_rate,
         fallback.cache_read if read is None else read,
         fallback.cache_write if write is None else write,
+        fallback.cache_write_1h if hour is None else hour,
     )
 
 
@@ -260,20 +331,85 @@ def _tiers(entry: dict[str, Any], base: Rates, service: str = "") -> tuple[tuple
     )
 
 
+def _off_peak(block: object, standard: Rates) -> OffPeak | None:
+    """The map's ``off_peak_pricing`` block (litellm's rules: flat ``hours_utc`` windows every
+    day, ``windows`` entries on their ``weekdays``; a rate the block lacks is the standard one;
+    malformed windows are ignored), or None when it has no window."""
+    if not isinstance(block, dict):
+        return None
+    rules = []
+    for rule in block.get("windows") or ():
+        if isinstance(rule, dict) and isinstance(rule.get("weekdays"), list):
+            days = frozenset(d for d in map(_weekday, rule["weekdays"]) if d is not None)
+            windows = _windows(rule.get("hours_utc"))
+            if days and windows:
+                rules.append((days, windows))
+        elif (
+            isinstance(rule, dict) and "weekdays" not in rule and (windows := _windows(rule.get("hours_utc")))
+        ):
+            rules.append((frozenset(range(1, 8)), windows))
+    every_day = _windows(block.get("hours_utc"))
+    if not (every_day or rules):
+        return None
+    zone: tzinfo = UTC
+    if isinstance(block.get("weekday_timezone"), str):
+        with contextlib.suppress(ValueError, ZoneInfoNotFoundError):
+            zone = ZoneInfo(block["weekday_timezone"].strip())
+    return OffPeak(_rates(block, "", standard), every_day, tuple(rules), zone)
+
+
+_WEEKDAYS = {
+    name: day
+    for day, names in enumerate(
+        (
+            ("mon", "monday"),
+            ("tue", "tues", "tuesday"),
+            ("wed", "wednesday"),
+            ("thu", "thur", "thurs", "thursday"),
+            ("fri", "friday"),
+            ("sat", "saturday"),
+            ("sun", "sunday"),
+        ),
+        start=1,
+    )
+    for name in names
+}
+
+
+def _weekday(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if 1 <= value <= 7 else None
+    return _WEEKDAYS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _windows(value: object) -> tuple[_Window, ...]:
+    found = []
+    for text in (value,) if isinstance(value, str) else value if isinstance(value, Sequence) else ():
+        m = _WINDOW.match(text) if isinstance(text, str) else None
+        if m is not None:
+            h1, m1, h2, m2 = map(int, m.groups())
+            if h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60:
+                found.append((h1 * 60 + m1, h2 * 60 + m2))
+    return tuple(found)
+
+
 def price_for(model: str, pricing: PricingSpec | None = None, *, local: bool = False) -> Price:
     """The price of ``model``: explicit ``pricing`` first, then the price map; local models are 0."""
     if pricing is not None:
-        return Price(
+        return Price.per_token(
             pricing.input_per_mtok / 1e6,
             pricing.output_per_mtok / 1e6,
-            True,
-            cache_read_per_token=None
-            if pricing.cached_input_per_mtok is None
-            else pricing.cached_input_per_mtok / 1e6,
-            cache_write_per_token=None
-            if pricing.cache_write_per_mtok is None
-            else pricing.cache_write_per_mtok / 1e6,
+            cache_read=_per_token(pricing.cached_input_per_mtok),
+            cache_write=_per_token(pricing.cache_write_per_mtok),
+            cache_write_1h=_per_token(pricing.cache_write_1h_per_mtok),
         )
     if local:
-        return Price(0.0, 0.0, True)
+        return Price(known=True)
     return _lookup(model) or Price()
+
+
+def _per_token(per_mtok: float | None) -> float | None:
+    return None if per_mtok is None else per_mtok / 1e6

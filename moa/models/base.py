@@ -94,6 +94,8 @@ class Reported(NamedTuple):
     completion: int | None
     cached: int = 0
     cache_write: int = 0
+    #: the part of ``cache_write`` written for an hour (Anthropic's 1h lifetime)
+    cache_write_1h: int = 0
 
 
 def usage_with_estimate(
@@ -103,11 +105,13 @@ def usage_with_estimate(
     reported, and ``estimate``'s for each it did not. A reply with text has completion tokens, so
     only an empty reply's missing completion count is 0; a prompt always has tokens. Shared by the
     litellm path, so both paths charge the same reply the same."""
-    prompt, completion, cached, cache_write = reported if reported is not None else (None, None, 0, 0)
+    prompt, completion, cached, cache_write, write_1h = (
+        reported if reported is not None else (None, None, 0, 0, 0)
+    )
     if completion is None and not text:
         completion = 0
     if prompt is not None and completion is not None:
-        return Usage(prompt, completion, cached, cache_write), False
+        return Usage(prompt, completion, cached, cache_write, write_1h), False
     guess = estimate()
     return (
         Usage(
@@ -116,6 +120,7 @@ def usage_with_estimate(
             # cache counts without the prompt's they are parts of cannot be placed
             0 if prompt is None else cached,
             0 if prompt is None else cache_write,
+            0 if prompt is None else write_1h,
         ),
         True,
     )

@@ -402,7 +402,16 @@ def _reported(u: Any, request: ModelRequest) -> Reported | None:
     written = _count(details, ("cache_creation_tokens",), request) or _count(
         u, ("cache_creation_input_tokens",), request
     )
-    return Reported(prompt, completion, cached or 0, written or 0)
+    if not written:
+        return Reported(prompt, completion, cached or 0)
+    # the writes' lifetimes (Anthropic's 1h writes are dearer), where litellm keeps them
+    lifetimes = _field(details, "cache_creation_token_details") or _field(u, "cache_creation_token_details")
+    hour = _count(lifetimes, ("ephemeral_1h_input_tokens",), request) if lifetimes is not None else None
+    return Reported(prompt, completion, cached or 0, written, hour or 0)
+
+
+def _field(u: Any, name: str) -> Any:
+    return u.get(name) if isinstance(u, dict) else getattr(u, name, None)
 
 
 def _count(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:

@@ -217,7 +217,7 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
         written = _reported(details, ("cache_creation_tokens",), request) or _reported(
             u, ("cache_creation_input_tokens",), request
         )
-        return Reported(prompt, completion, cached or 0, written or 0)
+        return Reported(prompt, completion, cached or 0, written or 0, _written_1h(u, details, request))
     prompt = _reported(u, ("input_tokens",), request)
     if prompt is None:
         return Reported(None, completion)
@@ -227,7 +227,21 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
     # Anthropic's own names: input_tokens leaves out the tokens read from and written to the cache
     read = _reported(u, ("cache_read_input_tokens",), request) or 0
     written = _reported(u, ("cache_creation_input_tokens",), request) or 0
-    return Reported(prompt + read + written, completion, read, written)
+    return Reported(prompt + read + written, completion, read, written, _written_1h(u, {}, request))
+
+
+def _written_1h(u: dict[str, Any], details: dict[str, Any], request: ModelRequest) -> int:
+    """The prompt tokens written to the cache for an hour: litellm's
+    ``prompt_tokens_details.cache_creation_token_details``, else Anthropic's ``cache_creation``."""
+    for where, name in (
+        (details, "cache_creation_token_details"),
+        (u, "cache_creation_token_details"),
+        (u, "cache_creation"),
+    ):
+        if where.get(name) is not None:
+            lifetimes = _details(where, name, request)
+            return _reported(lifetimes, ("ephemeral_1h_input_tokens",), request) or 0
+    return 0
 
 
 def _details(u: dict[str, Any], name: str, request: ModelRequest) -> dict[str, Any]:

@@ -130,6 +130,15 @@ class PricingSpec(BaseModel):
         allow_inf_nan=False,
         description="USD per million prompt tokens written to the provider's prompt cache (default: as input).",
     )
+    cache_write_1h_per_mtok: StrictFloat | None = Field(
+        None,
+        ge=0,
+        allow_inf_nan=False,
+        description=(
+            "USD per million prompt tokens written to the prompt cache for an hour (Anthropic's"
+            " 1h lifetime; default: as other cache writes)."
+        ),
+    )
 
 
 class AgentSpec(BaseModel):
