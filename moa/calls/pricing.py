@@ -45,15 +45,6 @@ class Rates:
     cache_write: float | None = None
     cache_write_1h: float | None = None
 
-    def dearest_prompt_rate(self) -> float:
-        """The most one prompt token can cost: none read from a cache, each perhaps written to it."""
-        rate = self.input
-        if self.cache_write is not None and self.cache_write > rate:
-            rate = self.cache_write
-        if self.cache_write_1h is not None and self.cache_write_1h > rate:
-            rate = self.cache_write_1h
-        return rate
-
 
 @dataclass(frozen=True, slots=True)
 class RateCard:
@@ -181,7 +172,13 @@ class Price:
         """The most a request of at most ``prompt_tokens`` and ``max_tokens`` can be billed: no
         token read from a cache, each prompt token at the dearest of input and the cache writes."""
         r = self.rates(prompt_tokens) if self.card.tiers else self.card.base
-        return prompt_tokens * r.dearest_prompt_rate() + max_tokens * r.output
+        rate = r.input
+        # inline, not a Rates method: every call's budget hold asks
+        if r.cache_write is not None and r.cache_write > rate:
+            rate = r.cache_write
+        if r.cache_write_1h is not None and r.cache_write_1h > rate:
+            rate = r.cache_write_1h
+        return prompt_tokens * rate + max_tokens * r.output
 
     def at(self, when: float) -> Price:
         """These prices for a request sent at ``when`` (seconds since the epoch): the off-peak
