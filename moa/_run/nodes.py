@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from moa._run.plans import parse_plan
-from moa._run.reducers import REDUCERS
+from moa._run.reducers import BY_ARRIVAL, REDUCERS
 from moa.calls.call import call_agent
 from moa.errors import MalformedReply
 from moa.models.base import Message
@@ -27,12 +27,14 @@ class NodeKind(Protocol):
 
 
 class Reduce:
-    """A fan-in without a model: ``majority`` or ``first`` over the inputs in arrival order."""
+    """A fan-in without a model: ``first`` over the inputs in arrival order, ``majority`` over them
+    in input order (a tie broken by completion order would go another way on the next run)."""
 
     async def execute(
         self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
     ) -> str:
-        output = REDUCERS[gn.spec.reduce or "first"](arrival, gn.spec.vote_on)
+        name = gn.spec.reduce or "first"
+        output = REDUCERS[name](arrival if name in BY_ARRIVAL else refs, gn.spec.vote_on)
         if gn.id == ex.graph.output:
             if ex.validate_output is not None:
                 ex.validate_output(output)  # no call to retry: a bad answer fails the run
