@@ -52,7 +52,7 @@ class AgentCall:
         """The call, to await: built here, with no coroutine level of its own between the node and
         the call (one more object per run in flight, passed by each wake-up)."""
         assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
-        values = {"prompt": ex.prompt, "references": format_references(refs)}
+        values = {"prompt": ex.prompt, "references": _references(gn, refs)}
         if instruction is not None:
             values["instruction"] = instruction
         if gn.plan_workers:
@@ -78,6 +78,20 @@ class AgentCall:
     def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
         model = gn.agent.model if gn.agent is not None else ""
         return _AnswerCheck(model, gn.id, ex.validate_output if gn.id == ex.graph.output else None)
+
+
+def _references(gn: GraphNode, refs: Refs) -> str:
+    """The node's references, numbered; under a quorum that went on without some inputs, a last
+    line says how many answered and which did not, so the model reads the gap as a gap (not as
+    an answer it missed) and knows how much agreement it is looking at."""
+    text = format_references(refs)
+    if len(refs) < len(gn.inputs):
+        present = {i for i, _ in refs}
+        missing = ", ".join(i for i in gn.inputs if i not in present)
+        text += (
+            f"\n\n({len(refs)} of the {len(gn.inputs)} responses asked for are above; none from: {missing}.)"
+        )
+    return text
 
 
 class _AnswerCheck:
