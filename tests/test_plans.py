@@ -38,3 +38,26 @@ def test_a_blank_instruction_is_malformed_not_skipped() -> None:
     with pytest.raises(MalformedReply, match=r"plan's instruction 1 \(of 2, one per worker\) is empty"):
         parse_plan('{"instructions": ["  ", "research b", "write c"]}', 2, node="plan", model="m")
     assert parse_plan('["a", "b", ""]', 2, node="plan", model="m") == ["a", "b"]
+
+
+def test_a_plan_followed_by_prose_holding_braces_parses() -> None:
+    """The plan is found when the prose after it holds braces and brackets of its own."""
+    text = '{"instructions": ["a", "b"]}\nEach worker fills in {name} [sic].'
+    assert parse_plan(text, 2, node="plan", model="m") == ["a", "b"]
+
+
+def test_instructions_written_twice_is_malformed() -> None:
+    """Two `instructions` keys: which plan was meant is unknown, so the reply is malformed."""
+    with pytest.raises(MalformedReply, match="plan: key `instructions` appears twice in one object"):
+        parse_plan('{"instructions": ["a", "b"], "instructions": ["c", "d"]}', 2, node="plan", model="m")
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["[" * 100_000 + "]" * 100_000, '{"instructions": [' + "1" * 5000 + "]}"],
+    ids=["deep", "digits"],
+)
+def test_hostile_json_is_a_malformed_plan_not_a_crash(hostile: str) -> None:
+    """Nesting past the stack, or an integer past Python's digit limit, is a MalformedReply."""
+    with pytest.raises(MalformedReply, match="plan is not JSON"):
+        parse_plan(hostile, 2, node="plan", model="m")

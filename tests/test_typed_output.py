@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 import moa
+from moa._run.typed import TypedOutput
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimServer, last_user_text
 from moa.topology.loader import load_data
@@ -198,3 +199,44 @@ async def test_a_reply_nested_too_deeply_for_a_json_schema_is_a_malformed_reply(
     with pytest.raises(moa.MalformedReply, match="nested too deeply"):
         await topo.run("q", runner=moa.Runner(models={"fake/*": fm}), output_type={"type": "object"})
     assert len(fm.calls) == 2
+
+
+class Count(BaseModel):
+    answer: int
+    sure: bool = False
+
+
+def test_a_pydantic_output_type_reads_the_reply_strictly() -> None:
+    """`"3"` is no int and `"yes"` no bool, as against a JSON Schema; a model that sets `strict` keeps its own."""
+    typed = TypedOutput(Count)
+    with pytest.raises(moa.MalformedReply, match="typed output: answer: Input should be a valid integer"):
+        typed.parse('{"answer": "3"}')
+    with pytest.raises(moa.MalformedReply, match="typed output: sure: Input should be a valid boolean"):
+        typed.parse('{"answer": 3, "sure": "yes"}')
+    assert typed.parse('{"answer": 3, "sure": true}') == Count(answer=3, sure=True)
+
+    class Lax(BaseModel):
+        model_config = ConfigDict(strict=False)
+        answer: int
+
+    assert TypedOutput(Lax).parse('{"answer": "3"}') == Lax(answer=3)
+
+
+@pytest.mark.parametrize("schema", [Count, {"type": "object", "properties": {"answer": {"type": "integer"}}}])
+def test_a_key_written_twice_is_a_malformed_reply(schema: Any) -> None:
+    """`{"answer": 1, "answer": 2}` names the key, rather than keeping the last value silently."""
+    with pytest.raises(moa.MalformedReply, match="typed output: key `answer` appears twice in one object"):
+        TypedOutput(schema).parse('```json\n{"answer": 1, "answer": 2}\n```')
+
+
+@pytest.mark.parametrize("schema", [Count, {"type": "object", "required": ["answer"]}])
+def test_json_followed_by_prose_holding_braces_is_read(schema: Any) -> None:
+    """The first complete JSON value is found when the prose after it holds braces of its own."""
+    value = TypedOutput(schema).parse('Here: {"answer": 3}. Note that {x} is a set.')
+    assert value == (Count(answer=3) if schema is Count else {"answer": 3})
+
+
+def test_nan_is_not_json() -> None:
+    """Python's json reads `NaN`, which JSON has not: against a schema it is a MalformedReply."""
+    with pytest.raises(moa.MalformedReply, match="`NaN` is not JSON"):
+        TypedOutput({"type": "object"}).parse('{"answer": NaN}')

@@ -1,23 +1,82 @@
-"""Where a model's reply may hold JSON: shared by plans, typed output and a cascade judge's
-confidence, which all ask a model for JSON and must find it inside whatever prose surrounds it."""
+"""Where a model's reply may hold JSON, and reading it strictly: shared by plans, typed output and a
+cascade judge's confidence, which all ask a model for JSON and must find it inside whatever prose
+surrounds it."""
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-__all__ = ["json_candidates"]
+__all__ = ["DuplicateKey", "json_candidates", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
+
+#: the openings a complete JSON value is looked for at (``Use {x}: {"a": 1}`` holds one at the
+#: second): enough for any prose a model writes first, and a reply of a million ``{`` stays cheap
+_MAX_OPENINGS = 32
+
+_DECODER = json.JSONDecoder()
+
+
+def _values_at_openings(text: str, open_: str) -> list[str]:
+    """The first complete JSON value starting at one of the first ``open_`` characters: a value
+    that prose (holding braces of its own) follows, which no first-to-last span isolates."""
+    start = text.find(open_)
+    for _ in range(_MAX_OPENINGS):
+        if start == -1:
+            break
+        try:
+            _, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):
+            start = text.find(open_, start + 1)
+            continue
+        return [text[start:end]]
+    return []
 
 
 def json_candidates(text: str) -> list[str]:
     """The spans of ``text`` that may be JSON, most explicit first: each fenced block, then the
     span from the first ``{`` to the last ``}``, then from the first ``[`` to the last ``]``, then
-    the whole reply. Callers try them in order and keep the first that parses into what they need."""
+    the first complete object and the first complete array, then the whole reply. Callers try
+    them in order and keep the first that parses into what they need."""
     found = [m.group(1).strip() for m in _FENCED.finditer(text)]
     for open_, close in (("{", "}"), ("[", "]")):
         start, end = text.find(open_), text.rfind(close)
         if start != -1 and end > start:
             found.append(text[start : end + 1])
+    found += _values_at_openings(text, "{")
+    found += _values_at_openings(text, "[")
     found.append(text.strip())
     return list(dict.fromkeys(found))
+
+
+class DuplicateKey(ValueError):
+    """One JSON object names a key twice: JSON keeps the last silently, so which value the model
+    meant is unknown."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key `{key}` appears twice in one object")
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which JSON has not: a value holding one could not be
+    # written back as JSON (`moa run --json`, the store)
+    raise ValueError(f"`{name}` is not JSON")
+
+
+def loads_unique(text: str) -> Any:
+    """``json.loads`` as JSON itself reads: refusing an object that names a key twice
+    (``DuplicateKey``, a ``ValueError``) and ``NaN``/``Infinity`` (a ``ValueError``). Raises what
+    ``json.loads`` raises otherwise (``RecursionError`` included)."""
+    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)

@@ -4,11 +4,9 @@ runner retries like any other malformed reply, its tokens still on the record.""
 
 from __future__ import annotations
 
-import json
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from moa._run.json_reply import json_candidates
+from moa._run.json_reply import DuplicateKey, json_candidates, loads_unique
 from moa.errors import MalformedReply
 
 __all__ = ["parse_plan"]
@@ -23,11 +21,15 @@ def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
     """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
     for c in json_candidates(text):
         try:
-            data = json.loads(c)
+            data = loads_unique(c)
             if isinstance(data, list):
                 data = {"instructions": data}
             plan = _Plan.model_validate(data)
-        except (json.JSONDecodeError, ValidationError):
+        except DuplicateKey as e:
+            # two `instructions`: which plan the manager meant is unknown
+            raise MalformedReply(f"plan: {e}", model=model, node=node) from None
+        except (ValueError, RecursionError, ValidationError):
+            # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
             continue
         items = [s.strip() for s in plan.instructions]
         if len(items) < n:

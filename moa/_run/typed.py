@@ -2,10 +2,12 @@
 run (a reply that does not match is a ``MalformedReply``, retried like a malformed plan and never
 cached), and the run's result carries the parsed value (``RunResult.parsed``).
 
-The schema is given either as a pydantic model (``output_type=Answer``: validated by pydantic, parsed
-to an instance) or as a JSON Schema mapping (``moa run --output-schema FILE``: parsed to plain JSON and
+The schema is given either as a pydantic model (``output_type=Answer``: validated by pydantic in
+strict mode, so ``"3"`` is no int, unless the model's config sets ``strict`` itself; parsed to an
+instance) or as a JSON Schema mapping (``moa run --output-schema FILE``: parsed to plain JSON and
 checked for the schema's top-level ``type``, ``required`` properties and the JSON types of the
-properties it declares). The schema is put in the output node's prompt, which every provider
+properties it declares). Either way an object naming a key twice is refused: which value the
+model meant is unknown. The schema is put in the output node's prompt, which every provider
 understands, rather than in a provider-specific ``response_format``.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from moa._run.json_reply import json_candidates
+from moa._run.json_reply import DuplicateKey, json_candidates, loads_unique
 from moa.errors import MalformedReply, RequestRefused
 
 __all__ = ["TypedOutput", "schema_problem"]
@@ -71,6 +73,17 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _refuse_duplicate_keys(text: str) -> None:
+    """``MalformedReply`` if one object of the reply names a key twice (of which the parser would
+    keep the last, silently). Text that is not JSON is left to the parser to report."""
+    try:
+        loads_unique(text)
+    except DuplicateKey as e:
+        raise MalformedReply(f"typed output: {e}") from None
+    except (ValueError, RecursionError):
+        pass
+
+
 class TypedOutput:
     """A schema the output node's answer must match."""
 
@@ -78,12 +91,16 @@ class TypedOutput:
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             self.model: type[BaseModel] | None = schema
             self.schema: dict[str, Any] = schema.model_json_schema()
+            #: a reply is read strictly (``"3"`` is no int, ``"yes"`` no bool), as a JSON Schema's
+            #: types are, unless the model's own config says how strict it is
+            self.strict: bool | None = None if "strict" in schema.model_config else True
         elif isinstance(schema, Mapping):
             problem = schema_problem(schema)
             if problem is not None:
                 raise RequestRefused(f"the output schema: {problem}", field="output_type")
             self.model = None
             self.schema = dict(schema)
+            self.strict = True
         else:
             raise TypeError(f"output_type must be a pydantic model class or a JSON Schema, not {schema!r}")
 
@@ -108,8 +125,9 @@ class TypedOutput:
 
     def _parse(self, text: str) -> Any:
         if self.model is not None:
+            _refuse_duplicate_keys(text)
             try:
-                return self.model.model_validate_json(text)
+                return self.model.model_validate_json(text, strict=self.strict)
             except ValidationError as e:
                 problem = e.errors(include_url=False)[0]
                 where = ".".join(str(p) for p in problem["loc"]) or "the answer"
@@ -118,7 +136,9 @@ class TypedOutput:
                     f"`{self.model.__name__}`)"
                 ) from None
         try:
-            value = json.loads(text)
+            value = loads_unique(text)
+        except DuplicateKey as e:
+            raise MalformedReply(f"typed output: {e}") from None
         except ValueError as e:
             raise MalformedReply(f"typed output: the answer is not JSON: {e}") from None
         except RecursionError:
