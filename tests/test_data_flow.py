@@ -3,6 +3,10 @@ inputs, typed replies."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 import moa
 from moa import build
 from moa._run.reducers import normalise
@@ -56,3 +60,66 @@ async def test_an_aggregator_under_quorum_is_told_who_did_not_answer() -> None:
     full = build.parallel(["fake/a", "fake/c"], aggregator="fake/agg", quorum=1, on_quorum="wait")
     await full.run("q", runner=moa.Runner(models=models))
     assert "responses asked for" not in seen[1]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("  \n", "prompt: empty (every agent would be paid to answer nothing)"),
+        (
+            "bad \ud800 text",
+            "prompt: holds a lone UTF-16 surrogate ('\\ud800' at character 4), which is not text",
+        ),
+        ([{"role": "user", "content": None}], "prompt: message 0 (user) has content NoneType, not text"),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+            "prompt: message 0 (user) has content list, not text",
+        ),
+        (
+            [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": None},
+                {"role": "user", "content": "q2"},
+            ],
+            "prompt: message 1 (assistant) has content NoneType, not text",
+        ),
+        (
+            [{"role": "usr", "content": "q"}],
+            "prompt: message 0 has role 'usr', not one of system, developer, user, assistant",
+        ),
+        (
+            [{"role": "user", "content": " "}],
+            "prompt: message 0 (user) is empty (every agent would be paid to answer nothing)",
+        ),
+    ],
+    ids=["blank", "surrogate", "none", "parts", "assistant-none", "role", "blank-turn"],
+)
+async def test_a_prompt_that_is_not_text_is_refused_before_any_call(prompt: Any, message: str) -> None:
+    """Bad run input is one RequestRefused naming the message, not a provider error of the first node."""
+    fm = FunctionModel(lambda r: "answer")
+    t = build.parallel(["fake/a", "fake/b"], aggregator="fake/agg")
+    with pytest.raises(moa.RequestRefused) as info:
+        await t.run(prompt, runner=moa.Runner(models={"fake/*": fm}))
+    assert str(info.value) == message
+    assert fm.calls == []
+
+
+async def test_a_reply_holding_a_lone_surrogate_is_blamed_on_its_writer_and_retried() -> None:
+    """A `\\ud800` in a proposer's reply is a MalformedReply of that proposer, retried; the
+    aggregator never receives it."""
+    replies = iter(["bad \ud800 reply", "good reply"])
+    seen: list[str] = []
+
+    def fn(r: ModelRequest) -> str:
+        if r.model == "fake/agg":
+            seen.append(r.messages[-1]["content"])
+            return "final"
+        return next(replies) if r.model == "fake/a" else "b says"
+
+    agent = build.agent("fake/a", retry={"max_attempts": 2, "backoff_base_s": 0.001})
+    t = build.parallel([agent, "fake/b"], aggregator="fake/agg")
+    r = await t.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(fn)}))
+    assert r.output == "final" and "1. [a]\ngood reply" in seen[0]
+    log = next(c for c in r.calls if c.node == "a").attempt_log
+    assert [a.status for a in log] == ["error", "ok"]
+    assert "the reply holds a lone UTF-16 surrogate ('\\ud800' at character 4)" in (log[0].error or "")

@@ -3,6 +3,7 @@ whose reply must parse into one instruction per worker), or a fan-in reducer (a 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -17,7 +18,7 @@ from moa.topology.prompts import format_references
 if TYPE_CHECKING:
     from moa._run.engine import Execution, Refs
 
-__all__ = ["NodeKind", "kind_of"]
+__all__ = ["NodeKind", "kind_of", "text_problem"]
 
 
 class NodeKind(Protocol):
@@ -94,6 +95,19 @@ def _references(gn: GraphNode, refs: Refs) -> str:
     return text
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be sent on, or None: a lone UTF-16 surrogate (a JSON ``\\ud800`` escape
+    puts one in a str) is not text. Found only when a call encodes its request, it failed the run
+    as a provider error of whichever node was first to send it, not of the one that wrote it."""
+    m = _SURROGATE.search(text)
+    if m is None:
+        return None
+    return f"holds a lone UTF-16 surrogate ({m.group()!r} at character {m.start()}), which is not text"
+
+
 class _AnswerCheck:
     """An answer's check: not empty, then the run's own check if the node is the output. One
     object, where a closure is a function, a tuple and a cell per name, alive as long as the call."""
@@ -108,6 +122,10 @@ class _AnswerCheck:
         # toward a quorum, or be the run's output; retried like any malformed reply instead
         if not text.strip():
             raise MalformedReply("the reply is empty", model=self.model, node=self.node)
+        # the next node's request, the store and `--json` could not encode it: retried like any
+        # malformed reply, blamed on the node that wrote it
+        if problem := text_problem(text):
+            raise MalformedReply(f"the reply {problem}", model=self.model, node=self.node)
         if self.check is not None:
             self.check(text)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from pydantic import BaseModel
 
 from moa._run.engine import Execution, callable_name, checked
+from moa._run.nodes import text_problem
 from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache
@@ -107,13 +108,43 @@ def _output_check(
     return check
 
 
+#: the roles a chat input's messages may have (``developer`` is OpenAI's newer ``system``)
+_ROLES = ("system", "developer", "user", "assistant")
+
+
 def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
+    """The prompt and the chat history before it, or ``RequestRefused`` naming what is wrong: an
+    empty prompt (every agent would be paid to answer nothing), a message that is not text (a
+    ``None`` or a list of parts would fail the run at its first node, as that node's failure)."""
     if isinstance(prompt, str):
+        if not prompt.strip():
+            raise RequestRefused("empty (every agent would be paid to answer nothing)", field="prompt")
+        if problem := text_problem(prompt):
+            raise RequestRefused(problem, field="prompt")
         return prompt, ()
     msgs = list(prompt)
-    if not msgs or msgs[-1].get("role") != "user":
+    for i, m in enumerate(msgs):
+        role = m.get("role") if isinstance(m, Mapping) else None
+        if role not in _ROLES:
+            shown = repr(role) if isinstance(m, Mapping) else f"a {type(m).__name__}, not a mapping"
+            raise RequestRefused(
+                f"message {i} has role {shown}, not one of {', '.join(_ROLES)}", field="prompt"
+            )
+        content = m.get("content")
+        if not isinstance(content, str):
+            raise RequestRefused(
+                f"message {i} ({role}) has content {type(content).__name__}, not text", field="prompt"
+            )
+        if problem := text_problem(content):
+            raise RequestRefused(f"message {i} ({role}) {problem}", field="prompt")
+    if not msgs or msgs[-1]["role"] != "user":
         raise RequestRefused("the last message of a chat input must be the user's turn", field="prompt")
-    return msgs[-1].get("content", ""), msgs[:-1]
+    if not msgs[-1]["content"].strip():
+        raise RequestRefused(
+            f"message {len(msgs) - 1} (user) is empty (every agent would be paid to answer nothing)",
+            field="prompt",
+        )
+    return msgs[-1]["content"], msgs[:-1]
 
 
 def every_agent(target: Graph | Runnable) -> list[tuple[str, AgentSpec]]:
