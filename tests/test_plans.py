@@ -61,3 +61,13 @@ def test_hostile_json_is_a_malformed_plan_not_a_crash(hostile: str) -> None:
     """Nesting past the stack, or an integer past Python's digit limit, is a MalformedReply."""
     with pytest.raises(MalformedReply, match="plan is not JSON"):
         parse_plan(hostile, 2, node="plan", model="m")
+
+
+def test_an_instruction_holding_a_lone_surrogate_is_malformed() -> None:
+    """`\\ud800` in an instruction would fail the worker's request, blamed on the worker: the plan is malformed."""
+    with pytest.raises(MalformedReply, match=r"plan: a string holds a lone UTF-16 surrogate \('\\ud800'\)"):
+        parse_plan('{"instructions": ["do \\ud800 this", "b"]}', 2, node="plan", model="m")
+    assert (
+        parse_plan('{"instructions": ["smile \\ud83d\\ude00", "b"]}', 2, node="plan", model="m")[0]
+        == "smile 😀"
+    )

@@ -240,3 +240,9 @@ def test_nan_is_not_json() -> None:
     """Python's json reads `NaN`, which JSON has not: against a schema it is a MalformedReply."""
     with pytest.raises(moa.MalformedReply, match="`NaN` is not JSON"):
         TypedOutput({"type": "object"}).parse('{"answer": NaN}')
+
+
+def test_a_string_holding_a_lone_surrogate_is_a_malformed_reply() -> None:
+    """A JSON Schema answer whose string holds `\\ud800` could not be printed as JSON: a MalformedReply."""
+    with pytest.raises(moa.MalformedReply, match="typed output: a string holds a lone UTF-16 surrogate"):
+        TypedOutput({"type": "object"}).parse('{"answer": "a\\ud800b"}')

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["DuplicateKey", "json_candidates", "loads_unique"]
+__all__ = ["DuplicateKey", "NotText", "json_candidates", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
@@ -60,6 +60,16 @@ class DuplicateKey(ValueError):
         self.key = key
 
 
+class NotText(ValueError):
+    """A string of the value holds a lone UTF-16 surrogate (the escape ``\\ud800`` with no pair):
+    not text, it fails whatever encodes it next (a worker's request, ``moa run``'s output)."""
+
+
+#: an escape of a UTF-16 surrogate: only such an escape can put one in a decoded value
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -78,5 +88,11 @@ def _no_constant(name: str) -> Any:
 def loads_unique(text: str) -> Any:
     """``json.loads`` as JSON itself reads: refusing an object that names a key twice
     (``DuplicateKey``, a ``ValueError``) and ``NaN``/``Infinity`` (a ``ValueError``). Raises what
-    ``json.loads`` raises otherwise (``RecursionError`` included)."""
-    return json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    ``json.loads`` raises otherwise (``RecursionError`` included), and ``NotText`` for a string
+    holding a lone surrogate."""
+    value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    if _SURROGATE_ESCAPE.search(text):
+        m = _SURROGATE.search(json.dumps(value, ensure_ascii=False))
+        if m is not None:
+            raise NotText(f"a string holds a lone UTF-16 surrogate ({m.group()!r}), which is not text")
+    return value

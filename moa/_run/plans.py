@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from moa._run.json_reply import DuplicateKey, json_candidates, loads_unique
+from moa._run.json_reply import DuplicateKey, NotText, json_candidates, loads_unique
 from moa.errors import MalformedReply
 
 __all__ = ["parse_plan"]
@@ -25,8 +25,9 @@ def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
             if isinstance(data, list):
                 data = {"instructions": data}
             plan = _Plan.model_validate(data)
-        except DuplicateKey as e:
-            # two `instructions`: which plan the manager meant is unknown
+        except (DuplicateKey, NotText) as e:
+            # two `instructions` (which plan was meant is unknown), or an instruction no worker's
+            # request could carry
             raise MalformedReply(f"plan: {e}", model=model, node=node) from None
         except (ValueError, RecursionError, ValidationError):
             # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack

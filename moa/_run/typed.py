@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from moa._run.json_reply import DuplicateKey, json_candidates, loads_unique
+from moa._run.json_reply import DuplicateKey, NotText, json_candidates, loads_unique
 from moa.errors import MalformedReply, RequestRefused
 
 __all__ = ["TypedOutput", "schema_problem"]
@@ -137,7 +137,7 @@ class TypedOutput:
                 ) from None
         try:
             value = loads_unique(text)
-        except DuplicateKey as e:
+        except (DuplicateKey, NotText) as e:
             raise MalformedReply(f"typed output: {e}") from None
         except ValueError as e:
             raise MalformedReply(f"typed output: the answer is not JSON: {e}") from None
