@@ -447,7 +447,8 @@ async def test_validate_output_retries_a_bad_answer_of_any_topology() -> None:
 
 
 async def test_validate_output_on_a_reduce_output_fails_the_run() -> None:
-    """A reduce output has no call to retry: an answer the validator rejects fails the run, calls kept."""
+    """Under a reduce output the replies feeding it are checked: rejected on every attempt, the run
+    fails, calls kept."""
 
     def check(text: str) -> None:
         raise moa.MalformedReply("never good", node="majority")

@@ -246,3 +246,34 @@ def test_a_string_holding_a_lone_surrogate_is_a_malformed_reply() -> None:
     """A JSON Schema answer whose string holds `\\ud800` could not be printed as JSON: a MalformedReply."""
     with pytest.raises(moa.MalformedReply, match="typed output: a string holds a lone UTF-16 surrogate"):
         TypedOutput({"type": "object"}).parse('{"answer": "a\\ud800b"}')
+
+
+@pytest.mark.parametrize("reduce", ["majority", "first"])
+async def test_a_reduce_output_has_its_workers_answer_in_the_schema(reduce: str) -> None:
+    """Under a reduce output the workers' replies become the answer: each is told the schema and a
+    reply that does not match is retried, so the vote is over matching answers."""
+    seen: list[str] = []
+    replies = iter(["Four.", '{"answer": 4}'])
+
+    def answer(req: Any) -> str:
+        text = str(req.messages[-1]["content"])
+        seen.append(text)
+        return next(replies) if req.model == "fake/a" else '{"answer": 4}'
+
+    agent = {"model": "fake/a", "retry": {"max_attempts": 2, "backoff_base_s": 0.001}}
+    topo = load_data(
+        {
+            "name": "vote",
+            "kind": "parallel",
+            "workers": ["a", "b"],
+            "reduce": reduce,
+            "agents": {"a": agent, "b": {"model": "fake/b"}},
+        }
+    )
+    result = await topo.run(
+        "2 + 2?", runner=moa.Runner(models={"fake/*": FunctionModel(answer)}), output_type=Count
+    )
+    assert result.parsed == Count(answer=4)
+    assert all("JSON Schema" in s for s in seen)
+    if reduce == "majority":
+        assert next(c for c in result.calls if c.node == "a").attempts == 2

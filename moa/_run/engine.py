@@ -139,6 +139,26 @@ def callable_name(fn: object) -> str:
     return str(getattr(fn, "__qualname__", None) or type(fn).__name__)
 
 
+def answer_nodes(graph: Graph) -> frozenset[str]:
+    """The agent nodes whose reply can become ``graph``'s output (see ``Execution.answers``)."""
+    if graph.nodes[graph.output].agent is not None:
+        return frozenset((graph.output,))
+    found: set[str] = set()
+    seen: set[str] = set()
+    stack = [graph.output]
+    while stack:
+        nid = stack.pop()
+        if nid in seen:
+            continue
+        seen.add(nid)
+        gn = graph.nodes[nid]
+        if gn.agent is None:
+            stack.extend(gn.inputs)
+        else:
+            found.add(nid)
+    return frozenset(found)
+
+
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -205,6 +225,7 @@ class Execution:
     # slots: with hundreds of runs in flight, every object a run keeps alive is walked by each of
     # the collector's passes (a __dict__ is one more)
     __slots__ = (
+        "answers",
         "ctx",
         "futures",
         "graph",
@@ -238,8 +259,12 @@ class Execution:
         self.prompt, self.history = prompt, history
         self.on_token = on_token
         self.validate_output = validate_output
-        #: appended to the output node's prompt (typed output: the JSON Schema to answer in)
+        #: appended to the prompt of each node in ``answers`` (typed output: the JSON Schema)
         self.output_instruction: str | None = None
+        #: the agent nodes whose reply can become the run's output: the output node, or under a
+        #: reduce output (which returns one of its inputs' replies as it is) the agent nodes
+        #: feeding it. Each is told the output schema and its reply checked as the output is.
+        self.answers = answer_nodes(graph)
         #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans: 16 hex
         #: digits, random (a uuid4's hex cut to 16 costs four times as much to make)
         self.run_id = new_run_id()

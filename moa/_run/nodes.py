@@ -38,7 +38,9 @@ class Reduce:
         output = REDUCERS[name](arrival if name in BY_ARRIVAL else refs, gn.spec.vote_on)
         if gn.id == ex.graph.output:
             if ex.validate_output is not None:
-                ex.validate_output(output)  # no call to retry: a bad answer fails the run
+                # the replies it chose from were checked in their calls (``answers``): this one
+                # fails only on a check that is not a function of the text alone
+                ex.validate_output(output)
             if ex.on_token is not None:
                 ex.on_token(output)  # a reduce output decodes nothing: stream it whole
         return output
@@ -62,9 +64,8 @@ class AgentCall:
         if gn.agent.system:
             messages.append({"role": "system", "content": gn.agent.system})
         messages.extend(ex.history)
-        is_output = gn.id == ex.graph.output
         content = gn.template.render(values)
-        if is_output and ex.output_instruction:
+        if ex.output_instruction and gn.id in ex.answers:
             content = f"{content}\n\n{ex.output_instruction}"
         messages.append({"role": "user", "content": content})
         return call_agent(
@@ -72,13 +73,13 @@ class AgentCall:
             ex.runner.runtime(gn.agent),
             gn.id,
             messages,
-            on_token=ex.on_token if is_output else None,
+            on_token=ex.on_token if gn.id == ex.graph.output else None,
             validate=self.validator(ex, gn),
         )
 
     def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
         model = gn.agent.model if gn.agent is not None else ""
-        return _AnswerCheck(model, gn.id, ex.validate_output if gn.id == ex.graph.output else None)
+        return _AnswerCheck(model, gn.id, ex.validate_output if gn.id in ex.answers else None)
 
 
 def _references(gn: GraphNode, refs: Refs) -> str:
@@ -109,7 +110,7 @@ def text_problem(text: str) -> str | None:
 
 
 class _AnswerCheck:
-    """An answer's check: not empty, then the run's own check if the node is the output. One
+    """An answer's check: not empty, then the run's own check if the reply can be the output. One
     object, where a closure is a function, a tuple and a cell per name, alive as long as the call."""
 
     __slots__ = ("check", "model", "node")
