@@ -250,7 +250,8 @@ def test_an_invalid_judge_topology_fails_before_any_call(tmp_path: Path) -> None
 
 def test_a_multi_node_judge_topology_runs_as_a_topology(tmp_path: Path) -> None:
     """A judge made of two samples reduced by majority runs as a whole topology: both calls are
-    stored with their judgment, and a malformed output is a tie without a retry."""
+    stored with their judgment, each sample without a verdict is retried (its reply is the output
+    the vote returns), and a verdict still missing is a tie."""
     with SimServer(_models(lambda req: "no verdict at all")) as srv:
         exp = _experiment(tmp_path / "e", srv.base_url, extra="limit: 5\n")
         agent = f"model: openai/judge-m, api_base: {json.dumps(srv.base_url)}, retry: {{max_attempts: 3}}, {PRICE}"
@@ -259,8 +260,9 @@ def test_a_multi_node_judge_topology_runs_as_a_topology(tmp_path: Path) -> None:
             f"agents:\n  a: {{{agent}, temperature: 0.5}}\n"
         )
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
-        # no retry path for a topology's output: one call per sample, 2 samples, 2 orders, 2 setups, 5 items
-        assert srv.stats.served_by_model["judge-m"] == 2 * 2 * 2 * 5
+        # one call per sample, 2 samples, 2 orders, 2 setups, 5 items, each retried (as far as the
+        # endpoint's retry budget lets it) since its reply is checked as the output it may become
+        assert srv.stats.served_by_model["judge-m"] > 2 * 2 * 2 * 5
     j = summary.setup("good").judge
     assert j is not None and j.ties == 5
     conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
