@@ -91,8 +91,12 @@ async def test_an_aggregator_under_quorum_is_told_who_did_not_answer() -> None:
             [{"role": "user", "content": " "}],
             "prompt: message 0 (user) is empty (every agent would be paid to answer nothing)",
         ),
+        (
+            {"role": "user", "content": "q"},
+            "prompt: message 0 is a str, not a mapping of `role` and `content`",
+        ),
     ],
-    ids=["blank", "surrogate", "none", "parts", "assistant-none", "role", "blank-turn"],
+    ids=["blank", "surrogate", "none", "parts", "assistant-none", "role", "blank-turn", "one-message"],
 )
 async def test_a_prompt_that_is_not_text_is_refused_before_any_call(prompt: Any, message: str) -> None:
     """Bad run input is one RequestRefused naming the message, not a provider error of the first node."""

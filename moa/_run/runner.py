@@ -124,11 +124,14 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
         return prompt, ()
     msgs = list(prompt)
     for i, m in enumerate(msgs):
-        role = m.get("role") if isinstance(m, Mapping) else None
-        if role not in _ROLES:
-            shown = repr(role) if isinstance(m, Mapping) else f"a {type(m).__name__}, not a mapping"
+        if not isinstance(m, Mapping):
             raise RequestRefused(
-                f"message {i} has role {shown}, not one of {', '.join(_ROLES)}", field="prompt"
+                f"message {i} is a {type(m).__name__}, not a mapping of `role` and `content`", field="prompt"
+            )
+        role = m.get("role")
+        if role not in _ROLES:
+            raise RequestRefused(
+                f"message {i} has role {role!r}, not one of {', '.join(_ROLES)}", field="prompt"
             )
         content = m.get("content")
         if not isinstance(content, str):
