@@ -3,6 +3,7 @@ inputs, typed replies."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -127,3 +128,27 @@ async def test_a_reply_holding_a_lone_surrogate_is_blamed_on_its_writer_and_retr
     log = next(c for c in r.calls if c.node == "a").attempt_log
     assert [a.status for a in log] == ["error", "ok"]
     assert "the reply holds a lone UTF-16 surrogate ('\\ud800' at character 4)" in (log[0].error or "")
+
+
+async def test_template_syntax_in_prompts_answers_and_instructions_is_sent_literally() -> None:
+    """`{references}`, `{prompt}`, `{{ x }}`, `${x}`, `{0.__class__}` and Jinja blocks written by a
+    user, a proposer or a manager reach the next node as written, never expanded again."""
+    hostile = (
+        "{prompt} {references} {instruction} {workers} {{ input }} ${x} {0.__class__} {% if 1 %}x{% endif %}"
+    )
+    seen: list[str] = []
+
+    def fn(r: ModelRequest) -> str:
+        text = r.messages[-1]["content"]
+        seen.append(text)
+        if '"instructions"' in text:
+            return json.dumps({"instructions": [f"do {hostile}", "b"]})
+        return f"ans {hostile}"
+
+    runner = moa.Runner(models={"fake/*": FunctionModel(fn)})
+    await build.sequential("fake/a", "fake/b", "fake/c").run(f"Q {hostile}", runner=runner)
+    # the refine step: the prompt once, each earlier step's answer once, nothing expanded
+    assert seen[-1].count(hostile) == 3 and f"User query: Q {hostile}" in seen[-1]
+    seen.clear()
+    await build.hierarchical("fake/m", ["fake/w1", "fake/w2"]).run("Q", runner=runner)
+    assert any(f"instruction to you:\ndo {hostile}\n" in s for s in seen)
