@@ -152,3 +152,10 @@ async def test_template_syntax_in_prompts_answers_and_instructions_is_sent_liter
     seen.clear()
     await build.hierarchical("fake/m", ["fake/w1", "fake/w2"]).run("Q", runner=runner)
     assert any(f"instruction to you:\ndo {hostile}\n" in s for s in seen)
+
+
+def test_text_votes_ignore_emphasis_quotes_and_closing_punctuation() -> None:
+    """`**Paris**`, `“Paris”`, `Paris,` and ` paris ` are one answer; `Lyon` is another."""
+    keys = {normalise(t) for t in ["**Paris**", "“Paris”", "Paris,", " paris ", "_Paris_?"]}
+    assert keys == {"paris"} and normalise("Lyon") not in keys
+    assert normalise("the answer is\n\n**Paris**", "last_line") == "paris"

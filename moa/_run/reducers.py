@@ -12,6 +12,11 @@ from moa.eval.numeric import exact_numbers
 __all__ = ["BY_ARRIVAL", "REDUCERS", "first", "majority", "normalise"]
 
 
+#: what a model wraps an answer in without changing it: Markdown emphasis, quotes (curly ones
+#: too), closing punctuation. `**Paris**`, `“Paris”` and `Paris.` are one vote.
+_WRAPPING = " .,;:!?\"'`*_“”‘’"
+
+
 def normalise(text: str, vote_on: str = "text") -> str:
     """The key answers are compared by: casefolded words, the last number, or the last line.
 
@@ -26,7 +31,7 @@ def normalise(text: str, vote_on: str = "text") -> str:
     if vote_on == "last_line":
         lines = [ln for ln in text.strip().splitlines() if ln.strip()]
         text = lines[-1] if lines else ""
-    return " ".join(text.casefold().split()).strip(" .!\"'`")
+    return " ".join(text.casefold().split()).strip(_WRAPPING)
 
 
 #: how far before its last digit the last number is looked for: a number longer than this has more
