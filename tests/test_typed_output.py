@@ -277,3 +277,13 @@ async def test_a_reduce_output_has_its_workers_answer_in_the_schema(reduce: str)
     assert all("JSON Schema" in s for s in seen)
     if reduce == "majority":
         assert next(c for c in result.calls if c.node == "a").attempts == 2
+
+
+def test_a_half_right_reply_names_every_field_at_fault() -> None:
+    """A reply missing two fields and mistyping a third names all three, not the first alone."""
+    with pytest.raises(moa.MalformedReply) as info:
+        TypedOutput(Capital).parse('{"population_millions": "many"}')
+    assert str(info.value) == (
+        "typed output: country: Field required; capital: Field required; population_millions: Input "
+        "should be a valid number (3 problem(s) against `Capital`)"
+    )

@@ -73,6 +73,10 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     return None
 
 
+#: the problems of a reply a MalformedReply names (pydantic finds one per field at fault)
+_SHOWN = 5
+
+
 def _refuse_duplicate_keys(text: str) -> None:
     """``MalformedReply`` if one object of the reply names a key twice (of which the parser would
     keep the last, silently). Text that is not JSON is left to the parser to report."""
@@ -129,10 +133,13 @@ class TypedOutput:
             try:
                 return self.model.model_validate_json(text, strict=self.strict)
             except ValidationError as e:
-                problem = e.errors(include_url=False)[0]
-                where = ".".join(str(p) for p in problem["loc"]) or "the answer"
+                # every field at fault, so a log (and a retry's record) shows what the reply half-did
+                problems = [
+                    f"{'.'.join(str(p) for p in err['loc']) or 'the answer'}: {err['msg']}"
+                    for err in e.errors(include_url=False)[:_SHOWN]
+                ]
                 raise MalformedReply(
-                    f"typed output: {where}: {problem['msg']} ({e.error_count()} problem(s) against "
+                    f"typed output: {'; '.join(problems)} ({e.error_count()} problem(s) against "
                     f"`{self.model.__name__}`)"
                 ) from None
         try:
