@@ -94,10 +94,25 @@ async def test_an_aggregator_under_quorum_is_told_who_did_not_answer() -> None:
         ),
         (
             {"role": "user", "content": "q"},
-            "prompt: message 0 is a str, not a mapping of `role` and `content`",
+            "prompt: is one message: pass a list of messages (or the prompt as a string)",
         ),
+        (["q"], "prompt: message 0 is a str, not a mapping of `role` and `content`"),
+        (None, "prompt: must be a string or a list of messages, not NoneType"),
+        (b"q", "prompt: must be a string or a list of messages, not bytes"),
     ],
-    ids=["blank", "surrogate", "none", "parts", "assistant-none", "role", "blank-turn", "one-message"],
+    ids=[
+        "blank",
+        "surrogate",
+        "none",
+        "parts",
+        "assistant-none",
+        "role",
+        "blank-turn",
+        "one-message",
+        "str-message",
+        "no-prompt",
+        "bytes",
+    ],
 )
 async def test_a_prompt_that_is_not_text_is_refused_before_any_call(prompt: Any, message: str) -> None:
     """Bad run input is one RequestRefused naming the message, not a provider error of the first node."""

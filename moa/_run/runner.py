@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
@@ -122,6 +122,14 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
         if problem := text_problem(prompt):
             raise RequestRefused(problem, field="prompt")
         return prompt, ()
+    if isinstance(prompt, Mapping):
+        raise RequestRefused(
+            "is one message: pass a list of messages (or the prompt as a string)", field="prompt"
+        )
+    if isinstance(prompt, bytes | bytearray) or not isinstance(prompt, Iterable):
+        raise RequestRefused(
+            f"must be a string or a list of messages, not {type(prompt).__name__}", field="prompt"
+        )
     msgs = list(prompt)
     for i, m in enumerate(msgs):
         if not isinstance(m, Mapping):
