@@ -7,7 +7,8 @@ strict mode, so ``"3"`` is no int, unless the model's config sets ``strict`` its
 instance) or as a JSON Schema mapping (``moa run --output-schema FILE``: parsed to plain JSON and
 checked for the schema's top-level ``type``, ``required`` properties and the JSON types of the
 properties it declares). Either way an object naming a key twice is refused: which value the
-model meant is unknown. The schema is put in the output node's prompt, which every provider
+model meant is unknown. The schema is put in the output node's prompt (under a ``reduce`` output,
+in the prompts of the agents feeding it, whose replies it returns), which every provider
 understands, rather than in a provider-specific ``response_format``.
 """
 
