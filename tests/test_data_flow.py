@@ -11,6 +11,8 @@ import pytest
 import moa
 from moa import build
 from moa._run.reducers import normalise
+from moa.eval.datasets import Item
+from moa.experiment.conversation import run_item
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
 
@@ -174,3 +176,29 @@ def test_text_votes_ignore_emphasis_quotes_and_closing_punctuation() -> None:
     keys = {normalise(t) for t in ["**Paris**", "“Paris”", "Paris,", " paris ", "_Paris_?"]}
     assert keys == {"paris"} and normalise("Lyon") not in keys
     assert normalise("the answer is\n\n**Paris**", "last_line") == "paris"
+
+
+async def test_every_node_of_a_second_turn_sees_the_first_turn_and_its_final_answer() -> None:
+    """MT-Bench's turn 2: each node gets its own system prompt once, turn 1's question, the
+    topology's final answer of turn 1 (not a proposer's draft), then its turn-2 prompt."""
+    calls: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def fn(r: ModelRequest) -> str:
+        calls.append((r.model, [(m["role"], m["content"]) for m in r.messages]))
+        return "FINAL-1" if r.model == "fake/agg" and len(calls) <= 3 else f"draft of {r.model}"
+
+    t = build.parallel(
+        [build.agent("fake/a", system="SYS-A"), "fake/b"],
+        aggregator=build.agent("fake/agg", system="SYS-AGG"),
+    )
+    item = Item(id="1", input="turn one?", turns=["turn one?", "turn two?"])
+    _, turns = await run_item(moa.Runner(models={"fake/*": FunctionModel(fn)}), t, item)
+    assert turns is not None and turns[0] == "FINAL-1"
+    second = calls[3:]
+    assert len(second) == 3
+    for model, messages in second:
+        systems = [c for role, c in messages if role == "system"]
+        assert systems == ({"fake/a": ["SYS-A"], "fake/agg": ["SYS-AGG"]}.get(model, []))
+        rest = [m for m in messages if m[0] != "system"]
+        assert rest[:2] == [("user", "turn one?"), ("assistant", "FINAL-1")]
+        assert rest[2][0] == "user" and "turn two?" in rest[2][1] and len(rest) == 3
