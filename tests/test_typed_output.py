@@ -234,6 +234,9 @@ def test_json_followed_by_prose_holding_braces_is_read(schema: Any) -> None:
     """The first complete JSON value is found when the prose after it holds braces of its own."""
     value = TypedOutput(schema).parse('Here: {"answer": 3}. Note that {x} is a set.')
     assert value == (Count(answer=3) if schema is Count else {"answer": 3})
+    # after an example value, prose and the answer itself
+    value = TypedOutput(schema).parse('An empty {} means none, so: {"answer": 3} (see {x}).')
+    assert value == (Count(answer=3) if schema is Count else {"answer": 3})
 
 
 def test_nan_is_not_json() -> None:

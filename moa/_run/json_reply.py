@@ -20,8 +20,10 @@ _DECODER = json.JSONDecoder()
 
 
 def _values_at_openings(text: str, open_: str) -> list[str]:
-    """The first complete JSON value starting at one of the first ``open_`` characters: a value
-    that prose (holding braces of its own) follows, which no first-to-last span isolates."""
+    """The complete JSON values starting at the first ``open_`` characters, in order (the search
+    going on after each value found): a value that prose holding braces of its own surrounds,
+    which no first-to-last span isolates, even after an example (``use {} for none: {"a": 1}``)."""
+    found: list[str] = []
     start = text.find(open_)
     for _ in range(_MAX_OPENINGS):
         if start == -1:
@@ -31,15 +33,16 @@ def _values_at_openings(text: str, open_: str) -> list[str]:
         except (ValueError, RecursionError):
             start = text.find(open_, start + 1)
             continue
-        return [text[start:end]]
-    return []
+        found.append(text[start:end])
+        start = text.find(open_, end)
+    return found
 
 
 def json_candidates(text: str) -> list[str]:
     """The spans of ``text`` that may be JSON, most explicit first: each fenced block, then the
     span from the first ``{`` to the last ``}``, then from the first ``[`` to the last ``]``, then
-    the first complete object and the first complete array, then the whole reply. Callers try
-    them in order and keep the first that parses into what they need."""
+    the complete objects and then arrays found by decoding from each opening, then the whole
+    reply. Callers try them in order and keep the first that parses into what they need."""
     found = [m.group(1).strip() for m in _FENCED.finditer(text)]
     for open_, close in (("{", "}"), ("[", "]")):
         start, end = text.find(open_), text.rfind(close)
