@@ -169,6 +169,14 @@ def _required_str(row: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _prompt(value: str, key: str) -> str:
+    """``value`` as a prompt to send: a blank one would pay every agent to answer nothing (and the
+    runner refuses it, which stopped a run at that row); skipped here instead, naming its line."""
+    if not value.strip():
+        raise _BadRow(f"`{key}` is blank")
+    return value
+
+
 #: the fields each layout's rows must have, in the order layouts are tried (MultiPL-E rows also
 #: have a `prompt`, so they come before HumanEval)
 _FIELDS: dict[_RowKind, tuple[str, ...]] = {
@@ -239,7 +247,7 @@ def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
 
 
 def _generic(row: Mapping[str, Any], number: int) -> Item:
-    text = _required_str(row, "input")
+    text = _prompt(_required_str(row, "input"), "input")
     meta = row.get("meta", {})
     if not isinstance(meta, dict):
         raise _BadRow("`meta` must be an object")
@@ -274,7 +282,7 @@ _PY_DEF = re.compile(r"^def[ \t]+(\w+)[ \t]*\(", re.MULTILINE)
 
 def _multiple(row: Mapping[str, Any], number: int) -> Item:
     """A MultiPL-E row: the program is ``prompt + completion + tests``, cut at ``stop_tokens``."""
-    prompt = _required_str(row, "prompt")
+    prompt = _prompt(_required_str(row, "prompt"), "prompt")
     tests = _required_str(row, "tests")
     language = _language(row)
     if language is None:
@@ -297,7 +305,7 @@ def _multiple(row: Mapping[str, Any], number: int) -> Item:
 
 
 def _humaneval(row: Mapping[str, Any], number: int) -> Item:
-    prompt = _required_str(row, "prompt")
+    prompt = _prompt(_required_str(row, "prompt"), "prompt")
     entry = _required_str(row, "entry_point")
     # the test ends by calling check(<entry_point>): an empty or non-name entry point would make the
     # harness skip check(), and then every answer passes
@@ -316,7 +324,7 @@ def _humaneval(row: Mapping[str, Any], number: int) -> Item:
 
 
 def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
-    question = _required_str(row, "question")
+    question = _prompt(_required_str(row, "question"), "question")
     answer = _required_str(row, "answer")
     # the number after the last `####`; text after that line ("I am 95% sure.") is not the answer
     after = _GSM8K_ANSWER.findall(answer)
@@ -339,6 +347,8 @@ def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     turns = _str_list(row, "turns")
     if not turns:
         raise _BadRow("`turns` must be a non-empty list of strings")
+    for i, turn in enumerate(turns):
+        _prompt(turn, f"turns[{i}]")
     qid = row["question_id"]
     if isinstance(qid, bool) or not isinstance(qid, str | int):
         raise _BadRow("`question_id` must be a string or an integer")

@@ -12,9 +12,9 @@ the same item, once in each order, and the two verdicts make the setup's score.
   two *different* bracketed verdicts, or none, raise ``MalformedReply``.
 * The verdict parser validates the judge topology's answer inside the run (``validate_output``), so
   a malformed reply goes through the normal retry path of the output node (its agent's
-  ``retry.max_attempts``) and is never cached. A malformed reply after the retries (or from a
-  ``reduce`` output node, which has no call to retry) is stored as an erroring judgment, and the
-  pair scores as a tie (0.5) with the reason in its detail.
+  ``retry.max_attempts``) and is never cached; under a ``reduce`` output node each sample feeding
+  it is checked and retried the same way. A malformed reply after the retries is stored as an
+  erroring judgment, and the pair scores as a tie (0.5) with the reason in its detail.
 * The two orders combine with ``combine_swapped``: opposite directions mean the judge followed the
   position, not the answer, and the pair is a tie.
 * ``show_execution: true`` runs both answers against the item's tests in the sandbox first and shows

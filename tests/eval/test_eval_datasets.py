@@ -38,6 +38,7 @@ def test_generic_jsonl_defaults_id_to_row_number(tmp_path: Path) -> None:
         (json.dumps({"input": 5}), "`input` must be a string"),
         (json.dumps({"input": "q", "id": "1"}), "duplicate id `1`"),
         (json.dumps([1, 2]), "not an object"),
+        (json.dumps({"input": " \n\t"}), "`input` is blank"),
     ],
 )
 def test_bad_row_fails_with_file_and_line(tmp_path: Path, bad: str, reason: str) -> None:
@@ -46,6 +47,30 @@ def test_bad_row_fails_with_file_and_line(tmp_path: Path, bad: str, reason: str)
     with pytest.raises(DatasetError, match=rf"^data\.jsonl:3: .*{reason.split('`')[0]}") as info:
         load_dataset(path)
     assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("good", "blank", "reason"),
+    [
+        ({"question": "q", "answer": "#### 3"}, {"question": " ", "answer": "#### 3"}, "`question` is blank"),
+        ({"question_id": 1, "turns": ["q"]}, {"question_id": 9, "turns": ["q", "  "]}, "`turns[1]` is blank"),
+        (
+            {"task_id": "a", "prompt": "def f():", "test": "x", "entry_point": "f"},
+            {"task_id": "b", "prompt": "\n", "test": "x", "entry_point": "f"},
+            "`prompt` is blank",
+        ),
+    ],
+    ids=["gsm8k", "mtbench", "humaneval"],
+)
+def test_a_blank_prompt_is_a_bad_row_in_every_layout(
+    tmp_path: Path, good: dict[str, object], blank: dict[str, object], reason: str
+) -> None:
+    """A blank prompt would pay every agent to answer nothing (and the runner refuses it, which
+    stopped a whole experiment at that row): a bad row naming its line instead."""
+    path = _jsonl(tmp_path, [good, blank])
+    with pytest.raises(DatasetError, match=rf"^data\.jsonl:2: {re.escape(reason)}$"):
+        load_dataset(path)
+    assert [b.line for b in load_dataset(path, on_bad_row="skip").bad_rows] == [2]
 
 
 def test_non_utf8_line_reports_its_number(tmp_path: Path) -> None:
