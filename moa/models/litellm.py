@@ -319,6 +319,9 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         raise MalformedReply("malformed reply: no choices", model=request.model, node=request.node or None)
     message = getattr(choices[0], "message", None)
     text = getattr(message, "content", None)
+    refusal = getattr(message, "refusal", None)
+    if text is None and isinstance(refusal, str):
+        text = refusal  # OpenAI's refusal is the model's answer (see openai_wire)
     if text is None:
         raise MalformedReply(
             "malformed reply: no message content", model=request.model, node=request.node or None
@@ -351,8 +354,8 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
             usage = reported
         for choice in getattr(chunk, "choices", None) or []:
             delta = getattr(choice, "delta", None)
-            piece = getattr(delta, "content", None)
-            if piece:
+            piece = getattr(delta, "content", None) or getattr(delta, "refusal", None)
+            if piece and isinstance(piece, str):
                 parts.append(piece)
                 on_token(piece)
             finish = getattr(choice, "finish_reason", None) or finish

@@ -342,6 +342,10 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         raise _malformed("no choices", request)
     message = choices[0].get("message")
     body = message.get("content") if isinstance(message, dict) else None
+    if body is None and isinstance(message, dict) and isinstance(message.get("refusal"), str):
+        # OpenAI's refusal (content null, ``refusal`` the model's words) is the model's answer: as
+        # "no content" it was retried, paid again, and its words lost from the record
+        body = message["refusal"]
     if body is None:
         raise _malformed("no message content", request)
     text = _text(body, request)
@@ -422,6 +426,8 @@ class _Stream:
                 continue
             delta = choice.get("delta")
             content = delta.get("content") if isinstance(delta, dict) else None
+            if content is None and isinstance(delta, dict) and isinstance(delta.get("refusal"), str):
+                content = delta["refusal"]  # a refusal streams its words here
             piece = _text(content, request) if content is not None else ""
             if piece:
                 self.size += len(piece)
