@@ -30,6 +30,7 @@ from moa.errors import (
     UserError,
 )
 from moa.models.base import ModelReply, ModelRequest
+from moa.models.retry_after import RETRY_AFTER_CEILING_S
 from moa.results import Usage
 
 
@@ -143,10 +144,26 @@ def test_parse_retry_after_seconds(value: str, expected: float) -> None:
     assert parse_retry_after(value) == expected
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-3", "nan", "inf", "Mon, 99 Foo 2024"])
+@pytest.mark.parametrize("value", [None, "", "soon", "-3", "nan", "-inf", "Mon, 99 Foo 2024"])
 def test_parse_retry_after_garbage_is_none(value: str | None) -> None:
-    """Garbage, negative and non-finite values give None."""
+    """Garbage, negative and NaN values give None."""
     assert parse_retry_after(value) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["9" * 400, "1e309", "inf", "1e300", "Fri, 31 Dec 9999 23:59:59 GMT"], ids=lambda v: v[:12]
+)
+def test_a_huge_retry_after_is_capped_not_garbage(value: str) -> None:
+    """A wait too long to represent (400 digits, 1e309, infinity) or merely huge is the 2**31 s
+    ceiling, over any max_retry_after_s; it was None, and a None let the retry go at once."""
+    assert parse_retry_after(value) == RETRY_AFTER_CEILING_S == 2.0**31
+    assert RetryPolicy().delay_s(1, retry_after_s=parse_retry_after(value)) is None
+
+
+@pytest.mark.parametrize("millis", ["1e309", "9" * 400, "inf"])
+def test_a_huge_retry_after_ms_is_capped_not_skipped(millis: str) -> None:
+    """An overflowing retry-after-ms is the ceiling, not a header to skip for a shorter retry-after."""
+    assert retry_after_from_headers({"retry-after-ms": millis, "retry-after": "1"}) == RETRY_AFTER_CEILING_S
 
 
 def test_parse_retry_after_http_date() -> None:

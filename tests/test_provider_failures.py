@@ -356,10 +356,17 @@ async def test_a_stream_without_usage_is_flagged_estimated(transport: str) -> No
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_retry_after_past_the_cap_says_why_it_was_not_retried(transport: str) -> None:
-    """A 429 whose Retry-After is an HTTP date in the year 9999 is raised at once, one request sent,
-    saying the wait is over retry.max_retry_after_s, not a bare 429 with attempts left unused."""
-    reply = http(429, {"error": {"message": "slow down"}}, ["Retry-After: Fri, 31 Dec 9999 23:59:59 GMT"])
+@pytest.mark.parametrize(
+    "header",
+    ["Retry-After: Fri, 31 Dec 9999 23:59:59 GMT", "Retry-After: " + "9" * 400, "retry-after-ms: 1e309"],
+    ids=["year-9999", "400-digits", "ms-overflow"],
+)
+async def test_a_retry_after_past_the_cap_says_why_it_was_not_retried(transport: str, header: str) -> None:
+    """A 429 whose Retry-After is an HTTP date in the year 9999, or a number too large for a float,
+    is raised at once, one request sent, saying the wait is over retry.max_retry_after_s, not a bare
+    429 with attempts left unused (the overflowing numbers were read as no Retry-After at all, and
+    retried within the backoff)."""
+    reply = http(429, {"error": {"message": "slow down"}}, [header])
     async with raw_server(reply, http(200, _OK)) as srv, moa.Runner() as rt:
         with pytest.raises(moa.RateLimited) as info:
             await single(srv.base_url, transport, retry={"max_attempts": 3}).run("hi", runner=rt)

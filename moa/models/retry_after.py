@@ -9,13 +9,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["parse_retry_after", "retry_after_from_headers"]
+__all__ = ["RETRY_AFTER_CEILING_S", "parse_retry_after", "retry_after_from_headers"]
+
+#: the most a parsed wait can be: RFC 9111 §1.2.2's 2**31 s (68 years) for a delta-seconds too large
+#: to represent. A longer wait (400 digits, ``1e309``, a date in the year 9999) still means "not
+#: soon", so it is capped, never dropped as garbage: dropped, it let the retry go within milliseconds.
+RETRY_AFTER_CEILING_S = 2.0**31
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """A ``Retry-After`` value in seconds from now: delta-seconds or an HTTP date; None if garbage.
 
-    Dates in the past give 0. Negative, infinite or NaN seconds are garbage.
+    Dates in the past give 0. Negative or NaN seconds are garbage; a wait longer than
+    ``RETRY_AFTER_CEILING_S`` (infinity included) is that ceiling.
     """
     if value is None:
         return None
@@ -27,17 +33,24 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return _capped(seconds)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" means UTC with unknown origin
         when = when.replace(tzinfo=UTC)
     current = now if now is not None else datetime.now(UTC)
     if current.tzinfo is None:
         current = current.replace(tzinfo=UTC)
-    return max(0.0, (when - current).total_seconds())
+    return _capped(max(0.0, (when - current).total_seconds()))
+
+
+def _capped(seconds: float) -> float | None:
+    """Seconds within [0, ceiling]; None for a negative or NaN number, which says nothing."""
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return min(seconds, RETRY_AFTER_CEILING_S)
 
 
 def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
@@ -49,6 +62,7 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
             ms = float(millis.strip())
         except ValueError:
             ms = math.nan
-        if math.isfinite(ms) and ms >= 0:
-            return ms / 1000.0
+        seconds = _capped(ms / 1000.0)
+        if seconds is not None:
+            return seconds
     return parse_retry_after(lowered.get("retry-after"))
