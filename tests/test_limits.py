@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import statistics
 import threading
@@ -229,6 +230,39 @@ def test_different_limits_on_one_key_take_the_stricter_field() -> None:
     b = limiter_for("m/x", None, RateLimit(rpm=30, max_concurrent=8, tpm=1000))
     assert a is b and a is not None
     assert a.limit == RateLimit(rpm=30, max_concurrent=2, tpm=1000)
+
+
+async def _starts_after_tightening(limiter: Limiter, tighter: RateLimit, tokens: int) -> list[float]:
+    """Fill the window with two starts, queue four more, tighten while they wait; their starts."""
+    starts: list[float] = []
+
+    async def one() -> None:
+        async with limiter.slot(tokens):
+            starts.append(time.monotonic())
+
+    await asyncio.gather(one(), one())
+    waiting = [asyncio.create_task(one()) for _ in range(4)]
+    await asyncio.sleep(0.05)  # the four are waiting on the full window
+    limiter.tighten(tighter)
+    await asyncio.gather(*waiting)
+    return sorted(starts[2:])
+
+
+@pytest.mark.parametrize("field", ["rpm", "tpm"])
+async def test_tightening_a_limit_holds_for_requests_already_waiting(field: str) -> None:
+    """A stricter limit merged into a limiter (a second agent on the same endpoint, resolved later)
+    binds the requests already queued on its window: one start per period, never two together.
+    The window used to be replaced, and its waiters passed under the old limit, two at once."""
+    period = 0.4
+    if field == "rpm":
+        limiter = Limiter("k", RateLimit(rpm=2, period_s=period))
+        later = await _starts_after_tightening(limiter, RateLimit(rpm=1, period_s=period), 0)
+    else:
+        limiter = Limiter("k", RateLimit(tpm=200, period_s=period))
+        later = await _starts_after_tightening(limiter, RateLimit(tpm=100, period_s=period), 100)
+    gaps = [b - a for a, b in itertools.pairwise(later)]
+    # a busy machine only delays starts; the limit forbids any two within one period
+    assert len(later) == 4 and min(gaps) >= period * 0.95, gaps
 
 
 def test_provider_global_limit_applies_to_its_models() -> None:

@@ -111,6 +111,13 @@ class _Rpm(Throttler):
         super().__init__(rate_limit=requests, period=period_s * requests / rpm)
         self._guard = threading.Lock()
 
+    def retune(self, rpm: float, period_s: float) -> None:
+        """Apply a new limit in place: requests already waiting in ``acquire`` read it on their next
+        check (a new instance would leave them on the old, looser one)."""
+        requests = max(1, math.floor(rpm))
+        with self._guard:
+            self.rate_limit, self.period = requests, period_s * requests / rpm
+
     async def acquire(self, replacing: float | None = None) -> float:
         """Wait for room in the window and stamp a start; returns the stamp. ``replacing``: a stamp
         of this request's, given back first (``renew``)."""
@@ -153,6 +160,11 @@ class _Tokens:
         self._log: deque[tuple[float, int]] = deque()
         self._tpm = tpm
         self._period = period_s
+
+    def retune(self, tpm: int, period_s: float) -> None:
+        """Apply a new limit in place, for the requests already waiting too (see ``_Rpm.retune``)."""
+        with self._lock:
+            self._tpm, self._period = tpm, period_s
 
     def _try_reserve(self, tokens: int, now: float) -> float:
         """Reserve and return 0, or return how long to wait before trying again. Hold the lock.
@@ -281,14 +293,19 @@ class Limiter:
             if merged == self.limit:
                 return
             self.limit = merged
+            # retuned in place, not replaced: requests already waiting on a window must meet the
+            # stricter limit too (on a replaced window they passed under the old one, together),
+            # and the starts already made still count against it
             if merged.rpm is not None:
-                old, self._rpm = self._rpm, _Rpm(merged.rpm, merged.period_s)
-                if old is not None:  # the starts already made still count against the new limit
-                    self._rpm._task_logs = old._task_logs
+                if self._rpm is None:
+                    self._rpm = _Rpm(merged.rpm, merged.period_s)
+                else:
+                    self._rpm.retune(merged.rpm, merged.period_s)
             if merged.tpm is not None:
-                old_tokens, self._tokens = self._tokens, _Tokens(merged.tpm, merged.period_s)
-                if old_tokens is not None:
-                    self._tokens._log = old_tokens._log
+                if self._tokens is None:
+                    self._tokens = _Tokens(merged.tpm, merged.period_s)
+                else:
+                    self._tokens.retune(merged.tpm, merged.period_s)
             if merged.max_concurrent is not None:
                 if self._gate is None:
                     self._gate = _Gate(merged.max_concurrent)
