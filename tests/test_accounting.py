@@ -14,6 +14,8 @@ import pytest
 
 import moa
 from moa import build
+from moa.calls.attempt import prompt_token_bound, prompt_token_ceiling
+from moa.calls.pricing import price_for
 from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
@@ -21,6 +23,7 @@ from moa.serve import create_app
 from moa.testing import FunctionModel, ScriptedModel
 from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
+from tests.rawhttp import http, raw_server
 from tests.serving import serving
 
 TRANSPORTS = ["litellm", "openai-http"]
@@ -327,6 +330,67 @@ async def test_believed_usage_above_the_prompt_bound_cannot_pass_the_cap(transpo
     assert not any(o.calls[0].usage_suspect for o in ok)  # believed: charged as reported
     assert all(o.cost_usd == pytest.approx(1001 * 50e-6) for o in ok)
     assert budget.spent_usd == pytest.approx(sum(o.cost_usd for o in ok)) and budget.spent_usd <= cap
+
+
+def _tiered(base: str, transport: str, model: str = "openai/gpt-4o", **params: Any) -> moa.Topology:
+    """A model the price map prices at several service tiers, max_tokens 100, one attempt."""
+    a = {"model": model, "api_base": base, "transport": transport, "max_tokens": 100}
+    a |= {"retry": {"max_attempts": 1}, "params": params}
+    return load_data({"name": "tiered", "kind": "single", "agent": "a", "agents": {"a": a}})
+
+
+def _served_at(tier: str, prompt_tokens: int) -> bytes:
+    """A reply saying it was served at ``tier``, with believable usage (100 completion tokens)."""
+    reply = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "service_tier": tier,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "four"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 100},
+    }
+    return http(200, reply)
+
+
+_CEILING = prompt_token_ceiling(prompt_token_bound([{"role": "user", "content": "hi"}]))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_reply_served_at_a_dearer_tier_cannot_pass_the_cap(transport: str) -> None:
+    """An agent asking for no service tier may be served (and billed) at priority, ~1.7x: its hold
+    covers that, so a cap between the standard and the priority worst case refuses the call before
+    it is sent, and a cap at the priority worst case is met exactly. The hold was the standard one,
+    and the priority bill took spend 40% past such a cap."""
+    standard = price_for("openai/gpt-4o")
+    worst = standard.for_service_tier("priority").worst_case(_CEILING, 100)
+    assert worst > 1.5 * standard.worst_case(_CEILING, 100)
+    for cap in (standard.worst_case(_CEILING, 100) * 1.2, worst):
+        budget = moa.Budget(cap)
+        async with raw_server(_served_at("priority", _CEILING)) as srv, moa.Runner(budget=budget) as rt:
+            if cap < worst:
+                with pytest.raises(moa.BudgetExceeded):
+                    await _tiered(srv.base_url, transport).run("hi", runner=rt)
+                assert srv.arrivals == [] and budget.spent_usd == 0.0
+            else:
+                r = await _tiered(srv.base_url, transport).run("hi", runner=rt)
+                assert not r.calls[0].usage_suspect and r.cost_usd == pytest.approx(worst)
+                assert budget.spent_usd == pytest.approx(worst) and budget.spent_usd <= cap * (1 + 1e-9)
+
+
+async def test_a_reply_claiming_a_tier_the_agent_did_not_ask_for_is_charged_its_hold() -> None:
+    """Asking for flex, the hold covers flex and the standard tier (which may serve instead); a
+    reply claiming priority, dearer than both, is flagged usage_suspect and charged the hold."""
+    standard = price_for("openai/gpt-5")
+    hold = standard.worst_case(_CEILING, 100)  # above flex's
+    assert standard.for_service_tier("priority").worst_case(_CEILING, 100) > hold
+    budget = moa.Budget(hold)
+    async with raw_server(_served_at("priority", _CEILING)) as srv, moa.Runner(budget=budget) as rt:
+        t = _tiered(srv.base_url, "openai-http", "openai/gpt-5", service_tier="flex")
+        r = await t.run("hi", runner=rt)
+    assert r.calls[0].usage_suspect and r.cost_usd == pytest.approx(hold)
+    assert budget.spent_usd == pytest.approx(hold) and budget.spent_usd <= hold * (1 + 1e-9)
 
 
 async def test_plausible_usage_is_charged_as_reported() -> None:

@@ -8,7 +8,8 @@ what it consumed in the record's ``attempt_log``:
   the record is flagged ``usage_estimated``), unless that usage is impossible for the request
   (negative, more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``):
   then the usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged
-  the worst case, never more and never negative;
+  the worst case, never more and never negative (so is a reply billed at a service tier dearer than
+  every tier its hold covered);
 - an HTTP error status, or an attempt that never left (the backend never reported sending it, or
   it failed before a byte left: ``ModelError.never_sent``): nothing;
 - anything else that reached the provider (a timeout, a cancellation, a dropped connection, an
@@ -59,6 +60,9 @@ class Target:
     #: a named provider sent to the direct path: its public URL and the key from its usual variable
     api_base: str | None = None
     api_key: str | None = None
+    #: other prices a reply may be billed at (a tier the provider may serve when the agent pins
+    #: none): the budget holds the dearest, so a reply billed at any of them stays within its hold
+    hold_prices: tuple[Price, ...] = ()
 
 
 def prompt_token_bound(messages: Sequence[Message]) -> int:
@@ -186,6 +190,8 @@ async def attempt(
     """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = call.worst_case(target.price)
+    for price in target.hold_prices:
+        worst = max(worst, call.worst_case(price))
     held = _reserve(budgets, worst, call.node, target.model) if budgets else ()
     rec.attempts += 1
     clock = call.clock = _SendClock(target.backend, request.timeout_s)
@@ -334,9 +340,12 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     )
     if ok_completion and ok_cache and 0 <= usage.prompt_tokens <= ceiling:
         cost = price.cost(usage)
-        rec.usage = rec.usage + usage
-        rec.cost_usd += cost
-        return usage, cost
+        if cost <= worst * (1 + 1e-9) or call.max_tokens is None:  # rounding is no dearer tier
+            rec.usage = rec.usage + usage
+            rec.cost_usd += cost
+            return usage, cost
+        # believable counts at a dearer rate than any held for: a tier the agent did not ask for
+        # (a reply claiming priority on a flex request); charged the hold, never past the cap
     rec.usage_suspect = True
     completion = max(0, usage.completion_tokens)
     if call.max_tokens is not None:

@@ -97,18 +97,24 @@ class AgentRuntime:
         rl = agent.rate_limit
         limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
         targets = []
+        tier = agent.params.get("service_tier")
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
+            listed = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
             # the tier the agent asks for (params: {service_tier: priority}) prices its worst case
-            price = price_for(model, agent.pricing if i == 0 else None, local=backend.local).for_service_tier(
-                agent.params.get("service_tier")
-            )
+            price = listed.for_service_tier(tier)
+            # the worst case is held at every tier a reply may be billed at, or a hard cap could be
+            # passed: asking for none (or "auto"), the project's default serves, which may be
+            # priority at ~1.7x; asking for one, the standard tier may serve instead
+            unpinned = tier is None or (isinstance(tier, str) and tier.lower() == "auto")
+            served = [name for name, _ in listed.service_tiers if unpinned or not name]
+            holds = tuple(p for n in served if (p := listed.for_service_tier(n or None)) is not price)
             base, key = _named_route(agent, model, api_key)
             limiter = limiter_lookup(model, base or agent.api_base, limit)
             budget = (
                 retry_budget_for(base or agent.api_base or model) if retry_budget_for is not None else None
             )
-            targets.append(Target(model, backend, price, limiter, budget, base, key))
+            targets.append(Target(model, backend, price, limiter, budget, base, key, holds))
         r = agent.retry
         policy = RetryPolicy(
             max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s
