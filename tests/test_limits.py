@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import random
 import statistics
 import threading
@@ -33,6 +34,7 @@ from moa.errors import (
 from moa.models.base import ModelReply, ModelRequest
 from moa.models.retry_after import RETRY_AFTER_CEILING_S
 from moa.results import Usage
+from moa.testing import FunctionModel
 
 
 @pytest.fixture(autouse=True)
@@ -299,6 +301,37 @@ def test_invalid_rate_limit_is_a_user_error() -> None:
     """A non-positive rpm raises UserError naming the field."""
     with pytest.raises(UserError, match="rpm"):
         RateLimit(rpm=0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_concurrent", math.nan),
+        ("max_concurrent", 1.5),
+        ("max_concurrent", True),
+        ("tpm", math.nan),
+        ("tpm", math.inf),
+        ("tpm", "100"),
+        ("rpm", "5"),
+        ("rpm", -1.0),
+        ("period_s", math.nan),
+    ],
+)
+def test_a_limit_that_is_not_a_number_in_range_is_refused_when_set(field: str, value: object) -> None:
+    """set_rate_limit refuses, naming the field, what the limiters cannot honour: a NaN
+    max_concurrent passed every check and then held each request forever, a NaN or infinite tpm
+    limited nothing, and a string failed with a TypeError at the first call."""
+    with pytest.raises(UserError, match=f"rate_limit.{field}"):
+        RateLimits().set("fake/m", **{field: value})  # type: ignore[arg-type]
+
+
+async def test_a_call_under_a_valid_limit_still_starts() -> None:
+    """The stricter checks leave whole numbers, and integral rpm, as they were."""
+    limits = RateLimits()
+    limits.set("fake/m", rpm=5, max_concurrent=1, tpm=1000)
+    runner = Runner(models={"fake/*": FunctionModel(lambda r: "ok")}, rate_limits=limits)
+    result = await build.single(build.agent("fake/m")).run("q", runner=runner)
+    assert result.output == "ok"
 
 
 # --- limiter behaviour ----------------------------------------------------------------------------

@@ -62,14 +62,21 @@ class RateLimit:
     period_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.rpm is not None and not (self.rpm > 0 and math.isfinite(self.rpm)):
-            raise UserError(f"rate_limit.rpm must be a number > 0, got {self.rpm}")
-        if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise UserError(f"rate_limit.max_concurrent must be >= 1, got {self.max_concurrent}")
-        if self.tpm is not None and self.tpm < 1:
-            raise UserError(f"rate_limit.tpm must be >= 1, got {self.tpm}")
-        if not (self.period_s > 0 and math.isfinite(self.period_s)):
-            raise UserError(f"rate_limit.period_s must be a number > 0, got {self.period_s}")
+        # checked by type too: the Python API takes anything, and a NaN max_concurrent used to pass
+        # (every comparison with NaN is false) and then hold every request forever, a NaN tpm to
+        # limit nothing, and a string to fail with a TypeError deep in the first call
+        for name in ("rpm", "period_s"):
+            value = getattr(self, name)
+            if name == "rpm" and value is None:
+                continue
+            if not (_is_number(value) and value > 0 and math.isfinite(value)):
+                raise UserError(f"rate_limit.{name} must be a number > 0, got {value!r}")
+        for name in ("max_concurrent", "tpm"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            ):
+                raise UserError(f"rate_limit.{name} must be a whole number >= 1, got {value!r}")
 
     @property
     def is_unlimited(self) -> bool:
@@ -94,6 +101,10 @@ class RateLimit:
             tpm=None if tpm is None else max(1, math.floor(tpm)),
             period_s=period,
         )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _Rpm(Throttler):
