@@ -66,6 +66,14 @@ async def test_attempt_refused_by_the_budget_sends_nothing() -> None:
     assert fm.calls == [] and rec.attempts == 0 and rec.attempt_log == []
 
 
+@pytest.mark.parametrize("cap", ["5", None, True, float("nan"), -1.0])
+def test_a_budget_that_is_not_a_number_of_usd_is_a_user_error(cap: object) -> None:
+    """A cap that is not a non-negative number (a string read from the environment, None) is one
+    UserError naming the value, as a negative one was; a string or None raised a bare TypeError."""
+    with pytest.raises(moa.UserError, match="non-negative number of USD"):
+        Budget(cap)  # type: ignore[arg-type]
+
+
 def _runtime(*models: str, attempts: int = 3) -> AgentRuntime:
     agent = AgentSpec(model=models[0], fallbacks=list(models[1:]))
     return AgentRuntime(agent, (), RetryPolicy(max_attempts=attempts, backoff_base_s=0.0), None)

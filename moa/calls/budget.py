@@ -24,7 +24,9 @@ class Budget:
     """A cap in USD, shareable across runs (and threads) of an experiment."""
 
     def __init__(self, limit_usd: float) -> None:
-        if not limit_usd >= 0:
+        # a string (a cap read from the environment) or None failed with a bare TypeError
+        number = isinstance(limit_usd, int | float) and not isinstance(limit_usd, bool)
+        if not (number and limit_usd >= 0):
             raise UserError(f"budget must be a non-negative number of USD (got {limit_usd!r})")
         self.limit_usd = float(limit_usd)
         self._spent = 0.0
