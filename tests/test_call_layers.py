@@ -119,6 +119,38 @@ async def test_call_agent_falls_back_and_keeps_a_record_per_model() -> None:
     assert ctx.calls[0].attempts == 1  # a 4xx is not retried
 
 
+async def test_a_retry_wait_past_the_deadline_goes_to_the_fallback_at_once() -> None:
+    """A 429 whose Retry-After (30 s) ends past the run's deadline (in 20 s) is not waited for: the
+    fallback answers at once, the primary's record saying why it was not retried. The retry used to
+    sleep until the deadline cut the run, the fallback never tried."""
+    primary = ScriptedModel([moa.RateLimited("slow down", retry_after_s=30.0, status_code=429), "late"])
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a", fallbacks=["fake/b"]),
+        (Target("fake/a", primary, PRICE, None), Target("fake/b", FunctionModel(lambda r: "b"), PRICE, None)),
+        RetryPolicy(max_attempts=3, backoff_base_s=0.0),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter(), deadline=asyncio.get_running_loop().time() + 20.0)
+    async with asyncio.timeout(15):  # far below the 30 s the old code waited, far above the call
+        text = await call_agent(ctx, rt, "n", MESSAGES)
+    assert text == "b" and len(primary.calls) == 1
+    error = ctx.calls[0].error or ""
+    assert "not retried" in error and "past the run's deadline" in error
+
+
+async def test_a_retry_wait_within_the_deadline_is_waited() -> None:
+    """A wait that ends before the deadline is still waited for, and the retry answers."""
+    primary = ScriptedModel([moa.RateLimited("slow down", retry_after_s=0.05, status_code=429), "second"])
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a"),
+        (Target("fake/a", primary, PRICE, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter(), deadline=asyncio.get_running_loop().time() + 60.0)
+    assert await call_agent(ctx, rt, "n", MESSAGES) == "second" and len(primary.calls) == 2
+
+
 async def test_call_agent_record_survives_cancellation() -> None:
     """Cancelled mid-call, the model's record is still appended (error: cancelled)."""
     rt = AgentRuntime(

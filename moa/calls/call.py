@@ -148,6 +148,9 @@ class CallContext:
     logger: Any = None
     #: a ``moa.otel.Telemetry`` when OpenTelemetry is configured, else None (no cost)
     telemetry: Any = None
+    #: the event loop's time at which the run's ``deadline_s`` ends, if it has one: a retry whose
+    #: wait would end past it is not waited for, so the fallbacks get the time that is left
+    deadline: float | None = None
 
 
 async def call_agent(
@@ -306,6 +309,11 @@ async def _retrying(
                         f" (not retried: Retry-After {retry_after:.0f} s is over "
                         f"retry.max_retry_after_s={rt.retry.max_retry_after_s:g})"
                     )
+                raise
+            if ctx.deadline is not None and asyncio.get_running_loop().time() + delay >= ctx.deadline:
+                # the run would be cut during the wait: the error now, and a fallback if any, are
+                # worth more than a wait that ends in the deadline's TimedOut
+                error.message += f" (not retried: the {delay:.3g} s wait would end past the run's deadline)"
                 raise
             budget = None if call.rejected_reply else target.retry_budget
             if budget is not None and not budget.try_retry():
