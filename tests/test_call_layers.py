@@ -9,7 +9,7 @@ import time
 import pytest
 
 import moa
-from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_ceiling
+from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_bound, prompt_token_ceiling
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
 from moa.calls.pricing import Price
@@ -149,6 +149,47 @@ async def test_a_retry_wait_within_the_deadline_is_waited() -> None:
     )
     ctx = CallContext(t0=time.perf_counter(), deadline=asyncio.get_running_loop().time() + 60.0)
     assert await call_agent(ctx, rt, "n", MESSAGES) == "second" and len(primary.calls) == 2
+
+
+async def test_a_retry_the_budget_can_never_cover_is_refused_before_the_wait() -> None:
+    """A dropped connection keeps its worst case on a budget of 1.5 worst cases: the retry can never
+    fit, so BudgetExceeded comes at once, naming the failure it would have retried, instead of
+    after the 60 s Retry-After."""
+    dropped = moa.ProviderError("connection failed: reset", retry_after_s=60.0)
+    model = ScriptedModel([dropped, "never"])
+    worst = PRICE.worst_case(prompt_token_ceiling(prompt_token_bound(MESSAGES)), 10)
+    budget = Budget(1.5 * worst)
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a", max_tokens=10),
+        (Target("fake/a", model, PRICE, None),),
+        RetryPolicy(max_attempts=3, backoff_base_s=0.0),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter(), budgets=(budget,))
+    async with asyncio.timeout(15):  # the old code waited the 60 s
+        with pytest.raises(moa.BudgetExceeded, match="not retrying ProviderError: connection failed") as info:
+            await call_agent(ctx, rt, "n", MESSAGES)
+    assert "\n" not in str(info.value) and len(model.calls) == 1
+    assert budget.spent_usd == pytest.approx(worst) and budget.reserved_usd == 0
+
+
+async def test_a_retry_that_may_fit_once_holds_settle_is_still_waited_for() -> None:
+    """Held (not spent) money may come back: a retry that fits under the cap minus what is spent
+    waits and is sent, though other holds fill the budget when the failure comes."""
+    worst = PRICE.worst_case(prompt_token_ceiling(prompt_token_bound(MESSAGES)), 10)
+    budget = Budget(1.0)
+    # another call's hold, settled during the wait: until then, the retry's hold does not fit
+    other = budget.reserve(1.0 - 1.5 * worst)
+    model = ScriptedModel([moa.ProviderError("connection failed", retry_after_s=0.2), "second"])
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a", max_tokens=10),
+        (Target("fake/a", model, PRICE, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+    ctx = CallContext(t0=time.perf_counter(), budgets=(budget,))
+    asyncio.get_running_loop().call_later(0.05, budget.settle, other, 0.0)
+    assert await call_agent(ctx, rt, "n", MESSAGES) == "second" and len(model.calls) == 2
 
 
 async def test_call_agent_record_survives_cancellation() -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "CallPlan",
     "Target",
     "attempt",
+    "hold_usd",
     "prompt_token_bound",
     "prompt_token_ceiling",
 ]
@@ -189,9 +190,7 @@ async def attempt(
 ) -> ModelReply:
     """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
-    worst = call.worst_case(target.price)
-    for price in target.hold_prices:
-        worst = max(worst, call.worst_case(price))
+    worst = hold_usd(target, call)
     held = _reserve(budgets, worst, call.node, target.model) if budgets else ()
     rec.attempts += 1
     clock = call.clock = _SendClock(target.backend, request.timeout_s)
@@ -244,6 +243,15 @@ async def attempt(
     _book(rec, clock, target.price, held, worst, call, "ok", reply, None)
     rec.model = target.model
     return reply
+
+
+def hold_usd(target: Target, call: CallPlan) -> float:
+    """What an attempt at ``target`` holds on the budgets: its worst case at every price a reply
+    may be billed at."""
+    worst = call.worst_case(target.price)
+    for price in target.hold_prices:
+        worst = max(worst, call.worst_case(price))
+    return worst
 
 
 def _sent_keys(request: ModelRequest) -> tuple[str | None, ...]:

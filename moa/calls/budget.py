@@ -49,16 +49,26 @@ class Budget:
         """Hold ``amount`` or raise ``BudgetExceeded`` without holding anything."""
         with self._lock:
             if self._spent + self._reserved + amount > self.limit_usd + 1e-12:
-                raise BudgetExceeded(
-                    f"node `{node}`, model `{model}`: the call's worst case ${amount:.6f} would pass the "
-                    f"budget of ${self.limit_usd:.6f} (spent ${self._spent:.6f}, held ${self._reserved:.6f})",
-                    node=node,
-                    model=model,
-                    needed_usd=amount,
-                    spent_usd=self._spent,
-                )
+                raise self._refusal(amount, node, model, "")
             self._reserved += amount
         return Reservation(amount)
+
+    def refuse_out_of_reach(self, amount: float, *, node: str, model: str, why: str) -> None:
+        """Raise ``BudgetExceeded`` (its message ending with ``why``) if what is spent already leaves
+        no room for ``amount``: no hold settling can make room, so waiting to try is pointless."""
+        with self._lock:
+            if self._spent + amount > self.limit_usd + 1e-12:
+                raise self._refusal(amount, node, model, why)
+
+    def _refusal(self, amount: float, node: str, model: str, why: str) -> BudgetExceeded:
+        return BudgetExceeded(
+            f"node `{node}`, model `{model}`: the call's worst case ${amount:.6f} would pass the "
+            f"budget of ${self.limit_usd:.6f} (spent ${self._spent:.6f}, held ${self._reserved:.6f}){why}",
+            node=node,
+            model=model,
+            needed_usd=amount,
+            spent_usd=self._spent,
+        )
 
     def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Release the hold and book the real cost (idempotent)."""

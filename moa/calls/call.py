@@ -22,7 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, Target, attempt, prompt_token_bound
+from moa.calls.attempt import (
+    BUDGET_DEFAULT_MAX_TOKENS,
+    CallPlan,
+    Target,
+    attempt,
+    hold_usd,
+    prompt_token_bound,
+)
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS
 from moa.calls.limits import Limiter, RateLimit, limiter_for
@@ -315,6 +322,15 @@ async def _retrying(
                 # worth more than a wait that ends in the deadline's TimedOut
                 error.message += f" (not retried: the {delay:.3g} s wait would end past the run's deadline)"
                 raise
+            # spend only grows: a retry it already leaves no room for is refused now, not after
+            # the wait (up to max_retry_after_s), and the refusal says what it would have retried
+            for b in ctx.budgets:
+                b.refuse_out_of_reach(
+                    hold_usd(target, call),
+                    node=call.node,
+                    model=target.model,
+                    why=f"; not retrying {type(error).__name__}: {error.message}",
+                )
             budget = None if call.rejected_reply else target.retry_budget
             if budget is not None and not budget.try_retry():
                 error.message += " (not retried: the endpoint's retry budget is spent)"
