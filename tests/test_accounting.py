@@ -15,6 +15,7 @@ import pytest
 import moa
 from moa import build
 from moa.calls.attempt import prompt_token_bound, prompt_token_ceiling
+from moa.calls.limits import RateLimits
 from moa.calls.pricing import price_for
 from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelRequest
@@ -391,6 +392,29 @@ async def test_a_reply_claiming_a_tier_the_agent_did_not_ask_for_is_charged_its_
         r = await t.run("hi", runner=rt)
     assert r.calls[0].usage_suspect and r.cost_usd == pytest.approx(hold)
     assert budget.spent_usd == pytest.approx(hold) and budget.spent_usd <= hold * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_requests_queued_on_a_rate_limit_hold_no_budget(transport: str) -> None:
+    """Requests waiting for their turn under an rpm limit hold nothing: another model's call is
+    made with the money they may spend later. They held their worst case while queued (a minute,
+    here), and that call was refused with BudgetExceeded with almost all of its cap unspent."""
+    worst = 1e-6 * (prompt_token_ceiling(prompt_token_bound([{"role": "user", "content": "q 0"}])) + 100)
+    budget = moa.Budget(3.5 * worst)  # room for three holds, not four
+    async with SimServer({"limited": SimModel(), "other": SimModel()}) as srv:
+        limited = single(srv.base_url, "limited", transport, max_tokens=100, rate_limit={"rpm": 1})
+        other = single(srv.base_url, "other", transport, max_tokens=100)
+        async with moa.Runner(budget=budget, rate_limits=RateLimits()) as rt:
+            first = await limited.run("q 0", runner=rt)  # the minute's one request
+            queued = [asyncio.create_task(limited.run(f"q {i}", runner=rt)) for i in (1, 2, 3)]
+            await asyncio.sleep(0.3)  # the three wait behind the full window
+            second = await other.run("q 9", runner=rt)
+            for task in queued:
+                task.cancel()
+            outcomes = await asyncio.gather(*queued, return_exceptions=True)
+    assert first.output and second.output
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+    assert budget.spent_usd == pytest.approx(first.cost_usd + second.cost_usd) and budget.reserved_usd == 0
 
 
 async def test_plausible_usage_is_charged_as_reported() -> None:

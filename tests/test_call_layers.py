@@ -12,6 +12,7 @@ import moa
 from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_bound, prompt_token_ceiling
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
+from moa.calls.limits import Limiter, RateLimit
 from moa.calls.pricing import Price
 from moa.calls.retry import RetryPolicy
 from moa.calls.retry_budget import RetryBudget
@@ -72,6 +73,25 @@ def test_a_budget_that_is_not_a_number_of_usd_is_a_user_error(cap: object) -> No
     UserError naming the value, as a negative one was; a string or None raised a bare TypeError."""
     with pytest.raises(moa.UserError, match="non-negative number of USD"):
         Budget(cap)  # type: ignore[arg-type]
+
+
+async def test_a_hold_refused_at_the_limiters_turn_is_no_attempt_and_frees_its_place() -> None:
+    """Let through by the limiter, then refused by the budget: no attempt logged, nothing held, and
+    its rpm stamp given back, so the next request is not kept waiting a window for nothing."""
+    worst = PRICE.worst_case(prompt_token_ceiling(100), 10)
+    budget = Budget(1.5 * worst)
+    other = budget.reserve(worst)  # another call in flight: spend alone leaves room, holds do not
+    limiter = Limiter("k", RateLimit(rpm=1, period_s=600.0))
+    fm = FunctionModel(lambda r: "four")
+    target = Target("fake/m", fm, PRICE, limiter)
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    with pytest.raises(moa.BudgetExceeded):
+        await attempt((budget,), target, request(), rec, plan())
+    assert rec.attempts == 0 and rec.attempt_log == [] and fm.calls == []
+    budget.settle(other, 0.0)
+    async with asyncio.timeout(15):  # the stamp kept, this would wait the 600 s window
+        reply = await attempt((budget,), target, request(), rec, plan())
+    assert reply.text == "four" and rec.attempts == 1 and budget.reserved_usd == 0
 
 
 def _runtime(*models: str, attempts: int = 3) -> AgentRuntime:

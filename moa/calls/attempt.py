@@ -1,6 +1,7 @@
 """One attempt at one model, and its accounting: the innermost layer of a node's call.
 
-An attempt holds its worst case on the budgets, takes a limiter slot, sends under ``timeout_s``
+An attempt takes a limiter slot, holds its worst case on the budgets (once the limiter lets it
+through, so a request queued for its turn holds nothing), sends under ``timeout_s``
 (counted from when the request leaves, for backends that report it), validates the reply, and books
 what it consumed in the record's ``attempt_log``:
 
@@ -30,7 +31,7 @@ from moa.calls.budget import Budget, Reservation
 from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price
 from moa.calls.retry_budget import RetryBudget
-from moa.errors import MoAError, ModelError, ProviderError, TimedOut
+from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub, url_secrets
@@ -191,15 +192,31 @@ async def attempt(
     """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = hold_usd(target, call)
-    held = _reserve(budgets, worst, call.node, target.model) if budgets else ()
+    held: Sequence[tuple[Budget, Reservation]] = ()
+    if budgets and target.limiter is None:
+        held = _reserve(budgets, worst, call.node, target.model)
+    elif budgets:
+        # the hold is taken when the limiter lets the request through: held while it queued (for
+        # minutes under an rpm limit), it refused other models' calls money that nothing had spent.
+        # What is spent already is final, so a request it leaves no room for is refused now.
+        for b in budgets:
+            b.refuse_out_of_reach(worst, node=call.node, model=target.model, why="")
     rec.attempts += 1
     clock = call.clock = _SendClock(target.backend, request.timeout_s)
     reply: ModelReply | None = None
     call.rejected_reply = False
     call.permit = None
+    refused = False
     try:
         if target.limiter is not None:
             async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
+                if budgets:
+                    try:
+                        held = _reserve(budgets, worst, call.node, target.model)
+                    except BudgetExceeded:
+                        refused = True
+                        permit.give_back()  # its place in the windows, for a request that is sent
+                        raise
                 call.permit = permit
                 try:
                     reply = await _send(target.backend, request, clock, call)
@@ -231,6 +248,9 @@ async def attempt(
         _book(rec, clock, target.price, held, worst, call, status, reply, e.message, known_zero)
         raise
     except MoAError as e:  # bad input found at call time: nothing was sent
+        if refused:  # refused at its turn, as a refusal before the limiter, it was no attempt
+            rec.attempts -= 1
+            raise
         _book(rec, clock, target.price, held, worst, call, "error", reply, e.message, True)
         raise
     except Exception as e:  # a backend bug or a user fake that raised: still a model failure

@@ -149,6 +149,11 @@ class _Rpm(Throttler):
             # A floor keeps many waiters from waking once per microsecond-apart expiry.
             await asyncio.sleep(max(wait, 1e-4))
 
+    def remove(self, stamp: float) -> None:
+        """Give a stamp back: its request will not be sent."""
+        with self._guard, contextlib.suppress(ValueError):
+            self._task_logs.remove(stamp)
+
     def move(self, stamp: float) -> float:
         """Move a stamp to now without waiting: for a request already on its way out."""
         with self._guard:
@@ -211,6 +216,11 @@ class _Tokens:
             if wait <= 0:
                 return (now, tokens)
             await asyncio.sleep(wait)
+
+    def remove(self, entry: tuple[float, int]) -> None:
+        """Give an entry back: its request will not be sent."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._log.remove(entry)
 
     def move(self, entry: tuple[float, int]) -> tuple[float, int]:
         """Move an entry to now without waiting: for a request already on its way out."""
@@ -381,6 +391,16 @@ class Permit:
             self.token_entry = await tokens.reserve(self.token_entry[1], replacing=self.token_entry)
         if self.stamp is not None and rpm is not None:
             self.stamp = await rpm.acquire(replacing=self.stamp)
+
+    def give_back(self) -> None:
+        """Take the stamps out of the windows: the request will not be sent (the budget refused
+        it when its turn came), so the window's room goes to one that is."""
+        tokens, rpm = self.limiter._tokens, self.limiter._rpm
+        if self.token_entry is not None and tokens is not None:
+            tokens.remove(self.token_entry)
+        if self.stamp is not None and rpm is not None:
+            rpm.remove(self.stamp)
+        self.token_entry = self.stamp = None
 
     def sent(self) -> None:
         """The request is leaving (``on_sent``): move the stamps to now without waiting, so the
