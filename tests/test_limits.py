@@ -194,6 +194,15 @@ def test_retry_after_ms_header_wins() -> None:
     assert retry_after_from_headers(httpx.Headers({"retry-after-ms": "1500"})) == 1.5
 
 
+def test_a_retry_after_date_counts_from_the_date_header() -> None:
+    """An HTTP-date Retry-After is measured from the reply's Date when readable, else from now."""
+    server_now = "Wed, 01 May 2024 12:00:00 GMT"
+    later = "Wed, 01 May 2024 12:00:30 GMT"
+    assert retry_after_from_headers({"Date": server_now, "Retry-After": later}) == 30.0
+    assert retry_after_from_headers({"Date": "yesterday", "Retry-After": later}) == 0.0  # past, by our clock
+    assert retry_after_from_headers({"Date": server_now, "Retry-After": "7"}) == 7.0
+
+
 def test_retry_after_header_fallback() -> None:
     """Without a usable retry-after-ms, retry-after is used; no header gives None."""
     assert retry_after_from_headers({"RETRY-AFTER": "7"}) == 7.0

@@ -70,6 +70,22 @@ async def test_a_503s_retry_after_is_waited_before_the_retry(transport: str) -> 
     assert second - first >= 1.0
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_retry_after_date_is_measured_from_the_replys_own_date(transport: str) -> None:
+    """A server whose clock is years behind ours says Date: 2001-01-01 00:00:00 and Retry-After one
+    second later: the retry waits that second. Measured from our clock, the date was long past, and
+    the retry went at once into the same overload."""
+    dates = ["Date: Mon, 01 Jan 2001 00:00:00 GMT", "Retry-After: Mon, 01 Jan 2001 00:00:01 GMT"]
+    overloaded = http(503, {"error": {"message": "overloaded"}}, dates)
+    async with raw_server(overloaded, http(200, _OK)) as srv:
+        retry = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
+        async with moa.Runner() as rt:
+            r = await single(srv.base_url, transport, retry=retry).run("hi", runner=rt)
+        first, second = srv.arrivals
+    assert r.output == "four" and r.calls[0].attempts == 2
+    assert second - first >= 1.0
+
+
 # -- a connection dropped before the reply is whole ---------------------------------------------------
 
 

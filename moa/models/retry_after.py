@@ -54,7 +54,10 @@ def _capped(seconds: float) -> float | None:
 
 
 def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from response headers: ``retry-after-ms`` first, then ``retry-after``."""
+    """Seconds to wait from response headers: ``retry-after-ms`` first, then ``retry-after``. A
+    date is measured from the reply's own ``Date`` when it has a readable one (RFC 9110 §10.2.3):
+    both come from the server's clock, so a skewed local clock neither stretches a 30 s wait past
+    ``max_retry_after_s`` nor shrinks it to nothing."""
     lowered = {k.lower(): v for k, v in headers.items()}
     millis = lowered.get("retry-after-ms")
     if millis is not None:
@@ -65,4 +68,15 @@ def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
         seconds = _capped(ms / 1000.0)
         if seconds is not None:
             return seconds
-    return parse_retry_after(lowered.get("retry-after"))
+    return parse_retry_after(lowered.get("retry-after"), now=_server_now(lowered.get("date")))
+
+
+def _server_now(value: str | None) -> datetime | None:
+    """The reply's ``Date`` header as an aware datetime, or None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
