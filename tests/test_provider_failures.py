@@ -86,6 +86,31 @@ async def test_a_retry_after_date_is_measured_from_the_replys_own_date(transport
     assert second - first >= 1.0
 
 
+_QUOTA = {
+    "error": {
+        "message": "You exceeded your current quota, please check your plan and billing details.",
+        "type": "insufficient_quota",
+        "code": "insufficient_quota",
+    }
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_429_for_a_spent_quota_is_not_retried_but_falls_back(transport: str) -> None:
+    """OpenAI's 429 for an account out of credit is a RateLimited that is not retried (no wait
+    brings credit back; it was retried max_attempts times, each spending the endpoint's retry
+    budget), saying why, and the fallback answers at once."""
+    async with raw_server(http(429, _QUOTA), http(200, _OK)) as srv, moa.Runner() as rt:
+        retry = {"max_attempts": 3, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
+        r = await single(srv.base_url, transport, retry=retry, fallbacks=["openai/other"]).run(
+            "hi", runner=rt
+        )
+        arrived = len(srv.arrivals)
+    primary, fallback = r.calls
+    assert r.output == "four" and arrived == 2 and primary.attempts == 1 and fallback.model == "openai/other"
+    assert primary.error is not None and "RateLimited" in primary.error and "quota is spent" in primary.error
+
+
 # -- a connection dropped before the reply is whole ---------------------------------------------------
 
 

@@ -42,7 +42,14 @@ def error_for_status(
             **kw,  # type: ignore[arg-type]
         )
     if status == 429:
-        return RateLimited(f"rate limited (429): {text}", retry_after_s=_retry_after(headers), **kw)
+        limited = RateLimited(f"rate limited (429): {text}", retry_after_s=_retry_after(headers), **kw)
+        if any(sign in text.lower() for sign in _QUOTA_SPENT):
+            # OpenAI answers an account out of credit with a 429 too: no wait brings credit back,
+            # so retries would only spend time and the endpoint's retry budget (a fallback may
+            # still answer)
+            limited.retryable = False
+            limited.message += " (not retried: the account's quota is spent)"
+        return limited
     if status == 408:
         return TimedOut(f"provider timed out (408): {text}", **kw)  # type: ignore[arg-type]
     if status is not None and 400 <= status < 500:
@@ -52,6 +59,11 @@ def error_for_status(
     # sooner meets the same overload and spends an attempt of the budget
     retry_after = _retry_after(headers) if status is not None and status >= 500 else None
     return ProviderError(f"{label}: {text}", retry_after_s=retry_after, **kw)
+
+
+#: what OpenAI's 429 for an account out of credit says (``code: insufficient_quota``), as opposed
+#: to its per-minute limits; litellm's message keeps the code, the direct path the message
+_QUOTA_SPENT = ("insufficient_quota", "exceeded your current quota")
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:
