@@ -32,7 +32,7 @@ from moa.errors import (
     UserError,
 )
 from moa.models.base import ModelReply, ModelRequest
-from moa.models.retry_after import RETRY_AFTER_CEILING_S
+from moa.models.retry_after import RETRY_AFTER_CEILING_S, ratelimit_reset_from_headers
 from moa.results import Usage
 from moa.testing import FunctionModel
 
@@ -201,6 +201,38 @@ def test_a_retry_after_date_counts_from_the_date_header() -> None:
     assert retry_after_from_headers({"Date": server_now, "Retry-After": later}) == 30.0
     assert retry_after_from_headers({"Date": "yesterday", "Retry-After": later}) == 0.0  # past, by our clock
     assert retry_after_from_headers({"Date": server_now, "Retry-After": "7"}) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20ms"}, 0.02),
+        ({"X-RateLimit-Remaining-Tokens": "0", "X-RateLimit-Reset-Tokens": "1m30.5s"}, 90.5),
+        (
+            {
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-remaining-tokens": "0",
+                "x-ratelimit-reset-tokens": "6m0s",
+            },
+            360.0,
+        ),
+        ({"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "1s"}, None),
+        ({"x-ratelimit-reset-requests": "1s"}, None),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "soon"}, None),
+        ({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "-3s"}, None),
+        (
+            {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "9" * 400},
+            RETRY_AFTER_CEILING_S,
+        ),
+    ],
+)
+def test_ratelimit_reset_headers_give_the_wait_of_the_spent_windows(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    """x-ratelimit-reset-* (Go durations) count for the windows with nothing left, the longest
+    wins; a window with requests left, a missing count or an unreadable reset gives nothing."""
+    assert ratelimit_reset_from_headers(headers) == expected
 
 
 def test_retry_after_header_fallback() -> None:

@@ -86,6 +86,26 @@ async def test_a_retry_after_date_is_measured_from_the_replys_own_date(transport
     assert second - first >= 1.0
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_429_without_retry_after_waits_for_its_spent_window_to_reset(transport: str) -> None:
+    """A 429 with no Retry-After but OpenAI's x-ratelimit headers (0 requests left, reset in 1s)
+    is retried once that window resets, not after the 10 ms backoff that met the same 429."""
+    headers = [
+        "x-ratelimit-remaining-requests: 0",
+        "x-ratelimit-reset-requests: 1s",
+        "x-ratelimit-remaining-tokens: 9000",
+        "x-ratelimit-reset-tokens: 6m0s",  # not spent: not waited for
+    ]
+    limited = http(429, {"error": {"message": "Rate limit reached for requests"}}, headers)
+    async with raw_server(limited, http(200, _OK)) as srv:
+        retry = {"max_attempts": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.01}
+        async with moa.Runner() as rt:
+            r = await single(srv.base_url, transport, retry=retry).run("hi", runner=rt)
+        first, second = srv.arrivals
+    assert r.output == "four" and r.calls[0].attempts == 2
+    assert second - first >= 1.0
+
+
 _QUOTA = {
     "error": {
         "message": "You exceeded your current quota, please check your plan and billing details.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from moa.errors import ModelError, ProviderError, RateLimited, RequestRejected, TimedOut
-from moa.models.retry_after import retry_after_from_headers
+from moa.models.retry_after import ratelimit_reset_from_headers, retry_after_from_headers
 from moa.scrub import scrub_clip
 
 __all__ = ["error_for_status"]
@@ -42,7 +42,10 @@ def error_for_status(
             **kw,  # type: ignore[arg-type]
         )
     if status == 429:
-        limited = RateLimited(f"rate limited (429): {text}", retry_after_s=_retry_after(headers), **kw)
+        wait = _retry_after(headers)
+        if wait is None and headers is not None:  # OpenAI says when its spent window resets instead
+            wait = ratelimit_reset_from_headers(headers)
+        limited = RateLimited(f"rate limited (429): {text}", retry_after_s=wait, **kw)
         if any(sign in text.lower() for sign in _QUOTA_SPENT):
             # OpenAI answers an account out of credit with a 429 too: no wait brings credit back,
             # so retries would only spend time and the endpoint's retry budget (a fallback may

@@ -5,11 +5,17 @@ honours the number."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-__all__ = ["RETRY_AFTER_CEILING_S", "parse_retry_after", "retry_after_from_headers"]
+__all__ = [
+    "RETRY_AFTER_CEILING_S",
+    "parse_retry_after",
+    "ratelimit_reset_from_headers",
+    "retry_after_from_headers",
+]
 
 #: the most a parsed wait can be: RFC 9111 §1.2.2's 2**31 s (68 years) for a delta-seconds too large
 #: to represent. A longer wait (400 digits, ``1e309``, a date in the year 9999) still means "not
@@ -80,3 +86,42 @@ def _server_now(value: str | None) -> datetime | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+#: OpenAI's ``x-ratelimit-reset-*`` values: Go durations (``20ms``, ``1s``, ``6m0s``, ``1h2m3.5s``)
+_DURATION = re.compile(
+    r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+(?:\.\d+)?)ms)?"
+)
+
+
+def ratelimit_reset_from_headers(headers: Mapping[str, str]) -> float | None:
+    """For a 429 without ``Retry-After``: seconds until the exhausted window resets, read from
+    ``x-ratelimit-remaining-{requests,tokens}`` (0 left) and ``x-ratelimit-reset-*`` (OpenAI's, and
+    the OpenAI-compatible servers that copy them). The longest reset of the windows with nothing
+    left; None when no window says it is spent or a reset cannot be read."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    waits: list[float] = []
+    for kind in ("requests", "tokens"):
+        try:
+            left = float(lowered.get(f"x-ratelimit-remaining-{kind}", "").strip())
+        except ValueError:
+            continue
+        reset = _duration(lowered.get(f"x-ratelimit-reset-{kind}"))
+        if left < 1 and reset is not None:
+            waits.append(reset)
+    return _capped(max(waits)) if waits else None
+
+
+def _duration(value: str | None) -> float | None:
+    """Seconds in a Go duration or a plain number of seconds; None if neither."""
+    if value is None or not (text := value.strip()):
+        return None
+    try:
+        return _capped(float(text))
+    except ValueError:
+        pass
+    match = _DURATION.fullmatch(text)
+    if match is None or not any(match.groups()):
+        return None
+    h, m, sec, ms = (float(g) if g else 0.0 for g in match.groups())
+    return _capped(h * 3600 + m * 60 + sec + ms / 1000)
