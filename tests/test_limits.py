@@ -35,6 +35,7 @@ from moa.models.base import ModelReply, ModelRequest
 from moa.models.retry_after import RETRY_AFTER_CEILING_S, ratelimit_reset_from_headers
 from moa.results import Usage
 from moa.testing import FunctionModel
+from moa.testing.sim import SimModel, SimServer
 
 
 @pytest.fixture(autouse=True)
@@ -306,6 +307,31 @@ async def test_tightening_a_limit_holds_for_requests_already_waiting(field: str)
     gaps = [b - a for a, b in itertools.pairwise(later)]
     # a busy machine only delays starts; the limit forbids any two within one period
     assert len(later) == 4 and min(gaps) >= period * 0.95, gaps
+
+
+def test_one_endpoint_spelled_two_ways_has_one_limiter() -> None:
+    """A trailing slash or an upper-case scheme or host names the same endpoint: a limit set for one
+    spelling holds for an agent writing the other (it was silently unlimited), and two agents share
+    one window."""
+    limits = RateLimits()
+    limits.set("HTTP://LocalHost:8000/v1/", rpm=5)
+    got = limits.limiter_for("openai/x", "http://localhost:8000/v1", None)
+    assert got is not None and got.limit.rpm == 5
+    assert got is limits.limiter_for("openai/y", "http://localhost:8000/v1//", None)
+
+
+async def test_a_limit_set_with_a_trailing_slash_holds_over_http() -> None:
+    """set_rate_limit(base + "/", rpm=1) queues an agent's second request to `base` behind the
+    minute's first, over real HTTP."""
+    async with SimServer({"m": SimModel()}) as srv:
+        limits = RateLimits()
+        limits.set(srv.base_url + "/", rpm=1)
+        topo = build.single(build.agent("openai/m", api_base=srv.base_url, transport="openai-http"))
+        async with Runner(rate_limits=limits) as runner:
+            await topo.run("first", runner=runner)
+            with pytest.raises(TimeoutError):  # waits for the next minute's window
+                await asyncio.wait_for(topo.run("second", runner=runner), 1.0)
+        assert srv.stats.requests == 1
 
 
 def test_provider_global_limit_applies_to_its_models() -> None:

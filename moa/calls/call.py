@@ -32,7 +32,7 @@ from moa.calls.attempt import (
 )
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS
-from moa.calls.limits import Limiter, RateLimit, limiter_for
+from moa.calls.limits import Limiter, RateLimit, endpoint_key, limiter_for
 from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
@@ -119,7 +119,9 @@ class AgentRuntime:
             base, key = _named_route(agent, model, api_key)
             limiter = limiter_lookup(model, base or agent.api_base, limit)
             budget = (
-                retry_budget_for(base or agent.api_base or model) if retry_budget_for is not None else None
+                retry_budget_for(endpoint_key(base or agent.api_base or model))
+                if retry_budget_for is not None
+                else None
             )
             targets.append(Target(model, backend, price, limiter, budget, base, key, holds))
         r = agent.retry

@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from asyncio_throttle.throttler import Throttler
 
@@ -38,6 +39,7 @@ __all__ = [
     "RateLimit",
     "RateLimits",
     "clear_rate_limits",
+    "endpoint_key",
     "limiter_for",
     "set_rate_limit",
     "shared_rate_limits",
@@ -418,6 +420,21 @@ class Permit:
 # Registries of limiters
 
 
+def endpoint_key(key: str) -> str:
+    """One spelling per endpoint: an ``api_base`` URL without its trailing slashes, its scheme and
+    host in lower case (``HTTP://Host:8000/v1/`` is ``http://host:8000/v1``); anything else as is.
+    The limit set for one spelling held nothing for an agent writing the other."""
+    text = key.strip()
+    if "://" not in text:
+        return key
+    parts = urlsplit(text)
+    host = parts.netloc
+    creds, at, hostport = host.rpartition("@")
+    return urlunsplit(
+        (parts.scheme.lower(), creds + at + hostport.lower(), parts.path.rstrip("/"), parts.query, "")
+    )
+
+
 class RateLimits:
     """A registry of limits and limiters, one limiter per endpoint key. A ``Runner`` holds one: by
     default the process-wide registry (``shared_rate_limits()``, configured by ``set_rate_limit``),
@@ -447,7 +464,7 @@ class RateLimits:
         """
         limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
         with self._lock:
-            self._global[key] = limit
+            self._global[endpoint_key(key)] = limit
             self._limiters.clear()
 
     def clear(self) -> None:
@@ -466,6 +483,8 @@ class RateLimits:
         """
         if agent_limit is None and not self._global:
             return None  # nothing configured: the hot path pays nothing
+        if api_base is not None:
+            api_base = endpoint_key(api_base)
         key = api_base or model
         with self._lock:
             limit = agent_limit
