@@ -189,7 +189,7 @@ class _SendClock:
 async def attempt(
     budgets: tuple[Budget, ...], target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
 ) -> ModelReply:
-    """One attempt: hold the worst case on the budgets, take a limiter slot, send under the timeout,
+    """One attempt: take a limiter slot, hold the worst case on the budgets, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = hold_usd(target, call)
     held: Sequence[tuple[Budget, Reservation]] = ()
