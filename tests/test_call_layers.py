@@ -158,6 +158,24 @@ async def test_a_retry_wait_past_the_deadline_goes_to_the_fallback_at_once() -> 
     assert "not retried" in error and "past the run's deadline" in error
 
 
+async def test_a_runs_deadline_reaches_its_retries() -> None:
+    """The same through a run: ``deadline_s`` is the deadline each call's retries are held to, so
+    the fallback answers the run instead of the run's TimedOut after the primary's 30 s wait."""
+    primary = ScriptedModel([moa.RateLimited("slow down", retry_after_s=30.0, status_code=429), "late"])
+    topology = moa.Topology.model_validate(
+        {
+            "name": "one",
+            "kind": "single",
+            "agent": "a",
+            "agents": {"a": {"model": "fake/a", "fallbacks": ["fake/b"], "retry": {"backoff_base_s": 0}}},
+        }
+    )
+    runner = moa.Runner(models={"fake/a": primary, "fake/b": FunctionModel(lambda r: "b")})
+    async with asyncio.timeout(15):  # far below the primary's 30 s wait
+        result = await topology.run("q", runner=runner, deadline_s=20)
+    assert result.output == "b" and len(primary.calls) == 1
+
+
 async def test_a_retry_wait_within_the_deadline_is_waited() -> None:
     """A wait that ends before the deadline is still waited for, and the retry answers."""
     primary = ScriptedModel([moa.RateLimited("slow down", retry_after_s=0.05, status_code=429), "second"])

@@ -305,6 +305,9 @@ class Execution:
             return result
 
     async def _run(self, deadline_s: float | None) -> RunResult:
+        if deadline_s is not None:
+            # a retry whose wait would end past this is not waited for (its fallbacks get the time)
+            self.ctx.deadline = asyncio.get_running_loop().time() + deadline_s
         lg = self.ctx.logger
         if lg is not None:
             lg.info("run.start", topology=self.name, nodes=len(self.graph.order))
