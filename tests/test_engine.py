@@ -227,6 +227,7 @@ async def test_below_quorum_raises_with_every_call() -> None:
         await t.run("q", runner=rt)
     e = info.value
     assert e.node == "aggregate" and e.needed == 2 and e.answered == 1
+    assert "failed: `bad`, `bad2`; first failure" in str(e)  # every failed input named
     assert sorted(c.node for c in e.calls) == ["a", "bad", "bad2"]
     assert e.nodes["a"].output == "ans from fake/a"
 

@@ -549,9 +549,13 @@ class Execution:
                     refused = next((e for e in errors if isinstance(e, BudgetExceeded)), None)
                     if refused is not None:
                         raise refused
+                    ids = [i for i in gn.inputs if i in taken and i not in got]
+                    failed = ", ".join(f"`{i}`" for i in ids[:5]) + (
+                        f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+                    )
                     raise QuorumNotReached(
                         f"node `{gn.id}` needs {gn.needed} of its {len(gn.inputs)} inputs but only "
-                        f"{len(got)} answered; first failure: {errors[0]}",
+                        f"{len(got)} answered; failed: {failed}; first failure: {errors[0]}",
                         node=gn.id,
                         needed=gn.needed,
                         answered=len(got),
