@@ -417,6 +417,20 @@ async def test_a_stream_without_usage_is_flagged_estimated(transport: str) -> No
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_agent_sets_how_long_a_retry_after_it_waits_for(transport: str) -> None:
+    """``retry: {max_retry_after_s: 1}``: a Retry-After of 5 s is over it, so the 429 is raised at
+    once, one request sent, naming the agent's cap (the field was named in errors and the README
+    but refused by the loader as unknown)."""
+    reply = http(429, {"error": {"message": "slow down"}}, ["Retry-After: 5"])
+    async with raw_server(reply, http(200, _OK)) as srv, moa.Runner() as rt:
+        topology = single(srv.base_url, transport, retry={"max_attempts": 3, "max_retry_after_s": 1.0})
+        with pytest.raises(moa.RateLimited) as info:
+            await topology.run("hi", runner=rt)
+        arrived = len(srv.arrivals)
+    assert arrived == 1 and "max_retry_after_s=1)" in str(info.value)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize(
     "header",
     ["Retry-After: Fri, 31 Dec 9999 23:59:59 GMT", "Retry-After: " + "9" * 400, "retry-after-ms: 1e309"],

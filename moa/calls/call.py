@@ -126,7 +126,10 @@ class AgentRuntime:
             targets.append(Target(model, backend, price, limiter, budget, base, key, holds))
         r = agent.retry
         policy = RetryPolicy(
-            max_attempts=r.max_attempts, backoff_base_s=r.backoff_base_s, backoff_max_s=r.backoff_max_s
+            max_attempts=r.max_attempts,
+            backoff_base_s=r.backoff_base_s,
+            backoff_max_s=r.backoff_max_s,
+            max_retry_after_s=r.max_retry_after_s,
         )
         return cls(agent, tuple(targets), policy, api_key)
 

@@ -95,6 +95,12 @@ class RetrySpec(BaseModel):
     backoff_max_s: StrictFloat = Field(
         30.0, ge=0, allow_inf_nan=False, description="Cap on one backoff (full jitter below it)."
     )
+    max_retry_after_s: StrictFloat = Field(
+        120.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="A provider's Retry-After longer than this is not waited for: the error is raised.",
+    )
 
 
 class RateLimitSpec(BaseModel):
