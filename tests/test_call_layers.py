@@ -76,22 +76,46 @@ def test_a_budget_that_is_not_a_number_of_usd_is_a_user_error(cap: object) -> No
 
 
 async def test_a_hold_refused_at_the_limiters_turn_is_no_attempt_and_frees_its_place() -> None:
-    """Let through by the limiter, then refused by the budget: no attempt logged, nothing held, and
-    its rpm stamp given back, so the next request is not kept waiting a window for nothing."""
+    """Let through by the limiter, the request waits for another call's hold to settle (holds, not
+    spend, fill the budget); that call's spend then leaves no room, so it is refused: no attempt
+    logged, nothing held, and its rpm stamp given back, so the next requests are not kept waiting
+    a window for nothing."""
     worst = PRICE.worst_case(prompt_token_ceiling(100), 10)
     budget = Budget(1.5 * worst)
     other = budget.reserve(worst)  # another call in flight: spend alone leaves room, holds do not
-    limiter = Limiter("k", RateLimit(rpm=1, period_s=600.0))
+    limiter = Limiter("k", RateLimit(rpm=2, period_s=600.0))
     fm = FunctionModel(lambda r: "four")
     target = Target("fake/m", fm, PRICE, limiter)
     rec = CallRecord(node="n", model="fake/m", attempts=0)
+    waiting = asyncio.create_task(attempt((budget,), target, request(), rec, plan()))
+    async with asyncio.timeout(15):
+        while not budget._waiters:  # it holds a stamp and waits for the other call's hold
+            await asyncio.sleep(0.01)
+    assert not waiting.done()
+    budget.settle(other, worst)  # the other call spent its worst case: no room is left
     with pytest.raises(moa.BudgetExceeded):
-        await attempt((budget,), target, request(), rec, plan())
-    assert rec.attempts == 0 and rec.attempt_log == [] and fm.calls == []
-    budget.settle(other, 0.0)
-    async with asyncio.timeout(15):  # the stamp kept, this would wait the 600 s window
-        reply = await attempt((budget,), target, request(), rec, plan())
-    assert reply.text == "four" and rec.attempts == 1 and budget.reserved_usd == 0
+        await waiting
+    assert rec.attempts == 0 and rec.attempt_log == [] and fm.calls == [] and budget.reserved_usd == 0
+    async with asyncio.timeout(15):  # the stamp kept, the second would wait the 600 s window
+        for _ in range(2):
+            reply = await attempt((), target, request(), rec, plan())
+    assert reply.text == "four" and rec.attempts == 2
+
+
+async def test_a_call_waits_for_holds_to_settle_instead_of_being_refused() -> None:
+    """64 calls at once on a budget of 3 worst cases: holds fill it, but each call spends far less
+    than its hold, so every call goes out in turn (it was refused, and an experiment stopped with
+    under 1% of its cap spent); spend never passes the cap."""
+    worst = PRICE.worst_case(prompt_token_ceiling(100), 10)
+    budget = Budget(3 * worst)
+    fm = FunctionModel(lambda r: "four", delay_s=0.005)
+    target = Target("fake/m", fm, PRICE, None)
+    recs = [CallRecord(node="n", model="fake/m", attempts=0) for _ in range(64)]
+    async with asyncio.timeout(60):
+        replies = await asyncio.gather(*(attempt((budget,), target, request(), r, plan()) for r in recs))
+    assert [r.text for r in replies] == ["four"] * 64 and len(fm.calls) == 64
+    assert budget.reserved_usd == pytest.approx(0.0, abs=1e-15) and budget.spent_usd <= 3 * worst
+    assert budget.spent_usd == pytest.approx(sum(r.cost_usd for r in recs))
 
 
 def _runtime(*models: str, attempts: int = 3) -> AgentRuntime:

@@ -306,13 +306,14 @@ async def test_budget_refuses_call_that_would_pass_cap() -> None:
 
 
 async def test_shared_budget_spend_never_passes_cap() -> None:
-    """Across many runs sharing a Budget, spend stays under the cap."""
+    """Across many runs sharing a Budget, spend stays under the cap: runs wait while holds fill it,
+    and are refused once what is spent leaves no room for a hold."""
     a = build.agent("fake/a", max_tokens=5, pricing={"input_per_mtok": 1000, "output_per_mtok": 1000})
-    budget = moa.Budget(3.0)  # a hold is about $1.08 (the prompt's ceiling and max_tokens)
+    budget = moa.Budget(3.0)  # a hold is about $1.08 (the prompt's ceiling and max_tokens), a run $0.005
     rt = moa.Runner(models={"fake/a": echo(0.001)})
     t = build.single(a)
     outcomes = await asyncio.gather(
-        *(t.run("one two", runner=rt, budget=budget) for _ in range(100)), return_exceptions=True
+        *(t.run("one two", runner=rt, budget=budget) for _ in range(500)), return_exceptions=True
     )
     ok = [o for o in outcomes if isinstance(o, moa.RunResult)]
     assert ok and any(isinstance(o, moa.BudgetExceeded) for o in outcomes)

@@ -1,9 +1,16 @@
 """Hard budget caps. Before each call the worst case (prompt tokens + ``max_tokens`` at the model's
 price) is reserved; a call whose reservation would pass the cap is not made. After the call the
-reservation is replaced by the real cost, so spend never passes the cap."""
+reservation is replaced by the real cost, so spend never passes the cap.
+
+A call whose worst case does not fit only because other calls' holds fill the cap waits for them to
+settle (``hold``): a hold is a bound, and most settle far below it, so refusing then stopped an
+experiment of 64 concurrent runs with 0.6% of its cap spent. A call that what is already *spent*
+leaves no room for is refused at once: no settling can make room."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -32,6 +39,9 @@ class Budget:
         self._spent = 0.0
         self._reserved = 0.0
         self._lock = threading.Lock()
+        #: calls waiting for holds to settle, each woken on its own loop (a budget may be shared by
+        #: threads, each with an event loop)
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @property
     def spent_usd(self) -> float:
@@ -52,6 +62,28 @@ class Budget:
                 raise self._refusal(amount, node, model, "")
             self._reserved += amount
         return Reservation(amount)
+
+    def try_hold(
+        self, amount: float, loop: asyncio.AbstractEventLoop, *, node: str = "", model: str = ""
+    ) -> Reservation | asyncio.Future[None]:
+        """Hold ``amount`` if it fits now. If only other holds are in the way (settling may make
+        room): a future on ``loop`` that the next settle completes, registered under the same lock
+        as the check, so no settle between the two is missed (``forget`` it once awaited). If what
+        is spent already leaves no room: ``BudgetExceeded``."""
+        with self._lock:
+            if self._spent + self._reserved + amount <= self.limit_usd + 1e-12:
+                self._reserved += amount
+                return Reservation(amount)
+            if self._spent + amount > self.limit_usd + 1e-12:
+                raise self._refusal(amount, node, model, "")
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+            return waiter
+
+    def forget(self, waiter: asyncio.Future[None]) -> None:
+        """Drop a waiter ``try_hold`` gave (awaited, or given up on)."""
+        with self._lock:
+            self._waiters = [w for w in self._waiters if w[1] is not waiter]
 
     def refuse_out_of_reach(self, amount: float, *, node: str, model: str, why: str) -> None:
         """Raise ``BudgetExceeded`` (its message ending with ``why``) if what is spent already leaves
@@ -78,6 +110,15 @@ class Budget:
             reservation.settled = True
             self._reserved -= reservation.amount
             self._spent += actual_usd
+            waiters, self._waiters = self._waiters, []
+        for loop, waiter in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_wake, waiter)
 
     def __repr__(self) -> str:
         return f"Budget(limit_usd={self.limit_usd}, spent_usd={self._spent:.6f})"
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
