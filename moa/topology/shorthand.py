@@ -7,8 +7,9 @@ both pass through ``expand`` so they meet in one validated graph.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from moa.topology.spec import MAX_GRAPH, NodeSpec, TopologySpec
 
@@ -37,15 +38,40 @@ _ALL_SHORTHAND = {
 }
 
 
-def _ids(prefix: str, agents: Sequence[str]) -> list[str]:
-    """Node ids named after their agents, numbered where an agent repeats."""
-    counts = Counter(agents)
-    seen: Counter[str] = Counter()
-    out = []
-    for a in agents:
-        seen[a] += 1
-        out.append(f"{prefix}{a}" if counts[a] == 1 else f"{prefix}{a}_{seen[a]}")
-    return out
+# what a node id may hold (``NodeSpec.id``); an agent name may hold anything printable
+_NOT_ID = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+class _Ids:
+    """Node ids named after their agents, numbered where an agent repeats. An agent name is free
+    text but an id is not, so other characters become ``-``; and a name may meet a fixed id
+    (``aggregate``, ``plan``, ``majority``) or another agent's numbered one, so each id is unique,
+    case aside, among all the shorthand builds: the user wrote no ids to fix."""
+
+    def __init__(self, reserved: Iterable[str] = ()) -> None:
+        self._taken = {r.casefold() for r in reserved}
+
+    def _take(self, want: str) -> str:
+        name, n = want, 1
+        while name.casefold() in self._taken:
+            n += 1
+            name = f"{want}_{n}"
+        self._taken.add(name.casefold())
+        return name
+
+    def named(self, prefix: str, agents: Sequence[str]) -> list[str]:
+        counts = Counter(agents)
+        seen: Counter[str] = Counter()
+        out = []
+        for a in agents:
+            seen[a] += 1
+            base = prefix + (_NOT_ID.sub("-", a).strip("-") or "agent")
+            out.append(self._take(base if counts[a] == 1 else f"{base}_{seen[a]}"))
+        return out
+
+
+def _fan_in_id(spec: TopologySpec) -> str:
+    return spec.reduce if spec.reduce is not None else "aggregate"
 
 
 def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
@@ -125,7 +151,8 @@ def _sequential(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec]
     if not steps:
         _need(spec, "steps", problems)
         return [], None
-    ids = [f"step{i}_{a}" for i, a in enumerate(steps, 1)]
+    namer = _Ids()
+    ids = [namer.named(f"step{i}_", [a])[0] for i, a in enumerate(steps, 1)]
     nodes = [NodeSpec(id=ids[0], agent=steps[0])]
     for i in range(1, len(steps)):
         # middle steps critique, the last one revises; every step reads all earlier ones so a
@@ -147,7 +174,7 @@ def _fan_in(
             problems.append("`aggregator` and `reduce` are both set: use one or the other")
         quorum = 1 if spec.reduce == "first" else spec.quorum
         node = NodeSpec(
-            id=spec.reduce,
+            id=_fan_in_id(spec),
             reduce=spec.reduce,
             vote_on=spec.vote_on,
             inputs=worker_ids,
@@ -160,7 +187,7 @@ def _fan_in(
         _need(spec, "aggregator` (or `reduce", problems)
         return [], None
     node = NodeSpec(
-        id="aggregate",
+        id=_fan_in_id(spec),
         agent=agg,
         inputs=worker_ids,
         prompt="aggregate",
@@ -175,7 +202,7 @@ def _parallel(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], 
     if not workers:
         problems.append("`workers` is empty: a parallel topology needs at least one worker")
         return [], None
-    ids = _ids("", workers)
+    ids = _Ids([_fan_in_id(spec)]).named("", workers)
     nodes = [NodeSpec(id=i, agent=a) for i, a in zip(ids, workers, strict=True)]
     tail, out = _fan_in(spec, ids, problems)
     return nodes + tail, out
@@ -189,7 +216,7 @@ def _hierarchical(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpe
     if not workers:
         problems.append("`workers` is empty: a hierarchical topology needs at least one worker")
         return [], None
-    ids = _ids("", workers)
+    ids = _Ids(["plan", _fan_in_id(spec)]).named("", workers)
     nodes = [NodeSpec(id="plan", agent=spec.manager, prompt="plan", plan=True)]
     nodes += [
         NodeSpec(id=i, agent=a, prompt="worker", instruction_from="plan")
@@ -215,11 +242,12 @@ def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], s
         return [], None
     nodes: list[NodeSpec] = []
     previous: list[str] = []
+    namer = _Ids([_fan_in_id(spec)])
     for n, layer in enumerate(layers, 1):
         if not layer:
             problems.append(f"layer {n} has no proposers")
             return [], None
-        ids = _ids(f"l{n}_", layer)
+        ids = namer.named(f"l{n}_", layer)
         for i, a in zip(ids, layer, strict=True):
             nodes.append(
                 NodeSpec(

@@ -1,0 +1,70 @@
+"""A ``kind:`` shorthand names its nodes after the agents; the user wrote no node ids, so any agent
+name (free text) must expand to a valid graph, and every problem must be about what was written."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from moa.topology.loader import load_data
+
+M = {"model": "openai/gpt-4o-mini"}
+
+
+def topo(**fields: Any) -> dict[str, Any]:
+    return {"name": "t", **fields}
+
+
+@pytest.mark.parametrize(
+    ("data", "order"),
+    [
+        # agent names that are no valid node id: a space, a slash (both were an unlocated
+        # "id: String should match pattern" line about an id nobody wrote)
+        (
+            topo(kind="parallel", workers=["my agent", "b"], aggregator="b", agents={"my agent": M, "b": M}),
+            ("my-agent", "b", "aggregate"),
+        ),
+        (
+            topo(kind="sequential", steps=["gpt/4", "b"], agents={"gpt/4": M, "b": M}),
+            ("step1_gpt-4", "step2_b"),
+        ),
+        (topo(kind="layered", layers=[["a b"], ["a b"]], aggregator="a b", agents={"a b": M}), None),
+        # agent names equal to the ids a shorthand fixes (were "defined twice" / "reads itself")
+        (
+            topo(
+                kind="parallel", workers=["aggregate", "b"], aggregator="b", agents={"aggregate": M, "b": M}
+            ),
+            ("aggregate_2", "b", "aggregate"),
+        ),
+        (
+            topo(
+                kind="parallel", workers=["majority", "b"], reduce="majority", agents={"majority": M, "b": M}
+            ),
+            ("majority_2", "b", "majority"),
+        ),
+        (
+            topo(kind="hierarchical", manager="m", workers=["plan", "b"], agents={"plan": M, "b": M, "m": M}),
+            ("plan", "plan_2", "b", "aggregate"),
+        ),
+        # an agent named like another's numbered repeat
+        (
+            topo(kind="parallel", workers=["a_2", "a", "a"], aggregator="a", agents={"a_2": M, "a": M}),
+            ("a_2", "a_1", "a_2_2", "aggregate"),
+        ),
+    ],
+)
+def test_any_agent_name_expands_to_a_valid_graph(data: dict[str, Any], order: tuple[str, ...] | None) -> None:
+    t = load_data(data)
+    if order is not None:
+        assert t.graph.order == order
+    # each node still calls the agent it was named after
+    for node in t.graph.nodes.values():
+        assert node.spec.agent is None or node.spec.agent in data["agents"]
+
+
+def test_worker_ids_are_unique_case_aside() -> None:
+    """`A` and `a` as workers stay two nodes whose ids differ in more than case."""
+    t = load_data(topo(kind="parallel", workers=["a", "A"], aggregator="a", agents={"a": M, "A": M}))
+    ids = [nid.casefold() for nid in t.graph.order]
+    assert len(set(ids)) == len(ids)
