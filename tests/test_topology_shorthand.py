@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from moa.errors import TopologyError
 from moa.topology.loader import load_data
 
 M = {"model": "openai/gpt-4o-mini"}
@@ -68,3 +69,14 @@ def test_worker_ids_are_unique_case_aside() -> None:
     t = load_data(topo(kind="parallel", workers=["a", "A"], aggregator="a", agents={"a": M, "A": M}))
     ids = [nid.casefold() for nid in t.graph.order]
     assert len(set(ids)) == len(ids)
+
+
+def test_self_moa_refuses_a_fixed_seed() -> None:
+    """A fixed seed makes every sample the same answer, so Self-MoA would aggregate one answer."""
+    agent = {"model": "local/smollm2-135m", "temperature": 0.7, "params": {"seed": 42}}
+    with pytest.raises(TopologyError) as info:
+        load_data(topo(kind="self_moa", agent="s", samples=3, agents={"s": agent}))
+    assert info.value.problems == [
+        "agent `s`: self_moa samples one model several times, so it takes no fixed `params.seed` "
+        "(got 42); remove it so the samples can differ"
+    ]

@@ -274,6 +274,13 @@ def _self_moa(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], 
         problems.append(
             f"agent `{agent}`: self_moa samples one model several times, so its temperature must be > 0"
         )
+    if a is not None and a.params.get("seed") is not None:
+        # a fixed seed at a temperature above 0 still draws the same tokens every time (llama.cpp
+        # exactly, OpenAI mostly): the aggregator would read one answer written out N times
+        problems.append(
+            f"agent `{agent}`: self_moa samples one model several times, so it takes no fixed "
+            f"`params.seed` (got {a.params['seed']!r}); remove it so the samples can differ"
+        )
     ids = [f"sample{i}" for i in range(1, samples + 1)]
     nodes = [NodeSpec(id=i, agent=agent) for i in ids]
     tail, out = _fan_in(spec, ids, problems, default_agent=agent)
