@@ -135,3 +135,44 @@ def test_braces_in_a_written_template_are_left_alone() -> None:
     """`{{` and `}}` are sent as written (nested JSON closes with `}}`); only the placeholders change."""
     t = Template.compile('Answer as {"a": {"b": 1}} or {{x}}: {prompt}')
     assert t.render({"prompt": "Q"}) == 'Answer as {"a": {"b": 1}} or {{x}}: Q'
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("{promt}", "write `{prompt}`"),
+        ("{Prompt}", "write `{prompt}`"),
+        ("{question}", "write `{prompt}`"),
+        ("{{ prompt }}", "write `{prompt}`"),
+        ("{{prompt}}", "write `{prompt}`"),
+        ("{ prompt }", "write `{prompt}`"),
+        ("{{ typo }}", "placeholders: `{prompt}`, `{references}`, `{instruction}`, `{workers}`"),
+    ],
+)
+def test_a_mistyped_placeholder_is_named(written: str, hint: str) -> None:
+    """A placeholder typo was sent to the model as written, the question never asked."""
+    p = problems(
+        [
+            {"id": "n1", "agent": "a"},
+            {"id": "agg", "agent": "a", "inputs": ["n1"], "prompt": f"{written}\n{{references}}"},
+        ]
+    )
+    assert p == [
+        f"node `agg` (nodes[1]): its prompt template has `{written}`, which is not a placeholder ({hint})"
+    ]
+
+
+def test_other_braces_are_no_placeholder_mistake() -> None:
+    """JSON, code and unrelated `{name}`s in a template stay allowed and are sent as written."""
+    text = 'Reply as {"answer": 1} or f"{value}" with {name}, {x}.\n{references}\n{prompt}'
+    t = load_data(
+        {
+            "name": "t",
+            "agents": AGENTS,
+            "nodes": [
+                {"id": "n1", "agent": "a"},
+                {"id": "agg", "agent": "a", "inputs": ["n1"], "prompt": text},
+            ],
+        }
+    )
+    assert t.graph.nodes["agg"].template is not None

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from moa.topology.prompts import TEMPLATES, Template, looks_like_name
+from moa.topology.prompts import TEMPLATES, Template, looks_like_name, placeholder_mistakes
 from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["Graph", "GraphNode", "check_nodes"]
@@ -172,6 +172,8 @@ def _wiring_problems(node: NodeSpec, where: str) -> list[str]:
     has = set(_compiled(TEMPLATES[name] if name is not None else node.prompt or "").names)
     what = f"its prompt template `{name}`" if name is not None else "its prompt template"
     p = []
+    if name is None and node.prompt is not None:
+        p += [f"{where}: its prompt template has {m}" for m in placeholder_mistakes(node.prompt)]
     if node.inputs and "references" not in has:
         p.append(f"{where}: reads inputs but {what} has no {{references}}, so they would never be sent")
     if not node.inputs and "references" in has:

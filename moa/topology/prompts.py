@@ -9,11 +9,12 @@ objects) exactly as written. Templates are split once per topology, not per call
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TEMPLATES", "Template", "format_references"]
+__all__ = ["PLACEHOLDERS", "TEMPLATES", "Template", "format_references", "placeholder_mistakes"]
 
 # The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
 AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
@@ -64,13 +65,68 @@ TEMPLATES: dict[str, str] = {
     "default": DEFAULT,
 }
 
+PLACEHOLDERS = ("prompt", "references", "instruction", "workers")
 _PLACEHOLDER = re.compile(r"\{(prompt|references|instruction|workers)\}")
+# what looks meant as a placeholder but is none: `{{ x }}` (Jinja, Mustache), `{ prompt }`, `{promt}`
+_DOUBLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_SPACED = re.compile(r"\{\s+([A-Za-z_][A-Za-z0-9_]*)\s*\}|\{\s*([A-Za-z_][A-Za-z0-9_]*)\s+\}")
+_SINGLE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+_EXACT = frozenset(f"{{{p}}}" for p in PLACEHOLDERS)
+#: names people write for a placeholder, from other template tools
+_SYNONYMS = {
+    "question": "prompt",
+    "query": "prompt",
+    "input": "prompt",
+    "user_prompt": "prompt",
+    "user_query": "prompt",
+    "task": "prompt",
+    "responses": "references",
+    "answers": "references",
+    "outputs": "references",
+    "reference": "references",
+    "refs": "references",
+}
 _TEMPLATE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
 
 def looks_like_name(text: str) -> bool:
     """A bare identifier is a template name; anything else is template text."""
     return bool(_TEMPLATE_NAME.match(text))
+
+
+def _suggest(name: str) -> str | None:
+    if name in PLACEHOLDERS:
+        return name
+    close = difflib.get_close_matches(name.lower(), PLACEHOLDERS, n=1, cutoff=0.7)
+    return close[0] if close else _SYNONYMS.get(name.lower())
+
+
+def placeholder_mistakes(text: str) -> list[str]:
+    """What in a written template looks meant as a placeholder but is none, one phrase each:
+    ``{{ prompt }}`` and ``{ prompt }`` (only ``{prompt}`` is replaced), ``{promt}``, ``{question}``.
+    Other braces (JSON, code, an unrelated ``{name}``) are left alone, as the template says."""
+    out: list[str] = []
+    doubles = [(m.start(), m.end()) for m in _DOUBLE.finditer(text)]
+
+    def add(written: str, name: str | None) -> None:
+        hint = (
+            f"write `{{{name}}}`"
+            if name is not None
+            else "placeholders: " + ", ".join(f"`{{{p}}}`" for p in PLACEHOLDERS)
+        )
+        line = f"`{written}`, which is not a placeholder ({hint})"
+        if line not in out:
+            out.append(line)
+
+    for m in _DOUBLE.finditer(text):
+        add(m.group(0), _suggest(m.group(1)))
+    for m in [*_SPACED.finditer(text), *_SINGLE.finditer(text)]:
+        if any(start <= m.start() < end for start, end in doubles):
+            continue
+        suggestion = _suggest(next(g for g in m.groups() if g is not None))
+        if suggestion is not None and m.group(0) not in _EXACT:
+            add(m.group(0), suggestion)
+    return out
 
 
 def format_references(outputs: Sequence[tuple[str, str]]) -> str:
