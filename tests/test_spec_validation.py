@@ -325,3 +325,24 @@ def test_load_relative_to_a_folder(tmp_path: Path) -> None:
     assert load("single", relative_to=tmp_path).name == "single"
     with pytest.raises(UserError, match="no such file"):
         load("missing.yaml", relative_to=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "fix"),
+    [
+        ("temperature", "set the agent's `temperature` instead"),
+        ("max_tokens", "set the agent's `max_tokens` instead"),
+        ("model", "set the agent's `model` instead"),
+        ("timeout", "set the agent's `timeout_s` instead"),
+        ("stream", "moa sets it itself"),
+    ],
+)
+def test_params_may_not_shadow_an_agent_field(key: str, fix: str) -> None:
+    """`temperature: 0` beside `params: {temperature: 0.9}` sent 0 without a word, and a
+    `params.max_tokens` went unseen by the budget hold: each such key is one line saying where it goes."""
+    agent = {"model": "openai/gpt-4o-mini", "temperature": 0, "params": {key: 1}}
+    p = problems({"name": "t", "kind": "single", "agents": {"a": agent}})
+    assert p == [
+        f"agents.a.params: `params.{key}` is refused: {fix}; a value in params is overridden or "
+        "unseen by budgets, limits and checks"
+    ]

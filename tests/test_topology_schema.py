@@ -115,6 +115,9 @@ BAD = {
     "stage reuse as a string": _stage(reuse="yes"),
     "stage tests as a string": _stage(accept={"tests": "yes"}),
     "judge threshold as a string": _stage(accept={"judge": {"agent": "a", "threshold": "0.5"}}),
+    "a key in params": single(params={"api_key": "sk-x"}),
+    "temperature in params": single(params={"temperature": 0.9}),
+    "model in params": single(params={"model": "openai/gpt-4o"}),
 }
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
+    JsonValue,
     ConfigDict,
     Field,
     StrictBool,
@@ -147,6 +148,27 @@ class PricingSpec(BaseModel):
     )
 
 
+#: request fields moa sets from the agent (or itself): in ``params`` they were silently overridden
+#: (``temperature: 0`` beside ``params: {temperature: 0.9}`` sent 0) or sent behind the back of
+#: the budget hold and rate limiter, which read the agent's own fields
+_SHADOWED = {
+    "model": "model",
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "top_p": "top_p",
+    "stop": "stop",
+    "api_base": "api_base",
+    "base_url": "api_base",
+    "timeout": "timeout_s",
+    "messages": "",
+    "stream": "",
+    "stream_options": "",
+}
+
+#: the schema's half of the refusal (``api_key`` included), so editors flag these keys too
+_NOT_IN_PARAMS: list[JsonValue] = [*sorted(["api_key", *_SHADOWED])]
+
+
 class AgentSpec(BaseModel):
     """One model with its settings; nodes refer to agents by name."""
 
@@ -171,7 +193,11 @@ class AgentSpec(BaseModel):
         "auto",
         description="`litellm`, `openai-http` (direct pooled httpx) or `auto` (direct for OpenAI-compatible api_base).",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Any other completion argument.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other completion argument.",
+        json_schema_extra={"propertyNames": {"not": {"enum": _NOT_IN_PARAMS}}},
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +244,13 @@ class AgentSpec(BaseModel):
             raise ValueError(
                 "inline `api_key` in params is refused: name an environment variable with `api_key_env`"
             )
+        for key, field in _SHADOWED.items():
+            if key in v:
+                raise ValueError(
+                    f"`params.{key}` is refused: "
+                    + (f"set the agent's `{field}` instead" if field else "moa sets it itself")
+                    + "; a value in params is overridden or unseen by budgets, limits and checks"
+                )
         return v
 
 
