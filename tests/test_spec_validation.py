@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,59 @@ def test_params_may_not_shadow_an_agent_field(key: str, fix: str) -> None:
         f"agents.a.params: `params.{key}` is refused: {fix}; a value in params is overridden or "
         "unseen by budgets, limits and checks"
     ]
+
+
+def test_node_ids_differing_in_case_only_are_refused() -> None:
+    """`X` and `x` were two nodes that read as one in a log, a report or a case-blind file system."""
+    p = problems(
+        dag(
+            [
+                {"id": "X", "agent": "a"},
+                {"id": "x", "agent": "a"},
+                {"id": "y", "agent": "a", "inputs": ["x", "X"]},
+            ]
+        )
+    )
+    assert p == ["node `x` (nodes[1]) and node `X` (nodes[0]) differ in case only: rename one"]
+
+
+def test_agent_names_differing_in_case_or_unicode_form_only_are_refused() -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    for a, b in ((nfc, nfd), ("a", "A")):
+        p = problems(
+            {"name": "t", "kind": "single", "agent": a, "agents": {a: {"model": "m/x"}, b: {"model": "m/x"}}}
+        )
+        assert p == [f"agents: `{a}` and `{b}` differ in case or Unicode form only: rename one"]
+
+
+def test_a_near_miss_reference_is_suggested() -> None:
+    """An unknown agent, input or plan names the defined one it most likely meant."""
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    p = problems({"name": "t", "kind": "single", "agent": nfd, "agents": {nfc: {"model": "m/x"}}})
+    assert p == [
+        f"node `answer` (nodes[0]): agent `{nfd}` is not defined; did you mean `{nfc}`? (they differ in "
+        f"case or Unicode form only) (agents: {nfc})"
+    ]
+    p = problems(
+        dag(
+            [
+                {"id": "draft", "agent": "a"},
+                {"id": "plan", "agent": "a", "plan": True},
+                {"id": "w", "agent": "a", "instruction_from": "plna"},
+                {"id": "y", "agent": "B", "inputs": ["dratf", "w", "plan"]},
+            ]
+        )
+    )
+    assert "node `w` (nodes[2]): instruction_from `plna` is not defined; did you mean `plan`?" in p
+    assert (
+        "node `y` (nodes[3]): agent `B` is not defined; did you mean `b`? (they differ in case or "
+        "Unicode form only) (agents: a, b)"
+    ) in p
+    assert "node `y` (nodes[3]) reads `dratf`, which is not defined; did you mean `draft`?" in p
+
+
+def test_the_builder_names_models_differing_in_case_apart() -> None:
+    from moa import build
+
+    t = build.parallel(["openai/GPT-4o", "openai/gpt-4o"], aggregator="openai/GPT-4o")
+    assert list(t.agents) == ["GPT-4o", "gpt-4o-2"]

@@ -31,14 +31,17 @@ class _Agents:
 
     def __init__(self) -> None:
         self.by_name: dict[str, AgentSpec] = {}
+        self._folded: dict[str, str] = {}
 
     def add(self, a: AgentLike) -> str:
         spec = AgentSpec(model=a) if isinstance(a, str) else a
         base = re.sub(r"[^A-Za-z0-9_\-]+", "-", spec.model.rsplit("/", 1)[-1]).strip("-") or "agent"
         name, n = base, 1
-        while name in self.by_name and self.by_name[name] != spec:
+        # `GPT-4o` beside `gpt-4o` would be agents differing in case only, which a topology refuses
+        while (taken := self._folded.get(name.casefold())) is not None and self.by_name[taken] != spec:
             n += 1
             name = f"{base}-{n}"
+        name = self._folded.setdefault(name.casefold(), name)
         self.by_name[name] = spec
         return name
 

@@ -9,7 +9,9 @@ as graphs grow: thousands of nodes cost about what a few do, per node.
 
 from __future__ import annotations
 
+import difflib
 import functools
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -85,12 +87,34 @@ def _known_templates() -> str:
     return ", ".join(sorted(k for k in TEMPLATES if k != "default"))
 
 
+def folded(name: str) -> str:
+    """``name`` as a reader sees it: Unicode form (NFKC) and case aside."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+#: names a near-miss search compares with at most: past that, only case and Unicode form count
+_FUZZY = 2_000
+
+
+def _did_you_mean(name: str, known: Set[str], by_fold: Mapping[str, str]) -> str:
+    """``; did you mean `x`?`` for a near miss of a known name, else nothing."""
+    same = by_fold.get(folded(name))
+    if same is not None and same != name:
+        return f"; did you mean `{same}`? (they differ in case or Unicode form only)"
+    if len(known) <= _FUZZY:
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        if close:
+            return f"; did you mean `{close[0]}`?"
+    return ""
+
+
 class _AgentNames:
     """The agents a node may name, as a set for the lookups and one sorted line for the messages,
     built once per topology rather than once per node."""
 
     def __init__(self, agents: Mapping[str, AgentSpec] | Iterable[str]) -> None:
         self.names: Set[str] = frozenset(agents)
+        self.by_fold = {folded(a): a for a in self.names}
         self._listing: str | None = None
 
     def listing(self) -> str:
@@ -99,19 +123,22 @@ class _AgentNames:
         return self._listing
 
 
-def _node_problems(node: NodeSpec, where: str, agents: _AgentNames, ids: Set[str]) -> list[str]:
+def _node_problems(
+    node: NodeSpec, where: str, agents: _AgentNames, ids: Set[str], id_folds: Mapping[str, str]
+) -> list[str]:
     p: list[str] = []
     if node.agent is None and node.reduce is None:
         p.append(f"{where}: needs an `agent` (or a `reduce` for a non-LLM fan-in)")
     if node.agent is not None and node.reduce is not None:
         p.append(f"{where}: has both `agent` and `reduce`; a reduce node calls no model")
     if node.agent is not None and node.agent not in agents.names:
-        p.append(f"{where}: agent `{node.agent}` is not defined (agents: {agents.listing()})")
+        hint = _did_you_mean(node.agent, agents.names, agents.by_fold)
+        p.append(f"{where}: agent `{node.agent}` is not defined{hint} (agents: {agents.listing()})")
     for inp in node.inputs:
         if inp == node.id:
             p.append(f"{where} reads itself (a self-loop)")
         elif inp not in ids:
-            p.append(f"{where} reads `{inp}`, which is not defined")
+            p.append(f"{where} reads `{inp}`, which is not defined{_did_you_mean(inp, ids, id_folds)}")
     if len(set(node.inputs)) < len(node.inputs):
         for inp, k in Counter(node.inputs).items():
             if k > 1:
@@ -134,7 +161,8 @@ def _node_problems(node: NodeSpec, where: str, agents: _AgentNames, ids: Set[str
         p += _wiring_problems(node, where)
     if node.instruction_from is not None:
         if node.instruction_from not in ids:
-            p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined")
+            hint = _did_you_mean(node.instruction_from, ids, id_folds)
+            p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined{hint}")
         elif node.instruction_from == node.id:
             p.append(f"{where}: instruction_from names itself")
     return p
@@ -244,10 +272,19 @@ def check_nodes(
         else:
             first_at[n.id] = i
     ids = first_at.keys()
+    # ids that differ in case only read as one node in a log, a report or a case-blind file system
+    id_folds: dict[str, str] = {}
+    for nid, i in first_at.items():
+        other = id_folds.setdefault(folded(nid), nid)
+        if other != nid:
+            problems.append(
+                f"node `{nid}` (nodes[{i}]) and node `{other}` (nodes[{first_at[other]}]) differ in "
+                "case only: rename one"
+            )
     by_id = {n.id: n for n in nodes}
     agent_names = _AgentNames(agents)
     for i, n in enumerate(nodes):
-        problems += _node_problems(n, f"node `{n.id}` (nodes[{i}])", agent_names, ids)
+        problems += _node_problems(n, f"node `{n.id}` (nodes[{i}])", agent_names, ids, id_folds)
 
     plan_workers: dict[str, list[str]] = {}
     for n in nodes:

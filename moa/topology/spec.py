@@ -7,13 +7,14 @@ graph checks (cycles, unknown references, reachability) live in ``moa.topology.g
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    JsonValue,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -325,8 +326,17 @@ class TopologySpec(BaseModel):
     @classmethod
     def _agent_names_printable(cls, v: Any) -> Any:
         if isinstance(v, dict):
+            seen: dict[str, str] = {}
             for name in v:
                 require_printable(name, "agent name")
+                if not isinstance(name, str):
+                    continue
+                # `café` written twice, composed and decomposed, shows as one agent in every listing
+                other = seen.setdefault(unicodedata.normalize("NFKC", name).casefold(), name)
+                if other != name:
+                    raise ValueError(
+                        f"`{other}` and `{name}` differ in case or Unicode form only: rename one"
+                    )
         return v
 
     @field_validator(
