@@ -105,6 +105,7 @@ def hierarchical(
     aggregator: AgentLike | None = None,
     *,
     quorum: int | None = None,
+    on_quorum: str | None = None,
     name: str = "hierarchical",
     description: str = "",
 ) -> Topology:
@@ -120,6 +121,7 @@ def hierarchical(
         workers=[a.add(w) for w in workers],
         aggregator=a.add(aggregator) if aggregator is not None else None,
         quorum=quorum,
+        on_quorum=on_quorum,
     )
 
 
@@ -129,6 +131,7 @@ def layered(
     *,
     proposers: Sequence[AgentLike] | None = None,
     quorum: int | None = None,
+    on_quorum: str | None = None,
     name: str = "layered",
     description: str = "",
 ) -> Topology:
@@ -144,6 +147,7 @@ def layered(
             proposers=[a.add(p) for p in proposers or []],
             aggregator=a.add(aggregator),
             quorum=quorum,
+            on_quorum=on_quorum,
         )
     return _make(
         "layered",
@@ -153,6 +157,7 @@ def layered(
         layers=[[a.add(p) for p in layer] for layer in layers],
         aggregator=a.add(aggregator),
         quorum=quorum,
+        on_quorum=on_quorum,
     )
 
 
@@ -163,6 +168,8 @@ def self_moa(
     *,
     reduce: str | None = None,
     vote_on: str | None = None,
+    quorum: int | None = None,
+    on_quorum: str | None = None,
     name: str = "self-moa",
     description: str = "",
 ) -> Topology:
@@ -178,6 +185,8 @@ def self_moa(
         aggregator=a.add(aggregator) if aggregator is not None else None,
         reduce=reduce,
         vote_on=vote_on,
+        quorum=quorum,
+        on_quorum=on_quorum,
     )
 
 
