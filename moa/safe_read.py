@@ -432,7 +432,8 @@ def read_document(
     problem is a ``UserError`` of one line naming the file, and the line when known."""
     import yaml
 
-    raw = read_regular(path, max_bytes=max_bytes, what=what, missing=missing)
+    # a byte order mark (what Windows editors save) is dropped, as YAML and read_text_file do
+    raw = read_regular(path, max_bytes=max_bytes, what=what, missing=missing).removeprefix(b"\xef\xbb\xbf")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -442,7 +443,10 @@ def read_document(
         try:
             return parse_json(text, unique_keys=True)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+            hint = ""
+            if text[e.pos : e.pos + 2] in ("//", "/*") or text[e.pos : e.pos + 1] == "#":
+                hint = " (JSON has no comments: remove it, or save the file as .yaml and write `# ...`)"
+            raise UserError(f"{path}:{e.lineno}: invalid JSON: {e.msg}{hint}") from None
         except DuplicateKey as e:
             where = f":{e.line}" if e.line else ""
             raise UserError(f"{path}{where}: refused: duplicate key `{e.key}`") from None

@@ -404,3 +404,24 @@ def test_an_infinite_budget_or_deadline_is_refused_by_name(tmp_path: Path, field
     with pytest.raises(TopologyError, match=rf"{field}") as info:
         load_spec(f)
     assert "\n" not in str(info.value)
+
+
+def test_a_json_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """Windows editors save one; YAML files and prompt files already dropped it, JSON refused it
+    with Python's `decode using utf-8-sig`."""
+    f = tmp_path / "t.json"
+    data = {"name": "t", "kind": "single", "agents": {"a": {"model": "openai/gpt-4o-mini"}}}
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps(data).encode())
+    assert load(f).graph.output == "answer"
+
+
+@pytest.mark.parametrize("comment", ["// agents below\n", "/* agents */", "# agents\n"])
+def test_a_comment_in_a_json_file_is_named_as_one(tmp_path: Path, comment: str) -> None:
+    f = tmp_path / "t.json"
+    f.write_text('{"name": "t",\n' + comment + '"kind": "single"}')
+    with pytest.raises(UserError) as info:
+        load(f)
+    assert str(info.value).startswith(f"{f}:2: invalid JSON: ")
+    assert str(info.value).endswith(
+        "(JSON has no comments: remove it, or save the file as .yaml and write `# ...`)"
+    )
