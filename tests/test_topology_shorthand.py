@@ -65,8 +65,9 @@ def test_any_agent_name_expands_to_a_valid_graph(data: dict[str, Any], order: tu
 
 
 def test_worker_ids_are_unique_case_aside() -> None:
-    """`A` and `a` as workers stay two nodes whose ids differ in more than case."""
-    t = load_data(topo(kind="parallel", workers=["a", "A"], aggregator="a", agents={"a": M, "A": M}))
+    """Agent `A_1` beside a repeated `a` (numbered `a_1`, `a_2`) stays a node whose id differs in
+    more than case."""
+    t = load_data(topo(kind="parallel", workers=["a", "a", "A_1"], aggregator="a", agents={"a": M, "A_1": M}))
     ids = [nid.casefold() for nid in t.graph.order]
     assert len(set(ids)) == len(ids)
 
@@ -80,3 +81,42 @@ def test_self_moa_refuses_a_fixed_seed() -> None:
         "agent `s`: self_moa samples one model several times, so it takes no fixed `params.seed` "
         "(got 42); remove it so the samples can differ"
     ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        (
+            {"kind": "parallel", "workers": ["a", "b"], "aggregator": "a", "vote_on": "last_number"},
+            "`vote_on: last_number` is read by `reduce: majority` only",
+        ),
+        (
+            {"kind": "parallel", "workers": ["a", "b"], "aggregator": "a", "on_quorum": "wait"},
+            "`on_quorum: wait` needs a `quorum` (without one every input is awaited)",
+        ),
+        ({"kind": "single", "agent": "a", "vote_on": "last_line"}, "`vote_on` is not used by `kind: single`"),
+        (
+            {
+                "nodes": [
+                    {"id": "x", "agent": "a"},
+                    {"id": "y", "agent": "a", "inputs": ["x"], "vote_on": "last_line"},
+                ]
+            },
+            "node `y` (nodes[1]): `vote_on: last_line` is read by `reduce: majority` only",
+        ),
+        (
+            {
+                "nodes": [
+                    {"id": "x", "agent": "a"},
+                    {"id": "z", "agent": "b"},
+                    {"id": "y", "reduce": "first", "inputs": ["x", "z"], "on_quorum": "wait"},
+                ]
+            },
+            "node `y` (nodes[2]): `on_quorum: wait` needs a `quorum` (without one every input is awaited)",
+        ),
+    ],
+)
+def test_a_fan_in_setting_that_would_change_nothing_is_refused(fields: dict[str, Any], line: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        load_data(topo(agents={"a": M, "b": M}, **fields))
+    assert info.value.problems == [line]

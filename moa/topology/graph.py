@@ -150,6 +150,7 @@ def _node_problems(
             p.append(f"{where}: has a quorum but no inputs")
         elif node.quorum > len(node.inputs):
             p.append(f"{where}: quorum {node.quorum} is larger than its {len(node.inputs)} inputs")
+    p += _fan_in_problems(node, where)
     if node.agent is None:
         p += _reduce_problems(node, where)
     elif node.prompt is not None and looks_like_name(node.prompt) and node.prompt not in TEMPLATES:
@@ -165,6 +166,18 @@ def _node_problems(
             p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined{hint}")
         elif node.instruction_from == node.id:
             p.append(f"{where}: instruction_from names itself")
+    return p
+
+
+def _fan_in_problems(node: NodeSpec, where: str) -> list[str]:
+    """Fan-in settings that would be silently ignored by this node."""
+    p = []
+    if node.vote_on != "text" and node.reduce != "majority":
+        p.append(f"{where}: `vote_on: {node.vote_on}` is read by `reduce: majority` only")
+    if node.on_quorum != "cancel" and node.quorum is None:
+        p.append(
+            f"{where}: `on_quorum: {node.on_quorum}` needs a `quorum` (without one every input is awaited)"
+        )
     return p
 
 

@@ -38,6 +38,24 @@ _ALL_SHORTHAND = {
 }
 
 
+_DEFAULTED = {"vote_on": "text", "on_quorum": "cancel"}
+
+
+def _ignored(spec: TopologySpec, kind: str) -> list[str]:
+    """Fan-in fields a kind reads, set where they would change nothing."""
+    p = []
+    if "vote_on" in _FIELDS[kind] and spec.vote_on != "text" and spec.reduce != "majority":
+        p.append(f"`vote_on: {spec.vote_on}` is read by `reduce: majority` only")
+    if (
+        "on_quorum" in _FIELDS[kind]
+        and spec.on_quorum != "cancel"
+        and spec.quorum is None
+        and spec.reduce != "first"
+    ):
+        p.append(f"`on_quorum: {spec.on_quorum}` needs a `quorum` (without one every input is awaited)")
+    return p
+
+
 # what a node id may hold (``NodeSpec.id``); an agent name may hold anything printable
 _NOT_ID = re.compile(r"[^A-Za-z0-9_.\-]+")
 
@@ -89,8 +107,13 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     if spec.nodes is not None:
         problems.append(f"`kind: {spec.kind}` and `nodes` are both set: use one or the other")
     stray = sorted(f for f in _ALL_SHORTHAND - _FIELDS[spec.kind] if getattr(spec, f) is not None)
+    # these two have defaults, so only another value can be a mistake (a dump writes the default)
+    stray += [
+        f for f, default in _DEFAULTED.items() if f not in _FIELDS[spec.kind] and getattr(spec, f) != default
+    ]
     for f in stray:
         problems.append(f"`{f}` is not used by `kind: {spec.kind}`")
+    problems += _ignored(spec, spec.kind)
     if spec.output is not None:
         problems.append(f"`output` is set by `kind: {spec.kind}` itself; remove it")
 
@@ -176,10 +199,10 @@ def _fan_in(
         node = NodeSpec(
             id=_fan_in_id(spec),
             reduce=spec.reduce,
-            vote_on=spec.vote_on,
+            vote_on=spec.vote_on if spec.reduce == "majority" else "text",
             inputs=worker_ids,
             quorum=quorum,
-            on_quorum=spec.on_quorum,
+            on_quorum=spec.on_quorum if quorum is not None else "cancel",
         )
         return [node], node.id
     agg = spec.aggregator or default_agent
@@ -192,7 +215,7 @@ def _fan_in(
         inputs=worker_ids,
         prompt="aggregate",
         quorum=spec.quorum,
-        on_quorum=spec.on_quorum,
+        on_quorum=spec.on_quorum if spec.quorum is not None else "cancel",
     )
     return [node], node.id
 
@@ -256,7 +279,7 @@ def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], s
                     inputs=previous,
                     prompt="aggregate" if previous else None,
                     quorum=spec.quorum if previous else None,
-                    on_quorum=spec.on_quorum,
+                    on_quorum=spec.on_quorum if previous and spec.quorum is not None else "cancel",
                 )
             )
         previous = ids
