@@ -425,3 +425,32 @@ def test_a_comment_in_a_json_file_is_named_as_one(tmp_path: Path, comment: str) 
     assert str(info.value).endswith(
         "(JSON has no comments: remove it, or save the file as .yaml and write `# ...`)"
     )
+
+
+@pytest.mark.parametrize("ref", ["../secret.txt", "SECRET_ABS", "prompts/link.txt"])
+def test_a_prompt_file_outside_the_topology_folder_is_refused_unread(tmp_path: Path, ref: str) -> None:
+    """A prompt file's text is sent to the agent's model (whose `api_base` the file also names):
+    a shared topology could send `../../.env` or `~/.aws/credentials` out. It must lie inside the
+    topology's folder, symbolic links followed."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-TOKEN {prompt}")
+    folder = tmp_path / "shared"
+    (folder / "prompts").mkdir(parents=True)
+    (folder / "prompts" / "link.txt").symlink_to(secret)
+    (folder / "prompts" / "ok.txt").write_text("Inside: {prompt}")
+    ref = str(secret) if ref == "SECRET_ABS" else ref
+    f = folder / "t.yaml"
+    f.write_text(
+        "name: t\nagents:\n  a: {model: openai/gpt-4o-mini}\n"
+        f"nodes:\n  - {{id: x, agent: a, prompt: {ref}}}\n"
+    )
+    with pytest.raises(TopologyError) as info:
+        load(f)
+    assert info.value.lines() == [
+        f"{f}: nodes[0] (`x`): prompt file `{ref}` is outside the topology's folder {folder.resolve()}: "
+        "a prompt file must be inside it (its text is sent to the model)"
+    ]
+    f.write_text(
+        "name: t\nagents:\n  a: {model: openai/gpt-4o-mini}\nnodes:\n  - {id: x, agent: a, prompt: prompts/ok.txt}\n"
+    )
+    assert load(f).graph.nodes["x"].spec.prompt == "Inside: {prompt}"

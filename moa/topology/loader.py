@@ -258,12 +258,14 @@ _PROMPT_FILE = re.compile(
 
 def _prompt_files(data: Mapping[str, Any], base_dir: Path | None) -> tuple[Mapping[str, Any], list[str]]:
     """``data`` with every node ``prompt:`` that names a file replaced by the file's text (relative to
-    the topology file's folder, else the working directory); problems for files that cannot be read."""
+    the topology file's folder, else the working directory, and inside it, symbolic links followed);
+    problems for files that cannot be read or lie outside."""
     nodes = data.get("nodes")
     if not isinstance(nodes, list):
         return data, []
     problems: list[str] = []
     out = []
+    root: Path | None = None
     for i, node in enumerate(nodes):
         prompt = node.get("prompt") if isinstance(node, Mapping) else None
         if not isinstance(prompt, str) or "{" in prompt or not _PROMPT_FILE.match(prompt.strip()):
@@ -273,6 +275,16 @@ def _prompt_files(data: Mapping[str, Any], base_dir: Path | None) -> tuple[Mappi
         file = Path(prompt.strip()).expanduser()
         if not file.is_absolute() and base_dir is not None:
             file = base_dir / file
+        # a prompt file's text is sent to the agent's model: a shared topology naming
+        # `../../.env` or `~/.aws/credentials` would send it to whatever endpoint it names
+        root = root or (base_dir if base_dir is not None else Path.cwd()).resolve()
+        if not file.resolve().is_relative_to(root):
+            problems.append(
+                f"{where}: prompt file `{prompt.strip()}` is outside the topology's folder {root}: "
+                "a prompt file must be inside it (its text is sent to the model)"
+            )
+            out.append(node)
+            continue
         try:
             text = safe_read.read_text_file(file, what="prompt file")
         except UserError as e:
