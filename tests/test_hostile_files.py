@@ -454,3 +454,20 @@ def test_a_prompt_file_outside_the_topology_folder_is_refused_unread(tmp_path: P
         "name: t\nagents:\n  a: {model: openai/gpt-4o-mini}\nnodes:\n  - {id: x, agent: a, prompt: prompts/ok.txt}\n"
     )
     assert load(f).graph.nodes["x"].spec.prompt == "Inside: {prompt}"
+
+
+def test_agent_names_and_models_cannot_write_mermaid_or_html() -> None:
+    """A `"` in an agent name closed the node's label and the rest was read as mermaid (a `click`
+    callback); a model string's `<img onerror=...>` was HTML in the label."""
+    name = 'a"]; click x call alert(1); y["'
+    t = load_data(
+        {
+            "name": "t",
+            "agents": {name: {"model": "x/<img src=x onerror=alert(1)>"}},
+            "nodes": [{"id": "x", "agent": name}],
+        }
+    )
+    assert t.to_mermaid().splitlines() == [
+        "flowchart LR",
+        '  x["x<br/>a#34;]; click x call alert(1); y[#34;: x/#60;img src=x onerror=alert(1)#62;"]',
+    ]

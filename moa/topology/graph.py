@@ -72,11 +72,20 @@ class Graph:
         for nid in self.order:
             n = self.nodes[nid]
             label = n.spec.reduce if n.agent is None else f"{n.spec.agent}: {n.agent.model}"
-            lines.append(f'  {nid}["{nid}<br/>{label}"]')
+            lines.append(f'  {nid}["{nid}<br/>{_mermaid_text(str(label))}"]')
         for nid in self.order:
             for d in self.nodes[nid].deps:
                 lines.append(f"  {d} --> {nid}")
         return "\n".join(lines)
+
+
+# agent names and model strings are free text: a `"` closed the label and the rest became mermaid
+# (`click x call alert(1)`), a `<img onerror=...>` became HTML; mermaid reads `#NN;` as a character
+_MERMAID_ESCAPES = str.maketrans({c: f"#{ord(c)};" for c in '#"<>&`'})
+
+
+def _mermaid_text(text: str) -> str:
+    return text.translate(_MERMAID_ESCAPES)
 
 
 #: names a problem line lists before it stops: one line must stay readable whatever the graph
