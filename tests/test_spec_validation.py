@@ -403,3 +403,12 @@ def test_the_builder_names_models_differing_in_case_apart() -> None:
 
     t = build.parallel(["openai/GPT-4o", "openai/gpt-4o"], aggregator="openai/GPT-4o")
     assert list(t.agents) == ["GPT-4o", "gpt-4o-2"]
+
+
+def test_a_node_id_with_other_characters_says_what_an_id_may_hold() -> None:
+    """It was pydantic's regex: `String should match pattern '^[A-Za-z0-9_.\\-]+$'`."""
+    p = problems(dag([{"id": "café au lait", "agent": "a"}]))
+    assert p == [
+        "nodes[0] (`café au lait`).id: a node id holds only ASCII letters, digits, `_`, `.` and `-` "
+        "(got 'café au lait'): it names the node in logs, CSV files and reports"
+    ]

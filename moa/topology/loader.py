@@ -221,6 +221,11 @@ def format_validation_error(
             msg = f"unknown kind `{e['input']}`{hint} (kinds: {', '.join(kinds)})"
         elif typ == "missing":
             msg = "required field is missing"
+        elif typ == "string_pattern_mismatch" and loc and loc[-1] == "id":
+            msg = (
+                f"a node id holds only ASCII letters, digits, `_`, `.` and `-` (got {e['input']!r}): "
+                "it names the node in logs, CSV files and reports"
+            )
         elif (
             "input" in e
             and typ not in ("value_error", "assertion_error")
