@@ -412,3 +412,15 @@ def test_a_node_id_with_other_characters_says_what_an_id_may_hold() -> None:
         "nodes[0] (`café au lait`).id: a node id holds only ASCII letters, digits, `_`, `.` and `-` "
         "(got 'café au lait'): it names the node in logs, CSV files and reports"
     ]
+
+
+def test_a_value_matching_no_branch_of_a_union_is_one_line() -> None:
+    """`layers: "2"` was two lines, `layers.int` and `layers.list[list[str]]`, named after
+    pydantic's branches; a value that entered a branch keeps that branch's own error."""
+    base = {"name": "t", "kind": "layered", "aggregator": "a", "agents": AGENTS}
+    assert problems({**base, "layers": "2", "proposers": ["a"]}) == [
+        "layers: Input should be a valid integer or a valid list (got '2')"
+    ]
+    assert problems({**base, "layers": [["a", 1]]}) == [
+        "layers[0][1]: Input should be a valid string (got 1)"
+    ]

@@ -197,13 +197,51 @@ def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return "unknown field"
 
 
+def _union_tag_at(loc: tuple[int | str, ...], typ: str, data: Any) -> int | None:
+    """The index of the first part of ``loc`` that names a union branch (``int``,
+    ``list[list[str]]``), not a key of ``data`` or an index into it; ``None`` when there is none.
+    The last part of a missing or unknown field's ``loc`` is that field."""
+    node = data
+    for i, part in enumerate(loc[:-1] if typ in ("missing", "extra_forbidden") else loc):
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif part != "[key]":
+            return i
+    return None
+
+
+def _one_error_per_union(errors: list[Any], data: Any) -> list[Any]:
+    """A value matching no branch of a union (``layers: "2"``: not an int, not a list) gave one
+    error per branch, each its own line. The branch the value entered (its errors lie deeper)
+    keeps its errors; else the branches' messages become one error at the field."""
+    groups: dict[tuple[int | str, ...], list[tuple[int, Any]]] = {}
+    out: list[Any] = []
+    for e in errors:
+        tag = _union_tag_at(e["loc"], e["type"], data)
+        if tag is None:
+            out.append(e)
+        else:
+            groups.setdefault(tuple(e["loc"][:tag]), []).append((tag, e))
+    for base, members in groups.items():
+        entered = [e for tag, e in members if len(e["loc"]) > tag + 1]
+        if entered:
+            out += [{**e, "loc": base + tuple(e["loc"][len(base) + 1 :])} for e in entered]
+            continue
+        msgs = [str(e["msg"]) for _, e in members]
+        merged = msgs[0] + "".join(f" or {m.removeprefix('Input should be ')}" for m in msgs[1:])
+        out.append({**members[0][1], "loc": base, "msg": merged})
+    return out
+
+
 def format_validation_error(
     err: ValidationError, data: Any, *, model: type[BaseModel] = Topology
 ) -> list[str]:
     """One line per pydantic error: ``agents.a.temperature: must be >= 0 (got -1)``; an unknown
     field gets the closest field name of ``model``'s format."""
     lines = []
-    for e in err.errors(include_url=False):
+    for e in _one_error_per_union(err.errors(include_url=False), data):
         loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         where = _where(loc, data)
         typ = e["type"]
