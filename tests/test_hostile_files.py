@@ -471,3 +471,15 @@ def test_agent_names_and_models_cannot_write_mermaid_or_html() -> None:
         "flowchart LR",
         '  x["x<br/>a#34;]; click x call alert(1); y[#34;: x/#60;img src=x onerror=alert(1)#62;"]',
     ]
+
+
+def test_a_key_pasted_as_api_key_env_is_refused_unshown(tmp_path: Path) -> None:
+    """A key written where the variable's name goes was accepted, then printed by the run's
+    `... is not set` line (into a terminal, a CI log)."""
+    key = "sk-proj-AbCdEf1234567890SECRET"
+    f = tmp_path / "t.yaml"
+    f.write_text(f"name: t\nkind: single\nagents:\n  a: {{model: openai/gpt-4o-mini, api_key_env: {key}}}\n")
+    out = moa("run", f, "--prompt", "hi")
+    assert out.returncode == 2
+    assert key not in out.stdout + out.stderr
+    assert "agents.a.api_key_env: is not the name of an environment variable" in out.stderr

@@ -118,6 +118,7 @@ BAD = {
     "a key in params": single(params={"api_key": "sk-x"}),
     "temperature in params": single(params={"temperature": 0.9}),
     "model in params": single(params={"model": "openai/gpt-4o"}),
+    "a key as api_key_env": single(api_key_env="sk-proj-abc123"),
 }
 
 

@@ -7,6 +7,7 @@ graph checks (cycles, unknown references, reachability) live in ``moa.topology.g
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any, Literal
 
@@ -166,6 +167,8 @@ _SHADOWED = {
     "stream_options": "",
 }
 
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
 #: the schema's half of the refusal (``api_key`` included), so editors flag these keys too
 _NOT_IN_PARAMS: list[JsonValue] = [*sorted(["api_key", *_SHADOWED])]
 
@@ -182,7 +185,11 @@ class AgentSpec(BaseModel):
     top_p: StrictFloat | None = Field(None, gt=0, le=1)
     stop: list[str] | None = None
     api_base: str | None = Field(None, description="Endpoint URL, e.g. an OpenAI-compatible server.")
-    api_key_env: str | None = Field(None, description="Name of the environment variable holding the key.")
+    api_key_env: str | None = Field(
+        None,
+        description="Name of the environment variable holding the key.",
+        json_schema_extra={"pattern": _ENV_NAME},
+    )
     timeout_s: StrictFloat | None = Field(
         None, gt=0, allow_inf_nan=False, description="Per-attempt time limit in seconds."
     )
@@ -214,6 +221,19 @@ class AgentSpec(BaseModel):
     @classmethod
     def _no_control_characters(cls, v: Any, info: ValidationInfo) -> Any:
         return require_printable(v, "model string" if info.field_name in ("model", "fallbacks") else "value")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        # a key pasted here instead of a variable's name was printed by every "is not set" line;
+        # the value is never repeated
+        if v is not None and not re.fullmatch(_ENV_NAME, v):
+            raise ValueError(
+                "is not the name of an environment variable (letters, digits and `_`, such as "
+                "`OPENAI_API_KEY`); if it is the key itself, put it in a variable and name that here "
+                "(the value is not shown)"
+            )
+        return v
 
     @field_validator("model")
     @classmethod
