@@ -120,3 +120,33 @@ def test_a_fan_in_setting_that_would_change_nothing_is_refused(fields: dict[str,
     with pytest.raises(TopologyError) as info:
         load_data(topo(agents={"a": M, "b": M}, **fields))
     assert info.value.problems == [line]
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        (
+            {"kind": "parallel", "workers": ["a", "b"], "aggregator": "a", "quorum": 3},
+            "quorum 3 is larger than the 2 workers",
+        ),
+        (
+            {"kind": "self_moa", "agent": "s", "samples": 2, "reduce": "majority", "quorum": 3},
+            "quorum 3 is larger than the 2 samples",
+        ),
+        (
+            {"kind": "layered", "layers": [["a", "b"], ["a", "b"]], "aggregator": "a", "quorum": 3},
+            "quorum 3 is larger than layer 1's 2 proposers, which layer 2 reads",
+        ),
+        (
+            {"kind": "layered", "layers": [["a", "b", "s"], ["a"]], "aggregator": "a", "quorum": 2},
+            "quorum 2 is larger than layer 2's 1 proposer, which the aggregator reads",
+        ),
+    ],
+)
+def test_a_shorthand_quorum_too_large_is_one_line(fields: dict[str, Any], line: str) -> None:
+    """It was also one line per node the shorthand wrote (`node l2_a: quorum 3 is larger than its
+    2 inputs`, again for l2_b and the aggregator), about nodes the user never named."""
+    agents = {"a": M, "b": M, "s": {"model": "openai/gpt-4o-mini", "temperature": 0.7}}
+    with pytest.raises(TopologyError) as info:
+        load_data(topo(agents=agents, **fields))
+    assert info.value.problems == [line]

@@ -188,14 +188,22 @@ def _sequential(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec]
 
 
 def _fan_in(
-    spec: TopologySpec, worker_ids: list[str], problems: list[str], *, default_agent: str | None = None
+    spec: TopologySpec,
+    worker_ids: list[str],
+    problems: list[str],
+    *,
+    default_agent: str | None = None,
+    quorum: int | None = None,
 ) -> tuple[list[NodeSpec], str | None]:
-    if spec.quorum is not None and spec.quorum > len(worker_ids):
-        problems.append(f"quorum {spec.quorum} is larger than the {len(worker_ids)} workers")
+    if quorum is not None and quorum > len(worker_ids):
+        n = len(worker_ids)
+        noun = "sample" if spec.kind == "self_moa" else "worker"
+        problems.append(f"quorum {quorum} is larger than the {n} {noun}{'' if n == 1 else 's'}")
+        quorum = None  # said once, here: not again for the node the shorthand wrote
     if spec.reduce is not None:
         if spec.aggregator is not None:
             problems.append("`aggregator` and `reduce` are both set: use one or the other")
-        quorum = 1 if spec.reduce == "first" else spec.quorum
+        quorum = 1 if spec.reduce == "first" else quorum
         node = NodeSpec(
             id=_fan_in_id(spec),
             reduce=spec.reduce,
@@ -214,8 +222,8 @@ def _fan_in(
         agent=agg,
         inputs=worker_ids,
         prompt="aggregate",
-        quorum=spec.quorum,
-        on_quorum=spec.on_quorum if spec.quorum is not None else "cancel",
+        quorum=quorum,
+        on_quorum=spec.on_quorum if quorum is not None else "cancel",
     )
     return [node], node.id
 
@@ -227,7 +235,7 @@ def _parallel(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], 
         return [], None
     ids = _Ids([_fan_in_id(spec)]).named("", workers)
     nodes = [NodeSpec(id=i, agent=a) for i, a in zip(ids, workers, strict=True)]
-    tail, out = _fan_in(spec, ids, problems)
+    tail, out = _fan_in(spec, ids, problems, quorum=spec.quorum)
     return nodes + tail, out
 
 
@@ -245,7 +253,7 @@ def _hierarchical(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpe
         NodeSpec(id=i, agent=a, prompt="worker", instruction_from="plan")
         for i, a in zip(ids, workers, strict=True)
     ]
-    tail, out = _fan_in(spec, ids, problems, default_agent=spec.manager)
+    tail, out = _fan_in(spec, ids, problems, default_agent=spec.manager, quorum=spec.quorum)
     return nodes + tail, out
 
 
@@ -263,13 +271,25 @@ def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], s
     else:
         _need(spec, "layers", problems)
         return [], None
+    if any(not layer for layer in layers):
+        problems.append(f"layer {next(n for n, layer in enumerate(layers, 1) if not layer)} has no proposers")
+        return [], None
+    quorum = spec.quorum
+    # every layer is read with the quorum (by the next layer, the last by the aggregator): the
+    # first too narrow is said once, not once per node reading it
+    widths = [len(layer) for layer in layers]
+    narrow = next((n for n, w in enumerate(widths, 1) if quorum is not None and w < quorum), None)
+    if narrow is not None:
+        n, width = narrow, widths[narrow - 1]
+        reader = f"layer {n + 1}" if n < len(layers) else "the aggregator"
+        problems.append(
+            f"quorum {quorum} is larger than layer {n}'s {width} proposer{'' if width == 1 else 's'}, which {reader} reads"
+        )
+        quorum = None
     nodes: list[NodeSpec] = []
     previous: list[str] = []
     namer = _Ids([_fan_in_id(spec)])
     for n, layer in enumerate(layers, 1):
-        if not layer:
-            problems.append(f"layer {n} has no proposers")
-            return [], None
         ids = namer.named(f"l{n}_", layer)
         for i, a in zip(ids, layer, strict=True):
             nodes.append(
@@ -278,12 +298,12 @@ def _layered(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], s
                     agent=a,
                     inputs=previous,
                     prompt="aggregate" if previous else None,
-                    quorum=spec.quorum if previous else None,
-                    on_quorum=spec.on_quorum if previous and spec.quorum is not None else "cancel",
+                    quorum=quorum if previous else None,
+                    on_quorum=spec.on_quorum if previous and quorum is not None else "cancel",
                 )
             )
         previous = ids
-    tail, out = _fan_in(spec, previous, problems)
+    tail, out = _fan_in(spec, previous, problems, quorum=quorum)
     return nodes + tail, out
 
 
@@ -306,5 +326,5 @@ def _self_moa(spec: TopologySpec, problems: list[str]) -> tuple[list[NodeSpec], 
         )
     ids = [f"sample{i}" for i in range(1, samples + 1)]
     nodes = [NodeSpec(id=i, agent=agent) for i in ids]
-    tail, out = _fan_in(spec, ids, problems, default_agent=agent)
+    tail, out = _fan_in(spec, ids, problems, default_agent=agent, quorum=spec.quorum)
     return nodes + tail, out
