@@ -377,7 +377,7 @@ def test_a_near_miss_reference_is_suggested() -> None:
     nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
     p = problems({"name": "t", "kind": "single", "agent": nfd, "agents": {nfc: {"model": "m/x"}}})
     assert p == [
-        f"node `answer` (nodes[0]): agent `{nfd}` is not defined; did you mean `{nfc}`? (they differ in "
+        f"`agent`: agent `{nfd}` is not defined; did you mean `{nfc}`? (they differ in "
         f"case or Unicode form only) (agents: {nfc})"
     ]
     p = problems(

@@ -150,3 +150,34 @@ def test_a_shorthand_quorum_too_large_is_one_line(fields: dict[str, Any], line: 
     with pytest.raises(TopologyError) as info:
         load_data(topo(agents=agents, **fields))
     assert info.value.problems == [line]
+
+
+@pytest.mark.parametrize(
+    ("fields", "lines"),
+    [
+        (
+            {"kind": "self_moa", "agent": "smapler", "samples": 4},
+            ["`agent`: agent `smapler` is not defined; did you mean `sampler`? (agents: b, gpt, sampler)"],
+        ),
+        (
+            {"kind": "parallel", "workers": ["gtp", "gtp", "b"], "aggregator": "b"},
+            ["`workers`: agent `gtp` is not defined; did you mean `gpt`? (agents: b, gpt, sampler)"],
+        ),
+        (
+            {"kind": "layered", "layers": 3, "proposers": ["gtp", "b"], "aggregator": "x"},
+            [
+                "`proposers`: agent `gtp` is not defined; did you mean `gpt`? (agents: b, gpt, sampler)",
+                "`aggregator`: agent `x` is not defined (agents: b, gpt, sampler)",
+            ],
+        ),
+    ],
+)
+def test_an_unknown_agent_in_a_shorthand_is_one_line_naming_the_field(
+    fields: dict[str, Any], lines: list[str]
+) -> None:
+    """It was one line per node the shorthand wrote with it (four samples and the aggregator:
+    five lines), naming those nodes rather than the field, and `gtp` suggested nothing."""
+    agents = {"gpt": M, "b": M, "sampler": {"model": "openai/gpt-4o-mini", "temperature": 0.7}}
+    with pytest.raises(TopologyError) as info:
+        load_data(topo(agents=agents, **fields))
+    assert info.value.problems == lines

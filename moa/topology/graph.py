@@ -21,7 +21,7 @@ import networkx as nx
 from moa.topology.prompts import TEMPLATES, Template, looks_like_name, placeholder_mistakes
 from moa.topology.spec import AgentSpec, NodeSpec
 
-__all__ = ["Graph", "GraphNode", "check_nodes"]
+__all__ = ["Graph", "GraphNode", "check_nodes", "did_you_mean"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +105,15 @@ def folded(name: str) -> str:
 _FUZZY = 2_000
 
 
-def _did_you_mean(name: str, known: Set[str], by_fold: Mapping[str, str]) -> str:
+def did_you_mean(name: str, known: Set[str], by_fold: Mapping[str, str] | None = None) -> str:
     """``; did you mean `x`?`` for a near miss of a known name, else nothing."""
+    if by_fold is None:
+        by_fold = {folded(k): k for k in known}
     same = by_fold.get(folded(name))
     if same is not None and same != name:
         return f"; did you mean `{same}`? (they differ in case or Unicode form only)"
     if len(known) <= _FUZZY:
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
         if close:
             return f"; did you mean `{close[0]}`?"
     return ""
@@ -141,13 +143,13 @@ def _node_problems(
     if node.agent is not None and node.reduce is not None:
         p.append(f"{where}: has both `agent` and `reduce`; a reduce node calls no model")
     if node.agent is not None and node.agent not in agents.names:
-        hint = _did_you_mean(node.agent, agents.names, agents.by_fold)
+        hint = did_you_mean(node.agent, agents.names, agents.by_fold)
         p.append(f"{where}: agent `{node.agent}` is not defined{hint} (agents: {agents.listing()})")
     for inp in node.inputs:
         if inp == node.id:
             p.append(f"{where} reads itself (a self-loop)")
         elif inp not in ids:
-            p.append(f"{where} reads `{inp}`, which is not defined{_did_you_mean(inp, ids, id_folds)}")
+            p.append(f"{where} reads `{inp}`, which is not defined{did_you_mean(inp, ids, id_folds)}")
     if len(set(node.inputs)) < len(node.inputs):
         for inp, k in Counter(node.inputs).items():
             if k > 1:
@@ -171,7 +173,7 @@ def _node_problems(
         p += _wiring_problems(node, where)
     if node.instruction_from is not None:
         if node.instruction_from not in ids:
-            hint = _did_you_mean(node.instruction_from, ids, id_folds)
+            hint = did_you_mean(node.instruction_from, ids, id_folds)
             p.append(f"{where}: instruction_from `{node.instruction_from}` is not defined{hint}")
         elif node.instruction_from == node.id:
             p.append(f"{where}: instruction_from names itself")

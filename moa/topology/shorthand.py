@@ -11,6 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from moa.topology.graph import did_you_mean
 from moa.topology.spec import MAX_GRAPH, NodeSpec, TopologySpec
 
 __all__ = ["expand"]
@@ -127,6 +128,11 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
         )
         return [], None, problems
 
+    unknown = _unknown_agents(spec)
+    if unknown:
+        # said once per name and field, not once per node the shorthand would write with it
+        return [], None, problems + unknown
+
     builder = {
         "single": _single,
         "sequential": _sequential,
@@ -137,6 +143,22 @@ def expand(spec: TopologySpec) -> tuple[list[NodeSpec], str | None, list[str]]:
     }[spec.kind]
     nodes, output = builder(spec, problems)
     return nodes, output, problems
+
+
+def _unknown_agents(spec: TopologySpec) -> list[str]:
+    """One line per agent a shorthand field names that ``agents`` does not define."""
+    known = frozenset(spec.agents)
+    listing = ", ".join(sorted(known))
+    lines: list[str] = []
+    for field in ("agent", "steps", "workers", "manager", "proposers", "layers", "aggregator"):
+        value = getattr(spec, field)
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        flat = [n for item in names for n in (item if isinstance(item, list) else [item])]
+        for name in dict.fromkeys(flat):
+            if name not in known:
+                hint = did_you_mean(name, known)
+                lines.append(f"`{field}`: agent `{name}` is not defined{hint} (agents: {listing})")
+    return lines
 
 
 def _layered_size(spec: TopologySpec) -> int:
