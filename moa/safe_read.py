@@ -50,6 +50,7 @@ __all__ = [
     "read_regular",
     "read_text_file",
     "refuse_special",
+    "unique_pairs",
 ]
 
 #: topology and experiment files are hand-written: a few KiB in practice
@@ -252,7 +253,8 @@ class DuplicateKey(ValueError):
         self.line = line
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A ``json.loads`` ``object_pairs_hook`` raising ``DuplicateKey`` for a key named twice."""
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
@@ -275,7 +277,7 @@ def parse_json(text: str, *, max_depth: int = MAX_DEPTH, unique_keys: bool = Fal
     ``DuplicateKey``, a ``ValueError`` naming it, where ``json`` would keep the last."""
     too_deep = f"nesting deeper than {max_depth} levels"
     try:
-        value = json.loads(text, object_pairs_hook=_unique_pairs if unique_keys else None)
+        value = json.loads(text, object_pairs_hook=unique_pairs if unique_keys else None)
     except RecursionError:
         raise ValueError(too_deep) from None
     except DuplicateKey as e:

@@ -48,7 +48,7 @@ def test_a_plan_followed_by_prose_holding_braces_parses() -> None:
 
 def test_instructions_written_twice_is_malformed() -> None:
     """Two `instructions` keys: which plan was meant is unknown, so the reply is malformed."""
-    with pytest.raises(MalformedReply, match="plan: key `instructions` appears twice in one object"):
+    with pytest.raises(MalformedReply, match="plan: duplicate key `instructions`"):
         parse_plan('{"instructions": ["a", "b"], "instructions": ["c", "d"]}', 2, node="plan", model="m")
 
 

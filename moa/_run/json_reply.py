@@ -8,6 +8,8 @@ import json
 import re
 from typing import Any
 
+from moa.safe_read import DuplicateKey, unique_pairs
+
 __all__ = ["DuplicateKey", "NotText", "json_candidates", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
@@ -54,15 +56,6 @@ def json_candidates(text: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-class DuplicateKey(ValueError):
-    """One JSON object names a key twice: JSON keeps the last silently, so which value the model
-    meant is unknown."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"key `{key}` appears twice in one object")
-        self.key = key
-
-
 class NotText(ValueError):
     """A string of the value holds a lone UTF-16 surrogate (the escape ``\\ud800`` with no pair):
     not text, it fails whatever encodes it next (a worker's request, ``moa run``'s output)."""
@@ -71,15 +64,6 @@ class NotText(ValueError):
 #: an escape of a UTF-16 surrogate: only such an escape can put one in a decoded value
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise DuplicateKey(k)
-        out[k] = v
-    return out
 
 
 def _no_constant(name: str) -> Any:
@@ -93,7 +77,7 @@ def loads_unique(text: str) -> Any:
     (``DuplicateKey``, a ``ValueError``) and ``NaN``/``Infinity`` (a ``ValueError``). Raises what
     ``json.loads`` raises otherwise (``RecursionError`` included), and ``NotText`` for a string
     holding a lone surrogate."""
-    value = json.loads(text, object_pairs_hook=_unique, parse_constant=_no_constant)
+    value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_no_constant)
     if _SURROGATE_ESCAPE.search(text):
         m = _SURROGATE.search(json.dumps(value, ensure_ascii=False))
         if m is not None:
