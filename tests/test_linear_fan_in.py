@@ -77,11 +77,20 @@ async def run_with(
 
 
 async def test_many_inputs_all_read_in_input_order() -> None:
-    """300 inputs arriving one per turn in reverse: refs in input order, the first arrival first."""
+    """300 inputs arriving one per turn in reverse, read by a fan-in that waits for all: refs in
+    input order (a majority tie goes to the earliest listed, not the first to arrive)."""
     ws = workers()
-    r = await run_with(fan_in(ws), Gate(), [[w] for w in reversed(ws)])
-    assert r.output == f"answer {ws[-1]}"
+    r = await run_with(fan_in(ws, reduce="majority"), Gate(), [[w] for w in reversed(ws)])
+    assert r.output == f"answer {ws[0]}"
     assert r.nodes["vote"].used_inputs == ws
+
+
+async def test_first_takes_the_first_answer_and_cancels_the_rest() -> None:
+    """`reduce: first` without a quorum is the first answer to arrive: the other 299 are
+    cancelled, not waited for (it waited for all, and any one failing failed it)."""
+    ws = workers()
+    r = await run_with(fan_in(ws), Gate(), [[ws[42]]], frozenset({ws[0]}))
+    assert r.output == f"answer {ws[42]}" and r.nodes["vote"].used_inputs == [ws[42]]
 
 
 async def test_inputs_settling_in_one_turn_are_taken_in_input_order() -> None:
@@ -141,7 +150,7 @@ async def test_one_failure_without_quorum_fails_with_its_error() -> None:
     """Without a quorum one failing input of 300 fails the run with that input's own error."""
     ws = workers()
     with pytest.raises(ProviderError, match="w123 broke"):
-        await run_with(fan_in(ws), Gate(), [[w] for w in ws[100:130]], frozenset({"w123"}))
+        await run_with(fan_in(ws, reduce="majority"), Gate(), [[w] for w in ws[100:130]], frozenset({"w123"}))
 
 
 async def test_cancelling_the_run_cancels_every_waiting_input() -> None:
@@ -149,7 +158,7 @@ async def test_cancelling_the_run_cancels_every_waiting_input() -> None:
     ws = workers()
     gate = Gate()
     async with moa.Runner(models={"gate/*": gate}) as runner:
-        task = asyncio.create_task(fan_in(ws).run("q", runner=runner))
+        task = asyncio.create_task(fan_in(ws, reduce="majority").run("q", runner=runner))
         await gate.until_waiting(K)
         await gate.release([[w] for w in ws[:5]])
         task.cancel()

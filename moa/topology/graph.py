@@ -368,7 +368,8 @@ def check_nodes(
             inputs=tuple(n.inputs),
             consumers=tuple(sorted(g.successors(nid), key=first_at.__getitem__)),
             template=_template_for(n),
-            needed=n.quorum if n.quorum is not None else len(n.inputs),
+            # `first` is the first answer to arrive: one is enough, the rest are cancelled
+            needed=n.quorum if n.quorum is not None else 1 if n.reduce == "first" else len(n.inputs),
             plan_workers=tuple(plan_workers.get(nid, ())),
             instruction_index=index.get(nid) if n.instruction_from is not None else None,
         )
