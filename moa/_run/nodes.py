@@ -55,7 +55,9 @@ class AgentCall:
         """The call, to await: built here, with no coroutine level of its own between the node and
         the call (one more object per run in flight, passed by each wake-up)."""
         assert gn.agent is not None and gn.template is not None  # graph invariant for agent nodes
-        values = {"prompt": ex.prompt, "references": _references(gn, refs)}
+        # every input answered (no quorum gap): the references alone, no call to say none is missing
+        references = format_references(refs) if len(refs) == len(gn.inputs) else _references(gn, refs)
+        values = {"prompt": ex.prompt, "references": references}
         if instruction is not None:
             values["instruction"] = instruction
         if gn.plan_workers:
@@ -125,7 +127,8 @@ class _AnswerCheck:
             raise MalformedReply("the reply is empty", model=self.model, node=self.node)
         # the next node's request, the store and `--json` could not encode it: retried like any
         # malformed reply, blamed on the node that wrote it
-        if problem := text_problem(text):
+        # ASCII holds no surrogate: the common reply skips the search (a call per reply)
+        if not text.isascii() and (problem := text_problem(text)):
             raise MalformedReply(f"the reply {problem}", model=self.model, node=self.node)
         if self.check is not None:
             self.check(text)

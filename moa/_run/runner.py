@@ -119,7 +119,7 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
     if isinstance(prompt, str):
         if not prompt.strip():
             raise RequestRefused("empty (every agent would be paid to answer nothing)", field="prompt")
-        if problem := text_problem(prompt):
+        if not prompt.isascii() and (problem := text_problem(prompt)):
             raise RequestRefused(problem, field="prompt")
         return prompt, ()
     if isinstance(prompt, Mapping):
