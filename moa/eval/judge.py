@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moa.errors import MalformedReply, MoAError
 from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionConfig, can_execute, renders_page, score_execution_async
-from moa.eval.hashing import canonical_hash
+from moa.eval.hashing import topology_hash
 from moa.eval.types import Judgment, PairScore, Score
 from moa.results import CallRecord
 from moa.topology.loader import load
@@ -280,7 +280,7 @@ class JudgeEvaluator:
     @property
     def identity(self) -> dict[str, Any]:
         """What, beyond the configuration, makes two judges different: the topology's content."""
-        return {"topology_hash": canonical_hash(self.topology.model_dump(mode="json"))}
+        return {"topology_hash": topology_hash(self.topology.model_dump(mode="json"))}
 
     async def score_pair(self, item: Item, answer: str, baseline_answer: str, *, runner: Runner) -> PairScore:
         """The setup's score against the baseline: 1 much better, 0.5 parity, 0 much worse."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
-from moa.eval.hashing import canonical_hash
+from moa.eval.hashing import canonical_hash, topology_hash
 from moa.experiment.executors.names import check_executor
 from moa.safe_read import read_document
 from moa.topology.loader import format_validation_error, load
@@ -210,7 +210,7 @@ def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, fiel
     except UserError as e:
         raise UserError(f"{field}: {e}") from None
     name = entry.name if isinstance(entry, SetupEntry) and entry.name else topo.name
-    return Setup(name, topo, str(ref), canonical_hash(topo.model_dump(mode="json")), is_baseline)
+    return Setup(name, topo, str(ref), topology_hash(topo.model_dump(mode="json")), is_baseline)
 
 
 def resolve_setups(spec: ExperimentSpec, base_dir: Path | None, *, source: str = "experiment") -> list[Setup]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from moa.errors import MoAError
-from moa.eval.hashing import canonical_hash
+from moa.eval.hashing import topology_hash
 
 __all__ = ["Deps", "layout", "stored_topology"]
 
@@ -36,7 +36,7 @@ def stored_topology(setup: Mapping[str, Any], folders: Sequence[Path]) -> tuple[
             topo = load(str(setup["source"]), relative_to=folder)
         except (MoAError, OSError, ValueError):
             continue
-        if canonical_hash(topo.model_dump(mode="json")) != setup["hash"]:
+        if topology_hash(topo.model_dump(mode="json")) != setup["hash"]:
             continue
         g = topo.graph
         return {nid: tuple(g.nodes[nid].deps) for nid in g.order}, g.output
