@@ -13,12 +13,15 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # light modules only: the topology loader, the runner and the web stack load per command
 from moa.errors import MoAError, TopologyError, UserError
 from moa.results import Done, Token
 from moa.scrub import environment_secrets, scrub
+
+if TYPE_CHECKING:
+    from moa.topology.spec import AgentSpec
 
 __all__ = ["main"]
 
@@ -67,8 +70,37 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 continue
             for where, name in _unused_agents(t):
                 print(f"{f}: {where}warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
+            for line in _unpriced(every_agent(t)):
+                print(f"{f}: {line}", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
+
+
+def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
+    """A warning for each model a run may call that nothing prices (not litellm's price map, not
+    the agent's ``pricing``): its calls cost $0 in every record and report, so a setup using it
+    looks free; a typo of a priced model is named. A warning, as a model served by one's own
+    OpenAI-compatible server is often unpriced on purpose."""
+    from moa.calls.pricing import near_priced_model, price_for
+
+    lines: list[str] = []
+    seen: set[str] = set()
+    for label, agent in agents:
+        # the agent's `pricing` prices its model; its fallbacks are priced from the map
+        priced_here = {agent.model} if agent.pricing is not None else set()
+        for model in [agent.model, *agent.fallbacks]:
+            if model in priced_here:
+                continue
+            if model in seen or model.startswith("local/") or price_for(model).known:
+                continue
+            seen.add(model)
+            near = near_priced_model(model)
+            hint = f"; did you mean `{near}`?" if near else ""
+            lines.append(
+                f"{label}: warning: model `{model}` is not in litellm's price map, so its calls cost $0 "
+                f"in every record and report (set the agent's `pricing`){hint}"
+            )
+    return lines
 
 
 def _unused_agents(t: Any) -> list[tuple[str, str]]:

@@ -102,6 +102,31 @@ def test_validate_warns_of_an_agent_no_node_uses(tmp_path: Path, capsys: pytest.
     ]
 
 
+def test_validate_warns_of_a_model_nothing_prices(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model neither litellm's price map nor the agent's `pricing` prices costs $0 in every record
+    and report, so the setup looks free: one warning line, naming a priced model it is close to
+    (a typo); validation still passes (one's own server's model is often unpriced on purpose). A
+    model the agent prices, a priced fallback and the embedded model get no warning."""
+    f = tmp_path / "prices.yaml"
+    f.write_text(
+        "name: prices\nagents:\n"
+        "  typo: {model: openai/gpt-4o-mnii, fallbacks: [openai/gpt-4o-mini, openai/house-2]}\n"
+        "  house: {model: openai/house-1, pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}}\n"
+        "  mine: {model: local/smollm2}\n"
+        "nodes: [{id: a, agent: typo}, {id: b, agent: house}, {id: c, agent: mine, inputs: [a, b]}]\n"
+        "output: c\n"
+    )
+    assert main(["validate", str(f)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"ok: {f} ")
+    unpriced = "is not in litellm's price map, so its calls cost $0 in every record and report"
+    assert captured.err.strip().splitlines() == [
+        f"{f}: agent `typo`: warning: model `openai/gpt-4o-mnii` {unpriced} (set the agent's `pricing`); "
+        "did you mean `openai/gpt-4o-mini`?",
+        f"{f}: agent `typo`: warning: model `openai/house-2` {unpriced} (set the agent's `pricing`)",
+    ]
+
+
 def test_validate_does_not_warn_of_agents_that_shorthands_or_cascade_stages_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

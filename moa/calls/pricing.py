@@ -13,6 +13,7 @@ litellm read), loaded straight from the installed package so pricing never impor
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import json
 import re
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from moa.results import Usage
 from moa.topology.spec import PricingSpec
 
-__all__ = ["OffPeak", "Price", "RateCard", "Rates", "price_for"]
+__all__ = ["OffPeak", "Price", "RateCard", "Rates", "near_priced_model", "price_for"]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _lock = threading.Lock()
@@ -410,3 +411,20 @@ def price_for(model: str, pricing: PricingSpec | None = None, *, local: bool = F
 
 def _per_token(per_mtok: float | None) -> float | None:
     return None if per_mtok is None else per_mtok / 1e6
+
+
+def near_priced_model(model: str) -> str | None:
+    """A model the price map prices whose name is close to ``model`` (one the map lacks): a typo's
+    likely meaning, as ``model`` would be written (``openai/gpt-4o-mini`` for ``openai/gpt-4o-mnii``)."""
+    provider, _, rest = model.rpartition("/")
+    names = {
+        key.rsplit("/", 1)[-1]
+        for key, entry in _load_map().items()
+        if isinstance(entry, dict)
+        and "input_cost_per_token" in entry
+        and (not provider or entry.get("litellm_provider") == provider.split("/")[0])
+    }
+    close = difflib.get_close_matches(rest, sorted(names), n=1, cutoff=0.85)
+    if not close:
+        return None
+    return f"{provider}/{close[0]}" if provider else close[0]
