@@ -43,6 +43,7 @@ __all__ = [
     "DuplicateKey",
     "iter_gzip_lines",
     "iter_lines",
+    "lone_surrogate",
     "open_regular",
     "parse_json",
     "parse_yaml",
@@ -268,6 +269,23 @@ def _repeated_key_line(text: str, key: str) -> int | None:
     ``"key":`` occurs exactly twice in ``text`` (with more, another object may hold the others)."""
     hits = [m.start() for m in re.finditer(re.escape(json.dumps(key)) + r"\s*:", text)]
     return text.count("\n", 0, hits[1]) + 1 if len(hits) == 2 else None
+
+
+#: an escape of a UTF-16 surrogate: only such an escape can put one in a decoded JSON value
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def lone_surrogate(text: str, value: Any) -> str | None:
+    """Why ``value``, parsed from the JSON ``text``, is refused when it holds a ``\\ud800`` escape
+    without its pair (valid JSON, but not text: the store, SQLite, a model request would fail on
+    it); None when it holds none."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
+    return None
 
 
 def parse_json(text: str, *, max_depth: int = MAX_DEPTH, unique_keys: bool = False) -> Any:

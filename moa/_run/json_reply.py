@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from moa.safe_read import DuplicateKey, unique_pairs
+from moa.safe_read import DuplicateKey, lone_surrogate, unique_pairs
 
 __all__ = ["DuplicateKey", "NotText", "json_candidates", "loads_unique"]
 
@@ -61,11 +61,6 @@ class NotText(ValueError):
     not text, it fails whatever encodes it next (a worker's request, ``moa run``'s output)."""
 
 
-#: an escape of a UTF-16 surrogate: only such an escape can put one in a decoded value
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _no_constant(name: str) -> Any:
     # Python's json reads NaN and Infinity, which JSON has not: a value holding one could not be
     # written back as JSON (`moa run --json`, the store)
@@ -78,8 +73,6 @@ def loads_unique(text: str) -> Any:
     ``json.loads`` raises otherwise (``RecursionError`` included), and ``NotText`` for a string
     holding a lone surrogate."""
     value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_no_constant)
-    if _SURROGATE_ESCAPE.search(text):
-        m = _SURROGATE.search(json.dumps(value, ensure_ascii=False))
-        if m is not None:
-            raise NotText(f"a string holds a lone UTF-16 surrogate ({m.group()!r}), which is not text")
+    if problem := lone_surrogate(text, value):
+        raise NotText(problem)
     return value

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import sys
 import threading
 from collections import Counter
@@ -18,9 +17,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from moa.safe_read import DATASET_MAX_BYTES, DuplicateKey, parse_json
+from moa.safe_read import DATASET_MAX_BYTES, DuplicateKey, lone_surrogate, parse_json
 
-__all__ = ["FileProblem", "Row", "csv_rows", "jsonl_rows", "lone_surrogate"]
+__all__ = ["FileProblem", "Row", "csv_rows", "jsonl_rows"]
 
 #: a row read from a line, or why the line is not one
 Row = tuple[int, dict[str, Any] | str]
@@ -70,22 +69,6 @@ def _jsonl_row(text: str) -> dict[str, Any] | str:
     if not isinstance(row, dict):
         return f"row is a JSON {type(row).__name__}, not an object"
     return lone_surrogate(text, row) or row
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def lone_surrogate(text: str, value: Any) -> str | None:
-    """Why ``value``, parsed from the JSON ``text``, is refused when it holds a ``\\ud800`` escape
-    without its pair (valid JSON, but not text: the store, SQLite, and every model request would
-    fail on it halfway through a run); None when it holds none."""
-    if not _SURROGATE_ESCAPE.search(text):  # only such an escape can put a surrogate in a str
-        return None
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as e:
-        return f"a string holds a lone UTF-16 surrogate ({e.object[e.start]!r}), which is not text"
-    return None
 
 
 def _one_line(text: str) -> str:

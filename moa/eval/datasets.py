@@ -35,11 +35,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
-from moa.eval._dataset_rows import FileProblem, Row, csv_rows, jsonl_rows, lone_surrogate
+from moa.eval._dataset_rows import FileProblem, Row, csv_rows, jsonl_rows
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import exact_numbers, show_number
-from moa.safe_read import DATASET_MAX_BYTES, iter_gzip_lines, iter_lines, open_regular, parse_json
+from moa.safe_read import (
+    DATASET_MAX_BYTES,
+    iter_gzip_lines,
+    iter_lines,
+    lone_surrogate,
+    open_regular,
+    parse_json,
+)
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
