@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from moa.calls.budget import Budget, Reservation
+from moa.calls.budget import Budget, Reservation, hold_all
 from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price
 from moa.calls.retry_budget import RetryBudget
@@ -194,7 +194,7 @@ async def attempt(
     worst = hold_usd(target, call)
     held: Sequence[tuple[Budget, Reservation]] = ()
     if budgets and target.limiter is None:
-        held = await _hold(budgets, worst, call.node, target.model)
+        held = await hold_all(budgets, worst, node=call.node, model=target.model)
     elif budgets:
         # the hold is taken when the limiter lets the request through: held while it queued (for
         # minutes under an rpm limit), it refused other models' calls money that nothing had spent.
@@ -212,7 +212,7 @@ async def attempt(
             async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
                 if budgets:
                     try:
-                        held = await _hold(budgets, worst, call.node, target.model)
+                        held = await hold_all(budgets, worst, node=call.node, model=target.model)
                     except BudgetExceeded:
                         refused = True
                         permit.give_back()  # its place in the windows, for a request that is sent
@@ -386,34 +386,3 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     rec.usage = rec.usage + clamped
     rec.cost_usd += cost
     return clamped, cost
-
-
-async def _hold(
-    budgets: tuple[Budget, ...], amount: float, node: str, model: str
-) -> list[tuple[Budget, Reservation]]:
-    """Hold ``amount`` on every budget, waiting while other calls' holds fill one (see
-    ``moa.calls.budget``); ``BudgetExceeded`` when what one has spent leaves no room. A wait
-    releases what it held first: a call never holds one budget while it waits on another."""
-    loop = asyncio.get_running_loop()
-    while True:
-        held: list[tuple[Budget, Reservation]] = []
-        try:
-            for b in budgets:
-                got = b.try_hold(amount, loop, node=node, model=model)
-                if isinstance(got, Reservation):
-                    held.append((b, got))
-                    continue
-                for h, r in held:
-                    h.settle(r, 0.0)
-                held = []
-                try:
-                    await got
-                finally:
-                    b.forget(got)
-                break
-            else:
-                return held
-        except BaseException:
-            for h, r in held:
-                h.settle(r, 0.0)
-            raise

@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from moa.errors import BudgetExceeded, UserError
 
-__all__ = ["Budget", "Reservation"]
+__all__ = ["Budget", "Reservation", "hold_all"]
 
 
 @dataclass(slots=True)
@@ -117,6 +118,41 @@ class Budget:
 
     def __repr__(self) -> str:
         return f"Budget(limit_usd={self.limit_usd}, spent_usd={self._spent:.6f})"
+
+
+async def hold_all(
+    budgets: Sequence[Budget], amount: float, *, node: str = "", model: str = ""
+) -> list[tuple[Budget, Reservation]]:
+    """Hold ``amount`` on every budget, waiting while other calls' holds fill one (see
+    the module docstring); ``BudgetExceeded`` when what one has spent leaves no room. A wait
+    releases what it held first: a call never holds one budget while it waits on another."""
+    loop = asyncio.get_running_loop()
+    while True:
+        held: list[tuple[Budget, Reservation]] = []
+        blocked: tuple[Budget, asyncio.Future[None]] | None = None
+        try:
+            for b in budgets:
+                got = b.try_hold(amount, loop, node=node, model=model)
+                if not isinstance(got, Reservation):
+                    blocked = (b, got)
+                    break
+                held.append((b, got))
+        except BaseException:
+            _release(held)
+            raise
+        if blocked is None:
+            return held
+        _release(held)  # never held while waiting on another budget
+        b, waiter = blocked
+        try:
+            await waiter
+        finally:
+            b.forget(waiter)
+
+
+def _release(held: Sequence[tuple[Budget, Reservation]]) -> None:
+    for b, r in held:
+        b.settle(r, 0.0)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
