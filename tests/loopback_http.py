@@ -3,6 +3,7 @@ replies they write byte by byte (echoes, hand-cut streams) rather than the sim s
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,17 @@ def send_body(
     handler.send_header("content-length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def send_sse(handler: BaseHTTPRequestHandler, events: list[dict[str, object]]) -> None:
+    """Answer the handler's request with ``events`` as a server-sent event stream ended by
+    ``[DONE]``, then close the connection."""
+    handler.send_response(200)
+    handler.send_header("content-type", "text/event-stream")
+    handler.send_header("connection", "close")
+    handler.end_headers()
+    for event in events:
+        handler.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+    handler.wfile.write(b"data: [DONE]\n\n")
+    handler.wfile.flush()
+    handler.close_connection = True

@@ -25,7 +25,7 @@ from moa.calls.pricing import _load_map, price_for
 from moa.errors import MalformedReply
 from moa.results import Done, Usage
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, threaded_server
+from tests.loopback_http import send_body, send_sse, threaded_server
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
@@ -236,21 +236,13 @@ class _Provider(BaseHTTPRequestHandler):
             }
             send_body(self, 200, json.dumps(reply).encode())
             return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("connection", "close")
-        self.end_headers()
         head = {"id": "x", "object": "chat.completion.chunk", "model": body.get("model", "m"), **tier}
         events = [
             {**head, "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": None}]},
             {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
             {**head, "choices": [], "usage": usage},
         ]
-        for event in events:
-            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
-        self.close_connection = True
+        send_sse(self, events)
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import pytest
 import moa
 from moa.results import Done
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, threaded_server
+from tests.loopback_http import send_body, send_sse, threaded_server
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
@@ -50,10 +50,6 @@ class _Refuser(BaseHTTPRequestHandler):
             }
             send_body(self, 200, json.dumps(reply).encode())
             return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.send_header("connection", "close")
-        self.end_headers()
         head = {"id": "x", "object": "chat.completion.chunk", "model": "m"}
         pieces = [WORDS[:10], WORDS[10:]]
         events = [
@@ -62,11 +58,7 @@ class _Refuser(BaseHTTPRequestHandler):
         ]
         events.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         events.append({**head, "choices": [], "usage": usage})
-        for event in events:
-            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
-        self.close_connection = True
+        send_sse(self, events)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])

@@ -419,7 +419,7 @@ def _field(u: Any, name: str) -> Any:
 
 def _count(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:
     for name in names:
-        value = u.get(name) if isinstance(u, dict) else getattr(u, name, None)
+        value = _field(u, name)
         if value is None:
             continue
         if isinstance(value, float) and value.is_integer():
