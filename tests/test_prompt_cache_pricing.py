@@ -474,6 +474,25 @@ def test_off_peak_windows_follow_litellms_rules() -> None:
     assert _off_peak({"hours_utc": "soon"}, base) is None and _off_peak("x", base) is None
 
 
+@pytest.mark.parametrize(
+    ("details", "why"),
+    [
+        ({"cache_creation_tokens": 100, "cache_creation_token_details": [1]},
+         r"usage\.prompt_tokens_details\.cache_creation_token_details is a list, not an object"),
+        ({"cache_creation_tokens": 100, "cache_creation_token_details": {"ephemeral_1h_input_tokens": "x"}},
+         r"usage\.ephemeral_1h_input_tokens is 'x', not a token count"),
+    ],
+    ids=["lifetimes-not-an-object", "hour-count-not-a-number"],
+)  # fmt: skip
+async def test_unreadable_cache_lifetimes_are_a_malformed_reply(details: dict[str, Any], why: str) -> None:
+    """The one-hour write count is read as strictly as the others, the error naming where it is."""
+    usage = {"prompt_tokens": 1000, "completion_tokens": 10, "prompt_tokens_details": details}
+    with provider() as base:
+        topology = _topology(base, "openai-http", "openai/claude-sonnet-4-5", usage)
+        with pytest.raises(MalformedReply, match=why):
+            await _run(topology, stream=False)
+
+
 async def test_an_unreadable_cache_count_is_a_malformed_reply() -> None:
     """A cache count that is not a whole number: the server's accounting cannot be read, as with
     any other count (the attempt is unknown usage, charged its worst case)."""

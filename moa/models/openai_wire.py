@@ -233,23 +233,24 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
 def _written_1h(u: dict[str, Any], details: dict[str, Any], request: ModelRequest) -> int:
     """The prompt tokens written to the cache for an hour: litellm's
     ``prompt_tokens_details.cache_creation_token_details``, else Anthropic's ``cache_creation``."""
-    for where, name in (
-        (details, "cache_creation_token_details"),
-        (u, "cache_creation_token_details"),
-        (u, "cache_creation"),
+    for where, name, path in (
+        (details, "cache_creation_token_details", "prompt_tokens_details.cache_creation_token_details"),
+        (u, "cache_creation_token_details", ""),
+        (u, "cache_creation", ""),
     ):
         if where.get(name) is not None:
-            lifetimes = _details(where, name, request)
+            lifetimes = _details(where, name, request, path)
             return _reported(lifetimes, ("ephemeral_1h_input_tokens",), request) or 0
     return 0
 
 
-def _details(u: dict[str, Any], name: str, request: ModelRequest) -> dict[str, Any]:
+def _details(u: dict[str, Any], name: str, request: ModelRequest, path: str = "") -> dict[str, Any]:
+    """``u[name]`` as an object ({} when absent); ``path`` names it in the error when nested."""
     details = u.get(name)
     if details is None:
         return {}
     if not isinstance(details, dict):
-        raise _malformed(f"usage.{name} is {_kind(details)}, not an object", request)
+        raise _malformed(f"usage.{path or name} is {_kind(details)}, not an object", request)
     return details
 
 
