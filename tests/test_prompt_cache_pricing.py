@@ -42,7 +42,7 @@ SONNET_BILL = 200 * SONNET_IN + 300 * SONNET_READ + 500 * SONNET_WRITE + 10 * SO
 def test_the_map_rates_these_tests_assume() -> None:
     """The rates below are the bundled map's: a map update shows here first, not as odd sums."""
     gpt, sonnet = price_for("openai/gpt-4o"), price_for("anthropic/claude-sonnet-4-5")
-    assert (gpt.input_per_token, gpt.card.base.cache_read, gpt.output_per_token) == (
+    assert (gpt.card.base.input, gpt.card.base.cache_read, gpt.card.base.output) == (
         GPT4O_IN,
         GPT4O_READ,
         GPT4O_OUT,
@@ -161,10 +161,10 @@ def test_a_long_prompt_is_billed_at_its_tier_for_every_token() -> None:
     price = price_for("gemini/gemini-2.5-pro")
     (threshold, tier), *_ = price.card.tiers
     assert (
-        threshold == 200_000 and tier.input > price.input_per_token and tier.output > price.output_per_token
+        threshold == 200_000 and tier.input > price.card.base.input and tier.output > price.card.base.output
     )
     assert price.cost(Usage(200_000, 1_000)) == pytest.approx(
-        200_000 * price.input_per_token + 1_000 * price.output_per_token
+        200_000 * price.card.base.input + 1_000 * price.card.base.output
     )
     assert price.cost(Usage(200_001, 1_000)) == pytest.approx(200_001 * tier.input + 1_000 * tier.output)
     assert price.worst_case(250_000, 1_000) == pytest.approx(250_000 * tier.input + 1_000 * tier.output)
@@ -549,11 +549,11 @@ async def test_the_tier_a_reply_was_served_at_sets_its_price(
     with provider() as base:
         result = await _run(_topology(base, transport, "openai/gpt-4o", usage, tier="priority"), stream)
     priority = price_for("openai/gpt-4o").for_service_tier("priority")
-    assert priority.input_per_token > GPT4O_IN  # the map's priority rates are dearer
+    assert priority.card.base.input > GPT4O_IN  # the map's priority rates are dearer
     assert result.cost_usd == pytest.approx(
-        1000 * priority.input_per_token
+        1000 * priority.card.base.input
         + 1000 * (priority.card.base.cache_read or 0)
-        + 10 * priority.output_per_token
+        + 10 * priority.card.base.output
     )
 
 
@@ -564,7 +564,7 @@ async def test_the_tier_an_agent_asks_for_prices_its_calls() -> None:
     usage = {"prompt_tokens": 2000, "completion_tokens": 10}
     flex = price_for("openai/gpt-5").for_service_tier("flex")
     standard = price_for("openai/gpt-5")
-    assert flex.input_per_token == standard.input_per_token / 2
+    assert flex.card.base.input == standard.card.base.input / 2
     assert flex.worst_case(2000, 50) == pytest.approx(standard.worst_case(2000, 50) / 2)
     _Provider.asked.clear()
     with provider() as base:

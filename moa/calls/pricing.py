@@ -131,14 +131,6 @@ class Price:
         """A known price of flat rates (USD per token)."""
         return cls(RateCard(Rates(input, output, cache_read, cache_write, cache_write_1h)), True)
 
-    @property
-    def input_per_token(self) -> float:
-        return self.card.base.input
-
-    @property
-    def output_per_token(self) -> float:
-        return self.card.base.output
-
     def rates(self, prompt_tokens: int) -> Rates:
         """The rates a request of ``prompt_tokens`` is billed at."""
         card = self.card
