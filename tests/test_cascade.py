@@ -145,7 +145,10 @@ def test_presets_load_and_reference_their_stages(tmp_path: Path) -> None:
     c = moa.load(tmp_path / "c.yaml")
     assert isinstance(c, Cascade)
     assert list(c.graph.nodes) == ["s2.answer"]
-    assert "stage1 -. escalate .-> stage2" in c.to_mermaid()
+    chart = c.to_mermaid()
+    assert "stage1 -. escalate .-> stage2" in chart
+    # each stage's nodes get ids of their own, whatever the stage's node ids
+    assert '    s1n0["s1.sample1<br/>a: fake/a"]' in chart and '    s2n0["s2.answer<br/>b: fake/big"]' in chart
 
 
 # ---- running -------------------------------------------------------------------------------------

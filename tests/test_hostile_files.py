@@ -469,7 +469,25 @@ def test_agent_names_and_models_cannot_write_mermaid_or_html() -> None:
     )
     assert t.to_mermaid().splitlines() == [
         "flowchart LR",
-        '  x["x<br/>a#34;]; click x call alert(1); y[#34;: x/#60;img src=x onerror=alert(1)#62;"]',
+        '  n0["x<br/>a#34;]; click x call alert(1); y[#34;: x/#60;img src=x onerror=alert(1)#62;"]',
+    ]
+
+
+def test_node_ids_mermaid_reserves_do_not_break_the_chart() -> None:
+    """A node named `end` closed the flowchart early (mermaid's keyword), and a cascade drew each
+    stage's graph under its own node ids, so ids are generated and the node id is the label."""
+    t = load_data(
+        {
+            "name": "t",
+            "agents": {"a": {"model": "fake/a"}},
+            "nodes": [{"id": "end", "agent": "a"}, {"id": "graph.x-o", "agent": "a", "inputs": ["end"]}],
+        }
+    )
+    assert t.to_mermaid().splitlines() == [
+        "flowchart LR",
+        '  n0["end<br/>a: fake/a"]',
+        '  n1["graph.x-o<br/>a: fake/a"]',
+        "  n0 --> n1",
     ]
 
 

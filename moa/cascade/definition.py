@@ -23,7 +23,7 @@ from moa.errors import TopologyError
 from moa.models.base import TokenCallback
 from moa.results import Done, RunInput, RunResult, Token
 from moa.topology.definition import Topology
-from moa.topology.graph import Graph
+from moa.topology.graph import Graph, mermaid_text
 from moa.topology.spec import AgentSpec
 
 __all__ = ["NOT_IN_CASCADE", "Cascade"]
@@ -104,8 +104,9 @@ class Cascade(Topology):
     def to_mermaid(self) -> str:
         lines = ["flowchart LR"]
         for s in self._stages:
-            lines.append(f'  subgraph stage{s.number}["stage {s.number}: {s.what}"]')
-            lines += ["  " + ln for ln in s.topology.graph.to_mermaid().splitlines()[1:]]
+            lines.append(f'  subgraph stage{s.number}["stage {s.number}: {mermaid_text(s.what)}"]')
+            chart = s.topology.graph.to_mermaid(prefix=f"s{s.number}n")
+            lines += ["  " + ln for ln in chart.splitlines()[1:]]
             lines.append("  end")
         for a, b in zip(self._stages, self._stages[1:], strict=False):
             lines.append(f"  stage{a.number} -. escalate .-> stage{b.number}")

@@ -66,16 +66,21 @@ class Graph:
             best[nid] = durations.get(nid, 0.0) + max((best.get(u, 0.0) for u in ins), default=0.0)
         return best.get(self.output, 0.0)
 
-    def to_mermaid(self) -> str:
-        """A mermaid flowchart of the graph, for docs and debugging."""
+    def to_mermaid(self, prefix: str = "n") -> str:
+        """A mermaid flowchart of the graph, for docs and debugging.
+
+        Mermaid ids are ``{prefix}0``, ``{prefix}1``, ... with the node id in the label: a node id
+        may be a word mermaid reserves (``end`` closed the chart) or hold a ``.``/``-`` it reads
+        as syntax, and a cascade draws several graphs in one chart under distinct prefixes."""
+        ids = {nid: f"{prefix}{i}" for i, nid in enumerate(self.order)}
         lines = ["flowchart LR"]
         for nid in self.order:
             n = self.nodes[nid]
             label = n.spec.reduce if n.agent is None else f"{n.spec.agent}: {n.agent.model}"
-            lines.append(f'  {nid}["{nid}<br/>{_mermaid_text(str(label))}"]')
+            lines.append(f'  {ids[nid]}["{mermaid_text(nid)}<br/>{mermaid_text(str(label))}"]')
         for nid in self.order:
             for d in self.nodes[nid].deps:
-                lines.append(f"  {d} --> {nid}")
+                lines.append(f"  {ids[d]} --> {ids[nid]}")
         return "\n".join(lines)
 
 
@@ -84,7 +89,7 @@ class Graph:
 _MERMAID_ESCAPES = str.maketrans({c: f"#{ord(c)};" for c in '#"<>&`'})
 
 
-def _mermaid_text(text: str) -> str:
+def mermaid_text(text: str) -> str:
     return text.translate(_MERMAID_ESCAPES)
 
 
