@@ -148,7 +148,9 @@ def test_presets_load_and_reference_their_stages(tmp_path: Path) -> None:
     chart = c.to_mermaid()
     assert "stage1 -. escalate .-> stage2" in chart
     # each stage's nodes get ids of their own, whatever the stage's node ids
-    assert '    s1n0["s1.sample1<br/>a: fake/a"]' in chart and '    s2n0["s2.answer<br/>b: fake/big"]' in chart
+    assert (
+        '    s1n0["s1.sample1<br/>a: fake/a"]' in chart and '    s2n0["s2.answer<br/>b: fake/big"]' in chart
+    )
 
 
 # ---- running -------------------------------------------------------------------------------------
