@@ -7,12 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from moa import build
+from moa.cascade import Cascade
+from moa.errors import TopologyError
 from moa.topology.definition import Topology
 from moa.topology.loader import load, load_data, presets, read_document
+from moa.topology.schema import topology_file_schema
 
 
 def shape(t: Topology) -> list[tuple[Any, ...]]:
@@ -25,6 +29,8 @@ def shape(t: Topology) -> list[tuple[Any, ...]]:
 
 
 TOPOLOGIES = [name for name, path in presets().items() if read_document(path).get("kind") != "cascade"]
+SCHEMA = jsonschema.Draft202012Validator(topology_file_schema())
+CASCADES = [name for name, path in presets().items() if read_document(path).get("kind") == "cascade"]
 
 
 @pytest.mark.parametrize("name", TOPOLOGIES)
@@ -40,6 +46,41 @@ def test_a_preset_dumped_to_yaml_and_json_loads_back_the_same(
         again = load(tmp_path / file)
         assert again == t
         assert shape(again) == shape(t)
+
+
+@pytest.mark.parametrize("name", CASCADES)
+@pytest.mark.parametrize("dump", [{}, {"exclude_defaults": True}, {"exclude_none": True}])
+def test_a_cascade_dumped_loads_back_the_same(name: str, dump: dict[str, bool], tmp_path: Path) -> None:
+    """A cascade's dump holds its stages' topologies inline, which the loader refused (a stage's
+    `topology` had to be a file or preset name), and a dump leaving defaults out lost `kind`."""
+    c = load(name)
+    assert isinstance(c, Cascade)
+    data = c.model_dump(mode="json", **dump)
+    assert [e.message for e in SCHEMA.iter_errors(data)] == []
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    again = load(tmp_path / "c.yaml")
+    assert isinstance(again, Cascade)
+    assert again.model_dump(mode="json") == c.model_dump(mode="json")
+    assert [shape(s.topology) for s in again.stage_list] == [shape(s.topology) for s in c.stage_list]
+
+
+def test_an_inline_stage_topology_is_checked_like_a_file(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nkind: cascade\nagents:\n  a: {model: fake/a, temperature: 0.5}\nstages:\n"
+        "  - {agent: a, samples: 2, accept: {agree: 2}}\n"
+        "  - topology: {name: t, kind: single, agent: b, agents: {a: {model: fake/a}}}\n"
+    )
+    with pytest.raises(
+        TopologyError, match=r"stages\[1\].*topology written inline: .*agent `b` is not defined"
+    ):
+        load(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nkind: cascade\nagents:\n  a: {model: fake/a, temperature: 0.5}\nstages:\n"
+        "  - {agent: a, samples: 2, accept: {agree: 2}}\n"
+        "  - topology: {name: t, kind: cascade, stages: [{agent: a}]}\n"
+    )
+    with pytest.raises(TopologyError, match="written inline is itself a cascade"):
+        load(tmp_path / "c.yaml")
 
 
 A = build.agent("openai/gpt-4o-mini", temperature=0.7, max_tokens=64)

@@ -11,7 +11,15 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    model_serializer,
+    model_validator,
+)
 
 from moa._run import Runner, default_runner
 from moa.calls.budget import Budget
@@ -87,6 +95,16 @@ class Cascade(Topology):
         ]
         self.__dict__["stages"] = read
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_with_kind(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # a dump is a cascade file: `kind` says it is one (a dump leaving defaults out lost it and
+        # loaded as a topology with an unknown field), and the topology fields a cascade refuses
+        # stay out (the schema, which editors check files with, refuses them)
+        data = handler(self)
+        if not isinstance(data, dict):
+            return data
+        return {"kind": "cascade", **{k: v for k, v in data.items() if k not in NOT_IN_CASCADE}}
 
     @property
     def stage_list(self) -> tuple[Stage, ...]:

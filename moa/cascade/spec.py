@@ -105,15 +105,17 @@ class AcceptSpec(BaseModel):
 
 
 class StageSpec(BaseModel):
-    """One stage: an agent sampled ``samples`` times, a topology (file, preset or ``Topology``), or
-    inline ``nodes``; its ``accept`` rule; whether it reads the earlier stages' answers (``reuse``)."""
+    """One stage: an agent sampled ``samples`` times, a topology (file, preset, inline mapping or
+    ``Topology``), or inline ``nodes``; its ``accept`` rule; whether it reads the earlier stages' answers (``reuse``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     agent: str | None = Field(None, description="An agent of the cascade, sampled `samples` times.")
     samples: StrictInt | None = Field(None, ge=1, le=64, description="Agent stages: independent samples.")
-    topology: str | SkipJsonSchema[InstanceOf[Topology]] | None = Field(
-        None, description="A topology file (relative to the cascade file) or a preset name."
+    topology: str | dict[str, Any] | SkipJsonSchema[InstanceOf[Topology]] | None = Field(
+        None,
+        description="A topology file (relative to the cascade file), a preset name, or a topology "
+        "written inline (a mapping, as a topology file holds: what a cascade's dump holds).",
     )
     nodes: list[NodeSpec] | None = Field(None, description="Inline nodes over the cascade's agents.")
     output: str | None = Field(None, description="Inline nodes: the node whose output is the answer.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from moa._run.runner import Composite
 from moa.cascade.rules import Agree, Custom, Judge, Rule, Tests
@@ -20,7 +21,7 @@ from moa.topology.spec import AgentSpec, NodeSpec
 __all__ = ["Loader", "Stage", "prefixed", "resolve_stages"]
 
 #: reads a topology file or preset by name
-Loader = Callable[[str], Topology]
+Loader = Callable[[str | Mapping[str, Any]], Topology]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +86,19 @@ class _Resolver:
             self.problem(where, f"unknown agent `{name}` (agents: {known})")
         return spec
 
-    def topology(self, where: str, ref: str | Topology) -> Topology | None:
+    def topology(self, where: str, ref: str | Mapping[str, Any] | Topology) -> Topology | None:
+        shown = f"`{ref}`" if isinstance(ref, str) else "written inline"
         if isinstance(ref, Topology):
             topo: Topology = ref
         elif self.load is None:
-            self.problem(where, f"topology `{ref}` cannot be read here: load the cascade with `moa.load`")
+            self.problem(where, f"topology {shown} cannot be read here: load the cascade with `moa.load`")
             return None
         else:
             try:
                 topo = self.load(ref)
             except TopologyError as e:
                 for line in e.problems:
-                    self.problem(where, f"topology `{ref}`: {line}")
+                    self.problem(where, f"topology {shown}: {line}")
                 return None
             except UserError as e:
                 self.problem(where, str(e))

@@ -25,9 +25,21 @@ _ADDED_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: a cascade's dump held the topology fields it does not use, at these values, until it left them
+#: out to be a valid cascade file: they are put back to hash, so stored cascades keep their hash
+_CASCADE_DROPPED: dict[str, Any] = {
+    **dict.fromkeys(("nodes", "output", "agent", "steps", "workers", "aggregator", "reduce", "quorum"), None),
+    **dict.fromkeys(("manager", "layers", "proposers", "samples"), None),
+    "vote_on": "text",
+    "on_quorum": "cancel",
+}
+
+
 def topology_hash(dump: Any) -> str:
     """The hash identifying a topology (or a cascade) in stored results, from its
     ``model_dump(mode="json")``."""
+    if isinstance(dump, dict) and dump.get("kind") == "cascade":
+        dump = {**_CASCADE_DROPPED, **dump}
     return canonical_hash(_without_added_defaults(dump))
 
 

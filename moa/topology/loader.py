@@ -365,8 +365,14 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
 def _cascade(data: Mapping[str, Any], source: str, base_dir: str | Path | None) -> Cascade:
     """A ``kind: cascade`` file; its stages' topology files are read relative to its folder."""
 
-    def load_stage(ref: str) -> Topology:
-        return _load(ref, base_dir, stage=True)
+    def load_stage(ref: str | Mapping[str, Any]) -> Topology:
+        if isinstance(ref, str):
+            return _load(ref, base_dir, stage=True)
+        # a topology written in the stage (what a cascade's dump holds): its prompt files are
+        # read from the cascade's folder
+        if ref.get("kind") == "cascade":
+            raise UserError("a topology written inline is itself a cascade; a stage runs one topology")
+        return load_data(ref, source=source, base_dir=base_dir)
 
     try:
         return Cascade.model_validate(data, context={"load": load_stage})

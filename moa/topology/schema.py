@@ -25,6 +25,13 @@ def topology_file_schema() -> dict[str, Any]:
     cascade["required"] = sorted({*cascade.get("required", []), "kind"})
     # `accept: tests` is the loader's shorthand for `accept: {tests: true}`
     defs["StageSpec"]["properties"]["accept"]["anyOf"].insert(1, {"const": "tests"})
+    # a Python rule cannot be written in a file, but a dump holds its absence (`custom: null`)
+    defs["AcceptSpec"]["properties"]["custom"] = {"type": "null", "description": "Python only: a function."}
+    # a stage's topology written inline is a topology file's content, checked as one
+    defs["StageSpec"]["properties"]["topology"]["anyOf"] = [
+        {"$ref": "#/$defs/Topology"} if branch.get("type") == "object" else branch
+        for branch in defs["StageSpec"]["properties"]["topology"]["anyOf"]
+    ]
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "moa topology",
