@@ -206,7 +206,8 @@ async def test_a_redirect_is_refused_not_followed(status: int) -> None:
     pointed, free and not retried: the prompt never reaches the other host, nor is its answer taken
     as the model's (aiohttp followed it, 307/308 with the prompt)."""
     async with raw_server(http(200, _reply("stolen", _USAGE))) as elsewhere:
-        other = elsewhere.base_url.replace("127.0.0.1", "localhost") + "/chat/completions"
+        # another origin (its own port) on 127.0.0.1: a test talks to no other address
+        other = elsewhere.base_url + "/chat/completions"
         moved = (
             f"HTTP/1.1 {status} Moved\r\nLocation: {other}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         ).encode()
