@@ -59,10 +59,10 @@ def test_stored_but_unscored_is_not_called_unstored() -> None:
 
 def test_missing_runs_with_samples_are_called_runs() -> None:
     """With samples, the not-run-yet note counts (setup, item, sample) runs, which is what it counts;
-    it says which figures are paired with the baseline until the experiment is complete."""
+    it says which runs the table compares until the experiment is complete."""
     s = _summary({i: [_run("single", i, 1.0)] for i in IDS}, samples=3)
     assert "8 (setup, item, sample) runs have not been run yet" in " ".join(s.notes)
-    assert "the × columns compare only the runs both a setup and the baseline stored" in " ".join(s.notes)
+    assert "compare only the runs every setup stored, covering 4 of the 4 items" in " ".join(s.notes)
 
 
 def test_an_older_summary_json_gets_its_run_count_back() -> None:

@@ -11,7 +11,7 @@ Rules:
 - The basis is ``tokens`` when the baseline's cost is $0 or unknown (every call local-compute or
   unpriced, every run failed before a priced reply, or no run stored): a ratio to $0 is undefined and
   every setup would tie at $0.
-- Pareto (cost in the basis, per item, against quality): a setup is dominated when another costs no
+- Pareto (cost in the basis, per run, against quality, both over the runs every setup stored): a setup is dominated when another costs no
   more and scores no less, one of them strictly; so a setup that costs more for the same quality is off
   the front, and two setups equal in both stay on it. A setup without quality, or whose runs all
   failed, is never on the front and dominates nothing.
@@ -85,15 +85,20 @@ def _per_correct(
     return math.fsum(r.cost_usd for r, _ in scored) / correct, sum(r.tokens for r, _ in scored) / correct
 
 
-def mark_pareto(out: Sequence[SetupSummary], basis: CostBasis) -> None:
-    """Set ``pareto`` on every setup, comparing cost per item in ``basis`` against quality."""
+def mark_pareto(
+    out: Sequence[SetupSummary], basis: CostBasis, runs: Mapping[str, Mapping[str, Sequence[RunRow]]]
+) -> None:
+    """Set ``pareto`` on every setup, comparing its cost per run in ``basis`` against its quality,
+    both over ``runs`` (setup name -> item id -> runs): the runs every setup stored, so an
+    interrupted setup's cheap first items are not set against another's whole dataset."""
     scored: list[tuple[SetupSummary, float, float]] = []
     for s in out:
         s.pareto = False
-        cost = s.cost_per_item_usd if basis == "usd" else s.tokens_per_item
-        if s.quality is None or cost is None or all_failed(s):
+        mine = [r for rows in runs.get(s.name, {}).values() for r in rows]
+        if s.quality is None or not mine or all(r.error is not None for r in mine) or all_failed(s):
             continue
-        scored.append((s, cost, s.quality))
+        spent = math.fsum(r.cost_usd for r in mine) if basis == "usd" else sum(r.tokens for r in mine)
+        scored.append((s, spent / len(mine), s.quality))
     front = stats.pareto_front([(c, q) for _, c, q in scored])
     for (s, _, _), on in zip(scored, front, strict=True):
         s.pareto = on

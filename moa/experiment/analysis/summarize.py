@@ -17,6 +17,14 @@ scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5: sco
 failed run 0 as well would count its failure twice. Those scores are stored by the scoring phase
 (``score_answers``), failed runs' included, and read as they are (``scorer``).
 
+An unfinished experiment (stopped by Ctrl-C, a deadline or the budget) is compared on the runs every
+setup stored: each (item, sample) pair that every setup with a stored run has stored. Every figure
+that compares setups (quality and its CI, Δ, the p-value and power, the ratios, the per-correct
+figures, latency, the Pareto front, the categories, the judge's counts and ratings) is taken over
+those runs, so the table's rows, its stars and the plot rest on the same items
+(``Summary.compared_items`` says how many); what was spent (``cost_usd``, tokens, errors, calls per
+item) counts every stored run. A complete experiment compares every run either way.
+
 Cost basis, the ratios to the baseline (over the runs both stored) and the Pareto rule: see ``costs``.
 """
 
@@ -93,6 +101,26 @@ def _runs(rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[
     return out
 
 
+def _compared(
+    runs: Mapping[str, Mapping[str, Sequence[RunRow]]],
+) -> tuple[dict[str, dict[str, list[RunRow]]], int]:
+    """Each setup's runs among the (item, sample) pairs that every setup with a stored run stored, and
+    how many items those pairs cover. A setup with no stored run (not started) narrows nothing."""
+    keys = [{(i, r.sample) for i, rows in by_item.items() for r in rows} for by_item in runs.values()]
+    stored = [k for k in keys if k]
+    common = set.intersection(*stored) if stored else set()
+    covered = len({i for i, _ in common})
+    if all(k == common for k in stored):
+        return {
+            name: {i: list(rows) for i, rows in by_item.items()} for name, by_item in runs.items()
+        }, covered
+    out: dict[str, dict[str, list[RunRow]]] = {}
+    for name, by_item in runs.items():
+        kept = {i: [r for r in rows if (i, r.sample) in common] for i, rows in by_item.items()}
+        out[name] = {i: rows for i, rows in kept.items() if rows}
+    return out, covered
+
+
 def _paired(
     s: Mapping[str, float], b: Mapping[str, float], ids: Sequence[str], rounds: int, seed: int
 ) -> tuple[list[float], list[float], stats.CI | None]:
@@ -108,14 +136,18 @@ def _setup_numbers(
     name: str,
     is_baseline: bool,
     runs: Mapping[str, Sequence[RunRow]],
+    compared: Mapping[str, Sequence[RunRow]],
     ids: Sequence[str],
     rounds: int,
     seed: int,
     samples: int,
     score: RunScore,
 ) -> tuple[SetupSummary, dict[str, float]]:
+    """What the setup spent, over all its ``runs``, and how it did, over its ``compared`` runs (the
+    pairs every setup stored)."""
     present = [r for i in ids for r in runs.get(i, ())]
-    scores = item_scores(runs, score)
+    shared = [r for i in ids for r in compared.get(i, ())]
+    scores = item_scores(compared, score)
     s = SetupSummary(
         name=name,
         is_baseline=is_baseline,
@@ -135,7 +167,7 @@ def _setup_numbers(
         s.tokens_per_item = s.tokens / len(present)
         s.calls_per_item = sum(r.n_calls for r in present) / len(present)
     # a run that failed fast (a refused key, a 400) says nothing of how long an answer takes
-    lat = [r.latency_s for r in present if r.error is None]
+    lat = [r.latency_s for r in shared if r.error is None]
     if lat:
         s.latency_p50_s, s.latency_p95_s = stats.p50(lat), stats.p95(lat)
     if scores:
@@ -144,7 +176,7 @@ def _setup_numbers(
         s.quality, s.quality_ci95 = ci.estimate, _ci(ci)
         # over the runs with a score, as quality: a run not scored yet (a judge call that failed)
         # is neither right nor wrong, and counting its cost would inflate the price of a right answer
-        scored = [(r, v) for r in present if (v := score(r)) is not None]
+        scored = [(r, v) for r in shared if (v := score(r)) is not None]
         correct = math.fsum(v for _, v in scored)
         if correct > 0:
             s.cost_per_correct_usd = sum(r.cost_usd for r, _ in scored) / correct
@@ -178,17 +210,20 @@ def summarize(
     base_name = setups[0][0]
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
-    all_runs = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
+    stored = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
+    all_runs, compared_items = _compared(stored)
     for name, is_base, _ in setups:
         runs = all_runs[name]
-        s, scores = _setup_numbers(name, is_base, runs, item_ids, rounds, seed, samples, scorer(pairwise))
+        s, scores = _setup_numbers(
+            name, is_base, stored[name], runs, item_ids, rounds, seed, samples, scorer(pairwise)
+        )
         s.judge_cost_usd = (judge_costs or {}).get(name, 0.0)
         s.usage_estimated_calls = (usage_estimated_calls or {}).get(name, 0)
         if pairwise:
             s.judge = None if is_base else judge_summary(scores, runs, rounds=rounds, seed=seed)
         else:
             s.pass_at_k = pass_at_k(runs, samples)
-            s.failure_reasons = failure_reasons([r for rs in runs.values() for r in rs])
+            s.failure_reasons = failure_reasons([r for rs in stored[name].values() for r in rs])
         out.append(s)
         all_scores[name] = scores
     if pairwise:
@@ -207,7 +242,7 @@ def summarize(
         a, b, ci = _paired(all_scores[s.name], base_scores, item_ids, rounds, seed)
         if ci is None:
             continue
-        s.delta_vs_baseline, s.delta_ci95 = ci.estimate, _ci(ci)
+        s.delta_vs_baseline, s.delta_ci95, s.delta_n = ci.estimate, _ci(ci), len(a)
         if all(x in (0.0, 1.0) for x in (*a, *b)):
             s.test, s.p_value = "mcnemar", stats.mcnemar(a, b).p_value
         else:
@@ -225,8 +260,9 @@ def summarize(
         n_items=len(item_ids),
         setups=out,
         cost_basis=cost_basis(base),
+        compared_items=compared_items,
     )
-    mark_pareto(out, summary.cost_basis)
+    mark_pareto(out, summary.cost_basis, {s.name: all_runs[s.name] for s in out})
     too_many = _categories(out, all_scores, base_name, item_ids, categories, rounds, seed)
     if pairwise:
         summary.scoring_rule = PAIRWISE_RULE
@@ -239,8 +275,9 @@ def summarize(
         unit = "(setup, item, sample) runs" if samples > 1 else "(setup, item) pairs"
         summary.notes.append(
             f"{missing} {unit} have not been run yet: re-run with the same --out to finish. Until then "
-            "quality Δ and the × columns compare only the runs both a setup and the baseline stored, "
-            "while quality, cost per item and the Pareto front use each setup's own runs"
+            f"the table, its Pareto stars and the plot compare only the runs every setup stored, covering "
+            f"{compared_items} of the {len(item_ids)} items, while cost USD, tokens and errors count "
+            "every stored run"
         )
     problem = baseline_problem(summary)
     if problem:

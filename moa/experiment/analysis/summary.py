@@ -122,6 +122,9 @@ class SetupSummary(BaseModel):
     quality_ci95: list[float] | None = None
     delta_vs_baseline: float | None = None
     delta_ci95: list[float] | None = None
+    delta_n: int | None = None
+    """Items the quality Δ, its CI, the p-value and the power figure rest on: those the setup and the
+    baseline both have a score on, among the runs every setup stored."""
     test: str | None = None
     """``mcnemar`` for binary scores, else ``sign``."""
     p_value: float | None = None
@@ -215,6 +218,10 @@ class Summary(BaseModel):
     complete: bool = True
     notes: list[str] = Field(default_factory=list)
     scoring_rule: str = "a run that failed scores 0; pairs not run are left out"
+    compared_items: int | None = None
+    """Items the table, its Pareto stars and the plot rest on: those of the (item, sample) runs every
+    setup with a stored run stored (all the items of a complete experiment). None in a summary.json
+    written before it was counted."""
     cost_basis: Literal["usd", "tokens"] = "usd"
     """What "cost" means in the ratios, the Pareto front and the per-correct figures: ``usd``, or
     ``tokens`` when the baseline cost $0 (every call local-compute or unpriced, or every run failed
@@ -261,6 +268,10 @@ def baseline_problem(summary: Summary) -> str | None:
             f"baseline `{base.name}` has no quality: all {base.runs} of its stored runs failed "
             f"(first error: {first})"
         )
+    if base.n == 0 and summary.compared_items == 0:
+        # the setups stored runs on other items than the baseline's (an interrupted experiment):
+        # nothing is compared yet, which the note on runs not run says, but the baseline is fine
+        return None
     if base.n == 0:
         return f"baseline `{base.name}` has no quality: none of its {base.runs} stored runs is scored yet"
     return None

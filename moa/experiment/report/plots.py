@@ -75,7 +75,12 @@ def pareto_figure(summary: Summary) -> Figure | str:
     # names are the user's, shown as written: "$...$" in one is a price, not mathtext (a bad formula
     # raised while drawing and took the whole report down)
     ax.set_ylabel(f"quality ({summary.evaluator.get('name')}) with 95% CI", parse_math=False)
-    ax.set_title(f"{summary.experiment} (red = Pareto-optimal)", parse_math=False)
+    compared = summary.compared_items
+    # an unfinished experiment's points rest on the items every setup ran: the title says how many
+    part = (
+        "" if compared is None or compared >= summary.n_items else f", {compared} of {summary.n_items} items"
+    )
+    ax.set_title(f"{summary.experiment} (red = Pareto-optimal{part})", parse_math=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     ax.set_ylim(ax.get_ylim())  # fixed before labels are measured against the data coordinates

@@ -122,7 +122,14 @@ def _footer(summary: Summary) -> list[str]:
         f"more and scores no less); latency × is the median wall time of the runs that answered "
         f"(failed runs left out) over the baseline's; {summary.scoring_rule}.",
     ]
+    compared = summary.compared_items
     for s in summary.setups:
+        if compared is not None and s.delta_n is not None and min(s.n, s.delta_n) < compared:
+            # a judge that failed on some items (or an evaluator not run yet) leaves them unscored
+            out.append(
+                f"{s.name}: of the {compared} items compared, quality rests on the {s.n} it has a "
+                f"score on, quality Δ and p on the {s.delta_n} it and the baseline both have one on"
+            )
         if s.errors:
             first = s.error_examples[0]["error"] if s.error_examples else ""
             out.append(f"{s.name}: {s.errors} of {s.runs} runs failed; most frequent: {first}")
