@@ -172,3 +172,35 @@ def test_execution_over_items_with_more_assert_lines_than_the_sandbox_runs_is_re
             exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
         ).run()
     assert model.calls == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "problem"),
+    [
+        ("UPDATE scores SET value = 5.0 WHERE run_id = {rid}", "score 5.0 is outside [0, 1]"),
+        ("UPDATE scores SET value = 9e999 WHERE run_id = {rid}", "score inf is outside [0, 1]"),
+        ("UPDATE runs SET cost_usd = -0.5 WHERE run_id = {rid}", "cost_usd -0.5 is not a finite number >= 0"),
+        (
+            "UPDATE runs SET latency_s = 9e999 WHERE run_id = {rid}",
+            "latency_s inf is not a finite number >= 0",
+        ),
+    ],
+)
+def test_a_damaged_run_in_the_store_is_named_by_moa_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sql: str, problem: str
+) -> None:
+    """A store whose run holds a score outside [0, 1] or a cost or time that cannot be (damaged, edited
+    by hand) is refused by `moa report` in one line naming the store, the setup, item and sample, and
+    what is wrong: it printed a quality of 5.0 or ended in a traceback from the statistics."""
+    import sqlite3
+
+    _run(_write(tmp_path), tmp_path)
+    conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+    rid = conn.execute("SELECT run_id FROM runs WHERE setup = 'other' AND item_id = '1'").fetchone()[0]
+    conn.execute(sql.format(rid=rid))
+    conn.commit()
+    conn.close()
+    assert main(["report", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"experiment.sqlite: setup `other`, item `1`, sample 0 (run {rid}): {problem}" in err

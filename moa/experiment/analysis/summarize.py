@@ -35,6 +35,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from moa.errors import UserError
 from moa.eval import stats
 from moa.experiment.analysis.costs import cost_basis, mark_pareto, paired_ratios
 from moa.experiment.analysis.extras import (
@@ -88,14 +89,34 @@ def _ci(c: stats.CI) -> list[float]:
     return [c.low, c.high]
 
 
-def _runs(rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[RunRow]]:
-    """Item id -> the item's stored runs among the first ``samples`` samples."""
+def _bad_number(r: RunRow) -> str | None:
+    """What is wrong with a stored run's numbers, or None: a score outside [0, 1], a cost, time or
+    token count that is negative or not finite. Only a damaged or hand-edited store holds one (moa
+    checks each before storing it), and it would print as a quality of 5.0, a cost ratio of inf,
+    or end the report in a traceback from the statistics."""
+    if r.score is not None and not (math.isfinite(r.score) and 0.0 <= r.score <= 1.0):
+        return f"score {r.score} is outside [0, 1]"
+    for name, v in (("cost_usd", r.cost_usd), ("cost_usd_max", r.cost_usd_max), ("latency_s", r.latency_s)):
+        if not (math.isfinite(v) and v >= 0.0):
+            return f"{name} {v} is not a finite number >= 0"
+    for name, n in (("prompt_tokens", r.prompt_tokens), ("completion_tokens", r.completion_tokens)):
+        if n < 0:
+            return f"{name} {n} is negative"
+    return None
+
+
+def _runs(name: str, rows: RowsByItem, ids: Sequence[str], samples: int) -> dict[str, list[RunRow]]:
+    """Item id -> the item's stored runs among the first ``samples`` samples; ``UserError`` naming
+    the first run whose numbers cannot be right (see ``_bad_number``)."""
     out: dict[str, list[RunRow]] = {}
     for i in ids:
         r = rows.get(i)
         if r is None:
             continue
         runs = [r] if isinstance(r, RunRow) else [x for x in r if x.sample < samples]
+        for x in runs:
+            if (problem := _bad_number(x)) is not None:
+                raise UserError(f"setup `{name}`, item `{i}`, sample {x.sample} (run {x.run_id}): {problem}")
         if runs:
             out[i] = runs
     return out
@@ -210,7 +231,7 @@ def summarize(
     base_name = setups[0][0]
     out: list[SetupSummary] = []
     all_scores: dict[str, dict[str, float]] = {}
-    stored = {name: _runs(rows, item_ids, samples) for name, _, rows in setups}
+    stored = {name: _runs(name, rows, item_ids, samples) for name, _, rows in setups}
     all_runs, compared_items = _compared(stored)
     for name, is_base, _ in setups:
         runs = all_runs[name]
@@ -327,6 +348,15 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
         for s in manifest["setups"]
     ]
     judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
+    for name, _, by_item in rows:
+        for runs in by_item.values():
+            for r in runs:
+                if (problem := _bad_number(r)) is not None:
+                    raise UserError(
+                        f"{store.path}: setup `{name}`, item `{r.item_id}`, sample {r.sample} (run "
+                        f"{r.run_id}): {problem}: the store is damaged or was edited; restore it from a "
+                        "copy, or delete that run (the next `moa compare` runs it again)"
+                    )
     summary = summarize(
         experiment=manifest["experiment"],
         evaluator=manifest["evaluator"],
