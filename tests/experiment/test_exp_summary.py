@@ -65,8 +65,9 @@ def test_costs_latency_ratios_and_cost_per_correct() -> None:
     base, good = s.setup("base"), s.setup("good")  # type: ignore[attr-defined]
     assert good.cost_ratio == pytest.approx(3.0)
     assert base.latency_p50_s == pytest.approx(2.5) and base.latency_p95_s == pytest.approx(3.85)
-    # good's run on item 4 failed: its latency (8 s) is left out, p50 of [2, 4, 6] = 4
-    assert good.latency_p50_s == pytest.approx(4.0) and good.latency_ratio == pytest.approx(4.0 / 2.5)
+    # good's run on item 4 failed: its latency (8 s) is left out, p50 of [2, 4, 6] = 4; the ratio
+    # compares the items both answered, 1-3, where good takes twice the baseline's time on each
+    assert good.latency_p50_s == pytest.approx(4.0) and good.latency_ratio == pytest.approx(4.0 / 2.0)
     assert good.tokens == 60 and good.token_ratio == pytest.approx(1.0)
     assert good.calls_per_item == 2.0 and base.calls_per_item == 1.0
     assert good.cost_per_correct_usd == pytest.approx(0.12 / 3)
@@ -174,6 +175,33 @@ def test_latency_leaves_out_failed_runs() -> None:
     ff, gone = s.setup("ff"), s.setup("dead")
     assert ff.latency_p50_s == pytest.approx(4.0) and ff.latency_ratio == pytest.approx(2.0)
     assert gone.latency_p50_s is None and gone.latency_ratio is None
+
+
+def test_latency_ratio_compares_the_items_both_answered() -> None:
+    """Item k takes k seconds for the setup and for the baseline, but the baseline fails fast on the
+    five slowest: latency × is 1.00 on the items both answered (it was 1.83, the setup's median over
+    all ten items against the baseline's over its five fast ones)."""
+    ids = [str(k) for k in range(1, 11)]
+
+    def rows(name: str, failed: set[int]) -> dict[str, RunRow]:
+        return {
+            str(k): RunRow(
+                k, name, str(k), None, "ProviderError: down" if k in failed else None, 0.01, float(k), 1, 1, 1
+            )
+            for k in range(1, 11)
+        }
+
+    s = summarize(
+        experiment="lat",
+        evaluator={"name": "exact"},
+        setups=[("base", True, rows("base", {6, 7, 8, 9, 10})), ("m", False, rows("m", set()))],
+        item_ids=ids,
+        categories={},
+        rounds=100,
+    )
+    m = s.setup("m")
+    assert m.latency_ratio == pytest.approx(1.0) and m.latency_p95_ratio == pytest.approx(1.0)
+    assert m.latency_p50_s == pytest.approx(5.5)  # its own median still counts every run it answered
 
 
 def _means_in_thirds(setup: list[list[float]], base: list[list[float]]) -> object:

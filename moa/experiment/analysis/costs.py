@@ -4,17 +4,17 @@ tokens when the baseline cost $0), the ratios to the baseline and the Pareto fro
 Rules:
 
 - The ratios to the baseline (cost, tokens, latency p50 and p95, $ and tokens per correct answer) are
-  taken over the runs both stored, the same (item, sample) pairs, as the quality Δ is: an interrupted
-  or over-budget experiment whose setup ran only some items is compared on those items, not its
-  cheap first half against the baseline's whole dataset. A complete experiment gives the same ratios
-  either way.
+  taken over the runs both stored, the same (item, sample) pairs, as the quality Δ is, the latency
+  ratios over those pairs where both answered: an interrupted or over-budget experiment whose setup
+  ran only some items is compared on those items, not its cheap first half against the baseline's
+  whole dataset. A complete experiment gives the same ratios either way.
 - The basis is ``tokens`` when the baseline's cost is $0 or unknown (every call local-compute or
   unpriced, every run failed before a priced reply, or no run stored): a ratio to $0 is undefined and
   every setup would tie at $0.
-- Pareto (cost in the basis, per run, against quality, both over the runs every setup stored): a setup is dominated when another costs no
-  more and scores no less, one of them strictly; so a setup that costs more for the same quality is off
-  the front, and two setups equal in both stay on it. A setup without quality, or whose runs all
-  failed, is never on the front and dominates nothing.
+- Pareto (cost in the basis, per run, against quality, both over the runs every setup stored): a
+  setup is dominated when another costs no more and scores no less, one of them strictly; so a setup
+  that costs more for the same quality is off the front, and two setups equal in both stay on it. A
+  setup without quality, or whose runs all failed, is never on the front and dominates nothing.
 """
 
 from __future__ import annotations
@@ -63,8 +63,11 @@ def paired_ratios(
     # both sides count the same runs, so the ratio of sums is the ratio of the means per run
     s.cost_ratio = ratio(math.fsum(r.cost_usd for r in a_runs), math.fsum(r.cost_usd for r in b_runs))
     s.token_ratio = ratio(sum(r.tokens for r in a_runs), sum(r.tokens for r in b_runs))
-    a_lat = [r.latency_s for r in a_runs if r.error is None]
-    b_lat = [r.latency_s for r in b_runs if r.error is None]
+    # over the pairs where both answered: a run that failed says nothing of how long an answer
+    # takes, and leaving out only one side's failures compared medians of different items
+    answered = [(r, b) for r, b in pairs if r.error is None and b.error is None]
+    a_lat = [r.latency_s for r, _ in answered]
+    b_lat = [b.latency_s for _, b in answered]
     if a_lat and b_lat:
         s.latency_ratio = ratio(stats.p50(a_lat), stats.p50(b_lat))
         s.latency_p95_ratio = ratio(stats.p95(a_lat), stats.p95(b_lat))

@@ -8,9 +8,9 @@ Scoring rule: a run that ended in an error scores 0 (the setup did not answer), 
 shows its failures in its quality as well as in ``errors``. Pairs that were never run (an interrupted
 or over-budget experiment) are left out: ``n`` counts the items with a stored run, and the paired
 statistics use the items both the setup and the baseline have. With ``samples: k`` an item's score is
-the mean over its samples, and cost, tokens and latency are per run (per sample). Latency (p50, p95
-and their ratios) counts the runs that answered only: a run that failed fast would make a failing
-setup look quick; a setup none of whose runs answered has no latency.
+the mean over its samples, and cost, tokens and latency are per run (per sample). Latency (p50, p95)
+counts the runs that answered only, and its ratios the pairs both answered: a run that failed fast
+would make a failing setup look quick; a setup none of whose runs answered has no latency.
 
 Under a pairwise judge the setups' scores are already relative to the baseline, so the baseline
 scores 0.5 on every run, failed or not, and Δ is the judge score minus 0.5: scoring the baseline's

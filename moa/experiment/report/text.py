@@ -119,8 +119,8 @@ def _footer(summary: Summary) -> list[str]:
     out = [
         f"{summary.experiment}: {summary.n_items} items, evaluator `{summary.evaluator.get('name')}`, "
         f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
-        f"more and scores no less); latency × is the median wall time of the runs that answered "
-        f"(failed runs left out) over the baseline's; {summary.scoring_rule}.",
+        f"more and scores no less); latency × is the median wall time over the baseline's, on the runs "
+        f"both answered (failed runs left out); {summary.scoring_rule}.",
     ]
     compared = summary.compared_items
     for s in summary.setups:
