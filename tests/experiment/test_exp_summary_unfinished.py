@@ -3,12 +3,21 @@ compare the runs every setup stored, and say how many items that is."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
 import pytest
 
+from moa._run import Runner
+from moa.experiment import Experiment, rebuild_report
 from moa.experiment.analysis import Summary, baseline_problem, summarize
 from moa.experiment.report import markdown_report
 from moa.experiment.report.text import print_notes
 from moa.experiment.store import RunRow
+from moa.models.base import ModelRequest
+from moa.testing import FunctionModel
 
 IDS = [str(i) for i in range(1, 11)]
 
@@ -111,3 +120,39 @@ def test_a_complete_experiment_compares_every_run() -> None:
     s = _summary(("base", _base()), ("m", {i: _run("m", i, 1.0, usd=0.002) for i in IDS}))
     assert s.compared_items == 10 and s.complete and s.setup("base").quality == 0.5
     assert not any("items compared" in n for n in print_notes(s))
+
+
+def test_the_per_language_figures_of_an_unfinished_experiment_compare_the_same_runs(tmp_path: Path) -> None:
+    """Ten items in one language, the setup stopped after the first five (its other runs deleted, as
+    a kill leaves them): the per-language rows rest on those five items like the table's, so the
+    baseline's is its quality there, 1.0 (it was 0.5, over its ten runs, beside a Δ over five)."""
+    rows = [{"id": f"i{k}", "input": f"q{k}", "target": "x", "language": "python"} for k in range(10)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("base", "m"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}}}\n"
+        )
+    (tmp_path / "exp.yaml").write_text(
+        "name: langs\ndataset: data.jsonl\nevaluator: exact\nbaseline: base.yaml\nsetups: [m.yaml]\n"
+        "bootstrap_rounds: 100\n"
+    )
+
+    def answer(req: ModelRequest) -> str:
+        k = int(str(req.messages[-1]["content"])[1:])
+        return "x" if req.model == "sim/m" or k < 5 else "y"
+
+    out = tmp_path / "out"
+    runner = Runner(models={"sim/*": FunctionModel(answer)})
+    Experiment.from_file(tmp_path / "exp.yaml", out=out, runner=runner, progress=False).run()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    late = "SELECT run_id FROM runs WHERE setup = 'm' AND CAST(substr(item_id, 2) AS INTEGER) >= 5"
+    conn.execute(f"DELETE FROM scores WHERE run_id IN ({late})")
+    conn.execute(f"DELETE FROM calls WHERE run_id IN ({late})")
+    conn.execute("DELETE FROM runs WHERE setup = 'm' AND CAST(substr(item_id, 2) AS INTEGER) >= 5")
+    conn.commit()
+    conn.close()
+    s = asyncio.run(rebuild_report(out))
+    base, m = s.setup("base"), s.setup("m")
+    assert s.compared_items == 5 and base.quality == 1.0
+    assert base.languages["python"].n == 5 and base.languages["python"].quality == 1.0
+    assert m.languages["python"].delta_vs_baseline == m.delta_vs_baseline == 0.0

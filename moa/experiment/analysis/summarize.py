@@ -373,5 +373,8 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
         pairwise=bool(manifest.get("pairwise", False)),
     )
     add_human_votes(summary, store, manifest)
-    add_languages(summary, store, manifest, {name: by_item for name, _, by_item in rows})
+    # on the runs the table compares, as the categories are
+    samples = int(manifest.get("samples", 1))
+    stored = {name: _runs(name, by_item, manifest["item_ids"], samples) for name, _, by_item in rows}
+    add_languages(summary, store, manifest, _compared(stored)[0])
     return summary
