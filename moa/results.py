@@ -223,6 +223,9 @@ class CallRecord:
     #: sequence of the embedded model or its loading), apart from ``latency_s``: the queue the
     #: critical path does not count
     queued_s: float = 0.0
+    #: the service tier the provider said it served the call at (OpenAI's ``service_tier``: it sets
+    #: the price, and a project's default may be priority); None when no reply said
+    service_tier: str | None = None
     #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
     messages: Sequence[Mapping[str, str]] | None = None
     #: the reply's text when the call answered (the trace)
@@ -263,6 +266,7 @@ class CallRecord:
             "cost_usd_max": self.cost_usd_max,
             "usage_suspect": self.usage_suspect,
             "usage_estimated": self.usage_estimated,
+            "service_tier": self.service_tier,
         }
         if trace:
             d["messages"] = None if self.messages is None else [dict(m) for m in self.messages]
@@ -289,6 +293,7 @@ class CallRecord:
             attempt_log=_attempts_from(d),
             usage_suspect=bool(d.get("usage_suspect", False)),
             usage_estimated=bool(d.get("usage_estimated", False)),
+            service_tier=d.get("service_tier"),
             messages=d.get("messages"),
             reply=d.get("reply"),
         )

@@ -411,3 +411,70 @@ async def test_a_backend_that_may_not_report_is_cut_send_wait_s_after_the_timeou
     assert 1.15 <= time.perf_counter() - start < 10
     # it may have been sent: the worst case is kept
     assert rec.attempt_log[0].usage is None
+
+
+class _DictCache:
+    """The experiment's call cache in a dict: what ``moa compare`` replays from."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, object] = {}
+
+    def key(self, node: str, request: ModelRequest) -> str:
+        return node
+
+    def get(self, key: str) -> object:
+        return self.replies.get(key)
+
+    def put(self, key: str, value: object) -> None:
+        self.replies[key] = value
+
+
+async def test_a_replayed_call_reports_what_the_first_call_booked() -> None:
+    """A call whose first reply failed validation (its tokens paid) and whose second read the
+    prompt cache at the priority tier replays with the record's usage (both replies, every cache
+    count), cost, tier and flags; before, it replayed the last reply's prompt and completion only."""
+    rejected = ModelReply("not json", Usage(40, 5), "m", "stop")
+    answer = ModelReply('{"a": 1}', Usage(60, 6, 30, 20, 5), "m", "stop", service_tier="priority")
+    price = Price.per_token(1e-6, 2e-6)
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a"),
+        (Target("fake/a", ScriptedModel([rejected, answer]), price, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+
+    def validate(text: str) -> None:
+        if not text.startswith("{"):
+            raise moa.MalformedReply("not JSON")
+
+    cache = _DictCache()
+    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(first, rt, "n", MESSAGES, validate=validate)
+    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(replay, rt, "n", MESSAGES, validate=validate)
+    (a,), (b,) = first.calls, replay.calls
+    assert b.cached and a.attempts == 2
+    assert a.usage == b.usage == Usage(100, 11, 30, 20, 5)
+    assert b.cost_usd == pytest.approx(a.cost_usd) and a.cost_usd > 0
+    assert a.service_tier == b.service_tier == "priority"
+    assert (b.usage_suspect, b.usage_estimated) == (a.usage_suspect, a.usage_estimated)
+
+
+async def test_a_replayed_suspect_call_keeps_its_clamped_usage_and_flag() -> None:
+    """A reply claiming an impossible prompt is clamped and flagged ``usage_suspect``; its replay
+    says so too, with the clamped counts, not the claim."""
+    claim = ModelReply("four", Usage(1_000_000, 3), "m", "stop")
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a"),
+        (Target("fake/a", FunctionModel(lambda r: claim), PRICE, None),),
+        RetryPolicy(),
+        None,
+    )
+    cache = _DictCache()
+    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(first, rt, "n", MESSAGES)
+    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(replay, rt, "n", MESSAGES)
+    (a,), (b,) = first.calls, replay.calls
+    assert a.usage_suspect and b.usage_suspect and b.cached
+    assert b.usage == a.usage and a.usage.prompt_tokens < 1_000_000

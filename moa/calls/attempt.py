@@ -340,6 +340,7 @@ def _book(
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
             price = price.for_service_tier(reply.service_tier)
+            rec.service_tier = reply.service_tier
         if price.off_peak is not None:  # billed by the hour the request was sent
             price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)

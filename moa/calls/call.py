@@ -16,6 +16,7 @@ included.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +49,9 @@ __all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agen
 
 @dataclass(frozen=True, slots=True)
 class CachedReply:
-    """A reply stored by an experiment's call cache, with what it cost when it was first made."""
+    """A reply stored by an experiment's call cache, with what its call booked when it was first made:
+    ``reply.usage`` is the record's usage (every attempt that read a reply, clamped where suspect),
+    not the last reply's own counts, so a replay reports what the first call did."""
 
     reply: ModelReply
     model: str
@@ -59,6 +62,8 @@ class CachedReply:
     queued_s: float = 0.0
     #: the first call's usage was moa's count (the provider reported none): a replay says so too
     usage_estimated: bool = False
+    #: the first call's usage could not have come from its request and was charged the worst case
+    usage_suspect: bool = False
 
 
 class CallCache(Protocol):
@@ -236,7 +241,8 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                     hit.model,
                 )
                 rec.latency_s, rec.queued_s = hit.latency_s, hit.queued_s
-                rec.usage_estimated = hit.usage_estimated
+                rec.usage_estimated, rec.usage_suspect = hit.usage_estimated, hit.usage_suspect
+                rec.service_tier = hit.reply.service_tier
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
                     call.on_token(hit.reply.text)
@@ -256,9 +262,20 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     finally:
         ctx.calls.append(rec)
     if ctx.cache is not None and cache_key is not None:
+        # the record's usage, not the reply's: a suspect reply's raw counts, or a reply without the
+        # usage of an earlier attempt validation rejected, would replay as another call's account
+        booked = dataclasses.replace(reply, usage=rec.usage, service_tier=rec.service_tier)
         ctx.cache.put(
             cache_key,
-            CachedReply(reply, target.model, rec.cost_usd, rec.latency_s, rec.queued_s, rec.usage_estimated),
+            CachedReply(
+                booked,
+                target.model,
+                rec.cost_usd,
+                rec.latency_s,
+                rec.queued_s,
+                rec.usage_estimated,
+                rec.usage_suspect,
+            ),
         )
     if ctx.logger is not None:
         ctx.logger.info(
