@@ -38,7 +38,7 @@ def test_a_version_5_store_gains_the_cache_times_as_unknown(tmp_path: Path) -> N
     conn.close()
     store = Store.open(out)
     try:
-        assert store.get_meta("schema_version") == SCHEMA_VERSION == 6
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
         row = store.conn.execute("SELECT text, cost_usd, latency_s, queued_s FROM cache").fetchone()
         assert row == ("hello", 0.5, None, None)
     finally:
@@ -463,3 +463,144 @@ def test_the_owner_of_a_cached_reply_is_looked_up_by_index(tmp_path: Path) -> No
         store.close()
     detail = " ".join(str(row[-1]) for row in plan)
     assert "cache_items_key" in detail, detail
+
+
+def _run_twice(tmp_path: Path, reply: Any) -> tuple[Any, Any, list[Any]]:
+    """One call made, then replayed from the call cache of the same store; the two stored rows."""
+    from moa.experiment.store.cache import StoreCache
+    from moa.experiment.store.calls import call_rows
+    from moa.topology import build
+
+    model = FunctionModel(lambda r: reply)
+    price = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cached_input_per_mtok": 0.3}
+    topo = build.single(build.agent("fake/m", pricing=price, max_tokens=100), name="one")
+    store = Store.open(tmp_path / "out")
+    try:
+
+        async def run_once() -> Any:
+            base = Runner(models={"fake/m": model})
+            try:
+                return await base.scoped(cache=StoreCache(store, "s:h", "i1")).run(topo, "q")
+            finally:
+                await base.aclose()
+
+        first, replay = asyncio.run(run_once()), asyncio.run(run_once())
+        assert len(model.calls) == 1 and replay.calls[0].cached
+        store.conn.executemany(
+            "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
+            "completion_tokens, cost_usd, latency_s, attempts, error, started_s, priced, local, cached, "
+            "attempt_log, cost_usd_max, usage_suspect, usage_estimated, cached_tokens, cache_write_tokens, "
+            "cache_write_1h_tokens, service_tier, messages, reply) VALUES "
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [*call_rows(first.calls, 1, None), *call_rows(replay.calls, 2, None)],
+        )
+        rows = [store.calls_of(run_id=1)[0], store.calls_of(run_id=2)[0]]
+    finally:
+        store.close()
+    return first.calls[0], replay.calls[0], rows
+
+
+def test_a_replayed_call_keeps_its_cache_counts_cost_and_tier(tmp_path: Path) -> None:
+    """A call whose provider read and wrote its prompt cache, served at the priority tier, replays
+    from the call cache with the same usage (every cache count), cost, tier and flags, and both
+    stored rows hold the cache counts (a replay's attempt log, where they were, is empty)."""
+    from moa.models.base import ModelReply
+    from moa.results import Usage
+
+    usage = Usage(1000, 10, 600, 300, 100)
+    reply = ModelReply("answer", usage, "m", "stop", service_tier="priority")
+    first, replay, rows = _run_twice(tmp_path, reply)
+    assert first.usage == replay.usage == usage
+    assert replay.cost_usd == pytest.approx(first.cost_usd) and first.cost_usd > 0
+    assert first.service_tier == replay.service_tier == "priority"
+    assert (first.usage_suspect, first.usage_estimated) == (replay.usage_suspect, replay.usage_estimated)
+    assert replay.to_dict()["usage"] == first.to_dict()["usage"]
+    for row in rows:
+        assert (row["cached_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (
+            600,
+            300,
+            100,
+        )
+        assert row["service_tier"] == "priority"
+
+
+def test_a_replayed_suspect_call_replays_its_booked_usage_and_flag(tmp_path: Path) -> None:
+    """A reply claiming more prompt tokens than its request can have is clamped and flagged
+    ``usage_suspect``; its replay reports the clamped usage and the flag, not the raw claim."""
+    from moa.models.base import ModelReply
+    from moa.results import Usage
+
+    reply = ModelReply("answer", Usage(100_000, 10, 0, 500, 0), "m", "stop")
+    first, replay, rows = _run_twice(tmp_path, reply)
+    assert first.usage_suspect and replay.usage_suspect
+    assert replay.usage == first.usage and first.usage.prompt_tokens < 100_000
+    assert replay.cost_usd == pytest.approx(first.cost_usd)
+    assert [r["usage_suspect"] for r in rows] == [True, True]
+
+
+def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -> None:
+    """Upgrading a v6 store: a stored call's cache counts, kept in its attempt log only, are summed
+    into the new columns; a reply cached before keeps 0 (unknown) and is still replayed."""
+    out = tmp_path / "out"
+    Store.open(out).close()
+    log = json.dumps(
+        [
+            {"status": "error", "latency_s": 0.1, "usage": None, "error": "TimedOut"},
+            {
+                "status": "ok",
+                "latency_s": 0.1,
+                "usage": {
+                    "prompt_tokens": 50,
+                    "completion_tokens": 2,
+                    "prompt_tokens_details": {
+                        "cached_tokens": 30,
+                        "cache_creation_tokens": 10,
+                        "cache_creation_token_details": {"ephemeral_1h_input_tokens": 4},
+                    },
+                },
+                "error": None,
+            },
+        ]
+    )
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    drop = "".join(
+        f"ALTER TABLE {t} DROP COLUMN {c};"
+        for t, cols in (
+            ("calls", ("cached_tokens", "cache_write_tokens", "cache_write_1h_tokens", "service_tier")),
+            (
+                "cache",
+                (
+                    "cached_tokens",
+                    "cache_write_tokens",
+                    "cache_write_1h_tokens",
+                    "usage_suspect",
+                    "service_tier",
+                ),
+            ),
+        )
+        for c in cols
+    )
+    conn.executescript(drop + "UPDATE meta SET value = '6' WHERE key = 'schema_version';")
+    conn.execute(
+        "INSERT INTO calls(run_id, seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, "
+        "latency_s, attempts, started_s, priced, local, cached, attempt_log) VALUES (1,0,'n','m','m',50,2,0.1,0.2,2,0,1,0,0,?)",
+        (log,),
+    )
+    conn.execute(
+        "INSERT INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd) "
+        "VALUES ('k', 'hello', 'm', 'm', 'stop', 3, 2, 0.5)"
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION == 7
+        row = store.calls_of(run_id=1)[0]
+        assert (row["cached_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (30, 10, 4)
+        from moa.experiment.store.cache import StoreCache
+
+        hit = StoreCache(store, "s").get("k")
+        assert hit is not None and hit.reply.text == "hello" and hit.reply.usage.cached_tokens == 0
+        assert not hit.usage_suspect and hit.reply.service_tier is None
+    finally:
+        store.close()

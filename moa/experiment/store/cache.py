@@ -31,7 +31,7 @@ __all__ = ["StoreCache", "cache_key", "sample_scope"]
 
 _COLUMNS = (
     "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s, "
-    "usage_estimated"
+    "usage_estimated, cached_tokens, cache_write_tokens, cache_write_1h_tokens, usage_suspect, service_tier"
 )
 
 
@@ -53,11 +53,13 @@ def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None 
 
 
 def _reply(row: Sequence[Any]) -> CachedReply:
-    text, model, reply_model, finish, prompt, completion, cost, latency, queued, estimated = row
-    reply = ModelReply(text, Usage(prompt, completion), reply_model, finish, usage_estimated=bool(estimated))
+    (text, model, reply_model, finish, prompt, completion, cost, latency, queued, estimated, read, write, write_1h,
+     suspect, tier) = row  # fmt: skip
+    usage = Usage(prompt, completion, read, write, write_1h)
+    reply = ModelReply(text, usage, reply_model, finish, usage_estimated=bool(estimated), service_tier=tier)
     # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took (nor
     # whether its usage was estimated: moa did not tell then)
-    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated))
+    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated), bool(suspect))
 
 
 class StoreCache:
@@ -116,7 +118,7 @@ class StoreCache:
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 r.text,
@@ -129,6 +131,11 @@ class StoreCache:
                 value.latency_s,
                 value.queued_s,
                 int(value.usage_estimated),
+                r.usage.cached_tokens,
+                r.usage.cache_write_tokens,
+                r.usage.cache_write_1h_tokens,
+                int(value.usage_suspect),
+                r.service_tier,
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored

@@ -18,8 +18,9 @@ __all__ = ["INSERT_CALL", "TEXT_LIMIT", "call_rows", "cut_text"]
 INSERT_CALL = (
     "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
     "completion_tokens, cost_usd, latency_s, attempts, error, started_s, priced, local, cached, "
-    "attempt_log, cost_usd_max, usage_suspect, usage_estimated, messages, reply) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "attempt_log, cost_usd_max, usage_suspect, usage_estimated, cached_tokens, cache_write_tokens, "
+    "cache_write_1h_tokens, service_tier, messages, reply) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 
 #: the default cap of one stored text (a message's content or a reply), in bytes
@@ -80,5 +81,9 @@ def call_rows(
             c.cost_usd_max,
             int(c.usage_suspect),
             int(c.usage_estimated),
+            c.usage.cached_tokens,
+            c.usage.cache_write_tokens,
+            c.usage.cache_write_1h_tokens,
+            c.service_tier,
             *_trace(c, text_limit, secrets),
         )

@@ -201,6 +201,8 @@ class Store:
         except (OSError, sqlite3.OperationalError) as e:  # locked, read-only, disk full: the file may be fine
             raise UserError(f"{path}: cannot open the experiment store: {e}") from None
         except sqlite3.Error as e:
+            if "malformed" in str(e):  # a sound first page, a damaged schema page: the same advice
+                raise UserError(damaged(path, str(e))) from None
             raise UserError(f"{path}: not a readable experiment store (SQLite: {e})") from None
         store = cls(path, conn, lock)
         if version is None:
@@ -453,7 +455,8 @@ class Store:
         column, key = ("run_id", run_id) if run_id is not None else ("judgment_id", judgment_id)
         cur = self.conn.execute(
             "SELECT seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, latency_s, "
-            "attempts, error, started_s, cached, attempt_log, messages, reply FROM calls "
+            "attempts, error, started_s, cached, attempt_log, messages, reply, cached_tokens, cache_write_tokens, "
+            "cache_write_1h_tokens, service_tier, usage_suspect, usage_estimated FROM calls "
             f"WHERE {column}=? ORDER BY seq",
             (key,),
         )
@@ -464,6 +467,7 @@ class Store:
             d["attempt_log"] = json.loads(d["attempt_log"]) if d["attempt_log"] else []
             d["messages"] = json.loads(d["messages"]) if d["messages"] else None
             d["cached"] = bool(d["cached"])
+            d["usage_suspect"], d["usage_estimated"] = bool(d["usage_suspect"]), bool(d["usage_estimated"])
             out.append(d)
         return out
 

@@ -3,11 +3,13 @@ the check of a file's version, made before anything is written to it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
 
 from moa.errors import UserError
+from moa.results import Usage
 
 __all__ = [
     "BASELINE_FAILED_DETAIL",
@@ -40,8 +42,14 @@ __all__ = [
 #: as its replays, ~0 s; NULL for replies cached before);
 #: and stores every pairwise score made without a judge call, so each reader reads one number: the
 #: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
-#: failed as well), tied to that baseline run. Before, readers derived them when reading
-SCHEMA_VERSION = 6
+#: failed as well), tied to that baseline run. Before, readers derived them when reading;
+#: 7 added the rest of a call's account to ``calls`` and ``cache``: ``cached_tokens``,
+#: ``cache_write_tokens``, ``cache_write_1h_tokens`` and ``service_tier``, and ``cache.usage_suspect``.
+#: A replayed call kept only its prompt and completion counts (its attempt log, where the cache
+#: counts were, is empty) and lost its suspect flag; ``cache.prompt_tokens`` etc. now hold the call's
+#: booked usage (clamped when suspect), where they held the last reply's raw counts. Calls stored
+#: before get their cache counts from their attempt log; replies cached before keep 0 (unknown)
+SCHEMA_VERSION = 7
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -114,7 +122,9 @@ CREATE TABLE IF NOT EXISTS calls(
   latency_s REAL NOT NULL, attempts INTEGER NOT NULL, error TEXT, started_s REAL NOT NULL,
   priced INTEGER NOT NULL, local INTEGER NOT NULL, cached INTEGER NOT NULL,
   attempt_log TEXT, cost_usd_max REAL, usage_suspect INTEGER NOT NULL DEFAULT 0,
-  messages TEXT, reply TEXT, usage_estimated INTEGER NOT NULL DEFAULT 0);
+  messages TEXT, reply TEXT, usage_estimated INTEGER NOT NULL DEFAULT 0,
+  cached_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0, service_tier TEXT);
 CREATE INDEX IF NOT EXISTS calls_run ON calls(run_id);
 CREATE INDEX IF NOT EXISTS calls_judgment ON calls(judgment_id);
 CREATE TABLE IF NOT EXISTS scores(
@@ -125,7 +135,10 @@ CREATE TABLE IF NOT EXISTS scores(
     + """CREATE TABLE IF NOT EXISTS cache(
   key TEXT PRIMARY KEY, text TEXT NOT NULL, model TEXT NOT NULL, reply_model TEXT NOT NULL,
   finish_reason TEXT, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-  cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL, usage_estimated INTEGER);
+  cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL, usage_estimated INTEGER,
+  cached_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+  cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0, usage_suspect INTEGER NOT NULL DEFAULT 0,
+  service_tier TEXT);
 """
     + _VOTES
     + """
@@ -280,7 +293,53 @@ def _v5_to_v6(conn: sqlite3.Connection) -> None:
     _v6_pairwise_scores(conn)
 
 
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6}
+#: columns added in version 7 (a store made by this moa already has them)
+_V7_COLUMNS = {
+    "calls": (
+        "cached_tokens INTEGER NOT NULL DEFAULT 0",
+        "cache_write_tokens INTEGER NOT NULL DEFAULT 0",
+        "cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0",
+        "service_tier TEXT",
+    ),
+    "cache": (
+        "cached_tokens INTEGER NOT NULL DEFAULT 0",
+        "cache_write_tokens INTEGER NOT NULL DEFAULT 0",
+        "cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0",
+        "usage_suspect INTEGER NOT NULL DEFAULT 0",
+        "service_tier TEXT",
+    ),
+}
+
+
+def _v6_to_v7(conn: sqlite3.Connection) -> None:
+    with conn:
+        for table, columns in _V7_COLUMNS.items():
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for column in columns:
+                if column.split()[0] not in have:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        # a call stored before kept its cache counts in its attempt log only: summed from there
+        # (a replayed call's log is empty, and what it replayed was not kept: 0)
+        rows = conn.execute(
+            "SELECT call_id, attempt_log FROM calls WHERE attempt_log LIKE '%prompt_tokens_details%'"
+        ).fetchall()
+        for call_id, log in rows:
+            read = write = write_1h = 0
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                for entry in json.loads(log):
+                    usage = entry.get("usage") if isinstance(entry, dict) else None
+                    if isinstance(usage, dict):
+                        counted = Usage.from_dict(usage)
+                        read += counted.cached_tokens
+                        write += counted.cache_write_tokens
+                        write_1h += counted.cache_write_1h_tokens
+            conn.execute(
+                "UPDATE calls SET cached_tokens=?, cache_write_tokens=?, cache_write_1h_tokens=? WHERE call_id=?",
+                (read, write, write_1h, call_id),
+            )
+
+
+_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 #: indexes on columns a migration may add: made once the tables have their current shape
 INDEXES = "CREATE INDEX IF NOT EXISTS scores_baseline ON scores(baseline_run_id);"

@@ -73,11 +73,17 @@
     return table(["attempt", "status", "latency", "tokens", "error"], log.map((a, i) => [String(i + 1), a.status, fmt.sec(a.latency_s), a.usage ? `${fmt.int(a.usage.prompt_tokens)} + ${fmt.int(a.usage.completion_tokens)}` : "unknown", a.error || ""]), { class: "grid small attempts" });
   }
 
+  /** The part of a call's prompt its provider read from or wrote to its prompt cache. */
+  function promptCache(c) {
+    const parts = [c.cached_tokens ? `${fmt.int(c.cached_tokens)} read from cache` : "", c.cache_write_tokens ? `${fmt.int(c.cache_write_tokens)} written to it` : ""].filter(Boolean);
+    return parts.length ? ` (${parts.join(", ")})` : "";
+  }
+
   function callView(c, label) {
     const flags = [c.cached ? h("span", { class: "badge" }, "cached") : null, c.error ? h("span", { class: "badge bad" }, "failed") : null];
     return h("div", { class: "call" },
       h("div", { class: "call-head" }, label ? `${label} · ` : "", h("code", null, c.node), ` · ${c.model}`, c.requested_model && c.requested_model !== c.model ? ` (asked ${c.requested_model})` : "", ...flags),
-      h("div", { class: "figs" }, `${fmt.int(c.prompt_tokens)} prompt + ${fmt.int(c.completion_tokens)} completion tokens · ${fmt.usd(c.cost_usd)} · ${fmt.sec(c.latency_s)} · started at ${fmt.sec(c.started_s)} · ${c.attempts} attempt${c.attempts === 1 ? "" : "s"}`),
+      h("div", { class: "figs" }, `${fmt.int(c.prompt_tokens)} prompt${promptCache(c)} + ${fmt.int(c.completion_tokens)} completion tokens${c.service_tier ? ` (${c.service_tier} tier)` : ""} · ${fmt.usd(c.cost_usd)} · ${fmt.sec(c.latency_s)} · started at ${fmt.sec(c.started_s)} · ${c.attempts} attempt${c.attempts === 1 ? "" : "s"}`),
       c.error ? h("div", { class: "error-box" }, c.error) : null,
       attempts(c.attempt_log),
       h("div", { class: "label" }, "Prompt"),
