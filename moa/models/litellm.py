@@ -16,6 +16,7 @@ from typing import Any
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
+from moa.models.openai_wire import reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub_clip, url_secrets
@@ -387,53 +388,12 @@ def _service_tier(obj: Any) -> str | None:
 
 
 def _reported(u: Any, request: ModelRequest) -> Reported | None:
-    """The counts a provider reported (see ``usage_with_estimate``), None for each it did not.
-    litellm fills a missing usage with zeros, and no request is answered with zero prompt tokens:
-    zeros mean "not reported". ``input_tokens``/``output_tokens``, which litellm keeps as extra
-    fields of an OpenAI-compatible reply, stand in for missing ``prompt_tokens``/``completion_tokens``,
-    as on the direct path."""
-    if u is None:
-        return None
-    prompt = _count(u, ("prompt_tokens", "input_tokens"), request)
-    completion = _count(u, ("completion_tokens", "output_tokens"), request)
-    if prompt is None:
-        return Reported(None, completion)
-    # litellm puts every provider's cache counts (Anthropic's included) in OpenAI's place, as parts
-    # of prompt_tokens; its top-level Anthropic names are the same counts again
-    details = getattr(u, "prompt_tokens_details", None)
-    cached = _count(details, ("cached_tokens",), request) or _count(u, ("cache_read_input_tokens",), request)
-    written = _count(details, ("cache_creation_tokens",), request) or _count(
-        u, ("cache_creation_input_tokens",), request
-    )
-    if not written:
-        return Reported(prompt, completion, cached or 0)
-    # the writes' lifetimes (Anthropic's 1h writes are dearer), where litellm keeps them
-    lifetimes = _field(details, "cache_creation_token_details") or _field(u, "cache_creation_token_details")
-    hour = _count(lifetimes, ("ephemeral_1h_input_tokens",), request) if lifetimes is not None else None
-    return Reported(prompt, completion, cached or 0, written, hour or 0)
-
-
-def _field(u: Any, name: str) -> Any:
-    return u.get(name) if isinstance(u, dict) else getattr(u, name, None)
-
-
-def _count(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:
-    for name in names:
-        value = _field(u, name)
-        if value is None:
-            continue
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool):
-            shown = scrub_clip(repr(value), 40, (request.api_key,))
-            raise MalformedReply(
-                f"malformed reply: usage.{name} is {shown}, not a token count",
-                model=request.model,
-                node=request.node or None,
-            )
-        if value:
-            return value
-    return None
+    """The counts a provider reported, read by the direct path's reader (``reported_usage``): litellm
+    keeps the server's fields it does not map (``input_tokens``, Anthropic's cache names, the
+    Responses API's ``input_tokens_details``) as extra attributes of its usage object, so the same
+    reply gives the same counts on both paths. litellm fills a missing usage with zeros, which
+    that reader reads as "not reported" (no request is answered with zero prompt tokens)."""
+    return reported_usage(u, request)
 
 
 def _estimate(request: ModelRequest, text: str) -> Usage:

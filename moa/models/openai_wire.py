@@ -38,6 +38,7 @@ __all__ = [
     "parse_reply",
     "read_error_body",
     "read_reply_body",
+    "reported_usage",
     "status_error",
     "wire_model_name",
 ]
@@ -191,10 +192,12 @@ def _estimate_usage(request: ModelRequest, text: str) -> Usage:
     return Usage(prompt, len(text.encode()) // 4)
 
 
-def _usage(u: Any, request: ModelRequest) -> Reported | None:
-    """The counts the server reported, or None for no usage object. A count is missing when absent
-    or zero (no request is answered with zero prompt tokens: zeros are a server's placeholder);
-    ``input_tokens``/``output_tokens`` (the Anthropic and Responses names, which some
+def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
+    """The counts the server reported, or None for no usage object: the one reader of OpenAI-shaped
+    usage, for the direct path's JSON and for litellm's usage objects (which keep the fields they do
+    not know, ``input_tokens`` or Anthropic's cache names, as extra attributes). A count is missing
+    when absent or zero (no request is answered with zero prompt tokens: zeros are a server's
+    placeholder); ``input_tokens``/``output_tokens`` (the Anthropic and Responses names, which some
     OpenAI-compatible servers answer with) stand in for a missing ``prompt_tokens`` or
     ``completion_tokens``.
 
@@ -203,7 +206,7 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
     worst case. A negative whole number passes, for the attempt's suspect-usage clamp to charge."""
     if u is None:
         return None
-    if not isinstance(u, dict):
+    if not _is_object(u):
         raise _malformed(f"usage is {_kind(u)}, not an object", request)
     prompt = _reported(u, ("prompt_tokens",), request)
     completion = _reported(u, ("completion_tokens", "output_tokens"), request)
@@ -230,7 +233,7 @@ def _usage(u: Any, request: ModelRequest) -> Reported | None:
     return Reported(prompt + read + written, completion, read, written, _written_1h(u, {}, request))
 
 
-def _written_1h(u: dict[str, Any], details: dict[str, Any], request: ModelRequest) -> int:
+def _written_1h(u: Any, details: Any, request: ModelRequest) -> int:
     """The prompt tokens written to the cache for an hour: litellm's
     ``prompt_tokens_details.cache_creation_token_details``, else Anthropic's ``cache_creation``."""
     for where, name, path in (
@@ -238,25 +241,35 @@ def _written_1h(u: dict[str, Any], details: dict[str, Any], request: ModelReques
         (u, "cache_creation_token_details", ""),
         (u, "cache_creation", ""),
     ):
-        if where.get(name) is not None:
+        if _field(where, name) is not None:
             lifetimes = _details(where, name, request, path)
             return _reported(lifetimes, ("ephemeral_1h_input_tokens",), request) or 0
     return 0
 
 
-def _details(u: dict[str, Any], name: str, request: ModelRequest, path: str = "") -> dict[str, Any]:
+def _field(u: Any, name: str) -> Any:
+    """``u[name]`` of a JSON object, or the attribute of a litellm usage object (None if absent)."""
+    return u.get(name) if isinstance(u, dict) else getattr(u, name, None)
+
+
+def _is_object(value: Any) -> bool:
+    """A JSON object, or a parsed one (litellm's usage and details models): not a scalar or list."""
+    return isinstance(value, dict) or not isinstance(value, str | bytes | int | float | list | tuple)
+
+
+def _details(u: Any, name: str, request: ModelRequest, path: str = "") -> Any:
     """``u[name]`` as an object ({} when absent); ``path`` names it in the error when nested."""
-    details = u.get(name)
+    details = _field(u, name)
     if details is None:
         return {}
-    if not isinstance(details, dict):
+    if not _is_object(details):
         raise _malformed(f"usage.{path or name} is {_kind(details)}, not an object", request)
     return details
 
 
-def _reported(u: dict[str, Any], names: tuple[str, ...], request: ModelRequest) -> int | None:
+def _reported(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:
     for name in names:
-        value = u.get(name)
+        value = _field(u, name)
         if value is not None and (count := _count(value, name, request)):
             return count
     return None
@@ -351,7 +364,7 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         raise _malformed("no message content", request)
     text = _text(body, request)
     usage, estimated = usage_with_estimate(
-        _usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
+        reported_usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
     )
     return ModelReply(
         text,
@@ -416,7 +429,7 @@ class _Stream:
         self.service_tier = service_tier(chunk) or self.service_tier
         # the last usage reported wins (servers that repeat it send running totals); an event
         # without counts keeps it
-        usage = _usage(chunk.get("usage"), request)
+        usage = reported_usage(chunk.get("usage"), request)
         if usage is not None and (usage.prompt, usage.completion) != (None, None):
             self.usage = usage
         choices = chunk.get("choices") or []
