@@ -4,6 +4,7 @@ loop and its retry budget, and the fallback chain."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -478,3 +479,81 @@ async def test_a_replayed_suspect_call_keeps_its_clamped_usage_and_flag() -> Non
     (a,), (b,) = first.calls, replay.calls
     assert a.usage_suspect and b.usage_suspect and b.cached
     assert b.usage == a.usage and a.usage.prompt_tokens < 1_000_000
+
+
+async def test_a_call_waiting_for_budget_room_gives_its_limiter_slot_to_calls_that_fit() -> None:
+    """One slot (max_concurrent 1) and an rpm of 1: a call whose worst case waits for another
+    call's hold gives its slot and stamp back meanwhile, so a smaller call of the same endpoint
+    that fits goes out (it waited behind a call that was not sending, until that hold settled);
+    the first goes once the hold settles, and the windows count the two requests sent only."""
+    small = plan(max_tokens=10)
+    big = plan(max_tokens=1000)
+    worst_small, worst_big = (
+        PRICE.worst_case(prompt_token_ceiling(100), 10),
+        PRICE.worst_case(prompt_token_ceiling(100), 1000),
+    )
+    budget = Budget(worst_big + worst_small)
+    other = budget.reserve(worst_small * 1.5)  # another model's call in flight
+    limiter = Limiter("k", RateLimit(rpm=2, max_concurrent=1, period_s=600.0))
+    fm = FunctionModel(lambda r: "four")
+    target = Target("fake/m", fm, PRICE, limiter)
+    big_rec, small_rec = (CallRecord(node="n", model="fake/m", attempts=0) for _ in range(2))
+    waiting = asyncio.create_task(attempt((budget,), target, request(), big_rec, big))
+    async with asyncio.timeout(15):
+        while not budget._waiters:
+            await asyncio.sleep(0.01)
+        assert limiter.in_flight == 0  # the waiting call holds no slot
+        reply = await attempt((budget,), target, request(), small_rec, small)
+    assert reply.text == "four" and not waiting.done()
+    budget.settle(other, 0.0)
+    async with asyncio.timeout(15):  # its stamp was given back: the rpm of 2 lets it through
+        assert (await waiting).text == "four"
+    assert len(fm.calls) == 2 and big_rec.attempts == small_rec.attempts == 1
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["no-limiter", "limiter"])
+async def test_a_wait_for_budget_room_ends_at_the_calls_timeout(limited: bool) -> None:
+    """A call whose worst case waits on a hold that never settles (its call hangs with no timeout
+    of its own) is refused once it has waited its own ``timeout_s``, the error naming the budget
+    and what it waited for; nothing is sent or held, and no attempt is logged."""
+    worst = PRICE.worst_case(prompt_token_ceiling(100), 10)
+    budget = Budget(1.5 * worst)
+    budget.reserve(worst)  # never settled
+    limiter = Limiter("k", RateLimit(max_concurrent=1)) if limited else None
+    fm = FunctionModel(lambda r: "four")
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    async with asyncio.timeout(30):
+        with pytest.raises(
+            moa.BudgetExceeded, match=r"waited [\d.]+ s \(its timeout_s\) for room in the budget of \$"
+        ):
+            await attempt(
+                (budget,), Target("fake/m", fm, PRICE, limiter), request(timeout_s=0.2), rec, plan()
+            )
+    assert fm.calls == [] and rec.attempts == 0 and rec.attempt_log == []
+    assert budget.reserved_usd == pytest.approx(worst) and not budget._waiters
+
+
+async def test_a_runs_deadline_ends_its_wait_for_budget_room() -> None:
+    """A run whose call waits on a shared budget filled by another run's hanging call (no timeout
+    anywhere) ends at its own ``deadline_s``, sending nothing."""
+    from moa.topology import build
+
+    price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+    hang, fast = FunctionModel(lambda r: "late", delay_s=3600), FunctionModel(lambda r: "four")
+    budget = moa.Budget(0.006)  # one worst case of 2,000 completion tokens fits, two do not
+    runner = moa.Runner(models={"fake/hang": hang, "fake/m": fast})
+    hanging = build.single(build.agent("fake/hang", pricing=price, max_tokens=2000), name="a")
+    waiting = build.single(build.agent("fake/m", pricing=price, max_tokens=2000), name="b")
+    first = asyncio.create_task(runner.run(hanging, "q", budget=budget))
+    try:
+        async with asyncio.timeout(15):
+            while not hang.calls:
+                await asyncio.sleep(0.01)
+            with pytest.raises(moa.TimedOut, match="deadline"):
+                await runner.run(waiting, "q", budget=budget, deadline_s=0.3)
+        assert fast.calls == [] and not budget._waiters
+    finally:
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        await runner.aclose()

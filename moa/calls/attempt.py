@@ -1,7 +1,8 @@
 """One attempt at one model, and its accounting: the innermost layer of a node's call.
 
 An attempt takes a limiter slot, holds its worst case on the budgets (once the limiter lets it
-through, so a request queued for its turn holds nothing), sends under ``timeout_s``
+through, so a request queued for its turn holds nothing; one that must wait for other calls' holds
+to settle gives its slot back meanwhile and queues again, as it sends nothing), sends under ``timeout_s``
 (counted from when the request leaves, for backends that report it), validates the reply, and books
 what it consumed in the record's ``attempt_log``:
 
@@ -27,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from moa.calls.budget import Budget, Reservation, hold_all
+from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_for_room
 from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price
 from moa.calls.retry_budget import RetryBudget
@@ -194,7 +195,7 @@ async def attempt(
     worst = hold_usd(target, call)
     held: Sequence[tuple[Budget, Reservation]] = ()
     if budgets and target.limiter is None:
-        held = await hold_all(budgets, worst, node=call.node, model=target.model)
+        held = await hold_all(budgets, worst, node=call.node, model=target.model, wait_s=request.timeout_s)
     elif budgets:
         # the hold is taken when the limiter lets the request through: held while it queued (for
         # minutes under an rpm limit), it refused other models' calls money that nothing had spent.
@@ -209,20 +210,49 @@ async def attempt(
     refused = False
     try:
         if target.limiter is not None:
-            async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
-                if budgets:
-                    try:
-                        held = await hold_all(budgets, worst, node=call.node, model=target.model)
-                    except BudgetExceeded:
-                        refused = True
-                        permit.give_back()  # its place in the windows, for a request that is sent
-                        raise
-                call.permit = permit
+            loop = asyncio.get_running_loop()
+            waited_since: float | None = None
+            while True:
+                blocked = None
+                async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
+                    if budgets:
+                        try:
+                            got = try_hold_all(budgets, worst, loop, node=call.node, model=target.model)
+                        except BudgetExceeded:
+                            refused = True
+                            permit.give_back()  # its place in the windows, for a request that is sent
+                            raise
+                        if isinstance(got, list):
+                            held = got
+                        else:
+                            # waiting for other calls' holds, it sends nothing: its concurrency slot
+                            # and window stamps go to calls that do, and it queues again once room
+                            # is made (kept, they blocked every call of the endpoint behind it)
+                            permit.give_back()
+                            blocked = got
+                    if blocked is None:
+                        call.permit = permit
+                        try:
+                            reply = await _send(target.backend, request, clock, call)
+                        finally:
+                            # a late on_sent (litellm's, from a thread) must not move the next attempt's
+                            call.permit = None
+                        break
+                if waited_since is None:
+                    waited_since = loop.time()
+                until = None if request.timeout_s is None else waited_since + request.timeout_s
                 try:
-                    reply = await _send(target.backend, request, clock, call)
-                finally:
-                    # a late on_sent (litellm's, from a thread) must not move the next attempt's
-                    call.permit = None
+                    await wait_for_room(
+                        blocked,
+                        worst,
+                        node=call.node,
+                        model=target.model,
+                        until=until,
+                        waited_since=waited_since,
+                    )
+                except BudgetExceeded:
+                    refused = True
+                    raise
         else:
             reply = await _send(target.backend, request, clock, call)
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its

@@ -5,7 +5,9 @@ reservation is replaced by the real cost, so spend never passes the cap.
 A call whose worst case does not fit only because other calls' holds fill the cap waits for them to
 settle (``hold``): a hold is a bound, and most settle far below it, so refusing then stopped an
 experiment of 64 concurrent runs with 0.6% of its cap spent. A call that what is already *spent*
-leaves no room for is refused at once: no settling can make room."""
+leaves no room for is refused at once: no settling can make room. The wait is bounded by the
+waiting call's ``timeout_s`` (``hold_all(wait_s=...)``): a hold whose call hangs without a timeout
+settles never. The run's ``deadline_s`` bounds it too, as it cancels everything in the run."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 
 from moa.errors import BudgetExceeded, UserError
 
-__all__ = ["Budget", "Reservation", "hold_all"]
+__all__ = ["Budget", "Reservation", "hold_all", "try_hold_all", "wait_for_room"]
 
 
 @dataclass(slots=True)
@@ -120,34 +122,85 @@ class Budget:
         return f"Budget(limit_usd={self.limit_usd}, spent_usd={self._spent:.6f})"
 
 
+def try_hold_all(
+    budgets: Sequence[Budget],
+    amount: float,
+    loop: asyncio.AbstractEventLoop,
+    *,
+    node: str = "",
+    model: str = "",
+) -> list[tuple[Budget, Reservation]] | tuple[Budget, asyncio.Future[None]]:
+    """Hold ``amount`` on every budget now; or, when other calls' holds fill one, release what it
+    held (a call never holds one budget while it waits on another) and give that budget with the
+    future its next settle completes (``wait_for_room``). ``BudgetExceeded`` when what one has spent
+    leaves no room."""
+    held: list[tuple[Budget, Reservation]] = []
+    try:
+        for b in budgets:
+            got = b.try_hold(amount, loop, node=node, model=model)
+            if not isinstance(got, Reservation):
+                _release(held)
+                return b, got
+            held.append((b, got))
+    except BaseException:
+        _release(held)
+        raise
+    return held
+
+
+async def wait_for_room(
+    blocked: tuple[Budget, asyncio.Future[None]],
+    amount: float,
+    *,
+    node: str = "",
+    model: str = "",
+    until: float | None = None,
+    waited_since: float | None = None,
+) -> None:
+    """Wait for the next settle on the budget ``try_hold_all`` was blocked by. Past ``until`` (the
+    loop's time: the call's ``timeout_s`` after it began to wait), ``BudgetExceeded`` naming the
+    budget and what the call waited for: holds of calls that hang without a timeout of their own
+    settle never, and a call that has one must not wait on them for ever."""
+    budget, waiter = blocked
+    loop = asyncio.get_running_loop()
+    since = loop.time() if waited_since is None else waited_since
+    try:
+        if until is None:
+            await waiter
+        else:
+            async with asyncio.timeout_at(until):
+                await waiter
+    except TimeoutError:
+        with budget._lock:
+            spent, held = budget._spent, budget._reserved
+        raise BudgetExceeded(
+            f"node `{node}`, model `{model}`: waited {loop.time() - since:.3g} s (its timeout_s) for "
+            f"room in the budget of ${budget.limit_usd:.6f} for the call's worst case ${amount:.6f}; other "
+            f"calls' holds (${held:.6f}, spent ${spent:.6f}) did not settle in time; not sent",
+            node=node,
+            model=model,
+            needed_usd=amount,
+            spent_usd=spent,
+        ) from None
+    finally:
+        budget.forget(waiter)
+
+
 async def hold_all(
-    budgets: Sequence[Budget], amount: float, *, node: str = "", model: str = ""
+    budgets: Sequence[Budget], amount: float, *, node: str = "", model: str = "", wait_s: float | None = None
 ) -> list[tuple[Budget, Reservation]]:
     """Hold ``amount`` on every budget, waiting while other calls' holds fill one (see
-    the module docstring); ``BudgetExceeded`` when what one has spent leaves no room. A wait
-    releases what it held first: a call never holds one budget while it waits on another."""
+    the module docstring), at most ``wait_s`` in all (then ``BudgetExceeded``); ``BudgetExceeded``
+    at once when what one has spent leaves no room. A wait releases what it held first: a call
+    never holds one budget while it waits on another."""
     loop = asyncio.get_running_loop()
+    start = loop.time()
+    until = None if wait_s is None else start + wait_s
     while True:
-        held: list[tuple[Budget, Reservation]] = []
-        blocked: tuple[Budget, asyncio.Future[None]] | None = None
-        try:
-            for b in budgets:
-                got = b.try_hold(amount, loop, node=node, model=model)
-                if not isinstance(got, Reservation):
-                    blocked = (b, got)
-                    break
-                held.append((b, got))
-        except BaseException:
-            _release(held)
-            raise
-        if blocked is None:
-            return held
-        _release(held)  # never held while waiting on another budget
-        b, waiter = blocked
-        try:
-            await waiter
-        finally:
-            b.forget(waiter)
+        got = try_hold_all(budgets, amount, loop, node=node, model=model)
+        if isinstance(got, list):
+            return got
+        await wait_for_room(got, amount, node=node, model=model, until=until, waited_since=start)
 
 
 def _release(held: Sequence[tuple[Budget, Reservation]]) -> None:
