@@ -70,7 +70,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 continue
             for where, name in _unused_agents(t):
                 print(f"{f}: {where}warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
-            for line in _unpriced(every_agent(t)):
+            for line in [*_unpriced(every_agent(t)), *_unknown_tiers(every_agent(t))]:
                 print(f"{f}: {line}", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
@@ -100,6 +100,24 @@ def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
                 f"{label}: warning: model `{model}` is not in litellm's price map, so its calls cost $0 "
                 f"in every record and report (set the agent's `pricing`){hint}"
             )
+    return lines
+
+
+def _unknown_tiers(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
+    """A warning for each model an agent asks a ``service_tier`` of that its price map entry and
+    OpenAI do not know (``priorty``): sent as is, held and billed at the standard tier. A warning,
+    not a refusal: a provider may add a tier before the price map knows it."""
+    from moa.calls.pricing import price_for, unknown_service_tier
+
+    lines: list[str] = []
+    for label, agent in agents:
+        if "service_tier" not in agent.params:
+            continue
+        tier = agent.params["service_tier"]
+        for i, model in enumerate([agent.model, *agent.fallbacks]):
+            why = unknown_service_tier(price_for(model, agent.pricing if i == 0 else None), tier)
+            if why is not None:
+                lines.append(f"{label}: warning: model `{model}`: {why}")
     return lines
 
 

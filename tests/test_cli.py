@@ -387,3 +387,31 @@ def test_summary_lines_show_each_shares_worst_case_and_a_cascades_stages() -> No
     assert "by node: s1.worker $0.000000 (up to $0.250000) 0+0 tok, s2.answer $0.500000 3+4 tok" in line
     assert "by model: m1 $0.000000 (up to $0.250000)" in line
     assert "by stage: 1 $0.000000 (up to $0.250000) 0+0 tok, 2 $0.500000 3+4 tok" in line
+
+
+def test_validate_warns_of_a_service_tier_nothing_knows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`params: {service_tier: priorty}` (a typo) is sent as is and held and billed at the standard
+    tier: one warning per model whose price map entry lists tiers, naming them and the likely tier;
+    a tier OpenAI documents (`scale`), a priced one (`flex`), and a model the map lists no tiers for
+    get none. Validation still passes."""
+    f = tmp_path / "tiers.yaml"
+    f.write_text(
+        "name: tiers\nagents:\n"
+        "  typo: {model: openai/gpt-4o, params: {service_tier: priorty}}\n"
+        "  fine: {model: openai/gpt-5, params: {service_tier: flex}}\n"
+        "  scaled: {model: openai/gpt-4o, params: {service_tier: scale}}\n"
+        "  other: {model: anthropic/claude-sonnet-4-5, params: {service_tier: priorty}}\n"
+        "nodes: [{id: a, agent: typo}, {id: b, agent: fine}, {id: c, agent: scaled}, {id: d, agent: other},\n"
+        "  {id: e, agent: fine, inputs: [a, b, c, d]}]\n"
+        "output: e\n"
+    )
+    assert main(["validate", str(f)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"ok: {f} ")
+    assert captured.err.strip().splitlines() == [
+        f"{f}: agent `typo`: warning: model `openai/gpt-4o`: `service_tier: priorty` is no tier the price map "
+        "prices the model at (priority) nor one OpenAI documents (auto, default, flex, scale, priority): it is "
+        "sent as is, and its calls are held and billed at the standard tier; did you mean `priority`?"
+    ]

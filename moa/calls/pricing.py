@@ -28,7 +28,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from moa.results import Usage
 from moa.topology.spec import PricingSpec
 
-__all__ = ["OffPeak", "Price", "RateCard", "Rates", "near_priced_model", "price_for"]
+__all__ = [
+    "OPENAI_SERVICE_TIERS",
+    "OffPeak",
+    "Price",
+    "RateCard",
+    "Rates",
+    "near_priced_model",
+    "price_for",
+    "unknown_service_tier",
+]
 
 _MAP_FILE = "model_prices_and_context_window_backup.json"
 _lock = threading.Lock()
@@ -420,3 +429,30 @@ def near_priced_model(model: str) -> str | None:
     if not close:
         return None
     return f"{provider}/{close[0]}" if provider else close[0]
+
+
+#: the ``service_tier`` values OpenAI's API documents for a request
+OPENAI_SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+
+
+def unknown_service_tier(price: Price, tier: object) -> str | None:
+    """Why ``tier`` (an agent's ``params.service_tier``) looks like a mistake, or None: a tier that
+    is neither one the price map prices the model at nor one OpenAI documents is sent as is and its
+    calls are held and billed at the standard tier (a typo, ``priorty``, passed silently). Only for
+    a model the map lists tiers for: elsewhere nothing says which tiers exist."""
+    priced = sorted(name for name, _ in price.service_tiers if name)
+    if not priced:
+        return None
+    if not isinstance(tier, str):
+        return f"`service_tier` is {tier!r}, not a tier's name"
+    known = {*OPENAI_SERVICE_TIERS, *priced, *(k for k, v in _SERVICE_TIERS.items() if v in priced)}
+    if tier.lower() in known:
+        return None
+    names = sorted(known)
+    close = difflib.get_close_matches(tier.lower(), names, n=1, cutoff=0.6)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    return (
+        f"`service_tier: {tier}` is no tier the price map prices the model at ({', '.join(priced)}) nor one "
+        f"OpenAI documents ({', '.join(OPENAI_SERVICE_TIERS)}): it is sent as is, and its calls are held "
+        f"and billed at the standard tier{hint}"
+    )
