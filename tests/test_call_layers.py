@@ -557,3 +557,18 @@ async def test_a_runs_deadline_ends_its_wait_for_budget_room() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await first
         await runner.aclose()
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"),
+    [("priority", "priority"), ("FLEX", "flex"), ("sk-proj-" + "a1" * 24, None), ("x" * 100_000, None)],
+)
+async def test_the_record_keeps_a_tier_moa_knows_only(said: str, kept: str | None) -> None:
+    """A reply's ``service_tier`` is the provider's text, kept in records and the store: a tier moa
+    knows is kept (lower-cased), anything else (an echoed key, megabytes) is not, and is billed
+    at the standard tier, as the record's None says."""
+    rec = CallRecord(node="n", model="fake/m", attempts=0)
+    reply = ModelReply("four", Usage(5, 1), "m", "stop", service_tier=said)
+    target = Target("fake/m", FunctionModel(lambda r: reply), PRICE, None)
+    await attempt((), target, request(), rec, plan())
+    assert rec.service_tier == kept

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_for_room
 from moa.calls.limits import Limiter, Permit
-from moa.calls.pricing import Price
+from moa.calls.pricing import Price, service_tier_name
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
@@ -370,7 +370,7 @@ def _book(
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
             price = price.for_service_tier(reply.service_tier)
-            rec.service_tier = reply.service_tier
+            rec.service_tier = service_tier_name(reply.service_tier)
         if price.off_peak is not None:  # billed by the hour the request was sent
             price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)

@@ -433,6 +433,16 @@ def near_priced_model(model: str) -> str | None:
 
 #: the ``service_tier`` values OpenAI's API documents for a request
 OPENAI_SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
+_KNOWN_TIERS = frozenset({*OPENAI_SERVICE_TIERS, *_SERVICE_TIERS, "standard"})
+
+
+def service_tier_name(tier: str) -> str | None:
+    """``tier`` as a record keeps it: a tier moa knows (OpenAI's, or one the price map bills), else
+    None. A reply's ``service_tier`` is the provider's text, kept in records and the store: a
+    hostile or echoing endpoint could put a key or megabytes there, and a tier moa does not know is
+    billed at the standard rates anyway, which None says."""
+    name = tier.lower()
+    return name if name in _KNOWN_TIERS else None
 
 
 def unknown_service_tier(price: Price, tier: object) -> str | None:
