@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from moa.results import CallRecord, NodeResult
+    from moa.results import CallRecord, NodeResult, Usage
 
 __all__ = [
     "BudgetExceeded",
@@ -168,7 +168,13 @@ class ProviderError(ModelError):
 
 
 class MalformedReply(ModelError):
-    """A reply that could not be parsed: bad JSON, no choices, an invalid structured output."""
+    """A reply that could not be parsed: bad JSON, no choices, an invalid structured output.
+
+    ``usage``: the counts the reply did report, readable beside what was not (a reply with no
+    message content, or none moa can read, is billed like any other): the attempt is booked at
+    them instead of as unknown usage. None when the reply said nothing readable about its usage."""
+
+    usage: Usage | None = None
 
 
 class RequestRejected(ModelError):

@@ -486,3 +486,38 @@ async def test_unknown_usage_reaches_the_run_result_json() -> None:
     assert rec.to_dict()["unknown_usage_attempts"] == 1
     assert rec.to_dict()["cost_usd_max"] > 0 == rec.cost_usd
     assert rec.to_dict()["attempt_log"][0]["usage"] is None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_reply_moa_cannot_use_is_booked_at_the_usage_it_reports(transport: str) -> None:
+    """Two replies with no message content (a content filter's), each reporting its usage, then an
+    answer: the provider billed three replies, and the record books all three at their reported
+    usage (they were unknown usage, so cost_usd was a third of the bill); the budget is charged
+    the same, and nothing is left unknown."""
+    usage = {"prompt_tokens": 100, "completion_tokens": 20}
+    empty = {
+        "id": "x",
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "content_filter"}
+        ],
+        "usage": usage,
+    }
+    answer = {
+        **empty,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
+    async with raw_server(http(200, empty), http(200, empty), http(200, answer)) as srv:
+        t = single(
+            srv.base_url, "m", transport, max_tokens=50, retry={"max_attempts": 3, "backoff_base_s": 0}
+        )
+        budget = moa.Budget(1.0)
+        async with moa.Runner(budget=budget) as rt:
+            result = await t.run("q " * 50, runner=rt)
+    (rec,) = result.calls
+    billed = 3 * (100 * 1e-6 + 20 * 1e-6)
+    assert len(srv.arrivals) == 3 and [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
+    assert all(a.usage == moa.Usage(100, 20) for a in rec.attempt_log)
+    assert rec.usage == moa.Usage(300, 60) and rec.unknown_usage_attempts == 0
+    assert rec.cost_usd == pytest.approx(billed) == pytest.approx(rec.cost_usd_max)
+    assert budget.spent_usd == pytest.approx(billed)

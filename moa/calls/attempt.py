@@ -275,6 +275,9 @@ async def attempt(
         # request the backend knows never left (a refused connection)
         known_zero = (e.status_code is not None or e.never_sent) and reply is None
         call.rejected_reply = reply is not None
+        billed = getattr(e, "usage", None) if reply is None else None
+        if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
+            reply = ModelReply("", billed)
         _book(rec, clock, target.price, held, worst, call, status, reply, e.message, known_zero)
         raise
     except MoAError as e:  # bad input found at call time: nothing was sent

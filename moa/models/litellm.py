@@ -16,7 +16,7 @@ from typing import Any
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
-from moa.models.openai_wire import reported_usage
+from moa.models.openai_wire import billed_usage, reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub_clip, url_secrets
@@ -315,6 +315,15 @@ def _masked(reply: ModelReply, keys: Sequence[str]) -> ModelReply:
 
 
 def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
+    try:
+        return _read_reply(resp, request)
+    except MalformedReply as e:
+        # billed all the same (see openai_wire.billed_usage)
+        e.usage = billed_usage(getattr(resp, "usage", None), request)
+        raise
+
+
+def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     choices = getattr(resp, "choices", None)
     if not choices:
         raise MalformedReply("malformed reply: no choices", model=request.model, node=request.node or None)

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_REPLY_BYTES",
+    "billed_usage",
     "connect_timed_out",
     "connection_failed",
     "consume_sse",
@@ -351,6 +352,28 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         raise _malformed(f"not JSON: {snippet!r}", request) from None
     if not isinstance(data, dict):
         raise _malformed("not a JSON object", request)
+    try:
+        return _reply_of(data, request)
+    except MalformedReply as e:
+        # billed all the same: its counts are the attempt's, not an unknown worst case
+        e.usage = billed_usage(data.get("usage"), request)
+        raise
+
+
+def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
+    """The usage of a reply moa cannot use, when it reports both its counts readably, else None."""
+    try:
+        reported = reported_usage(u, request)
+    except MalformedReply:
+        return None
+    if reported is None or reported.prompt is None or reported.completion is None:
+        return None
+    return Usage(
+        reported.prompt, reported.completion, reported.cached, reported.cache_write, reported.cache_write_1h
+    )
+
+
+def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
     choices = data.get("choices")
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise _malformed("no choices", request)
