@@ -572,3 +572,25 @@ async def test_the_record_keeps_a_tier_moa_knows_only(said: str, kept: str | Non
     target = Target("fake/m", FunctionModel(lambda r: reply), PRICE, None)
     await attempt((), target, request(), rec, plan())
     assert rec.service_tier == kept
+
+
+async def test_a_replayed_call_keeps_the_worst_case_of_its_unknown_attempts() -> None:
+    """A call whose first attempt timed out (unknown usage: the provider may bill it) and whose
+    second answered replays with both attempts, so its ``cost_usd_max`` is the first call's: a
+    resumed experiment's "up to" figure does not shrink."""
+    script = ScriptedModel([moa.TimedOut("slow"), "four"])
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a"),
+        (Target("fake/a", script, PRICE, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+    cache = _DictCache()
+    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(first, rt, "n", MESSAGES)
+    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(replay, rt, "n", MESSAGES)
+    (a,), (b,) = first.calls, replay.calls
+    assert b.cached and a.unknown_usage_attempts == 1 and a.cost_usd_max > a.cost_usd
+    assert b.cost_usd_max == pytest.approx(a.cost_usd_max) and b.attempt_log == a.attempt_log
+    assert b.attempts == a.attempts == 2

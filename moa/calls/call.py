@@ -40,7 +40,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
-from moa.results import CallRecord
+from moa.results import Attempt, CallRecord
 from moa.scrub import param_secrets, remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
 
@@ -64,6 +64,9 @@ class CachedReply:
     usage_estimated: bool = False
     #: the first call's usage could not have come from its request and was charged the worst case
     usage_suspect: bool = False
+    #: the first call's attempts: a replay reports them, so an attempt of unknown usage (a timeout
+    #: before the answer, which the provider may have billed) still counts in ``cost_usd_max``
+    attempt_log: tuple[Attempt, ...] = ()
 
 
 class CallCache(Protocol):
@@ -243,6 +246,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 rec.latency_s, rec.queued_s = hit.latency_s, hit.queued_s
                 rec.usage_estimated, rec.usage_suspect = hit.usage_estimated, hit.usage_suspect
                 rec.service_tier = hit.reply.service_tier
+                rec.attempt_log, rec.attempts = list(hit.attempt_log), len(hit.attempt_log)
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
                     call.on_token(hit.reply.text)
@@ -275,6 +279,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 rec.queued_s,
                 rec.usage_estimated,
                 rec.usage_suspect,
+                tuple(rec.attempt_log),
             ),
         )
     if ctx.logger is not None:

@@ -513,6 +513,7 @@ def test_a_replayed_call_keeps_its_cache_counts_cost_and_tier(tmp_path: Path) ->
     assert first.usage == replay.usage == usage
     assert replay.cost_usd == pytest.approx(first.cost_usd) and first.cost_usd > 0
     assert first.service_tier == replay.service_tier == "priority"
+    assert replay.attempt_log == first.attempt_log and replay.attempts == first.attempts == 1
     assert (first.usage_suspect, first.usage_estimated) == (replay.usage_suspect, replay.usage_estimated)
     assert replay.to_dict()["usage"] == first.to_dict()["usage"]
     for row in rows:
@@ -575,6 +576,7 @@ def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -
                     "cache_write_1h_tokens",
                     "usage_suspect",
                     "service_tier",
+                    "attempt_log",
                 ),
             ),
         )
@@ -601,6 +603,6 @@ def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -
 
         hit = StoreCache(store, "s").get("k")
         assert hit is not None and hit.reply.text == "hello" and hit.reply.usage.cached_tokens == 0
-        assert not hit.usage_suspect and hit.reply.service_tier is None
+        assert not hit.usage_suspect and hit.reply.service_tier is None and hit.attempt_log == ()
     finally:
         store.close()

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
 from moa.models.base import ModelReply, ModelRequest
-from moa.results import Usage
+from moa.results import Attempt, Usage
 
 if TYPE_CHECKING:
     from moa.experiment.store.database import Store
@@ -31,7 +31,8 @@ __all__ = ["StoreCache", "cache_key", "sample_scope"]
 
 _COLUMNS = (
     "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s, "
-    "usage_estimated, cached_tokens, cache_write_tokens, cache_write_1h_tokens, usage_suspect, service_tier"
+    "usage_estimated, cached_tokens, cache_write_tokens, cache_write_1h_tokens, usage_suspect, service_tier, "
+    "attempt_log"
 )
 
 
@@ -54,12 +55,23 @@ def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None 
 
 def _reply(row: Sequence[Any]) -> CachedReply:
     (text, model, reply_model, finish, prompt, completion, cost, latency, queued, estimated, read, write, write_1h,
-     suspect, tier) = row  # fmt: skip
+     suspect, tier, log) = row  # fmt: skip
     usage = Usage(prompt, completion, read, write, write_1h)
     reply = ModelReply(text, usage, reply_model, finish, usage_estimated=bool(estimated), service_tier=tier)
     # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took (nor
     # whether its usage was estimated: moa did not tell then)
-    return CachedReply(reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated), bool(suspect))
+    return CachedReply(
+        reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated), bool(suspect), _attempts(log)
+    )
+
+
+def _attempts(log: str | None) -> tuple[Attempt, ...]:
+    """The first call's attempts as cached (none for a reply cached before schema 7, or unreadable)."""
+    try:
+        entries = json.loads(log) if log else []
+        return tuple(Attempt.from_dict(e, float(e.get("worst_case_usd", 0.0))) for e in entries)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return ()
 
 
 class StoreCache:
@@ -118,7 +130,7 @@ class StoreCache:
     def put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 key,
                 r.text,
@@ -136,6 +148,10 @@ class StoreCache:
                 r.usage.cache_write_1h_tokens,
                 int(value.usage_suspect),
                 r.service_tier,
+                json.dumps(
+                    [{**a.to_dict(), "worst_case_usd": a.worst_case_usd} for a in value.attempt_log],
+                    separators=(",", ":"),
+                ),
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored

@@ -44,7 +44,8 @@ __all__ = [
 #: baseline's 0.5 on its failed runs too, and a failed setup run's 0 (0.5 when the baseline's run
 #: failed as well), tied to that baseline run. Before, readers derived them when reading;
 #: 7 added the rest of a call's account to ``calls`` and ``cache``: ``cached_tokens``,
-#: ``cache_write_tokens``, ``cache_write_1h_tokens`` and ``service_tier``, and ``cache.usage_suspect``.
+#: ``cache_write_tokens``, ``cache_write_1h_tokens`` and ``service_tier``, and ``cache.usage_suspect``
+#: and ``cache.attempt_log`` (JSON, with each attempt's worst case: a replay keeps ``cost_usd_max``).
 #: A replayed call kept only its prompt and completion counts (its attempt log, where the cache
 #: counts were, is empty) and lost its suspect flag; ``cache.prompt_tokens`` etc. now hold the call's
 #: booked usage (clamped when suspect), where they held the last reply's raw counts. Calls stored
@@ -138,7 +139,7 @@ CREATE TABLE IF NOT EXISTS scores(
   cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL, usage_estimated INTEGER,
   cached_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
   cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0, usage_suspect INTEGER NOT NULL DEFAULT 0,
-  service_tier TEXT);
+  service_tier TEXT, attempt_log TEXT);
 """
     + _VOTES
     + """
@@ -307,6 +308,7 @@ _V7_COLUMNS = {
         "cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0",
         "usage_suspect INTEGER NOT NULL DEFAULT 0",
         "service_tier TEXT",
+        "attempt_log TEXT",
     ),
 }
 
