@@ -5,8 +5,11 @@ errors with ``scrub``) and by the log redactor, so a key a provider echoes back 
 provided: sk-...``) reaches no message, record, store, report, log line or reply. Two kinds of rule:
 
 - the keys moa sent (``known``): masked wherever they appear, whatever their shape, also in their
-  JSON-, repr- and URL-escaped forms; values shorter than 8 characters are left alone (masking
-  ``k`` or ``test`` would garble every message, and such a value protects nothing anyway);
+  JSON-, repr-, URL- and HTML-escaped forms (escaped more than once too), base64 and hex; a key of
+  4 to 7 characters only as a whole token (not inside a longer run of letters and digits), as
+  sent or escaped, and not at all when it is letters only (``EMPTY``, ``none``, ``dummy``: the
+  placeholders self-hosted servers are given, which are words, not secrets); a shorter value is
+  left alone (masking ``abc`` everywhere would garble every message, and it protects nothing);
 - key shapes: ``Bearer``/``Basic`` credentials, ``sk-...`` (OpenAI, Anthropic ``sk-ant-``...),
   Google ``AIza...``, AWS ``AKIA...``, prefixed keys (``gsk_``, ``xai-``, ``hf_``, ``ghp_``...),
   JWTs, runs of 40+ hex digits (a commit hash in prose is masked too), and a long token holding a
@@ -22,6 +25,7 @@ import base64
 import functools
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -40,8 +44,20 @@ __all__ = [
 
 MASK = "***"
 
-#: shorter known values are not masked by exact match (see the module docstring)
+#: known values this long are masked in every form, anywhere (see the module docstring)
 _MIN_KNOWN = 8
+#: known values from this long (and shorter than ``_MIN_KNOWN``) are masked as whole tokens
+_MIN_SHORT = 4
+
+
+def _maskable(key: str) -> bool:
+    return len(key) >= _MIN_KNOWN or (len(key) >= _MIN_SHORT and not key.isalpha())
+
+
+def _keys(known: Iterable[str | None]) -> tuple[str, ...]:
+    """The ``known`` values that are masked, stripped, sorted, each once."""
+    return tuple(sorted({k.strip() for k in known if k and _maskable(k.strip())}))
+
 
 # (pattern, replacement); the replacement keeps the words around a key so the message still reads
 _SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -92,23 +108,39 @@ _ENV_SECRET = re.compile(r"(?i)(?:^|_)(?:API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASS
 
 # the keys moa read from a variable an agent named (``api_key_env: LLM_CRED``), whatever its name:
 # filled as agents are resolved, never at import; the texts that are scrubbed without the request
-# at hand (``--debug`` tracebacks with a provider library's raw exception, the store) consult it
-_remembered: set[str] = set()
+# at hand (``--debug`` tracebacks with a provider library's raw exception, the store) consult it.
+# Bounded, least recently remembered out first: a service that builds agents with each tenant's
+# header would otherwise grow it forever, and every scrub over it with it (2,000 keys: 50 ms a
+# scrub). A key dropped from it is still masked where its request is at hand (the backends'
+# errors, the answer), which is where a provider can echo it.
+_REMEMBER_MAX = 256
+_remembered: dict[str, None] = {}
+_remembered_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
     """Mask ``value`` from now on wherever ``environment_secrets()`` is consulted: moa calls this
     for every key it reads from a variable whose name does not say it holds one."""
-    if value and len(value.strip()) >= _MIN_KNOWN:
-        _remembered.add(value)
+    if value and _maskable(value.strip()):
+        with _remembered_lock:
+            _remembered.pop(value, None)
+            _remembered[value] = None
+            while len(_remembered) > _REMEMBER_MAX:
+                del _remembered[next(iter(_remembered))]
 
 
-def environment_secrets() -> list[str]:
+def environment_secrets(*, remembered: bool = True) -> list[str]:
     """Values of environment variables named like secrets (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``,
     ``TOGETHER_KEY``): the keys a provider library may send on its own when moa passes none, and
-    the keys agents read through ``api_key_env``; plus every key ``remember_secret`` was given."""
+    the keys agents read through ``api_key_env``; with ``remembered``, plus the keys
+    ``remember_secret`` was given last (those of other agents: for texts scrubbed without their
+    request at hand, not for an answer, which holds only what its own request carried)."""
     named = [v for k, v in os.environ.items() if _secret_variable(k)]
-    return [*named, *sorted(_remembered.difference(named))]
+    if not remembered:
+        return named
+    with _remembered_lock:
+        others = [k for k in _remembered if k not in named]
+    return [*named, *sorted(others)]
 
 
 # the environment is read afresh on every call (a key set mid-run counts at once), but whether a
@@ -169,31 +201,41 @@ def _url_secrets(url: str | None) -> tuple[str, ...]:
 
 def _char(c: str) -> str:
     """One character of a known key as a provider may write it back: itself (any case; the
-    pattern is case-insensitive), JSON/repr-escaped (``\\u0073``, ``\\x73``, ``\\/``) or
-    URL-encoded (``%2F``), whichever characters of the key it chose to escape."""
+    pattern is case-insensitive), JSON/repr-escaped (``\\u0073``, ``\\x73``, ``\\/``), URL-encoded
+    (``%2F``) or an HTML character reference (``&#115;``, ``&#x73;``), whichever characters of the
+    key it chose to escape."""
     o = ord(c)
-    alts = [re.escape(c)]
+    # an escape may be escaped again (JSON inside JSON: ``\\\\u0073``, a URL inside a URL: ``%252F``)
+    alts = [re.escape(c), rf"&#0*{o};", rf"&#x0*{o:x};"]
     if o < 0x10000:
-        alts.append(rf"\\u{o:04x}")
+        alts.append(rf"\\+u{o:04x}")
     if o < 0x100:
-        alts += [rf"%{o:02x}", rf"\\x{o:02x}"]
+        alts += [rf"%(?:25)*{o:02x}", rf"\\+x{o:02x}"]
     if not c.isalnum():
-        alts.append(r"\\" + re.escape(c))
+        alts.append(r"\\+" + re.escape(c))
     return "(?:" + "|".join(alts) + ")"
 
 
 # between two characters of a known key: a line break or spaces a provider wrapped it with, raw or
 # JSON-escaped
 _GAP = r"(?:\s|\\[nrt])*"
+# around a short key: it is masked only where it is a token of its own, not inside a longer one
+_NOT_WORD_BEFORE = r"(?<![A-Za-z0-9])"
+_NOT_WORD_AFTER = r"(?![A-Za-z0-9])"
 
 
-@functools.lru_cache(maxsize=64)
+# more than the remembered keys and the environment's: ``_may_hold`` asks for every key's forms on
+# every scrub, and a cache smaller than that set would recompute them all each time
+@functools.lru_cache(maxsize=1024)
 def _base64_forms(secret: str) -> frozenset[str]:
     """The key base64-encoded (standard and URL-safe, as in a ``Basic`` credential or a token that
     embeds it), at each of the three alignments it may have inside a longer encoded text: only the
-    characters that depend on the key's bytes alone."""
+    characters that depend on the key's bytes alone; and hex-encoded. None for a short key (a
+    few base64 characters turn up in any encoded text)."""
     raw = secret.encode()
-    forms: set[str] = set()
+    if len(secret) < _MIN_KNOWN:
+        return frozenset()
+    forms: set[str] = {raw.hex()}
     for shift in range(3):
         for enc in (base64.b64encode, base64.urlsafe_b64encode):
             text = enc(b"\0" * shift + raw).decode().rstrip("=")
@@ -212,18 +254,29 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
     another is masked whole."""
     alternatives: list[str] = []
     for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) < _MIN_KNOWN:  # a whole token, as sent or escaped, never wrapped
+            alternatives.append(_NOT_WORD_BEFORE + "".join(_char(c) for c in secret) + _NOT_WORD_AFTER)
+            continue
         alternatives.append(_GAP.join(_char(c) for c in secret))
         alternatives += [re.escape(f) for f in sorted(_base64_forms(secret), key=len, reverse=True)]
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
 
-# an escape a provider may write a key's character as, and the line breaks it may wrap it with
-_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})|%([0-9A-Fa-f]{2})|\\[nrt]|\\(.)")
+# an escape a provider may write a key's character as (escaped again too, as ``_char`` reads it),
+# and the line breaks it may wrap it with
+_ESCAPE = re.compile(
+    r"\\+u([0-9A-Fa-f]{4})|\\+x([0-9A-Fa-f]{2})|%(?:25)*([0-9A-Fa-f]{2})|&#[xX]0*([0-9A-Fa-f]{1,6});"
+    r"|&#0*([0-9]{1,7});|\\+[nrt]|\\+(.)"
+)
 
 
 def _unescaped(m: re.Match[str]) -> str:
-    code = m.group(1) or m.group(2) or m.group(3)
-    return chr(int(code, 16)) if code else (m.group(4) or "")
+    code = m.group(1) or m.group(2) or m.group(3) or m.group(4)
+    if code:
+        return chr(min(int(code, 16), 0x10FFFF))
+    if m.group(5):
+        return chr(min(int(m.group(5)), 0x10FFFF))
+    return m.group(6) or ""
 
 
 def _may_hold(text: str, keys: tuple[str, ...]) -> bool:
@@ -232,18 +285,20 @@ def _may_hold(text: str, keys: tuple[str, ...]) -> bool:
     decoded), as every stored message and reply is scrubbed and the pattern is slower by far."""
     flat = "".join(text.lower().split())
     decoded = (
-        "".join(_ESCAPE.sub(_unescaped, text).lower().split()) if ("\\" in text or "%" in text) else flat
+        "".join(_ESCAPE.sub(_unescaped, text).lower().split())
+        if ("\\" in text or "%" in text or "&#" in text)
+        else flat
     )
     for key in keys:
         k = "".join(key.lower().split())
-        if k in flat or k in decoded or any(f in text for f in _base64_forms(key)):
+        if k in flat or k in decoded or any(f.lower() in flat for f in _base64_forms(key)):
             return True
     return False
 
 
 def scrub(text: str, known: Iterable[str | None] = ()) -> str:
     """``text`` with every ``known`` value (the keys moa sent) and every key shape masked."""
-    keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+    keys = _keys(known)
     pattern = _known_pattern(keys) if keys and _may_hold(text, keys) else None
     if pattern is not None:
         text = pattern.sub(MASK, text)
@@ -258,18 +313,24 @@ def mask_sent(text: str, known: Iterable[str | None]) -> str:
     or debugging endpoint may echo, as sent or in another form (``\\/`` for ``/`` as PHP's JSON
     writes it, ``%2F`` from a query string, wrapped over lines). A cheap look first, as every
     answer passes here (``_may_hold``); only then the full pattern."""
-    keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+    keys = _keys(known)
     if not keys or not _may_hold(text, keys):
         return text
     pattern = _known_pattern(keys)
     return pattern.sub(MASK, text) if pattern is not None else text
 
 
-# one escape a key's character may be written as (``_char``): ``\uXXXX``, ``\xXX``, ``%XX``, or
-# a backslash before the character itself
-_ONE_ESCAPE = re.compile(r"\\u([0-9A-Fa-f]{4})|\\x([0-9A-Fa-f]{2})|%([0-9A-Fa-f]{2})|\\(.)", re.DOTALL)
+# one escape a key's character may be written as (``_char``): ``\uXXXX``, ``\xXX``, ``%XX``, an
+# HTML character reference, or backslashes before the character itself; groups as ``_ESCAPE``'s
+_ONE_ESCAPE = re.compile(
+    r"\\+u([0-9A-Fa-f]{4})|\\+x([0-9A-Fa-f]{2})|%(?:25)*([0-9A-Fa-f]{2})|&#[xX]0*([0-9A-Fa-f]{1,6});"
+    r"|&#0*([0-9]{1,7});|\\+(.)",
+    re.DOTALL,
+)
 # the end of a text the next token may complete into an escape
-_OPEN_ESCAPE = re.compile(r"(?:\\(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%[0-9A-Fa-f]?)\Z")
+_OPEN_ESCAPE = re.compile(
+    r"(?:\\+(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%(?:25)*(?:2|[0-9A-Fa-f])?|&(?:#(?:[xX][0-9A-Fa-f]*|[0-9]*))?)\Z"
+)
 
 
 def _same(a: str, b: str) -> bool:
@@ -279,13 +340,17 @@ def _same(a: str, b: str) -> bool:
 def _could_begin(text: str, start: int, key: str) -> bool:
     """Whether ``text[start:]``, to its end, may be the beginning of ``key`` in a form the known-key
     pattern masks (any case, each character as itself or escaped, line breaks and spaces between
-    two characters), short of the whole key, so the next token may complete it. A walk over
-    (position in the text, characters of the key matched), each visited once: a ``\\n`` may be a
-    line break between two characters or an escaped ``n``."""
+    two characters), short of the whole key, so the next token may complete it; a short key (a
+    whole token only) also when whole at the end, as the next token may extend the token. A walk
+    over (position in the text, characters of the key matched), each visited once: a ``\\n`` may
+    be a line break between two characters or an escaped ``n``."""
+    short = len(key) < _MIN_KNOWN
     end, todo, seen = len(text), [(start, 0)], set()
     while todo:
         state = todo.pop()
         i, j = state
+        if short and j == len(key) and i == end:
+            return True
         if state in seen or j == len(key):
             continue
         seen.add(state)
@@ -296,18 +361,17 @@ def _could_begin(text: str, start: int, key: str) -> bool:
         c = text[i]
         if _same(c, key[j]):
             todo.append((i + 1, j + 1))
-        if j and c.isspace():
+        if j and c.isspace() and not short:
             todo.append((i + 1, j))
-        if c in "\\%":
+        if c in "\\%&":
             if _OPEN_ESCAPE.match(text, i):
                 return True
             m = _ONE_ESCAPE.match(text, i)
             if m is not None:
-                code = m.group(1) or m.group(2) or m.group(3)
-                ch = chr(int(code, 16)) if code else m.group(4)
+                ch = _unescaped(m)
                 if _same(ch, key[j]):
                     todo.append((m.end(), j + 1))
-                if j and not code and ch in "nrt":
+                if j and m.group(6) is not None and ch in "nrt" and not short:
                     todo.append((m.end(), j))
     return False
 
@@ -324,23 +388,25 @@ class StreamMask:
     ``_HOLD_SLACK`` is let go whatever it may become: a key spread over more spaces than that is
     masked in the final answer, not in its tokens, so a stream of blanks cannot stall the reply."""
 
-    __slots__ = ("_b64", "_emit", "_hold", "_keys", "_pending", "_starts")
+    __slots__ = ("_b64", "_before", "_emit", "_hold", "_keys", "_pending", "_starts")
 
     _HOLD_PER_KEY_CHAR = 8
     _HOLD_SLACK = 256
 
     def __init__(self, emit: Callable[[str], None], known: Iterable[str | None]) -> None:
         self._emit = emit
-        self._keys = tuple(sorted({k.strip() for k in known if k and len(k.strip()) >= _MIN_KNOWN}))
+        self._keys = _keys(known)
         self._b64 = tuple({f.lower() for k in self._keys for f in _base64_forms(k)})
         # where a form may start: a key's or an encoding's first character, or an escape
         firsts = {k[0] for k in self._keys} | {f[0] for f in self._b64}
         self._starts = re.compile(
-            "[" + "".join(re.escape(c) for c in sorted(firsts)) + r"\\%]", re.IGNORECASE
+            "[" + "".join(re.escape(c) for c in sorted(firsts)) + r"\\%&]", re.IGNORECASE
         )
         longest = max((len(k) for k in self._keys), default=0)
         self._hold = self._HOLD_PER_KEY_CHAR * longest + self._HOLD_SLACK
         self._pending = ""
+        # the last character passed on: whether a short key right after it is a token of its own
+        self._before = ""
 
     def feed(self, piece: str) -> None:
         if not self._keys:
@@ -350,13 +416,19 @@ class StreamMask:
         cut = self._safe_end(text)
         self._pending = text[cut:]
         if cut:
-            self._emit(mask_sent(text[:cut], self._keys))
+            self._emit(self._masked(text[:cut]))
 
     def flush(self) -> None:
         """Pass on what was held back: the reply ended, so it starts no key."""
         text, self._pending = self._pending, ""
         if text:
-            self._emit(mask_sent(text, self._keys))
+            self._emit(self._masked(text))
+
+    def _masked(self, text: str) -> str:
+        """``text`` masked as in the whole answer: read after the character passed on before it."""
+        before, self._before = self._before, text[-1:]
+        masked = mask_sent(before + text, self._keys)
+        return masked[len(before) :] if masked.startswith(before) else mask_sent(text, self._keys)
 
     def _safe_end(self, text: str) -> int:
         """Where the part of ``text`` that cannot grow into a key with the next token ends: before

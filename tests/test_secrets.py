@@ -259,7 +259,8 @@ def test_scrub_masks_a_known_key_of_no_shape() -> None:
 
 
 def test_scrub_ignores_short_known_values() -> None:
-    """A known value under 8 characters is not masked: masking `k` would garble every message."""
+    """A known value under 4 characters, or of letters only, is not masked: masking `k` or `calm`
+    would garble every message."""
     assert scrub("keep calm", known=["k", "calm"]) == "keep calm"
 
 

@@ -28,7 +28,7 @@ from moa.scrub import MASK, StreamMask, mask_sent
 from moa.serve import create_app
 from moa.topology.definition import Topology
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, threaded_server
+from tests.loopback_http import send_body, send_sse, threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
@@ -145,6 +145,24 @@ def test_text_far_from_a_key_is_passed_on_at_once() -> None:
     assert out[-1] == "see " and "".join(out) == FAR + " see "
     mask.feed("!")  # it did not
     assert out[-1] == KEY[:-1] + "!"
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_a_short_key_cut_over_tokens_is_masked_as_in_the_whole_answer(size: int) -> None:
+    """A 6-character key, whole token or inside a longer one, cut over tokens of any size: the
+    tokens make what ``mask_sent`` makes of the whole answer (a key at a token's end is held until
+    the next token shows whether the token goes on)."""
+    text = "ab12c9 then xab12c9, ab12c97 and &#97;b12c9! end ab12c9"
+    out: list[str] = []
+    mask = StreamMask(out.append, ["ab12c9"])
+    for i in range(0, len(text), size):
+        mask.feed(text[i : i + size])
+    mask.flush()
+    assert (
+        "".join(out)
+        == mask_sent(text, ["ab12c9"])
+        == (f"{MASK} then xab12c9, ab12c97 and {MASK}! end {MASK}")
+    )
 
 
 def test_without_keys_tokens_pass_unchanged() -> None:
@@ -375,3 +393,63 @@ async def _streamed_and_run(topology: Topology) -> tuple[list[str], str, str]:
                 streamed_output = ev.result.output
         output = (await topology.run("hi", runner=runner)).output
     return tokens, streamed_output, output
+
+
+class _Split(BaseHTTPRequestHandler):
+    """An endpoint that streams back its request's bearer key and its X-Gateway-Token header, each
+    cut in two over a pair of SSE events (loopback_http.send_sse); whole when not streaming."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        key = self.headers.get("authorization", "").removeprefix("Bearer ")
+        hdr = self.headers.get("x-gateway-token", "")
+        pieces = ["key ", key[:3], key[3:], " hdr ", hdr[: len(hdr) // 2], hdr[len(hdr) // 2 :], " a***b end"]
+        if not body.get("stream"):
+            _Provider._whole(self, "".join(pieces))  # type: ignore[arg-type]
+            return
+        events: list[dict[str, object]] = [
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}],
+            }
+            for p in pieces
+        ]
+        events.append(
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12},
+            }
+        )
+        send_sse(self, events)
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+@pytest.mark.parametrize("key", ["ab12c9", KEY])
+async def test_a_key_split_over_two_sse_events_is_masked_once(
+    transport: str, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over a real SSE stream, the request's key (short or long; over litellm the OPENAI_API_KEY it
+    sends on its own, masked by its backend) and a header of the agent's params (masked by the
+    attempt), each cut over two events: masked in the tokens, which make the answer as masked
+    whole, the text around them untouched although both masks pass over it."""
+    spec = _spec("", transport)
+    agent = spec["agents"]["a"]
+    agent["params"] = {"extra_headers": {"X-Gateway-Token": "Gate.Side/Header+Value=9"}}
+    if transport == "litellm":
+        del agent["api_key_env"]
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv(KEY_ENV, key)
+    with threaded_server(_Split) as url:
+        agent["api_base"] = url + "/v1"
+        tokens, streamed_output, output = await _streamed_and_run(load_data(spec))
+    assert "".join(tokens) == streamed_output == output == f"key {MASK} hdr {MASK} a***b end"

@@ -19,7 +19,7 @@ from moa.models.errors import error_for_status
 from moa.models.openai_wire import billed_usage, reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
-from moa.scrub import StreamMask, environment_secrets, mask_sent, scrub_clip, url_secrets
+from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub_clip, url_secrets
 
 __all__ = ["LitellmModel", "import_litellm"]
 
@@ -151,7 +151,7 @@ def _unreadable(chain: Sequence[BaseException], status: object, sent: bool) -> b
 def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
     """The keys a call may have carried: the one moa passed, and those litellm reads from the
     environment itself when none is passed (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``...)."""
-    return [kw.get("api_key"), *url_secrets(kw.get("api_base")), *environment_secrets()]
+    return [kw.get("api_key"), *url_secrets(kw.get("api_base")), *param_secrets(kw), *environment_secrets()]
 
 
 def _map_exception(
@@ -279,7 +279,7 @@ class LitellmModel:
                 await request.before_send()
             # without a key of the request's, litellm sends one it reads from the environment (this
             # backend's OPENAI_API_KEY for an api_base): the caller masks only the request's own
-            own = environment_secrets() if request.api_key is None else []
+            own = environment_secrets(remembered=False) if request.api_key is None else []
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
                 return _masked(_reply_from(resp, request), own)
