@@ -246,6 +246,8 @@ class LitellmModel:
     #: sending is cut this long after ``timeout_s``, the same time a direct-path call may wait for a
     #: connection. litellm also applies ``timeout_s`` to its own client from when it sends.
     send_wait_s = 60.0
+    #: the OpenAI clients for agents that name their own server (``guarded_http``), made on first use
+    _guarded: Any = None
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kw: dict[str, Any] = dict(request.params)
@@ -274,6 +276,14 @@ class LitellmModel:
         # installed even without ``on_sent``: whether the request left tells a reply litellm could
         # not read from a failure of its own before sending
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
+        key = kw.get("api_key")
+        if request.api_base and request.model.startswith("openai/") and isinstance(key, str):
+            # no redirect followed, no reply decompressed past a bound (``guarded_http``)
+            if self._guarded is None:
+                from moa.models.guarded_http import GuardedClients
+
+                self._guarded = GuardedClients()
+            kw.setdefault("client", self._guarded.for_call(key, request.api_base))
         try:
             if request.before_send is not None:
                 await request.before_send()
@@ -305,7 +315,8 @@ class LitellmModel:
             hook.ended = True
 
     async def aclose(self) -> None:
-        return None
+        if self._guarded is not None:
+            await self._guarded.aclose()
 
 
 def _masked(reply: ModelReply, keys: Sequence[str]) -> ModelReply:

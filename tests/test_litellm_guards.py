@@ -1,0 +1,183 @@
+"""A hostile server behind an `openai/` agent's `api_base`, over litellm, gets what the direct path
+gives it: no redirect is followed (the OpenAI SDK carried the prompt and the agent's secret
+headers to another port), and a compressed reply is decompressed to a bound, not to whatever it
+expands to."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+
+import pytest
+
+from moa._run import Runner
+from moa.errors import MalformedReply, RequestRejected
+from moa.models import openai_wire
+from moa.results import Token
+from moa.topology.loader import load_data
+from tests.loopback_http import send_body, threaded_server
+
+# litellm's types trip a pydantic UserWarning on first use (not ours to fix)
+pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
+
+HEADER_KEY = "Gate.Guard/Header+Value=77"
+
+
+def _reply(text: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        }
+    ).encode()
+
+
+def _gzip(data: bytes) -> bytes:
+    c = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return c.compress(data) + c.flush()
+
+
+class _Thief(BaseHTTPRequestHandler):
+    """Where the redirect points: it notes every request it receives."""
+
+    protocol_version = "HTTP/1.1"
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.seen.append(dict(self.headers))
+        send_body(self, 200, _reply("stolen"))
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """Model `redirect`: a 307 to the thief. Model `bomb`: 8 MiB of JSON (or of SSE events, when the
+    request streams) in a small gzip reply. Model `small-gzip`: an honest gzip reply. Model
+    `brotli`: a reply that claims an encoding moa does not decode."""
+
+    protocol_version = "HTTP/1.1"
+    thief = ""
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        model = body["model"]
+        if model == "redirect":
+            self.send_response(307)
+            self.send_header("location", self.thief + self.path)
+            self.send_header("content-length", "0")
+            self.end_headers()
+            return
+        if model == "bomb" and body.get("stream"):
+            event = json.dumps(
+                {
+                    "id": "x",
+                    "object": "chat.completion.chunk",
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": "a" * 1000}, "finish_reason": None}],
+                }
+            )
+            raw = (f"data: {event}\n\n" * 8200).encode()
+            self._send(_gzip(raw), "gzip", "text/event-stream")
+        elif model == "bomb":
+            self._send(_gzip(_reply("a" * (8 << 20))), "gzip")
+        elif model == "small-gzip":
+            self._send(_gzip(_reply("fine, and compressed")), "gzip")
+        else:
+            self._send(_reply("never read"), "br")
+
+    def _send(self, data: bytes, coding: str, ctype: str = "application/json") -> None:
+        self.send_response(200)
+        self.send_header("content-type", ctype)
+        self.send_header("content-encoding", coding)
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextmanager
+def _servers() -> Iterator[str]:
+    with threaded_server(_Thief) as thief, threaded_server(_Hostile) as url:
+        _Hostile.thief = thief
+        _Thief.seen.clear()
+        yield url + "/v1"
+
+
+def _topology(base: str, model: str) -> Any:
+    agent = {
+        "model": f"openai/{model}",
+        "api_base": base,
+        "api_key_env": "MOA_T_GUARD_CRED",
+        "transport": "litellm",
+        "retry": {"max_attempts": 1},
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+        "params": {"extra_headers": {"X-Api-Key": HEADER_KEY}},
+    }
+    return load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": agent}})
+
+
+async def _run(base: str, model: str, stream: bool) -> str:
+    topology = _topology(base, model)
+    async with Runner() as runner:
+        if not stream:
+            return (await topology.run("hi", runner=runner)).output
+        return "".join(
+            [ev.text async for ev in topology.stream("hi", runner=runner) if isinstance(ev, Token)]
+        )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_redirect_is_not_followed_over_litellm(stream: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 307 to another port on 127.0.0.1: nothing reaches it (litellm's OpenAI client carried the
+    prompt and the agent's X-Api-Key there), and the call fails as on the direct path."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    with _servers() as base, pytest.raises(RequestRejected) as info:
+        await _run(base, "redirect", stream)
+    assert _Thief.seen == []
+    assert "redirected (307) to http://127.0.0.1:" in str(info.value)
+    assert "moa does not follow redirects" in str(info.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_gzip_bomb_over_litellm_is_cut_at_the_bound(
+    stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """8 MiB of reply in a few KB of gzip, with the bound lowered to 1 MiB (a stream's events may
+    take eight times the bound): a MalformedReply naming the bound, not the reply expanded whole."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1 << 20)
+    with _servers() as base, pytest.raises(MalformedReply) as info:
+        await _run(base, "bomb", stream)
+    assert f"the reply passed {1 << 20 if not stream else 8 << 20} bytes after decompression" in str(
+        info.value
+    )
+
+
+async def test_an_honest_gzip_reply_is_read_and_an_unknown_encoding_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small gzip reply reads as any other; one claiming `br` (the request asked for gzip or
+    deflate only) fails in one line naming the encoding."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    with _servers() as base:
+        assert await _run(base, "small-gzip", False) == "fine, and compressed"
+        with pytest.raises(MalformedReply) as info:
+            await _run(base, "brotli", False)
+    assert "Content-Encoding `br`, which moa does not decode" in str(info.value)
