@@ -205,14 +205,15 @@ def _char(c: str) -> str:
     (``%2F``) or an HTML character reference (``&#115;``, ``&#x73;``), whichever characters of the
     key it chose to escape."""
     o = ord(c)
-    # an escape may be escaped again (JSON inside JSON: ``\\\\u0073``, a URL inside a URL: ``%252F``)
-    alts = [re.escape(c), rf"&#0*{o};", rf"&#x0*{o:x};"]
+    # an escape may be escaped again (JSON inside JSON: ``\\\\u0073``, a URL inside a URL: ``%252F``),
+    # a few times: a bounded repeat, as an unbounded one made a run of backslashes quadratic
+    alts = [re.escape(c), f"&#0{{0,6}}{o};", f"&#x0{{0,6}}{o:x};"]
     if o < 0x10000:
-        alts.append(rf"\\+u{o:04x}")
+        alts.append(rf"\\{{1,4}}u{o:04x}")
     if o < 0x100:
-        alts += [rf"%(?:25)*{o:02x}", rf"\\+x{o:02x}"]
+        alts += [rf"%(?:25){{0,3}}{o:02x}", rf"\\{{1,4}}x{o:02x}"]
     if not c.isalnum():
-        alts.append(r"\\+" + re.escape(c))
+        alts.append(r"\\{1,4}" + re.escape(c))
     return "(?:" + "|".join(alts) + ")"
 
 
@@ -265,8 +266,8 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
 # an escape a provider may write a key's character as (escaped again too, as ``_char`` reads it),
 # and the line breaks it may wrap it with
 _ESCAPE = re.compile(
-    r"\\+u([0-9A-Fa-f]{4})|\\+x([0-9A-Fa-f]{2})|%(?:25)*([0-9A-Fa-f]{2})|&#[xX]0*([0-9A-Fa-f]{1,6});"
-    r"|&#0*([0-9]{1,7});|\\+[nrt]|\\+(.)"
+    r"\\{1,4}u([0-9A-Fa-f]{4})|\\{1,4}x([0-9A-Fa-f]{2})|%(?:25){0,3}([0-9A-Fa-f]{2})|&#[xX]0{0,6}([0-9A-Fa-f]{1,6});"
+    r"|&#0{0,6}([0-9]{1,7});|\\{1,4}[nrt]|\\{1,4}(.)"
 )
 
 
@@ -323,13 +324,13 @@ def mask_sent(text: str, known: Iterable[str | None]) -> str:
 # one escape a key's character may be written as (``_char``): ``\uXXXX``, ``\xXX``, ``%XX``, an
 # HTML character reference, or backslashes before the character itself; groups as ``_ESCAPE``'s
 _ONE_ESCAPE = re.compile(
-    r"\\+u([0-9A-Fa-f]{4})|\\+x([0-9A-Fa-f]{2})|%(?:25)*([0-9A-Fa-f]{2})|&#[xX]0*([0-9A-Fa-f]{1,6});"
-    r"|&#0*([0-9]{1,7});|\\+(.)",
+    r"\\{1,4}u([0-9A-Fa-f]{4})|\\{1,4}x([0-9A-Fa-f]{2})|%(?:25){0,3}([0-9A-Fa-f]{2})|&#[xX]0{0,6}([0-9A-Fa-f]{1,6});"
+    r"|&#0{0,6}([0-9]{1,7});|\\{1,4}(.)",
     re.DOTALL,
 )
 # the end of a text the next token may complete into an escape
 _OPEN_ESCAPE = re.compile(
-    r"(?:\\+(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%(?:25)*(?:2|[0-9A-Fa-f])?|&(?:#(?:[xX][0-9A-Fa-f]*|[0-9]*))?)\Z"
+    r"(?:\\{1,4}(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%(?:25){0,3}(?:2|[0-9A-Fa-f])?|&(?:#(?:[xX][0-9A-Fa-f]{0,6}|[0-9]{0,7}))?)\Z"
 )
 
 

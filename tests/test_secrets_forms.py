@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -171,3 +172,14 @@ async def test_another_agents_key_is_not_masked_in_a_litellm_answer(monkeypatch:
         async with Runner() as runner:
             result = await _one(base, "litellm", "say").run(f"quote {other} please", runner=runner)
     assert result.output == f"quote {other} please"
+
+
+@pytest.mark.parametrize("filler", ["\\", "%25", "&#0"])
+def test_a_long_run_of_escape_characters_is_masked_in_linear_time(filler: str) -> None:
+    """An answer of 100,000 backslashes (or `%25`, `&#0`) before the key: masked in well under ten
+    seconds (each escape may be escaped a few times, not without end, so no start in the run scans
+    the rest of it; unbounded, it took about a minute)."""
+    text = filler * (100_000 // len(filler)) + " " + LONG
+    start = time.perf_counter()
+    masked = mask_sent(text, [LONG, SHORT])
+    assert time.perf_counter() - start < 10 and masked.endswith(f" {MASK}")
