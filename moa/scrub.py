@@ -135,7 +135,9 @@ def environment_secrets(*, remembered: bool = True) -> list[str]:
     the keys agents read through ``api_key_env``; with ``remembered``, plus the keys
     ``remember_secret`` was given last (those of other agents: for texts scrubbed without their
     request at hand, not for an answer, which holds only what its own request carried)."""
-    named = [v for k, v in os.environ.items() if _secret_variable(k)]
+    # a short value is no key by its variable's name alone (TOKEN_LIMIT=4096 would mask every 4096):
+    # only a key moa knows it sends is masked short (``remember_secret``, the request's own)
+    named = [v for k, v in os.environ.items() if _secret_variable(k) and len(v.strip()) >= _MIN_KNOWN]
     if not remembered:
         return named
     with _remembered_lock:

@@ -183,3 +183,13 @@ def test_a_long_run_of_escape_characters_is_masked_in_linear_time(filler: str) -
     start = time.perf_counter()
     masked = mask_sent(text, [LONG, SHORT])
     assert time.perf_counter() - start < 10 and masked.endswith(f" {MASK}")
+
+
+def test_a_short_value_of_a_secret_named_variable_is_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`TOKEN_LIMIT=4096` is named like a secret but moa never sends it: its short value is not
+    masked in the texts scrubbed with the environment's secrets (every 4096 would be); a long one
+    still is."""
+    monkeypatch.setenv("TOKEN_LIMIT", "4096")
+    monkeypatch.setenv("MOA_T_SERVICE_TOKEN", "Svc.Token/Alpha+Beta=9")
+    text = "max 4096 tokens; token Svc.Token/Alpha+Beta=9"
+    assert scrub(text, environment_secrets()) == f"max 4096 tokens; token {MASK}"

@@ -48,6 +48,10 @@ def import_litellm() -> Any:
     return _litellm
 
 
+#: the key sent to a server that needs none, as the OpenAI client refuses to start without one
+_NO_KEY = "no-key"
+
+
 def _keyless_ok(model: str) -> bool:
     return speaks_openai(model)
 
@@ -261,7 +265,7 @@ class LitellmModel:
         if request.api_key is None and request.api_base and _keyless_ok(request.model):
             # local OpenAI-compatible servers (vLLM, llama.cpp server) need no key, but the OpenAI
             # client litellm uses refuses to start without one
-            kw["api_key"] = os.environ.get("OPENAI_API_KEY") or "no-key"
+            kw["api_key"] = os.environ.get("OPENAI_API_KEY") or _NO_KEY
         if request.stop:
             kw["stop"] = list(request.stop)
         if request.timeout_s is not None:
@@ -289,7 +293,12 @@ class LitellmModel:
                 await request.before_send()
             # without a key of the request's, litellm sends one it reads from the environment (this
             # backend's OPENAI_API_KEY for an api_base): the caller masks only the request's own
-            own = environment_secrets(remembered=False) if request.api_key is None else []
+            own: list[str] = []
+            if request.api_key is None:
+                # the key _kwargs took from the environment is sent, short or not (the placeholder
+                # is no key)
+                sent = kw.get("api_key")
+                own = [*environment_secrets(remembered=False), *([sent] if sent and sent != _NO_KEY else [])]
             if on_token is None:
                 resp = await litellm.acompletion(**kw)
                 return _masked(_reply_from(resp, request), own)
