@@ -181,3 +181,32 @@ async def test_an_honest_gzip_reply_is_read_and_an_unknown_encoding_refused(
         with pytest.raises(MalformedReply) as info:
             await _run(base, "brotli", False)
     assert "Content-Encoding `br`, which moa does not decode" in str(info.value)
+
+
+class _Proxy(BaseHTTPRequestHandler):
+    """A forward proxy that answers every request itself, noting the URL it was asked for."""
+
+    protocol_version = "HTTP/1.1"
+    asked: ClassVar[list[str]] = []
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.asked.append(self.path)
+        send_body(self, 200, _reply("through the proxy"))
+
+
+async def test_the_environments_proxy_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `http_proxy` set, the guarded client sends the call through it, as litellm's own client
+    does (an httpx client given a transport skips the environment's proxies)."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    _Proxy.asked.clear()
+    with threaded_server(_Proxy) as proxy:
+        monkeypatch.setenv("http_proxy", proxy)
+        # port 9 (discard): nothing answers there, so only the proxy can
+        assert await _run("http://127.0.0.1:9/v1", "m", False) == "through the proxy"
+    assert _Proxy.asked == ["http://127.0.0.1:9/v1/chat/completions"]

@@ -11,16 +11,18 @@
   grew the process by 585 MB, and a 10 MB one would ask for 10 GB.
 
 The client is made on first use in a running loop (nothing at import) and shared by every call of
-the backend in that loop; each call gets a copy with its own key and base URL, which shares the
-connection pool.
+the backend in that loop through the same proxy (the environment's, as litellm's client takes
+them); each call gets a copy with its own key and base URL, which shares the connection pool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 # the OpenAI SDK's own HTTP library (it takes no other client)
 import httpx2 as httpx
@@ -76,9 +78,9 @@ class _Transport(httpx.AsyncBaseTransport):
     """httpx's transport, asking for gzip or deflate only and decompressing the reply itself (its
     ``Content-Encoding`` removed, so the client does not decode it again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None) -> None:
         self._inner = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100), proxy=proxy
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -104,31 +106,43 @@ class _Transport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-class GuardedClients:
-    """One guarded ``AsyncOpenAI`` per event loop, made on first use, closed by ``aclose``."""
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...), as litellm's
+    own client honours them: a transport given to httpx makes it skip the environment's proxies."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    # NO_PROXY as the environment says it (typeshed lacks this function, present since Python 3.0)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxies or bypass(parts.hostname or "", proxies):
+        return None
+    return proxies.get(parts.scheme) or proxies.get("all")
 
-    __slots__ = ("_by_loop",)
+
+class GuardedClients:
+    """One guarded ``AsyncOpenAI`` per event loop and proxy, made on first use, closed by ``aclose``."""
+
+    __slots__ = ("_clients",)
 
     def __init__(self) -> None:
-        self._by_loop: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._clients: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
 
     def for_call(self, api_key: str, api_base: str) -> Any:
-        """A client for one call: the loop's shared client with this call's key and base URL."""
+        """A client for one call: the shared client with this call's key and base URL."""
         from openai import AsyncOpenAI
 
         loop = asyncio.get_running_loop()
-        base = self._by_loop.get(loop)
+        proxy = _proxy_for(api_base)
+        base = self._clients.get((loop, proxy))
         if base is None:
-            for old in [x for x in self._by_loop if x.is_closed()]:
-                del self._by_loop[old]  # a finished loop's client: its connections died with it
-            http = httpx.AsyncClient(transport=_Transport(), follow_redirects=False, timeout=None)
-            base = self._by_loop[loop] = AsyncOpenAI(
+            for old in [x for x in self._clients if x[0].is_closed()]:
+                del self._clients[old]  # a finished loop's client: its connections died with it
+            http = httpx.AsyncClient(transport=_Transport(proxy), follow_redirects=False, timeout=None)
+            base = self._clients[loop, proxy] = AsyncOpenAI(
                 api_key="unused", base_url=api_base, http_client=http, max_retries=0
             )
         return base.with_options(api_key=api_key, base_url=api_base, max_retries=0)
 
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
-        client = self._by_loop.pop(loop, None)
-        if client is not None:
-            await client.close()
+        for key in [k for k in self._clients if k[0] is loop]:
+            await self._clients.pop(key).close()
