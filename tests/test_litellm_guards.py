@@ -210,3 +210,19 @@ async def test_the_environments_proxy_is_still_used(monkeypatch: pytest.MonkeyPa
         # port 9 (discard): nothing answers there, so only the proxy can
         assert await _run("http://127.0.0.1:9/v1", "m", False) == "through the proxy"
     assert _Proxy.asked == ["http://127.0.0.1:9/v1/chat/completions"]
+
+
+def test_a_call_with_tls_settings_of_litellms_keeps_litellms_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guarded client reads no litellm TLS setting: a call with an agent's `ssl_verify`, under
+    `SSL_VERIFY`, or passing its own `client` keeps litellm's client (a self-signed local server
+    keeps working); so does any provider but `openai/`."""
+    from moa.models.litellm import guarded, import_litellm
+
+    litellm = import_litellm()
+    monkeypatch.delenv("SSL_VERIFY", raising=False)
+    assert guarded("openai/m", {}, litellm)
+    assert not guarded("hosted_vllm/m", {}, litellm)
+    assert not guarded("openai/m", {"ssl_verify": False}, litellm)
+    assert not guarded("openai/m", {"client": object()}, litellm)
+    monkeypatch.setenv("SSL_VERIFY", "False")
+    assert not guarded("openai/m", {}, litellm)

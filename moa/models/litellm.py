@@ -52,6 +52,17 @@ def import_litellm() -> Any:
 _NO_KEY = "no-key"
 
 
+def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> bool:
+    """Whether a call with an ``api_base`` goes through moa's guarded OpenAI client: an ``openai/``
+    model (litellm hands it to the OpenAI SDK, which takes a client of ours) whose TLS is not
+    configured for litellm's own client, which the guarded one does not read (``SSL_VERIFY``,
+    ``litellm.ssl_verify``, an agent's ``ssl_verify``; ``SSL_CERT_FILE`` both read). A client the
+    agent's params pass is kept."""
+    if not model.startswith("openai/") or "client" in kw or "ssl_verify" in kw:
+        return False
+    return not os.environ.get("SSL_VERIFY") and getattr(litellm, "ssl_verify", True) is True
+
+
 def _keyless_ok(model: str) -> bool:
     return speaks_openai(model)
 
@@ -281,7 +292,7 @@ class LitellmModel:
         # not read from a failure of its own before sending
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
         key = kw.get("api_key")
-        if request.api_base and request.model.startswith("openai/") and isinstance(key, str):
+        if request.api_base and isinstance(key, str) and guarded(request.model, kw, litellm):
             # no redirect followed, no reply decompressed past a bound (``guarded_http``)
             if self._guarded is None:
                 from moa.models.guarded_http import GuardedClients
