@@ -119,8 +119,10 @@ _remembered_lock = threading.Lock()
 
 
 def remember_secret(value: str | None) -> None:
-    """Mask ``value`` from now on wherever ``environment_secrets()`` is consulted: moa calls this
-    for every key it reads from a variable whose name does not say it holds one."""
+    """Mask ``value`` wherever ``environment_secrets()`` is consulted, while it is among the last
+    ``_REMEMBER_MAX`` values remembered (remembering it again renews it): moa calls this for every
+    key an agent reads through ``api_key_env``, writes into its ``api_base`` or sends in a header
+    of its ``params``."""
     if value and _maskable(value.strip()):
         with _remembered_lock:
             _remembered.pop(value, None)
