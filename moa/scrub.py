@@ -263,7 +263,9 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
             alternatives.append(_NOT_WORD_BEFORE + "".join(_char(c) for c in secret) + _NOT_WORD_AFTER)
             continue
         alternatives.append(_GAP.join(_char(c) for c in secret))
-        alternatives += [re.escape(f) for f in sorted(_base64_forms(secret), key=len, reverse=True)]
+        # base64 is wrapped too (at 76 columns in MIME, 64 in PEM), and may be right inside the key
+        forms = sorted(_base64_forms(secret), key=len, reverse=True)
+        alternatives += [_GAP.join(re.escape(ch) for ch in f) for f in forms]
     return re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
 
 
@@ -296,7 +298,7 @@ def _may_hold(text: str, keys: tuple[str, ...]) -> bool:
     )
     for key in keys:
         k = "".join(key.lower().split())
-        if k in flat or k in decoded or any(f.lower() in flat for f in _base64_forms(key)):
+        if k in flat or k in decoded or any(f.lower() in decoded for f in _base64_forms(key)):
             return True
     return False
 
@@ -336,6 +338,10 @@ _ONE_ESCAPE = re.compile(
 _OPEN_ESCAPE = re.compile(
     r"(?:\\{1,4}(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%(?:25){0,3}(?:2|[0-9A-Fa-f])?|&(?:#(?:[xX][0-9A-Fa-f]{0,6}|[0-9]{0,7}))?)\Z"
 )
+
+
+# the line breaks and spaces an encoded key may be wrapped with, raw or JSON-escaped (``_GAP``)
+_UNWRAP = re.compile(r"\s+|\\[nrt]")
 
 
 def _same(a: str, b: str) -> bool:
@@ -441,7 +447,7 @@ class StreamMask:
         cut = len(text)
         for m in self._starts.finditer(text, max(0, len(text) - self._hold)):
             i = m.start()
-            tail = text[i:].lower()
+            tail = _UNWRAP.sub("", text[i:].lower())
             if any(len(tail) < len(f) and f.startswith(tail) for f in self._b64) or any(
                 _could_begin(text, i, k) for k in self._keys
             ):

@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import base64
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ import pytest
 from moa import scrub as scrub_module
 from moa._run import Runner
 from moa.errors import RequestRejected
-from moa.scrub import MASK, environment_secrets, mask_sent, remember_secret, scrub
+from moa.scrub import MASK, StreamMask, environment_secrets, mask_sent, remember_secret, scrub
 from moa.topology.loader import load_data
 from tests.loopback_http import send_body, threaded_server
 
@@ -193,3 +194,20 @@ def test_a_short_value_of_a_secret_named_variable_is_not_masked(monkeypatch: pyt
     monkeypatch.setenv("MOA_T_SERVICE_TOKEN", "Svc.Token/Alpha+Beta=9")
     text = "max 4096 tokens; token Svc.Token/Alpha+Beta=9"
     assert scrub(text, environment_secrets()) == f"max 4096 tokens; token {MASK}"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\\n"])
+def test_a_key_base64_encoded_and_wrapped_inside_it_is_masked(newline: str) -> None:
+    """A key inside a longer base64 text wrapped at 76 columns (MIME) right inside the key's part,
+    the line break raw or JSON-escaped: masked in the answer and in its tokens alike."""
+    encoded = base64.b64encode(("x" * 40 + LONG).encode()).decode()
+    text = newline.join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    masked = mask_sent(text, [LONG])
+    unwrapped = masked.replace(newline, "")
+    assert MASK in masked and encoded[56:68] not in unwrapped and encoded[-16:-4] not in unwrapped
+    tokens: list[str] = []
+    stream = StreamMask(tokens.append, [LONG])
+    for i in range(0, len(text), 3):
+        stream.feed(text[i : i + 3])
+    stream.flush()
+    assert "".join(tokens) == masked
