@@ -176,14 +176,15 @@ async def test_another_agents_key_is_not_masked_in_a_litellm_answer(monkeypatch:
 
 
 @pytest.mark.parametrize("filler", ["\\", "%25", "&#0"])
-def test_a_long_run_of_escape_characters_is_masked_in_linear_time(filler: str) -> None:
-    """An answer of 100,000 backslashes (or `%25`, `&#0`) before the key: masked in well under ten
-    seconds (each escape may be escaped a few times, not without end, so no start in the run scans
-    the rest of it; unbounded, it took about a minute)."""
+def test_a_long_run_of_escape_characters_does_not_stall_the_mask(filler: str) -> None:
+    """An answer of 100,000 backslashes (or `%25`, `&#0`) before the key is masked. Each escape may
+    be escaped a few times, not without end, so no start in the run scans the rest of it: that
+    takes milliseconds, where unbounded it took about a minute. The bound is a hang guard, far
+    above the time on a busy machine (speed is measured by benchmarks, not asserted here)."""
     text = filler * (100_000 // len(filler)) + " " + LONG
     start = time.perf_counter()
     masked = mask_sent(text, [LONG, SHORT])
-    assert time.perf_counter() - start < 10 and masked.endswith(f" {MASK}")
+    assert masked.endswith(f" {MASK}") and time.perf_counter() - start < 30
 
 
 def test_a_short_value_of_a_secret_named_variable_is_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
