@@ -24,8 +24,12 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-# the OpenAI SDK's own HTTP library (it takes no other client)
-import httpx2 as httpx
+# the OpenAI SDK's own HTTP library (it takes no other client): httpx2 since the SDK moved to it,
+# httpx before
+try:
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - an OpenAI SDK from before httpx2
+    import httpx  # type: ignore[no-redef]
 
 from moa.models import openai_wire  # MAX_REPLY_BYTES read at call time: tests lower it
 
