@@ -573,6 +573,32 @@ async def test_a_user_backend_error_quoting_the_key_is_masked(monkeypatch: pytes
     assert leaks(str(info.value)) == []
 
 
+async def test_a_user_backend_error_quoting_a_header_key_is_masked_once_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A user backend's exception quoting a key of the agent's header `params` is masked from the
+    request itself, not only while the key is among the last ones remembered process-wide."""
+    import moa.scrub
+
+    key = "Hedge.Warden/Quill+Fern=Bramble-user-backend"
+    monkeypatch.setattr(moa.scrub, "_remembered", {})  # the process's remembered keys are left alone
+
+    def refuse(request: ModelRequest) -> str:
+        moa.scrub._remembered.clear()  # 256 other agents' keys were remembered since this one
+        raise RuntimeError(f"upstream said: bad gateway token {key}")
+
+    spec = {
+        "model": "fake/m",
+        "retry": {"max_attempts": 1},
+        "params": {"extra_headers": {"X-Gateway-Token": key}},
+    }
+    topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}})
+    async with Runner(models={"fake/m": FunctionModel(refuse)}) as runner:
+        with pytest.raises(ProviderError) as info:
+            await topo.run("hi", runner=runner)
+    assert str(info.value).endswith(f"bad gateway token {MASK}")
+
+
 @pytest.mark.parametrize("transport", ["litellm", "openai-http"])
 async def test_a_key_in_an_agents_header_params_is_masked(transport: str) -> None:
     """A key an agent sends in a secret-named header of its `params` (`extra_headers:

@@ -288,7 +288,7 @@ async def attempt(
         raise
     except Exception as e:  # a backend bug or a user fake that raised: still a model failure
         # its text never went through a backend's scrubbing: a user's backend may quote the key
-        keys = (request.api_key, *url_secrets(request.api_base), *environment_secrets())
+        keys = (*_sent_keys(request), *environment_secrets())
         text = scrub(f"{type(e).__name__}: {e}", keys)
         error = ProviderError(text, model=target.model, node=call.node)
         _book(rec, clock, target.price, held, worst, call, "error", reply, error.message)
