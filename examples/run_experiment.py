@@ -3,9 +3,9 @@ models behind a loopback OpenAI-compatible server (no API key, no network, a few
 
 Each simulated model answers correctly with probability 0.6, so the single call should score about
 0.6. A majority of three is right when two or three samples are (3p^2 - 2p^3 = 0.648) and, because
-the simulated wrong answers rarely agree, also on a three-way split when the first answer to arrive
-is the right one (ties go to the first arrival): about 0.74 in all. The report says whether 200
-items are enough to tell the two apart.
+the simulated wrong answers rarely agree, also on a three-way split when the first sample (in input
+order: a tie goes to it) is the right one: about 0.74 in all. The report says whether 200 items are
+enough to tell the two apart.
 
     python examples/run_experiment.py [OUT_DIR]
 """
