@@ -55,6 +55,21 @@ def test_run_experiment_example(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "majority-of-3 vs single: +" in p.stdout and "cost × single" in p.stdout
     assert (tmp_path / "moa-results" / "majority-vote" / "summary.json").is_file()
+    # the table the README quotes as this script's output: the same figures, latency (load-bound) aside
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = readme[readme.index("`python examples/run_experiment.py`\n(a majority") :]
+    shown = shown[shown.index("```\n") + 4 : shown.index("\n```", shown.index("```\n") + 4)]
+
+    def rows(text: str) -> dict[str, list[str]]:
+        cells = [[c.strip() for c in line.split("|")] for line in text.splitlines() if "|" in line]
+        return {r[0]: r[1:3] + r[4:] for r in cells if r[0].startswith(("single", "majority"))}
+
+    printed, quoted = rows(p.stdout), rows(shown)
+    assert printed["single *"] == quoted["single *"]
+    majority = next(k for k in printed if k.startswith("majority"))
+    assert printed[majority][0] == quoted["majority-of-3 *"][0] == "3.00×"
+    # a three-way split goes to the first answer to arrive, so the vote's quality may move a little
+    assert abs(float(printed[majority][-2]) - float(quoted["majority-of-3 *"][-2])) <= 0.03
 
 
 @pytest.mark.local_model

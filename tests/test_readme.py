@@ -73,3 +73,271 @@ def test_validate_commands_in_readme_work(capsys: pytest.CaptureFixture[str]) ->
             if line.startswith("moa validate topologies/"):
                 args = shlex.split(line.split("#")[0])[1:]
                 assert main(args) == 0
+
+
+# --- claims kept true mechanically: flags, fields, names, paths and quoted messages ---
+
+DOCS = README + "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
+# flags of other programs the README names (pip, dask, compilers, bubblewrap, chromium, node)
+OTHER_PROGRAMS_FLAGS = {
+    "--no-deps",
+    "--nthreads",
+    "--edition",
+    "--target",
+    "--module",
+    "--max-old-space-size",
+    "--clearenv",
+    "--die-with-parent",
+    "--disable-userns",
+    "--new-session",
+    "--no-sandbox",
+}
+
+
+def _subcommands() -> dict[str, set[str]]:
+    """Each `moa` sub-command's option strings, "" for the top level."""
+    import argparse
+
+    from moa.cli import _parser
+
+    top = _parser()
+    flags = {"": set(top._option_string_actions)}
+    for action in top._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                flags[name] = set(sub._option_string_actions)
+    return flags
+
+
+def _script_flags() -> set[str]:
+    """Flags the benchmark scripts and the simulator's command line define."""
+    found: set[str] = set()
+    for f in [*(ROOT / "benchmarks").glob("*.py"), ROOT / "moa" / "testing" / "sim" / "cli.py"]:
+        found |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)\"", f.read_text(encoding="utf-8")))
+    return found
+
+
+def test_every_moa_flag_the_docs_name_exists() -> None:
+    """A `moa CMD ... --flag` in the README or docs/ is a flag of CMD; any other `--flag` is defined somewhere."""
+    flags = _subcommands()
+    wrong = []
+    for m in re.finditer(r"\bmoa ([a-z]+)\b([^`\n]*)", DOCS):
+        cmd, rest = m.group(1), m.group(2)
+        if cmd not in flags:
+            continue
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+            if flag not in flags[cmd] | flags[""]:
+                wrong.append(f"moa {cmd} {flag}")
+    assert not wrong
+    known = set().union(*flags.values()) | _script_flags() | OTHER_PROGRAMS_FLAGS
+    named = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", DOCS))
+    assert sorted(named - known) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "default", "quoted"),
+    [
+        ("serve", "--host", "127.0.0.1", "`--host` (default `127.0.0.1`)"),
+        ("serve", "--port", 8000, "`--port` (default `8000`;"),
+        ("serve", "--max-body-bytes", 1_000_000, "413; default 1 000 000)"),
+        ("view", "--port", 8765, "viewer at http://127.0.0.1:8765/"),
+        ("view", "--host", "127.0.0.1", "viewer at http://127.0.0.1:8765/"),
+    ],
+)
+def test_cli_defaults_the_readme_quotes(command: str, flag: str, default: object, quoted: str) -> None:
+    """The defaults the README quotes for a flag are the parser's."""
+    import argparse
+
+    from moa.cli import _parser
+
+    assert quoted in README
+    top = _parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    assert sub._option_string_actions[flag].default == default
+
+
+def _table(after: str) -> list[list[str]]:
+    """The cells of the first Markdown table after the line starting with ``after``."""
+    lines = README[README.index(after) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+def _ticked(text: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", text)
+
+
+def test_kind_table_names_the_fields_each_kind_reads() -> None:
+    """The `kind` table lists every kind, and for each exactly the shorthand fields it reads."""
+    import json
+
+    from moa.topology.shorthand import _FIELDS
+
+    schema = json.loads((ROOT / "moa" / "topology.schema.json").read_text())
+    top_fields = set(schema["$defs"]["Topology"]["properties"]) | set(
+        schema["$defs"]["Cascade"]["properties"]
+    )
+    expected = {**{k: set(v) for k, v in _FIELDS.items()}, "cascade": {"stages"}}
+    table = {}
+    for kind, fields, _graph in _table("| `kind` | fields | graph |"):
+        names = {re.split(r"[:\s]", t)[0] for t in _ticked(fields)}
+        table[_ticked(kind)[0]] = names & top_fields
+    assert table == expected
+
+
+def test_agent_and_node_fields_are_the_schema_s() -> None:
+    """The agent fields table and the node fields paragraph name every field the schema has, and only those."""
+    import json
+
+    schema = json.loads((ROOT / "moa" / "topology.schema.json").read_text())["$defs"]
+    agent = {n for row in _table("### Agent fields") for n in _ticked(row[0])}
+    assert agent == set(schema["AgentSpec"]["properties"])
+    para = README[README.index("Node fields: ") : README.index("Without `prompt:` a node gets")]
+    named = {re.split(r"[:\s]", t)[0] for t in _ticked(para)}
+    assert set(schema["NodeSpec"]["properties"]) <= named
+    # the retry defaults quoted in the agent table
+    retry = next(row[1] for row in _table("### Agent fields") if row[0] == "`retry`")
+    quoted = dict(re.findall(r"`(\w+)` \((?:default )?([\d.]+)", retry))
+    props = schema["RetrySpec"]["properties"]
+    assert quoted.keys() == props.keys()
+    assert all(float(v) == props[k]["default"] for k, v in quoted.items())
+
+
+def test_run_result_table_is_the_json_output() -> None:
+    """The RunResult table names exactly the fields of `moa run --json`, and the calls row every CallRecord field."""
+    import moa
+    from moa.testing import FunctionModel
+
+    rows = _table("`moa run --json` prints these stable fields")
+    named = {n for row in rows for n in _ticked(row[0])}
+    runner = moa.Runner(models={"*": FunctionModel(lambda request: "blue")})
+    result = moa.load("single").run_sync("Why is the sky blue?", runner=runner).to_dict()
+    assert named == set(result)
+    calls_row = next(row[1] for row in rows if row[0] == "`calls`")
+    assert set(result["calls"][0]) <= set(_ticked(calls_row))
+
+
+def test_quoted_validation_lines_are_what_validate_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The error lines the README shows for `moa validate` are the ones it prints, word for word."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "name: broken\nagents:\n  agg: {model: openai/gpt-4o, temperature: -1}\n"
+        "  a: {model: openai/gpt-4o}\n  b: {model: openai/gpt-4o}\nnodes:\n  - {id: x, agent: agg}\n"
+        "  - {id: a, agent: a, inputs: [b]}\n  - {id: b, agent: b, inputs: [a]}\n"
+        "  - {id: l2a, agent: a, inputs: [l1d]}\noutput: x\n"
+    )
+    cases = {
+        "t.yaml": "name: t\nagents:\n  a: {model: openai/gpt-4o}\n  a: {model: openai/gpt-4o}\nkind: single\nagent: a\n",
+        "m.yaml": "name: t\nkind: single\nagent: mian\nagents:\n  main: {model: openai/gpt-4o}\n",
+        "n.yaml": "name: t\nnodes:\n  - {id: n, agent: a, temperature: 1}\nagents:\n  a: {model: openai/gpt-4o}\n",
+        "my-moa.yaml": "name: t\nkind: single\nagent: a\nagents:\n  a: {model: openai/gpt-4o}\n"
+        "  writter: {model: openai/gpt-4o}\n",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert main(["validate", "broken.yaml", *cases]) == 2
+    err = capsys.readouterr().err
+    block = re.search(r"```\n(broken\.yaml: .*?)```", README, re.S)
+    assert block is not None
+    for line in block.group(1).splitlines():
+        assert line in err.splitlines()
+    for quoted in [
+        "t.yaml:4: refused: duplicate key `a` (first on line 3)",
+        "agent `mian` is not defined; did you mean `main`?",
+        "nodes[0] (`n`).temperature: unknown field: `temperature` belongs to an agent, not a node",
+        "my-moa.yaml: warning: agent `writter` is declared but no node uses it",
+    ]:
+        assert quoted in " ".join(README.split()) and quoted in err
+
+
+def test_topology_blocks_of_the_readme_validate() -> None:
+    """Each YAML topology the README shows loads; a `nodes:` fragment with stand-in agents for the names it uses."""
+    import yaml
+
+    from moa.topology.loader import load_data
+
+    checked = 0
+    for block in re.findall(r"```yaml\n(.*?)```", README, re.S):
+        doc = yaml.safe_load(block)
+        if not isinstance(doc, dict) or "dataset" in doc or "evaluator" in doc or "executor" in doc:
+            continue
+        if "agents" not in doc:
+            used = {n["agent"] for n in doc["nodes"] if "agent" in n}
+            doc = {"name": "fragment", **doc, "agents": {a: {"model": "openai/gpt-4o"} for a in used}}
+        assert load_data(doc).graph.output
+        checked += 1
+    assert checked >= 3
+
+
+def test_experiment_block_is_the_example_file() -> None:
+    """The experiment file the README shows is examples/compare_experiment.yaml, setting for setting."""
+    import yaml
+
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", README, re.S) if "dataset:" in b)
+    shown = yaml.safe_load(block)
+    shipped = yaml.safe_load((ROOT / "examples" / "compare_experiment.yaml").read_text())
+    assert shown == {k: v for k, v in shipped.items() if k in shown}
+
+
+def test_presets_the_readme_lists_are_the_shipped_ones() -> None:
+    """The README's list of presets is `moa.presets()`; every preset a block loads or compares exists."""
+    import moa
+
+    para = README[README.index("The presets (`topologies/`") :].split("\n\n")[0]
+    assert set(_ticked(para)) - {"topologies/"} == set(moa.presets())
+    for name in re.findall(r"moa\.load\(\"([\w.\-/]+)\"\)", README):
+        assert name in moa.presets() or name.endswith((".yaml", ".json")), name
+
+
+# dotted names that are OpenTelemetry attributes, not Python names
+SPAN_ATTRIBUTES = {"moa.run_id", "moa.cost_usd", "moa.attempts"}
+
+
+def test_dotted_moa_names_resolve() -> None:
+    """Every `moa.x.y` the README or docs name is importable (a module, or an attribute of one)."""
+    import importlib
+    import warnings
+
+    names = set(re.findall(r"`(moa(?:\.\w+)+)", DOCS)) | set(re.findall(r"\b(moa(?:\.\w+)+)\(", DOCS))
+    missing = []
+    for name in sorted(names - SPAN_ATTRIBUTES):
+        parts = name.split(".")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # old names the README says still work
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                except ImportError:
+                    continue
+                break
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(name)
+    assert missing == []
+
+
+def test_paths_and_links_the_docs_name_exist() -> None:
+    """Repository paths in backticks or links, and the README's #anchors, all exist."""
+    paths = set(re.findall(r"`((?:moa|tests|benchmarks|examples|topologies|docs|\.ci)/[\w./\-]*)`", DOCS))
+    paths |= set(re.findall(r"\]\(((?:docs|examples)/[\w./\-]+)\)", DOCS))
+    assert sorted(p for p in paths if not (ROOT / p).exists()) == []
+    arch = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    py = {p.name for p in (ROOT / "moa").rglob("*.py")} | {p.name for p in (ROOT / "tests").rglob("*.py")}
+    assert sorted(n for n in re.findall(r"`(?:[\w/]+/)?(\w+\.py)`", arch) if n not in py) == []
+    headings, fenced = set(), False
+    for line in README.splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("#"):
+            headings.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
+    assert sorted(a for a in re.findall(r"\]\(#([^)]+)\)", README) if a not in headings) == []
