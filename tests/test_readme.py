@@ -366,3 +366,60 @@ def test_every_moa_command_the_docs_show_exists() -> None:
     shown = {re.match(r"(?:[A-Z_]+=\S+ )*moa (\S+)", s).group(1) for s in spans + lines}  # type: ignore[union-attr]
     assert shown - {"--help", "--version"} <= commands
     assert {"run", "validate", "compare", "report", "serve", "view", "topologies", "schema"} <= shown
+
+
+def _callables() -> dict[str, object]:
+    """What a name called with keywords in the README is; None for other libraries' names."""
+    import moa
+    from moa.experiment import Experiment
+    from moa.experiment.store.database import Store
+    from moa.models.openai_http import OpenAIHTTPModel
+    from moa.otel import Telemetry
+    from moa.serve import create_app
+    from moa.testing import FunctionModel
+    from moa.testing.sim import SimModel
+
+    return {
+        "FunctionModel": FunctionModel,
+        "OpenAIHTTPModel": OpenAIHTTPModel,
+        "Runner": moa.Runner,
+        "SimModel": SimModel,
+        "Telemetry": Telemetry,
+        "calls_of": Store.calls_of,
+        "complete": moa.Model.complete,
+        "create_app": create_app,
+        "from_file": Experiment.from_file,
+        "layered": moa.build.layered,
+        "run": moa.Topology.run,
+        "run_sync": moa.Topology.run,  # forwards its keywords to run
+        "set_rate_limit": moa.set_rate_limit,
+        # other libraries': llama-cpp-python, the openai client, print, code objects
+        "Llama": None,
+        "OpenAI": None,
+        "create": None,
+        "print": None,
+        "replace": None,
+    }
+
+
+def test_keyword_arguments_the_readme_passes_exist() -> None:
+    """Every `name(..., kw=...)` the README writes names a keyword that callable takes."""
+    import inspect
+
+    known = _callables()
+    wrong = []
+    for name, args in re.findall(r"([A-Za-z_][\w.]*)\(([^()`]*)\)", README):
+        keywords = re.findall(r"(?<![\w.])([a-z_]\w*)=", args)
+        short = name.split(".")[-1]
+        if not keywords:
+            continue
+        assert short in known, f"{name}(...) is not in the test's map: add it"
+        if known[short] is None:
+            continue
+        params = inspect.signature(known[short]).parameters  # type: ignore[arg-type]
+        wrong += [f"{name}({kw}=)" for kw in keywords if kw not in params]
+    # run arguments written alone ("`budget_usd=` per run"); `dir_fd=` is os's, in the sandbox section
+    run_params = inspect.signature(_callables()["run"]).parameters  # type: ignore[arg-type]
+    alone = set(re.findall(r"`(\w+)=`", README)) - {"dir_fd"}
+    wrong += [f"run({kw}=)" for kw in sorted(alone) if kw not in run_params]
+    assert wrong == []
