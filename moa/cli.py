@@ -274,6 +274,10 @@ def _read_prompt(value: str) -> str:
     if value.startswith("@"):
         from moa.safe_read import read_text_file
 
+        if not value[1:].strip():
+            raise UserError(
+                "--prompt @ names no file: write @FILE to read the prompt from a file, or @@ for a literal @"
+            )
         return read_text_file(value[1:], what="--prompt file")
     return value
 

@@ -182,3 +182,12 @@ async def test_a_budget_refusal_inside_a_quorum_is_budget_exceeded() -> None:
     with pytest.raises(moa.BudgetExceeded) as info:
         await t.run("q", runner=runner, budget_usd=0.0001)
     assert not isinstance(info.value, moa.QuorumNotReached) and info.value.needed_usd is not None
+
+
+def test_a_prompt_of_a_bare_at_names_the_mistake() -> None:
+    """`--prompt @` (no file after the @) says so, rather than "moa: : no such file"."""
+    p = moa_cli("run", "local-single", "--prompt", "@")
+    assert p.returncode == 2
+    assert p.stderr.strip() == (
+        "moa: --prompt @ names no file: write @FILE to read the prompt from a file, or @@ for a literal @"
+    )
