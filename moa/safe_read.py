@@ -44,6 +44,7 @@ __all__ = [
     "iter_gzip_lines",
     "iter_lines",
     "lone_surrogate",
+    "not_a_mapping",
     "open_regular",
     "parse_json",
     "parse_yaml",
@@ -482,3 +483,12 @@ def read_document(
     except _Refused as e:
         where = f":{e.line}" if e.line else ""
         raise UserError(f"{path}{where}: refused: {e.problem}") from None
+
+
+def not_a_mapping(data: object) -> str:
+    """The problem line for a document whose top level is not a mapping, in the file's own terms (an
+    empty file reads as nothing, not as Python's ``NoneType``)."""
+    if data is None:
+        return "the file is empty (or holds only comments): expected a mapping at the top level"
+    shape = {list: "a list", str: "a single string", bool: "a boolean", int: "a number", float: "a number"}
+    return f"expected a mapping at the top level, got {shape.get(type(data), type(data).__name__)}"

@@ -191,3 +191,25 @@ def test_a_prompt_of_a_bare_at_names_the_mistake() -> None:
     assert p.stderr.strip() == (
         "moa: --prompt @ names no file: write @FILE to read the prompt from a file, or @@ for a literal @"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("", "the file is empty (or holds only comments): expected a mapping at the top level"),
+        (
+            "# name: draft\n",
+            "the file is empty (or holds only comments): expected a mapping at the top level",
+        ),
+        ("- a\n- b\n", "expected a mapping at the top level, got a list"),
+        ("parallel-3\n", "expected a mapping at the top level, got a single string"),
+    ],
+)
+def test_a_file_that_is_not_a_mapping_says_what_it_holds(tmp_path: Path, text: str, said: str) -> None:
+    """An empty topology or experiment file is named empty, not "got NoneType"; a list is "a list"."""
+    f = tmp_path / "t.yaml"
+    f.write_text(text)
+    p = moa_cli("validate", str(f))
+    assert p.returncode == 2 and p.stderr.strip() == f"{f}: {said}"
+    c = moa_cli("compare", str(f), "--out", str(tmp_path / "out"))
+    assert c.returncode == 2 and c.stderr.strip().endswith(f"{f}: {said}")

@@ -17,7 +17,7 @@ from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
 from moa.eval.hashing import canonical_hash, topology_hash
 from moa.experiment.executors.names import check_executor
-from moa.safe_read import read_document
+from moa.safe_read import not_a_mapping, read_document
 from moa.topology.loader import format_validation_error, load
 from moa.topology.spec import require_printable
 
@@ -177,9 +177,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     p = Path(path)
     data = read_document(p, what="experiment file", missing="no such experiment file")
     if not isinstance(data, Mapping):
-        raise TopologyError(
-            [f"expected a mapping at the top level, got {type(data).__name__}"], source=str(p)
-        )
+        raise TopologyError([not_a_mapping(data)], source=str(p))
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as err:

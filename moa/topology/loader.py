@@ -345,9 +345,7 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
     ``base_dir`` (the topology file's folder) or the working directory, or refused: a path is never
     sent as the prompt's text."""
     if not isinstance(data, Mapping):
-        raise TopologyError(
-            [f"expected a mapping at the top level, got {type(data).__name__}"], source=source
-        )
+        raise TopologyError([safe_read.not_a_mapping(data)], source=source)
     if data.get("kind") == "cascade":
         return _cascade(data, source, base_dir)
     data, file_problems = _prompt_files(data, Path(base_dir) if base_dir is not None else None)
