@@ -423,3 +423,9 @@ def test_keyword_arguments_the_readme_passes_exist() -> None:
     alone = set(re.findall(r"`(\w+)=`", README)) - {"dir_fd"}
     wrong += [f"run({kw}=)" for kw in sorted(alone) if kw not in run_params]
     assert wrong == []
+
+
+def test_every_flag_of_every_command_is_in_the_readme() -> None:
+    """A flag a user can pass to `moa` (each sub-command's, the common ones included) is named in the README."""
+    flags = set().union(*_subcommands().values()) - {"-h", "--help"}
+    assert sorted(f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", README)) == []
