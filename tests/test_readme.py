@@ -429,3 +429,15 @@ def test_every_flag_of_every_command_is_in_the_readme() -> None:
     """A flag a user can pass to `moa` (each sub-command's, the common ones included) is named in the README."""
     flags = set().union(*_subcommands().values()) - {"-h", "--help"}
     assert sorted(f for f in flags if not re.search(re.escape(f) + r"(?![\w-])", README)) == []
+
+
+def test_every_experiment_file_field_is_in_the_readme() -> None:
+    """Each field an experiment file may set is named in the README, in backticks or as a YAML key."""
+    from moa.experiment.config import ExperimentSpec
+
+    missing = [
+        f
+        for f in ExperimentSpec.model_fields
+        if not re.search(rf"(?m)`{f}[`: ]|^\s*(?:# )?{f}:|\s{f}: ", README)
+    ]
+    assert missing == []
