@@ -441,3 +441,16 @@ def test_every_experiment_file_field_is_in_the_readme() -> None:
         if not re.search(rf"(?m)`{f}[`: ]|^\s*(?:# )?{f}:|\s{f}: ", README)
     ]
     assert missing == []
+
+
+def test_every_evaluator_option_is_in_the_readme() -> None:
+    """Each field of each evaluator's configuration (`{name: regex, pattern: ...}`) is named in the README."""
+    from moa.eval.registry import _REGISTRY
+
+    missing = [
+        f"{name}.{f}"
+        for name, (config, _) in _REGISTRY.items()
+        for f in config.model_fields
+        if not re.search(rf"(?m)`{f}[`: ]|[{{ ,]{f}: ", README)
+    ]
+    assert missing == []
