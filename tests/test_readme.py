@@ -454,3 +454,17 @@ def test_every_evaluator_option_is_in_the_readme() -> None:
         if not re.search(rf"(?m)`{f}[`: ]|[{{ ,]{f}: ", README)
     ]
     assert missing == []
+
+
+def test_every_topology_and_cascade_field_is_in_the_readme() -> None:
+    """Each field the topology schema allows (agents, nodes, retry, pricing, cascade stages and rules) is named."""
+    import json
+
+    defs = json.loads((ROOT / "moa" / "topology.schema.json").read_text())["$defs"]
+    missing = [
+        f"{d}.{f}"
+        for d, spec in defs.items()
+        for f in spec.get("properties", {})
+        if not re.search(rf"(?m)`{f}[`: ]|[{{ ,]{f}: |^\s*{f}:", README)
+    ]
+    assert missing == []
