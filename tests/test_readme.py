@@ -468,3 +468,20 @@ def test_every_topology_and_cascade_field_is_in_the_readme() -> None:
         if not re.search(rf"(?m)`{f}[`: ]|[{{ ,]{f}: |^\s*{f}:", README)
     ]
     assert missing == []
+
+
+def test_every_summary_and_results_field_is_in_the_readme(tmp_path: Path) -> None:
+    """The keys of summary.json (top level and per setup) and of a results.jsonl row are named in the README."""
+    import json
+
+    import moa
+    from moa.testing import FunctionModel
+
+    fake = moa.Runner(models={"local/*": FunctionModel(lambda request: "12")})
+    moa.Experiment.from_file(
+        ROOT / "examples" / "compare_experiment.yaml", out=tmp_path, runner=fake, progress=False
+    ).run()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    row = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    keys = set(summary) | set(summary["setups"][0]) | set(row)
+    assert sorted(k for k in keys if not re.search(rf"`{k}[`:]", README)) == []
