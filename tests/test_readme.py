@@ -24,6 +24,9 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "pytest" in second
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert second in ci
+    # what .ci/run sets besides the command is said next to it (tests/conftest.py sets the cost map)
+    for var in re.findall(r"^export (\w+)=", ci, re.M):
+        assert var in README[: README.index(second)] or var == "LITELLM_LOCAL_MODEL_COST_MAP", var
 
 
 SERVE_URL = "http://127.0.0.1:8000/v1"
