@@ -488,3 +488,9 @@ def test_every_summary_and_results_field_is_in_the_readme(tmp_path: Path) -> Non
     row = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
     keys = set(summary) | set(summary["setups"][0]) | set(row)
     assert sorted(k for k in keys if not re.search(rf"`{k}[`:]", README)) == []
+
+
+def test_every_example_file_is_named_in_the_readme() -> None:
+    """A file shipped under examples/ that the README never names is one a newcomer never finds."""
+    shipped = [p.relative_to(ROOT).as_posix() for p in (ROOT / "examples").rglob("*") if p.is_file()]
+    assert sorted(p for p in shipped if p not in README and p.removeprefix("examples/") not in README) == []
