@@ -494,3 +494,14 @@ def test_every_example_file_is_named_in_the_readme() -> None:
     """A file shipped under examples/ that the README never names is one a newcomer never finds."""
     shipped = [p.relative_to(ROOT).as_posix() for p in (ROOT / "examples").rglob("*") if p.is_file()]
     assert sorted(p for p in shipped if p not in README and p.removeprefix("examples/") not in README) == []
+
+
+def test_log_events_the_readme_names_are_logged() -> None:
+    """Each log event the README names (`run.start`, `cascade.part`, `serve.run_failed`, ...) is one moa emits."""
+    source = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "moa").rglob("*.py"))
+    logging = README[README.index("## Logging") :].split("\n## ")[0]
+    named = set(re.findall(r"`((?:run|cascade|serve)\.[a-z_]+)`", README)) | set(
+        {n for n in _ticked(logging.split("Events:")[1].split("A processor")[0]) if " " not in n}
+    )
+    assert {"run.start", "call", "retry"} <= named
+    assert sorted(n for n in named if f'"{n}"' not in source) == []
