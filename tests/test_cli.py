@@ -112,7 +112,7 @@ def test_validate_warns_of_a_model_nothing_prices(tmp_path: Path, capsys: pytest
         "name: prices\nagents:\n"
         "  typo: {model: openai/gpt-4o-mnii, fallbacks: [openai/gpt-4o-mini, openai/house-2]}\n"
         "  house: {model: openai/house-1, pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}}\n"
-        "  mine: {model: local/smollm2}\n"
+        "  mine: {model: local/smollm2-135m}\n"
         "nodes: [{id: a, agent: typo}, {id: b, agent: house}, {id: c, agent: mine, inputs: [a, b]}]\n"
         "output: c\n"
     )

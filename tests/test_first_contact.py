@@ -213,3 +213,25 @@ def test_a_file_that_is_not_a_mapping_says_what_it_holds(tmp_path: Path, text: s
     assert p.returncode == 2 and p.stderr.strip() == f"{f}: {said}"
     c = moa_cli("compare", str(f), "--out", str(tmp_path / "out"))
     assert c.returncode == 2 and c.stderr.strip().endswith(f"{f}: {said}")
+
+
+def test_validate_refuses_an_unknown_local_model(tmp_path: Path) -> None:
+    """`local/<name>` naming neither a bundled model nor a file fails `moa validate`, as it fails a run."""
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        "name: t\nkind: single\nagent: a\nagents:\n"
+        "  a: {model: local/smollm2, fallbacks: [local/smollm2-135m, local/tiny]}\n"
+    )
+    p = moa_cli("validate", str(f))
+    hint = "use one of local/smollm2-135m, a path such as local/./models/x.gguf, or params.model_path"
+    assert p.returncode == 2 and "ok:" not in p.stdout
+    assert p.stderr.splitlines() == [
+        f"{f}: agent `a`: unknown local model `local/smollm2`: {hint}",
+        f"{f}: agent `a`: unknown local model `local/tiny`: {hint}",
+    ]
+    # a path, or params.model_path, is left to the run: the file may live where the run does
+    f.write_text(
+        "name: t\nkind: single\nagent: a\nagents:\n  a: {model: local/models/x.gguf}\n"
+        "  b: {model: local/mine, params: {model_path: /models/mine.gguf}}\n"
+    )
+    assert moa_cli("validate", str(f)).returncode == 0

@@ -133,9 +133,22 @@ def model_file(model: str, params: Mapping[str, Any]) -> Path:
         return Path(os.path.expanduser(str(explicit))).resolve()
     if name in _ALIASES:
         return _ALIASES[name]().resolve()
+    problem = unknown_local_model(model, params)
+    if problem is not None:
+        raise UserError(problem)
+    return Path(os.path.expanduser(name)).resolve()
+
+
+def unknown_local_model(model: str, params: Mapping[str, Any]) -> str | None:
+    """Why ``model`` names no local model (neither an alias nor a file path, and no
+    ``params.model_path``), else None; found without reading or loading anything, so ``moa
+    validate`` refuses what a run would."""
+    name = model[len(PREFIX) :] if model.startswith(PREFIX) else model
+    if params.get("model_path") is not None or name in _ALIASES:
+        return None
     if name.endswith(".gguf") or "/" in name or os.sep in name:
-        return Path(os.path.expanduser(name)).resolve()
-    raise UserError(
+        return None
+    return (
         f"unknown local model `{model}`: use one of {', '.join(known_aliases())}, "
         "a path such as local/./models/x.gguf, or params.model_path"
     )
