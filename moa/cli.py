@@ -57,12 +57,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             bad = True
             print(str(e), file=sys.stderr)
         else:
-            from moa._run import every_agent
+            from moa._run import every_agent, unknown_local_models
             from moa.calls.keys import unknown_providers
 
             # what a run would call, a cascade's stage files and judges included: a typo there
             # fails a run as surely
-            unknown = unknown_providers(every_agent(t)) + _unknown_local_models(every_agent(t))
+            unknown = unknown_providers(every_agent(t)) + unknown_local_models(every_agent(t))
             for line in unknown:
                 print(f"{f}: {line}", file=sys.stderr)
             if unknown:
@@ -74,19 +74,6 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{f}: {line}", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0
-
-
-def _unknown_local_models(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
-    """A line for each ``local/<name>`` (fallbacks included) that names no local model, which a run
-    refuses before any call: validate says so rather than ``ok``."""
-    from moa.models.gguf import PREFIX, unknown_local_model
-
-    return [
-        f"{where}: {problem}"
-        for where, a in agents
-        for m in [a.model, *a.fallbacks]
-        if m.startswith(PREFIX) and (problem := unknown_local_model(m, a.params)) is not None
-    ]
 
 
 def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:

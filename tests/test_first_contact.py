@@ -235,3 +235,24 @@ def test_validate_refuses_an_unknown_local_model(tmp_path: Path) -> None:
         "  b: {model: local/mine, params: {model_path: /models/mine.gguf}}\n"
     )
     assert moa_cli("validate", str(f)).returncode == 0
+
+
+def test_a_run_refuses_an_unknown_local_model_before_any_call() -> None:
+    """An aggregator on `local/<typo>` fails the run before its workers are called (and paid), unless a
+    backend of the runner answers that model."""
+    t = load_data(
+        {
+            "name": "p",
+            "kind": "parallel",
+            "workers": ["w", "w"],
+            "aggregator": "agg",
+            "agents": {"w": {"model": "fake/m"}, "agg": {"model": "local/smollm"}},
+        }
+    )
+    calls: list[str] = []
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: calls.append(r.model) or "x")})
+    with pytest.raises(UserError, match=r"^p: agent `agg`: unknown local model `local/smollm`: use one of"):
+        t.run_sync("q", runner=runner)
+    assert calls == []
+    answered = moa.Runner(models={"*": FunctionModel(lambda r: "x")})
+    assert t.run_sync("q", runner=answered).output == "x"
