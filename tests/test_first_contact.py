@@ -256,3 +256,12 @@ def test_a_run_refuses_an_unknown_local_model_before_any_call() -> None:
     assert calls == []
     answered = moa.Runner(models={"*": FunctionModel(lambda r: "x")})
     assert t.run_sync("q", runner=answered).output == "x"
+
+
+def test_serve_refuses_an_unknown_local_model_at_startup(tmp_path: Path) -> None:
+    """`moa serve` on a topology with `local/<typo>` exits 2 at startup, never serving a first request's 500."""
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nkind: single\nagent: a\nagents:\n  a: {model: local/smollm}\n")
+    p = moa_cli("serve", str(f), "--port", "0")
+    assert p.returncode == 2
+    assert p.stderr.startswith("moa serve: t: agent `a`: unknown local model `local/smollm`: use one of")

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
-        from moa._run import every_agent
+        from moa._run import every_agent, unknown_local_models
         from moa.calls.keys import missing_keys, unknown_providers
         from moa.serve import create_app, require
         from moa.topology.loader import load
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         problems: list[str] = []
         for t in topologies:
             pairs = every_agent(t)
-            problems += [f"{t.name}: {line}" for line in unknown_providers(pairs) + missing_keys(pairs)]
+            lines = unknown_providers(pairs) + unknown_local_models(pairs) + missing_keys(pairs)
+            problems += [f"{t.name}: {line}" for line in lines]
         if problems:
             for line in problems:
                 print(f"moa serve: {line}", file=sys.stderr)
