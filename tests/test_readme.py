@@ -290,6 +290,10 @@ def test_experiment_block_is_the_example_file() -> None:
     shown = yaml.safe_load(block)
     shipped = yaml.safe_load((ROOT / "examples" / "compare_experiment.yaml").read_text())
     assert shown == {k: v for k, v in shipped.items() if k in shown}
+    # the tour quotes its size
+    rows = (ROOT / "examples" / shipped["dataset"]).read_text(encoding="utf-8").splitlines()
+    n = len([r for r in rows if r.strip()])
+    assert f"(here {n} questions, {2 * n}\nruns" in README
 
 
 def test_presets_the_readme_lists_are_the_shipped_ones() -> None:
