@@ -509,3 +509,30 @@ def test_log_events_the_readme_names_are_logged() -> None:
     )
     assert {"run.start", "call", "retry"} <= named
     assert sorted(n for n in named if f'"{n}"' not in source) == []
+
+
+def _limits() -> list[tuple[str, int]]:
+    from moa import safe_read
+    from moa.topology import spec
+
+    samples = spec.TopologySpec.model_fields["samples"].metadata
+    return [
+        ("under\na size cap (1 MiB for topology and experiment files, 2 GiB for datasets", 0),
+        ("1 MiB", safe_read.DOCUMENT_MAX_BYTES - (1 << 20)),
+        ("2 GiB", safe_read.DATASET_MAX_BYTES - (2 << 30)),
+        ("nesting is limited to 64 levels", safe_read.MAX_DEPTH - 64),
+        ("past\n1,000,000 values", safe_read.MAX_YAML_VALUES - 1_000_000),
+        ("100× its own size", safe_read.GZIP_MAX_RATIO - 100),
+        ("`layers` at most 64", spec.MAX_LAYERS - 64),
+        ("each listed layer at most 256 agents", spec.MAX_LIST - 256),
+        ("`samples` at most 64", next(m.le for m in samples if hasattr(m, "le")) - 64),
+        ("at most\n100,000 nodes + edges", spec.MAX_GRAPH - 100_000),
+    ]
+
+
+def test_limits_the_readme_quotes_are_the_code_s() -> None:
+    """The size and nesting limits the README quotes are the constants the code enforces."""
+    flat = " ".join(README.split())
+    for quoted, off_by in _limits():
+        assert " ".join(quoted.split()) in flat, quoted
+        assert off_by == 0, quoted
