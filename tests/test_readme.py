@@ -513,10 +513,25 @@ def test_log_events_the_readme_names_are_logged() -> None:
 
 def _limits() -> list[tuple[str, int]]:
     from moa import safe_read
+    from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_ceiling
+    from moa.calls.retry_budget import RetryBudget
+    from moa.models.openai_http import POOL_TIMEOUT_S
     from moa.topology import spec
 
     samples = spec.TopologySpec.model_fields["samples"].metadata
+    budget = RetryBudget()
     return [
+        ("sends `max_tokens: 4096`", BUDGET_DEFAULT_MAX_TOKENS - 4096),
+        ("twice the prompt's UTF-8 bytes plus 1,024", prompt_token_ceiling(0) - 1024),
+        (
+            "twice the prompt's UTF-8 bytes plus 1,024",
+            prompt_token_ceiling(10) - prompt_token_ceiling(0) - 20,
+        ),
+        ("at most 20% of the first attempts sent in the\nlast 60 s, plus a floor of 100", 0),
+        ("20%", round(budget.ratio * 100) - 20),
+        ("last 60 s", round(budget.window_s) - 60),
+        ("a floor of 100", budget.min_retries - 100),
+        ("`pool_timeout_s` (60 s)", round(POOL_TIMEOUT_S) - 60),
         ("under\na size cap (1 MiB for topology and experiment files, 2 GiB for datasets", 0),
         ("1 MiB", safe_read.DOCUMENT_MAX_BYTES - (1 << 20)),
         ("2 GiB", safe_read.DATASET_MAX_BYTES - (2 << 30)),
@@ -531,7 +546,8 @@ def _limits() -> list[tuple[str, int]]:
 
 
 def test_limits_the_readme_quotes_are_the_code_s() -> None:
-    """The size and nesting limits the README quotes are the constants the code enforces."""
+    """The limits and defaults the README quotes (sizes, nesting, graph caps, the budget's max_tokens and
+    prompt ceiling, the retry budget, the pool wait) are the constants the code uses."""
     flat = " ".join(README.split())
     for quoted, off_by in _limits():
         assert " ".join(quoted.split()) in flat, quoted
