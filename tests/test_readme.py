@@ -554,3 +554,12 @@ def test_limits_the_readme_quotes_are_the_code_s() -> None:
     for quoted, off_by in _limits():
         assert " ".join(quoted.split()) in flat, quoted
         assert off_by == 0, quoted
+
+
+def test_named_direct_path_providers_are_the_code_s() -> None:
+    """The providers the Models section says take the direct path at their public URL are the code's."""
+    from moa.models.providers import NAMED_OPENAI_ENDPOINTS
+
+    models = README[README.index("## Models") :].split("\n## ")[0]
+    listed = models[models.index("the named providers whose API is OpenAI's:") :].split("go to their")[0]
+    assert {t.rstrip("/") for t in _ticked(listed)} == set(NAMED_OPENAI_ENDPOINTS)
