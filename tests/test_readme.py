@@ -33,9 +33,12 @@ SERVE_URL = "http://127.0.0.1:8000/v1"
 
 
 @pytest.mark.parametrize("index", range(len(PY_BLOCKS)))
-def test_python_example_runs(index: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each ```python block of the README runs as written (served examples against a live `moa serve`)."""
-    monkeypatch.chdir(ROOT)
+def test_python_example_runs(index: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each ```python block of the README runs as written (served examples against a live `moa serve`),
+    in a fresh folder seen as the checkout: what a block writes (`runs/...`) starts empty each time
+    and stays out of the repository."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
     code = PY_BLOCKS[index]
     try:
         if SERVE_URL not in code:
