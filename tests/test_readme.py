@@ -98,6 +98,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--disable-userns",
     "--new-session",
     "--no-sandbox",
+    "--api-key",  # vllm serve's
 }
 
 
