@@ -424,3 +424,15 @@ def test_a_value_matching_no_branch_of_a_union_is_one_line() -> None:
     assert problems({**base, "layers": [["a", 1]]}) == [
         "layers[0][1]: Input should be a valid string (got 1)"
     ]
+
+
+def test_a_node_with_one_bad_field_is_not_also_reported_missing() -> None:
+    """A node whose `plan` fails the schema still stands in the graph for the other checks: the
+    output naming it was reported as no node, and its readers as reading an undefined node."""
+    nodes = [{"id": "w", "agent": "a", "plan": "yes"}, {"id": "x", "agent": "a", "inputs": ["w", "zz"]}]
+    with pytest.raises(TopologyError) as info:
+        load_data(dag(nodes, output="x"))
+    assert info.value.problems == [
+        "nodes[0] (`w`).plan: Input should be a valid boolean (got 'yes')",
+        "node `x` (nodes[1]) reads `zz`, which is not defined",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import re
@@ -274,6 +275,10 @@ def format_validation_error(
     return lines
 
 
+#: what places a node in the graph: kept from a node whose other fields failed the schema
+_PLACE = ("id", "agent", "reduce", "inputs")
+
+
 def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
     """Best-effort structural checks on a file whose schema failed, so every problem shows at once."""
     if "kind" in data or not isinstance(data.get("nodes"), list):
@@ -285,7 +290,11 @@ def _raw_graph_problems(data: Mapping[str, Any]) -> list[str]:
         try:
             nodes.append(NodeSpec.model_validate(raw))
         except ValidationError:
-            continue  # already reported by the schema pass
+            # already reported by the schema pass; its place in the graph still counts, or a node
+            # with one bad field was also reported as missing (`output `x` is not a node`)
+            if isinstance(raw, Mapping):
+                with contextlib.suppress(ValidationError):
+                    nodes.append(NodeSpec.model_validate({k: v for k, v in raw.items() if k in _PLACE}))
     agents = data.get("agents")
     agent_names = list(agents) if isinstance(agents, Mapping) else []
     output = data.get("output") if isinstance(data.get("output"), str) else None
