@@ -519,7 +519,7 @@ def test_log_events_the_readme_names_are_logged() -> None:
 
 def _limits() -> list[tuple[str, int]]:
     from moa import safe_read
-    from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_ceiling
+    from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_bound, prompt_token_ceiling
     from moa.calls.retry_budget import RetryBudget
     from moa.models.openai_http import POOL_TIMEOUT_S
     from moa.topology import spec
@@ -528,10 +528,12 @@ def _limits() -> list[tuple[str, int]]:
     budget = RetryBudget()
     return [
         ("sends `max_tokens: 4096`", BUDGET_DEFAULT_MAX_TOKENS - 4096),
-        ("twice the prompt's UTF-8 bytes plus 1,024", prompt_token_ceiling(0) - 1024),
+        ("twice the prompt's bound plus 1,024", prompt_token_ceiling(0) - 1024),
+        ("twice the prompt's bound plus 1,024", prompt_token_ceiling(10) - prompt_token_ceiling(0) - 20),
         (
-            "twice the prompt's UTF-8 bytes plus 1,024",
-            prompt_token_ceiling(10) - prompt_token_ceiling(0) - 20,
+            "the prompt's UTF-8 bytes plus 8 tokens per message and 8 more",
+            prompt_token_bound([{"role": "user", "content": "héllo"}, {"role": "user", "content": ""}])
+            - (6 + 8 + 0 + 8 + 8),
         ),
         ("at most 20% of the first attempts sent in the\nlast 60 s, plus a floor of 100", 0),
         ("20%", round(budget.ratio * 100) - 20),
