@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["add_parsers"]
 
@@ -68,11 +69,13 @@ def _compare(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(
-        f"moa: reports written to {exp.out}/ (report.md, report.html, summary.json, results.jsonl)",
-        file=sys.stderr,
-    )
+    # pareto.png is drawn only with matplotlib (the `report` extra): name what is there
+    written = [f for f in _REPORT_FILES if (Path(exp.out) / f).is_file()]
+    print(f"moa: reports written to {exp.out}/ ({', '.join(written)})", file=sys.stderr)
     return 0 if summary.complete else 1
+
+
+_REPORT_FILES = ("report.md", "report.html", "pareto.png", "summary.json", "results.jsonl")
 
 
 def _report(args: argparse.Namespace) -> int:

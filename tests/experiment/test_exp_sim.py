@@ -96,6 +96,10 @@ def test_resume_after_sigkill_sends_nothing_for_finished_pairs(tmp_path: Path) -
         seen_maj.clear()
         finished = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
         assert finished.returncode == 0, finished.stderr
+        # the last line names every file written, the plot too (matplotlib is installed here)
+        assert finished.stderr.splitlines()[-1] == (
+            f"moa: reports written to {out}/ (report.md, report.html, pareto.png, summary.json, results.jsonl)"
+        )
         sent = srv.stats.served - served_before
     by_id = {r["id"]: r["input"] for r in rows}
     for setup, item_id in done:
