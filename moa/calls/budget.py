@@ -5,9 +5,10 @@ reservation is replaced by the real cost, so spend never passes the cap.
 A call whose worst case does not fit only because other calls' holds fill the cap waits for them to
 settle (``hold``): a hold is a bound, and most settle far below it, so refusing then stopped an
 experiment of 64 concurrent runs with 0.6% of its cap spent. A call that what is already *spent*
-leaves no room for is refused at once: no settling can make room. The wait is bounded by the
-waiting call's ``timeout_s`` (``hold_all(wait_s=...)``): a hold whose call hangs without a timeout
-settles never. The run's ``deadline_s`` bounds it too, as it cancels everything in the run."""
+leaves no room for is refused at once: no settling can make room. The wait is not cut at the
+waiting call's ``timeout_s``, which times a request that has left: the holds in its way settle as
+their calls end, each under its own ``timeout_s``, and the run's ``deadline_s`` cancels the wait
+with everything else in the run."""
 
 from __future__ import annotations
 
@@ -148,59 +149,29 @@ def try_hold_all(
     return held
 
 
-async def wait_for_room(
-    blocked: tuple[Budget, asyncio.Future[None]],
-    amount: float,
-    *,
-    node: str = "",
-    model: str = "",
-    until: float | None = None,
-    waited_since: float | None = None,
-) -> None:
-    """Wait for the next settle on the budget ``try_hold_all`` was blocked by. Past ``until`` (the
-    loop's time: the call's ``timeout_s`` after it began to wait), ``BudgetExceeded`` naming the
-    budget and what the call waited for: holds of calls that hang without a timeout of their own
-    settle never, and a call that has one must not wait on them for ever."""
+async def wait_for_room(blocked: tuple[Budget, asyncio.Future[None]]) -> None:
+    """Wait for the next settle on the budget ``try_hold_all`` was blocked by. Not bounded here: the
+    holds in the way settle as their calls end (each under its own ``timeout_s``), and a run's
+    deadline cancels the wait."""
     budget, waiter = blocked
-    loop = asyncio.get_running_loop()
-    since = loop.time() if waited_since is None else waited_since
     try:
-        if until is None:
-            await waiter
-        else:
-            async with asyncio.timeout_at(until):
-                await waiter
-    except TimeoutError:
-        with budget._lock:
-            spent, held = budget._spent, budget._reserved
-        raise BudgetExceeded(
-            f"node `{node}`, model `{model}`: waited {loop.time() - since:.3g} s (its timeout_s) for "
-            f"room in the budget of ${budget.limit_usd:.6f} for the call's worst case ${amount:.6f}; other "
-            f"calls' holds (${held:.6f}, spent ${spent:.6f}) did not settle in time; not sent",
-            node=node,
-            model=model,
-            needed_usd=amount,
-            spent_usd=spent,
-        ) from None
+        await waiter
     finally:
         budget.forget(waiter)
 
 
 async def hold_all(
-    budgets: Sequence[Budget], amount: float, *, node: str = "", model: str = "", wait_s: float | None = None
+    budgets: Sequence[Budget], amount: float, *, node: str = "", model: str = ""
 ) -> list[tuple[Budget, Reservation]]:
-    """Hold ``amount`` on every budget, waiting while other calls' holds fill one (see
-    the module docstring), at most ``wait_s`` in all (then ``BudgetExceeded``); ``BudgetExceeded``
-    at once when what one has spent leaves no room. A wait releases what it held first: a call
-    never holds one budget while it waits on another."""
+    """Hold ``amount`` on every budget, waiting while other calls' holds fill one (see the module
+    docstring); ``BudgetExceeded`` at once when what one has spent leaves no room. A wait releases
+    what it held first: a call never holds one budget while it waits on another."""
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    until = None if wait_s is None else start + wait_s
     while True:
         got = try_hold_all(budgets, amount, loop, node=node, model=model)
         if isinstance(got, list):
             return got
-        await wait_for_room(got, amount, node=node, model=model, until=until, waited_since=start)
+        await wait_for_room(got)
 
 
 def _release(held: Sequence[tuple[Budget, Reservation]]) -> None:
