@@ -2,9 +2,10 @@
 
 The verdict: the parent sent one random token per step (the answer's code, then each test) through a
 pipe; this harness reads them all and closes that pipe before any answer code exists. Step ``i`` and
-the write of token ``i`` to the verdict pipe are chained in C (``deque(chain(map(exec, ...),
-map(os.write, ...)), 0)``) and run on a worker thread, so no Python frame, global or closure the
-answer can reach holds a token: the answer's frames have no harness frame holding one above them,
+the write of token ``i`` to the verdict pipe are chained in C (``deque(chain(_step(exec, ...),
+map(os.write, ...)), 0)``; ``_step`` is a generator so that a ``StopIteration`` cannot end a step
+early) and run on a worker thread, so no Python frame, global or closure the answer can reach holds
+a token: the answer's frames have no harness frame holding one above them,
 the main thread keeps none, and the collector's lists are refused by the audit hook. The parent
 passes the run only when it read every token, in order, and nothing else. A failure writes one
 ``F {json}`` line (no token: a forged failure only harms the forger).
@@ -29,7 +30,7 @@ from _stat import S_ISDIR, S_ISLNK
 
 TYPE_CHECKING = False  # typing itself would be one more import before the answer runs
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
     from types import CodeType
 
 _exec = builtins.exec
@@ -37,6 +38,7 @@ _write = os.write
 _read = os.read
 _exit = os._exit
 _Module = type(sys)
+_HARNESS = globals()
 _DONE = b"x"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _REFUSED_EVENTS = frozenset(
@@ -275,21 +277,44 @@ def _flush() -> None:
             pass
 
 
+def _step(run: "Callable[..., object]", code: "CodeType", scope: "dict[str, object]") -> "Iterator[None]":
+    """One step of the chain: a generator, because a ``StopIteration`` escaping a bare
+    ``map(exec, ...)`` reads to ``chain`` as that step's normal end, and the next item, the step's
+    token, would be written (``raise StopIteration`` in a wrong answer passed every test). PEP 479
+    turns it into a ``RuntimeError`` here. Its frame holds the code and the scope, no token, and
+    ``exec`` as an argument: a global would be looked up when the step runs, after the answer
+    could replace it through this frame's ``f_globals``."""
+    run(code, scope)
+    return
+    yield
+
+
+def _unwrap(e: BaseException) -> BaseException:
+    """The answer's ``StopIteration`` rather than the ``RuntimeError`` ``_step`` turned it into."""
+    cause = e.__cause__
+    if type(e) is RuntimeError and isinstance(cause, StopIteration):
+        return cause
+    return e
+
+
 def _worker(holder: list[object], report: int, done: int) -> None:
-    """The answer's thread: its only Python frame below the answer's, holding no token (the
-    chain is popped straight onto the call's stack)."""
+    """The answer's thread: its only Python frames below the answer's are this one, holding no
+    token (the chain is popped straight onto the call's stack), and the step's ``_step``."""
     try:
         deque(holder.pop(), 0)
-    except BaseException as e:
+    except BaseException as raised:
+        e = _unwrap(raised)
         status = _describe(e)
         _fail(report, status)
         if status["kind"] == "exception":
             try:
                 import traceback
 
-                # from the answer's frame on: the harness's own is noise to the reader
+                # from the answer's frame on: the harness's own are noise to the reader
                 tb = e.__traceback__
-                traceback.print_exception(type(e), e, tb.tb_next if tb is not None else None)
+                while tb is not None and tb.tb_frame.f_globals is _HARNESS:
+                    tb = tb.tb_next
+                traceback.print_exception(type(e), e, tb)
             except BaseException:
                 pass
     finally:
@@ -336,7 +361,7 @@ def _prepare(report: int) -> list[object] | None:
     scope = {"__name__": config["run_name"], "__builtins__": builtins, "__file__": "answer.py"}
     steps: list[Iterable[object]] = []
     for code, token in zip(codes, tokens, strict=False):
-        steps.append(map(_exec, (code,), (scope,)))
+        steps.append(_step(_exec, code, scope))
         steps.append(map(_write, (report,), (token,)))
     return [itertools.chain.from_iterable(steps)]
 

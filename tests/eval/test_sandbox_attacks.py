@@ -537,6 +537,35 @@ async def test_humaneval_answer_defining_check_fails() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (
+            "def add(a, b):\n    raise StopIteration\n",
+            "error: test 1 of 2 `assert add(1, 2) == 3`: StopIteration",
+        ),
+        (
+            "def add(a, b):\n    return next(iter(()))\n",
+            "error: test 1 of 2 `assert add(1, 2) == 3`: StopIteration",
+        ),
+        (WRONG + "raise StopIteration\n", "error: StopIteration"),
+        (
+            WRONG
+            + "import sys\nsys._getframe(1).f_globals.update(_exec=lambda *a: None, exec=lambda *a: None)\n",
+            "tests failed: test 1 of 2 `assert add(1, 2) == 3`: AssertionError",
+        ),
+    ],
+    ids=["raise-in-function", "next-of-empty", "raise-at-top-level", "replace-harness-exec"],
+)
+async def test_stop_iteration_is_a_failure_not_a_step_done(answer: str, reason: str) -> None:
+    """A ``StopIteration`` escaping a step read to the harness's chain as the step's end, which
+    then wrote its token: a wrong answer raising it passed every test."""
+    score = await score_execution_async(f"```python\n{answer}```", ASSERT_ITEM, timeout_s=TIMEOUT)
+    assert (score.value, score.detail) == (0.0, reason)
+    humaneval = await score_execution_async(f"```python\n{answer}```", HUMANEVAL, timeout_s=TIMEOUT)
+    assert humaneval.value == 0.0, humaneval.detail
+
+
 # --- isolation modes ---------------------------------------------------------------------------
 
 
