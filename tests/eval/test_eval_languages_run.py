@@ -552,6 +552,50 @@ async def test_macros_of_the_answer_do_not_reach_the_tests(
     assert score.detail.startswith("tests failed: "), score.detail
 
 
+_ASSERT_FAIL = "void __assert_fail(const char *e, const char *f, unsigned int l, const char *fn)"
+_ASSERT_FAIL_ATTACKS = {
+    "c": (
+        "c",
+        0,
+        f"```c\n#include <assert.h>\n{_ASSERT_FAIL} {{}}\nlong sum_to_n(long n) {{ return n; }}\n```",
+    ),
+    "cpp": (
+        "cpp",
+        0,
+        f'```cpp\n#include <cassert>\nextern "C" {_ASSERT_FAIL} noexcept {{}}\nlong sum_to_n(long n) {{ return n; }}\n```',
+    ),
+    # <cassert> comes with the tests, after the answer's lines
+    "cpp-tests-include": (
+        "cpp",
+        "cpp_factorial",
+        f'```cpp\nextern "C" {_ASSERT_FAIL} noexcept {{}}\nlong factorial(int n) {{ return n; }}\n```',
+    ),
+    # its own abort() and _exit() return too, and a macro would undo the harness's renaming
+    "c-abort-and-macro": (
+        "c",
+        0,
+        f"```c\n#include <assert.h>\n{_ASSERT_FAIL} {{}}\nvoid abort(void) {{}}\nvoid _exit(int s) {{}}\n"
+        "#define __assert_fail __assert_fail\nlong sum_to_n(long n) { return n; }\n```",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("language", "target", "answer"), _ASSERT_FAIL_ATTACKS.values(), ids=_ASSERT_FAIL_ATTACKS
+)
+async def test_an_answer_defining_assert_fail_still_fails_the_asserts(
+    language: str, target: int | str, answer: str
+) -> None:
+    """``assert`` calls glibc's global ``__assert_fail``: a wrong C/C++ answer defining one that
+    returns made every failed assertion pass (1.0); the tests now call the harness's own."""
+    _skip_without(language)
+    items = _items(language)
+    item = items[target] if isinstance(target, int) else next(i for i in items if i.id == target)
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert score.value == 0.0 and score.detail is not None
+    assert score.detail.startswith("tests failed: assertion `"), score.detail
+
+
 async def test_an_answer_with_its_own_macros_still_passes_and_names_its_lines() -> None:
     """The control: a right answer using macros of its own passes, and a compile error in an
     answer with macros still names the answer's own line (the reset keeps line numbers)."""

@@ -283,9 +283,11 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
-    program = qualify_rust_macros(reset_answer_macros(program))
+    program = qualify_rust_macros(program)
     marked = with_end_marker(program)
-    program = marked or program
+    # after the marker: its renaming of C's __assert_fail follows the answer's lines, and an
+    # answer's own `#define __assert_fail` must be undone before it, not after
+    program = reset_answer_macros(marked or program)
     jar, missing = _classpath(program) if program.language == "java" else (None, None)
     if missing is not None:
         return Verdict(False, missing)

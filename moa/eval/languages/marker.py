@@ -19,7 +19,9 @@ is at its end. Where the harness keeps it, per language:
   variable in ``main`` notes that ``main`` returned, and the handler writes the token only then
   and only for status 0 (``exit(0)`` skips the cleanup; a failing ``main`` has a non-zero status).
   These functions share the answer's translation unit, so their names carry a key the answer
-  cannot know;
+  cannot know. After the answer's lines ``__assert_fail`` (what ``assert`` calls) is renamed to the
+  harness's own: a wrong answer defining glibc's as a function that returns passed every assertion;
+  the harness's marks the run failed, so no token is written even if the answer's ``abort`` returns;
 * Rust: a guard made at the top of ``main`` writes it when dropped, unless a panic unwinds
   (``std::process::exit`` drops nothing);
 * Go: the tests' ``main`` (or ``m.Run()`` in a ``TestMain``) is called by one that writes it after;
@@ -163,14 +165,32 @@ _C_GUARD = (
     " __attribute__((cleanup(moa_returned_{key}))) int moa_guard_{key} = moa_start_{key}();"
 )
 
+# the tests' assert() calls glibc's __assert_fail, a global function a wrong answer could define as
+# one that returns (every failed assertion then passed): after the answer's lines it is renamed to
+# the harness's own, keyed; declared on a line of its own at the top (the answer's last line may
+# be inside a function body), and the answer's lines move down by one
+_C_ASSERT_DECLARATION = (
+    "{linkage}void moa_assert_fail_{key}(const char *, const char *, unsigned int, const char *){nothrow};\n"
+)
+_C_ASSERT_RENAME = "\n#define __assert_fail moa_assert_fail_{key}\n#line {line}\n"
+
 _C_END = r"""
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
-static struct {{ int fd, length, returned; char token[128]; }} moa_end_{key};
+static struct {{ int fd, length, returned, failed; char token[128]; }} moa_end_{key};
 static const unsigned char moa_secret_{key}[16] = {{ {secret} }};
+{linkage}void moa_assert_fail_{key}(const char *expr, const char *file, unsigned int line, const char *function){nothrow} {{
+    /* no token even if the answer's own abort() returns to the test */
+    moa_end_{key}.failed = 1;
+    fprintf(stderr, "%s:%u: %s: Assertion `%s' failed.\n", file, line, function, expr);
+    fflush(stderr);
+    abort();
+    _exit(134);
+}}
 static void moa_finish_{key}(int status, void *unused) {{
     (void)unused;
-    if (status == 0 && moa_end_{key}.returned && moa_end_{key}.length > 0) {{
+    if (status == 0 && moa_end_{key}.returned && !moa_end_{key}.failed && moa_end_{key}.length > 0) {{
         ssize_t written = write(moa_end_{key}.fd, moa_end_{key}.token, (size_t)moa_end_{key}.length);
         (void)written;
     }}
@@ -349,9 +369,28 @@ def _c(program: Program) -> Program | None:
     # the harness's functions share the answer's translation unit: under fixed names the answer
     # could declare and call them (``moa_returned_(0); exit(0);`` wrote the token)
     key, secret = _keys(program)
+    cpp = program.language == "cpp"
+    names = {"key": key, "linkage": 'extern "C" ' if cpp else "", "nothrow": " noexcept" if cpp else ""}
     source = _insert(program.source, main.open + 1, _C_GUARD.format(key=key))
-    end = _C_END.format(key=key, secret=", ".join(f"0x{b:02x}" for b in secret))
-    return replace(program, source=source.rstrip("\n") + "\n" + end, end_suffix=secret.hex())
+    first, last = program.first_line, program.last_line
+    if first and main.open > (at := _line_end(source, last)):
+        source = _insert(source, at, _C_ASSERT_RENAME.format(key=key, line=last + 2))
+        source = _C_ASSERT_DECLARATION.format(**names) + source
+        first, last = first + 1, last + 1
+    end = _C_END.format(**names, secret=", ".join(f"0x{b:02x}" for b in secret))
+    source = source.rstrip("\n") + "\n" + end
+    return replace(program, source=source, first_line=first, last_line=last, end_suffix=secret.hex())
+
+
+def _line_end(source: str, line: int) -> int:
+    """The offset just past line ``line`` (1-based) of ``source``, its newline included."""
+    at = 0
+    for _ in range(line):
+        found = source.find("\n", at)
+        if found < 0:
+            return len(source)
+        at = found + 1
+    return at
 
 
 def _rust(program: Program) -> Program | None:
