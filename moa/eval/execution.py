@@ -8,6 +8,7 @@ TypeScript are compiled and run by ``moa.eval.languages``, the compile step unde
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import weakref
 from pathlib import Path
@@ -154,7 +155,8 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
     if language == "html":
         return await _score_page(answer, item, limits)
     if language != "python":
-        return await score_in_language(answer, item, language, _run_limits(limits))
+        async with _program_slot():
+            return await score_in_language(answer, item, language, _run_limits(limits))
     limits = {k: v for k, v in limits.items() if k not in _LANGUAGE_ONLY}
     humaneval = item.test is not None and bool(item.entry_point)
     code = extract_code(answer, entry_point=item.entry_point if humaneval else None)
@@ -169,8 +171,30 @@ async def score_execution_async(answer: str, item: Item, **limits: Any) -> Score
         return Score(
             0.0, f"the item has {len(program.tests)} assert lines; the sandbox runs at most {MAX_TESTS}"
         )
-    result = await run_python_async(program.source, run_name=RUN_NAME, tests=program.tests, **limits)
+    async with _program_slot():
+        result = await run_python_async(program.source, run_name=RUN_NAME, tests=program.tests, **limits)
     return Score(1.0 if result.passed else 0.0, _reason(result.reason, program))
+
+
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# one limit per event loop (a Semaphore belongs to its loop), forgotten with the loop
+_programs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _program_slot() -> asyncio.Semaphore:
+    """At most one sandboxed program (or compile and run) per usable core at once; its time limits
+    start when it starts. An experiment scores ``concurrency`` answers at once (8 by default): on
+    two cores, eight correct answers whose tests need 3 CPU-seconds each all ended as
+    ``timeout after 10.0s``, each given a quarter of a core."""
+    return _programs.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(_cores()))
 
 
 #: HTML renders at once: each is a whole Chromium (150-300 MB, a core for a second or two)

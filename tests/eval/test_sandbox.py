@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from moa.eval import _fallback
+from moa.eval import _fallback, execution
 from moa.eval.datasets import Item
 from moa.eval.execution import score_execution_async
 from moa.eval.registry import make_evaluator
-from moa.eval.sandbox import run_python_async
+from moa.eval.sandbox import SandboxResult, run_python_async
 
 
 async def test_fork_bomb_is_refused() -> None:
@@ -167,3 +169,30 @@ async def test_answer_larger_than_the_disk_fails_naming_it(code: str, tests: lis
     fault, out of the evaluator."""
     result = await run_python_async(code, tests=tests, disk_mb=1)
     assert not result.passed and result.reason.startswith(reason), result.reason
+
+
+async def test_programs_run_one_per_core_so_a_busy_experiment_does_not_time_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An experiment scores ``concurrency`` answers at once (8 by default): all eight programs ran
+    together, and on two cores correct answers whose tests need a few CPU-seconds each ended as
+    ``timeout after 10.0s``. Now at most one program per core runs at once (its clock starts when
+    it starts), and every answer still passes."""
+    monkeypatch.setattr(execution, "_cores", lambda: 2, raising=False)
+    running: list[int] = [0, 0]  # now, most
+    real = execution.run_python_async
+
+    async def counted(*args: Any, **kwargs: Any) -> SandboxResult:
+        running[0] += 1
+        running[1] = max(running)
+        try:
+            return await real(*args, **kwargs)
+        finally:
+            running[0] -= 1
+
+    monkeypatch.setattr(execution, "run_python_async", counted)
+    item = Item(id="1", input="q", tests=["assert sq(3) == 9"])
+    answer = "def sq(x):\n    return x * x\n"
+    scores = await asyncio.gather(*(score_execution_async(answer, item, timeout_s=30) for _ in range(6)))
+    assert [s.value for s in scores] == [1.0] * 6
+    assert running[1] == 2
