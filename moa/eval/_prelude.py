@@ -78,6 +78,7 @@ _PATH_EVENTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "shutil.make_archive": ((0,), ()),
 }
 _PRIVATE = ("/proc", "/dev/fd", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+_AF_UNIX = 1  # socket.AF_UNIX on Linux (and macOS), without importing socket before the answer
 
 
 class SandboxRefused(PermissionError):
@@ -216,6 +217,10 @@ def _make_hook(workdir: str):  # type: ignore[no-untyped-def]
             name = args[0]
             if isinstance(name, is_str) and (name in _REFUSED_IMPORTS or name.startswith(_REFUSED_PREFIXES)):
                 raise SandboxRefused(f"sandbox: importing {name} is refused")
+        elif event == "socket.__new__" and len(args) > 1 and args[1] == _AF_UNIX:
+            # an unconnected unix socket reaches nothing (connect, bind, sendto and sendmsg stay
+            # refused); asyncio's event loop needs a socketpair as its self-pipe
+            return
         elif event.startswith("socket."):
             raise SandboxRefused(f"sandbox: network access ({event}) is refused")
         elif event == "code.__new__" and caller(1).f_code is coroutine:

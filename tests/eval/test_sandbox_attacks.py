@@ -338,6 +338,39 @@ async def test_unix_sockets_do_not_reach_the_host(tmp_path: Path) -> None:
     assert "connected" not in outcome.stdout and outcome.stdout.count("Error") == 2
 
 
+ASYNCIO_ADD = (
+    "import asyncio\n\nasync def _add(a, b):\n    await asyncio.sleep(0)\n    return a + b\n\n"
+    "def add(a, b):\n    return asyncio.run(_add(a, b))\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (ASYNCIO_ADD, "passed"),
+        (
+            "import socket\nsocket.socket(socket.AF_UNIX).bind('\\0moa')\n",
+            "blocked: sandbox: network access (socket.bind) is refused",
+        ),
+        (
+            "import socket\nsocket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'x', '\\0moa')\n",
+            "blocked: sandbox: network access (socket.sendto) is refused",
+        ),
+        ("import socket\nsocket.socket()\n", "blocked: sandbox: network access (socket.__new__) is refused"),
+    ],
+    ids=["asyncio.run", "unix-bind", "unix-sendto", "inet"],
+)
+@pytest.mark.parametrize("isolation", ["bwrap", "fallback"])
+async def test_asyncio_runs_while_sockets_still_reach_nothing(code: str, reason: str, isolation: str) -> None:
+    """A correct answer using ``asyncio.run`` failed (``network access (socket.__new__) is
+    refused``: the event loop's self-pipe is a socketpair); an unconnected unix socket is now
+    allowed, and binding, sending to an address or any other socket is still refused."""
+    result = await run(
+        ASYNCIO_ADD + code, tests=["assert add(1, 2) == 3", "assert add(2, 2) == 4"], isolation=isolation
+    )
+    assert (result.passed, result.reason) == (reason == "passed", reason)
+
+
 # --- resources ---------------------------------------------------------------------------------
 
 
