@@ -35,6 +35,10 @@ def fence_tags(language: str) -> frozenset[str]:
     return frozenset(_ALIASES.get(language.lower(), {language.lower()}))
 
 
+# a byte order mark opening the answer or a block: Python (and the C, Go and Java compilers) skip one
+# at the start of a file, but mid-text it hid the opening fence or failed to compile
+_BOM = "\ufeff"
+
 # any indentation: a fence inside a list item is indented by the item's marker (3 or 4 spaces)
 _OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 
@@ -50,7 +54,7 @@ def _blocks(text: str) -> list[_Block]:
     CommonMark, each body line loses up to as much indentation as its opening fence had, and the
     closing fence may be indented up to 3 spaces more than the opening one."""
     blocks: list[_Block] = []
-    lines = text.splitlines()
+    lines = text.removeprefix(_BOM).splitlines()
     i = 0
     while i < len(lines):
         m = _OPEN.match(lines[i])
@@ -64,7 +68,7 @@ def _blocks(text: str) -> list[_Block]:
         while j < len(lines) and not _closes(lines[j], fence, indent):
             j += 1
         body = [_unindent(line, indent) for line in lines[i + 1 : j]]
-        blocks.append(_Block(tag, "\n".join(body)))
+        blocks.append(_Block(tag, "\n".join(body).removeprefix(_BOM)))
         i = j + 1
     return blocks
 
@@ -259,6 +263,7 @@ def extract_code(answer: str, language: str = "python", *, entry_point: str | No
     With ``entry_point`` (a function the tests call): the last block defining it (searched in the
     same order of tags) joined with the blocks of definitions it uses; without fences, the
     answer's code even when it is an indented function body or does not parse (cut off)."""
+    answer = answer.removeprefix(_BOM)
     wanted = fence_tags(language)
     blocks = [b for b in _blocks(answer) if b.body.strip()]
     tiers = (

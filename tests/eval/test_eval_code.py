@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from moa.eval.code import extract_code
 
 
@@ -20,6 +22,22 @@ def test_tilde_fence_and_unterminated_final_fence() -> None:
     """~~~ fences and an unterminated last fence are read."""
     assert extract_code("~~~python\nx = 1\n~~~") == "x = 1"
     assert extract_code("Here:\n```python\ny = 2\nprint(y)") == "y = 2\nprint(y)"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "\ufeff```python\ndef f(x):\n    return x\n```",
+        "```python\n\ufeffdef f(x):\n    return x\n```",
+        "\ufeffdef f(x):\n    return x\n",
+    ],
+    ids=["before-the-fence", "opening-the-block", "unfenced"],
+)
+@pytest.mark.parametrize("entry_point", [None, "f"])
+def test_a_byte_order_mark_is_dropped(answer: str, entry_point: str | None) -> None:
+    """A BOM opening the answer hid its fence ("no code found"), and one opening the code failed to
+    compile ("invalid non-printable character U+FEFF"); Python skips one opening a file."""
+    assert extract_code(answer, entry_point=entry_point) == "def f(x):\n    return x"
 
 
 def test_raw_python_and_prose() -> None:
