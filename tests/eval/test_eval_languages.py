@@ -20,7 +20,7 @@ from moa.eval.languages.extract import extract_language_code
 from moa.eval.languages.generic import assemble_generic
 from moa.eval.languages.multiple import assemble_multiple, entry_of
 from moa.eval.languages.names import LANGUAGES, canonical_language
-from moa.eval.languages.program import Program
+from moa.eval.languages.program import Program, explicit_java_asserts
 from moa.eval.languages.source import defines_function, mask
 
 FIXTURES = Path(__file__).parent / "fixtures" / "languages"
@@ -403,3 +403,32 @@ def test_node_without_a_permission_model_gets_no_permission_flags(tmp_path: Path
     new.chmod(0o755)
     flags = ("--experimental-permission", "--disable-warning=ExperimentalWarning")
     assert toolchains.node_permission_flags(str(new)) == flags
+
+
+def test_java_assert_statements_outside_the_answer_become_explicit_checks() -> None:
+    """The tests' ``assert`` statements become ``if``/``throw`` (a message, a conditional's own
+    ``:``, ``::`` and strings kept apart); the answer's lines and the line numbers stay as they were."""
+    answer = "    static int f(int x) { assert x > 0; return x; }\n"
+    tests = (
+        "    public static void main(String[] args) {\n"
+        "        assert(f(1) == 1);\n"
+        '        assert f(1) > 0 ? true : false : "a: b";\n'
+        "        assert java.util.stream.Stream.of(1)\n            .map(String::valueOf).count() == 1;\n"
+        '        if (f(1) == 1) assert f(1) == 1 : f(1); else System.out.println("assert x;");\n'
+        "    }\n}\n"
+    )
+    source = "class Problem {\n" + answer + tests
+    program = Program("java", source, "Problem.java", first_line=2, last_line=2)
+    rewritten = explicit_java_asserts(program).source
+    assert rewritten.splitlines()[:2] == source.splitlines()[:2]
+    assert rewritten.count("\n") == source.count("\n")
+    assert rewritten.splitlines()[3:] == [
+        "        { if (!((f(1) == 1))) throw new java.lang.AssertionError(); }",
+        '        { if (!( f(1) > 0 ? true : false )) throw new java.lang.AssertionError( "a: b"); }',
+        "        { if (!( java.util.stream.Stream.of(1)",
+        "            .map(String::valueOf).count() == 1)) throw new java.lang.AssertionError(); }",
+        "        if (f(1) == 1) { if (!( f(1) == 1 )) throw new java.lang.AssertionError( f(1)); }"
+        ' else System.out.println("assert x;");',
+        "    }",
+        "}",
+    ]

@@ -596,6 +596,34 @@ async def test_an_answer_defining_assert_fail_still_fails_the_asserts(
     assert score.detail.startswith("tests failed: assertion `"), score.detail
 
 
+_JAVA_ASSERTIONS_OFF = """```java
+class Problem {
+    static {
+        try {
+            java.lang.reflect.Field u = sun.misc.Unsafe.class.getDeclaredField("theUnsafe");
+            u.setAccessible(true);
+            sun.misc.Unsafe unsafe = (sun.misc.Unsafe) u.get(null);
+            java.lang.reflect.Field off = Problem.class.getDeclaredField("$assertionsDisabled");
+            unsafe.putBoolean(unsafe.staticFieldBase(off), unsafe.staticFieldOffset(off), true);
+        } catch (Exception e) {
+        }
+    }
+    public static long sumToN(long n) {
+        return n + 1;
+    }
+}
+```"""
+
+
+async def test_a_java_answer_cannot_switch_the_tests_assertions_off() -> None:
+    """A wrong Java answer whose static initializer sets the tests' class's
+    ``$assertionsDisabled`` (``sun.misc.Unsafe``) made every ``assert`` a no-op and scored 1.0; the
+    tests' asserts are explicit checks now."""
+    _skip_without("java")
+    score = await score_execution_async(_JAVA_ASSERTIONS_OFF, _items("java")[0], **LIMITS)
+    assert (score.value, score.detail) == (0.0, "tests failed: AssertionError")
+
+
 async def test_an_answer_with_its_own_macros_still_passes_and_names_its_lines() -> None:
     """The control: a right answer using macros of its own passes, and a compile error in an
     answer with macros still names the answer's own line (the reset keeps line numbers)."""

@@ -24,7 +24,12 @@ from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
 from moa.eval.languages.diagnose import compile_reason, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
 from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
-from moa.eval.languages.program import Program, qualify_rust_macros, reset_answer_macros
+from moa.eval.languages.program import (
+    Program,
+    explicit_java_asserts,
+    qualify_rust_macros,
+    reset_answer_macros,
+)
 from moa.eval.languages.toolchains import Toolchain, javatuples_jar, node_permission_flags
 
 __all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
@@ -283,7 +288,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
-    program = qualify_rust_macros(program)
+    program = explicit_java_asserts(qualify_rust_macros(program))
     marked = with_end_marker(program)
     # after the marker: its renaming of C's __assert_fail follows the answer's lines, and an
     # answer's own `#define __assert_fail` must be undone before it, not after

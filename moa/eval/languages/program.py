@@ -17,6 +17,7 @@ __all__ = [
     "Program",
     "cut",
     "drop_leading_brace",
+    "explicit_java_asserts",
     "qualify_rust_macros",
     "rename_function",
     "reset_answer_macros",
@@ -187,4 +188,60 @@ def qualify_rust_macros(program: Program) -> Program:
     source = program.source
     for m in reversed(list(_RUST_CALL.finditer(masked, start))):
         source = source[: m.start()] + "::std::" + source[m.start() :]
+    return replace(program, source=source)
+
+
+_JAVA_ASSERT = re.compile(r"(?<![\w$.])assert\b")
+
+
+def _assert_parts(masked: str, at: int) -> tuple[int | None, int] | None:
+    """Where the ``:`` before an ``assert``'s message (``None`` without one) and its ``;`` are,
+    reading the masked source from just past the keyword; ``None`` when it is not a statement."""
+    depth, pending, colon = 0, 0, None
+    for i in range(at, len(masked)):
+        c = masked[i]
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif depth == 0 and c == "?":
+            pending += 1  # a conditional's ``:`` is its own
+        elif depth == 0 and c == ":" and masked[i + 1 : i + 2] != ":" and masked[i - 1 : i] != ":":
+            if pending:
+                pending -= 1
+            elif colon is None:
+                colon = i
+        elif depth == 0 and c == ";":
+            return colon, i
+    return None
+
+
+def explicit_java_asserts(program: Program) -> Program:
+    """Java: ``program`` with each ``assert`` statement outside the answer's lines written as
+    ``{ if (!(x)) throw new java.lang.AssertionError(message); }``, which ``-ea`` does not decide.
+    An ``assert`` is skipped when its class's static ``$assertionsDisabled`` is set, and a wrong
+    answer's static initializer in the tests' class set it (``sun.misc.Unsafe``): every test
+    passed. Line breaks are kept, so the lines keep their numbers."""
+    if program.language != "java":
+        return program
+    source = program.source
+    masked = mask(source, "java")
+    lines = source.splitlines(keepends=True)
+    start = sum(len(line) for line in lines[: program.first_line - 1]) if program.first_line else 0
+    end = sum(len(line) for line in lines[: program.last_line]) if program.first_line else 0
+    edits: list[tuple[int, int, str]] = []
+    for m in _JAVA_ASSERT.finditer(masked):
+        parts = None if start <= m.start() < end else _assert_parts(masked, m.end())
+        if parts is None:
+            continue
+        colon, semi = parts
+        condition = source[m.end() : semi if colon is None else colon]
+        message = "" if colon is None else source[colon + 1 : semi]
+        edits.append(
+            (m.start(), semi + 1, f"{{ if (!({condition})) throw new java.lang.AssertionError({message}); }}")
+        )
+    for begin, stop, text in reversed(edits):
+        source = source[:begin] + text + source[stop:]
     return replace(program, source=source)
