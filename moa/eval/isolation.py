@@ -175,8 +175,9 @@ def _rlimits(limits: Limits) -> list[tuple[str, int, int]]:
     """(prlimit name, soft, hard) of every limit the program runs under."""
     cpu = max(1, int(limits.cpu_s if limits.cpu_s is not None else math.ceil(limits.timeout_s)))
     return [
-        # a soft limit one second below the hard one: SIGXCPU first, SIGKILL if ignored
-        ("cpu", max(1, cpu - 1), cpu),
+        # the soft limit is the limit (SIGXCPU), the hard one a second later (SIGKILL, if the
+        # program ignores SIGXCPU); a soft limit one second below cut a 4-second limit at 3 seconds
+        ("cpu", cpu, cpu + 1),
         ("as", int(limits.memory_mb) * _MB, int(limits.memory_mb) * _MB),
         ("fsize", int(limits.max_file_mb) * _MB, int(limits.max_file_mb) * _MB),
         ("nofile", int(limits.max_open_files), int(limits.max_open_files)),
