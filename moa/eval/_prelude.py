@@ -106,7 +106,20 @@ def _disable_unaudited() -> None:
             setattr(module, name, _refuse_pidfd)
 
 
-def _make_hook(workdir: str):  # type: ignore[no-untyped-def]
+def _untrace_only(settrace: "Callable[..., None]") -> "Callable[[object], None]":
+    """``sys.settrace`` that only removes tracing: ``doctest.testmod()`` calls ``sys.settrace(None)``
+    when it is done (a correct answer calling it failed as ``sys.settrace is refused``). The audit
+    event carries no argument, so the hook lets it through only from this function's frame."""
+
+    def settrace_none(function: object) -> None:
+        if function is not None:
+            raise SandboxRefused("sandbox: sys.settrace is refused")
+        settrace(None)
+
+    return settrace_none
+
+
+def _make_hook(workdir: str, untrace: "CodeType"):  # type: ignore[no-untyped-def]
     """The audit hook; every helper it calls is captured here, so patching ``os`` changes nothing."""
     lstat, stat_, readlink, getcwd, fspath = os.lstat, os.stat, os.readlink, os.getcwd, os.fspath
     caller, coroutine = sys._getframe, types.coroutine.__code__
@@ -225,6 +238,8 @@ def _make_hook(workdir: str):  # type: ignore[no-untyped-def]
             raise SandboxRefused(f"sandbox: network access ({event}) is refused")
         elif event == "code.__new__" and caller(1).f_code is coroutine:
             return  # types.coroutine sets one flag on a code object that was compiled, not crafted
+        elif event == "sys.settrace" and caller(1).f_code is untrace:
+            return  # settrace_none, which passes on None alone
         elif event in _REFUSED_EVENTS:
             raise SandboxRefused(f"sandbox: {event} is refused")
         elif event == "sqlite3.connect":
@@ -380,7 +395,8 @@ def _main() -> None:
         _exit(0)
     sys.dont_write_bytecode = True
     _disable_unaudited()
-    sys.addaudithook(_make_hook(os.path.realpath(os.getcwd())))
+    sys.settrace = untrace = _untrace_only(sys.settrace)
+    sys.addaudithook(_make_hook(os.path.realpath(os.getcwd()), untrace.__code__))
     _thread.start_new_thread(_worker, (holder, report, done_w))
     del holder
     try:  # noqa: SIM105

@@ -599,6 +599,24 @@ async def test_stop_iteration_is_a_failure_not_a_step_done(answer: str, reason: 
     assert humaneval.value == 0.0, humaneval.detail
 
 
+async def test_doctest_testmod_runs_and_tracing_stays_refused() -> None:
+    """``doctest.testmod()`` ends with ``sys.settrace(None)``: a correct answer calling it failed as
+    ``sys.settrace is refused``. Removing tracing is allowed now; installing a trace function, by
+    ``sys.settrace`` or the function it wraps, is still refused."""
+    doctested = (
+        'def add(a, b):\n    """\n    >>> add(1, 2)\n    3\n    """\n    return a + b\n\n'
+        "import doctest\ndoctest.testmod()\n"
+    )
+    right = await run(doctested, tests=["assert add(1, 2) == 3"])
+    assert (right.passed, right.reason) == (True, "passed")
+    for attack in (
+        "import sys\nsys.settrace(lambda *a: None)\n",
+        "import sys\nsys.settrace.__closure__[0].cell_contents(lambda *a: None)\n",
+    ):
+        wrong = await run(WRONG + attack, tests=["assert add(1, 2) == 3"])
+        assert (wrong.passed, wrong.reason) == (False, "blocked: sandbox: sys.settrace is refused")
+
+
 # --- isolation modes ---------------------------------------------------------------------------
 
 
