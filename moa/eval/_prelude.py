@@ -195,11 +195,16 @@ def _make_hook(workdir: str, untrace: "CodeType"):  # type: ignore[no-untyped-de
         real = resolve(absolute(name))
         return None if real is None else (literal, real)
 
+    # under bwrap /tmp is a link into the work directory's tmpfs (its writes were refused by the
+    # path written, "/tmp/x", though they land inside); in the fallback it is the host's
+    tmp = resolve("/tmp")
+    roots = (workdir, "/tmp") if tmp is not None and under(tmp, (workdir,)) else (workdir,)
+
     def inside(path: object) -> bool:
         if isinstance(path, is_int):
             return True  # an open descriptor was checked when it was opened
         both = where(path)
-        return both is not None and all(under(p, (workdir,)) for p in both)
+        return both is not None and under(both[0], roots) and under(both[1], (workdir,))
 
     def check_open(path: object, mode: object, flags: object) -> None:
         if isinstance(path, is_int):
@@ -213,7 +218,9 @@ def _make_hook(workdir: str, untrace: "CodeType"):  # type: ignore[no-untyped-de
             writing = any(c in mode for c in "wax+")
         else:
             writing = isinstance(flags, is_int) and bool(flags & _WRITE_FLAGS)
-        if writing and not all(under(p, (workdir,)) for p in both):
+        # /dev/null swallows what it is given (``contextlib.redirect_stdout`` to ``os.devnull``)
+        inert = both == ("/dev/null", "/dev/null")
+        if writing and not inert and not (under(both[0], roots) and under(both[1], (workdir,))):
             raise SandboxRefused(f"sandbox: writing {path!r} outside the sandbox directory is refused")
         if not under(both[1], (workdir,)):
             try:

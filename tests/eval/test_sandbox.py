@@ -44,8 +44,9 @@ async def test_huge_allocation_hits_memory_limit() -> None:
 
 
 async def test_write_outside_directory_is_refused() -> None:
-    """Writing outside the sandbox directory fails and leaves no file."""
-    target = Path(f"/tmp/moa_sandbox_escape_{uuid.uuid4().hex}")
+    """Writing outside the sandbox directory fails and leaves no file (not below /tmp: under bwrap
+    that is the run's own tmpfs, where writing is allowed)."""
+    target = Path(f"/var/tmp/moa_sandbox_escape_{uuid.uuid4().hex}")
     result = await run_python_async(f"open({str(target)!r}, 'w').write('x')", timeout_s=5)
     assert not result.passed and "outside the sandbox directory" in result.reason
     assert not target.exists()

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -198,6 +201,18 @@ async def test_kernel_keeps_signals_inside_the_sandbox() -> None:
 # --- files -------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """An empty host directory outside /tmp: inside the bwrap sandbox /tmp is the run's own tmpfs,
+    where writing is allowed (and a host path below /tmp does not exist)."""
+    parent = "/var/tmp" if os.access("/var/tmp", os.W_OK) else str(Path.home())
+    folder = Path(tempfile.mkdtemp(prefix="moa-host-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.parametrize(
     ("code", "reason"),
     [
@@ -239,12 +254,38 @@ async def test_kernel_keeps_signals_inside_the_sandbox() -> None:
         "patched-os",
     ],
 )
-async def test_writes_outside_leave_nothing_on_the_host(code: str, reason: str, tmp_path: Path) -> None:
+async def test_writes_outside_leave_nothing_on_the_host(code: str, reason: str, host_dir: Path) -> None:
     """Creating a file in a host directory fails by every route, and the directory stays empty."""
-    target = str(tmp_path / "escaped")
-    result = await run(code.format(target=target, folder=str(tmp_path)))
+    target = str(host_dir / "escaped")
+    result = await run(code.format(target=target, folder=str(host_dir)))
     assert not result.passed and result.reason.startswith(reason), result.reason
-    assert list(tmp_path.iterdir()) == []
+    assert list(host_dir.iterdir()) == []
+
+
+TMP_AND_DEVNULL = (
+    "import contextlib, os\n\ndef add(a, b):\n"
+    "    with open('/tmp/sum.txt', 'w') as f:\n        f.write(str(a + b))\n"
+    "    with open(os.devnull, 'w') as quiet, contextlib.redirect_stdout(quiet):\n        print('noise')\n"
+    "    total = int(open('/tmp/sum.txt').read())\n    os.remove('/tmp/sum.txt')\n    return total\n"
+)
+
+
+async def test_a_correct_answer_may_write_tmp_and_dev_null() -> None:
+    """Under bwrap ``/tmp`` lies in the run's own tmpfs, and ``/dev/null`` swallows what it gets: a
+    correct answer writing a file in ``/tmp`` or silencing its prints into ``os.devnull`` failed
+    (``writing '/tmp/sum.txt' outside the sandbox directory is refused``). In the fallback ``/tmp`` is
+    the host's, and writing there is still refused; so are paths leaving ``/tmp`` by ``..``."""
+    tests = ["assert add(1, 2) == 3"]
+    right = await run(TMP_AND_DEVNULL, tests=tests)
+    assert (right.passed, right.reason) == (True, "passed")
+    fallback = await run(TMP_AND_DEVNULL, tests=tests, isolation="fallback")
+    assert (
+        fallback.reason == "blocked: sandbox: writing '/tmp/sum.txt' outside the sandbox directory is refused"
+    )
+    escape = await run(WRONG + "open('/tmp/../etc/x', 'w')\n", tests=tests)
+    assert (
+        escape.reason == "blocked: sandbox: writing '/tmp/../etc/x' outside the sandbox directory is refused"
+    )
 
 
 async def test_kernel_keeps_writes_inside_the_sandbox(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ ANSWERS: Mapping[str, str] = {
     "add_loop": f"```python\nwhile True:\n    pass\n{GOOD}```",
     "add_alloc": f"```python\nx = bytearray(50 * 1024 ** 3)\n{GOOD}```",
     "add_env": f"```python\nimport os\nassert 'OPENAI_API_KEY' in os.environ, 'no key here'\n{GOOD}```",
-    "add_escape": f"```python\nopen('/tmp/moa-escape-test', 'w').write('x')\n{GOOD}```",
+    "add_escape": f"```python\nopen('/var/tmp/moa-escape-test', 'w').write('x')\n{GOOD}```",
     "add_socket": f"```python\nimport socket\nsocket.create_connection(('127.0.0.1', 9))\n{GOOD}```",
     "add_missing": "```python\ndef plus(a, b):\n    return a + b\n```",
 }
@@ -110,14 +110,14 @@ def test_extraction_fallbacks_and_hostile_answers_inside_an_experiment(
         "add_loop": "cpu limit (2s)",
         "add_alloc": "memory limit (256 MB)",
         "add_env": "tests failed: AssertionError: no key here",
-        "add_escape": "blocked: sandbox: writing '/tmp/moa-escape-test' outside",
+        "add_escape": "blocked: sandbox: writing '/var/tmp/moa-escape-test' outside",
         "add_socket": "blocked: sandbox: network access",
         "add_missing": "the answer's code does not define `add_missing`",
     }
     for item, reason in expected.items():
         score, detail = got[item]
         assert score == 0.0 and detail is not None and detail.startswith(reason), (item, detail)
-    assert not Path("/tmp/moa-escape-test").exists()
+    assert not Path("/var/tmp/moa-escape-test").exists()
     base, coder = summary.setup("base"), summary.setup("coder")
     assert summary.complete and base.errors == 0 and coder.quality == 1.0
     assert base.quality == pytest.approx(4 / len(ANSWERS))
