@@ -658,6 +658,16 @@ async def test_doctest_testmod_runs_and_tracing_stays_refused() -> None:
         assert (wrong.passed, wrong.reason) == (False, "blocked: sandbox: sys.settrace is refused")
 
 
+async def test_an_exception_with_a_huge_name_is_reported_at_once() -> None:
+    """The failure line carried the exception's name uncut: one of 200,000 characters overflowed the
+    verdict pipe's buffer, the harness blocked writing it, and the run ended at the timeout as
+    ``the program wrote to the sandbox's verdict channel``."""
+    code = "E = type('E' * 200000, (Exception,), {})\n\ndef add(a, b):\n    raise E()\n"
+    result = await run(code, tests=["assert add(1, 2) == 3"])
+    assert not result.passed and result.reason.startswith("error: test 1 of 1: EEEE"), result.reason[:200]
+    assert len(result.reason) < 300
+
+
 # --- isolation modes ---------------------------------------------------------------------------
 
 
