@@ -27,12 +27,22 @@ import functools
 import os
 import random
 import shutil
+import struct
 import subprocess
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["WORKDIR", "BwrapPlan", "build_argv", "bwrap_status", "check_bind", "release_uid", "reserve_uid"]
+__all__ = [
+    "WORKDIR",
+    "BwrapPlan",
+    "build_argv",
+    "bwrap_status",
+    "check_bind",
+    "no_fork_filter",
+    "release_uid",
+    "reserve_uid",
+]
 
 #: the program's working directory and $HOME inside the sandbox
 WORKDIR = "/sandbox"
@@ -107,6 +117,44 @@ def _system_binds() -> list[str]:
     return args
 
 
+# classic BPF over struct seccomp_data (nr at 0, arch at 4, args[0]'s low half at 16 on these
+# little-endian machines): (code, jt, jf, k)
+_LOAD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _ERRNO, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000, 1, 38
+_CLONE_THREAD = 0x00010000
+# machine -> (AUDIT_ARCH_*, fork and vfork numbers, clone, clone3)
+_SYSCALLS = {
+    "x86_64": (0xC000003E, (57, 58), 56, 435),
+    "aarch64": (0xC00000B7, (), 220, 435),
+}
+
+
+def no_fork_filter() -> bytes | None:
+    """A seccomp program refusing new processes (fork, vfork, clone without ``CLONE_THREAD``) and
+    letting threads be made; ``clone3`` answers ENOSYS, so libc falls back to ``clone``, whose flags
+    the filter can read. ``None`` on a machine it does not know. System calls of another ABI (i386
+    or x32 on x86_64) are refused: they would name other numbers."""
+    known = _SYSCALLS.get(os.uname().machine)
+    if known is None:
+        return None
+    arch, forks, clone, clone3 = known
+    body: list[tuple[int, str, str, int]] = [(_LOAD, "", "", 4), (_JEQ, "", "deny", arch), (_LOAD, "", "", 0)]
+    if arch == 0xC000003E:
+        body.append((_JGE, "deny", "", 0x40000000))  # the x32 ABI's numbers
+    body += [(_JEQ, "deny", "", n) for n in forks]
+    body += [(_JEQ, "enosys", "", clone3), (_JEQ, "", "allow", clone), (_LOAD, "", "", 16)]
+    body.append((_JSET, "allow", "deny", _CLONE_THREAD))
+    ends = {"allow": _ALLOW, "deny": _ERRNO | _EPERM, "enosys": _ERRNO | _ENOSYS}
+    at = {name: len(body) + i for i, name in enumerate(ends)}
+    program = bytearray()
+    for i, (code, yes, no, k) in enumerate(body):
+        jt, jf = (at[label] - i - 1 if label else 0 for label in (yes, no))
+        program += struct.pack("<HBBI", code, jt, jf, k)
+    for value in ends.values():
+        program += struct.pack("<HBBI", _RET, 0, 0, value)
+    return bytes(program)
+
+
 def check_bind(path: str) -> str:
     """``path`` resolved, once checked: absolute, existing, not over the sandbox's own directories."""
     if not os.path.isabs(path):
@@ -130,6 +178,7 @@ def build_argv(
     status_fd: int,
     uid: int | None,
     env: Mapping[str, str] | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The full command line; ``file_fds`` maps work-dir paths to (fd to copy from, mode),
     ``rlimits`` are ``prlimit`` names with (soft, hard) values."""
@@ -162,6 +211,8 @@ def build_argv(
     # the program, which could fill RAM past disk_bytes there; /sandbox is a mount of its own
     args += ["--remount-ro", "/dev", "--remount-ro", "/"]
     args += ["--chdir", WORKDIR, "--json-status-fd", str(status_fd)]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     if plan.as_root:
         assert plan.setpriv is not None and uid is not None  # the probe requires both
         args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--", plan.setpriv]

@@ -377,6 +377,7 @@ async def _run_bwrap(
     keep: Sequence[str],
     pass_fds: Sequence[int],
     env: Mapping[str, str],
+    no_fork: bool = False,
 ) -> tuple[ProcessOutcome, dict[str, bytes]]:
     binds = [_bwrap.check_bind(p) for p in readonly_binds]
     fds: dict[str, tuple[int, int]] = {}
@@ -388,7 +389,11 @@ async def _run_bwrap(
     keep_cap = len(keep) * (limits.max_file_mb * _MB + 1024) + 10240
     uid = _bwrap.reserve_uid() if plan.as_root else None
     keep_task: asyncio.Future[bytes] | None = None
+    seccomp = _bwrap.no_fork_filter() if no_fork else None
+    seccomp_fd = -1
     try:
+        if seccomp is not None:
+            seccomp_fd = _memfd("no-fork.bpf", seccomp)
         for name, content in files.items():
             fds[name] = (_memfd(name, content), _mode(content))
         command = _keep_wrapper(argv, keep, keep_w) if keep else list(argv)
@@ -402,8 +407,10 @@ async def _run_bwrap(
             status_fd=status_w,
             uid=uid,
             env=env,
+            seccomp_fd=seccomp_fd if seccomp_fd >= 0 else None,
         )
         extra = [fd for fd, _ in fds.values()] + [status_w] + ([keep_w] if keep else [])
+        extra += [seccomp_fd] if seccomp_fd >= 0 else []
         spawn = _Spawn(
             argv=full,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
@@ -417,10 +424,10 @@ async def _run_bwrap(
         try:
             outcome = await _run(spawn, limits, stdin)
         finally:
-            for fd in (status_w, keep_w, *(fd for fd, _ in fds.values())):
+            for fd in (status_w, keep_w, seccomp_fd, *(fd for fd, _ in fds.values())):
                 if fd >= 0:
                     os.close(fd)
-            status_w = keep_w = -1
+            status_w = keep_w = seccomp_fd = -1
             fds.clear()
         with os.fdopen(status_r, "rb", buffering=0) as f:
             status_r = -1
@@ -443,7 +450,7 @@ async def _run_bwrap(
     finally:
         if keep_task is not None and not keep_task.done():
             keep_task.cancel()
-        for fd in (status_r, status_w, keep_r, keep_w, *(fd for fd, _ in fds.values())):
+        for fd in (status_r, status_w, keep_r, keep_w, seccomp_fd, *(fd for fd, _ in fds.values())):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
@@ -518,6 +525,7 @@ async def run_isolated(
     keep: Sequence[str] = (),
     pass_fds: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
+    no_fork: bool = False,
 ) -> tuple[ProcessOutcome, dict[str, bytes]]:
     """Run ``argv`` in a fresh sandbox (see the module docstring) and return how it ended and the
     ``keep`` files (work-dir-relative; a missing, non-regular or oversized one is left out).
@@ -526,6 +534,9 @@ async def run_isolated(
     ``#!`` file is executable). ``readonly_binds``: host paths (toolchains) bound read-only at the
     same path. ``pass_fds``: descriptors the program inherits at the same numbers (a verdict pipe).
     ``env``: variables besides ``PATH``, ``HOME`` and ``LANG`` (``PATH`` may be replaced).
+    ``no_fork``: under bwrap (x86_64, aarch64) a seccomp filter refuses new processes, threads
+    stay allowed: a program that forks can try answers against its own tests, each in a copy, and
+    keep the one that passed. The fallback cannot refuse them.
     """
     if not argv:
         raise ValueError("run_isolated needs a command (argv is empty)")
@@ -539,5 +550,7 @@ async def run_isolated(
     if mode == "bwrap":
         plan, _ = _bwrap.bwrap_status()
         assert plan is not None  # resolve_isolation returned "bwrap" only with a plan
-        return await _run_bwrap(plan, argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra)
+        return await _run_bwrap(
+            plan, argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra, no_fork
+        )
     return await _run_fallback(argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra)

@@ -22,6 +22,7 @@ import pytest
 from moa._run import Runner
 from moa.eval.datasets import Item, load_dataset
 from moa.eval.execution import score_execution_async
+from moa.eval.isolation import isolation_available
 from moa.eval.languages.toolchains import find_toolchain
 from moa.eval.types import Score
 from moa.experiment import Experiment
@@ -622,6 +623,62 @@ async def test_a_java_answer_cannot_switch_the_tests_assertions_off() -> None:
     _skip_without("java")
     score = await score_execution_async(_JAVA_ASSERTIONS_OFF, _items("java")[0], **LIMITS)
     assert (score.value, score.detail) == (0.0, "tests failed: AssertionError")
+
+
+# a wrong answer that knows nothing: each call forks, the copy returns a guess and runs the rest of
+# the tests, and the original ends with 0 as soon as one copy got through them
+_FORK_ORACLE = {
+    "c": (
+        "```c\n#include <unistd.h>\n#include <sys/wait.h>\nlong sum_to_n(long n) {\n"
+        "    for (long guess = 0; guess < 100000; guess++) {\n        pid_t pid = fork();\n"
+        "        if (pid == 0) return guess;\n        if (pid < 0) return -1;\n        int st;\n"
+        "        waitpid(pid, &st, 0);\n        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) _exit(0);\n"
+        "    }\n    return 0;\n}\n```"
+    ),
+    "rust": (
+        '```rust\nextern "C" {\n    fn fork() -> i32;\n    fn waitpid(p: i32, s: *mut i32, o: i32) -> i32;\n'
+        "    fn _exit(c: i32) -> !;\n}\nfn sum_to_n(_n: isize) -> isize {\n    for guess in 0..100000 {\n"
+        "        let pid = unsafe { fork() };\n        if pid == 0 {\n            return guess;\n        }\n"
+        "        if pid < 0 {\n            return -1;\n        }\n        let mut st = 0;\n"
+        "        unsafe { waitpid(pid, &mut st, 0) };\n        if st == 0 {\n            unsafe { _exit(0) }\n"
+        "        }\n    }\n    0\n}\n```"
+    ),
+}
+# threads stay allowed
+_THREADED = {
+    "cpp": (
+        "```cpp\n#include <thread>\n#include <atomic>\nlong sum_to_n(long n) {\n    std::atomic<long> s{0};\n"
+        "    std::thread a([&] { for (long i = 1; i <= n; i += 2) s += i; });\n"
+        "    std::thread b([&] { for (long i = 2; i <= n; i += 2) s += i; });\n"
+        "    a.join();\n    b.join();\n    return s;\n}\n```"
+    ),
+    "rust": "```rust\nfn sum_to_n(n: isize) -> isize {\n    std::thread::spawn(move || (1..=n).sum()).join().unwrap()\n}\n```",
+    "go": (
+        "```go\nfunc sum_to_n(n int) int {\n\tch := make(chan int)\n"
+        "\tgo func() {\n\t\ts := 0\n\t\tfor i := 1; i <= n; i++ {\n\t\t\ts += i\n\t\t}\n\t\tch <- s\n\t}()\n"
+        "\treturn <-ch\n}\n```"
+    ),
+}
+
+
+@pytest.mark.parametrize("language", sorted(_FORK_ORACLE))
+async def test_an_answer_cannot_fork_to_try_values_against_the_tests(language: str) -> None:
+    """A wrong C or Rust answer forking at each call, trying a value in the copy and keeping the one
+    whose copy got past the tests, scored 1.0 in two seconds; under bwrap new processes are
+    refused (seccomp), so it fails."""
+    _skip_without(language)
+    if not isolation_available()[0]:
+        pytest.skip("the filter needs bwrap")
+    score = await score_execution_async(_FORK_ORACLE[language], _items(language)[0], **LIMITS)
+    assert score.value == 0.0, score.detail
+
+
+@pytest.mark.parametrize("language", sorted(_THREADED))
+async def test_threads_still_run_where_processes_are_refused(language: str) -> None:
+    """The control: a right answer computing on threads (goroutines) passes."""
+    _skip_without(language)
+    score = await score_execution_async(_THREADED[language], _items(language)[0], **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")
 
 
 async def test_an_answer_with_its_own_macros_still_passes_and_names_its_lines() -> None:

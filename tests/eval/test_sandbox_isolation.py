@@ -113,3 +113,13 @@ async def test_empty_command_is_refused() -> None:
     """An empty argv is a ValueError."""
     with pytest.raises(ValueError, match="argv is empty"):
         await run_isolated([], files={}, limits=LIMITS)
+
+
+@pytest.mark.skipif(not _BWRAP, reason=f"bubblewrap unavailable: {_WHY}")
+async def test_no_fork_refuses_new_processes_and_only_when_asked() -> None:
+    """``no_fork=True``: a shell cannot start ``/bin/true`` (a new process); without it, it can."""
+    script = ["/bin/sh", "-c", "/bin/true && echo started"]
+    refused, _ = await run_isolated(script, files={}, limits=LIMITS, isolation="bwrap", no_fork=True)
+    allowed, _ = await run_isolated(script, files={}, limits=LIMITS, isolation="bwrap")
+    assert "started" not in refused.stdout and refused.returncode != 0
+    assert allowed.stdout == "started\n" and allowed.returncode == 0

@@ -38,6 +38,8 @@ __all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
 _RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go": 512}
 _JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
               "-XX:CompressedClassSpaceSize=32m", "-Xshare:auto")  # fmt: skip
+# languages whose programs run under the seccomp filter refusing new processes
+_NO_FORK = frozenset({"c", "cpp", "rust", "go"})
 # no optimisation: compile time dominates, and tests are small
 _GCC_FLAGS = ("-O0", "-pipe", "-fdiagnostics-color=never")
 _ARTIFACT = {"c": "prog", "cpp": "prog", "rust": "prog", "go": "prog", "java": "classes.tar",
@@ -277,6 +279,9 @@ async def _run_step(
             readonly_binds=tc.binds,
             pass_fds=(end.write_fd,),
             env=_env(program, tc, limits, compiling=False),
+            # a wrong answer forked at each call, tried a value in the copy and kept the one whose
+            # copy got past the tests (1.0); Java and JavaScript run behind a shell or cannot fork
+            no_fork=program.language in _NO_FORK,
         )
         written = end.collect(4096)
     if parse(written, [token + program.end_suffix.encode()]).finished:
