@@ -151,13 +151,21 @@ class ExperimentFolder:
                 summary = Summary.from_dict(data)
             except (UserError, ValueError) as e:
                 first = str(e).splitlines()[0][:200]
-                summary = summary_from_store(self.store, self.manifest)
-                return summary, f"computed from the store (summary.json unreadable: {first})"
+                return self._from_store(f"summary.json unreadable: {first}")
             behind = self._behind(summary)
             if behind is None:
                 return summary, "summary.json"
-            return summary_from_store(self.store, self.manifest), f"computed from the store ({behind})"
-        return summary_from_store(self.store, self.manifest), "computed from the store (no summary.json)"
+            return self._from_store(behind)
+        return self._from_store("no summary.json")
+
+    def _from_store(self, why: str) -> tuple[Summary, str]:
+        # a damaged run (an infinite cost, a score of 5) is left out and named, not a page error
+        left_out: list[str] = []
+        summary = summary_from_store(self.store, self.manifest, left_out=left_out)
+        if left_out:
+            more = f" and {len(left_out) - 1} more" if len(left_out) > 1 else ""
+            why += f"; a damaged run left out: {left_out[0]}{more}"
+        return summary, f"computed from the store ({why})"
 
     def _behind(self, summary: Summary) -> str | None:
         """Why ``summary`` no longer tells what the store holds (a run went on after it was written,

@@ -364,6 +364,11 @@ def test_an_infinite_number_in_the_store_shows_as_missing_and_is_named(
         expect(page.locator(".error-box.warning")).to_contain_text("runs[1].run.cost_usd")
         expect(page.locator(".answer-card[data-setup='moa'] .metrics")).to_contain_text("—")
         shot(page, tmp_path, "infinite.png")
+        # the summary (which `moa report` refuses to make from such a store) leaves the run out, named
+        page.goto(f"{s.url}/#/e/judged/overview")
+        expect(page.locator("p.sub")).to_contain_text(
+            "a damaged run left out: setup `moa`, item `q2`, sample 0"
+        )
 
 
 def test_a_voter_sees_the_results_only_after_voting(browser: Any, experiments: Path, tmp_path: Path) -> None:

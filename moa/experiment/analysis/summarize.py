@@ -340,8 +340,14 @@ def _categories(
     return None
 
 
-def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
-    """The summary of the manifest's setups and items, from stored runs and scores only."""
+def summary_from_store(
+    store: Store, manifest: dict[str, Any], *, left_out: list[str] | None = None
+) -> Summary:
+    """The summary of the manifest's setups and items, from stored runs and scores only.
+
+    A run whose numbers cannot be right (a damaged or edited store: see ``_bad_number``) is a
+    ``UserError`` naming it; with ``left_out`` (the viewer, which shows a damaged store rather than
+    none of it) it is left out of the summary instead and named in that list."""
     ev_id = manifest["evaluator_id"]
     rows = [
         (s["name"], bool(s["is_baseline"]), store.run_rows(s["name"], s["hash"], ev_id))
@@ -349,14 +355,24 @@ def summary_from_store(store: Store, manifest: dict[str, Any]) -> Summary:
     ]
     judge = {s["name"]: store.judge_cost(ev_id, s["name"], s["hash"]) for s in manifest["setups"]}
     for name, _, by_item in rows:
-        for runs in by_item.values():
+        for item_id, runs in list(by_item.items()):
+            kept = []
             for r in runs:
-                if (problem := _bad_number(r)) is not None:
+                problem = _bad_number(r)
+                if problem is None:
+                    kept.append(r)
+                    continue
+                where = f"setup `{name}`, item `{r.item_id}`, sample {r.sample} (run {r.run_id}): {problem}"
+                if left_out is None:
                     raise UserError(
-                        f"{store.path}: setup `{name}`, item `{r.item_id}`, sample {r.sample} (run "
-                        f"{r.run_id}): {problem}: the store is damaged or was edited; restore it from a "
+                        f"{store.path}: {where}: the store is damaged or was edited; restore it from a "
                         "copy, or delete that run (the next `moa compare` runs it again)"
                     )
+                left_out.append(where)
+            if not kept:
+                del by_item[item_id]
+            elif len(kept) != len(runs):
+                by_item[item_id] = kept
     summary = summarize(
         experiment=manifest["experiment"],
         evaluator=manifest["evaluator"],
