@@ -1,13 +1,16 @@
-"""The OpenAI client litellm is handed for an ``openai/<model>`` agent that names its own server
-(``api_base``), with the direct path's two guards against a hostile or broken server.
+"""The HTTP clients litellm is handed for an agent that names its own server (``api_base``), with
+the direct path's two guards against a hostile or broken server: an ``AsyncOpenAI`` for the
+providers litellm sends through the OpenAI SDK (``openai/``, ``deepinfra/``...), and a transport
+for litellm's own HTTP handler for those it sends itself (``hosted_vllm/``, ``anthropic/``...);
+``moa.models.litellm`` names which providers get which.
 
-- No redirect is followed. The OpenAI SDK litellm uses otherwise follows a 3xx to wherever it
+- No redirect is followed. litellm's clients otherwise follow a 3xx to wherever it
   points, another host or port included, with the prompt and every header but ``Authorization``
   (an ``X-Api-Key`` of the agent's ``params`` among them). The 3xx becomes the direct path's
   ``RequestRejected`` ("redirected (307) to ...: moa does not follow redirects").
 - A reply is decompressed here, to at most ``openai_wire.MAX_REPLY_BYTES`` (16 MiB; a stream, whose
   events wrap each token in JSON, eight times that) and only gzip or deflate, which is all the
-  request accepts. The SDK's client decompressed whatever arrived: a 100 KB gzip reply of 100 MB
+  request accepts. litellm's clients decompressed whatever arrived: a 100 KB gzip reply of 100 MB
   grew the process by 585 MB, and a 10 MB one would ask for 10 GB.
 
 The client is made on first use in a running loop (nothing at import) and shared by every call of
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -30,10 +33,11 @@ try:
     import httpx2 as httpx
 except ImportError:  # pragma: no cover - an OpenAI SDK from before httpx2
     import httpx  # type: ignore[no-redef]
+import httpx as httpx1  # litellm's own handler's
 
 from moa.models import openai_wire  # MAX_REPLY_BYTES read at call time: tests lower it
 
-__all__ = ["GuardedClients", "ReplyTooLarge"]
+__all__ = ["GuardedClients", "LiteTransport", "ReplyTooLarge"]
 
 #: a stream's events wrap each token in a JSON object: its bytes may exceed the text's many times
 _STREAM_FACTOR = 8
@@ -55,24 +59,44 @@ def _decoder(coding: str) -> Any:
     raise ReplyTooLarge(f"the reply came with Content-Encoding `{coding[:40]}`, which moa does not decode")
 
 
-class _Capped(httpx.AsyncByteStream):
+async def _capped(inner: AsyncIterable[bytes], coding: str, limit: int) -> AsyncIterator[bytes]:
     """A response body decompressed chunk by chunk, never to more than ``limit`` bytes in all: each
     chunk's output is asked for at most what is left, so a bomb is stopped before it expands."""
+    decoder = _decoder(coding)
+    total = 0
+    async for chunk in inner:
+        data = chunk if decoder is None else decoder.decompress(chunk, limit - total + 1)
+        total += len(data)
+        if total > limit:
+            how = " after decompression" if decoder is not None else ""
+            raise ReplyTooLarge(f"the reply passed {limit} bytes{how}")
+        if data:
+            yield data
 
+
+def _bound(headers: Any) -> tuple[str, int]:
+    """The reply's ``Content-Encoding`` and the bound its decompressed body is held to."""
+    coding = str(headers.get("content-encoding", "")).strip().lower()
+    streamed = str(headers.get("content-type", "")).lower().startswith("text/event-stream")
+    return coding, openai_wire.MAX_REPLY_BYTES * (_STREAM_FACTOR if streamed else 1)
+
+
+def _plain(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The reply's headers without those of its encoded form (the client must not decode it again)."""
+    return [(k, v) for k, v in raw if k.lower() not in (b"content-encoding", b"content-length")]
+
+
+# The two HTTP libraries each take only a stream and a transport of their own classes: the same
+# guard is written once above and wrapped twice below, for the OpenAI SDK's (httpx2) and for
+# litellm's own handler's (httpx).
+
+
+class _Capped(httpx.AsyncByteStream):
     def __init__(self, inner: httpx.AsyncByteStream, coding: str, limit: int) -> None:
         self._inner, self._coding, self._limit = inner, coding, limit
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder = _decoder(self._coding)
-        total = 0
-        async for chunk in self._inner:
-            data = chunk if decoder is None else decoder.decompress(chunk, self._limit - total + 1)
-            total += len(data)
-            if total > self._limit:
-                how = " after decompression" if decoder is not None else ""
-                raise ReplyTooLarge(f"the reply passed {self._limit} bytes{how}")
-            if data:
-                yield data
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _capped(self._inner, self._coding, self._limit)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -90,19 +114,47 @@ class _Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         request.headers["accept-encoding"] = "gzip, deflate"
         response = await self._inner.handle_async_request(request)
-        coding = response.headers.get("content-encoding", "").strip().lower()
-        streamed = response.headers.get("content-type", "").lower().startswith("text/event-stream")
-        limit = openai_wire.MAX_REPLY_BYTES * (_STREAM_FACTOR if streamed else 1)
-        headers = [
-            (k, v)
-            for k, v in response.headers.raw
-            if k.lower() not in (b"content-encoding", b"content-length")
-        ]
+        coding, limit = _bound(response.headers)
         inner = cast(httpx.AsyncByteStream, response.stream)  # the async transport's own
         return httpx.Response(
             response.status_code,
-            headers=headers,
+            headers=_plain(response.headers.raw),
             stream=_Capped(inner, coding, limit),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _LiteCapped(httpx1.AsyncByteStream):
+    def __init__(self, inner: httpx1.AsyncByteStream, coding: str, limit: int) -> None:
+        self._inner, self._coding, self._limit = inner, coding, limit
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _capped(self._inner, self._coding, self._limit)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class LiteTransport(httpx1.AsyncBaseTransport):
+    """The same transport for litellm's own HTTP handler (``AsyncHTTPHandler(transport=...)``)."""
+
+    def __init__(self, proxy: str | None) -> None:
+        self._inner = httpx1.AsyncHTTPTransport(
+            limits=httpx1.Limits(max_connections=1000, max_keepalive_connections=100), proxy=proxy
+        )
+
+    async def handle_async_request(self, request: httpx1.Request) -> httpx1.Response:
+        request.headers["accept-encoding"] = "gzip, deflate"
+        response = await self._inner.handle_async_request(request)
+        coding, limit = _bound(response.headers)
+        inner = cast(httpx1.AsyncByteStream, response.stream)
+        return httpx1.Response(
+            response.status_code,
+            headers=_plain(response.headers.raw),
+            stream=_LiteCapped(inner, coding, limit),
             extensions=response.extensions,
         )
 
@@ -123,12 +175,20 @@ def _proxy_for(url: str) -> str | None:
 
 
 class GuardedClients:
-    """One guarded ``AsyncOpenAI`` per event loop and proxy, made on first use, closed by ``aclose``."""
+    """One guarded ``AsyncOpenAI``, and one guarded litellm HTTP handler, per event loop and proxy,
+    made on first use, closed by ``aclose``."""
 
-    __slots__ = ("_clients",)
+    __slots__ = ("_clients", "_handlers")
 
     def __init__(self) -> None:
         self._clients: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
+        self._handlers: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
+
+    def _drop_finished(self) -> None:
+        # a finished loop's clients: their connections died with it
+        for table in (self._clients, self._handlers):
+            for old in [x for x in table if x[0].is_closed()]:
+                del table[old]
 
     def for_call(self, api_key: str, api_base: str) -> Any:
         """A client for one call: the shared client with this call's key and base URL."""
@@ -138,15 +198,27 @@ class GuardedClients:
         proxy = _proxy_for(api_base)
         base = self._clients.get((loop, proxy))
         if base is None:
-            for old in [x for x in self._clients if x[0].is_closed()]:
-                del self._clients[old]  # a finished loop's client: its connections died with it
+            self._drop_finished()
             http = httpx.AsyncClient(transport=_Transport(proxy), follow_redirects=False, timeout=None)
             base = self._clients[loop, proxy] = AsyncOpenAI(
                 api_key="unused", base_url=api_base, http_client=http, max_retries=0
             )
         return base.with_options(api_key=api_key, base_url=api_base, max_retries=0)
 
+    def handler_for_call(self, api_base: str, make: Callable[[LiteTransport], Any]) -> Any:
+        """litellm's own HTTP handler over the guarded transport, ``make`` building it (litellm is
+        imported by its one module only); it carries no key or URL, so it is shared as it is."""
+        loop = asyncio.get_running_loop()
+        proxy = _proxy_for(api_base)
+        handler = self._handlers.get((loop, proxy))
+        if handler is None:
+            self._drop_finished()
+            handler = self._handlers[loop, proxy] = make(LiteTransport(proxy))
+        return handler
+
     async def aclose(self) -> None:
         loop = asyncio.get_running_loop()
         for key in [k for k in self._clients if k[0] is loop]:
             await self._clients.pop(key).close()
+        for key in [k for k in self._handlers if k[0] is loop]:
+            await self._handlers.pop(key).close()
