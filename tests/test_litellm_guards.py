@@ -1,5 +1,6 @@
-"""A hostile server behind an `openai/` agent's `api_base`, over litellm, gets what the direct path
-gives it: no redirect is followed (the OpenAI SDK carried the prompt and the agent's secret
+"""A hostile server behind an agent's `api_base`, over litellm, gets what the direct path gives it,
+for every provider moa hands a client of its own (litellm's OpenAI SDK route and its own HTTP
+handler's): no redirect is followed (litellm's clients carried the prompt and the agent's secret
 headers to another port), and a compressed reply is decompressed to a bound, not to whatever it
 expands to."""
 
@@ -21,6 +22,7 @@ import pytest
 from moa._run import Runner
 from moa.errors import MalformedReply, RequestRejected
 from moa.models import openai_wire
+from moa.models.litellm import OPENAI_SDK_PROVIDERS, OWN_HTTP_PROVIDERS
 from moa.results import Token
 from moa.topology.loader import load_data
 from tests.loopback_http import send_body, threaded_server
@@ -41,6 +43,20 @@ def _reply(text: str) -> bytes:
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+        }
+    ).encode()
+
+
+def _anthropic_reply(text: str) -> bytes:
+    return json.dumps(
+        {
+            "id": "msg_x",
+            "type": "message",
+            "role": "assistant",
+            "model": "m",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 3, "output_tokens": 3},
         }
     ).encode()
 
@@ -78,7 +94,9 @@ class _Hostile(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
-        model = body["model"]
+        model = body["model"].rsplit("/", 1)[-1]  # fireworks_ai sends `accounts/fireworks/models/<m>`
+        anthropic = self.path.endswith("/messages")
+        reply = _anthropic_reply if anthropic else _reply
         if model == "redirect":
             self.send_response(307)
             self.send_header("location", self.thief + self.path)
@@ -86,22 +104,24 @@ class _Hostile(BaseHTTPRequestHandler):
             self.end_headers()
             return
         if model == "bomb" and body.get("stream"):
-            event = json.dumps(
-                {
-                    "id": "x",
-                    "object": "chat.completion.chunk",
-                    "model": "m",
-                    "choices": [{"index": 0, "delta": {"content": "a" * 1000}, "finish_reason": None}],
-                }
-            )
-            raw = (f"data: {event}\n\n" * 8200).encode()
+            delta: dict[str, Any] = {"type": "content_block_delta", "index": 0}
+            delta["delta"] = {"type": "text_delta", "text": "a" * 1000}
+            chunk = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "model": "m",
+                "choices": [{"index": 0, "delta": {"content": "a" * 1000}, "finish_reason": None}],
+            }
+            event = json.dumps(delta if anthropic else chunk)
+            head = "event: content_block_delta\n" if anthropic else ""
+            raw = (f"{head}data: {event}\n\n" * 8200).encode()
             self._send(_gzip(raw), "gzip", "text/event-stream")
         elif model == "bomb":
-            self._send(_gzip(_reply("a" * (8 << 20))), "gzip")
+            self._send(_gzip(reply("a" * (8 << 20))), "gzip")
         elif model == "small-gzip":
-            self._send(_gzip(_reply("fine, and compressed")), "gzip")
+            self._send(_gzip(reply("fine, and compressed")), "gzip")
         else:
-            self._send(_reply("never read"), "br")
+            self._send(reply("never read"), "br")
 
     def _send(self, data: bytes, coding: str, ctype: str = "application/json") -> None:
         self.send_response(200)
@@ -122,7 +142,7 @@ def _servers() -> Iterator[str]:
 
 def _topology(base: str, model: str) -> Any:
     agent = {
-        "model": f"openai/{model}",
+        "model": model if "/" in model else f"openai/{model}",
         "api_base": base,
         "api_key_env": "MOA_T_GUARD_CRED",
         "transport": "litellm",
@@ -183,6 +203,58 @@ async def test_an_honest_gzip_reply_is_read_and_an_unknown_encoding_refused(
     assert "Content-Encoding `br`, which moa does not decode" in str(info.value)
 
 
+#: every provider moa hands a guarded client (``moa.models.litellm``), by the route litellm takes
+_PROVIDERS = sorted(OPENAI_SDK_PROVIDERS | OWN_HTTP_PROVIDERS)
+
+
+@pytest.mark.parametrize("provider", _PROVIDERS)
+async def test_every_guarded_provider_refuses_a_redirect(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hosted_vllm/`, `anthropic/`, `together_ai/`... with an `api_base`: a 307 to another port
+    reaches nothing there and fails as on the direct path, free and not retried."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    with _servers() as base, pytest.raises(RequestRejected) as info:
+        await _run(base, f"{provider}/redirect", False)
+    assert _Thief.seen == []
+    assert "redirected (307) to http://127.0.0.1:" in str(info.value)
+    assert "moa does not follow redirects" in str(info.value)
+
+
+@pytest.mark.parametrize("provider", _PROVIDERS)
+async def test_every_guarded_provider_cuts_a_gzip_bomb_and_reads_honest_gzip(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same providers: 8 MiB in a small gzip reply is a one-line MalformedReply at the 1 MiB
+    bound; a small gzip reply is read as any other."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1 << 20)
+    with _servers() as base:
+        with pytest.raises(MalformedReply) as info:
+            await _run(base, f"{provider}/bomb", False)
+        assert await _run(base, f"{provider}/small-gzip", False) == "fine, and compressed"
+    assert f"the reply passed {1 << 20} bytes after decompression" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("provider", ["hosted_vllm", "anthropic"])
+async def test_litellms_own_handler_is_guarded_when_streaming(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed call through litellm's own handler: no redirect followed, a streamed bomb cut at
+    eight times the bound."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 1 << 20)
+    with _servers() as base:
+        with pytest.raises(RequestRejected) as moved:
+            await _run(base, f"{provider}/redirect", True)
+        with pytest.raises(MalformedReply) as bomb:
+            await _run(base, f"{provider}/bomb", True)
+    assert _Thief.seen == []
+    assert "moa does not follow redirects" in str(moved.value)
+    assert f"the reply passed {8 << 20} bytes after decompression" in str(bomb.value)
+
+
 class _Proxy(BaseHTTPRequestHandler):
     """A forward proxy that answers every request itself, noting the URL it was asked for."""
 
@@ -198,9 +270,11 @@ class _Proxy(BaseHTTPRequestHandler):
         send_body(self, 200, _reply("through the proxy"))
 
 
-async def test_the_environments_proxy_is_still_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With `http_proxy` set, the guarded client sends the call through it, as litellm's own client
-    does (an httpx client given a transport skips the environment's proxies)."""
+@pytest.mark.parametrize("model", ["m", "hosted_vllm/m"])
+async def test_the_environments_proxy_is_still_used(model: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `http_proxy` set, the guarded client (the OpenAI SDK's or litellm's own handler's)
+    sends the call through it, as litellm's own client does (an httpx client given a transport
+    skips the environment's proxies)."""
     monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
     for name in ("no_proxy", "NO_PROXY", "HTTP_PROXY", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
@@ -208,21 +282,45 @@ async def test_the_environments_proxy_is_still_used(monkeypatch: pytest.MonkeyPa
     with threaded_server(_Proxy) as proxy:
         monkeypatch.setenv("http_proxy", proxy)
         # port 9 (discard): nothing answers there, so only the proxy can
-        assert await _run("http://127.0.0.1:9/v1", "m", False) == "through the proxy"
+        assert await _run("http://127.0.0.1:9/v1", model, False) == "through the proxy"
     assert _Proxy.asked == ["http://127.0.0.1:9/v1/chat/completions"]
 
 
 def test_a_call_with_tls_settings_of_litellms_keeps_litellms_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The guarded client reads no litellm TLS setting: a call with an agent's `ssl_verify`, under
-    `SSL_VERIFY`, or passing its own `client` keeps litellm's client (a self-signed local server
-    keeps working); so does any provider but `openai/`."""
+    """The guarded clients read no litellm TLS setting: a call with an agent's `ssl_verify`, under
+    `SSL_VERIFY`, with a client certificate (`SSL_CERTIFICATE`), or passing its own `client` keeps
+    litellm's client (a self-signed local server keeps working); so does a provider not known to
+    take a client of moa's."""
     from moa.models.litellm import guarded, import_litellm
 
     litellm = import_litellm()
-    monkeypatch.delenv("SSL_VERIFY", raising=False)
-    assert guarded("openai/m", {}, litellm)
-    assert not guarded("hosted_vllm/m", {}, litellm)
-    assert not guarded("openai/m", {"ssl_verify": False}, litellm)
-    assert not guarded("openai/m", {"client": object()}, litellm)
+    for name in ("SSL_VERIFY", "SSL_CERTIFICATE", "EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"):
+        monkeypatch.delenv(name, raising=False)
+    assert guarded("openai/m", {}, litellm) == "openai"
+    assert guarded("hosted_vllm/m", {}, litellm) == "http"
+    assert guarded("anthropic/m", {}, litellm) == "http"
+    assert guarded("bedrock/m", {}, litellm) is None
+    assert guarded("gpt-4o", {}, litellm) is None
+    for kw in ({"ssl_verify": False}, {"client": object()}):
+        assert guarded("openai/m", kw, litellm) is None
+        assert guarded("hosted_vllm/m", kw, litellm) is None
+    monkeypatch.setenv("SSL_CERTIFICATE", "/nowhere/client.pem")
+    assert guarded("hosted_vllm/m", {}, litellm) is None
+    monkeypatch.delenv("SSL_CERTIFICATE")
     monkeypatch.setenv("SSL_VERIFY", "False")
-    assert not guarded("openai/m", {}, litellm)
+    assert guarded("openai/m", {}, litellm) is None
+    assert guarded("together_ai/m", {}, litellm) is None
+
+
+async def test_openai_over_litellms_experimental_handler_is_guarded_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With `EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER` litellm sends `openai/` through its own
+    handler, which ignored moa's OpenAI client and followed the redirect: it gets the guarded
+    handler instead."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    monkeypatch.setenv("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER", "true")
+    with _servers() as base, pytest.raises(RequestRejected) as info:
+        await _run(base, "redirect", False)
+    assert _Thief.seen == []
+    assert "moa does not follow redirects" in str(info.value)

@@ -52,15 +52,50 @@ def import_litellm() -> Any:
 _NO_KEY = "no-key"
 
 
-def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> bool:
-    """Whether a call with an ``api_base`` goes through moa's guarded OpenAI client: an ``openai/``
-    model (litellm hands it to the OpenAI SDK, which takes a client of ours) whose TLS is not
-    configured for litellm's own client, which the guarded one does not read (``SSL_VERIFY``,
-    ``litellm.ssl_verify``, an agent's ``ssl_verify``; ``SSL_CERT_FILE`` both read). A client the
-    agent's params pass is kept."""
-    if not model.startswith("openai/") or "client" in kw or "ssl_verify" in kw:
-        return False
-    return not os.environ.get("SSL_VERIFY") and getattr(litellm, "ssl_verify", True) is True
+#: providers litellm sends through the OpenAI SDK, which take an ``AsyncOpenAI`` as ``client``
+#: (litellm's ``_complete_custom_openai``); each is tested against a hostile loopback server
+OPENAI_SDK_PROVIDERS = frozenset(
+    {"openai", "custom_openai", "deepinfra", "perplexity", "nvidia_nim", "cerebras", "sambanova", "nebius"}
+)
+#: providers litellm sends through its own HTTP handler, which take an ``AsyncHTTPHandler`` as
+#: ``client`` (``base_llm_http_handler`` and the Anthropic handler); each tested likewise
+OWN_HTTP_PROVIDERS = frozenset(
+    {"hosted_vllm", "together_ai", "deepseek", "xai", "fireworks_ai", "openrouter", "anthropic"}
+)
+
+
+def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> str | None:
+    """Which guarded client a call with an ``api_base`` gets: ``"openai"`` (moa's ``AsyncOpenAI``),
+    ``"http"`` (litellm's own handler over moa's transport), or None (litellm's client: a provider
+    not known to take a client, or TLS configured for litellm's client, which the guarded ones do
+    not read: ``SSL_VERIFY``, ``litellm.ssl_verify``, an agent's ``ssl_verify``, a client
+    certificate in ``SSL_CERTIFICATE`` or ``litellm.ssl_certificate``; ``SSL_CERT_FILE`` both
+    read). A client the agent's params pass is kept."""
+    if "client" in kw or "ssl_verify" in kw or os.environ.get("SSL_VERIFY"):
+        return None
+    if getattr(litellm, "ssl_verify", True) is not True:
+        return None
+    if os.environ.get("SSL_CERTIFICATE") or getattr(litellm, "ssl_certificate", None):
+        return None
+    provider = model.split("/", 1)[0] if "/" in model else ""
+    if provider in OWN_HTTP_PROVIDERS:
+        return "http"
+    if provider not in OPENAI_SDK_PROVIDERS:
+        return None
+    if os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER") is not None:
+        from litellm.secret_managers.main import get_secret_bool
+
+        # litellm then sends these through its own handler, which ignores an OpenAI client
+        if get_secret_bool("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"):
+            return "http"
+    return "openai"
+
+
+def _guarded_handler(transport: Any) -> Any:
+    """litellm's HTTP handler over moa's guarded transport, following no redirect."""
+    from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
+
+    return AsyncHTTPHandler(transport=transport, follow_redirects=False)
 
 
 def _keyless_ok(model: str) -> bool:
@@ -163,6 +198,17 @@ def _unreadable(chain: Sequence[BaseException], status: object, sent: bool) -> b
     return status in (None, 500) and any(isinstance(x, (RecursionError, ValueError)) for x in chain)
 
 
+def _redirect(chain: Sequence[BaseException]) -> tuple[int, Mapping[str, str]] | None:
+    """The status and headers of a 3xx reply underneath, if one came back: only a guarded client
+    refuses one (litellm's own follow them)."""
+    import httpx
+
+    for x in chain:
+        if isinstance(x, httpx.HTTPStatusError) and x.response.is_redirect:
+            return x.response.status_code, dict(x.response.headers)
+    return None
+
+
 def _sent_keys(kw: Mapping[str, Any]) -> list[str | None]:
     """The keys a call may have carried: the one moa passed, and those litellm reads from the
     environment itself when none is passed (``OPENAI_API_KEY``, ``AWS_SECRET_ACCESS_KEY``...)."""
@@ -183,6 +229,11 @@ def _map_exception(
     # one line: litellm pastes whole tracebacks into some messages
     message = scrub_clip(" ".join(raw.split()), 8192, (request.api_key, *secrets))
     chain = _chain(e)
+    moved = _redirect(chain)
+    if moved is not None:
+        # a guarded client's refused 3xx, which some providers' handlers relabel (Anthropic's a
+        # 500 "connection" error with no message): the real status and its Location win
+        return error_for_status(moved[0], message, model=model, node=node, headers=moved[1], secrets=secrets)
     # no status_code on these: the attempt counts as unknown usage, its worst case kept, unless
     # no connection was ever made
     failed: type[ModelError] | None
@@ -292,13 +343,17 @@ class LitellmModel:
         # not read from a failure of its own before sending
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
         key = kw.get("api_key")
-        if request.api_base and isinstance(key, str) and guarded(request.model, kw, litellm):
+        route = guarded(request.model, kw, litellm) if request.api_base else None
+        if request.api_base and route is not None and (route == "http" or isinstance(key, str)):
             # no redirect followed, no reply decompressed past a bound (``guarded_http``)
             if self._guarded is None:
                 from moa.models.guarded_http import GuardedClients
 
                 self._guarded = GuardedClients()
-            kw.setdefault("client", self._guarded.for_call(key, request.api_base))
+            if route == "http":
+                kw["client"] = self._guarded.handler_for_call(request.api_base, _guarded_handler)
+            else:
+                kw["client"] = self._guarded.for_call(str(key), request.api_base)
         try:
             if request.before_send is not None:
                 await request.before_send()
