@@ -43,6 +43,7 @@ def _reply(text: str) -> bytes:
                 {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             ],
             "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
+            "service_tier": "default",  # groq's converter reads it
         }
     ).encode()
 
@@ -57,6 +58,18 @@ def _anthropic_reply(text: str) -> bytes:
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
             "usage": {"input_tokens": 3, "output_tokens": 3},
+        }
+    ).encode()
+
+
+def _ollama_reply(text: str) -> bytes:
+    return json.dumps(
+        {
+            "model": "m",
+            "message": {"role": "assistant", "content": text},
+            "done": True,
+            "prompt_eval_count": 3,
+            "eval_count": 3,
         }
     ).encode()
 
@@ -96,7 +109,9 @@ class _Hostile(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         model = body["model"].rsplit("/", 1)[-1]  # fireworks_ai sends `accounts/fireworks/models/<m>`
         anthropic = self.path.endswith("/messages")
-        reply = _anthropic_reply if anthropic else _reply
+        reply = (
+            _anthropic_reply if anthropic else _ollama_reply if self.path.endswith("/api/chat") else _reply
+        )
         if model == "redirect":
             self.send_response(307)
             self.send_header("location", self.thief + self.path)

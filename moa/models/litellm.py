@@ -55,12 +55,37 @@ _NO_KEY = "no-key"
 #: providers litellm sends through the OpenAI SDK, which take an ``AsyncOpenAI`` as ``client``
 #: (litellm's ``_complete_custom_openai``); each is tested against a hostile loopback server
 OPENAI_SDK_PROVIDERS = frozenset(
-    {"openai", "custom_openai", "deepinfra", "perplexity", "nvidia_nim", "cerebras", "sambanova", "nebius"}
+    {
+        "openai",
+        "custom_openai",
+        "deepinfra",
+        "perplexity",
+        "nvidia_nim",
+        "cerebras",
+        "sambanova",
+        "nebius",
+        "lm_studio",
+        "llamafile",
+        "litellm_proxy",
+        "xinference",
+        "docker_model_runner",
+    }
 )
 #: providers litellm sends through its own HTTP handler, which take an ``AsyncHTTPHandler`` as
 #: ``client`` (``base_llm_http_handler`` and the Anthropic handler); each tested likewise
 OWN_HTTP_PROVIDERS = frozenset(
-    {"hosted_vllm", "together_ai", "deepseek", "xai", "fireworks_ai", "openrouter", "anthropic"}
+    {
+        "hosted_vllm",
+        "together_ai",
+        "deepseek",
+        "xai",
+        "fireworks_ai",
+        "openrouter",
+        "anthropic",
+        "groq",
+        "mistral",
+        "ollama_chat",
+    }
 )
 
 
