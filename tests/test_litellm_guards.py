@@ -101,12 +101,15 @@ class _Hostile(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     thief = ""
+    #: the Authorization header of each request
+    auth: ClassVar[list[str]] = []
 
     def log_message(self, *_args: Any) -> None:
         pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
+        self.auth.append(self.headers.get("authorization", ""))
         model = body["model"].rsplit("/", 1)[-1]  # fireworks_ai sends `accounts/fireworks/models/<m>`
         anthropic = self.path.endswith("/messages")
         reply = (
@@ -152,6 +155,7 @@ def _servers() -> Iterator[str]:
     with threaded_server(_Thief) as thief, threaded_server(_Hostile) as url:
         _Hostile.thief = thief
         _Thief.seen.clear()
+        _Hostile.auth.clear()
         yield url + "/v1"
 
 
@@ -339,3 +343,26 @@ async def test_openai_over_litellms_experimental_handler_is_guarded_too(
         await _run(base, "redirect", False)
     assert _Thief.seen == []
     assert "moa does not follow redirects" in str(info.value)
+
+
+async def test_a_provider_keyed_from_its_own_variable_is_guarded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `deepinfra/` agent with no `api_key_env` (litellm reads `DEEPINFRA_API_KEY`) got
+    litellm's client, which followed the redirect: it gets the guarded one, with that key."""
+    monkeypatch.setenv("DEEPINFRA_API_KEY", "Deep.Key/Alpha+Beta=Gamma-5")
+    agent = {
+        "model": "deepinfra/redirect",
+        "transport": "litellm",
+        "retry": {"max_attempts": 1},
+        "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0},
+    }
+    with _servers() as base:
+        agent["api_base"] = base
+        topology = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": agent}})
+        with pytest.raises(RequestRejected) as info:
+            await topology.run("hi")
+        agent["model"] = "deepinfra/small-gzip"
+        topology = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": agent}})
+        assert (await topology.run("hi")).output == "fine, and compressed"
+    assert _Thief.seen == []
+    assert "moa does not follow redirects" in str(info.value)
+    assert _Hostile.auth == ["Bearer Deep.Key/Alpha+Beta=Gamma-5"] * 2

@@ -116,6 +116,18 @@ def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> str | None:
     return "openai"
 
 
+def _sdk_key(model: str, api_base: str | None, litellm: Any) -> str | None:
+    """The key litellm sends an OpenAI-SDK provider's call without one of moa's: the provider's own
+    variable (``DEEPINFRA_API_KEY``...), else litellm's or OpenAI's; None when it has none (litellm's
+    client then refuses to start, and nothing is sent)."""
+    try:
+        key = litellm.get_llm_provider(model=model, api_base=api_base)[2]
+    except Exception:  # litellm's own error about the model comes when it is called
+        key = None
+    key = key or litellm.api_key or litellm.openai_key or os.environ.get("OPENAI_API_KEY")
+    return key if isinstance(key, str) and key else None
+
+
 def _guarded_handler(transport: Any) -> Any:
     """litellm's HTTP handler over moa's guarded transport, following no redirect."""
     from litellm.llms.custom_httpx.http_handler import AsyncHTTPHandler
@@ -369,6 +381,8 @@ class LitellmModel:
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
         key = kw.get("api_key")
         route = guarded(request.model, kw, litellm) if request.api_base else None
+        if route == "openai" and not isinstance(key, str):
+            key = _sdk_key(request.model, request.api_base, litellm)
         if request.api_base and route is not None and (route == "http" or isinstance(key, str)):
             # no redirect followed, no reply decompressed past a bound (``guarded_http``)
             if self._guarded is None:
