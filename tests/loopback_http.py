@@ -50,3 +50,17 @@ def send_sse(handler: BaseHTTPRequestHandler, events: list[dict[str, object]]) -
     handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
     handler.close_connection = True
+
+
+def completion(text: str, prompt_tokens: int = 3, completion_tokens: int = 3, **extra: object) -> bytes:
+    """A whole OpenAI chat completion answering ``text``, with its usage (and ``extra`` top-level
+    fields), as bytes to send."""
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    body = {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice], "usage": usage}
+    return json.dumps({**body, **extra}).encode()

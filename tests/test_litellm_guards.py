@@ -25,7 +25,7 @@ from moa.models import openai_wire
 from moa.models.litellm import OPENAI_SDK_PROVIDERS, OWN_HTTP_PROVIDERS
 from moa.results import Token
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, threaded_server
+from tests.loopback_http import completion, send_body, threaded_server
 
 # litellm's types trip a pydantic UserWarning on first use (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
@@ -34,18 +34,7 @@ HEADER_KEY = "Gate.Guard/Header+Value=77"
 
 
 def _reply(text: str) -> bytes:
-    return json.dumps(
-        {
-            "id": "x",
-            "object": "chat.completion",
-            "model": "m",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-            "service_tier": "default",  # groq's converter reads it
-        }
-    ).encode()
+    return completion(text, service_tier="default")  # groq's converter reads the tier
 
 
 def _anthropic_reply(text: str) -> bytes:

@@ -23,7 +23,7 @@ from moa._run import Runner
 from moa.errors import RequestRejected
 from moa.scrub import MASK, StreamMask, environment_secrets, mask_sent, remember_secret, scrub
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, threaded_server
+from tests.loopback_http import completion, send_body, threaded_server
 
 # litellm's types trip a pydantic UserWarning on first use (not ours to fix)
 pytestmark = pytest.mark.filterwarnings("ignore:.*using the `ReadOnly` qualifier:UserWarning")
@@ -113,16 +113,7 @@ class _Echo(BaseHTTPRequestHandler):
             send_body(self, 401, json.dumps(error).encode())
             return
         text = body["messages"][-1]["content"] if body["model"] == "say" else f"You sent {key}."
-        reply = {
-            "id": "x",
-            "object": "chat.completion",
-            "model": "m",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6},
-        }
-        send_body(self, 200, json.dumps(reply).encode())
+        send_body(self, 200, completion(text))
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from moa.scrub import MASK, StreamMask, mask_sent
 from moa.serve import create_app
 from moa.topology.definition import Topology
 from moa.topology.loader import load_data
-from tests.loopback_http import send_body, send_sse, threaded_server
+from tests.loopback_http import completion, send_body, send_sse, threaded_server
 from tests.serving import serving
 
 # litellm's streaming types trip a pydantic UserWarning on first use (not ours to fix)
@@ -222,16 +222,7 @@ class _Provider(BaseHTTPRequestHandler):
         self.close_connection = True
 
     def _whole(self, text: str) -> None:
-        reply = {
-            "id": "x",
-            "object": "chat.completion",
-            "model": "m",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 30, "total_tokens": 33},
-        }
-        send_body(self, 200, json.dumps(reply).encode())
+        send_body(self, 200, completion(text, completion_tokens=30))
 
     def _delta(self, text: str) -> None:
         chunk = {
