@@ -421,10 +421,24 @@ def test_a_store_that_cannot_be_written_mid_run_ends_in_one_line(tmp_path: Path)
             conn.close()
 
 
+def _run_twice_through_the_cache(store: Store, model: Any, topo: Any) -> tuple[Any, Any]:
+    """The topology run twice, each in a loop and a runner of its own, over the store's call cache:
+    the first run and its replay."""
+    from moa.experiment.store.cache import StoreCache
+
+    async def run_once() -> Any:
+        base = Runner(models={"fake/m": model})
+        try:
+            return await base.scoped(cache=StoreCache(store, "s:h", "i1")).run(topo, "q")
+        finally:
+            await base.aclose()
+
+    return asyncio.run(run_once()), asyncio.run(run_once())
+
+
 def test_a_replayed_reply_keeps_its_usage_estimated_flag(tmp_path: Path) -> None:
     """A call whose provider reported no usage is flagged ``usage_estimated``; replayed from the
     call cache (a resumed experiment) it says so again instead of passing moa's count as a bill."""
-    from moa.experiment.store.cache import StoreCache
     from moa.models.base import ModelReply
     from moa.results import Usage
     from moa.topology import build
@@ -433,15 +447,7 @@ def test_a_replayed_reply_keeps_its_usage_estimated_flag(tmp_path: Path) -> None
     topo = build.single("fake/m", name="one")
     store = Store.open(tmp_path / "out")
     try:
-
-        async def run_once() -> Any:
-            base = Runner(models={"fake/m": model})
-            try:
-                return await base.scoped(cache=StoreCache(store, "s:h", "i1")).run(topo, "q")
-            finally:
-                await base.aclose()
-
-        first, replay = asyncio.run(run_once()), asyncio.run(run_once())
+        first, replay = _run_twice_through_the_cache(store, model, topo)
         assert len(model.calls) == 1 and replay.calls[0].cached
         assert first.calls[0].usage_estimated and replay.calls[0].usage_estimated
         assert replay.usage_estimated_calls == 1
@@ -467,7 +473,6 @@ def test_the_owner_of_a_cached_reply_is_looked_up_by_index(tmp_path: Path) -> No
 
 def _run_twice(tmp_path: Path, reply: Any) -> tuple[Any, Any, list[Any]]:
     """One call made, then replayed from the call cache of the same store; the two stored rows."""
-    from moa.experiment.store.cache import StoreCache
     from moa.experiment.store.calls import call_rows
     from moa.topology import build
 
@@ -476,15 +481,7 @@ def _run_twice(tmp_path: Path, reply: Any) -> tuple[Any, Any, list[Any]]:
     topo = build.single(build.agent("fake/m", pricing=price, max_tokens=100), name="one")
     store = Store.open(tmp_path / "out")
     try:
-
-        async def run_once() -> Any:
-            base = Runner(models={"fake/m": model})
-            try:
-                return await base.scoped(cache=StoreCache(store, "s:h", "i1")).run(topo, "q")
-            finally:
-                await base.aclose()
-
-        first, replay = asyncio.run(run_once()), asyncio.run(run_once())
+        first, replay = _run_twice_through_the_cache(store, model, topo)
         assert len(model.calls) == 1 and replay.calls[0].cached
         store.conn.executemany(
             "INSERT INTO calls(run_id, judgment_id, seq, node, model, requested_model, prompt_tokens, "
