@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from moa.errors import UserError
@@ -177,14 +178,19 @@ _V3_COLUMNS = {
 }
 
 
+def _add_columns(conn: sqlite3.Connection, added: Mapping[str, Sequence[str]]) -> None:
+    """Add each column its table lacks (a table created in the current shape has them all)."""
+    for table, columns in added.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in columns:
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
 def _v2_to_v3(conn: sqlite3.Connection) -> None:
     with conn:
-        for table, columns in _V3_COLUMNS.items():
-            # a v1 store rebuilt by _v1_to_v2 already has the new runs columns
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            for column in columns:
-                if column.split()[0] not in have:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        # a v1 store rebuilt by _v1_to_v2 already has the new runs columns
+        _add_columns(conn, _V3_COLUMNS)
 
 
 def _v3_to_v4(conn: sqlite3.Connection) -> None:
@@ -315,11 +321,7 @@ _V7_COLUMNS = {
 
 def _v6_to_v7(conn: sqlite3.Connection) -> None:
     with conn:
-        for table, columns in _V7_COLUMNS.items():
-            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            for column in columns:
-                if column.split()[0] not in have:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        _add_columns(conn, _V7_COLUMNS)
         # a call stored before kept its cache counts in its attempt log only: summed from there
         # (a replayed call's log is empty, and what it replayed was not kept: 0)
         rows = conn.execute(
