@@ -16,6 +16,11 @@ from typing import Any
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
+
+# usage is read by the direct path's reader: litellm keeps the server's fields it does not map
+# (``input_tokens``, Anthropic's cache names, the Responses API's ``input_tokens_details``) as extra
+# attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
+# missing usage read as "not reported" there (no request is answered with zero prompt tokens)
 from moa.models.openai_wire import billed_usage, reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
@@ -462,7 +467,9 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
             "malformed reply: no message content", model=request.model, node=request.node or None
         )
     usage, estimated = usage_with_estimate(
-        _reported(getattr(resp, "usage", None), request), str(text), lambda: _estimate(request, str(text))
+        reported_usage(getattr(resp, "usage", None), request),
+        str(text),
+        lambda: _estimate(request, str(text)),
     )
     return ModelReply(
         str(text),
@@ -484,7 +491,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         model = str(getattr(chunk, "model", "") or model)
         tier = _service_tier(chunk) or tier
         # the last counts reported win (running totals when repeated); a chunk without keeps them
-        reported = _reported(getattr(chunk, "usage", None), request)
+        reported = reported_usage(getattr(chunk, "usage", None), request)
         if reported is not None and (reported.prompt, reported.completion) != (None, None):
             usage = reported
         for choice in getattr(chunk, "choices", None) or []:
@@ -507,7 +514,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
             )
         usage = None
         for chunk in served:
-            reported = _reported(getattr(chunk, "usage", None), request)
+            reported = reported_usage(getattr(chunk, "usage", None), request)
             if reported is not None and (reported.prompt, reported.completion) != (None, None):
                 usage = reported
     text = "".join(parts)
@@ -519,15 +526,6 @@ def _service_tier(obj: Any) -> str | None:
     """The service tier a reply or chunk says it was served at (litellm keeps OpenAI's field)."""
     tier = getattr(obj, "service_tier", None)
     return tier if isinstance(tier, str) and tier else None
-
-
-def _reported(u: Any, request: ModelRequest) -> Reported | None:
-    """The counts a provider reported, read by the direct path's reader (``reported_usage``): litellm
-    keeps the server's fields it does not map (``input_tokens``, Anthropic's cache names, the
-    Responses API's ``input_tokens_details``) as extra attributes of its usage object, so the same
-    reply gives the same counts on both paths. litellm fills a missing usage with zeros, which
-    that reader reads as "not reported" (no request is answered with zero prompt tokens)."""
-    return reported_usage(u, request)
 
 
 def _estimate(request: ModelRequest, text: str) -> Usage:
