@@ -271,10 +271,11 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
 
 # an escape a provider may write a key's character as (escaped again too, as ``_char`` reads it),
 # and the line breaks it may wrap it with
-_ESCAPE = re.compile(
+_CHAR_ESCAPES = (
     r"\\{1,4}u([0-9A-Fa-f]{4})|\\{1,4}x([0-9A-Fa-f]{2})|%(?:25){0,3}([0-9A-Fa-f]{2})|&#[xX]0{0,6}([0-9A-Fa-f]{1,6});"
-    r"|&#0{0,6}([0-9]{1,7});|\\{1,4}[nrt]|\\{1,4}(.)"
+    r"|&#0{0,6}([0-9]{1,7});"
 )
+_ESCAPE = re.compile(_CHAR_ESCAPES + r"|\\{1,4}[nrt]|\\{1,4}(.)")
 
 
 def _unescaped(m: re.Match[str]) -> str:
@@ -329,11 +330,7 @@ def mask_sent(text: str, known: Iterable[str | None]) -> str:
 
 # one escape a key's character may be written as (``_char``): ``\uXXXX``, ``\xXX``, ``%XX``, an
 # HTML character reference, or backslashes before the character itself; groups as ``_ESCAPE``'s
-_ONE_ESCAPE = re.compile(
-    r"\\{1,4}u([0-9A-Fa-f]{4})|\\{1,4}x([0-9A-Fa-f]{2})|%(?:25){0,3}([0-9A-Fa-f]{2})|&#[xX]0{0,6}([0-9A-Fa-f]{1,6});"
-    r"|&#0{0,6}([0-9]{1,7});|\\{1,4}(.)",
-    re.DOTALL,
-)
+_ONE_ESCAPE = re.compile(_CHAR_ESCAPES + r"|\\{1,4}(.)", re.DOTALL)
 # the end of a text the next token may complete into an escape
 _OPEN_ESCAPE = re.compile(
     r"(?:\\{1,4}(?:u[0-9A-Fa-f]{0,3}|x[0-9A-Fa-f]?)?|%(?:25){0,3}(?:2|[0-9A-Fa-f])?|&(?:#(?:[xX][0-9A-Fa-f]{0,6}|[0-9]{0,7}))?)\Z"
