@@ -57,12 +57,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             bad = True
             print(str(e), file=sys.stderr)
         else:
-            from moa._run import every_agent, unknown_local_models
-            from moa.calls.keys import unknown_providers
+            from moa._run import every_agent
+            from moa.calls.keys import unknown_local_models, unknown_providers
 
             # what a run would call, a cascade's stage files and judges included: a typo there
             # fails a run as surely
-            unknown = unknown_providers(every_agent(t)) + unknown_local_models(every_agent(t))
+            agents = every_agent(t)
+            unknown = unknown_providers(agents) + unknown_local_models(agents)
             for line in unknown:
                 print(f"{f}: {line}", file=sys.stderr)
             if unknown:
@@ -70,7 +71,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 continue
             for where, name in _unused_agents(t):
                 print(f"{f}: {where}warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
-            for line in [*_unpriced(every_agent(t)), *_unknown_tiers(every_agent(t))]:
+            for line in [*_unpriced(agents), *_unknown_tiers(agents)]:
                 print(f"{f}: {line}", file=sys.stderr)
             print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
     return 2 if bad else 0

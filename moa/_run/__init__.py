@@ -1,6 +1,6 @@
 """Execution: the ``Runner`` (a run group) and the engine that runs one validated graph on one
 prompt. Private: users reach it through ``moa.Runner`` and ``Topology.run``/``stream``."""
 
-from moa._run.runner import Runnable, Runner, default_runner, every_agent, unknown_local_models
+from moa._run.runner import Runnable, Runner, default_runner, every_agent
 
-__all__ = ["Runnable", "Runner", "default_runner", "every_agent", "unknown_local_models"]
+__all__ = ["Runnable", "Runner", "default_runner", "every_agent"]

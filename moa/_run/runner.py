@@ -21,8 +21,6 @@ from moa.calls.limits import RateLimits, shared_rate_limits
 from moa.calls.retry_budget import RetryBudgets
 from moa.errors import RequestRefused, UserError
 from moa.models.base import Message, Model, TokenCallback
-from moa.models.gguf import PREFIX as LOCAL_PREFIX
-from moa.models.gguf import unknown_local_model
 from moa.models.registry import ModelRegistry
 from moa.results import Done, RunInput, RunResult, Token
 from moa.topology.graph import Graph
@@ -31,7 +29,7 @@ from moa.topology.spec import AgentSpec
 if TYPE_CHECKING:
     from moa.otel import Telemetry
 
-__all__ = ["Composite", "Runnable", "Runner", "default_runner", "every_agent", "unknown_local_models"]
+__all__ = ["Composite", "Runnable", "Runner", "default_runner", "every_agent"]
 
 
 class Runnable(Protocol):
@@ -160,22 +158,6 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
     return msgs[-1]["content"], msgs[:-1]
 
 
-def unknown_local_models(
-    agents: Iterable[tuple[str, AgentSpec]], answered: Callable[[str], bool] = lambda m: False
-) -> list[str]:
-    """A line for each ``local/<name>`` of ``agents`` (fallbacks included) that names no local model
-    and no backend of the runner answers: a run would fail at that call, after paying for the ones
-    before it, so ``preflight`` and ``moa validate`` refuse it up front."""
-    return [
-        f"{where}: {problem}"
-        for where, a in agents
-        for m in [a.model, *a.fallbacks]
-        if m.startswith(LOCAL_PREFIX)
-        and not answered(m)
-        and (problem := unknown_local_model(m, a.params)) is not None
-    ]
-
-
 def every_agent(target: Graph | Runnable) -> list[tuple[str, AgentSpec]]:
     """Every agent a run of ``target`` may call, as ``(label, spec)``, once per graph it is used in:
     the label names the agent (``agent `a```), after the part of a composite it belongs to (``stage
@@ -242,18 +224,7 @@ class Runner:
         if all(self._checked.get(id(g)) is g for g in graphs):
             return
         answered = self.registry.override_for
-        agents = every_agent(target)
-        local = [
-            f"{label}: {line}" for line in unknown_local_models(agents, lambda m: answered(m) is not None)
-        ]
-        try:
-            check_agents(agents, source=label, answered=lambda m: answered(m) is not None)
-        except UserError as e:
-            if local:  # every problem in one error, as check_agents gives its own
-                raise UserError("\n".join([str(e), *local])) from None
-            raise
-        if local:
-            raise UserError("\n".join(local))
+        check_agents(every_agent(target), source=label, answered=lambda m: answered(m) is not None)
         for g in graphs:
             self._checked[id(g)] = g
 

@@ -17,10 +17,12 @@ import os
 from collections.abc import Callable, Iterable
 
 from moa.errors import UserError
+from moa.models.gguf import PREFIX as LOCAL_PREFIX
+from moa.models.gguf import unknown_local_model
 from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
 from moa.topology.spec import AgentSpec
 
-__all__ = ["PROVIDER_KEYS", "check_agents", "missing_keys", "unknown_providers"]
+__all__ = ["PROVIDER_KEYS", "check_agents", "missing_keys", "unknown_local_models", "unknown_providers"]
 
 #: provider prefix -> the environment variables litellm reads its key from (any one suffices)
 PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
@@ -112,12 +114,32 @@ def missing_keys(
     return [f"{var} is not set (needed by {', '.join(dict.fromkeys(who))})" for var, who in need.items()]
 
 
+def unknown_local_models(
+    agents: Iterable[tuple[str, AgentSpec]], answered: Callable[[str], bool] = lambda m: False
+) -> list[str]:
+    """A line for each ``local/<name>`` of ``agents`` (fallbacks included) that names no local model
+    and no backend of the runner answers: a run would fail at that call, after paying for the ones
+    before it, so ``preflight`` and ``moa validate`` refuse it up front."""
+    return [
+        f"{where}: {problem}"
+        for where, a in agents
+        for m in [a.model, *a.fallbacks]
+        if m.startswith(LOCAL_PREFIX)
+        and not answered(m)
+        and (problem := unknown_local_model(m, a.params)) is not None
+    ]
+
+
 def check_agents(
     agents: Iterable[tuple[str, AgentSpec]], *, source: str, answered: Callable[[str], bool] = lambda m: False
 ) -> None:
-    """Raise one ``UserError`` listing every unknown provider and missing key of ``agents``, one line
-    each, each prefixed with ``source``."""
+    """Raise one ``UserError`` listing every unknown provider, unknown local model and missing key of
+    ``agents``, one line each, each prefixed with ``source``."""
     pairs = list(agents)
-    problems = unknown_providers(pairs, answered) + missing_keys(pairs, answered)
+    problems = (
+        unknown_providers(pairs, answered)
+        + unknown_local_models(pairs, answered)
+        + missing_keys(pairs, answered)
+    )
     if problems:
         raise UserError("\n".join(f"{source}: {p}" for p in problems))

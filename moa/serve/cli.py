@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         if not api_key:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
-        from moa._run import every_agent, unknown_local_models
-        from moa.calls.keys import missing_keys, unknown_providers
+        from moa._run import every_agent
+        from moa.calls.keys import missing_keys, unknown_local_models, unknown_providers
         from moa.serve import create_app, require
         from moa.topology.loader import load
 
