@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 import pytest
 
@@ -430,6 +431,17 @@ class _DictCache:
         self.replies[key] = value
 
 
+async def _first_and_replay(rt: AgentRuntime, **kw: Any) -> tuple[CallRecord, CallRecord]:
+    """One call, then the same call again over the same cache: the first record and the replay's."""
+    cache = _DictCache()
+    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(first, rt, "n", MESSAGES, **kw)
+    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    await call_agent(replay, rt, "n", MESSAGES, **kw)
+    ((a,), (b,)) = first.calls, replay.calls
+    return a, b
+
+
 async def test_a_replayed_call_reports_what_the_first_call_booked() -> None:
     """A call whose first reply failed validation (its tokens paid) and whose second read the
     prompt cache at the priority tier replays with the record's usage (both replies, every cache
@@ -448,12 +460,7 @@ async def test_a_replayed_call_reports_what_the_first_call_booked() -> None:
         if not text.startswith("{"):
             raise moa.MalformedReply("not JSON")
 
-    cache = _DictCache()
-    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(first, rt, "n", MESSAGES, validate=validate)
-    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(replay, rt, "n", MESSAGES, validate=validate)
-    (a,), (b,) = first.calls, replay.calls
+    a, b = await _first_and_replay(rt, validate=validate)
     assert b.cached and a.attempts == 2
     assert a.usage == b.usage == Usage(100, 11, 30, 20, 5)
     assert b.cost_usd == pytest.approx(a.cost_usd) and a.cost_usd > 0
@@ -471,12 +478,7 @@ async def test_a_replayed_suspect_call_keeps_its_clamped_usage_and_flag() -> Non
         RetryPolicy(),
         None,
     )
-    cache = _DictCache()
-    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(first, rt, "n", MESSAGES)
-    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(replay, rt, "n", MESSAGES)
-    (a,), (b,) = first.calls, replay.calls
+    a, b = await _first_and_replay(rt)
     assert a.usage_suspect and b.usage_suspect and b.cached
     assert b.usage == a.usage and a.usage.prompt_tokens < 1_000_000
 
@@ -589,12 +591,7 @@ async def test_a_replayed_call_keeps_the_worst_case_of_its_unknown_attempts() ->
         RetryPolicy(max_attempts=2, backoff_base_s=0.0),
         None,
     )
-    cache = _DictCache()
-    first = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(first, rt, "n", MESSAGES)
-    replay = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
-    await call_agent(replay, rt, "n", MESSAGES)
-    (a,), (b,) = first.calls, replay.calls
+    a, b = await _first_and_replay(rt)
     assert b.cached and a.unknown_usage_attempts == 1 and a.cost_usd_max > a.cost_usd
     assert b.cost_usd_max == pytest.approx(a.cost_usd_max) and b.attempt_log == a.attempt_log
     assert b.attempts == a.attempts == 2
