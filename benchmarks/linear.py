@@ -15,6 +15,10 @@ Measured side by side in one run (printed as ratios, so a busy machine moves bot
   Target: <= 1.5 x (a pattern that retried the run at each blank took a minute at 300,000).
 * summary: ``summarize`` of a baseline and two setups over n binary-scored items in 4 categories,
   with the default 2,000 bootstrap rounds, at 4k and 100k items. Target: 100k in <= 10 s.
+* rate limit: one request through an endpoint's ``rpm`` and ``tpm`` limits whose one-minute windows
+  already hold n requests' entries (a busy endpoint under a high limit): microseconds per request
+  at 1,000 and 50,000 entries. Target: <= 1.5 x (each window searched for a request's own entry
+  from its oldest end, and summed its tokens, on every request: 1.2 ms at 50,000).
 * GC: an experiment of N items x (parallel-3 + aggregator vs a single-model baseline) against the
   loopback server, each run in a fresh process, with ``moa.gc_tuning`` on (the default) and off
   (``MOA_GC_TUNING=off``), alternating: the process's CPU time and the collector's share of it.
@@ -25,7 +29,7 @@ disturbs far less than the wall clock; the load average is printed with the tabl
 
     python benchmarks/linear.py [--fan-in 32 2048] [--mcnemar 1000 16000 100000] [--nodes 32 4096]
                                 [--summary 4000 100000] [--blanks 30000 300000]
-                                [--compare-items 2000] [--compare-runs 2]
+                                [--tpm-window 1000 50000] [--compare-items 2000] [--compare-runs 2]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from typing import Any
 from _common import child_env, median, sim_server, table, verdict
 
 import moa
+from moa.calls.limits import Limiter, RateLimit
 from moa.eval.numeric import final_answer
 from moa.gc_tuning import tune_gc_for_long_runs
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
@@ -60,6 +65,8 @@ MCNEMAR_TARGET_S = 0.05
 VALIDATION_TARGET = 1.5
 #: the numeric grader on hostile answers: time per blank at the larger run over the smaller
 BLANKS_TARGET = 1.5
+#: per-request cost through a tpm limit, 50,000 window entries over 1,000
+TPM_TARGET = 1.5
 SUMMARY_TARGET_S = 10.0
 
 
@@ -291,6 +298,28 @@ def blanks_us_per_blank(sizes: tuple[int, int], rounds: int = 3) -> list[float]:
     return out
 
 
+async def _through_limits(limiter: Limiter, requests: int) -> float:
+    start = time.process_time()
+    for _ in range(requests):
+        async with limiter.slot(1) as permit:
+            await permit.renew()
+            permit.sent()
+    return time.process_time() - start
+
+
+def limits_us_per_request(sizes: tuple[int, int], requests: int = 2000, rounds: int = 3) -> list[float]:
+    """Microseconds per request through ``rpm`` and ``tpm`` limits whose windows hold n entries."""
+    out: list[float] = []
+    for n in sizes:
+        best = float("inf")
+        for _ in range(rounds):
+            limiter = Limiter("bench", RateLimit(rpm=1e12, tpm=10**12))
+            asyncio.run(_through_limits(limiter, n))  # fills the window: its entries stay for a minute
+            best = min(best, asyncio.run(_through_limits(limiter, requests)))
+        out.append(best / requests * 1e6)
+    return out
+
+
 def growth_rows(
     name: str,
     what: str,
@@ -321,6 +350,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, nargs=2, default=[32, 4096], metavar=("SMALL", "LARGE"))
     ap.add_argument("--summary", type=int, nargs="+", default=[4000, 100_000])
     ap.add_argument("--blanks", type=int, nargs=2, default=[30_000, 300_000], metavar=("SMALL", "LARGE"))
+    ap.add_argument("--tpm-window", type=int, nargs=2, default=[1000, 50_000], metavar=("SMALL", "LARGE"))
     ap.add_argument("--compare-items", type=int, default=2000)
     ap.add_argument("--compare-runs", type=int, default=2)
     args = ap.parse_args()
@@ -361,6 +391,13 @@ def main() -> int:
             ok.append(s <= SUMMARY_TARGET_S)
         rows.append([f"summary s, {n:,} items x 3 setups, 2,000 rounds", s,
                      f"<= {SUMMARY_TARGET_S:g}" if last else "", verdict(ok[-1]) if last else ""])  # fmt: skip
+
+    small, large = limits_us_per_request(tuple(args.tpm_window))
+    ok.append(large / small <= TPM_TARGET)
+    for n, us in zip(args.tpm_window, (small, large), strict=True):
+        rows.append([f"rate limit µs per request, windows of {n:,} entries", us, "", ""])
+    rows.append([f"rate limit ratio {args.tpm_window[1]:,} / {args.tpm_window[0]:,}", large / small,
+                 f"<= {TPM_TARGET}", verdict(ok[-1])])  # fmt: skip
 
     if args.compare_items and args.compare_runs:
         by = gc_runs(args.compare_items, args.compare_runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -642,3 +643,39 @@ async def test_both_transports_renew_the_permit_before_the_request_leaves(transp
         finally:
             await backend.aclose()
     assert reply.text == "ok" and events == ["before_send, 0 arrived", "on_sent"]
+
+
+async def test_a_permit_given_back_frees_its_own_entries_in_a_busy_window() -> None:
+    """Entries are taken out from the window's newest end: giving back the middle one of three
+    frees exactly its stamp and its tokens, and moved entries (``renew``, ``sent``) still count
+    once each."""
+    limiter = Limiter("t", RateLimit(rpm=3, tpm=100, period_s=60))
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, c = [await stack.enter_async_context(limiter.slot(30)) for _ in range(3)]
+        b.give_back()
+        await a.renew()
+        c.sent()
+        async with asyncio.timeout(30):  # 60 + 40 tokens and a third stamp fit: no wait
+            d = await stack.enter_async_context(limiter.slot(40))
+        d.sent()
+        # three stamps and 100 tokens are in the window now: one more token waits a minute
+        late = asyncio.ensure_future(stack.enter_async_context(limiter.slot(1)))
+        await asyncio.sleep(0.2)
+        assert not late.done()
+        late.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await late
+
+
+async def test_giving_back_a_stamp_already_out_of_the_window_frees_nothing_else() -> None:
+    """A permit whose stamp left the window before it was given back must not take a newer
+    request's stamp with it."""
+    limiter = Limiter("t", RateLimit(rpm=1, period_s=0.3))
+    async with limiter.slot() as old:
+        await asyncio.sleep(0.4)  # its stamp leaves the window
+        async with limiter.slot():
+            newer = time.monotonic()
+        old.give_back()
+    async with limiter.slot():
+        third = time.monotonic()
+    assert third - newer >= 0.3 * 0.99

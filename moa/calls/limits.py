@@ -24,9 +24,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncio_throttle.throttler import Throttler
@@ -109,6 +110,33 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+_E = TypeVar("_E")
+
+
+def _remove_recent(log: deque[_E], entry: _E, at: Callable[[_E], float]) -> bool:
+    """Take ``entry`` out of a log in time order (``at`` gives an entry's time), searching from its
+    newest end, where a request's own entry is (those made after it are about the requests in
+    flight): ``deque.remove`` searched from the oldest, O(window) per request, and under a high
+    limit a one-minute window holds tens of thousands of entries. Stops at the first older entry:
+    one already flushed out of the window is not there."""
+    when = at(entry)
+    for back, other in enumerate(reversed(log)):
+        if other == entry:
+            del log[len(log) - 1 - back]
+            return True
+        if at(other) < when:
+            return False
+    return False
+
+
+def _stamp_time(stamp: float) -> float:
+    return stamp
+
+
+def _entry_time(entry: tuple[float, int]) -> float:
+    return entry[0]
+
+
 class _Rpm(Throttler):
     """asyncio-throttle's sliding log of request starts, made safe for loops in several threads (the
     check and the stamp happen under one lock) and woken at the exact moment the oldest start leaves
@@ -138,8 +166,7 @@ class _Rpm(Throttler):
             with self._guard:
                 if replacing is not None:
                     # a stamp already flushed out of the window is simply gone
-                    with contextlib.suppress(ValueError):
-                        self._task_logs.remove(replacing)
+                    _remove_recent(self._task_logs, replacing, _stamp_time)
                     replacing = None
                 self.flush()  # type: ignore[no-untyped-call]
                 now = time.monotonic()
@@ -153,14 +180,13 @@ class _Rpm(Throttler):
 
     def remove(self, stamp: float) -> None:
         """Give a stamp back: its request will not be sent."""
-        with self._guard, contextlib.suppress(ValueError):
-            self._task_logs.remove(stamp)
+        with self._guard:
+            _remove_recent(self._task_logs, stamp, _stamp_time)
 
     def move(self, stamp: float) -> float:
         """Move a stamp to now without waiting: for a request already on its way out."""
         with self._guard:
-            with contextlib.suppress(ValueError):
-                self._task_logs.remove(stamp)
+            _remove_recent(self._task_logs, stamp, _stamp_time)
             now = time.monotonic()
             self._task_logs.append(now)
             return now
@@ -176,6 +202,9 @@ class _Tokens:
     def __init__(self, tpm: int, period_s: float) -> None:
         self._lock = threading.Lock()
         self._log: deque[tuple[float, int]] = deque()
+        # the log's token sum, kept as entries come and go: summed per request, a busy window (a
+        # high tpm over a minute holds thousands of entries) cost O(entries) on every call
+        self._used = 0
         self._tpm = tpm
         self._period = period_s
 
@@ -188,8 +217,8 @@ class _Tokens:
         """Reserve and return 0, or return how long to wait before trying again. Hold the lock.
         Entries are appended at "now" only, so the log stays in time order."""
         while self._log and self._log[0][0] <= now - self._period:
-            self._log.popleft()
-        used = sum(n for _, n in self._log)
+            self._used -= self._log.popleft()[1]
+        used = self._used
         need = min(tokens, self._tpm)
         if used + need > self._tpm:
             freed = 0
@@ -198,7 +227,13 @@ class _Tokens:
                 if used - freed + need <= self._tpm:
                     return max(t + self._period - now, 1e-4)
         self._log.append((now, tokens))
+        self._used += tokens
         return 0.0
+
+    def _discard(self, entry: tuple[float, int]) -> None:
+        """Take an entry out of the log if it is still there. Hold the lock."""
+        if _remove_recent(self._log, entry, _entry_time):
+            self._used -= entry[1]
 
     async def reserve(
         self, tokens: int, replacing: tuple[float, int] | None = None
@@ -210,8 +245,7 @@ class _Tokens:
         while True:
             with self._lock:
                 if replacing is not None:
-                    with contextlib.suppress(ValueError):
-                        self._log.remove(replacing)
+                    self._discard(replacing)
                     replacing = None
                 now = time.monotonic()
                 wait = self._try_reserve(tokens, now)
@@ -221,16 +255,16 @@ class _Tokens:
 
     def remove(self, entry: tuple[float, int]) -> None:
         """Give an entry back: its request will not be sent."""
-        with self._lock, contextlib.suppress(ValueError):
-            self._log.remove(entry)
+        with self._lock:
+            self._discard(entry)
 
     def move(self, entry: tuple[float, int]) -> tuple[float, int]:
         """Move an entry to now without waiting: for a request already on its way out."""
         with self._lock:
-            with contextlib.suppress(ValueError):
-                self._log.remove(entry)
+            self._discard(entry)
             moved = (time.monotonic(), entry[1])
             self._log.append(moved)
+            self._used += moved[1]
             return moved
 
 
