@@ -26,6 +26,9 @@ TOY = [
     "--blanks",
     "3000",
     "30000",
+    "--tpm-window",
+    "100",
+    "1000",
 ]
 
 
@@ -53,4 +56,5 @@ def test_linear_benchmark_runs(tmp_path: Path) -> None:
     assert p.returncode in (0, 1), p.stderr[-2000:]
     assert "load average" in p.stdout and "experiment CPU ratio tuned / default" in p.stdout, p.stdout[-2000:]
     assert "numeric grader ratio 30,000 / 3,000" in p.stdout, p.stdout[-2000:]
+    assert "rate limit ratio 1,000 / 100" in p.stdout, p.stdout[-2000:]
     assert "Traceback" not in p.stderr

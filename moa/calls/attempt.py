@@ -105,6 +105,11 @@ class CallPlan:
     #: the rate-limit permit of the attempt in flight, renewed by the request's ``before_send``
     permit: Permit | None = None
 
+    #: the budget holds of the attempt in flight, settled when it is booked
+    held: Sequence[tuple[Budget, Reservation]] = ()
+    #: the attempt in flight was refused at its turn (what is spent leaves no room): no attempt
+    refused: bool = False
+
     def mark_sent(self) -> None:
         if self.permit is not None:
             self.permit.sent()
@@ -193,9 +198,10 @@ async def attempt(
     """One attempt: take a limiter slot, hold the worst case on the budgets, send under the timeout,
     validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = hold_usd(target, call)
-    held: Sequence[tuple[Budget, Reservation]] = ()
+    call.held = ()
+    call.refused = False
     if budgets and target.limiter is None:
-        held = await hold_all(budgets, worst, node=call.node, model=target.model)
+        call.held = await hold_all(budgets, worst, node=call.node, model=target.model)
     elif budgets:
         # the hold is taken when the limiter lets the request through: held while it queued (for
         # minutes under an rpm limit), it refused other models' calls money that nothing had spent.
@@ -207,41 +213,9 @@ async def attempt(
     reply: ModelReply | None = None
     call.rejected_reply = False
     call.permit = None
-    refused = False
     try:
         if target.limiter is not None:
-            loop = asyncio.get_running_loop()
-            while True:
-                blocked = None
-                async with target.limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
-                    if budgets:
-                        try:
-                            got = try_hold_all(budgets, worst, loop, node=call.node, model=target.model)
-                        except BudgetExceeded:
-                            refused = True
-                            permit.give_back()  # its place in the windows, for a request that is sent
-                            raise
-                        if isinstance(got, list):
-                            held = got
-                        else:
-                            # waiting for other calls' holds, it sends nothing: its concurrency slot
-                            # and window stamps go to calls that do, and it queues again once room
-                            # is made (kept, they blocked every call of the endpoint behind it)
-                            permit.give_back()
-                            blocked = got
-                    if blocked is None:
-                        call.permit = permit
-                        try:
-                            reply = await _send(target.backend, request, clock, call)
-                        finally:
-                            # a late on_sent (litellm's, from a thread) must not move the next attempt's
-                            call.permit = None
-                        break
-                # not bounded by its timeout_s, which times a request that left: the holds in its
-                # way settle as their calls end (each under its own timeout_s), and the run's
-                # deadline cancels the wait. Bounded, slow calls (a minute each, eight holds in
-                # the cap, 64 in flight) refused the rest and `moa compare` stopped at the first
-                await wait_for_room(blocked)
+            reply = await _send_when_admitted(target.limiter, target, budgets, worst, request, clock, call)
         else:
             reply = await _send(target.backend, request, clock, call)
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
@@ -256,7 +230,7 @@ async def attempt(
         if call.validate is not None:
             call.validate(reply.text)
     except asyncio.CancelledError:
-        _book(rec, clock, target.price, held, worst, call, "cancelled", reply, "cancelled")
+        _book(rec, clock, target.price, call.held, worst, call, "cancelled", reply, "cancelled")
         raise
     except ModelError as e:
         status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
@@ -267,24 +241,67 @@ async def attempt(
         billed = getattr(e, "usage", None) if reply is None else None
         if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
             reply = ModelReply("", billed)
-        _book(rec, clock, target.price, held, worst, call, status, reply, e.message, known_zero)
+        _book(rec, clock, target.price, call.held, worst, call, status, reply, e.message, known_zero)
         raise
     except MoAError as e:  # bad input found at call time: nothing was sent
-        if refused:  # refused at its turn, as a refusal before the limiter, it was no attempt
+        if call.refused:  # refused at its turn, as a refusal before the limiter, it was no attempt
             rec.attempts -= 1
             raise
-        _book(rec, clock, target.price, held, worst, call, "error", reply, e.message, True)
+        _book(rec, clock, target.price, call.held, worst, call, "error", reply, e.message, True)
         raise
     except Exception as e:  # a backend bug or a user fake that raised: still a model failure
         # its text never went through a backend's scrubbing: a user's backend may quote the key
         keys = (*_sent_keys(request), *environment_secrets())
         text = scrub(f"{type(e).__name__}: {e}", keys)
         error = ProviderError(text, model=target.model, node=call.node)
-        _book(rec, clock, target.price, held, worst, call, "error", reply, error.message)
+        _book(rec, clock, target.price, call.held, worst, call, "error", reply, error.message)
         raise error from e
-    _book(rec, clock, target.price, held, worst, call, "ok", reply, None)
+    _book(rec, clock, target.price, call.held, worst, call, "ok", reply, None)
     rec.model = target.model
     return reply
+
+
+async def _send_when_admitted(
+    limiter: Limiter,
+    target: Target,
+    budgets: tuple[Budget, ...],
+    worst: float,
+    request: ModelRequest,
+    clock: _SendClock,
+    call: CallPlan,
+) -> ModelReply:
+    """Send once the limiter lets the request through and its worst case is held on the budgets.
+    A request whose hold must wait for other calls' holds to settle sends nothing meanwhile: its
+    concurrency slot and window stamps go to calls that do (kept, they blocked every call of the
+    endpoint behind it), and it queues at the limiter again once room is made."""
+    loop = asyncio.get_running_loop()
+    while True:
+        async with limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
+            blocked = None
+            if budgets:
+                try:
+                    got = try_hold_all(budgets, worst, loop, node=call.node, model=target.model)
+                except BudgetExceeded:
+                    call.refused = True
+                    permit.give_back()  # its place in the windows, for a request that is sent
+                    raise
+                if isinstance(got, list):
+                    call.held = got
+                else:
+                    permit.give_back()
+                    blocked = got
+            if blocked is None:
+                call.permit = permit
+                try:
+                    return await _send(target.backend, request, clock, call)
+                finally:
+                    # a late on_sent (litellm's, from a thread) must not move the next attempt's
+                    call.permit = None
+        # not bounded by its timeout_s, which times a request that left: the holds in its way
+        # settle as their calls end (each under its own timeout_s), and the run's deadline cancels
+        # the wait. Bounded, slow calls (a minute each, eight holds in the cap, 64 in flight)
+        # refused the rest and `moa compare` stopped at the first refusal
+        await wait_for_room(blocked)
 
 
 def hold_usd(target: Target, call: CallPlan) -> float:
