@@ -71,3 +71,10 @@ def test_an_instruction_holding_a_lone_surrogate_is_malformed() -> None:
         parse_plan('{"instructions": ["smile \\ud83d\\ude00", "b"]}', 2, node="plan", model="m")[0]
         == "smile 😀"
     )
+
+
+def test_a_list_inside_an_object_is_not_read_as_the_plan() -> None:
+    """`{"notes": [...], "instructions": "todo"}` is a malformed plan: its `notes` were handed to the
+    workers as their instructions, found as the first `[`...`]` span of the reply."""
+    with pytest.raises(MalformedReply, match="plan is not JSON of the form"):
+        parse_plan('{"notes": ["a", "b"], "instructions": "todo"}', 2, node="plan", model="m")

@@ -239,6 +239,22 @@ def test_json_followed_by_prose_holding_braces_is_read(schema: Any) -> None:
     assert value == (Count(answer=3) if schema is Count else {"answer": 3})
 
 
+@pytest.mark.parametrize(
+    ("schema", "reply"),
+    [
+        (Count, '[{"answer": 1}, {"answer": 2}]'),
+        ({"type": "object", "required": ["answer"]}, '```json\n[{"answer": 1}]\n```'),
+        ({"type": "array"}, '{"error": ["not sure"]}'),
+    ],
+    ids=["list-of-objects", "fenced-list", "object-holding-a-list"],
+)
+def test_a_piece_of_a_json_value_of_the_wrong_type_is_no_answer(schema: Any, reply: str) -> None:
+    """A reply that is one JSON value of the wrong type is a MalformedReply: its first object (or the
+    list inside it) was taken as the answer, the first `{`...`}` or `[`...`]` span of the reply."""
+    with pytest.raises(moa.MalformedReply, match=r"typed output: .*(object|array)"):
+        TypedOutput(schema).parse(reply)
+
+
 def test_nan_is_not_json() -> None:
     """Python's json reads `NaN`, which JSON has not: against a schema it is a MalformedReply."""
     with pytest.raises(moa.MalformedReply, match="`NaN` is not JSON"):

@@ -14,44 +14,48 @@ __all__ = ["DuplicateKey", "NotText", "json_candidates", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
-#: the openings a complete JSON value is looked for at (``Use {x}: {"a": 1}`` holds one at the
-#: second): enough for any prose a model writes first, and a reply of a million ``{`` stays cheap
+#: the openings tried that start no JSON value (``Use {x}: {"a": 1}`` has one) before the search
+#: stops: enough for any prose a model writes first, and a reply of a million ``{`` stays cheap
 _MAX_OPENINGS = 32
+#: the values kept: a reply citing ``[1]`` a million times stays cheap to read
+_MAX_VALUES = 256
+
+_OPENING = re.compile(r"[{\[]")
 
 _DECODER = json.JSONDecoder()
 
 
-def _values_at_openings(text: str, open_: str) -> list[str]:
-    """The complete JSON values starting at the first ``open_`` characters, in order (the search
-    going on after each value found): a value that prose holding braces of its own surrounds,
-    which no first-to-last span isolates, even after an example (``use {} for none: {"a": 1}``)."""
+def _top_level_values(text: str) -> list[str]:
+    """The complete JSON values of ``text`` that no other one holds, in order: after each value the
+    search goes on past its end, so prose holding braces of its own around the value (even an
+    example before it, ``use {} for none: {"a": 1}``) does not hide it, and a piece of a value (the
+    first object of an array, a list inside an object) is never taken for the whole."""
     found: list[str] = []
-    start = text.find(open_)
-    for _ in range(_MAX_OPENINGS):
-        if start == -1:
-            break
+    failed = 0
+    m = _OPENING.search(text)
+    while m is not None and failed < _MAX_OPENINGS and len(found) < _MAX_VALUES:
+        start = m.start()
         try:
             _, end = _DECODER.raw_decode(text, start)
         except (ValueError, RecursionError):
-            start = text.find(open_, start + 1)
+            failed += 1
+            m = _OPENING.search(text, start + 1)
             continue
         found.append(text[start:end])
-        start = text.find(open_, end)
+        m = _OPENING.search(text, end)
     return found
 
 
 def json_candidates(text: str) -> list[str]:
     """The spans of ``text`` that may be JSON, most explicit first: each fenced block, then the
-    span from the first ``{`` to the last ``}``, then from the first ``[`` to the last ``]``, then
-    the complete objects and then arrays found by decoding from each opening, then the whole
-    reply. Callers try them in order and keep the first that parses into what they need."""
+    complete top-level objects and then arrays (``_top_level_values``), then the whole reply.
+    Callers try them in order and keep the first that parses into what they need. No span inside a
+    complete value is offered: a reply ``[{"a": 1}, {"a": 2}]`` or ``{"notes": ["x", "y"]}`` is of
+    the wrong shape, not an answer whose first item (or inner list) is the one meant."""
     found = [m.group(1).strip() for m in _FENCED.finditer(text)]
-    for open_, close in (("{", "}"), ("[", "]")):
-        start, end = text.find(open_), text.rfind(close)
-        if start != -1 and end > start:
-            found.append(text[start : end + 1])
-    found += _values_at_openings(text, "{")
-    found += _values_at_openings(text, "[")
+    values = _top_level_values(text)
+    found += [v for v in values if v[0] == "{"]
+    found += [v for v in values if v[0] == "["]
     found.append(text.strip())
     return list(dict.fromkeys(found))
 
