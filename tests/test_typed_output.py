@@ -261,6 +261,27 @@ def test_nan_is_not_json() -> None:
         TypedOutput({"type": "object"}).parse('{"answer": NaN}')
 
 
+class Measured(BaseModel):
+    answer: str
+    confidence: float
+
+
+@pytest.mark.parametrize(
+    "schema", [Measured, {"type": "object", "properties": {"confidence": {"type": "number"}}}]
+)
+@pytest.mark.parametrize(
+    ("number", "problem"),
+    [("NaN", "`NaN` is not JSON"), ("-Infinity", "`-Infinity` is not JSON"), ("1e400", "`1e400` is past")],
+)
+def test_a_number_json_cannot_hold_is_a_malformed_reply(schema: Any, number: str, problem: str) -> None:
+    """`NaN`, `Infinity` and `1e400` (read as infinity) are MalformedReplies against a pydantic model
+    too: it read them as floats, and `--json` or moa serve printed `NaN`/`Infinity`, which is no JSON."""
+    with pytest.raises(
+        moa.MalformedReply, match=f"typed output: the answer is not JSON: {re.escape(problem)}"
+    ):
+        TypedOutput(schema).parse(f'{{"answer": "x", "confidence": {number}}}')
+
+
 def test_a_string_holding_a_lone_surrogate_is_a_malformed_reply() -> None:
     """A JSON Schema answer whose string holds `\\ud800` could not be printed as JSON: a MalformedReply."""
     with pytest.raises(moa.MalformedReply, match="typed output: a string holds a lone UTF-16 surrogate"):

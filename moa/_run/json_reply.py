@@ -5,12 +5,13 @@ surrounds it."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
 from moa.safe_read import DuplicateKey, lone_surrogate, unique_pairs
 
-__all__ = ["DuplicateKey", "NotText", "json_candidates", "loads_unique"]
+__all__ = ["DuplicateKey", "NotFinite", "NotText", "json_candidates", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
@@ -65,18 +66,30 @@ class NotText(ValueError):
     not text, it fails whatever encodes it next (a worker's request, ``moa run``'s output)."""
 
 
+class NotFinite(ValueError):
+    """``NaN`` or ``Infinity``, which Python's json reads and JSON has not, or a number past a
+    float's range (``1e400``, read as infinity): a value holding one could not be written back as
+    JSON (``moa run --json``, the store)."""
+
+
 def _no_constant(name: str) -> Any:
-    # Python's json reads NaN and Infinity, which JSON has not: a value holding one could not be
-    # written back as JSON (`moa run --json`, the store)
-    raise ValueError(f"`{name}` is not JSON")
+    raise NotFinite(f"`{name}` is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NotFinite(f"`{text[:40]}` is past a float's range")
+    return value
 
 
 def loads_unique(text: str) -> Any:
     """``json.loads`` as JSON itself reads: refusing an object that names a key twice
-    (``DuplicateKey``, a ``ValueError``) and ``NaN``/``Infinity`` (a ``ValueError``). Raises what
+    (``DuplicateKey``, a ``ValueError``) and ``NaN``, ``Infinity`` or a number past a float's range
+    (``NotFinite``, a ``ValueError``). Raises what
     ``json.loads`` raises otherwise (``RecursionError`` included), and ``NotText`` for a string
     holding a lone surrogate."""
-    value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_no_constant)
+    value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_no_constant, parse_float=_finite)
     if problem := lone_surrogate(text, value):
         raise NotText(problem)
     return value

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from moa._run.json_reply import DuplicateKey, NotText, json_candidates, loads_unique
+from moa._run.json_reply import DuplicateKey, NotFinite, NotText, json_candidates, loads_unique
 from moa.errors import MalformedReply, RequestRefused
 
 __all__ = ["TypedOutput", "schema_problem"]
@@ -78,13 +78,17 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
 _SHOWN = 5
 
 
-def _refuse_duplicate_keys(text: str) -> None:
-    """``MalformedReply`` if one object of the reply names a key twice (of which the parser would
-    keep the last, silently). Text that is not JSON is left to the parser to report."""
+def _refuse_what_json_has_not(text: str) -> None:
+    """``MalformedReply`` if one object of the reply names a key twice (of which pydantic would keep
+    the last, silently), or the reply holds ``NaN``, ``Infinity`` or a number past a float's range
+    (which pydantic reads as a float, and ``--json`` would print as no JSON). Text that is not JSON
+    is left to pydantic to report."""
     try:
         loads_unique(text)
     except DuplicateKey as e:
         raise MalformedReply(f"typed output: {e}") from None
+    except NotFinite as e:
+        raise MalformedReply(f"typed output: the answer is not JSON: {e}") from None
     except (ValueError, RecursionError):
         pass
 
@@ -130,7 +134,7 @@ class TypedOutput:
 
     def _parse(self, text: str) -> Any:
         if self.model is not None:
-            _refuse_duplicate_keys(text)
+            _refuse_what_json_has_not(text)
             try:
                 return self.model.model_validate_json(text, strict=self.strict)
             except ValidationError as e:
