@@ -6,18 +6,20 @@ The stored run's answer is the last turn's; ``turns`` holds every turn's answer.
 the turns' calls (their ``started_s`` counted from the first turn's start), and its cost, tokens,
 latency and critical path are the sums over turns: the turns of a conversation cannot overlap. A turn
 that fails fails the run, and the error carries the calls of every turn made so far, so nothing paid
-for is lost from the record.
+for is lost from the record. A ``deadline_s`` is the whole item's (one setup on one item), shared by
+its turns: each turn gets what the turns before it left.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from moa._run import Runner
 from moa.cascade.context import item_scope
-from moa.errors import MoAError
+from moa.errors import MoAError, TimedOut
 from moa.eval.datasets import Item
 from moa.results import CallRecord, RunResult, Usage
 
@@ -45,17 +47,30 @@ async def _run_turns(
     if not is_multi_turn(item):
         return await runner.run(topology, item.input, **kwargs), None
     assert item.turns is not None
+    deadline_s: float | None = kwargs.pop("deadline_s", None)
+    t0 = time.perf_counter()
     history: list[dict[str, str]] = []
     results: list[RunResult] = []
     offset = 0.0
     calls: list[CallRecord] = []
-    for question in item.turns:
+    for k, question in enumerate(item.turns, 1):
         history.append({"role": "user", "content": question})
+        # one deadline for the item: given whole to every turn, a conversation of n turns could
+        # run n times as long as the experiment's `deadline_s` allows one run
+        left = None if deadline_s is None else deadline_s - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            late = TimedOut(f"item `{item.id}` passed its deadline of {deadline_s}s before turn {k}")
+            late.calls = calls
+            raise late
         try:
-            result = await runner.run(topology, list(history), **kwargs)
+            result = await runner.run(topology, list(history), deadline_s=left, **kwargs)
         except MoAError as e:
             # the earlier turns' calls were made and paid for: the error keeps them
             e.calls[:] = calls + _shifted(e.calls, offset)
+            spent = deadline_s is not None and time.perf_counter() - t0 >= deadline_s
+            if k > 1 and spent and isinstance(e, TimedOut):
+                # the run's message names what was left of the deadline as if it were the whole
+                e.message += f" (turn {k}: the item's turns share its deadline of {deadline_s}s)"
             raise
         calls.extend(_shifted(result.calls, offset))
         offset += result.latency_s

@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -17,11 +18,15 @@ from typing import Any
 
 import pytest
 
-from moa.eval.datasets import load_dataset
+from moa import Runner, RunResult, TimedOut
+from moa.eval.datasets import Item, load_dataset
 from moa.eval.judge import format_conversation_prompt
 from moa.experiment import Experiment, Store
+from moa.experiment.conversation import run_item
 from moa.experiment.store.schema import SCHEMA_VERSION
+from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from moa.topology.loader import load_data
 
 PRICE = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
 N = 6
@@ -256,3 +261,47 @@ def test_a_version_3_store_is_upgraded_keeping_its_judgments(tmp_path: Path) -> 
         assert store.conn.execute("SELECT turn_scores FROM scores").fetchall() == [(None,)]
     finally:
         store.close()
+
+
+class _SlowFirstTurn:
+    """A runner whose first run ends ``pause_s`` after its calls (a slow first turn), recording the
+    ``deadline_s`` each run was given."""
+
+    def __init__(self, inner: Runner, pause_s: float) -> None:
+        self.inner, self.pause_s = inner, pause_s
+        self.deadlines: list[float | None] = []
+
+    async def run(self, target: Any, prompt: Any, **kwargs: Any) -> RunResult:
+        self.deadlines.append(kwargs.get("deadline_s"))
+        result = await self.inner.run(target, prompt, **kwargs)
+        if len(self.deadlines) == 1:
+            await asyncio.sleep(self.pause_s)
+        return result
+
+
+def _two_turns() -> tuple[Item, Any, FunctionModel]:
+    item = Item(id="q1", input="First?", turns=["First?", "Then?"])
+    topology = load_data(
+        {"name": "one", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}}
+    )
+    return item, topology, FunctionModel(lambda req: "an answer")
+
+
+async def test_the_turns_of_an_item_share_its_deadline() -> None:
+    """The second turn gets what the first left of `deadline_s` (one setup on one item), not the
+    whole again: a conversation of n turns ran up to n times as long as the experiment allowed."""
+    item, topology, model = _two_turns()
+    runner = _SlowFirstTurn(Runner(models={"fake/*": model}), pause_s=0.2)
+    await run_item(runner, topology, item, deadline_s=30.0)  # type: ignore[arg-type]
+    first, second = runner.deadlines
+    assert first is not None and second is not None and second <= first - 0.15
+
+
+async def test_a_deadline_spent_by_the_first_turn_stops_the_second_with_its_calls() -> None:
+    """The first turn outlasting the item's deadline is a TimedOut before the second is sent,
+    carrying the first turn's (paid) call."""
+    item, topology, model = _two_turns()
+    runner = _SlowFirstTurn(Runner(models={"fake/*": model}), pause_s=2.1)
+    with pytest.raises(TimedOut, match=r"item `q1` passed its deadline of 2.0s before turn 2") as info:
+        await run_item(runner, topology, item, deadline_s=2.0)  # type: ignore[arg-type]
+    assert len(model.calls) == 1 and len(info.value.calls) == 1
