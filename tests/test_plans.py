@@ -78,3 +78,10 @@ def test_a_list_inside_an_object_is_not_read_as_the_plan() -> None:
     workers as their instructions, found as the first `[`...`]` span of the reply."""
     with pytest.raises(MalformedReply, match="plan is not JSON of the form"):
         parse_plan('{"notes": ["a", "b"], "instructions": "todo"}', 2, node="plan", model="m")
+
+
+def test_a_plan_after_prose_full_of_links_and_braces_parses() -> None:
+    """Markdown links and braced words written before the plan (40 of each) do not use up the
+    openings a JSON value is looked for at."""
+    prose = "".join(f"See [doc {i}](https://example.org/{i}) on {{term{i}}}. " for i in range(40))
+    assert parse_plan(prose + '{"instructions": ["a", "b"]}', 2, node="plan", model="m") == ["a", "b"]

@@ -15,13 +15,16 @@ __all__ = ["DuplicateKey", "NotFinite", "NotText", "json_candidates", "loads_uni
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
-#: the openings tried that start no JSON value (``Use {x}: {"a": 1}`` has one) before the search
-#: stops: enough for any prose a model writes first, and a reply of a million ``{`` stays cheap
+#: the openings tried that start no complete JSON value (an example cut short, ``{"a": ...}``) before
+#: the search stops: enough for any prose a model writes first, and a reply of a million of them
+#: stays cheap (each failure costs a count of the lines before it)
 _MAX_OPENINGS = 32
-#: the values kept: a reply citing ``[1]`` a million times stays cheap to read
-_MAX_VALUES = 256
+#: the values kept: a reply of a million ``[1]`` stays cheap to read
+_MAX_VALUES = 1024
 
-_OPENING = re.compile(r"[{\[]")
+#: where a JSON object or array can start: prose's ``{x}``, ``[sic]`` or ``[a link](url)`` cannot, so
+#: it does not use up the openings tried
+_OPENING = re.compile(r'\{\s*["}]|\[\s*(?:[\[{"\]\-0-9]|true|false|null)')
 
 _DECODER = json.JSONDecoder()
 
