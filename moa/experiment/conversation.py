@@ -57,7 +57,10 @@ async def _run_turns(
         history.append({"role": "user", "content": question})
         # one deadline for the item: given whole to every turn, a conversation of n turns could
         # run n times as long as the experiment's `deadline_s` allows one run
-        left = None if deadline_s is None else deadline_s - (time.perf_counter() - t0)
+        left = deadline_s
+        if deadline_s is not None and k > 1:
+            # to the millisecond: the run's TimedOut names it
+            left = round(deadline_s - (time.perf_counter() - t0), 3)
         if left is not None and left <= 0:
             late = TimedOut(f"item `{item.id}` passed its deadline of {deadline_s}s before turn {k}")
             late.calls = calls
