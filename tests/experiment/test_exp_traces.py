@@ -138,3 +138,14 @@ def test_a_reply_the_judges_validation_rejects_is_kept_in_the_trace(tmp_path: Pa
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
     judge_calls = [c for c in _calls(tmp_path / "out") if c["judgment_id"] is not None]
     assert judge_calls and all(c["reply"] == "I refuse to pick one." and c["error"] for c in judge_calls)
+
+
+def test_a_reply_refused_for_a_lone_surrogate_is_stored_escaped(tmp_path: Path) -> None:
+    """A reply holding `\\ud800` is refused (not text), yet kept on its call's record: storing it
+    raised UnicodeEncodeError out of `moa compare`, losing the experiment; it is stored escaped."""
+    with SimServer(_models(**{"agg-m": SimModel(answer="aggregated \ud800")})) as srv:
+        exp = _write(tmp_path / "e", srv.base_url)
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert summary.setup("moa").errors == len(ROWS)
+    agg = [c for c in _calls(tmp_path / "out") if c["model"] == "openai/agg-m"]
+    assert agg and all(c["reply"] == "aggregated \\ud800" and "surrogate" in str(c["error"]) for c in agg)

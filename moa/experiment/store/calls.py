@@ -30,11 +30,17 @@ TEXT_LIMIT = 64 * 1024
 def cut_text(text: str, limit: int, secrets: Sequence[str] = ()) -> str:
     """``text`` scrubbed, then cut to about ``limit`` bytes of UTF-8 with the cut marked."""
     clean = scrub(text, secrets) if len(text) <= 4 * limit else scrub_clip(text, 4 * limit, secrets)
-    data = clean.encode()
+    try:
+        data = clean.encode()
+    except UnicodeEncodeError:
+        # a reply refused for a lone surrogate stays on its call's record: SQLite cannot take it
+        clean = clean.encode(errors="backslashreplace").decode()
+        data = clean.encode()
     if len(data) <= limit:
         return clean
     kept = data[:limit].decode(errors="ignore")
-    return f"{kept}\n[... cut by moa: {len(text.encode()) - len(kept.encode()):,} more bytes]"
+    full = len(text.encode(errors="backslashreplace"))
+    return f"{kept}\n[... cut by moa: {full - len(kept.encode()):,} more bytes]"
 
 
 def _trace(c: CallRecord, limit: int | None, secrets: Sequence[str]) -> tuple[str | None, str | None]:
