@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+import moa
 from moa._run.plans import parse_plan
 from moa.errors import MalformedReply
+from moa.models.base import ModelRequest
+from moa.testing import FunctionModel
+from moa.topology.loader import load_data
 
 
 def test_fenced_json() -> None:
@@ -85,3 +89,25 @@ def test_a_plan_after_prose_full_of_links_and_braces_parses() -> None:
     openings a JSON value is looked for at."""
     prose = "".join(f"See [doc {i}](https://example.org/{i}) on {{term{i}}}. " for i in range(40))
     assert parse_plan(prose + '{"instructions": ["a", "b"]}', 2, node="plan", model="m") == ["a", "b"]
+
+
+async def test_a_plan_reply_holding_a_lone_surrogate_is_retried() -> None:
+    """A lone surrogate in the prose around a good plan is a MalformedReply retried, as for any
+    answer: accepted, it failed the store's (and the call cache's) write of the reply."""
+    replies = iter(['{"instructions": ["a", "b"]} \ud800', '{"instructions": ["a", "b"]}'])
+
+    def answer(req: ModelRequest) -> str:
+        return next(replies) if "instructions" in str(req.messages[-1]["content"]) else "done"
+
+    topo = load_data(
+        {
+            "name": "h",
+            "kind": "hierarchical",
+            "manager": "m",
+            "workers": ["m", "m"],
+            "agents": {"m": {"model": "fake/m", "retry": {"max_attempts": 2, "backoff_base_s": 0.001}}},
+        }
+    )
+    result = await topo.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(answer)}))
+    plan = next(c for c in result.calls if c.node == "plan")
+    assert plan.attempts == 2 and plan.reply == '{"instructions": ["a", "b"]}'

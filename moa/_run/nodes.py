@@ -145,7 +145,8 @@ class Plan(AgentCall):
         def validate(text: str) -> None:
             ex.plans[gn.id] = parse_plan(text, n, node=gn.id, model=model)
 
-        return validate
+        # a lone surrogate in the prose around the plan reaches the store and `--json` all the same
+        return _AnswerCheck(model, gn.id, validate)
 
 
 _REDUCE, _CALL, _PLAN = Reduce(), AgentCall(), Plan()
