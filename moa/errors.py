@@ -52,6 +52,10 @@ class MoAError(Exception):
     """Base of every error moa raises."""
 
     def __init__(self, message: str) -> None:
+        if not message.isascii():
+            # a provider's error body may decode to a lone surrogate (`"\ud800"`): the message is
+            # stored, logged and printed, and none of them can encode one
+            message = message.encode(errors="backslashreplace").decode()
         super().__init__(message)
         self.message = message
         #: every call the failed run made, successful or not, in the order they finished

@@ -10,6 +10,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
 import sqlite3
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from moa.experiment import Experiment, Store
 from moa.experiment.store.calls import cut_text
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from tests.loopback_http import completion, send_body, threaded_server
 
 ROWS = [{"id": f"q{i}", "input": f"What is {i} plus {i}?", "target": str(2 * i)} for i in range(4)]
 PRICE = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
@@ -149,3 +151,32 @@ def test_a_reply_refused_for_a_lone_surrogate_is_stored_escaped(tmp_path: Path) 
     assert summary.setup("moa").errors == len(ROWS)
     agg = [c for c in _calls(tmp_path / "out") if c["model"] == "openai/agg-m"]
     assert agg and all(c["reply"] == "aggregated \\ud800" and "surrogate" in str(c["error"]) for c in agg)
+
+
+class _RefusesTheAggregator(BaseHTTPRequestHandler):
+    """Answers `4`, except to the aggregator's model: a 400 whose message holds `\\ud800`."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if body["model"] == "agg-m":
+            send_body(
+                self, 400, b'{"error": {"message": "bad \\ud800 input", "type": "invalid_request_error"}}'
+            )
+        else:
+            send_body(self, 200, completion("4"))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_provider_error_holding_a_lone_surrogate_is_stored(tmp_path: Path) -> None:
+    """A hostile endpoint's error message decoding to a lone surrogate is stored escaped: the run's
+    error row raised UnicodeEncodeError out of `moa compare`, losing the experiment."""
+    with threaded_server(_RefusesTheAggregator) as url:
+        exp = _write(tmp_path / "e", f"{url}/v1")
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert summary.setup("moa").errors == len(ROWS)
+    conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+    errors = [e for (e,) in conn.execute("SELECT error FROM runs WHERE setup='moa'")]
+    conn.close()
+    assert len(errors) == len(ROWS) and all("bad \\ud800 input" in e for e in errors)
