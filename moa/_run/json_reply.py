@@ -89,9 +89,8 @@ def _finite(text: str) -> float:
 def loads_unique(text: str) -> Any:
     """``json.loads`` as JSON itself reads: refusing an object that names a key twice
     (``DuplicateKey``, a ``ValueError``) and ``NaN``, ``Infinity`` or a number past a float's range
-    (``NotFinite``, a ``ValueError``). Raises what
-    ``json.loads`` raises otherwise (``RecursionError`` included), and ``NotText`` for a string
-    holding a lone surrogate."""
+    (``NotFinite``, a ``ValueError``). Raises what ``json.loads`` raises otherwise
+    (``RecursionError`` included), and ``NotText`` for a string holding a lone surrogate."""
     value = json.loads(text, object_pairs_hook=unique_pairs, parse_constant=_no_constant, parse_float=_finite)
     if problem := lone_surrogate(text, value):
         raise NotText(problem)
