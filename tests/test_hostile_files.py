@@ -366,6 +366,25 @@ def test_control_characters_in_names_are_refused() -> None:
     assert load_data({**base, "agents": {"a": {"model": "m", "stop": ["\n\n"]}}}).name == "t"
 
 
+def test_a_lone_surrogate_in_what_is_sent_to_a_model_is_refused(tmp_path: Path) -> None:
+    """A YAML `"\\ud800"` in a system prompt, a stop sequence or a prompt template is refused naming
+    the field: `moa validate` passed it, then every call failed to encode its request (a
+    ProviderError of the first node to send it)."""
+    f = tmp_path / "t.yaml"
+    f.write_text(
+        'name: t\nagents:\n  a: {model: m, system: "be brief \\ud800", stop: ["\\udfff"]}\n'
+        'nodes:\n  - {id: n, agent: a, prompt: "Q: {prompt} \\ud800"}\noutput: n\n'
+    )
+    with pytest.raises(TopologyError) as info:
+        load(f)
+    expected = ["agents.a.system", "agents.a.stop", "nodes[0] (`n`).prompt"]
+    for field, line in zip(expected, info.value.problems, strict=True):
+        assert line.startswith(field) and "lone UTF-16 surrogate" in line, line
+    assert load_data(
+        {"name": "t", "agents": {"a": {"model": "m", "system": "🙂 é"}}, "kind": "single", "agent": "a"}
+    )
+
+
 def test_presets_still_load() -> None:
     """The bounds leave every shipped preset loadable."""
     from moa.topology.loader import presets

@@ -3,7 +3,6 @@ whose reply must parse into one instruction per worker), or a fan-in reducer (a 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,7 +12,7 @@ from moa.calls.call import call_agent
 from moa.errors import MalformedReply
 from moa.models.base import Message
 from moa.topology.graph import GraphNode
-from moa.topology.prompts import format_references
+from moa.topology.prompts import format_references, text_problem
 
 if TYPE_CHECKING:
     from moa._run.engine import Execution, Refs
@@ -96,19 +95,6 @@ def _references(gn: GraphNode, refs: Refs) -> str:
             f"\n\n({len(refs)} of the {len(gn.inputs)} responses asked for are above; none from: {missing}.)"
         )
     return text
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def text_problem(text: str) -> str | None:
-    """Why ``text`` cannot be sent on, or None: a lone UTF-16 surrogate (a JSON ``\\ud800`` escape
-    puts one in a str) is not text. Found only when a call encodes its request, it failed the run
-    as a provider error of whichever node was first to send it, not of the one that wrote it."""
-    m = _SURROGATE.search(text)
-    if m is None:
-        return None
-    return f"holds a lone UTF-16 surrogate ({m.group()!r} at character {m.start()}), which is not text"
 
 
 class _AnswerCheck:

@@ -14,7 +14,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["PLACEHOLDERS", "TEMPLATES", "Template", "format_references", "placeholder_mistakes"]
+__all__ = [
+    "PLACEHOLDERS",
+    "TEMPLATES",
+    "Template",
+    "format_references",
+    "placeholder_mistakes",
+    "text_problem",
+]
 
 # The aggregate-and-synthesize prompt of Together MoA (Wang et al. 2024), adapted to one message.
 AGGREGATE = """You have been provided with a set of responses from various models to the latest user query. \
@@ -127,6 +134,19 @@ def placeholder_mistakes(text: str) -> list[str]:
         if suggestion is not None and m.group(0) not in _EXACT:
             add(m.group(0), suggestion)
     return out
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be sent on, or None: a lone UTF-16 surrogate (a JSON ``\\ud800`` escape
+    puts one in a str) is not text. Found only when a call encodes its request, it failed the run
+    as a provider error of whichever node was first to send it, not of the one that wrote it."""
+    m = _SURROGATE.search(text)
+    if m is None:
+        return None
+    return f"holds a lone UTF-16 surrogate ({m.group()!r} at character {m.start()}), which is not text"
 
 
 def format_references(outputs: Sequence[tuple[str, str]]) -> str:

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from moa.topology.prompts import text_problem
+
 __all__ = [
     "MAX_GRAPH",
     "MAX_LAYERS",
@@ -72,6 +74,18 @@ def require_printable(value: Any, what: str) -> Any:
         bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
         if bad is not None:
             raise ValueError(f"{what} {value!r} holds the control character {bad!r}")
+    return value
+
+
+def require_text(value: Any) -> Any:
+    """Refuse a lone UTF-16 surrogate (a JSON or YAML ``"\\ud800"`` escape) in what is sent to a
+    model, nested lists included: the topology validated, then every call failed to encode its
+    request, as a provider error."""
+    if isinstance(value, list):
+        for v in value:
+            require_text(v)
+    elif isinstance(value, str) and not value.isascii() and (problem := text_problem(value)):
+        raise ValueError(problem)
     return value
 
 
@@ -222,6 +236,11 @@ class AgentSpec(BaseModel):
     def _no_control_characters(cls, v: Any, info: ValidationInfo) -> Any:
         return require_printable(v, "model string" if info.field_name in ("model", "fallbacks") else "value")
 
+    @field_validator("system", "stop")
+    @classmethod
+    def _sent_as_text(cls, v: Any) -> Any:
+        return require_text(v)
+
     @field_validator("api_key_env")
     @classmethod
     def _env_name(cls, v: str | None) -> str | None:
@@ -307,6 +326,11 @@ class NodeSpec(BaseModel):
     @classmethod
     def _no_control_characters(cls, v: Any) -> Any:
         return require_printable(v, "name")
+
+    @field_validator("prompt")
+    @classmethod
+    def _sent_as_text(cls, v: Any) -> Any:
+        return require_text(v)
 
 
 class TopologySpec(BaseModel):
