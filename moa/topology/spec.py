@@ -38,6 +38,7 @@ __all__ = [
     "TopologySpec",
     "raw_graph_size",
     "require_printable",
+    "require_text",
 ]
 
 KINDS = ("single", "sequential", "parallel", "hierarchical", "layered", "self_moa")
