@@ -158,6 +158,19 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
     return msgs[-1]["content"], msgs[:-1]
 
 
+def _check_run_arguments(budget: object, deadline_s: object) -> None:
+    """Refuse, in one line, a ``budget`` that is not a ``Budget`` (``budget=5.0`` failed every call
+    with an AttributeError, reported as the nodes' failure) and a ``deadline_s`` that is not a
+    number of seconds > 0 (a string raised a bare TypeError)."""
+    if budget is not None and not isinstance(budget, Budget):
+        hint = f" (a cap in USD: moa.Budget({budget!r}))" if isinstance(budget, int | float) else ""
+        raise UserError(f"budget must be a moa.Budget, not {type(budget).__name__}{hint}")
+    if deadline_s is not None and (
+        isinstance(deadline_s, bool) or not isinstance(deadline_s, int | float) or not deadline_s > 0
+    ):
+        raise UserError(f"deadline_s must be a number of seconds > 0 (got {deadline_s!r})")
+
+
 def every_agent(target: Graph | Runnable) -> list[tuple[str, AgentSpec]]:
     """Every agent a run of ``target`` may call, as ``(label, spec)``, once per graph it is used in:
     the label names the agent (``agent `a```), after the part of a composite it belongs to (``stage
@@ -198,6 +211,7 @@ class Runner:
         rate_limits: RateLimits | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
+        _check_run_arguments(budget, None)
         self.registry = ModelRegistry(models)
         self.budget = budget
         self.cache = cache
@@ -265,6 +279,7 @@ class Runner:
         raises is retried like any malformed reply of the output node (and never cached).
         ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
         it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``."""
+        _check_run_arguments(budget, deadline_s)
         typed = TypedOutput(output_type) if output_type is not None else None
         composite = _as_composite(target)
         if composite is not None:
@@ -289,8 +304,6 @@ class Runner:
         label = name or (target.name if not isinstance(target, Graph) else "graph")
         self.preflight(graph, source=label)
         budgets = self._budgets(budget, budget_usd)
-        if deadline_s is not None and not deadline_s > 0:
-            raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
         text, history = _split_input(prompt)
         check = _output_check(validate_output, typed, graph.output)
         ex = Execution(self, graph, label, text, history, budgets, on_token, check)

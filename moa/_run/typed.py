@@ -111,7 +111,10 @@ class TypedOutput:
             self.schema = dict(schema)
             self.strict = True
         else:
-            raise TypeError(f"output_type must be a pydantic model class or a JSON Schema, not {schema!r}")
+            raise RequestRefused(
+                f"must be a pydantic model class or a JSON Schema mapping, not {schema!r}",
+                field="output_type",
+            )
 
     def instruction(self) -> str:
         """What the output node is told, after its own prompt."""
