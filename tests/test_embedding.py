@@ -47,3 +47,14 @@ async def test_an_output_type_that_is_no_schema_is_refused_naming_the_argument()
     assert str(info.value) == (
         "output_type: must be a pydantic model class or a JSON Schema mapping, not <class 'int'>"
     )
+
+
+async def test_run_sync_inside_a_running_loop_is_refused_in_one_line() -> None:
+    """It raised asyncio's RuntimeError and left the run's coroutine never awaited (a warning, an
+    error under `filterwarnings = error`): in Jupyter or an async handler, `await` is the way."""
+    t = build.single("fake/a", name="mine")
+    for kwargs in ({"runner": fake_runner()}, {}):
+        with pytest.raises(
+            moa.UserError, match=r"^`mine`: run_sync\(\) was called inside a running event loop"
+        ):
+            t.run_sync("q", **kwargs)
