@@ -58,3 +58,53 @@ async def test_run_sync_inside_a_running_loop_is_refused_in_one_line() -> None:
             moa.UserError, match=r"^`mine`: run_sync\(\) was called inside a running event loop"
         ):
             t.run_sync("q", **kwargs)
+
+
+def _problems(make: Any) -> list[str]:
+    with pytest.raises(moa.TopologyError) as info:
+        make()
+    return info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("built", "written"),
+    [
+        (
+            lambda: build.parallel(["openai/a"], reduce="avg"),
+            {"kind": "parallel", "workers": ["a"], "reduce": "avg"},
+        ),
+        (lambda: build.self_moa("openai/a", 0), {"kind": "self_moa", "agent": "a", "samples": 0}),
+        (
+            lambda: build.layered(0, "openai/a", proposers=["openai/a"]),
+            {"kind": "layered", "layers": 0, "proposers": ["a"], "aggregator": "a"},
+        ),
+        (
+            lambda: build.dag({"a": build.agent("openai/a")}, [{"id": "n", "agent": "a", "inptus": []}]),
+            {"nodes": [{"id": "n", "agent": "a", "inptus": []}]},
+        ),
+    ],
+)
+def test_a_builder_refuses_what_the_same_file_is_refused_for(built: Any, written: dict[str, Any]) -> None:
+    """A builder's bad field was pydantic's ValidationError (several lines, no moa.MoAError) where the
+    same shorthand in a file is a TopologyError: now both give the same one-line problems."""
+    from moa.topology.loader import load_data
+
+    data = {"name": "t", **written, "agents": {"a": {"model": "openai/a"}}}
+    assert _problems(built) == _problems(lambda: load_data(data))
+
+
+def test_build_agent_names_a_misspelt_field_as_a_file_would() -> None:
+    """`build.agent(model, temprature=...)` was a pydantic ValidationError."""
+    assert _problems(lambda: build.agent("openai/a", temprature=0.5)) == [
+        "temprature: unknown field; did you mean `temperature`?"
+    ]
+    with pytest.raises(moa.TopologyError, match=r"^agent `openai/a`: temperature: "):
+        build.agent("openai/a", temperature="hot")
+
+
+def test_a_builder_given_something_that_is_no_agent_says_so() -> None:
+    """`build.single(None)` raised an AttributeError about `.model`."""
+    with pytest.raises(
+        moa.TopologyError, match=r"an agent is a model string or build\.agent\(\.\.\.\), not None"
+    ):
+        build.single(None)  # type: ignore[arg-type]

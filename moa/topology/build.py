@@ -13,7 +13,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
+from moa.errors import TopologyError
 from moa.topology.definition import Topology
+from moa.topology.loader import format_validation_error, validate_topology
 from moa.topology.spec import AgentSpec, NodeSpec
 
 __all__ = ["agent", "dag", "hierarchical", "layered", "parallel", "self_moa", "sequential", "single"]
@@ -22,8 +26,15 @@ AgentLike = AgentSpec | str
 
 
 def agent(model: str, **settings: Any) -> AgentSpec:
-    """An agent: a model string plus any agent field (``temperature=0.7``, ``max_tokens=256``...)."""
-    return AgentSpec(model=model, **settings)
+    """An agent: a model string plus any agent field (``temperature=0.7``, ``max_tokens=256``...).
+    A bad field is a ``TopologyError``, one line each, as in a file."""
+    data = {"model": model, **settings}
+    try:
+        return AgentSpec.model_validate(data)
+    except ValidationError as err:
+        raise TopologyError(
+            format_validation_error(err, data, model=AgentSpec), source=f"agent `{model}`"
+        ) from None
 
 
 class _Agents:
@@ -34,7 +45,9 @@ class _Agents:
         self._folded: dict[str, str] = {}
 
     def add(self, a: AgentLike) -> str:
-        spec = AgentSpec(model=a) if isinstance(a, str) else a
+        if not isinstance(a, str | AgentSpec):
+            raise TopologyError([f"an agent is a model string or build.agent(...), not {a!r}"])
+        spec = agent(a) if isinstance(a, str) else a
         base = re.sub(r"[^A-Za-z0-9_\-]+", "-", spec.model.rsplit("/", 1)[-1]).strip("-") or "agent"
         name, n = base, 1
         # `GPT-4o` beside `gpt-4o` would be agents differing in case only, which a topology refuses
@@ -57,7 +70,7 @@ def _make(kind: str, name: str, description: str, agents: _Agents, **fields: Any
         **{k: v for k, v in fields.items() if v is not None},
     }
     data["agents"] = agents.data()
-    return Topology.model_validate(data)
+    return validate_topology(data, source=name)
 
 
 def single(model: AgentLike, *, name: str = "single", description: str = "") -> Topology:
@@ -199,12 +212,13 @@ def dag(
     description: str = "",
 ) -> Topology:
     """Any DAG: named agents and explicit nodes."""
-    return Topology.model_validate(
+    return validate_topology(
         {
             "name": name,
             "description": description,
             "agents": dict(agents),
             "nodes": [n if isinstance(n, NodeSpec) else dict(n) for n in nodes],
             "output": output,
-        }
+        },
+        source=name,
     )

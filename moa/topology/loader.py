@@ -19,7 +19,15 @@ from moa.topology.definition import Topology
 from moa.topology.graph import check_nodes
 from moa.topology.spec import KINDS, MAX_GRAPH, NodeSpec, raw_graph_size
 
-__all__ = ["format_validation_error", "load", "load_data", "preset_dir", "presets", "read_document"]
+__all__ = [
+    "format_validation_error",
+    "load",
+    "load_data",
+    "preset_dir",
+    "presets",
+    "read_document",
+    "validate_topology",
+]
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -360,6 +368,12 @@ def load_data(data: Any, *, source: str = "<topology>", base_dir: str | Path | N
     data, file_problems = _prompt_files(data, Path(base_dir) if base_dir is not None else None)
     if file_problems:
         raise TopologyError(file_problems, source=source)
+    return validate_topology(data, source=source)
+
+
+def validate_topology(data: Mapping[str, Any], *, source: str) -> Topology:
+    """``data`` (read from a file, or made by ``moa.build``) validated into a ``Topology``, every
+    problem in one ``TopologyError``, one line each: what a file is told, code is told alike."""
     try:
         return Topology.model_validate(data)
     except ValidationError as err:
