@@ -108,3 +108,29 @@ def test_a_builder_given_something_that_is_no_agent_says_so() -> None:
         moa.TopologyError, match=r"an agent is a model string or build\.agent\(\.\.\.\), not None"
     ):
         build.single(None)  # type: ignore[arg-type]
+
+
+class _Bare:
+    """A backend with the one method the README names: `async complete(request, on_token=None)`."""
+
+    async def complete(self, request: moa.ModelRequest, on_token: Any = None) -> moa.ModelReply:
+        return moa.ModelReply(text="bare answer", usage=moa.Usage(2, 2))
+
+
+async def test_a_backend_with_only_complete_answers() -> None:
+    """A backend without a `local` attribute failed every call with an AttributeError, reported as
+    the nodes' failure (`QuorumNotReached ... 'MyModel' object has no attribute 'local'`)."""
+    t = build.parallel(["my/a", "my/b"], "my/c")
+    result = await t.run("q", runner=moa.Runner(models={"my/*": _Bare()}))  # type: ignore[dict-item]
+    assert result.output == "bare answer"
+    assert [c.local for c in result.calls] == [False] * 3
+
+
+def test_a_backend_whose_local_is_no_bool_is_refused() -> None:
+    """`local = "yes"` would price its calls as local compute: refused when the runner is made."""
+    bare = _Bare()
+    bare.local = "yes"  # type: ignore[attr-defined]
+    with pytest.raises(
+        moa.UserError, match=r"^models\['my/\*'\]: _Bare\.local must be True or False, got 'yes'$"
+    ):
+        moa.Runner(models={"my/*": bare})  # type: ignore[dict-item]

@@ -115,7 +115,10 @@ class AgentRuntime:
         tier = agent.params.get("service_tier")
         for i, model in enumerate([agent.model, *agent.fallbacks]):
             backend = backend_for(model)
-            listed = price_for(model, agent.pricing if i == 0 else None, local=backend.local)
+            # a backend of the user's need not say `local` (a missing one failed every call)
+            listed = price_for(
+                model, agent.pricing if i == 0 else None, local=getattr(backend, "local", False)
+            )
             # the tier the agent asks for (params: {service_tier: priority}) prices its worst case
             price = listed.for_service_tier(tier)
             # the worst case is held at every tier a reply may be billed at, or a hard cap could be
@@ -228,7 +231,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         requested_model=agent.model,
         started_s=time.perf_counter() - ctx.t0,
         priced=target.price.known,
-        local=target.backend.local,
+        local=getattr(target.backend, "local", False),
         attempts=0,
         messages=call.messages,
     )

@@ -31,12 +31,16 @@ def use_direct_http(model: str, api_base: str | None, transport: str) -> bool:
 
 
 def check_backend(key: str, model: object) -> None:
-    """Refuse, before any call, a backend given for ``key`` that cannot answer, or whose send
-    report would bend the attempt clock: a ``send_wait_s`` below zero would cut every attempt
-    before its ``timeout_s``, and a ``reports_send`` that is not a bool is a typo, not a promise."""
+    """Refuse, before any call, a backend given for ``key`` that cannot answer, whose ``local`` (if
+    it says; absent, False) is not a bool, or whose send report would bend the attempt clock: a
+    ``send_wait_s`` below zero would cut every attempt before its ``timeout_s``, and a
+    ``reports_send`` that is not a bool is a typo, not a promise."""
     name = type(model).__name__
     if not callable(getattr(model, "complete", None)):
         raise UserError(f"models[{key!r}]: {name} has no complete() method, so it cannot answer calls")
+    local = getattr(model, "local", False)
+    if not isinstance(local, bool):
+        raise UserError(f"models[{key!r}]: {name}.local must be True or False, got {local!r}")
     reports = getattr(model, "reports_send", False)
     if not isinstance(reports, bool):
         raise UserError(f"models[{key!r}]: {name}.reports_send must be True or False, got {reports!r}")
