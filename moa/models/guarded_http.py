@@ -15,7 +15,9 @@ for litellm's own HTTP handler for those it sends itself (``hosted_vllm/``, ``an
 
 The client is made on first use in a running loop (nothing at import) and shared by every call of
 the backend in that loop through the same proxy (the environment's, as litellm's client takes
-them); each call gets a copy with its own key and base URL, which shares the connection pool.
+them); each call gets a copy with its own key and base URL, which shares the connection pool. A
+loop's clients are closed when it ends, as the direct path's session is: a runner shared by
+``run_sync`` calls (a loop each) left a connection open per call.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import zlib
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -174,23 +176,41 @@ def _proxy_for(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all")
 
 
+async def _close_with_loop(
+    clients: GuardedClients, loop: asyncio.AbstractEventLoop
+) -> AsyncGenerator[None, None]:
+    """Parked at its ``yield`` for the loop's life: ``asyncio.run`` (and pytest-asyncio) close every
+    live async generator before closing the loop, which closes the loop's clients on it."""
+    try:
+        yield
+    finally:
+        await clients.close_loop(loop)
+
+
 class GuardedClients:
     """One guarded ``AsyncOpenAI``, and one guarded litellm HTTP handler, per event loop and proxy,
-    made on first use, closed by ``aclose``."""
+    made on first use, closed by ``aclose`` or when their loop ends."""
 
-    __slots__ = ("_clients", "_handlers")
+    __slots__ = ("_clients", "_closers", "_handlers")
 
     def __init__(self) -> None:
         self._clients: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
         self._handlers: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
+        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
 
-    def _drop_finished(self) -> None:
+    async def _new_for(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A client is about to be made on ``loop``: forget finished loops, arm the close at its end."""
         # a finished loop's clients: their connections died with it
         for table in (self._clients, self._handlers):
             for old in [x for x in table if x[0].is_closed()]:
                 del table[old]
+        for finished in [x for x in self._closers if x.is_closed()]:
+            del self._closers[finished]
+        if loop not in self._closers:
+            closer = self._closers[loop] = _close_with_loop(self, loop)
+            await closer.__anext__()  # runs to its yield, never suspends
 
-    def for_call(self, api_key: str, api_base: str) -> Any:
+    async def for_call(self, api_key: str, api_base: str) -> Any:
         """A client for one call: the shared client with this call's key and base URL."""
         from openai import AsyncOpenAI
 
@@ -198,27 +218,36 @@ class GuardedClients:
         proxy = _proxy_for(api_base)
         base = self._clients.get((loop, proxy))
         if base is None:
-            self._drop_finished()
+            await self._new_for(loop)
             http = httpx.AsyncClient(transport=_Transport(proxy), follow_redirects=False, timeout=None)
             base = self._clients[loop, proxy] = AsyncOpenAI(
                 api_key="unused", base_url=api_base, http_client=http, max_retries=0
             )
         return base.with_options(api_key=api_key, base_url=api_base, max_retries=0)
 
-    def handler_for_call(self, api_base: str, make: Callable[[LiteTransport], Any]) -> Any:
+    async def handler_for_call(self, api_base: str, make: Callable[[LiteTransport], Any]) -> Any:
         """litellm's own HTTP handler over the guarded transport, ``make`` building it (litellm is
         imported by its one module only); it carries no key or URL, so it is shared as it is."""
         loop = asyncio.get_running_loop()
         proxy = _proxy_for(api_base)
         handler = self._handlers.get((loop, proxy))
         if handler is None:
-            self._drop_finished()
+            await self._new_for(loop)
             handler = self._handlers[loop, proxy] = make(LiteTransport(proxy))
         return handler
 
-    async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the clients made on ``loop`` (the running one), and hold nothing of it: a loop kept
+        as a key here would keep its default runner (``moa._run.default_runner``) alive."""
+        self._closers.pop(loop, None)
         for key in [k for k in self._clients if k[0] is loop]:
             await self._clients.pop(key).close()
         for key in [k for k in self._handlers if k[0] is loop]:
             await self._handlers.pop(key).close()
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        closer = self._closers.pop(loop, None)
+        if closer is not None:
+            await closer.aclose()  # closes the loop's clients in its finally
+        await self.close_loop(loop)

@@ -395,9 +395,9 @@ class LitellmModel:
 
                 self._guarded = GuardedClients()
             if route == "http":
-                kw["client"] = self._guarded.handler_for_call(request.api_base, _guarded_handler)
+                kw["client"] = await self._guarded.handler_for_call(request.api_base, _guarded_handler)
             else:
-                kw["client"] = self._guarded.for_call(str(key), request.api_base)
+                kw["client"] = await self._guarded.for_call(str(key), request.api_base)
         try:
             if request.before_send is not None:
                 await request.before_send()

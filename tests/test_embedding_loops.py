@@ -1,0 +1,82 @@
+"""One Runner across event loops, as an application uses it (``run_sync`` per request, a test
+framework's loop per test): the connections a loop opened are closed when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
+
+import pytest
+
+import moa
+from moa import build
+from tests.loopback_http import completion, send_body, threaded_server
+
+
+class _Counting(BaseHTTPRequestHandler):
+    """Answers every completion over keep-alive, counting the connections its clients hold open."""
+
+    protocol_version = "HTTP/1.1"
+    lock = threading.Lock()
+    open_now = 0
+    opened = 0
+    seen: ClassVar[list[int]] = []
+
+    def setup(self) -> None:
+        super().setup()
+        with _Counting.lock:
+            _Counting.open_now += 1
+            _Counting.opened += 1
+
+    def finish(self) -> None:
+        with _Counting.lock:
+            _Counting.open_now -= 1
+        super().finish()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        send_body(self, 200, completion("an answer"))
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _open_connections_settle_at_zero() -> bool:
+    """Whether the clients have closed every connection (the server sees each close in its own
+    thread, soon after); waits 30 s at most, a hang guard."""
+    end = time.monotonic() + 30
+    while _Counting.open_now and time.monotonic() < end:
+        time.sleep(0.01)
+    return _Counting.open_now == 0
+
+
+@pytest.mark.parametrize("transport", ["litellm", "openai-http"])
+def test_a_shared_runner_leaves_no_connection_open_after_each_run_sync(transport: str) -> None:
+    """Through litellm, the clients made for an agent's api_base were never closed when their loop
+    ended: each `run_sync` on a shared Runner (a web app's request handler) left a socket open, two
+    file descriptors a request with a server in the same process, until the process ran out."""
+    _Counting.open_now = _Counting.opened = 0
+    with threaded_server(_Counting) as url:
+        topology = build.single(build.agent("openai/m", api_base=url, transport=transport))
+        runner = moa.Runner()
+        for _ in range(3):
+            assert topology.run_sync("q", runner=runner).output == "an answer"
+            assert _open_connections_settle_at_zero()
+        # the default runner of a loop, which nothing closes
+        assert asyncio.run(topology.run("q")).output == "an answer"
+        assert _open_connections_settle_at_zero()
+        assert _Counting.opened == 4  # one connection a loop: the count above saw real ones
+
+
+async def test_closing_the_runner_closes_the_litellm_clients_of_its_loop() -> None:
+    """`aclose` on the loop that made them closes them at once (the loop's end is a backstop)."""
+    _Counting.open_now = _Counting.opened = 0
+    with threaded_server(_Counting) as url:
+        topology = build.single(build.agent("openai/m", api_base=url, transport="litellm"))
+        async with moa.Runner() as runner:
+            assert (await topology.run("q", runner=runner)).output == "an answer"
+        assert await asyncio.to_thread(_open_connections_settle_at_zero)
+        assert _Counting.opened == 1
