@@ -4,8 +4,10 @@ framework's loop per test): the connections a loop opened are closed when it end
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
+import weakref
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
@@ -13,6 +15,8 @@ import pytest
 
 import moa
 from moa import build
+from moa._run.runner import default_runner
+from moa.testing.sim import SimServer
 from tests.loopback_http import completion, send_body, threaded_server
 
 
@@ -80,3 +84,19 @@ async def test_closing_the_runner_closes_the_litellm_clients_of_its_loop() -> No
             assert (await topology.run("q", runner=runner)).output == "an answer"
         assert await asyncio.to_thread(_open_connections_settle_at_zero)
         assert _Counting.opened == 1
+
+
+def test_the_default_runner_of_a_loop_goes_with_the_loop(sim: SimServer) -> None:
+    """Its HTTP session holds the loop, so the loop's weak key never let go: each `asyncio.run(
+    topology.run(...))` (a job queue's worker, a test's loop) kept a loop, a runner and a session."""
+    topology = build.single(build.agent("openai/m", api_base=sim.base_url, transport="openai-http"))
+    runners: list[weakref.ref[moa.Runner]] = []
+
+    async def job() -> str:
+        answer = (await topology.run("q")).output
+        runners.append(weakref.ref(default_runner()))
+        return answer
+
+    assert [asyncio.run(job()) for _ in range(3)] == ["answer from m: q"] * 3
+    gc.collect()
+    assert [r() for r in runners] == [None] * 3
