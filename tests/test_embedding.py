@@ -134,3 +134,26 @@ def test_a_backend_whose_local_is_no_bool_is_refused() -> None:
         moa.UserError, match=r"^models\['my/\*'\]: _Bare\.local must be True or False, got 'yes'$"
     ):
         moa.Runner(models={"my/*": bare})  # type: ignore[dict-item]
+
+
+async def test_a_topology_copied_with_an_update_runs_what_it_says() -> None:
+    """pydantic's `model_copy(update=...)` does not validate: the copy kept the old graph, so it ran
+    every worker's answer into the aggregator while its dump (an experiment's key) said `quorum: 1`."""
+    t = build.parallel(["fake/a", "fake/b", "fake/c"], "fake/agg")
+    copy = t.model_copy(update={"quorum": 1})
+    assert copy.quorum == 1
+    assert copy.graph.nodes["aggregate"].needed == 1
+    assert t.graph.nodes["aggregate"].needed == 3
+    assert copy.model_dump() == {**t.model_dump(), "quorum": 1}
+    assert t.model_copy().graph is t.graph  # a plain copy keeps it: nothing changed
+    with pytest.raises(moa.TopologyError, match=r"^parallel: quorum 9 is larger than the 3 workers$"):
+        t.model_copy(update={"quorum": 9})
+
+
+def test_a_cascade_copied_with_an_update_keeps_its_stages() -> None:
+    """The same for a cascade: validated again, from its stages as read."""
+    cascade = moa.load("cascade-agree")
+    copy = cascade.model_copy(update={"name": "renamed"})
+    assert isinstance(copy, moa.Cascade)
+    assert copy.model_dump() == {**cascade.model_dump(), "name": "renamed"}
+    assert len(copy.stage_list) == len(cascade.stage_list)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from pydantic import BaseModel, PrivateAttr, model_validator
 
@@ -47,6 +47,15 @@ class Topology(TopologySpec):
 
     def to_mermaid(self) -> str:
         return self._graph.to_mermaid()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; with ``update``, validated again like a new topology. pydantic's copy does not
+        validate: it kept the old graph under the new fields, so the copy ran one topology while its
+        dump (which keys an experiment's stored runs) described another."""
+        if not update:
+            return super().model_copy(deep=deep)
+        data = {name: getattr(self, name) for name in self.model_fields_set}
+        return self.model_validate({**data, **update})
 
     async def run(
         self,
