@@ -157,3 +157,28 @@ def test_a_cascade_copied_with_an_update_keeps_its_stages() -> None:
     assert isinstance(copy, moa.Cascade)
     assert copy.model_dump() == {**cascade.model_dump(), "name": "renamed"}
     assert len(copy.stage_list) == len(cascade.stage_list)
+
+
+async def test_a_shared_runner_does_not_keep_every_topology_it_ran(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An application building a topology per request on one shared Runner kept each one's agents
+    and graph for the runner's life (about 9 KB a run, without bound)."""
+    import gc
+    import weakref
+
+    from moa._run import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "CACHE_MAX", 8, raising=False)
+    shared = fake_runner()
+    first = build.parallel(["fake/a", "fake/b"], "fake/c")
+    assert (await first.run("q", runner=shared)).output == "an answer"
+    gone = weakref.ref(first.agents["a"])
+    del first
+    for _ in range(10):
+        assert (
+            await build.parallel(["fake/a", "fake/b"], "fake/c").run("q", runner=shared)
+        ).output == "an answer"
+    gc.collect()
+    assert gone() is None
+    # a topology kept by the application is still run as before, from a resolved agent or anew
+    kept = build.single("fake/a")
+    assert [(await kept.run("q", runner=shared)).output for _ in range(20)] == ["an answer"] * 20

@@ -30,7 +30,7 @@ from moa.topology.spec import AgentSpec
 if TYPE_CHECKING:
     from moa.otel import Telemetry
 
-__all__ = ["Composite", "Runnable", "Runner", "default_runner", "every_agent"]
+__all__ = ["CACHE_MAX", "Composite", "Runnable", "Runner", "default_runner", "every_agent"]
 
 
 class Runnable(Protocol):
@@ -159,6 +159,19 @@ def _split_input(prompt: RunInput) -> tuple[str, Sequence[Message]]:
     return msgs[-1]["content"], msgs[:-1]
 
 
+#: the resolved agents and preflight-checked graphs a runner keeps: an application building a
+#: topology per request on one shared runner kept every one it ever ran (12 KB a run, unbounded).
+#: One pushed out is resolved again on its next use, to the same shared limiters and retry budgets.
+CACHE_MAX = 1024
+
+
+def _keep(cache: dict[int, Any], key: int, value: Any) -> None:
+    """``cache[key] = value``, the oldest entry pushed out when the cache is full."""
+    if key not in cache and len(cache) >= CACHE_MAX:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
 def _check_run_arguments(budget: object, deadline_s: object) -> None:
     """Refuse, in one line, a ``budget`` that is not a ``Budget`` (``budget=5.0`` failed every call
     with an AttributeError, reported as the nodes' failure) and a ``deadline_s`` that is not a
@@ -241,7 +254,7 @@ class Runner:
         answered = self.registry.override_for
         check_agents(every_agent(target), source=label, answered=lambda m: answered(m) is not None)
         for g in graphs:
-            self._checked[id(g)] = g
+            _keep(self._checked, id(g), g)
 
     def runtime(self, agent: AgentSpec) -> AgentRuntime:
         """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
@@ -257,7 +270,7 @@ class Runner:
             self.retry_budgets.for_endpoint,
             self.rate_limits.limiter_for,
         )
-        self._agents[id(agent)] = (agent, rt)
+        _keep(self._agents, id(agent), (agent, rt))
         return rt
 
     async def run(
