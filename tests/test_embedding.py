@@ -182,3 +182,12 @@ async def test_a_shared_runner_does_not_keep_every_topology_it_ran(monkeypatch: 
     # a topology kept by the application is still run as before, from a resolved agent or anew
     kept = build.single("fake/a")
     assert [(await kept.run("q", runner=shared)).output for _ in range(20)] == ["an answer"] * 20
+
+
+def test_every_name_moa_exports_is_in_the_readme() -> None:
+    """Users read the README: `AgentSpec`, `NodeSpec` and `NodeResult` were exported and named nowhere."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert [n for n in moa.__all__ if not re.search(rf"(?<![\w.]){n}\b|moa\.{n}\b", readme)] == []
