@@ -3,6 +3,7 @@ custom backends, each mistake refused in one line naming the culprit."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,7 +188,69 @@ async def test_a_shared_runner_does_not_keep_every_topology_it_ran(monkeypatch: 
 def test_every_name_moa_exports_is_in_the_readme() -> None:
     """Users read the README: `AgentSpec`, `NodeSpec` and `NodeResult` were exported and named nowhere."""
     import re
-    from pathlib import Path
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert [n for n in moa.__all__ if not re.search(rf"(?<![\w.]){n}\b|moa\.{n}\b", readme)] == []
+
+
+#: what an application writes, following the README: its own backend with `complete` only
+USER_PROGRAM = """\
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import BaseModel
+
+import moa
+from moa import build
+
+
+class Verdict(BaseModel):
+    answer: str
+
+
+class MyModel:  # the one method the README names
+    async def complete(self, request: moa.ModelRequest, on_token: object = None) -> moa.ModelReply:
+        return moa.ModelReply(text='{"answer": "blue"}', usage=moa.Usage(1, 1))
+
+
+async def main() -> float:
+    topology: moa.Topology = build.parallel(["my/a", build.agent("my/b", temperature=0.2)], "my/c")
+    async with moa.Runner(models={"my/*": MyModel()}, budget=moa.Budget(1.0)) as runner:
+        runner.preflight(topology)
+        result: moa.RunResult = await topology.run("q", runner=runner, output_type=Verdict, deadline_s=5)
+        total: moa.Usage = result.usage + result.usage
+        shares = {node: share.cost_usd for node, share in result.by_node.items()}
+        records: list[moa.CallRecord] = result.calls
+        async for event in topology.stream("q", runner=runner):
+            print(event)
+        try:
+            await topology.run("q", runner=runner, budget_usd=0.0)
+        except moa.MoAError as e:
+            print(e.calls, e.run_id)
+        return result.cost_usd + total.total_tokens + len(shares) + len(records)
+
+
+print(asyncio.run(main()))
+"""
+
+
+@pytest.mark.slow
+def test_a_user_program_type_checks_under_mypy_strict(tmp_path: Path) -> None:
+    """`py.typed` promises types a user's `mypy --strict` accepts: a backend with `complete` alone,
+    which the README says is enough, was refused (`Model` also required `local` and `aclose`)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "app.py").write_text(USER_PROGRAM, encoding="utf-8")
+    root = Path(__file__).resolve().parent.parent
+    p = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"), "app.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-3000:]

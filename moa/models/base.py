@@ -130,19 +130,15 @@ def usage_with_estimate(
 class Model(Protocol):
     """A backend: one attempt per ``complete`` call, raising ``moa.ModelError`` subclasses.
 
-    Two optional attributes, read when present, say how the backend reports sending (see
-    ``ModelRequest.on_sent``): ``reports_send = True``, it always calls ``on_sent`` before the
+    ``complete`` is all a backend needs (a user's, passed as ``Runner(models=...)``, type-checks
+    with it alone). Optional attributes, read when present: ``local = True`` for an in-process model
+    whose cost is a local-compute figure; ``async aclose()``, which ``Runner.aclose`` calls on the
+    backends it made itself (never on a user's); and two that say how the backend reports sending
+    (see ``ModelRequest.on_sent``): ``reports_send = True``, it always calls ``on_sent`` before the
     request can reach the provider, so ``timeout_s`` starts there and an attempt that never called
     it is billed nothing; ``send_wait_s``, it calls ``on_sent`` on most paths but not surely, so an
     attempt it has not reported sending is cut ``timeout_s + send_wait_s`` after it began."""
 
-    #: True for in-process models whose cost is a local-compute figure
-    local: bool
-
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
         """Send ``request`` once. With ``on_token``, stream and call it with each text delta."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release clients, threads or weights held by the backend."""
         ...

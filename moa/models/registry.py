@@ -7,7 +7,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from moa.errors import UserError
 from moa.models.base import Model
@@ -54,6 +54,12 @@ def check_backend(key: str, model: object) -> None:
         )
 
 
+class _Owned(Protocol):
+    """A backend the registry made, which it closes."""
+
+    async def aclose(self) -> None: ...
+
+
 class ModelRegistry:
     """Resolves and caches backends for one run group."""
 
@@ -68,7 +74,7 @@ class ModelRegistry:
                 self._exact[key] = model
         self._litellm: Model | None = None
         self._http: Model | None = None
-        self._owned: list[Model] = []
+        self._owned: list[_Owned] = []
 
     def override_for(self, model: str) -> Model | None:
         found = self._exact.get(model)
@@ -93,14 +99,14 @@ class ModelRegistry:
             if self._http is None:
                 from moa.models.openai_http import OpenAIHTTPModel
 
-                self._http = OpenAIHTTPModel()
-                self._owned.append(self._http)
+                http = self._http = OpenAIHTTPModel()
+                self._owned.append(http)
             return self._http
         if self._litellm is None:
             from moa.models.litellm import LitellmModel
 
-            self._litellm = LitellmModel()
-            self._owned.append(self._litellm)
+            lite = self._litellm = LitellmModel()
+            self._owned.append(lite)
         return self._litellm
 
     async def aclose(self) -> None:
