@@ -254,3 +254,16 @@ def test_a_user_program_type_checks_under_mypy_strict(tmp_path: Path) -> None:
         timeout=600,
     )
     assert p.returncode == 0, p.stdout[-3000:]
+
+
+async def test_experiment_run_inside_a_running_loop_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`Experiment.run()` is the sync helper of `arun()`: inside a loop it raised asyncio's
+    RuntimeError and left `arun()` never awaited, before anything was stored."""
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    exp = moa.Experiment.from_file(examples / "compare_experiment.yaml", out=tmp_path, progress=False)
+    with pytest.raises(
+        moa.UserError,
+        match=r"^Experiment\.run\(\) was called inside a running event loop .*`await experiment\.arun\(\)`",
+    ):
+        exp.run()
+    assert list(tmp_path.iterdir()) == []

@@ -30,7 +30,15 @@ from moa.topology.spec import AgentSpec
 if TYPE_CHECKING:
     from moa.otel import Telemetry
 
-__all__ = ["CACHE_MAX", "Composite", "Runnable", "Runner", "default_runner", "every_agent"]
+__all__ = [
+    "CACHE_MAX",
+    "Composite",
+    "Runnable",
+    "Runner",
+    "default_runner",
+    "every_agent",
+    "refuse_in_running_loop",
+]
 
 
 class Runnable(Protocol):
@@ -170,6 +178,19 @@ def _keep(cache: dict[int, Any], key: int, value: Any) -> None:
     if key not in cache and len(cache) >= CACHE_MAX:
         del cache[next(iter(cache))]
     cache[key] = value
+
+
+def refuse_in_running_loop(what: str, instead: str) -> None:
+    """A sync helper (``run_sync``, ``Experiment.run``) called inside a running event loop (async
+    code, Jupyter): a ``UserError`` naming the way there. ``asyncio.run`` refused with a
+    RuntimeError and left the coroutine made for it never awaited."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop running: the case the helper is for
+    raise UserError(
+        f"{what} was called inside a running event loop (async code, Jupyter): use `{instead}` there"
+    )
 
 
 def _check_run_arguments(budget: object, deadline_s: object) -> None:

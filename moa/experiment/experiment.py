@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moa._run import Runner
+from moa._run import Runner, refuse_in_running_loop
 from moa.calls.budget import Budget
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
@@ -114,6 +114,7 @@ class Experiment:
 
     def run(self) -> Summary:
         """Run (or resume) the experiment and return its summary (a fresh event loop)."""
+        refuse_in_running_loop("Experiment.run()", "await experiment.arun()")
         return asyncio.run(self.arun())
 
     async def arun(self) -> Summary:

@@ -10,9 +10,9 @@ from typing import Any, Self
 
 from pydantic import BaseModel, PrivateAttr, model_validator
 
-from moa._run import Runner, default_runner
+from moa._run import Runner, default_runner, refuse_in_running_loop
 from moa.calls.budget import Budget
-from moa.errors import TopologyError, UserError
+from moa.errors import TopologyError
 from moa.results import Done, RunInput, RunResult, Token
 from moa.topology.graph import Graph, check_nodes
 from moa.topology.shorthand import expand
@@ -87,16 +87,7 @@ class Topology(TopologySpec):
     def run_sync(self, prompt: RunInput, **kwargs: Any) -> RunResult:
         """``run`` for code without an event loop (a fresh loop per call). Without a ``runner``, the
         clients it opens are closed before the loop ends."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass  # no loop running: the case this is for
-        else:
-            # asyncio.run would refuse with a RuntimeError and leave the run's coroutine unawaited
-            raise UserError(
-                f"`{self.name}`: run_sync() was called inside a running event loop (async code, "
-                "Jupyter): use `await topology.run(...)` there"
-            )
+        refuse_in_running_loop(f"`{self.name}`: run_sync()", "await topology.run(...)")
         if kwargs.get("runner") is not None:
             return asyncio.run(self.run(prompt, **kwargs))
 
