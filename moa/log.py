@@ -7,6 +7,7 @@ nothing on the hot path. A processor redacts API keys and bearer tokens from eve
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -62,9 +63,8 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
-    out = stream or sys.stderr
     structlog_logger = structlog.wrap_logger(
-        structlog.PrintLogger(out),
+        structlog.PrintLogger(_Sink(stream)),  # type: ignore[arg-type]
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
@@ -74,6 +74,33 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
     )
     use_logger(structlog_logger.bind(lib="moa"))
+
+
+class _Sink:
+    """Where ``configure_logging`` writes: a stream that fails (closed, its reader gone as in
+    ``moa --log json run ... 2>&1 | head``, a full disk) loses the line, never the run it describes,
+    whose result and cost record are worth more than its log. With no stream, ``sys.stderr`` as it
+    is at each write: a progress bar that redirects it, or a test capturing it, gets the lines."""
+
+    __slots__ = ("__weakref__", "_stream")  # structlog keys its write locks by a weak reference
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        out = self._stream or sys.stderr
+        try:
+            return out.write(text) if out is not None else 0
+        except (OSError, ValueError):  # ValueError: a closed file
+            return 0
+
+    def flush(self) -> None:
+        out = self._stream or sys.stderr
+        try:
+            if out is not None:
+                out.flush()
+        except (OSError, ValueError):
+            pass
 
 
 def disable_logging() -> None:
@@ -128,12 +155,19 @@ class RunEvents:
             self._bound = self._base.bind(run_id=self._run_id)
         return self._bound
 
+    # a logger that raises (a host's handler, processor or stream) loses its event, not the run:
+    # events are emitted where a paid result is in hand (``call``, ``run.end``) or an error with
+    # its calls is on its way up (``run.failed``)
+
     def info(self, event: str, **kw: Any) -> None:
         if self._info:
-            self.bound().info(event, **kw)
+            with contextlib.suppress(Exception):
+                self.bound().info(event, **kw)
 
     def warning(self, event: str, **kw: Any) -> None:
-        self.bound().warning(event, **kw)
+        with contextlib.suppress(Exception):
+            self.bound().warning(event, **kw)
 
     def error(self, event: str, **kw: Any) -> None:
-        self.bound().error(event, **kw)
+        with contextlib.suppress(Exception):
+            self.bound().error(event, **kw)

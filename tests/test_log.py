@@ -83,3 +83,48 @@ async def test_warnings_only_logs_retries_with_their_run_id() -> None:
         log.use_logger(previous)
     events = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
     assert [(e["event"], e["run_id"]) for e in events] == [("retry", r.run_id)]
+
+
+class _RaisingLogger:
+    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
+
+    def bind(self, **_kw: object) -> _RaisingLogger:
+        return self
+
+    def info(self, *_a: object, **_kw: object) -> None:
+        raise OSError("No space left on device")
+
+    warning = error = info
+
+
+class _GoneReader(io.StringIO):
+    """stderr piped to a reader that went away (``moa --log json run ... 2>&1 | head``)."""
+
+    def write(self, _text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+async def test_a_logger_that_raises_loses_its_events_not_the_run() -> None:
+    """A paid result, and a failed run's error with its calls, reach the caller whatever the
+    logger does: a host's raising handler, or moa's own lines to a closed pipe."""
+    runner = moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")})
+    refused = moa.Runner(
+        models={"fake/*": FunctionModel(lambda r: moa.RequestRejected("no", status_code=400))}
+    )
+    previous = log.logger()
+    for install in (
+        lambda: log.use_logger(_RaisingLogger()),
+        lambda: log.configure_logging("json", stream=_GoneReader()),
+    ):
+        install()
+        try:
+            result = await build.parallel(["fake/a", "fake/b"], reduce="first").run("q", runner=runner)
+            assert result.output == "x" and len(result.calls) == 2
+            try:
+                await build.single("fake/a").run("q", runner=refused)
+            except moa.RequestRejected as e:
+                assert len(e.calls) == 1
+            else:
+                raise AssertionError("the refused run returned")
+        finally:
+            log.use_logger(previous)
