@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -256,6 +258,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     if args.json:
         print(json.dumps(result.to_dict(trace=args.trace), indent=2))
+        sys.stdout.flush()
+        if getattr(sys.stdout, "gone", False):  # the record went nowhere: its account to stderr
+            print(_summary_line(result), file=sys.stderr)
     else:
         if args.output_schema:
             print(json.dumps(result.parsed, indent=2, ensure_ascii=False))
@@ -379,7 +384,56 @@ def _print_traceback() -> None:
     print(scrub(traceback.format_exc(), environment_secrets()), file=sys.stderr, end="")
 
 
+class _Pipe:
+    """stdout or stderr for a command: once its reader has gone (``moa run ... | head -1``), the
+    rest of what is written there is dropped instead of raising ``BrokenPipeError`` through a
+    finished run, so the run's account still reaches stderr and the exit code says how it went."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return int(self.stream.write(text))
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self.gone = True
+        # the interpreter flushes the stream's buffer at exit: with the descriptor on /dev/null that
+        # flush has nowhere to fail ("Exception ignored ... BrokenPipeError", exit code 120)
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    out, err = sys.stdout, sys.stderr
+    if out is not None:
+        sys.stdout = _Pipe(out)
+    if err is not None:
+        sys.stderr = _Pipe(err)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -415,3 +415,33 @@ def test_validate_warns_of_a_service_tier_nothing_knows(
         "prices the model at (priority) nor one OpenAI documents (auto, default, flex, scale, priority): it is "
         "sent as is, and its calls are held and billed at the standard tier; did you mean `priority`?"
     ]
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"]])
+def test_a_reader_that_leaves_early_loses_the_answer_not_the_account(
+    tmp_path: Path, flags: list[str]
+) -> None:
+    """`moa run ... | head -1`: stdout's reader is gone before the answer is printed. The run
+    still exits 0 with its cost line on stderr, and no BrokenPipeError traceback."""
+    f = tmp_path / "one.yaml"
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f.write_text(
+            "name: one\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
+        )
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moa", "run", str(f), "--prompt", "hello", *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # the reader leaves before the run can have answered
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    assert code == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert err.startswith("cost $") and "1 calls" in err
