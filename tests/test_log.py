@@ -5,10 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from typing import Any
+
+import pytest
 
 import moa
 from moa import build, log
 from moa.log import redact
+from moa.models.base import ModelRequest
 from moa.testing import FunctionModel, ScriptedModel, capture_events
 
 
@@ -128,3 +132,47 @@ async def test_a_logger_that_raises_loses_its_events_not_the_run() -> None:
                 raise AssertionError("the refused run returned")
         finally:
             log.use_logger(previous)
+
+
+class _DictCache:
+    """The experiment's call cache, in a dict: a reply stored by the first run is replayed."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, object] = {}
+
+    def key(self, node: str, request: ModelRequest) -> str:
+        return f"{node}|{request.model}|{request.messages!r}"
+
+    def get(self, key: str) -> Any:
+        return self.replies.get(key)
+
+    def put(self, key: str, value: object) -> None:
+        self.replies[key] = value
+
+
+async def test_a_call_event_for_every_call_the_run_counts() -> None:
+    """A call that failed (its fallback answered) and a reply replayed from the cache log their
+    `call` events too, so a run's events add up to the cost and call count of its `run.end`."""
+
+    def answer(request: ModelRequest) -> object:
+        if request.model == "openai/gpt-4o":
+            return moa.RequestRejected("this model is not enabled for you", status_code=403)
+        return "an answer"
+
+    runner = moa.Runner(models={"*": FunctionModel(answer)}, cache=_DictCache())
+    topo = build.single(build.agent("openai/gpt-4o", fallbacks=["openai/gpt-4o-mini"]))
+    with capture_events() as events:
+        first = await topo.run("q", runner=runner)
+        replayed = await topo.run("q", runner=runner)
+    for result in (first, replayed):
+        mine = [e for e in events if e["run_id"] == result.run_id]
+        calls = [e for e in mine if e["event"] == "call"]
+        end = next(e for e in mine if e["event"] == "run.end")
+        assert [(c["model"], "error" in c) for c in calls] == [
+            ("openai/gpt-4o", True),
+            ("openai/gpt-4o-mini", False),
+        ]
+        assert len(calls) == end["calls"] == len(result.calls)
+        assert sum(c["cost_usd"] for c in calls) == pytest.approx(end["cost_usd"]) and end["cost_usd"] > 0
+        assert "403" in calls[0]["error"] or "not enabled" in calls[0]["error"]
+    assert [c.get("cached", False) for c in events if c["event"] == "call"] == [False, False, False, True]

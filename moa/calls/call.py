@@ -268,6 +268,8 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         raise
     finally:
         ctx.calls.append(rec)
+        if ctx.logger is not None:
+            _log_call(ctx.logger, rec)
     if ctx.cache is not None and cache_key is not None:
         # the record's usage, not the reply's: a suspect reply's raw counts, or a reply without the
         # usage of an earlier attempt validation rejected, would replay as another call's account
@@ -285,18 +287,31 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 tuple(rec.attempt_log),
             ),
         )
-    if ctx.logger is not None:
-        ctx.logger.info(
-            "call",
-            node=call.node,
-            model=target.model,
-            attempts=rec.attempts,
-            prompt_tokens=rec.usage.prompt_tokens,
-            completion_tokens=rec.usage.completion_tokens,
-            cost_usd=rec.cost_usd,
-            latency_s=round(rec.latency_s, 4),
-        )
     return reply.text
+
+
+def _log_call(logger: Any, rec: CallRecord) -> None:
+    """One ``call`` event per record, whether it answered, failed, was cut off or was replayed
+    from the cache: the events of a run add up to its ``run.end`` (each record is in its cost)."""
+    extra: dict[str, Any] = {}
+    if rec.error is not None:
+        extra["error"] = rec.error
+    if rec.cached:
+        extra["cached"] = True
+    worst = rec.cost_usd_max
+    if worst > rec.cost_usd:  # an attempt sent whose usage is unknown may be billed up to this
+        extra["cost_usd_max"] = worst
+    logger.info(
+        "call",
+        node=rec.node,
+        model=rec.model,
+        attempts=rec.attempts,
+        prompt_tokens=rec.usage.prompt_tokens,
+        completion_tokens=rec.usage.completion_tokens,
+        cost_usd=rec.cost_usd,
+        latency_s=round(rec.latency_s, 4),
+        **extra,
+    )
 
 
 async def _traced_attempt(
