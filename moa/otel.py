@@ -142,8 +142,16 @@ class Telemetry:
         ) as span:
             yield span
 
-    def end_call(self, span: Any, request: ModelRequest, rec: CallRecord, attempt: Attempt | None) -> None:
-        """Close an attempt's span from its ``attempt_log`` entry and record the metrics."""
+    def end_call(
+        self,
+        span: Any,
+        request: ModelRequest,
+        rec: CallRecord,
+        attempt: Attempt | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Close an attempt's span from its ``attempt_log`` entry and the exception it raised, if
+        any, and record the metrics."""
         base = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": _provider_name(request.model),
@@ -161,7 +169,9 @@ class Telemetry:
         span.set_attribute("moa.attempt.status", attempt.status)
         extra = {}
         if attempt.status != "ok":
-            kind = (attempt.error or attempt.status).split(":", 1)[0]
+            # the class, as on the run's span: the message's words ("rate limited (429)", "no reply
+            # within timeout_s=30") are no type, and as a metric attribute each is a new series
+            kind = type(error).__name__ if error is not None else attempt.status
             span.set_attribute("error.type", kind)
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, attempt.error or attempt.status))
             extra["error.type"] = kind

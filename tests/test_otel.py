@@ -106,7 +106,7 @@ async def test_spans_follow_the_genai_conventions(sdk: Any) -> None:
 
 
 async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) -> None:
-    tp, exporter, mp, _ = sdk
+    tp, exporter, mp, reader = sdk
     faults = FaultPlan(rate=1.0, kinds=("500",), models=("m-a",), seed=1)
     with SimServer(default=SimModel(), faults=faults) as srv:
         async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
@@ -116,9 +116,21 @@ async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) ->
     spans = exporter.get_finished_spans()
     failed = [s for s in spans if s.name == "chat openai/m-a"]
     assert [s.attributes["moa.attempts"] for s in failed] == [1, 2, 3]
-    assert all("error.type" in s.attributes and not s.status.is_ok for s in failed)
+    assert all(s.attributes["error.type"] == "ProviderError" and not s.status.is_ok for s in failed)
     run = next(s for s in spans if s.name == "invoke_agent p2")
-    assert not run.status.is_ok and run.attributes["error.type"]
+    assert not run.status.is_ok and run.attributes["error.type"] == "ProviderError"
+    # the metric's error.type is the class too: one series per kind of error, not per message
+    durations = [
+        p
+        for rm in reader.get_metrics_data().resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "gen_ai.client.operation.duration"
+        for p in m.data.data_points
+    ]
+    assert {p.attributes.get("error.type") for p in durations if p.attributes.get("error.type")} == {
+        "ProviderError"
+    }
 
 
 class _Cached:

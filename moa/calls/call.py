@@ -320,11 +320,15 @@ async def _traced_attempt(
     """One attempt inside its ``chat <model>`` span, closed from the attempt's log entry."""
     number = rec.attempts + 1
     with ctx.telemetry.call_span(request, number) as span:
+        error: BaseException | None = None
         try:
             return await attempt(ctx.budgets, target, request, rec, call)
+        except BaseException as e:  # its class is the span's and the metric's `error.type`
+            error = e
+            raise
         finally:
             entry = rec.attempt_log[-1] if len(rec.attempt_log) >= number else None
-            ctx.telemetry.end_call(span, request, rec, entry)
+            ctx.telemetry.end_call(span, request, rec, entry, error)
 
 
 def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
