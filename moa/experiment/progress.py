@@ -92,8 +92,12 @@ class _TenthsBar:
     def update(self, _task: Any, *, advance: int, spent: float) -> None:
         self.done += advance
         self.spent = spent
+        crossed = False
+        # one line however many tenths this pair crossed (each of 3 pairs crosses three or four)
         while self.next_tenth <= 10 and self.done * 10 >= self.next_tenth * self.total:
             self.next_tenth += 1
+            crossed = True
+        if crossed:
             pct = self.done * 100 // self.total
             eta = eta_text(time.monotonic() - self.started, self.done, self.total)
             line = f"{self.description}: {self.done}/{self.total} ({pct}%)  ${self.spent:.4f}  ETA {eta}\n"

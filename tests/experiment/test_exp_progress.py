@@ -68,3 +68,17 @@ def test_disabled_progress_prints_nothing(monkeypatch: pytest.MonkeyPatch) -> No
 def test_eta_is_the_pace_so_far_times_what_is_left(elapsed: float, done: int, total: int, text: str) -> None:
     """Slow local models get a real ETA from the first finished pair on."""
     assert eta_text(elapsed, done, total) == text
+
+
+def test_a_short_run_prints_each_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer pairs than tenths: a pair that crosses several tenths prints one line, not one per
+    tenth (3 pairs printed `runs: 1/3 (33%)` three times)."""
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = Progress(enabled=True)
+    bar.start("runs", 3)
+    for _ in range(3):
+        bar.advance(0.01)
+    bar.close()
+    lines = [line.split("  ETA")[0] for line in err.getvalue().splitlines()]
+    assert lines == ["runs: 1/3 (33%)  $0.0100", "runs: 2/3 (66%)  $0.0200", "runs: 3/3 (100%)  $0.0300"]
