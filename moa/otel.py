@@ -23,15 +23,16 @@ from __future__ import annotations
 import contextlib
 import json
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from moa.errors import UserError
+from moa.results import Usage
 from moa.scrub import environment_secrets, scrub
 
 if TYPE_CHECKING:
     from moa.models.base import ModelRequest
-    from moa.results import Attempt, CallRecord, RunResult, Usage
+    from moa.results import Attempt, CallRecord, RunResult
 
 __all__ = ["INSTALL_HINT", "Telemetry"]
 
@@ -101,11 +102,23 @@ class Telemetry:
         with self._span(f"invoke_agent {topology}", attrs) as span:
             yield span
 
-    def end_run(self, span: Any, result: RunResult | None, error: BaseException | None) -> None:
-        if result is not None:
-            _usage_attributes(span, result.usage)
-            span.set_attribute("moa.cost_usd", result.cost_usd)
-            span.set_attribute("moa.calls", len(result.calls))
+    def end_run(
+        self,
+        span: Any,
+        result: RunResult | None,
+        error: BaseException | None,
+        calls: Sequence[CallRecord] = (),
+    ) -> None:
+        """Close a run's span: its totals from ``result``, or, for a run that failed or was
+        cancelled, from the ``calls`` it made, which were paid all the same."""
+        if result is None:
+            usage = sum((c.usage for c in calls), Usage())
+            cost, count = sum(c.cost_usd for c in calls), len(calls)
+        else:
+            usage, cost, count = result.usage, result.cost_usd, len(result.calls)
+        _usage_attributes(span, usage)
+        span.set_attribute("moa.cost_usd", cost)
+        span.set_attribute("moa.calls", count)
         if error is not None:
             self._error(span, error)
 

@@ -111,7 +111,7 @@ async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) ->
     with SimServer(default=SimModel(), faults=faults) as srv:
         async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
             topo = _parallel(srv.base_url)
-            with pytest.raises(moa.MoAError):
+            with pytest.raises(moa.MoAError) as raised:
                 await topo.run("hello", runner=runner)
     spans = exporter.get_finished_spans()
     failed = [s for s in spans if s.name == "chat openai/m-a"]
@@ -119,6 +119,12 @@ async def test_retried_attempts_each_get_a_span_with_the_error_type(sdk: Any) ->
     assert all(s.attributes["error.type"] == "ProviderError" and not s.status.is_ok for s in failed)
     run = next(s for s in spans if s.name == "invoke_agent p2")
     assert not run.status.is_ok and run.attributes["error.type"] == "ProviderError"
+    # the failed run's span still says what its calls cost (m-b answered, and was paid)
+    paid = raised.value.calls
+    assert run.attributes["moa.cost_usd"] == pytest.approx(sum(c.cost_usd for c in paid))
+    assert run.attributes["moa.cost_usd"] > 0
+    assert run.attributes["moa.calls"] == len(paid)
+    assert run.attributes["gen_ai.usage.output_tokens"] == sum(c.usage.completion_tokens for c in paid)
     # the metric's error.type is the class too: one series per kind of error, not per message
     durations = [
         p

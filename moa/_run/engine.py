@@ -299,7 +299,7 @@ class Execution:
             try:
                 result = await self._run(deadline_s)
             except BaseException as e:
-                tel.end_run(span, None, e)
+                tel.end_run(span, None, e, self.ctx.calls)
                 raise
             tel.end_run(span, result, None)
             return result
