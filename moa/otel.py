@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from moa.errors import UserError
@@ -101,6 +101,21 @@ class Telemetry:
         attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": topology, "moa.run_id": run_id}
         with self._span(f"invoke_agent {topology}", attrs) as span:
             yield span
+
+    async def traced(
+        self, topology: str, run_id: str, run: Awaitable[RunResult], calls: Sequence[CallRecord]
+    ) -> RunResult:
+        """``run`` awaited inside its ``invoke_agent`` span, which ends with the result's totals or,
+        should it fail, with those of ``calls`` (the run's own list, filled as it goes). The tasks
+        ``run`` creates inherit the span as their parent: a run's nodes, or a cascade's stages."""
+        with self.run_span(topology, run_id) as span:
+            try:
+                result = await run
+            except BaseException as e:
+                self.end_run(span, None, e, calls)
+                raise
+            self.end_run(span, result, None)
+            return result
 
     def end_run(
         self,

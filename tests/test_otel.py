@@ -28,6 +28,7 @@ import moa
 from moa.models.base import ModelReply, ModelRequest
 from moa.otel import Telemetry
 from moa.results import Usage
+from moa.testing import FunctionModel
 from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
 
@@ -270,3 +271,33 @@ async def test_a_failed_run_records_its_exception_without_the_key(
     assert "Incorrect API key provided" in event.attributes["exception.message"]
     assert "Traceback" in event.attributes["exception.stacktrace"]
     assert run.status.description and "RequestRejected" in run.status.description
+
+
+async def test_a_cascades_stages_nest_under_its_span_with_its_run_id(sdk: Any) -> None:
+    """A cascade's stages' runs are children of one `invoke_agent <cascade>` span, which carries
+    the run id its RunResult (and `moa serve`'s reply) gives and the whole cascade's cost; they
+    were separate traces, and no span had that id."""
+    tp, exporter, mp, _ = sdk
+    answers = iter(["one", "two", "final"])
+    topology = load_data(
+        {
+            "name": "casc",
+            "kind": "cascade",
+            "stages": [{"agent": "cheap", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+            "agents": {"cheap": {"model": "fake/cheap", "temperature": 0.7}, "big": {"model": "fake/big"}},
+        }
+    )
+    fake = FunctionModel(lambda r: next(answers))
+    async with moa.Runner(
+        models={"fake/*": fake}, telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)
+    ) as runner:
+        result = await topology.run("q", runner=runner)
+    spans = exporter.get_finished_spans()
+    top = next(s for s in spans if s.name == "invoke_agent casc")
+    assert top.parent is None and top.attributes["moa.run_id"] == result.run_id
+    assert top.attributes["moa.calls"] == len(result.calls) == 3
+    stages = [s for s in spans if s.name.startswith("invoke_agent casc/")]
+    assert len(stages) == 2 and all(
+        s.parent is not None and s.parent.span_id == top.context.span_id for s in stages
+    )
+    assert {s.context.trace_id for s in spans} == {top.context.trace_id}

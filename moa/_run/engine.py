@@ -288,21 +288,14 @@ class Execution:
     def run(self, deadline_s: float | None) -> Coroutine[Any, Any, RunResult]:
         """The run, to await. Not a coroutine itself: untraced, the run is ``_run`` with no level
         between (each level is one more object per run in flight, and each wake-up passes it)."""
-        if self.ctx.telemetry is None:
-            return self._run(deadline_s)
-        return self._traced(deadline_s)
-
-    async def _traced(self, deadline_s: float | None) -> RunResult:
         tel = self.ctx.telemetry
+        if tel is None:
+            return self._run(deadline_s)
         # node tasks are created inside the span, so their spans (and their calls') are its children
-        with tel.run_span(self.name, self.run_id) as span:
-            try:
-                result = await self._run(deadline_s)
-            except BaseException as e:
-                tel.end_run(span, None, e, self.ctx.calls)
-                raise
-            tel.end_run(span, result, None)
-            return result
+        traced: Coroutine[Any, Any, RunResult] = tel.traced(
+            self.name, self.run_id, self._run(deadline_s), self.ctx.calls
+        )
+        return traced
 
     async def _run(self, deadline_s: float | None) -> RunResult:
         if deadline_s is not None:

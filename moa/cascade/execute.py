@@ -278,6 +278,22 @@ async def run_cascade(
     # one budget object for every stage: the cap spans the whole cascade
     shared = budget if budget is not None else (Budget(budget_usd) if budget_usd is not None else None)
     acct = _Account(name, deadline_s)
+    run = _run_stages(acct, stages, runner, prompt, shared, on_token, validate_output)
+    if runner.telemetry is None:
+        return await run
+    # the stages' runs become children of the cascade's span, which carries the cascade's run id
+    return await runner.telemetry.traced(name, acct.run_id, run, acct.calls)
+
+
+async def _run_stages(
+    acct: _Account,
+    stages: Sequence[Stage],
+    runner: Runner,
+    prompt: RunInput,
+    shared: Budget | None,
+    on_token: TokenCallback | None,
+    validate_output: Callable[[str], None] | None,
+) -> RunResult:
     item = current_item()
     earlier: list[str] = []
 
