@@ -68,30 +68,41 @@ class Telemetry:
         )
 
     @contextlib.contextmanager
-    def _span(self, name: str, attrs: dict[str, Any]) -> Iterator[Any]:
-        """A span that records an exception passing through it scrubbed: OpenTelemetry's own
-        recording writes the whole chained traceback, where a provider library's exception quotes
-        the key it was refused with."""
-        with self.tracer.start_as_current_span(
-            name, attributes=attrs, record_exception=False, set_status_on_exception=False
-        ) as span:
+    def _span(self, name: str, attrs: dict[str, Any], kind: Any = None, record: bool = True) -> Iterator[Any]:
+        """A span, current inside the block, that records an exception passing through it
+        scrubbed (with ``record``; else only its status): OpenTelemetry's own recording writes the
+        whole chained traceback, where a provider library's exception quotes the key it was
+        refused with. A tracer or span processor that raises (a host's buggy processor) leaves the
+        block untraced instead of failing the run, whose result and cost are worth more."""
+        try:
+            span = self.tracer.start_span(name, kind=kind or self._trace.SpanKind.INTERNAL, attributes=attrs)
+        except Exception:
+            span = self._trace.INVALID_SPAN
+        with self._trace.use_span(
+            span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+        ):
             try:
                 yield span
             except BaseException as e:
-                self._record_exception(span, e)
+                with contextlib.suppress(Exception):
+                    self._record_exception(span, e, record)
                 raise
+            finally:
+                with contextlib.suppress(Exception):
+                    span.end()
 
-    def _record_exception(self, span: Any, e: BaseException) -> None:
+    def _record_exception(self, span: Any, e: BaseException, record: bool = True) -> None:
         secrets = environment_secrets()
-        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
-        span.record_exception(
-            e,
-            attributes={
-                "exception.message": scrub(str(e), secrets),
-                "exception.stacktrace": scrub(text, secrets),
-            },
-            escaped=True,
-        )
+        if record:
+            text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            span.record_exception(
+                e,
+                attributes={
+                    "exception.message": scrub(str(e), secrets),
+                    "exception.stacktrace": scrub(text, secrets),
+                },
+                escaped=True,
+            )
         span.set_status(
             self._trace.Status(self._trace.StatusCode.ERROR, scrub(f"{type(e).__name__}: {e}", secrets))
         )
@@ -126,6 +137,12 @@ class Telemetry:
     ) -> None:
         """Close a run's span: its totals from ``result``, or, for a run that failed or was
         cancelled, from the ``calls`` it made, which were paid all the same."""
+        with contextlib.suppress(Exception):  # see ``_span``: the run's result comes first
+            self._end_run(span, result, error, calls)
+
+    def _end_run(
+        self, span: Any, result: RunResult | None, error: BaseException | None, calls: Sequence[CallRecord]
+    ) -> None:
         if result is None:
             usage = sum((c.usage for c in calls), Usage())
             cost, count = sum(c.cost_usd for c in calls), len(calls)
@@ -162,12 +179,7 @@ class Telemetry:
             attrs["gen_ai.input.messages"] = json.dumps(
                 [dict(m) for m in request.messages], ensure_ascii=False
             )
-        with self.tracer.start_as_current_span(
-            f"chat {request.model}",
-            kind=self._trace.SpanKind.CLIENT,
-            attributes=attrs,
-            record_exception=False,
-        ) as span:
+        with self._span(f"chat {request.model}", attrs, self._trace.SpanKind.CLIENT, record=False) as span:
             yield span
 
     def end_call(
@@ -180,6 +192,17 @@ class Telemetry:
     ) -> None:
         """Close an attempt's span from its ``attempt_log`` entry and the exception it raised, if
         any, and record the metrics."""
+        with contextlib.suppress(Exception):  # a broken meter or span must not cost the reply
+            self._end_call(span, request, rec, attempt, error)
+
+    def _end_call(
+        self,
+        span: Any,
+        request: ModelRequest,
+        rec: CallRecord,
+        attempt: Attempt | None,
+        error: BaseException | None,
+    ) -> None:
         base = {
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": _provider_name(request.model),

@@ -20,7 +20,7 @@ pytest.importorskip("opentelemetry.sdk", reason="needs the otel extra")
 
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -301,3 +301,25 @@ async def test_a_cascades_stages_nest_under_its_span_with_its_run_id(sdk: Any) -
         s.parent is not None and s.parent.span_id == top.context.span_id for s in stages
     )
     assert {s.context.trace_id for s in spans} == {top.context.trace_id}
+
+
+class _BrokenProcessor(SpanProcessor):
+    """A host's span processor with a bug: it raises on every span's start and end."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        raise RuntimeError("enrichment processor bug")
+
+    def on_end(self, span: Any) -> None:
+        raise RuntimeError("enrichment processor bug")
+
+
+async def test_a_span_processor_that_raises_costs_the_spans_not_the_run() -> None:
+    """The run's result and its calls come back untraced; a raising processor failed the run
+    after its calls were paid (the SDK guards exporters, not processors)."""
+    tp = TracerProvider()
+    tp.add_span_processor(_BrokenProcessor())
+    with SimServer(default=SimModel(answer="still here")) as srv:
+        async with moa.Runner(telemetry=Telemetry(tracer_provider=tp)) as runner:
+            result = await _parallel(srv.base_url).run("hi", runner=runner)
+    assert result.output == "still here" and len(result.calls) == 3 and result.cost_usd > 0
+    tp.shutdown()
