@@ -157,10 +157,12 @@ class RunEvents:
     """One run's events: the configured logger, bound to the run's id when the first event is
     emitted. Binding costs about 5 µs; with only warnings on, most runs emit nothing and never bind."""
 
-    __slots__ = ("_base", "_bound", "_info", "_run_id")
+    __slots__ = ("_base", "_bound", "_run_id", "info_on")
 
     def __init__(self, base: Any, run_id: str, info: bool) -> None:
-        self._base, self._run_id, self._info = base, run_id, info
+        self._base, self._run_id = base, run_id
+        #: whether ``info`` events are written: a caller asks before building one nobody would read
+        self.info_on = info
         self._bound: Any = None
 
     def bound(self) -> Any:
@@ -174,7 +176,7 @@ class RunEvents:
     # its calls is on its way up (``run.failed``)
 
     def info(self, event: str, **kw: Any) -> None:
-        if self._info:
+        if self.info_on:
             with contextlib.suppress(Exception):
                 self.bound().info(event, **kw)
 

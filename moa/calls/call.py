@@ -268,7 +268,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         raise
     finally:
         ctx.calls.append(rec)
-        if ctx.logger is not None:
+        if ctx.logger is not None and ctx.logger.info_on:  # `moa serve` logs warnings only
             _log_call(ctx.logger, rec)
     if ctx.cache is not None and cache_key is not None:
         # the record's usage, not the reply's: a suspect reply's raw counts, or a reply without the
