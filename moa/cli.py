@@ -423,14 +423,18 @@ class _Pipe:
 
 def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
+    # with stderr closed (``2>&-``) Python's stderr is None, and ``print(file=None)`` writes to
+    # stdout: the cost line and the errors would land in the answer or the JSON
+    devnull = open(os.devnull, "w") if err is None else None  # noqa: SIM115 (closed below)
     if out is not None:
         sys.stdout = _Pipe(out)
-    if err is not None:
-        sys.stderr = _Pipe(err)
+    sys.stderr = _Pipe(err or devnull)
     try:
         return _main(argv)
     finally:
         sys.stdout, sys.stderr = out, err
+        if devnull is not None:
+            devnull.close()
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -445,3 +445,25 @@ def test_a_reader_that_leaves_early_loses_the_answer_not_the_account(
     assert code == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert err.startswith("cost $") and "1 calls" in err
+
+
+def test_with_stderr_closed_the_answer_stays_alone_on_stdout(tmp_path: Path) -> None:
+    """`moa run ... 2>&-`: Python's stderr is None, and print(file=None) writes to stdout; the cost
+    line landed in the answer (and would in `--json`'s JSON)."""
+    f = tmp_path / "one.yaml"
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f.write_text(
+            "name: one\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
+        )
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+        p = subprocess.run(
+            ["sh", "-c", 'exec "$0" -m moa run "$1" --prompt hello 2>&-', sys.executable, str(f)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert p.returncode == 0
+    assert p.stdout.startswith("answer from sim") and "cost $" not in p.stdout
