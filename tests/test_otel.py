@@ -323,3 +323,31 @@ async def test_a_span_processor_that_raises_costs_the_spans_not_the_run() -> Non
             result = await _parallel(srv.base_url).run("hi", runner=runner)
     assert result.output == "still here" and len(result.calls) == 3 and result.cost_usd > 0
     tp.shutdown()
+
+
+async def test_runs_at_once_keep_their_own_span_trees(sdk: Any) -> None:
+    """Runs of one runner in flight together: every node span's parent is its own run's span, and
+    every call's is a node of that run (spans are parented through each task's context)."""
+    import asyncio
+
+    tp, exporter, mp, _ = sdk
+    with SimServer(default=SimModel(latency_s=0.01)) as srv:
+        async with moa.Runner(telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)) as runner:
+            topo = _parallel(srv.base_url)
+            results = await asyncio.gather(*(topo.run(f"q{i}", runner=runner) for i in range(4)))
+    spans = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in spans}
+    for result in results:
+        run = next(s for s in spans if s.attributes.get("moa.run_id") == result.run_id)
+        mine = [s for s in spans if s.context.trace_id == run.context.trace_id and s is not run]
+        assert len([s for s in mine if s.name.startswith("chat ")]) == len(result.calls) == 3
+        for s in mine:
+            assert s.parent is not None
+            parent = by_id[s.parent.span_id]
+            assert (
+                parent is run
+                if s.name.startswith("execute_node ")
+                else parent.name.startswith("execute_node ")
+            )
+            if s.name.startswith("chat "):
+                assert s.attributes["moa.node.id"] == parent.attributes["moa.node.id"]
