@@ -189,11 +189,13 @@ class Telemetry:
         rec: CallRecord,
         attempt: Attempt | None,
         error: BaseException | None = None,
+        cost_usd: float = 0.0,
     ) -> None:
-        """Close an attempt's span from its ``attempt_log`` entry and the exception it raised, if
-        any, and record the metrics."""
+        """Close an attempt's span from its ``attempt_log`` entry, the exception it raised, if
+        any, and what it cost (``rec.cost_usd`` is the call's running total over its attempts),
+        and record the metrics."""
         with contextlib.suppress(Exception):  # a broken meter or span must not cost the reply
-            self._end_call(span, request, rec, attempt, error)
+            self._end_call(span, request, rec, attempt, error, cost_usd)
 
     def _end_call(
         self,
@@ -202,6 +204,7 @@ class Telemetry:
         rec: CallRecord,
         attempt: Attempt | None,
         error: BaseException | None,
+        cost_usd: float,
     ) -> None:
         base = {
             "gen_ai.operation.name": "chat",
@@ -216,7 +219,7 @@ class Telemetry:
             _usage_attributes(span, attempt.usage)
             self.token_usage.record(attempt.usage.prompt_tokens, {**base, "gen_ai.token.type": "input"})
             self.token_usage.record(attempt.usage.completion_tokens, {**base, "gen_ai.token.type": "output"})
-        span.set_attribute("moa.cost_usd", rec.cost_usd)
+        span.set_attribute("moa.cost_usd", cost_usd)
         span.set_attribute("moa.attempt.status", attempt.status)
         extra = {}
         if attempt.status != "ok":

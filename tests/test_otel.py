@@ -28,7 +28,7 @@ import moa
 from moa.models.base import ModelReply, ModelRequest
 from moa.otel import Telemetry
 from moa.results import Usage
-from moa.testing import FunctionModel
+from moa.testing import FunctionModel, ScriptedModel
 from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
 
@@ -351,3 +351,37 @@ async def test_runs_at_once_keep_their_own_span_trees(sdk: Any) -> None:
             )
             if s.name.startswith("chat "):
                 assert s.attributes["moa.node.id"] == parent.attributes["moa.node.id"]
+
+
+async def test_each_attempts_span_carries_its_own_cost(sdk: Any) -> None:
+    """A reply the output schema rejects is paid, then retried: each attempt's span says what that
+    attempt cost, so the spans add up to the call's cost (they carried the call's running total,
+    and summed to more than was spent)."""
+    tp, exporter, mp, _ = sdk
+    script = ScriptedModel([ModelReply("not json", Usage(100, 50)), ModelReply('{"a": 1}', Usage(100, 50))])
+    topology = load_data(
+        {
+            "name": "one",
+            "kind": "single",
+            "agent": "a",
+            "agents": {
+                "a": {
+                    "model": "fake/m",
+                    "pricing": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+                    "retry": {"max_attempts": 2, "backoff_base_s": 0.001},
+                }
+            },
+        }
+    )
+    async with moa.Runner(
+        models={"fake/m": script}, telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)
+    ) as runner:
+        result = await topology.run("q", runner=runner, output_type={"type": "object"})
+    chats = [s for s in exporter.get_finished_spans() if s.name == "chat fake/m"]
+    assert [s.attributes["moa.attempts"] for s in chats] == [1, 2]
+    each = [s.attributes["moa.cost_usd"] for s in chats]
+    assert (
+        each[0] == pytest.approx(each[1])
+        and sum(each) == pytest.approx(result.cost_usd)
+        and result.cost_usd > 0
+    )

@@ -318,7 +318,7 @@ async def _traced_attempt(
     ctx: CallContext, target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
 ) -> ModelReply:
     """One attempt inside its ``chat <model>`` span, closed from the attempt's log entry."""
-    number = rec.attempts + 1
+    number, spent = rec.attempts + 1, rec.cost_usd
     with ctx.telemetry.call_span(request, number) as span:
         error: BaseException | None = None
         try:
@@ -328,7 +328,7 @@ async def _traced_attempt(
             raise
         finally:
             entry = rec.attempt_log[-1] if len(rec.attempt_log) >= number else None
-            ctx.telemetry.end_call(span, request, rec, entry, error)
+            ctx.telemetry.end_call(span, request, rec, entry, error, rec.cost_usd - spent)
 
 
 def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
