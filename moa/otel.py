@@ -211,10 +211,10 @@ class Telemetry:
             "gen_ai.provider.name": _provider_name(request.model),
             "gen_ai.request.model": request.model,
         }
-        if rec.model:
-            span.set_attribute("gen_ai.response.model", rec.model)
         if attempt is None:
             return
+        if attempt.status == "ok" and rec.model:  # a failed attempt had no response, nor its model
+            span.set_attribute("gen_ai.response.model", rec.model)
         if attempt.usage is not None:
             _usage_attributes(span, attempt.usage)
             self.token_usage.record(attempt.usage.prompt_tokens, {**base, "gen_ai.token.type": "input"})
