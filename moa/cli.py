@@ -396,7 +396,7 @@ class _Pipe:
     def write(self, text: str) -> int:
         if not self.gone:
             try:
-                return int(self.stream.write(text))
+                self.stream.write(text)  # some streams return None, not a count
             except BrokenPipeError:
                 self._drop()
         return len(text)
