@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
+from moa.errors import UserError
 from moa.scrub import MASK, scrub, secret_name
 
 __all__ = [
@@ -70,6 +71,11 @@ def configure_logging(
     fmt: Literal["console", "json"] = "console", *, level: str = "INFO", stream: TextIO | None = None
 ) -> None:
     """Turn moa's events on: human-readable console lines or one JSON object per line."""
+    if fmt not in ("console", "json"):  # a typo must not quietly give the other format
+        raise UserError(f"configure_logging: format must be 'console' or 'json', got {fmt!r}")
+    levels = logging.getLevelNamesMapping()
+    if not isinstance(level, str) or level.upper() not in levels:
+        raise UserError(f"configure_logging: unknown level {level!r} (DEBUG, INFO, WARNING or ERROR)")
     import structlog
 
     renderer: Any = (
@@ -85,7 +91,7 @@ def configure_logging(
             structlog.processors.TimeStamper(fmt="iso"),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
     )
     use_logger(structlog_logger.bind(lib="moa"))
 

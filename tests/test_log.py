@@ -176,3 +176,14 @@ async def test_a_call_event_for_every_call_the_run_counts() -> None:
         assert sum(c["cost_usd"] for c in calls) == pytest.approx(end["cost_usd"]) and end["cost_usd"] > 0
         assert "403" in calls[0]["error"] or "not enabled" in calls[0]["error"]
     assert [c.get("cached", False) for c in events if c["event"] == "call"] == [False, False, False, True]
+
+
+def test_an_unknown_format_or_level_is_one_line_naming_it() -> None:
+    """`configure_logging("jsno")` gave console lines without a word; `level="verbose"` a bare
+    KeyError. Both are a UserError naming the value, and logging stays as it was."""
+    previous = log.logger()
+    for kw in ({"fmt": "jsno"}, {"level": "verbose"}):
+        with pytest.raises(moa.UserError) as raised:
+            log.configure_logging(**kw)
+        assert repr(next(iter(kw.values()))) in str(raised.value) and "\n" not in str(raised.value)
+        assert log.logger() is previous
