@@ -212,6 +212,10 @@ class Telemetry:
             "gen_ai.request.model": request.model,
         }
         if attempt is None:
+            # refused before anything was sent (the budget): no attempt, no metric, but the span's
+            # error status still says of what kind
+            if error is not None:
+                span.set_attribute("error.type", type(error).__name__)
             return
         if attempt.status == "ok" and rec.model:  # a failed attempt had no response, nor its model
             span.set_attribute("gen_ai.response.model", rec.model)

@@ -386,3 +386,41 @@ async def test_each_attempts_span_carries_its_own_cost(sdk: Any) -> None:
         and sum(each) == pytest.approx(result.cost_usd)
         and result.cost_usd > 0
     )
+
+
+async def test_a_call_the_budget_refuses_has_an_error_type_and_no_metric(sdk: Any) -> None:
+    """Refused before it was sent, the call's span has an error status and its `error.type`
+    (it had the status alone), and no duration is recorded for an attempt never made."""
+    tp, exporter, mp, reader = sdk
+    topology = load_data(
+        {
+            "name": "one",
+            "kind": "single",
+            "agent": "a",
+            "agents": {
+                "a": {
+                    "model": "fake/m",
+                    "max_tokens": 1000,
+                    "pricing": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0},
+                }
+            },
+        }
+    )
+    sent: list[object] = []
+    fake = FunctionModel(lambda r: sent.append(r) or "x")
+    async with moa.Runner(
+        models={"*": fake}, telemetry=Telemetry(tracer_provider=tp, meter_provider=mp)
+    ) as runner:
+        with pytest.raises(moa.BudgetExceeded):
+            await topology.run("q", runner=runner, budget_usd=0.0001)
+    chat = next(s for s in exporter.get_finished_spans() if s.name == "chat fake/m")
+    assert not chat.status.is_ok and chat.attributes["error.type"] == "BudgetExceeded"
+    assert sent == []
+    data = reader.get_metrics_data()
+    names = {
+        m.name
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
+    assert "gen_ai.client.operation.duration" not in names
