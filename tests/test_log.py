@@ -187,3 +187,18 @@ def test_an_unknown_format_or_level_is_one_line_naming_it() -> None:
             log.configure_logging(**kw)
         assert repr(next(iter(kw.values()))) in str(raised.value) and "\n" not in str(raised.value)
         assert log.logger() is previous
+
+
+async def test_run_end_says_what_calls_cut_off_in_flight_may_cost() -> None:
+    """A straggler cancelled once the first answer is in (``reduce: first``) was sent and may be
+    billed: `run.end` carries the run's `cost_usd_max`, as `run.failed` and `run.cancelled` do."""
+    fast, slow = FunctionModel(lambda r: "fast"), FunctionModel(lambda r: "slow", delay_s=30)
+    priced = {"pricing": {"input_per_mtok": 1.0, "output_per_mtok": 1.0}, "max_tokens": 100}
+    topo = build.parallel(
+        [build.agent("fake/fast", **priced), build.agent("fake/slow", **priced)], reduce="first"
+    )
+    with capture_events() as events:
+        result = await topo.run("q", runner=moa.Runner(models={"fake/fast": fast, "fake/slow": slow}))
+    end = next(e for e in events if e["event"] == "run.end")
+    assert result.cost_usd_max > result.cost_usd
+    assert end["cost_usd_max"] == pytest.approx(result.cost_usd_max)

@@ -77,6 +77,10 @@ def stamp_failure(
     return error
 
 
+def _worst_case(cost_usd: float, cost_usd_max: float) -> dict[str, float]:
+    return {"cost_usd_max": cost_usd_max} if cost_usd_max > cost_usd else {}
+
+
 def log_cancelled(logger: Any, event: str, topology: str, calls: Sequence[CallRecord]) -> None:
     """A run cancelled by its caller raises no error of moa's to carry its calls: what they cost (the
     worst case of those cut off in flight included) goes to the log instead of vanishing."""
@@ -326,7 +330,7 @@ class Execution:
         if exc is not None:
             raise self._fail(exc if isinstance(exc, MoAError) else ProviderError(str(exc)))
         result = self._result(out.result())
-        if lg is not None:
+        if lg is not None and lg.info_on:  # not built for a logger that writes warnings only
             lg.info(
                 "run.end",
                 topology=self.name,
@@ -334,6 +338,9 @@ class Execution:
                 latency_s=round(result.latency_s, 4),
                 calls=len(result.calls),
                 **result.usage.to_dict(),
+                # calls cut off in flight (a quorum's stragglers) may be billed up to this, as
+                # run.failed and run.cancelled say
+                **_worst_case(result.cost_usd, result.cost_usd_max),
             )
         return result
 
