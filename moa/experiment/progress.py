@@ -7,9 +7,12 @@ estimates speed over a short recent window would show nothing for minutes."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
+
+from moa import log
 
 __all__ = ["Progress", "eta_text"]
 
@@ -97,12 +100,27 @@ class _TenthsBar:
         while self.next_tenth <= 10 and self.done * 10 >= self.next_tenth * self.total:
             self.next_tenth += 1
             crossed = True
-        if crossed:
-            pct = self.done * 100 // self.total
-            eta = eta_text(time.monotonic() - self.started, self.done, self.total)
-            line = f"{self.description}: {self.done}/{self.total} ({pct}%)  ${self.spent:.4f}  ETA {eta}\n"
-            sys.stderr.write(line)
-            sys.stderr.flush()
+        if not crossed:
+            return
+        pct = self.done * 100 // self.total
+        eta = eta_text(time.monotonic() - self.started, self.done, self.total)
+        lg = log.info_logger()
+        if lg is not None:
+            # moa's events share stderr (`--log json`): a plain line among them breaks every reader
+            # of JSON lines, so the progress is one more event in their format
+            with contextlib.suppress(Exception):  # a logger's failure must not stop the experiment
+                lg.info(
+                    "compare.progress",
+                    what=self.description,
+                    done=self.done,
+                    total=self.total,
+                    spent_usd=round(self.spent, 6),
+                    eta=eta,
+                )
+            return
+        line = f"{self.description}: {self.done}/{self.total} ({pct}%)  ${self.spent:.4f}  ETA {eta}\n"
+        sys.stderr.write(line)
+        sys.stderr.flush()
 
     def stop(self) -> None:
         pass

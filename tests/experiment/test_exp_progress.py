@@ -82,3 +82,22 @@ def test_a_short_run_prints_each_line_once(monkeypatch: pytest.MonkeyPatch) -> N
     bar.close()
     lines = [line.split("  ETA")[0] for line in err.getvalue().splitlines()]
     assert lines == ["runs: 1/3 (33%)  $0.0100", "runs: 2/3 (66%)  $0.0200", "runs: 3/3 (100%)  $0.0300"]
+
+
+def test_with_moa_logging_on_the_tenths_are_events_not_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`moa --log json compare ... 2> events.jsonl`: a plain progress line among the JSON events
+    broke every reader of JSON lines; the tenths are `compare.progress` events instead."""
+    from moa.testing import capture_events
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with capture_events() as events:
+        bar = Progress(enabled=True)
+        bar.start("runs", 4)
+        for _ in range(4):
+            bar.advance(0.25)
+        bar.close()
+    assert err.getvalue() == ""
+    progress = [e for e in events if e["event"] == "compare.progress"]
+    assert [(e["done"], e["total"]) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert progress[-1]["spent_usd"] == 1.0 and progress[-1]["eta"] == "0s"
