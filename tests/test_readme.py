@@ -404,6 +404,7 @@ def _callables() -> dict[str, object]:
         "run": moa.Topology.run,
         "run_sync": moa.Topology.run,  # forwards its keywords to run
         "set_rate_limit": moa.set_rate_limit,
+        "stream": moa.Topology.stream,
         # other libraries': llama-cpp-python, the openai client, print, code objects
         "Llama": None,
         "OpenAI": None,

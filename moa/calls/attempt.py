@@ -32,7 +32,7 @@ from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_f
 from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price, service_tier_name
 from moa.calls.retry_budget import RetryBudget
-from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut
+from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub, url_secrets
@@ -109,6 +109,12 @@ class CallPlan:
     held: Sequence[tuple[Budget, Reservation]] = ()
     #: the attempt in flight was refused at its turn (what is spent leaves no room): no attempt
     refused: bool = False
+    #: what the caller's ``on_token`` raised: the caller's failure, not the model's, so the call
+    #: ends without a retry or a fallback and the error names the callback
+    consumer_error: Exception | None = None
+    #: the streamed attempt's key mask, flushed once its reply is in hand (so a callback raising
+    #: on the last piece still finds the reply's usage booked)
+    mask: StreamMask | None = None
 
     def mark_sent(self) -> None:
         if self.permit is not None:
@@ -122,7 +128,18 @@ class CallPlan:
 
     def stream(self, piece: str) -> None:
         self.emitted = True
-        self.on_token(piece)  # type: ignore[misc]
+        try:
+            self.on_token(piece)  # type: ignore[misc]
+        except Exception as e:
+            # a backend may wrap what its stream raised (litellm: a MalformedReply): kept here, the
+            # attempt still knows whose failure it was
+            self.consumer_error = e
+            raise
+
+    def consumer_failed(self) -> UserError:
+        """The error a call whose ``on_token`` raised ends with, naming the callback."""
+        e = self.consumer_error
+        return UserError(f"node `{self.node}`: the on_token callback raised {type(e).__name__}: {e}")
 
     def worst_case(self, price: Price) -> float:
         completion = self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
@@ -213,11 +230,14 @@ async def attempt(
     reply: ModelReply | None = None
     call.rejected_reply = False
     call.permit = None
+    call.mask = None
     try:
         if target.limiter is not None:
             reply = await _send_when_admitted(target.limiter, target, budgets, worst, request, clock, call)
         else:
             reply = await _send(target.backend, request, clock, call)
+        if call.mask is not None:
+            call.mask.flush()  # what was held back, once the reply shows it starts no key
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
         # key into the answer, the store or a report
         sent = _sent_keys(request)
@@ -233,6 +253,8 @@ async def attempt(
         _book(rec, clock, target.price, call.held, worst, call, "cancelled", reply, "cancelled")
         raise
     except ModelError as e:
+        if call.consumer_error is not None:
+            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
         status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
         # an HTTP error status is an answer: the provider reports nothing billable; nor can a
         # request the backend knows never left (a refused connection)
@@ -244,12 +266,16 @@ async def attempt(
         _book(rec, clock, target.price, call.held, worst, call, status, reply, e.message, known_zero)
         raise
     except MoAError as e:  # bad input found at call time: nothing was sent
+        if call.consumer_error is not None:
+            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
         if call.refused:  # refused at its turn, as a refusal before the limiter, it was no attempt
             rec.attempts -= 1
             raise
         _book(rec, clock, target.price, call.held, worst, call, "error", reply, e.message, True)
         raise
     except Exception as e:  # a backend bug or a user fake that raised: still a model failure
+        if call.consumer_error is not None:
+            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
         # its text never went through a backend's scrubbing: a user's backend may quote the key
         keys = (*_sent_keys(request), *environment_secrets())
         text = scrub(f"{type(e).__name__}: {e}", keys)
@@ -304,6 +330,16 @@ async def _send_when_admitted(
         await wait_for_room(blocked)
 
 
+def _consumer_failed(
+    rec: CallRecord, clock: _SendClock, target: Target, worst: float, call: CallPlan, reply: ModelReply | None
+) -> UserError:
+    """Book an attempt the caller's ``on_token`` ended: the request reached the provider and the
+    model was answering, so without the whole reply its usage is unknown (the worst case)."""
+    error = call.consumer_failed()
+    _book(rec, clock, target.price, call.held, worst, call, "error", reply, error.message)
+    return error
+
+
 def hold_usd(target: Target, call: CallPlan) -> float:
     """What an attempt at ``target`` holds on the budgets: its worst case at every price a reply
     may be billed at."""
@@ -336,7 +372,7 @@ async def _send_guarded(
     # the answer is masked whole once complete; its tokens, cut anywhere, are masked as they pass
     mask = None
     if call.on_token is not None:
-        mask = StreamMask(call.stream, _sent_keys(request))
+        mask = call.mask = StreamMask(call.stream, _sent_keys(request))
     on_token = mask.feed if mask is not None else None
     clock.enter()
     if request.timeout_s is None:
@@ -352,8 +388,6 @@ async def _send_guarded(
                 model=request.model,
                 node=request.node,
             ) from None
-    if mask is not None:
-        mask.flush()  # what was held back, once the reply shows it starts no key
     return reply
 
 

@@ -252,7 +252,10 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 rec.attempt_log, rec.attempts = list(hit.attempt_log), len(hit.attempt_log)
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
-                    call.on_token(hit.reply.text)
+                    try:
+                        call.stream(hit.reply.text)
+                    except Exception as e:
+                        raise call.consumer_failed() from e
                 return hit.reply.text
         reply = await _retrying(ctx, rt, target, request, rec, call)
         rec.reply = reply.text
