@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import re
 import sys
 import threading
 from collections import Counter
@@ -68,7 +70,31 @@ def _jsonl_row(text: str) -> dict[str, Any] | str:
         return _one_line(str(e))
     if not isinstance(row, dict):
         return f"row is a JSON {type(row).__name__}, not an object"
-    return lone_surrogate(text, row) or row
+    return lone_surrogate(text, row) or _non_finite(text, row) or row
+
+
+#: only text holding one of these can parse to a float that is not finite: the walk below is skipped
+#: for every other row (a HumanEval+ row carries thousands of numbers)
+_MAYBE_NON_FINITE = re.compile(r"NaN|Infinity|[eE]\+?\d{3}")
+
+
+def _non_finite(text: str, row: dict[str, Any]) -> str | None:
+    """Why ``row`` is refused when a value anywhere in it is NaN or infinite (JSON has neither, but
+    Python's json reads ``NaN``, ``Infinity`` and ``1e400``): NaN is unequal to itself, so an item
+    holding one never matched its stored copy and every resume scored its answers again (a judge
+    paid again), and a reference answer of ``nan`` would be shown to the judge."""
+    if not _MAYBE_NON_FINITE.search(text):
+        return None
+    stack: list[tuple[str, Any]] = [(f"`{k}`", v) for k, v in row.items()]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{where} must be a finite number, not {value}"
+        if isinstance(value, dict):
+            stack.extend((f"{where[:-1]}.{k}`", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where[:-1]}[{i}]`", v) for i, v in enumerate(value))
+    return None
 
 
 def _one_line(text: str) -> str:

@@ -352,6 +352,27 @@ def test_non_finite_or_bool_target_is_a_bad_row(tmp_path: Path, raw: str, reason
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
+        ('{"input": "q", "difficulty": NaN}', "`difficulty` must be a finite number, not nan"),
+        ('{"input": "q", "meta": {"w": [1, -Infinity]}}', "`meta.w[1]` must be a finite number, not -inf"),
+        (
+            '{"question_id": 1, "turns": ["q"], "reference": [1e400]}',
+            "`reference[0]` must be a finite number, not inf",
+        ),
+    ],
+)
+def test_a_non_finite_number_anywhere_in_a_row_is_a_bad_row(tmp_path: Path, line: str, reason: str) -> None:
+    """NaN or infinity in any field is a bad row naming it: NaN never equals its stored copy, so the
+    item counted as changed and its answers were scored again (a judge paid again) on every resume."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(line + "\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == f"data.jsonl:1: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
         ('{"input": "q", "target": "4", "target": "5"}', "key `target` appears twice in one object"),
         ('{"input": "q", "meta": {"a": 1, "a": 2}}', "key `a` appears twice in one object"),
         ('{"input": "\\ud800"}', "a string holds a lone UTF-16 surrogate ('\\ud800'), which is not text"),
