@@ -1,5 +1,6 @@
-"""A dataset file's lines read as rows: ``(1-based line, row)``, or ``(line, problem)`` for a line
-that cannot be one.
+"""A dataset file's lines read as rows: ``(1-based line, ordinal, row)``, or ``(line, ordinal,
+problem)`` for a line that cannot be one; the ordinal is a row's id when it has none (its line, or
+its place in a JSON array, whose rows may share a line).
 
 The layer under ``moa.eval.datasets``: it knows UTF-8, byte order marks, line ends, JSON and CSV,
 and nothing of what a row's fields mean. A problem that spoils every later row (a CSV header) raises
@@ -9,6 +10,7 @@ and nothing of what a row's fields mean. A problem that spoils every later row (
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import re
@@ -19,12 +21,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from moa.safe_read import DATASET_MAX_BYTES, DuplicateKey, lone_surrogate, parse_json
+from moa.safe_read import DATASET_MAX_BYTES, MAX_DEPTH, DuplicateKey, lone_surrogate, parse_json
 
-__all__ = ["FileProblem", "Row", "csv_rows", "jsonl_rows"]
+__all__ = ["FileProblem", "Row", "csv_rows", "json_rows", "jsonl_rows"]
 
 #: a row read from a line, or why the line is not one
-Row = tuple[int, dict[str, Any] | str]
+Row = tuple[int, int, dict[str, Any] | str]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -43,11 +45,93 @@ def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
 
 def jsonl_rows(raw: Iterable[bytes]) -> Iterator[Row]:
     """Yield (line, row) or (line, problem) for every non-blank line."""
-    for number, text in _decoded_lines(raw):
+    return _jsonl_of(_decoded_lines(raw))
+
+
+def _jsonl_of(lines: Iterable[tuple[int, str | None]]) -> Iterator[Row]:
+    for number, text in lines:
         if text is None:
-            yield number, "line is not valid UTF-8"
+            yield number, number, "line is not valid UTF-8"
         elif text.strip():
-            yield number, _jsonl_row(text)
+            yield number, number, _jsonl_row(text)
+
+
+def json_rows(raw: Iterable[bytes]) -> Iterator[Row]:
+    """Rows of a ``.json`` file: a JSON array of objects (AlpacaEval, sanitized MBPP and TruthfulQA
+    are published so, read line by line they were one "invalid JSON" line) or, when its first
+    character is not ``[``, JSON lines as many ``.json`` files hold. Each element is a row numbered
+    by the line it starts on and checked as a JSONL row is; a syntax error between or inside
+    elements spoils the rest of the array, so it is a ``FileProblem``."""
+    lines = _decoded_lines(raw)
+    head: list[tuple[int, str | None]] = []
+    for number, text in lines:
+        head.append((number, text))
+        if text is None or text.strip():
+            break
+    first = head[-1][1] if head else None
+    if first is None or not first.lstrip().removeprefix("\ufeff").startswith("["):
+        yield from _jsonl_of(itertools.chain(head, lines))
+        return
+    texts: list[str] = []
+    for number, text in itertools.chain(head, lines):
+        if text is None:
+            raise FileProblem(number, "line is not valid UTF-8")
+        texts.append(text)
+    yield from _array_rows("\n".join(texts).removeprefix("\ufeff"))
+
+
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _array_rows(text: str) -> Iterator[Row]:
+    """The elements of the JSON array ``text`` (its ``[`` first) as rows, each element parsed on its
+    own as a JSONL row is, so it is refused for the same reasons and named by its first line."""
+    line, counted, ordinal = 1, 0, 0
+
+    def past_space(at: int) -> int:
+        nonlocal line, counted
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]  # `*` matches the empty string
+        line += text.count("\n", counted, at)
+        counted = at
+        return at
+
+    pos = past_space(text.index("[") + 1)
+    if text.startswith("]", pos):
+        pos += 1
+    else:
+        while True:
+            if pos == len(text):
+                raise FileProblem(line, "the JSON array is never closed: `]` is missing")
+            if text[pos] == "]":
+                raise FileProblem(line, "a comma before `]`: JSON allows no trailing comma")
+            try:
+                _, end = _DECODER.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise FileProblem(e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
+            except RecursionError:
+                raise FileProblem(line, f"nesting deeper than {MAX_DEPTH} levels") from None
+            except ValueError as e:  # an integer of more digits than Python converts
+                raise FileProblem(line, _number_problem(e)) from None
+            ordinal += 1
+            yield line, ordinal, _jsonl_row(text[pos:end])
+            pos = past_space(end)
+            if text.startswith("]", pos):
+                pos += 1
+                break
+            if pos == len(text):
+                raise FileProblem(line, "the JSON array is never closed: `]` is missing")
+            if not text.startswith(",", pos):
+                raise FileProblem(line, "expected `,` or `]` after a row of the JSON array")
+            pos = past_space(pos + 1)
+    if past_space(pos) < len(text):
+        raise FileProblem(line, "text after the `]` that closes the JSON array")
+
+
+def _number_problem(error: ValueError) -> str:
+    if str(error).startswith("Exceeds the limit"):
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    return _one_line(str(error))
 
 
 def _jsonl_row(text: str) -> dict[str, Any] | str:
@@ -65,9 +149,7 @@ def _jsonl_row(text: str) -> dict[str, Any] | str:
             return "two rows on one line, split by a carriage return (\\r): end lines with \\n or \\r\\n"
         return f"invalid JSON: {e.msg} (column {e.colno})"
     except ValueError as e:  # nesting too deep, or an integer of more digits than Python converts
-        if str(e).startswith("Exceeds the limit"):
-            return f"an integer of more than {sys.get_int_max_str_digits()} digits"
-        return _one_line(str(e))
+        return _number_problem(e)
     if not isinstance(row, dict):
         return f"row is a JSON {type(row).__name__}, not an object"
     return lone_surrogate(text, row) or _non_finite(text, row) or row
@@ -178,7 +260,7 @@ def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
             line, problem = (bad[0], "line is not valid UTF-8") if bad else (first, str(cells))
             if header is None:
                 raise FileProblem(line, f"CSV header: {problem}")
-            yield line, problem
+            yield line, line, problem
             continue
         if not cells or all(not c.strip() for c in cells):
             continue
@@ -191,6 +273,6 @@ def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
                 raise FileProblem(first, f"CSV header repeats the column `{repeated[0]}`")
             continue
         if len(cells) != len(header):
-            yield first, f"row has {len(cells)} cells, the header has {len(header)}"
+            yield first, first, f"row has {len(cells)} cells, the header has {len(header)}"
             continue
-        yield first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}
+        yield first, first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}

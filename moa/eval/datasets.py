@@ -1,4 +1,6 @@
-"""Dataset loading: generic JSONL/CSV plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts.
+"""Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts.
+
+A ``.json`` file holds either one array of rows or JSON lines (whichever its first character says).
 
 Code items name their programming language in ``language`` (MultiPL-E rows always do; generic rows
 may, with ``tests`` then either a test program or a list of assert lines in that language); the
@@ -35,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
-from moa.eval._dataset_rows import FileProblem, Row, csv_rows, jsonl_rows
+from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import exact_numbers, show_number
@@ -410,27 +412,28 @@ def load_dataset(
         lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
         is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
-        rows = _fatal_as_error(csv_rows(lines) if is_csv else jsonl_rows(lines), name)
+        parse = csv_rows if is_csv else json_rows if inner == [".json"] else jsonl_rows
+        rows = _fatal_as_error(parse(lines), name)
         kind = _FORCED.get(format, "generic")
         if format == "auto":
             # a file's layout is read from its first rows, not its first row alone: one broken row at
             # the top must not make every good row below it unreadable
             head = list(itertools.islice(rows, _SAMPLE_ROWS))
-            kind = _detect(row for _, row in head if not isinstance(row, str))
+            kind = _detect(row for _, _, row in head if not isinstance(row, str))
             rows = itertools.chain(head, rows)
         wanted = set(categories) if categories is not None else None
         items: list[Item] = []
         bad_rows: list[BadRow] = []
         seen: dict[str, int] = {}
         log = logging.getLogger(__name__)
-        for number, row in rows:
+        for number, ordinal, row in rows:
             if limit is not None and len(items) >= limit:
                 break
             try:
                 if isinstance(row, str):
                     raise _BadRow(row)
                 _check_fields(kind, row)
-                item = _BUILDERS[kind](row, number)
+                item = _BUILDERS[kind](row, ordinal)
                 if item.id in seen:
                     raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
             # what a row's values can raise while they are converted: ValueError (bad text, nesting

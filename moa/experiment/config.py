@@ -77,7 +77,9 @@ class ExperimentSpec(BaseModel):
 
     name: str = Field(..., min_length=1, description="The experiment's name, shown in the report.")
     description: str = ""
-    dataset: str = Field(..., min_length=1, description="JSONL or CSV file, relative to the experiment file.")
+    dataset: str = Field(
+        ..., min_length=1, description="JSONL, CSV or JSON file, relative to the experiment file."
+    )
     dataset_format: DatasetFormat = Field(
         "auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench, multiple (MultiPL-E)."
     )

@@ -1,0 +1,88 @@
+"""Datasets as public benchmarks publish them: JSON arrays (AlpacaEval, sanitized MBPP), and what a
+careless or hostile copy of such a file does."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from moa.errors import DatasetError
+from moa.eval.datasets import load_dataset
+
+GSM8K = [
+    {"question": "Janet has 3 ducks and buys 2. How many?", "answer": "3 + 2 = <<3+2=5>>5\n#### 5"},
+    {"question": "A shop sells 1,200 pens a day. How many in 2 days?", "answer": "#### 2,400"},
+]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_json_array_file_loads_its_rows(tmp_path: Path, indent: int | None, gz: bool) -> None:
+    """A `.json` file holding an array of rows (pretty-printed or on one line, gzipped or not, with a
+    BOM and CRLF) loads like the JSONL file; it was refused as "invalid JSON" on its first line."""
+    text = "\ufeff" + json.dumps(GSM8K, indent=indent).replace("\n", "\r\n") + "\r\n"
+    path = tmp_path / ("data.json.gz" if gz else "data.json")
+    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    items = load_dataset(path).items
+    # rows without an id are numbered by their place: one line may hold them all
+    assert [(i.id, i.target) for i in items] == [("1", "5"), ("2", "2400")]
+
+
+def test_a_json_file_of_json_lines_still_loads(tmp_path: Path) -> None:
+    """A `.json` file whose first character is not `[` is read as JSON lines, as before."""
+    path = tmp_path / "data.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in GSM8K))
+    assert [i.target for i in load_dataset(path).items] == ["5", "2400"]
+
+
+def test_a_bad_element_of_a_json_array_is_a_bad_row_naming_its_line(tmp_path: Path) -> None:
+    """An element that is not a good row is a bad row at the line it starts on; skip keeps the others."""
+    path = tmp_path / "data.json"
+    path.write_text('[\n  {"input": "a"},\n  [1, 2],\n  {"input": "b",\n   "x": NaN},\n  {"input": "c"}\n]\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == "data.json:3: row is a JSON list, not an object"
+    data = load_dataset(path, on_bad_row="skip")
+    assert [(i.id, i.input) for i in data.items] == [("1", "a"), ("4", "c")]
+    assert [(b.line, b.reason) for b in data.bad_rows] == [
+        (3, "row is a JSON list, not an object"),
+        (4, "`x` must be a finite number, not nan"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[\n{"input": "a"},\n{"input": "b"},\n]\n', "4: a comma before `]`: JSON allows no trailing comma"),
+        ('[\n{"input": "a"},\n{"input": "b"}\n', "3: the JSON array is never closed: `]` is missing"),
+        ('[\n{"input": "a"},\n', "2: the JSON array is never closed: `]` is missing"),
+        ('[\n{"input": "a"}\n{"input": "b"}\n]\n', "3: expected `,` or `]` after a row of the JSON array"),
+        (
+            '[\n{"input": "a"},\n{"input": "b" "t": 1}\n]\n',
+            "3: invalid JSON: Expecting ',' delimiter (column 15)",
+        ),
+        ('[\n{"input": "a"}\n]\n]\n', "4: text after the `]` that closes the JSON array"),
+        ('[\n{"input": "a", "m": ' + "[" * 5000 + "]" * 5000 + "}\n]", "2: nesting deeper than 64 levels"),
+    ],
+)
+def test_a_broken_json_array_fails_in_one_line_naming_its_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """Past a syntax error the rest of the array cannot be read: the load fails, in skip mode too,
+    naming the line, before any call."""
+    path = tmp_path / "data.json"
+    path.write_text(text)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, on_bad_row="skip")
+    assert str(info.value) == f"data.json:{problem}"
+
+
+def test_invalid_utf8_in_a_json_array_names_its_line(tmp_path: Path) -> None:
+    """A byte that is not UTF-8 inside the array fails the load naming its line."""
+    path = tmp_path / "data.json"
+    path.write_bytes(b'[\n{"input": "a"},\n{"input": "\xff"}\n]\n')
+    with pytest.raises(DatasetError, match=r"^data\.json:3: line is not valid UTF-8$"):
+        load_dataset(path, on_bad_row="skip")
