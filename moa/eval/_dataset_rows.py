@@ -248,6 +248,21 @@ def _csv_records(texts: list[str]) -> list[tuple[int, int, list[str] | str]]:
     return records
 
 
+def _is_header(cells: list[str], header: list[str], line: int) -> bool:
+    """Whether ``cells`` is the header line again: files joined with ``cat`` (the second one's byte
+    order mark included), or rows appended by pandas' ``to_csv(mode="a")``, which writes the header
+    each time. It is no row: sent as one, every setup was paid to answer the prompt "input". In
+    another order it would put every row below it under the wrong columns, so it ends the load."""
+    if cells[0].strip().removeprefix("\ufeff") not in header:
+        return False
+    names = [c.strip().removeprefix("\ufeff") for c in cells]
+    if names == header:
+        return True
+    if sorted(names) == sorted(header):
+        raise FileProblem(line, "the CSV header appears again with its columns in another order")
+    return False
+
+
 def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
     """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
     lines = list(_decoded_lines(raw))
@@ -274,5 +289,7 @@ def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
             continue
         if len(cells) != len(header):
             yield first, first, f"row has {len(cells)} cells, the header has {len(header)}"
+            continue
+        if _is_header(cells, header, first):
             continue
         yield first, first, {k: v for k, v in zip(header, cells, strict=True) if v != "" or k == "input"}

@@ -86,3 +86,25 @@ def test_invalid_utf8_in_a_json_array_names_its_line(tmp_path: Path) -> None:
     path.write_bytes(b'[\n{"input": "a"},\n{"input": "\xff"}\n]\n')
     with pytest.raises(DatasetError, match=r"^data\.json:3: line is not valid UTF-8$"):
         load_dataset(path, on_bad_row="skip")
+
+
+@pytest.mark.parametrize("bom", ["", "\ufeff"])
+def test_csv_files_joined_with_their_headers_load_as_one(tmp_path: Path, bom: str) -> None:
+    """The second file's header line (`cat a.csv b.csv`, or pandas' `to_csv(mode="a")`) is not an
+    item whose prompt is "input": every setup was paid to answer it."""
+    path = tmp_path / "data.csv"
+    path.write_text(f"{bom}input,target\nwhat is 2+2?,4\n{bom}input,target\nwhat is 3+3?,6\n")
+    assert [(i.id, i.input, i.target) for i in load_dataset(path)] == [
+        ("2", "what is 2+2?", "4"),
+        ("4", "what is 3+3?", "6"),
+    ]
+
+
+def test_a_csv_header_repeated_in_another_order_fails_the_load(tmp_path: Path) -> None:
+    """A second header with its columns swapped would put every row below it under the wrong
+    columns (targets sent as prompts): the load fails naming its line, in skip mode too."""
+    path = tmp_path / "data.csv"
+    path.write_text("input,target\nwhat is 2+2?,4\ntarget,input\n6,what is 3+3?\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, on_bad_row="skip")
+    assert str(info.value) == "data.csv:3: the CSV header appears again with its columns in another order"
