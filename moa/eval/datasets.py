@@ -186,6 +186,14 @@ def _prompt(value: str, key: str) -> str:
     return value
 
 
+def _test_code(value: str, key: str) -> str:
+    """``value`` as tests to run the answers against: a blank one runs nothing, and then every
+    answer that compiles passes (a blank test program or assert line) or none does (HumanEval)."""
+    if not value.strip():
+        raise _BadRow(f"`{key}` is blank: there is nothing to run the answers against")
+    return value
+
+
 #: the fields each layout's rows must have, in the order layouts are tried (MultiPL-E rows also
 #: have a `prompt`, so they come before HumanEval)
 _FIELDS: dict[_RowKind, tuple[str, ...]] = {
@@ -265,13 +273,16 @@ def _generic(row: Mapping[str, Any], number: int) -> Item:
     tests = row.get("tests")
     program: str | None = None
     if language not in (None, "python") and isinstance(tests, str) and not tests.lstrip().startswith("["):
-        program = tests  # a test program in the item's language
+        program = _test_code(tests, "tests")  # a test program in the item's language
+    lines = None if program is not None else _str_list(row, "tests")
+    for i, line in enumerate(lines or ()):
+        _test_code(line, f"tests[{i}]")
     return Item(
         id=_opt_str(row, "id", numbers=True) or str(number),
         input=text,
         target=_opt_str(row, "target", numbers=True),
         category=_opt_str(row, "category") or None,
-        tests=None if program is not None else _str_list(row, "tests"),
+        tests=lines,
         test=program,
         language=language,
         meta=meta,
@@ -292,7 +303,7 @@ _PY_DEF = re.compile(r"^def[ \t]+(\w+)[ \t]*\(", re.MULTILINE)
 def _multiple(row: Mapping[str, Any], number: int) -> Item:
     """A MultiPL-E row: the program is ``prompt + completion + tests``, cut at ``stop_tokens``."""
     prompt = _prompt(_required_str(row, "prompt"), "prompt")
-    tests = _required_str(row, "tests")
+    tests = _test_code(_required_str(row, "tests"), "tests")
     language = _language(row)
     if language is None:
         raise _BadRow("`language` must be a non-empty string")
@@ -326,7 +337,7 @@ def _humaneval(row: Mapping[str, Any], number: int) -> Item:
     return Item(
         id=_required_str(row, "task_id"),
         input=prompt,
-        test=_required_str(row, "test"),
+        test=_test_code(_required_str(row, "test"), "test"),
         entry_point=entry,
         meta=meta,
     )

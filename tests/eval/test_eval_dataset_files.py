@@ -108,3 +108,34 @@ def test_a_csv_header_repeated_in_another_order_fails_the_load(tmp_path: Path) -
     with pytest.raises(DatasetError) as info:
         load_dataset(path, on_bad_row="skip")
     assert str(info.value) == "data.csv:3: the CSV header appears again with its columns in another order"
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"input": "Write f.", "tests": ["assert f(1) == 1", " "]}, "`tests[1]` is blank"),
+        ({"input": "Write f.", "language": "javascript", "tests": "\n"}, "`tests` is blank"),
+        (
+            {"task_id": "HumanEval/0", "prompt": "def f():\n", "test": "", "entry_point": "f"},
+            "`test` is blank",
+        ),
+        (
+            {
+                "name": "HumanEval_0_f",
+                "language": "js",
+                "prompt": "function f() {",
+                "tests": " ",
+                "stop_tokens": [],
+            },
+            "`tests` is blank",
+        ),
+    ],
+)
+def test_a_blank_test_is_a_bad_row(tmp_path: Path, row: dict[str, object], reason: str) -> None:
+    """A blank assert line or test program runs nothing, so every answer passed it (or, for
+    HumanEval, none did): a bad row naming the field, not a score."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == f"data.jsonl:1: {reason}: there is nothing to run the answers against"
