@@ -409,6 +409,14 @@ def load_dataset(
     name = Path(path).name
     if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple"):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
+    # checked like `format`: "Fail" read as skip, a limit of 0 said the file was empty, and the
+    # category "math" filtered on the letters m, a, t and h
+    if on_bad_row not in ("skip", "fail"):
+        raise DatasetError(f"{source}: on_bad_row must be `skip` or `fail`, not {on_bad_row!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"{source}: limit must be a whole number of at least 1, not {limit!r}")
+    if isinstance(categories, str):
+        categories = [categories]
     # stat-checked before it is opened: a FIFO or /dev/zero named as the dataset never blocks or fills memory
     with open_regular(
         path,

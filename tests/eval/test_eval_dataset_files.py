@@ -139,3 +139,29 @@ def test_a_blank_test_is_a_bad_row(tmp_path: Path, row: dict[str, object], reaso
     with pytest.raises(DatasetError) as info:
         load_dataset(path)
     assert str(info.value) == f"data.jsonl:1: {reason}: there is nothing to run the answers against"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"limit": 0}, "limit must be a whole number of at least 1, not 0"),
+        ({"limit": -1}, "limit must be a whole number of at least 1, not -1"),
+        ({"on_bad_row": "Fail"}, "on_bad_row must be `skip` or `fail`, not 'Fail'"),
+    ],
+)
+def test_load_dataset_refuses_arguments_it_would_misread(
+    tmp_path: Path, arguments: dict[str, object], problem: str
+) -> None:
+    """A limit of 0 was reported as an empty file, and `on_bad_row="Fail"` skipped bad rows."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "q"}\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, **arguments)  # type: ignore[arg-type]
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_one_category_may_be_named_as_a_string(tmp_path: Path) -> None:
+    """`categories="math"` is the category math, not the letters m, a, t and h."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "q", "category": "math"}\n{"input": "r", "category": "a"}\n')
+    assert [i.input for i in load_dataset(path, categories="math")] == ["q"]
