@@ -151,6 +151,19 @@ class ExperimentSpec(BaseModel):
         # names become folder names and paths; a NUL or newline would surface as a broken error line
         return require_printable(v, "value")
 
+    @field_validator("name")
+    @classmethod
+    def _stays_in_results(cls, v: str) -> str:
+        # the default output folder is moa-results/<name>: `../..` or `/etc` put the store and the
+        # reports (summary.json, report.md, ...) wherever an experiment file someone shared says
+        parts = v.replace("\\", "/").split("/")
+        if v.startswith(("/", "\\")) or ".." in parts or (len(v) > 1 and v[1] == ":"):
+            raise ValueError(
+                f"{v!r} would put the default output folder (moa-results/<name>) elsewhere: "
+                "use a name without `..` or a leading `/` (--out chooses the folder)"
+            )
+        return v
+
     @field_validator("executor")
     @classmethod
     def _known_executor(cls, v: str) -> str:

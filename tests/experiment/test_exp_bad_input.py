@@ -204,3 +204,26 @@ def test_a_damaged_run_in_the_store_is_named_by_moa_report(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"experiment.sqlite: setup `other`, item `1`, sample 0 (run {rid}): {problem}" in err
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "/tmp/elsewhere", "runs/../../elsewhere", "C:elsewhere"])
+def test_a_name_that_leads_out_of_the_results_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """The default output folder is moa-results/<name>: a shared experiment file named `../..` put
+    its store and reports (summary.json, report.md) two folders up. Refused before anything is written."""
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    exp = _write(
+        work,
+        exp=f"name: {json.dumps(name)}\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\n"
+        "setups: [other.yaml]\n",
+    )
+    monkeypatch.chdir(work)
+    with pytest.raises(TopologyError, match=r"name: .* would put the default output folder"):
+        Experiment.from_file(
+            exp, runner=Runner(models={"sim/*": FunctionModel(lambda r: "x")}), progress=False
+        )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["a", "b", "data.jsonl", "exp.yaml", "other.yaml", "single.yaml"]
+    )
