@@ -324,6 +324,9 @@ def _multiple(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+_CHECK = re.compile(r"\bcheck\b")
+
+
 def _humaneval(row: Mapping[str, Any], number: int) -> Item:
     prompt = _prompt(_required_str(row, "prompt"), "prompt")
     entry = _required_str(row, "entry_point")
@@ -331,13 +334,20 @@ def _humaneval(row: Mapping[str, Any], number: int) -> Item:
     # harness skip check(), and then every answer passes
     if not entry.isidentifier() or keyword.iskeyword(entry):
         raise _BadRow(f"`entry_point` must be a Python function name, not {_shown(entry)}")
+    test = _test_code(_required_str(row, "test"), "test")
+    # the harness ends with check(<entry_point>): assert lines alone (MBPP's, converted by hand) ran,
+    # and then every answer, right or wrong, failed on a NameError
+    if _CHECK.search(test) is None:
+        raise _BadRow(
+            "`test` never names `check`: a HumanEval test defines `check(candidate)`, called with the entry point"
+        )
     meta: dict[str, Any] = {"prompt": prompt}
     if isinstance(row.get("canonical_solution"), str):
         meta["canonical_solution"] = row["canonical_solution"]
     return Item(
         id=_required_str(row, "task_id"),
         input=prompt,
-        test=_test_code(_required_str(row, "test"), "test"),
+        test=test,
         entry_point=entry,
         meta=meta,
     )

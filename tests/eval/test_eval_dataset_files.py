@@ -165,3 +165,20 @@ def test_one_category_may_be_named_as_a_string(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     path.write_text('{"input": "q", "category": "math"}\n{"input": "r", "category": "a"}\n')
     assert [i.input for i in load_dataset(path, categories="math")] == ["q"]
+
+
+def test_a_humaneval_test_without_check_is_a_bad_row(tmp_path: Path) -> None:
+    """MBPP's assert lines put in a HumanEval row's `test` ran, then the harness's `check(f)` failed
+    every answer, right or wrong, on a NameError: a bad row naming the field instead."""
+    row = {
+        "task_id": "Mbpp/2",
+        "prompt": "def similar_elements(a, b):\n",
+        "test": "assert set(similar_elements((3, 4), (4, 5))) == {4}\n",
+        "entry_point": "similar_elements",
+    }
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(
+        DatasetError, match=r"^data\.jsonl:1: `test` never names `check`: a HumanEval test defines"
+    ):
+        load_dataset(path)

@@ -55,8 +55,8 @@ def test_bad_row_fails_with_file_and_line(tmp_path: Path, bad: str, reason: str)
         ({"question": "q", "answer": "#### 3"}, {"question": " ", "answer": "#### 3"}, "`question` is blank"),
         ({"question_id": 1, "turns": ["q"]}, {"question_id": 9, "turns": ["q", "  "]}, "`turns[1]` is blank"),
         (
-            {"task_id": "a", "prompt": "def f():", "test": "x", "entry_point": "f"},
-            {"task_id": "b", "prompt": "\n", "test": "x", "entry_point": "f"},
+            {"task_id": "a", "prompt": "def f():", "test": "def check(c): pass", "entry_point": "f"},
+            {"task_id": "b", "prompt": "\n", "test": "def check(c): pass", "entry_point": "f"},
             "`prompt` is blank",
         ),
     ],
