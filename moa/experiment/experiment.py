@@ -193,7 +193,7 @@ class Experiment:
             # 3. analyse and 4. report, from the store alone
             summary = summary_from_store(store, manifest)
             summary.executor, summary.workers = executor.name, executor.workers
-            summary.notes[:0] = notes + [f"{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows]
+            summary.notes[:0] = notes + _bad_row_notes(dataset)
             if scoring.failures:
                 summary.notes.append(
                     f"{len(scoring.failures)} answers could not be scored (re-run to retry); first: {scoring.failures[0]}"
@@ -246,6 +246,21 @@ class Experiment:
             limit=spec.limit,
             categories=spec.categories,
         )
+
+
+#: bad rows listed one by one in the notes; past them a count (each was logged as it was read)
+_BAD_ROW_NOTES = 10
+
+
+def _bad_row_notes(dataset: Dataset) -> list[str]:
+    """The skipped rows as the report's notes, ``file:line`` each: a file of 50,000 bad rows had as
+    many notes, in the terminal, report.md and report.html alike."""
+    name = Path(dataset.source).name
+    notes = [f"{name}:{b.line}: skipped bad row: {b.reason}" for b in dataset.bad_rows[:_BAD_ROW_NOTES]]
+    if len(dataset.bad_rows) > _BAD_ROW_NOTES:
+        more = len(dataset.bad_rows) - _BAD_ROW_NOTES
+        notes.append(f"{name}: {more} more bad rows skipped ({len(dataset.bad_rows)} in all)")
+    return notes
 
 
 def _make_evaluator(

@@ -227,3 +227,25 @@ def test_a_name_that_leads_out_of_the_results_folder_is_refused(
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         ["a", "b", "data.jsonl", "exp.yaml", "other.yaml", "single.yaml"]
     )
+
+
+def test_skipped_rows_are_noted_by_file_and_line_and_counted_past_ten(tmp_path: Path) -> None:
+    """Each skipped row was a note without its file, and 50,000 bad rows were 50,000 notes in every
+    report: the first ten name file and line, a count follows."""
+    good = [json.dumps({"id": str(i), "input": f"q{i}", "target": "x"}) for i in range(3)]
+    data = "\n".join(good + ["{oops"] * 15) + "\n"
+    exp = _write(
+        tmp_path,
+        data=data.encode(),
+        exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n"
+        "on_bad_row: skip\n",
+    )
+    runner = Runner(models={"sim/*": FunctionModel(lambda r: "x")})
+    summary = Experiment.from_file(exp, out=tmp_path / "out", runner=runner, progress=False).run()
+    skipped = [n for n in summary.notes if "bad row" in n]
+    assert (
+        skipped[0]
+        == "data.jsonl:4: skipped bad row: invalid JSON: Expecting property name enclosed in double quotes (column 2)"
+    )
+    assert [n.split(":")[1] for n in skipped[:10]] == [str(line) for line in range(4, 14)]
+    assert skipped[10:] == ["data.jsonl: 5 more bad rows skipped (15 in all)"]
