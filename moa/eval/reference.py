@@ -252,12 +252,17 @@ class RegexEvaluator:
             else None
         )
 
+    def pattern_of(self, item: Item) -> re.Pattern[str] | None:
+        """The pattern ``item`` is scored with (None when it has none); ``UserError`` naming the
+        item when its target does not compile."""
+        if self._pattern is not None or item.target is None:
+            return self._pattern
+        return _compile(item.target, self._flags, f"item `{item.id}` target")
+
     async def score(self, item: Item, answer: str) -> Score:
-        pattern = self._pattern
+        pattern = self.pattern_of(item)
         if pattern is None:
-            if item.target is None:
-                return Score(0.0, NO_TARGET)
-            pattern = _compile(item.target, self._flags, f"item `{item.id}` target")
+            return Score(0.0, NO_TARGET)
         text = answer.strip()
         ok = (pattern.fullmatch(text) if self.config.full_match else pattern.search(text)) is not None
         return Score(1.0 if ok else 0.0, None if ok else f"no match for /{pattern.pattern}/")

@@ -138,6 +138,7 @@ class Experiment:
             ev_config = evaluator_config(spec)
             evaluator = _make_evaluator(ev_config, self.source, self.base_dir)
         _check_executable(evaluator, dataset.items, self.source)
+        _check_targets(evaluator, dataset.items, self.source)
         if hasattr(evaluator, "artefacts_dir"):  # screenshots of HTML answers go with the results
             evaluator.artefacts_dir = self.out / "artefacts"
         # a judge's id covers its topology's content, so an edited judge file re-scores
@@ -297,6 +298,36 @@ def _check_executable(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[
             f"than {MAX_TESTS} assert lines, more than the sandbox runs (first: {_first(crowded)}); "
             "split them into several items"
         )
+
+
+#: fields that hold the reference answer in other benchmarks' rows: named in the hint
+_TARGET_LIKE = ("answer", "answerKey", "label", "output", "expected", "expected_output", "gold", "reference")
+
+
+def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Item], source: str) -> None:
+    """Refuse, before any call, a reference evaluator over items without a `target` (a row whose
+    answer is under `answer` or `label`): every setup was paid to answer them, and each scored 0,
+    "item has no target"; and regex targets that do not compile, which stopped the scoring."""
+    from moa.eval.reference import ContainsEvaluator, ExactEvaluator, NumericEvaluator, RegexEvaluator
+
+    if not isinstance(evaluator, ExactEvaluator | ContainsEvaluator | NumericEvaluator | RegexEvaluator):
+        return
+    if isinstance(evaluator, RegexEvaluator) and evaluator.config.pattern is not None:
+        return
+    bare = [i for i in items if i.target is None]
+    if bare:
+        held = next((k for k in _TARGET_LIKE if k in bare[0].meta), None)
+        hint = f"; their rows hold `{held}`: name that field `target`" if held else ""
+        raise UserError(
+            f"{source}: evaluator `{evaluator.name}`: {len(bare)} of {len(items)} dataset items have no "
+            f"`target` to score the answers against (first: {_first([i.id for i in bare])}){hint}"
+        )
+    if isinstance(evaluator, RegexEvaluator):
+        try:
+            for item in items:
+                evaluator.pattern_of(item)
+        except UserError as e:
+            raise UserError(f"{source}: evaluator `regex`: {e}") from None
 
 
 def _first(ids: Sequence[str]) -> str:

@@ -249,3 +249,36 @@ def test_skipped_rows_are_noted_by_file_and_line_and_counted_past_ten(tmp_path: 
     )
     assert [n.split(":")[1] for n in skipped[:10]] == [str(line) for line in range(4, 14)]
     assert skipped[10:] == ["data.jsonl: 5 more bad rows skipped (15 in all)"]
+
+
+def test_items_without_a_target_are_refused_before_any_call(tmp_path: Path) -> None:
+    """Rows whose answer is under `answer` (not `target`) were all answered, paid for, and scored 0
+    ("item has no target"): refused before the first call, naming the field they hold."""
+    rows = [{"id": str(i), "input": f"q{i}", "answer": "x"} for i in range(3)]
+    exp = _write(tmp_path, data="".join(json.dumps(r) + "\n" for r in rows).encode())
+    model = FunctionModel(lambda r: "x")
+    with pytest.raises(UserError) as info:
+        Experiment.from_file(
+            exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+        ).run()
+    assert str(info.value) == (
+        f"{exp}: evaluator `exact`: 3 of 3 dataset items have no `target` to score the answers against "
+        "(first: `0`, `1`, `2`); their rows hold `answer`: name that field `target`"
+    )
+    assert model.calls == []
+
+
+def test_a_regex_target_that_does_not_compile_is_refused_before_any_call(tmp_path: Path) -> None:
+    """An item's target used as its regex is compiled before the run, not when its answers are scored."""
+    rows = [{"id": "a", "input": "q", "target": "4\\d"}, {"id": "b", "input": "r", "target": "(4"}]
+    exp = _write(
+        tmp_path,
+        data="".join(json.dumps(r) + "\n" for r in rows).encode(),
+        exp="name: t\ndataset: data.jsonl\nevaluator: regex\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
+    model = FunctionModel(lambda r: "42")
+    with pytest.raises(UserError, match=r"evaluator `regex`: item `b` target: invalid regex `\(4`"):
+        Experiment.from_file(
+            exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+        ).run()
+    assert model.calls == []
