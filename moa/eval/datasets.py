@@ -251,6 +251,9 @@ def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:
     return best if share[best] >= 0.5 else "generic"
 
 
+_INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
+
+
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
     missing = [f for f in _FIELDS[kind] if row.get(f) is None]
@@ -258,7 +261,11 @@ def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
         return
     have = ", ".join(f"`{f}`" for f in missing)
     if kind == "generic":
-        raise _BadRow(f"row has no {have}")
+        # other benchmarks' names for the prompt (AlpacaEval, MATH, MBPP): say which one to rename
+        held = next((f for f in _INPUT_LIKE if isinstance(row.get(f), str)), None)
+        raise _BadRow(
+            f"row has no {have}" + (f" (it holds `{held}`: name that field `input`)" if held else "")
+        )
     need = ", ".join(f"`{f}`" for f in _FIELDS[kind])
     raise _BadRow(f"row has no {have}: a {_LABELS[kind]} row needs {need}")
 

@@ -182,3 +182,22 @@ def test_a_humaneval_test_without_check_is_a_bad_row(tmp_path: Path) -> None:
         DatasetError, match=r"^data\.jsonl:1: `test` never names `check`: a HumanEval test defines"
     ):
         load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("row", "held"),
+    [
+        ({"instruction": "Write a poem.", "output": "..."}, "instruction"),  # AlpacaEval
+        ({"problem": "Find $x$.", "solution": "\\boxed{2}"}, "problem"),  # MATH
+        ({"text": "Write f.", "code": "def f(): pass", "test_list": ["assert f()"]}, "text"),  # MBPP
+    ],
+)
+def test_a_row_without_input_names_the_field_that_holds_its_prompt(
+    tmp_path: Path, row: dict[str, object], held: str
+) -> None:
+    """Another benchmark's name for the prompt is named in the bad-row line, with what to rename it to."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == f"data.jsonl:1: row has no `input` (it holds `{held}`: name that field `input`)"

@@ -310,7 +310,7 @@ def test_generic_file_whose_first_row_looks_like_gsm8k_stays_generic(tmp_path: P
     rows = [{"question": "q", "answer": "#### 3"}, {"input": "a"}, {"input": "b"}]
     ds = load_dataset(_jsonl(tmp_path, rows), on_bad_row="skip")
     assert [i.input for i in ds] == ["a", "b"] and [(b.line, b.reason) for b in ds.bad_rows] == [
-        (1, "row has no `input`")
+        (1, "row has no `input` (it holds `question`: name that field `input`)")
     ]
 
 
