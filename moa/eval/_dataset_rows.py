@@ -286,6 +286,13 @@ def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
             if repeated:
                 # a dict keeps the last of two same-named cells: the other would vanish unseen
                 raise FileProblem(first, f"CSV header repeats the column `{repeated[0]}`")
+            # Excel writes `;` where the decimal mark is a comma, and a .tsv renamed .csv has tabs:
+            # read with commas, every row was one cell and "had no `input`"
+            other = next((sep for sep in (";", "\t") if len(header) == 1 and sep in header[0]), None)
+            if other is not None:
+                raise FileProblem(
+                    first, f"CSV header is one column split by {other!r}: moa reads comma-separated files"
+                )
             continue
         if len(cells) != len(header):
             yield first, first, f"row has {len(cells)} cells, the header has {len(header)}"

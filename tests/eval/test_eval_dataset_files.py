@@ -201,3 +201,19 @@ def test_a_row_without_input_names_the_field_that_holds_its_prompt(
     with pytest.raises(DatasetError) as info:
         load_dataset(path)
     assert str(info.value) == f"data.jsonl:1: row has no `input` (it holds `{held}`: name that field `input`)"
+
+
+@pytest.mark.parametrize(("sep", "shown"), [(";", "';'"), ("\t", "'\\t'")])
+def test_a_csv_split_by_semicolons_or_tabs_fails_naming_the_separator(
+    tmp_path: Path, sep: str, shown: str
+) -> None:
+    """Excel's `;`-separated CSV (or a TSV named .csv) read with commas was one cell per row, and
+    every row "had no `input`": the load fails once, naming the separator."""
+    path = tmp_path / "data.csv"
+    path.write_text(f"input{sep}target\nwhat is 2+2?{sep}4\n")
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, on_bad_row="skip")
+    assert (
+        str(info.value)
+        == f"data.csv:1: CSV header is one column split by {shown}: moa reads comma-separated files"
+    )
