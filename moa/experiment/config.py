@@ -34,6 +34,7 @@ __all__ = [
     "evaluator_id",
     "load_spec",
     "resolve_setups",
+    "validate_spec",
 ]
 
 
@@ -193,6 +194,11 @@ def load_spec(path: str | Path) -> ExperimentSpec:
     data = read_document(p, what="experiment file", missing="no such experiment file")
     if not isinstance(data, Mapping):
         raise TopologyError([not_a_mapping(data)], source=str(p))
+    return validate_spec(data, source=str(p))
+
+
+def validate_spec(data: Mapping[str, Any], *, source: str) -> ExperimentSpec:
+    """``data`` as an experiment; ``TopologyError`` with one line per problem, naming ``source``."""
     try:
         return ExperimentSpec.model_validate(data)
     except ValidationError as err:
@@ -200,7 +206,7 @@ def load_spec(path: str | Path) -> ExperimentSpec:
             "experiment:" + line.removeprefix("topology:") if line.startswith("topology:") else line
             for line in format_validation_error(err, data, model=ExperimentSpec)
         ]
-        raise TopologyError(lines, source=str(p)) from None
+        raise TopologyError(lines, source=source) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from moa.experiment.config import (
     evaluator_id,
     load_spec,
     resolve_setups,
+    validate_spec,
 )
 from moa.experiment.executors import Executor, open_executor
 from moa.experiment.progress import Progress
@@ -106,7 +107,8 @@ class Experiment:
             unknown = sorted(set(changes) - set(ExperimentSpec.model_fields))
             if unknown:
                 raise UserError(f"unknown experiment field(s): {', '.join(unknown)}")
-            spec = ExperimentSpec.model_validate({**spec.model_dump(), **changes})
+            # one line naming the field, as the file's own values get: a pydantic traceback was raised
+            spec = validate_spec({**spec.model_dump(), **changes}, source=f"{p} (with {', '.join(changes)})")
         folder = Path(out) if out is not None else Path("moa-results") / spec.name
         return cls(
             spec, out=folder, runner=runner, base_dir=p.parent, source=str(p), progress=progress, echo=echo

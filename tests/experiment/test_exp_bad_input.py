@@ -282,3 +282,12 @@ def test_a_regex_target_that_does_not_compile_is_refused_before_any_call(tmp_pat
             exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
         ).run()
     assert model.calls == []
+
+
+def test_an_override_out_of_range_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    """`Experiment.from_file(..., limit=0)` raised pydantic's multi-line ValidationError, outside
+    moa's exception tree; it is one line naming the file, the override and the field."""
+    exp = _write(tmp_path)
+    with pytest.raises(TopologyError) as info:
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=0)
+    assert str(info.value) == f"{exp} (with limit): limit: Input should be greater than or equal to 1 (got 0)"
