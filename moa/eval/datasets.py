@@ -461,6 +461,7 @@ def load_dataset(
         items: list[Item] = []
         bad_rows: list[BadRow] = []
         seen: dict[str, int] = {}
+        numbered: set[str] = set()  # ids a row without one took from its place
         log = logging.getLogger(__name__)
         for number, ordinal, row in rows:
             if limit is not None and len(items) >= limit:
@@ -470,8 +471,17 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
+                own = kind not in ("generic", "gsm8k") or row.get("id") not in (None, "")
                 if item.id in seen:
-                    raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]})")
+                    # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
+                    why = (
+                        ""
+                        if own and item.id not in numbered
+                        else "; a row without an `id` is numbered by its place in the file"
+                    )
+                    raise _BadRow(f"duplicate id `{item.id}` (first on line {seen[item.id]}{why})")
+                if not own:
+                    numbered.add(item.id)
             # what a row's values can raise while they are converted: ValueError (bad text, nesting
             # past parse_json's bound, which also keeps RecursionError out); anything else is a bug
             # in moa and must show as one

@@ -217,3 +217,20 @@ def test_a_csv_split_by_semicolons_or_tabs_fails_naming_the_separator(
         str(info.value)
         == f"data.csv:1: CSV header is one column split by {shown}: moa reads comma-separated files"
     )
+
+
+def test_a_duplicate_id_made_by_numbering_says_so(tmp_path: Path) -> None:
+    """A row without an id on line 1 and `{"id": 1}` on line 2 clash: the line says where the first
+    `1` came from (it read as two rows both claiming an id the file holds once); a real repeat,
+    1 and "1", says nothing more."""
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"input": "a"}\n{"id": 1, "input": "b"}\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == (
+        "data.jsonl:2: duplicate id `1` (first on line 1; a row without an `id` is numbered by its place in the file)"
+    )
+    path.write_text('{"id": 1, "input": "a"}\n{"id": "1", "input": "b"}\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == "data.jsonl:2: duplicate id `1` (first on line 1)"
