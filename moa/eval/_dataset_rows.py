@@ -44,7 +44,7 @@ def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
 
 
 def jsonl_rows(raw: Iterable[bytes]) -> Iterator[Row]:
-    """Yield (line, row) or (line, problem) for every non-blank line."""
+    """Yield (line, line, row) or (line, line, problem) for every non-blank line."""
     return _jsonl_of(_decoded_lines(raw))
 
 
@@ -264,7 +264,8 @@ def _is_header(cells: list[str], header: list[str], line: int) -> bool:
 
 
 def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
-    """Yield (first line of the record, row) or (line, problem); quoted cells may span lines."""
+    """Yield (first line of the record, the same, row) or (line, line, problem); quoted cells may
+    span lines."""
     lines = list(_decoded_lines(raw))
     undecodable = {n for n, t in lines if t is None}
     texts = [(t if t is not None else "") + "\n" for _, t in lines]
