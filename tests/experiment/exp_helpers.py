@@ -100,7 +100,7 @@ def loopback_cluster() -> Iterator[Any]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # as the dask executor: 8787 may be taken
         scheduler_kwargs={"dashboard": False},
         silence_logs=50,
     ) as c:

@@ -357,3 +357,17 @@ def test_a_worker_of_another_moa_that_joins_later_is_named_not_trusted(tmp_path:
 
     with killable_scheduler(tmp_path) as (address, _):
         asyncio.run(go(address))
+
+
+async def test_the_loopback_cluster_starts_beside_another_on_port_8787() -> None:
+    """The scheduler's HTTP server took Dask's default port 8787 and, with it taken (another
+    cluster, another test run), moved with a warning: an error under the suite's warning filter, so
+    two runs at once failed. It now takes an ephemeral loopback port."""
+    with socket.socket() as taken:
+        try:
+            taken.bind(("127.0.0.1", 8787))
+            taken.listen()
+        except OSError:
+            pass  # already taken: the case itself
+        executor = await dask_executor.DaskExecutor.open("dask", n_workers=1)
+        await executor.aclose()

@@ -116,7 +116,9 @@ class DaskExecutor:
                 threads_per_worker=threads_per_worker,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                # its HTTP server (metrics, health) still starts: on 8787 by default, and when that port is
+                # taken (another cluster) it moved with a warning; an ephemeral loopback port never clashes
+                dashboard_address="127.0.0.1:0",
                 scheduler_kwargs={"dashboard": False},
                 silence_logs=logging.ERROR,
                 asynchronous=True,
