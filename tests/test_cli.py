@@ -417,6 +417,15 @@ def test_validate_warns_of_a_service_tier_nothing_knows(
     ]
 
 
+def _write_one_sim_agent(f: Path, srv: SimServer) -> dict[str, str]:
+    """A one-agent topology on the simulated server at ``f``; the environment that keys it."""
+    f.write_text(
+        "name: one\nkind: single\nagent: a\nagents:\n"
+        f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
+    )
+    return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+
+
 @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"]])
 def test_a_reader_that_leaves_early_loses_the_answer_not_the_account(
     tmp_path: Path, flags: list[str]
@@ -425,11 +434,7 @@ def test_a_reader_that_leaves_early_loses_the_answer_not_the_account(
     still exits 0 with its cost line on stderr, and no BrokenPipeError traceback."""
     f = tmp_path / "one.yaml"
     with SimServer(models={"sim": SimModel()}) as srv:
-        f.write_text(
-            "name: one\nkind: single\nagent: a\nagents:\n"
-            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
-        )
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+        env = _write_one_sim_agent(f, srv)
         proc = subprocess.Popen(
             [sys.executable, "-m", "moa", "run", str(f), "--prompt", "hello", *flags],
             stdout=subprocess.PIPE,
@@ -452,11 +457,7 @@ def test_with_stderr_closed_the_answer_stays_alone_on_stdout(tmp_path: Path) -> 
     line landed in the answer (and would in `--json`'s JSON)."""
     f = tmp_path / "one.yaml"
     with SimServer(models={"sim": SimModel()}) as srv:
-        f.write_text(
-            "name: one\nkind: single\nagent: a\nagents:\n"
-            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
-        )
-        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+        env = _write_one_sim_agent(f, srv)
         p = subprocess.run(
             ["sh", "-c", 'exec "$0" -m moa run "$1" --prompt hello 2>&-', sys.executable, str(f)],
             capture_output=True,
