@@ -1,4 +1,5 @@
-"""Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts.
+"""Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench, MultiPL-E and
+multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``moa.eval._choice_rows``) layouts.
 
 A ``.json`` file holds either one array of rows or JSON lines (whichever its first character says).
 
@@ -37,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import DatasetError
+from moa.eval._choice_rows import ChoiceRowError, is_choice_row, read_choice_row
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
@@ -52,8 +54,10 @@ from moa.safe_read import (
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
-DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple"]
-_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench", "multiple"]
+DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple", "choice"]
+_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench", "multiple", "choice"]
+#: ``Item.meta["format"]`` of a multiple-choice item
+CHOICE = "choice"
 
 _GSM8K_ANSWER = re.compile(r"####([^\n]*)")
 _GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta", "language"}
@@ -201,6 +205,9 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     "humaneval": ("task_id", "prompt", "test", "entry_point"),
     "gsm8k": ("question", "answer"),
     "mtbench": ("question_id", "turns"),
+    # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
+    # share of a file whose rows match no layout in full
+    "choice": ("question", "choices", "answer"),
     "generic": ("input",),
 }
 _LABELS: dict[_RowKind, str] = {
@@ -208,6 +215,7 @@ _LABELS: dict[_RowKind, str] = {
     "humaneval": "HumanEval",
     "gsm8k": "GSM8K",
     "mtbench": "MT-Bench",
+    "choice": "multiple-choice",
     "generic": "generic",
 }
 _FORCED: dict[str, _RowKind] = {
@@ -217,6 +225,7 @@ _FORCED: dict[str, _RowKind] = {
     "gsm8k": "gsm8k",
     "mtbench": "mtbench",
     "multiple": "multiple",
+    "choice": "choice",
 }
 #: rows read to recognise the layout: enough that a few broken rows at the top cannot outvote it
 _SAMPLE_ROWS = 32
@@ -224,6 +233,9 @@ _SAMPLE_ROWS = 32
 
 def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
     """The layout whose fields ``row`` has, or None when it has none's (it is broken, not evidence)."""
+    # before GSM8K: MMLU's `question` + `answer` is a choice row when it has choices
+    if is_choice_row(row):
+        return "choice"
     for kind, fields in _FIELDS.items():
         if set(fields) <= row.keys():
             # a generic row may carry question/answer as extra fields; only a `####` marks GSM8K then
@@ -256,6 +268,8 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
+    if kind == "choice":  # the benchmarks' fields differ: the row reader names the missing one
+        return
     missing = [f for f in _FIELDS[kind] if row.get(f) is None]
     if not missing:
         return
@@ -395,12 +409,30 @@ def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     return Item(id=str(qid), input=turns[0], category=_opt_str(row, "category"), turns=turns, meta=meta)
 
 
+def _choice(row: Mapping[str, Any], number: int) -> Item:
+    """A multiple-choice row: the prompt letters its choices, the target is the right letter."""
+    try:
+        read = read_choice_row(row)
+    except ChoiceRowError as e:
+        raise _BadRow(str(e)) from None
+    category = row.get("subject", row.get("category"))
+    raw_id = row.get("id", row.get("ind"))
+    return Item(
+        id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
+        input=read.prompt(),
+        target=read.letter,
+        category=category if isinstance(category, str) and category else None,
+        meta={"format": CHOICE, "choices": list(read.choices), "answer_text": read.choices[read.answer]},
+    )
+
+
 _BUILDERS = {
     "generic": _generic,
     "humaneval": _humaneval,
     "gsm8k": _gsm8k,
     "mtbench": _mtbench,
     "multiple": _multiple,
+    "choice": _choice,
 }
 
 
@@ -424,7 +456,7 @@ def load_dataset(
     (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
     source = str(path)
     name = Path(path).name
-    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple"):
+    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple", "choice"):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
     # checked like `format`: "Fail" read as skip, a limit of 0 said the file was empty, and the
     # category "math" filtered on the letters m, a, t and h
@@ -471,7 +503,10 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
-                own = kind not in ("generic", "gsm8k") or row.get("id") not in (None, "")
+                own = kind not in ("generic", "gsm8k", "choice") or row.get("id", row.get("ind")) not in (
+                    None,
+                    "",
+                )
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
                     why = (

@@ -1,0 +1,175 @@
+"""Multiple-choice rows (MMLU, ARC, TruthfulQA MC1, HellaSwag, a generic ``choices`` + ``answer``)
+read as one shape: the question, the choices' texts in their order, and the index of the right one.
+
+Every published layout is recognised by its own fields; a row is refused, naming the field, when its
+answer is not one of its choices, when it has fewer than two choices, or when two choices share a
+label. The prompt shows the choices lettered ``A.``, ``B.``, ... in the row's order (``PROMPT_END``
+asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
+always a letter.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LETTERS", "PROMPT_END", "ChoiceRow", "ChoiceRowError", "is_choice_row", "read_choice_row"]
+
+LETTERS = string.ascii_uppercase
+#: the line that ends every multiple-choice prompt
+PROMPT_END = "Answer with the letter of the correct choice."
+#: the fields of a row holding the right choice, by layout
+_ANSWER_KEYS = ("answer", "answerKey", "label", "target")
+
+
+class ChoiceRowError(ValueError):
+    """A multiple-choice row that cannot be read: the reason names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceRow:
+    """A multiple-choice row: the question, the choices' texts, the right one's index."""
+
+    question: str
+    choices: tuple[str, ...]
+    answer: int
+
+    @property
+    def letter(self) -> str:
+        return LETTERS[self.answer]
+
+    def prompt(self) -> str:
+        """The question, a blank line, one ``X. text`` line per choice, a blank line, ``PROMPT_END``."""
+        lines = [f"{LETTERS[i]}. {text}" for i, text in enumerate(self.choices)]
+        return f"{self.question.strip()}\n\n" + "\n".join(lines) + f"\n\n{PROMPT_END}"
+
+
+def _csv_letters(row: Mapping[str, Any]) -> list[str]:
+    """The single-letter columns ``A``, ``B``, ... of MMLU's CSV form, in order from ``A``."""
+    found = []
+    for letter in LETTERS:
+        if letter not in row:
+            break
+        found.append(letter)
+    return found
+
+
+def is_choice_row(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` has the fields of one of the multiple-choice layouts."""
+    if "mc1_targets" in row:
+        return True
+    if "endings" in row and "label" in row:
+        return True
+    if "choices" in row and any(k in row for k in _ANSWER_KEYS):
+        return True
+    if isinstance(row.get("question"), Mapping) and "answerKey" in row:
+        return True
+    return "question" in row and "answer" in row and len(_csv_letters(row)) >= 2
+
+
+def _text(value: Any, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ChoiceRowError(f"`{where}` must be a string, not {type(value).__name__}")
+    text = str(value)
+    if not text.strip():
+        raise ChoiceRowError(f"`{where}` is blank")
+    return text
+
+
+def _question(row: Mapping[str, Any]) -> str:
+    for key in ("question", "input", "ctx"):
+        value = row.get(key)
+        if isinstance(value, Mapping):  # ARC's original: {stem, choices}
+            return _text(value.get("stem"), f"{key}.stem")
+        if value is not None:
+            return _text(value, key)
+    raise ChoiceRowError("row has no `question` (a multiple-choice row needs a question and its choices)")
+
+
+def _labelled(labels: Sequence[Any], texts: Sequence[Any], where: str) -> tuple[list[str], list[str]]:
+    if len(labels) != len(texts):
+        raise ChoiceRowError(f"`{where}` has {len(labels)} labels for {len(texts)} texts")
+    names = [_text(label, f"{where}.label[{i}]").strip() for i, label in enumerate(labels)]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name.upper() in seen:
+            raise ChoiceRowError(f"`{where}`: the label `{name}` appears twice")
+        seen[name.upper()] = i
+    return names, [_text(t, f"{where}.text[{i}]") for i, t in enumerate(texts)]
+
+
+def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
+    """(labels, texts): labels is None when the row has none of its own (indexed choices)."""
+    question = row.get("question")
+    if isinstance(question, Mapping) and "choices" in question:  # ARC's original JSONL
+        items = question["choices"]
+        if not isinstance(items, list) or not all(isinstance(c, Mapping) for c in items):
+            raise ChoiceRowError("`question.choices` must be a list of {label, text} objects")
+        return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
+    if "mc1_targets" in row:
+        targets = row["mc1_targets"]
+        if not isinstance(targets, Mapping):
+            raise ChoiceRowError("`mc1_targets` must be an object {choice: score}")
+        return None, [_text(t, "mc1_targets") for t in targets]
+    key = "endings" if "endings" in row else "choices"
+    value = row.get(key)
+    if isinstance(value, Mapping):  # ARC on the Hugging Face hub: {text: [...], label: [...]}
+        texts, labels = value.get("text"), value.get("label")
+        if not isinstance(texts, list) or not isinstance(labels, list):
+            raise ChoiceRowError(f"`{key}` must hold a `text` list and a `label` list")
+        return _labelled(labels, texts, key)
+    if isinstance(value, list):
+        return None, [_text(t, f"{key}[{i}]") for i, t in enumerate(value)]
+    if value is None and key == "choices" and len(_csv_letters(row)) >= 2:  # MMLU's CSV form
+        letters = _csv_letters(row)
+        return letters, [_text(row[k], k) for k in letters]
+    raise ChoiceRowError(f"`{key}` must be a list of strings, not {type(value).__name__}")
+
+
+def _mc1_answer(targets: Mapping[str, Any]) -> int:
+    right = [i for i, score in enumerate(targets.values()) if score == 1 and not isinstance(score, bool)]
+    if len(right) != 1:
+        raise ChoiceRowError(f"`mc1_targets` must score exactly one choice 1, not {len(right)}")
+    return right[0]
+
+
+def _answer(row: Mapping[str, Any], labels: list[str] | None, count: int) -> int:
+    if "mc1_targets" in row:
+        return _mc1_answer(row["mc1_targets"])
+    key = next((k for k in _ANSWER_KEYS if row.get(k) is not None), None)
+    if key is None:
+        raise ChoiceRowError("row has no `answer` (or `answerKey`, `label`): which choice is right?")
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ChoiceRowError(f"`{key}` must be a letter or a choice's index, not {type(value).__name__}")
+    shown = LETTERS[count - 1]
+    if labels is not None:  # a label of the row's own (ARC's `A` or `1`, MMLU CSV's letter)
+        text = str(value).strip()
+        index = next((i for i, name in enumerate(labels) if name.upper() == text.upper()), None)
+        if index is None:
+            raise ChoiceRowError(f"`{key}` {text!r} is none of the choices' labels {', '.join(labels)}")
+        return index
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip().isalpha():
+        index = LETTERS.index(value.strip().upper())
+    elif isinstance(value, int) or value.strip().isdigit():  # an index from 0 (MMLU, HellaSwag)
+        index = int(value)
+    else:
+        raise ChoiceRowError(f"`{key}` must be a letter A-{shown} or an index from 0, not {value!r}")
+    if not 0 <= index < count:
+        raise ChoiceRowError(
+            f"`{key}` {value!r} is outside the {count} choices (A-{shown}, or 0-{count - 1})"
+        )
+    return index
+
+
+def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
+    """``row`` read as a multiple-choice item; ``ChoiceRowError`` naming the field otherwise."""
+    question = _question(row)
+    labels, texts = _choices(row)
+    if len(texts) < 2:
+        raise ChoiceRowError(f"a multiple-choice row needs at least 2 choices, not {len(texts)}")
+    if len(texts) > len(LETTERS):
+        raise ChoiceRowError(f"a multiple-choice row has at most {len(LETTERS)} choices, not {len(texts)}")
+    return ChoiceRow(question, tuple(texts), _answer(row, labels, len(texts)))
