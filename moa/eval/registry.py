@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from moa.errors import UserError
+from moa.eval.choice import ChoiceConfig, ChoiceEvaluator
 from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
 from moa.eval.judge import JudgeConfig, JudgeEvaluator
 from moa.eval.reference import (
@@ -28,6 +29,7 @@ __all__ = ["known_evaluators", "make_evaluator"]
 
 #: name -> (its configuration, how to build it from that and the experiment file's folder)
 _REGISTRY: dict[str, tuple[type[BaseModel], Callable[[Any, Path | None], Evaluator | PairwiseEvaluator]]] = {
+    "choice": (ChoiceConfig, lambda c, _: ChoiceEvaluator(c)),
     "contains": (ContainsConfig, lambda c, _: ContainsEvaluator(c)),
     "exact": (ExactConfig, lambda c, _: ExactEvaluator(c)),
     "execution": (ExecutionConfig, lambda c, _: ExecutionEvaluator(c)),

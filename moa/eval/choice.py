@@ -1,0 +1,169 @@
+"""The ``choice`` evaluator: the letter a reply chose, against a multiple-choice item's letter.
+
+The reply is read after Markdown emphasis, backticks, ``$`` and ``\\boxed{}``/``\\text{}`` are taken
+off; the first rule that finds a choice decides:
+
+1. the whole reply is one letter of the item's choices, in either case, maybe in brackets or with a
+   period (``B``, ``(b)``, ``[B].``);
+2. the last "final answer" (else "answer", "correct option", "correct choice", "option", "choice")
+   followed by ``is``, ``:`` or ``=`` and then a letter: ``Answer: B``, ``The answer is B) Paris``,
+   ``answer: (c)``; a lower-case letter there counts only when a bracket, a period, a colon or the
+   end of the line follows it ("the answer is a city" names no letter); when that line names
+   another letter too (``Answer: B or C``) the reply is ambiguous;
+3. the reply starts with a letter and ``)``, ``.`` or ``:`` (``B) Paris``, ``(B) Paris``, ``C. 42``)
+   and names no other letter;
+4. the capital letters of the choices standing alone anywhere in the reply (``I pick B``), the
+   article "A" and the pronoun "I" before a lower-case word aside ("A good pick is B"; but "A or
+   B" and "A is right" name A): one letter is the choice, two or more are ambiguous;
+5. the choices' texts: the reply is one of them, or holds exactly one of them as whole words (a
+   choice inside a longer one that is also named counts as the longer one).
+
+An ambiguous reply, one naming no choice, or a letter past the item's choices scores 0, with the
+reason in the score's detail. An item that is not multiple-choice scores 0 (``moa compare`` refuses
+such a dataset under ``choice`` before any call).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from moa.eval._choice_rows import LETTERS
+from moa.eval.datasets import CHOICE, Item
+from moa.eval.reference import normalize
+from moa.eval.types import NO_TARGET, Score
+
+__all__ = ["ChoiceConfig", "ChoiceEvaluator", "read_choice"]
+
+_MARKUP = re.compile(r"\*\*|__|[`$]|\\boxed\{|\\text(?:bf)?\{|\\mathrm\{")
+_MARKER = re.compile(
+    r"\b(?:final\s+answer|answer|correct\s+(?:option|choice)|option|choice)\b\s*(?:is\b|was\b)?\s*[:=]?[ \t]*",
+    re.IGNORECASE,
+)
+_FINAL = re.compile(r"\bfinal\s+answer\b", re.IGNORECASE)
+_AFTER_MARKER = re.compile(r"[(\[]?([A-Za-z])(?=([)\].:,;!?]|\s|$))")
+_LEADING = re.compile(r"[(\[]?([A-Z])[)\].:](?:\s|$)|\(([a-z])\)")
+_ALONE = re.compile(r"(?<![\w'’-])([A-Z])(?![\w'’-])")
+_WORD = re.compile(r"\w+")
+# "A cat", "I think": the article and the pronoun; "A or B", "A is right" still name the letter A
+_ARTICLE = re.compile(r"[ \t]+(?!(?:or|and|nor|vs|then|is|was|are|seems|looks)\b)[a-z]")
+
+
+class ChoiceConfig(BaseModel):
+    """``choice``: the letter the reply chose equals the multiple-choice item's letter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["choice"] = "choice"
+
+
+def _plain(text: str) -> str:
+    return _MARKUP.sub("", text).replace("}", " ").strip()
+
+
+def _letters_in(text: str, labels: str) -> list[str]:
+    """The capital letters of ``labels`` standing alone in ``text``, in order, once each, without an
+    article ("A cat", "I think")."""
+    found: list[str] = []
+    for m in _ALONE.finditer(text):
+        letter = m.group(1)
+        if letter not in labels or letter in found:
+            continue
+        if letter in "AI" and _ARTICLE.match(text, m.end()):
+            continue
+        found.append(letter)
+    return found
+
+
+def _by_marker(text: str, labels: str) -> tuple[str | None, str | None]:
+    """(letter, problem) from the last answer marker followed by a letter; (None, None) if none."""
+    finals = [m for m in _MARKER.finditer(text) if _FINAL.match(m.group(0))]
+    for m in reversed(finals or list(_MARKER.finditer(text))):
+        rest = text[m.end() :].split("\n", 1)[0]
+        hit = _AFTER_MARKER.match(rest)
+        if hit is None:
+            continue
+        letter, after = hit.group(1), hit.group(2)
+        if letter.islower() and not ((after and after in ")].:") or rest[hit.end() :].strip() == ""):
+            continue  # "the answer is a city"
+        if letter in "AI" and _ARTICLE.match(rest, hit.end()):
+            continue  # "Answer: I think it is B", "The answer is a city"
+        letter = letter.upper()
+        if letter not in labels:
+            return None, f"the answer names `{letter}`, past the choices (A-{labels[-1]})"
+        others = [x for x in _letters_in(rest[hit.end() :], labels) if x != letter]
+        if others:
+            return None, f"ambiguous: the answer names {letter} and {others[0]}"
+        return letter, None
+    return None, None
+
+
+def _by_text(text: str, choices: Sequence[str]) -> tuple[str | None, str | None]:
+    said = " ".join(_WORD.findall(normalize(text)))
+    texts = [" ".join(_WORD.findall(normalize(c))) for c in choices]
+    exact = [i for i, t in enumerate(texts) if t and t == said]
+    if exact:
+        return LETTERS[exact[0]], None
+    named = [i for i, t in enumerate(texts) if t and f" {t} " in f" {said} "]
+    # "Paris" inside "Paris, Texas" when the reply names the latter: the longer one is meant
+    named = [i for i in named if not any(i != j and f" {texts[i]} " in f" {texts[j]} " for j in named)]
+    if len(named) == 1:
+        return LETTERS[named[0]], None
+    if len(named) > 1:
+        return None, f"ambiguous: the answer names the texts of {LETTERS[named[0]]} and {LETTERS[named[1]]}"
+    return None, None
+
+
+def read_choice(reply: str, choices: Sequence[str]) -> tuple[str | None, str]:
+    """(the letter ``reply`` chose, how it was read) or (None, why none was)."""
+    labels = LETTERS[: len(choices)]
+    text = _plain(reply)
+    whole = text.strip(" \t\r\n.:!").strip("()[]").strip()
+    if len(whole) == 1 and whole.isalpha():
+        if whole.upper() in labels:
+            return whole.upper(), "the reply is the letter"
+        return None, f"the reply `{whole}` is past the choices (A-{labels[-1]})"
+    letter, problem = _by_marker(text, labels)
+    if letter is not None:
+        return letter, "after the answer marker"
+    if problem is not None:
+        return None, problem
+    lead = _LEADING.match(text)
+    if lead is not None:
+        first = str(lead.group(1) or lead.group(2)).upper()
+        others = [x for x in _letters_in(text[lead.end() :], labels) if x != first]
+        if first in labels and not others:
+            return first, "the reply's first letter"
+    alone = _letters_in(text, labels)
+    if len(alone) == 1:
+        return alone[0], "the only choice letter in the reply"
+    if len(alone) > 1:
+        return None, f"ambiguous: the reply names {alone[0]} and {alone[1]}"
+    named, problem = _by_text(text, choices)
+    if named is not None:
+        return named, "the choice's text"
+    return None, problem or "the reply names no choice"
+
+
+class ChoiceEvaluator:
+    """Scores 1 when the reply chose the item's letter (``read_choice``), else 0 with the reason."""
+
+    name = "choice"
+
+    def __init__(self, config: ChoiceConfig | None = None) -> None:
+        self.config = config or ChoiceConfig()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        if item.target is None:
+            return Score(0.0, NO_TARGET)
+        choices = item.meta.get("choices") if item.meta.get("format") == CHOICE else None
+        if not isinstance(choices, list):
+            return Score(0.0, f"item `{item.id}` is not a multiple-choice item")
+        letter, how = read_choice(answer, [str(c) for c in choices])
+        if letter is None:
+            return Score(0.0, f"{how}; expected {item.target}")
+        if letter == item.target:
+            return Score(1.0, how)
+        return Score(0.0, f"chose {letter} ({how}), expected {item.target}")

@@ -1,0 +1,223 @@
+"""Multiple-choice datasets (MMLU, ARC, TruthfulQA MC1, HellaSwag, generic) and the `choice` grader."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa.errors import DatasetError
+from moa.eval.choice import ChoiceEvaluator, read_choice
+from moa.eval.datasets import load_dataset
+from moa.eval.registry import make_evaluator
+
+PARIS = ["Berlin", "Paris", "Rome", "Madrid"]
+
+
+def _jsonl(tmp_path: Path, rows: list[Any], name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# written by hand after each benchmark's published rows
+MMLU = {"question": "Capital of France?", "subject": "geography", "choices": PARIS, "answer": 1}
+ARC_HUB = {
+    "id": "Mercury_7175875",
+    "question": "Which is a gas at room temperature?",
+    "choices": {"text": ["ice", "steam", "iron", "salt"], "label": ["A", "B", "C", "D"]},
+    "answerKey": "B",
+}
+ARC_DIGITS = {
+    "id": "NYSEDREGENTS_2015_4_8",
+    "question": "Which tool measures mass?",
+    "choices": {"text": ["ruler", "balance", "thermometer", "clock"], "label": ["1", "2", "3", "4"]},
+    "answerKey": "2",
+}
+ARC_ORIGINAL = {
+    "id": "Mercury_SC_415702",
+    "question": {
+        "stem": "Which is a gas at room temperature?",
+        "choices": [
+            {"text": "ice", "label": "A"},
+            {"text": "steam", "label": "B"},
+            {"text": "iron", "label": "C"},
+        ],
+    },
+    "answerKey": "B",
+}
+TRUTHFULQA = {
+    "question": "What colour is the sky on a clear day?",
+    "mc1_targets": {"Green": 0, "Blue": 1, "Red": 0},
+}
+HELLASWAG_STR = {
+    "ind": 24,
+    "activity_label": "Cooking",
+    "ctx": "She cracks the eggs",
+    "endings": ["w", "x", "y", "z"],
+    "label": "1",
+}
+HELLASWAG_INT = {"ind": 25, "ctx": "He opens the door", "endings": ["w", "x", "y", "z"], "label": 3}
+GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
+
+
+@pytest.mark.parametrize(
+    ("row", "target", "choice_text"),
+    [
+        (MMLU, "B", "Paris"),
+        (ARC_HUB, "B", "steam"),
+        (ARC_DIGITS, "B", "balance"),
+        (ARC_ORIGINAL, "B", "steam"),
+        (TRUTHFULQA, "B", "Blue"),
+        (HELLASWAG_STR, "B", "x"),
+        (HELLASWAG_INT, "D", "z"),
+        (GENERIC, "C", "e"),
+    ],
+)
+def test_each_published_layout_is_read_as_multiple_choice(
+    tmp_path: Path, row: dict[str, Any], target: str, choice_text: str
+) -> None:
+    """Each benchmark's row is recognised: the target is the right letter, the choice's text is kept."""
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert item.target == target
+    assert item.meta["format"] == "choice" and item.meta["answer_text"] == choice_text
+    assert f"\n{target}. {choice_text}\n" in item.input
+
+
+def test_the_prompt_letters_the_choices_in_the_documented_format(tmp_path: Path) -> None:
+    """The question, a blank line, `A. text` per choice, a blank line, the request for the letter."""
+    item = load_dataset(_jsonl(tmp_path, [MMLU])).items[0]
+    assert item.input == (
+        "Capital of France?\n\nA. Berlin\nB. Paris\nC. Rome\nD. Madrid\n\n"
+        "Answer with the letter of the correct choice."
+    )
+    assert item.category == "geography" and item.id == "1"
+
+
+def test_an_mmlu_row_is_not_read_as_gsm8k(tmp_path: Path) -> None:
+    """An MMLU row (`answer` an int) loads; it failed as GSM8K: "`answer` must be a string, not int"."""
+    ds = load_dataset(_jsonl(tmp_path, [MMLU, {**MMLU, "answer": 0}]))
+    assert [i.target for i in ds.items] == ["B", "A"]
+
+
+def test_ids_come_from_the_row_when_it_has_one(tmp_path: Path) -> None:
+    """ARC's `id` and HellaSwag's `ind` are the items' ids."""
+    ds = load_dataset(_jsonl(tmp_path, [ARC_HUB, HELLASWAG_STR]))
+    assert [i.id for i in ds.items] == ["Mercury_7175875", "24"]
+
+
+def test_mmlu_csv_form_is_read(tmp_path: Path) -> None:
+    """MMLU's CSV form (question,A,B,C,D,answer letter) with its header line loads."""
+    path = tmp_path / "mmlu.csv"
+    path.write_text('question,A,B,C,D,answer\n"What is 2+2?",3,4,5,6,B\nSky colour?,red,blue,green,grey,b\n')
+    ds = load_dataset(path)
+    assert [i.target for i in ds.items] == ["B", "B"]
+    assert "A. 3\nB. 4\nC. 5\nD. 6" in ds.items[0].input
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({**MMLU, "answer": 4}, "`answer` 4 is outside the 4 choices (A-D, or 0-3)"),
+        ({**MMLU, "answer": "E"}, "`answer` 'E' is outside the 4 choices (A-D, or 0-3)"),
+        ({**MMLU, "answer": -1}, "`answer` -1 is outside the 4 choices"),
+        ({**ARC_HUB, "answerKey": "E"}, "`answerKey` 'E' is none of the choices' labels A, B, C, D"),
+        ({**MMLU, "choices": ["only"]}, "needs at least 2 choices, not 1"),
+        (
+            {**ARC_HUB, "choices": {"text": ["a", "b"], "label": ["A", "A"]}},
+            "`choices`: the label `A` appears twice",
+        ),
+        (
+            {**TRUTHFULQA, "mc1_targets": {"a": 1, "b": 1}},
+            "`mc1_targets` must score exactly one choice 1, not 2",
+        ),
+        ({**MMLU, "answer": True}, "`answer` must be a letter or a choice's index, not bool"),
+        ({**MMLU, "choices": ["a", ""]}, "`choices[1]` is blank"),
+    ],
+)
+def test_bad_choice_rows_are_one_line_naming_file_line_and_field(
+    tmp_path: Path, row: dict[str, Any], reason: str
+) -> None:
+    """An answer outside the choices, fewer than 2 choices, duplicate labels: file:line and the field."""
+    path = _jsonl(tmp_path, [MMLU, row])
+    with pytest.raises(DatasetError) as e:
+        load_dataset(path)
+    assert str(e.value).startswith("data.jsonl:2: ") and reason in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_forced_choice_format_names_a_missing_question(tmp_path: Path) -> None:
+    """`format="choice"` on a row without a question says what a multiple-choice row needs."""
+    path = _jsonl(tmp_path, [{"choices": ["a", "b"], "answer": 0}])
+    with pytest.raises(DatasetError, match=r"data.jsonl:1: row has no `question`"):
+        load_dataset(path, format="choice")
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("B", "B"),
+        ("b", "B"),
+        ("(B)", "B"),
+        ("[b].", "B"),
+        ("**B**", "B"),
+        ("Answer: B", "B"),
+        ("answer: (c)", "C"),
+        ("The answer is B) Paris", "B"),
+        ("The correct option is **D**.", "D"),
+        ("Final answer: **C**", "C"),
+        ("\\boxed{D}", "D"),
+        ("B) Paris", "B"),
+        ("(B) Paris", "B"),
+        ("C. Rome", "C"),
+        ("I think B.", "B"),
+        ("A good pick is B", "B"),
+        ("Reasoning: (A) is wrong and (C) too.\nAnswer: B", "B"),
+        ("Answer: I think it is C", "C"),
+        ("Paris", "B"),
+        ("It is Paris.", "B"),
+    ],
+)
+def test_the_chosen_letter_is_read(reply: str, letter: str) -> None:
+    """Every documented way of naming a choice is read as that choice."""
+    assert read_choice(reply, PARIS)[0] == letter
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ("B or C", "ambiguous"),
+        ("Answer: B and C", "ambiguous"),
+        ("(A) and (C) both look right", "ambiguous"),
+        ("Paris or Rome", "ambiguous"),
+        ("E", "past the choices"),
+        ("The answer is E", "past the choices"),
+        ("The answer is a city", "names no choice"),
+        ("I do not know", "names no choice"),
+    ],
+)
+def test_ambiguous_or_absent_choices_are_no_answer(reply: str, why: str) -> None:
+    """A reply naming two choices, none, or a letter past them chose nothing, and says why."""
+    letter, how = read_choice(reply, PARIS)
+    assert letter is None and why in how
+
+
+def test_choice_evaluator_scores_items_by_letter(tmp_path: Path) -> None:
+    """`choice` from the registry: 1 for the item's letter, 0 naming what was chosen otherwise."""
+    item = load_dataset(_jsonl(tmp_path, [MMLU])).items[0]
+    ev = make_evaluator("choice")
+    assert isinstance(ev, ChoiceEvaluator)
+    assert asyncio.run(ev.score(item, "The answer is (B)")).value == 1.0
+    wrong = asyncio.run(ev.score(item, "Answer: C"))
+    assert wrong.value == 0.0 and wrong.detail == "chose C (after the answer marker), expected B"
+    assert asyncio.run(ev.score(item, "B or C")).value == 0.0
+
+
+@pytest.mark.parametrize("reply", ["A or B", "A is right, or maybe B", "Answer: A or C"])
+def test_the_letter_a_before_a_conjunction_is_a_letter(reply: str) -> None:
+    """ "A or B" names two letters: the article rule ("A good pick") does not hide the A."""
+    letter, how = read_choice(reply, PARIS)
+    assert letter is None and how.startswith("ambiguous")
