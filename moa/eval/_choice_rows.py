@@ -135,7 +135,7 @@ def _mc1_answer(targets: Mapping[str, Any]) -> int:
     return right[0]
 
 
-def _answer(row: Mapping[str, Any], labels: list[str] | None, count: int) -> int:
+def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) -> int:
     if "mc1_targets" in row:
         return _mc1_answer(row["mc1_targets"])
     key = next((k for k in _ANSWER_KEYS if row.get(k) is not None), None)
@@ -144,6 +144,7 @@ def _answer(row: Mapping[str, Any], labels: list[str] | None, count: int) -> int
     value = row[key]
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ChoiceRowError(f"`{key}` must be a letter or a choice's index, not {type(value).__name__}")
+    count = len(texts)
     shown = LETTERS[count - 1]
     if labels is not None:  # a label of the row's own (ARC's `A` or `1`, MMLU CSV's letter)
         text = str(value).strip()
@@ -155,8 +156,12 @@ def _answer(row: Mapping[str, Any], labels: list[str] | None, count: int) -> int
         index = LETTERS.index(value.strip().upper())
     elif isinstance(value, int) or value.strip().isdigit():  # an index from 0 (MMLU, HellaSwag)
         index = int(value)
+    elif value in texts:  # the right choice's own text
+        index = texts.index(value)
     else:
-        raise ChoiceRowError(f"`{key}` must be a letter A-{shown} or an index from 0, not {value!r}")
+        raise ChoiceRowError(
+            f"`{key}` must be a letter A-{shown}, an index from 0 or a choice's text, not {value!r}"
+        )
     if not 0 <= index < count:
         raise ChoiceRowError(
             f"`{key}` {value!r} is outside the {count} choices (A-{shown}, or 0-{count - 1})"
@@ -172,4 +177,4 @@ def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
         raise ChoiceRowError(f"a multiple-choice row needs at least 2 choices, not {len(texts)}")
     if len(texts) > len(LETTERS):
         raise ChoiceRowError(f"a multiple-choice row has at most {len(LETTERS)} choices, not {len(texts)}")
-    return ChoiceRow(question, tuple(texts), _answer(row, labels, len(texts)))
+    return ChoiceRow(question, tuple(texts), _answer(row, labels, texts))

@@ -10,8 +10,8 @@ off; the first rule that finds a choice decides:
    ``answer: (c)``; a lower-case letter there counts only when a bracket, a period, a colon or the
    end of the line follows it ("the answer is a city" names no letter); when that line names
    another letter too (``Answer: B or C``) the reply is ambiguous;
-3. the reply starts with a letter and ``)``, ``.`` or ``:`` (``B) Paris``, ``(B) Paris``, ``C. 42``)
-   and names no other letter;
+3. the reply's first line is a letter, or starts with one and ``)``, ``.`` or ``:`` (``B) Paris``,
+   ``(B) Paris``, ``C. 42``), and names no other letter (an explanation may follow on later lines);
 4. the capital letters of the choices standing alone anywhere in the reply (``I pick B``), the
    article "A" and the pronoun "I" before a lower-case word aside ("A good pick is B"; but "A or
    B" and "A is right" name A): one letter is the choice, two or more are ambiguous;
@@ -45,7 +45,7 @@ _MARKER = re.compile(
 )
 _FINAL = re.compile(r"\bfinal\s+answer\b", re.IGNORECASE)
 _AFTER_MARKER = re.compile(r"[(\[]?([A-Za-z])(?=([)\].:,;!?]|\s|$))")
-_LEADING = re.compile(r"[(\[]?([A-Z])[)\].:](?:\s|$)|\(([a-z])\)")
+_LEADING = re.compile(r"[(\[]?([A-Z])(?:[)\].:](?:\s|$)|$)|\(([a-z])\)")
 _ALONE = re.compile(r"(?<![\w'’-])([A-Z])(?![\w'’-])")
 _WORD = re.compile(r"\w+")
 # "A cat", "I think": the article and the pronoun; "A or B", "A is right" still name the letter A
@@ -130,10 +130,11 @@ def read_choice(reply: str, choices: Sequence[str]) -> tuple[str | None, str]:
         return letter, "after the answer marker"
     if problem is not None:
         return None, problem
-    lead = _LEADING.match(text)
+    line = text.split("\n", 1)[0].strip()
+    lead = _LEADING.match(line)
     if lead is not None:
         first = str(lead.group(1) or lead.group(2)).upper()
-        others = [x for x in _letters_in(text[lead.end() :], labels) if x != first]
+        others = [x for x in _letters_in(line[lead.end() :], labels) if x != first]
         if first in labels and not others:
             return first, "the reply's first letter"
     alone = _letters_in(text, labels)

@@ -62,6 +62,7 @@ HELLASWAG_STR = {
 }
 HELLASWAG_INT = {"ind": 25, "ctx": "He opens the door", "endings": ["w", "x", "y", "z"], "label": 3}
 GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
+GENERIC_TEXT = {"id": "g2", "question": "Pick the even one.", "choices": ["seven", "eight", "nine"], "answer": "eight"}
 
 
 @pytest.mark.parametrize(
@@ -75,6 +76,7 @@ GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"]
         (HELLASWAG_STR, "B", "x"),
         (HELLASWAG_INT, "D", "z"),
         (GENERIC, "C", "e"),
+        (GENERIC_TEXT, "B", "eight"),
     ],
 )
 def test_each_published_layout_is_read_as_multiple_choice(
@@ -177,6 +179,7 @@ def test_forced_choice_format_names_a_missing_question(tmp_path: Path) -> None:
         ("A good pick is B", "B"),
         ("Reasoning: (A) is wrong and (C) too.\nAnswer: B", "B"),
         ("Answer: I think it is C", "C"),
+        ("B\n\nParis is the capital; A. Berlin is Germany's.", "B"),
         ("Paris", "B"),
         ("It is Paris.", "B"),
     ],
