@@ -82,15 +82,16 @@ class ExperimentSpec(BaseModel):
         ..., min_length=1, description="JSONL, CSV or JSON file, relative to the experiment file."
     )
     dataset_format: DatasetFormat = Field(
-        "auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench, multiple (MultiPL-E)."
+        "auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench, multiple (MultiPL-E), choice."
     )
     on_bad_row: Literal["skip", "fail"] = Field(
         "fail", description="A bad dataset row stops the experiment or is skipped (and reported)."
     )
-    evaluator: str | dict[str, Any] = Field(
-        ...,
+    evaluator: str | dict[str, Any] | None = Field(
+        None,
         description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}` or "
-        "`{name: judge, topology: judge.yaml}` (paths relative to the experiment file).",
+        "`{name: judge, topology: judge.yaml}` (paths relative to the experiment file); "
+        "omitted, the dataset layout's own: `choice` for multiple-choice datasets.",
     )
     baseline: str | SetupEntry = Field(..., description="The reference setup, normally a single model.")
     setups: list[str | SetupEntry] = Field(..., min_length=1, description="Topology files or preset names.")
@@ -172,15 +173,17 @@ class ExperimentSpec(BaseModel):
 
     @field_validator("evaluator")
     @classmethod
-    def _evaluator_named(cls, v: str | dict[str, Any]) -> str | dict[str, Any]:
+    def _evaluator_named(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
         if isinstance(v, dict) and not isinstance(v.get("name"), str):
             raise ValueError("an evaluator mapping needs a `name` (e.g. `{name: numeric, abs_tol: 0.01}`)")
         return v
 
 
 def evaluator_config(spec: ExperimentSpec) -> dict[str, Any]:
-    """The evaluator as a mapping with its ``name``."""
-    return {"name": spec.evaluator} if isinstance(spec.evaluator, str) else dict(spec.evaluator)
+    """The evaluator as a mapping with its ``name`` (``{"name": None}`` when the file names none)."""
+    if isinstance(spec.evaluator, dict):
+        return dict(spec.evaluator)
+    return {"name": spec.evaluator}
 
 
 def evaluator_id(config: Mapping[str, Any]) -> str:

@@ -27,7 +27,7 @@ from moa._run import Runner, refuse_in_running_loop
 from moa.calls.budget import Budget
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
-from moa.eval.registry import make_evaluator
+from moa.eval.registry import known_evaluators, make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.summarize import summary_from_store
 from moa.experiment.analysis.summary import Summary, baseline_problem
@@ -137,7 +137,7 @@ class Experiment:
             evaluator: Evaluator | PairwiseEvaluator = self.evaluator
             ev_config: dict[str, Any] = {"name": evaluator.name, "custom": True}
         else:
-            ev_config = evaluator_config(spec)
+            ev_config = evaluator_config(spec) if spec.evaluator is not None else _layout_evaluator(dataset)
             evaluator = _make_evaluator(ev_config, self.source, self.base_dir)
         _check_executable(evaluator, dataset.items, self.source)
         _check_targets(evaluator, dataset.items, self.source)
@@ -266,6 +266,19 @@ def _bad_row_notes(dataset: Dataset) -> list[str]:
     return notes
 
 
+def _layout_evaluator(dataset: Dataset) -> dict[str, Any]:
+    """The evaluator of a file that names none: the dataset layout's own (``choice`` for
+    multiple-choice items), else a line asking for one."""
+    from moa.eval.datasets import CHOICE
+
+    if dataset.items and all(i.meta.get("format") == CHOICE for i in dataset.items):
+        return {"name": "choice"}
+    raise UserError(
+        f"{dataset.source}: this dataset's layout has no evaluator of its own: name one in the experiment "
+        f"file's `evaluator` ({', '.join(known_evaluators())})"
+    )
+
+
 def _make_evaluator(
     config: dict[str, Any], source: str, base_dir: Path | None = None
 ) -> Evaluator | PairwiseEvaluator:
@@ -312,6 +325,7 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
     "item has no target"; and regex targets that do not compile, which stopped the scoring."""
     from moa.eval.reference import ContainsEvaluator, ExactEvaluator, NumericEvaluator, RegexEvaluator
 
+    _check_choices(evaluator, items, source)
     if not isinstance(evaluator, ExactEvaluator | ContainsEvaluator | NumericEvaluator | RegexEvaluator):
         return
     if isinstance(evaluator, RegexEvaluator) and evaluator.config.pattern is not None:
@@ -330,6 +344,30 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
                 evaluator.pattern_of(item)
         except UserError as e:
             raise UserError(f"{source}: evaluator `regex`: {e}") from None
+
+
+def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Item], source: str) -> None:
+    """Refuse, before any call, ``choice`` over items that have no choices (each would score 0), and
+    ``contains`` over multiple-choice items: their target is one letter, found in nearly any reply."""
+    from moa.eval.choice import ChoiceEvaluator
+    from moa.eval.datasets import CHOICE
+    from moa.eval.reference import ContainsEvaluator
+
+    if isinstance(evaluator, ChoiceEvaluator):
+        plain = [i.id for i in items if i.meta.get("format") != CHOICE]
+        if plain:
+            raise UserError(
+                f"{source}: evaluator `choice`: {len(plain)} of {len(items)} dataset items are not "
+                f"multiple-choice (first: {_first(plain)}); they need `choices` and an `answer`"
+            )
+    elif isinstance(evaluator, ContainsEvaluator):
+        lettered = [i.id for i in items if i.meta.get("format") == CHOICE]
+        if lettered:
+            raise UserError(
+                f"{source}: evaluator `contains`: {len(lettered)} of {len(items)} dataset items are "
+                f"multiple-choice (first: {_first(lettered)}), whose target letter is in nearly any "
+                "answer: use `evaluator: choice`"
+            )
 
 
 def _first(ids: Sequence[str]) -> str:
