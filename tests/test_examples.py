@@ -34,6 +34,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "code_judge_experiment.yaml",
         "gsm8k_experiment.yaml",
         "mtbench_experiment.yaml",
+        "mmlu_experiment.yaml",
     ],
 )
 def test_example_experiment_files_validate(name: str) -> None:
