@@ -162,9 +162,18 @@ class ChoiceEvaluator:
         choices = item.meta.get("choices") if item.meta.get("format") == CHOICE else None
         if not isinstance(choices, list):
             return Score(0.0, f"item `{item.id}` is not a multiple-choice item")
-        letter, how = read_choice(answer, [str(c) for c in choices])
+        texts = [str(c) for c in choices]
+        letter, how = read_choice(answer, texts)
+        # the right choice's text beside its letter: a report reader need not look the item up
+        index = LETTERS.find(item.target) if len(item.target) == 1 else -1
+        expected = f"{item.target} ({_cut(texts[index])})" if 0 <= index < len(texts) else item.target
         if letter is None:
-            return Score(0.0, f"{how}; expected {item.target}")
+            return Score(0.0, f"{how}; expected {expected}")
         if letter == item.target:
             return Score(1.0, how)
-        return Score(0.0, f"chose {letter} ({how}), expected {item.target}")
+        return Score(0.0, f"chose {letter} ({how}), expected {expected}")
+
+
+def _cut(text: str, width: int = 40) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

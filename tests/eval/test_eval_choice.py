@@ -62,7 +62,12 @@ HELLASWAG_STR = {
 }
 HELLASWAG_INT = {"ind": 25, "ctx": "He opens the door", "endings": ["w", "x", "y", "z"], "label": 3}
 GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
-GENERIC_TEXT = {"id": "g2", "question": "Pick the even one.", "choices": ["seven", "eight", "nine"], "answer": "eight"}
+GENERIC_TEXT = {
+    "id": "g2",
+    "question": "Pick the even one.",
+    "choices": ["seven", "eight", "nine"],
+    "answer": "eight",
+}
 
 
 @pytest.mark.parametrize(
@@ -215,7 +220,7 @@ def test_choice_evaluator_scores_items_by_letter(tmp_path: Path) -> None:
     assert isinstance(ev, ChoiceEvaluator)
     assert asyncio.run(ev.score(item, "The answer is (B)")).value == 1.0
     wrong = asyncio.run(ev.score(item, "Answer: C"))
-    assert wrong.value == 0.0 and wrong.detail == "chose C (after the answer marker), expected B"
+    assert wrong.value == 0.0 and wrong.detail == "chose C (after the answer marker), expected B (Paris)"
     assert asyncio.run(ev.score(item, "B or C")).value == 0.0
 
 

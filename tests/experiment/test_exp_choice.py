@@ -68,7 +68,8 @@ def test_compare_scores_the_shipped_mmlu_sample_by_the_chosen_letter(tmp_path: P
     assert quality == {"single": 1.0, "majority-3": 0.5}
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
     details = {r["score_detail"] for r in rows if r["setup"] == "majority-3" and r["score"] == 0}
-    assert details == {f"ambiguous: the reply names A and B; expected {t}" for t in ("D", "A", "D")}
+    expected = {"D (Carbon dioxide)", "A (56)", "D (William Shakespeare)"}
+    assert details == {f"ambiguous: the reply names A and B; expected {e}" for e in expected}
 
 
 def _items_file(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
