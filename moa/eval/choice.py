@@ -7,8 +7,8 @@ off; the first rule that finds a choice decides:
    period (``B``, ``(b)``, ``[B].``);
 2. the last "final answer" (else "answer", "correct option", "correct choice", "option", "choice")
    followed by ``is``, ``:`` or ``=`` and then a letter: ``Answer: B``, ``The answer is B) Paris``,
-   ``answer: (c)``; a lower-case letter there counts only when a bracket, a period, a colon or the
-   end of the line follows it ("the answer is a city" names no letter); when that line names
+   ``answer: (c)``; a lower-case letter there counts only when a bracket, punctuation or the end
+   of the line follows it ("the answer is a city" names no letter); when that line names
    another letter too (``Answer: B or C``) the reply is ambiguous;
 3. the reply's first line is a letter, or starts with one and ``)``, ``.`` or ``:`` (``B) Paris``,
    ``(B) Paris``, ``C. 42``), and names no other letter (an explanation may follow on later lines);
@@ -86,7 +86,7 @@ def _by_marker(text: str, labels: str) -> tuple[str | None, str | None]:
         if hit is None:
             continue
         letter, after = hit.group(1), hit.group(2)
-        if letter.islower() and not ((after and after in ")].:") or rest[hit.end() :].strip() == ""):
+        if letter.islower() and not ((after and after in ")].:,;!?") or rest[hit.end() :].strip() == ""):
             continue  # "the answer is a city"
         if letter in "AI" and _ARTICLE.match(rest, hit.end()):
             continue  # "Answer: I think it is B", "The answer is a city"

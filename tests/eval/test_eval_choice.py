@@ -173,6 +173,7 @@ def test_forced_choice_format_names_a_missing_question(tmp_path: Path) -> None:
         ("**B**", "B"),
         ("Answer: B", "B"),
         ("answer: (c)", "C"),
+        ("answer: b, since Paris is the capital", "B"),
         ("The answer is B) Paris", "B"),
         ("The correct option is **D**.", "D"),
         ("Final answer: **C**", "C"),
