@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moa.safe_read import parse_json
+
 __all__ = ["LETTERS", "PROMPT_END", "ChoiceRow", "ChoiceRowError", "is_choice_row", "read_choice_row"]
 
 LETTERS = string.ascii_uppercase
@@ -115,6 +117,11 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
         return None, [_text(t, "mc1_targets") for t in targets]
     key = "endings" if "endings" in row else "choices"
     value = row.get(key)
+    if isinstance(value, str) and value.lstrip().startswith(("[", "{")):  # a CSV cell holds JSON text
+        try:
+            value = parse_json(value)
+        except ValueError as e:  # json.JSONDecodeError included
+            raise ChoiceRowError(f"`{key}` is not valid JSON: {str(e).splitlines()[0]}") from None
     if isinstance(value, Mapping):  # ARC on the Hugging Face hub: {text: [...], label: [...]}
         texts, labels = value.get("text"), value.get("label")
         if not isinstance(texts, list) or not isinstance(labels, list):

@@ -125,6 +125,14 @@ def test_mmlu_csv_form_is_read(tmp_path: Path) -> None:
     assert "A. 3\nB. 4\nC. 5\nD. 6" in ds.items[0].input
 
 
+def test_csv_choices_as_a_json_list_are_read(tmp_path: Path) -> None:
+    """A CSV `choices` cell holding a JSON list (as generic CSV `tests` cells do) is the list."""
+    path = tmp_path / "mc.csv"
+    path.write_text('question,choices,answer\nCapital of France?,"[""Berlin"", ""Paris""]",B\n')
+    item = load_dataset(path).items[0]
+    assert item.target == "B" and item.meta["choices"] == ["Berlin", "Paris"]
+
+
 @pytest.mark.parametrize(
     ("row", "reason"),
     [
