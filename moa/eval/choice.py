@@ -88,8 +88,9 @@ def _by_marker(text: str, labels: str) -> tuple[str | None, str | None]:
         letter, after = hit.group(1), hit.group(2)
         if letter.islower() and not ((after and after in ")].:,;!?") or rest[hit.end() :].strip() == ""):
             continue  # "the answer is a city"
-        if letter in "AI" and _ARTICLE.match(rest, hit.end()):
-            continue  # "Answer: I think it is B", "The answer is a city"
+        # after a marker a capital A is the letter ("Answer: A because ..."); an I is "I think"
+        if letter == "I" and _ARTICLE.match(rest, hit.end()):
+            continue
         letter = letter.upper()
         if letter not in labels:
             return None, f"the answer names `{letter}`, past the choices (A-{labels[-1]})"

@@ -193,6 +193,7 @@ def test_forced_choice_format_names_a_missing_question(tmp_path: Path) -> None:
         ("A good pick is B", "B"),
         ("Reasoning: (A) is wrong and (C) too.\nAnswer: B", "B"),
         ("Answer: I think it is C", "C"),
+        ("Answer: A because it is the largest city", "A"),
         ("B\n\nParis is the capital; A. Berlin is Germany's.", "B"),
         ("Paris", "B"),
         ("It is Paris.", "B"),

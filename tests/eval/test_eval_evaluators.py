@@ -94,7 +94,9 @@ async def test_no_target_scores_zero(name: str) -> None:
 
 def test_unknown_evaluator_lists_known() -> None:
     """An unknown name raises UserError listing the known ones."""
-    with pytest.raises(UserError, match="unknown evaluator `bleu`; known: choice, contains, exact, execution"):
+    with pytest.raises(
+        UserError, match="unknown evaluator `bleu`; known: choice, contains, exact, execution"
+    ):
         make_evaluator("bleu")
 
 
