@@ -5,11 +5,14 @@ Every published layout is recognised by its own fields; a row is refused, naming
 answer is not one of its choices, when it has fewer than two choices, or when two choices share a
 label. The prompt shows the choices lettered ``A.``, ``B.``, ... in the row's order (``PROMPT_END``
 asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
-always a letter.
+always a letter; TruthfulQA MC1's, which put the right answer first, in a fixed order drawn from the
+row's text.
 """
 
 from __future__ import annotations
 
+import hashlib
+import random
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -184,4 +187,17 @@ def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
         raise ChoiceRowError(f"a multiple-choice row needs at least 2 choices, not {len(texts)}")
     if len(texts) > len(LETTERS):
         raise ChoiceRowError(f"a multiple-choice row has at most {len(LETTERS)} choices, not {len(texts)}")
-    return ChoiceRow(question, tuple(texts), _answer(row, labels, texts))
+    answer = _answer(row, labels, texts)
+    if "mc1_targets" in row:
+        texts, answer = _shuffled(question, texts, answer)
+    return ChoiceRow(question, tuple(texts), answer)
+
+
+def _shuffled(question: str, texts: list[str], answer: int) -> tuple[list[str], int]:
+    """TruthfulQA's MC1 files list the right answer first, so a model that always answers ``A``
+    scored 1.0. The choices are shown in an order drawn from the row's own text: the same on every
+    run and machine (a resume, a second setup, the baseline all see one order), varied across rows."""
+    seed = hashlib.sha256("\x1f".join((question, *texts)).encode("utf-8", "surrogatepass")).digest()
+    order = list(range(len(texts)))
+    random.Random(int.from_bytes(seed[:8], "big")).shuffle(order)
+    return [texts[i] for i in order], order.index(answer)

@@ -77,7 +77,6 @@ GENERIC_TEXT = {
         (ARC_HUB, "B", "steam"),
         (ARC_DIGITS, "B", "balance"),
         (ARC_ORIGINAL, "B", "steam"),
-        (TRUTHFULQA, "B", "Blue"),
         (HELLASWAG_STR, "B", "x"),
         (HELLASWAG_INT, "D", "z"),
         (GENERIC, "C", "e"),
@@ -92,6 +91,26 @@ def test_each_published_layout_is_read_as_multiple_choice(
     assert item.target == target
     assert item.meta["format"] == "choice" and item.meta["answer_text"] == choice_text
     assert f"\n{target}. {choice_text}\n" in item.input
+
+
+def test_truthfulqa_mc1_choices_are_shown_in_a_fixed_order_that_varies_across_rows(tmp_path: Path) -> None:
+    """MC1 files put the right answer first: shown in the file's order, a model always answering A
+    scored 1.0. Each row's order is drawn from its text, so a second load (a resume, another setup)
+    shows the same one."""
+    rows = [
+        {
+            "question": f"Question {i}?",
+            "mc1_targets": {f"right {i}": 1, f"wrong {i}": 0, f"other {i}": 0, f"x {i}": 0},
+        }
+        for i in range(24)
+    ]
+    first = load_dataset(_jsonl(tmp_path, rows)).items
+    again = load_dataset(_jsonl(tmp_path, rows)).items
+    assert [i.input for i in first] == [i.input for i in again]
+    assert len({i.target for i in first}) >= 3
+    for i, item in enumerate(first):
+        assert item.meta["answer_text"] == f"right {i}"
+        assert f"\n{item.target}. right {i}\n" in item.input
 
 
 def test_the_prompt_letters_the_choices_in_the_documented_format(tmp_path: Path) -> None:
