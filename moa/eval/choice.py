@@ -11,7 +11,8 @@ off; the first rule that finds a choice decides:
    of the line follows it ("the answer is a city" names no letter); when that line names
    another letter too (``Answer: B or C``) the reply is ambiguous;
 3. the reply's first line is a letter, or starts with one and ``)``, ``.`` or ``:`` (``B) Paris``,
-   ``(B) Paris``, ``C. 42``), and names no other letter (an explanation may follow on later lines);
+   ``(B) Paris``, ``C. 42``), and names no other letter (an explanation may follow on later lines),
+   unless other lines start with other letters too (the choices listed again: no choice of the reply's);
 4. the capital letters of the choices standing alone anywhere in the reply (``I pick B``), the
    article "A" and the pronoun "I" before a lower-case word aside ("A good pick is B"; but "A or
    B" and "A is right" name A): one letter is the choice, two or more are ambiguous;
@@ -133,7 +134,7 @@ def read_choice(reply: str, choices: Sequence[str]) -> tuple[str | None, str]:
         return None, problem
     line = text.split("\n", 1)[0].strip()
     lead = _LEADING.match(line)
-    if lead is not None:
+    if lead is not None and not _lists_choices(text, labels):
         first = str(lead.group(1) or lead.group(2)).upper()
         others = [x for x in _letters_in(line[lead.end() :], labels) if x != first]
         if first in labels and not others:
@@ -147,6 +148,17 @@ def read_choice(reply: str, choices: Sequence[str]) -> tuple[str | None, str]:
     if named is not None:
         return named, "the choice's text"
     return None, problem or "the reply names no choice"
+
+
+def _lists_choices(text: str, labels: str) -> bool:
+    """Whether lines of the reply start with two or more different letters: the choices listed (a
+    reply repeating the prompt's list), whose first line names no choice of the model's."""
+    leading = set()
+    for line in text.split("\n"):
+        lead = _LEADING.match(line.strip())
+        if lead is not None:
+            leading.add(str(lead.group(1) or lead.group(2)).upper())
+    return len(leading & set(labels)) >= 2
 
 
 class ChoiceEvaluator:

@@ -234,6 +234,8 @@ def test_the_chosen_letter_is_read(reply: str, letter: str) -> None:
         ("The answer is E", "past the choices"),
         ("The answer is a city", "names no choice"),
         ("I do not know", "names no choice"),
+        # the prompt's list repeated without a marker: its first line is no choice of the reply's
+        ("A. Berlin\nB. Paris\nC. Rome\nD. Madrid\n\nParis, I think.", "ambiguous"),
     ],
 )
 def test_ambiguous_or_absent_choices_are_no_answer(reply: str, why: str) -> None:
