@@ -265,3 +265,26 @@ def test_serve_refuses_an_unknown_local_model_at_startup(tmp_path: Path) -> None
     p = moa_cli("serve", str(f), "--port", "0")
     assert p.returncode == 2
     assert p.stderr.startswith("moa serve: t: agent `a`: unknown local model `local/smollm`: use one of")
+
+
+@pytest.mark.parametrize("args", [["topologies"], ["schema"], ["validate", "single", "parallel-3"]])
+def test_a_closed_pipe_on_stdout_ends_quietly(args: list[str]) -> None:
+    """`moa ... | head -1`: a reader that left loses the output, with no traceback; the exit code
+    still says how the command went (here: it succeeded)."""
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line is written
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "moa", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+            timeout=120,
+        )
+    finally:
+        os.close(write)
+    assert p.stderr == "" and p.returncode == 0
