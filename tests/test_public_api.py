@@ -90,6 +90,25 @@ def test_wheel_ships_presets_and_schema(tmp_path: Path) -> None:
     assert not [n for n in names if n.endswith((".gguf", ".pyc"))]
 
 
+def test_sdist_ships_what_its_tests_read_and_no_results(tmp_path: Path) -> None:
+    """The sdist holds `.ci/` (its tests read it) and leaves out an experiment's `moa-results/`."""
+    import shutil
+    import tarfile
+
+    from hatchling.builders.sdist import SdistBuilder
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*_cache"))
+    # where `python run_experiment.py` or `moa compare` without --out writes, run inside examples/
+    (tree / "examples" / "moa-results" / "x").mkdir(parents=True)
+    (tree / "examples" / "moa-results" / "x" / "experiment.sqlite").write_text("answers")
+    sdist = next(iter(SdistBuilder(str(tree)).build(directory=str(tmp_path / "dist"))))
+    with tarfile.open(sdist) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {".ci/run", ".ci/system-deps", "tests/test_readme.py"} <= names
+    assert not [n for n in names if "moa-results" in n or n.endswith((".sqlite", ".pyc"))]
+
+
 def test_call_record_round_trips_through_json() -> None:
     """CallRecord.from_dict reads back what to_dict (the --json output) wrote."""
     import json
