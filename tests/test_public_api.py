@@ -109,6 +109,25 @@ def test_sdist_ships_what_its_tests_read_and_no_results(tmp_path: Path) -> None:
     assert not [n for n in names if "moa-results" in n or n.endswith((".sqlite", ".pyc"))]
 
 
+@pytest.mark.parametrize(
+    ("package", "needed"),
+    [
+        ("litellm", (1, 104)),  # AsyncHTTPHandler(transport=...), for together_ai, hosted_vllm, ...
+        ("pydantic", (2, 9)),  # field_validator(json_schema_input_type=...), at import
+        ("aiohttp", (3, 10)),  # aiohttp.ConnectionTimeoutError, on every timeout of the direct path
+    ],
+)
+def test_declared_minimum_versions_have_the_apis_moa_uses(package: str, needed: tuple[int, ...]) -> None:
+    """pyproject's lower bounds admit no release lacking an API moa calls (each found by installing it)."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    spec = next(d for d in deps if re.match(rf"{package}\b", d))
+    floor = re.search(r">=([\d.]+)", spec)
+    assert floor is not None and tuple(int(p) for p in floor.group(1).split(".")) >= needed
+
+
 def test_call_record_round_trips_through_json() -> None:
     """CallRecord.from_dict reads back what to_dict (the --json output) wrote."""
     import json
