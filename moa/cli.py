@@ -211,6 +211,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from moa.topology.loader import load
 
     topology = load(args.topology)
+    _check_local_models(topology, args.topology)
     prompt = _read_prompt(args.prompt)
     if not prompt.strip():
         raise UserError("--prompt is empty")
@@ -269,6 +270,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sys.stdout.flush()  # the answer first, then the account, even when stdout is a pipe
         print(_summary_line(result), file=sys.stderr)
     return 0
+
+
+def _check_local_models(topology: Any, source: str) -> None:
+    """The embedded models run here: no extra or no weights is found before the hosted nodes of a
+    mixed topology are paid for."""
+    from moa._run import every_agent
+    from moa.calls.keys import unavailable_local_models
+
+    problems = unavailable_local_models(every_agent(topology))
+    if problems:
+        raise UserError("\n".join(f"{source}: {p}" for p in problems))
 
 
 def _read_prompt(value: str) -> str:

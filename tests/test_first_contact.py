@@ -288,3 +288,36 @@ def test_a_closed_pipe_on_stdout_ends_quietly(args: list[str]) -> None:
     finally:
         os.close(write)
     assert p.stderr == "" and p.returncode == 0
+
+
+def test_run_and_serve_refuse_an_embedded_model_this_machine_cannot_run_before_any_call(
+    tmp_path: Path,
+) -> None:
+    """A hosted node before a `local/` one whose GGUF file is missing: exit 2 naming it, nothing paid."""
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f = tmp_path / "t.yaml"
+        f.write_text(
+            "name: mixed\nkind: sequential\nsteps: [hosted, here]\nagents:\n"
+            f'  hosted: {{model: openai/sim, api_base: "{srv.base_url}"}}\n'
+            f"  here: {{model: local/{tmp_path}/missing.gguf}}\n"
+        )
+        run = moa_cli("run", str(f), "--prompt", "hi")
+        serve = moa_cli("serve", str(f), "--port", "0")
+        served = srv.stats.served
+    assert served == 0
+    line = f"GGUF file {tmp_path}/missing.gguf does not exist (needed by agent `here`"
+    assert run.returncode == 2 and run.stderr.startswith(f"moa: {f}: model `local/") and line in run.stderr
+    assert serve.returncode == 2 and line in serve.stderr
+
+
+def test_an_embedded_model_without_the_local_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without llama-cpp-python, every agent on an embedded model is named once with the install command."""
+    import sys
+
+    from moa._run import every_agent
+    from moa.calls.keys import unavailable_local_models
+
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    lines = unavailable_local_models(every_agent(load("local-self-moa")))
+    assert len(lines) == 1 and "pip install 'moa-sdk[local]'" in lines[0]
+    assert "agent `sampler` (local/smollm2-135m), agent `aggregator`" in lines[0]

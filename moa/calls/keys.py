@@ -18,11 +18,18 @@ from collections.abc import Callable, Iterable
 
 from moa.errors import UserError
 from moa.models.gguf import PREFIX as LOCAL_PREFIX
-from moa.models.gguf import unknown_local_model
+from moa.models.gguf import local_model_unavailable, unknown_local_model
 from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
 from moa.topology.spec import AgentSpec
 
-__all__ = ["PROVIDER_KEYS", "check_agents", "missing_keys", "unknown_local_models", "unknown_providers"]
+__all__ = [
+    "PROVIDER_KEYS",
+    "check_agents",
+    "missing_keys",
+    "unavailable_local_models",
+    "unknown_local_models",
+    "unknown_providers",
+]
 
 #: provider prefix -> the environment variables litellm reads its key from (any one suffices)
 PROVIDER_KEYS: dict[str, tuple[str, ...]] = {
@@ -128,6 +135,20 @@ def unknown_local_models(
         and not answered(m)
         and (problem := unknown_local_model(m, a.params)) is not None
     ]
+
+
+def unavailable_local_models(agents: Iterable[tuple[str, AgentSpec]]) -> list[str]:
+    """One line per reason this process cannot run an embedded model of ``agents`` (fallbacks
+    included), naming the agents that need it. Not part of ``check_agents``: an experiment may
+    run its local setups on Dask workers, which hold the extra and the files instead."""
+    need: dict[str, list[str]] = {}
+    for where, a in agents:
+        for m in [a.model, *a.fallbacks]:
+            if m.startswith(LOCAL_PREFIX) and unknown_local_model(m, a.params) is None:
+                problem = local_model_unavailable(m, a.params)
+                if problem is not None:
+                    need.setdefault(problem, []).append(f"{where} ({m})")
+    return [f"{problem} (needed by {', '.join(dict.fromkeys(who))})" for problem, who in need.items()]
 
 
 def check_agents(

@@ -102,6 +102,21 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+def local_model_unavailable(model: str, params: Mapping[str, Any]) -> str | None:
+    """Why this process cannot run the embedded model ``model`` (llama-cpp-python not installed,
+    the bundled weights' package missing, no GGUF file at its path), else None; found without
+    loading anything. Asked only where the model runs in this process (``moa run``, ``moa serve``):
+    a topology that calls hosted models first would otherwise pay for them, then fail."""
+    blocked = "llama_cpp" in sys.modules and sys.modules["llama_cpp"] is None
+    if blocked or ("llama_cpp" not in sys.modules and importlib.util.find_spec("llama_cpp") is None):
+        return f"the embedded model needs llama-cpp-python: {INSTALL_HINT}"
+    try:
+        check_gguf(model_file(model, params), model)
+    except UserError as e:
+        return str(e)
+    return None
+
+
 def int_param(params: Mapping[str, Any], key: str, default: int, model: str) -> int:
     value = params.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -67,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
             return fail(f"--api-key-env: environment variable `{args.api_key_env}` is not set or empty")
     try:
         from moa._run import every_agent
-        from moa.calls.keys import missing_keys, unknown_local_models, unknown_providers
+        from moa.calls.keys import (
+            missing_keys,
+            unavailable_local_models,
+            unknown_local_models,
+            unknown_providers,
+        )
         from moa.serve import create_app, require
         from moa.topology.loader import load
 
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         for t in topologies:
             pairs = every_agent(t)
             lines = unknown_providers(pairs) + unknown_local_models(pairs) + missing_keys(pairs)
+            lines += unavailable_local_models(pairs)  # served here: the extra and weights are needed here
             problems += [f"{t.name}: {line}" for line in lines]
         if problems:
             for line in problems:
