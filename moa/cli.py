@@ -396,6 +396,16 @@ def _print_traceback() -> None:
     print(scrub(traceback.format_exc(), environment_secrets()), file=sys.stderr, end="")
 
 
+def _spent(calls: Sequence[Any]) -> str:
+    """What a failed run paid before it failed, for its error line: a success's summary line says
+    it, and a failure may have paid for every node but the last."""
+    if not calls:
+        return ""
+    cost, most = sum(c.cost_usd for c in calls), sum(c.cost_usd_max for c in calls)
+    upto = f", up to ${most:.6f}" if most > cost else ""
+    return f" ({len(calls)} calls made: ${cost:.6f}{upto})"
+
+
 class _Pipe:
     """stdout or stderr for a command: once its reader has gone (``moa run ... | head -1``), the
     rest of what is written there is dropped instead of raising ``BrokenPipeError`` through a
@@ -474,7 +484,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except MoAError as e:
         if args.debug:
             _print_traceback()
-        print(f"moa: run failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"moa: run failed: {type(e).__name__}: {e}{_spent(e.calls)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("moa: interrupted", file=sys.stderr)

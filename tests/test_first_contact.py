@@ -336,3 +336,19 @@ def test_a_stdout_closed_before_the_start_is_not_a_traceback() -> None:
         timeout=120,
     )
     assert p.returncode == 0 and p.stderr == ""
+
+
+def test_a_failed_run_says_what_it_spent_on_its_error_line(tmp_path: Path) -> None:
+    """A run whose second step fails after a priced first call names that spend on its one error line."""
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f = tmp_path / "t.yaml"
+        price = "pricing: {input_per_mtok: 1000000, output_per_mtok: 0}"
+        f.write_text(
+            "name: t\nkind: sequential\nsteps: [a, b]\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", {price}}}\n'
+            f'  b: {{model: openai/gone, api_base: "{srv.base_url}", {price}, retry: {{max_attempts: 1}}}}\n'
+        )
+        p = moa_cli("run", str(f), "--prompt", "hello")
+        paid = srv.stats.prompt_tokens * 1.0  # $1 a prompt token, the failed call's 404 unbilled
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and paid > 0
+    assert p.stderr.startswith("moa: run failed: ") and f"(2 calls made: ${paid:.6f})" in p.stderr
