@@ -7,7 +7,6 @@ nothing on the hot path. A processor redacts API keys and bearer tokens from eve
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sys
@@ -93,7 +92,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(levels[level.upper()]),
     )
-    use_logger(structlog_logger.bind(lib="moa"))
+    _install(structlog_logger.bind(lib="moa"), redacts=True)
 
 
 class _Sink:
@@ -129,13 +128,64 @@ def disable_logging() -> None:
 
 
 def use_logger(bound_logger: Any) -> None:
-    """Send moa's events to ``bound_logger`` (a structlog bound logger), or nowhere with None."""
-    _state["logger"] = bound_logger
-    # a filtering bound logger knows its level; any other logger is taken to emit everything
-    is_enabled_for = getattr(bound_logger, "is_enabled_for", None)
-    _state["info"] = bound_logger is not None and (
-        is_enabled_for is None or bool(is_enabled_for(logging.INFO))
-    )
+    """Send moa's events to ``bound_logger`` (a structlog bound logger), or nowhere with None.
+    Each event reaches it redacted (``redact``), and an exception it raises loses the event only."""
+    if isinstance(bound_logger, _Guarded):  # one that ``logger()`` returned: put back as it was
+        _state["logger"] = bound_logger
+        _state["info"] = bound_logger.info_on
+        return
+    _install(bound_logger, redacts=False)
+
+
+def _install(bound_logger: Any, *, redacts: bool) -> None:
+    guarded = None if bound_logger is None else _Guarded(bound_logger, redacts)
+    _state["logger"] = guarded
+    _state["info"] = guarded is not None and guarded.info_on
+
+
+class _Guarded:
+    """moa's only door to a logger. Every caller (a run's events, ``moa serve``'s request log and
+    error events, ``moa view``'s, the progress events) goes through it, so none can forget that a
+    host's logger may raise (its handler, processor or stream: the event is lost, never the run or
+    the request it describes) or that it has no redaction of moa's (``configure_logging``'s has
+    the processor; a logger given to ``use_logger`` gets its events redacted here)."""
+
+    __slots__ = ("_logger", "_redacts", "info_on")
+
+    def __init__(self, bound_logger: Any, redacts: bool, info_on: bool | None = None) -> None:
+        self._logger, self._redacts = bound_logger, redacts
+        if info_on is None:
+            # a filtering bound logger knows its level; any other logger is taken to emit everything
+            try:
+                is_enabled_for = getattr(bound_logger, "is_enabled_for", None)
+                info_on = is_enabled_for is None or bool(is_enabled_for(logging.INFO))
+            except Exception:
+                info_on = True
+        self.info_on = info_on
+
+    def bind(self, **kw: Any) -> _Guarded:
+        try:
+            bound = self._logger.bind(**(kw if self._redacts else redact(kw)))
+        except Exception:  # the events go unbound rather than not at all
+            return self
+        return _Guarded(bound, self._redacts, self.info_on)
+
+    def _emit(self, level: str, event: str, kw: dict[str, Any]) -> None:
+        try:
+            if not self._redacts:
+                event, kw = redact(event), redact(kw)
+            getattr(self._logger, level)(event, **kw)
+        except Exception:
+            pass
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._emit("info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._emit("warning", event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._emit("error", event, kw)
 
 
 def enabled() -> bool:
@@ -143,7 +193,8 @@ def enabled() -> bool:
 
 
 def logger() -> Any:
-    """The configured bound logger, or None when logging is off."""
+    """The configured logger (behind moa's guard: redacting, and losing an event its logger raises
+    on), or None when logging is off."""
     return _state["logger"]
 
 
@@ -177,19 +228,16 @@ class RunEvents:
             self._bound = self._base.bind(run_id=self._run_id)
         return self._bound
 
-    # a logger that raises (a host's handler, processor or stream) loses its event, not the run:
-    # events are emitted where a paid result is in hand (``call``, ``run.end``) or an error with
-    # its calls is on its way up (``run.failed``)
+    # a logger that raises (a host's handler, processor or stream) loses its event, not the run
+    # (``_Guarded``): events are emitted where a paid result is in hand (``call``, ``run.end``) or
+    # an error with its calls is on its way up (``run.failed``)
 
     def info(self, event: str, **kw: Any) -> None:
         if self.info_on:
-            with contextlib.suppress(Exception):
-                self.bound().info(event, **kw)
+            self.bound().info(event, **kw)
 
     def warning(self, event: str, **kw: Any) -> None:
-        with contextlib.suppress(Exception):
-            self.bound().warning(event, **kw)
+        self.bound().warning(event, **kw)
 
     def error(self, event: str, **kw: Any) -> None:
-        with contextlib.suppress(Exception):
-            self.bound().error(event, **kw)
+        self.bound().error(event, **kw)

@@ -202,3 +202,48 @@ async def test_run_end_says_what_calls_cut_off_in_flight_may_cost() -> None:
     end = next(e for e in events if e["event"] == "run.end")
     assert result.cost_usd_max > result.cost_usd
     assert end["cost_usd_max"] == pytest.approx(result.cost_usd_max)
+
+
+class _Recording:
+    """A host's structlog-like logger that keeps what it is given, unprocessed."""
+
+    def __init__(self, into: list[dict[str, Any]], context: dict[str, Any] | None = None) -> None:
+        self.into, self.context = into, context or {}
+
+    def bind(self, **kw: Any) -> _Recording:
+        return _Recording(self.into, {**self.context, **kw})
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.into.append({"event": event, **self.context, **kw})
+
+    warning = error = info
+
+
+def test_a_logger_of_your_own_gets_moas_events_redacted() -> None:
+    """`use_logger(host_logger)` bypassed the redaction processor `configure_logging` installs: a
+    key shape in an event's text, or a key-named field, reached the host's log as it was."""
+    got: list[dict[str, Any]] = []
+    previous = log.logger()
+    log.use_logger(_Recording(got))
+    try:
+        log.logger().error("serve.error", error="RuntimeError: refused sk-proj-abcdefghijklmnop")
+        run = log.for_run("r1")
+        assert run is not None
+        run.error("run.failed", error="Authorization: Bearer abcdefghijklmnopqrstuvwx", api_key="hunter22x")
+    finally:
+        log.use_logger(previous)
+    assert len(got) == 2 and got[1]["run_id"] == "r1" and got[1]["api_key"] == "***"
+    assert "abcdefghijklmnop" not in str(got)
+
+
+def test_logger_hands_back_what_use_logger_restores() -> None:
+    """`previous = log.logger()` then `use_logger(previous)` puts the same logger back, level and all."""
+    previous = log.logger()
+    log.configure_logging("json", level="WARNING", stream=io.StringIO())
+    mine = log.logger()
+    try:
+        log.use_logger(None)
+        log.use_logger(mine)
+        assert log.logger() is mine and log.info_logger() is None
+    finally:
+        log.use_logger(previous)

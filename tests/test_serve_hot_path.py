@@ -304,3 +304,43 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
             log.use_logger(previous)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"moa serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+class _RaisingLogger:
+    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
+
+    def bind(self, **_kw: object) -> _RaisingLogger:
+        return self
+
+    def info(self, *_a: object, **_kw: object) -> None:
+        raise OSError("No space left on device")
+
+    warning = error = info
+
+
+async def test_a_logger_that_raises_costs_no_request_its_reply() -> None:
+    """`moa serve`'s own events (the request log, a failed run's `serve.run_failed`) called the
+    logger bare: one that raised turned a misconfigured model's 500 with its message into an empty
+    500. Every request gets the reply it would have had with logging off."""
+    from moa.errors import RequestRejected
+
+    def answer(request: Any) -> object:
+        if "refused" in str(request.messages[-1]["content"]):
+            return RequestRejected("Incorrect API key provided", status_code=401)
+        return "fine"
+
+    runner = Runner(models={"fake/model": FunctionModel(answer)})
+    app = create_app([_topology()], runner=runner)
+    previous = log.logger()
+    log.use_logger(_RaisingLogger())
+    try:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://moa") as c:
+            ok = await c.post("/v1/chat/completions", json=_ask("hello"))
+            refused = await c.post("/v1/chat/completions", json=_ask("refused"))
+    finally:
+        log.use_logger(previous)
+        await runner.aclose()
+    assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] == "fine"
+    assert refused.status_code == 500
+    assert refused.json()["error"]["code"] == "server_misconfigured"
