@@ -636,3 +636,34 @@ def test_the_direct_path_sends_extra_headers_as_headers_and_merges_extra_body() 
         "extra_headers" not in body and "extra_body" not in body and body["seed"] == 7 and body["user"] == "u"
     )
     assert headers_for(request, stream=False)["x-trace"] == "t1"
+
+
+class _CacheThatFails:
+    """A call cache of the user's (`Runner(cache=...)`) whose store refuses it, quoting its token."""
+
+    def key(self, node: str, request: ModelRequest) -> str:
+        raise ConnectionError(f"cache refused AUTH {os.environ['MOA_T_CACHE_TOKEN']}")
+
+    def get(self, key: str) -> None:
+        return None
+
+    def put(self, key: str, value: object) -> None:
+        pass
+
+
+async def test_a_nodes_own_failure_quoting_a_key_from_the_environment_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A node's own code (not a backend) raising something not moa's became a ProviderError, and
+    `run.failed`, holding a key of the environment's of no known shape, as it was."""
+    from moa.testing import capture_events
+
+    monkeypatch.setenv("MOA_T_CACHE_TOKEN", "zq81hfk2mm40vtl7")
+    topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}})
+    with capture_events() as events:
+        async with Runner(models={"fake/m": FunctionModel(lambda r: "x")}, cache=_CacheThatFails()) as runner:
+            with pytest.raises(ProviderError) as info:
+                await topo.run("hi", runner=runner)
+    failed = [e for e in events if e["event"] == "run.failed"]
+    assert str(info.value).endswith(f"ConnectionError: cache refused AUTH {MASK}")
+    assert failed and "zq81hfk2mm40vtl7" not in json.dumps(failed) + str(info.value)

@@ -29,6 +29,7 @@ from moa.calls.call import AgentRuntime, CallCache, CallContext
 from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut, UserError
 from moa.models.base import Message, TokenCallback
 from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
+from moa.scrub import environment_secrets, scrub
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
@@ -75,6 +76,13 @@ def stamp_failure(
     if logger is not None:
         logger.error(event, topology=topology, error=str(error), **_totals(calls))
     return error
+
+
+def _node_bug(e: Exception, node: str) -> ProviderError:
+    """A node's own code failing with something not moa's (a cache of the user's, a callback): its
+    text never went through a backend's scrubbing, and reaches the error, ``run.failed`` and
+    ``moa serve``'s log, so the keys in the environment are masked as a backend's error's are."""
+    return ProviderError(scrub(f"{type(e).__name__}: {e}", environment_secrets()), node=node)
 
 
 def _worst_case(cost_usd: float, cost_usd_max: float) -> dict[str, float]:
@@ -461,7 +469,7 @@ class Execution:
             self._settled(gn.id)
             raise
         except Exception as e:
-            err = e if isinstance(e, MoAError) else ProviderError(f"{type(e).__name__}: {e}", node=gn.id)
+            err = e if isinstance(e, MoAError) else _node_bug(e, gn.id)
             res.status, res.error = "failed", str(err)
             res.ended_s = time.perf_counter() - self.ctx.t0
             fut.set_exception(err)
