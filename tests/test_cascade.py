@@ -246,6 +246,17 @@ async def test_a_cascade_run_has_one_run_id_its_stage_runs_are_tied_to() -> None
     assert len(set(parts)) == 2 and set(parts) <= set(starts) and r.run_id not in starts
 
 
+async def test_cascade_end_carries_the_whole_cascades_cost() -> None:
+    """`cascade.end` said only which stage answered and how many calls: its cost, tokens and
+    latency were on no event (each stage's `run.end` has its own). They are the result's."""
+    with capture_events() as events:
+        r = await two_stage().run("q", runner=runner(alternating("1", "2")))
+    end = next(e for e in events if e["event"] == "cascade.end")
+    assert r.stage == 2 and r.cost_usd > 0
+    assert end["cost_usd"] == pytest.approx(r.cost_usd) and end["calls"] == len(r.calls)
+    assert end["total_tokens"] == r.usage.total_tokens and end["latency_s"] >= 0
+
+
 async def test_a_failed_cascade_carries_its_run_id() -> None:
     """The error out of a cascade names the cascade's run, not the stage run that failed."""
     c = two_stage()

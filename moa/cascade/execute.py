@@ -219,9 +219,7 @@ class _Account:
 
     def result(self, output: str, stage: int) -> RunResult:
         usage = sum((c.usage for c in self.calls), Usage())
-        if self.log is not None:
-            self.log.info("cascade.end", topology=self.name, stage=stage, calls=len(self.calls))
-        return RunResult(
+        result = RunResult(
             output=output,
             topology=self.name,
             usage=usage,
@@ -237,6 +235,20 @@ class _Account:
             stages_run=stage,
             run_id=self.run_id,
         )
+        if self.log is not None and self.log.info_on:
+            # the whole cascade's totals, as `run.end` gives a run's: its parts' `run.end` events
+            # leave out a failed stage's calls and the judges' are runs of their own
+            self.log.info(
+                "cascade.end",
+                topology=self.name,
+                stage=stage,
+                cost_usd=result.cost_usd,
+                latency_s=round(result.latency_s, 4),
+                calls=len(self.calls),
+                **usage.to_dict(),
+                **({"cost_usd_max": result.cost_usd_max} if result.cost_usd_max > result.cost_usd else {}),
+            )
+        return result
 
 
 def _longest_chain_s(topology: Topology, nodes: dict[str, NodeResult]) -> float:
