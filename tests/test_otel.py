@@ -304,6 +304,35 @@ async def test_a_cascades_stages_nest_under_its_span_with_its_run_id(sdk: Any) -
     assert {s.context.trace_id for s in spans} == {top.context.trace_id}
 
 
+async def test_a_cascades_recorded_stages_nest_under_one_span(sdk: Any) -> None:
+    """`record_stages` (what cascade tuning runs per item) left each stage's run a root trace of
+    its own: they nest under one `invoke_agent <cascade>` span with the cascade's cost."""
+    from moa.cascade.execute import record_stages
+
+    tp, exporter, mp, _ = sdk
+    topology = load_data(
+        {
+            "name": "casc",
+            "kind": "cascade",
+            "stages": [{"agent": "cheap", "samples": 2, "accept": {"agree": 2}}, {"agent": "big"}],
+            "agents": {"cheap": {"model": "fake/cheap", "temperature": 0.7}, "big": {"model": "fake/big"}},
+        }
+    )
+    async with moa.Runner(
+        models={"fake/*": FunctionModel(lambda r: "42")},
+        telemetry=Telemetry(tracer_provider=tp, meter_provider=mp),
+    ) as runner:
+        records = await record_stages("casc", topology.stage_list, runner, "q", budget=None, deadline_s=None)
+    spans = exporter.get_finished_spans()
+    top = next(s for s in spans if s.name == "invoke_agent casc")
+    assert top.parent is None and top.attributes["moa.calls"] == sum(r.calls for r in records) == 3
+    stages = [s for s in spans if s.name.startswith("invoke_agent casc/")]
+    assert len(stages) == 2 and all(
+        s.parent is not None and s.parent.span_id == top.context.span_id for s in stages
+    )
+    assert {s.context.trace_id for s in spans} == {top.context.trace_id}
+
+
 class _BrokenProcessor(SpanProcessor):
     """A host's span processor with a bug: it raises on every span's start and end."""
 

@@ -411,6 +411,24 @@ async def record_stages(
     if deadline_s is not None and not deadline_s > 0:
         raise UserError(f"deadline_s must be > 0 (got {deadline_s!r})")
     acct = _Account(name, deadline_s)
+    run = _record(acct, stages, runner, prompt, budget)
+    tel = runner.telemetry
+    if tel is None:
+        return await run
+    # as ``run_cascade``'s: the stages' and judges' runs nest under one span with the cascade's id
+    with tel.run_span(name, acct.run_id) as span:
+        try:
+            records = await run
+        except BaseException as e:
+            tel.end_run(span, None, e, acct.calls)
+            raise
+        tel.end_run(span, None, None, acct.calls)
+        return records
+
+
+async def _record(
+    acct: _Account, stages: Sequence[Stage], runner: Runner, prompt: RunInput, budget: Budget | None
+) -> list[StageRecord]:
     item = current_item()
     earlier: list[str] = []
     records: list[StageRecord] = []
