@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["add_parsers"]
 
@@ -64,15 +65,33 @@ def _compare(args: argparse.Namespace) -> int:
         with tune_gc_for_long_runs():
             summary = exp.run()
     except KeyboardInterrupt:
-        print(
+        _say(
             f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume",
-            file=sys.stderr,
+            "compare.interrupted",
+            out=str(exp.out),
         )
         return 130
     # pareto.png is drawn only with matplotlib (the `report` extra): name what is there
     written = [f for f in _REPORT_FILES if (Path(exp.out) / f).is_file()]
-    print(f"moa: reports written to {exp.out}/ ({', '.join(written)})", file=sys.stderr)
+    _say(
+        f"moa: reports written to {exp.out}/ ({', '.join(written)})",
+        "compare.reports",
+        out=str(exp.out),
+        files=written,
+    )
     return 0 if summary.complete else 1
+
+
+def _say(line: str, event: str, **fields: Any) -> None:
+    """A closing line on stderr, or, with moa's logging on (``--log json``), one more event in the
+    log's format: a plain line among the JSON events breaks every reader of JSON lines."""
+    from moa import log
+
+    lg = log.info_logger()
+    if lg is None:
+        print(line, file=sys.stderr)
+    else:
+        lg.info(event, **fields)
 
 
 _REPORT_FILES = ("report.md", "report.html", "pareto.png", "summary.json", "results.jsonl")

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +105,30 @@ def test_with_moa_logging_on_the_tenths_are_events_not_plain_lines(monkeypatch: 
     progress = [e for e in events if e["event"] == "compare.progress"]
     assert [(e["done"], e["total"]) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert progress[-1]["spent_usd"] == 1.0 and progress[-1]["eta"] == "0s"
+
+
+def test_with_log_json_every_line_of_compares_stderr_is_an_event(tmp_path: Path) -> None:
+    """`moa --log json compare ... 2> events.jsonl`: the closing "moa: reports written ..." line
+    was plain text after the JSON events; it is a `compare.reports` event naming the files."""
+    from exp_helpers import answers_of, questions, sim, write_experiment
+
+    from moa.testing.sim import SimServer
+
+    rows = questions(4)
+    single, _ = sim(1.0, answers_of(rows))
+    maj, _ = sim(1.0, answers_of(rows))
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    }
+    with SimServer({"single-m": single, "maj-m": maj}) as srv:
+        exp = write_experiment(tmp_path / "e", srv.base_url, rows)
+        cmd = [sys.executable, "-m", "moa", "--log", "json", "compare", str(exp), "--out", str(out)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    last = events[-1]
+    assert last["event"] == "compare.reports" and last["out"] == str(out)
+    assert {"report.md", "summary.json", "results.jsonl"} <= set(last["files"])
