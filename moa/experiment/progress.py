@@ -3,7 +3,9 @@ place; imported only when a bar is shown). When stderr is not a terminal (a log 
 line is printed at every tenth of the way instead.
 
 The ETA is the time per finished pair so far times the pairs left: with slow local models a bar that
-estimates speed over a short recent window would show nothing for minutes."""
+estimates speed over a short recent window would show nothing for minutes. A pair replayed whole
+from the call cache (a resumed run's pairs cut off before they were stored) takes no time: it
+counts toward the pairs done, not toward the pace."""
 
 from __future__ import annotations
 
@@ -55,17 +57,19 @@ class Progress:
         self._bar.start()
         self._task = self._bar.add_task(description, total=total, spent=spent_usd, eta="?")
         self._started = time.monotonic()
-        self._done, self._total = 0, total
+        self._done, self._total, self._replayed = 0, total, 0
 
-    def advance(self, cost_usd: float = 0.0) -> None:
+    def advance(self, cost_usd: float = 0.0, *, replayed: bool = False) -> None:
+        """One pair done, at ``cost_usd``; ``replayed``: every call of it came from the cache."""
         self.spent_usd += cost_usd
         if self._bar is None:
             return
         if self._task is None:  # a plain bar keeps its own count
-            self._bar.update(None, advance=1, spent=self.spent_usd)
+            self._bar.update(None, advance=1, spent=self.spent_usd, replayed=int(replayed))
             return
         self._done += 1
-        eta = eta_text(time.monotonic() - self._started, self._done, self._total)
+        self._replayed += int(replayed)
+        eta = eta_text(time.monotonic() - self._started, self._done, self._total, self._replayed)
         self._bar.update(self._task, advance=1, spent=self.spent_usd, eta=eta)
 
     def close(self) -> None:
@@ -74,11 +78,15 @@ class Progress:
             self._bar = None
 
 
-def eta_text(elapsed_s: float, done: int, total: int) -> str:
-    """``1h02m``, ``3m05s``, ``12s`` left at the pace so far, or ``?`` before the first pair."""
-    if done <= 0:
+def eta_text(elapsed_s: float, done: int, total: int, replayed: int = 0) -> str:
+    """``1h02m``, ``3m05s``, ``12s`` left at the pace so far, or ``?`` before the first pair. The
+    ``replayed`` pairs among those ``done`` came from the cache at no time: the pace is the others'."""
+    paced = done - replayed
+    if done >= total > 0:
+        return "0s"
+    if paced <= 0:
         return "?"
-    left = round(elapsed_s / done * max(total - done, 0))
+    left = round(elapsed_s / paced * max(total - done, 0))
     h, rest = divmod(left, 3600)
     m, sec = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
@@ -91,9 +99,11 @@ class _TenthsBar:
         self.description, self.total, self.done, self.spent = description, total, 0, spent_usd
         self.started = time.monotonic()
         self.next_tenth = 1
+        self.replayed = 0
 
-    def update(self, _task: Any, *, advance: int, spent: float) -> None:
+    def update(self, _task: Any, *, advance: int, spent: float, replayed: int = 0) -> None:
         self.done += advance
+        self.replayed += replayed
         self.spent = spent
         crossed = False
         # one line however many tenths this pair crossed (each of 3 pairs crosses three or four)
@@ -103,7 +113,7 @@ class _TenthsBar:
         if not crossed:
             return
         pct = self.done * 100 // self.total
-        eta = eta_text(time.monotonic() - self.started, self.done, self.total)
+        eta = eta_text(time.monotonic() - self.started, self.done, self.total, self.replayed)
         lg = log.info_logger()
         if lg is not None:
             # moa's events share stderr (`--log json`): a plain line among them breaks every reader
@@ -132,10 +142,12 @@ class _PlainBar:
     def __init__(self, description: str, total: int, spent_usd: float) -> None:
         self.description, self.total, self.done, self.spent = description, total, 0, spent_usd
         self.started = self.last = time.monotonic()
+        self.replayed = 0
         self._draw()
 
-    def update(self, _task: Any, *, advance: int, spent: float) -> None:
+    def update(self, _task: Any, *, advance: int, spent: float, replayed: int = 0) -> None:
         self.done += advance
+        self.replayed += replayed
         self.spent = spent
         now = time.monotonic()
         if now - self.last >= 0.25 or self.done >= self.total:
@@ -143,7 +155,7 @@ class _PlainBar:
             self._draw()
 
     def _draw(self) -> None:
-        eta = eta_text(time.monotonic() - self.started, self.done, self.total)
+        eta = eta_text(time.monotonic() - self.started, self.done, self.total, self.replayed)
         sys.stderr.write(f"\r{self.description}  {self.done}/{self.total}  ${self.spent:.4f}  ETA {eta}   ")
         sys.stderr.flush()
 

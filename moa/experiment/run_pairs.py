@@ -115,14 +115,14 @@ async def run_pairs(
             return
         except MoAError as e:
             store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
-            bar.advance(_paid_now(e.calls))
+            bar.advance(_paid_now(e.calls), replayed=_replayed(e.calls))
         except Exception as e:  # a backend bug must not lose the rest of the experiment
             err = ProviderError(f"{type(e).__name__}: {e}")
             store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
         else:
             store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
-            bar.advance(_paid_now(result.calls))
+            bar.advance(_paid_now(result.calls), replayed=_replayed(result.calls))
         finally:
             slots.release()
 
@@ -170,6 +170,12 @@ async def run_pairs(
     if fatal:
         raise fatal[0]
     return stopped[0] if stopped else None
+
+
+def _replayed(calls: Sequence[CallRecord]) -> bool:
+    """Whether a pair came whole from the call cache, at no time: the bar's pace leaves it out, or
+    a resume's first pairs (those cut off before they were stored) made its ETA far too short."""
+    return bool(calls) and all(c.cached for c in calls)
 
 
 def _paid_now(calls: Sequence[CallRecord]) -> float:

@@ -74,6 +74,29 @@ def test_eta_is_the_pace_so_far_times_what_is_left(elapsed: float, done: int, to
     assert eta_text(elapsed, done, total) == text
 
 
+def test_pairs_replayed_from_the_cache_do_not_set_the_pace() -> None:
+    """A resume replays the pairs cut off before they were stored at once, from the call cache:
+    counted in the pace, 2 of 10 pairs "done" in no time said 0s were left."""
+    assert eta_text(0.01, 2, 10, replayed=2) == "?"
+    assert eta_text(10.0, 3, 10, replayed=2) == "1m10s"
+    assert eta_text(0.01, 10, 10, replayed=10) == "0s"
+
+
+def test_the_bar_leaves_replayed_pairs_out_of_its_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the bar: pairs replayed whole (``advance(replayed=True)``) leave the ETA unknown
+    until a pair is answered for real."""
+    from moa.testing import capture_events
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    with capture_events() as events:
+        bar = Progress(enabled=True)
+        bar.start("runs", 10)
+        bar.advance(replayed=True)
+        bar.advance(replayed=True)
+        bar.close()
+    assert [(e["done"], e["eta"]) for e in events if e["event"] == "compare.progress"] == [(1, "?"), (2, "?")]
+
+
 def test_a_short_run_prints_each_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer pairs than tenths: a pair that crosses several tenths prints one line, not one per
     tenth (3 pairs printed `runs: 1/3 (33%)` three times)."""
