@@ -62,3 +62,19 @@ async def test_a_callback_that_raises_ends_the_call_naming_the_callback(
     # the model was answering when the callback stopped the call: its usage is unknown, and the
     # record says what it may cost
     assert rec.cost_usd_max is not None and rec.cost_usd_max > 0
+
+
+async def test_a_callback_that_raises_on_a_reduce_output_is_named_too() -> None:
+    """A reduce output streams its answer whole, outside any call: the callback's exception became
+    a `ProviderError` (the model's fault, which a cascade escalates and pays a later stage for)."""
+    from moa.testing import FunctionModel
+
+    def on_token(_piece: str) -> None:
+        raise KeyError("boom")
+
+    topology = build.parallel(["fake/a", "fake/b"], reduce="first")
+    async with moa.Runner(models={"fake/*": FunctionModel(lambda r: "x")}) as runner:
+        with pytest.raises(moa.UserError) as info:
+            await runner.run(topology, "hi", on_token=on_token)
+    assert str(info.value) == "node `first`: the on_token callback raised KeyError: 'boom'"
+    assert isinstance(info.value.__cause__, KeyError) and len(info.value.calls) == 2

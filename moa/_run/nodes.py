@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 from moa._run.plans import parse_plan
 from moa._run.reducers import BY_ARRIVAL, REDUCERS
 from moa.calls.call import call_agent
-from moa.errors import MalformedReply
+from moa.errors import MalformedReply, UserError
 from moa.models.base import Message
 from moa.topology.graph import GraphNode
 from moa.topology.prompts import format_references, text_problem
@@ -41,7 +41,14 @@ class Reduce:
                 # fails only on a check that is not a function of the text alone
                 ex.validate_output(output)
             if ex.on_token is not None:
-                ex.on_token(output)  # a reduce output decodes nothing: stream it whole
+                try:
+                    ex.on_token(output)  # a reduce output decodes nothing: stream it whole
+                except Exception as e:
+                    # the caller's failure, as in a call (``CallPlan.consumer_failed``): not a
+                    # model's, which a cascade would escalate and pay a later stage for
+                    raise UserError(
+                        f"node `{gn.id}`: the on_token callback raised {type(e).__name__}: {e}"
+                    ) from e
         return output
 
 
