@@ -505,3 +505,31 @@ def test_an_experiment_started_after_the_viewer_shows_up(experiments: Path, tmp_
         assert [e["key"] for e in get(s, "/api/config").json()["experiments"]] == ["first", "second"]
         shutil.copytree(experiments / "judged", tmp_path / "third")
         assert get(s, "/api/e/third/items").json()["total"] == N_JUDGED
+
+
+class _RaisingLogger:
+    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
+
+    def bind(self, **_kw: object) -> _RaisingLogger:
+        return self
+
+    def info(self, *_a: object, **_kw: object) -> None:
+        raise OSError("No space left on device")
+
+    warning = error = info
+
+
+def test_a_logger_that_raises_costs_a_vote_not_its_reply(judged_copy: Path) -> None:
+    """`view.vote` called the logger bare: one that raised turned a stored vote's reply into a 500
+    (and `view.error`'s own call raised again), so the voter saw a failure for a vote that counted."""
+    from moa import log
+
+    previous = log.logger()
+    log.use_logger(_RaisingLogger())
+    try:
+        with serve(judged_copy.parent, voter="dora") as s:
+            pair = get(s, "/api/e/judged/vote/next").json()["pair"]
+            r = httpx.post(s.url + "/api/e/judged/vote", json={"token": pair["token"], "verdict": "A>B"})
+    finally:
+        log.use_logger(previous)
+    assert r.status_code == 200 and r.json()["progress"]["voted"] == 1
