@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from moa.calls.budget import Budget as Budget
     from moa.calls.limits import set_rate_limit as set_rate_limit
     from moa.cascade.definition import Cascade as Cascade
+    from moa.errors import BaselineFailed as BaselineFailed
     from moa.errors import BudgetExceeded as BudgetExceeded
     from moa.errors import DatasetError as DatasetError
     from moa.errors import MalformedReply as MalformedReply
@@ -57,6 +58,7 @@ _EXPORTS = {
     "Budget": "moa.calls.budget",
     "BudgetExceeded": "moa.errors",
     "CallRecord": "moa.results",
+    "BaselineFailed": "moa.errors",
     "Cascade": "moa.cascade.definition",
     "DatasetError": "moa.errors",
     "Experiment": "moa.experiment",

@@ -208,6 +208,11 @@ class BudgetExceeded(MoAError):
         super().__init__(message)
 
 
+class BaselineFailed(MoAError):
+    """An experiment whose baseline has no quality because every run of it that was stored failed
+    (a server down, a key refused): the runs failed, the input was fine."""
+
+
 class QuorumNotReached(MoAError):
     """Fewer inputs of a fan-in answered than its ``quorum``."""
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from moa._run import Runner, refuse_in_running_loop
 from moa.calls.budget import Budget
-from moa.errors import TopologyError, UserError
+from moa.errors import BaselineFailed, TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
 from moa.eval.registry import known_evaluators, make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
@@ -234,7 +234,11 @@ class Experiment:
         problem = baseline_problem(summary)
         if problem:
             # a budget that refused every call is the cause, not the baseline
-            raise UserError(f"{self.source}: {problem}" + (f": {self.stopped}" if self.stopped else ""))
+            line = f"{self.source}: {problem}" + (f": {self.stopped}" if self.stopped else "")
+            base = summary.setup(summary.baseline)
+            if base.runs and base.errors >= base.runs:  # its runs failed: exit 1, not "bad input"
+                raise BaselineFailed(line)
+            raise UserError(line)
         return summary
 
     def _dataset(self) -> Dataset:

@@ -9,7 +9,7 @@ import pytest
 
 from moa._run import Runner
 from moa.cli import main
-from moa.errors import DatasetError, ProviderError, TopologyError, UserError
+from moa.errors import BaselineFailed, DatasetError, ProviderError, TopologyError, UserError
 from moa.experiment import Experiment
 from moa.testing import FunctionModel
 
@@ -101,15 +101,17 @@ def test_unknown_preset_names_the_setup(tmp_path: Path) -> None:
 
 
 def test_baseline_with_no_quality_is_one_line(tmp_path: Path) -> None:
-    """A baseline whose runs all failed stops with one line; the failing setup's errors are reported."""
+    """A baseline whose runs all failed stops with one line, a run failure (exit 1), not bad input
+    (exit 2, as it was); the failing setup's errors are reported."""
     exp = _write(tmp_path)
 
     def fn(req: object) -> object:
         return ProviderError("upstream down") if getattr(req, "model", "") == "sim/a" else "x"
 
-    with pytest.raises(UserError) as info:
+    with pytest.raises(BaselineFailed) as info:
         _run(exp, tmp_path, fn)
     msg = str(info.value)
+    assert not isinstance(info.value, UserError)
     assert "baseline `single` has no quality: all 3 of its stored runs failed" in msg and "\n" not in msg
     report = (tmp_path / "out" / "report.md").read_text()
     assert "upstream down" in report
