@@ -352,3 +352,22 @@ def test_a_failed_run_says_what_it_spent_on_its_error_line(tmp_path: Path) -> No
         paid = srv.stats.prompt_tokens * 1.0  # $1 a prompt token, the failed call's 404 unbilled
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and paid > 0
     assert p.stderr.startswith("moa: run failed: ") and f"(2 calls made: ${paid:.6f})" in p.stderr
+
+
+def test_a_file_given_to_the_wrong_command_says_which_command_it_is_for(tmp_path: Path) -> None:
+    """An experiment file given to `moa run` / `moa validate`, or a topology file to `moa compare`,
+    listed every field as unknown without saying what the file was."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("name: e\ndataset: d.jsonl\nevaluator: exact\nbaseline: single\nsetups: [parallel-3]\n")
+    topo = tmp_path / "topo.yaml"
+    topo.write_text("name: t\nkind: single\nagent: a\nagents:\n  a: {model: openai/gpt-4o-mini}\n")
+    for p in (moa_cli("validate", str(exp)), moa_cli("run", str(exp), "--prompt", "hi")):
+        assert p.returncode == 2
+        assert (
+            "this is an experiment file (`dataset`, `setups`): run it with `moa compare`"
+            in p.stdout + p.stderr
+        )
+    p = moa_cli("compare", str(topo))
+    assert (
+        p.returncode == 2 and "this is a topology file (`kind`, `agents`): run it with `moa run`" in p.stderr
+    )

@@ -209,6 +209,12 @@ def validate_spec(data: Mapping[str, Any], *, source: str) -> ExperimentSpec:
             "experiment:" + line.removeprefix("topology:") if line.startswith("topology:") else line
             for line in format_validation_error(err, data, model=ExperimentSpec)
         ]
+        if "dataset" not in data and ("agents" in data or "kind" in data):
+            lines.insert(
+                0,
+                "experiment: this is a topology file (`kind`, `agents`): run it with `moa run`, or "
+                "name it under `setups` or `baseline` of an experiment file",
+            )
         raise TopologyError(lines, source=source) from None
 
 

@@ -378,6 +378,11 @@ def validate_topology(data: Mapping[str, Any], *, source: str) -> Topology:
         return Topology.model_validate(data)
     except ValidationError as err:
         problems = format_validation_error(err, data) + _raw_graph_problems(data)
+        if "setups" in data or "dataset" in data:
+            # its every field is "unknown" to a topology: say first what the file is
+            problems.insert(
+                0, "topology: this is an experiment file (`dataset`, `setups`): run it with `moa compare`"
+            )
         raise TopologyError(problems, source=source) from None
     except TopologyError as err:
         raise TopologyError(err.problems, source=source) from None
