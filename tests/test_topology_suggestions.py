@@ -55,3 +55,19 @@ def test_a_misspelt_cascade_kind_is_suggested() -> None:
         "kind: unknown kind `cascde`; did you mean `cascade`? (kinds: single, sequential, parallel, "
         "hierarchical, layered, self_moa, cascade)"
     ) in p
+
+
+def test_a_field_written_short_is_suggested_its_whole_name() -> None:
+    """`pricing: {input: 1}` had no suggestion: `input` is too far from `input_per_mtok` for a
+    spelling match, and the one field it begins is what was meant."""
+    data = {
+        "name": "t",
+        "kind": "single",
+        "agent": "a",
+        "agents": {"a": {"model": "openai/x", "pricing": {"input": 1.0, "output": 2.0}}},
+    }
+    with pytest.raises(TopologyError) as info:
+        load_data(data)
+    problems = info.value.problems
+    assert "agents.a.pricing.input: unknown field; did you mean `input_per_mtok`?" in problems
+    assert "agents.a.pricing.output: unknown field; did you mean `output_per_mtok`?" in problems

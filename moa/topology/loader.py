@@ -195,6 +195,10 @@ def _unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     here, obj = found
     own = [f for f in obj.get("properties", {}) if f != field]
     close = difflib.get_close_matches(field, own, n=1, cutoff=0.75)
+    if not close:
+        # a field written short (`input` for `input_per_mtok`) is too far for difflib's ratio
+        close = [f for f in own if f.startswith(f"{field}_")][:2]
+        close = close if len(close) == 1 else []
     if close:
         return f"unknown field; did you mean `{close[0]}`?"
     schema = _schema(model)
