@@ -148,6 +148,18 @@ class Experiment:
         tuning = plan_tuning(spec, setups, evaluator, dataset.items, self.source)  # before any call
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
+        # every setup's and the judge's keys and providers, before any call of any setup and before
+        # the store is opened: a missing key left an empty experiment.sqlite (and its folders) behind
+        try:
+            for s in setups:
+                base_runner.preflight(s.topology, source=f"{self.source}: setup `{s.name}`")
+            judge = getattr(evaluator, "topology", None)
+            if judge is not None:
+                base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
+        except BaseException:
+            if own_runner:
+                await base_runner.aclose()
+            raise
         # exclusive until closed: a second run on the same folder would resend every unfinished
         # pair and collide on the store's unique keys
         store = Store.open(self.out, exclusive=True, verify=True)
@@ -164,12 +176,6 @@ class Experiment:
             if spec.budget_usd is not None:
                 budget = Budget(spec.budget_usd)
                 budget.settle(budget.reserve(0.0), store.spent_usd())  # a resumed run counts what was paid
-            # every setup's and the judge's keys and providers, before any call of any setup
-            for s in setups:
-                base_runner.preflight(s.topology, source=f"{self.source}: setup `{s.name}`")
-            judge = getattr(evaluator, "topology", None)
-            if judge is not None:
-                base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
             sem = asyncio.Semaphore(spec.concurrency)
             # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
             self.stopped = None

@@ -293,3 +293,21 @@ def test_an_override_out_of_range_is_one_line_naming_the_field(tmp_path: Path) -
     with pytest.raises(TopologyError) as info:
         Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=0)
     assert str(info.value) == f"{exp} (with limit): limit: Input should be greater than or equal to 1 (got 0)"
+
+
+def test_a_missing_api_key_leaves_no_output_folder_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key preflight runs before the store is opened: a missing key left a fresh
+    experiment.sqlite (and the folders to it) in the output folder."""
+    monkeypatch.delenv("MOA_TEST_EXP_NO_KEY", raising=False)
+    keyed = SINGLE.replace("retry:", "api_key_env: MOA_TEST_EXP_NO_KEY, retry:")
+    exp = _write(tmp_path)
+    keyed = keyed.replace("sim/a", "openai/m")
+    (tmp_path / "single.yaml").write_text(keyed)
+    (tmp_path / "other.yaml").write_text(keyed.replace("name: single", "name: other"))
+    out = tmp_path / "runs" / "out"
+    code = main(["compare", str(exp), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "`MOA_TEST_EXP_NO_KEY` is not set" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
