@@ -54,6 +54,27 @@ class SetupEntry(BaseModel):
         return require_printable(v, "value")
 
 
+def _refuse_boolean(v: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is meant: lax pydantic read `limit: true` or
+    `seed: true` as 1 (a string such as YAML's `1e3` is still read as the number it spells)."""
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, not a boolean (got {str(v).lower()})")
+    return v
+
+
+#: the experiment's number fields, each refusing a boolean
+_NUMBERS = (
+    "concurrency",
+    "samples",
+    "limit",
+    "seed",
+    "bootstrap_rounds",
+    "budget_usd",
+    "deadline_s",
+    "max_text_kb",
+)
+
+
 class TuneSpec(BaseModel):
     """Tune a cascade setup's first accept threshold (``moa compare --tune-cascade``)."""
 
@@ -69,6 +90,11 @@ class TuneSpec(BaseModel):
     @classmethod
     def _no_control_characters(cls, v: Any) -> Any:
         return require_printable(v, "value")
+
+    @field_validator("dev_fraction", "seed", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v: Any) -> Any:
+        return _refuse_boolean(v)
 
 
 class ExperimentSpec(BaseModel):
@@ -152,6 +178,11 @@ class ExperimentSpec(BaseModel):
     def _no_control_characters(cls, v: Any) -> Any:
         # names become folder names and paths; a NUL or newline would surface as a broken error line
         return require_printable(v, "value")
+
+    @field_validator(*_NUMBERS, mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v: Any) -> Any:
+        return _refuse_boolean(v)
 
     @field_validator("name")
     @classmethod

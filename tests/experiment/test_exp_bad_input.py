@@ -311,3 +311,40 @@ def test_a_missing_api_key_leaves_no_output_folder_behind(
     err = capsys.readouterr().err
     assert code == 2 and "`MOA_TEST_EXP_NO_KEY` is not set" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("limit: true", "limit"),
+        ("seed: true", "seed"),
+        ("concurrency: true", "concurrency"),
+        ("budget_usd: true", "budget_usd"),
+        ("samples: false", "samples"),
+        ("tune: {setup: other, seed: true}", "tune.seed"),
+    ],
+)
+def test_a_boolean_where_a_number_is_meant_is_refused_naming_the_field(
+    tmp_path: Path, line: str, field: str
+) -> None:
+    """Lax pydantic read `limit: true` as 1 (an experiment on one item, reported as complete)."""
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [other.yaml]\n"
+        + line
+        + "\n",
+    )
+    with pytest.raises(TopologyError) as info:
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+    value = "false" if "false" in line else "true"
+    assert str(info.value) == f"{exp}: {field}: expected a number, not a boolean (got {value})"
+
+
+def test_a_boolean_number_in_a_json_experiment_file_is_refused(tmp_path: Path) -> None:
+    """The same refusal for an experiment written as JSON."""
+    _write(tmp_path)
+    exp = tmp_path / "exp.json"
+    fields = {"dataset": "data.jsonl", "evaluator": "exact", "baseline": "single.yaml"}
+    exp.write_text(json.dumps({"name": "t", **fields, "setups": ["other.yaml"], "limit": True}))
+    with pytest.raises(TopologyError, match=r"limit: expected a number, not a boolean \(got true\)$"):
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False)
