@@ -60,9 +60,29 @@ def make_evaluator(
 
 
 def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any:
+    boolean = _boolean_number(config_type, data)
+    if boolean is not None:
+        # lax pydantic read `abs_tol: true` as a tolerance of 1 (every near answer scored right)
+        raise UserError(f"evaluator `{name}`: field `{boolean}`: expected a number, not a boolean")
     try:
         return config_type.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "config"
         raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None
+
+
+def _boolean_number(config_type: type[BaseModel], data: Mapping[str, Any]) -> str | None:
+    """The first field (dotted) holding ``true``/``false`` where the configuration wants a number."""
+    for key, value in data.items():
+        field = config_type.model_fields.get(key)
+        if field is None:
+            continue
+        kind = field.annotation
+        if isinstance(value, bool) and kind in (int, float):
+            return str(key)
+        if isinstance(value, Mapping) and isinstance(kind, type) and issubclass(kind, BaseModel):
+            inner = _boolean_number(kind, value)
+            if inner is not None:
+                return f"{key}.{inner}"
+    return None

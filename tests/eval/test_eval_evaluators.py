@@ -219,3 +219,28 @@ async def test_exact_final_answer_compares_math_answers_as_math_graders_do() -> 
             if (await ev.score(_item(target), answer)).value != want:
                 wrong.append((answer, target, extract_final_answer(answer)))
     assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"name": "numeric", "abs_tol": True}, "abs_tol"),
+        ({"name": "execution", "cpu_s": True}, "cpu_s"),
+        (
+            {"name": "judge", "topology": "judge.yaml", "execution": {"timeout_s": False}},
+            "execution.timeout_s",
+        ),
+    ],
+)
+def test_a_boolean_where_a_number_is_meant_is_refused(config: dict[str, object], field: str) -> None:
+    """Lax pydantic read `abs_tol: true` as a tolerance of 1: 2 scored right against a target of 3."""
+    name = config["name"]
+    with pytest.raises(UserError) as info:
+        make_evaluator(config)
+    assert str(info.value) == f"evaluator `{name}`: field `{field}`: expected a number, not a boolean"
+
+
+def test_a_number_yaml_reads_as_text_is_still_a_number() -> None:
+    """PyYAML reads `abs_tol: 1e-3` as the string '1e-3': refusing booleans leaves it accepted."""
+    ev = make_evaluator({"name": "numeric", "abs_tol": "1e-3"})
+    assert ev.config.abs_tol == 0.001  # type: ignore[attr-defined]
