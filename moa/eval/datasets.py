@@ -109,6 +109,8 @@ class Dataset:
     items: list[Item]
     source: str
     bad_rows: list[BadRow] = field(default_factory=list)
+    #: the ids rows without one took from their place in the file (a row inserted renumbers the rest)
+    numbered: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.items)
@@ -539,4 +541,4 @@ def load_dataset(
                 f"{source}: dataset has no rows (the file is empty, blank, or a CSV header alone)"
             )
         raise DatasetError(f"{source}: dataset has no readable rows ({len(bad_rows)} bad)")
-    return Dataset(items=items, source=source, bad_rows=bad_rows)
+    return Dataset(items=items, source=source, bad_rows=bad_rows, numbered=frozenset(numbered))

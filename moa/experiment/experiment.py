@@ -439,6 +439,11 @@ def _check_identity(
             )
     changed = list(store.changed_items((i.id, item_hash(i)) for i in dataset.items))
     if changed:
+        if any(i in dataset.numbered for i in changed):
+            fix = (
+                "rows without an `id` are numbered by their place in the file, so inserting or removing "
+                f"one renumbers the rows after it: give each row an `id`, and {fix}"
+            )
         raise UserError(
             f"{where}: the dataset changed: item {_shown_id(changed[0])} (and {len(changed) - 1} more) has a different "
             f"input than the stored runs; {fix}"

@@ -368,6 +368,41 @@ def test_a_changed_item_with_a_hostile_id_is_named_on_one_line(tmp_path: Path) -
         assert "\n" not in message and "\x1b" not in message and len(message) < 400
 
 
+def test_a_row_inserted_into_a_dataset_without_ids_is_refused_with_the_cause(tmp_path: Path) -> None:
+    """Rows without an `id` are numbered by their place: a row inserted at the top renumbers the
+    rest, and the refusal said only "the dataset changed"; it says why and how to avoid it."""
+    exp = _experiment(tmp_path)
+    data = tmp_path / "data.jsonl"
+    rows = [{"input": f"question {k}", "target": "x"} for k in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    model = FunctionModel(lambda r: "x")
+    Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    rows.insert(0, {"input": "a new first question", "target": "x"})
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError) as info:
+        Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert str(info.value).endswith(
+        "; rows without an `id` are numbered by their place in the file, so inserting or removing one "
+        "renumbers the rows after it: give each row an `id`, and use another --out, or delete the "
+        "folder to start over"
+    )
+
+
+def test_a_changed_row_with_its_own_id_gets_no_numbering_hint(tmp_path: Path) -> None:
+    """The hint is for numbered rows only: an edited row with its own `id` is refused as before."""
+    exp = _experiment(tmp_path)
+    out = tmp_path / "out"
+    model = FunctionModel(lambda r: "x")
+    Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    data = tmp_path / "data.jsonl"
+    data.write_text(data.read_text().replace("question 1", "question one"))
+    with pytest.raises(UserError) as info:
+        Experiment.from_file(exp, out=out, runner=Runner(models={"sim/*": model}), progress=False).run()
+    assert "item `i1` (and 0 more) has a different input" in str(info.value)
+    assert "numbered" not in str(info.value)
+
+
 def test_a_budget_stop_still_stores_the_pairs_already_paid_for(tmp_path: Path) -> None:
     """Past a budget stop, pairs whose replies are all cached (paid before a kill) are still
     replayed and stored, free, so the report has their answers; nothing new is sent (the stop
