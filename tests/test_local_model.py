@@ -488,3 +488,23 @@ def test_libgomp_is_told_to_spin_briefly_unless_the_user_chose(
     )
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.strip() == str(spins)
+
+
+def test_a_loop_that_waited_for_the_model_is_not_kept_after_it_ends() -> None:
+    """Each loop's lock on the model was kept in a weak-keyed map, but a contended asyncio.Lock holds
+    its loop: every `asyncio.run` in which two closes (two runners sharing the model) met stayed alive."""
+    import gc
+    import weakref
+
+    model = LocalModel(resolve_local_model(MODEL, {}).path)  # its own instance: closed below
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def use_then_close_twice() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        assert (await model.complete(ask("Say hi.", max_tokens=2))).text is not None
+        await asyncio.gather(model.aclose(), model.aclose())
+
+    for _ in range(2):
+        asyncio.run(use_then_close_twice())
+    gc.collect()
+    assert [r() is None for r in loops] == [True, True]

@@ -31,8 +31,8 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,9 +184,8 @@ class LocalModel:
         self._loaded: _Loaded | None = None
         self._load_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
-        )
+        # per loop, while some call of that loop uses it: see _lock
+        self._locks: dict[asyncio.AbstractEventLoop, _LoopLock] = {}
         # each opened Llama's close, run quietly by aclose(), when this model is collected or at
         # interpreter exit: otherwise llama-cpp-python's destructor frees it later, on whatever
         # thread, and llama.cpp logs the free to stderr
@@ -204,14 +203,24 @@ class LocalModel:
         loaded = self._loaded
         return None if loaded is None or loaded.engine is None else loaded.engine.stats
 
-    def _lock(self) -> asyncio.Lock:
+    @contextlib.asynccontextmanager
+    async def _lock(self) -> AsyncIterator[None]:
         # asyncio.Lock binds to one loop; run_sync and tests make new loops, so keep one per loop.
-        # Across loops (threads) the single worker thread still serialises the context.
+        # Across loops (threads) the single worker thread still serialises the context. The entry
+        # goes when its loop's last holder or waiter leaves: a contended Lock keeps its loop, so a
+        # weak-keyed map of them kept every loop that ever waited on one (one per run_sync)
         loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        return lock
+        entry = self._locks.get(loop)
+        if entry is None:
+            entry = self._locks[loop] = _LoopLock()
+        entry.users += 1  # only this loop's thread touches its entry
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[loop]
 
     def _worker(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._load_lock:
@@ -509,6 +518,14 @@ class LocalModel:
                 await asyncio.to_thread(executor.shutdown, wait=True)
             for close in closers:
                 close()
+
+
+@dataclass(slots=True)
+class _LoopLock:
+    """One loop's lock on the model and how many of that loop's calls hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 def _eog_test(llama: Any) -> Callable[[int], bool]:
