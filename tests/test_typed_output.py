@@ -282,6 +282,21 @@ def test_a_number_json_cannot_hold_is_a_malformed_reply(schema: Any, number: str
         TypedOutput(schema).parse(f'{{"answer": "x", "confidence": {number}}}')
 
 
+class Scores(BaseModel):
+    scores: list[float]
+    count: int = 0
+
+
+def test_an_integer_too_big_for_a_float_field_is_a_malformed_reply() -> None:
+    """A JSON integer of 309 digits became `inf` in a `float` field (1e400 was refused already),
+    and `--json` printed `Infinity`; it is refused naming the field, while an `int` field keeps it."""
+    big = "9" * 309
+    with pytest.raises(moa.MalformedReply) as info:
+        TypedOutput(Scores).parse(f'{{"scores": [0.5, -{big}]}}')
+    assert str(info.value) == "typed output: scores.1: the number is past a float's range"
+    assert TypedOutput(Scores).parse(f'{{"scores": [0.5], "count": {big}}}').count == int(big)
+
+
 def test_a_string_holding_a_lone_surrogate_is_a_malformed_reply() -> None:
     """A JSON Schema answer whose string holds `\\ud800` could not be printed as JSON: a MalformedReply."""
     with pytest.raises(moa.MalformedReply, match="typed output: a string holds a lone UTF-16 surrogate"):

@@ -15,6 +15,7 @@ understands, rather than in a provider-specific ``response_format``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -93,6 +94,24 @@ def _refuse_what_json_has_not(text: str) -> None:
         pass
 
 
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The place (``a.b.0``; ``the answer`` at the top) of the first infinite or NaN float in a
+    parsed answer, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where or "the answer"
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = enumerate(value)
+    else:
+        return None
+    for key, inner in items:
+        found = _non_finite(inner, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 class TypedOutput:
     """A schema the output node's answer must match."""
 
@@ -139,7 +158,7 @@ class TypedOutput:
         if self.model is not None:
             _refuse_what_json_has_not(text)
             try:
-                return self.model.model_validate_json(text, strict=self.strict)
+                parsed = self.model.model_validate_json(text, strict=self.strict)
             except ValidationError as e:
                 # every field at fault, so a log (and a retry's record) shows what the reply half-did
                 problems = [
@@ -150,6 +169,11 @@ class TypedOutput:
                     f"typed output: {'; '.join(problems)} ({e.error_count()} problem(s) against "
                     f"`{self.model.__name__}`)"
                 ) from None
+            # an integer of 309 digits is JSON, and a `float` field reads it as infinity
+            where = _non_finite(parsed.model_dump())
+            if where is not None:
+                raise MalformedReply(f"typed output: {where}: the number is past a float's range")
+            return parsed
         try:
             value = loads_unique(text)
         except (DuplicateKey, NotText) as e:
