@@ -354,14 +354,16 @@ def test_confidence_is_read_strictly() -> None:
 
 HOSTILE_RATINGS = [
     '{"confidence": ' + "9" * 5000 + "}",  # past Python's digit limit for int()
+    '{"confidence": ' + "9" * 400 + "}",  # an int, past a float's range: float() overflowed
     '{"confidence": ' + "[" * 100_000 + "]" * 100_000 + "}",  # past its recursion limit
 ]
 
 
-@pytest.mark.parametrize("reply", HOSTILE_RATINGS, ids=["digits", "nesting"])
+@pytest.mark.parametrize("reply", HOSTILE_RATINGS, ids=["digits", "float-range", "nesting"])
 async def test_a_hostile_rating_is_malformed_and_escalates(reply: str) -> None:
-    """A rating JSON cannot hold (an integer of 5,000 digits, nesting 100,000 deep) is a
-    MalformedReply, retried and then escalated: not a crash of the judge's check."""
+    """A rating JSON cannot hold (an integer of 5,000 digits, one of 400 past a float's range,
+    nesting 100,000 deep) is a MalformedReply, retried and then escalated: not a crash of the
+    judge's check."""
     with pytest.raises(moa.MalformedReply):
         parse_confidence(reply)
     rater = FunctionModel(lambda r: reply)

@@ -34,6 +34,8 @@ def confidence_prompt(question: str, answer: str) -> str:
 def _value(raw: object) -> float | None:
     if isinstance(raw, bool) or not isinstance(raw, int | float):
         return None
+    if isinstance(raw, int) and not 0 <= raw <= 1:
+        return None  # before float(): an integer of 309 digits raised OverflowError there
     v = float(raw)
     return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
 
