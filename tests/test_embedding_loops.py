@@ -100,3 +100,20 @@ def test_the_default_runner_of_a_loop_goes_with_the_loop(sim: SimServer) -> None
     assert [asyncio.run(job()) for _ in range(3)] == ["answer from m: q"] * 3
     gc.collect()
     assert [r() for r in runners] == [None] * 3
+
+
+def test_a_shared_runner_keeps_no_ended_loop_on_the_direct_path(sim: SimServer) -> None:
+    """The direct path kept a client per loop under a weak key, but the client's session holds its
+    loop: a shared Runner kept every ended `run_sync` loop (and its closed session) for good. A loop
+    that has ended is dropped when the next one opens its client."""
+    topology = build.single(build.agent("openai/m", api_base=sim.base_url, transport="openai-http"))
+    runner = moa.Runner()
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def job() -> str:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        return (await topology.run("q", runner=runner)).output
+
+    assert [asyncio.run(job()) for _ in range(3)] == ["answer from m: q"] * 3
+    gc.collect()
+    assert [r() is None for r in loops[:-1]] == [True, True]  # the last waits for the next loop

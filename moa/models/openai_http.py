@@ -14,7 +14,6 @@ retries belong to the runner.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from typing import TYPE_CHECKING, Protocol
 
 from moa.errors import ProviderError
@@ -78,8 +77,9 @@ class OpenAIHTTPModel:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._pool_timeout_s = pool_timeout_s
         # A client per loop: a pool's sockets belong to the loop that opened them, and `run_sync`
-        # makes a fresh loop per call.
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Loop] = weakref.WeakKeyDictionary()
+        # makes a fresh loop per call. Not weak-keyed: each client's session holds its loop, so a
+        # weak key never let go; the entries of ended loops are dropped as a new loop opens its own.
+        self._loops: dict[asyncio.AbstractEventLoop, _Loop] = {}
 
     def _new_client(self) -> _Client:
         # imported here: the network client (aiohttp, ~160 ms to import) only once a call is made
@@ -101,6 +101,9 @@ class OpenAIHTTPModel:
         )
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Loop:
+        # a shared Runner kept every run_sync's loop (and its closed session) until the process ended
+        for ended in [x for x in list(self._loops) if x.is_closed()]:
+            self._loops.pop(ended, None)
         state = self._loops[loop] = _Loop(self._new_client(), self._capacity)
         await state.client.start()
         return state
@@ -142,7 +145,7 @@ class OpenAIHTTPModel:
     async def aclose(self) -> None:
         """Close this loop's client; clients of other loops are dropped (their loops are gone or
         close them as they end)."""
-        loops, self._loops = dict(self._loops), weakref.WeakKeyDictionary()
+        loops, self._loops = self._loops, {}
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
