@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import weakref
 from pathlib import Path
 from typing import Any, Literal
 
@@ -183,10 +182,20 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-# one limit per event loop (a Semaphore belongs to its loop), forgotten with the loop
-_programs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+# one limit per event loop (a Semaphore belongs to its loop); not weak-keyed, as a Semaphore that
+# was waited on holds its loop (so the key never let go): ended loops go as a new one comes
+_programs: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _per_loop(slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore], size: int) -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slot = slots.get(loop)
+    if slot is None:
+        # each Experiment.run is a loop: every one whose scoring queued was kept for good
+        for ended in [x for x in list(slots) if x.is_closed()]:
+            slots.pop(ended, None)
+        slot = slots[loop] = asyncio.Semaphore(size)
+    return slot
 
 
 def _program_slot() -> asyncio.Semaphore:
@@ -194,15 +203,13 @@ def _program_slot() -> asyncio.Semaphore:
     start when it starts. An experiment scores ``concurrency`` answers at once (8 by default): on
     two cores, eight correct answers whose tests need 3 CPU-seconds each all ended as
     ``timeout after 10.0s``, each given a quarter of a core."""
-    return _programs.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(_cores()))
+    return _per_loop(_programs, _cores())
 
 
 #: HTML renders at once: each is a whole Chromium (150-300 MB, a core for a second or two)
 _PAGES = 2
-# one limit per event loop (a Semaphore belongs to its loop), forgotten with the loop
-_page_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+# one limit per event loop, as `_programs`
+_page_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
 async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:
@@ -215,7 +222,7 @@ async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:
     if page is None:
         return Score(0.0, "no HTML page found in the answer")
     folder = limits.get("artefacts_dir")
-    slots = _page_slots.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(_PAGES))
+    slots = _per_loop(_page_slots, _PAGES)
     async with slots:
         outcome = await render_html(
             page,

@@ -199,6 +199,28 @@ async def test_programs_run_one_per_core_so_a_busy_experiment_does_not_time_out(
     assert running[1] == 2
 
 
+def test_an_ended_loop_whose_programs_queued_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-loop limit was weak-keyed, but a Semaphore that was waited on holds its loop: every
+    `Experiment.run` (a loop) whose scoring queued was kept for good. Ended loops go as a new one
+    comes."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(execution, "_cores", lambda: 1, raising=False)
+    item = Item(id="1", input="q", tests=["assert sq(3) == 9"])
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def score_two() -> list[float]:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        answer = "def sq(x):\n    return x * x\n"
+        scores = await asyncio.gather(*(score_execution_async(answer, item, timeout_s=30) for _ in range(2)))
+        return [s.value for s in scores]
+
+    assert [asyncio.run(score_two()) for _ in range(3)] == [[1.0, 1.0]] * 3
+    gc.collect()
+    assert [r() is None for r in loops[:-1]] == [True, True]  # the last goes when the next comes
+
+
 @pytest.mark.parametrize("isolation", ["bwrap", "fallback"])
 async def test_the_cpu_limit_is_the_whole_limit(isolation: str) -> None:
     """With ``cpu_s=3`` a program needing 2.2 CPU-seconds passes and an endless one meets the limit
