@@ -348,3 +348,23 @@ def test_a_boolean_number_in_a_json_experiment_file_is_refused(tmp_path: Path) -
     exp.write_text(json.dumps({"name": "t", **fields, "setups": ["other.yaml"], "limit": True}))
     with pytest.raises(TopologyError, match=r"limit: expected a number, not a boolean \(got true\)$"):
         Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+
+
+def test_every_number_field_of_the_experiment_refuses_a_boolean() -> None:
+    """A number field added later refuses `true` too (the list of fields checked is by name)."""
+    from moa.experiment.config import ExperimentSpec, validate_spec
+
+    base = {"name": "t", "dataset": "d.jsonl", "evaluator": "exact", "baseline": "b", "setups": ["s"]}
+    numbers = [
+        name
+        for name, f in ExperimentSpec.model_fields.items()
+        if f.annotation in (int, float, int | None, float | None)
+    ]
+    accepted = []
+    for name in numbers:
+        try:
+            validate_spec({**base, name: True}, source="e.yaml")
+        except TopologyError:
+            continue
+        accepted.append(name)
+    assert len(numbers) >= 8 and accepted == []
