@@ -140,7 +140,8 @@ def unknown_local_models(
 def unavailable_local_models(agents: Iterable[tuple[str, AgentSpec]]) -> list[str]:
     """One line per reason this process cannot run an embedded model of ``agents`` (fallbacks
     included), naming the agents that need it. Not part of ``check_agents``: an experiment may
-    run its local setups on Dask workers, which hold the extra and the files instead."""
+    run its local setups on Dask workers, which hold the extra and the files instead (it checks
+    them itself on the local executor)."""
     need: dict[str, list[str]] = {}
     for where, a in agents:
         for m in [a.model, *a.fallbacks]:

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moa._run import Runner, refuse_in_running_loop
+from moa._run import Runner, every_agent, refuse_in_running_loop
 from moa.calls.budget import Budget
+from moa.calls.keys import unavailable_local_models
 from moa.errors import BaselineFailed, TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
 from moa.eval.registry import known_evaluators, make_evaluator
@@ -156,6 +157,8 @@ class Experiment:
             judge = getattr(evaluator, "topology", None)
             if judge is not None:
                 base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
+            if own_runner and executor.name == "local":
+                _check_local_models(setups, judge, self.source)
         except BaseException:
             if own_runner:
                 await base_runner.aclose()
@@ -259,6 +262,19 @@ class Experiment:
             limit=spec.limit,
             categories=spec.categories,
         )
+
+
+def _check_local_models(setups: Sequence[Setup], judge: Any, source: str) -> None:
+    """The embedded models run in this process (no Dask workers holding them): a missing extra,
+    weights or GGUF file is found before the hosted setups of the first items are paid for."""
+    named = [(f"setup `{s.name}`", s.topology) for s in setups]
+    if judge is not None:
+        named.append(("evaluator's judge", judge))
+    problems = [
+        f"{source}: {where}: {p}" for where, t in named for p in unavailable_local_models(every_agent(t))
+    ]
+    if problems:
+        raise UserError("\n".join(problems))
 
 
 #: bad rows listed one by one in the notes; past them a count (each was logged as it was read)

@@ -368,3 +368,33 @@ def test_every_number_field_of_the_experiment_refuses_a_boolean() -> None:
             continue
         accepted.append(name)
     assert len(numbers) >= 8 and accepted == []
+
+
+def test_an_embedded_model_this_machine_cannot_run_is_refused_before_any_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hosted baseline and a setup on a GGUF file that is not there: the local executor runs the
+    embedded model in this process, so the experiment stops before the baseline's calls are paid
+    (it paid for the first items' hosted calls, then failed)."""
+    from moa.testing.sim import SimModel, SimServer
+
+    monkeypatch.setenv("MOA_SIM_KEY", "k")
+    with SimServer(models={"sim": SimModel()}) as srv:
+        (tmp_path / "hosted.yaml").write_text(
+            "name: hosted\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY}}\n'
+        )
+        (tmp_path / "here.yaml").write_text(
+            f"name: here\nkind: single\nagent: b\nagents:\n  b: {{model: local/{tmp_path}/missing.gguf}}\n"
+        )
+        exp = _write(
+            tmp_path,
+            exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: hosted.yaml\nsetups: [here.yaml]\n",
+        )
+        with pytest.raises(UserError) as info:
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        served = srv.stats.served
+    assert served == 0
+    assert str(info.value).startswith(f"{exp}: setup `here`: ")
+    assert f"GGUF file {tmp_path}/missing.gguf does not exist" in str(info.value)
+    assert not (tmp_path / "out").exists()
