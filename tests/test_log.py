@@ -14,6 +14,7 @@ from moa import build, log
 from moa.log import redact
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel, ScriptedModel, capture_events
+from tests.raising_logger import RaisingLogger
 
 
 async def test_events_for_run_and_calls() -> None:
@@ -89,18 +90,6 @@ async def test_warnings_only_logs_retries_with_their_run_id() -> None:
     assert [(e["event"], e["run_id"]) for e in events] == [("retry", r.run_id)]
 
 
-class _RaisingLogger:
-    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
-
-    def bind(self, **_kw: object) -> _RaisingLogger:
-        return self
-
-    def info(self, *_a: object, **_kw: object) -> None:
-        raise OSError("No space left on device")
-
-    warning = error = info
-
-
 class _GoneReader(io.StringIO):
     """stderr piped to a reader that went away (``moa --log json run ... 2>&1 | head``)."""
 
@@ -117,7 +106,7 @@ async def test_a_logger_that_raises_loses_its_events_not_the_run() -> None:
     )
     previous = log.logger()
     for install in (
-        lambda: log.use_logger(_RaisingLogger()),
+        lambda: log.use_logger(RaisingLogger()),
         lambda: log.configure_logging("json", stream=_GoneReader()),
     ):
         install()

@@ -30,6 +30,7 @@ from moa.serve.cli import UVICORN_SETTINGS, run
 from moa.serve.protocol import moa_extension, new_id
 from moa.testing import FunctionModel, capture_events
 from moa.topology.loader import load_data
+from tests.raising_logger import RaisingLogger
 
 
 def _topology(name: str = "echo") -> Any:
@@ -306,18 +307,6 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert err == [f"moa serve: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
-class _RaisingLogger:
-    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
-
-    def bind(self, **_kw: object) -> _RaisingLogger:
-        return self
-
-    def info(self, *_a: object, **_kw: object) -> None:
-        raise OSError("No space left on device")
-
-    warning = error = info
-
-
 async def test_a_logger_that_raises_costs_no_request_its_reply() -> None:
     """`moa serve`'s own events (the request log, a failed run's `serve.run_failed`) called the
     logger bare: one that raised turned a misconfigured model's 500 with its message into an empty
@@ -332,7 +321,7 @@ async def test_a_logger_that_raises_costs_no_request_its_reply() -> None:
     runner = Runner(models={"fake/model": FunctionModel(answer)})
     app = create_app([_topology()], runner=runner)
     previous = log.logger()
-    log.use_logger(_RaisingLogger())
+    log.use_logger(RaisingLogger())
     try:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://moa") as c:

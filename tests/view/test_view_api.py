@@ -15,6 +15,7 @@ import pytest
 
 from moa.experiment import Store
 from moa.experiment.store.votes import iter_votes
+from tests.raising_logger import RaisingLogger
 from tests.view.conftest import BIG_ITEMS, Served, serve
 from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, N_JUDGED, build_hostile
 
@@ -507,25 +508,13 @@ def test_an_experiment_started_after_the_viewer_shows_up(experiments: Path, tmp_
         assert get(s, "/api/e/third/items").json()["total"] == N_JUDGED
 
 
-class _RaisingLogger:
-    """A host's logger whose handler fails on every event (a full disk, a broken socket)."""
-
-    def bind(self, **_kw: object) -> _RaisingLogger:
-        return self
-
-    def info(self, *_a: object, **_kw: object) -> None:
-        raise OSError("No space left on device")
-
-    warning = error = info
-
-
 def test_a_logger_that_raises_costs_a_vote_not_its_reply(judged_copy: Path) -> None:
     """`view.vote` called the logger bare: one that raised turned a stored vote's reply into a 500
     (and `view.error`'s own call raised again), so the voter saw a failure for a vote that counted."""
     from moa import log
 
     previous = log.logger()
-    log.use_logger(_RaisingLogger())
+    log.use_logger(RaisingLogger())
     try:
         with serve(judged_copy.parent, voter="dora") as s:
             pair = get(s, "/api/e/judged/vote/next").json()["pair"]
