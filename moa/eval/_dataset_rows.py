@@ -263,6 +263,17 @@ def _is_header(cells: list[str], header: list[str], line: int) -> bool:
     return False
 
 
+def _headerless_mmlu(header: list[str]) -> bool:
+    """A first line shaped as a row of MMLU's published CSVs (question, 4 choices, answer letter),
+    which have no header: its cells are no column names (the question is not one, nor ``A``)."""
+    return (
+        len(header) == 6
+        and header[5].upper() in ("A", "B", "C", "D")
+        and header[:5] != ["question", "A", "B", "C", "D"]
+        and not any(c in ("input", "question", "id", "target", "answer") for c in header)
+    )
+
+
 def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
     """Yield (first line of the record, the same, row) or (line, line, problem); quoted cells may
     span lines."""
@@ -293,6 +304,13 @@ def csv_rows(raw: Iterable[bytes]) -> Iterator[Row]:
             if other is not None:
                 raise FileProblem(
                     first, f"CSV header is one column split by {other!r}: moa reads comma-separated files"
+                )
+            if _headerless_mmlu(header):
+                # MMLU's own files have no header line: their first question was read as one
+                raise FileProblem(
+                    first,
+                    "CSV header looks like a row of MMLU's headerless files (a question, its choices, "
+                    "a letter): add the header line `question,A,B,C,D,answer` first",
                 )
             continue
         if len(cells) != len(header):

@@ -144,6 +144,19 @@ def test_mmlu_csv_form_is_read(tmp_path: Path) -> None:
     assert "A. 3\nB. 4\nC. 5\nD. 6" in ds.items[0].input
 
 
+def test_mmlus_headerless_csv_asks_for_the_header_line(tmp_path: Path) -> None:
+    """MMLU's published CSVs have no header: the first question was read as the column names and
+    every row then failed as having no `input`."""
+    path = tmp_path / "anatomy_test.csv"
+    path.write_text('"What is 2+2?",3,4,5,6,B\nSky colour?,red,blue,green,grey,B\n')
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == (
+        "anatomy_test.csv:1: CSV header looks like a row of MMLU's headerless files (a question, its "
+        "choices, a letter): add the header line `question,A,B,C,D,answer` first"
+    )
+
+
 def test_csv_choices_as_a_json_list_are_read(tmp_path: Path) -> None:
     """A CSV `choices` cell holding a JSON list (as generic CSV `tests` cells do) is the list."""
     path = tmp_path / "mc.csv"
