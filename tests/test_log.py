@@ -14,6 +14,7 @@ from moa import build, log
 from moa.log import redact
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel, ScriptedModel, capture_events
+from tests.dict_cache import DictCache
 from tests.raising_logger import RaisingLogger
 
 
@@ -123,22 +124,6 @@ async def test_a_logger_that_raises_loses_its_events_not_the_run() -> None:
             log.use_logger(previous)
 
 
-class _DictCache:
-    """The experiment's call cache, in a dict: a reply stored by the first run is replayed."""
-
-    def __init__(self) -> None:
-        self.replies: dict[str, object] = {}
-
-    def key(self, node: str, request: ModelRequest) -> str:
-        return f"{node}|{request.model}|{request.messages!r}"
-
-    def get(self, key: str) -> Any:
-        return self.replies.get(key)
-
-    def put(self, key: str, value: object) -> None:
-        self.replies[key] = value
-
-
 async def test_a_call_event_for_every_call_the_run_counts() -> None:
     """A call that failed (its fallback answered) and a reply replayed from the cache log their
     `call` events too, so a run's events add up to the cost and call count of its `run.end`."""
@@ -148,7 +133,7 @@ async def test_a_call_event_for_every_call_the_run_counts() -> None:
             return moa.RequestRejected("this model is not enabled for you", status_code=403)
         return "an answer"
 
-    runner = moa.Runner(models={"*": FunctionModel(answer)}, cache=_DictCache())
+    runner = moa.Runner(models={"*": FunctionModel(answer)}, cache=DictCache())
     topo = build.single(build.agent("openai/gpt-4o", fallbacks=["openai/gpt-4o-mini"]))
     with capture_events() as events:
         first = await topo.run("q", runner=runner)

@@ -8,15 +8,14 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 import moa
 from moa import build
-from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimServer
+from tests.dict_cache import DictCache
 
 #: varied words: litellm stops a stream that repeats one chunk
 ANSWER = " ".join(f"w{i}" for i in range(200))
@@ -83,22 +82,6 @@ async def test_a_callback_that_raises_on_a_reduce_output_is_named_too() -> None:
     assert isinstance(info.value.__cause__, KeyError) and len(info.value.calls) == 2
 
 
-class _DictCache:
-    """A call cache of the user's, in a dict: a reply stored by the first run is replayed."""
-
-    def __init__(self) -> None:
-        self.replies: dict[str, object] = {}
-
-    def key(self, node: str, request: ModelRequest) -> str:
-        return f"{node}|{request.model}|{request.messages!r}"
-
-    def get(self, key: str) -> Any:
-        return self.replies.get(key)
-
-    def put(self, key: str, value: object) -> None:
-        self.replies[key] = value
-
-
 async def test_a_callback_that_raises_on_a_replayed_reply_is_named_too() -> None:
     """A reply replayed from the call cache reaches the callback whole: its failure was a raw
     KeyError out of the run, outside moa's exception tree."""
@@ -107,7 +90,7 @@ async def test_a_callback_that_raises_on_a_replayed_reply_is_named_too() -> None
     def on_token(piece: str) -> None:
         raise KeyError("boom")
 
-    async with moa.Runner(models={"fake/m": FunctionModel(lambda r: "an answer")}, cache=_DictCache()) as rt:
+    async with moa.Runner(models={"fake/m": FunctionModel(lambda r: "an answer")}, cache=DictCache()) as rt:
         await rt.run(topology, "hi")  # stores the reply
         with pytest.raises(moa.UserError) as info:
             await rt.run(topology, "hi", on_token=on_token)
