@@ -1,6 +1,6 @@
 """Run every benchmark in turn and print their tables (markdown, ready for the README's Performance section).
 
-    python benchmarks/run_all.py            # the full set (about 12 minutes on 2 cores)
+    python benchmarks/run_all.py            # the full set (about 15 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # fewer calls, rounds and items: a smoke run
 
 Exit status 1 when any target is missed (each script prints which).
