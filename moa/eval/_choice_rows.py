@@ -6,7 +6,9 @@ answer is not one of its choices, when it has fewer than two choices, or when tw
 label. The prompt shows the choices lettered ``A.``, ``B.``, ... in the row's order (``PROMPT_END``
 asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
 always a letter; TruthfulQA MC1's, which put the right answer first, in a fixed order drawn from the
-row's text.
+row's text. TruthfulQA's MC1 comes in two shapes: the original ``{choice: score}`` and the Hugging
+Face hub's ``{"choices": [...], "labels": [...]}``; MC2 (several right answers) is no single-choice
+layout and is refused, pointing at the row's MC1.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def _csv_letters(row: Mapping[str, Any]) -> list[str]:
 
 def is_choice_row(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` has the fields of one of the multiple-choice layouts."""
-    if "mc1_targets" in row:
+    if "mc1_targets" in row or "mc2_targets" in row:
         return True
     if "endings" in row and "label" in row:
         return True
@@ -114,10 +116,7 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
             raise ChoiceRowError("`question.choices` must be a list of {label, text} objects")
         return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
     if "mc1_targets" in row:
-        targets = row["mc1_targets"]
-        if not isinstance(targets, Mapping):
-            raise ChoiceRowError("`mc1_targets` must be an object {choice: score}")
-        return None, [_text(t, "mc1_targets") for t in targets]
+        return None, _mc1_targets(row["mc1_targets"])[0]
     key = "endings" if "endings" in row else "choices"
     value = row.get(key)
     if isinstance(value, str) and value.lstrip().startswith(("[", "{")):  # a CSV cell holds JSON text
@@ -138,8 +137,21 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
     raise ChoiceRowError(f"`{key}` must be a list of strings, not {type(value).__name__}")
 
 
-def _mc1_answer(targets: Mapping[str, Any]) -> int:
-    right = [i for i, score in enumerate(targets.values()) if score == 1 and not isinstance(score, bool)]
+def _mc1_targets(targets: Any) -> tuple[list[str], list[Any]]:
+    """MC1's choices and their scores, from either published shape."""
+    if not isinstance(targets, Mapping):
+        raise ChoiceRowError("`mc1_targets` must be an object {choice: score} or {choices, labels}")
+    choices, labels = targets.get("choices"), targets.get("labels")
+    if set(targets) == {"choices", "labels"} and isinstance(choices, list) and isinstance(labels, list):
+        if len(choices) != len(labels):
+            raise ChoiceRowError(f"`mc1_targets` has {len(labels)} labels for {len(choices)} choices")
+        return [_text(t, f"mc1_targets.choices[{i}]") for i, t in enumerate(choices)], labels
+    return [_text(t, "mc1_targets") for t in targets], list(targets.values())
+
+
+def _mc1_answer(targets: Any) -> int:
+    scores = _mc1_targets(targets)[1]
+    right = [i for i, score in enumerate(scores) if score == 1 and not isinstance(score, bool)]
     if len(right) != 1:
         raise ChoiceRowError(f"`mc1_targets` must score exactly one choice 1, not {len(right)}")
     return right[0]
@@ -181,6 +193,11 @@ def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) 
 
 def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
     """``row`` read as a multiple-choice item; ``ChoiceRowError`` naming the field otherwise."""
+    if "mc2_targets" in row and "mc1_targets" not in row:
+        raise ChoiceRowError(
+            "`mc2_targets` (TruthfulQA MC2, several right answers) is not a single-choice layout: "
+            "give the row's `mc1_targets`"
+        )
     question = _question(row)
     labels, texts = _choices(row)
     if len(texts) < 2:

@@ -113,6 +113,45 @@ def test_truthfulqa_mc1_choices_are_shown_in_a_fixed_order_that_varies_across_ro
         assert f"\n{item.target}. right {i}\n" in item.input
 
 
+def test_truthfulqa_mc1_in_the_hub_s_shape_is_read_as_the_original(tmp_path: Path) -> None:
+    """The Hugging Face hub's TruthfulQA (`mc1_targets: {choices: [...], labels: [...]}`), the most
+    common download, was read as two choices named "choices" and "labels" and refused for scoring
+    no choice 1: it is the same item as the original `{choice: score}` row, in the same order."""
+    hub = {
+        "question": TRUTHFULQA["question"],
+        "mc1_targets": {"choices": ["Green", "Blue", "Red"], "labels": [0, 1, 0]},
+        "mc2_targets": {"choices": ["Green", "Blue", "Red"], "labels": [0, 1, 0]},
+    }
+    hub_item = load_dataset(_jsonl(tmp_path, [hub])).items[0]
+    original = load_dataset(_jsonl(tmp_path, [TRUTHFULQA])).items[0]
+    assert hub_item.input == original.input and hub_item.target == original.target
+    assert hub_item.meta["answer_text"] == "Blue"
+
+
+@pytest.mark.parametrize(
+    ("targets", "reason"),
+    [
+        ({"choices": ["a", "b"], "labels": [1]}, "`mc1_targets` has 1 labels for 2 choices"),
+        ({"choices": ["a", "b"], "labels": [1, 1]}, "must score exactly one choice 1, not 2"),
+        ({"choices": ["a", ""], "labels": [1, 0]}, "`mc1_targets.choices[1]` is blank"),
+    ],
+)
+def test_a_bad_hub_mc1_row_names_the_field(tmp_path: Path, targets: dict[str, Any], reason: str) -> None:
+    path = _jsonl(tmp_path, [{"question": "Q?", "mc1_targets": targets}])
+    with pytest.raises(DatasetError) as e:
+        load_dataset(path)
+    assert str(e.value).startswith("data.jsonl:1: ") and reason in str(e.value)
+
+
+def test_an_mc2_only_row_points_at_mc1(tmp_path: Path) -> None:
+    """A row with only MC2's several right answers was read as GSM8K ("row has no `answer`")."""
+    row = {"question": "Q?", "mc2_targets": {"choices": ["a", "b"], "labels": [1, 1]}}
+    with pytest.raises(DatasetError) as e:
+        load_dataset(_jsonl(tmp_path, [row]))
+    assert "`mc2_targets` (TruthfulQA MC2, several right answers)" in str(e.value)
+    assert "`mc1_targets`" in str(e.value)
+
+
 def test_the_prompt_letters_the_choices_in_the_documented_format(tmp_path: Path) -> None:
     """The question, a blank line, `A. text` per choice, a blank line, the request for the letter."""
     item = load_dataset(_jsonl(tmp_path, [MMLU])).items[0]
