@@ -1,5 +1,5 @@
-"""Multiple-choice rows (MMLU, ARC, TruthfulQA MC1, HellaSwag, a generic ``choices`` + ``answer``)
-read as one shape: the question, the choices' texts in their order, and the index of the right one.
+"""Multiple-choice rows (MMLU, ARC, OpenBookQA, TruthfulQA MC1, HellaSwag, PIQA, Winogrande, a generic
+``choices`` + ``answer``) read as one shape: the question, the choices' texts in their order, and the index of the right one.
 
 Every published layout is recognised by its own fields; a row is refused, naming the field, when its
 answer is not one of its choices, when it has fewer than two choices, or when two choices share a
@@ -67,6 +67,12 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` has the fields of one of the multiple-choice layouts."""
     if "mc1_targets" in row or "mc2_targets" in row:
         return True
+    if "goal" in row and "sol1" in row and "sol2" in row:  # PIQA
+        return True
+    if "sentence" in row and "option1" in row and "option2" in row:  # Winogrande
+        return True
+    if "question_stem" in row and "choices" in row:  # OpenBookQA
+        return True
     if "endings" in row and "label" in row:
         return True
     if "choices" in row and any(k in row for k in _ANSWER_KEYS):
@@ -85,8 +91,14 @@ def _text(value: Any, where: str) -> str:
     return text
 
 
+#: Winogrande's sentence has a blank for one of its two options
+WINOGRANDE_ASK = "Which choice fills the blank (_)?"
+
+
 def _question(row: Mapping[str, Any]) -> str:
-    for key in ("question", "input", "ctx"):
+    if "sentence" in row and "option1" in row:  # Winogrande
+        return f"{_text(row['sentence'], 'sentence')}\n\n{WINOGRANDE_ASK}"
+    for key in ("question", "question_stem", "goal", "input", "ctx"):
         value = row.get(key)
         if isinstance(value, Mapping):  # ARC's original: {stem, choices}
             return _text(value.get("stem"), f"{key}.stem")
@@ -117,6 +129,10 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
         return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
     if "mc1_targets" in row:
         return None, _mc1_targets(row["mc1_targets"])[0]
+    if "goal" in row and "sol1" in row:  # PIQA: `label` an index from 0
+        return None, [_text(row["sol1"], "sol1"), _text(row.get("sol2"), "sol2")]
+    if "sentence" in row and "option1" in row:  # Winogrande: `answer` "1" or "2"
+        return ["1", "2"], [_text(row["option1"], "option1"), _text(row.get("option2"), "option2")]
     key = "endings" if "endings" in row else "choices"
     value = row.get(key)
     if isinstance(value, str) and value.lstrip().startswith(("[", "{")):  # a CSV cell holds JSON text

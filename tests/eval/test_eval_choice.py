@@ -61,6 +61,24 @@ HELLASWAG_STR = {
     "label": "1",
 }
 HELLASWAG_INT = {"ind": 25, "ctx": "He opens the door", "endings": ["w", "x", "y", "z"], "label": 3}
+OPENBOOKQA = {
+    "id": "7-980",
+    "question_stem": "The sun is responsible for",
+    "choices": {"text": ["puppies", "plants sprouting"], "label": ["A", "B"]},
+    "answerKey": "B",
+}
+PIQA = {
+    "goal": "When boiling butter",
+    "sol1": "pour it onto a plate",
+    "sol2": "pour it into a jar",
+    "label": 1,
+}
+WINOGRANDE = {
+    "sentence": "Sarah was a better surgeon than Maria so _ got the harder cases.",
+    "option1": "Sarah",
+    "option2": "Maria",
+    "answer": "1",
+}
 GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
 GENERIC_TEXT = {
     "id": "g2",
@@ -81,6 +99,10 @@ GENERIC_TEXT = {
         (HELLASWAG_INT, "D", "z"),
         (GENERIC, "C", "e"),
         (GENERIC_TEXT, "B", "eight"),
+        (OPENBOOKQA, "B", "plants sprouting"),
+        (PIQA, "B", "pour it into a jar"),
+        (WINOGRANDE, "A", "Sarah"),
+        ({**WINOGRANDE, "answer": 2}, "B", "Maria"),
     ],
 )
 def test_each_published_layout_is_read_as_multiple_choice(
@@ -140,6 +162,32 @@ def test_a_bad_hub_mc1_row_names_the_field(tmp_path: Path, targets: dict[str, An
     path = _jsonl(tmp_path, [{"question": "Q?", "mc1_targets": targets}])
     with pytest.raises(DatasetError) as e:
         load_dataset(path)
+    assert str(e.value).startswith("data.jsonl:1: ") and reason in str(e.value)
+
+
+def test_winogrande_asks_which_choice_fills_the_blank(tmp_path: Path) -> None:
+    """Winogrande's sentence, then the question its blank asks (its options alone ask nothing)."""
+    item = load_dataset(_jsonl(tmp_path, [WINOGRANDE])).items[0]
+    assert item.input.startswith(
+        f"{WINOGRANDE['sentence']}\n\nWhich choice fills the blank (_)?\n\nA. Sarah\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({**WINOGRANDE, "answer": ""}, "`answer` '' is none of the choices' labels 1, 2"),
+        ({**WINOGRANDE, "answer": "3"}, "`answer` '3' is none of the choices' labels 1, 2"),
+        ({**WINOGRANDE, "option2": ""}, "`option2` is blank"),
+        ({**PIQA, "label": 2}, "`label` 2 is outside the 2 choices"),
+        ({**PIQA, "sol2": None}, "`sol2` must be a string, not NoneType"),
+    ],
+)
+def test_bad_piqa_and_winogrande_rows_name_the_field(
+    tmp_path: Path, row: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(DatasetError) as e:
+        load_dataset(_jsonl(tmp_path, [row]))
     assert str(e.value).startswith("data.jsonl:1: ") and reason in str(e.value)
 
 
