@@ -1,13 +1,14 @@
-"""Multiple-choice rows (MMLU, ARC, OpenBookQA, TruthfulQA MC1, HellaSwag, PIQA, Winogrande, a generic
-``choices`` + ``answer``) read as one shape: the question, the choices' texts in their order, and the index of the right one.
+"""Multiple-choice rows (MMLU, ARC, OpenBookQA, TruthfulQA MC1, HellaSwag, PIQA, Winogrande, GPQA, a
+generic ``choices`` + ``answer``) read as one shape: the question, the choices' texts in their order,
+and the index of the right one.
 
 Every published layout is recognised by its own fields; a row is refused, naming the field, when its
 answer is not one of its choices, when it has fewer than two choices, or when two choices share a
 label. The prompt shows the choices lettered ``A.``, ``B.``, ... in the row's order (``PROMPT_END``
 asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
-always a letter; TruthfulQA MC1's, which put the right answer first, in a fixed order drawn from the
-row's text. TruthfulQA's MC1 comes in two shapes: the original ``{choice: score}`` and the Hugging
-Face hub's ``{"choices": [...], "labels": [...]}``; MC2 (several right answers) is no single-choice
+always a letter; TruthfulQA MC1's and GPQA's, which put the right answer first, in a fixed order drawn
+from the row's text. TruthfulQA's MC1 comes in two shapes: the original ``{choice: score}`` and the
+Hugging Face hub's ``{"choices": [...], "labels": [...]}``; MC2 (several right answers) is no single-choice
 layout and is refused, pointing at the row's MC1.
 """
 
@@ -73,6 +74,8 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
         return True
     if "question_stem" in row and "choices" in row:  # OpenBookQA
         return True
+    if "Question" in row and "Correct Answer" in row:  # GPQA's CSV
+        return True
     if "endings" in row and "label" in row:
         return True
     if "choices" in row and any(k in row for k in _ANSWER_KEYS):
@@ -91,6 +94,8 @@ def _text(value: Any, where: str) -> str:
     return text
 
 
+#: GPQA's columns for its three wrong answers
+_GPQA_WRONG = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 #: Winogrande's sentence has a blank for one of its two options
 WINOGRANDE_ASK = "Which choice fills the blank (_)?"
 
@@ -98,7 +103,7 @@ WINOGRANDE_ASK = "Which choice fills the blank (_)?"
 def _question(row: Mapping[str, Any]) -> str:
     if "sentence" in row and "option1" in row:  # Winogrande
         return f"{_text(row['sentence'], 'sentence')}\n\n{WINOGRANDE_ASK}"
-    for key in ("question", "question_stem", "goal", "input", "ctx"):
+    for key in ("question", "question_stem", "goal", "Question", "input", "ctx"):
         value = row.get(key)
         if isinstance(value, Mapping):  # ARC's original: {stem, choices}
             return _text(value.get("stem"), f"{key}.stem")
@@ -129,6 +134,9 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
         return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
     if "mc1_targets" in row:
         return None, _mc1_targets(row["mc1_targets"])[0]
+    if "Correct Answer" in row:  # GPQA: the right answer, then the wrong ones
+        wrong = [k for k in _GPQA_WRONG if row.get(k) not in (None, "")]
+        return None, [_text(row["Correct Answer"], "Correct Answer"), *(_text(row[k], k) for k in wrong)]
     if "goal" in row and "sol1" in row:  # PIQA: `label` an index from 0
         return None, [_text(row["sol1"], "sol1"), _text(row.get("sol2"), "sol2")]
     if "sentence" in row and "option1" in row:  # Winogrande: `answer` "1" or "2"
@@ -176,6 +184,8 @@ def _mc1_answer(targets: Any) -> int:
 def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) -> int:
     if "mc1_targets" in row:
         return _mc1_answer(row["mc1_targets"])
+    if "Correct Answer" in row:
+        return 0
     key = next((k for k in _ANSWER_KEYS if row.get(k) is not None), None)
     if key is None:
         raise ChoiceRowError("row has no `answer` (or `answerKey`, `label`): which choice is right?")
@@ -221,13 +231,13 @@ def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
     if len(texts) > len(LETTERS):
         raise ChoiceRowError(f"a multiple-choice row has at most {len(LETTERS)} choices, not {len(texts)}")
     answer = _answer(row, labels, texts)
-    if "mc1_targets" in row:
+    if "mc1_targets" in row or "Correct Answer" in row:
         texts, answer = _shuffled(question, texts, answer)
     return ChoiceRow(question, tuple(texts), answer)
 
 
 def _shuffled(question: str, texts: list[str], answer: int) -> tuple[list[str], int]:
-    """TruthfulQA's MC1 files list the right answer first, so a model that always answers ``A``
+    """TruthfulQA's MC1 files and GPQA's list the right answer first, so a model that always answers ``A``
     scored 1.0. The choices are shown in an order drawn from the row's own text: the same on every
     run and machine (a resume, a second setup, the baseline all see one order), varied across rows."""
     seed = hashlib.sha256("\x1f".join((question, *texts)).encode("utf-8", "surrogatepass")).digest()

@@ -417,8 +417,8 @@ def _choice(row: Mapping[str, Any], number: int) -> Item:
         read = read_choice_row(row)
     except ChoiceRowError as e:
         raise _BadRow(str(e)) from None
-    category = row.get("subject", row.get("category"))
-    raw_id = row.get("id", row.get("ind"))
+    category = row.get("subject", row.get("category", row.get("High-level domain")))  # GPQA's last
+    raw_id = row.get("id", row.get("ind", row.get("Record ID")))
     return Item(
         id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
         input=read.prompt(),

@@ -1,8 +1,9 @@
-"""Multiple-choice datasets (MMLU, ARC, TruthfulQA MC1, HellaSwag, generic) and the `choice` grader."""
+"""Multiple-choice datasets (MMLU, ARC, TruthfulQA, HellaSwag, PIQA, Winogrande, GPQA...) and the `choice` grader."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,16 @@ WINOGRANDE = {
     "option1": "Sarah",
     "option2": "Maria",
     "answer": "1",
+}
+GPQA = {
+    "Pre-Revision Question": "old wording",
+    "Question": "Which particle has no charge?\n",
+    "Correct Answer": "neutron",
+    "Incorrect Answer 1": "proton",
+    "Incorrect Answer 2": "electron",
+    "Incorrect Answer 3": "positron",
+    "Record ID": "recX1",
+    "High-level domain": "Physics",
 }
 GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
 GENERIC_TEXT = {
@@ -163,6 +174,22 @@ def test_a_bad_hub_mc1_row_names_the_field(tmp_path: Path, targets: dict[str, An
     with pytest.raises(DatasetError) as e:
         load_dataset(path)
     assert str(e.value).startswith("data.jsonl:1: ") and reason in str(e.value)
+
+
+def test_gpqa_rows_are_shuffled_like_mc1_and_keep_their_id_and_domain(tmp_path: Path) -> None:
+    """GPQA's CSV lists the right answer first (`Correct Answer`, then three wrong ones): shown in
+    that order a model always answering A scored 1.0. The order is drawn from the row, as MC1's."""
+    rows = [{**GPQA, "Question": f"Question {i}?", "Record ID": f"rec{i}"} for i in range(24)]
+    path = tmp_path / "gpqa.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(GPQA))
+        writer.writeheader()
+        writer.writerows(rows)
+    items = load_dataset(path).items
+    assert [i.id for i in items] == [f"rec{i}" for i in range(24)]
+    assert {i.category for i in items} == {"Physics"} and len({i.target for i in items}) >= 3
+    assert all(f"\n{i.target}. neutron\n" in i.input and i.meta["answer_text"] == "neutron" for i in items)
+    assert [i.input for i in items] == [i.input for i in load_dataset(path).items]
 
 
 def test_winogrande_asks_which_choice_fills_the_blank(tmp_path: Path) -> None:
