@@ -42,7 +42,7 @@ from moa.eval._choice_rows import ChoiceRowError, is_choice_row, read_choice_row
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
-from moa.eval.numeric import exact_numbers, show_number
+from moa.eval.numeric import boxed_contents, exact_numbers, show_number
 from moa.safe_read import (
     DATASET_MAX_BYTES,
     iter_gzip_lines,
@@ -54,10 +54,12 @@ from moa.safe_read import (
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
-DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple", "choice"]
-_RowKind = Literal["generic", "humaneval", "gsm8k", "mtbench", "multiple", "choice"]
+DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"]
+_RowKind = Literal["generic", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"]
 #: ``Item.meta["format"]`` of a multiple-choice item
 CHOICE = "choice"
+#: ``Item.meta["format"]`` of a MATH item (a competition problem, its answer a LaTeX expression)
+MATH = "math"
 
 _GSM8K_ANSWER = re.compile(r"####([^\n]*)")
 _GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta", "language"}
@@ -206,6 +208,9 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     "multiple": ("name", "language", "prompt", "tests"),
     "humaneval": ("task_id", "prompt", "test", "entry_point"),
     "gsm8k": ("question", "answer"),
+    # MATH (`solution` with a boxed answer) and MATH-500 / AIME (`answer`); recognised by
+    # `_is_math`, these count towards the share of a file whose rows match no layout in full
+    "math": ("problem", "answer"),
     "mtbench": ("question_id", "turns"),
     # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
     # share of a file whose rows match no layout in full
@@ -216,6 +221,7 @@ _LABELS: dict[_RowKind, str] = {
     "multiple": "MultiPL-E",
     "humaneval": "HumanEval",
     "gsm8k": "GSM8K",
+    "math": "MATH",
     "mtbench": "MT-Bench",
     "choice": "multiple-choice",
     "generic": "generic",
@@ -225,6 +231,7 @@ _FORCED: dict[str, _RowKind] = {
     "csv": "generic",
     "humaneval": "humaneval",
     "gsm8k": "gsm8k",
+    "math": "math",
     "mtbench": "mtbench",
     "multiple": "multiple",
     "choice": "choice",
@@ -238,13 +245,22 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
     # before GSM8K: MMLU's `question` + `answer` is a choice row when it has choices
     if is_choice_row(row):
         return "choice"
+    if _is_math(row):
+        return "math"
     for kind, fields in _FIELDS.items():
         if set(fields) <= row.keys():
             # a generic row may carry question/answer as extra fields; only a `####` marks GSM8K then
             if kind == "gsm8k" and "input" in row and "####" not in str(row["answer"]):
                 continue
+            if kind == "math" and "input" in row:
+                continue
             return kind
     return None
+
+
+def _is_math(row: Mapping[str, Any]) -> bool:
+    """A MATH-style row: a `problem` with its `answer` or a `solution` (no `input`: that is generic)."""
+    return "problem" in row and ("answer" in row or "solution" in row) and "input" not in row
 
 
 def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:
@@ -271,6 +287,12 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
     if kind == "choice":  # the benchmarks' fields differ: the row reader names the missing one
+        return
+    if kind == "math":
+        if row.get("problem") is None:
+            raise _BadRow("row has no `problem`: a MATH row needs `problem` and `answer` or `solution`")
+        if row.get("answer") is None and row.get("solution") is None:
+            raise _BadRow("row has no `answer` or `solution`: which answer is right?")
         return
     missing = [f for f in _FIELDS[kind] if row.get(f) is None]
     if not missing:
@@ -396,6 +418,36 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+def _math(row: Mapping[str, Any], number: int) -> Item:
+    """A MATH row: the target is its `answer` (MATH-500, AIME), else its `solution`'s last boxed
+    answer (MATH's own files), compared as MATH's graders compare them (``exact`` with
+    ``extract_final``)."""
+    problem = _prompt(_required_str(row, "problem"), "problem")
+    solution = _opt_str(row, "solution")
+    answer = _opt_str(row, "answer", numbers=True)
+    if answer is None:
+        boxed = [b for b in boxed_contents(solution or "") if b.strip()]
+        if not boxed:
+            raise _BadRow("`solution` has no \\boxed{...} answer: give the row an `answer`")
+        answer = boxed[-1]
+    if not answer.strip():
+        raise _BadRow("`answer` is blank")
+    meta: dict[str, Any] = {"format": MATH}
+    if solution is not None:
+        meta["solution"] = solution
+    if isinstance(row.get("level"), str | int) and not isinstance(row.get("level"), bool):
+        meta["level"] = row["level"]
+    category = row.get("subject", row.get("type"))
+    raw_id = row.get("unique_id", row.get("id"))
+    return Item(
+        id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
+        input=problem,
+        target=answer.strip(),
+        category=category if isinstance(category, str) and category else None,
+        meta=meta,
+    )
+
+
 def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     turns = _str_list(row, "turns")
     if not turns:
@@ -432,10 +484,19 @@ _BUILDERS = {
     "generic": _generic,
     "humaneval": _humaneval,
     "gsm8k": _gsm8k,
+    "math": _math,
     "mtbench": _mtbench,
     "multiple": _multiple,
     "choice": _choice,
 }
+
+
+def _own_id(row: Mapping[str, Any]) -> Any:
+    """The id a row of a layout whose ids are optional carries of its own (None: numbered)."""
+    for key in ("id", "ind", "unique_id", "Record ID"):
+        if row.get(key) is not None:
+            return row[key]
+    return None
 
 
 def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:
@@ -458,7 +519,7 @@ def load_dataset(
     (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
     source = str(path)
     name = Path(path).name
-    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "mtbench", "multiple", "choice"):
+    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
     # checked like `format`: "Fail" read as skip, a limit of 0 said the file was empty, and the
     # category "math" filtered on the letters m, a, t and h
@@ -505,10 +566,7 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
-                own = kind not in ("generic", "gsm8k", "choice") or row.get("id", row.get("ind")) not in (
-                    None,
-                    "",
-                )
+                own = kind not in ("generic", "gsm8k", "math", "choice") or _own_id(row) not in (None, "")
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
                     why = (

@@ -294,11 +294,13 @@ def _bad_row_notes(dataset: Dataset) -> list[str]:
 
 def _layout_evaluator(dataset: Dataset) -> dict[str, Any]:
     """The evaluator of a file that names none: the dataset layout's own (``choice`` for
-    multiple-choice items), else a line asking for one."""
-    from moa.eval.datasets import CHOICE
+    multiple-choice items, ``exact`` on the final answer for MATH's), else a line asking for one."""
+    from moa.eval.datasets import CHOICE, MATH
 
     if dataset.items and all(i.meta.get("format") == CHOICE for i in dataset.items):
         return {"name": "choice"}
+    if dataset.items and all(i.meta.get("format") == MATH for i in dataset.items):
+        return {"name": "exact", "extract_final": True}
     raise UserError(
         f"{dataset.source}: this dataset's layout has no evaluator of its own: name one in the experiment "
         f"file's `evaluator` ({', '.join(known_evaluators())})"
@@ -376,7 +378,7 @@ def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
     """Refuse, before any call, ``choice`` over items that have no choices (each would score 0), and
     ``contains`` over multiple-choice items: their target is one letter, found in nearly any reply."""
     from moa.eval.choice import ChoiceEvaluator
-    from moa.eval.datasets import CHOICE
+    from moa.eval.datasets import CHOICE, MATH
     from moa.eval.reference import ContainsEvaluator
 
     if isinstance(evaluator, ChoiceEvaluator):
@@ -393,6 +395,13 @@ def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
                 f"{source}: evaluator `contains`: {len(lettered)} of {len(items)} dataset items are "
                 f"multiple-choice (first: {_first(lettered)}), whose target letter is in nearly any "
                 "answer: use `evaluator: choice`"
+            )
+        short = [i.id for i in items if i.meta.get("format") == MATH]
+        if short:
+            raise UserError(
+                f"{source}: evaluator `contains`: {len(short)} of {len(items)} dataset items are MATH "
+                f"problems (first: {_first(short)}), whose short answer is in nearly any worked "
+                "solution: use `{name: exact, extract_final: true}`"
             )
 
 

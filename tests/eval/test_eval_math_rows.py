@@ -1,0 +1,92 @@
+"""MATH-style datasets (MATH, MATH-500, AIME) read in their published shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa.errors import DatasetError
+from moa.eval.datasets import MATH, load_dataset
+
+
+def _jsonl(tmp_path: Path, rows: list[Any]) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# written by hand after each benchmark's published rows
+MATH_500 = {
+    "problem": "Convert the point $(0,3)$ in rectangular coordinates to polar coordinates.",
+    "solution": "We have $r = 3$ ... $\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}.$",
+    "answer": "\\left( 3, \\frac{\\pi}{2} \\right)",
+    "subject": "Precalculus",
+    "level": 2,
+    "unique_id": "test/precalculus/807.json",
+}
+MATH_ORIGINAL = {
+    "problem": "What is $\\frac{1}{2} + \\frac{1}{3}$?",
+    "level": "Level 1",
+    "type": "Prealgebra",
+    "solution": "Add: $\\frac{3}{6} + \\frac{2}{6} = \\boxed{\\frac{5}{6}}$.",
+}
+AIME = {"id": 60, "problem": "Find the remainder ...", "solution": "...", "answer": 204, "url": "https://x"}
+
+
+@pytest.mark.parametrize(
+    ("row", "item_id", "target", "category"),
+    [
+        (MATH_500, "test/precalculus/807.json", "\\left( 3, \\frac{\\pi}{2} \\right)", "Precalculus"),
+        (MATH_ORIGINAL, "1", "\\frac{5}{6}", "Prealgebra"),
+        (AIME, "60", "204", None),
+        ({"problem": "1+1?", "answer": "2"}, "1", "2", None),
+    ],
+)
+def test_each_published_math_shape_is_read(
+    tmp_path: Path, row: dict[str, Any], item_id: str, target: str, category: str | None
+) -> None:
+    """The problem is the prompt; the target is `answer`, else the solution's last boxed answer.
+    These rows were refused ("row has no `input`", "row has no `question`")."""
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.input, item.target, item.category) == (item_id, row["problem"], target, category)
+    assert item.meta["format"] == MATH
+
+
+def test_the_last_boxed_answer_of_a_solution_is_the_target(tmp_path: Path) -> None:
+    """A solution boxes an intermediate result before its answer: the last box, braces balanced."""
+    row = {"problem": "p", "solution": "First $\\boxed{1}$, then $\\boxed{\\frac{a}{\\sqrt{b}}}$."}
+    assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == "\\frac{a}{\\sqrt{b}}"
+
+
+def test_a_row_with_input_stays_generic(tmp_path: Path) -> None:
+    """`input` decides: a generic row that also carries `problem` and `answer` is not MATH."""
+    row = {"input": "2+2?", "target": "4", "problem": "x", "answer": "y"}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.input, item.target) == ("2+2?", "4") and "format" not in item.meta
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"problem": "p", "solution": "no box here"}, "`solution` has no \\boxed{...} answer"),
+        ({"problem": "p", "solution": "\\boxed{ }"}, "`solution` has no \\boxed{...} answer"),
+        ({"problem": "", "answer": "2"}, "`problem` is blank"),
+        ({"problem": "p", "answer": " "}, "`answer` is blank"),
+        ({"problem": "p", "answer": True}, "`answer` must be a string or a number, not bool"),
+        ({"problem": "p", "answer": None, "solution": None}, "row has no `answer` or `solution`"),
+    ],
+)
+def test_bad_math_rows_name_the_field(tmp_path: Path, row: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DatasetError) as e:
+        load_dataset(_jsonl(tmp_path, [MATH_500, row]))
+    assert str(e.value).startswith("data.jsonl:2: ") and reason in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_format_math_forces_the_layout(tmp_path: Path) -> None:
+    """`dataset_format: math` names the missing field of a row that is not MATH's."""
+    with pytest.raises(DatasetError, match=r"row has no `problem`: a MATH row needs"):
+        load_dataset(_jsonl(tmp_path, [{"question": "q", "answer": "2"}]), format="math")
