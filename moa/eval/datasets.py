@@ -292,7 +292,7 @@ def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
         if row.get("problem") is None:
             raise _BadRow("row has no `problem`: a MATH row needs `problem` and `answer` or `solution`")
         if row.get("answer") is None and row.get("solution") is None:
-            raise _BadRow("row has no `answer` or `solution`: which answer is right?")
+            raise _BadRow("row has no `answer` or `solution`: a MATH row needs `problem` and either")
         return
     missing = [f for f in _FIELDS[kind] if row.get(f) is None]
     if not missing:

@@ -77,6 +77,7 @@ def test_a_row_with_input_stays_generic(tmp_path: Path) -> None:
         ({"problem": "p", "answer": " "}, "`answer` is blank"),
         ({"problem": "p", "answer": True}, "`answer` must be a string or a number, not bool"),
         ({"problem": "p", "answer": None, "solution": None}, "row has no `answer` or `solution`"),
+        ({"problem": "p", "hint": "2"}, "row has no `answer` or `solution`: a MATH row needs"),
     ],
 )
 def test_bad_math_rows_name_the_field(tmp_path: Path, row: dict[str, Any], reason: str) -> None:
