@@ -35,6 +35,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "gsm8k_experiment.yaml",
         "mtbench_experiment.yaml",
         "mmlu_experiment.yaml",
+        "math_experiment.yaml",
     ],
 )
 def test_example_experiment_files_validate(name: str) -> None:
