@@ -33,7 +33,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,8 +54,10 @@ from moa.safe_read import (
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
-DatasetFormat = Literal["auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"]
-_RowKind = Literal["generic", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"]
+DatasetFormat = Literal[
+    "auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"
+]
+_RowKind = Literal["generic", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"]
 #: ``Item.meta["format"]`` of a multiple-choice item
 CHOICE = "choice"
 #: ``Item.meta["format"]`` of a MATH item (a competition problem, its answer a LaTeX expression)
@@ -215,6 +217,8 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
     # share of a file whose rows match no layout in full
     "choice": ("question", "choices", "answer"),
+    # Alpaca, AlpacaEval, Dolly: recognised by `_is_instruction` (their `input` is context)
+    "instruction": ("instruction",),
     "generic": ("input",),
 }
 _LABELS: dict[_RowKind, str] = {
@@ -224,6 +228,7 @@ _LABELS: dict[_RowKind, str] = {
     "math": "MATH",
     "mtbench": "MT-Bench",
     "choice": "multiple-choice",
+    "instruction": "instruction",
     "generic": "generic",
 }
 _FORCED: dict[str, _RowKind] = {
@@ -235,6 +240,7 @@ _FORCED: dict[str, _RowKind] = {
     "mtbench": "mtbench",
     "multiple": "multiple",
     "choice": "choice",
+    "instruction": "instruction",
 }
 #: rows read to recognise the layout: enough that a few broken rows at the top cannot outvote it
 _SAMPLE_ROWS = 32
@@ -247,6 +253,8 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
         return "choice"
     if _is_math(row):
         return "math"
+    if _is_instruction(row):
+        return "instruction"
     for kind, fields in _FIELDS.items():
         if set(fields) <= row.keys():
             # a generic row may carry question/answer as extra fields; only a `####` marks GSM8K then
@@ -261,6 +269,12 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
 def _is_math(row: Mapping[str, Any]) -> bool:
     """A MATH-style row: a `problem` with its `answer` or a `solution` (no `input`: that is generic)."""
     return "problem" in row and ("answer" in row or "solution" in row) and "input" not in row
+
+
+def _is_instruction(row: Mapping[str, Any]) -> bool:
+    """An Alpaca-style row: an `instruction`, its `input` (or Dolly's `context`) the material it works
+    on, not the prompt, whatever else the row carries (a `target` included)."""
+    return "instruction" in row
 
 
 def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:
@@ -287,6 +301,10 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
     if kind == "choice":  # the benchmarks' fields differ: the row reader names the missing one
+        return
+    if kind == "instruction":
+        if row.get("instruction") is None:
+            raise _BadRow("row has no `instruction`: an instruction row needs `instruction`")
         return
     if kind == "math":
         if row.get("problem") is None:
@@ -448,6 +466,23 @@ def _math(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+def _instruction(row: Mapping[str, Any], number: int) -> Item:
+    """An Alpaca / AlpacaEval / Dolly row: the instruction, then a blank line and its `input` (Dolly:
+    `context`) when there is one; read as a generic row, the instruction was dropped and the context
+    alone sent. A reference model's `output`/`response` is not a target and is not kept."""
+    instruction = _prompt(_required_str(row, "instruction"), "instruction")
+    key = "input" if row.get("input") is not None else "context"
+    material = _opt_str(row, key)
+    text = f"{instruction}\n\n{material}" if material and material.strip() else instruction
+    category = row.get("category", row.get("dataset"))
+    return Item(
+        id=_opt_str(row, "id", numbers=True) or str(number),
+        input=text,
+        target=_opt_str(row, "target", numbers=True),
+        category=category if isinstance(category, str) and category else None,
+    )
+
+
 def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     turns = _str_list(row, "turns")
     if not turns:
@@ -488,6 +523,7 @@ _BUILDERS = {
     "mtbench": _mtbench,
     "multiple": _multiple,
     "choice": _choice,
+    "instruction": _instruction,
 }
 
 
@@ -519,7 +555,7 @@ def load_dataset(
     (``on_bad_row="fail"``) or collect bad rows in ``Dataset.bad_rows`` (``"skip"``)."""
     source = str(path)
     name = Path(path).name
-    if format not in ("auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice"):
+    if format not in get_args(DatasetFormat):
         raise DatasetError(f"{source}: unknown dataset format `{format}`")
     # checked like `format`: "Fail" read as skip, a limit of 0 said the file was empty, and the
     # category "math" filtered on the letters m, a, t and h
@@ -566,7 +602,9 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
-                own = kind not in ("generic", "gsm8k", "math", "choice") or _own_id(row) not in (None, "")
+                own = kind not in ("generic", "gsm8k", "math", "choice", "instruction") or _own_id(
+                    row
+                ) not in (None, "")
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
                     why = (

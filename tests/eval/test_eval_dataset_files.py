@@ -187,7 +187,7 @@ def test_a_humaneval_test_without_check_is_a_bad_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "held"),
     [
-        ({"instruction": "Write a poem.", "output": "..."}, "instruction"),  # AlpacaEval
+        ({"prompt": "Write a poem.", "completion": "..."}, "prompt"),
         ({"query": "Find $x$.", "hint": "\\boxed{2}"}, "query"),
         ({"text": "Write f.", "code": "def f(): pass", "test_list": ["assert f()"]}, "text"),  # MBPP
     ],

@@ -1,0 +1,75 @@
+"""Instruction datasets (Alpaca, AlpacaEval, Dolly) read in their published shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from moa.errors import DatasetError
+from moa.eval.datasets import load_dataset
+
+
+def _jsonl(tmp_path: Path, rows: list[Any]) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+# written by hand after each set's published rows
+ALPACA = {"instruction": "Translate to French.", "input": "Hello, friend.", "output": "Bonjour, ami."}
+ALPACA_NO_INPUT = {"instruction": "Name a prime number.", "input": "", "output": "7"}
+ALPACA_EVAL = {
+    "instruction": "Write a haiku about rain.",
+    "output": "...",
+    "generator": "gpt4_1106_preview",
+    "dataset": "helpful_base",
+}
+DOLLY = {
+    "instruction": "Summarise the passage.",
+    "context": "A long passage.",
+    "response": "Short.",
+    "category": "summarization",
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "prompt", "category"),
+    [
+        (ALPACA, "Translate to French.\n\nHello, friend.", None),
+        (ALPACA_NO_INPUT, "Name a prime number.", None),
+        (ALPACA_EVAL, "Write a haiku about rain.", "helpful_base"),
+        (DOLLY, "Summarise the passage.\n\nA long passage.", "summarization"),
+    ],
+)
+def test_the_instruction_comes_first_and_its_material_after(
+    tmp_path: Path, row: dict[str, Any], prompt: str, category: str | None
+) -> None:
+    """Read as generic rows, Alpaca's sent its `input` alone (the instruction dropped) and AlpacaEval's
+    and Dolly's were refused: the prompt is the instruction, a blank line and its input or context."""
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.input, item.category, item.target) == (prompt, category, None)
+
+
+def test_a_target_is_kept_and_the_instruction_still_sent(tmp_path: Path) -> None:
+    """An Alpaca row whose `output` was renamed `target` for `exact` keeps both its parts."""
+    row = {"id": "a1", "instruction": "Answer in one word.", "input": "Capital of France?", "target": "Paris"}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.input, item.target) == ("a1", "Answer in one word.\n\nCapital of France?", "Paris")
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"instruction": " ", "output": "x"}, "`instruction` is blank"),
+        ({"instruction": 3, "output": "x"}, "`instruction` must be a string, not int"),
+        ({"instruction": "Do it.", "input": ["a"]}, "`input` must be a string, not list"),
+        ({"instruction": None, "input": "x"}, "row has no `instruction`"),
+    ],
+)
+def test_bad_instruction_rows_name_the_field(tmp_path: Path, row: dict[str, Any], reason: str) -> None:
+    with pytest.raises(DatasetError) as e:
+        load_dataset(_jsonl(tmp_path, [ALPACA, row]))
+    assert str(e.value).startswith("data.jsonl:2: ") and reason in str(e.value)
