@@ -36,6 +36,8 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "mtbench_experiment.yaml",
         "mmlu_experiment.yaml",
         "math_experiment.yaml",
+        "mbpp_experiment.yaml",
+        "instruction_experiment.yaml",
     ],
 )
 def test_example_experiment_files_validate(name: str) -> None:

@@ -55,9 +55,21 @@ from moa.safe_read import (
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
 DatasetFormat = Literal[
-    "auto", "jsonl", "csv", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"
+    "auto",
+    "jsonl",
+    "csv",
+    "humaneval",
+    "mbpp",
+    "gsm8k",
+    "math",
+    "mtbench",
+    "multiple",
+    "choice",
+    "instruction",
 ]
-_RowKind = Literal["generic", "humaneval", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"]
+_RowKind = Literal[
+    "generic", "humaneval", "mbpp", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"
+]
 #: ``Item.meta["format"]`` of a multiple-choice item
 CHOICE = "choice"
 #: ``Item.meta["format"]`` of a MATH item (a competition problem, its answer a LaTeX expression)
@@ -209,6 +221,8 @@ def _test_code(value: str, key: str) -> str:
 _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     "multiple": ("name", "language", "prompt", "tests"),
     "humaneval": ("task_id", "prompt", "test", "entry_point"),
+    # MBPP's own rows have `text`, its sanitized ones `prompt`: recognised by `_is_mbpp`
+    "mbpp": ("task_id", "test_list"),
     "gsm8k": ("question", "answer"),
     # MATH (`solution` with a boxed answer) and MATH-500 / AIME (`answer`); recognised by
     # `_is_math`, these count towards the share of a file whose rows match no layout in full
@@ -224,6 +238,7 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
 _LABELS: dict[_RowKind, str] = {
     "multiple": "MultiPL-E",
     "humaneval": "HumanEval",
+    "mbpp": "MBPP",
     "gsm8k": "GSM8K",
     "math": "MATH",
     "mtbench": "MT-Bench",
@@ -235,6 +250,7 @@ _FORCED: dict[str, _RowKind] = {
     "jsonl": "generic",
     "csv": "generic",
     "humaneval": "humaneval",
+    "mbpp": "mbpp",
     "gsm8k": "gsm8k",
     "math": "math",
     "mtbench": "mtbench",
@@ -253,6 +269,8 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
         return "choice"
     if _is_math(row):
         return "math"
+    if _is_mbpp(row):
+        return "mbpp"
     if _is_instruction(row):
         return "instruction"
     for kind, fields in _FIELDS.items():
@@ -269,6 +287,11 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
 def _is_math(row: Mapping[str, Any]) -> bool:
     """A MATH-style row: a `problem` with its `answer` or a `solution` (no `input`: that is generic)."""
     return "problem" in row and ("answer" in row or "solution" in row) and "input" not in row
+
+
+def _is_mbpp(row: Mapping[str, Any]) -> bool:
+    """An MBPP row: its task in `text` (the original) or `prompt` (sanitized), its `test_list`."""
+    return "test_list" in row and ("text" in row or "prompt" in row)
 
 
 def _is_instruction(row: Mapping[str, Any]) -> bool:
@@ -301,6 +324,11 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
     if kind == "choice":  # the benchmarks' fields differ: the row reader names the missing one
+        return
+    if kind == "mbpp":
+        for key in ("test_list", "text" if row.get("prompt") is None else "prompt"):
+            if row.get(key) is None:
+                raise _BadRow(f"row has no `{key}`: an MBPP row needs `text` (or `prompt`) and `test_list`")
         return
     if kind == "instruction":
         if row.get("instruction") is None:
@@ -466,6 +494,31 @@ def _math(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+#: what MBPP's prompt says before its tests (the benchmark's own wording, Austin et al. 2021)
+MBPP_TESTS_LINE = "Your code should pass these tests:"
+
+
+def _mbpp(row: Mapping[str, Any], number: int) -> Item:
+    """An MBPP row: the task, then its tests, as MBPP's prompt shows them (the tests name the function
+    to write); each test runs with the row's setup (`test_setup_code`, sanitized MBPP's
+    `test_imports`) before it. `challenge_test_list` is not run, as MBPP's own scoring does not."""
+    key = "text" if row.get("prompt") is None else "prompt"
+    task = _prompt(_required_str(row, key), key)
+    tests = _str_list(row, "test_list") or []
+    if not tests:
+        raise _BadRow("`test_list` is empty: there is nothing to run the answers against")
+    for i, line in enumerate(tests):
+        _test_code(line, f"test_list[{i}]")
+    setup = [_opt_str(row, "test_setup_code") or "", *(_str_list(row, "test_imports") or [])]
+    prelude = "\n".join(line for line in setup if line.strip())
+    shown = "\n".join(tests)
+    return Item(
+        id=_opt_str(row, "task_id", numbers=True) or str(number),
+        input=f"{task.strip()}\n{MBPP_TESTS_LINE}\n\n{shown}",
+        tests=[f"{prelude}\n{t}" if prelude else t for t in tests],
+    )
+
+
 def _instruction(row: Mapping[str, Any], number: int) -> Item:
     """An Alpaca / AlpacaEval / Dolly row: the instruction, then a blank line and its `input` (Dolly:
     `context`) when there is one; read as a generic row, the instruction was dropped and the context
@@ -518,6 +571,7 @@ def _choice(row: Mapping[str, Any], number: int) -> Item:
 _BUILDERS = {
     "generic": _generic,
     "humaneval": _humaneval,
+    "mbpp": _mbpp,
     "gsm8k": _gsm8k,
     "math": _math,
     "mtbench": _mtbench,
@@ -529,7 +583,7 @@ _BUILDERS = {
 
 def _own_id(row: Mapping[str, Any]) -> Any:
     """The id a row of a layout whose ids are optional carries of its own (None: numbered)."""
-    for key in ("id", "ind", "unique_id", "Record ID"):
+    for key in ("id", "ind", "unique_id", "Record ID", "task_id"):
         if row.get(key) is not None:
             return row[key]
     return None
@@ -602,7 +656,7 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
-                own = kind not in ("generic", "gsm8k", "math", "choice", "instruction") or _own_id(
+                own = kind not in ("generic", "gsm8k", "math", "mbpp", "choice", "instruction") or _own_id(
                     row
                 ) not in (None, "")
                 if item.id in seen:

@@ -294,13 +294,17 @@ def _bad_row_notes(dataset: Dataset) -> list[str]:
 
 def _layout_evaluator(dataset: Dataset) -> dict[str, Any]:
     """The evaluator of a file that names none: the dataset layout's own (``choice`` for
-    multiple-choice items, ``exact`` on the final answer for MATH's), else a line asking for one."""
+    multiple-choice items, ``exact`` on the final answer for MATH's, ``execution`` for items with
+    tests: HumanEval, MBPP, MultiPL-E), else a line asking for one."""
     from moa.eval.datasets import CHOICE, MATH
+    from moa.eval.execution import can_execute
 
     if dataset.items and all(i.meta.get("format") == CHOICE for i in dataset.items):
         return {"name": "choice"}
     if dataset.items and all(i.meta.get("format") == MATH for i in dataset.items):
         return {"name": "exact", "extract_final": True}
+    if dataset.items and all(can_execute(i) for i in dataset.items):  # tests to run: code layouts
+        return {"name": "execution"}
     raise UserError(
         f"{dataset.source}: this dataset's layout has no evaluator of its own: name one in the experiment "
         f"file's `evaluator` ({', '.join(known_evaluators())})"
