@@ -18,6 +18,7 @@ experiment changed in a way that would mix results (a setup's topology, an item'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,7 +43,7 @@ from moa.experiment.config import (
     resolve_setups,
     validate_spec,
 )
-from moa.experiment.executors import Executor, open_executor
+from moa.experiment.executors import open_executor
 from moa.experiment.progress import Progress
 from moa.experiment.report.outputs import write_outputs
 from moa.experiment.report.text import print_table
@@ -123,14 +124,11 @@ class Experiment:
     async def arun(self) -> Summary:
         """Run (or resume) the experiment and return its summary."""
         with tune_gc_for_long_runs():  # restored on return: see moa.gc_tuning
-            # opened first: an unreachable scheduler is refused before any model call is paid for
-            executor = await open_executor(self.spec.executor)
-            try:
-                return await self._arun(executor)
-            finally:
-                await executor.aclose()
+            # the runner (if the experiment's own) and the executor, closed whatever happens
+            async with contextlib.AsyncExitStack() as closing:
+                return await self._arun(closing)
 
-    async def _arun(self, executor: Executor) -> Summary:
+    async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
@@ -149,20 +147,21 @@ class Experiment:
         tuning = plan_tuning(spec, setups, evaluator, dataset.items, self.source)  # before any call
         own_runner = self.runner is None
         base_runner = self.runner or Runner()
+        if own_runner:
+            closing.push_async_callback(base_runner.aclose)
         # every setup's and the judge's keys and providers, before any call of any setup and before
         # the store is opened: a missing key left an empty experiment.sqlite (and its folders) behind
-        try:
-            for s in setups:
-                base_runner.preflight(s.topology, source=f"{self.source}: setup `{s.name}`")
-            judge = getattr(evaluator, "topology", None)
-            if judge is not None:
-                base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
-            if own_runner and executor.name == "local":
-                _check_local_models(setups, judge, self.source)
-        except BaseException:
-            if own_runner:
-                await base_runner.aclose()
-            raise
+        for s in setups:
+            base_runner.preflight(s.topology, source=f"{self.source}: setup `{s.name}`")
+        judge = getattr(evaluator, "topology", None)
+        if judge is not None:
+            base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
+        if own_runner and spec.executor == "local":
+            _check_local_models(setups, judge, self.source)
+        # opened once every check has passed (a missing key started, then stopped, a Dask cluster),
+        # and before the store: an unreachable scheduler is refused before any model call
+        executor = await open_executor(spec.executor)
+        closing.push_async_callback(executor.aclose)
         # exclusive until closed: a second run on the same folder would resend every unfinished
         # pair and collide on the store's unique keys
         store = Store.open(self.out, exclusive=True, verify=True)
@@ -234,8 +233,6 @@ class Experiment:
         finally:
             bar.close()
             _close(store)
-            if own_runner:
-                await base_runner.aclose()
         if self.echo:
             print_table(summary)
             if self.tuned is not None:

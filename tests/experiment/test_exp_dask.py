@@ -73,6 +73,13 @@ def _experiment(folder: Path, executor: str = "local") -> Path:
     return folder / "exp.yaml"
 
 
+def _hosted(folder: Path, agent: str) -> None:
+    """The experiment's setups as one ``agent`` each, for ``moa compare`` without the test's runner
+    (its `sim/` models name no provider the key preflight knows)."""
+    for name in ("base", "coder"):
+        (folder / f"{name}.yaml").write_text(f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
+
+
 def _run(folder: Path, executor: str) -> Summary:
     return Experiment.from_file(
         _experiment(folder, executor), out=folder / "out", runner=_runner(), progress=False
@@ -167,6 +174,7 @@ def test_unreachable_scheduler_is_one_line_exit_2(
             port = _closed_port()
         address = f"tcp://127.0.0.1:{port}"
         exp = _experiment(tmp_path)
+        _hosted(tmp_path, "{model: openai/m, api_base: 'http://127.0.0.1:9/v1'}")  # passes the preflight
         code = main(
             ["compare", str(exp), "--executor", address, "--out", str(tmp_path / "out"), "--no-progress"]
         )
@@ -176,9 +184,34 @@ def test_unreachable_scheduler_is_one_line_exit_2(
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_a_missing_key_is_refused_before_the_executor_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key preflight comes before the executor: a missing key started (then stopped) a Dask
+    cluster, or connected to the scheduler, before its one line; now nothing connects."""
+    monkeypatch.delenv("MOA_TEST_DASK_NO_KEY", raising=False)
+    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    exp = _experiment(tmp_path)
+    _hosted(tmp_path, "{model: openai/m, api_key_env: MOA_TEST_DASK_NO_KEY}")
+    with socket.socket() as scheduler:  # a scheduler's port that notes who connects
+        scheduler.bind(("127.0.0.1", 0))
+        scheduler.listen()
+        scheduler.setblocking(False)
+        address = f"tcp://127.0.0.1:{scheduler.getsockname()[1]}"
+        code = main(
+            ["compare", str(exp), "--executor", address, "--out", str(tmp_path / "out"), "--no-progress"]
+        )
+        with pytest.raises(BlockingIOError):  # nobody connected
+            scheduler.accept()[0].close()
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "`MOA_TEST_DASK_NO_KEY` is not set" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_extra_is_one_line_exit_2(tmp_path: Path) -> None:
     """Without the `dask` extra, `--executor dask` says which command installs it, exit 2."""
     exp = _experiment(tmp_path)
+    _hosted(tmp_path, "{model: openai/m, api_base: 'http://127.0.0.1:9/v1'}")  # passes the preflight
     code = (
         "import sys; sys.modules['distributed'] = None\n"
         "from moa.cli import main\n"
