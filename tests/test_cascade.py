@@ -257,6 +257,21 @@ async def test_cascade_end_carries_the_whole_cascades_cost() -> None:
     assert end["total_tokens"] == r.usage.total_tokens and end["latency_s"] >= 0
 
 
+async def test_recorded_stages_end_with_the_cascades_cost() -> None:
+    """`record_stages` (a tuning run: every stage, the rules measured) ends with a `cascade.end`
+    totalling its calls, as a cascade's run does; it logged a start and parts, and no end."""
+    c = two_stage()
+    with capture_events() as events:
+        records = await record_stages(
+            c.name, c.stage_list, runner(alternating("1", "2")), "q", budget=None, deadline_s=None
+        )
+    start = next(e for e in events if e["event"] == "cascade.start")
+    (end,) = [e for e in events if e["event"] == "cascade.end"]
+    assert end["run_id"] == start["run_id"] and end["stages_run"] == len(records) == 2
+    assert end["cost_usd"] == pytest.approx(sum(r.cost_usd for r in records)) and end["cost_usd"] > 0
+    assert end["calls"] == sum(r.calls for r in records) == 3 and end["total_tokens"] > 0
+
+
 async def test_a_failed_cascade_carries_its_run_id() -> None:
     """The error out of a cascade names the cascade's run, not the stage run that failed."""
     c = two_stage()

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from moa import log
 from moa._run import Runner
@@ -235,20 +235,26 @@ class _Account:
             stages_run=stage,
             run_id=self.run_id,
         )
-        if self.log is not None and self.log.info_on:
-            # the whole cascade's totals, as `run.end` gives a run's: its parts' `run.end` events
-            # leave out a failed stage's calls and the judges' are runs of their own
-            self.log.info(
-                "cascade.end",
-                topology=self.name,
-                stage=stage,
-                cost_usd=result.cost_usd,
-                latency_s=round(result.latency_s, 4),
-                calls=len(self.calls),
-                **usage.to_dict(),
-                **({"cost_usd_max": result.cost_usd_max} if result.cost_usd_max > result.cost_usd else {}),
-            )
+        self.log_end(result.latency_s, stage=stage)
         return result
+
+    def log_end(self, latency_s: float, **fields: Any) -> None:
+        """``cascade.end``: the whole cascade's totals, as ``run.end`` gives a run's (its parts'
+        ``run.end`` events leave out a failed stage's calls, and the judges' are runs of their own)."""
+        if self.log is None or not self.log.info_on:
+            return
+        cost = sum(c.cost_usd for c in self.calls)
+        cost_max = sum(c.cost_usd_max for c in self.calls)
+        self.log.info(
+            "cascade.end",
+            topology=self.name,
+            **fields,
+            cost_usd=cost,
+            latency_s=round(latency_s, 4),
+            calls=len(self.calls),
+            **sum((c.usage for c in self.calls), Usage()).to_dict(),
+            **({"cost_usd_max": cost_max} if cost_max > cost else {}),
+        )
 
 
 def _longest_chain_s(topology: Topology, nodes: dict[str, NodeResult]) -> float:
@@ -471,6 +477,8 @@ async def _record(
                 )
             records.append(rec)
             earlier.extend(answers)
+    # as a cascade's run ends with one: tuning's runs were on no event with their cost
+    acct.log_end(acct.now(), stages_run=len(records))
     return records
 
 
