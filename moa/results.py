@@ -223,8 +223,9 @@ class CallRecord:
     #: sequence of the embedded model or its loading), apart from ``latency_s``: the queue the
     #: critical path does not count
     queued_s: float = 0.0
-    #: the service tier the provider said it served the call at (OpenAI's ``service_tier``: it sets
-    #: the price, and a project's default may be priority); None when no reply said
+    #: the service tier the provider said it served the call's last reply at (OpenAI's
+    #: ``service_tier``: it sets that reply's price, and a project's default may be priority); None
+    #: when that reply said none. Each attempt is billed at the tier its own reply names
     service_tier: str | None = None
     #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
     messages: Sequence[Mapping[str, str]] | None = None

@@ -15,7 +15,7 @@ from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_bound, pro
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
 from moa.calls.limits import Limiter, RateLimit
-from moa.calls.pricing import Price
+from moa.calls.pricing import Price, price_for
 from moa.calls.retry import RetryPolicy
 from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelReply, ModelRequest
@@ -578,6 +578,33 @@ async def test_the_record_keeps_a_tier_moa_knows_only(said: str, kept: str | Non
     target = Target("fake/m", FunctionModel(lambda r: reply), PRICE, None)
     await attempt((), target, request(), rec, plan())
     assert rec.service_tier == kept
+
+
+async def test_each_attempt_is_billed_at_its_own_tier_and_the_record_names_the_answers() -> None:
+    """A flex reply validation rejected, then an answer that names no tier: each attempt is billed
+    at its own reply's tier, and the record's tier is the answer's (None), not the rejected
+    reply's `flex` it kept, which said the answer was billed at half its rates."""
+    standard = price_for("openai/gpt-5")
+    flex = standard.for_service_tier("flex")
+    assert flex.card.base.input < standard.card.base.input
+    rejected = ModelReply("not json", Usage(1000, 10), "m", "stop", service_tier="flex")
+    answer = ModelReply("{}", Usage(1000, 10), "m", "stop")
+    rt = AgentRuntime(
+        AgentSpec(model="openai/gpt-5"),
+        (Target("openai/gpt-5", ScriptedModel([rejected, answer]), standard, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+
+    def validate(text: str) -> None:
+        if not text.startswith("{"):
+            raise moa.MalformedReply("not JSON")
+
+    ctx = CallContext(0.0)
+    await call_agent(ctx, rt, "n", MESSAGES, validate=validate)
+    (rec,) = ctx.calls
+    assert rec.cost_usd == pytest.approx(flex.cost(Usage(1000, 10)) + standard.cost(Usage(1000, 10)))
+    assert rec.service_tier is None
 
 
 async def test_a_replayed_call_keeps_the_worst_case_of_its_unknown_attempts() -> None:

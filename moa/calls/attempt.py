@@ -413,7 +413,9 @@ def _book(
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
             price = price.for_service_tier(reply.service_tier)
-            rec.service_tier = service_tier_name(reply.service_tier)
+        # the record's tier is its last reply's, as its text is: an earlier attempt's (a flex reply
+        # validation rejected) named the tier of an answer billed at another
+        rec.service_tier = service_tier_name(reply.service_tier) if reply.service_tier is not None else None
         if price.off_peak is not None:  # billed by the hour the request was sent
             price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)
