@@ -5,9 +5,9 @@ errors with ``scrub``) and by the log redactor, so a key a provider echoes back 
 provided: sk-...``) reaches no message, record, store, report, log line or reply. Two kinds of rule:
 
 - the keys moa sent (``known``): masked wherever they appear, whatever their shape, also in their
-  JSON-, repr-, URL- and HTML-escaped forms (escaped more than once too), base64 and hex; a key of
-  4 to 7 characters only as a whole token (not inside a longer run of letters and digits), as
-  sent or escaped, and not at all when it is letters only (``EMPTY``, ``none``, ``dummy``: the
+  JSON-, repr-, URL- and HTML-escaped forms (escaped more than once too), reversed, base64 and
+  hex; a key of 4 to 7 characters only as a whole token (not inside a longer run of letters and
+  digits), as sent or escaped, and not at all when it is letters only (``EMPTY``, ``none``, ``dummy``: the
   placeholders self-hosted servers are given, which are words, not secrets); a shorter value is
   left alone (masking ``abc`` everywhere would garble every message, and it protects nothing);
 - key shapes: ``Bearer``/``Basic`` credentials, ``sk-...`` (OpenAI, Anthropic ``sk-ant-``...),
@@ -57,6 +57,13 @@ def _maskable(key: str) -> bool:
 def _keys(known: Iterable[str | None]) -> tuple[str, ...]:
     """The ``known`` values that are masked, stripped, sorted, each once."""
     return tuple(sorted({k.strip() for k in known if k and _maskable(k.strip())}))
+
+
+def _reversed(keys: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys written back reversed that are masked too (as sent, escaped, wrapped, any case): a
+    long key's reverse is as random as the key, so no ordinary text holds it; a short key's may be
+    a word or a number of the text (``4321``), and is left alone."""
+    return tuple(k[::-1] for k in keys if len(k) >= _MIN_KNOWN)
 
 
 # (pattern, replacement); the replacement keeps the words around a key so the message still reads
@@ -263,6 +270,7 @@ def _known_pattern(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
             alternatives.append(_NOT_WORD_BEFORE + "".join(_char(c) for c in secret) + _NOT_WORD_AFTER)
             continue
         alternatives.append(_GAP.join(_char(c) for c in secret))
+        alternatives.append(_GAP.join(_char(c) for c in reversed(secret)))
         # base64 is wrapped too (at 76 columns in MIME, 64 in PEM), and may be right inside the key
         forms = sorted(_base64_forms(secret), key=len, reverse=True)
         alternatives += [_GAP.join(re.escape(ch) for ch in f) for f in forms]
@@ -301,7 +309,8 @@ def _may_hold(text: str, keys: tuple[str, ...]) -> bool:
         k = "".join(key.lower().split())
         if k in flat or k in decoded or any(f.lower() in decoded for f in _base64_forms(key)):
             return True
-    return False
+    backwards = ("".join(key.lower().split()) for key in _reversed(keys))
+    return any(k in flat or k in decoded for k in backwards)
 
 
 def scrub(text: str, known: Iterable[str | None] = ()) -> str:
@@ -396,7 +405,7 @@ class StreamMask:
     ``_HOLD_SLACK`` is let go whatever it may become: a key spread over more spaces than that is
     masked in the final answer, not in its tokens, so a stream of blanks cannot stall the reply."""
 
-    __slots__ = ("_b64", "_before", "_emit", "_hold", "_keys", "_pending", "_starts")
+    __slots__ = ("_b64", "_before", "_emit", "_forms", "_hold", "_keys", "_pending", "_starts")
 
     _HOLD_PER_KEY_CHAR = 8
     _HOLD_SLACK = 256
@@ -405,8 +414,10 @@ class StreamMask:
         self._emit = emit
         self._keys = _keys(known)
         self._b64 = tuple({f.lower() for k in self._keys for f in _base64_forms(k)})
+        #: what a tail may begin as written: each key, forwards and reversed
+        self._forms = (*self._keys, *_reversed(self._keys))
         # where a form may start: a key's or an encoding's first character, or an escape
-        firsts = {k[0] for k in self._keys} | {f[0] for f in self._b64}
+        firsts = {k[0] for k in self._forms} | {f[0] for f in self._b64}
         self._starts = re.compile(
             "[" + "".join(re.escape(c) for c in sorted(firsts)) + r"\\%&]", re.IGNORECASE
         )
@@ -445,8 +456,12 @@ class StreamMask:
         for m in self._starts.finditer(text, max(0, len(text) - self._hold)):
             i = m.start()
             tail = _UNWRAP.sub("", text[i:].lower())
+            # only a key whose first character this is (or an escape's) may begin here: the walk
+            # for every key at every start was most of a streamed token's cost
+            c = text[i]
+            escape = c in "\\%&"
             if any(len(tail) < len(f) and f.startswith(tail) for f in self._b64) or any(
-                _could_begin(text, i, k) for k in self._keys
+                _could_begin(text, i, k) for k in self._forms if escape or _same(c, k[0])
             ):
                 cut = i
                 break

@@ -68,6 +68,29 @@ def test_a_key_written_back_in_a_hostile_form_is_masked(form: str) -> None:
     assert scrub(text, [LONG]) == f"<{MASK}>"
 
 
+def test_a_key_written_back_reversed_is_masked_a_short_ones_reverse_is_not() -> None:
+    """An endpoint that writes the key back reversed (wrapped, re-cased, escaped too): masked in an
+    answer, an error text and the answer's tokens; a short key's reverse (`9c21ba`, which may be a
+    number or a word of the text) is left alone."""
+    backwards = LONG[::-1]
+    forms = [
+        backwards,
+        backwards.upper(),
+        backwards[:12] + "\n" + backwards[12:],
+        backwards.replace("/", "\\/"),
+    ]
+    for form in forms:
+        assert mask_sent(f"<{form}>", [LONG]) == f"<{MASK}>", form
+        assert scrub(f"<{form}>", [LONG]) == f"<{MASK}>", form
+    text = f"echo: {backwards} and {SHORT[::-1]}"
+    tokens: list[str] = []
+    stream = StreamMask(tokens.append, [LONG, SHORT])
+    for i in range(0, len(text), 3):
+        stream.feed(text[i : i + 3])
+    stream.flush()
+    assert "".join(tokens) == mask_sent(text, [LONG, SHORT]) == f"echo: {MASK} and {SHORT[::-1]}"
+
+
 def test_ordinary_escapes_and_entities_are_left_alone() -> None:
     """Text with escapes, entities and hex that are not the key keeps them."""
     text = "a &amp; b &#65; \\\\u0041 %2541 deadbeefcafe 0x7f"
