@@ -25,7 +25,21 @@ from moa.eval.reference import (
 )
 from moa.eval.types import Evaluator, PairwiseEvaluator
 
-__all__ = ["known_evaluators", "make_evaluator"]
+__all__ = ["known_evaluators", "make_evaluator", "refuse_boolean"]
+
+#: what ``true``/``false`` given where a number is meant is told, in an evaluator's configuration
+#: and in an experiment file alike
+_NOT_A_NUMBER = "expected a number, not a boolean"
+
+
+def refuse_boolean(value: Any) -> Any:
+    """``value``, unless it is ``true``/``false`` where a number is meant (a pydantic ``before``
+    validator): lax pydantic read `limit: true` or `abs_tol: true` as 1 (a string such as YAML's
+    `1e3` is still read as the number it spells)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{_NOT_A_NUMBER} (got {str(value).lower()})")
+    return value
+
 
 #: name -> (its configuration, how to build it from that and the experiment file's folder)
 _REGISTRY: dict[str, tuple[type[BaseModel], Callable[[Any, Path | None], Evaluator | PairwiseEvaluator]]] = {
@@ -63,7 +77,7 @@ def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any
     boolean = _boolean_number(config_type, data)
     if boolean is not None:
         # lax pydantic read `abs_tol: true` as a tolerance of 1 (every near answer scored right)
-        raise UserError(f"evaluator `{name}`: field `{boolean}`: expected a number, not a boolean")
+        raise UserError(f"evaluator `{name}`: field `{boolean}`: {_NOT_A_NUMBER}")
     try:
         return config_type.model_validate(data)
     except ValidationError as e:
@@ -79,8 +93,11 @@ def _boolean_number(config_type: type[BaseModel], data: Mapping[str, Any]) -> st
         if field is None:
             continue
         kind = field.annotation
-        if isinstance(value, bool) and kind in (int, float):
-            return str(key)
+        if kind in (int, float):
+            try:
+                refuse_boolean(value)
+            except ValueError:
+                return str(key)
         if isinstance(value, Mapping) and isinstance(kind, type) and issubclass(kind, BaseModel):
             inner = _boolean_number(kind, value)
             if inner is not None:

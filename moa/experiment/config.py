@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
 from moa.eval.hashing import canonical_hash, topology_hash
+from moa.eval.registry import refuse_boolean
 from moa.experiment.executors.names import check_executor
 from moa.safe_read import not_a_mapping, read_document
 from moa.topology.loader import format_validation_error, load
@@ -54,14 +55,6 @@ class SetupEntry(BaseModel):
         return require_printable(v, "value")
 
 
-def _refuse_boolean(v: Any) -> Any:
-    """Refuse ``true``/``false`` where a number is meant: lax pydantic read `limit: true` or
-    `seed: true` as 1 (a string such as YAML's `1e3` is still read as the number it spells)."""
-    if isinstance(v, bool):
-        raise ValueError(f"expected a number, not a boolean (got {str(v).lower()})")
-    return v
-
-
 #: the experiment's number fields, each refusing a boolean
 _NUMBERS = (
     "concurrency",
@@ -94,7 +87,7 @@ class TuneSpec(BaseModel):
     @field_validator("dev_fraction", "seed", mode="before")
     @classmethod
     def _not_a_boolean(cls, v: Any) -> Any:
-        return _refuse_boolean(v)
+        return refuse_boolean(v)
 
 
 class ExperimentSpec(BaseModel):
@@ -182,7 +175,7 @@ class ExperimentSpec(BaseModel):
     @field_validator(*_NUMBERS, mode="before")
     @classmethod
     def _not_a_boolean(cls, v: Any) -> Any:
-        return _refuse_boolean(v)
+        return refuse_boolean(v)
 
     @field_validator("name")
     @classmethod
