@@ -252,9 +252,31 @@ async def attempt(
     except asyncio.CancelledError:
         _book(rec, clock, target.price, call.held, worst, call, "cancelled", reply, "cancelled")
         raise
-    except ModelError as e:
-        if call.consumer_error is not None:
+    except Exception as e:
+        if call.consumer_error is not None:  # whatever the backend made of it, the caller's failure
             raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
+        error = _failed(e, rec, clock, target, worst, call, reply, request)
+        if error is e:
+            raise
+        raise error from e
+    _book(rec, clock, target.price, call.held, worst, call, "ok", reply, None)
+    rec.model = target.model
+    return reply
+
+
+def _failed(
+    e: Exception,
+    rec: CallRecord,
+    clock: _SendClock,
+    target: Target,
+    worst: float,
+    call: CallPlan,
+    reply: ModelReply | None,
+    request: ModelRequest,
+) -> Exception:
+    """Book an attempt that raised ``e`` (not the caller's ``on_token``) and return what the
+    attempt raises: ``e`` itself, or a ``ProviderError`` for an exception outside moa's tree."""
+    if isinstance(e, ModelError):
         status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
         # an HTTP error status is an answer: the provider reports nothing billable; nor can a
         # request the backend knows never left (a refused connection)
@@ -264,27 +286,20 @@ async def attempt(
         if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
             reply = ModelReply("", billed)
         _book(rec, clock, target.price, call.held, worst, call, status, reply, e.message, known_zero)
-        raise
-    except MoAError as e:  # bad input found at call time: nothing was sent
-        if call.consumer_error is not None:
-            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
+        return e
+    if isinstance(e, MoAError):  # bad input found at call time: nothing was sent
         if call.refused:  # refused at its turn, as a refusal before the limiter, it was no attempt
             rec.attempts -= 1
-            raise
-        _book(rec, clock, target.price, call.held, worst, call, "error", reply, e.message, True)
-        raise
-    except Exception as e:  # a backend bug or a user fake that raised: still a model failure
-        if call.consumer_error is not None:
-            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
-        # its text never went through a backend's scrubbing: a user's backend may quote the key
-        keys = (*_sent_keys(request), *environment_secrets())
-        text = scrub(f"{type(e).__name__}: {e}", keys)
-        error = ProviderError(text, model=target.model, node=call.node)
-        _book(rec, clock, target.price, call.held, worst, call, "error", reply, error.message)
-        raise error from e
-    _book(rec, clock, target.price, call.held, worst, call, "ok", reply, None)
-    rec.model = target.model
-    return reply
+        else:
+            _book(rec, clock, target.price, call.held, worst, call, "error", reply, e.message, True)
+        return e
+    # a backend bug or a user fake that raised: still a model failure, whose text never went
+    # through a backend's scrubbing (a user's backend may quote the key)
+    keys = (*_sent_keys(request), *environment_secrets())
+    text = scrub(f"{type(e).__name__}: {e}", keys)
+    error = ProviderError(text, model=target.model, node=call.node)
+    _book(rec, clock, target.price, call.held, worst, call, "error", reply, error.message)
+    return error
 
 
 async def _send_when_admitted(
