@@ -537,6 +537,13 @@ def _instruction(row: Mapping[str, Any], number: int) -> Item:
 
 
 def _mtbench(row: Mapping[str, Any], number: int) -> Item:
+    value = row.get("turns")
+    if isinstance(value, list) and value and all(isinstance(t, Mapping) for t in value):
+        # Arena-Hard's question files: each turn an object holding its `content`
+        for i, turn in enumerate(value):
+            if not isinstance(turn.get("content"), str):
+                raise _BadRow(f"`turns[{i}]` must hold its text as `content` (a string)")
+        row = {**row, "turns": [t["content"] for t in value]}
     turns = _str_list(row, "turns")
     if not turns:
         raise _BadRow("`turns` must be a non-empty list of strings")

@@ -161,6 +161,22 @@ def test_mtbench_first_turn_is_input(tmp_path: Path) -> None:
     assert (item.id, item.input, item.turns, item.category) == ("81", "one", ["one", "two"], "writing")
 
 
+def test_arena_hard_turns_hold_their_text_as_content(tmp_path: Path) -> None:
+    """Arena-Hard's question files write each turn as `{"content": ...}`: refused as "not a list of
+    strings" before, they are MT-Bench items; a turn without its text names the turn."""
+    row = {
+        "question_id": "328c",
+        "category": "arena-hard-v0.1",
+        "cluster": "Audio",
+        "turns": [{"content": "Sing."}],
+    }
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.input, item.turns, item.category) == ("328c", "Sing.", ["Sing."], "arena-hard-v0.1")
+    bad = {**row, "question_id": "x", "turns": [{"content": "a"}, {"text": "b"}]}
+    with pytest.raises(DatasetError, match=r":2: `turns\[1\]` must hold its text as `content` \(a string\)$"):
+        load_dataset(_jsonl(tmp_path, [row, bad]))
+
+
 def test_csv_with_multiline_cell_and_bad_row(tmp_path: Path) -> None:
     """CSV rows report the line they start on; quoted cells may span lines."""
     path = tmp_path / "data.csv"
