@@ -29,7 +29,7 @@ LETTERS = string.ascii_uppercase
 #: the line that ends every multiple-choice prompt
 PROMPT_END = "Answer with the letter of the correct choice."
 #: the fields of a row holding the right choice, by layout
-_ANSWER_KEYS = ("answer", "answerKey", "label", "target")
+_ANSWER_KEYS = ("answer_idx", "answer", "answerKey", "label", "target")
 
 
 class ChoiceRowError(ValueError):
@@ -78,7 +78,7 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
         return True
     if "endings" in row and "label" in row:
         return True
-    if "choices" in row and any(k in row for k in _ANSWER_KEYS):
+    if ("choices" in row or "options" in row) and any(k in row for k in _ANSWER_KEYS):
         return True
     if isinstance(row.get("question"), Mapping) and "answerKey" in row:
         return True
@@ -141,13 +141,15 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
         return None, [_text(row["sol1"], "sol1"), _text(row.get("sol2"), "sol2")]
     if "sentence" in row and "option1" in row:  # Winogrande: `answer` "1" or "2"
         return ["1", "2"], [_text(row["option1"], "option1"), _text(row.get("option2"), "option2")]
-    key = "endings" if "endings" in row else "choices"
+    key = "endings" if "endings" in row else "options" if "options" in row else "choices"
     value = row.get(key)
     if isinstance(value, str) and value.lstrip().startswith(("[", "{")):  # a CSV cell holds JSON text
         try:
             value = parse_json(value)
         except ValueError as e:  # json.JSONDecodeError included
             raise ChoiceRowError(f"`{key}` is not valid JSON: {str(e).splitlines()[0]}") from None
+    if isinstance(value, Mapping) and "text" not in value and value:  # MedQA: {"A": text, ...}
+        return _labelled(list(value), list(value.values()), key)
     if isinstance(value, Mapping):  # ARC on the Hugging Face hub: {text: [...], label: [...]}
         texts, labels = value.get("text"), value.get("label")
         if not isinstance(texts, list) or not isinstance(labels, list):
@@ -197,6 +199,8 @@ def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) 
     if labels is not None:  # a label of the row's own (ARC's `A` or `1`, MMLU CSV's letter)
         text = str(value).strip()
         index = next((i for i, name in enumerate(labels) if name.upper() == text.upper()), None)
+        if index is None and value in texts:  # the right choice's own text (MedQA's `answer`)
+            index = texts.index(value)
         if index is None:
             raise ChoiceRowError(f"`{key}` {text!r} is none of the choices' labels {', '.join(labels)}")
         return index

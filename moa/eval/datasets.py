@@ -565,7 +565,7 @@ def _choice(row: Mapping[str, Any], number: int) -> Item:
     except ChoiceRowError as e:
         raise _BadRow(str(e)) from None
     category = row.get("subject", row.get("category", row.get("High-level domain")))  # GPQA's last
-    raw_id = row.get("id", row.get("ind", row.get("Record ID")))
+    raw_id = _own_id(row)
     return Item(
         id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
         input=read.prompt(),
@@ -590,7 +590,7 @@ _BUILDERS = {
 
 def _own_id(row: Mapping[str, Any]) -> Any:
     """The id a row of a layout whose ids are optional carries of its own (None: numbered)."""
-    for key in ("id", "ind", "unique_id", "Record ID", "task_id"):
+    for key in ("id", "ind", "unique_id", "Record ID", "task_id", "question_id"):
         if row.get(key) is not None:
             return row[key]
     return None

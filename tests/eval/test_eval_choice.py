@@ -90,6 +90,23 @@ GPQA = {
     "Record ID": "recX1",
     "High-level domain": "Physics",
 }
+MMLU_PRO = {
+    "question_id": 70,
+    "question": "Which is a prime?",
+    "options": ["4", "6", "8", "9", "10", "12", "14", "15", "11", "16"],
+    "answer": "I",
+    "answer_index": 8,
+    "cot_content": "",
+    "category": "math",
+    "src": "ori_mmlu-high_school_mathematics",
+}
+MEDQA = {
+    "question": "Which drug treats cystitis in pregnancy?",
+    "answer": "Nitrofurantoin",
+    "options": {"A": "Ampicillin", "B": "Ceftriaxone", "C": "Doxycycline", "D": "Nitrofurantoin"},
+    "meta_info": "step2&3",
+    "answer_idx": "D",
+}
 GENERIC = {"id": "g1", "question": "Pick the vowel.", "choices": ["b", "c", "e"], "answer": "C"}
 GENERIC_TEXT = {
     "id": "g2",
@@ -113,6 +130,9 @@ GENERIC_TEXT = {
         (OPENBOOKQA, "B", "plants sprouting"),
         (PIQA, "B", "pour it into a jar"),
         (WINOGRANDE, "A", "Sarah"),
+        (MMLU_PRO, "I", "11"),
+        (MEDQA, "D", "Nitrofurantoin"),
+        ({**MEDQA, "answer_idx": None}, "D", "Nitrofurantoin"),
         ({**WINOGRANDE, "answer": 2}, "B", "Maria"),
     ],
 )
@@ -190,6 +210,12 @@ def test_gpqa_rows_are_shuffled_like_mc1_and_keep_their_id_and_domain(tmp_path: 
     assert {i.category for i in items} == {"Physics"} and len({i.target for i in items}) >= 3
     assert all(f"\n{i.target}. neutron\n" in i.input and i.meta["answer_text"] == "neutron" for i in items)
     assert [i.input for i in items] == [i.input for i in load_dataset(path).items]
+
+
+def test_mmlu_pro_keeps_its_question_id_and_ten_letters(tmp_path: Path) -> None:
+    """MMLU-Pro's `options` (up to ten) were not choices: its rows were read as GSM8K and refused."""
+    item = load_dataset(_jsonl(tmp_path, [MMLU_PRO])).items[0]
+    assert (item.id, item.category) == ("70", "math") and "\nJ. 16\n" in item.input
 
 
 def test_winogrande_asks_which_choice_fills_the_blank(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_a_humaneval_test_without_check_is_a_bad_row(tmp_path: Path) -> None:
     [
         ({"prompt": "Write a poem.", "completion": "..."}, "prompt"),
         ({"query": "Find $x$.", "hint": "\\boxed{2}"}, "query"),
-        ({"text": "Write f.", "code": "def f(): pass", "test_list": ["assert f()"]}, "text"),  # MBPP
+        ({"text": "Summarise this.", "summary": "..."}, "text"),
     ],
 )
 def test_a_row_without_input_names_the_field_that_holds_its_prompt(
