@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from moa._run import Runner
+from moa._run.engine import watch_run
 from moa.calls.budget import Budget
 from moa.cascade.context import item_scope
 from moa.cascade.definition import Cascade
@@ -160,15 +161,21 @@ async def _traces(
             # keyed by item, as the answer phase keys its replies
             scoped = runner.scoped(cache=StoreCache(store, scope, item.id), budget=runner.budget)
             try:
-                with item_scope(item):
-                    records = await record_stages(
-                        plan.cascade.name,
-                        plan.cascade.stage_list,
-                        scoped,
-                        item.input,
-                        budget=budget,
-                        deadline_s=spec.deadline_s,
-                    )
+                # every call of the item's recording, whatever ends it: a reply is booked in the
+                # ledger when it is cached, but a failed call (a rater's unreadable reply) is
+                # cached nowhere, and was paid all the same
+                with item_scope(item), watch_run() as watch:
+                    try:
+                        records = await record_stages(
+                            plan.cascade.name,
+                            plan.cascade.stage_list,
+                            scoped,
+                            item.input,
+                            budget=budget,
+                            deadline_s=spec.deadline_s,
+                        )
+                    finally:
+                        store.book_unstored(watch.calls)
                 traces[item.id] = trace(records, await _scores(evaluator, item, records))
             except BudgetExceeded as e:
                 fatal.append(

@@ -23,6 +23,7 @@ import json
 import math
 import random
 import re
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,56 @@ def test_what_the_tuning_paid_is_reported(tmp_path: Path) -> None:
     assert _paid(tmp_path / "out") == tuned
     assert f"cost ${t.paid_usd:.6f}" in (tmp_path / "out" / "report.md").read_text()
     assert f"its own calls cost ${t.paid_usd:.6f}" in format_tune_table(t)
+
+
+def _judged_cascade(folder: Path, base_url: str, rows: list[dict[str, object]], rater: str = "") -> Path:
+    """The experiment of ``_write`` with stage 1 one cheap sample under a judge (``rater-m``)."""
+    exp = _write(folder, base_url, rows)
+    cascade = (
+        (folder / "cascade.yaml")
+        .read_text()
+        .replace(
+            "{agent: mini, samples: 2, accept: {agree: 2, vote_on: last_number}}",
+            "{agent: mini, accept: {judge: {agent: rater, threshold: 0.5}}}",
+        )
+    )
+    rater = rater or f"api_base: {json.dumps(base_url)}"
+    (folder / "cascade.yaml").write_text(cascade + f"  rater: {{model: openai/rater-m, {rater}}}\n")
+    return exp
+
+
+def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path) -> None:
+    """A rater whose replies never read fails every judge call, and each was paid: the tuning asks it
+    again (a failed call is cached nowhere) and books those calls in the ledger and `paid_usd`,
+    which said $0 for them."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
+    models = {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=OneWrong(Q, answers)),
+        "rater-m": SimModel(answer=lambda req: "I could not say."),
+    }
+    with SimServer(models) as srv:
+        exp = _judged_cascade(
+            tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
+        )
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        compared = _paid(tmp_path / "out")
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.run()
+    t = run.tuned
+    assert t is not None
+    conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+    try:
+        # the comparison's rater calls, all failed: the tuning sent the same requests again
+        (rated,) = conn.execute("SELECT SUM(cost_usd) FROM calls WHERE model = 'openai/rater-m'").fetchone()
+    finally:
+        conn.close()
+    assert rated > 0
+    assert math.isclose(t.paid_usd, rated, rel_tol=1e-9), (t.paid_usd, rated)
+    assert math.isclose(_paid(tmp_path / "out") - compared, rated, rel_tol=1e-9)
 
 
 def _rater(answers: dict[str, str]) -> SimModel:
