@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from moa._run import Runner
 from moa._run.engine import watch_run
 from moa.calls.budget import Budget
@@ -62,7 +64,12 @@ class TunePlan:
 def tune_override(spec: ExperimentSpec, setup: str) -> ExperimentSpec:
     """``--tune-cascade SETUP``: the file's ``tune`` (its split and seed), on ``setup``."""
     old = {} if spec.tune is None else spec.tune.model_dump()
-    return spec.model_copy(update={"tune": TuneSpec.model_validate({**old, "setup": setup})})
+    try:
+        tune = TuneSpec.model_validate({**old, "setup": setup})
+    except ValidationError as e:  # only the name is new: the rest was checked with the file
+        why = e.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"--tune-cascade {setup!r}: {why}") from None
+    return spec.model_copy(update={"tune": tune})
 
 
 def _too_few(source: str, n_dev: int, n_test: int, why: str) -> UserError:

@@ -334,6 +334,23 @@ def test_dev_fraction_is_within_zero_and_one(tmp_path: Path) -> None:
     assert "dev_fraction" in str(info.value)
 
 
+@pytest.mark.parametrize("name", ["", "bad\x01name"])
+def test_a_bad_tune_cascade_name_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """`--tune-cascade` with an empty or unprintable name is one line naming the option (a pydantic
+    traceback before), and nothing is run."""
+    from moa.cli import main
+
+    exp = _write(tmp_path / "e", "http://127.0.0.1:9", _rows(20))
+    code = main(
+        ["compare", str(exp), "--out", str(tmp_path / "out"), "--no-progress", "--tune-cascade", name]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"moa: --tune-cascade {name!r}: ") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
 # ---- the recording, with fakes ---------------------------------------------------------------------
 
 
