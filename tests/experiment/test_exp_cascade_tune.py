@@ -33,12 +33,12 @@ from exp_helpers import answers_of, questions
 from test_exp_cascade import CONTEXT, MIXTURE, OneWrong, P, Q, _write
 
 from moa import Runner
-from moa.cascade.execute import record_stages
+from moa.cascade.execute import StageRecord, record_stages
 from moa.cascade.tune import Setting, outcome, outcome_cost_max, trace
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
 from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
-from moa.experiment.report.tune import format_tune_table, tune_markdown
+from moa.experiment.report.tune import format_tune_table, read_tune, tune_markdown
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 from moa.topology import load_data
@@ -461,6 +461,38 @@ async def test_stage_costs_carry_the_worst_case_of_calls_of_unknown_usage() -> N
     )
     assert TuneResult.model_validate_json(result.model_dump_json()) == result
     assert f"(up to ${t.escalated_cost_max:.6f})" in "\n".join(tune_markdown(result))
+
+
+def _small_result() -> TuneResult:
+    t = trace([StageRecord(1, "a", 0.1, 1, 0.1, agreeing=1), StageRecord(2, "b", 1.0, 1, 1.0)], [0.0, 1.0])
+    never, always = Setting("agree: 1", 1), Setting("always escalate", math.inf)
+    header = {"setup": "c", "setup_hash": "h", "baseline": "b", "stage": "s", "dev_fraction": 0.5, "seed": 1}
+    return analyse(
+        settings=[never, always], current=never, dev=[(t, 0.0)], test=[(t, 0.0)], rounds=100, header=header
+    )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda d: d.update(single_quality={}),
+        lambda d: d.update(mixture_quality={"dev": 0.5}),
+        lambda d: d["choices"][0].update(quality_ci95=[0.5]),
+        lambda d: d["choices"][0].update(delta_vs_mixture_ci95=[]),
+        lambda d: d["choices"][0].update(cost_saving_ci95=[0.1, 0.2, 0.3]),
+    ],
+)
+def test_a_damaged_tune_json_is_left_out_of_the_report(tmp_path: Path, damage: Any) -> None:
+    """A tune.json that reads as JSON but lacks a split or an interval's bound is not the report's to
+    show: `moa report` raised KeyError or IndexError on it instead of leaving it out."""
+    data = json.loads(_small_result().model_dump_json())
+    damage(data)
+    (tmp_path / "tune.json").write_text(json.dumps(data))
+    manifest = {"setups": [{"name": "c", "hash": "h"}]}
+    assert read_tune(tmp_path, manifest) is None
+    (tmp_path / "tune.json").write_text(_small_result().model_dump_json())
+    intact = read_tune(tmp_path, manifest)
+    assert intact is not None and "## Cascade tuning" in tune_markdown(intact)
 
 
 def test_the_dev_split_does_not_depend_on_row_order_and_survives_an_added_item() -> None:

@@ -13,9 +13,9 @@ import hashlib
 import math
 import random
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from moa.cascade.tune import ItemTrace, Setting, outcome, outcome_cost_max
 from moa.eval.stats import bootstrap_ci, paired_bootstrap_ci
@@ -28,6 +28,9 @@ SHARES = (0.5, 0.8, 0.95)
 _EPS = 1e-12
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True)
+#: an interval: a tune.json with another length (damaged, hand-edited) is refused when read, not
+#: an IndexError in the report
+_Interval = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 
 class SplitStats(BaseModel):
@@ -70,14 +73,14 @@ class Choice(BaseModel):
     #: False when no setting reached the target on dev (the best on dev is chosen instead)
     reached: bool
     quality: float
-    quality_ci95: list[float]
+    quality_ci95: _Interval
     #: quality minus always escalating's, paired per item
     delta_vs_mixture: float
-    delta_vs_mixture_ci95: list[float]
+    delta_vs_mixture_ci95: _Interval
     cost_usd: float
     #: 1 - cost / always-MoA's cost (None when always-MoA costs nothing)
     cost_saving: float | None
-    cost_saving_ci95: list[float] | None
+    cost_saving_ci95: _Interval | None
     escalation_rate: float
     #: the share of the held-out gain reached (None when the mixture gains nothing there)
     gain_share: float | None
@@ -112,6 +115,13 @@ class TuneResult(BaseModel):
     #: what the tuning's own calls (the stages the comparison's runs never reached) have cost, over
     #: every run of it on this store; not in any setup's cost
     paid_usd: float = 0.0
+
+    @field_validator("single_quality", "mixture_quality")
+    @classmethod
+    def _both_splits(cls, v: dict[str, float]) -> dict[str, float]:
+        if set(v) != {"dev", "test"}:
+            raise ValueError(f"holds {sorted(v)}, not the splits `dev` and `test`")
+        return v
 
 
 def split_items(ids: Sequence[str], dev_fraction: float, seed: int) -> tuple[list[str], list[str]]:
