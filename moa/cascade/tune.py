@@ -108,6 +108,8 @@ class ItemTrace:
     first_cost_max: float
     escalated_cost_max: float
     mixture_cost_max: float
+    #: the stage that answers after stage 1 failed: escalating, the cascade ends in an error there
+    escalated_failed: bool = False
 
 
 def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
@@ -123,10 +125,11 @@ def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
         measure = None
     later = later_max = 0.0
     quality = 0.0
+    failed = False
     for i in range(1, len(records)):
         later += records[i].cost_usd
         later_max += records[i].cost_usd_max
-        quality = scores[i]
+        quality, failed = scores[i], records[i].answer is None
         if records[i].accepted:
             break
     return ItemTrace(
@@ -139,6 +142,7 @@ def trace(records: Sequence[StageRecord], scores: Sequence[float]) -> ItemTrace:
         first_cost_max=first.cost_usd_max,
         escalated_cost_max=first.cost_usd_max + later_max,
         mixture_cost_max=later_max,
+        escalated_failed=failed,
     )
 
 

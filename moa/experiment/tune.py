@@ -3,10 +3,13 @@ experiment file), run after the report of the comparison is written.
 
 Each item runs the cascade once with every stage (``record_stages``), through the setup's own call
 cache, so the calls its stored run made are not sent again: only the stages an item never reached
-are new. What those cost is booked apart (``TUNE_PAID``, summed over every run of the tuning, since a
-re-run reads them back free) and reported with the tuning: the comparison's costs do not hold it. The answers are scored, and every setting of stage 1's threshold is then read off the
-records (``moa.cascade.tune``), chosen on a dev split and judged on the rest
-(``analysis.tuning``). The result is ``tune.json`` and a section of ``report.md``.
+are new. What those cost, failed calls included, is booked apart (``TUNE_PAID``, summed over every
+run of the tuning, since a re-run reads them back free) and reported with the tuning: the
+comparison's costs do not hold it. The answers are scored, and each item's trace is kept in the store
+(``TUNE_TRACES``), so a re-run records only the items it lacks (and, with ``retry_errors``, those
+whose escalated stage failed). Every setting of stage 1's threshold is then read off the traces
+(``moa.cascade.tune``), chosen on a dev split and judged on the rest (``analysis.tuning``). The result
+is ``tune.json`` and a section of ``report.md``.
 
 Everything that can be wrong with the request (no such setup, not a cascade, a rule with no
 threshold, too few items) is refused by ``plan_tuning`` before the experiment makes any call.
@@ -15,6 +18,8 @@ threshold, too few items) is refused by ``plan_tuning`` before the experiment ma
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,12 +45,24 @@ from moa.experiment.run_pairs import budget_stop
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store
 
-__all__ = ["MIN_SPLIT", "TUNE_PAID", "TunePlan", "plan_tuning", "run_tuning", "tune_override", "tuning_paid"]
+__all__ = [
+    "MIN_SPLIT",
+    "TUNE_PAID",
+    "TUNE_TRACES",
+    "TunePlan",
+    "plan_tuning",
+    "run_tuning",
+    "tune_override",
+    "tuning_paid",
+]
 
 #: items each split needs: fewer and a bootstrap interval says nothing
 MIN_SPLIT = 10
 #: the store's ``meta`` key of what tuning paid, by ``setup:hash`` (the ledger ``paid_usd`` holds it too)
 TUNE_PAID = "tune_paid_usd"
+#: the store's ``meta`` key of each item's trace, by ``setup:hash:evaluator`` then item id: a re-run
+#: reads them back, as the comparison reads its stored runs
+TUNE_TRACES = "tune_traces"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +160,51 @@ def _single_scores(store: Store, baseline: Setup, evaluator_id: str) -> dict[str
     return out
 
 
+def _fingerprint(item: Item) -> str:
+    """What an item's trace was scored against: a corrected target must not reuse the old scores."""
+    return hashlib.sha256(item.model_dump_json(exclude={"category"}).encode()).hexdigest()[:16]
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _stored_trace(entry: object, item: Item, retry_errors: bool) -> ItemTrace | None:
+    """The trace stored for ``item`` if it is still good: the item unchanged, every value a number,
+    and (with ``retry_errors``) its escalated path answered, as a failed run is run again."""
+    if not isinstance(entry, dict) or entry.get("item") != _fingerprint(item):
+        return None
+    data = entry.get("trace")
+    names = [f.name for f in dataclasses.fields(ItemTrace)]
+    if not isinstance(data, dict) or set(data) != set(names):
+        return None  # damaged, or written by a moa whose traces differ: recorded again
+    flags = {"escalated_failed"}
+    if not all(
+        isinstance(data[n], bool) if n in flags else _number(data[n]) or (n == "measure" and data[n] is None)
+        for n in names
+    ):
+        return None
+    t = ItemTrace(**data)
+    return None if retry_errors and t.escalated_failed else t
+
+
+def _traces_key(setup: Setup, evaluator_id: str) -> str:
+    return f"{setup.name}:{setup.hash}:{evaluator_id}"
+
+
+def _keep_traces(store: Store, key: str, new: Mapping[str, ItemTrace], items: Mapping[str, Item]) -> None:
+    if not new:
+        return
+    book = store.get_meta(TUNE_TRACES)
+    book = dict(book) if isinstance(book, dict) else {}
+    mine = book.get(key)
+    mine = dict(mine) if isinstance(mine, dict) else {}
+    for item_id, t in new.items():
+        mine[item_id] = {"item": _fingerprint(items[item_id]), "trace": dataclasses.asdict(t)}
+    book[key] = mine
+    store.set_meta(TUNE_TRACES, book)
+
+
 async def _traces(
     plan: TunePlan,
     spec: ExperimentSpec,
@@ -153,15 +215,29 @@ async def _traces(
     budget: Budget | None,
     sem: asyncio.Semaphore,
     source: str,
+    evaluator_id: str,
 ) -> tuple[dict[str, ItemTrace], list[str]]:
-    """Every item's trace, and one line per item left out (a timed-out run, a failed scoring)."""
+    """Every item's trace, and one line per item left out (a timed-out run, a failed scoring).
+
+    An item recorded by an earlier run is read back from the store: recorded again, it would resend
+    every call that failed in it (a rater's unreadable reply is cached nowhere), pay for them again,
+    and change the numbers from one run to the next."""
     # the setup's own cache scope: what its stored runs already paid for is read back, not resent
     scope = sample_scope(plan.setup.name, plan.setup.hash, 0)
+    key = _traces_key(plan.setup, evaluator_id)
+    book = store.get_meta(TUNE_TRACES)
+    stored = book.get(key) if isinstance(book, dict) else None
+    stored = stored if isinstance(stored, dict) else {}
     traces: dict[str, ItemTrace] = {}
+    recorded: dict[str, ItemTrace] = {}
     dropped: list[str] = []
     fatal: list[UserError] = []
 
     async def one(item: Item) -> None:
+        old = _stored_trace(stored.get(item.id), item, spec.retry_errors)
+        if old is not None:
+            traces[item.id] = old
+            return
         async with sem:
             if fatal:
                 return
@@ -183,7 +259,7 @@ async def _traces(
                         )
                     finally:
                         store.book_unstored(watch.calls)
-                traces[item.id] = trace(records, await _scores(evaluator, item, records))
+                traces[item.id] = recorded[item.id] = trace(records, await _scores(evaluator, item, records))
             except BudgetExceeded as e:
                 fatal.append(
                     UserError(
@@ -202,6 +278,7 @@ async def _traces(
     finally:
         # booked even when a budget stop or Ctrl-C ends the tuning: those calls were paid too
         _book_tuning(store, plan.setup, store.spent_usd() - before)
+        _keep_traces(store, key, recorded, items)  # those finished before a Ctrl-C too
         store.commit()  # the cache entries of the calls made
     if fatal:
         raise fatal[0]
@@ -248,7 +325,7 @@ async def run_tuning(
     assert not isinstance(evaluator, PairwiseEvaluator)  # plan_tuning refused it
     baseline = next(s for s in setups if s.is_baseline)
     traces, dropped = await _traces(
-        plan, spec, store, evaluator, {i.id: i for i in items}, runner, budget, sem, source
+        plan, spec, store, evaluator, {i.id: i for i in items}, runner, budget, sem, source, evaluator_id
     )
     single = _single_scores(store, baseline, evaluator_id)
     missing = [i for i in [*plan.dev, *plan.test] if i in traces and i not in single]

@@ -25,6 +25,7 @@ import random
 import re
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ N = 400
 class Counted:
     """An answer function that counts its calls."""
 
-    def __init__(self, answer: OneWrong) -> None:
+    def __init__(self, answer: Callable[[SimRequest], str]) -> None:
         self.answer, self.calls = answer, 0
         self._lock = threading.Lock()
 
@@ -196,14 +197,16 @@ def _judged_cascade(folder: Path, base_url: str, rows: list[dict[str, object]], 
 def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path) -> None:
     """A rater whose replies never read fails every judge call, and each was paid: the tuning asks it
     again (a failed call is cached nowhere) and books those calls in the ledger and `paid_usd`,
-    which said $0 for them."""
+    which said $0 for them. A re-run reads the items' traces back: it asked the rater again, paid
+    again, and (with a rater that reads now and then) changed the numbers."""
     rows = _rows(40)
     answers = answers_of(rows)
     pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
+    rater = Counted(lambda req: "I could not say.")
     models = {
         "cheap-m": SimModel(answer=OneWrong(P, answers)),
         "strong-m": SimModel(answer=OneWrong(Q, answers)),
-        "rater-m": SimModel(answer=lambda req: "I could not say."),
+        "rater-m": SimModel(answer=rater),
     }
     with SimServer(models) as srv:
         exp = _judged_cascade(
@@ -214,8 +217,11 @@ def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path)
         exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
         run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
         run.run()
+        asked, tuned = rater.calls, _paid(tmp_path / "out")
+        again = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        again.run()
     t = run.tuned
-    assert t is not None
+    assert t is not None and asked == 2 * len(rows)
     conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
     try:
         # the comparison's rater calls, all failed: the tuning sent the same requests again
@@ -224,7 +230,47 @@ def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path)
         conn.close()
     assert rated > 0
     assert math.isclose(t.paid_usd, rated, rel_tol=1e-9), (t.paid_usd, rated)
-    assert math.isclose(_paid(tmp_path / "out") - compared, rated, rel_tol=1e-9)
+    assert math.isclose(tuned - compared, rated, rel_tol=1e-9)
+    # the re-run: no call, nothing paid, the same numbers
+    assert rater.calls == asked and _paid(tmp_path / "out") == tuned and again.tuned == t
+
+
+@pytest.mark.parametrize("retry_errors", [True, False])
+def test_an_item_whose_escalation_failed_is_recorded_again_as_a_failed_run_is(
+    tmp_path: Path, retry_errors: bool
+) -> None:
+    """An item whose escalated stage failed in the tuning is recorded again on the next run (only
+    its failed calls are sent), as a failed run is, unless `retry_errors: false`; the rest are
+    read back, and a third run sends nothing."""
+    rows = _rows(30)
+    answers = answers_of(rows)
+    strong = Counted(OneWrong(Q, answers))
+    models = {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=strong),
+        "rater-m": SimModel(answer='{"confidence": 0.9}'),
+    }
+    with SimServer(models) as srv:
+        exp = _judged_cascade(tmp_path / "e", srv.base_url, rows)
+        exp.write_text(exp.read_text() + f"retry_errors: {str(retry_errors).lower()}\n")
+        # every item is accepted at stage 1: the mixture runs first in the tuning
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert strong.calls == 3 * len(rows)  # the mixture setup's own
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        srv.script("strong-m", ["500"])  # one item's mixture fails
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        first.run()
+        sent = strong.calls
+        second = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        second.run()
+        resent = strong.calls - sent
+        third = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        third.run()
+    if retry_errors:
+        assert 1 <= resent <= 3 and first.tuned != second.tuned
+    else:
+        assert resent == 0 and first.tuned == second.tuned
+    assert strong.calls == sent + resent and third.tuned == second.tuned
 
 
 def _rater(answers: dict[str, str]) -> SimModel:
