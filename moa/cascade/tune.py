@@ -71,8 +71,15 @@ def settings_for(name: str, stages: Sequence[Stage]) -> list[Setting]:
         out = [Setting(f"agree: {k}", k) for k in range(1, n + 1)]
     else:
         grid = sorted({*JUDGE_GRID, rule.threshold})
-        out = [Setting(f"judge >= {t:g}", t) for t in grid]
+        out = [Setting(f"judge >= {_shown(t)}", t) for t in grid]
     return [*out, Setting(ALWAYS, math.inf)]
+
+
+def _shown(t: float) -> str:
+    """``t`` short where that is exact: a written 0.1 * 3 (0.30000000000000004) shown as 0.3 took
+    the label of the grid's 0.3, and the two rows of the report could not be told apart."""
+    short = f"{t:g}"
+    return short if float(short) == t else repr(t)
 
 
 def describe(name: str, stages: Sequence[Stage]) -> str:

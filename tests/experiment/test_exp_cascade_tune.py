@@ -35,7 +35,7 @@ from test_exp_cascade import CONTEXT, MIXTURE, OneWrong, P, Q, _write
 
 from moa import Runner
 from moa.cascade.execute import StageRecord, record_stages
-from moa.cascade.tune import Setting, outcome, outcome_cost_max, trace
+from moa.cascade.tune import Setting, current_setting, outcome, outcome_cost_max, settings_for, trace
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
 from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
@@ -507,6 +507,37 @@ async def test_stage_costs_carry_the_worst_case_of_calls_of_unknown_usage() -> N
     )
     assert TuneResult.model_validate_json(result.model_dump_json()) == result
     assert f"(up to ${t.escalated_cost_max:.6f})" in "\n".join(tune_markdown(result))
+
+
+def test_a_written_threshold_near_a_grid_point_keeps_its_own_row() -> None:
+    """A judge threshold written as 0.1 * 3 (0.30000000000000004) was labelled `judge >= 0.3`, like
+    the grid's 0.3: two rows of one name, and the dev numbers of one were the other's."""
+    price = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    c = load_data(
+        {
+            "name": "c",
+            "kind": "cascade",
+            "agents": {a: {"model": f"fake/{a}", "pricing": price} for a in ("mini", "rater", "big")},
+            "stages": [
+                {"agent": "mini", "accept": {"judge": {"agent": "rater", "threshold": 0.1 * 3}}},
+                {"agent": "big"},
+            ],
+        }
+    )
+    settings = settings_for(c.name, c.stage_list)
+    labels = [s.label for s in settings]
+    assert len(set(labels)) == len(labels) and "judge >= 0.30000000000000004" in labels
+    # a rating of exactly 0.3 holds at the grid's 0.3 and not at the written threshold
+    records = [StageRecord(1, "a", 0.1, 1, 0.1, confidence=0.3), StageRecord(2, "b", 1.0, 1, 1.0)]
+    t = trace(records, [0.0, 1.0])
+    header = {"setup": "c", "setup_hash": "h", "baseline": "b", "stage": "s", "dev_fraction": 0.5, "seed": 1}
+    written = current_setting(c.name, c.stage_list)
+    result = analyse(
+        settings=settings, current=written, dev=[(t, 0.0)], test=[(t, 0.0)], rounds=100, header=header
+    )
+    rows = {r.label: r for r in result.settings}
+    assert rows["judge >= 0.3"].dev.escalation_rate == 0 and rows["judge >= 0.3"].test.escalation_rate == 0
+    assert rows[written.label].dev.escalation_rate == 1 and rows[written.label].current
 
 
 def _small_result() -> TuneResult:

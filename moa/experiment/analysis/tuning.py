@@ -173,14 +173,14 @@ def _saving_ci(
 
 
 def _choose(
-    settings: Sequence[Setting], dev: Mapping[str, SplitStats], target: float
+    settings: Sequence[Setting], dev: Mapping[Setting, SplitStats], target: float
 ) -> tuple[Setting, bool]:
     """The cheapest setting on dev reaching ``target`` (ties: the one escalating least), else the
     best on dev."""
-    reaching = [s for s in settings if dev[s.label].quality >= target - _EPS]
+    reaching = [s for s in settings if dev[s].quality >= target - _EPS]
     if reaching:
-        return min(reaching, key=lambda s: dev[s.label].cost_usd), True
-    return max(settings, key=lambda s: dev[s.label].quality), False
+        return min(reaching, key=lambda s: dev[s].cost_usd), True
+    return max(settings, key=lambda s: dev[s].quality), False
 
 
 def _judged(
@@ -242,13 +242,14 @@ def analyse(
         "dev": _mean([t.escalated_quality for t in dev_t]),
         "test": _mean([t.escalated_quality for t in test_t]),
     }
-    on_dev = {s.label: _stats(s, dev_t) for s in settings}
+    # by setting, not label: two settings of one label shared (and mixed up) their dev numbers
+    on_dev = {s: _stats(s, dev_t) for s in settings}
     rows = [
         SettingRow(
             label=s.label,
             value=None if s.always_escalates else s.value,
             current=s == current,
-            dev=on_dev[s.label],
+            dev=on_dev[s],
             test=_stats(s, test_t),
         )
         for s in settings
