@@ -39,7 +39,7 @@ from moa.cascade.tune import Setting, current_setting, outcome, outcome_cost_max
 from moa.errors import ProviderError, UserError
 from moa.experiment import Experiment, rebuild_report
 from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
-from moa.experiment.report.tune import format_tune_table, read_tune, tune_markdown
+from moa.experiment.report.tune import add_tune_section, format_tune_table, read_tune, tune_markdown
 from moa.testing import FunctionModel
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 from moa.topology import load_data
@@ -570,6 +570,23 @@ def test_a_damaged_tune_json_is_left_out_of_the_report(tmp_path: Path, damage: A
     (tmp_path / "tune.json").write_text(_small_result().model_dump_json())
     intact = read_tune(tmp_path, manifest)
     assert intact is not None and "## Cascade tuning" in tune_markdown(intact)
+
+
+def test_a_note_naming_a_hostile_item_id_stays_one_bullet(tmp_path: Path) -> None:
+    """An item id with a line break, named in a note, started a `## Cascade tuning` heading of its
+    own: the next rewrite of the report cut the section there and kept its tail twice over."""
+    hostile = "q1\n## Cascade tuning\nstale tail"
+    note = f"left out 1 item(s) with no scored baseline run; first: `{hostile}`"
+    result = _small_result().model_copy(update={"notes": [note]})
+    lines = tune_markdown(result)
+    assert not any("\n" in line for line in lines)
+    report = tmp_path / "report.md"
+    report.write_text("# exp\n\nthe comparison\n")
+    add_tune_section(report, result)
+    add_tune_section(report, result)
+    text = report.read_text()
+    assert text.startswith("# exp\n\nthe comparison\n") and text.count("stale tail") == 1
+    assert sum(line == "## Cascade tuning" for line in text.splitlines()) == 1
 
 
 def test_the_dev_split_does_not_depend_on_row_order_and_survives_an_added_item() -> None:

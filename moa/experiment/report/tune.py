@@ -90,7 +90,9 @@ def tune_markdown(t: TuneResult) -> list[str]:
     ]
     headers = ("setting", "dev quality", "dev cost", "held-out quality", "held-out cost", "escalated")
     lines += _md_table(headers, sweep)
-    lines += [f"- {n}" for n in t.notes]
+    # a note may name an item, and a hostile id's line break would start a heading of its own: the
+    # next rewrite then cut the section there and left its tail behind
+    lines += [f"- {' '.join(n.splitlines())}" for n in t.notes]
     return lines
 
 
