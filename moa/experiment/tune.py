@@ -330,7 +330,9 @@ async def run_tuning(
     single = _single_scores(store, baseline, evaluator_id)
     missing = [i for i in [*plan.dev, *plan.test] if i in traces and i not in single]
     notes = (
-        [f"left out {len(dropped)} item(s) whose cascade run failed; first: {dropped[0]}"] if dropped else []
+        [f"left out {len(dropped)} item(s) whose recording or scoring failed; first: {dropped[0]}"]
+        if dropped
+        else []
     )
     if missing:
         notes.append(f"left out {len(missing)} item(s) with no scored baseline run; first: `{missing[0]}`")
@@ -340,7 +342,11 @@ async def run_tuning(
 
     dev, test = pairs(plan.dev), pairs(plan.test)
     if min(len(dev), len(test)) < MIN_SPLIT:
-        raise _too_few(source, len(dev), len(test), "after leaving out failed items there are")
+        # the split was big enough when planned: the items left out are the culprit, not its size
+        raise UserError(
+            f"{source}: tune: {len(dev)} dev and {len(test)} held-out items are left, fewer than the "
+            f"{MIN_SPLIT} each split needs: {'; '.join(notes)}"
+        )
     header = {
         "setup": plan.setup.name,
         "setup_hash": plan.setup.hash,

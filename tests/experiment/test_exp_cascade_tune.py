@@ -334,6 +334,41 @@ def test_judge_sweep_through_the_command_line(tmp_path: Path, capsys: pytest.Cap
         assert choice.quality_ci95[0] <= choice.quality <= choice.quality_ci95[1]
 
 
+class _Picky:
+    """Scores the cheap model's answers; raises on the strong one's (a scoring bug)."""
+
+    name = "picky"
+
+    async def score(self, item: Any, answer: str) -> Any:
+        from moa.eval.types import Score
+
+        if answer.startswith("Strong"):
+            raise ValueError("cannot read a strong answer")
+        return Score(1.0 if item.target in answer else 0.0)
+
+
+def test_every_item_left_out_names_why(tmp_path: Path) -> None:
+    """When the items left out make a split too small, the line says why they were left out (it
+    said only to use more items or another dev_fraction, neither of which helps)."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    strong = OneWrong(Q, answers)
+    models = {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=lambda r: "Strong: " + strong(r)),
+    }
+    with SimServer(models) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.evaluator = _Picky()
+        with pytest.raises(UserError) as info:
+            run.run()
+    line = str(info.value)
+    assert "\n" not in line and "0 dev and 0 held-out items are left" in line
+    assert "left out 40 item(s)" in line and "ValueError: cannot read a strong answer" in line
+
+
 # ---- refused before any call ---------------------------------------------------------------------
 
 
