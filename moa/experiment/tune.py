@@ -150,10 +150,13 @@ async def _scores(evaluator: Evaluator, item: Item, records: Sequence[StageRecor
     return out
 
 
-def _single_scores(store: Store, baseline: Setup, evaluator_id: str) -> dict[str, float]:
-    """The baseline's score per item (the mean over its samples; a failed run 0), where all are scored."""
+def _single_scores(store: Store, baseline: Setup, evaluator_id: str, samples: int) -> dict[str, float]:
+    """The baseline's score per item (the mean over its first ``samples`` samples, as the report's;
+    a failed run 0), where all are scored. Runs of a sample past ``samples`` (stored by a run with
+    more) are not the report's."""
     out = {}
-    for item_id, rows in store.run_rows(baseline.name, baseline.hash, evaluator_id).items():
+    for item_id, stored in store.run_rows(baseline.name, baseline.hash, evaluator_id).items():
+        rows = [r for r in stored if r.sample < samples]
         values = [0.0 if r.error is not None else r.score for r in rows]
         if rows and all(v is not None for v in values):
             out[item_id] = math.fsum(v for v in values if v is not None) / len(values)
@@ -327,7 +330,7 @@ async def run_tuning(
     traces, dropped = await _traces(
         plan, spec, store, evaluator, {i.id: i for i in items}, runner, budget, sem, source, evaluator_id
     )
-    single = _single_scores(store, baseline, evaluator_id)
+    single = _single_scores(store, baseline, evaluator_id, spec.samples)
     missing = [i for i in [*plan.dev, *plan.test] if i in traces and i not in single]
     notes = (
         [f"left out {len(dropped)} item(s) whose recording or scoring failed; first: {dropped[0]}"]

@@ -273,6 +273,28 @@ def test_an_item_whose_escalation_failed_is_recorded_again_as_a_failed_run_is(
     assert strong.calls == sent + resent and third.tuned == second.tuned
 
 
+def test_the_single_models_quality_is_the_reports_after_samples_drop(tmp_path: Path) -> None:
+    """After a run with `samples: 3`, a run with one sample reports the baseline on its first sample;
+    the tuning averaged all three stored, so its targets were set against another single model."""
+    rows = _rows(20)
+    answers = answers_of(rows)
+    models = {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=OneWrong(Q, answers)),
+    }
+    with SimServer(models) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, samples=3).run()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        summary = run.run()
+    t = run.tuned
+    single = summary.setup("single").quality
+    assert t is not None and single is not None and (t.dev_items, t.test_items) == (10, 10)
+    pooled = (t.single_quality["dev"] + t.single_quality["test"]) / 2
+    assert math.isclose(pooled, single, abs_tol=1e-9), (pooled, single)
+
+
 def _rater(answers: dict[str, str]) -> SimModel:
     """Rates an answer's confidence: uniform in [0.4, 1] when right, in [0, 0.6] when wrong."""
     keys = sorted(answers, key=len, reverse=True)
