@@ -377,7 +377,8 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
 
 def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Item], source: str) -> None:
     """Refuse, before any call, ``choice`` over items that have no choices (each would score 0), and
-    ``contains`` over multiple-choice items: their target is one letter, found in nearly any reply."""
+    ``contains`` over multiple-choice or MATH items: their target (a letter, a short answer) is found
+    in nearly any reply."""
     from moa.eval.choice import ChoiceEvaluator
     from moa.eval.datasets import CHOICE, MATH
     from moa.eval.reference import ContainsEvaluator
@@ -390,20 +391,23 @@ def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
                 f"multiple-choice (first: {_first(plain)}); they need `choices` and an `answer`"
             )
     elif isinstance(evaluator, ContainsEvaluator):
-        lettered = [i.id for i in items if i.meta.get("format") == CHOICE]
-        if lettered:
-            raise UserError(
-                f"{source}: evaluator `contains`: {len(lettered)} of {len(items)} dataset items are "
-                f"multiple-choice (first: {_first(lettered)}), whose target letter is in nearly any "
-                "answer: use `evaluator: choice`"
-            )
-        short = [i.id for i in items if i.meta.get("format") == MATH]
-        if short:
-            raise UserError(
-                f"{source}: evaluator `contains`: {len(short)} of {len(items)} dataset items are MATH "
-                f"problems (first: {_first(short)}), whose short answer is in nearly any worked "
-                "solution: use `{name: exact, extract_final: true}`"
-            )
+        # layouts whose short target is found in nearly any reply, what they are, what to use instead
+        short_targets = (
+            (CHOICE, "multiple-choice", "whose target letter is in nearly any answer", "`evaluator: choice`"),
+            (
+                MATH,
+                "MATH problems",
+                "whose short answer is in nearly any worked solution",
+                "`{name: exact, extract_final: true}`",
+            ),
+        )
+        for layout, what, why, instead in short_targets:
+            found = [i.id for i in items if i.meta.get("format") == layout]
+            if found:
+                raise UserError(
+                    f"{source}: evaluator `contains`: {len(found)} of {len(items)} dataset items are "
+                    f"{what} (first: {_first(found)}), {why}: use {instead}"
+                )
 
 
 def _first(ids: Sequence[str]) -> str:
