@@ -82,11 +82,28 @@ def write_experiment(
         f"agents:\n  a: {{model: openai/maj-m, temperature: 0.7, {agent}}}\n"
     )
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # evaluator=None leaves the line out: the dataset layout's own evaluator is used
+    named = "" if evaluator is None else f"evaluator: {json.dumps(evaluator)}\n"
     (folder / "exp.yaml").write_text(
-        f"name: sim-majority\ndataset: data.jsonl\nevaluator: {json.dumps(evaluator)}\n"
+        f"name: sim-majority\ndataset: data.jsonl\n{named}"
         f"baseline: single.yaml\nsetups: [majority.yaml]\nconcurrency: {concurrency}\n{extra}"
     )
     return folder / "exp.yaml"
+
+
+def compare_by_layout(
+    tmp_path: Path, models: dict[str, Any], rows: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """`single` (single-m) against `majority-3` (maj-m) over ``rows`` on the simulated server, with
+    no `evaluator:` in the file; the summary.json written."""
+    from moa.experiment import Experiment
+    from moa.testing.sim import SimServer
+
+    with SimServer(models) as srv:
+        exp = write_experiment(tmp_path / "e", srv.base_url, rows, evaluator=None)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    summary: dict[str, Any] = json.loads((tmp_path / "out" / "summary.json").read_text())
+    return summary
 
 
 @contextmanager

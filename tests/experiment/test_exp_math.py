@@ -6,15 +6,14 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import json
 from pathlib import Path
 
 import pytest
-from exp_helpers import write_experiment
+from exp_helpers import compare_by_layout, write_experiment
 
 from moa.errors import UserError
 from moa.experiment import Experiment
-from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from moa.testing.sim import SimModel, SimRequest, last_user_text
 
 # (problem, the file's answer, a right reply written as models write it)
 PROBLEMS = [
@@ -46,11 +45,7 @@ def test_compare_over_math_500_rows_scores_the_final_answer_as_math_graders_do(t
         return replies[problem] if problem in list(replies)[:2] else "\\boxed{7}"
 
     models = {"single-m": SimModel(answer=right), "maj-m": SimModel(answer=half_wrong)}
-    with SimServer(models) as srv:
-        exp = write_experiment(tmp_path / "e", srv.base_url, rows)
-        exp.write_text(exp.read_text().replace('evaluator: "exact"\n', ""))
-        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = compare_by_layout(tmp_path, models, rows)
     assert summary["evaluator"]["name"] == "exact" and summary["evaluator"]["extract_final"] is True
     assert {s["name"]: s["quality"] for s in summary["setups"]} == {"single": 1.0, "majority-3": 0.5}
 

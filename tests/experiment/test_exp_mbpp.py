@@ -10,10 +10,9 @@ import json
 import re
 from pathlib import Path
 
-from exp_helpers import write_experiment
+from exp_helpers import compare_by_layout
 
-from moa.experiment import Experiment
-from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from moa.testing.sim import SimModel, SimRequest, last_user_text
 
 ROWS = [
     {
@@ -55,11 +54,7 @@ def test_compare_over_sanitized_mbpp_rows_runs_each_answer_against_its_tests(tmp
         return RIGHT[name] if name == "root" else "```python\ndef add(a, b):\n    return a - b\n```"
 
     models = {"single-m": SimModel(answer=right), "maj-m": SimModel(answer=wrong_add)}
-    with SimServer(models) as srv:
-        exp = write_experiment(tmp_path / "e", srv.base_url, ROWS)
-        exp.write_text(exp.read_text().replace('evaluator: "exact"\n', ""))
-        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    summary = compare_by_layout(tmp_path, models, ROWS)
     assert summary["evaluator"]["name"] == "execution"
     assert {s["name"]: s["quality"] for s in summary["setups"]} == {"single": 1.0, "majority-3": 0.5}
     rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
