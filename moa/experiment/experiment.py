@@ -167,6 +167,7 @@ class Experiment:
         store = Store.open(self.out, exclusive=True, verify=True)
         store.text_limit = spec.max_text_kb * 1024 if spec.store_text else None
         bar = Progress(enabled=self.progress)
+        compared: Summary | None = None
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
@@ -214,6 +215,7 @@ class Experiment:
             write_outputs(self.out, summary, store, manifest)
             self.tuned = None
             if tuning is not None and not baseline_problem(summary):
+                compared = summary  # the comparison stands if the tuning fails (a budget, a key)
                 self.tuned = await run_tuning(
                     tuning,
                     spec=spec,
@@ -233,6 +235,8 @@ class Experiment:
         finally:
             bar.close()
             _close(store)
+            if compared is not None and self.tuned is None and self.echo:
+                print_table(compared)  # the tuning's error follows this table, not instead of it
         if self.echo:
             print_table(summary)
             if self.tuned is not None:

@@ -659,3 +659,30 @@ def test_the_dev_split_does_not_depend_on_row_order_and_survives_an_added_item()
     moved = (set(dev) - set(dev2)) | (set(test) - set(test2))
     assert len(moved) <= 1
     assert split_items(ids, 0.3, 8)[0] != dev  # the seed still deals another split
+
+
+def test_a_tuning_stopped_by_the_budget_still_prints_the_comparisons_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The comparison is stored and paid when the tuning's first new call meets the budget: its
+    table is printed before the budget's error, which used to come alone."""
+    rows = _rows(N)
+    answers = answers_of(rows)
+    models = {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=OneWrong(Q, answers)),
+    }
+    with SimServer(models) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        spent = _paid(tmp_path / "out")
+        # the comparison is resumed from the store (nothing new to pay); the tuning must send calls
+        exp.write_text(
+            exp.read_text()
+            + f"budget_usd: {spent * 1.000001}\ntune: {{setup: cascade, dev_fraction: 0.3, seed: 3}}\n"
+        )
+        capsys.readouterr()
+        with pytest.raises(UserError, match=r"tune: stopped at the budget"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False, echo=True).run()
+    printed = capsys.readouterr().out
+    assert "quality Δ [95% CI]" in printed and "cascade" in printed
