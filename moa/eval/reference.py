@@ -148,6 +148,10 @@ class ExactConfig(BaseModel):
     """Compare only the final answer (``####``, ``\\boxed{}``, ``answer: ...``, last line), without
     its Markdown emphasis, ``$`` and ``\\text{}``, and as MATH's graders compare answers
     (``\\left(``, ``\\dfrac``, degrees, a unit, ``x =`` and spacing do not count)."""
+    numbers: bool = False
+    """When the two texts differ but each reads as one number (``numeric``'s rules), compare their
+    values exactly: ``0.5`` and ``\\frac{1}{2}``, ``033`` and ``33``, ``4\\frac{2}{3}`` and
+    ``\\frac{14}{3}`` agree; a tuple or an expression (``(1, 2)``, ``2\\sqrt{3}``) is no number."""
 
 
 class ContainsConfig(BaseModel):
@@ -213,8 +217,19 @@ class ExactEvaluator:
                 _math_form(normalize(extract_final_answer(answer))),
                 _math_form(normalize(_bare(want))),
             )
-        ok = normalize(got) == normalize(want)
+        ok = normalize(got) == normalize(want) or (self.config.numbers and _same_number(got, want))
         return Score(1.0 if ok else 0.0, None if ok else f"expected {item.target!r}")
+
+
+def _same_number(got: str, want: str) -> bool:
+    """Whether ``got`` and ``want`` each read as one number, of one value."""
+    a, b = final_answer(got, whole=True), final_answer(want, whole=True)
+    return (
+        isinstance(a, FinalNumber)
+        and isinstance(b, FinalNumber)
+        and a.exact is not None
+        and a.exact == b.exact
+    )
 
 
 class ContainsEvaluator:

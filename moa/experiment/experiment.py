@@ -303,7 +303,7 @@ def _layout_evaluator(dataset: Dataset) -> dict[str, Any]:
     if dataset.items and all(i.meta.get("format") == CHOICE for i in dataset.items):
         return {"name": "choice"}
     if dataset.items and all(i.meta.get("format") == MATH for i in dataset.items):
-        return {"name": "exact", "extract_final": True}
+        return {"name": "exact", "extract_final": True, "numbers": True}
     if dataset.items and all(can_execute(i) for i in dataset.items):  # tests to run: code layouts
         return {"name": "execution"}
     raise UserError(

@@ -244,3 +244,26 @@ def test_a_number_yaml_reads_as_text_is_still_a_number() -> None:
     """PyYAML reads `abs_tol: 1e-3` as the string '1e-3': refusing booleans leaves it accepted."""
     ev = make_evaluator({"name": "numeric", "abs_tol": "1e-3"})
     assert ev.config.abs_tol == 0.001  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("target", "answer", "score"),
+    [
+        ("\\frac{1}{2}", "The answer is $\\boxed{0.5}$.", 1.0),
+        ("33", "\\boxed{033}", 1.0),
+        ("\\frac{1}{2}", "\\boxed{\\frac{2}{4}}", 1.0),
+        ("5", "\\boxed{6}", 0.0),
+        ("(1,2)", "\\boxed{1}", 0.0),
+        ("2\\sqrt{3}", "\\boxed{3.4641016151377544}", 0.0),  # an expression is no number
+    ],
+)
+async def test_exact_with_numbers_compares_equal_values(target: str, answer: str, score: float) -> None:
+    """`numbers: true`: final answers that each read as one number agree by value; without it,
+    `0.5` against `\\frac{1}{2}` scored 0."""
+    ev = make_evaluator({"name": "exact", "extract_final": True, "numbers": True})
+    assert (await ev.score(_item(target), answer)).value == score
+
+
+async def test_exact_without_numbers_compares_the_written_forms() -> None:
+    plain = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await plain.score(_item("\\frac{1}{2}"), "\\boxed{0.5}")).value == 0.0

@@ -25,12 +25,16 @@ PROBLEMS = [
     ("Compute $\\frac{28}{6}$ in lowest terms.", "\\frac{14}{3}", "Reducing, $\\boxed{\\dfrac{14}{3}}$."),
     ("What is the angle?", "30^\\circ", "The angle is $\\boxed{30}$ degrees."),
     ("Find the remainder.", "204", "Adding up, 1+203 = 204.\nThe final answer is 204."),
+    # equal values written differently: compared as numbers
+    ("What is $1/2$?", "\\frac{1}{2}", "It is $\\boxed{0.5}$."),
+    ("Find the AIME answer.", "33", "So the answer is $\\boxed{033}$."),
 ]
 
 
 def test_compare_over_math_500_rows_scores_the_final_answer_as_math_graders_do(tmp_path: Path) -> None:
     """No `evaluator:` over MATH rows: `exact` on the final answer with MATH's equivalences, so
-    `\\dfrac` and `\\frac`, `\\left(` and `(`, `30^\\circ` and `30` agree; a wrong box scores 0."""
+    `\\dfrac` and `\\frac`, `\\left(` and `(`, `30^\\circ` and `30` agree, and so do equal numbers
+    (`0.5` and `\\frac{1}{2}`, `033` and `33`); a wrong box scores 0."""
     rows = [
         {"problem": p, "answer": a, "subject": "Algebra", "level": 3, "unique_id": f"test/{i}.json"}
         for i, (p, a, _) in enumerate(PROBLEMS)
@@ -42,11 +46,12 @@ def test_compare_over_math_500_rows_scores_the_final_answer_as_math_graders_do(t
 
     def half_wrong(req: SimRequest) -> str:
         problem = last_user_text(req.messages)
-        return replies[problem] if problem in list(replies)[:2] else "\\boxed{7}"
+        return replies[problem] if problem in list(replies)[:3] else "\\boxed{7}"
 
     models = {"single-m": SimModel(answer=right), "maj-m": SimModel(answer=half_wrong)}
     summary = compare_by_layout(tmp_path, models, rows)
-    assert summary["evaluator"]["name"] == "exact" and summary["evaluator"]["extract_final"] is True
+    evaluator = summary["evaluator"]
+    assert (evaluator["name"], evaluator["extract_final"], evaluator["numbers"]) == ("exact", True, True)
     assert {s["name"]: s["quality"] for s in summary["setups"]} == {"single": 1.0, "majority-3": 0.5}
 
 
