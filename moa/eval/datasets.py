@@ -127,6 +127,8 @@ class Dataset:
     bad_rows: list[BadRow] = field(default_factory=list)
     #: the ids rows without one took from their place in the file (a row inserted renumbers the rest)
     numbered: frozenset[str] = frozenset()
+    #: the layout its rows were read as ("GSM8K", "multiple-choice", ...: detected or forced)
+    layout: str = "generic"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -698,4 +700,6 @@ def load_dataset(
                 f"{source}: dataset has no rows (the file is empty, blank, or a CSV header alone)"
             )
         raise DatasetError(f"{source}: dataset has no readable rows ({len(bad_rows)} bad)")
-    return Dataset(items=items, source=source, bad_rows=bad_rows, numbered=frozenset(numbered))
+    return Dataset(
+        items=items, source=source, bad_rows=bad_rows, numbered=frozenset(numbered), layout=_LABELS[kind]
+    )

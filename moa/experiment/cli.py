@@ -60,6 +60,9 @@ def _compare(args: argparse.Namespace) -> int:
         from moa.experiment.tune import tune_override
 
         exp.spec = tune_override(exp.spec, args.tune_cascade)
+    if args.dry_run:
+        print("\n".join(exp.plan().lines()))
+        return 0
     try:
         # tuned once the experiment file and its topologies are loaded, so they are frozen too
         with tune_gc_for_long_runs():
@@ -140,6 +143,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
         metavar="SETUP",
         help="sweep cascade SETUP's accept threshold on a dev split; report the cheapest settings "
         "reaching 50/80/95%% of the mixture's gain on the rest (tune.json)",
+    )
+    c.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything a run checks and print what it would send (items, evaluator, calls per "
+        "setup, the first prompt); no call, no store",
     )
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_compare)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +45,14 @@ from moa.experiment.config import (
     validate_spec,
 )
 from moa.experiment.executors import open_executor
+from moa.experiment.plan import Plan, SetupPlan, calls_per_run
 from moa.experiment.progress import Progress
 from moa.experiment.report.outputs import write_outputs
 from moa.experiment.report.text import print_table
 from moa.experiment.report.tune import format_tune_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
-from moa.experiment.store.database import Store, damaged, item_hash
+from moa.experiment.store.database import STORE_NAME, Store, damaged, item_hash
 from moa.experiment.tune import plan_tuning, run_tuning
 from moa.gc_tuning import tune_gc_for_long_runs
 
@@ -128,7 +130,9 @@ class Experiment:
             async with contextlib.AsyncExitStack() as closing:
                 return await self._arun(closing)
 
-    async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
+    def _checked(self, base_runner: Runner, own_runner: bool) -> _Checked:
+        """Everything a run checks before its first call (and before a store, a folder or an
+        executor is made): the dataset, the setups, the evaluator, the tuning, keys and providers."""
         spec = self.spec
         dataset = self._dataset()
         setups = resolve_setups(spec, self.base_dir, source=self.source)
@@ -145,10 +149,6 @@ class Experiment:
         # a judge's id covers its topology's content, so an edited judge file re-scores
         ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
         tuning = plan_tuning(spec, setups, evaluator, dataset.items, self.source)  # before any call
-        own_runner = self.runner is None
-        base_runner = self.runner or Runner()
-        if own_runner:
-            closing.push_async_callback(base_runner.aclose)
         # every setup's and the judge's keys and providers, before any call of any setup and before
         # the store is opened: a missing key left an empty experiment.sqlite (and its folders) behind
         for s in setups:
@@ -158,6 +158,67 @@ class Experiment:
             base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
         if own_runner and spec.executor == "local":
             _check_local_models(setups, judge, self.source)
+        return _Checked(dataset, setups, evaluator, ev_config, ev_id, tuning, judge)
+
+    def plan(self) -> Plan:
+        """The experiment checked as ``run`` checks it, and what a run would send (``moa compare
+        --dry-run``): no call is made, and no store or folder is created."""
+        c = self._checked(self.runner or Runner(), self.runner is None)
+        stored, spent = _stored_runs(self.out, c.setups, retry_errors=self.spec.retry_errors)
+        samples = self.spec.samples
+        hashes = [(i, item_hash(i)) for i in c.dataset.items]
+        plans = []
+        for s in c.setups:
+            calls, at_most = calls_per_run(s.topology)
+            done = stored.get(s.name, set())
+            todo = [(i, j) for i, h in hashes for j in range(samples) if (i.id, h, j) not in done]
+            runs = sum(len(i.turns or ()) or 1 for i, _ in todo)
+            plans.append(
+                SetupPlan(
+                    s.name,
+                    s.source,
+                    calls,
+                    at_most,
+                    len(hashes) * samples - len(todo),
+                    len(todo),
+                    runs * calls,
+                    s.is_baseline,
+                )
+            )
+        judge_calls = None
+        if c.judge is not None:
+            per_verdict = calls_per_run(c.judge)[0]
+            judged = sum(p.calls_to_send // max(p.calls, 1) for p in plans if not p.is_baseline)
+            judge_calls = 2 * per_verdict * judged
+        return Plan(
+            self.source,
+            c.dataset,
+            c.ev_config,
+            self.spec.evaluator is None and self.evaluator is None,
+            judge_calls,
+            samples,
+            plans,
+            str(self.out),
+            bool(stored),
+            self.spec.budget_usd,
+            spent,
+        )
+
+    async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
+        spec = self.spec
+        own_runner = self.runner is None
+        base_runner = self.runner or Runner()
+        if own_runner:
+            closing.push_async_callback(base_runner.aclose)
+        c = self._checked(base_runner, own_runner)
+        dataset, setups, evaluator, ev_config, ev_id, tuning = (
+            c.dataset,
+            c.setups,
+            c.evaluator,
+            c.ev_config,
+            c.ev_id,
+            c.tuning,
+        )
         # opened once every check has passed (a missing key started, then stopped, a Dask cluster),
         # and before the store: an unreachable scheduler is refused before any model call
         executor = await open_executor(spec.executor)
@@ -263,6 +324,34 @@ class Experiment:
             limit=spec.limit,
             categories=spec.categories,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """What ``Experiment._checked`` found, for a run or a plan."""
+
+    dataset: Dataset
+    setups: list[Setup]
+    evaluator: Evaluator | PairwiseEvaluator
+    ev_config: dict[str, Any]
+    ev_id: str
+    tuning: Any
+    judge: Any
+
+
+def _stored_runs(
+    out: Path, setups: Sequence[Setup], *, retry_errors: bool
+) -> tuple[dict[str, set[tuple[str, str, int]]], float]:
+    """The runs a resume would skip, by setup, and what the store has paid; none and 0 when ``out``
+    holds no store yet (nothing is created)."""
+    if not (out / STORE_NAME).is_file():
+        return {}, 0.0
+    store = Store.open(out, create=False)
+    try:
+        done = {s.name: store.finished(s.name, s.hash, with_errors=not retry_errors) for s in setups}
+        return done, store.spent_usd()
+    finally:
+        store.close()
 
 
 def _check_local_models(setups: Sequence[Setup], judge: Any, source: str) -> None:

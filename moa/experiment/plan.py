@@ -1,0 +1,113 @@
+"""What ``moa compare --dry-run`` shows: an experiment checked as a run would check it (the dataset
+read, the evaluator chosen, every topology validated, every key and provider present), and what a
+run would send, without a call, a store or a folder made (an existing store is read, for a resume).
+
+Calls are counted before retries and fallbacks: a run may send more (a 429 retried) and a cascade
+or a quorum fewer (a stage not escalated, stragglers cancelled), so a cascade's count is its most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moa.eval.datasets import Dataset
+from moa.topology.graph import Graph
+
+__all__ = ["Plan", "SetupPlan", "calls_per_run"]
+
+#: the characters of the first item's prompt shown
+_SHOWN = 300
+
+
+def calls_per_run(target: Any) -> tuple[int, bool]:
+    """The agent calls one run of ``target`` makes, and whether that is an upper bound (a cascade
+    counts every stage: each may be reached)."""
+    graph = getattr(target, "graph", None)
+    if isinstance(graph, Graph):
+        return _agents(graph), False
+    parts: Sequence[tuple[str, Graph]] = target.parts()
+    return sum(_agents(g) for _, g in parts), True
+
+
+def _agents(graph: Graph) -> int:
+    return sum(1 for n in graph.nodes.values() if n.agent is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class SetupPlan:
+    """One setup: its calls per run, its runs stored already and still to do, and the calls those
+    will send (an MT-Bench item runs once per turn)."""
+
+    name: str
+    source: str
+    calls: int
+    at_most: bool
+    stored: int
+    to_run: int
+    calls_to_send: int
+    is_baseline: bool
+
+    def line(self) -> str:
+        bound = "up to " if self.at_most else ""
+        per_run = f"{bound}{self.calls} call{'s' if self.calls != 1 else ''} per run"
+        role = " (baseline)" if self.is_baseline else ""
+        runs = f"{self.to_run} of {self.to_run + self.stored} runs to do"
+        source = "" if self.source == self.name else f" ({self.source})"
+        return f"  {self.name}{source}{role}: {per_run}; {runs}, {bound}{self.calls_to_send} calls"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """An experiment as a run would start it; ``lines()`` is what ``--dry-run`` prints."""
+
+    source: str
+    dataset: Dataset
+    evaluator: Mapping[str, Any]
+    evaluator_chosen: bool
+    #: the judge's calls to send for the runs to do (2 verdicts per judged turn), if a judge scores
+    judge_calls: int | None
+    samples: int
+    setups: Sequence[SetupPlan]
+    out: str
+    resumed: bool
+    budget_usd: float | None = None
+    #: what the store has paid already (a resumed run's budget counts it)
+    spent_usd: float = 0.0
+
+    def lines(self) -> list[str]:
+        data = self.dataset
+        out = [f"{self.source}: dry run: every check passed; no call sent, no store created"]
+        out.append(f"dataset: {data.source}: {len(data.items)} items, {data.layout} layout")
+        if data.bad_rows:
+            bad = data.bad_rows[0]
+            out.append(f"  {len(data.bad_rows)} bad rows skipped (first: line {bad.line}: {bad.reason})")
+        how = " (the dataset layout's own)" if self.evaluator_chosen else ""
+        out.append(f"evaluator: {_config(self.evaluator)}{how}")
+        if self.judge_calls is not None:
+            out.append(f"  judge: up to {self.judge_calls} calls (both orders of each judged answer)")
+        where = "resumed from" if self.resumed else "written to"
+        plural = "s" if self.samples != 1 else ""
+        out.append(f"setups ({self.samples} sample{plural} per item; results {where} {self.out}):")
+        out.extend(s.line() for s in self.setups)
+        total = sum(s.calls_to_send for s in self.setups) + (self.judge_calls or 0)
+        bound = "up to " if self.judge_calls or any(s.at_most for s in self.setups) else ""
+        out.append(f"calls to send: {bound}{total}, before retries")
+        if self.budget_usd is not None:
+            left = max(self.budget_usd - self.spent_usd, 0.0)
+            out.append(f"budget: ${self.budget_usd:g}, ${self.spent_usd:.6f} spent already, ${left:.6f} left")
+        if data.items:
+            first = data.items[0]
+            text = first.input if len(first.input) <= _SHOWN else first.input[:_SHOWN] + "..."
+            out.append(f"first item `{first.id}`:")
+            out.extend(f"  | {line}" for line in text.splitlines() or [""])
+        return out
+
+
+def _config(config: Mapping[str, Any]) -> str:
+    rest = {k: v for k, v in config.items() if k != "name"}
+    if not rest:
+        return str(config.get("name"))
+    shown = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in rest.items())
+    return f"{config.get('name')} {{{shown}}}"
