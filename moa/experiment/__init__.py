@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from moa.experiment.analysis.summary import CategorySummary, SetupSummary, Summary
     from moa.experiment.config import ExperimentSpec, Setup, SetupEntry, load_spec
     from moa.experiment.experiment import Experiment, rebuild_report
+    from moa.experiment.plan import Plan, SetupPlan
     from moa.experiment.store.cache import StoreCache
     from moa.experiment.store.database import RunRow, Store
 
@@ -36,9 +37,11 @@ _EXPORTS = {
     "JudgmentRow": "moa.eval.types:Judgment",
     "PairScore": "moa.eval.types",
     "PairwiseEvaluator": "moa.eval.types",
+    "Plan": "moa.experiment.plan",
     "RunRow": "moa.experiment.store.database",
     "Setup": "moa.experiment.config",
     "SetupEntry": "moa.experiment.config",
+    "SetupPlan": "moa.experiment.plan",
     "SetupSummary": "moa.experiment.analysis.summary",
     "Store": "moa.experiment.store.database",
     "StoreCache": "moa.experiment.store.cache",
@@ -55,9 +58,11 @@ __all__ = [
     "JudgmentRow",
     "PairScore",
     "PairwiseEvaluator",
+    "Plan",
     "RunRow",
     "Setup",
     "SetupEntry",
+    "SetupPlan",
     "SetupSummary",
     "Store",
     "StoreCache",
