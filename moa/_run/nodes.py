@@ -3,7 +3,7 @@ whose reply must parse into one instruction per worker), or a fan-in reducer (a 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from moa._run.plans import parse_plan
@@ -17,7 +17,7 @@ from moa.topology.prompts import format_references, text_problem
 if TYPE_CHECKING:
     from moa._run.engine import Execution, Refs
 
-__all__ = ["NodeKind", "kind_of", "text_problem"]
+__all__ = ["NodeKind", "chat_messages", "kind_of", "text_problem"]
 
 
 class NodeKind(Protocol):
@@ -68,19 +68,14 @@ class AgentCall:
             values["instruction"] = instruction
         if gn.plan_workers:
             values["workers"] = str(len(gn.plan_workers))
-        messages: list[Message] = []
-        if gn.agent.system:
-            messages.append({"role": "system", "content": gn.agent.system})
-        messages.extend(ex.history)
         content = gn.template.render(values)
         if ex.output_instruction and gn.id in ex.answers:
             content = f"{content}\n\n{ex.output_instruction}"
-        messages.append({"role": "user", "content": content})
         return call_agent(
             ex.ctx,
             ex.runner.runtime(gn.agent),
             gn.id,
-            messages,
+            chat_messages(gn.agent.system, ex.history, content),
             on_token=ex.on_token if gn.id == ex.graph.output else None,
             validate=self.validator(ex, gn),
         )
@@ -88,6 +83,42 @@ class AgentCall:
     def validator(self, ex: Execution, gn: GraphNode) -> Callable[[str], None] | None:
         model = gn.agent.model if gn.agent is not None else ""
         return _AnswerCheck(model, gn.id, ex.validate_output if gn.id in ex.answers else None)
+
+
+def chat_messages(system: str | None, history: Sequence[Message], content: str) -> list[Message]:
+    """The messages of an agent's call: one system message first (the agent's ``system``, then the
+    conversation's system and ``developer`` turns, joined by a blank line), the conversation's user
+    and assistant turns with consecutive turns of one role joined by a blank line, and the node's
+    own prompt as the last user turn (joined to a user turn the history ends with).
+
+    The chat templates of Llama 3, Mistral, Gemma and Qwen (vLLM, llama-server, Ollama) refuse two
+    system messages, a system message after the first turn, an unknown ``developer`` role or two
+    user turns in a row with an HTTP 400; the agent's system plus a chat's own made two."""
+    if not history:  # a plain prompt: nothing to fold
+        if not system:
+            return [{"role": "user", "content": content}]
+        return [{"role": "system", "content": system}, {"role": "user", "content": content}]
+    systems = [system] if system else []
+    turns: list[dict[str, str]] = []
+    for m in history:
+        role, text = m["role"], m["content"]
+        if role in ("system", "developer"):
+            if text.strip():
+                systems.append(text)
+        elif turns and turns[-1]["role"] == role:
+            turns[-1]["content"] = _joined(turns[-1]["content"], text)
+        else:
+            turns.append({"role": role, "content": text})
+    if turns and turns[-1]["role"] == "user":
+        turns[-1]["content"] = _joined(turns[-1]["content"], content)
+    else:
+        turns.append({"role": "user", "content": content})
+    head: list[Message] = [{"role": "system", "content": "\n\n".join(systems)}] if systems else []
+    return head + turns
+
+
+def _joined(first: str, second: str) -> str:
+    return f"{first}\n\n{second}" if first.strip() and second.strip() else first + second
 
 
 def _references(gn: GraphNode, refs: Refs) -> str:
