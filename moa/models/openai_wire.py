@@ -314,20 +314,43 @@ def _text(content: Any, request: ModelRequest) -> str:
 
 
 def _error_message(body: bytes) -> str:
-    """The server's ``error.message`` when the body is OpenAI-shaped, else the body's text."""
+    """The server's error message when the body is JSON, else the body's text: OpenAI's
+    ``error.message``, TGI's ``error`` string, vLLM's and Mistral's top-level ``message`` (Mistral's
+    an object or a list of pydantic's issues), FastAPI's ``detail`` list. An issue list reads as
+    ``stream_options: Extra inputs are not permitted``, naming the field a strict server refused,
+    not as a Python repr of it."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
         return body.decode("utf-8", "replace")
     if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if data.get("message"):
-            return str(data["message"])
+        for value in (data.get("error"), data.get("message"), data.get("detail")):
+            if said := _said(value):
+                return said
     return body.decode("utf-8", "replace")
+
+
+def _said(value: Any, depth: int = 0) -> str:
+    """The text of an error field: a string, an object's ``message``/``detail``, or pydantic's
+    issue list (``[{"loc": ["body", "n"], "msg": "Extra inputs are not permitted"}]``)."""
+    if isinstance(value, str):
+        return value
+    if depth > 3:
+        return ""
+    if isinstance(value, dict):
+        for key in ("message", "detail"):
+            if said := _said(value.get(key), depth + 1):
+                return said
+        return ""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "msg" in v for v in value):
+        return "; ".join(_issue(v) for v in value[:5])
+    return ""
+
+
+def _issue(issue: dict[str, Any]) -> str:
+    loc = issue.get("loc")
+    where = ".".join(str(p) for p in loc if p != "body") if isinstance(loc, list) else ""
+    return f"{where}: {issue['msg']}" if where else str(issue["msg"])
 
 
 def _malformed(why: str, request: ModelRequest) -> MalformedReply:
@@ -375,6 +398,8 @@ def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
 
 def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
     choices = data.get("choices")
+    if not choices and _is_error(data):
+        raise _error_reply(data, request)
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise _malformed("no choices", request)
     message = choices[0].get("message")
@@ -397,6 +422,27 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         usage_estimated=estimated,
         service_tier=service_tier(data),
     )
+
+
+def _is_error(data: dict[str, Any]) -> bool:
+    """An error said in a 2xx body or stream event: an ``error`` that is not null (OpenAI's,
+    OpenRouter's and llama-server's object, TGI's string) or vLLM's ``"object": "error"``."""
+    return bool(data.get("error")) or data.get("object") == "error"
+
+
+def _error_reply(data: dict[str, Any], request: ModelRequest) -> ModelError:
+    """A 2xx whose body is an error (OpenRouter and some gateways answer an upstream failure so):
+    the error its ``code`` names when that is an HTTP status, as litellm reads it, else a
+    ProviderError; either way with the server's words, which "no choices" lost."""
+    message = _error_message(_ENCODER.encode(data).encode())
+    error = data.get("error")
+    code = error.get("code") if isinstance(error, dict) else data.get("code")
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
+        return error_for_status(code, message, model=request.model, node=request.node, secrets=_keys(request))
+    detail = scrub_clip(" ".join(message.split()), 500, _keys(request))
+    return ProviderError(f"provider error: {detail}", model=request.model, node=request.node or None)
 
 
 def service_tier(data: dict[str, Any]) -> str | None:
@@ -443,8 +489,10 @@ class _Stream:
         if not isinstance(chunk, dict):
             raise _malformed("stream event is not a JSON object", request)
         self.events += 1
-        if "error" in chunk and not chunk.get("choices"):
-            detail = scrub_clip(_error_message(payload), 500, _keys(request))
+        if _is_error(chunk):
+            # also beside choices: OpenRouter's mid-stream error comes in a chunk whose choice ends
+            # with finish_reason "error", and the text so far is no answer
+            detail = scrub_clip(" ".join(_error_message(payload).split()), 500, _keys(request))
             raise ProviderError(
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
@@ -473,7 +521,14 @@ class _Stream:
                     raise _malformed(f"the streamed text passed {MAX_REPLY_BYTES} characters", request)
                 self.parts.append(piece)
                 self.on_token(piece)
-            self.finish = _finish(choice) or self.finish
+            finish = _finish(choice)
+            if finish == "error":  # OpenRouter's: the provider failed mid-answer
+                raise ProviderError(
+                    "provider error in stream: it ended with finish_reason `error`",
+                    model=request.model,
+                    node=request.node or None,
+                )
+            self.finish = finish or self.finish
         return False
 
     def reply(self, done: bool) -> ModelReply:
