@@ -240,6 +240,20 @@ def _unreadable(chain: Sequence[BaseException], status: object, sent: bool) -> b
     return status in (None, 500) and any(isinstance(x, (RecursionError, ValueError)) for x in chain)
 
 
+def _error_in_stream(chain: Sequence[BaseException]) -> bool:
+    """Whether a stream that had begun failed on the server's error event: litellm's mid-stream
+    error, with no real HTTP status underneath, over something other than a cut stream (a
+    ``StopAsyncIteration``) or a chunk its converter could not read."""
+    from litellm.exceptions import MidStreamFallbackError
+
+    return (
+        any(isinstance(x, MidStreamFallbackError) for x in chain)
+        and not _status_answered(chain)
+        and not any(isinstance(x, StopAsyncIteration) for x in chain)
+        and not _parse_error(chain)
+    )
+
+
 def _redirect(chain: Sequence[BaseException]) -> tuple[int, Mapping[str, str]] | None:
     """The status and headers of a 3xx reply underneath, if one came back: only a guarded client
     refuses one (litellm's own follow them)."""
@@ -290,6 +304,11 @@ def _map_exception(
             f"{label}: {message}", model=model, node=node or None, never_sent=_never_connected(chain)
         )
     status = getattr(e, "status_code", None)
+    if _error_in_stream(chain):
+        # an error event after the 200 began (``data: {"error": ...}``): litellm labels it with the
+        # event's code (a 502), which as an HTTP status books the attempt at $0 though the provider
+        # had started answering; no status, as on the direct path, keeps its worst case
+        return ProviderError(f"provider error in stream: {message}", model=model, node=node or None)
     if _unreadable(chain, status, sent):
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     response = getattr(e, "response", None)
