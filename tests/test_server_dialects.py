@@ -1,0 +1,267 @@
+"""What real OpenAI-compatible servers refuse and send, over loopback HTTP on both paths (the direct
+one and litellm): the chat templates of vLLM and llama-server that refuse a second system message,
+OpenRouter's and llama-server's error events after a 200, gateways that answer an error with a 200,
+and Mistral's and FastAPI's refusals of a field they do not know."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
+
+import pytest
+
+import moa
+from moa.topology.loader import load_data
+from tests.loopback_http import completion, send_body, threaded_server
+from tests.rawhttp import http, raw_server, sse_head
+
+TRANSPORTS = ("openai-http", "litellm")
+
+
+def single(base: str, transport: str, model: str = "openai/m", **extra: Any) -> moa.Topology:
+    agent = {
+        "model": model,
+        "api_base": base,
+        "transport": transport,
+        "max_tokens": 50,
+        "pricing": {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0},
+        "retry": {"max_attempts": 1},
+        **extra,
+    }
+    return load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent}})
+
+
+# -- what a chat template refuses ---------------------------------------------------------------------
+
+
+def _template_refusal(messages: list[dict[str, Any]]) -> str | None:
+    """Why Llama 3's, Mistral's or Gemma's chat template (as vLLM and llama-server apply it) would
+    refuse ``messages``, or None: one system message, first; then user and assistant turns that
+    alternate, starting with the user's."""
+    roles = [m.get("role") for m in messages]
+    if roles and roles[0] == "system":
+        roles = roles[1:]
+    if "system" in roles:
+        return "System message must be at the beginning."
+    if any(r not in ("user", "assistant") for r in roles):
+        return f"Unknown role: {next(r for r in roles if r not in ('user', 'assistant'))}"
+    if any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles)):
+        return "Conversation roles must alternate user/assistant/user/assistant/..."
+    return None
+
+
+class _StrictTemplate(BaseHTTPRequestHandler):
+    """A vLLM-like server whose chat template refuses what ``_template_refusal`` names, with vLLM's
+    400 body; it records the messages of each request."""
+
+    seen: ClassVar[list[list[dict[str, Any]]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.seen.append(body["messages"])
+        why = _template_refusal(body["messages"])
+        if why is not None:
+            error = {"object": "error", "message": why, "type": "BadRequestError", "param": None, "code": 400}
+            send_body(self, 400, json.dumps(error).encode())
+        else:
+            send_body(self, 200, completion("fine"))
+
+
+_CHATS = {
+    # moa serve's chat request and OpenAI's clients: the conversation's own system message
+    "system": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "hi"}],
+    # OpenAI's newer name for it, which templates know nothing of
+    "developer": [{"role": "developer", "content": "Answer in French."}, {"role": "user", "content": "hi"}],
+    # a system message in the middle, and two user turns in a row
+    "mid-system-and-two-users": [
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "a1"},
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "also this"},
+        {"role": "user", "content": "hi"},
+    ],
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("chat", sorted(_CHATS))
+async def test_a_chat_reaches_a_strict_chat_template_with_one_system_message(
+    transport: str, chat: str
+) -> None:
+    """An agent's system prompt and a chat's own system (or developer) turn reach the server as one
+    system message, the agent's first, and turns of one role in a row as one: vLLM's and
+    llama-server's templates answered the two system messages moa sent with HTTP 400."""
+    _StrictTemplate.seen = []
+    with threaded_server(_StrictTemplate) as base:
+        topology = single(base + "/v1", transport, system="You are terse.")
+        async with moa.Runner() as rt:
+            r = await rt.run(topology, _CHATS[chat])
+    assert r.output == "fine"
+    sent = _StrictTemplate.seen[0]
+    assert sent[0] == {"role": "system", "content": "You are terse.\n\nAnswer in French."}
+    assert sent[-1]["role"] == "user" and sent[-1]["content"].endswith("hi")
+    if chat == "mid-system-and-two-users":
+        assert [m["content"] for m in sent[1:]] == ["q1", "a1", "also this\n\nhi"]
+
+
+async def test_a_chat_without_an_agent_system_prompt_keeps_its_own_first() -> None:
+    """With no system prompt of the agent's, the chat's own system turns are the one system message,
+    joined by a blank line in their order."""
+    _StrictTemplate.seen = []
+    chat = [
+        {"role": "system", "content": "One."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "developer", "content": "Two."},
+        {"role": "user", "content": "again"},
+    ]
+    with threaded_server(_StrictTemplate) as base:
+        async with moa.Runner() as rt:
+            r = await rt.run(single(base + "/v1", "openai-http"), chat)
+    assert r.output == "fine"
+    assert [(m["role"], m["content"]) for m in _StrictTemplate.seen[0]] == [
+        ("system", "One.\n\nTwo."),
+        ("user", "hi"),
+        ("assistant", "hello"),
+        ("user", "again"),
+    ]
+
+
+# -- an error after the 200 ---------------------------------------------------------------------------
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+def _delta(text: str) -> dict[str, Any]:
+    choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+    return {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]}
+
+
+_STREAM_ERRORS = {
+    # OpenRouter's: the error beside a choice that ends with finish_reason "error"
+    "openrouter": {
+        **_delta(""),
+        "error": {"code": 502, "message": "Provider disconnected"},
+        "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+    },
+    # llama-server's and vLLM's: an error object alone
+    "error-object": {"error": {"code": 500, "message": "Provider disconnected", "type": "server_error"}},
+}
+
+
+# litellm reads `openai/` through the OpenAI SDK and `hosted_vllm/` through its own handler
+_PATHS = [("openai-http", "openai/m"), ("litellm", "openai/m"), ("litellm", "hosted_vllm/m")]
+
+
+@pytest.mark.parametrize(("transport", "model"), _PATHS)
+@pytest.mark.parametrize("error", sorted(_STREAM_ERRORS))
+async def test_an_error_event_mid_stream_is_a_provider_error_not_the_answer(
+    transport: str, model: str, error: str
+) -> None:
+    """A stream that says `data: {"error": ...}` after some text fails in one line with the server's
+    words and no HTTP status, its worst case kept on the budget: the direct path took the text
+    before OpenRouter's error for the answer, and litellm booked vLLM's at $0 as a 502."""
+    body = sse_head(False) + _event(_delta("The answer is ")) + _event(_STREAM_ERRORS[error])
+    budget = moa.Budget(10.0)
+    async with raw_server(body + b"data: [DONE]\n\n") as srv, moa.Runner(budget=budget) as rt:
+        with pytest.raises(
+            moa.ProviderError, match=r"provider error in stream: .*Provider disconnected"
+        ) as info:
+            await rt.run(single(srv.base_url, transport, model), "hi", on_token=lambda _t: None)
+    assert info.value.status_code is None and "\n" not in str(info.value)
+    call = info.value.calls[0]
+    assert [a.usage for a in call.attempt_log] == [None] and budget.spent_usd == pytest.approx(
+        call.cost_usd_max
+    )
+
+
+async def test_an_error_field_that_is_null_is_no_error() -> None:
+    """Events that carry `"error": null` (some gateways add it to every chunk) are read as usual."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 2}
+    events = [
+        {**_delta("four"), "error": None},
+        {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "error": None},
+        {"id": "x", "choices": [], "usage": usage, "error": None},
+    ]
+    body = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    async with raw_server(body) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, "openai-http"), "hi", on_token=lambda _t: None)
+    assert r.output == "four" and r.calls[0].usage.prompt_tokens == 5
+
+
+# -- an error answered with a 200 ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_200_whose_body_is_an_error_with_a_status_code_is_that_status(transport: str) -> None:
+    """A 200 whose body is `{"error": {"code": 429, ...}}` (OpenRouter's upstream failures) is the
+    error its code names, with the server's words, on both paths: the direct path called it
+    "malformed reply: no choices"."""
+    body = {"error": {"code": 429, "message": "Rate limit exceeded upstream"}}
+    async with raw_server(http(200, body)) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.RateLimited, match="Rate limit exceeded upstream") as info:
+            await rt.run(single(srv.base_url, transport), "hi")
+    assert info.value.status_code == 429
+
+
+async def test_a_200_whose_body_is_an_error_without_a_status_is_a_provider_error() -> None:
+    """A 200 whose body is an error with no HTTP status in it (TGI's string) is a ProviderError
+    quoting it, of unknown usage."""
+    body = {"error": "Model is overloaded", "error_type": "overloaded"}
+    async with raw_server(http(200, body)) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.ProviderError, match="provider error: Model is overloaded") as info:
+            await rt.run(single(srv.base_url, "openai-http"), "hi")
+    assert info.value.status_code is None and info.value.calls[0].attempt_log[0].usage is None
+
+
+# -- a field a strict server refuses ------------------------------------------------------------------
+
+_REFUSALS = {
+    # Mistral's: pydantic's issues under an object `message`
+    "mistral": {
+        "object": "error",
+        "message": {
+            "detail": [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["body", "stream_options"],
+                    "msg": "Extra inputs are not permitted",
+                    "input": {"include_usage": True},
+                }
+            ]
+        },
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    },
+    # a FastAPI server's own 422
+    "fastapi": {
+        "detail": [
+            {
+                "type": "extra_forbidden",
+                "loc": ["body", "stream_options"],
+                "msg": "Extra inputs are not permitted",
+            }
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("refusal", sorted(_REFUSALS))
+async def test_a_refused_field_is_named_in_one_line(refusal: str) -> None:
+    """A strict server's 422 for a field it does not know reads `stream_options: Extra inputs are
+    not permitted`, not a Python repr of pydantic's issue list."""
+    async with raw_server(http(422, _REFUSALS[refusal])) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.RequestRejected) as info:
+            await rt.run(single(srv.base_url, "openai-http"), "hi", on_token=lambda _t: None)
+    assert str(info.value).endswith("request rejected (422): stream_options: Extra inputs are not permitted")
