@@ -265,3 +265,31 @@ async def test_a_refused_field_is_named_in_one_line(refusal: str) -> None:
         with pytest.raises(moa.RequestRejected) as info:
             await rt.run(single(srv.base_url, "openai-http"), "hi", on_token=lambda _t: None)
     assert str(info.value).endswith("request rejected (422): stream_options: Extra inputs are not permitted")
+
+
+# -- no usage at all ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_short_answer_without_usage_is_not_free(transport: str, stream: bool) -> None:
+    """llama-server streams no usage unless asked in its own way: a two-letter prompt answered
+    `yes` is estimated at a token or more each way on both paths, not at the $0 the direct path's
+    bytes / 4, rounded down, gave it."""
+    if stream:
+        events = [
+            _delta("yes"),
+            {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        reply = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    else:
+        answer = json.loads(completion("yes"))
+        del answer["usage"]
+        reply = http(200, answer)
+    async with raw_server(reply) as srv, moa.Runner() as rt:
+        r = await rt.run(
+            single(srv.base_url, transport), "hi", on_token=(lambda _t: None) if stream else None
+        )
+    call = r.calls[0]
+    assert r.output == "yes" and call.usage_estimated
+    assert call.usage.prompt_tokens >= 1 and call.usage.completion_tokens >= 1 and call.cost_usd > 0

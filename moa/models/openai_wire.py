@@ -4,8 +4,8 @@ status turned into moa's error. Both clients of the direct path (aiohttp for the
 a given transport) speak it through here, so they fail and count usage identically.
 
 When the server reports no usage (some streaming servers ignore ``stream_options``; some report
-zeros), usage is estimated as UTF-8 bytes / 4 of the messages (prompt) and of the text
-(completion); nothing else marks the record as estimated.
+zeros), usage is estimated as UTF-8 bytes / 4, rounded up, of the messages (prompt) and of the
+text (completion); nothing else marks the record as estimated.
 """
 
 from __future__ import annotations
@@ -189,8 +189,9 @@ async def read_error_body(chunks: AsyncIterator[bytes]) -> bytes:
 
 
 def _estimate_usage(request: ModelRequest, text: str) -> Usage:
-    prompt = sum(len(m.get("content", "").encode()) for m in request.messages) // 4
-    return Usage(prompt, len(text.encode()) // 4)
+    # rounded up: rounded down, a short prompt and answer (under 4 bytes each) were charged $0
+    prompt = sum(len(m.get("content", "").encode()) for m in request.messages)
+    return Usage(-(-prompt // 4), -(-len(text.encode()) // 4))
 
 
 def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
