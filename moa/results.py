@@ -227,6 +227,9 @@ class CallRecord:
     #: ``service_tier``: it sets that reply's price, and a project's default may be priority); None
     #: when that reply said none. Each attempt is billed at the tier its own reply names
     service_tier: str | None = None
+    #: why the answer ended, as its reply said: ``stop``, or ``length`` when it was cut at
+    #: ``max_tokens`` (or the context window) and its text is incomplete; None when none said
+    finish_reason: str | None = None
     #: the messages sent (the node's template filled in): the trace, shown by ``to_dict(trace=True)``
     messages: Sequence[Mapping[str, str]] | None = None
     #: the reply's text when the call answered (the trace)
@@ -268,6 +271,7 @@ class CallRecord:
             "usage_suspect": self.usage_suspect,
             "usage_estimated": self.usage_estimated,
             "service_tier": self.service_tier,
+            "finish_reason": self.finish_reason,
         }
         if trace:
             d["messages"] = None if self.messages is None else [dict(m) for m in self.messages]
@@ -295,6 +299,7 @@ class CallRecord:
             usage_suspect=bool(d.get("usage_suspect", False)),
             usage_estimated=bool(d.get("usage_estimated", False)),
             service_tier=d.get("service_tier"),
+            finish_reason=d.get("finish_reason"),
             messages=d.get("messages"),
             reply=d.get("reply"),
         )

@@ -293,3 +293,31 @@ async def test_a_short_answer_without_usage_is_not_free(transport: str, stream: 
     call = r.calls[0]
     assert r.output == "yes" and call.usage_estimated
     assert call.usage.prompt_tokens >= 1 and call.usage.completion_tokens >= 1 and call.cost_usd > 0
+
+
+# -- an answer cut at max_tokens ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_an_answer_cut_at_max_tokens_says_so_on_its_record(transport: str, stream: bool) -> None:
+    """A reply that ended with `finish_reason: "length"` is the answer (its tokens were paid for),
+    and its record says `finish_reason: length`, in `to_dict` too: before, nothing told a cut
+    answer from a whole one."""
+    usage = {"prompt_tokens": 5, "completion_tokens": 50}
+    if stream:
+        cut = {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+        events = [_delta("The answer is"), cut, {"id": "x", "choices": [], "usage": usage}]
+        reply = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    else:
+        answer = json.loads(completion("The answer is", 5, 50))
+        answer["choices"][0]["finish_reason"] = "length"
+        reply = http(200, answer)
+    async with raw_server(reply) as srv, moa.Runner() as rt:
+        r = await rt.run(
+            single(srv.base_url, transport), "hi", on_token=(lambda _t: None) if stream else None
+        )
+    call = r.calls[0]
+    assert r.output == "The answer is" and call.finish_reason == "length"
+    assert call.to_dict()["finish_reason"] == "length"
+    assert moa.CallRecord.from_dict(call.to_dict()).finish_reason == "length"

@@ -260,7 +260,7 @@ async def attempt(
             raise
         raise error from e
     _book(rec, clock, target.price, call.held, worst, call, "ok", reply, None)
-    rec.model = target.model
+    rec.model, rec.finish_reason = target.model, reply.finish_reason
     return reply
 
 

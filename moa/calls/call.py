@@ -248,7 +248,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 )
                 rec.latency_s, rec.queued_s = hit.latency_s, hit.queued_s
                 rec.usage_estimated, rec.usage_suspect = hit.usage_estimated, hit.usage_suspect
-                rec.service_tier = hit.reply.service_tier
+                rec.service_tier, rec.finish_reason = hit.reply.service_tier, hit.reply.finish_reason
                 rec.attempt_log, rec.attempts = list(hit.attempt_log), len(hit.attempt_log)
                 rec.reply = hit.reply.text
                 if call.on_token is not None:
@@ -301,6 +301,8 @@ def _log_call(logger: Any, rec: CallRecord) -> None:
         extra["error"] = rec.error
     if rec.cached:
         extra["cached"] = True
+    if rec.finish_reason == "length":  # the answer was cut at max_tokens: its text is incomplete
+        extra["finish_reason"] = rec.finish_reason
     worst = rec.cost_usd_max
     if worst > rec.cost_usd:  # an attempt sent whose usage is unknown may be billed up to this
         extra["cost_usd_max"] = worst
