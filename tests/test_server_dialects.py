@@ -321,3 +321,62 @@ async def test_an_answer_cut_at_max_tokens_says_so_on_its_record(transport: str,
     assert r.output == "The answer is" and call.finish_reason == "length"
     assert call.to_dict()["finish_reason"] == "length"
     assert moa.CallRecord.from_dict(call.to_dict()).finish_reason == "length"
+
+
+# -- reasoning models ---------------------------------------------------------------------------------
+
+
+def _thinking(content: str | None, finish: str, stream: bool) -> bytes:
+    """DeepSeek-R1's reply (vLLM's reasoning parsers answer alike): the reasoning in
+    `reasoning_content`, the answer in `content`, the reasoning tokens inside `completion_tokens`."""
+    usage = {
+        "prompt_tokens": 5,
+        "completion_tokens": 50,
+        "completion_tokens_details": {"reasoning_tokens": 48},
+    }
+    if not stream:
+        message = {"role": "assistant", "content": content, "reasoning_content": "Let me think."}
+        choice = {"index": 0, "message": message, "finish_reason": finish}
+        return http(
+            200, {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice], "usage": usage}
+        )
+    think = {**_delta(""), "choices": [{"index": 0, "delta": {"reasoning_content": "Let me think."}}]}
+    end = {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+    events = [think, *([_delta(content)] if content else []), end, {"id": "x", "choices": [], "usage": usage}]
+    return sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_reasoning_models_answer_is_its_content_and_its_reasoning_is_paid(
+    transport: str, stream: bool
+) -> None:
+    """The answer is `content`, not the reasoning, and the reasoning tokens are billed as the
+    completion tokens they are part of."""
+    async with raw_server(_thinking("42", "stop", stream)) as srv, moa.Runner() as rt:
+        r = await rt.run(
+            single(srv.base_url, transport), "hi", on_token=(lambda _t: None) if stream else None
+        )
+    call = r.calls[0]
+    assert r.output == "42" and (call.usage.prompt_tokens, call.usage.completion_tokens) == (5, 50)
+    assert not call.usage_estimated and call.cost_usd == pytest.approx(55 * 1000 / 1e6)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_reasoning_model_cut_before_its_answer_says_to_raise_max_tokens(
+    transport: str, stream: bool
+) -> None:
+    """A reasoning model whose max_tokens ran out while it reasoned (`content: null`, finish_reason
+    `length`) fails naming that, billed what it reported: it said "no message content" or "the
+    reply is empty", and each retry paid for the same end with no hint why."""
+    async with raw_server(_thinking(None, "length", stream)) as srv, moa.Runner() as rt:
+        with pytest.raises(
+            moa.MalformedReply, match="cut at max_tokens while the model was still reasoning"
+        ) as info:
+            await rt.run(
+                single(srv.base_url, transport), "hi", on_token=(lambda _t: None) if stream else None
+            )
+    assert "raise max_tokens" in str(info.value) and "\n" not in str(info.value)
+    usage = info.value.calls[0].attempt_log[0].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 50)

@@ -21,7 +21,7 @@ from moa.models.errors import error_for_status
 # (``input_tokens``, Anthropic's cache names, the Responses API's ``input_tokens_details``) as extra
 # attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
-from moa.models.openai_wire import billed_usage, reported_usage
+from moa.models.openai_wire import billed, billed_usage, empty_reason, reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub_clip, url_secrets
@@ -482,8 +482,13 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     if text is None and isinstance(refusal, str):
         text = refusal  # OpenAI's refusal is the model's answer (see openai_wire)
     if text is None:
+        why = empty_reason(
+            getattr(choices[0], "finish_reason", None),
+            bool(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)),
+            bool(getattr(message, "tool_calls", None)),
+        )
         raise MalformedReply(
-            "malformed reply: no message content", model=request.model, node=request.node or None
+            f"malformed reply: no message content{why}", model=request.model, node=request.node or None
         )
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
@@ -506,6 +511,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
     finish: str | None = None
     model = ""
     tier: str | None = None
+    reasoned = tool_calls = False
     async for chunk in stream:
         model = str(getattr(chunk, "model", "") or model)
         tier = _service_tier(chunk) or tier
@@ -519,6 +525,10 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
             if piece and isinstance(piece, str):
                 parts.append(piece)
                 on_token(piece)
+            else:
+                reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                reasoned = reasoned or bool(reasoning)
+                tool_calls = tool_calls or bool(getattr(delta, "tool_calls", None))
             finish = getattr(choice, "finish_reason", None) or finish
     # litellm's stream keeps the chunks the server sent: the yielded ones add a finish_reason and a
     # usage of its own making when the server sent none, so only these say what the server did
@@ -537,6 +547,12 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
             if reported is not None and (reported.prompt, reported.completion) != (None, None):
                 usage = reported
     text = "".join(parts)
+    if not text and (why := empty_reason(finish, reasoned, tool_calls)):
+        error = MalformedReply(
+            f"malformed reply: no message content{why}", model=request.model, node=request.node or None
+        )
+        error.usage = billed(usage)
+        raise error
     counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
     return ModelReply(text, counted, model, finish, usage_estimated=estimated, service_tier=tier)
 

@@ -29,10 +29,12 @@ __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_REPLY_BYTES",
+    "billed",
     "billed_usage",
     "connect_timed_out",
     "connection_failed",
     "consume_sse",
+    "empty_reason",
     "encode_body",
     "endpoint",
     "headers_for",
@@ -387,9 +389,13 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
 def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
     """The usage of a reply moa cannot use, when it reports both its counts readably, else None."""
     try:
-        reported = reported_usage(u, request)
+        return billed(reported_usage(u, request))
     except MalformedReply:
         return None
+
+
+def billed(reported: Reported | None) -> Usage | None:
+    """``reported`` as the usage booked for a reply moa cannot use, when it has both counts."""
     if reported is None or reported.prompt is None or reported.completion is None:
         return None
     return Usage(
@@ -410,7 +416,13 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         # "no content" it was retried, paid again, and its words lost from the record
         body = message["refusal"]
     if body is None:
-        raise _malformed("no message content", request)
+        said = message if isinstance(message, dict) else {}
+        why = empty_reason(
+            _finish(choices[0]),
+            bool(said.get("reasoning_content") or said.get("reasoning")),
+            bool(said.get("tool_calls")),
+        )
+        raise _malformed(f"no message content{why}", request)
     text = _text(body, request)
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
@@ -423,6 +435,18 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         usage_estimated=estimated,
         service_tier=service_tier(data),
     )
+
+
+def empty_reason(finish: str | None, reasoned: bool, tool_calls: bool) -> str:
+    """Why a reply has no text, from what it said, as ``": ..."`` ("" when it said nothing): a
+    reasoning model (DeepSeek-R1, vLLM's reasoning parsers) whose ``max_tokens`` ran out while it
+    reasoned answers ``content: null``, and every retry paid for the same end."""
+    if tool_calls:
+        return ": the model answered with tool calls, which moa does not run"
+    if finish == "length":
+        where = "while the model was still reasoning" if reasoned else "before any text"
+        return f": cut at max_tokens {where} (finish_reason `length`); raise max_tokens"
+    return f" (finish_reason `{finish}`)" if finish and finish != "stop" else ""
 
 
 def _is_error(data: dict[str, Any]) -> bool:
@@ -460,7 +484,19 @@ def _finish(choice: dict[str, Any]) -> str | None:
 class _Stream:
     """What a stream's events said so far."""
 
-    __slots__ = ("events", "finish", "model", "on_token", "parts", "request", "service_tier", "size", "usage")
+    __slots__ = (
+        "events",
+        "finish",
+        "model",
+        "on_token",
+        "parts",
+        "reasoned",
+        "request",
+        "service_tier",
+        "size",
+        "tool_calls",
+        "usage",
+    )
 
     def __init__(self, request: ModelRequest, on_token: TokenCallback) -> None:
         self.request = request
@@ -473,6 +509,8 @@ class _Stream:
         self.events = 0
         #: characters of text received: bounded like a whole reply's bytes
         self.size = 0
+        #: whether deltas carried reasoning or tool calls: what an answer without text was instead
+        self.reasoned = self.tool_calls = False
 
     def line(self, line: bytes) -> bool:
         """Read one line; True once the stream says ``[DONE]``."""
@@ -515,6 +553,11 @@ class _Stream:
             if content is None and isinstance(delta, dict) and isinstance(delta.get("refusal"), str):
                 content = delta["refusal"]  # a refusal streams its words here
             piece = _text(content, request) if content is not None else ""
+            if not piece and isinstance(delta, dict):
+                self.reasoned = self.reasoned or bool(
+                    delta.get("reasoning_content") or delta.get("reasoning")
+                )
+                self.tool_calls = self.tool_calls or bool(delta.get("tool_calls"))
             if piece:
                 self.size += len(piece)
                 if self.size > MAX_REPLY_BYTES:
@@ -542,6 +585,10 @@ class _Stream:
             # answer is whole, and a cut one must not pass for an answer
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
+        if not text and (why := empty_reason(self.finish, self.reasoned, self.tool_calls)):
+            error = _malformed(f"no message content{why}", self.request)
+            error.usage = billed(self.usage)
+            raise error
         usage, estimated = usage_with_estimate(self.usage, text, lambda: _estimate_usage(self.request, text))
         return ModelReply(
             text, usage, self.model, self.finish, usage_estimated=estimated, service_tier=self.service_tier
