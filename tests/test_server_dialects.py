@@ -380,3 +380,17 @@ async def test_a_reasoning_model_cut_before_its_answer_says_to_raise_max_tokens(
     assert "raise max_tokens" in str(info.value) and "\n" not in str(info.value)
     usage = info.value.calls[0].attempt_log[0].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 50)
+
+
+async def test_groqs_usage_in_x_groq_is_read_not_estimated() -> None:
+    """Groq's stream reports its usage in the last chunk's `x_groq.usage`: on the direct path (where
+    `groq/` goes by default) it is the count charged, not an estimate. litellm drops the field, so
+    `transport: litellm` still estimates it."""
+    usage = {"queue_time": 0.01, "prompt_tokens": 17, "completion_tokens": 9, "total_tokens": 26}
+    last = {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    events = [_delta("four"), {**last, "x_groq": {"id": "req_1", "usage": usage}}]
+    body = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    async with raw_server(body) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, "openai-http", "groq/m"), "hi", on_token=lambda _t: None)
+    call = r.calls[0]
+    assert (call.usage.prompt_tokens, call.usage.completion_tokens) == (17, 9) and not call.usage_estimated

@@ -539,7 +539,10 @@ class _Stream:
         self.service_tier = service_tier(chunk) or self.service_tier
         # the last usage reported wins (servers that repeat it send running totals); an event
         # without counts keeps it
-        usage = reported_usage(chunk.get("usage"), request)
+        raw = chunk.get("usage")
+        if raw is None and isinstance(chunk.get("x_groq"), dict):
+            raw = chunk["x_groq"].get("usage")  # Groq's last chunk, where stream_options goes unread
+        usage = reported_usage(raw, request)
         if usage is not None and (usage.prompt, usage.completion) != (None, None):
             self.usage = usage
         choices = chunk.get("choices") or []
