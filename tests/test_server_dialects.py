@@ -326,7 +326,7 @@ async def test_an_answer_cut_at_max_tokens_says_so_on_its_record(transport: str,
 # -- reasoning models ---------------------------------------------------------------------------------
 
 
-def _thinking(content: str | None, finish: str, stream: bool) -> bytes:
+def _thinking(content: str | None, finish: str, stream: bool, empty: str | None = None) -> bytes:
     """DeepSeek-R1's reply (vLLM's reasoning parsers answer alike): the reasoning in
     `reasoning_content`, the answer in `content`, the reasoning tokens inside `completion_tokens`."""
     usage = {
@@ -335,7 +335,7 @@ def _thinking(content: str | None, finish: str, stream: bool) -> bytes:
         "completion_tokens_details": {"reasoning_tokens": 48},
     }
     if not stream:
-        message = {"role": "assistant", "content": content, "reasoning_content": "Let me think."}
+        message = {"role": "assistant", "content": content or empty, "reasoning_content": "Let me think."}
         choice = {"index": 0, "message": message, "finish_reason": finish}
         return http(
             200, {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice], "usage": usage}
@@ -363,14 +363,18 @@ async def test_a_reasoning_models_answer_is_its_content_and_its_reasoning_is_pai
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize(
+    ("stream", "empty"),
+    [(False, None), (False, ""), (True, None)],
+    ids=["whole-null", "whole-empty-string", "streamed"],
+)
 async def test_a_reasoning_model_cut_before_its_answer_says_to_raise_max_tokens(
-    transport: str, stream: bool
+    transport: str, stream: bool, empty: str | None
 ) -> None:
-    """A reasoning model whose max_tokens ran out while it reasoned (`content: null`, finish_reason
-    `length`) fails naming that, billed what it reported: it said "no message content" or "the
+    """A reasoning model whose max_tokens ran out while it reasoned (`content: null`, or
+    llama-server's `""`; finish_reason `length`) fails naming that, billed what it reported: it said "no message content" or "the
     reply is empty", and each retry paid for the same end with no hint why."""
-    async with raw_server(_thinking(None, "length", stream)) as srv, moa.Runner() as rt:
+    async with raw_server(_thinking(None, "length", stream, empty)) as srv, moa.Runner() as rt:
         with pytest.raises(
             moa.MalformedReply, match="cut at max_tokens while the model was still reasoning"
         ) as info:

@@ -481,15 +481,16 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     refusal = getattr(message, "refusal", None)
     if text is None and isinstance(refusal, str):
         text = refusal  # OpenAI's refusal is the model's answer (see openai_wire)
-    if text is None:
+    if not text:  # null, or llama-server's "" beside its reasoning_content
         why = empty_reason(
             getattr(choices[0], "finish_reason", None),
             bool(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)),
             bool(getattr(message, "tool_calls", None)),
         )
-        raise MalformedReply(
-            f"malformed reply: no message content{why}", model=request.model, node=request.node or None
-        )
+        if text is None or why:
+            raise MalformedReply(
+                f"malformed reply: no message content{why}", model=request.model, node=request.node or None
+            )
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),

@@ -415,14 +415,15 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         # OpenAI's refusal (content null, ``refusal`` the model's words) is the model's answer: as
         # "no content" it was retried, paid again, and its words lost from the record
         body = message["refusal"]
-    if body is None:
+    if not body:  # null, or llama-server's "" beside its reasoning_content
         said = message if isinstance(message, dict) else {}
         why = empty_reason(
             _finish(choices[0]),
             bool(said.get("reasoning_content") or said.get("reasoning")),
             bool(said.get("tool_calls")),
         )
-        raise _malformed(f"no message content{why}", request)
+        if body is None or why:
+            raise _malformed(f"no message content{why}", request)
     text = _text(body, request)
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
