@@ -398,3 +398,93 @@ async def test_groqs_usage_in_x_groq_is_read_not_estimated() -> None:
         r = await rt.run(single(srv.base_url, "openai-http", "groq/m"), "hi", on_token=lambda _t: None)
     call = r.calls[0]
     assert (call.usage.prompt_tokens, call.usage.completion_tokens) == (17, 9) and not call.usage_estimated
+
+
+# -- named providers' own rules -----------------------------------------------------------------------
+
+#: the fields Mistral's chat completions API takes; it answers any other with a 422
+_MISTRAL_FIELDS = {
+    "model", "messages", "temperature", "top_p", "max_tokens", "stream", "stop", "random_seed",
+    "response_format", "tools", "tool_choice", "presence_penalty", "frequency_penalty", "n",
+    "prediction", "parallel_tool_calls", "safe_prompt",
+}  # fmt: skip
+
+
+class _Mistral(BaseHTTPRequestHandler):
+    """A server refusing unknown fields as Mistral's API does (pydantic's `extra_forbidden`)."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        extra = sorted(set(body) - _MISTRAL_FIELDS)
+        if extra:
+            issues = [
+                {"type": "extra_forbidden", "loc": ["body", k], "msg": "Extra inputs are not permitted"}
+                for k in extra
+            ]
+            error = {
+                "object": "error",
+                "message": {"detail": issues},
+                "type": "invalid_request_error",
+                "code": None,
+            }
+            send_body(self, 422, json.dumps(error).encode())
+            return
+        usage = {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
+        last = {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("connection", "close")
+        self.end_headers()
+        self.wfile.write(_event(_delta("four")) + _event(last) + b"data: [DONE]\n\n")
+        self.close_connection = True
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_mistral_stream_is_sent_no_field_mistral_refuses(
+    transport: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A streamed `mistral/` call sends no `stream_options` (Mistral's API refuses it with a 422,
+    and litellm leaves it out): on the direct path every streamed Mistral call was refused."""
+    monkeypatch.setenv("MOA_T_MISTRAL_KEY", "k")
+    with threaded_server(_Mistral) as base:
+        topology = single(base + "/v1", transport, "mistral/m", api_key_env="MOA_T_MISTRAL_KEY")
+        async with moa.Runner() as rt:
+            r = await rt.run(topology, "hi", on_token=lambda _t: None)
+    assert r.output == "four" and r.calls[0].usage.prompt_tokens == 4
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+        send_body(self, 200, completion("four"))
+
+
+@pytest.mark.parametrize(
+    ("model", "sent"),
+    [
+        ("fireworks_ai/llama-v3p1-8b-instruct", "accounts/fireworks/models/llama-v3p1-8b-instruct"),
+        ("fireworks_ai/models/llama-v3p1-8b-instruct", "accounts/fireworks/models/llama-v3p1-8b-instruct"),
+        ("fireworks_ai/accounts/me/models/mine", "accounts/me/models/mine"),
+    ],
+)
+async def test_a_fireworks_model_is_sent_by_its_full_name_on_both_paths(
+    model: str, sent: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fireworks' API knows a model by `accounts/<account>/models/<name>`: a short name is
+    completed on the direct path as litellm completes it (it went out short, a 404 at Fireworks)."""
+    monkeypatch.setenv("MOA_T_FIREWORKS_KEY", "k")
+    _Recorder.bodies = []
+    with threaded_server(_Recorder) as base:
+        async with moa.Runner() as rt:
+            for transport in TRANSPORTS:
+                topology = single(base + "/v1", transport, model, api_key_env="MOA_T_FIREWORKS_KEY")
+                await rt.run(topology, "hi")
+    assert [b["model"] for b in _Recorder.bodies] == [sent, sent]

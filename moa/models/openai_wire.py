@@ -78,11 +78,24 @@ def endpoint(api_base: str | None) -> str:
 
 def wire_model_name(model: str) -> str:
     """The model name the server expects: the litellm provider prefix (``openai/``,
-    ``hosted_vllm/``...) removed, as litellm itself sends it."""
+    ``hosted_vllm/``...) removed, as litellm itself sends it; a Fireworks name without its account
+    (``fireworks_ai/llama-v3p1-8b-instruct``) completed to ``accounts/fireworks/models/...``, as
+    litellm completes it and as Fireworks' API needs it (the short name is a 404 there)."""
     prefix, sep, rest = model.partition("/")
-    return (
-        rest if sep and (prefix in OPENAI_COMPATIBLE_PREFIXES or prefix in NAMED_OPENAI_ENDPOINTS) else model
-    )
+    if not sep or (prefix not in OPENAI_COMPATIBLE_PREFIXES and prefix not in NAMED_OPENAI_ENDPOINTS):
+        return model
+    if prefix == "fireworks_ai" and not rest.startswith("accounts/"):
+        return (
+            f"accounts/fireworks/{rest}"
+            if rest.startswith(("models/", "routers/"))
+            else f"accounts/fireworks/models/{rest}"
+        )
+    return rest
+
+
+#: named providers that refuse ``stream_options`` (Mistral's API answers a field it does not know
+#: with a 422, and sends the usage in its last chunk unasked), as litellm leaves it out for them
+_NO_STREAM_OPTIONS = ("mistral/",)
 
 
 def encode_body(request: ModelRequest, stream: bool) -> bytes:
@@ -106,7 +119,8 @@ def encode_body(request: ModelRequest, stream: bool) -> bytes:
         body["stop"] = list(request.stop)
     if stream:
         body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
+        if not request.model.startswith(_NO_STREAM_OPTIONS):
+            body["stream_options"] = {"include_usage": True}
     return _ENCODER.encode(body).encode()
 
 
