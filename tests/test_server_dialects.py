@@ -488,3 +488,52 @@ async def test_a_fireworks_model_is_sent_by_its_full_name_on_both_paths(
                 topology = single(base + "/v1", transport, model, api_key_env="MOA_T_FIREWORKS_KEY")
                 await rt.run(topology, "hi")
     assert [b["model"] for b in _Recorder.bodies] == [sent, sent]
+
+
+_GEMINI_USAGE = {
+    # Gemini's OpenAI-compatible usage: the thinking in total_tokens and the details only
+    "reasoning-left-out": (
+        {"prompt_tokens": 20, "completion_tokens": 151, "total_tokens": 553, "completion_tokens_details": {"reasoning_tokens": 382}},
+        533,
+    ),
+    # a model that only thought: completion_tokens 0, the thinking in the details
+    "only-reasoning": (
+        {"prompt_tokens": 21, "completion_tokens": 0, "total_tokens": 81, "completion_tokens_details": {"reasoning_tokens": 60}},
+        60,
+    ),
+    # OpenAI's: completion_tokens has the reasoning already
+    "reasoning-included": (
+        {"prompt_tokens": 20, "completion_tokens": 533, "total_tokens": 553, "completion_tokens_details": {"reasoning_tokens": 382}},
+        533,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("case", sorted(_GEMINI_USAGE))
+async def test_reasoning_tokens_left_out_of_completion_tokens_are_billed(
+    transport: str, stream: bool, case: str
+) -> None:
+    """Reasoning tokens a server counts in `total_tokens` but not in `completion_tokens` (Gemini's
+    OpenAI-compatible endpoint) are billed as completion tokens, not dropped; OpenAI's usage, whose
+    completion already holds them, is not counted twice."""
+    usage, completion_tokens = _GEMINI_USAGE[case]
+    if stream:
+        end = {**_delta(""), "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        events = [_delta("36"), end, {"id": "x", "choices": [], "usage": usage}]
+        reply = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    else:
+        reply = http(200, {**json.loads(completion("36")), "usage": usage})
+    async with raw_server(reply) as srv, moa.Runner() as rt:
+        r = await rt.run(
+            single(srv.base_url, transport, max_tokens=1000),
+            "hi",
+            on_token=(lambda _t: None) if stream else None,
+        )
+    call = r.calls[0]
+    assert (call.usage.prompt_tokens, call.usage.completion_tokens) == (
+        usage["prompt_tokens"],
+        completion_tokens,
+    )
+    assert not call.usage_estimated and not call.usage_suspect

@@ -229,6 +229,7 @@ def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
     prompt = _reported(u, ("prompt_tokens",), request)
     completion = _reported(u, ("completion_tokens", "output_tokens"), request)
     if prompt is not None:
+        completion = _with_reasoning(u, prompt, completion)
         # OpenAI's details (the Responses API's under input_tokens_details), DeepSeek's hit count,
         # a litellm proxy's Anthropic names: all parts of prompt_tokens
         details = _details(u, "prompt_tokens_details", request)
@@ -249,6 +250,22 @@ def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
     read = _reported(u, ("cache_read_input_tokens",), request) or 0
     written = _reported(u, ("cache_creation_input_tokens",), request) or 0
     return Reported(prompt + read + written, completion, read, written, _written_1h(u, {}, request))
+
+
+def _with_reasoning(u: Any, prompt: int, completion: int | None) -> int | None:
+    """The completion count with the reasoning tokens in it. OpenAI's ``completion_tokens``
+    includes ``completion_tokens_details.reasoning_tokens``; Gemini's OpenAI-compatible endpoint
+    and gateways that convert Gemini's usage leave them out (``total_tokens`` has them), and the
+    thinking, often most of the bill, went unpaid. Added only when ``total_tokens`` says so
+    exactly: prompt + completion + reasoning."""
+    details = _field(u, "completion_tokens_details")
+    reasoning = _field(details, "reasoning_tokens") if details is not None and _is_object(details) else None
+    total = _field(u, "total_tokens")
+    if type(reasoning) is not int or type(total) is not int or reasoning <= 0:  # bool is no count
+        return completion
+    if total == prompt + (completion or 0) + reasoning:
+        return (completion or 0) + reasoning
+    return completion
 
 
 def _written_1h(u: Any, details: Any, request: ModelRequest) -> int:
