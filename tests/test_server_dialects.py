@@ -537,3 +537,21 @@ async def test_reasoning_tokens_left_out_of_completion_tokens_are_billed(
         completion_tokens,
     )
     assert not call.usage_estimated and not call.usage_suspect
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_of_several_choices_answers_with_the_first(transport: str) -> None:
+    """With `n: 2` in an agent's params a stream interleaves two choices' deltas: the answer is
+    the first choice's text, as a whole reply's is, not both run together."""
+
+    def choice(index: int, text: str | None, finish: str | None = None) -> dict[str, Any]:
+        delta = {"content": text} if text is not None else {}
+        return {**_delta(""), "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
+
+    events = [choice(0, "Paris"), choice(1, "Lyon"), choice(0, " it is"), choice(1, " then")]
+    events += [choice(0, None, "stop"), choice(1, None, "stop")]
+    body = sse_head(False) + b"".join(_event(e) for e in events) + b"data: [DONE]\n\n"
+    async with raw_server(body) as srv, moa.Runner() as rt:
+        topology = single(srv.base_url, transport, params={"n": 2})
+        r = await rt.run(topology, "capital of France?", on_token=lambda _t: None)
+    assert r.output == "Paris it is"

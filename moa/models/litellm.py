@@ -521,6 +521,8 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         if reported is not None and (reported.prompt, reported.completion) != (None, None):
             usage = reported
         for choice in getattr(chunk, "choices", None) or []:
+            if getattr(choice, "index", 0) != 0:  # the first choice is the answer (see openai_wire)
+                continue
             delta = getattr(choice, "delta", None)
             piece = getattr(delta, "content", None) or getattr(delta, "refusal", None)
             if piece and isinstance(piece, str):

@@ -581,7 +581,9 @@ class _Stream:
         if not isinstance(choices, list):
             raise _malformed("stream event's choices are not a list", request)
         for choice in choices:
-            if not isinstance(choice, dict):
+            # the first choice is the answer, as in a whole reply: with `n` in an agent's params the
+            # others' deltas came interleaved with it into one garbled text
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
             content = delta.get("content") if isinstance(delta, dict) else None
