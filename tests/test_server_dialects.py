@@ -214,6 +214,16 @@ async def test_a_200_whose_body_is_an_error_with_a_status_code_is_that_status(tr
     assert info.value.status_code == 429
 
 
+@pytest.mark.parametrize("indent", [None, 2], ids=["one-line", "pretty-printed"])
+async def test_a_streamed_request_answered_with_a_json_error_names_it(indent: int | None) -> None:
+    """A streamed request answered with a 200 whose body is a JSON error, not a stream, is the
+    error its code names, with the server's words: it said "the stream carried no events"."""
+    body = json.dumps({"error": {"code": 429, "message": "Rate limit exceeded upstream"}}, indent=indent)
+    async with raw_server(http(200, body.encode())) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.RateLimited, match="Rate limit exceeded upstream"):
+            await rt.run(single(srv.base_url, "openai-http"), "hi", on_token=lambda _t: None)
+
+
 async def test_a_200_whose_body_is_an_error_without_a_status_is_a_provider_error() -> None:
     """A 200 whose body is an error with no HTTP status in it (TGI's string) is a ProviderError
     quoting it, of unknown usage."""

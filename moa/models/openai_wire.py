@@ -521,6 +521,8 @@ class _Stream:
         "finish",
         "model",
         "on_token",
+        "other",
+        "other_size",
         "parts",
         "reasoned",
         "request",
@@ -541,13 +543,25 @@ class _Stream:
         self.events = 0
         #: characters of text received: bounded like a whole reply's bytes
         self.size = 0
+        #: the lines before the first event that are no part of a stream, and their size
+        self.other: list[bytes] = []
+        self.other_size = 0
         #: whether deltas carried reasoning or tool calls: what an answer without text was instead
         self.reasoned = self.tool_calls = False
 
     def line(self, line: bytes) -> bool:
         """Read one line; True once the stream says ``[DONE]``."""
         if not line.startswith(b"data:"):
-            return False  # blank separators, `event:` and `:` comment lines
+            # blank separators, `event:` and `:` comment lines; anything else before the first
+            # event is kept (bounded): a body that is no stream may be a JSON error
+            if (
+                not self.events
+                and self.other_size < MAX_ERROR_BYTES
+                and not line.startswith((b":", b"event:"))
+            ):
+                self.other.append(line)
+                self.other_size += len(line)
+            return False
         payload = line[5:].strip()
         if payload == b"[DONE]":
             return True
@@ -615,6 +629,13 @@ class _Stream:
     def reply(self, done: bool) -> ModelReply:
         """The reply once the body ended; ``done`` when it ended with ``[DONE]``."""
         if not self.events:
+            # a 200 whose body is a JSON error, not a stream (gateways answer a failure so): its words
+            try:
+                data = json.loads(b"".join(self.other))
+            except (ValueError, RecursionError):
+                data = None
+            if isinstance(data, dict) and not data.get("choices") and _is_error(data):
+                raise _error_reply(data, self.request)
             raise _malformed("the stream carried no events", self.request)
         if not done and self.finish is None:
             # a server that dies mid-answer, or a proxy that cuts it, ends a close-delimited or
