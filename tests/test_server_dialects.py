@@ -1,7 +1,8 @@
 """What real OpenAI-compatible servers refuse and send, over loopback HTTP on both paths (the direct
 one and litellm): the chat templates of vLLM and llama-server that refuse a second system message,
 OpenRouter's and llama-server's error events after a 200, gateways that answer an error with a 200,
-and Mistral's and FastAPI's refusals of a field they do not know."""
+Mistral's and FastAPI's refusals of a field they do not know, answers cut at max_tokens, reasoning
+models' replies and usage (DeepSeek, vLLM, Gemini), Groq's and Fireworks' own conventions."""
 
 from __future__ import annotations
 
