@@ -369,6 +369,10 @@ class RunResult:
     stage: int | None = None
     #: a cascade's run: how many stages ran (the answering one included)
     stages_run: int | None = None
+    #: how the call that wrote the output ended, as its reply said: ``length`` when the answer was
+    #: cut at ``max_tokens`` (its text is incomplete); None when the output node made no call (a
+    #: ``reduce``) or the reply said nothing
+    finish_reason: str | None = None
 
     @property
     def unknown_usage_attempts(self) -> int:
@@ -437,6 +441,7 @@ class RunResult:
             "cost_note": self.cost_note,
             "stage": self.stage,
             "stages_run": self.stages_run,
+            "finish_reason": self.finish_reason,
         }
 
 

@@ -67,9 +67,10 @@ async def _provider(request: Request) -> Response:
         err = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
         return JSONResponse({"error": err}, status_code=status)
     usage = {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}
+    finish = "length" if model == "cut" else "stop"  # "cut": an answer cut at max_tokens
     if body.get("stream"):
         head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 0, "model": model}
-        delta = {"index": 0, "delta": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}
+        delta = {"index": 0, "delta": {"role": "assistant", "content": "fine"}, "finish_reason": finish}
         chunks = [{**head, "choices": [delta]}, {**head, "choices": [], "usage": usage}]
         sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
         return Response(sse, media_type="text/event-stream")
@@ -80,7 +81,7 @@ async def _provider(request: Request) -> Response:
             "object": "chat.completion",
             "created": 0,
             "model": model,
-            "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": reply, "finish_reason": finish}],
             "usage": usage,
         }
     )
@@ -104,7 +105,7 @@ def url() -> Iterator[str]:
         mp.setenv(KEY_ENV, SECRET)
         topologies = [
             load_data({"name": m, "kind": "single", "agent": "a", "agents": {"a": _agent(base, m)}})
-            for m in (*REFUSALS, "ok", "busy")
+            for m in (*REFUSALS, "ok", "busy", "cut")
         ]
         # every worker refused for the prompt's length: the quorum missed is the client's too
         agents = {f"w{i}": _agent(base, "ctx") for i in range(3)} | {"agg": _agent(base, "ok")}
@@ -360,3 +361,20 @@ def test_a_reply_does_not_carry_the_words_of_a_worker_the_quorum_did_without(url
         moa = r.json()["moa"]
     errors = " | ".join(c["error"] for c in moa["calls"] if c["error"])
     assert "request rejected (402)" in errors and "rate limited (429)" in errors, errors
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("model", "finish"), [("cut", "length"), ("ok", "stop")])
+def test_an_answer_cut_at_max_tokens_is_served_with_finish_reason_length(
+    url: str, model: str, finish: str, stream: bool
+) -> None:
+    """The served answer's `finish_reason` is its call's: `length` when the provider cut it at
+    max_tokens (clients continue or flag it); every reply said `stop` before."""
+    r = _post(url, model, stream=stream)
+    assert r.status_code == 200, r.text
+    if not stream:
+        assert r.json()["choices"][0]["finish_reason"] == finish
+        return
+    events = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    finishes = [c["choices"][0]["finish_reason"] for c in events if c.get("choices")]
+    assert finishes[-1] == finish and set(finishes[:-1]) == {None}

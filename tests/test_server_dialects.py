@@ -332,6 +332,7 @@ async def test_an_answer_cut_at_max_tokens_says_so_on_its_record(transport: str,
     assert r.output == "The answer is" and call.finish_reason == "length"
     assert call.to_dict()["finish_reason"] == "length"
     assert moa.CallRecord.from_dict(call.to_dict()).finish_reason == "length"
+    assert r.finish_reason == "length" and r.to_dict()["finish_reason"] == "length"
 
 
 # -- reasoning models ---------------------------------------------------------------------------------

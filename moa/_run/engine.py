@@ -444,6 +444,7 @@ class Execution:
             unpriced_models=sorted(unpriced) if unpriced else [],
             cost_note=LOCAL_COST_NOTE if local else None,
             run_id=self.run_id,
+            finish_reason=_finish_reason(calls, self.graph.output),
         )
 
     async def _node(self, gn: GraphNode) -> None:
@@ -601,3 +602,11 @@ class Execution:
                 task = self.tasks.get(i)
                 if task is not None:
                     task.cancel()
+
+
+def _finish_reason(calls: list[CallRecord], output: str) -> str | None:
+    """The finish reason of the output node's answering call (its last without an error)."""
+    for c in reversed(calls):
+        if c.node == output and c.error is None:
+            return c.finish_reason
+    return None

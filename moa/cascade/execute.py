@@ -217,7 +217,7 @@ class _Account:
             log_cancelled(self.log, "cascade.cancelled", self.name, self.calls)
             raise
 
-    def result(self, output: str, stage: int) -> RunResult:
+    def result(self, output: str, stage: int, finish_reason: str | None = None) -> RunResult:
         usage = sum((c.usage for c in self.calls), Usage())
         result = RunResult(
             output=output,
@@ -233,6 +233,7 @@ class _Account:
             cost_note=LOCAL_COST_NOTE if any(c.local for c in self.calls) else None,
             stage=stage,
             stages_run=stage,
+            finish_reason=finish_reason,
             run_id=self.run_id,
         )
         self.log_end(result.latency_s, stage=stage)
@@ -336,7 +337,7 @@ async def _run_stages(
                     raise acct.fail(e) from None
                 continue
             if last:
-                return acct.result(result.output, stage.number)
+                return acct.result(result.output, stage.number, result.finish_reason)
             answers = _answers(stage, result)
             ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
             assert stage.rule is not None
@@ -357,7 +358,7 @@ async def _run_stages(
             if accepted:
                 if on_token is not None:
                     on_token(result.output)
-                return acct.result(result.output, stage.number)
+                return acct.result(result.output, stage.number, result.finish_reason)
             earlier.extend(answers)
     raise AssertionError("unreachable: the last stage always answers")
 

@@ -45,6 +45,7 @@ from moa.serve.protocol import (
     chunk,
     completion,
     error_for,
+    finish_reason,
     invalid_body,
     moa_extension,
     new_id,
@@ -401,7 +402,8 @@ class _Server:
                         if not streamed and result.output:  # a reduce output node decodes no tokens
                             yield _sse(chunk(head, {"content": result.output}, with_usage=with_usage))
                         ext = {"moa": moa_extension(result, trace=bool(body.moa_trace))}
-                        yield _sse(chunk(head, {}, finish="stop", with_usage=with_usage, extra=ext))
+                        finish = finish_reason(result)
+                        yield _sse(chunk(head, {}, finish=finish, with_usage=with_usage, extra=ext))
                         if with_usage:
                             yield _sse(chunk(head, None, usage=result.usage.to_dict(), with_usage=True))
                         _book_cost(state, result.calls)

@@ -422,6 +422,12 @@ def new_id() -> str:
     return f"chatcmpl-moa{random.getrandbits(128):032x}"
 
 
+def finish_reason(result: RunResult) -> str:
+    """OpenAI's ``finish_reason`` of the run's answer: ``length`` when the call that wrote it was cut
+    at ``max_tokens`` (a client may continue it, or say it is incomplete), else ``stop``."""
+    return "length" if result.finish_reason == "length" else "stop"
+
+
 def completion(model: str, result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """A ``chat.completion`` object for a finished run."""
     return {
@@ -440,7 +446,7 @@ def completion(model: str, result: RunResult, *, trace: bool = False) -> dict[st
                     else json.dumps(result.parsed, ensure_ascii=False),
                     "refusal": None,
                 },
-                "finish_reason": "stop",
+                "finish_reason": finish_reason(result),
                 "logprobs": None,
             }
         ],
