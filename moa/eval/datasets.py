@@ -641,7 +641,9 @@ def load_dataset(
         read = iter_gzip_lines if compressed else iter_lines
         lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
-        is_csv = format == "csv" or (format == "auto" and inner == [".csv"])
+        # a forced layout (`dataset_format: choice` over MMLU's CSV) is read as its file is written:
+        # only `jsonl` says how to read the file, and a `.csv` read as JSON lines failed on line 1
+        is_csv = format == "csv" or (format != "jsonl" and inner == [".csv"])
         parse = csv_rows if is_csv else json_rows if inner == [".json"] else jsonl_rows
         rows = _fatal_as_error(parse(lines), name)
         kind = _FORCED.get(format, "generic")

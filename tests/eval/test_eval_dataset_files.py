@@ -234,3 +234,14 @@ def test_a_duplicate_id_made_by_numbering_says_so(tmp_path: Path) -> None:
     with pytest.raises(DatasetError) as info:
         load_dataset(path)
     assert str(info.value) == "data.jsonl:2: duplicate id `1` (first on line 1)"
+
+
+@pytest.mark.parametrize("name", ["mmlu.csv", "mmlu.csv.gz"])
+def test_a_forced_layout_reads_a_csv_file_as_csv(tmp_path: Path, name: str) -> None:
+    """`dataset_format: choice` over MMLU's CSV: read as CSV; it was read as JSON lines and refused
+    on line 1 ("invalid JSON")."""
+    text = b"id,question,A,B,C,D,answer\nq1,Capital of France?,Lyon,Paris,Nice,Metz,B\n"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    item = load_dataset(path, format="choice").items[0]
+    assert (item.id, item.target) == ("q1", "B")
