@@ -1,5 +1,6 @@
 """Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench, MultiPL-E and
-multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``moa.eval._choice_rows``) layouts.
+multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``moa.eval._choice_rows``) and QA (NQ-open,
+TriviaQA, SQuAD; ``moa.eval._qa_rows``) layouts.
 
 A ``.json`` file holds either one array of rows or JSON lines (whichever its first character says).
 
@@ -40,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moa.errors import DatasetError
 from moa.eval._choice_rows import ChoiceRowError, is_choice_row, read_choice_row
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
+from moa.eval._qa_rows import QARowError, is_qa_row, read_qa_row
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import boxed_contents, exact_numbers, show_number
@@ -66,14 +68,17 @@ DatasetFormat = Literal[
     "multiple",
     "choice",
     "instruction",
+    "qa",
 ]
 _RowKind = Literal[
-    "generic", "humaneval", "mbpp", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction"
+    "generic", "humaneval", "mbpp", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction", "qa"
 ]
 #: ``Item.meta["format"]`` of a multiple-choice item
 CHOICE = "choice"
 #: ``Item.meta["format"]`` of a MATH item (a competition problem, its answer a LaTeX expression)
 MATH = "math"
+#: ``Item.meta["format"]`` of a QA item, whose accepted answers are ``Item.meta["answers"]``
+QA = "qa"
 
 _GSM8K_ANSWER = re.compile(r"####([^\n]*)")
 _GENERIC_KEYS = {"id", "input", "target", "category", "tests", "meta", "language"}
@@ -226,6 +231,8 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     # MBPP's own rows have `text`, its sanitized ones `prompt`: recognised by `_is_mbpp`
     "mbpp": ("task_id", "test_list"),
     "gsm8k": ("question", "answer"),
+    # NQ-open, TriviaQA, SQuAD: recognised by `is_qa_row` (after GSM8K, which wins a tie of shares)
+    "qa": ("question", "answer"),
     # MATH (`solution` with a boxed answer) and MATH-500 / AIME (`answer`); recognised by
     # `_is_math`, these count towards the share of a file whose rows match no layout in full
     "math": ("problem", "answer"),
@@ -242,6 +249,7 @@ _LABELS: dict[_RowKind, str] = {
     "humaneval": "HumanEval",
     "mbpp": "MBPP",
     "gsm8k": "GSM8K",
+    "qa": "QA",
     "math": "MATH",
     "mtbench": "MT-Bench",
     "choice": "multiple-choice",
@@ -259,6 +267,7 @@ _FORCED: dict[str, _RowKind] = {
     "multiple": "multiple",
     "choice": "choice",
     "instruction": "instruction",
+    "qa": "qa",
 }
 #: rows read to recognise the layout: enough that a few broken rows at the top cannot outvote it
 _SAMPLE_ROWS = 32
@@ -275,7 +284,11 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
         return "mbpp"
     if _is_instruction(row):
         return "instruction"
+    if is_qa_row(row):  # before GSM8K: NQ-open's `answer` is a list of answers
+        return "qa"
     for kind, fields in _FIELDS.items():
+        if kind == "qa":  # only by `is_qa_row`: a generic row may carry question/answer as extras
+            continue
         if set(fields) <= row.keys():
             # a generic row may carry question/answer as extra fields; only a `####` marks GSM8K then
             if kind == "gsm8k" and "input" in row and "####" not in str(row["answer"]):
@@ -325,7 +338,7 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
-    if kind == "choice":  # the benchmarks' fields differ: the row reader names the missing one
+    if kind in ("choice", "qa"):  # the benchmarks' fields differ: the row reader names the missing one
         return
     if kind == "mbpp":
         for key in ("test_list", "text" if row.get("prompt") is None else "prompt"):
@@ -577,6 +590,22 @@ def _choice(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+def _qa(row: Mapping[str, Any], number: int) -> Item:
+    """A QA row: the target is its first accepted answer, every one kept in ``meta["answers"]``."""
+    try:
+        read = read_qa_row(row)
+    except QARowError as e:
+        raise _BadRow(str(e)) from None
+    category = row.get("category", row.get("title"))  # SQuAD's article
+    return Item(
+        id=_opt_str({"id": _own_id(row)}, "id", numbers=True) or str(number),
+        input=read.prompt,
+        target=read.answers[0],
+        category=category if isinstance(category, str) and category else None,
+        meta={"format": QA, "answers": list(read.answers)},
+    )
+
+
 _BUILDERS = {
     "generic": _generic,
     "humaneval": _humaneval,
@@ -587,7 +616,12 @@ _BUILDERS = {
     "multiple": _multiple,
     "choice": _choice,
     "instruction": _instruction,
+    "qa": _qa,
 }
+
+
+#: the layouts whose rows may lack an id (numbered by their place in the file)
+_OPTIONAL_IDS = frozenset({"generic", "gsm8k", "math", "mbpp", "choice", "instruction", "qa"})
 
 
 def _own_id(row: Mapping[str, Any]) -> Any:
@@ -667,9 +701,7 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
-                own = kind not in ("generic", "gsm8k", "math", "mbpp", "choice", "instruction") or _own_id(
-                    row
-                ) not in (None, "")
+                own = kind not in _OPTIONAL_IDS or _own_id(row) not in (None, "")
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
                     why = (

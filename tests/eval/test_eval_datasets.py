@@ -440,13 +440,13 @@ HOSTILE_ROWS = [
     '{"question_id": 1.5, "turns": [["x"]]}',
     '{"task_id": 1, "prompt": "p", "test": "t", "entry_point": "f"}',
     '{"name": "n", "language": 5, "prompt": "p", "tests": "t", "stop_tokens": "[[["}',
-    '{"question": "q", "answer": ["#### 5"]}',
+    '{"question": "q", "answer": [["#### 5"]]}',
     '{"turns": ["b"]}',
     '{"input": null, "id": NaN}',
 ]
 
 
-FORMATS: list[DatasetFormat] = ["auto", "jsonl", "humaneval", "gsm8k", "mtbench", "multiple"]
+FORMATS: list[DatasetFormat] = ["auto", "jsonl", "humaneval", "gsm8k", "mtbench", "multiple", "qa"]
 
 
 def test_hostile_rows_in_every_format_are_bad_rows(tmp_path: Path) -> None:

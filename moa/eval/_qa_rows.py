@@ -1,0 +1,128 @@
+"""Question-answering rows with several accepted answers (Natural Questions' NQ-open, TriviaQA,
+SQuAD, WebQuestions, a plain ``question`` + ``answer``) read as one shape: the prompt, and every
+accepted answer in the row's order, duplicates removed.
+
+A row is recognised (``is_qa_row``) by a ``question`` whose ``answer`` is a list (NQ-open) or an
+object with ``value`` or ``aliases`` (TriviaQA), or whose ``answers`` is SQuAD's ``{text: [...],
+answer_start: [...]}``, the original SQuAD's ``[{text, answer_start}]`` or a list of strings
+(WebQuestions); a row with ``input`` stays generic, and a ``question`` with a string ``answer`` is
+GSM8K's (forced ``qa``, it is one accepted answer). The prompt is the question; a SQuAD row's (one
+with a ``context``) is the context, a blank line and the question, each without surrounding
+whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["QARow", "QARowError", "is_qa_row", "read_qa_row"]
+
+#: TriviaQA's test split on the Hugging Face hub: every answer's value, its answers held back
+_HIDDEN = "<unk>"
+
+
+class QARowError(ValueError):
+    """A QA row that cannot be read: the reason names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class QARow:
+    """A QA row: the prompt to send and the accepted answers (the first is the target)."""
+
+    prompt: str
+    answers: tuple[str, ...]
+
+
+def is_qa_row(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` has the fields of one of the QA layouts."""
+    if "input" in row or "question" not in row:
+        return False
+    answer = row.get("answer")
+    if isinstance(answer, list):
+        return True
+    if isinstance(answer, Mapping) and ("value" in answer or "aliases" in answer):
+        return True
+    return isinstance(row.get("answers"), list | Mapping)
+
+
+def read_qa_row(row: Mapping[str, Any]) -> QARow:
+    """``row`` read as a QA item; ``QARowError`` naming the field otherwise."""
+    if row.get("question") is None:
+        raise QARowError("row has no `question`: a QA row needs `question` and `answer` or `answers`")
+    prompt = _text(row["question"], "question").strip()
+    if row.get("context") is not None:  # SQuAD: the passage the answer is a span of
+        prompt = f"{_text(row['context'], 'context').strip()}\n\n{prompt}"
+    found: list[tuple[str, str]] = []
+    for key in ("answer", "answers"):
+        if row.get(key) is not None:
+            found += _listed(row[key], key)
+    if not found:
+        have = [k for k in ("answer", "answers") if k in row]
+        if not have:
+            raise QARowError("row has no `answer` or `answers`: a QA row needs its accepted answers")
+        # SQuAD 2.0's unanswerable questions: `answers: {text: [], answer_start: []}`
+        raise QARowError(
+            f"`{have[-1]}` is empty: a QA row needs at least one accepted answer "
+            "(unanswerable questions, as in SQuAD 2.0, cannot be scored)"
+        )
+    answers: list[str] = []
+    for text, where in found:
+        if not text.strip():
+            raise QARowError(f"`{where}` is blank")
+        if text.strip() not in answers:
+            answers.append(text.strip())
+    return QARow(prompt, tuple(answers))
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise QARowError(f"`{where}` must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise QARowError(f"`{where}` is blank")
+    return value
+
+
+def _string(value: Any, where: str) -> tuple[str, str]:
+    if not isinstance(value, str):
+        raise QARowError(f"`{where}` must be a string, not {type(value).__name__}")
+    return value, where
+
+
+def _listed(value: Any, key: str) -> list[tuple[str, str]]:
+    """The answers ``value`` holds, each with the field it came from (named when it is bad)."""
+    if isinstance(value, str):
+        return [(value, key)]
+    if isinstance(value, list):
+        # SQuAD's original files: `[{"text": ..., "answer_start": ...}]`
+        return [
+            _string(v["text"], f"{key}[{i}].text")
+            if isinstance(v, Mapping) and "text" in v
+            else _string(v, f"{key}[{i}]")
+            for i, v in enumerate(value)
+        ]
+    if isinstance(value, Mapping) and "text" in value:  # SQuAD on the Hugging Face hub
+        texts = value["text"]
+        if isinstance(texts, str):
+            return [(texts, f"{key}.text")]
+        if not isinstance(texts, list):
+            raise QARowError(f"`{key}.text` must be a list of strings, not {type(texts).__name__}")
+        return [_string(t, f"{key}.text[{i}]") for i, t in enumerate(texts)]
+    if isinstance(value, Mapping) and ("value" in value or "aliases" in value):  # TriviaQA
+        aliases = value.get("aliases") or []
+        if not isinstance(aliases, list):
+            raise QARowError(f"`{key}.aliases` must be a list of strings, not {type(aliases).__name__}")
+        if value.get("value") == _HIDDEN and not aliases:
+            raise QARowError(
+                f"`{key}.value` is `{_HIDDEN}`: TriviaQA's test split holds back its answers; use its "
+                "validation split"
+            )
+        head = [] if value.get("value") is None else [_string(value["value"], f"{key}.value")]
+        return head + [_string(a, f"{key}.aliases[{i}]") for i, a in enumerate(aliases)]
+    if isinstance(value, Mapping):
+        raise QARowError(
+            f"`{key}` must be a string, a list of strings, or an object with `text` (SQuAD) or "
+            "`value` and `aliases` (TriviaQA)"
+        )
+    raise QARowError(f"`{key}` must be a string or a list of strings, not {type(value).__name__}")
