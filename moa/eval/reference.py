@@ -1,4 +1,8 @@
-"""Reference evaluators: the answer against the item's target (exact, contains, regex, numeric).
+"""Reference evaluators: the answer against the item's target (exact, contains, regex, numeric, f1).
+
+``exact``, ``contains`` and ``f1`` score a QA item (``moa.eval.datasets.QA``) against every answer it
+accepts, the best one counting; ``squad_normalize`` and ``squad_f1`` are the official SQuAD v1.1 evaluation
+script's ``normalize_answer`` and ``f1_score``.
 
 A reference evaluator given an item without a target returns ``Score(0, "item has no target")``
 (``moa.eval.types.NO_TARGET``) rather than raising, so one bad item does not stop an experiment.
@@ -7,13 +11,15 @@ A reference evaluator given an item without a target returns ``Score(0, "item ha
 from __future__ import annotations
 
 import re
+import string
+from collections import Counter
 from fractions import Fraction
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
-from moa.eval.datasets import Item
+from moa.eval.datasets import QA, Item
 from moa.eval.numeric import (
     HASH_LINE,
     FinalNumber,
@@ -32,13 +38,18 @@ __all__ = [
     "ContainsEvaluator",
     "ExactConfig",
     "ExactEvaluator",
+    "F1Config",
+    "F1Evaluator",
     "NumericConfig",
     "NumericEvaluator",
     "RegexConfig",
     "RegexEvaluator",
+    "accepted_answers",
     "extract_final_answer",
     "normalize",
     "parse_numbers",
+    "squad_f1",
+    "squad_normalize",
 ]
 
 _QUOTES = "\"'`“”‘’«»"
@@ -74,6 +85,47 @@ def normalize(text: str) -> str:
         if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
             text = text[1:-1]
     return text
+
+
+_SQUAD_PUNCTUATION = frozenset(string.punctuation)
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD v1.1's ``normalize_answer``: lower case, ASCII punctuation removed, then the articles
+    a/an/the, whitespace collapsed (in that order, as the official script does)."""
+    text = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCTUATION)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", text).split())
+
+
+def squad_f1(prediction: str, truth: str) -> float:
+    """SQuAD v1.1's ``f1_score``: the harmonic mean of the token precision and recall of the
+    normalised texts (0 when they share no token, an empty one included)."""
+    got, want = squad_normalize(prediction).split(), squad_normalize(truth).split()
+    same = sum((Counter(got) & Counter(want)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(got), same / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+def accepted_answers(item: Item) -> list[str]:
+    """The answers ``item`` accepts: a QA item's every one (``meta["answers"]``), else its target."""
+    answers = item.meta.get("answers") if item.meta.get("format") == QA else None
+    if isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers):
+        return answers
+    return [] if item.target is None else [item.target]
+
+
+def _listed(answers: list[str]) -> str:
+    """Several accepted answers as a score's detail names them: the first five, then how many more."""
+    shown = ", ".join(repr(_cut(a)) for a in answers[:5])
+    return shown + (f" and {len(answers) - 5} more" if len(answers) > 5 else "")
+
+
+def _expected(answers: list[str]) -> str:
+    """``'Paris'`` for one accepted answer, ``one of 'Paris', 'Paris, France'`` for several."""
+    return repr(answers[0]) if len(answers) == 1 else f"one of {_listed(answers)}"
 
 
 def _bare(text: str) -> str:
@@ -152,15 +204,30 @@ class ExactConfig(BaseModel):
     """When the two texts differ but each reads as one number (``numeric``'s rules), compare their
     values exactly: ``0.5`` and ``\\frac{1}{2}``, ``033`` and ``33``, ``4\\frac{2}{3}`` and
     ``\\frac{14}{3}`` agree; a tuple or an expression (``(1, 2)``, ``2\\sqrt{3}``) is no number."""
+    squad: bool = False
+    """Normalise both sides as SQuAD's evaluation does (``squad_normalize``: case, punctuation and
+    the articles a/an/the do not count) instead of moa's own (and, with ``extract_final``, instead of
+    MATH's equivalences)."""
 
 
 class ContainsConfig(BaseModel):
-    """``contains``: the normalised target occurs in the normalised answer."""
+    """``contains``: the normalised target (for a QA item, any accepted answer) occurs in the
+    normalised answer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Literal["contains"] = "contains"
     case_sensitive: bool = False
     """Compare without casefolding."""
+
+
+class F1Config(BaseModel):
+    """``f1``: SQuAD's token-level F1 of the answer against the target, the best over a QA item's
+    accepted answers (a score between 0 and 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Literal["f1"] = "f1"
+    extract_final: bool = False
+    """Score only the final answer (as ``exact``'s ``extract_final`` finds it), not the whole reply."""
 
 
 class RegexConfig(BaseModel):
@@ -208,17 +275,30 @@ class ExactEvaluator:
         self.config = config or ExactConfig()
 
     async def score(self, item: Item, answer: str) -> Score:
-        if item.target is None:
+        answers = accepted_answers(item)
+        if not answers:
             return Score(0.0, NO_TARGET)
-        got, want = answer, item.target
+        got = self._final(answer, True)
+        form = self._form(got)
+        ok = any(
+            form == self._form(want := self._final(text, False))
+            or (self.config.numbers and _same_number(got, want))
+            for text in answers
+        )
+        return Score(1.0 if ok else 0.0, None if ok else f"expected {_expected(answers)}")
+
+    def _final(self, text: str, reply: bool) -> str:
+        """The part of ``text`` (the reply, or an accepted answer) that is compared."""
         if self.config.extract_final:
             # the target unwrapped the same way, so a target written `(B)` or `$42$` still matches
-            got, want = (
-                _math_form(normalize(extract_final_answer(answer))),
-                _math_form(normalize(_bare(want))),
-            )
-        ok = normalize(got) == normalize(want) or (self.config.numbers and _same_number(got, want))
-        return Score(1.0 if ok else 0.0, None if ok else f"expected {item.target!r}")
+            return extract_final_answer(text) if reply else _bare(text)
+        return text
+
+    def _form(self, text: str) -> str:
+        """``text``'s final part as it is compared."""
+        if self.config.squad:
+            return squad_normalize(text)
+        return normalize(_math_form(normalize(text)) if self.config.extract_final else text)
 
 
 def _same_number(got: str, want: str) -> bool:
@@ -239,13 +319,41 @@ class ContainsEvaluator:
         self.config = config or ContainsConfig()
 
     async def score(self, item: Item, answer: str) -> Score:
-        if item.target is None:
+        answers = accepted_answers(item)
+        if not answers:
             return Score(0.0, NO_TARGET)
         if self.config.case_sensitive:
-            ok = " ".join(item.target.split()) in " ".join(answer.split())
+            text = " ".join(answer.split())
+            ok = any(" ".join(want.split()) in text for want in answers)
         else:
-            ok = normalize(item.target) in normalize(answer)
-        return Score(1.0 if ok else 0.0, None if ok else f"{item.target!r} not found")
+            text = normalize(answer)
+            ok = any(normalize(want) in text for want in answers)
+        if ok:
+            return Score(1.0)
+        return Score(
+            0.0, f"{answers[0]!r} not found" if len(answers) == 1 else f"none of {_listed(answers)} found"
+        )
+
+
+class F1Evaluator:
+    name = "f1"
+
+    def __init__(self, config: F1Config | None = None) -> None:
+        self.config = config or F1Config()
+
+    async def score(self, item: Item, answer: str) -> Score:
+        answers = accepted_answers(item)
+        if not answers:
+            return Score(0.0, NO_TARGET)
+        got = extract_final_answer(answer) if self.config.extract_final else answer
+        # the official script's metric_max_over_ground_truths: the best answer counts
+        scores = [squad_f1(got, want) for want in answers]
+        value = max(scores)
+        if value == 1.0:
+            return Score(1.0)
+        if value == 0.0:
+            return Score(0.0, f"no word in common with {_expected(answers)}")
+        return Score(value, f"F1 {value:.3f}, best against {_cut(answers[scores.index(value)])!r}")
 
 
 def _compile(pattern: str, flags: int, where: str) -> re.Pattern[str]:

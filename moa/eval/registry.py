@@ -18,6 +18,8 @@ from moa.eval.reference import (
     ContainsEvaluator,
     ExactConfig,
     ExactEvaluator,
+    F1Config,
+    F1Evaluator,
     NumericConfig,
     NumericEvaluator,
     RegexConfig,
@@ -47,6 +49,7 @@ _REGISTRY: dict[str, tuple[type[BaseModel], Callable[[Any, Path | None], Evaluat
     "contains": (ContainsConfig, lambda c, _: ContainsEvaluator(c)),
     "exact": (ExactConfig, lambda c, _: ExactEvaluator(c)),
     "execution": (ExecutionConfig, lambda c, _: ExecutionEvaluator(c)),
+    "f1": (F1Config, lambda c, _: F1Evaluator(c)),
     # pairwise: compares with the baseline's answer; its topology file is relative to the experiment file
     "judge": (JudgeConfig, lambda c, base_dir: JudgeEvaluator(c, base_dir=base_dir)),
     "numeric": (NumericConfig, lambda c, _: NumericEvaluator(c)),
