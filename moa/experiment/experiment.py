@@ -384,15 +384,18 @@ def _bad_row_notes(dataset: Dataset) -> list[str]:
 
 def _layout_evaluator(dataset: Dataset) -> dict[str, Any]:
     """The evaluator of a file that names none: the dataset layout's own (``choice`` for
-    multiple-choice items, ``exact`` on the final answer for MATH's, ``execution`` for items with
-    tests: HumanEval, MBPP, MultiPL-E), else a line asking for one."""
-    from moa.eval.datasets import CHOICE, MATH
+    multiple-choice items, ``exact`` on the final answer for MATH's, SQuAD's exact match against any
+    accepted answer for QA's, ``execution`` for items with tests: HumanEval, MBPP, MultiPL-E), else
+    a line asking for one."""
+    from moa.eval.datasets import CHOICE, MATH, QA
     from moa.eval.execution import can_execute
 
     if dataset.items and all(i.meta.get("format") == CHOICE for i in dataset.items):
         return {"name": "choice"}
     if dataset.items and all(i.meta.get("format") == MATH for i in dataset.items):
         return {"name": "exact", "extract_final": True, "numbers": True}
+    if dataset.items and all(i.meta.get("format") == QA for i in dataset.items):
+        return {"name": "exact", "squad": True}
     if dataset.items and all(can_execute(i) for i in dataset.items):  # tests to run: code layouts
         return {"name": "execution"}
     raise UserError(
@@ -445,10 +448,17 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
     """Refuse, before any call, a reference evaluator over items without a `target` (a row whose
     answer is under `answer` or `label`): every setup was paid to answer them, and each scored 0,
     "item has no target"; and regex targets that do not compile, which stopped the scoring."""
-    from moa.eval.reference import ContainsEvaluator, ExactEvaluator, NumericEvaluator, RegexEvaluator
+    from moa.eval.reference import (
+        ContainsEvaluator,
+        ExactEvaluator,
+        F1Evaluator,
+        NumericEvaluator,
+        RegexEvaluator,
+    )
 
     _check_choices(evaluator, items, source)
-    if not isinstance(evaluator, ExactEvaluator | ContainsEvaluator | NumericEvaluator | RegexEvaluator):
+    reference = ExactEvaluator | ContainsEvaluator | F1Evaluator | NumericEvaluator | RegexEvaluator
+    if not isinstance(evaluator, reference):
         return
     if isinstance(evaluator, RegexEvaluator) and evaluator.config.pattern is not None:
         return
