@@ -38,6 +38,7 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "math_experiment.yaml",
         "mbpp_experiment.yaml",
         "instruction_experiment.yaml",
+        "qa_experiment.yaml",
     ],
 )
 def test_example_experiment_files_validate(name: str) -> None:
