@@ -218,3 +218,11 @@ def test_a_qa_file_is_recognised_past_broken_rows_at_the_top(tmp_path: Path) -> 
         (1, "`answer[0]` must be a string, not int"),
         (2, "row has no `answer` or `answers`: a QA row needs its accepted answers"),
     ]
+
+
+def test_a_row_of_many_aliases_is_read_at_once(tmp_path: Path) -> None:
+    """Duplicates are removed through a set: 200,000 aliases were 10^10 list scans (a hung load)."""
+    aliases = [f"alias {i % 100_000}" for i in range(200_000)]
+    row = {"question": "q", "answer": {"value": "alias 0", "aliases": aliases}}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert len(item.meta["answers"]) == 100_000 and item.meta["answers"][:2] == ["alias 0", "alias 1"]
