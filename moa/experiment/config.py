@@ -101,7 +101,9 @@ class ExperimentSpec(BaseModel):
         ..., min_length=1, description="JSONL, CSV or JSON file, relative to the experiment file."
     )
     dataset_format: DatasetFormat = Field(
-        "auto", description="auto, jsonl, csv, humaneval, gsm8k, mtbench, multiple (MultiPL-E), choice."
+        "auto",
+        description="auto, jsonl, csv, humaneval, mbpp, gsm8k, math, mtbench, multiple (MultiPL-E), "
+        "choice, instruction, qa (NQ-open, TriviaQA, SQuAD).",
     )
     on_bad_row: Literal["skip", "fail"] = Field(
         "fail", description="A bad dataset row stops the experiment or is skipped (and reported)."
@@ -110,7 +112,8 @@ class ExperimentSpec(BaseModel):
         None,
         description="`exact`, or a mapping such as `{name: numeric, abs_tol: 0.01}` or "
         "`{name: judge, topology: judge.yaml}` (paths relative to the experiment file); "
-        "omitted, the dataset layout's own: `choice` for multiple-choice datasets.",
+        "omitted, the dataset layout's own: `choice` for multiple-choice datasets, "
+        "`{name: exact, squad: true}` for QA ones.",
     )
     baseline: str | SetupEntry = Field(..., description="The reference setup, normally a single model.")
     setups: list[str | SetupEntry] = Field(..., min_length=1, description="Topology files or preset names.")
