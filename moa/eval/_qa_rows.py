@@ -9,6 +9,10 @@ answer_start: [...]}``, the original SQuAD's ``[{text, answer_start}]`` or a lis
 GSM8K's (forced ``qa``, it is one accepted answer). The prompt is the question; a SQuAD row's (one
 with a ``context``) is the context, a blank line and the question, each without surrounding
 whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
+
+The benchmarks' own files hold one JSON object (SQuAD's ``{"data": [{"title", "paragraphs":
+[{"context", "qas": [...]}]}], "version"}``, TriviaQA's ``{"Data": [{"Question", "QuestionId",
+"Answer": {"Value", "Aliases"}}], "Version"}``): ``document_questions`` reads it as a row per question.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["QARow", "QARowError", "is_qa_row", "read_qa_row"]
+__all__ = ["QARow", "QARowError", "document_questions", "is_qa_row", "read_qa_row"]
 
 #: TriviaQA's test split on the Hugging Face hub: every answer's value, its answers held back
 _HIDDEN = "<unk>"
@@ -125,3 +129,53 @@ def _listed(value: Any, key: str) -> list[tuple[str, str]]:
             "`value` and `aliases` (TriviaQA)"
         )
     raise QARowError(f"`{key}` must be a string or a list of strings, not {type(value).__name__}")
+
+
+def document_questions(row: Mapping[str, Any]) -> list[dict[str, Any] | str] | None:
+    """The questions of SQuAD's or TriviaQA's own file, one row each (or, for a part that is not
+    one, why), or None when ``row`` is not such a file."""
+    if "input" in row:  # a generic row may carry `data` and `version` of its own
+        return None
+    if _all_hold(row.get("data"), "paragraphs") and "version" in row:
+        return _squad_questions(row["data"])
+    if _all_hold(row.get("Data"), "Question") and "Version" in row:
+        return [_trivia_question(q) for q in row["Data"]]
+    return None
+
+
+def _all_hold(value: Any, key: str) -> bool:
+    """Whether ``value`` is a non-empty list of objects that each have ``key``."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) and key in v for v in value)
+
+
+def _squad_questions(data: list[Any]) -> list[dict[str, Any] | str]:
+    out: list[dict[str, Any] | str] = []
+    for a, article in enumerate(data):
+        paragraphs = article["paragraphs"]
+        if not isinstance(paragraphs, list):
+            out.append(f"`data[{a}].paragraphs` must be a list")
+            continue
+        for p, paragraph in enumerate(paragraphs):
+            qas = paragraph.get("qas") if isinstance(paragraph, Mapping) else None
+            if not isinstance(qas, list):
+                out.append(f"`data[{a}].paragraphs[{p}].qas` must be a list")
+                continue
+            for q, qa in enumerate(qas):
+                if not isinstance(qa, Mapping):
+                    out.append(f"`data[{a}].paragraphs[{p}].qas[{q}]` must be an object")
+                    continue
+                # a missing context is blank, and refused as such: the question alone is not SQuAD
+                row = {"title": article.get("title"), "context": paragraph.get("context", "")}
+                out.append({**row, **{k: qa[k] for k in ("id", "question", "answers") if k in qa}})
+    return out
+
+
+def _trivia_question(entry: Mapping[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"question": entry.get("Question"), "question_id": entry.get("QuestionId")}
+    answer = entry.get("Answer")
+    if answer is None:  # the test files: refused as the hub's test split is, answers held back
+        answer = {"Value": _HIDDEN}
+    row["answer"] = answer
+    if isinstance(answer, Mapping):
+        row["answer"] = {"value": answer.get("Value"), "aliases": answer.get("Aliases")}
+    return row

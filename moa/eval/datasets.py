@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from moa.errors import DatasetError
 from moa.eval._choice_rows import ChoiceRowError, is_choice_row, read_choice_row
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
-from moa.eval._qa_rows import QARowError, is_qa_row, read_qa_row
+from moa.eval._qa_rows import QARowError, document_questions, is_qa_row, read_qa_row
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import boxed_contents, exact_numbers, show_number
@@ -640,6 +640,17 @@ def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:
         raise DatasetError(f"{name}:{e.line}: {e.reason}") from None
 
 
+def _per_question(rows: Iterator[Row]) -> Iterator[Row]:
+    """``rows``, with SQuAD's or TriviaQA's own file (one JSON object holding every question) read
+    as a row per question, each on the object's line and numbered in the file's order."""
+    for number, ordinal, row in rows:
+        questions = None if isinstance(row, str) else document_questions(row)
+        if questions is None:
+            yield number, ordinal, row
+        else:
+            yield from ((number, i, q) for i, q in enumerate(questions, start=1))
+
+
 def load_dataset(
     path: str | Path,
     *,
@@ -679,7 +690,7 @@ def load_dataset(
         # only `jsonl` says how to read the file, and a `.csv` read as JSON lines failed on line 1
         is_csv = format == "csv" or (format != "jsonl" and inner == [".csv"])
         parse = csv_rows if is_csv else json_rows if inner == [".json"] else jsonl_rows
-        rows = _fatal_as_error(parse(lines), name)
+        rows = _per_question(_fatal_as_error(parse(lines), name))
         kind = _FORCED.get(format, "generic")
         if format == "auto":
             # a file's layout is read from its first rows, not its first row alone: one broken row at

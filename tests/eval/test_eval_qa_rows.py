@@ -226,3 +226,137 @@ def test_a_row_of_many_aliases_is_read_at_once(tmp_path: Path) -> None:
     row = {"question": "q", "answer": {"value": "alias 0", "aliases": aliases}}
     item = load_dataset(_jsonl(tmp_path, [row])).items[0]
     assert len(item.meta["answers"]) == 100_000 and item.meta["answers"][:2] == ["alias 0", "alias 1"]
+
+
+def _document(tmp_path: Path, name: str, doc: dict[str, Any]) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+SQUAD_FILE = {
+    "version": "1.1",
+    "data": [
+        {
+            "title": "Super_Bowl_50",
+            "paragraphs": [
+                {
+                    "context": "The Denver Broncos won Super Bowl 50.",
+                    "qas": [
+                        {
+                            "id": "a1",
+                            "question": "Who won?",
+                            "answers": [{"text": "Denver Broncos", "answer_start": 4}],
+                        },
+                        {
+                            "id": "a2",
+                            "question": "Which game?",
+                            "answers": [{"text": "Super Bowl 50", "answer_start": 23}],
+                        },
+                    ],
+                }
+            ],
+        },
+        {
+            "title": "Warsaw",
+            "paragraphs": [
+                {
+                    "context": "Warsaw is in Poland.",
+                    "qas": [
+                        {
+                            "id": "b1",
+                            "question": "Where?",
+                            "answers": [
+                                {"text": "Poland", "answer_start": 13},
+                                {"text": "in Poland", "answer_start": 10},
+                            ],
+                        }
+                    ],
+                }
+            ],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("name", ["dev-v1.1.json", "dev-v1.1.jsonl"])
+def test_squads_own_file_is_read_as_a_row_per_question(tmp_path: Path, name: str) -> None:
+    """The file the official SQuAD script reads (one object: data -> paragraphs -> qas) was refused
+    as one row "row has no `input`"."""
+    data = load_dataset(_document(tmp_path, name, SQUAD_FILE))
+    got = [(i.id, i.input, i.meta["answers"], i.category) for i in data.items]
+    assert got == [
+        ("a1", "The Denver Broncos won Super Bowl 50.\n\nWho won?", ["Denver Broncos"], "Super_Bowl_50"),
+        ("a2", "The Denver Broncos won Super Bowl 50.\n\nWhich game?", ["Super Bowl 50"], "Super_Bowl_50"),
+        ("b1", "Warsaw is in Poland.\n\nWhere?", ["Poland", "in Poland"], "Warsaw"),
+    ]
+
+
+def test_an_unanswerable_question_of_squad_2_is_a_bad_row(tmp_path: Path) -> None:
+    doc = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "T",
+                "paragraphs": [
+                    {
+                        "context": "c",
+                        "qas": [
+                            {
+                                "id": "x",
+                                "question": "q?",
+                                "answers": [{"text": "c", "answer_start": 0}],
+                                "is_impossible": False,
+                            },
+                            {
+                                "id": "y",
+                                "question": "r?",
+                                "answers": [],
+                                "plausible_answers": [{"text": "c"}],
+                                "is_impossible": True,
+                            },
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    data = load_dataset(_document(tmp_path, "dev-v2.0.json", doc), on_bad_row="skip")
+    assert [i.id for i in data.items] == ["x"]
+    assert [b.reason for b in data.bad_rows] == [
+        "`answers` is empty: a QA row needs at least one accepted answer (unanswerable questions, as in "
+        "SQuAD 2.0, cannot be scored)"
+    ]
+
+
+def test_triviaqas_own_file_is_read_as_a_row_per_question(tmp_path: Path) -> None:
+    doc = {
+        "Version": 1.0,
+        "Domain": "Wikipedia",
+        "Data": [
+            {
+                "Question": "Who was the man behind The Chipmunks?",
+                "QuestionId": "tc_2",
+                "Answer": {
+                    "Value": "David Seville",
+                    "Aliases": ["David Seville", "Ross Bagdasarian"],
+                    "NormalizedAliases": ["david seville", "ross bagdasarian"],
+                },
+            },
+        ],
+    }
+    item = load_dataset(_document(tmp_path, "wikipedia-dev.json", doc)).items[0]
+    assert (item.id, item.input, item.meta["answers"]) == (
+        "tc_2",
+        "Who was the man behind The Chipmunks?",
+        ["David Seville", "Ross Bagdasarian"],
+    )
+    del doc["Data"][0]["Answer"]  # type: ignore[attr-defined]
+    with pytest.raises(DatasetError, match=r"`answer.value` is `<unk>`: TriviaQA's test split holds back"):
+        load_dataset(_document(tmp_path, "wikipedia-test-without-answers.json", doc))
+
+
+def test_a_generic_row_with_data_and_version_stays_a_row(tmp_path: Path) -> None:
+    row = {"input": "hi", "data": [{"paragraphs": []}], "version": "1"}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert item.input == "hi" and item.meta["version"] == "1"
