@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from moa.safe_read import lone_surrogate, parse_json
+
 __all__ = ["QARow", "QARowError", "document_questions", "is_qa_row", "read_qa_row"]
 
 #: TriviaQA's test split on the Hugging Face hub: every answer's value, its answers held back
@@ -44,11 +46,17 @@ def is_qa_row(row: Mapping[str, Any]) -> bool:
     if "input" in row or "question" not in row:
         return False
     answer = row.get("answer")
-    if isinstance(answer, list):
+    if isinstance(answer, list) or _json_text(answer, "["):  # a CSV cell holds the list as JSON
         return True
     if isinstance(answer, Mapping) and ("value" in answer or "aliases" in answer):
         return True
-    return isinstance(row.get("answers"), list | Mapping)
+    answers = row.get("answers")
+    return isinstance(answers, list | Mapping) or _json_text(answers, "[{")
+
+
+def _json_text(value: Any, opening: str) -> bool:
+    """Whether ``value`` is text that opens a JSON list or object (``opening``): a CSV cell's."""
+    return isinstance(value, str) and value.lstrip()[:1] in tuple(opening)
 
 
 def read_qa_row(row: Mapping[str, Any]) -> QARow:
@@ -95,6 +103,19 @@ def _string(value: Any, where: str) -> tuple[str, str]:
 
 def _listed(value: Any, key: str) -> list[tuple[str, str]]:
     """The answers ``value`` holds, each with the field it came from (named when it is bad)."""
+    if _json_text(value, "[{"):
+        # a CSV cell, or an export that wrote the list as text; pandas' `{'text': array([...])}` is
+        # refused here rather than taken for one answer that no reply can match
+        text = value
+        try:
+            value = parse_json(text)
+        except ValueError as e:  # json.JSONDecodeError included
+            reason = str(e).splitlines()[0]
+            raise QARowError(
+                f"`{key}` is text opening a list or an object, not valid JSON: {reason}"
+            ) from None
+        if problem := lone_surrogate(text, value):
+            raise QARowError(problem)
     if isinstance(value, str):
         return [(value, key)]
     if isinstance(value, list):

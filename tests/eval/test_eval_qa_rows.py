@@ -360,3 +360,22 @@ def test_a_generic_row_with_data_and_version_stays_a_row(tmp_path: Path) -> None
     row = {"input": "hi", "data": [{"paragraphs": []}], "version": "1"}
     item = load_dataset(_jsonl(tmp_path, [row])).items[0]
     assert item.input == "hi" and item.meta["version"] == "1"
+
+
+def test_a_csv_of_nq_open_rows_holds_each_list_as_json(tmp_path: Path) -> None:
+    """NQ-open written as CSV: the `answer` cell is a JSON list, recognised without a forced format."""
+    path = tmp_path / "nq.csv"
+    path.write_text('question,answer\nwho painted the mona lisa,"[""Leonardo da Vinci"", ""Leonardo""]"\n')
+    item = load_dataset(path).items[0]
+    assert (item.target, item.meta["answers"]) == ("Leonardo da Vinci", ["Leonardo da Vinci", "Leonardo"])
+
+
+def test_a_pandas_export_of_squad_answers_is_a_bad_row_not_one_answer(tmp_path: Path) -> None:
+    """`{'text': array([...])}` (pandas' CSV of SQuAD) was taken as one accepted answer no reply matches."""
+    path = tmp_path / "squad.csv"
+    cell = "{'text': array(['Denver Broncos'], dtype=object), 'answer_start': array([177], dtype=int32)}"
+    path.write_text(f'id,title,context,question,answers\nx,T,Some context.,Who?,"{cell}"\n')
+    with pytest.raises(
+        DatasetError, match=r"^squad\.csv:2: `answers` is text opening a list or an object, not valid JSON"
+    ):
+        load_dataset(path, format="qa")
