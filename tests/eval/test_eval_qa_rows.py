@@ -330,7 +330,7 @@ def test_an_unanswerable_question_of_squad_2_is_a_bad_row(tmp_path: Path) -> Non
 
 
 def test_triviaqas_own_file_is_read_as_a_row_per_question(tmp_path: Path) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "Version": 1.0,
         "Domain": "Wikipedia",
         "Data": [
@@ -351,7 +351,7 @@ def test_triviaqas_own_file_is_read_as_a_row_per_question(tmp_path: Path) -> Non
         "Who was the man behind The Chipmunks?",
         ["David Seville", "Ross Bagdasarian"],
     )
-    del doc["Data"][0]["Answer"]  # type: ignore[attr-defined]
+    del doc["Data"][0]["Answer"]
     with pytest.raises(DatasetError, match=r"`answer.value` is `<unk>`: TriviaQA's test split holds back"):
         load_dataset(_document(tmp_path, "wikipedia-test-without-answers.json", doc))
 
