@@ -211,8 +211,10 @@ async def test_an_honest_gzip_reply_is_read_and_an_unknown_encoding_refused(
     assert "Content-Encoding `br`, which moa does not decode" in str(info.value)
 
 
-#: every provider moa hands a guarded client (``moa.models.litellm``), by the route litellm takes
-_PROVIDERS = sorted(OPENAI_SDK_PROVIDERS | OWN_HTTP_PROVIDERS)
+#: providers speaking a protocol of their own (paths, replies), tested by test_litellm_guards_providers
+OWN_PROTOCOLS = frozenset({"ollama", "gemini", "bedrock"})
+#: every other provider moa hands a guarded client (``moa.models.litellm``), by the route litellm takes
+_PROVIDERS = sorted((OPENAI_SDK_PROVIDERS | OWN_HTTP_PROVIDERS) - OWN_PROTOCOLS)
 
 
 @pytest.mark.parametrize("provider", _PROVIDERS)
@@ -307,8 +309,10 @@ def test_a_call_with_tls_settings_of_litellms_keeps_litellms_client(monkeypatch:
     assert guarded("openai/m", {}, litellm) == "openai"
     assert guarded("hosted_vllm/m", {}, litellm) == "http"
     assert guarded("anthropic/m", {}, litellm) == "http"
-    assert guarded("bedrock/m", {}, litellm) is None
-    assert guarded("gpt-4o", {}, litellm) is None
+    assert guarded("bedrock/m", {}, litellm) == "http"
+    assert guarded("gpt-4o", {}, litellm) == "openai"  # litellm sends it as openai/
+    assert guarded("vertex_ai/m", {}, litellm) is None
+    assert guarded("vllm/m", {}, litellm) is None
     for kw in ({"ssl_verify": False}, {"client": object()}):
         assert guarded("openai/m", kw, litellm) is None
         assert guarded("hosted_vllm/m", kw, litellm) is None

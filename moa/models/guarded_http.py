@@ -1,7 +1,8 @@
 """The HTTP clients litellm is handed for an agent that names its own server (``api_base``), with
 the direct path's two guards against a hostile or broken server: an ``AsyncOpenAI`` for the
-providers litellm sends through the OpenAI SDK (``openai/``, ``deepinfra/``...), and a transport
-for litellm's own HTTP handler for those it sends itself (``hosted_vllm/``, ``anthropic/``...);
+providers litellm sends through the OpenAI SDK (``openai/``, ``deepinfra/``...) and an
+``AsyncAzureOpenAI`` over the same HTTP client for ``azure/``, and a transport for litellm's own
+HTTP handler for those it sends itself (``hosted_vllm/``, ``anthropic/``, ``bedrock/``...);
 ``moa.models.litellm`` names which providers get which.
 
 - No redirect is followed. litellm's clients otherwise follow a 3xx to wherever it
@@ -43,6 +44,8 @@ __all__ = ["GuardedClients", "LiteTransport", "ReplyTooLarge"]
 
 #: a stream's events wrap each token in a JSON object: its bytes may exceed the text's many times
 _STREAM_FACTOR = 8
+#: the streams' content types: server-sent events, Ollama's JSON lines, Bedrock's AWS event stream
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/vnd.amazon.eventstream")
 
 
 class ReplyTooLarge(ValueError):
@@ -79,7 +82,7 @@ async def _capped(inner: AsyncIterable[bytes], coding: str, limit: int) -> Async
 def _bound(headers: Any) -> tuple[str, int]:
     """The reply's ``Content-Encoding`` and the bound its decompressed body is held to."""
     coding = str(headers.get("content-encoding", "")).strip().lower()
-    streamed = str(headers.get("content-type", "")).lower().startswith("text/event-stream")
+    streamed = str(headers.get("content-type", "")).lower().startswith(_STREAM_TYPES)
     return coding, openai_wire.MAX_REPLY_BYTES * (_STREAM_FACTOR if streamed else 1)
 
 
@@ -210,20 +213,39 @@ class GuardedClients:
             closer = self._closers[loop] = _close_with_loop(self, loop)
             await closer.__anext__()  # runs to its yield, never suspends
 
-    async def for_call(self, api_key: str, api_base: str) -> Any:
-        """A client for one call: the shared client with this call's key and base URL."""
+    async def _shared(self, api_base: str) -> tuple[Any, Any]:
+        """The loop's shared ``AsyncOpenAI`` for ``api_base``'s proxy, and its guarded httpx client."""
         from openai import AsyncOpenAI
 
         loop = asyncio.get_running_loop()
         proxy = _proxy_for(api_base)
-        base = self._clients.get((loop, proxy))
-        if base is None:
+        pair = self._clients.get((loop, proxy))
+        if pair is None:
             await self._new_for(loop)
             http = httpx.AsyncClient(transport=_Transport(proxy), follow_redirects=False, timeout=None)
-            base = self._clients[loop, proxy] = AsyncOpenAI(
-                api_key="unused", base_url=api_base, http_client=http, max_retries=0
+            client = AsyncOpenAI(api_key="unused", base_url=api_base, http_client=http, max_retries=0)
+            pair = self._clients[loop, proxy] = (client, http)
+        return pair
+
+    async def for_call(self, api_key: str, api_base: str) -> Any:
+        """A client for one call: the shared client with this call's key and base URL."""
+        client, _ = await self._shared(api_base)
+        return client.with_options(api_key=api_key, base_url=api_base, max_retries=0)
+
+    async def azure_for_call(self, api_key: str, api_base: str, api_version: str) -> Any:
+        """An ``AsyncAzureOpenAI`` for one ``azure/`` call over the shared guarded httpx client (a
+        client of its own per call costs no connection: closing it is the shared one's job)."""
+        from openai import AsyncAzureOpenAI
+
+        _, http = await self._shared(api_base)
+        # an api_base naming the deployment is the client's base URL, as litellm takes it
+        if "/openai/deployments" in api_base:
+            return AsyncAzureOpenAI(
+                base_url=api_base, api_key=api_key, api_version=api_version, http_client=http, max_retries=0
             )
-        return base.with_options(api_key=api_key, base_url=api_base, max_retries=0)
+        return AsyncAzureOpenAI(
+            azure_endpoint=api_base, api_key=api_key, api_version=api_version, http_client=http, max_retries=0
+        )
 
     async def handler_for_call(self, api_base: str, make: Callable[[LiteTransport], Any]) -> Any:
         """litellm's own HTTP handler over the guarded transport, ``make`` building it (litellm is
@@ -241,7 +263,7 @@ class GuardedClients:
         as a key here would keep its default runner (``moa._run.default_runner``) alive."""
         self._closers.pop(loop, None)
         for key in [k for k in self._clients if k[0] is loop]:
-            await self._clients.pop(key).close()
+            await self._clients.pop(key)[0].close()
         for key in [k for k in self._handlers if k[0] is loop]:
             await self._handlers.pop(key).close()
 

@@ -77,7 +77,8 @@ OPENAI_SDK_PROVIDERS = frozenset(
     }
 )
 #: providers litellm sends through its own HTTP handler, which take an ``AsyncHTTPHandler`` as
-#: ``client`` (``base_llm_http_handler`` and the Anthropic handler); each tested likewise
+#: ``client`` (``base_llm_http_handler``, and the Anthropic, Gemini and Bedrock Converse handlers);
+#: each tested likewise. ``azure/`` gets an ``AsyncAzureOpenAI`` of moa's (``_azure_auth``).
 OWN_HTTP_PROVIDERS = frozenset(
     {
         "hosted_vllm",
@@ -90,28 +91,34 @@ OWN_HTTP_PROVIDERS = frozenset(
         "groq",
         "mistral",
         "ollama_chat",
+        "ollama",
+        "gemini",
+        "bedrock",
     }
 )
 
 
 def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> str | None:
-    """Which guarded client a call with an ``api_base`` gets: ``"openai"`` (moa's ``AsyncOpenAI``),
-    ``"http"`` (litellm's own handler over moa's transport), or None (litellm's client: a provider
-    not known to take a client, or TLS configured for litellm's client, which the guarded ones do
-    not read: ``SSL_VERIFY``, ``litellm.ssl_verify``, an agent's ``ssl_verify``, a client
-    certificate in ``SSL_CERTIFICATE`` or ``litellm.ssl_certificate``; ``SSL_CERT_FILE`` both
-    read). A client the agent's params pass is kept."""
+    """Which guarded client a call to a server of its own (``endpoint``) gets: ``"openai"`` (moa's
+    ``AsyncOpenAI``), ``"azure"`` (moa's ``AsyncAzureOpenAI``), ``"http"`` (litellm's own handler
+    over moa's transport), or None (litellm's client: a provider not known to take a client, or TLS
+    configured for litellm's client, which the guarded ones do not read: ``SSL_VERIFY``,
+    ``litellm.ssl_verify``, an agent's ``ssl_verify``, a client certificate in ``SSL_CERTIFICATE``
+    or ``litellm.ssl_certificate``; ``SSL_CERT_FILE`` both read). A client the agent's params pass
+    is kept."""
     if "client" in kw or "ssl_verify" in kw or os.environ.get("SSL_VERIFY"):
         return None
     if getattr(litellm, "ssl_verify", True) is not True:
         return None
     if os.environ.get("SSL_CERTIFICATE") or getattr(litellm, "ssl_certificate", None):
         return None
-    provider = model.split("/", 1)[0] if "/" in model else ""
+    provider = _provider(model, kw.get("api_base"), litellm)
     if provider in OWN_HTTP_PROVIDERS:
         return "http"
-    if provider not in OPENAI_SDK_PROVIDERS:
+    if provider != "azure" and provider not in OPENAI_SDK_PROVIDERS:
         return None
+    if provider == "azure":
+        return "azure" if _azure_auth(kw, litellm) is not None else None
     if os.environ.get("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER") is not None:
         from litellm.secret_managers.main import get_secret_bool
 
@@ -119,6 +126,66 @@ def guarded(model: str, kw: Mapping[str, Any], litellm: Any) -> str | None:
         if get_secret_bool("EXPERIMENTAL_OPENAI_BASE_LLM_HTTP_HANDLER"):
             return "http"
     return "openai"
+
+
+def _provider(model: str, api_base: object, litellm: Any) -> str:
+    """The provider litellm sends ``model`` to: its prefix, or for a model without one the provider
+    litellm infers (``gpt-4o`` is ``openai``), "" when it infers none."""
+    if "/" in model:
+        return model.split("/", 1)[0]
+    try:
+        return str(litellm.get_llm_provider(model=model, api_base=api_base)[1])
+    except Exception:  # litellm's own error about the model comes when it is called
+        return ""
+
+
+def _endpoint(model: str, kw: Mapping[str, Any]) -> str | None:
+    """The server of its own a call names: its ``api_base``, or for ``bedrock/`` the runtime
+    endpoint its params or ``AWS_BEDROCK_RUNTIME_ENDPOINT`` set (litellm's order)."""
+    base = kw.get("api_base")
+    if base or not model.startswith("bedrock/"):
+        return str(base) if base else None
+    found = kw.get("aws_bedrock_runtime_endpoint") or os.environ.get("AWS_BEDROCK_RUNTIME_ENDPOINT")
+    return found if isinstance(found, str) and found else None
+
+
+#: an agent's params that make litellm sign an ``azure/`` call with an Azure AD (Entra) token,
+#: which moa's Azure client does not fetch: such a call keeps litellm's client
+_AZURE_AD_PARAMS = ("azure_ad_token", "azure_ad_token_provider", "azure_username", "azure_password")
+
+
+def _azure_auth(kw: Mapping[str, Any], litellm: Any) -> tuple[str, str] | None:
+    """The API key and API version litellm would build its Azure client with for an ``azure/``
+    call, read as litellm reads them; None when the call is signed with an Azure AD token instead
+    (a token, a token provider, a user and password, ``AZURE_AD_TOKEN``, or no key at all: Entra
+    ID, ``enable_azure_ad_token_refresh``), which keeps litellm's client."""
+    from litellm.secret_managers.main import get_secret_str
+
+    extra = kw.get("extra_body")
+    if any(k in kw for k in _AZURE_AD_PARAMS) or (isinstance(extra, dict) and "azure_ad_token" in extra):
+        return None
+    if get_secret_str("AZURE_AD_TOKEN") or (
+        get_secret_str("AZURE_USERNAME") and get_secret_str("AZURE_PASSWORD")
+    ):
+        return None
+    key = (
+        kw.get("api_key")
+        or litellm.api_key
+        or litellm.azure_key
+        or get_secret_str("AZURE_OPENAI_API_KEY")
+        or get_secret_str("AZURE_API_KEY")
+    )
+    version = (
+        kw.get("api_version")
+        or litellm.api_version
+        or get_secret_str("AZURE_API_VERSION")
+        or litellm.AZURE_DEFAULT_API_VERSION
+    )
+    # litellm builds its own client for Cloudflare's gateway, the deployment in its URL
+    gateway = "gateway.ai.cloudflare.com" in str(kw.get("api_base") or "")
+    if gateway or not isinstance(key, str) or not key or not isinstance(version, str):
+        return None
+    return key, version
 
 
 def _sdk_key(model: str, api_base: str | None, litellm: Any) -> str | None:
@@ -403,20 +470,7 @@ class LitellmModel:
         # installed even without ``on_sent``: whether the request left tells a reply litellm could
         # not read from a failure of its own before sending
         hook = kw["logger_fn"] = _SentHook(request.on_sent or _nothing, kw.get("logger_fn"))
-        key = kw.get("api_key")
-        route = guarded(request.model, kw, litellm) if request.api_base else None
-        if route == "openai" and not isinstance(key, str):
-            key = _sdk_key(request.model, request.api_base, litellm)
-        if request.api_base and route is not None and (route == "http" or isinstance(key, str)):
-            # no redirect followed, no reply decompressed past a bound (``guarded_http``)
-            if self._guarded is None:
-                from moa.models.guarded_http import GuardedClients
-
-                self._guarded = GuardedClients()
-            if route == "http":
-                kw["client"] = await self._guarded.handler_for_call(request.api_base, _guarded_handler)
-            else:
-                kw["client"] = await self._guarded.for_call(str(key), request.api_base)
+        azure = await self._guard(request, kw, litellm)
         try:
             if request.before_send is not None:
                 await request.before_send()
@@ -451,10 +505,59 @@ class LitellmModel:
             raise _map_exception(e, request, _sent_keys(kw), sent=hook.fired) from e
         finally:
             hook.ended = True
+            if azure is not None:
+                _forget_client(litellm, azure)
+
+    async def _guard(self, request: ModelRequest, kw: dict[str, Any], litellm: Any) -> Any:
+        """Hand litellm a guarded client of moa's for a call to a server of its own: no redirect
+        followed, no reply decompressed past a bound (``guarded_http``). Returns an Azure call's
+        client, for ``_forget_client``."""
+        base = _endpoint(request.model, kw)
+        route = guarded(request.model, kw, litellm) if base else None
+        if base is None or route is None:
+            return None
+        key = kw.get("api_key")
+        if route == "openai" and not isinstance(key, str):
+            key = _sdk_key(request.model, base, litellm)
+            if key is None:
+                return None  # litellm's client refuses to start without one: nothing is sent
+        if self._guarded is None:
+            from moa.models.guarded_http import GuardedClients
+
+            self._guarded = GuardedClients()
+        if route == "http":
+            kw["client"] = await self._guarded.handler_for_call(base, _guarded_handler)
+            return None
+        if route == "openai":
+            kw["client"] = await self._guarded.for_call(str(key), base)
+            return None
+        key, version = _azure_auth(kw, litellm) or ("", "")
+        if version in ("v1", "latest", "preview"):
+            # litellm's Azure v1 API: a plain OpenAI client at the resource's /openai/v1
+            from litellm.litellm_core_utils.url_utils import ensure_api_route
+
+            kw["client"] = await self._guarded.for_call(key, f"{ensure_api_route(base, 'openai/v1')}/")
+        else:
+            kw["client"] = await self._guarded.azure_for_call(key, base, version)
+        return kw["client"]
 
     async def aclose(self) -> None:
         if self._guarded is not None:
             await self._guarded.aclose()
+
+
+def _forget_client(litellm: Any, client: object) -> None:
+    """Take ``client`` out of litellm's client cache. litellm keeps an Azure client it is handed
+    there, under the key it would build its own for that deployment and key with: left there, a
+    later call of that deployment without a client of its own (the application's, in the same
+    event loop) took moa's, and failed once moa's runner had closed it ("Cannot send a request,
+    as the client has been closed")."""
+    cache = getattr(litellm, "in_memory_llm_clients_cache", None)
+    entries = getattr(cache, "cache_dict", None)
+    if cache is None or not isinstance(entries, dict):
+        return
+    for key in [k for k, v in list(entries.items()) if v is client]:
+        cache.delete_cache(key)
 
 
 def _masked(reply: ModelReply, keys: Sequence[str]) -> ModelReply:
