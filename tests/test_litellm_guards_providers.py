@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import asyncio
 import json
 import zlib
 from collections.abc import Iterator
@@ -138,6 +139,8 @@ class _Hostile(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         self.seen.append(_Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
         mode, path = _mode(self.path, body), urlsplit(self.path).path
+        if path.endswith("/api/show"):
+            mode = "redirect"  # Ollama's model details, which litellm's logging asks for
         streamed = body.get("stream") is True or "streamGenerateContent" in path
         if mode == "redirect":
             self.send_response(307)
@@ -335,3 +338,24 @@ def test_an_azure_call_signed_with_an_ad_token_keeps_litellms_client(monkeypatch
     assert guarded("azure/d", base, litellm) == "azure"
     monkeypatch.setenv("AZURE_AD_TOKEN", "t")
     assert guarded("azure/d", base, litellm) is None
+
+
+@pytest.mark.parametrize("provider", ["ollama", "ollama_chat"])
+async def test_litellms_logging_asks_an_ollama_server_nothing_past_the_guard(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an `ollama/` reply litellm's logging asked the server for the model's details
+    (`/api/show`) through a client of its own, which followed this 307 (and would have expanded
+    a gzip bomb whole): a guarded call has it ask nothing. The same call on litellm's own client
+    (`SSL_VERIFY` set), made after it, shows the question would have been asked: litellm's
+    logging works through its calls in order, so once that one has reached the thief the guarded
+    call's would have too."""
+    with _servers() as base:
+        await _run(provider, base, "plain")
+        monkeypatch.setenv("SSL_VERIFY", "True")
+        await _run(provider, base, "plain-unguarded")
+        for _ in range(3000):  # a hang guard of 30 s for what takes milliseconds
+            if _Thief.seen:
+                break
+            await asyncio.sleep(0.01)
+    assert _Thief.seen == ['/api/show {"name":"plain-unguarded"}']

@@ -527,6 +527,13 @@ class LitellmModel:
             self._guarded = GuardedClients()
         if route == "http":
             kw["client"] = await self._guarded.handler_for_call(base, _guarded_handler)
+            if request.model.startswith(("ollama/", "ollama_chat/")):
+                # litellm's logging, after the reply, asks the server for the model's details
+                # (``/api/show``) through a client of its own, which follows a redirect and
+                # decompresses without a bound, unless the call carries its prices (moa prices
+                # its calls itself)
+                kw.setdefault("input_cost_per_token", 0.0)
+                kw.setdefault("output_cost_per_token", 0.0)
             return None
         if route == "openai":
             kw["client"] = await self._guarded.for_call(str(key), base)
