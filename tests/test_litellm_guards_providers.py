@@ -300,7 +300,9 @@ async def test_the_request_is_the_one_litellms_client_sends(
 ) -> None:
     """The same call through moa's client and through litellm's own (`SSL_VERIFY` set keeps it):
     the same path and query, the same credential headers (Bedrock's signature aside, which signs
-    the time), the same body."""
+    the time), the same body. For `azure/` litellm's own call also shows that litellm's client
+    cache no longer hands it moa's Azure client, closed with moa's runner ("Cannot send a request,
+    as the client has been closed")."""
     with _servers() as base:
         await _run(case, base, "plain")
         monkeypatch.setenv("SSL_VERIFY", "True")
