@@ -82,8 +82,26 @@ def _reply(path: str, text: str) -> bytes:
     return completion(text, prompt_tokens=3, completion_tokens=4)
 
 
+def _aws_event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One message of the AWS event stream Bedrock streams in: a prelude (lengths and their
+    CRC32), string headers, a JSON payload and the message's CRC32."""
+    headers = b""
+    for name, value in ((":event-type", event_type), (":content-type", "application/json")):
+        headers += (
+            bytes([len(name)]) + name.encode() + b"\x07" + len(value).to_bytes(2, "big") + value.encode()
+        )
+    headers += b"\x0d:message-type\x07\x00\x05event"
+    body = json.dumps(payload).encode()
+    prelude = (16 + len(headers) + len(body)).to_bytes(4, "big") + len(headers).to_bytes(4, "big")
+    message = prelude + zlib.crc32(prelude).to_bytes(4, "big") + headers + body
+    return message + zlib.crc32(message).to_bytes(4, "big")
+
+
 def _stream_bomb(path: str) -> tuple[bytes, str]:
     """About 8 MiB of streamed events of 1000 characters each, as the path's protocol streams."""
+    if path.endswith("/converse-stream"):
+        event = _aws_event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "a" * 1000}})
+        return event * 8200, "application/vnd.amazon.eventstream"
     if path.endswith("/api/generate"):
         line = json.dumps({"model": "m", "response": "a" * 1000, "done": False}) + "\n"
         return (line * 8200).encode(), "application/x-ndjson"
@@ -141,7 +159,7 @@ class _Hostile(BaseHTTPRequestHandler):
         mode, path = _mode(self.path, body), urlsplit(self.path).path
         if path.endswith("/api/show"):
             mode = "redirect"  # Ollama's model details, which litellm's logging asks for
-        streamed = body.get("stream") is True or "streamGenerateContent" in path
+        streamed = body.get("stream") is True or path.endswith(("streamGenerateContent", "-stream"))
         if mode == "redirect":
             self.send_response(307)
             self.send_header("location", self.thief + self.path)
@@ -264,12 +282,12 @@ async def test_a_gzip_bomb_is_cut_at_the_bound(case: str, monkeypatch: pytest.Mo
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["ollama", "gemini", "azure"])
+@pytest.mark.parametrize("case", ["ollama", "gemini", "bedrock", "azure"])
 async def test_a_streamed_gzip_bomb_is_cut_at_eight_times_the_bound(
     case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """8 MiB of streamed events (server-sent or Ollama's JSON lines) in a small gzip body, with
-    the bound lowered to 128 KiB: cut at eight times the bound."""
+    """8 MiB of streamed events (server-sent, Ollama's JSON lines, Bedrock's AWS event stream) in
+    a small gzip body, with the bound lowered to 128 KiB: cut at eight times the bound."""
     monkeypatch.setattr(openai_wire, "MAX_REPLY_BYTES", 128 << 10)
     with _servers() as base, pytest.raises(MalformedReply) as info:
         await _run(case, base, "bomb", stream=True)
