@@ -92,6 +92,8 @@ class _Hostile(BaseHTTPRequestHandler):
     thief = ""
     #: the Authorization header of each request
     auth: ClassVar[list[str]] = []
+    #: each request's path and credential headers
+    requests: ClassVar[list[tuple[str, str, str]]] = []
 
     def log_message(self, *_args: Any) -> None:
         pass
@@ -99,6 +101,8 @@ class _Hostile(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("content-length") or 0)) or b"{}")
         self.auth.append(self.headers.get("authorization", ""))
+        credentials = tuple(", ".join(self.headers.get_all(h) or []) for h in ("x-api-key", "authorization"))
+        self.requests.append((self.path, *credentials))
         model = body["model"].rsplit("/", 1)[-1]  # fireworks_ai sends `accounts/fireworks/models/<m>`
         anthropic = self.path.endswith("/messages")
         reply = (
@@ -145,6 +149,7 @@ def _servers() -> Iterator[str]:
         _Hostile.thief = thief
         _Thief.seen.clear()
         _Hostile.auth.clear()
+        _Hostile.requests.clear()
         yield url + "/v1"
 
 
@@ -245,6 +250,23 @@ async def test_every_guarded_provider_cuts_a_gzip_bomb_and_reads_honest_gzip(
         assert await _run(base, f"{provider}/small-gzip", False) == "fine, and compressed"
     assert f"the reply passed {1 << 20} bytes after decompression" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("provider", _PROVIDERS)
+async def test_every_guarded_providers_request_is_the_one_litellms_client_sends(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same call through moa's client and through litellm's own (`SSL_VERIFY` set keeps it):
+    the same path and the same credential headers (`Authorization`, and `X-Api-Key`, which
+    `anthropic/` sends its key in)."""
+    monkeypatch.setenv("MOA_T_GUARD_CRED", "Guard.Key/Alpha+Beta=Gamma-5")
+    with _servers() as base:
+        assert await _run(base, f"{provider}/small-gzip", False) == "fine, and compressed"
+        monkeypatch.setenv("SSL_VERIFY", "True")
+        assert await _run(base, f"{provider}/small-gzip", False) == "fine, and compressed"
+    ours, theirs = _Hostile.requests
+    assert ours == theirs
+    assert "Guard.Key/Alpha+Beta=Gamma-5" in "".join(ours)
 
 
 @pytest.mark.parametrize("provider", ["hosted_vllm", "anthropic"])
