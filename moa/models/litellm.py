@@ -74,6 +74,28 @@ OPENAI_SDK_PROVIDERS = frozenset(
         "litellm_proxy",
         "xinference",
         "docker_model_runner",
+        # hosted OpenAI-compatible APIs, which litellm sends the same way
+        "aiml",
+        "baseten",
+        "cortecs",
+        "dashscope",
+        "empower",
+        "featherless_ai",
+        "friendliai",
+        "galadriel",
+        "github",
+        "hyperbolic",
+        "lambda_ai",
+        "meta_llama",
+        "moonshot",
+        "novita",
+        "nscale",
+        "parasail",
+        "reka",
+        "v0",
+        "volcengine",
+        "wandb",
+        "zai",
     }
 )
 #: providers litellm sends through its own HTTP handler, which take an ``AsyncHTTPHandler`` as
