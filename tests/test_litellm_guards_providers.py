@@ -235,7 +235,10 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAGUARDTESTKEY0000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "guard/test/secret/key/0000000000000000000")
     monkeypatch.setenv("AWS_REGION_NAME", "us-east-1")
+    # each would take the call off moa's client, or elsewhere
     for name in ("SSL_VERIFY", "SSL_CERTIFICATE", "AWS_BEDROCK_RUNTIME_ENDPOINT", "AZURE_AD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AZURE_USERNAME", "AZURE_PASSWORD", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
 
 
