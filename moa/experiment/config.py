@@ -283,3 +283,13 @@ def resolve_setups(spec: ExperimentSpec, base_dir: Path | None, *, source: str =
             )
         out.append(s)
     return out
+
+
+def describe_evaluator(config: Mapping[str, Any]) -> str:
+    """An evaluator's configuration as one short text: ``exact {extract_final: true, numbers: true}``
+    (its name alone when it has no options), as the table's footer and ``--dry-run`` show it."""
+    rest = {k: v for k, v in config.items() if k != "name"}
+    if not rest:
+        return str(config.get("name"))
+    shown = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in rest.items())
+    return f"{config.get('name')} {{{shown}}}"

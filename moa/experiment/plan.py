@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from moa.eval.datasets import Dataset
+from moa.experiment.config import describe_evaluator
 from moa.topology.graph import Graph
 
 __all__ = ["Plan", "SetupPlan", "calls_per_run"]
@@ -84,7 +85,7 @@ class Plan:
             bad = data.bad_rows[0]
             out.append(f"  {len(data.bad_rows)} bad rows skipped (first: line {bad.line}: {bad.reason})")
         how = " (the dataset layout's own)" if self.evaluator_chosen else ""
-        out.append(f"evaluator: {_config(self.evaluator)}{how}")
+        out.append(f"evaluator: {describe_evaluator(self.evaluator)}{how}")
         if self.judge_calls is not None:
             out.append(f"  judge: up to {self.judge_calls} calls (both orders of each judged answer)")
         where = "resumed from" if self.resumed else "written to"
@@ -103,11 +104,3 @@ class Plan:
             out.append(f"first item `{first.id}`:")
             out.extend(f"  | {line}" for line in text.splitlines() or [""])
         return out
-
-
-def _config(config: Mapping[str, Any]) -> str:
-    rest = {k: v for k, v in config.items() if k != "name"}
-    if not rest:
-        return str(config.get("name"))
-    shown = ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in rest.items())
-    return f"{config.get('name')} {{{shown}}}"

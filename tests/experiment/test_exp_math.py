@@ -53,6 +53,9 @@ def test_compare_over_math_500_rows_scores_the_final_answer_as_math_graders_do(t
     evaluator = summary["evaluator"]
     assert (evaluator["name"], evaluator["extract_final"], evaluator["numbers"]) == ("exact", True, True)
     assert {s["name"]: s["quality"] for s in summary["setups"]} == {"single": 1.0, "majority-3": 0.5}
+    # the report says how the answers were compared, not only by which evaluator
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "evaluator `exact {extract_final: true, numbers: true}`" in report
 
 
 def test_contains_over_math_items_is_refused_before_any_call(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from moa.experiment.analysis.costs import all_failed
 from moa.experiment.analysis.summary import JudgeSummary, SetupSummary, Summary
+from moa.experiment.config import describe_evaluator
 
 __all__ = [
     "Section",
@@ -117,7 +118,7 @@ def table_rows(summary: Summary) -> list[list[str]]:
 def _footer(summary: Summary) -> list[str]:
     basis = "tokens" if summary.cost_basis == "tokens" else "cost"
     out = [
-        f"{summary.experiment}: {summary.n_items} items, evaluator `{summary.evaluator.get('name')}`, "
+        f"{summary.experiment}: {summary.n_items} items, evaluator `{describe_evaluator(summary.evaluator)}`, "
         f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
         f"more and scores no less); latency × is the median wall time over the baseline's, on the runs "
         f"both answered (failed runs left out); {summary.scoring_rule}.",
