@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -370,10 +371,9 @@ def _map_exception(
     model, node = request.model, request.node
     # litellm's messages quote the provider's body (a 401 may echo the key) and at times the request;
     # cut to a bound, as an HTML error page can be megabytes
-    raw = str(getattr(e, "message", None) or e).removeprefix("litellm.")
-    # one line: litellm pastes whole tracebacks into some messages
-    message = scrub_clip(" ".join(raw.split()), 8192, (request.api_key, *secrets))
     chain = _chain(e)
+    raw = _tidy(str(getattr(e, "message", None) or e), chain)
+    message = scrub_clip(raw, 8192, (request.api_key, *secrets))
     moved = _redirect(chain)
     if moved is not None:
         # a guarded client's refused 3xx, which some providers' handlers relabel (Anthropic's a
@@ -407,6 +407,42 @@ def _map_exception(
     if isinstance(status, int):
         return error_for_status(status, message, model=model, node=node, headers=headers, secrets=secrets)
     return ProviderError(f"{type(e).__name__}: {message}", model=model, node=node or None)
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+# a traceback's exception line (`KeyError: 'content'`), not litellm's bug-report advice after it
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception)\b.*$", re.M)
+# litellm's advice to catch its own class, and a class name it repeats: `X: X: ...`
+_HANDLE_WITH = re.compile(r"\s*Handle with `litellm\.\w+`\.?")
+_REPEATED = re.compile(r"^(\w+): (?:litellm\.)?\1: ")
+
+
+def _tidy(raw: str, chain: Sequence[BaseException]) -> str:
+    """litellm's message as one line: a pasted traceback cut to its exception line, its own advice
+    and repeated class names dropped, and, when the OpenAI SDK could say only ``Error code: 400`` (a
+    body that is not JSON), the body's first words, which are the provider's reason."""
+    raw = raw.removeprefix("litellm.")
+    if _TRACEBACK in raw:
+        head, _, trace = raw.partition(_TRACEBACK)
+        last = ""
+        for m in _EXCEPTION_LINE.finditer(trace):
+            last = m.group(0).strip()
+        raw = f"{head.strip()} ({last})" if last and last not in head else head
+    text = _REPEATED.sub(r"\1: ", _HANDLE_WITH.sub("", " ".join(raw.split())))
+    if re.search(r"Error code: \d{3}$", text):
+        body = next((b for x in chain if (b := _body_text(getattr(x, "response", None)))), "")
+        if body:
+            text = f"{text} - {body[:500]}"
+    return text
+
+
+def _body_text(response: Any) -> str:
+    """A failed reply's body as one line ("" when there is none, or it was never read): litellm
+    wraps the SDK's error in a reply of its own without the body, so the chain is searched."""
+    try:
+        return " ".join(str(response.text).split()) if response is not None else ""
+    except Exception:  # a streamed response not read, a body that will not decode
+        return ""
 
 
 def _nothing() -> None:
