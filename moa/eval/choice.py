@@ -6,8 +6,8 @@ off; the first rule that finds a choice decides:
 1. the whole reply is one letter of the item's choices, in either case, maybe in brackets or with a
    period (``B``, ``(b)``, ``[B].``);
 2. the last "final answer" (else "answer", "correct option", "correct choice", "option", "choice")
-   followed by ``is``, ``:`` or ``=`` and then a letter: ``Answer: B``, ``The answer is B) Paris``,
-   ``answer: (c)``; a lower-case letter there counts only when a bracket, punctuation or the end
+   followed by ``is``, ``:`` or ``=`` (or the line's end) and then a letter: ``Answer: B``, ``The
+   answer is B) Paris``, ``answer: (c)``, ``The answer is option B`` ("Option A is wrong" is none); a lower-case letter there counts only when a bracket, punctuation or the end
    of the line follows it ("the answer is a city" names no letter); when that line names
    another letter too (``Answer: B or C``) the reply is ambiguous;
 3. the reply's first line is a letter, or starts with one and ``)``, ``.`` or ``:`` (``B) Paris``,
@@ -40,12 +40,15 @@ from moa.eval.types import NO_TARGET, Score
 __all__ = ["ChoiceConfig", "ChoiceEvaluator", "read_choice"]
 
 _MARKUP = re.compile(r"\*\*|__|[`$]|\\boxed\{|\\text(?:bf)?\{|\\mathrm\{")
+# `is`, `:` or `=` (or the line's end) must follow: "Option A is wrong" in an explanation under
+# "Answer: B" names A, it does not choose it
 _MARKER = re.compile(
-    r"\b(?:final\s+answer|answer|correct\s+(?:option|choice)|option|choice)\b\s*(?:is\b|was\b)?\s*[:=]?[ \t]*",
+    r"\b(?:final\s+answer|answer|correct\s+(?:option|choice)|option|choice)\b"
+    r"(?:\s*(?:is|was)\b\s*[:=]?|\s*[:=]|[ \t]*(?=\n))\s*",
     re.IGNORECASE,
 )
 _FINAL = re.compile(r"\bfinal\s+answer\b", re.IGNORECASE)
-_AFTER_MARKER = re.compile(r"[(\[]?([A-Za-z])(?=([)\].:,;!?]|\s|$))")
+_AFTER_MARKER = re.compile(r"(?:(?i:option|choice|letter)\s+)?[(\[]?([A-Za-z])(?=([)\].:,;!?]|\s|$))")
 _LEADING = re.compile(r"[(\[]?([A-Z])(?:[)\].:](?:\s|$)|$)|\(([a-z])\)")
 _ALONE = re.compile(r"(?<![\w'’-])([A-Z])(?![\w'’-])")
 _WORD = re.compile(r"\w+")

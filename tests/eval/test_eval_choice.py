@@ -413,3 +413,19 @@ def test_the_letter_a_before_a_conjunction_is_a_letter(reply: str) -> None:
     """ "A or B" names two letters: the article rule ("A good pick") does not hide the A."""
     letter, how = read_choice(reply, PARIS)
     assert letter is None and how.startswith("ambiguous")
+
+
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("Answer: B\n\nExplanation: Option A is wrong: Berlin is Germany's capital.", "B"),
+        ("The answer is B.\n\nWhy not the others:\n- Choice A is Berlin\n- Choice C is Rome", "B"),
+        ("The answer is option B.\n\nOption A is Germany's capital.", "B"),
+        ("The correct answer is choice B", "B"),
+        ("I choose option B.", "B"),
+    ],
+)
+def test_an_option_named_in_the_explanation_is_not_the_answer(reply: str, letter: str) -> None:
+    """ "Option A is wrong" after "Answer: B" names A without choosing it: only `is`, `:` or `=` after
+    "option" or "choice" makes an answer marker, as documented (A, then C, was read as the answer)."""
+    assert read_choice(reply, PARIS)[0] == letter
