@@ -240,7 +240,9 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
     # share of a file whose rows match no layout in full
     "choice": ("question", "choices", "answer"),
-    # Alpaca, AlpacaEval, Dolly: recognised by `_is_instruction` (their `input` is context)
+    # Alpaca, AlpacaEval, Dolly: an `instruction`, its `input` (or Dolly's `context`) the material it
+    # works on, whatever else the row carries (a `target` included); after the code layouts, as
+    # HumanEvalPack's and InstructHumanEval's rows carry an `instruction` beside HumanEval's fields
     "instruction": ("instruction",),
     "generic": ("input",),
 }
@@ -282,8 +284,6 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
         return "math"
     if _is_mbpp(row):
         return "mbpp"
-    if _is_instruction(row):
-        return "instruction"
     if is_qa_row(row):  # before GSM8K: NQ-open's `answer` is a list of answers
         return "qa"
     for kind, fields in _FIELDS.items():
@@ -307,12 +307,6 @@ def _is_math(row: Mapping[str, Any]) -> bool:
 def _is_mbpp(row: Mapping[str, Any]) -> bool:
     """An MBPP row: its task in `text` (the original) or `prompt` (sanitized), its `test_list`."""
     return "test_list" in row and ("text" in row or "prompt" in row)
-
-
-def _is_instruction(row: Mapping[str, Any]) -> bool:
-    """An Alpaca-style row: an `instruction`, its `input` (or Dolly's `context`) the material it works
-    on, not the prompt, whatever else the row carries (a `target` included)."""
-    return "instruction" in row
 
 
 def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:

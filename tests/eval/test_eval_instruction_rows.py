@@ -73,3 +73,40 @@ def test_bad_instruction_rows_name_the_field(tmp_path: Path, row: dict[str, Any]
     with pytest.raises(DatasetError) as e:
         load_dataset(_jsonl(tmp_path, [ALPACA, row]))
     assert str(e.value).startswith("data.jsonl:2: ") and reason in str(e.value)
+
+
+# HumanEvalPack's and InstructHumanEval's rows: HumanEval's fields, and an `instruction` beside them
+HUMANEVALPACK = {
+    "task_id": "Python/0",
+    "prompt": 'def add(a, b):\n    """Add two numbers."""\n',
+    "declaration": "def add(a, b):\n",
+    "canonical_solution": "    return a + b\n",
+    "buggy_solution": "    return a - b\n",
+    "entry_point": "add",
+    "test": "def check(add):\n    assert add(1, 2) == 3\n\ncheck(add)",
+    "instruction": "Write a Python function `add(a, b)` to solve the following problem:\nAdd two numbers.",
+}
+INSTRUCT_HUMANEVAL = {
+    "task_id": "HumanEval/0",
+    "prompt": "def add(a, b):\n",
+    "canonical_solution": "    return a + b\n",
+    "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n",
+    "entry_point": "add",
+    "signature": "add(a, b)",
+    "docstring": "Add two numbers.",
+    "context": "def add(a, b):",
+    "instruction": "Write a function to add two numbers:\ndef add(a, b):",
+}
+
+
+@pytest.mark.parametrize("row", [HUMANEVALPACK, INSTRUCT_HUMANEVAL])
+def test_a_humaneval_row_with_an_instruction_stays_humaneval(tmp_path: Path, row: dict[str, Any]) -> None:
+    """HumanEvalPack and InstructHumanEval rows were read as instruction rows: their tests and ids
+    were dropped, and `execution` refused the file as items without tests."""
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.id, item.input, item.test, item.entry_point) == (
+        row["task_id"],
+        row["prompt"],
+        row["test"],
+        "add",
+    )
