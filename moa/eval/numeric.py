@@ -64,7 +64,9 @@ HASH_LINE = re.compile(r"#{4,}[ \t]*([^\n]*)")
 _NUMBER_FIRST = re.compile(r"[*_]*[-−+]?\$?\s?\.?\d")
 # `#### 1. Count the eggs`, `#### 2) Money`, `#### 3: Total`: a numbered heading, not an answer
 _NUMBERED_HEADING = re.compile(r"[*_]*\d+[.:)][ \t]*[^\W\d]")
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# `\boxed 5` without braces too, as MATH's solutions write it (its graders read it up to the `$`)
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|[ \t]+(?=[^\s{]))")
+_UNBRACED_END = re.compile(r"\$|\n|\\[\])]")
 _ANSWER_IS = re.compile(r"\banswer\b[\s*_]*(?:is\b|was\b|[:=])", re.IGNORECASE)
 # what may stand between "the answer is" and its number: space, emphasis, a colon, `$`, `(`, `\(`
 _LEAD = re.compile(r"(?:[\s*_:=$(\[]|\\[(\[$])*")
@@ -197,9 +199,14 @@ def parse_numbers(text: str, *, fractions: bool = True) -> list[float]:
 
 
 def boxed_contents(text: str) -> list[str]:
-    """The contents of every ``\\boxed{...}``, braces balanced; an unclosed one runs to the end."""
+    """The contents of every ``\\boxed{...}``, braces balanced (an unclosed one runs to the end), and
+    of every ``\\boxed 5``, up to its ``$`` or line end."""
     found = []
     for m in _BOXED.finditer(text):
+        if not m.group(0).endswith("{"):
+            stop = _UNBRACED_END.search(text, m.end())
+            found.append(text[m.end() : stop.start() if stop else len(text)].strip().removesuffix("."))
+            continue
         depth, end = 1, m.end()
         while end < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[end], 0)

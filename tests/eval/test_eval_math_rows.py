@@ -91,3 +91,18 @@ def test_format_math_forces_the_layout(tmp_path: Path) -> None:
     """`dataset_format: math` names the missing field of a row that is not MATH's."""
     with pytest.raises(DatasetError, match=r"row has no `problem`: a MATH row needs"):
         load_dataset(_jsonl(tmp_path, [{"question": "q", "answer": "2"}]), format="math")
+
+
+@pytest.mark.parametrize(
+    "solution",
+    [
+        "First $x = \\boxed{1}$, so the answer is $\\boxed 5$.",
+        "The answer is $\\boxed 5$.",
+        "So the sum is \\boxed 5\nas claimed.",
+    ],
+)
+def test_a_box_without_braces_is_the_answer(tmp_path: Path, solution: str) -> None:
+    """MATH's solutions write `\\boxed 5` too (its graders read it up to the `$`): the last box was
+    read as the intermediate `\\boxed{1}` before it, or the row refused as having none."""
+    row = {"problem": "p", "level": "Level 2", "type": "Algebra", "solution": solution}
+    assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == "5"
