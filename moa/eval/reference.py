@@ -63,6 +63,9 @@ _MARKUP_PAIRS = (("`", "`"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("*", "
 # what ends a marker's line before its answer: `**Final Answer:** Paris`, `*Answer:* Paris`
 _MARKER_TAIL = re.compile(r"[ \t:]*(?:\*+(?=\s))?[ \t]*")
 _OPTION = re.compile(r"\(([A-Za-z])\)")
+# a math span opening the text after a marker, then a sentence's punctuation or the end: the answer
+# is the span (Minerva's "The final answer is $5$. I hope it is correct."), not "$5$. I hope..."
+_MATH_SPAN = re.compile(r"[ \t*]*(?:\$\$?([^$]+?)\$\$?|\\\((.+?)\\\))(?=[ \t*]*(?:[.,;:!]|$))")
 # a unit after a number, as MATH writes it (`10 \text{ inches}`, `12\text{ cm}^2`): not the answer
 _TEX_UNIT = re.compile(r"(?<=[\d}])[ \t]*\\(?:text|mbox|mathrm)\{[ \t]+[^{}]*\}(?:\^\{?[23]\}?)?[ \t.]*$")
 # how MATH answers differ only in writing (hendrycks' `strip_string`, lm-eval's minerva_math):
@@ -187,7 +190,8 @@ def extract_final_answer(text: str) -> str:
         return _bare(boxed[-1])
     after = _after_marker(text)
     if after is not None:
-        return _bare(after)
+        span = _MATH_SPAN.match(after)
+        return _bare(span.group(1) or span.group(2) if span else after)
     return _bare(lines[-1]) if lines else ""
 
 

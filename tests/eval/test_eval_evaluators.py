@@ -222,6 +222,24 @@ async def test_exact_final_answer_compares_math_answers_as_math_graders_do() -> 
 
 
 @pytest.mark.parametrize(
+    ("answer", "target", "value"),
+    [
+        (r"Final Answer: The final answer is $\frac{5}{6}$. I hope it is correct.", r"\frac{5}{6}", 1.0),
+        (r"The answer is $5$, since $2 + 3 = 5$.", "5", 1.0),
+        (r"So the final answer is \(x = 7\). Done.", "7", 1.0),
+        (r"Final Answer: The final answer is $6$. I hope it is correct.", "5", 0.0),
+    ],
+)
+async def test_a_math_span_after_the_marker_is_the_final_answer(
+    answer: str, target: str, value: float
+) -> None:
+    """Minerva's answer line (lm-eval's minerva_math) and "the answer is $5$, since ...": the `$...$`
+    after the marker is the answer, not the sentence it opens (both scored 0 when right)."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await ev.score(_item(target), answer)).value == value
+
+
+@pytest.mark.parametrize(
     ("config", "field"),
     [
         ({"name": "numeric", "abs_tol": True}, "abs_tol"),
