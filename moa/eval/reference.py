@@ -70,7 +70,8 @@ _MATH_SPAN = re.compile(r"[ \t*]*(?:\$\$?([^$]+?)\$\$?|\\\((.+?)\\\))(?=[ \t*]*(
 _TEX_UNIT = re.compile(r"(?<=[\d}])[ \t]*\\(?:text|mbox|mathrm)\{[ \t]+[^{}]*\}(?:\^\{?[23]\}?)?[ \t.]*$")
 # how MATH answers differ only in writing (hendrycks' `strip_string`, lm-eval's minerva_math):
 # `\left(`, `\dfrac`, degrees, `\%`, `\$`, LaTeX spacing, `\sqrt3`, a leading `x =`, `.5`
-_TEX_SIZING = re.compile(r"\\(?:left|right)(?![a-z])|\\[!,;: ]|\^\{?\\circ\}?|\\circ(?![a-z])|[$%]")
+# `\\[!,;: ]` not after a backslash: the `\\ ` of a matrix's row break (`1 \\\\ 2`) is no spacing
+_TEX_SIZING = re.compile(r"\\(?:left|right)(?![a-z])|(?<!\\)\\[!,;: ]|\^\{?\\circ\}?|\\circ(?![a-z])|[$%]")
 _TEX_SQRT_DIGIT = re.compile(r"\\sqrt(\d)")
 _VARIABLE_IS = re.compile(r"^[a-z][a-z0-9_]?[ \t]*=[ \t]*(?=\S)")
 _BARE_POINT = re.compile(r"(?<![\w.])\.(?=\d)")

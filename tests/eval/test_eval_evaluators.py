@@ -240,6 +240,21 @@ async def test_a_math_span_after_the_marker_is_the_final_answer(
 
 
 @pytest.mark.parametrize(
+    ("answer", "target", "value"),
+    [
+        (r"\boxed{\begin{pmatrix}-1\\2\end{pmatrix}}", r"\begin{pmatrix} -1 \\ 2 \end{pmatrix}", 1.0),
+        (r"\boxed{\begin{pmatrix} 2 \\ -1 \end{pmatrix}}", r"\begin{pmatrix}-1\\2\end{pmatrix}", 0.0),
+    ],
+)
+async def test_a_matrix_row_break_is_not_latex_spacing(answer: str, target: str, value: float) -> None:
+    """MATH-500's vectors (`\\begin{pmatrix} -1 \\\\ 2 \\end{pmatrix}`): the `\\ ` of a row break was
+    taken as the control space `\\ ` and dropped with the break's second backslash, so the same
+    vector written without spaces scored 0."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await ev.score(_item(target), answer)).value == value
+
+
+@pytest.mark.parametrize(
     ("config", "field"),
     [
         ({"name": "numeric", "abs_tol": True}, "abs_tol"),
