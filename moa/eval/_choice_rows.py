@@ -4,8 +4,9 @@ and the index of the right one.
 
 Every published layout is recognised by its own fields; a row is refused, naming the field, when its
 answer is not one of its choices, when it has fewer than two choices, or when two choices share a
-label. The prompt shows the choices lettered ``A.``, ``B.``, ... in the row's order (``PROMPT_END``
-asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
+label. The prompt shows the passage the question asks about when the row has one (RACE's
+``article``, AGIEval's ``passage``, a ``context``), the question, then the choices lettered ``A.``,
+``B.``, ... in the row's order (``PROMPT_END`` asks for the letter), whatever labels the row used (ARC's ``1``-``4`` included), so the target is
 always a letter; TruthfulQA MC1's and GPQA's, which put the right answer first, in a fixed order drawn
 from the row's text. TruthfulQA's MC1 comes in two shapes: the original ``{choice: score}`` and the
 Hugging Face hub's ``{"choices": [...], "labels": [...]}``; MC2 (several right answers) is no single-choice
@@ -100,7 +101,18 @@ _GPQA_WRONG = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
 WINOGRANDE_ASK = "Which choice fills the blank (_)?"
 
 
+#: the fields holding the passage a question asks about (RACE's `article`, AGIEval's `passage`)
+_PASSAGE_KEYS = ("article", "passage", "context")
+
+
 def _question(row: Mapping[str, Any]) -> str:
+    """The question, after the passage it asks about when the row carries one: dropped, every item
+    asked about a text it did not show."""
+    key = next((k for k in _PASSAGE_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
+    return f"{row[key].strip()}\n\n{_stem(row)}" if key is not None else _stem(row)
+
+
+def _stem(row: Mapping[str, Any]) -> str:
     if "sentence" in row and "option1" in row:  # Winogrande
         return f"{_text(row['sentence'], 'sentence')}\n\n{WINOGRANDE_ASK}"
     for key in ("question", "question_stem", "goal", "Question", "input", "ctx"):

@@ -429,3 +429,30 @@ def test_an_option_named_in_the_explanation_is_not_the_answer(reply: str, letter
     """ "Option A is wrong" after "Answer: B" names A without choosing it: only `is`, `:` or `=` after
     "option" or "choice" makes an answer marker, as documented (A, then C, was read as the answer)."""
     assert read_choice(reply, PARIS)[0] == letter
+
+
+# RACE and AGIEval: the question asks about a passage the row carries beside it
+RACE = {
+    "example_id": "high10001.txt",
+    "article": "Tom walked to school in the rain and forgot his umbrella.",
+    "answer": "B",
+    "question": "What did Tom forget?",
+    "options": ["His bag", "His umbrella", "His shoes", "His lunch"],
+}
+AGIEVAL = {
+    "passage": "All birds in the park are pigeons. Ann saw a bird in the park.",
+    "question": "Which must be true?",
+    "options": ["(A)Ann saw a crow", "(B)Ann saw a pigeon"],
+    "label": "B",
+    "other": None,
+}
+
+
+@pytest.mark.parametrize(("row", "passage"), [(RACE, RACE["article"]), (AGIEVAL, AGIEVAL["passage"])])
+def test_the_passage_a_question_asks_about_is_sent_before_it(
+    tmp_path: Path, row: dict[str, Any], passage: str
+) -> None:
+    """RACE's `article` and AGIEval's `passage` were dropped: every item asked about a text it did
+    not show, and scored near chance whatever the setup."""
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert item.input.startswith(f"{passage}\n\n{row['question']}\n\nA. ") and item.target == "B"
