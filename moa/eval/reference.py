@@ -181,8 +181,10 @@ def extract_final_answer(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     last = HASH_LINE.search(lines[-1]) if lines else None
     if last is not None:
-        # `#### Final answer: Paris` heads its own answer
-        return _bare(_after_marker(last.group(1)) or last.group(1))
+        # `#### Final answer: Paris` heads its own answer; `#### \boxed{5}` holds it in a box
+        rest = _after_marker(last.group(1)) or last.group(1)
+        boxed = boxed_contents(rest)
+        return _bare(boxed[-1] if boxed else rest)
     answer_lines = [rest for rest in HASH_LINE.findall(text) if answer_line(rest)]
     if answer_lines:
         return _bare(answer_lines[-1])

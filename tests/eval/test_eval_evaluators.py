@@ -240,6 +240,17 @@ async def test_a_math_span_after_the_marker_is_the_final_answer(
 
 
 @pytest.mark.parametrize(
+    "answer", [r"Adding up.\n#### Final Answer: $\boxed{5}$", r"Adding up.\n#### $\boxed{5}$"]
+)
+async def test_a_box_on_the_last_hash_line_is_unwrapped(answer: str) -> None:
+    """A `####` last line holding a box: the box's contents are the answer (`\\boxed{5}` was compared
+    with the target as it was, and a right answer scored 0)."""
+    ev = make_evaluator({"name": "exact", "extract_final": True})
+    assert (await ev.score(_item("5"), answer)).value == 1.0
+    assert (await ev.score(_item("6"), answer)).value == 0.0
+
+
+@pytest.mark.parametrize(
     ("answer", "target", "value"),
     [
         (r"\boxed{\begin{pmatrix}-1\\2\end{pmatrix}}", r"\begin{pmatrix} -1 \\ 2 \end{pmatrix}", 1.0),
