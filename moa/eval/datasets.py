@@ -706,6 +706,13 @@ def load_dataset(
                     raise _BadRow(row)
                 _check_fields(kind, row)
                 item = _BUILDERS[kind](row, ordinal)
+                own_kind = _layout_of(row) if format == "auto" else None
+                if own_kind not in (None, kind):
+                    # read as the file's layout, an Alpaca row below generic ones lost its instruction
+                    raise _BadRow(
+                        f"row has the {_LABELS[own_kind]} layout's fields in a file read as {_LABELS[kind]} "
+                        "from its first rows: give the file one layout, or name it with `dataset_format`"
+                    )
                 own = kind not in _OPTIONAL_IDS or _own_id(row) not in (None, "")
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from

@@ -110,3 +110,20 @@ def test_a_humaneval_row_with_an_instruction_stays_humaneval(tmp_path: Path, row
         row["test"],
         "add",
     )
+
+
+def test_an_alpaca_row_in_a_file_read_as_generic_is_a_bad_row(tmp_path: Path) -> None:
+    """Below generic rows (the file's layout, from its first rows), an Alpaca row read as generic sent
+    its `input` alone, its instruction dropped unseen: it is a bad row naming both layouts."""
+    rows = [{"input": f"q{i}", "target": "a"} for i in range(3)] + [ALPACA]
+    ds = load_dataset(_jsonl(tmp_path, rows), on_bad_row="skip")
+    assert [i.input for i in ds] == ["q0", "q1", "q2"]
+    assert [(b.line, b.reason) for b in ds.bad_rows] == [
+        (
+            4,
+            "row has the instruction layout's fields in a file read as generic from its first rows: "
+            "give the file one layout, or name it with `dataset_format`",
+        )
+    ]
+    # named, the layout is the user's: the row is read as generic, as asked
+    assert len(load_dataset(_jsonl(tmp_path, rows), format="jsonl")) == 4
