@@ -64,8 +64,9 @@ HASH_LINE = re.compile(r"#{4,}[ \t]*([^\n]*)")
 _NUMBER_FIRST = re.compile(r"[*_]*[-−+]?\$?\s?\.?\d")
 # `#### 1. Count the eggs`, `#### 2) Money`, `#### 3: Total`: a numbered heading, not an answer
 _NUMBERED_HEADING = re.compile(r"[*_]*\d+[.:)][ \t]*[^\W\d]")
-# `\boxed 5` without braces too, as MATH's solutions write it (its graders read it up to the `$`)
-_BOXED = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|[ \t]+(?=[^\s{]))")
+# `\boxed 5` without braces too, as MATH's solutions write it (its graders read it up to the `$`),
+# but not before a word: "in \boxed form" names no answer
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|[ \t]+(?=[^\s{a-zA-Z]|[a-zA-Z](?![a-zA-Z])))")
 _UNBRACED_END = re.compile(r"\$|\n|\\[\])]")
 _ANSWER_IS = re.compile(r"\banswer\b[\s*_]*(?:is\b|was\b|[:=])", re.IGNORECASE)
 # what may stand between "the answer is" and its number: space, emphasis, a colon, `$`, `(`, `\(`

@@ -106,3 +106,9 @@ def test_a_box_without_braces_is_the_answer(tmp_path: Path, solution: str) -> No
     read as the intermediate `\\boxed{1}` before it, or the row refused as having none."""
     row = {"problem": "p", "level": "Level 2", "type": "Algebra", "solution": solution}
     assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == "5"
+
+
+def test_the_word_boxed_in_prose_is_no_answer(tmp_path: Path) -> None:
+    """Only a `\\boxed` followed by an answer is one: "in \\boxed notation" after the box is prose."""
+    row = {"problem": "p", "solution": "So $\\boxed{5}$, written in \\boxed notation."}
+    assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == "5"
