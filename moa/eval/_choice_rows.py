@@ -89,8 +89,9 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
 def _text(value: Any, where: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ChoiceRowError(f"`{where}` must be a string, not {type(value).__name__}")
-    text = str(value)
-    if not text.strip():
+    # GPQA's cells end in spaces and line breaks, which put blank lines into the lettered list
+    text = str(value).strip()
+    if not text:
         raise ChoiceRowError(f"`{where}` is blank")
     return text
 

@@ -464,7 +464,10 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
     if numbers and isinstance(numbers[0], float):
         raise _BadRow("`answer`: the number after `####` has too many digits to read")
     if not numbers:
-        raise _BadRow("`answer` has no `#### <number>` line")
+        raise _BadRow(
+            "`answer` has no `#### <number>` line (GSM8K's); a row whose `answer` is the answer "
+            "itself is a MATH row (name its `question` `problem`) or a QA row (`dataset_format: qa`)"
+        )
     return Item(
         id=_opt_str(row, "id", numbers=True) or str(number),
         input=question,
@@ -485,6 +488,9 @@ def _math(row: Mapping[str, Any], number: int) -> Item:
         if not boxed:
             raise _BadRow("`solution` has no \\boxed{...} answer: give the row an `answer`")
         answer = boxed[-1]
+    boxed = [b for b in boxed_contents(answer) if b.strip()]
+    if boxed and answer.strip().startswith(("\\boxed", "\\fbox", "$\\boxed")):
+        answer = boxed[-1]  # an answer written boxed (`\boxed{5}`): its content, as a reply's is read
     if not answer.strip():
         raise _BadRow("`answer` is blank")
     meta: dict[str, Any] = {"format": MATH}

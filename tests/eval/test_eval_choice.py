@@ -218,6 +218,14 @@ def test_mmlu_pro_keeps_its_question_id_and_ten_letters(tmp_path: Path) -> None:
     assert (item.id, item.category) == ("70", "math") and "\nJ. 16\n" in item.input
 
 
+def test_choice_texts_are_shown_without_their_surrounding_blanks(tmp_path: Path) -> None:
+    """GPQA's cells end in spaces and line breaks: they put blank lines into the lettered list."""
+    row = {**GPQA, "Correct Answer": "neutron \n", "Incorrect Answer 1": "\nproton  "}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert "\n\n\n" not in item.input and " \n" not in item.input
+    assert item.meta["answer_text"] == "neutron" and f"\n{item.target}. neutron\n" in item.input
+
+
 def test_winogrande_asks_which_choice_fills_the_blank(tmp_path: Path) -> None:
     """Winogrande's sentence, then the question its blank asks (its options alone ask nothing)."""
     item = load_dataset(_jsonl(tmp_path, [WINOGRANDE])).items[0]

@@ -112,3 +112,18 @@ def test_the_word_boxed_in_prose_is_no_answer(tmp_path: Path) -> None:
     """Only a `\\boxed` followed by an answer is one: "in \\boxed notation" after the box is prose."""
     row = {"problem": "p", "solution": "So $\\boxed{5}$, written in \\boxed notation."}
     assert load_dataset(_jsonl(tmp_path, [row])).items[0].target == "5"
+
+
+@pytest.mark.parametrize(
+    ("answer", "target"), [("\\boxed{5}", "5"), ("$\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}")]
+)
+def test_an_answer_written_boxed_is_its_content(tmp_path: Path, answer: str, target: str) -> None:
+    """A file whose `answer` is written `\\boxed{5}`: kept boxed, no reply's final answer equalled it."""
+    item = load_dataset(_jsonl(tmp_path, [{"problem": "p", "answer": answer}])).items[0]
+    assert item.target == target
+
+
+def test_a_question_answer_row_without_hashes_says_which_layouts_fit(tmp_path: Path) -> None:
+    """AIME 2025's `question` + `answer: "70"` is read as GSM8K: the refusal names MATH and QA."""
+    with pytest.raises(DatasetError, match=r"name its `question` `problem`\) or a QA row"):
+        load_dataset(_jsonl(tmp_path, [{"question": "Find n.", "answer": "70"}]))
