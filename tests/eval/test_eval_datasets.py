@@ -150,7 +150,9 @@ def test_gsm8k_target_is_the_number_after_the_last_hashes(tmp_path: Path, answer
 def test_gsm8k_hashes_without_a_number_is_a_bad_row(tmp_path: Path) -> None:
     """A GSM8K answer whose `####` carries no number is a bad row naming its line."""
     path = _jsonl(tmp_path, [{"question": "q", "answer": "#### none"}], name="g.jsonl")
-    with pytest.raises(DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line \(GSM8K.s\); "):
+    with pytest.raises(
+        DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line \(GSM8K.s\); "
+    ):
         load_dataset(path, format="gsm8k")
 
 
@@ -288,7 +290,9 @@ def test_gsm8k_file_whose_first_row_lacks_hashes_is_still_gsm8k(tmp_path: Path) 
         {"question": f"q{i}", "answer": f"work\n#### {i}"} for i in range(1, 6)
     ]
     path = _jsonl(tmp_path, rows, name="g.jsonl")
-    with pytest.raises(DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line \(GSM8K.s\); "):
+    with pytest.raises(
+        DatasetError, match=r"^g\.jsonl:1: `answer` has no `#### <number>` line \(GSM8K.s\); "
+    ):
         load_dataset(path)
     ds = load_dataset(path, on_bad_row="skip")
     assert [i.target for i in ds] == ["1", "2", "3", "4", "5"] and [b.line for b in ds.bad_rows] == [1]
