@@ -63,6 +63,15 @@ class OneWrong:
         return f"The answer is {right}" if u < self.p else f"The answer is {int(right) + 1}"
 
 
+def cheap_and_strong(answers: dict[str, str], more: dict[str, SimModel] | None = None) -> dict[str, SimModel]:
+    """The cascade's two models: right with probability P and Q on each question; ``more`` added."""
+    return {
+        "cheap-m": SimModel(answer=OneWrong(P, answers)),
+        "strong-m": SimModel(answer=OneWrong(Q, answers)),
+        **(more or {}),
+    }
+
+
 def _write(folder: Path, base_url: str, rows: list[dict[str, object]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     common = f"api_base: {json.dumps(base_url)}, retry: {{max_attempts: 1}}"
@@ -100,10 +109,7 @@ def test_cascade_matches_its_analytic_quality_escalation_and_calls(tmp_path: Pat
     # the escalated prompt (on a five-word question they would triple its cost)
     rows = [{**r, "input": f"{CONTEXT} {r['input']}"} for r in questions(N)]
     answers = answers_of(rows)
-    models = {
-        "cheap-m": SimModel(answer=OneWrong(P, answers)),
-        "strong-m": SimModel(answer=OneWrong(Q, answers)),
-    }
+    models = cheap_and_strong(answers)
     with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 from exp_helpers import answers_of, questions
-from test_exp_cascade import CONTEXT, MIXTURE, OneWrong, P, Q, _write
+from test_exp_cascade import CONTEXT, MIXTURE, OneWrong, P, Q, _write, cheap_and_strong
 
 from moa import Runner
 from moa.cascade.execute import StageRecord, record_stages
@@ -203,11 +203,7 @@ def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path)
     answers = answers_of(rows)
     pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
     rater = Counted(lambda req: "I could not say.")
-    models = {
-        "cheap-m": SimModel(answer=OneWrong(P, answers)),
-        "strong-m": SimModel(answer=OneWrong(Q, answers)),
-        "rater-m": SimModel(answer=rater),
-    }
+    models = cheap_and_strong(answers, {"rater-m": SimModel(answer=rater)})
     with SimServer(models) as srv:
         exp = _judged_cascade(
             tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
@@ -278,10 +274,7 @@ def test_the_single_models_quality_is_the_reports_after_samples_drop(tmp_path: P
     the tuning averaged all three stored, so its targets were set against another single model."""
     rows = _rows(20)
     answers = answers_of(rows)
-    models = {
-        "cheap-m": SimModel(answer=OneWrong(P, answers)),
-        "strong-m": SimModel(answer=OneWrong(Q, answers)),
-    }
+    models = cheap_and_strong(answers)
     with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         Experiment.from_file(exp, out=tmp_path / "out", progress=False, samples=3).run()
@@ -318,11 +311,7 @@ def test_judge_sweep_through_the_command_line(tmp_path: Path, capsys: pytest.Cap
     n = 200
     rows = _rows(n)
     answers = answers_of(rows)
-    models = {
-        "cheap-m": SimModel(answer=OneWrong(P, answers)),
-        "strong-m": SimModel(answer=OneWrong(Q, answers)),
-        "rater-m": _rater(answers),
-    }
+    models = cheap_and_strong(answers, {"rater-m": _rater(answers)})
     with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         cascade = (tmp_path / "e" / "cascade.yaml").read_text()
@@ -668,10 +657,7 @@ def test_a_tuning_stopped_by_the_budget_still_prints_the_comparisons_table(
     table is printed before the budget's error, which used to come alone."""
     rows = _rows(N)
     answers = answers_of(rows)
-    models = {
-        "cheap-m": SimModel(answer=OneWrong(P, answers)),
-        "strong-m": SimModel(answer=OneWrong(Q, answers)),
-    }
+    models = cheap_and_strong(answers)
     with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
