@@ -79,7 +79,10 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
         return True
     if "endings" in row and "label" in row:
         return True
-    if ("choices" in row or "options" in row) and any(k in row for k in _ANSWER_KEYS):
+    if "choices" in row and any(k in row for k in _ANSWER_KEYS):
+        return True
+    # MMLU-Pro's and MedQA's `options` beside a `question`: a generic row may carry `options` as data
+    if "options" in row and "question" in row and any(k in row for k in _ANSWER_KEYS):
         return True
     if isinstance(row.get("question"), Mapping) and "answerKey" in row:
         return True

@@ -212,6 +212,14 @@ def test_gpqa_rows_are_shuffled_like_mc1_and_keep_their_id_and_domain(tmp_path: 
     assert [i.input for i in items] == [i.input for i in load_dataset(path).items]
 
 
+def test_a_generic_row_carrying_options_as_data_stays_generic(tmp_path: Path) -> None:
+    """`options` names choices only beside a `question` (MMLU-Pro, MedQA): a generic row whose
+    `options` is its own data was taken as multiple-choice and refused."""
+    row = {"input": "Say hi", "target": "hi", "options": {"temperature": 0}}
+    item = load_dataset(_jsonl(tmp_path, [row])).items[0]
+    assert (item.input, item.target, item.meta) == ("Say hi", "hi", {"options": {"temperature": 0}})
+
+
 def test_mmlu_pro_keeps_its_question_id_and_ten_letters(tmp_path: Path) -> None:
     """MMLU-Pro's `options` (up to ten) were not choices: its rows were read as GSM8K and refused."""
     item = load_dataset(_jsonl(tmp_path, [MMLU_PRO])).items[0]
