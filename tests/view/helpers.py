@@ -170,6 +170,25 @@ def build_code(folder: Path, out: Path) -> None:
         Experiment.from_file(folder / "exp.yaml", out=out, progress=False).run()
 
 
+def build_qa(folder: Path, out: Path) -> None:
+    """NQ-open rows of several accepted answers, scored by SQuAD's exact match: ``base`` answers
+    with the second alias, ``other`` with a wrong name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"id": "q1", "question": "Who painted the Mona Lisa?", "answer": ["Leonardo da Vinci", "da Vinci"]}
+    ]
+    with SimServer({"base-m": SimModel(answer="da Vinci"), "other-m": SimModel(answer="Raphael")}) as srv:
+        for name in ("base", "other"):
+            (folder / f"{name}.yaml").write_text(
+                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
+            )
+        (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / "exp.yaml").write_text(
+            "name: qa\ndataset: qa.jsonl\nbaseline: base.yaml\nsetups: [other.yaml]\nbootstrap_rounds: 100\n"
+        )
+        Experiment.from_file(folder / "exp.yaml", out=out, progress=False).run()
+
+
 def build_chat(folder: Path, out: Path) -> None:
     """Multi-turn items (MT-Bench layout) under the judge: ``good`` answers turn 2 better."""
     folder.mkdir(parents=True, exist_ok=True)

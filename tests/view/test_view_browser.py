@@ -23,7 +23,7 @@ import pytest
 from moa.experiment import Store, rebuild_report
 from moa.experiment.store.votes import iter_votes
 from tests.view.conftest import BIG_ITEMS, Served, off_loop, serve
-from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile
+from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile, build_qa
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -153,6 +153,16 @@ def test_multi_turn_and_code_items(page: Any, viewer: Served, tmp_path: Path) ->
     expect(base.locator("pre.detail")).to_contain_text("tests failed: AssertionError")
     expect(page.locator(".answer-card[data-setup='coder'] pre.detail")).to_have_text("passed")
     shot(page, tmp_path, "code.png")
+
+
+def test_a_qa_item_shows_every_accepted_answer(page: Any, tmp_path: Path) -> None:
+    """An NQ-open item lists each answer that scores, not only its first (the `target`)."""
+    off_loop(lambda: build_qa(tmp_path / "src", tmp_path / "exps" / "qa"))
+    with serve(tmp_path / "exps") as s:
+        page.goto(s.url + "/#/e/qa/item/q1")
+        expect(page.locator(".label", has_text="Accepted answers")).to_have_count(1)
+        expect(page.locator("pre.target")).to_have_text("Leonardo da Vinci\nda Vinci")
+        shot(page, tmp_path, "qa.png")
 
 
 VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]

@@ -15,7 +15,10 @@
       parts.push(pre(item.input, "input"));
     }
     const ref = item.target ?? (item.meta && item.meta.reference);
-    if (ref !== undefined && ref !== null) parts.push(h("div", { class: "label" }, "Target"), pre(Array.isArray(ref) ? ref.join("\n\n") : ref, "target"));
+    // a QA item's every accepted answer (NQ-open, TriviaQA, SQuAD): any of them scores
+    const accepted = item.meta && Array.isArray(item.meta.answers) && item.meta.answers.length > 1 ? item.meta.answers : null;
+    if (accepted) parts.push(h("div", { class: "label" }, "Accepted answers"), pre(accepted.join("\n"), "target"));
+    else if (ref !== undefined && ref !== null) parts.push(h("div", { class: "label" }, "Target"), pre(Array.isArray(ref) ? ref.join("\n\n") : ref, "target"));
     if (item.test || (item.tests && item.tests.length)) {
       parts.push(h("details", null, h("summary", null, "Tests"), pre(item.test || item.tests.join("\n"), "code")));
     }
