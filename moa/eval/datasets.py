@@ -378,7 +378,7 @@ def _generic(row: Mapping[str, Any], number: int) -> Item:
     for i, line in enumerate(lines or ()):
         _test_code(line, f"tests[{i}]")
     return Item(
-        id=_opt_str(row, "id", numbers=True) or str(number),
+        id=_row_id("generic", row, number),
         input=text,
         target=_opt_str(row, "target", numbers=True),
         category=_opt_str(row, "category") or None,
@@ -469,7 +469,7 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
             "itself is a MATH row (name its `question` `problem`) or a QA row (`dataset_format: qa`)"
         )
     return Item(
-        id=_opt_str(row, "id", numbers=True) or str(number),
+        id=_row_id("gsm8k", row, number),
         input=question,
         target=show_number(numbers[0]),
         meta={"solution": answer},
@@ -488,9 +488,9 @@ def _math(row: Mapping[str, Any], number: int) -> Item:
         if not boxed:
             raise _BadRow("`solution` has no \\boxed{...} answer: give the row an `answer`")
         answer = boxed[-1]
-    boxed = [b for b in boxed_contents(answer) if b.strip()]
-    if boxed and answer.strip().startswith(("\\boxed", "\\fbox", "$\\boxed")):
-        answer = boxed[-1]  # an answer written boxed (`\boxed{5}`): its content, as a reply's is read
+    if answer.strip().startswith(("\\boxed", "\\fbox", "$\\boxed")):
+        # an answer written boxed (`\boxed{5}`): its content, as a reply's is read
+        answer = next((b for b in reversed(boxed_contents(answer)) if b.strip()), answer)
     if not answer.strip():
         raise _BadRow("`answer` is blank")
     meta: dict[str, Any] = {"format": MATH}
@@ -499,9 +499,8 @@ def _math(row: Mapping[str, Any], number: int) -> Item:
     if isinstance(row.get("level"), str | int) and not isinstance(row.get("level"), bool):
         meta["level"] = row["level"]
     category = row.get("subject", row.get("type"))
-    raw_id = row.get("unique_id", row.get("id"))
     return Item(
-        id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
+        id=_row_id("math", row, number),
         input=problem,
         target=answer.strip(),
         category=category if isinstance(category, str) and category else None,
@@ -528,7 +527,7 @@ def _mbpp(row: Mapping[str, Any], number: int) -> Item:
     prelude = "\n".join(line for line in setup if line.strip())
     shown = "\n".join(tests)
     return Item(
-        id=_opt_str(row, "task_id", numbers=True) or str(number),
+        id=_row_id("mbpp", row, number),
         input=f"{task.strip()}\n{MBPP_TESTS_LINE}\n\n{shown}",
         tests=[f"{prelude}\n{t}" if prelude else t for t in tests],
     )
@@ -544,7 +543,7 @@ def _instruction(row: Mapping[str, Any], number: int) -> Item:
     text = f"{instruction}\n\n{material}" if material and material.strip() else instruction
     category = row.get("category", row.get("dataset"))
     return Item(
-        id=_opt_str(row, "id", numbers=True) or str(number),
+        id=_row_id("instruction", row, number),
         input=text,
         target=_opt_str(row, "target", numbers=True),
         category=category if isinstance(category, str) and category else None,
@@ -580,9 +579,8 @@ def _choice(row: Mapping[str, Any], number: int) -> Item:
     except ChoiceRowError as e:
         raise _BadRow(str(e)) from None
     category = row.get("subject", row.get("category", row.get("High-level domain")))  # GPQA's last
-    raw_id = _own_id(row)
     return Item(
-        id=_opt_str({"id": raw_id}, "id", numbers=True) or str(number),
+        id=_row_id("choice", row, number),
         input=read.prompt(),
         target=read.letter,
         category=category if isinstance(category, str) and category else None,
@@ -598,7 +596,7 @@ def _qa(row: Mapping[str, Any], number: int) -> Item:
         raise _BadRow(str(e)) from None
     category = row.get("category", row.get("title"))  # SQuAD's article
     return Item(
-        id=_opt_str({"id": _own_id(row)}, "id", numbers=True) or str(number),
+        id=_row_id("qa", row, number),
         input=read.prompt,
         target=read.answers[0],
         category=category if isinstance(category, str) and category else None,
@@ -620,16 +618,27 @@ _BUILDERS = {
 }
 
 
-#: the layouts whose rows may lack an id (numbered by their place in the file)
-_OPTIONAL_IDS = frozenset({"generic", "gsm8k", "math", "mbpp", "choice", "instruction", "qa"})
+#: where a row of each layout whose ids are optional finds its id; one without is numbered by its
+#: place in the file (the builders and the duplicate check ask the same fields)
+_ID_KEYS: dict[_RowKind, tuple[str, ...]] = {
+    "generic": ("id",),
+    "gsm8k": ("id",),
+    "instruction": ("id",),
+    "math": ("unique_id", "id"),
+    "mbpp": ("task_id",),
+    "choice": ("id", "ind", "Record ID", "question_id"),
+    "qa": ("id", "question_id"),
+}
 
 
-def _own_id(row: Mapping[str, Any]) -> Any:
-    """The id a row of a layout whose ids are optional carries of its own (None: numbered)."""
-    for key in ("id", "ind", "unique_id", "Record ID", "task_id", "question_id"):
-        if row.get(key) is not None:
-            return row[key]
-    return None
+def _id_key(kind: _RowKind, row: Mapping[str, Any]) -> str | None:
+    """The field ``row``'s own id is in, or None when it has none (it is numbered)."""
+    return next((k for k in _ID_KEYS[kind] if row.get(k) not in (None, "")), None)
+
+
+def _row_id(kind: _RowKind, row: Mapping[str, Any], number: int) -> str:
+    key = _id_key(kind, row)
+    return (_opt_str(row, key, numbers=True) if key else None) or str(number)
 
 
 def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:
@@ -711,7 +720,6 @@ def load_dataset(
                 if isinstance(row, str):
                     raise _BadRow(row)
                 _check_fields(kind, row)
-                item = _BUILDERS[kind](row, ordinal)
                 own_kind = _layout_of(row) if format == "auto" else None
                 if own_kind not in (None, kind):
                     # read as the file's layout, an Alpaca row below generic ones lost its instruction
@@ -719,7 +727,8 @@ def load_dataset(
                         f"row has the {_LABELS[own_kind]} layout's fields in a file read as {_LABELS[kind]} "
                         "from its first rows: give the file one layout, or name it with `dataset_format`"
                     )
-                own = kind not in _OPTIONAL_IDS or _own_id(row) not in (None, "")
+                item = _BUILDERS[kind](row, ordinal)
+                own = kind not in _ID_KEYS or _id_key(kind, row) is not None
                 if item.id in seen:
                     # `{"input": ...}` on line 3 and `{"id": 3, ...}`: say where the second 3 came from
                     why = (

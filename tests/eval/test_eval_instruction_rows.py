@@ -127,3 +127,14 @@ def test_an_alpaca_row_in_a_file_read_as_generic_is_a_bad_row(tmp_path: Path) ->
     ]
     # named, the layout is the user's: the row is read as generic, as asked
     assert len(load_dataset(_jsonl(tmp_path, rows), format="jsonl")) == 4
+
+
+def test_a_row_numbered_by_its_place_says_so_when_its_number_clashes(tmp_path: Path) -> None:
+    """An instruction row's id is its `id` only: a `question_id` beside it counted as an id of its
+    own in the duplicate check, so the clash below lost its hint that the first row was numbered."""
+    rows = [{"instruction": "a", "question_id": "x"}, {"instruction": "b", "id": 1}]
+    with pytest.raises(DatasetError) as e:
+        load_dataset(_jsonl(tmp_path, rows))
+    assert str(e.value) == (
+        "data.jsonl:2: duplicate id `1` (first on line 1; a row without an `id` is numbered by its place in the file)"
+    )
