@@ -356,12 +356,17 @@ def _error_message(body: bytes) -> str:
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        return body.decode("utf-8", "replace")
+        data = None
+    return _message_in(data) or body.decode("utf-8", "replace")
+
+
+def _message_in(data: Any) -> str:
+    """The error message a parsed body or stream event says ("" when it says none)."""
     if isinstance(data, dict):
         for value in (data.get("error"), data.get("message"), data.get("detail")):
             if said := _said(value):
                 return said
-    return body.decode("utf-8", "replace")
+    return ""
 
 
 def _said(value: Any, depth: int = 0) -> str:
@@ -491,7 +496,7 @@ def _error_reply(data: dict[str, Any], request: ModelRequest) -> ModelError:
     """A 2xx whose body is an error (OpenRouter and some gateways answer an upstream failure so):
     the error its ``code`` names when that is an HTTP status, as litellm reads it, else a
     ProviderError; either way with the server's words, which "no choices" lost."""
-    message = _error_message(_ENCODER.encode(data).encode())
+    message = _message_in(data) or _ENCODER.encode(data)
     error = data.get("error")
     code = error.get("code") if isinstance(error, dict) else data.get("code")
     if isinstance(code, str) and code.isdigit():
@@ -577,7 +582,8 @@ class _Stream:
         if _is_error(chunk):
             # also beside choices: OpenRouter's mid-stream error comes in a chunk whose choice ends
             # with finish_reason "error", and the text so far is no answer
-            detail = scrub_clip(" ".join(_error_message(payload).split()), 500, _keys(request))
+            said = _message_in(chunk) or payload.decode("utf-8", "replace")
+            detail = scrub_clip(" ".join(said.split()), 500, _keys(request))
             raise ProviderError(
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
