@@ -67,15 +67,9 @@ def _csv_letters(row: Mapping[str, Any]) -> list[str]:
 
 def is_choice_row(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` has the fields of one of the multiple-choice layouts."""
-    if "mc1_targets" in row or "mc2_targets" in row:
-        return True
-    if "goal" in row and "sol1" in row and "sol2" in row:  # PIQA
-        return True
-    if "sentence" in row and "option1" in row and "option2" in row:  # Winogrande
+    if _named_shape(row) is not None:
         return True
     if "question_stem" in row and "choices" in row:  # OpenBookQA
-        return True
-    if "Question" in row and "Correct Answer" in row:  # GPQA's CSV
         return True
     if "endings" in row and "label" in row:
         return True
@@ -87,6 +81,20 @@ def is_choice_row(row: Mapping[str, Any]) -> bool:
     if isinstance(row.get("question"), Mapping) and "answerKey" in row:
         return True
     return "question" in row and "answer" in row and len(_csv_letters(row)) >= 2
+
+
+def _named_shape(row: Mapping[str, Any]) -> str | None:
+    """The benchmarks whose choices and answer sit in fields of their own, by their fields; None for
+    the rest (a list or a labelled object of choices, and an answer naming one)."""
+    if "mc1_targets" in row or "mc2_targets" in row:
+        return "truthfulqa"
+    if "goal" in row and "sol1" in row and "sol2" in row:
+        return "piqa"
+    if "sentence" in row and "option1" in row and "option2" in row:
+        return "winogrande"
+    if "Question" in row and "Correct Answer" in row:  # GPQA's CSV
+        return "gpqa"
+    return None
 
 
 def _text(value: Any, where: str) -> str:
@@ -109,15 +117,16 @@ WINOGRANDE_ASK = "Which choice fills the blank (_)?"
 _PASSAGE_KEYS = ("article", "passage", "context")
 
 
-def _question(row: Mapping[str, Any]) -> str:
+def _question(row: Mapping[str, Any], shape: str | None) -> str:
     """The question, after the passage it asks about when the row carries one: dropped, every item
     asked about a text it did not show."""
     key = next((k for k in _PASSAGE_KEYS if isinstance(row.get(k), str) and row[k].strip()), None)
-    return f"{row[key].strip()}\n\n{_stem(row)}" if key is not None else _stem(row)
+    stem = _stem(row, shape)
+    return f"{row[key].strip()}\n\n{stem}" if key is not None else stem
 
 
-def _stem(row: Mapping[str, Any]) -> str:
-    if "sentence" in row and "option1" in row:  # Winogrande
+def _stem(row: Mapping[str, Any], shape: str | None) -> str:
+    if shape == "winogrande":
         return f"{_text(row['sentence'], 'sentence')}\n\n{WINOGRANDE_ASK}"
     for key in ("question", "question_stem", "goal", "Question", "input", "ctx"):
         value = row.get(key)
@@ -140,7 +149,7 @@ def _labelled(labels: Sequence[Any], texts: Sequence[Any], where: str) -> tuple[
     return names, [_text(t, f"{where}.text[{i}]") for i, t in enumerate(texts)]
 
 
-def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
+def _choices(row: Mapping[str, Any], shape: str | None) -> tuple[list[str] | None, list[str]]:
     """(labels, texts): labels is None when the row has none of its own (indexed choices)."""
     question = row.get("question")
     if isinstance(question, Mapping) and "choices" in question:  # ARC's original JSONL
@@ -148,15 +157,13 @@ def _choices(row: Mapping[str, Any]) -> tuple[list[str] | None, list[str]]:
         if not isinstance(items, list) or not all(isinstance(c, Mapping) for c in items):
             raise ChoiceRowError("`question.choices` must be a list of {label, text} objects")
         return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
-    if "mc1_targets" in row:
-        return None, _mc1_targets(row["mc1_targets"])[0]
-    if "Correct Answer" in row:  # GPQA: the right answer, then the wrong ones
+    if shape == "gpqa":  # the right answer, then the wrong ones
         wrong = [k for k in _GPQA_WRONG if row.get(k) not in (None, "")]
         return None, [_text(row["Correct Answer"], "Correct Answer"), *(_text(row[k], k) for k in wrong)]
-    if "goal" in row and "sol1" in row:  # PIQA: `label` an index from 0
-        return None, [_text(row["sol1"], "sol1"), _text(row.get("sol2"), "sol2")]
-    if "sentence" in row and "option1" in row:  # Winogrande: `answer` "1" or "2"
-        return ["1", "2"], [_text(row["option1"], "option1"), _text(row.get("option2"), "option2")]
+    if shape == "piqa":  # `label` an index from 0
+        return None, [_text(row["sol1"], "sol1"), _text(row["sol2"], "sol2")]
+    if shape == "winogrande":  # `answer` "1" or "2"
+        return ["1", "2"], [_text(row["option1"], "option1"), _text(row["option2"], "option2")]
     key = "endings" if "endings" in row else "options" if "options" in row else "choices"
     value = row.get(key)
     if isinstance(value, str) and value.lstrip().startswith(("[", "{")):  # a CSV cell holds JSON text
@@ -191,18 +198,15 @@ def _mc1_targets(targets: Any) -> tuple[list[str], list[Any]]:
     return [_text(t, "mc1_targets") for t in targets], list(targets.values())
 
 
-def _mc1_answer(targets: Any) -> int:
-    scores = _mc1_targets(targets)[1]
+def _mc1_answer(scores: Sequence[Any]) -> int:
     right = [i for i, score in enumerate(scores) if score == 1 and not isinstance(score, bool)]
     if len(right) != 1:
         raise ChoiceRowError(f"`mc1_targets` must score exactly one choice 1, not {len(right)}")
     return right[0]
 
 
-def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) -> int:
-    if "mc1_targets" in row:
-        return _mc1_answer(row["mc1_targets"])
-    if "Correct Answer" in row:
+def _answer(row: Mapping[str, Any], shape: str | None, labels: list[str] | None, texts: list[str]) -> int:
+    if shape == "gpqa":
         return 0
     key = next((k for k in _ANSWER_KEYS if row.get(k) is not None), None)
     if key is None:
@@ -239,19 +243,24 @@ def _answer(row: Mapping[str, Any], labels: list[str] | None, texts: list[str]) 
 
 def read_choice_row(row: Mapping[str, Any]) -> ChoiceRow:
     """``row`` read as a multiple-choice item; ``ChoiceRowError`` naming the field otherwise."""
-    if "mc2_targets" in row and "mc1_targets" not in row:
+    shape = _named_shape(row)
+    if shape == "truthfulqa" and "mc1_targets" not in row:
         raise ChoiceRowError(
             "`mc2_targets` (TruthfulQA MC2, several right answers) is not a single-choice layout: "
             "give the row's `mc1_targets`"
         )
-    question = _question(row)
-    labels, texts = _choices(row)
+    question = _question(row, shape)
+    labels: list[str] | None = None
+    if shape == "truthfulqa":
+        texts, scores = _mc1_targets(row["mc1_targets"])
+    else:
+        labels, texts = _choices(row, shape)
     if len(texts) < 2:
         raise ChoiceRowError(f"a multiple-choice row needs at least 2 choices, not {len(texts)}")
     if len(texts) > len(LETTERS):
         raise ChoiceRowError(f"a multiple-choice row has at most {len(LETTERS)} choices, not {len(texts)}")
-    answer = _answer(row, labels, texts)
-    if "mc1_targets" in row or "Correct Answer" in row:
+    answer = _mc1_answer(scores) if shape == "truthfulqa" else _answer(row, shape, labels, texts)
+    if shape in ("truthfulqa", "gpqa"):  # the right answer listed first in the file
         texts, answer = _shuffled(question, texts, answer)
     return ChoiceRow(question, tuple(texts), answer)
 
