@@ -168,11 +168,13 @@ class Experiment:
         samples = self.spec.samples
         hashes = [(i, item_hash(i)) for i in c.dataset.items]
         plans = []
+        judged = 0  # the runs a judge compares with the baseline's: the setups', turn by turn
         for s in c.setups:
             calls, at_most = calls_per_run(s.topology)
             done = stored.get(s.name, set())
             todo = [(i, j) for i, h in hashes for j in range(samples) if (i.id, h, j) not in done]
             runs = sum(len(i.turns or ()) or 1 for i, _ in todo)
+            judged += 0 if s.is_baseline else runs
             plans.append(
                 SetupPlan(
                     s.name,
@@ -187,9 +189,7 @@ class Experiment:
             )
         judge_calls = None
         if c.judge is not None:
-            per_verdict = calls_per_run(c.judge)[0]
-            judged = sum(p.calls_to_send // max(p.calls, 1) for p in plans if not p.is_baseline)
-            judge_calls = 2 * per_verdict * judged
+            judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         return Plan(
             self.source,
             c.dataset,
