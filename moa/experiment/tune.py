@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from moa.cascade.execute import StageRecord, record_stages
 from moa.cascade.tune import ItemTrace, Setting, current_setting, describe, settings_for, trace
 from moa.errors import BudgetExceeded, UserError
 from moa.eval.datasets import Item
+from moa.eval.hashing import canonical_hash
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
 from moa.experiment.config import ExperimentSpec, Setup, TuneSpec
@@ -165,7 +165,7 @@ def _single_scores(store: Store, baseline: Setup, evaluator_id: str, samples: in
 
 def _fingerprint(item: Item) -> str:
     """What an item's trace was scored against: a corrected target must not reuse the old scores."""
-    return hashlib.sha256(item.model_dump_json(exclude={"category"}).encode()).hexdigest()[:16]
+    return canonical_hash(item.model_dump(mode="json", exclude={"category"}))
 
 
 def _number(v: object) -> bool:
