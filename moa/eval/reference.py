@@ -287,9 +287,10 @@ class ExactEvaluator:
             return Score(0.0, NO_TARGET)
         got = self._final(answer, True)
         form = self._form(got)
+        value = _one_number(got) if self.config.numbers else None  # read once, not per answer
         ok = any(
             form == self._form(want := self._final(text, False))
-            or (self.config.numbers and _same_number(got, want))
+            or (value is not None and value == _one_number(want))
             for text in answers
         )
         return Score(1.0 if ok else 0.0, None if ok else f"expected {_expected(answers)}")
@@ -308,15 +309,10 @@ class ExactEvaluator:
         return normalize(_math_form(normalize(text)) if self.config.extract_final else text)
 
 
-def _same_number(got: str, want: str) -> bool:
-    """Whether ``got`` and ``want`` each read as one number, of one value."""
-    a, b = final_answer(got, whole=True), final_answer(want, whole=True)
-    return (
-        isinstance(a, FinalNumber)
-        and isinstance(b, FinalNumber)
-        and a.exact is not None
-        and a.exact == b.exact
-    )
+def _one_number(text: str) -> Fraction | None:
+    """``text``'s value when it reads as one number (``numeric``'s rules), else None."""
+    found = final_answer(text, whole=True)
+    return found.exact if isinstance(found, FinalNumber) else None
 
 
 class ContainsEvaluator:
