@@ -9,6 +9,7 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,14 @@ def _agent(model: str, base_url: str, extra: str = "") -> str:
     return f"{{model: openai/{model}, api_base: {json.dumps(base_url)}, retry: {{max_attempts: 1}}, {PRICE}{extra}}}"
 
 
+def _singles(folder: Path, base_url: str, names: Sequence[str]) -> None:
+    """``NAME.yaml`` for each name: one agent on the simulated model ``NAME-m``."""
+    for name in names:
+        (folder / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', base_url)}\n"
+        )
+
+
 def build_judged(folder: Path, out: Path) -> None:
     """A judged experiment in ``out``: baseline ``single``, ``moa`` (two proposers and an aggregator,
     one run failed) and ``self`` (three samples, majority vote)."""
@@ -101,9 +110,7 @@ def build_judged(folder: Path, out: Path) -> None:
     rows = judged_rows()
     with SimServer(judged_models()) as srv:
         url = srv.base_url
-        (folder / "single.yaml").write_text(
-            f"name: single\nkind: single\nagent: a\nagents:\n  a: {_agent('single-m', url)}\n"
-        )
+        _singles(folder, url, ("single",))
         (folder / "moa.yaml").write_text(
             "name: moa\nnodes:\n  - {id: proposer1, agent: w1}\n  - {id: proposer2, agent: w2}\n"
             "  - {id: final, agent: agg, inputs: [proposer1, proposer2], prompt: aggregate}\n"
@@ -158,10 +165,7 @@ def build_code(folder: Path, out: Path) -> None:
         return CODE_ANSWERS["add_ok"].replace("add_ok", task(req))
 
     with SimServer({"base-m": SimModel(answer=base), "coder-m": SimModel(answer=coder)}) as srv:
-        for name in ("base", "coder"):
-            (folder / f"{name}.yaml").write_text(
-                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
-            )
+        _singles(folder, srv.base_url, ("base", "coder"))
         (folder / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (folder / "exp.yaml").write_text(
             "name: code\ndataset: code.jsonl\nevaluator: {name: execution, timeout_s: 10, cpu_s: 5}\n"
@@ -178,10 +182,7 @@ def build_qa(folder: Path, out: Path) -> None:
         {"id": "q1", "question": "Who painted the Mona Lisa?", "answer": ["Leonardo da Vinci", "da Vinci"]}
     ]
     with SimServer({"base-m": SimModel(answer="da Vinci"), "other-m": SimModel(answer="Raphael")}) as srv:
-        for name in ("base", "other"):
-            (folder / f"{name}.yaml").write_text(
-                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
-            )
+        _singles(folder, srv.base_url, ("base", "other"))
         (folder / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (folder / "exp.yaml").write_text(
             "name: qa\ndataset: qa.jsonl\nbaseline: base.yaml\nsetups: [other.yaml]\nbootstrap_rounds: 100\n"
@@ -227,10 +228,7 @@ def build_chat(folder: Path, out: Path) -> None:
         "judge-m": SimModel(answer=judge),
     }
     with SimServer(models) as srv:
-        for name in ("base", "good", "judge"):
-            (folder / f"{name}.yaml").write_text(
-                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {_agent(name + '-m', srv.base_url)}\n"
-            )
+        _singles(folder, srv.base_url, ("base", "good", "judge"))
         (folder / "question.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (folder / "exp.yaml").write_text(
             "name: chat\ndataset: question.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
