@@ -27,12 +27,18 @@ def threaded_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 def send_body(
-    handler: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str = "application/json"
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    data: bytes,
+    ctype: str = "application/json",
+    coding: str = "",
 ) -> None:
     """Answer the handler's request with ``data`` whole (its length given, so the client need not
-    wait for the connection to close)."""
+    wait for the connection to close), sent as encoded by ``coding`` when one is named."""
     handler.send_response(status)
     handler.send_header("content-type", ctype)
+    if coding:
+        handler.send_header("content-encoding", coding)
     handler.send_header("content-length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)

@@ -135,12 +135,7 @@ class _Hostile(BaseHTTPRequestHandler):
             self._send(reply("never read"), "br")
 
     def _send(self, data: bytes, coding: str, ctype: str = "application/json") -> None:
-        self.send_response(200)
-        self.send_header("content-type", ctype)
-        self.send_header("content-encoding", coding)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, 200, data, ctype, coding)
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from moa.errors import MalformedReply, RequestRejected
 from moa.models import openai_wire
 from moa.results import RunResult, Token
 from moa.topology.loader import load_data
-from tests.loopback_http import completion, threaded_server
+from tests.loopback_http import completion, send_body, threaded_server
 from tests.test_litellm_guards import OWN_PROTOCOLS
 
 # litellm's types trip a pydantic UserWarning on first use (not ours to fix)
@@ -132,14 +132,7 @@ class _Thief(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         self.seen.append(f"{self.path} {body.decode()}")
-        self._send(b"{}")
-
-    def _send(self, data: bytes) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, 200, b"{}")
 
 
 class _Hostile(BaseHTTPRequestHandler):
@@ -176,13 +169,7 @@ class _Hostile(BaseHTTPRequestHandler):
             self._send(_reply(path, "a plain answer"), "application/json", "")
 
     def _send(self, data: bytes, ctype: str, coding: str) -> None:
-        self.send_response(200)
-        self.send_header("content-type", ctype)
-        if coding:
-            self.send_header("content-encoding", coding)
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_body(self, 200, data, ctype, coding)
 
 
 @contextmanager
