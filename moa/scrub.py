@@ -26,7 +26,7 @@ import functools
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,6 +38,7 @@ __all__ = [
     "remember_secret",
     "scrub",
     "scrub_clip",
+    "scrubbed_failure",
     "secret_name",
     "url_secrets",
 ]
@@ -477,3 +478,10 @@ def scrub_clip(text: str, limit: int, known: Iterable[str | None] = ()) -> str:
     """The first ``limit`` characters of ``text``, scrubbed before the cut so no key is cut in half
     (half a key matches no rule); only a bounded head of a huge text is scanned."""
     return scrub(text[: limit + 1024], known)[:limit]
+
+
+def scrubbed_failure(e: BaseException, keys: Sequence[str | None] = ()) -> str:
+    """An exception from outside moa's tree (a user's backend, cache or callback) as one error text,
+    ``Type: message``, with ``keys`` and the environment's secrets masked: its text never went
+    through a backend's scrubbing, and a user's code may quote a key."""
+    return scrub(f"{type(e).__name__}: {e}", (*keys, *environment_secrets()))

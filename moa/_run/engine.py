@@ -29,7 +29,7 @@ from moa.calls.call import AgentRuntime, CallCache, CallContext
 from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut, UserError
 from moa.models.base import Message, TokenCallback
 from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
-from moa.scrub import environment_secrets, scrub
+from moa.scrub import scrubbed_failure
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
 
@@ -82,7 +82,7 @@ def _node_bug(e: Exception, node: str) -> ProviderError:
     """A node's own code failing with something not moa's (a cache of the user's, a callback): its
     text never went through a backend's scrubbing, and reaches the error, ``run.failed`` and
     ``moa serve``'s log, so the keys in the environment are masked as a backend's error's are."""
-    return ProviderError(scrub(f"{type(e).__name__}: {e}", environment_secrets()), node=node)
+    return ProviderError(scrubbed_failure(e), node=node)
 
 
 def _worst_case(cost_usd: float, cost_usd_max: float) -> dict[str, float]:

@@ -35,7 +35,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
-from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub, url_secrets
+from moa.scrub import StreamMask, mask_sent, param_secrets, scrubbed_failure, url_secrets
 
 __all__ = [
     "BUDGET_DEFAULT_MAX_TOKENS",
@@ -295,9 +295,7 @@ def _failed(
         return e
     # a backend bug or a user fake that raised: still a model failure, whose text never went
     # through a backend's scrubbing (a user's backend may quote the key)
-    keys = (*_sent_keys(request), *environment_secrets())
-    text = scrub(f"{type(e).__name__}: {e}", keys)
-    error = ProviderError(text, model=target.model, node=call.node)
+    error = ProviderError(scrubbed_failure(e, _sent_keys(request)), model=target.model, node=call.node)
     _book(rec, clock, target.price, call.held, worst, call, "error", reply, error.message)
     return error
 
