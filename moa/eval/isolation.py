@@ -41,6 +41,7 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -481,9 +482,11 @@ async def _run_fallback(
     keep: Sequence[str],
     pass_fds: Sequence[int],
     env: Mapping[str, str],
+    no_fork: bool = False,
 ) -> tuple[ProcessOutcome, dict[str, bytes]]:
     for path in readonly_binds:
         _bwrap.check_bind(path)  # the same mistakes fail the same way in both isolations
+    seccomp = _bwrap.no_fork_filter() if no_fork else None
     workdir = tempfile.mkdtemp(prefix="moa-sandbox-")
     netns_r, netns_w = os.pipe()
     try:
@@ -499,9 +502,14 @@ async def _run_fallback(
             env={**base, **env},
             cwd=workdir,
             pass_fds=tuple(pass_fds),
-            preexec=fallback_preexec(_set_rlimits(_rlimits(limits)), netns_w),
+            preexec=fallback_preexec(_set_rlimits(_rlimits(limits)), netns_w, seccomp),
         )
-        outcome = await _run(spawn, limits, stdin)
+        try:
+            outcome = await _run(spawn, limits, stdin)
+        except subprocess.SubprocessError as exc:  # raised by the child's setup, before the exec
+            raise IsolationUnavailable(
+                f"the fallback could not set up the program's process: {exc}"
+            ) from None
         os.close(netns_w)
         netns_w = -1
         netns = os.read(netns_r, 1) == b"n"
@@ -534,9 +542,10 @@ async def run_isolated(
     ``#!`` file is executable). ``readonly_binds``: host paths (toolchains) bound read-only at the
     same path. ``pass_fds``: descriptors the program inherits at the same numbers (a verdict pipe).
     ``env``: variables besides ``PATH``, ``HOME`` and ``LANG`` (``PATH`` may be replaced).
-    ``no_fork``: under bwrap (x86_64, aarch64) a seccomp filter refuses new processes, threads
-    stay allowed: a program that forks can try answers against its own tests, each in a copy, and
-    keep the one that passed. The fallback cannot refuse them.
+    ``no_fork``: on x86_64 and aarch64 a seccomp filter refuses new processes, threads stay
+    allowed: a program that forks can try answers against its own tests, each in a copy, and keep
+    the one that passed. Both isolations install it (bwrap by ``--seccomp``, the fallback in the
+    child before the exec).
     """
     if not argv:
         raise ValueError("run_isolated needs a command (argv is empty)")
@@ -553,4 +562,4 @@ async def run_isolated(
         return await _run_bwrap(
             plan, argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra, no_fork
         )
-    return await _run_fallback(argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra)
+    return await _run_fallback(argv, files, limits, stdin, readonly_binds, keep, pass_fds, extra, no_fork)

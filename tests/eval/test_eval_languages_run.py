@@ -661,14 +661,18 @@ _THREADED = {
 }
 
 
+@pytest.mark.parametrize("isolation", ["bwrap", "fallback"])
 @pytest.mark.parametrize("language", sorted(_FORK_ORACLE))
-async def test_an_answer_cannot_fork_to_try_values_against_the_tests(language: str) -> None:
+async def test_an_answer_cannot_fork_to_try_values_against_the_tests(
+    language: str, isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A wrong C or Rust answer forking at each call, trying a value in the copy and keeping the one
-    whose copy got past the tests, scored 1.0 in two seconds; under bwrap new processes are
-    refused (seccomp), so it fails."""
+    whose copy got past the tests, scored 1.0 in two seconds; new processes are refused (seccomp,
+    under bwrap and in the fallback alike), so it fails."""
     _skip_without(language)
-    if not isolation_available()[0]:
-        pytest.skip("the filter needs bwrap")
+    if isolation == "bwrap" and not isolation_available()[0]:
+        pytest.skip("bubblewrap unavailable")
+    monkeypatch.setenv("MOA_SANDBOX_ISOLATION", isolation)
     score = await score_execution_async(_FORK_ORACLE[language], _items(language)[0], **LIMITS)
     assert score.value == 0.0, score.detail
 

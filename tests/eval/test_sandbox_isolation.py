@@ -123,3 +123,14 @@ async def test_no_fork_refuses_new_processes_and_only_when_asked() -> None:
     allowed, _ = await run_isolated(script, files={}, limits=LIMITS, isolation="bwrap")
     assert "started" not in refused.stdout and refused.returncode != 0
     assert allowed.stdout == "started\n" and allowed.returncode == 0
+
+
+async def test_the_fallback_installs_the_same_no_fork_filter() -> None:
+    """Without bwrap the filter is installed in the child before the exec: a shell cannot start
+    ``/bin/true`` either (it could, and a forking answer scored 1.0 there); without it, it can."""
+    script = ["/bin/sh", "-c", "/bin/true && echo started"]
+    refused, _ = await run_isolated(script, files={}, limits=LIMITS, isolation="fallback", no_fork=True)
+    allowed, _ = await run_isolated(script, files={}, limits=LIMITS, isolation="fallback")
+    assert refused.isolation == allowed.isolation == "fallback"
+    assert "started" not in refused.stdout and refused.returncode != 0
+    assert allowed.stdout == "started\n" and allowed.returncode == 0
