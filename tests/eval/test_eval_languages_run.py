@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -493,6 +495,36 @@ async def test_reading_the_harnesss_memory_in_javascript_fails(attack: str) -> N
     score = await score_execution_async(answer, item, **{**LIMITS, "memory_mb": 512})
     assert score.value == 0.0, score.detail
     assert score.detail is not None and score.detail.startswith("tests failed: "), score.detail
+
+
+async def test_a_node_without_a_permission_model_starts_no_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Node older than 20 has no permission model, so nothing stopped an answer's child process
+    (one that reads the parent's memory finds the token): the run gets the seccomp filter instead.
+    The control, the same right answer without the child, passes on that Node."""
+    _skip_without("javascript")
+    toolchain = find_toolchain("javascript")
+    assert not isinstance(toolchain, str)
+    folder = Path(tempfile.mkdtemp(prefix="moa-old-node-"))
+    folder.chmod(0o755)  # bwrap as root runs the program as another uid
+    old = folder / "node"
+    old.write_text(f'#!/bin/sh\ncase "$1" in --*permission) exit 9;; esac\nexec {toolchain["node"]} "$@"\n')
+    old.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    find_toolchain.cache_clear()
+    item = next(i for i in _items("javascript") if i.id == "js_gcd")
+    gcd = "  while (b) { [a, b] = [b, a % b]; }\n  return a;\n}\n```"
+    spawn = "  require('child_process').execFileSync(process.execPath, ['-e', '0']);\n"
+    try:
+        assert find_toolchain("javascript") != toolchain  # the old Node is the one used
+        spawned = await score_execution_async(
+            f"```javascript\nfunction gcd(a, b) {{\n{spawn}{gcd}", item, **LIMITS
+        )
+        plain = await score_execution_async(f"```javascript\nfunction gcd(a, b) {{\n{gcd}", item, **LIMITS)
+    finally:
+        find_toolchain.cache_clear()
+        shutil.rmtree(folder)
+    assert (plain.value, plain.detail) == (1.0, "passed")
+    assert spawned.value == 0.0 and spawned.detail is not None and "EPERM" in spawned.detail, spawned.detail
 
 
 _SWALLOW = "process.on('uncaughtException', () => {});\n"

@@ -261,6 +261,16 @@ async def _compile(
     return result, False
 
 
+def _no_fork(program: Program, tc: Toolchain) -> bool:
+    """Whether the run step gets the seccomp filter refusing new processes. A wrong answer forked
+    at each call, tried a value in the copy and kept the one whose copy got past the tests (1.0).
+    Java runs behind a shell; Node 20+ refuses child processes by its permission model, and an
+    older Node, which has none, gets the filter instead (a child read the parent's memory)."""
+    if program.language in ("javascript", "typescript"):
+        return not node_permission_flags(tc["node"])
+    return program.language in _NO_FORK
+
+
 async def _run_step(
     argv: list[str], files: dict[str, bytes], step: Limits, program: Program, tc: Toolchain, limits: RunLimits
 ) -> tuple[ProcessOutcome, Literal["ended", "missing", "tampered"]]:
@@ -279,9 +289,7 @@ async def _run_step(
             readonly_binds=tc.binds,
             pass_fds=(end.write_fd,),
             env=_env(program, tc, limits, compiling=False),
-            # a wrong answer forked at each call, tried a value in the copy and kept the one whose
-            # copy got past the tests (1.0); Java and JavaScript run behind a shell or cannot fork
-            no_fork=program.language in _NO_FORK,
+            no_fork=_no_fork(program, tc),
         )
         written = end.collect(4096)
     if parse(written, [token + program.end_suffix.encode()]).finished:

@@ -43,8 +43,8 @@ The limit: the harness shares the answer's process, so code written against it c
 later, ``toolchains.node_permission_flags``): it may read its own file and the preload, nothing
 else (no ``/proc/self/mem``), and start no child process or worker; the preload replaces the ``v8``
 heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that throw before
-the program runs. An older Node has no permission model: there ``/proc/self/mem`` and child
-processes still reach the token. The marker stops answers that end early; it is not a wall
+the program runs. An older Node has no permission model: there the seccomp filter refuses child
+processes, and ``/proc/self/mem`` still reaches the token. The marker stops answers that end early; it is not a wall
 against one that attacks moa's harness itself.
 """
 
