@@ -210,11 +210,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from moa._run import Runner
     from moa.topology.loader import load
 
+    if (args.prompt is None) == (args.prompt_arg is None):
+        given = "the prompt twice, as PROMPT and as --prompt" if args.prompt is not None else "no prompt"
+        raise UserError(f"run: {given}: give it once (moa run TOPOLOGY PROMPT, or --prompt PROMPT)")
     topology = load(args.topology)
     _check_local_models(topology, args.topology)
-    prompt = _read_prompt(args.prompt)
+    prompt = _read_prompt(args.prompt if args.prompt is not None else args.prompt_arg)
     if not prompt.strip():
-        raise UserError("--prompt is empty")
+        raise UserError("run: the prompt is empty")
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
     if args.output_schema:
         if args.stream:
@@ -336,9 +339,9 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run a topology (file or preset name) on one prompt")
     s.add_argument("topology", metavar="TOPOLOGY")
+    s.add_argument("prompt_arg", nargs="?", metavar="PROMPT", help="the prompt, as --prompt takes it")
     s.add_argument(
         "--prompt",
-        required=True,
         help="the prompt; - reads it from stdin, @FILE from a file (@@ for a literal @)",
     )
     s.add_argument("--json", action="store_true", help="print the RunResult as JSON")

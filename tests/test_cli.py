@@ -241,6 +241,23 @@ def test_run_plain_prints_answer_and_summary(tmp_path: Path) -> None:
     assert s.returncode == 0 and s.stdout.strip() == p.stdout.strip()
 
 
+def test_run_takes_the_prompt_as_an_argument_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa run TOPOLOGY PROMPT` is `--prompt PROMPT` (it was a usage error); none or both is one
+    line naming both spellings, before the topology is even read."""
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f = _topology(tmp_path, srv.base_url)
+        p = moa_cli("run", str(f), "hello", env={"MOA_SIM_KEY": "k"})
+    assert p.returncode == 0 and p.stdout.startswith("answer from sim"), p.stderr
+    for argv, said in (
+        (["run", "nope-preset"], "no prompt"),
+        (["run", "nope-preset", "x", "--prompt", "y"], "the prompt twice, as PROMPT and as --prompt"),
+    ):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"moa: run: {said}: give it once (moa run TOPOLOGY PROMPT, or --prompt PROMPT)\n"
+        )
+
+
 def test_run_says_which_usage_moa_estimated(tmp_path: Path) -> None:
     """A provider that reports zero usage: `moa run` says on its summary line how many calls' tokens
     are moa's estimate, and --json flags each such call and counts them."""
