@@ -29,6 +29,7 @@ import random
 import shutil
 import struct
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -133,8 +134,9 @@ def no_fork_filter() -> bytes | None:
     """A seccomp program refusing new processes (fork, vfork, clone without ``CLONE_THREAD``) and
     letting threads be made; ``clone3`` answers ENOSYS, so libc falls back to ``clone``, whose flags
     the filter can read. ``None`` on a machine it does not know. System calls of another ABI (i386
-    or x32 on x86_64) are refused: they would name other numbers."""
-    known = _SYSCALLS.get(os.uname().machine)
+    or x32 on x86_64) are refused: they would name other numbers. Linux only: the fallback runs
+    elsewhere too (macOS names its machines alike, and has no seccomp)."""
+    known = _SYSCALLS.get(os.uname().machine) if sys.platform == "linux" else None
     if known is None:
         return None
     arch, forks, clone, clone3 = known

@@ -134,3 +134,13 @@ async def test_the_fallback_installs_the_same_no_fork_filter() -> None:
     assert refused.isolation == allowed.isolation == "fallback"
     assert "started" not in refused.stdout and refused.returncode != 0
     assert allowed.stdout == "started\n" and allowed.returncode == 0
+
+
+def test_the_no_fork_filter_is_linux_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On macOS (whose machine names match Linux's) the fallback would have called a prctl libc
+    does not have, a traceback for every compiled answer: there is no filter there."""
+    from moa.eval import _bwrap
+
+    assert _bwrap.no_fork_filter() is not None
+    monkeypatch.setattr("sys.platform", "darwin")
+    assert _bwrap.no_fork_filter() is None
