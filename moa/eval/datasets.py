@@ -1,6 +1,7 @@
-"""Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench, MultiPL-E and
-multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``moa.eval._choice_rows``) and QA (NQ-open,
-TriviaQA, SQuAD; ``moa.eval._qa_rows``) layouts.
+"""Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts,
+and those read by a module each: MATH (``moa.eval._math_rows``), MBPP (``_mbpp_rows``), instruction
+(``_instruction_rows``), multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``_choice_rows``)
+and QA (NQ-open, TriviaQA, SQuAD; ``_qa_rows``), their fields read by ``_row_fields``.
 
 A ``.json`` file holds either one array of rows or JSON lines (whichever its first character says).
 
@@ -24,15 +25,12 @@ records it in ``Dataset.bad_rows`` and logs it.
 from __future__ import annotations
 
 import itertools
-import json
 import keyword
 import logging
-import math
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -41,18 +39,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from moa.errors import DatasetError
 from moa.eval._choice_rows import ChoiceRowError, is_choice_row, read_choice_row
 from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_rows
+from moa.eval._instruction_rows import read_instruction_row
+from moa.eval._math_rows import is_math_row, read_math_row
+from moa.eval._mbpp_rows import is_mbpp_row, read_mbpp_row
 from moa.eval._qa_rows import QARowError, document_questions, is_qa_row, read_qa_row
+from moa.eval._row_fields import RowProblem as _BadRow
+from moa.eval._row_fields import opt_str as _opt_str
+from moa.eval._row_fields import prompt_text as _prompt
+from moa.eval._row_fields import required_str as _required_str
+from moa.eval._row_fields import str_list as _str_list
+from moa.eval._row_fields import test_code as _test_code
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
-from moa.eval.numeric import boxed_contents, exact_numbers, show_number
-from moa.safe_read import (
-    DATASET_MAX_BYTES,
-    iter_gzip_lines,
-    iter_lines,
-    lone_surrogate,
-    open_regular,
-    parse_json,
-)
+from moa.eval.numeric import exact_numbers, show_number
+from moa.safe_read import DATASET_MAX_BYTES, iter_gzip_lines, iter_lines, open_regular
 
 __all__ = ["BadRow", "Dataset", "DatasetFormat", "Item", "load_dataset"]
 
@@ -142,85 +142,10 @@ class Dataset:
         return iter(self.items)
 
 
-class _BadRow(Exception):
-    """Internal: a row-level problem, turned into a ``BadRow`` or a ``DatasetError``."""
-
-
 def _shown(value: str, width: int = 40) -> str:
     """``value`` quoted for a one-line message, cut to ``width`` characters."""
     text = repr(value)
     return text if len(text) <= width else text[: width - 4] + "...'"
-
-
-def _opt_str(row: Mapping[str, Any], key: str, *, numbers: bool = False) -> str | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
-        return _number_text(key, value)
-    # a bool is refused, not written "True": the answer it should match ("true", "yes", "1") is the
-    # author's to write, as a string
-    kinds = "a string or a number" if numbers else "a string"
-    raise _BadRow(f"`{key}` must be {kinds}, not {type(value).__name__}")
-
-
-def _number_text(key: str, value: int | float) -> str:
-    """A JSON number as the text a reference evaluator compares with, written out in full."""
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):  # JSON's NaN and Infinity, and 1e400, which reads as infinity
-        raise _BadRow(f"`{key}` must be a finite number, not {value}")
-    # str() writes 1e-05 and 1e+20, which the numeric evaluator reads as 1 and -5 (or 1 and 20);
-    # repr is the shortest text that reads back as the same float, so writing it out without an
-    # exponent adds no binary noise (0.1 stays "0.1", not 0.1000000000000000055...)
-    return format(Decimal(repr(value)), "f")
-
-
-def _str_list(row: Mapping[str, Any], key: str) -> list[str] | None:
-    value = row.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str) and value.lstrip().startswith("["):
-        # CSV cells carry lists as JSON text
-        text = value
-        try:
-            value = parse_json(text)
-        except json.JSONDecodeError as e:
-            raise _BadRow(f"`{key}` is not a valid JSON list: {e.msg}") from None
-        except ValueError as e:
-            raise _BadRow(f"`{key}`: {e}") from None
-        if problem := lone_surrogate(text, value):
-            raise _BadRow(problem)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _BadRow(f"`{key}` must be a list of strings")
-    return list(value)
-
-
-def _required_str(row: Mapping[str, Any], key: str) -> str:
-    if key not in row or row[key] is None:
-        raise _BadRow(f"row has no `{key}`")
-    value = row[key]
-    if not isinstance(value, str):
-        raise _BadRow(f"`{key}` must be a string, not {type(value).__name__}")
-    return value
-
-
-def _prompt(value: str, key: str) -> str:
-    """``value`` as a prompt to send: a blank one would pay every agent to answer nothing (and the
-    runner refuses it, which stopped a run at that row); skipped here instead, naming its line."""
-    if not value.strip():
-        raise _BadRow(f"`{key}` is blank")
-    return value
-
-
-def _test_code(value: str, key: str) -> str:
-    """``value`` as tests to run the answers against: a blank one runs nothing, and then every
-    answer that compiles passes (a blank test program or assert line) or none does (HumanEval)."""
-    if not value.strip():
-        raise _BadRow(f"`{key}` is blank: there is nothing to run the answers against")
-    return value
 
 
 #: the fields each layout's rows must have, in the order layouts are tried (MultiPL-E rows also
@@ -228,13 +153,13 @@ def _test_code(value: str, key: str) -> str:
 _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     "multiple": ("name", "language", "prompt", "tests"),
     "humaneval": ("task_id", "prompt", "test", "entry_point"),
-    # MBPP's own rows have `text`, its sanitized ones `prompt`: recognised by `_is_mbpp`
+    # MBPP's own rows have `text`, its sanitized ones `prompt`: recognised by `is_mbpp_row`
     "mbpp": ("task_id", "test_list"),
     "gsm8k": ("question", "answer"),
     # NQ-open, TriviaQA, SQuAD: recognised by `is_qa_row` (after GSM8K, which wins a tie of shares)
     "qa": ("question", "answer"),
     # MATH (`solution` with a boxed answer) and MATH-500 / AIME (`answer`); recognised by
-    # `_is_math`, these count towards the share of a file whose rows match no layout in full
+    # `is_math_row`, these count towards the share of a file whose rows match no layout in full
     "math": ("problem", "answer"),
     "mtbench": ("question_id", "turns"),
     # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
@@ -280,9 +205,9 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
     # before GSM8K: MMLU's `question` + `answer` is a choice row when it has choices
     if is_choice_row(row):
         return "choice"
-    if _is_math(row):
+    if is_math_row(row):
         return "math"
-    if _is_mbpp(row):
+    if is_mbpp_row(row):
         return "mbpp"
     if is_qa_row(row):  # before GSM8K: NQ-open's `answer` is a list of answers
         return "qa"
@@ -297,16 +222,6 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
                 continue
             return kind
     return None
-
-
-def _is_math(row: Mapping[str, Any]) -> bool:
-    """A MATH-style row: a `problem` with its `answer` or a `solution` (no `input`: that is generic)."""
-    return "problem" in row and ("answer" in row or "solution" in row) and "input" not in row
-
-
-def _is_mbpp(row: Mapping[str, Any]) -> bool:
-    """An MBPP row: its task in `text` (the original) or `prompt` (sanitized), its `test_list`."""
-    return "test_list" in row and ("text" in row or "prompt" in row)
 
 
 def _detect(rows: Iterable[Mapping[str, Any]]) -> _RowKind:
@@ -477,76 +392,25 @@ def _gsm8k(row: Mapping[str, Any], number: int) -> Item:
 
 
 def _math(row: Mapping[str, Any], number: int) -> Item:
-    """A MATH row: the target is its `answer` (MATH-500, AIME), else its `solution`'s last boxed
-    answer (MATH's own files), compared as MATH's graders compare them (``exact`` with
-    ``extract_final``)."""
-    problem = _prompt(_required_str(row, "problem"), "problem")
-    solution = _opt_str(row, "solution")
-    answer = _opt_str(row, "answer", numbers=True)
-    if answer is None:
-        boxed = [b for b in boxed_contents(solution or "") if b.strip()]
-        if not boxed:
-            raise _BadRow("`solution` has no \\boxed{...} answer: give the row an `answer`")
-        answer = boxed[-1]
-    if answer.strip().startswith(("\\boxed", "\\fbox", "$\\boxed")):
-        # an answer written boxed (`\boxed{5}`): its content, as a reply's is read
-        answer = next((b for b in reversed(boxed_contents(answer)) if b.strip()), answer)
-    if not answer.strip():
-        raise _BadRow("`answer` is blank")
-    meta: dict[str, Any] = {"format": MATH}
-    if solution is not None:
-        meta["solution"] = solution
-    if isinstance(row.get("level"), str | int) and not isinstance(row.get("level"), bool):
-        meta["level"] = row["level"]
-    category = row.get("subject", row.get("type"))
+    read = read_math_row(row)
     return Item(
         id=_row_id("math", row, number),
-        input=problem,
-        target=answer.strip(),
-        category=category if isinstance(category, str) and category else None,
-        meta=meta,
+        input=read.input,
+        target=read.target,
+        category=read.category,
+        meta={"format": MATH, **read.meta},
     )
-
-
-#: what MBPP's prompt says before its tests (the benchmark's own wording, Austin et al. 2021)
-MBPP_TESTS_LINE = "Your code should pass these tests:"
 
 
 def _mbpp(row: Mapping[str, Any], number: int) -> Item:
-    """An MBPP row: the task, then its tests, as MBPP's prompt shows them (the tests name the function
-    to write); each test runs with the row's setup (`test_setup_code`, sanitized MBPP's
-    `test_imports`) before it. `challenge_test_list` is not run, as MBPP's own scoring does not."""
-    key = "text" if row.get("prompt") is None else "prompt"
-    task = _prompt(_required_str(row, key), key)
-    tests = _str_list(row, "test_list") or []
-    if not tests:
-        raise _BadRow("`test_list` is empty: there is nothing to run the answers against")
-    for i, line in enumerate(tests):
-        _test_code(line, f"test_list[{i}]")
-    setup = [_opt_str(row, "test_setup_code") or "", *(_str_list(row, "test_imports") or [])]
-    prelude = "\n".join(line for line in setup if line.strip())
-    shown = "\n".join(tests)
-    return Item(
-        id=_row_id("mbpp", row, number),
-        input=f"{task.strip()}\n{MBPP_TESTS_LINE}\n\n{shown}",
-        tests=[f"{prelude}\n{t}" if prelude else t for t in tests],
-    )
+    read = read_mbpp_row(row)
+    return Item(id=_row_id("mbpp", row, number), input=read.input, tests=read.tests)
 
 
 def _instruction(row: Mapping[str, Any], number: int) -> Item:
-    """An Alpaca / AlpacaEval / Dolly row: the instruction, then a blank line and its `input` (Dolly:
-    `context`) when there is one; read as a generic row, the instruction was dropped and the context
-    alone sent. A reference model's `output`/`response` is not a target and is not kept."""
-    instruction = _prompt(_required_str(row, "instruction"), "instruction")
-    key = "input" if row.get("input") is not None else "context"
-    material = _opt_str(row, key)
-    text = f"{instruction}\n\n{material}" if material and material.strip() else instruction
-    category = row.get("category", row.get("dataset"))
+    read = read_instruction_row(row)
     return Item(
-        id=_row_id("instruction", row, number),
-        input=text,
-        target=_opt_str(row, "target", numbers=True),
-        category=category if isinstance(category, str) and category else None,
+        id=_row_id("instruction", row, number), input=read.input, target=read.target, category=read.category
     )
 
 
