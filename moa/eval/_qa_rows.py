@@ -6,7 +6,10 @@ A row is recognised (``is_qa_row``) by a ``question`` whose ``answer`` is a list
 object with ``value`` or ``aliases`` (TriviaQA), or whose ``answers`` is SQuAD's ``{text: [...],
 answer_start: [...]}``, the original SQuAD's ``[{text, answer_start}]`` or a list of strings
 (WebQuestions); a row with ``input`` stays generic, and a ``question`` with a string ``answer`` is
-GSM8K's (forced ``qa``, it is one accepted answer). The prompt is the question; a SQuAD row's (one
+GSM8K's (forced ``qa``, it is one accepted answer). SimpleQA's rows (``problem``, ``answer``, and
+``metadata`` with its ``topic`` and ``answer_type``, in its CSV the text of a Python dict) are QA
+rows too: the ``problem`` is the question, the ``answer`` the one accepted answer, the topic the
+category (read as MATH rows, their answers were held to MATH's equivalences). The prompt is the question; a SQuAD row's (one
 with a ``context``) is the context, a blank line and the question, each without surrounding
 whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
 
@@ -17,16 +20,19 @@ The benchmarks' own files hold one JSON object (SQuAD's ``{"data": [{"title", "p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from moa.safe_read import lone_surrogate, parse_json
 
-__all__ = ["QARow", "QARowError", "document_questions", "is_qa_row", "read_qa_row"]
+__all__ = ["QARow", "QARowError", "document_questions", "is_qa_row", "is_simpleqa_row", "read_qa_row"]
 
 #: TriviaQA's test split on the Hugging Face hub: every answer's value, its answers held back
 _HIDDEN = "<unk>"
+#: the topic in SimpleQA's CSV metadata, the text of a Python dict: `{'topic': 'Art', ...}`
+_TOPIC = re.compile(r"""['"]topic['"]\s*:\s*(?:'([^']*)'|"([^"]*)")""")
 
 
 class QARowError(ValueError):
@@ -39,10 +45,14 @@ class QARow:
 
     prompt: str
     answers: tuple[str, ...]
+    #: the category the row names in a field of its own layout (SimpleQA's topic), else None
+    category: str | None = None
 
 
 def is_qa_row(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` has the fields of one of the QA layouts."""
+    if is_simpleqa_row(row):
+        return True
     if "input" in row or "question" not in row:
         return False
     answer = row.get("answer")
@@ -54,6 +64,26 @@ def is_qa_row(row: Mapping[str, Any]) -> bool:
     return isinstance(answers, list | Mapping) or _json_text(answers, "[{")
 
 
+def is_simpleqa_row(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is SimpleQA's: `problem`, `answer`, and `metadata` naming its `answer_type`."""
+    if "input" in row or "question" in row or "problem" not in row or "answer" not in row:
+        return False
+    meta = row.get("metadata")
+    if isinstance(meta, Mapping):
+        return "answer_type" in meta
+    return isinstance(meta, str) and "answer_type" in meta
+
+
+def _simpleqa_topic(meta: Any) -> str | None:
+    if isinstance(meta, Mapping):
+        topic = meta.get("topic")
+    elif isinstance(meta, str) and (found := _TOPIC.search(meta)):
+        topic = found.group(1) if found.group(1) is not None else found.group(2)
+    else:
+        topic = None
+    return topic.strip() or None if isinstance(topic, str) else None
+
+
 def _json_text(value: Any, opening: str) -> bool:
     """Whether ``value`` is text that opens a JSON list or object (``opening``): a CSV cell's."""
     return isinstance(value, str) and value.lstrip()[:1] in tuple(opening)
@@ -61,6 +91,12 @@ def _json_text(value: Any, opening: str) -> bool:
 
 def read_qa_row(row: Mapping[str, Any]) -> QARow:
     """``row`` read as a QA item; ``QARowError`` naming the field otherwise."""
+    if is_simpleqa_row(row):
+        prompt = _text(row["problem"], "problem").strip()
+        answer, where = _string(row["answer"], "answer")
+        if not answer.strip():
+            raise QARowError(f"`{where}` is blank")
+        return QARow(prompt, (answer.strip(),), _simpleqa_topic(row.get("metadata")))
     if row.get("question") is None:
         raise QARowError("row has no `question`: a QA row needs `question` and `answer` or `answers`")
     prompt = _text(row["question"], "question").strip()

@@ -42,7 +42,7 @@ from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_
 from moa.eval._instruction_rows import read_instruction_row
 from moa.eval._math_rows import is_math_row, read_math_row
 from moa.eval._mbpp_rows import is_mbpp_row, read_mbpp_row
-from moa.eval._qa_rows import QARowError, document_questions, is_qa_row, read_qa_row
+from moa.eval._qa_rows import QARowError, document_questions, is_qa_row, is_simpleqa_row, read_qa_row
 from moa.eval._row_fields import RowProblem as _BadRow
 from moa.eval._row_fields import opt_str as _opt_str
 from moa.eval._row_fields import prompt_text as _prompt
@@ -205,6 +205,8 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
     # before GSM8K: MMLU's `question` + `answer` is a choice row when it has choices
     if is_choice_row(row):
         return "choice"
+    if is_simpleqa_row(row):  # before MATH: SimpleQA's `problem` + `answer` is short-form factual QA
+        return "qa"
     if is_math_row(row):
         return "math"
     if is_mbpp_row(row):
@@ -458,7 +460,7 @@ def _qa(row: Mapping[str, Any], number: int) -> Item:
         read = read_qa_row(row)
     except QARowError as e:
         raise _BadRow(str(e)) from None
-    category = row.get("category", row.get("title"))  # SQuAD's article
+    category = read.category or row.get("category", row.get("title"))  # SQuAD's article
     return Item(
         id=_row_id("qa", row, number),
         input=read.prompt,
