@@ -1,7 +1,7 @@
 """Reference evaluators: the answer against the item's target (exact, contains, regex, numeric, f1).
 
-``exact``, ``contains`` and ``f1`` score a QA item (``moa.eval.datasets.QA``) against every answer it
-accepts, the best one counting; ``squad_normalize`` and ``squad_f1`` are the official SQuAD v1.1 evaluation
+``exact``, ``contains``, ``f1``, ``numeric`` and ``regex`` score a QA item (``moa.eval.datasets.QA``)
+against every answer it accepts, the best one counting; ``squad_normalize`` and ``squad_f1`` are the official SQuAD v1.1 evaluation
 script's ``normalize_answer`` and ``f1_score``.
 
 A reference evaluator given an item without a target returns ``Score(0, "item has no target")``
@@ -378,20 +378,25 @@ class RegexEvaluator:
             else None
         )
 
-    def pattern_of(self, item: Item) -> re.Pattern[str] | None:
-        """The pattern ``item`` is scored with (None when it has none); ``UserError`` naming the
-        item when its target does not compile."""
-        if self._pattern is not None or item.target is None:
-            return self._pattern
-        return _compile(item.target, self._flags, f"item `{item.id}` target")
+    def patterns_of(self, item: Item) -> list[re.Pattern[str]]:
+        """The patterns ``item`` is scored with, any one matching (the evaluator's, else every
+        answer the item accepts, none when it has none); ``UserError`` naming the item when one
+        does not compile."""
+        if self._pattern is not None:
+            return [self._pattern]
+        return [_compile(want, self._flags, f"item `{item.id}` target") for want in accepted_answers(item)]
 
     async def score(self, item: Item, answer: str) -> Score:
-        pattern = self.pattern_of(item)
-        if pattern is None:
+        patterns = self.patterns_of(item)
+        if not patterns:
             return Score(0.0, NO_TARGET)
         text = answer.strip()
-        ok = (pattern.fullmatch(text) if self.config.full_match else pattern.search(text)) is not None
-        return Score(1.0 if ok else 0.0, None if ok else f"no match for /{pattern.pattern}/")
+        full = self.config.full_match
+        if any((p.fullmatch(text) if full else p.search(text)) is not None for p in patterns):
+            return Score(1.0)
+        shown = " or ".join(f"/{p.pattern}/" for p in patterns[:5])
+        more = f" or {len(patterns) - 5} more" if len(patterns) > 5 else ""
+        return Score(0.0, f"no match for {shown}{more}")
 
 
 class NumericEvaluator:
@@ -401,12 +406,19 @@ class NumericEvaluator:
         self.config = config or NumericConfig()
 
     async def score(self, item: Item, answer: str) -> Score:
-        if item.target is None:
+        answers = accepted_answers(item)
+        if not answers:
             return Score(0.0, NO_TARGET)
-        want = final_answer(item.target, fractions=self.config.fractions, whole=True)
-        if not isinstance(want, FinalNumber):
-            return Score(0.0, f"target {item.target!r} is not a number")
-        expected = _shown(want)
+        # a QA item's accepted answers that are numbers, any one matching ("four" and "4": the 4)
+        read = [final_answer(want, fractions=self.config.fractions, whole=True) for want in answers]
+        wants = [w for w in read if isinstance(w, FinalNumber)]
+        if not wants:
+            if len(answers) == 1:
+                return Score(0.0, f"target {answers[0]!r} is not a number")
+            return Score(0.0, f"no accepted answer is a number: {_listed(answers)}")
+        expected = (
+            _shown(wants[0]) if len(wants) == 1 else "one of " + ", ".join(_shown(w) for w in wants[:5])
+        )
         got = final_answer(answer, fractions=self.config.fractions)
         if got is None:
             return Score(0.0, f"no number in the answer, expected {expected}")
@@ -414,9 +426,10 @@ class NumericEvaluator:
             return Score(
                 0.0, f"the final answer {_cut(got.text)!r} ({got.rule}) is not a number, expected {expected}"
             )
-        if got.exact is not None and want.exact is not None:
-            # exact fractions: floats would call 17-digit neighbours equal and overflow past 1e308
-            tol = max(Fraction(self.config.abs_tol), Fraction(self.config.rel_tol) * abs(want.exact))
-            if abs(got.exact - want.exact) <= tol:
-                return Score(1.0)
+        for want in wants:
+            if got.exact is not None and want.exact is not None:
+                # exact fractions: floats would call 17-digit neighbours equal and overflow past 1e308
+                tol = max(Fraction(self.config.abs_tol), Fraction(self.config.rel_tol) * abs(want.exact))
+                if abs(got.exact - want.exact) <= tol:
+                    return Score(1.0)
         return Score(0.0, f"got {_shown(got)} ({got.rule}), expected {expected}")

@@ -473,7 +473,7 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
     if isinstance(evaluator, RegexEvaluator):
         try:
             for item in items:
-                evaluator.pattern_of(item)
+                evaluator.patterns_of(item)
         except UserError as e:
             raise UserError(f"{source}: evaluator `regex`: {e}") from None
 

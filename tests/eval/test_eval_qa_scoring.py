@@ -154,3 +154,42 @@ async def test_f1_scores_a_plain_item_against_its_target() -> None:
 def test_f1_refuses_an_unknown_option_by_name() -> None:
     with pytest.raises(UserError, match=r"evaluator `f1`: field `squad`: Extra inputs are not permitted"):
         make_evaluator({"name": "f1", "squad": True})
+
+
+@pytest.mark.parametrize(
+    ("config", "item", "reply"),
+    [
+        ("numeric", _qa("four", "4"), "There are 4 of them."),
+        ("numeric", _qa("1945", "1944"), "The answer is 1944."),
+        ({"name": "regex", "full_match": True, "ignore_case": True}, CHIPMUNKS, "ross bagdasarian"),
+        ("regex", _qa("Paris", "Par[íi]s"), "It is París."),
+    ],
+)
+async def test_numeric_and_regex_accept_any_accepted_answer(
+    config: str | dict[str, object], item: Item, reply: str
+) -> None:
+    """`numeric` and `regex` score 1 when the reply matches an accepted answer other than the first."""
+    assert await _score(config, item, reply) == (1.0, None)
+
+
+async def test_numeric_names_the_accepted_numbers_when_none_matches() -> None:
+    """A QA item none of whose numbers the reply gives scores 0, the detail naming each number."""
+    value, detail = await _score("numeric", _qa("1945", "nineteen forty-four", "1944"), "It was 1950.")
+    assert value == 0.0
+    assert detail is not None and "expected one of 1945, 1944" in detail
+
+
+async def test_numeric_over_a_qa_item_with_no_number_names_its_answers() -> None:
+    """A QA item none of whose accepted answers is a number scores 0, saying so."""
+    assert await _score("numeric", _qa("four", "IV"), "4") == (
+        0.0,
+        "no accepted answer is a number: 'four', 'IV'",
+    )
+
+
+async def test_regex_of_a_qa_item_with_a_bad_accepted_answer_names_the_item() -> None:
+    """Every accepted answer is compiled as a pattern: one that does not compile names the item."""
+    ev = make_evaluator("regex")
+    assert isinstance(ev, Evaluator)
+    with pytest.raises(UserError, match=r"item `1` target: invalid regex `C\+\+\(`"):
+        await ev.score(_qa("C", "C++("), "C")
