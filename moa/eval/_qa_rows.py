@@ -9,9 +9,12 @@ answer_start: [...]}``, the original SQuAD's ``[{text, answer_start}]`` or a lis
 GSM8K's (forced ``qa``, it is one accepted answer). SimpleQA's rows (``problem``, ``answer``, and
 ``metadata`` with its ``topic`` and ``answer_type``, in its CSV the text of a Python dict) are QA
 rows too: the ``problem`` is the question, the ``answer`` the one accepted answer, the topic the
-category (read as MATH rows, their answers were held to MATH's equivalences). The prompt is the question; a SQuAD row's (one
-with a ``context``) is the context, a blank line and the question, each without surrounding
-whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
+category (read as MATH rows, their answers were held to MATH's equivalences). A ``question`` whose
+``answer`` is a bool (BoolQ, StrategyQA; SuperGLUE's BoolQ: ``label`` beside a ``passage``) is a
+yes/no question, its accepted answer ``yes`` or ``no``. DROP is refused (``unread_layout``): its
+answers may be several spans together, which no accepted answer stands for. The prompt is the
+question; a SQuAD row's (one with a ``context``, BoolQ's with a ``passage``) is that text, a blank
+line and the question, each without surrounding whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
 
 The benchmarks' own files hold one JSON object (SQuAD's ``{"data": [{"title", "paragraphs":
 [{"context", "qas": [...]}]}], "version"}``, TriviaQA's ``{"Data": [{"Question", "QuestionId",
@@ -27,12 +30,27 @@ from typing import Any
 
 from moa.safe_read import lone_surrogate, parse_json
 
-__all__ = ["QARow", "QARowError", "document_questions", "is_qa_row", "is_simpleqa_row", "read_qa_row"]
+__all__ = [
+    "QARow",
+    "QARowError",
+    "document_questions",
+    "is_qa_row",
+    "is_simpleqa_row",
+    "read_qa_row",
+    "unread_layout",
+]
 
 #: TriviaQA's test split on the Hugging Face hub: every answer's value, its answers held back
 _HIDDEN = "<unk>"
 #: the topic in SimpleQA's CSV metadata, the text of a Python dict: `{'topic': 'Art', ...}`
 _TOPIC = re.compile(r"""['"]topic['"]\s*:\s*(?:'([^']*)'|"([^"]*)")""")
+
+
+#: DROP's answers are sets of spans, numbers or dates, scored by DROP's own F1 over them
+_DROP = (
+    "{what}: moa does not read DROP, whose answer may be several spans together, scored by DROP's "
+    "own F1; write generic rows (`input`: the passage and the question, `target`)"
+)
 
 
 class QARowError(ValueError):
@@ -56,7 +74,9 @@ def is_qa_row(row: Mapping[str, Any]) -> bool:
     if "input" in row or "question" not in row:
         return False
     answer = row.get("answer")
-    if isinstance(answer, list) or _json_text(answer, "["):  # a CSV cell holds the list as JSON
+    if isinstance(answer, list | bool) or _json_text(answer, "["):  # a CSV cell holds the list as JSON
+        return True
+    if "passage" in row and isinstance(row.get("label"), bool):  # SuperGLUE's BoolQ
         return True
     if isinstance(answer, Mapping) and ("value" in answer or "aliases" in answer):
         return True
@@ -84,6 +104,18 @@ def _simpleqa_topic(meta: Any) -> str | None:
     return topic.strip() or None if isinstance(topic, str) else None
 
 
+def unread_layout(row: Mapping[str, Any]) -> str | None:
+    """Why ``row`` (DROP's) is refused rather than read as a QA row, or None."""
+    if "input" in row:
+        return None
+    if "answers_spans" in row and "question" in row:
+        return _DROP.format(what="DROP's rows (`passage`, `question`, `answers_spans`)")
+    values = list(row.values())
+    if values and all(isinstance(v, Mapping) and "qa_pairs" in v for v in values):
+        return _DROP.format(what="DROP's own file (passages holding `qa_pairs`)")
+    return None
+
+
 def _json_text(value: Any, opening: str) -> bool:
     """Whether ``value`` is text that opens a JSON list or object (``opening``): a CSV cell's."""
     return isinstance(value, str) and value.lstrip()[:1] in tuple(opening)
@@ -100,8 +132,14 @@ def read_qa_row(row: Mapping[str, Any]) -> QARow:
     if row.get("question") is None:
         raise QARowError("row has no `question`: a QA row needs `question` and `answer` or `answers`")
     prompt = _text(row["question"], "question").strip()
-    if row.get("context") is not None:  # SQuAD: the passage the answer is a span of
-        prompt = f"{_text(row['context'], 'context').strip()}\n\n{prompt}"
+    # SQuAD's `context` (the passage the answer is a span of), BoolQ's `passage`
+    passage = next((k for k in ("context", "passage") if row.get(k) is not None), None)
+    if passage is not None:
+        prompt = f"{_text(row[passage], passage).strip()}\n\n{prompt}"
+    # BoolQ's and StrategyQA's yes/no questions (SuperGLUE's BoolQ: `label`): a reply says yes or no
+    truth = next((row[k] for k in ("answer", "label") if isinstance(row.get(k), bool)), None)
+    if truth is not None and (isinstance(row.get("answer"), bool) or passage == "passage"):
+        return QARow(prompt, ("yes" if truth else "no",))
     found: list[tuple[str, str]] = []
     for key in ("answer", "answers"):
         if row.get(key) is not None:

@@ -1,7 +1,8 @@
 """Dataset loading: generic JSONL/CSV/JSON plus the HumanEval, GSM8K, MT-Bench and MultiPL-E layouts,
 and those read by a module each: MATH (``moa.eval._math_rows``), MBPP (``_mbpp_rows``), instruction
-(``_instruction_rows``), multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``_choice_rows``)
-and QA (NQ-open, TriviaQA, SQuAD; ``_qa_rows``), their fields read by ``_row_fields``.
+(``_instruction_rows``), multiple-choice (MMLU, ARC, TruthfulQA MC1, HellaSwag; ``_choice_rows``),
+QA (NQ-open, TriviaQA, SQuAD, SimpleQA, BoolQ; ``_qa_rows``) and SVAMP/ASDiv
+(``_word_problem_rows``), their fields read by ``_row_fields``.
 
 A ``.json`` file holds either one array of rows or JSON lines (whichever its first character says).
 
@@ -42,13 +43,21 @@ from moa.eval._dataset_rows import FileProblem, Row, csv_rows, json_rows, jsonl_
 from moa.eval._instruction_rows import read_instruction_row
 from moa.eval._math_rows import is_math_row, read_math_row
 from moa.eval._mbpp_rows import is_mbpp_row, read_mbpp_row
-from moa.eval._qa_rows import QARowError, document_questions, is_qa_row, is_simpleqa_row, read_qa_row
+from moa.eval._qa_rows import (
+    QARowError,
+    document_questions,
+    is_qa_row,
+    is_simpleqa_row,
+    read_qa_row,
+    unread_layout,
+)
 from moa.eval._row_fields import RowProblem as _BadRow
 from moa.eval._row_fields import opt_str as _opt_str
 from moa.eval._row_fields import prompt_text as _prompt
 from moa.eval._row_fields import required_str as _required_str
 from moa.eval._row_fields import str_list as _str_list
 from moa.eval._row_fields import test_code as _test_code
+from moa.eval._word_problem_rows import is_word_problem_row, read_word_problem_row
 from moa.eval.languages.multiple import entry_of
 from moa.eval.languages.names import canonical_language
 from moa.eval.numeric import exact_numbers, show_number
@@ -71,7 +80,17 @@ DatasetFormat = Literal[
     "qa",
 ]
 _RowKind = Literal[
-    "generic", "humaneval", "mbpp", "gsm8k", "math", "mtbench", "multiple", "choice", "instruction", "qa"
+    "generic",
+    "humaneval",
+    "mbpp",
+    "gsm8k",
+    "math",
+    "mtbench",
+    "multiple",
+    "choice",
+    "instruction",
+    "qa",
+    "word_problem",
 ]
 #: ``Item.meta["format"]`` of a multiple-choice item
 CHOICE = "choice"
@@ -162,6 +181,8 @@ _FIELDS: dict[_RowKind, tuple[str, ...]] = {
     # `is_math_row`, these count towards the share of a file whose rows match no layout in full
     "math": ("problem", "answer"),
     "mtbench": ("question_id", "turns"),
+    # SVAMP and ASDiv (`body`, `question`, `answer` in ASDiv's converted files): `is_word_problem_row`
+    "word_problem": ("Body", "Question", "Answer"),
     # a choice row's fields differ by benchmark (``is_choice_row``); these only count towards the
     # share of a file whose rows match no layout in full
     "choice": ("question", "choices", "answer"),
@@ -181,6 +202,7 @@ _LABELS: dict[_RowKind, str] = {
     "mtbench": "MT-Bench",
     "choice": "multiple-choice",
     "instruction": "instruction",
+    "word_problem": "SVAMP/ASDiv",
     "generic": "generic",
 }
 _FORCED: dict[str, _RowKind] = {
@@ -207,6 +229,8 @@ def _layout_of(row: Mapping[str, Any]) -> _RowKind | None:
         return "choice"
     if is_simpleqa_row(row):  # before MATH: SimpleQA's `problem` + `answer` is short-form factual QA
         return "qa"
+    if is_word_problem_row(row):  # before GSM8K: ASDiv's `question` + `answer` needs its `body`
+        return "word_problem"
     if is_math_row(row):
         return "math"
     if is_mbpp_row(row):
@@ -249,7 +273,7 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
-    if kind in ("choice", "qa"):  # the benchmarks' fields differ: the row reader names the missing one
+    if kind in ("choice", "qa", "word_problem"):  # fields differ by benchmark: the reader names them
         return
     if kind == "mbpp":
         for key in ("test_list", "text" if row.get("prompt") is None else "prompt"):
@@ -416,6 +440,13 @@ def _instruction(row: Mapping[str, Any], number: int) -> Item:
     )
 
 
+def _word_problem(row: Mapping[str, Any], number: int) -> Item:
+    read = read_word_problem_row(row)
+    return Item(
+        id=_row_id("word_problem", row, number), input=read.input, target=read.target, category=read.category
+    )
+
+
 def _mtbench(row: Mapping[str, Any], number: int) -> Item:
     value = row.get("turns")
     if isinstance(value, list) and value and all(isinstance(t, Mapping) for t in value):
@@ -481,6 +512,7 @@ _BUILDERS = {
     "choice": _choice,
     "instruction": _instruction,
     "qa": _qa,
+    "word_problem": _word_problem,
 }
 
 
@@ -493,7 +525,8 @@ _ID_KEYS: dict[_RowKind, tuple[str, ...]] = {
     "math": ("unique_id", "id"),
     "mbpp": ("task_id",),
     "choice": ("id", "ind", "Record ID", "question_id"),
-    "qa": ("id", "question_id"),
+    "qa": ("id", "question_id", "qid", "idx"),
+    "word_problem": ("ID", "@ID", "id"),
 }
 
 
@@ -585,6 +618,8 @@ def load_dataset(
             try:
                 if isinstance(row, str):
                     raise _BadRow(row)
+                if format in ("auto", "qa") and (why := unread_layout(row)) is not None:
+                    raise _BadRow(why)
                 _check_fields(kind, row)
                 own_kind = _layout_of(row) if format == "auto" else None
                 if own_kind not in (None, kind):

@@ -72,3 +72,251 @@ def test_a_simpleqa_row_without_its_answer_names_the_field(tmp_path: Path) -> No
     path = _jsonl(tmp_path, [SIMPLEQA, {**SIMPLEQA, "answer": " "}])
     with pytest.raises(DatasetError, match=r"data.jsonl:2: `answer` is blank"):
         load_dataset(path)
+
+
+# HellaSwag (Hugging Face `hellaswag`: `label` a string; the original files: a number), ARC (the hub's
+# `choices: {text, label}` with ARC's numeric keys, the original `question: {stem, choices: [...]}`),
+# CommonsenseQA (the hub's and the original shape), written by hand after the published rows
+HELLASWAG = {
+    "ind": 24,
+    "activity_label": "Roof shingle removal",
+    "ctx_a": "A man is sitting on a roof.",
+    "ctx_b": "he",
+    "ctx": "A man is sitting on a roof. he",
+    "endings": [
+        "is using wrap to wrap a pair of skis.",
+        "is ripping level tiles off.",
+        "is holding a rubik's cube.",
+        "starts pulling up roofing on a roof.",
+    ],
+    "source_id": "activitynet~v_-JhWjGDPHMY",
+    "split": "val",
+    "split_type": "indomain",
+    "label": "3",
+}
+ARC_NUMERIC = {
+    "id": "NYSEDREGENTS_2015_4_26",
+    "question": "Which tool is used to measure mass?",
+    "choices": {"text": ["ruler", "thermometer", "balance", "clock"], "label": ["1", "2", "3", "4"]},
+    "answerKey": "3",
+}
+ARC_ORIGINAL = {
+    "id": "Mercury_7175875",
+    "question": {
+        "stem": "Which is the most likely effect of faster rotation?",
+        "choices": [
+            {"text": "Planetary density will decrease.", "label": "A"},
+            {"text": "Planetary years will become longer.", "label": "B"},
+            {"text": "Planetary days will become shorter.", "label": "C"},
+            {"text": "Planetary gravity will become stronger.", "label": "D"},
+        ],
+    },
+    "answerKey": "C",
+}
+CSQA_CHOICES = ["ignore", "enforce", "authoritarian", "yell at", "avoid"]
+CSQA = {
+    "id": "075e483d21c29a511267ef62bedc0461",
+    "question": "The sanctions against the school were a punishing blow, and they seemed to what the efforts?",
+    "question_concept": "punishing",
+    "choices": {"label": ["A", "B", "C", "D", "E"], "text": CSQA_CHOICES},
+    "answerKey": "A",
+}
+CSQA_ORIGINAL = {
+    "answerKey": "B",
+    "id": "61fe6e879ff18686d7552425a36344c8",
+    "question": {
+        "question_concept": "people",
+        "choices": [{"label": k, "text": t} for k, t in zip("ABCDE", CSQA_CHOICES, strict=True)],
+        "stem": "What do people aim to do at work?",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "item_id", "letter", "answer_text"),
+    [
+        (HELLASWAG, "24", "D", "starts pulling up roofing on a roof."),
+        ({**HELLASWAG, "label": 3}, "24", "D", "starts pulling up roofing on a roof."),
+        (ARC_NUMERIC, "NYSEDREGENTS_2015_4_26", "C", "balance"),
+        (ARC_ORIGINAL, "Mercury_7175875", "C", "Planetary days will become shorter."),
+        (CSQA, "075e483d21c29a511267ef62bedc0461", "A", "ignore"),
+        (CSQA_ORIGINAL, "61fe6e879ff18686d7552425a36344c8", "B", "enforce"),
+    ],
+)
+def test_published_multiple_choice_files_are_read_right(
+    tmp_path: Path, row: dict[str, Any], item_id: str, letter: str, answer_text: str
+) -> None:
+    """HellaSwag, ARC (numeric keys included) and CommonsenseQA rows give the right letter and text."""
+    data = load_dataset(_jsonl(tmp_path, [row]))
+    (item,) = data.items
+    assert (data.layout, item.id, item.target, item.meta["answer_text"]) == (
+        "multiple-choice",
+        item_id,
+        letter,
+        answer_text,
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({**HELLASWAG, "split": "test", "label": ""}, r"`label` must be a letter A-D, an index from 0"),
+        ({**CSQA, "answerKey": ""}, r"`answerKey` '' is none of the choices' labels A, B, C, D, E"),
+    ],
+)
+def test_test_splits_without_answers_are_refused_naming_the_field(
+    tmp_path: Path, row: dict[str, Any], reason: str
+) -> None:
+    """HellaSwag's and CommonsenseQA's test splits, whose answers are blank, are refused naming the field."""
+    with pytest.raises(DatasetError, match=rf"^data.jsonl:1: {reason}"):
+        load_dataset(_jsonl(tmp_path, [row]))
+
+
+BOOLQ = {
+    "question": "do iran and afghanistan speak the same language",
+    "title": "Persian language",
+    "answer": True,
+    "passage": "Persian is spoken in Iran and Afghanistan.",
+}
+STRATEGYQA = {
+    "qid": "b8677742616fef051f00",
+    "term": "Genghis Khan",
+    "description": "founder and first Great Khan of the Mongol Empire",
+    "question": "Are more people today related to Genghis Khan than Julius Caesar?",
+    "answer": True,
+    "facts": ["Julius Caesar had three children.", "Genghis Khan had sixteen children."],
+    "decomposition": ["How many kids did Julius Caesar have?", "How many kids did Genghis Khan have?"],
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "item_id", "prompt", "answer"),
+    [
+        (BOOLQ, "1", f"{BOOLQ['passage']}\n\n{BOOLQ['question']}", "yes"),
+        ({**BOOLQ, "answer": False}, "1", f"{BOOLQ['passage']}\n\n{BOOLQ['question']}", "no"),
+        (
+            {"question": BOOLQ["question"], "passage": BOOLQ["passage"], "idx": 7, "label": False},
+            "7",
+            f"{BOOLQ['passage']}\n\n{BOOLQ['question']}",
+            "no",
+        ),
+        (STRATEGYQA, "b8677742616fef051f00", STRATEGYQA["question"], "yes"),
+    ],
+)
+def test_yes_no_questions_are_qa_items_answered_yes_or_no(
+    tmp_path: Path, row: dict[str, Any], item_id: str, prompt: str, answer: str
+) -> None:
+    """BoolQ (its passage sent before the question) and StrategyQA rows, whose answer is a bool, are QA items answered yes or no."""
+    data = load_dataset(_jsonl(tmp_path, [row]))
+    (item,) = data.items
+    assert (data.layout, item.id, item.input, item.target) == ("QA", item_id, prompt, answer)
+    assert item.meta == {"format": QA, "answers": [answer]}
+
+
+SVAMP = {
+    "ID": "chal-1",
+    "Body": "Each pack of dvds costs 76 dollars. If there is a discount of 25 dollars on each pack",
+    "Question": "How much do you have to pay to buy each pack?",
+    "Equation": "( 76.0 - 25.0 )",
+    "Answer": 51.0,
+    "Type": "Subtraction",
+}
+ASDIV = {
+    "body": "Seven red apples and two green apples are in the basket.",
+    "question": "How many apples are in the basket?",
+    "solution_type": "Addition",
+    "answer": "9 (apples)",
+    "formula": "7+2=9",
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "item_id", "prompt", "target", "category"),
+    [
+        (SVAMP, "chal-1", f"{SVAMP['Body']} {SVAMP['Question']}", "51", "Subtraction"),
+        ({**SVAMP, "Answer": 2.5}, "chal-1", f"{SVAMP['Body']} {SVAMP['Question']}", "2.5", "Subtraction"),
+        (ASDIV, "1", f"{ASDIV['body']} {ASDIV['question']}", "9", "Addition"),
+    ],
+)
+def test_svamp_and_asdiv_send_the_body_with_the_question(
+    tmp_path: Path, row: dict[str, Any], item_id: str, prompt: str, target: str, category: str
+) -> None:
+    """A SVAMP or ASDiv row sends its body and question together, its answer's number the target."""
+    data = load_dataset(_jsonl(tmp_path, [row]))
+    (item,) = data.items
+    assert (data.layout, item.id, item.input, item.target, item.category) == (
+        "SVAMP/ASDiv",
+        item_id,
+        prompt,
+        target,
+        category,
+    )
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({**SVAMP, "Answer": None}, "row has no `Answer`"),
+        ({**SVAMP, "Answer": True}, "`Answer` must be a number or a string, not bool"),
+        ({**ASDIV, "body": " "}, "`body` is blank"),
+    ],
+)
+def test_bad_svamp_and_asdiv_rows_name_the_field(tmp_path: Path, row: dict[str, Any], reason: str) -> None:
+    """A SVAMP or ASDiv row without its answer, or with a blank body, is refused naming the field."""
+    with pytest.raises(DatasetError, match=rf"^data.jsonl:2: {reason}$"):
+        load_dataset(_jsonl(tmp_path, [SVAMP, row]))
+
+
+def test_gsm_hard_rows_are_generic_with_their_float_target(tmp_path: Path) -> None:
+    """GSM-Hard's `input`, `code`, float `target` is a generic row, its target written out in full."""
+    row = {
+        "input": "Janet's ducks lay 16 eggs per day...",
+        "code": "def solution():\n    ...",
+        "target": -9867630.0,
+    }
+    (item,) = load_dataset(_jsonl(tmp_path, [row])).items
+    assert (item.input, item.target, item.meta) == (row["input"], "-9867630.0", {"code": row["code"]})
+
+
+DROP_ROW = {
+    "section_id": "nfl_2201",
+    "query_id": "f16c0ee7-f131-4a8b-a6ac-4d275ea68066",
+    "passage": "To start the season, the Lions traveled south to Tampa, Florida...",
+    "question": "How many points did the buccaneers need to tie in the first?",
+    "answers_spans": {"spans": ["3"], "types": ["number"]},
+}
+DROP_FILE = {
+    "nfl_2201": {
+        "passage": "To start the season, the Lions traveled south to Tampa, Florida...",
+        "qa_pairs": [
+            {
+                "question": "Who scored the first touchdown?",
+                "answer": {
+                    "number": "",
+                    "date": {"day": "", "month": "", "year": ""},
+                    "spans": ["Chaz Schilens"],
+                },
+                "query_id": "f37e81fa-ef7b-4583-b671-762fc433faa9",
+                "validated_answers": [],
+            }
+        ],
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "what"),
+    [
+        (DROP_ROW, r"DROP's rows \(`passage`, `question`, `answers_spans`\)"),
+        (DROP_FILE, r"DROP's own file \(passages holding `qa_pairs`\)"),
+    ],
+)
+@pytest.mark.parametrize("dataset_format", ["auto", "qa"])
+def test_drop_is_refused_in_one_line_saying_what_to_write(
+    tmp_path: Path, row: dict[str, Any], what: str, dataset_format: Any
+) -> None:
+    """DROP, whose answers may be several spans together, is refused, not read as GSM8K or generic rows."""
+    with pytest.raises(
+        DatasetError, match=rf"^data.jsonl:1: {what}: moa does not read DROP.*write generic rows"
+    ):
+        load_dataset(_jsonl(tmp_path, [row]), format=dataset_format)

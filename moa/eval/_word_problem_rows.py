@@ -1,0 +1,62 @@
+"""Math word problems split in two (SVAMP's ``Body``, ``Question``, ``Answer``; ASDiv's, in its
+converted files ``body``, ``question``, ``answer``): the prompt is the body and the question joined
+by a space, as the benchmarks' own code joins them, the target the number answered.
+
+Read as a GSM8K row (``question`` + ``answer``), ASDiv's question was sent without the body that
+holds its numbers; read as a generic row, SVAMP's was refused for want of an ``input``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from moa.eval._row_fields import RowFields, RowProblem, number_text, prompt_text, required_str
+
+__all__ = ["is_word_problem_row", "read_word_problem_row"]
+
+#: the two spellings of the fields: SVAMP's (and ASDiv's XML) capitalised, ASDiv's converted files lower case
+_SPELLINGS = (("Body", "Question", "Answer"), ("body", "question", "answer"))
+#: ASDiv writes the answer's unit after it in brackets: `9 (apples)`
+_UNIT = re.compile(r"\s*\([^()]*\)\s*$")
+
+
+def _fields(row: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    if "input" in row:
+        return None
+    return next((names for names in _SPELLINGS if all(n in row for n in names)), None)
+
+
+def is_word_problem_row(row: Mapping[str, Any]) -> bool:
+    """Whether ``row`` is SVAMP's or ASDiv's: a body, a question and an answer."""
+    return _fields(row) is not None
+
+
+def read_word_problem_row(row: Mapping[str, Any]) -> RowFields:
+    """``row`` as an item: the body and question as the prompt, the answer's number as the target."""
+    names = _fields(row)
+    if names is None:
+        raise RowProblem("row has no `Body`, `Question` and `Answer`: a SVAMP or ASDiv row needs all three")
+    body_key, question_key, answer_key = names
+    body = prompt_text(required_str(row, body_key), body_key)
+    question = prompt_text(required_str(row, question_key), question_key)
+    answer = row[answer_key]
+    if answer is None:
+        raise RowProblem(f"row has no `{answer_key}`")
+    if isinstance(answer, float) and answer.is_integer() and abs(answer) < 1e16:
+        target = str(int(answer))  # SVAMP's 51.0: the 51 a reply gives, under `exact` too
+    elif isinstance(answer, int | float) and not isinstance(answer, bool):
+        target = number_text(answer_key, answer)
+    elif isinstance(answer, str):
+        target = _UNIT.sub("", answer).strip()
+        if not target:
+            raise RowProblem(f"`{answer_key}` is blank")
+    else:
+        raise RowProblem(f"`{answer_key}` must be a number or a string, not {type(answer).__name__}")
+    category = next((row[k] for k in ("Type", "solution_type", "Solution-Type") if row.get(k)), None)
+    return RowFields(
+        input=f"{body.strip()} {question.strip()}",
+        target=target,
+        category=category if isinstance(category, str) else None,
+    )
