@@ -8,7 +8,6 @@ holds its numbers; read as a generic row, SVAMP's was refused for want of an ``i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,14 +17,22 @@ __all__ = ["is_word_problem_row", "read_word_problem_row"]
 
 #: the two spellings of the fields: SVAMP's (and ASDiv's XML) capitalised, ASDiv's converted files lower case
 _SPELLINGS = (("Body", "Question", "Answer"), ("body", "question", "answer"))
-#: ASDiv writes the answer's unit after it in brackets: `9 (apples)`
-_UNIT = re.compile(r"\s*\([^()]*\)\s*$")
 
 
 def _fields(row: Mapping[str, Any]) -> tuple[str, str, str] | None:
     if "input" in row:
         return None
     return next((names for names in _SPELLINGS if all(n in row for n in names)), None)
+
+
+def _without_unit(answer: str) -> str:
+    """ASDiv's answer without the unit it writes after it in brackets: `9 (apples)` is `9`."""
+    # not a regex anchored at the end, which tries every start: quadratic on a long run of blanks
+    text = answer.strip()
+    opening = text.rfind("(")
+    if text.endswith(")") and opening > 0 and ")" not in text[opening + 1 : -1]:
+        return text[:opening].rstrip()
+    return text
 
 
 def is_word_problem_row(row: Mapping[str, Any]) -> bool:
@@ -49,7 +56,7 @@ def read_word_problem_row(row: Mapping[str, Any]) -> RowFields:
     elif isinstance(answer, int | float) and not isinstance(answer, bool):
         target = number_text(answer_key, answer)
     elif isinstance(answer, str):
-        target = _UNIT.sub("", answer).strip()
+        target = _without_unit(answer)
         if not target:
             raise RowProblem(f"`{answer_key}` is blank")
     else:

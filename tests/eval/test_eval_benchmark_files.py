@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ import pytest
 
 from moa.errors import DatasetError
 from moa.eval.datasets import QA, load_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _jsonl(tmp_path: Path, rows: list[Any]) -> Path:
@@ -265,6 +269,19 @@ def test_bad_svamp_and_asdiv_rows_name_the_field(tmp_path: Path, row: dict[str, 
     """A SVAMP or ASDiv row without its answer, or with a blank body, is refused naming the field."""
     with pytest.raises(DatasetError, match=rf"^data.jsonl:2: {reason}$"):
         load_dataset(_jsonl(tmp_path, [SVAMP, row]))
+
+
+def test_an_asdiv_answer_of_a_million_blanks_is_read_at_once(tmp_path: Path) -> None:
+    """A hostile ASDiv answer (a long run of blanks) is read in linear time (a hang guard of 60 s for
+    what takes well under a second; the end-anchored unit regex took minutes)."""
+    path = _jsonl(tmp_path, [{**ASDIV, "answer": "9" + " " * 1_000_000 + "x"}])
+    probe = (
+        f"from moa.eval.datasets import load_dataset; print(load_dataset({str(path)!r}).items[0].target[-1])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "x\n"
 
 
 def test_gsm_hard_rows_are_generic_with_their_float_target(tmp_path: Path) -> None:
