@@ -416,9 +416,8 @@ class NumericEvaluator:
             if len(answers) == 1:
                 return Score(0.0, f"target {answers[0]!r} is not a number")
             return Score(0.0, f"no accepted answer is a number: {_listed(answers)}")
-        expected = (
-            _shown(wants[0]) if len(wants) == 1 else "one of " + ", ".join(_shown(w) for w in wants[:5])
-        )
+        shown = list(dict.fromkeys(_shown(w) for w in wants))  # `4` and `4.0` are one number
+        expected = shown[0] if len(shown) == 1 else "one of " + ", ".join(shown[:5])
         got = final_answer(answer, fractions=self.config.fractions)
         if got is None:
             return Score(0.0, f"no number in the answer, expected {expected}")
