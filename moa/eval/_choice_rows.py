@@ -154,8 +154,16 @@ def _choices(row: Mapping[str, Any], shape: str | None) -> tuple[list[str] | Non
     question = row.get("question")
     if isinstance(question, Mapping) and "choices" in question:  # ARC's original JSONL
         items = question["choices"]
+        if (
+            isinstance(items, Mapping)
+            and isinstance(items.get("text"), list)
+            and isinstance(items.get("label"), list)
+        ):
+            return _labelled(items["label"], items["text"], "question.choices")  # the hub's shape, nested
         if not isinstance(items, list) or not all(isinstance(c, Mapping) for c in items):
-            raise ChoiceRowError("`question.choices` must be a list of {label, text} objects")
+            raise ChoiceRowError(
+                "`question.choices` must be a list of {label, text} objects or {text: [...], label: [...]}"
+            )
         return _labelled([c.get("label") for c in items], [c.get("text") for c in items], "question.choices")
     if shape == "gpqa":  # the right answer, then the wrong ones
         wrong = [k for k in _GPQA_WRONG if row.get(k) not in (None, "")]

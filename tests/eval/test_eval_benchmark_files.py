@@ -143,6 +143,16 @@ CSQA_ORIGINAL = {
         ({**HELLASWAG, "label": 3}, "24", "D", "starts pulling up roofing on a roof."),
         (ARC_NUMERIC, "NYSEDREGENTS_2015_4_26", "C", "balance"),
         (ARC_ORIGINAL, "Mercury_7175875", "C", "Planetary days will become shorter."),
+        (
+            {
+                **ARC_ORIGINAL,
+                "question": {"stem": "Which?", "choices": ARC_NUMERIC["choices"]},
+                "answerKey": "3",
+            },
+            "Mercury_7175875",
+            "C",
+            "balance",
+        ),
         (CSQA, "075e483d21c29a511267ef62bedc0461", "A", "ignore"),
         (CSQA_ORIGINAL, "61fe6e879ff18686d7552425a36344c8", "B", "enforce"),
     ],
