@@ -8,12 +8,16 @@ holds its numbers; read as a generic row, SVAMP's was refused for want of an ``i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from moa.eval._row_fields import RowFields, RowProblem, number_text, prompt_text, required_str
 
 __all__ = ["is_word_problem_row", "read_word_problem_row"]
+
+#: a masked number in the preprocessed folds' problems, its value in the row's `Numbers`
+_PLACEHOLDER = re.compile(r"\bnumber\d+\b")
 
 #: the two spellings of the fields: SVAMP's (and ASDiv's XML) capitalised, ASDiv's converted files lower case
 _SPELLINGS = (("Body", "Question", "Answer"), ("body", "question", "answer"))
@@ -48,6 +52,12 @@ def read_word_problem_row(row: Mapping[str, Any]) -> RowFields:
     body_key, question_key, answer_key = names
     body = prompt_text(required_str(row, body_key), body_key)
     question = prompt_text(required_str(row, question_key), question_key)
+    if "Numbers" in row and _PLACEHOLDER.search(f"{body} {question}"):
+        # SVAMP's and ASDiv-A's folds for training (`cv_svamp`, `cv_asdiv-a`): the numbers masked
+        raise RowProblem(
+            f"`{body_key}` holds placeholders (`number0`) for `Numbers`: a preprocessed fold, not the "
+            "benchmark; use SVAMP.json (or ASDiv's own file), whose problems hold their numbers"
+        )
     answer = row[answer_key]
     if answer is None:
         raise RowProblem(f"row has no `{answer_key}`")

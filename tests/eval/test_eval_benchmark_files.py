@@ -273,6 +273,10 @@ def test_svamp_and_asdiv_send_the_body_with_the_question(
         ({**SVAMP, "Answer": None}, "row has no `Answer`"),
         ({**SVAMP, "Answer": True}, "`Answer` must be a number or a string, not bool"),
         ({**ASDIV, "body": " "}, "`body` is blank"),
+        (
+            {**SVAMP, "Body": "Each pack costs number0 dollars.", "Numbers": "76.0 25.0"},
+            r"`Body` holds placeholders \(`number0`\) for `Numbers`: a preprocessed fold, not the benchmark; .*",
+        ),
     ],
 )
 def test_bad_svamp_and_asdiv_rows_name_the_field(tmp_path: Path, row: dict[str, Any], reason: str) -> None:
