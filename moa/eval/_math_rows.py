@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from moa.eval._row_fields import RowFields, RowProblem, opt_str, prompt_text, required_str
-from moa.eval.numeric import boxed_contents
+from moa.eval.numeric import last_boxed
 
 __all__ = ["is_math_row", "read_math_row"]
 
@@ -25,13 +25,12 @@ def read_math_row(row: Mapping[str, Any]) -> RowFields:
     solution = opt_str(row, "solution")
     answer = opt_str(row, "answer", numbers=True)
     if answer is None:
-        boxed = [b for b in boxed_contents(solution or "") if b.strip()]
-        if not boxed:
+        answer = last_boxed(solution or "")
+        if answer is None:
             raise RowProblem("`solution` has no \\boxed{...} answer: give the row an `answer`")
-        answer = boxed[-1]
     if answer.strip().startswith(("\\boxed", "\\fbox", "$\\boxed")):
         # an answer written boxed (`\boxed{5}`): its content, as a reply's is read
-        answer = next((b for b in reversed(boxed_contents(answer)) if b.strip()), answer)
+        answer = last_boxed(answer) or answer
     if not answer.strip():
         raise RowProblem("`answer` is blank")
     meta: dict[str, Any] = {}

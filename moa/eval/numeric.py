@@ -38,10 +38,10 @@ __all__ = [
     "FinalNumber",
     "NotANumber",
     "answer_line",
-    "boxed_contents",
     "exact_numbers",
     "final_answer",
     "final_number",
+    "last_boxed",
     "parse_numbers",
     "show_number",
 ]
@@ -68,6 +68,7 @@ _NUMBERED_HEADING = re.compile(r"[*_]*\d+[.:)][ \t]*[^\W\d]")
 # but not before a word: "in \boxed form" names no answer
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?:\s*\{|[ \t]+(?=[^\s{a-zA-Z]|[a-zA-Z](?![a-zA-Z])))")
 _UNBRACED_END = re.compile(r"\$|\n|\\[\])]")
+_BRACE = re.compile(r"[{}]")
 _ANSWER_IS = re.compile(r"\banswer\b[\s*_]*(?:is\b|was\b|[:=])", re.IGNORECASE)
 # what may stand between "the answer is" and its number: space, emphasis, a colon, `$`, `(`, `\(`
 _LEAD = re.compile(r"(?:[\s*_:=$(\[]|\\[(\[$])*")
@@ -199,21 +200,30 @@ def parse_numbers(text: str, *, fractions: bool = True) -> list[float]:
     return [_to_float(v) for v in _values(text, fractions)]
 
 
-def boxed_contents(text: str) -> list[str]:
-    """The contents of every ``\\boxed{...}``, braces balanced (an unclosed one runs to the end), and
-    of every ``\\boxed 5``, up to its ``$`` or line end."""
-    found = []
-    for m in _BOXED.finditer(text):
-        if not m.group(0).endswith("{"):
-            stop = _UNBRACED_END.search(text, m.end())
-            found.append(text[m.end() : stop.start() if stop else len(text)].strip().removesuffix("."))
-            continue
-        depth, end = 1, m.end()
-        while end < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[end], 0)
-            end += 1
-        found.append(text[m.end() : end - 1 if depth == 0 else end])
-    return found
+def last_boxed(text: str, *, blank: bool = False) -> str | None:
+    """The contents of the last ``\\boxed{...}`` (braces balanced; an unclosed one runs to the end)
+    or ``\\boxed 5`` (up to its ``$`` or line end), passing over blank ones unless ``blank``; None
+    when there is none."""
+    # read from the last box back, each scan stopping where its box ends: a blank box holds no other,
+    # so the scans never overlap. Every box's contents, each scanned to its end, was quadratic in
+    # time and memory: a reply of 28,000 unclosed `\boxed{` took minutes to score
+    for m in reversed(list(_BOXED.finditer(text))):
+        inside = _box_at(text, m)
+        if blank or inside.strip():
+            return inside
+    return None
+
+
+def _box_at(text: str, m: re.Match[str]) -> str:
+    if not m.group(0).endswith("{"):
+        stop = _UNBRACED_END.search(text, m.end())
+        return text[m.end() : stop.start() if stop else len(text)].strip().removesuffix(".")
+    depth = 1
+    for brace in _BRACE.finditer(text, m.end()):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return text[m.end() : brace.start()]
+    return text[m.end() :]
 
 
 def _mixed(m: re.Match[str]) -> str:
@@ -344,12 +354,12 @@ def final_answer(
         text = _PLAIN_MIXED.sub(_plain_mixed, text)
     if found := _after_hashes(text, fractions):
         return found
-    boxed = [inside for inside in boxed_contents(text) if inside.strip()]
-    if boxed:
-        if any(_LIST.search(part) for part in _RELATION.split(boxed[-1])[1:-1]):
+    box = last_boxed(text)
+    if box is not None:
+        if any(_LIST.search(part) for part in _RELATION.split(box)[1:-1]):
             # `\\boxed{x = 2, y = 3}`: two answers, not 3 (a target's sentences may hold lists)
-            return NotANumber(" ".join(boxed[-1].split()), "in \\boxed{}")
-        return _one_number(boxed[-1], fractions, "in \\boxed{}")
+            return NotANumber(" ".join(box.split()), "in \\boxed{}")
+        return _one_number(box, fractions, "in \\boxed{}")
     if said := _after_answer_is(text, fractions):
         return said
     if whole and text.strip():

@@ -25,8 +25,8 @@ from moa.eval.numeric import (
     FinalNumber,
     NotANumber,
     answer_line,
-    boxed_contents,
     final_answer,
+    last_boxed,
     parse_numbers,
     plain_latex,
     show_number,
@@ -183,14 +183,14 @@ def extract_final_answer(text: str) -> str:
     if last is not None:
         # `#### Final answer: Paris` heads its own answer; `#### \boxed{5}` holds it in a box
         rest = _after_marker(last.group(1)) or last.group(1)
-        boxed = boxed_contents(rest)
-        return _bare(boxed[-1] if boxed else rest)
+        box = last_boxed(rest, blank=True)
+        return _bare(box if box is not None else rest)
     answer_lines = [rest for rest in HASH_LINE.findall(text) if answer_line(rest)]
     if answer_lines:
         return _bare(answer_lines[-1])
-    boxed = boxed_contents(text)
-    if boxed:
-        return _bare(boxed[-1])
+    box = last_boxed(text, blank=True)
+    if box is not None:
+        return _bare(box)
     after = _after_marker(text)
     if after is not None:
         span = _MATH_SPAN.match(after)

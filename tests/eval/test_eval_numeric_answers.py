@@ -374,3 +374,50 @@ async def test_plain_mixed_numbers_read_as_their_value(answer: str, target: str,
     `2\\frac{1}{2}` is; `2 3/2` is not a mixed number."""
     score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
     assert score.value == (1.0 if right else 0.0), score.detail
+
+
+def test_the_last_box_is_read_with_its_braces_balanced() -> None:
+    """`last_boxed` gives the last box's contents (nested braces kept, an unclosed box running to the
+    end), passing over blank boxes unless asked for them."""
+    from moa.eval.numeric import last_boxed
+
+    assert last_boxed(r"\boxed{\frac{1}{2}} then \boxed{ }") == r"\frac{1}{2}"
+    assert last_boxed(r"\boxed{\frac{1}{2}} then \boxed{ }", blank=True) == " "
+    assert last_boxed(r"\boxed{\boxed{5}} and \boxed{7") == "7"
+    assert last_boxed(r"\boxed 5$ and \fbox{6}.") == "6"
+    assert last_boxed("no box here") is None
+
+
+#: a reply of unclosed boxes: each was once read to the end of the reply, keeping every suffix
+#: (minutes and gigabytes for this one); a hang guard of 60 s for what takes milliseconds
+UNCLOSED = "\\boxed{" * 28_000
+
+
+def test_a_reply_of_unclosed_boxes_is_scored_at_once(tmp_path: Path) -> None:
+    """28,000 unclosed `\\boxed{` in a reply or a MATH solution are read in linear time."""
+    (tmp_path / "reply.txt").write_text(UNCLOSED)
+    (tmp_path / "math.jsonl").write_text(json.dumps({"problem": "p", "solution": UNCLOSED + "5}"}) + "\n")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from moa.eval.datasets import Item, load_dataset\n"
+        "from moa.eval.registry import make_evaluator\n"
+        "here = Path(sys.argv[1])\n"
+        "reply = (here / 'reply.txt').read_text()\n"
+        "item = Item(id='1', input='q', target='5')\n"
+        "for config in ('numeric', {'name': 'exact', 'extract_final': True, 'numbers': True}):\n"
+        "    print(asyncio.run(make_evaluator(config).score(item, reply)).value)\n"
+        "print(load_dataset(here / 'math.jsonl').items[0].target)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["0.0", "0.0", "5"]
