@@ -26,6 +26,7 @@ such a dataset under ``choice`` before any call).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from typing import Literal
@@ -52,6 +53,8 @@ _AFTER_MARKER = re.compile(r"(?:(?i:option|choice|letter)\s+)?[(\[]?([A-Za-z])(?
 _LEADING = re.compile(r"[(\[]?([A-Z])(?:[)\].:](?:\s|$)|$)|\(([a-z])\)")
 _ALONE = re.compile(r"(?<![\w'’-])([A-Z])(?![\w'’-])")
 _WORD = re.compile(r"\w+")
+_BLANK_REST = re.compile(r"\s*$")
+_NEWLINE = re.compile(r"\n")
 # "A cat", "I think": the article and the pronoun; "A or B", "A is right" still name the letter A
 _ARTICLE = re.compile(r"[ \t]+(?!(?:or|and|nor|vs|then|is|was|are|seems|looks)\b)[a-z]")
 
@@ -84,21 +87,27 @@ def _letters_in(text: str, labels: str) -> list[str]:
 def _by_marker(text: str, labels: str) -> tuple[str | None, str | None]:
     """(letter, problem) from the last answer marker followed by a letter; (None, None) if none."""
     finals = [m for m in _MARKER.finditer(text) if _FINAL.match(m.group(0))]
+    # each marker's line is matched in place, its end looked up: a copy of (or a search along) the
+    # rest of the line per marker was quadratic in a reply of many markers on one line
+    ends = [n.start() for n in _NEWLINE.finditer(text)] + [len(text)]
     for m in reversed(finals or list(_MARKER.finditer(text))):
-        rest = text[m.end() :].split("\n", 1)[0]
-        hit = _AFTER_MARKER.match(rest)
+        end = ends[bisect.bisect_left(ends, m.end())]
+        hit = _AFTER_MARKER.match(text, m.end(), end)
         if hit is None:
             continue
         letter, after = hit.group(1), hit.group(2)
-        if letter.islower() and not ((after and after in ")].:,;!?") or rest[hit.end() :].strip() == ""):
+        if letter.islower() and not (
+            (after and after in ")].:,;!?") or _BLANK_REST.match(text, hit.end(), end)
+        ):
             continue  # "the answer is a city"
         # after a marker a capital A is the letter ("Answer: A because ..."); an I is "I think"
-        if letter == "I" and _ARTICLE.match(rest, hit.end()):
+        if letter == "I" and _ARTICLE.match(text, hit.end(), end):
             continue
+        rest = text[hit.end() : end]
         letter = letter.upper()
         if letter not in labels:
             return None, f"the answer names `{letter}`, past the choices (A-{labels[-1]})"
-        others = [x for x in _letters_in(rest[hit.end() :], labels) if x != letter]
+        others = [x for x in _letters_in(rest, labels) if x != letter]
         if others:
             return None, f"ambiguous: the answer names {letter} and {others[0]}"
         return letter, None

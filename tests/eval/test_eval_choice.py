@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -472,3 +475,28 @@ def test_the_passage_a_question_asks_about_is_sent_before_it(
     not show, and scored near chance whatever the setup."""
     item = load_dataset(_jsonl(tmp_path, [row])).items[0]
     assert item.input.startswith(f"{passage}\n\n{row['question']}\n\nA. ") and item.target == "B"
+
+
+def test_a_reply_of_many_answer_markers_on_one_line_is_read_at_once(tmp_path: Path) -> None:
+    """400,000 `answer: ` markers on one line (3.2 MB, under the 16 MiB a reply may be) are read in
+    linear time: each marker once copied the rest of its line (a hang guard of 60 s for about one)."""
+    (tmp_path / "reply.txt").write_text("answer: " * 400_000 + "none\nB")
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from moa.eval.choice import read_choice\n"
+        "print(read_choice((Path(sys.argv[1]) / 'reply.txt').read_text(), ['Berlin', 'Paris'])[0])\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == "B\n"
