@@ -82,13 +82,29 @@ _SPACE = re.compile(r"(?<![a-z])\s+|\s+(?![a-z])")
 def normalize(text: str) -> str:
     """Casefold, collapse whitespace, and strip surrounding quotes and a trailing period."""
     text = " ".join(text.casefold().split())
-    previous = None
-    while text != previous:
-        previous = text
-        text = text.strip().removesuffix(".").strip()
-        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
-            text = text[1:-1]
-    return text
+    # peeled by moving two ends and cut once: a copy per layer was quadratic in a reply of quotes
+    i, j = 0, len(text)
+    while True:
+        was = (i, j)
+        i, j = _trimmed(text, i, j)
+        if j - i >= 2 and text[i] in _QUOTES and text[j - 1] in _QUOTES:
+            i, j = i + 1, j - 1
+        if (i, j) == was:
+            return text[i:j]
+
+
+def _trimmed(text: str, i: int, j: int) -> tuple[int, int]:
+    """``text[i:j]``'s ends moved past surrounding whitespace and one trailing period (as
+    ``.strip().removesuffix(".").strip()`` would cut it)."""
+    while i < j and text[i].isspace():
+        i += 1
+    while j > i and text[j - 1].isspace():
+        j -= 1
+    if j > i and text[j - 1] == ".":
+        j -= 1
+        while j > i and text[j - 1].isspace():
+            j -= 1
+    return i, j
 
 
 _SQUAD_PUNCTUATION = frozenset(string.punctuation)
@@ -136,15 +152,18 @@ def _bare(text: str) -> str:
     """``text`` without the markup wrapped around an answer: Markdown emphasis and code, ``$``,
     ``\\(...\\)``, ``\\text{}``, an option's parentheses (``(B)``); ``\\frac{a}{b}`` reads ``a/b``."""
     text = plain_latex(_TEX_UNIT.sub("", text)).replace("**", "")
-    previous = None
-    while text != previous:
-        previous = text
-        text = text.strip().removesuffix(".").strip()
+    # peeled by moving two ends and cut once: a copy per layer was quadratic in a reply of `$`
+    i, j = 0, len(text)
+    while True:
+        was = (i, j)
+        i, j = _trimmed(text, i, j)
         for left, right in _MARKUP_PAIRS:
-            if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
-                text = text[len(left) : -len(right)]
-        text = _OPTION.sub(r"\1", text) if _OPTION.fullmatch(text) else text
-    return text
+            if j - i > len(left) + len(right) and text.startswith(left, i) and text.endswith(right, i, j):
+                i, j = i + len(left), j - len(right)
+        if option := _OPTION.fullmatch(text, i, j):
+            i, j = option.span(1)
+        if (i, j) == was:
+            return text[i:j]
 
 
 def _math_form(text: str) -> str:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from moa.errors import UserError
@@ -311,3 +316,38 @@ async def test_exact_with_numbers_compares_equal_values(target: str, answer: str
 async def test_exact_without_numbers_compares_the_written_forms() -> None:
     plain = make_evaluator({"name": "exact", "extract_final": True})
     assert (await plain.score(_item("\\frac{1}{2}"), "\\boxed{0.5}")).value == 0.0
+
+
+#: replies of one wrapping character, each layer once peeled off with a copy of the rest (minutes
+#: for these); a hang guard of 60 s for what takes a second or two
+PEELED = {"quotes": "`" * 1_500_000, "dollars": "$" * 1_500_000}
+
+
+def test_replies_of_nested_quotes_or_dollars_are_read_at_once(tmp_path: Path) -> None:
+    """`contains` (quotes peeled by `normalize`) and `exact` with `extract_final` (`$` peeled off the
+    final answer) read an answer wrapped in 1,500,000 layers in linear time."""
+    for name, reply in PEELED.items():
+        (tmp_path / f"{name}.txt").write_text(reply + "x" + reply)
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from moa.eval.datasets import Item\n"
+        "from moa.eval.registry import make_evaluator\n"
+        "here, item = Path(sys.argv[1]), Item(id='1', input='q', target='x')\n"
+        "for config in ('contains', {'name': 'exact', 'extract_final': True}):\n"
+        "    for name in ('quotes', 'dollars'):\n"
+        "        reply = (here / f'{name}.txt').read_text()\n"
+        "        print(asyncio.run(make_evaluator(config).score(item, reply)).value)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(probe), str(tmp_path)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split() == ["1.0"] * 4
