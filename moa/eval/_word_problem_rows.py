@@ -18,6 +18,7 @@ __all__ = ["is_word_problem_row", "read_word_problem_row"]
 
 #: a masked number in the preprocessed folds' problems, its value in the row's `Numbers`
 _PLACEHOLDER = re.compile(r"\bnumber\d+\b")
+_WHOLE = re.compile(r"[-+]?\d+\.0+")
 
 #: the two spellings of the fields: SVAMP's (and ASDiv's XML) capitalised, ASDiv's converted files lower case
 _SPELLINGS = (("Body", "Question", "Answer"), ("body", "question", "answer"))
@@ -67,6 +68,8 @@ def read_word_problem_row(row: Mapping[str, Any]) -> RowFields:
         target = number_text(answer_key, answer)
     elif isinstance(answer, str):
         target = _without_unit(answer)
+        if _WHOLE.fullmatch(target):  # a CSV's `51.0`, as SVAMP's JSON 51.0 reads
+            target = target.split(".")[0]
         if not target:
             raise RowProblem(f"`{answer_key}` is blank")
     else:

@@ -250,6 +250,7 @@ ASDIV = {
         (SVAMP, "chal-1", f"{SVAMP['Body']} {SVAMP['Question']}", "51", "Subtraction"),
         ({**SVAMP, "Answer": 2.5}, "chal-1", f"{SVAMP['Body']} {SVAMP['Question']}", "2.5", "Subtraction"),
         (ASDIV, "1", f"{ASDIV['body']} {ASDIV['question']}", "9", "Addition"),
+        ({**SVAMP, "Answer": "51.0"}, "chal-1", f"{SVAMP['Body']} {SVAMP['Question']}", "51", "Subtraction"),
     ],
 )
 def test_svamp_and_asdiv_send_the_body_with_the_question(
