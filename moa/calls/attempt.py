@@ -34,6 +34,7 @@ from moa.calls.pricing import Price, service_tier_name
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
+from moa.models.think import ThinkFilter, answer_of
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
 from moa.scrub import StreamMask, mask_sent, param_secrets, scrubbed_failure, url_secrets
 
@@ -115,6 +116,9 @@ class CallPlan:
     #: the streamed attempt's key mask, flushed once its reply is in hand (so a callback raising
     #: on the last piece still finds the reply's usage booked)
     mask: StreamMask | None = None
+    #: the streamed attempt's reasoning filter, ahead of the mask: a leading ``<think>`` block's
+    #: tokens never reach the consumer, and a reply that is only reasoning may still be retried
+    think: ThinkFilter | None = None
 
     def mark_sent(self) -> None:
         if self.permit is not None:
@@ -231,11 +235,17 @@ async def attempt(
     call.rejected_reply = False
     call.permit = None
     call.mask = None
+    call.think = None
     try:
         if target.limiter is not None:
             reply = await _send_when_admitted(target.limiter, target, budgets, worst, request, clock, call)
         else:
             reply = await _send(target.backend, request, clock, call)
+        # the reasoning a model wrote into its text is no answer (raised with ``reply`` in hand,
+        # a reply that is only reasoning is booked at its usage, like one validation rejects)
+        reply = answer_of(reply, call.node, target.model)
+        if call.think is not None:
+            call.think.flush()
         if call.mask is not None:
             call.mask.flush()  # what was held back, once the reply shows it starts no key
         # an endpoint that echoes the request (a debugging proxy, a hostile one) must not put its
@@ -383,10 +393,11 @@ async def _send_guarded(
 ) -> ModelReply:
     """``_send`` under a timeout, or streaming through the mask."""
     # the answer is masked whole once complete; its tokens, cut anywhere, are masked as they pass
-    mask = None
+    on_token = None
     if call.on_token is not None:
         mask = call.mask = StreamMask(call.stream, _sent_keys(request))
-    on_token = mask.feed if mask is not None else None
+        call.think = ThinkFilter(mask.feed)
+        on_token = call.think.feed
     clock.enter()
     if request.timeout_s is None:
         reply = await backend.complete(request, on_token)

@@ -1,0 +1,182 @@
+"""A reasoning model's `<think>` block in its answer's text (DeepSeek-R1 distills, QwQ and Qwen3 served
+without a reasoning parser), over loopback HTTP on both paths and through a backend of the user's:
+the reasoning is no part of the answer, streamed or not, and its tokens stay billed."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+from typing import Any
+
+import pytest
+
+import moa
+from moa.models.base import ModelReply
+from moa.models.think import ThinkFilter, split_reasoning
+from moa.results import Usage
+from moa.testing import FunctionModel
+from moa.topology.loader import load_data
+from tests.rawhttp import http, raw_server, sse_head
+from tests.test_server_dialects import TRANSPORTS, single
+
+_REASONING = "The answer might be 7, or (B). Let me check: 6 * 7 = 42."
+
+#: the texts a reasoning model answers with, and the answer in each
+_REPLIES = {
+    "think-block": (f"<think>\n{_REASONING}\n</think>\n\n42", "\n\n42"),
+    "blank-first": (f"\n<think>{_REASONING}</think>\n\n42", "\n\n42"),
+    # DeepSeek-R1's and QwQ's chat templates open <think> in the prompt
+    "opened-by-template": (f"{_REASONING}\n</think>\n\n42", "\n\n42"),
+}
+
+
+def _whole(content: str, finish: str = "stop") -> bytes:
+    message = {"role": "assistant", "content": content}
+    choice = {"index": 0, "message": message, "finish_reason": finish}
+    usage = {"prompt_tokens": 5, "completion_tokens": 40}
+    return http(
+        200, {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice], "usage": usage}
+    )
+
+
+def _streamed(pieces: list[str], finish: str = "stop") -> bytes:
+    def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        chunk = {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [choice],
+        }
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    usage = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []}
+    usage["usage"] = {"prompt_tokens": 5, "completion_tokens": 40}
+    body = b"".join(event({"content": p}) for p in pieces) + event({}, finish)
+    return sse_head(False) + body + b"data: " + json.dumps(usage).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("shape", sorted(_REPLIES))
+async def test_a_reasoning_models_think_block_is_not_its_answer(transport: str, shape: str) -> None:
+    """`<think>reasoning</think>answer` in `content` (or `reasoning</think>answer` when the chat
+    template opened the block) answers `answer`, billed every token: the reasoning was the run's
+    output, and an `exact` reading could take its 7 for the answer."""
+    content, answer = _REPLIES[shape]
+    async with raw_server(_whole(content)) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, transport), "hi")
+    assert r.output == answer and r.calls[0].reply == answer
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 40)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_streamed_think_block_cut_across_deltas_never_reaches_the_consumer(transport: str) -> None:
+    """A streamed `<think>` block whose tags are cut across deltas is held back and dropped: the
+    tokens and the output are the answer alone, and its tokens are billed."""
+    pieces = ["<th", "ink>\nThe answer might be 7.</th", "ink", ">\n\n4", "2"]
+    tokens: list[str] = []
+    async with raw_server(_streamed(pieces)) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, transport), "hi", on_token=tokens.append)
+    assert "".join(tokens) == r.output == "\n\n42"
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 40)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_reply_that_is_only_reasoning_cut_at_max_tokens_says_to_raise_it(
+    transport: str, stream: bool
+) -> None:
+    """A reply cut at max_tokens inside its `<think>` block is no answer: it fails as the same
+    "cut at max_tokens while the model was still reasoning" a `reasoning_content` reply gives,
+    billed what it reported, with nothing streamed; before, the reasoning was the answer."""
+    reply = (
+        _streamed(["<think>", "The answer might be 7"], "length")
+        if stream
+        else _whole("<think>The answer might be 7", "length")
+    )
+    tokens: list[str] = []
+    async with raw_server(reply) as srv, moa.Runner() as rt:
+        with pytest.raises(
+            moa.MalformedReply, match="cut at max_tokens while the model was still reasoning"
+        ) as info:
+            await rt.run(single(srv.base_url, transport), "hi", on_token=tokens.append if stream else None)
+    assert "raise max_tokens" in str(info.value) and "openai/m" in str(info.value) and tokens == []
+    usage = info.value.calls[0].attempt_log[0].usage
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 40)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_think_tag_inside_an_answer_is_kept(transport: str) -> None:
+    """A `<think>` further into an answer (quoted HTML), and a `</think>` quoted mid-sentence, are
+    the answer's own words."""
+    for answer in ("Wrap it as <think>...</think>, then answer.", "The closing tag is `</think>`."):
+        async with raw_server(_whole(answer)) as srv, moa.Runner() as rt:
+            r = await rt.run(single(srv.base_url, transport), "hi")
+        assert r.output == answer
+
+
+async def test_the_next_node_reads_the_answer_not_the_reasoning() -> None:
+    """Through a backend of the user's (as through the embedded model): the next node's prompt
+    holds the answer, and a reply that is only reasoning is retried, not passed on."""
+    said = iter(["<think>maybe 7", "<think>maybe 7</think>42"])
+
+    def answer(request: Any) -> str | ModelReply:
+        if request.model == "fake/first":
+            text = next(said)
+            return ModelReply(text, Usage(3, 9), finish_reason="length" if "</think>" not in text else "stop")
+        return "final: " + request.messages[-1]["content"]
+
+    fake = FunctionModel(answer)
+    topology = load_data(
+        {
+            "name": "s",
+            "kind": "sequential",
+            "steps": ["a", "b"],
+            "agents": {"a": {"model": "fake/first"}, "b": {"model": "fake/second"}},
+        }
+    )
+    async with moa.Runner(models={"fake/*": fake}) as rt:
+        r = await rt.run(topology, "hi")
+    assert "maybe 7" not in fake.calls[-1].messages[-1]["content"] and "42" in r.output
+    first = r.calls[0]
+    assert first.attempts == 2 and first.usage == Usage(6, 18)
+
+
+_CUTS = [
+    ("<think>abc</think>\n\nanswer", "\n\nanswer"),
+    ("  <think>abc</think>answer", "answer"),
+    ("<think>never closed", ""),
+    ("<thi", "<thi"),
+    ("plain answer with <think> inside", "plain answer with <think> inside"),
+    ("<thinking is an answer", "<thinking is an answer"),
+    ("abc</think>\n42", "abc</think>\n42"),  # opened by the template: streamed as it came
+]
+
+
+@pytest.mark.parametrize(("text", "streamed"), _CUTS)
+def test_the_think_filter_gives_the_same_tokens_wherever_the_stream_is_cut(text: str, streamed: str) -> None:
+    """Cut into two or three pieces at every place, a stream passes on the same text: the answer
+    after a leading `<think>` block, anything else whole."""
+    for i in range(len(text) + 1):
+        for j in range(i, len(text) + 1):
+            out: list[str] = []
+            f = ThinkFilter(out.append)
+            for piece in (text[:i], text[i:j], text[j:]):
+                if piece:
+                    f.feed(piece)
+            f.flush()
+            assert "".join(out) == streamed, (i, j)
+
+
+def test_split_reasoning_reads_only_leading_reasoning() -> None:
+    """Reasoning is a leading block, or text up to a `</think>` that ends a line; nothing else."""
+    assert split_reasoning("<think>r</think>a") == ("r", "a")
+    assert split_reasoning("r</think>\na") == ("r", "\na")
+    assert split_reasoning("r</think>") == ("r", "")
+    assert split_reasoning("a <think>r</think> b") is None
+    assert split_reasoning("close with </think>.") is None
+    assert split_reasoning("plain") is None
