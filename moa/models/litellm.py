@@ -22,7 +22,7 @@ from moa.models.errors import error_for_status
 # (``input_tokens``, Anthropic's cache names, the Responses API's ``input_tokens_details``) as extra
 # attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
-from moa.models.openai_wire import billed, billed_usage, empty_reason, reported_usage
+from moa.models.openai_wire import billed, billed_usage, empty_reason, refuses_stream_options, reported_usage
 from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub_clip, url_secrets
@@ -500,6 +500,8 @@ class LitellmModel:
     send_wait_s = 60.0
     #: the OpenAI clients for agents that name their own server (``guarded_http``), made on first use
     _guarded: Any = None
+    #: the endpoints (``api_base``, else the model) that refused ``stream_options``, made on first use
+    _plain_streams: set[str] | None = None
 
     def _kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kw: dict[str, Any] = dict(request.params)
@@ -544,9 +546,23 @@ class LitellmModel:
                 resp = await litellm.acompletion(**kw)
                 return _masked(_reply_from(resp, request), own)
             kw["stream"] = True
-            kw["stream_options"] = {"include_usage": True}
+            where = str(request.api_base or request.model)
+            if self._plain_streams is None or where not in self._plain_streams:
+                kw["stream_options"] = {"include_usage": True}
             mask = StreamMask(on_token, own)
-            stream = await litellm.acompletion(**kw)
+            try:
+                stream = await litellm.acompletion(**kw)
+            except Exception as e:
+                if "stream_options" not in kw or not refuses_stream_options(
+                    _map_exception(e, request, _sent_keys(kw), sent=hook.fired)
+                ):
+                    raise
+                # a strict server's 4xx for a field it does not know (see OpenAIHTTPModel.complete)
+                del kw["stream_options"]
+                if request.before_send is not None:
+                    await request.before_send()
+                stream = await litellm.acompletion(**kw)
+                self._plain_streams = (self._plain_streams or set()) | {where}
             reply = await _consume(stream, request, mask.feed)
             mask.flush()
             return _masked(reply, own)

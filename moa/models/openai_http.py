@@ -16,9 +16,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol
 
-from moa.errors import ProviderError
+from moa.errors import ProviderError, RequestRejected
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
-from moa.models.openai_wire import CONNECT_TIMEOUT_S, DEFAULT_API_BASE, encode_body, wire_model_name
+from moa.models.openai_wire import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_API_BASE,
+    asks_stream_usage,
+    encode_body,
+    endpoint,
+    refuses_stream_options,
+    wire_model_name,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -80,6 +88,8 @@ class OpenAIHTTPModel:
         # makes a fresh loop per call. Not weak-keyed: each client's session holds its loop, so a
         # weak key never let go; the entries of ended loops are dropped as a new loop opens its own.
         self._loops: dict[asyncio.AbstractEventLoop, _Loop] = {}
+        #: the endpoints that refused ``stream_options``: their streams are sent without it
+        self._plain_streams: set[str] = set()
 
     def _new_client(self) -> _Client:
         # imported here: the network client (aiohttp, ~160 ms to import) only once a call is made
@@ -122,7 +132,9 @@ class OpenAIHTTPModel:
             ) from None
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
-        body = encode_body(request, on_token is not None)
+        url = endpoint(request.api_base)
+        options = on_token is not None and asks_stream_usage(request) and url not in self._plain_streams
+        body = encode_body(request, on_token is not None, stream_options=options)
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -138,7 +150,20 @@ class OpenAIHTTPModel:
                 await request.before_send()
             if request.on_sent is not None:
                 request.on_sent()
-            return await state.client.send(request, body, on_token)
+            try:
+                return await state.client.send(request, body, on_token)
+            except RequestRejected as e:
+                if not options or not refuses_stream_options(e):
+                    raise
+            # a strict server's 4xx for a field it does not know, sent nothing billable: once more
+            # without it, and never again to this endpoint (its usage is estimated if none comes)
+            if request.before_send is not None:
+                await request.before_send()
+            reply = await state.client.send(
+                request, encode_body(request, True, stream_options=False), on_token
+            )
+            self._plain_streams.add(url)
+            return reply
         finally:
             gate.release()
 

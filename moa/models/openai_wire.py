@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_REPLY_BYTES",
+    "asks_stream_usage",
     "billed",
     "billed_usage",
     "connect_timed_out",
@@ -41,6 +42,7 @@ __all__ = [
     "parse_reply",
     "read_error_body",
     "read_reply_body",
+    "refuses_stream_options",
     "reported_usage",
     "status_error",
     "wire_model_name",
@@ -98,8 +100,21 @@ def wire_model_name(model: str) -> str:
 _NO_STREAM_OPTIONS = ("mistral/",)
 
 
-def encode_body(request: ModelRequest, stream: bool) -> bytes:
-    """The JSON body: the agent's params, then the fields moa owns (they win over params)."""
+def asks_stream_usage(request: ModelRequest) -> bool:
+    """Whether a stream of ``request`` is sent ``stream_options: {include_usage: true}``."""
+    return not request.model.startswith(_NO_STREAM_OPTIONS)
+
+
+def refuses_stream_options(error: ModelError) -> bool:
+    """Whether ``error`` is a strict server refusing ``stream_options``, a field it does not know
+    (older vLLM, TGI, LM Studio and some proxies answer it with a 400 or a 422 naming the field):
+    the stream is sent again without it, its usage then estimated when the server sends none."""
+    return error.status_code in (400, 422) and "stream_options" in error.message
+
+
+def encode_body(request: ModelRequest, stream: bool, *, stream_options: bool = True) -> bytes:
+    """The JSON body: the agent's params, then the fields moa owns (they win over params);
+    ``stream_options=False`` leaves that field out of a stream's (a server that refused it)."""
     body: dict[str, Any] = dict(request.params)
     # litellm's request-shaping arguments, not fields of the API: headers go in the headers (in
     # the body they reached no gateway, and put its key in the JSON), extra_body is merged
@@ -119,7 +134,7 @@ def encode_body(request: ModelRequest, stream: bool) -> bytes:
         body["stop"] = list(request.stop)
     if stream:
         body["stream"] = True
-        if not request.model.startswith(_NO_STREAM_OPTIONS):
+        if stream_options and asks_stream_usage(request):
             body["stream_options"] = {"include_usage": True}
     return _ENCODER.encode(body).encode()
 
