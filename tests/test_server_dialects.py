@@ -235,6 +235,35 @@ async def test_a_200_whose_body_is_an_error_without_a_status_is_a_provider_error
     assert info.value.status_code is None and info.value.calls[0].attempt_log[0].usage is None
 
 
+_CODELESS_ERRORS = {
+    "no-code": ({"error": {"message": "overloaded"}}, "overloaded"),
+    "null-code": ({"error": {"message": "overloaded", "code": None}}, "overloaded"),
+    "named-code": ({"error": {"message": "overloaded", "code": "server_busy"}}, "overloaded"),
+    # TGI's: litellm keeps none of its words
+    "string": ({"error": "Model is overloaded"}, ""),
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("shape", sorted(_CODELESS_ERRORS))
+async def test_a_200_whose_body_is_an_error_without_a_status_is_retried_on_both_paths(
+    transport: str, shape: str
+) -> None:
+    """A 200 whose body is an error with no HTTP status as its code is a ProviderError of unknown
+    usage on both paths, retried: litellm labels one without a `code` a 422 of its own, and moa
+    read that as the request's fault (`request rejected (422)`), never retried it and booked $0."""
+    body, said = _CODELESS_ERRORS[shape]
+    async with raw_server(http(200, body)) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.ProviderError, match=f"provider error: .*{said}") as info:
+            await rt.run(single(srv.base_url, transport), "hi")
+        assert "422" not in str(info.value) and "`openai/m`" in str(info.value)
+        assert info.value.status_code is None and info.value.calls[0].attempt_log[0].usage is None
+        ok = http(200, json.loads(completion("fine", 5, 1)))
+        async with raw_server(http(200, body), ok) as retried:
+            r = await rt.run(single(retried.base_url, transport, retry={"max_attempts": 2}), "hi")
+    assert r.output == "fine" and r.calls[0].attempts == 2
+
+
 # -- a field a strict server refuses ------------------------------------------------------------------
 
 _REFUSALS = {

@@ -344,6 +344,17 @@ def _error_in_stream(chain: Sequence[BaseException]) -> bool:
     )
 
 
+def _error_object(chain: Sequence[BaseException]) -> str | None:
+    """The message of the error object a 2xx body held, when litellm's converter raised over one (a
+    bare ``Exception`` it gives ``status_code`` and ``message``), else None."""
+    for x in chain:
+        if type(x) is Exception and hasattr(x, "status_code"):
+            said = str(getattr(x, "message", "") or "")
+            # litellm's placeholder when the error was not an object with a message (TGI's string)
+            return said if said and said != "Error in response object" else "the reply's body is an error"
+    return None
+
+
 def _redirect(chain: Sequence[BaseException]) -> tuple[int, Mapping[str, str]] | None:
     """The status and headers of a 3xx reply underneath, if one came back: only a guarded client
     refuses one (litellm's own follow them)."""
@@ -398,6 +409,15 @@ def _map_exception(
         # event's code (a 502), which as an HTTP status books the attempt at $0 though the provider
         # had started answering; no status, as on the direct path, keeps its worst case
         return ProviderError(f"provider error in stream: {message}", model=model, node=node or None)
+    said = _error_object(chain)
+    coded = isinstance(status, int) and 400 <= status < 600 and status != 422
+    if said is not None and not coded and not _status_answered(chain):
+        # a 2xx whose body is an error object without an HTTP status as its ``code``: litellm
+        # labels one with no ``code`` a 422 of its own making, so an upstream "overloaded" was a
+        # request moa never retried, booked at $0. As on the direct path it is a ProviderError of
+        # unknown usage (a body that did say ``code: 422`` reads the same here, and is retried too)
+        detail = scrub_clip(" ".join(said.split()), 500, (request.api_key, *secrets))
+        return ProviderError(f"provider error: {detail}", model=model, node=node or None)
     if _unreadable(chain, status, sent):
         return MalformedReply(f"malformed reply: {message}", model=model, node=node or None)
     response = getattr(e, "response", None)
