@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,6 +20,7 @@ from moa.models.think import ThinkFilter, split_reasoning
 from moa.results import Usage
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
+from tests.dict_cache import DictCache
 from tests.rawhttp import http, raw_server, sse_head
 from tests.test_server_dialects import TRANSPORTS, single
 
@@ -144,6 +146,24 @@ async def test_the_next_node_reads_the_answer_not_the_reasoning() -> None:
     assert "maybe 7" not in fake.calls[-1].messages[-1]["content"] and "42" in r.output
     first = r.calls[0]
     assert first.attempts == 2 and first.usage == Usage(6, 18)
+
+
+async def test_a_reply_cached_with_its_reasoning_replays_the_answer() -> None:
+    """A reply an experiment's call cache kept with its `<think>` block (cached by an older moa)
+    replays the answer alone; one that is only reasoning is no hit, and the model is asked."""
+    fake = FunctionModel(lambda _r: "fresh")
+    cache = DictCache()
+    topology = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}})
+    async with moa.Runner(models={"fake/*": fake}, cache=cache) as rt:
+        await rt.run(topology, "hi")
+        (key,) = cache.replies
+        for cached, output in (("<think>maybe 7</think>42", "42"), ("<think>maybe 7", "fresh")):
+            hit = cache.replies[key] = dataclasses.replace(
+                cache.replies[key], reply=ModelReply(cached, Usage(3, 9))
+            )
+            r = await rt.run(topology, "hi")
+            assert r.output == output and r.calls[0].cached == (output == "42"), hit
+    assert len(fake.calls) == 2
 
 
 _CUTS = [

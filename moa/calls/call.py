@@ -40,6 +40,7 @@ from moa.calls.retry_budget import RetryBudget
 from moa.errors import MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
+from moa.models.think import answer_of
 from moa.results import Attempt, CallRecord
 from moa.scrub import param_secrets, remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
@@ -338,12 +339,17 @@ async def _traced_attempt(
 
 def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
     hit = cache.get(key)
-    if hit is not None and call.validate is not None:
-        try:
-            call.validate(hit.reply.text)
-        except ModelError:
-            return None
-    return hit
+    if hit is None:
+        return None
+    try:
+        # a reply cached before moa took a reasoning model's <think> block out of the answer: a
+        # resumed experiment replayed the reasoning as the answers its first runs gave
+        reply = answer_of(hit.reply, call.node, hit.model)
+        if call.validate is not None:
+            call.validate(reply.text)
+    except ModelError:
+        return None
+    return hit if reply is hit.reply else dataclasses.replace(hit, reply=reply)
 
 
 async def _retrying(
