@@ -199,4 +199,10 @@ def test_split_reasoning_reads_only_leading_reasoning() -> None:
     assert split_reasoning("r</think>") == ("r", "")
     assert split_reasoning("a <think>r</think> b") is None
     assert split_reasoning("close with </think>.") is None
+    assert split_reasoning("close with `</think>`\n") is None
+    assert split_reasoning("Close it:\n```html\n</think>\n```") is None
+    assert split_reasoning("Try:\n```py\nx = 1\n```\nso 1.</think>\n\n1") == (
+        "Try:\n```py\nx = 1\n```\nso 1.",
+        "\n\n1",
+    )
     assert split_reasoning("plain") is None

@@ -29,9 +29,10 @@ def split_reasoning(text: str) -> tuple[str, str] | None:
 
     Reasoning is a ``<think>`` block at the start (after blanks), to its first ``</think>``; a
     block never closed is all reasoning (the answer is ""). Without an opening tag, the text up
-    to a first ``</think>`` that ends a line (or the text) is reasoning whose ``<think>`` the chat
-    template wrote. A ``<think>`` further in (quoted HTML, code) and a ``</think>`` quoted
-    mid-sentence are part of the answer. The answer is what follows the tag, as written."""
+    to a first ``</think>`` followed by a blank (or the end) is reasoning whose ``<think>`` the
+    chat template wrote. A ``<think>`` further in (quoted HTML, code), and a ``</think>`` quoted
+    mid-sentence, in inline code or in a code block, are the answer's. The answer is what
+    follows the tag, as written."""
     head = text.lstrip()
     if head.startswith(_OPEN):
         end = head.find(_CLOSE, len(_OPEN))
@@ -41,10 +42,11 @@ def split_reasoning(text: str) -> tuple[str, str] | None:
     end = text.find(_CLOSE)
     if end < 0 or _OPEN in text[:end]:
         return None
-    after = text[end + len(_CLOSE) : end + len(_CLOSE) + 1]
-    if after and not after.isspace():  # `</think>` quoted in a sentence, not reasoning's end
+    before, after = text[:end], text[end + len(_CLOSE) : end + len(_CLOSE) + 1]
+    # a tag quoted in a sentence (`</think>.`), in inline code or in a code block is the answer's
+    if (after and not after.isspace()) or before.endswith("`") or before.count("```") % 2:
         return None
-    return text[:end], text[end + len(_CLOSE) :]
+    return before, text[end + len(_CLOSE) :]
 
 
 def answer_of(reply: ModelReply, node: str, model: str) -> ModelReply:
