@@ -10,18 +10,23 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dataclasses
 import json
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+import httpx
 import pytest
 
 import moa
 from moa.models.base import ModelReply
 from moa.models.think import ThinkFilter, split_reasoning
 from moa.results import Usage
+from moa.serve import create_app
 from moa.testing import FunctionModel
 from moa.topology.loader import load_data
 from tests.dict_cache import DictCache
+from tests.loopback_http import threaded_server
 from tests.rawhttp import http, raw_server, sse_head
+from tests.serving import serving
 from tests.test_server_dialects import TRANSPORTS, single
 
 _REASONING = "The answer might be 7, or (B). Let me check: 6 * 7 = 42."
@@ -164,6 +169,45 @@ async def test_a_reply_cached_with_its_reasoning_replays_the_answer() -> None:
             r = await rt.run(topology, "hi")
             assert r.output == output and r.calls[0].cached == (output == "42"), hit
     assert len(fake.calls) == 2
+
+
+class _Thinker(BaseHTTPRequestHandler):
+    """A vLLM without a reasoning parser: its answer after a `<think>` block, cut across deltas
+    when streamed."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        pieces = ["<think>Maybe 7", "?</thi", "nk>\n\n42"]
+        self.wfile.write(_streamed(pieces) if body.get("stream") else _whole("".join(pieces)))
+        self.close_connection = True
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_moa_serve_answers_without_the_reasoning(stream: bool) -> None:
+    """`moa serve`'s reply (its streamed deltas too) is the answer, not the reasoning before it."""
+    with threaded_server(_Thinker) as upstream:
+        topology = load_data(
+            {
+                "name": "t",
+                "kind": "single",
+                "agent": "a",
+                "agents": {"a": {"model": "openai/m", "api_base": upstream + "/v1"}},
+            }
+        )
+        with serving(create_app([topology])) as base:
+            request = {"model": "t", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            with httpx.Client(timeout=30) as client:
+                reply = client.post(f"{base}/chat/completions", json=request)
+    assert reply.status_code == 200
+    if stream:
+        events = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+    else:
+        text = reply.json()["choices"][0]["message"]["content"]
+    assert text == "\n\n42"
 
 
 _CUTS = [
