@@ -250,3 +250,36 @@ def test_split_reasoning_reads_only_leading_reasoning() -> None:
         "\n\n1",
     )
     assert split_reasoning("plain") is None
+
+
+def _reasoned_without_usage(stream: bool) -> bytes:
+    """A reasoning parser's reply (the reasoning in `reasoning_content`) from a server that reports
+    no usage, as one that ignores `stream_options` streams."""
+    reasoning = "Let me think about this carefully. " * 20
+    if not stream:
+        message = {"role": "assistant", "content": "42", "reasoning_content": reasoning}
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        return http(200, {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice]})
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+        chunk["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+    thinking = b"".join(event({"reasoning_content": reasoning[i : i + 35]}) for i in range(0, 700, 35))
+    body = thinking + event({"content": "42"}) + event({}, "stop") + b"data: [DONE]\n\n"
+    return sse_head(False) + body
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_an_estimated_usage_counts_the_reasoning(transport: str, stream: bool) -> None:
+    """A server that reports no usage has the reasoning it sent counted in the estimate, as the
+    completion tokens it is: the estimate counted the two-character answer alone, about 1 token
+    of the 150 or so the reply held."""
+    async with raw_server(_reasoned_without_usage(stream)) as srv, moa.Runner() as rt:
+        topology = single(srv.base_url, transport, max_tokens=1000)
+        r = await rt.run(topology, "hi", on_token=(lambda _t: None) if stream else None)
+    call = r.calls[0]
+    assert r.output == "42" and call.usage_estimated and not call.usage_suspect
+    assert call.usage.completion_tokens >= 100

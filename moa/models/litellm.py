@@ -22,7 +22,14 @@ from moa.models.errors import error_for_status
 # (``input_tokens``, Anthropic's cache names, the Responses API's ``input_tokens_details``) as extra
 # attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
-from moa.models.openai_wire import billed, billed_usage, empty_reason, refuses_stream_options, reported_usage
+from moa.models.openai_wire import (
+    billed,
+    billed_usage,
+    empty_reason,
+    reasoning_text,
+    refuses_stream_options,
+    reported_usage,
+)
 from moa.models.providers import speaks_openai
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub_clip, url_secrets
@@ -698,7 +705,7 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),
-        lambda: _estimate(request, str(text)),
+        lambda: _estimate(request, str(text), reasoning_text(message)),
     )
     return ModelReply(
         str(text),
@@ -717,6 +724,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
     model = ""
     tier: str | None = None
     reasoned = tool_calls = False
+    thought: list[str] = []  # the reasoning deltas, for an estimate's count
     async for chunk in stream:
         model = str(getattr(chunk, "model", "") or model)
         tier = _service_tier(chunk) or tier
@@ -736,6 +744,8 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
                 reasoned = reasoned or bool(reasoning)
                 tool_calls = tool_calls or bool(getattr(delta, "tool_calls", None))
+            if said := reasoning_text(delta):
+                thought.append(said)
             finish = getattr(choice, "finish_reason", None) or finish
     # litellm's stream keeps the chunks the server sent: the yielded ones add a finish_reason and a
     # usage of its own making when the server sent none, so only these say what the server did
@@ -760,7 +770,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         )
         error.usage = billed(usage)
         raise error
-    counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text))
+    counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text, "".join(thought)))
     return ModelReply(text, counted, model, finish, usage_estimated=estimated, service_tier=tier)
 
 
@@ -770,9 +780,13 @@ def _service_tier(obj: Any) -> str | None:
     return tier if isinstance(tier, str) and tier else None
 
 
-def _estimate(request: ModelRequest, text: str) -> Usage:
+def _estimate(request: ModelRequest, text: str, reasoning: str = "") -> Usage:
     """Usage counted by litellm's tokenizer for the model, when the provider reported none: the
-    request reached it and produced ``text``, so $0 would be the one figure surely wrong."""
+    request reached it and produced ``text`` (and ``reasoning`` beside it, completion tokens too),
+    so $0 would be the one figure surely wrong."""
     litellm = import_litellm()
     prompt = litellm.token_counter(model=request.model, messages=[dict(m) for m in request.messages])
-    return Usage(int(prompt), int(litellm.token_counter(model=request.model, text=text)))
+    completion = litellm.token_counter(model=request.model, text=text)
+    if reasoning:
+        completion += litellm.token_counter(model=request.model, text=reasoning)
+    return Usage(int(prompt), int(completion))

@@ -42,6 +42,7 @@ __all__ = [
     "parse_reply",
     "read_error_body",
     "read_reply_body",
+    "reasoning_text",
     "refuses_stream_options",
     "reported_usage",
     "status_error",
@@ -219,10 +220,23 @@ async def read_error_body(chunks: AsyncIterator[bytes]) -> bytes:
     return b"".join(parts)[:MAX_ERROR_BYTES]
 
 
-def _estimate_usage(request: ModelRequest, text: str) -> Usage:
+def _estimate_usage(request: ModelRequest, text: str, reasoning_bytes: int = 0) -> Usage:
+    """``reasoning_bytes``: the UTF-8 bytes of the reasoning the reply sent beside its text
+    (``reasoning_content``), completion tokens too: often most of the bill."""
     # rounded up: rounded down, a short prompt and answer (under 4 bytes each) were charged $0
     prompt = sum(len(m.get("content", "").encode()) for m in request.messages)
-    return Usage(-(-prompt // 4), -(-len(text.encode()) // 4))
+    return Usage(-(-prompt // 4), -(-(len(text.encode()) + reasoning_bytes) // 4))
+
+
+def reasoning_text(message: Any) -> str:
+    """The reasoning a message or a delta sent beside its content: ``reasoning_content``
+    (DeepSeek's, vLLM's and llama-server's name) or ``reasoning`` (OpenRouter's, Ollama's); a dict
+    or a litellm object. "" when there is none, or it is not text."""
+    for name in ("reasoning_content", "reasoning"):
+        said = _field(message, name)
+        if isinstance(said, str) and said:
+            return said
+    return ""
 
 
 def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
@@ -477,7 +491,9 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
             raise _malformed(f"no message content{why}", request)
     text = _text(body, request)
     usage, estimated = usage_with_estimate(
-        reported_usage(data.get("usage"), request), text, lambda: _estimate_usage(request, text)
+        reported_usage(data.get("usage"), request),
+        text,
+        lambda: _estimate_usage(request, text, len(reasoning_text(message).encode())),
     )
     return ModelReply(
         text,
@@ -545,6 +561,7 @@ class _Stream:
         "other_size",
         "parts",
         "reasoned",
+        "reasoning_bytes",
         "request",
         "service_tier",
         "size",
@@ -568,6 +585,8 @@ class _Stream:
         self.other_size = 0
         #: whether deltas carried reasoning or tool calls: what an answer without text was instead
         self.reasoned = self.tool_calls = False
+        #: the UTF-8 bytes of the reasoning deltas sent: completion tokens an estimate counts
+        self.reasoning_bytes = 0
 
     def line(self, line: bytes) -> bool:
         """Read one line; True once the stream says ``[DONE]``."""
@@ -630,6 +649,9 @@ class _Stream:
                     delta.get("reasoning_content") or delta.get("reasoning")
                 )
                 self.tool_calls = self.tool_calls or bool(delta.get("tool_calls"))
+            if isinstance(delta, dict) and (reasoning := reasoning_text(delta)):
+                # counted, not kept: only an estimate needs it, and nothing bounds its size
+                self.reasoning_bytes += len(reasoning.encode())
             if piece:
                 self.size += len(piece)
                 if self.size > MAX_REPLY_BYTES:
@@ -668,7 +690,9 @@ class _Stream:
             error = _malformed(f"no message content{why}", self.request)
             error.usage = billed(self.usage)
             raise error
-        usage, estimated = usage_with_estimate(self.usage, text, lambda: _estimate_usage(self.request, text))
+        usage, estimated = usage_with_estimate(
+            self.usage, text, lambda: _estimate_usage(self.request, text, self.reasoning_bytes)
+        )
         return ModelReply(
             text, usage, self.model, self.finish, usage_estimated=estimated, service_tier=self.service_tier
         )
