@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 import moa
-from tests.loopback_http import send_body, send_sse, threaded_server
+from tests.loopback_http import completion, send_body, send_sse, threaded_server
 from tests.test_server_dialects import TRANSPORTS, single
 
 #: how each server refuses a field it does not know: status, body, content type
@@ -102,3 +102,56 @@ async def test_a_refusal_of_another_field_is_not_resent(transport: str) -> None:
             with pytest.raises(moa.RequestRejected, match="'n'"):
                 await rt.run(single(base + "/v1", transport, params={"n": 2}), "hi", on_token=lambda _t: None)
     assert len(_Strict.bodies) == 1
+
+
+class _Reasoner(BaseHTTPRequestHandler):
+    """OpenAI's reasoning models (o1 and after): `max_tokens` refused, the cap taken as
+    `max_completion_tokens`, with OpenAI's words."""
+
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        self.bodies.append(body)
+        if "max_tokens" in body:
+            message = (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            )
+            error = {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "max_tokens",
+                "code": "unsupported_parameter",
+            }
+            send_body(self, 400, json.dumps({"error": error}).encode())
+            return
+        if body.get("stream"):
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+            delta = {"index": 0, "delta": {"content": "four"}, "finish_reason": "stop"}
+            send_sse(self, [{**chunk, "choices": [delta]}])
+        else:
+            send_body(self, 200, completion("four", 5, 1))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_model_that_takes_max_completion_tokens_only_is_sent_it(stream: bool) -> None:
+    """On the direct path, a model refusing `max_tokens` for `max_completion_tokens` (OpenAI's o1
+    and after, behind an `api_base`) is sent the same cap under that name, and so from then on:
+    with a budget, which always sends a cap, every call to it was refused."""
+    _Reasoner.bodies = []
+    with threaded_server(_Reasoner) as base:
+        async with moa.Runner() as rt:
+            for _ in range(2):
+                r = await rt.run(
+                    single(base + "/v1", "openai-http", "openai/o3-mini"),
+                    "hi",
+                    budget_usd=100.0,
+                    on_token=(lambda _t: None) if stream else None,
+                )
+                assert r.output == "four" and r.calls[0].attempts == 1
+    assert [b.get("max_tokens") for b in _Reasoner.bodies] == [50, None, None]
+    assert [b.get("max_completion_tokens") for b in _Reasoner.bodies] == [None, 50, 50]

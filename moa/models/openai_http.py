@@ -14,6 +14,8 @@ retries belong to the runner.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from moa.errors import ProviderError, RequestRejected
@@ -47,6 +49,41 @@ class _Client(Protocol):
     ) -> ModelReply: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    """What a server refused of the usual body, learnt from its 400s and 422s: ``stream_options``
+    (older vLLM, TGI, LM Studio and some proxies do not know it; the usage such a server does not
+    send is then estimated), or ``max_tokens`` (OpenAI's reasoning models, o1 and after, take the
+    same cap as ``max_completion_tokens`` only)."""
+
+    stream_options: bool = True
+    max_tokens_name: str = "max_tokens"
+
+    def body(self, request: ModelRequest, on_token: TokenCallback | None) -> bytes:
+        return encode_body(
+            request,
+            on_token is not None,
+            stream_options=self.stream_options,
+            max_tokens_name=self.max_tokens_name,
+        )
+
+    def fixed(self, error: RequestRejected, request: ModelRequest, stream: bool) -> _Dialect:
+        """The dialect that meets ``error``'s refusal; ``error`` itself when none does."""
+        if stream and self.stream_options and asks_stream_usage(request) and refuses_stream_options(error):
+            return dataclasses.replace(self, stream_options=False)
+        if (
+            request.max_tokens is not None
+            and self.max_tokens_name == "max_tokens"
+            and error.status_code == 400
+            and "max_completion_tokens" in error.message
+        ):
+            return dataclasses.replace(self, max_tokens_name="max_completion_tokens")
+        raise error
+
+
+_USUAL = _Dialect()
 
 
 class _Loop:
@@ -88,8 +125,8 @@ class OpenAIHTTPModel:
         # makes a fresh loop per call. Not weak-keyed: each client's session holds its loop, so a
         # weak key never let go; the entries of ended loops are dropped as a new loop opens its own.
         self._loops: dict[asyncio.AbstractEventLoop, _Loop] = {}
-        #: the endpoints that refused ``stream_options``: their streams are sent without it
-        self._plain_streams: set[str] = set()
+        #: what the endpoints' models refused of the usual body (``_Dialect``), by URL and model
+        self._dialects: dict[tuple[str, str], _Dialect] = {}
 
     def _new_client(self) -> _Client:
         # imported here: the network client (aiohttp, ~160 ms to import) only once a call is made
@@ -132,9 +169,9 @@ class OpenAIHTTPModel:
             ) from None
 
     async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
-        url = endpoint(request.api_base)
-        options = on_token is not None and asks_stream_usage(request) and url not in self._plain_streams
-        body = encode_body(request, on_token is not None, stream_options=options)
+        key = (endpoint(request.api_base), request.model)
+        dialect = self._dialects.get(key, _USUAL)
+        body = dialect.body(request, on_token)
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
@@ -150,20 +187,20 @@ class OpenAIHTTPModel:
                 await request.before_send()
             if request.on_sent is not None:
                 request.on_sent()
-            try:
-                return await state.client.send(request, body, on_token)
-            except RequestRejected as e:
-                if not options or not refuses_stream_options(e):
-                    raise
-            # a strict server's 4xx for a field it does not know, sent nothing billable: once more
-            # without it, and never again to this endpoint (its usage is estimated if none comes)
-            if request.before_send is not None:
-                await request.before_send()
-            reply = await state.client.send(
-                request, encode_body(request, True, stream_options=False), on_token
-            )
-            self._plain_streams.add(url)
-            return reply
+            while True:  # each refusal changes one thing of the dialect once: two resends at most
+                try:
+                    reply = await state.client.send(request, body, on_token)
+                except RequestRejected as e:
+                    # a strict server's 4xx for a field, which sent nothing billable: once more as
+                    # the server asks, and so from now on to this endpoint's model
+                    dialect = dialect.fixed(e, request, on_token is not None)
+                    body = dialect.body(request, on_token)
+                    if request.before_send is not None:
+                        await request.before_send()
+                    continue
+                if dialect is not _USUAL:
+                    self._dialects[key] = dialect
+                return reply
         finally:
             gate.release()
 

@@ -113,9 +113,12 @@ def refuses_stream_options(error: ModelError) -> bool:
     return error.status_code in (400, 422) and "stream_options" in error.message
 
 
-def encode_body(request: ModelRequest, stream: bool, *, stream_options: bool = True) -> bytes:
-    """The JSON body: the agent's params, then the fields moa owns (they win over params);
-    ``stream_options=False`` leaves that field out of a stream's (a server that refused it)."""
+def encode_body(
+    request: ModelRequest, stream: bool, *, stream_options: bool = True, max_tokens_name: str = "max_tokens"
+) -> bytes:
+    """The JSON body: the agent's params, then the fields moa owns (they win over params).
+    For a server that refused them: ``stream_options=False`` leaves that field out of a stream's,
+    and ``max_tokens_name`` sends ``max_tokens`` under another name (``max_completion_tokens``)."""
     body: dict[str, Any] = dict(request.params)
     # litellm's request-shaping arguments, not fields of the API: headers go in the headers (in
     # the body they reached no gateway, and put its key in the JSON), extra_body is merged
@@ -128,7 +131,7 @@ def encode_body(request: ModelRequest, stream: bool, *, stream_options: bool = T
     if request.temperature is not None:
         body["temperature"] = request.temperature
     if request.max_tokens is not None:
-        body["max_tokens"] = request.max_tokens
+        body[max_tokens_name] = request.max_tokens
     if request.top_p is not None:
         body["top_p"] = request.top_p
     if request.stop:
