@@ -70,7 +70,7 @@ class _Dialect:
         )
 
     def fixed(self, error: RequestRejected, request: ModelRequest, stream: bool) -> _Dialect:
-        """The dialect that meets ``error``'s refusal; ``error`` itself when none does."""
+        """The dialect that meets ``error``'s refusal, which is raised when none does."""
         if stream and self.stream_options and asks_stream_usage(request) and refuses_stream_options(error):
             return dataclasses.replace(self, stream_options=False)
         if (
