@@ -14,12 +14,15 @@ import json
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 
 import moa
+from moa.serve import create_app
 from moa.topology.loader import load_data
 from tests.loopback_http import completion, send_body, threaded_server
 from tests.rawhttp import http, raw_server, sse_head
+from tests.serving import serving
 
 TRANSPORTS = ("openai-http", "litellm")
 
@@ -262,6 +265,33 @@ async def test_a_200_whose_body_is_an_error_without_a_status_is_retried_on_both_
         async with raw_server(http(200, body), ok) as retried:
             r = await rt.run(single(retried.base_url, transport, retry={"max_attempts": 2}), "hi")
     assert r.output == "fine" and r.calls[0].attempts == 2
+
+
+class _Overloaded(BaseHTTPRequestHandler):
+    """A gateway answering an upstream overload with a 200 whose body is a code-less error."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        send_body(self, 200, json.dumps({"error": {"message": "overloaded"}}).encode())
+
+
+def test_moa_serve_does_not_blame_its_client_for_a_code_less_error_through_litellm() -> None:
+    """Through litellm, `moa serve` answers such an overload as the provider's failure (502), not
+    as the client's invalid request (400 `upstream_invalid_request`, not to be retried), which
+    litellm's invented 422 made it."""
+    agent = {"model": "openai/m", "transport": "litellm", "retry": {"max_attempts": 1}}
+    with threaded_server(_Overloaded) as upstream:
+        agents = {"a": {**agent, "api_base": upstream + "/v1"}}
+        topology = load_data({"name": "t", "kind": "single", "agent": "a", "agents": agents})
+        with serving(create_app([topology])) as base, httpx.Client(timeout=30) as client:
+            reply = client.post(
+                f"{base}/chat/completions",
+                json={"model": "t", "messages": [{"role": "user", "content": "hi"}]},
+            )
+    assert reply.status_code == 502 and reply.json()["error"]["code"] == "provider_error"
 
 
 # -- a field a strict server refuses ------------------------------------------------------------------
