@@ -283,3 +283,21 @@ async def test_an_estimated_usage_counts_the_reasoning(transport: str, stream: b
     call = r.calls[0]
     assert r.output == "42" and call.usage_estimated and not call.usage_suspect
     assert call.usage.completion_tokens >= 100
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize(
+    "first", [["<think>Maybe 7</think>", "\n\n"], ["\n", "  "]], ids=["reasoning", "blank"]
+)
+async def test_a_streamed_reply_with_no_answer_sends_no_token_and_is_retried(
+    transport: str, first: list[str]
+) -> None:
+    """A streamed reply that is only reasoning and blanks, or only blanks, passes no token on, so
+    it is retried like any reply with no answer: its blanks, passed on, forbade a retry (no second
+    answer may follow tokens the consumer has) and the call failed."""
+    tokens: list[str] = []
+    async with raw_server(_streamed(first), _streamed(["4", "2"])) as srv, moa.Runner() as rt:
+        r = await rt.run(
+            single(srv.base_url, transport, retry={"max_attempts": 2}), "hi", on_token=tokens.append
+        )
+    assert r.output == "".join(tokens) == "42" and r.calls[0].attempts == 2

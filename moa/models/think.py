@@ -70,13 +70,17 @@ class ThinkFilter:
     """``split_reasoning`` over a stream of tokens, for ``emit``: a reply that begins with
     ``<think>`` (the tags cut anywhere across tokens) is held back to its ``</think>``, and only
     what follows is passed on; any other reply passes as it comes, once its first characters show
-    it does not begin so. ``flush`` passes on what was held back of a reply that ended before
-    showing it (``<thi``). Reasoning whose ``<think>`` the chat template opened cannot be told
-    from an answer before its ``</think>``: its tokens pass (the reply's text leaves it out)."""
+    it does not begin so. Blanks are held until text follows them: a reply that is only reasoning,
+    or blank, then reaches the consumer not at all, and may be retried (a token passed on forbids
+    it). ``flush`` passes on what was held back of a reply that ended before showing a ``<think>``
+    (``<thi``). Reasoning whose ``<think>`` the chat template opened cannot be told from an answer
+    before its ``</think>``: its tokens pass (the reply's text leaves it out)."""
 
     __slots__ = ("_emit", "_held", "_state")
 
-    _START, _INSIDE, _PASS = 0, 1, 2
+    #: before the reply shows whether it begins with ``<think>``; inside that block; after it,
+    #: while only blanks followed; passing everything on
+    _START, _INSIDE, _AFTER, _PASS = 0, 1, 2, 3
 
     def __init__(self, emit: Callable[[str], None]) -> None:
         self._emit = emit
@@ -99,17 +103,22 @@ class ThinkFilter:
                 return
             self._state = self._INSIDE
             text = head[len(_OPEN) :]
-        end = text.find(_CLOSE)
-        if end < 0:
-            # only a tail that may begin `</think>` is kept: the reasoning itself is not needed
-            self._held = text[-(len(_CLOSE) - 1) :]
+        if self._state == self._INSIDE:
+            end = text.find(_CLOSE)
+            if end < 0:
+                # only a tail that may begin `</think>` is kept: the reasoning itself is not needed
+                self._held = text[-(len(_CLOSE) - 1) :]
+                return
+            self._state, text = self._AFTER, text[end + len(_CLOSE) :]
+        if text.isspace() or not text:
+            self._held = text
             return
         self._state, self._held = self._PASS, ""
-        if rest := text[end + len(_CLOSE) :]:
-            self._emit(rest)
+        self._emit(text)
 
     def flush(self) -> None:
-        """The reply ended: what was held back before it showed a ``<think>`` is answer."""
+        """The reply ended: what was held back before it showed a ``<think>`` is answer, unless
+        it is blank (no answer, which the reply's check refuses)."""
         held, self._held = self._held, ""
-        if self._state == self._START and held:
+        if self._state == self._START and held and not held.isspace():
             self._emit(held)
