@@ -5,7 +5,7 @@ with ``--reasoning-format none``, older Ollama) answer ``<think>reasoning</think
 ``content``; a chat template that opens ``<think>`` in the prompt (DeepSeek-R1's and QwQ's) leaves
 ``reasoning</think>answer``. Kept in the answer, the reasoning went to the next node, to the
 evaluators (an ``exact`` or ``choice`` reading picked a number or letter out of it), to
-``moa.run``'s output and to ``moa serve``'s clients. The call layer applies this to every backend's
+the run's output and to ``moa serve``'s clients. The call layer applies this to every backend's
 reply, so the direct path, litellm, the embedded model and a user's own backend agree; the tokens
 stay billed (the usage is the reply's, counted before the reasoning is taken out).
 """
