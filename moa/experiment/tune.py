@@ -49,6 +49,7 @@ __all__ = [
     "MIN_SPLIT",
     "TUNE_PAID",
     "TUNE_TRACES",
+    "TUNE_UNKNOWN",
     "TunePlan",
     "plan_tuning",
     "run_tuning",
@@ -60,6 +61,10 @@ __all__ = [
 MIN_SPLIT = 10
 #: the store's ``meta`` key of what tuning paid, by ``setup:hash`` (the ledger ``paid_usd`` holds it too)
 TUNE_PAID = "tune_paid_usd"
+#: the store's ``meta`` key of the worst case of the tuning's attempts of unknown usage (sent, then
+#: cut off by a timeout, a budget stop or Ctrl-C: the provider may bill them), by ``setup:hash``:
+#: ``paid_usd`` plus this is what tuning may have cost at most, as a run's ``cost_usd_max``
+TUNE_UNKNOWN = "tune_unknown_usd"
 #: the store's ``meta`` key of each item's trace, by ``setup:hash:evaluator`` then item id: a re-run
 #: reads them back, as the comparison reads its stored runs
 TUNE_TRACES = "tune_traces"
@@ -235,6 +240,7 @@ async def _traces(
     recorded: dict[str, ItemTrace] = {}
     dropped: list[str] = []
     fatal: list[UserError] = []
+    unknown: list[float] = []  # the worst case of each item's attempts of unknown usage
 
     async def one(item: Item) -> None:
         old = _stored_trace(stored.get(item.id), item, spec.retry_errors)
@@ -262,6 +268,10 @@ async def _traces(
                         )
                     finally:
                         store.book_unstored(watch.calls)
+                        # a replayed call's unknown attempts were the comparison's, bounded there
+                        unknown.append(
+                            math.fsum(c.cost_usd_max - c.cost_usd for c in watch.calls if not c.cached)
+                        )
                 traces[item.id] = recorded[item.id] = trace(records, await _scores(evaluator, item, records))
             except BudgetExceeded as e:
                 fatal.append(
@@ -280,7 +290,7 @@ async def _traces(
         await asyncio.gather(*(one(items[i]) for i in [*plan.dev, *plan.test]))
     finally:
         # booked even when a budget stop or Ctrl-C ends the tuning: those calls were paid too
-        _book_tuning(store, plan.setup, store.spent_usd() - before)
+        _book_tuning(store, plan.setup, store.spent_usd() - before, math.fsum(unknown))
         _keep_traces(store, key, recorded, items)  # those finished before a Ctrl-C too
         store.commit()  # the cache entries of the calls made
     if fatal:
@@ -292,21 +302,33 @@ def _tuning_key(setup: Setup) -> str:
     return f"{setup.name}:{setup.hash}"
 
 
-def _book_tuning(store: Store, setup: Setup, usd: float) -> None:
-    """Add ``usd`` to what tuning ``setup`` has paid in this store, over every run of it: a re-run
-    reads its calls back free, and the report must still say what they cost."""
-    paid = store.get_meta(TUNE_PAID)
-    book = dict(paid) if isinstance(paid, dict) else {}
+def _book_tuning(store: Store, setup: Setup, usd: float, unknown_usd: float) -> None:
+    """Add ``usd`` to what tuning ``setup`` has paid in this store, over every run of it (a re-run
+    reads its calls back free, and the report must still say what they cost), and ``unknown_usd``
+    to the worst case of its attempts of unknown usage."""
     key = _tuning_key(setup)
-    book[key] = float(book.get(key, 0.0)) + max(usd, 0.0)
-    store.set_meta(TUNE_PAID, book)
+    for meta, add in ((TUNE_PAID, usd), (TUNE_UNKNOWN, unknown_usd)):
+        old = store.get_meta(meta)
+        book = dict(old) if isinstance(old, dict) else {}
+        book[key] = _amount(book.get(key)) + max(add, 0.0)
+        store.set_meta(meta, book)
 
 
-def tuning_paid(store: Store, setup: Setup) -> float:
-    """What the tuning of ``setup`` has paid in this store (its own calls, apart from the comparison's)."""
-    paid = store.get_meta(TUNE_PAID)
-    value = paid.get(_tuning_key(setup), 0.0) if isinstance(paid, dict) else 0.0
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def _amount(v: object) -> float:
+    """A booked amount as read back: a damaged entry counts nothing rather than raise."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+        return float(v)
+    return 0.0
+
+
+def tuning_paid(store: Store, setup: Setup) -> tuple[float, float]:
+    """What the tuning of ``setup`` has paid in this store (its own calls, apart from the
+    comparison's), and that at most: with the worst case of its attempts of unknown usage."""
+    key = _tuning_key(setup)
+    paid, unknown = (store.get_meta(m) for m in (TUNE_PAID, TUNE_UNKNOWN))
+    known = _amount(paid.get(key)) if isinstance(paid, dict) else 0.0
+    extra = _amount(unknown.get(key)) if isinstance(unknown, dict) else 0.0
+    return known, known + extra
 
 
 async def run_tuning(
@@ -357,8 +379,8 @@ async def run_tuning(
         "stage": describe(plan.cascade.name, plan.cascade.stage_list),
         "dev_fraction": plan.spec.dev_fraction,
         "seed": plan.spec.seed,
-        "paid_usd": tuning_paid(store, plan.setup),
     }
+    header["paid_usd"], header["paid_usd_max"] = tuning_paid(store, plan.setup)
     result = analyse(
         settings=plan.settings,
         current=plan.current,

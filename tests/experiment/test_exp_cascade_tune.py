@@ -672,3 +672,27 @@ def test_a_tuning_stopped_by_the_budget_still_prints_the_comparisons_table(
             Experiment.from_file(exp, out=tmp_path / "out", progress=False, echo=True).run()
     printed = capsys.readouterr().out
     assert "quality Δ [95% CI]" in printed and "cascade" in printed
+
+
+def test_what_the_tuning_paid_has_a_bound_for_calls_cut_off_in_flight(tmp_path: Path) -> None:
+    """A tuning call dropped after it was sent (usage unknown, maybe billed) cost nothing in
+    `paid_usd` and had no bound anywhere: tune.json's `paid_usd_max` adds its worst case, as a
+    run's `cost_usd_max` does, and the report and the table say "up to"; a re-run keeps it."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    with SimServer(cheap_and_strong(answers)) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        srv.script("strong-m", ["reset", "reset"])  # two of the tuning's own calls are cut off
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.run()
+        again = Experiment.from_file(exp, out=tmp_path / "out", progress=False, retry_errors=False)
+        again.run()
+    t = run.tuned
+    assert t is not None and t.paid_usd > 0
+    # each dropped call's worst case holds at least its max_tokens (4096) at $2 per million
+    assert t.paid_usd_max is not None and t.paid_usd_max >= t.paid_usd + 2 * 4096 * 2.0 / 1e6
+    assert f"(up to ${t.paid_usd_max:.6f})" in (tmp_path / "out" / "report.md").read_text()
+    assert f"(up to ${t.paid_usd_max:.6f})" in format_tune_table(t)
+    assert again.tuned is not None and again.tuned.paid_usd_max == t.paid_usd_max

@@ -115,6 +115,10 @@ class TuneResult(BaseModel):
     #: what the tuning's own calls (the stages the comparison's runs never reached) have cost, over
     #: every run of it on this store; not in any setup's cost
     paid_usd: float = 0.0
+    #: ``paid_usd`` as a bound: with the worst case of every attempt of the tuning's that was sent and
+    #: cut off (a timeout, a budget stop, Ctrl-C), which the provider may bill; None in a tune.json
+    #: written before it was recorded
+    paid_usd_max: float | None = None
 
     @field_validator("single_quality", "mixture_quality")
     @classmethod

@@ -70,7 +70,7 @@ def _intro(t: TuneResult) -> str:
         f"{t.mixture_quality['test']:.3f}; always-MoA (the later stages alone, as the cascade runs "
         f"them) costs {_cost(t.mixture_cost_usd, t.mixture_cost_usd_max)} per item. Quality intervals are bootstrap 95% CIs; "
         "`vs mixture` is paired with always escalating. The tuning's own calls (the stages the "
-        f"comparison's runs never reached) cost ${t.paid_usd:.6f}, in no setup's cost."
+        f"comparison's runs never reached) cost {_cost(t.paid_usd, t.paid_usd_max)}, in no setup's cost."
     )
 
 
@@ -105,7 +105,7 @@ def format_tune_table(t: TuneResult) -> str:
     title = (
         f"cascade tuning of `{t.setup}` ({t.test_items} held-out items; single "
         f"{t.single_quality['test']:.3f}, mixture {t.mixture_quality['test']:.3f}; "
-        f"its own calls cost ${t.paid_usd:.6f})"
+        f"its own calls cost {_cost(t.paid_usd, t.paid_usd_max)})"
     )
     return "\n".join([title, *lines])
 
