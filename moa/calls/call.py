@@ -45,7 +45,15 @@ from moa.results import Attempt, CallRecord
 from moa.scrub import param_secrets, remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
 
-__all__ = ["AgentRuntime", "CachedReply", "CallCache", "CallContext", "call_agent", "prompt_token_bound"]
+__all__ = [
+    "AgentRuntime",
+    "CachedFailure",
+    "CachedReply",
+    "CallCache",
+    "CallContext",
+    "call_agent",
+    "prompt_token_bound",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +78,21 @@ class CachedReply:
     attempt_log: tuple[Attempt, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class CachedFailure:
+    """A call that failed once, kept to be read back rather than sent again (a cascade's tuning
+    reads the failures of the stored run it re-records: sent again, they were paid again, and the
+    stage they failed in could answer this time, unlike the run it stands for). ``record`` is that
+    call's account; the replay raises ``error``."""
+
+    record: CallRecord
+    error: ModelError
+
+
 class CallCache(Protocol):
     """Where an experiment keeps replies keyed by the exact request, so re-runs send nothing."""
 
-    def get(self, key: str) -> CachedReply | None: ...
+    def get(self, key: str) -> CachedReply | CachedFailure | None: ...
 
     def put(self, key: str, value: CachedReply) -> None: ...
 
@@ -240,6 +259,9 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     try:
         if ctx.cache is not None and cache_key is not None:
             hit = _cache_hit(ctx.cache, cache_key, call)
+            if isinstance(hit, CachedFailure):
+                _replay_failure(rec, hit.record)
+                raise hit.error
             if hit is not None:
                 rec.usage, rec.cost_usd, rec.cached, rec.model = (
                     hit.reply.usage,
@@ -337,10 +359,20 @@ async def _traced_attempt(
             ctx.telemetry.end_call(span, request, rec, entry, error, rec.cost_usd - spent)
 
 
-def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | None:
+def _replay_failure(rec: CallRecord, failed: CallRecord) -> None:
+    """``rec`` as the account of the failed call read back: what it consumed was paid when it was
+    made (``cached``), and an attempt of unknown usage still counts in ``cost_usd_max``."""
+    rec.usage, rec.cost_usd, rec.cached = failed.usage, failed.cost_usd, True
+    rec.latency_s, rec.queued_s = failed.latency_s, failed.queued_s
+    rec.usage_estimated, rec.usage_suspect = failed.usage_estimated, failed.usage_suspect
+    rec.service_tier, rec.reply = failed.service_tier, failed.reply
+    rec.attempt_log, rec.attempts = list(failed.attempt_log), len(failed.attempt_log)
+
+
+def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | CachedFailure | None:
     hit = cache.get(key)
-    if hit is None:
-        return None
+    if hit is None or isinstance(hit, CachedFailure):
+        return hit
     try:
         # a reply cached before moa took a reasoning model's <think> block out of the answer: a
         # resumed experiment replayed the reasoning as the answers its first runs gave

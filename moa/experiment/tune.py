@@ -2,8 +2,8 @@
 experiment file), run after the report of the comparison is written.
 
 Each item runs the cascade once with every stage (``record_stages``), through the setup's own call
-cache, so the calls its stored run made are not sent again: only the stages an item never reached
-are new. What those cost, failed calls included, is booked apart (``TUNE_PAID``, summed over every
+cache, so the calls its stored run made are not sent again, those that failed read back as failures
+(``_WithFailures``): only the stages an item never reached are new. What those cost, failed calls included, is booked apart (``TUNE_PAID``, summed over every
 run of the tuning, since a re-run reads them back free) and reported with the tuning: the
 comparison's costs do not hold it. The answers are scored, and each item's trace is kept in the store
 (``TUNE_TRACES``), so a re-run records only the items it lacks (and, with ``retry_errors``, those
@@ -29,11 +29,21 @@ from pydantic import ValidationError
 from moa._run import Runner
 from moa._run.engine import watch_run
 from moa.calls.budget import Budget
+from moa.calls.call import CachedFailure, CachedReply
 from moa.cascade.context import item_scope
 from moa.cascade.definition import Cascade
 from moa.cascade.execute import StageRecord, record_stages
 from moa.cascade.tune import ItemTrace, Setting, current_setting, describe, settings_for, trace
-from moa.errors import BudgetExceeded, UserError
+from moa.errors import (
+    BudgetExceeded,
+    MalformedReply,
+    ModelError,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    TimedOut,
+    UserError,
+)
 from moa.eval.datasets import Item
 from moa.eval.hashing import canonical_hash
 from moa.eval.types import Evaluator, PairwiseEvaluator
@@ -43,7 +53,10 @@ from moa.experiment.conversation import is_multi_turn
 from moa.experiment.report.tune import add_tune_section
 from moa.experiment.run_pairs import budget_stop
 from moa.experiment.store.cache import StoreCache, sample_scope
+from moa.experiment.store.calls import TEXT_LIMIT, cut_text
 from moa.experiment.store.database import Store
+from moa.models.base import ModelRequest
+from moa.results import CallRecord
 
 __all__ = [
     "MIN_SPLIT",
@@ -196,6 +209,81 @@ def _stored_trace(entry: object, item: Item, retry_errors: bool) -> ItemTrace | 
     return None if retry_errors and t.escalated_failed else t
 
 
+#: the errors a stored failed call is read back as, by the class name its record gives
+_REPLAYED = {
+    c.__name__: c for c in (ModelError, MalformedReply, ProviderError, RateLimited, RequestRejected, TimedOut)
+}
+
+
+class _WithFailures:
+    """The setup's call cache for one item, which also reads back the calls that failed in the item's
+    stored run (``CachedFailure``): a failure is that run's result as much as a reply is, and sent
+    again it was paid again, and could answer where the run it stands for did not. Each stored
+    failure replays once, for the same node, model and (where the store kept them) messages; a
+    request the run never made is sent."""
+
+    def __init__(self, cache: StoreCache, failed: Sequence[CallRecord]) -> None:
+        self.cache = cache
+        self.failed = list(failed)
+        self._asked: dict[str, tuple[str, ModelRequest]] = {}
+
+    def key(self, node: str, request: ModelRequest) -> str:
+        key = self.cache.key(node, request)
+        if self.failed:
+            self._asked[key] = (node, request)
+        return key
+
+    def get(self, key: str) -> CachedReply | CachedFailure | None:
+        hit = self.cache.get(key)
+        asked = self._asked.pop(key, None)
+        if hit is not None or asked is None:
+            return hit
+        node, request = asked
+        for i, rec in enumerate(self.failed):
+            error = _replayed_error(rec)
+            if (
+                rec.node == node
+                and rec.model == request.model
+                and error is not None
+                and self._same(rec, request)
+            ):
+                del self.failed[i]
+                return CachedFailure(rec, error)
+        return None
+
+    def _same(self, rec: CallRecord, request: ModelRequest) -> bool:
+        """Whether ``request`` sends the messages ``rec`` stored (as the store keeps them: each
+        content cut and scrubbed); a record without them (``store_text: false``) matches by node
+        and model alone, as the earlier calls it read were read back the same."""
+        if rec.messages is None:
+            return True
+        store = self.cache.store
+        limit = store.text_limit if store.text_limit is not None else TEXT_LIMIT
+        sent = [
+            {k: cut_text(str(v), limit, store.secrets) if k == "content" else str(v) for k, v in m.items()}
+            for m in request.messages
+        ]
+        return sent == [dict(m) for m in rec.messages]
+
+    def put(self, key: str, value: CachedReply) -> None:
+        self.cache.put(key, value)
+
+
+def _replayed_error(rec: CallRecord) -> ModelError | None:
+    """The error ``rec`` failed with, to raise again; None for one that is no model's failure (a
+    cancellation, a budget's refusal), which is not read back."""
+    name, _, message = (rec.error or "").partition(": ")
+    cls = _REPLAYED.get(name)
+    return None if cls is None or not message else cls(message, model=rec.model, node=rec.node)
+
+
+def _stored_failures(store: Store, setup: Setup, item_id: str) -> list[CallRecord]:
+    try:
+        return store.failed_calls(setup.name, setup.hash, item_id)
+    except (ValueError, TypeError, KeyError, AttributeError):  # a damaged row: those calls are sent
+        return []
+
+
 def _traces_key(setup: Setup, evaluator_id: str) -> str:
     return f"{setup.name}:{setup.hash}:{evaluator_id}"
 
@@ -251,7 +339,10 @@ async def _traces(
             if fatal:
                 return
             # keyed by item, as the answer phase keys its replies
-            scoped = runner.scoped(cache=StoreCache(store, scope, item.id), budget=runner.budget)
+            cache = _WithFailures(
+                StoreCache(store, scope, item.id), _stored_failures(store, plan.setup, item.id)
+            )
+            scoped = runner.scoped(cache=cache, budget=runner.budget)
             try:
                 # every call of the item's recording, whatever ends it: a reply is booked in the
                 # ledger when it is cached, but a failed call (a rater's unreadable reply) is

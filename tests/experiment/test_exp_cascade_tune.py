@@ -194,41 +194,118 @@ def _judged_cascade(folder: Path, base_url: str, rows: list[dict[str, object]], 
     return exp
 
 
-def test_a_raters_unreadable_replies_are_in_what_the_tuning_paid(tmp_path: Path) -> None:
-    """A rater whose replies never read fails every judge call, and each was paid: the tuning asks it
-    again (a failed call is cached nowhere) and books those calls in the ledger and `paid_usd`,
-    which said $0 for them. A re-run reads the items' traces back: it asked the rater again, paid
-    again, and (with a rater that reads now and then) changed the numbers."""
+def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(tmp_path: Path) -> None:
+    """A rater whose replies never read fails every judge call of the comparison's cascade runs, and
+    each was paid. The first tuning run asked it all again (a failed call was cached nowhere) and
+    paid again; it reads them back from the stored runs: no request is sent, `paid_usd` is $0,
+    and the setting as written is the stored cascade, cost included."""
     rows = _rows(40)
     answers = answers_of(rows)
     pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
-    rater = Counted(lambda req: "I could not say.")
-    models = cheap_and_strong(answers, {"rater-m": SimModel(answer=rater)})
+    rater, strong = Counted(lambda req: "I could not say."), Counted(OneWrong(Q, answers))
+    models = {
+        **cheap_and_strong(answers),
+        "strong-m": SimModel(answer=strong),
+        "rater-m": SimModel(answer=rater),
+    }
     with SimServer(models) as srv:
         exp = _judged_cascade(
             tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
         )
-        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
-        compared = _paid(tmp_path / "out")
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        compared, asked, sent = _paid(tmp_path / "out"), rater.calls, strong.calls
         exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
         run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
         run.run()
-        asked, tuned = rater.calls, _paid(tmp_path / "out")
+    t = run.tuned
+    assert t is not None and asked == len(rows)
+    assert (rater.calls, strong.calls) == (asked, sent)  # every item escalated: all of it is stored
+    assert t.paid_usd == 0 and _paid(tmp_path / "out") == compared
+    written = next(s for s in t.settings if s.current)
+    c = summary.setup("cascade")
+    assert c.cost_per_item_usd is not None and c.quality is not None
+    pooled = (written.dev.cost_usd * t.dev_items + written.test.cost_usd * t.test_items) / len(rows)
+    assert math.isclose(pooled, c.cost_per_item_usd, rel_tol=1e-9), (pooled, c.cost_per_item_usd)
+
+
+def test_a_failed_first_stage_call_is_read_back_so_the_written_setting_is_the_stored_cascade(
+    tmp_path: Path,
+) -> None:
+    """Stage 1 calls that failed in the comparison (a 500) were sent again by the first tuning run:
+    they could answer and agree, and the setting as written then accepted items the stored cascade
+    had escalated. Read back, no stage-1 request is sent and the setting as written is the stored
+    cascade item for item."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    mini = Counted(OneWrong(P, answers))
+    with SimServer({**cheap_and_strong(answers), "mini-m": SimModel(answer=mini)}) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        cascade = tmp_path / "e" / "cascade.yaml"
+        cascade.write_text(
+            cascade.read_text().replace("mini: {model: openai/cheap-m", "mini: {model: openai/mini-m")
+        )
+        srv.script("mini-m", ["500"] * 12)
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        sent = mini.calls
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.run()
+    t = run.tuned
+    c = summary.setup("cascade")
+    assert t is not None and c.errors == 0 and c.escalation_rate is not None and c.quality is not None
+    assert mini.calls == sent  # 12 failed (the 500s, not served by the model) and the rest cached
+    written = next(s for s in t.settings if s.current)
+
+    def pooled(stat: str) -> float:
+        return (getattr(written.dev, stat) * t.dev_items + getattr(written.test, stat) * t.test_items) / len(
+            rows
+        )
+
+    assert math.isclose(pooled("escalation_rate"), c.escalation_rate, abs_tol=1e-9)
+    assert math.isclose(pooled("quality"), c.quality, abs_tol=1e-9)
+
+
+def test_the_tunings_own_failed_calls_are_in_what_it_paid(tmp_path: Path) -> None:
+    """A judge the comparison's runs never reached (stage 2's, on items stage 1 accepted) is asked by
+    the tuning; its unreadable replies fail and were paid: `paid_usd` and the ledger hold them
+    beside the replies it cached, and a re-run sends nothing and pays nothing."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    rater = Counted(lambda req: "I could not say.")
+    with SimServer(cheap_and_strong(answers, {"rater-m": SimModel(answer=rater)})) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        common = f"api_base: {json.dumps(srv.base_url)}, retry: {{max_attempts: 1}}"
+        price = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
+        (tmp_path / "e" / "cascade.yaml").write_text(
+            "name: cascade\nkind: cascade\nstages:\n"
+            "  - {agent: mini, samples: 2, accept: {agree: 2, vote_on: last_number}}\n"
+            "  - {agent: mid, reuse: true, accept: {judge: {agent: rater, threshold: 0.5}}}\n"
+            "  - {topology: mixture.yaml, reuse: true}\n"
+            f"agents:\n  mini: {{model: openai/cheap-m, temperature: 0.7, {common}, {price}}}\n"
+            f"  mid: {{model: openai/strong-m, {common}, {price}}}\n"
+            f"  rater: {{model: openai/rater-m, {common}, {price}}}\n"
+        )
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        compared, asked, cached = _paid(tmp_path / "out"), rater.calls, _cached_usd(tmp_path / "out")
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        run = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
+        run.run()
+        tuned, replies = _paid(tmp_path / "out"), _cached_usd(tmp_path / "out") - cached
         again = Experiment.from_file(exp, out=tmp_path / "out", progress=False)
         again.run()
     t = run.tuned
-    assert t is not None and asked == 2 * len(rows)
-    conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+    assert t is not None and rater.calls > asked  # the items stage 1 accepted: their judge is new
+    assert math.isclose(t.paid_usd, tuned - compared, rel_tol=1e-9)
+    assert t.paid_usd > replies * (1 + 1e-9)  # the failed judge calls, beside the replies cached
+    assert again.tuned == t and _paid(tmp_path / "out") == tuned
+
+
+def _cached_usd(out: Path) -> float:
+    conn = sqlite3.connect(out / "experiment.sqlite")
     try:
-        # the comparison's rater calls, all failed: the tuning sent the same requests again
-        (rated,) = conn.execute("SELECT SUM(cost_usd) FROM calls WHERE model = 'openai/rater-m'").fetchone()
+        return float(conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM cache").fetchone()[0])
     finally:
         conn.close()
-    assert rated > 0
-    assert math.isclose(t.paid_usd, rated, rel_tol=1e-9), (t.paid_usd, rated)
-    assert math.isclose(tuned - compared, rated, rel_tol=1e-9)
-    # the re-run: no call, nothing paid, the same numbers
-    assert rater.calls == asked and _paid(tmp_path / "out") == tuned and again.tuned == t
 
 
 @pytest.mark.parametrize("retry_errors", [True, False])
