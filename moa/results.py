@@ -134,6 +134,13 @@ class Attempt:
     error: str | None = None
     #: the worst case of this attempt in USD (prompt bound + max_tokens at the model's price)
     worst_case_usd: float = 0.0
+    #: what this attempt was billed, in USD, at its own reply's tier (0 when its usage is unknown:
+    #: ``worst_case_usd`` bounds it); the record's ``cost_usd`` is the sum over its attempts
+    cost_usd: float = 0.0
+    #: the service tier this attempt's reply said it was served at (as ``CallRecord.service_tier``),
+    #: None when it got no reply or the reply said none: a call retried from a ``flex`` reply to a
+    #: ``default`` one shows each attempt's tier and price
+    service_tier: str | None = None
 
     @property
     def usage_unknown(self) -> bool:
@@ -145,13 +152,26 @@ class Attempt:
             "latency_s": self.latency_s,
             "usage": None if self.usage is None else self.usage.to_dict(),
             "error": self.error,
+            "cost_usd": self.cost_usd,
+            "service_tier": self.service_tier,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], worst_case_usd: float = 0.0) -> Attempt:
+        """An entry of ``to_dict``; one written before attempts kept their cost and tier (an older
+        store or trace) reads with cost 0 and no tier."""
         u = d.get("usage")
         usage = None if u is None else Usage.from_dict(u)
-        return cls(d["status"], float(d.get("latency_s", 0.0)), usage, d.get("error"), worst_case_usd)
+        tier = d.get("service_tier")
+        return cls(
+            d["status"],
+            float(d.get("latency_s", 0.0)),
+            usage,
+            d.get("error"),
+            worst_case_usd,
+            float(d.get("cost_usd") or 0.0),
+            tier if isinstance(tier, str) else None,
+        )
 
 
 @dataclass(slots=True)

@@ -156,7 +156,8 @@ async def test_waiting_for_a_connection_is_bounded_and_not_latency() -> None:
 
 
 async def test_attempt_log_has_one_entry_per_attempt_with_the_exact_fields() -> None:
-    """Two failures then a success: attempts == 3, entries with status/latency_s/usage/error."""
+    """Two failures then a success: attempts == 3, entries with status/latency_s/usage/error and
+    each attempt's own cost and service tier."""
     fm = ScriptedModel([moa.ProviderError("boom", status_code=500), moa.RateLimited("slow down"), "fine"])
     a = build.agent("fake/a", retry={"max_attempts": 3, "backoff_base_s": 0.0})
     r = await build.single(a).run("q", runner=moa.Runner(models={"fake/*": fm}))
@@ -164,7 +165,7 @@ async def test_attempt_log_has_one_entry_per_attempt_with_the_exact_fields() -> 
     assert rec.attempts == 3 == len(rec.attempt_log)
     assert [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
     entry = rec.to_dict()["attempt_log"][0]
-    assert set(entry) == {"status", "latency_s", "usage", "error"}
+    assert set(entry) == {"status", "latency_s", "usage", "error", "cost_usd", "service_tier"}
     assert entry["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     assert rec.to_dict()["attempt_log"][2]["usage"]["completion_tokens"] == 1
     assert moa.CallRecord.from_dict(rec.to_dict()).attempt_log == rec.attempt_log

@@ -19,7 +19,7 @@ from moa.calls.pricing import Price, price_for
 from moa.calls.retry import RetryPolicy
 from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelReply, ModelRequest
-from moa.results import CallRecord, Usage
+from moa.results import Attempt, CallRecord, Usage
 from moa.testing import FunctionModel, ScriptedModel
 from moa.topology.spec import AgentSpec
 
@@ -605,6 +605,39 @@ async def test_each_attempt_is_billed_at_its_own_tier_and_the_record_names_the_a
     (rec,) = ctx.calls
     assert rec.cost_usd == pytest.approx(flex.cost(Usage(1000, 10)) + standard.cost(Usage(1000, 10)))
     assert rec.service_tier is None
+
+
+async def test_each_attempt_on_the_record_names_its_tier_and_its_cost() -> None:
+    """A `flex` reply validation rejected, then a `default` answer: each attempt's log entry names
+    the tier its reply was served at and what it was billed there (the log had neither, so the
+    audit trail could not tell a flex try from a default one), through a trace's round trip; an
+    entry written before reads with no tier and no cost."""
+    standard = price_for("openai/gpt-5")
+    flex = standard.for_service_tier("flex")
+    rejected = ModelReply("not json", Usage(1000, 10), "m", "stop", service_tier="flex")
+    answer = ModelReply("{}", Usage(1000, 10), "m", "stop", service_tier="default")
+    rt = AgentRuntime(
+        AgentSpec(model="openai/gpt-5"),
+        (Target("openai/gpt-5", ScriptedModel([rejected, answer]), standard, None),),
+        RetryPolicy(max_attempts=2, backoff_base_s=0.0),
+        None,
+    )
+
+    def validate(text: str) -> None:
+        if not text.startswith("{"):
+            raise moa.MalformedReply("not JSON")
+
+    ctx = CallContext(0.0)
+    await call_agent(ctx, rt, "n", MESSAGES, validate=validate)
+    (rec,) = ctx.calls
+    first, second = rec.attempt_log
+    assert (first.service_tier, second.service_tier) == ("flex", "default")
+    assert first.cost_usd == pytest.approx(flex.cost(Usage(1000, 10)))
+    assert second.cost_usd == pytest.approx(standard.cost(Usage(1000, 10)))
+    assert rec.cost_usd == pytest.approx(first.cost_usd + second.cost_usd)
+    assert CallRecord.from_dict(rec.to_dict()).attempt_log == rec.attempt_log
+    old = {"status": "ok", "latency_s": 0.5, "usage": {"prompt_tokens": 3}, "error": None}
+    assert Attempt.from_dict(old) == Attempt("ok", 0.5, Usage(3, 0))
 
 
 async def test_a_replayed_call_keeps_the_worst_case_of_its_unknown_attempts() -> None:

@@ -433,13 +433,15 @@ def _book(
     rec.latency_s += latency
     rec.queued_s += clock.queued(end)
     usage: Usage | None
+    tier = None
     if reply is not None:
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
             price = price.for_service_tier(reply.service_tier)
         # the record's tier is its last reply's, as its text is: an earlier attempt's (a flex reply
         # validation rejected) named the tier of an answer billed at another
-        rec.service_tier = service_tier_name(reply.service_tier) if reply.service_tier is not None else None
+        tier = service_tier_name(reply.service_tier) if reply.service_tier is not None else None
+        rec.service_tier = tier
         if price.off_peak is not None:  # billed by the hour the request was sent
             price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)
@@ -450,7 +452,10 @@ def _book(
         usage, cost = None, worst  # it may be billed: keep the worst case
     for b, r in held:
         b.settle(r, cost)
-    rec.attempt_log.append(Attempt(status, latency, usage, error, worst if usage is None else 0.0))
+    known = 0.0 if usage is None else cost
+    rec.attempt_log.append(
+        Attempt(status, latency, usage, error, worst if usage is None else 0.0, known, tier)
+    )
 
 
 def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: CallPlan) -> tuple[Usage, float]:

@@ -48,7 +48,7 @@ def test_timeouts_show_as_unknown_usage_in_summary_results_and_report(tmp_path: 
     entries = [e for log in logs for e in log]
     assert len(entries) == 3 * N and all(e["usage"] is None for e in entries)
     assert {e["status"] for e in entries} <= {"timeout", "cancelled"}
-    assert set(entries[0]) == {"status", "latency_s", "usage", "error"}
+    assert set(entries[0]) == {"status", "latency_s", "usage", "error", "cost_usd", "service_tier"}
 
 
 def test_a_version_2_store_is_upgraded_with_no_attempt_logs(tmp_path: Path) -> None:
