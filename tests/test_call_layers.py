@@ -13,7 +13,7 @@ import pytest
 import moa
 from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_bound, prompt_token_ceiling
 from moa.calls.budget import Budget
-from moa.calls.call import AgentRuntime, CallContext, _retrying, call_agent
+from moa.calls.call import AgentRuntime, CachedFailure, CallContext, _retrying, call_agent
 from moa.calls.limits import Limiter, RateLimit
 from moa.calls.pricing import Price, price_for
 from moa.calls.retry import RetryPolicy
@@ -655,3 +655,39 @@ async def test_a_replayed_call_keeps_the_worst_case_of_its_unknown_attempts() ->
     assert b.cached and a.unknown_usage_attempts == 1 and a.cost_usd_max > a.cost_usd
     assert b.cost_usd_max == pytest.approx(a.cost_usd_max) and b.attempt_log == a.attempt_log
     assert b.attempts == a.attempts == 2
+
+
+async def test_a_cached_failure_is_raised_and_booked_as_read_back_not_sent() -> None:
+    """A cache that holds a call's failure (the tuning's, of a stored cascade run) raises it again
+    with its record's account, `cached`, and sends nothing; the fallback then runs (from its own
+    cache entry or the network) as it did."""
+    failed = CallRecord(
+        "n",
+        "fake/a",
+        Usage(10, 2),
+        cost_usd=0.25,
+        error="ProviderError: upstream reset",
+        attempt_log=[Attempt("error", 0.2, None, "reset", worst_case_usd=1.0)],
+    )
+    primary, fallback = FunctionModel(lambda r: "never"), FunctionModel(lambda r: "from the fallback")
+    price = Price.per_token(1e-6, 2e-6)
+    rt = AgentRuntime(
+        AgentSpec(model="fake/a", fallbacks=["fake/b"]),
+        (Target("fake/a", primary, price, None), Target("fake/b", fallback, price, None)),
+        RetryPolicy(max_attempts=1),
+        None,
+    )
+
+    class _ByModel(_DictCache):
+        def key(self, node: str, request: ModelRequest) -> str:
+            return f"{node}|{request.model}"
+
+    cache = _ByModel()
+    cache.replies["n|fake/a"] = CachedFailure(failed, moa.ProviderError("upstream reset"))
+    ctx = CallContext(t0=time.perf_counter(), cache=cache)  # type: ignore[arg-type]
+    assert await call_agent(ctx, rt, "n", MESSAGES) == "from the fallback"
+    first, second = ctx.calls
+    assert primary.calls == [] and len(fallback.calls) == 1
+    assert first.cached and first.error == "ProviderError: upstream reset" and first.cost_usd == 0.25
+    assert first.cost_usd_max == pytest.approx(1.25) and first.attempts == 1
+    assert not second.cached and second.error is None

@@ -194,11 +194,15 @@ def _judged_cascade(folder: Path, base_url: str, rows: list[dict[str, object]], 
     return exp
 
 
-def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store_text", [True, False])
+def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(
+    tmp_path: Path, store_text: bool
+) -> None:
     """A rater whose replies never read fails every judge call of the comparison's cascade runs, and
     each was paid. The first tuning run asked it all again (a failed call was cached nowhere) and
     paid again; it reads them back from the stored runs: no request is sent, `paid_usd` is $0,
-    and the setting as written is the stored cascade, cost included."""
+    and the setting as written is the stored cascade, cost included. Without the messages stored
+    (`store_text: false`) a failure is matched by its node and model."""
     rows = _rows(40)
     answers = answers_of(rows)
     pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
@@ -212,6 +216,7 @@ def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(t
         exp = _judged_cascade(
             tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
         )
+        exp.write_text(exp.read_text() + f"store_text: {str(store_text).lower()}\n")
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         compared, asked, sent = _paid(tmp_path / "out"), rater.calls, strong.calls
         exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
@@ -773,3 +778,41 @@ def test_what_the_tuning_paid_has_a_bound_for_calls_cut_off_in_flight(tmp_path: 
     assert f"(up to ${t.paid_usd_max:.6f})" in (tmp_path / "out" / "report.md").read_text()
     assert f"(up to ${t.paid_usd_max:.6f})" in format_tune_table(t)
     assert again.tuned is not None and again.tuned.paid_usd_max == t.paid_usd_max
+
+
+def test_a_stored_failure_replays_once_and_only_for_the_request_it_failed_on(tmp_path: Path) -> None:
+    """The tuning's cache reads a stored failure back for the same node, model and messages only,
+    once, with its account (cached, its cost and its attempts); another request, or a failure that
+    is no model's (a cancellation), is sent."""
+    from moa.calls.call import CachedFailure
+    from moa.errors import MalformedReply
+    from moa.experiment import Store
+    from moa.experiment.store.cache import StoreCache
+    from moa.experiment.tune import _WithFailures
+    from moa.models.base import ModelRequest
+    from moa.results import Attempt, CallRecord, Usage
+
+    asked = [{"role": "user", "content": "rate this"}]
+    failed = CallRecord(
+        "s1.judge.rate",
+        "openai/rater-m",
+        Usage(10, 3),
+        cost_usd=0.5,
+        error="MalformedReply: confidence is not a number",
+        attempt_log=[Attempt("error", 0.1, Usage(10, 3), "unreadable", cost_usd=0.5)],
+        messages=asked,
+    )
+    cut = CallRecord("s1.sample1", "openai/cheap-m", error="cancelled", messages=asked)
+    store = Store.open(tmp_path)
+    try:
+        cache = _WithFailures(StoreCache(store, "cascade:h", "q1"), [failed, cut])
+        other = cache.key("s1.judge.rate", ModelRequest("openai/rater-m", [{"role": "user", "content": "x"}]))
+        assert cache.get(other) is None
+        key = cache.key("s1.judge.rate", ModelRequest("openai/rater-m", asked))
+        hit = cache.get(key)
+        assert isinstance(hit, CachedFailure) and isinstance(hit.error, MalformedReply)
+        assert hit.record is failed and hit.error.node == "s1.judge.rate"
+        assert cache.get(cache.key("s1.judge.rate", ModelRequest("openai/rater-m", asked))) is None
+        assert cache.get(cache.key("s1.sample1", ModelRequest("openai/cheap-m", asked))) is None
+    finally:
+        store.close()
