@@ -4,12 +4,13 @@ slot, timeout, accounting). Budgets, rate limits, the retry policy, retry budget
 modules of this package."""
 
 from moa.calls.budget import Budget
-from moa.calls.call import AgentRuntime, CachedReply, CallCache, CallContext, call_agent
+from moa.calls.call import AgentRuntime, CachedFailure, CachedReply, CallCache, CallContext, call_agent
 from moa.calls.limits import RateLimits, set_rate_limit, shared_rate_limits
 
 __all__ = [
     "AgentRuntime",
     "Budget",
+    "CachedFailure",
     "CachedReply",
     "CallCache",
     "CallContext",
