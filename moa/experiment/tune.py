@@ -3,9 +3,10 @@ experiment file), run after the report of the comparison is written.
 
 Each item runs the cascade once with every stage (``record_stages``), through the setup's own call
 cache, so the calls its stored run made are not sent again, those that failed read back as failures
-(``_WithFailures``): only the stages an item never reached are new. What those cost, failed calls included, is booked apart (``TUNE_PAID``, summed over every
-run of the tuning, since a re-run reads them back free) and reported with the tuning: the
-comparison's costs do not hold it. The answers are scored, and each item's trace is kept in the store
+(``_WithFailures``): only the stages an item never reached are new. What those cost, failed calls
+included, is booked apart (``TUNE_PAID``, summed over every run of the tuning, since a re-run reads
+them back free; ``TUNE_UNKNOWN`` the worst case of those cut off in flight) and reported with the
+tuning: the comparison's costs do not hold it. The answers are scored, and each item's trace is kept in the store
 (``TUNE_TRACES``), so a re-run records only the items it lacks (and, with ``retry_errors``, those
 whose escalated stage failed). Every setting of stage 1's threshold is then read off the traces
 (``moa.cascade.tune``), chosen on a dev split and judged on the rest (``analysis.tuning``). The result
