@@ -49,6 +49,7 @@ from moa.eval.datasets import Item
 from moa.eval.hashing import canonical_hash
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
+from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.config import ExperimentSpec, Setup, TuneSpec
 from moa.experiment.conversation import is_multi_turn
 from moa.experiment.report.tune import add_tune_section
@@ -378,9 +379,13 @@ async def _traces(
                 dropped.append(f"item `{item.id}`: {type(e).__name__}: {' '.join(str(e).split())}")
 
     before = store.spent_usd()
+    tasks = [asyncio.ensure_future(one(items[i])) for i in [*plan.dev, *plan.test]]
     try:
-        await asyncio.gather(*(one(items[i]) for i in [*plan.dev, *plan.test]))
+        await asyncio.gather(*tasks)
     finally:
+        # on Ctrl-C, gather ends as soon as the first item stops: the others were still unwinding,
+        # and their calls cut off in flight missed the books (and then found the store closed)
+        await cancel_and_drain([t for t in tasks if not t.done()])
         # booked even when a budget stop or Ctrl-C ends the tuning: those calls were paid too
         _book_tuning(store, plan.setup, store.spent_usd() - before, math.fsum(unknown))
         _keep_traces(store, key, recorded, items)  # those finished before a Ctrl-C too

@@ -816,3 +816,34 @@ def test_a_stored_failure_replays_once_and_only_for_the_request_it_failed_on(tmp
         assert cache.get(cache.key("s1.sample1", ModelRequest("openai/cheap-m", asked))) is None
     finally:
         store.close()
+
+
+async def test_a_cancelled_tuning_books_the_calls_it_cut_off_in_flight(tmp_path: Path) -> None:
+    """Ctrl-C during the tuning, its calls in flight: each item's recording books its calls when it
+    stops. The first item to stop ended the wait for the others, so the tuning's books were closed
+    (and then the store) while the rest still unwound: their worst case was lost with a
+    "closed database" error, and `tune_unknown_usd` said $0 though every cut-off call may be billed."""
+    from moa.experiment import Store
+    from moa.experiment.tune import TUNE_UNKNOWN
+
+    rows = _rows(40)
+    answers = answers_of(rows)
+    async with SimServer(cheap_and_strong(answers)) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        await Experiment.from_file(exp, out=tmp_path / "out", progress=False).arun()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        srv.script("strong-m", ["hang"] * 400)  # every new call of the tuning waits for no reply
+        task = asyncio.ensure_future(Experiment.from_file(exp, out=tmp_path / "out", progress=False).arun())
+        async with asyncio.timeout(30):  # a hang guard: the requests arrive within milliseconds
+            while srv.stats.faults["hang"] < 24:  # concurrency 8: eight items' mixtures of three
+                await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    store = Store.open(tmp_path / "out", create=False)
+    try:
+        (unknown,) = store.get_meta(TUNE_UNKNOWN).values()
+    finally:
+        store.close()
+    # 24 calls cut off after they were sent, each with its worst case (its 4096 tokens at $2/M)
+    assert unknown >= 24 * 4096 * 2.0 / 1e6
