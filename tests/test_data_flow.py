@@ -15,6 +15,7 @@ from moa.eval.datasets import Item
 from moa.experiment.conversation import run_item
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
+from moa.topology.prompts import boundary_tag
 
 
 async def test_a_majority_tie_goes_to_input_order_not_completion_order() -> None:
@@ -56,8 +57,9 @@ async def test_an_aggregator_under_quorum_is_told_who_did_not_answer() -> None:
     }
     t = build.parallel(["fake/a", "fake/b", "fake/c"], aggregator="fake/agg", quorum=2)
     await t.run("q", runner=moa.Runner(models=models))
+    tag = boundary_tag(["a", "from fake/a", "c", "from fake/c"])
     assert (
-        "1. [a]\nfrom fake/a\n\n2. [c]\nfrom fake/c\n\n(2 of the 3 responses asked for are above; none from: b.)"
+        f"2. [c] <<{tag}>>\nfrom fake/c\n<<end {tag}>>\n\n(2 of the 3 responses asked for are above; none from: b.)"
         in seen[0]
     )
     full = build.parallel(["fake/a", "fake/c"], aggregator="fake/agg", quorum=1, on_quorum="wait")
@@ -141,7 +143,7 @@ async def test_a_reply_holding_a_lone_surrogate_is_blamed_on_its_writer_and_retr
     agent = build.agent("fake/a", retry={"max_attempts": 2, "backoff_base_s": 0.001})
     t = build.parallel([agent, "fake/b"], aggregator="fake/agg")
     r = await t.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(fn)}))
-    assert r.output == "final" and "1. [a]\ngood reply" in seen[0]
+    assert r.output == "final" and "1. [a] <<" in seen[0] and ">>\ngood reply\n<<end " in seen[0]
     log = next(c for c in r.calls if c.node == "a").attempt_log
     assert [a.status for a in log] == ["error", "ok"]
     assert "the reply holds a lone UTF-16 surrogate ('\\ud800' at character 4)" in (log[0].error or "")
