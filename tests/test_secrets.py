@@ -667,3 +667,48 @@ async def test_a_nodes_own_failure_quoting_a_key_from_the_environment_is_masked(
     failed = [e for e in events if e["event"] == "run.failed"]
     assert str(info.value).endswith(f"ConnectionError: cache refused AUTH {MASK}")
     assert failed and "zq81hfk2mm40vtl7" not in json.dumps(failed) + str(info.value)
+
+
+class _CustomProvider:
+    """A backend of the user's own for a provider moa has no path to: it posts to the echoing
+    provider with its own auth scheme and raises moa's `RequestRejected` with the provider's words,
+    as a backend should."""
+
+    local = False
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    async def complete(self, request: ModelRequest, on_token: Any = None) -> Any:
+        async with httpx.AsyncClient() as client:
+            r = await client.post(
+                f"{self.base}/chat/completions",
+                json={"model": "refuse-400", "messages": request.messages},
+                headers={"authorization": f"Bearer {request.api_key}"},
+            )
+        raise RequestRejected(r.json()["error"]["message"], model=request.model, status_code=r.status_code)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_custom_backends_error_quoting_its_key_reaches_no_serve_reply(
+    stream: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`moa serve`: a user backend that raises moa's own error with the provider's text, which
+    quotes a custom provider's token of no key shape: the 400's message holds it masked (moa's
+    errors from a user backend were not masked of the request's keys, and serve's reply masked key
+    shapes only)."""
+    token = "Wren.Hollow/Cairn"
+    monkeypatch.setenv("MOA_T_CUSTOM_CRED", token)
+    spec = {"model": "custom/m", "api_key_env": "MOA_T_CUSTOM_CRED", "retry": {"max_attempts": 1}}
+    topo = load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": spec}})
+    with echoing_provider() as base:
+        runner = Runner(models={"custom/m": _CustomProvider(base)})
+        with serving(create_app([topo], runner=runner)) as url:
+            body = {"model": "one", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+            r = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400, r.text
+    assert f"Incorrect API key provided: {MASK}." in r.json()["error"]["message"]
+    assert token not in r.text and "Hollow" not in r.text

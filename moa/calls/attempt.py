@@ -286,6 +286,8 @@ def _failed(
 ) -> Exception:
     """Book an attempt that raised ``e`` (not the caller's ``on_token``) and return what the
     attempt raises: ``e`` itself, or a ``ProviderError`` for an exception outside moa's tree."""
+    if isinstance(e, MoAError):
+        _mask_sent_keys(e, request)
     if isinstance(e, ModelError):
         status: AttemptStatus = "timeout" if isinstance(e, TimedOut) else "error"
         # an HTTP error status is an answer: the provider reports nothing billable; nor can a
@@ -370,6 +372,22 @@ def hold_usd(target: Target, call: CallPlan) -> float:
     for price in target.hold_prices:
         worst = max(worst, call.worst_case(price))
     return worst
+
+
+def _mask_sent_keys(e: MoAError, request: ModelRequest) -> None:
+    """``e``'s text with the request's keys masked, in place: moa's backends mask them where the
+    provider's text enters, but a backend of the user's own may raise moa's errors too, quoting
+    the key it was given, and the message goes on to the run's error, the store and ``moa serve``'s
+    reply, which mask key shapes only (a key of no shape passed)."""
+    sent = _sent_keys(request)
+    if not any(sent):
+        return
+    masked = mask_sent(e.message, sent)
+    if masked != e.message:
+        e.message = masked
+        e.args = (masked,)
+    if isinstance(e, ModelError):
+        e.provider_message = mask_sent(e.provider_message, sent)
 
 
 def _sent_keys(request: ModelRequest) -> tuple[str | None, ...]:

@@ -64,8 +64,8 @@ class _Disconnected(Exception):
 
 
 def _error_body(e: ApiError) -> dict[str, Any]:
-    """The reply's body with key shapes masked: the last net before text leaves for a client (the
-    backends already masked the exact keys they sent when the provider's text entered moa)."""
+    """The reply's body with key shapes masked: the last net before text leaves for a client (each
+    attempt already masked the exact keys its request carried, whichever backend raised)."""
     body = e.body()
     body["error"]["message"] = scrub(str(body["error"]["message"]))
     return body
