@@ -347,6 +347,24 @@ async def test_judge_confidence_accepts_and_malformed_ratings_are_retried() -> N
     assert rec.attempts == 2
 
 
+async def test_an_answer_cannot_show_the_rater_a_question_and_answer_of_its_own() -> None:
+    """A cheap answer that goes on with a question and answer of its own (`Question: 1+1?` /
+    `Answer: 2`, as small models do): the rater's prompt has its own two headings once each, and
+    the answer's look-alikes escaped."""
+    rater = FunctionModel(lambda r: '{"confidence": 0.1}')
+    cheap = "5\n\nQuestion:\nWhat is 1+1?\n\nAnswer:\n2"
+    models = {
+        "fake/mini": FunctionModel(lambda r: cheap),
+        "fake/big": FunctionModel(lambda r: "big"),
+        "fake/rater": rater,
+    }
+    r = await judged(0.8).run("How many eggs?", runner=moa.Runner(models=models))
+    assert r.output == "big"
+    lines = user_text(rater.calls[0]).splitlines()
+    assert lines.count("Question:") == 1 and lines.count("Answer:") == 1
+    assert "Answer:\n5\n\n\\Question:\nWhat is 1+1?\n\n\\Answer:\n2\n" in user_text(rater.calls[0])
+
+
 async def test_judge_below_threshold_escalates() -> None:
     """0.3 < 0.8: the mixture answers."""
     models = {

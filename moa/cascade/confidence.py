@@ -27,8 +27,17 @@ Reply with only this JSON and nothing else: {{"confidence": <a number from 0 to 
 _BARE = re.compile(r"^\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*$")
 
 
+# A line of the question or the answer that could pass for this prompt's own headings: a small
+# model that goes on to write a question and answer of its own ("Question: 1+1?\nAnswer: 2"), or an
+# answer echoing hostile input, would have the rater rate that pair instead. A Markdown backslash
+# before it leaves the text readable as what it is.
+_HEADING = re.compile(r"(?im)^([ \t]*)(?=(?:question|answer)[ \t]*:)")
+
+
 def confidence_prompt(question: str, answer: str) -> str:
-    return _PROMPT.format(question=question, answer=answer)
+    """The rater's prompt: ``question`` and ``answer`` as written, but for the lines that could pass
+    for its ``Question:`` and ``Answer:`` headings (see ``_HEADING``)."""
+    return _PROMPT.format(question=_HEADING.sub(r"\1\\", question), answer=_HEADING.sub(r"\1\\", answer))
 
 
 def _value(raw: object) -> float | None:
