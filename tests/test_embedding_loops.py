@@ -15,6 +15,7 @@ import pytest
 
 import moa
 from moa import build
+from moa._loops import PerLoop
 from moa._run.runner import default_runner
 from moa.testing.sim import SimServer
 from tests.loopback_http import completion, send_body, threaded_server
@@ -117,3 +118,28 @@ def test_a_shared_runner_keeps_no_ended_loop_on_the_direct_path(sim: SimServer) 
     assert [asyncio.run(job()) for _ in range(3)] == ["answer from m: q"] * 3
     gc.collect()
     assert [r() is None for r in loops[:-1]] == [True, True]  # the last waits for the next loop
+
+
+def test_per_loop_state_goes_with_its_loop_however_it_ends() -> None:
+    """`PerLoop`, moa's one table of per-loop state: a loop that `asyncio.run` ends drops its value
+    then, its end awaited on that loop; a loop closed by hand (no async generators shut down) is
+    dropped when the next loop makes its value."""
+    ended: list[tuple[str, bool]] = []
+
+    async def on_end(value: str) -> None:
+        ended.append((value, asyncio.get_running_loop().is_running()))
+
+    table: PerLoop[str] = PerLoop(on_end)
+
+    async def keep(value: str) -> None:
+        table.set(asyncio.get_running_loop(), value)
+
+    asyncio.run(keep("first"))
+    assert len(table) == 0 and ended == [("first", True)]
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(keep("by hand"))
+    loop.close()  # no shutdown_asyncgens: its end is never run
+    assert len(table) == 1
+    asyncio.run(keep("next"))
+    assert table.get(loop) is None and ended == [("first", True), ("next", True)]

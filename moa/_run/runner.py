@@ -4,14 +4,13 @@ optionally a budget and a call cache) that runs a validated graph on one prompt,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import warnings
-import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
 
+from moa._loops import PerLoop
 from moa._run.engine import Execution, callable_name, checked
 from moa._run.nodes import text_problem
 from moa._run.typed import TypedOutput
@@ -424,34 +423,14 @@ class Runner:
         await self.aclose()
 
 
-#: each loop's default runner, with what forgets it when the loop ends: its clients hold the loop,
-#: so the weak key alone never let go (a loop, its runner and sessions kept per ``asyncio.run``)
-_default_runners: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, tuple[Runner, AsyncGenerator[None, None]]
-] = weakref.WeakKeyDictionary()
-
-
-async def _forget_with_loop(loop: asyncio.AbstractEventLoop) -> AsyncGenerator[None, None]:
-    """Parked at its ``yield`` for the loop's life: ``asyncio.run`` (and pytest-asyncio) close every
-    live async generator before closing the loop. The runner's backends close their own clients
-    then, each by a generator of its own."""
-    try:
-        yield
-    finally:
-        _default_runners.pop(loop, None)
+#: each loop's default runner, forgotten when the loop ends (the runner's backends close their own
+#: clients then): its clients hold the loop, so a weak key never let go (a loop, its runner and
+#: sessions kept per ``asyncio.run``)
+_default_runners: PerLoop[Runner] = PerLoop()
 
 
 def default_runner() -> Runner:
     """The runner ``topology.run`` uses when given none: one per event loop, made on first use."""
     loop = asyncio.get_running_loop()
-    hit = _default_runners.get(loop)
-    if hit is not None:
-        return hit[0]
-    r = Runner()
-    forget = _forget_with_loop(loop)
-    _default_runners[loop] = (r, forget)
-    # ``await forget.__anext__()`` without the await (this is no coroutine): registers it with the
-    # running loop and runs it to its yield, where it waits for the loop's end
-    with contextlib.suppress(StopIteration):
-        forget.asend(None).send(None)
-    return r
+    r = _default_runners.get(loop)
+    return r if r is not None else _default_runners.set(loop, Runner())

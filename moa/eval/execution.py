@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from moa._loops import PerLoop
 from moa.eval._verdict import MAX_TESTS
 from moa.eval.code import extract_code
 from moa.eval.datasets import Item
@@ -182,20 +183,15 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-# one limit per event loop (a Semaphore belongs to its loop); not weak-keyed, as a Semaphore that
-# was waited on holds its loop (so the key never let go): ended loops go as a new one comes
-_programs: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+# one limit per event loop (a Semaphore belongs to its loop), forgotten with it: each
+# Experiment.run is a loop, and every one whose scoring queued was kept for good
+_programs: PerLoop[asyncio.Semaphore] = PerLoop()
 
 
-def _per_loop(slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore], size: int) -> asyncio.Semaphore:
+def _per_loop(slots: PerLoop[asyncio.Semaphore], size: int) -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
     slot = slots.get(loop)
-    if slot is None:
-        # each Experiment.run is a loop: every one whose scoring queued was kept for good
-        for ended in [x for x in list(slots) if x.is_closed()]:
-            slots.pop(ended, None)
-        slot = slots[loop] = asyncio.Semaphore(size)
-    return slot
+    return slot if slot is not None else slots.set(loop, asyncio.Semaphore(size))
 
 
 def _program_slot() -> asyncio.Semaphore:
@@ -209,7 +205,7 @@ def _program_slot() -> asyncio.Semaphore:
 #: HTML renders at once: each is a whole Chromium (150-300 MB, a core for a second or two)
 _PAGES = 2
 # one limit per event loop, as `_programs`
-_page_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+_page_slots: PerLoop[asyncio.Semaphore] = PerLoop()
 
 
 async def _score_page(answer: str, item: Item, limits: dict[str, Any]) -> Score:

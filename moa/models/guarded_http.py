@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover - an OpenAI SDK from before httpx2
     import httpx  # type: ignore[no-redef]
 import httpx as httpx1  # litellm's own handler's
 
+from moa._loops import PerLoop
 from moa.models import openai_wire  # MAX_REPLY_BYTES read at call time: tests lower it
 
 __all__ = ["GuardedClients", "LiteTransport", "ReplyTooLarge"]
@@ -179,52 +180,50 @@ def _proxy_for(url: str) -> str | None:
     return proxies.get(parts.scheme) or proxies.get("all")
 
 
-async def _close_with_loop(
-    clients: GuardedClients, loop: asyncio.AbstractEventLoop
-) -> AsyncGenerator[None, None]:
-    """Parked at its ``yield`` for the loop's life: ``asyncio.run`` (and pytest-asyncio) close every
-    live async generator before closing the loop, which closes the loop's clients on it."""
-    try:
-        yield
-    finally:
-        await clients.close_loop(loop)
+class _LoopClients:
+    """One loop's guarded clients, by proxy: ``AsyncOpenAI`` (with its httpx client) and litellm's
+    HTTP handler."""
+
+    __slots__ = ("clients", "handlers")
+
+    def __init__(self) -> None:
+        self.clients: dict[str | None, tuple[Any, Any]] = {}
+        self.handlers: dict[str | None, Any] = {}
+
+    async def close(self) -> None:
+        while self.clients:
+            await self.clients.popitem()[1][0].close()
+        while self.handlers:
+            await self.handlers.popitem()[1].close()
 
 
 class GuardedClients:
     """One guarded ``AsyncOpenAI``, and one guarded litellm HTTP handler, per event loop and proxy,
-    made on first use, closed by ``aclose`` or when their loop ends."""
+    made on first use, closed by ``aclose`` or when their loop ends (``moa._loops``)."""
 
-    __slots__ = ("_clients", "_closers", "_handlers")
+    __slots__ = ("_loops",)
 
     def __init__(self) -> None:
-        self._clients: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
-        self._handlers: dict[tuple[asyncio.AbstractEventLoop, str | None], Any] = {}
-        self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
+        self._loops: PerLoop[_LoopClients] = PerLoop(_LoopClients.close)
 
-    async def _new_for(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A client is about to be made on ``loop``: forget finished loops, arm the close at its end."""
-        # a finished loop's clients: their connections died with it
-        for table in (self._clients, self._handlers):
-            for old in [x for x in table if x[0].is_closed()]:
-                del table[old]
-        for finished in [x for x in self._closers if x.is_closed()]:
-            del self._closers[finished]
-        if loop not in self._closers:
-            closer = self._closers[loop] = _close_with_loop(self, loop)
-            await closer.__anext__()  # runs to its yield, never suspends
+    def _here(self) -> _LoopClients:
+        """The running loop's clients (a loop kept here past its end would keep its default runner,
+        ``moa._run.default_runner``, alive)."""
+        loop = asyncio.get_running_loop()
+        found = self._loops.get(loop)
+        return found if found is not None else self._loops.set(loop, _LoopClients())
 
     async def _shared(self, api_base: str) -> tuple[Any, Any]:
         """The loop's shared ``AsyncOpenAI`` for ``api_base``'s proxy, and its guarded httpx client."""
         from openai import AsyncOpenAI
 
-        loop = asyncio.get_running_loop()
+        mine = self._here()
         proxy = _proxy_for(api_base)
-        pair = self._clients.get((loop, proxy))
+        pair = mine.clients.get(proxy)
         if pair is None:
-            await self._new_for(loop)
             http = httpx.AsyncClient(transport=_Transport(proxy), follow_redirects=False, timeout=None)
             client = AsyncOpenAI(api_key="unused", base_url=api_base, http_client=http, max_retries=0)
-            pair = self._clients[loop, proxy] = (client, http)
+            pair = mine.clients[proxy] = (client, http)
         return pair
 
     async def for_call(self, api_key: str, api_base: str) -> Any:
@@ -250,26 +249,13 @@ class GuardedClients:
     async def handler_for_call(self, api_base: str, make: Callable[[LiteTransport], Any]) -> Any:
         """litellm's own HTTP handler over the guarded transport, ``make`` building it (litellm is
         imported by its one module only); it carries no key or URL, so it is shared as it is."""
-        loop = asyncio.get_running_loop()
+        mine = self._here()
         proxy = _proxy_for(api_base)
-        handler = self._handlers.get((loop, proxy))
+        handler = mine.handlers.get(proxy)
         if handler is None:
-            await self._new_for(loop)
-            handler = self._handlers[loop, proxy] = make(LiteTransport(proxy))
+            handler = mine.handlers[proxy] = make(LiteTransport(proxy))
         return handler
 
-    async def close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the clients made on ``loop`` (the running one), and hold nothing of it: a loop kept
-        as a key here would keep its default runner (``moa._run.default_runner``) alive."""
-        self._closers.pop(loop, None)
-        for key in [k for k in self._clients if k[0] is loop]:
-            await self._clients.pop(key)[0].close()
-        for key in [k for k in self._handlers if k[0] is loop]:
-            await self._handlers.pop(key).close()
-
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        closer = self._closers.pop(loop, None)
-        if closer is not None:
-            await closer.aclose()  # closes the loop's clients in its finally
-        await self.close_loop(loop)
+        """Close the running loop's clients now (the loop's end is a backstop)."""
+        await self._loops.close(asyncio.get_running_loop())

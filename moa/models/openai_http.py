@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from moa._loops import PerLoop
 from moa.errors import ProviderError, RequestRejected
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
@@ -122,9 +123,8 @@ class OpenAIHTTPModel:
         self._keepalive_expiry_s = keepalive_expiry_s
         self._pool_timeout_s = pool_timeout_s
         # A client per loop: a pool's sockets belong to the loop that opened them, and `run_sync`
-        # makes a fresh loop per call. Not weak-keyed: each client's session holds its loop, so a
-        # weak key never let go; the entries of ended loops are dropped as a new loop opens its own.
-        self._loops: dict[asyncio.AbstractEventLoop, _Loop] = {}
+        # makes a fresh loop per call (the client closes its session as its loop ends)
+        self._loops: PerLoop[_Loop] = PerLoop()
         #: what the endpoints' models refused of the usual body (``_Dialect``), by URL and model
         self._dialects: dict[tuple[str, str], _Dialect] = {}
 
@@ -149,9 +149,7 @@ class OpenAIHTTPModel:
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Loop:
         # a shared Runner kept every run_sync's loop (and its closed session) until the process ended
-        for ended in [x for x in list(self._loops) if x.is_closed()]:
-            self._loops.pop(ended, None)
-        state = self._loops[loop] = _Loop(self._new_client(), self._capacity)
+        state = self._loops.set(loop, _Loop(self._new_client(), self._capacity))
         await state.client.start()
         return state
 
@@ -207,7 +205,7 @@ class OpenAIHTTPModel:
     async def aclose(self) -> None:
         """Close this loop's client; clients of other loops are dropped (their loops are gone or
         close them as they end)."""
-        loops, self._loops = self._loops, {}
+        loops = self._loops.forget_all()
         try:
             current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
