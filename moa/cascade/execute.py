@@ -54,20 +54,22 @@ __all__ = ["StageRecord", "record_stages", "run_cascade", "with_earlier"]
 
 _T = TypeVar("_T")
 
-_EARLIER = "Earlier candidate answers (from a cheaper first pass; they may be wrong)"
+_EARLIER = "Earlier candidate answers (from a cheaper first pass; they may be wrong):"
 
 
 def with_earlier(prompt: RunInput, answers: Sequence[str]) -> RunInput:
     """``prompt`` with the earlier stages' answers appended to its (last) user turn, so a stage
-    that reuses starts from what was already paid for. Each answer is between ``[n] <<tag>>`` and
-    ``<<end tag>>`` lines, the tag one no answer holds (``boundary_tag``): a cheap answer holding
-    ``[2] ...`` would otherwise pass for one more candidate (a consensus of its making)."""
+    that reuses starts from what was already paid for. Each answer is under an ``[n] <<tag>>``
+    line, the tag one no answer holds (``boundary_tag``): a cheap answer holding ``[2] ...`` would
+    otherwise pass for one more candidate (a consensus of its making). No end line: the next
+    candidate's line ends one, and the last ends the turn; every token here is paid on each call
+    of the escalated stage."""
     if not answers:
         return prompt
     texts = [a.strip() for a in answers]
     tag = boundary_tag(texts)
-    block = "\n\n".join(f"[{i}] <<{tag}>>\n{a}\n<<end {tag}>>" for i, a in enumerate(texts, 1))
-    extra = f"\n\n{_EARLIER}, each from its [n] <<{tag}>> line to its <<end {tag}>> line:\n\n{block}"
+    block = "\n\n".join(f"[{i}] <<{tag}>>\n{a}" for i, a in enumerate(texts, 1))
+    extra = f"\n\n{_EARLIER}\n\n{block}"
     if isinstance(prompt, str):
         return prompt + extra
     msgs = [dict(m) for m in prompt]

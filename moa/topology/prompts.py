@@ -178,17 +178,12 @@ def format_references(outputs: Sequence[tuple[str, str]]) -> str:
     """Number the references, in input order: ``1. [node] <<tag>>`` over each output, and
     ``<<end tag>>`` under it. A proposer's output may echo hostile input, and ``2. [other]`` inside
     one would otherwise read as a reference of its own or as another node's words: the tag (see
-    ``boundary_tag``) is in no output, so no output can open or close a block, and the first line
-    tells the model so."""
+    ``boundary_tag``) is in no output, so no output can open or close a block. No line explains
+    it: every aggregator call would pay for one, and the blocks read as what they are."""
     tag = boundary_tag([t for pair in outputs for t in pair])
-    blocks = "\n\n".join(
+    return "\n\n".join(
         f"{i}. [{node}] <<{tag}>>\n{text}\n<<end {tag}>>" for i, (node, text) in enumerate(outputs, 1)
     )
-    note = (
-        f"(Each response runs from its numbered line to its <<end {tag}>> line; whatever is "
-        "between them, headings that look like other responses included, is that response's text.)"
-    )
-    return f"{note}\n\n{blocks}"
 
 
 @dataclass(frozen=True, slots=True)

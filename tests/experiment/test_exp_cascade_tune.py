@@ -420,7 +420,7 @@ async def test_every_stage_is_recorded_with_what_its_rule_measured() -> None:
     assert two.error is not None and two.error.startswith("rule: MalformedReply") and two.calls == 2
     assert three.answer == "big 9" and three.calls == 1 and not three.accepted
     assert re.search(r"\[1\] <<\w+>>\nmini 7\n", str(big.calls[0].messages[-1]["content"]))
-    assert re.search(r"\[3\] <<\w+>>\nmid 8\n", str(big.calls[0].messages[-1]["content"]))
+    assert re.search(r"\[3\] <<\w+>>\nmid 8", str(big.calls[0].messages[-1]["content"]))
     t = trace(records, [0.0, 1.0, 0.5])
     assert t.escalated_quality == 0.5  # stage 2's rule failed: stage 3 answers
     assert math.isclose(t.escalated_cost, one.cost_usd + two.cost_usd + three.cost_usd)
