@@ -12,7 +12,7 @@ from moa.calls.call import call_agent
 from moa.errors import MalformedReply, UserError
 from moa.models.base import Message
 from moa.topology.graph import GraphNode
-from moa.topology.prompts import format_references, text_problem
+from moa.topology.prompts import format_references, quote_instruction, text_problem
 
 if TYPE_CHECKING:
     from moa._run.engine import Execution, Refs
@@ -65,7 +65,7 @@ class AgentCall:
         references = format_references(refs) if len(refs) == len(gn.inputs) else _references(gn, refs)
         values = {"prompt": ex.prompt, "references": references}
         if instruction is not None:
-            values["instruction"] = instruction
+            values["instruction"] = quote_instruction(instruction)
         if gn.plan_workers:
             values["workers"] = str(len(gn.plan_workers))
         content = gn.template.render(values)

@@ -23,6 +23,7 @@ __all__ = [
     "boundary_tag",
     "format_references",
     "placeholder_mistakes",
+    "quote_instruction",
     "text_problem",
 ]
 
@@ -184,6 +185,19 @@ def format_references(outputs: Sequence[tuple[str, str]]) -> str:
     return "\n\n".join(
         f"{i}. [{node}] <<{tag}>>\n{text}\n<<end {tag}>>" for i, (node, text) in enumerate(outputs, 1)
     )
+
+
+# A line of a manager's instruction that could pass for the ``worker`` template's own headings: a
+# plan (model output, which may echo hostile input from the query) holding "User query: ..." would
+# show the worker a second query, before the real one. A Markdown backslash before it leaves the
+# line readable as what it is, and every other instruction exactly as written.
+_WORKER_HEADING = re.compile(r"(?im)^([ \t]*)(?=user\s+query[ \t]*:|your\s+manager's\s+instruction\b)")
+
+
+def quote_instruction(text: str) -> str:
+    """A manager's instruction as its worker is shown it: lines that start like the ``worker``
+    template's headings (``User query:``) escaped, the rest as written."""
+    return _WORKER_HEADING.sub(r"\1\\", text)
 
 
 @dataclass(frozen=True, slots=True)
