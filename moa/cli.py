@@ -289,7 +289,14 @@ def _check_local_models(topology: Any, source: str) -> None:
 def _read_prompt(value: str) -> str:
     """``-`` reads stdin, ``@FILE`` reads a file (``@@...`` is a prompt starting with ``@``)."""
     if value == "-":
-        return sys.stdin.read()
+        from moa.safe_read import read_text_stream
+
+        if sys.stdin is not None and not hasattr(sys.stdin, "buffer"):
+            return sys.stdin.read()  # a text stream put in its place (a notebook, a test)
+        # the bytes, not the text stream: its decoding follows the locale (a traceback on bytes
+        # that are not UTF-8, or a "lone surrogate" naming no input) and it reads without a bound
+        stdin = None if sys.stdin is None else sys.stdin.buffer  # None: stdin closed (`<&-`)
+        return read_text_stream(stdin, source="--prompt -", what="stdin")
     if value.startswith("@@"):
         return value[1:]
     if value.startswith("@"):

@@ -51,6 +51,7 @@ __all__ = [
     "read_document",
     "read_regular",
     "read_text_file",
+    "read_text_stream",
     "refuse_special",
     "unique_pairs",
 ]
@@ -224,11 +225,30 @@ def read_text_file(
 ) -> str:
     """A UTF-8 text file (a byte order mark dropped) of at most ``max_bytes``; one line naming the
     file for every problem."""
-    raw = read_regular(path, max_bytes=max_bytes, what=what)
+    return _utf8_text(read_regular(path, max_bytes=max_bytes, what=what), source=path, what=what)
+
+
+def read_text_stream(
+    f: BinaryIO | None, *, source: str, what: str = "text", max_bytes: int = TEXT_MAX_BYTES
+) -> str:
+    """A stream read as ``read_text_file`` reads a file (``--prompt -``): UTF-8 whatever the
+    locale, at most ``max_bytes`` (``< /dev/zero`` is no prompt to read until memory runs out)."""
+    if f is None:
+        raise UserError(f"{source}: {what} is closed")
+    try:
+        raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise UserError(f"{source}: cannot read {what}: {e.strerror}") from None
+    if len(raw) > max_bytes:
+        raise UserError(f"{source}: {what} is over the {_size(max_bytes)} limit")
+    return _utf8_text(raw, source=source, what=what)
+
+
+def _utf8_text(raw: bytes, *, source: str | os.PathLike[str], what: str) -> str:
     try:
         return raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: {what} is not UTF-8 text (byte {e.start})") from None
+        raise UserError(f"{source}: {what} is not UTF-8 text (byte {e.start})") from None
 
 
 def _json_depth(value: Any) -> int:

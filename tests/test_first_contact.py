@@ -9,7 +9,10 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,6 +185,54 @@ async def test_a_budget_refusal_inside_a_quorum_is_budget_exceeded() -> None:
     with pytest.raises(moa.BudgetExceeded) as info:
         await t.run("q", runner=runner, budget_usd=0.0001)
     assert not isinstance(info.value, moa.QuorumNotReached) and info.value.needed_usd is not None
+
+
+def _run_with_stdin(topo: Path, stdin: Any, **popen: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **popen.pop("env", {})}
+    return subprocess.run(
+        [sys.executable, "-m", "moa", "run", str(topo), "--prompt", "-"],
+        stdin=stdin,
+        capture_output=True,
+        env=env,
+        timeout=120,
+        **popen,
+    )
+
+
+def test_a_prompt_from_stdin_is_read_as_a_prompt_file_is(tmp_path: Path) -> None:
+    """`--prompt -` reads UTF-8 whatever the locale (a byte order mark dropped) under the 4 MiB cap of
+    `--prompt @FILE`: bytes that are not UTF-8, a closed stdin or `< /dev/zero` are one line and
+    exit 2, never a traceback, a "lone surrogate" naming no input, or a read until memory runs out."""
+    seen: list[str] = []
+
+    def answer(req: Any) -> str:
+        seen.append(str(req.messages[-1]["content"]))
+        return "ok"
+
+    with SimServer(models={"sim": SimModel(answer=answer)}) as srv:
+        topo = tmp_path / "t.yaml"
+        topo.write_text(
+            "name: t\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", retry: {{max_attempts: 1}}}}\n'
+        )
+        ok = _run_with_stdin(topo, None, input="\ufeffWhat is 7 + 5?\n".encode())
+        bad = "What is \xff 7 + 5?".encode("latin-1")
+        # strict: what Python does under a UTF-8 locale other than C's, where this was a traceback
+        strict = _run_with_stdin(topo, None, input=bad, env={"PYTHONIOENCODING": "utf-8:strict"})
+        lenient = _run_with_stdin(topo, None, input=bad, env={"PYTHONIOENCODING": "utf-8:surrogateescape"})
+        closed = _run_with_stdin(topo, subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
+        with open("/dev/zero", "rb") as zero:
+            endless = _run_with_stdin(topo, zero)
+    assert ok.returncode == 0 and seen == ["What is 7 + 5?\n"]
+    said = {
+        "not UTF-8": (strict, "moa: --prompt -: stdin is not UTF-8 text (byte 8)"),
+        "not UTF-8, read leniently": (lenient, "moa: --prompt -: stdin is not UTF-8 text (byte 8)"),
+        "closed": (closed, "moa: --prompt -: stdin is closed"),
+        "endless": (endless, "moa: --prompt -: stdin is over the 4 MiB limit"),
+    }
+    for case, (p, line) in said.items():
+        assert (p.returncode, p.stderr.decode().strip()) == (2, line), case
+    assert seen == ["What is 7 + 5?\n"]  # nothing else was sent
 
 
 def test_a_prompt_of_a_bare_at_names_the_mistake() -> None:
