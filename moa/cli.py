@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import sys
@@ -458,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # with stderr closed (``2>&-``) Python's stderr is None, and ``print(file=None)`` writes to
     # stdout: the cost line and the errors would land in the answer or the JSON
     devnull = open(os.devnull, "w") if err is None else None  # noqa: SIM115 (closed below)
+    for stream in (out, err):
+        # a terminal or file whose encoding lacks `×` or `Δ` (the table's) or an answer's letters
+        # shows them escaped, rather than ending a finished run or experiment in a traceback
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     if out is not None:
         sys.stdout = _Pipe(out)
     sys.stderr = _Pipe(err or devnull)

@@ -235,6 +235,20 @@ def test_a_prompt_from_stdin_is_read_as_a_prompt_file_is(tmp_path: Path) -> None
     assert seen == ["What is 7 + 5?\n"]  # nothing else was sent
 
 
+def test_an_answer_a_stdout_cannot_encode_is_printed_escaped(tmp_path: Path) -> None:
+    """On a stdout whose encoding lacks an answer's letters (or `moa compare`'s `×`), `moa run` prints
+    them escaped and exits 0, where the finished run ended in a traceback."""
+    with SimServer(models={"sim": SimModel(answer=lambda req: "Δ × café")}) as srv:
+        topo = tmp_path / "t.yaml"
+        topo.write_text(
+            "name: t\nkind: single\nagent: a\nagents:\n"
+            f'  a: {{model: openai/sim, api_base: "{srv.base_url}", retry: {{max_attempts: 1}}}}\n'
+        )
+        p = _run_with_stdin(topo, None, input=b"Why?", env={"PYTHONIOENCODING": "ascii"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode("ascii").strip() == "\\u0394 \\xd7 caf\\xe9"
+
+
 def test_a_prompt_of_a_bare_at_names_the_mistake() -> None:
     """`--prompt @` (no file after the @) says so, rather than "moa: : no such file"."""
     p = moa_cli("run", "local-single", "--prompt", "@")
