@@ -92,6 +92,22 @@ def test_definition_does_not_depend_on_execution_below_topology() -> None:
         assert not any(m.startswith(("moa._run", "moa.calls", "moa.experiment")) for m in reached), module
 
 
+def test_the_layers_docs_architecture_names() -> None:
+    """What docs/architecture.md says of the layers holds: the models reach nothing of moa's above
+    errors, results and scrub; `moa/eval` never reaches `moa/experiment`; errors and results import
+    nothing of moa's at run time."""
+    g = import_graph()
+
+    def reached(prefix: str) -> set[str]:
+        return {
+            m for n in g if n.startswith(prefix) for m in nx.descendants(g, n) if not m.startswith(prefix)
+        }
+
+    assert reached("moa.models") <= {"moa.errors", "moa.results", "moa.scrub"}
+    assert not {m for m in reached("moa.eval") if m.startswith("moa.experiment")}
+    assert not reached("moa.errors") | reached("moa.results")
+
+
 def test_modules_are_split_before_800_lines() -> None:
     """No module of moa/ passes 800 lines: split at a clear boundary long before that."""
     big = {
