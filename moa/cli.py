@@ -76,8 +76,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{f}: {where}warning: agent `{name}` is declared but no node uses it", file=sys.stderr)
             for line in [*_unpriced(agents), *_unknown_tiers(agents)]:
                 print(f"{f}: {line}", file=sys.stderr)
-            print(f"ok: {f} ({t.name}: {len(t.graph.order)} nodes, output `{t.graph.output}`)")
+            print(f"ok: {f} ({t.name}: {_shape(t)}, output `{t.graph.output}`)")
     return 2 if bad else 0
+
+
+def _shape(t: Any) -> str:
+    """``4 nodes``; for a cascade, whose ``graph`` is its last stage's, the nodes of every stage
+    and judge (it printed ``1 nodes`` for two stages of 3)."""
+    parts = getattr(t, "parts", None)
+    if parts is None:
+        return f"{len(t.graph.order)} nodes"
+    nodes = sum(len(g.order) for _, g in parts())
+    return f"{len(t.stage_list)} stages, {nodes} nodes"
 
 
 def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:

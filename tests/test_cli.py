@@ -506,3 +506,18 @@ def test_main_writes_to_a_stdout_whose_write_returns_nothing() -> None:
     with contextlib.redirect_stdout(console):
         assert main(["topologies"]) == 0
     assert "parallel-3" in "".join(console.text)
+
+
+def test_validate_counts_every_stage_of_a_cascade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa validate` on a cascade counts its stages and all their nodes, a judge's included, not
+    the last stage's graph alone (`1 nodes` for two stages of 3 nodes)."""
+    f = tmp_path / "c.yaml"
+    f.write_text(
+        "name: c\nkind: cascade\nagents:\n  a: {model: openai/gpt-4o-mini, temperature: 0.7}\n"
+        "  r: {model: openai/gpt-4o-mini}\n"
+        "stages:\n  - {agent: a, samples: 2, accept: {judge: {agent: r, threshold: 0.8}}}\n"
+        "  - {agent: a}\n"
+    )
+    assert main(["validate", str(f)]) == 0
+    # s1.sample1, s1.sample2, s1.vote, s1.judge.rate, s2.answer
+    assert capsys.readouterr().out.strip() == f"ok: {f} (c: 2 stages, 5 nodes, output `s2.answer`)"
