@@ -104,14 +104,20 @@ def _report(args: argparse.Namespace) -> int:
     # lazy: see the module docstring
     import asyncio
 
+    from moa.errors import BaselineFailed, UserError
     from moa.experiment.analysis.summary import baseline_problem
     from moa.experiment.experiment import rebuild_report
     from moa.experiment.report.text import print_table
 
     summary = asyncio.run(rebuild_report(args.dir))
     print_table(summary)
-    if baseline_problem(summary):
-        return 2
+    problem = baseline_problem(summary)
+    if problem:
+        # as `moa compare` ends on the same store: a line saying why, and exit 1 when the runs failed
+        base = summary.setup(summary.baseline)
+        raise (BaselineFailed if base.runs and base.errors >= base.runs else UserError)(
+            f"{args.dir}: {problem}"
+        )
     return 0
 
 

@@ -117,6 +117,26 @@ def test_baseline_with_no_quality_is_one_line(tmp_path: Path) -> None:
     assert "upstream down" in report
 
 
+def test_moa_report_ends_as_compare_did_on_a_failed_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moa report` on a store whose baseline runs all failed exits 1 with the line `moa compare`
+    printed; it exited 2 (bad input) and said nothing on stderr."""
+    exp = _write(tmp_path)
+
+    def fn(req: object) -> object:
+        return ProviderError("upstream down") if getattr(req, "model", "") == "sim/a" else "x"
+
+    with pytest.raises(BaselineFailed):
+        _run(exp, tmp_path, fn)
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("Setup ")  # the table still
+    assert captured.err.strip().startswith("moa: run failed: BaselineFailed: ")
+    assert "baseline `single` has no quality: all 3 of its stored runs failed" in captured.err
+
+
 def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`moa compare` on a missing dataset exits 2 with one line on stderr."""
     exp = _write(
