@@ -120,8 +120,12 @@ def test_missing_keys_are_named_per_variable_before_any_call(monkeypatch: pytest
     # a fake answering every model needs no key: the runner's preflight passes
     fake = moa.Runner(models={"*": FunctionModel(lambda r: "x")})
     fake.preflight(t)
-    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+    with pytest.raises(UserError, match="OPENAI_API_KEY") as refused:
         moa.Runner().preflight(t)
+    # the line the README quotes for its tour's file, whose agents (as these) name their variable
+    said = str(refused.value).splitlines()[0].removeprefix("parallel-3: ")
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert said.startswith("`OPENAI_API_KEY` is not set") and said in readme, said
 
 
 def test_run_compare_and_serve_refuse_missing_keys_with_exit_2(tmp_path: Path) -> None:
