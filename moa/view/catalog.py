@@ -70,7 +70,9 @@ def manifest_problem(manifest: Any) -> str | None:
 def find_experiments(root: Path) -> dict[str, Path]:
     """Key -> folder: ``root`` itself when it holds a store, else its subfolders that do (sorted)."""
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder")
+        # the experiment file, or a report in the folder, is a likely mistake: say what to give
+        what = "is a file, not a folder" if root.exists() else "no such folder"
+        raise UserError(f"{root}: {what} (give the --out folder of `moa compare`)")
     if (root / STORE_NAME).exists():
         return {root.resolve().name or "experiment": root}
     found = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and (p / STORE_NAME).exists()}

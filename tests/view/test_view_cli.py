@@ -36,11 +36,17 @@ def test_bad_flags_are_one_line_and_exit_2(
 
 
 def test_a_folder_without_experiments_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A folder holding no experiment store, or no folder at all: exit 2 naming it."""
+    """A folder holding no experiment store, no folder at all, or a file: exit 2 naming it."""
     assert main(["view", str(tmp_path)]) == 2
     assert f"{tmp_path}: no experiment here" in capsys.readouterr().err
     assert main(["view", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # the experiment file given for its folder: a file, which it said did not exist
+    (tmp_path / "exp.yaml").write_text("name: e\n")
+    assert main(["view", str(tmp_path / "exp.yaml")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"moa view: {tmp_path / 'exp.yaml'}: is a file, not a folder (give the --out folder of `moa compare`)"
+    )
 
 
 def test_view_is_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
