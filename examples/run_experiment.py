@@ -8,6 +8,10 @@ order: a tie goes to it) is the right one: about 0.74 in all. The report says wh
 enough to tell the two apart.
 
     python examples/run_experiment.py [OUT_DIR]
+
+The simulator listens on a new port each time, and a setup's ``api_base`` is part of what its stored
+runs are checked against, so a second run cannot resume the first: it writes to ``OUT_DIR-2`` (then
+``-3``, ...) and leaves the earlier results as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +28,17 @@ from moa.testing.sim import SimModel, SimServer
 N = 200
 
 
+def fresh(out: Path) -> Path:
+    """``out``, or the first of ``out-2``, ``out-3``, ... that holds no earlier run of this script."""
+    folder, n = out, 1
+    while (folder / "experiment.sqlite").exists():
+        n += 1
+        folder = out.with_name(f"{out.name}-{n}")
+    return folder
+
+
 def main(out: Path) -> None:
+    out = fresh(out)
     rows = [{"id": f"q{i}", "input": f"What is {i} + {i}?", "target": str(2 * i)} for i in range(N)]
     answers = {r["input"]: r["target"] for r in rows}
     models = {

@@ -82,6 +82,18 @@ def test_run_experiment_example(tmp_path: Path) -> None:
     assert abs(float(printed[majority][-2]) - float(quoted["majority-of-3 *"][-2])) <= 0.03
 
 
+def test_run_experiment_example_runs_again(tmp_path: Path) -> None:
+    """A second `python examples/run_experiment.py` writes beside the first and prints its table: it
+    ended in a traceback (`setup `single` changed since its runs were stored`), the simulator's new
+    port making the stored setups' api_base differ."""
+    first = _run(str(EXAMPLES / "run_experiment.py"), cwd=tmp_path)
+    again = _run(str(EXAMPLES / "run_experiment.py"), cwd=tmp_path)
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    assert "majority-of-3 vs single: +" in again.stdout
+    assert again.stdout.strip().endswith("reports in moa-results/majority-vote-2/")
+    assert (tmp_path / "moa-results" / "majority-vote" / "summary.json").is_file()  # kept as it was
+
+
 @pytest.mark.local_model
 @pytest.mark.skipif(not HAS_LLAMA, reason="the `local` extra (llama-cpp-python) is not installed")
 def test_local_quiz_example(tmp_path: Path) -> None:
