@@ -38,7 +38,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument(
         "--pairs",
         choices=["baseline", "all"],
-        default="baseline",
         help="with --vote: each setup against the baseline (default), or every two setups",
     )
     p.set_defaults(func=run)
@@ -84,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         return fail(f"--port must be within 0..65535 (got {args.port})")
-    if args.voter is not None and not args.vote:
-        return fail("--voter is only read with --vote")
+    for flag, value in (("--voter", args.voter), ("--pairs", args.pairs)):
+        if value is not None and not args.vote:  # a vote the user meant to start, not silently a browse
+            return fail(f"{flag} is only read with --vote")
     if args.vote and (problem := voter_problem(args.voter)):
         return fail(problem)
     try:
@@ -94,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
         uvicorn = require("uvicorn")
         hosts = allowed_hosts(args.host)
         app = create_app(
-            Path(args.dir), voter=args.voter if args.vote else None, pairs=args.pairs, allowed_hosts=hosts
+            Path(args.dir),
+            voter=args.voter if args.vote else None,
+            pairs=args.pairs or "baseline",
+            allowed_hosts=hosts,
         )
     except UserError as e:
         return fail(str(e).splitlines()[0])

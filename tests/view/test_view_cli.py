@@ -35,6 +35,13 @@ def test_bad_flags_are_one_line_and_exit_2(
     assert err.startswith("moa view: ") and says in err and "\n" not in err
 
 
+def test_pairs_without_vote_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--pairs all` without `--vote` is refused as `--voter` is, before the folder is read: it
+    started a plain viewer, the vote the user meant silently not there."""
+    assert main(["view", str(tmp_path / "missing"), "--pairs", "all"]) == 2
+    assert capsys.readouterr().err.strip() == "moa view: --pairs is only read with --vote"
+
+
 def test_a_folder_without_experiments_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A folder holding no experiment store, no folder at all, or a file: exit 2 naming it."""
     assert main(["view", str(tmp_path)]) == 2
