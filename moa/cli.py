@@ -224,6 +224,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.prompt_arg is None):
         given = "the prompt twice, as PROMPT and as --prompt" if args.prompt is not None else "no prompt"
         raise UserError(f"run: {given}: give it once (moa run TOPOLOGY PROMPT, or --prompt PROMPT)")
+    if args.trace and not args.json:  # the trace the user asked for would go nowhere, unsaid
+        raise UserError("--trace is only read with --json (it adds each call's messages and reply to it)")
     topology = load(args.topology)
     _check_local_models(topology, args.topology)
     prompt = _read_prompt(args.prompt if args.prompt is not None else args.prompt_arg)

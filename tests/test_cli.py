@@ -299,6 +299,15 @@ def test_run_json_trace_adds_messages_and_replies(tmp_path: Path) -> None:
     assert any(m["content"] == "hello trace" for c in calls for m in c["messages"])
 
 
+def test_trace_without_json_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa run --trace` without `--json` is one line and exit 2 before anything loads: the answer
+    was printed and the trace asked for silently dropped."""
+    assert main(["run", "no-such-topology", "--prompt", "x", "--trace"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "moa: --trace is only read with --json (it adds each call's messages and reply to it)"
+    )
+
+
 def test_deadline_on_the_litellm_path_prints_no_never_awaited_warning(tmp_path: Path) -> None:
     """A run cut by --deadline-s while litellm is mid-call ends with exit 1 and one line, without
     the `coroutine ... was never awaited` RuntimeWarning litellm's dropped inner call would print."""
