@@ -460,6 +460,32 @@ def test_command_line_prints_the_url_and_serves() -> None:
     assert proc.returncode == 0
 
 
+def test_command_line_bad_input_is_one_line_and_exit_2() -> None:
+    """A fault rate outside [0, 1], a port past 65535 or one already taken: one line naming it and
+    exit 2, where each was a traceback."""
+    import socket
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = {}
+        for args, line in [
+            (["--fault-rate", "2"], "FaultPlan: rate=2.0 is not within [0, 1]"),
+            (["--port", "70000"], "--port must be within 0..65535 (got 70000)"),
+            (["--port", str(port)], f"cannot listen on 127.0.0.1:{port}: Address already in use"),
+        ]:
+            cmd = [sys.executable, "-m", "moa.testing.sim", *args]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
+            said[args[0] + " " + args[1]] = (
+                done.returncode,
+                done.stderr.strip(),
+                f"python -m moa.testing.sim: {line}",
+            )
+    assert all(code == 2 and err == want for code, err, want in said.values()), said
+
+
 # -- the old name ---------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 import httpx
 
+from moa.errors import UserError
 from moa.testing.sim.faults import FaultPlan
 from moa.testing.sim.models import SimModel
 from moa.testing.sim.server import SimServer
@@ -35,8 +37,17 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> None:
     if args.self_check:
         asyncio.run(_self_check())
         return
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    # bad values and a port already taken are one line and exit 2, as `moa serve` says them
+    if not 0 <= args.port <= 65535:
+        parser.exit(2, f"{prog}: --port must be within 0..65535 (got {args.port})\n")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args))
+    except UserError as e:
+        parser.exit(2, f"{prog}: {e}\n")
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)  # asyncio's strerror repeats the address
+        parser.exit(2, f"{prog}: cannot listen on {args.host}:{args.port}: {why}\n")
 
 
 async def _serve(args: argparse.Namespace) -> None:
