@@ -191,10 +191,15 @@ async def test_a_budget_refusal_inside_a_quorum_is_budget_exceeded() -> None:
     assert not isinstance(info.value, moa.QuorumNotReached) and info.value.needed_usd is not None
 
 
-def _run_with_stdin(topo: Path, stdin: Any, **popen: Any) -> subprocess.CompletedProcess[str]:
+def _run_with_stdin(
+    topo: Path, stdin: Any, *, closed: bool = False, **popen: Any
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", **popen.pop("env", {})}
+    cmd = [sys.executable, "-m", "moa", "run", str(topo), "--prompt", "-"]
+    if closed:  # `moa run ... <&-`: the shell closes the descriptor before moa starts
+        cmd = ["sh", "-c", 'exec "$0" "$@" <&-', *cmd]
     return subprocess.run(
-        [sys.executable, "-m", "moa", "run", str(topo), "--prompt", "-"],
+        cmd,
         stdin=stdin,
         capture_output=True,
         env=env,
@@ -224,7 +229,7 @@ def test_a_prompt_from_stdin_is_read_as_a_prompt_file_is(tmp_path: Path) -> None
         # strict: what Python does under a UTF-8 locale other than C's, where this was a traceback
         strict = _run_with_stdin(topo, None, input=bad, env={"PYTHONIOENCODING": "utf-8:strict"})
         lenient = _run_with_stdin(topo, None, input=bad, env={"PYTHONIOENCODING": "utf-8:surrogateescape"})
-        closed = _run_with_stdin(topo, subprocess.DEVNULL, preexec_fn=lambda: os.close(0))
+        closed = _run_with_stdin(topo, subprocess.DEVNULL, closed=True)
         with open("/dev/zero", "rb") as zero:
             endless = _run_with_stdin(topo, zero)
     assert ok.returncode == 0 and seen == ["What is 7 + 5?\n"]
