@@ -56,6 +56,37 @@ def test_instructions_written_twice_is_malformed() -> None:
         parse_plan('{"instructions": ["a", "b"], "instructions": ["c", "d"]}', 2, node="plan", model="m")
 
 
+def test_a_corrected_plan_after_a_draft_is_the_one_run() -> None:
+    """A draft plan followed by a corrected one runs the correction, fenced draft or not: the first
+    plan of the reply was taken, so the draft the model withdrew was carried out."""
+    draft, final = '{"instructions": ["a", "b"]}', '{"instructions": ["c", "d"]}'
+    for text in (
+        f"Draft: {draft}\nActually, here is the final plan: {final}",
+        f"```json\n{draft}\n```\nActually, here is the final plan: {final}",
+        f'Draft: {draft}\nFinal: {final}\nWorkers: ["alice", "bob"]',
+    ):
+        assert parse_plan(text, 2, node="plan", model="m") == ["c", "d"], text
+
+
+def test_the_form_echoed_before_the_plan_is_not_the_plan() -> None:
+    """The form the plan prompt shows, echoed before the plan, is not handed to the workers."""
+    text = 'You asked for {"instructions": ["...", "..."]}. Here: {"instructions": ["c", "d"]}'
+    assert parse_plan(text, 2, node="plan", model="m") == ["c", "d"]
+
+
+def test_a_correction_that_falls_short_is_malformed() -> None:
+    """A last plan with too few instructions is malformed (retried), not a fall back to the draft."""
+    text = '{"instructions": ["a", "b"]} Hmm, better: {"instructions": ["c"]}'
+    with pytest.raises(MalformedReply, match="plan has 1 instructions but there are 2 workers"):
+        parse_plan(text, 2, node="plan", model="m")
+
+
+def test_a_plan_of_no_instructions_says_so() -> None:
+    """`{"instructions": []}` is refused for its count, not as a reply that holds no JSON."""
+    with pytest.raises(MalformedReply, match="plan has 0 instructions but there are 2 workers"):
+        parse_plan('{"instructions": []}', 2, node="plan", model="m")
+
+
 @pytest.mark.parametrize(
     "hostile",
     ["[" * 100_000 + "]" * 100_000, '{"instructions": [' + "1" * 5000 + "]}"],
@@ -111,3 +142,30 @@ async def test_a_plan_reply_holding_a_lone_surrogate_is_retried() -> None:
     result = await topo.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(answer)}))
     plan = next(c for c in result.calls if c.node == "plan")
     assert plan.attempts == 2 and plan.reply == '{"instructions": ["a", "b"]}'
+
+
+async def test_workers_are_sent_the_corrected_plan() -> None:
+    """In a hierarchical run, a manager that corrects its draft plan has its workers sent the
+    correction's instructions, and the draft's reach no one."""
+    reply = 'Draft: {"instructions": ["draft a", "draft b"]}\nActually: {"instructions": ["fix a", "fix b"]}'
+    sent: list[str] = []
+
+    def answer(req: ModelRequest) -> str:
+        content = str(req.messages[-1]["content"])
+        if "splitting a task" in content:
+            return reply
+        sent.append(content)
+        return "done"
+
+    topo = load_data(
+        {
+            "name": "h",
+            "kind": "hierarchical",
+            "manager": "m",
+            "workers": ["m", "m"],
+            "agents": {"m": {"model": "fake/m"}},
+        }
+    )
+    await topo.run("q", runner=moa.Runner(models={"fake/*": FunctionModel(answer)}))
+    workers = [s for s in sent if "Your manager's instruction" in s]
+    assert len(workers) == 2 and all("fix " in s and "draft" not in s for s in workers), workers

@@ -11,7 +11,7 @@ from typing import Any
 
 from moa.safe_read import DuplicateKey, lone_surrogate, unique_pairs
 
-__all__ = ["DuplicateKey", "NotFinite", "NotText", "json_candidates", "loads_unique"]
+__all__ = ["DuplicateKey", "NotFinite", "NotText", "json_candidates", "json_spans", "loads_unique"]
 
 _FENCED = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.S)
 
@@ -29,12 +29,13 @@ _OPENING = re.compile(r'\{\s*["}]|\[\s*(?:[\[{"\]\-0-9]|true|false|null)')
 _DECODER = json.JSONDecoder()
 
 
-def _top_level_values(text: str) -> list[str]:
-    """The complete JSON values of ``text`` that no other one holds, in order: after each value the
+def _top_level_values(text: str) -> list[tuple[int, str]]:
+    """The complete JSON values of ``text`` that no other one holds, with where each starts, in
+    order: after each value the
     search goes on past its end, so prose holding braces of its own around the value (even an
     example before it, ``use {} for none: {"a": 1}``) does not hide it, and a piece of a value (the
     first object of an array, a list inside an object) is never taken for the whole."""
-    found: list[str] = []
+    found: list[tuple[int, str]] = []
     failed = 0
     m = _OPENING.search(text)
     while m is not None and failed < _MAX_OPENINGS and len(found) < _MAX_VALUES:
@@ -45,23 +46,32 @@ def _top_level_values(text: str) -> list[str]:
             failed += 1
             m = _OPENING.search(text, start + 1)
             continue
-        found.append(text[start:end])
+        found.append((start, text[start:end]))
         m = _OPENING.search(text, end)
     return found
 
 
+def json_spans(text: str) -> list[tuple[int, str]]:
+    """The spans of ``text`` that may be JSON, each with where it starts in ``text``, most explicit
+    first: each fenced block, then the complete top-level objects and then arrays
+    (``_top_level_values``), then the whole reply. A span written twice is offered at each place."""
+    found: list[tuple[int, str]] = []
+    for m in _FENCED.finditer(text):
+        body = m.group(1)
+        found.append((m.start(1) + len(body) - len(body.lstrip()), body.strip()))
+    values = _top_level_values(text)
+    found += [v for v in values if v[1][0] == "{"]
+    found += [v for v in values if v[1][0] == "["]
+    found.append((len(text) - len(text.lstrip()), text.strip()))
+    return found
+
+
 def json_candidates(text: str) -> list[str]:
-    """The spans of ``text`` that may be JSON, most explicit first: each fenced block, then the
-    complete top-level objects and then arrays (``_top_level_values``), then the whole reply.
+    """The spans of ``text`` that may be JSON, most explicit first (``json_spans``), each once.
     Callers try them in order and keep the first that parses into what they need. No span inside a
     complete value is offered: a reply ``[{"a": 1}, {"a": 2}]`` or ``{"notes": ["x", "y"]}`` is of
     the wrong shape, not an answer whose first item (or inner list) is the one meant."""
-    found = [m.group(1).strip() for m in _FENCED.finditer(text)]
-    values = _top_level_values(text)
-    found += [v for v in values if v[0] == "{"]
-    found += [v for v in values if v[0] == "["]
-    found.append(text.strip())
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(span for _, span in json_spans(text)))
 
 
 class NotText(ValueError):

@@ -4,9 +4,11 @@ runner retries like any other malformed reply, its tokens still on the record.""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
-from moa._run.json_reply import DuplicateKey, NotText, json_candidates, loads_unique
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from moa._run.json_reply import DuplicateKey, NotText, json_spans, loads_unique
 from moa.errors import MalformedReply
 
 __all__ = ["parse_plan"]
@@ -14,37 +16,61 @@ __all__ = ["parse_plan"]
 
 class _Plan(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    instructions: list[str] = Field(min_length=1)
+    #: may be empty: `{"instructions": []}` is a plan of no tasks, refused for its count
+    instructions: list[str]
+
+
+def _read(span: str, *, node: str, model: str) -> tuple[bool, list[str]] | None:
+    """``span`` as a plan: (whether it is the ``{"instructions": [...]}`` asked for, its
+    instructions), or None when it is no plan."""
+    try:
+        data: Any = loads_unique(span)
+        if isinstance(data, list):
+            # a bare list of strings is a plan too, but an empty one is no plan: prose's `[]`
+            return (False, _Plan(instructions=data).instructions) if data else None
+        return True, _Plan.model_validate(data).instructions
+    except (DuplicateKey, NotText) as e:
+        # two `instructions` (which plan was meant is unknown), or an instruction no worker's
+        # request could carry
+        raise MalformedReply(f"plan: {e}", model=model, node=node) from None
+    except (ValueError, RecursionError, ValidationError):
+        # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
+        return None
+
+
+def _last_plan(text: str, *, node: str, model: str) -> list[str] | None:
+    """The plan the reply ends on: the last ``{"instructions": [...]}`` in it, or failing any,
+    the last bare list of strings. A model that drafts a plan and then corrects it ("Actually, the
+    final plan: ...") means the correction, and one that first echoes the form it was asked for
+    (`{"instructions": ["...", "..."]}`) means what follows; the first plan ran the draft."""
+    read: dict[str, tuple[bool, list[str]] | None] = {}
+    best: tuple[bool, int, list[str]] | None = None
+    for start, span in json_spans(text):
+        if span not in read:
+            read[span] = _read(span, node=node, model=model)
+        plan = read[span]
+        if plan is not None and (best is None or (plan[0], start) > best[:2]):
+            best = (plan[0], start, plan[1])
+    return None if best is None else best[2]
 
 
 def parse_plan(text: str, n: int, *, node: str, model: str) -> list[str]:
     """A manager's reply as exactly ``n`` instructions, or ``MalformedReply`` (which is retried)."""
-    for c in json_candidates(text):
-        try:
-            data = loads_unique(c)
-            if isinstance(data, list):
-                data = {"instructions": data}
-            plan = _Plan.model_validate(data)
-        except (DuplicateKey, NotText) as e:
-            # two `instructions` (which plan was meant is unknown), or an instruction no worker's
-            # request could carry
-            raise MalformedReply(f"plan: {e}", model=model, node=node) from None
-        except (ValueError, RecursionError, ValidationError):
-            # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
-            continue
-        items = [s.strip() for s in plan.instructions]
-        if len(items) < n:
-            raise MalformedReply(
-                f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
-            )
-        # instruction i is worker i's: dropping a blank one would hand the next worker's task down
-        blank = next((i for i, s in enumerate(items[:n], 1) if not s), None)
-        if blank is not None:
-            raise MalformedReply(
-                f"plan's instruction {blank} (of {n}, one per worker) is empty", model=model, node=node
-            )
-        return items[:n]
-    snippet = " ".join(text.split())[:80]
-    raise MalformedReply(
-        f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
-    )
+    plan = _last_plan(text, node=node, model=model)
+    if plan is None:
+        snippet = " ".join(text.split())[:80]
+        raise MalformedReply(
+            f'plan is not JSON of the form {{"instructions": [...]}}: "{snippet}"', model=model, node=node
+        )
+    items = [s.strip() for s in plan]
+    if len(items) < n:
+        raise MalformedReply(
+            f"plan has {len(items)} instructions but there are {n} workers", model=model, node=node
+        )
+    # instruction i is worker i's: dropping a blank one would hand the next worker's task down
+    blank = next((i for i, s in enumerate(items[:n], 1) if not s), None)
+    if blank is not None:
+        raise MalformedReply(
+            f"plan's instruction {blank} (of {n}, one per worker) is empty", model=model, node=node
+        )
+    return items[:n]
