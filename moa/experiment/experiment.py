@@ -164,7 +164,7 @@ class Experiment:
         """The experiment checked as ``run`` checks it, and what a run would send (``moa compare
         --dry-run``): no call is made, and no store or folder is created."""
         c = self._checked(self.runner or Runner(), self.runner is None)
-        stored, spent = _stored_runs(self.out, c.setups, retry_errors=self.spec.retry_errors)
+        stored, spent, spent_max = _stored_runs(self.out, c.setups, retry_errors=self.spec.retry_errors)
         samples = self.spec.samples
         hashes = [(i, item_hash(i)) for i in c.dataset.items]
         plans = []
@@ -202,6 +202,7 @@ class Experiment:
             bool(stored),
             self.spec.budget_usd,
             spent,
+            spent_max,
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
@@ -239,7 +240,8 @@ class Experiment:
             budget = None
             if spec.budget_usd is not None:
                 budget = Budget(spec.budget_usd)
-                budget.settle(budget.reserve(0.0), store.spent_usd())  # a resumed run counts what was paid
+                # a resumed run counts what was paid, calls of unknown usage at their worst case
+                budget.settle(budget.reserve(0.0), store.spent_usd_max())
             sem = asyncio.Semaphore(spec.concurrency)
             # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
             self.stopped = None
@@ -341,15 +343,15 @@ class _Checked:
 
 def _stored_runs(
     out: Path, setups: Sequence[Setup], *, retry_errors: bool
-) -> tuple[dict[str, set[tuple[str, str, int]]], float]:
-    """The runs a resume would skip, by setup, and what the store has paid; none and 0 when ``out``
-    holds no store yet (nothing is created)."""
+) -> tuple[dict[str, set[tuple[str, str, int]]], float, float]:
+    """The runs a resume would skip, by setup, what the store has paid, and that at most (the worst
+    case of calls of unknown usage); none and 0 when ``out`` holds no store yet (nothing is created)."""
     if not (out / STORE_NAME).is_file():
-        return {}, 0.0
+        return {}, 0.0, 0.0
     store = Store.open(out, create=False)
     try:
         done = {s.name: store.finished(s.name, s.hash, with_errors=not retry_errors) for s in setups}
-        return done, store.spent_usd()
+        return done, store.spent_usd(), store.spent_usd_max()
     finally:
         store.close()
 

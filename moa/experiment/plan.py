@@ -74,8 +74,11 @@ class Plan:
     out: str
     resumed: bool
     budget_usd: float | None = None
-    #: what the store has paid already (a resumed run's budget counts it)
+    #: what the store has paid already
     spent_usd: float = 0.0
+    #: that at most, with the worst case of its calls of unknown usage: what a resumed run's budget
+    #: counts (None: ``spent_usd``)
+    spent_usd_max: float | None = None
 
     def lines(self) -> list[str]:
         data = self.dataset
@@ -96,8 +99,12 @@ class Plan:
         bound = "up to " if self.judge_calls or any(s.at_most for s in self.setups) else ""
         out.append(f"calls to send: {bound}{total}, before retries")
         if self.budget_usd is not None:
-            left = max(self.budget_usd - self.spent_usd, 0.0)
-            out.append(f"budget: ${self.budget_usd:g}, ${self.spent_usd:.6f} spent already, ${left:.6f} left")
+            worst = max(self.spent_usd, self.spent_usd_max or 0.0)
+            left = max(self.budget_usd - worst, 0.0)
+            spent = f"${self.spent_usd:.6f} spent already"
+            if worst > self.spent_usd:
+                spent += f" (up to ${worst:.6f}, calls of unknown usage at their worst case)"
+            out.append(f"budget: ${self.budget_usd:g}, {spent}, ${left:.6f} left")
         if data.items:
             first = data.items[0]
             text = first.input if len(first.input) <= _SHOWN else first.input[:_SHOWN] + "..."

@@ -106,11 +106,14 @@ async def run_pairs(
                     runner, setup.topology, item, budget=spend, deadline_s=spec.deadline_s
                 )
         except BudgetExceeded as e:
-            # not stored: the pair is still to do, and a larger budget resumes it
+            # not stored: the pair is still to do, and a larger budget resumes it; its failed calls
+            # (a worker timed out before the refused call) were paid, or may have been, all the same
+            store.book_unstored(e.calls)
             if not stopped:
                 stopped.append(budget_stop(spec.budget_usd, e))
             return
         except UserError as e:  # a missing API key and the like: every run would fail the same way
+            store.book_unstored(e.calls)
             fatal.append(e)
             return
         except MoAError as e:

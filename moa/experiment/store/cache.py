@@ -155,7 +155,8 @@ class StoreCache:
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored
-        self.store.book_paid(value.cost_usd)
+        unknown = sum(a.worst_case_usd for a in value.attempt_log if a.usage is None)
+        self.store.book_paid(value.cost_usd, unknown)
         self._note(key)
         self.store.commit()
 

@@ -227,12 +227,14 @@ class Store:
         return store
 
     def _start_ledger(self) -> None:
-        """Start the ``paid_usd`` ledger of a store without one (new, or written by an older moa)
-        before anything is booked, so what is booked is never also counted from its run."""
-        if self.get_meta("paid_usd") is not None:
-            return
+        """Start the ``paid_usd`` ledger, and the ``unknown_usd`` one beside it, of a store without
+        them (new, or written by an older moa) before anything is booked, so what is booked is
+        never also counted from its run."""
         try:
-            self.set_meta("paid_usd", self.spent_usd())
+            if self.get_meta("paid_usd") is None:
+                self.set_meta("paid_usd", self.spent_usd())
+            if self.get_meta("unknown_usd") is None:
+                self.set_meta("unknown_usd", self._stored_unknown_usd())
             self.conn.commit()
         except sqlite3.OperationalError:  # read-only (``moa report``): nothing is booked there
             self.conn.rollback()
@@ -649,10 +651,30 @@ class Store:
         judged = self.conn.execute("SELECT COALESCE(SUM(cost_usd), 0) FROM judgments").fetchone()[0]
         return float(runs) + float(judged)
 
-    def book_paid(self, usd: float) -> None:
-        """Add ``usd`` to the ledger of what was paid, in the current transaction."""
+    def spent_usd_max(self) -> float:
+        """``spent_usd`` plus the worst case of every attempt booked with unknown usage (sent, then
+        cut off in flight: the provider may bill it), as a live budget counts them: what a resumed
+        budget starts from. Summing known costs only let a resume spend past the cap the first run
+        kept to."""
+        unknown = self.get_meta("unknown_usd")
+        if not isinstance(unknown, (int, float)) or isinstance(unknown, bool):
+            unknown = self._stored_unknown_usd()  # a store of an older moa opened read-only
+        return self.spent_usd() + float(unknown)
+
+    def _stored_unknown_usd(self) -> float:
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(cost_usd_max - cost_usd), 0) FROM calls "
+            "WHERE cached = 0 AND cost_usd_max > cost_usd"
+        ).fetchone()
+        return float(row[0])
+
+    def book_paid(self, usd: float, unknown_usd: float = 0.0) -> None:
+        """Add ``usd`` to the ledger of what was paid, and ``unknown_usd`` (the worst case of
+        attempts of unknown usage) to the one beside it, in the current transaction."""
         if usd:
             self.set_meta("paid_usd", self.spent_usd() + usd)
+        if unknown_usd > 0:
+            self.set_meta("unknown_usd", self.spent_usd_max() - self.spent_usd() + unknown_usd)
 
     def book_unstored(self, calls: Iterable[CallRecord]) -> None:
         """Book, and commit, the failed calls of work that stores nothing (a judged pair that raised):
@@ -662,7 +684,8 @@ class Store:
 
     def _book_failed(self, calls: Iterable[CallRecord]) -> None:
         # a call that answered was booked when its reply was cached; a failed one may still be billed
-        self.book_paid(sum(c.cost_usd for c in calls if c.error is not None and not c.cached))
+        failed = [c for c in calls if c.error is not None and not c.cached]
+        self.book_paid(sum(c.cost_usd for c in failed), sum(c.cost_usd_max - c.cost_usd for c in failed))
 
     def count(self, table: str) -> int:
         if table not in ("runs", "calls", "scores", "judgments", "cache", "items"):
