@@ -37,6 +37,9 @@ _REPLIES = {
     "blank-first": (f"\n<think>{_REASONING}</think>\n\n42", "\n\n42"),
     # DeepSeek-R1's and QwQ's chat templates open <think> in the prompt
     "opened-by-template": (f"{_REASONING}\n</think>\n\n42", "\n\n42"),
+    # the other tags litellm takes out of a whole reply: the direct path kept them in the answer
+    "thinking-block": (f"<thinking>{_REASONING}</thinking>\n\n42", "\n\n42"),
+    "budget-thinking-block": (f"<budget:thinking>{_REASONING}</budget:thinking>\n\n42", "\n\n42"),
 }
 
 
@@ -90,6 +93,24 @@ async def test_a_streamed_think_block_cut_across_deltas_never_reaches_the_consum
         r = await rt.run(single(srv.base_url, transport), "hi", on_token=tokens.append)
     assert "".join(tokens) == r.output == "\n\n42"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (5, 40)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_thinking_block_answers_the_same_on_every_path(transport: str, stream: bool) -> None:
+    """A leading `<thinking>` block (closed by `</thinking>`, or by `</think>` as litellm allows)
+    is reasoning on both transports, whole or streamed: litellm took it out of a whole reply only,
+    so the same server's reply answered `42` there and its reasoning's `7` on the other paths."""
+    for content in (f"<thinking>{_REASONING}</thinking>\n\n42", f"<think>{_REASONING}</thinking>\n\n42"):
+        pieces = [content[:5], content[5:-6], content[-6:]]
+        tokens: list[str] = []
+        body = _streamed(pieces) if stream else _whole(content)
+        async with raw_server(body) as srv, moa.Runner() as rt:
+            r = await rt.run(
+                single(srv.base_url, transport), "hi", on_token=tokens.append if stream else None
+            )
+        assert r.output == "\n\n42", content
+        assert "".join(tokens) == ("\n\n42" if stream else "")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -217,6 +238,10 @@ _CUTS = [
     ("<thi", "<thi"),
     ("plain answer with <think> inside", "plain answer with <think> inside"),
     ("<thinking is an answer", "<thinking is an answer"),
+    ("<thinking>abc</thinking>\n\nanswer", "\n\nanswer"),
+    (" <budget:thinking>a</budget:thinking>answer", "answer"),
+    ("<think>abc</thinking>answer", "answer"),
+    ("<thinking>never closed", ""),
     ("abc</think>\n42", "abc</think>\n42"),  # opened by the template: streamed as it came
 ]
 
@@ -250,6 +275,9 @@ def test_split_reasoning_reads_only_leading_reasoning() -> None:
         "\n\n1",
     )
     assert split_reasoning("plain") is None
+    assert split_reasoning("<thinking>r</thinking>a") == ("r", "a")
+    assert split_reasoning("<think>r</thinking>a</think>b") == ("r", "a</think>b")
+    assert split_reasoning("a <thinking>r</thinking> b") is None
 
 
 def _reasoned_without_usage(stream: bool) -> bytes:

@@ -7,7 +7,10 @@ with ``--reasoning-format none``, older Ollama) answer ``<think>reasoning</think
 evaluators (an ``exact`` or ``choice`` reading picked a number or letter out of it), to
 the run's output and to ``moa serve``'s clients. The call layer applies this to every backend's
 reply, so the direct path, litellm, the embedded model and a user's own backend agree; the tokens
-stay billed (the usage is the reply's, counted before the reasoning is taken out).
+stay billed (the usage is the reply's, counted before the reasoning is taken out). The block may
+be ``<thinking>`` or ``<budget:thinking>`` too, the tags litellm itself takes out of a whole reply:
+read here alone, one server's reply answered one way over litellm and another over the direct
+path or streamed.
 """
 
 from __future__ import annotations
@@ -22,23 +25,38 @@ from moa.models.openai_wire import empty_reason
 __all__ = ["ThinkFilter", "answer_of", "split_reasoning"]
 
 _OPEN, _CLOSE = "<think>", "</think>"
+#: the tags a leading block may open with, and close with (any of them, as litellm reads them)
+_OPENS = (_OPEN, "<thinking>", "<budget:thinking>")
+_CLOSES = (_CLOSE, "</thinking>", "</budget:thinking>")
+_LONGEST_CLOSE = max(len(c) for c in _CLOSES)
+
+
+def _opening(head: str) -> str | None:
+    """The opening tag ``head`` starts with, if any."""
+    return next((o for o in _OPENS if head.startswith(o)), None)
+
+
+def _first_close(text: str, start: int = 0) -> tuple[int, int]:
+    """Where the first closing tag in ``text`` (from ``start``) begins and ends; (-1, -1) if none."""
+    found = [(i, i + len(c)) for c in _CLOSES if (i := text.find(c, start)) >= 0]
+    return min(found) if found else (-1, -1)
 
 
 def split_reasoning(text: str) -> tuple[str, str] | None:
     """``(reasoning, answer)`` when ``text`` begins with reasoning, else None.
 
-    Reasoning is a ``<think>`` block at the start (after blanks), to its first ``</think>``; a
-    block never closed is all reasoning (the answer is ""). Without an opening tag, the text up
-    to a first ``</think>`` followed by a blank (or the end) is reasoning whose ``<think>`` the
-    chat template wrote. A ``<think>`` further in (quoted HTML, code), and a ``</think>`` quoted
+    Reasoning is a ``<think>`` (``<thinking>``, ``<budget:thinking>``) block at the start (after
+    blanks), to its first closing tag of those; a block never closed is all reasoning (the answer
+    is ""). Without an opening tag, the text up to a first ``</think>`` followed by a blank (or
+    the end) is reasoning whose ``<think>`` the chat template wrote. A ``<think>`` further in (quoted HTML, code), and a ``</think>`` quoted
     mid-sentence, in inline code or in a code block, are the answer's. The answer is what
     follows the tag, as written."""
     head = text.lstrip()
-    if head.startswith(_OPEN):
-        end = head.find(_CLOSE, len(_OPEN))
-        if end < 0:
-            return head[len(_OPEN) :], ""
-        return head[len(_OPEN) : end], head[end + len(_CLOSE) :]
+    if (opening := _opening(head)) is not None:
+        close, stop = _first_close(head, len(opening))
+        if close < 0:
+            return head[len(opening) :], ""
+        return head[len(opening) : close], head[stop:]
     end = text.find(_CLOSE)
     if end < 0 or _OPEN in text[:end]:
         return None
@@ -68,9 +86,9 @@ def answer_of(reply: ModelReply, node: str, model: str) -> ModelReply:
 
 class ThinkFilter:
     """``split_reasoning`` over a stream of tokens, for ``emit``: a reply that begins with
-    ``<think>`` (the tags cut anywhere across tokens) is held back to its ``</think>``, and only
-    what follows is passed on; any other reply passes as it comes, once its first characters show
-    it does not begin so. Blanks are held until text follows them: a reply that is only reasoning,
+    ``<think>`` or another opening tag (cut anywhere across tokens) is held back to its closing
+    tag, and only what follows is passed on; any other reply passes as it comes, once its first
+    characters show it does not begin so. Blanks are held until text follows them: a reply that is only reasoning,
     or blank, then reaches the consumer not at all, and may be retried (a token passed on forbids
     it). ``flush`` passes on what was held back of a reply that ended before showing a ``<think>``
     (``<thi``). Reasoning whose ``<think>`` the chat template opened cannot be told from an answer
@@ -94,22 +112,23 @@ class ThinkFilter:
         text = self._held + piece
         if self._state == self._START:
             head = text.lstrip()
-            if len(head) < len(_OPEN) and _OPEN.startswith(head):  # blanks, or `<thi` so far
+            opening = _opening(head)
+            if opening is None and any(o.startswith(head) for o in _OPENS):  # blanks, or `<thi`
                 self._held = text
                 return
-            if not head.startswith(_OPEN):
+            if opening is None:
                 self._state, self._held = self._PASS, ""
                 self._emit(text)
                 return
             self._state = self._INSIDE
-            text = head[len(_OPEN) :]
+            text = head[len(opening) :]
         if self._state == self._INSIDE:
-            end = text.find(_CLOSE)
+            end, after = _first_close(text)
             if end < 0:
-                # only a tail that may begin `</think>` is kept: the reasoning itself is not needed
-                self._held = text[-(len(_CLOSE) - 1) :]
+                # only a tail that may begin a closing tag is kept: the reasoning is not needed
+                self._held = text[-(_LONGEST_CLOSE - 1) :]
                 return
-            self._state, text = self._AFTER, text[end + len(_CLOSE) :]
+            self._state, text = self._AFTER, text[after:]
         if text.isspace() or not text:
             self._held = text
             return
