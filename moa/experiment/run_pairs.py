@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Sequence
 
 from moa._run import Runner
+from moa._run.engine import watch_run
 from moa.calls.budget import Budget
 from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
 from moa.eval.datasets import Item
@@ -102,9 +103,16 @@ async def run_pairs(
                 # past a budget stop, a pair is run from its cached replies only: an empty budget
                 # refuses its first priced call, and the pair stays to do
                 spend = Budget(0.0) if stopped else budget
-                result, turns = await run_item(
-                    runner, setup.topology, item, budget=spend, deadline_s=spec.deadline_s
-                )
+                with watch_run() as watch:
+                    try:
+                        result, turns = await run_item(
+                            runner, setup.topology, item, budget=spend, deadline_s=spec.deadline_s
+                        )
+                    except asyncio.CancelledError:
+                        # Ctrl-C stores nothing of the pair, but its calls cut off in flight may be
+                        # billed: booked at their worst case, as the live budget counted them
+                        store.book_unstored(watch.calls)
+                        raise
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it; its failed calls
             # (a worker timed out before the refused call) were paid, or may have been, all the same

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -105,3 +106,26 @@ def test_a_store_without_the_worst_case_ledger_counts_its_stored_calls(tmp_path:
     conn.commit()
     conn.close()
     assert _ledger(out) == pytest.approx((known, worst))
+
+
+async def test_calls_cut_off_by_a_ctrl_c_stay_on_the_books(tmp_path: Path) -> None:
+    """An experiment cancelled (Ctrl-C) while a call is in flight stores nothing of that pair, but
+    the call may be billed: its worst case stays in what the store may have paid, as the live
+    budget counted it (the resume's budget started without it)."""
+    import asyncio
+
+    out = tmp_path / "out"
+    hang = FunctionModel(lambda r: "x", delay_s=60)
+    models = {"sim/two": hang, "sim/*": FunctionModel(lambda r: "x")}
+    e = Experiment.from_file(
+        _write(tmp_path, "two.yaml"), out=out, runner=Runner(models=models), progress=False
+    )
+    task = asyncio.ensure_future(e.arun())
+    async with asyncio.timeout(30):  # a hang guard: the first pair of `two` starts in milliseconds
+        while hang.in_flight == 0:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    known, worst = _ledger(out)
+    assert worst > known > 0
