@@ -74,6 +74,15 @@ def test_the_form_echoed_before_the_plan_is_not_the_plan() -> None:
     assert parse_plan(text, 2, node="plan", model="m") == ["c", "d"]
 
 
+def test_the_form_echoed_after_the_plan_is_not_the_plan() -> None:
+    """The prompt's example echoed after the plan is no plan: read as the last one, its workers
+    were sent "..." to do; alone in the reply, it is malformed (retried)."""
+    text = '{"instructions": ["c", "d"]}\n(in the form {"instructions": ["...", "..."]})'
+    assert parse_plan(text, 2, node="plan", model="m") == ["c", "d"]
+    with pytest.raises(MalformedReply, match="plan is not JSON of the form"):
+        parse_plan('{"instructions": ["...", "..."]}', 2, node="plan", model="m")
+
+
 def test_a_correction_that_falls_short_is_malformed() -> None:
     """A last plan with too few instructions is malformed (retried), not a fall back to the draft."""
     text = '{"instructions": ["a", "b"]} Hmm, better: {"instructions": ["c"]}'

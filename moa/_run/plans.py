@@ -20,15 +20,21 @@ class _Plan(BaseModel):
     instructions: list[str]
 
 
+#: what the plan prompt's own example holds (`{"instructions": ["...", "..."]}`)
+_PLACEHOLDERS = frozenset({"...", "…"})
+
+
 def _read(span: str, *, node: str, model: str) -> tuple[bool, list[str]] | None:
     """``span`` as a plan: (whether it is the ``{"instructions": [...]}`` asked for, its
-    instructions), or None when it is no plan."""
+    instructions), or None when it is no plan. The prompt's example, echoed anywhere in the reply,
+    is no plan: its workers were sent "..." to do."""
     try:
         data: Any = loads_unique(span)
         if isinstance(data, list):
             # a bare list of strings is a plan too, but an empty one is no plan: prose's `[]`
-            return (False, _Plan(instructions=data).instructions) if data else None
-        return True, _Plan.model_validate(data).instructions
+            plan = (False, _Plan(instructions=data).instructions) if data else None
+        else:
+            plan = True, _Plan.model_validate(data).instructions
     except (DuplicateKey, NotText) as e:
         # two `instructions` (which plan was meant is unknown), or an instruction no worker's
         # request could carry
@@ -36,6 +42,9 @@ def _read(span: str, *, node: str, model: str) -> tuple[bool, list[str]] | None:
     except (ValueError, RecursionError, ValidationError):
         # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
         return None
+    if plan is not None and plan[1] and all(s.strip() in _PLACEHOLDERS for s in plan[1]):
+        return None
+    return plan
 
 
 def _last_plan(text: str, *, node: str, model: str) -> list[str] | None:
