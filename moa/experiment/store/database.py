@@ -656,10 +656,13 @@ class Store:
         cut off in flight: the provider may bill it), as a live budget counts them: what a resumed
         budget starts from. Summing known costs only let a resume spend past the cap the first run
         kept to."""
+        return self.spent_usd() + self._unknown_usd()
+
+    def _unknown_usd(self) -> float:
         unknown = self.get_meta("unknown_usd")
-        if not isinstance(unknown, (int, float)) or isinstance(unknown, bool):
-            unknown = self._stored_unknown_usd()  # a store of an older moa opened read-only
-        return self.spent_usd() + float(unknown)
+        if isinstance(unknown, (int, float)) and not isinstance(unknown, bool):
+            return float(unknown)
+        return self._stored_unknown_usd()  # a store of an older moa opened read-only
 
     def _stored_unknown_usd(self) -> float:
         row = self.conn.execute(
@@ -674,7 +677,7 @@ class Store:
         if usd:
             self.set_meta("paid_usd", self.spent_usd() + usd)
         if unknown_usd > 0:
-            self.set_meta("unknown_usd", self.spent_usd_max() - self.spent_usd() + unknown_usd)
+            self.set_meta("unknown_usd", self._unknown_usd() + unknown_usd)
 
     def book_unstored(self, calls: Iterable[CallRecord]) -> None:
         """Book, and commit, the failed calls of work that stores nothing (a judged pair that raised):
