@@ -41,6 +41,7 @@ __all__ = [
     "checked",
     "claim_watch",
     "log_cancelled",
+    "release_watch",
     "stamp_failure",
     "watch_run",
 ]
@@ -120,6 +121,14 @@ def watch_run() -> Iterator[RunWatch]:
         yield watch
     finally:
         _WATCH.reset(token)
+
+
+def release_watch() -> None:
+    """Let the next run started here claim the watch the last one claimed: a conversation's next
+    turn, whose calls a Ctrl-C cuts off in flight while the first turn's are long settled."""
+    watch = _WATCH.get()
+    if watch is not None:
+        watch.run_id, watch.calls = None, ()
 
 
 def claim_watch(run_id: str, calls: Sequence[CallRecord]) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from moa._run import Runner
+from moa._run.engine import release_watch
 from moa.cascade.context import item_scope
 from moa.errors import MoAError, TimedOut
 from moa.eval.datasets import Item
@@ -65,6 +66,8 @@ async def _run_turns(
             late = TimedOut(f"item `{item.id}` passed its deadline of {deadline_s}s before turn {k}")
             late.calls = calls
             raise late
+        # a caller watching the item (the answer phase, for a Ctrl-C) watches the turn in flight
+        release_watch()
         try:
             result = await runner.run(topology, list(history), deadline_s=left, **kwargs)
         except MoAError as e:

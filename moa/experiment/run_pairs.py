@@ -110,7 +110,9 @@ async def run_pairs(
                         )
                     except asyncio.CancelledError:
                         # Ctrl-C stores nothing of the pair, but its calls cut off in flight may be
-                        # billed: booked at their worst case, as the live budget counted them
+                        # billed: booked at their worst case, as the live budget counted them (the
+                        # watch holds the run in flight: a conversation's earlier turns answered,
+                        # their replies booked when cached)
                         store.book_unstored(watch.calls)
                         raise
         except BudgetExceeded as e:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -12,6 +13,7 @@ import pytest
 
 from moa._run import Runner
 from moa.experiment import Experiment, Store
+from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.testing import FunctionModel
 
 _PRICE = "max_tokens: 5, pricing: {input_per_mtok: 1, output_per_mtok: 1000}"
@@ -112,8 +114,6 @@ async def test_calls_cut_off_by_a_ctrl_c_stay_on_the_books(tmp_path: Path) -> No
     """An experiment cancelled (Ctrl-C) while a call is in flight stores nothing of that pair, but
     the call may be billed: its worst case stays in what the store may have paid, as the live
     budget counted it (the resume's budget started without it)."""
-    import asyncio
-
     out = tmp_path / "out"
     hang = FunctionModel(lambda r: "x", delay_s=60)
     models = {"sim/two": hang, "sim/*": FunctionModel(lambda r: "x")}
@@ -123,6 +123,46 @@ async def test_calls_cut_off_by_a_ctrl_c_stay_on_the_books(tmp_path: Path) -> No
     task = asyncio.ensure_future(e.arun())
     async with asyncio.timeout(30):  # a hang guard: the first pair of `two` starts in milliseconds
         while hang.in_flight == 0:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    known, worst = _ledger(out)
+    assert worst > known > 0
+
+
+class _FollowUpHangs(FunctionModel):
+    """Answers a conversation's first turn at once and hangs on its follow-up."""
+
+    async def complete(self, request: ModelRequest, on_token: TokenCallback | None = None) -> ModelReply:
+        if "follow-up" in str(request.messages[-1]["content"]):
+            self.hanging += 1
+            await asyncio.sleep(60)
+        return await super().complete(request, on_token)
+
+    hanging = 0
+
+
+async def test_a_conversations_turn_cut_off_by_a_ctrl_c_stays_on_the_books(tmp_path: Path) -> None:
+    """A Ctrl-C during a multi-turn item's second turn books that turn's call cut off in flight,
+    not the first turn's (the watch followed the first run of the item only)."""
+    for name in ("base", "two", "judge"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}, {_PRICE}}}\n"
+        )
+    rows = [{"question_id": k, "category": "math", "turns": [f"q {k}", f"follow-up {k}"]} for k in range(2)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "exp.yaml").write_text(
+        "name: mt\ndataset: q.jsonl\nevaluator: {name: judge, topology: judge.yaml}\nbaseline: base.yaml\n"
+        "setups: [two.yaml]\nconcurrency: 1\n"
+    )
+    out = tmp_path / "out"
+    hang = _FollowUpHangs(lambda r: "x")
+    models = {"sim/base": hang, "sim/*": FunctionModel(lambda r: "x")}
+    e = Experiment.from_file(tmp_path / "exp.yaml", out=out, runner=Runner(models=models), progress=False)
+    task = asyncio.ensure_future(e.arun())
+    async with asyncio.timeout(30):  # a hang guard: the second turn starts in milliseconds
+        while hang.hanging == 0:
             await asyncio.sleep(0.01)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
