@@ -16,7 +16,7 @@ from typing import Any
 from moa.experiment import Experiment, Store
 from moa.experiment.store.calls import INSERT_CALL, call_rows
 from moa.experiment.store.database import input_hash
-from moa.results import CallRecord, Usage
+from moa.results import Attempt, CallRecord, Usage
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
 PRICE = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
@@ -428,5 +428,75 @@ def build_hostile(out: Path) -> None:
                 "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
             )
             store.set_meta("manifest", manifest)
+    finally:
+        store.close()
+
+
+def build_retried(out: Path) -> None:
+    """One item, a baseline and a setup whose one call was tried three times: a timeout (usage
+    unknown), a ``flex`` reply it rejected (billed $0.0012) and a ``default`` answer ($0.0034); the
+    baseline's call is from a store written before attempts kept their cost and tier."""
+    store = Store.open(out)
+    try:
+        data = {"id": "r1", "input": "What is 2 plus 2?", "target": "4"}
+        items = [("r1", input_hash(data["input"]), None, json.dumps(data))]
+        usage = Usage(prompt_tokens=100, completion_tokens=20)
+        retried = CallRecord(
+            node="answer",
+            model="openai/tiered-m",
+            usage=usage,
+            cost_usd=0.0046,
+            latency_s=2.0,
+            attempts=3,
+            attempt_log=[
+                Attempt("timeout", 30.0, None, "timed out after 30 s", worst_case_usd=0.01),
+                Attempt("error", 1.0, usage, "content filter", cost_usd=0.0012, service_tier="flex"),
+                Attempt("ok", 1.0, usage, None, cost_usd=0.0034, service_tier="default"),
+            ],
+            service_tier="default",
+            messages=[{"role": "user", "content": data["input"]}],
+            reply="4",
+        )
+        old = CallRecord(
+            node="answer",
+            model="openai/old-m",
+            usage=usage,
+            cost_usd=0.002,
+            latency_s=1.0,
+            attempt_log=[Attempt("ok", 1.0, usage)],
+            messages=[{"role": "user", "content": data["input"]}],
+            reply="4",
+        )
+        setups = [("single", "h-single", True, old), ("tiered", "h-tiered", False, retried)]
+        runs, calls, scores = [], [], []
+        for run_id, (name, h, _, call) in enumerate(setups, 1):
+            cost = call.cost_usd
+            runs.append((run_id, name, h, "r1", items[0][1], "4", cost, 2.0, 2.0, 100, 20, 1, cost))
+            calls.extend(call_rows([call], run_id, None, text_limit=4096))
+            scores.append((run_id, "exact:retried", 1.0, None))
+        manifest = {
+            "experiment": "retried",
+            "dataset": "generated",
+            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b, _ in setups],
+            "evaluator": {"name": "exact"},
+            "evaluator_id": "exact:retried",
+            "pairwise": False,
+            "samples": 1,
+            "item_ids": ["r1"],
+            "seed": 0,
+            "bootstrap_rounds": 50,
+        }
+        with store.conn:
+            store.put_items(items)
+            store.conn.executemany(_INSERT_RUN, runs)
+            store.conn.executemany(INSERT_CALL, calls)
+            store.conn.executemany(
+                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
+            )
+            store.set_meta("manifest", manifest)
+        # the baseline's attempt as a store written before attempts kept their cost and tier holds it
+        old_entry = [{"status": "ok", "latency_s": 1.0, "usage": usage.to_dict(), "error": None}]
+        store.conn.execute("UPDATE calls SET attempt_log = ? WHERE run_id = 1", (json.dumps(old_entry),))
+        store.conn.commit()
     finally:
         store.close()

@@ -23,7 +23,7 @@ import pytest
 from moa.experiment import Store, rebuild_report
 from moa.experiment.store.votes import iter_votes
 from tests.view.conftest import BIG_ITEMS, Served, off_loop, serve
-from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile, build_qa
+from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile, build_qa, build_retried
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -163,6 +163,33 @@ def test_a_qa_item_shows_every_accepted_answer(page: Any, tmp_path: Path) -> Non
         expect(page.locator(".label", has_text="Accepted answers")).to_have_count(1)
         expect(page.locator("pre.target")).to_have_text("Leonardo da Vinci\nda Vinci")
         shot(page, tmp_path, "qa.png")
+
+
+def test_each_attempt_shows_its_cost_and_tier(page: Any, tmp_path: Path) -> None:
+    """A call retried after a timeout and a rejected `flex` reply to a `default` answer lists each
+    attempt's bill and tier; the timeout's bill is unknown, and an attempt stored before attempts
+    kept their cost shows none, not $0."""
+    build_retried(tmp_path / "exps" / "retried")
+    with serve(tmp_path / "exps") as s:
+        page.goto(s.url + "/#/e/retried/item/r1")
+        trace = page.locator(".trace[data-setup='tiered']")
+        trace.locator("g.node[data-node='answer']").click()
+        table = trace.locator("table.attempts")
+        expect(table.locator("thead")).to_contain_text("cost")
+        expect(table.locator("thead")).to_contain_text("tier")
+        rows = table.locator("tbody tr")
+        expect(rows).to_have_count(3)
+        expect(rows.nth(0).locator("td").nth(4)).to_have_text("unknown")
+        expect(rows.nth(1)).to_contain_text("$0.0012")
+        expect(rows.nth(1)).to_contain_text("flex")
+        expect(rows.nth(2)).to_contain_text("$0.0034")
+        expect(rows.nth(2)).to_contain_text("default")
+        shot(page, tmp_path, "attempts.png")
+        page.locator("button.tab[data-setup='single']").click()
+        old = page.locator(".trace[data-setup='single'] table.attempts")
+        expect(old.locator("tbody tr")).to_have_count(1)
+        expect(old.locator("tbody tr td").nth(4)).to_have_text("—")
+        expect(old.locator("thead")).not_to_contain_text("tier")
 
 
 VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]

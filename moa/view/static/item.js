@@ -71,9 +71,19 @@
     return h("div", { class: "messages" }, list.map((m) => h("div", { class: `msg role-${String(m.role).replace(/[^a-z]/g, "")}` }, h("div", { class: "role" }, m.role), pre(m.content))));
   }
 
+  /** An attempt's own bill: unknown when no readable reply came back (the provider may still bill
+   * it), — when its store predates attempts keeping their cost (not $0: nobody knows it was free). */
+  function attemptCost(a) {
+    if (!a.usage) return "unknown";
+    return typeof a.cost_usd === "number" ? fmt.usd(a.cost_usd) : "—";
+  }
+
   function attempts(log) {
     if (!log || !log.length) return null;
-    return table(["attempt", "status", "latency", "tokens", "error"], log.map((a, i) => [String(i + 1), a.status, fmt.sec(a.latency_s), a.usage ? `${fmt.int(a.usage.prompt_tokens)} + ${fmt.int(a.usage.completion_tokens)}` : "unknown", a.error || ""]), { class: "grid small attempts" });
+    // a tier column only when some attempt's reply named one (OpenAI's flex, default, priority)
+    const tiers = log.some((a) => a.service_tier);
+    const headers = ["attempt", "status", "latency", "tokens", "cost", ...(tiers ? ["tier"] : []), "error"];
+    return table(headers, log.map((a, i) => [String(i + 1), a.status, fmt.sec(a.latency_s), a.usage ? `${fmt.int(a.usage.prompt_tokens)} + ${fmt.int(a.usage.completion_tokens)}` : "unknown", attemptCost(a), ...(tiers ? [a.service_tier || ""] : []), a.error || ""]), { class: "grid small attempts" });
   }
 
   /** The part of a call's prompt its provider read from or wrote to its prompt cache. */
