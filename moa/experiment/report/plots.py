@@ -139,9 +139,14 @@ def _place_labels(
 
 def pareto_png(summary: Summary, path: Path) -> str | None:
     """Draw cost (x, from 0) vs quality (y) with CI bars to ``path``; ``None`` when done, else a
-    one-line note."""
+    one-line note. A plot that cannot be drawn removes the one already at ``path``: it is an earlier
+    report's, and beside this report it would show another run's figures."""
     fig = pareto_figure(summary)
     if isinstance(fig, str):
-        return fig
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return fig
+        return f"{fig}; the {path.name} of an earlier report was removed"
     fig.savefig(path, format="png")
     return None
