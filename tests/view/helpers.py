@@ -500,3 +500,51 @@ def build_retried(out: Path) -> None:
         store.conn.commit()
     finally:
         store.close()
+
+
+def build_sixteenths(out: Path) -> None:
+    """16 items: the baseline right on 5 (quality 0.3125), ``six`` on those and one more (0.375, Δ
+    +0.0625) and 1.125 times as slow: figures that sit exactly halfway between two printed digits,
+    where rounding half up and half to even part."""
+    store = Store.open(out)
+    try:
+        ids = [f"s{i:02d}" for i in range(16)]
+        items = []
+        for item_id in ids:
+            data = {"id": item_id, "input": f"Question {item_id}", "target": "yes"}
+            items.append((item_id, input_hash(data["input"]), None, json.dumps(data)))
+        setups = [("single", "h-single", True, 5, 2.0), ("six", "h-six", False, 6, 2.25)]
+        runs, calls, scores = [], [], []
+        run_id = 0
+        usage = Usage(prompt_tokens=100, completion_tokens=20)
+        for name, h, _, right, latency in setups:
+            for k, (item_id, ih, _, _) in enumerate(items):
+                run_id += 1
+                call = CallRecord(
+                    node="answer", model="openai/m", usage=usage, cost_usd=0.001, latency_s=latency
+                )
+                runs.append((run_id, name, h, item_id, ih, "yes", 0.001, latency, latency, 100, 20, 1, 0.001))
+                calls.extend(call_rows([call], run_id, None, text_limit=4096))
+                scores.append((run_id, "exact:16", 1.0 if k < right else 0.0, None))
+        manifest = {
+            "experiment": "sixteenths",
+            "dataset": "generated",
+            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b, _, _ in setups],
+            "evaluator": {"name": "exact"},
+            "evaluator_id": "exact:16",
+            "pairwise": False,
+            "samples": 1,
+            "item_ids": ids,
+            "seed": 0,
+            "bootstrap_rounds": 200,
+        }
+        with store.conn:
+            store.put_items(items)
+            store.conn.executemany(_INSERT_RUN, runs)
+            store.conn.executemany(INSERT_CALL, calls)
+            store.conn.executemany(
+                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
+            )
+            store.set_meta("manifest", manifest)
+    finally:
+        store.close()

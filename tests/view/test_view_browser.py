@@ -21,9 +21,18 @@ import httpx
 import pytest
 
 from moa.experiment import Store, rebuild_report
+from moa.experiment.report.text import table_rows
 from moa.experiment.store.votes import iter_votes
 from tests.view.conftest import BIG_ITEMS, Served, off_loop, serve
-from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, build_hostile, build_qa, build_retried
+from tests.view.helpers import (
+    EVIL,
+    HOSTILE,
+    HOSTILE_ID,
+    build_hostile,
+    build_qa,
+    build_retried,
+    build_sixteenths,
+)
 
 expect: Any = pytest.importorskip("playwright.sync_api").expect
 
@@ -190,6 +199,50 @@ def test_each_attempt_shows_its_cost_and_tier(page: Any, tmp_path: Path) -> None
         expect(old.locator("tbody tr")).to_have_count(1)
         expect(old.locator("tbody tr td").nth(4)).to_have_text("—")
         expect(old.locator("thead")).not_to_contain_text("tier")
+
+
+def test_the_headline_shows_the_digits_of_the_report(page: Any, tmp_path: Path) -> None:
+    """Figures exactly halfway between two printed digits (5 of 16 items: 0.3125; a ratio of 1.125)
+    and p-values read on the page as in report.md, which rounds them to the even digit."""
+    out = tmp_path / "exps" / "sixteenths"
+    build_sixteenths(out)
+    summary = off_loop(lambda: asyncio.run(rebuild_report(out)))
+    expected = [[c.replace(" *", " ★") for c in row] for row in table_rows(summary)]
+    assert expected[0][6] == "0.312" and expected[1][3] == "1.12×"  # the halfway cases are there
+    with serve(out.parent) as s:
+        page.goto(s.url + "/#/e/sixteenths/overview")
+        rows = page.locator("table.headline tbody tr")
+        expect(rows).to_have_count(2)
+        shown = [[c.replace("−", "-") for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(2)]
+        assert shown == expected
+        values = [
+            0.3125,
+            0.0625,
+            1.125,
+            0.8125,
+            0.6875,
+            0.03125,
+            1e-5,
+            1.5e-7,
+            0.05,
+            1.0,
+            0.999999,
+            2.5e-4,
+            0.0,
+        ]
+        got = page.evaluate(
+            "(vs) => vs.map((v) => [MOA.fmt.num(v), MOA.fmt.x(v), MOA.fmt.p(v), MOA.fmt.usd(v)])", values
+        )
+        want = [
+            [
+                f"{v:.3f}",
+                f"{v:.2f}×",
+                f"{v:.3g}" if v else "<1e-300",
+                "$0" if v == 0 else f"${v:.4f}" if v >= 1e-4 else f"${v:.2e}",
+            ]
+            for v in values
+        ]
+        assert got == want
 
 
 VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]

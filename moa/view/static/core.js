@@ -93,16 +93,56 @@ const MOA = (() => {
   }
 
   // -- formats ---------------------------------------------------------------------------------
+  // Digits as report.md prints them (Python's format): a value exactly halfway rounds to the even
+  // digit, where toFixed rounds up, so 5 of 16 (0.3125) read 0.313 here and 0.312 in the report.
+
+  /** v with d decimals, Python's way. A double is halfway at d decimals only when v·2^(d+1) is an
+   * odd integer (the product is exact); toFixed then went away from zero. */
+  function fixed(v, d) {
+    const s = v.toFixed(d);
+    const twice = Math.abs(v) * 2 ** (d + 1);
+    if (!Number.isInteger(twice) || twice % 2 !== 1) return s;
+    const low = Math.floor(Math.abs(v) * 10 ** d);
+    return (v < 0 ? "-" : "") + ((low % 2 === 0 ? low : low + 1) / 10 ** d).toFixed(d);
+  }
+
+  /** Python's format(v, `.${p}g`): p significant digits, trailing zeros dropped, an exponent of two
+   * digits or more below 1e-4 (a p-value of 1e-5 reads 1e-05, as in the report). */
+  function general(v, p) {
+    if (v === 0) return "0";
+    let exp = Math.floor(Math.log10(Math.abs(v)));
+    let d = p - 1 - exp;
+    if (d > 100) return v.toExponential(p - 1).replace(/\.?0+e/, "e").replace(/e([+-])(\d)$/, "e$10$2");
+    let s = fixed(v, Math.max(d, 0));
+    if (Math.abs(Number(s)) >= 10 ** (exp + 1)) {
+      exp += 1; // rounding carried into the next power of ten (9.996 at three digits is 10.0)
+      d -= 1;
+      s = fixed(v, Math.max(d, 0));
+    }
+    if (exp < -4 || exp >= p) {
+      const digits = s.replace(/[-.]/g, "").replace(/^0+/, "").slice(0, p).replace(/0+$/, "") || "0";
+      const mant = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
+      const e = Math.abs(exp) < 10 ? `0${Math.abs(exp)}` : String(Math.abs(exp));
+      return `${v < 0 ? "-" : ""}${mant}e${exp < 0 ? "-" : "+"}${e}`;
+    }
+    return s.includes(".") ? s.replace(/\.?0+$/, "") : s;
+  }
+
   const DASH = "—";
   const fmt = {
-    x: (v) => (v === null || v === undefined ? DASH : `${v.toFixed(2)}×`),
-    num: (v, d = 3) => (v === null || v === undefined ? DASH : v.toFixed(d)),
-    signed: (v, d = 3) => (v === null || v === undefined ? DASH : (v >= 0 ? "+" : "−") + Math.abs(v).toFixed(d)),
+    fixed,
+    x: (v) => (v === null || v === undefined ? DASH : `${fixed(v, 2)}×`),
+    num: (v, d = 3) => (v === null || v === undefined ? DASH : fixed(v, d)),
+    signed: (v, d = 3) => (v === null || v === undefined ? DASH : (v >= 0 ? "+" : "−") + fixed(Math.abs(v), d)),
     int: (v) => (v === null || v === undefined ? DASH : Math.round(v).toLocaleString("en-US")),
+    // a p-value as the report prints it: 0 is an underflow below the smallest double, not a certainty
+    p: (v) => (v === null || v === undefined ? DASH : v > 0 ? general(v, 3) : "<1e-300"),
     usd: (v) => {
       if (v === null || v === undefined) return DASH;
       if (v === 0) return "$0";
-      return v >= 0.0001 ? `$${v.toFixed(4)}` : `$${v.toExponential(2)}`;
+      if (v >= 0.0001) return `$${fixed(v, 4)}`;
+      const [m, e] = v.toExponential(2).split("e");
+      return `$${m}e${e[0]}${e.slice(1).padStart(2, "0")}`;
     },
     sec: (v) => {
       if (v === null || v === undefined) return DASH;
@@ -112,7 +152,7 @@ const MOA = (() => {
     },
     pct: (v) => (v === null || v === undefined ? DASH : `${(100 * v).toFixed(0)}%`),
     ci: (ci, d = 3) => (ci ? `[${fmt.signed(ci[0], d)}, ${fmt.signed(ci[1], d)}]` : ""),
-    range: (ci, d = 0) => (ci ? `[${ci[0].toFixed(d)}, ${ci[1].toFixed(d)}]` : ""),
+    range: (ci, d = 0) => (ci ? `[${fixed(ci[0], d)}, ${fixed(ci[1], d)}]` : ""),
   };
 
   /** A table from headers and rows of cells (strings or nodes). */

@@ -29,7 +29,7 @@
         const cls = ci && ci[0] > 0 ? "good" : ci && ci[1] < 0 ? "bad" : "";
         delta = h("td", { class: cls }, s.delta_vs_baseline === null ? "—" : `${fmt.signed(s.delta_vs_baseline)} ${fmt.ci(ci)}`);
       }
-      const p = s.p_value === null ? "—" : `${s.p_value.toPrecision(3)}${s.p_value_holm !== null ? ` (${s.p_value_holm.toPrecision(3)})` : ""}`;
+      const p = s.p_value === null ? "—" : `${fmt.p(s.p_value)}${s.p_value_holm !== null ? ` (${fmt.p(s.p_value_holm)})` : ""}`;
       return [
         h("td", null, h("a", { href: link(["e", key, "items"], s.is_baseline ? {} : { setup: s.name }) }, s.name), s.pareto ? h("span", { class: "star", title: "Pareto-optimal: nothing else costs no more and scores no less" }, " ★") : null),
         fmt.x(tokens ? s.token_ratio : s.cost_ratio),
@@ -50,9 +50,9 @@
     if (judged) {
       const rows = summary.setups.map((s) => {
         const j = s.judge;
-        const bt = s.bt_rating === null ? "—" : `${s.bt_rating.toFixed(0)} ${fmt.range(s.bt_ci95)}${s.is_baseline ? " (anchor)" : ""}`;
+        const bt = s.bt_rating === null ? "—" : `${fmt.num(s.bt_rating, 0)} ${fmt.range(s.bt_ci95)}${s.is_baseline ? " (anchor)" : ""}`;
         if (!j) return [s.name, "—", "—", "—", s.is_baseline ? "0.500 (baseline)" : "—", bt];
-        return [s.name, String(j.wins), String(j.ties), String(j.losses), `${j.score.toFixed(3)} ${fmt.range(j.score_ci95, 3)}`, bt];
+        return [s.name, String(j.wins), String(j.ties), String(j.losses), `${fmt.num(j.score)} ${fmt.range(j.score_ci95, 3)}`, bt];
       });
       out.push(section(["Judge against ", summary.baseline], table(["Setup", "wins", "ties", "losses", "judge score [95% CI]", "BT rating [95% CI]"], rows, { class: "grid" })));
     }
@@ -61,9 +61,9 @@
         .filter((s) => votes.setups[s.name])
         .map((s) => {
           const v = votes.setups[s.name];
-          const bt = v.bt_rating === null ? "—" : `${v.bt_rating.toFixed(0)} ${fmt.range(v.bt_ci95)}${s.is_baseline ? " (anchor)" : ""}`;
+          const bt = v.bt_rating === null ? "—" : `${fmt.num(v.bt_rating, 0)} ${fmt.range(v.bt_ci95)}${s.is_baseline ? " (anchor)" : ""}`;
           const agree = s.is_baseline || v.agreement === null ? "—" : `${fmt.pct(v.agreement)} (n=${v.agreement_n})`;
-          return [s.name, String(v.votes), String(v.wins), String(v.ties), String(v.losses), bt, agree, v.kappa === null || s.is_baseline ? "—" : v.kappa.toFixed(2)];
+          return [s.name, String(v.votes), String(v.wins), String(v.ties), String(v.losses), bt, agree, v.kappa === null || s.is_baseline ? "—" : fmt.num(v.kappa, 2)];
         });
       out.push(
         section(
@@ -84,10 +84,10 @@
       ...summary.setups.map((s) => {
         const cs = (s.categories || {})[c];
         if (!cs || cs.quality === null) return "—";
-        if (s.is_baseline || cs.delta_vs_baseline === null) return `${cs.quality.toFixed(3)} (n=${cs.n})`;
+        if (s.is_baseline || cs.delta_vs_baseline === null) return `${fmt.num(cs.quality)} (n=${cs.n})`;
         const ci = cs.delta_ci95;
         const cls = ci && ci[0] > 0 ? "good" : ci && ci[1] < 0 ? "bad" : "";
-        return h("td", { class: cls }, `${cs.quality.toFixed(3)} · Δ ${fmt.signed(cs.delta_vs_baseline)} ${fmt.ci(ci)} · n=${cs.n}`);
+        return h("td", { class: cls }, `${fmt.num(cs.quality)} · Δ ${fmt.signed(cs.delta_vs_baseline)} ${fmt.ci(ci)} · n=${cs.n}`);
       }),
     ]);
     return section("Per category", table(["Category", ...summary.setups.map((s) => s.name)], rows, { class: "grid" }));
