@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from moa.errors import ProviderError
 from moa.experiment import Experiment, Store
 from moa.experiment.store.calls import INSERT_CALL, call_rows
 from moa.experiment.store.database import input_hash
-from moa.results import Attempt, CallRecord, Usage
+from moa.results import Attempt, CallRecord, RunResult, Usage
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
 PRICE = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}"
@@ -546,5 +547,49 @@ def build_sixteenths(out: Path) -> None:
                 "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
             )
             store.set_meta("manifest", manifest)
+    finally:
+        store.close()
+
+
+def build_both_failed(out: Path, *, pairwise: bool) -> None:
+    """Item ``i``: the baseline's run and ``moa``'s both failed; item ``j``: both answered. Under a
+    judge the failed pair is stored as a tie (0.5 each), as the summary counts it."""
+    store = Store.open(out)
+    try:
+        for item_id in ("i", "j"):
+            data = {"id": item_id, "input": f"Question {item_id}", "target": "y"}
+            store.put_items([(item_id, input_hash(data["input"]), None, json.dumps(data))])
+        ev = "judge:t" if pairwise else "exact:t"
+        b = store.record_run("base", "h0", "i", "x", None, ProviderError("down"))
+        m = store.record_run("moa", "h1", "i", "x", None, ProviderError("down"))
+        ok = RunResult("y", "t", Usage(), 0.0, 1.0, 1.0, [], {})
+        bj = store.record_run("base", "h0", "j", "x", ok)
+        mj = store.record_run("moa", "h1", "j", "x", ok)
+        if pairwise:
+            store.put_score(b, ev, 0.5, "baseline")
+            store.put_score(m, ev, 0.5, "both failed on this item", baseline_run_id=b)
+            store.put_score(bj, ev, 0.5, "baseline")
+            store.put_score(mj, ev, 0.5, "[[A=B]] / [[A=B]]", baseline_run_id=bj)
+        else:
+            store.put_score(bj, ev, 1.0, None)
+            store.put_score(mj, ev, 1.0, None)
+        store.set_meta(
+            "manifest",
+            {
+                "experiment": "failed",
+                "dataset": "generated",
+                "setups": [
+                    {"name": "base", "hash": "h0", "source": "base", "is_baseline": True},
+                    {"name": "moa", "hash": "h1", "source": "moa", "is_baseline": False},
+                ],
+                "evaluator": {"name": "judge" if pairwise else "exact"},
+                "evaluator_id": ev,
+                "pairwise": pairwise,
+                "samples": 1,
+                "item_ids": ["i", "j"],
+                "seed": 0,
+                "bootstrap_rounds": 50,
+            },
+        )
     finally:
         store.close()

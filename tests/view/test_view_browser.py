@@ -28,6 +28,7 @@ from tests.view.helpers import (
     EVIL,
     HOSTILE,
     HOSTILE_ID,
+    build_both_failed,
     build_hostile,
     build_qa,
     build_retried,
@@ -243,6 +244,25 @@ def test_the_headline_shows_the_digits_of_the_report(page: Any, tmp_path: Path) 
             for v in values
         ]
         assert got == want
+
+
+def test_an_item_both_failed_on_scores_as_the_summary_counts_it(page: Any, tmp_path: Path) -> None:
+    """The baseline and a setup both failed on an item: the item page shows the tie the summary and
+    the items list count (0.5 each under a judge, 0 each otherwise), not a loss of the setup at 0."""
+    for name, pairwise in (("pw", True), ("ref", False)):
+        build_both_failed(tmp_path / "exps" / name, pairwise=pairwise)
+    with serve(tmp_path / "exps") as s:
+        for name, score in (("pw", "0.500"), ("ref", "0.000")):
+            page.goto(f"{s.url}/#/e/{name}/items")
+            expect(page.locator("a[data-outcome='tie'] .count")).to_have_text("2")
+            expect(page.locator("td.cell.error").last).to_have_attribute(
+                "title", f"a run failed; the item scores {score[:4]}"
+            )
+            page.goto(f"{s.url}/#/e/{name}/item/i")
+            card = page.locator(".answer-card[data-setup='moa']")
+            expect(card.locator(".score")).to_have_text(score)
+            expect(card.locator(".outcome")).to_have_text("same as the baseline")
+            expect(page.locator(".answer-card.base .score")).to_have_text(score)
 
 
 VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]

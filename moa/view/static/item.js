@@ -25,17 +25,25 @@
     return parts;
   }
 
+  /** A run's score as the summary and the items list count it: under a judge the stored one, a
+   * failed run's too (a tie, 0.5, when the baseline's run failed as well); otherwise 0 for a failed
+   * run. null while unscored. */
+  function scoreOf(run, d) {
+    if (!run) return null;
+    const v = run.score ? run.score.value : null;
+    return run.error && !d.pairwise ? 0 : v;
+  }
+
   function outcomeOf(entry, d) {
     const run = entry.run;
     if (!run || entry.is_baseline) return null;
-    if (run.error) return "loss";
-    const v = run.score ? run.score.value : null;
+    const v = scoreOf(run, d);
     if (v === null) return null;
     let delta;
     if (d.pairwise) delta = v - 0.5;
     else {
       const base = d.runs.find((e) => e.is_baseline);
-      const bv = base && base.run ? (base.run.error ? 0 : base.run.score ? base.run.score.value : null) : null;
+      const bv = base ? scoreOf(base.run, d) : null;
       if (bv === null) return null;
       delta = v - bv;
     }
@@ -47,7 +55,7 @@
     const head = h("h3", null, entry.setup, entry.is_baseline ? h("span", { class: "badge" }, "baseline") : null);
     if (!run) return h("div", { class: "answer-card missing", "data-setup": entry.setup }, head, h("p", { class: "muted" }, "Not run (yet) on this item."));
     const out = outcomeOf(entry, d);
-    const score = run.error ? 0 : run.score ? run.score.value : null;
+    const score = scoreOf(run, d);
     const scoreLine = h("div", { class: "score-line" },
       h("span", { class: `score ${out || ""}` }, score === null ? "unscored" : fmt.num(score, 3)),
       out ? h("span", { class: `outcome ${out}` }, { win: "better than the baseline", loss: "worse than the baseline", tie: "same as the baseline" }[out]) : null,

@@ -17,7 +17,8 @@
   };
 
   function scoreCell(cell, pairwise, isBase) {
-    if (cell.error) return h("td", { class: "cell error", title: "the run failed (scores 0)" }, "failed");
+    // the score a failed run counts for: 0, or under a judge 0.5 when the baseline's run failed too
+    if (cell.error) return h("td", { class: "cell error", title: cell.score === null ? "the run failed" : `a run failed; the item scores ${fmt.num(cell.score, 2)}` }, "failed");
     if (cell.score === null) return h("td", { class: "cell muted" }, "—");
     if (isBase && pairwise) return h("td", { class: "cell muted" }, "—");
     const text = fmt.num(cell.score, 2);
