@@ -44,6 +44,7 @@ from starlette.routing import Route
 
 from moa import log
 from moa.errors import UserError
+from moa.experiment.report.text import headline_findings
 from moa.experiment.store.votes import add_vote, delete_vote, voted_pairs
 from moa.view.catalog import Catalog, ExperimentFolder
 from moa.view.graph import Deps, layout, stored_topology
@@ -286,6 +287,8 @@ class Viewer:
                 "samples": int(m.get("samples", 1)),
                 "summary": summary.to_dict(),
                 "summary_source": source,
+                # report.md's lines under its table (costs known only up to a bound, failed runs)
+                "notes": headline_findings(summary),
                 "costs": f.cached("costs", costs),
                 "votes": f.cached("votes", lambda: vote_tally(f.store, m, names, base)),
             }

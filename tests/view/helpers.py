@@ -495,6 +495,8 @@ def build_retried(out: Path) -> None:
                 "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
             )
             store.set_meta("manifest", manifest)
+        # the timeout's worst case is not known to be paid: the run's cost is known up to it
+        store.conn.execute("UPDATE runs SET cost_usd_max = 0.0146, unknown_attempts = 1 WHERE run_id = 2")
         # the baseline's attempt as a store written before attempts kept their cost and tier holds it
         old_entry = [{"status": "ok", "latency_s": 1.0, "usage": usage.to_dict(), "error": None}]
         store.conn.execute("UPDATE calls SET attempt_log = ? WHERE run_id = 1", (json.dumps(old_entry),))

@@ -202,6 +202,19 @@ def test_each_attempt_shows_its_cost_and_tier(page: Any, tmp_path: Path) -> None
         expect(old.locator("thead")).not_to_contain_text("tier")
 
 
+def test_the_overview_says_what_the_report_says_under_its_table(page: Any, tmp_path: Path) -> None:
+    """A setup whose cost is known only up to a bound (an attempt timed out): the overview's notes
+    carry report.md's line for it, not only the known cost."""
+    out = tmp_path / "exps" / "retried"
+    build_retried(out)
+    off_loop(lambda: asyncio.run(rebuild_report(out)))
+    line = "tiered: cost $0.004600 known, up to $0.014600"
+    assert line in (out / "report.md").read_text()
+    with serve(out.parent) as s:
+        page.goto(s.url + "/#/e/retried/overview")
+        expect(page.locator("section", has_text="Notes")).to_contain_text(line)
+
+
 def test_the_headline_shows_the_digits_of_the_report(page: Any, tmp_path: Path) -> None:
     """Figures exactly halfway between two printed digits (5 of 16 items: 0.3125; a ratio of 1.125)
     and p-values read on the page as in report.md, which rounds them to the even digit."""

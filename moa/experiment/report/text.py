@@ -17,6 +17,7 @@ from moa.experiment.config import describe_evaluator
 __all__ = [
     "Section",
     "format_table",
+    "headline_findings",
     "html_report",
     "markdown_report",
     "print_notes",
@@ -280,6 +281,13 @@ def _forced_ties(j: JudgeSummary) -> str | None:
     if j.inconsistent:
         parts.append(f"{j.inconsistent} with orders that disagree")
     return ", ".join(parts) + " (each scored a tie)" if parts else None
+
+
+def headline_findings(summary: Summary) -> list[str]:
+    """The lines under report.md's main table past its legend: failed runs, costs known only up to
+    a bound, estimated usage, the token basis, forced ties and the summary's notes (``moa view``
+    shows them under its own table)."""
+    return _headline_notes(summary)[1:]
 
 
 def _headline_notes(summary: Summary) -> list[str]:

@@ -132,7 +132,7 @@
   MOA.pages.overview = async ({ key }) => {
     const d = await api(`/api/e/${enc(key)}/overview`);
     const s = d.summary;
-    const notes = s.notes.length ? section("Notes", h("ul", null, s.notes.map((n) => h("li", null, n)))) : null;
+    const notes = d.notes.length ? section("Notes", h("ul", null, d.notes.map((n) => h("li", null, n)))) : null;
     const chart = section(
       "Cost and quality",
       h("p", { class: "muted" }, `One point per setup (bars: quality's 95% CI). ★ and the line: the Pareto front. Hover or focus a point for its figures. Dashed: the baseline's cost.`),
