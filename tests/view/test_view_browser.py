@@ -177,8 +177,8 @@ def test_a_qa_item_shows_every_accepted_answer(page: Any, tmp_path: Path) -> Non
 
 def test_each_attempt_shows_its_cost_and_tier(page: Any, tmp_path: Path) -> None:
     """A call retried after a timeout and a rejected `flex` reply to a `default` answer lists each
-    attempt's bill and tier; the timeout's bill is unknown, and an attempt stored before attempts
-    kept their cost shows none, not $0."""
+    attempt's bill and tier; the timeout's bill is unknown (the run's cost says up to what), and an
+    attempt stored before attempts kept their cost shows none, not $0."""
     build_retried(tmp_path / "exps" / "retried")
     with serve(tmp_path / "exps") as s:
         page.goto(s.url + "/#/e/retried/item/r1")
@@ -189,6 +189,10 @@ def test_each_attempt_shows_its_cost_and_tier(page: Any, tmp_path: Path) -> None
         expect(table.locator("thead")).to_contain_text("tier")
         rows = table.locator("tbody tr")
         expect(rows).to_have_count(3)
+        # the timeout may be billed: the run's cost is known up to its worst case
+        metrics = page.locator(".answer-card[data-setup='tiered'] .metrics")
+        expect(metrics).to_contain_text("$0.0046 (known; up to $0.0146)")
+        expect(page.locator(".answer-card[data-setup='single'] .metrics")).not_to_contain_text("up to")
         expect(rows.nth(0).locator("td").nth(4)).to_have_text("unknown")
         expect(rows.nth(1)).to_contain_text("$0.0012")
         expect(rows.nth(1)).to_contain_text("flex")

@@ -71,7 +71,8 @@
       run.error ? h("div", { class: "error-box" }, run.error) : null,
       ...reason,
       ...answer,
-      h("div", { class: "metrics" }, `${fmt.usd(run.cost_usd)} · ${fmt.int(run.prompt_tokens)} + ${fmt.int(run.completion_tokens)} tokens · ${fmt.sec(run.latency_s)} · ${plural(run.n_calls, "call")}`));
+      // an attempt that reached the provider with no usage back may be billed up to its worst case
+      h("div", { class: "metrics" }, `${fmt.usd(run.cost_usd)}${run.cost_usd_max > run.cost_usd ? ` (known; up to ${fmt.usd(run.cost_usd_max)})` : ""} · ${fmt.int(run.prompt_tokens)} + ${fmt.int(run.completion_tokens)} tokens · ${fmt.sec(run.latency_s)} · ${plural(run.n_calls, "call")}`));
   }
 
   function messages(list) {
