@@ -178,10 +178,13 @@ def item_detail(
     if data is None:
         return None
     ev_id = manifest["evaluator_id"]
+    # a store filled under a larger `samples` keeps the extra runs: the summary leaves them out, and
+    # the page asks only for the experiment's samples
     samples = [
         int(s)
         for (s,) in store.conn.execute(
-            "SELECT DISTINCT sample FROM runs WHERE item_id = ? ORDER BY sample", (item_id,)
+            "SELECT DISTINCT sample FROM runs WHERE item_id = ? AND sample < ? ORDER BY sample",
+            (item_id, int(manifest.get("samples", 1))),
         )
     ]
     runs = [

@@ -17,7 +17,7 @@ from moa.experiment import Store
 from moa.experiment.store.votes import iter_votes
 from tests.raising_logger import RaisingLogger
 from tests.view.conftest import BIG_ITEMS, Served, serve
-from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, N_JUDGED, build_hostile
+from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, N_JUDGED, build_hostile, build_retried
 
 
 def get(s: Served, path: str, **params: Any) -> httpx.Response:
@@ -522,3 +522,27 @@ def test_a_logger_that_raises_costs_a_vote_not_its_reply(judged_copy: Path) -> N
     finally:
         log.use_logger(previous)
     assert r.status_code == 200 and r.json()["progress"]["voted"] == 1
+
+
+def test_an_item_offers_only_the_experiments_samples(tmp_path: Path) -> None:
+    """A store filled under a larger `samples` keeps the extra runs: the item page offers the
+    samples the experiment has, not one whose link answers 400."""
+    out = tmp_path / "exps" / "retried"
+    build_retried(out)
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    try:
+        conn.execute(
+            "INSERT INTO runs(setup, topo_hash, item_id, input_hash, answer, cost_usd, latency_s, "
+            "critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, sample, cost_usd_max, "
+            "unknown_attempts) SELECT setup, topo_hash, item_id, input_hash, answer, cost_usd, latency_s, "
+            "critical_path_s, prompt_tokens, completion_tokens, n_calls, finished_at, 1, cost_usd_max, "
+            "unknown_attempts FROM runs WHERE run_id = 1"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    with serve(out.parent) as s:
+        d = get(s, "/api/e/retried/item", id="r1").json()
+        assert d["samples"] == [0]
+        for k in d["samples"]:
+            assert get(s, "/api/e/retried/item", id="r1", sample=k).status_code == 200
