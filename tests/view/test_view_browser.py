@@ -251,6 +251,9 @@ def test_the_headline_shows_the_digits_of_the_report(page: Any, tmp_path: Path) 
         got = page.evaluate(
             "(vs) => vs.map((v) => [MOA.fmt.num(v), MOA.fmt.x(v), MOA.fmt.p(v), MOA.fmt.usd(v)])", values
         )
+        # tokens per correct answer, halfway between two whole tokens
+        halves = [1234.5, 2469.5, 0.5, 1.5, 12345678.5]
+        assert page.evaluate("(vs) => vs.map((v) => MOA.fmt.int(v))", halves) == [f"{v:,.0f}" for v in halves]
         want = [
             [
                 f"{v:.3f}",

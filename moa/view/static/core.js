@@ -134,7 +134,8 @@ const MOA = (() => {
     x: (v) => (v === null || v === undefined ? DASH : `${fixed(v, 2)}×`),
     num: (v, d = 3) => (v === null || v === undefined ? DASH : fixed(v, d)),
     signed: (v, d = 3) => (v === null || v === undefined ? DASH : (v >= 0 ? "+" : "−") + fixed(Math.abs(v), d)),
-    int: (v) => (v === null || v === undefined ? DASH : Math.round(v).toLocaleString("en-US")),
+    // tokens per correct answer can sit halfway (2,469 tokens over 2 answers): Python's rounding too
+    int: (v) => (v === null || v === undefined ? DASH : Number(fixed(v, 0)).toLocaleString("en-US")),
     // a p-value as the report prints it: 0 is an underflow below the smallest double, not a certainty
     p: (v) => (v === null || v === undefined ? DASH : v > 0 ? general(v, 3) : "<1e-300"),
     usd: (v) => {
