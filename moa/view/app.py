@@ -334,6 +334,7 @@ class Viewer:
             baseline=index.setups[index.baseline],
             setup=index.setups[q.setup],
             pairwise=index.pairwise,
+            samples=int(f.manifest.get("samples", 1)),
             categories=index.categories,
             outcomes=list(OUTCOMES),
             sorts=list(SORTS),

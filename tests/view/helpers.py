@@ -595,3 +595,39 @@ def build_both_failed(out: Path, *, pairwise: bool) -> None:
         )
     finally:
         store.close()
+
+
+def build_one_sample_failed(out: Path) -> None:
+    """Three samples per item: on item ``i`` ``moa`` answers two (scored 1) and fails one; the
+    baseline answers all three, scored 0. The item's score for ``moa`` is 2/3, a win."""
+    store = Store.open(out)
+    try:
+        data = {"id": "i", "input": "Question i", "target": "y"}
+        store.put_items([("i", input_hash(data["input"]), None, json.dumps(data))])
+        ok = RunResult("y", "t", Usage(), 0.0, 1.0, 1.0, [], {})
+        for k in range(3):
+            store.put_score(store.record_run("base", "h0", "i", "x", ok, sample=k), "exact:s", 0.0, None)
+            if k == 2:
+                store.record_run("moa", "h1", "i", "x", None, ProviderError("down"), sample=k)
+            else:
+                store.put_score(store.record_run("moa", "h1", "i", "x", ok, sample=k), "exact:s", 1.0, None)
+        store.set_meta(
+            "manifest",
+            {
+                "experiment": "sampled",
+                "dataset": "generated",
+                "setups": [
+                    {"name": "base", "hash": "h0", "source": "base", "is_baseline": True},
+                    {"name": "moa", "hash": "h1", "source": "moa", "is_baseline": False},
+                ],
+                "evaluator": {"name": "exact"},
+                "evaluator_id": "exact:s",
+                "pairwise": False,
+                "samples": 3,
+                "item_ids": ["i"],
+                "seed": 0,
+                "bootstrap_rounds": 50,
+            },
+        )
+    finally:
+        store.close()

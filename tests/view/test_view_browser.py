@@ -30,6 +30,7 @@ from tests.view.helpers import (
     HOSTILE_ID,
     build_both_failed,
     build_hostile,
+    build_one_sample_failed,
     build_qa,
     build_retried,
     build_sixteenths,
@@ -283,6 +284,19 @@ def test_an_item_both_failed_on_scores_as_the_summary_counts_it(page: Any, tmp_p
             expect(card.locator(".score")).to_have_text(score)
             expect(card.locator(".outcome")).to_have_text("same as the baseline")
             expect(page.locator(".answer-card.base .score")).to_have_text(score)
+
+
+def test_a_failed_sample_does_not_hide_the_items_score(page: Any, tmp_path: Path) -> None:
+    """Three samples, one failed: the items list shows the item's score (2/3, a win, listed under
+    Wins) with the failure marked, not only "failed" in red."""
+    build_one_sample_failed(tmp_path / "exps" / "sampled")
+    with serve(tmp_path / "exps") as s:
+        page.goto(s.url + "/#/e/sampled/items?outcome=win")
+        expect(page.locator("table.items tbody tr")).to_have_count(1)
+        cell = page.locator("td.cell").last
+        expect(cell).to_have_class(re.compile(r"\bwin\b"))
+        expect(cell).to_contain_text("0.67")
+        expect(cell).to_contain_text("failed")
 
 
 VOTES = [("click", "A>>B"), ("click", "A=B"), ("key", "B>>A"), ("key", "A>B"), ("click", "B>A")]

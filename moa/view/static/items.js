@@ -16,14 +16,18 @@
     return out;
   };
 
-  function scoreCell(cell, pairwise, isBase) {
+  function scoreCell(cell, pairwise, isBase, samples) {
     // the score a failed run counts for: 0, or under a judge 0.5 when the baseline's run failed too
-    if (cell.error) return h("td", { class: "cell error", title: cell.score === null ? "the run failed" : `a run failed; the item scores ${fmt.num(cell.score, 2)}` }, "failed");
+    const said = cell.score === null ? "the run failed" : `a run failed; the item scores ${fmt.num(cell.score, 2)}`;
+    // with several samples the item's score is their mean: one failed sample must not hide it
+    if (cell.error && (samples <= 1 || cell.score === null)) return h("td", { class: "cell error", title: said }, "failed");
     if (cell.score === null) return h("td", { class: "cell muted" }, "—");
     if (isBase && pairwise) return h("td", { class: "cell muted" }, "—");
     const text = fmt.num(cell.score, 2);
     const delta = cell.delta === null || isBase ? null : h("span", { class: "delta" }, ` ${fmt.signed(cell.delta, 2)}`);
-    return h("td", { class: `cell ${cell.outcome || ""}`, title: cell.outcome ? `${cell.outcome} against the baseline` : "" }, text, delta);
+    const failed = cell.error ? h("span", { class: "badge bad" }, "failed") : null;
+    const title = [cell.error ? said : "", cell.outcome ? `${cell.outcome} against the baseline` : ""].filter(Boolean).join("; ");
+    return h("td", { class: `cell ${cell.outcome || ""}`, title }, text, delta, failed);
   }
 
   MOA.pages.items = async ({ key, params }) => {
@@ -80,7 +84,7 @@
         h("td", null, h("a", { href, class: "item-link" }, r.id)),
         h("td", { class: "muted" }, r.category || ""),
         h("td", { class: "preview" }, r.preview),
-        r.cells.filter((c) => shown(c.setup)).map((c) => scoreCell(c, d.pairwise, c.setup === d.baseline)),
+        r.cells.filter((c) => shown(c.setup)).map((c) => scoreCell(c, d.pairwise, c.setup === d.baseline, d.samples)),
         h("td", null, r.disagree ? h("span", { class: "badge warn", title: "the setups do not all score this item the same" }, "≠") : ""));
       tr.addEventListener("click", (ev) => {
         if (!(ev.target instanceof HTMLAnchorElement)) go(href);
