@@ -228,7 +228,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("--trace is only read with --json (it adds each call's messages and reply to it)")
     topology = load(args.topology)
     _check_local_models(topology, args.topology)
-    prompt = _read_prompt(args.prompt if args.prompt is not None else args.prompt_arg)
+    # errors name what was typed: the positional PROMPT, or --prompt
+    if args.prompt is not None:
+        prompt = _read_prompt(args.prompt, "--prompt")
+    else:
+        prompt = _read_prompt(args.prompt_arg, "PROMPT")
     if not prompt.strip():
         raise UserError("run: the prompt is empty")
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
@@ -299,8 +303,9 @@ def _check_local_models(topology: Any, source: str) -> None:
         raise UserError("\n".join(f"{source}: {p}" for p in problems))
 
 
-def _read_prompt(value: str) -> str:
-    """``-`` reads stdin, ``@FILE`` reads a file (``@@...`` is a prompt starting with ``@``)."""
+def _read_prompt(value: str, given_as: str) -> str:
+    """``-`` reads stdin, ``@FILE`` reads a file (``@@...`` is a prompt starting with ``@``);
+    ``given_as`` (``--prompt`` or ``PROMPT``) is how the user gave it, for the errors."""
     if value == "-":
         from moa.safe_read import read_text_stream
 
@@ -309,7 +314,7 @@ def _read_prompt(value: str) -> str:
         # the bytes, not the text stream: its decoding follows the locale (a traceback on bytes
         # that are not UTF-8, or a "lone surrogate" naming no input) and it reads without a bound
         stdin = None if sys.stdin is None else sys.stdin.buffer  # None: stdin closed (`<&-`)
-        return read_text_stream(stdin, source="--prompt -", what="stdin")
+        return read_text_stream(stdin, source=f"{given_as} -", what="stdin")
     if value.startswith("@@"):
         return value[1:]
     if value.startswith("@"):
@@ -317,9 +322,9 @@ def _read_prompt(value: str) -> str:
 
         if not value[1:].strip():
             raise UserError(
-                "--prompt @ names no file: write @FILE to read the prompt from a file, or @@ for a literal @"
+                f"{given_as} @ names no file: write @FILE to read the prompt from a file, or @@ for a literal @"
             )
-        return read_text_file(value[1:], what="--prompt file")
+        return read_text_file(value[1:], what=f"{given_as} file")
     return value
 
 

@@ -530,3 +530,27 @@ def test_validate_counts_every_stage_of_a_cascade(tmp_path: Path, capsys: pytest
     assert main(["validate", str(f)]) == 0
     # s1.sample1, s1.sample2, s1.vote, s1.judge.rate, s2.answer
     assert capsys.readouterr().out.strip() == f"ok: {f} (c: 2 stages, 5 nodes, output `s2.answer`)"
+
+
+def test_prompt_errors_name_the_positional_prompt_when_that_is_what_was_typed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moa run TOPOLOGY @DIR`, `... @` or `... -` with stdin not UTF-8: the error names PROMPT,
+    what the user typed, not a --prompt they never gave; --prompt's errors still name --prompt."""
+    for argv, said in (
+        (["run", "single", "@"], "moa: PROMPT @ names no file: "),
+        (["run", "single", f"@{tmp_path}"], f"moa: {tmp_path}: PROMPT file is a directory"),
+        (["run", "single", "--prompt", f"@{tmp_path}"], f"moa: {tmp_path}: --prompt file is a directory"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and err.count("\n") == 1, err
+    p = subprocess.run(
+        [sys.executable, "-m", "moa", "run", "single", "-"],
+        input=b"\xff",
+        capture_output=True,
+        env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert p.returncode == 2 and p.stderr.startswith(b"moa: PROMPT -: stdin is not UTF-8 text"), p.stderr
