@@ -554,3 +554,21 @@ def test_prompt_errors_name_the_positional_prompt_when_that_is_what_was_typed(
         timeout=120,
     )
     assert p.returncode == 2 and p.stderr.startswith(b"moa: PROMPT -: stdin is not UTF-8 text"), p.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-1", "-inf"])
+def test_run_and_compare_refuse_the_same_budgets_naming_the_flag(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--budget-usd inf` ran uncapped under `moa run` and was refused by `moa compare`, which
+    refused `nan` in argparse but `inf` in its file's schema (naming the file, not the flag): one
+    parser now refuses each value for both, before the topology or experiment is read."""
+    said = []
+    for argv in (["run", "nope.yaml", "hi"], ["compare", "nope.yaml"]):
+        with pytest.raises(SystemExit) as info:
+            main([*argv, f"--budget-usd={value}"])
+        assert info.value.code == 2
+        err = capsys.readouterr().err.splitlines()[-1]
+        said.append(err.split(": error: ", 1)[1])
+    refusal = f"must be a finite amount in USD >= 0 (leave it out for no cap), got '{value}'"
+    assert said == [f"argument --budget-usd: {refusal}"] * 2

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from moa._argtypes import usd
+
 __all__ = ["add_parsers"]
 
 
@@ -19,16 +21,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _usd(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -133,7 +125,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:  # type: ignore
     c.add_argument("--out", metavar="DIR", help="output folder (default: moa-results/<name>)")
     c.add_argument("--concurrency", type=_positive_int, metavar="N", help="runs in flight at once")
     c.add_argument("--limit", type=_positive_int, metavar="N", help="use only the first N items")
-    c.add_argument("--budget-usd", type=_usd, metavar="X", help="hard cap on the experiment's spend")
+    c.add_argument("--budget-usd", type=usd, metavar="X", help="hard cap on the experiment's spend")
     c.add_argument(
         "--samples", type=_positive_int, metavar="K", help="runs per (setup, item) pair; reports pass@1..K"
     )
