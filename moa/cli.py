@@ -86,9 +86,14 @@ def _shape(t: Any) -> str:
     and judge (it printed ``1 nodes`` for two stages of 3)."""
     parts = getattr(t, "parts", None)
     if parts is None:
-        return f"{len(t.graph.order)} nodes"
+        return _count(len(t.graph.order), "node")
     nodes = sum(len(g.order) for _, g in parts())
-    return f"{len(t.stage_list)} stages, {nodes} nodes"
+    return f"{_count(len(t.stage_list), 'stage')}, {_count(nodes, 'node')}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 call``, ``2 calls``: the human lines count one thing as often as several."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
@@ -192,7 +197,7 @@ def _summary_line(result: Any) -> str:
         tokens += f" ({'; '.join(doubts)})"
     parts = [
         cost,
-        f"{len(result.calls)} calls",
+        _count(len(result.calls), "call"),
         tokens,
         f"latency {result.latency_s:.2f}s (critical path {result.critical_path_s:.2f}s)",
     ]
@@ -432,7 +437,7 @@ def _spent(calls: Sequence[Any]) -> str:
         return ""
     cost, most = sum(c.cost_usd for c in calls), sum(c.cost_usd_max for c in calls)
     upto = f", up to ${most:.6f}" if most > cost else ""
-    return f" ({len(calls)} calls made: ${cost:.6f}{upto})"
+    return f" ({_count(len(calls), 'call')} made: ${cost:.6f}{upto})"
 
 
 class _Pipe:

@@ -475,7 +475,7 @@ def test_a_reader_that_leaves_early_loses_the_answer_not_the_account(
         code = proc.wait(timeout=120)
     assert code == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
-    assert err.startswith("cost $") and "1 calls" in err
+    assert err.startswith("cost $") and ", 1 call, " in err
 
 
 def test_with_stderr_closed_the_answer_stays_alone_on_stdout(tmp_path: Path) -> None:
@@ -572,3 +572,19 @@ def test_run_and_compare_refuse_the_same_budgets_naming_the_flag(
         said.append(err.split(": error: ", 1)[1])
     refusal = f"must be a finite amount in USD >= 0 (leave it out for no cap), got '{value}'"
     assert said == [f"argument --budget-usd: {refusal}"] * 2
+
+
+def test_human_lines_count_one_thing_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moa validate` of a single said `1 nodes`, a failed run's line `(1 calls made: ...)`."""
+    from moa.cli import _spent
+    from moa.results import CallRecord, Usage
+
+    f = tmp_path / "one.yaml"
+    f.write_text("name: one\nkind: single\nagent: a\nagents:\n  a: {model: openai/gpt-4o-mini}\n")
+    assert main(["validate", str(f)]) == 0
+    assert capsys.readouterr().out.strip() == f"ok: {f} (one: 1 node, output `answer`)"
+    call = CallRecord(node="answer", model="m", usage=Usage(1, 1), cost_usd=0.5)
+    assert _spent([call]) == " (1 call made: $0.500000)"
+    assert _spent([call, call]) == " (2 calls made: $1.000000)"

@@ -54,9 +54,9 @@ class SetupPlan:
         bound = "up to " if self.at_most else ""
         per_run = f"{bound}{self.calls} call{'s' if self.calls != 1 else ''} per run"
         role = " (baseline)" if self.is_baseline else ""
-        runs = f"{self.to_run} of {self.to_run + self.stored} runs to do"
+        runs = f"{self.to_run} of {_count(self.to_run + self.stored, 'run')} to do"
         source = "" if self.source == self.name else f" ({self.source})"
-        return f"  {self.name}{source}{role}: {per_run}; {runs}, {bound}{self.calls_to_send} calls"
+        return f"  {self.name}{source}{role}: {per_run}; {runs}, {bound}{_count(self.calls_to_send, 'call')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +83,16 @@ class Plan:
     def lines(self) -> list[str]:
         data = self.dataset
         out = [f"{self.source}: dry run: every check passed; no call sent, no store created"]
-        out.append(f"dataset: {data.source}: {len(data.items)} items, {data.layout} layout")
+        out.append(f"dataset: {data.source}: {_count(len(data.items), 'item')}, {data.layout} layout")
         if data.bad_rows:
             bad = data.bad_rows[0]
             out.append(f"  {len(data.bad_rows)} bad rows skipped (first: line {bad.line}: {bad.reason})")
         how = " (the dataset layout's own)" if self.evaluator_chosen else ""
         out.append(f"evaluator: {describe_evaluator(self.evaluator)}{how}")
         if self.judge_calls is not None:
-            out.append(f"  judge: up to {self.judge_calls} calls (both orders of each judged answer)")
+            out.append(
+                f"  judge: up to {_count(self.judge_calls, 'call')} (both orders of each judged answer)"
+            )
         where = "resumed from" if self.resumed else "written to"
         plural = "s" if self.samples != 1 else ""
         out.append(f"setups ({self.samples} sample{plural} per item; results {where} {self.out}):")
@@ -111,3 +113,8 @@ class Plan:
             out.append(f"first item `{first.id}`:")
             out.extend(f"  | {line}" for line in text.splitlines() or [""])
         return out
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 item``, ``6 items``: a dry run of one item or one run said ``1 items``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -62,7 +62,7 @@ def test_a_dry_run_of_a_resume_counts_only_the_runs_left(tmp_path: Path) -> None
         sent = counted.calls
         lines = Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan().lines()
     assert counted.calls == sent == 8
-    assert "  single (single.yaml) (baseline): 1 call per run; 1 of 3 runs to do, 1 calls" in lines
+    assert "  single (single.yaml) (baseline): 1 call per run; 1 of 3 runs to do, 1 call" in lines
     assert "  majority-3 (majority.yaml): 3 calls per run; 1 of 3 runs to do, 3 calls" in lines
     assert any(line.startswith("setups (1 sample per item; results resumed from ") for line in lines)
 

@@ -479,3 +479,19 @@ def test_a_p_value_below_the_smallest_float_is_not_printed_as_zero() -> None:
     )
     assert s.setup("m").p_value == 0.0
     assert table_rows(s)[1][-1] == "<1e-300 (<1e-300)"
+
+
+def test_the_table_footer_counts_one_item_in_the_singular(capsys: pytest.CaptureFixture[str]) -> None:
+    """`moa compare` over one item printed `t: 1 items, evaluator ...` under its table."""
+    from moa.experiment.report.text import print_table
+
+    one = ["1"]
+    s = summarize(
+        experiment="t",
+        evaluator={"name": "x"},
+        setups=[("base", True, {"1": _rows("base", [1], [0.01], [1])["1"]})],
+        item_ids=one,
+        categories={},
+    )
+    print_table(s)
+    assert "\nt: 1 item, evaluator `x`, baseline `base`;" in capsys.readouterr().out

@@ -119,7 +119,7 @@ def table_rows(summary: Summary) -> list[list[str]]:
 def _footer(summary: Summary) -> list[str]:
     basis = "tokens" if summary.cost_basis == "tokens" else "cost"
     out = [
-        f"{summary.experiment}: {summary.n_items} items, evaluator `{describe_evaluator(summary.evaluator)}`, "
+        f"{summary.experiment}: {summary.n_items} item{'' if summary.n_items == 1 else 's'}, evaluator `{describe_evaluator(summary.evaluator)}`, "
         f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
         f"more and scores no less); latency × is the median wall time over the baseline's, on the runs "
         f"both answered (failed runs left out); {summary.scoring_rule}.",
