@@ -282,6 +282,11 @@ def resolve_setups(spec: ExperimentSpec, base_dir: Path | None, *, source: str =
                 "`{topology: ..., name: ...}`"
             )
         out.append(s)
+    if len(out) == 1:  # every setup was the baseline: a table of one row, and no Δ, no p, no ×
+        raise UserError(
+            f"{source}: setups: every setup is the baseline `{out[0].name}`, so nothing is compared with "
+            "it; add a setup that differs"
+        )
     return out
 
 

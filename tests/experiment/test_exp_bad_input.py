@@ -418,3 +418,20 @@ def test_an_embedded_model_this_machine_cannot_run_is_refused_before_any_call(
     assert str(info.value).startswith(f"{exp}: setup `here`: ")
     assert f"GGUF file {tmp_path}/missing.gguf does not exist" in str(info.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_experiment_whose_only_setup_is_its_baseline_is_refused_before_any_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`setups: [single.yaml]` beside `baseline: single.yaml` ran the baseline alone and wrote a
+    report comparing nothing; it is one line naming the file, before a call, a store or a folder."""
+    sent: list[object] = []
+    exp = _write(
+        tmp_path,
+        exp="name: t\ndataset: data.jsonl\nevaluator: exact\nbaseline: single.yaml\nsetups: [single.yaml]\n",
+    )
+    with pytest.raises(UserError, match=r"exp\.yaml: setups: every setup is the baseline `single`"):
+        _run(exp, tmp_path, lambda r: sent.append(r) or "x")
+    assert sent == [] and not (tmp_path / "out").exists()
+    assert main(["compare", str(exp), "--dry-run"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
