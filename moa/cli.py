@@ -515,10 +515,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserError as e:
         if args.debug:
             _print_traceback()
-        print(f"moa: {str(e).splitlines()[0] if not args.debug else e}", file=sys.stderr)
-        if "\n" in str(e):
-            for line in str(e).splitlines()[1:]:
-                print(line.strip(), file=sys.stderr)
+        # each line once: with --debug the whole message was printed, then its lines after the first again
+        first, *rest = str(e).splitlines() or [""]
+        print(f"moa: {first}", file=sys.stderr)
+        for line in rest:
+            print(line.strip(), file=sys.stderr)
         return 2
     except MoAError as e:
         if args.debug:

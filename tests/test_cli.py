@@ -588,3 +588,17 @@ def test_human_lines_count_one_thing_in_the_singular(
     call = CallRecord(node="answer", model="m", usage=Usage(1, 1), cost_usd=0.5)
     assert _spent([call]) == " (1 call made: $0.500000)"
     assert _spent([call, call]) == " (2 calls made: $1.000000)"
+
+
+def test_debug_prints_each_line_of_a_many_problem_error_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`moa --debug run` on a file with several problems printed the message whole, then its
+    lines after the first again: each problem twice below the traceback."""
+    f = tmp_path / "two.yaml"
+    f.write_text("name: two\nkind: single\nagent: a\nagentz: 1\n")
+    assert main(["--debug", "run", str(f), "x"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err
+    tail = err[err.index(f"moa: {f}: ") :].splitlines()
+    assert len(tail) == 3 and len(set(tail)) == 3, tail
