@@ -287,15 +287,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(trace=args.trace), indent=2))
         sys.stdout.flush()
         if getattr(sys.stdout, "gone", False):  # the record went nowhere: its account to stderr
-            print(_summary_line(result), file=sys.stderr)
+            _account(result)
     else:
         if args.output_schema:
             print(json.dumps(result.parsed, indent=2, ensure_ascii=False))
         elif not args.stream:
             print(result.output)
         sys.stdout.flush()  # the answer first, then the account, even when stdout is a pipe
-        print(_summary_line(result), file=sys.stderr)
+        _account(result)
     return 0
+
+
+def _account(result: Any) -> None:
+    """The run's cost line on stderr, or with ``--log`` a ``run.summary`` event in the log's format:
+    a plain line among ``--log json``'s events breaks every reader of JSON lines."""
+    from moa import log
+
+    lg = log.info_logger()
+    if lg is None:
+        print(_summary_line(result), file=sys.stderr)
+    else:
+        lg.info("run.summary", summary=_summary_line(result))
 
 
 def _check_local_models(topology: Any, source: str) -> None:

@@ -602,3 +602,23 @@ def test_debug_prints_each_line_of_a_many_problem_error_once(
     assert "Traceback" in err
     tail = err[err.index(f"moa: {f}: ") :].splitlines()
     assert len(tail) == 3 and len(set(tail)) == 3, tail
+
+
+def test_with_log_json_every_stderr_line_of_a_run_is_json(tmp_path: Path) -> None:
+    """`moa run --log json`: the cost line was a plain line among the JSON events (a reader of
+    JSON lines failed on it); it is a `run.summary` event, as compare's closing line is one."""
+    f = tmp_path / "one.yaml"
+    with SimServer(models={"sim": SimModel()}) as srv:
+        env = _write_one_sim_agent(f, srv)
+        p = subprocess.run(
+            [sys.executable, "-m", "moa", "run", str(f), "hello", "--log", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert p.returncode == 0 and p.stdout.startswith("answer from sim"), p.stderr
+    events = [json.loads(line) for line in p.stderr.splitlines()]
+    summary = [e for e in events if e["event"] == "run.summary"]
+    assert len(summary) == 1 and summary[0]["summary"].startswith("cost $")
