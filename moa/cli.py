@@ -225,6 +225,7 @@ def _share(name: str, share: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from moa._run import Runner
+    from moa._run.engine import watch_run
     from moa.topology.loader import load
 
     if (args.prompt is None) == (args.prompt_arg is None):
@@ -272,17 +273,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write("\n")
         return result
 
-    try:
-        result = asyncio.run(go())
-    except MoAError as e:
-        if args.json and not isinstance(e, UserError):
-            out = {
-                "error": f"{type(e).__name__}: {e}",
-                "calls": [c.to_dict(trace=args.trace) for c in e.calls],
-                "nodes": {k: v.to_dict() for k, v in e.nodes.items()},
-            }
-            print(json.dumps(out, indent=2))
-        raise
+    # Ctrl-C raises no error of moa's to carry the calls already paid for: the watch holds them
+    with watch_run() as watch:
+        try:
+            result = asyncio.run(go())
+        except MoAError as e:
+            if args.json and not isinstance(e, UserError):
+                _print_failure(f"{type(e).__name__}: {e}", e.calls, e.nodes, trace=args.trace)
+            raise
+        except KeyboardInterrupt:
+            if args.json:
+                _print_failure("interrupted", watch.calls, {}, trace=args.trace)
+            print(f"moa: interrupted{_spent(watch.calls)}", file=sys.stderr)
+            return 130
     if args.json:
         print(json.dumps(result.to_dict(trace=args.trace), indent=2))
         sys.stdout.flush()
@@ -308,6 +311,16 @@ def _account(result: Any) -> None:
         print(_summary_line(result), file=sys.stderr)
     else:
         lg.info("run.summary", summary=_summary_line(result))
+
+
+def _print_failure(error: str, calls: Sequence[Any], nodes: dict[str, Any], *, trace: bool) -> None:
+    """``--json``'s record of a run that did not finish: what went wrong and every call it paid for."""
+    out = {
+        "error": error,
+        "calls": [c.to_dict(trace=trace) for c in calls],
+        "nodes": {k: v.to_dict() for k, v in nodes.items()},
+    }
+    print(json.dumps(out, indent=2))
 
 
 def _check_local_models(topology: Any, source: str) -> None:

@@ -622,3 +622,39 @@ def test_with_log_json_every_stderr_line_of_a_run_is_json(tmp_path: Path) -> Non
     events = [json.loads(line) for line in p.stderr.splitlines()]
     summary = [e for e in events if e["event"] == "run.summary"]
     assert len(summary) == 1 and summary[0]["summary"].startswith("cost $")
+
+
+def test_ctrl_c_says_what_the_calls_made_so_far_may_cost(tmp_path: Path) -> None:
+    """Ctrl-C during `moa run` said `moa: interrupted` alone, though the calls in flight had been
+    sent and may be billed; the line now ends as a failed run's does, and --json prints the calls."""
+    import signal
+    import time
+
+    f = tmp_path / "slow.yaml"
+    f.write_text(
+        "name: slow\nkind: single\nagent: a\nagents:\n  a: {model: openai/slow, api_base: BASE, "
+        "api_key_env: MOA_SIM_KEY, pricing: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+    )
+    # the child's own SIGINT handler: one inherited as ignored (a job started with `&`) would stay so
+    code = "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    code += "from moa.cli import main; sys.exit(main())"
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "MOA_SIM_KEY": "k"}
+    with SimServer(models={"slow": SimModel(latency_s=600)}) as srv:
+        f.write_text(f.read_text().replace("BASE", f'"{srv.base_url}"'))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, "run", str(f), "hello", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        give_up = time.monotonic() + 60  # a hang guard: the request arrives in well under a second
+        while srv.stats.in_flight < 1 and proc.poll() is None and time.monotonic() < give_up:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.startswith("moa: interrupted (1 call made: $0.000000, up to $") and err.count("\n") == 1
+    data = json.loads(out)
+    assert data["error"] == "interrupted" and [c["node"] for c in data["calls"]] == ["answer"]
