@@ -134,6 +134,9 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
+        # listening before the banner: a client that connects once it reads the address is queued
+        # until uvicorn accepts, not refused while uvicorn starts
+        sock.listen(2048)
     except OSError:
         sock.close()
         raise
