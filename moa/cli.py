@@ -233,6 +233,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"run: {given}: give it once (moa run TOPOLOGY PROMPT, or --prompt PROMPT)")
     if args.trace and not args.json:  # the trace the user asked for would go nowhere, unsaid
         raise UserError("--trace is only read with --json (it adds each call's messages and reply to it)")
+    if args.output_schema and args.stream:  # before the topology is loaded and stdin is read
+        raise UserError(
+            "--output-schema and --stream: a typed answer is checked whole, so it is not streamed"
+        )
     topology = load(args.topology)
     _check_local_models(topology, args.topology)
     # errors name what was typed: the positional PROMPT, or --prompt
@@ -244,10 +248,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise UserError("run: the prompt is empty")
     kw: dict[str, Any] = {"budget_usd": args.budget_usd, "deadline_s": args.deadline_s}
     if args.output_schema:
-        if args.stream:
-            raise UserError(
-                "--output-schema and --stream: a typed answer is checked whole, so it is not streamed"
-            )
         from moa.safe_read import read_document
 
         schema = read_document(args.output_schema, what="--output-schema file")

@@ -658,3 +658,12 @@ def test_ctrl_c_says_what_the_calls_made_so_far_may_cost(tmp_path: Path) -> None
     assert err.startswith("moa: interrupted (1 call made: $0.000000, up to $") and err.count("\n") == 1
     data = json.loads(out)
     assert data["error"] == "interrupted" and [c["node"] for c in data["calls"]] == ["answer"]
+
+
+def test_output_schema_with_stream_is_refused_before_stdin_is_read(tmp_path: Path) -> None:
+    """`moa run T - --output-schema s.json --stream < q.txt` read the prompt from stdin, and the
+    topology, before refusing the flags: the piped prompt was gone when the user fixed them."""
+    p = moa_cli("run", "nope-preset", "-", "--output-schema", "s.json", "--stream", stdin="q")
+    assert p.returncode == 2 and p.stderr == (
+        "moa: --output-schema and --stream: a typed answer is checked whole, so it is not streamed\n"
+    )
