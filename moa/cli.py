@@ -506,14 +506,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     # with stderr closed (``2>&-``) Python's stderr is None, and ``print(file=None)`` writes to
     # stdout: the cost line and the errors would land in the answer or the JSON
-    devnull = open(os.devnull, "w") if err is None else None  # noqa: SIM115 (closed below)
+    # stdout closed (``>&-``) is None too: a finished run's answer went to ``None.flush()``, a
+    # traceback, and its cost line was lost
+    devnull = open(os.devnull, "w") if out is None or err is None else None  # noqa: SIM115 (closed below)
     for stream in (out, err):
         # a terminal or file whose encoding lacks `×` or `Δ` (the table's) or an answer's letters
         # shows them escaped, rather than ending a finished run or experiment in a traceback
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             stream.reconfigure(errors="backslashreplace")
-    if out is not None:
-        sys.stdout = _Pipe(out)
+    sys.stdout = _Pipe(out or devnull)
+    sys.stdout.gone = out is None  # nothing reaches a reader: --json's account goes to stderr
     sys.stderr = _Pipe(err or devnull)
     try:
         return _main(argv)

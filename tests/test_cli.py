@@ -667,3 +667,29 @@ def test_output_schema_with_stream_is_refused_before_stdin_is_read(tmp_path: Pat
     assert p.returncode == 2 and p.stderr == (
         "moa: --output-schema and --stream: a typed answer is checked whole, so it is not streamed\n"
     )
+
+
+@pytest.mark.parametrize("flags", [[], ["--json"]])
+def test_with_stdout_closed_a_finished_run_still_says_its_cost(tmp_path: Path, flags: list[str]) -> None:
+    """`moa run ... >&-`: Python's stdout is None, and a paid run ended in a traceback (`None` has no
+    `flush`), exit 1, its cost line lost. The answer goes nowhere; the run exits 0 with its account."""
+    f = tmp_path / "one.yaml"
+    with SimServer(models={"sim": SimModel()}) as srv:
+        env = _write_one_sim_agent(f, srv)
+        p = subprocess.run(
+            [
+                "sh",
+                "-c",
+                'f=$1; shift; exec "$0" -m moa run "$f" --prompt hello "$@" >&-',
+                sys.executable,
+                str(f),
+                *flags,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.startswith("cost $") and p.stderr.count("\n") == 1, p.stderr
