@@ -39,8 +39,22 @@ def fence_tags(language: str) -> frozenset[str]:
 # at the start of a file, but mid-text it hid the opening fence or failed to compile
 _BOM = "\ufeff"
 
-# any indentation: a fence inside a list item is indented by the item's marker (3 or 4 spaces)
-_OPEN = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
+
+def _opening(line: str) -> tuple[int, str, str] | None:
+    """(indentation, fence, info string) of a line opening a fenced block, else None: 3 or more
+    backticks or tildes, at any indentation (a fence inside a list item is indented by the item's
+    marker), then an info string holding no backtick."""
+    # read by hand: the regex it replaces backtracked over the blanks between a fence and a backtick,
+    # in time cubic in their number (minutes for one line of a long reply)
+    body = line.lstrip(" \t")
+    mark = body[:1]
+    if mark not in ("`", "~"):
+        return None
+    length = len(body) - len(body.lstrip(mark))
+    info = body[length:].strip(" \t")
+    if length < 3 or "`" in info:
+        return None
+    return len(line) - len(body), body[:length], info
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +71,12 @@ def _blocks(text: str) -> list[_Block]:
     lines = text.removeprefix(_BOM).splitlines()
     i = 0
     while i < len(lines):
-        m = _OPEN.match(lines[i])
-        if m is None:
+        opening = _opening(lines[i])
+        if opening is None:
             i += 1
             continue
-        fence, indent = m.group("fence"), len(m.group("indent"))
-        tag = m.group("info").split()[0].lower() if m.group("info").strip() else ""
+        indent, fence, info = opening
+        tag = info.split()[0].lower() if info.strip() else ""
         tag = tag.removeprefix("{").removesuffix("}").removeprefix(".")
         j = i + 1
         while j < len(lines) and not _closes(lines[j], fence, indent):
@@ -191,8 +205,10 @@ _CODE_START = re.compile(
 
 
 # a bound on the parses spent finding where an answer's code ends; each cut is before a column-0
-# line at or above the last syntax error, so real answers need one or two
-_MAX_CUTS = 20
+# line at or above the last syntax error, so real answers need one to three (code, a block header
+# left without its body, prose); each parse reads the whole code again, and 20 of them took seconds
+# over a long reply whose tail was a column-0 line after line that never completes (`@x`)
+_MAX_CUTS = 6
 
 
 def _syntax_error_line(source: str) -> int | None:
@@ -200,11 +216,14 @@ def _syntax_error_line(source: str) -> int | None:
     tree = _parse_or_error(source)
     if not isinstance(tree, ast.Module):
         return tree
-    # a lone word at the top level after the code ("Explanation") parses, but is prose
-    last = tree.body[-1] if tree.body else None
-    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Name) and last.col_offset == 0:
-        return last.lineno
-    return None
+    # a lone word at the top level after the code ("Explanation") parses, but is prose: the first of
+    # the words ending the code, all at once (cut one at a time, each cost a parse of the whole code)
+    first = None
+    for node in reversed(tree.body):
+        if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Name) and node.col_offset == 0):
+            break
+        first = node.lineno
+    return first
 
 
 def _code_prefix(code: str, head: str = "") -> str | None:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from moa.eval.code import extract_code
@@ -113,3 +120,46 @@ def test_answer_shapes_give_the_code() -> None:
         (answer, got) for answer, want in SHAPES if (got := extract_code(answer, entry_point="f")) != want
     ]
     assert wrong == []
+
+
+def test_a_fence_line_of_blanks_before_a_backtick_is_read_at_once() -> None:
+    """A line opening with a fence, 160,000 blanks and a backtick (no fence: its info string holds a
+    backtick) is read in linear time (a hang guard of 60 s for milliseconds; the fence regex
+    backtracked over the blanks and took minutes)."""
+    probe = (
+        "from moa.eval.code import extract_code, fenced_blocks\n"
+        "blanks = ' ' * 160_000\n"
+        "for line in ('```' + blanks + '`', '```py' + blanks + '`x', '~~~' + blanks + '`'):\n"
+        "    print(fenced_blocks(line + '\\n'), extract_code(line, entry_point='f'))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == "[] None\n" * 3
+
+
+def test_prose_words_after_long_code_are_cut_in_a_few_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unfenced code ending in 30 lone words or 30 decorator lines is cut with a bounded number of
+    parses of the whole code (each word once cost one: 21 parses, seconds over a long reply)."""
+    code = "def f(x):\n    return x\n" + "".join(f"def g{i}(x):\n    return x + {i}\n" for i in range(2000))
+    parses = 0
+    parse = ast.parse
+
+    def counted(source: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        nonlocal parses
+        parses += 1
+        return parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", counted)
+    assert extract_code(code + "Explanation\n" * 30, entry_point="f") == code.rstrip("\n")
+    assert parses <= 6
+    parses = 0
+    assert extract_code(code + "@x\n" * 30, entry_point="f") is not None
+    assert parses <= 10
