@@ -10,8 +10,9 @@ GSM8K's (forced ``qa``, it is one accepted answer). SimpleQA's rows (``problem``
 ``metadata`` with its ``topic`` and ``answer_type``, in its CSV the text of a Python dict) are QA
 rows too: the ``problem`` is the question, the ``answer`` the one accepted answer, the topic the
 category (read as MATH rows, their answers were held to MATH's equivalences). A ``question`` whose
-``answer`` is a bool (BoolQ, StrategyQA; SuperGLUE's BoolQ: ``label`` beside a ``passage``) is a
-yes/no question, its accepted answer ``yes`` or ``no``. DROP is refused (``unread_layout``): its
+``answer`` is a bool (BoolQ, StrategyQA; beside a ``passage``, BoolQ's, also the text ``True`` of
+a CSV, or SuperGLUE's ``label``, a bool or 0 or 1) is a yes/no question, its accepted answer ``yes``
+or ``no``; a number 0 or 1 as the ``answer`` beside a ``passage`` is refused naming BoolQ. DROP is refused (``unread_layout``): its
 answers may be several spans together, which no accepted answer stands for. The prompt is the
 question; a SQuAD row's (one with a ``context``, BoolQ's with a ``passage``) is that text, a blank
 line and the question, each without surrounding whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
@@ -76,8 +77,10 @@ def is_qa_row(row: Mapping[str, Any]) -> bool:
     answer = row.get("answer")
     if isinstance(answer, list | bool) or _json_text(answer, "["):  # a CSV cell holds the list as JSON
         return True
-    if "passage" in row and isinstance(row.get("label"), bool):  # SuperGLUE's BoolQ
-        return True
+    if "passage" in row and (row.get("label") is not None or _truth_text(answer) is not None):
+        return True  # SuperGLUE's BoolQ (`label`), or BoolQ written to a CSV (`answer` the text `True`)
+    if "passage" in row and answer in (0, 1):
+        return True  # refused by `read_qa_row` as BoolQ's, not as GSM8K's
     if isinstance(answer, Mapping) and ("value" in answer or "aliases" in answer):
         return True
     answers = row.get("answers")
@@ -137,8 +140,8 @@ def read_qa_row(row: Mapping[str, Any]) -> QARow:
     if passage is not None:
         prompt = f"{_text(row[passage], passage).strip()}\n\n{prompt}"
     # BoolQ's and StrategyQA's yes/no questions (SuperGLUE's BoolQ: `label`): a reply says yes or no
-    truth = next((row[k] for k in ("answer", "label") if isinstance(row.get(k), bool)), None)
-    if truth is not None and (isinstance(row.get("answer"), bool) or passage == "passage"):
+    truth = _yes_no(row, beside_passage=passage == "passage")
+    if truth is not None:
         return QARow(prompt, ("yes" if truth else "no",))
     found: list[tuple[str, str]] = []
     for key in ("answer", "answers"):
@@ -159,6 +162,49 @@ def read_qa_row(row: Mapping[str, Any]) -> QARow:
             raise QARowError(f"`{where}` is blank")
         answers.setdefault(text.strip())
     return QARow(prompt, tuple(answers))
+
+
+def _truth_text(value: Any) -> bool | None:
+    """A CSV cell's ``true`` or ``false`` (any case), else None."""
+    text = value.strip().lower() if isinstance(value, str) else None
+    return {"true": True, "false": False}.get(text) if text is not None else None
+
+
+def _yes_no(row: Mapping[str, Any], *, beside_passage: bool) -> bool | None:
+    """The truth a yes/no row's answer holds, or None when the row is no yes/no question: a bool
+    `answer` (BoolQ, StrategyQA); beside a `passage` (BoolQ), an `answer` written `True` (a CSV) or
+    SuperGLUE's `label`, a bool or, on the Hugging Face hub, 0 or 1."""
+    answer = row.get("answer")
+    if isinstance(answer, bool):
+        return answer
+    if not beside_passage:
+        return None
+    if answer is not None:
+        if answer in (0, 1):
+            # a count as well as a truth: the author says which
+            raise QARowError(
+                f"`answer` is the number {answer} beside a `passage`: a BoolQ answer is true or false "
+                "(SuperGLUE's `label`: 0 or 1); any other answer is text"
+            )
+        return _truth_text(answer)
+    label = row.get("label")
+    if label is None:
+        return None
+    if isinstance(label, bool):
+        return label
+    value = label.strip() if isinstance(label, str) else label
+    if value in (0, 1, "0", "1"):
+        return value in (1, "1")
+    if _truth_text(value) is not None:
+        return _truth_text(value)
+    if value in (-1, "-1"):
+        raise QARowError("`label` is -1: BoolQ's test split holds back its answers; use its validation split")
+    raise QARowError(f"`label` must be true or false, or 0 or 1 (BoolQ's), not {_shown(label)}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:36] + "...'"
 
 
 def _text(value: Any, where: str) -> str:

@@ -227,6 +227,55 @@ def test_yes_no_questions_are_qa_items_answered_yes_or_no(
     assert item.meta == {"format": QA, "answers": [answer]}
 
 
+SUPERGLUE_BOOLQ = {"question": BOOLQ["question"], "passage": BOOLQ["passage"]}
+
+
+@pytest.mark.parametrize("format", ["auto", "qa"])
+def test_boolq_labelled_0_or_1_and_its_csv_are_yes_no_questions(tmp_path: Path, format: str) -> None:
+    """SuperGLUE's BoolQ on the hub (`label` 0 or 1 beside the `passage`, in JSON lines or a CSV) and
+    BoolQ written to a CSV (`answer` the text `True`) are yes/no questions, not GSM8K rows."""
+    rows = [{**SUPERGLUE_BOOLQ, "idx": 0, "label": 1}, {**SUPERGLUE_BOOLQ, "idx": 1, "label": 0}]
+    csv_path = tmp_path / "boolq.csv"
+    csv_path.write_text(
+        "question,answer,passage\n"
+        f"{BOOLQ['question']},True,{BOOLQ['passage']}\n{BOOLQ['question']},false,{BOOLQ['passage']}\n"
+    )
+    labels_csv = tmp_path / "labels.csv"
+    labels_csv.write_text(f"question,passage,idx,label\n{BOOLQ['question']},{BOOLQ['passage']},0,1\n")
+    for path, want in (
+        (_jsonl(tmp_path, rows), ["yes", "no"]),
+        (csv_path, ["yes", "no"]),
+        (labels_csv, ["yes"]),
+    ):
+        data = load_dataset(path, format=format)  # type: ignore[arg-type]
+        assert data.layout == "QA"
+        assert [i.meta["answers"] for i in data.items] == [[w] for w in want]
+        assert data.items[0].input == f"{BOOLQ['passage']}\n\n{BOOLQ['question']}"
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (
+            {**SUPERGLUE_BOOLQ, "answer": 1},
+            "`answer` is the number 1 beside a `passage`: a BoolQ answer is true or false",
+        ),
+        ({**SUPERGLUE_BOOLQ, "label": -1}, "`label` is -1: BoolQ's test split holds back its answers"),
+        (
+            {**SUPERGLUE_BOOLQ, "label": "maybe"},
+            "`label` must be true or false, or 0 or 1 \\(BoolQ's\\), not 'maybe'",
+        ),
+    ],
+)
+def test_boolq_rows_it_cannot_read_name_boolq_and_the_field(
+    tmp_path: Path, row: dict[str, Any], reason: str
+) -> None:
+    """A BoolQ row with an `answer` of 0 or 1 (a count or a truth), or a `label` of the hidden test
+    split or not a truth, is refused naming BoolQ and the field, not as a GSM8K row."""
+    with pytest.raises(DatasetError, match=rf"^data.jsonl:1: {reason}"):
+        load_dataset(_jsonl(tmp_path, [row]))
+
+
 SVAMP = {
     "ID": "chal-1",
     "Body": "Each pack of dvds costs 76 dollars. If there is a discount of 25 dollars on each pack",
