@@ -12,10 +12,13 @@ rows too: the ``problem`` is the question, the ``answer`` the one accepted answe
 category (read as MATH rows, their answers were held to MATH's equivalences). A ``question`` whose
 ``answer`` is a bool (BoolQ, StrategyQA; beside a ``passage``, BoolQ's, also the text ``True`` of
 a CSV, or SuperGLUE's ``label``, a bool or 0 or 1) is a yes/no question, its accepted answer ``yes``
-or ``no``; a number 0 or 1 as the ``answer`` beside a ``passage`` is refused naming BoolQ. DROP is refused (``unread_layout``): its
-answers may be several spans together, which no accepted answer stands for. The prompt is the
-question; a SQuAD row's (one with a ``context``, BoolQ's with a ``passage``) is that text, a blank
-line and the question, each without surrounding whitespace. A row with no answer, a blank one or one that is not a string is refused naming the field.
+or ``no``; a number 0 or 1 as the ``answer`` beside a ``passage`` is refused naming BoolQ. DROP is
+refused (``unread_layout``): its answers may be several spans together, which no accepted answer
+stands for; so is TruthfulQA's generation task (``best_answer``, ``correct_answers``,
+``incorrect_answers``), whose replies are judged against both lists. The prompt is the question; a
+SQuAD row's (one with a ``context``, BoolQ's with a ``passage``) is that text, a blank line and the
+question, each without surrounding whitespace. A row with no answer, a blank one or one that is not
+a string is refused naming the field.
 
 The benchmarks' own files hold one JSON object (SQuAD's ``{"data": [{"title", "paragraphs":
 [{"context", "qas": [...]}]}], "version"}``, TriviaQA's ``{"Data": [{"Question", "QuestionId",
@@ -51,6 +54,15 @@ _TOPIC = re.compile(r"""['"]topic['"]\s*:\s*(?:'([^']*)'|"([^"]*)")""")
 _DROP = (
     "{what}: moa does not read DROP, whose answer may be several spans together, scored by DROP's "
     "own F1; write generic rows (`input`: the passage and the question, `target`)"
+)
+
+
+#: TruthfulQA's generation task is scored by a model judging a reply against both lists of answers
+_TRUTHFULQA_GENERATION = (
+    "{what}: TruthfulQA's generation task judges a reply against its correct and incorrect answers, "
+    "which no match with one accepted answer stands for; use its multiple-choice rows (`mc1_targets`: "
+    "the hub's multiple_choice config, or mc_task.json), or generic rows (`input`: the question) "
+    "under a pairwise judge"
 )
 
 
@@ -108,11 +120,16 @@ def _simpleqa_topic(meta: Any) -> str | None:
 
 
 def unread_layout(row: Mapping[str, Any]) -> str | None:
-    """Why ``row`` (DROP's) is refused rather than read as a QA row, or None."""
+    """Why ``row`` (DROP's, TruthfulQA's generation task's) is refused rather than read as a QA row,
+    or None."""
     if "input" in row:
         return None
     if "answers_spans" in row and "question" in row:
         return _DROP.format(what="DROP's rows (`passage`, `question`, `answers_spans`)")
+    if "question" in row and "best_answer" in row and "incorrect_answers" in row:
+        return _TRUTHFULQA_GENERATION.format(what="TruthfulQA's generation rows (`best_answer`)")
+    if "Question" in row and "Best Answer" in row and "Incorrect Answers" in row:
+        return _TRUTHFULQA_GENERATION.format(what="TruthfulQA.csv (`Best Answer`)")
     values = list(row.values())
     if values and all(isinstance(v, Mapping) and "qa_pairs" in v for v in values):
         return _DROP.format(what="DROP's own file (passages holding `qa_pairs`)")

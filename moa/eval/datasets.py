@@ -273,7 +273,7 @@ _INPUT_LIKE = ("prompt", "instruction", "question", "problem", "text", "query")
 
 def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     """Refuse a row that lacks a field its layout needs, naming the field and the layout."""
-    if kind in ("choice", "qa", "word_problem"):  # fields differ by benchmark: the reader names them
+    if kind in ("choice", "qa", "word_problem", "math"):  # fields differ by benchmark: the reader names them
         return
     if kind == "mbpp":
         for key in ("test_list", "text" if row.get("prompt") is None else "prompt"):
@@ -283,12 +283,6 @@ def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     if kind == "instruction":
         if row.get("instruction") is None:
             raise _BadRow("row has no `instruction`: an instruction row needs `instruction`")
-        return
-    if kind == "math":
-        if row.get("problem") is None:
-            raise _BadRow("row has no `problem`: a MATH row needs `problem` and `answer` or `solution`")
-        if row.get("answer") is None and row.get("solution") is None:
-            raise _BadRow("row has no `answer` or `solution`: a MATH row needs `problem` and either")
         return
     missing = [f for f in _FIELDS[kind] if row.get(f) is None]
     if not missing:
@@ -522,7 +516,7 @@ _ID_KEYS: dict[_RowKind, tuple[str, ...]] = {
     "generic": ("id",),
     "gsm8k": ("id",),
     "instruction": ("id",),
-    "math": ("unique_id", "id"),
+    "math": ("unique_id", "id", "ID"),
     "mbpp": ("task_id",),
     "choice": ("id", "ind", "Record ID", "question_id"),
     "qa": ("id", "question_id", "qid", "idx"),

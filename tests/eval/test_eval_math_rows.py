@@ -127,3 +127,46 @@ def test_a_question_answer_row_without_hashes_says_which_layouts_fit(tmp_path: P
     """AIME 2025's `question` + `answer: "70"` is read as GSM8K: the refusal names MATH and QA."""
     with pytest.raises(DatasetError, match=r"name its `question` `problem`\) or a QA row"):
         load_dataset(_jsonl(tmp_path, [{"question": "Find n.", "answer": "70"}]))
+
+
+# AIME on the Hugging Face hub: AIME 2024's capitalised fields, and AIME 1983-2024's `Question`
+AIME_2024 = {
+    "ID": "2024-I-4",
+    "Problem": "Jen enters a lottery ...",
+    "Solution": "... $\\boxed{116}$",
+    "Answer": 116,
+}
+AIME_ALL_YEARS = {
+    "ID": "1983-1",
+    "Year": 1983,
+    "Problem Number": 1,
+    "Question": "Let $x$ ...",
+    "Answer": 60,
+    "Part": None,
+}
+
+
+@pytest.mark.parametrize(
+    ("row", "item_id", "prompt", "target"),
+    [
+        (AIME_2024, "2024-I-4", AIME_2024["Problem"], "116"),
+        ({**AIME_2024, "Answer": None}, "2024-I-4", AIME_2024["Problem"], "116"),
+        (AIME_ALL_YEARS, "1983-1", AIME_ALL_YEARS["Question"], "60"),
+    ],
+)
+def test_aime_files_with_capitalised_fields_are_math_rows(
+    tmp_path: Path, row: dict[str, Any], item_id: str, prompt: str, target: str
+) -> None:
+    """AIME's files on the hub (`Problem`, `Answer`, `Solution`, `ID`; or `Question` beside `Problem
+    Number`) are MATH rows, not generic or SVAMP rows without their fields."""
+    for format in ("auto", "math"):
+        data = load_dataset(_jsonl(tmp_path, [row]), format=format)  # type: ignore[arg-type]
+        (item,) = data.items
+        assert (data.layout, item.id, item.input, item.target) == ("MATH", item_id, prompt, target)
+        assert item.meta["format"] == MATH
+
+
+def test_a_capitalised_math_row_without_its_answer_names_its_fields(tmp_path: Path) -> None:
+    """A capitalised AIME row lacking its answer and solution names them as the row spells them."""
+    with pytest.raises(DatasetError, match=r"^data.jsonl:1: row has no `Answer` or `Solution`: a MATH row"):
+        load_dataset(_jsonl(tmp_path, [{"ID": "x", "Problem": "p", "Answer": None}]))
