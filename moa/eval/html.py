@@ -82,7 +82,8 @@ _LOCAL_SCHEMES = ("data:", "blob:", "about:")
 # how Chromium reports a request that one of the network layers below stopped
 _BLOCKED = ("ERR_BLOCKED_BY_CLIENT", "ERR_PROXY_CONNECTION_FAILED", "ERR_NAME_NOT_RESOLVED")
 _DOCUMENT_START = re.compile(r"^\s*(<!doctype\s+html|<html[\s>])", re.IGNORECASE)
-_DOCUMENT_SPAN = re.compile(r"(<!doctype\s+html|<html[\s>]).*</html\s*>", re.IGNORECASE | re.DOTALL)
+_DOCUMENT_OPEN = re.compile(r"<!doctype\s+html|<html[\s>]", re.IGNORECASE)
+_DOCUMENT_CLOSE = re.compile(r"</html\s*>", re.IGNORECASE)
 _HTML_TAGS = frozenset({"html", "htm", "xhtml"})
 _CSS_TAGS = frozenset({"css"})
 # browser scripts only: a ```node block is a server, not part of the page
@@ -165,8 +166,18 @@ def extract_html(answer: str) -> str | None:
         return _inline_assets(page, css, js)
     if _DOCUMENT_START.match(answer):
         return answer.strip()
-    span = _DOCUMENT_SPAN.search(answer)
-    return span.group(0) if span else None
+    return _document_span(answer)
+
+
+def _document_span(answer: str) -> str | None:
+    """From the first ``<!DOCTYPE html`` or ``<html`` of ``answer`` to its last ``</html>``, or None."""
+    # found apart, not as one regex: `<html>.*</html>` ran to the end of the answer from every
+    # `<html>` without a close after it, quadratic in a reply repeating one
+    first = _DOCUMENT_OPEN.search(answer)
+    if first is None:
+        return None
+    end = max((m.end() for m in _DOCUMENT_CLOSE.finditer(answer, first.end())), default=None)
+    return answer[first.start() : end] if end is not None else None
 
 
 # --- what the page did --------------------------------------------------------------------------

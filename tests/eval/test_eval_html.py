@@ -10,6 +10,7 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -179,6 +180,27 @@ def test_extract_cuts_the_page_out_of_prose() -> None:
     """An unfenced page between prose is cut from <!DOCTYPE html> to </html>."""
     answer = "Sure! <!DOCTYPE html><html><body>p</body></html> Hope it helps."
     assert extract_html(answer) == "<!DOCTYPE html><html><body>p</body></html>"
+
+
+def test_extract_reads_a_reply_repeating_an_unclosed_html_tag_at_once() -> None:
+    """A reply of 100,000 `<html>` tags and no `</html>` (and one closed at its end) is read in linear
+    time (a hang guard of 60 s for milliseconds; one regex ran to the end from every tag)."""
+    probe = (
+        "from moa.eval.html import extract_html\n"
+        "tags = 'prose ' + '<html> ' * 100_000\n"
+        "print(extract_html(tags), len(extract_html(tags + '</html>')))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout == f"None {7 * 100_000 + 7}\n"
 
 
 def test_extract_finds_nothing_in_an_answer_without_a_page() -> None:
