@@ -156,11 +156,19 @@ def iter_lines(
 ) -> Iterator[bytes]:
     """The lines of an open file (newline kept), stopping with ``error`` past ``max_bytes`` in total:
     a file that grows while it is read is bounded too."""
-    left = max_bytes
-    while line := f.readline(left + 1):
+    left, number = max_bytes, 0
+    while True:
+        try:
+            line = f.readline(left + 1)
+        except OSError as e:
+            # a disk or network share failing halfway, or /proc/self/mem: one line, not a traceback
+            raise error(f"{path}: cannot read {what} past line {number}: {e.strerror or e}") from None
+        if not line:
+            return
         left -= len(line)
         if left < 0:
             raise error(f"{path}: {what} grew over the {_size(max_bytes)} limit while being read")
+        number += 1
         yield line
 
 

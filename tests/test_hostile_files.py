@@ -325,6 +325,30 @@ def test_iter_lines_bounds_a_file_that_grows() -> None:
         list(iter_lines(io.BytesIO(b"\0" * 1000), max_bytes=10, path="x"))
 
 
+class _FailingDisk(io.BytesIO):
+    """A file whose disk fails after its first line, as a network share that goes away does."""
+
+    def readline(self, size: int | None = -1) -> bytes:
+        if self.tell():
+            raise OSError(5, "Input/output error")
+        return super().readline(size)
+
+
+def test_iter_lines_turns_a_read_error_into_one_line() -> None:
+    """A read that fails halfway is the caller's one-line error naming the file and the last line read."""
+    lines = iter_lines(_FailingDisk(b"a\nb\n"), max_bytes=100, path="x", what="dataset", error=DatasetError)
+    assert next(lines) == b"a\n"
+    with pytest.raises(DatasetError, match=r"^x: cannot read dataset past line 1: Input/output error$"):
+        next(lines)
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").exists(), reason="Linux's /proc")
+def test_a_dataset_that_cannot_be_read_is_one_line() -> None:
+    """/proc/self/mem, a regular file whose every read fails, is a DatasetError naming it, not an OSError."""
+    with pytest.raises(DatasetError, match=r"^/proc/self/mem: cannot read dataset past line 0: "):
+        load_dataset("/proc/self/mem")
+
+
 def test_nul_path_is_one_line() -> None:
     """A path holding a NUL byte is a UserError, not the ValueError os.stat raises."""
     with pytest.raises(UserError, match="NUL byte"):
