@@ -218,6 +218,13 @@ _FORCED: dict[str, _RowKind] = {
     "instruction": "instruction",
     "qa": "qa",
 }
+#: files of a binary format, by suffix, and the pandas reader that converts each
+_BINARY_FORMATS = {
+    ".parquet": "parquet",
+    ".feather": "feather",
+    ".xlsx": "excel",
+    ".xls": "excel",
+}
 #: rows read to recognise the layout: enough that a few broken rows at the top cannot outvote it
 _SAMPLE_ROWS = 32
 
@@ -588,6 +595,12 @@ def load_dataset(
         read = iter_gzip_lines if compressed else iter_lines
         lines = read(f, max_bytes=DATASET_MAX_BYTES, path=path, what="dataset", error=DatasetError)
         inner = suffixes[-2:-1] if compressed else suffixes[-1:]
+        if inner and inner[0] in _BINARY_FORMATS:
+            # the hub's own download is Parquet: read as JSON lines, it was "line 1 is not valid UTF-8"
+            raise DatasetError(
+                f"{source}: moa reads JSON lines, CSV and JSON datasets, not {inner[0]}: convert it "
+                f'(pandas: `pd.read_{_BINARY_FORMATS[inner[0]]}(path).to_json(out, orient="records", lines=True)`)'
+            )
         # a forced layout (`dataset_format: choice` over MMLU's CSV) is read as its file is written:
         # only `jsonl` says how to read the file, and a `.csv` read as JSON lines failed on line 1
         is_csv = format == "csv" or (format != "jsonl" and inner == [".csv"])

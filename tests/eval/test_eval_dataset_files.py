@@ -245,3 +245,16 @@ def test_a_forced_layout_reads_a_csv_file_as_csv(tmp_path: Path, name: str) -> N
     path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
     item = load_dataset(path, format="choice").items[0]
     assert (item.id, item.target) == ("q1", "B")
+
+
+@pytest.mark.parametrize("name", ["test-00000-of-00001.parquet", "data.parquet.gz", "sheet.xlsx"])
+def test_a_parquet_or_excel_file_is_refused_saying_how_to_convert_it(tmp_path: Path, name: str) -> None:
+    """A Parquet file (the Hugging Face hub's download) or a spreadsheet is refused in one line naming
+    its format and the conversion, not as a first line that is not UTF-8."""
+    path = tmp_path / name
+    path.write_bytes(b"PAR1\x15\x04\x15\x00\xff\xfe")
+    with pytest.raises(DatasetError) as e:
+        load_dataset(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: moa reads JSON lines, CSV and JSON datasets, not .")
+    assert "pd.read_" in message and "\n" not in message
