@@ -29,6 +29,7 @@ __all__ = ["FileProblem", "Row", "csv_rows", "json_rows", "jsonl_rows"]
 Row = tuple[int, int, dict[str, Any] | str]
 
 _BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
@@ -36,6 +37,9 @@ def _decoded_lines(raw: Iterable[bytes]) -> Iterator[tuple[int, str | None]]:
     when it is not UTF-8."""
     for number, chunk in enumerate(raw, start=1):
         if number == 1:
+            if chunk.startswith(_UTF16_BOMS):
+                # Excel's "Unicode text" and PowerShell's `>`: every line was "not valid UTF-8"
+                raise FileProblem(1, "the file is UTF-16 (its byte order mark says so): save it as UTF-8")
             chunk = chunk.removeprefix(_BOM)
         try:
             yield number, chunk.removesuffix(b"\n").decode("utf-8").rstrip("\r")

@@ -258,3 +258,15 @@ def test_a_parquet_or_excel_file_is_refused_saying_how_to_convert_it(tmp_path: P
     message = str(e.value)
     assert message.startswith(f"{path}: moa reads JSON lines, CSV and JSON datasets, not .")
     assert "pd.read_" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["data.csv", "data.jsonl", "data.json"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_utf16_file_is_refused_in_one_line_in_both_modes(tmp_path: Path, name: str, encoding: str) -> None:
+    """A UTF-16 file (Excel's "Unicode text") is one line saying so, not every row "not valid UTF-8"."""
+    path = tmp_path / name
+    text = "input,target\na,b\n" if name.endswith(".csv") else '{"input": "a", "target": "b"}\n'
+    path.write_bytes(("\ufeff" + text).encode(encoding))
+    for mode in ("fail", "skip"):
+        with pytest.raises(DatasetError, match=rf"^{name}:1: the file is UTF-16 .*: save it as UTF-8$"):
+            load_dataset(path, on_bad_row=mode)  # type: ignore[arg-type]
