@@ -63,7 +63,8 @@ def _jsonl_of(lines: Iterable[tuple[int, str | None]]) -> Iterator[Row]:
 def json_rows(raw: Iterable[bytes]) -> Iterator[Row]:
     """Rows of a ``.json`` file: a JSON array of objects (AlpacaEval, sanitized MBPP and TruthfulQA
     are published so, read line by line they were one "invalid JSON" line) or, when its first
-    character is not ``[``, JSON lines as many ``.json`` files hold. Each element is a row numbered
+    character is not ``[``, JSON lines as many ``.json`` files hold (or one object over many lines,
+    when its first line is no row and the whole file is one object). Each element is a row numbered
     by the line it starts on and checked as a JSONL row is; a syntax error between or inside
     elements spoils the rest of the array, so it is a ``FileProblem``."""
     lines = _decoded_lines(raw)
@@ -73,7 +74,13 @@ def json_rows(raw: Iterable[bytes]) -> Iterator[Row]:
         if text is None or text.strip():
             break
     first = head[-1][1] if head else None
-    if first is None or not first.lstrip().removeprefix("\ufeff").startswith("["):
+    opening = first.lstrip().removeprefix("\ufeff")[:1] if first is not None else ""
+    if opening == "{" and first is not None and isinstance(_jsonl_row(first), str):
+        # one object over many lines (SQuAD's or TriviaQA's file saved indented): read line by line,
+        # its every line was a bad row; a JSON lines file whose first row is broken is still read so
+        yield from _object_or_lines(head, lines)
+        return
+    if opening != "[":
         yield from _jsonl_of(itertools.chain(head, lines))
         return
     texts: list[str] = []
@@ -82,6 +89,19 @@ def json_rows(raw: Iterable[bytes]) -> Iterator[Row]:
             raise FileProblem(number, "line is not valid UTF-8")
         texts.append(text)
     yield from _array_rows("\n".join(texts).removeprefix("\ufeff"))
+
+
+def _object_or_lines(
+    head: list[tuple[int, str | None]], lines: Iterable[tuple[int, str | None]]
+) -> Iterator[Row]:
+    """The file as one JSON object spanning its lines when it parses as one, else as JSON lines."""
+    read = list(itertools.chain(head, lines))
+    if all(text is not None for _, text in read):
+        row = _jsonl_row("\n".join(text or "" for _, text in read))
+        if not isinstance(row, str):
+            yield head[-1][0], 1, row
+            return
+    yield from _jsonl_of(read)
 
 
 _DECODER = json.JSONDecoder()

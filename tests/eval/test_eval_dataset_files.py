@@ -270,3 +270,38 @@ def test_a_utf16_file_is_refused_in_one_line_in_both_modes(tmp_path: Path, name:
     for mode in ("fail", "skip"):
         with pytest.raises(DatasetError, match=rf"^{name}:1: the file is UTF-16 .*: save it as UTF-8$"):
             load_dataset(path, on_bad_row=mode)  # type: ignore[arg-type]
+
+
+SQUAD_FILE = {
+    "data": [
+        {
+            "title": "Super_Bowl_50",
+            "paragraphs": [
+                {
+                    "context": "The Denver Broncos won Super Bowl 50.",
+                    "qas": [
+                        {
+                            "id": "q1",
+                            "question": "Who won?",
+                            "answers": [{"text": "Denver Broncos", "answer_start": 4}],
+                        }
+                    ],
+                }
+            ],
+        }
+    ],
+    "version": "1.1",
+}
+
+
+def test_squads_file_saved_indented_is_read_as_its_questions(tmp_path: Path) -> None:
+    """SQuAD's own file saved indented (one object over many lines) is read as a row per question,
+    not as one bad row per line; a JSON lines file whose first row is broken is still read line by line."""
+    path = tmp_path / "dev-v1.1.json"
+    path.write_text(json.dumps(SQUAD_FILE, indent=2))
+    (item,) = load_dataset(path).items
+    assert (item.id, item.target) == ("q1", "Denver Broncos")
+    broken = tmp_path / "rows.json"
+    broken.write_text('{"input": "a",\n{"input": "b", "target": "x"}\n')
+    data = load_dataset(broken, on_bad_row="skip")
+    assert [i.input for i in data.items] == ["b"] and [b.line for b in data.bad_rows] == [1]
