@@ -549,11 +549,24 @@ def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:
         raise DatasetError(f"{name}:{e.line}: {e.reason}") from None
 
 
+def _bbh_examples(row: Mapping[str, Any]) -> list[dict[str, Any] | str] | None:
+    """BIG-Bench Hard's task file (``{"canary", "examples": [{"input", "target"}]}``): its examples,
+    generic rows; None for any other row."""
+    examples = row.get("examples")
+    if "input" in row or not isinstance(examples, list) or not examples:
+        return None
+    if not all(isinstance(e, dict) and "input" in e and "target" in e for e in examples):
+        return None
+    return list(examples)
+
+
 def _per_question(rows: Iterator[Row]) -> Iterator[Row]:
-    """``rows``, with SQuAD's or TriviaQA's own file (one JSON object holding every question) read
-    as a row per question, each on the object's line and numbered in the file's order."""
+    """``rows``, with SQuAD's, TriviaQA's or BIG-Bench Hard's own file (one JSON object holding every
+    question) read as a row per question, each on the object's line and numbered in the file's order."""
     for number, ordinal, row in rows:
         questions = None if isinstance(row, str) else document_questions(row)
+        if questions is None and not isinstance(row, str):
+            questions = _bbh_examples(row)
         if questions is None:
             yield number, ordinal, row
         else:

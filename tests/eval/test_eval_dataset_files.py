@@ -305,3 +305,22 @@ def test_squads_file_saved_indented_is_read_as_its_questions(tmp_path: Path) -> 
     broken.write_text('{"input": "a",\n{"input": "b", "target": "x"}\n')
     data = load_dataset(broken, on_bad_row="skip")
     assert [i.input for i in data.items] == ["b"] and [b.line for b in data.bad_rows] == [1]
+
+
+def test_big_bench_hards_task_file_is_read_as_its_examples(tmp_path: Path) -> None:
+    """BIG-Bench Hard's task file (one indented object: `canary`, `examples` of `input` and
+    `target`) is read as a generic row per example, numbered in order."""
+    path = tmp_path / "boolean_expressions.json"
+    examples = [
+        {"input": "not ( True ) and ( True ) is", "target": "False"},
+        {"input": "True and not not ( not False ) is", "target": "True"},
+    ]
+    path.write_text(
+        json.dumps({"canary": "BENCHMARK DATA SHOULD NEVER APPEAR ...", "examples": examples}, indent=4)
+    )
+    data = load_dataset(path)
+    assert data.layout == "generic"
+    assert [(i.id, i.input, i.target) for i in data.items] == [
+        ("1", examples[0]["input"], "False"),
+        ("2", examples[1]["input"], "True"),
+    ]
