@@ -406,6 +406,17 @@ def test_confidence_is_read_strictly() -> None:
             parse_confidence(bad)
 
 
+def test_a_corrected_rating_is_the_one_read() -> None:
+    """A rater that rates, then corrects itself, means the correction (as a manager's corrected plan
+    is the one run): the first rating skipped the escalation the rater asked for. A last rating out
+    of range is malformed (retried), never a fall back to the first."""
+    assert parse_confidence('{"confidence": 0.9}. On reflection, {"confidence": 0.2}') == 0.2
+    assert parse_confidence('```json\n{"confidence": 0.9}\n```\nActually: {"confidence": 0.1}') == 0.1
+    assert parse_confidence('Form: {"confidence": 0.5}\n```json\n{"confidence": 0.7}\n```') == 0.7
+    with pytest.raises(moa.MalformedReply):
+        parse_confidence('{"confidence": 0.9} no, {"confidence": 1.5}')
+
+
 HOSTILE_RATINGS = [
     '{"confidence": ' + "9" * 5000 + "}",  # past Python's digit limit for int()
     '{"confidence": ' + "9" * 400 + "}",  # an int, past a float's range: float() overflowed

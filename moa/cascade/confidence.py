@@ -8,7 +8,7 @@ import json
 import math
 import re
 
-from moa._run.json_reply import json_candidates
+from moa._run.json_reply import json_spans
 from moa.errors import MalformedReply
 
 __all__ = ["confidence_prompt", "parse_confidence"]
@@ -49,22 +49,37 @@ def _value(raw: object) -> float | None:
     return v if math.isfinite(v) and 0.0 <= v <= 1.0 else None
 
 
+def _last_rating(text: str) -> tuple[int, object] | None:
+    """Where the last ``{"confidence": ...}`` object of ``text`` starts, and its ``confidence``. A rater that
+    writes a first rating and then corrects it ("On reflection, {"confidence": 0.2}") means the
+    correction, as a manager's corrected plan is the one run; the first rating skipped escalation."""
+    best: tuple[int, object] | None = None
+    read: dict[str, object] = {}
+    for start, span in json_spans(text):
+        if span not in read:
+            try:
+                read[span] = json.loads(span)
+            except (ValueError, RecursionError):
+                # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
+                read[span] = None
+        data = read[span]
+        if isinstance(data, dict) and "confidence" in data and (best is None or start > best[0]):
+            best = (start, data["confidence"])
+    return best
+
+
 def parse_confidence(text: str, *, node: str = "", model: str = "") -> float:
-    """The confidence in ``text`` (within 0..1), or ``MalformedReply``."""
+    """The confidence in ``text`` (within 0..1), or ``MalformedReply``: a bare number, else the last
+    ``{"confidence": x}`` of the reply (``_last_rating``), whose ``x`` must be a number in 0..1."""
     bare = _BARE.match(text)
     if bare is not None:
         v = _value(float(bare.group(1)))
         if v is not None:
             return v
-    for c in json_candidates(text):
-        try:
-            data = json.loads(c)
-        except (ValueError, RecursionError):
-            # not JSON, or hostile JSON: an integer past Python's digit limit, nesting past its stack
-            continue
-        if isinstance(data, dict) and "confidence" in data:
-            v = _value(data["confidence"])
-            if v is not None:
-                return v
+    rating = _last_rating(text)
+    if rating is not None:
+        v = _value(rating[1])
+        if v is not None:
+            return v
     snippet = " ".join(text.split())[:80]
     raise MalformedReply(f'confidence is not {{"confidence": <0..1>}}: "{snippet}"', model=model, node=node)
