@@ -16,3 +16,14 @@ def test_the_address_in_the_banner_takes_connections_before_uvicorn_runs() -> No
             pass  # queued by the kernel until the server accepts
     finally:
         sock.close()
+
+
+def test_every_loopback_host_counts_as_loopback() -> None:
+    """The warning about a server without --api-key-env and the browser guard read the same rule:
+    `--host 127.0.0.2` (loopback, 127.0.0.0/8) was warned about as if it were public."""
+    from moa.serve.cli import on_loopback
+
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "[::1]", "localhost", "LOCALHOST"):
+        assert on_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.4", "example.com", "localhost.example.com", ""):
+        assert not on_loopback(host), host

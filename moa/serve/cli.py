@@ -17,7 +17,7 @@ from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
 from moa.scrub import remember_secret
 
-__all__ = ["add_parser", "browser_guard", "listen", "run", "serve"]
+__all__ = ["add_parser", "browser_guard", "listen", "on_loopback", "run", "serve"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             print(f"moa serve: {line}", file=sys.stderr)
         return 2
-    if api_key is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+    if api_key is None and not on_loopback(args.host):
         print(f"moa serve: warning: listening on {args.host} without --api-key-env", file=sys.stderr)
     try:
         sock = listen(args.host, args.port)
@@ -130,7 +130,7 @@ def browser_guard(app: _ASGI, host: str) -> _ASGI:
     first, so any page could spend the keys of a server without ``--api-key-env``), and, on a
     loopback interface, a ``Host`` that is no loopback name (DNS rebinding: a page's own name
     pointed at 127.0.0.1 is "same origin", and reads the replies). API clients send neither."""
-    loopback = host in _LOOPBACK_NAMES or _is_loopback_address(host)
+    loopback = on_loopback(host)
     names = _LOOPBACK_NAMES | {host.strip("[]").lower()}
 
     async def guarded(scope: Any, receive: Any, send: Any) -> None:
@@ -166,7 +166,11 @@ def _hostname(host_header: str) -> str | None:
         return None
 
 
-def _is_loopback_address(host: str) -> bool:
+def on_loopback(host: str) -> bool:
+    """Whether ``--host`` is a loopback interface: a loopback name or any loopback address
+    (127.0.0.0/8, ``::1``; ``--host 127.0.0.2`` was warned about as if it were public)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
