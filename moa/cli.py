@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 # light modules only: the topology loader, the runner and the web stack load per command
-from moa._argtypes import usd
+from moa._argtypes import seconds, usd
 from moa.errors import MoAError, TopologyError, UserError
 from moa.results import Done, Token
 from moa.scrub import environment_secrets, scrub
@@ -406,7 +406,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--stream", action="store_true", help="print the answer's tokens as they arrive")
     s.add_argument("--budget-usd", type=usd, default=None, metavar="X", help="hard cap on the run's spend")
-    s.add_argument("--deadline-s", type=float, default=None, help="hard cap on the run's time")
+    s.add_argument("--deadline-s", type=seconds, default=None, help="hard cap on the run's time")
     s.add_argument(
         "--output-schema",
         default=None,

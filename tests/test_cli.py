@@ -574,6 +574,18 @@ def test_run_and_compare_refuse_the_same_budgets_naming_the_flag(
     assert said == [f"argument --budget-usd: {refusal}"] * 2
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_run_refuses_a_deadline_naming_the_flag(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--deadline-s 0` or `nan` was refused by the Python API's check, naming `deadline_s`, after
+    the topology was read: now argparse refuses it naming the flag."""
+    with pytest.raises(SystemExit) as info:
+        main(["run", "nope.yaml", "hi", f"--deadline-s={value}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.split(": error: ", 1)[1].startswith("argument --deadline-s: ")
+    assert repr(value) in err
+
+
 def test_human_lines_count_one_thing_in_the_singular(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
