@@ -263,12 +263,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not args.stream:
             return await topology.run(prompt, runner=runner, **kw)
         result = None
-        async for ev in topology.stream(prompt, runner=runner, **kw):
-            if isinstance(ev, Token) and not args.json:
-                sys.stdout.write(ev.text)
+        streamed = False
+        try:
+            async for ev in topology.stream(prompt, runner=runner, **kw):
+                if isinstance(ev, Token) and not args.json:
+                    sys.stdout.write(ev.text)
+                    sys.stdout.flush()
+                    streamed = streamed or bool(ev.text)
+                elif isinstance(ev, Done):
+                    result = ev.result
+        except BaseException:
+            if streamed:  # the error line would go on after the half-printed answer on a terminal
+                sys.stdout.write("\n")
                 sys.stdout.flush()
-            elif isinstance(ev, Done):
-                result = ev.result
+            raise
         if not args.json:
             sys.stdout.write("\n")
         return result

@@ -241,6 +241,18 @@ def test_run_plain_prints_answer_and_summary(tmp_path: Path) -> None:
     assert s.returncode == 0 and s.stdout.strip() == p.stdout.strip()
 
 
+def test_a_streamed_answer_cut_by_a_failure_ends_its_line(tmp_path: Path) -> None:
+    """`--stream` printed part of the answer, then the run failed (here its deadline): the answer had
+    no closing newline, so on a terminal the error line went on after it."""
+    slow = SimModel(answer=" ".join(["word"] * 400), stream_chunk_delay_s=0.25)
+    with SimServer(models={"sim": slow}) as srv:
+        f = _topology(tmp_path, srv.base_url)
+        p = moa_cli("run", str(f), "hello", "--stream", "--deadline-s", "8", env={"MOA_SIM_KEY": "k"})
+    assert p.returncode == 1, p.stderr
+    assert p.stdout.startswith("word") and p.stdout.endswith("\n") and not p.stdout.endswith("\n\n")
+    assert p.stdout.count("\n") == 1
+
+
 def test_run_takes_the_prompt_as_an_argument_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`moa run TOPOLOGY PROMPT` is `--prompt PROMPT` (it was a usage error); none or both is one
     line naming both spellings, before the topology is even read."""
