@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -310,7 +311,35 @@ def test_line_breaks_from_a_dataset_or_a_provider_stay_inside_their_markdown_cel
     assert not any(line.startswith(("# Injected", "## <html>", "| fake")) for line in lines)
     assert "| evil  # Injected heading \\| fake \\| row \\| |" in md
     assert "| Category | base | a\\|b |" in md
-    assert "- `a|b` ×4: ProviderError: 502 ## <html> body - x" in md
+    assert "- `a|b` ×4: ProviderError: 502 ## \\<html> body - x" in md
+
+
+def test_html_from_a_dataset_or_a_provider_is_no_tag_in_report_md() -> None:
+    """A category holding a tag (`<img onerror=...>`) and a provider's HTML error page were written
+    into report.md as HTML, which renderers passing HTML through lay out or run; a backslash before
+    each tag's `<` shows it as text. A `<` opening no tag (`p <1e-300`) is left as it is."""
+    from moa.experiment.report import markdown_report
+
+    cat = '<img src=x onerror="alert(1)">'
+    base = _rows("base", [1, 1, 0, 0], [0.01] * 4, [1] * 4)
+    bad = {
+        i: RunRow(
+            k, "a", i, None, "ProviderError: <!DOCTYPE html><html><body>502</body></html>", 0.01, 1.0, 1, 1, 1
+        )
+        for k, i in enumerate(IDS)
+    }
+    s = summarize(
+        experiment="<script>alert(2)</script>",
+        evaluator={"name": "exact"},
+        setups=[("base", True, base), ("a", False, bad)],
+        item_ids=IDS,
+        categories={"1": cat, "2": cat},
+        rounds=50,
+    )
+    md = markdown_report(s, png=None)
+    assert not re.search(r"(?<!\\)<[A-Za-z/!]", md), md
+    assert '\\<img src=x onerror="alert(1)">' in md and "# \\<script>alert(2)\\</script>" in md
+    assert "\\<!DOCTYPE html>\\<html>\\<body>502\\</body>\\</html>" in md
 
 
 def test_per_correct_figures_leave_out_runs_not_scored_yet() -> None:

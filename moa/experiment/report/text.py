@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -172,10 +173,16 @@ def _footer(summary: Summary) -> list[str]:
     return out
 
 
+#: where an HTML tag, comment or declaration could open (``<img``, ``</div``, ``<!--``)
+_TAG_OPENING = re.compile(r"<(?=[A-Za-z/!?])")
+
+
 def _one_line(text: str) -> str:
-    """``text`` on one line: a line break in a dataset's category or a provider's error message would
-    end a markdown table row or bullet and start a heading or table of its own."""
-    return " ".join(text.splitlines())
+    """``text`` on one line, no HTML in it: a line break in a dataset's category or a provider's
+    error message would end a markdown table row or bullet and start a heading or table of its own,
+    and a tag in them (an nginx 502 page, ``<img onerror=...>``) is laid out, or run, by a renderer
+    of report.md that passes HTML through. CommonMark shows ``\\<`` as ``<``; ``<1e-300`` is left."""
+    return _TAG_OPENING.sub(r"\\<", " ".join(text.splitlines()))
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
