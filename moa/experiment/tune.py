@@ -273,7 +273,14 @@ class _WithFailures:
 
 def _replayed_error(rec: CallRecord) -> ModelError | None:
     """The error ``rec`` failed with, to raise again; None for one that is no model's failure (a
-    cancellation, a budget's refusal), which is not read back."""
+    budget's refusal), which is not read back. A call cancelled in the stored run (its stage ended by
+    a sibling sample's failure, a quorum met without it) is read back as a failure too: its step's
+    outcome is the same either way, and sent again it was paid for nothing (whether it went out
+    before the replayed failure ended its step was a race)."""
+    if rec.error == "cancelled":
+        return ModelError(
+            "cancelled in the stored run (its step ended without it)", model=rec.model, node=rec.node
+        )
     name, _, message = (rec.error or "").partition(": ")
     cls = _REPLAYED.get(name)
     return None if cls is None or not message else cls(message, model=rec.model, node=rec.node)

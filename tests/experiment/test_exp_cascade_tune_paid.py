@@ -200,8 +200,10 @@ def test_what_the_tuning_paid_has_a_bound_for_calls_cut_off_in_flight(tmp_path: 
 
 def test_a_stored_failure_replays_once_and_only_for_the_request_it_failed_on(tmp_path: Path) -> None:
     """The tuning's cache reads a stored failure back for the same node, model and messages only,
-    once, with its account (cached, its cost and its attempts); another request, or a failure that
-    is no model's (a cancellation), is sent."""
+    once, with its account (cached, its cost and its attempts); another request is sent. A call
+    cancelled in the stored run (its sibling sample failed first) is read back as a failure too: it
+    was sent again whenever it went out before the replayed failure ended its stage (a race: one run
+    in ten paid one call more), for the same outcome."""
     from moa.calls.call import CachedFailure
     from moa.errors import MalformedReply
     from moa.experiment import Store
@@ -231,6 +233,8 @@ def test_a_stored_failure_replays_once_and_only_for_the_request_it_failed_on(tmp
         assert isinstance(hit, CachedFailure) and isinstance(hit.error, MalformedReply)
         assert hit.record is failed and hit.error.node == "s1.judge.rate"
         assert cache.get(cache.key("s1.judge.rate", ModelRequest("openai/rater-m", asked))) is None
+        hit = cache.get(cache.key("s1.sample1", ModelRequest("openai/cheap-m", asked)))
+        assert isinstance(hit, CachedFailure) and hit.record is cut and "cancelled" in str(hit.error)
         assert cache.get(cache.key("s1.sample1", ModelRequest("openai/cheap-m", asked))) is None
     finally:
         store.close()
