@@ -271,6 +271,54 @@ _INSERT_RUN = (
 )
 
 
+_BASE_AND_MOA = [("base", "h0", True), ("moa", "h1", False)]
+
+
+def _manifest(
+    experiment: str,
+    setups: Sequence[tuple[str, str, bool]],
+    evaluator_id: str,
+    item_ids: Sequence[str],
+    *,
+    evaluator: dict[str, Any] | None = None,
+    pairwise: bool = False,
+    samples: int = 1,
+    rounds: int = 50,
+) -> dict[str, Any]:
+    """A stored experiment's manifest: ``setups`` as (name, hash, is_baseline)."""
+    return {
+        "experiment": experiment,
+        "dataset": "generated",
+        "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b in setups],
+        "evaluator": evaluator or {"name": "exact"},
+        "evaluator_id": evaluator_id,
+        "pairwise": pairwise,
+        "samples": samples,
+        "item_ids": list(item_ids),
+        "seed": 0,
+        "bootstrap_rounds": rounds,
+    }
+
+
+def _save(
+    store: Store,
+    items: Sequence[Any],
+    runs: Sequence[Any],
+    calls: Sequence[Any],
+    scores: Sequence[Any],
+    manifest: dict[str, Any],
+) -> None:
+    """Items, runs, calls and scores as rows, and the manifest, in one transaction."""
+    with store.conn:
+        store.put_items(items)
+        store.conn.executemany(_INSERT_RUN, runs)
+        store.conn.executemany(INSERT_CALL, calls)
+        store.conn.executemany(
+            "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
+        )
+        store.set_meta("manifest", manifest)
+
+
 def build_big(out: Path, n_items: int, *, seed: int = 0) -> None:
     """``n_items`` items (three categories), a baseline (one call per item) and a three-call setup,
     scored 0/1 under ``exact``, written in one transaction the way a run stores them (runs, calls
@@ -328,26 +376,8 @@ def build_big(out: Path, n_items: int, *, seed: int = 0) -> None:
                         None if right else "expected " + data["target"],
                     )
                 )
-        manifest = {
-            "experiment": "big",
-            "dataset": "generated",
-            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b in setups],
-            "evaluator": {"name": "exact"},
-            "evaluator_id": evaluator_id,
-            "pairwise": False,
-            "samples": 1,
-            "item_ids": ids,
-            "seed": 0,
-            "bootstrap_rounds": 200,
-        }
-        with store.conn:
-            store.put_items(items)
-            store.conn.executemany(_INSERT_RUN, runs)
-            store.conn.executemany(INSERT_CALL, calls)
-            store.conn.executemany(
-                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
-            )
-            store.set_meta("manifest", manifest)
+        manifest = _manifest("big", setups, evaluator_id, ids, rounds=200)
+        _save(store, items, runs, calls, scores, manifest)
     finally:
         store.close()
 
@@ -409,26 +439,10 @@ def build_hostile(out: Path) -> None:
                 )
                 calls.extend(call_rows(made, run_id, None, text_limit=4096))
                 scores.append((run_id, "exact:evil", float(is_base), EVIL["answer"]))
-        manifest = {
-            "experiment": EVIL["experiment"],
-            "dataset": "generated",
-            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b in setups],
-            "evaluator": {"name": EVIL["answer"]},
-            "evaluator_id": "exact:evil",
-            "pairwise": False,
-            "samples": 1,
-            "item_ids": ids,
-            "seed": 0,
-            "bootstrap_rounds": 50,
-        }
-        with store.conn:
-            store.put_items(items)
-            store.conn.executemany(_INSERT_RUN, runs)
-            store.conn.executemany(INSERT_CALL, calls)
-            store.conn.executemany(
-                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
-            )
-            store.set_meta("manifest", manifest)
+        manifest = _manifest(
+            EVIL["experiment"], setups, "exact:evil", ids, evaluator={"name": EVIL["answer"]}
+        )
+        _save(store, items, runs, calls, scores, manifest)
     finally:
         store.close()
 
@@ -475,26 +489,8 @@ def build_retried(out: Path) -> None:
             runs.append((run_id, name, h, "r1", items[0][1], "4", cost, 2.0, 2.0, 100, 20, 1, cost))
             calls.extend(call_rows([call], run_id, None, text_limit=4096))
             scores.append((run_id, "exact:retried", 1.0, None))
-        manifest = {
-            "experiment": "retried",
-            "dataset": "generated",
-            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b, _ in setups],
-            "evaluator": {"name": "exact"},
-            "evaluator_id": "exact:retried",
-            "pairwise": False,
-            "samples": 1,
-            "item_ids": ["r1"],
-            "seed": 0,
-            "bootstrap_rounds": 50,
-        }
-        with store.conn:
-            store.put_items(items)
-            store.conn.executemany(_INSERT_RUN, runs)
-            store.conn.executemany(INSERT_CALL, calls)
-            store.conn.executemany(
-                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
-            )
-            store.set_meta("manifest", manifest)
+        manifest = _manifest("retried", [(n, h, b) for n, h, b, _ in setups], "exact:retried", ["r1"])
+        _save(store, items, runs, calls, scores, manifest)
         # the timeout's worst case is not known to be paid: the run's cost is known up to it
         store.conn.execute("UPDATE runs SET cost_usd_max = 0.0146, unknown_attempts = 1 WHERE run_id = 2")
         # the baseline's attempt as a store written before attempts kept their cost and tier holds it
@@ -529,26 +525,10 @@ def build_sixteenths(out: Path) -> None:
                 runs.append((run_id, name, h, item_id, ih, "yes", 0.001, latency, latency, 100, 20, 1, 0.001))
                 calls.extend(call_rows([call], run_id, None, text_limit=4096))
                 scores.append((run_id, "exact:16", 1.0 if k < right else 0.0, None))
-        manifest = {
-            "experiment": "sixteenths",
-            "dataset": "generated",
-            "setups": [{"name": n, "hash": h, "source": n, "is_baseline": b} for n, h, b, _, _ in setups],
-            "evaluator": {"name": "exact"},
-            "evaluator_id": "exact:16",
-            "pairwise": False,
-            "samples": 1,
-            "item_ids": ids,
-            "seed": 0,
-            "bootstrap_rounds": 200,
-        }
-        with store.conn:
-            store.put_items(items)
-            store.conn.executemany(_INSERT_RUN, runs)
-            store.conn.executemany(INSERT_CALL, calls)
-            store.conn.executemany(
-                "INSERT INTO scores(run_id, evaluator_id, value, detail) VALUES (?,?,?,?)", scores
-            )
-            store.set_meta("manifest", manifest)
+        manifest = _manifest(
+            "sixteenths", [(n, h, b) for n, h, b, _, _ in setups], "exact:16", ids, rounds=200
+        )
+        _save(store, items, runs, calls, scores, manifest)
     finally:
         store.close()
 
@@ -575,24 +555,9 @@ def build_both_failed(out: Path, *, pairwise: bool) -> None:
         else:
             store.put_score(bj, ev, 1.0, None)
             store.put_score(mj, ev, 1.0, None)
-        store.set_meta(
-            "manifest",
-            {
-                "experiment": "failed",
-                "dataset": "generated",
-                "setups": [
-                    {"name": "base", "hash": "h0", "source": "base", "is_baseline": True},
-                    {"name": "moa", "hash": "h1", "source": "moa", "is_baseline": False},
-                ],
-                "evaluator": {"name": "judge" if pairwise else "exact"},
-                "evaluator_id": ev,
-                "pairwise": pairwise,
-                "samples": 1,
-                "item_ids": ["i", "j"],
-                "seed": 0,
-                "bootstrap_rounds": 50,
-            },
-        )
+        evaluator = {"name": "judge" if pairwise else "exact"}
+        manifest = _manifest("failed", _BASE_AND_MOA, ev, ["i", "j"], evaluator=evaluator, pairwise=pairwise)
+        store.set_meta("manifest", manifest)
     finally:
         store.close()
 
@@ -611,23 +576,6 @@ def build_one_sample_failed(out: Path) -> None:
                 store.record_run("moa", "h1", "i", "x", None, ProviderError("down"), sample=k)
             else:
                 store.put_score(store.record_run("moa", "h1", "i", "x", ok, sample=k), "exact:s", 1.0, None)
-        store.set_meta(
-            "manifest",
-            {
-                "experiment": "sampled",
-                "dataset": "generated",
-                "setups": [
-                    {"name": "base", "hash": "h0", "source": "base", "is_baseline": True},
-                    {"name": "moa", "hash": "h1", "source": "moa", "is_baseline": False},
-                ],
-                "evaluator": {"name": "exact"},
-                "evaluator_id": "exact:s",
-                "pairwise": False,
-                "samples": 3,
-                "item_ids": ["i"],
-                "seed": 0,
-                "bootstrap_rounds": 50,
-            },
-        )
+        store.set_meta("manifest", _manifest("sampled", _BASE_AND_MOA, "exact:s", ["i"], samples=3))
     finally:
         store.close()
