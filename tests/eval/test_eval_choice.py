@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ from moa.errors import DatasetError
 from moa.eval.choice import ChoiceEvaluator, read_choice
 from moa.eval.datasets import load_dataset
 from moa.eval.registry import make_evaluator
+from tests.probe import run_python
 
 PARIS = ["Berlin", "Paris", "Rome", "Madrid"]
 
@@ -488,15 +486,4 @@ def test_a_reply_of_many_answer_markers_on_one_line_is_read_at_once(tmp_path: Pa
         "from moa.eval.choice import read_choice\n"
         "print(read_choice((Path(sys.argv[1]) / 'reply.txt').read_text(), ['Berlin', 'Paris'])[0])\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, str(probe), str(tmp_path)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout == "B\n"
+    assert run_python(str(probe), str(tmp_path)) == "B\n"

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from moa.eval.code import extract_code
+from tests.probe import run_python
 
 
 def test_prefers_longest_python_block() -> None:
@@ -132,17 +129,7 @@ def test_a_fence_line_of_blanks_before_a_backtick_is_read_at_once() -> None:
         "for line in ('```' + blanks + '`', '```py' + blanks + '`x', '~~~' + blanks + '`'):\n"
         "    print(fenced_blocks(line + '\\n'), extract_code(line, entry_point='f'))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout == "[] None\n" * 3
+    assert run_python("-c", probe) == "[] None\n" * 3
 
 
 def test_prose_words_after_long_code_are_cut_in_a_few_parses(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from moa.eval.datasets import Item
 from moa.eval.reference import extract_final_answer, parse_numbers
 from moa.eval.registry import make_evaluator
 from moa.eval.types import NO_TARGET, Evaluator
+from tests.probe import run_python
 
 
 def _item(target: str | None) -> Item:
@@ -340,14 +338,4 @@ def test_replies_of_nested_quotes_or_dollars_are_read_at_once(tmp_path: Path) ->
         "        reply = (here / f'{name}.txt').read_text()\n"
         "        print(asyncio.run(make_evaluator(config).score(item, reply)).value)\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, str(probe), str(tmp_path)],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split() == ["1.0"] * 4
+    assert run_python(str(probe), str(tmp_path)).split() == ["1.0"] * 4

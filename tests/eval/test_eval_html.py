@@ -10,7 +10,6 @@ import asyncio
 import os
 import socket
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from moa.eval.html import (
     render_html,
     renderer_problem,
 )
+from tests.probe import run_python
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 PROBLEM = renderer_problem()
@@ -190,17 +190,7 @@ def test_extract_reads_a_reply_repeating_an_unclosed_html_tag_at_once() -> None:
         "tags = 'prose ' + '<html> ' * 100_000\n"
         "print(extract_html(tags), len(extract_html(tags + '</html>')))\n"
     )
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout == f"None {7 * 100_000 + 7}\n"
+    assert run_python("-c", probe) == f"None {7 * 100_000 + 7}\n"
 
 
 def test_extract_finds_nothing_in_an_answer_without_a_page() -> None:

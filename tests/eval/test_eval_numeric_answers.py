@@ -20,6 +20,7 @@ from moa.eval.datasets import Item, load_dataset
 from moa.eval.numeric import FinalNumber, NotANumber, final_answer, final_number, parse_numbers
 from moa.eval.registry import make_evaluator
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
+from tests.probe import run_python
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PROBLEMS = FIXTURES / "gsm8k_style.jsonl"
@@ -410,14 +411,4 @@ def test_a_reply_of_unclosed_boxes_is_scored_at_once(tmp_path: Path) -> None:
         "    print(asyncio.run(make_evaluator(config).score(item, reply)).value)\n"
         "print(load_dataset(here / 'math.jsonl').items[0].target)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, str(probe), str(tmp_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.split() == ["0.0", "0.0", "5"]
+    assert run_python(str(probe), str(tmp_path)).split() == ["0.0", "0.0", "5"]
