@@ -298,9 +298,16 @@ def _check_fields(kind: _RowKind, row: Mapping[str, Any]) -> None:
     if kind == "generic":
         # other benchmarks' names for the prompt (AlpacaEval, MATH, MBPP): say which one to rename
         held = next((f for f in _INPUT_LIKE if isinstance(row.get(f), str)), None)
-        raise _BadRow(
-            f"row has no {have}" + (f" (it holds `{held}`: name that field `input`)" if held else "")
-        )
+        if held:
+            raise _BadRow(f"row has no {have} (it holds `{held}`: name that field `input`)")
+        # a file of one object wrapping its rows (`{"data": [...]}`, as exported by many tools)
+        wrapper = next((k for k, v in row.items() if _holds_rows(v)), None) if len(row) <= 3 else None
+        if wrapper is not None:
+            raise _BadRow(
+                f"row has no {have}: the file is one object holding its rows under `{wrapper}`; "
+                f"write them one per line (JSONL: jq -c '.{wrapper}[]')"
+            )
+        raise _BadRow(f"row has no {have}")
     need = ", ".join(f"`{f}`" for f in _FIELDS[kind])
     raise _BadRow(f"row has no {have}: a {_LABELS[kind]} row needs {need}")
 
@@ -539,6 +546,15 @@ def _id_key(kind: _RowKind, row: Mapping[str, Any]) -> str | None:
 def _row_id(kind: _RowKind, row: Mapping[str, Any], number: int) -> str:
     key = _id_key(kind, row)
     return (_opt_str(row, key, numbers=True) if key else None) or str(number)
+
+
+def _holds_rows(value: object) -> bool:
+    """Whether ``value`` is a list of objects (rows) holding an ``input``."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) and "input" in v for v in value[:10])
+    )
 
 
 def _fatal_as_error(rows: Iterator[Row], name: str) -> Iterator[Row]:

@@ -324,3 +324,16 @@ def test_big_bench_hards_task_file_is_read_as_its_examples(tmp_path: Path) -> No
         ("1", examples[0]["input"], "False"),
         ("2", examples[1]["input"], "True"),
     ]
+
+
+def test_a_file_wrapping_its_rows_in_one_object_says_how_to_unwrap_them(tmp_path: Path) -> None:
+    """`{"data": [{input, target}, ...]}` (a tool's export) failed as a row with no `input`, with no
+    word of the rows it holds: the line names the key and the one-line conversion."""
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps({"version": 2, "data": [{"input": "2+2?", "target": "4"}] * 3}, indent=2))
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path)
+    assert str(info.value) == (
+        "export.json:1: row has no `input`: the file is one object holding its rows under `data`; "
+        "write them one per line (JSONL: jq -c '.data[]')"
+    )
