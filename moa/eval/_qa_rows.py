@@ -91,6 +91,8 @@ def is_qa_row(row: Mapping[str, Any]) -> bool:
         return True
     if "passage" in row and (row.get("label") is not None or _truth_text(answer) is not None):
         return True  # SuperGLUE's BoolQ (`label`), or BoolQ written to a CSV (`answer` the text `True`)
+    if _is_strategyqa(row) and _truth_text(answer) is not None:
+        return True  # StrategyQA written to a CSV
     if "passage" in row and answer in (0, 1):
         return True  # refused by `read_qa_row` as BoolQ's, not as GSM8K's
     if isinstance(answer, Mapping) and ("value" in answer or "aliases" in answer):
@@ -187,6 +189,12 @@ def _truth_text(value: Any) -> bool | None:
     return {"true": True, "false": False}.get(text) if text is not None else None
 
 
+def _is_strategyqa(row: Mapping[str, Any]) -> bool:
+    """A StrategyQA row: its `facts` and `decomposition` beside the question (no other layout has
+    them), so its CSV's `answer` text `True` is a truth, not the word."""
+    return "facts" in row and "decomposition" in row
+
+
 def _yes_no(row: Mapping[str, Any], *, beside_passage: bool) -> bool | None:
     """The truth a yes/no row's answer holds, or None when the row is no yes/no question: a bool
     `answer` (BoolQ, StrategyQA); beside a `passage` (BoolQ), an `answer` written `True` (a CSV) or
@@ -194,6 +202,8 @@ def _yes_no(row: Mapping[str, Any], *, beside_passage: bool) -> bool | None:
     answer = row.get("answer")
     if isinstance(answer, bool):
         return answer
+    if _is_strategyqa(row):
+        return _truth_text(answer)
     if not beside_passage:
         return None
     if answer is not None:

@@ -227,6 +227,22 @@ def test_yes_no_questions_are_qa_items_answered_yes_or_no(
     assert item.meta == {"format": QA, "answers": [answer]}
 
 
+@pytest.mark.parametrize("format", ["auto", "qa"])
+def test_strategyqa_written_to_a_csv_is_a_yes_no_question(tmp_path: Path, format: str) -> None:
+    """StrategyQA saved as a CSV (`answer` the text `True`, its `facts` and `decomposition` as JSON
+    cells) was refused as a GSM8K row, or with `dataset_format: qa` scored against the word "True"."""
+    path = tmp_path / "strategyqa.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(STRATEGYQA))
+        w.writeheader()
+        for n, answer in enumerate(("True", "false")):
+            cells = {k: json.dumps(v) if isinstance(v, list) else v for k, v in STRATEGYQA.items()}
+            w.writerow({**cells, "qid": f"q{n}", "answer": answer})
+    data = load_dataset(path, format=format)  # type: ignore[arg-type]
+    assert data.layout == "QA" and [i.input for i in data.items] == [STRATEGYQA["question"]] * 2
+    assert [i.meta["answers"] for i in data.items] == [["yes"], ["no"]]
+
+
 SUPERGLUE_BOOLQ = {"question": BOOLQ["question"], "passage": BOOLQ["passage"]}
 
 
