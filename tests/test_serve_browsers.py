@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import moa
 from moa.testing.sim import SimModel, SimServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,3 +76,34 @@ def test_api_clients_and_the_same_origin_are_served(served: tuple[str, SimServer
     for headers in ({}, {"Host": f"localhost:{port}"}, {"Origin": f"http://127.0.0.1:{port}"}):
         r = httpx.post(f"{url}/chat/completions", content=BODY, headers=headers, timeout=30)
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"], (headers, r.text)
+
+
+async def test_an_app_of_create_app_is_guarded_under_any_asgi_server() -> None:
+    """The guard was `moa serve`'s alone: an application serving `create_app` with its own ASGI
+    server on loopback answered a web page's cross-origin POST, and a rebound Host, on its keys."""
+    from moa.serve import create_app
+    from moa.testing import FunctionModel
+    from moa.topology.loader import load_data
+
+    runner = moa.Runner(models={"fake/m": FunctionModel(lambda r: "paid answer")})
+    app = create_app(
+        [load_data({"name": "one", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}})],
+        runner=runner,
+    )
+    asgi = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+    # the ASGI `server` of this transport is the URL's host: a loopback interface here
+    async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1:8000") as client:
+        foreign = await client.post(
+            "/v1/chat/completions", content=BODY, headers={"Origin": "http://evil.example"}
+        )
+        rebound = await client.post(
+            "/v1/chat/completions", content=BODY, headers={"Host": "evil.example:8000"}
+        )
+        own = await client.post(
+            "/v1/chat/completions", content=BODY, headers={"Origin": "http://127.0.0.1:8000"}
+        )
+    assert foreign.status_code == rebound.status_code == 403, (foreign.text, rebound.text)
+    assert "another origin" in foreign.json()["error"]["message"]
+    assert "not a loopback name" in rebound.json()["error"]["message"]
+    assert own.status_code == 200 and own.json()["choices"][0]["message"]["content"] == "paid answer"
+    await runner.aclose()

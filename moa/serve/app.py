@@ -39,6 +39,7 @@ from moa._run.engine import watch_run
 from moa.errors import MoAError, UserError
 from moa.results import CallRecord, Done, Token
 from moa.scrub import scrub
+from moa.serve.guard import BrowserGuard
 from moa.serve.protocol import (
     ApiError,
     ChatRequest,
@@ -454,7 +455,9 @@ def create_app(
     ``api_key`` makes every route require ``Authorization: Bearer <api_key>``; ``runner`` (closed
     by its owner) replaces the runner the app makes at startup and closes at shutdown;
     ``allow_trace=False`` answers a request asking for ``"moa_trace": true`` (each call's messages,
-    the server's system prompts included) with a 400 naming the field."""
+    the server's system prompts included) with a 400 naming the field. A web page's request (another
+    ``Origin``, or a foreign ``Host`` on a loopback interface) gets a 403 before any call
+    (``moa.serve.guard``), under ``moa serve`` or any ASGI server."""
     server = _Server(topologies, api_key, max_body_bytes, runner, allow_trace)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -488,7 +491,8 @@ def create_app(
             Route("/v1/chat/completions", _Endpoint(server.chat), methods=["POST"]),
             Route("/v1/models", server.models, methods=["GET"]),
         ],
-        middleware=[Middleware(_RequestLog)],
+        # the log outermost: a web page's refused request is logged as any other
+        middleware=[Middleware(_RequestLog), Middleware(BrowserGuard)],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

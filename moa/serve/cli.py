@@ -4,20 +4,17 @@ registers this parser on every start, and the web stack loads only when ``serve`
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import json
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
 from moa.scrub import remember_secret
+from moa.serve.guard import on_loopback
 
-__all__ = ["add_parser", "browser_guard", "listen", "on_loopback", "run", "serve"]
+__all__ = ["add_parser", "listen", "run", "serve"]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -95,11 +92,8 @@ def run(args: argparse.Namespace) -> int:
             for line in problems:
                 print(f"moa serve: {line}", file=sys.stderr)
             return 2
-        app = browser_guard(
-            create_app(
-                topologies, api_key=api_key, max_body_bytes=args.max_body_bytes, allow_trace=not args.no_trace
-            ),
-            args.host,
+        app = create_app(
+            topologies, api_key=api_key, max_body_bytes=args.max_body_bytes, allow_trace=not args.no_trace
         )
     except UserError as e:
         lines = e.lines() if hasattr(e, "lines") else [str(e)]
@@ -118,63 +112,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"moa serve: {names} at http://{host}:{sock.getsockname()[1]}/v1", file=sys.stderr)
     serve(app, sock)
     return 0
-
-
-_ASGI = Callable[[Any, Any, Any], Awaitable[None]]
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def browser_guard(app: _ASGI, host: str) -> _ASGI:
-    """``app`` refusing, with a 403, what a web page in the user's browser sends it: a request naming
-    another origin (``Origin``; a form or a ``text/plain`` fetch is sent without asking the server
-    first, so any page could spend the keys of a server without ``--api-key-env``), and, on a
-    loopback interface, a ``Host`` that is no loopback name (DNS rebinding: a page's own name
-    pointed at 127.0.0.1 is "same origin", and reads the replies). API clients send neither."""
-    loopback = on_loopback(host)
-    names = _LOOPBACK_NAMES | {host.strip("[]").lower()}
-
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            given = headers.get(b"host", b"").decode("latin-1")
-            origin = headers.get(b"origin")
-            why = None
-            if loopback and _hostname(given) not in names:
-                why = f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
-            elif origin is not None and urlsplit(origin.decode("latin-1")).netloc.lower() != given.lower():
-                why = "a request from a web page of another origin is refused"
-            if why is not None:
-                body = json.dumps({"error": {"message": why, "type": "forbidden", "code": "forbidden"}})
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 403,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
-def _hostname(host_header: str) -> str | None:
-    try:
-        return urlsplit(f"//{host_header}").hostname  # lowercased, the port and IPv6 brackets dropped
-    except ValueError:
-        return None
-
-
-def on_loopback(host: str) -> bool:
-    """Whether ``--host`` is a loopback interface: a loopback name or any loopback address
-    (127.0.0.0/8, ``::1``; ``--host 127.0.0.2`` was warned about as if it were public)."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 UVICORN_SETTINGS: dict[str, Any] = {

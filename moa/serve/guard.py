@@ -1,0 +1,71 @@
+"""What a web page in the user's browser sends a moa server is refused (403) before any call: a
+request naming another origin (``Origin``: a form or a ``text/plain`` fetch is sent without asking
+the server first, so any page could spend the keys of a server without an API key), and, on a
+loopback interface, a ``Host`` that is no loopback name (DNS rebinding: a page's own name pointed
+at 127.0.0.1 is "same origin", and reads the replies). API clients send neither.
+
+Standard library only: ``moa serve``'s parser imports ``on_loopback`` on every start of ``moa``."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["BrowserGuard", "on_loopback"]
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def on_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface: a loopback name or any loopback address
+    (127.0.0.0/8, ``::1``; ``--host 127.0.0.2`` was warned about as if it were public)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _hostname(host_header: str) -> str | None:
+    try:
+        return urlsplit(f"//{host_header}").hostname  # lowercased, the port and IPv6 brackets dropped
+    except ValueError:
+        return None
+
+
+def refusal(scope: dict[str, Any]) -> str | None:
+    """Why the HTTP request of ``scope`` comes from a web page (see the module docstring), or None.
+    The interface is the one the request reached (the ASGI ``server``), so an app served by
+    ``create_app`` under any ASGI server is guarded as ``moa serve`` is."""
+    headers = dict(scope["headers"])
+    given = headers.get(b"host", b"").decode("latin-1")
+    server = scope.get("server")
+    address = str(server[0]) if server else ""
+    if address and on_loopback(address) and _hostname(given) not in _LOOPBACK_NAMES | {address.lower()}:
+        return f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
+    origin = headers.get(b"origin")
+    if origin is not None and urlsplit(origin.decode("latin-1")).netloc.lower() != given.lower():
+        return "a request from a web page of another origin is refused"
+    return None
+
+
+class BrowserGuard:
+    """ASGI middleware answering a web page's request (``refusal``) with a 403 naming why."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        why = refusal(scope) if scope["type"] == "http" else None
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        if isinstance(scope.get("state"), dict):
+            scope["state"]["status"] = 403  # the request log's status
+        body = json.dumps({"error": {"message": why, "type": "forbidden", "code": "forbidden"}}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 403, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
