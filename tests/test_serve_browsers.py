@@ -107,3 +107,26 @@ async def test_an_app_of_create_app_is_guarded_under_any_asgi_server() -> None:
     assert "not a loopback name" in rebound.json()["error"]["message"]
     assert own.status_code == 200 and own.json()["choices"][0]["message"]["content"] == "paid answer"
     await runner.aclose()
+
+
+async def test_with_an_api_key_the_key_is_the_boundary() -> None:
+    """A server with a key answers a request bearing it whatever its Host (a reverse proxy on the
+    same machine forwards the public name) and Origin: a web page cannot send a key it does not
+    know, and the guard would have refused every proxied request."""
+    from moa.serve import create_app
+    from moa.testing import FunctionModel
+    from moa.topology.loader import load_data
+
+    runner = moa.Runner(models={"fake/m": FunctionModel(lambda r: "answer")})
+    spec = {"name": "one", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}}
+    app = create_app([load_data(spec)], runner=runner, api_key="k")
+    asgi = httpx.ASGITransport(app=app, client=("127.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=asgi, base_url="http://127.0.0.1:8000") as client:
+        headers = {"Host": "api.example.com", "Authorization": "Bearer k"}
+        proxied = await client.post("/v1/chat/completions", content=BODY, headers=headers)
+        keyless = await client.post(
+            "/v1/chat/completions", content=BODY, headers={"Origin": "http://evil.example"}
+        )
+    assert proxied.status_code == 200, proxied.text
+    assert keyless.status_code == 401, keyless.text
+    await runner.aclose()

@@ -455,9 +455,9 @@ def create_app(
     ``api_key`` makes every route require ``Authorization: Bearer <api_key>``; ``runner`` (closed
     by its owner) replaces the runner the app makes at startup and closes at shutdown;
     ``allow_trace=False`` answers a request asking for ``"moa_trace": true`` (each call's messages,
-    the server's system prompts included) with a 400 naming the field. A web page's request (another
-    ``Origin``, or a foreign ``Host`` on a loopback interface) gets a 403 before any call
-    (``moa.serve.guard``), under ``moa serve`` or any ASGI server."""
+    the server's system prompts included) with a 400 naming the field. Without ``api_key``, a web
+    page's request (another ``Origin``, or a foreign ``Host`` on a loopback interface) gets a 403
+    before any call (``moa.serve.guard``), under ``moa serve`` or any ASGI server."""
     server = _Server(topologies, api_key, max_body_bytes, runner, allow_trace)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
@@ -491,8 +491,9 @@ def create_app(
             Route("/v1/chat/completions", _Endpoint(server.chat), methods=["POST"]),
             Route("/v1/models", server.models, methods=["GET"]),
         ],
-        # the log outermost: a web page's refused request is logged as any other
-        middleware=[Middleware(_RequestLog), Middleware(BrowserGuard)],
+        # the log outermost: a web page's refused request is logged as any other. With an API key
+        # the key is the boundary (a page cannot send it), and a reverse proxy's own Host passes
+        middleware=[Middleware(_RequestLog)] + ([Middleware(BrowserGuard)] if api_key is None else []),
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,
