@@ -18,6 +18,7 @@ experiment changed in a way that would mix results (a setup's topology, an item'
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import sqlite3
 from collections.abc import Sequence
@@ -203,6 +204,8 @@ class Experiment:
             self.spec.budget_usd,
             spent,
             spent_max,
+            self.spec.executor,
+            _reached_workers(self.spec.executor),
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
@@ -646,3 +649,26 @@ def _close(store: Store) -> None:
         store.close()
     except sqlite3.Error as e:  # the last commit failed (a full disk): the earlier ones are kept
         raise UserError(damaged(store.path, str(e))) from None
+
+
+def _reached_workers(executor: str) -> int | None:
+    """The workers of a remote scheduler (``tcp://``), opened and closed as a run opens it, so a dry
+    run checks what a run checks (an unreachable scheduler, no worker, a worker of another moa: the
+    run's one-line ``UserError``); None for an executor that is started, not reached."""
+    if executor in ("local", "dask"):
+        return None
+
+    async def probe() -> int:
+        opened = await open_executor(executor)
+        try:
+            return opened.workers
+        finally:
+            await opened.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(probe())
+    # called from async code (a notebook): its loop cannot run another to the end
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, probe()).result()

@@ -79,6 +79,9 @@ class Plan:
     #: that at most, with the worst case of its calls of unknown usage: what a resumed run's budget
     #: counts (None: ``spent_usd``)
     spent_usd_max: float | None = None
+    #: where the pairs are scored (``spec.executor``), and the workers a remote scheduler has now
+    executor: str = "local"
+    workers: int | None = None
 
     def lines(self) -> list[str]:
         data = self.dataset
@@ -93,6 +96,10 @@ class Plan:
             out.append(
                 f"  judge: up to {_count(self.judge_calls, 'call')} (both orders of each judged answer)"
             )
+        if self.workers is not None:
+            out.append(f"executor: {self.executor}: reached, {_count(self.workers, 'worker')} now")
+        elif self.executor != "local":
+            out.append(f"executor: {self.executor} (a loopback Dask cluster, started by the run)")
         where = "resumed from" if self.resumed else "written to"
         plural = "s" if self.samples != 1 else ""
         out.append(f"setups ({self.samples} sample{plural} per item; results {where} {self.out}):")

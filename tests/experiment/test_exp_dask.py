@@ -184,6 +184,27 @@ def test_unreachable_scheduler_is_one_line_exit_2(
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_a_dry_run_reaches_the_scheduler_as_a_run_does(
+    tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dry-run --executor tcp://...` said "every check passed" without reaching the scheduler, which
+    the run then could not: it opens and closes the executor as a run does, naming its workers, and
+    an unreachable scheduler is the run's one line and exit 2."""
+    exp = _experiment(tmp_path)
+    _hosted(tmp_path, "{model: openai/m, api_base: 'http://127.0.0.1:9/v1'}")  # passes the preflight
+    address = cluster.scheduler_address
+    out_dir = tmp_path / "out"
+    assert main(["compare", str(exp), "--executor", address, "--dry-run", "--out", str(out_dir)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^executor: {re.escape(address)}: reached, \d+ workers? now$", out, re.M), out
+    monkeypatch.setattr(dask_executor, "CONNECT_TIMEOUT_S", 1.0)
+    closed = f"tcp://127.0.0.1:{_closed_port()}"
+    assert main(["compare", str(exp), "--executor", closed, "--dry-run", "--out", str(out_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"moa: executor `{closed}`: no Dask scheduler answered within 1 s", err
+    assert not out_dir.exists()
+
+
 def test_a_missing_key_is_refused_before_the_executor_opens(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
