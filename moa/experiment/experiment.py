@@ -654,8 +654,14 @@ def _close(store: Store) -> None:
 def _reached_workers(executor: str) -> int | None:
     """The workers of a remote scheduler (``tcp://``), opened and closed as a run opens it, so a dry
     run checks what a run checks (an unreachable scheduler, no worker, a worker of another moa: the
-    run's one-line ``UserError``); None for an executor that is started, not reached."""
-    if executor in ("local", "dask"):
+    run's one-line ``UserError``); None for an executor that is started, not reached (``dask``: its
+    extra is checked, as a run's start would)."""
+    if executor == "local":
+        return None
+    if executor == "dask":
+        from moa.experiment.executors.dask_executor import require_distributed
+
+        require_distributed()
         return None
 
     async def probe() -> int:

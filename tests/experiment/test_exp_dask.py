@@ -230,17 +230,19 @@ def test_a_missing_key_is_refused_before_the_executor_opens(
 
 
 def test_missing_extra_is_one_line_exit_2(tmp_path: Path) -> None:
-    """Without the `dask` extra, `--executor dask` says which command installs it, exit 2."""
+    """Without the `dask` extra, `--executor dask` says which command installs it, exit 2, and so
+    does its dry run (which said "every check passed")."""
     exp = _experiment(tmp_path)
     _hosted(tmp_path, "{model: openai/m, api_base: 'http://127.0.0.1:9/v1'}")  # passes the preflight
-    code = (
-        "import sys; sys.modules['distributed'] = None\n"
-        "from moa.cli import main\n"
-        f"sys.exit(main(['compare', {str(exp)!r}, '--executor', 'dask', '--out', {str(tmp_path / 'out')!r}]))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "moa: the dask executor needs the `dask` extra: pip install 'moa-sdk[dask]'"
+    for dry in ([], ["--dry-run"]):
+        argv = ["compare", str(exp), "--executor", "dask", "--out", str(tmp_path / "out"), *dry]
+        code = f"import sys; sys.modules['distributed'] = None\nfrom moa.cli import main\nsys.exit(main({argv!r}))\n"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (dry, proc.stderr)
+        assert (
+            proc.stderr.strip()
+            == "moa: the dask executor needs the `dask` extra: pip install 'moa-sdk[dask]'"
+        )
 
 
 def test_bad_executor_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,7 +29,7 @@ from moa.eval.types import Evaluator, Score
 from moa.experiment.executors.base import offloadable, worker_limits
 from moa.experiment.executors.worker import ForeignWorker, PairOutcome, PairTask, moa_version, score_on_worker
 
-__all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores"]
+__all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores", "require_distributed"]
 
 #: how long a scheduler address may take to answer: a wrong address should fail fast, not hang
 CONNECT_TIMEOUT_S = 5.0
@@ -48,7 +48,7 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _distributed() -> Any:
+def require_distributed() -> Any:
     try:
         import distributed
     except ImportError:
@@ -109,7 +109,7 @@ class DaskExecutor:
     ) -> DaskExecutor:
         """Start a loopback cluster (``dask``: ``n_workers``, by default one per core) or attach to
         the scheduler at ``target``."""
-        distributed = _distributed()
+        distributed = require_distributed()
         if target == "dask":
             cluster = await distributed.LocalCluster(
                 n_workers=n_workers or machine_cores(),
