@@ -439,38 +439,21 @@ class Store:
     def failed_calls(self, setup: str, topo_hash: str, item_id: str, sample: int = 0) -> list[CallRecord]:
         """The calls of the setup's stored run of ``item_id`` that failed, in order, as records
         (their trace as stored: cut and scrubbed, None when the text was not kept)."""
-        cur = self.conn.execute(
-            "SELECT c.node, c.model, c.requested_model, c.prompt_tokens, c.completion_tokens, c.cost_usd, "
-            "COALESCE(c.cost_usd_max, c.cost_usd), c.latency_s, c.attempts, c.error, c.started_s, "
-            "c.attempt_log, c.messages, c.reply, c.cached_tokens, c.cache_write_tokens, "
-            "c.cache_write_1h_tokens, c.service_tier, c.usage_suspect, c.usage_estimated "
-            "FROM calls c JOIN runs r ON r.run_id=c.run_id WHERE r.setup=? AND r.topo_hash=? "
-            "AND r.item_id=? AND r.sample=? AND c.error IS NOT NULL ORDER BY c.seq",
-            (setup, topo_hash, item_id, sample),
-        )
+        run = self.run_for(setup, topo_hash, item_id, sample)
+        if run is None:
+            return []
         out = []
-        for (node, model, requested, prompt, completion, cost, cost_max, latency, attempts, error, started,
-             log, messages, reply, read, write, write_1h, tier, suspect, estimated) in cur:  # fmt: skip
-            usage = Usage(prompt, completion, read, write, write_1h).to_dict()
-            d = {
-                "node": node,
-                "model": model,
-                "requested_model": requested,
-                "usage": usage,
-                "cost_usd": cost,
-                "cost_usd_max": cost_max,
-                "latency_s": latency,
-                "attempts": attempts,
-                "error": error,
-                "started_s": started,
-                "attempt_log": json.loads(log) if log else [],
-                "messages": json.loads(messages) if messages else None,
-                "reply": reply,
-                "service_tier": tier,
-                "usage_suspect": bool(suspect),
-                "usage_estimated": bool(estimated),
-            }
-            out.append(CallRecord.from_dict(d))
+        for d in self.calls_of(run_id=run.run_id):
+            if d["error"] is None:
+                continue
+            usage = Usage(
+                d["prompt_tokens"],
+                d["completion_tokens"],
+                d["cached_tokens"],
+                d["cache_write_tokens"],
+                d["cache_write_1h_tokens"],
+            )
+            out.append(CallRecord.from_dict({**d, "usage": usage.to_dict()}))
         return out
 
     def unscored(
@@ -493,7 +476,8 @@ class Store:
             raise ValueError("give exactly one of run_id and judgment_id")
         column, key = ("run_id", run_id) if run_id is not None else ("judgment_id", judgment_id)
         cur = self.conn.execute(
-            "SELECT seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, latency_s, "
+            "SELECT seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, "
+            "COALESCE(cost_usd_max, cost_usd) AS cost_usd_max, latency_s, "
             "attempts, error, started_s, cached, attempt_log, messages, reply, cached_tokens, cache_write_tokens, "
             "cache_write_1h_tokens, service_tier, usage_suspect, usage_estimated FROM calls "
             f"WHERE {column}=? ORDER BY seq",
