@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 # light modules only: the topology loader, the runner and the web stack load per command
 from moa._argtypes import seconds, usd
+from moa._wording import counted
 from moa.errors import MoAError, TopologyError, UserError
 from moa.results import Done, Token
 from moa.scrub import environment_secrets, scrub
@@ -86,14 +87,9 @@ def _shape(t: Any) -> str:
     and judge (it printed ``1 nodes`` for two stages of 3)."""
     parts = getattr(t, "parts", None)
     if parts is None:
-        return _count(len(t.graph.order), "node")
+        return counted(len(t.graph.order), "node")
     nodes = sum(len(g.order) for _, g in parts())
-    return f"{_count(len(t.stage_list), 'stage')}, {_count(nodes, 'node')}"
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 call``, ``2 calls``: the human lines count one thing as often as several."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{counted(len(t.stage_list), 'stage')}, {counted(nodes, 'node')}"
 
 
 def _unpriced(agents: Sequence[tuple[str, AgentSpec]]) -> list[str]:
@@ -197,7 +193,7 @@ def _summary_line(result: Any) -> str:
         tokens += f" ({'; '.join(doubts)})"
     parts = [
         cost,
-        _count(len(result.calls), "call"),
+        counted(len(result.calls), "call"),
         tokens,
         f"latency {result.latency_s:.2f}s (critical path {result.critical_path_s:.2f}s)",
     ]
@@ -470,7 +466,7 @@ def _spent(calls: Sequence[Any]) -> str:
         return ""
     cost, most = sum(c.cost_usd for c in calls), sum(c.cost_usd_max for c in calls)
     upto = f", up to ${most:.6f}" if most > cost else ""
-    return f" ({_count(len(calls), 'call')} made: ${cost:.6f}{upto})"
+    return f" ({counted(len(calls), 'call')} made: ${cost:.6f}{upto})"
 
 
 class _Pipe:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from moa._wording import counted
 from moa.eval.datasets import Dataset
 from moa.experiment.config import describe_evaluator
 from moa.topology.graph import Graph
@@ -54,9 +55,9 @@ class SetupPlan:
         bound = "up to " if self.at_most else ""
         per_run = f"{bound}{self.calls} call{'s' if self.calls != 1 else ''} per run"
         role = " (baseline)" if self.is_baseline else ""
-        runs = f"{self.to_run} of {_count(self.to_run + self.stored, 'run')} to do"
+        runs = f"{self.to_run} of {counted(self.to_run + self.stored, 'run')} to do"
         source = "" if self.source == self.name else f" ({self.source})"
-        return f"  {self.name}{source}{role}: {per_run}; {runs}, {bound}{_count(self.calls_to_send, 'call')}"
+        return f"  {self.name}{source}{role}: {per_run}; {runs}, {bound}{counted(self.calls_to_send, 'call')}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,7 @@ class Plan:
     def lines(self) -> list[str]:
         data = self.dataset
         out = [f"{self.source}: dry run: every check passed; no call sent, no store created"]
-        out.append(f"dataset: {data.source}: {_count(len(data.items), 'item')}, {data.layout} layout")
+        out.append(f"dataset: {data.source}: {counted(len(data.items), 'item')}, {data.layout} layout")
         if data.bad_rows:
             bad = data.bad_rows[0]
             out.append(f"  {len(data.bad_rows)} bad rows skipped (first: line {bad.line}: {bad.reason})")
@@ -94,10 +95,10 @@ class Plan:
         out.append(f"evaluator: {describe_evaluator(self.evaluator)}{how}")
         if self.judge_calls is not None:
             out.append(
-                f"  judge: up to {_count(self.judge_calls, 'call')} (both orders of each judged answer)"
+                f"  judge: up to {counted(self.judge_calls, 'call')} (both orders of each judged answer)"
             )
         if self.workers is not None:
-            out.append(f"executor: {self.executor}: reached, {_count(self.workers, 'worker')} now")
+            out.append(f"executor: {self.executor}: reached, {counted(self.workers, 'worker')} now")
         elif self.executor != "local":
             out.append(f"executor: {self.executor} (a loopback Dask cluster, started by the run)")
         where = "resumed from" if self.resumed else "written to"
@@ -120,8 +121,3 @@ class Plan:
             out.append(f"first item `{first.id}`:")
             out.extend(f"  | {line}" for line in text.splitlines() or [""])
         return out
-
-
-def _count(n: int, noun: str) -> str:
-    """``1 item``, ``6 items``: a dry run of one item or one run said ``1 items``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from moa._wording import counted
 from moa.experiment.analysis.costs import all_failed
 from moa.experiment.analysis.summary import JudgeSummary, SetupSummary, Summary
 from moa.experiment.config import describe_evaluator
@@ -120,7 +121,7 @@ def table_rows(summary: Summary) -> list[list[str]]:
 def _footer(summary: Summary) -> list[str]:
     basis = "tokens" if summary.cost_basis == "tokens" else "cost"
     out = [
-        f"{summary.experiment}: {summary.n_items} item{'' if summary.n_items == 1 else 's'}, evaluator `{describe_evaluator(summary.evaluator)}`, "
+        f"{summary.experiment}: {counted(summary.n_items, 'item')}, evaluator `{describe_evaluator(summary.evaluator)}`, "
         f"baseline `{summary.baseline}`; * = Pareto-optimal ({basis} vs quality: nothing else costs no "
         f"more and scores no less); latency × is the median wall time over the baseline's, on the runs "
         f"both answered (failed runs left out); {summary.scoring_rule}.",
