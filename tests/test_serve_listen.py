@@ -21,7 +21,7 @@ def test_the_address_in_the_banner_takes_connections_before_uvicorn_runs() -> No
 def test_every_loopback_host_counts_as_loopback() -> None:
     """The warning about a server without --api-key-env and the browser guard read the same rule:
     `--host 127.0.0.2` (loopback, 127.0.0.0/8) was warned about as if it were public."""
-    from moa.serve.guard import on_loopback
+    from moa._loopback import on_loopback
 
     for host in ("127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "[::1]", "localhost", "LOCALHOST"):
         assert on_loopback(host), host

@@ -9,10 +9,10 @@ import socket
 import sys
 from typing import Any
 
+from moa._loopback import on_loopback
 from moa.errors import UserError
 from moa.gc_tuning import tune_gc_for_long_runs
 from moa.scrub import remember_secret
-from moa.serve.guard import on_loopback
 
 __all__ = ["add_parser", "listen", "run", "serve"]
 

@@ -2,31 +2,17 @@
 request naming another origin (``Origin``: a form or a ``text/plain`` fetch is sent without asking
 the server first, so any page could spend the keys of a server without an API key), and, on a
 loopback interface, a ``Host`` that is no loopback name (DNS rebinding: a page's own name pointed
-at 127.0.0.1 is "same origin", and reads the replies). API clients send neither.
-
-Standard library only: ``moa serve``'s parser imports ``on_loopback`` on every start of ``moa``."""
+at 127.0.0.1 is "same origin", and reads the replies). API clients send neither."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["BrowserGuard", "on_loopback"]
+from moa._loopback import LOOPBACK_NAMES, on_loopback
 
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-
-
-def on_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback interface: a loopback name or any loopback address
-    (127.0.0.0/8, ``::1``; ``--host 127.0.0.2`` was warned about as if it were public)."""
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+__all__ = ["BrowserGuard", "refusal"]
 
 
 def _hostname(host_header: str) -> str | None:
@@ -44,7 +30,7 @@ def refusal(scope: dict[str, Any]) -> str | None:
     given = headers.get(b"host", b"").decode("latin-1")
     server = scope.get("server")
     address = str(server[0]) if server else ""
-    if address and on_loopback(address) and _hostname(given) not in _LOOPBACK_NAMES | {address.lower()}:
+    if address and on_loopback(address) and _hostname(given) not in LOOPBACK_NAMES | {address.lower()}:
         return f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
     origin = headers.get(b"origin")
     if origin is not None and urlsplit(origin.decode("latin-1")).netloc.lower() != given.lower():

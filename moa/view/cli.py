@@ -4,12 +4,12 @@ registers this parser on every start, and the web stack loads only when ``view``
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import socket
 import sys
 import unicodedata
 from pathlib import Path
 
+from moa._loopback import on_loopback
 from moa.errors import UserError
 
 __all__ = ["DEFAULT_PORT", "add_parser", "allowed_hosts", "run"]
@@ -54,20 +54,10 @@ def voter_problem(name: str | None) -> str | None:
     return None
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback interface: a loopback name, or any of 127.0.0.0/8 and ::1."""
-    if host in _LOOPBACK:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def allowed_hosts(host: str) -> list[str] | None:
     """The Host header names the server answers when bound to ``host``: loopback names (and the
     address itself) on a loopback interface, against DNS rebinding; any name elsewhere."""
-    if not is_loopback(host):
+    if not on_loopback(host):
         return ["*"]
     if host in _LOOPBACK:
         return None
@@ -105,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         sock = _listen(args.host, args.port)
     except OSError as e:
         return fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
-    if not is_loopback(args.host):
+    if not on_loopback(args.host):
         print(
             f"moa view: warning: listening on {args.host}: anyone who can reach it reads the answers"
             + (" and votes" if args.vote else ""),
