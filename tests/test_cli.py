@@ -246,7 +246,13 @@ def test_a_streamed_answer_cut_by_a_failure_ends_its_line(tmp_path: Path) -> Non
     no closing newline, so on a terminal the error line went on after it."""
     slow = SimModel(answer=" ".join(["word"] * 400), stream_chunk_delay_s=0.25)
     with SimServer(models={"sim": slow}) as srv:
-        f = _topology(tmp_path, srv.base_url)
+        # one call on the direct path: the deadline is spent on the stream, not on importing litellm
+        # and three workers first (on a busy machine that took the whole 8 s before any token)
+        f = tmp_path / "one.yaml"
+        f.write_text(
+            f"name: one\nkind: single\nagent: a\nagents:\n  a: {{model: openai/sim, api_base: "
+            f'"{srv.base_url}", api_key_env: MOA_SIM_KEY, transport: openai-http}}\n'
+        )
         p = moa_cli("run", str(f), "hello", "--stream", "--deadline-s", "8", env={"MOA_SIM_KEY": "k"})
     assert p.returncode == 1, p.stderr
     assert p.stdout.startswith("word") and p.stdout.endswith("\n") and not p.stdout.endswith("\n\n")
