@@ -32,7 +32,15 @@ from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_f
 from moa.calls.limits import Limiter, Permit
 from moa.calls.pricing import Price, service_tier_name
 from moa.calls.retry_budget import RetryBudget
-from moa.errors import BudgetExceeded, MoAError, ModelError, ProviderError, TimedOut, UserError
+from moa.errors import (
+    BudgetExceeded,
+    MalformedReply,
+    MoAError,
+    ModelError,
+    ProviderError,
+    TimedOut,
+    UserError,
+)
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.think import ThinkFilter, answer_of
 from moa.results import Attempt, AttemptStatus, CallRecord, Usage
@@ -294,6 +302,8 @@ def _failed(
         # request the backend knows never left (a refused connection)
         known_zero = (e.status_code is not None or e.never_sent) and reply is None
         call.rejected_reply = reply is not None
+        if isinstance(e, MalformedReply):
+            e.rejected = call.rejected_reply
         billed = getattr(e, "usage", None) if reply is None else None
         if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
             reply = ModelReply("", billed)

@@ -19,9 +19,9 @@ the same item, once in each order, and the two verdicts make the setup's score.
   position, not the answer, and the pair is a tie.
 * ``show_execution: true`` runs both answers against the item's tests in the sandbox first and shows
   the outcomes to the judge (items without tests show nothing).
-* Any other judge failure (provider down, over budget) raises, once the other judgments of the pair
-  have finished (their replies cached): the pair stays unscored and the next run of the experiment
-  judges it again.
+* Any other judge failure (provider down, over budget, a reply that could not be read: cut short,
+  not JSON, no choices) raises, once the other judgments of the pair have finished (their replies
+  cached): the pair stays unscored and the next run of the experiment judges it again.
 """
 
 from __future__ import annotations
@@ -386,6 +386,11 @@ class JudgeEvaluator:
         try:
             verdict = await self._ask(prompt, runner, calls)
         except MalformedReply as e:
+            if not e.rejected:
+                # a body that could not be read as a reply (cut short, not JSON, no choices) is the
+                # provider failing, not the judge answering without a verdict: stored as a tie it
+                # stayed one for good, where the next run judges the pair again
+                raise
             return Judgment(position, None, None, None, f"MalformedReply: {e.message}", calls, turn)
         finally:
             if made is not None:

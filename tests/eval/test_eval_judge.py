@@ -152,3 +152,24 @@ def test_a_failed_order_raises_only_once_the_other_order_has_finished(tmp_path: 
         assert slow.in_flight == 0 and len(slow.calls) == 1
 
     asyncio.run(judged())
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ("", "the reply is empty"),
+        ("<think>A looks better.</think>", "no answer after"),
+        ("Both fine.", "verdict"),
+    ],
+)
+def test_a_judge_reply_read_without_a_verdict_ties_the_pair(tmp_path: Path, reply: str, why: str) -> None:
+    """An empty reply, one of reasoning only, one without a verdict: the judge answered, so the pair
+    is a tie naming why (a body that cannot be read as a reply raises instead: test_exp_judge)."""
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, retry: {max_attempts: 1}}\n"
+    )
+    runner = Runner(models={"sim/*": FunctionModel(lambda request: reply)})
+    judge = JudgeEvaluator(JudgeConfig(topology=str(tmp_path / "judge.yaml")))
+    scored = asyncio.run(judge.score_pair(Item(id="i", input="q"), "SETUP", "BASE", runner=runner))
+    assert scored.score.value == 0.5 and scored.score.detail.startswith("tie: no verdict")
+    assert why in scored.score.detail

@@ -185,6 +185,21 @@ def test_malformed_verdicts_are_retried_then_recorded_as_error_and_tie(tmp_path:
     assert any(d and d.startswith("tie: no verdict") for d in details)
 
 
+def test_a_judge_reply_that_cannot_be_read_leaves_the_pair_to_judge_again(tmp_path: Path) -> None:
+    """A judge endpoint sending bodies cut short (not JSON) fails the pair, which the next run
+    judges; it is no reply without a verdict: each pair had been stored as a tie for good."""
+    broken = FaultPlan(rate=1.0, kinds=("malformed_json",), models=["judge-m"])
+    with SimServer(_models(fair_judge), faults=broken) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url, extra="limit: 4\n")
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert first.setup("good").judge is None and first.setup("good").quality is None
+        assert any("8 answers could not be scored" in n and "not JSON" in n for n in first.notes)
+        srv.faults = None
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    good = summary.setup("good").judge
+    assert good is not None and good.wins + good.ties + good.losses == 4 and good.no_verdict == 0
+
+
 def test_show_execution_puts_the_sandbox_outcome_in_the_judge_prompt(tmp_path: Path) -> None:
     """With show_execution, each answer's test outcome follows it in the prompt; a judge that trusts
     it prefers the passing program."""
