@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,9 @@ class Experiment:
             )
         judge_calls = None
         if c.judge is not None:
+            # and the answers stored without a verdict (a judge that failed, or was edited, last
+            # time): the run judges them too, which the runs to do alone left out
+            judged += _unjudged_turns(self.out, c.setups, c.ev_id, {i.id for i in c.dataset.items})
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         return Plan(
             self.source,
@@ -355,6 +358,26 @@ def _stored_runs(
     try:
         done = {s.name: store.finished(s.name, s.hash, with_errors=not retry_errors) for s in setups}
         return done, store.spent_usd(), store.spent_usd_max()
+    finally:
+        store.close()
+
+
+def _unjudged_turns(out: Path, setups: Sequence[Setup], evaluator: str, items: Collection[str]) -> int:
+    """The turns of the setups' stored answers (of ``items``) that have no score under ``evaluator``:
+    what the score phase asks the judge to compare (0 when ``out`` holds no store yet)."""
+    if not (out / STORE_NAME).is_file():
+        return 0
+    store = Store.open(out, create=False)
+    turns = 0
+    try:
+        for s in setups:
+            after = 0
+            while not s.is_baseline and (
+                page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256)
+            ):
+                turns += sum(len(r.turn_answers or ()) or 1 for r in page if r.item_id in items)
+                after = page[-1].run_id
+        return turns
     finally:
         store.close()
 

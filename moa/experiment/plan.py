@@ -68,7 +68,8 @@ class Plan:
     dataset: Dataset
     evaluator: Mapping[str, Any]
     evaluator_chosen: bool
-    #: the judge's calls to send for the runs to do (2 verdicts per judged turn), if a judge scores
+    #: the judge's calls to send for the runs to do and the stored answers not judged yet (2
+    #: verdicts per judged turn), if a judge scores
     judge_calls: int | None
     samples: int
     setups: Sequence[SetupPlan]

@@ -16,7 +16,7 @@ from exp_helpers import write_experiment
 
 from moa.errors import UserError
 from moa.experiment import Experiment
-from moa.testing.sim import SimModel, SimRequest, SimServer
+from moa.testing.sim import FaultPlan, SimModel, SimRequest, SimServer
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = [
@@ -110,6 +110,29 @@ def test_a_judge_counts_both_orders_of_every_judged_run(tmp_path: Path) -> None:
     lines = Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan().lines()
     assert "  judge: up to 12 calls (both orders of each judged answer)" in lines
     assert "calls to send: up to 24, before retries" in lines
+
+
+def test_a_dry_run_counts_the_stored_answers_the_judge_has_still_to_judge(tmp_path: Path) -> None:
+    """Every answer stored, the judge down last time: the next run judges the 3 setup answers in
+    both orders, which the dry run counted as 0 calls (it counted only the runs to do)."""
+    models = {
+        "single-m": SimModel(answer="2"),
+        "maj-m": SimModel(answer="2"),
+        "judge-m": SimModel(answer="[[A=B]]"),
+    }
+    with SimServer(models, faults=FaultPlan(rate=1.0, kinds=("500",), models=["judge-m"])) as srv:
+        exp = write_experiment(
+            tmp_path / "e", srv.base_url, ROWS, evaluator={"name": "judge", "topology": "judge.yaml"}
+        )
+        (tmp_path / "e" / "judge.yaml").write_text(
+            f"name: judge\nkind: single\nagent: a\nagents:\n  a: {{model: openai/judge-m, "
+            f'api_base: "{srv.base_url}", retry: {{max_attempts: 1}}}}\n'
+        )
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert any("3 answers could not be scored" in n for n in first.notes)
+        lines = Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan().lines()
+    assert "  judge: up to 6 calls (both orders of each judged answer)" in lines
+    assert "calls to send: up to 6, before retries" in lines
 
 
 def test_the_readme_s_dry_run_is_what_the_command_prints(tmp_path: Path) -> None:
