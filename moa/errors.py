@@ -178,9 +178,10 @@ class MalformedReply(ModelError):
     message content, or none moa can read, is billed like any other): the attempt is booked at
     them instead of as unknown usage. None when the reply said nothing readable about its usage.
 
-    ``rejected``: the reply was read and its text refused (empty, only reasoning, or failing a check
-    such as a judge's verdict), not a body that could not be read as a reply (not JSON, no choices
-    or content, a stream cut short): a judge's reply without a verdict, not the provider failing."""
+    ``rejected``: the reply was read and its text refused (empty, no content, only reasoning, or
+    failing a check such as a judge's verdict), not a body that could not be read as a reply (not
+    JSON, no choices, a stream cut short): a judge's reply without a verdict, not the provider
+    failing."""
 
     usage: Usage | None = None
     rejected: bool = False

@@ -302,8 +302,8 @@ def _failed(
         # request the backend knows never left (a refused connection)
         known_zero = (e.status_code is not None or e.never_sent) and reply is None
         call.rejected_reply = reply is not None
-        if isinstance(e, MalformedReply):
-            e.rejected = call.rejected_reply
+        if call.rejected_reply and isinstance(e, MalformedReply):
+            e.rejected = True
         billed = getattr(e, "usage", None) if reply is None else None
         if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
             reply = ModelReply("", billed)

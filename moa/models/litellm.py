@@ -26,6 +26,7 @@ from moa.models.openai_wire import (
     billed,
     billed_usage,
     empty_reason,
+    no_content,
     reasoning_text,
     refuses_stream_options,
     reported_usage,
@@ -699,9 +700,7 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
             bool(getattr(message, "tool_calls", None)),
         )
         if text is None or why:
-            raise MalformedReply(
-                f"malformed reply: no message content{why}", model=request.model, node=request.node or None
-            )
+            raise no_content(why, request.model, request.node or None)
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),
@@ -765,9 +764,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 usage = reported
     text = "".join(parts)
     if not text and (why := empty_reason(finish, reasoned, tool_calls)):
-        error = MalformedReply(
-            f"malformed reply: no message content{why}", model=request.model, node=request.node or None
-        )
+        error = no_content(why, request.model, request.node or None)
         error.usage = billed(usage)
         raise error
     counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text, "".join(thought)))

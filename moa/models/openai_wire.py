@@ -39,6 +39,7 @@ __all__ = [
     "encode_body",
     "endpoint",
     "headers_for",
+    "no_content",
     "parse_reply",
     "read_error_body",
     "read_reply_body",
@@ -428,6 +429,14 @@ def _malformed(why: str, request: ModelRequest) -> MalformedReply:
     return MalformedReply(f"malformed reply: {why}", model=request.model, node=request.node or None)
 
 
+def no_content(why: str, model: str, node: str | None) -> MalformedReply:
+    """A reply read whole that holds no answer text (``why``: ``empty_reason``'s): the model's doing,
+    as an empty text is (``rejected``; a judge's reply without a verdict), not a body unread."""
+    error = MalformedReply(f"malformed reply: no message content{why}", model=model, node=node)
+    error.rejected = True
+    return error
+
+
 def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     """A whole (non-streamed) 2xx reply."""
     try:
@@ -491,7 +500,7 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
             bool(said.get("tool_calls")),
         )
         if body is None or why:
-            raise _malformed(f"no message content{why}", request)
+            raise no_content(why, request.model, request.node or None)
     text = _text(body, request)
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request),
@@ -690,7 +699,7 @@ class _Stream:
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
         if not text and (why := empty_reason(self.finish, self.reasoned, self.tool_calls)):
-            error = _malformed(f"no message content{why}", self.request)
+            error = no_content(why, self.request.model, self.request.node or None)
             error.usage = billed(self.usage)
             raise error
         usage, estimated = usage_with_estimate(

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 import asyncio
+import json
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ from moa.eval.judge import (
 )
 from moa.models.base import ModelReply, ModelRequest
 from moa.testing import FunctionModel
+from tests.loopback_http import send_body, threaded_server
 
 
 @pytest.mark.parametrize(
@@ -173,3 +180,64 @@ def test_a_judge_reply_read_without_a_verdict_ties_the_pair(tmp_path: Path, repl
     scored = asyncio.run(judge.score_pair(Item(id="i", input="q"), "SETUP", "BASE", runner=runner))
     assert scored.score.value == 0.5 and scored.score.detail.startswith("tie: no verdict")
     assert why in scored.score.detail
+
+
+#: what the loopback judge sends: a reasoning model's reply cut at max_tokens (content null), or a
+#: body cut short
+_BODIES = {
+    "reasoned": json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "reasoning_content": "Hmm, A or B"},
+                    "finish_reason": "length",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 16, "total_tokens": 25},
+        }
+    ).encode(),
+    "cut": b'{"id": "x", "choices": [',
+}
+
+
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+def test_a_judge_reply_of_reasoning_only_ties_but_a_body_cut_short_raises(
+    tmp_path: Path, transport: str
+) -> None:
+    """Over HTTP, on both paths: reasoning with no content is the judge answering without a verdict
+    (a tie, as a <think>-only reply is); a body that is no reply is the provider failing (raised, so
+    the pair is judged again next run) where it had been stored as a tie for good."""
+    body = {"now": _BODIES["reasoned"]}
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            send_body(self, 200, body["now"])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    with threaded_server(Judge) as url:
+        (tmp_path / "judge.yaml").write_text(
+            f"name: judge\nkind: single\nagent: a\nagents:\n  a: {{model: openai/judge, api_base: {url}/v1, "
+            f"transport: {transport}, retry: {{max_attempts: 1}}}}\n"
+        )
+        judge = JudgeEvaluator(JudgeConfig(topology=str(tmp_path / "judge.yaml")))
+
+        async def scored() -> Any:
+            runner = Runner()
+            try:
+                return await judge.score_pair(Item(id="i", input="q"), "SETUP", "BASE", runner=runner)
+            finally:
+                await runner.aclose()
+
+        tie = asyncio.run(scored())
+        assert tie.score.value == 0.5 and "tie: no verdict" in str(tie.score.detail)
+        assert "while the model was still reasoning" in str(tie.score.detail)
+        body["now"] = _BODIES["cut"]
+        with pytest.raises(MalformedReply, match="malformed reply"):
+            asyncio.run(scored())
