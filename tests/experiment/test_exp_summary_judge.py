@@ -162,3 +162,15 @@ def test_the_runs_forced_to_a_tie_are_named_under_the_main_table() -> None:
     report = markdown_report(s, png=None)
     assert f"- {line}" in report.split("## Details")[0]
     assert line.replace("`moa`", "<li>`moa`") in html_report(s, None).split("<h2>Details</h2>")[0]
+
+
+def test_what_a_judge_paid_shows_when_none_of_its_pairs_has_a_verdict() -> None:
+    """Every pair of `moa` failed (the judge answered one order, then the budget ran out): no win,
+    tie or loss, but report.md still shows its judge cost (the Judge section, the only place it
+    is, was left out, and a setup without a judge summary showed — for it)."""
+    ids = ["i0", "i1"]
+    base = {i: [_run("single", i, 0.5)] for i in ids}
+    moa = {i: [_run("moa", i, None)] for i in ids}
+    s = _judged(base, moa, item_ids=ids, rounds=100, categories={}, judge_costs={"moa": 0.0345})
+    assert s.setup("moa").judge is None
+    assert "| moa | — | — | — | — | — | — | 0.034500 |" in markdown_report(s, png=None)

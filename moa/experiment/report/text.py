@@ -315,7 +315,9 @@ def _items_note(s: SetupSummary) -> str:
 
 
 def _judge_section(summary: Summary) -> Section | None:
-    if not any(s.judge is not None or s.bt_rating is not None for s in summary.setups):
+    # a judge paid for pairs that all failed (a budget stopping its second orders) has no verdict
+    # to show, but its cost is still what was paid
+    if not any(s.judge is not None or s.bt_rating is not None or s.judge_cost_usd for s in summary.setups):
         return None
     headers = [
         "Setup",
@@ -331,8 +333,9 @@ def _judge_section(summary: Summary) -> Section | None:
     for s in summary.setups:
         j = s.judge
         if j is None:
+            paid = "—" if s.is_baseline else f"{s.judge_cost_usd:.6f}"
             rows.append(
-                [s.name, "—", "—", "—", "—", "0.500 (baseline)" if s.is_baseline else "—", _bt(s), "—"]
+                [s.name, "—", "—", "—", "—", "0.500 (baseline)" if s.is_baseline else "—", _bt(s), paid]
             )
             continue
         rows.append(
