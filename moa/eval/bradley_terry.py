@@ -235,6 +235,11 @@ def bootstrap_ratings(
     prior keeps its rating finite."""
     if not (math.isfinite(prior_games) and prior_games > 0):
         raise ValueError(f"Bradley–Terry bootstrap: prior_games={prior_games} must be above 0")
+    # as stats.bootstrap_ci says it: these failed later as "percentile of an empty sequence" or q=-25
+    if rounds < 1:
+        raise ValueError(f"Bradley–Terry bootstrap: rounds={rounds} must be positive")
+    if not 0 < confidence < 1:
+        raise ValueError(f"Bradley–Terry bootstrap: confidence={confidence} must be in (0, 1)")
     items = list(outcomes_by_item.values())
     if not items:
         raise ValueError("no outcomes to rate")

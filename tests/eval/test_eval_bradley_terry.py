@@ -159,3 +159,15 @@ def test_a_negative_prior_or_a_bootstrap_without_one_is_refused() -> None:
         fit_bradley_terry([("a", "base", 1.0)], anchor="base", prior_games=-1)
     with pytest.raises(ValueError, match="prior_games=0"):
         bootstrap_ratings({"i": [("a", "base", 1.0)]}, anchor="base", prior_games=0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "culprit"), [({"rounds": 0}, "rounds=0"), ({"confidence": 1.5}, "confidence=1.5")]
+)
+def test_a_bootstrap_without_rounds_or_with_a_confidence_past_one_is_refused_by_name(
+    kw: dict[str, float], culprit: str
+) -> None:
+    """rounds=0 failed as 'percentile of an empty sequence', confidence=1.5 as 'q=-25.0 is outside
+    [0, 100]': neither named the argument at fault, as stats.bootstrap_ci does."""
+    with pytest.raises(ValueError, match=culprit):
+        bootstrap_ratings({"i": [("a", "base", 1.0)]}, anchor="base", **kw)  # type: ignore[arg-type]
