@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from moa.results import CallRecord, NodeResult, Usage
@@ -67,6 +67,18 @@ class MoAError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (a Dask worker's error, back on the driver): rebuilt from its attributes, not by
+        # calling __init__ with its message alone, which failed for the subclasses with keyword-only
+        # arguments (QuorumNotReached, RequestRefused) and lost the pair's error and its calls
+        return (_rebuilt, (type(self), self.args), self.__dict__)
+
+
+def _rebuilt(cls: type[MoAError], args: tuple[Any, ...]) -> MoAError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class UserError(MoAError):

@@ -424,3 +424,44 @@ def test_a_scheduler_gone_mid_pair_stops_in_one_line(
     assert not any("Cancel" in str(row[1]) for row in stored.values())  # no pair failed for Dask's sake
     assert _run(tmp_path, server.base_url, "local").complete
     assert _runs(tmp_path / "out") == _runs(local[1])
+
+
+def test_a_lost_quorum_on_a_worker_comes_back_as_on_the_driver(cluster: Any) -> None:
+    """A pair failing on a worker with an error whose constructor takes keyword-only arguments
+    (`QuorumNotReached`) comes back as the local executor gives it, its calls kept: unpickling it on
+    the driver raised TypeError, so the pair was stored as that TypeError with no calls."""
+    from moa.errors import QuorumNotReached
+    from moa.eval.datasets import Item
+    from moa.experiment.executors import LocalExecutor
+    from moa.experiment.executors.worker import PairTask
+
+    smol = {"model": "local/smollm2-135m", "temperature": 0, "max_tokens": 8}
+    cramped = {**smol, "params": {"n_ctx": 16}}
+    topology = load_data(
+        {
+            "name": "quorum",
+            "kind": "parallel",
+            "workers": ["c1", "c2", "ok"],
+            "aggregator": "ok",
+            "quorum": 2,
+            "agents": {"ok": smol, "c1": cramped, "c2": {**cramped, "params": {"n_ctx": 16, "n_seq_max": 2}}},
+        }
+    )
+    task = PairTask(topology, Item(id="q", input=" ".join(["What is 1 plus 1?"] * 8)), "scope", {})
+
+    async def both() -> tuple[Any, Any]:
+        executor = await DaskExecutor.open(cluster.scheduler_address)
+        try:
+            return await LocalExecutor().run_pair(task), await executor.run_pair(task)
+        finally:
+            await executor.aclose()
+
+    here, there = asyncio.run(both())
+    assert isinstance(here.error, QuorumNotReached) and isinstance(there.error, QuorumNotReached)
+    assert (str(there.error), there.error.node, there.error.needed, there.error.answered) == (
+        str(here.error),
+        here.error.node,
+        here.error.needed,
+        here.error.answered,
+    )
+    assert sorted(c.node for c in there.error.calls) == sorted(c.node for c in here.error.calls) != []
