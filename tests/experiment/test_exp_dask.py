@@ -184,6 +184,42 @@ def test_unreachable_scheduler_is_one_line_exit_2(
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
+def test_an_address_where_another_server_answers_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An address where some other server answers (an HTTP server, as the dashboard's port 8787 is
+    for the scheduler's 8786): one line naming it, exit 2. Dask read the HTTP reply as a frame's
+    length, and a 60-line MemoryError traceback (exit 1) came out."""
+    reply = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    with socket.socket() as http:
+        http.bind(("127.0.0.1", 0))
+        http.listen()
+        http.settimeout(30)  # a hang guard: the thread ends with the test
+
+        def answer() -> None:
+            try:
+                while True:
+                    conn, _ = http.accept()
+                    with conn:
+                        conn.recv(65536)
+                        conn.sendall(reply)
+            except OSError:
+                pass  # closed, or the guard
+
+        threading.Thread(target=answer, daemon=True).start()
+        address = f"tcp://127.0.0.1:{http.getsockname()[1]}"
+        exp = _experiment(tmp_path)
+        _hosted(tmp_path, "{model: openai/m, api_base: 'http://127.0.0.1:9/v1'}")  # passes the preflight
+        code = main(
+            ["compare", str(exp), "--executor", address, "--out", str(tmp_path / "out"), "--no-progress"]
+        )
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith(f"moa: executor `{address}`: what answered there is not a Dask scheduler (")
+    assert len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
 def test_a_dry_run_reaches_the_scheduler_as_a_run_does(
     tmp_path: Path, cluster: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

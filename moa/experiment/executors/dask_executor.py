@@ -140,6 +140,15 @@ class DaskExecutor:
                 raise UserError(
                     f"executor `{target}`: no Dask scheduler answered within {CONNECT_TIMEOUT_S:g} s"
                 ) from None
+            except Exception as e:
+                # another server answered (the dashboard's HTTP port, 8787, for the scheduler's
+                # 8786): Dask read its reply as a frame length and raised MemoryError or ValueError
+                # out of numpy, a 60-line traceback
+                await client.close()
+                why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+                raise UserError(
+                    f"executor `{target}`: what answered there is not a Dask scheduler ({why})"
+                ) from None
         try:
             # tasks sent to a scheduler without workers would wait for ever
             await client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
