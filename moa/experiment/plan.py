@@ -26,11 +26,13 @@ _SHOWN = 300
 def calls_per_run(target: Any) -> tuple[int, bool]:
     """The agent calls one run of ``target`` makes, and whether that is an upper bound (a cascade
     counts every stage: each may be reached)."""
-    graph = getattr(target, "graph", None)
-    if isinstance(graph, Graph):
-        return _agents(graph), False
-    parts: Sequence[tuple[str, Graph]] = target.parts()
-    return sum(_agents(g) for _, g in parts), True
+    # parts first: a cascade has a `graph` too (its last stage's), and counted by it the dry run
+    # left out every earlier stage and judge, and did not say "up to"
+    if getattr(target, "parts", None) is not None:
+        parts: Sequence[tuple[str, Graph]] = target.parts()
+        return sum(_agents(g) for _, g in parts), True
+    graph: Graph = target.graph
+    return _agents(graph), False
 
 
 def _agents(graph: Graph) -> int:

@@ -135,6 +135,23 @@ def test_a_dry_run_counts_the_stored_answers_the_judge_has_still_to_judge(tmp_pa
     assert "calls to send: up to 6, before retries" in lines
 
 
+def test_a_cascade_counts_every_stage_and_judge_it_may_run(tmp_path: Path) -> None:
+    """A cascade's calls per run are its most, "up to": every stage and its judge. It was counted by
+    its last stage alone (`majority-3`'s 3 calls), as a plain topology, without "up to"."""
+    exp = write_experiment(tmp_path / "e", "http://127.0.0.1:9", ROWS, evaluator=None)
+    agent = 'model: openai/cheap-m, api_base: "http://127.0.0.1:9", temperature: 0.7'
+    (tmp_path / "e" / "cascade.yaml").write_text(
+        f"name: cascade\nkind: cascade\nagents:\n  mini: {{{agent}}}\nstages:\n"
+        "  - {agent: mini, samples: 2, accept: {judge: {agent: mini, threshold: 0.8}}}\n"
+        "  - {topology: majority.yaml, reuse: true}\n"
+    )
+    exp.write_text(exp.read_text().replace("setups: [majority.yaml]", "setups: [cascade.yaml]"))
+    lines = Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan().lines()
+    # two samples and their rater, then the mixture's three samples
+    assert "  cascade (cascade.yaml): up to 6 calls per run; 3 of 3 runs to do, up to 18 calls" in lines
+    assert "calls to send: up to 21, before retries" in lines
+
+
 def test_the_readme_s_dry_run_is_what_the_command_prints(tmp_path: Path) -> None:
     """The README's `--dry-run` example, word for word, run beside a copy of `examples/` (where no
     earlier run's `moa-results/` can turn it into a resume)."""
