@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -597,6 +598,30 @@ async def test_a_slow_rule_is_cut_at_the_cascade_deadline() -> None:
         await c.run("q", runner=runner(lambda r: "x"), deadline_s=0.3)
     assert loop.time() - start < 20
     assert len(info.value.calls) == 2
+
+
+async def test_a_blocking_rule_past_the_deadline_ends_the_cascade() -> None:
+    """A plain Python rule that blocks (a synchronous classifier, a subprocess) cannot be cut, but
+    when it returns past the deadline the cascade ends with TimedOut and its calls: its answer was
+    returned as if in time."""
+
+    def blocking_rule(answer: str, ctx: CascadeContext) -> bool:
+        time.sleep(0.7)  # past the 0.5 s deadline, without yielding to the loop
+        return True
+
+    c = Cascade.model_validate(
+        {
+            "name": "py",
+            "agents": {"mini": agent("fake/mini")},
+            "stages": [
+                {"agent": "mini", "samples": 2, "accept": blocking_rule},
+                {"topology": moa.build.single("fake/big")},
+            ],
+        }
+    )
+    with pytest.raises(moa.TimedOut, match=r"passed its deadline of 0\.5s") as info:
+        await c.run("q", runner=runner(lambda r: "x"), deadline_s=0.5)
+    assert {x.node for x in info.value.calls} <= {"s1.sample1", "s1.sample2"}
 
 
 class LocalFake(FunctionModel):

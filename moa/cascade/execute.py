@@ -193,17 +193,21 @@ class _Account:
         rule = stage.rule
         # a judge's runs keep the deadline themselves: cut from out here, their calls would be lost
         left = None if isinstance(rule, Judge) else self.remaining()
+
+        def late() -> TimedOut:
+            return TimedOut(
+                f"run of `{self.name}` passed its deadline of {self.deadline_s}s in the accept rule "
+                f"of stage {stage.number}"
+            )
+
         try:
             async with asyncio.timeout(left) as cm:
-                return await ask()
+                verdict = await ask()
         except MoAError:
             raise
         except Exception as e:
             if cm.expired():
-                raise TimedOut(
-                    f"run of `{self.name}` passed its deadline of {self.deadline_s}s in the accept "
-                    f"rule of stage {stage.number}"
-                ) from None
+                raise late() from None
             what = (
                 f"`{getattr(rule.fn, '__qualname__', type(rule.fn).__name__)}`"
                 if isinstance(rule, Custom)
@@ -213,6 +217,11 @@ class _Account:
                 f"cascade `{self.name}`: the accept rule {what} of stage {stage.number} raised "
                 f"{type(e).__name__}: {e}"
             ) from e
+        if left is not None and self.deadline_s is not None and self.now() >= self.deadline_s:
+            # a rule that never yields (a blocking Python function) is not cut by the timeout,
+            # which fires only at its next await: its verdict came too late all the same
+            raise late()
+        return verdict
 
     @contextlib.contextmanager
     def cancellation(self) -> Iterator[None]:
