@@ -113,6 +113,34 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "stages[2]: the last stage always answers: remove its `accept` rule" in lines
 
 
+def test_a_stage_bomb_is_refused_before_its_stages_are_built() -> None:
+    """A few kilobytes of YAML aliases (`stages: [&s {...}, *s, *s, ...]`) made thousands of stages,
+    each built and checked (3,000 took 22 s): more than 256 stages is one line, at once."""
+    stage = {"agent": "a", "samples": 64, "accept": {"agree": 2}}
+    lines = problems([stage] * 3000 + [{"agent": "a"}], a=agent("fake/a"))
+    assert lines == ["stages: at most 256 stages (got 3,001)"]
+
+
+def test_the_whole_cascade_is_held_to_the_graph_limit() -> None:
+    """Each stage's graph was capped, not their sum: stages of a topology just under the limit each
+    passed, together past it. Stages and judges together are held to the limit of one graph, named
+    at the stage passing it."""
+    wide = {
+        "name": "wide",
+        "kind": "layered",
+        "layers": 2,
+        "proposers": ["a"] * 256,
+        "aggregator": "a",
+        "agents": {"a": agent("fake/a")},
+    }
+    stage = {"topology": wide, "accept": {"judge": {"agent": "a", "threshold": 0.5}}}
+    lines = problems([stage, stage, {"agent": "a"}], a=agent("fake/a"))
+    assert lines == [
+        "stages[1]: the stages so far hold 132,612 nodes and inputs, over the limit of 100,000 for a "
+        "whole cascade"
+    ]
+
+
 def test_sampling_needs_a_temperature() -> None:
     """Samples of an agent at temperature 0 would always agree: refused."""
     lines = problems(

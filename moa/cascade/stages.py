@@ -16,7 +16,8 @@ from moa.cascade.rules import Agree, Custom, Judge, Rule, Tests
 from moa.cascade.spec import AcceptSpec, JudgeSpec, StageSpec
 from moa.errors import TopologyError, UserError
 from moa.topology.definition import Topology
-from moa.topology.spec import AgentSpec, NodeSpec
+from moa.topology.graph import Graph
+from moa.topology.spec import MAX_GRAPH, MAX_LIST, AgentSpec, NodeSpec
 
 __all__ = ["Loader", "Stage", "prefixed", "resolve_stages"]
 
@@ -232,6 +233,29 @@ def resolve_stages(
     name: str, stages: Sequence[StageSpec], agents: Mapping[str, AgentSpec], load: Loader | None
 ) -> tuple[list[Stage], list[str]]:
     """The stages ready to run, and one line per problem (all of them, before any call)."""
+    # as a topology's shorthands are capped before they expand: a few kilobytes of YAML aliases
+    # (`stages: [&s {agent: a, samples: 64, ...}, *s, *s, ...]`) took minutes to check
+    if len(stages) > MAX_LIST:
+        return [], [f"stages: at most {MAX_LIST} stages (got {len(stages):,})"]
     r = _Resolver(name, agents, load)
-    out = [r.stage(i, st, i == len(stages) - 1) for i, st in enumerate(stages)]
-    return [s for s in out if s is not None], r.problems
+    out: list[Stage] = []
+    size = 0
+    for i, st in enumerate(stages):
+        s = r.stage(i, st, i == len(stages) - 1)
+        if s is None:
+            continue
+        out.append(s)
+        graphs = [s.topology.graph, *(g for _, g in (s.rule.graphs() if s.rule is not None else ()))]
+        size += sum(_size(g) for g in graphs)
+        if size > MAX_GRAPH:
+            r.problem(
+                f"stages[{i}]",
+                f"the stages so far hold {size:,} nodes and inputs, over the limit of {MAX_GRAPH:,} "
+                "for a whole cascade",
+            )
+            break
+    return out, r.problems
+
+
+def _size(graph: Graph) -> int:
+    return len(graph.order) + sum(len(n.inputs) for n in graph.nodes.values())
