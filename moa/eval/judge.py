@@ -235,10 +235,18 @@ def item_references(item: Item) -> list[str] | None:
 
 
 def parse_verdict(reply: str) -> Verdict:
-    """The single verdict in ``reply``; ``MalformedReply`` when there is none, an invalid one
-    (``[[A>A]]``, ``[[B<A]]``) or several different ones."""
+    """The verdict on the reply's last line, where the prompt asks for it; without one there, the
+    single verdict in ``reply``. ``MalformedReply`` when there is none, an invalid one (``[[A>A]]``,
+    ``[[B<A]]``) or several different ones where it is read."""
+    # a verdict the judge quoted while reasoning (an answer's own, its escape dropped) comes before
+    # the last line: it cannot outvote the judge's, nor turn its verdict into "conflicting"
+    last = reply.rstrip().rpartition("\n")[2]
+    return _single_verdict(last if _BRACKETED.search(last) else reply, reply)
+
+
+def _single_verdict(text: str, reply: str) -> Verdict:
     found: set[Verdict] = set()
-    for m in _BRACKETED.finditer(reply):
+    for m in _BRACKETED.finditer(text):
         token = f"{m.group(1).upper()}{m.group(2)}{m.group(3).upper()}"
         verdict = _TOKEN_TO_VERDICT.get(token)
         if verdict is None:
