@@ -709,6 +709,59 @@ async def test_an_answer_cannot_fork_to_try_values_against_the_tests(
     assert score.value == 0.0, score.detail
 
 
+# the same in Java, where a process cannot be copied: each call starts the JVM again on the program's
+# own classes, answering the earlier calls as found and this one with a guess, and keeps the guess
+# whose run reached the next call (a boolean function needs two runs a call)
+_JAVA_ORACLE = (
+    '        String g = System.getenv("MOA_GUESS");\n'
+    '        int calls = Integer.parseInt(System.getProperty("moa.calls", "0")) + 1;\n'
+    '        System.setProperty("moa.calls", "" + calls);\n'
+    '        String known = System.getProperty("moa.known", "");\n'
+    "        if (g != null) {\n"
+    "            if (calls <= g.length()) return g.charAt(calls - 1) == 't';\n"
+    "            System.exit(0);\n"
+    "        }\n"
+    "        for (char c : new char[] {'t', 'f'}) {\n"
+    "            try {\n"
+    '                ProcessBuilder pb = new ProcessBuilder(System.getProperty("java.home") + "/bin/java",\n'
+    '                    "-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",\n'
+    '                    "-XX:CompressedClassSpaceSize=32m", "-XX:ReservedCodeCacheSize=32m", "-cp",\n'
+    '                    System.getProperty("java.class.path"), System.getProperty("sun.java.command"));\n'
+    '                pb.environment().put("MOA_GUESS", known + c);\n'
+    "                pb.redirectErrorStream(true);\n"
+    "                Process p = pb.start();\n"
+    "                p.getOutputStream().close();\n"
+    "                p.getInputStream().readAllBytes();\n"
+    "                if (p.waitFor() == 0) {\n"
+    '                    System.setProperty("moa.known", known + c);\n'
+    "                    return c == 't';\n"
+    "                }\n"
+    "            } catch (Exception e) {\n"
+    "                return false;\n"
+    "            }\n"
+    "        }\n"
+    "        return false;\n"
+    "    }"
+)
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "fallback"])
+async def test_a_java_answer_cannot_start_a_jvm_to_try_values_against_the_tests(
+    isolation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong Java answer starting a JVM on its own classes for each guess, keeping the guess whose
+    run got past that call, scored 1.0 (the run step went through a shell, so Java had no seccomp
+    filter); the JVM now runs under it, and the answer fails."""
+    _skip_without("java")
+    if isolation == "bwrap" and not isolation_available()[0]:
+        pytest.skip("bubblewrap unavailable")
+    monkeypatch.setenv("MOA_SANDBOX_ISOLATION", isolation)
+    item = next(i for i in _items("java") if i.id == "java_is_palindrome")
+    # time enough for the eight JVMs the attack starts on a busy machine: a timeout proves nothing
+    score = await score_execution_async(_JAVA_ORACLE, item, **{**LIMITS, "timeout_s": 120.0})
+    assert (score.value, score.detail) == (0.0, "tests failed: AssertionError")
+
+
 @pytest.mark.parametrize("language", sorted(_THREADED))
 async def test_threads_still_run_where_processes_are_refused(language: str) -> None:
     """The control: a right answer computing on threads (goroutines) passes."""

@@ -2,7 +2,7 @@
 own limits, with identical compiles served from a bounded in-process cache.
 
 The compile step runs in one sandbox and hands back its artifact (a binary, Java's classes as a
-tar, TypeScript's JavaScript); the run step gets that artifact in a fresh sandbox. Managed runtimes
+jar, TypeScript's JavaScript); the run step gets that artifact in a fresh sandbox. Managed runtimes
 reserve address space far beyond what they use (a JVM, V8 and Go each fail to start under a 512 MB
 RLIMIT_AS), so for them ``memory_mb`` caps the heap through the runtime's own flag (``-Xmx``,
 ``--max-old-space-size``, ``GOMEMLIMIT``) and the address-space limit is that plus a fixed allowance.
@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
 import shlex
+import tarfile
 import threading
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -39,11 +42,14 @@ _RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go"
 _JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
               "-XX:CompressedClassSpaceSize=32m", "-Xshare:auto")  # fmt: skip
 # languages whose programs run under the seccomp filter refusing new processes
-_NO_FORK = frozenset({"c", "cpp", "rust", "go"})
+_NO_FORK = frozenset({"c", "cpp", "rust", "go", "java"})
 # no optimisation: compile time dominates, and tests are small
 _GCC_FLAGS = ("-O0", "-pipe", "-fdiagnostics-color=never")
 _ARTIFACT = {"c": "prog", "cpp": "prog", "rust": "prog", "go": "prog", "java": "classes.tar",
              "typescript": "main.js"}  # fmt: skip
+# Java's classes reach the run step as a jar the JVM reads itself: unpacking the tar there took a
+# shell, and a shell needs new processes, which the run step refuses
+_RUN_ARTIFACT = {**_ARTIFACT, "java": "classes.jar"}
 # the largest artifact a compile may hand over (a Go test binary is about 3 MB)
 _MAX_ARTIFACT_MB = 48
 _JAVATUPLES = ("Unit", "Pair", "Triplet", "Quartet", "Quintet", "Sextet", "Septet", "Octet", "Ennead",
@@ -178,17 +184,9 @@ def _compile_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunL
 def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimits) -> list[str]:
     match program.language:
         case "java":
-            cp = f".:{jar}" if jar else "."
-            java = [
-                tc["java"],
-                "-ea",
-                *_JVM_FLAGS,
-                f"-Xmx{limits.memory_mb}m",
-                "-cp",
-                cp,
-                program.main_class or "Main",
-            ]
-            return ["/bin/sh", "-c", "tar -xmf classes.tar --no-same-owner && exec " + shlex.join(java)]
+            cp = f"{_RUN_ARTIFACT['java']}:{jar}" if jar else _RUN_ARTIFACT["java"]
+            main = program.main_class or "Main"
+            return [tc["java"], "-ea", *_JVM_FLAGS, f"-Xmx{limits.memory_mb}m", "-cp", cp, main]
         case "javascript" | "typescript":
             script = "main.js" if program.language == "typescript" else program.filename
             # the program may read itself and the preload, nothing else: ``/proc/self/mem`` (and
@@ -252,6 +250,8 @@ async def _compile(
         env=_env(program, tc, limits, compiling=True),
     )
     built = kept.get(artifact) if outcome.returncode == 0 else None
+    if built is not None and program.language == "java":
+        built = _jar(built)
     output = outcome.stdout + "\n" + outcome.stderr
     if outcome.returncode == 0 and built is None:
         output = f"error: the compiled program is missing or over {_MAX_ARTIFACT_MB} MB"
@@ -261,11 +261,26 @@ async def _compile(
     return result, False
 
 
+def _jar(tar: bytes) -> bytes | None:
+    """The class files of javac's tar as a jar (a zip, stored), which ``java -cp`` reads as it is."""
+    out = io.BytesIO()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as source, zipfile.ZipFile(out, "w") as jar:
+            for member in source:
+                data = source.extractfile(member) if member.isreg() else None
+                if data is not None:
+                    jar.writestr(zipfile.ZipInfo(member.name.removeprefix("./")), data.read())
+    except (tarfile.TarError, OSError):
+        return None
+    return out.getvalue()
+
+
 def _no_fork(program: Program, tc: Toolchain) -> bool:
     """Whether the run step gets the seccomp filter refusing new processes. A wrong answer forked
-    at each call, tried a value in the copy and kept the one whose copy got past the tests (1.0).
-    Java runs behind a shell; Node 20+ refuses child processes by its permission model, and an
-    older Node, which has none, gets the filter instead (a child read the parent's memory)."""
+    at each call, tried a value in the copy and kept the one whose copy got past the tests (1.0);
+    a Java one started a JVM on its own classes for each guess. Node 20+ refuses child processes
+    by its permission model, and an older Node, which has none, gets the filter instead (a child
+    read the parent's memory)."""
     if program.language in ("javascript", "typescript"):
         return not node_permission_flags(tc["node"])
     return program.language in _NO_FORK
@@ -324,7 +339,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
             sandbox = bool(first) and first[0].startswith("bwrap:")
             reason = f"sandbox error: {first[0]}" if sandbox else compile_reason(program, compiled.output)
             return Verdict(False, reason, compiled.isolation, compile_s, cached=cached)
-        files = {_ARTIFACT[program.language]: compiled.artifact}
+        files = {_RUN_ARTIFACT[program.language]: compiled.artifact}
     step = Limits(
         timeout_s=limits.timeout_s,
         cpu_s=limits.cpu_s,
