@@ -629,6 +629,57 @@ async def test_an_answer_defining_assert_fail_still_fails_the_asserts(
     assert score.detail.startswith("tests failed: assertion `"), score.detail
 
 
+# wrong answers (gcd returns 1) that take over what the assert-line harness after them calls: the
+# harness's failure count (a C tentative definition, then fprintf, which a failure calls), a
+# `mod std` whose catch_unwind is always Ok, Go's builtin panic, Java's System.exit
+_HARNESS_TAKEOVERS = {
+    "c_gcd": (
+        "```c\n#include <stdio.h>\nstatic int moa_failed_;\n"
+        "int fprintf(FILE *s, const char *f, ...) { moa_failed_ = -1; return 0; }\n"
+        "long gcd(long a, long b) { return 1; }\n```"
+    ),
+    "rust_gcd": (
+        "```rust\nmod std {\n    pub use ::std::{process, sync};\n    pub mod panic {\n"
+        "        pub use ::std::panic::set_hook;\n"
+        "        pub fn catch_unwind<F: FnOnce()>(f: F) -> Result<(), ()> {\n"
+        "            let _ = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(f));\n"
+        "            Ok(())\n        }\n    }\n}\nfn gcd(_a: u64, _b: u64) -> u64 {\n    1\n}\n```"
+    ),
+    # a test program of the item's own, failing by std::process::exit(1)
+    "rust_factorial": (
+        "```rust\nmod std {\n    pub mod process {\n        pub fn exit(_code: i32) {}\n    }\n}\n"
+        "fn factorial(_n: u64) -> u64 {\n    1\n}\n```"
+    ),
+    "go_gcd": "```go\nfunc panic(v interface{}) {}\n\nfunc gcd(a, b int) int {\n\treturn 1\n}\n```",
+    "java_gcd": (
+        "```java\nclass Solution {\n    static long gcd(long a, long b) {\n        return 1;\n    }\n}\n"
+        "class System {\n    static java.io.InputStream in = java.lang.System.in;\n"
+        "    static java.io.PrintStream err = java.lang.System.err;\n    static void exit(int code) {}\n}\n```"
+    ),
+}
+
+
+@pytest.mark.parametrize("item_id", sorted(_HARNESS_TAKEOVERS))
+async def test_an_answer_cannot_take_over_what_the_tests_call(item_id: str) -> None:
+    """A wrong answer redefining what the tests after it call to report a failure (the C harness's
+    count under its fixed name, Rust's ``std`` by a ``mod std``, Go's ``panic``, Java's
+    ``System``) scored 1.0; the harness's names are keyed, Rust's paths absolute, Go's assert
+    counts without panic and Java's throws."""
+    language = {"c": "c", "rust": "rust", "go": "go", "java": "java"}[item_id.split("_")[0]]
+    _skip_without(language)
+    item = next(i for i in _items(language) if i.id == item_id)
+    if item_id == "rust_factorial":
+        assert item.test is not None
+        item = item.model_copy(
+            update={
+                "test": "fn main() {\n    if factorial(5) != 120 {\n        std::process::exit(1);\n    }\n}\n"
+            }
+        )
+    score = await score_execution_async(_HARNESS_TAKEOVERS[item_id], item, **LIMITS)
+    assert score.value == 0.0, score.detail
+    assert score.detail is not None and score.detail.startswith("tests failed: "), score.detail
+
+
 _JAVA_ASSERTIONS_OFF = """```java
 class Problem {
     static {

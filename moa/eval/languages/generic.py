@@ -16,7 +16,9 @@ before the last line ran is a failure.
 
 from __future__ import annotations
 
+import functools
 import re
+import secrets
 from collections.abc import Sequence
 
 from moa.eval.languages.merge import go_imports_block, java_host, split_go, split_java, unpublic
@@ -42,33 +44,42 @@ def _c_literal(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
+@functools.cache
+def _key() -> str:
+    """A suffix of this process's for the names the harnesses keep their counts in, which follow
+    the answer's code: under fixed names a C answer declared ``static int moa_failed_;`` (the
+    harness's definition then completes it) and its ``fprintf``, which a failed assertion calls,
+    reset the count; every failure passed. One per process, so identical programs share a compile."""
+    return secrets.token_hex(8)
+
+
 def _c_harness(lines: Sequence[str]) -> str:
-    calls = "".join(f"    moa_test_ = {i};\n    {line}\n" for i, line in enumerate(lines, start=1))
+    test, failed = f"moa_test_{_key()}", f"moa_failed_{_key()}"
+    calls = "".join(f"    {test} = {i};\n    {line}\n" for i, line in enumerate(lines, start=1))
     return (
         "#include <stdio.h>\n#include <assert.h>\n#undef assert\n"
-        "static int moa_test_ = 0, moa_failed_ = 0;\n"
-        f'#define assert(e) ((e) ? (void)0 : (void)(fprintf(stderr, "{FAIL_MARK} %d %s\\n", moa_test_, #e), '
-        "moa_failed_++))\n"
-        f"int main(void) {{\n{calls}    return moa_failed_ ? 1 : 0;\n}}\n"
+        f"static int {test} = 0, {failed} = 0;\n"
+        f'#define assert(e) ((e) ? (void)0 : (void)({failed}++, fprintf(stderr, "{FAIL_MARK} %d %s\\n", {test}, #e)))\n'
+        f"int main(void) {{\n{calls}    return {failed} ? 1 : 0;\n}}\n"
     )
 
 
 def _rust_harness(lines: Sequence[str]) -> str:
     calls = "".join(
-        f"    if std::panic::catch_unwind(|| {{ {line} }}).is_err() {{\n"
+        f"    if ::std::panic::catch_unwind(|| {{ {line} }}).is_err() {{\n"
         f'        moa_failed += 1;\n        eprintln!("{FAIL_MARK} {i} {{}}", moa_last());\n    }}\n'
         for i, line in enumerate(lines, start=1)
     )
     return (
-        "static MOA_LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());\n"
+        "static MOA_LAST: ::std::sync::Mutex<String> = ::std::sync::Mutex::new(String::new());\n"
         "fn moa_last() -> String {\n"
         "    MOA_LAST.lock().map(|s| s.replace('\\n', \" \")).unwrap_or_default()\n}\n"
         "fn main() {\n"
-        "    std::panic::set_hook(Box::new(|info| {\n"
+        "    ::std::panic::set_hook(Box::new(|info| {\n"
         "        if let Ok(mut last) = MOA_LAST.lock() {\n            *last = info.to_string();\n        }\n"
         "    }));\n"
         f"    let mut moa_failed = 0;\n{calls}"
-        "    if moa_failed > 0 {\n        std::process::exit(1);\n    }\n}\n"
+        "    if moa_failed > 0 {\n        ::std::process::exit(1);\n    }\n}\n"
     )
 
 
@@ -82,20 +93,26 @@ def _java_harness(lines: Sequence[str]) -> str:
     return (
         "    public static void main(String[] args) {\n"
         f"        int moaFailed = 0;\n{calls}"
-        "        if (moaFailed > 0) System.exit(1);\n    }\n"
+        # thrown, not System.exit(1): the answer's own `class System` shadows java.lang's here
+        '        if (moaFailed > 0) throw new AssertionError(moaFailed + " of the tests failed");\n    }\n'
     )
 
 
 def _go_harness(lines: Sequence[str]) -> str:
+    # assert counts the failure itself rather than by panic(): the answer's package-level
+    # `func panic(v any) {}` shadows the builtin in the whole package, and every assert passed
+    test, failed, fail, last = (f"moa{n}_{_key()}" for n in ("Test", "Failed", "Fail", "FailedLine"))
     calls = "".join(f"\tmoaRun({i}, func() {{ {line} }})\n" for i, line in enumerate(lines, start=1))
     return (
-        'func assert(ok bool) {\n\tif !ok {\n\t\tpanic("assertion failed")\n\t}\n}\n\n'
-        "func main() {\n\tmoaFailed := 0\n"
-        "\tmoaRun := func(i int, f func()) {\n\t\tdefer func() {\n"
-        "\t\t\tif r := recover(); r != nil {\n\t\t\t\tmoaFailed++\n"
-        f'\t\t\t\tfmt.Fprintf(os.Stderr, "{FAIL_MARK} %d %v\\n", i, r)\n'
+        f"var {test}, {failed}, {last} int\n\n"
+        f"func {fail}(i int, why interface{{}}) {{\n\tif {last} != i {{\n\t\t{last} = i\n\t\t{failed}++\n"
+        f'\t\tfmt.Fprintf(os.Stderr, "{FAIL_MARK} %d %v\\n", i, why)\n\t}}\n}}\n\n'
+        f'func assert(ok bool) {{\n\tif !ok {{\n\t\t{fail}({test}, "assertion failed")\n\t}}\n}}\n\n'
+        "func main() {\n"
+        f"\tmoaRun := func(i int, f func()) {{\n\t\t{test} = i\n\t\tdefer func() {{\n"
+        f"\t\t\tif r := recover(); r != nil {{\n\t\t\t\t{fail}(i, r)\n"
         "\t\t\t}\n\t\t}()\n\t\tf()\n\t}\n"
-        f"{calls}\tif moaFailed > 0 {{\n\t\tos.Exit(1)\n\t}}\n}}\n"
+        f"{calls}\tif {failed} > 0 {{\n\t\tos.Exit(1)\n\t}}\n}}\n"
     )
 
 

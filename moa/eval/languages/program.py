@@ -173,21 +173,28 @@ _RUST_STD_MACROS = (
     "unimplemented|vec|format|print|println|eprint|eprintln|write|writeln|matches|dbg|concat|stringify"
 )
 _RUST_CALL = re.compile(rf"(?<![\w:$#])(?:{_RUST_STD_MACROS})\s*!\s*[(\[{{]")
+# a path from `std` (`std::process::exit`): relative, so it names a `mod std` of the answer's first
+_RUST_STD_PATH = re.compile(r"(?<![\w:$#])std\s*::")
 
 
 def qualify_rust_macros(program: Program) -> Program:
     """Rust: ``program`` with the standard macros called after the answer's lines
-    (``assert_eq!``, ``vec!``, ...) called by their path, ``::std::assert_eq!``. A ``macro_rules!``
-    of the answer shadows a standard macro for the rest of the file: an empty ``assert_eq`` made
-    every test vanish."""
+    (``assert_eq!``, ``vec!``, ...) called by their path, ``::std::assert_eq!``, and its paths from
+    ``std`` made absolute (``::std::process::exit``). A ``macro_rules!`` of the answer shadows a
+    standard macro for the rest of the file: an empty ``assert_eq`` made every test vanish; a
+    ``mod std`` of the answer's replaced what the tests call (a ``catch_unwind`` always ``Ok``, an
+    ``exit`` that returns)."""
     if program.language != "rust" or not program.first_line:
         return program
     lines = program.source.splitlines(keepends=True)
     start = sum(len(line) for line in lines[: program.last_line])
     masked = mask(program.source, "rust")
     source = program.source
-    for m in reversed(list(_RUST_CALL.finditer(masked, start))):
-        source = source[: m.start()] + "::std::" + source[m.start() :]
+    calls = [*_RUST_CALL.finditer(masked, start), *_RUST_STD_PATH.finditer(masked, start)]
+    for at, prefix in sorted(
+        ((m.start(), "::" if m.re is _RUST_STD_PATH else "::std::") for m in calls), reverse=True
+    ):
+        source = source[:at] + prefix + source[at:]
     return replace(program, source=source)
 
 
