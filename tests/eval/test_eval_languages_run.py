@@ -965,3 +965,64 @@ async def test_code_running_before_main_cannot_forge_the_end_of_tests(language: 
     item = next(i for i in _items(language) if i.id == f"{language}_gcd")
     score = await score_execution_async(_STEALS[language], item, **{**LIMITS, "timeout_s": 30.0})
     assert score.value == 0.0, score.detail
+
+
+# a package-level append shadows the builtin in the whole package, the harness's included: this one
+# keeps what it is given (stdin's line, then the token and the secret appended to it), and the
+# answer writes that to the pipe and exits 0
+_GO_APPEND_SPY = (
+    "```go\n"
+    'import "os"\n'
+    "\n"
+    "var moaSeen [][]byte\n"
+    "\n"
+    "func append(s []byte, v ...byte) []byte {\n"
+    "\tn := make([]byte, len(s)+len(v))\n"
+    "\tcopy(n, s)\n"
+    "\tcopy(n[len(s):], v)\n"
+    "\tmoaSeen = [][]byte{moaSeen0(), n}\n"
+    "\tif len(moaSeen[0]) == 0 {\n"
+    "\t\tmoaSeen[0] = n\n"
+    "\t}\n"
+    "\treturn n\n"
+    "}\n"
+    "\n"
+    "var moaFirst []byte\n"
+    "\n"
+    "func moaSeen0() []byte {\n"
+    "\tif moaFirst == nil && len(moaSeen) > 1 {\n"
+    "\t\tmoaFirst = moaSeen[1]\n"
+    "\t}\n"
+    "\treturn moaFirst\n"
+    "}\n"
+    "\n"
+    "func gcd(a, b int) int {\n"
+    "\tline := moaSeen[0]\n"
+    "\tfd := 0\n"
+    "\tfor _, c := range line {\n"
+    "\t\tif c < '0' || c > '9' {\n"
+    "\t\t\tbreak\n"
+    "\t\t}\n"
+    "\t\tfd = fd*10 + int(c-'0')\n"
+    "\t}\n"
+    '\tos.NewFile(uintptr(fd), "x").Write(moaSeen[1])\n'
+    "\tos.Exit(0)\n"
+    "\treturn 0\n"
+    "}\n"
+    "```"
+)
+
+
+@pytest.mark.parametrize("item_id", ["go_gcd", "go_factorial"])
+async def test_a_go_answer_shadowing_append_cannot_see_the_token(item_id: str) -> None:
+    """A wrong Go answer defining its own ``append``, which the end-of-tests harness called on
+    stdin's line and on the token with its secret, wrote both to the pipe and exited 0: 1.0. The
+    harness calls no builtin function now."""
+    _skip_without("go")
+    item = next(i for i in _items("go") if i.id == item_id)
+    answer = _GO_APPEND_SPY.replace(
+        "func gcd(a, b int) int",
+        "func gcd(a, b int) int" if item_id == "go_gcd" else "func factorial(n int) int",
+    )
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert score.value == 0.0, score.detail

@@ -251,45 +251,52 @@ mod moa_end_{key} {
 
 _GO_IMPORTS = '; import moaos_ "os"'
 
+# no builtin function (append, len, make, copy): a package-level `func append` of the answer's
+# shadows the builtin in the whole package, and one that kept what it was given saw stdin's line
+# and the secret, wrote them to the pipe and exited 0 (1.0); arrays and indexing name nothing
 _GO_END = """
 var moaSecret_{key} = [16]byte{{secret}}
 
-func moaStart_{key}() (int, []byte) {
-\tline := make([]byte, 0, 128)
-\tbuf := make([]byte, 128)
-\tfor len(line) < 128 {
-\t\tn, err := moaos_.Stdin.Read(buf)
-\t\tline = append(line, buf[:n]...)
-\t\tif err != nil || n == 0 {
+func moaStart_{key}() (int, [192]byte, int) {
+\tvar line [128]byte
+\tn := 0
+\tfor n < 128 {
+\t\tk, err := moaos_.Stdin.Read(line[n:])
+\t\tn += k
+\t\tif err != nil || k == 0 {
 \t\t\tbreak
 \t\t}
 \t}
 \tfd, i := 0, 0
-\tfor ; i < len(line) && line[i] >= '0' && line[i] <= '9'; i++ {
+\tfor ; i < n && line[i] >= '0' && line[i] <= '9'; i++ {
 \t\tfd = fd*10 + int(line[i]-'0')
 \t}
-\ttoken := []byte{}
-\tfor i++; i < len(line) && line[i] != '\\n'; i++ {
-\t\ttoken = append(token, line[i])
+\tvar token [192]byte
+\tt := 0
+\tfor i++; i < n && line[i] != '\\n'; i++ {
+\t\ttoken[t] = line[i]
+\t\tt++
 \t}
 \tfor _, b := range moaSecret_{key} {
-\t\ttoken = append(token, "0123456789abcdef"[b>>4], "0123456789abcdef"[b&15])
+\t\ttoken[t], token[t+1] = "0123456789abcdef"[b>>4], "0123456789abcdef"[b&15]
+\t\tt += 2
 \t}
-\treturn fd, append(token, '\\n')
+\ttoken[t] = '\\n'
+\treturn fd, token, t + 1
 }
 
-func moaFinish_{key}(fd int, token []byte) {
-\tif len(token) > 1 {
-\t\tmoaos_.NewFile(uintptr(fd), "moa-end").Write(token)
+func moaFinish_{key}(fd int, token [192]byte, length int) {
+\tif length > 1 {
+\t\tmoaos_.NewFile(uintptr(fd), "moa-end").Write(token[:length])
 \t}
 }
 """
 
 _GO_MAIN = """
 func main() {
-\tmoaFd, moaToken := moaStart_{key}()
+\tmoaFd, moaToken, moaLength := moaStart_{key}()
 \tmoaTestsMain_()
-\tmoaFinish_{key}(moaFd, moaToken)
+\tmoaFinish_{key}(moaFd, moaToken, moaLength)
 }
 """
 
@@ -297,7 +304,7 @@ func main() {
 # test at all, and an empty run exits 0
 _GO_TEST_MAIN = """
 func TestMain(m *moatesting_.M) {
-\tmoaFd, moaToken := moaStart_{key}()
+\tmoaFd, moaToken, moaLength := moaStart_{key}()
 \tmoaos_.Args = moaos_.Args[:1]
 \tcode := m.Run()
 \tfor _, name := range []string{"test.run", "test.skip", "test.list"} {
@@ -309,7 +316,7 @@ func TestMain(m *moatesting_.M) {
 \t\tcode = 1
 \t}
 \tif code == 0 {
-\t\tmoaFinish_{key}(moaFd, moaToken)
+\t\tmoaFinish_{key}(moaFd, moaToken, moaLength)
 \t}
 \tmoaos_.Exit(code)
 }
