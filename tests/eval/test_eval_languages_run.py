@@ -1026,3 +1026,50 @@ async def test_a_go_answer_shadowing_append_cannot_see_the_token(item_id: str) -
     )
     score = await score_execution_async(answer, item, **LIMITS)
     assert score.value == 0.0, score.detail
+
+
+# a wrong Java answer's own StringBuilder, beside the launcher in one file, was the one the launcher
+# built the token and its secret in; the answer wrote them to every pipe it holds and exited 0
+_JAVA_STRINGBUILDER_SPY = (
+    "```java\n"
+    "class Solution {\n"
+    "    static long gcd(long a, long b) {\n"
+    "        for (int fd = 3; fd < 64; fd++) {\n"
+    "            try {\n"
+    '                java.nio.file.Path p = java.nio.file.Paths.get("/proc/self/fd/" + fd);\n'
+    '                if (!java.nio.file.Files.readSymbolicLink(p).toString().startsWith("pipe:")) continue;\n'
+    "                try (java.io.FileOutputStream out = new java.io.FileOutputStream(p.toString())) {\n"
+    '                    out.write((StringBuilder.seen + "\\n").getBytes());\n'
+    "                }\n"
+    "            } catch (Exception e) {\n"
+    "            }\n"
+    "        }\n"
+    "        java.lang.System.exit(0);\n"
+    "        return 0;\n"
+    "    }\n"
+    "}\n"
+    "class StringBuilder {\n"
+    "    static java.lang.StringBuilder seen = new java.lang.StringBuilder();\n"
+    "    StringBuilder(String s) {\n"
+    "        seen = new java.lang.StringBuilder(s);\n"
+    "    }\n"
+    "    StringBuilder append(char c) {\n"
+    "        seen.append(c);\n"
+    "        return this;\n"
+    "    }\n"
+    "    public String toString() {\n"
+    "        return seen.toString();\n"
+    "    }\n"
+    "}\n"
+    "```"
+)
+
+
+async def test_a_java_answers_types_do_not_reach_the_launcher() -> None:
+    """A wrong Java answer declaring ``class StringBuilder`` saw the token and the secret the
+    launcher built in it and forged the end of the tests (1.0); the launcher is a file and package
+    of its own now, where the answer's types are not seen."""
+    _skip_without("java")
+    item = next(i for i in _items("java") if i.id == "java_gcd")
+    score = await score_execution_async(_JAVA_STRINGBUILDER_SPY, item, **LIMITS)
+    assert score.value == 0.0, score.detail

@@ -172,7 +172,8 @@ def _compile_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunL
             # half the limit for the heap: the JVM's own reservations come on top of it
             flags = " ".join(f"-J{f}" for f in (*_JVM_FLAGS, f"-Xmx{limits.compile_memory_mb // 2}m"))
             cp = f"-cp {shlex.quote(jar)} " if jar else ""
-            javac = f"{shlex.quote(tc['javac'])} {flags} -encoding UTF-8 -nowarn {cp}-d classes {shlex.quote(name)}"
+            sources = shlex.join([name, *([program.launcher[0]] if program.launcher else [])])
+            javac = f"{shlex.quote(tc['javac'])} {flags} -encoding UTF-8 -nowarn {cp}-d classes {sources}"
             # the class files alone: a `.` entry would make the run step's tar touch its work dir
             return ["/bin/sh", "-c", f"{javac} && cd classes && tar -cf ../classes.tar -- *"]
         case "typescript":
@@ -208,8 +209,18 @@ def _env(program: Program, tc: Toolchain, limits: RunLimits, *, compiling: bool)
     return env
 
 
+def _sources(program: Program) -> dict[str, bytes]:
+    files = {program.filename: program.source}
+    if program.launcher is not None:
+        files[program.launcher[0]] = program.launcher[1]
+    return {name: text.encode("utf-8", "surrogatepass") for name, text in files.items()}
+
+
 def _key(program: Program, tc: Toolchain, argv: list[str]) -> str:
-    material = "\0".join([program.language, program.filename, program.source, *argv, *tc.programs.values()])
+    launcher = program.launcher or ("", "")
+    material = "\0".join(
+        [program.language, program.filename, program.source, *launcher, *argv, *tc.programs.values()]
+    )
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -242,7 +253,7 @@ async def _compile(
         binds = (*binds, warm)
     outcome, kept = await run_isolated(
         argv,
-        files={program.filename: program.source.encode("utf-8", "surrogatepass")},
+        files=_sources(program),
         limits=step,
         isolation=limits.isolation,
         readonly_binds=binds,
@@ -325,7 +336,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     if missing is not None:
         return Verdict(False, missing)
     argv = _compile_argv(program, tc, jar, limits)
-    files = {program.filename: program.source.encode("utf-8", "surrogatepass")}
+    files = _sources(program)
     compile_s, cached = 0.0, False
     if argv is not None:
         compiled, cached = await _compile(program, tc, argv, limits)

@@ -30,7 +30,8 @@ is at its end. Where the harness keeps it, per language:
 * Java: the tests' ``main`` is renamed and called by a launcher class, the one the JVM runs,
   which reads the token before the tests' class is initialised (no static initializer of the
   answer's runs first) and writes it after (``System.exit`` never returns); the pipe is reopened
-  as ``/proc/self/fd/<fd>``;
+  as ``/proc/self/fd/<fd>``. It is a file and package of its own (``Program.launcher``), where no
+  type of the answer's (``class StringBuilder``, ``class System``) replaces the ones it uses;
 * JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
   Node emits when the event loop runs dry and never after ``process.exit``; only when no frame of
   the program is on the stack (the program emitting the event or calling the listener; ``Error``
@@ -323,16 +324,27 @@ func TestMain(m *moatesting_.M) {
 """
 
 # the launcher is the class the JVM runs: it reads the token before the tests' class exists, so no
-# static initializer of the answer's runs first (one read stdin and wrote the token itself)
-_JAVA_END = """
-final class MoaEnd_{key} {
+# static initializer of the answer's runs first (one read stdin and wrote the token itself). It is
+# a file and package of its own, which the answer's types cannot reach: beside them, an answer's
+# own `class StringBuilder` was the one the launcher built the token and its secret in, and the
+# answer wrote them to the pipe and exited 0 (1.0); `class System` or a type named `java` would
+# do as well. A class of a named package cannot name the tests' (unnamed) one: reflection calls it
+_JAVA_END = """package moaend_{key};
+
+public final class MoaEnd {
     public static void main(String[] moaArgs) throws Throwable {
         String line = new String(System.in.readNBytes(128), java.nio.charset.StandardCharsets.US_ASCII).trim();
         int space = line.indexOf(' ');
         String fd = space < 0 ? "-1" : line.substring(0, space);
         StringBuilder token = new StringBuilder(space < 0 ? "" : line.substring(space + 1));
         for (int b : new int[] {{secret}}) token.append("0123456789abcdef".charAt(b >> 4)).append("0123456789abcdef".charAt(b & 15));
-        {host}.moaTestsMain_(moaArgs);
+        java.lang.reflect.Method tests = Class.forName("{host}").getDeclaredMethod("moaTestsMain_", String[].class);
+        tests.setAccessible(true);
+        try {
+            tests.invoke(null, (Object) moaArgs);
+        } catch (java.lang.reflect.InvocationTargetException e) {
+            throw e.getCause();
+        }
         if (space < 0) return;
         try (java.io.FileOutputStream out = new java.io.FileOutputStream("/proc/self/fd/" + fd)) {
             out.write((token + "\\n").getBytes(java.nio.charset.StandardCharsets.US_ASCII));
@@ -441,12 +453,13 @@ def _java(program: Program) -> Program | None:
     if host is None or source == program.source:
         return None
     key, secret = _keys(program)
-    tail = _fill(_JAVA_END, key, secret).replace("{host}", name)
+    launcher = _fill(_JAVA_END, key, secret).replace("{host}", name)
     return replace(
         program,
-        source=source.rstrip("\n") + "\n" + tail,
-        main_class=f"MoaEnd_{key}",
+        source=source,
+        main_class=f"moaend_{key}.MoaEnd",
         end_suffix=secret.hex(),
+        launcher=(f"moaend_{key}/MoaEnd.java", launcher),
     )
 
 

@@ -50,6 +50,8 @@ class Program:
     """Assert lines run by the harness, so a failure can quote its line."""
     end_suffix: str = ""
     """What the end-of-tests harness writes after the run's token (``moa.eval.languages.marker``)."""
+    launcher: tuple[str, str] | None = None
+    """Java: (file name, source) of the end-of-tests launcher, compiled beside ``source``."""
 
     def answer_line(self, line: int) -> int | None:
         """The line of the answer's code that is ``line`` of the program, else ``None``."""
