@@ -1073,3 +1073,28 @@ async def test_a_java_answers_types_do_not_reach_the_launcher() -> None:
     item = next(i for i in _items("java") if i.id == "java_gcd")
     score = await score_execution_async(_JAVA_STRINGBUILDER_SPY, item, **LIMITS)
     assert score.value == 0.0, score.detail
+
+
+_EXIT_IN_A_HELPER_CLASS = """```java
+class Helper {
+    static void quit() {
+        System.exit(0);
+    }
+}
+public class Solution {
+    public static boolean isPalindrome(String text) {
+        Helper.quit();
+        return false;
+    }
+}
+```"""
+
+
+async def test_an_exit_in_the_answers_other_class_is_not_taken_for_the_tests() -> None:
+    """A wrong Java answer whose `System.exit(0)` sat in a class of its own besides the solution's
+    scored 1.0: that class lies outside the answer's member lines, its exit was read as the tests'
+    own, and the end-of-tests marker was dropped. The answer's other types are its own lines too."""
+    _skip_without("java")
+    item = next(i for i in _items("java") if i.id == "java_is_palindrome")
+    score = await score_execution_async(_EXIT_IN_A_HELPER_CLASS, item, **LIMITS)
+    assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")

@@ -207,7 +207,7 @@ def _java(code: str, program: str | None, lines: Sequence[str], entry: str | Non
         base = line_of(answer.body, host.open + 1)
     parts.add("".join(f"{i}\n" for i in answer.imports))
     if others.strip():
-        parts.add(unpublic(others))
+        parts.add(unpublic(others), answer=True)
     parts.add("class Main {")
     parts.add(rename_function(members, "java", "main", "moaAnswerMain"), answer=True, base=base)
     parts.add(_java_harness(lines) + "}")

@@ -468,11 +468,15 @@ _EXIT_ZERO = re.compile(r"\b(?:exit|_exit|_Exit|quick_exit|Exit)\s*\(\s*(?:0|EXI
 
 
 def _harness_text(program: Program, masked: str) -> str:
-    """The masked program outside the answer's lines (all of it when they are unknown)."""
+    """The masked program outside the answer's lines (all of it when they are unknown): a Java
+    answer's other types are its own too (a `System.exit(0)` there, read as the tests', turned the
+    end-of-tests marker off, and the answer calling it passed)."""
     if not program.first_line:
         return masked
     lines = masked.splitlines()
-    return "\n".join(lines[: program.first_line - 1] + lines[program.last_line :])
+    for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
+        lines[first - 1 : last] = [""] * len(lines[first - 1 : last])
+    return "\n".join(lines)
 
 
 def _tests_exit_zero(program: Program) -> bool:

@@ -163,7 +163,7 @@ def _whole_java(code: str, prompt: str, tests: str, entry: str) -> Program:
     parts = Parts()
     parts.add("".join(f"{line}\n" for line in dict.fromkeys(head.imports + answer.imports)))
     if others.strip():
-        parts.add(unpublic(others))
+        parts.add(unpublic(others), answer=True)
     parts.add(f"class {name} {{")
     parts.add(rename_function(members, "java", "main", "moaAnswerMain"), answer=True, base=base)
     parts.add(drop_leading_brace(tests))

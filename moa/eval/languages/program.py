@@ -52,6 +52,9 @@ class Program:
     """What the end-of-tests harness writes after the run's token (``moa.eval.languages.marker``)."""
     launcher: tuple[str, str] | None = None
     """Java: (file name, source) of the end-of-tests launcher, compiled beside ``source``."""
+    answer_elsewhere: tuple[tuple[int, int], ...] = ()
+    """Lines (first, last) of the answer's code outside ``first_line``..``last_line`` (Java: its
+    other types, placed before the tests' class): never taken for the tests' own code."""
 
     def answer_line(self, line: int) -> int | None:
         """The line of the answer's code that is ``line`` of the program, else ``None``."""
@@ -69,10 +72,12 @@ class Parts:
         self.first = 0
         self.last = -1
         self.base = 1
+        self._spans: list[tuple[int, int]] = []
 
     def add(self, text: str, *, answer: bool = False, base: int = 1) -> None:
         """Append ``text`` on lines of its own; ``answer`` marks it as the answer's code, whose
-        first line is line ``base`` of the answer."""
+        first line is line ``base`` of the answer (the last part so marked numbers the answer's
+        lines; the others are ``Program.answer_elsewhere``)."""
         if not text:
             return
         if not text.endswith("\n"):
@@ -81,6 +86,7 @@ class Parts:
             self.first = self._lines + 1
             self.last = self._lines + text.count("\n")
             self.base = base
+            self._spans.append((self.first, self.last))
         self._chunks.append(text)
         self._lines += text.count("\n")
 
@@ -96,7 +102,16 @@ class Parts:
         """The file built so far."""
         source = "".join(self._chunks)
         return Program(
-            language, source, filename, self.first, self.last, self.base, main_class, go_test, tests
+            language,
+            source,
+            filename,
+            self.first,
+            self.last,
+            self.base,
+            main_class,
+            go_test,
+            tests,
+            answer_elsewhere=tuple(span for span in self._spans if span != (self.first, self.last)),
         )
 
 
