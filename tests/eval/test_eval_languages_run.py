@@ -1098,3 +1098,28 @@ async def test_an_exit_in_the_answers_other_class_is_not_taken_for_the_tests() -
     item = next(i for i in _items("java") if i.id == "java_is_palindrome")
     score = await score_execution_async(_EXIT_IN_A_HELPER_CLASS, item, **LIMITS)
     assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests")
+
+
+_HELPER_CLASS_FIRST = """```java
+class Helper {
+    static long mod(long a, long b) {
+        return a % b;
+    }
+}
+
+class Solution {
+    static long gcd(long a, long b) {
+        return b == 0 ? a : gcd(b, Helper.mod(a, b));
+    }
+}
+```"""
+
+
+async def test_a_java_answer_with_its_helper_class_first_passes() -> None:
+    """A correct Java answer to assert lines whose helper class comes before its solution class
+    failed to compile (`cannot find symbol`): the first class was taken as the solution's. The
+    class defining a method the assert lines call is."""
+    _skip_without("java")
+    item = next(i for i in _items("java") if i.id == "java_gcd")
+    score = await score_execution_async(_HELPER_CLASS_FIRST, item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")

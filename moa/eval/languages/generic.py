@@ -21,9 +21,9 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from moa.eval.languages.merge import go_imports_block, java_host, split_go, split_java, unpublic
+from moa.eval.languages.merge import JavaFile, go_imports_block, java_host, split_go, split_java, unpublic
 from moa.eval.languages.program import ANSWER_MAIN, Parts, Program, cut, rename_function
-from moa.eval.languages.source import defines_function, line_of
+from moa.eval.languages.source import Span, defines_function, line_of, mask
 
 __all__ = ["FAIL_MARK", "assemble_generic"]
 
@@ -176,6 +176,21 @@ def _go(code: str, program: str | None, lines: Sequence[str]) -> Program:
     return parts.program("go", "main.go", tests=tuple(lines))
 
 
+_CALLED = re.compile(r"([A-Za-z_$][\w$]*)\s*\(")
+
+
+def _java_called_host(answer: JavaFile, lines: Sequence[str]) -> Span | None:
+    """Without an entry point, the answer's type defining a method the assert lines call (they
+    call it unqualified, from the class its members join), else its first type: a correct answer
+    whose helper class came first had that helper's members taken and failed to compile."""
+    called = dict.fromkeys(_CALLED.findall(mask("\n".join(lines), "java")))
+    for span in answer.types:
+        members = answer.body[span.open + 1 : span.close]
+        if any(defines_function(members, "java", name) for name in called):
+            return span
+    return answer.types[0] if answer.types else None
+
+
 def _java(code: str, program: str | None, lines: Sequence[str], entry: str | None) -> Program:
     answer = split_java(code)
     parts = Parts()
@@ -196,9 +211,7 @@ def _java(code: str, program: str | None, lines: Sequence[str], entry: str | Non
             parts.add(answer.body, answer=True)
             parts.add(tests.body[runner.open + 1 :])
         return parts.program("java", f"{name}.java", main_class=name)
-    host = java_host(answer, entry)
-    if host is None and answer.types:
-        host = answer.types[0]
+    host = java_host(answer, entry) or _java_called_host(answer, lines)
     if host is None:
         members, others, base = answer.body, "", 1
     else:
