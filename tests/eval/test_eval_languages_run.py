@@ -651,6 +651,18 @@ _HARNESS_TAKEOVERS = {
         "fn factorial(_n: u64) -> u64 {\n    1\n}\n```"
     ),
     "go_gcd": "```go\nfunc panic(v interface{}) {}\n\nfunc gcd(a, b int) int {\n\treturn 1\n}\n```",
+    # a beforeExit listener ahead of the harness's resets the exit code and keeps the loop alive:
+    # Node emits beforeExit again, with 0
+    "js_gcd": (
+        "```js\nlet once = false;\nprocess.prependListener('beforeExit', () => {\n"
+        "  if (!once) {\n    once = true;\n    process.exitCode = 0;\n    setTimeout(() => {}, 0);\n  }\n});\n"
+        "function gcd(a, b) {\n  return 1;\n}\n```"
+    ),
+    "ts_gcd": (
+        "```ts\nlet once = false;\nconst p = (globalThis as any).process;\np.prependListener('beforeExit', () => {\n"
+        "  if (!once) {\n    once = true;\n    p.exitCode = 0;\n    setTimeout(() => {}, 0);\n  }\n});\n"
+        "function gcd(a: number, b: number): number {\n  return 1;\n}\n```"
+    ),
     "java_gcd": (
         "```java\nclass Solution {\n    static long gcd(long a, long b) {\n        return 1;\n    }\n}\n"
         "class System {\n    static java.io.InputStream in = java.lang.System.in;\n"
@@ -663,9 +675,10 @@ _HARNESS_TAKEOVERS = {
 async def test_an_answer_cannot_take_over_what_the_tests_call(item_id: str) -> None:
     """A wrong answer redefining what the tests after it call to report a failure (the C harness's
     count under its fixed name, Rust's ``std`` by a ``mod std``, Go's ``panic``, Java's
-    ``System``) scored 1.0; the harness's names are keyed, Rust's paths absolute, Go's assert
-    counts without panic and Java's throws."""
-    language = {"c": "c", "rust": "rust", "go": "go", "java": "java"}[item_id.split("_")[0]]
+    ``System``, Node's exit code) scored 1.0; the harness's names are keyed, Rust's paths
+    absolute, Go's assert counts without panic, and the Java and JavaScript harnesses throw."""
+    languages = {"c": "c", "rust": "rust", "go": "go", "java": "java", "js": "javascript", "ts": "typescript"}
+    language = languages[item_id.split("_")[0]]
     _skip_without(language)
     item = next(i for i in _items(language) if i.id == item_id)
     if item_id == "rust_factorial":

@@ -126,7 +126,9 @@ def _js_harness(lines: Sequence[str], typescript: bool) -> str:
     declare = "declare var require: any;\ndeclare var process: any;\n" if typescript else ""
     return (
         f"{declare};(function () {{\n  const assert = require('node:assert');\n  let moaFailed = 0;\n"
-        f"{calls}  if (moaFailed > 0) process.exitCode = 1;\n}})();\n"
+        # thrown, not process.exitCode = 1: a beforeExit listener of the answer's reset the code and
+        # kept the loop alive, and Node emitted beforeExit again with 0 (the token was written)
+        f"{calls}  if (moaFailed > 0) throw new Error(moaFailed + ' of the tests failed');\n}})();\n"
     )
 
 
