@@ -522,3 +522,41 @@ async def test_a_reply_moa_cannot_use_is_booked_at_the_usage_it_reports(transpor
     assert rec.usage == moa.Usage(300, 60) and rec.unknown_usage_attempts == 0
     assert rec.cost_usd == pytest.approx(billed) == pytest.approx(rec.cost_usd_max)
     assert budget.spent_usd == pytest.approx(billed)
+
+
+_PAST_ANY_FLOAT = 10**400
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 3, "completion_tokens": _PAST_ANY_FLOAT},
+        {
+            "prompt_tokens": 3,
+            "completion_tokens": 2,
+            "completion_tokens_details": {"reasoning_tokens": _PAST_ANY_FLOAT},
+            "total_tokens": 5 + _PAST_ANY_FLOAT,
+        },
+    ],
+    ids=["completion", "reasoning"],
+)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_count_past_any_float_is_suspect_not_a_crash(transport: str, usage: dict[str, int]) -> None:
+    """With no max_tokens sent (and no budget), a reply claiming 10**400 completion tokens, a whole
+    number JSON reads, is suspect usage: the answer kept, the count clamped to the worst case's and
+    charged that. Before, its cost overflowed a float: the run failed with "OverflowError: int too
+    large to convert to float", and the attempt it had sent was missing from the record."""
+    answer = {
+        "id": "x",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    async with raw_server(http(200, answer)) as srv:
+        t = single(srv.base_url, "m", transport, retry={"max_attempts": 1})
+        async with moa.Runner() as rt:
+            result = await t.run("q", runner=rt)
+    (rec,) = result.calls
+    assert result.output == "ok" and rec.usage_suspect and len(rec.attempt_log) == 1
+    assert rec.usage == moa.Usage(3, 4096) == rec.attempt_log[0].usage  # the worst case's completion
+    assert rec.cost_usd == pytest.approx((3 + 4096) * 1e-6) == result.cost_usd

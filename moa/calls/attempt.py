@@ -59,6 +59,10 @@ __all__ = [
 #: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
 BUDGET_DEFAULT_MAX_TOKENS = 4096
 
+#: the most tokens a reply is believed to report when no max_tokens bounds it (2**53: past it a
+#: float holds no count exactly)
+MAX_TOKEN_COUNT = 2**53
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -153,9 +157,12 @@ class CallPlan:
         e = self.consumer_error
         return UserError(f"node `{self.node}`: the on_token callback raised {type(e).__name__}: {e}")
 
+    def completion_cap(self, price: Price) -> int:
+        """The completion tokens of the worst case: ``max_tokens``, else the model's output cap."""
+        return self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
+
     def worst_case(self, price: Price) -> float:
-        completion = self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
-        return price.worst_case(prompt_token_ceiling(self.prompt_bound), completion)
+        return price.worst_case(prompt_token_ceiling(self.prompt_bound), self.completion_cap(price))
 
 
 class _SendClock:
@@ -489,9 +496,10 @@ def _book(
 def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: CallPlan) -> tuple[Usage, float]:
     """The usage and cost booked for a reply; usage the request cannot have produced is clamped to
     the request's bounds and charged the worst case (never more, never negative)."""
-    ok_completion = usage.completion_tokens >= 0 and (
-        call.max_tokens is None or usage.completion_tokens <= call.max_tokens
-    )
+    # with no max_tokens sent a reply may be long, but no count passes what a float holds exactly:
+    # 10**400 tokens (a whole number JSON reads) overflowed the cost and failed the run unbooked
+    most = MAX_TOKEN_COUNT if call.max_tokens is None else call.max_tokens
+    ok_completion = 0 <= usage.completion_tokens <= most
     ceiling = prompt_token_ceiling(call.prompt_bound)
     ok_cache = (
         usage.cached_tokens >= 0
@@ -509,8 +517,8 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
         # (a reply claiming priority on a flex request); charged the hold, never past the cap
     rec.usage_suspect = True
     completion = max(0, usage.completion_tokens)
-    if call.max_tokens is not None:
-        completion = min(completion, call.max_tokens)
+    if completion > most:
+        completion = call.completion_cap(price)
     prompt = min(max(0, usage.prompt_tokens), ceiling)
     # counts that do not add up earn no cache discount; claimed cache writes (dearer) are kept
     written = min(max(0, usage.cache_write_tokens), prompt)
