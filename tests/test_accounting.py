@@ -5,6 +5,7 @@ budget, and retries stay within the endpoint's retry budget. Over real loopback 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from typing import Any
@@ -560,3 +561,47 @@ async def test_a_count_past_any_float_is_suspect_not_a_crash(transport: str, usa
     assert result.output == "ok" and rec.usage_suspect and len(rec.attempt_log) == 1
     assert rec.usage == moa.Usage(3, 4096) == rec.attempt_log[0].usage  # the worst case's completion
     assert rec.cost_usd == pytest.approx((3 + 4096) * 1e-6) == result.cost_usd
+
+
+def _reasoning_only(stream: bool, usage: dict[str, int] | None) -> bytes:
+    """A reply whose content is empty beside its reasoning (a reasoning model that ended before its
+    answer, as llama-server sends it), finished with ``stop``, with ``usage`` (None: no usage)."""
+    reasoning = "thinking it over " * 200
+    if not stream:
+        message = {"role": "assistant", "content": "", "reasoning_content": reasoning}
+        body: dict[str, Any] = {"id": "x", "model": "m", "choices": [{"index": 0, "message": message}]}
+        body["choices"][0]["finish_reason"] = "stop"
+        return http(200, body if usage is None else body | {"usage": usage})
+    head = {"id": "x", "model": "m", "object": "chat.completion.chunk"}
+    events = [
+        {**head, "choices": [{"index": 0, "delta": {"reasoning_content": reasoning}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    if usage is not None:
+        events.append({**head, "choices": [], "usage": usage})
+    data = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + data
+
+
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": 10}], ids=["no-usage", "prompt-only"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_reply_that_only_reasoned_is_not_booked_free(
+    transport: str, stream: bool, usage: dict[str, int] | None
+) -> None:
+    """A reply of reasoning and no text, whose provider reports no completion count, is booked at
+    the estimate of its reasoning (3,400 bytes: hundreds of tokens), flagged estimated. Before, an
+    empty text made the missing count 0: each such attempt, and each retry of it, booked no
+    completion tokens, and with the prompt reported it was not even flagged as estimated."""
+    async with raw_server(_reasoning_only(stream, usage)) as srv:
+        t = single(srv.base_url, "m", transport, retry={"max_attempts": 1})
+        async with moa.Runner() as rt:
+            with pytest.raises(moa.MalformedReply, match="empty") as info:
+                if stream:
+                    async for _ in t.stream("q", runner=rt):
+                        pass
+                else:
+                    await t.run("q", runner=rt)
+    (rec,) = info.value.calls
+    assert rec.usage_estimated and rec.usage.completion_tokens > 100
+    assert rec.cost_usd == pytest.approx(rec.usage.total_tokens * 1e-6)

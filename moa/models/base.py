@@ -99,16 +99,18 @@ class Reported(NamedTuple):
 
 
 def usage_with_estimate(
-    reported: Reported | None, text: str, estimate: Callable[[], Usage]
+    reported: Reported | None, text: str, estimate: Callable[[], Usage], *, reasoned: bool = False
 ) -> tuple[Usage, bool]:
     """The usage a reply is charged, and whether any of it is estimated: each count the provider
-    reported, and ``estimate``'s for each it did not. A reply with text has completion tokens, so
-    only an empty reply's missing completion count is 0; a prompt always has tokens. Shared by the
-    litellm path, so both paths charge the same reply the same."""
+    reported, and ``estimate``'s for each it did not. A reply with text, or with reasoning sent
+    beside it (``reasoned``), has completion tokens, so only the missing completion count of a reply
+    that wrote neither is 0; a prompt always has tokens. Shared by the litellm path, so both paths
+    charge the same reply the same."""
     prompt, completion, cached, cache_write, write_1h = (
         reported if reported is not None else (None, None, 0, 0, 0)
     )
-    if completion is None and not text:
+    if completion is None and not text and not reasoned:
+        # a reply that only reasoned was booked no completion tokens, its retries too
         completion = 0
     if prompt is not None and completion is not None:
         return Usage(prompt, completion, cached, cache_write, write_1h), False

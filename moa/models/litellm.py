@@ -701,10 +701,12 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
         )
         if text is None or why:
             raise no_content(why, request.model, request.node or None)
+    reasoning = reasoning_text(message)
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),
-        lambda: _estimate(request, str(text), reasoning_text(message)),
+        lambda: _estimate(request, str(text), reasoning),
+        reasoned=bool(reasoning),
     )
     return ModelReply(
         str(text),
@@ -767,7 +769,9 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
         error = no_content(why, request.model, request.node or None)
         error.usage = billed(usage)
         raise error
-    counted, estimated = usage_with_estimate(usage, text, lambda: _estimate(request, text, "".join(thought)))
+    counted, estimated = usage_with_estimate(
+        usage, text, lambda: _estimate(request, text, "".join(thought)), reasoned=bool(thought)
+    )
     return ModelReply(text, counted, model, finish, usage_estimated=estimated, service_tier=tier)
 
 

@@ -502,10 +502,12 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         if body is None or why:
             raise no_content(why, request.model, request.node or None)
     text = _text(body, request)
+    reasoning = reasoning_text(message)
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request),
         text,
-        lambda: _estimate_usage(request, text, len(reasoning_text(message).encode())),
+        lambda: _estimate_usage(request, text, len(reasoning.encode())),
+        reasoned=bool(reasoning),
     )
     return ModelReply(
         text,
@@ -703,7 +705,10 @@ class _Stream:
             error.usage = billed(self.usage)
             raise error
         usage, estimated = usage_with_estimate(
-            self.usage, text, lambda: _estimate_usage(self.request, text, self.reasoning_bytes)
+            self.usage,
+            text,
+            lambda: _estimate_usage(self.request, text, self.reasoning_bytes),
+            reasoned=self.reasoning_bytes > 0,
         )
         return ModelReply(
             text, usage, self.model, self.finish, usage_estimated=estimated, service_tier=self.service_tier
