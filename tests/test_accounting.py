@@ -151,6 +151,9 @@ async def test_waiting_for_a_connection_is_bounded_and_not_latency() -> None:
             )
         errors = [o for o in outcomes if isinstance(o, moa.MoAError)]
         assert len(errors) == 1 and "no free connection within pool_timeout_s=0.2" in str(errors[0])
+        # it never left: its wait is queued_s, not latency (it was both, counted twice)
+        (rec,) = errors[0].calls
+        assert rec.latency_s == 0.0 == rec.attempt_log[0].latency_s and rec.queued_s > 0
 
 
 # -- 2. every attempt leaves a record --------------------------------------------------------------

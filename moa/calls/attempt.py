@@ -224,7 +224,9 @@ class _SendClock:
         return max(0.0, left - self.entered_at)
 
     def latency(self, end: float) -> float:
-        start = self.sent_at if self.sent_at is not None else self.entered_at
+        """From the send; 0 for a request a backend that reports sending never sent (its wait for
+        a connection that never came is ``queued``, and was counted as both)."""
+        start = self.sent_at if self.sent_at is not None or self.reports else self.entered_at
         return 0.0 if start is None else end - start
 
 
