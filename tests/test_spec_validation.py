@@ -333,6 +333,7 @@ def test_load_relative_to_a_folder(tmp_path: Path) -> None:
     [
         ("temperature", "set the agent's `temperature` instead"),
         ("max_tokens", "set the agent's `max_tokens` instead"),
+        ("max_completion_tokens", "set the agent's `max_tokens` instead"),
         ("model", "set the agent's `model` instead"),
         ("timeout", "set the agent's `timeout_s` instead"),
         ("stream", "moa sets it itself"),

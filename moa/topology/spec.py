@@ -172,6 +172,9 @@ _SHADOWED = {
     "model": "model",
     "temperature": "temperature",
     "max_tokens": "max_tokens",
+    # moa sends max_tokens under this name to a server that asks for it; in params it raised the
+    # cap past the one the budget held for (vLLM reads it over max_tokens)
+    "max_completion_tokens": "max_tokens",
     "top_p": "top_p",
     "stop": "stop",
     "api_base": "api_base",
