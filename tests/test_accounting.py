@@ -608,3 +608,34 @@ async def test_a_reply_that_only_reasoned_is_not_booked_free(
     (rec,) = info.value.calls
     assert rec.usage_estimated and rec.usage.completion_tokens > 100
     assert rec.cost_usd == pytest.approx(rec.usage.total_tokens * 1e-6)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_request_for_several_answers_is_held_and_charged_for_each(transport: str) -> None:
+    """With `n: 3` in an agent's params the provider bills three answers of up to max_tokens each:
+    their 25 completion tokens are charged as reported, and the hold covers three answers. Before,
+    the hold covered one, and 25 tokens past max_tokens 10 were clamped as suspect and charged
+    one answer's worst case: spend under the bill, and the cap passable."""
+    usage = {"prompt_tokens": 3, "completion_tokens": 25}
+    answer = {
+        "id": "x",
+        "model": "m",
+        "choices": [
+            {"index": i, "message": {"role": "assistant", "content": f"a{i}"}, "finish_reason": "stop"}
+            for i in range(3)
+        ],
+        "usage": usage,
+    }
+    async with raw_server(http(200, answer)) as srv:
+        t = single(srv.base_url, "m", transport, max_tokens=10, retry={"max_attempts": 1}, params={"n": 3})
+        ceiling = prompt_token_ceiling(prompt_token_bound([{"role": "user", "content": "q"}]))
+        one_answer = (ceiling + 10) * 1e-6
+        async with moa.Runner(budget=moa.Budget(one_answer)) as rt:
+            with pytest.raises(moa.BudgetExceeded):  # three answers' hold does not fit
+                await t.run("q", runner=rt)
+        budget = moa.Budget(1.0)
+        async with moa.Runner(budget=budget) as rt:
+            result = await t.run("q", runner=rt)
+    (rec,) = result.calls
+    assert result.output == "a0" and not rec.usage_suspect and rec.usage == moa.Usage(3, 25)
+    assert rec.cost_usd == pytest.approx(28e-6) == budget.spent_usd

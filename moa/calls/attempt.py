@@ -105,6 +105,9 @@ class CallPlan:
     prompt_bound: int
     on_token: TokenCallback | None
     validate: Callable[[str], None] | None
+    #: the answers the request asks for (``n``): the provider bills each up to ``max_tokens``, so
+    #: the worst case and the believable completion count are that many times one answer's
+    choices: int = 1
     #: tokens already reached the consumer: no retry or fallback may splice a second answer on
     emitted: bool = False
     #: the last attempt got a reply that ``validate`` rejected: a retry for content, not a sign of
@@ -158,8 +161,9 @@ class CallPlan:
         return UserError(f"node `{self.node}`: the on_token callback raised {type(e).__name__}: {e}")
 
     def completion_cap(self, price: Price) -> int:
-        """The completion tokens of the worst case: ``max_tokens``, else the model's output cap."""
-        return self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS
+        """The completion tokens of the worst case: ``max_tokens`` (else the model's output cap)
+        for each answer asked for."""
+        return (self.max_tokens or price.max_output_tokens or BUDGET_DEFAULT_MAX_TOKENS) * self.choices
 
     def worst_case(self, price: Price) -> float:
         return price.worst_case(prompt_token_ceiling(self.prompt_bound), self.completion_cap(price))
@@ -346,7 +350,7 @@ async def _send_when_admitted(
     endpoint behind it), and it queues at the limiter again once room is made."""
     loop = asyncio.get_running_loop()
     while True:
-        async with limiter.slot(call.prompt_bound + (call.max_tokens or 0)) as permit:
+        async with limiter.slot(call.prompt_bound + (call.max_tokens or 0) * call.choices) as permit:
             blocked = None
             if budgets:
                 try:
@@ -500,7 +504,7 @@ def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: Cal
     the request's bounds and charged the worst case (never more, never negative)."""
     # with no max_tokens sent a reply may be long, but no count passes what a float holds exactly:
     # 10**400 tokens (a whole number JSON reads) overflowed the cost and failed the run unbooked
-    most = MAX_TOKEN_COUNT if call.max_tokens is None else call.max_tokens
+    most = MAX_TOKEN_COUNT if call.max_tokens is None else call.max_tokens * call.choices
     ok_completion = 0 <= usage.completion_tokens <= most
     ceiling = prompt_token_ceiling(call.prompt_bound)
     ok_cache = (

@@ -107,6 +107,8 @@ class AgentRuntime:
     chain: tuple[Target, ...]
     retry: RetryPolicy
     api_key: str | None
+    #: the answers each request asks for (``n`` in the agent's params): each is billed, one is read
+    choices: int = 1
 
     @classmethod
     def resolve(
@@ -162,7 +164,9 @@ class AgentRuntime:
             backoff_max_s=r.backoff_max_s,
             max_retry_after_s=r.max_retry_after_s,
         )
-        return cls(agent, tuple(targets), policy, api_key)
+        n = agent.params.get("n")
+        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+        return cls(agent, tuple(targets), policy, api_key, choices)
 
 
 def _named_route(agent: AgentSpec, model: str, api_key: str | None) -> tuple[str | None, str | None]:
@@ -209,7 +213,7 @@ async def call_agent(
     max_tokens = rt.agent.max_tokens
     if max_tokens is None and ctx.budgets:
         max_tokens = BUDGET_DEFAULT_MAX_TOKENS
-    call = CallPlan(node, messages, max_tokens, prompt_token_bound(messages), on_token, validate)
+    call = CallPlan(node, messages, max_tokens, prompt_token_bound(messages), on_token, validate, rt.choices)
     last_error: ModelError | None = None
     for target in rt.chain:
         try:
