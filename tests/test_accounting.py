@@ -610,8 +610,11 @@ async def test_a_reply_that_only_reasoned_is_not_booked_free(
     assert rec.cost_usd == pytest.approx(rec.usage.total_tokens * 1e-6)
 
 
+@pytest.mark.parametrize("params", [{"n": 3}, {"extra_body": {"n": 3}}], ids=["n", "extra-body-n"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_request_for_several_answers_is_held_and_charged_for_each(transport: str) -> None:
+async def test_a_request_for_several_answers_is_held_and_charged_for_each(
+    transport: str, params: dict[str, Any]
+) -> None:
     """With `n: 3` in an agent's params the provider bills three answers of up to max_tokens each:
     their 25 completion tokens are charged as reported, and the hold covers three answers. Before,
     the hold covered one, and 25 tokens past max_tokens 10 were clamped as suspect and charged
@@ -627,7 +630,7 @@ async def test_a_request_for_several_answers_is_held_and_charged_for_each(transp
         "usage": usage,
     }
     async with raw_server(http(200, answer)) as srv:
-        t = single(srv.base_url, "m", transport, max_tokens=10, retry={"max_attempts": 1}, params={"n": 3})
+        t = single(srv.base_url, "m", transport, max_tokens=10, retry={"max_attempts": 1}, params=params)
         ceiling = prompt_token_ceiling(prompt_token_bound([{"role": "user", "content": "q"}]))
         one_answer = (ceiling + 10) * 1e-6
         async with moa.Runner(budget=moa.Budget(one_answer)) as rt:

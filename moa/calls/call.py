@@ -164,9 +164,15 @@ class AgentRuntime:
             backoff_max_s=r.backoff_max_s,
             max_retry_after_s=r.max_retry_after_s,
         )
-        n = agent.params.get("n")
-        choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
-        return cls(agent, tuple(targets), policy, api_key, choices)
+        return cls(agent, tuple(targets), policy, api_key, _choices(agent.params))
+
+
+def _choices(params: dict[str, Any]) -> int:
+    """The answers a request asks for: ``n`` of the params, or of their ``extra_body``, which the
+    body takes over it."""
+    extra = params.get("extra_body")
+    said = [params.get("n"), extra.get("n") if isinstance(extra, dict) else None]
+    return max([n for n in said if isinstance(n, int) and not isinstance(n, bool)] + [1])
 
 
 def _named_route(agent: AgentSpec, model: str, api_key: str | None) -> tuple[str | None, str | None]:
