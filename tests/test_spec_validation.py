@@ -350,6 +350,18 @@ def test_params_may_not_shadow_an_agent_field(key: str, fix: str) -> None:
     ]
 
 
+def test_params_extra_body_may_not_shadow_an_agent_field() -> None:
+    """`extra_body` is merged into the request's body: `params.extra_body.max_completion_tokens`
+    raised the completion cap past the budget's hold as the same key in params did."""
+    params = {"extra_body": {"max_completion_tokens": 100_000}}
+    agent = {"model": "openai/gpt-4o-mini", "max_tokens": 10, "params": params}
+    p = problems({"name": "t", "kind": "single", "agents": {"a": agent}})
+    assert p == [
+        "agents.a.params: `params.extra_body.max_completion_tokens` is refused: set the agent's "
+        "`max_tokens` instead; a value in params is overridden or unseen by budgets, limits and checks"
+    ]
+
+
 def test_node_ids_differing_in_case_only_are_refused() -> None:
     """`X` and `x` were two nodes that read as one in a log, a report or a case-blind file system."""
     p = problems(

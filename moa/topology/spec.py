@@ -288,10 +288,14 @@ class AgentSpec(BaseModel):
             raise ValueError(
                 "inline `api_key` in params is refused: name an environment variable with `api_key_env`"
             )
+        # extra_body is merged into the request's body: a field there is sent as one in params
+        extra = v.get("extra_body")
+        inner = extra if isinstance(extra, dict) else {}
         for key, field in _SHADOWED.items():
-            if key in v:
+            where = f"params.{key}" if key in v else f"params.extra_body.{key}" if key in inner else None
+            if where is not None:
                 raise ValueError(
-                    f"`params.{key}` is refused: "
+                    f"`{where}` is refused: "
                     + (f"set the agent's `{field}` instead" if field else "moa sets it itself")
                     + "; a value in params is overridden or unseen by budgets, limits and checks"
                 )
