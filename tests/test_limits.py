@@ -679,3 +679,18 @@ async def test_giving_back_a_stamp_already_out_of_the_window_frees_nothing_else(
     async with limiter.slot():
         third = time.monotonic()
     assert third - newer >= 0.3 * 0.99
+
+
+async def test_a_request_cancelled_in_the_rpm_queue_gives_its_tokens_back() -> None:
+    """A request whose tokens were reserved and which was cancelled waiting for the rpm window
+    (a quorum's straggler, a run's deadline) was never sent: its tokens leave the tpm window.
+    Before, they stayed there, and requests that were sent waited behind ones that never were."""
+    limiter = Limiter("t", RateLimit(rpm=1, tpm=100, period_s=3600))
+    async with limiter.slot(tokens=60):
+        pass
+    queued = asyncio.create_task(limiter.slot(tokens=30).__aenter__())
+    for _ in range(5):  # past the token reservation, into the rpm wait
+        await asyncio.sleep(0)
+    queued.cancel()
+    await asyncio.gather(queued, return_exceptions=True)
+    assert limiter._tokens is not None and limiter._tokens._used == 60  # the sent request's only

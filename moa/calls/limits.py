@@ -391,10 +391,16 @@ class Limiter:
         try:
             # tokens first, then the rpm stamp right before the request starts
             permit = Permit(self)
-            if self._tokens is not None:
-                permit.token_entry = await self._tokens.reserve(tokens)
-            if self._rpm is not None:
-                permit.stamp = await self._rpm.acquire()
+            try:
+                if self._tokens is not None:
+                    permit.token_entry = await self._tokens.reserve(tokens)
+                if self._rpm is not None:
+                    permit.stamp = await self._rpm.acquire()
+            except BaseException:
+                # cancelled in the rpm queue (a quorum's straggler, a deadline): never sent, so its
+                # tokens go to requests that are (kept, sent requests waited behind them)
+                permit.give_back()
+                raise
             yield permit
         finally:
             if gate is not None:
