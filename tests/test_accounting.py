@@ -16,7 +16,7 @@ import pytest
 import moa
 from moa import build
 from moa.calls.attempt import prompt_token_bound, prompt_token_ceiling
-from moa.calls.limits import RateLimits
+from moa.calls.limits import RateLimit, RateLimits
 from moa.calls.pricing import price_for
 from moa.calls.retry_budget import RetryBudget
 from moa.models.base import ModelRequest
@@ -642,3 +642,21 @@ async def test_a_request_for_several_answers_is_held_and_charged_for_each(
     (rec,) = result.calls
     assert result.output == "a0" and not rec.usage_suspect and rec.usage == moa.Usage(3, 25)
     assert rec.cost_usd == pytest.approx(28e-6) == budget.spent_usd
+
+
+async def test_a_request_that_never_left_gives_its_rate_limit_stamps_back() -> None:
+    """A request let through the rate limiter that then waited for a connection and was cut by its
+    run's deadline never reached the provider: its rpm stamp leaves the window. Before, it counted
+    against the limit for the whole period as if sent."""
+    async with SimServer({"slow": SimModel(latency_s=1.0)}) as srv:
+        direct = OpenAIHTTPModel(max_connections=1)
+        t = single(srv.base_url, "slow", "openai-http", retry={"max_attempts": 1}, rate_limit={"rpm": 1000})
+        limits = RateLimits()
+        async with moa.Runner(models={"openai/slow": direct}, rate_limits=limits) as rt:
+            sent, cut = await asyncio.gather(
+                t.run("one", runner=rt), t.run("two", runner=rt, deadline_s=0.3), return_exceptions=True
+            )
+    assert isinstance(sent, moa.RunResult) and isinstance(cut, moa.TimedOut)
+    assert cut.calls[0].attempt_log[0].usage == moa.Usage()  # it never left
+    limiter = limits.limiter_for("openai/slow", srv.base_url, RateLimit(rpm=1000))
+    assert limiter is not None and limiter._rpm is not None and len(limiter._rpm._task_logs) == 1

@@ -368,6 +368,12 @@ async def _send_when_admitted(
                 call.permit = permit
                 try:
                     return await _send(target.backend, request, clock, call)
+                except BaseException:
+                    # never left (cut while it waited for a connection): its stamps are no send
+                    # the provider counts, and kept they held the window for the whole period
+                    if not clock.sent:
+                        permit.give_back()
+                    raise
                 finally:
                     # a late on_sent (litellm's, from a thread) must not move the next attempt's
                     call.permit = None
