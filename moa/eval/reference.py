@@ -10,6 +10,7 @@ A reference evaluator given an item without a target returns ``Score(0, "item ha
 
 from __future__ import annotations
 
+import asyncio
 import re
 import string
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
+from moa.eval._bounded_regex import BoundedMatcher, MatchTimeout
 from moa.eval.datasets import QA, Item
 from moa.eval.numeric import (
     HASH_LINE,
@@ -396,6 +398,8 @@ class RegexEvaluator:
             if self.config.pattern is not None
             else None
         )
+        # a dataset's pattern can backtrack for centuries, and `re` cannot be stopped in-process
+        self._matcher = BoundedMatcher()
 
     def patterns_of(self, item: Item) -> list[re.Pattern[str]]:
         """The patterns ``item`` is scored with, any one matching (the evaluator's, else every
@@ -410,9 +414,18 @@ class RegexEvaluator:
         if not patterns:
             return Score(0.0, NO_TARGET)
         text = answer.strip()
-        full = self.config.full_match
-        if any((p.fullmatch(text) if full else p.search(text)) is not None for p in patterns):
-            return Score(1.0)
+        for p in patterns:
+            try:
+                found = await asyncio.to_thread(
+                    self._matcher.matches, p.pattern, p.flags, text, self.config.full_match
+                )
+            except MatchTimeout as e:
+                raise UserError(
+                    f"item `{item.id}`: regex /{_cut(p.pattern)}/ {e} on an answer of {len(text)} "
+                    "characters (catastrophic backtracking, as in `(a+)+$`): simplify the pattern"
+                ) from None
+            if found:
+                return Score(1.0)
         shown = " or ".join(f"/{p.pattern}/" for p in patterns[:5])
         more = f" or {len(patterns) - 5} more" if len(patterns) > 5 else ""
         return Score(0.0, f"no match for {shown}{more}")
