@@ -27,7 +27,7 @@ from tests.dict_cache import DictCache
 from tests.loopback_http import threaded_server
 from tests.rawhttp import http, raw_server, sse_head
 from tests.serving import serving
-from tests.test_server_dialects import TRANSPORTS, single
+from tests.test_server_dialects import TRANSPORTS, _thinking, single
 
 _REASONING = "The answer might be 7, or (B). Let me check: 6 * 7 = 42."
 
@@ -135,6 +135,47 @@ async def test_a_reply_that_is_only_reasoning_cut_at_max_tokens_says_to_raise_it
     assert "raise max_tokens" in str(info.value) and "openai/m" in str(info.value) and tokens == []
     usage = info.value.calls[0].attempt_log[0].usage
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (5, 40)
+
+
+#: a reply that reasoned and answered nothing, however the reasoning came
+_ONLY_REASONING = {
+    "think-block": "<think>Maybe 7</think>",
+    "thinking-block-then-blanks": "<thinking>Maybe 7</thinking>\n\n",
+    "budget-thinking-block": "<budget:thinking>Maybe 7</budget:thinking>",
+    "opened-by-template": "Maybe 7</think>",
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("shape", [*sorted(_ONLY_REASONING), "reasoning_content"])
+async def test_a_reply_that_is_only_reasoning_says_so_in_the_same_words_on_every_path(
+    transport: str, stream: bool, shape: str
+) -> None:
+    """A reply that is only a reasoning block, or `reasoning_content` beside an empty `content`,
+    fails as "no answer after the model's reasoning" on both transports, whole or streamed, billed,
+    and is retried like any malformed reply: litellm takes a whole reply's block out itself, and
+    what was left failed as "the reply is empty" there alone."""
+    if shape == "reasoning_content":
+        first = _thinking(None, "stop", stream, "")
+    else:
+        content = _ONLY_REASONING[shape]
+        first = _streamed([content[:4], content[4:]]) if stream else _whole(content)
+    on_token = (lambda _t: None) if stream else None
+    async with raw_server(first) as srv, moa.Runner() as rt:
+        with pytest.raises(moa.MalformedReply) as info:
+            await rt.run(single(srv.base_url, transport), "hi", on_token=on_token)
+    assert str(info.value) == (
+        "node `answer`, model `openai/m`: malformed reply: no answer after the model's reasoning"
+    )
+    usage = info.value.calls[0].attempt_log[0].usage
+    assert usage is not None and usage.prompt_tokens == 5
+    if stream and shape == "opened-by-template":
+        return  # its tokens passed before its `</think>` showed them reasoning: no retry may follow
+    again = _streamed(["4", "2"]) if stream else _whole("42")
+    async with raw_server(first, again) as srv, moa.Runner() as rt:
+        r = await rt.run(single(srv.base_url, transport, retry={"max_attempts": 2}), "hi", on_token=on_token)
+    assert r.output == "42" and r.calls[0].attempts == 2
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -25,8 +25,7 @@ from moa.models.errors import error_for_status
 from moa.models.openai_wire import (
     billed,
     billed_usage,
-    empty_reason,
-    no_content,
+    no_answer,
     reasoning_text,
     refuses_stream_options,
     reported_usage,
@@ -693,14 +692,13 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     refusal = getattr(message, "refusal", None)
     if text is None and isinstance(refusal, str):
         text = refusal  # OpenAI's refusal is the model's answer (see openai_wire)
-    if not text:  # null, or llama-server's "" beside its reasoning_content
-        why = empty_reason(
-            getattr(choices[0], "finish_reason", None),
-            bool(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)),
-            bool(getattr(message, "tool_calls", None)),
-        )
-        if text is None or why:
-            raise no_content(why, request.model, request.node or None)
+    # litellm takes a whole reply's leading <think> block out itself, into reasoning_content
+    reasoned = bool(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None))
+    finish, tools = getattr(choices[0], "finish_reason", None), bool(getattr(message, "tool_calls", None))
+    if error := no_answer(
+        None if text is None else str(text), finish, reasoned, tools, request.model, request.node
+    ):
+        raise error
     reasoning = reasoning_text(message)
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
@@ -765,8 +763,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
             if reported is not None and (reported.prompt, reported.completion) != (None, None):
                 usage = reported
     text = "".join(parts)
-    if not text and (why := empty_reason(finish, reasoned, tool_calls)):
-        error = no_content(why, request.model, request.node or None)
+    if error := no_answer(text, finish, reasoned, tool_calls, request.model, request.node):
         error.usage = billed(usage)
         raise error
     counted, estimated = usage_with_estimate(

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_EVENT_BYTES",
     "MAX_REPLY_BYTES",
+    "after_reasoning",
     "asks_stream_usage",
     "billed",
     "billed_usage",
@@ -39,7 +40,7 @@ __all__ = [
     "encode_body",
     "endpoint",
     "headers_for",
-    "no_content",
+    "no_answer",
     "parse_reply",
     "read_error_body",
     "read_reply_body",
@@ -429,14 +430,6 @@ def _malformed(why: str, request: ModelRequest) -> MalformedReply:
     return MalformedReply(f"malformed reply: {why}", model=request.model, node=request.node or None)
 
 
-def no_content(why: str, model: str, node: str | None) -> MalformedReply:
-    """A reply read whole that holds no answer text (``why``: ``empty_reason``'s): the model's doing,
-    as an empty text is (``rejected``; a judge's reply without a verdict), not a body unread."""
-    error = MalformedReply(f"malformed reply: no message content{why}", model=model, node=node)
-    error.rejected = True
-    return error
-
-
 def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     """A whole (non-streamed) 2xx reply."""
     try:
@@ -492,15 +485,12 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         # OpenAI's refusal (content null, ``refusal`` the model's words) is the model's answer: as
         # "no content" it was retried, paid again, and its words lost from the record
         body = message["refusal"]
-    if not body:  # null, or llama-server's "" beside its reasoning_content
+    if body is None or isinstance(body, str):  # null, or llama-server's "" beside its reasoning_content
         said = message if isinstance(message, dict) else {}
-        why = empty_reason(
-            _finish(choices[0]),
-            bool(said.get("reasoning_content") or said.get("reasoning")),
-            bool(said.get("tool_calls")),
-        )
-        if body is None or why:
-            raise no_content(why, request.model, request.node or None)
+        reasoned = bool(said.get("reasoning_content") or said.get("reasoning"))
+        tools = bool(said.get("tool_calls"))
+        if error := no_answer(body, _finish(choices[0]), reasoned, tools, request.model, request.node):
+            raise error
     text = _text(body, request)
     reasoning = reasoning_text(message)
     usage, estimated = usage_with_estimate(
@@ -529,6 +519,36 @@ def empty_reason(finish: str | None, reasoned: bool, tool_calls: bool) -> str:
         where = "while the model was still reasoning" if reasoned else "before any text"
         return f": cut at max_tokens {where} (finish_reason `length`); raise max_tokens"
     return f" (finish_reason `{finish}`)" if finish and finish != "stop" else ""
+
+
+def after_reasoning(finish: str | None, model: str, node: str | None) -> MalformedReply:
+    """A reply that reasoned and answered nothing: one wording wherever its reasoning came (a
+    ``<think>`` block in the text, which litellm takes out of a whole reply itself, or
+    ``reasoning_content``) and on every path, whole or streamed."""
+    why = empty_reason(finish, True, False)
+    return _rejected(f"malformed reply: no answer after the model's reasoning{why}", model, node)
+
+
+def no_answer(
+    text: str | None, finish: str | None, reasoned: bool, tool_calls: bool, model: str, node: str | None
+) -> MalformedReply | None:
+    """The error of a reply whose ``text`` is no answer, or None when it stands (a ``""`` that
+    finished normally, which the node's check refuses as empty): blank after reasoning (see
+    ``after_reasoning``), else null or empty for a reason ``empty_reason`` names."""
+    if reasoned and not tool_calls and not (text or "").strip():
+        return after_reasoning(finish, model, node)
+    why = "" if text else empty_reason(finish, reasoned, tool_calls)
+    if text is None or why:
+        return _rejected(f"malformed reply: no message content{why}", model, node)
+    return None
+
+
+def _rejected(message: str, model: str, node: str | None) -> MalformedReply:
+    # a reply read whole that holds no answer is the model's doing, as an empty text is (a judge's
+    # reply without a verdict), not a body moa could not read: ``rejected``
+    error = MalformedReply(message, model=model, node=node or None)
+    error.rejected = True
+    return error
 
 
 def _is_error(data: dict[str, Any]) -> bool:
@@ -700,8 +720,8 @@ class _Stream:
             # answer is whole, and a cut one must not pass for an answer
             raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
-        if not text and (why := empty_reason(self.finish, self.reasoned, self.tool_calls)):
-            error = no_content(why, self.request.model, self.request.node or None)
+        model, node = self.request.model, self.request.node
+        if error := no_answer(text, self.finish, self.reasoned, self.tool_calls, model, node):
             error.usage = billed(self.usage)
             raise error
         usage, estimated = usage_with_estimate(

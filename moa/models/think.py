@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from moa.errors import MalformedReply
 from moa.models.base import ModelReply
-from moa.models.openai_wire import empty_reason
+from moa.models.openai_wire import after_reasoning
 
 __all__ = ["ThinkFilter", "answer_of", "split_reasoning"]
 
@@ -75,12 +74,7 @@ def answer_of(reply: ModelReply, node: str, model: str) -> ModelReply:
     if split is None:
         return reply
     if not split[1].strip():
-        why = empty_reason(reply.finish_reason, True, False)
-        raise MalformedReply(
-            f"malformed reply: no answer after the model's <think> reasoning{why}",
-            model=model,
-            node=node or None,
-        )
+        raise after_reasoning(reply.finish_reason, model, node)
     return dataclasses.replace(reply, text=split[1])
 
 
