@@ -23,7 +23,8 @@ Calculator annotations (``<<48/2=24>>``) are removed first, and LaTeX is read as
 space), a decimal part, an exponent (``1e6``), ``%``, a unit (``12 km``) or a
 trailing period: only its value counts, so ``3.50`` equals ``3.5`` and ``$1,234.`` equals ``1234``.
 Values are exact fractions, so a number too large for a float still compares exactly; one with more
-than ``_MAX_DIGITS`` integer digits is read as ±inf and equals nothing.
+than ``_MAX_DIGITS`` integer digits (``1e1000`` too) is read as ±inf and equals nothing, and one
+below ``10^-_MAX_DIGITS`` as 0.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ _NUMBER = re.compile(
     r"(?<![\w.])(?P<sign>[-−+])?\$?\s?"
     rf"(?P<int>\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
     # an exponent only when nothing word-like follows, so `2eggs` stays 2
-    r"(?:[eE](?P<exp>[-+]?\d{1,3})(?!\w|\.\d))?"
+    r"(?:[eE](?P<exp>[-+]?\d+)(?!\w|\.\d))?"
     r"(?:\s?/\s?(?P<den>\d+))?"
 )
 _ANNOTATION = re.compile(r"<<[^<>\n]*>>")
@@ -146,11 +147,19 @@ _NON_DIGIT = re.compile(r"\D")
 
 
 def _decimal(digits: str, frac: str, exp: str | None) -> Fraction | None:
-    """``digits.frac × 10^exp`` exactly, or None beyond ``_MAX_DIGITS`` integer digits."""
+    """``digits.frac × 10^exp`` exactly, or None beyond ``_MAX_DIGITS`` integer digits (0 below
+    ``10^-_MAX_DIGITS``)."""
     digits = _NON_DIGIT.sub("", digits).lstrip("0")
-    shift = int(exp or 0)
+    if not digits and not frac.strip("0"):
+        return Fraction(0)  # `0e999` is 0, not too large to read
+    # `1e999999` is past the bounds below, not 1 (an exponent was read to three digits); an
+    # exponent of thousands of digits is not converted (`int()` raises past 4,300)
+    power = (exp or "0").lstrip("+-").lstrip("0")
+    shift = int(exp or 0) if len(power) < 9 else (-1 if (exp or "").startswith("-") else 1) * 10**9
     if len(digits) + shift > _MAX_DIGITS:
         return None
+    if len(digits) + shift < -_MAX_DIGITS:
+        return Fraction(0)  # under 10^-600: inside any tolerance, as the decimals cut below
     # decimals past _MAX_DIGITS move the value by under 10^-600, far inside any tolerance
     frac = frac[:_MAX_DIGITS]
     value = Fraction(int(digits or "0") * 10 ** len(frac) + int(frac or "0"), 10 ** len(frac))
@@ -313,7 +322,11 @@ def _power(m: re.Match[str]) -> str:
     if m.re is _SCIENTIFIC:
         # `_NUMBER` reads the exponent exactly, and reads one past _MAX_DIGITS digits as inf
         return f"{base}e{exp}" if abs(exp) < 1000 else (m.group(0) if exp < 0 else "1e999")
-    value = Fraction(base)
+    whole, _, decimals = base.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > _MAX_DIGITS:  # too large to read, as `_NUMBER` reads it (`int()` raises past 4,300)
+        return m.group(0) if exp < 0 else ("1e999" if exp else "1")
+    value = Fraction(f"{whole or 0}.{decimals[:_MAX_DIGITS] or 0}")
     if value == 0:
         return m.group(0) if exp < 0 else str(int(exp == 0))
     size = exp * math.log10(value)  # the result's order of magnitude, before computing it

@@ -226,6 +226,37 @@ def test_huge_and_over_long_numbers_read_without_raising() -> None:
     assert parse_numbers("1" + "0" * 400 + " and 2") == [float("inf"), 2]
 
 
+@pytest.mark.parametrize(
+    ("answer", "target"),
+    [("The answer is 1e1000", "1"), ("1e999999", "1"), ("#### 3e99999999999", "3"), ("1e999998", "1e999999")],
+)
+async def test_an_exponent_past_three_digits_is_not_dropped(answer: str, target: str) -> None:
+    """`1e1000` was read as 1 (the exponent was read to three digits only, then dropped), so an
+    absurd answer scored right against 1; it is past 600 digits, which equals nothing."""
+    for evaluator in ("numeric", {"name": "exact", "extract_final": True, "numbers": True}):
+        score = await make_evaluator(evaluator).score(Item(id="1", input="q", target=target), answer)
+        assert score.value == 0.0, (evaluator, score.detail)
+    found = final_number(answer)
+    assert found is not None and (found.value, found.exact) == (float("inf"), None)
+
+
+def test_a_tiny_or_zero_number_with_a_huge_exponent_reads_without_raising() -> None:
+    """An exponent of thousands of digits is never converted (`int()` raises past 4,300 digits), a
+    number under 10^-600 is 0 (inside any tolerance) and zero stays zero however large its exponent."""
+    assert parse_numbers("1e-" + "9" * 5000 + " 0e999999 2e-700") == [0, 0, 0]
+    assert parse_numbers("1e" + "9" * 5000) == [float("inf")]
+
+
+@pytest.mark.parametrize("base", ["9" * 5000, "0" * 5000 + "9", "0." + "9" * 5000, "9" * 5000 + ".5"])
+async def test_a_power_of_a_base_of_thousands_of_digits_is_scored_without_raising(base: str) -> None:
+    """`9...9^{2}` with a 5,000-digit base raised ValueError (Python's 4,300-digit `int()` limit)
+    in the scorer, for `numeric` and `exact` with `numbers`, every time the answer was scored."""
+    item = Item(id="1", input="q", target="5")
+    for evaluator in ("numeric", {"name": "exact", "extract_final": True, "numbers": True}):
+        for answer in (base + "^{2}", rf"\boxed{{{base}^2}}", f"The answer is {base} \\times 10^5"):
+            assert (await make_evaluator(evaluator).score(item, answer)).value == 0.0
+
+
 async def test_over_long_number_detail_is_shortened() -> None:
     """A failure detail shows a 401-digit number by its ends and length, not all of it."""
     item = Item(id="1", input="q", target="18")
