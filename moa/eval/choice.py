@@ -1,7 +1,8 @@
 """The ``choice`` evaluator: the letter a reply chose, against a multiple-choice item's letter.
 
 The reply is read after Markdown emphasis, backticks, ``$`` and ``\\boxed{}``/``\\text{}`` are taken
-off; the first rule that finds a choice decides:
+off and its compatibility forms read as their letters (NFKC: fullwidth ``Ｂ``, mathematical ``𝐁``);
+the first rule that finds a choice decides:
 
 1. the whole reply is one letter of the item's choices, in either case, maybe in brackets or with a
    period (``B``, ``(b)``, ``[B].``);
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import re
+import unicodedata
 from collections.abc import Sequence
 from typing import Literal
 
@@ -133,7 +135,10 @@ def _by_text(text: str, choices: Sequence[str]) -> tuple[str | None, str | None]
 def read_choice(reply: str, choices: Sequence[str]) -> tuple[str | None, str]:
     """(the letter ``reply`` chose, how it was read) or (None, why none was)."""
     labels = LETTERS[: len(choices)]
-    text = _plain(reply)
+    # compatibility forms are their letters: fullwidth `Ｂ` and `（Ｂ）` as CJK replies write them,
+    # mathematical `𝐁`; read as they came, a right `Ｂ` scored 0 as "past the choices"
+    text = _plain(unicodedata.normalize("NFKC", reply))
+    choices = [unicodedata.normalize("NFKC", c) for c in choices]
     whole = text.strip(" \t\r\n.:!").strip("()[]").strip()
     if len(whole) == 1 and whole.isalpha():
         if whole.upper() in labels:

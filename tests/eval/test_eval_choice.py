@@ -448,6 +448,28 @@ def test_an_option_named_in_the_explanation_is_not_the_answer(reply: str, letter
     assert read_choice(reply, PARIS)[0] == letter
 
 
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("Ｂ", "B"),
+        ("（Ｂ）", "B"),
+        ("答案：Ｂ", "B"),
+        ("The answer is Ｂ.", "B"),
+        ("Answer: 𝐁", "B"),
+        ("Ｂ and Ｃ", None),
+        ("Ｐａｒｉｓ", "B"),
+    ],
+)
+async def test_a_fullwidth_or_mathematical_letter_is_its_letter(
+    tmp_path: Path, reply: str, letter: str | None
+) -> None:
+    """Fullwidth letters as CJK replies write them (`Ｂ`, `（Ｂ）`, `答案：Ｂ`) and mathematical ones
+    (`𝐁`) are the letters they show: the right `Ｂ` scored 0 as "past the choices" or "no choice"."""
+    assert read_choice(reply, PARIS)[0] == letter
+    item = load_dataset(_jsonl(tmp_path, [MMLU])).items[0]
+    assert (await ChoiceEvaluator().score(item, reply)).value == (1.0 if letter == "B" else 0.0)
+
+
 # RACE and AGIEval: the question asks about a passage the row carries beside it
 RACE = {
     "example_id": "high10001.txt",
