@@ -16,7 +16,7 @@ import sys
 import threading
 import weakref
 
-__all__ = ["LIMIT_S", "BoundedMatcher", "MatchTimeout"]
+__all__ = ["LIMIT_S", "BoundedMatcher", "MatchFailed", "MatchTimeout"]
 
 #: seconds one pattern may take on one answer: a real match takes microseconds, even beside busy
 #: CPUs; catastrophic backtracking takes minutes to centuries, so the bound is what ends it
@@ -41,7 +41,11 @@ for line in sys.stdin:
 """
 
 
-class MatchTimeout(Exception):
+class MatchFailed(Exception):
+    """A match that gave no answer: its child process did not start, or died."""
+
+
+class MatchTimeout(MatchFailed):
     """A match that did not finish within its limit (its child process was killed)."""
 
 
@@ -65,7 +69,8 @@ class BoundedMatcher:
 
     def matches(self, pattern: str, flags: int, text: str, full: bool) -> bool:
         """Whether ``pattern`` (compiled with ``flags``) matches ``text`` (the whole of it when
-        ``full``); blocks up to ``limit_s``, then raises ``MatchTimeout``."""
+        ``full``); blocks up to ``limit_s``, then raises ``MatchTimeout`` (``MatchFailed`` when the
+        child died or did not start)."""
         with self._lock:
             proc = self._running()
             request = json.dumps([pattern, flags, text, full]) + "\n"
@@ -86,17 +91,13 @@ class BoundedMatcher:
                 said = ""
             finally:
                 timer.cancel()
-            if said in ("0", "1") and not killed.is_set():
+            if killed.is_set() or said not in ("0", "1"):
+                self._discard()
+            if said in ("0", "1"):  # an answer that came as the limit struck still stands
                 return said == "1"
-            self._discard()
             if killed.is_set():
                 raise MatchTimeout(f"did not finish within {self.limit_s:g} s")
-            raise MatchTimeout("ended its process before it finished (out of memory?)")
-
-    def close(self) -> None:
-        """Stop the child process, if one runs."""
-        with self._lock:
-            self._discard()
+            raise MatchFailed("ended its process before it finished (out of memory?)")
 
     def _running(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:
@@ -114,7 +115,13 @@ class BoundedMatcher:
         )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _stop, proc)
-        timer = threading.Timer(_START_S, proc.kill)
+        slow = threading.Event()
+
+        def kill() -> None:
+            slow.set()
+            proc.kill()
+
+        timer = threading.Timer(_START_S, kill)
         timer.start()
         try:
             assert proc.stdout is not None
@@ -123,7 +130,8 @@ class BoundedMatcher:
             timer.cancel()
         if not ready:
             self._discard()
-            raise MatchTimeout(f"its process did not start within {_START_S:g} s")
+            why = f"was not ready within {_START_S:g} s" if slow.is_set() else "exited"
+            raise MatchFailed(f"could not start: `{sys.executable} -I` {why}")
         return proc
 
     def _discard(self) -> None:

@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from moa.errors import UserError
-from moa.eval._bounded_regex import BoundedMatcher, MatchTimeout
+from moa.eval._bounded_regex import BoundedMatcher, MatchFailed, MatchTimeout
 from moa.eval.datasets import QA, Item
 from moa.eval.numeric import (
     HASH_LINE,
@@ -419,10 +419,14 @@ class RegexEvaluator:
                 found = await asyncio.to_thread(
                     self._matcher.matches, p.pattern, p.flags, text, self.config.full_match
                 )
-            except MatchTimeout as e:
+            except MatchFailed as e:
+                hint = (
+                    " (catastrophic backtracking, as in `(a+)+$`): simplify the pattern"
+                    if isinstance(e, MatchTimeout)
+                    else ""
+                )
                 raise UserError(
-                    f"item `{item.id}`: regex /{_cut(p.pattern)}/ {e} on an answer of {len(text)} "
-                    "characters (catastrophic backtracking, as in `(a+)+$`): simplify the pattern"
+                    f"item `{item.id}`: regex /{_cut(p.pattern)}/ {e} on an answer of {len(text)} characters{hint}"
                 ) from None
             if found:
                 return Score(1.0)
