@@ -347,12 +347,13 @@ class ContainsEvaluator:
         if not answers:
             return Score(0.0, NO_TARGET)
         if self.config.case_sensitive:
-            text = " ".join(answer.split())
-            ok = any(" ".join(want.split()) in text for want in answers)
+            text, wants = " ".join(answer.split()), [" ".join(want.split()) for want in answers]
         else:
-            text = normalize(answer)
-            ok = any(normalize(want) in text for want in answers)
-        if ok:
+            text, wants = normalize(answer), [normalize(want) for want in answers]
+        # a blank target (an empty cell, `""`) is in every answer: it names nothing to find
+        if not any(wants):
+            return Score(0.0, NO_TARGET)
+        if any(want and want in text for want in wants):
             return Score(1.0)
         return Score(
             0.0, f"{answers[0]!r} not found" if len(answers) == 1 else f"none of {_listed(answers)} found"

@@ -490,13 +490,15 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
         return
     if isinstance(evaluator, RegexEvaluator) and evaluator.config.pattern is not None:
         return
-    bare = [i for i in items if i.target is None]
+    # a blank target (an empty cell) too: `contains` found it in every answer, the rest in none
+    bare = [i for i in items if i.target is None or not i.target.strip()]
     if bare:
         held = next((k for k in _TARGET_LIKE if k in bare[0].meta), None)
         hint = f"; their rows hold `{held}`: name that field `target`" if held else ""
+        blank = " (or a blank one)" if any(i.target is not None for i in bare) else ""
         raise UserError(
             f"{source}: evaluator `{evaluator.name}`: {len(bare)} of {len(items)} dataset items have no "
-            f"`target` to score the answers against (first: {_first([i.id for i in bare])}){hint}"
+            f"`target`{blank} to score the answers against (first: {_first([i.id for i in bare])}){hint}"
         )
     if isinstance(evaluator, RegexEvaluator):
         try:

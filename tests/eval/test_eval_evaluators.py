@@ -44,6 +44,19 @@ async def test_contains() -> None:
     assert (await ev.score(_item("blue whale"), "It is the Blue  Whale!")).value == 1.0
 
 
+@pytest.mark.parametrize("target", ["", "   ", '""', "."])
+@pytest.mark.parametrize("case_sensitive", [False, True])
+async def test_contains_finds_no_blank_target_in_every_answer(target: str, case_sensitive: bool) -> None:
+    """A target that is blank once normalised (an empty cell, `""`) names nothing to find: it was
+    "in" every answer, so each scored 1."""
+    ev = make_evaluator({"name": "contains", "case_sensitive": case_sensitive})
+    score = await ev.score(_item(target), "anything at all")
+    if case_sensitive and target.strip():
+        assert score.value == 0.0  # `""` and `.` are text when case and quotes count
+    else:
+        assert (score.value, score.detail) == (0.0, NO_TARGET)
+
+
 async def test_regex_from_config_and_target() -> None:
     """The pattern comes from the config, else from the target."""
     assert (await make_evaluator({"name": "regex", "pattern": r"\d+"}).score(_item(None), "a1")).value == 1.0

@@ -290,6 +290,28 @@ def test_items_without_a_target_are_refused_before_any_call(tmp_path: Path) -> N
     assert model.calls == []
 
 
+@pytest.mark.parametrize("evaluator", ["contains", "exact", "numeric", "f1", "regex"])
+def test_a_blank_target_is_refused_before_any_call(tmp_path: Path, evaluator: str) -> None:
+    """A row whose `target` is blank (an empty cell, spaces) is refused like one without: under
+    `contains` every answer held it and scored 1, under the others each was paid for and scored 0."""
+    rows = [{"id": "a", "input": "q", "target": "4"}, {"id": "b", "input": "r", "target": " "}]
+    exp = _write(
+        tmp_path,
+        data="".join(json.dumps(r) + "\n" for r in rows).encode(),
+        exp=f"name: t\ndataset: data.jsonl\nevaluator: {evaluator}\nbaseline: single.yaml\nsetups: [other.yaml]\n",
+    )
+    model = FunctionModel(lambda r: "42")
+    with pytest.raises(UserError) as info:
+        Experiment.from_file(
+            exp, out=tmp_path / "out", runner=Runner(models={"sim/*": model}), progress=False
+        ).run()
+    assert str(info.value) == (
+        f"{exp}: evaluator `{evaluator}`: 1 of 2 dataset items have no `target` (or a blank one) to "
+        "score the answers against (first: `b`)"
+    )
+    assert model.calls == []
+
+
 def test_a_regex_target_that_does_not_compile_is_refused_before_any_call(tmp_path: Path) -> None:
     """An item's target used as its regex is compiled before the run, not when its answers are scored."""
     rows = [{"id": "a", "input": "q", "target": "4\\d"}, {"id": "b", "input": "r", "target": "(4"}]
