@@ -53,7 +53,7 @@ _MAX_DIGITS = 600
 
 _SEP = "[,\u00a0\u2009\u202f]"
 _NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−+])?\$?\s?"
+    r"(?<![\w.])(?P<sign>[-−－+])?\$?\s?"
     rf"(?P<int>\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
     # an exponent only when nothing word-like follows, so `2eggs` stays 2
     r"(?:[eE](?P<exp>[-+]?\d+)(?!\w|\.\d))?"
@@ -62,7 +62,7 @@ _NUMBER = re.compile(
 _ANNOTATION = re.compile(r"<<[^<>\n]*>>")
 #: a `####` line and what follows its hashes (the GSM8K answer line, or a Markdown heading)
 HASH_LINE = re.compile(r"#{4,}[ \t]*([^\n]*)")
-_NUMBER_FIRST = re.compile(r"[*_]*[-−+]?\$?\s?\.?\d")
+_NUMBER_FIRST = re.compile(r"[*_]*[-−－+]?\$?\s?\.?\d")
 # `#### 1. Count the eggs`, `#### 2) Money`, `#### 3: Total`: a numbered heading, not an answer
 _NUMBERED_HEADING = re.compile(r"[*_]*\d+[.:)][ \t]*[^\W\d]")
 # `\boxed 5` without braces too, as MATH's solutions write it (its graders read it up to the `$`),
@@ -78,7 +78,7 @@ _LEAD = re.compile(r"(?:[\s*_:=$(\[]|\\[(\[$])*")
 _LINE_END = re.compile(r"(?:[*_$.,;!%)\]\\ \t])*(?:\n|\Z)")
 # a calculation right after "the answer is": `9 * 2 = 18`, `2^10 = 1024`, `$2 x 9 = $18`
 _CALCULATION = re.compile(
-    r"(?:[-−+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f]|\\(?:times|cdot|div)\b|(?<=[\d ])[xX](?=[ \d])"
+    r"(?:[-−－+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f]|\\(?:times|cdot|div)\b|(?<=[\d ])[xX](?=[ \d])"
     r"|(?<=\d)[eE](?=[-+]?\d))+"
 )
 
@@ -168,7 +168,8 @@ def _decimal(digits: str, frac: str, exp: str | None) -> Fraction | None:
 
 def _read(m: re.Match[str], fractions: bool) -> list[Fraction | float]:
     """The value(s) of one ``_NUMBER`` match; a float only for ±inf (too many digits)."""
-    sign = -1 if m.group("sign") in ("-", "−") else 1
+    # the fullwidth minus of CJK text too: `－５` read as 5 scored right against 5
+    sign = -1 if m.group("sign") in ("-", "−", "－") else 1
     value = _decimal(m.group("int") or "", (m.group("frac") or ".")[1:], m.group("exp"))
     signed: Fraction | float = sign * math.inf if value is None else sign * value
     den = m.group("den")

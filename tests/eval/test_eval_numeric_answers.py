@@ -257,6 +257,16 @@ async def test_a_power_of_a_base_of_thousands_of_digits_is_scored_without_raisin
             assert (await make_evaluator(evaluator).score(item, answer)).value == 0.0
 
 
+@pytest.mark.parametrize(
+    ("answer", "target", "right"), [("－５", "5", False), ("The answer is －５", "-5", True)]
+)
+async def test_a_fullwidth_minus_is_a_sign(answer: str, target: str, right: bool) -> None:
+    """CJK text's fullwidth minus (`－５`) is a sign as `-` and `−` are: it was dropped, so a wrong
+    -5 scored right against 5 and a right one wrong against -5."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
+    assert score.value == (1.0 if right else 0.0), score.detail
+
+
 async def test_over_long_number_detail_is_shortened() -> None:
     """A failure detail shows a 401-digit number by its ends and length, not all of it."""
     item = Item(id="1", input="q", target="18")
