@@ -485,7 +485,7 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         # OpenAI's refusal (content null, ``refusal`` the model's words) is the model's answer: as
         # "no content" it was retried, paid again, and its words lost from the record
         body = message["refusal"]
-    if body is None or isinstance(body, str):  # null, or llama-server's "" beside its reasoning_content
+    if body is None or isinstance(body, str):  # null, "" or blank (beside reasoning): see no_answer
         said = message if isinstance(message, dict) else {}
         reasoned = bool(said.get("reasoning_content") or said.get("reasoning"))
         tools = bool(said.get("tool_calls"))
