@@ -51,10 +51,11 @@ __all__ = [
 # never raises, and far beyond any real answer
 _MAX_DIGITS = 600
 
-_SEP = "[,\u00a0\u2009\u202f]"
+# the Arabic thousands separator (U+066C) too, and its decimal separator (U+066B) below
+_SEP = "[,\u00a0\u2009\u202f\u066c]"
 _NUMBER = re.compile(
     r"(?<![\w.])(?P<sign>[-−－+])?\$?\s?"
-    rf"(?P<int>\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
+    rf"(?P<int>\d{{1,3}}(?:{_SEP}\d{{3}})+(?!\d)|\d+)?(?P<frac>[.\u066b]\d+)?"
     # an exponent only when nothing word-like follows, so `2eggs` stays 2
     r"(?:[eE](?P<exp>[-+]?\d+)(?!\w|\.\d))?"
     r"(?:\s?/\s?(?P<den>\d+))?"
@@ -78,7 +79,7 @@ _LEAD = re.compile(r"(?:[\s*_:=$(\[]|\\[(\[$])*")
 _LINE_END = re.compile(r"(?:[*_$.,;!%)\]\\ \t])*(?:\n|\Z)")
 # a calculation right after "the answer is": `9 * 2 = 18`, `2^10 = 1024`, `$2 x 9 = $18`
 _CALCULATION = re.compile(
-    r"(?:[-−－+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f]|\\(?:times|cdot|div)\b|(?<=[\d ])[xX](?=[ \d])"
+    r"(?:[-−－+$\d.,%/*×÷·^= \t\u00a0\u2009\u202f\u066b\u066c]|\\(?:times|cdot|div)\b|(?<=[\d ])[xX](?=[ \d])"
     r"|(?<=\d)[eE](?=[-+]?\d))+"
 )
 

@@ -267,6 +267,19 @@ async def test_a_fullwidth_minus_is_a_sign(answer: str, target: str, right: bool
     assert score.value == (1.0 if right else 0.0), score.detail
 
 
+@pytest.mark.parametrize(
+    ("answer", "target", "right"),
+    [("The answer is ٣٫٥.", "3.5", True), ("The answer is ٣٫٥.", "3", False), ("#### ١٬٢٣٤", "1234", True)],
+)
+async def test_arabic_decimal_and_thousands_separators_are_read(
+    answer: str, target: str, right: bool
+) -> None:
+    """Arabic-Indic digits with the Arabic decimal (U+066B) and thousands (U+066C) separators read as
+    one number: `٣٫٥` was 3 and 5, so it scored right against 3 and wrong against 3.5."""
+    score = await make_evaluator("numeric").score(Item(id="1", input="q", target=target), answer)
+    assert score.value == (1.0 if right else 0.0), score.detail
+
+
 async def test_over_long_number_detail_is_shortened() -> None:
     """A failure detail shows a 401-digit number by its ends and length, not all of it."""
     item = Item(id="1", input="q", target="18")
