@@ -196,6 +196,8 @@ class MalformedReply(ModelError):
     failing."""
 
     usage: Usage | None = None
+    #: ``usage`` holds moa's estimate of what the reply did not count (a reply of reasoning only)
+    usage_estimated: bool = False
     rejected: bool = False
 
 

@@ -319,7 +319,7 @@ def _failed(
             e.rejected = True
         billed = getattr(e, "usage", None) if reply is None else None
         if isinstance(billed, Usage):  # a reply moa cannot use that said what it cost
-            reply = ModelReply("", billed)
+            reply = ModelReply("", billed, usage_estimated=getattr(e, "usage_estimated", False))
         _book(rec, clock, target.price, call.held, worst, call, status, reply, e.message, known_zero)
         return e
     if isinstance(e, MoAError):  # bad input found at call time: nothing was sent

@@ -24,6 +24,7 @@ from moa.models.errors import error_for_status
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
 from moa.models.openai_wire import (
     billed,
+    billed_reasoning,
     billed_usage,
     no_answer,
     reasoning_text,
@@ -679,7 +680,8 @@ def _reply_from(resp: Any, request: ModelRequest) -> ModelReply:
         return _read_reply(resp, request)
     except MalformedReply as e:
         # billed all the same (see openai_wire.billed_usage)
-        e.usage = billed_usage(getattr(resp, "usage", None), request)
+        if e.usage is None:
+            e.usage = billed_usage(getattr(resp, "usage", None), request)
         raise
 
 
@@ -695,11 +697,14 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     # litellm takes a whole reply's leading <think> block out itself, into reasoning_content
     reasoned = bool(getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None))
     finish, tools = getattr(choices[0], "finish_reason", None), bool(getattr(message, "tool_calls", None))
+    reasoning = reasoning_text(message)
     if error := no_answer(
         None if text is None else str(text), finish, reasoned, tools, request.model, request.node
     ):
+        if reasoned:
+            reported = reported_usage(getattr(resp, "usage", None), request)
+            raise billed_reasoning(error, reported, lambda: _estimate(request, "", reasoning))
         raise error
-    reasoning = reasoning_text(message)
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),
@@ -764,6 +769,8 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 usage = reported
     text = "".join(parts)
     if error := no_answer(text, finish, reasoned, tool_calls, request.model, request.node):
+        if reasoned:
+            raise billed_reasoning(error, usage, lambda: _estimate(request, "", "".join(thought)))
         error.usage = billed(usage)
         raise error
     counted, estimated = usage_with_estimate(

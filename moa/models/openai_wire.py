@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
@@ -32,6 +32,7 @@ __all__ = [
     "after_reasoning",
     "asks_stream_usage",
     "billed",
+    "billed_reasoning",
     "billed_usage",
     "connect_timed_out",
     "connection_failed",
@@ -452,7 +453,8 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         return _reply_of(data, request)
     except MalformedReply as e:
         # billed all the same: its counts are the attempt's, not an unknown worst case
-        e.usage = billed_usage(data.get("usage"), request)
+        if e.usage is None:
+            e.usage = billed_usage(data.get("usage"), request)
         raise
 
 
@@ -462,6 +464,16 @@ def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
         return billed(reported_usage(u, request))
     except MalformedReply:
         return None
+
+
+def billed_reasoning(
+    error: MalformedReply, reported: Reported | None, estimate: Callable[[], Usage]
+) -> MalformedReply:
+    """``error`` of a reply that reasoned and answered nothing, billed as a reply with text is: its
+    reported counts, the missing ones estimated from its reasoning (it was paid for), never as
+    unknown usage or as no completion tokens."""
+    error.usage, error.usage_estimated = usage_with_estimate(reported, "", estimate, reasoned=True)
+    return error
 
 
 def billed(reported: Reported | None) -> Usage | None:
@@ -490,6 +502,9 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         reasoned = bool(said.get("reasoning_content") or said.get("reasoning"))
         tools = bool(said.get("tool_calls"))
         if error := no_answer(body, _finish(choices[0]), reasoned, tools, request.model, request.node):
+            if reasoned:
+                estimate = functools.partial(_estimate_usage, request, "", len(reasoning_text(message).encode()))
+                raise billed_reasoning(error, reported_usage(data.get("usage"), request), estimate)
             raise error
     text = _text(body, request)
     reasoning = reasoning_text(message)
@@ -722,6 +737,9 @@ class _Stream:
         text = "".join(self.parts)
         model, node = self.request.model, self.request.node
         if error := no_answer(text, self.finish, self.reasoned, self.tool_calls, model, node):
+            if self.reasoned:
+                estimate = functools.partial(_estimate_usage, self.request, "", self.reasoning_bytes)
+                raise billed_reasoning(error, self.usage, estimate)
             error.usage = billed(self.usage)
             raise error
         usage, estimated = usage_with_estimate(
