@@ -503,7 +503,9 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         tools = bool(said.get("tool_calls"))
         if error := no_answer(body, _finish(choices[0]), reasoned, tools, request.model, request.node):
             if reasoned:
-                estimate = functools.partial(_estimate_usage, request, "", len(reasoning_text(message).encode()))
+                estimate = functools.partial(
+                    _estimate_usage, request, "", len(reasoning_text(message).encode())
+                )
                 raise billed_reasoning(error, reported_usage(data.get("usage"), request), estimate)
             raise error
     text = _text(body, request)
