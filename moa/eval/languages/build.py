@@ -52,6 +52,8 @@ _ARTIFACT = {"c": "prog", "cpp": "prog", "rust": "prog", "go": "prog", "java": "
 _RUN_ARTIFACT = {**_ARTIFACT, "java": "classes.jar"}
 # the largest artifact a compile may hand over (a Go test binary is about 3 MB)
 _MAX_ARTIFACT_MB = 48
+# go build and rustc start many processes of their own
+_MIN_COMPILE_PROCS = 256
 _JAVATUPLES = ("Unit", "Pair", "Triplet", "Quartet", "Quintet", "Sextet", "Septet", "Octet", "Ennead",
                "Decade", "KeyValue", "LabelValue")  # fmt: skip
 
@@ -216,10 +218,14 @@ def _sources(program: Program) -> dict[str, bytes]:
     return {name: text.encode("utf-8", "surrogatepass") for name, text in files.items()}
 
 
-def _key(program: Program, tc: Toolchain, argv: list[str]) -> str:
+def _key(program: Program, tc: Toolchain, argv: list[str], limits: RunLimits) -> str:
     launcher = program.launcher or ("", "")
+    # the limits a compile can fail by: a compiler that could not start under 128 MB was served
+    # from the cache to a later run giving it 4 GB (the time limit is not here: a compile that
+    # ran out of time is never cached)
+    step = (str(limits.compile_memory_mb), str(max(_MIN_COMPILE_PROCS, limits.max_procs)), limits.isolation)
     material = "\0".join(
-        [program.language, program.filename, program.source, *launcher, *argv, *tc.programs.values()]
+        [program.language, program.filename, program.source, *launcher, *argv, *tc.programs.values(), *step]
     )
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -227,7 +233,7 @@ def _key(program: Program, tc: Toolchain, argv: list[str]) -> str:
 async def _compile(
     program: Program, tc: Toolchain, argv: list[str], limits: RunLimits
 ) -> tuple[_Compiled, bool]:
-    key = _key(program, tc, argv)
+    key = _key(program, tc, argv, limits)
     found = _cache.get(key)
     if found is not None:
         return found, True
@@ -236,7 +242,7 @@ async def _compile(
     step = Limits(
         timeout_s=limits.compile_timeout_s,
         memory_mb=limits.compile_memory_mb + allowance,
-        max_procs=max(256, limits.max_procs),
+        max_procs=max(_MIN_COMPILE_PROCS, limits.max_procs),
         max_output_bytes=65536,
         disk_mb=512,
         max_file_mb=_MAX_ARTIFACT_MB,
