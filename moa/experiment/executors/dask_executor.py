@@ -8,9 +8,11 @@ along and brings its new ones back), so resume behaves as with the local executo
 
 A worker that dies loses its running task only: the scheduler hands it to another worker, and a
 task that raises is retried ``RETRIES`` times before the driver records it as a failure (retried
-by the next run). A scheduler that goes away takes every task with it: that is no pair's failure,
-so it is raised as one ``UserError`` naming the scheduler (the answer phase stops, the pairs stored
-are kept, a re-run resumes), never stored as each pair's error. ``distributed`` is the optional ``dask`` extra, imported when an executor opens.
+by the next run). A connection to the scheduler that drops is waited for (``CONNECT_TIMEOUT_S``)
+and the tasks Dask cancelled with it are sent again. A scheduler that goes away takes every task
+with it: that is no pair's failure, so it is raised as one ``UserError`` naming the scheduler (the
+answer phase stops, the pairs stored are kept, a re-run resumes), never stored as each pair's
+error. ``distributed`` is the optional ``dask`` extra, imported when an executor opens.
 """
 
 from __future__ import annotations
@@ -31,13 +33,29 @@ from moa.experiment.executors.worker import ForeignWorker, PairOutcome, PairTask
 
 __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores", "require_distributed"]
 
-#: how long a scheduler address may take to answer: a wrong address should fail fast, not hang
+#: how long a scheduler address may take to answer (a wrong address should fail fast, not hang),
+#: and how long a lost connection to it may take to come back
 CONNECT_TIMEOUT_S = 5.0
 #: resubmissions of a scoring that raised on a worker (a worker's death is rescheduled apart from these)
 RETRIES = 2
 #: sandboxed programs (or local-model pairs) a ``dask`` cluster's worker runs at once (one worker per core)
 THREADS_PER_WORKER = 1
 INSTALL = "pip install 'moa-sdk[dask]'"
+# how often a reconnecting client is looked at
+_RECONNECT_POLL_S = 0.05
+# the reason Dask gives the futures it cancels when the client loses its scheduler
+_CONNECTION_LOST = "scheduler-connection-lost"
+
+
+class _ConnectionLost(Exception):
+    """A task's future was cancelled because the client lost its scheduler: sent again once the
+    client is back."""
+
+
+def _scheduler_id(client: Any) -> str | None:
+    # the client refreshes the identity when it reconnects
+    found = client.scheduler_info().get("id")
+    return found if isinstance(found, str) else None
 
 
 def machine_cores() -> int:
@@ -101,6 +119,7 @@ class DaskExecutor:
         self._threads = sum(nthreads.values())
         #: the name of the workers' ``LocalModelsPlugin`` (None until it is installed)
         self.plugin = plugin
+        self._scheduler_id = _scheduler_id(client)
         self._installing = asyncio.Lock()
 
     @classmethod
@@ -196,15 +215,40 @@ class DaskExecutor:
             "re-run to resume"
         )
 
-    def _check_connected(self) -> None:
-        # a client that lost its scheduler accepts tasks and never answers: the experiment hung
-        if self._client.status != "running":
-            raise self._gone(f"client {self._client.status}")
+    async def _connected(self) -> None:
+        """Return once the client is connected; ``UserError`` when it has lost its scheduler, or
+        has not reached it again within ``CONNECT_TIMEOUT_S`` (a client that lost its scheduler
+        accepts tasks and never answers: the experiment hung)."""
+        client = self._client
+        deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
+        # Dask reconnects by itself: a blip of the network is no reason to stop the experiment
+        while client.status == "connecting" and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(_RECONNECT_POLL_S)
+        if client.status == "connecting":
+            raise self._gone(f"unreachable for {CONNECT_TIMEOUT_S:g} s")
+        if client.status != "running":
+            raise self._gone(f"client {client.status}")
+        if _scheduler_id(client) != self._scheduler_id:
+            # a restarted scheduler forgot the workers' plugin and every task sent to it
+            raise self._gone("restarted")
+
+    async def _submit(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` on a worker; sent again when the client lost its connection while
+        it ran and got it back (Dask cancels every future of a client that loses its scheduler)."""
+        while True:
+            await self._connected()
+            future = self._client.submit(function, *args, retries=RETRIES, pure=False)
+            try:
+                return await self._result(future)
+            except _ConnectionLost:
+                continue
 
     async def _result(self, future: Any) -> Any:
         try:
             return await future
         except concurrent.futures.CancelledError as e:
+            if getattr(e, "reason", None) == _CONNECTION_LOST:
+                raise _ConnectionLost from None
             # Dask cancelled the task, not Ctrl-C (that is asyncio's CancelledError, passed on)
             raise self._gone(" ".join(str(e).split())) from None
         except ForeignWorker as e:
@@ -226,28 +270,17 @@ class DaskExecutor:
     async def run_pair(self, task: PairTask) -> PairOutcome:
         from moa.experiment.executors.dask_plugin import run_pair_task
 
-        self._check_connected()
+        await self._connected()
         plugin = await self._plugin()
-        future = self._client.submit(
-            run_pair_task, _driver_version(), plugin, task, retries=RETRIES, pure=False
-        )
-        outcome: PairOutcome = await self._result(future)
+        outcome: PairOutcome = await self._submit(run_pair_task, _driver_version(), plugin, task)
         return outcome
 
     async def score(self, evaluator: Evaluator, item: Item, answer: str) -> Score:
         if not (isinstance(evaluator, ExecutionEvaluator) and offloadable(evaluator, item)):
             return await evaluator.score(item, answer)
-        self._check_connected()
-        future = self._client.submit(
-            score_on_worker,
-            _driver_version(),
-            answer,
-            item,
-            worker_limits(evaluator),
-            retries=RETRIES,
-            pure=False,
+        score: Score = await self._submit(
+            score_on_worker, _driver_version(), answer, item, worker_limits(evaluator)
         )
-        score: Score = await self._result(future)
         return score
 
     async def aclose(self) -> None:
