@@ -11,6 +11,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -465,3 +466,50 @@ def test_a_lost_quorum_on_a_worker_comes_back_as_on_the_driver(cluster: Any) -> 
         here.error.answered,
     )
     assert sorted(c.node for c in there.error.calls) == sorted(c.node for c in here.error.calls) != []
+
+
+@pytest.mark.parametrize("case", ["missing file after a call", "refused prompt"])
+def test_a_user_error_on_a_worker_comes_back_as_on_the_driver(
+    case: str, cluster: Any, tmp_path: Path
+) -> None:
+    """A pair failing on a worker with a `UserError` comes back as the local executor gives it,
+    naming the worker: its class (a `RequestRefused` and its `field`) and its calls kept. It was
+    wrapped in a new `UserError`, so the calls made before it were not booked."""
+    from moa.errors import RequestRefused, UserError
+    from moa.eval.datasets import Item
+    from moa.experiment.executors import LocalExecutor
+    from moa.experiment.executors.worker import PairTask
+
+    smol = {"model": "local/smollm2-135m", "temperature": 0, "max_tokens": 4}
+    missing = {"model": f"local/{tmp_path / 'missing.gguf'}", "max_tokens": 4}
+    topology = load_data(
+        {
+            "name": "late-failure",
+            "agents": {"a": smol, "b": missing},
+            "nodes": [
+                {"id": "n1", "agent": "a"},
+                {"id": "n2", "agent": "b", "inputs": ["n1"], "prompt": "aggregate"},
+            ],
+            "output": "n2",
+        }
+    )
+    prompt = "What is 1 plus 1?" if case == "missing file after a call" else "   "
+    task = PairTask(topology, Item(id="q", input=prompt), "scope", {})
+
+    async def both() -> tuple[Any, Any]:
+        executor = await DaskExecutor.open(cluster.scheduler_address)
+        try:
+            return await LocalExecutor().run_pair(task), await executor.run_pair(task)
+        finally:
+            await executor.aclose()
+
+    here, there = asyncio.run(both())
+    assert isinstance(here.error, UserError) and type(there.error) is type(here.error)
+    assert re.fullmatch(
+        rf"Dask worker tcp://127\.0\.0\.1:\d+: {re.escape(str(here.error))}", str(there.error)
+    )
+    assert [c.node for c in there.error.calls] == [c.node for c in here.error.calls]
+    if case == "missing file after a call":
+        assert [c.node for c in here.error.calls] == ["n1"]
+    else:
+        assert isinstance(there.error, RequestRefused) and there.error.field == "prompt"

@@ -61,8 +61,12 @@ def run_pair_task(driver: str, plugin: str, task: PairTask) -> PairOutcome:
     same_moa(driver)
     outcome = run_pair(task, _models(plugin))
     if isinstance(outcome.error, UserError):
-        # the same experiment runs on the driver: the problem is this worker's (no llama.cpp, no file)
-        outcome.error = UserError(f"Dask worker {get_worker().address}: {outcome.error}")
+        # the same experiment runs on the driver: the problem is this worker's (no llama.cpp, no file).
+        # Named in place: a new UserError lost the error's class (a refusal's field) and the calls
+        # made before it, which the driver books
+        error = outcome.error
+        error.message = f"Dask worker {get_worker().address}: {error.message}"
+        error.args = (error.message,)
     return outcome
 
 
