@@ -15,6 +15,7 @@ import moa
 from moa import cli
 from moa.errors import UserError
 from moa.topology.loader import load, load_data, presets
+from moa.topology.spec import MAX_GRAPH, MAX_LAYERS, MAX_LIST
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = json.loads((Path(moa.__file__).parent / "topology.schema.json").read_text())
@@ -25,7 +26,7 @@ A = {"a": {"model": "openai/gpt-4o-mini"}}
 
 
 def schema_ok(data: Any) -> bool:
-    return not list(VALIDATOR.iter_errors(data))
+    return bool(VALIDATOR.is_valid(data))
 
 
 def loader_ok(data: Any) -> bool:
@@ -155,3 +156,98 @@ def test_infinite_times_and_prices_are_refused() -> None:
 def test_a_provider_without_a_model_is_refused() -> None:
     """`model: openai/` names no model: refused before any call."""
     assert not loader_ok({"name": "t", "kind": "single", "agents": {"a": {"model": "openai/"}}})
+
+
+def _seq(n: int) -> dict[str, Any]:
+    return {"name": "t", "agents": A, "kind": "sequential", "steps": ["a"] * n}
+
+
+def _par(n: int) -> dict[str, Any]:
+    return {"name": "t", "agents": A, "kind": "parallel", "workers": ["a"] * n, "aggregator": "a"}
+
+
+def _layered(layers: Any, proposers: int = 1) -> dict[str, Any]:
+    data = {"name": "t", "agents": A, "kind": "layered", "layers": layers, "aggregator": "a"}
+    # layers as lists name their agents: `proposers` belongs to a number of layers
+    return data if isinstance(layers, list) else {**data, "proposers": ["a"] * proposers}
+
+
+def _stages(n: int) -> dict[str, Any]:
+    first = {"agent": "a", "accept": "tests"}
+    return {**cascade(), "stages": [*[first] * (n - 1), {"agent": "a"}]}
+
+
+def _nodes(**node: Any) -> dict[str, Any]:
+    return {
+        "name": "t",
+        "agents": A,
+        "nodes": [{"id": "x", "agent": "a"}, {"id": "y", **node}],
+        "output": "y",
+    }
+
+
+# each limit the loader enforces, at the limit (both accept) and past it (both refuse), built
+# from the loader's own constants so that the schema cannot drift from them
+AT_LIMITS = {
+    "steps": _seq(MAX_LIST),
+    "workers": _par(MAX_LIST),
+    "proposers": _layered(1, MAX_LIST),
+    "layers as a number": _layered(MAX_LAYERS),
+    "layers as lists": _layered([["a"]] * MAX_LAYERS),
+    "agents of a layer": _layered([["a"] * MAX_LIST]),
+    "stages": _stages(MAX_LIST),
+    "a model string with spaces around it": single(model=" openai/gpt-4o-mini "),
+    "a name with a non-ASCII letter": {**single(), "name": "café"},
+}
+PAST_LIMITS = {
+    "steps": _seq(MAX_LIST + 1),
+    "workers": _par(MAX_LIST + 1),
+    "proposers": _layered(1, MAX_LIST + 1),
+    "layers as a number": _layered(MAX_LAYERS + 1),
+    "no layers": _layered(0),
+    "layers as lists": _layered([["a"]] * (MAX_LAYERS + 1)),
+    "agents of a layer": _layered([["a"] * (MAX_LIST + 1)]),
+    "stages": _stages(MAX_LIST + 1),
+    "nodes": {
+        "name": "t",
+        "agents": A,
+        "nodes": [{"id": f"n{i}", "agent": "a"} for i in range(MAX_GRAPH + 1)],
+    },
+    "inline nodes of a stage": {
+        **cascade(),
+        "stages": [{"nodes": [{"id": f"n{i}", "agent": "a"} for i in range(MAX_GRAPH + 1)]}],
+    },
+    "a name ending in a newline": {**single(), "name": "t\n"},
+    "an agent name with a bell": {"name": "t", "kind": "single", "agents": {"a\x07": A["a"]}},
+    "a model string with an escape": single(model="openai/gpt\x1b[2J"),
+    "a model string with C1 control": single(model="openai/gpt\x85"),
+    "a blank model string": single(model="   "),
+    "a provider without a model": single(model="openai/ "),
+    "a blank fallback": single(fallbacks=[" "]),
+    "a fallback with a newline": single(fallbacks=["openai/gpt-4o\n"]),
+    "an api_base with a newline": single(api_base="http://127.0.0.1:1/v1\n"),
+    "a step with a tab": {**_seq(1), "steps": ["a\t"]},
+    "an aggregator with a NUL": {**_par(1), "aggregator": "a\x00"},
+    "a layer's agent with a newline": _layered([["a\n"]]),
+    "a node's agent with a newline": _nodes(agent="a\n", inputs=["x"]),
+    "a node's input with an escape": _nodes(agent="a", inputs=["x\x1b"]),
+    "an output with a newline": {**_nodes(agent="a", inputs=["x"]), "output": "y\n"},
+    "a stage's agent with a bell": _stage(agent="a\x07", accept="tests"),
+    "a stage's topology with a newline": {
+        **cascade(),
+        "stages": [{"topology": "parallel-3\n", "accept": "tests"}, {"agent": "a"}],
+    },
+}
+
+
+@pytest.mark.parametrize("data", AT_LIMITS.values(), ids=list(AT_LIMITS))
+def test_schema_and_loader_accept_a_file_at_each_limit(data: dict[str, Any]) -> None:
+    """A file at a limit of the loader (256 steps, 64 layers, 256 stages) passes the schema too."""
+    assert (schema_ok(data), loader_ok(data)) == (True, True)
+
+
+@pytest.mark.parametrize("data", PAST_LIMITS.values(), ids=list(PAST_LIMITS))
+def test_schema_and_loader_refuse_a_file_past_each_limit(data: dict[str, Any]) -> None:
+    """A file past a limit of the loader (a list too long, a control character in a name or model
+    string) fails the schema too: the schema passed 257 stages, which the loader refuses."""
+    assert (schema_ok(data), loader_ok(data)) == (False, False)
