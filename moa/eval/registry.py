@@ -27,7 +27,7 @@ from moa.eval.reference import (
 )
 from moa.eval.types import Evaluator, PairwiseEvaluator
 
-__all__ = ["known_evaluators", "make_evaluator", "refuse_boolean"]
+__all__ = ["known_evaluators", "make_evaluator", "normal_config", "refuse_boolean"]
 
 #: what ``true``/``false`` given where a number is meant is told, in an evaluator's configuration
 #: and in an experiment file alike
@@ -74,6 +74,27 @@ def make_evaluator(
         raise UserError(f"unknown evaluator `{name}`; known: {', '.join(known_evaluators())}")
     config_type, build = _REGISTRY[name]
     return build(_parse(config_type, data, name), Path(base_dir) if base_dir is not None else None)
+
+
+def normal_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What of an evaluator's configuration can change a score: its fields that differ from their
+    defaults (a default written out or left out is the same evaluator), without the judge's
+    topology *path* (``./judge.yaml``, an absolute path: its content is the judge's identity) nor
+    its sandbox limits while it shows no execution. A custom or unparsable configuration as given."""
+    data = dict(config)
+    entry = _REGISTRY.get(str(data.get("name")))
+    if entry is None or data.get("custom"):
+        return data
+    try:
+        parsed = entry[0].model_validate(data)
+    except ValidationError:
+        return data
+    normal = {"name": data["name"], **parsed.model_dump(mode="json", exclude_defaults=True)}
+    if isinstance(parsed, JudgeConfig):
+        normal.pop("topology", None)
+        if not parsed.show_execution:
+            normal.pop("execution", None)
+    return normal
 
 
 def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any:

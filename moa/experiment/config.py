@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
 from moa.eval.hashing import canonical_hash, topology_hash
-from moa.eval.registry import refuse_boolean
+from moa.eval.registry import normal_config, refuse_boolean
 from moa.experiment.executors.names import check_executor
 from moa.safe_read import not_a_mapping, read_document
 from moa.topology.loader import format_validation_error, load
@@ -213,9 +213,36 @@ def evaluator_config(spec: ExperimentSpec) -> dict[str, Any]:
     return {"name": spec.evaluator}
 
 
-def evaluator_id(config: Mapping[str, Any]) -> str:
+def evaluator_key(config: Mapping[str, Any], identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What the evaluator id hashes: the normalised configuration (``normal_config``) and what,
+    beyond it, makes two evaluators differ (a judge's topology content)."""
+    return {**normal_config(config), **identity}
+
+
+def evaluator_id(key: Mapping[str, Any]) -> str:
     """Scores are stored per evaluator id: a changed evaluator re-scores, the same one does not."""
-    return f"{config.get('name')}:{canonical_hash(dict(config))}"
+    return f"{key.get('name')}:{canonical_hash(dict(key))}"
+
+
+def stored_evaluator_id(
+    manifest: Any, key: Mapping[str, Any], identity: Mapping[str, Any], new_id: str
+) -> str:
+    """The id the store's verdicts are kept under when they are the same evaluator's as ``key``'s,
+    else ``new_id``. A store of an older moa has no ``evaluator_key``: its id hashed the raw
+    ``evaluator:`` mapping, which is kept when it reproduces (same judge content) and normalises to
+    ``key``; re-judging every pair because the recipe changed would pay the judge again."""
+    if not isinstance(manifest, Mapping) or not isinstance(old := manifest.get("evaluator_id"), str):
+        return new_id
+    if "evaluator_key" in manifest:
+        return old if manifest["evaluator_key"] == dict(key) else new_id
+    raw = manifest.get("evaluator")
+    if (
+        isinstance(raw, Mapping)
+        and evaluator_id({**raw, **identity}) == old
+        and evaluator_key(raw, identity) == key
+    ):
+        return old
+    return new_id
 
 
 def load_spec(path: str | Path) -> ExperimentSpec:

@@ -41,8 +41,10 @@ from moa.experiment.config import (
     Setup,
     evaluator_config,
     evaluator_id,
+    evaluator_key,
     load_spec,
     resolve_setups,
+    stored_evaluator_id,
     validate_spec,
 )
 from moa.experiment.executors import open_executor
@@ -148,7 +150,9 @@ class Experiment:
         if hasattr(evaluator, "artefacts_dir"):  # screenshots of HTML answers go with the results
             evaluator.artefacts_dir = self.out / "artefacts"
         # a judge's id covers its topology's content, so an edited judge file re-scores
-        ev_id = evaluator_id({**ev_config, **getattr(evaluator, "identity", {})})
+        identity = getattr(evaluator, "identity", {})
+        ev_key = evaluator_key(ev_config, identity)
+        ev_id = evaluator_id(ev_key)
         tuning = plan_tuning(spec, setups, evaluator, dataset.items, self.source)  # before any call
         # every setup's and the judge's keys and providers, before any call of any setup and before
         # the store is opened: a missing key left an empty experiment.sqlite (and its folders) behind
@@ -159,7 +163,7 @@ class Experiment:
             base_runner.preflight(judge, source=f"{self.source}: evaluator's judge")
         if own_runner and spec.executor == "local":
             _check_local_models(setups, judge, self.source)
-        return _Checked(dataset, setups, evaluator, ev_config, ev_id, tuning, judge)
+        return _Checked(dataset, setups, evaluator, ev_config, ev_id, tuning, judge, ev_key, identity)
 
     def plan(self) -> Plan:
         """The experiment checked as ``run`` checks it, and what a run would send (``moa compare
@@ -192,7 +196,7 @@ class Experiment:
         if c.judge is not None:
             # and the answers stored without a verdict (a judge that failed, or was edited, last
             # time): the run judges them too, which the runs to do alone left out
-            judged += _unjudged_turns(self.out, c.setups, c.ev_id, {i.id for i in c.dataset.items})
+            judged += _unjudged_turns(self.out, c, {i.id for i in c.dataset.items})
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         return Plan(
             self.source,
@@ -238,7 +242,9 @@ class Experiment:
         compared: Summary | None = None
         try:
             notes = _check_identity(store, spec, setups, dataset, self.out)
+            ev_id = c.stored_id(store)
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
+            manifest["evaluator_key"] = c.ev_key
             store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
             store.set_meta("executor", {"executor": executor.name, "workers": executor.workers})
@@ -345,6 +351,12 @@ class _Checked:
     ev_id: str
     tuning: Any
     judge: Any
+    ev_key: dict[str, Any]
+    identity: dict[str, Any]
+
+    def stored_id(self, store: Store) -> str:
+        """The evaluator id to score under in ``store``: the stored one for the same evaluator."""
+        return stored_evaluator_id(store.get_meta("manifest"), self.ev_key, self.identity, self.ev_id)
 
 
 def _stored_runs(
@@ -362,7 +374,7 @@ def _stored_runs(
         store.close()
 
 
-def _unjudged_turns(out: Path, setups: Sequence[Setup], evaluator: str, items: Collection[str]) -> int:
+def _unjudged_turns(out: Path, c: _Checked, items: Collection[str]) -> int:
     """The turns of the setups' stored answers (of ``items``) that have no score under ``evaluator``:
     what the score phase asks the judge to compare (0 when ``out`` holds no store yet)."""
     if not (out / STORE_NAME).is_file():
@@ -370,7 +382,8 @@ def _unjudged_turns(out: Path, setups: Sequence[Setup], evaluator: str, items: C
     store = Store.open(out, create=False)
     turns = 0
     try:
-        for s in setups:
+        evaluator = c.stored_id(store)
+        for s in c.setups:
             after = 0
             while not s.is_baseline and (
                 page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256)
