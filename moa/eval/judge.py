@@ -191,7 +191,7 @@ def format_conversation_prompt(
     answers_a: Sequence[str],
     answers_b: Sequence[str],
     *,
-    references: Sequence[str] | None = None,
+    references: Sequence[str | None] | None = None,
 ) -> str:
     """``CONVERSATION_PROMPT`` filled in: each assistant's conversation over ``questions`` (its own
     answers), the last turn judged; the reference answers, when given, shown per turn as MT-Bench's
@@ -208,10 +208,12 @@ def format_conversation_prompt(
         return f"<|The Start of Assistant {who}'s Conversation with User|>\n{turns}\n<|The End of Assistant {who}'s Conversation with User|>\n"
 
     reference = ""
-    if references:
-        shown = "".join(
-            f"\n### Reference answer to turn {k}:\n{_quoted(r)}\n" for k, r in enumerate(references[:n], 1)
-        )
+    shown = "".join(
+        f"\n### Reference answer to turn {k}:\n{_quoted(r)}\n"
+        for k, r in enumerate((references or [])[:n], 1)
+        if r is not None  # that turn has none
+    )
+    if shown:
         reference = f"\n<|The Start of Reference Answer|>\n{shown}\n<|The End of Reference Answer|>\n"
     return CONVERSATION_PROMPT.format(
         turn=n,
@@ -221,17 +223,15 @@ def format_conversation_prompt(
     )
 
 
-def item_references(item: Item) -> list[str] | None:
-    """The reference answers of an item, one per turn (MT-Bench's ``reference``), or None. A
-    reference that is not text (a malformed row) is shown as its JSON-free string form."""
+def item_references(item: Item) -> list[str | None] | None:
+    """The reference answers of an item, one per turn (MT-Bench's ``reference``), or None. A turn's
+    ``null`` (or empty) reference is that turn's lack of one, as a row's ``reference: null`` is the
+    row's (it was shown to the judge as the text "None"); another reference that is not text (a
+    malformed row) is shown as its JSON-free string form."""
     ref = item.meta.get("reference")
-    if ref is None or ref == [] or ref == "":
-        return None
-    if isinstance(ref, str):
-        return [ref]
-    if isinstance(ref, list):
-        return [str(r) for r in ref]
-    return [str(ref)]
+    refs = ref if isinstance(ref, list) else [ref]
+    shown = [None if r is None or r == "" else r if isinstance(r, str) else str(r) for r in refs]
+    return shown if any(r is not None for r in shown) else None
 
 
 def parse_verdict(reply: str) -> Verdict:

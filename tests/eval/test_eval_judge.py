@@ -255,3 +255,28 @@ def test_a_judge_reply_of_reasoning_only_ties_but_a_body_cut_short_raises(
         body["now"] = _BODIES["cut"]
         with pytest.raises(MalformedReply, match="malformed reply"):
             asyncio.run(scored())
+
+
+def test_a_null_reference_of_a_turn_is_no_reference_not_the_text_none(tmp_path: Path) -> None:
+    """MT-Bench `reference: [null, "6"]`: turn 1 is judged with no reference and turn 2 with its
+    own (numbered 2); a single-turn row's `[null]` shows none: never the text `None`."""
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, retry: {max_attempts: 1}}\n"
+    )
+    prompts: list[str] = []
+
+    def judge_model(request: ModelRequest) -> str:
+        prompts.append(str(request.messages[-1]["content"]))
+        return "[[A=B]]"
+
+    runner = Runner(models={"sim/*": FunctionModel(judge_model)})
+    judge = JudgeEvaluator(JudgeConfig(topology=str(tmp_path / "judge.yaml")))
+    item = Item(id="mt", input="2+2?", turns=["2+2?", "and 3+3?"], meta={"reference": [None, "6"]})
+    asyncio.run(judge.score_conversation(item, ["4", "6"], ["4", "6"], runner=runner))
+    single = Item(id="one", input="2+2?", meta={"reference": [None]})
+    asyncio.run(judge.score_pair(single, "4", "5", runner=runner))
+    assert len(prompts) == 6 and not any("None" in p for p in prompts)
+    first, second = sorted(prompts[:4], key=len)[0], sorted(prompts[:4], key=len)[-1]
+    assert "Reference" not in first and "Reference answer to turn 2:\n6" in second
+    assert "Reference answer to turn 1" not in second
+    assert not any("Reference" in p for p in prompts[4:])
