@@ -302,6 +302,9 @@ class Store:
     def _forget_scores_of(self, item_id: str) -> None:
         runs = "SELECT run_id FROM runs WHERE item_id=?"
         judged = f"SELECT judgment_id FROM judgments WHERE run_id IN ({runs}) OR baseline_run_id IN ({runs})"
+        self._supersede(
+            f"judgment_id IN ({judged})", (item_id, item_id), "the item changed what it is scored against"
+        )
         self.conn.execute(f"DELETE FROM calls WHERE judgment_id IN ({judged})", (item_id, item_id))
         self.conn.execute(
             f"DELETE FROM judgments WHERE run_id IN ({runs}) OR baseline_run_id IN ({runs})",
@@ -397,6 +400,7 @@ class Store:
                 "SELECT judgment_id FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid)
             )
         ]
+        self._supersede("run_id=? OR baseline_run_id=?", (rid, rid), "a run it judged was run again")
         self.conn.executemany("DELETE FROM calls WHERE judgment_id=?", [(j,) for j in jids])
         self.conn.execute("DELETE FROM judgments WHERE run_id=? OR baseline_run_id=?", (rid, rid))
         # the other setups' pairwise scores against this run: made again against its replacement
@@ -551,6 +555,40 @@ class Store:
             )
             self.conn.execute(f"DELETE FROM judgments {where}", args)
             self.conn.execute(f"DELETE FROM scores {where}", args)
+
+    def _supersede(self, where: str, args: Sequence[Any], why: str) -> None:
+        """Keep what the judgments ``where`` selects paid, before they are deleted, in their setups'
+        judge cost (the ledger paid it): a ``judge_failures`` row per pair and model, labelled
+        ``superseded: <why>`` and always counted, in place of the pair's answered-attempt rows (its
+        verdicts held those replays). The pair's cached judge replies then replay at no cost: the
+        next verdict on an unchanged prompt would count the same paid call a second time."""
+        pairs = self.conn.execute(
+            "SELECT DISTINCT j.evaluator_id, j.run_id, j.baseline_run_id, r.setup, r.topo_hash, r.item_id, "
+            f"r.sample FROM judgments j JOIN runs r ON r.run_id=j.run_id WHERE j.judgment_id IN "
+            f"(SELECT judgment_id FROM judgments WHERE {where})",
+            tuple(args),
+        ).fetchall()
+        if pairs:
+            self.conn.execute(JUDGE_FAILURES)
+        for ev, rid, bid, setup, topo_hash, item_id, sample in pairs:
+            self.conn.execute(
+                "DELETE FROM judge_failures WHERE answered=1 AND evaluator_id=? AND run_id=? AND baseline_run_id=?",
+                (ev, rid, bid),
+            )
+            self.conn.execute(
+                "INSERT INTO judge_failures(evaluator_id, setup, topo_hash, run_id, baseline_run_id, model, "
+                "answered, calls, cost_usd, prompt_tokens, completion_tokens, error) "
+                "SELECT ?, ?, ?, ?, ?, c.model, 0, COUNT(*), SUM(c.cost_usd), SUM(c.prompt_tokens), "
+                "SUM(c.completion_tokens), ? FROM calls c JOIN judgments j ON j.judgment_id=c.judgment_id "
+                "WHERE j.evaluator_id=? AND j.run_id=? AND j.baseline_run_id=? GROUP BY c.model "
+                "HAVING SUM(c.cost_usd) > 0",
+                (ev, setup, topo_hash, rid, bid, f"superseded: {why}", ev, rid, bid),
+            )
+            pair = json.dumps([item_id, sample, rid, bid])  # the judge cache's "item" (score_answers)
+            self.conn.execute(
+                "UPDATE cache SET cost_usd=0 WHERE key IN (SELECT key FROM cache_items WHERE scope=? AND item_id=?)",
+                (f"judge:{ev}", pair),
+            )
 
     def usage_estimated_calls(self, setup: str, topo_hash: str) -> int:
         """The setup's stored calls whose usage moa counted itself (the provider reported none)."""

@@ -1,0 +1,75 @@
+"""Judge verdicts dropped because their item changed what it is scored against keep what they
+paid in the setups' judge cost (the ledger paid it), without counting a call twice when the
+re-judged pair replays the same prompt from the cache."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from moa.experiment import Experiment
+from moa.testing.sim import SimModel, SimServer
+from tests.experiment.test_exp_judge import _paid_for_judging, _topology
+
+ROWS = [
+    {"id": f"q{i}", "input": f"question {i}", "target": f"t{i}", "reference": f"ref {i}"} for i in range(4)
+]
+
+
+def _write(folder: Path, base_url: str, rows: list[dict[str, str]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("base", "good", "judge"):
+        _topology(folder, name, f"{name}-m", base_url)
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "exp.yaml").write_text(
+        "name: sup\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+        "baseline: base.yaml\nsetups: [good.yaml]\nconcurrency: 2\nbootstrap_rounds: 100\n"
+    )
+    return folder / "exp.yaml"
+
+
+def _models() -> dict[str, SimModel]:
+    return {
+        "base-m": SimModel(answer="base answer"),
+        "good-m": SimModel(answer="good answer"),
+        "judge-m": SimModel(answer="Even. [[A=B]]"),
+    }
+
+
+def _superseded_rows(out: Path) -> int:
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM judge_failures WHERE error LIKE 'superseded:%'").fetchone()
+        return int(row[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "new_calls"), [("reference", "ref 0, corrected", 2), ("target", "t0, corrected", 0)]
+)
+def test_a_rescored_item_keeps_what_its_verdicts_paid_in_the_judge_cost(
+    tmp_path: Path, field: str, value: str, new_calls: int
+) -> None:
+    """A corrected `reference` re-judges the item (two new calls, paid): the judge cost is still
+    what the ledger paid for judging, old verdicts included; a corrected `target` (not shown to the
+    judge) replays the verdicts free, and the judge cost does not count them twice."""
+    with SimServer(_models()) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, ROWS)
+        out = tmp_path / "out"
+        first = Experiment.from_file(exp, out=out, progress=False).run()
+        served = srv.stats.served_by_model["judge-m"]
+        assert first.setup("good").judge_cost_usd == pytest.approx(_paid_for_judging(out))
+        assert first.setup("good").judge_cost_usd > 0
+        _write(tmp_path / "e", srv.base_url, [{**ROWS[0], field: value}, *ROWS[1:]])
+        again = Experiment.from_file(exp, out=out, progress=False).run()
+        assert srv.stats.served_by_model["judge-m"] == served + new_calls
+    assert again.setup("good").judge_cost_usd == pytest.approx(_paid_for_judging(out))
+    assert _superseded_rows(out) > 0
