@@ -21,7 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,7 +196,7 @@ class Experiment:
         if c.judge is not None:
             # and the answers stored without a verdict (a judge that failed, or was edited, last
             # time): the run judges them too, which the runs to do alone left out
-            judged += _unjudged_turns(self.out, c, {i.id for i in c.dataset.items})
+            judged += _unjudged_turns(self.out, c)
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         return Plan(
             self.source,
@@ -374,20 +374,28 @@ def _stored_runs(
         store.close()
 
 
-def _unjudged_turns(out: Path, c: _Checked, items: Collection[str]) -> int:
-    """The turns of the setups' stored answers (of ``items``) that have no score under ``evaluator``:
-    what the score phase asks the judge to compare (0 when ``out`` holds no store yet)."""
+def _unjudged_turns(out: Path, c: _Checked) -> int:
+    """The turns of the setups' stored answers (of the dataset's items) that have no score under the
+    evaluator, or whose item changed what it is scored against (the run forgets their scores): what
+    the score phase asks the judge to compare (0 when ``out`` holds no store yet)."""
     if not (out / STORE_NAME).is_file():
         return 0
     store = Store.open(out, create=False)
+    items = {i.id: i for i in c.dataset.items}
     turns = 0
     try:
         evaluator = c.stored_id(store)
+        rescoring = [items[i] for i in store.rescoring(c.dataset.items)]
         for s in c.setups:
+            if s.is_baseline:
+                continue
+            stored = store.run_rows(s.name, s.hash, evaluator)
+            for item in rescoring:  # the unscored of them are counted below
+                turns += (len(item.turns or ()) or 1) * sum(
+                    r.score is not None for r in stored.get(item.id, ())
+                )
             after = 0
-            while not s.is_baseline and (
-                page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256)
-            ):
+            while page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256):
                 turns += sum(len(r.turn_answers or ()) or 1 for r in page if r.item_id in items)
                 after = page[-1].run_id
         return turns

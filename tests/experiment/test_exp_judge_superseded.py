@@ -73,3 +73,18 @@ def test_a_rescored_item_keeps_what_its_verdicts_paid_in_the_judge_cost(
         assert srv.stats.served_by_model["judge-m"] == served + new_calls
     assert again.setup("good").judge_cost_usd == pytest.approx(_paid_for_judging(out))
     assert _superseded_rows(out) > 0
+
+
+def test_a_dry_run_counts_the_judge_calls_of_a_rescored_item(tmp_path: Path) -> None:
+    """--dry-run after a corrected `reference` counts the item's re-judging (both orders), as the
+    run then sends it; it changes nothing in the store."""
+    with SimServer(_models()) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, ROWS)
+        out = tmp_path / "out"
+        Experiment.from_file(exp, out=out, progress=False).run()
+        _write(tmp_path / "e", srv.base_url, [{**ROWS[0], "reference": "ref 0, corrected"}, *ROWS[1:]])
+        assert Experiment.from_file(exp, out=out, progress=False).plan().judge_calls == 2
+        assert Experiment.from_file(exp, out=out, progress=False).plan().judge_calls == 2
+        served = srv.stats.served_by_model["judge-m"]
+        Experiment.from_file(exp, out=out, progress=False).run()
+        assert srv.stats.served_by_model["judge-m"] == served + 2

@@ -282,6 +282,15 @@ class Store:
         corrected, tests added): their scores and verdicts are dropped, so the stored answers are
         scored again against the item as it is now (a stale score was reused silently). The
         category only groups the report: a change there keeps the scores."""
+        changed = self.rescoring(items)
+        if changed:
+            with self.conn:
+                for item_id in changed:
+                    self._forget_scores_of(item_id)
+        return changed
+
+    def rescoring(self, items: Iterable[Item]) -> list[str]:
+        """What ``rescored_items`` finds, without forgetting anything (``--dry-run``)."""
         changed = []
         for item in items:
             stored = self.item_data(item.id)
@@ -293,10 +302,6 @@ class Store:
                 before = None
             if before != item.model_dump(exclude={"category"}):
                 changed.append(item.id)
-        if changed:
-            with self.conn:
-                for item_id in changed:
-                    self._forget_scores_of(item_id)
         return changed
 
     def _forget_scores_of(self, item_id: str) -> None:
