@@ -88,3 +88,20 @@ def test_a_dry_run_counts_the_judge_calls_of_a_rescored_item(tmp_path: Path) -> 
         served = srv.stats.served_by_model["judge-m"]
         Experiment.from_file(exp, out=out, progress=False).run()
         assert srv.stats.served_by_model["judge-m"] == served + 2
+
+
+def test_an_edited_judge_s_predecessor_s_cost_stays_in_the_report(tmp_path: Path) -> None:
+    """After the judge is edited (re-judged under a new evaluator id), what the first judge paid is
+    named in the report's notes: with the new judge's cost it is what the ledger paid for judging."""
+    with SimServer(_models()) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, ROWS)
+        out = tmp_path / "out"
+        first = Experiment.from_file(exp, out=out, progress=False).run()
+        assert not any("earlier judges" in n for n in first.notes)
+        judge = tmp_path / "e" / "judge.yaml"
+        judge.write_text(judge.read_text().replace("name: judge", "name: judge-v2"))
+        again = Experiment.from_file(exp, out=out, progress=False).run()
+    old = first.setup("good").judge_cost_usd
+    note = next(n for n in again.notes if n.startswith("earlier judges"))
+    assert f"${old:.6f}" in note and f"${old:.6f}" in (out / "report.md").read_text()
+    assert again.setup("good").judge_cost_usd + old == pytest.approx(_paid_for_judging(out))

@@ -388,6 +388,12 @@ def summary_from_store(
         },
         pairwise=bool(manifest.get("pairwise", False)),
     )
+    earlier = store.other_judges_cost(ev_id)
+    if earlier > 0:  # paid, so it stays in what the report says judging cost
+        summary.notes.append(
+            f"earlier judges (an edited judge's verdicts, kept under their own evaluator id) paid "
+            f"${earlier:.6f}, in no setup's judge_cost_usd"
+        )
     add_human_votes(summary, store, manifest)
     # on the runs the table compares, as the categories are
     samples = int(manifest.get("samples", 1))

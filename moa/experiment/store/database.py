@@ -622,6 +622,20 @@ class Store:
         ).fetchone()
         return float(row[0]) + float(failed[0])
 
+    def other_judges_cost(self, evaluator: str) -> float:
+        """What judging under evaluator ids other than ``evaluator`` paid (an edited judge's
+        predecessors: their verdicts are kept, under their own id, but no setup's judge cost counts them)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0) FROM judgments WHERE evaluator_id<>?", (evaluator,)
+        ).fetchone()
+        if not has_table(self.conn, "judge_failures"):
+            return float(row[0])
+        failed = self.conn.execute(
+            f"SELECT COALESCE(SUM(f.cost_usd), 0) FROM judge_failures f WHERE f.evaluator_id<>? AND {JUDGE_FAILURES_UNSTORED}",
+            (evaluator,),
+        ).fetchone()
+        return float(row[0]) + float(failed[0])
+
     def book_failed_pair(
         self,
         evaluator: str,
