@@ -228,13 +228,15 @@ def stored_evaluator_id(
     manifest: Any, key: Mapping[str, Any], identity: Mapping[str, Any], new_id: str
 ) -> str:
     """The id the store's verdicts are kept under when they are the same evaluator's as ``key``'s,
-    else ``new_id``. A store of an older moa has no ``evaluator_key``: its id hashed the raw
-    ``evaluator:`` mapping, which is kept when it reproduces (same judge content) and normalises to
-    ``key``; re-judging every pair because the recipe changed would pay the judge again."""
+    else ``new_id``. The manifest's ``evaluator_key`` is the hash of the key its id was kept for (a
+    custom evaluator's identity need not be JSON). A store of an older moa has none: its id hashed
+    the raw ``evaluator:`` mapping, which is kept when it reproduces (same judge content) and
+    normalises to ``key``; re-judging every pair because the recipe changed would pay the judge
+    again."""
     if not isinstance(manifest, Mapping) or not isinstance(old := manifest.get("evaluator_id"), str):
         return new_id
     if "evaluator_key" in manifest:
-        return old if manifest["evaluator_key"] == dict(key) else new_id
+        return old if manifest["evaluator_key"] == canonical_hash(dict(key)) else new_id
     raw = manifest.get("evaluator")
     if (
         isinstance(raw, Mapping)

@@ -39,6 +39,7 @@ from moa.experiment.analysis.tuning import TuneResult
 from moa.experiment.config import (
     ExperimentSpec,
     Setup,
+    canonical_hash,
     evaluator_config,
     evaluator_id,
     evaluator_key,
@@ -244,7 +245,7 @@ class Experiment:
             notes = _check_identity(store, spec, setups, dataset, self.out)
             ev_id = c.stored_id(store)
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
-            manifest["evaluator_key"] = c.ev_key
+            manifest["evaluator_key"] = canonical_hash(c.ev_key)
             store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
             store.set_meta("executor", {"executor": executor.name, "workers": executor.workers})
