@@ -433,7 +433,6 @@ def test_a_lost_quorum_on_a_worker_comes_back_as_on_the_driver(cluster: Any) -> 
     the driver raised TypeError, so the pair was stored as that TypeError with no calls."""
     from moa.errors import QuorumNotReached
     from moa.eval.datasets import Item
-    from moa.experiment.executors import LocalExecutor
     from moa.experiment.executors.worker import PairTask
 
     smol = {"model": "local/smollm2-135m", "temperature": 0, "max_tokens": 8}
@@ -450,14 +449,7 @@ def test_a_lost_quorum_on_a_worker_comes_back_as_on_the_driver(cluster: Any) -> 
     )
     task = PairTask(topology, Item(id="q", input=" ".join(["What is 1 plus 1?"] * 8)), "scope", {})
 
-    async def both() -> tuple[Any, Any]:
-        executor = await DaskExecutor.open(cluster.scheduler_address)
-        try:
-            return await LocalExecutor().run_pair(task), await executor.run_pair(task)
-        finally:
-            await executor.aclose()
-
-    here, there = asyncio.run(both())
+    here, there = asyncio.run(_on_both_executors(task, cluster.scheduler_address))
     assert isinstance(here.error, QuorumNotReached) and isinstance(there.error, QuorumNotReached)
     assert (str(there.error), there.error.node, there.error.needed, there.error.answered) == (
         str(here.error),
@@ -477,7 +469,6 @@ def test_a_user_error_on_a_worker_comes_back_as_on_the_driver(
     wrapped in a new `UserError`, so the calls made before it were not booked."""
     from moa.errors import RequestRefused, UserError
     from moa.eval.datasets import Item
-    from moa.experiment.executors import LocalExecutor
     from moa.experiment.executors.worker import PairTask
 
     smol = {"model": "local/smollm2-135m", "temperature": 0, "max_tokens": 4}
@@ -496,14 +487,7 @@ def test_a_user_error_on_a_worker_comes_back_as_on_the_driver(
     prompt = "What is 1 plus 1?" if case == "missing file after a call" else "   "
     task = PairTask(topology, Item(id="q", input=prompt), "scope", {})
 
-    async def both() -> tuple[Any, Any]:
-        executor = await DaskExecutor.open(cluster.scheduler_address)
-        try:
-            return await LocalExecutor().run_pair(task), await executor.run_pair(task)
-        finally:
-            await executor.aclose()
-
-    here, there = asyncio.run(both())
+    here, there = asyncio.run(_on_both_executors(task, cluster.scheduler_address))
     assert isinstance(here.error, UserError) and type(there.error) is type(here.error)
     assert re.fullmatch(
         rf"Dask worker tcp://127\.0\.0\.1:\d+: {re.escape(str(here.error))}", str(there.error)
@@ -513,3 +497,14 @@ def test_a_user_error_on_a_worker_comes_back_as_on_the_driver(
         assert [c.node for c in here.error.calls] == ["n1"]
     else:
         assert isinstance(there.error, RequestRefused) and there.error.field == "prompt"
+
+
+async def _on_both_executors(task: Any, address: str) -> tuple[Any, Any]:
+    """``task``'s outcome on the local executor, then on the Dask worker at ``address``."""
+    from moa.experiment.executors import LocalExecutor
+
+    executor = await DaskExecutor.open(address)
+    try:
+        return await LocalExecutor().run_pair(task), await executor.run_pair(task)
+    finally:
+        await executor.aclose()
