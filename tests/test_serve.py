@@ -652,10 +652,15 @@ def test_serve_no_trace_flag_reaches_the_app(
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
         ({"response_format": {"type": "json_object"}, "stream": True}, "stream"),
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
     ],
 )
 def test_tools_and_json_mode_are_a_400_naming_the_field(url: str, extra: dict[str, Any], param: str) -> None:
-    """Asking for tool calls or JSON mode is refused up front, never answered in plain text."""
+    """Asking for tool calls, JSON mode, several choices or log probabilities is refused up front,
+    never answered with one plain-text choice (`n` and `logprobs` were a 200 or a 400 without
+    `code: unsupported_parameter`)."""
     r = httpx.post(
         f"{url}/chat/completions", json={"model": "parallel-3", "messages": _ask(), **extra}, timeout=30
     )
@@ -670,6 +675,9 @@ def test_tool_choice_none_and_text_format_are_fine(url: str) -> None:
         "messages": _ask(),
         "tool_choice": "none",
         "response_format": {"type": "text"},
+        "n": 1,
+        "logprobs": False,
+        "top_logprobs": 0,
     }
     assert httpx.post(f"{url}/chat/completions", json=body, timeout=30).status_code == 200
 

@@ -87,7 +87,8 @@ class ChatRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=1)
+    # a number so that its type is checked; more than one choice is refused by unsupported()
+    n: int | None = Field(None, ge=1)
     moa_trace: bool | None = None
     """moa's extension: include each call's messages and reply in the reply's ``moa`` object."""
     # accepted by the schema so that their presence is answered with a 400 naming them, never
@@ -97,6 +98,8 @@ class ChatRequest(BaseModel):
     functions: list[Any] | None = None
     function_call: Any = None
     response_format: Any = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0)
 
     def unsupported(self) -> tuple[str, str] | None:
         """The first field asking for what a topology cannot give (tool calls, JSON mode), and why."""
@@ -113,6 +116,12 @@ class ChatRequest(BaseModel):
                     name,
                     f"`{name}` is not supported: the served topologies answer in text, not tool calls",
                 )
+        if self.n is not None and self.n > 1:
+            return "n", f"`n` is {self.n}: a topology gives one answer per request (send {self.n} requests)"
+        if self.logprobs or self.top_logprobs:
+            # a mixture's answer has no token probabilities; `logprobs: null` would read as none asked
+            name = "logprobs" if self.logprobs else "top_logprobs"
+            return name, f"`{name}` is not supported: a topology's answer has no token log probabilities"
         fmt = self.response_format
         if fmt is not None:
             try:
