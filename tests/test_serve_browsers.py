@@ -54,6 +54,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, SimS
     [
         ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, "another origin"),
         ({"Origin": "null"}, "another origin"),
+        # an Origin urllib cannot parse was a 500 and a traceback in the server's log
+        ({"Origin": "http://[::1"}, "another origin"),
         ({"Host": "evil.example"}, "Host `evil.example` is not a loopback name"),
     ],
 )

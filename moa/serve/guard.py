@@ -33,9 +33,16 @@ def refusal(scope: dict[str, Any]) -> str | None:
     if address and on_loopback(address) and _hostname(given) not in LOOPBACK_NAMES | {address.lower()}:
         return f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
     origin = headers.get(b"origin")
-    if origin is not None and urlsplit(origin.decode("latin-1")).netloc.lower() != given.lower():
+    if origin is not None and _netloc(origin.decode("latin-1")) != given.lower():
         return "a request from a web page of another origin is refused"
     return None
+
+
+def _netloc(origin: str) -> str | None:
+    try:
+        return urlsplit(origin).netloc.lower()
+    except ValueError:  # `http://[::1` is no origin of this server's (it was a 500 and a traceback)
+        return None
 
 
 class BrowserGuard:
