@@ -134,12 +134,13 @@ def test_a_client_that_leaves_a_run_gets_its_cost_logged(
 ) -> None:
     """Workers were paid before the client left (mid-run, before a stream's first token, or
     mid-stream): `serve.request` carries their cost and the cut-off call's worst case, as
-    `run.cancelled` does."""
+    `run.cancelled` does; its status is 499 (a client that left mid-stream was logged 200)."""
     base, slow = app
     with _events() as out:
         asyncio.run(_leave_once_stalled(base, model, slow, stream=stream))
         (served,) = _read(out, "serve.request")
         (cancelled,) = _read(out, "run.cancelled")
+    assert served["status"] == 499
     assert served["cost_usd"] is not None and served["cost_usd"] > 0
     assert served["cost_usd"] == pytest.approx(cancelled["cost_usd"])
     assert served["cost_usd_max"] == pytest.approx(cancelled["cost_usd_max"])

@@ -178,8 +178,11 @@ class _EventStream(StreamingResponse):
 
         # the client left (or its socket died under a write, on ASGI spec 2.4 servers): the run
         # was cancelled with the producer, and there is nobody left to answer
-        with contextlib.suppress(_Disconnected, OSError):
+        try:
             await _unless_disconnected(receive, produce())
+        except (_Disconnected, OSError):
+            if isinstance(scope.get("state"), dict):
+                scope["state"]["status"] = 499  # the request log's, as a plain reply's (200 was sent)
 
 
 def _json(obj: Any) -> bytes:
