@@ -17,9 +17,11 @@ from typing import Any, ClassVar
 import pytest
 
 import moa
+from moa.calls.limits import RateLimits
 from moa.models import providers
 from moa.models.registry import use_direct_http
 from moa.topology.loader import load_data
+from moa.topology.spec import AgentSpec
 from tests.loopback_http import send_body
 
 
@@ -85,3 +87,19 @@ async def test_a_named_provider_goes_direct_with_its_key(provider: str) -> None:
         "model": "llama-3.1-8b-instant",
     }
     assert result.usage.total_tokens == 8
+
+
+async def test_a_provider_limit_keeps_one_window_per_model_on_the_direct_path(provider: str) -> None:
+    """`set_rate_limit("groq", ...)` is per model, as providers count, whichever transport sends:
+    keyed by the provider's public URL, the direct path put every groq model in one window (and
+    the stricter of two models' limits held both)."""
+    limits = RateLimits()
+    limits.set("groq", rpm=30)
+    limits.set("groq/big", rpm=100)
+    async with moa.Runner(rate_limits=limits) as runner:
+        small, big = (runner.runtime(AgentSpec(model=m)).chain[0].limiter for m in ("groq/small", "groq/big"))
+        # the direct path it is: the same models through litellm were always keyed per model
+        assert runner.runtime(AgentSpec(model="groq/small")).chain[0].api_base == provider
+    assert small is not None and big is not None and small is not big
+    assert (small.key, small.limit.rpm) == ("groq/small", 30)
+    assert (big.key, big.limit.rpm) == ("groq/big", 100)

@@ -150,7 +150,9 @@ class AgentRuntime:
             served = [name for name, _ in listed.service_tiers if unpinned or not name]
             holds = tuple(p for n in served if (p := listed.for_service_tier(n or None)) is not price)
             base, key = _named_route(agent, model, api_key)
-            limiter = limiter_lookup(model, base or agent.api_base, limit)
+            # keyed by the model, not the named provider's URL: providers count per model, as
+            # through litellm (by the URL, every groq model shared one window, the strictest)
+            limiter = limiter_lookup(model, agent.api_base, limit)
             budget = (
                 retry_budget_for(endpoint_key(base or agent.api_base or model))
                 if retry_budget_for is not None
