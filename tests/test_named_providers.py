@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 import moa
+from moa.calls.keys import missing_keys
 from moa.calls.limits import RateLimits
 from moa.models import providers
 from moa.models.registry import use_direct_http
@@ -33,6 +34,9 @@ class _Provider(BaseHTTPRequestHandler):
         _Provider.seen.append(
             {"path": self.path, "auth": self.headers.get("authorization"), "model": body["model"]}
         )
+        if body["model"] == "down":  # a model refused with a status no retry changes: the fallback
+            send_body(self, 400, b'{"error": {"message": "no such model"}}')
+            return
         reply = {
             "id": "x",
             "object": "chat.completion",
@@ -103,3 +107,37 @@ async def test_a_provider_limit_keeps_one_window_per_model_on_the_direct_path(pr
     assert small is not None and big is not None and small is not big
     assert (small.key, small.limit.rpm) == ("groq/small", 30)
     assert (big.key, big.limit.rpm) == ("groq/big", 100)
+
+
+async def test_a_fallback_of_another_provider_gets_its_own_key_not_the_agents(
+    provider: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent's `api_key_env` is its provider's key: a fallback of another provider is sent with
+    that provider's usual key. Before, Groq's key went to Together (and an OpenAI key to
+    Anthropic, through litellm), and the fallback failed on it."""
+    monkeypatch.setitem(providers.NAMED_OPENAI_ENDPOINTS, "together_ai", provider)
+    monkeypatch.setenv("MY_GROQ", "gsk-agent-key-123456")
+    monkeypatch.setenv("TOGETHER_API_KEY", "tgp-together-key-654321")
+    agent = {"model": "groq/down", "api_key_env": "MY_GROQ", "fallbacks": ["together_ai/qwen"]}
+    t = load_data({"name": "g", "kind": "single", "agent": "a", "agents": {"a": agent}})
+    async with moa.Runner() as runner:
+        result = await t.run("hello", runner=runner)
+    assert result.output == "hi from groq"
+    assert [(s["model"], s["auth"]) for s in _Provider.seen] == [
+        ("down", "Bearer gsk-agent-key-123456"),
+        ("qwen", "Bearer tgp-together-key-654321"),
+    ]
+
+
+def test_a_fallback_of_another_provider_needs_its_key_before_any_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its key missing, such a fallback is refused up front like any model, not met mid-run."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-123456")
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    same = AgentSpec(model="openai/gpt-4o", api_key_env="OPENAI_API_KEY", fallbacks=["openai/gpt-4o-mini"])
+    other = AgentSpec(model="openai/gpt-4o", api_key_env="OPENAI_API_KEY", fallbacks=["anthropic/claude-x"])
+    assert missing_keys([("agents.a", same)]) == []
+    assert missing_keys([("agents.b", other)]) == [
+        "`ANTHROPIC_API_KEY` is not set (needed by agents.b (anthropic/claude-x))"
+    ]

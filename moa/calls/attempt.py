@@ -73,8 +73,10 @@ class Target:
     price: Price
     limiter: Limiter | None
     retry_budget: RetryBudget | None = None
-    #: a named provider sent to the direct path: its public URL and the key from its usual variable
+    #: a named provider sent to the direct path: its public URL
     api_base: str | None = None
+    #: the key this model is sent with: the agent's ``api_key_env`` for its own provider or server,
+    #: else the named provider's usual variable; None leaves it to the backend (litellm's own)
     api_key: str | None = None
     #: other prices a reply may be billed at (a tier the provider may serve when the agent pins
     #: none): the budget holds the dearest, so a reply billed at any of them stays within its hold

@@ -32,7 +32,7 @@ from moa.calls.attempt import (
     prompt_token_bound,
 )
 from moa.calls.budget import Budget
-from moa.calls.keys import PROVIDER_KEYS
+from moa.calls.keys import PROVIDER_KEYS, takes_agent_key
 from moa.calls.limits import Limiter, RateLimit, endpoint_key, limiter_for
 from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
@@ -124,7 +124,8 @@ class AgentRuntime:
             api_key = os.environ.get(agent.api_key_env)
             remember_secret(api_key)  # a variable of any name: its value must be masked everywhere
             # a model answered by a user-supplied backend (a fake in tests) needs no key
-            if api_key is None and any(needs_key(m) for m in [agent.model, *agent.fallbacks]):
+            own = [m for m in [agent.model, *agent.fallbacks] if takes_agent_key(agent, m)]
+            if api_key is None and any(needs_key(m) for m in own):
                 raise UserError(
                     f"environment variable `{agent.api_key_env}` (api_key_env of model `{agent.model}`) is not set"
                 )
@@ -149,7 +150,11 @@ class AgentRuntime:
             unpinned = tier is None or (isinstance(tier, str) and tier.lower() == "auto")
             served = [name for name, _ in listed.service_tiers if unpinned or not name]
             holds = tuple(p for n in served if (p := listed.for_service_tier(n or None)) is not price)
-            base, key = _named_route(agent, model, api_key)
+            # the agent's key goes to its own provider or server only: a fallback of another
+            # provider takes that provider's usual key (litellm's, or the named route's)
+            mine = api_key if api_key is not None and takes_agent_key(agent, model) else None
+            base, key = _named_route(agent, model, mine)
+            key = key or mine
             # keyed by the model, not the named provider's URL: providers count per model, as
             # through litellm (by the URL, every groq model shared one window, the strictest)
             limiter = limiter_lookup(model, agent.api_base, limit)
@@ -248,7 +253,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         top_p=agent.top_p,
         stop=agent.stop,
         api_base=target.api_base or agent.api_base,
-        api_key=target.api_key or rt.api_key,
+        api_key=target.api_key,
         timeout_s=agent.timeout_s,
         params=agent.params,
         node=call.node,

@@ -26,6 +26,7 @@ __all__ = [
     "PROVIDER_KEYS",
     "check_agents",
     "missing_keys",
+    "takes_agent_key",
     "unavailable_local_models",
     "unknown_local_models",
     "unknown_providers",
@@ -62,6 +63,16 @@ def _provider(model: str) -> str | None:
         return str(import_litellm().get_llm_provider(model)[1])
     except Exception:  # litellm cannot tell: the provider's own error will say more at call time
         return None
+
+
+def takes_agent_key(agent: AgentSpec, model: str) -> bool:
+    """Whether ``model``, one of ``agent``'s, is sent with the key of the agent's ``api_key_env``:
+    its model, and a fallback to the same server (the agent's ``api_base``) or the same provider.
+    A fallback of another provider takes that provider's usual key: given the agent's, an OpenAI
+    key went to Anthropic (or Groq's to Together) and the fallback failed on a 401."""
+    if model == agent.model or agent.api_base:
+        return True
+    return _provider(model) == _provider(agent.model)
 
 
 def _known_providers() -> set[str]:
@@ -107,10 +118,11 @@ def missing_keys(
         if not models:
             continue
         if agent.api_key_env:
-            if not os.environ.get(agent.api_key_env):
+            own = [m for m in models if takes_agent_key(agent, m)]
+            if own and not os.environ.get(agent.api_key_env):
                 need.setdefault(f"`{agent.api_key_env}`", []).append(f"{name} ({agent.model}, api_key_env)")
-            continue
-        if agent.api_base:
+            models = [m for m in models if m not in own]  # another provider's fallbacks: its key
+        elif agent.api_base:
             continue
         for model in models:
             provider = _provider(model)
