@@ -23,6 +23,7 @@ from moa.errors import MoAError, UserError
 from moa.eval.datasets import Item
 from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
+from moa.experiment.store.checks import manifest_problem, run_row_problem
 from moa.experiment.store.lock import FolderLock
 from moa.experiment.store.schema import (
     INDEXES,
@@ -35,7 +36,7 @@ from moa.experiment.store.schema import (
     stored_version,
 )
 from moa.results import CallRecord, RunResult, Usage
-from moa.safe_read import refuse_special
+from moa.safe_read import parse_json, refuse_special
 from moa.scrub import environment_secrets, scrub
 
 __all__ = ["STORE_NAME", "RunRow", "Store", "damaged", "input_hash", "item_hash"]
@@ -265,7 +266,23 @@ class Store:
 
     def get_meta(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        return None if row is None else parse_json(row[0])
+
+    def manifest(self) -> dict[str, Any] | None:
+        """The stored manifest (None before the first run); ``UserError`` naming the store when it is
+        not JSON or a field its readers use is missing or of another type (an edited store)."""
+        try:
+            manifest = self.get_meta("manifest")
+        except ValueError as e:
+            problem: str | None = f"manifest is not JSON ({' '.join(str(e).split())[:80]})"
+        else:
+            problem = None if manifest is None else manifest_problem(manifest)
+        if problem is not None:
+            raise UserError(
+                f"{self.path}: the store's {problem}: the store is damaged or was edited; restore it "
+                "from a copy, or use another --out"
+            )
+        return manifest if isinstance(manifest, dict) else None
 
     def set_meta(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value)))
@@ -414,6 +431,18 @@ class Store:
         self.conn.execute("DELETE FROM scores WHERE run_id=?", (rid,))
         self.conn.execute("DELETE FROM runs WHERE run_id=?", (rid,))
 
+    def _run_row(self, row: Sequence[Any]) -> RunRow:
+        """A stored run's row as a ``RunRow``; ``UserError`` naming the store, the run and the field
+        when a field is not of its type (a damaged or hand-edited store)."""
+        problem = run_row_problem(row)
+        if problem is not None:
+            what = f"run {row[0]}" if len(row) < 3 else f"run {row[0]} (setup `{row[1]}`, item `{row[2]}`)"
+            raise UserError(
+                f"{self.path}: {what}: {problem}: the store is damaged or was edited; restore it from a "
+                "copy, or delete that run (the next `moa compare` runs it again)"
+            )
+        return RunRow(*row)
+
     def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, list[RunRow]]:
         """Item id -> the setup's stored runs (one per sample, in sample order) with their score under
         ``evaluator`` (None if unscored), without the answer text (the summary needs numbers only)."""
@@ -436,14 +465,14 @@ class Store:
             "ON s.run_id=r.run_id AND s.evaluator_id=? WHERE r.setup=? AND r.topo_hash=? ORDER BY r.run_id"
         )
         for row in self.conn.execute(sql, (evaluator, setup, topo_hash)):
-            yield RunRow(*row)
+            yield self._run_row(row)
 
     def run_for(self, setup: str, topo_hash: str, item_id: str, sample: int = 0) -> RunRow | None:
         row = self.conn.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs r WHERE r.setup=? AND r.topo_hash=? AND r.item_id=? AND r.sample=?",
             (setup, topo_hash, item_id, sample),
         ).fetchone()
-        return None if row is None else RunRow(*row)
+        return None if row is None else self._run_row(row)
 
     def failed_calls(self, setup: str, topo_hash: str, item_id: str, sample: int = 0) -> list[CallRecord]:
         """The calls of the setup's stored run of ``item_id`` that failed, in order, as records
@@ -476,7 +505,9 @@ class Store:
             "AND r.run_id>? AND NOT EXISTS (SELECT 1 FROM scores s WHERE s.run_id=r.run_id AND s.evaluator_id=?) "
             "ORDER BY r.run_id LIMIT ?"
         )
-        return [RunRow(*row) for row in self.conn.execute(sql, (setup, topo_hash, after, evaluator, limit))]
+        return [
+            self._run_row(row) for row in self.conn.execute(sql, (setup, topo_hash, after, evaluator, limit))
+        ]
 
     def calls_of(self, *, run_id: int | None = None, judgment_id: int | None = None) -> list[dict[str, Any]]:
         """The stored calls of a run or of a judgment, in order, with their trace (``messages`` as a
