@@ -357,7 +357,7 @@ class _Checked:
 
     def stored_id(self, store: Store) -> str:
         """The evaluator id to score under in ``store``: the stored one for the same evaluator."""
-        return stored_evaluator_id(store.get_meta("manifest"), self.ev_key, self.identity, self.ev_id)
+        return stored_evaluator_id(store.manifest(), self.ev_key, self.identity, self.ev_id)
 
 
 def _stored_runs(
@@ -607,7 +607,7 @@ def _check_identity(
     store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
 ) -> list[str]:
     """Refuse to mix a changed experiment into stored results; note harmless differences."""
-    old = store.get_meta("manifest")
+    old = store.manifest()
     if old is None:
         return []
     where = f"{out}"
@@ -657,7 +657,7 @@ async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:
     """``moa report DIR``: score what is unscored (reference evaluators only) and rewrite the reports."""
     store = Store.open(out, create=False, verify=True)
     try:
-        manifest = store.get_meta("manifest")
+        manifest = store.manifest()
         if manifest is None:
             raise UserError(f"{out}: the store holds no experiment yet")
         # a custom or pairwise evaluator is not rebuilt here (a judge's topology file is relative to

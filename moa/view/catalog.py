@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from moa.errors import UserError
 from moa.experiment.analysis.summarize import summary_from_store
 from moa.experiment.analysis.summary import Summary
+from moa.experiment.store.checks import manifest_problem
 from moa.experiment.store.database import STORE_NAME, Store
 from moa.safe_read import read_regular
 
@@ -29,42 +28,6 @@ T = TypeVar("T")
 
 #: summary.json larger than this is not read (a real one is a few kB per setup)
 SUMMARY_MAX_BYTES = 32 << 20
-
-
-class _SetupShape(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    name: str
-    hash: str
-    source: str
-    is_baseline: bool
-
-
-class _ManifestShape(BaseModel):
-    """The manifest fields the viewer reads (the rest are let through)."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    experiment: str
-    item_ids: list[str]
-    setups: list[_SetupShape] = Field(min_length=1)
-    evaluator: dict[str, Any]
-    evaluator_id: str
-    samples: int = Field(1, ge=1)
-    pairwise: bool = False
-
-
-def manifest_problem(manifest: Any) -> str | None:
-    """Why ``manifest`` cannot be shown (one line naming the field), or None."""
-    try:
-        m = _ManifestShape.model_validate(manifest)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "manifest"
-        return f"manifest `{field}`: {err['msg']}"
-    if sum(s.is_baseline for s in m.setups) != 1:
-        return "manifest `setups`: not exactly one baseline"
-    return None
 
 
 def find_experiments(root: Path) -> dict[str, Path]:
