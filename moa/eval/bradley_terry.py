@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
-from moa.eval.stats import multinomial_counts, percentile
+from moa.eval.stats import check_bootstrap, multinomial_counts, percentile
 
 __all__ = ["Outcome", "RatingCI", "bootstrap_ratings", "fit_bradley_terry"]
 
@@ -236,10 +236,7 @@ def bootstrap_ratings(
     if not (math.isfinite(prior_games) and prior_games > 0):
         raise ValueError(f"Bradley–Terry bootstrap: prior_games={prior_games} must be above 0")
     # as stats.bootstrap_ci says it: these failed later as "percentile of an empty sequence" or q=-25
-    if rounds < 1:
-        raise ValueError(f"Bradley–Terry bootstrap: rounds={rounds} must be positive")
-    if not 0 < confidence < 1:
-        raise ValueError(f"Bradley–Terry bootstrap: confidence={confidence} must be in (0, 1)")
+    check_bootstrap(confidence, rounds)
     items = list(outcomes_by_item.values())
     if not items:
         raise ValueError("no outcomes to rate")

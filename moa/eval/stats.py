@@ -23,6 +23,7 @@ __all__ = [
     "SignTestResult",
     "binom_two_sided",
     "bootstrap_ci",
+    "check_bootstrap",
     "holm",
     "mcnemar",
     "multinomial_counts",
@@ -102,7 +103,8 @@ def _check_finite(values: Sequence[float], name: str) -> None:
             raise ValueError(f"{name}[{i}] is {x}: the statistics need finite numbers")
 
 
-def _check_confidence(confidence: float, rounds: int) -> None:
+def check_bootstrap(confidence: float, rounds: int) -> None:
+    """Refuse, by name, a confidence outside (0, 1) or fewer than one bootstrap round."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence={confidence} must be in (0, 1)")
     if rounds < 1:
@@ -134,7 +136,7 @@ def bootstrap_ci(
     if not values:
         raise ValueError("bootstrap of an empty sequence")
     _check_finite(values, "values")
-    _check_confidence(confidence, rounds)
+    check_bootstrap(confidence, rounds)
     n = len(values)
     tail = (1 - confidence) / 2
     levels = Counter(values)
