@@ -34,12 +34,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from moa import log
+from moa._browser_guard import BrowserGuard
 from moa._run import Runner, every_agent
 from moa._run.engine import watch_run
 from moa.errors import MoAError, UserError
 from moa.results import CallRecord, Done, Token
 from moa.scrub import scrub
-from moa.serve.guard import BrowserGuard
 from moa.serve.protocol import (
     ApiError,
     ChatRequest,
@@ -460,7 +460,7 @@ def create_app(
     ``allow_trace=False`` answers a request asking for ``"moa_trace": true`` (each call's messages,
     the server's system prompts included) with a 400 naming the field. Without ``api_key``, a web
     page's request (another ``Origin``, or a foreign ``Host`` on a loopback interface) gets a 403
-    before any call (``moa.serve.guard``), under ``moa serve`` or any ASGI server."""
+    before any call (``moa._browser_guard``), under ``moa serve`` or any ASGI server."""
     server = _Server(topologies, api_key, max_body_bytes, runner, allow_trace)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:

@@ -18,9 +18,10 @@ every query is indexed or served from the per-version caches.
 
 Pages put model output into the DOM as text only; the Content-Security-Policy (scripts from this
 server only, no inline script) is the second line if that ever slipped. POSTs need a JSON content
-type (a cross-site form cannot send one without a CORS preflight, which this app never grants) and,
-when the browser names an origin, this server's own; a loopback server answers loopback host names
-only (DNS rebinding).
+type (a cross-site form cannot send one without a CORS preflight, which this app never grants).
+Every request is guarded as ``moa serve``'s are (``moa._browser_guard``): one naming another origin
+is refused, and one that arrived on a loopback interface must name a loopback host (DNS
+rebinding), however the server is bound.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -43,6 +43,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from moa import log
+from moa._browser_guard import BrowserGuard
 from moa.errors import UserError
 from moa.experiment.report.text import headline_findings
 from moa.experiment.store.votes import add_vote, delete_vote, voted_pairs
@@ -149,11 +150,6 @@ def _params(request: Request, model: type[BaseModel]) -> Any:
 
 
 async def _body(request: Request, model: type[BaseModel]) -> Any:
-    origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
-        # the JSON content type already needs a preflight this app never grants; a browser that
-        # names another origin is refused outright as well
-        raise ViewError(403, f"a POST from another origin ({origin[:100]}) is refused")
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise ViewError(415, "send the body as JSON (content-type: application/json)")
     # read in chunks up to the limit: a body of gigabytes is refused, never held in memory
@@ -539,7 +535,13 @@ def create_app(
         Route("/api/e/{key}/vote/undo", guarded(viewer.undo), methods=["POST"]),
     ]
     hosts = allowed_hosts if allowed_hosts is not None else [*LOOPBACK, "[::1]"]
-    app = Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(BrowserGuard, error_body=lambda why: {"error": why}),
+            Middleware(TrustedHostMiddleware, allowed_hosts=hosts),
+        ],
+    )
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _json({"error": f"no page `{request.url.path}`"}, 404)

@@ -15,6 +15,7 @@ import pytest
 
 from moa.experiment import Store
 from moa.experiment.store.votes import iter_votes
+from moa.view.cli import allowed_hosts
 from tests.raising_logger import RaisingLogger
 from tests.view.conftest import BIG_ITEMS, Served, serve
 from tests.view.helpers import EVIL, HOSTILE, HOSTILE_ID, N_JUDGED, build_hostile, build_retried
@@ -215,7 +216,7 @@ def test_hostile_text_is_data_and_pages_forbid_inline_script(viewer: Served) -> 
 def test_a_host_name_that_is_not_loopback_is_refused(viewer: Served) -> None:
     """DNS rebinding: a page of another site resolved to 127.0.0.1 gets nothing."""
     r = httpx.get(viewer.url + "/api/config", headers={"host": "attacker.example"})
-    assert r.status_code == 400
+    assert r.status_code == 403 and "not a loopback name" in r.json()["error"]
 
 
 def test_ten_thousand_items_page_from_rows_built_once(big_viewer: Served) -> None:
@@ -546,3 +547,23 @@ def test_an_item_offers_only_the_experiments_samples(tmp_path: Path) -> None:
         assert d["samples"] == [0]
         for k in d["samples"]:
             assert get(s, "/api/e/retried/item", id="r1", sample=k).status_code == 200
+
+
+def test_a_server_shared_on_every_interface_still_refuses_dns_rebinding(experiments: Path) -> None:
+    """``--host 0.0.0.0`` answers any Host name from other machines, but a request that arrives on a
+    loopback interface (the user's own browser) with a name that is no loopback one is a web page's
+    rebound name: refused, as on a server bound to 127.0.0.1."""
+    with serve(experiments, allowed_hosts=allowed_hosts("0.0.0.0")) as s:
+        rebound = httpx.get(s.url + "/api/config", headers={"host": "rebind.example"}, timeout=30)
+        assert rebound.status_code == 403 and "not a loopback name" in rebound.json()["error"]
+        assert get(s, "/api/config").status_code == 200
+
+
+def test_a_malformed_origin_is_refused_not_a_server_error(judged_copy: Path) -> None:
+    """An ``Origin`` no URL parser reads (``http://[::1``) names no origin of this server's: a 403
+    like any other origin, not a 500 naming a ValueError."""
+    with serve(judged_copy.parent, voter="carol") as s:
+        r = httpx.post(
+            s.url + "/api/e/judged/vote/skip", json={}, headers={"origin": "http://[::1"}, timeout=30
+        )
+        assert r.status_code == 403 and "another origin" in r.json()["error"], r.text

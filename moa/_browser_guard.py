@@ -1,18 +1,22 @@
-"""What a web page in the user's browser sends a moa server is refused (403) before any call: a
-request naming another origin (``Origin``: a form or a ``text/plain`` fetch is sent without asking
-the server first, so any page could spend the keys of a server without an API key), and, on a
-loopback interface, a ``Host`` that is no loopback name (DNS rebinding: a page's own name pointed
-at 127.0.0.1 is "same origin", and reads the replies). API clients send neither."""
+"""What a web page in the user's browser sends a moa server (``moa serve``, ``moa view``) is refused
+(403) before any call: a request naming another origin (``Origin``: a form or a ``text/plain``
+fetch is sent without asking the server first, so any page could spend the keys of a server
+without an API key, or vote in the viewer), and, on a loopback interface, a ``Host`` that is no
+loopback name (DNS rebinding: a page's own name pointed at 127.0.0.1 is "same origin", and reads
+the replies). The interface is the one each request arrived on, so a server bound to every
+interface (``0.0.0.0``) still refuses a rebound name from the user's own browser. API clients send
+neither."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from moa._loopback import LOOPBACK_NAMES, on_loopback
 
-__all__ = ["BrowserGuard", "refusal"]
+__all__ = ["BrowserGuard", "openai_error", "refusal"]
 
 
 def _hostname(host_header: str) -> str | None:
@@ -45,11 +49,18 @@ def _netloc(origin: str) -> str | None:
         return None
 
 
-class BrowserGuard:
-    """ASGI middleware answering a web page's request (``refusal``) with a 403 naming why."""
+def openai_error(why: str) -> dict[str, Any]:
+    """The refusal as an OpenAI-style error body (``moa serve``'s clients read that shape)."""
+    return {"error": {"message": why, "type": "forbidden", "code": "forbidden"}}
 
-    def __init__(self, app: Any) -> None:
+
+class BrowserGuard:
+    """ASGI middleware answering a web page's request (``refusal``) with a 403 naming why, in the
+    body ``error_body`` makes of the reason (the server's own error shape)."""
+
+    def __init__(self, app: Any, error_body: Callable[[str], dict[str, Any]] = openai_error) -> None:
         self.app = app
+        self.error_body = error_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         why = refusal(scope) if scope["type"] == "http" else None
@@ -58,7 +69,7 @@ class BrowserGuard:
             return
         if isinstance(scope.get("state"), dict):
             scope["state"]["status"] = 403  # the request log's status
-        body = json.dumps({"error": {"message": why, "type": "forbidden", "code": "forbidden"}}).encode()
+        body = json.dumps(self.error_body(why)).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 403, "headers": headers})
         await send({"type": "http.response.body", "body": body})
