@@ -37,7 +37,7 @@ from moa.calls.limits import Limiter, RateLimit, endpoint_key, limiter_for
 from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
-from moa.errors import MoAError, ModelError, UserError
+from moa.errors import BudgetExceeded, MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.providers import named_endpoint
 from moa.models.think import answer_of
@@ -227,18 +227,27 @@ async def call_agent(
     if max_tokens is None and ctx.budgets:
         max_tokens = BUDGET_DEFAULT_MAX_TOKENS
     call = CallPlan(node, messages, max_tokens, prompt_token_bound(messages), on_token, validate, rt.choices)
-    last_error: ModelError | None = None
+    last_error: ModelError | BudgetExceeded | None = None
+    refused: BudgetExceeded | None = None
     for target in rt.chain:
         try:
             return await _call_model(ctx, rt, target, call)
         except ModelError as e:
             last_error = e
-            if call.emitted:
-                break  # tokens already reached the consumer: a fallback would splice two answers
+        except BudgetExceeded as e:
+            # refused before it was sent (or before a retry): a cheaper fallback's worst case may
+            # still fit, and the cap stays hard, as each model's attempts are held on their own
+            last_error = refused = refused or e
+        if call.emitted:
+            break  # tokens already reached the consumer: a fallback would splice two answers
     assert last_error is not None  # the chain is never empty
+    # the budget refused a model the node needed: the budget's failure, not the fallbacks' (an
+    # experiment stops at its budget and resumes the item, rather than storing it as failed)
+    error = refused or last_error
     if len(rt.chain) > 1 and not call.emitted:
-        last_error.message += f" (after fallbacks: {', '.join(t.model for t in rt.chain[1:])})"
-    raise last_error
+        error.message += f" (after fallbacks: {', '.join(t.model for t in rt.chain[1:])})"
+        error.args = (error.message,)
+    raise error
 
 
 async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: CallPlan) -> str:
