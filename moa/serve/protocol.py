@@ -364,7 +364,9 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
     if isinstance(e, BudgetExceeded):
         return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
     if isinstance(e, QuorumNotReached):
-        return ApiError(503, _client_message(e), type="server_error", code="quorum_not_reached")
+        # moa retried each worker already; a client's retry re-runs the whole topology, paying
+        # the workers that answered again (the openai SDK retries a 5xx twice by default)
+        return ApiError(503, _client_message(e), type="server_error", code="quorum_not_reached", retry=False)
     return ApiError(500, "internal server error", type="server_error", code=name)
 
 
