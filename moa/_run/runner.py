@@ -17,7 +17,7 @@ from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache
 from moa.calls.keys import check_agents
-from moa.calls.limits import RateLimits, shared_rate_limits
+from moa.calls.limits import RateLimit, RateLimits, shared_rate_limits
 from moa.calls.retry_budget import RetryBudgets
 from moa.errors import RequestRefused, UserError
 from moa.models.base import Message, Model, TokenCallback
@@ -226,6 +226,17 @@ def every_agent(target: Graph | Runnable) -> list[tuple[str, AgentSpec]]:
     return out
 
 
+def _register_limits(limits: RateLimits, agents: Sequence[tuple[str, AgentSpec]]) -> None:
+    """Every agent's own ``rate_limit`` given to its endpoint's limiter before any agent is
+    resolved: an agent of that endpoint without one shares it, whichever a run meets first."""
+    for _, a in agents:
+        rl = a.rate_limit
+        if rl is not None:
+            limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm)
+            for model in (a.model, *a.fallbacks):
+                limits.register(model, a.api_base, limit)
+
+
 class Runner:
     """A run group: shared backends (one litellm module, pooled HTTP clients, loaded local weights),
     resolved agents, rate limits and retry budgets, and optionally a ``Budget`` and a call cache
@@ -260,8 +271,10 @@ class Runner:
     def preflight(self, target: Graph | Runnable, *, source: str | None = None) -> None:
         """Refuse, before any call, a graph whose models name an unknown provider or lack their API
         key (``moa.calls.keys``): one ``UserError``, one line per problem across every graph of
-        ``target`` (each stage of a cascade, its judges), each naming the stage and agent. ``run``
-        does it once per target; an application or an experiment may call it up front."""
+        ``target`` (each stage of a cascade, its judges), each naming the stage and agent. It also
+        gives each agent's ``rate_limit`` to its endpoint's limiter, which the agents of that
+        endpoint without one share. ``run`` does it once per target; an application or an
+        experiment may call it up front."""
         composite = _as_composite(target)
         if composite is not None:
             graphs = [g for _, g in composite.parts()]
@@ -272,7 +285,9 @@ class Runner:
         if all(self._checked.get(id(g)) is g for g in graphs):
             return
         answered = self.registry.override_for
-        check_agents(every_agent(target), source=label, answered=lambda m: answered(m) is not None)
+        agents = every_agent(target)
+        check_agents(agents, source=label, answered=lambda m: answered(m) is not None)
+        _register_limits(self.rate_limits, agents)
         for g in graphs:
             _keep(self._checked, id(g), g)
 

@@ -513,15 +513,23 @@ class RateLimits:
             self._global.clear()
             self._limiters.clear()
 
+    def register(self, model: str, api_base: str | None, agent_limit: RateLimit) -> None:
+        """Make (or tighten) the limiter an agent's own limit gives its endpoint before any agent is
+        resolved, so an agent of that endpoint without a limit shares it whichever a run meets
+        first (met first, it was resolved unlimited for good)."""
+        self.limiter_for(model, api_base, agent_limit)
+
     def limiter_for(self, model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
         """The one limiter for an agent's endpoint, or None when no limit applies.
 
         The key is ``api_base`` when the agent names one, else the model string. The limit is the
         agent's own, else one set for the api_base, then the exact model, then the provider
         prefix. When agents give different limits for one key, the limiter keeps the stricter of
-        each field (it only ever tightens until ``clear``/``set``).
+        each field (it only ever tightens until ``clear``/``set``). An agent with no limit of its
+        own gets the limiter another agent's limit made for its key (``register``): the server
+        counts the endpoint's requests, whoever sends them.
         """
-        if agent_limit is None and not self._global:
+        if agent_limit is None and not self._global and not self._limiters:
             return None  # nothing configured: the hot path pays nothing
         if api_base is not None:
             api_base = endpoint_key(api_base)
@@ -535,7 +543,7 @@ class RateLimits:
                         limit = self._global[candidate]
                         break
             if limit is None or limit.is_unlimited:
-                return None
+                return self._limiters.get(key)
             limiter = self._limiters.get(key)
             if limiter is None:
                 limiter = self._limiters[key] = Limiter(key, limit)
