@@ -49,6 +49,27 @@ async def test_an_agent_without_a_limit_shares_its_endpoints_limiter() -> None:
     assert stats.served == 9 and stats.max_in_flight == 1
 
 
+async def test_an_agent_resolved_before_another_topologys_limit_is_held_by_it() -> None:
+    """One runner serving two topologies (as `moa serve` does): the unlimited one runs first, then
+    one limiting the same server to one request at a time; from then on both together never have
+    two requests at the server. Before, the first stayed unlimited for the runner's life, as it was
+    resolved before the limit existed (and was limited when it happened to come second)."""
+    async with SimServer(default=SimModel(latency_s=0.2)) as srv:
+
+        def single(name: str, **extra: Any) -> moa.Topology:
+            a = _agent(srv.base_url, f"m-{name}", **extra)
+            return load_data({"name": name, "kind": "single", "agent": "a", "agents": {"a": a}})
+
+        free, held = single("free"), single("held", rate_limit={"max_concurrent": 1})
+        async with moa.Runner(rate_limits=RateLimits()) as rt:
+            await free.run("warm", runner=rt)
+            await held.run("warm", runner=rt)
+            srv.reset_stats()
+            await asyncio.gather(*(t.run(f"q{i}", runner=rt) for i in range(3) for t in (free, held)))
+        stats = srv.stats
+    assert stats.served == 6 and stats.max_in_flight == 1
+
+
 def test_an_agent_of_another_endpoint_stays_unlimited() -> None:
     """Another model with no `api_base` of its own, or another server, is no endpoint the limit is
     for: it gets no limiter (its hot path pays nothing)."""

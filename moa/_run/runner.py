@@ -265,7 +265,7 @@ class Runner:
         self.telemetry = telemetry
         #: one retry budget per endpoint, shared by every run of this runner (and its scoped runners)
         self.retry_budgets = RetryBudgets()
-        self._agents: dict[int, tuple[AgentSpec, AgentRuntime]] = {}
+        self._agents: dict[int, tuple[AgentSpec, AgentRuntime, int]] = {}
         self._checked: dict[int, Graph] = {}
 
     def preflight(self, target: Graph | Runnable, *, source: str | None = None) -> None:
@@ -294,7 +294,9 @@ class Runner:
     def runtime(self, agent: AgentSpec) -> AgentRuntime:
         """The agent resolved once per run group (identity-keyed: topologies are immutable)."""
         hit = self._agents.get(id(agent))
-        if hit is not None and hit[0] is agent:
+        # resolved before another agent's limit made a limiter its endpoint shares (another
+        # topology served by the same runner): resolved again, to that limiter
+        if hit is not None and hit[0] is agent and hit[2] == self.rate_limits.version:
             return hit[1]
         rt = AgentRuntime.resolve(
             agent,
@@ -305,7 +307,7 @@ class Runner:
             self.retry_budgets.for_endpoint,
             self.rate_limits.limiter_for,
         )
-        _keep(self._agents, id(agent), (agent, rt))
+        _keep(self._agents, id(agent), (agent, rt, self.rate_limits.version))
         return rt
 
     async def run(

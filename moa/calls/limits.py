@@ -485,6 +485,9 @@ class RateLimits:
         self._lock = threading.Lock()
         self._global: dict[str, RateLimit] = {}
         self._limiters: dict[str, Limiter] = {}
+        #: changes whenever a limit is set or a limiter made: what an agent resolved before may
+        #: now get another limiter (a runner resolves its agents again when it changed)
+        self.version = 0
 
     def set(
         self,
@@ -506,12 +509,14 @@ class RateLimits:
         with self._lock:
             self._global[endpoint_key(key)] = limit
             self._limiters.clear()
+            self.version += 1
 
     def clear(self) -> None:
         """Forget every limit and every limiter."""
         with self._lock:
             self._global.clear()
             self._limiters.clear()
+            self.version += 1
 
     def register(self, model: str, api_base: str | None, agent_limit: RateLimit) -> None:
         """Make (or tighten) the limiter an agent's own limit gives its endpoint before any agent is
@@ -547,6 +552,7 @@ class RateLimits:
             limiter = self._limiters.get(key)
             if limiter is None:
                 limiter = self._limiters[key] = Limiter(key, limit)
+                self.version += 1
             elif limiter.limit != limit:
                 limiter.tighten(limit)
             return limiter
