@@ -9,8 +9,11 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import json
+from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, ClassVar
 
 import openai
 import pytest
@@ -30,6 +33,7 @@ from moa.serve import create_app
 from moa.serve.protocol import error_for
 from moa.testing.sim import FaultPlan, SimModel, SimServer
 from moa.topology.loader import load_data
+from tests.loopback_http import send_body, threaded_server
 from tests.serving import serving
 
 
@@ -76,6 +80,51 @@ def test_a_missed_quorum_is_not_retried_by_the_openai_client(url: str, sim: SimS
     assert failed == ["500", "500"]
 
 
+class _Refusing(BaseHTTPRequestHandler):
+    """A provider refusing for good: an account out of quota (OpenAI's 429 `insufficient_quota`),
+    or out of credit (402). Counts the requests it got, per model."""
+
+    got: ClassVar[Counter[str]] = Counter()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        model = json.loads(self.rfile.read(int(self.headers["content-length"])))["model"]
+        _Refusing.got[model] += 1
+        if model == "quota":
+            err = {"message": "You exceeded your current quota", "code": "insufficient_quota"}
+            send_body(self, 429, json.dumps({"error": err}).encode())
+        else:
+            send_body(self, 402, json.dumps({"error": {"message": "out of credit"}}).encode())
+
+
+@pytest.mark.parametrize(("model", "status"), [("quota", 429), ("credit", 502)])
+def test_a_provider_failure_no_retry_mends_is_not_retried_by_the_openai_client(
+    model: str, status: int
+) -> None:
+    """A provider's refusal no retry changes (an account out of quota or credit) says
+    `x-should-retry: false`: the openai client asks once, and the provider gets one request.
+    Before, the client retried the 429 and the 502 twice, each re-running the topology."""
+    _Refusing.got.clear()
+    with threaded_server(_Refusing) as upstream:
+        agent = {"model": f"openai/{model}", "api_base": upstream + "/v1", "transport": "openai-http"}
+        topology = load_data({"name": model, "kind": "single", "agent": "a", "agents": {"a": agent}})
+        with serving(create_app([topology])) as base:
+            client = openai.OpenAI(base_url=base, api_key="unused", max_retries=2)
+            with pytest.raises(openai.APIStatusError) as info:
+                client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == status
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert _Refusing.got == {model: 1}
+
+
+def _spent_quota() -> RateLimited:
+    error = RateLimited("quota", status_code=429)
+    error.retryable = False
+    return error
+
+
 def _quorum(*errors: MoAError) -> QuorumNotReached:
     return QuorumNotReached("no quorum", node="agg", needed=2, answered=1, errors=errors)
 
@@ -90,6 +139,8 @@ def _quorum(*errors: MoAError) -> QuorumNotReached:
         (RequestRejected("too long", status_code=400), False),
         (RequestRejected("bad key", status_code=401), False),
         (UserError("key not set"), False),
+        (RequestRejected("out of credit", status_code=402), False),
+        (_spent_quota(), False),
         # transient upstream failures, after moa's own retries: the client may try again
         (RateLimited("slow down", status_code=429, retry_after_s=2.0), None),
         (ProviderError("down", status_code=503), None),
@@ -97,6 +148,7 @@ def _quorum(*errors: MoAError) -> QuorumNotReached:
     ],
 )
 def test_which_failures_tell_clients_not_to_retry(error: MoAError, retry: bool | None) -> None:
-    """Budget, quorum, a refused request and the server's configuration carry `x-should-retry:
-    false`; a provider's 429, 5xx or timeout leaves the retry to the client's own policy."""
+    """Budget, quorum, a refused request, a provider's refusal no retry changes and the server's
+    configuration carry `x-should-retry: false`; a provider's 429, 5xx or timeout leaves the retry
+    to the client's own policy."""
     assert error_for(error).retry is retry

@@ -349,6 +349,9 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
         )
     if isinstance(e, TimedOut):
         return ApiError(504, _client_message(e), type="server_error", code="timeout")
+    # a failure no retry mends (an account out of quota or credit): a client's retry would re-run
+    # the topology and pay its other calls again (the openai SDK retries a 429 and a 5xx)
+    retry = None if not isinstance(e, ModelError) or e.retryable else False
     if isinstance(e, RateLimited):
         # the provider's rate limit outlasted the agent's retries: the client is told to slow
         # down, and when, as a provider would tell it (a 502 gave it neither)
@@ -357,10 +360,11 @@ def error_for(e: MoAError, *, model: str = "") -> ApiError:
             _client_message(e),
             type="server_error",
             code="upstream_rate_limited",
+            retry=retry,
             retry_after_s=e.retry_after_s,
         )
     if isinstance(e, ModelError):
-        return ApiError(502, _client_message(e), type="server_error", code=name)
+        return ApiError(502, _client_message(e), type="server_error", code=name, retry=retry)
     if isinstance(e, BudgetExceeded):
         return ApiError(503, str(e), type="server_error", code="budget_exceeded", retry=False)
     if isinstance(e, QuorumNotReached):
