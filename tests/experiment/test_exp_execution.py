@@ -77,8 +77,10 @@ def _experiment(folder: Path, base_url: str, rows: list[dict[str, str]], extra: 
             f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{{agent}}}\n"
         )
     (folder / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # the wall-clock limit well above the CPU limit: beside other work (a load of 10 on 2 cores) the
+    # endless loop's 2 s of CPU took over 5 s of wall time, and it read "timeout", not "cpu limit"
     (folder / "exp.yaml").write_text(
-        "name: code\ndataset: code.jsonl\nevaluator: {name: execution, timeout_s: 5, cpu_s: 2, memory_mb: 256}\n"
+        "name: code\ndataset: code.jsonl\nevaluator: {name: execution, timeout_s: 30, cpu_s: 2, memory_mb: 256}\n"
         f"baseline: base.yaml\nsetups: [coder.yaml]\nconcurrency: 6\nbootstrap_rounds: 200\n{extra}"
     )
     return folder / "exp.yaml"
