@@ -50,7 +50,15 @@ from moa.experiment.store.votes import add_vote, delete_vote, voted_pairs
 from moa.view.catalog import Catalog, ExperimentFolder
 from moa.view.graph import Deps, layout, stored_topology
 from moa.view.items import OUTCOMES, SORTS, ItemIndex, ItemQuery
-from moa.view.queries import is_code, item_detail, judge_costs, setup_costs, stored_item, vote_tally
+from moa.view.queries import (
+    check_costs,
+    is_code,
+    item_detail,
+    judge_costs,
+    setup_costs,
+    stored_item,
+    vote_tally,
+)
 from moa.view.voting import (
     PairMode,
     VoteQueue,
@@ -266,6 +274,7 @@ class Viewer:
         def costs() -> dict[str, Any]:
             out = {}
             for s in m["setups"]:
+                check_costs(f.store, s["name"], s["hash"])
                 c = setup_costs(f.store.conn, s["name"], s["hash"])
                 c["judge"] = judge_costs(f.store.conn, m["evaluator_id"], s["name"], s["hash"])
                 out[s["name"]] = c

@@ -11,11 +11,37 @@ from typing import Any
 
 from moa.errors import UserError
 from moa.experiment.analysis.votes import evaluator_scores, human_summaries
+from moa.experiment.store.checks import bad_call_sql
 from moa.experiment.store.database import Store
 from moa.experiment.store.schema import JUDGE_FAILURES_UNSTORED, has_table
 from moa.experiment.store.votes import iter_votes
 
-__all__ = ["is_code", "item_detail", "judge_costs", "setup_costs", "stored_item", "vote_tally"]
+__all__ = [
+    "check_costs",
+    "is_code",
+    "item_detail",
+    "judge_costs",
+    "setup_costs",
+    "stored_item",
+    "vote_tally",
+]
+
+
+def check_costs(store: Store, setup: str, topo_hash: str) -> None:
+    """``UserError`` naming the first call of the setup (its runs' or its judge's) whose counts or
+    amounts are not numbers, before ``setup_costs`` and ``judge_costs`` sum them: SQLite sums a text
+    as 0 and skips a NULL, so the table was silently wrong."""
+    row = store.conn.execute(
+        "SELECT c.run_id, c.judgment_id FROM calls c LEFT JOIN judgments j ON j.judgment_id = c.judgment_id "
+        "JOIN runs r ON r.run_id = COALESCE(c.run_id, j.run_id) WHERE r.setup = ? AND r.topo_hash = ? "
+        f"AND ({bad_call_sql('c')}) LIMIT 1",
+        (setup, topo_hash),
+    ).fetchone()
+    if row is not None:  # ``calls_of`` names the call and its field
+        if row[0] is not None:
+            store.calls_of(run_id=row[0], shown=True)
+        else:
+            store.calls_of(judgment_id=row[1], shown=True)
 
 
 def setup_costs(conn: sqlite3.Connection, setup: str, topo_hash: str) -> dict[str, Any]:
@@ -141,7 +167,7 @@ def _judgments(store: Store, run_id: int, evaluator_id: str) -> list[dict[str, A
     out = []
     for row in cur.fetchall():
         j = dict(zip(names, row, strict=True))
-        j["calls"] = store.calls_of(judgment_id=int(j["judgment_id"]))
+        j["calls"] = store.calls_of(judgment_id=int(j["judgment_id"]), shown=True)
         out.append(j)
     return out
 
@@ -164,7 +190,7 @@ def _run(
         "completion_tokens": r.completion_tokens,
         "n_calls": r.n_calls,
         "score": _score(store.conn, r.run_id, evaluator_id),
-        "calls": store.calls_of(run_id=r.run_id),
+        "calls": store.calls_of(run_id=r.run_id, shown=True),
         "judgments": _judgments(store, r.run_id, evaluator_id),
     }
 

@@ -20,6 +20,7 @@ from exp_helpers import answers_of
 from test_exp_cascade import OneWrong, P, Q, _write, cheap_and_strong
 from test_exp_cascade_tune import Counted, _judged_cascade, _paid, _rows
 
+from moa.errors import UserError
 from moa.experiment import Experiment
 from moa.experiment.report.tune import format_tune_table
 from moa.testing.sim import SimModel, SimServer
@@ -269,3 +270,34 @@ async def test_a_cancelled_tuning_books_the_calls_it_cut_off_in_flight(tmp_path:
         store.close()
     # 24 calls cut off after they were sent, each with its worst case (its 4096 tokens at $2/M)
     assert unknown >= 24 * 4096 * 2.0 / 1e6
+
+
+def test_a_stored_failed_call_of_the_wrong_shape_is_one_line_not_paid_again(tmp_path: Path) -> None:
+    """A stored run's failed call whose attempt log is not JSON (a damaged or edited store): tuning
+    read it as no failures and sent every such call again, paying for it silently; it stops in one
+    line naming the store, the call and the field, before any request."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
+    rater, strong = Counted(lambda req: "I could not say."), Counted(OneWrong(Q, answers))
+    models = {
+        **cheap_and_strong(answers),
+        "strong-m": SimModel(answer=strong),
+        "rater-m": SimModel(answer=rater),
+    }
+    with SimServer(models) as srv:
+        exp = _judged_cascade(
+            tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
+        )
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        asked, sent = rater.calls, strong.calls
+        conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+        conn.execute("UPDATE calls SET attempt_log = 'nope' WHERE error IS NOT NULL")
+        conn.commit()
+        conn.close()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        with pytest.raises(
+            UserError, match=r"experiment\.sqlite: call \d+ \(run \d+\): `attempt_log` is not JSON"
+        ):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert (rater.calls, strong.calls) == (asked, sent)

@@ -5,6 +5,7 @@ so any column can hold a text, a blob or (through an edited schema) a NULL."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -116,4 +117,98 @@ def test_a_manifest_that_is_not_one_is_one_line_naming_the_store(
         Experiment.from_file(
             tmp_path / "exp.yaml", out=out, runner=Runner(models={"sim/*": model}), progress=False
         ).run()
+    assert model.calls == []
+
+
+def _call_edit(out: Path, table: str, column: str, value: str) -> None:
+    """Sets ``column`` of every row of ``table`` (``calls`` of the run of `other` on item 1, or the
+    ``cache`` rows of its setup) to the SQL expression ``value``."""
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    rid = int(conn.execute("SELECT run_id FROM runs WHERE setup = 'other' AND item_id = '1'").fetchone()[0])
+    if table == "calls":
+        conn.execute(f"UPDATE calls SET {column} = {value} WHERE run_id = ?", (rid,))
+    else:
+        conn.execute(
+            f"UPDATE cache SET {column} = {value} WHERE key IN "
+            "(SELECT key FROM cache_items WHERE scope LIKE 'other:%' AND item_id = '1')"
+        )
+        # the run is gone: the next `moa compare` replays its reply from the cache
+        conn.execute("DELETE FROM calls WHERE run_id = ?", (rid,))
+        conn.execute("DELETE FROM scores WHERE run_id = ?", (rid,))
+        conn.execute("DELETE FROM runs WHERE run_id = ?", (rid,))
+    conn.commit()
+    conn.close()
+
+
+#: a call field and what a hostile store puts there, and the line's words for it
+_BAD_CALLS = [
+    ("cost_usd", "'abc'", "`cost_usd` holds str 'abc', not a finite number"),
+    ("cost_usd", "9e999", "`cost_usd` holds float 'inf', not a finite number"),
+    ("cost_usd", "-1.5", "`cost_usd` holds float '-1.5', not a finite number, not negative"),
+    ("prompt_tokens", "x'00'", "`prompt_tokens` holds bytes"),
+    ("prompt_tokens", "2.5", "`prompt_tokens` holds float '2.5', not a count"),
+    ("attempt_log", "'nope'", "`attempt_log` is not JSON"),
+    ("attempt_log", "'{}'", "`attempt_log`: Input should be a valid list"),
+    ("attempt_log", """'[{"status": "ok", "usage": {"prompt_tokens": 1e999}}]'""", "`attempt_log[0].usage.prompt_tokens`"),
+    ("attempt_log", """'[{"status": "ok", "cost_usd": NaN}]'""", "`attempt_log[0].cost_usd`"),
+    ("attempt_log", """'[{"status": "ok", "usage": {"completion_tokens": 99999999999999999999999}}]'""", "`attempt_log[0].usage.completion_tokens`"),
+    ("attempt_log", """'[{"status": "gone"}]'""", "`attempt_log[0].status`"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("column", "value", "problem"), _BAD_CALLS)
+def test_a_stored_call_of_the_wrong_type_is_one_line_naming_it_in_the_viewer(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    """`moa view` on a store whose call holds a text, a negative number, or an attempt log of
+    another shape: an item's page ended in a JSONDecodeError naming nothing, or showed the text as
+    the call's cost; the costs table summed a text cost as 0 (a silently wrong table). An infinite
+    cost is shown, as missing and named on the page (`test_view_browser`)."""
+    from moa.experiment.store.database import Store
+    from moa.view.queries import check_costs, item_detail
+
+    out = _stored(tmp_path)
+    _call_edit(out, "calls", column, value)
+    store = Store.open(out, create=False)
+    try:
+        manifest = store.manifest()
+        assert manifest is not None
+        if value == "9e999":
+            detail = item_detail(store, manifest, "1", 0)
+            assert detail is not None and detail["runs"][1]["run"]["calls"][0]["cost_usd"] == math.inf
+            check_costs(store, "other", manifest["setups"][1]["hash"])
+            return
+        with pytest.raises(UserError) as e:
+            item_detail(store, manifest, "1", 0)
+        line = str(e.value)
+        assert len(line.splitlines()) == 1 and re.search(r"experiment\.sqlite: call \d+ \(run \d+\): ", line)
+        assert problem in line
+        if column != "attempt_log":
+            with pytest.raises(UserError, match=re.escape(problem)):
+                check_costs(store, "other", manifest["setups"][1]["hash"])
+        check_costs(store, "single", manifest["setups"][0]["hash"])  # its calls are sound
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("column", "value", "problem"), _BAD_CALLS)
+def test_a_cached_reply_of_the_wrong_type_stops_a_resume_in_one_line(
+    tmp_path: Path, column: str, value: str, problem: str
+) -> None:
+    """A resumed `moa compare` replaying a cached reply that holds a text cost, an infinite one or
+    an attempt log of another shape: it crashed, or (an unreadable attempt log was read as none)
+    replayed the call with the worst case of its attempts of unknown usage dropped."""
+    out = _stored(tmp_path)
+    _call_edit(out, "cache", column, value)
+    model = FunctionModel(lambda r: "x")
+    exp = Experiment.from_file(
+        tmp_path / "exp.yaml", out=out, runner=Runner(models={"sim/*": model}), progress=False
+    )
+    with pytest.raises(UserError) as e:
+        exp.run()
+    line = str(e.value)
+    assert (
+        len(line.splitlines()) == 1 and "experiment.sqlite: cached reply " in line and "scope `other:" in line
+    )
+    assert problem in line
     assert model.calls == []

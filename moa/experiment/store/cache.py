@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
+from moa.errors import UserError
+from moa.experiment.store.checks import CACHE_TYPES, call_row_problem
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Attempt, Usage
 
@@ -29,11 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreCache", "cache_key", "sample_scope"]
 
-_COLUMNS = (
-    "text, model, reply_model, finish_reason, prompt_tokens, completion_tokens, cost_usd, latency_s, queued_s, "
-    "usage_estimated, cached_tokens, cache_write_tokens, cache_write_1h_tokens, usage_suspect, service_tier, "
-    "attempt_log"
-)
+_COLUMNS = ", ".join(name for name, _ in CACHE_TYPES)
 
 
 def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
@@ -66,12 +64,9 @@ def _reply(row: Sequence[Any]) -> CachedReply:
 
 
 def _attempts(log: str | None) -> tuple[Attempt, ...]:
-    """The first call's attempts as cached (none for a reply cached before schema 7, or unreadable)."""
-    try:
-        entries = json.loads(log) if log else []
-        return tuple(Attempt.from_dict(e, float(e.get("worst_case_usd", 0.0))) for e in entries)
-    except (TypeError, ValueError, KeyError, AttributeError):
-        return ()
+    """The first call's attempts as cached (none for a reply cached before schema 7)."""
+    entries = json.loads(log) if log else []
+    return tuple(Attempt.from_dict(e, float(e.get("worst_case_usd", 0.0))) for e in entries)
 
 
 class StoreCache:
@@ -114,7 +109,20 @@ class StoreCache:
         row: Sequence[Any] | None = self.store.conn.execute(
             f"SELECT {_COLUMNS} FROM cache WHERE key=?", (key,)
         ).fetchone()
-        return row
+        return None if row is None else self._checked(key, row)
+
+    def _checked(self, key: str, row: Sequence[Any]) -> Sequence[Any]:
+        """``row``, or ``UserError`` naming the store, the reply and the field when a field is not of
+        its type or shape: replayed, a text cost or an unreadable attempt log crashed the run or
+        silently became another cost (an unreadable log was read as no attempts, dropping the worst
+        case of those whose usage is unknown)."""
+        problem = call_row_problem(CACHE_TYPES, row)
+        if problem is None:
+            return row
+        raise UserError(
+            f"{self.store.path}: cached reply {key[:16]} (scope `{self.scope}`): {problem}: the store is "
+            "damaged or was edited; restore it from a copy, or use another --out"
+        )
 
     def _legacy_is_mine(self, key: str) -> bool:
         """An old-key reply is this item's when noted as its own, or noted for no item at all
@@ -179,7 +187,7 @@ class StoreCache:
             "JOIN cache c ON c.key = i.key WHERE i.scope=? AND i.item_id=?",
             (self.scope, self.item_id),
         )
-        return {str(row[0]): _reply(row[1:]) for row in rows}
+        return {str(row[0]): _reply(self._checked(str(row[0]), row[1:])) for row in rows}
 
     def _note(self, key: str) -> None:
         if self.item_id is not None:

@@ -23,7 +23,12 @@ from moa.errors import MoAError, UserError
 from moa.eval.datasets import Item
 from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
-from moa.experiment.store.checks import manifest_problem, run_row_problem
+from moa.experiment.store.checks import (
+    CALL_TYPES,
+    call_row_problem,
+    manifest_problem,
+    run_row_problem,
+)
 from moa.experiment.store.lock import FolderLock
 from moa.experiment.store.schema import (
     INDEXES,
@@ -509,30 +514,37 @@ class Store:
             self._run_row(row) for row in self.conn.execute(sql, (setup, topo_hash, after, evaluator, limit))
         ]
 
-    def calls_of(self, *, run_id: int | None = None, judgment_id: int | None = None) -> list[dict[str, Any]]:
+    def calls_of(
+        self, *, run_id: int | None = None, judgment_id: int | None = None, shown: bool = False
+    ) -> list[dict[str, Any]]:
         """The stored calls of a run or of a judgment, in order, with their trace (``messages`` as a
-        list, ``reply``; None when the text was not kept)."""
+        list, ``reply``; None when the text was not kept); ``UserError`` naming the store, the call
+        and the field when a field is not of its type or shape (a damaged or hand-edited store).
+        ``shown``: only to be shown (the viewer shows an infinite amount as missing, and names it)."""
         if (run_id is None) == (judgment_id is None):
             raise ValueError("give exactly one of run_id and judgment_id")
         column, key = ("run_id", run_id) if run_id is not None else ("judgment_id", judgment_id)
-        cur = self.conn.execute(
-            "SELECT seq, node, model, requested_model, prompt_tokens, completion_tokens, cost_usd, "
-            "COALESCE(cost_usd_max, cost_usd) AS cost_usd_max, latency_s, "
-            "attempts, error, started_s, cached, attempt_log, messages, reply, cached_tokens, cache_write_tokens, "
-            "cache_write_1h_tokens, service_tier, usage_suspect, usage_estimated FROM calls "
-            f"WHERE {column}=? ORDER BY seq",
-            (key,),
+        cols = ", ".join(
+            "COALESCE(cost_usd_max, cost_usd)" if name == "cost_usd_max" else name for name, _ in CALL_TYPES
         )
-        names = [d[0] for d in cur.description]
+        cur = self.conn.execute(f"SELECT call_id, {cols} FROM calls WHERE {column}=? ORDER BY seq", (key,))
         out = []
-        for row in cur:
-            d = dict(zip(names, row, strict=True))
+        for call_id, *row in cur:
+            if (problem := call_row_problem(CALL_TYPES, row, shown=shown)) is not None:
+                raise UserError(self._bad_call(call_id, f"{column.removesuffix('_id')} {key}", problem))
+            d = dict(zip((name for name, _ in CALL_TYPES), row, strict=True))
             d["attempt_log"] = json.loads(d["attempt_log"]) if d["attempt_log"] else []
             d["messages"] = json.loads(d["messages"]) if d["messages"] else None
             d["cached"] = bool(d["cached"])
             d["usage_suspect"], d["usage_estimated"] = bool(d["usage_suspect"]), bool(d["usage_estimated"])
             out.append(d)
         return out
+
+    def _bad_call(self, call_id: Any, owner: str, problem: str) -> str:
+        return (
+            f"{self.path}: call {call_id} ({owner}): {problem}: the store is damaged or was edited; "
+            "restore it from a copy, or use another --out"
+        )
 
     def put_score(
         self,
