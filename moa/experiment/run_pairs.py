@@ -16,6 +16,7 @@ cached replies along and brings back the ones it added, stored here with its run
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 
 from moa._run import Runner
@@ -94,6 +95,20 @@ async def run_pairs(
         setup: Setup, item: Item, h: str, j: int, slots: asyncio.Semaphore, cache: StoreCache
     ) -> None:
         try:
+            await pair(setup, item, h, j, cache)
+        except sqlite3.Error as e:
+            # the store cannot be written (a full disk): every reply paid from now on would be lost,
+            # so no pair starts and those in flight stop; what was committed is kept
+            if not any(isinstance(f, sqlite3.Error) for f in fatal):
+                fatal.insert(0, e)
+            for t in tasks:
+                if t is not asyncio.current_task():
+                    t.cancel()
+        finally:
+            slots.release()
+
+    async def pair(setup: Setup, item: Item, h: str, j: int, cache: StoreCache) -> None:
+        try:
             if setup.name in moved:
                 result, turns = await _on_worker(
                     where, setup, item, cache, spec.deadline_s, (budget, base_runner.budget)
@@ -127,17 +142,19 @@ async def run_pairs(
             fatal.append(e)
             return
         except MoAError as e:
+            _check_written(store)  # a reply that could not be cached failed its call: not the pair's error
             store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
             bar.advance(_paid_now(e.calls), replayed=_replayed(e.calls))
+        except sqlite3.Error:
+            raise
         except Exception as e:  # a backend bug must not lose the rest of the experiment
+            _check_written(store)
             err = ProviderError(f"{type(e).__name__}: {e}")
             store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
         else:
             store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
             bar.advance(_paid_now(result.calls), replayed=_replayed(result.calls))
-        finally:
-            slots.release()
 
     async def feed(remote: bool, slots: asyncio.Semaphore) -> None:
         pairs = (
@@ -174,15 +191,25 @@ async def run_pairs(
             feeds.append(feed(True, asyncio.Semaphore(where.run_slots())))
         await asyncio.gather(*feeds)
         if tasks:
-            await asyncio.gather(*tasks)
+            # a pair stopped by another's store error ends cancelled: the phase is not
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
         # Ctrl-C (cancellation) or an error: stop the runs in flight, keep every stored pair
         await cancel_and_drain(tasks)
-        store.commit()
+        if not (fatal and isinstance(fatal[0], sqlite3.Error)):  # it would fail alike, hiding it
+            store.commit()
         bar.close()
     if fatal:
         raise fatal[0]
     return stopped[0] if stopped else None
+
+
+def _check_written(store: Store) -> None:
+    """Raise the store's failed write, if any: a cached reply's write failing (a full disk) reaches
+    the pair only as its call's ``ProviderError``, and stored as the pair's error it was a provider's
+    failure, the experiment going on to pay for replies it could not keep."""
+    if store.write_error is not None:
+        raise store.write_error
 
 
 def _replayed(calls: Sequence[CallRecord]) -> bool:

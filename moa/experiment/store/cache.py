@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -136,6 +137,13 @@ class StoreCache:
         return not owners or self.item_id in owners
 
     def put(self, key: str, value: CachedReply) -> None:
+        try:
+            self._put(key, value)
+        except sqlite3.Error as e:
+            self.store.write_error = e
+            raise
+
+    def _put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
             f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",

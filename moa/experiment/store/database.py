@@ -155,6 +155,9 @@ class Store:
         self.text_limit: int | None = TEXT_LIMIT
         #: values masked in stored texts besides key shapes (the environment's secrets)
         self.secrets: list[str] = environment_secrets()
+        #: the write a cached reply failed on (a full disk): the run that made it sees the error
+        #: only as its call's failure, and every reply paid from then on is lost
+        self.write_error: sqlite3.Error | None = None
 
     def _call_rows(
         self, calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None
