@@ -5,8 +5,12 @@ other commands do not pay for it."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from moa._argtypes import usd
@@ -55,17 +59,19 @@ def _compare(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(exp.plan().lines()))
         return 0
+    terminated: list[int] = []
     try:
         # tuned once the experiment file and its topologies are loaded, so they are frozen too
-        with tune_gc_for_long_runs():
+        with tune_gc_for_long_runs(), _sigterm_as_interrupt(terminated):
             summary = exp.run()
     except KeyboardInterrupt:
         _say(
-            f"moa: interrupted; finished pairs are kept in {exp.out}: run the same command to resume",
+            f"moa: {'terminated' if terminated else 'interrupted'}; finished pairs are kept in {exp.out}: "
+            "run the same command to resume",
             "compare.interrupted",
             out=str(exp.out),
         )
-        return 130
+        return 143 if terminated else 130
     # pareto.png is drawn only with matplotlib (the `report` extra): name what is there
     written = [f for f in _REPORT_FILES if (Path(exp.out) / f).is_file()]
     _say(
@@ -75,6 +81,31 @@ def _compare(args: argparse.Namespace) -> int:
         files=written,
     )
     return 0 if summary.complete else 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(seen: list[int]) -> Iterator[None]:
+    """SIGTERM (``kill``, ``timeout``, a container or a batch job stopped) stops the run as Ctrl-C
+    does: its calls cut off in flight are booked at their worst case and the stop is one line. Left
+    to its default, it ended the process at once, silently, and a resumed budget missed those calls."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        seen.append(signum)
+        on_int = signal.getsignal(signal.SIGINT)  # asyncio's own while the loop runs: it cancels
+        if callable(on_int):
+            on_int(signal.SIGINT, frame)
+        else:  # Ctrl-C ignored (a job started with `&`): interrupt all the same
+            raise KeyboardInterrupt
+
+    try:
+        before = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (`main()` called from a thread): left as it is
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _say(line: str, event: str, **fields: Any) -> None:
