@@ -571,30 +571,10 @@ def test_a_replayed_suspect_call_replays_its_booked_usage_and_flag(tmp_path: Pat
     assert [r["usage_suspect"] for r in rows] == [True, True]
 
 
-def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -> None:
-    """Upgrading a v6 store: a stored call's cache counts, kept in its attempt log only, are summed
-    into the new columns; a reply cached before keeps 0 (unknown) and is still replayed."""
-    out = tmp_path / "out"
+def _v6_store(out: Path, log: str) -> None:
+    """A store as moa wrote it at schema version 6, holding one call (of run 1) whose attempt log is
+    ``log`` and one cached reply."""
     Store.open(out).close()
-    log = json.dumps(
-        [
-            {"status": "error", "latency_s": 0.1, "usage": None, "error": "TimedOut"},
-            {
-                "status": "ok",
-                "latency_s": 0.1,
-                "usage": {
-                    "prompt_tokens": 50,
-                    "completion_tokens": 2,
-                    "prompt_tokens_details": {
-                        "cached_tokens": 30,
-                        "cache_creation_tokens": 10,
-                        "cache_creation_token_details": {"ephemeral_1h_input_tokens": 4},
-                    },
-                },
-                "error": None,
-            },
-        ]
-    )
     conn = sqlite3.connect(out / "experiment.sqlite")
     drop = "".join(
         f"ALTER TABLE {t} DROP COLUMN {c};"
@@ -626,6 +606,32 @@ def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -
     )
     conn.commit()
     conn.close()
+
+
+def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -> None:
+    """Upgrading a v6 store: a stored call's cache counts, kept in its attempt log only, are summed
+    into the new columns; a reply cached before keeps 0 (unknown) and is still replayed."""
+    out = tmp_path / "out"
+    log = json.dumps(
+        [
+            {"status": "error", "latency_s": 0.1, "usage": None, "error": "TimedOut"},
+            {
+                "status": "ok",
+                "latency_s": 0.1,
+                "usage": {
+                    "prompt_tokens": 50,
+                    "completion_tokens": 2,
+                    "prompt_tokens_details": {
+                        "cached_tokens": 30,
+                        "cache_creation_tokens": 10,
+                        "cache_creation_token_details": {"ephemeral_1h_input_tokens": 4},
+                    },
+                },
+                "error": None,
+            },
+        ]
+    )
+    _v6_store(out, log)
     store = Store.open(out)
     try:
         assert store.get_meta("schema_version") == SCHEMA_VERSION == 7
@@ -636,5 +642,25 @@ def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -
         hit = StoreCache(store, "s").get("k")
         assert hit is not None and hit.reply.text == "hello" and hit.reply.usage.cached_tokens == 0
         assert not hit.usage_suspect and hit.reply.service_tier is None and hit.attempt_log == ()
+    finally:
+        store.close()
+
+
+def test_a_version_6_call_whose_attempt_log_holds_an_infinite_count_is_named_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """Upgrading a v6 store whose call's attempt log holds an infinite cache count (a damaged or
+    edited store): the upgrade ended in an OverflowError traceback; the store opens, and reading
+    the call names it and the field in one line."""
+    out = tmp_path / "out"
+    usage = {"prompt_tokens": 5, "prompt_tokens_details": {"cached_tokens": 1e999}}
+    _v6_store(out, json.dumps([{"status": "ok", "usage": usage}]))
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
+        with pytest.raises(
+            UserError, match=r"experiment\.sqlite: call \d+ \(run 1\): `attempt_log\[0\]\.usage\."
+        ):
+            store.calls_of(run_id=1)
     finally:
         store.close()

@@ -3,13 +3,13 @@ the check of a file's version, made before anything is written to it."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from moa.errors import UserError
+from moa.experiment.store.checks import call_row_problem
 from moa.results import Usage
 
 __all__ = [
@@ -329,14 +329,17 @@ def _v6_to_v7(conn: sqlite3.Connection) -> None:
         ).fetchall()
         for call_id, log in rows:
             read = write = write_1h = 0
-            with contextlib.suppress(TypeError, ValueError, AttributeError):
-                for entry in json.loads(log):
-                    usage = entry.get("usage") if isinstance(entry, dict) else None
-                    if isinstance(usage, dict):
-                        counted = Usage.from_dict(usage)
-                        read += counted.cached_tokens
-                        write += counted.cache_write_tokens
-                        write_1h += counted.cache_write_1h_tokens
+            # a log of another shape (an infinite count ended the upgrade in an OverflowError
+            # traceback) keeps 0: reading the call names its field
+            if call_row_problem((("attempt_log", "json"),), (log,)) is not None:
+                continue
+            for entry in json.loads(log):
+                usage = entry.get("usage")
+                if usage is not None:
+                    counted = Usage.from_dict(usage)
+                    read += counted.cached_tokens
+                    write += counted.cache_write_tokens
+                    write_1h += counted.cache_write_1h_tokens
             conn.execute(
                 "UPDATE calls SET cached_tokens=?, cache_write_tokens=?, cache_write_1h_tokens=? WHERE call_id=?",
                 (read, write, write_1h, call_id),
