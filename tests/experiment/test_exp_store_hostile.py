@@ -212,3 +212,32 @@ def test_a_cached_reply_of_the_wrong_type_stops_a_resume_in_one_line(
     )
     assert problem in line
     assert model.calls == []
+
+
+@pytest.mark.parametrize("name", ["report.md", "results.jsonl"])
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_a_report_file_that_cannot_be_written_is_one_line_and_the_runs_stay_stored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, command: str
+) -> None:
+    """A report file that cannot be written (here a folder in its place; a full disk or a read-only
+    file alike) once every run is paid for and stored: `moa compare` and `moa report` ended in a
+    PermissionError or IsADirectoryError traceback. One line names the file; the runs stay stored."""
+    out = _stored(tmp_path)
+    (out / name).unlink()
+    (out / name).mkdir()
+    model = FunctionModel(lambda r: "x")
+    if command == "report":
+        assert main(["report", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+    else:
+        exp = Experiment.from_file(
+            tmp_path / "exp.yaml", out=out, runner=Runner(models={"sim/*": model}), progress=False
+        )
+        with pytest.raises(UserError) as e:
+            exp.run()
+        err = str(e.value)
+    assert len(err.splitlines()) == 1, err
+    assert f"{out / name}: cannot write the report (" in err and f"then run `moa report {out}`" in err
+    (out / name).rmdir()
+    assert main(["report", str(out)]) == 0 and (out / name).is_file()
+    assert model.calls == []

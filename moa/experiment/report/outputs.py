@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from moa.errors import UserError
 from moa.experiment.analysis.extras import scorer
 from moa.experiment.analysis.summary import Summary
 from moa.experiment.report.plots import pareto_png
@@ -52,7 +53,21 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
 
 
 def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str, Any]) -> list[str]:
-    """Write every output file; returns the notes it added to ``summary.notes`` (e.g. no matplotlib)."""
+    """Write every output file; returns the notes it added to ``summary.notes`` (e.g. no matplotlib).
+    A file that cannot be written (a full disk, a read-only file) is ``UserError`` naming it: the
+    runs, paid for, are all in the store, and ``moa report`` writes the files again from it."""
+    try:
+        return _write_outputs(out, summary, store, manifest)
+    except OSError as e:
+        # a rename names its source first: the file that could not be replaced is the second
+        where = e.filename2 or e.filename or out
+        raise UserError(
+            f"{where}: cannot write the report ({e.strerror or e}); every run is kept in the store: "
+            f"make room or fix that file, then run `moa report {out}`"
+        ) from None
+
+
+def _write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str, Any]) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     png_path = out / "pareto.png"
     note = pareto_png(summary, png_path)
