@@ -52,6 +52,7 @@ from moa.experiment.analysis.tuning import TuneResult, analyse, split_items
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.config import ExperimentSpec, Setup, TuneSpec
 from moa.experiment.conversation import is_multi_turn
+from moa.experiment.report.files import replacing
 from moa.experiment.report.tune import add_tune_section
 from moa.experiment.run_pairs import budget_stop
 from moa.experiment.store.cache import StoreCache, sample_scope
@@ -493,8 +494,7 @@ async def run_tuning(
         notes=notes,
     )
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tune.json.tmp"
-    tmp.write_text(result.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "tune.json")
+    with replacing(out / "tune.json") as f:
+        f.write(result.model_dump_json(indent=2) + "\n")
     add_tune_section(out / "report.md", result)
     return result

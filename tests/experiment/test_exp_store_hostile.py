@@ -241,3 +241,22 @@ def test_a_report_file_that_cannot_be_written_is_one_line_and_the_runs_stay_stor
     (out / name).rmdir()
     assert main(["report", str(out)]) == 0 and (out / name).is_file()
     assert model.calls == []
+
+
+def test_report_files_planted_as_symlinks_are_replaced_not_written_through(tmp_path: Path) -> None:
+    """A results folder from elsewhere whose report files are symlinks to the user's own files:
+    `moa report` wrote the report through them, overwriting what they pointed at. Each file is now
+    written beside its name and renamed over it: the links are replaced, their targets untouched."""
+    out = _stored(tmp_path)
+    names = ["report.md", "report.html", "summary.json", "pareto.png", "results.jsonl", "results.jsonl.tmp"]
+    for name in names:
+        victim = tmp_path / f"mine-{name}"
+        victim.write_text("precious\n")
+        (out / name).unlink(missing_ok=True)
+        (out / name).symlink_to(victim)
+    assert main(["report", str(out)]) == 0
+    for name in names:
+        assert (tmp_path / f"mine-{name}").read_text() == "precious\n", name
+    for name in ("report.md", "report.html", "summary.json", "results.jsonl"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 9, name
+    assert json.loads((out / "summary.json").read_text())["experiment"] == "t"

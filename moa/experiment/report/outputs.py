@@ -11,6 +11,7 @@ from typing import Any
 from moa.errors import UserError
 from moa.experiment.analysis.extras import scorer
 from moa.experiment.analysis.summary import Summary
+from moa.experiment.report.files import replacing
 from moa.experiment.report.plots import pareto_png
 from moa.experiment.report.text import html_report, markdown_report
 from moa.experiment.report.tune import add_tune_section, read_tune
@@ -27,8 +28,7 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
     samples = int(manifest.get("samples", 1))
     ev_id = manifest["evaluator_id"]
     score = scorer(bool(manifest.get("pairwise")))
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with replacing(path) as f:
         for s in manifest["setups"]:
             for r in store.iter_runs(s["name"], s["hash"], ev_id):
                 if r.item_id not in items or r.sample >= samples:
@@ -49,7 +49,6 @@ def write_results(store: Store, manifest: dict[str, Any], path: Path) -> None:
                     "error": r.error,
                 }
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str, Any]) -> list[str]:
@@ -75,12 +74,13 @@ def _write_outputs(out: Path, summary: Summary, store: Store, manifest: dict[str
     summary.notes.extend(added)
     png = png_path.read_bytes() if note is None and png_path.exists() else None
     write_results(store, manifest, out / "results.jsonl")
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(
-        markdown_report(summary, png="pareto.png" if png else None), encoding="utf-8"
-    )
+    with replacing(out / "summary.json") as f:
+        f.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    with replacing(out / "report.md") as f:
+        f.write(markdown_report(summary, png="pareto.png" if png else None))
     tuned = read_tune(out, manifest)
     if tuned is not None:  # an earlier `--tune-cascade` of a setup still here: keep its section
         add_tune_section(out / "report.md", tuned)
-    (out / "report.html").write_text(html_report(summary, png), encoding="utf-8")
+    with replacing(out / "report.html") as f:
+        f.write(html_report(summary, png))
     return added

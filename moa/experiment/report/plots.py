@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moa.experiment.analysis.summary import SetupSummary, Summary
+from moa.experiment.report.files import replacing
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -148,5 +149,6 @@ def pareto_png(summary: Summary, path: Path) -> str | None:
         except FileNotFoundError:
             return fig
         return f"{fig}; the {path.name} of an earlier report was removed"
-    fig.savefig(path, format="png")
+    with replacing(path, binary=True) as f:
+        fig.savefig(f, format="png")
     return None

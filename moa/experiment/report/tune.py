@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from moa.experiment.analysis.tuning import Choice, TuneResult
+from moa.experiment.report.files import replacing
 
 __all__ = ["TITLE", "add_tune_section", "format_tune_table", "read_tune", "tune_markdown"]
 
@@ -131,4 +132,5 @@ def add_tune_section(report: Path, t: TuneResult) -> None:
         end = text.find("\n## ", start + len(TITLE) + 2)
         text = text[: start + 1] + (text[end + 1 :] if end != -1 else "")
     body = text.rstrip("\n") + "\n\n" if text.strip() else ""
-    report.write_text(body + "\n".join(tune_markdown(t)) + "\n", encoding="utf-8")
+    with replacing(report) as f:
+        f.write(body + "\n".join(tune_markdown(t)) + "\n")
