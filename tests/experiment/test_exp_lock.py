@@ -155,3 +155,18 @@ def test_store_refused_after_locking_releases_the_lock(tmp_path: Path) -> None:
     store.close()
     with FolderLock(out):
         pass
+
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    """A results folder from elsewhere whose `.moa.lock` is a symlink to a file of the user's: the
+    lock wrote its holder's line through it, overwriting that file. It is refused in one line."""
+    victim = tmp_path / "mine.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(victim)
+    with pytest.raises(
+        UserError, match=r"\.moa\.lock: the lock file is a symlink, not a regular file; remove it"
+    ):
+        FolderLock(out).acquire()
+    assert victim.read_text() == "precious\n"

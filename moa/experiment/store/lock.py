@@ -10,6 +10,7 @@ and start time into the file only for the message of the run it refuses.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -25,8 +26,10 @@ __all__ = ["LOCK_NAME", "FolderLock"]
 
 LOCK_NAME = ".moa.lock"
 
-# O_NONBLOCK: should the name be a FIFO planted there, opening it must not wait for a writer
-_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# O_NONBLOCK: should the name be a FIFO planted there, opening it must not wait for a writer;
+# O_NOFOLLOW: should it be a symlink (a results folder from elsewhere), the holder's line written
+# into the file overwrote whatever it pointed at
+_OPEN_FLAGS = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
 
 
 class FolderLock:
@@ -48,6 +51,10 @@ class FolderLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, _OPEN_FLAGS, 0o644)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(
+                    f"{self.path}: the lock file is a symlink, not a regular file; remove it"
+                ) from None
             raise UserError(
                 f"{self.folder}/: cannot create the lock file {LOCK_NAME}: {e.strerror}"
             ) from None
