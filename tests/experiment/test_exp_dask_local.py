@@ -451,12 +451,13 @@ def test_a_lost_quorum_on_a_worker_comes_back_as_on_the_driver(cluster: Any) -> 
 
     here, there = asyncio.run(_on_both_executors(task, cluster.scheduler_address))
     assert isinstance(here.error, QuorumNotReached) and isinstance(there.error, QuorumNotReached)
-    assert (str(there.error), there.error.node, there.error.needed, there.error.answered) == (
-        str(here.error),
-        here.error.node,
-        here.error.needed,
-        here.error.answered,
-    )
+
+    def fields(e: QuorumNotReached) -> tuple[str, str, int, int]:
+        # the message ends with the failure that settled first, `c1`'s or `c2`'s: a race either side
+        return str(e).split("; first failure:")[0], e.node, e.needed, e.answered
+
+    assert fields(there.error) == fields(here.error)
+    assert sorted(str(e) for e in there.error.errors) == sorted(str(e) for e in here.error.errors)
     assert sorted(c.node for c in there.error.calls) == sorted(c.node for c in here.error.calls) != []
 
 
