@@ -25,6 +25,7 @@ from moa._run import Runner
 from moa.eval.datasets import Item, load_dataset
 from moa.eval.execution import score_execution_async
 from moa.eval.isolation import isolation_available
+from moa.eval.languages import CompileLimitReached
 from moa.eval.languages.toolchains import find_toolchain
 from moa.eval.types import Score
 from moa.experiment import Experiment
@@ -1139,13 +1140,13 @@ async def test_a_java_answer_with_its_helper_class_first_passes() -> None:
 
 
 async def test_a_compile_refused_for_lack_of_memory_is_redone_under_a_larger_limit() -> None:
-    """A compile that failed under a small ``compile_memory_mb`` is not served from the compile
-    cache to a run giving the compiler more: the answer is compiled again and passes."""
+    """A compile stopped under a small ``compile_memory_mb`` is not served from the compile cache to
+    a run giving the compiler more: the answer is compiled again and passes."""
     _skip_without("rust")
     item = next(i for i in _items("rust") if i.id == "rust_gcd")
     # a comment no other test compiles: this program is not in the cache yet
     answer = _answer(item, "correct").replace("fn gcd", "// compile_memory_mb\nfn gcd")
-    small = await score_execution_async(answer, item, **LIMITS, compile_memory_mb=128)
-    assert small.value == 0.0 and "does not compile" in small.detail
+    with pytest.raises(CompileLimitReached, match="compile_memory_mb: 128"):
+        await score_execution_async(answer, item, **LIMITS, compile_memory_mb=128)
     larger = await score_execution_async(answer, item, **LIMITS, compile_memory_mb=2048)
     assert (larger.value, larger.detail) == (1.0, "passed")

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING
 from moa._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from moa.eval.languages.build import RunLimits, Verdict, clear_compile_cache, compile_and_run
+    from moa.eval.languages.build import (
+        CompileLimitReached,
+        RunLimits,
+        Verdict,
+        clear_compile_cache,
+        compile_and_run,
+    )
     from moa.eval.languages.evaluate import language_program, score_in_language
     from moa.eval.languages.extract import extract_language_code
     from moa.eval.languages.names import COMPILED, LANGUAGES, canonical_language
@@ -21,6 +27,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "COMPILED": "moa.eval.languages.names",
+    "CompileLimitReached": "moa.eval.languages.build",
     "INSTALL": "moa.eval.languages.toolchains",
     "LANGUAGES": "moa.eval.languages.names",
     "Program": "moa.eval.languages.program",
@@ -40,6 +47,7 @@ __all__ = [
     "COMPILED",
     "INSTALL",
     "LANGUAGES",
+    "CompileLimitReached",
     "Program",
     "RunLimits",
     "Toolchain",

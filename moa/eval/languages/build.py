@@ -22,9 +22,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from moa.errors import UserError
 from moa.eval._verdict import TAMPERED, VerdictPipe, make_tokens, parse
-from moa.eval.isolation import Limits, ProcessOutcome, run_isolated
-from moa.eval.languages.diagnose import compile_reason, failure_reason
+from moa.eval.isolation import IsolationUnavailable, Limits, ProcessOutcome, run_isolated
+from moa.eval.languages.diagnose import compile_reason, compile_stopped, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
 from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
 from moa.eval.languages.program import (
@@ -35,7 +36,7 @@ from moa.eval.languages.program import (
 )
 from moa.eval.languages.toolchains import Toolchain, javatuples_jar, node_permission_flags
 
-__all__ = ["RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
+__all__ = ["CompileLimitReached", "RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
 
 #: address space a runtime reserves beyond its heap (measured: below this they do not start)
 _RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go": 512}
@@ -56,6 +57,17 @@ _MAX_ARTIFACT_MB = 48
 _MIN_COMPILE_PROCS = 256
 _JAVATUPLES = ("Unit", "Pair", "Triplet", "Quartet", "Quintet", "Sextet", "Septet", "Octet", "Ennead",
                "Decade", "KeyValue", "LabelValue")  # fmt: skip
+
+
+class CompileLimitReached(UserError):
+    """A compile stopped by its own limits (``compile_memory_mb``, ``compile_timeout_s``), not by the
+    answer's code: the compiler ran out of memory or time, or was killed by a signal. Scoring the
+    answer 0 would charge the configuration (or a busy machine) to the model, so the item is left
+    unscored (an experiment reports it as "could not be scored" and retries it on the next run)."""
+
+
+#: the program named when a compile was stopped by its limits
+_COMPILER = {"c": "gcc", "cpp": "g++", "go": "go", "java": "javac", "rust": "rustc", "typescript": "tsc"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +105,8 @@ class _Compiled:
     timed_out: bool
     duration_s: float
     isolation: str
+    #: why the compiler was stopped by its limits rather than by the code (``compile_stopped``)
+    stopped: tuple[Literal["sandbox", "time", "memory", "signal"], str] | None = None
 
 
 class _Cache:
@@ -272,9 +286,16 @@ async def _compile(
     output = outcome.stdout + "\n" + outcome.stderr
     if outcome.returncode == 0 and built is None:
         output = f"error: the compiled program is missing or over {_MAX_ARTIFACT_MB} MB"
-    result = _Compiled(built, output, outcome.timed_out, outcome.duration_s, outcome.isolation)
-    if not outcome.timed_out:
-        _cache.put(key, result)  # a compile that ran out of time may pass on a quieter machine
+    stopped = None
+    if built is None:
+        stopped = compile_stopped(
+            program.language, output, timed_out=outcome.timed_out, returncode=outcome.returncode
+        )
+    result = _Compiled(built, output, outcome.timed_out, outcome.duration_s, outcome.isolation, stopped)
+    if stopped is None:
+        # a compile stopped by its limits may pass on a quieter machine (or after a signal from
+        # outside): it is never served again
+        _cache.put(key, result)
     return result, False
 
 
@@ -329,8 +350,29 @@ async def _run_step(
     return outcome, "missing" if not written else "tampered"
 
 
+def _stopped(program: Program, compiled: _Compiled, limits: RunLimits) -> str:
+    """What stopped the compiler and which limit to raise, in one line."""
+    assert compiled.stopped is not None  # only asked of a stopped compile
+    kind, shown = compiled.stopped
+    memory = f"compile_memory_mb: {limits.compile_memory_mb}"
+    if kind == "time":
+        what = (f"ran past compile_timeout_s: {limits.compile_timeout_s:g} (a busy machine, a heavy "
+                f"compile, or a compiler short of memory under {memory})")  # fmt: skip
+        limit = "compile_timeout_s (or compile_memory_mb)"
+    elif kind == "memory":
+        what, limit = f"ran out of memory under {memory} ({shown[:160]})", "compile_memory_mb"
+    else:
+        what, limit = f"was killed by {shown} under {memory} (most often: out of memory)", "compile_memory_mb"
+    compiler = _COMPILER.get(program.language, program.language)
+    return f"the compiler ({compiler}) {what}: not the answer's fault; raise {limit} to score it"
+
+
 async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) -> Verdict:
-    """Compile ``program`` (when its language has a compile step), run it, and say how it went."""
+    """Compile ``program`` (when its language has a compile step), run it, and say how it went.
+
+    ``CompileLimitReached`` when the compiler was stopped by ``limits`` rather than by the code
+    (out of memory or time, or killed by a signal); ``IsolationUnavailable`` when the compile's
+    sandbox could not start: neither is the answer's failure."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
     program = explicit_java_asserts(qualify_rust_macros(program))
@@ -347,14 +389,13 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     if argv is not None:
         compiled, cached = await _compile(program, tc, argv, limits)
         compile_s = compiled.duration_s
-        if compiled.timed_out:
-            return Verdict(False, f"the answer's code does not compile: the compiler ran past "
-                           f"{limits.compile_timeout_s:g}s", compiled.isolation, compile_s)  # fmt: skip
         if compiled.artifact is None:
-            first = compiled.output.strip().splitlines()[:1]
             # the sandbox failing to start is the machine's fault, never the answer's
-            sandbox = bool(first) and first[0].startswith("bwrap:")
-            reason = f"sandbox error: {first[0]}" if sandbox else compile_reason(program, compiled.output)
+            if compiled.stopped is not None and compiled.stopped[0] == "sandbox":
+                raise IsolationUnavailable(f"the compile's sandbox failed: {compiled.stopped[1]}")
+            if compiled.stopped is not None:
+                raise CompileLimitReached(_stopped(program, compiled, limits))
+            reason = compile_reason(program, compiled.output)
             return Verdict(False, reason, compiled.isolation, compile_s, cached=cached)
         files = {_RUN_ARTIFACT[program.language]: compiled.artifact}
     step = Limits(

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import signal
+from typing import Literal
 
 from moa.eval.languages.generic import FAIL_MARK
 from moa.eval.languages.program import Program
 
-__all__ = ["MAX_REASON", "compile_reason", "failure_reason"]
+__all__ = ["MAX_REASON", "compile_reason", "compile_stopped", "failure_reason"]
 
 #: the longest reason kept (a compiler can print pages)
 MAX_REASON = 400
@@ -34,6 +35,69 @@ _ANY_ERROR = re.compile(r"^.*\berror\b.*$", re.MULTILINE | re.IGNORECASE)
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"
+
+
+# what a compiler (or its runtime: the JVM of javac, V8 and Go of tsc, the Go runtime of go, the
+# dynamic linker) prints when its address space runs out, each a whole line: a diagnostic always
+# goes on past its file name (`:3:1: error: ...`), so `#line "virtual memory exhausted"` or a Go
+# `//line` directive naming such a file cannot make one
+_OUT_OF_MEMORY = re.compile(
+    "|".join(
+        (
+            r"^virtual memory exhausted: Cannot allocate memory$",  # gcc's cc1, cc1plus
+            r"^cc1\w*: out of memory allocating \d+ bytes after a total of \d+ bytes$",
+            r"^\S+: (?:fatal|internal compiler) error: \S+ signal terminated program \S+$",  # gcc's driver
+            r"^collect2: fatal error: ld terminated with signal \d+ \[[\w ]+\]$",
+            r"^\S+: fatal error: cannot execute '[^']+': \w+: Cannot allocate memory$",
+            r"^\S+: error while loading shared libraries: \S+: (?:failed to map segment from shared object"
+            r"|cannot map zero-fill pages|cannot allocate memory)$",
+            r"^memory allocation of \d+ bytes failed$",  # rustc
+            r"^fatal error: (?:out of memory|failed to reserve page summary memory"
+            r"|out of memory allocating heap arena map|out of memory allocating allArenas)$",  # Go's runtime
+            r"^runtime: out of memory: cannot allocate \d+-byte block \(\d+ in use\)$",
+            r"^go build [^:]+: \S+: signal: [a-z ]+$",  # the go command's compile or link tool killed
+            r"^# Fatal process (?:OOM|out of memory) in [^\n]*$",  # V8
+            r"^FATAL ERROR: [\w:. ]+ (?:Allocation failed - JavaScript heap out of memory|process out of memory)$",
+            r"^The system is out of resources\.$",  # javac
+            r"^Error occurred during initialization of VM$",
+        )
+    ),
+    re.MULTILINE,
+)
+# an error the compiler located in a file (any file: a `#line` may rename it): the code is at fault
+_LOCATED_ERROR = re.compile(
+    r"^\S[^\n]*?(?::\d+:\d+: (?:fatal )?error\b|:\d+: error: |\(\d+,\d+\): error\b)"
+    r"|^error(?:\[E\d+\])?: [^\n]*\n\s*--> ",
+    re.MULTILINE,
+)
+_GO_LOCATED = re.compile(r"^\S[^\n]*?:\d+(?::\d+)?: ", re.MULTILINE)
+
+
+def compile_stopped(
+    language: str, output: str, *, timed_out: bool, returncode: int | None
+) -> tuple[Literal["sandbox", "time", "memory", "signal"], str] | None:
+    """Why a compile that failed was stopped by the machine or its limits, not by the answer's
+    code, and the line that shows it: the sandbox did not start (``"sandbox"``, bwrap's line), it
+    ran out of time (``"time"``), the compiler or its runtime ran out of memory (``"memory"``,
+    with the line it printed), or it was killed by a signal (``"signal"``, with the signal's
+    name). ``None`` when the compiler reported an error in the code first, whatever happened next:
+    that code does not compile under any limit."""
+    located = _GO_LOCATED if language == "go" else _LOCATED_ERROR
+    if located.search(output):
+        return None
+    first = output.strip().splitlines()[:1]
+    if first and first[0].startswith("bwrap: "):
+        return "sandbox", first[0]
+    if timed_out:
+        return "time", ""
+    if (m := _OUT_OF_MEMORY.search(output)) is not None:
+        return "memory", m.group(0).strip()
+    if returncode is not None and returncode < 0:
+        try:
+            return "signal", signal.Signals(-returncode).name
+        except ValueError:
+            return "signal", f"signal {-returncode}"
+    return None
 
 
 def compile_reason(program: Program, output: str) -> str:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Sequence
 
 from moa.eval.datasets import Item
-from moa.eval.languages.build import RunLimits, compile_and_run
+from moa.eval.languages.build import CompileLimitReached, RunLimits, compile_and_run
 from moa.eval.languages.extract import extract_language_code
 from moa.eval.languages.generic import assemble_generic
 from moa.eval.languages.multiple import assemble_multiple
@@ -47,7 +47,8 @@ def language_program(answer: str, item: Item, language: str) -> Program | str | 
 
 
 async def score_in_language(answer: str, item: Item, language: str, limits: RunLimits) -> Score:
-    """1.0 when the answer's code in ``language`` passes the item's tests, else 0 with the reason."""
+    """1.0 when the answer's code in ``language`` passes the item's tests, else 0 with the reason;
+    ``CompileLimitReached`` naming the item when its compile was stopped by the compile limits."""
     toolchain = find_toolchain(language)
     if isinstance(toolchain, str):
         if language not in _warned:
@@ -59,5 +60,8 @@ async def score_in_language(answer: str, item: Item, language: str, limits: RunL
         return Score(0.0, "item has no tests")
     if isinstance(program, str):
         return Score(0.0, program)
-    verdict = await compile_and_run(program, toolchain, limits)
+    try:
+        verdict = await compile_and_run(program, toolchain, limits)
+    except CompileLimitReached as e:
+        raise CompileLimitReached(f"item `{item.id}`: {e}") from None
     return Score(1.0 if verdict.passed else 0.0, verdict.reason)
