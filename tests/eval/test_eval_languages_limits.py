@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from moa._run import Runner
-from moa.eval.datasets import Item
+from moa.eval.datasets import Item, load_dataset
 from moa.eval.execution import score_execution_async
 from moa.eval.languages import CompileLimitReached
 from moa.eval.languages.diagnose import compile_stopped
@@ -185,3 +185,18 @@ def test_an_experiment_leaves_a_starved_compile_unscored(tmp_path: Path) -> None
     rows = {row["setup"]: row for row in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert rows["coder"]["score"] is None, rows
     assert rows["base"]["score"] == 0.0, rows
+
+
+@pytest.mark.parametrize("item_id", ["go_gcd", "go_factorial", "go_sum_to_n"])
+async def test_a_go_program_starts_under_the_smallest_memory_limit(item_id: str) -> None:
+    """Go's runtime reserves about 650 MB of address space before `main`: under ``memory_mb`` 160
+    or less (the run step's limit is that plus an allowance) every correct Go answer failed, as
+    `tests failed: exit code 2` (`failed to reserve page summary memory`) or `memory limit`. The
+    allowance covers the runtime's reservations at the schema's smallest ``memory_mb``, 64."""
+    _skip_without("go")
+    fixtures = Path(__file__).parent / "fixtures" / "languages"
+    items = [*load_dataset(fixtures / "go.jsonl"), *load_dataset(fixtures / "generic.jsonl")]
+    item = next(i for i in items if i.id == item_id)
+    source = item.meta.get("meta", item.meta)
+    score = await score_execution_async(str(source["correct"]), item, timeout_s=10.0, memory_mb=64)
+    assert (score.value, score.detail) == (1.0, "passed")

@@ -39,7 +39,7 @@ from moa.eval.languages.toolchains import Toolchain, javatuples_jar, node_permis
 __all__ = ["CompileLimitReached", "RunLimits", "Verdict", "clear_compile_cache", "compile_and_run"]
 
 #: address space a runtime reserves beyond its heap (measured: below this they do not start)
-_RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go": 512}
+_RUNTIME_ALLOWANCE_MB = {"java": 768, "javascript": 768, "typescript": 768, "go": 768}
 _JVM_FLAGS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=32m",
               "-XX:CompressedClassSpaceSize=32m", "-Xshare:auto")  # fmt: skip
 # languages whose programs run under the seccomp filter refusing new processes
