@@ -27,12 +27,13 @@ from moa.eval._verdict import TAMPERED, VerdictPipe, make_tokens, parse
 from moa.eval.isolation import IsolationUnavailable, Limits, ProcessOutcome, run_isolated
 from moa.eval.languages.diagnose import compile_reason, compile_stopped, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
-from moa.eval.languages.marker import PRELOAD, PRELOAD_SOURCE, with_end_marker
+from moa.eval.languages.marker import PRELOAD, preload_source, shield_js_tests, with_end_marker
 from moa.eval.languages.program import (
     Program,
     explicit_java_asserts,
     qualify_rust_macros,
     reset_answer_macros,
+    shield_go_predeclared,
 )
 from moa.eval.languages.toolchains import Toolchain, javatuples_jar, node_permission_flags
 
@@ -375,7 +376,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     sandbox could not start: neither is the answer's failure."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
-    program = explicit_java_asserts(qualify_rust_macros(program))
+    program = shield_js_tests(explicit_java_asserts(qualify_rust_macros(shield_go_predeclared(program))))
     marked = with_end_marker(program)
     # after the marker: its renaming of C's __assert_fail follows the answer's lines, and an
     # answer's own `#define __assert_fail` must be undone before it, not after
@@ -407,7 +408,7 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
         max_file_mb=limits.file_size_mb,
     )
     if program.language in ("javascript", "typescript"):
-        files[PRELOAD] = PRELOAD_SOURCE.encode()
+        files[PRELOAD] = preload_source().encode()
     outcome, ended = await _run_step(_run_argv(program, tc, jar, limits), files, step, program, tc, limits)
     if outcome.returncode == 0 and (ended == "ended" or marked is None):
         return Verdict(True, "passed", outcome.isolation, compile_s, outcome.duration_s, cached, outcome)

@@ -37,7 +37,9 @@ is at its end. Where the harness keeps it, per language:
   the program is on the stack (the program emitting the event or calling the listener; ``Error``
   and its stack hooks are locked first, so the program cannot answer that check itself). An
   uncaught exception ends the program with status 1 through an uncaught-exception capture callback
-  the program cannot unset, whatever ``uncaughtException`` listeners it adds or removes.
+  the program cannot unset, whatever ``uncaughtException`` listeners it adds or removes. The
+  program's last line (``moa_done_<key>()``, after the tests) tells the preload the tests ran: a
+  ``return`` at the module's top level ended it before them, and Node emitted ``beforeExit``.
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
 (native code reads its own memory). JavaScript runs under Node's permission model (Node 20 or
@@ -60,12 +62,12 @@ from dataclasses import replace
 from moa.eval.languages.program import Program, rename_function
 from moa.eval.languages.source import find_function, mask, top_level_types
 
-__all__ = ["PRELOAD", "PRELOAD_SOURCE", "with_end_marker"]
+__all__ = ["PRELOAD", "preload_source", "shield_js_tests", "with_end_marker"]
 
 #: the module ``node -r`` loads before a JavaScript or TypeScript program
 PRELOAD = "moa_end.js"
 
-PRELOAD_SOURCE = """'use strict';
+_PRELOAD_TEMPLATE = """'use strict';
 (() => {
   // before the program runs: the routes into this process's memory the permission model leaves
   // open (a heap snapshot streamed to the program, V8 flags) throw; on a Node without that model
@@ -94,6 +96,17 @@ PRELOAD_SOURCE = """'use strict';
   }
   const fs = require('fs');
   const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
+  // the tests reach node:assert through these, not through the module's `require`: an answer's
+  // `function require() {...}` (or `require = ...`) replaced it for the tests after it, and
+  // assigning `require('assert').deepEqual` replaced the shared module's; every test passed
+  const assertModule = require('assert');
+  Object.freeze(assertModule.strict);
+  Object.freeze(assertModule);
+  const realRequire = require;
+  const lock = (name, value) => Object.defineProperty(globalThis, name, {
+    value, writable: false, configurable: false, enumerable: false,
+  });
+  lock('moa_require_{key}', (id) => realRequire(id));
   const writeSync = fs.writeSync;
   const inspect = require('util').inspect;
   const NewError = Error;
@@ -130,7 +143,30 @@ PRELOAD_SOURCE = """'use strict';
     return frames[0];
   })();
   const fileName = call.bind(Object.getPrototypeOf(here).getFileName);
+  const lineNumber = call.bind(Object.getPrototypeOf(here).getLineNumber);
   const preload = fileName(here);
+  // the program's last line calls this, after its tests: a `return` at the top level of the
+  // answer's code ended the module before them, and Node then emitted beforeExit as for a run
+  // whose tests all passed. Only that line counts: an earlier call is the answer's own
+  const program = process.argv[1];
+  let lastLine = -1;
+  try {
+    // counted as V8 counts lines: a lone CR and U+2028/U+2029 end one too
+    lastLine = fs.readFileSync(program, 'utf8').replace(/\\s+$/, '').split(/\\r\\n|[\\n\\r\\u2028\\u2029]/).length;
+  } catch (e) {
+    // unreadable: the tests never count as finished
+  }
+  let finished = false;
+  lock('moa_done_{key}', () => {
+    const saved = [Error.prepareStackTrace, Error.stackTraceLimit];
+    Error.prepareStackTrace = sites;
+    Error.stackTraceLimit = 3;
+    const frames = new NewError().stack;
+    Error.prepareStackTrace = saved[0];
+    Error.stackTraceLimit = saved[1];
+    const caller = frames[1];
+    finished = !!caller && fileName(caller) === program && lineNumber(caller) === lastLine;
+  });
   // true only when nothing but Node itself and this file is on the stack: the program calling the
   // listener (or emitting beforeExit) puts its own frames there
   const fromNode = () => {
@@ -150,7 +186,7 @@ PRELOAD_SOURCE = """'use strict';
   let written = false;
   process.on('beforeExit', (code) => {
     try {
-      if (!written && !code && token && !uncaught && fromNode()) {
+      if (!written && !code && token && !uncaught && finished && fromNode()) {
         written = true;
         writeSync(Number(fd), token + '\\n');
       }
@@ -160,6 +196,20 @@ PRELOAD_SOURCE = """'use strict';
   });
 })();
 """
+
+
+@functools.cache
+def _js_key() -> str:
+    """The suffix of the names the preload gives the tests (``moa_require_``, ``moa_done_``): one per
+    process, so a TypeScript program still hits the compile cache; an answer cannot name them."""
+    return secrets.token_hex(12)
+
+
+@functools.cache
+def preload_source() -> str:
+    """The ``PRELOAD`` module of this process (its names carry ``_js_key``)."""
+    return _PRELOAD_TEMPLATE.replace("{key}", _js_key())
+
 
 _C_GUARD = (
     " int moa_start_{key}(void); void moa_returned_{key}(int *);"
@@ -488,12 +538,46 @@ def _tests_exit_zero(program: Program) -> bool:
     return any(_EXIT_ZERO.search(line) for line in harness)
 
 
+_REQUIRE = re.compile(r"(?<![\w$.])require(?![\w$])")
+
+
+def shield_js_tests(program: Program) -> Program:
+    """JavaScript, TypeScript: ``program`` with the tests' ``require`` (outside the answer's lines)
+    replaced by the preload's ``moa_require_<key>``, a global the program cannot reassign or, not
+    knowing its name, shadow. The tests share the answer's module scope: an answer's ``function
+    require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert."""
+    if program.language not in ("javascript", "typescript") or not program.first_line:
+        return program
+    lines = mask(program.source, program.language).splitlines(keepends=True)
+    for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
+        # blanked in place, so an offset in ``harness`` is one in ``source``
+        lines[first - 1 : last] = [" " * len(line) for line in lines[first - 1 : last]]
+    harness = "".join(lines)
+    source = program.source
+    for m in reversed(list(_REQUIRE.finditer(harness))):
+        source = source[: m.start()] + f"moa_require_{_js_key()}" + source[m.end() :]
+    if program.language == "typescript":
+        # on the last line, so no line of the answer moves (TypeScript hoists declarations); the
+        # answer may still call `require`, which the tests declared for it
+        source = (
+            source.rstrip("\n") + f"\ndeclare var moa_require_{_js_key()}: any; declare var require: any;\n"
+        )
+    return replace(program, source=source)
+
+
+def _js(program: Program) -> Program:
+    """The call after the tests that tells the preload they ran to their end (its last line)."""
+    key = _js_key()
+    declare = f"declare var moa_done_{key}: any; " if program.language == "typescript" else ""
+    return replace(program, source=program.source.rstrip("\n") + f"\n;{declare}moa_done_{key}();\n")
+
+
 def with_end_marker(program: Program) -> Program | None:
     """``program`` with the harness that reports its tests' normal end (see the module docstring),
     or ``None`` when the exit status alone must decide: there is no ``main`` to put it in (the
     compiler then says what is wrong, or Go tests bring their own ``TestMain``), or the item's test
-    program itself ends with ``exit(0)``. JavaScript and TypeScript are otherwise unchanged: their
-    harness is ``PRELOAD``."""
+    program itself ends with ``exit(0)``. JavaScript and TypeScript get a last line telling
+    ``PRELOAD``, their harness, that the tests ran to their end."""
     if _tests_exit_zero(program):
         return None
     match program.language:
@@ -505,4 +589,6 @@ def with_end_marker(program: Program) -> Program | None:
             return _go(program)
         case "java":
             return _java(program)
+        case "javascript" | "typescript":
+            return _js(program)
     return program

@@ -21,6 +21,7 @@ __all__ = [
     "qualify_rust_macros",
     "rename_function",
     "reset_answer_macros",
+    "shield_go_predeclared",
     "without_trailing_comments",
 ]
 
@@ -268,4 +269,69 @@ def explicit_java_asserts(program: Program) -> Program:
         )
     for begin, stop, text in reversed(edits):
         source = source[:begin] + text + source[stop:]
+    return replace(program, source=source)
+
+
+_GO_PREDECLARED = frozenset({
+    "any", "bool", "byte", "comparable", "complex64", "complex128", "error", "float32", "float64", "int",
+    "int8", "int16", "int32", "int64", "rune", "string", "uint", "uint8", "uint16", "uint32", "uint64",
+    "uintptr", "true", "false", "iota", "nil", "append", "cap", "clear", "close", "complex", "copy",
+    "delete", "imag", "len", "make", "max", "min", "new", "panic", "print", "println", "real", "recover",
+})  # fmt: skip
+_GO_DECLARED = re.compile(
+    r"\bfunc\s+(\w+)\s*[\[(]|\b(?:var|const|type)\s+(\w+(?:\s*,\s*\w+)*)|\b(?:var|const|type)\s*\("
+)
+_GO_GROUP_LINE = re.compile(r"^[ \t]*(\w+(?:[ \t]*,[ \t]*\w+)*)", re.MULTILINE)
+
+
+def _answer_ranges(program: Program, source: str) -> list[tuple[int, int]]:
+    """The character ranges of the answer's lines in ``source``."""
+    starts = [0]
+    for line in source.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    spans = [(program.first_line, program.last_line), *program.answer_elsewhere]
+    return [(starts[first - 1], starts[min(last, len(starts) - 1)]) for first, last in spans if first]
+
+
+def _go_package_names(masked: str, ranges: list[tuple[int, int]]) -> set[str]:
+    """The predeclared identifiers (``true``, ``len``, ``string``...) that the answer's lines
+    declare at the package level of ``masked``."""
+    depth, depths = 0, []
+    for c in masked:
+        depths.append(depth)
+        depth += 1 if c == "{" else -1 if c == "}" else 0
+    names: set[str] = set()
+    for start, end in ranges:
+        for m in _GO_DECLARED.finditer(masked, start, end):
+            if depths[m.start()] != 0:
+                continue
+            if m.group(1) or m.group(2):
+                names.update(n.strip() for n in (m.group(1) or m.group(2)).split(","))
+                continue
+            close = masked.find(")", m.end())
+            group = masked[m.end() : close if close >= 0 else end]
+            for line in _GO_GROUP_LINE.finditer(group):
+                names.update(n.strip() for n in line.group(1).split(","))
+    return names & _GO_PREDECLARED
+
+
+def shield_go_predeclared(program: Program) -> Program:
+    """Go: ``program`` with every predeclared identifier the answer's lines declare at package level
+    (``const true = false``, ``func len(...)``, ``type string ...``) renamed in the answer's lines,
+    ``moa_answer_<name>``. A package-level declaration replaces the builtin in the whole package,
+    tests included: a wrong answer returning ``false`` beside ``const true = false`` passed every
+    `expected: true`. Inside the answer every use of the name meant its own declaration (or a local
+    one), so renaming them all keeps its meaning; the tests see the builtin again."""
+    if program.language != "go" or not program.first_line:
+        return program
+    masked = mask(program.source, "go")
+    ranges = _answer_ranges(program, program.source)
+    names = _go_package_names(masked, ranges)
+    if not names:
+        return program
+    token = re.compile(rf"(?<!\w)(?:{'|'.join(sorted(names))})(?!\w)")
+    source = program.source
+    for start, end in sorted(ranges, reverse=True):
+        for m in reversed(list(token.finditer(masked, start, end))):
+            source = source[: m.start()] + f"moa_answer_{m.group(0)}" + source[m.end() :]
     return replace(program, source=source)

@@ -1,0 +1,129 @@
+"""A Go or JavaScript answer shares its package or module scope with the item's tests: what it
+declares there must not change what the tests call. A wrong answer redefining a Go builtin the
+tests use (``const true = false``), handing the JavaScript tests a fake ``require`` or patching
+``node:assert``, or ending the module before the tests with a top-level ``return``, fails; correct
+answers that define helpers of those names still pass.
+
+Under the real sandbox; a language whose toolchain is missing here is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from moa.eval.datasets import Item, load_dataset
+from moa.eval.execution import score_execution_async
+from moa.eval.languages.toolchains import find_toolchain
+
+FIXTURES = Path(__file__).parent / "fixtures" / "languages"
+LIMITS = {"timeout_s": 10.0, "memory_mb": 256}
+
+
+def _skip_without(language: str) -> None:
+    found = find_toolchain(language)
+    if isinstance(found, str):
+        pytest.skip(found)
+
+
+def _item(language: str, item_id: str) -> Item:
+    items = [*load_dataset(FIXTURES / f"{language}.jsonl"), *load_dataset(FIXTURES / "generic.jsonl")]
+    return next(i for i in items if i.id == item_id)
+
+
+_GO_WRONG = {
+    "true": "```go\nconst true = false\n\nfunc is_palindrome(text string) bool {\n\treturn false\n}\n```",
+    "false": "```go\nconst (\n\tfalse = true\n)\n\nfunc is_palindrome(text string) bool {\n\treturn true\n}\n```",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_GO_WRONG))
+async def test_a_go_answer_cannot_redefine_a_builtin_the_tests_use(name: str) -> None:
+    """A wrong Go answer (always `false`) beside `const true = false` scored 1.0 on a MultiPL-E
+    row: the package-level constant replaced `true` in the tests' `expected: true` too. The
+    answer's own declaration of a predeclared name is renamed in its lines."""
+    _skip_without("go")
+    score = await score_execution_async(_GO_WRONG[name], _item("go", "go_is_palindrome"), **LIMITS)
+    assert score.value == 0.0 and score.detail.startswith("tests failed: "), score
+
+
+_GO_CORRECT = (
+    # a helper named like Go 1.21's builtin, called by the answer
+    "```go\nfunc max(a, b int) int {\n\tif a > b {\n\t\treturn a\n\t}\n\treturn b\n}\n\n"
+    "func max_element(l []int) int {\n\tm := l[0]\n\tfor _, x := range l {\n\t\tm = max(m, x)\n\t}\n\treturn m\n}\n```",
+    # grouped declarations, a whole program
+    '```go\npackage main\n\nimport "fmt"\n\ntype (\n\tlen int\n)\n\nvar (\n\tmin = 0\n\tcap, x = 1, 2\n)\n\n'
+    "func max_element(l []int) int {\n\tm := l[0]\n\tfor _, v := range l {\n\t\tif v > m {\n\t\t\tm = v\n\t\t}\n\t}\n"
+    "\t_ = min + cap + x\n\tvar n len = 3\n\t_ = n\n\treturn m\n}\n\nfunc main() { fmt.Println(max_element([]int{1, 2})) }\n```",
+    # a type named `string` with a method named `len`
+    "```go\ntype string struct{ s []rune }\n\nfunc (s string) len() int { return 0 }\n\n"
+    "func max_element(l []int) int {\n\tm := l[0]\n\tfor _, v := range l[1:] {\n\t\tif v > m {\n\t\t\tm = v\n\t\t}\n\t}\n"
+    "\tvar t string\n\t_ = t.len()\n\treturn m\n}\n```",
+)
+
+
+@pytest.mark.parametrize("answer", _GO_CORRECT)
+async def test_a_correct_go_answer_defining_builtin_names_still_passes(answer: str) -> None:
+    """Correct Go answers declaring helpers or types under predeclared names (`max`, `len`,
+    `string`, grouped `var (...)`) keep their meaning after the renaming and pass."""
+    _skip_without("go")
+    score = await score_execution_async(answer, _item("go", "go_max_element"), **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+_FAKE_ASSERT = "{ deepEqual() {}, strictEqual() {}, equal() {}, ok() {} }"
+_JS_WRONG = {
+    "function require": f"function require() {{ return {_FAKE_ASSERT}; }}",
+    "var require": f"var require = () => ({_FAKE_ASSERT});",
+    "require =": f"require = () => ({_FAKE_ASSERT});",
+    "patched assert": "const a = require('node:assert'); a.deepEqual = a.strictEqual = () => {};",
+    "top-level return": "return;",
+}
+
+
+@pytest.mark.parametrize("item_id", ["js_is_palindrome", "js_gcd"])
+@pytest.mark.parametrize("attack", sorted(_JS_WRONG))
+async def test_a_javascript_answer_cannot_change_what_the_tests_call(item_id: str, attack: str) -> None:
+    """Each of these beside a wrong function scored 1.0 (a MultiPL-E row and an assert-line row):
+    the tests called the answer's `require`, the shared `node:assert` the answer patched, or never
+    ran after a `return` at the module's top level. The tests reach a frozen `node:assert` through
+    the preload, and only their own last line tells it they ran."""
+    _skip_without("javascript")
+    wrong = (
+        "function is_palindrome(text) { return false; }"
+        if item_id == "js_is_palindrome"
+        else ("function gcd(a, b) { return 1; }")
+    )
+    answer = f"```javascript\n{wrong}\n{_JS_WRONG[attack]}\n```"
+    score = await score_execution_async(answer, _item("javascript", item_id), **LIMITS)
+    assert score.value == 0.0, score
+
+
+@pytest.mark.parametrize("attack", ["require =", "patched assert"])
+async def test_a_typescript_answer_cannot_change_what_the_tests_call(attack: str) -> None:
+    """The same in TypeScript, whose tests `declare var require: any`."""
+    _skip_without("typescript")
+    answer = (
+        f"```ts\nfunction is_palindrome(text: string): boolean {{ return false; }}\n{_JS_WRONG[attack]}\n```"
+    )
+    score = await score_execution_async(answer, _item("typescript", "ts_is_palindrome"), **LIMITS)
+    assert score.value == 0.0, score
+
+
+_JS_CORRECT = {
+    "javascript": "```javascript\nconst fs = require('fs');\nconst { strict } = require('assert');\n"
+    "function is_palindrome(text) {\n  strict.ok(typeof fs.readFileSync === 'function');\n"
+    "  return text.split('').reverse().join('') === text;\n}\n```",
+    "typescript": "```ts\nconst util = require('util');\nfunction is_palindrome(text: string): boolean {\n"
+    "  return util.format('%s', text.split('').reverse().join('')) === text;\n}\n```",
+}
+
+
+@pytest.mark.parametrize("language", sorted(_JS_CORRECT))
+async def test_a_correct_answer_requiring_modules_still_passes(language: str) -> None:
+    """A correct answer that calls `require` itself (node:fs, node:assert, util) still passes."""
+    _skip_without(language)
+    item = _item(language, "js_is_palindrome" if language == "javascript" else "ts_is_palindrome")
+    score = await score_execution_async(_JS_CORRECT[language], item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")
