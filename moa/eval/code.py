@@ -57,6 +57,20 @@ def _opening(line: str) -> tuple[int, str, str] | None:
     return len(line) - len(body), body[:length], info
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def lines_of(text: str) -> list[str]:
+    """``text``'s lines, broken where Python, C and JavaScript break them (``\\n``, ``\\r\\n``,
+    ``\\r``): ``str.splitlines`` also breaks at a form feed, U+2028, U+0085 and others, which sit
+    inside a line (or a string literal) of code, and a correct answer holding ``'\\u2028'`` in a
+    string came back with a line break there (a syntax error)."""
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":
+        lines.pop()  # as splitlines: a final line break opens no line
+    return lines
+
+
 @dataclass(frozen=True, slots=True)
 class _Block:
     tag: str
@@ -68,7 +82,7 @@ def _blocks(text: str) -> list[_Block]:
     CommonMark, each body line loses up to as much indentation as its opening fence had, and the
     closing fence may be indented up to 3 spaces more than the opening one."""
     blocks: list[_Block] = []
-    lines = text.removeprefix(_BOM).splitlines()
+    lines = lines_of(text.removeprefix(_BOM))
     i = 0
     while i < len(lines):
         opening = _opening(lines[i])
@@ -231,7 +245,7 @@ def _code_prefix(code: str, head: str = "") -> str | None:
     it when it parses), cut before a line at column 0, where prose after the code would start; None
     when no such run parses, or when what it leaves out holds a definition or an import (code cut
     off by ``max_tokens`` is the answer's fault, not prose to drop)."""
-    lines = code.splitlines()
+    lines = lines_of(code)
     cut, shift = len(lines), head.count("\n")
     for _ in range(_MAX_CUTS):
         error = _syntax_error_line(head + "\n".join(lines[:cut]))

@@ -20,7 +20,7 @@ import textwrap
 import warnings
 from dataclasses import dataclass
 
-from moa.eval.code import defines
+from moa.eval.code import defines, lines_of
 
 __all__ = ["AnswerProgram", "assemble", "preamble"]
 
@@ -83,7 +83,7 @@ def _hoist_future(code: str) -> tuple[str, str]:
     tree = _parse(code)
     if isinstance(tree, SyntaxError) or not _FUTURE.search(code):
         return "", code
-    lines = code.splitlines()
+    lines = lines_of(code)
     hoisted: list[str] = []
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and node.module == "__future__":

@@ -44,6 +44,16 @@ def test_a_byte_order_mark_is_dropped(answer: str, entry_point: str | None) -> N
     assert extract_code(answer, entry_point=entry_point) == "def f(x):\n    return x"
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x0c", "\x85", "\x1e"])
+def test_a_line_separator_inside_the_code_stays_where_it_is(separator: str) -> None:
+    """A string literal holding U+2028 (or a form feed, U+0085, ...) came back broken in two at it,
+    as ``str.splitlines`` breaks lines: the answer, correct, failed with a syntax error. Only
+    ``\\n``, ``\\r\\n`` and ``\\r`` end a line of code."""
+    code = f"def f():\n    return '{separator}'"
+    assert extract_code(f"```python\n{code}\n```", entry_point="f") == code
+    assert extract_code(f"```python\r\n{code}\r\n```", entry_point="f") == code
+
+
 def test_raw_python_and_prose() -> None:
     """Raw text is used when it parses as Python; prose gives None."""
     assert extract_code("def f(x):\n    return x\n") == "def f(x):\n    return x"

@@ -2,7 +2,8 @@
 declares there must not change what the tests call. A wrong answer redefining a Go builtin the
 tests use (``const true = false``), handing the JavaScript tests a fake ``require`` or patching
 ``node:assert``, or ending the module before the tests with a top-level ``return``, fails; correct
-answers that define helpers of those names still pass.
+answers that define helpers of those names still pass, and so do answers holding a line
+separator (U+2028) in a string.
 
 Under the real sandbox; a language whose toolchain is missing here is skipped with the reason.
 """
@@ -126,4 +127,28 @@ async def test_a_correct_answer_requiring_modules_still_passes(language: str) ->
     _skip_without(language)
     item = _item(language, "js_is_palindrome" if language == "javascript" else "ts_is_palindrome")
     score = await score_execution_async(_JS_CORRECT[language], item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+_SEPARATOR_IN_A_STRING = {
+    "javascript": "```javascript\nfunction is_palindrome(text) {\n  const unused = '\u2028';\n"
+    "  return text.split('').reverse().join('') === text;\n}\n```",
+    "typescript": "```ts\nfunction is_palindrome(text: string): boolean {\n  const unused = '\u2029';\n"
+    "  return text.split('').reverse().join('') === text;\n}\n```",
+    "go": '```go\nfunc is_palindrome(text string) bool {\n\t_ = "\u2028"\n\tr := []rune(text)\n'
+    "\tfor i := 0; i < len(r)/2; i++ {\n\t\tif r[i] != r[len(r)-1-i] {\n\t\t\treturn false\n\t\t}\n\t}\n\treturn true\n}\n```",
+}
+
+
+@pytest.mark.parametrize("language", sorted(_SEPARATOR_IN_A_STRING))
+async def test_a_line_separator_inside_a_string_is_kept(language: str) -> None:
+    """A correct answer holding U+2028 (or U+2029) in a string literal failed (`SyntaxError:
+    Invalid or unexpected token`, `Unterminated string literal`): reading its fenced block broke
+    lines where `str.splitlines` does, which a compiler reads inside a string. Only `\\n`, `\\r\\n`
+    and `\\r` break lines now."""
+    _skip_without(language)
+    item_id = {"javascript": "js_is_palindrome", "typescript": "ts_is_palindrome", "go": "go_is_palindrome"}
+    score = await score_execution_async(
+        _SEPARATOR_IN_A_STRING[language], _item(language, item_id[language]), **LIMITS
+    )
     assert (score.value, score.detail) == (1.0, "passed")

@@ -60,7 +60,7 @@ import secrets
 from dataclasses import replace
 
 from moa.eval.languages.program import Program, rename_function
-from moa.eval.languages.source import find_function, mask, top_level_types
+from moa.eval.languages.source import find_function, mask, split_lines, top_level_types
 
 __all__ = ["PRELOAD", "preload_source", "shield_js_tests", "with_end_marker"]
 
@@ -523,7 +523,7 @@ def _harness_text(program: Program, masked: str) -> str:
     end-of-tests marker off, and the answer calling it passed)."""
     if not program.first_line:
         return masked
-    lines = masked.splitlines()
+    lines = split_lines(masked)
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
         lines[first - 1 : last] = [""] * len(lines[first - 1 : last])
     return "\n".join(lines)
@@ -534,7 +534,7 @@ def _tests_exit_zero(program: Program) -> bool:
     with status 0 itself: its tests then never return to the harness, whatever the answer does."""
     if not program.first_line:
         return False  # the answer's lines are unknown: an exit found could be the answer's own
-    harness = _harness_text(program, mask(program.source, program.language)).splitlines()
+    harness = split_lines(_harness_text(program, mask(program.source, program.language)))
     return any(_EXIT_ZERO.search(line) for line in harness)
 
 
@@ -548,7 +548,7 @@ def shield_js_tests(program: Program) -> Program:
     require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert."""
     if program.language not in ("javascript", "typescript") or not program.first_line:
         return program
-    lines = mask(program.source, program.language).splitlines(keepends=True)
+    lines = split_lines(mask(program.source, program.language), keepends=True)
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
         # blanked in place, so an offset in ``harness`` is one in ``source``
         lines[first - 1 : last] = [" " * len(line) for line in lines[first - 1 : last]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from moa.eval.languages.source import mask
+from moa.eval.languages.source import mask, split_lines
 
 __all__ = [
     "ANSWER_MAIN",
@@ -153,7 +153,7 @@ _COMMENT_LINE = re.compile(r"^\s*(//|/\*|\*|$)")
 def without_trailing_comments(head: str) -> str:
     """``head`` without the comment lines (a doc comment) and blank lines that end it: Rust refuses
     a doc comment that documents nothing, and the answer brings its own."""
-    lines = head.splitlines(keepends=True)
+    lines = split_lines(head, keepends=True)
     while lines and _COMMENT_LINE.match(lines[-1]):
         lines.pop()
     return "".join(lines)
@@ -172,7 +172,7 @@ def reset_answer_macros(program: Program) -> Program:
     keeps the later lines' numbers."""
     if program.language not in ("c", "cpp") or not program.first_line:
         return program
-    lines = program.source.splitlines(keepends=True)
+    lines = split_lines(program.source, keepends=True)
     answer = "".join(lines[program.first_line - 1 : program.last_line]).replace("\\\n", "")
     names = dict.fromkeys(_MACRO.findall(answer))
     if not names:
@@ -204,7 +204,7 @@ def qualify_rust_macros(program: Program) -> Program:
     ``exit`` that returns)."""
     if program.language != "rust" or not program.first_line:
         return program
-    lines = program.source.splitlines(keepends=True)
+    lines = split_lines(program.source, keepends=True)
     start = sum(len(line) for line in lines[: program.last_line])
     masked = mask(program.source, "rust")
     source = program.source
@@ -253,7 +253,7 @@ def explicit_java_asserts(program: Program) -> Program:
         return program
     source = program.source
     masked = mask(source, "java")
-    lines = source.splitlines(keepends=True)
+    lines = split_lines(source, keepends=True)
     start = sum(len(line) for line in lines[: program.first_line - 1]) if program.first_line else 0
     end = sum(len(line) for line in lines[: program.last_line]) if program.first_line else 0
     edits: list[tuple[int, int, str]] = []
@@ -287,7 +287,7 @@ _GO_GROUP_LINE = re.compile(r"^[ \t]*(\w+(?:[ \t]*,[ \t]*\w+)*)", re.MULTILINE)
 def _answer_ranges(program: Program, source: str) -> list[tuple[int, int]]:
     """The character ranges of the answer's lines in ``source``."""
     starts = [0]
-    for line in source.splitlines(keepends=True):
+    for line in split_lines(source, keepends=True):
         starts.append(starts[-1] + len(line))
     spans = [(program.first_line, program.last_line), *program.answer_elsewhere]
     return [(starts[first - 1], starts[min(last, len(starts) - 1)]) for first, last in spans if first]

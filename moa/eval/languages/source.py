@@ -98,6 +98,18 @@ def mask(source: str, language: str) -> str:
     return "".join(chars)
 
 
+def split_lines(text: str, *, keepends: bool = False) -> list[str]:
+    """``text``'s lines, broken at ``\\n`` alone, as ``Program`` counts them: ``str.splitlines``
+    also breaks at a form feed, U+2028 and others, so its line ``n`` was another line of the
+    program (the edits after the answer's last line landed inside it)."""
+    parts = text.split("\n")
+    last = parts.pop()
+    lines = [part + "\n" for part in parts] if keepends else parts
+    if last:
+        lines.append(last)
+    return lines
+
+
 def _word(c: str) -> bool:
     return c.isalnum() or c == "_"
 
