@@ -152,3 +152,29 @@ async def test_a_line_separator_inside_a_string_is_kept(language: str) -> None:
         _SEPARATOR_IN_A_STRING[language], _item(language, item_id[language]), **LIMITS
     )
     assert (score.value, score.detail) == (1.0, "passed")
+
+
+_REAL_SHAPES = {
+    "own assert and a demo": "```javascript\nconst assert = require('assert');\n\nfunction is_palindrome(text) {\n"
+    "  return text.split('').reverse().join('') === text;\n}\n\nassert.strictEqual(is_palindrome('aba'), true);\n"
+    "console.log('ok');\n```",
+    "own test function": "```javascript\nfunction is_palindrome(text) {\n  return text.split('').reverse().join('') === text;\n"
+    "}\n\nconst test = () => is_palindrome('aba');\nconsole.log(test());\n```",
+    "arrow function": "```javascript\nconst is_palindrome = (text) => text.split('').reverse().join('') === text;\n```",
+    "arrow, one parameter": "```javascript\nlet is_palindrome = text => [...text].reverse().join('') === text;\n```",
+    "typed arrow": "```typescript\nconst is_palindrome: (text: string) => boolean = (text) =>\n"
+    "  text.split('').reverse().join('') === text;\n```",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_REAL_SHAPES))
+async def test_a_correct_javascript_answer_in_a_common_shape_passes(shape: str) -> None:
+    """Correct MultiPL-E answers failed: one bringing its own `const assert = require('assert')`
+    with a demo (`Identifier 'assert' has already been declared`, the tests declare it too), one
+    declaring `const test`, and one whose function is an arrow bound by `const` (`the answer's
+    code does not define`)."""
+    language = "typescript" if "typed" in shape else "javascript"
+    _skip_without(language)
+    item = _item(language, "ts_is_palindrome" if language == "typescript" else "js_is_palindrome")
+    score = await score_execution_async(_REAL_SHAPES[shape], item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")

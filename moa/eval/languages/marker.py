@@ -538,24 +538,42 @@ def _tests_exit_zero(program: Program) -> bool:
     return any(_EXIT_ZERO.search(line) for line in harness)
 
 
-_REQUIRE = re.compile(r"(?<![\w$.])require(?![\w$])")
+_JS_DECLARATION = re.compile(
+    r"\b(?:const|let|var|class|function\s*\*?|import\s+\*\s+as|import)\s+([A-Za-z_$][\w$]*)"
+)
 
 
 def shield_js_tests(program: Program) -> Program:
     """JavaScript, TypeScript: ``program`` with the tests' ``require`` (outside the answer's lines)
     replaced by the preload's ``moa_require_<key>``, a global the program cannot reassign or, not
     knowing its name, shadow. The tests share the answer's module scope: an answer's ``function
-    require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert."""
+    require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert.
+    A name the answer and the tests both declare at the top level is renamed in the tests' lines:
+    an answer bringing its own ``const assert = require('assert')`` (with a demo) was a
+    SyntaxError beside the tests' own, and failed though correct."""
     if program.language not in ("javascript", "typescript") or not program.first_line:
         return program
-    lines = split_lines(mask(program.source, program.language), keepends=True)
+    masked = mask(program.source, program.language)
+    lines = split_lines(masked, keepends=True)
+    answer_line = [False] * (len(lines) + 1)
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
-        # blanked in place, so an offset in ``harness`` is one in ``source``
-        lines[first - 1 : last] = [" " * len(line) for line in lines[first - 1 : last]]
-    harness = "".join(lines)
+        answer_line[first - 1 : last] = [True] * len(answer_line[first - 1 : last])
+    line_at = [i for i, line in enumerate(lines) for _ in line]
+    depth, depths = 0, []
+    for c in masked:
+        depths.append(depth)
+        depth += 1 if c == "{" else -1 if c == "}" else 0
+    declared: tuple[set[str], set[str]] = (set(), set())  # (the tests', the answer's)
+    for m in _JS_DECLARATION.finditer(masked):
+        if depths[m.start()] == 0:
+            declared[answer_line[line_at[m.start()]]].add(m.group(1))
+    renames = {name: f"moa_tests_{name}_{_js_key()}" for name in declared[0] & declared[1]}
+    renames["require"] = f"moa_require_{_js_key()}"
+    names = re.compile(rf"(?<![\w$.])(?:{'|'.join(map(re.escape, sorted(renames)))})(?![\w$])")
     source = program.source
-    for m in reversed(list(_REQUIRE.finditer(harness))):
-        source = source[: m.start()] + f"moa_require_{_js_key()}" + source[m.end() :]
+    for m in reversed(list(names.finditer(masked))):
+        if not answer_line[line_at[m.start()]]:
+            source = source[: m.start()] + renames[m.group(0)] + source[m.end() :]
     if program.language == "typescript":
         # on the last line, so no line of the answer moves (TypeScript hoists declarations); the
         # answer may still call `require`, which the tests declared for it

@@ -196,7 +196,21 @@ def defines_function(source: str, language: str, name: str) -> bool:
     masked = mask(source, language)
     if _signature(language, name).search(masked) is not None:
         return True
+    if language in ("javascript", "typescript") and _js_bound(name).search(masked) is not None:
+        return True
     return find_function(source, language, name, depth=None) is not None
+
+
+def _js_bound(name: str) -> re.Pattern[str]:
+    """A function bound to ``name`` without a body in braces: ``const f = (x) => x * 2``,
+    ``let f = x => ...``, ``const f: (x: number) => number = ...``. A correct answer written so read
+    as one that `does not define` its function."""
+    n = re.escape(name)
+    return re.compile(
+        rf"\b(?:const|let|var)\s+{n}\s*(?::[^;]*?)?=\s*(?:async\s*)?"
+        rf"(?:function\b|\([^)]*\)\s*(?::[^=;]*?)?=>|[A-Za-z_$][\w$]*\s*=>)",
+        re.DOTALL,
+    )
 
 
 _TYPE = re.compile(
