@@ -178,3 +178,40 @@ async def test_a_correct_javascript_answer_in_a_common_shape_passes(shape: str) 
     item = _item(language, "ts_is_palindrome" if language == "typescript" else "js_is_palindrome")
     score = await score_execution_async(_REAL_SHAPES[shape], item, **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed")
+
+
+# an item's own test program defining a helper, and a correct answer defining one of the same name
+_SHARED_HELPER = {
+    "go": (
+        'import "testing"\n\nfunc abs(x int) int {\n\tif x < 0 {\n\t\treturn -x\n\t}\n\treturn x\n}\n\n'
+        'func TestDist(t *testing.T) {\n\tif abs(dist(1, 4)) != 3 {\n\t\tt.Fatal("bad")\n\t}\n}\n',
+        "```go\nfunc abs(x int) int {\n\tif x < 0 {\n\t\treturn -x\n\t}\n\treturn x\n}\n\n"
+        "func dist(a, b int) int {\n\treturn abs(a - b)\n}\n```",
+    ),
+    "c": (
+        "#include <assert.h>\nstatic int abs_(int x) { return x < 0 ? -x : x; }\n"
+        "int main(void) { assert(abs_(dist(1, 4)) == 3); return 0; }\n",
+        "```c\nstatic int abs_(int x) { return x < 0 ? -x : x; }\nint dist(int a, int b) { return abs_(a - b); }\n```",
+    ),
+    "cpp": (
+        "#include <cassert>\nint abs_(int x) { return x < 0 ? -x : x; }\n"
+        "int main() { assert(abs_(dist(1, 4)) == 3); }\n",
+        "```cpp\nint abs_(int x) { return x < 0 ? -x : x; }\nint dist(int a, int b) { return abs_(a - b); }\n```",
+    ),
+    "rust": (
+        "fn abs_(x: i64) -> i64 { if x < 0 { -x } else { x } }\n\nfn main() {\n    assert_eq!(abs_(dist(1, 4)), 3);\n}\n",
+        "```rust\nfn abs_(x: i64) -> i64 { x.abs() }\n\nfn dist(a: i64, b: i64) -> i64 { abs_(a - b) }\n```",
+    ),
+}
+
+
+@pytest.mark.parametrize("language", sorted(_SHARED_HELPER))
+async def test_a_helper_named_like_one_of_the_tests_does_not_clash(language: str) -> None:
+    """A correct answer defining a helper the item's test program defines too failed to compile
+    (`abs redeclared in this block`, `redefinition of 'abs_'`): the tests' own is renamed in their
+    lines, and each side calls its own."""
+    _skip_without(language)
+    tests, answer = _SHARED_HELPER[language]
+    item = Item(id=f"{language}_dist", input="Write dist(a, b) = |a - b|.", language=language, test=tests)
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")

@@ -32,6 +32,7 @@ from moa.eval.languages.program import (
     Program,
     explicit_java_asserts,
     qualify_rust_macros,
+    rename_tests_clashes,
     reset_answer_macros,
     shield_go_predeclared,
 )
@@ -376,7 +377,8 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     sandbox could not start: neither is the answer's failure."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
-    program = shield_js_tests(explicit_java_asserts(qualify_rust_macros(shield_go_predeclared(program))))
+    program = rename_tests_clashes(shield_go_predeclared(program))
+    program = shield_js_tests(explicit_java_asserts(qualify_rust_macros(program)))
     marked = with_end_marker(program)
     # after the marker: its renaming of C's __assert_fail follows the answer's lines, and an
     # answer's own `#define __assert_fail` must be undone before it, not after

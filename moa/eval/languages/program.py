@@ -20,6 +20,7 @@ __all__ = [
     "explicit_java_asserts",
     "qualify_rust_macros",
     "rename_function",
+    "rename_tests_clashes",
     "reset_answer_macros",
     "shield_go_predeclared",
     "without_trailing_comments",
@@ -334,4 +335,55 @@ def shield_go_predeclared(program: Program) -> Program:
     for start, end in sorted(ranges, reverse=True):
         for m in reversed(list(token.finditer(masked, start, end))):
             source = source[: m.start()] + f"moa_answer_{m.group(0)}" + source[m.end() :]
+    return replace(program, source=source)
+
+
+# a definition at the top level, per language (Go also: `var`, `const`, `type`)
+_DEFINITION = {
+    "c": re.compile(r"(?<![\w.>:])([A-Za-z_]\w*)\s*\([^;{}()]*\)\s*\{"),
+    "cpp": re.compile(r"(?<![\w.>:])([A-Za-z_]\w*)\s*\([^;{}()]*\)\s*(?:const\s*)?(?:noexcept\s*)?\{"),
+    "rust": re.compile(r"\bfn\s+(\w+)\s*[<(]"),
+}
+_C_KEYWORDS = frozenset({"if", "for", "while", "switch", "catch", "return", "sizeof", "else", "do", "main"})
+
+
+def _top_level_definitions(program: Program, masked: str) -> tuple[set[str], set[str]]:
+    """The names the answer's lines and the rest of the program each define at the top level."""
+    depth, depths = 0, []
+    for c in masked:
+        depths.append(depth)
+        depth += 1 if c == "{" else -1 if c == "}" else 0
+    ranges = _answer_ranges(program, program.source)
+    answer: set[str] = set()
+    rest: set[str] = set()
+    pattern = _GO_DECLARED if program.language == "go" else _DEFINITION[program.language]
+    for m in pattern.finditer(masked):
+        if depths[m.start()] != 0:
+            continue
+        mine = any(start <= m.start() < end for start, end in ranges)
+        if m.re is _GO_DECLARED and not (m.group(1) or m.group(2)):
+            continue  # a group `var (...)`: the answer's own are renamed by shield_go_predeclared
+        found = m.group(2) if m.re is _GO_DECLARED and m.group(2) else m.group(1)
+        (answer if mine else rest).update(n.strip() for n in found.split(","))
+    return answer, rest
+
+
+def rename_tests_clashes(program: Program) -> Program:
+    """C, C++, Go, Rust: ``program`` with each name the answer's lines and the tests both define at
+    the top level renamed in the tests' lines (``moa_tests_<name>``): a correct answer defining a
+    helper the item's test program also defines (``abs``, ``square``) failed to compile
+    (``abs redeclared in this block``, ``redefinition of 'square'``). The tests call their own."""
+    if program.language not in ("c", "cpp", "go", "rust") or not program.first_line:
+        return program
+    masked = mask(program.source, program.language)
+    answer, rest = _top_level_definitions(program, masked)
+    clash = {n for n in answer & rest if n not in _C_KEYWORDS and n != "init" and not n.startswith("Test")}
+    if not clash:
+        return program
+    ranges = _answer_ranges(program, program.source)
+    token = re.compile(rf"(?<![\w.])(?<!->)(?:{'|'.join(sorted(clash))})(?!\w)")
+    source = program.source
+    for m in reversed(list(token.finditer(masked))):
+        if not any(start <= m.start() < end for start, end in ranges):
+            source = source[: m.start()] + f"moa_tests_{m.group(0)}" + source[m.end() :]
     return replace(program, source=source)
