@@ -141,6 +141,11 @@ async def test_a_compile_error_dressed_as_out_of_memory_is_still_the_answers(lan
          ("memory", "g++: fatal error: Killed signal terminated program cc1plus")),
         ("go", "go build command-line-arguments: /usr/lib/go/pkg/tool/linux_amd64/compile: signal: killed", 1,
          ("memory", "go build command-line-arguments: /usr/lib/go/pkg/tool/linux_amd64/compile: signal: killed")),
+        ("typescript", "\n<--- Last few GCs --->\nFATAL ERROR: Ineffective mark-compacts near heap limit "
+         "Allocation failed - JavaScript heap out of memory\n", -6,
+         ("memory", "FATAL ERROR: Ineffective mark-compacts near heap limit Allocation failed - JavaScript "
+          "heap out of memory")),
+        ("typescript", "\n#\n# Fatal process out of memory: Zone\n#\n", -5, ("memory", "# Fatal process out of memory: Zone")),
         ("rust", "Segmentation fault", -11, ("signal", "SIGSEGV")),
         ("java", "Main.java:3: error: ';' expected\nThe system is out of resources.", 1, None),
         ("cpp", "main.cpp:2:1: error: 'x' was not declared in this scope", 1, None),

@@ -56,8 +56,8 @@ _OUT_OF_MEMORY = re.compile(
             r"|out of memory allocating heap arena map|out of memory allocating allArenas)$",  # Go's runtime
             r"^runtime: out of memory: cannot allocate \d+-byte block \(\d+ in use\)$",
             r"^go build [^:]+: \S+: signal: [a-z ]+$",  # the go command's compile or link tool killed
-            r"^# Fatal process (?:OOM|out of memory) in [^\n]*$",  # V8
-            r"^FATAL ERROR: [\w:. ]+ (?:Allocation failed - JavaScript heap out of memory|process out of memory)$",
+            r"^# Fatal (?:process|JavaScript|javascript) (?:OOM|out of memory)\b[^\n]*$",  # V8
+            r"^FATAL ERROR: [\w:. -]+ (?:Allocation failed - JavaScript heap out of memory|process out of memory)$",
             r"^The system is out of resources\.$",  # javac
             r"^Error occurred during initialization of VM$",
         )
