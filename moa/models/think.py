@@ -50,6 +50,8 @@ def split_reasoning(text: str) -> tuple[str, str] | None:
     the end) is reasoning whose ``<think>`` the chat template wrote. A ``<think>`` further in (quoted HTML, code), and a ``</think>`` quoted
     mid-sentence, in inline code or in a code block, are the answer's. The answer is what
     follows the tag, as written."""
+    if "<" not in text:  # no tag of either form: the usual reply, found in one scan
+        return None
     head = text.lstrip()
     if (opening := _opening(head)) is not None:
         close, stop = _first_close(head, len(opening))

@@ -181,6 +181,8 @@ def format_references(outputs: Sequence[tuple[str, str]]) -> str:
     one would otherwise read as a reference of its own or as another node's words: the tag (see
     ``boundary_tag``) is in no output, so no output can open or close a block. No line explains
     it: every aggregator call would pay for one, and the blocks read as what they are."""
+    if not outputs:  # a node reading nothing (every proposer): no block, so no tag to hash for
+        return ""
     tag = boundary_tag([t for pair in outputs for t in pair])
     return "\n\n".join(
         f"{i}. [{node}] <<{tag}>>\n{text}\n<<end {tag}>>" for i, (node, text) in enumerate(outputs, 1)
