@@ -275,6 +275,8 @@ class Runner:
         gives each agent's ``rate_limit`` to its endpoint's limiter, which the agents of that
         endpoint without one share. ``run`` does it once per target; an application or an
         experiment may call it up front."""
+        if isinstance(target, Graph) and self._checked.get(id(target)) is target:
+            return  # every run of a graph after its first (``run`` passes the graph)
         composite = _as_composite(target)
         if composite is not None:
             graphs = [g for _, g in composite.parts()]
