@@ -56,6 +56,24 @@ def test_what_the_tuning_paid_is_reported(tmp_path: Path) -> None:
     assert f"its own calls cost ${t.paid_usd:.6f}" in format_tune_table(t)
 
 
+def _unreadable_rater(rows: list[dict[str, object]]) -> tuple[Counted, Counted, dict[str, SimModel]]:
+    """A rater whose replies never read (every judge call of the cascade fails, paid) beside a
+    strong model wrong on one item, each counting its requests."""
+    answers = answers_of(rows)
+    rater, strong = Counted(lambda req: "I could not say."), Counted(OneWrong(Q, answers))
+    models = {
+        **cheap_and_strong(answers),
+        "strong-m": SimModel(answer=strong),
+        "rater-m": SimModel(answer=rater),
+    }
+    return rater, strong, models
+
+
+def _rater_cascade(tmp_path: Path, base_url: str, rows: list[dict[str, object]]) -> Path:
+    pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
+    return _judged_cascade(tmp_path / "e", base_url, rows, f"api_base: {json.dumps(base_url)}, {pricing}")
+
+
 @pytest.mark.parametrize("store_text", [True, False])
 def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(
     tmp_path: Path, store_text: bool
@@ -66,18 +84,9 @@ def test_a_raters_failed_calls_in_the_stored_runs_are_read_back_not_paid_again(
     and the setting as written is the stored cascade, cost included. Without the messages stored
     (`store_text: false`) a failure is matched by its node and model."""
     rows = _rows(40)
-    answers = answers_of(rows)
-    pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
-    rater, strong = Counted(lambda req: "I could not say."), Counted(OneWrong(Q, answers))
-    models = {
-        **cheap_and_strong(answers),
-        "strong-m": SimModel(answer=strong),
-        "rater-m": SimModel(answer=rater),
-    }
+    rater, strong, models = _unreadable_rater(rows)
     with SimServer(models) as srv:
-        exp = _judged_cascade(
-            tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
-        )
+        exp = _rater_cascade(tmp_path, srv.base_url, rows)
         exp.write_text(exp.read_text() + f"store_text: {str(store_text).lower()}\n")
         summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         compared, asked, sent = _paid(tmp_path / "out"), rater.calls, strong.calls
@@ -277,18 +286,9 @@ def test_a_stored_failed_call_of_the_wrong_shape_is_one_line_not_paid_again(tmp_
     read it as no failures and sent every such call again, paying for it silently; it stops in one
     line naming the store, the call and the field, before any request."""
     rows = _rows(40)
-    answers = answers_of(rows)
-    pricing = "pricing: {input_per_mtok: 1.0, output_per_mtok: 2.0}, retry: {max_attempts: 1}"
-    rater, strong = Counted(lambda req: "I could not say."), Counted(OneWrong(Q, answers))
-    models = {
-        **cheap_and_strong(answers),
-        "strong-m": SimModel(answer=strong),
-        "rater-m": SimModel(answer=rater),
-    }
+    rater, strong, models = _unreadable_rater(rows)
     with SimServer(models) as srv:
-        exp = _judged_cascade(
-            tmp_path / "e", srv.base_url, rows, f"api_base: {json.dumps(srv.base_url)}, {pricing}"
-        )
+        exp = _rater_cascade(tmp_path, srv.base_url, rows)
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         asked, sent = rater.calls, strong.calls
         conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
