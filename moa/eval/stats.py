@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CI",
+    "MAX_BOOTSTRAP_ROUNDS",
     "McNemarResult",
     "SignTestResult",
     "binom_two_sided",
@@ -110,6 +111,10 @@ def check_bootstrap(confidence: float, rounds: int) -> None:
     if rounds < 1:
         raise ValueError(f"rounds={rounds} must be positive")
 
+
+#: the most bootstrap rounds an experiment may ask for (its file, and a store's manifest, are
+#: refused past it): a summary's intervals at 10**12 rounds never finish
+MAX_BOOTSTRAP_ROUNDS = 100_000
 
 #: above this many values, nearly all distinct, the bootstrap of a mean is read from its normal
 #: (Cornish–Fisher) form instead of resampled: see ``bootstrap_ci``

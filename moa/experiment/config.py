@@ -17,6 +17,7 @@ from moa.errors import TopologyError, UserError
 from moa.eval.datasets import DatasetFormat
 from moa.eval.hashing import canonical_hash, topology_hash
 from moa.eval.registry import normal_config, refuse_boolean
+from moa.eval.stats import MAX_BOOTSTRAP_ROUNDS
 from moa.experiment.executors.names import check_executor
 from moa.safe_read import not_a_mapping, read_document
 from moa.topology.loader import format_validation_error, load
@@ -129,7 +130,9 @@ class ExperimentSpec(BaseModel):
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N items.")
     seed: int = Field(0, description="Seed of the bootstrap resampling.")
-    bootstrap_rounds: int = Field(2000, ge=100, le=100_000, description="Bootstrap resamples per interval.")
+    bootstrap_rounds: int = Field(
+        2000, ge=100, le=MAX_BOOTSTRAP_ROUNDS, description="Bootstrap resamples per interval."
+    )
     budget_usd: float | None = Field(
         None,
         ge=0,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from moa.eval.stats import MAX_BOOTSTRAP_ROUNDS
 from moa.safe_read import parse_json
 
 __all__ = [
@@ -106,7 +107,7 @@ class _ManifestShape(BaseModel):
     pairwise: bool = False
     seed: int = 0
     # bounded above as the experiment file bounds it: a store claiming 10**12 rounds never reported
-    bootstrap_rounds: int = Field(2000, ge=1, le=100_000)
+    bootstrap_rounds: int = Field(2000, ge=1, le=MAX_BOOTSTRAP_ROUNDS)
 
 
 def manifest_problem(manifest: Any) -> str | None:
