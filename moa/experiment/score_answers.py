@@ -218,7 +218,8 @@ async def _evaluated(
     """What the evaluator made of ``row``'s answer, or None when it failed on it (a judge that is
     down or over budget, a sandbox that broke, a worker lost): noted in ``report`` and retried by the
     next run. A store error (the judge's cache writes to the store) or a bug is not the answer's
-    failure: it ends the phase, and ``Experiment`` names the store in one line. The failed calls a
+    failure: it ends the phase, and ``Experiment`` names the store in one line (so does a judge call
+    failed by its reply's cache write, ``Store.write_error``). The failed calls a
     ``MoAError`` carries are booked as paid: nothing is stored to hold them; for a judged ``pair``
     (the evaluator's id, the baseline's run), what they cost also goes to the setup's judge cost."""
     try:
@@ -230,6 +231,11 @@ async def _evaluated(
             store.book_failed_pair(pair[0], setup.name, setup.hash, row.run_id, pair[1], e)
         elif isinstance(e, MoAError):
             store.book_unstored(e.calls)
+        if store.write_error is not None:
+            # a judge reply the store could not cache (a full disk) fails its call, so it reaches
+            # here as the judge's failure: it is the store's, and judging on paid for every verdict
+            # it could no longer keep
+            raise store.write_error from e
         report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
         return None
 

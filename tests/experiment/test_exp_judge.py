@@ -381,3 +381,29 @@ def test_identical_pairs_are_judged_independently_and_cost_what_was_paid(tmp_pat
     assert paid > 0
     assert summary.setup("good").judge_cost_usd == pytest.approx(paid)
     assert again.setup("good").judge_cost_usd == pytest.approx(paid)
+
+
+def test_a_judge_reply_the_store_cannot_keep_stops_the_judging_at_once(tmp_path: Path) -> None:
+    """A judge reply whose caching fails (a full disk; a trigger refuses the judge's rows here, so
+    every other write still succeeds) failed its pair as a provider error, stored as "could not be
+    scored", and the judging went on paying for every verdict it could not keep. It stops at once in
+    the one line naming the store; only the calls in flight are paid."""
+    with SimServer(_models(fair_judge)) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url)
+        judged = exp.read_text()
+        exp.write_text(judged.replace("{name: judge, topology: judge.yaml}", "contains"))
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()  # the answers, stored
+        conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON cache WHEN NEW.model LIKE '%judge-m' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        conn.close()
+        exp.write_text(judged)
+        with pytest.raises(
+            UserError, match=r"experiment\.sqlite: .* cannot be written \(SQLite: database or disk is full\)"
+        ):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        paid = srv.stats.served_by_model.get("judge-m", 0)
+    assert 0 < paid <= 2 * 8, paid  # both orders of the pairs in flight (concurrency 8), not 2 × 2 × 40
