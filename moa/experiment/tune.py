@@ -383,6 +383,11 @@ async def _traces(
                 fatal.append(UserError(f"{source}: tune: {e}"))
             except Exception as e:  # a timeout, a scoring bug: the other items still tell
                 dropped.append(f"item `{item.id}`: {type(e).__name__}: {' '.join(str(e).split())}")
+            if store.write_error is not None:
+                # a reply the store could not cache (a full disk) failed its call, recorded as the
+                # stage's failure or the item's: it is the store's, and going on would pay for
+                # every call it could no longer keep (``Experiment`` names the store in one line)
+                raise store.write_error
 
     before = store.spent_usd()
     tasks = [asyncio.ensure_future(one(items[i])) for i in [*plan.dev, *plan.test]]

@@ -301,3 +301,31 @@ def test_a_stored_failed_call_of_the_wrong_shape_is_one_line_not_paid_again(tmp_
         ):
             Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
     assert (rater.calls, strong.calls) == (asked, sent)
+
+
+def test_a_tuning_reply_the_store_cannot_cache_stops_the_tuning_at_once(tmp_path: Path) -> None:
+    """A reply of the tuning's own calls whose caching fails (a full disk; a trigger refuses new
+    cache rows here, every other write still succeeds) failed its item as a provider error, the item
+    was dropped, and the tuning went on paying for every call it could not keep. It stops in the one
+    line naming the store; only the calls in flight are paid."""
+    rows = _rows(40)
+    answers = answers_of(rows)
+    strong = Counted(OneWrong(Q, answers))
+    with SimServer(
+        {"cheap-m": SimModel(answer=OneWrong(P, answers)), "strong-m": SimModel(answer=strong)}
+    ) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        sent = strong.calls
+        conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON cache "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        conn.close()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        with pytest.raises(UserError, match=r"experiment\.sqlite: .*\(SQLite: database or disk is full\)"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    # the items in flight (8), each to its last stage (3 strong samples): 66 went unkept before
+    assert 0 < strong.calls - sent <= 8 * 3, strong.calls - sent
