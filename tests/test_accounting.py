@@ -401,14 +401,15 @@ async def test_a_reply_claiming_a_tier_the_agent_did_not_ask_for_is_charged_its_
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_requests_queued_on_a_rate_limit_hold_no_budget(transport: str) -> None:
-    """Requests waiting for their turn under an rpm limit hold nothing: another model's call is
+    """Requests waiting for their turn under an rpm limit hold nothing: another endpoint's call is
     made with the money they may spend later. They held their worst case while queued (a minute,
     here), and that call was refused with BudgetExceeded with almost all of its cap unspent."""
     worst = 1e-6 * (prompt_token_ceiling(prompt_token_bound([{"role": "user", "content": "q 0"}])) + 100)
     budget = moa.Budget(3.5 * worst)  # room for three holds, not four
-    async with SimServer({"limited": SimModel(), "other": SimModel()}) as srv:
+    # two servers: agents of one endpoint share its limiter, so `other` would queue behind them too
+    async with SimServer({"limited": SimModel()}) as srv, SimServer({"other": SimModel()}) as elsewhere:
         limited = single(srv.base_url, "limited", transport, max_tokens=100, rate_limit={"rpm": 1})
-        other = single(srv.base_url, "other", transport, max_tokens=100)
+        other = single(elsewhere.base_url, "other", transport, max_tokens=100)
         async with moa.Runner(budget=budget, rate_limits=RateLimits()) as rt:
             first = await limited.run("q 0", runner=rt)  # the minute's one request
             queued = [asyncio.create_task(limited.run(f"q {i}", runner=rt)) for i in (1, 2, 3)]
