@@ -26,16 +26,21 @@ from moa.experiment.report.tune import format_tune_table
 from moa.testing.sim import SimModel, SimServer
 
 
+def _one_wrong_each(rows: list[dict[str, object]]) -> tuple[Counted, dict[str, SimModel]]:
+    """The cheap and the strong model each wrong on one item (the strong one counting its
+    requests), as the comparison of ``_write`` expects them."""
+    answers = answers_of(rows)
+    strong = Counted(OneWrong(Q, answers))
+    return strong, {"cheap-m": SimModel(answer=OneWrong(P, answers)), "strong-m": SimModel(answer=strong)}
+
+
 def test_what_the_tuning_paid_is_reported(tmp_path: Path) -> None:
     """The calls the tuning makes (the later stages of the items the cascade accepted) are paid:
     tune.json, the report and the table say what they cost, on a re-run too (its calls are read
     back free); they were in the ledger and in no figure."""
     rows = _rows(40)
-    answers = answers_of(rows)
-    strong = Counted(OneWrong(Q, answers))
-    with SimServer(
-        {"cheap-m": SimModel(answer=OneWrong(P, answers)), "strong-m": SimModel(answer=strong)}
-    ) as srv:
+    strong, models = _one_wrong_each(rows)
+    with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         compared, sent = _paid(tmp_path / "out"), strong.calls
@@ -309,11 +314,8 @@ def test_a_tuning_reply_the_store_cannot_cache_stops_the_tuning_at_once(tmp_path
     was dropped, and the tuning went on paying for every call it could not keep. It stops in the one
     line naming the store; only the calls in flight are paid."""
     rows = _rows(40)
-    answers = answers_of(rows)
-    strong = Counted(OneWrong(Q, answers))
-    with SimServer(
-        {"cheap-m": SimModel(answer=OneWrong(P, answers)), "strong-m": SimModel(answer=strong)}
-    ) as srv:
+    strong, models = _one_wrong_each(rows)
+    with SimServer(models) as srv:
         exp = _write(tmp_path / "e", srv.base_url, rows)
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         sent = strong.calls
