@@ -87,6 +87,7 @@ def test_a_run_field_of_the_wrong_type_is_one_line_naming_it(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert f"experiment.sqlite: run {rid} (setup `other`, item `1`): {problem}" in err
+    assert err.endswith("or delete that run (the next `moa compare` runs it again)")  # the way out
 
 
 @pytest.mark.parametrize(
@@ -210,7 +211,7 @@ def test_a_cached_reply_of_the_wrong_type_stops_a_resume_in_one_line(
     assert (
         len(line.splitlines()) == 1 and "experiment.sqlite: cached reply " in line and "scope `other:" in line
     )
-    assert problem in line
+    assert problem in line and line.endswith("restore it from a copy, or use another --out")
     assert model.calls == []
 
 

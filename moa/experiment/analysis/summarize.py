@@ -61,6 +61,7 @@ from moa.experiment.analysis.summary import (
     baseline_problem,
 )
 from moa.experiment.analysis.votes import add_human_votes
+from moa.experiment.store.checks import edited
 from moa.experiment.store.database import RunRow, Store
 
 __all__ = [
@@ -364,10 +365,7 @@ def summary_from_store(
                     continue
                 where = f"setup `{name}`, item `{r.item_id}`, sample {r.sample} (run {r.run_id}): {problem}"
                 if left_out is None:
-                    raise UserError(
-                        f"{store.path}: {where}: the store is damaged or was edited; restore it from a "
-                        "copy, or delete that run (the next `moa compare` runs it again)"
-                    )
+                    raise UserError(edited(store.path, where, run=True))
                 left_out.append(where)
             if not kept:
                 del by_item[item_id]

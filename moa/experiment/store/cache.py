@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
 from moa.errors import UserError
-from moa.experiment.store.checks import CACHE_TYPES, call_row_problem
+from moa.experiment.store.checks import CACHE_TYPES, call_row_problem, edited
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Attempt, Usage
 
@@ -120,10 +120,7 @@ class StoreCache:
         problem = call_row_problem(CACHE_TYPES, row)
         if problem is None:
             return row
-        raise UserError(
-            f"{self.store.path}: cached reply {key[:16]} (scope `{self.scope}`): {problem}: the store is "
-            "damaged or was edited; restore it from a copy, or use another --out"
-        )
+        raise UserError(edited(self.store.path, f"cached reply {key[:16]} (scope `{self.scope}`): {problem}"))
 
     def _legacy_is_mine(self, key: str) -> bool:
         """An old-key reply is this item's when noted as its own, or noted for no item at all

@@ -19,6 +19,7 @@ __all__ = [
     "CALL_TYPES",
     "bad_call_sql",
     "call_row_problem",
+    "edited",
     "manifest_problem",
     "run_row_problem",
 ]
@@ -44,6 +45,13 @@ _KIND_NAMES = {
 _MAX_COUNT = 2**63 - 1
 #: the JSON lists of a run: each turn's answer (texts), each turn's score (numbers)
 _JSON_LISTS = (("turns_json", 13, (str,), "texts"), ("turn_scores_json", 17, (int, float), "numbers"))
+
+
+def edited(path: object, where: str, *, run: bool = False) -> str:
+    """The line for a store holding at ``where`` what moa did not write (damaged, or edited by
+    hand), with the way out: a bad run can be deleted and run again, anything else needs a copy."""
+    remedy = "delete that run (the next `moa compare` runs it again)" if run else "use another --out"
+    return f"{path}: {where}: the store is damaged or was edited; restore it from a copy, or {remedy}"
 
 
 def _value_problem(name: str, kind: str, value: Any, *, shown: bool = False) -> str | None:

@@ -26,6 +26,7 @@ from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
 from moa.experiment.store.checks import (
     CALL_TYPES,
     call_row_problem,
+    edited,
     manifest_problem,
     run_row_problem,
 )
@@ -286,10 +287,7 @@ class Store:
         else:
             problem = None if manifest is None else manifest_problem(manifest)
         if problem is not None:
-            raise UserError(
-                f"{self.path}: the store's {problem}: the store is damaged or was edited; restore it "
-                "from a copy, or use another --out"
-            )
+            raise UserError(edited(self.path, f"the store's {problem}"))
         return manifest if isinstance(manifest, dict) else None
 
     def set_meta(self, key: str, value: Any) -> None:
@@ -445,10 +443,7 @@ class Store:
         problem = run_row_problem(row)
         if problem is not None:
             what = f"run {row[0]}" if len(row) < 3 else f"run {row[0]} (setup `{row[1]}`, item `{row[2]}`)"
-            raise UserError(
-                f"{self.path}: {what}: {problem}: the store is damaged or was edited; restore it from a "
-                "copy, or delete that run (the next `moa compare` runs it again)"
-            )
+            raise UserError(edited(self.path, f"{what}: {problem}", run=True))
         return RunRow(*row)
 
     def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, list[RunRow]]:
@@ -534,7 +529,8 @@ class Store:
         out = []
         for call_id, *row in cur:
             if (problem := call_row_problem(CALL_TYPES, row, shown=shown)) is not None:
-                raise UserError(self._bad_call(call_id, f"{column.removesuffix('_id')} {key}", problem))
+                owner = f"{column.removesuffix('_id')} {key}"
+                raise UserError(edited(self.path, f"call {call_id} ({owner}): {problem}"))
             d = dict(zip((name for name, _ in CALL_TYPES), row, strict=True))
             d["attempt_log"] = json.loads(d["attempt_log"]) if d["attempt_log"] else []
             d["messages"] = json.loads(d["messages"]) if d["messages"] else None
@@ -542,12 +538,6 @@ class Store:
             d["usage_suspect"], d["usage_estimated"] = bool(d["usage_suspect"]), bool(d["usage_estimated"])
             out.append(d)
         return out
-
-    def _bad_call(self, call_id: Any, owner: str, problem: str) -> str:
-        return (
-            f"{self.path}: call {call_id} ({owner}): {problem}: the store is damaged or was edited; "
-            "restore it from a copy, or use another --out"
-        )
 
     def put_score(
         self,
