@@ -15,9 +15,9 @@ from moa._run.engine import Execution, callable_name, checked
 from moa._run.nodes import text_problem
 from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
-from moa.calls.call import AgentRuntime, CallCache
+from moa.calls.call import AgentRuntime, CallCache, own_rate_limit
 from moa.calls.keys import check_agents
-from moa.calls.limits import RateLimit, RateLimits, shared_rate_limits
+from moa.calls.limits import RateLimits, shared_rate_limits
 from moa.calls.retry_budget import RetryBudgets
 from moa.errors import RequestRefused, UserError
 from moa.models.base import Message, Model, TokenCallback
@@ -230,9 +230,7 @@ def _register_limits(limits: RateLimits, agents: Sequence[tuple[str, AgentSpec]]
     """Every agent's own ``rate_limit`` given to its endpoint's limiter before any agent is
     resolved: an agent of that endpoint without one shares it, whichever a run meets first."""
     for _, a in agents:
-        rl = a.rate_limit
-        if rl is not None:
-            limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm)
+        if (limit := own_rate_limit(a)) is not None:
             for model in (a.model, *a.fallbacks):
                 limits.register(model, a.api_base, limit)
 

@@ -52,8 +52,15 @@ __all__ = [
     "CallCache",
     "CallContext",
     "call_agent",
+    "own_rate_limit",
     "prompt_token_bound",
 ]
+
+
+def own_rate_limit(agent: AgentSpec) -> RateLimit | None:
+    """The limit the agent's own ``rate_limit`` declares, as its endpoint's limiter takes it."""
+    rl = agent.rate_limit
+    return RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +139,7 @@ class AgentRuntime:
         # https://user:key@host, ?key=..., extra_headers: {X-Api-Key: ...}
         for secret in (*url_secrets(agent.api_base), *param_secrets(agent.params)):
             remember_secret(secret)
-        rl = agent.rate_limit
-        limit = RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
+        limit = own_rate_limit(agent)
         targets = []
         tier = agent.params.get("service_tier")
         for i, model in enumerate([agent.model, *agent.fallbacks]):
