@@ -60,7 +60,7 @@ import secrets
 from dataclasses import replace
 
 from moa.eval.languages.program import Program, rename_function
-from moa.eval.languages.source import find_function, mask, split_lines, top_level_types
+from moa.eval.languages.source import brace_depths, find_function, mask, split_lines, top_level_types
 
 __all__ = ["PRELOAD", "preload_source", "shield_js_tests", "with_end_marker"]
 
@@ -559,10 +559,7 @@ def shield_js_tests(program: Program) -> Program:
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
         answer_line[first - 1 : last] = [True] * len(answer_line[first - 1 : last])
     line_at = [i for i, line in enumerate(lines) for _ in line]
-    depth, depths = 0, []
-    for c in masked:
-        depths.append(depth)
-        depth += 1 if c == "{" else -1 if c == "}" else 0
+    depths = brace_depths(masked)
     declared: tuple[set[str], set[str]] = (set(), set())  # (the tests', the answer's)
     for m in _JS_DECLARATION.finditer(masked):
         if depths[m.start()] == 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from moa.eval.languages.source import mask, split_lines
+from moa.eval.languages.source import brace_depths, mask, split_lines
 
 __all__ = [
     "ANSWER_MAIN",
@@ -297,10 +297,7 @@ def _answer_ranges(program: Program, source: str) -> list[tuple[int, int]]:
 def _go_package_names(masked: str, ranges: list[tuple[int, int]]) -> set[str]:
     """The predeclared identifiers (``true``, ``len``, ``string``...) that the answer's lines
     declare at the package level of ``masked``."""
-    depth, depths = 0, []
-    for c in masked:
-        depths.append(depth)
-        depth += 1 if c == "{" else -1 if c == "}" else 0
+    depths = brace_depths(masked)
     names: set[str] = set()
     for start, end in ranges:
         for m in _GO_DECLARED.finditer(masked, start, end):
@@ -349,10 +346,7 @@ _C_KEYWORDS = frozenset({"if", "for", "while", "switch", "catch", "return", "siz
 
 def _top_level_definitions(program: Program, masked: str) -> tuple[set[str], set[str]]:
     """The names the answer's lines and the rest of the program each define at the top level."""
-    depth, depths = 0, []
-    for c in masked:
-        depths.append(depth)
-        depth += 1 if c == "{" else -1 if c == "}" else 0
+    depths = brace_depths(masked)
     ranges = _answer_ranges(program, program.source)
     answer: set[str] = set()
     rest: set[str] = set()

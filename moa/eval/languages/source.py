@@ -13,11 +13,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "Span",
+    "brace_depths",
     "defines_function",
     "find_function",
     "line_of",
     "mask",
     "match_brace",
+    "split_lines",
     "top_level_types",
 ]
 
@@ -96,6 +98,16 @@ def mask(source: str, language: str) -> str:
         else:
             i += 1
     return "".join(chars)
+
+
+def brace_depths(masked: str) -> list[int]:
+    """The brace depth at each character of ``masked`` (``mask``'s output, so braces in strings and
+    comments do not count): 0 at the top level."""
+    depth, depths = 0, []
+    for c in masked:
+        depths.append(depth)
+        depth += 1 if c == "{" else -1 if c == "}" else 0
+    return depths
 
 
 def split_lines(text: str, *, keepends: bool = False) -> list[str]:
