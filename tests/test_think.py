@@ -226,11 +226,25 @@ async def test_a_reply_cached_with_its_reasoning_replays_the_answer() -> None:
         (key,) = cache.replies
         for cached, output in (("<think>maybe 7</think>42", "42"), ("<think>maybe 7", "fresh")):
             hit = cache.replies[key] = dataclasses.replace(
-                cache.replies[key], reply=ModelReply(cached, Usage(3, 9))
+                cache.replies[key], reply=ModelReply(cached, Usage(3, 9)), answer_only=False
             )
             r = await rt.run(topology, "hi")
             assert r.output == output and r.calls[0].cached == (output == "42"), hit
     assert len(fake.calls) == 2
+
+
+async def test_a_replayed_reply_is_the_answer_its_first_call_returned() -> None:
+    """An answer that itself holds a `</think>` after its reasoning was taken out replays as the
+    first call returned it: taken out again on replay, it was cut a second time (a resumed run
+    scored another answer than its first run)."""
+    fake = FunctionModel(lambda _r: "<think>a</think>\n\nx </think>\n\ny")
+    cache = DictCache()
+    topology = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}})
+    async with moa.Runner(models={"fake/*": fake}, cache=cache) as rt:
+        first = await rt.run(topology, "hi")
+        again = await rt.run(topology, "hi")
+    assert first.output == "\n\nx </think>\n\ny"
+    assert again.output == first.output and again.calls[0].cached and len(fake.calls) == 1
 
 
 class _Thinker(BaseHTTPRequestHandler):

@@ -83,6 +83,12 @@ class CachedReply:
     #: the first call's attempts: a replay reports them, so an attempt of unknown usage (a timeout
     #: before the answer, which the provider may have billed) still counts in ``cost_usd_max``
     attempt_log: tuple[Attempt, ...] = ()
+    #: ``reply.text`` is the answer as the first call returned it, its leading reasoning already
+    #: taken out: a replay returns it as is. Taken out again, an answer that itself holds a
+    #: ``</think>`` (``x </think>\n\ny``) was cut a second time, so a resumed run scored another
+    #: answer than its first run. False: cached by an older moa (or a user's code), whose text may
+    #: still begin with the reasoning, taken out when replayed
+    answer_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +349,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 rec.usage_estimated,
                 rec.usage_suspect,
                 tuple(rec.attempt_log),
+                answer_only=True,
             ),
         )
     return reply.text
@@ -408,7 +415,7 @@ def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | Cach
     try:
         # a reply cached before moa took a reasoning model's <think> block out of the answer: a
         # resumed experiment replayed the reasoning as the answers its first runs gave
-        reply = answer_of(hit.reply, call.node, hit.model)
+        reply = hit.reply if hit.answer_only else answer_of(hit.reply, call.node, hit.model)
         if call.validate is not None:
             call.validate(reply.text)
     except ModelError:

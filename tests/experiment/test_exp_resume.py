@@ -634,7 +634,7 @@ def test_a_version_6_store_gains_the_cache_counts_of_its_calls(tmp_path: Path) -
     _v6_store(out, log)
     store = Store.open(out)
     try:
-        assert store.get_meta("schema_version") == SCHEMA_VERSION == 7
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
         row = store.calls_of(run_id=1)[0]
         assert (row["cached_tokens"], row["cache_write_tokens"], row["cache_write_1h_tokens"]) == (30, 10, 4)
         from moa.experiment.store.cache import StoreCache
@@ -662,5 +662,56 @@ def test_a_version_6_call_whose_attempt_log_holds_an_infinite_count_is_named_not
             UserError, match=r"experiment\.sqlite: call \d+ \(run 1\): `attempt_log\[0\]\.usage\."
         ):
             store.calls_of(run_id=1)
+    finally:
+        store.close()
+
+
+def test_a_reply_replayed_from_the_store_is_the_answer_its_first_call_returned(tmp_path: Path) -> None:
+    """A reply the store cached with its reasoning taken out replays as is, in a later run with
+    its own cache over the store (a resume): an answer holding a `</think>` of its own was cut
+    again, so the resumed run scored another answer."""
+    from moa.experiment.store.cache import StoreCache
+    from moa.topology.loader import load_data
+
+    fake = FunctionModel(lambda _r: "<think>a</think>\n\nx </think>\n\ny")
+    topology = load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": {"model": "fake/m"}}})
+    store = Store.open(tmp_path / "out")
+
+    async def run() -> Any:
+        async with Runner(models={"fake/*": fake}, cache=StoreCache(store, "s:h", "i1")) as rt:
+            return await rt.run(topology, "hi")
+
+    try:
+        first, again = asyncio.run(run()), asyncio.run(run())
+    finally:
+        store.close()
+    assert first.output == again.output == "\n\nx </think>\n\ny"
+    assert again.calls[0].cached and len(fake.calls) == 1
+
+
+def test_a_version_7_store_replays_its_replies_without_their_reasoning(tmp_path: Path) -> None:
+    """Upgrading a v7 store: its cache gains `answer_only`, NULL for the replies cached before,
+    which may still begin with their reasoning and are read as such (taken out on replay)."""
+    from moa.experiment.store.cache import StoreCache
+
+    out = tmp_path / "out"
+    Store.open(out).close()
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.executescript(
+        """
+        ALTER TABLE cache DROP COLUMN answer_only;
+        UPDATE meta SET value = '7' WHERE key = 'schema_version';
+        INSERT INTO cache(key, text, model, reply_model, finish_reason, prompt_tokens, completion_tokens,
+          cost_usd) VALUES ('k', '<think>r</think>42', 'm', 'm', 'stop', 3, 2, 0.5);
+        """
+    )
+    conn.commit()
+    conn.close()
+    store = Store.open(out)
+    try:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION
+        assert store.conn.execute("SELECT answer_only FROM cache").fetchone() == (None,)
+        hit = StoreCache(store, "s").get("k")
+        assert hit is not None and hit.reply.text == "<think>r</think>42" and not hit.answer_only
     finally:
         store.close()

@@ -54,13 +54,22 @@ def cache_key(scope: str, node: str, request: ModelRequest, item_id: str | None 
 
 def _reply(row: Sequence[Any]) -> CachedReply:
     (text, model, reply_model, finish, prompt, completion, cost, latency, queued, estimated, read, write, write_1h,
-     suspect, tier, log) = row  # fmt: skip
+     suspect, tier, log, answer_only) = row  # fmt: skip
     usage = Usage(prompt, completion, read, write, write_1h)
     reply = ModelReply(text, usage, reply_model, finish, usage_estimated=bool(estimated), service_tier=tier)
     # NULL: cached before schema 6 kept times, so the replay cannot say how long the call took (nor
     # whether its usage was estimated: moa did not tell then)
+    # NULL too before schema 8, whose replies may still begin with their reasoning (taken out on replay)
     return CachedReply(
-        reply, model, cost, latency or 0.0, queued or 0.0, bool(estimated), bool(suspect), _attempts(log)
+        reply,
+        model,
+        cost,
+        latency or 0.0,
+        queued or 0.0,
+        bool(estimated),
+        bool(suspect),
+        _attempts(log),
+        answer_only=bool(answer_only),
     )
 
 
@@ -143,7 +152,7 @@ class StoreCache:
     def _put(self, key: str, value: CachedReply) -> None:
         r = value.reply
         self.store.conn.execute(
-            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO cache(key, {_COLUMNS}) VALUES (?{',?' * len(CACHE_TYPES)})",
             (
                 key,
                 r.text,
@@ -165,6 +174,7 @@ class StoreCache:
                     [{**a.to_dict(), "worst_case_usd": a.worst_case_usd} for a in value.attempt_log],
                     separators=(",", ":"),
                 ),
+                int(value.answer_only),
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored

@@ -151,7 +151,7 @@ CACHE_TYPES = (
     ("prompt_tokens", "count"), ("completion_tokens", "count"), ("cost_usd", "amount"),
     ("latency_s", "amount?"), ("queued_s", "amount?"), ("usage_estimated", "int?"),
     ("cached_tokens", "count"), ("cache_write_tokens", "count"), ("cache_write_1h_tokens", "count"),
-    ("usage_suspect", "int"), ("service_tier", "str?"), ("attempt_log", "json?"),
+    ("usage_suspect", "int"), ("service_tier", "str?"), ("attempt_log", "json?"), ("answer_only", "int?"),
 )  # fmt: skip
 
 _Count = Field(0, ge=0, le=_MAX_COUNT)

@@ -50,8 +50,12 @@ __all__ = [
 #: A replayed call kept only its prompt and completion counts (its attempt log, where the cache
 #: counts were, is empty) and lost its suspect flag; ``cache.prompt_tokens`` etc. now hold the call's
 #: booked usage (clamped when suspect), where they held the last reply's raw counts. Calls stored
-#: before get their cache counts from their attempt log; replies cached before keep 0 (unknown)
-SCHEMA_VERSION = 7
+#: before get their cache counts from their attempt log; replies cached before keep 0 (unknown);
+#: 8 added ``cache.answer_only``: 1 when the reply's text is the answer as its call returned it, its
+#: reasoning already taken out, which a replay returns as is (taken out again, an answer holding a
+#: ``</think>`` of its own was cut a second time: a resumed run scored another answer). NULL for
+#: replies cached before, which may begin with their reasoning: a replay takes it out, as before
+SCHEMA_VERSION = 8
 
 _RUNS = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -140,7 +144,7 @@ CREATE TABLE IF NOT EXISTS scores(
   cost_usd REAL NOT NULL, latency_s REAL, queued_s REAL, usage_estimated INTEGER,
   cached_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
   cache_write_1h_tokens INTEGER NOT NULL DEFAULT 0, usage_suspect INTEGER NOT NULL DEFAULT 0,
-  service_tier TEXT, attempt_log TEXT);
+  service_tier TEXT, attempt_log TEXT, answer_only INTEGER);
 """
     + _VOTES
     + """
@@ -346,7 +350,21 @@ def _v6_to_v7(conn: sqlite3.Connection) -> None:
             )
 
 
-_MIGRATIONS = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
+def _v7_to_v8(conn: sqlite3.Connection) -> None:
+    with conn:
+        # NULL for the replies already cached: whether their reasoning was taken out is not known
+        _add_columns(conn, {"cache": ("answer_only INTEGER",)})
+
+
+_MIGRATIONS = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+    5: _v5_to_v6,
+    6: _v6_to_v7,
+    7: _v7_to_v8,
+}
 
 #: indexes on columns a migration may add: made once the tables have their current shape
 INDEXES = "CREATE INDEX IF NOT EXISTS scores_baseline ON scores(baseline_run_id);"
