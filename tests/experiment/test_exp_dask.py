@@ -10,6 +10,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
 import re
+import secrets
 import signal
 import socket
 import sqlite3
@@ -26,6 +27,7 @@ import pytest
 from moa._run import Runner
 from moa.cli import main
 from moa.errors import TopologyError, UserError
+from moa.eval.languages.toolchains import find_toolchain
 from moa.experiment import Experiment, Summary
 from moa.models.base import ModelRequest
 from moa.testing import FunctionModel
@@ -463,3 +465,39 @@ async def test_the_loopback_cluster_starts_beside_another_on_port_8787() -> None
             pass  # already taken: the case itself
         executor = await dask_executor.DaskExecutor.open("dask", n_workers=1)
         await executor.aclose()
+
+
+def _runs_of(prefix: str, dask_scheduler: Any) -> int:
+    """How many times the scheduler sent a task whose key starts with ``prefix`` to a worker."""
+    return sum(
+        1
+        for key, _, finish, *_ in dask_scheduler.transition_log
+        if str(key).startswith(prefix) and finish == "processing"
+    )
+
+
+async def test_a_compile_stopped_by_its_limits_is_not_run_again() -> None:
+    """A compile stopped by its limits (`CompileLimitReached`: raise the limit to score it) fails
+    alike each time it runs: Dask's task retries ran the same compile twice more (minutes with Go
+    or Rust) before it was reported. It runs once and comes back as it does on the driver."""
+    from moa.eval.datasets import Item
+    from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
+    from moa.eval.languages import CompileLimitReached
+
+    if isinstance(find_toolchain("c"), str):
+        pytest.skip("no gcc")
+    item = Item(id="c_gcd", input="Write gcd(a, b).", language="c", tests=["assert(gcd(12, 18) == 6);"])
+    answer = (
+        f"```c\n// {secrets.token_hex(8)}\nlong gcd(long a, long b) {{ return b ? gcd(b, a % b) : a; }}\n```"
+    )
+    evaluator = ExecutionEvaluator(ExecutionConfig(timeout_s=10, memory_mb=256, compile_timeout_s=0.001))
+    executor = await dask_executor.DaskExecutor.open("dask", n_workers=1)
+    try:
+        with pytest.raises(
+            CompileLimitReached, match=r"^item `c_gcd`: the compiler \(gcc\) ran past compile_timeout_s"
+        ):
+            await executor.score(evaluator, item, answer)
+        runs = await executor._client.run_on_scheduler(_runs_of, "score_on_worker")
+    finally:
+        await executor.aclose()
+    assert runs == 1

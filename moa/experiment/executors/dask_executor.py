@@ -8,7 +8,7 @@ along and brings its new ones back), so resume behaves as with the local executo
 
 A worker that dies loses its running task only: the scheduler hands it to another worker, and a
 task that raises is retried ``RETRIES`` times before the driver records it as a failure (retried
-by the next run). A connection to the scheduler that drops is waited for (``CONNECT_TIMEOUT_S``)
+by the next run); one that would fail alike again (a compile stopped by its limits) comes back at once. A connection to the scheduler that drops is waited for (``CONNECT_TIMEOUT_S``)
 and the tasks Dask cancelled with it are sent again. A scheduler that goes away takes every task
 with it: that is no pair's failure, so it is raised as one ``UserError`` naming the scheduler (the
 answer phase stops, the pairs stored are kept, a re-run resumes), never stored as each pair's
@@ -29,14 +29,22 @@ from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionEvaluator
 from moa.eval.types import Evaluator, Score
 from moa.experiment.executors.base import offloadable, worker_limits
-from moa.experiment.executors.worker import ForeignWorker, PairOutcome, PairTask, moa_version, score_on_worker
+from moa.experiment.executors.worker import (
+    ForeignWorker,
+    NotRetried,
+    PairOutcome,
+    PairTask,
+    moa_version,
+    score_on_worker,
+)
 
 __all__ = ["CONNECT_TIMEOUT_S", "INSTALL", "RETRIES", "DaskExecutor", "machine_cores", "require_distributed"]
 
 #: how long a scheduler address may take to answer (a wrong address should fail fast, not hang),
 #: and how long a lost connection to it may take to come back
 CONNECT_TIMEOUT_S = 5.0
-#: resubmissions of a scoring that raised on a worker (a worker's death is rescheduled apart from these)
+#: resubmissions of a scoring that raised on a worker (a worker's death is rescheduled apart from
+#: these); a ``UserError`` is not raised there but returned (``NotRetried``): it would fail alike
 RETRIES = 2
 #: sandboxed programs (or local-model pairs) a ``dask`` cluster's worker runs at once (one worker per core)
 THREADS_PER_WORKER = 1
@@ -278,9 +286,11 @@ class DaskExecutor:
     async def score(self, evaluator: Evaluator, item: Item, answer: str) -> Score:
         if not (isinstance(evaluator, ExecutionEvaluator) and offloadable(evaluator, item)):
             return await evaluator.score(item, answer)
-        score: Score = await self._submit(
+        score: Score | NotRetried = await self._submit(
             score_on_worker, _driver_version(), answer, item, worker_limits(evaluator)
         )
+        if isinstance(score, NotRetried):
+            raise score.error
         return score
 
     async def aclose(self) -> None:

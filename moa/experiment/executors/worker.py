@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from moa._run import Runner
 from moa.calls.call import CachedReply
 from moa.calls.limits import RateLimits
-from moa.errors import MoAError, ProviderError
+from moa.errors import MoAError, ProviderError, UserError
 from moa.eval.datasets import Item
 from moa.eval.execution import score_execution_async
 from moa.eval.types import Score
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ForeignWorker",
     "LocalModels",
+    "NotRetried",
     "PairOutcome",
     "PairTask",
     "moa_version",
@@ -74,12 +75,25 @@ def same_moa(driver: str) -> None:
         )
 
 
-def score_on_worker(driver: str, answer: str, item: Item, limits: dict[str, Any]) -> Score:
+@dataclass(frozen=True, slots=True)
+class NotRetried:
+    """A task's failure that would fail alike when run again, returned instead of raised: Dask
+    retries a task that raises, and ran a compile stopped by its limits (``CompileLimitReached``)
+    twice more before it was reported, minutes each with Go or Rust. The driver raises ``error``."""
+
+    error: UserError
+
+
+def score_on_worker(driver: str, answer: str, item: Item, limits: dict[str, Any]) -> Score | NotRetried:
     """Run the answer's program in the worker's sandbox, if the worker runs the ``driver``'s moa. A
     fresh loop per task: a worker thread has no loop of its own, and the program's run time dwarfs
-    the loop's creation."""
+    the loop's creation. A ``UserError`` (the configuration's or the item's: a compile limit) comes
+    back as ``NotRetried``; anything else raises, and Dask runs the task again."""
     same_moa(driver)
-    return asyncio.run(score_execution_async(answer, item, **limits))
+    try:
+        return asyncio.run(score_execution_async(answer, item, **limits))
+    except UserError as e:
+        return NotRetried(e)
 
 
 @dataclass(frozen=True, slots=True)
