@@ -68,6 +68,16 @@ class CompileLimitReached(UserError):
     unscored (an experiment reports it as "could not be scored" and retries it on the next run)."""
 
 
+#: the types of Node's ``assert`` for tsc, which has no ``@types/node`` here: a TypeScript answer
+#: importing it (``import assert from 'assert'``, ``import * as assert from 'node:assert'``) did
+#: not compile. Every import of it is ``any``, as a ``require`` of it is
+_TS_ASSERT_TYPES = (
+    "moa_assert.d.ts",
+    "".join(
+        f"declare module '{m}';\n" for m in ("assert", "node:assert", "assert/strict", "node:assert/strict")
+    ),
+)
+
 #: the program named when a compile was stopped by its limits
 _COMPILER = {"c": "gcc", "cpp": "g++", "go": "go", "java": "javac", "rust": "rustc", "typescript": "tsc"}
 
@@ -196,7 +206,7 @@ def _compile_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunL
             return ["/bin/sh", "-c", f"{javac} && cd classes && tar -cf ../classes.tar -- *"]
         case "typescript":
             return [tc["node"], tc["tsc"], "--target", "es2022", "--module", "commonjs", "--strict", "false",
-                    "--skipLibCheck", "--pretty", "false", name]  # fmt: skip
+                    "--skipLibCheck", "--pretty", "false", name, _TS_ASSERT_TYPES[0]]  # fmt: skip
     return None
 
 
@@ -229,6 +239,8 @@ def _env(program: Program, tc: Toolchain, limits: RunLimits, *, compiling: bool)
 
 def _sources(program: Program) -> dict[str, bytes]:
     files = {program.filename: program.source}
+    if program.language == "typescript":
+        files[_TS_ASSERT_TYPES[0]] = _TS_ASSERT_TYPES[1]
     if program.launcher is not None:
         files[program.launcher[0]] = program.launcher[1]
     return {name: text.encode("utf-8", "surrogatepass") for name, text in files.items()}

@@ -42,7 +42,9 @@ is at its end. Where the harness keeps it, per language:
   ``return`` at the module's top level ended it before them, and Node emitted ``beforeExit``.
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
-(native code reads its own memory). JavaScript runs under Node's permission model (Node 20 or
+(native code reads its own memory), and a JavaScript answer can read the tests' source, names and
+expected values included (from its file, or through ``arguments.callee`` in sloppy mode, so giving
+Node the program without a file would not close it). JavaScript runs under Node's permission model (Node 20 or
 later, ``toolchains.node_permission_flags``): it may read its own file and the preload, nothing
 else (no ``/proc/self/mem``), and start no child process or worker; the preload replaces the ``v8``
 heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that throw before
@@ -149,6 +151,8 @@ _PRELOAD_TEMPLATE = """'use strict';
   // answer's code ended the module before them, and Node then emitted beforeExit as for a run
   // whose tests all passed. Only that line counts: an earlier call is the answer's own
   const program = process.argv[1];
+  // a program Node runs as an ES module (one with an `import`) names its frames by URL
+  const programUrl = require('url').pathToFileURL(program).href;
   let lastLine = -1;
   try {
     // counted as V8 counts lines: a lone CR and U+2028/U+2029 end one too
@@ -165,7 +169,8 @@ _PRELOAD_TEMPLATE = """'use strict';
     Error.prepareStackTrace = saved[0];
     Error.stackTraceLimit = saved[1];
     const caller = frames[1];
-    finished = !!caller && fileName(caller) === program && lineNumber(caller) === lastLine;
+    const name = caller && fileName(caller);
+    finished = (name === program || name === programUrl) && lineNumber(caller) === lastLine;
   });
   // true only when nothing but Node itself and this file is on the stack: the program calling the
   // listener (or emitting beforeExit) puts its own frames there
@@ -543,6 +548,62 @@ _JS_DECLARATION = re.compile(
 )
 
 
+#: the modules the tests' ``import`` statements may take ``assert`` from
+_ASSERT_MODULES = frozenset({"assert", "node:assert", "assert/strict", "node:assert/strict"})
+# an import statement in masked source (literal contents blanked): `import * as a from '...'`,
+# `import a from`, `import { x as y } from`, `import a, { x } from`, `import a = require(...)`
+_JS_IMPORT = re.compile(
+    r"(?<![\w$.])import\s+(?:\*\s*as\s+(?P<ns>[A-Za-z_$][\w$]*)|(?P<default>[A-Za-z_$][\w$]*)"
+    r"(?:\s*,\s*\{(?P<also>[^{}]*)\})?|\{(?P<named>[^{}]*)\})\s*from\s*(?P<spec>'[^'\n]*'|\"[^\"\n]*\")\s*;?"
+    r"|(?<![\w$.])import\s+(?P<eq>[A-Za-z_$][\w$]*)\s*=\s*require\s*\(\s*(?P<eqspec>'[^'\n]*'|\"[^\"\n]*\")\s*\)\s*;?"
+)
+_IMPORT_NAME = re.compile(r"\s*([A-Za-z_$][\w$]*)(?:\s+as\s+([A-Za-z_$][\w$]*))?\s*")
+
+
+def _import_as_require(source: str, m: re.Match[str], require: str) -> str | None:
+    """The statement ``m`` as one ``const`` per name bound from ``require(module)``, on as many
+    lines as it took; None when it imports from a module other than ``assert`` or binds a name
+    this does not read (``import type``)."""
+    spec_group = "eqspec" if m.group("eq") else "spec"
+    # ``m`` matched the masked source, whose literals are blanked: the module's name is read here
+    spec = source[m.start(spec_group) + 1 : m.end(spec_group) - 1]
+    if spec not in _ASSERT_MODULES:
+        return None
+    call = f"{require}({spec!r})"
+    default = m.group("ns") or m.group("default") or m.group("eq")
+    bound = [f"const {default} = {call};"] if default and default != "type" else []
+    for names in (m.group("also"), m.group("named")):
+        for part in (names or "").split(","):
+            if not part.strip():
+                continue
+            name = _IMPORT_NAME.fullmatch(part)
+            if name is None:
+                return None
+            bound.append(f"const {name.group(2) or name.group(1)} = {call}.{name.group(1)};")
+    if not bound:
+        return None
+    return " ".join(bound) + "\n" * source.count("\n", m.start(), m.end())
+
+
+def _imports_as_requires(program: Program, answer_line: list[bool], require: str) -> Program:
+    """``program`` with the tests' imports of ``assert`` (``import * as assert from 'assert'``,
+    ``import assert from``, ``import { strict as assert } from``, ``import assert = require``) made
+    calls of the preload's ``require``: compiled (TypeScript) or run as an ES module (JavaScript),
+    an import reached the module through the program's own ``require``, which an answer can
+    reassign, and made a JavaScript program an ES module, whose end the preload did not see."""
+    masked = mask(program.source, program.language)
+    line_at = [i for i, line in enumerate(split_lines(masked, keepends=True)) for _ in line]
+    depths = brace_depths(masked)
+    source = program.source
+    for m in reversed(list(_JS_IMPORT.finditer(masked))):
+        if depths[m.start()] or answer_line[line_at[m.start()]]:
+            continue
+        bound = _import_as_require(program.source, m, require)
+        if bound is not None:
+            source = source[: m.start()] + bound + source[m.end() :]
+    return replace(program, source=source)
+
+
 def shield_js_tests(program: Program) -> Program:
     """JavaScript, TypeScript: ``program`` with the tests' ``require`` (outside the answer's lines)
     replaced by the preload's ``moa_require_<key>``, a global the program cannot reassign or, not
@@ -553,11 +614,13 @@ def shield_js_tests(program: Program) -> Program:
     SyntaxError beside the tests' own, and failed though correct."""
     if program.language not in ("javascript", "typescript") or not program.first_line:
         return program
-    masked = mask(program.source, program.language)
-    lines = split_lines(masked, keepends=True)
+    lines = split_lines(program.source, keepends=True)
     answer_line = [False] * (len(lines) + 1)
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
         answer_line[first - 1 : last] = [True] * len(answer_line[first - 1 : last])
+    program = _imports_as_requires(program, answer_line, f"moa_require_{_js_key()}")
+    masked = mask(program.source, program.language)
+    lines = split_lines(masked, keepends=True)
     line_at = [i for i, line in enumerate(lines) for _ in line]
     depths = brace_depths(masked)
     declared: tuple[set[str], set[str]] = (set(), set())  # (the tests', the answer's)
