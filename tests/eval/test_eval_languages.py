@@ -207,6 +207,21 @@ def test_completion_is_cut_at_the_stop_token() -> None:
     assert program.answer_line(3) == 1 and program.answer_line(4) is None
 
 
+def test_a_stop_token_ending_a_line_is_found_with_blanks_before_that_end() -> None:
+    """A Java completion whose closing `}` is followed by spaces or a tab missed the stop token
+    `\\n    }\\n`, ran on into the tests' own `}` and did not compile: it is cut there too."""
+    prompt = "class Problem {\n    public static long add(long a, long b) {\n"
+    tests = (
+        "    }\n    public static void main(String[] args) {\n    assert(add(1l, 2l) == 3l);\n    }\n\n}\n"
+    )
+    for close in ("    }  \n}\n", "    }\t\n", "    } "):
+        program = assemble_multiple(
+            "java", f"        return a + b;\n{close}", prompt, tests, ["\n    }\n"], "add"
+        )
+        assert isinstance(program, Program)
+        assert program.source == prompt + "        return a + b;\n" + tests, close
+
+
 def test_whole_program_replaces_the_prompt_and_renames_its_main() -> None:
     """A whole program keeps the prompt's preamble, renames its own `main`, and the tests lose the
     brace that closed the prompt's function."""

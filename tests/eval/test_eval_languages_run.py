@@ -1150,3 +1150,14 @@ async def test_a_compile_refused_for_lack_of_memory_is_redone_under_a_larger_lim
         await score_execution_async(answer, item, **LIMITS, compile_memory_mb=128)
     larger = await score_execution_async(answer, item, **LIMITS, compile_memory_mb=2048)
     assert (larger.value, larger.detail) == (1.0, "passed")
+
+
+async def test_a_java_completion_with_blanks_after_its_closing_brace_passes() -> None:
+    """A correct MultiPL-E Java completion whose closing `}` had trailing spaces scored 0 (`class,
+    interface, enum, or record expected`): it missed the stop token and ran into the tests."""
+    _skip_without("java")
+    item = next(i for i in _items("java") if i.id == "java_sum_to_n")
+    right = await score_execution_async("        return n * (n + 1) / 2;\n    }  \n", item, **LIMITS)
+    assert (right.value, right.detail) == (1.0, "passed")
+    wrong = await score_execution_async("        return n + 1;\n    }\t\n", item, **LIMITS)
+    assert wrong.value == 0.0 and wrong.detail.startswith("tests failed"), wrong

@@ -87,10 +87,19 @@ def _signature_start(prompt: str, language: str, entry: str) -> int:
     return len(prompt) if at < 0 else masked.rfind("\n", 0, at) + 1
 
 
+def _stop_pattern(token: str) -> str:
+    """``token`` as a pattern; one that ends a line (Java's ``"\\n    }\\n"``) also matches with blanks
+    before that end: a correct completion whose closing ``}`` had a trailing space missed its stop
+    token, ran on into the tests' own ``}`` and failed to compile (MultiPL-E has the same quirk)."""
+    if token.endswith("\n"):
+        return re.escape(token[:-1]) + r"[ \t]*\n"
+    return re.escape(token)
+
+
 def _truncate(code: str, stop_tokens: Sequence[str]) -> str:
     """``code`` up to its first stop token (MultiPL-E cuts a completion there)."""
     text = code + "\n"
-    cuts = [i for i in (text.find(s) for s in stop_tokens if s) if i >= 0]
+    cuts = [m.start() for m in (re.search(_stop_pattern(s), text) for s in stop_tokens if s) if m]
     return text[: min(cuts)] if cuts else code
 
 
