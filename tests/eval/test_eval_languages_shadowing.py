@@ -215,3 +215,28 @@ async def test_a_helper_named_like_one_of_the_tests_does_not_clash(language: str
     item = Item(id=f"{language}_dist", input="Write dist(a, b) = |a - b|.", language=language, test=tests)
     score = await score_execution_async(answer, item, **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed")
+
+
+_REPLACE_TESTS = {
+    "completion": "  return 0;\n}\ntest = () => {};",
+    "whole program": "```js\nfunction sum_to_n(n) {\n  return 0;\n}\ntest = function () {};\n```",
+}
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+@pytest.mark.parametrize("shape", sorted(_REPLACE_TESTS))
+async def test_an_answer_cannot_replace_the_tests_function(language: str, shape: str) -> None:
+    """A wrong answer assigning the tests' `function test()` (`test = () => {}`, no declaration of
+    its own) replaced it before the tests called it, and passed MultiPL-E's rows; the tests'
+    assignable top-level names are keyed, so the answer assigns a name of its own."""
+    _skip_without(language)
+    answer = _REPLACE_TESTS[shape]
+    if language == "typescript":
+        answer = answer.replace("```js", "```ts").replace("(n)", "(n: number): number")
+        answer = answer.replace("\ntest = ", "\n(test as any) = ")
+    item = next(i for i in load_dataset(FIXTURES / f"{language}.jsonl") if i.meta.get("format") == "multiple")
+    score = await score_execution_async(answer, item, **LIMITS)
+    # TypeScript: the tests' name is no longer the answer's to name (`Cannot find name 'test'`)
+    assert score.value == 0.0 and score.detail.startswith(
+        ("tests failed", "the answer's code does not compile")
+    ), score

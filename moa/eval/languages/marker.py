@@ -611,7 +611,8 @@ def shield_js_tests(program: Program) -> Program:
     require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert.
     A name the answer and the tests both declare at the top level is renamed in the tests' lines:
     an answer bringing its own ``const assert = require('assert')`` (with a demo) was a
-    SyntaxError beside the tests' own, and failed though correct."""
+    SyntaxError beside the tests' own, and failed though correct; so is every assignable name
+    the tests after the answer declare there, which the answer could replace (``test = ...``)."""
     if program.language not in ("javascript", "typescript") or not program.first_line:
         return program
     lines = split_lines(program.source, keepends=True)
@@ -624,10 +625,18 @@ def shield_js_tests(program: Program) -> Program:
     line_at = [i for i, line in enumerate(lines) for _ in line]
     depths = brace_depths(masked)
     declared: tuple[set[str], set[str]] = (set(), set())  # (the tests', the answer's)
+    # assignable and declared after the answer's lines (the tests'): an answer's bare
+    # `test = () => {}` replaced the tests' `function test()` before its call, and a wrong answer
+    # passed every real row. A `const` (`assert`, which an answer may call) cannot be assigned
+    after: set[str] = set()
     for m in _JS_DECLARATION.finditer(masked):
         if depths[m.start()] == 0:
-            declared[answer_line[line_at[m.start()]]].add(m.group(1))
-    renames = {name: f"moa_tests_{name}_{_js_key()}" for name in declared[0] & declared[1]}
+            line = line_at[m.start()]
+            declared[answer_line[line]].add(m.group(1))
+            fixed = m.group(0).startswith(("const", "import"))
+            if line >= program.last_line and not answer_line[line] and not fixed:
+                after.add(m.group(1))
+    renames = {name: f"moa_tests_{name}_{_js_key()}" for name in (declared[0] & declared[1]) | after}
     renames["require"] = f"moa_require_{_js_key()}"
     names = re.compile(rf"(?<![\w$.])(?:{'|'.join(map(re.escape, sorted(renames)))})(?![\w$])")
     source = program.source
