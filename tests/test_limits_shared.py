@@ -5,12 +5,19 @@ loopback server that counts the requests in flight."""
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+import pytest
 
 import moa
 from moa.calls.limits import RateLimit, RateLimits
 from moa.testing.sim import SimModel, SimServer
 from moa.topology.loader import load_data
+from tests.loopback_http import completion, send_body, threaded_server
 
 
 def _agent(base: str, model: str, **extra: Any) -> dict[str, Any]:
@@ -79,3 +86,104 @@ def test_an_agent_of_another_endpoint_stays_unlimited() -> None:
     assert limits.limiter_for("openai/other", "HTTP://127.0.0.1:9/v1/", None) is held
     assert limits.limiter_for("openai/other", "http://127.0.0.1:10/v1", None) is None
     assert limits.limiter_for("openai/other", None, None) is None
+
+
+class _PerModelServer:
+    """A loopback provider that counts each model's requests in flight and holds its requests in
+    batches of ``want[model]``, each released once its last has arrived, so the peak it records
+    is the limit the client let through, not a matter of timing. The first hold to outlast
+    ``guard_s`` (a hang guard: the limit let fewer through) releases every request for good, so a
+    failure ends quickly."""
+
+    def __init__(self, want: dict[str, int], guard_s: float = 30.0) -> None:
+        self.want, self.guard_s = want, guard_s
+        self.cond = threading.Condition()
+        self.in_flight: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.served: Counter[str] = Counter()
+        self.arrived: Counter[str] = Counter()
+        self.released = False
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                model = str(body["model"]).rsplit("/", 1)[-1]
+                with server.cond:
+                    server.in_flight[model] += 1
+                    server.peak[model] = max(server.peak[model], server.in_flight[model])
+                    batch = server.arrived[model] // server.want[model] + 1
+                    server.arrived[model] += 1
+                    server.cond.notify_all()
+                    held = server.cond.wait_for(
+                        lambda: server.released or server.arrived[model] >= batch * server.want[model],
+                        timeout=server.guard_s,
+                    )
+                    server.released = server.released or not held
+                    server.cond.notify_all()
+                try:
+                    send_body(self, 200, completion("ok"))
+                finally:
+                    with server.cond:
+                        server.in_flight[model] -= 1
+                        server.served[model] += 1
+
+        return Handler
+
+
+@pytest.mark.parametrize("how", ["agent", "set_rate_limit"])
+@pytest.mark.parametrize("transport", ["openai-http", "litellm"])
+async def test_a_limit_per_model_gives_each_model_behind_one_url_its_own(transport: str, how: str) -> None:
+    """`per: model` behind one `api_base` (a gateway): each model has its own limit in flight at
+    the server at once (agents' own: 3 and 1; `set_rate_limit(url, max_concurrent=3, per="model")`:
+    3 each). Before, every model of the URL shared one limiter at the stricter limit."""
+    caps = {"wide": 3, "narrow": 1} if how == "agent" else {"wide": 3, "narrow": 3}
+    srv = _PerModelServer(caps)
+    with threaded_server(srv.handler()) as base:
+        limits = RateLimits()
+        if how == "set_rate_limit":
+            limits.set(base + "/", max_concurrent=3, per="model")
+
+        def single(model: str) -> moa.Topology:
+            extra: dict[str, Any] = {"transport": transport}
+            if how == "agent":
+                extra["rate_limit"] = {"max_concurrent": caps[model], "per": "model"}
+            a = _agent(base, model, **extra)
+            return load_data({"name": model, "kind": "single", "agent": "a", "agents": {"a": a}})
+
+        wide, narrow = single("wide"), single("narrow")
+        async with moa.Runner(rate_limits=limits) as rt:
+            await asyncio.gather(*(t.run(f"q{i}", runner=rt) for i in range(6) for t in (wide, narrow)))
+    assert srv.served == {"wide": 6, "narrow": 6}
+    assert srv.released is False  # no hold outlasted its guard: each model reached its limit
+    assert srv.peak == caps
+
+
+def test_a_limit_per_model_and_one_per_endpoint_keep_apart() -> None:
+    """Behind one URL, a model's `per: model` limiter is its own; another model there without a
+    limit is held by the endpoint's limiter, when one was declared, and by nothing else."""
+    limits = RateLimits()
+    url = "http://127.0.0.1:9/v1"
+    own = limits.limiter_for("openai/a", url, RateLimit(max_concurrent=3, per="model"))
+    assert own is not None and own is limits.limiter_for("openai/a", url + "/", None)
+    assert limits.limiter_for("openai/b", url, None) is None
+    shared = limits.limiter_for("openai/c", url, RateLimit(max_concurrent=1))
+    assert shared is not None and shared is not own
+    assert limits.limiter_for("openai/b", url, None) is shared
+    assert limits.limiter_for("openai/a", url, None) is own and own.limit.max_concurrent == 3
+
+
+@pytest.mark.parametrize("per", ["models", "", None, 1])
+def test_an_unknown_limit_scope_is_one_line_naming_the_field(per: object) -> None:
+    """`per` other than `endpoint` or `model` is a one-line UserError, in a file and in Python."""
+    agent = _agent("http://127.0.0.1:9/v1", "m", rate_limit={"rpm": 5, "per": per})
+    with pytest.raises(moa.UserError, match=r"agents\.a\.rate_limit\.per") as info:
+        load_data({"name": "s", "kind": "single", "agent": "a", "agents": {"a": agent}})
+    assert "\n" not in str(info.value)
+    with pytest.raises(moa.UserError, match=r"^rate_limit\.per must be `endpoint` or `model`, got"):
+        RateLimits().set("http://127.0.0.1:9/v1", rpm=5, per=per)  # type: ignore[arg-type]

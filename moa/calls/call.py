@@ -60,7 +60,7 @@ __all__ = [
 def own_rate_limit(agent: AgentSpec) -> RateLimit | None:
     """The limit the agent's own ``rate_limit`` declares, as its endpoint's limiter takes it."""
     rl = agent.rate_limit
-    return RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm) if rl else None
+    return RateLimit(rpm=rl.rpm, max_concurrent=rl.max_concurrent, tpm=rl.tpm, per=rl.per) if rl else None
 
 
 @dataclass(frozen=True, slots=True)

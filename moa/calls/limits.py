@@ -50,6 +50,9 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Rate limits
 
+#: the scopes a limit behind an ``api_base`` may have (``RateLimit.per``)
+_SCOPES = ("endpoint", "model")
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
@@ -63,8 +66,14 @@ class RateLimit:
     tpm: int | None = None
     #: the window length; 60 s in production, shorter in tests
     period_s: float = 60.0
+    #: behind an ``api_base``, whose limit this is: the server's, shared by every model sent there
+    #: (``"endpoint"``, a self-hosted server), or each model's own (``"model"``, a gateway that
+    #: counts per model); without an ``api_base`` the model is the endpoint and both are the same
+    per: str = "endpoint"
 
     def __post_init__(self) -> None:
+        if self.per not in _SCOPES:
+            raise UserError(f"rate_limit.per must be `endpoint` or `model`, got {self.per!r}")
         # checked by type too: the Python API takes anything, and a NaN max_concurrent used to pass
         # (every comparison with NaN is false) and then hold every request forever, a NaN tpm to
         # limit nothing, and a string to fail with a TypeError deep in the first call
@@ -103,6 +112,7 @@ class RateLimit:
             max_concurrent=None if mc is None else int(mc),
             tpm=None if tpm is None else max(1, math.floor(tpm)),
             period_s=period,
+            per=self.per,
         )
 
 
@@ -497,15 +507,18 @@ class RateLimits:
         max_concurrent: int | None = None,
         tpm: int | None = None,
         period_s: float = 60.0,
+        per: str = "endpoint",
     ) -> None:
         """Set a limit for a provider prefix (``"openai"``), a model or an api_base URL.
 
         A provider limit applies to each model of that provider separately (each model keeps its
-        own window, as providers count per model). Limiters already handed out are dropped so the
-        next ``limiter_for`` sees the new limit; set limits before starting runs. ``period_s``
-        shortens the window (``rpm`` then counts requests per ``period_s``), for tests.
+        own window, as providers count per model); so does an api_base URL's with ``per="model"``
+        (a gateway's), where by default every model sent there shares it (a server's). Limiters
+        already handed out are dropped so the next ``limiter_for`` sees the new limit; set limits
+        before starting runs. ``period_s`` shortens the window (``rpm`` then counts requests per
+        ``period_s``), for tests.
         """
-        limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
+        limit = RateLimit(rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s, per=per)
         with self._lock:
             self._global[endpoint_key(key)] = limit
             self._limiters.clear()
@@ -527,18 +540,21 @@ class RateLimits:
     def limiter_for(self, model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
         """The one limiter for an agent's endpoint, or None when no limit applies.
 
-        The key is ``api_base`` when the agent names one, else the model string. The limit is the
-        agent's own, else one set for the api_base, then the exact model, then the provider
+        The key is ``api_base`` when the agent names one, else the model string; a limit ``per``
+        model behind an ``api_base`` is keyed by both (a gateway counts each model apart). The limit
+        is the agent's own, else one set for the api_base, then the exact model, then the provider
         prefix. When agents give different limits for one key, the limiter keeps the stricter of
         each field (it only ever tightens until ``clear``/``set``). An agent with no limit of its
-        own gets the limiter another agent's limit made for its key (``register``): the server
-        counts the endpoint's requests, whoever sends them.
+        own gets the limiter another agent's limit made for its model there, else for its endpoint
+        (``register``): the server counts the endpoint's requests, whoever sends them.
         """
         if agent_limit is None and not self._global and not self._limiters:
             return None  # nothing configured: the hot path pays nothing
         if api_base is not None:
             api_base = endpoint_key(api_base)
         key = api_base or model
+        # a space never appears in a URL: no api_base's own key can be this
+        model_key = f"{api_base} {model}" if api_base else model
         with self._lock:
             limit = agent_limit
             if limit is None:
@@ -548,7 +564,9 @@ class RateLimits:
                         limit = self._global[candidate]
                         break
             if limit is None or limit.is_unlimited:
-                return self._limiters.get(key)
+                return self._limiters.get(model_key) or self._limiters.get(key)
+            if limit.per == "model":
+                key = model_key
             limiter = self._limiters.get(key)
             if limiter is None:
                 limiter = self._limiters[key] = Limiter(key, limit)
@@ -579,10 +597,12 @@ def set_rate_limit(
     max_concurrent: int | None = None,
     tpm: int | None = None,
     period_s: float = 60.0,
+    per: str = "endpoint",
 ) -> None:
     """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL
-    (see ``RateLimits.set``); every runner using the shared registry obeys it."""
-    shared_rate_limits().set(key, rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s)
+    (see ``RateLimits.set``; ``per="model"``: each model behind the URL keeps its own limit, as a
+    gateway counts); every runner using the shared registry obeys it."""
+    shared_rate_limits().set(key, rpm=rpm, max_concurrent=max_concurrent, tpm=tpm, period_s=period_s, per=per)
 
 
 def clear_rate_limits() -> None:

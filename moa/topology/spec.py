@@ -122,13 +122,19 @@ class RetrySpec(BaseModel):
 
 
 class RateLimitSpec(BaseModel):
-    """Limits shared by every run in the process, keyed by ``api_base`` (or the model when none)."""
+    """Limits shared by every run in the process, keyed by ``api_base`` (or the model when none;
+    ``per: model``: by the model behind the ``api_base``)."""
 
     model_config = _FROZEN
 
     rpm: StrictFloat | None = Field(None, gt=0, allow_inf_nan=False, description="Requests per minute.")
     max_concurrent: StrictInt | None = Field(None, ge=1, description="Requests in flight at once.")
     tpm: StrictInt | None = Field(None, ge=1, description="Tokens per minute (prompt + max_tokens).")
+    per: Literal["endpoint", "model"] = Field(
+        "endpoint",
+        description="Whose limit it is behind an `api_base`: the server's, shared by all its models "
+        "(`endpoint`), or each model's own, as a gateway counts (`model`).",
+    )
 
 
 class PricingSpec(BaseModel):
