@@ -179,6 +179,8 @@ def _summary_line(result: Any) -> str:
             f" (up to ${result.cost_usd_max:.6f}: {result.unknown_usage_attempts} attempt(s) "
             "sent with unknown usage)"
         )
+    elif result.cost_usd_max > result.cost_usd:  # estimated replies, which may be billed more
+        cost += f" (up to ${result.cost_usd_max:.6f})"
     tokens = f"{u.prompt_tokens}+{u.completion_tokens} tokens"
     # tokens moa counted itself, or clamped from an impossible report, are not the provider's bill
     doubts = [

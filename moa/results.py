@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
@@ -132,10 +132,12 @@ class Attempt:
     latency_s: float = 0.0
     usage: Usage | None = _NO_USAGE
     error: str | None = None
-    #: the worst case of this attempt in USD (prompt bound + max_tokens at the model's price)
+    #: the worst case of this attempt in USD (prompt bound + max_tokens at the model's price), kept
+    #: when its usage is unknown or moa's estimate (the provider reported none); 0 when known
     worst_case_usd: float = 0.0
-    #: what this attempt was billed, in USD, at its own reply's tier (0 when its usage is unknown:
-    #: ``worst_case_usd`` bounds it); the record's ``cost_usd`` is the sum over its attempts
+    #: what this attempt was billed, in USD, at its own reply's tier (0 when its usage is unknown,
+    #: moa's count when estimated: ``worst_case_usd`` bounds both); the record's ``cost_usd`` is
+    #: the sum over its attempts
     cost_usd: float = 0.0
     #: the service tier this attempt's reply said it was served at (as ``CallRecord.service_tier``),
     #: None when it got no reply or the reply said none: a call retried from a ``flex`` reply to a
@@ -145,6 +147,14 @@ class Attempt:
     @property
     def usage_unknown(self) -> bool:
         return self.usage is None
+
+    @property
+    def worst_above_cost_usd(self) -> float:
+        """What the provider may bill for this attempt beyond its ``cost_usd``: the worst case when
+        its usage is unknown, the room between moa's estimate and the worst case when estimated."""
+        if self.usage is None:
+            return self.worst_case_usd
+        return max(0.0, self.worst_case_usd - self.cost_usd)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -266,8 +276,9 @@ class CallRecord:
 
     @property
     def cost_usd_max(self) -> float:
-        """The known cost plus the worst case of every attempt whose usage is unknown."""
-        return self.cost_usd + sum(a.worst_case_usd for a in self.attempt_log if a.usage is None)
+        """The known cost plus the worst case of every attempt whose usage is unknown, and of every
+        attempt whose usage is moa's estimate (its worst case, not the estimate)."""
+        return self.cost_usd + sum(a.worst_above_cost_usd for a in self.attempt_log)
 
     def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
         """The record as JSON; ``trace`` adds the messages sent and the reply's text."""
@@ -327,12 +338,17 @@ class CallRecord:
 
 def _attempts_from(d: dict[str, Any]) -> list[Attempt]:
     """The attempt log of a serialised record; the worst case of its unknown attempts is spread
-    evenly so ``cost_usd_max`` survives the round trip."""
+    evenly so ``cost_usd_max`` survives the round trip (with none unknown, it is the last estimated
+    reply's: the room above its estimate)."""
     log = [a for a in d.get("attempt_log") or () if isinstance(a, dict)]
     unknown = sum(1 for a in log if a.get("usage") is None)
     extra = float(d.get("cost_usd_max", d.get("cost_usd", 0.0))) - float(d.get("cost_usd", 0.0))
     each = extra / unknown if unknown and extra > 0 else 0.0
-    return [Attempt.from_dict(a, each if a.get("usage") is None else 0.0) for a in log]
+    attempts = [Attempt.from_dict(a, each if a.get("usage") is None else 0.0) for a in log]
+    if not unknown and extra > 0 and attempts and bool(d.get("usage_estimated")):
+        last = attempts[-1]
+        attempts[-1] = replace(last, worst_case_usd=last.cost_usd + extra)
+    return attempts
 
 
 @dataclass(slots=True)

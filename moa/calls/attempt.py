@@ -7,7 +7,8 @@ to settle gives its slot back meanwhile and queues again, as it sends nothing), 
 what it consumed in the record's ``attempt_log``:
 
 - a readable reply: its usage and cost (the backend's estimate when the provider reported none:
-  the record is flagged ``usage_estimated``), unless that usage is impossible for the request
+  the record is flagged ``usage_estimated``, and the budget keeps the worst case, as the bill may
+  be above moa's count), unless that usage is impossible for the request
   (negative, more completion tokens than ``max_tokens``, a prompt above ``prompt_token_ceiling``):
   then the usage is clamped to those bounds, the record is flagged ``usage_suspect`` and charged
   the worst case, never more and never negative (so is a reply billed at a service tier dearer than
@@ -483,6 +484,7 @@ def _book(
     rec.queued_s += clock.queued(end)
     usage: Usage | None
     tier = None
+    estimated = False
     if reply is not None:
         # billed at the tier the provider says it served (a project whose default is priority)
         if reply.service_tier is not None:
@@ -495,16 +497,20 @@ def _book(
             price = price.at(time.time() - latency)
         usage, cost = _charge(rec, reply.usage, price, worst, call)
         rec.usage_estimated = rec.usage_estimated or reply.usage_estimated
+        estimated = reply.usage_estimated
     elif known_zero or not clock.sent:
         usage, cost = Usage(), 0.0
     else:
         usage, cost = None, worst  # it may be billed: keep the worst case
+    # moa's estimate of a reply whose provider reported no usage is no bill: the provider's count
+    # may be higher (CJK text, hidden reasoning), so the budget keeps the worst case, which bounds
+    # any bill, and the record shows the estimate with that bound in ``cost_usd_max``. Settled at
+    # the estimate, the cap held only for moa's count
+    bound = worst if usage is None or estimated else 0.0
     for b, r in held:
-        b.settle(r, cost)
+        b.settle(r, max(cost, bound))
     known = 0.0 if usage is None else cost
-    rec.attempt_log.append(
-        Attempt(status, latency, usage, error, worst if usage is None else 0.0, known, tier)
-    )
+    rec.attempt_log.append(Attempt(status, latency, usage, error, bound, known, tier))
 
 
 def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: CallPlan) -> tuple[Usage, float]:

@@ -103,3 +103,6 @@ def test_calls_without_reported_usage_are_counted_in_the_summary_and_the_report(
         f"majority-3: {maj.usage_estimated_calls} call(s) got no usage from the provider"
         in (out / "report.md").read_text()
     )
+    # an estimate may be below the bill: their worst case bounds the setup's cost, as the budget's
+    assert maj.cost_usd < maj.cost_usd_max and base.cost_usd == base.cost_usd_max
+    assert f"cost up to ${maj.cost_usd_max:.6f})" in (out / "report.md").read_text()

@@ -169,3 +169,23 @@ async def test_a_conversations_turn_cut_off_by_a_ctrl_c_stays_on_the_books(tmp_p
         await task
     known, worst = _ledger(out)
     assert worst > known > 0
+
+
+def test_a_resumed_budget_counts_estimated_replies_at_their_worst_case(tmp_path: Path) -> None:
+    """Replies whose provider reported no usage are booked at moa's estimate, which may be below
+    the bill: the store's ledger keeps their worst case as the live budget did, so a resume starts
+    from it. Before, the ledger counted the estimate and a resume had the room above it again."""
+    from moa.results import Usage
+
+    out = tmp_path / "out"
+    estimated = FunctionModel(lambda r: ModelReply("x", Usage(1, 1), r.model, "stop", usage_estimated=True))
+    first = Experiment.from_file(
+        _write(tmp_path, "two.yaml"),
+        out=out,
+        runner=Runner(models={"sim/two": estimated, "sim/*": FunctionModel(lambda r: "x")}),
+        progress=False,
+    ).run()
+    known = sum(s.cost_usd for s in first.setups)
+    worst = sum(s.cost_usd_max for s in first.setups)
+    assert worst > 2 * known
+    assert _ledger(out) == pytest.approx((known, worst))

@@ -147,6 +147,7 @@ def _footer(summary: Summary) -> list[str]:
             out.append(
                 f"{s.name}: {s.usage_estimated_calls} call(s) got no usage from the provider; their "
                 f"{basis} counts moa's own estimate of the text sent and received, not a bill"
+                f" (the budget counted their worst case; cost up to ${s.cost_usd_max:.6f})"
             )
     if summary.cost_basis == "tokens":
         # a free baseline (the embedded model, or unpriced models) has no cost ratio: tokens stand in

@@ -178,7 +178,8 @@ class StoreCache:
             ),
         )
         # committed with the reply: a reply kept is a call paid, whether or not its run is stored
-        unknown = sum(a.worst_case_usd for a in value.attempt_log if a.usage is None)
+        # (and of the replies whose usage was moa's estimate, as the live budget kept them)
+        unknown = sum(a.worst_above_cost_usd for a in value.attempt_log)
         self.store.book_paid(value.cost_usd, unknown)
         self._note(key)
         self.store.commit()
