@@ -445,3 +445,40 @@ def test_a_file_given_to_the_wrong_command_says_which_command_it_is_for(tmp_path
     assert (
         p.returncode == 2 and "this is a topology file (`kind`, `agents`): run it with `moa run`" in p.stderr
     )
+
+
+def test_validate_refuses_a_bare_model_name_litellm_cannot_route(tmp_path: Path) -> None:
+    """`model: gpt4o` (no provider, none litellm can infer) fails every call: validate says so, exit 2."""
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nkind: single\nagent: a\nagents:\n  a: {model: gpt4o}\n")
+    p = moa_cli("validate", str(f))
+    assert p.returncode == 2 and "ok:" not in p.stdout
+    assert "model `gpt4o`: litellm knows no provider for it" in p.stderr
+
+
+async def test_a_bare_model_name_litellm_cannot_route_is_refused_before_any_call() -> None:
+    """The unroutable step comes second: before, the first step was sent, and paid for, first."""
+    t = load_data(
+        {
+            "name": "s",
+            "kind": "sequential",
+            "steps": ["draft", "revise"],
+            "agents": {"draft": {"model": "fake/m"}, "revise": {"model": "claude-haiku"}},
+        }
+    )
+    fake = FunctionModel(lambda r: "a draft")
+    with pytest.raises(UserError, match="model `claude-haiku`: litellm knows no provider") as info:
+        await t.run("q", runner=moa.Runner(models={"fake/*": fake}))
+    assert fake.calls == [] and info.value.calls == []
+
+
+def test_bare_model_names_litellm_routes_or_moa_sends_directly_pass() -> None:
+    """A bare name litellm infers a provider for, one the direct path sends as written, or one a
+    runner's own backend answers, is no problem."""
+    agents = [
+        ("a", moa.AgentSpec(model="gpt-4o")),
+        ("b", moa.AgentSpec(model="served", api_base="http://127.0.0.1:9/v1", transport="openai-http")),
+        ("c", moa.AgentSpec(model="mine")),
+        ("d", moa.AgentSpec(model="served", params={"custom_llm_provider": "openai"})),
+    ]
+    assert unknown_providers(agents, answered=lambda m: m == "mine") == []

@@ -20,6 +20,7 @@ from moa.errors import UserError
 from moa.models.gguf import PREFIX as LOCAL_PREFIX
 from moa.models.gguf import local_model_unavailable, unknown_local_model
 from moa.models.providers import OPENAI_COMPATIBLE_PREFIXES
+from moa.models.registry import use_direct_http
 from moa.topology.spec import AgentSpec
 
 __all__ = [
@@ -94,7 +95,12 @@ def unknown_providers(
     known: set[str] | None = None
     for name, agent in agents:
         for model in _models(agent):
-            if answered(model) or "/" not in model:
+            if answered(model):
+                continue
+            if "/" not in model:
+                problem = _unroutable(model, agent)
+                if problem is not None:
+                    lines.append(f"{name}: model `{model}`: {problem}")
                 continue
             prefix = model.split("/", 1)[0]
             if prefix in _OWN_PREFIXES or prefix in PROVIDER_KEYS or prefix in OPENAI_COMPATIBLE_PREFIXES:
@@ -106,6 +112,40 @@ def unknown_providers(
                 hint = f"; did you mean `{close[0]}/{model.split('/', 1)[1]}`?" if close else ""
                 lines.append(f"{name}: model `{model}`: unknown provider `{prefix}`{hint}")
     return lines
+
+
+def _unroutable(model: str, agent: AgentSpec) -> str | None:
+    """Why litellm cannot send ``model``, a name without a provider prefix, for ``agent``: it infers
+    no provider for it (``gpt4o``, ``claude-haiku``), so every call would fail, after the nodes
+    before it were paid for; None when it can, or when the direct path sends the name as written."""
+    if use_direct_http(model, agent.api_base, agent.transport):
+        return None
+    from moa.models.litellm import import_litellm
+
+    litellm = import_litellm()
+    # as litellm routes the call: its api_base and a `custom_llm_provider` in params count
+    own = agent.params.get("custom_llm_provider")
+    try:
+        litellm.get_llm_provider(
+            model=model, custom_llm_provider=own if isinstance(own, str) else None, api_base=agent.api_base
+        )
+    except Exception as e:
+        if "LLM Provider NOT provided" not in str(e):
+            return None  # another complaint: the provider's own error says more at call time
+    else:
+        return None
+    hint = ""
+    from moa.calls.pricing import near_priced_model
+
+    near = near_priced_model(model)
+    entry = litellm.model_cost.get(near) if near else None
+    if near and isinstance(entry, dict) and isinstance(entry.get("litellm_provider"), str):
+        hint = f"; did you mean `{near if _provider(near) else entry['litellm_provider'] + '/' + near}`?"
+    return (
+        "litellm knows no provider for it: write it with one (`openai/...`, `anthropic/...`; see "
+        "https://docs.litellm.ai/docs/providers), or `openai/<name>` with `api_base` for an "
+        f"OpenAI-compatible server{hint}"
+    )
 
 
 def missing_keys(
