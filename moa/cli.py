@@ -284,8 +284,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             result = asyncio.run(go())
         except MoAError as e:
-            if args.json and not isinstance(e, UserError):
+            # bad input found mid-run (a GGUF llama.cpp cannot load) may follow paid calls
+            if args.json and (e.calls or not isinstance(e, UserError)):
                 _print_failure(f"{type(e).__name__}: {e}", e.calls, e.nodes, trace=args.trace)
+            if isinstance(e, UserError) and e.calls:
+                raise _with_spent(e) from e
             raise
         except KeyboardInterrupt:
             if args.json:
@@ -459,6 +462,14 @@ def _plugins() -> list[Callable[[Any], None]]:
 def _print_traceback() -> None:
     """The traceback for ``--debug``, scrubbed: chained provider exceptions keep their raw text."""
     print(scrub(traceback.format_exc(), environment_secrets()), file=sys.stderr, end="")
+
+
+def _with_spent(e: UserError) -> UserError:
+    """``e``, a run's bad input found after calls were made, with what they cost on its line."""
+    first, sep, rest = str(e).partition("\n")
+    said = UserError(f"{first}{_spent(e.calls)}{sep}{rest}")
+    said.calls, said.nodes = e.calls, e.nodes
+    return said
 
 
 def _spent(calls: Sequence[Any]) -> str:

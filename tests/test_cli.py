@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -723,3 +724,29 @@ def test_with_stdout_closed_a_finished_run_still_says_its_cost(tmp_path: Path, f
         )
     assert p.returncode == 0, p.stderr
     assert p.stderr.startswith("cost $") and p.stderr.count("\n") == 1, p.stderr
+
+
+def test_bad_input_found_mid_run_still_says_what_the_run_paid(tmp_path: Path) -> None:
+    """A GGUF llama.cpp cannot load is found when its node's turn comes, after the draft was paid
+    for: the exit-2 line ends with that spend and --json prints the calls, as for any failed run."""
+    pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed (pip install 'moa-sdk[local]')"
+    )
+    (tmp_path / "bad.gguf").write_bytes(b"GGUF" + b"\xff" * 64)  # the magic, then nothing loadable
+    with SimServer(models={"sim": SimModel()}) as srv:
+        f = tmp_path / "mixed.yaml"
+        f.write_text(
+            "name: mixed\nkind: sequential\nsteps: [draft, revise]\nagents:\n"
+            f'  draft: {{model: openai/sim, api_base: "{srv.base_url}", api_key_env: MOA_SIM_KEY,\n'
+            "    pricing: {input_per_mtok: 1000, output_per_mtok: 1000}}\n"
+            f"  revise: {{model: local/{tmp_path / 'bad.gguf'}}}\n"
+        )
+        plain = moa_cli("run", str(f), "hello", env={"MOA_SIM_KEY": "k"})
+        as_json = moa_cli("run", str(f), "hello", "--json", env={"MOA_SIM_KEY": "k"})
+    assert plain.returncode == 2 and as_json.returncode == 2, plain.stderr
+    assert "cannot load" in plain.stderr and plain.stderr.count("\n") == 1
+    assert re.search(r"\(2 calls made: \$0\.0\d+\)\n$", plain.stderr), plain.stderr
+    data = json.loads(as_json.stdout)
+    assert "cannot load" in data["error"]
+    assert [c["node"] for c in data["calls"]] == ["step1_draft", "step2_revise"]
+    assert data["calls"][0]["cost_usd"] > 0 and data["calls"][1]["error"]
