@@ -507,7 +507,9 @@ def read_document(
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"{path}{where}: invalid YAML: {_one_line(problem)}") from None
+        # PyYAML's words for an editor's tab indent do not say what to type instead
+        hint = " (a tab: YAML indents and separates with spaces)" if "'\\t'" in problem else ""
+        raise UserError(f"{path}{where}: invalid YAML: {_one_line(problem)}{hint}") from None
     except _Refused as e:
         where = f":{e.line}" if e.line else ""
         raise UserError(f"{path}{where}: refused: {e.problem}") from None

@@ -470,6 +470,19 @@ def test_a_comment_in_a_json_file_is_named_as_one(tmp_path: Path, comment: str) 
     )
 
 
+def test_a_tab_in_a_yaml_file_is_named_as_one(tmp_path: Path) -> None:
+    """An editor's tab indent gave PyYAML's "found character '\\t' that cannot start any token",
+    which does not say what to type instead."""
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\nkind: single\nagent: a\nagents:\n\ta: {model: openai/gpt-4o}\n")
+    with pytest.raises(UserError) as info:
+        load(f)
+    assert str(info.value) == (
+        f"{f}:5: invalid YAML: found character '\\t' that cannot start any token "
+        "(a tab: YAML indents and separates with spaces)"
+    )
+
+
 @pytest.mark.parametrize("ref", ["../secret.txt", "SECRET_ABS", "prompts/link.txt"])
 def test_a_prompt_file_outside_the_topology_folder_is_refused_unread(tmp_path: Path, ref: str) -> None:
     """A prompt file's text is sent to the agent's model (whose `api_base` the file also names):
