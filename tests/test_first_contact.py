@@ -482,3 +482,13 @@ def test_bare_model_names_litellm_routes_or_moa_sends_directly_pass() -> None:
         ("d", moa.AgentSpec(model="served", params={"custom_llm_provider": "openai"})),
     ]
     assert unknown_providers(agents, answered=lambda m: m == "mine") == []
+
+
+@pytest.mark.parametrize("typed", ["local-single.yaml", "topologies/parallel-3.yaml"])
+def test_a_preset_written_as_a_missing_file_names_the_preset(tmp_path: Path, typed: str) -> None:
+    """`moa run topologies/parallel-3.yaml` outside a checkout (or `local-single.yaml`) said only
+    "no such file"; the preset of that name is what runs."""
+    with pytest.raises(UserError) as info:
+        load(tmp_path / typed)
+    stem = Path(typed).stem
+    assert str(info.value) == f"{tmp_path / typed}: no such file; did you mean the preset `{stem}`?"

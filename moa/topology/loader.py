@@ -60,7 +60,9 @@ def _resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix in _SUFFIXES or p.exists():
         if not p.exists():
-            raise UserError(f"{p}: no such file")
+            # a preset's file name (`topologies/parallel-3.yaml` outside a checkout): the name runs it
+            hint = f"; did you mean the preset `{p.stem}`?" if p.stem in presets() else ""
+            raise UserError(f"{p}: no such file{hint}")
         return p
     found = presets().get(str(name_or_path))
     if found is None:
