@@ -26,6 +26,7 @@ from moa.eval.reference import (
     RegexEvaluator,
 )
 from moa.eval.types import Evaluator, PairwiseEvaluator
+from moa.topology.loader import format_validation_error
 
 __all__ = ["known_evaluators", "make_evaluator", "normal_config", "refuse_boolean"]
 
@@ -105,9 +106,10 @@ def _parse(config_type: type[BaseModel], data: dict[str, Any], name: str) -> Any
     try:
         return config_type.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "config"
-        raise UserError(f"evaluator `{name}`: field `{field}`: {first['msg']}") from None
+        # as a topology file's fields are told (a misspelt one gets the closest): pydantic's own
+        # "Extra inputs are not permitted" named no way out
+        where, _, problem = format_validation_error(e, data, model=config_type)[0].partition(": ")
+        raise UserError(f"evaluator `{name}`: field `{where}`: {problem}") from None
 
 
 def _boolean_number(config_type: type[BaseModel], data: Mapping[str, Any]) -> str | None:

@@ -300,6 +300,30 @@ def test_a_boolean_where_a_number_is_meant_is_refused(config: dict[str, object],
     assert str(info.value) == f"evaluator `{name}`: field `{field}`: expected a number, not a boolean"
 
 
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (
+            {"name": "contains", "case_sensitiv": True},
+            "field `case_sensitiv`: unknown field; did you mean `case_sensitive`?",
+        ),
+        (
+            {"name": "numeric", "abs_tl": 0.1},
+            "field `abs_tl`: unknown field; did you mean `abs_tol`?",
+        ),
+        ({"name": "judge"}, "field `topology`: required field is missing"),
+    ],
+)
+def test_a_misspelt_or_missing_evaluator_option_is_said_as_a_topology_s_is(
+    config: dict[str, object], said: str
+) -> None:
+    """pydantic's "Extra inputs are not permitted" named no way out; a topology file's misspelt
+    field gets the closest one, and an evaluator's option now does too."""
+    with pytest.raises(UserError) as info:
+        make_evaluator(config)
+    assert str(info.value) == f"evaluator `{config['name']}`: {said}"
+
+
 def test_a_number_yaml_reads_as_text_is_still_a_number() -> None:
     """PyYAML reads `abs_tol: 1e-3` as the string '1e-3': refusing booleans leaves it accepted."""
     ev = make_evaluator({"name": "numeric", "abs_tol": "1e-3"})
