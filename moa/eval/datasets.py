@@ -589,6 +589,10 @@ def _per_question(rows: Iterator[Row]) -> Iterator[Row]:
             yield from ((number, i, q) for i, q in enumerate(questions, start=1))
 
 
+#: how many of a file's categories an error naming none of them lists
+_SHOWN_CATEGORIES = 20
+
+
 def load_dataset(
     path: str | Path,
     *,
@@ -646,6 +650,7 @@ def load_dataset(
         items: list[Item] = []
         bad_rows: list[BadRow] = []
         seen: dict[str, int] = {}
+        others: set[str] = set()  # categories of the rows `categories` left out, for its error
         numbered: set[str] = set()  # ids a row without one took from its place
         log = logging.getLogger(__name__)
         for number, ordinal, row in rows:
@@ -688,11 +693,15 @@ def load_dataset(
                 continue
             seen[item.id] = number
             if wanted is not None and item.category not in wanted:
+                if item.category is not None and len(others) < _SHOWN_CATEGORIES:
+                    others.add(item.category)
                 continue
             items.append(item)
     if not items:
         if wanted is not None and seen:
-            raise DatasetError(f"{source}: no item has a category in {sorted(wanted)}")
+            # the way out: the categories the file does have (a typo, `math` for `arithmetic`)
+            held = f"its categories: {', '.join(sorted(others))}" if others else "no row has a category"
+            raise DatasetError(f"{source}: no item has a category in {sorted(wanted)} ({held})")
         if not bad_rows:
             raise DatasetError(
                 f"{source}: dataset has no rows (the file is empty, blank, or a CSV header alone)"

@@ -112,6 +112,20 @@ def test_limit_and_categories(tmp_path: Path) -> None:
     assert [i.input for i in ds.items] == ["1", "3", "5"]
 
 
+def test_a_category_no_item_has_names_the_file_s_categories(tmp_path: Path) -> None:
+    """`categories: [math]` over a file whose rows say `arithmetic` said only that none matched."""
+    rows = [{"input": "q", "category": "facts"}, {"input": "r", "category": "arithmetic"}, {"input": "s"}]
+    path = _jsonl(tmp_path, rows)
+    with pytest.raises(DatasetError) as info:
+        load_dataset(path, categories=["math"])
+    assert (
+        str(info.value) == f"{path}: no item has a category in ['math'] (its categories: arithmetic, facts)"
+    )
+    with pytest.raises(DatasetError) as info:
+        load_dataset(_jsonl(tmp_path, [{"input": "q"}]), categories=["math"])
+    assert str(info.value).endswith("no item has a category in ['math'] (no row has a category)")
+
+
 def test_humaneval_detected(tmp_path: Path) -> None:
     """task_id+prompt+test+entry_point rows load as HumanEval."""
     row = {"task_id": "HumanEval/0", "prompt": "def f():\n", "test": "def check(c): pass", "entry_point": "f"}
