@@ -250,9 +250,19 @@ def stored_evaluator_id(
     return new_id
 
 
+#: suffixes of datasets only (a `.json` file may be either)
+_DATASET_SUFFIXES = (".jsonl", ".csv", ".gz", ".parquet")
+
+
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read and validate an experiment file; one line per problem, naming the file."""
     p = Path(path)
+    if p.suffix.lower() in _DATASET_SUFFIXES and p.is_file():
+        # read as YAML, rows gave "expected '<document start>'" with no word of what to give instead
+        raise UserError(
+            f"{p}: a dataset, not an experiment file: give `moa compare` an experiment file (YAML) "
+            f"naming it as `dataset: {p.name}`, with `evaluator`, `baseline` and `setups`"
+        )
     data = read_document(p, what="experiment file", missing="no such experiment file")
     if not isinstance(data, Mapping):
         raise TopologyError([not_a_mapping(data)], source=str(p))

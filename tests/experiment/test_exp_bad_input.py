@@ -457,3 +457,20 @@ def test_an_experiment_whose_only_setup_is_its_baseline_is_refused_before_any_ca
     assert sent == [] and not (tmp_path / "out").exists()
     assert main(["compare", str(exp), "--dry-run"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("rows", [3, 1])
+def test_a_dataset_given_as_the_experiment_file_says_what_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: int
+) -> None:
+    """`moa compare data.jsonl` read the rows as YAML: "expected '<document start>'" (or, for one
+    row, a list of unknown fields), with no word of the experiment file it wants."""
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"input": f"q{i}", "target": "x"}) + "\n" for i in range(rows)))
+    assert main(["compare", str(data), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"moa: {data}: a dataset, not an experiment file: give `moa compare` an experiment file (YAML) "
+        "naming it as `dataset: data.jsonl`, with `evaluator`, `baseline` and `setups`\n"
+    )
+    assert not (tmp_path / "out").exists()
