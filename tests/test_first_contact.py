@@ -492,3 +492,19 @@ def test_a_preset_written_as_a_missing_file_names_the_preset(tmp_path: Path, typ
         load(tmp_path / typed)
     stem = Path(typed).stem
     assert str(info.value) == f"{tmp_path / typed}: no such file; did you mean the preset `{stem}`?"
+
+
+def test_a_dataset_given_as_a_topology_says_what_it_is(tmp_path: Path) -> None:
+    """`moa run data.jsonl` or `moa validate data.jsonl` read the rows as YAML: "expected
+    '<document start>'", with no word of what the file is for."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"input": "q1", "target": "a"}\n{"input": "q2", "target": "b"}\n')
+    said = (
+        f"{data}: a dataset, not a topology file: run a topology on one prompt, or compare topologies "
+        "over the dataset with `moa compare` and an experiment file naming it as `dataset:`"
+    )
+    with pytest.raises(UserError) as info:
+        load(data)
+    assert str(info.value) == said
+    p = moa_cli("validate", str(data))
+    assert p.returncode == 2 and p.stderr == said + "\n"

@@ -63,6 +63,12 @@ def _resolve(name_or_path: str | Path) -> Path:
             # a preset's file name (`topologies/parallel-3.yaml` outside a checkout): the name runs it
             hint = f"; did you mean the preset `{p.stem}`?" if p.stem in presets() else ""
             raise UserError(f"{p}: no such file{hint}")
+        if p.suffix.lower() in (".jsonl", ".csv") and p.is_file():
+            # read as YAML, its rows said "expected '<document start>'" and nothing of what it is for
+            raise UserError(
+                f"{p}: a dataset, not a topology file: run a topology on one prompt, or compare "
+                "topologies over the dataset with `moa compare` and an experiment file naming it as `dataset:`"
+            )
         return p
     found = presets().get(str(name_or_path))
     if found is None:
