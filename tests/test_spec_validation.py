@@ -273,7 +273,7 @@ def test_stop_string_becomes_list() -> None:
             "layers must be at least 1",
         ),
         ({"kind": "parallel", "workers": ["a"], "aggregator": "a", "reduce": "majority"}, "both set"),
-        ({"kind": "parallel", "workers": ["a"]}, "needs `aggregator` (or `reduce`"),
+        ({"kind": "parallel", "workers": ["a"]}, "needs `aggregator` (or `reduce: majority | first`)"),
         ({"kind": "single", "agent": "a", "nodes": [{"id": "x", "agent": "a"}]}, "`nodes` are both set"),
         ({"kind": "single", "agent": "a", "output": "answer"}, "`output` is set by `kind: single` itself"),
         (
@@ -448,4 +448,12 @@ def test_a_node_with_one_bad_field_is_not_also_reported_missing() -> None:
     assert info.value.problems == [
         "nodes[0] (`w`).plan: Input should be a valid boolean (got 'yes')",
         "node `x` (nodes[1]) reads `zz`, which is not defined",
+    ]
+
+
+def test_a_shorthand_missing_its_fan_in_is_one_line_not_a_call_for_output() -> None:
+    """`kind: parallel` without `aggregator` also said "no `output` ...: name the answer with
+    `output`", which a shorthand refuses (`output` is set by the kind itself)."""
+    assert problems({"name": "t", "agents": AGENTS, "kind": "parallel", "workers": ["a", "b"]}) == [
+        "`kind: parallel` needs `aggregator` (or `reduce: majority | first`)"
     ]

@@ -31,6 +31,10 @@ class Topology(TopologySpec):
     def _check_graph(self) -> Topology:
         nodes, output, problems = expand(self)
         graph, more = check_nodes(nodes, output, self.agents, build=not problems)
+        if self.kind is not None and output is None:
+            # the shorthand could not build its answer node (said above): asking for `output`,
+            # which a shorthand refuses, would send the user the wrong way
+            more = [m for m in more if not m.startswith("no `output`")]
         problems += more
         if problems or graph is None:
             raise TopologyError(problems or ["the topology has no nodes"], source=self.name)

@@ -237,7 +237,7 @@ def _fan_in(
         return [node], node.id
     agg = spec.aggregator or default_agent
     if agg is None:
-        _need(spec, "aggregator` (or `reduce", problems)
+        problems.append(f"`kind: {spec.kind}` needs `aggregator` (or `reduce: majority | first`)")
         return [], None
     node = NodeSpec(
         id=_fan_in_id(spec),
