@@ -457,3 +457,15 @@ def test_a_shorthand_missing_its_fan_in_is_one_line_not_a_call_for_output() -> N
     assert problems({"name": "t", "agents": AGENTS, "kind": "parallel", "workers": ["a", "b"]}) == [
         "`kind: parallel` needs `aggregator` (or `reduce: majority | first`)"
     ]
+
+
+def test_an_agent_written_as_its_model_string_is_told_the_mapping_to_write() -> None:
+    """`a: openai/gpt-4o` said "Input should be a valid dictionary or instance of AgentSpec", a
+    Python class name the user never wrote; a field that is not a mapping likewise."""
+    assert problems({"name": "t", "kind": "single", "agent": "a", "agents": {"a": "openai/gpt-4o"}}) == [
+        "agents.a: expected a mapping of fields: write `a: {model: openai/gpt-4o}`"
+    ]
+    agents = {"a": {"model": "openai/gpt-4o", "pricing": 3}}
+    assert problems({"name": "t", "kind": "single", "agent": "a", "agents": agents}) == [
+        "agents.a.pricing: expected a mapping of fields (got 3)"
+    ]

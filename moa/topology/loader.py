@@ -280,6 +280,14 @@ def format_validation_error(
             msg = f"unknown kind `{e['input']}`{hint} (kinds: {', '.join(kinds)})"
         elif typ == "missing":
             msg = "required field is missing"
+        elif typ == "model_type":
+            # pydantic names its class ("instance of AgentSpec"), which no file holds
+            msg = "expected a mapping of fields"
+            given = e.get("input")
+            if len(loc) == 2 and loc[0] == "agents" and isinstance(given, str):
+                msg += f": write `{loc[1]}: {{model: {given}}}`"
+            elif not isinstance(given, list):
+                msg += f" (got {given!r})"
         elif typ == "string_pattern_mismatch" and loc and loc[-1] == "id":
             msg = (
                 f"a node id holds only ASCII letters, digits, `_`, `.` and `-` (got {e['input']!r}): "
