@@ -237,3 +237,37 @@ async def test_a_stream_past_max_reply_bytes_of_text_is_malformed(
         with pytest.raises(MalformedReply, match="streamed text passed 1000 characters"):
             await model.complete(_request(srv.base_url), seen.append)
     assert len(seen) == 3  # the deltas within the bound reached the consumer, the fourth did not
+
+
+class _Walked(dict[str, Any]):
+    """A usage dict that is not exactly a ``dict``: ``reported_usage`` reads it field by field."""
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 3, "completion_tokens": 2},
+        {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 99},
+        {"prompt_tokens": 3},
+        {"completion_tokens": 2, "total_tokens": 2},
+        {"prompt_tokens": 0, "completion_tokens": 2},
+        {"prompt_tokens": 3, "completion_tokens": 0},
+        {"prompt_tokens": -3, "completion_tokens": 2},
+        {"prompt_tokens": True, "completion_tokens": 2},
+        {"prompt_tokens": 3.0, "completion_tokens": 2},
+        {"prompt_tokens": 3, "completion_tokens": "2"},
+        {"prompt_tokens": 3, "completion_tokens": None},
+        {},
+    ],
+)
+def test_the_usual_usage_reads_as_the_field_by_field_walk(usage: dict[str, Any]) -> None:
+    """A usage of prompt, completion and total counts alone is read in one step: the same counts,
+    and the same refusal, as the walk that reads every other shape."""
+
+    def read(u: dict[str, Any]) -> object:
+        try:
+            return openai_wire.reported_usage(u, _request("http://127.0.0.1:9/v1"))
+        except MalformedReply as e:
+            return str(e)
+
+    assert read(usage) == read(_Walked(usage))

@@ -74,6 +74,8 @@ _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json
 _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 # one encoder: json.dumps with separators builds a new one per call
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+#: the usual usage: two counts and their sum, no details (``reported_usage`` reads it in one step)
+_PLAIN_USAGE = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -257,6 +259,10 @@ def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
     A count that is not a whole number (text, a list, NaN, infinity, 2.5) is MalformedReply: the
     server's accounting cannot be read, so the attempt is unknown usage and the budget keeps its
     worst case. A negative whole number passes, for the attempt's suspect-usage clamp to charge."""
+    if type(u) is dict and u.keys() <= _PLAIN_USAGE:  # the usual usage, as the walk below reads it
+        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
+        if type(p) is int and type(c) is int and p > 0 and c > 0:
+            return Reported(p, c)
     if u is None:
         return None
     if not _is_object(u):
