@@ -503,11 +503,12 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         # OpenAI's refusal (content null, ``refusal`` the model's words) is the model's answer: as
         # "no content" it was retried, paid again, and its words lost from the record
         body = message["refusal"]
+    said = message if isinstance(message, dict) else {}
+    reasoned = bool(said.get("reasoning_content") or said.get("reasoning"))
+    finish = _finish(choices[0])
     if body is None or isinstance(body, str):  # null, "" or blank (beside reasoning): see no_answer
-        said = message if isinstance(message, dict) else {}
-        reasoned = bool(said.get("reasoning_content") or said.get("reasoning"))
         tools = bool(said.get("tool_calls"))
-        if error := no_answer(body, _finish(choices[0]), reasoned, tools, request.model, request.node):
+        if error := no_answer(body, finish, reasoned, tools, request.model, request.node):
             if reasoned:
                 estimate = functools.partial(
                     _estimate_usage, request, "", len(reasoning_text(message).encode())
@@ -515,7 +516,7 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
                 raise billed_reasoning(error, reported_usage(data.get("usage"), request), estimate)
             raise error
     text = _text(body, request)
-    reasoning = reasoning_text(message)
+    reasoning = reasoning_text(message) if reasoned else ""  # neither name holds text otherwise
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request),
         text,
@@ -526,7 +527,7 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         text,
         usage,
         str(data.get("model") or ""),
-        _finish(choices[0]),
+        finish,
         usage_estimated=estimated,
         service_tier=service_tier(data),
     )
