@@ -419,21 +419,12 @@ class Execution:
     def _result(self, output: str) -> RunResult:
         calls = self.ctx.calls
         nodes = self._finish_nodes()
-        prompt_tokens = completion_tokens = cached_tokens = cache_write_tokens = write_1h_tokens = 0
-        cost = 0.0
-        unpriced: set[str] = set()
-        local = False
-        for c in calls:
-            u = c.usage
-            prompt_tokens += u.prompt_tokens
-            completion_tokens += u.completion_tokens
-            cached_tokens += u.cached_tokens
-            cache_write_tokens += u.cache_write_tokens
-            write_1h_tokens += u.cache_write_1h_tokens
-            cost += c.cost_usd
-            if not c.priced:
-                unpriced.add(c.model)
-            local = local or c.local
+        if len(calls) == 1:  # one call (every single-agent run): its usage is the run's, shared
+            c = calls[0]
+            usage, cost, local = c.usage, c.cost_usd, c.local
+            unpriced = [] if c.priced else [c.model]
+        else:
+            usage, cost, unpriced, local = _summed(calls)
         if len(nodes) == 1:
             # one node: its calls' latency is the whole critical path
             critical = next(iter(nodes.values())).call_latency_s
@@ -444,13 +435,13 @@ class Execution:
         return RunResult(
             output=output,
             topology=self.name,
-            usage=Usage(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, write_1h_tokens),
+            usage=usage,
             cost_usd=cost,
             latency_s=time.perf_counter() - self.ctx.t0,
             critical_path_s=critical,
             calls=calls,
             nodes=nodes,
-            unpriced_models=sorted(unpriced) if unpriced else [],
+            unpriced_models=unpriced,
             cost_note=LOCAL_COST_NOTE if local else None,
             run_id=self.run_id,
             finish_reason=_finish_reason(calls, self.graph.output),
@@ -611,6 +602,27 @@ class Execution:
                 task = self.tasks.get(i)
                 if task is not None:
                     task.cancel()
+
+
+def _summed(calls: Sequence[CallRecord]) -> tuple[Usage, float, list[str], bool]:
+    """The calls' usage and cost added up, the models without a price, and whether any was local."""
+    prompt_tokens = completion_tokens = cached_tokens = cache_write_tokens = write_1h_tokens = 0
+    cost = 0.0
+    unpriced: set[str] = set()
+    local = False
+    for c in calls:
+        u = c.usage
+        prompt_tokens += u.prompt_tokens
+        completion_tokens += u.completion_tokens
+        cached_tokens += u.cached_tokens
+        cache_write_tokens += u.cache_write_tokens
+        write_1h_tokens += u.cache_write_1h_tokens
+        cost += c.cost_usd
+        if not c.priced:
+            unpriced.add(c.model)
+        local = local or c.local
+    usage = Usage(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, write_1h_tokens)
+    return usage, cost, sorted(unpriced), local
 
 
 def _finish_reason(calls: list[CallRecord], output: str) -> str | None:
