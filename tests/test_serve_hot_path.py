@@ -24,6 +24,7 @@ import pytest
 
 from moa import log
 from moa._run import Runner
+from moa.results import Attempt, CallRecord, CostShare, NodeResult, RunResult, Usage
 from moa.serve import create_app
 from moa.serve.app import _Disconnected, _json, _unless_disconnected
 from moa.serve.cli import UVICORN_SETTINGS, run
@@ -99,6 +100,25 @@ async def test_moa_extension_carries_the_run_results_own_fields() -> None:
         whole = result.to_dict(trace=trace)
         assert moa_extension(result, trace=trace) == {k: whole[k] for k in keys}
     await runner.aclose()
+
+
+def test_moa_extension_shares_are_the_run_results_with_many_calls() -> None:
+    """``by_node`` and ``by_model``, built in one pass for the reply, equal ``RunResult.to_dict``'s
+    (keys, order and sums) over calls sharing nodes and models, one with an attempt of unknown usage."""
+    unknown = Attempt("timeout", 1.0, None, "TimedOut: slow", worst_case_usd=0.25)
+    calls = [
+        CallRecord("p1", "m/a", Usage(10, 5), 0.1, attempt_log=[Attempt("ok", 0.1, Usage(10, 5))]),
+        CallRecord("p2", "m/b", Usage(7, 3), 0.3, attempt_log=[unknown, Attempt("ok", 0.2, Usage(7, 3))]),
+        CallRecord("p2", "m/a", Usage(1, 1), 0.7, error="ProviderError: down"),
+        CallRecord("agg", "m/b", Usage(20, 9), 0.2),
+    ]
+    nodes = {n: NodeResult(id=n) for n in ("p1", "p2", "agg")}
+    result = RunResult("x", "t", Usage(38, 18), 1.3, 1.0, 1.0, calls, nodes)
+    whole, ours = result.to_dict(), moa_extension(result)
+    for key in ("by_node", "by_model"):
+        assert list(ours[key].items()) == list(whole[key].items())
+        assert all(list(v) == list(CostShare().to_dict()) for v in ours[key].values())
+    assert ours["by_node"]["p2"]["cost_usd_max"] == pytest.approx(1.25)
 
 
 def test_completion_ids_are_unique_128_bit_hex() -> None:

@@ -8,6 +8,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,7 +26,7 @@ from moa.errors import (
     TimedOut,
     UserError,
 )
-from moa.results import CallRecord, NodeResult, RunResult
+from moa.results import CallRecord, CostShare, NodeResult, RunResult
 
 __all__ = [
     "ApiError",
@@ -414,6 +415,27 @@ def _node(node: NodeResult) -> dict[str, Any]:
     return d
 
 
+def _shares(calls: Sequence[CallRecord]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``by_node`` and ``by_model`` as ``RunResult.to_dict`` gives them (``CostShare.to_dict``'s
+    keys, summed in the same order), built in one pass over the calls without a ``CostShare``."""
+    by: dict[str, dict[str, dict[str, Any]]] = {"by_node": {}, "by_model": {}}
+    for c in calls:
+        worst = c.cost_usd_max
+        for shares, key in ((by["by_node"], c.node), (by["by_model"], c.model)):
+            share = shares.get(key)
+            if share is None:
+                share = shares[key] = dict(_NO_SHARE)
+            share["cost_usd"] += c.cost_usd
+            share["cost_usd_max"] += worst
+            share["prompt_tokens"] += c.usage.prompt_tokens
+            share["completion_tokens"] += c.usage.completion_tokens
+            share["calls"] += 1
+    return by
+
+
+_NO_SHARE: dict[str, Any] = CostShare().to_dict()
+
+
 def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     """The ``moa`` object ordinary clients ignore: the run's cost and per-node account; with
     ``trace``, each call's messages and reply too. These keys of ``RunResult.to_dict`` are built
@@ -425,8 +447,7 @@ def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
         "cost_usd": result.cost_usd,
         "latency_s": result.latency_s,
         "critical_path_s": result.critical_path_s,
-        "by_node": {k: v.to_dict() for k, v in result.by_node.items()},
-        "by_model": {k: v.to_dict() for k, v in result.by_model.items()},
+        **_shares(result.calls),
         "calls": [_call(c, trace) for c in result.calls],
         "nodes": {k: _node(v) for k, v in result.nodes.items()},
     }
