@@ -9,6 +9,7 @@ neither."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,14 @@ def _hostname(host_header: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=256)
+def _foreign_host(address: str, given: str) -> bool:
+    """Whether a request to a server listening at ``address`` names, in its ``Host`` header
+    ``given``, no loopback name while the server is on loopback: kept for the few pairs a server
+    sees, as parsing the header cost a served request as much as reading its body."""
+    return on_loopback(address) and _hostname(given) not in LOOPBACK_NAMES | {address.lower()}
+
+
 def refusal(scope: dict[str, Any]) -> str | None:
     """Why the HTTP request of ``scope`` comes from a web page (see the module docstring), or None.
     The interface is the one the request reached (the ASGI ``server``), so an app served by
@@ -34,7 +43,7 @@ def refusal(scope: dict[str, Any]) -> str | None:
     given = headers.get(b"host", b"").decode("latin-1")
     server = scope.get("server")
     address = str(server[0]) if server else ""
-    if address and on_loopback(address) and _hostname(given) not in LOOPBACK_NAMES | {address.lower()}:
+    if address and _foreign_host(address, given):
         return f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
     origin = headers.get(b"origin")
     if origin is not None and _netloc(origin.decode("latin-1")) != given.lower():
