@@ -75,3 +75,22 @@ def test_fanout_against_the_go_server_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     assert "| Python sim server |" in p.stdout and "| Go server " in p.stdout, p.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_instruction_counts_run(tmp_path: Path) -> None:
+    """instructions.py counts a served request's instructions under callgrind (the app answers 200)."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        if os.environ.get("MOA_REQUIRE_TOOLCHAINS"):
+            pytest.fail("MOA_REQUIRE_TOOLCHAINS is set and `valgrind` is not on PATH")
+        pytest.skip("no valgrind")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--small", "4", "--large", "12",
+         "--serve-concurrency", "4", "--only", "moa serve app", "fake in-process"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "| moa serve app " in p.stdout and "fake in-process / moa serve app" in p.stdout, p.stdout
