@@ -27,12 +27,17 @@ def _hostname(host_header: str) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=256)
 def _foreign_host(address: str, given: str) -> bool:
     """Whether a request to a server listening at ``address`` names, in its ``Host`` header
-    ``given``, no loopback name while the server is on loopback: kept for the few pairs a server
-    sees, as parsing the header cost a served request as much as reading its body."""
+    ``given``, no loopback name while the server is on loopback."""
     return on_loopback(address) and _hostname(given) not in LOOPBACK_NAMES | {address.lower()}
+
+
+#: ``_foreign_host`` kept for the few pairs a server sees: parsing the header cost a served request
+#: as much as reading its body. Only for a header a host name and port fit in (262 characters), so
+#: a client sending huge ones cannot make the cache hold megabytes
+_kept_foreign_host = functools.lru_cache(maxsize=256)(_foreign_host)
+_KEPT_HOST_CHARS = 262
 
 
 def refusal(scope: dict[str, Any]) -> str | None:
@@ -43,7 +48,8 @@ def refusal(scope: dict[str, Any]) -> str | None:
     given = headers.get(b"host", b"").decode("latin-1")
     server = scope.get("server")
     address = str(server[0]) if server else ""
-    if address and _foreign_host(address, given):
+    foreign = _kept_foreign_host if len(given) <= _KEPT_HOST_CHARS else _foreign_host
+    if address and foreign(address, given):
         return f"Host `{given[:100]}` is not a loopback name, and this server listens on loopback only"
     origin = headers.get(b"origin")
     if origin is not None and _netloc(origin.decode("latin-1")) != given.lower():

@@ -132,3 +132,22 @@ async def test_with_an_api_key_the_key_is_the_boundary() -> None:
     assert proxied.status_code == 200, proxied.text
     assert keyless.status_code == 401, keyless.text
     await runner.aclose()
+
+
+def test_the_host_check_is_kept_only_for_headers_a_host_name_fits_in() -> None:
+    """The Host check is cached per (interface, Host) pair, but a Host header longer than any host
+    name and port is checked without being kept (a client cannot fill the cache with megabytes),
+    and is refused all the same."""
+    from moa import _browser_guard
+
+    def scope(host: str) -> dict[str, object]:
+        return {"headers": [(b"host", host.encode())], "server": ("127.0.0.1", 8000)}
+
+    kept = _browser_guard._kept_foreign_host
+    kept.cache_clear()
+    assert _browser_guard.refusal(scope("127.0.0.1:8000")) is None
+    assert _browser_guard.refusal(scope("evil.example:8000")) is not None
+    assert kept.cache_info().currsize == 2
+    assert _browser_guard.refusal(scope("e" * 100_000 + ".example")) is not None
+    assert _browser_guard.refusal(scope("localhost" + " " * 300)) is not None
+    assert kept.cache_info().currsize == 2
