@@ -7,7 +7,8 @@
     │   ├── TopologyError         a topology that fails validation (``problems``: one line each)
     │   ├── DatasetError          a dataset file or row that cannot be read
     │   ├── RequestRefused        a run refused for what its caller asked (``field`` names the argument)
-    │   └── MissingExtra          an optional dependency is not installed (names the install command)
+    │   ├── MissingExtra          an optional dependency is not installed (names the install command)
+    │   └── StoreError            an experiment's store could not be written (a full disk, a lock)
     ├── ModelError                a model call failed after its retries and fallbacks
     │   ├── RateLimited           429 / quota; ``retry_after_s`` when the provider said
     │   ├── TimedOut               a call or a whole run passed its time limit
@@ -42,6 +43,7 @@ __all__ = [
     "RateLimited",
     "RequestRefused",
     "RequestRejected",
+    "StoreError",
     "TimedOut",
     "TopologyError",
     "UserError",
@@ -125,6 +127,13 @@ class RequestRefused(UserError):
 
 class MissingExtra(UserError):
     """An optional dependency is missing; the message names the command that installs it."""
+
+
+class StoreError(UserError):
+    """An experiment's store could not be written (or read) in a run: a reply paid for that cannot be
+    cached (a full disk, a read-only file, another program's write lock). Not the model's failure: it
+    is never retried nor fallen back from, no quorum absorbs it, and the run stops at once, so the
+    experiment pays for no call it could not keep. The message names the store and the write."""
 
 
 class ModelError(MoAError):

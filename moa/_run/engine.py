@@ -26,7 +26,15 @@ from moa import log
 from moa._run.nodes import kind_of
 from moa.calls.budget import Budget
 from moa.calls.call import AgentRuntime, CallCache, CallContext
-from moa.errors import BudgetExceeded, MoAError, ProviderError, QuorumNotReached, TimedOut, UserError
+from moa.errors import (
+    BudgetExceeded,
+    MoAError,
+    ProviderError,
+    QuorumNotReached,
+    StoreError,
+    TimedOut,
+    UserError,
+)
 from moa.models.base import Message, TokenCallback
 from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
 from moa.scrub import scrubbed_failure
@@ -591,6 +599,10 @@ class Execution:
         if exc is None:
             got[i] = f.result()
             arrival.append(i)
+        elif isinstance(exc, StoreError):
+            # the store could not keep a reply paid for: no quorum absorbs it, as going on would
+            # pay for more replies it cannot keep
+            raise exc
         else:
             errors.append(exc if isinstance(exc, MoAError) else ProviderError(str(exc), node=i))
 

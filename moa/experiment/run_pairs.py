@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from moa._run import Runner
 from moa._run.engine import watch_run
 from moa.calls.budget import Budget
-from moa.errors import BudgetExceeded, MoAError, ProviderError, UserError
+from moa.errors import BudgetExceeded, MoAError, ProviderError, StoreError, UserError
 from moa.eval.datasets import Item
 from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.config import ExperimentSpec, Setup
@@ -35,6 +35,10 @@ from moa.experiment.store.database import Store, item_hash
 from moa.results import CallRecord, RunResult
 
 __all__ = ["budget_stop", "run_pairs"]
+
+#: the store cannot be written: raised by SQLite where the phase writes, or as ``StoreError`` out of
+#: a run whose reply could not be cached
+_STORE_FAILED = (sqlite3.Error, StoreError)
 
 
 def budget_stop(limit_usd: float | None, e: BudgetExceeded) -> str:
@@ -96,10 +100,10 @@ async def run_pairs(
     ) -> None:
         try:
             await pair(setup, item, h, j, cache)
-        except sqlite3.Error as e:
+        except _STORE_FAILED as e:
             # the store cannot be written (a full disk): every reply paid from now on would be lost,
             # so no pair starts and those in flight stop; what was committed is kept
-            if not any(isinstance(f, sqlite3.Error) for f in fatal):
+            if not any(isinstance(f, _STORE_FAILED) for f in fatal):
                 fatal.insert(0, e)
             for t in tasks:
                 if t is not asyncio.current_task():
@@ -130,6 +134,8 @@ async def run_pairs(
                         # their replies booked when cached)
                         store.book_unstored(watch.calls)
                         raise
+        except _STORE_FAILED:
+            raise  # the store's failure (a ``StoreError`` is a UserError too): not the pair's
         except BudgetExceeded as e:
             # not stored: the pair is still to do, and a larger budget resumes it; its failed calls
             # (a worker timed out before the refused call) were paid, or may have been, all the same
@@ -142,13 +148,9 @@ async def run_pairs(
             fatal.append(e)
             return
         except MoAError as e:
-            _check_written(store)  # a reply that could not be cached failed its call: not the pair's error
             store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
             bar.advance(_paid_now(e.calls), replayed=_replayed(e.calls))
-        except sqlite3.Error:
-            raise
         except Exception as e:  # a backend bug must not lose the rest of the experiment
-            _check_written(store)
             err = ProviderError(f"{type(e).__name__}: {e}")
             store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
@@ -196,20 +198,12 @@ async def run_pairs(
     finally:
         # Ctrl-C (cancellation) or an error: stop the runs in flight, keep every stored pair
         await cancel_and_drain(tasks)
-        if not (fatal and isinstance(fatal[0], sqlite3.Error)):  # it would fail alike, hiding it
+        if not (fatal and isinstance(fatal[0], _STORE_FAILED)):  # it would fail alike, hiding it
             store.commit()
         bar.close()
     if fatal:
         raise fatal[0]
     return stopped[0] if stopped else None
-
-
-def _check_written(store: Store) -> None:
-    """Raise the store's failed write, if any: a cached reply's write failing (a full disk) reaches
-    the pair only as its call's ``ProviderError``, and stored as the pair's error it was a provider's
-    failure, the experiment going on to pay for replies it could not keep."""
-    if store.write_error is not None:
-        raise store.write_error
 
 
 def _replayed(calls: Sequence[CallRecord]) -> bool:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from moa.errors import MoAError
+from moa.errors import MoAError, StoreError
 from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
 from moa.experiment.cancellation import cancel_and_drain
@@ -195,7 +195,9 @@ async def score_all(
             await asyncio.gather(*tasks)
     finally:
         await cancel_and_drain(tasks)
-        if not (fatal and isinstance(fatal[0], sqlite3.Error)):  # it would fail alike, hiding it
+        if not (
+            fatal and isinstance(fatal[0], (sqlite3.Error, StoreError))
+        ):  # it would fail alike, hiding it
             store.commit()
     if fatal:
         raise fatal[0]
@@ -217,25 +219,20 @@ async def _evaluated(
 ) -> T | None:
     """What the evaluator made of ``row``'s answer, or None when it failed on it (a judge that is
     down or over budget, a sandbox that broke, a worker lost): noted in ``report`` and retried by the
-    next run. A store error (the judge's cache writes to the store) or a bug is not the answer's
-    failure: it ends the phase, and ``Experiment`` names the store in one line (so does a judge call
-    failed by its reply's cache write, ``Store.write_error``). The failed calls a
+    next run. A store error (the judge's cache writes to the store: ``StoreError`` out of a judge
+    call whose reply it could not keep) or a bug is not the answer's failure: it ends the phase in
+    one line naming the store. The failed calls a
     ``MoAError`` carries are booked as paid: nothing is stored to hold them; for a judged ``pair``
     (the evaluator's id, the baseline's run), what they cost also goes to the setup's judge cost."""
     try:
         return await scoring
-    except (sqlite3.Error, *_BUGS):
+    except (sqlite3.Error, StoreError, *_BUGS):
         raise
     except Exception as e:
         if isinstance(e, MoAError) and pair is not None:
             store.book_failed_pair(pair[0], setup.name, setup.hash, row.run_id, pair[1], e)
         elif isinstance(e, MoAError):
             store.book_unstored(e.calls)
-        if store.write_error is not None:
-            # a judge reply the store could not cache (a full disk) fails its call, so it reaches
-            # here as the judge's failure: it is the store's, and judging on paid for every verdict
-            # it could no longer keep
-            raise store.write_error from e
         report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
         return None
 

@@ -42,6 +42,7 @@ from moa.errors import (
     ProviderError,
     RateLimited,
     RequestRejected,
+    StoreError,
     TimedOut,
     UserError,
 )
@@ -372,6 +373,10 @@ async def _traces(
                             math.fsum(c.cost_usd_max - c.cost_usd for c in watch.calls if not c.cached)
                         )
                 traces[item.id] = recorded[item.id] = trace(records, await _scores(evaluator, item, records))
+            except StoreError:
+                # a reply the store could not cache (a full disk): going on would pay for every
+                # call it could no longer keep; raised as it is, the tuning stops at once
+                raise
             except BudgetExceeded as e:
                 fatal.append(
                     UserError(
@@ -383,11 +388,6 @@ async def _traces(
                 fatal.append(UserError(f"{source}: tune: {e}"))
             except Exception as e:  # a timeout, a scoring bug: the other items still tell
                 dropped.append(f"item `{item.id}`: {type(e).__name__}: {' '.join(str(e).split())}")
-            if store.write_error is not None:
-                # a reply the store could not cache (a full disk) failed its call, recorded as the
-                # stage's failure or the item's: it is the store's, and going on would pay for
-                # every call it could no longer keep (``Experiment`` names the store in one line)
-                raise store.write_error
 
     before = store.spent_usd()
     tasks = [asyncio.ensure_future(one(items[i])) for i in [*plan.dev, *plan.test]]

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
-from moa.errors import UserError
+from moa.errors import StoreError, UserError
 from moa.experiment.store.checks import CACHE_TYPES, call_row_problem, edited
+from moa.experiment.store.database import damaged
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Attempt, Usage
 
@@ -103,6 +104,12 @@ class StoreCache:
         return key
 
     def get(self, key: str) -> CachedReply | None:
+        try:
+            return self._get(key)
+        except sqlite3.Error as e:
+            raise self._failed(e, f"reading cached reply {key[:16]}") from e
+
+    def _get(self, key: str) -> CachedReply | None:
         row = self._row(key)
         legacy = self._legacy.get(key)
         if row is None and legacy is not None and self._legacy_is_mine(legacy):
@@ -146,8 +153,14 @@ class StoreCache:
         try:
             self._put(key, value)
         except sqlite3.Error as e:
-            self.store.write_error = e
-            raise
+            # the store's failure, not the call's: as a model's failure it was retried or fallen back
+            # from, absorbed by a quorum or stored as the pair's error, and the experiment went on
+            # paying for replies it could not keep
+            raise self._failed(e, f"caching a reply of model `{value.model}`") from e
+
+    def _failed(self, error: sqlite3.Error, what: str) -> StoreError:
+        item = f", item `{self.item_id}`" if self.item_id is not None else ""
+        return StoreError(damaged(self.store.path, str(error), f"while {what} (scope `{self.scope}`{item})"))
 
     def _put(self, key: str, value: CachedReply) -> None:
         r = value.reply

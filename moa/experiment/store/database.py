@@ -56,19 +56,22 @@ _RUN_COLUMNS = (
 )
 
 
-def damaged(path: Path, problem: str) -> str:
-    """The line for a store SQLite finds damaged (or cannot write: a full disk, an I/O error)."""
+def damaged(path: Path, problem: str, during: str | None = None) -> str:
+    """The line for a store SQLite finds damaged (or cannot write: a full disk, an I/O error);
+    ``during`` names what moa was doing with it (``caching a reply of model `m` ...``)."""
     line = " ".join(problem.split())[:200]
+    at = f" {during}" if during else ""
     if "database is locked" in line:
         # not damage: another program holds SQLite's write lock past the wait (a `sqlite3` shell
         # left inside a transaction, a backup tool); the advice for a damaged file would mislead
         return (
             f"{path}: the experiment store cannot be written: another program holds its write lock "
-            f"(SQLite: {line}); nothing more is written to it: close that program, then run again to resume"
+            f"(SQLite: {line}){at}; nothing more is written to it: close that program, then run again "
+            "to resume"
         )
     return (
-        f"{path}: the experiment store is damaged or cannot be written (SQLite: {line}); nothing more "
-        "is written to it: free disk space, restore the file from a copy, or use another --out"
+        f"{path}: the experiment store is damaged or cannot be written (SQLite: {line}){at}; nothing "
+        "more is written to it: free disk space, restore the file from a copy, or use another --out"
     )
 
 
@@ -156,9 +159,6 @@ class Store:
         self.text_limit: int | None = TEXT_LIMIT
         #: values masked in stored texts besides key shapes (the environment's secrets)
         self.secrets: list[str] = environment_secrets()
-        #: the write a cached reply failed on (a full disk): the run that made it sees the error
-        #: only as its call's failure, and every reply paid from then on is lost
-        self.write_error: sqlite3.Error | None = None
 
     def _call_rows(
         self, calls: Iterable[CallRecord], run_id: int | None, judgment_id: int | None
