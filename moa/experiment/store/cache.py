@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from moa.calls.call import CachedReply
 from moa.errors import StoreError, UserError
-from moa.experiment.store.checks import CACHE_TYPES, call_row_problem, edited
+from moa.experiment.store.checks import CACHE_TYPES, edited, parsed_call_row
 from moa.experiment.store.database import damaged
 from moa.models.base import ModelReply, ModelRequest
 from moa.results import Attempt, Usage
@@ -74,9 +74,10 @@ def _reply(row: Sequence[Any]) -> CachedReply:
     )
 
 
-def _attempts(log: str | None) -> tuple[Attempt, ...]:
-    """The first call's attempts as cached (none for a reply cached before schema 7)."""
-    entries = json.loads(log) if log else []
+def _attempts(entries: list[dict[str, Any]] | None) -> tuple[Attempt, ...]:
+    """The first call's attempts as cached, parsed when checked (none for a reply cached before
+    schema 7)."""
+    entries = entries or []
     return tuple(Attempt.from_dict(e, float(e.get("worst_case_usd", 0.0))) for e in entries)
 
 
@@ -129,13 +130,13 @@ class StoreCache:
         return None if row is None else self._checked(key, row)
 
     def _checked(self, key: str, row: Sequence[Any]) -> Sequence[Any]:
-        """``row``, or ``UserError`` naming the store, the reply and the field when a field is not of
-        its type or shape: replayed, a text cost or an unreadable attempt log crashed the run or
-        silently became another cost (an unreadable log was read as no attempts, dropping the worst
-        case of those whose usage is unknown)."""
-        problem = call_row_problem(CACHE_TYPES, row)
+        """``row`` with its attempt log parsed, or ``UserError`` naming the store, the reply and the
+        field when a field is not of its type or shape: replayed, a text cost or an unreadable
+        attempt log crashed the run or silently became another cost (an unreadable log was read as
+        no attempts, dropping the worst case of those whose usage is unknown)."""
+        problem, values = parsed_call_row(CACHE_TYPES, row)
         if problem is None:
-            return row
+            return values
         raise UserError(edited(self.store.path, f"cached reply {key[:16]} (scope `{self.scope}`): {problem}"))
 
     def _legacy_is_mine(self, key: str) -> bool:

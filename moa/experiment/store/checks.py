@@ -21,7 +21,8 @@ __all__ = [
     "call_row_problem",
     "edited",
     "manifest_problem",
-    "run_row_problem",
+    "parsed_call_row",
+    "parsed_run_row",
 ]
 
 #: RunRow's fields by the type SQLite must hand back for them ("num": an int or a float; a trailing
@@ -76,10 +77,13 @@ def _fields_problem(types: Iterable[tuple[str, str]], values: Iterable[Any]) -> 
     return None
 
 
-def run_row_problem(row: Sequence[Any]) -> str | None:
-    """What in a stored run's row is not of its field's type, naming the field (None if nothing)."""
+def parsed_run_row(row: Sequence[Any]) -> tuple[str | None, list[Any]]:
+    """What in a stored run's row is not of its field's type, naming the field (None if nothing),
+    and the row with its JSON lists parsed as ``RunRow`` holds them (each turn's answer and score,
+    None where NULL), so its reader does not parse them again."""
+    values = list(row)
     if (problem := _fields_problem(_RUN_TYPES, row)) is not None:
-        return problem
+        return problem, values
     for name, at, types, what in _JSON_LISTS:
         if at >= len(row) or row[at] is None:
             continue
@@ -88,8 +92,10 @@ def run_row_problem(row: Sequence[Any]) -> str | None:
         except ValueError:
             value = None
         if not isinstance(value, list) or not all(isinstance(v, types) for v in value):
-            return f"`{name}` is not a JSON list of {what}"
-    return None
+            return f"`{name}` is not a JSON list of {what}", values
+        # a score stored as 1 is read as 1.0, as every other score
+        values[at] = [float(v) for v in value] if what == "numbers" else value
+    return None, values
 
 
 class _SetupShape(BaseModel):
@@ -209,22 +215,23 @@ def _infinite(value: Any, where: str) -> str | None:
     return None
 
 
-def _json_problem(name: str, text: Any, *, shown: bool) -> str | None:
+def _json_problem(name: str, text: Any, *, shown: bool) -> tuple[str | None, Any]:
+    """What in the JSON column ``name`` is not of its shape (None if nothing), and its value."""
     if not isinstance(text, str):
-        return _value_problem(name, "str", text)
+        return _value_problem(name, "str", text), None
     try:
         value = parse_json(text)
     except ValueError:
-        return f"`{name}` is not JSON"
+        return f"`{name}` is not JSON", None
     if not shown and (where := _infinite(value, name)) is not None:
-        return f"`{where}` is not a finite number"
+        return f"`{where}` is not a finite number", value
     try:
         _JSON_SHAPES[name].validate_python(value)
     except ValidationError as e:
         err = e.errors()[0]
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        return f"`{name}{where}`: {err['msg']}"
-    return None
+        return f"`{name}{where}`: {err['msg']}", value
+    return None, value
 
 
 def call_row_problem(
@@ -233,16 +240,25 @@ def call_row_problem(
     """What in a stored call's (or cached reply's) row, its columns named by ``types``, is not of its
     field's type or shape, naming the field (None if nothing). ``shown``: the row is only shown (the
     viewer), so an infinite amount passes, to show as missing and be named on the page."""
-    for (name, kind), value in zip(types, row, strict=True):
+    return parsed_call_row(types, row, shown=shown)[0]
+
+
+def parsed_call_row(
+    types: Sequence[tuple[str, str]], row: Sequence[Any], *, shown: bool = False
+) -> tuple[str | None, list[Any]]:
+    """``call_row_problem``, and the row with its JSON columns parsed (None where NULL or empty), so
+    its reader does not parse them again."""
+    values = list(row)
+    for at, ((name, kind), value) in enumerate(zip(types, row, strict=True)):
         if kind.rstrip("?") != "json":
             problem = _value_problem(name, kind, value, shown=shown)
         elif value is None or value == "":
-            problem = None
+            problem, values[at] = None, None
         else:
-            problem = _json_problem(name, value, shown=shown)
+            problem, values[at] = _json_problem(name, value, shown=shown)
         if problem is not None:
-            return problem
-    return None
+            return problem, values
+    return None, values
 
 
 def bad_call_sql(alias: str) -> str:

@@ -25,10 +25,10 @@ from moa.eval.types import Judgment
 from moa.experiment.store.calls import INSERT_CALL, TEXT_LIMIT, call_rows
 from moa.experiment.store.checks import (
     CALL_TYPES,
-    call_row_problem,
     edited,
     manifest_problem,
-    run_row_problem,
+    parsed_call_row,
+    parsed_run_row,
 )
 from moa.experiment.store.lock import FolderLock
 from moa.experiment.store.schema import (
@@ -122,30 +122,18 @@ class RunRow:
     cost_usd_max: float = 0.0
     #: attempts sent whose usage cannot be known (timeouts, cancellations after sending)
     unknown_usage_attempts: int = 0
-    #: a multi-turn item's answers, one per turn, as JSON (``answer`` is the last); None otherwise
-    turns_json: str | None = None
+    #: a multi-turn item's answers, one per turn (``answer`` is the last); None otherwise
+    turn_answers: list[str] | None = None
     #: a cascade's run: the stage (1-based) that answered; None for a plain topology or a failed run
     stage: int | None = None
     score: float | None = None
     detail: str | None = None
-    #: the score of each turn of a multi-turn item, as JSON, when the evaluator gives them
-    turn_scores_json: str | None = None
+    #: the score of each turn of a multi-turn item, when the evaluator gives them (else None)
+    turn_scores: list[float] | None = None
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
-
-    @property
-    def turn_answers(self) -> list[str] | None:
-        """Each turn's answer of a multi-turn item (None for a single-turn run)."""
-        return None if self.turns_json is None else [str(t) for t in json.loads(self.turns_json)]
-
-    @property
-    def turn_scores(self) -> list[float] | None:
-        """Each turn's score of a multi-turn item (None when the evaluator gives none)."""
-        return (
-            None if self.turn_scores_json is None else [float(v) for v in json.loads(self.turn_scores_json)]
-        )
 
 
 class Store:
@@ -440,11 +428,12 @@ class Store:
     def _run_row(self, row: Sequence[Any]) -> RunRow:
         """A stored run's row as a ``RunRow``; ``UserError`` naming the store, the run and the field
         when a field is not of its type (a damaged or hand-edited store)."""
-        problem = run_row_problem(row)
+        # the turns' JSON, parsed once to be checked, is what the row holds
+        problem, values = parsed_run_row(row)
         if problem is not None:
             what = f"run {row[0]}" if len(row) < 3 else f"run {row[0]} (setup `{row[1]}`, item `{row[2]}`)"
             raise UserError(edited(self.path, f"{what}: {problem}", run=True))
-        return RunRow(*row)
+        return RunRow(*values)
 
     def run_rows(self, setup: str, topo_hash: str, evaluator: str) -> dict[str, list[RunRow]]:
         """Item id -> the setup's stored runs (one per sample, in sample order) with their score under
@@ -528,12 +517,13 @@ class Store:
         cur = self.conn.execute(f"SELECT call_id, {cols} FROM calls WHERE {column}=? ORDER BY seq", (key,))
         out = []
         for call_id, *row in cur:
-            if (problem := call_row_problem(CALL_TYPES, row, shown=shown)) is not None:
+            # the JSON columns, parsed once to be checked, are what the call holds
+            problem, row = parsed_call_row(CALL_TYPES, row, shown=shown)
+            if problem is not None:
                 owner = f"{column.removesuffix('_id')} {key}"
                 raise UserError(edited(self.path, f"call {call_id} ({owner}): {problem}"))
             d = dict(zip((name for name, _ in CALL_TYPES), row, strict=True))
-            d["attempt_log"] = json.loads(d["attempt_log"]) if d["attempt_log"] else []
-            d["messages"] = json.loads(d["messages"]) if d["messages"] else None
+            d["attempt_log"] = d["attempt_log"] or []  # NULL: stored before attempts were
             d["cached"] = bool(d["cached"])
             d["usage_suspect"], d["usage_estimated"] = bool(d["usage_suspect"]), bool(d["usage_estimated"])
             out.append(d)
