@@ -23,13 +23,12 @@ from moa.models.errors import error_for_status
 # attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
 from moa.models.openai_wire import (
-    billed,
-    billed_reasoning,
     billed_usage,
     no_answer,
     reasoning_text,
     refuses_stream_options,
     reported_usage,
+    unanswered,
 )
 from moa.models.providers import speaks_openai
 from moa.results import Usage
@@ -701,10 +700,12 @@ def _read_reply(resp: Any, request: ModelRequest) -> ModelReply:
     if error := no_answer(
         None if text is None else str(text), finish, reasoned, tools, request.model, request.node
     ):
-        if reasoned:
-            reported = reported_usage(getattr(resp, "usage", None), request)
-            raise billed_reasoning(error, reported, lambda: _estimate(request, "", reasoning))
-        raise error
+        raise unanswered(
+            error,
+            reasoned,
+            lambda: reported_usage(getattr(resp, "usage", None), request),
+            lambda: _estimate(request, "", reasoning),
+        )
     usage, estimated = usage_with_estimate(
         reported_usage(getattr(resp, "usage", None), request),
         str(text),
@@ -769,10 +770,7 @@ async def _consume(stream: Any, request: ModelRequest, on_token: TokenCallback) 
                 usage = reported
     text = "".join(parts)
     if error := no_answer(text, finish, reasoned, tool_calls, request.model, request.node):
-        if reasoned:
-            raise billed_reasoning(error, usage, lambda: _estimate(request, "", "".join(thought)))
-        error.usage = billed(usage)
-        raise error
+        raise unanswered(error, reasoned, lambda: usage, lambda: _estimate(request, "", "".join(thought)))
     counted, estimated = usage_with_estimate(
         usage, text, lambda: _estimate(request, text, "".join(thought)), reasoned=bool(thought)
     )

@@ -10,6 +10,7 @@ text (completion); nothing else marks the record as estimated.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -32,7 +33,6 @@ __all__ = [
     "after_reasoning",
     "asks_stream_usage",
     "billed",
-    "billed_reasoning",
     "billed_usage",
     "connect_timed_out",
     "connection_failed",
@@ -49,6 +49,7 @@ __all__ = [
     "refuses_stream_options",
     "reported_usage",
     "status_error",
+    "unanswered",
     "wire_model_name",
 ]
 
@@ -472,13 +473,21 @@ def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
         return None
 
 
-def billed_reasoning(
-    error: MalformedReply, reported: Reported | None, estimate: Callable[[], Usage]
+def unanswered(
+    error: MalformedReply,
+    reasoned: bool,
+    reported: Callable[[], Reported | None],
+    estimate: Callable[[], Usage],
 ) -> MalformedReply:
-    """``error`` of a reply that reasoned and answered nothing, billed as a reply with text is: its
-    reported counts, the missing ones estimated from its reasoning (it was paid for), never as
-    unknown usage or as no completion tokens."""
-    error.usage, error.usage_estimated = usage_with_estimate(reported, "", estimate, reasoned=True)
+    """``error`` of a reply with no answer (``no_answer``), billed as it was charged. One that
+    reasoned is billed as a reply with text is: its counts, the missing ones estimated from its
+    reasoning (it was paid for), never as unknown usage or as no completion tokens; usage it reports
+    that cannot be read is the error then. Any other: its counts when both are there and readable."""
+    if reasoned:
+        error.usage, error.usage_estimated = usage_with_estimate(reported(), "", estimate, reasoned=True)
+        return error
+    with contextlib.suppress(MalformedReply):
+        error.usage = billed(reported())
     return error
 
 
@@ -509,12 +518,8 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
     if body is None or isinstance(body, str):  # null, "" or blank (beside reasoning): see no_answer
         tools = bool(said.get("tool_calls"))
         if error := no_answer(body, finish, reasoned, tools, request.model, request.node):
-            if reasoned:
-                estimate = functools.partial(
-                    _estimate_usage, request, "", len(reasoning_text(message).encode())
-                )
-                raise billed_reasoning(error, reported_usage(data.get("usage"), request), estimate)
-            raise error
+            estimate = functools.partial(_estimate_usage, request, "", len(reasoning_text(message).encode()))
+            raise unanswered(error, reasoned, lambda: reported_usage(data.get("usage"), request), estimate)
     text = _text(body, request)
     reasoning = reasoning_text(message) if reasoned else ""  # neither name holds text otherwise
     usage, estimated = usage_with_estimate(
@@ -746,11 +751,8 @@ class _Stream:
         text = "".join(self.parts)
         model, node = self.request.model, self.request.node
         if error := no_answer(text, self.finish, self.reasoned, self.tool_calls, model, node):
-            if self.reasoned:
-                estimate = functools.partial(_estimate_usage, self.request, "", self.reasoning_bytes)
-                raise billed_reasoning(error, self.usage, estimate)
-            error.usage = billed(self.usage)
-            raise error
+            estimate = functools.partial(_estimate_usage, self.request, "", self.reasoning_bytes)
+            raise unanswered(error, self.reasoned, lambda: self.usage, estimate)
         usage, estimated = usage_with_estimate(
             self.usage,
             text,
