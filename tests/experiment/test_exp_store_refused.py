@@ -105,3 +105,38 @@ def test_a_store_failure_leaves_a_run_as_itself_with_its_calls(tmp_path: Path) -
     assert any(c.model == "sim/refused" and c.error is None for c in calls)
     assert all(c.node != "d" for c in calls)  # the aggregator is never called
     assert models["sim/fallback"].calls == []
+
+
+def test_a_cached_reply_the_store_cannot_claim_is_no_reason_to_call_the_fallback(tmp_path: Path) -> None:
+    """Reading a reply cached before keys held the item claims it for the item (a write): refused,
+    the store's error was a ``ProviderError`` of the call, so the agent's fallback was called and
+    paid for a reply already paid once. It is ``StoreError`` now, and no model is called."""
+    (tmp_path / "one.yaml").write_text(
+        "name: one\nkind: single\nagent: a\nagents:\n"
+        f"  a: {{model: sim/refused, fallbacks: [sim/fallback], {_PRICE}}}\n"
+    )
+    topology = load(tmp_path / "one.yaml")
+    store = Store.open(tmp_path / "out")
+    models = _models()
+
+    async def run(item: str | None) -> None:
+        base = Runner(models=dict(models))
+        try:
+            await base.scoped(cache=StoreCache(store, "s:h", item)).run(topology, "q")
+        finally:
+            await base.aclose()
+
+    try:
+        asyncio.run(run(None))  # a reply cached for no item, as before keys held it
+        store.conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON cache_items "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        store.commit()
+        with pytest.raises(
+            StoreError, match=r"while reading cached reply [0-9a-f]{16} \(scope `s:h`, item `i1`\)"
+        ):
+            asyncio.run(run("i1"))
+    finally:
+        store.close()
+    assert (len(models["sim/refused"].calls), models["sim/fallback"].calls) == (1, [])
