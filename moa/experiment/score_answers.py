@@ -195,10 +195,8 @@ async def score_all(
             await asyncio.gather(*tasks)
     finally:
         await cancel_and_drain(tasks)
-        if not (
-            fatal and isinstance(fatal[0], (sqlite3.Error, StoreError))
-        ):  # it would fail alike, hiding it
-            store.commit()
+        if not (fatal and isinstance(fatal[0], (sqlite3.Error, StoreError))):
+            store.commit()  # after a store failure it would fail alike, hiding it
     if fatal:
         raise fatal[0]
     return report
