@@ -14,7 +14,7 @@ import pytest
 
 import moa
 from moa.errors import MalformedReply
-from moa.models import openai_wire
+from moa.models import openai_wire, wire_usage
 from moa.models.base import ModelRequest
 from moa.models.openai_http import OpenAIHTTPModel
 from moa.topology.loader import load_data
@@ -266,7 +266,7 @@ def test_the_usual_usage_reads_as_the_field_by_field_walk(usage: dict[str, Any])
 
     def read(u: dict[str, Any]) -> object:
         try:
-            return openai_wire.reported_usage(u, _request("http://127.0.0.1:9/v1"))
+            return wire_usage.reported_usage(u, _request("http://127.0.0.1:9/v1"))
         except MalformedReply as e:
             return str(e)
 

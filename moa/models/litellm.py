@@ -22,15 +22,9 @@ from moa.models.errors import error_for_status
 # (``input_tokens``, Anthropic's cache names, the Responses API's ``input_tokens_details``) as extra
 # attributes of its usage object, so one reply gives the same counts on both paths; its zeros for a
 # missing usage read as "not reported" there (no request is answered with zero prompt tokens)
-from moa.models.openai_wire import (
-    billed_usage,
-    no_answer,
-    reasoning_text,
-    refuses_stream_options,
-    reported_usage,
-    unanswered,
-)
+from moa.models.openai_wire import no_answer, reasoning_text, refuses_stream_options
 from moa.models.providers import speaks_openai
+from moa.models.wire_usage import billed_usage, reported_usage, unanswered
 from moa.results import Usage
 from moa.scrub import StreamMask, environment_secrets, mask_sent, param_secrets, scrub_clip, url_secrets
 

@@ -10,19 +10,26 @@ text (completion); nothing else marks the record as estimated.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
 from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
-from moa.results import Usage
-from moa.scrub import param_secrets, scrub_clip, url_secrets
+from moa.models.wire_usage import (
+    billed_usage,
+    estimate_usage,
+    field,
+    kind,
+    malformed,
+    reported_usage,
+    secrets_of,
+    unanswered,
+)
+from moa.scrub import scrub_clip
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -32,8 +39,6 @@ __all__ = [
     "MAX_REPLY_BYTES",
     "after_reasoning",
     "asks_stream_usage",
-    "billed",
-    "billed_usage",
     "connect_timed_out",
     "connection_failed",
     "consume_sse",
@@ -47,9 +52,7 @@ __all__ = [
     "read_reply_body",
     "reasoning_text",
     "refuses_stream_options",
-    "reported_usage",
     "status_error",
-    "unanswered",
     "wire_model_name",
 ]
 
@@ -76,7 +79,6 @@ _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream
 # one encoder: json.dumps with separators builds a new one per call
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: the usual usage: two counts and their sum, no details (``reported_usage`` reads it in one step)
-_PLAIN_USAGE = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -159,20 +161,13 @@ def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
     return headers
 
 
-def _keys(request: ModelRequest) -> tuple[str | None, ...]:
-    """What the request carried that must not come back: its key and any credential written in
-    its ``api_base`` (``https://user:key@host``, ``?key=``) or in a secret-named header of its
-    ``params``."""
-    return (request.api_key, *url_secrets(request.api_base), *param_secrets(request.params))
-
-
 def connection_failed(
     error: BaseException, request: ModelRequest, *, never_sent: bool = False
 ) -> ProviderError:
     """A transport failure (connect, reset, a header the client refuses to send) as ProviderError;
     the client's message may quote a header value whole, the bearer key with it. ``never_sent``:
     the failure came before a byte of the request left (no connection, a refused header)."""
-    detail = scrub_clip(str(error) or type(error).__name__, 500, _keys(request))
+    detail = scrub_clip(str(error) or type(error).__name__, 500, secrets_of(request))
     return ProviderError(
         f"connection failed: {detail}", model=request.model, node=request.node or None, never_sent=never_sent
     )
@@ -197,7 +192,7 @@ def status_error(
         model=request.model,
         node=request.node,
         headers=headers,
-        secrets=_keys(request),
+        secrets=secrets_of(request),
     )
 
 
@@ -206,13 +201,13 @@ async def read_reply_body(chunks: AsyncIterator[bytes], declared: int | None, re
     answered, so the attempt is unknown usage); ``declared`` is its Content-Length, if any."""
     limit = MAX_REPLY_BYTES
     if declared is not None and declared > limit:
-        raise _malformed(f"the reply declares {declared} bytes, more than {limit}", request)
+        raise malformed(f"the reply declares {declared} bytes, more than {limit}", request)
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise _malformed(f"the reply passed {limit} bytes", request)
+            raise malformed(f"the reply passed {limit} bytes", request)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -229,143 +224,15 @@ async def read_error_body(chunks: AsyncIterator[bytes]) -> bytes:
     return b"".join(parts)[:MAX_ERROR_BYTES]
 
 
-def _estimate_usage(request: ModelRequest, text: str, reasoning_bytes: int = 0) -> Usage:
-    """``reasoning_bytes``: the UTF-8 bytes of the reasoning the reply sent beside its text
-    (``reasoning_content``), completion tokens too: often most of the bill."""
-    # rounded up: rounded down, a short prompt and answer (under 4 bytes each) were charged $0
-    prompt = sum(len(m.get("content", "").encode()) for m in request.messages)
-    return Usage(-(-prompt // 4), -(-(len(text.encode()) + reasoning_bytes) // 4))
-
-
 def reasoning_text(message: Any) -> str:
     """The reasoning a message or a delta sent beside its content: ``reasoning_content``
     (DeepSeek's, vLLM's and llama-server's name) or ``reasoning`` (OpenRouter's, Ollama's); a dict
     or a litellm object. "" when there is none, or it is not text."""
     for name in ("reasoning_content", "reasoning"):
-        said = _field(message, name)
+        said = field(message, name)
         if isinstance(said, str) and said:
             return said
     return ""
-
-
-def reported_usage(u: Any, request: ModelRequest) -> Reported | None:
-    """The counts the server reported, or None for no usage object: the one reader of OpenAI-shaped
-    usage, for the direct path's JSON and for litellm's usage objects (which keep the fields they do
-    not know, ``input_tokens`` or Anthropic's cache names, as extra attributes). A count is missing
-    when absent or zero (no request is answered with zero prompt tokens: zeros are a server's
-    placeholder); ``input_tokens``/``output_tokens`` (the Anthropic and Responses names, which some
-    OpenAI-compatible servers answer with) stand in for a missing ``prompt_tokens`` or
-    ``completion_tokens``.
-
-    A count that is not a whole number (text, a list, NaN, infinity, 2.5) is MalformedReply: the
-    server's accounting cannot be read, so the attempt is unknown usage and the budget keeps its
-    worst case. A negative whole number passes, for the attempt's suspect-usage clamp to charge."""
-    if type(u) is dict and u.keys() <= _PLAIN_USAGE:  # the usual usage, as the walk below reads it
-        p, c = u.get("prompt_tokens"), u.get("completion_tokens")
-        if type(p) is int and type(c) is int and p > 0 and c > 0:
-            return Reported(p, c)
-    if u is None:
-        return None
-    if not _is_object(u):
-        raise _malformed(f"usage is {_kind(u)}, not an object", request)
-    prompt = _reported(u, ("prompt_tokens",), request)
-    completion = _reported(u, ("completion_tokens", "output_tokens"), request)
-    if prompt is not None:
-        completion = _with_reasoning(u, prompt, completion)
-        # OpenAI's details (the Responses API's under input_tokens_details), DeepSeek's hit count,
-        # a litellm proxy's Anthropic names: all parts of prompt_tokens
-        details = _details(u, "prompt_tokens_details", request)
-        cached = _reported(details, ("cached_tokens",), request) or _reported(
-            u, ("prompt_cache_hit_tokens", "cache_read_input_tokens"), request
-        )
-        written = _reported(details, ("cache_creation_tokens",), request) or _reported(
-            u, ("cache_creation_input_tokens",), request
-        )
-        return Reported(prompt, completion, cached or 0, written or 0, _written_1h(u, details, request))
-    prompt = _reported(u, ("input_tokens",), request)
-    if prompt is None:
-        return Reported(None, completion)
-    cached = _reported(_details(u, "input_tokens_details", request), ("cached_tokens",), request)
-    if cached is not None:  # the Responses API's: a part of input_tokens
-        return Reported(prompt, completion, cached)
-    # Anthropic's own names: input_tokens leaves out the tokens read from and written to the cache
-    read = _reported(u, ("cache_read_input_tokens",), request) or 0
-    written = _reported(u, ("cache_creation_input_tokens",), request) or 0
-    return Reported(prompt + read + written, completion, read, written, _written_1h(u, {}, request))
-
-
-def _with_reasoning(u: Any, prompt: int, completion: int | None) -> int | None:
-    """The completion count with the reasoning tokens in it. OpenAI's ``completion_tokens``
-    includes ``completion_tokens_details.reasoning_tokens``; Gemini's OpenAI-compatible endpoint
-    and gateways that convert Gemini's usage leave them out (``total_tokens`` has them), and the
-    thinking, often most of the bill, went unpaid. Added only when ``total_tokens`` says so
-    exactly: prompt + completion + reasoning."""
-    details = _field(u, "completion_tokens_details")
-    reasoning = _field(details, "reasoning_tokens") if details is not None and _is_object(details) else None
-    total = _field(u, "total_tokens")
-    if type(reasoning) is not int or type(total) is not int or reasoning <= 0:  # bool is no count
-        return completion
-    if total == prompt + (completion or 0) + reasoning:
-        return (completion or 0) + reasoning
-    return completion
-
-
-def _written_1h(u: Any, details: Any, request: ModelRequest) -> int:
-    """The prompt tokens written to the cache for an hour: litellm's
-    ``prompt_tokens_details.cache_creation_token_details``, else Anthropic's ``cache_creation``."""
-    for where, name, path in (
-        (details, "cache_creation_token_details", "prompt_tokens_details.cache_creation_token_details"),
-        (u, "cache_creation_token_details", ""),
-        (u, "cache_creation", ""),
-    ):
-        if _field(where, name) is not None:
-            lifetimes = _details(where, name, request, path)
-            return _reported(lifetimes, ("ephemeral_1h_input_tokens",), request) or 0
-    return 0
-
-
-def _field(u: Any, name: str) -> Any:
-    """``u[name]`` of a JSON object, or the attribute of a litellm usage object (None if absent)."""
-    return u.get(name) if isinstance(u, dict) else getattr(u, name, None)
-
-
-def _is_object(value: Any) -> bool:
-    """A JSON object, or a parsed one (litellm's usage and details models): not a scalar or list."""
-    return isinstance(value, dict) or not isinstance(value, str | bytes | int | float | list | tuple)
-
-
-def _details(u: Any, name: str, request: ModelRequest, path: str = "") -> Any:
-    """``u[name]`` as an object ({} when absent); ``path`` names it in the error when nested."""
-    details = _field(u, name)
-    if details is None:
-        return {}
-    if not _is_object(details):
-        raise _malformed(f"usage.{path or name} is {_kind(details)}, not an object", request)
-    return details
-
-
-def _reported(u: Any, names: tuple[str, ...], request: ModelRequest) -> int | None:
-    for name in names:
-        value = _field(u, name)
-        if value is not None and (count := _count(value, name, request)):
-            return count
-    return None
-
-
-def _count(value: Any, name: str, request: ModelRequest) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    shown = scrub_clip(repr(value), 40, _keys(request))
-    raise _malformed(f"usage.{name} is {shown}, not a token count", request)
-
-
-_KINDS: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
-
-
-def _kind(value: Any) -> str:
-    return _KINDS.get(type(value), type(value).__name__)
 
 
 def _text(content: Any, request: ModelRequest) -> str:
@@ -378,15 +245,15 @@ def _text(content: Any, request: ModelRequest) -> str:
         texts: list[str] = []
         for part in content:
             if not isinstance(part, dict):
-                raise _malformed(f"a content part is {_kind(part)}, not an object", request)
+                raise malformed(f"a content part is {kind(part)}, not an object", request)
             if part.get("type") == "text":
                 if not isinstance(part.get("text"), str):
-                    raise _malformed("a text part of the content has no text", request)
+                    raise malformed("a text part of the content has no text", request)
                 texts.append(part["text"])
         if content and not texts:
-            raise _malformed("the content has no text part", request)
+            raise malformed("the content has no text part", request)
         return "".join(texts)
-    raise _malformed(f"the content is {_kind(content)}, not text", request)
+    raise malformed(f"the content is {kind(content)}, not text", request)
 
 
 def _error_message(body: bytes) -> str:
@@ -434,10 +301,6 @@ def _issue(issue: dict[str, Any]) -> str:
     return f"{where}: {issue['msg']}" if where else str(issue["msg"])
 
 
-def _malformed(why: str, request: ModelRequest) -> MalformedReply:
-    return MalformedReply(f"malformed reply: {why}", model=request.model, node=request.node or None)
-
-
 def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     """A whole (non-streamed) 2xx reply."""
     try:
@@ -445,17 +308,17 @@ def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     except (ValueError, TypeError, OverflowError) as e:
         # a reply shape the checks below missed: the clients read a ValueError as a refused
         # request ("connection failed"), which a 2xx that arrived is not
-        raise _malformed(f"{type(e).__name__}: {e}", request) from e
+        raise malformed(f"{type(e).__name__}: {e}", request) from e
 
 
 def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     try:
         data = json.loads(content)
     except (ValueError, RecursionError):  # RecursionError: arrays nested past the interpreter's limit
-        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, _keys(request))
-        raise _malformed(f"not JSON: {snippet!r}", request) from None
+        snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, secrets_of(request))
+        raise malformed(f"not JSON: {snippet!r}", request) from None
     if not isinstance(data, dict):
-        raise _malformed("not a JSON object", request)
+        raise malformed("not a JSON object", request)
     try:
         return _reply_of(data, request)
     except MalformedReply as e:
@@ -465,47 +328,12 @@ def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
         raise
 
 
-def billed_usage(u: Any, request: ModelRequest) -> Usage | None:
-    """The usage of a reply moa cannot use, when it reports both its counts readably, else None."""
-    try:
-        return billed(reported_usage(u, request))
-    except MalformedReply:
-        return None
-
-
-def unanswered(
-    error: MalformedReply,
-    reasoned: bool,
-    reported: Callable[[], Reported | None],
-    estimate: Callable[[], Usage],
-) -> MalformedReply:
-    """``error`` of a reply with no answer (``no_answer``), billed as it was charged. One that
-    reasoned is billed as a reply with text is: its counts, the missing ones estimated from its
-    reasoning (it was paid for), never as unknown usage or as no completion tokens; usage it reports
-    that cannot be read is the error then. Any other: its counts when both are there and readable."""
-    if reasoned:
-        error.usage, error.usage_estimated = usage_with_estimate(reported(), "", estimate, reasoned=True)
-        return error
-    with contextlib.suppress(MalformedReply):
-        error.usage = billed(reported())
-    return error
-
-
-def billed(reported: Reported | None) -> Usage | None:
-    """``reported`` as the usage booked for a reply moa cannot use, when it has both counts."""
-    if reported is None or reported.prompt is None or reported.completion is None:
-        return None
-    return Usage(
-        reported.prompt, reported.completion, reported.cached, reported.cache_write, reported.cache_write_1h
-    )
-
-
 def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
     choices = data.get("choices")
     if not choices and _is_error(data):
         raise _error_reply(data, request)
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        raise _malformed("no choices", request)
+        raise malformed("no choices", request)
     message = choices[0].get("message")
     body = message.get("content") if isinstance(message, dict) else None
     if body is None and isinstance(message, dict) and isinstance(message.get("refusal"), str):
@@ -518,14 +346,14 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
     if body is None or isinstance(body, str):  # null, "" or blank (beside reasoning): see no_answer
         tools = bool(said.get("tool_calls"))
         if error := no_answer(body, finish, reasoned, tools, request.model, request.node):
-            estimate = functools.partial(_estimate_usage, request, "", len(reasoning_text(message).encode()))
+            estimate = functools.partial(estimate_usage, request, "", len(reasoning_text(message).encode()))
             raise unanswered(error, reasoned, lambda: reported_usage(data.get("usage"), request), estimate)
     text = _text(body, request)
     reasoning = reasoning_text(message) if reasoned else ""  # neither name holds text otherwise
     usage, estimated = usage_with_estimate(
         reported_usage(data.get("usage"), request),
         text,
-        lambda: _estimate_usage(request, text, len(reasoning.encode())),
+        lambda: estimate_usage(request, text, len(reasoning.encode())),
         reasoned=bool(reasoning),
     )
     return ModelReply(
@@ -596,8 +424,10 @@ def _error_reply(data: dict[str, Any], request: ModelRequest) -> ModelError:
     if isinstance(code, str) and code.isdigit():
         code = int(code)
     if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
-        return error_for_status(code, message, model=request.model, node=request.node, secrets=_keys(request))
-    detail = scrub_clip(" ".join(message.split()), 500, _keys(request))
+        return error_for_status(
+            code, message, model=request.model, node=request.node, secrets=secrets_of(request)
+        )
+    detail = scrub_clip(" ".join(message.split()), 500, secrets_of(request))
     return ProviderError(f"provider error: {detail}", model=request.model, node=request.node or None)
 
 
@@ -671,16 +501,16 @@ class _Stream:
         try:
             chunk = json.loads(payload)
         except (ValueError, RecursionError):
-            snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, _keys(request))
-            raise _malformed(f"stream event is not JSON: {snippet!r}", request) from None
+            snippet = scrub_clip(payload.decode("utf-8", "replace"), 80, secrets_of(request))
+            raise malformed(f"stream event is not JSON: {snippet!r}", request) from None
         if not isinstance(chunk, dict):
-            raise _malformed("stream event is not a JSON object", request)
+            raise malformed("stream event is not a JSON object", request)
         self.events += 1
         if _is_error(chunk):
             # also beside choices: OpenRouter's mid-stream error comes in a chunk whose choice ends
             # with finish_reason "error", and the text so far is no answer
             said = _message_in(chunk) or payload.decode("utf-8", "replace")
-            detail = scrub_clip(" ".join(said.split()), 500, _keys(request))
+            detail = scrub_clip(" ".join(said.split()), 500, secrets_of(request))
             raise ProviderError(
                 f"provider error in stream: {detail}", model=request.model, node=request.node or None
             )
@@ -696,7 +526,7 @@ class _Stream:
             self.usage = usage
         choices = chunk.get("choices") or []
         if not isinstance(choices, list):
-            raise _malformed("stream event's choices are not a list", request)
+            raise malformed("stream event's choices are not a list", request)
         for choice in choices:
             # the first choice is the answer, as in a whole reply: with `n` in an agent's params the
             # others' deltas came interleaved with it into one garbled text
@@ -719,7 +549,7 @@ class _Stream:
                 self.size += len(piece)
                 if self.size > MAX_REPLY_BYTES:
                     # a server streaming without end would otherwise grow the answer without end
-                    raise _malformed(f"the streamed text passed {MAX_REPLY_BYTES} characters", request)
+                    raise malformed(f"the streamed text passed {MAX_REPLY_BYTES} characters", request)
                 self.parts.append(piece)
                 self.on_token(piece)
             finish = _finish(choice)
@@ -742,21 +572,21 @@ class _Stream:
                 data = None
             if isinstance(data, dict) and not data.get("choices") and _is_error(data):
                 raise _error_reply(data, self.request)
-            raise _malformed("the stream carried no events", self.request)
+            raise malformed("the stream carried no events", self.request)
         if not done and self.finish is None:
             # a server that dies mid-answer, or a proxy that cuts it, ends a close-delimited or
             # chunked body as cleanly as a finished one: only [DONE] or a finish_reason says the
             # answer is whole, and a cut one must not pass for an answer
-            raise _malformed("the stream ended before [DONE] and without a finish_reason", self.request)
+            raise malformed("the stream ended before [DONE] and without a finish_reason", self.request)
         text = "".join(self.parts)
         model, node = self.request.model, self.request.node
         if error := no_answer(text, self.finish, self.reasoned, self.tool_calls, model, node):
-            estimate = functools.partial(_estimate_usage, self.request, "", self.reasoning_bytes)
+            estimate = functools.partial(estimate_usage, self.request, "", self.reasoning_bytes)
             raise unanswered(error, self.reasoned, lambda: self.usage, estimate)
         usage, estimated = usage_with_estimate(
             self.usage,
             text,
-            lambda: _estimate_usage(self.request, text, self.reasoning_bytes),
+            lambda: estimate_usage(self.request, text, self.reasoning_bytes),
             reasoned=self.reasoning_bytes > 0,
         )
         return ModelReply(
@@ -782,7 +612,7 @@ async def consume_sse(
             pending.append(chunk)
             size += len(chunk)
             if size > MAX_EVENT_BYTES:
-                raise _malformed(f"a stream line passed {MAX_EVENT_BYTES} bytes", request)
+                raise malformed(f"a stream line passed {MAX_EVENT_BYTES} bytes", request)
             continue
         if pending:
             pending.append(chunk)
