@@ -125,13 +125,12 @@ class _PerModelServer:
                         timeout=server.guard_s,
                     )
                     server.released = server.released or not held
+                    # out of flight before the reply is sent: the client's next request may arrive
+                    # before this thread runs again, and counting it then read 2 under a limit of 1
+                    server.in_flight[model] -= 1
+                    server.served[model] += 1
                     server.cond.notify_all()
-                try:
-                    send_body(self, 200, completion("ok"))
-                finally:
-                    with server.cond:
-                        server.in_flight[model] -= 1
-                        server.served[model] += 1
+                send_body(self, 200, completion("ok"))
 
         return Handler
 
