@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,9 +89,9 @@ def test_instruction_counts_run(tmp_path: Path) -> None:
         pytest.skip("no valgrind")
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--small", "4", "--large", "12",
-         "--serve-concurrency", "4", "--only", "moa serve app", "fake in-process"],
+        [sys.executable, str(ROOT / "benchmarks" / "instructions.py"), "--small", "2", "--large", "4",
+         "--serve-concurrency", "2", "--only", "moa serve app"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "| moa serve app " in p.stdout and "fake in-process / moa serve app" in p.stdout, p.stdout
+    assert re.search(r"\| moa serve app +\| 2 +\| [1-9][\d.]*k ", p.stdout), p.stdout  # a count, not 0
