@@ -342,3 +342,29 @@ def test_a_half_right_reply_names_every_field_at_fault() -> None:
         "typed output: country: Field required; capital: Field required; population_millions: Input "
         "should be a valid number (3 problem(s) against `Capital`)"
     )
+
+
+def test_a_majority_output_votes_on_parsed_values() -> None:
+    """A `majority` output under typed output counts one value written two ways (keys swapped, no
+    spaces, a fence) as one vote: a lone other answer before them does not win the tie that three
+    different texts made."""
+    lyon = '{"country": "France", "capital": "Lyon", "population_millions": 0.5}'
+    paris = '{"country": "France", "capital": "Paris", "population_millions": 2.1}'
+    paris_again = '```json\n{"population_millions":2.1,"capital":"Paris","country":"France"}\n```'
+    models = {"lyon": lyon, "paris": paris, "paris2": paris_again}
+    with SimServer(models={m: SimModel(answer=text) for m, text in models.items()}) as srv:
+        agents = {
+            m: {"model": f"openai/{m}", "api_base": srv.base_url, "retry": {"max_attempts": 1}}
+            for m in models
+        }
+        # input order lyon, paris, paris2: by text, three votes of one, the tie to `lyon`
+        topo = load_data(
+            {"name": "v", "kind": "parallel", "workers": list(models), "reduce": "majority", "agents": agents}
+        )
+
+        async def go() -> moa.RunResult:
+            async with moa.Runner() as runner:
+                return await topo.run("France?", runner=runner, output_type=Capital)
+
+        result = asyncio.run(go())
+    assert result.parsed.capital == "Paris"

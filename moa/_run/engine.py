@@ -270,6 +270,7 @@ class Execution:
         "runner",
         "tasks",
         "validate_output",
+        "vote_key",
         "waiting",
     )
 
@@ -290,6 +291,8 @@ class Execution:
         self.validate_output = validate_output
         #: appended to the prompt of each node in ``answers`` (typed output: the JSON Schema)
         self.output_instruction: str | None = None
+        #: typed output: what a ``majority`` over checked replies compares (their parsed values)
+        self.vote_key: Callable[[str], str] | None = None
         #: the agent nodes whose reply can become the run's output: the output node, or under a
         #: reduce output (which returns one of its inputs' replies as it is) the agent nodes
         #: feeding it. Each is told the output schema and its reply checked as the output is.

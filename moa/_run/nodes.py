@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from moa._run.plans import parse_plan
-from moa._run.reducers import BY_ARRIVAL, REDUCERS
+from moa._run.reducers import BY_ARRIVAL, REDUCERS, majority
 from moa.calls.call import call_agent
 from moa.errors import MalformedReply, UserError
 from moa.models.base import Message
@@ -34,7 +34,11 @@ class Reduce:
         self, ex: Execution, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
     ) -> str:
         name = gn.spec.reduce or "first"
-        output = REDUCERS[name](arrival if name in BY_ARRIVAL else refs, gn.spec.vote_on)
+        if name == "majority" and gn.spec.vote_on == "text" and _votes_on_typed(ex, gn):
+            # JSON answers that differ in key order, whitespace or a fence are one vote
+            output = majority(refs, key=ex.vote_key)
+        else:
+            output = REDUCERS[name](arrival if name in BY_ARRIVAL else refs, gn.spec.vote_on)
         if gn.id == ex.graph.output:
             if ex.validate_output is not None:
                 # the replies it chose from were checked in their calls (``answers``): this one
@@ -50,6 +54,14 @@ class Reduce:
                         f"node `{gn.id}`: the on_token callback raised {type(e).__name__}: {e}"
                     ) from e
         return output
+
+
+def _votes_on_typed(ex: Execution, gn: GraphNode) -> bool:
+    """Under typed output, a reduce whose inputs' replies were all checked against the schema: the
+    output, or one fed only by nodes whose reply can become the output."""
+    if ex.vote_key is None:
+        return False
+    return gn.id == ex.graph.output or all(i in ex.answers for i in gn.inputs)
 
 
 class AgentCall:

@@ -46,10 +46,13 @@ def _last_number_span(text: str) -> str:
     return text[max(0, last_digit - _NUMBER_SPAN) :] if last_digit >= 0 else ""
 
 
-def majority(outputs: Sequence[tuple[str, str]], vote_on: str = "text") -> str:
+def majority(
+    outputs: Sequence[tuple[str, str]], vote_on: str = "text", key: Callable[[str], str] | None = None
+) -> str:
     """The most common answer; a tie goes to the answer earliest in ``outputs`` (the runner passes
-    them in input order)."""
-    keys = [normalise(t, vote_on) for _, t in outputs]
+    them in input order). ``key`` replaces ``normalise`` as what answers are compared by (typed
+    output compares parsed values); an empty key is no vote."""
+    keys = [normalise(t, vote_on) if key is None else key(t) for _, t in outputs]
     counts = Counter(k for k in keys if k)
     if not counts:
         return outputs[0][1] if outputs else ""

@@ -361,6 +361,7 @@ class Runner:
         if typed is None:
             return await ex.run(deadline_s)
         ex.output_instruction = typed.instruction()
+        ex.vote_key = typed.key
         result = await ex.run(deadline_s)
         result.parsed = typed.parse(result.output)
         return result

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 from moa._run.json_reply import DuplicateKey, NotFinite, NotText, json_candidates, loads_unique
 from moa.errors import MalformedReply, RequestRefused
 
-__all__ = ["TypedOutput", "schema_problem"]
+__all__ = ["TypedOutput", "answer_key", "schema_problem"]
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -112,6 +112,22 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
+def _number(text: str) -> float | int:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+def answer_key(value: Any) -> str:
+    """What two parsed answers are compared by in a vote (``majority``, a cascade's ``agree``): the
+    value as canonical JSON, so key order, whitespace and a fence around the reply do not matter,
+    and ``2`` and ``2.0`` are one JSON number. Strings compare exactly."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    same = json.loads(text, parse_float=_number)
+    return json.dumps(same, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 class TypedOutput:
     """A schema the output node's answer must match."""
 
@@ -187,6 +203,14 @@ class TypedOutput:
 
     def validate(self, reply: str) -> None:
         self.parse(reply)
+
+    def key(self, reply: str) -> str:
+        """A checked reply's vote (``answer_key`` of its value); ``""``, a vote for nothing, for one
+        that does not match (a reply no check has passed)."""
+        try:
+            return answer_key(self.parse(reply))
+        except MalformedReply:
+            return ""
 
     def _check(self, value: Any) -> None:
         kind = self.schema.get("type")
