@@ -73,6 +73,7 @@ class Composite(Protocol):
         deadline_s: float | None,
         on_token: TokenCallback | None,
         validate_output: Callable[[str], None] | None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None,
     ) -> RunResult: ...
 
 
@@ -334,14 +335,9 @@ class Runner:
         typed = TypedOutput(output_type) if output_type is not None else None
         composite = _as_composite(target)
         if composite is not None:
-            if typed is not None:
-                who = name or composite.name
-                raise RequestRefused(
-                    f"`{who}` is a cascade: JSON answers are not supported for cascades yet",
-                    field="output_type",
-                )
             self.preflight(target, source=name)
-            # the cascade checks its stages' answers itself, each stage's run through here
+            # the cascade checks its stages' answers itself, each stage's run through here (the
+            # schema was read above: one it cannot check is refused before any call)
             return await composite.run_on(
                 self,
                 prompt,
@@ -350,6 +346,7 @@ class Runner:
                 deadline_s=deadline_s,
                 on_token=on_token,
                 validate_output=validate_output,
+                output_type=output_type,
             )
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")

@@ -132,6 +132,8 @@ class TypedOutput:
     """A schema the output node's answer must match."""
 
     def __init__(self, schema: type[BaseModel] | Mapping[str, Any]) -> None:
+        #: the schema as given, which a cascade hands each stage's run
+        self.given = schema
         if isinstance(schema, type) and issubclass(schema, BaseModel):
             self.model: type[BaseModel] | None = schema
             self.schema: dict[str, Any] = schema.model_json_schema()

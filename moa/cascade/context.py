@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from moa.results import RunInput, RunResult
 
@@ -46,5 +46,7 @@ class CascadeContext:
     stage: int
     #: an agent stage's samples, in node order (the ones that answered); empty for a topology stage
     samples: tuple[str, ...] = ()
-    #: the stage's own run
+    #: the stage's own run (with ``output_type``, ``result.parsed`` is its answer parsed)
     result: RunResult | None = field(default=None, repr=False)
+    #: with ``output_type``: ``samples`` parsed, in the same order; else empty
+    parsed_samples: tuple[Any, ...] = field(default=(), repr=False)

@@ -140,6 +140,7 @@ class Cascade(Topology):
         deadline_s: float | None,
         on_token: TokenCallback | None,
         validate_output: Callable[[str], None] | None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> RunResult:
         """The runner's way in (``Runner.run`` on a cascade lands here)."""
         return await run_cascade(
@@ -152,6 +153,7 @@ class Cascade(Topology):
             deadline_s=deadline_s,
             on_token=on_token,
             validate_output=validate_output,
+            output_type=output_type,
         )
 
     async def run(

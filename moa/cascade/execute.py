@@ -17,10 +17,12 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from moa import log
 from moa._run import Runner
@@ -33,6 +35,7 @@ from moa._run.engine import (
     stamp_failure,
     watch_run,
 )
+from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
 from moa.cascade.rules import Agree, Custom, Judge, JudgeRun, Rule
@@ -133,6 +136,7 @@ class _Account:
         budget: Budget | None,
         on_token: TokenCallback | None = None,
         validate: Callable[[str], None] | None = None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> RunResult:
         offset = self.now()
         try:
@@ -146,6 +150,7 @@ class _Account:
                     deadline_s=deadline_s,
                     on_token=on_token,
                     validate_output=validate,
+                    output_type=output_type,
                 )
         except asyncio.CancelledError:
             # the part logs its own `run.cancelled`; its calls join the cascade's, so
@@ -233,10 +238,13 @@ class _Account:
             log_cancelled(self.log, "cascade.cancelled", self.name, self.calls)
             raise
 
-    def result(self, output: str, stage: int, finish_reason: str | None = None) -> RunResult:
+    def result(self, answered: RunResult, stage: int) -> RunResult:
+        """The cascade's result, whose answer (output, parsed value, finish reason) is the run
+        ``answered`` of stage ``stage``."""
         usage = sum((c.usage for c in self.calls), Usage())
         result = RunResult(
-            output=output,
+            output=answered.output,
+            parsed=answered.parsed,
             topology=self.name,
             usage=usage,
             cost_usd=sum(c.cost_usd for c in self.calls),
@@ -249,7 +257,7 @@ class _Account:
             cost_note=LOCAL_COST_NOTE if any(c.local for c in self.calls) else None,
             stage=stage,
             stages_run=stage,
-            finish_reason=finish_reason,
+            finish_reason=answered.finish_reason,
             run_id=self.run_id,
         )
         self.log_end(result.latency_s, stage=stage)
@@ -303,9 +311,11 @@ async def run_cascade(
     deadline_s: float | None,
     on_token: TokenCallback | None,
     validate_output: Callable[[str], None] | None,
+    output_type: type[BaseModel] | Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run the stages in order; the first whose rule holds answers. Streaming streams the last stage
-    live; an earlier stage's accepted answer is sent whole once accepted."""
+    live; an earlier stage's accepted answer is sent whole once accepted. With ``output_type`` every
+    stage answers in JSON matching it, checked inside its run (a judge's rater is not told it)."""
     if budget is not None and budget_usd is not None:
         raise UserError(f"cascade `{name}`: give `budget` or `budget_usd`, not both")
     if deadline_s is not None and not deadline_s > 0:
@@ -313,7 +323,8 @@ async def run_cascade(
     # one budget object for every stage: the cap spans the whole cascade
     shared = budget if budget is not None else (Budget(budget_usd) if budget_usd is not None else None)
     acct = _Account(name, deadline_s)
-    run = _run_stages(acct, stages, runner, prompt, shared, on_token, validate_output)
+    typed = TypedOutput(output_type) if output_type is not None else None
+    run = _run_stages(acct, stages, runner, prompt, shared, on_token, validate_output, typed)
     if runner.telemetry is None:
         return await run
     # the stages' runs become children of the cascade's span, which carries the cascade's run id
@@ -328,6 +339,7 @@ async def _run_stages(
     shared: Budget | None,
     on_token: TokenCallback | None,
     validate_output: Callable[[str], None] | None,
+    typed: TypedOutput | None,
 ) -> RunResult:
     item = current_item()
     earlier: list[str] = []
@@ -347,15 +359,19 @@ async def _run_stages(
                     shared,
                     on_token=on_token if last else None,
                     validate=validate_output if last else None,
+                    output_type=None if typed is None else typed.given,
                 )
             except MoAError as e:
                 if last or not _escalates(e):
                     raise acct.fail(e) from None
                 continue
             if last:
-                return acct.result(result.output, stage.number, result.finish_reason)
+                return acct.result(result, stage.number)
             answers = _answers(stage, result)
-            ctx = CascadeContext(prompt, item, stage.number, tuple(answers) if stage.samples else (), result)
+            samples = tuple(answers) if stage.samples else ()
+            # each sample passed the schema's check in its call: its value, for `agree` and the rule
+            parsed = tuple(typed.parse(a) for a in samples) if typed is not None else ()
+            ctx = CascadeContext(prompt, item, stage.number, samples, result, parsed)
             assert stage.rule is not None
             try:
                 accepted = await acct.verdict(
@@ -374,7 +390,7 @@ async def _run_stages(
             if accepted:
                 if on_token is not None:
                     on_token(result.output)
-                return acct.result(result.output, stage.number, result.finish_reason)
+                return acct.result(result, stage.number)
             earlier.extend(answers)
     raise AssertionError("unreachable: the last stage always answers")
 
@@ -409,7 +425,7 @@ async def _measure(
 ) -> tuple[bool, int | None, float | None]:
     """The rule's verdict and, for a rule with a threshold, the quantity it compares."""
     if isinstance(rule, Agree):
-        n = rule.agreeing(ctx.samples)
+        n = rule.agreeing(ctx.samples, ctx.parsed_samples)
         return n >= rule.k, n, None
     if isinstance(rule, Judge):
         c = await rule.confidence(answer, ctx, run_judge)

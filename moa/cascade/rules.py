@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from moa._run.reducers import normalise
+from moa._run.typed import answer_key
 from moa.cascade.confidence import confidence_prompt, parse_confidence
 from moa.cascade.context import CascadeContext
 from moa.results import RunInput, RunResult
@@ -44,7 +45,8 @@ def last_user_text(prompt: RunInput) -> str:
 @dataclass(frozen=True, slots=True)
 class Agree:
     """``k`` of the stage's samples are the same answer; an answer with nothing to compare (no
-    number under ``last_number``, empty text) agrees with nothing."""
+    number under ``last_number``, empty text) agrees with nothing. Under typed output, ``vote_on:
+    text`` compares the samples' parsed values (``answer_key``), as the stage's vote does."""
 
     k: int
     vote_on: str = "text"
@@ -52,12 +54,15 @@ class Agree:
     def graphs(self) -> Sequence[tuple[str, Graph]]:
         return ()
 
-    def agreeing(self, samples: Sequence[str]) -> int:
-        counts = Counter(key for s in samples if (key := normalise(s, self.vote_on)))
+    def agreeing(self, samples: Sequence[str], parsed: Sequence[Any] = ()) -> int:
+        if parsed and self.vote_on == "text":
+            counts = Counter(answer_key(p) for p in parsed)
+        else:
+            counts = Counter(key for s in samples if (key := normalise(s, self.vote_on)))
         return max(counts.values(), default=0)
 
     async def accepts(self, answer: str, ctx: CascadeContext, run_judge: JudgeRun) -> bool:
-        return self.agreeing(ctx.samples) >= self.k
+        return self.agreeing(ctx.samples, ctx.parsed_samples) >= self.k
 
 
 @dataclass(frozen=True, slots=True)
