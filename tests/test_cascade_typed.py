@@ -11,6 +11,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ import pytest
 from pydantic import BaseModel
 
 import moa
+from moa._run.typed import answer_key
 from moa.cascade import Cascade, CascadeContext
+from moa.cascade.rules import Agree
 from moa.serve import create_app
 from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 from moa.topology import load_data
@@ -282,3 +285,14 @@ def _ask(base: str) -> httpx.Response:
     fmt = {"type": "json_schema", "json_schema": {"name": "capital", "schema": Capital.model_json_schema()}}
     body = {"model": "c", "messages": [{"role": "user", "content": "France?"}], "response_format": fmt}
     return httpx.post(f"{base}/chat/completions", json=body, timeout=30)
+
+
+def test_a_value_nested_too_deeply_to_write_again_agrees_with_nothing() -> None:
+    """A hostile answer that its call's check could just read may be too deep to write again on the
+    rule's deeper stack: it is no vote (the stage escalates), not a `UserError` blaming `agree`."""
+    deep: list[Any] = []
+    for _ in range(5 * sys.getrecursionlimit()):
+        deep = [deep]
+    assert answer_key(deep) == ""
+    assert Agree(2).agreeing(["[[...]]", "[[...]]"], [deep, deep]) == 0
+    assert Agree(2).agreeing([PARIS, PARIS_AGAIN], [json.loads(PARIS)] * 2) == 2

@@ -120,12 +120,17 @@ def _number(text: str) -> float | int:
 def answer_key(value: Any) -> str:
     """What two parsed answers are compared by in a vote (``majority``, a cascade's ``agree``): the
     value as canonical JSON, so key order, whitespace and a fence around the reply do not matter,
-    and ``2`` and ``2.0`` are one JSON number. Strings compare exactly."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    same = json.loads(text, parse_float=_number)
-    return json.dumps(same, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    and ``2`` and ``2.0`` are one JSON number. Strings compare exactly. ``""``, a vote for nothing,
+    for a value nested too deeply to write again (a hostile reply that the check, higher on the
+    stack, could just read)."""
+    try:
+        if isinstance(value, BaseModel):
+            value = value.model_dump(mode="json")
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        same = json.loads(text, parse_float=_number)
+        return json.dumps(same, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except RecursionError:
+        return ""
 
 
 class TypedOutput:

@@ -369,11 +369,13 @@ async def _run_stages(
                 return acct.result(result, stage.number)
             answers = _answers(stage, result)
             samples = tuple(answers) if stage.samples else ()
-            # each sample passed the schema's check in its call: its value, for `agree` and the rule
-            parsed = tuple(typed.parse(a) for a in samples) if typed is not None else ()
-            ctx = CascadeContext(prompt, item, stage.number, samples, result, parsed)
             assert stage.rule is not None
             try:
+                # each sample passed the schema's check in its call: its value, for `agree` and the
+                # rule (a reply nested so deeply that only the check's shallower stack read it fails
+                # here, and the stage escalates)
+                parsed = tuple(typed.parse(a) for a in samples) if typed is not None else ()
+                ctx = CascadeContext(prompt, item, stage.number, samples, result, parsed)
                 accepted = await acct.verdict(
                     stage, partial(stage.rule.accepts, result.output, ctx, run_judge)
                 )

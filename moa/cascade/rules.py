@@ -56,7 +56,7 @@ class Agree:
 
     def agreeing(self, samples: Sequence[str], parsed: Sequence[Any] = ()) -> int:
         if parsed and self.vote_on == "text":
-            counts = Counter(answer_key(p) for p in parsed)
+            counts = Counter(key for p in parsed if (key := answer_key(p)))
         else:
             counts = Counter(key for s in samples if (key := normalise(s, self.vote_on)))
         return max(counts.values(), default=0)
