@@ -170,7 +170,7 @@ class Experiment:
         """The experiment checked as ``run`` checks it, and what a run would send (``moa compare
         --dry-run``): no call is made, and no store or folder is created."""
         c = self._checked(self.runner or Runner(), self.runner is None)
-        stored, spent, spent_max = _stored_runs(self.out, c.setups, retry_errors=self.spec.retry_errors)
+        stored, spent, spent_max = _stored_runs(self.out, self.spec, c.setups, c.dataset)
         samples = self.spec.samples
         hashes = [(i, item_hash(i)) for i in c.dataset.items]
         plans = []
@@ -361,15 +361,18 @@ class _Checked:
 
 
 def _stored_runs(
-    out: Path, setups: Sequence[Setup], *, retry_errors: bool
+    out: Path, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset
 ) -> tuple[dict[str, set[tuple[str, str, int]]], float, float]:
     """The runs a resume would skip, by setup, what the store has paid, and that at most (the worst
-    case of calls of unknown usage); none and 0 when ``out`` holds no store yet (nothing is created)."""
+    case of calls of unknown usage); none and 0 when ``out`` holds no store yet (nothing is created).
+    A store the run would refuse (a setup or an item's input changed) is refused here too: counted
+    as runs to do, a dry run passed what the run then refused."""
     if not (out / STORE_NAME).is_file():
         return {}, 0.0, 0.0
     store = Store.open(out, create=False)
     try:
-        done = {s.name: store.finished(s.name, s.hash, with_errors=not retry_errors) for s in setups}
+        _refuse_mixing(store, spec, setups, dataset, out)
+        done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
         return done, store.spent_usd(), store.spent_usd_max()
     finally:
         store.close()
@@ -607,9 +610,38 @@ def _check_identity(
     store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
 ) -> list[str]:
     """Refuse to mix a changed experiment into stored results; note harmless differences."""
-    old = store.manifest()
+    old = _refuse_mixing(store, spec, setups, dataset, out)
     if old is None:
         return []
+    stored = {s["name"]: s for s in old["setups"]}
+    notes = []
+    rescored = store.rescored_items(dataset.items)
+    if rescored:
+        notes.append(
+            f"{len(rescored)} items changed what they are scored against since their answers were "
+            f"scored (first: {_first(rescored)}): their stored answers were scored again"
+        )
+    now = {s.name for s in setups}
+    dropped = sorted(set(stored) - now)
+    added = sorted(now - set(stored))
+    if dropped:
+        notes.append(f"stored setups not in this experiment are left out of the report: {', '.join(dropped)}")
+    if added:
+        notes.append(f"setups added since the last run: {', '.join(added)}")
+    n_old, n_new = len(old["item_ids"]), len(dataset.items)
+    if n_old != n_new:
+        notes.append(f"the experiment now has {n_new} items (the stored run had {n_old})")
+    return notes
+
+
+def _refuse_mixing(
+    store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
+) -> dict[str, Any] | None:
+    """``UserError`` when the stored results are of another experiment, a setup whose topology
+    changed or an item whose input did; else the stored manifest (None before the first run)."""
+    old = store.manifest()
+    if old is None:
+        return None
     where = f"{out}"
     fix = "use another --out, or delete the folder to start over"
     if old["experiment"] != spec.name:
@@ -633,24 +665,7 @@ def _check_identity(
             f"{where}: the dataset changed: item {_shown_id(changed[0])} (and {len(changed) - 1} more) has a different "
             f"input than the stored runs; {fix}"
         )
-    notes = []
-    rescored = store.rescored_items(dataset.items)
-    if rescored:
-        notes.append(
-            f"{len(rescored)} items changed what they are scored against since their answers were "
-            f"scored (first: {_first(rescored)}): their stored answers were scored again"
-        )
-    now = {s.name for s in setups}
-    dropped = sorted(set(stored) - now)
-    added = sorted(now - set(stored))
-    if dropped:
-        notes.append(f"stored setups not in this experiment are left out of the report: {', '.join(dropped)}")
-    if added:
-        notes.append(f"setups added since the last run: {', '.join(added)}")
-    n_old, n_new = len(old["item_ids"]), len(dataset.items)
-    if n_old != n_new:
-        notes.append(f"the experiment now has {n_new} items (the stored run had {n_old})")
-    return notes
+    return old
 
 
 async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:

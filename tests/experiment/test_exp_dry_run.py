@@ -79,6 +79,31 @@ def test_a_dry_run_refuses_what_a_run_refuses(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dry_run_refuses_a_store_the_run_would_refuse(tmp_path: Path) -> None:
+    """A setup edited since its runs were stored, or an item whose input changed, is the run's
+    one-line refusal in a dry run too; it passed, counting every run of the setup as to do."""
+    counted = Counted()
+    with SimServer({"single-m": SimModel(answer=counted), "maj-m": SimModel(answer=counted)}) as srv:
+        exp = write_experiment(tmp_path / "e", srv.base_url, ROWS, evaluator=None)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        topo = tmp_path / "e" / "majority.yaml"
+        original = topo.read_text()
+        topo.write_text(original.replace("temperature: 0.7", "temperature: 0.9"))
+        assert topo.read_text() != original
+        refused = r"setup `majority-3` changed since its runs were stored"
+        with pytest.raises(UserError, match=refused):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan()
+        with pytest.raises(UserError, match=refused):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        topo.write_text(original)
+        data = tmp_path / "e" / "data.jsonl"
+        data.write_text(data.read_text().replace("2+2?", "2+3?"))
+        with pytest.raises(UserError, match=r"the dataset changed: item `2`"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan()
+        sent = counted.calls
+    assert sent == 12
+
+
 def test_the_cli_prints_the_plan_and_exits_0(tmp_path: Path) -> None:
     exp = write_experiment(tmp_path / "e", "http://127.0.0.1:9", ROWS, evaluator=None)
     env = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
