@@ -296,6 +296,29 @@ class Setup:
     source: str
     hash: str
     is_baseline: bool
+    #: the hash of what the topology reads from files its dump only names (a cascade's stage judge
+    #: named by file or preset), None when it names none: ``hash`` misses an edit of that file
+    named: str | None = None
+
+
+def _named_hash(topo: Any) -> str | None:
+    """The hash of the raters a cascade's stages name by file or preset (their dump holds the name,
+    not the rater), or None when it names none. An edited rater file left the setup's hash as it
+    was, so a resume kept the runs the old rater accepted and ran the rest under the new one."""
+    from moa.cascade.definition import Cascade
+    from moa.cascade.rules import Judge
+
+    if not isinstance(topo, Cascade):
+        return None
+    named = {
+        str(k): stage.rule.topology.model_dump(mode="json")
+        for k, (spec, stage) in enumerate(zip(topo.stages, topo.stage_list, strict=True))
+        if isinstance(stage.rule, Judge)
+        and spec.accept is not None
+        and spec.accept.judge is not None
+        and isinstance(spec.accept.judge.topology, str)
+    }
+    return canonical_hash(named) if named else None
 
 
 def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:
@@ -307,7 +330,8 @@ def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, fiel
     except UserError as e:
         raise UserError(f"{field}: {e}") from None
     name = entry.name if isinstance(entry, SetupEntry) and entry.name else topo.name
-    return Setup(name, topo, str(ref), topology_hash(topo.model_dump(mode="json")), is_baseline)
+    dump_hash = topology_hash(topo.model_dump(mode="json"))
+    return Setup(name, topo, str(ref), dump_hash, is_baseline, _named_hash(topo))
 
 
 def resolve_setups(spec: ExperimentSpec, base_dir: Path | None, *, source: str = "experiment") -> list[Setup]:

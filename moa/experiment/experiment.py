@@ -594,7 +594,14 @@ def _manifest(
         "experiment": spec.name,
         "dataset": dataset.source,
         "setups": [
-            {"name": s.name, "hash": s.hash, "source": s.source, "is_baseline": s.is_baseline} for s in setups
+            {
+                "name": s.name,
+                "hash": s.hash,
+                "source": s.source,
+                "is_baseline": s.is_baseline,
+                **({"named": s.named} if s.named is not None else {}),
+            }
+            for s in setups
         ],
         "evaluator": ev_config,
         "evaluator_id": ev_id,
@@ -653,6 +660,12 @@ def _refuse_mixing(
             raise UserError(
                 f"{where}: setup `{s.name}` changed since its runs were stored (topology hash "
                 f"{prev['hash']} -> {s.hash}); {fix}"
+            )
+        # a store of an older moa kept no hash of the named raters: what they were is unknown
+        if prev is not None and prev.get("named", s.named) != s.named:
+            raise UserError(
+                f"{where}: setup `{s.name}` changed since its runs were stored (a stage judge's "
+                f"topology file or preset); {fix}"
             )
     changed = list(store.changed_items((i.id, item_hash(i)) for i in dataset.items))
     if changed:

@@ -1,0 +1,93 @@
+"""What a resumed experiment may reuse: the runs of a setup are its own only while everything the
+setup runs is unchanged, the files it names included (a cascade's stage judge named by file)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from moa.errors import UserError
+from moa.experiment import Experiment
+from moa.testing.sim import SimModel, SimServer
+
+MODELS = {
+    "cheap": SimModel(answer="The answer is 1"),
+    "strong": SimModel(answer="The answer is 2"),
+    "rater-yes": SimModel(answer="0.9"),
+    "rater-no": SimModel(answer="0.1"),
+}
+
+
+def _write(folder: Path, base_url: str) -> Path:
+    """A cascade whose first stage is accepted by the rater of ``rater.yaml``, against one model."""
+    agent = f"api_base: {json.dumps(base_url)}, retry: {{max_attempts: 1}}"
+    (folder / "single.yaml").write_text(
+        f"name: single\nkind: single\nagent: a\nagents:\n  a: {{model: openai/cheap, {agent}}}\n"
+    )
+    (folder / "rater.yaml").write_text(
+        f"name: rater\nkind: single\nagent: r\nagents:\n  r: {{model: openai/rater-yes, {agent}}}\n"
+    )
+    (folder / "cascade.yaml").write_text(
+        "name: cascade\nkind: cascade\nstages:\n"
+        "  - {agent: c, accept: {judge: {topology: rater.yaml, threshold: 0.5}}}\n"
+        "  - {agent: s}\n"
+        f"agents:\n  c: {{model: openai/cheap, {agent}}}\n  s: {{model: openai/strong, {agent}}}\n"
+    )
+    rows = [{"id": f"q{k}", "input": f"question {k}", "target": "2"} for k in range(4)]
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "exp.yaml").write_text(
+        "name: rater\ndataset: data.jsonl\nevaluator: numeric\nbaseline: single.yaml\n"
+        "setups: [cascade.yaml]\nbootstrap_rounds: 200\n"
+    )
+    return folder / "exp.yaml"
+
+
+def test_an_edited_stage_judge_file_is_a_changed_setup(tmp_path: Path) -> None:
+    """The rater file a cascade's stage judge names, edited between runs, refuses the resume (and
+    its dry run) as an edited topology does. The cascade's hash held the file's name only: the
+    resume kept the runs the old rater accepted at stage 1 and ran the rest under the new one."""
+    with SimServer(MODELS) as srv:
+        exp = _write(tmp_path, srv.base_url)
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=2).run()
+        assert first.setup("cascade").stage_shares == {"1": 1.0}
+        rater = tmp_path / "rater.yaml"
+        rater.write_text(rater.read_text().replace("rater-yes", "rater-no"))
+        refused = r"setup `cascade` changed since its runs were stored \(a stage judge's topology file"
+        with pytest.raises(UserError, match=refused):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).plan()
+        with pytest.raises(UserError, match=refused):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        # the file as it was: the stored runs are the setup's again, and the resume runs the rest
+        rater.write_text(rater.read_text().replace("rater-no", "rater-yes"))
+        again = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    assert again.setup("cascade").n == 4 and again.setup("cascade").stage_shares == {"1": 1.0}
+
+
+def test_a_store_without_the_raters_hash_resumes(tmp_path: Path) -> None:
+    """A store of an older moa kept no hash of the named raters: it resumes (what its rater was is
+    unknown), and from then on keeps one."""
+    with SimServer(MODELS) as srv:
+        exp = _write(tmp_path, srv.base_url)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=2).run()
+        conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+        with conn:
+            (raw,) = conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
+            manifest = json.loads(raw)
+            assert [s.get("named") is not None for s in manifest["setups"]] == [False, True]
+            for s in manifest["setups"]:
+                s.pop("named", None)
+            conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
+        conn.close()
+        resumed = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert resumed.setup("cascade").n == 4
+        rater = tmp_path / "rater.yaml"
+        rater.write_text(rater.read_text().replace("rater-yes", "rater-no"))
+        with pytest.raises(UserError, match=r"setup `cascade` changed since its runs were stored"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
