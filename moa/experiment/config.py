@@ -31,6 +31,7 @@ __all__ = [
     "Setup",
     "SetupEntry",
     "TuneSpec",
+    "answers_read_tests",
     "canonical_hash",
     "evaluator_config",
     "evaluator_id",
@@ -319,6 +320,15 @@ def _named_hash(topo: Any) -> str | None:
         and isinstance(spec.accept.judge.topology, str)
     }
     return canonical_hash(named) if named else None
+
+
+def answers_read_tests(topo: Any) -> bool:
+    """Whether the topology's answers depend on the item's tests, not only its input: a cascade
+    with a ``tests`` rule answers with the first stage whose answer passes them."""
+    from moa.cascade.definition import Cascade
+    from moa.cascade.rules import Tests
+
+    return isinstance(topo, Cascade) and any(isinstance(s.rule, Tests) for s in topo.stage_list)
 
 
 def _one(entry: str | SetupEntry, base_dir: Path | None, is_baseline: bool, field: str) -> Setup:

@@ -39,6 +39,7 @@ from moa.experiment.analysis.tuning import TuneResult
 from moa.experiment.config import (
     ExperimentSpec,
     Setup,
+    answers_read_tests,
     canonical_hash,
     evaluator_config,
     evaluator_id,
@@ -373,6 +374,10 @@ def _stored_runs(
     try:
         _refuse_mixing(store, spec, setups, dataset, out)
         done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
+        rerun = set(store.rescoring(dataset.items))  # run again by a setup whose answers read tests
+        for s in setups:
+            if rerun and answers_read_tests(s.topology):
+                done[s.name] = {d for d in done[s.name] if d[0] not in rerun}
         return done, store.spent_usd(), store.spent_usd_max()
     finally:
         store.close()
@@ -628,6 +633,14 @@ def _check_identity(
             f"{len(rescored)} items changed what they are scored against since their answers were "
             f"scored (first: {_first(rescored)}): their stored answers were scored again"
         )
+        # a `tests` rule chose which stage answered by the old tests: re-scored only, an answer the
+        # new tests would have escalated stayed (the cache replays what the new run asks again)
+        tested = [s for s in setups if answers_read_tests(s.topology)]
+        for s in tested:
+            store.forget_runs(s.name, s.hash, rescored)
+        if tested:
+            names = ", ".join(f"`{s.name}`" for s in tested)
+            notes[-1] += f"; {names} ran them again (a `tests` rule chose their answers)"
     now = {s.name for s in setups}
     dropped = sorted(set(stored) - now)
     added = sorted(now - set(stored))

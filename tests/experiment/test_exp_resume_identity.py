@@ -91,3 +91,44 @@ def test_a_store_without_the_raters_hash_resumes(tmp_path: Path) -> None:
         rater.write_text(rater.read_text().replace("rater-yes", "rater-no"))
         with pytest.raises(UserError, match=r"setup `cascade` changed since its runs were stored"):
             Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+
+
+def test_a_tests_rule_answers_again_when_the_items_tests_change(tmp_path: Path) -> None:
+    """A cascade whose stage is accepted by the item's tests chose its answer by them: when the
+    tests change (the input unchanged), its runs of that item run again, the first stage replayed
+    from the cache. Only re-scored, the stage-1 answer the old tests passed stayed, scored 0 by the
+    new ones, though the cascade would now escalate and answer right."""
+    code = "```python\ndef f():\n    return {}\n```"
+    strong = SimModel(answer=code.format(2))
+    counted: list[str] = []
+
+    def cheap(_: object) -> str:
+        counted.append("cheap")
+        return code.format(1)
+
+    models = {"cheap": SimModel(answer=cheap), "strong": strong}
+    with SimServer(models) as srv:
+        agent = f"api_base: {json.dumps(srv.base_url)}, retry: {{max_attempts: 1}}"
+        (tmp_path / "single.yaml").write_text(
+            f"name: single\nkind: single\nagent: a\nagents:\n  a: {{model: openai/strong, {agent}}}\n"
+        )
+        (tmp_path / "tested.yaml").write_text(
+            "name: tested\nkind: cascade\nstages:\n  - {agent: c, accept: tests}\n  - {agent: s}\n"
+            f"agents:\n  c: {{model: openai/cheap, {agent}}}\n  s: {{model: openai/strong, {agent}}}\n"
+        )
+        data = tmp_path / "data.jsonl"
+        data.write_text(json.dumps({"id": "q", "input": "write f", "tests": ["assert f() == 1"]}) + "\n")
+        (tmp_path / "exp.yaml").write_text(
+            "name: tested\ndataset: data.jsonl\nevaluator: execution\nbaseline: single.yaml\n"
+            "setups: [tested.yaml]\nbootstrap_rounds: 200\n"
+        )
+        first = Experiment.from_file(tmp_path / "exp.yaml", out=tmp_path / "out", progress=False).run()
+        assert first.setup("tested").quality == 1.0 and first.setup("single").quality == 0.0
+        data.write_text(data.read_text().replace("f() == 1", "f() == 2"))
+        plan = Experiment.from_file(tmp_path / "exp.yaml", out=tmp_path / "out", progress=False).plan()
+        assert any(line.startswith("  tested ") and "1 of 1 run to do" in line for line in plan.lines())
+        again = Experiment.from_file(tmp_path / "exp.yaml", out=tmp_path / "out", progress=False).run()
+    assert again.setup("single").quality == 1.0
+    assert again.setup("tested").quality == 1.0 and again.setup("tested").stage_shares == {"2": 1.0}
+    assert counted == ["cheap"]  # the first stage's answer came from the cache
+    assert any("`tested` ran them again" in n for n in again.notes)
