@@ -283,6 +283,11 @@ class Experiment:
             summary = summary_from_store(store, manifest)
             summary.executor, summary.workers = executor.name, executor.workers
             summary.notes[:0] = notes + _bad_row_notes(dataset)
+            if scoring.rebased:
+                summary.notes.append(
+                    f"{scoring.rebased} judge scores were made with another baseline than "
+                    f"`{summary.baseline}`: they were dropped and judged again"
+                )
             if scoring.failures:
                 summary.notes.append(
                     f"{len(scoring.failures)} answers could not be scored (re-run to retry); first: {scoring.failures[0]}"

@@ -69,6 +69,8 @@ class ScoringReport:
     failures: list[str] = field(default_factory=list)
     #: pairwise scores waiting for a baseline answer that is not stored yet
     waiting: int = 0
+    #: pairwise scores dropped as made against another baseline than the experiment's (scored again)
+    rebased: int = 0
 
 
 async def score_all(
@@ -171,6 +173,8 @@ async def score_all(
             semaphore.release()
 
     if pairwise:
+        # the baseline changed since: every verdict against the old one is judged again
+        report.rebased = store.forget_other_baselines(evaluator_id, baseline.name, baseline.hash)
         # before any judge call, so an interrupted judge phase keeps them
         _settle(store, setups, baseline, evaluator_id, report, on_scored)
     try:

@@ -15,7 +15,7 @@ import pytest
 
 from moa.errors import UserError
 from moa.experiment import Experiment
-from moa.testing.sim import SimModel, SimServer
+from moa.testing.sim import SimModel, SimRequest, SimServer, last_user_text
 
 MODELS = {
     "cheap": SimModel(answer="The answer is 1"),
@@ -132,3 +132,49 @@ def test_a_tests_rule_answers_again_when_the_items_tests_change(tmp_path: Path) 
     assert again.setup("tested").quality == 1.0 and again.setup("tested").stage_shares == {"2": 1.0}
     assert counted == ["cheap"]  # the first stage's answer came from the cache
     assert any("`tested` ran them again" in n for n in again.notes)
+
+
+def _judge(req: SimRequest) -> str:
+    """Prefers the answer that says `right`; two alike are a tie."""
+    text = last_user_text(req.messages)
+    a = "right" in text.split("[Answer A]\n", 1)[1].split("[Answer B]\n", 1)[0]
+    b = "right" in text.split("[Answer B]\n", 1)[1].split("First explain", 1)[0]
+    return f"[[{'A>B' if a and not b else 'B>A' if b and not a else 'A=B'}]]"
+
+
+def test_a_new_baseline_is_judged_against_not_the_old_one(tmp_path: Path) -> None:
+    """Under the pairwise judge, a baseline changed between runs (here the two setups swapped) has
+    every setup judged again against it, and the new baseline scores 0.5. The verdicts against the
+    old baseline were kept: no judge call, the old baseline at its 0.5 as a setup, the new one at
+    its score as a setup, and `good` at its score against the old baseline."""
+    models = {
+        "good": SimModel(answer="right"),
+        "bad": SimModel(answer="wrong"),
+        "judge": SimModel(answer=_judge),
+    }
+    with SimServer(models) as srv:
+        agent = f"api_base: {json.dumps(srv.base_url)}, retry: {{max_attempts: 1}}"
+        for name in models:
+            (tmp_path / f"{name}.yaml").write_text(
+                f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: openai/{name}, {agent}}}\n"
+            )
+        rows = [{"id": f"q{k}", "input": f"question {k}"} for k in range(3)]
+        (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        exp = tmp_path / "exp.yaml"
+        exp.write_text(
+            "name: judged\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+            "baseline: bad.yaml\nsetups: [good.yaml]\nbootstrap_rounds: 200\n"
+        )
+        first = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert first.setup("good").quality == 0.75 and first.setup("bad").quality == 0.5
+        judged = srv.stats.served_by_model["judge"]
+        exp.write_text(
+            exp.read_text().replace(
+                "baseline: bad.yaml\nsetups: [good.yaml]", "baseline: good.yaml\nsetups: [bad.yaml]"
+            )
+        )
+        swapped = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        assert srv.stats.served_by_model["judge"] - judged == 2 * 3  # both orders of 3 items
+    assert swapped.baseline == "good"
+    assert swapped.setup("good").quality == 0.5 and swapped.setup("bad").quality == 0.25
+    assert any("made with another baseline than `good`" in n for n in swapped.notes)

@@ -633,6 +633,31 @@ class Store:
                 (f"judge:{ev}", pair),
             )
 
+    def forget_other_baselines(self, evaluator_id: str, baseline: str, topo_hash: str) -> int:
+        """Drop the pairwise scores and verdicts under ``evaluator_id`` made against runs that are not
+        the baseline's (``baseline``, ``topo_hash``), and its runs' scores made as a setup's: kept, a
+        baseline changed between runs reported each setup's verdicts against the old one. Returns how
+        many scores were dropped; the verdicts' cost is kept (``superseded``)."""
+        base = "SELECT run_id FROM runs WHERE setup=? AND topo_hash=?"
+        judged, j_args = (
+            f"evaluator_id=? AND baseline_run_id NOT IN ({base})",
+            (evaluator_id, baseline, topo_hash),
+        )
+        stale = (
+            f"evaluator_id=? AND (run_id IN ({base}) AND baseline_run_id IS NOT NULL OR run_id NOT IN "
+            f"({base}) AND (baseline_run_id IS NULL OR baseline_run_id NOT IN ({base})))"
+        )
+        args = (evaluator_id, *(baseline, topo_hash) * 3)
+        n = int(self.conn.execute(f"SELECT COUNT(*) FROM scores WHERE {stale}", args).fetchone()[0])
+        if n or self.conn.execute(f"SELECT 1 FROM judgments WHERE {judged} LIMIT 1", j_args).fetchone():
+            with self.conn:
+                self._supersede(judged, j_args, "the experiment's baseline changed")
+                ids = f"SELECT judgment_id FROM judgments WHERE {judged}"
+                self.conn.execute(f"DELETE FROM calls WHERE judgment_id IN ({ids})", j_args)
+                self.conn.execute(f"DELETE FROM judgments WHERE {judged}", j_args)
+                self.conn.execute(f"DELETE FROM scores WHERE {stale}", args)
+        return n
+
     def usage_estimated_calls(self, setup: str, topo_hash: str) -> int:
         """The setup's stored calls whose usage moa counted itself (the provider reported none)."""
         row = self.conn.execute(
