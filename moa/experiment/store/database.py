@@ -406,12 +406,9 @@ class Store:
         """Delete the setup's stored runs of ``item_ids`` (and what was scored or judged of them),
         so they run again; what their calls paid stays in the ledger, their replies in the cache."""
         with self.conn:
+            sql = "SELECT input_hash, sample FROM runs WHERE setup=? AND topo_hash=? AND item_id=?"
             for item_id in item_ids:
-                rows = self.conn.execute(
-                    "SELECT input_hash, sample FROM runs WHERE setup=? AND topo_hash=? AND item_id=?",
-                    (setup, topo_hash, item_id),
-                ).fetchall()
-                for in_hash, sample in rows:
+                for in_hash, sample in self.conn.execute(sql, (setup, topo_hash, item_id)).fetchall():
                     self._delete_run(setup, topo_hash, item_id, in_hash, sample)
 
     def _delete_run(self, setup: str, topo_hash: str, item_id: str, in_hash: str, sample: int) -> None:
