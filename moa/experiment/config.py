@@ -312,7 +312,8 @@ def _named_hash(topo: Any) -> str | None:
     if not isinstance(topo, Cascade):
         return None
     named = {
-        str(k): stage.rule.topology.model_dump(mode="json")
+        # topology_hash: a field a newer moa adds, at its default, leaves the hash as it was
+        str(k): topology_hash(stage.rule.topology.model_dump(mode="json"))
         for k, (spec, stage) in enumerate(zip(topo.stages, topo.stage_list, strict=True))
         if isinstance(stage.rule, Judge)
         and spec.accept is not None
