@@ -298,7 +298,8 @@ class Setup:
     hash: str
     is_baseline: bool
     #: the hash of what the topology reads from files its dump only names (a cascade's stage judge
-    #: named by file or preset), None when it names none: ``hash`` misses an edit of that file
+    #: named by file or preset), None when it names none: ``hash`` misses an edit of that file, so
+    #: the store keeps this beside it (meta ``named_raters``) and a resume compares them
     named: str | None = None
 
 

@@ -249,6 +249,7 @@ class Experiment:
             manifest["evaluator_key"] = canonical_hash(c.ev_key)
             store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
+            _keep_named(store, setups)
             store.set_meta("executor", {"executor": executor.name, "workers": executor.workers})
             store.commit()
             budget = None
@@ -604,14 +605,7 @@ def _manifest(
         "experiment": spec.name,
         "dataset": dataset.source,
         "setups": [
-            {
-                "name": s.name,
-                "hash": s.hash,
-                "source": s.source,
-                "is_baseline": s.is_baseline,
-                **({"named": s.named} if s.named is not None else {}),
-            }
-            for s in setups
+            {"name": s.name, "hash": s.hash, "source": s.source, "is_baseline": s.is_baseline} for s in setups
         ],
         "evaluator": ev_config,
         "evaluator_id": ev_id,
@@ -672,6 +666,7 @@ def _refuse_mixing(
     if old["experiment"] != spec.name:
         raise UserError(f"{where}: holds experiment `{old['experiment']}`, not `{spec.name}`; {fix}")
     stored = {s["name"]: s for s in old["setups"]}
+    named = _named(store)
     for s in setups:
         prev = stored.get(s.name)
         if prev is not None and prev["hash"] != s.hash:
@@ -680,7 +675,7 @@ def _refuse_mixing(
                 f"{prev['hash']} -> {s.hash}); {fix}"
             )
         # a store of an older moa kept no hash of the named raters: what they were is unknown
-        if prev is not None and prev.get("named", s.named) != s.named:
+        if s.named is not None and named.get(f"{s.name}:{s.hash}", s.named) != s.named:
             raise UserError(
                 f"{where}: setup `{s.name}` changed since its runs were stored (a stage judge's "
                 f"topology file or preset); {fix}"
@@ -697,6 +692,25 @@ def _refuse_mixing(
             f"input than the stored runs; {fix}"
         )
     return old
+
+
+#: the meta key of the hashes of the raters each cascade setup names by file (``Setup.named``), by
+#: ``name:hash``: kept for every setup ever run, so one left out of a run and added back is checked
+_NAMED = "named_raters"
+
+
+def _named(store: Store) -> dict[str, Any]:
+    try:
+        named = store.get_meta(_NAMED)
+    except ValueError:  # edited by hand: nothing is known of the raters
+        return {}
+    return named if isinstance(named, dict) else {}
+
+
+def _keep_named(store: Store, setups: Sequence[Setup]) -> None:
+    now = {f"{s.name}:{s.hash}": s.named for s in setups if s.named is not None}
+    if now:
+        store.set_meta(_NAMED, {**_named(store), **now})
 
 
 async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:

@@ -70,6 +70,25 @@ def test_an_edited_stage_judge_file_is_a_changed_setup(tmp_path: Path) -> None:
     assert again.setup("cascade").n == 4 and again.setup("cascade").stage_shares == {"1": 1.0}
 
 
+def test_a_cascade_left_out_of_a_run_is_checked_when_added_back(tmp_path: Path) -> None:
+    """The raters' hash is kept for every setup ever run: a cascade left out of one run, its rater
+    file edited, then added back is refused (its stored runs are still under its name and hash)."""
+    with SimServer(MODELS) as srv:
+        exp = _write(tmp_path, srv.base_url)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=2).run()
+        strong = (tmp_path / "single.yaml").read_text().replace("name: single", "name: strong")
+        (tmp_path / "strong.yaml").write_text(strong.replace("openai/cheap", "openai/strong"))
+        exp.write_text(exp.read_text().replace("setups: [cascade.yaml]", "setups: [strong.yaml]"))
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=2).run()
+        rater = tmp_path / "rater.yaml"
+        rater.write_text(rater.read_text().replace("rater-yes", "rater-no"))
+        exp.write_text(
+            exp.read_text().replace("setups: [strong.yaml]", "setups: [strong.yaml, cascade.yaml]")
+        )
+        with pytest.raises(UserError, match=r"setup `cascade` changed since its runs were stored"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+
+
 def test_a_store_without_the_raters_hash_resumes(tmp_path: Path) -> None:
     """A store of an older moa kept no hash of the named raters: it resumes (what its rater was is
     unknown), and from then on keeps one."""
@@ -78,12 +97,9 @@ def test_a_store_without_the_raters_hash_resumes(tmp_path: Path) -> None:
         Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=2).run()
         conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
         with conn:
-            (raw,) = conn.execute("SELECT value FROM meta WHERE key='manifest'").fetchone()
-            manifest = json.loads(raw)
-            assert [s.get("named") is not None for s in manifest["setups"]] == [False, True]
-            for s in manifest["setups"]:
-                s.pop("named", None)
-            conn.execute("UPDATE meta SET value=? WHERE key='manifest'", (json.dumps(manifest),))
+            (raw,) = conn.execute("SELECT value FROM meta WHERE key='named_raters'").fetchone()
+            assert [key.split(":")[0] for key in json.loads(raw)] == ["cascade"]
+            conn.execute("DELETE FROM meta WHERE key='named_raters'")
         conn.close()
         resumed = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         assert resumed.setup("cascade").n == 4
