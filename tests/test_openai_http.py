@@ -626,3 +626,25 @@ async def test_a_stream_line_without_end_is_malformed(monkeypatch: pytest.Monkey
     monkeypatch.setattr(openai_wire, "MAX_EVENT_BYTES", 1000)
     with pytest.raises(MalformedReply, match="passed 1000 bytes"):
         await consume_sse(_chunks(*[b"x" * 300] * 10), _request("x"), lambda _t: None)
+
+
+async def test_the_connection_cap_hands_a_slot_on_past_a_cancelled_request() -> None:
+    """A slot given back goes to the first request in line; handed to one cancelled before it
+    resumed, it passes on to the next, and one cancelled while waiting leaves the line."""
+    from moa.models.openai_http import _Gate
+
+    gate = _Gate(1)
+    assert gate.take() and not gate.take()
+    first, second, third = (asyncio.create_task(gate.wait()) for _ in range(3))
+    await asyncio.sleep(0)
+    third.cancel()
+    gate.release()  # to `first`, cancelled in the same turn
+    first.cancel()
+    for cancelled in (first, third):
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    async with asyncio.timeout(30):
+        await second
+    assert not gate.take()  # `second` holds the one slot
+    gate.release()
+    assert gate.take()
