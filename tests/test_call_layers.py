@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import moa
 from moa.calls.attempt import CallPlan, Target, attempt, prompt_token_bound, prompt_token_ceiling
 from moa.calls.budget import Budget
-from moa.calls.call import AgentRuntime, CachedFailure, CallContext, _retrying, call_agent
+from moa.calls.call import AgentRuntime, CachedFailure, CallContext, call_agent
 from moa.calls.limits import Limiter, RateLimit
 from moa.calls.pricing import Price, price_for
 from moa.calls.retry import RetryPolicy
@@ -130,22 +131,20 @@ async def test_retrying_stops_when_the_retry_budget_is_spent() -> None:
     fm = ScriptedModel([moa.ProviderError("down", status_code=503)])
     rb = RetryBudget(ratio=0.0, min_retries=0)
     target = Target("fake/m", fm, PRICE, None, rb)
-    rec = CallRecord(node="n", model="fake/m", attempts=0)
     ctx = CallContext(t0=time.perf_counter())
     with pytest.raises(moa.ProviderError, match="retry budget"):
-        await _retrying(ctx, _runtime("fake/m"), target, request(), rec, plan())
-    assert rec.attempts == 1
+        await call_agent(ctx, dataclasses.replace(_runtime("fake/m"), chain=(target,)), "n", MESSAGES)
+    assert [rec.attempts for rec in ctx.calls] == [1]
 
 
 async def test_retrying_retries_until_an_answer() -> None:
     """Two failures, then an answer: three attempts on one record."""
     fm = ScriptedModel([moa.ProviderError("a", status_code=500), moa.RateLimited("b"), "ok"])
     target = Target("fake/m", fm, PRICE, None, RetryBudget())
-    rec = CallRecord(node="n", model="fake/m", attempts=0)
-    reply = await _retrying(
-        CallContext(t0=time.perf_counter()), _runtime("fake/m"), target, request(), rec, plan()
-    )
-    assert reply.text == "ok" and [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
+    ctx = CallContext(t0=time.perf_counter())
+    text = await call_agent(ctx, dataclasses.replace(_runtime("fake/m"), chain=(target,)), "n", MESSAGES)
+    [rec] = ctx.calls
+    assert text == "ok" and [a.status for a in rec.attempt_log] == ["error", "error", "ok"]
 
 
 async def test_call_agent_falls_back_and_keeps_a_record_per_model() -> None:

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -225,7 +225,7 @@ class CallContext:
     deadline: float | None = None
 
 
-async def call_agent(
+def call_agent(
     ctx: CallContext,
     rt: AgentRuntime,
     node: str,
@@ -233,12 +233,21 @@ async def call_agent(
     *,
     on_token: TokenCallback | None = None,
     validate: Callable[[str], None] | None = None,
-) -> str:
-    """Call the agent's model (then its fallbacks) until one answers; return the text."""
+) -> Coroutine[Any, Any, str]:
+    """Call the agent's model (then its fallbacks) until one answers: the text, to await. An agent
+    without fallbacks is its model's call, with no level of its own between (one more coroutine per
+    call in flight, passed by each wake-up): with nothing to fall back to, it would change nothing."""
     max_tokens = rt.agent.max_tokens
     if max_tokens is None and ctx.budgets:
         max_tokens = BUDGET_DEFAULT_MAX_TOKENS
     call = CallPlan(node, messages, max_tokens, prompt_token_bound(messages), on_token, validate, rt.choices)
+    if len(rt.chain) == 1:
+        return _call_model(ctx, rt, rt.chain[0], call)
+    return _call_chain(ctx, rt, call)
+
+
+async def _call_chain(ctx: CallContext, rt: AgentRuntime, call: CallPlan) -> str:
+    """The agent's model, then each fallback, until one answers."""
     last_error: ModelError | BudgetExceeded | None = None
     refused: BudgetExceeded | None = None
     for target in rt.chain:
@@ -318,7 +327,17 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                     except Exception as e:
                         raise call.consumer_failed() from e
                 return hit.reply.text
-        reply = await _retrying(ctx, rt, target, request, rec, call)
+        if target.retry_budget is not None:
+            target.retry_budget.sent()
+        # the first attempt awaited here, with no retry loop between (one more coroutine per call
+        # in flight, passed by each wake-up); the loop starts only if it fails
+        failed: ModelError | None = None
+        try:
+            reply = await _attempt(ctx, target, request, rec, call)
+        except ModelError as e:
+            failed = e
+        if failed is not None:
+            reply = await _retrying(ctx, rt, target, request, rec, call, failed)
         rec.reply = reply.text
     except asyncio.CancelledError:
         rec.error = "cancelled"
@@ -423,56 +442,69 @@ def _cache_hit(cache: CallCache, key: str, call: CallPlan) -> CachedReply | Cach
     return hit if reply is hit.reply else dataclasses.replace(hit, reply=reply)
 
 
+def _attempt(
+    ctx: CallContext, target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
+) -> Coroutine[Any, Any, ModelReply]:
+    """One attempt, to await: inside its span when OpenTelemetry is on."""
+    if ctx.telemetry is None:
+        return attempt(ctx.budgets, target, request, rec, call)
+    return _traced_attempt(ctx, target, request, rec, call)
+
+
 async def _retrying(
-    ctx: CallContext, rt: AgentRuntime, target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
+    ctx: CallContext,
+    rt: AgentRuntime,
+    target: Target,
+    request: ModelRequest,
+    rec: CallRecord,
+    call: CallPlan,
+    error: ModelError,
 ) -> ModelReply:
-    """Attempts at one model until one answers, the policy gives up, or the endpoint's retry budget
-    (retries at most a fifth of its recent traffic) is spent."""
-    if target.retry_budget is not None:
-        target.retry_budget.sent()
+    """After an attempt at one model failed with ``error``: attempts until one answers, the policy
+    gives up, or the endpoint's retry budget (retries at most a fifth of its recent traffic) is
+    spent."""
     while True:
+        if call.emitted or not should_retry(error):
+            raise error
+        retry_after = getattr(error, "retry_after_s", None)
+        delay = rt.retry.delay_s(rec.attempts, retry_after_s=retry_after)
+        if delay is None:
+            if rec.attempts < rt.retry.max_attempts and retry_after is not None:
+                # attempts were left: say why they were not used, or the user sees a plain 429
+                error.message += (
+                    f" (not retried: Retry-After {retry_after:.0f} s is over "
+                    f"retry.max_retry_after_s={rt.retry.max_retry_after_s:g})"
+                )
+            raise error
+        if ctx.deadline is not None and asyncio.get_running_loop().time() + delay >= ctx.deadline:
+            # the run would be cut during the wait: the error now, and a fallback if any, are
+            # worth more than a wait that ends in the deadline's TimedOut
+            error.message += f" (not retried: the {delay:.3g} s wait would end past the run's deadline)"
+            raise error
+        # spend only grows: a retry it already leaves no room for is refused now, not after
+        # the wait (up to max_retry_after_s), and the refusal says what it would have retried
+        for b in ctx.budgets:
+            b.refuse_out_of_reach(
+                hold_usd(target, call),
+                node=call.node,
+                model=target.model,
+                why=f"; not retrying {type(error).__name__}: {error.message}",
+            )
+        budget = None if call.rejected_reply else target.retry_budget
+        if budget is not None and not budget.try_retry():
+            error.message += " (not retried: the endpoint's retry budget is spent)"
+            raise error
+        if ctx.logger is not None:
+            ctx.logger.warning(
+                "retry",
+                node=call.node,
+                model=target.model,
+                attempt=rec.attempts,
+                error=str(error),
+                delay_s=round(delay, 3),
+            )
+        await asyncio.sleep(delay)
         try:
-            if ctx.telemetry is None:
-                return await attempt(ctx.budgets, target, request, rec, call)
-            return await _traced_attempt(ctx, target, request, rec, call)
-        except ModelError as error:
-            if call.emitted or not should_retry(error):
-                raise
-            retry_after = getattr(error, "retry_after_s", None)
-            delay = rt.retry.delay_s(rec.attempts, retry_after_s=retry_after)
-            if delay is None:
-                if rec.attempts < rt.retry.max_attempts and retry_after is not None:
-                    # attempts were left: say why they were not used, or the user sees a plain 429
-                    error.message += (
-                        f" (not retried: Retry-After {retry_after:.0f} s is over "
-                        f"retry.max_retry_after_s={rt.retry.max_retry_after_s:g})"
-                    )
-                raise
-            if ctx.deadline is not None and asyncio.get_running_loop().time() + delay >= ctx.deadline:
-                # the run would be cut during the wait: the error now, and a fallback if any, are
-                # worth more than a wait that ends in the deadline's TimedOut
-                error.message += f" (not retried: the {delay:.3g} s wait would end past the run's deadline)"
-                raise
-            # spend only grows: a retry it already leaves no room for is refused now, not after
-            # the wait (up to max_retry_after_s), and the refusal says what it would have retried
-            for b in ctx.budgets:
-                b.refuse_out_of_reach(
-                    hold_usd(target, call),
-                    node=call.node,
-                    model=target.model,
-                    why=f"; not retrying {type(error).__name__}: {error.message}",
-                )
-            budget = None if call.rejected_reply else target.retry_budget
-            if budget is not None and not budget.try_retry():
-                error.message += " (not retried: the endpoint's retry budget is spent)"
-                raise
-            if ctx.logger is not None:
-                ctx.logger.warning(
-                    "retry",
-                    node=call.node,
-                    model=target.model,
-                    attempt=rec.attempts,
-                    error=str(error),
-                    delay_s=round(delay, 3),
-                )
-            await asyncio.sleep(delay)
+            return await _attempt(ctx, target, request, rec, call)
+        except ModelError as e:
+            error = e
