@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
@@ -236,6 +236,13 @@ def _register_limits(limits: RateLimits, agents: Sequence[tuple[str, AgentSpec]]
                 limits.register(model, a.api_base, limit)
 
 
+async def _parsed(run: Coroutine[Any, Any, RunResult], typed: TypedOutput) -> RunResult:
+    """The run's result, with its output parsed as ``typed``."""
+    result = await run
+    result.parsed = typed.parse(result.output)
+    return result
+
+
 class Runner:
     """A run group: shared backends (one litellm module, pooled HTTP clients, loaded local weights),
     resolved agents, rate limits and retry budgets, and optionally a ``Budget`` and a call cache
@@ -331,6 +338,35 @@ class Runner:
         raises is retried like any malformed reply of the output node (and never cached).
         ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
         it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``."""
+        return await self._start_run(
+            target,
+            prompt,
+            name=name,
+            budget=budget,
+            budget_usd=budget_usd,
+            deadline_s=deadline_s,
+            on_token=on_token,
+            validate_output=validate_output,
+            output_type=output_type,
+        )
+
+    def _start_run(
+        self,
+        target: Graph | Runnable,
+        prompt: RunInput,
+        *,
+        name: str | None = None,
+        budget: Budget | None = None,
+        budget_usd: float | None = None,
+        deadline_s: float | None = None,
+        on_token: TokenCallback | None = None,
+        validate_output: Callable[[str], None] | None = None,
+        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
+    ) -> Coroutine[Any, Any, RunResult]:
+        """``run``'s checks, then the run to await. Not a coroutine itself, so that the caller's
+        own (``Topology.run``'s) awaits the run with no level between: each level is one more
+        object per run in flight, and each wake-up passes it. Call it only from a coroutine that
+        awaits what it returns at once, so that its errors are raised where ``run``'s are."""
         _check_run_arguments(budget, deadline_s)
         typed = TypedOutput(output_type) if output_type is not None else None
         composite = _as_composite(target)
@@ -338,7 +374,7 @@ class Runner:
             self.preflight(target, source=name)
             # the cascade checks its stages' answers itself, each stage's run through here (the
             # schema was read above: one it cannot check is refused before any call)
-            return await composite.run_on(
+            return composite.run_on(
                 self,
                 prompt,
                 budget=budget,
@@ -356,12 +392,10 @@ class Runner:
         check = _output_check(validate_output, typed, graph.output)
         ex = Execution(self, graph, label, text, history, budgets, on_token, check)
         if typed is None:
-            return await ex.run(deadline_s)
+            return ex.run(deadline_s)
         ex.output_instruction = typed.instruction()
         ex.vote_key = typed.key
-        result = await ex.run(deadline_s)
-        result.parsed = typed.parse(result.output)
-        return result
+        return _parsed(ex.run(deadline_s), typed)
 
     def _budgets(self, budget: Budget | None, budget_usd: float | None) -> tuple[Budget, ...]:
         """The budgets a run charges: the runner's, the run's and one of ``budget_usd``."""

@@ -77,7 +77,8 @@ class Topology(TopologySpec):
         ``validate_output(answer)`` may raise ``moa.MalformedReply`` to have the output node retried.
         ``output_type`` (a pydantic model or a JSON Schema): the output node answers in JSON matching
         it, retried until it does, and ``result.parsed`` holds the value."""
-        return await (runner or default_runner()).run(
+        # the runner's checks, then its run awaited here: no level of the runner's between
+        return await (runner or default_runner())._start_run(
             self.graph,
             prompt,
             name=self.name,
