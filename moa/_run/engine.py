@@ -309,11 +309,16 @@ class Execution:
         )
         claim_watch(self.run_id, self.ctx.calls)
         loop = asyncio.get_running_loop()
-        self.futures: dict[str, asyncio.Future[str]] = {nid: loop.create_future() for nid in graph.order}
-        self.results = {nid: NodeResult(id=nid) for nid in graph.order}
+        # one pass, not three comprehensions (each a function called per run)
+        self.futures: dict[str, asyncio.Future[str]] = {}
+        self.results: dict[str, NodeResult] = {}
+        self.waiting: dict[str, int] = {}
+        for nid in graph.order:
+            self.futures[nid] = loop.create_future()
+            self.results[nid] = NodeResult(nid)
+            self.waiting[nid] = len(graph.nodes[nid].consumers)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.plans: dict[str, list[str]] = {}
-        self.waiting = {nid: len(graph.nodes[nid].consumers) for nid in graph.order}
         #: input id -> the inboxes of the nodes waiting for it to settle
         self.readers: dict[str, list[_Inbox]] = {}
 

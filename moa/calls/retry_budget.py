@@ -49,9 +49,11 @@ class RetryBudget:
     def sent(self) -> None:
         """Count a first attempt (a deposit into the budget)."""
         now = time.monotonic()
-        with self._lock:
-            self._requests.append(now)
-            if len(self._requests) > 4096:  # keep the log short under heavy traffic
+        # a deque's append is atomic: the lock only for the trim, which pops (paid per first
+        # attempt, the lock cost a context manager's entry and exit each)
+        self._requests.append(now)
+        if len(self._requests) > 4096:  # keep the log short under heavy traffic
+            with self._lock:
                 self._expire(now)
 
     def try_retry(self) -> bool:
