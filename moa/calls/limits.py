@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 from asyncio_throttle.throttler import Throttler
@@ -50,8 +50,10 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 # Rate limits
 
-#: the scopes a limit behind an ``api_base`` may have (``RateLimit.per``)
-_SCOPES = ("endpoint", "model")
+#: the scopes a limit behind an ``api_base`` may have (``RateLimit.per``); checked at run time too,
+#: for callers of the Python API that pass any string
+LimitScope = Literal["endpoint", "model"]
+_SCOPES: tuple[LimitScope, ...] = get_args(LimitScope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +71,7 @@ class RateLimit:
     #: behind an ``api_base``, whose limit this is: the server's, shared by every model sent there
     #: (``"endpoint"``, a self-hosted server), or each model's own (``"model"``, a gateway that
     #: counts per model); without an ``api_base`` the model is the endpoint and both are the same
-    per: str = "endpoint"
+    per: LimitScope = "endpoint"
 
     def __post_init__(self) -> None:
         if self.per not in _SCOPES:
@@ -507,7 +509,7 @@ class RateLimits:
         max_concurrent: int | None = None,
         tpm: int | None = None,
         period_s: float = 60.0,
-        per: str = "endpoint",
+        per: LimitScope = "endpoint",
     ) -> None:
         """Set a limit for a provider prefix (``"openai"``), a model or an api_base URL.
 
@@ -597,7 +599,7 @@ def set_rate_limit(
     max_concurrent: int | None = None,
     tpm: int | None = None,
     period_s: float = 60.0,
-    per: str = "endpoint",
+    per: LimitScope = "endpoint",
 ) -> None:
     """Set a process-wide limit for a provider prefix (``"openai"``), a model or an api_base URL
     (see ``RateLimits.set``; ``per="model"``: each model behind the URL keeps its own limit, as a
