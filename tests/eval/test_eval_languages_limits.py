@@ -1,7 +1,9 @@
 """A compile stopped by its own limits (out of memory, out of time, killed by a signal) is the
-configuration's or the machine's failure, not the answer's: it raises ``CompileLimitReached``
-naming the item and the limit to raise, an experiment leaves the answer unscored ("could not be
-scored", retried by the next run), and an answer cannot dress its own compile error up as one.
+configuration's or the machine's failure, not the answer's, unless a control compile shows the
+limits adequate: then the answer's code (a macro bomb) scores 0 with the reason. Otherwise it
+raises ``CompileLimitReached`` naming the item and the limit to raise, an experiment leaves the
+answer unscored ("could not be scored", retried by the next run), and an answer cannot dress its
+own compile error up as one.
 
 Under the real sandbox; a language whose toolchain is missing here is skipped with the reason.
 """
@@ -17,8 +19,10 @@ import pytest
 from moa._run import Runner
 from moa.eval.datasets import Item, load_dataset
 from moa.eval.execution import score_execution_async
-from moa.eval.languages import CompileLimitReached
+from moa.eval.languages import CompileLimitReached, RunLimits, compile_and_run, language_program
+from moa.eval.languages.control import Control, control_program
 from moa.eval.languages.diagnose import compile_stopped
+from moa.eval.languages.program import Program
 from moa.eval.languages.toolchains import find_toolchain
 from moa.experiment import Experiment
 from moa.testing import FunctionModel
@@ -90,6 +94,7 @@ async def test_a_compiler_out_of_memory_is_not_the_answers_failure(language: str
     message = str(raised.value)
     assert message.startswith(f"item `{language}_gcd`: the compiler "), message
     assert f"compile_memory_mb: {starved}" in message and "raise compile_memory_mb" in message
+    assert ", and a control compile " in message  # stopped too, under half the limit
     assert "\n" not in message
     score = await score_execution_async(answer, item, **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed")
@@ -104,8 +109,12 @@ async def test_a_compile_past_its_time_limit_is_not_the_answers_failure() -> Non
     item = _item("c", ["assert(gcd(12, 18) == 6);"])
     with pytest.raises(
         CompileLimitReached, match=r"^item `c_gcd`: the compiler \(gcc\) ran past compile_timeout_s: 0.001 "
-    ):
+    ) as raised:
         await score_execution_async(answer, item, **LIMITS, compile_timeout_s=0.001)
+    control = (
+        ", and a control compile did not finish within a quarter of compile_timeout_s: not the answer's fault"
+    )
+    assert control in str(raised.value)
     score = await score_execution_async(answer, item, **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed")
 
@@ -205,3 +214,96 @@ async def test_a_go_program_starts_under_the_smallest_memory_limit(item_id: str)
     source = item.meta.get("meta", item.meta)
     score = await score_execution_async(str(source["correct"]), item, timeout_s=10.0, memory_mb=64)
     assert (score.value, score.detail) == (1.0, "passed")
+
+
+# ten levels of macros, each ten of the one below: 10**9 tokens for the compiler to expand
+_MACRO_BOMB = (
+    "```c\n#define a0 1\n"
+    + "".join(f"#define a{i} " + "+".join([f"a{i - 1}"] * 10) + "\n" for i in range(1, 10))
+    + "long gcd(long a, long b) { return a9; }\n```"
+)
+# a few seconds: enough for a trivial control compile on a busy 2-core machine (it must finish
+# within a quarter), and the bomb is compiled twice
+_BOMB_TIMEOUT_S = 6.0
+
+
+async def test_a_c_macro_bomb_scores_0_with_the_reason() -> None:
+    """A wrong answer whose compile runs past ``compile_timeout_s`` (exponential macro expansion)
+    raised ``CompileLimitReached``: it was never scored and retried on every run. A control compile
+    under the same limits finished well within them, so the answer's code is to blame: 0, with a
+    reason naming the limit and the control. The verdict is cached under those limits."""
+    _skip_without("c")
+    answer = _MACRO_BOMB.replace("```c\n", "```c\n" + _fresh("//"), 1)
+    item = _item("c", ["assert(gcd(12, 18) == 6);"])
+    program = language_program(answer, item, "c")
+    toolchain = find_toolchain("c")
+    assert isinstance(program, Program) and not isinstance(toolchain, str)
+    limits = RunLimits(timeout_s=10.0, memory_mb=256, compile_timeout_s=_BOMB_TIMEOUT_S)
+    verdict = await compile_and_run(program, toolchain, limits)
+    assert not verdict.passed and not verdict.cached, verdict
+    assert verdict.reason.startswith(
+        "the answer's code does not compile within the limits: the compiler (gcc) "
+    ), verdict.reason
+    assert " while a control compile took " in verdict.reason, verdict.reason
+    assert verdict.reason.endswith("(the answer's code is to blame, e.g. a macro or template bomb)")
+    again = await compile_and_run(program, toolchain, limits)
+    assert (again.passed, again.reason, again.cached) == (False, verdict.reason, True)
+    score = await score_execution_async(answer, item, **LIMITS, compile_timeout_s=_BOMB_TIMEOUT_S)
+    assert (score.value, score.detail) == (0.0, verdict.reason)
+
+
+def test_a_control_is_clear_only_well_within_the_limits() -> None:
+    """A control shows the limits adequate only when it compiled within a quarter of the time
+    limit; stopped, failed or slower, the stop stays the limits' and the line says why."""
+    assert Control(compiled=True, duration_s=0.4).clear(60.0)
+    assert not Control(compiled=True, duration_s=16.0).clear(60.0)
+    assert not Control(compiled=False, duration_s=0.4).clear(60.0)
+    assert not Control(compiled=False, duration_s=60.0, stopped="time").clear(60.0)
+    assert Control(compiled=True, duration_s=16.0).describe() == (
+        "a control compile took 16.0 s, over a quarter of compile_timeout_s"
+    )
+    assert Control(False, 15.0, "time").describe() == (
+        "a control compile did not finish within a quarter of compile_timeout_s"
+    )
+    assert Control(False, 0.1, "memory").describe() == "a control compile ran out of memory"
+
+
+def test_a_c_control_has_the_programs_system_headers_and_no_path() -> None:
+    """The C/C++ control includes the program's system headers, the answer's too (a correct
+    answer's `<bits/stdc++.h>` is a heavy compile, not a bomb), but never a path (an answer's
+    `#include </dev/zero>` would stop the control too), a quoted header or the code."""
+    source = (
+        "#include </dev/zero>\n#include <../../dev/zero>\n#include <math.h>\nint f(void) { return 1; }\n"
+        '#include <stdio.h>\n#include "local.h"\n#include <math.h>\nint main(void) { return f(); }\n'
+    )
+    program = Program("c", source, "main.c", first_line=1, last_line=4)
+    control = control_program(program)
+    assert control.source == "#include <math.h>\n#include <stdio.h>\nint main(void) { return 0; }\n"
+    assert (control.language, control.filename) == ("c", "main.c")
+
+
+_FIXTURES = Path(__file__).parent / "fixtures" / "languages"
+
+
+@pytest.mark.parametrize("language", ["c", "cpp", "go", "java", "rust", "typescript"])
+async def test_every_control_compiles_under_the_default_limits(language: str) -> None:
+    """The control of each item's program (go test or build, Java's class, the C/C++ headers)
+    compiles: a control that failed would leave every compile bomb in that language unscored."""
+    from moa.eval.languages import build
+
+    _skip_without(language)
+    toolchain = find_toolchain(language)
+    assert not isinstance(toolchain, str)
+    items = [*load_dataset(_FIXTURES / f"{language}.jsonl").items]
+    items += [i for i in load_dataset(_FIXTURES / "generic.jsonl") if i.language == language]
+    controls: dict[tuple[str, str, bool], Program] = {}
+    for item in items:
+        source = item.meta.get("meta", item.meta)
+        program = language_program(str(source["correct"]), item, language)
+        assert isinstance(program, Program), (item.id, program)
+        control = control_program(program)
+        controls[(control.source, control.filename, control.go_test)] = program
+    assert controls
+    for program in controls.values():
+        result = await build._control(program, toolchain, RunLimits())
+        assert result.compiled and result.stopped is None, (control_program(program), result)

@@ -11,6 +11,7 @@ RLIMIT_AS), so for them ``memory_mb`` caps the heap through the runtime's own fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import re
@@ -25,7 +26,14 @@ from typing import Literal
 from moa.errors import UserError
 from moa.eval._verdict import TAMPERED, VerdictPipe, make_tokens, parse
 from moa.eval.isolation import IsolationUnavailable, Limits, ProcessOutcome, run_isolated
-from moa.eval.languages.diagnose import compile_reason, compile_stopped, failure_reason
+from moa.eval.languages.control import (
+    CONTROL_TIME_SHARE,
+    Control,
+    ControlCache,
+    control_memory_mb,
+    control_program,
+)
+from moa.eval.languages.diagnose import MAX_REASON, compile_reason, compile_stopped, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
 from moa.eval.languages.marker import PRELOAD, preload_source, shield_js_tests, with_end_marker
 from moa.eval.languages.program import (
@@ -63,9 +71,13 @@ _JAVATUPLES = ("Unit", "Pair", "Triplet", "Quartet", "Quintet", "Sextet", "Septe
 
 class CompileLimitReached(UserError):
     """A compile stopped by its own limits (``compile_memory_mb``, ``compile_timeout_s``), not by the
-    answer's code: the compiler ran out of memory or time, or was killed by a signal. Scoring the
-    answer 0 would charge the configuration (or a busy machine) to the model, so the item is left
-    unscored (an experiment reports it as "could not be scored" and retries it on the next run)."""
+    answer's code: the compiler ran out of memory or time, or was killed by a signal, and a control
+    compile (a trivial program in the same language, same sandbox and limits; see
+    ``moa.eval.languages.control``) was stopped too, failed, or took over a quarter of
+    ``compile_timeout_s``. Scoring the answer 0 would charge the configuration (or a busy machine)
+    to the model, so the item is left unscored (an experiment reports it as "could not be scored"
+    and retries it on the next run). When the control compiles well within the limits, the
+    answer's code is to blame (a macro or template bomb): it scores 0 and nothing is raised."""
 
 
 #: the types of Node's ``assert`` for tsc, which has no ``@types/node`` here: a TypeScript answer
@@ -119,6 +131,10 @@ class _Compiled:
     isolation: str
     #: why the compiler was stopped by its limits rather than by the code (``compile_stopped``)
     stopped: tuple[Literal["sandbox", "time", "memory", "signal"], str] | None = None
+    #: how a control compile went after this one was stopped (``moa.eval.languages.control``)
+    control: Control | None = None
+    #: why the answer's code is to blame for the stop, when the control showed the limits adequate
+    blame: str | None = None
 
 
 class _Cache:
@@ -157,11 +173,13 @@ class _Cache:
 
 
 _cache = _Cache()
+_controls = ControlCache()
 
 
 def clear_compile_cache() -> None:
-    """Forget every cached compile (benchmarks measure cold compiles)."""
+    """Forget every cached compile and control compile (benchmarks measure cold compiles)."""
     _cache.clear()
+    _controls.clear()
 
 
 def _classpath(program: Program) -> tuple[str | None, str | None]:
@@ -250,7 +268,7 @@ def _key(program: Program, tc: Toolchain, argv: list[str], limits: RunLimits) ->
     launcher = program.launcher or ("", "")
     # the limits a compile can fail by: a compiler that could not start under 128 MB was served
     # from the cache to a later run giving it 4 GB (the time limit is not here: a compile that
-    # ran out of time is never cached)
+    # ran out of time is cached only when blamed on the code, under ``_blamed_key``)
     step = (str(limits.compile_memory_mb), str(max(_MIN_COMPILE_PROCS, limits.max_procs)), limits.isolation)
     material = "\0".join(
         [program.language, program.filename, program.source, *launcher, *argv, *tc.programs.values(), *step]
@@ -258,13 +276,33 @@ def _key(program: Program, tc: Toolchain, argv: list[str], limits: RunLimits) ->
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _blamed_key(key: str, limits: RunLimits) -> str:
+    """Where a compile blamed on the answer's code is cached: a stop by time holds only under the
+    same ``compile_timeout_s`` (a run giving the compiler longer compiles it again)."""
+    return hashlib.sha256(f"{key}\0blamed\0{limits.compile_timeout_s!r}".encode()).hexdigest()
+
+
 async def _compile(
     program: Program, tc: Toolchain, argv: list[str], limits: RunLimits
 ) -> tuple[_Compiled, bool]:
     key = _key(program, tc, argv, limits)
-    found = _cache.get(key)
+    found = _cache.get(key) or _cache.get(_blamed_key(key, limits))
     if found is not None:
         return found, True
+    result = await _compile_once(program, tc, argv, limits)
+    if result.stopped is not None and result.stopped[0] != "sandbox":
+        result = await _judged(program, tc, argv, limits, result)
+    if result.stopped is None:
+        _cache.put(key, result)
+    elif result.blame is not None:
+        # a compile stopped by its limits may pass on a quieter machine (or after a signal from
+        # outside): it is served again only when the control put the blame on the code
+        _cache.put(_blamed_key(key, limits), result)
+    return result, False
+
+
+async def _compile_once(program: Program, tc: Toolchain, argv: list[str], limits: RunLimits) -> _Compiled:
+    """One compile in the sandbox, uncached."""
     # javac is a JVM (its heap capped by -J-Xmx); the other compilers are native programs
     allowance = _RUNTIME_ALLOWANCE_MB["java"] if program.language == "java" else 0
     step = Limits(
@@ -305,12 +343,88 @@ async def _compile(
         stopped = compile_stopped(
             program.language, output, timed_out=outcome.timed_out, returncode=outcome.returncode
         )
-    result = _Compiled(built, output, outcome.timed_out, outcome.duration_s, outcome.isolation, stopped)
-    if stopped is None:
-        # a compile stopped by its limits may pass on a quieter machine (or after a signal from
-        # outside): it is never served again
-        _cache.put(key, result)
-    return result, False
+    return _Compiled(built, output, outcome.timed_out, outcome.duration_s, outcome.isolation, stopped)
+
+
+def _control_setup(
+    program: Program, tc: Toolchain, limits: RunLimits
+) -> tuple[Program, list[str], RunLimits, str]:
+    """The control for ``program`` (``moa.eval.languages.control``): its program, command, limits
+    and the key its result is remembered by."""
+    probe = control_program(program)
+    # well within the limits: a quarter of the time (a control past it is not clear, so waiting
+    # longer would be lost), half the memory where a share of it means something (control.py)
+    share = replace(
+        limits,
+        compile_timeout_s=limits.compile_timeout_s / CONTROL_TIME_SHARE,
+        compile_memory_mb=control_memory_mb(program.language, limits.compile_memory_mb),
+    )
+    argv = _compile_argv(probe, tc, None, share)
+    assert argv is not None  # only asked for a language with a compile step
+    # with the time limit: whether the control is clear depends on it
+    material = f"{_key(probe, tc, argv, share)}\0control\0{limits.compile_timeout_s!r}"
+    return probe, argv, share, hashlib.sha256(material.encode()).hexdigest()
+
+
+async def _control(program: Program, tc: Toolchain, limits: RunLimits) -> Control:
+    """How a control compile for ``program`` goes under ``limits`` on this machine now (a recent
+    one's result, if there is one)."""
+    probe, argv, share, key = _control_setup(program, tc, limits)
+    found = _controls.get(key)
+    if found is not None:
+        return found
+    done = await _compile_once(probe, tc, argv, share)
+    control = Control(done.artifact is not None, done.duration_s, done.stopped[0] if done.stopped else None)
+    _controls.put(key, control)
+    return control
+
+
+async def _judged(
+    program: Program, tc: Toolchain, argv: list[str], limits: RunLimits, compiled: _Compiled
+) -> _Compiled:
+    """``compiled``, stopped by its limits, judged: compiled again beside a control compile. A
+    second compile the limits do not stop stands (the first met a passing spell of load); stopped
+    again, the answer's code is blamed when the control compiled well within the same limits on
+    this machine at that moment, else the stop stays the limits' (``CompileLimitReached``)."""
+    recent = _controls.get(_control_setup(program, tc, limits)[3])
+    if recent is not None and not recent.clear(limits.compile_timeout_s):
+        # the limits were not adequate a moment ago: compiling again would not change the verdict
+        return replace(compiled, control=recent)
+    second = asyncio.ensure_future(_compile_once(program, tc, argv, limits))
+    try:
+        control = await _control(program, tc, limits)
+        again = await second
+    finally:
+        if not second.done():
+            second.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await second
+    if again.stopped is None or again.stopped[0] == "sandbox":
+        return again
+    if not control.clear(limits.compile_timeout_s):
+        return replace(again, control=control)
+    return replace(again, control=control, blame=_blame(program, again, limits, control))
+
+
+def _blame(program: Program, compiled: _Compiled, limits: RunLimits, control: Control) -> str:
+    """The line scoring an answer 0 whose compile the limits stopped while a control's did not."""
+    assert compiled.stopped is not None  # only asked of a stopped compile
+    kind, shown = compiled.stopped
+    memory = f"compile_memory_mb: {limits.compile_memory_mb}"
+    took = f"a control compile took {control.duration_s:.1f} s"
+    if kind == "time":
+        what = f"ran past compile_timeout_s: {limits.compile_timeout_s:g} while {took}"
+    else:
+        share = control_memory_mb(program.language, limits.compile_memory_mb)
+        took += f" under {share} MB"
+        if kind == "memory":
+            what = f"ran out of memory under {memory} ({shown[:120]}) while {took}"
+        else:
+            what = f"was killed by {shown} under {memory} while {took}"
+    compiler = _COMPILER.get(program.language, program.language)
+    line = (f"the answer's code does not compile within the limits: the compiler ({compiler}) {what} "
+            "(the answer's code is to blame, e.g. a macro or template bomb)")  # fmt: skip
+    return line if len(line) <= MAX_REASON else line[: MAX_REASON - 1] + "…"
 
 
 def _jar(tar: bytes) -> bytes | None:
@@ -378,15 +492,18 @@ def _stopped(program: Program, compiled: _Compiled, limits: RunLimits) -> str:
     else:
         what, limit = f"was killed by {shown} under {memory} (most often: out of memory)", "compile_memory_mb"
     compiler = _COMPILER.get(program.language, program.language)
-    return f"the compiler ({compiler}) {what}: not the answer's fault; raise {limit} to score it"
+    control = f", and {compiled.control.describe()}" if compiled.control else ""
+    return f"the compiler ({compiler}) {what}{control}: not the answer's fault; raise {limit} to score it"
 
 
 async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) -> Verdict:
     """Compile ``program`` (when its language has a compile step), run it, and say how it went.
 
-    ``CompileLimitReached`` when the compiler was stopped by ``limits`` rather than by the code
-    (out of memory or time, or killed by a signal); ``IsolationUnavailable`` when the compile's
-    sandbox could not start: neither is the answer's failure."""
+    A compile stopped by ``limits`` (out of memory or time, or killed by a signal) is followed by a
+    control compile (``moa.eval.languages.control``): when the control compiled well within the
+    same limits, the answer's code is to blame and it fails with the reason; otherwise
+    ``CompileLimitReached``. ``IsolationUnavailable`` when the compile's sandbox could not start:
+    neither of these is the answer's failure."""
     if program.language == "java":
         program = replace(program, source=_without_unused_javatuples(program.source))
     program = rename_tests_clashes(shield_go_predeclared(program))
@@ -404,6 +521,8 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
     if argv is not None:
         compiled, cached = await _compile(program, tc, argv, limits)
         compile_s = compiled.duration_s
+        if compiled.blame is not None:
+            return Verdict(False, compiled.blame, compiled.isolation, compile_s, cached=cached)
         if compiled.artifact is None:
             # the sandbox failing to start is the machine's fault, never the answer's
             if compiled.stopped is not None and compiled.stopped[0] == "sandbox":
