@@ -501,3 +501,32 @@ async def test_a_compile_stopped_by_its_limits_is_not_run_again() -> None:
     finally:
         await executor.aclose()
     assert runs == 1
+
+
+async def test_a_compile_bomb_scores_0_on_a_worker() -> None:
+    """A wrong answer whose compile its limits stop while a control compile does not (a macro
+    bomb) scores 0 on a Dask worker as on the driver, the control compiled in the worker's own
+    sandbox; it is a score, so the task runs once."""
+    from moa.eval.datasets import Item
+    from moa.eval.execution import ExecutionConfig, ExecutionEvaluator
+
+    if isinstance(find_toolchain("c"), str):
+        pytest.skip("no gcc")
+    item = Item(id="c_gcd", input="Write gcd(a, b).", language="c", tests=["assert(gcd(12, 18) == 6);"])
+    bomb = "".join(f"#define a{i} " + "+".join([f"a{i - 1}"] * 10) + "\n" for i in range(1, 10))
+    answer = (
+        f"```c\n// {secrets.token_hex(8)}\n#define a0 1\n{bomb}long gcd(long a, long b) {{ return a9; }}\n```"
+    )
+    # a few seconds: a trivial control compile finishes within a quarter on a busy machine
+    evaluator = ExecutionEvaluator(ExecutionConfig(timeout_s=10, memory_mb=256, compile_timeout_s=8))
+    executor = await dask_executor.DaskExecutor.open("dask", n_workers=1)
+    try:
+        score = await executor.score(evaluator, item, answer)
+        runs = await executor._client.run_on_scheduler(_runs_of, "score_on_worker")
+    finally:
+        await executor.aclose()
+    assert score.value == 0.0 and "a control compile took" in score.detail, score
+    assert score.detail.startswith(
+        "the answer's code does not compile within the limits: the compiler (gcc) "
+    )
+    assert runs == 1
