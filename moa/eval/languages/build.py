@@ -367,15 +367,15 @@ def _control_setup(
 
 
 async def _control(program: Program, tc: Toolchain, limits: RunLimits) -> Control:
-    """How a control compile for ``program`` goes under ``limits`` on this machine now (a recent
-    one's result, if there is one)."""
+    """How a control compile for ``program`` goes under ``limits`` on this machine now. One that
+    found the limits inadequate is remembered a short while (``_judged`` skips the second compile);
+    a clear one never is: it runs beside the second compile at no cost in time, and a quiet moment
+    reused into a busy spell would charge a correct answer with 0."""
     probe, argv, share, key = _control_setup(program, tc, limits)
-    found = _controls.get(key)
-    if found is not None:
-        return found
     done = await _compile_once(probe, tc, argv, share)
     control = Control(done.artifact is not None, done.duration_s, done.stopped[0] if done.stopped else None)
-    _controls.put(key, control)
+    if not control.clear(limits.compile_timeout_s):
+        _controls.put(key, control)
     return control
 
 
@@ -387,8 +387,8 @@ async def _judged(
     again, the answer's code is blamed when the control compiled well within the same limits on
     this machine at that moment, else the stop stays the limits' (``CompileLimitReached``)."""
     recent = _controls.get(_control_setup(program, tc, limits)[3])
-    if recent is not None and not recent.clear(limits.compile_timeout_s):
-        # the limits were not adequate a moment ago: compiling again would not change the verdict
+    if recent is not None:
+        # the limits were inadequate a moment ago: compiling again would not change the verdict
         return replace(compiled, control=recent)
     second = asyncio.ensure_future(_compile_once(program, tc, argv, limits))
     try:

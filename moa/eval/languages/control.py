@@ -10,14 +10,18 @@ are what their compiles spend), an empty program for the others. When the contro
 no error, within that, the limits were adequate on this machine just now and the answer's code is
 to blame: it scores 0. Otherwise (the control stopped too or failed) the item stays unscored.
 
-Half, not a quarter, of the memory limit, and none of it for Go and TypeScript: the limit is on
+Half, not a quarter, of the memory limit, and the whole of it for Go and TypeScript: the limit is on
 address space, which rustc and javac's JVM reserve by the hundreds of MB before they read a line,
 and Go's runtime (go; TypeScript 7's tsc is a Go program) starts under some limits and not under
 smaller, or even larger, ones (tsc: under 1024 and 1536 MB, not under 768 or 1200), so a share of
 its limit says nothing of the margin; their controls compile under the answer's own limit.
 
-Controls are remembered briefly, per program, toolchain and limits: a busy spell must not be frozen
-in, and compiles stopped by their limits are rare, so running a control again costs little.
+The answer's program is compiled a second time beside the control, and only a second stop counts:
+a first one met by a passing spell of load is not charged. A control that found the limits
+inadequate is remembered for 30 seconds, per program, toolchain and limits (the stopped compiles in
+that while skip their second compile: the item would stay unscored anyway); a clear one is never
+reused: run beside the second compile it costs no time, and a quiet moment carried into a busy
+spell would charge a correct answer with 0.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def control_program(program: Program) -> Program:
 
 
 class ControlCache:
-    """Controls by key for ``_CONTROL_TTL_S`` seconds, a few dozen at most."""
+    """Controls by key for ``_CONTROL_TTL_S`` seconds, a few dozen at most (short-lived: a busy
+    spell must not be frozen in)."""
 
     def __init__(self, ttl_s: float = _CONTROL_TTL_S, max_entries: int = 64) -> None:
         self._items: OrderedDict[str, tuple[float, Control]] = OrderedDict()
