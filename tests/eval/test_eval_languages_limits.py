@@ -216,11 +216,13 @@ async def test_a_go_program_starts_under_the_smallest_memory_limit(item_id: str)
     assert (score.value, score.detail) == (1.0, "passed")
 
 
-# ten levels of macros, each ten of the one below: 10**9 tokens for the compiler to expand
+# ten levels of macros, each ten of the one below: 10**9 tokens for the compiler to expand; then a
+# header that never compiles alone (its `#error`), which the compile never reaches but a control
+# including the answer's headers would fail on
 _MACRO_BOMB = (
-    "```c\n#define a0 1\n"
+    "```c\n#include <stdlib.h>\n#define a0 1\n"
     + "".join(f"#define a{i} " + "+".join([f"a{i - 1}"] * 10) + "\n" for i in range(1, 10))
-    + "long gcd(long a, long b) { return a9; }\n```"
+    + "long gcd(long a, long b) { return a9; }\n#include <bits/stdio.h>\n```"
 )
 # a few seconds: enough for a trivial control compile on a busy 2-core machine (it must finish
 # within a quarter), and the bomb is compiled twice
@@ -231,7 +233,8 @@ async def test_a_c_macro_bomb_scores_0_with_the_reason() -> None:
     """A wrong answer whose compile runs past ``compile_timeout_s`` (exponential macro expansion)
     raised ``CompileLimitReached``: it was never scored and retried on every run. A control compile
     under the same limits finished well within them, so the answer's code is to blame: 0, with a
-    reason naming the limit and the control. The verdict is cached under those limits."""
+    reason naming the limit and the control; a header of the answer's that fails alone does not
+    fail the control. The verdict is cached under those limits."""
     _skip_without("c")
     answer = _MACRO_BOMB.replace("```c\n", "```c\n" + _fresh("//"), 1)
     item = _item("c", ["assert(gcd(12, 18) == 6);"])
@@ -270,8 +273,8 @@ def test_a_control_is_clear_only_well_within_the_limits() -> None:
 
 def test_a_c_control_has_the_programs_system_headers_and_no_path() -> None:
     """The C/C++ control includes the program's system headers, the answer's too (a correct
-    answer's `<bits/stdc++.h>` is a heavy compile, not a bomb), but never a path (an answer's
-    `#include </dev/zero>` would stop the control too), a quoted header or the code."""
+    answer's `<bits/stdc++.h>` is a heavy compile, not a bomb) unless they failed, but never a path
+    (an answer's `#include </dev/zero>` would stop the control too), a quoted header or the code."""
     source = (
         "#include </dev/zero>\n#include <../../dev/zero>\n#include <math.h>\nint f(void) { return 1; }\n"
         '#include <stdio.h>\n#include "local.h"\n#include <math.h>\nint main(void) { return f(); }\n'
@@ -280,6 +283,8 @@ def test_a_c_control_has_the_programs_system_headers_and_no_path() -> None:
     control = control_program(program)
     assert control.source == "#include <math.h>\n#include <stdio.h>\nint main(void) { return 0; }\n"
     assert (control.language, control.filename) == ("c", "main.c")
+    items_only = control_program(program, answer_headers=False)
+    assert items_only.source == "#include <stdio.h>\n#include <math.h>\nint main(void) { return 0; }\n"
 
 
 _FIXTURES = Path(__file__).parent / "fixtures" / "languages"

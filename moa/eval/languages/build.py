@@ -347,11 +347,11 @@ async def _compile_once(program: Program, tc: Toolchain, argv: list[str], limits
 
 
 def _control_setup(
-    program: Program, tc: Toolchain, limits: RunLimits
+    program: Program, tc: Toolchain, limits: RunLimits, *, answer_headers: bool = True
 ) -> tuple[Program, list[str], RunLimits, str]:
     """The control for ``program`` (``moa.eval.languages.control``): its program, command, limits
     and the key its result is remembered by."""
-    probe = control_program(program)
+    probe = control_program(program, answer_headers=answer_headers)
     # well within the limits: a quarter of the time (a control past it is not clear, so waiting
     # longer would be lost), half the memory where a share of it means something (control.py)
     share = replace(
@@ -371,12 +371,23 @@ async def _control(program: Program, tc: Toolchain, limits: RunLimits) -> Contro
     found the limits inadequate is remembered a short while (``_judged`` skips the second compile);
     a clear one never is: it runs beside the second compile at no cost in time, and a quiet moment
     reused into a busy spell would charge a correct answer with 0."""
-    probe, argv, share, key = _control_setup(program, tc, limits)
-    done = await _compile_once(probe, tc, argv, share)
-    control = Control(done.artifact is not None, done.duration_s, done.stopped[0] if done.stopped else None)
+    _, _, _, key = _control_setup(program, tc, limits)
+    control = await _control_once(program, tc, limits, answer_headers=True)
+    if not control.compiled and control.stopped is None and program.language in ("c", "cpp"):
+        # one of the answer's headers does not compile alone (missing, or an `#error` guard):
+        # the item's headers measure the machine as well
+        control = await _control_once(program, tc, limits, answer_headers=False)
     if not control.clear(limits.compile_timeout_s):
         _controls.put(key, control)
     return control
+
+
+async def _control_once(
+    program: Program, tc: Toolchain, limits: RunLimits, *, answer_headers: bool
+) -> Control:
+    probe, argv, share, _ = _control_setup(program, tc, limits, answer_headers=answer_headers)
+    done = await _compile_once(probe, tc, argv, share)
+    return Control(done.artifact is not None, done.duration_s, done.stopped[0] if done.stopped else None)
 
 
 async def _judged(

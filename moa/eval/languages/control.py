@@ -5,8 +5,9 @@ in the code) is either the answer's (a macro or template bomb: exponential expan
 instantiation) or the configuration's and the machine's (a limit set too low, a busy machine). To
 tell them apart, a control program in the same language is compiled in the same sandbox, by the same
 command, with a quarter of the time limit and (C, C++, Java, Rust) half the memory limit: the
-program's system headers (the item's and the answer's) and an empty ``main`` for C and C++ (headers
-are what their compiles spend), an empty program for the others. When the control compiles, with
+program's system headers (the item's and the answer's; the item's alone when those fail) and an
+empty ``main`` for C and C++ (headers are what their compiles spend), an empty program for the
+others. When the control compiles, with
 no error, within that, the limits were adequate on this machine just now and the answer's code is
 to blame: it scores 0. Otherwise (the control stopped too or failed) the item stays unscored.
 
@@ -86,25 +87,34 @@ def control_memory_mb(language: str, compile_memory_mb: int) -> int:
     return max(1, compile_memory_mb // _MEMORY_SHARE.get(language, 1))
 
 
-def _system_includes(program: Program) -> list[str]:
-    """The system headers the program includes, each once: the answer's as well as the item's (a
-    correct answer's `#include <bits/stdc++.h>` is a heavy compile, not a bomb)."""
+def _answer_lines(program: Program) -> set[int]:
+    spans = [(program.first_line, program.last_line), *program.answer_elsewhere] if program.first_line else []
+    return {line for first, last in spans for line in range(first, last + 1)}
+
+
+def _system_includes(program: Program, *, answer: bool) -> list[str]:
+    """The system headers the program includes, each once, the answer's too when ``answer``."""
+    skip = set() if answer else _answer_lines(program)
     found: dict[str, None] = {}
-    for line in split_lines(program.source):
+    for number, line in enumerate(split_lines(program.source), start=1):
         m = _SYSTEM_INCLUDE.match(line)
-        if m is not None and not {".", ".."} & set(m.group(1).split("/")):
+        if m is not None and number not in skip and not {".", ".."} & set(m.group(1).split("/")):
             found[f"#include <{m.group(1)}>\n"] = None
     return list(found)
 
 
-def control_program(program: Program) -> Program:
+def control_program(program: Program, *, answer_headers: bool = True) -> Program:
     """The control for ``program``: same language, file name and build (``go test -c``, Java's
-    class), the smallest program that compiles, with the program's system headers for C and C++."""
+    class), the smallest program that compiles, with the program's system headers for C and C++:
+    the answer's as well as the item's (a correct answer's `#include <bits/stdc++.h>` is a heavy
+    compile, not a bomb) unless not ``answer_headers`` (one of the answer's did not compile: a
+    missing one, or `<bits/stdio.h>` with its `#error`, included after a bomb would fail every
+    control, and the bomb would never be charged)."""
     language = program.language
     match language:
         case "c" | "cpp":
             main = "int main(void) { return 0; }\n" if language == "c" else "int main() { return 0; }\n"
-            source = "".join(_system_includes(program)) + main
+            source = "".join(_system_includes(program, answer=answer_headers)) + main
         case "go":
             m = _GO_PACKAGE.search(program.source)
             package = m.group(1) if m else "main"
