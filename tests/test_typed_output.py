@@ -368,3 +368,18 @@ def test_a_majority_output_votes_on_parsed_values() -> None:
 
         result = asyncio.run(go())
     assert result.parsed.capital == "Paris"
+
+
+@pytest.mark.parametrize("reply", ['{"answer": 2.0}', '{"answer": 2e0}', '{"answer": -0.0}'])
+def test_a_json_schema_integer_accepts_a_number_with_no_fraction(reply: str) -> None:
+    """JSON Schema counts 2.0 as an integer (draft 6 on): a model writing `2.0` answered one, and
+    refusing it retried and paid for a right answer."""
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    assert TypedOutput(schema).parse(reply)["answer"] == int(json.loads(reply)["answer"])
+
+
+@pytest.mark.parametrize("reply", ['{"answer": 2.5}', '{"answer": true}', '{"answer": "2"}'])
+def test_a_json_schema_integer_still_refuses_what_is_no_integer(reply: str) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+    with pytest.raises(moa.MalformedReply, match="`answer` should be a JSON integer"):
+        TypedOutput(schema).parse(reply)

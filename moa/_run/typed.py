@@ -47,6 +47,10 @@ def _type_ok(value: Any, kind: Any) -> bool:
             continue
         if isinstance(value, types):
             return True
+        # JSON Schema (draft 6 on) counts any number with no fractional part as an integer: JSON
+        # itself does not tell `2` from `2.0`, and a model writing `2.0` answered an integer
+        if k == "integer" and isinstance(value, float) and value.is_integer():
+            return True
     return False
 
 
