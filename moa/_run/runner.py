@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from pydantic import BaseModel
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHE_MAX",
     "Composite",
+    "RunOptions",
     "Runnable",
     "Runner",
     "default_runner",
@@ -50,6 +52,19 @@ class Runnable(Protocol):
     def name(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """A run's options as ``Runner.run`` took them, handed whole to a ``Composite``: one value
+    instead of six keywords repeated at every level between the runner and the cascade's stages."""
+
+    budget: Budget | None = None
+    budget_usd: float | None = None
+    deadline_s: float | None = None
+    on_token: TokenCallback | None = None
+    validate_output: Callable[[str], None] | None = None
+    output_type: type[BaseModel] | Mapping[str, Any] | None = None
+
+
 @runtime_checkable
 class Composite(Protocol):
     """A target made of several graphs that runs them itself on a runner (a ``moa.cascade.Cascade``).
@@ -63,18 +78,7 @@ class Composite(Protocol):
         """(label, graph) of every graph it may run, for ``preflight``."""
         ...
 
-    async def run_on(
-        self,
-        runner: Runner,
-        prompt: RunInput,
-        *,
-        budget: Budget | None,
-        budget_usd: float | None,
-        deadline_s: float | None,
-        on_token: TokenCallback | None,
-        validate_output: Callable[[str], None] | None,
-        output_type: type[BaseModel] | Mapping[str, Any] | None,
-    ) -> RunResult: ...
+    async def run_on(self, runner: Runner, prompt: RunInput, options: RunOptions) -> RunResult: ...
 
 
 def _as_composite(target: Graph | Runnable) -> Composite | None:
@@ -318,39 +322,7 @@ class Runner:
         _keep(self._agents, id(agent), (agent, rt, self.rate_limits.version))
         return rt
 
-    async def run(
-        self,
-        target: Graph | Runnable,
-        prompt: RunInput,
-        *,
-        name: str | None = None,
-        budget: Budget | None = None,
-        budget_usd: float | None = None,
-        deadline_s: float | None = None,
-        on_token: TokenCallback | None = None,
-        validate_output: Callable[[str], None] | None = None,
-        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
-    ) -> RunResult:
-        """Run a validated graph (or a ``Topology``) on ``prompt``; raises a ``MoAError`` carrying
-        every call made.
-
-        ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
-        raises is retried like any malformed reply of the output node (and never cached).
-        ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
-        it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``."""
-        return await self._start_run(
-            target,
-            prompt,
-            name=name,
-            budget=budget,
-            budget_usd=budget_usd,
-            deadline_s=deadline_s,
-            on_token=on_token,
-            validate_output=validate_output,
-            output_type=output_type,
-        )
-
-    def _start_run(
+    def run(
         self,
         target: Graph | Runnable,
         prompt: RunInput,
@@ -363,10 +335,18 @@ class Runner:
         validate_output: Callable[[str], None] | None = None,
         output_type: type[BaseModel] | Mapping[str, Any] | None = None,
     ) -> Coroutine[Any, Any, RunResult]:
-        """``run``'s checks, then the run to await. Not a coroutine itself, so that the caller's
-        own (``Topology.run``'s) awaits the run with no level between: each level is one more
-        object per run in flight, and each wake-up passes it. Call it only from a coroutine that
-        awaits what it returns at once, so that its errors are raised where ``run``'s are."""
+        """Run a validated graph (or a ``Topology``) on ``prompt``: ``await runner.run(...)``; raises a
+        ``MoAError`` carrying every call made.
+
+        ``validate_output`` checks the answer the way plans are checked: a ``MalformedReply`` it
+        raises is retried like any malformed reply of the output node (and never cached).
+        ``output_type`` (a pydantic model, or a JSON Schema) asks the output node for JSON matching
+        it, checks the reply the same way, and puts the parsed value in ``RunResult.parsed``.
+
+        Not a coroutine function itself: it checks its arguments and the graph, then returns the run
+        to await, so that a caller awaiting it (``Topology.run``) adds no level between: each level
+        is one more object per run in flight, and each wake-up passes it. A wrong argument is
+        therefore raised at the call, which ``await runner.run(...)`` does not tell apart."""
         _check_run_arguments(budget, deadline_s)
         typed = TypedOutput(output_type) if output_type is not None else None
         composite = _as_composite(target)
@@ -374,16 +354,8 @@ class Runner:
             self.preflight(target, source=name)
             # the cascade checks its stages' answers itself, each stage's run through here (the
             # schema was read above: one it cannot check is refused before any call)
-            return composite.run_on(
-                self,
-                prompt,
-                budget=budget,
-                budget_usd=budget_usd,
-                deadline_s=deadline_s,
-                on_token=on_token,
-                validate_output=validate_output,
-                output_type=output_type,
-            )
+            options = RunOptions(budget, budget_usd, deadline_s, on_token, validate_output, output_type)
+            return composite.run_on(self, prompt, options)
         graph = target if isinstance(target, Graph) else target.graph
         label = name or (target.name if not isinstance(target, Graph) else "graph")
         self.preflight(graph, source=label)

@@ -22,13 +22,13 @@ from pydantic import (
 )
 
 from moa._run import Runner, default_runner
+from moa._run.runner import RunOptions
 from moa.calls.budget import Budget
 from moa.cascade.context import item_scope
 from moa.cascade.execute import run_cascade
 from moa.cascade.spec import StageSpec
 from moa.cascade.stages import Loader, Stage, resolve_stages
 from moa.errors import TopologyError
-from moa.models.base import TokenCallback
 from moa.results import Done, RunInput, RunResult, Token
 from moa.topology.definition import Topology
 from moa.topology.graph import Graph, mermaid_text
@@ -130,31 +130,9 @@ class Cascade(Topology):
             lines.append(f"  stage{a.number} -. escalate .-> stage{b.number}")
         return "\n".join(lines)
 
-    async def run_on(
-        self,
-        runner: Runner,
-        prompt: RunInput,
-        *,
-        budget: Budget | None,
-        budget_usd: float | None,
-        deadline_s: float | None,
-        on_token: TokenCallback | None,
-        validate_output: Callable[[str], None] | None,
-        output_type: type[BaseModel] | Mapping[str, Any] | None = None,
-    ) -> RunResult:
+    async def run_on(self, runner: Runner, prompt: RunInput, options: RunOptions) -> RunResult:
         """The runner's way in (``Runner.run`` on a cascade lands here)."""
-        return await run_cascade(
-            self.name,
-            self._stages,
-            runner,
-            prompt,
-            budget=budget,
-            budget_usd=budget_usd,
-            deadline_s=deadline_s,
-            on_token=on_token,
-            validate_output=validate_output,
-            output_type=output_type,
-        )
+        return await run_cascade(self.name, self._stages, runner, prompt, options)
 
     async def run(
         self,

@@ -35,6 +35,7 @@ from moa._run.engine import (
     stamp_failure,
     watch_run,
 )
+from moa._run.runner import RunOptions
 from moa._run.typed import TypedOutput
 from moa.calls.budget import Budget
 from moa.cascade.context import CascadeContext, current_item
@@ -305,17 +306,12 @@ async def run_cascade(
     stages: Sequence[Stage],
     runner: Runner,
     prompt: RunInput,
-    *,
-    budget: Budget | None,
-    budget_usd: float | None,
-    deadline_s: float | None,
-    on_token: TokenCallback | None,
-    validate_output: Callable[[str], None] | None,
-    output_type: type[BaseModel] | Mapping[str, Any] | None = None,
+    options: RunOptions,
 ) -> RunResult:
     """Run the stages in order; the first whose rule holds answers. Streaming streams the last stage
     live; an earlier stage's accepted answer is sent whole once accepted. With ``output_type`` every
     stage answers in JSON matching it, checked inside its run (a judge's rater is not told it)."""
+    budget, budget_usd, deadline_s = options.budget, options.budget_usd, options.deadline_s
     if budget is not None and budget_usd is not None:
         raise UserError(f"cascade `{name}`: give `budget` or `budget_usd`, not both")
     if deadline_s is not None and not deadline_s > 0:
@@ -323,8 +319,8 @@ async def run_cascade(
     # one budget object for every stage: the cap spans the whole cascade
     shared = budget if budget is not None else (Budget(budget_usd) if budget_usd is not None else None)
     acct = _Account(name, deadline_s)
-    typed = TypedOutput(output_type) if output_type is not None else None
-    run = _run_stages(acct, stages, runner, prompt, shared, on_token, validate_output, typed)
+    typed = TypedOutput(options.output_type) if options.output_type is not None else None
+    run = _run_stages(acct, stages, runner, prompt, shared, options.on_token, options.validate_output, typed)
     if runner.telemetry is None:
         return await run
     # the stages' runs become children of the cascade's span, which carries the cascade's run id

@@ -78,7 +78,7 @@ class Topology(TopologySpec):
         ``output_type`` (a pydantic model or a JSON Schema): the output node answers in JSON matching
         it, retried until it does, and ``result.parsed`` holds the value."""
         # the runner's checks, then its run awaited here: no level of the runner's between
-        return await (runner or default_runner())._start_run(
+        return await (runner or default_runner()).run(
             self.graph,
             prompt,
             name=self.name,
