@@ -1,37 +1,25 @@
 """Rate limits: a ``Limiter`` per endpoint key, each holding a requests-per-period window, a
-tokens-per-period window and a cap on requests in flight, kept in a ``RateLimits`` registry (a
-``Runner`` holds one; by default the process-wide registry that ``set_rate_limit`` configures).
+tokens-per-period window and a cap on requests in flight (``moa.calls._windows``, shared by every
+event loop and thread of the process), kept in a ``RateLimits`` registry (a ``Runner`` holds one; by
+default the process-wide registry that ``set_rate_limit`` configures).
 
-Limiters are shared across event loops (``topology.run_sync`` runs a fresh ``asyncio.run`` per call,
-and users may run loops in several threads), so their state is loop-independent: ``time.monotonic``
-stamps in a deque under a ``threading.Lock``, waits via ``asyncio.sleep``, and a concurrency gate that
-wakes waiters on their own loop with ``call_soon_threadsafe``. No asyncio primitive is ever shared.
-
-Requests per minute use ``asyncio_throttle.Throttler``'s sliding log (its state is loop-independent:
-a deque of ``time.monotonic`` stamps), with two changes in a subclass: the check and the stamp happen
-under a ``threading.Lock`` so loops in two threads cannot both pass, and a waiter sleeps until the
-exact moment the oldest start leaves the window instead of polling every ``retry_interval``. Tokens
-are reserved before the rpm stamp, so the stamp is taken right before the request starts; the
+Tokens are reserved before the rpm stamp, so the stamp is taken right before the request starts; the
 ``Permit`` a slot yields takes both again right before the send (``ModelRequest.before_send``), as a
 request may still wait, or its event loop stall, between the two.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import threading
-import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, TypeVar, get_args
+from typing import Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
-from asyncio_throttle.throttler import Throttler
-
+from moa.calls._windows import Gate, Rpm, Tokens
 from moa.errors import UserError
 
 __all__ = [
@@ -122,234 +110,15 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-_E = TypeVar("_E")
-
-
-def _remove_recent(log: deque[_E], entry: _E, at: Callable[[_E], float]) -> bool:
-    """Take ``entry`` out of a log in time order (``at`` gives an entry's time), searching from its
-    newest end, where a request's own entry is (those made after it are about the requests in
-    flight): ``deque.remove`` searched from the oldest, O(window) per request, and under a high
-    limit a one-minute window holds tens of thousands of entries. Stops at the first older entry:
-    one already flushed out of the window is not there."""
-    when = at(entry)
-    for back, other in enumerate(reversed(log)):
-        if other == entry:
-            del log[len(log) - 1 - back]
-            return True
-        if at(other) < when:
-            return False
-    return False
-
-
-def _stamp_time(stamp: float) -> float:
-    return stamp
-
-
-def _entry_time(entry: tuple[float, int]) -> float:
-    return entry[0]
-
-
-class _Rpm(Throttler):
-    """asyncio-throttle's sliding log of request starts, made safe for loops in several threads (the
-    check and the stamp happen under one lock) and woken at the exact moment the oldest start leaves
-    the window instead of polling. Its state is loop-independent, so one instance serves every
-    event loop of the process, and consecutive ``run_sync`` calls share one window.
-
-    A fractional rpm becomes whole requests over a proportionally shorter window (90.5 per 60 s is
-    90 per 59.67 s; 0.5 per 60 s is 1 per 120 s), so the average rate is exact and never zero.
-    """
-
-    def __init__(self, rpm: float, period_s: float) -> None:
-        requests = max(1, math.floor(rpm))
-        super().__init__(rate_limit=requests, period=period_s * requests / rpm)
-        self._guard = threading.Lock()
-
-    def retune(self, rpm: float, period_s: float) -> None:
-        """Apply a new limit in place: requests already waiting in ``acquire`` read it on their next
-        check (a new instance would leave them on the old, looser one)."""
-        requests = max(1, math.floor(rpm))
-        with self._guard:
-            self.rate_limit, self.period = requests, period_s * requests / rpm
-
-    async def acquire(self, replacing: float | None = None) -> float:
-        """Wait for room in the window and stamp a start; returns the stamp. ``replacing``: a stamp
-        of this request's, given back first (``renew``)."""
-        while True:
-            with self._guard:
-                if replacing is not None:
-                    # a stamp already flushed out of the window is simply gone
-                    _remove_recent(self._task_logs, replacing, _stamp_time)
-                    replacing = None
-                self.flush()  # type: ignore[no-untyped-call]
-                now = time.monotonic()
-                if len(self._task_logs) < self.rate_limit:
-                    # stamps are appended at "now" only, so the log stays in order for flush()
-                    self._task_logs.append(now)
-                    return now
-                wait = self._task_logs[0] + self.period - now
-            # A floor keeps many waiters from waking once per microsecond-apart expiry.
-            await asyncio.sleep(max(wait, 1e-4))
-
-    def remove(self, stamp: float) -> None:
-        """Give a stamp back: its request will not be sent."""
-        with self._guard:
-            _remove_recent(self._task_logs, stamp, _stamp_time)
-
-    def move(self, stamp: float) -> float:
-        """Move a stamp to now without waiting: for a request already on its way out."""
-        with self._guard:
-            _remove_recent(self._task_logs, stamp, _stamp_time)
-            now = time.monotonic()
-            self._task_logs.append(now)
-            return now
-
-
-class _Tokens:
-    """A sliding log of (start time, tokens) for a tokens-per-period limit.
-
-    A request asking for more tokens than ``tpm`` waits until the window is empty and then proceeds
-    alone, rather than waiting forever.
-    """
-
-    def __init__(self, tpm: int, period_s: float) -> None:
-        self._lock = threading.Lock()
-        self._log: deque[tuple[float, int]] = deque()
-        # the log's token sum, kept as entries come and go: summed per request, a busy window (a
-        # high tpm over a minute holds thousands of entries) cost O(entries) on every call
-        self._used = 0
-        self._tpm = tpm
-        self._period = period_s
-
-    def retune(self, tpm: int, period_s: float) -> None:
-        """Apply a new limit in place, for the requests already waiting too (see ``_Rpm.retune``)."""
-        with self._lock:
-            self._tpm, self._period = tpm, period_s
-
-    def _try_reserve(self, tokens: int, now: float) -> float:
-        """Reserve and return 0, or return how long to wait before trying again. Hold the lock.
-        Entries are appended at "now" only, so the log stays in time order."""
-        while self._log and self._log[0][0] <= now - self._period:
-            self._used -= self._log.popleft()[1]
-        used = self._used
-        need = min(tokens, self._tpm)
-        if used + need > self._tpm:
-            freed = 0
-            for t, n in self._log:
-                freed += n
-                if used - freed + need <= self._tpm:
-                    return max(t + self._period - now, 1e-4)
-        self._log.append((now, tokens))
-        self._used += tokens
-        return 0.0
-
-    def _discard(self, entry: tuple[float, int]) -> None:
-        """Take an entry out of the log if it is still there. Hold the lock."""
-        if _remove_recent(self._log, entry, _entry_time):
-            self._used -= entry[1]
-
-    async def reserve(
-        self, tokens: int, replacing: tuple[float, int] | None = None
-    ) -> tuple[float, int] | None:
-        """Wait for room and log ``tokens``; returns the entry logged. ``replacing``: an entry of
-        this request's, given back first (``renew``)."""
-        if tokens <= 0:
-            return None
-        while True:
-            with self._lock:
-                if replacing is not None:
-                    self._discard(replacing)
-                    replacing = None
-                now = time.monotonic()
-                wait = self._try_reserve(tokens, now)
-            if wait <= 0:
-                return (now, tokens)
-            await asyncio.sleep(wait)
-
-    def remove(self, entry: tuple[float, int]) -> None:
-        """Give an entry back: its request will not be sent."""
-        with self._lock:
-            self._discard(entry)
-
-    def move(self, entry: tuple[float, int]) -> tuple[float, int]:
-        """Move an entry to now without waiting: for a request already on its way out."""
-        with self._lock:
-            self._discard(entry)
-            moved = (time.monotonic(), entry[1])
-            self._log.append(moved)
-            self._used += moved[1]
-            return moved
-
-
-class _Gate:
-    """A counting semaphore usable from any event loop in any thread.
-
-    A released slot is handed straight to the oldest waiter, whose future is resolved on its own
-    loop; a waiter cancelled while the hand-over is in flight passes the slot on.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self._lock = threading.Lock()
-        self._capacity = capacity
-        self._in_use = 0
-        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
-
-    def set_capacity(self, capacity: int) -> None:
-        with self._lock:
-            self._capacity = capacity
-
-    @property
-    def in_use(self) -> int:
-        return self._in_use
-
-    async def acquire(self) -> None:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._in_use < self._capacity and not self._waiters:
-                self._in_use += 1
-                return
-            fut: asyncio.Future[None] = loop.create_future()
-            entry = (loop, fut)
-            self._waiters.append(entry)
-        try:
-            await fut
-        except BaseException:
-            with self._lock:
-                queued = entry in self._waiters
-                if queued:
-                    self._waiters.remove(entry)
-            if not queued and fut.done() and not fut.cancelled():
-                self.release()  # the slot reached us just as we were cancelled
-            # when fut was cancelled before the hand-over ran, _hand_over sees it and passes it on
-            raise
-
-    def release(self) -> None:
-        with self._lock:
-            # after a tighten() lowered the capacity, surplus slots retire instead of moving on
-            while self._waiters and self._in_use <= self._capacity:
-                loop, fut = self._waiters.popleft()
-                try:
-                    loop.call_soon_threadsafe(self._hand_over, fut)
-                except RuntimeError:  # that loop has closed; its waiter is gone
-                    continue
-                return  # the slot moves to the waiter: in_use is unchanged
-            self._in_use -= 1
-
-    def _hand_over(self, fut: asyncio.Future[None]) -> None:
-        if fut.done():
-            self.release()
-        else:
-            fut.set_result(None)
-
-
 class Limiter:
     """The shared limits of one endpoint key; ``slot()`` around each request."""
 
     def __init__(self, key: str, limit: RateLimit) -> None:
         self.key = key
         self.limit = limit
-        self._rpm = _Rpm(limit.rpm, limit.period_s) if limit.rpm is not None else None
-        self._tokens = _Tokens(limit.tpm, limit.period_s) if limit.tpm is not None else None
-        self._gate = _Gate(limit.max_concurrent) if limit.max_concurrent is not None else None
+        self._rpm = Rpm(limit.rpm, limit.period_s) if limit.rpm is not None else None
+        self._tokens = Tokens(limit.tpm, limit.period_s) if limit.tpm is not None else None
+        self._gate = Gate(limit.max_concurrent) if limit.max_concurrent is not None else None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -367,17 +136,17 @@ class Limiter:
             # and the starts already made still count against it
             if merged.rpm is not None:
                 if self._rpm is None:
-                    self._rpm = _Rpm(merged.rpm, merged.period_s)
+                    self._rpm = Rpm(merged.rpm, merged.period_s)
                 else:
                     self._rpm.retune(merged.rpm, merged.period_s)
             if merged.tpm is not None:
                 if self._tokens is None:
-                    self._tokens = _Tokens(merged.tpm, merged.period_s)
+                    self._tokens = Tokens(merged.tpm, merged.period_s)
                 else:
                     self._tokens.retune(merged.tpm, merged.period_s)
             if merged.max_concurrent is not None:
                 if self._gate is None:
-                    self._gate = _Gate(merged.max_concurrent)
+                    self._gate = Gate(merged.max_concurrent)
                 else:
                     self._gate.set_capacity(merged.max_concurrent)
 
