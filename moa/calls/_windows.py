@@ -30,20 +30,28 @@ __all__ = ["Gate", "Rpm", "Tokens"]
 _E = TypeVar("_E")
 
 
-def _remove_recent(log: deque[_E], entry: _E, at: Callable[[_E], float]) -> bool:
-    """Take ``entry`` out of a log in time order (``at`` gives an entry's time), searching from its
-    newest end, where a request's own entry is (those made after it are about the requests in
-    flight): ``deque.remove`` searched from the oldest, O(window) per request, and under a high
+def _find_recent(log: deque[_E], entry: _E, at: Callable[[_E], float]) -> int:
+    """The index of ``entry`` in a log in time order (``at`` gives an entry's time), or -1, searching
+    from its newest end, where a request's own entry is (those made after it are about the requests
+    in flight): ``deque.remove`` searched from the oldest, O(window) per request, and under a high
     limit a one-minute window holds tens of thousands of entries. Stops at the first older entry:
     one already flushed out of the window is not there."""
     when = at(entry)
     for back, other in enumerate(reversed(log)):
         if other == entry:
-            del log[len(log) - 1 - back]
-            return True
+            return len(log) - 1 - back
         if at(other) < when:
-            return False
-    return False
+            return -1
+    return -1
+
+
+def _remove_recent(log: deque[_E], entry: _E, at: Callable[[_E], float]) -> bool:
+    """Take ``entry`` out of a log in time order (see ``_find_recent``); False when it is not there."""
+    index = _find_recent(log, entry, at)
+    if index < 0:
+        return False
+    del log[index]
+    return True
 
 
 def _stamp_time(stamp: float) -> float:
@@ -174,6 +182,19 @@ class Tokens:
         """Give an entry back: its request will not be sent."""
         with self._lock:
             self._discard(entry)
+
+    def settle(self, entry: tuple[float, int], tokens: int) -> tuple[float, int]:
+        """Count ``tokens`` for an entry instead of what it reserved, at the same time in the window:
+        the reply said what the request really used. Returns the entry now logged (one already
+        out of the window is left out: its period is over)."""
+        with self._lock:
+            index = _find_recent(self._log, entry, _entry_time)
+            if index < 0:
+                return entry
+            settled = (entry[0], tokens)
+            self._log[index] = settled
+            self._used += tokens - entry[1]
+            return settled
 
     def move(self, entry: tuple[float, int]) -> tuple[float, int]:
         """Move an entry to now without waiting: for a request already on its way out."""

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_for_room
-from moa.calls.limits import Limiter, Permit
+from moa.calls.limits import Limiter, Limiters, Permit, Permits
 from moa.calls.pricing import Price, service_tier_name
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import (
@@ -72,7 +72,7 @@ class Target:
     model: str
     backend: Model
     price: Price
-    limiter: Limiter | None
+    limiter: Limiter | Limiters | None
     retry_budget: RetryBudget | None = None
     #: a named provider sent to the direct path: its public URL
     api_base: str | None = None
@@ -122,7 +122,7 @@ class CallPlan:
     clock: _SendClock | None = None
 
     #: the rate-limit permit of the attempt in flight, renewed by the request's ``before_send``
-    permit: Permit | None = None
+    permit: Permit | Permits | None = None
 
     #: the budget holds of the attempt in flight, settled when it is booked
     held: Sequence[tuple[Budget, Reservation]] = ()
@@ -339,7 +339,7 @@ def _failed(
 
 
 async def _send_when_admitted(
-    limiter: Limiter,
+    limiter: Limiter | Limiters,
     target: Target,
     budgets: tuple[Budget, ...],
     worst: float,
@@ -370,7 +370,9 @@ async def _send_when_admitted(
             if blocked is None:
                 call.permit = permit
                 try:
-                    return await _send(target.backend, request, clock, call)
+                    reply = await _send(target.backend, request, clock, call)
+                    permit.settle(reply.usage.total_tokens, estimated=reply.usage_estimated)
+                    return reply
                 except BaseException:
                     # never left (cut while it waited for a connection): its stamps are no send
                     # the provider counts, and kept they held the window for the whole period

@@ -33,7 +33,7 @@ from moa.calls.attempt import (
 )
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS, takes_agent_key
-from moa.calls.limits import Limiter, RateLimit, endpoint_key, limiter_for
+from moa.calls.limits import Limiter, Limiters, RateLimit, endpoint_key, limiter_for
 from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
@@ -130,7 +130,9 @@ class AgentRuntime:
         backend_for: Callable[[str], Model],
         needs_key: Callable[[str], bool],
         retry_budget_for: Callable[[str], RetryBudget] | None = None,
-        limiter_lookup: Callable[[str, str | None, RateLimit | None], Limiter | None] = limiter_for,
+        limiter_lookup: Callable[
+            [str, str | None, RateLimit | None], Limiter | Limiters | None
+        ] = limiter_for,
     ) -> AgentRuntime:
         api_key = None
         if agent.api_key_env:

@@ -24,7 +24,9 @@ from moa.errors import UserError
 
 __all__ = [
     "Limiter",
+    "Limiters",
     "Permit",
+    "Permits",
     "RateLimit",
     "RateLimits",
     "clear_rate_limits",
@@ -52,7 +54,8 @@ class RateLimit:
     rpm: float | None = None
     #: requests in flight at once
     max_concurrent: int | None = None
-    #: tokens (prompt + max_tokens estimate) per ``period_s``
+    #: tokens per ``period_s``: a request reserves its estimate (prompt bound + max_tokens) when it
+    #: starts, and its reply's real total (prompt + completion) replaces it when it arrives
     tpm: int | None = None
     #: the window length; 60 s in production, shorter in tests
     period_s: float = 60.0
@@ -225,6 +228,21 @@ class Permit:
             rpm.remove(self.stamp)
         self.token_entry = self.stamp = None
 
+    def settle(self, tokens: int, *, estimated: bool = False) -> None:
+        """The reply is in: its token window counts ``tokens`` (prompt and completion, all choices)
+        instead of the estimate reserved up front, which held only the prompt when the request set
+        no max_tokens, so replies ran a tpm limit over by their length. The window takes the
+        difference either way: a reply shorter than its max_tokens gives back what it did not use.
+        ``estimated``: the provider reported no usage and ``tokens`` is moa's count of the text; the
+        window then keeps the larger of that and the reservation."""
+        window = self.limiter._tokens
+        if self.token_entry is None or window is None:
+            return
+        if estimated:
+            tokens = max(tokens, self.token_entry[1])
+        if tokens > 0 and tokens != self.token_entry[1]:
+            self.token_entry = window.settle(self.token_entry, tokens)
+
     def sent(self) -> None:
         """The request is leaving (``on_sent``): move the stamps to now without waiting, so the
         requests after it are counted from when it left. For a backend that cannot wait right
@@ -235,6 +253,70 @@ class Permit:
             self.token_entry = tokens.move(self.token_entry)
         if self.stamp is not None and rpm is not None:
             self.stamp = rpm.move(self.stamp)
+
+
+class Limiters:
+    """Two limiters a request passes, each in turn: its endpoint's (an ``api_base``'s) and its
+    model's (a limit set for the model, or its provider, whatever URL it is reached through). Always
+    in that order, and an agent without an ``api_base`` takes only its model's, so no two requests
+    wait for each other's limiter in a circle."""
+
+    __slots__ = ("limiters",)
+
+    def __init__(self, *limiters: Limiter) -> None:
+        self.limiters = limiters
+
+    def __repr__(self) -> str:
+        return f"Limiters{self.limiters!r}"
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a concurrency slot of the first limiter now."""
+        return self.limiters[0].in_flight
+
+    def slot(self, tokens: int = 0) -> AbstractAsyncContextManager[Permits]:
+        """Each limiter's slot in turn (see ``Limiter.slot``); the permits renew together."""
+        return self._slot(max(0, tokens))
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, tokens: int) -> AsyncIterator[Permits]:
+        async with contextlib.AsyncExitStack() as stack:
+            permits: list[Permit] = []
+            try:
+                for limiter in self.limiters:
+                    permits.append(await stack.enter_async_context(limiter.slot(tokens)))
+            except BaseException:
+                # cut while it waited for a later limiter: never sent, the earlier windows' room
+                # goes to requests that are
+                for permit in permits:
+                    permit.give_back()
+                raise
+            yield Permits(permits)
+
+
+class Permits:
+    """A request's permits from each of its ``Limiters``, used as one ``Permit``."""
+
+    __slots__ = ("permits",)
+
+    def __init__(self, permits: list[Permit]) -> None:
+        self.permits = permits
+
+    async def renew(self) -> None:
+        for permit in self.permits:
+            await permit.renew()
+
+    def give_back(self) -> None:
+        for permit in self.permits:
+            permit.give_back()
+
+    def settle(self, tokens: int, *, estimated: bool = False) -> None:
+        for permit in self.permits:
+            permit.settle(tokens, estimated=estimated)
+
+    def sent(self) -> None:
+        for permit in self.permits:
+            permit.sent()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,43 +390,59 @@ class RateLimits:
         first (met first, it was resolved unlimited for good)."""
         self.limiter_for(model, api_base, agent_limit)
 
-    def limiter_for(self, model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
-        """The one limiter for an agent's endpoint, or None when no limit applies.
+    def limiter_for(
+        self, model: str, api_base: str | None, agent_limit: RateLimit | None
+    ) -> Limiter | Limiters | None:
+        """The limiters for an agent's calls, or None when no limit applies.
 
-        The key is ``api_base`` when the agent names one, else the model string; a limit ``per``
-        model behind an ``api_base`` is keyed by both (a gateway counts each model apart). The limit
-        is the agent's own, else one set for the api_base, then the exact model, then the provider
-        prefix. When agents give different limits for one key, the limiter keeps the stricter of
-        each field (it only ever tightens until ``clear``/``set``). An agent with no limit of its
-        own gets the limiter another agent's limit made for its model there, else for its endpoint
-        (``register``): the server counts the endpoint's requests, whoever sends them.
+        Without an ``api_base`` the model is the endpoint: its limiter takes the agent's own limit,
+        else one set for the exact model, then for its provider prefix (each model its own window).
+
+        Behind an ``api_base`` two limits may hold, and a request waits for each: the endpoint's
+        (the agent's own limit, else one set for the api_base; keyed by the URL, or by URL and
+        model when it is ``per`` model, as a gateway counts), and the model's (one set for the exact
+        model, else its provider; the same limiter as the model's without an ``api_base``, so a
+        model's limit holds whatever URL it is reached through). When agents give different limits
+        for one key, the limiter keeps the stricter of each field (it only ever tightens until
+        ``clear``/``set``). An agent with no limit of its own gets the limiter another agent's
+        limit made for its model there, else for its endpoint (``register``): the server counts
+        the endpoint's requests, whoever sends them.
         """
         if agent_limit is None and not self._global and not self._limiters:
             return None  # nothing configured: the hot path pays nothing
-        if api_base is not None:
-            api_base = endpoint_key(api_base)
-        key = api_base or model
-        # a space never appears in a URL: no api_base's own key can be this
-        model_key = f"{api_base} {model}" if api_base else model
         with self._lock:
-            limit = agent_limit
-            if limit is None:
-                provider = model.split("/", 1)[0] if "/" in model else None
-                for candidate in (api_base, model, provider):
-                    if candidate is not None and candidate in self._global:
-                        limit = self._global[candidate]
-                        break
-            if limit is None or limit.is_unlimited:
-                return self._limiters.get(model_key) or self._limiters.get(key)
-            if limit.per == "model":
-                key = model_key
-            limiter = self._limiters.get(key)
-            if limiter is None:
-                limiter = self._limiters[key] = Limiter(key, limit)
-                self.version += 1
-            elif limiter.limit != limit:
-                limiter.tighten(limit)
-            return limiter
+            if api_base is None:
+                return self._keyed(model, model, agent_limit or self._model_limit(model))
+            api_base = endpoint_key(api_base)
+            # a space never appears in a URL: no api_base's own key can be this
+            endpoint = self._keyed(api_base, f"{api_base} {model}", agent_limit or self._global.get(api_base))
+            limit = self._model_limit(model)
+            own = self._keyed(model, model, limit) if limit is not None else None
+        if endpoint is None or own is None:
+            return endpoint or own
+        return Limiters(endpoint, own)
+
+    def _model_limit(self, model: str) -> RateLimit | None:
+        """The limit set for ``model``, else for its provider prefix. Hold the lock."""
+        found = self._global.get(model)
+        if found is None and "/" in model:
+            found = self._global.get(model.split("/", 1)[0])
+        return found
+
+    def _keyed(self, key: str, model_key: str, limit: RateLimit | None) -> Limiter | None:
+        """The limiter at ``key`` (``model_key`` for a limit ``per`` model) made or tightened to
+        ``limit``; without one, the limiter already made there, if any. Hold the lock."""
+        if limit is None or limit.is_unlimited:
+            return self._limiters.get(model_key) or self._limiters.get(key)
+        if limit.per == "model":
+            key = model_key
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = Limiter(key, limit)
+            self.version += 1
+        elif limiter.limit != limit:
+            limiter.tighten(limit)
+        return limiter
 
 
 _shared: RateLimits | None = None
@@ -381,6 +479,6 @@ def clear_rate_limits() -> None:
     shared_rate_limits().clear()
 
 
-def limiter_for(model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | None:
+def limiter_for(model: str, api_base: str | None, agent_limit: RateLimit | None) -> Limiter | Limiters | None:
     """The process-wide limiter for an agent's endpoint (see ``RateLimits.limiter_for``)."""
     return shared_rate_limits().limiter_for(model, api_base, agent_limit)
