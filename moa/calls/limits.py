@@ -422,6 +422,25 @@ class RateLimits:
             return endpoint or own
         return Limiters(endpoint, own)
 
+    def applies(self, model: str, api_base: str | None, agent_limit: RateLimit | None) -> bool:
+        """Whether any limit holds an agent's calls to ``model`` (``limiter_for`` would give a
+        limiter), found without making one: what the experiment asks before it moves a setup to
+        worker processes, which would call the model outside this registry."""
+        if agent_limit is not None and not agent_limit.is_unlimited:
+            return True
+        with self._lock:
+            limit = self._model_limit(model)
+            if limit is not None and not limit.is_unlimited:
+                return True
+            keys = [model]
+            if api_base is not None:
+                api_base = endpoint_key(api_base)
+                limit = self._global.get(api_base)
+                if limit is not None and not limit.is_unlimited:
+                    return True
+                keys += [api_base, f"{api_base} {model}"]
+            return any(k in self._limiters for k in keys)
+
     def _model_limit(self, model: str) -> RateLimit | None:
         """The limit set for ``model``, else for its provider prefix. Hold the lock."""
         found = self._global.get(model)

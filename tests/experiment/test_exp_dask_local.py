@@ -268,6 +268,46 @@ def test_what_may_move_to_a_worker() -> None:
     assert not movable(mixed, plain)
 
 
+@pytest.mark.parametrize("key", ["local/smollm2-135m", "local", "other"])
+def test_a_limit_in_the_runners_registry_keeps_a_setup_on_the_driver(key: str) -> None:
+    """A limit set for a setup's local model (`set_rate_limit("local/...")`), or its provider, keeps
+    the setup on the driver, as an agent's own `rate_limit` does: a worker would call the model
+    outside the driver's limiter. Before, only the agent's own limit was looked at, and the
+    process-wide one was ignored on the workers. A limit for another model leaves it movable."""
+    from moa.calls.limits import RateLimits
+
+    limits = RateLimits()
+    limits.set(key, max_concurrent=1)
+    smol = _single({"model": "local/smollm2-135m"})
+    assert movable(smol, Runner(rate_limits=limits)) is (key == "other")
+    fallback = _single({"model": "local/other.gguf", "fallbacks": ["local/smollm2-135m"]})
+    assert movable(fallback, Runner(rate_limits=limits)) is (key == "other")
+
+
+def test_a_process_wide_limit_on_a_local_model_holds_it_on_the_driver(
+    local: tuple[Summary, Path],
+    server: SimServer,
+    cluster: Any,
+    workers: dict[str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """`moa.set_rate_limit("local/smollm2-135m", max_concurrent=1)` and a cluster of worker
+    processes: the local setups' pairs run on the driver, under its one limiter, with the local
+    executor's results; no worker ran a pair. Before, they went to the workers, each of which
+    built a registry of its own without the limit and ran the model unlimited."""
+    import moa
+    from moa.calls.limits import clear_rate_limits
+
+    moa.set_rate_limit("local/smollm2-135m", max_concurrent=1)
+    try:
+        summary = _run(tmp_path, server.base_url, cluster.scheduler_address)
+    finally:
+        clear_rate_limits()
+    assert sum(w["runs"] for w in workers.values()) == 0
+    assert _runs(tmp_path / "out") == _runs(local[1])
+    assert _figures(summary) == _figures(local[0])
+
+
 def test_a_killed_worker_hands_its_pair_to_another(
     local: tuple[Summary, Path], server: SimServer, cluster: Any, tmp_path: Path
 ) -> None:

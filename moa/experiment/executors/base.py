@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from moa._run import Runner
 from moa._run.runner import Composite
 from moa.calls.budget import Budget
+from moa.calls.call import own_rate_limit
 from moa.cascade.rules import Custom
 from moa.eval.datasets import Item
 from moa.eval.execution import ExecutionEvaluator
@@ -104,8 +105,14 @@ def movable(topology: Topology, runner: Runner, budgets: tuple[Budget | None, ..
     """Whether a worker can run this setup's pairs in the driver's stead: every model it may call
     (every node, every stage and judge of a cascade, every fallback) is a ``local/...`` model the
     worker loads itself, and nothing in it needs the driver's objects: a backend the runner was
-    given, a Python rule, a rate limiter, or a priced call under a budget (its worst case is held
-    on the driver's ``Budget`` before the call is made)."""
+    given, a Python rule, a rate limit, or a priced call under a budget (its worst case is held
+    on the driver's ``Budget`` before the call is made).
+
+    A rate limit is any that holds one of its models here: the agent's own, or one in the runner's
+    registry (``moa.set_rate_limit``'s process-wide one by default, for the model, its provider or
+    its ``api_base``, or a limiter another agent's limit made for that endpoint). A limited
+    endpoint is called from one process, the driver, so its limit holds in total; its limiter's
+    windows are live objects of this process that no worker could share."""
     if isinstance(topology, Composite) and any(
         isinstance(s.rule, Custom) for s in getattr(topology, "stage_list", ())
     ):
@@ -115,6 +122,9 @@ def movable(topology: Topology, runner: Runner, budgets: tuple[Budget | None, ..
         models = [agent.model, *agent.fallbacks]
         if not all(m.startswith(PREFIX) and runner.registry.override_for(m) is None for m in models):
             return False
-        if agent.rate_limit is not None or (priced_matters and agent.pricing is not None):
+        own = own_rate_limit(agent)
+        if any(runner.rate_limits.applies(m, agent.api_base, own) for m in models):
+            return False
+        if priced_matters and agent.pricing is not None:
             return False
     return True

@@ -219,7 +219,8 @@ async def run_pair_async(task: PairTask, models: LocalModels | None = None) -> P
     models). Every failure comes back in the outcome: the driver stores it as the pair's error, or
     stops the experiment on a ``UserError``, as it would for a pair it ran itself."""
     cache = _ReplayCache(task.scope, task.replies, task.item.id)
-    # its own rate limiters: the process-wide ones belong to whichever loop made them first
+    # a registry of its own, empty: a setup some rate limit holds never moves (``movable``), its
+    # limiter being the driver's; one here would make this process a second, unlimited caller
     runner = Runner(cache=cache, rate_limits=RateLimits())
     if models is not None:
         runner.registry = _WorkerRegistry(models)
