@@ -149,3 +149,20 @@ def test_a_models_limit_behind_a_url_is_the_models_limiter() -> None:
     a = limits.limiter_for("groq/a", "http://127.0.0.1:9/v1", None)
     b = limits.limiter_for("groq/b", "http://127.0.0.1:9/v1", None)
     assert a is not None and b is not None and a is not b
+
+
+async def test_settling_an_entry_deep_in_a_busy_window_counts_it_in_place() -> None:
+    """A reply settling its request's entry with thousands of later entries after it (the requests
+    started while it was in flight): the window's sum takes the difference, the entry keeps its
+    start time, and an entry already out of the window changes nothing."""
+    from moa.calls._windows import Tokens
+
+    window = Tokens(10**9, MINUTE)
+    entries = [await window.reserve(10) for _ in range(5000)]
+    first = entries[0]
+    assert first is not None
+    settled = window.settle(first, 250)
+    assert settled == (first[0], 250)
+    assert window._used == 5000 * 10 + 240
+    assert window.settle((first[0] - 1.0, 10), 999) == (first[0] - 1.0, 10)  # not there: unchanged
+    assert window._used == 5000 * 10 + 240
