@@ -366,7 +366,9 @@ class RateLimits:
 
         A provider limit applies to each model of that provider separately (each model keeps its
         own window, as providers count per model); so does an api_base URL's with ``per="model"``
-        (a gateway's), where by default every model sent there shares it (a server's). Limiters
+        (a gateway's), where by default every model sent there shares it (a server's). A model's
+        or provider's limit holds the model whatever ``api_base`` an agent reaches it through,
+        and beside that URL's limit: a request waits for both (``limiter_for``). Limiters
         already handed out are dropped so the next ``limiter_for`` sees the new limit; set limits
         before starting runs. ``period_s`` shortens the window (``rpm`` then counts requests per
         ``period_s``), for tests.
