@@ -1,7 +1,8 @@
 """The experiment's store: one SQLite file per output folder holding every run, call, score, judge
 verdict and cached reply as soon as it exists.
 
-``database`` (the ``Store`` and its queries), ``schema`` (tables, migrations, the version check),
+``database`` (the ``Store`` and its queries), ``rows`` (``RunRow``), ``failures`` (the line for a store
+that fails), ``schema`` (tables, migrations, the version check),
 ``calls`` (``CallRecord`` rows), ``cache`` (the call cache a resumed run reads), ``lock`` (one run
 per folder).
 """

@@ -15,7 +15,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,9 @@ from moa.experiment.store.checks import (
     parsed_call_row,
     parsed_run_row,
 )
+from moa.experiment.store.failures import damaged
 from moa.experiment.store.lock import FolderLock
+from moa.experiment.store.rows import RunRow
 from moa.experiment.store.schema import (
     INDEXES,
     JUDGE_FAILURES,
@@ -54,25 +55,6 @@ _RUN_COLUMNS = (
     "r.prompt_tokens, r.completion_tokens, r.n_calls, r.sample, "
     "COALESCE(r.cost_usd_max, r.cost_usd), r.unknown_attempts, r.turns, r.stage"
 )
-
-
-def damaged(path: Path, problem: str, during: str | None = None) -> str:
-    """The line for a store SQLite finds damaged (or cannot write: a full disk, an I/O error);
-    ``during`` names what moa was doing with it (``caching a reply of model `m` ...``)."""
-    line = " ".join(problem.split())[:200]
-    at = f" {during}" if during else ""
-    if "database is locked" in line:
-        # not damage: another program holds SQLite's write lock past the wait (a `sqlite3` shell
-        # left inside a transaction, a backup tool); the advice for a damaged file would mislead
-        return (
-            f"{path}: the experiment store cannot be written: another program holds its write lock "
-            f"(SQLite: {line}){at}; nothing more is written to it: close that program, then run again "
-            "to resume"
-        )
-    return (
-        f"{path}: the experiment store is damaged or cannot be written (SQLite: {line}){at}; nothing "
-        "more is written to it: free disk space, restore the file from a copy, or use another --out"
-    )
 
 
 def input_hash(text: str) -> str:
@@ -100,40 +82,6 @@ def _run_latency(result: RunResult | None, calls: Sequence[CallRecord]) -> float
     if result is not None and any(c.cached for c in calls):
         return max(wall, result.critical_path_s)
     return wall
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    """A stored run as the scoring phase and the summary read it."""
-
-    run_id: int
-    setup: str
-    item_id: str
-    answer: str | None
-    error: str | None
-    cost_usd: float
-    latency_s: float
-    prompt_tokens: int
-    completion_tokens: int
-    n_calls: int
-    #: which of the experiment's ``samples`` independent runs of this (setup, item) pair
-    sample: int = 0
-    #: ``cost_usd`` plus the worst case of attempts whose usage is unknown
-    cost_usd_max: float = 0.0
-    #: attempts sent whose usage cannot be known (timeouts, cancellations after sending)
-    unknown_usage_attempts: int = 0
-    #: a multi-turn item's answers, one per turn (``answer`` is the last); None otherwise
-    turn_answers: list[str] | None = None
-    #: a cascade's run: the stage (1-based) that answered; None for a plain topology or a failed run
-    stage: int | None = None
-    score: float | None = None
-    detail: str | None = None
-    #: the score of each turn of a multi-turn item, when the evaluator gives them (else None)
-    turn_scores: list[float] | None = None
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
 
 
 class Store:
