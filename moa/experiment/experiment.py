@@ -195,10 +195,13 @@ class Experiment:
                 )
             )
         judge_calls = None
+        rebased = 0
         if c.judge is not None:
             # and the answers stored without a verdict (a judge that failed, or was edited, last
-            # time): the run judges them too, which the runs to do alone left out
-            judged += _unjudged_turns(self.out, c)
+            # time) or with one against another baseline: the run judges them too, which the runs
+            # to do alone left out
+            stored_turns, rebased = _unjudged_turns(self.out, c)
+            judged += stored_turns
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         return Plan(
             self.source,
@@ -215,6 +218,8 @@ class Experiment:
             spent_max,
             self.spec.executor,
             _reached_workers(self.spec.executor),
+            rebased,
+            next(s.name for s in c.setups if s.is_baseline),
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
@@ -389,31 +394,40 @@ def _stored_runs(
         store.close()
 
 
-def _unjudged_turns(out: Path, c: _Checked) -> int:
+def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:
     """The turns of the setups' stored answers (of the dataset's items) that have no score under the
-    evaluator, or whose item changed what it is scored against (the run forgets their scores): what
-    the score phase asks the judge to compare (0 when ``out`` holds no store yet)."""
+    evaluator, whose item changed what it is scored against, or whose verdict was made against
+    another baseline than the experiment's (the run forgets those scores): what the score phase asks
+    the judge to compare, and how many of them are the last kind (0 when ``out`` holds no store yet)."""
     if not (out / STORE_NAME).is_file():
-        return 0
+        return 0, 0
     store = Store.open(out, create=False)
     items = {i.id: i for i in c.dataset.items}
-    turns = 0
+    turns = rebased = 0
     try:
         evaluator = c.stored_id(store)
-        rescoring = [items[i] for i in store.rescoring(c.dataset.items)]
+        rescoring = {i: items[i] for i in store.rescoring(c.dataset.items)}
+        base = next(s for s in c.setups if s.is_baseline)
+        # a changed baseline: the verdicts judged against the old one are judged again
+        stale = store.rebased_runs(evaluator, base.name, base.hash) if is_pairwise(c.evaluator) else set()
         for s in c.setups:
             if s.is_baseline:
                 continue
-            stored = store.run_rows(s.name, s.hash, evaluator)
-            for item in rescoring:  # the unscored of them are counted below
-                turns += (len(item.turns or ()) or 1) * sum(
-                    r.score is not None for r in stored.get(item.id, ())
-                )
+            for rows in store.run_rows(s.name, s.hash, evaluator).values():
+                # the unscored of them are counted below; a run both rescored and rebased, once
+                for r in rows:
+                    item = items.get(r.item_id)
+                    if r.score is None or item is None:
+                        continue
+                    n = len(item.turns or ()) or 1
+                    if r.item_id in rescoring or r.run_id in stale:
+                        turns += n
+                        rebased += n if r.run_id in stale else 0
             after = 0
             while page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256):
                 turns += sum(len(r.turn_answers or ()) or 1 for r in page if r.item_id in items)
                 after = page[-1].run_id
-        return turns
+        return turns, rebased
     finally:
         store.close()
 

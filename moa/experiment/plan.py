@@ -86,6 +86,10 @@ class Plan:
     #: where the pairs are scored (``spec.executor``), and the workers a remote scheduler has now
     executor: str = "local"
     workers: int | None = None
+    #: of the answers ``judge_calls`` counts, those judged again because their verdicts were made
+    #: against another baseline than ``baseline`` (the experiment's changed since)
+    rejudged: int = 0
+    baseline: str = ""
 
     def lines(self) -> list[str]:
         data = self.dataset
@@ -97,8 +101,13 @@ class Plan:
         how = " (the dataset layout's own)" if self.evaluator_chosen else ""
         out.append(f"evaluator: {describe_evaluator(self.evaluator)}{how}")
         if self.judge_calls is not None:
+            again = (
+                f"; {counted(self.rejudged, 'answer')} judged again against the new baseline `{self.baseline}`"
+                if self.rejudged
+                else ""
+            )
             out.append(
-                f"  judge: up to {counted(self.judge_calls, 'call')} (both orders of each judged answer)"
+                f"  judge: up to {counted(self.judge_calls, 'call')} (both orders of each judged answer{again})"
             )
         if self.workers is not None:
             out.append(f"executor: {self.executor}: reached, {counted(self.workers, 'worker')} now")

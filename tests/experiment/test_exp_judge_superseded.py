@@ -105,3 +105,29 @@ def test_an_edited_judge_s_predecessor_s_cost_stays_in_the_report(tmp_path: Path
     note = next(n for n in again.notes if n.startswith("earlier judges"))
     assert f"${old:.6f}" in note and f"${old:.6f}" in (out / "report.md").read_text()
     assert again.setup("good").judge_cost_usd + old == pytest.approx(_paid_for_judging(out))
+
+
+def test_a_dry_run_counts_the_re_judging_a_changed_baseline_causes(tmp_path: Path) -> None:
+    """The baseline changed since the last run: every verdict judged against the old one is judged
+    again (``forget_other_baselines``), both orders. --dry-run counted only the answers without a
+    score, 0 here, while the run sent 16 judge calls; it counts them now, and changes nothing."""
+    with SimServer({**_models(), "other-m": SimModel(answer="other answer")}) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, ROWS)
+        _topology(tmp_path / "e", "other", "other-m", srv.base_url)
+        text = exp.read_text()
+        exp.write_text(text.replace("setups: [good.yaml]", "setups: [good.yaml, other.yaml]"))
+        out = tmp_path / "out"
+        Experiment.from_file(exp, out=out, progress=False).run()
+        exp.write_text(
+            text.replace("baseline: base.yaml", "baseline: other.yaml").replace(
+                "setups: [good.yaml]", "setups: [good.yaml, base.yaml]"
+            )
+        )
+        plan = Experiment.from_file(exp, out=out, progress=False).plan()
+        # `good`'s 4 answers and `base`'s 4 (its 0.5 as the baseline), each in both orders
+        assert plan.judge_calls == 16
+        assert Experiment.from_file(exp, out=out, progress=False).plan().judge_calls == 16
+        assert any("judged again against the new baseline" in line for line in plan.lines())
+        served = srv.stats.served_by_model["judge-m"]
+        Experiment.from_file(exp, out=out, progress=False).run()
+        assert srv.stats.served_by_model["judge-m"] == served + 16

@@ -84,6 +84,18 @@ def _run_latency(result: RunResult | None, calls: Sequence[CallRecord]) -> float
     return wall
 
 
+def _other_baselines(evaluator_id: str, baseline: str, topo_hash: str) -> tuple[str, tuple[str, ...]]:
+    """Which scores under ``evaluator_id`` are not made against the baseline's (``baseline``,
+    ``topo_hash``) runs: the baseline's own runs scored as a setup's, the setups' runs scored
+    against another run or as the baseline (no baseline run)."""
+    base = "SELECT run_id FROM runs WHERE setup=? AND topo_hash=?"
+    stale = (
+        f"evaluator_id=? AND (run_id IN ({base}) AND baseline_run_id IS NOT NULL OR run_id NOT IN "
+        f"({base}) AND (baseline_run_id IS NULL OR baseline_run_id NOT IN ({base})))"
+    )
+    return stale, (evaluator_id, *(baseline, topo_hash) * 3)
+
+
 class Store:
     """The SQLite store of one experiment folder."""
 
@@ -588,11 +600,7 @@ class Store:
             f"evaluator_id=? AND baseline_run_id NOT IN ({base})",
             (evaluator_id, baseline, topo_hash),
         )
-        stale = (
-            f"evaluator_id=? AND (run_id IN ({base}) AND baseline_run_id IS NOT NULL OR run_id NOT IN "
-            f"({base}) AND (baseline_run_id IS NULL OR baseline_run_id NOT IN ({base})))"
-        )
-        args = (evaluator_id, *(baseline, topo_hash) * 3)
+        stale, args = _other_baselines(evaluator_id, baseline, topo_hash)
         n = int(self.conn.execute(f"SELECT COUNT(*) FROM scores WHERE {stale}", args).fetchone()[0])
         if n or self.conn.execute(f"SELECT 1 FROM judgments WHERE {judged} LIMIT 1", j_args).fetchone():
             with self.conn:
@@ -602,6 +610,16 @@ class Store:
                 self.conn.execute(f"DELETE FROM judgments WHERE {judged}", j_args)
                 self.conn.execute(f"DELETE FROM scores WHERE {stale}", args)
         return n
+
+    def rebased_runs(self, evaluator_id: str, baseline: str, topo_hash: str) -> set[int]:
+        """The setups' answered runs whose score ``forget_other_baselines`` would drop: what the judge
+        compares again with the baseline's answers (``--dry-run`` counts them; nothing is dropped)."""
+        stale, args = _other_baselines(evaluator_id, baseline, topo_hash)
+        sql = (
+            f"SELECT r.run_id FROM runs r WHERE r.error IS NULL AND NOT (r.setup=? AND r.topo_hash=?) "
+            f"AND r.run_id IN (SELECT run_id FROM scores WHERE {stale})"
+        )
+        return {int(r[0]) for r in self.conn.execute(sql, (baseline, topo_hash, *args))}
 
     def usage_estimated_calls(self, setup: str, topo_hash: str) -> int:
         """The setup's stored calls whose usage moa counted itself (the provider reported none)."""
