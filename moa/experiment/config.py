@@ -301,6 +301,9 @@ class Setup:
     #: named by file or preset), None when it names none: ``hash`` misses an edit of that file, so
     #: the store keeps this beside it (meta ``named_raters``) and a resume compares them
     named: str | None = None
+    #: the cache scope its replies are keyed under (sample 0): its name's, unless it was renamed
+    #: (``moa.experiment.renames``); None: ``name:hash``
+    cache_scope: str | None = None
 
 
 def _named_hash(topo: Any) -> str | None:

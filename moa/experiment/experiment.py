@@ -50,8 +50,16 @@ from moa.experiment.config import (
     validate_spec,
 )
 from moa.experiment.executors import open_executor
+from moa.experiment.identity import (
+    check_identity,
+    first_ids,
+    keep_named,
+    refuse_mixing,
+    stored_raters,
+)
 from moa.experiment.plan import Plan, SetupPlan, calls_per_run
 from moa.experiment.progress import Progress
+from moa.experiment.renames import find_renames, with_scopes
 from moa.experiment.report.outputs import write_outputs
 from moa.experiment.report.text import print_table
 from moa.experiment.report.tune import format_tune_table
@@ -248,13 +256,14 @@ class Experiment:
         bar = Progress(enabled=self.progress)
         compared: Summary | None = None
         try:
-            notes = _check_identity(store, spec, setups, dataset, self.out)
+            notes = check_identity(store, spec, setups, dataset, self.out)
+            setups = with_scopes(store, setups)  # a renamed setup replays what it cached before
             ev_id = c.stored_id(store)
             manifest = _manifest(spec, setups, dataset, ev_config, ev_id, pairwise=is_pairwise(evaluator))
             manifest["evaluator_key"] = canonical_hash(c.ev_key)
             store.put_items((i.id, item_hash(i), i.category, i.model_dump_json()) for i in dataset.items)
             store.set_meta("manifest", manifest)
-            _keep_named(store, setups)
+            keep_named(store, setups)
             store.set_meta("executor", {"executor": executor.name, "workers": executor.workers})
             store.commit()
             budget = None
@@ -383,8 +392,11 @@ def _stored_runs(
         return {}, 0.0, 0.0
     store = Store.open(out, create=False)
     try:
-        _refuse_mixing(store, spec, setups, dataset, out)
-        done = {s.name: store.finished(s.name, s.hash, with_errors=not spec.retry_errors) for s in setups}
+        refuse_mixing(store, spec, setups, dataset, out)
+        was = find_renames(store, setups, stored_raters(store)).stored_name  # the run carries them over
+        done = {
+            s.name: store.finished(was(s.name), s.hash, with_errors=not spec.retry_errors) for s in setups
+        }
         rerun = set(store.rescoring(dataset.items))  # run again by a setup whose answers read tests
         for s in setups:
             if rerun and answers_read_tests(s.topology):
@@ -407,13 +419,16 @@ def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:
     try:
         evaluator = c.stored_id(store)
         rescoring = {i: items[i] for i in store.rescoring(c.dataset.items)}
+        was = find_renames(store, c.setups, stored_raters(store)).stored_name  # the run carries them over
         base = next(s for s in c.setups if s.is_baseline)
         # a changed baseline: the verdicts judged against the old one are judged again
-        stale = store.rebased_runs(evaluator, base.name, base.hash) if is_pairwise(c.evaluator) else set()
+        stale = (
+            store.rebased_runs(evaluator, was(base.name), base.hash) if is_pairwise(c.evaluator) else set()
+        )
         for s in c.setups:
             if s.is_baseline:
                 continue
-            for rows in store.run_rows(s.name, s.hash, evaluator).values():
+            for rows in store.run_rows(was(s.name), s.hash, evaluator).values():
                 # the unscored of them are counted below; a run both rescored and rebased, once
                 for r in rows:
                     item = items.get(r.item_id)
@@ -424,7 +439,7 @@ def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:
                         turns += n
                         rebased += n if r.run_id in stale else 0
             after = 0
-            while page := store.unscored(s.name, s.hash, evaluator, after=after, limit=256):
+            while page := store.unscored(was(s.name), s.hash, evaluator, after=after, limit=256):
                 turns += sum(len(r.turn_answers or ()) or 1 for r in page if r.item_id in items)
                 after = page[-1].run_id
         return turns, rebased
@@ -506,14 +521,14 @@ def _check_executable(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[
     if bare:
         raise UserError(
             f"{source}: evaluator `execution`: {len(bare)} of {len(items)} dataset items have no `tests` "
-            f"(or `test`) to run the answers against (first: {_first(bare)}); give them tests, or use an "
+            f"(or `test`) to run the answers against (first: {first_ids(bare)}); give them tests, or use an "
             "evaluator that reads `target`"
         )
     crowded = [i.id for i in items if too_many_tests(i)]
     if crowded:
         raise UserError(
             f"{source}: evaluator `execution`: {len(crowded)} of {len(items)} dataset items have more "
-            f"than {MAX_TESTS} assert lines, more than the sandbox runs (first: {_first(crowded)}); "
+            f"than {MAX_TESTS} assert lines, more than the sandbox runs (first: {first_ids(crowded)}); "
             "split them into several items"
         )
 
@@ -548,7 +563,7 @@ def _check_targets(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
         blank = " (or a blank one)" if any(i.target is not None for i in bare) else ""
         raise UserError(
             f"{source}: evaluator `{evaluator.name}`: {len(bare)} of {len(items)} dataset items have no "
-            f"`target`{blank} to score the answers against (first: {_first([i.id for i in bare])}){hint}"
+            f"`target`{blank} to score the answers against (first: {first_ids([i.id for i in bare])}){hint}"
         )
     if isinstance(evaluator, RegexEvaluator):
         try:
@@ -571,7 +586,7 @@ def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
         if plain:
             raise UserError(
                 f"{source}: evaluator `choice`: {len(plain)} of {len(items)} dataset items are not "
-                f"multiple-choice (first: {_first(plain)}); they need `choices` and an `answer`"
+                f"multiple-choice (first: {first_ids(plain)}); they need `choices` and an `answer`"
             )
     elif isinstance(evaluator, ContainsEvaluator):
         # layouts whose short target is found in nearly any reply, what they are, what to use instead
@@ -589,21 +604,8 @@ def _check_choices(evaluator: Evaluator | PairwiseEvaluator, items: Sequence[Ite
             if found:
                 raise UserError(
                     f"{source}: evaluator `contains`: {len(found)} of {len(items)} dataset items are "
-                    f"{what} (first: {_first(found)}), {why}: use {instead}"
+                    f"{what} (first: {first_ids(found)}), {why}: use {instead}"
                 )
-
-
-def _first(ids: Sequence[str]) -> str:
-    return ", ".join(_shown_id(i) for i in ids[:3])
-
-
-def _shown_id(item_id: str, width: int = 60) -> str:
-    """An item id as a one-line message shows it: the dataset's ids are not checked for newlines,
-    escape sequences or length, and one of them must not break or flood the line."""
-    if item_id.isprintable() and len(item_id) <= width:
-        return f"`{item_id}`"
-    text = repr(item_id)
-    return text if len(text) <= width else text[: width - 4] + "...'"
 
 
 def _manifest(
@@ -629,102 +631,6 @@ def _manifest(
         "seed": spec.seed,
         "bootstrap_rounds": spec.bootstrap_rounds,
     }
-
-
-def _check_identity(
-    store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
-) -> list[str]:
-    """Refuse to mix a changed experiment into stored results; note harmless differences."""
-    old = _refuse_mixing(store, spec, setups, dataset, out)
-    if old is None:
-        return []
-    stored = {s["name"]: s for s in old["setups"]}
-    notes = []
-    rescored = store.rescored_items(dataset.items)
-    if rescored:
-        notes.append(
-            f"{len(rescored)} items changed what they are scored against since their answers were "
-            f"scored (first: {_first(rescored)}): their stored answers were scored again"
-        )
-        # a `tests` rule chose which stage answered by the old tests: re-scored only, an answer the
-        # new tests would have escalated stayed (the cache replays what the new run asks again)
-        tested = [s for s in setups if answers_read_tests(s.topology)]
-        for s in tested:
-            store.forget_runs(s.name, s.hash, rescored)
-        if tested:
-            names = ", ".join(f"`{s.name}`" for s in tested)
-            notes[-1] += f"; {names} ran them again (a `tests` rule chose their answers)"
-    now = {s.name for s in setups}
-    dropped = sorted(set(stored) - now)
-    added = sorted(now - set(stored))
-    if dropped:
-        notes.append(f"stored setups not in this experiment are left out of the report: {', '.join(dropped)}")
-    if added:
-        notes.append(f"setups added since the last run: {', '.join(added)}")
-    n_old, n_new = len(old["item_ids"]), len(dataset.items)
-    if n_old != n_new:
-        notes.append(f"the experiment now has {n_new} items (the stored run had {n_old})")
-    return notes
-
-
-def _refuse_mixing(
-    store: Store, spec: ExperimentSpec, setups: Sequence[Setup], dataset: Dataset, out: Path
-) -> dict[str, Any] | None:
-    """``UserError`` when the stored results are of another experiment, a setup whose topology
-    changed or an item whose input did; else the stored manifest (None before the first run)."""
-    old = store.manifest()
-    if old is None:
-        return None
-    where = f"{out}"
-    fix = "use another --out, or delete the folder to start over"
-    if old["experiment"] != spec.name:
-        raise UserError(f"{where}: holds experiment `{old['experiment']}`, not `{spec.name}`; {fix}")
-    stored = {s["name"]: s for s in old["setups"]}
-    named = _named(store)
-    for s in setups:
-        prev = stored.get(s.name)
-        if prev is not None and prev["hash"] != s.hash:
-            raise UserError(
-                f"{where}: setup `{s.name}` changed since its runs were stored (topology hash "
-                f"{prev['hash']} -> {s.hash}); {fix}"
-            )
-        # a store of an older moa kept no hash of the named raters: what they were is unknown
-        if s.named is not None and named.get(f"{s.name}:{s.hash}", s.named) != s.named:
-            raise UserError(
-                f"{where}: setup `{s.name}` changed since its runs were stored (a stage judge's "
-                f"topology file or preset); {fix}"
-            )
-    changed = list(store.changed_items((i.id, item_hash(i)) for i in dataset.items))
-    if changed:
-        if any(i in dataset.numbered for i in changed):
-            fix = (
-                "rows without an `id` are numbered by their place in the file, so inserting or removing "
-                f"one renumbers the rows after it: give each row an `id`, and {fix}"
-            )
-        raise UserError(
-            f"{where}: the dataset changed: item {_shown_id(changed[0])} (and {len(changed) - 1} more) has a different "
-            f"input than the stored runs; {fix}"
-        )
-    return old
-
-
-#: the meta key of the hashes of the raters each cascade setup names by file (``Setup.named``), by
-#: ``name:hash``: kept for every setup ever run, so one left out of a run and added back is checked
-_NAMED = "named_raters"
-
-
-def _named(store: Store) -> dict[str, Any]:
-    try:
-        named = store.get_meta(_NAMED)
-    except ValueError:  # edited by hand: nothing is known of the raters
-        return {}
-    return named if isinstance(named, dict) else {}
-
-
-def _keep_named(store: Store, setups: Sequence[Setup]) -> None:
-    now = {f"{s.name}:{s.hash}": s.named for s in setups if s.named is not None}
-    if now:
-        store.set_meta(_NAMED, {**_named(store), **now})
 
 
 async def rebuild_report(out: str | Path, *, concurrency: int = 8) -> Summary:

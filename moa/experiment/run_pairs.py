@@ -170,7 +170,9 @@ async def run_pairs(
             if (item.id, h, j) in done[setup.name]:
                 continue
             # one cache per pair: its replies are noted as this item's, for a worker resuming it
-            cache = StoreCache(store, sample_scope(setup.name, setup.hash, j), item.id)
+            cache = StoreCache(
+                store, sample_scope(setup.name, setup.hash, j, base=setup.cache_scope), item.id
+            )
             await slots.acquire()
             if fatal or (stopped and remote):
                 slots.release()

@@ -328,7 +328,7 @@ async def _traces(
     every call that failed in it (a rater's unreadable reply is cached nowhere), pay for them again,
     and change the numbers from one run to the next."""
     # the setup's own cache scope: what its stored runs already paid for is read back, not resent
-    scope = sample_scope(plan.setup.name, plan.setup.hash, 0)
+    scope = sample_scope(plan.setup.name, plan.setup.hash, 0, base=plan.setup.cache_scope)
     key = _traces_key(plan.setup, evaluator_id)
     book = store.get_meta(TUNE_TRACES)
     stored = book.get(key) if isinstance(book, dict) else None

@@ -36,10 +36,11 @@ __all__ = ["StoreCache", "cache_key", "sample_scope"]
 _COLUMNS = ", ".join(name for name, _ in CACHE_TYPES)
 
 
-def sample_scope(setup: str, topo_hash: str, sample: int) -> str:
+def sample_scope(setup: str, topo_hash: str, sample: int, *, base: str | None = None) -> str:
     """The cache scope of one sample of a setup: samples must not share replies, or pass@k would
-    score k copies of one answer. Sample 0 keeps the scope stores had before samples existed."""
-    base = f"{setup}:{topo_hash}"
+    score k copies of one answer. Sample 0 keeps the scope stores had before samples existed.
+    ``base``: the setup's own scope where it is not ``setup:hash`` (a renamed setup's)."""
+    base = base or f"{setup}:{topo_hash}"
     return base if sample == 0 else f"{base}:sample{sample}"
 
 
