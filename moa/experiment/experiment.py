@@ -29,7 +29,7 @@ from typing import Any
 from moa._run import Runner, every_agent, refuse_in_running_loop
 from moa.calls.budget import Budget
 from moa.calls.keys import unavailable_local_models
-from moa.errors import BaselineFailed, TopologyError, UserError
+from moa.errors import BaselineFailed, StoreError, TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
 from moa.eval.registry import known_evaluators, make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
@@ -255,6 +255,7 @@ class Experiment:
         store.text_limit = spec.max_text_kb * 1024 if spec.store_text else None
         bar = Progress(enabled=self.progress)
         compared: Summary | None = None
+        doing = "storing the experiment's setups and items"  # named by a store failure's line
         try:
             notes = check_identity(store, spec, setups, dataset, self.out)
             setups = with_scopes(store, setups)  # a renamed setup replays what it cached before
@@ -274,6 +275,7 @@ class Experiment:
             sem = asyncio.Semaphore(spec.concurrency)
             # 1. answer: the pairs not stored yet (None until it returns: it may raise instead)
             self.stopped = None
+            doing = "running the pairs"
             self.stopped = await run_pairs(
                 spec, store, setups, dataset.items, base_runner, budget, sem, bar, executor
             )
@@ -283,6 +285,7 @@ class Experiment:
             judge_runner = base_runner.scoped(budget=budget or base_runner.budget)
             # workers take more programs at once than the runs' limit: each wants its next one queued
             slots = executor.slots_for(evaluator)
+            doing = "scoring the answers"
             scoring = await score_all(
                 store,
                 setups,
@@ -295,6 +298,7 @@ class Experiment:
                 executor=executor,
             )
             # 3. analyse and 4. report, from the store alone
+            doing = "reading the results for the report"
             summary = summary_from_store(store, manifest)
             summary.executor, summary.workers = executor.name, executor.workers
             summary.notes[:0] = notes + _bad_row_notes(dataset)
@@ -313,6 +317,7 @@ class Experiment:
             self.tuned = None
             if tuning is not None and not baseline_problem(summary):
                 compared = summary  # the comparison stands if the tuning fails (a budget, a key)
+                doing = f"tuning setup `{tuning.setup.name}`"
                 self.tuned = await run_tuning(
                     tuning,
                     spec=spec,
@@ -328,7 +333,7 @@ class Experiment:
                     source=self.source,
                 )
         except sqlite3.Error as e:  # a page found damaged mid-run, a full disk: one line, not a traceback
-            raise UserError(damaged(store.path, str(e))) from None
+            raise StoreError(damaged(store.path, str(e), f"while {doing}")) from None
         finally:
             bar.close()
             _close(store)

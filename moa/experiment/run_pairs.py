@@ -16,6 +16,7 @@ cached replies along and brings back the ones it added, stored here with its run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ from moa.experiment.executors.worker import PairTask
 from moa.experiment.progress import Progress
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.database import Store, item_hash
+from moa.experiment.store.failures import writing
 from moa.results import CallRecord, RunResult
 
 __all__ = ["budget_stop", "run_pairs"]
@@ -148,14 +150,17 @@ async def run_pairs(
             fatal.append(e)
             return
         except MoAError as e:
-            store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
+            with _writing(store, setup, item, j):
+                store.record_run(setup.name, setup.hash, item.id, h, None, e, sample=j)
             bar.advance(_paid_now(e.calls), replayed=_replayed(e.calls))
         except Exception as e:  # a backend bug must not lose the rest of the experiment
             err = ProviderError(f"{type(e).__name__}: {e}")
-            store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
+            with _writing(store, setup, item, j):
+                store.record_run(setup.name, setup.hash, item.id, h, None, err, sample=j)
             bar.advance()
         else:
-            store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
+            with _writing(store, setup, item, j):
+                store.record_run(setup.name, setup.hash, item.id, h, result, sample=j, turns=turns)
             bar.advance(_paid_now(result.calls), replayed=_replayed(result.calls))
 
     async def feed(remote: bool, slots: asyncio.Semaphore) -> None:
@@ -243,3 +248,9 @@ async def _on_worker(
     if outcome.error is not None or outcome.result is None:
         raise outcome.error or ProviderError("the worker sent back neither a result nor an error")
     return outcome.result, outcome.turns
+
+
+def _writing(store: Store, setup: Setup, item: Item, sample: int) -> contextlib.AbstractContextManager[None]:
+    """A pair's run stored: a failure names it (``writing``)."""
+    at = f", sample {sample}" if sample else ""
+    return writing(store.path, store.conn, f"storing the run of setup `{setup.name}`, item `{item.id}`{at}")

@@ -22,12 +22,14 @@ other evaluator scores the last turn's answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from moa.calls.call import CachedReply
 from moa.errors import MoAError, StoreError
 from moa.eval.datasets import Item
 from moa.eval.types import ConversationEvaluator, Evaluator, PairwiseEvaluator
@@ -35,6 +37,7 @@ from moa.experiment.cancellation import cancel_and_drain
 from moa.experiment.executors.base import Executor, LocalExecutor
 from moa.experiment.store.cache import StoreCache
 from moa.experiment.store.database import RunRow, Store
+from moa.experiment.store.failures import writing
 from moa.experiment.store.schema import (
     BASELINE_FAILED_DETAIL,
     BOTH_FAILED_DETAIL,
@@ -132,11 +135,14 @@ async def score_all(
                     return
                 settled = _without_judge(setup, row, base)
                 if settled is not None:
-                    _put(store, row, evaluator_id, settled)
+                    with _writing(store, f"storing the score of {_pair(setup, row)}"):
+                        _put(store, row, evaluator_id, settled)
                 elif base is not None:  # two answers: the judge compares them
                     if judge_runner is None:
                         raise RuntimeError("a pairwise evaluator needs a judge runner")
-                    runner = _pair_runner(judge_runner, store, judge_scope, row, base)
+                    runner = _pair_runner(
+                        judge_runner, store, judge_scope, row, base, lambda: fatal[0] if fatal else None
+                    )
                     turns, base_turns = row.turn_answers, base.turn_answers
                     if (
                         turns is not None
@@ -149,20 +155,22 @@ async def score_all(
                     res = await _evaluated(judged, report, store, setup, row, (evaluator_id, base.run_id))
                     if res is None:
                         return
-                    store.put_score(
-                        row.run_id,
-                        evaluator_id,
-                        res.score.value,
-                        res.score.detail,
-                        baseline_run_id=base.run_id,
-                        judgments=res.judgments,
-                        turn_scores=list(res.turn_scores) or None,
-                    )
+                    with _writing(store, f"storing the judge's verdicts on {_pair(setup, row)}"):
+                        store.put_score(
+                            row.run_id,
+                            evaluator_id,
+                            res.score.value,
+                            res.score.detail,
+                            baseline_run_id=base.run_id,
+                            judgments=res.judgments,
+                            turn_scores=list(res.turn_scores) or None,
+                        )
             else:
                 s = await _evaluated(where.score(evaluator, it, answer), report, store, setup, row)
                 if s is None:
                     return
-                store.put_score(row.run_id, evaluator_id, s.value, s.detail)
+                with _writing(store, f"storing the score of {_pair(setup, row)}"):
+                    store.put_score(row.run_id, evaluator_id, s.value, s.detail)
             report.scored += 1
             if on_scored is not None:
                 on_scored()
@@ -174,9 +182,11 @@ async def score_all(
 
     if pairwise:
         # the baseline changed since: every verdict against the old one is judged again
-        report.rebased = store.forget_other_baselines(evaluator_id, baseline.name, baseline.hash)
+        with _writing(store, f"dropping the verdicts made against another baseline than `{baseline.name}`"):
+            report.rebased = store.forget_other_baselines(evaluator_id, baseline.name, baseline.hash)
         # before any judge call, so an interrupted judge phase keeps them
-        _settle(store, setups, baseline, evaluator_id, report, on_scored)
+        with _writing(store, "storing the scores made without a judge call (a side that failed)"):
+            _settle(store, setups, baseline, evaluator_id, report, on_scored)
     try:
         for setup in setups:
             after = 0
@@ -231,23 +241,63 @@ async def _evaluated(
     except (sqlite3.Error, StoreError, *_BUGS):
         raise
     except Exception as e:
-        if isinstance(e, MoAError) and pair is not None:
-            store.book_failed_pair(pair[0], setup.name, setup.hash, row.run_id, pair[1], e)
-        elif isinstance(e, MoAError):
-            store.book_unstored(e.calls)
+        with _writing(store, f"booking the failed scoring of {_pair(setup, row)}"):
+            if isinstance(e, MoAError) and pair is not None:
+                store.book_failed_pair(pair[0], setup.name, setup.hash, row.run_id, pair[1], e)
+            elif isinstance(e, MoAError):
+                store.book_unstored(e.calls)
         report.failures.append(f"setup `{setup.name}`, item `{row.item_id}`: {type(e).__name__}: {e}")
         return None
 
 
-def _pair_runner(runner: Runner, store: Store, scope: str | None, row: RunRow, base: RunRow) -> Runner:
+def _pair(setup: Setup, row: RunRow) -> str:
+    sample = f", sample {row.sample}" if row.sample else ""
+    return f"setup `{setup.name}`, item `{row.item_id}`{sample}"
+
+
+def _writing(store: Store, what: str) -> contextlib.AbstractContextManager[None]:
+    return writing(store.path, store.conn, what)
+
+
+def _pair_runner(
+    runner: Runner,
+    store: Store,
+    scope: str | None,
+    row: RunRow,
+    base: RunRow,
+    stopped: Callable[[], Exception | None] = lambda: None,
+) -> Runner:
     """The runner judging ``row`` against ``base``: with ``scope``, a cache keyed by this pair (its
     item, sample and both runs). Shared across pairs, one cached verdict served every pair asking
     the same question with the same answers, and its cost was counted in each of their judgments
-    though paid once; whether it was shared depended on which pair finished first."""
+    though paid once; whether it was shared depended on which pair finished first. Once
+    ``stopped`` returns what ended the phase, the pair sends no further call (``_StoppingCache``)."""
     if scope is None:
         return runner
     pair = json.dumps([row.item_id, row.sample, row.run_id, base.run_id])
-    return runner.scoped(cache=StoreCache(store, scope, pair), budget=runner.budget)
+    return runner.scoped(cache=_StoppingCache(store, scope, pair, stopped), budget=runner.budget)
+
+
+class _StoppingCache(StoreCache):
+    """A judged pair's cache that lets no call start once the score phase has stopped (a store that
+    failed, a bug): the pairs in flight then went on to their judge's next step, paying for replies
+    the store could no longer keep. A reply already cached still replays (free); the calls in flight
+    finish and are cached if the store takes them, so what was paid is kept where it can be."""
+
+    def __init__(
+        self, store: Store, scope: str, item_id: str, stopped: Callable[[], Exception | None]
+    ) -> None:
+        super().__init__(store, scope, item_id)
+        self._stopped = stopped
+
+    def get(self, key: str) -> CachedReply | None:
+        hit = super().get(key)
+        why = self._stopped() if hit is None else None
+        if why is not None:
+            # StoreError: no retry, fallback or quorum takes it for the model's failure
+            reason = " ".join(str(why).split())[:200]
+            raise StoreError(f"{self.store.path}: judge call not sent: the score phase stopped ({reason})")
+        return hit
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from moa.experiment.run_pairs import budget_stop
 from moa.experiment.store.cache import StoreCache, sample_scope
 from moa.experiment.store.calls import TEXT_LIMIT, cut_text
 from moa.experiment.store.database import Store
+from moa.experiment.store.failures import writing
 from moa.models.base import ModelRequest
 from moa.results import CallRecord
 
@@ -330,6 +331,7 @@ async def _traces(
     # the setup's own cache scope: what its stored runs already paid for is read back, not resent
     scope = sample_scope(plan.setup.name, plan.setup.hash, 0, base=plan.setup.cache_scope)
     key = _traces_key(plan.setup, evaluator_id)
+    what = f"setup `{plan.setup.name}`"  # a failing write names itself (``writing``)
     book = store.get_meta(TUNE_TRACES)
     stored = book.get(key) if isinstance(book, dict) else None
     stored = stored if isinstance(stored, dict) else {}
@@ -367,7 +369,10 @@ async def _traces(
                             deadline_s=spec.deadline_s,
                         )
                     finally:
-                        store.book_unstored(watch.calls)
+                        with writing(
+                            store.path, store.conn, f"booking the calls of tuning {what} on item `{item.id}`"
+                        ):
+                            store.book_unstored(watch.calls)
                         # a replayed call's unknown attempts were the comparison's, bounded there
                         unknown.append(
                             math.fsum(c.cost_usd_max - c.cost_usd for c in watch.calls if not c.cached)
@@ -398,9 +403,10 @@ async def _traces(
         # and their calls cut off in flight missed the books (and then found the store closed)
         await cancel_and_drain([t for t in tasks if not t.done()])
         # booked even when a budget stop or Ctrl-C ends the tuning: those calls were paid too
-        _book_tuning(store, plan.setup, store.spent_usd() - before, math.fsum(unknown))
-        _keep_traces(store, key, recorded, items)  # those finished before a Ctrl-C too
-        store.commit()  # the cache entries of the calls made
+        with writing(store.path, store.conn, f"storing what tuning {what} paid and its items' traces"):
+            _book_tuning(store, plan.setup, store.spent_usd() - before, math.fsum(unknown))
+            _keep_traces(store, key, recorded, items)  # those finished before a Ctrl-C too
+            store.commit()  # the cache entries of the calls made
     if fatal:
         raise fatal[0]
     return traces, dropped

@@ -331,3 +331,27 @@ def test_a_tuning_reply_the_store_cannot_cache_stops_the_tuning_at_once(tmp_path
             Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
     # the items in flight (8), each to its last stage (3 strong samples): 66 went unkept before
     assert 0 < strong.calls - sent <= 8 * 3, strong.calls - sent
+
+
+def test_a_tuning_whose_books_the_store_cannot_write_names_the_write(tmp_path: Path) -> None:
+    """What the tuning paid, written to a full disk (a trigger refuses that meta row here): the line
+    named the store only ("damaged or cannot be written"), not what it was writing; it names the
+    write and the setup now."""
+    rows = _rows(40)
+    _, models = _one_wrong_each(rows)
+    with SimServer(models) as srv:
+        exp = _write(tmp_path / "e", srv.base_url, rows)
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+        conn = sqlite3.connect(tmp_path / "out" / "experiment.sqlite")
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON meta WHEN NEW.key = 'tune_paid_usd' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        conn.close()
+        exp.write_text(exp.read_text() + "tune: {setup: cascade, dev_fraction: 0.5, seed: 3}\n")
+        with pytest.raises(UserError) as info:
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    line = str(info.value)
+    assert "\n" not in line and "(SQLite: database or disk is full)" in line
+    assert "while storing what tuning setup `cascade` paid" in line, line

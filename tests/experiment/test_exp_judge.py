@@ -407,3 +407,47 @@ def test_a_judge_reply_the_store_cannot_keep_stops_the_judging_at_once(tmp_path:
             Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
         paid = srv.stats.served_by_model.get("judge-m", 0)
     assert 0 < paid <= 2 * 8, paid  # both orders of the pairs in flight (concurrency 8), not 2 × 2 × 40
+
+
+def test_a_verdict_the_store_cannot_keep_names_the_write_and_loses_nothing_paid(tmp_path: Path) -> None:
+    """Storing one pair's verdicts fails (a full disk; a trigger refuses that pair's rows here): the
+    line named the store only, not what it was writing. It names the pair now; no pair starts after
+    it, the pairs in flight keep their verdicts, and the failed pair's judge replies stay cached: a
+    re-run judges every other pair once and replays that one, so each pair is paid for once."""
+    with SimServer(_models(fair_judge)) as srv:
+        exp = _experiment(tmp_path / "e", srv.base_url)
+        judged = exp.read_text()
+        exp.write_text(judged.replace("{name: judge, topology: judge.yaml}", "contains"))
+        out = tmp_path / "out"
+        Experiment.from_file(exp, out=out, progress=False).run()  # the answers, stored
+        conn = sqlite3.connect(out / "experiment.sqlite")
+        conn.execute(
+            "CREATE TRIGGER full_disk BEFORE INSERT ON judgments WHEN NEW.run_id = (SELECT run_id FROM runs "
+            "WHERE setup = 'good' AND item_id = 'q3') BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        conn.commit()
+        conn.close()
+        exp.write_text(judged)
+        with pytest.raises(UserError) as info:
+            Experiment.from_file(exp, out=out, progress=False).run()
+        line = str(info.value)
+        assert "\n" not in line and "(SQLite: database or disk is full)" in line
+        assert "while storing the judge's verdicts on setup `good`, item `q3`" in line, line
+        first = srv.stats.served_by_model.get("judge-m", 0)
+        conn = sqlite3.connect(out / "experiment.sqlite")
+        kept = conn.execute(
+            "SELECT COUNT(*) FROM calls WHERE judgment_id IS NOT NULL AND cached = 0"
+        ).fetchone()[0]
+        conn.execute("DROP TRIGGER full_disk")
+        conn.commit()
+        conn.close()
+        assert first - kept == 2, (first, kept)  # only the failed pair's calls have no verdict
+        Experiment.from_file(exp, out=out, progress=False).run()
+        total = srv.stats.served_by_model.get("judge-m", 0)
+    assert total == 2 * 2 * N  # both orders of each of the 2 setups' 40 pairs, each paid once
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    # the failed pair's score was left in the open transaction and committed by the next pair's:
+    # a score without its verdicts, never judged again
+    verdicts = conn.execute("SELECT COUNT(*) FROM judgments WHERE turn = 0").fetchone()[0]
+    conn.close()
+    assert verdicts == 2 * 2 * N

@@ -116,6 +116,6 @@ def test_an_ambiguous_rename_runs_anew_and_says_why(tmp_path: Path) -> None:
     model, summary = _run(exp, out)
     assert len(model.calls) == N
     assert summary.setup("three").runs == N
-    assert any("setup `three` of the same topology as stored setups `one`, `two`" in n for n in summary.notes), (
-        summary.notes
-    )
+    assert any(
+        "setup `three` of the same topology as stored setups `one`, `two`" in n for n in summary.notes
+    ), summary.notes

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from moa.errors import ProviderError
+from moa.errors import ProviderError, StoreError
 from moa.eval.datasets import Item
 from moa.eval.types import PairScore, Score
 from moa.experiment.analysis import summary_from_store
@@ -268,14 +268,17 @@ class ExactScore:
 
 
 def test_a_locked_store_while_scoring_raises_instead_of_failing_each_answer(tmp_path: Path) -> None:
-    """Another program holds the store's write lock when a score is stored: the SQLite error ends
-    the phase (the experiment names the store in one line), not "could not be scored"."""
+    """Another program holds the store's write lock when a score is stored: the store's error ends
+    the phase, in one line naming the store and the write, not "could not be scored"."""
     store = _store(tmp_path, {})
     store.conn.execute("PRAGMA busy_timeout = 50")
     other = sqlite3.connect(tmp_path / "experiment.sqlite", isolation_level=None)
     try:
         other.execute("BEGIN EXCLUSIVE")
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
+        with pytest.raises(
+            StoreError,
+            match=r"\(SQLite: database is locked\) while storing the score of setup `\w+`, item `\w+`",
+        ):
             asyncio.run(
                 score_all(
                     store, _setups(), ExactScore(), "e", lambda i: Item(id=i, input="q"), asyncio.Semaphore(2)

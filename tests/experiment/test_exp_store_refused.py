@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -17,6 +18,7 @@ from moa import Runner
 from moa.errors import StoreError, UserError
 from moa.experiment import Experiment
 from moa.experiment.store import Store, StoreCache
+from moa.models.base import ModelReply, ModelRequest
 from moa.testing import FunctionModel
 from moa.topology import load
 
@@ -140,3 +142,65 @@ def test_a_cached_reply_the_store_cannot_claim_is_no_reason_to_call_the_fallback
     finally:
         store.close()
     assert (len(models["sim/refused"].calls), models["sim/fallback"].calls) == (1, [])
+
+
+class _Paced(FunctionModel):
+    """A judge's first step that answers the pair of `question 0` at once and the others later, so
+    the store fails (on `question 0`'s second step) while the other pairs are in flight."""
+
+    async def complete(self, request: ModelRequest, on_token: Any = None) -> ModelReply:
+        if "question 0" not in str(request.messages):
+            await asyncio.sleep(1.5)
+        return await super().complete(request, on_token)
+
+
+def test_a_judged_pair_in_flight_starts_no_call_after_a_store_failure(tmp_path: Path) -> None:
+    """The store fails to keep a judge reply (a full disk on the judge's second step): no pair
+    started after it, but the pairs in flight went on to their second step, each paying for
+    replies the store could no longer keep. They start no call now; what they were paid for
+    already is kept (their first step's replies are cached, and replayed free by the re-run)."""
+    price = "pricing: {input_per_mtok: 1, output_per_mtok: 1}"
+    for name in ("base", "good"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {{model: sim/{name}, {price}}}\n"
+        )
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: sequential\nagents:\n"
+        f"  draft: {{model: sim/draft, {price}}}\n  final: {{model: sim/final, {price}}}\nsteps: [draft, final]\n"
+    )
+    rows = [{"id": f"i{k}", "input": f"question {k}", "target": "x"} for k in range(8)]
+    (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "name: judged\ndataset: data.jsonl\nevaluator: {name: judge, topology: judge.yaml}\n"
+        "baseline: base.yaml\nsetups: [good.yaml]\nconcurrency: 8\n"
+    )
+    out = tmp_path / "out"
+    store = Store.open(out)
+    try:
+        store.conn.execute(
+            "CREATE TRIGGER final_full BEFORE INSERT ON cache WHEN NEW.model = 'sim/final' "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+        store.commit()
+    finally:
+        store.close()
+
+    def runner(draft: FunctionModel, final: FunctionModel) -> Runner:
+        base, good = FunctionModel(lambda r: "base answer"), FunctionModel(lambda r: "good answer")
+        return Runner(models={"sim/draft": draft, "sim/final": final, "sim/base": base, "sim/good": good})
+
+    draft, final = _Paced(lambda r: "thinking"), FunctionModel(lambda r: "[[A=B]]")
+    with pytest.raises(StoreError, match=r"while caching a reply of model `sim/final`"):
+        Experiment.from_file(exp, out=out, runner=runner(draft, final), progress=False).run()
+    assert len(draft.calls) == 2 * 8  # every pair in flight: both orders' first step, paid and kept
+    assert len(final.calls) <= 2  # `question 0`'s pair only: the others started no second step
+    store = Store.open(out)
+    try:
+        store.conn.execute("DROP TRIGGER final_full")
+        store.commit()
+    finally:
+        store.close()
+    draft, final = _Paced(lambda r: "thinking"), FunctionModel(lambda r: "[[A=B]]")
+    Experiment.from_file(exp, out=out, runner=runner(draft, final), progress=False).run()
+    assert (len(draft.calls), len(final.calls)) == (0, 2 * 8)  # the first steps replayed, free
