@@ -119,3 +119,31 @@ def test_an_ambiguous_rename_runs_anew_and_says_why(tmp_path: Path) -> None:
     assert any(
         "setup `three` of the same topology as stored setups `one`, `two`" in n for n in summary.notes
     ), summary.notes
+
+
+def test_a_renamed_baseline_keeps_its_judged_verdicts(tmp_path: Path) -> None:
+    """The baseline renamed under a pairwise judge: the setups' verdicts were made against its runs,
+    which are its runs still, so neither the dry run nor the run judges anything again."""
+    exp = _write(tmp_path, "one.yaml")
+    (tmp_path / "judge.yaml").write_text(
+        "name: judge\nkind: single\nagent: a\nagents:\n  a: {model: sim/judge, "
+        "pricing: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+    )
+    judged = exp.read_text().replace("evaluator: exact", "evaluator: {name: judge, topology: judge.yaml}")
+    exp.write_text(judged)
+    out = tmp_path / "out"
+
+    def runner(judge: FunctionModel) -> Runner:
+        base, one = FunctionModel(lambda r: "b"), FunctionModel(lambda r: "o")
+        return Runner(models={"sim/judge": judge, "sim/base": base, "sim/one": one})
+
+    first = FunctionModel(lambda r: "[[A=B]]")
+    Experiment.from_file(exp, out=out, runner=runner(first), progress=False).run()
+    assert len(first.calls) == 2 * N  # both orders of each pair
+    exp.write_text(judged.replace("baseline: base.yaml", "baseline: {topology: base.yaml, name: reference}"))
+    plan = Experiment.from_file(exp, out=out, runner=runner(first), progress=False).plan()
+    assert (plan.judge_calls, plan.rejudged) == (0, 0)
+    again = FunctionModel(lambda r: "[[A=B]]")
+    summary = Experiment.from_file(exp, out=out, runner=runner(again), progress=False).run()
+    assert again.calls == []
+    assert summary.baseline == "reference" and summary.setup("one").runs == N
