@@ -147,3 +147,24 @@ def test_a_renamed_baseline_keeps_its_judged_verdicts(tmp_path: Path) -> None:
     summary = Experiment.from_file(exp, out=out, runner=runner(again), progress=False).run()
     assert again.calls == []
     assert summary.baseline == "reference" and summary.setup("one").runs == N
+
+
+def test_people_s_votes_follow_the_renamed_setup(tmp_path: Path) -> None:
+    """A blind A/B vote on `one` against the baseline is `first`'s after the rename (votes name setups
+    without their topology), on either side of the vote."""
+    out = tmp_path / "out"
+    _run(_write(tmp_path, "one.yaml"), out)
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    conn.execute(
+        "INSERT INTO votes(item_id, sample, setup, other_setup, left_setup, verdict, voter, voted_at) "
+        "VALUES ('i0', 0, 'one', 'base', 'one', 'A>B', 'me', 0)"
+    )
+    conn.commit()
+    conn.close()
+    _run(_write(tmp_path, "{topology: one.yaml, name: first}"), out)
+    conn = sqlite3.connect(out / "experiment.sqlite")
+    try:
+        votes = conn.execute("SELECT setup, other_setup, left_setup FROM votes").fetchall()
+    finally:
+        conn.close()
+    assert votes == [("first", "base", "first")]
