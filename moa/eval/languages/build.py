@@ -35,7 +35,8 @@ from moa.eval.languages.control import (
 )
 from moa.eval.languages.diagnose import MAX_REASON, compile_reason, compile_stopped, failure_reason
 from moa.eval.languages.gocache import GO_ENV, warm_go_cache
-from moa.eval.languages.marker import PRELOAD, preload_source, shield_js_tests, with_end_marker
+from moa.eval.languages.jsrun import LAUNCHER, JsRun, launcher_source, split_js
+from moa.eval.languages.marker import shield_js_tests, with_end_marker
 from moa.eval.languages.program import (
     Program,
     explicit_java_asserts,
@@ -236,12 +237,13 @@ def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimit
             return [tc["java"], "-ea", *_JVM_FLAGS, f"-Xmx{limits.memory_mb}m", "-cp", cp, main]
         case "javascript" | "typescript":
             script = "main.js" if program.language == "typescript" else program.filename
-            # the program may read itself and the preload, nothing else: ``/proc/self/mem`` (and
-            # child processes, workers, the inspector) would hand it the end-of-tests token
+            # the program may read the answer's part and the launcher, nothing else: ``/proc/self/mem``
+            # (and child processes, workers, the inspector) would hand it the end-of-tests token;
+            # the tests are in no file (``moa.eval.languages.jsrun``)
             permission = node_permission_flags(tc["node"])
-            reads = [f"--allow-fs-read={script}", f"--allow-fs-read={PRELOAD}"] if permission else []
+            reads = [f"--allow-fs-read={script}", f"--allow-fs-read={LAUNCHER}"] if permission else []
             heap = f"--max-old-space-size={limits.memory_mb}"
-            return [tc["node"], heap, *permission, *reads, "-r", f"./{PRELOAD}", script]
+            return [tc["node"], heap, *permission, *reads, f"./{LAUNCHER}", script]
     return ["./prog"]
 
 
@@ -464,11 +466,18 @@ def _no_fork(program: Program, tc: Toolchain) -> bool:
 
 
 async def _run_step(
-    argv: list[str], files: dict[str, bytes], step: Limits, program: Program, tc: Toolchain, limits: RunLimits
+    argv: list[str],
+    files: dict[str, bytes],
+    step: Limits,
+    program: Program,
+    tc: Toolchain,
+    limits: RunLimits,
+    js: JsRun | None = None,
 ) -> tuple[ProcessOutcome, Literal["ended", "missing", "tampered"]]:
     """Run the built program with a fresh token on stdin and the end-of-tests pipe (see
     ``moa.eval.languages.marker``): how it ended, and whether the pipe held exactly the token and
-    the harness's secret (the Python sandbox's verdict channel, with one step)."""
+    the harness's secret (the Python sandbox's verdict channel, with one step). JavaScript's
+    tests follow the token on stdin (``js``)."""
     token = make_tokens(1)[0]
     # bwrap as root runs the program as another uid, which reopens the pipe through /proc (Java)
     with VerdictPipe(mode=0o622) as end:
@@ -477,7 +486,7 @@ async def _run_step(
             files=files,
             limits=step,
             isolation=limits.isolation,
-            stdin=b"%d %s\n" % (end.write_fd, token),
+            stdin=js.stdin(end.write_fd, token.decode()) if js else b"%d %s\n" % (end.write_fd, token),
             readonly_binds=tc.binds,
             pass_fds=(end.write_fd,),
             env=_env(program, tc, limits, compiling=False),
@@ -551,9 +560,15 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
         max_output_bytes=max(limits.output_limit, 1024),
         max_file_mb=limits.file_size_mb,
     )
+    js = None
     if program.language in ("javascript", "typescript"):
-        files[PRELOAD] = preload_source().encode()
-    outcome, ended = await _run_step(_run_argv(program, tc, jar, limits), files, step, program, tc, limits)
+        # the answer's part is the only file of the program; the tests go on stdin
+        script = _RUN_ARTIFACT["typescript"] if program.language == "typescript" else program.filename
+        typescript = program.language == "typescript"
+        js = split_js(program, files[script].decode("utf-8", "surrogatepass") if typescript else None)
+        files = {script: js.answer.encode("utf-8", "surrogatepass"), LAUNCHER: launcher_source().encode()}
+    argv = _run_argv(program, tc, jar, limits)
+    outcome, ended = await _run_step(argv, files, step, program, tc, limits, js)
     if outcome.returncode == 0 and (ended == "ended" or marked is None):
         return Verdict(True, "passed", outcome.isolation, compile_s, outcome.duration_s, cached, outcome)
     if outcome.returncode == 0:

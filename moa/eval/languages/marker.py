@@ -32,25 +32,26 @@ is at its end. Where the harness keeps it, per language:
   answer's runs first) and writes it after (``System.exit`` never returns); the pipe is reopened
   as ``/proc/self/fd/<fd>``. It is a file and package of its own (``Program.launcher``), where no
   type of the answer's (``class StringBuilder``, ``class System``) replaces the ones it uses;
-* JavaScript, TypeScript: a module preloaded with ``node -r`` writes it on ``beforeExit``, which
-  Node emits when the event loop runs dry and never after ``process.exit``; only when no frame of
-  the program is on the stack (the program emitting the event or calling the listener; ``Error``
-  and its stack hooks are locked first, so the program cannot answer that check itself). An
-  uncaught exception ends the program with status 1 through an uncaught-exception capture callback
-  the program cannot unset, whatever ``uncaughtException`` listeners it adds or removes. The
-  program's last line (``moa_done_<key>()``, after the tests) tells the preload the tests ran: a
-  ``return`` at the module's top level ended it before them, and Node emitted ``beforeExit``.
+* JavaScript, TypeScript: the launcher node runs (``moa.eval.languages.jsrun``), which runs the
+  answer's script and then the tests' function, writes it on ``beforeExit``, which Node emits when
+  the event loop runs dry and never after ``process.exit``; only when the tests' function returned
+  and no frame of the program is on the stack (the program emitting the event or calling the
+  listener; ``Error`` and its stack hooks are locked first, so the program cannot answer that check
+  itself). An uncaught exception ends the program with status 1 through an uncaught-exception
+  capture callback the program cannot unset, whatever ``uncaughtException`` listeners it adds or
+  removes.
 
 The limit: the harness shares the answer's process, so code written against it can reach the token
-(native code reads its own memory), and a JavaScript answer can read the tests' source, names and
-expected values included (from its file, or through ``arguments.callee`` in sloppy mode, so giving
-Node the program without a file would not close it). JavaScript runs under Node's permission model (Node 20 or
-later, ``toolchains.node_permission_flags``): it may read its own file and the preload, nothing
-else (no ``/proc/self/mem``), and start no child process or worker; the preload replaces the ``v8``
-heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that throw before
-the program runs. An older Node has no permission model: there the seccomp filter refuses child
-processes, and ``/proc/self/mem`` still reaches the token. The marker stops answers that end early; it is not a wall
-against one that attacks moa's harness itself.
+(native code reads its own memory). A JavaScript answer no longer reaches the tests' source: they
+arrive on the launcher's stdin, never in a file, and run apart from the answer as a strict-mode
+function (``moa.eval.languages.jsrun``). JavaScript runs under Node's permission model (Node 20 or
+later, ``toolchains.node_permission_flags``): it may read the answer's file and the launcher,
+nothing else (no ``/proc/self/mem``), and start no child process or worker; the launcher replaces
+the ``v8`` heap snapshot functions, ``v8.setFlagsFromString`` and the ``inspector`` with ones that
+throw before the program runs. An older Node has no permission model: there the seccomp filter
+refuses child processes, and ``/proc/self/mem`` still reaches the token (and the tests, in the
+launcher's memory). The marker stops answers that end early; it is not a wall against one that
+attacks moa's harness itself.
 """
 
 from __future__ import annotations
@@ -61,160 +62,11 @@ import re
 import secrets
 from dataclasses import replace
 
+from moa.eval.languages.jsrun import js_key, split_marker
 from moa.eval.languages.program import Program, rename_function
 from moa.eval.languages.source import brace_depths, find_function, mask, split_lines, top_level_types
 
-__all__ = ["PRELOAD", "preload_source", "shield_js_tests", "with_end_marker"]
-
-#: the module ``node -r`` loads before a JavaScript or TypeScript program
-PRELOAD = "moa_end.js"
-
-_PRELOAD_TEMPLATE = """'use strict';
-(() => {
-  // before the program runs: the routes into this process's memory the permission model leaves
-  // open (a heap snapshot streamed to the program, V8 flags) throw; on a Node without that model
-  // the inspector too. Node's builtins are shared objects, so every require and import sees these
-  const refuse = (what) => () => {
-    throw new Error(`sandbox: ${what} is refused`);
-  };
-  const seal = (target, names, prefix) => {
-    for (const name of names) {
-      if (target && typeof target[name] === 'function') {
-        Object.defineProperty(target, name, {
-          value: refuse(prefix + name), writable: false, configurable: false, enumerable: true,
-        });
-      }
-    }
-  };
-  seal(require('v8'), ['getHeapSnapshot', 'writeHeapSnapshot', 'setHeapSnapshotNearHeapLimit',
-    'setFlagsFromString'], 'v8.');
-  try {
-    const inspector = require('inspector');
-    seal(inspector, ['open', 'url', 'waitForDebugger'], 'inspector.');
-    seal(inspector.Session && inspector.Session.prototype, ['connect', 'connectToMainThread', 'post'],
-      'inspector.Session.');
-  } catch (e) {
-    // a Node built without the inspector
-  }
-  const fs = require('fs');
-  const [fd, token] = fs.readFileSync(0, 'latin1').trim().split(' ');
-  // the tests reach node:assert through these, not through the module's `require`: an answer's
-  // `function require() {...}` (or `require = ...`) replaced it for the tests after it, and
-  // assigning `require('assert').deepEqual` replaced the shared module's; every test passed
-  const assertModule = require('assert');
-  Object.freeze(assertModule.strict);
-  Object.freeze(assertModule);
-  const realRequire = require;
-  const lock = (name, value) => Object.defineProperty(globalThis, name, {
-    value, writable: false, configurable: false, enumerable: false,
-  });
-  lock('moa_require_{key}', (id) => realRequire(id));
-  const writeSync = fs.writeSync;
-  const inspect = require('util').inspect;
-  const NewError = Error;
-  const call = Function.prototype.call;
-  const exitNow = call.bind(process.reallyExit, process);
-  // the stack check below reads these: the program may still assign them (source-map-support
-  // does), not replace Error or make them accessors that answer the check instead of V8
-  Object.defineProperty(globalThis, 'Error', { writable: false, configurable: false });
-  Object.defineProperty(Error, 'prepareStackTrace', { configurable: false });
-  Object.defineProperty(Error, 'stackTraceLimit', { configurable: false });
-  // an uncaught error ends the program with status 1, as Node's own handler does, whatever
-  // listeners the program registered or removed: Node calls this callback instead of emitting
-  // 'uncaughtException', and no code after this line can unset it (a failed test the program
-  // swallowed, or removing a monitor listener, passed)
-  let uncaught = false;
-  process.setUncaughtExceptionCaptureCallback((error) => {
-    uncaught = true;
-    try {
-      writeSync(2, `${inspect(error)}\n`);
-    } finally {
-      exitNow(1);
-    }
-  });
-  Object.defineProperty(process, 'setUncaughtExceptionCaptureCallback', {
-    value: refuse('process.setUncaughtExceptionCaptureCallback'), writable: false, configurable: false,
-  });
-  const startsWith = call.bind(String.prototype.startsWith);
-  const sites = (_, frames) => frames;
-  const here = (() => {
-    const saved = Error.prepareStackTrace;
-    Error.prepareStackTrace = sites;
-    const frames = new NewError().stack;
-    Error.prepareStackTrace = saved;
-    return frames[0];
-  })();
-  const fileName = call.bind(Object.getPrototypeOf(here).getFileName);
-  const lineNumber = call.bind(Object.getPrototypeOf(here).getLineNumber);
-  const preload = fileName(here);
-  // the program's last line calls this, after its tests: a `return` at the top level of the
-  // answer's code ended the module before them, and Node then emitted beforeExit as for a run
-  // whose tests all passed. Only that line counts: an earlier call is the answer's own
-  const program = process.argv[1];
-  // a program Node runs as an ES module (one with an `import`) names its frames by URL
-  const programUrl = require('url').pathToFileURL(program).href;
-  let lastLine = -1;
-  try {
-    // counted as V8 counts lines: a lone CR and U+2028/U+2029 end one too
-    lastLine = fs.readFileSync(program, 'utf8').replace(/\\s+$/, '').split(/\\r\\n|[\\n\\r\\u2028\\u2029]/).length;
-  } catch (e) {
-    // unreadable: the tests never count as finished
-  }
-  let finished = false;
-  lock('moa_done_{key}', () => {
-    const saved = [Error.prepareStackTrace, Error.stackTraceLimit];
-    Error.prepareStackTrace = sites;
-    Error.stackTraceLimit = 3;
-    const frames = new NewError().stack;
-    Error.prepareStackTrace = saved[0];
-    Error.stackTraceLimit = saved[1];
-    const caller = frames[1];
-    const name = caller && fileName(caller);
-    finished = (name === program || name === programUrl) && lineNumber(caller) === lastLine;
-  });
-  // true only when nothing but Node itself and this file is on the stack: the program calling the
-  // listener (or emitting beforeExit) puts its own frames there
-  const fromNode = () => {
-    const saved = [Error.prepareStackTrace, Error.stackTraceLimit];
-    Error.prepareStackTrace = sites;
-    Error.stackTraceLimit = Infinity;
-    const frames = new NewError().stack;
-    Error.prepareStackTrace = saved[0];
-    Error.stackTraceLimit = saved[1];
-    for (let i = 0; i < frames.length; i++) {
-      const name = fileName(frames[i]);
-      if (name !== preload && !(typeof name === 'string' && startsWith(name, 'node:'))) return false;
-    }
-    return true;
-  };
-  // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
-  let written = false;
-  process.on('beforeExit', (code) => {
-    try {
-      if (!written && !code && token && !uncaught && finished && fromNode()) {
-        written = true;
-        writeSync(Number(fd), token + '\\n');
-      }
-    } catch (e) {
-      // a tampered Error or stack: no token
-    }
-  });
-})();
-"""
-
-
-@functools.cache
-def _js_key() -> str:
-    """The suffix of the names the preload gives the tests (``moa_require_``, ``moa_done_``): one per
-    process, so a TypeScript program still hits the compile cache; an answer cannot name them."""
-    return secrets.token_hex(12)
-
-
-@functools.cache
-def preload_source() -> str:
-    """The ``PRELOAD`` module of this process (its names carry ``_js_key``)."""
-    return _PRELOAD_TEMPLATE.replace("{key}", _js_key())
-
+__all__ = ["shield_js_tests", "with_end_marker"]
 
 _C_GUARD = (
     " int moa_start_{key}(void); void moa_returned_{key}(int *);"
@@ -560,14 +412,16 @@ _JS_IMPORT = re.compile(
 _IMPORT_NAME = re.compile(r"\s*([A-Za-z_$][\w$]*)(?:\s+as\s+([A-Za-z_$][\w$]*))?\s*")
 
 
-def _import_as_require(source: str, m: re.Match[str], require: str) -> str | None:
+def _import_as_require(
+    source: str, m: re.Match[str], require: str, *, any_module: bool = False
+) -> str | None:
     """The statement ``m`` as one ``const`` per name bound from ``require(module)``, on as many
-    lines as it took; None when it imports from a module other than ``assert`` or binds a name
-    this does not read (``import type``)."""
+    lines as it took; None when it imports from a module other than ``assert`` (unless
+    ``any_module``) or binds a name this does not read (``import type``)."""
     spec_group = "eqspec" if m.group("eq") else "spec"
     # ``m`` matched the masked source, whose literals are blanked: the module's name is read here
     spec = source[m.start(spec_group) + 1 : m.end(spec_group) - 1]
-    if spec not in _ASSERT_MODULES:
+    if spec not in _ASSERT_MODULES and not any_module:
         return None
     call = f"{require}({spec!r})"
     default = m.group("ns") or m.group("default") or m.group("eq")
@@ -583,6 +437,48 @@ def _import_as_require(source: str, m: re.Match[str], require: str) -> str | Non
     if not bound:
         return None
     return " ".join(bound) + "\n" * source.count("\n", m.start(), m.end())
+
+
+# an ES module's other statements a script cannot hold: `import 'x';`, and `export` in its forms
+_JS_BARE_IMPORT = re.compile(r"(?<![\w$.])import\s*(?P<spec>'[^'\n]*'|\"[^\"\n]*\")\s*;?")
+_JS_EXPORT = re.compile(
+    r"(?<![\w$.])export\s+(?:default\s+)?(?=(?:async\s+)?function\b|class\b|const\b|let\b|var\b)"
+    r"|(?P<list>(?<![\w$.])export\s*(?:\*|\{[^{}]*\})[^;\n]*;?)"
+    r"|(?P<default>(?<![\w$.])export\s+default\b)"
+)
+
+
+def _answer_as_script(program: Program, answer_line: list[bool]) -> Program:
+    """JavaScript: ``program`` with the answer's top-level ``import`` statements made ``require``
+    calls and its ``export`` keywords dropped (``export default x`` assigns ``exports.default``).
+    The answer runs as a classic script (``moa.eval.languages.jsrun``), which holds neither; run as
+    one ES module with the tests, a correct answer importing ``fs`` passed, and must still."""
+    masked = mask(program.source, program.language)
+    line_at = [i for i, line in enumerate(split_lines(masked, keepends=True)) for _ in line]
+    depths = brace_depths(masked)
+    edits: list[tuple[int, int, str]] = []
+    for m in _JS_IMPORT.finditer(masked):
+        if not depths[m.start()] and answer_line[line_at[m.start()]]:
+            bound = _import_as_require(program.source, m, "require", any_module=True)
+            if bound is not None:
+                edits.append((m.start(), m.end(), bound))
+    for m in _JS_BARE_IMPORT.finditer(masked):
+        if not depths[m.start()] and answer_line[line_at[m.start()]]:
+            spec = program.source[m.start("spec") : m.end("spec")]
+            edits.append(
+                (m.start(), m.end(), f"require({spec});" + "\n" * masked.count("\n", m.start(), m.end()))
+            )
+    for m in _JS_EXPORT.finditer(masked):
+        if not depths[m.start()] and answer_line[line_at[m.start()]]:
+            if m.group("list"):
+                text = "\n" * masked.count("\n", m.start(), m.end())
+            else:
+                text = "exports.default =" if m.group("default") else ""
+            edits.append((m.start(), m.end(), text))
+    source = program.source
+    for start, end, text in sorted(edits, reverse=True):
+        source = source[:start] + text + source[end:]
+    return replace(program, source=source)
 
 
 def _imports_as_requires(program: Program, answer_line: list[bool], require: str) -> Program:
@@ -606,9 +502,11 @@ def _imports_as_requires(program: Program, answer_line: list[bool], require: str
 
 def shield_js_tests(program: Program) -> Program:
     """JavaScript, TypeScript: ``program`` with the tests' ``require`` (outside the answer's lines)
-    replaced by the preload's ``moa_require_<key>``, a global the program cannot reassign or, not
-    knowing its name, shadow. The tests share the answer's module scope: an answer's ``function
+    renamed ``moa_require_<key>``, the parameter of the tests' function that the launcher binds to
+    Node's (``moa.eval.languages.jsrun``). The tests see the answer's globals: an answer's ``function
     require() { return { deepEqual() {} }; }`` (or ``require = ...``) handed them a fake assert.
+    A JavaScript answer's ``import`` and ``export`` statements become what a script may hold.
+    TypeScript gets ``split_marker`` after the answer's lines, where its compiled program is cut.
     A name the answer and the tests both declare at the top level is renamed in the tests' lines:
     an answer bringing its own ``const assert = require('assert')`` (with a demo) was a
     SyntaxError beside the tests' own, and failed though correct; so is every assignable name
@@ -619,7 +517,9 @@ def shield_js_tests(program: Program) -> Program:
     answer_line = [False] * (len(lines) + 1)
     for first, last in [(program.first_line, program.last_line), *program.answer_elsewhere]:
         answer_line[first - 1 : last] = [True] * len(answer_line[first - 1 : last])
-    program = _imports_as_requires(program, answer_line, f"moa_require_{_js_key()}")
+    program = _imports_as_requires(program, answer_line, f"moa_require_{js_key()}")
+    if program.language == "javascript":
+        program = _answer_as_script(program, answer_line)
     masked = mask(program.source, program.language)
     lines = split_lines(masked, keepends=True)
     line_at = [i for i, line in enumerate(lines) for _ in line]
@@ -636,8 +536,8 @@ def shield_js_tests(program: Program) -> Program:
             fixed = m.group(0).startswith(("const", "import"))
             if line >= program.last_line and not answer_line[line] and not fixed:
                 after.add(m.group(1))
-    renames = {name: f"moa_tests_{name}_{_js_key()}" for name in (declared[0] & declared[1]) | after}
-    renames["require"] = f"moa_require_{_js_key()}"
+    renames = {name: f"moa_tests_{name}_{js_key()}" for name in (declared[0] & declared[1]) | after}
+    renames["require"] = f"moa_require_{js_key()}"
     names = re.compile(rf"(?<![\w$.])(?:{'|'.join(map(re.escape, sorted(renames)))})(?![\w$])")
     source = program.source
     for m in reversed(list(names.finditer(masked))):
@@ -647,24 +547,21 @@ def shield_js_tests(program: Program) -> Program:
         # on the last line, so no line of the answer moves (TypeScript hoists declarations); the
         # answer may still call `require`, which the tests declared for it
         source = (
-            source.rstrip("\n") + f"\ndeclare var moa_require_{_js_key()}: any; declare var require: any;\n"
+            source.rstrip("\n") + f"\ndeclare var moa_require_{js_key()}: any; declare var require: any;\n"
         )
+        # where the compiled program is cut in two (moa.eval.languages.jsrun): after the answer
+        lines = split_lines(source, keepends=True)
+        lines.insert(program.last_line, split_marker() + "\n")
+        source = "".join(lines)
     return replace(program, source=source)
-
-
-def _js(program: Program) -> Program:
-    """The call after the tests that tells the preload they ran to their end (its last line)."""
-    key = _js_key()
-    declare = f"declare var moa_done_{key}: any; " if program.language == "typescript" else ""
-    return replace(program, source=program.source.rstrip("\n") + f"\n;{declare}moa_done_{key}();\n")
 
 
 def with_end_marker(program: Program) -> Program | None:
     """``program`` with the harness that reports its tests' normal end (see the module docstring),
     or ``None`` when the exit status alone must decide: there is no ``main`` to put it in (the
     compiler then says what is wrong, or Go tests bring their own ``TestMain``), or the item's test
-    program itself ends with ``exit(0)``. JavaScript and TypeScript get a last line telling
-    ``PRELOAD``, their harness, that the tests ran to their end."""
+    program itself ends with ``exit(0)``. JavaScript and TypeScript are unchanged: their launcher
+    (``moa.eval.languages.jsrun``) sees the tests' function return."""
     if _tests_exit_zero(program):
         return None
     match program.language:
@@ -676,6 +573,4 @@ def with_end_marker(program: Program) -> Program | None:
             return _go(program)
         case "java":
             return _java(program)
-        case "javascript" | "typescript":
-            return _js(program)
     return program

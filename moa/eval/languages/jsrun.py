@@ -1,0 +1,238 @@
+"""How a JavaScript or TypeScript program runs: the answer and the tests as two scripts, the tests
+never in a file.
+
+The answer's code and the tests used to be one CommonJS module: at the answer's top level
+``arguments.callee.toString()`` returned the module wrapper's source, the tests' expected values
+included, and so did the program's own file and ``Function.caller`` of the tests' sloppy
+functions. A wrong answer looked its results up there and scored 1.0. Now the program is cut in
+two after the answer's lines (TypeScript: after tsc compiled both together, at a keyed statement
+``split_marker`` put there):
+
+* the answer's part is the only file of the run's sandbox beside ``LAUNCHER``; the launcher runs it
+  as a classic script (``vm.Script`` in the main realm), so its top level has no ``arguments``, its
+  ``function``/``var`` become globals and its ``let``/``const``/``class`` join the global lexical
+  scope, where the tests find them. ``require``, ``module``, ``exports``, ``__filename`` and
+  ``__dirname`` are globals it may redefine, as a module's would be;
+* the tests reach the launcher on stdin, after the end-of-tests token (``moa.eval.languages.marker``),
+  inside a strict-mode function the launcher calls with the real ``require`` after the answer's
+  script ran: no file holds them, the answer cannot name their top-level declarations (locals of
+  that function), and strict mode hides their functions from ``Function.caller``,
+  ``arguments.callee.caller`` and the call sites of ``Error.prepareStackTrace``
+  (``getFunction``, ``getThis``). Their stack frames carry positions and names only.
+
+The launcher knows the tests ran to their end because their function returned: no global of the
+harness's exists for the answer to find (``Object.getOwnPropertyNames(globalThis)``) or call. Its
+own source is constant and holds no secret (the answer may read it, and its listeners' text).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from dataclasses import dataclass
+
+from moa.eval.languages.program import Program
+from moa.eval.languages.source import split_lines
+
+__all__ = ["LAUNCHER", "JsRun", "js_key", "launcher_source", "split_js", "split_marker"]
+
+#: the script ``node`` runs: it reads the tests from stdin and runs the answer's file, then them
+LAUNCHER = "moa_end.js"
+
+
+@functools.cache
+def js_key() -> str:
+    """The suffix of the names the harness gives the tests' own (``moa_require_``, ``moa_tests_``)
+    and of ``split_marker``: one per process, so a TypeScript program still hits the compile cache."""
+    return secrets.token_hex(12)
+
+
+def split_marker() -> str:
+    """The statement put on a line of its own between a TypeScript answer and its tests: tsc keeps
+    it, and the compiled JavaScript is cut at its last occurrence (the answer cannot know it)."""
+    return f'"moa tests {js_key()}";'
+
+
+@dataclass(frozen=True, slots=True)
+class JsRun:
+    """A JavaScript program cut in two: the ``answer`` script (the file node's launcher runs) and the
+    ``tests``, wrapped in a strict function of ``require``, the launcher gets on stdin; their first
+    line is line ``tests_line`` of the program, so stack traces name the program's lines."""
+
+    answer: str
+    tests: str
+    tests_line: int
+
+    def stdin(self, fd: int, token: str) -> bytes:
+        """What the launcher reads before the answer runs: the token line, then the tests."""
+        return f"{fd} {token} {self.tests_line}\n{self.tests}".encode("utf-8", "surrogatepass")
+
+
+def _wrap(tests: str) -> str:
+    # on the tests' first line, so their line numbers hold; the parameter is the name
+    # shield_js_tests gave the tests' `require`, which the launcher binds to Node's
+    key = js_key()
+    return f"(function (moa_require_{key}, require) {{'use strict'; {tests}\n}})"
+
+
+def split_js(program: Program, compiled: str | None = None) -> JsRun:
+    """``program`` (JavaScript, or TypeScript as ``compiled`` by tsc) cut after the answer's lines.
+    Where they are unknown the whole program is the answer's script (it still runs as a script:
+    its top level has no ``arguments``), and the tests are empty."""
+    if compiled is not None:
+        lines = split_lines(compiled, keepends=True)
+        marker = split_marker()
+        at = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip() == marker), None)
+        if at is None:
+            return JsRun(compiled, _wrap(""), 1)
+        return JsRun("".join(lines[:at]), _wrap("".join(lines[at + 1 :])), at + 2)
+    if not program.first_line:
+        return JsRun(program.source, _wrap(""), 1)
+    lines = split_lines(program.source, keepends=True)
+    cut = program.last_line
+    return JsRun("".join(lines[:cut]), _wrap("".join(lines[cut:])), cut + 1)
+
+
+_LAUNCHER_SOURCE = r"""'use strict';
+// moa's launcher (moa/eval/languages/jsrun.py): `node moa_end.js <answer's file>`, stdin
+// "<fd> <token> <tests' first line>\n<tests>". Nothing here is secret: the token and the tests
+// arrive on stdin, which this reads to its end before the answer runs
+(() => {
+  // the routes into this process's memory the permission model leaves open (a heap snapshot
+  // streamed to the program, V8 flags) throw; on a Node without that model the inspector too.
+  // Node's builtins are shared objects, so every require and import sees these
+  const refuse = (what) => () => {
+    throw new Error(`sandbox: ${what} is refused`);
+  };
+  const seal = (target, names, prefix) => {
+    for (const name of names) {
+      if (target && typeof target[name] === 'function') {
+        Object.defineProperty(target, name, {
+          value: refuse(prefix + name), writable: false, configurable: false, enumerable: true,
+        });
+      }
+    }
+  };
+  seal(require('v8'), ['getHeapSnapshot', 'writeHeapSnapshot', 'setHeapSnapshotNearHeapLimit',
+    'setFlagsFromString'], 'v8.');
+  try {
+    const inspector = require('inspector');
+    seal(inspector, ['open', 'url', 'waitForDebugger'], 'inspector.');
+    seal(inspector.Session && inspector.Session.prototype, ['connect', 'connectToMainThread', 'post'],
+      'inspector.Session.');
+  } catch (e) {
+    // a Node built without the inspector
+  }
+  const fs = require('fs');
+  const path = require('path');
+  const vm = require('vm');
+  const input = fs.readFileSync(0, 'utf8');
+  const newline = input.indexOf('\n');
+  const [fd, token, testsLine] = input.slice(0, newline < 0 ? input.length : newline).trim().split(' ');
+  const answerFile = path.resolve(process.argv[2]);
+  // compiled before the answer runs; only this closure holds them
+  let testsSource = newline < 0 ? '' : input.slice(newline + 1);
+  // the tests reach node:assert through the require passed to them, not a global: an answer's
+  // `function require() {...}` (or `require = ...`) would replace a global one, and assigning
+  // `require('assert').deepEqual` the shared module's; every test passed
+  const assertModule = require('assert');
+  Object.freeze(assertModule.strict);
+  Object.freeze(assertModule);
+  const realRequire = require;
+  const writeSync = fs.writeSync;
+  const inspect = require('util').inspect;
+  const NewError = Error;
+  const call = Function.prototype.call;
+  const exitNow = call.bind(process.reallyExit, process);
+  // the stack check below reads these: the program may still assign them (source-map-support
+  // does), not replace Error or make them accessors that answer the check instead of V8
+  Object.defineProperty(globalThis, 'Error', { writable: false, configurable: false });
+  Object.defineProperty(Error, 'prepareStackTrace', { configurable: false });
+  Object.defineProperty(Error, 'stackTraceLimit', { configurable: false });
+  // an uncaught error ends the program with status 1, as Node's own handler does, whatever
+  // listeners the program registered or removed: Node calls this callback instead of emitting
+  // 'uncaughtException', and no code after this line can unset it (a failed test the program
+  // swallowed, or removing a monitor listener, passed)
+  let uncaught = false;
+  process.setUncaughtExceptionCaptureCallback((error) => {
+    uncaught = true;
+    try {
+      writeSync(2, `${inspect(error)}\n`);
+    } finally {
+      exitNow(1);
+    }
+  });
+  Object.defineProperty(process, 'setUncaughtExceptionCaptureCallback', {
+    value: refuse('process.setUncaughtExceptionCaptureCallback'), writable: false, configurable: false,
+  });
+  const startsWith = call.bind(String.prototype.startsWith);
+  const sites = (_, frames) => frames;
+  const here = (() => {
+    const saved = Error.prepareStackTrace;
+    Error.prepareStackTrace = sites;
+    const frames = new NewError().stack;
+    Error.prepareStackTrace = saved;
+    return frames[0];
+  })();
+  const fileName = call.bind(Object.getPrototypeOf(here).getFileName);
+  const launcher = fileName(here);
+  // true only when nothing but Node itself and this file is on the stack: the program calling the
+  // listener (or emitting beforeExit) puts its own frames there
+  const fromNode = () => {
+    const saved = [Error.prepareStackTrace, Error.stackTraceLimit];
+    Error.prepareStackTrace = sites;
+    Error.stackTraceLimit = Infinity;
+    const frames = new NewError().stack;
+    Error.prepareStackTrace = saved[0];
+    Error.stackTraceLimit = saved[1];
+    for (let i = 0; i < frames.length; i++) {
+      const name = fileName(frames[i]);
+      if (name !== launcher && !(typeof name === 'string' && startsWith(name, 'node:'))) return false;
+    }
+    return true;
+  };
+  // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
+  let finished = false;
+  let written = false;
+  process.on('beforeExit', (code) => {
+    try {
+      if (!written && !code && token && !uncaught && finished && fromNode()) {
+        written = true;
+        writeSync(Number(fd), token + '\n');
+      }
+    } catch (e) {
+      // a tampered Error or stack: no token
+    }
+  });
+  // what a CommonJS module has and a script has not: the answer's `require('fs')`,
+  // `module.exports = ...`; configurable, so its own `let require` or `function module()` is legal
+  const answerModule = { exports: {}, filename: answerFile, id: '.', loaded: false };
+  const give = (name, value) => Object.defineProperty(globalThis, name, {
+    value, writable: true, configurable: true, enumerable: false,
+  });
+  give('require', require('module').createRequire(answerFile));
+  give('module', answerModule);
+  give('exports', answerModule.exports);
+  give('__filename', answerFile);
+  give('__dirname', path.dirname(answerFile));
+  // compiled before the answer runs (a syntax error of its stops the run with status 1); only
+  // this closure holds them
+  const tests = new vm.Script(testsSource, {
+    filename: answerFile, lineOffset: Math.max(0, Number(testsLine) - 1),
+  });
+  testsSource = undefined;
+  const answer = new vm.Script(fs.readFileSync(answerFile, 'utf8'), { filename: answerFile });
+  // taken before the answer runs: `vm.Script.prototype.runInThisContext = () => () => {}` made the
+  // tests a function doing nothing, which returned
+  const runScript = call.bind(vm.Script.prototype.runInThisContext);
+  runScript(answer);
+  runScript(tests)(realRequire, realRequire);
+  // the tests returned: a throw, process.exit() or a never-ending loop never gets here
+  finished = true;
+})();
+"""
+
+
+def launcher_source() -> str:
+    """The ``LAUNCHER`` script (the same for every program and process)."""
+    return _LAUNCHER_SOURCE
