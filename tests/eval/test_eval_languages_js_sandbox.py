@@ -97,6 +97,16 @@ _JS_ATTACKS: dict[str, tuple[str, str | None]] = {
         "} });\n",
         None,
     ),
+    "a Proxy the tests look names up in": (
+        "let leaked = '';\nconst named = function is_palindrome(text) { return false; };\n"
+        "const answer = (text) => (moaLookup(leaked, text) === 'not found' ? text.length === 0 : moaLookup(leaked, text));\n"
+        "Object.setPrototypeOf(globalThis, new Proxy(Object.getPrototypeOf(globalThis), {\n"
+        "  has: function (target, key) { return key === 'is_palindrome' || Reflect.has(target, key); },\n"
+        "  get: function (target, key, receiver) {\n"
+        "    if (key !== 'is_palindrome') return Reflect.get(target, key, receiver);\n"
+        "    try { leaked = String(arguments.callee.caller); } catch (e) {}\n    return answer;\n  },\n}));\n",
+        None,
+    ),
     "the harness's listeners": (
         "let leaked = '';\n"
         "try { leaked = ['beforeExit', 'exit'].flatMap((e) => process.listeners(e)).map(String).join(''); }"
