@@ -219,6 +219,9 @@ _JS_CORRECT = {
     "export default is_palindrome;\nexport { is_palindrome as isPalindrome };\nexport const unused = 1;",
     "__filename, __dirname, this": "const here = __filename + __dirname;\nthis.unused = 1;\n"
     "function is_palindrome(text) { return here.length > 0 && text === [...text].reverse().join(''); }",
+    "a dynamic import": "import('node:fs').then((m) => {\n"
+    "  if (typeof m.readFileSync !== 'function') throw new Error('no fs');\n});\n"
+    "function is_palindrome(text) { return text === [...text].reverse().join(''); }",
     "its own require": "var require = (id) => ({ reverse: (t) => [...t].reverse().join('') });\n"
     "function is_palindrome(text) { return require('mine').reverse(text) === text; }",
 }

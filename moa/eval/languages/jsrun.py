@@ -217,11 +217,12 @@ _LAUNCHER_SOURCE = r"""'use strict';
   give('__dirname', path.dirname(answerFile));
   // compiled before the answer runs (a syntax error of its stops the run with status 1); only
   // this closure holds them
-  const tests = new vm.Script(testsSource, {
-    filename: answerFile, lineOffset: Math.max(0, Number(testsLine) - 1),
-  });
+  // `import()` works as it did in a CommonJS module, on a Node that offers scripts its loader
+  const loader = vm.constants && vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER;
+  const options = loader ? { filename: answerFile, importModuleDynamically: loader } : { filename: answerFile };
+  const tests = new vm.Script(testsSource, { ...options, lineOffset: Math.max(0, Number(testsLine) - 1) });
   testsSource = undefined;
-  const answer = new vm.Script(fs.readFileSync(answerFile, 'utf8'), { filename: answerFile });
+  const answer = new vm.Script(fs.readFileSync(answerFile, 'utf8'), options);
   // taken before the answer runs: `vm.Script.prototype.runInThisContext = () => () => {}` made the
   // tests a function doing nothing, which returned
   const runScript = call.bind(vm.Script.prototype.runInThisContext);
