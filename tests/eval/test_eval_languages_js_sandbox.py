@@ -265,3 +265,33 @@ def test_the_launcher_holds_no_secret() -> None:
     from moa.eval.languages.jsrun import js_key, launcher_source
 
     assert js_key() not in launcher_source() and "moa_require" not in launcher_source()
+
+
+# tests that fail later than their function returns: after an await, and after a timer
+_ASYNC_TESTS = {
+    "await": "const assert = require('node:assert');\n\nasync function test() {\n  let candidate = is_palindrome;\n"
+    "  assert.deepEqual(await candidate('ab'), false);\n}\n\ntest();\n",
+    "timer": "const assert = require('node:assert');\n\nfunction test() {\n  let candidate = is_palindrome;\n"
+    "  setTimeout(() => assert.deepEqual(candidate('ab'), false), 200);\n}\n\ntest();\n",
+}
+_EARLY_EXIT = {
+    "a bound emit, then exit": "Promise.resolve().then(process.emit.bind(process, 'beforeExit', 0))"
+    ".then(process.exit.bind(process, 0));",
+    "a bound emit, then exit on a timer": "Promise.resolve().then(process.emit.bind(process, 'beforeExit', 0))"
+    ".then(() => setTimeout(process.exit.bind(process, 0), 20));",
+}
+
+
+@pytest.mark.parametrize("tests", sorted(_ASYNC_TESTS))
+@pytest.mark.parametrize("attack", sorted(_EARLY_EXIT))
+async def test_an_answer_cannot_end_async_tests_early_with_a_fake_event(tests: str, attack: str) -> None:
+    """A wrong answer emitting `beforeExit` through a bound `process.emit` (none of its frames on
+    the stack) and exiting with 0 before an async test failed got the token (1.0): the launcher
+    writes it one turn of the loop later, when no timer or request is left."""
+    _skip_without("javascript")
+    item = Item(id="p", input="Write is_palindrome(text).", language="javascript", test=_ASYNC_TESTS[tests])
+    correct = "```javascript\nfunction is_palindrome(t) { return t === [...t].reverse().join(''); }\n```"
+    assert (await score_execution_async(correct, item, **LIMITS)).value == 1.0
+    wrong = f"```javascript\nfunction is_palindrome(t) {{ return true; }}\n{_EARLY_EXIT[attack]}\n```"
+    score = await score_execution_async(wrong, item, **LIMITS)
+    assert score.value == 0.0, score

@@ -191,14 +191,46 @@ _LAUNCHER_SOURCE = r"""'use strict';
     }
     return true;
   };
-  // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it
+  // beforeExit: the event loop ran dry; process.exit() and uncaught errors never emit it. The
+  // program can emit it too, with no frame of its own on the stack (a bound `process.emit` as a
+  // promise's reaction) and `process.exit(0)` next, before an async test's failure ended the run
+  // (1.0). So the token is written one turn of the loop later, only if nothing else is alive
+  // then: an exit queued behind the event ends the program first, with no token, and so does a
+  // test failing in a microtask; a test's pending timer or I/O defers it to the real event
+  const later = setImmediate;
+  const alive = call.bind(process.getActiveResourcesInfo, process);
+  const includes = call.bind(String.prototype.includes);
+  // a timer or a request still to come (a stdout pipe is listed too, and keeps nothing alive)
+  const idle = () => {
+    const resources = alive();
+    for (let i = 0; i < resources.length; i++) {
+      const kind = resources[i];
+      if (kind === 'Timeout' || kind === 'Immediate' || includes(kind, 'Req')) return false;
+    }
+    return true;
+  };
   let finished = false;
   let written = false;
-  process.on('beforeExit', (code) => {
+  let pending = false;
+  // each refused attempt ran one more turn of the loop: a bounded number, never a loop forever
+  let attempts = 0;
+  const write = () => {
+    pending = false;
     try {
-      if (!written && !code && token && !uncaught && finished && fromNode()) {
+      if (!written && !process.exitCode && !uncaught && idle()) {
         written = true;
         writeSync(Number(fd), token + '\n');
+      }
+    } catch (e) {
+      // a tampered process: no token
+    }
+  };
+  process.on('beforeExit', (code) => {
+    try {
+      if (!written && !pending && attempts < 8 && !code && token && !uncaught && finished && fromNode()) {
+        pending = true;
+        attempts += 1;
+        later(write);
       }
     } catch (e) {
       // a tampered Error or stack: no token

@@ -34,7 +34,8 @@ is at its end. Where the harness keeps it, per language:
   type of the answer's (``class StringBuilder``, ``class System``) replaces the ones it uses;
 * JavaScript, TypeScript: the launcher node runs (``moa.eval.languages.jsrun``), which runs the
   answer's script and then the tests' function, writes it on ``beforeExit``, which Node emits when
-  the event loop runs dry and never after ``process.exit``; only when the tests' function returned
+  the event loop runs dry and never after ``process.exit``, one turn of the loop later and with no
+  timer or request left; only when the tests' function returned
   and no frame of the program is on the stack (the program emitting the event or calling the
   listener; ``Error`` and its stack hooks are locked first, so the program cannot answer that check
   itself). An uncaught exception ends the program with status 1 through an uncaught-exception
