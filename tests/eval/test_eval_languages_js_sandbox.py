@@ -77,12 +77,13 @@ _JS_ATTACKS: dict[str, tuple[str, str | None]] = {
         "let leaked = '';\ntry { leaked = require('fs').readFileSync(require.main.filename, 'utf8'); } catch (e) {}\n",
         "leaked",
     ),
-    "the files beside it": (
+    "the files beside it, and stdin": (
         "let leaked = '';\nconst fs = require('fs');\n"
         "for (const f of ['main.js', 'prog.js', 'tests.js', 'moa_end.js', '/proc/self/cmdline',"
         " '/proc/self/fd/0', '/proc/self/fd/3', '/proc/self/environ']) {\n"
         "  try { leaked += fs.readFileSync(f, 'latin1'); } catch (e) {}\n}\n"
-        "try { for (const f of fs.readdirSync('.')) leaked += fs.readFileSync(f, 'latin1'); } catch (e) {}\n",
+        "try { for (const f of fs.readdirSync('.')) leaked += fs.readFileSync(f, 'latin1'); } catch (e) {}\n"
+        "try { leaked += fs.readFileSync(0, 'latin1'); } catch (e) {}\n",
         "leaked",
     ),
     "process.binding": (
@@ -147,7 +148,7 @@ async def test_a_javascript_answer_cannot_read_the_tests_expected_values(attack:
 
 # tsc emits strict code, where `caller` and `callee` throw: these are the routes left to TypeScript
 _TS_ATTACKS = ("eval of arguments.callee at the top level", "its own file", "process.argv", "require.main",
-               "the files beside it", "process.binding", "the harness's listeners")  # fmt: skip
+               "the files beside it, and stdin", "process.binding", "the harness's listeners")  # fmt: skip
 
 
 @pytest.mark.parametrize("attack", _TS_ATTACKS)

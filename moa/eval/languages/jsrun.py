@@ -198,7 +198,8 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // then: an exit queued behind the event ends the program first, with no token, and so does a
   // test failing in a microtask; a test's pending timer or I/O defers it to the real event
   const later = setImmediate;
-  const alive = call.bind(process.getActiveResourcesInfo, process);
+  // (a Node before 16.14 lacks it: there only the turn of the loop holds)
+  const alive = process.getActiveResourcesInfo ? call.bind(process.getActiveResourcesInfo, process) : () => [];
   const includes = call.bind(String.prototype.includes);
   // a timer or a request still to come (a stdout pipe is listed too, and keeps nothing alive)
   const idle = () => {
