@@ -485,9 +485,9 @@ def _answer_as_script(program: Program, answer_line: list[bool]) -> Program:
 def _imports_as_requires(program: Program, answer_line: list[bool], require: str) -> Program:
     """``program`` with the tests' imports of ``assert`` (``import * as assert from 'assert'``,
     ``import assert from``, ``import { strict as assert } from``, ``import assert = require``) made
-    calls of the preload's ``require``: compiled (TypeScript) or run as an ES module (JavaScript),
+    calls of the harness's ``require`` (the tests' function's parameter): compiled (TypeScript),
     an import reached the module through the program's own ``require``, which an answer can
-    reassign, and made a JavaScript program an ES module, whose end the preload did not see."""
+    reassign, and the tests' function, a script's, cannot hold an ``import`` (JavaScript)."""
     masked = mask(program.source, program.language)
     line_at = [i for i, line in enumerate(split_lines(masked, keepends=True)) for _ in line]
     depths = brace_depths(masked)
