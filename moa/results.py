@@ -31,6 +31,20 @@ RunInput = str | Sequence[Mapping[str, str]]
 AttemptStatus = Literal["ok", "error", "timeout", "cancelled"]
 
 
+def draft_class(cls: type) -> type:
+    """A plain class with the slots of the frozen dataclass ``cls``, to build a ``cls`` fast: an
+    instance of it has its fields set as any object's, then ``cls`` as its ``__class__`` (the same
+    slots, so CPython allows it), and is from then on an ordinary, frozen ``cls``.
+
+    Why: a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
+    costs about 1,300 instructions a field where a plain slot costs about 100. A direct call builds
+    a ``ModelRequest``, a ``ModelReply``, a ``Usage`` and an ``Attempt``: about 60k instructions,
+    8% of the call, went to those ``__setattr__`` calls. Users keep the classes' own constructors;
+    the per-call paths use the ``build_*`` functions beside each class."""
+    slots = cls.__dict__["__slots__"]
+    return type(f"{cls.__name__}Draft", (), {"__slots__": slots, "__module__": cls.__module__})
+
+
 def new_run_id() -> str:
     """A run's id (16 hex digits): every run, a cascade's included, gets one of this shape."""
     return os.urandom(8).hex()
@@ -75,7 +89,7 @@ class Usage:
             or self.cache_write_1h_tokens
         ):
             return other
-        return Usage(
+        return build_usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
@@ -114,6 +128,27 @@ class Usage:
             int(details.get("cache_creation_tokens", 0)),
             int(lifetimes.get("ephemeral_1h_input_tokens", 0)),
         )
+
+
+_UsageDraft = draft_class(Usage)
+
+
+def build_usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+) -> Usage:
+    """``Usage(...)`` at a third of the cost (see ``draft_class``), for the per-call paths."""
+    u: Any = _UsageDraft()
+    u.prompt_tokens = prompt_tokens
+    u.completion_tokens = completion_tokens
+    u.cached_tokens = cached_tokens
+    u.cache_write_tokens = cache_write_tokens
+    u.cache_write_1h_tokens = cache_write_1h_tokens
+    u.__class__ = Usage
+    return u  # type: ignore[no-any-return]
 
 
 #: the usage of a call before any reply: shared, as a ``Usage`` never changes
@@ -182,6 +217,31 @@ class Attempt:
             float(d.get("cost_usd") or 0.0),
             tier if isinstance(tier, str) else None,
         )
+
+
+_AttemptDraft = draft_class(Attempt)
+
+
+def build_attempt(
+    status: AttemptStatus,
+    latency_s: float,
+    usage: Usage | None,
+    error: str | None,
+    worst_case_usd: float,
+    cost_usd: float,
+    service_tier: str | None,
+) -> Attempt:
+    """``Attempt(...)`` with every field given, at a fifth of the cost (see ``draft_class``)."""
+    a: Any = _AttemptDraft()
+    a.status = status
+    a.latency_s = latency_s
+    a.usage = usage
+    a.error = error
+    a.worst_case_usd = worst_case_usd
+    a.cost_usd = cost_usd
+    a.service_tier = service_tier
+    a.__class__ = Attempt
+    return a  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)

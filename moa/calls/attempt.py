@@ -44,7 +44,7 @@ from moa.errors import (
 )
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
 from moa.models.think import ThinkFilter, answer_of
-from moa.results import Attempt, AttemptStatus, CallRecord, Usage
+from moa.results import AttemptStatus, CallRecord, Usage, build_attempt
 from moa.scrub import StreamMask, mask_sent, param_secrets, scrubbed_failure, url_secrets
 
 __all__ = [
@@ -512,7 +512,7 @@ def _book(
     for b, r in held:
         b.settle(r, max(cost, bound))
     known = 0.0 if usage is None else cost
-    rec.attempt_log.append(Attempt(status, latency, usage, error, bound, known, tier))
+    rec.attempt_log.append(build_attempt(status, latency, usage, error, bound, known, tier))
 
 
 def _charge(rec: CallRecord, usage: Usage, price: Price, worst: float, call: CallPlan) -> tuple[Usage, float]:

@@ -38,7 +38,7 @@ from moa.calls.pricing import price_for
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, UserError
-from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback
+from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback, build_request
 from moa.models.providers import named_endpoint
 from moa.models.think import answer_of
 from moa.results import Attempt, CallRecord
@@ -277,7 +277,7 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
     """One model of the chain: the cache, then attempts; its record is kept whatever happens
     (a cancellation during a backoff included)."""
     agent = rt.agent
-    request = ModelRequest(
+    request = build_request(
         model=target.model,
         messages=call.messages,
         temperature=agent.temperature,

@@ -16,7 +16,14 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
-from moa.models.base import ModelReply, ModelRequest, Reported, TokenCallback, usage_with_estimate
+from moa.models.base import (
+    ModelReply,
+    ModelRequest,
+    Reported,
+    TokenCallback,
+    build_reply,
+    usage_with_estimate,
+)
 from moa.models.errors import error_for_status
 from moa.models.providers import NAMED_OPENAI_ENDPOINTS, OPENAI_COMPATIBLE_PREFIXES
 from moa.models.wire_usage import (
@@ -356,14 +363,7 @@ def _reply_of(data: dict[str, Any], request: ModelRequest) -> ModelReply:
         lambda: estimate_usage(request, text, len(reasoning.encode())),
         reasoned=bool(reasoning),
     )
-    return ModelReply(
-        text,
-        usage,
-        str(data.get("model") or ""),
-        finish,
-        usage_estimated=estimated,
-        service_tier=service_tier(data),
-    )
+    return build_reply(text, usage, str(data.get("model") or ""), finish, estimated, service_tier(data))
 
 
 def empty_reason(finish: str | None, reasoned: bool, tool_calls: bool) -> str:
