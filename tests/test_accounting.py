@@ -64,6 +64,12 @@ def parallel(base: str, workers: list[str], transport: str, **kw: Any) -> moa.To
 # -- 1. cancellations never wedge the pool -------------------------------------------------------
 
 
+# a cut call's connection held until the slow model replies would make a fast call wait up to
+# SLOW_S; the bound sits well under that and well over a fast call on a machine with load 20
+SLOW_S = 10.0
+BOUND_S = 4.0
+
+
 async def _fast_calls_each_within(t: moa.Topology, rt: moa.Runner, n: int, bound_s: float) -> None:
     for i in range(n):
         try:
@@ -75,8 +81,9 @@ async def _fast_calls_each_within(t: moa.Topology, rt: moa.Runner, n: int, bound
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_deadlines_and_quorum_cancellations_never_wedge_the_runner(transport: str) -> None:
-    """20 runs cut mid-call (deadlines and quorum stragglers), then 50 fast calls each within 1 s."""
-    models = {"slow": SimModel(latency_s=3.0), "fast": SimModel()}
+    """20 runs cut mid-call (deadlines and quorum stragglers), then 50 fast calls each within 4 s
+    (a connection kept by a cut call would hold them for the slow model's 10 s)."""
+    models = {"slow": SimModel(latency_s=SLOW_S), "fast": SimModel()}
     async with SimServer(models) as srv:
         slow = parallel(srv.base_url, ["slow", "slow"], transport)
         quorum = parallel(srv.base_url, ["fast", "slow", "slow"], transport, quorum=1)
@@ -87,13 +94,14 @@ async def test_deadlines_and_quorum_cancellations_never_wedge_the_runner(transpo
                 with pytest.raises(moa.TimedOut):
                     await slow.run(f"slow {i}", runner=rt, deadline_s=0.2)
                 await quorum.run(f"quorum {i}", runner=rt)
-            await _fast_calls_each_within(fast, rt, 50, 1.0)
+            await _fast_calls_each_within(fast, rt, 50, BOUND_S)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_client_disconnects_never_wedge_serve(transport: str) -> None:
-    """20 `moa serve` clients that give up mid-run, then 50 fast requests each within 1 s."""
-    with SimServer({"slow": SimModel(latency_s=3.0), "fast": SimModel()}) as srv:
+    """20 `moa serve` clients that give up mid-run, then 50 fast requests each within 4 s (a run
+    left going by a gone client would hold its connections for the slow model's 10 s)."""
+    with SimServer({"slow": SimModel(latency_s=SLOW_S), "fast": SimModel()}) as srv:
         slow = parallel(srv.base_url, ["slow", "slow"], transport).model_copy(update={"name": "slowt"})
         fast = parallel(srv.base_url, ["fast", "fast"], transport).model_copy(update={"name": "fastt"})
         with serving(create_app([slow, fast])) as url, httpx.Client(base_url=url) as client:
@@ -103,7 +111,7 @@ def test_client_disconnects_never_wedge_serve(transport: str) -> None:
                 with pytest.raises(httpx.TimeoutException):
                     client.post("/chat/completions", json={"model": "slowt", **body}, timeout=0.2)
             for i in range(50):
-                r = client.post("/chat/completions", json={"model": "fastt", **body}, timeout=1.0)
+                r = client.post("/chat/completions", json={"model": "fastt", **body}, timeout=BOUND_S)
                 assert r.status_code == 200, (i, r.text)
 
 
