@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from moa.experiment.config import Setup
 from moa.experiment.store.database import Store
-from moa.experiment.store.renames import rename_setup, scope_base, stored_setups
+from moa.experiment.store.renames import cache_scopes, rename_setup, scope_base, stored_setups
 from moa.experiment.tune import TUNE_PAID, TUNE_TRACES, TUNE_UNKNOWN
 
 __all__ = ["Renames", "carry_renames", "find_renames", "with_scopes"]
@@ -115,4 +115,5 @@ def _move_meta(store: Store, key: str, old: str, new: str) -> None:
 
 def with_scopes(store: Store, setups: Sequence[Setup]) -> list[Setup]:
     """``setups`` with the cache scope each one's replies are keyed under (``scope_base``)."""
-    return [dataclasses.replace(s, cache_scope=scope_base(store, s.name, s.hash)) for s in setups]
+    scopes = cache_scopes(store)
+    return [dataclasses.replace(s, cache_scope=scope_base(scopes, s.name, s.hash)) for s in setups]

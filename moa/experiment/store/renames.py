@@ -9,6 +9,7 @@ setups' answers one draw (``scope_base``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from moa.experiment.store.schema import has_table
@@ -16,7 +17,7 @@ from moa.experiment.store.schema import has_table
 if TYPE_CHECKING:
     from moa.experiment.store.database import Store
 
-__all__ = ["CACHE_SCOPES", "rename_setup", "scope_base", "stored_setups"]
+__all__ = ["CACHE_SCOPES", "cache_scopes", "rename_setup", "scope_base", "stored_setups"]
 
 #: the meta key of the renamed setups' cache scopes, ``{"name:hash": scope}``
 CACHE_SCOPES = "cache_scopes"
@@ -27,7 +28,8 @@ def stored_setups(store: Store) -> set[tuple[str, str]]:
     return {(str(a), str(b)) for a, b in store.conn.execute("SELECT DISTINCT setup, topo_hash FROM runs")}
 
 
-def _scopes(store: Store) -> dict[str, str]:
+def cache_scopes(store: Store) -> dict[str, str]:
+    """The renamed setups' cache scopes (``name:hash`` -> the scope their replies are keyed under)."""
     try:
         scopes = store.get_meta(CACHE_SCOPES)
     except ValueError:  # edited by hand: no rename is known
@@ -37,11 +39,11 @@ def _scopes(store: Store) -> dict[str, str]:
     return {str(k): v for k, v in scopes.items() if isinstance(v, str)}
 
 
-def scope_base(store: Store, name: str, topo_hash: str) -> str:
+def scope_base(scopes: Mapping[str, str], name: str, topo_hash: str) -> str:
     """The cache scope of setup ``name`` (sample 0; ``sample_scope`` adds the others): the scope its
     replies were first keyed under when it was renamed, else ``name:hash`` unless a renamed setup's
-    replies hold that one (the name was taken back by another setup), then ``name:hash:N``."""
-    scopes = _scopes(store)
+    replies hold that one (the name was taken back by another setup), then ``name:hash:N``.
+    ``scopes`` is ``cache_scopes(store)``, read once for every setup."""
     own = f"{name}:{topo_hash}"
     if own in scopes:
         return scopes[own]
@@ -56,8 +58,8 @@ def rename_setup(store: Store, old: str, new: str, topo_hash: str) -> None:
     """Carry setup ``old``'s stored work (of topology ``topo_hash``) to ``new``, in one transaction.
     Scores and verdicts follow their run ids; the judge's cache is keyed by run ids, not names."""
     with store.conn:
-        scopes = _scopes(store)
-        base = scope_base(store, old, topo_hash)
+        scopes = cache_scopes(store)
+        base = scope_base(scopes, old, topo_hash)
         scopes.pop(f"{old}:{topo_hash}", None)
         scopes[f"{new}:{topo_hash}"] = base
         store.set_meta(CACHE_SCOPES, scopes)
