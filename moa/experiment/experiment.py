@@ -49,6 +49,7 @@ from moa.experiment.config import (
     stored_evaluator_id,
     validate_spec,
 )
+from moa.experiment.estimate import Cost, Estimator, price_runs
 from moa.experiment.executors import open_executor
 from moa.experiment.identity import (
     check_identity,
@@ -176,13 +177,15 @@ class Experiment:
         return _Checked(dataset, setups, evaluator, ev_config, ev_id, tuning, judge, ev_key, identity)
 
     def plan(self) -> Plan:
-        """The experiment checked as ``run`` checks it, and what a run would send (``moa compare
-        --dry-run``): no call is made, and no store or folder is created."""
-        c = self._checked(self.runner or Runner(), self.runner is None)
+        """The experiment checked as ``run`` checks it, and what a run would send and cost (``moa
+        compare --dry-run``): no call is made, and no store or folder is created."""
+        runner = self.runner or Runner()
+        c = self._checked(runner, self.runner is None)
         stored, spent, spent_max = _stored_runs(self.out, self.spec, c.setups, c.dataset)
         samples = self.spec.samples
         hashes = [(i, item_hash(i)) for i in c.dataset.items]
-        plans = []
+        counts = []
+        todos: list[tuple[str, Any, bool, list[Item]]] = []
         judged = 0  # the runs a judge compares with the baseline's: the setups', turn by turn
         for s in c.setups:
             calls, at_most = calls_per_run(s.topology)
@@ -190,20 +193,10 @@ class Experiment:
             todo = [(i, j) for i, h in hashes for j in range(samples) if (i.id, h, j) not in done]
             runs = sum(len(i.turns or ()) or 1 for i, _ in todo)
             judged += 0 if s.is_baseline else runs
-            plans.append(
-                SetupPlan(
-                    s.name,
-                    s.source,
-                    calls,
-                    at_most,
-                    len(hashes) * samples - len(todo),
-                    len(todo),
-                    runs * calls,
-                    s.is_baseline,
-                )
-            )
+            counts.append((calls, at_most, len(hashes) * samples - len(todo), len(todo), runs * calls))
+            todos.append((s.name, s.topology, s.is_baseline, [i for i, _ in todo]))
         judge_calls = None
-        rebased = 0
+        rebased = stored_turns = 0
         if c.judge is not None:
             # and the answers stored without a verdict (a judge that failed, or was edited, last
             # time) or with one against another baseline: the run judges them too, which the runs
@@ -211,6 +204,12 @@ class Experiment:
             stored_turns, rebased = _unjudged_turns(self.out, c)
             judged += stored_turns
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
+        est = Estimator(budgeted=self.spec.budget_usd is not None, is_local=lambda m: _is_local(runner, m))
+        priced = price_runs(est, todos, judge=c.judge, stored_turns=stored_turns, items=c.dataset.items)
+        plans = [
+            SetupPlan(s.name, s.source, *count, s.is_baseline, *_bounds(priced.setups[s.name]))
+            for s, count in zip(c.setups, counts, strict=True)
+        ]
         return Plan(
             self.source,
             c.dataset,
@@ -228,6 +227,11 @@ class Experiment:
             _reached_workers(self.spec.executor),
             rebased,
             next(s.name for s in c.setups if s.is_baseline),
+            *_bounds(priced.judge)[:2],
+            priced.read,
+            priced.of,
+            tuple(sorted(est.local)),
+            *_bounds(priced.judge)[2:],
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:
@@ -409,6 +413,16 @@ def _stored_runs(
         return done, store.spent_usd(), store.spent_usd_max()
     finally:
         store.close()
+
+
+def _is_local(runner: Runner, model: str) -> bool:
+    """Whether a run answers ``model`` with the embedded model (priced 0), as the runtime tells."""
+    override = runner.registry.override_for(model)
+    return bool(getattr(override, "local", False)) if override is not None else model.startswith("local/")
+
+
+def _bounds(cost: Cost) -> tuple[float, float | None, tuple[str, ...], tuple[str, ...]]:
+    return cost.low, cost.high, tuple(sorted(cost.unpriced)), tuple(sorted(cost.unbounded))
 
 
 def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:

@@ -4,6 +4,7 @@ run would send, without a call, a store or a folder made (an existing store is r
 
 Calls are counted before retries and fallbacks: a run may send more (a 429 retried) and a cascade
 or a quorum fewer (a stage not escalated, stragglers cancelled), so a cascade's count is its most.
+Their cost is estimated as bounds (``moa.experiment.estimate`` says how each is counted).
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ class SetupPlan:
     to_run: int
     calls_to_send: int
     is_baseline: bool
+    #: what the runs to do would cost, USD: about the least (the prompts alone, at about 4
+    #: characters a token, every answer empty) and the most (every prompt at its token bound, every
+    #: answer at its ``max_tokens``); the most is None when an agent sets no ``max_tokens`` and no
+    #: budget makes moa send one (``no_max_tokens`` names their models)
+    estimated_usd_low: float = 0.0
+    estimated_usd_high: float | None = 0.0
+    #: the models nothing prices (counted $0), and those of agents without ``max_tokens``
+    unpriced_models: tuple[str, ...] = ()
+    no_max_tokens: tuple[str, ...] = ()
 
     def line(self) -> str:
         bound = "up to " if self.at_most else ""
@@ -90,6 +100,37 @@ class Plan:
     #: against another baseline than ``baseline`` (the experiment's changed since)
     rejudged: int = 0
     baseline: str = ""
+    #: what the judge's calls would cost, USD, bounded as a setup's are (0 without a judge)
+    judge_estimated_usd_low: float = 0.0
+    judge_estimated_usd_high: float | None = 0.0
+    #: the distinct items to do whose prompts the estimate read, of how many (fewer when evenly
+    #: spaced items stood for a huge dataset's, scaled)
+    estimated_items: int = 0
+    items_to_do: int = 0
+    #: the embedded models the runs call, at $0
+    local_models: tuple[str, ...] = ()
+    #: the judge's models nothing prices, and those of its agents without ``max_tokens``
+    judge_unpriced_models: tuple[str, ...] = ()
+    judge_no_max_tokens: tuple[str, ...] = ()
+
+    @property
+    def estimated_usd_low(self) -> float:
+        """About the least the runs to do and the judge's calls on them cost, USD."""
+        return sum(s.estimated_usd_low for s in self.setups) + self.judge_estimated_usd_low
+
+    @property
+    def estimated_usd_high(self) -> float | None:
+        """The most the runs to do and the judge's calls on them cost, USD, before retries and
+        fallbacks; None when some call has no upper bound."""
+        highs = [s.estimated_usd_high for s in self.setups] + [self.judge_estimated_usd_high]
+        return None if None in highs else sum(h or 0.0 for h in highs)
+
+    @property
+    def budget_left_usd(self) -> float | None:
+        """What the budget leaves the run (what the store paid, at its worst case, taken off)."""
+        if self.budget_usd is None:
+            return None
+        return max(self.budget_usd - max(self.spent_usd, self.spent_usd_max or 0.0), 0.0)
 
     def lines(self) -> list[str]:
         data = self.dataset
@@ -127,9 +168,62 @@ class Plan:
             if worst > self.spent_usd:
                 spent += f" (up to ${worst:.6f}, calls of unknown usage at their worst case)"
             out.append(f"budget: ${self.budget_usd:g}, {spent}, ${left:.6f} left")
+        out.extend(self._cost_lines())
         if data.items:
             first = data.items[0]
             text = first.input if len(first.input) <= _SHOWN else first.input[:_SHOWN] + "..."
             out.append(f"first item `{first.id}`:")
             out.extend(f"  | {line}" for line in text.splitlines() or [""])
         return out
+
+    def _cost_lines(self) -> list[str]:
+        read = (
+            f"the prompts of all {counted(self.items_to_do, 'item')} to do"
+            if self.estimated_items >= self.items_to_do
+            else f"the prompts of {self.estimated_items} evenly spaced of the {self.items_to_do} items to do, scaled"
+        )
+        out = [f"estimated cost of the runs to do (from {read}; before retries and fallbacks):"]
+        for s in self.setups:
+            out.append(
+                f"  {s.name}: {_usd_range(s.estimated_usd_low, s.estimated_usd_high, s.no_max_tokens)}"
+            )
+        if self.judge_calls is not None:
+            rng = _usd_range(
+                self.judge_estimated_usd_low, self.judge_estimated_usd_high, self.judge_no_max_tokens
+            )
+            out.append(f"  judge: {rng}")
+        left = self.budget_left_usd
+        budget = "" if left is None else f" (budget left ${left:.6f})"
+        no_cap = sorted({m for s in self.setups for m in s.no_max_tokens} | set(self.judge_no_max_tokens))
+        out.append(f"  total: {_usd_range(self.estimated_usd_low, self.estimated_usd_high, no_cap)}{budget}")
+        unpriced = sorted(
+            {m for s in self.setups for m in s.unpriced_models} | set(self.judge_unpriced_models)
+        )
+        if unpriced:
+            out.append(f"  unpriced, counted $0 (set the agent's `pricing:`): {', '.join(unpriced)}")
+        if self.local_models:
+            out.append(f"  embedded, $0: {', '.join(self.local_models)}")
+        out.append(
+            "  (least: the prompts alone at ~4 characters a token; most: every prompt at its byte bound,"
+            " every answer at its max_tokens)"
+        )
+        high = self.estimated_usd_high
+        way_out = "raise `budget_usd`, or lower `limit` or `samples`"
+        if left is not None and self.estimated_usd_low > left:
+            out.append(
+                f"warning: even the least estimate, ${self.estimated_usd_low:.6f}, passes the ${left:.6f} the"
+                f" budget leaves: the run will stop at the budget with runs still to do; {way_out}"
+            )
+        elif left is not None and (high is None or high > left):
+            most = "has no upper bound" if high is None else f"${high:.6f}"
+            out.append(
+                f"warning: the estimate's most, {most}, passes the ${left:.6f} the budget leaves: the run may"
+                f" stop at the budget with runs still to do; {way_out}"
+            )
+        return out
+
+
+def _usd_range(low: float, high: float | None, no_cap: Sequence[str]) -> str:
+    if high is None:
+        return f"${low:.6f} to no upper bound (no max_tokens: {', '.join(sorted(no_cap))})"
+    return f"${low:.6f} to ${high:.6f}"

@@ -1,0 +1,318 @@
+"""What the runs a dry run counts would cost, as bounds (``moa compare --dry-run``): nothing is sent,
+so every number comes from the items' real prompts, the topologies and the prices a run's cost
+records use (``moa.calls.pricing``: an agent's ``pricing`` first, then litellm's offline map).
+
+For each call of a run:
+
+* high: the prompt at the budget's own bound (``prompt_token_bound``: no byte-level tokenizer uses
+  more tokens than UTF-8 bytes, plus the chat template's few a message), each answer it reads (a
+  predecessor's, a manager's instruction, a conversation's earlier answers, the answers a judge
+  compares) at that answer's ``max_tokens``, and its own answer at its ``max_tokens``, every prompt
+  token at the dearest of the input and cache-write rates, as a budget holds it. An agent without
+  ``max_tokens`` has no upper bound, except under a budget, where moa sends
+  ``BUDGET_DEFAULT_MAX_TOKENS`` for it;
+* low: the prompt's own text at ``CHARS_PER_TOKEN`` characters a token (OpenAI's documented rule of
+  thumb for English), every answer read empty and none written, at the input rate with no cache
+  discount: what the prompts alone cost, an estimate of the least rather than a proof.
+
+A cascade's low is its first stage alone (it may answer), its high every stage and rule graph (a
+rule graph bounded as reading the item's prompt and its stage's answer). Retries and fallbacks are
+not counted. The tokenizers are not used: litellm's counter imports litellm (seconds) and may fetch
+a tokenizer, and a dry run fetches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_bound
+from moa.calls.pricing import Price, price_for
+from moa.eval.datasets import Item
+from moa.eval.judge import format_conversation_prompt, format_judge_prompt, item_references
+from moa.models.base import Message
+from moa.results import Usage
+from moa.topology.graph import Graph
+from moa.topology.prompts import format_references
+from moa.topology.spec import AgentSpec
+
+__all__ = ["CHARS_PER_TOKEN", "ESTIMATE_ITEMS", "Cost", "Estimator", "Priced", "price_runs"]
+
+_K = TypeVar("_K")
+
+#: the characters a token of English text is, on average (OpenAI's "one token is about 4 characters")
+CHARS_PER_TOKEN = 4
+#: the distinct items a setup's estimate reads at most; past it, evenly spaced items, scaled
+ESTIMATE_ITEMS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """USD bounds of some calls: ``high`` None when some call has no upper bound; the models priced
+    at 0 because nothing prices them, and the agents (by model) that set no ``max_tokens``."""
+
+    low: float = 0.0
+    high: float | None = 0.0
+    unpriced: frozenset[str] = field(default=frozenset())
+    unbounded: frozenset[str] = field(default=frozenset())
+
+    def __add__(self, other: Cost) -> Cost:
+        high = None if self.high is None or other.high is None else self.high + other.high
+        return Cost(
+            self.low + other.low,
+            high,
+            self.unpriced | other.unpriced,
+            self.unbounded | other.unbounded,
+        )
+
+    def times(self, k: float) -> Cost:
+        return Cost(self.low * k, None if self.high is None else self.high * k, self.unpriced, self.unbounded)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """What a call's user turn is built from: the text, and the tokens of answers it holds at most
+    (None: an answer without a bound)."""
+
+    text: str
+    extra: int | None = 0
+
+
+def _plus(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def _times(k: int, a: int | None) -> int | None:
+    return None if a is None else k * a
+
+
+class Estimator:
+    """Prices runs of topologies on items; ``budgeted``: the run has a budget, which sends
+    ``BUDGET_DEFAULT_MAX_TOKENS`` for an agent without ``max_tokens``. ``is_local(model)``: the
+    run's backend for ``model`` is the embedded one (priced 0, as the run prices it)."""
+
+    def __init__(self, *, budgeted: bool, is_local: Callable[[str], bool]) -> None:
+        self.budgeted = budgeted
+        self.is_local = is_local
+        self.local: set[str] = set()
+        self._prices: dict[int, Price] = {}
+
+    def price(self, agent: AgentSpec) -> Price:
+        hit = self._prices.get(id(agent))
+        if hit is None:
+            local = self.is_local(agent.model)
+            if local:
+                self.local.add(agent.model)
+            hit = price_for(agent.model, agent.pricing, local=local).for_service_tier(
+                agent.params.get("service_tier")
+            )
+            self._prices[id(agent)] = hit
+        return hit
+
+    def cap(self, agent: AgentSpec) -> int | None:
+        """The completion tokens one answer of ``agent`` may take, as a run sends its request."""
+        if agent.max_tokens is not None:
+            return agent.max_tokens
+        return BUDGET_DEFAULT_MAX_TOKENS if self.budgeted else None
+
+    # -- one graph, one prompt ----------------------------------------------------------------
+
+    def graph(
+        self, graph: Graph, prompt: _Prompt, history: Sequence[Message] = (), said: int | None = 0
+    ) -> tuple[Cost, int | None]:
+        """One run of ``graph`` on ``prompt`` after ``history`` (whose answers, read by every call,
+        hold at most ``said`` tokens): its cost and the most tokens its answer can be."""
+        out: dict[str, int | None] = {}
+        total = Cost()
+        for nid in graph.order:
+            gn = graph.nodes[nid]
+            if gn.agent is None or gn.template is None:  # a reducer: one of its inputs' answers
+                bounds = [out[i] for i in gn.inputs]
+                out[nid] = None if None in bounds else max((b or 0 for b in bounds), default=0)
+                continue
+            names = gn.template.names
+            values = {
+                "prompt": prompt.text,
+                "references": format_references([(i, "") for i in gn.inputs]),
+                "workers": str(len(gn.plan_workers)),
+            }
+            extra = said
+            if "prompt" in names:
+                extra = _plus(extra, _times(names.count("prompt"), prompt.extra))
+            if "references" in names:
+                refs: int | None = 0
+                for i in gn.inputs:
+                    refs = _plus(refs, out[i])
+                extra = _plus(extra, _times(names.count("references"), refs))
+            src = gn.spec.instruction_from
+            if src is not None and "instruction" in names:
+                # one instruction of the plan: at most the manager's whole answer
+                extra = _plus(extra, _times(names.count("instruction"), out[src]))
+            messages = _messages(gn.agent.system, history, gn.template.render(values))
+            total += self._call(gn.agent, messages, extra)
+            out[nid] = self.cap(gn.agent)
+        return total, out[graph.output]
+
+    def _call(self, agent: AgentSpec, messages: Sequence[Message], extra: int | None) -> Cost:
+        price = self.price(agent)
+        unpriced = frozenset() if price.known else frozenset({agent.model})
+        chars = sum(len(m.get("content", "")) for m in messages)
+        low = price.cost(Usage(prompt_tokens=-(-chars // CHARS_PER_TOKEN)))
+        cap = self.cap(agent)
+        if cap is None:
+            return Cost(low, None, unpriced, frozenset({agent.model}))
+        if extra is None:  # it reads an answer without a bound
+            return Cost(low, None, unpriced)
+        high = price.worst_case(prompt_token_bound(messages) + extra, cap * _choices(agent.params))
+        return Cost(low, high, unpriced)
+
+    def target(
+        self, target: Any, prompt: _Prompt, history: Sequence[Message] = (), said: int | None = 0
+    ) -> tuple[Cost, int | None]:
+        """One run of a topology or a cascade: its cost and its answer's bound. A cascade's low is
+        its first stage's (it may answer alone), its high every stage's and rule's, each rule
+        reading its stage's answer besides the prompt."""
+        if getattr(target, "parts", None) is None:
+            return self.graph(target.graph, prompt, history, said)
+        parts: Sequence[tuple[str, Graph]] = target.parts()
+        total: Cost | None = None
+        least = 0.0
+        answer: int | None = 0
+        stage: int | None = 0
+        for name, graph in parts:
+            rule = not name.startswith("stage ")
+            cost, out = self.graph(graph, prompt, history, _plus(said, stage) if rule else said)
+            least = cost.low if total is None else least
+            total = cost if total is None else total + cost
+            if not rule:
+                stage = out
+                answer = None if out is None or answer is None else max(answer, out)
+        assert total is not None  # a cascade has a stage
+        return Cost(least, total.high, total.unpriced, total.unbounded), answer
+
+    # -- a setup's run, and a judge's verdicts -------------------------------------------------
+
+    def run(self, target: Any, item: Item) -> tuple[Cost, int | None]:
+        """One run of a setup's ``target`` on ``item`` (every turn of a conversation, each after the
+        earlier turns and the setup's own earlier answers): its cost and its answer's bound."""
+        turns = item.turns if item.turns and len(item.turns) > 1 else None
+        if turns is None:
+            return self.target(target, _Prompt(item.input))
+        total = Cost()
+        history: list[Message] = []
+        said: int | None = 0
+        best: int | None = 0
+        for question in turns:
+            cost, answer_ = self.target(target, _Prompt(question), history, said)
+            total += cost
+            history += [{"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+            said = _plus(said, answer_)
+            best = None if answer_ is None or best is None else max(best, answer_)
+        return total, best
+
+    def verdicts(self, judge: Any, item: Item, answer: int | None, baseline: int | None) -> Cost:
+        """The judge's two verdicts (both orders) on each turn of ``item``: a setup's answer of at
+        most ``answer`` tokens against the baseline's of at most ``baseline``."""
+        pair = _plus(answer, baseline)
+        refs = item_references(item)
+        turns = item.turns if item.turns and len(item.turns) > 1 else None
+        if turns is None:
+            text = format_judge_prompt(item.input, "", "", reference=refs[0] if refs else None)
+            return self.target(judge, _Prompt(text, pair))[0].times(2)
+        total = Cost()
+        for k in range(1, len(turns) + 1):
+            text = format_conversation_prompt(turns[:k], [""] * k, [""] * k, references=refs)
+            total += self.target(judge, _Prompt(text, _times(k, pair)))[0].times(2)
+        return total
+
+
+def _messages(system: str | None, history: Sequence[Message], content: str) -> list[Message]:
+    # the engine's own folding (``chat_messages``), imported late: moa._run imports the calls layer
+    from moa._run.nodes import chat_messages
+
+    return chat_messages(system, history, content)
+
+
+def _choices(params: Mapping[str, Any]) -> int:
+    """The answers a request asks for (``n``), each billed up to ``max_tokens``."""
+    extra = params.get("extra_body")
+    said = [params.get("n"), extra.get("n") if isinstance(extra, dict) else None]
+    return max([n for n in said if isinstance(n, int) and not isinstance(n, bool)] + [1])
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """The runs to do priced: each setup's by name, the judge's verdicts on them (and on the stored
+    answers it has still to judge), and the items read for it: ``read`` of ``of`` (fewer when
+    evenly spaced items stood for the rest, scaled)."""
+
+    setups: Mapping[str, Cost]
+    judge: Cost
+    read: int
+    of: int
+
+
+def price_runs(
+    est: Estimator,
+    setups: Sequence[tuple[str, Any, bool, Sequence[Item]]],
+    *,
+    judge: Any | None,
+    stored_turns: int,
+    items: Sequence[Item],
+    limit: int = ESTIMATE_ITEMS,
+) -> Priced:
+    """``setups``: (name, topology, is the baseline, the item of each run to do); ``stored_turns``:
+    the stored answers' turns the judge has still to compare with the baseline's."""
+    distinct = {i.id: i for _, _, _, runs in setups for i in runs}
+    chosen = _spaced(list(distinct), limit)
+    bound: dict[str, int | None] = {}
+    costs: dict[str, Cost] = {}
+    # an item's runs priced once, however many samples and setups share it
+    for name, target, _, runs in setups:
+        cost, n_read, n_all = Cost(), 0, len(runs)
+        per_item: dict[str, Cost] = {}
+        for item in runs:
+            if item.id not in chosen:
+                continue
+            if item.id not in per_item:
+                per_item[item.id] = est.run(target, item)[0]
+            cost += per_item[item.id]
+            n_read += 1
+        costs[name] = cost.times(n_all / n_read) if n_read else cost
+        # an answer's bound depends on the graph alone, not the item
+        bound[name] = est.run(target, items[0])[1] if items else 0
+    judged = Cost()
+    if judge is not None:
+        base = next((bound[name] for name, _, is_base, _ in setups if is_base), 0)
+        for name, _, is_base, runs in setups:
+            if is_base:
+                continue
+            read = [i for i in runs if i.id in chosen]
+            cost = Cost()
+            for item in read:
+                cost += est.verdicts(judge, item, bound[name], base)
+            judged += cost.times(len(runs) / len(read)) if read else cost
+        if stored_turns:
+            # the stored answers' items are not at hand here: a turn priced as the items' mean,
+            # each answer at the widest setup's bound
+            widest: int | None = 0
+            for name, _, is_base, _ in setups:
+                if not is_base:
+                    b = bound[name]
+                    widest = None if widest is None or b is None else max(widest, b)
+            sample = [items[k] for k in _spaced(range(len(items)), limit)] if items else []
+            turns = sum(len(i.turns or ()) or 1 for i in sample)
+            cost = Cost()
+            for item in sample:
+                cost += est.verdicts(judge, item, widest, base)
+            judged += cost.times(stored_turns / turns) if turns else cost
+    return Priced(costs, judged, len(chosen), len(distinct))
+
+
+def _spaced(keys: Sequence[_K], limit: int) -> set[_K]:
+    """``keys`` if ``limit`` or fewer, else ``limit`` of them evenly spaced (the first included)."""
+    n = len(keys)
+    if n <= limit:
+        return set(keys)
+    return {keys[k * n // limit] for k in range(limit)}

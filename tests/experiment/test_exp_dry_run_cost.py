@@ -1,0 +1,213 @@
+"""`moa compare --dry-run`: what the runs to do would cost, as bounds from the items' real prompts.
+
+The hand counts below follow ``moa.experiment.estimate``: a prompt's most is its UTF-8 bytes plus 8
+a message plus 8 (the budget's own bound), plus every answer it reads at that answer's
+``max_tokens``; its least its characters / 4, rounded up, with every answer empty. The most adds
+every answer at its ``max_tokens``; the least adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import json
+from pathlib import Path
+
+import pytest
+
+from moa.eval.judge import format_judge_prompt
+from moa.experiment import Experiment, Plan
+from moa.testing.sim import SimModel, SimServer
+
+LOOP = "http://127.0.0.1:9"  # no server: a dry run sends nothing
+ROWS = [{"id": "a", "input": "abcd", "target": "x"}, {"id": "b", "input": "abcdefgh", "target": "x"}]
+
+
+def _agent(
+    model: str,
+    *,
+    pricing: tuple[float, float] | None = (1.0, 2.0),
+    max_tokens: int | None = 100,
+    base: str = LOOP,
+) -> str:
+    price = (
+        ""
+        if pricing is None
+        else f", pricing: {{input_per_mtok: {pricing[0]}, output_per_mtok: {pricing[1]}}}"
+    )
+    cap = "" if max_tokens is None else f", max_tokens: {max_tokens}"
+    return f"{{model: openai/{model}, api_base: {json.dumps(base)}, retry: {{max_attempts: 1}}{price}{cap}}}"
+
+
+def _single(folder: Path, name: str, agent: str) -> None:
+    (folder / f"{name}.yaml").write_text(f"name: {name}\nkind: single\nagent: a\nagents:\n  a: {agent}\n")
+
+
+def _experiment(
+    folder: Path, setups: list[str], *, rows: list[dict[str, str]] = ROWS, extra: str = ""
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    listed = ", ".join(f"{s}.yaml" for s in setups)
+    (folder / "exp.yaml").write_text(
+        f"name: cost\ndataset: data.jsonl\nevaluator: contains\nbaseline: single.yaml\nsetups: [{listed}]\n{extra}"
+    )
+    return folder / "exp.yaml"
+
+
+def _plan(exp: Path, out: Path) -> Plan:
+    return Experiment.from_file(exp, out=out, progress=False).plan()
+
+
+def _two_layers(folder: Path) -> None:
+    """Two proposers (50 tokens each, $1/$2 per Mtok) and an aggregator reading both (10 tokens,
+    $3/$6) through ``R:{references}Q:{prompt}``."""
+    (folder / "layers.yaml").write_text(
+        "name: layers\nagents:\n"
+        f"  p: {_agent('p-m', max_tokens=50)}\n"
+        f"  agg: {_agent('agg-m', pricing=(3.0, 6.0), max_tokens=10)}\n"
+        "nodes:\n  - {id: p1, agent: p}\n  - {id: p2, agent: p}\n"
+        "  - {id: final, agent: agg, inputs: [p1, p2], prompt: 'R:{references}Q:{prompt}'}\n"
+        "output: final\n"
+    )
+
+
+def test_each_setup_is_priced_from_every_item_s_prompt(tmp_path: Path) -> None:
+    """A single call and a two-layer topology over two items: the hand-counted bounds, exactly."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _two_layers(folder)
+    plan = _plan(_experiment(folder, ["layers"]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    single, layers = plan.setups
+    # "abcd": 4 bytes + 8 + 8 = 20 prompt tokens at most, 1 (4 characters / 4) at least; 100 out at
+    # $2/Mtok. "abcdefgh": 24 at most, 2 at least
+    assert single.estimated_usd_low == pytest.approx((1 + 2) * 1e-6)
+    assert single.estimated_usd_high == pytest.approx((20 + 24) * 1e-6 + 2 * 100 * 2e-6)
+    # each proposer as `single` but 50 out. The aggregator's text: "R:" + the two empty reference
+    # blocks ("1. [p1] <<tag>>\n\n<<end tag>>", 22 characters + two 16-character tags, joined by
+    # "\n\n": 46 + 64 = 110) + "Q:" + the prompt: 114 + 4 ("abcd") = 118 or 122 ("abcdefgh") characters;
+    # at most those + 16 tokens + both proposers' 50, at $3/Mtok, and 10 out at $6/Mtok
+    proposers_low = 2 * (1 + 2) * 1e-6
+    proposers_high = 2 * ((20 + 24) * 1e-6 + 2 * 50 * 2e-6)
+    agg_low = (30 + 31) * 3e-6  # ceil(118 / 4), ceil(122 / 4)
+    agg_high = (118 + 16 + 100 + 122 + 16 + 100) * 3e-6 + 2 * 10 * 6e-6
+    assert layers.estimated_usd_low == pytest.approx(proposers_low + agg_low)
+    assert layers.estimated_usd_high == pytest.approx(proposers_high + agg_high)
+    assert plan.estimated_usd_high == pytest.approx(single.estimated_usd_high + layers.estimated_usd_high)
+    assert (plan.estimated_items, plan.items_to_do) == (2, 2)
+    lines = plan.lines()
+    assert f"  single: $0.000003 to ${single.estimated_usd_high:.6f}" in lines
+    assert any(
+        line.startswith("estimated cost of the runs to do (from the prompts of all 2 items to do")
+        for line in lines
+    )
+
+
+def test_an_unpriced_model_is_named_and_counted_zero(tmp_path: Path) -> None:
+    """A model no price map lists and no `pricing:` prices costs $0 in the estimate, and is named."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "mystery", _agent("no-such-model-anywhere", pricing=None))
+    plan = _plan(_experiment(folder, ["mystery"]), tmp_path / "out")
+    mystery = plan.setups[1]
+    assert (mystery.estimated_usd_low, mystery.estimated_usd_high) == (0.0, 0.0)
+    assert mystery.unpriced_models == ("openai/no-such-model-anywhere",)
+    assert (
+        "  unpriced, counted $0 (set the agent's `pricing:`): openai/no-such-model-anywhere" in plan.lines()
+    )
+
+
+def test_an_agent_without_max_tokens_has_no_upper_bound_unless_a_budget_caps_it(tmp_path: Path) -> None:
+    """No max_tokens and no budget: "no upper bound", naming the model. Under a budget moa sends
+    4096 for it, so that is its most."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "open", _agent("open-m", max_tokens=None))
+    exp = _experiment(folder, ["open"])
+    plan = _plan(exp, tmp_path / "out")
+    open_ = plan.setups[1]
+    assert open_.estimated_usd_high is None and plan.estimated_usd_high is None
+    assert open_.no_max_tokens == ("openai/open-m",)
+    assert open_.estimated_usd_low == pytest.approx(3e-6)
+    assert "  open: $0.000003 to no upper bound (no max_tokens: openai/open-m)" in plan.lines()
+    budgeted = _plan(_experiment(folder, ["open"], extra="budget_usd: 5\n"), tmp_path / "out")
+    assert budgeted.setups[1].estimated_usd_high == pytest.approx((20 + 24) * 1e-6 + 2 * 4096 * 2e-6)
+
+
+def test_a_judge_s_calls_are_priced_with_the_answers_it_reads(tmp_path: Path) -> None:
+    """Two verdicts per judged run; each judge prompt holds the setup's and the baseline's answers,
+    at most their max_tokens (10 and 100)."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "short", _agent("short-m", max_tokens=10))
+    _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5))
+    exp = _experiment(folder, ["short"], extra="")
+    exp.write_text(
+        exp.read_text().replace("evaluator: contains", "evaluator: {name: judge, topology: judge.yaml}")
+    )
+    plan = _plan(exp, tmp_path / "out")
+    texts = [format_judge_prompt(r["input"], "", "") for r in ROWS]
+    low = sum(-(-len(t) // 4) for t in texts) * 1e-6
+    high = sum(len(t.encode()) + 16 + 10 + 100 + 5 for t in texts) * 1e-6
+    assert plan.judge_estimated_usd_low == pytest.approx(2 * low)
+    assert plan.judge_estimated_usd_high == pytest.approx(2 * high)
+    assert f"  judge: ${2 * low:.6f} to ${2 * high:.6f}" in plan.lines()
+    assert plan.estimated_usd_high == pytest.approx(
+        sum(s.estimated_usd_high or 0.0 for s in plan.setups) + 2 * high
+    )
+
+
+def test_a_budget_the_estimate_may_pass_is_warned_of(tmp_path: Path) -> None:
+    """One line when the most passes the budget; a firmer one when even the least does."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _two_layers(folder)
+    tight = _plan(_experiment(folder, ["layers"], extra="budget_usd: 0.001\n"), tmp_path / "out").lines()
+    assert any(
+        line.startswith("warning: the estimate's most, $")
+        and "the $0.001000 the budget leaves: the run may stop" in line
+        for line in tight
+    )
+    broke = _plan(_experiment(folder, ["layers"], extra="budget_usd: 0.000001\n"), tmp_path / "out").lines()
+    assert any(
+        line.startswith("warning: even the least estimate, $") and "the run will stop" in line
+        for line in broke
+    )
+    roomy = _plan(_experiment(folder, ["layers"], extra="budget_usd: 5\n"), tmp_path / "out").lines()
+    assert not any(line.startswith("warning:") for line in roomy)
+
+
+def test_a_resume_prices_only_the_runs_left_against_the_budget_left(tmp_path: Path) -> None:
+    """After a run of item `a`, the estimate is item `b`'s alone, and the budget left is what the
+    store's spending leaves."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    with SimServer({"single-m": SimModel(answer="x"), "short-m": SimModel(answer="x")}) as srv:
+        _single(folder, "single", _agent("single-m", base=srv.base_url))
+        _single(folder, "short", _agent("short-m", max_tokens=10, base=srv.base_url))
+        exp = _experiment(folder, ["short"], extra="budget_usd: 1\n")
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False, limit=1).run()
+    exp.write_text(exp.read_text().replace("budget_usd: 1", "budget_usd: 0.0002"))
+    plan = _plan(exp, tmp_path / "out")
+    single, short = plan.setups
+    assert (single.to_run, short.to_run) == (1, 1)
+    # item `b` only: 24 prompt tokens at most, 2 at least
+    assert single.estimated_usd_high == pytest.approx(24e-6 + 100 * 2e-6)
+    assert short.estimated_usd_high == pytest.approx(24e-6 + 10 * 2e-6)
+    assert short.estimated_usd_low == pytest.approx(2e-6)
+    assert plan.spent_usd > 0
+    left = plan.budget_left_usd
+    assert left is not None and left == pytest.approx(0.0002 - max(plan.spent_usd, plan.spent_usd_max or 0.0))
+    assert any(
+        line.startswith("  total: ") and line.endswith(f"(budget left ${left:.6f})") for line in plan.lines()
+    )
+    # the most, $0.000268, passes what the first item's runs left of $0.0002
+    assert any(line.startswith("warning: the estimate's most, $0.000268,") for line in plan.lines())
