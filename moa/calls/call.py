@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ __all__ = [
     "call_agent",
     "own_rate_limit",
     "prompt_token_bound",
+    "requested_choices",
 ]
 
 
@@ -185,10 +186,10 @@ class AgentRuntime:
             backoff_max_s=r.backoff_max_s,
             max_retry_after_s=r.max_retry_after_s,
         )
-        return cls(agent, tuple(targets), policy, api_key, _choices(agent.params))
+        return cls(agent, tuple(targets), policy, api_key, requested_choices(agent.params))
 
 
-def _choices(params: dict[str, Any]) -> int:
+def requested_choices(params: Mapping[str, Any]) -> int:
     """The answers a request asks for: ``n`` of the params, or of their ``extra_body``, which the
     body takes over it."""
     extra = params.get("extra_body")

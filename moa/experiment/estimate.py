@@ -15,20 +15,26 @@ For each call of a run:
   thumb for English), every answer read empty and none written, at the input rate with no cache
   discount: what the prompts alone cost, an estimate of the least rather than a proof.
 
-A cascade's low is its first stage alone (it may answer), its high every stage and rule graph (a
-rule graph bounded as reading the item's prompt and its stage's answer). Retries and fallbacks are
-not counted. The tokenizers are not used: litellm's counter imports litellm (seconds) and may fetch
-a tokenizer, and a dry run fetches nothing.
+A cascade's low is its first stage alone (it may answer), its high every stage (one that ``reuse``s
+reading the earlier stages' answers) and every rater (reading the question and its stage's answer).
+Retries and fallbacks are not counted. The tokenizers are not used: litellm's counter imports
+litellm (seconds) and may fetch a tokenizer, and a dry run fetches nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
+from moa._run.nodes import chat_messages
 from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_bound
+from moa.calls.call import requested_choices
 from moa.calls.pricing import Price, price_for
+from moa.cascade.confidence import confidence_prompt
+from moa.cascade.execute import with_earlier
+from moa.cascade.rules import Judge
 from moa.eval.datasets import Item
 from moa.eval.judge import format_conversation_prompt, format_judge_prompt, item_references
 from moa.models.base import Message
@@ -123,6 +129,12 @@ class Estimator:
     ) -> tuple[Cost, int | None]:
         """One run of ``graph`` on ``prompt`` after ``history`` (whose answers, read by every call,
         hold at most ``said`` tokens): its cost and the most tokens its answer can be."""
+        cost, out = self._graph(graph, prompt, history, said)
+        return cost, out[graph.output]
+
+    def _graph(
+        self, graph: Graph, prompt: _Prompt, history: Sequence[Message], said: int | None
+    ) -> tuple[Cost, dict[str, int | None]]:
         out: dict[str, int | None] = {}
         total = Cost()
         for nid in graph.order:
@@ -149,10 +161,10 @@ class Estimator:
             if src is not None and "instruction" in names:
                 # one instruction of the plan: at most the manager's whole answer
                 extra = _plus(extra, _times(names.count("instruction"), out[src]))
-            messages = _messages(gn.agent.system, history, gn.template.render(values))
+            messages = chat_messages(gn.agent.system, history, gn.template.render(values))
             total += self._call(gn.agent, messages, extra)
             out[nid] = self.cap(gn.agent)
-        return total, out[graph.output]
+        return total, out
 
     def _call(self, agent: AgentSpec, messages: Sequence[Message], extra: int | None) -> Cost:
         price = self.price(agent)
@@ -164,30 +176,44 @@ class Estimator:
             return Cost(low, None, unpriced, frozenset({agent.model}))
         if extra is None:  # it reads an answer without a bound
             return Cost(low, None, unpriced)
-        high = price.worst_case(prompt_token_bound(messages) + extra, cap * _choices(agent.params))
+        high = price.worst_case(prompt_token_bound(messages) + extra, cap * requested_choices(agent.params))
         return Cost(low, high, unpriced)
 
     def target(
         self, target: Any, prompt: _Prompt, history: Sequence[Message] = (), said: int | None = 0
     ) -> tuple[Cost, int | None]:
-        """One run of a topology or a cascade: its cost and its answer's bound. A cascade's low is
-        its first stage's (it may answer alone), its high every stage's and rule's, each rule
-        reading its stage's answer besides the prompt."""
-        if getattr(target, "parts", None) is None:
+        """One run of a topology or a cascade: its cost and its answer's bound."""
+        stages = getattr(target, "stage_list", None)
+        if stages is None:
             return self.graph(target.graph, prompt, history, said)
-        parts: Sequence[tuple[str, Graph]] = target.parts()
+        return self._cascade(stages, prompt, history, said)
+
+    def _cascade(
+        self, stages: Sequence[Any], prompt: _Prompt, history: Sequence[Message], said: int | None
+    ) -> tuple[Cost, int | None]:
+        """A cascade's least is its first stage's (it may answer alone), its most every stage's and
+        every rater's: a stage that ``reuse``s reads the earlier stages' answers appended to the
+        prompt (``with_earlier``), a rater the question and the stage's answer
+        (``confidence_prompt``)."""
         total: Cost | None = None
         least = 0.0
         answer: int | None = 0
-        stage: int | None = 0
-        for name, graph in parts:
-            rule = not name.startswith("stage ")
-            cost, out = self.graph(graph, prompt, history, _plus(said, stage) if rule else said)
+        earlier: list[int | None] = []  # the answers a stage hands on, by their bounds
+        for stage in stages:
+            text, extra = prompt.text, prompt.extra
+            if stage.reuse and earlier:
+                text = str(with_earlier(text, [""] * len(earlier)))
+                for bound in earlier:
+                    extra = _plus(extra, bound)
+            cost, out = self._graph(stage.topology.graph, _Prompt(text, extra), history, said)
             least = cost.low if total is None else least
             total = cost if total is None else total + cost
-            if not rule:
-                stage = out
-                answer = None if out is None or answer is None else max(answer, out)
+            output = out[stage.topology.graph.output]
+            answer = None if output is None or answer is None else max(answer, output)
+            earlier += [out[nid] for nid in stage.samples] if stage.samples else [output]
+            if isinstance(stage.rule, Judge):
+                rated = _Prompt(confidence_prompt(prompt.text, ""), _plus(prompt.extra, output))
+                total += self.graph(stage.rule.topology.graph, rated)[0]
         assert total is not None  # a cascade has a stage
         return Cost(least, total.high, total.unpriced, total.unbounded), answer
 
@@ -227,20 +253,6 @@ class Estimator:
         return total
 
 
-def _messages(system: str | None, history: Sequence[Message], content: str) -> list[Message]:
-    # the engine's own folding (``chat_messages``), imported late: moa._run imports the calls layer
-    from moa._run.nodes import chat_messages
-
-    return chat_messages(system, history, content)
-
-
-def _choices(params: Mapping[str, Any]) -> int:
-    """The answers a request asks for (``n``), each billed up to ``max_tokens``."""
-    extra = params.get("extra_body")
-    said = [params.get("n"), extra.get("n") if isinstance(extra, dict) else None]
-    return max([n for n in said if isinstance(n, int) and not isinstance(n, bool)] + [1])
-
-
 @dataclass(frozen=True, slots=True)
 class Priced:
     """The runs to do priced: each setup's by name, the judge's verdicts on them (and on the stored
@@ -264,22 +276,13 @@ def price_runs(
 ) -> Priced:
     """``setups``: (name, topology, is the baseline, the item of each run to do); ``stored_turns``:
     the stored answers' turns the judge has still to compare with the baseline's."""
-    distinct = {i.id: i for _, _, _, runs in setups for i in runs}
-    chosen = _spaced(list(distinct), limit)
     bound: dict[str, int | None] = {}
     costs: dict[str, Cost] = {}
-    # an item's runs priced once, however many samples and setups share it
+    chosen: dict[str, set[str]] = {}
     for name, target, _, runs in setups:
-        cost, n_read, n_all = Cost(), 0, len(runs)
-        per_item: dict[str, Cost] = {}
-        for item in runs:
-            if item.id not in chosen:
-                continue
-            if item.id not in per_item:
-                per_item[item.id] = est.run(target, item)[0]
-            cost += per_item[item.id]
-            n_read += 1
-        costs[name] = cost.times(n_all / n_read) if n_read else cost
+        # each setup's own sample: on a resume, setups may have different items left
+        chosen[name] = _spaced(list(dict.fromkeys(i.id for i in runs)), limit)
+        costs[name] = _scaled(runs, chosen[name], partial(_run_cost, est, target))
         # an answer's bound depends on the graph alone, not the item
         bound[name] = est.run(target, items[0])[1] if items else 0
     judged = Cost()
@@ -288,11 +291,8 @@ def price_runs(
         for name, _, is_base, runs in setups:
             if is_base:
                 continue
-            read = [i for i in runs if i.id in chosen]
-            cost = Cost()
-            for item in read:
-                cost += est.verdicts(judge, item, bound[name], base)
-            judged += cost.times(len(runs) / len(read)) if read else cost
+            verdicts = partial(_verdicts, est, judge, answer=bound[name], baseline=base)
+            judged += _scaled(runs, chosen[name], verdicts)
         if stored_turns:
             # the stored answers' items are not at hand here: a turn priced as the items' mean,
             # each answer at the widest setup's bound
@@ -307,7 +307,30 @@ def price_runs(
             for item in sample:
                 cost += est.verdicts(judge, item, widest, base)
             judged += cost.times(stored_turns / turns) if turns else cost
-    return Priced(costs, judged, len(chosen), len(distinct))
+    read = set().union(*chosen.values()) if chosen else set()
+    return Priced(costs, judged, len(read), len({i.id for _, _, _, runs in setups for i in runs}))
+
+
+def _run_cost(est: Estimator, target: Any, item: Item) -> Cost:
+    return est.run(target, item)[0]
+
+
+def _verdicts(est: Estimator, judge: Any, item: Item, *, answer: int | None, baseline: int | None) -> Cost:
+    return est.verdicts(judge, item, answer, baseline)
+
+
+def _scaled(runs: Sequence[Item], chosen: set[str], price: Callable[[Item], Cost]) -> Cost:
+    """The runs of the ``chosen`` items priced (each item once, however many samples it has), scaled
+    up to every run when the others were left out."""
+    seen: dict[str, Cost] = {}
+    cost, read = Cost(), 0
+    for item in runs:
+        if item.id in chosen:
+            if item.id not in seen:
+                seen[item.id] = price(item)
+            cost += seen[item.id]
+            read += 1
+    return cost.times(len(runs) / read) if read and read < len(runs) else cost
 
 
 def _spaced(keys: Sequence[_K], limit: int) -> set[_K]:

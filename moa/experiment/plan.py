@@ -191,7 +191,11 @@ class Plan:
             rng = _usd_range(
                 self.judge_estimated_usd_low, self.judge_estimated_usd_high, self.judge_no_max_tokens
             )
-            out.append(f"  judge: {rng}")
+            # the sandbox's output shown beside each answer has no bound a dry run can read
+            shown = (
+                "; without the execution results it is shown" if self.evaluator.get("show_execution") else ""
+            )
+            out.append(f"  judge: {rng}{shown}")
         left = self.budget_left_usd
         budget = "" if left is None else f" (budget left ${left:.6f})"
         no_cap = sorted({m for s in self.setups for m in s.no_max_tokens} | set(self.judge_no_max_tokens))

@@ -13,11 +13,14 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from moa.eval.judge import format_judge_prompt
+from moa.cascade.confidence import confidence_prompt
+from moa.cascade.execute import with_earlier
+from moa.eval.judge import format_conversation_prompt, format_judge_prompt
 from moa.experiment import Experiment, Plan
 from moa.testing.sim import SimModel, SimServer
 
@@ -31,6 +34,7 @@ def _agent(
     pricing: tuple[float, float] | None = (1.0, 2.0),
     max_tokens: int | None = 100,
     base: str = LOOP,
+    temperature: float | None = None,
 ) -> str:
     price = (
         ""
@@ -38,6 +42,7 @@ def _agent(
         else f", pricing: {{input_per_mtok: {pricing[0]}, output_per_mtok: {pricing[1]}}}"
     )
     cap = "" if max_tokens is None else f", max_tokens: {max_tokens}"
+    cap += "" if temperature is None else f", temperature: {temperature}"
     return f"{{model: openai/{model}, api_base: {json.dumps(base)}, retry: {{max_attempts: 1}}{price}{cap}}}"
 
 
@@ -46,7 +51,7 @@ def _single(folder: Path, name: str, agent: str) -> None:
 
 
 def _experiment(
-    folder: Path, setups: list[str], *, rows: list[dict[str, str]] = ROWS, extra: str = ""
+    folder: Path, setups: list[str], *, rows: Sequence[Mapping[str, object]] = ROWS, extra: str = ""
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -211,3 +216,70 @@ def test_a_resume_prices_only_the_runs_left_against_the_budget_left(tmp_path: Pa
     )
     # the most, $0.000268, passes what the first item's runs left of $0.0002
     assert any(line.startswith("warning: the estimate's most, $0.000268,") for line in plan.lines())
+
+
+def test_a_cascade_s_least_is_its_first_stage_and_its_most_every_stage_and_rater(tmp_path: Path) -> None:
+    """Stage 1 (two samples of mini-m, 20 tokens) rated by rater-m (5 tokens, reading the question
+    and the stage's answer), then `single` reusing the two samples appended to the prompt."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    (folder / "cascade.yaml").write_text(
+        "name: cascade\nkind: cascade\nagents:\n"
+        f"  mini: {_agent('mini-m', max_tokens=20, temperature=0.7)}\n  rater: {_agent('rater-m', pricing=(1.0, 1.0), max_tokens=5)}\n"
+        "stages:\n  - {agent: mini, samples: 2, accept: {judge: {agent: rater, threshold: 0.8}}}\n"
+        "  - {topology: single.yaml, reuse: true}\n"
+    )
+    plan = _plan(_experiment(folder, ["cascade"], rows=ROWS[:1]), tmp_path / "out")
+    cascade = plan.setups[1]
+    # each sample: "abcd", 20 prompt tokens at most and 1 at least, 20 out at $2/Mtok
+    samples_low, samples_high = 2 * 1e-6, 2 * (20e-6 + 20 * 2e-6)
+    rated = confidence_prompt("abcd", "")  # the rater's text, the answer (at most 20) left out
+    rater_high = (len(rated.encode()) + 16 + 20) * 1e-6 + 5 * 1e-6
+    reused = str(with_earlier("abcd", ["", ""]))  # the last stage's, both samples (20 each) left out
+    last_high = (len(reused.encode()) + 16 + 40) * 1e-6 + 100 * 2e-6
+    assert cascade.estimated_usd_low == pytest.approx(samples_low)
+    assert cascade.estimated_usd_high == pytest.approx(samples_high + rater_high + last_high)
+
+
+def test_a_conversation_is_priced_turn_by_turn_with_its_earlier_answers(tmp_path: Path) -> None:
+    """An MT-Bench item of two turns: turn 2 reads turn 1's question and answer (at most 100), and
+    the judge compares the two conversations up to each turn, both orders."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "short", _agent("short-m", max_tokens=10))
+    _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5))
+    rows = [{"question_id": "m", "category": "writing", "turns": ["ab", "cdef"]}]
+    exp = _experiment(folder, ["short"], rows=rows)
+    exp.write_text(
+        exp.read_text().replace("evaluator: contains", "evaluator: {name: judge, topology: judge.yaml}")
+    )
+    plan = _plan(exp, tmp_path / "out")
+    single, short = plan.setups
+    # turn 1: "ab", 2 + 8 + 8 = 18 at most, 1 at least; turn 2: "ab", "" and "cdef" as three
+    # messages, 6 + 24 + 8 = 38 and the first answer's 100 at most, 2 (6 characters) at least
+    assert single.estimated_usd_low == pytest.approx((1 + 2) * 1e-6)
+    assert single.estimated_usd_high == pytest.approx((18 + 38 + 100) * 1e-6 + 2 * 100 * 2e-6)
+    assert short.estimated_usd_high == pytest.approx((18 + 38 + 10) * 1e-6 + 2 * 10 * 2e-6)
+    texts = [format_conversation_prompt(["ab", "cdef"][:k], [""] * k, [""] * k) for k in (1, 2)]
+    judge_high = sum((len(t.encode()) + 16 + k * (10 + 100) + 5) * 1e-6 for k, t in enumerate(texts, 1))
+    assert plan.judge_estimated_usd_high == pytest.approx(2 * judge_high)
+
+
+def test_a_huge_dataset_is_estimated_from_an_even_sample_and_says_so(tmp_path: Path) -> None:
+    """1,200 items to do: 1,000 evenly spaced ones are read and the sum scaled to all 1,200."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "short", _agent("short-m", max_tokens=10))
+    rows = [{"id": f"q{k}", "input": f"q{k:04d}", "target": "x"} for k in range(1200)]
+    plan = _plan(_experiment(folder, ["short"], rows=rows), tmp_path / "out")
+    # every prompt 5 characters: 21 tokens at most, 2 at least
+    assert plan.setups[0].estimated_usd_high == pytest.approx(1200 * (21e-6 + 100 * 2e-6))
+    assert plan.setups[0].estimated_usd_low == pytest.approx(1200 * 2e-6)
+    assert (plan.estimated_items, plan.items_to_do) == (1000, 1200)
+    assert any(
+        "from the prompts of 1000 evenly spaced of the 1200 items to do, scaled" in line
+        for line in plan.lines()
+    )
