@@ -34,7 +34,7 @@ from moa.calls.attempt import (
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS, takes_agent_key
 from moa.calls.limits import Limiter, Limiters, RateLimit, endpoint_key, limiter_for
-from moa.calls.pricing import price_for
+from moa.calls.pricing import price_for, served_prices
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, UserError
@@ -157,14 +157,9 @@ class AgentRuntime:
             listed = price_for(
                 model, agent.pricing if i == 0 else None, local=getattr(backend, "local", False)
             )
-            # the tier the agent asks for (params: {service_tier: priority}) prices its worst case
-            price = listed.for_service_tier(tier)
-            # the worst case is held at every tier a reply may be billed at, or a hard cap could be
-            # passed: asking for none (or "auto"), the project's default serves, which may be
-            # priority at ~1.7x; asking for one, the standard tier may serve instead
-            unpinned = tier is None or (isinstance(tier, str) and tier.lower() == "auto")
-            served = [name for name, _ in listed.service_tiers if unpinned or not name]
-            holds = tuple(p for n in served if (p := listed.for_service_tier(n or None)) is not price)
+            # the tier the agent asks for (params: {service_tier: priority}) prices its worst case,
+            # held at every tier a reply may be billed at, or a hard cap could be passed
+            price, holds = served_prices(listed, tier)
             # the agent's key goes to its own provider or server only: a fallback of another
             # provider takes that provider's usual key (litellm's, or the named route's)
             mine = api_key if api_key is not None and takes_agent_key(agent, model) else None

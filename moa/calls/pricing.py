@@ -36,6 +36,7 @@ __all__ = [
     "Rates",
     "near_priced_model",
     "price_for",
+    "served_prices",
     "unknown_service_tier",
 ]
 
@@ -408,6 +409,17 @@ def price_for(model: str, pricing: PricingSpec | None = None, *, local: bool = F
     if local:
         return Price(known=True)
     return _lookup(model) or Price()
+
+
+def served_prices(listed: Price, tier: object) -> tuple[Price, tuple[Price, ...]]:
+    """The price of a request for ``listed``'s model asking for the service tier ``tier`` (an
+    agent's ``params.service_tier``), and the other prices its reply may be billed at: asking for
+    none (or ``auto``), the project's default serves, which may be priority at ~1.7x; asking for
+    one, the standard tier may serve instead. A worst case takes the dearest of them all."""
+    price = listed.for_service_tier(tier)
+    unpinned = tier is None or (isinstance(tier, str) and tier.lower() == "auto")
+    served = [name for name, _ in listed.service_tiers if unpinned or not name]
+    return price, tuple(p for n in served if (p := listed.for_service_tier(n or None)) is not price)
 
 
 def _per_token(per_mtok: float | None) -> float | None:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from moa._run.nodes import chat_messages
 from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_bound
 from moa.calls.call import requested_choices
-from moa.calls.pricing import Price, price_for
+from moa.calls.pricing import Price, price_for, served_prices
 from moa.cascade.confidence import confidence_prompt
 from moa.cascade.execute import with_earlier
 from moa.cascade.rules import Judge
@@ -102,19 +102,23 @@ class Estimator:
         self.budgeted = budgeted
         self.is_local = is_local
         self.local: set[str] = set()
-        self._prices: dict[int, Price] = {}
+        self._prices: dict[int, tuple[AgentSpec, tuple[Price, tuple[Price, ...]]]] = {}
 
-    def price(self, agent: AgentSpec) -> Price:
+    def price(self, agent: AgentSpec) -> tuple[Price, tuple[Price, ...]]:
+        """The price a run's cost record bills ``agent``'s first model at (its fallbacks are not
+        counted), at the service tier it asks for, and the other tiers' a reply may be billed at."""
         hit = self._prices.get(id(agent))
-        if hit is None:
-            local = self.is_local(agent.model)
-            if local:
-                self.local.add(agent.model)
-            hit = price_for(agent.model, agent.pricing, local=local).for_service_tier(
-                agent.params.get("service_tier")
-            )
-            self._prices[id(agent)] = hit
-        return hit
+        # the agent kept with its price: an id is reused once its object is gone
+        if hit is not None and hit[0] is agent:
+            return hit[1]
+        local = self.is_local(agent.model)
+        if local:
+            self.local.add(agent.model)
+        price = served_prices(
+            price_for(agent.model, agent.pricing, local=local), agent.params.get("service_tier")
+        )
+        self._prices[id(agent)] = (agent, price)
+        return price
 
     def cap(self, agent: AgentSpec) -> int | None:
         """The completion tokens one answer of ``agent`` may take, as a run sends its request."""
@@ -167,7 +171,7 @@ class Estimator:
         return total, out
 
     def _call(self, agent: AgentSpec, messages: Sequence[Message], extra: int | None) -> Cost:
-        price = self.price(agent)
+        price, others = self.price(agent)
         unpriced = frozenset() if price.known else frozenset({agent.model})
         chars = sum(len(m.get("content", "")) for m in messages)
         low = price.cost(Usage(prompt_tokens=-(-chars // CHARS_PER_TOKEN)))
@@ -176,7 +180,9 @@ class Estimator:
             return Cost(low, None, unpriced, frozenset({agent.model}))
         if extra is None:  # it reads an answer without a bound
             return Cost(low, None, unpriced)
-        high = price.worst_case(prompt_token_bound(messages) + extra, cap * requested_choices(agent.params))
+        prompt, completion = prompt_token_bound(messages) + extra, cap * requested_choices(agent.params)
+        # at the dearest tier that may serve it, as the budget holds it
+        high = max(p.worst_case(prompt, completion) for p in (price, *others))
         return Cost(low, high, unpriced)
 
     def target(

@@ -178,11 +178,13 @@ class Plan:
 
     def _cost_lines(self) -> list[str]:
         read = (
-            f"the prompts of all {counted(self.items_to_do, 'item')} to do"
+            "no item left to do"
+            if not self.items_to_do
+            else f"from the prompts of all {counted(self.items_to_do, 'item')} to do"
             if self.estimated_items >= self.items_to_do
-            else f"the prompts of {self.estimated_items} evenly spaced of the {self.items_to_do} items to do, scaled"
+            else f"from the prompts of {self.estimated_items} evenly spaced of the {self.items_to_do} items to do, scaled"
         )
-        out = [f"estimated cost of the runs to do (from {read}; before retries and fallbacks):"]
+        out = [f"estimated cost of the runs to do ({read}; before retries and fallbacks):"]
         for s in self.setups:
             out.append(
                 f"  {s.name}: {_usd_range(s.estimated_usd_low, s.estimated_usd_high, s.no_max_tokens)}"

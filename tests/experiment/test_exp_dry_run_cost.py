@@ -22,7 +22,7 @@ from moa.cascade.confidence import confidence_prompt
 from moa.cascade.execute import with_earlier
 from moa.eval.judge import format_conversation_prompt, format_judge_prompt
 from moa.experiment import Experiment, Plan
-from moa.testing.sim import SimModel, SimServer
+from moa.testing.sim import FaultPlan, SimModel, SimServer
 
 LOOP = "http://127.0.0.1:9"  # no server: a dry run sends nothing
 ROWS = [{"id": "a", "input": "abcd", "target": "x"}, {"id": "b", "input": "abcdefgh", "target": "x"}]
@@ -282,4 +282,48 @@ def test_a_huge_dataset_is_estimated_from_an_even_sample_and_says_so(tmp_path: P
     assert any(
         "from the prompts of 1000 evenly spaced of the 1200 items to do, scaled" in line
         for line in plan.lines()
+    )
+
+
+def test_a_mapped_model_is_priced_as_its_record_is_at_the_dearest_tier_that_may_serve(tmp_path: Path) -> None:
+    """gpt-4o-mini from litellm's offline map ($0.15/$0.60 per Mtok): asking no service tier, the
+    project's default may serve priority ($0.25/$1.00), which the most counts, as a budget holds
+    it; the least is at the standard rates."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "mini", _agent("gpt-4o-mini", pricing=None))
+    plan = _plan(_experiment(folder, ["mini"]), tmp_path / "out")
+    mini = plan.setups[1]
+    assert mini.unpriced_models == ()
+    assert mini.estimated_usd_low == pytest.approx((1 + 2) * 0.15e-6)
+    assert mini.estimated_usd_high == pytest.approx((20 + 24) * 0.25e-6 + 2 * 100 * 1.0e-6)
+
+
+def test_the_stored_answers_a_judge_has_still_to_judge_are_priced(tmp_path: Path) -> None:
+    """Every run stored, the judge down last time: nothing is left to run, and the judge's calls on
+    the two stored answers are priced as the items' verdicts (answers at their max_tokens)."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    models = {
+        "single-m": SimModel(answer="x"),
+        "short-m": SimModel(answer="x"),
+        "judge-m": SimModel(answer="[[A=B]]"),
+    }
+    with SimServer(models, faults=FaultPlan(rate=1.0, kinds=("500",), models=["judge-m"])) as srv:
+        _single(folder, "single", _agent("single-m", base=srv.base_url))
+        _single(folder, "short", _agent("short-m", max_tokens=10, base=srv.base_url))
+        _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5, base=srv.base_url))
+        exp = _experiment(folder, ["short"])
+        exp.write_text(
+            exp.read_text().replace("evaluator: contains", "evaluator: {name: judge, topology: judge.yaml}")
+        )
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    plan = _plan(exp, tmp_path / "out")
+    assert [s.to_run for s in plan.setups] == [0, 0] and plan.estimated_items == 0
+    texts = [format_judge_prompt(r["input"], "", "") for r in ROWS]
+    high = sum(len(t.encode()) + 16 + 10 + 100 + 5 for t in texts) * 1e-6
+    assert plan.judge_estimated_usd_high == pytest.approx(2 * high)
+    assert (
+        "estimated cost of the runs to do (no item left to do; before retries and fallbacks):" in plan.lines()
     )
