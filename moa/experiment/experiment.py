@@ -227,11 +227,13 @@ class Experiment:
             _reached_workers(self.spec.executor),
             rebased,
             next(s.name for s in c.setups if s.is_baseline),
-            *_bounds(priced.judge)[:2],
-            priced.read,
-            priced.of,
-            tuple(sorted(est.local)),
-            *_bounds(priced.judge)[2:],
+            judge_estimated_usd_low=priced.judge.low,
+            judge_estimated_usd_high=priced.judge.high,
+            estimated_items=priced.read,
+            items_to_do=priced.of,
+            local_models=tuple(sorted(est.local)),
+            judge_unpriced_models=tuple(sorted(priced.judge.unpriced)),
+            judge_no_max_tokens=tuple(sorted(priced.judge.unbounded)),
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:

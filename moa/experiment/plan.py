@@ -180,7 +180,9 @@ class Plan:
         read = (
             "no item left to do"
             if not self.items_to_do
-            else f"from the prompts of all {counted(self.items_to_do, 'item')} to do"
+            else "from the prompts of the 1 item to do"
+            if self.items_to_do == 1
+            else f"from the prompts of all {self.items_to_do} items to do"
             if self.estimated_items >= self.items_to_do
             else f"from the prompts of {self.estimated_items} evenly spaced of the {self.items_to_do} items to do, scaled"
         )
@@ -231,5 +233,9 @@ class Plan:
 
 def _usd_range(low: float, high: float | None, no_cap: Sequence[str]) -> str:
     if high is None:
-        return f"${low:.6f} to no upper bound (no max_tokens: {', '.join(sorted(no_cap))})"
+        # a judge's own agents may all set max_tokens and the answers it compares not
+        why = (
+            f"no max_tokens: {', '.join(sorted(no_cap))}" if no_cap else "it reads answers without max_tokens"
+        )
+        return f"${low:.6f} to no upper bound ({why})"
     return f"${low:.6f} to ${high:.6f}"
