@@ -356,3 +356,23 @@ def test_the_readme_s_hosted_dry_run_is_what_the_command_prints(tmp_path: Path) 
     )
     assert p.returncode == 0, p.stderr
     assert p.stdout.rstrip("\n") == shown
+
+
+def test_a_judge_comparing_answers_without_max_tokens_has_no_upper_bound_and_says_why(tmp_path: Path) -> None:
+    """The judge's own agent sets max_tokens, but the baseline's answers it reads have none."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m", max_tokens=None))
+    _single(folder, "short", _agent("short-m", max_tokens=10))
+    _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5))
+    exp = _experiment(folder, ["short"])
+    exp.write_text(
+        exp.read_text().replace("evaluator: contains", "evaluator: {name: judge, topology: judge.yaml}")
+    )
+    plan = _plan(exp, tmp_path / "out")
+    assert plan.judge_estimated_usd_high is None and plan.judge_no_max_tokens == ()
+    assert any(
+        line.startswith("  judge: $")
+        and line.endswith("to no upper bound (it reads answers without max_tokens)")
+        for line in plan.lines()
+    )
