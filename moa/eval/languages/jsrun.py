@@ -20,6 +20,10 @@ two after the answer's lines (TypeScript: after tsc compiled both together, at a
   ``arguments.callee.caller`` and the call sites of ``Error.prepareStackTrace``
   (``getFunction``, ``getThis``). Their stack frames carry positions and names only.
 
+Between the two, the launcher's guard (``moa.eval.languages.jsguard``) puts back the built-ins the
+answer's script patched (``JSON.stringify = () => 'x'`` made every comparison of the tests true),
+and the tests' function gets clean ones as parameters shadowing the globals.
+
 The launcher knows the tests ran to their end because their function returned: no global of the
 harness's exists for the answer to find (``Object.getOwnPropertyNames(globalThis)``) or call. Its
 own source is constant and holds no secret (the answer may read it, and its listeners' text).
@@ -31,6 +35,7 @@ import functools
 import secrets
 from dataclasses import dataclass
 
+from moa.eval.languages.jsguard import GUARD_SOURCE, TESTS_GLOBALS
 from moa.eval.languages.program import Program
 from moa.eval.languages.source import split_lines
 
@@ -56,8 +61,9 @@ def split_marker() -> str:
 @dataclass(frozen=True, slots=True)
 class JsRun:
     """A JavaScript program cut in two: the ``answer`` script (the file node's launcher runs) and the
-    ``tests``, wrapped in a strict function of ``require``, the launcher gets on stdin; their first
-    line is line ``tests_line`` of the program, so stack traces name the program's lines."""
+    ``tests``, wrapped in a strict function of ``require`` (inside one of the clean globals,
+    ``jsguard.TESTS_GLOBALS``), the launcher gets on stdin; their first line is line
+    ``tests_line`` of the program, so stack traces name the program's lines."""
 
     answer: str
     tests: str
@@ -69,10 +75,16 @@ class JsRun:
 
 
 def _wrap(tests: str) -> str:
-    # on the tests' first line, so their line numbers hold; the parameter is the name
-    # shield_js_tests gave the tests' `require`, which the launcher binds to Node's
+    # on the tests' first line, so their line numbers hold. The outer function's parameters are
+    # the clean globals the launcher passes (jsguard.TESTS_GLOBALS), shadowing any the answer
+    # replaced; the inner one's body holds the tests, whose own declarations may reuse those
+    # names. Its first parameter is the name shield_js_tests gave the tests' `require`, which the
+    # launcher binds to Node's
     key = js_key()
-    return f"(function (moa_require_{key}, require) {{'use strict'; {tests}\n}})"
+    return (
+        f"(function ({', '.join(TESTS_GLOBALS)}) {{ return function (moa_require_{key}, require) "
+        f"{{'use strict'; {tests}\n}}; }})"
+    )
 
 
 def split_js(program: Program, compiled: str | None = None) -> JsRun:
@@ -215,10 +227,20 @@ _LAUNCHER_SOURCE = r"""'use strict';
   let pending = false;
   // each refused attempt ran one more turn of the loop: a bounded number, never a loop forever
   let attempts = 0;
+  // the answer changed a built-in the tests use (moa/eval/languages/jsguard.py): the run fails
+  const tampered = (reason) => {
+    try {
+      writeSync(2, `sandbox: the answer tampered with the built-ins: ${reason}\n`);
+    } finally {
+      exitNow(1);
+    }
+  };
   const write = () => {
     pending = false;
     try {
       if (!written && !process.exitCode && !uncaught && idle()) {
+        const changed = guard.check();
+        if (changed) tampered(changed);
         written = true;
         writeSync(Number(fd), token + '\n');
       }
@@ -248,6 +270,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   give('exports', answerModule.exports);
   give('__filename', answerFile);
   give('__dirname', path.dirname(answerFile));
+  // GUARD
   // compiled before the answer runs (a syntax error of its stops the run with status 1); only
   // this closure holds them
   // `import()` works as it did in a CommonJS module, on a Node that offers scripts its loader
@@ -259,14 +282,19 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // taken before the answer runs: `vm.Script.prototype.runInThisContext = () => () => {}` made the
   // tests a function doing nothing, which returned
   const runScript = call.bind(vm.Script.prototype.runInThisContext);
+  const apply = Reflect.apply;
   runScript(answer);
-  runScript(tests)(realRequire, realRequire);
-  // the tests returned: a throw, process.exit() or a never-ending loop never gets here
+  const broken = guard.restore();
+  if (broken) tampered(broken);
+  apply(runScript(tests), undefined, guard.values)(realRequire, realRequire);
+  // the tests returned: a throw, process.exit() or a never-ending loop never gets here (the
+  // built-ins are checked before the token is written)
   finished = true;
 })();
 """
 
 
+@functools.cache
 def launcher_source() -> str:
     """The ``LAUNCHER`` script (the same for every program and process)."""
-    return _LAUNCHER_SOURCE
+    return _LAUNCHER_SOURCE.replace("  // GUARD\n", GUARD_SOURCE.lstrip("\n"), 1)

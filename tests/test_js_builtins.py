@@ -1,0 +1,290 @@
+"""A JavaScript or TypeScript answer must not pass by patching the built-ins its tests call.
+
+The answer's script runs before the tests, in the same realm, so it could replace what they
+compare with: ``JSON.stringify = () => 'x'`` made every ``JSON.stringify(a) === JSON.stringify(b)``
+true, and so did ``Object.prototype.toJSON``, ``Array.prototype.join``, ``Math.abs``, a global
+``JSON`` replaced outright or an answer's function patching them when the tests called it. Each
+attack here is a wrong answer (``solve(n)`` gives ``[0, 0]``, not ``[n, n + 1]``) that scored 1.0
+before the launcher's guard (``moa.eval.languages.jsguard``) and scores 0 now. Correct answers
+adding to the built-ins, in sloppy mode, or naming their helpers like Node's globals, still pass.
+
+Under the real sandbox (``MOA_REQUIRE_TOOLCHAINS=1`` fails a missing toolchain instead of skipping).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from moa.eval.datasets import Item
+from moa.eval.execution import score_execution_async
+from moa.eval.languages.toolchains import find_toolchain
+
+LIMITS = {"timeout_s": 20.0, "memory_mb": 256}
+
+
+def _skip_without(language: str) -> None:
+    found = find_toolchain(language)
+    if isinstance(found, str):
+        pytest.skip(found)
+
+
+# how the tests compare `solve(n)` with `[n, n + 1]`: each a way real test programs do it
+_STYLES = {
+    "stringify": "return JSON.stringify(got) === JSON.stringify(exp);",
+    "join": "return got.join(',') === exp.join(',');",
+    "every": "return got.length === exp.length && got.every((v, i) => v === exp[i]);",
+    "map": "return got.map(String).join() === exp.map(String).join();",
+    "sort": "return got.slice().sort().join() === exp.slice().sort().join();",
+    "lower": "return String(got).toLowerCase() === String(exp).toLowerCase();",
+    "keys": "const a = Object.keys(got), b = Object.keys(exp);\n  if (a.length !== b.length) return false;\n"
+    "  for (let i = 0; i < a.length; i++) if (got[a[i]] !== exp[a[i]]) return false;\n  return true;",
+    "is": "return Object.is(got[0], exp[0]) && Object.is(got[1], exp[1]);",
+    "abs": "return Math.abs(got[0] - exp[0]) < 1e-9 && Math.abs(got[1] - exp[1]) < 1e-9;",
+    "isNaN": "for (let i = 0; i < exp.length; i++) {\n"
+    "    if (Number.isNaN(exp[i]) ? !Number.isNaN(got[i]) : exp[i] !== got[i]) return false;\n  }\n  return true;",
+    "string": "return Array.isArray(got) && String(got) === String(exp);",
+    "concat": "return '' + got === '' + exp;",
+}
+
+
+def _tests(style: str) -> str:
+    return (
+        f"function check(got, exp) {{\n  {_STYLES[style]}\n}}\n"
+        "for (const n of [1, 2, 3]) {\n"
+        "  if (!check(solve(n), [n, n + 1])) throw new Error('solve(' + n + ') is wrong');\n}\n"
+    )
+
+
+def _item(style: str, language: str = "javascript") -> Item:
+    test = _tests(style)
+    if language == "typescript":
+        test = test.replace("check(got, exp)", "check(got: any, exp: any): boolean")
+    return Item(id=f"solve-{style}", input="Write solve(n): [n, n + 1].", language=language, test=test)
+
+
+#: (the comparison the tests make, code after the wrong answer's `solve`)
+_ATTACKS: dict[str, tuple[str, str]] = {
+    "JSON.stringify": ("stringify", "JSON.stringify = () => 'x';"),
+    "Object.prototype.toJSON": ("stringify", "Object.prototype.toJSON = function () { return 1; };"),
+    "the global JSON replaced": ("stringify", "JSON = { stringify: () => 'x' };"),
+    "an accessor on globalThis": (
+        "stringify",
+        "Object.defineProperty(globalThis, 'JSON', { get: () => ({ stringify: () => 'x' }) });",
+    ),
+    "Array.prototype[Symbol.iterator]": ("stringify", "Array.prototype[Symbol.iterator] = function* () {};"),
+    "Array.prototype.every": ("every", "Array.prototype.every = () => true;"),
+    "Array.prototype.join": ("join", "Array.prototype.join = () => '';"),
+    "Array.prototype.map": ("map", "Array.prototype.map = () => [];"),
+    "Array.prototype.sort": ("sort", "Array.prototype.sort = () => [];"),
+    "String.prototype.toLowerCase": ("lower", "String.prototype.toLowerCase = () => '';"),
+    "Object.keys": ("keys", "Object.keys = () => [];"),
+    "the global Object replaced": ("keys", "Object = { keys: () => [] };"),
+    "Object.is": ("is", "Object.is = () => true;"),
+    "Math.abs": ("abs", "Math.abs = () => 0;"),
+    "the global Math replaced": ("abs", "Math = { abs: () => 0 };"),
+    "Number.isNaN": ("isNaN", "Number.isNaN = () => true;"),
+    "Array.isArray and Array.prototype.toString": (
+        "string",
+        "Array.isArray = () => true;\nArray.prototype.toString = () => 'x';",
+    ),
+    "Object.prototype[Symbol.toPrimitive]": (
+        "concat",
+        "Object.prototype[Symbol.toPrimitive] = () => 'x';",
+    ),
+    "Object.prototype.valueOf": ("concat", "Object.prototype.valueOf = () => 'x';"),
+    "Array.prototype.valueOf over Object.prototype's": ("concat", "Array.prototype.valueOf = () => 'x';"),
+    "a getter on Object.prototype": (
+        "stringify",
+        "Object.defineProperty(Object.prototype, 'toJSON', { get: () => () => 1, configurable: true });",
+    ),
+    "Array.prototype's prototype replaced": (
+        "stringify",
+        "Object.setPrototypeOf(Array.prototype, { __proto__: Object.prototype, toJSON() { return 1; } });",
+    ),
+}
+
+_WRONG = "function solve(n) {\n  return [0, 0];\n}\n"
+
+
+@pytest.mark.parametrize("attack", sorted(_ATTACKS))
+async def test_a_wrong_answer_patching_a_built_in_the_tests_call_fails(attack: str) -> None:
+    """Each patch, made by the wrong answer's top level, made its comparison true (1.0): the
+    guard puts the built-in back (or the tests see the clean global) before the tests run."""
+    _skip_without("javascript")
+    style, patch = _ATTACKS[attack]
+    answer = f"```javascript\n{_WRONG}{patch}\n```"
+    score = await score_execution_async(answer, _item(style), **LIMITS)
+    assert score.value == 0.0, score
+
+
+#: (the comparison, the patch made unremovable, the name the failure gives)
+_UNREMOVABLE: dict[str, tuple[str, str, str]] = {
+    "made non-configurable": (
+        "stringify",
+        "Object.defineProperty(JSON, 'stringify', { value: () => 'x', writable: false, configurable: false });",
+        "JSON.stringify was made unchangeable",
+    ),
+    "frozen": ("stringify", "JSON.stringify = () => 'x';\nObject.freeze(JSON);", "JSON was frozen"),
+    "sealed": (
+        "join",
+        "Array.prototype.join = () => '';\nObject.seal(Array.prototype);",
+        "Array.prototype was frozen",
+    ),
+    "an addition made non-configurable": (
+        "stringify",
+        "Object.defineProperty(Object.prototype, 'toJSON', { value() { return 1; }, configurable: false });",
+        "Object.prototype.toJSON was added and cannot be removed",
+    ),
+    "Object.prototype made non-extensible": (
+        "concat",
+        "Object.prototype.valueOf = () => 'x';\nObject.preventExtensions(Object.prototype);",
+        "Object.prototype was frozen, sealed or made non-extensible",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_UNREMOVABLE))
+async def test_a_patch_that_cannot_be_put_back_fails_the_run_naming_it(attack: str) -> None:
+    """A patch made non-configurable, or a built-in frozen, sealed or made non-extensible after
+    it was patched, cannot be undone: the run fails with one line naming the built-in."""
+    _skip_without("javascript")
+    style, patch, named = _UNREMOVABLE[attack]
+    score = await score_execution_async(f"```javascript\n{_WRONG}{patch}\n```", _item(style), **LIMITS)
+    assert score.value == 0.0 and named in score.detail and "tampered" in score.detail, score
+
+
+#: (the comparison, the wrong answer's whole code: it patches when the tests call it)
+_AT_CALL_TIME: dict[str, tuple[str, str]] = {
+    "JSON.stringify": (
+        "stringify",
+        "function solve(n) {\n  JSON.stringify = () => 'x';\n  return [0, 0];\n}",
+    ),
+    "JSON.stringify, put back after two calls": (
+        "stringify",
+        "const real = JSON.stringify;\nfunction solve(n) {\n  let calls = 0;\n"
+        "  JSON.stringify = function () {\n    if (++calls === 2) JSON.stringify = real;\n    return 'x';\n  };\n"
+        "  return [0, 0];\n}",
+    ),
+    "Array.prototype.join": (
+        "join",
+        "function solve(n) {\n  Array.prototype.join = () => '';\n  return [0, 0];\n}",
+    ),
+    "Array.prototype.join, put back after two calls": (
+        "join",
+        "const real = Array.prototype.join;\nfunction solve(n) {\n  let calls = 0;\n"
+        "  Array.prototype.join = function () {\n    if (++calls === 2) Array.prototype.join = real;\n"
+        "    return '';\n  };\n  return [0, 0];\n}",
+    ),
+    "Array.prototype.join, defined": (
+        "join",
+        "function solve(n) {\n  try { Object.defineProperty(Array.prototype, 'join', { value: () => '' }); }"
+        " catch (e) {}\n  return [0, 0];\n}",
+    ),
+    "Object.keys": ("keys", "function solve(n) {\n  Object.keys = () => [];\n  return [0, 0];\n}"),
+    "Math.abs": ("abs", "function solve(n) {\n  Math.abs = () => 0;\n  return [0, 0];\n}"),
+    "Object.prototype.toJSON": (
+        "stringify",
+        "function solve(n) {\n  Object.prototype.toJSON = function () { return 1; };\n  return [0, 0];\n}",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_AT_CALL_TIME))
+async def test_a_wrong_answer_patching_when_the_tests_call_it_fails(attack: str) -> None:
+    """An answer's function ran while the tests did, after the built-ins were put back: patching
+    then scored 1.0. The tests' JSON and Math are copies, constructors' and their prototypes'
+    methods are read-only, and a change still there when the tests end fails the run."""
+    _skip_without("javascript")
+    style, code = _AT_CALL_TIME[attack]
+    score = await score_execution_async(f"```javascript\n{code}\n```", _item(style), **LIMITS)
+    assert score.value == 0.0, score
+
+
+_CORRECT = {
+    "a prototype addition it calls": "Array.prototype.plusOne = function () { return this.map((v) => v + 1); };\n"
+    "String.prototype.twice = function () { return this + this; };\n"
+    "function solve(n) { return 'a'.twice() === 'aa' ? [n - 1, n].plusOne() : []; }",
+    "a prototype addition made when called": "function solve(n) {\n"
+    "  if (!Array.prototype.last) Array.prototype.last = function () { return this[this.length - 1]; };\n"
+    "  return [n, n + 1, [n + 1].last()].slice(0, 2);\n}",
+    "a built-in redefined the same": "Array.prototype.includes = function (x) { return this.indexOf(x) >= 0; };\n"
+    "function solve(n) { return [n, n + 1].includes(n) ? [n, n + 1] : []; }",
+    "sloppy mode": "function solve(n) {\n  out = [];\n  for (i = 0; i < 2; i++) out.push(n + i);\n"
+    "  with (Math) { if (max(1, 2) !== 2) return []; }\n  return 010 === 8 ? out : [];\n}",
+    "helpers named like globals": "var URL = { plus: (n) => n + 1 };\n"
+    "function escape(n) { return n; }\nvar isFinite = (n) => n;\n"
+    "function solve(n) { return [escape(n), URL.plus(isFinite(n))]; }",
+    "its own toJSON, toString and valueOf": "function Pair(a, b) { this.a = a; this.b = b; }\n"
+    "Pair.prototype.toJSON = function () { return [this.a, this.b]; };\n"
+    "Pair.prototype.toString = function () { return this.a + ',' + this.b; };\n"
+    "Pair.prototype.valueOf = function () { return this.a; };\n"
+    "class Err extends Error {}\nErr.prototype.name = 'Err';\n"
+    "function solve(n) {\n  const p = new Pair(n, n + 1);\n"
+    "  if (JSON.stringify(p) !== JSON.stringify([n, n + 1]) || String(p) !== n + ',' + (n + 1)) return [];\n"
+    "  if (new Err('x').name !== 'Err') return [];\n  return p.toJSON();\n}",
+    "generators, maps, sets, regexps, Intl, JSON": "function* pair(n) { yield n; yield n + 1; }\n"
+    "function solve(n) {\n  const m = new Map([[n, new Set([n + 1])]]);\n"
+    "  if (!/^\\d+$/.test(String(n)) || 'a-b'.replace(/-/g, '') !== 'ab') return [];\n"
+    "  if (new Intl.NumberFormat('en-US').format(1234) !== '1,234') return [];\n"
+    "  return JSON.parse(JSON.stringify([...pair(n)].filter((v) => v === n || m.get(n).has(v))));\n}",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(_CORRECT))
+@pytest.mark.parametrize("style", ["stringify", "join", "keys", "concat"])
+async def test_a_correct_answer_touching_the_built_ins_still_passes(shape: str, style: str) -> None:
+    """Additions the answer calls itself stay, sloppy mode stays sloppy, its own `URL`,
+    `escape` or `isFinite` stay its own, and its objects keep their own `toJSON`/`toString`/`valueOf`."""
+    _skip_without("javascript")
+    score = await score_execution_async(f"```javascript\n{_CORRECT[shape]}\n```", _item(style), **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+async def test_the_tests_see_the_built_ins_as_they_were() -> None:
+    """The tests' own use of JSON, Math, prototype additions and errors is unchanged: a test
+    program adding `Array.prototype.equals` and catching a TypeError passes."""
+    _skip_without("javascript")
+    test = (
+        "Array.prototype.equals = function (o) { return JSON.stringify(this) === JSON.stringify(o); };\n"
+        "for (let n = 1; n < 4; n++) {\n  if (!solve(n).equals([n, n + 1])) throw new Error('wrong');\n"
+        "  if (Math.max(...solve(n)) !== n + 1 || !Number.isInteger(solve(n)[0])) throw new Error('wrong');\n}\n"
+        "try { null.x; } catch (e) { if (!(e instanceof TypeError)) throw e; }\n"
+        "if (JSON[Symbol.toStringTag] !== 'JSON' || typeof Reflect.ownKeys !== 'function') throw new Error('copy');\n"
+    )
+    item = Item(id="equals", input="Write solve(n).", language="javascript", test=test)
+    answer = "```javascript\nfunction solve(n) { return [n, n + 1]; }\n```"
+    assert (await score_execution_async(answer, item, **LIMITS)).value == 1.0
+
+
+_TS_ATTACKS = {
+    "JSON.stringify": ("stringify", "(JSON as any).stringify = () => 'x';"),
+    "Object.prototype.toJSON": ("stringify", "(Object.prototype as any).toJSON = function () { return 1; };"),
+    "Array.prototype.join when called": ("join", ""),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_TS_ATTACKS))
+async def test_a_wrong_typescript_answer_patching_a_built_in_fails(attack: str) -> None:
+    """TypeScript: tsc compiles answer and tests together, the JavaScript is split, and the same
+    guard runs: the patches scored 1.0 and score 0."""
+    _skip_without("typescript")
+    style, patch = _TS_ATTACKS[attack]
+    if patch:
+        code = f"function solve(n: number): number[] {{\n  return [0, 0];\n}}\n{patch}"
+    else:
+        code = "function solve(n: number): number[] {\n  (Array.prototype as any).join = () => '';\n  return [0, 0];\n}"
+    score = await score_execution_async(f"```ts\n{code}\n```", _item(style, "typescript"), **LIMITS)
+    assert score.value == 0.0, score
+
+
+async def test_a_correct_typescript_answer_with_a_prototype_addition_passes() -> None:
+    """A TypeScript answer declaring and adding `Array.prototype.plusOne`, which it calls, passes."""
+    _skip_without("typescript")
+    code = (
+        "interface Array<T> { plusOne(): number[]; }\n"
+        "Array.prototype.plusOne = function (this: number[]) { return this.map((v) => v + 1); };\n"
+        "function solve(n: number): number[] { return [n - 1, n].plusOne(); }"
+    )
+    for style in ("stringify", "join"):
+        score = await score_execution_async(f"```ts\n{code}\n```", _item(style, "typescript"), **LIMITS)
+        assert (score.value, score.detail) == (1.0, "passed")
