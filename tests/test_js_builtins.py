@@ -17,6 +17,9 @@ import pytest
 
 from moa.eval.datasets import Item
 from moa.eval.execution import score_execution_async
+from moa.eval.languages.build import RunLimits, compile_and_run
+from moa.eval.languages.jsrun import split_js
+from moa.eval.languages.program import Program
 from moa.eval.languages.toolchains import find_toolchain
 
 LIMITS = {"timeout_s": 20.0, "memory_mb": 256}
@@ -288,3 +291,51 @@ async def test_a_correct_typescript_answer_with_a_prototype_addition_passes() ->
     for style in ("stringify", "join"):
         score = await score_execution_async(f"```ts\n{code}\n```", _item(style, "typescript"), **LIMITS)
         assert (score.value, score.detail) == (1.0, "passed")
+
+
+# the tests' text holds `solve(1)`'s expected value: an answer that reaches it forges a pass
+_LEAK_TESTS = (
+    "function check() {\n  const got = solve(1);\n  if (got[0] !== 1 || got[1] !== 2) throw new Error('wrong');\n}\n"
+    "check();\n"
+)
+_LEAKING_SOLVE = (
+    "function solve(n) {\n  let source = '';\n"
+    "  try { source = LEAK; } catch (e) {}\n"
+    "  const m = /got\\[0\\] !== (\\d+) \\|\\| got\\[1\\] !== (\\d+)/.exec(source);\n"
+    "  return m ? [Number(m[1]), Number(m[2])] : [0, 0];\n}\n"
+)
+
+
+async def test_a_typescript_answer_running_on_into_the_tests_fails() -> None:
+    """A TypeScript answer ending with `let x =` took the statement the compiled program is cut
+    at for its value: the whole compiled program, tests included, was the answer's script, the
+    file it may read (1.0 while wrong). Such a program is refused."""
+    _skip_without("typescript")
+    item = Item(id="leak", input="Write solve(n).", language="typescript", test=_LEAK_TESTS)
+    solve = _LEAKING_SOLVE.replace("(n)", "(n: number): number[]").replace(
+        "LEAK", "require('fs').readFileSync(__filename, 'utf8')"
+    )
+    code = f"declare var __filename: any;\n{solve}let unused ="
+    score = await score_execution_async(f"```ts\n{code}\n```", item, **LIMITS)
+    assert score.value == 0.0 and "runs on into the tests" in score.detail, score
+
+
+def test_a_program_with_no_known_answer_lines_runs_as_the_tests() -> None:
+    """Where the answer's lines are unknown, the whole program is the tests' (their strict
+    function), the answer's script empty: as one sloppy script its functions were open to
+    `Function.caller`."""
+    source = "function solve(n) { return [n, n + 1]; }\nsolve(1);\n"
+    run = split_js(Program("javascript", source, "main.js"))
+    assert run.answer == "" and source in run.tests and "'use strict'" in run.tests and not run.refused
+
+
+async def test_a_program_with_no_known_answer_lines_hides_the_tests_from_caller() -> None:
+    """Run for real: code reading `solve.caller` to find the expected values (1.0 as one sloppy
+    script) finds nothing, and the program fails."""
+    toolchain = find_toolchain("javascript")
+    if isinstance(toolchain, str):
+        pytest.skip(toolchain)
+    solve = _LEAKING_SOLVE.replace("LEAK", "String(solve.caller)")
+    program = Program("javascript", f"{solve}{_LEAK_TESTS}", "main.js")
+    verdict = await compile_and_run(program, toolchain, RunLimits(timeout_s=20.0, memory_mb=256))
+    assert not verdict.passed, verdict

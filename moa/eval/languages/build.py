@@ -566,6 +566,8 @@ async def compile_and_run(program: Program, tc: Toolchain, limits: RunLimits) ->
         script = _RUN_ARTIFACT["typescript"] if program.language == "typescript" else program.filename
         typescript = program.language == "typescript"
         js = split_js(program, files[script].decode("utf-8", "surrogatepass") if typescript else None)
+        if js.refused:
+            return Verdict(False, js.refused, compile_s=compile_s, cached=cached)
         files = {script: js.answer.encode("utf-8", "surrogatepass"), LAUNCHER: launcher_source().encode()}
     argv = _run_argv(program, tc, jar, limits)
     outcome, ended = await _run_step(argv, files, step, program, tc, limits, js)

@@ -41,6 +41,9 @@ from moa.eval.languages.source import split_lines
 
 __all__ = ["LAUNCHER", "JsRun", "js_key", "launcher_source", "split_js", "split_marker"]
 
+# a TypeScript answer's code does not end where the tests begin
+_RAN_ON = "the answer's code does not end with a complete statement: it runs on into the tests"
+
 #: the script ``node`` runs: it reads the tests from stdin and runs the answer's file, then them
 LAUNCHER = "moa_end.js"
 
@@ -68,6 +71,8 @@ class JsRun:
     answer: str
     tests: str
     tests_line: int
+    refused: str = ""
+    """Why the program cannot run (the run fails with it), else empty."""
 
     def stdin(self, fd: int, token: str) -> bytes:
         """What the launcher reads before the answer runs: the token line, then the tests."""
@@ -89,17 +94,21 @@ def _wrap(tests: str) -> str:
 
 def split_js(program: Program, compiled: str | None = None) -> JsRun:
     """``program`` (JavaScript, or TypeScript as ``compiled`` by tsc) cut after the answer's lines.
-    Where they are unknown the whole program is the answer's script (it still runs as a script:
-    its top level has no ``arguments``), and the tests are empty."""
+    Where they are unknown (the answer brought no code) the whole program runs as the tests, in
+    their strict function, and the answer's script is empty: run as one sloppy script, the tests'
+    functions were open to ``Function.caller``. A TypeScript answer whose code ran on into the
+    tests (``let x =`` as its last line took ``split_marker`` for its value) is ``refused``."""
     if compiled is not None:
         lines = split_lines(compiled, keepends=True)
         marker = split_marker()
         at = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].strip() == marker), None)
         if at is None:
-            return JsRun(compiled, _wrap(""), 1)
+            if program.first_line:
+                return JsRun("", _wrap(""), 1, refused=_RAN_ON)
+            return JsRun("", _wrap(compiled), 1)
         return JsRun("".join(lines[:at]), _wrap("".join(lines[at + 1 :])), at + 2)
     if not program.first_line:
-        return JsRun(program.source, _wrap(""), 1)
+        return JsRun("", _wrap(program.source), 1)
     lines = split_lines(program.source, keepends=True)
     cut = program.last_line
     return JsRun("".join(lines[:cut]), _wrap("".join(lines[cut:])), cut + 1)
