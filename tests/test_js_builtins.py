@@ -120,6 +120,29 @@ async def test_a_wrong_answer_patching_a_built_in_the_tests_call_fails(attack: s
     assert score.value == 0.0, score
 
 
+#: patches of what the guard itself uses after the answer ran, beside a patch of JSON.stringify
+_GUARD_ATTACKS = {
+    "getters on Object.prototype a descriptor lacks": "for (const k of ['value', 'get', 'set', 'writable']) {\n"
+    "  Object.defineProperty(Object.prototype, k, { __proto__: null, get() { throw new Error('the guard ran it'); },"
+    " configurable: true });\n}",
+    "Reflect, Map, iteration and Symbol.prototype.description": "Reflect.apply = () => 0;\n"
+    "Reflect.defineProperty = () => true;\nReflect.ownKeys = () => [];\nMap.prototype.get = () => undefined;\n"
+    "Array.prototype[Symbol.iterator] = function* () {};\n"
+    "Object.defineProperty(Symbol.prototype, 'description', { get() { throw new Error('the guard ran it'); } });",
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_GUARD_ATTACKS))
+async def test_the_guard_runs_none_of_the_answers_code(attack: str) -> None:
+    """What the guard calls after the answer ran it took before, and it reads descriptors with no
+    prototype where Object.prototype could answer for them: a getter there ran inside the guard
+    (which could then re-patch what it had put back). The tests run, and fail."""
+    _skip_without("javascript")
+    answer = f"```javascript\n{_WRONG}{_GUARD_ATTACKS[attack]}\nJSON.stringify = () => 'x';\n```"
+    score = await score_execution_async(answer, _item("stringify"), **LIMITS)
+    assert (score.value, score.detail) == (0.0, "error: Error: solve(1) is wrong"), score
+
+
 #: (the comparison, the patch made unremovable, the name the failure gives)
 _UNREMOVABLE: dict[str, tuple[str, str, str]] = {
     "made non-configurable": (

@@ -135,7 +135,7 @@ _GUARD = r"""
       for (let i = 0; i < keys.length; i++) {
         const key = keys[i];
         const d = describe(object, key);
-        rec.descs[key] = records.length === 1 ? bare(d) : d;
+        rec.descs[key] = object === Object.prototype ? bare(d) : d;
         if (object === Error && (key === 'prepareStackTrace' || key === 'stackTraceLimit')) continue;
         if ('value' in d) visit(d.value, rec, key, 'value');
         else {
@@ -185,7 +185,7 @@ _GUARD = r"""
       for (let i = 0; i < records.length; i++) {
         const rec = records[i];
         const object = rec.object;
-        const read = i === 0 ? bare : (d) => d;
+        const read = object === Object.prototype ? bare : (d) => d;
         if (rec.extensible && !extensible(object)) return `${pathOf(rec)} was frozen, sealed or made non-extensible${when}`;
         if (protoOf(object) !== rec.proto && (!fix || !setProto(object, rec.proto))) {
           return `the prototype of ${pathOf(rec)} was replaced${when}`;
