@@ -47,6 +47,7 @@ _STYLES = {
     "    if (Number.isNaN(exp[i]) ? !Number.isNaN(got[i]) : exp[i] !== got[i]) return false;\n  }\n  return true;",
     "string": "return Array.isArray(got) && String(got) === String(exp);",
     "concat": "return '' + got === '' + exp;",
+    "call": "return got.length === exp.length && Array.prototype.every.call(got, (v, i) => v === exp[i]);",
 }
 
 
@@ -207,6 +208,12 @@ _AT_CALL_TIME: dict[str, tuple[str, str]] = {
         " catch (e) {}\n  return [0, 0];\n}",
     ),
     "Object.keys": ("keys", "function solve(n) {\n  Object.keys = () => [];\n  return [0, 0];\n}"),
+    "Function.prototype.call, put back after one call": (
+        "call",
+        "const real = Function.prototype.call;\nfunction solve(n) {\n"
+        "  Function.prototype.call = function () {\n    Function.prototype.call = real;\n    return true;\n  };\n"
+        "  return [0, 0];\n}",
+    ),
     "Math.abs": ("abs", "function solve(n) {\n  Math.abs = () => 0;\n  return [0, 0];\n}"),
     "Object.prototype.toJSON": (
         "stringify",
@@ -257,7 +264,7 @@ _CORRECT = {
 
 
 @pytest.mark.parametrize("shape", sorted(_CORRECT))
-@pytest.mark.parametrize("style", ["stringify", "join", "keys", "concat"])
+@pytest.mark.parametrize("style", ["stringify", "join", "keys", "concat", "call"])
 async def test_a_correct_answer_touching_the_built_ins_still_passes(shape: str, style: str) -> None:
     """Additions the answer calls itself stay, sloppy mode stays sloppy, its own `URL`,
     `escape` or `isFinite` stay its own, and its objects keep their own `toJSON`/`toString`/`valueOf`."""

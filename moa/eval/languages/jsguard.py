@@ -26,17 +26,20 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   the answer's own code; its ``var URL`` or ``function escape`` stays its own);
 * the methods of those constructors (``Object.keys``, ``Array.isArray``) and of their prototypes
   (``Array.prototype.join``, ``[Symbol.iterator]``) are made read-only: an answer's function
-  patching one when the tests call it patched what they used next. ``Object.prototype``,
-  ``Function.prototype`` and the errors' prototypes stay writable (``Point.prototype.toString =
-  ...`` assigns over an inherited method, which fails when that one is read-only);
+  patching one when the tests call it patched what they used next, and so are
+  ``Function.prototype``'s ``call``, ``apply`` and ``bind``. The rest of ``Function.prototype``,
+  ``Object.prototype`` and the errors' prototypes stay writable (``Point.prototype.toString =
+  ...`` or ``counts[word] = 1`` with the word ``valueOf`` assigns over an inherited property,
+  which fails when that one is read-only);
 * before the end-of-tests token is written, every recorded built-in is compared with its state
   when the tests began: a change made while they ran (``Object.prototype.toJSON`` added by an
   answer's function) fails the run.
 
 Open: a hook on ``Object.prototype`` (or a method of ``Function.prototype`` or an error's
-prototype) added by an answer's function while the tests run and removed again before they end;
+prototype) patched or added by an answer's function while the tests run and removed again before they end;
 an object the answer returns behaving as it likes (its own ``toJSON`` or ``valueOf``); Node's
-globals (``console``, ``process``, ``Buffer``); an item whose test program ends with
+globals (``console``, ``process``, ``Buffer``) and modules other than ``assert``
+(``util.isDeepStrictEqual``); an item whose test program ends with
 ``process.exit(0)``, which never reaches the check at the end.
 """
 
@@ -210,11 +213,13 @@ _GUARD = r"""
       }
       return '';
     };
-    const lock = (rec) => {
+    // `only`: the names to lock, when not all of them
+    const lock = (rec, only) => {
       const object = rec.object;
       for (let j = 0; j < rec.keys.length; j++) {
         const key = rec.keys[j];
         const d = rec.descs[key];
+        if (only !== null && !(key in only)) continue;
         if ('value' in d && typeof d.value === 'function' && d.configurable) {
           const locked = { __proto__: null, value: d.value, writable: false, enumerable: d.enumerable, configurable: false };
           if (define(object, key, locked)) rec.descs[key] = locked;
@@ -230,8 +235,8 @@ _GUARD = r"""
     const values = [];
     for (const name of __GLOBALS__) values.push(name in copies ? copies[name] : globalThis[name]);
     const locked = [];
-    const lockable = (object) => {
-      if (byObject.has(object)) locked.push(byObject.get(object));
+    const lockable = (object, only = null) => {
+      if (byObject.has(object)) locked.push({ __proto__: null, rec: byObject.get(object), only });
     };
     for (const name of __LOCKED__) {
       const made = globalThis[name];
@@ -240,13 +245,15 @@ _GUARD = r"""
     }
     for (const name of Object.keys(hidden)) if (name.endsWith('IteratorPrototype%')) lockable(hidden[name]);
     lockable(protoOf(hidden['%ArrayIteratorPrototype%']));
+    // not its toString: `MyClass.toString = ...` assigns over it
+    lockable(Function.prototype, { __proto__: null, call: true, apply: true, bind: true });
     return {
       __proto__: null,
       // after the answer's script: '' when every built-in is as it was (put back), else why not
       restore: () => {
         const broken = settle(true);
         if (broken) return broken;
-        for (let i = 0; i < locked.length; i++) lock(locked[i]);
+        for (let i = 0; i < locked.length; i++) lock(locked[i].rec, locked[i].only);
         return '';
       },
       // after (part of) the tests: '' when nothing changed since `restore`
