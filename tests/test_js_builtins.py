@@ -208,6 +208,16 @@ _AT_CALL_TIME: dict[str, tuple[str, str]] = {
         " catch (e) {}\n  return [0, 0];\n}",
     ),
     "Object.keys": ("keys", "function solve(n) {\n  Object.keys = () => [];\n  return [0, 0];\n}"),
+    "Object.prototype.toJSON, removed after two calls": (
+        "stringify",
+        "function solve(n) {\n  let calls = 0;\n  Object.prototype.toJSON = function () {\n"
+        "    if (++calls === 2) delete Object.prototype.toJSON;\n    return 1;\n  };\n  return [0, 0];\n}",
+    ),
+    "Array.prototype.toJSON, removed after two calls": (
+        "stringify",
+        "function solve(n) {\n  let calls = 0;\n  Array.prototype.toJSON = function () {\n"
+        "    if (++calls === 2) delete Array.prototype.toJSON;\n    return 1;\n  };\n  return [0, 0];\n}",
+    ),
     "Function.prototype.call, put back after one call": (
         "call",
         "const real = Function.prototype.call;\nfunction solve(n) {\n"
@@ -225,8 +235,9 @@ _AT_CALL_TIME: dict[str, tuple[str, str]] = {
 @pytest.mark.parametrize("attack", sorted(_AT_CALL_TIME))
 async def test_a_wrong_answer_patching_when_the_tests_call_it_fails(attack: str) -> None:
     """An answer's function ran while the tests did, after the built-ins were put back: patching
-    then scored 1.0. The tests' JSON and Math are copies, constructors' and their prototypes'
-    methods are read-only, and a change still there when the tests end fails the run."""
+    then scored 1.0. The tests' JSON and Math are copies (their `JSON.stringify` refuses a
+    `toJSON` added since they began), constructors' and their prototypes' methods are read-only,
+    and a change still there when the tests end fails the run."""
     _skip_without("javascript")
     style, code = _AT_CALL_TIME[attack]
     score = await score_execution_async(f"```javascript\n{code}\n```", _item(style), **LIMITS)

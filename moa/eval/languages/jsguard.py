@@ -23,7 +23,10 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
 * the tests' function receives ``TESTS_GLOBALS`` as parameters that shadow the globals: the
   constructors and functions as they were before the answer ran, and frozen copies of ``JSON``,
   ``Math`` and ``Reflect`` (a global ``JSON = {...}`` or a getter on ``globalThis`` reaches only
-  the answer's own code; its ``var URL`` or ``function escape`` stays its own);
+  the answer's own code; its ``var URL`` or ``function escape`` stays its own). The copy's
+  ``stringify`` first looks for a ``toJSON`` added to (or changed on) ``Object.prototype`` or a
+  guarded prototype since the tests began, and throws, failing the run, when it finds one: the
+  answer's function could add one and take it away again before the end;
 * the methods of those constructors (``Object.keys``, ``Array.isArray``) and of their prototypes
   (``Array.prototype.join``, ``[Symbol.iterator]``) are made read-only: an answer's function
   patching one when the tests call it patched what they used next, and so are
@@ -35,8 +38,9 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   when the tests began: a change made while they ran (``Object.prototype.toJSON`` added by an
   answer's function) fails the run.
 
-Open: a hook on ``Object.prototype`` (or a method of ``Function.prototype`` or an error's
-prototype) patched or added by an answer's function while the tests run and removed again before they end;
+Open: a hook on ``Object.prototype`` other than ``toJSON`` (``valueOf``, ``Symbol.toPrimitive``)
+or a method of ``Function.prototype`` or an error's prototype, patched or added by an answer's
+function while the tests run and removed again before they end;
 an object the answer returns behaving as it likes (its own ``toJSON`` or ``valueOf``); Node's
 globals (``console``, ``process``, ``Buffer``) and modules other than ``assert``
 (``util.isDeepStrictEqual``); an item whose test program ends with
@@ -226,12 +230,42 @@ _GUARD = r"""
         }
       }
     };
-    const copy = (object) => {
+    // `object`'s own properties on a frozen object of their own, `own` taking the place of some
+    const copy = (object, own = {}) => {
       const out = {};
-      for (const key of ownKeys(object)) define(out, key, describe(object, key));
+      for (const key of ownKeys(object)) {
+        const d = describe(object, key);
+        if (key in own) d.value = own[key];
+        define(out, key, d);
+      }
       return Object.freeze(out);
     };
-    const copies = { JSON: copy(JSON), Math: copy(Math), Reflect: copy(Reflect) };
+
+    // the tests' JSON.stringify first looks for a toJSON the answer's function added (or changed)
+    // on a prototype since the tests began, and one it then took away is still caught: the
+    // comparison fails, and so does the run
+    let caught = '';
+    const toJSONs = [];
+    const toJSONIn = (object) => {
+      const rec = byObject.get(object);
+      if (rec !== undefined) toJSONs.push({ __proto__: null, rec, was: bare(describe(object, 'toJSON')) });
+    };
+    const realJSON = JSON;
+    const Refused = TypeError;
+    const realStringify = JSON.stringify;
+    const stringify = function stringify(value, replacer, space) {
+      for (let i = 0; i < toJSONs.length; i++) {
+        const { rec, was } = toJSONs[i];
+        const now = bare(describe(rec.object, 'toJSON'));
+        // the same function (made read-only since, for Date.prototype's)
+        const kept = was !== undefined && now.value === was.value && now.get === was.get && now.set === was.set;
+        if (now === undefined ? was === undefined : kept) continue;
+        caught = `${nameOf(rec, 'toJSON')} was ${was === undefined ? 'added' : 'changed'} while the tests ran`;
+        throw new Refused(`sandbox: ${caught}`);
+      }
+      return apply(realStringify, realJSON, [value, replacer, space]);
+    };
+    const copies = { JSON: copy(JSON, { stringify }), Math: copy(Math), Reflect: copy(Reflect) };
     const values = [];
     for (const name of __GLOBALS__) values.push(name in copies ? copies[name] : globalThis[name]);
     const locked = [];
@@ -247,6 +281,8 @@ _GUARD = r"""
     lockable(protoOf(hidden['%ArrayIteratorPrototype%']));
     // not its toString: `MyClass.toString = ...` assigns over it
     lockable(Function.prototype, { __proto__: null, call: true, apply: true, bind: true });
+    toJSONIn(Object.prototype);
+    for (let i = 0; i < locked.length; i++) if (locked[i].only === null) toJSONIn(locked[i].rec.object);
     return {
       __proto__: null,
       // after the answer's script: '' when every built-in is as it was (put back), else why not
@@ -257,7 +293,7 @@ _GUARD = r"""
         return '';
       },
       // after (part of) the tests: '' when nothing changed since `restore`
-      check: () => settle(false),
+      check: () => caught || settle(false),
       // the tests' function's parameters, in TESTS_GLOBALS's order
       values,
     };
