@@ -231,7 +231,7 @@ _GUARD = r"""
       }
     };
     // `object`'s own properties on a frozen object of their own, `own` taking the place of some
-    const copy = (object, own = {}) => {
+    const copy = (object, own = { __proto__: null }) => {
       const out = {};
       for (const key of ownKeys(object)) {
         const d = describe(object, key);
@@ -240,7 +240,6 @@ _GUARD = r"""
       }
       return Object.freeze(out);
     };
-
     // the tests' JSON.stringify first looks for a toJSON the answer's function added (or changed)
     // on a prototype since the tests began, and one it then took away is still caught: the
     // comparison fails, and so does the run
@@ -258,14 +257,14 @@ _GUARD = r"""
         const { rec, was } = toJSONs[i];
         const now = bare(describe(rec.object, 'toJSON'));
         // the same function (made read-only since, for Date.prototype's)
-        const kept = was !== undefined && now.value === was.value && now.get === was.get && now.set === was.set;
-        if (now === undefined ? was === undefined : kept) continue;
+        if (now === undefined ? was === undefined
+          : was !== undefined && now.value === was.value && now.get === was.get && now.set === was.set) continue;
         caught = `${nameOf(rec, 'toJSON')} was ${was === undefined ? 'added' : 'changed'} while the tests ran`;
         throw new Refused(`sandbox: ${caught}`);
       }
       return apply(realStringify, realJSON, [value, replacer, space]);
     };
-    const copies = { JSON: copy(JSON, { stringify }), Math: copy(Math), Reflect: copy(Reflect) };
+    const copies = { JSON: copy(JSON, { __proto__: null, stringify }), Math: copy(Math), Reflect: copy(Reflect) };
     const values = [];
     for (const name of __GLOBALS__) values.push(name in copies ? copies[name] : globalThis[name]);
     const locked = [];
