@@ -248,6 +248,9 @@ _CORRECT = {
     "a prototype addition it calls": "Array.prototype.plusOne = function () { return this.map((v) => v + 1); };\n"
     "String.prototype.twice = function () { return this + this; };\n"
     "function solve(n) { return 'a'.twice() === 'aa' ? [n - 1, n].plusOne() : []; }",
+    "prototype additions named like fields the built-ins read": "Array.prototype.get = function (i) {"
+    " return this[i]; };\nString.prototype.next = function () { return this + '!'; };\n"
+    "function solve(n) { return 'a'.next() === 'a!' ? [[n].get(0), [n + 1].get(0)] : []; }",
     "a prototype addition made when called": "function solve(n) {\n"
     "  if (!Array.prototype.last) Array.prototype.last = function () { return this[this.length - 1]; };\n"
     "  return [n, n + 1, [n + 1].last()].slice(0, 2);\n}",

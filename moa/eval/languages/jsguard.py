@@ -15,7 +15,8 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   answer changed or deleted and the prototype it changed, and removes what the answer *added* to
   a built-in when the language or the built-ins could read it without the tests naming it:
   a symbol-keyed property (``Symbol.iterator``, ``Symbol.toPrimitive``...), an accessor, an array
-  index, a name in ``_IMPLICIT`` (``toJSON``, ``then``, ``valueOf``, ``toString``...) or a name
+  index, a name in ``_IMPLICIT`` (``toJSON``, ``then``, ``valueOf``, ``toString``...), on
+  ``Object.prototype`` a name in ``_IMPLICIT_PLAIN`` (``get``, ``value``, ``next``...) or a name
   the object inherits (``Array.prototype.valueOf`` over ``Object.prototype``'s). Every other
   addition stays (``Array.prototype.sum = ...``, which the answer itself calls). What cannot be
   put back (a built-in frozen, sealed or made non-extensible, a property made non-configurable,
@@ -62,13 +63,17 @@ TESTS_GLOBALS = (
     "isNaN", "isFinite", "parseInt", "parseFloat",
 )  # fmt: skip
 
-# the names a built-in's addition may not take: read implicitly by the language or the built-ins
-# (JSON, ToPrimitive, await, iteration, property descriptors, RegExp methods, errors)
-_IMPLICIT = (
-    "toJSON", "then", "constructor", "valueOf", "toString", "toLocaleString", "length", "get",
-    "set", "value", "writable", "enumerable", "configurable", "next", "return", "throw", "done",
-    "lastIndex", "exec", "flags", "source", "global", "index", "input", "groups", "callee",
-    "caller", "arguments", "prototype", "name", "message", "stack", "cause", "__proto__",
+# the names an addition to a built-in may not take: read implicitly by the language or the
+# built-ins from any object (JSON, ToPrimitive, await, species)
+_IMPLICIT = ("toJSON", "then", "constructor", "valueOf", "toString", "toLocaleString", "__proto__")
+
+# and those read so from plain objects (property descriptors, iterator results, options, RegExp
+# and error objects' fields), which only Object.prototype's additions reach: an answer's own
+# `Array.prototype.get` or `.next` stays
+_IMPLICIT_PLAIN = (
+    "length", "get", "set", "value", "writable", "enumerable", "configurable", "next", "return",
+    "throw", "done", "lastIndex", "exec", "flags", "source", "global", "index", "input", "groups",
+    "callee", "caller", "arguments", "prototype", "name", "message", "stack", "cause",
 )  # fmt: skip
 
 # the ECMAScript globals whose values (and all they reach) are recorded
@@ -114,6 +119,8 @@ _GUARD = r"""
     const description = describe(Symbol.prototype, 'description').get;
     const implicit = { __proto__: null };
     for (const name of __IMPLICIT__) define(implicit, name, { value: true, enumerable: true });
+    const plain = { __proto__: null };
+    for (const name of __IMPLICIT_PLAIN__) define(plain, name, { value: true, enumerable: true });
     // a descriptor with no prototype: reading a field it lacks never reaches Object.prototype,
     // where the answer may have put a `get` of its own. Object.prototype's are read so, and first:
     // once it is clean, every other descriptor is read as it comes
@@ -182,7 +189,7 @@ _GUARD = r"""
     };
     // an addition the language or the built-ins read without the tests naming it
     const hook = (rec, key, d) => typeof key === 'symbol' || !('value' in d) || key in implicit || isIndex(key)
-      || inherited(rec, key);
+      || (rec.object === Object.prototype && key in plain) || inherited(rec, key);
     const same = (a, b) => (a.value === b.value || (a.value !== a.value && b.value !== b.value)) && a.get === b.get
       && a.set === b.set && a.writable === b.writable && a.enumerable === b.enumerable
       && a.configurable === b.configurable;
@@ -302,7 +309,8 @@ _GUARD = r"""
 #: the guard's part of the launcher's source: it defines ``guard`` (``restore()``, ``check()``,
 #: ``values``), and must run before the answer's script
 GUARD_SOURCE = (
-    _GUARD.replace("__IMPLICIT__", _js_list(_IMPLICIT))
+    _GUARD.replace("__IMPLICIT_PLAIN__", _js_list(_IMPLICIT_PLAIN))
+    .replace("__IMPLICIT__", _js_list(_IMPLICIT))
     .replace("__ROOTS__", _js_list(_ROOTS))
     .replace("__GLOBALS__", _js_list(TESTS_GLOBALS))
     .replace("__LOCKED__", _js_list(_LOCKED))
