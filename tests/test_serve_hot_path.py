@@ -127,6 +127,48 @@ def test_completion_ids_are_unique_128_bit_hex() -> None:
     assert len(ids) == 2000 and all(re.fullmatch(r"chatcmpl-moa[0-9a-f]{32}", i) for i in ids)
 
 
+async def test_chat_route_answers_as_the_router_and_handlers_do() -> None:
+    """``POST /v1/chat/completions`` skips Starlette's router (``_ChatRoute``); a request under a
+    ``root_path`` still goes through it. Both give the same replies: an answer, each error's status,
+    headers and body (a 413 closes the connection), and a GET is still a 405 naming POST."""
+    runner = Runner(models={"fake/model": FunctionModel(_echo)})
+    app = create_app([_topology()], runner=runner, max_body_bytes=2000)
+    direct = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+    routed = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, root_path="/api"), base_url="http://127.0.0.1/api"
+    )
+    bodies: list[Any] = [
+        _ask("hi"),
+        {"model": "nope", "messages": [{"role": "user", "content": "hi"}]},
+        {"model": "echo", "messages": []},
+        {**_ask("hi"), "tools": [{"type": "function"}]},
+        _ask("x" * 3000),
+    ]
+    replies = []
+    try:
+        for c in (direct, routed):
+            got = []
+            for body in bodies:
+                r = await c.post("/v1/chat/completions", json=body)
+                body_json = r.json()
+                if r.status_code == 200:  # the run's own figures differ between runs
+                    body_json = body_json["choices"][0]["message"]["content"]
+                headers = {k: v for k, v in r.headers.items() if k != "content-length"}
+                got.append((r.status_code, headers, body_json))
+            r = await c.get("/v1/chat/completions")
+            got.append((r.status_code, dict(r.headers), r.json()["error"]["code"]))
+            replies.append(got)
+    finally:
+        await direct.aclose()
+        await routed.aclose()
+        await runner.aclose()
+    assert replies[0][:5] == replies[1][:5]  # the 405 names the path it was sent to
+    statuses = [g[0] for g in replies[0]]
+    assert statuses == [200, 404, 400, 400, 413, 405]
+    assert replies[0][4][1]["connection"] == "close"
+    assert replies[0][5][1]["allow"] == replies[1][5][1]["allow"] == "POST"
+
+
 # -- the disconnect watcher ---------------------------------------------------------------------------
 
 
