@@ -121,6 +121,39 @@ def test_moa_extension_shares_are_the_run_results_with_many_calls() -> None:
     assert ours["by_node"]["p2"]["cost_usd_max"] == pytest.approx(1.25)
 
 
+def test_fields_skipped_by_the_unsupported_check_are_those_it_never_refuses() -> None:
+    """``ChatRequest.unsupported`` returns at once when only always-served fields were sent: every
+    other field is one it checks, so a field added later is refused or listed, never skipped."""
+    from moa.serve.protocol import _ALWAYS_SERVED, ChatRequest
+
+    checked = set(ChatRequest.model_fields) - _ALWAYS_SERVED
+    assert checked == {
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "n",
+        "logprobs",
+        "top_logprobs",
+        "response_format",
+    }
+    base = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    refused = {
+        "tools": [{"type": "function"}],
+        "functions": [{"name": "f"}],
+        "tool_choice": "auto",
+        "function_call": "auto",
+        "n": 2,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "response_format": {"type": "xml"},
+    }
+    for name, value in refused.items():
+        problem = ChatRequest.model_validate({**base, name: value}).unsupported()
+        assert problem is not None and problem[0] == name
+    assert ChatRequest.model_validate({**base, "stream": True, "moa_trace": True}).unsupported() is None
+
+
 def test_completion_ids_are_unique_128_bit_hex() -> None:
     """Each reply id is ``chatcmpl-moa`` and 32 hex digits, never repeated."""
     ids = {new_id() for _ in range(2000)}

@@ -26,7 +26,7 @@ from moa.errors import (
     TimedOut,
     UserError,
 )
-from moa.results import CallRecord, CostShare, NodeResult, RunResult
+from moa.results import CallRecord, NodeResult, RunResult
 
 __all__ = [
     "ApiError",
@@ -104,6 +104,8 @@ class ChatRequest(BaseModel):
 
     def unsupported(self) -> tuple[str, str] | None:
         """The first field asking for what a topology cannot give (tool calls, JSON mode), and why."""
+        if self.model_fields_set <= _ALWAYS_SERVED:
+            return None  # most requests: nothing below was sent, so nothing to look at
         for name in ("tools", "functions"):
             if getattr(self, name):
                 return (
@@ -178,6 +180,21 @@ class ChatRequest(BaseModel):
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options is not None and self.stream_options.include_usage)
+
+
+#: the fields whose every valid value is served (the others are checked by ``unsupported``)
+_ALWAYS_SERVED = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "temperature",
+        "max_tokens",
+        "max_completion_tokens",
+        "moa_trace",
+    }
+)
 
 
 class ApiError(Exception):
@@ -418,22 +435,29 @@ def _node(node: NodeResult) -> dict[str, Any]:
 def _shares(calls: Sequence[CallRecord]) -> dict[str, dict[str, dict[str, Any]]]:
     """``by_node`` and ``by_model`` as ``RunResult.to_dict`` gives them (``CostShare.to_dict``'s
     keys, summed in the same order), built in one pass over the calls without a ``CostShare``."""
-    by: dict[str, dict[str, dict[str, Any]]] = {"by_node": {}, "by_model": {}}
+    by_node: dict[str, dict[str, Any]] = {}
+    by_model: dict[str, dict[str, Any]] = {}
     for c in calls:
-        worst = c.cost_usd_max
-        for shares, key in ((by["by_node"], c.node), (by["by_model"], c.model)):
+        cost, worst, usage = c.cost_usd, c.cost_usd_max, c.usage
+        for shares, key in ((by_node, c.node), (by_model, c.model)):
             share = shares.get(key)
             if share is None:
-                share = shares[key] = dict(_NO_SHARE)
-            share["cost_usd"] += c.cost_usd
+                # a key's first call (most runs: every key's only one) is its share as it stands;
+                # sums start from 0 as CostShare's do, so a -0.0 cost still sums to 0.0
+                shares[key] = {
+                    "cost_usd": 0.0 + cost,
+                    "cost_usd_max": 0.0 + worst,
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "calls": 1,
+                }
+                continue
+            share["cost_usd"] += cost
             share["cost_usd_max"] += worst
-            share["prompt_tokens"] += c.usage.prompt_tokens
-            share["completion_tokens"] += c.usage.completion_tokens
+            share["prompt_tokens"] += usage.prompt_tokens
+            share["completion_tokens"] += usage.completion_tokens
             share["calls"] += 1
-    return by
-
-
-_NO_SHARE: dict[str, Any] = CostShare().to_dict()
+    return {"by_node": by_node, "by_model": by_model}
 
 
 def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
