@@ -45,6 +45,7 @@ from moa.serve.protocol import (
     ChatRequest,
     chunk,
     completion,
+    empty_user_turn,
     error_for,
     finish_reason,
     invalid_body,
@@ -327,7 +328,8 @@ class _Server:
                 code="unsupported_parameter",
                 retry=False,
             )
-        empty = body.empty_user_turn()
+        chat = body.chat()
+        empty = empty_user_turn(chat)
         if empty is not None:
             param = f"messages[{empty}].content"
             raise ApiError(400, f"invalid request body: `{param}`: the user's message is empty", param=param)
@@ -355,10 +357,10 @@ class _Server:
                 code="unsupported_parameter",
             )
         if body.stream:
-            stream = await self._stream(receive, state, topology, body)
+            stream = await self._stream(receive, state, topology, body, chat)
             await stream(scope, receive, send)
             return
-        run = topology.run(body.chat(), runner=self.runner, output_type=schema)
+        run = topology.run(chat, runner=self.runner, output_type=schema)
         if log.info_logger() is None:
             # no request log event will be written (moa serve's default): nothing to watch or
             # sum for it, about 30k instructions a request
@@ -381,10 +383,15 @@ class _Server:
         await _send_json(send, completion(body.model, result, trace=bool(body.moa_trace)))
 
     async def _stream(
-        self, receive: Receive, state: dict[str, Any], topology: Topology, body: ChatRequest
+        self,
+        receive: Receive,
+        state: dict[str, Any],
+        topology: Topology,
+        body: ChatRequest,
+        chat: list[dict[str, str]],
     ) -> _EventStream:
         # typed as an iterator; it is an async generator, whose aclose() cancels the run
-        events = cast("AsyncGenerator[Token | Done, None]", topology.stream(body.chat(), runner=self.runner))
+        events = cast("AsyncGenerator[Token | Done, None]", topology.stream(chat, runner=self.runner))
         # Wait for the first token before answering 200, so a run that fails before the answer
         # starts (budget, quorum, provider) still gets its proper status code. The run's task starts
         # here, so the watch set now (its context copied) sees the run's calls to the end.

@@ -8,7 +8,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -33,6 +33,7 @@ __all__ = [
     "ChatRequest",
     "chunk",
     "completion",
+    "empty_user_turn",
     "error_body",
     "error_for",
     "invalid_body",
@@ -161,15 +162,6 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must be the user's turn")
         return v
 
-    def empty_user_turn(self) -> int | None:
-        """The index of the first user message with no text but whitespace, as ``moa run`` refuses
-        an empty ``--prompt``: every agent would be paid to answer nothing. Other roles may be empty
-        (an assistant turn's ``content`` is null when it called tools)."""
-        for i, m in enumerate(self.messages):
-            if m.role == "user" and not m.text().strip():
-                return i
-        return None
-
     def chat(self) -> list[dict[str, str]]:
         """The messages as the runner takes them (text only, ``developer`` folded into ``system``)."""
         return [
@@ -195,6 +187,17 @@ _ALWAYS_SERVED = frozenset(
         "moa_trace",
     }
 )
+
+
+def empty_user_turn(chat: Sequence[Mapping[str, str]]) -> int | None:
+    """The index of the first user message of ``chat`` (``ChatRequest.chat``) with no text but
+    whitespace, as ``moa run`` refuses an empty ``--prompt``: every agent would be paid to answer
+    nothing. Other roles may be empty (an assistant turn's ``content`` is null when it called
+    tools). Read off the messages the run takes, so their text is joined once a request."""
+    for i, m in enumerate(chat):
+        if m["role"] == "user" and not m["content"].strip():
+            return i
+    return None
 
 
 class ApiError(Exception):
