@@ -55,6 +55,10 @@ PROVIDER_WORDS = (
 )
 
 
+#: the `flaky-` models' state: True after a request refused
+_FLAKY: dict[str, bool] = {}
+
+
 async def _provider(request: Request) -> Response:
     body = await request.json()
     model = str(body["model"]).rsplit("/", 1)[-1]
@@ -62,6 +66,11 @@ async def _provider(request: Request) -> Response:
         msg = "Rate limit reached for requests in organization org-ratelimit55 on requests per min"
         err = {"message": msg, "type": "requests", "param": None, "code": None}
         return JSONResponse({"error": err}, status_code=429, headers={"retry-after": "6.5"})
+    if model.startswith("flaky-"):
+        # every other request refused as `flaky-<refusal>` says: a retry of the same model answers
+        _FLAKY[model] = not _FLAKY.get(model, False)
+        if _FLAKY[model]:
+            model = model.removeprefix("flaky-")
     if model in REFUSALS:
         status, message = REFUSALS[model]
         err = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
@@ -194,6 +203,10 @@ def url() -> Iterator[str]:
                 }
             )
         )
+        # the provider fails (500), then the retry answers: the call succeeds, its first attempt's
+        # error stays in its attempt log
+        retried = {"a": _agent(base, "flaky-broken") | {"retry": {"max_attempts": 2, "backoff_base_s": 0.01}}}
+        topologies.append(load_data({"name": "retried", "kind": "single", "agent": "a", "agents": retried}))
         with serving(create_app(topologies)) as served:
             yield served
 
@@ -279,6 +292,28 @@ def test_a_reply_does_not_carry_a_workers_refusal_of_the_servers_project(url: st
     failed = [c for c in moa["calls"] if c["error"]]
     assert len(failed) == 1 and "request rejected (403)" in failed[0]["error"]
     assert "request rejected (403)" in failed[0]["attempt_log"][0]["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_saved_by_its_retry_does_not_carry_the_providers_words(url: str, stream: bool) -> None:
+    """A call whose first attempt failed and whose retry answered succeeded, so it has no error of
+    its own; the failed attempt in its `attempt_log` is worded for a client all the same (the
+    provider's text naming its hosts and projects was passed on: only a failed call's were)."""
+    body = {"model": "retried", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    r = httpx.post(f"{url}/chat/completions", json={**body, "moa_trace": True}, timeout=30)
+    assert r.status_code == 200, r.text
+    # the call names its models (`openai/ok`), so only the provider's own words are looked for
+    for word in ("proj_internal42", "gpt-secret", *(w for w in PROVIDER_WORDS if w != "openai/")):
+        assert word not in r.text
+    if stream:
+        events = [line[6:] for line in r.text.splitlines() if line.startswith("data: {")]
+        moa = next(e for e in map(json.loads, events) if "moa" in e)["moa"]
+    else:
+        moa = r.json()["moa"]
+    (call,) = moa["calls"]
+    assert call["error"] is None and call["attempts"] == 2
+    assert "(500)" in call["attempt_log"][0]["error"]
+    assert "not shown to clients" in call["attempt_log"][0]["error"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

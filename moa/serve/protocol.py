@@ -423,7 +423,10 @@ def _call(record: CallRecord, trace: bool) -> dict[str, Any]:
     d = record.to_dict(trace=trace)
     if record.error is not None:
         d["error"] = _for_client(record.error)
-        for a in d["attempt_log"]:
+    # a call its retry saved has no error of its own, but its failed attempts carry the provider's
+    # words all the same
+    for a in d["attempt_log"]:
+        if a["error"] is not None:
             a["error"] = _for_client(a["error"])
     return d
 
