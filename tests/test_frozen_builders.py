@@ -1,6 +1,7 @@
-"""The per-call builders of frozen values (``build_usage``, ``build_attempt``, ``build_request``,
-``build_reply``) make exactly what the classes' own constructors make: the same type, every field
-set, equal and hashed alike, and just as frozen."""
+"""The per-call builders (``build_usage``, ``build_attempt``, ``build_request``, ``build_reply``,
+``build_call_record``, ``build_node_result``, ``build_run_result``) make exactly what the
+classes' own constructors make: the same type, every field set, equal and hashed alike, and the
+frozen ones just as frozen."""
 
 from __future__ import annotations
 
@@ -11,7 +12,18 @@ from typing import Any
 import pytest
 
 from moa.models.base import ModelReply, ModelRequest, build_reply, build_request
-from moa.results import Attempt, Usage, build_attempt, build_usage
+from moa.results import (
+    Attempt,
+    CallRecord,
+    NodeResult,
+    RunResult,
+    Usage,
+    build_attempt,
+    build_call_record,
+    build_node_result,
+    build_run_result,
+    build_usage,
+)
 
 
 async def _before_send() -> None:
@@ -92,3 +104,81 @@ def test_a_built_value_copies_and_pickles(built: Any, made: Any) -> None:
     assert dataclasses.replace(built) == made
     assert type(dataclasses.replace(built, **{first: getattr(made, first)})) is type(made)
     assert pickle.loads(pickle.dumps(built)) == made
+
+
+_MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def _mutable_pairs() -> list[tuple[Any, Any]]:
+    """(built, constructed) for each mutable per-run value: fresh each call, as runs make them."""
+    record = CallRecord(
+        node="n",
+        model="openai/m",
+        requested_model="openai/a",
+        started_s=0.5,
+        priced=False,
+        local=True,
+        attempts=0,
+        messages=_MESSAGES,
+    )
+    run = RunResult(
+        output="Paris.",
+        topology="single",
+        usage=Usage(1, 2),
+        cost_usd=0.25,
+        latency_s=1.5,
+        critical_path_s=1.25,
+        calls=[record],
+        nodes={"n": NodeResult("n")},
+        unpriced_models=["openai/m"],
+        cost_note="local",
+        run_id="0123456789abcdef",
+        finish_reason="length",
+    )
+    return [
+        (build_call_record("n", "openai/m", "openai/a", 0.5, False, True, _MESSAGES), record),
+        (build_node_result("n"), NodeResult("n")),
+        (
+            build_run_result(
+                "Paris.",
+                "single",
+                Usage(1, 2),
+                0.25,
+                1.5,
+                1.25,
+                [build_call_record("n", "openai/m", "openai/a", 0.5, False, True, _MESSAGES)],
+                {"n": build_node_result("n")},
+                ["openai/m"],
+                "local",
+                "0123456789abcdef",
+                "length",
+            ),
+            run,
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(3), ids=["CallRecord", "NodeResult", "RunResult"])
+def test_a_built_record_is_the_constructed_one(index: int) -> None:
+    """Same class, every field set and equal (asdict reads them all), shown and serialised alike,
+    pickled and copied as the class's own."""
+    built, made = _mutable_pairs()[index]
+    assert type(built) is type(made)
+    assert dataclasses.asdict(built) == dataclasses.asdict(made)
+    assert built == made
+    assert repr(built) == repr(made)
+    assert built.to_dict() == made.to_dict()
+    assert pickle.loads(pickle.dumps(built)) == made
+    assert dataclasses.replace(built) == made
+
+
+def test_a_built_record_owns_its_lists() -> None:
+    """Each built record has lists of its own, as a default factory gives: one run's attempts or
+    inputs never show in another's."""
+    first = build_call_record("n", "m", "m", 0.0, True, False, None)
+    second = build_call_record("n", "m", "m", 0.0, True, False, None)
+    first.attempt_log.append(Attempt("ok"))
+    assert second.attempt_log == []
+    a, b = build_node_result("n"), build_node_result("n")
+    a.used_inputs.append("x")
+    assert b.used_inputs == []

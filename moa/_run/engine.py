@@ -36,7 +36,15 @@ from moa.errors import (
     UserError,
 )
 from moa.models.base import Message, TokenCallback
-from moa.results import CallRecord, NodeResult, RunResult, Usage, new_run_id
+from moa.results import (
+    CallRecord,
+    NodeResult,
+    RunResult,
+    Usage,
+    build_node_result,
+    build_run_result,
+    new_run_id,
+)
 from moa.scrub import scrubbed_failure
 from moa.topology.graph import Graph, GraphNode
 from moa.topology.spec import AgentSpec
@@ -315,7 +323,7 @@ class Execution:
         self.waiting: dict[str, int] = {}
         for nid in graph.order:
             self.futures[nid] = loop.create_future()
-            self.results[nid] = NodeResult(nid)
+            self.results[nid] = build_node_result(nid)
             self.waiting[nid] = len(graph.nodes[nid].consumers)
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.plans: dict[str, list[str]] = {}
@@ -448,19 +456,20 @@ class Execution:
             durations = {nid: r.call_latency_s for nid, r in nodes.items()}
             used = {nid: r.used_inputs for nid, r in nodes.items()}
             critical = self.graph.critical_path_s(durations, used)
-        return RunResult(
-            output=output,
-            topology=self.name,
-            usage=usage,
-            cost_usd=cost,
-            latency_s=time.perf_counter() - self.ctx.t0,
-            critical_path_s=critical,
-            calls=calls,
-            nodes=nodes,
-            unpriced_models=unpriced,
-            cost_note=LOCAL_COST_NOTE if local else None,
-            run_id=self.run_id,
-            finish_reason=_finish_reason(calls, self.graph.output),
+        # not the constructor: by keyword it cost a run about 9k instructions
+        return build_run_result(
+            output,
+            self.name,
+            usage,
+            cost,
+            time.perf_counter() - self.ctx.t0,
+            critical,
+            calls,
+            nodes,
+            unpriced,
+            LOCAL_COST_NOTE if local else None,
+            self.run_id,
+            _finish_reason(calls, self.graph.output),
         )
 
     async def _node(self, gn: GraphNode) -> None:

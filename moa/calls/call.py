@@ -41,7 +41,7 @@ from moa.errors import BudgetExceeded, MoAError, ModelError, UserError
 from moa.models.base import Message, Model, ModelReply, ModelRequest, TokenCallback, build_request
 from moa.models.providers import named_endpoint
 from moa.models.think import answer_of
-from moa.results import Attempt, CallRecord
+from moa.results import Attempt, CallRecord, build_call_record
 from moa.scrub import param_secrets, remember_secret, url_secrets
 from moa.topology.spec import AgentSpec
 
@@ -290,15 +290,14 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
         # await a coroutine that does nothing, once per attempt
         before_send=call.before_send if target.limiter is not None else None,
     )
-    rec = CallRecord(
-        node=call.node,
-        model=target.model,
-        requested_model=agent.model,
-        started_s=time.perf_counter() - ctx.t0,
-        priced=target.price.known,
-        local=getattr(target.backend, "local", False),
-        attempts=0,
-        messages=call.messages,
+    rec = build_call_record(
+        call.node,
+        target.model,
+        agent.model,
+        time.perf_counter() - ctx.t0,
+        target.price.known,
+        getattr(target.backend, "local", False),
+        call.messages,
     )
     cache_key = ctx.cache.key(call.node, request) if ctx.cache is not None else None
     try:
