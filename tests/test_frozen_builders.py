@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from moa.calls.call import CallContext, build_call_context
 from moa.models.base import ModelReply, ModelRequest, build_reply, build_request
 from moa.results import (
     Attempt,
@@ -182,3 +183,14 @@ def test_a_built_record_owns_its_lists() -> None:
     a, b = build_node_result("n"), build_node_result("n")
     a.used_inputs.append("x")
     assert b.used_inputs == []
+
+
+def test_a_built_call_context_is_the_constructed_one() -> None:
+    """``build_call_context`` makes what ``CallContext(...)`` does, with a list of calls of its own."""
+    logger = "the run's events"
+    made = CallContext(t0=1.5, budgets=(), cache=None, logger=logger, telemetry=None)
+    built = build_call_context(1.5, (), None, logger, None)
+    assert type(built) is CallContext
+    assert dataclasses.asdict(built) == dataclasses.asdict(made)
+    assert built == made and repr(built) == repr(made)
+    assert built.calls is not build_call_context(1.5, (), None, logger, None).calls

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from moa import log
 from moa._run.nodes import kind_of
 from moa.calls.budget import Budget
-from moa.calls.call import AgentRuntime, CallCache, CallContext
+from moa.calls.call import AgentRuntime, CallCache, build_call_context
 from moa.errors import (
     BudgetExceeded,
     MoAError,
@@ -308,12 +308,12 @@ class Execution:
         #: names this run in log events, the RunResult, serve's reply and OpenTelemetry spans: 16 hex
         #: digits, random (a uuid4's hex cut to 16 costs four times as much to make)
         self.run_id = new_run_id()
-        self.ctx = CallContext(
-            t0=time.perf_counter(),
-            budgets=budgets,
-            cache=runner.cache,
-            logger=log.for_run(self.run_id),
-            telemetry=getattr(runner, "telemetry", None),
+        self.ctx = build_call_context(
+            time.perf_counter(),
+            budgets,
+            runner.cache,
+            log.for_run(self.run_id),
+            getattr(runner, "telemetry", None),
         )
         claim_watch(self.run_id, self.ctx.calls)
         loop = asyncio.get_running_loop()

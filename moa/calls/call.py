@@ -59,6 +59,7 @@ __all__ = [
     "CachedReply",
     "CallCache",
     "CallContext",
+    "build_call_context",
     "call_agent",
     "own_rate_limit",
     "prompt_token_bound",
@@ -229,6 +230,23 @@ class CallContext:
     #: the event loop's time at which the run's ``deadline_s`` ends, if it has one: a retry whose
     #: wait would end past it is not waited for, so the fallbacks get the time that is left
     deadline: float | None = None
+
+
+def build_call_context(
+    t0: float, budgets: tuple[Budget, ...], cache: CallCache | None, logger: Any, telemetry: Any
+) -> CallContext:
+    """``CallContext(t0=..., budgets=..., cache=..., logger=..., telemetry=...)``, as each run opens
+    its context, at less than half the cost: plain slot stores, not the constructor's keyword
+    matching (about 6k instructions a run; see ``moa.results.build_call_record``)."""
+    c = object.__new__(CallContext)
+    c.t0 = t0
+    c.budgets = budgets
+    c.cache = cache
+    c.calls = []
+    c.logger = logger
+    c.telemetry = telemetry
+    c.deadline = None
+    return c
 
 
 def call_agent(
