@@ -29,7 +29,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn
 
 from moa.calls.budget import Budget, Reservation, hold_all, try_hold_all, wait_for_room
 from moa.calls.limits import Limiter, Limiters, Permit, Permits
@@ -54,14 +53,9 @@ __all__ = [
     "CallPlan",
     "Target",
     "attempt",
-    "close_attempt",
-    "fail_attempt",
     "hold_usd",
-    "needs_hold_first",
-    "open_attempt",
     "prompt_token_bound",
     "prompt_token_ceiling",
-    "send_attempt",
 ]
 
 #: the max_tokens sent when a budget is active and the agent sets none: the worst case must be finite
@@ -248,74 +242,30 @@ async def attempt(
     budgets: tuple[Budget, ...], target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
 ) -> ModelReply:
     """One attempt: take a limiter slot, hold the worst case on the budgets, send under the timeout,
-    validate, and book what the attempt consumed (known usage, or the worst case when unknown).
-
-    In three steps, ``open_attempt``, the awaited ``send_attempt``, then ``close_attempt`` (or
-    ``fail_attempt``), so that a call can await its first attempt in its own coroutine."""
-    if budgets and target.limiter is None:
-        worst = hold_usd(target, call)
-        call.held = ()
-        call.refused = False
-        call.held = await hold_all(budgets, worst, node=call.node, model=target.model)
-        _arm(target, request, rec, call)
-    else:
-        worst = open_attempt(budgets, target, request, rec, call)
-    try:
-        reply = await send_attempt(budgets, target, request, call, worst)
-    except (asyncio.CancelledError, Exception) as e:
-        fail_attempt(e, rec, target, worst, call, None, request)
-    return close_attempt(reply, rec, target, worst, call, request)
-
-
-def needs_hold_first(budgets: tuple[Budget, ...], target: Target) -> bool:
-    """Whether an attempt must await its budget holds before it sends (budgets and no limiter,
-    whose slot takes them otherwise): ``open_attempt`` cannot, ``attempt`` does."""
-    return bool(budgets) and target.limiter is None
-
-
-def open_attempt(
-    budgets: tuple[Budget, ...], target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan
-) -> float:
-    """An attempt begun, its worst case returned: for one that takes its holds at its limiter's
-    turn, or needs none (``needs_hold_first`` false)."""
+    validate, and book what the attempt consumed (known usage, or the worst case when unknown)."""
     worst = hold_usd(target, call)
     call.held = ()
     call.refused = False
-    if budgets:
+    if budgets and target.limiter is None:
+        call.held = await hold_all(budgets, worst, node=call.node, model=target.model)
+    elif budgets:
         # the hold is taken when the limiter lets the request through: held while it queued (for
         # minutes under an rpm limit), it refused other models' calls money that nothing had spent.
         # What is spent already is final, so a request it leaves no room for is refused now.
         for b in budgets:
             b.refuse_out_of_reach(worst, node=call.node, model=target.model, why="")
-    _arm(target, request, rec, call)
-    return worst
-
-
-def _arm(target: Target, request: ModelRequest, rec: CallRecord, call: CallPlan) -> None:
     rec.attempts += 1
-    call.clock = _SendClock(target.backend, request.timeout_s)
+    clock = call.clock = _SendClock(target.backend, request.timeout_s)
+    reply: ModelReply | None = None
     call.rejected_reply = False
     call.permit = None
     call.mask = None
     call.think = None
-
-
-def send_attempt(
-    budgets: tuple[Budget, ...], target: Target, request: ModelRequest, call: CallPlan, worst: float
-) -> Awaitable[ModelReply]:
-    """The opened attempt's send, to await: through the limiter if the target has one."""
-    clock = call.clock
-    assert clock is not None  # set by open_attempt
-    if target.limiter is not None:
-        return _send_when_admitted(target.limiter, target, budgets, worst, request, clock, call)
-    return _send(target.backend, request, clock, call)
-
-
-def close_attempt(
-    reply: ModelReply, rec: CallRecord, target: Target, worst: float, call: CallPlan, request: ModelRequest
-) -> ModelReply:
-    """The sent attempt's reply checked and booked: the answer, or the attempt's failure raised."""
     try:
+        if target.limiter is not None:
+            reply = await _send_when_admitted(target.limiter, target, budgets, worst, request, clock, call)
+        else:
+            reply = await _send(target.backend, request, clock, call)
         # the reasoning a model wrote into its text is no answer (raised with ``reply`` in hand,
         # a reply that is only reasoning is booked at its usage, like one validation rejects)
         reply = answer_of(reply, call.node, target.model)
@@ -334,37 +284,19 @@ def close_attempt(
         rec.reply = reply.text
         if call.validate is not None:
             call.validate(reply.text)
+    except asyncio.CancelledError:
+        _book(rec, clock, target.price, call.held, worst, call, "cancelled", reply, "cancelled")
+        raise
     except Exception as e:
-        fail_attempt(e, rec, target, worst, call, reply, request)
-    assert call.clock is not None  # set by open_attempt
-    _book(rec, call.clock, target.price, call.held, worst, call, "ok", reply, None)
+        if call.consumer_error is not None:  # whatever the backend made of it, the caller's failure
+            raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
+        error = _failed(e, rec, clock, target, worst, call, reply, request)
+        if error is e:
+            raise
+        raise error from e
+    _book(rec, clock, target.price, call.held, worst, call, "ok", reply, None)
     rec.model, rec.finish_reason = target.model, reply.finish_reason
     return reply
-
-
-def fail_attempt(
-    e: BaseException,
-    rec: CallRecord,
-    target: Target,
-    worst: float,
-    call: CallPlan,
-    reply: ModelReply | None,
-    request: ModelRequest,
-) -> NoReturn:
-    """Book an attempt ended by ``e`` (a cancellation, or an exception) and raise what the attempt
-    raises; called in the ``except`` block that caught ``e``."""
-    clock = call.clock
-    assert clock is not None  # set by open_attempt
-    if isinstance(e, asyncio.CancelledError):
-        _book(rec, clock, target.price, call.held, worst, call, "cancelled", reply, "cancelled")
-        raise e
-    assert isinstance(e, Exception)
-    if call.consumer_error is not None:  # whatever the backend made of it, the caller's failure
-        raise _consumer_failed(rec, clock, target, worst, call, reply) from call.consumer_error
-    error = _failed(e, rec, clock, target, worst, call, reply, request)
-    if error is e:
-        raise e
-    raise error from e
 
 
 def _failed(

@@ -5,9 +5,6 @@
     -> ``_retrying`` (backoff with Retry-After, within the endpoint's retry budget)
       -> ``moa.calls.attempt.attempt`` (one attempt: budget hold, limiter slot, timeout, accounting)
 
-The first attempt is ``attempt``'s steps (open, send, close) run in ``_call_model``'s own
-coroutine; the retry loop and its attempts' coroutines are entered only after it fails.
-
 Everything that can be decided once per agent (backend, price, limiter, retry policy, API key) is
 resolved into an ``AgentRuntime`` the first time a run group meets the agent, not per call.
 
@@ -31,13 +28,8 @@ from moa.calls.attempt import (
     CallPlan,
     Target,
     attempt,
-    close_attempt,
-    fail_attempt,
     hold_usd,
-    needs_hold_first,
-    open_attempt,
     prompt_token_bound,
-    send_attempt,
 )
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS, takes_agent_key
@@ -352,20 +344,11 @@ async def _call_model(ctx: CallContext, rt: AgentRuntime, target: Target, call: 
                 return hit.reply.text
         if target.retry_budget is not None:
             target.retry_budget.sent()
-        # the first attempt awaited here, with no retry loop between, and unless it must await its
-        # budget holds or a span, no attempt's coroutine either (each is one more object per call
+        # the first attempt awaited here, with no retry loop between (one more coroutine per call
         # in flight, passed by each wake-up); the loop starts only if it fails
         failed: ModelError | None = None
         try:
-            if ctx.telemetry is None and not needs_hold_first(ctx.budgets, target):
-                worst = open_attempt(ctx.budgets, target, request, rec, call)
-                try:
-                    got = await send_attempt(ctx.budgets, target, request, call, worst)
-                except (asyncio.CancelledError, Exception) as e:
-                    fail_attempt(e, rec, target, worst, call, None, request)
-                reply = close_attempt(got, rec, target, worst, call, request)
-            else:
-                reply = await _attempt(ctx, target, request, rec, call)
+            reply = await _attempt(ctx, target, request, rec, call)
         except ModelError as e:
             failed = e
         if failed is not None:
