@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -353,22 +353,8 @@ class Execution:
         try:
             if len(self.graph.order) > 1:
                 timed_out = await self._all(out, deadline_s)
-            elif deadline_s is None and self.ctx.telemetry is None:
-                # a one-node graph with no deadline: the node is the run, its call awaited right
-                # here with no coroutine of the node's between (one more object per run in flight,
-                # passed by each wake-up); what the node does around it is ``_node``'s, shared
-                gn = self.graph.nodes[self.graph.output]
-                try:
-                    output = await self._begin_node(gn, _NO_REFS, _NO_REFS, None)
-                except asyncio.CancelledError:
-                    self._node_cancelled(gn.id)
-                    raise
-                except Exception as e:
-                    self._node_failed(gn.id, e)
-                else:
-                    self._node_done(gn.id, output)
-                timed_out = False
             elif deadline_s is None:
+                # a one-node graph with no deadline: the node is the run, in the run's own task
                 await self._node(self.graph.nodes[self.graph.output])
                 timed_out = False
             else:
@@ -487,57 +473,39 @@ class Execution:
         )
 
     async def _node(self, gn: GraphNode) -> None:
+        res = self.results[gn.id]
+        fut = self.futures[gn.id]
         try:
             if gn.inputs or gn.spec.instruction_from is not None:
                 refs, arrival, instruction = await self._inputs(gn)
             else:
                 refs, arrival, instruction = _NO_REFS, _NO_REFS, None
+            res.started_s = time.perf_counter() - self.ctx.t0
+            res.status = "running"
             tel = self.ctx.telemetry
             if tel is None:
-                output = await self._begin_node(gn, refs, arrival, instruction)
+                output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
             else:
                 with tel.node_span(gn.id, gn.agent.model if gn.agent is not None else None):
-                    output = await self._begin_node(gn, refs, arrival, instruction)
+                    output = await kind_of(gn).execute(self, gn, refs, arrival, instruction)
         except asyncio.CancelledError:
-            self._node_cancelled(gn.id)
+            res.status = "cancelled"
+            res.ended_s = time.perf_counter() - self.ctx.t0
+            fut.cancel()
+            self._settled(gn.id)
             raise
         except Exception as e:
-            self._node_failed(gn.id, e)
+            err = e if isinstance(e, MoAError) else _node_bug(e, gn.id)
+            res.status, res.error = "failed", str(err)
+            res.ended_s = time.perf_counter() - self.ctx.t0
+            fut.set_exception(err)
+            fut.exception()  # mark retrieved: consumers or the run report it
+            self._settled(gn.id)
             return
-        self._node_done(gn.id, output)
-
-    def _begin_node(
-        self, gn: GraphNode, refs: Refs, arrival: Refs, instruction: str | None
-    ) -> Awaitable[str]:
-        """The node's work once its inputs are in, to await: marked running from now."""
-        res = self.results[gn.id]
-        res.started_s = time.perf_counter() - self.ctx.t0
-        res.status = "running"
-        return kind_of(gn).execute(self, gn, refs, arrival, instruction)
-
-    def _node_done(self, nid: str, output: str) -> None:
-        res = self.results[nid]
         res.status, res.output = "ok", output
         res.ended_s = time.perf_counter() - self.ctx.t0
-        self.futures[nid].set_result(output)
-        self._settled(nid)
-
-    def _node_failed(self, nid: str, e: Exception) -> None:
-        err = e if isinstance(e, MoAError) else _node_bug(e, nid)
-        res = self.results[nid]
-        res.status, res.error = "failed", str(err)
-        res.ended_s = time.perf_counter() - self.ctx.t0
-        fut = self.futures[nid]
-        fut.set_exception(err)
-        fut.exception()  # mark retrieved: consumers or the run report it
-        self._settled(nid)
-
-    def _node_cancelled(self, nid: str) -> None:
-        res = self.results[nid]
-        res.status = "cancelled"
-        res.ended_s = time.perf_counter() - self.ctx.t0
-        self.futures[nid].cancel()
-        self._settled(nid)
+        fut.set_result(output)
+        self._settled(gn.id)
 
     def _settle_unsettled(self, nid: str, _task: asyncio.Task[None]) -> None:
         fut = self.futures[nid]
