@@ -298,7 +298,7 @@ async def test_a_lying_provider_cannot_pass_the_cap_or_make_spend_negative(
             "liar",
             transport,
             max_tokens=8,
-            timeout_s=30,
+            timeout_s=300,  # a hang guard: hundreds of calls at once through litellm on a busy machine
             retry={"max_attempts": 1},
             pricing=prices,
         )
@@ -331,7 +331,7 @@ async def test_believed_usage_above_the_prompt_bound_cannot_pass_the_cap(transpo
             "inflates",
             transport,
             max_tokens=8,
-            timeout_s=30,
+            timeout_s=300,  # a hang guard: hundreds of calls at once through litellm on a busy machine
             retry={"max_attempts": 1},
             pricing={"input_per_mtok": 50.0, "output_per_mtok": 50.0},
         )
@@ -460,7 +460,9 @@ async def test_a_failing_endpoint_gets_no_retry_storm(transport: str) -> None:
         default=SimModel(), faults=FaultPlan(rate=1.0, kinds=("503",), retry_after_s=None)
     ) as srv:
         retry = {"max_attempts": 4, "backoff_base_s": 0.0, "backoff_max_s": 0.0}
-        t = single(srv.base_url, "down", transport, retry=retry, timeout_s=30)
+        # a hang guard only: litellm spends milliseconds of CPU on each of the 300 calls sent at
+        # once, so on a loaded machine the last ones left 30 s after their clocks started
+        t = single(srv.base_url, "down", transport, retry=retry, timeout_s=300)
         async with moa.Runner() as rt:
             outcomes = await asyncio.gather(
                 *(t.run(f"q{i}", runner=rt) for i in range(300)), return_exceptions=True
