@@ -177,16 +177,26 @@ def test_a_cascade_counts_every_stage_and_judge_it_may_run(tmp_path: Path) -> No
     assert "calls to send: up to 21, before retries" in lines
 
 
-def test_the_readme_s_dry_run_is_what_the_command_prints(tmp_path: Path) -> None:
-    """The README's `--dry-run` example, word for word, run beside a copy of `examples/` (where no
+@pytest.mark.parametrize(
+    ("example", "keys"),
+    [
+        ("math_experiment.yaml", {}),
+        # priced in dollars: a key must be set, as for a run (nothing is sent)
+        ("hosted_experiment.yaml", {"OPENAI_API_KEY": "sk-not-a-real-key"}),
+    ],
+)
+def test_the_readme_s_dry_run_is_what_the_command_prints(
+    tmp_path: Path, example: str, keys: dict[str, str]
+) -> None:
+    """The README's `--dry-run` examples, word for word, run beside a copy of `examples/` (where no
     earlier run's `moa-results/` can turn it into a resume)."""
     shutil.copytree(REPO / "examples", tmp_path / "examples")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    command = "$ moa compare examples/math_experiment.yaml --dry-run\n"
+    command = f"$ moa compare examples/{example} --dry-run\n"
     shown = readme[readme.index(command) + len(command) :].split("\n```", 1)[0]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LITELLM_LOCAL_MODEL_COST_MAP": "True", **keys}
     p = subprocess.run(
-        [sys.executable, "-m", "moa", "compare", "examples/math_experiment.yaml", "--dry-run"],
+        [sys.executable, "-m", "moa", "compare", f"examples/{example}", "--dry-run"],
         capture_output=True,
         text=True,
         env=env,
