@@ -383,3 +383,178 @@ async def test_a_program_with_no_known_answer_lines_hides_the_tests_from_caller(
     program = Program("javascript", f"{solve}{_LEAK_TESTS}", "main.js")
     verdict = await compile_and_run(program, toolchain, RunLimits(timeout_s=20.0, memory_mb=256))
     assert not verdict.passed, verdict
+
+
+def _program(test: str) -> Item:
+    return Item(id="solve", input="Write solve(n): [n, n + 1].", language="javascript", test=test)
+
+
+_DEEP_EQUAL = (
+    "const assert = require('assert');\nfor (const n of [1, 2, 3]) assert.deepEqual(solve(n), [n, n + 1]);\n"
+)
+_DEEP_STRICT = _DEEP_EQUAL.replace("deepEqual", "deepStrictEqual").replace("'assert'", "'node:assert/strict'")
+_OWN_EQUAL = (
+    "function same(got, exp) {\n  for (const k in exp) if (exp.hasOwnProperty(k) && got[k] !== exp[k]) return false;\n"
+    "  return true;\n}\n"
+    "for (const n of [1, 2, 3]) if (!same(solve(n), { a: n, b: n + 1 })) throw new Error('solve(' + n + ') is wrong');\n"
+)
+# a getter that sees the tests' expected value (assert reads Symbol.toStringTag of both sides)
+# copies it into the answer's result, and takes itself away
+_COPY_EXPECTED = (
+    "function solve(n) {\n  const out = [0, 0];\n"
+    "  Object.defineProperty(HOST, Symbol.toStringTag, { configurable: true, get() {\n"
+    "    if (this !== out && Array.isArray(this)) { out.length = 0; out.push(...this); delete HOST[Symbol.toStringTag]; }\n"
+    "  } });\n  return out;\n}\n"
+)
+
+#: (the tests, the wrong answer's code: it hooks a built-in when called and takes the hook away
+#: before the tests end, in the hook itself or in a microtask)
+_HOOKS_WHILE_TESTED: dict[str, tuple[str, str]] = {
+    "a Symbol.toStringTag getter on Array.prototype, under assert.deepEqual": (
+        _DEEP_EQUAL,
+        _COPY_EXPECTED.replace("HOST", "Array.prototype"),
+    ),
+    "a Symbol.toStringTag getter on Object.prototype, under assert/strict's deepStrictEqual": (
+        _DEEP_STRICT,
+        _COPY_EXPECTED.replace("HOST", "Object.prototype"),
+    ),
+    "Object.prototype.hasOwnProperty, put back in a microtask": (
+        _OWN_EQUAL,
+        "const real = Object.prototype.hasOwnProperty;\nfunction solve(n) {\n"
+        "  Object.prototype.hasOwnProperty = () => false;\n"
+        "  queueMicrotask(() => { Object.prototype.hasOwnProperty = real; });\n  return {};\n}",
+    ),
+    "Object.prototype.hasOwnProperty, the throw caught": (
+        _OWN_EQUAL,
+        "const real = Object.prototype.hasOwnProperty;\nfunction solve(n) {\n"
+        "  try { Object.prototype.hasOwnProperty = () => false; } catch (e) {}\n"
+        "  queueMicrotask(() => { try { Object.prototype.hasOwnProperty = real; } catch (e) {} });\n  return {};\n}",
+    ),
+    "Array.prototype[Symbol.toPrimitive], removed in a microtask": (
+        _tests("concat"),
+        "function solve(n) {\n  Array.prototype[Symbol.toPrimitive] = () => 'x';\n"
+        "  queueMicrotask(() => { delete Array.prototype[Symbol.toPrimitive]; });\n  return [0, 0];\n}",
+    ),
+    "Array.prototype.valueOf over Object.prototype's, removed in a microtask": (
+        _tests("concat"),
+        "function solve(n) {\n  Object.defineProperty(Array.prototype, 'valueOf', { value: () => 'x', configurable: true });\n"
+        "  queueMicrotask(() => { delete Array.prototype.valueOf; });\n  return [0, 0];\n}",
+    ),
+    "Array[Symbol.species], put back in a microtask": (
+        _tests("map"),
+        "const real = Object.getOwnPropertyDescriptor(Array, Symbol.species);\nfunction solve(n) {\n"
+        "  Object.defineProperty(Array, Symbol.species, { configurable: true, get: () => function () {"
+        " return { join: () => 'x' }; } });\n"
+        "  queueMicrotask(() => { Object.defineProperty(Array, Symbol.species, real); });\n  return [0, 0];\n}",
+    ),
+    "TypeError[Symbol.hasInstance], under assert.throws": (
+        "const assert = require('assert');\nassert.throws(() => solve(-1), TypeError);\n"
+        "for (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]);\n",
+        "function solve(n) {\n  Object.defineProperty(TypeError, Symbol.hasInstance, { value: () => true, configurable: true });\n"
+        "  queueMicrotask(() => { delete TypeError[Symbol.hasInstance]; });\n"
+        "  if (n < 0) throw 'not a TypeError';\n  return [n, n + 1];\n}",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_HOOKS_WHILE_TESTED))
+async def test_a_wrong_answer_hooking_a_built_in_while_the_tests_run_fails(attack: str) -> None:
+    """Each hook, added by the wrong answer's function when the tests called it and gone before
+    they ended (so the check at the end found nothing), made their comparison true (1.0). While
+    the tests run, Object.prototype takes no addition, the guarded built-ins' hooks are traps,
+    and an assignment to one throws and fails the run even when the answer catches the throw."""
+    _skip_without("javascript")
+    test, code = _HOOKS_WHILE_TESTED[attack]
+    score = await score_execution_async(f"```javascript\n{code}\n```", _program(test), **LIMITS)
+    assert score.value == 0.0, score
+
+
+#: (the tests, the wrong answer's code) through Node's own objects
+_NODE_ATTACKS: dict[str, tuple[str, str]] = {
+    "util.isDeepStrictEqual replaced": (
+        "const util = require('util');\n"
+        "for (const n of [1, 2]) if (!util.isDeepStrictEqual(solve(n), [n, n + 1])) throw new Error('wrong');\n",
+        "require('util').isDeepStrictEqual = () => true;\nfunction solve(n) { return [0, 0]; }",
+    ),
+    "process.exit replaced, the tests counting failures": (
+        "let failures = 0;\nfor (const n of [1, 2]) if (solve(n)[0] !== n) failures++;\n"
+        "process.exit(failures ? 1 : 0);\n",
+        "process.exit = () => {};\nfunction solve(n) { return [0, 0]; }",
+    ),
+    "process.exit(0) in the answer's function, the tests ending with their own": (
+        "const assert = require('assert');\nfor (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]);\n"
+        "process.exit(0);\n",
+        "function solve(n) { process.exit(0); }",
+    ),
+    "a built-in replaced while tests ending with process.exit(0) ran": (
+        "const fmt = () => new Intl.NumberFormat('en-US');\n"
+        "for (const n of [1, 2]) {\n  const got = solve(n)[0];\n  if (fmt().format(got) !== fmt().format(n)) process.exit(1);\n}\n"
+        "process.exit(0);\n",
+        "function solve(n) {\n  Intl.NumberFormat = function () { return { format: () => 'x' }; };\n  return [0, 0];\n}",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(_NODE_ATTACKS))
+async def test_a_wrong_answer_through_nodes_objects_fails(attack: str) -> None:
+    """util's functions are read-only; the tests' `process` is their own (its `exit` the
+    launcher's, which writes the token only for the tests' exit with 0 and after the built-ins'
+    check): an answer's exit, or its no-op `process.exit`, scored 1.0, as a test program ending
+    with `process.exit(0)` was judged by its exit status alone."""
+    _skip_without("javascript")
+    test, code = _NODE_ATTACKS[attack]
+    score = await score_execution_async(f"```javascript\n{code}\n```", _program(test), **LIMITS)
+    assert score.value == 0.0, score
+
+
+async def test_the_check_on_exit_names_the_built_in() -> None:
+    """A test program ending with `process.exit(0)`: a built-in changed while it ran fails the
+    run at that exit, with the line naming it."""
+    _skip_without("javascript")
+    test, code = _NODE_ATTACKS["a built-in replaced while tests ending with process.exit(0) ran"]
+    score = await score_execution_async(f"```javascript\n{code}\n```", _program(test), **LIMITS)
+    assert "tampered" in score.detail and "Intl.NumberFormat was changed" in score.detail, score
+
+
+_CORRECT_WHILE_TESTED = (
+    "function Point(x) { this.x = x; }\nclass Oops extends TypeError {}\n"
+    "function solve(n) {\n  const counts = {};\n"
+    "  for (const w of ['valueOf', 'toString', 'constructor', 'hasOwnProperty', 'valueOf']) counts[w] = (counts[w] | 0) + 1;\n"
+    "  if (counts.valueOf !== 2 || counts.constructor !== 1 || Object.keys(counts).length !== 4) return [];\n"
+    "  Point.prototype.toString = function () { return 'P' + this.x; };\n"
+    "  Oops.prototype.name = 'Oops';\n  Point.toString = () => 'Point';\n"
+    "  const bag = { items: [n, n + 1] };\n  bag[Symbol.iterator] = function* () { yield* this.items; };\n"
+    "  if (String(new Point(n)) !== 'P' + n || String(Point) !== 'Point') return [];\n"
+    "  try { throw new Oops('x'); } catch (e) { if (!(e instanceof TypeError) || e.name !== 'Oops') return []; }\n"
+    "  if (!Array.prototype.last) Array.prototype.last = function () { return this[this.length - 1]; };\n"
+    "  return [...bag].last() === n + 1 ? [...bag] : [];\n}"
+)
+
+
+@pytest.mark.parametrize(
+    "test", [_DEEP_EQUAL, _DEEP_STRICT, _tests("concat"), _tests("map"), _DEEP_EQUAL + "process.exit(0);\n"]
+)
+async def test_a_correct_answer_assigning_inherited_names_while_tested_passes(test: str) -> None:
+    """Assigning over an inherited built-in while the tests run still works: `counts[word] = 1`
+    with `valueOf` or `constructor`, `Point.prototype.toString = ...`, `MyError.prototype.name`,
+    a static `toString`, an object's own `[Symbol.iterator]`, a prototype addition; a test program
+    ending with `process.exit(0)` passes."""
+    _skip_without("javascript")
+    score = await score_execution_async(
+        f"```javascript\n{_CORRECT_WHILE_TESTED}\n```", _program(test), **LIMITS
+    )
+    assert (score.value, score.detail) == (1.0, "passed")
+
+
+async def test_what_the_tests_print_is_unchanged() -> None:
+    """util.inspect names objects and errors by their `constructor`, which stays a data property:
+    `console.log` of an object, an array or an error prints as it did."""
+    _skip_without("javascript")
+    test = (
+        "const shown = require('util').inspect([{ a: 1 }, new Box(), new RangeError('r'), solve(1)]);\n"
+        "for (const part of ['[\\n  { a: 1 },\\n  Box { v: 1 },\\n  RangeError: r\\n', '  [ 1, 2 ]\\n]']) {\n"
+        "  if (!shown.includes(part)) throw new Error(shown);\n}\n"
+    )
+    answer = "```javascript\nclass Box { constructor() { this.v = 1; } }\nfunction solve(n) { return [n, n + 1]; }\n```"
+    score = await score_execution_async(answer, _program(test), **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed"), score

@@ -24,7 +24,17 @@ Between the two, the launcher's guard (``moa.eval.languages.jsguard``) puts back
 answer's script patched (``JSON.stringify = () => 'x'`` made every comparison of the tests true),
 and the tests' function gets clean ones as parameters shadowing the globals.
 
-The launcher knows the tests ran to their end because their function returned: no global of the
+The tests' ``process`` is a parameter too: the real one, but for its ``exit``, which is the
+launcher's. A test program ending with ``process.exit(0)`` never returns to the launcher (its
+exit status alone used to decide, so an answer's own ``process.exit(0)`` passed, and the
+built-ins' check at the end never ran): the launcher writes the token there, after that check,
+when the tests exit with 0. An answer replacing the real ``process.exit`` no longer swallows the
+tests' ``process.exit(1)``, nor an accessor on ``process.exitCode`` the code they set. ``util``'s
+functions are made read-only, as ``assert`` is frozen (``require('util').isDeepStrictEqual =
+() => true`` passed every test calling it).
+
+The launcher knows the tests ran to their end because their function returned (or they exited
+with 0 through their ``process``): no global of the
 harness's exists for the answer to find (``Object.getOwnPropertyNames(globalThis)``) or call. Its
 own source is constant and holds no secret (the answer may read it, and its listeners' text).
 """
@@ -82,12 +92,12 @@ class JsRun:
 def _wrap(tests: str) -> str:
     # on the tests' first line, so their line numbers hold. The outer function's parameters are
     # the clean globals the launcher passes (jsguard.TESTS_GLOBALS), shadowing any the answer
-    # replaced; the inner one's body holds the tests, whose own declarations may reuse those
+    # replaced, and the tests' own view of `process` (its `exit` the launcher's); the inner one's body holds the tests, whose own declarations may reuse those
     # names. Its first parameter is the name shield_js_tests gave the tests' `require`, which the
     # launcher binds to Node's
     key = js_key()
     return (
-        f"(function ({', '.join(TESTS_GLOBALS)}) {{ return function (moa_require_{key}, require) "
+        f"(function ({', '.join(TESTS_GLOBALS)}, process) {{ return function (moa_require_{key}, require) "
         f"{{'use strict'; {tests}\n}}; }})"
     )
 
@@ -159,9 +169,21 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const assertModule = require('assert');
   Object.freeze(assertModule.strict);
   Object.freeze(assertModule);
+  // and util's comparisons the same way (`require('util').isDeepStrictEqual = () => true` made
+  // every test calling it pass): its functions read-only, not the module frozen, as its lazy
+  // properties (`util.MIMEType`) define themselves when first read
+  const util = require('util');
+  for (const made of [util, util.types]) {
+    for (const key of Reflect.ownKeys(made)) {
+      const d = Object.getOwnPropertyDescriptor(made, key);
+      if ('value' in d && typeof d.value === 'function' && d.configurable) {
+        Object.defineProperty(made, key, { value: d.value, writable: false, configurable: false, enumerable: d.enumerable });
+      }
+    }
+  }
   const realRequire = require;
   const writeSync = fs.writeSync;
-  const inspect = require('util').inspect;
+  const inspect = util.inspect;
   const NewError = Error;
   const call = Function.prototype.call;
   const exitNow = call.bind(process.reallyExit, process);
@@ -233,6 +255,9 @@ _LAUNCHER_SOURCE = r"""'use strict';
   };
   let finished = false;
   let written = false;
+  // the exit code the tests set through their `process` (the answer may have made the real
+  // `process.exitCode` an accessor that forgets it)
+  let testsCode = 0;
   let pending = false;
   // each refused attempt ran one more turn of the loop: a bounded number, never a loop forever
   let attempts = 0;
@@ -247,7 +272,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const write = () => {
     pending = false;
     try {
-      if (!written && !process.exitCode && !uncaught && idle()) {
+      if (!written && !process.exitCode && !testsCode && !uncaught && idle()) {
         const changed = guard.check();
         if (changed) tampered(changed);
         written = true;
@@ -267,6 +292,34 @@ _LAUNCHER_SOURCE = r"""'use strict';
     } catch (e) {
       // a tampered Error or stack: no token
     }
+  });
+  // the tests' `process`: the real one, but for its `exit`. A test program ending with
+  // `process.exit(0)` never returns to the launcher, so the token is written there, after the
+  // built-ins' check, when the tests (not the answer, whose `process` is the real one) exit with
+  // 0; an answer's `process.exit = () => {}` no longer swallows their `process.exit(1)`
+  const realExit = call.bind(process.exit, process);
+  const reflectGet = Reflect.get;
+  const reflectSet = Reflect.set;
+  const testsExit = function exit(code) {
+    try {
+      if (!written && !code && !testsCode && !uncaught && token) {
+        const changed = guard.check();
+        if (changed) tampered(changed);
+        written = true;
+        writeSync(Number(fd), token + '\n');
+      }
+    } catch (e) {
+      // a tampered process: no token
+    }
+    realExit(code);
+  };
+  const testsProcess = new Proxy(process, {
+    __proto__: null,
+    get: (target, key) => (key === 'exit' ? testsExit : reflectGet(target, key)),
+    set: (target, key, value) => {
+      if (key === 'exitCode') testsCode = value;
+      return reflectSet(target, key, value);
+    },
   });
   // what a CommonJS module has and a script has not: the answer's `require('fs')`,
   // `module.exports = ...`; configurable, so its own `let require` or `function module()` is legal
@@ -292,10 +345,12 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // tests a function doing nothing, which returned
   const runScript = call.bind(vm.Script.prototype.runInThisContext);
   const apply = Reflect.apply;
+  const testsArgs = guard.values;
+  testsArgs[testsArgs.length] = testsProcess;
   runScript(answer);
   const broken = guard.restore();
   if (broken) tampered(broken);
-  apply(runScript(tests), undefined, guard.values)(realRequire, realRequire);
+  apply(runScript(tests), undefined, testsArgs)(realRequire, realRequire);
   // the tests returned: a throw, process.exit() or a never-ending loop never gets here (the
   // built-ins are checked before the token is written)
   finished = true;
