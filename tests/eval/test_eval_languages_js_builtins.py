@@ -558,3 +558,39 @@ async def test_what_the_tests_print_is_unchanged() -> None:
     answer = "```javascript\nclass Box { constructor() { this.v = 1; } }\nfunction solve(n) { return [n, n + 1]; }\n```"
     score = await score_execution_async(answer, _program(test), **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed"), score
+
+
+_ASYNC_TESTS = (
+    "const assert = require('assert');\n(async () => {\n  await assert.rejects(solve(-1), RangeError);\n"
+    "  for (const n of [1, 2]) assert.deepEqual(await solve(n), [n, n + 1]);\n"
+    "  assert.deepEqual(await Promise.all([solve(3), solve(4)]), [[3, 4], [4, 5]]);\n"
+    "  await Promise.race([solve(5), new Promise((r) => setTimeout(r, 50))]);\n  solve(-2).catch(() => {});\n})();\n"
+)
+
+
+@pytest.mark.parametrize(
+    "solve",
+    [
+        "async function solve(n) { return new Promise(() => {}); }",
+        "function solve(n) { return { then() {}, catch() {} }; }",
+        "const never = new Promise(() => {});\nasync function solve(n) { await never; }",
+    ],
+)
+async def test_a_wrong_answer_whose_promise_never_settles_fails(solve: str) -> None:
+    """An async test awaiting the answer's promise that never settles stops there, and the event
+    loop ran dry as if the tests had ended (1.0): a promise made while they ran that is still
+    unsettled then withholds the token."""
+    _skip_without("javascript")
+    score = await score_execution_async(f"```javascript\n{solve}\n```", _program(_ASYNC_TESTS), **LIMITS)
+    assert (score.value, score.detail) == (0.0, "exited with code 0 before the end of the tests"), score
+
+
+async def test_a_correct_async_answer_passes() -> None:
+    """Rejections, timers, Promise.all and race, and a rejection caught and dropped all settle."""
+    _skip_without("javascript")
+    solve = (
+        "async function solve(n) {\n  if (n < 0) throw new RangeError('negative');\n"
+        "  await new Promise((r) => setTimeout(r, 5));\n  return [n, n + 1];\n}"
+    )
+    score = await score_execution_async(f"```javascript\n{solve}\n```", _program(_ASYNC_TESTS), **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed"), score

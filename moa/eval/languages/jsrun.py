@@ -33,6 +33,12 @@ tests' ``process.exit(1)``, nor an accessor on ``process.exitCode`` the code the
 functions are made read-only, as ``assert`` is frozen (``require('util').isDeepStrictEqual =
 () => true`` passed every test calling it).
 
+An async test awaiting a promise of the answer's that never settles stops there, and the event
+loop runs dry as if the tests had ended (a wrong answer returning ``new Promise(() => {})``
+passed): the launcher tracks the promises made from the tests' start (Node's promise hooks, so
+only their run pays for them), and one still unsettled when the loop runs dry withholds the
+token. A correct answer leaving a promise of its own unsettled then fails too.
+
 The launcher knows the tests ran to their end because their function returned (or they exited
 with 0 through their ``process``): no global of the
 harness's exists for the answer to find (``Object.getOwnPropertyNames(globalThis)``) or call. Its
@@ -253,6 +259,21 @@ _LAUNCHER_SOURCE = r"""'use strict';
     }
     return true;
   };
+  // the promises made while the tests ran that never settled: an async test awaiting a promise
+  // of the answer's that never settles stops there, and the event loop ran dry as if it had
+  // ended (a wrong answer returning `new Promise(() => {})` passed). Tracked from the tests'
+  // start, so only their run pays Node's promise hooks
+  const unsettled = new Set();
+  const track = call.bind(Set.prototype.add, unsettled);
+  const settled = call.bind(Set.prototype.delete, unsettled);
+  const unsettledCount = call.bind(Object.getOwnPropertyDescriptor(Set.prototype, 'size').get, unsettled);
+  const promises = require('async_hooks').createHook({
+    init: (id, type) => {
+      if (type === 'PROMISE') track(id);
+    },
+    promiseResolve: (id) => settled(id),
+  });
+  const trackPromises = call.bind(promises.enable, promises);
   let finished = false;
   let written = false;
   // the exit code the tests set through their `process` (the answer may have made the real
@@ -272,7 +293,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const write = () => {
     pending = false;
     try {
-      if (!written && !process.exitCode && !testsCode && !uncaught && idle()) {
+      if (!written && !process.exitCode && !testsCode && !uncaught && idle() && unsettledCount() === 0) {
         const changed = guard.check();
         if (changed) tampered(changed);
         written = true;
@@ -350,6 +371,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   runScript(answer);
   const broken = guard.restore();
   if (broken) tampered(broken);
+  trackPromises();
   apply(runScript(tests), undefined, testsArgs)(realRequire, realRequire);
   // the tests returned: a throw, process.exit() or a never-ending loop never gets here (the
   // built-ins are checked before the token is written)
