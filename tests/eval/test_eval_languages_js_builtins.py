@@ -486,6 +486,16 @@ _NODE_ATTACKS: dict[str, tuple[str, str]] = {
         "process.exit(0);\n",
         "function solve(n) { process.exit(0); }",
     ),
+    "setTimeout replaced, the tests asserting in its callback": (
+        "const assert = require('assert');\n"
+        "setTimeout(() => { for (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]); }, 1);\n",
+        "setTimeout = () => {};\nfunction solve(n) { return [0, 0]; }",
+    ),
+    "process.nextTick replaced, the tests asserting in its callback": (
+        "const assert = require('assert');\n"
+        "process.nextTick(() => { for (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]); });\n",
+        "process.nextTick = () => {};\nfunction solve(n) { return [0, 0]; }",
+    ),
     "a built-in replaced while tests ending with process.exit(0) ran": (
         "const fmt = () => new Intl.NumberFormat('en-US');\n"
         "for (const n of [1, 2]) {\n  const got = solve(n)[0];\n  if (fmt().format(got) !== fmt().format(n)) process.exit(1);\n}\n"
@@ -499,8 +509,9 @@ _NODE_ATTACKS: dict[str, tuple[str, str]] = {
 async def test_a_wrong_answer_through_nodes_objects_fails(attack: str) -> None:
     """util's functions are read-only; the tests' `process` is their own (its `exit` the
     launcher's, which writes the token only for the tests' exit with 0 and after the built-ins'
-    check): an answer's exit, or its no-op `process.exit`, scored 1.0, as a test program ending
-    with `process.exit(0)` was judged by its exit status alone."""
+    check), and so are their timers: an answer's exit, or its no-op `process.exit` or
+    `setTimeout`, scored 1.0, as a test program ending with `process.exit(0)` was judged by its
+    exit status alone."""
     _skip_without("javascript")
     test, code = _NODE_ATTACKS[attack]
     score = await score_execution_async(f"```javascript\n{code}\n```", _program(test), **LIMITS)

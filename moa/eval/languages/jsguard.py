@@ -30,7 +30,8 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   ``assert.deepEqual`` reads from both sides, saw the expected array and copied it into the
   answer's result; ``Object.prototype.hasOwnProperty`` patched and put back in a microtask). So
   the guarded built-ins change no more: ``Object.prototype``, ``Function.prototype``, the
-  constructors in ``_LOCKED`` and ``_ERRORS``, their prototypes and the iterator prototypes.
+  constructors in ``_LOCKED`` and ``_ERRORS``, their prototypes and the iterator and generator
+  prototypes.
   Their methods are read-only, except where an assignment over an inherited one must still work
   (``counts[word] = 1`` with the word ``valueOf``, ``Point.prototype.toString = ...``,
   ``MyError.prototype.name = ...``): those of ``Object.prototype``, ``Function.prototype`` (but
@@ -54,13 +55,15 @@ code), and a hook or a method of theirs assigned on the built-in itself (``Array
 = ...``). The guard costs about 5 ms of CPU when node starts (recording) and 3.5 ms before the
 tests (putting back, 2.4 ms, and shielding: some 550 traps), measured on a two-core machine.
 
-Open: what the tests read from objects the answer made (its result's own ``toJSON``,
-``valueOf`` or a Proxy: they behave as they like, but cannot see the expected values);
+Open: what the tests read from or call on objects the answer made (its result's own ``every``
+returning true, ``toJSON``, ``valueOf``, a Proxy: they behave as they like);
 ``Object.prototype.constructor`` reassigned and put back while the tests run; the built-ins
 outside the guarded ones (``Intl``, typed arrays, ``%GeneratorFunction.prototype%``), patched
 and put back while the tests run; an index getter on ``Array.prototype`` (read for an array's
-holes); Node's globals (``console``, ``Buffer``) and modules other than ``assert`` and ``util``,
-and a test program exiting other than through its own ``process`` (``globalThis.process.exit``).
+holes); Node's globals (``console``, ``Buffer``: the tests' ``process`` and timers are their
+own, given by the launcher, ``moa.eval.languages.jsrun``) and modules other than ``assert`` and
+``util``. And a test program exiting other than through its own ``process``
+(``globalThis.process.exit(0)``) gets no token: a correct answer then fails.
 """
 
 from __future__ import annotations
@@ -376,6 +379,9 @@ _GUARD = r"""
     }
     for (const name of Object.keys(hidden)) if (name.endsWith('IteratorPrototype%')) shieldable(hidden[name], true);
     shieldable(protoOf(hidden['%ArrayIteratorPrototype%']), true);
+    // the tests' own generators' objects
+    shieldable(hidden['%GeneratorFunction.prototype%'].prototype, true);
+    shieldable(hidden['%AsyncGeneratorFunction.prototype%'].prototype, true);
     return {
       __proto__: null,
       // after the answer's script: '' when every built-in is as it was (put back), else why not

@@ -29,7 +29,10 @@ launcher's. A test program ending with ``process.exit(0)`` never returns to the 
 exit status alone used to decide, so an answer's own ``process.exit(0)`` passed, and the
 built-ins' check at the end never ran): the launcher writes the token there, after that check,
 when the tests exit with 0. An answer replacing the real ``process.exit`` no longer swallows the
-tests' ``process.exit(1)``, nor an accessor on ``process.exitCode`` the code they set. ``util``'s
+tests' ``process.exit(1)``, nor an accessor on ``process.exitCode`` the code they set; its
+``nextTick`` and the tests' timers (``setTimeout``, ``queueMicrotask``...) are Node's own, taken
+before the answer ran (an answer's ``setTimeout = () => {}`` dropped a test's callback, its
+assertions with it). ``util``'s
 functions are made read-only, as ``assert`` is frozen (``require('util').isDeepStrictEqual =
 () => true`` passed every test calling it).
 
@@ -59,6 +62,15 @@ __all__ = ["LAUNCHER", "JsRun", "js_key", "launcher_source", "split_js", "split_
 
 # a TypeScript answer's code does not end where the tests begin
 _RAN_ON = "the answer's code does not end with a complete statement: it runs on into the tests"
+
+# Node's globals the tests' function receives as parameters, after jsguard.TESTS_GLOBALS: their
+# own `process` (see the module docstring), and the timers as they were before the answer ran (an
+# answer's `setTimeout = () => {}` dropped a test's callback, assertions and all, and the tests
+# ended with nothing failed)
+_NODE_GLOBALS = (
+    "process", "setTimeout", "setInterval", "setImmediate", "clearTimeout", "clearInterval",
+    "clearImmediate", "queueMicrotask",
+)  # fmt: skip
 
 #: the script ``node`` runs: it reads the tests from stdin and runs the answer's file, then them
 LAUNCHER = "moa_end.js"
@@ -98,12 +110,12 @@ class JsRun:
 def _wrap(tests: str) -> str:
     # on the tests' first line, so their line numbers hold. The outer function's parameters are
     # the clean globals the launcher passes (jsguard.TESTS_GLOBALS), shadowing any the answer
-    # replaced, and the tests' own view of `process` (its `exit` the launcher's); the inner one's body holds the tests, whose own declarations may reuse those
+    # replaced, then Node's (_NODE_GLOBALS); the inner one's body holds the tests, whose own declarations may reuse those
     # names. Its first parameter is the name shield_js_tests gave the tests' `require`, which the
     # launcher binds to Node's
     key = js_key()
     return (
-        f"(function ({', '.join(TESTS_GLOBALS)}, process) {{ return function (moa_require_{key}, require) "
+        f"(function ({', '.join(TESTS_GLOBALS + _NODE_GLOBALS)}) {{ return function (moa_require_{key}, require) "
         f"{{'use strict'; {tests}\n}}; }})"
     )
 
@@ -319,6 +331,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // built-ins' check, when the tests (not the answer, whose `process` is the real one) exit with
   // 0; an answer's `process.exit = () => {}` no longer swallows their `process.exit(1)`
   const realExit = call.bind(process.exit, process);
+  const nextTick = process.nextTick;
   const reflectGet = Reflect.get;
   const reflectSet = Reflect.set;
   const testsExit = function exit(code) {
@@ -336,7 +349,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   };
   const testsProcess = new Proxy(process, {
     __proto__: null,
-    get: (target, key) => (key === 'exit' ? testsExit : reflectGet(target, key)),
+    get: (target, key) => (key === 'exit' ? testsExit : key === 'nextTick' ? nextTick : reflectGet(target, key)),
     set: (target, key, value) => {
       if (key === 'exitCode') testsCode = value;
       return reflectSet(target, key, value);
@@ -368,6 +381,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const apply = Reflect.apply;
   const testsArgs = guard.values;
   testsArgs[testsArgs.length] = testsProcess;
+  for (const name of __TIMERS__) testsArgs[testsArgs.length] = globalThis[name];
   runScript(answer);
   const broken = guard.restore();
   if (broken) tampered(broken);
@@ -383,4 +397,6 @@ _LAUNCHER_SOURCE = r"""'use strict';
 @functools.cache
 def launcher_source() -> str:
     """The ``LAUNCHER`` script (the same for every program and process)."""
-    return _LAUNCHER_SOURCE.replace("  // GUARD\n", GUARD_SOURCE.lstrip("\n"), 1)
+    timers = "[" + ", ".join(f"'{name}'" for name in _NODE_GLOBALS[1:]) + "]"
+    source = _LAUNCHER_SOURCE.replace("__TIMERS__", timers, 1)
+    return source.replace("  // GUARD\n", GUARD_SOURCE.lstrip("\n"), 1)
