@@ -605,3 +605,28 @@ async def test_a_correct_async_answer_passes() -> None:
     )
     score = await score_execution_async(f"```javascript\n{solve}\n```", _program(_ASYNC_TESTS), **LIMITS)
     assert (score.value, score.detail) == (1.0, "passed"), score
+
+
+_NODE_TEST = (
+    "const { test } = require('node:test');\nconst assert = require('assert');\n"
+    "test('solve', async () => {\n  for (const n of [1, 2]) assert.deepEqual(await solve(n), [n, n + 1]);\n});\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("solve", "passes"),
+    [
+        ("async function solve(n) { return [n, n + 1]; }", True),
+        ("function solve(n) { return [n, n + 1]; }", True),
+        ("async function solve(n) { return [0, 0]; }", False),
+        ("async function solve(n) { return new Promise(() => {}); }", False),
+        ("const t = require('node:test');\nt.test = () => {};\nfunction solve(n) { return [0, 0]; }", False),
+    ],
+)
+async def test_tests_on_nodes_test_runner(solve: str, passes: bool) -> None:
+    """Tests using `node:test` pass a correct answer (the runner's own unsettled promises withhold
+    no token; it fails a test left waiting itself), and its functions are read-only: an answer's
+    `require('node:test').test = () => {}` ran none of the tests (1.0)."""
+    _skip_without("javascript")
+    score = await score_execution_async(f"```javascript\n{solve}\n```", _program(_NODE_TEST), **LIMITS)
+    assert score.value == (1.0 if passes else 0.0), score

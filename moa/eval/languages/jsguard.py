@@ -61,8 +61,8 @@ returning true, ``toJSON``, ``valueOf``, a Proxy: they behave as they like);
 outside the guarded ones (``Intl``, typed arrays, ``%GeneratorFunction.prototype%``), patched
 and put back while the tests run; an index getter on ``Array.prototype`` (read for an array's
 holes); Node's globals (``console``, ``Buffer``: the tests' ``process`` and timers are their
-own, given by the launcher, ``moa.eval.languages.jsrun``) and modules other than ``assert`` and
-``util``. And a test program exiting other than through its own ``process``
+own, given by the launcher, ``moa.eval.languages.jsrun``) and modules other than ``assert``,
+``util`` and ``node:test``. And a test program exiting other than through its own ``process``
 (``globalThis.process.exit(0)``) gets no token: a correct answer then fails.
 """
 

@@ -40,7 +40,10 @@ An async test awaiting a promise of the answer's that never settles stops there,
 loop runs dry as if the tests had ended (a wrong answer returning ``new Promise(() => {})``
 passed): the launcher tracks the promises made from the tests' start (Node's promise hooks, so
 only their run pays for them), and one still unsettled when the loop runs dry withholds the
-token. A correct answer leaving a promise of its own unsettled then fails too.
+token. A correct answer leaving a promise of its own unsettled then fails too. Not so under
+Node's test runner (``node:test``), which leaves promises of its own unsettled and fails a test
+left waiting itself; when the tests name it, its functions are made read-only before the answer
+runs, as ``util``'s are (an answer's ``require('node:test').test = () => {}`` ran none of them).
 
 The launcher knows the tests ran to their end because their function returned (or they exited
 with 0 through their ``process``): no global of the
@@ -51,6 +54,7 @@ own source is constant and holds no secret (the answer may read it, and its list
 from __future__ import annotations
 
 import functools
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -71,6 +75,9 @@ _NODE_GLOBALS = (
     "process", "setTimeout", "setInterval", "setImmediate", "clearTimeout", "clearInterval",
     "clearImmediate", "queueMicrotask",
 )  # fmt: skip
+
+# the tests take Node's test runner (loading it costs some 8 ms, paid only then)
+_NODE_TEST = re.compile(r"""(['"`])node:test\1""")
 
 #: the script ``node`` runs: it reads the tests from stdin and runs the answer's file, then them
 LAUNCHER = "moa_end.js"
@@ -103,8 +110,10 @@ class JsRun:
     """Why the program cannot run (the run fails with it), else empty."""
 
     def stdin(self, fd: int, token: str) -> bytes:
-        """What the launcher reads before the answer runs: the token line, then the tests."""
-        return f"{fd} {token} {self.tests_line}\n{self.tests}".encode("utf-8", "surrogatepass")
+        """What the launcher reads before the answer runs: the token line (with ``node:test`` when
+        the tests use Node's test runner), then the tests."""
+        runner = " node:test" if _NODE_TEST.search(self.tests) else ""
+        return f"{fd} {token} {self.tests_line}{runner}\n{self.tests}".encode("utf-8", "surrogatepass")
 
 
 def _wrap(tests: str) -> str:
@@ -177,7 +186,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const vm = require('vm');
   const input = fs.readFileSync(0, 'utf8');
   const newline = input.indexOf('\n');
-  const [fd, token, testsLine] = input.slice(0, newline < 0 ? input.length : newline).trim().split(' ');
+  const [fd, token, testsLine, runner] = input.slice(0, newline < 0 ? input.length : newline).trim().split(' ');
   const answerFile = path.resolve(process.argv[2]);
   // compiled before the answer runs; only this closure holds them
   let testsSource = newline < 0 ? '' : input.slice(newline + 1);
@@ -189,9 +198,12 @@ _LAUNCHER_SOURCE = r"""'use strict';
   Object.freeze(assertModule);
   // and util's comparisons the same way (`require('util').isDeepStrictEqual = () => true` made
   // every test calling it pass): its functions read-only, not the module frozen, as its lazy
-  // properties (`util.MIMEType`) define themselves when first read
+  // properties (`util.MIMEType`) define themselves when first read. So is Node's test runner
+  // when the tests use it (`require('node:test').test = () => {}` ran none of them)
   const util = require('util');
-  for (const made of [util, util.types]) {
+  const nodeTest = runner === 'node:test';
+  const modules = nodeTest ? [util, util.types, require('node:test')] : [util, util.types];
+  for (const made of modules) {
     for (const key of Reflect.ownKeys(made)) {
       const d = Object.getOwnPropertyDescriptor(made, key);
       if ('value' in d && typeof d.value === 'function' && d.configurable) {
@@ -274,7 +286,8 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // the promises made while the tests ran that never settled: an async test awaiting a promise
   // of the answer's that never settles stops there, and the event loop ran dry as if it had
   // ended (a wrong answer returning `new Promise(() => {})` passed). Tracked from the tests'
-  // start, so only their run pays Node's promise hooks
+  // start, so only their run pays Node's promise hooks. Not under Node's test runner, which
+  // leaves promises of its own unsettled, and fails a test left waiting itself
   const unsettled = new Set();
   const track = call.bind(Set.prototype.add, unsettled);
   const settled = call.bind(Set.prototype.delete, unsettled);
@@ -305,7 +318,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const write = () => {
     pending = false;
     try {
-      if (!written && !process.exitCode && !testsCode && !uncaught && idle() && unsettledCount() === 0) {
+      if (!written && !process.exitCode && !testsCode && !uncaught && idle() && (nodeTest || unsettledCount() === 0)) {
         const changed = guard.check();
         if (changed) tampered(changed);
         written = true;
