@@ -38,22 +38,27 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   ``call``, ``apply`` and ``bind``) and the errors' prototypes become accessors whose setter
   defines the property on the object assigned to, and refuses the built-in itself. Their other
   properties (``Array[Symbol.species]``, ``Map.prototype.size``) become non-configurable, and the
-  hooks they lack become trap accessors with the same setter, answering what they inherit: every
-  well-known symbol (``Symbol.toPrimitive``, ``Symbol.toStringTag``, ``Symbol.hasInstance``...),
-  the names in ``_IMPLICIT`` and every name the object inherits (``Array.prototype.valueOf``).
-  ``Object.prototype`` takes no addition at all (it is made non-extensible: a trap there would
-  answer ``'get' in descriptor``). An assignment refused so throws and fails the run, even when
-  the answer caught the throw. ``constructor`` stays a writable data property (``util.inspect``
+  hooks a prototype lacks become trap accessors with the same setter, answering what it inherits:
+  the well-known symbols in ``_OF_INSTANCES`` (``Symbol.toPrimitive``, ``Symbol.toStringTag``...;
+  ``String.prototype`` those in ``_OF_PATTERNS`` too), the names in ``_IMPLICIT`` and every name
+  it inherits (``Array.prototype.valueOf``). Not ``toJSON`` (a getter there slowed every
+  ``JSON.stringify`` of an array): the tests' ``JSON.stringify`` looks for one added since they
+  began, and throws. ``Object.prototype`` and the constructors take no addition at all (they are
+  made non-extensible: a trap on ``Object.prototype`` would answer ``'get' in descriptor``;
+  ``TypeError[Symbol.hasInstance]`` is refused so). An assignment refused so throws and fails
+  the run, even when the answer caught the throw. ``constructor`` stays a writable data property (``util.inspect``
   names objects by it, and ``counts['constructor'] = 1`` assigns it);
 * before the end-of-tests token is written, every recorded built-in is compared with its state
   when the tests began: a change made while they ran fails the run. The launcher runs the check
   when the tests' function returns and when they call ``process.exit(0)`` themselves.
 
 What an addition to a guarded built-in costs a correct answer: none at its top level; while the
-tests run, a new name on ``Object.prototype`` (a ``TypeError`` in strict code, ignored in sloppy
-code), and a hook or a method of theirs assigned on the built-in itself (``Array.prototype.push
-= ...``). The guard costs about 5 ms of CPU when node starts (recording) and 3.5 ms before the
-tests (putting back, 2.4 ms, and shielding: some 550 traps), measured on a two-core machine.
+tests run, a new name on ``Object.prototype`` or on a guarded constructor (``Array.range =
+...``: a ``TypeError`` in strict code, ignored in sloppy code), and a hook or a method of theirs
+assigned on the built-in itself (``Array.prototype.push = ...``). The guard costs about 5.5 ms of CPU when node starts (recording) and 3 to 3.5 ms
+before the tests (putting back, 2.5 ms, and shielding with some 340 traps, under 1 ms), measured
+on a busy two-core machine: 1.5 ms more than before the shield. While the tests run, a
+conversion or a string split through a trap is slower (some 30% in a loop doing nothing else).
 
 Open: what the tests read from or call on objects the answer made (its result's own ``every``
 returning true, ``toJSON``, ``valueOf``, a Proxy: they behave as they like);
@@ -124,10 +129,9 @@ _ERRORS = (
 )  # fmt: skip
 
 
-# the well-known symbols (names on Symbol) a guarded built-in holds while the tests run, as its own
-# or a trap: those the language reads from a constructor (`instanceof`, species), from any object
-# (conversions, iteration, concat), and from a string as a pattern (`split`, `replace`)
-_OF_CONSTRUCTORS = ("hasInstance", "species", "toPrimitive", "toStringTag")
+# the well-known symbols (names on Symbol) a guarded prototype holds while the tests run, as its
+# own or a trap: those the language reads from any object (conversions, iteration, concat), and
+# from a string as a pattern (`split`, `replace`)
 _OF_INSTANCES = ("toPrimitive", "toStringTag", "iterator", "asyncIterator", "isConcatSpreadable")
 _OF_PATTERNS = ("match", "matchAll", "replace", "search", "split")
 
@@ -148,6 +152,7 @@ _GUARD = r"""
     const protoOf = Reflect.getPrototypeOf;
     const setProto = Reflect.setPrototypeOf;
     const extensible = Reflect.isExtensible;
+    const closed = Reflect.preventExtensions;
     const charCode = String.prototype.charCodeAt;
     const description = describe(Symbol.prototype, 'description').get;
     const implicit = { __proto__: null };
@@ -315,8 +320,8 @@ _GUARD = r"""
         }
         if (define(object, key, made)) rec.descs[key] = made;
       }
-      if (object === Object.prototype) {
-        if (Reflect.preventExtensions(object)) rec.extensible = false;
+      if (object === Object.prototype || typeof object === 'function') {
+        if (closed(object)) rec.extensible = false;
         return;
       }
       const up = rec.proto;
@@ -337,7 +342,18 @@ _GUARD = r"""
       }
       return Object.freeze(out);
     };
-    const copies = { JSON: copy(JSON), Math: copy(Math), Reflect: copy(Reflect) };
+    // the tests' JSON.stringify first looks for a toJSON added to a shielded prototype (which
+    // the answer could take away again before the end): the comparison fails, and so does the run
+    const toJSONs = [];
+    const realJSON = JSON;
+    const realStringify = JSON.stringify;
+    const stringify = function stringify(value, replacer, space) {
+      for (let i = 0; i < toJSONs.length; i++) {
+        if (describe(toJSONs[i], 'toJSON') !== undefined) refuse(`${nameOf(byObject.get(toJSONs[i]), 'toJSON')} was added while the tests ran`);
+      }
+      return apply(realStringify, realJSON, [value, replacer, space]);
+    };
+    const copies = { JSON: copy(JSON, { __proto__: null, stringify }), Math: copy(Math), Reflect: copy(Reflect) };
     const values = [];
     for (const name of __GLOBALS__) values.push(name in copies ? copies[name] : globalThis[name]);
     // the built-ins shielded while the tests run, and which of their methods are read-only
@@ -347,19 +363,21 @@ _GUARD = r"""
       const rec = byObject.get(object);
       if (rec === undefined || rec.fixed !== undefined) return;
       rec.fixed = fixed;
-      // the hooks it must hold (each trap costs a few microseconds): those the language reads
-      // from a constructor or from an instance, the implicit names, a string's pattern hooks
-      // (`'a,b'.split(',')` reads `','[Symbol.split]`), and every name a prototype inherits
-      // (`[].valueOf`, `exp.hasOwnProperty(k)`) as found before the answer ran. A constructor's
-      // inherited methods (`Array.call`) are no hook: the tests name them, on a built-in
+      // the hooks a prototype must hold (each trap costs a few microseconds): those the language
+      // reads from an instance, the implicit names, a string's pattern hooks (`'a,b'.split(',')`
+      // reads `','[Symbol.split]`), and every name it inherits (`[].valueOf`,
+      // `exp.hasOwnProperty(k)`) as found before the answer ran. Not `toJSON`: a getter there
+      // made JSON.stringify of every array slower by half, and the tests' JSON.stringify looks
+      // for one instead. A constructor (as Object.prototype) takes no addition at all
       const hooks = [];
-      for (const name of typeof object === 'function' ? __OF_CONSTRUCTORS__ : __OF_INSTANCES__) hooks.push(Symbol[name]);
-      if (object === String.prototype) for (const name of __OF_PATTERNS__) hooks.push(Symbol[name]);
-      for (const name of __IMPLICIT__) if (name !== '__proto__' && name !== 'constructor') hooks.push(name);
       if (typeof object !== 'function') {
+        for (const name of __OF_INSTANCES__) hooks.push(Symbol[name]);
+        if (object === String.prototype) for (const name of __OF_PATTERNS__) hooks.push(Symbol[name]);
+        for (const name of __IMPLICIT__) if (!(name in obscure) && name !== 'toJSON') hooks.push(name);
         for (let up = byObject.get(rec.proto); up !== undefined; up = byObject.get(up.proto)) {
           for (const key of up.keys) if (typeof key === 'string' && !(key in obscure)) hooks.push(key);
         }
+        if (!('toJSON' in rec.descs)) toJSONs.push(object);
       }
       rec.hooks = hooks;
       shielded.push(rec);
@@ -408,7 +426,6 @@ GUARD_SOURCE = (
     .replace("__GLOBALS__", _js_list(TESTS_GLOBALS))
     .replace("__LOCKED__", _js_list(_LOCKED))
     .replace("__ERRORS__", _js_list(_ERRORS))
-    .replace("__OF_CONSTRUCTORS__", _js_list(_OF_CONSTRUCTORS))
     .replace("__OF_INSTANCES__", _js_list(_OF_INSTANCES))
     .replace("__OF_PATTERNS__", _js_list(_OF_PATTERNS))
 )

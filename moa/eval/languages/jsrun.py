@@ -38,7 +38,7 @@ functions are made read-only, as ``assert`` is frozen (``require('util').isDeepS
 
 An async test awaiting a promise of the answer's that never settles stops there, and the event
 loop runs dry as if the tests had ended (a wrong answer returning ``new Promise(() => {})``
-passed): the launcher tracks the promises made from the tests' start (Node's promise hooks, so
+passed): the launcher tracks the promises made from the tests' start (V8's promise hooks, so
 only their run pays for them), and one still unsettled when the loop runs dry withholds the
 token. A correct answer leaving a promise of its own unsettled then fails too. Not so under
 Node's test runner (``node:test``), which leaves promises of its own unsettled and fails a test
@@ -286,19 +286,20 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // the promises made while the tests ran that never settled: an async test awaiting a promise
   // of the answer's that never settles stops there, and the event loop ran dry as if it had
   // ended (a wrong answer returning `new Promise(() => {})` passed). Tracked from the tests'
-  // start, so only their run pays Node's promise hooks. Not under Node's test runner, which
+  // start, so only their run pays for the promise hooks. Not under Node's test runner, which
   // leaves promises of its own unsettled, and fails a test left waiting itself
   const unsettled = new Set();
   const track = call.bind(Set.prototype.add, unsettled);
   const settled = call.bind(Set.prototype.delete, unsettled);
   const unsettledCount = call.bind(Object.getOwnPropertyDescriptor(Set.prototype, 'size').get, unsettled);
-  const promises = require('async_hooks').createHook({
-    init: (id, type) => {
-      if (type === 'PROMISE') track(id);
-    },
-    promiseResolve: (id) => settled(id),
-  });
-  const trackPromises = call.bind(promises.enable, promises);
+  // V8's promise hooks, lighter than async_hooks' (no async ids), taken before the answer runs
+  const promiseHooks = require('v8').promiseHooks;
+  const onInit = promiseHooks.onInit;
+  const onSettled = promiseHooks.onSettled;
+  const trackPromises = () => {
+    onSettled(settled);
+    onInit(track);
+  };
   let finished = false;
   let written = false;
   // the exit code the tests set through their `process` (the answer may have made the real
