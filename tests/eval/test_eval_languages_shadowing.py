@@ -240,3 +240,26 @@ async def test_an_answer_cannot_replace_the_tests_function(language: str, shape:
     assert score.value == 0.0 and score.detail.startswith(
         ("tests failed", "the answer's code does not compile")
     ), score
+
+
+@pytest.mark.parametrize("language", ["javascript", "typescript"])
+async def test_a_tests_name_spread_is_renamed_too(language: str) -> None:
+    """The tests' keyed top-level names were renamed everywhere but after a spread (the regular
+    expression took `...pair` for a property): `[...pair(1)]` threw `pair is not defined`, and a
+    correct answer failed."""
+    _skip_without(language)
+    tests = (
+        "const assert = require('assert');\nfunction pair(n) { return [n, n + 1]; }\n"
+        "let more = [3];\nassert.deepEqual(solve(1), [...pair(1)]);\nassert.deepEqual(solve(...more), pair(3));\n"
+    )
+    if language == "typescript":
+        tests = tests.replace("function pair(n)", "function pair(n: number): number[]").replace(
+            "let more", "let more: [number]"
+        )
+        tests = "declare var require: any;\n" + tests
+        answer = "```ts\nfunction solve(n: number): number[] {\n  return [n, n + 1];\n}\n```"
+    else:
+        answer = "```javascript\nfunction solve(n) {\n  return [n, n + 1];\n}\n```"
+    item = Item(id=f"{language}_pair", input="Write solve(n): [n, n + 1].", language=language, test=tests)
+    score = await score_execution_async(answer, item, **LIMITS)
+    assert (score.value, score.detail) == (1.0, "passed"), score

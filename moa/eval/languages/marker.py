@@ -539,7 +539,10 @@ def shield_js_tests(program: Program) -> Program:
                 after.add(m.group(1))
     renames = {name: f"moa_tests_{name}_{js_key()}" for name in (declared[0] & declared[1]) | after}
     renames["require"] = f"moa_require_{js_key()}"
-    names = re.compile(rf"(?<![\w$.])(?:{'|'.join(map(re.escape, sorted(renames)))})(?![\w$])")
+    # not a property (`x.name`, `x?.name`), but a spread is the name itself (`[...name()]`)
+    names = re.compile(
+        rf"(?<![\w$])(?<![^.]\.)(?<!^\.)(?:{'|'.join(map(re.escape, sorted(renames)))})(?![\w$])"
+    )
     source = program.source
     for m in reversed(list(names.finditer(masked))):
         if not answer_line[line_at[m.start()]]:
