@@ -486,6 +486,25 @@ _NODE_ATTACKS: dict[str, tuple[str, str]] = {
         "process.exit(0);\n",
         "function solve(n) { process.exit(0); }",
     ),
+    "Module._load handing the tests a fake assert": (
+        _DEEP_EQUAL,
+        "const Module = require('module');\nconst load = Module._load;\n"
+        "Module._load = function (id, ...rest) {\n"
+        "  return /assert/.test(id) ? { deepEqual() {} } : load.call(this, id, ...rest);\n};\n"
+        "function solve(n) { return [0, 0]; }",
+    ),
+    "Module.prototype.require handing the tests a fake assert": (
+        _DEEP_STRICT,
+        "const Module = require('module');\nconst real = Module.prototype.require;\n"
+        "Module.prototype.require = function (id) {\n"
+        "  return /assert/.test(id) ? { deepStrictEqual() {} } : real.call(this, id);\n};\n"
+        "function solve(n) { return [0, 0]; }",
+    ),
+    "a fake assert planted in require.cache": (
+        _DEEP_EQUAL,
+        "require.cache.assert = { id: 'assert', filename: 'assert', loaded: true, exports: { deepEqual() {} } };\n"
+        "function solve(n) { return [0, 0]; }",
+    ),
     "setTimeout replaced, the tests asserting in its callback": (
         "const assert = require('assert');\n"
         "setTimeout(() => { for (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]); }, 1);\n",
@@ -507,7 +526,9 @@ _NODE_ATTACKS: dict[str, tuple[str, str]] = {
 
 @pytest.mark.parametrize("attack", sorted(_NODE_ATTACKS))
 async def test_a_wrong_answer_through_nodes_objects_fails(attack: str) -> None:
-    """util's functions are read-only; the tests' `process` is their own (its `exit` the
+    """The tests' require hands them assert, util and node:test as the launcher took them
+    before the answer ran, past Node's loader; util's functions are read-only; the tests'
+    `process` is their own (its `exit` the
     launcher's, which writes the token only for the tests' exit with 0 and after the built-ins'
     check), and so are their timers: an answer's exit, or its no-op `process.exit` or
     `setTimeout`, scored 1.0, as a test program ending with `process.exit(0)` was judged by its

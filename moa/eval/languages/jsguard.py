@@ -67,7 +67,8 @@ outside the guarded ones (``Intl``, typed arrays, ``%GeneratorFunction.prototype
 and put back while the tests run; an index getter on ``Array.prototype`` (read for an array's
 holes); Node's globals (``console``, ``Buffer``: the tests' ``process`` and timers are their
 own, given by the launcher, ``moa.eval.languages.jsrun``) and modules other than ``assert``,
-``util`` and ``node:test``. And a test program exiting other than through its own ``process``
+``util`` and ``node:test`` (which the tests' ``require`` hands them as taken before the answer
+ran; the others go through Node's loader, which the answer can patch). And a test program exiting other than through its own ``process``
 (``globalThis.process.exit(0)``) gets no token: a correct answer then fails.
 """
 

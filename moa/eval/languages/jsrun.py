@@ -32,7 +32,10 @@ when the tests exit with 0. An answer replacing the real ``process.exit`` no lon
 tests' ``process.exit(1)``, nor an accessor on ``process.exitCode`` the code they set; its
 ``nextTick`` and the tests' timers (``setTimeout``, ``queueMicrotask``...) are Node's own, taken
 before the answer ran (an answer's ``setTimeout = () => {}`` dropped a test's callback, its
-assertions with it). ``util``'s
+assertions with it). Their ``require`` hands them ``assert``, ``util`` and ``node:test`` as the
+launcher took them before the answer ran, past Node's module loader, which the answer can patch
+(``Module._load``, ``Module.prototype.require``, a fake planted in ``require.cache``: every test
+passed); other modules go through the loader. ``util``'s
 functions are made read-only, as ``assert`` is frozen (``require('util').isDeepStrictEqual =
 () => true`` passed every test calling it).
 
@@ -202,7 +205,8 @@ _LAUNCHER_SOURCE = r"""'use strict';
   // when the tests use it (`require('node:test').test = () => {}` ran none of them)
   const util = require('util');
   const nodeTest = runner === 'node:test';
-  const modules = nodeTest ? [util, util.types, require('node:test')] : [util, util.types];
+  const testRunner = nodeTest ? require('node:test') : null;
+  const modules = nodeTest ? [util, util.types, testRunner] : [util, util.types];
   for (const made of modules) {
     for (const key of Reflect.ownKeys(made)) {
       const d = Object.getOwnPropertyDescriptor(made, key);
@@ -239,6 +243,25 @@ _LAUNCHER_SOURCE = r"""'use strict';
     value: refuse('process.setUncaughtExceptionCaptureCallback'), writable: false, configurable: false,
   });
   const startsWith = call.bind(String.prototype.startsWith);
+  // the tests' require: the modules above as taken here, the rest through Node's loader. The
+  // answer can patch that loader (\`Module._load\`, \`Module.prototype.require\`, an entry planted
+  // in \`require.cache\`), which handed the tests a fake assert: every test passed
+  const slice = call.bind(String.prototype.slice);
+  const load = Reflect.apply;
+  const taken = { __proto__: null, assert: assertModule, 'assert/strict': assertModule.strict, util,
+    'util/types': util.types };
+  const testsRequire = new Proxy(realRequire, {
+    __proto__: null,
+    apply: (target, self, args) => {
+      const id = args[0];
+      if (id === 'node:test' && testRunner !== null) return testRunner;
+      if (typeof id === 'string') {
+        const bare = startsWith(id, 'node:') ? slice(id, 5) : id;
+        if (bare in taken) return taken[bare];
+      }
+      return load(target, self, args);
+    },
+  });
   const sites = (_, frames) => frames;
   const here = (() => {
     const saved = Error.prepareStackTrace;
@@ -400,7 +423,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const broken = guard.restore();
   if (broken) tampered(broken);
   trackPromises();
-  apply(runScript(tests), undefined, testsArgs)(realRequire, realRequire);
+  apply(runScript(tests), undefined, testsArgs)(testsRequire, testsRequire);
   // the tests returned: a throw, process.exit() or a never-ending loop never gets here (the
   // built-ins are checked before the token is written)
   finished = true;
