@@ -93,6 +93,7 @@ OTHER_PROGRAMS_FLAGS = {
     "--target",
     "--module",
     "--max-old-space-size",
+    "--unhandled-rejections",
     "--clearenv",
     "--die-with-parent",
     "--disable-userns",

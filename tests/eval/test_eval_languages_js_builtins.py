@@ -600,6 +600,16 @@ _ASYNC_TESTS = (
 )
 
 
+async def test_an_answer_swallowing_unhandled_rejections_fails() -> None:
+    """An async test's failure is an unhandled rejection: an answer's
+    `process.on('unhandledRejection', () => {})` swallowed it, and the run ended as if the tests
+    had passed (1.0). Node runs with `--unhandled-rejections=strict`: it is an uncaught exception."""
+    _skip_without("javascript")
+    solve = "process.on('unhandledRejection', () => {});\nasync function solve(n) { return [0, 0]; }"
+    score = await score_execution_async(f"```javascript\n{solve}\n```", _program(_ASYNC_TESTS), **LIMITS)
+    assert score.value == 0.0 and "AssertionError" in score.detail, score
+
+
 @pytest.mark.parametrize(
     "solve",
     [

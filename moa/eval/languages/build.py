@@ -243,7 +243,11 @@ def _run_argv(program: Program, tc: Toolchain, jar: str | None, limits: RunLimit
             permission = node_permission_flags(tc["node"])
             reads = [f"--allow-fs-read={script}", f"--allow-fs-read={LAUNCHER}"] if permission else []
             heap = f"--max-old-space-size={limits.memory_mb}"
-            return [tc["node"], heap, *permission, *reads, f"./{LAUNCHER}", script]
+            # an unhandled rejection (an async test's failure) is an uncaught exception, which the
+            # launcher's capture callback turns into status 1, whatever listeners the program
+            # added: an answer's `process.on('unhandledRejection', () => {})` swallowed it (1.0)
+            rejections = "--unhandled-rejections=strict"
+            return [tc["node"], heap, rejections, *permission, *reads, f"./{LAUNCHER}", script]
     return ["./prog"]
 
 
