@@ -43,7 +43,8 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   ``String.prototype`` those in ``_OF_PATTERNS`` too), the names in ``_IMPLICIT`` and every name
   it inherits (``Array.prototype.valueOf``). Not ``toJSON`` (a getter there slowed every
   ``JSON.stringify`` of an array): the tests' ``JSON.stringify`` looks for one added since they
-  began, and throws. ``Object.prototype`` and the constructors take no addition at all (they are
+  began, and throws. ``Object.prototype``, ``Function.prototype`` (a function itself) and the
+  constructors take no addition at all (they are
   made non-extensible: a trap on ``Object.prototype`` would answer ``'get' in descriptor``;
   ``TypeError[Symbol.hasInstance]`` is refused so). An assignment refused so throws and fails
   the run, even when the answer caught the throw. ``constructor`` stays a writable data property (``util.inspect``
@@ -53,7 +54,7 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   when the tests' function returns and when they call ``process.exit(0)`` themselves.
 
 What an addition to a guarded built-in costs a correct answer: none at its top level; while the
-tests run, a new name on ``Object.prototype`` or on a guarded constructor (``Array.range =
+tests run, a new name on ``Object.prototype``, ``Function.prototype`` or a guarded constructor (``Array.range =
 ...``: a ``TypeError`` in strict code, ignored in sloppy code), and a hook or a method of theirs
 assigned on the built-in itself (``Array.prototype.push = ...``). The guard costs about 5.5 ms of CPU when node starts (recording) and 3 to 3.5 ms
 before the tests (putting back, 2.5 ms, and shielding with some 340 traps, under 1 ms), measured
@@ -272,8 +273,8 @@ _GUARD = r"""
     // = 1` with the word `valueOf` assign over an inherited one, and the setter defines it on the
     // object assigned to), their other properties are made non-configurable, and the hooks the
     // language reads unasked that they lack (`hooks`) are trap accessors answering what they
-    // inherit; Object.prototype takes no addition at all. An attempt on a guarded built-in throws
-    // and fails the run, even when the answer caught the throw and took nothing away
+    // inherit; Object.prototype and the functions take no addition at all. An attempt on a
+    // guarded built-in throws and fails the run, even when the answer caught the throw
     const get = Reflect.get;
     let caught = '';
     const Refused = TypeError;
@@ -369,7 +370,8 @@ _GUARD = r"""
       // reads `','[Symbol.split]`), and every name it inherits (`[].valueOf`,
       // `exp.hasOwnProperty(k)`) as found before the answer ran. Not `toJSON`: a getter there
       // made JSON.stringify of every array slower by half, and the tests' JSON.stringify looks
-      // for one instead. A constructor (as Object.prototype) takes no addition at all
+      // for one instead. A function (a constructor, Function.prototype) takes no addition at all,
+      // as Object.prototype
       const hooks = [];
       if (typeof object !== 'function') {
         for (const name of __OF_INSTANCES__) hooks.push(Symbol[name]);
