@@ -447,6 +447,12 @@ _HOOKS_WHILE_TESTED: dict[str, tuple[str, str]] = {
         " return { join: () => 'x' }; } });\n"
         "  queueMicrotask(() => { Object.defineProperty(Array, Symbol.species, real); });\n  return [0, 0];\n}",
     ),
+    "Array.prototype's prototype replaced by one with a toJSON, put back in a microtask": (
+        _tests("stringify"),
+        "function solve(n) {\n  const real = Object.prototype;\n"
+        "  Object.setPrototypeOf(Array.prototype, Object.create(real, { toJSON: { value() { return 1; } } }));\n"
+        "  queueMicrotask(() => Object.setPrototypeOf(Array.prototype, real));\n  return [0, 0];\n}",
+    ),
     "TypeError[Symbol.hasInstance], under assert.throws": (
         "const assert = require('assert');\nassert.throws(() => solve(-1), TypeError);\n"
         "for (const n of [1, 2]) assert.deepEqual(solve(n), [n, n + 1]);\n",

@@ -43,7 +43,7 @@ every ``JSON.stringify(a) === JSON.stringify(b)`` of the tests true, and so did
   ``String.prototype`` those in ``_OF_PATTERNS`` too), the names in ``_IMPLICIT`` and every name
   it inherits (``Array.prototype.valueOf``). Not ``toJSON`` (a getter there slowed every
   ``JSON.stringify`` of an array): the tests' ``JSON.stringify`` looks for one added since they
-  began, and throws. ``Object.prototype``, ``Function.prototype`` (a function itself) and the
+  began, or a prototype of theirs replaced (by one holding a ``toJSON``), and throws. ``Object.prototype``, ``Function.prototype`` (a function itself) and the
   constructors take no addition at all (they are
   made non-extensible: a trap on ``Object.prototype`` would answer ``'get' in descriptor``;
   ``TypeError[Symbol.hasInstance]`` is refused so). An assignment refused so throws and fails
@@ -344,14 +344,18 @@ _GUARD = r"""
       }
       return Object.freeze(out);
     };
-    // the tests' JSON.stringify first looks for a toJSON added to a shielded prototype (which
-    // the answer could take away again before the end): the comparison fails, and so does the run
+    // the tests' JSON.stringify first looks for a toJSON added to a shielded prototype, or a
+    // prototype of its replaced (which the answer could take away again before the end): the
+    // comparison fails, and so does the run
     const toJSONs = [];
     const realJSON = JSON;
     const realStringify = JSON.stringify;
     const stringify = function stringify(value, replacer, space) {
       for (let i = 0; i < toJSONs.length; i++) {
-        if (describe(toJSONs[i], 'toJSON') !== undefined) refuse(`${nameOf(byObject.get(toJSONs[i]), 'toJSON')} was added while the tests ran`);
+        const rec = byObject.get(toJSONs[i]);
+        if (describe(rec.object, 'toJSON') !== undefined) refuse(`${nameOf(rec, 'toJSON')} was added while the tests ran`);
+        // or a prototype of the answer's put under it, holding one
+        if (protoOf(rec.object) !== rec.proto) refuse(`the prototype of ${pathOf(rec)} was replaced while the tests ran`);
       }
       return apply(realStringify, realJSON, [value, replacer, space]);
     };
