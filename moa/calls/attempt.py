@@ -53,6 +53,7 @@ __all__ = [
     "CallPlan",
     "Target",
     "attempt",
+    "held_usd",
     "hold_usd",
     "prompt_token_bound",
     "prompt_token_ceiling",
@@ -403,9 +404,16 @@ def _consumer_failed(
 def hold_usd(target: Target, call: CallPlan) -> float:
     """What an attempt at ``target`` holds on the budgets: its worst case at every price a reply
     may be billed at."""
-    worst = call.worst_case(target.price)
-    for price in target.hold_prices:
-        worst = max(worst, call.worst_case(price))
+    return held_usd(call, target.price, target.hold_prices)
+
+
+def held_usd(call: CallPlan, price: Price, others: Sequence[Price] = ()) -> float:
+    """``hold_usd`` from the prices alone: the worst case of ``call`` at ``price`` and at each of
+    ``others`` (the tiers a reply may be billed at), the dearest. ``moa compare --dry-run`` prices
+    its most with it, so the estimate and the budget hold one amount."""
+    worst = call.worst_case(price)
+    for other in others:
+        worst = max(worst, call.worst_case(other))
     return worst
 
 

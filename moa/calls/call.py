@@ -34,7 +34,7 @@ from moa.calls.attempt import (
 from moa.calls.budget import Budget
 from moa.calls.keys import PROVIDER_KEYS, takes_agent_key
 from moa.calls.limits import Limiter, Limiters, RateLimit, endpoint_key, limiter_for
-from moa.calls.pricing import price_for, served_prices
+from moa.calls.pricing import Price, price_for, served_prices
 from moa.calls.retry import RetryPolicy, should_retry
 from moa.calls.retry_budget import RetryBudget
 from moa.errors import BudgetExceeded, MoAError, ModelError, UserError
@@ -53,6 +53,7 @@ __all__ = [
     "CallContext",
     "build_call_context",
     "call_agent",
+    "chain_prices",
     "own_rate_limit",
     "prompt_token_bound",
     "requested_choices",
@@ -151,16 +152,11 @@ class AgentRuntime:
             remember_secret(secret)
         limit = own_rate_limit(agent)
         targets = []
-        tier = agent.params.get("service_tier")
-        for i, model in enumerate([agent.model, *agent.fallbacks]):
-            backend = backend_for(model)
-            # a backend of the user's need not say `local` (a missing one failed every call)
-            listed = price_for(
-                model, agent.pricing if i == 0 else None, local=getattr(backend, "local", False)
-            )
-            # the tier the agent asks for (params: {service_tier: priority}) prices its worst case,
-            # held at every tier a reply may be billed at, or a hard cap could be passed
-            price, holds = served_prices(listed, tier)
+        models = [agent.model, *agent.fallbacks]
+        backends = [backend_for(model) for model in models]
+        # a backend of the user's need not say `local` (a missing one failed every call)
+        prices = chain_prices(agent, [getattr(b, "local", False) for b in backends])
+        for model, backend, (price, holds) in zip(models, backends, prices, strict=True):
             # the agent's key goes to its own provider or server only: a fallback of another
             # provider takes that provider's usual key (litellm's, or the named route's)
             mine = api_key if api_key is not None and takes_agent_key(agent, model) else None
@@ -183,6 +179,20 @@ class AgentRuntime:
             max_retry_after_s=r.max_retry_after_s,
         )
         return cls(agent, tuple(targets), policy, api_key, requested_choices(agent.params))
+
+
+def chain_prices(agent: AgentSpec, local: Sequence[bool]) -> tuple[tuple[Price, tuple[Price, ...]], ...]:
+    """Each model of the agent's chain (its model, then its fallbacks; ``local``: which the
+    embedded model answers, at $0): the price its record bills, at the service tier the agent asks
+    for, and the other prices a reply may be billed at, which its budget hold covers. The agent's
+    ``pricing`` prices its own model only: a fallback is another model, priced by the price map."""
+    tier = agent.params.get("service_tier")
+    return tuple(
+        # the tier the agent asks for (params: {service_tier: priority}) prices its worst case,
+        # held at every tier a reply may be billed at, or a hard cap could be passed
+        served_prices(price_for(model, agent.pricing if i == 0 else None, local=here), tier)
+        for i, (model, here) in enumerate(zip([agent.model, *agent.fallbacks], local, strict=True))
+    )
 
 
 def requested_choices(params: Mapping[str, Any]) -> int:

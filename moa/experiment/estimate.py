@@ -4,21 +4,34 @@ records use (``moa.calls.pricing``: an agent's ``pricing`` first, then litellm's
 
 For each call of a run:
 
-* high: the prompt at the budget's own bound (``prompt_token_bound``: no byte-level tokenizer uses
-  more tokens than UTF-8 bytes, plus the chat template's few a message), each answer it reads (a
-  predecessor's, a manager's instruction, a conversation's earlier answers, the answers a judge
-  compares) at that answer's ``max_tokens``, and its own answer at its ``max_tokens``, every prompt
-  token at the dearest of the input and cache-write rates, as a budget holds it. An agent without
+* high: what the budget holds for one attempt at it (``held_usd``, the budget's own function), once,
+  at the dearest model of the agent's chain (its model, then its ``fallbacks``; ``chain_prices``,
+  as a run resolves them): the prompt at the budget's ceiling (``prompt_token_ceiling`` of
+  ``prompt_token_bound``: no byte-level tokenizer uses more tokens than UTF-8 bytes, plus the chat
+  template's few a message; a provider's count up to twice that plus 1024 is believed and booked),
+  each answer it reads (a predecessor's, a manager's instruction, a conversation's earlier answers,
+  the answers a judge compares) counted in that bound at that answer's ``max_tokens``, its own
+  answer at its ``max_tokens`` (times ``n``), every prompt token at the dearest of the input and
+  cache-write rates, at the dearest tier that may serve it. That bounds a run in which no attempt
+  fails after it was sent: an HTTP error status is billed nothing, so its retries and fallbacks
+  stay within it, and a budget that leaves at least the high refuses no call. An agent without
   ``max_tokens`` has no upper bound, except under a budget, where moa sends
   ``BUDGET_DEFAULT_MAX_TOKENS`` for it;
+* retried: every attempt failing after it was sent (a timeout, a reply broken or rejected: the
+  budget books each at its hold) and retried, ``retry.max_attempts`` at each model of the chain;
 * low: the prompt's own text at ``CHARS_PER_TOKEN`` characters a token (OpenAI's documented rule of
-  thumb for English), every answer read empty and none written, at the input rate with no cache
-  discount: what the prompts alone cost, an estimate of the least rather than a proof.
+  thumb for English), every answer read empty and none written, at the agent's own model's input
+  rate with no cache discount: what the prompts alone cost, an estimate of the least rather than a
+  proof.
+
+An answer read is counted at its ``max_tokens`` in tokens; a run's hold counts its UTF-8 bytes, which
+are unknown before it is written (for English, about 4 a token), so a call reading long answers
+holds more than the high counts for it, and books it only when its usage is unknown.
 
 A cascade's low is its first stage alone (it may answer), its high every stage (one that ``reuse``s
 reading the earlier stages' answers) and every rater (reading the question and its stage's answer).
-Retries and fallbacks are not counted. The tokenizers are not used: litellm's counter imports
-litellm (seconds) and may fetch a tokenizer, and a dry run fetches nothing.
+The tokenizers are not used: litellm's counter imports litellm (seconds) and may fetch a tokenizer,
+and a dry run fetches nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +42,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from moa._run.nodes import chat_messages
-from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, prompt_token_bound
-from moa.calls.call import requested_choices
-from moa.calls.pricing import Price, price_for, served_prices
+from moa.calls.attempt import BUDGET_DEFAULT_MAX_TOKENS, CallPlan, held_usd, prompt_token_bound
+from moa.calls.call import chain_prices, requested_choices
+from moa.calls.pricing import Price
 from moa.cascade.confidence import confidence_prompt
 from moa.cascade.execute import with_earlier
 from moa.cascade.rules import Judge
@@ -55,25 +68,37 @@ ESTIMATE_ITEMS = 1000
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """USD bounds of some calls: ``high`` None when some call has no upper bound; the models priced
-    at 0 because nothing prices them, and the agents (by model) that set no ``max_tokens``."""
+    """USD bounds of some calls: ``high`` each call once, ``retried`` every attempt it may make
+    (None: some call has no upper bound); the models priced at 0 because nothing prices them, and
+    the agents (by model) that set no ``max_tokens``."""
 
     low: float = 0.0
     high: float | None = 0.0
     unpriced: frozenset[str] = field(default=frozenset())
     unbounded: frozenset[str] = field(default=frozenset())
+    retried: float | None = 0.0
 
     def __add__(self, other: Cost) -> Cost:
-        high = None if self.high is None or other.high is None else self.high + other.high
         return Cost(
             self.low + other.low,
-            high,
+            _fplus(self.high, other.high),
             self.unpriced | other.unpriced,
             self.unbounded | other.unbounded,
+            _fplus(self.retried, other.retried),
         )
 
     def times(self, k: float) -> Cost:
-        return Cost(self.low * k, None if self.high is None else self.high * k, self.unpriced, self.unbounded)
+        return Cost(
+            self.low * k,
+            None if self.high is None else self.high * k,
+            self.unpriced,
+            self.unbounded,
+            None if self.retried is None else self.retried * k,
+        )
+
+
+def _fplus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a + b
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,23 +127,21 @@ class Estimator:
         self.budgeted = budgeted
         self.is_local = is_local
         self.local: set[str] = set()
-        self._prices: dict[int, tuple[AgentSpec, tuple[Price, tuple[Price, ...]]]] = {}
+        self._prices: dict[int, tuple[AgentSpec, tuple[tuple[Price, tuple[Price, ...]], ...]]] = {}
 
-    def price(self, agent: AgentSpec) -> tuple[Price, tuple[Price, ...]]:
-        """The price a run's cost record bills ``agent``'s first model at (its fallbacks are not
-        counted), at the service tier it asks for, and the other tiers' a reply may be billed at."""
+    def price(self, agent: AgentSpec) -> tuple[tuple[Price, tuple[Price, ...]], ...]:
+        """The prices a run's cost records bill each model of ``agent``'s chain at (its model, then
+        its fallbacks; ``chain_prices``, as the run resolves them), each with the other tiers a
+        reply may be billed at."""
         hit = self._prices.get(id(agent))
-        # the agent kept with its price: an id is reused once its object is gone
+        # the agent kept with its prices: an id is reused once its object is gone
         if hit is not None and hit[0] is agent:
             return hit[1]
-        local = self.is_local(agent.model)
-        if local:
-            self.local.add(agent.model)
-        price = served_prices(
-            price_for(agent.model, agent.pricing, local=local), agent.params.get("service_tier")
-        )
-        self._prices[id(agent)] = (agent, price)
-        return price
+        local = [self.is_local(m) for m in (agent.model, *agent.fallbacks)]
+        self.local.update(m for m, here in zip((agent.model, *agent.fallbacks), local, strict=True) if here)
+        prices = chain_prices(agent, local)
+        self._prices[id(agent)] = (agent, prices)
+        return prices
 
     def cap(self, agent: AgentSpec) -> int | None:
         """The completion tokens one answer of ``agent`` may take, as a run sends its request."""
@@ -171,19 +194,30 @@ class Estimator:
         return total, out
 
     def _call(self, agent: AgentSpec, messages: Sequence[Message], extra: int | None) -> Cost:
-        price, others = self.price(agent)
-        unpriced = frozenset() if price.known else frozenset({agent.model})
+        chain = self.price(agent)
+        models = (agent.model, *agent.fallbacks)
+        unpriced = frozenset(m for m, (p, _) in zip(models, chain, strict=True) if not p.known)
         chars = sum(len(m.get("content", "")) for m in messages)
-        low = price.cost(Usage(prompt_tokens=-(-chars // CHARS_PER_TOKEN)))
+        low = chain[0][0].cost(Usage(prompt_tokens=-(-chars // CHARS_PER_TOKEN)))
         cap = self.cap(agent)
         if cap is None:
-            return Cost(low, None, unpriced, frozenset({agent.model}))
+            return Cost(low, None, unpriced, frozenset({agent.model}), None)
         if extra is None:  # it reads an answer without a bound
-            return Cost(low, None, unpriced)
-        prompt, completion = prompt_token_bound(messages) + extra, cap * requested_choices(agent.params)
-        # at the dearest tier that may serve it, as the budget holds it
-        high = max(p.worst_case(prompt, completion) for p in (price, *others))
-        return Cost(low, high, unpriced)
+            return Cost(low, None, unpriced, retried=None)
+        # the call as a run plans it: the budget's hold of one attempt at each model of the chain
+        # (the prompt's ceiling, every answer at max_tokens, the dearest tier that may serve it)
+        plan = CallPlan(
+            "",
+            messages,
+            cap,
+            prompt_token_bound(messages) + extra,
+            None,
+            None,
+            requested_choices(agent.params),
+        )
+        holds = [held_usd(plan, price, others) for price, others in chain]
+        # one attempt billed, at the dearest model that may answer it; or every attempt of each
+        return Cost(low, max(holds), unpriced, retried=agent.retry.max_attempts * sum(holds))
 
     def target(
         self, target: Any, prompt: _Prompt, history: Sequence[Message] = (), said: int | None = 0
@@ -221,7 +255,7 @@ class Estimator:
                 rated = _Prompt(confidence_prompt(prompt.text, ""), _plus(prompt.extra, output))
                 total += self.graph(stage.rule.topology.graph, rated)[0]
         assert total is not None  # a cascade has a stage
-        return Cost(least, total.high, total.unpriced, total.unbounded), answer
+        return Cost(least, total.high, total.unpriced, total.unbounded, total.retried), answer
 
     # -- a setup's run, and a judge's verdicts -------------------------------------------------
 

@@ -207,7 +207,14 @@ class Experiment:
         est = Estimator(budgeted=self.spec.budget_usd is not None, is_local=lambda m: _is_local(runner, m))
         priced = price_runs(est, todos, judge=c.judge, stored_turns=stored_turns, items=c.dataset.items)
         plans = [
-            SetupPlan(s.name, s.source, *count, s.is_baseline, *_bounds(priced.setups[s.name]))
+            SetupPlan(
+                s.name,
+                s.source,
+                *count,
+                s.is_baseline,
+                *_bounds(priced.setups[s.name]),
+                estimated_usd_retried=priced.setups[s.name].retried,
+            )
             for s, count in zip(c.setups, counts, strict=True)
         ]
         return Plan(
@@ -234,6 +241,7 @@ class Experiment:
             local_models=tuple(sorted(est.local)),
             judge_unpriced_models=tuple(sorted(priced.judge.unpriced)),
             judge_no_max_tokens=tuple(sorted(priced.judge.unbounded)),
+            judge_estimated_usd_retried=priced.judge.retried,
         )
 
     async def _arun(self, closing: contextlib.AsyncExitStack) -> Summary:

@@ -62,6 +62,9 @@ class SetupPlan:
     #: the models nothing prices (counted $0), and those of agents without ``max_tokens``
     unpriced_models: tuple[str, ...] = ()
     no_max_tokens: tuple[str, ...] = ()
+    #: the most if every attempt fails after it was sent and is retried, then each fallback: each
+    #: call ``retry.max_attempts`` times at each model of its chain (None: no upper bound)
+    estimated_usd_retried: float | None = 0.0
 
     def line(self) -> str:
         bound = "up to " if self.at_most else ""
@@ -112,6 +115,8 @@ class Plan:
     #: the judge's models nothing prices, and those of its agents without ``max_tokens``
     judge_unpriced_models: tuple[str, ...] = ()
     judge_no_max_tokens: tuple[str, ...] = ()
+    #: the judge's most with every attempt billed and retried, as a setup's
+    judge_estimated_usd_retried: float | None = 0.0
 
     @property
     def estimated_usd_low(self) -> float:
@@ -120,9 +125,17 @@ class Plan:
 
     @property
     def estimated_usd_high(self) -> float | None:
-        """The most the runs to do and the judge's calls on them cost, USD, before retries and
-        fallbacks; None when some call has no upper bound."""
+        """The most the runs to do and the judge's calls on them can book, USD, when no attempt
+        fails after it was sent (each call's budget hold once, at the dearest model of its
+        fallbacks); None when some call has no upper bound."""
         highs = [s.estimated_usd_high for s in self.setups] + [self.judge_estimated_usd_high]
+        return None if None in highs else sum(h or 0.0 for h in highs)
+
+    @property
+    def estimated_usd_retried(self) -> float | None:
+        """The most they can book if every attempt fails after it was sent and is retried, then
+        each fallback, USD; None when some call has no upper bound."""
+        highs = [s.estimated_usd_retried for s in self.setups] + [self.judge_estimated_usd_retried]
         return None if None in highs else sum(h or 0.0 for h in highs)
 
     @property
@@ -186,7 +199,7 @@ class Plan:
             if self.estimated_items >= self.items_to_do
             else f"from the prompts of {self.estimated_items} evenly spaced of the {self.items_to_do} items to do, scaled"
         )
-        out = [f"estimated cost of the runs to do ({read}; before retries and fallbacks):"]
+        out = [f"estimated cost of the runs to do ({read}):"]
         for s in self.setups:
             out.append(
                 f"  {s.name}: {_usd_range(s.estimated_usd_low, s.estimated_usd_high, s.no_max_tokens)}"
@@ -204,6 +217,12 @@ class Plan:
         budget = "" if left is None else f" (budget left ${left:.6f})"
         no_cap = sorted({m for s in self.setups for m in s.no_max_tokens} | set(self.judge_no_max_tokens))
         out.append(f"  total: {_usd_range(self.estimated_usd_low, self.estimated_usd_high, no_cap)}{budget}")
+        retried = self.estimated_usd_retried
+        if retried is not None and retried != self.estimated_usd_high:
+            out.append(
+                f"  up to ${retried:.6f} if every attempt fails after it was sent (a timeout, a broken"
+                " reply) and is retried, then each fallback"
+            )
         unpriced = sorted(
             {m for s in self.setups for m in s.unpriced_models} | set(self.judge_unpriced_models)
         )
@@ -212,8 +231,8 @@ class Plan:
         if self.local_models:
             out.append(f"  embedded, $0: {', '.join(self.local_models)}")
         out.append(
-            "  (least: the prompts alone at ~4 characters a token; most: every prompt at its byte bound,"
-            " every answer at its max_tokens)"
+            "  (least: the prompts alone at ~4 characters a token; most: each call's budget hold once, at"
+            " the dearest model of its fallbacks)"
         )
         high = self.estimated_usd_high
         way_out = "raise `budget_usd`, or lower `limit` or `samples`"
@@ -227,6 +246,11 @@ class Plan:
             out.append(
                 f"warning: the estimate's most, {most}, passes the ${left:.6f} the budget leaves: the run may"
                 f" stop at the budget with runs still to do; {way_out}"
+            )
+        elif left is not None and retried is not None and retried > left:
+            out.append(
+                f"note: with every attempt retried, ${retried:.6f}, the estimate passes the ${left:.6f} the"
+                " budget leaves: failures a provider bills may stop the run at the budget"
             )
         return out
 

@@ -1,9 +1,9 @@
 """`moa compare --dry-run`: what the runs to do would cost, as bounds from the items' real prompts.
 
-The hand counts below follow ``moa.experiment.estimate``: a prompt's most is its UTF-8 bytes plus 8
-a message plus 8 (the budget's own bound), plus every answer it reads at that answer's
-``max_tokens``; its least its characters / 4, rounded up, with every answer empty. The most adds
-every answer at its ``max_tokens``; the least adds nothing.
+The hand counts below follow ``moa.experiment.estimate``: a prompt's bound is its UTF-8 bytes plus 8
+a message plus 8, plus every answer it reads at that answer's ``max_tokens``, and its most what the
+budget holds for it, twice that bound plus 1024 (``C`` below); its least its characters / 4, rounded
+up, with every answer empty. The most adds every answer at its ``max_tokens``; the least adds nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 
 from moa.cascade.confidence import confidence_prompt
 from moa.cascade.execute import with_earlier
+from moa.errors import UserError
 from moa.eval.judge import format_conversation_prompt, format_judge_prompt
 from moa.experiment import Experiment, Plan
 from moa.testing.sim import FaultPlan, SimModel, SimServer
@@ -36,6 +37,8 @@ def _agent(
     max_tokens: int | None = 100,
     base: str = LOOP,
     temperature: float | None = None,
+    attempts: int = 1,
+    fallbacks: Sequence[str] = (),
 ) -> str:
     price = (
         ""
@@ -44,7 +47,8 @@ def _agent(
     )
     cap = "" if max_tokens is None else f", max_tokens: {max_tokens}"
     cap += "" if temperature is None else f", temperature: {temperature}"
-    return f"{{model: openai/{model}, api_base: {json.dumps(base)}, retry: {{max_attempts: 1}}{price}{cap}}}"
+    cap += f", fallbacks: [{', '.join(fallbacks)}]" if fallbacks else ""
+    return f"{{model: openai/{model}, api_base: {json.dumps(base)}, retry: {{max_attempts: {attempts}}}{price}{cap}}}"
 
 
 def _single(folder: Path, name: str, agent: str) -> None:
@@ -61,6 +65,11 @@ def _experiment(
         f"name: cost\ndataset: data.jsonl\nevaluator: contains\nbaseline: single.yaml\nsetups: [{listed}]\n{extra}"
     )
     return folder / "exp.yaml"
+
+
+def C(bound: int) -> int:
+    """The prompt tokens a budget holds for a prompt of at most ``bound``: twice it, plus 1024."""
+    return 2 * bound + 1024
 
 
 def _plan(exp: Path, out: Path) -> Plan:
@@ -92,15 +101,15 @@ def test_each_setup_is_priced_from_every_item_s_prompt(tmp_path: Path) -> None:
     # "abcd": 4 bytes + 8 + 8 = 20 prompt tokens at most, 1 (4 characters / 4) at least; 100 out at
     # $2/Mtok. "abcdefgh": 24 at most, 2 at least
     assert single.estimated_usd_low == pytest.approx((1 + 2) * 1e-6)
-    assert single.estimated_usd_high == pytest.approx((20 + 24) * 1e-6 + 2 * 100 * 2e-6)
+    assert single.estimated_usd_high == pytest.approx((C(20) + C(24)) * 1e-6 + 2 * 100 * 2e-6)
     # each proposer as `single` but 50 out. The aggregator's text: "R:" + the two empty reference
     # blocks ("1. [p1] <<tag>>\n\n<<end tag>>", 22 characters + two 16-character tags, joined by
     # "\n\n": 46 + 64 = 110) + "Q:" + the prompt: 114 + 4 ("abcd") = 118 or 122 ("abcdefgh") characters;
     # at most those + 16 tokens + both proposers' 50, at $3/Mtok, and 10 out at $6/Mtok
     proposers_low = 2 * (1 + 2) * 1e-6
-    proposers_high = 2 * ((20 + 24) * 1e-6 + 2 * 50 * 2e-6)
+    proposers_high = 2 * ((C(20) + C(24)) * 1e-6 + 2 * 50 * 2e-6)
     agg_low = (30 + 31) * 3e-6  # ceil(118 / 4), ceil(122 / 4)
-    agg_high = (118 + 16 + 100 + 122 + 16 + 100) * 3e-6 + 2 * 10 * 6e-6
+    agg_high = (C(118 + 16 + 100) + C(122 + 16 + 100)) * 3e-6 + 2 * 10 * 6e-6
     assert layers.estimated_usd_low == pytest.approx(proposers_low + agg_low)
     assert layers.estimated_usd_high == pytest.approx(proposers_high + agg_high)
     assert plan.estimated_usd_high == pytest.approx(single.estimated_usd_high + layers.estimated_usd_high)
@@ -143,7 +152,7 @@ def test_an_agent_without_max_tokens_has_no_upper_bound_unless_a_budget_caps_it(
     assert open_.estimated_usd_low == pytest.approx(3e-6)
     assert "  open: $0.000003 to no upper bound (no max_tokens: openai/open-m)" in plan.lines()
     budgeted = _plan(_experiment(folder, ["open"], extra="budget_usd: 5\n"), tmp_path / "out")
-    assert budgeted.setups[1].estimated_usd_high == pytest.approx((20 + 24) * 1e-6 + 2 * 4096 * 2e-6)
+    assert budgeted.setups[1].estimated_usd_high == pytest.approx((C(20) + C(24)) * 1e-6 + 2 * 4096 * 2e-6)
 
 
 def test_a_judge_s_calls_are_priced_with_the_answers_it_reads(tmp_path: Path) -> None:
@@ -161,7 +170,7 @@ def test_a_judge_s_calls_are_priced_with_the_answers_it_reads(tmp_path: Path) ->
     plan = _plan(exp, tmp_path / "out")
     texts = [format_judge_prompt(r["input"], "", "") for r in ROWS]
     low = sum(-(-len(t) // 4) for t in texts) * 1e-6
-    high = sum(len(t.encode()) + 16 + 10 + 100 + 5 for t in texts) * 1e-6
+    high = sum(C(len(t.encode()) + 16 + 10 + 100) + 5 for t in texts) * 1e-6
     assert plan.judge_estimated_usd_low == pytest.approx(2 * low)
     assert plan.judge_estimated_usd_high == pytest.approx(2 * high)
     assert f"  judge: ${2 * low:.6f} to ${2 * high:.6f}" in plan.lines()
@@ -206,8 +215,8 @@ def test_a_resume_prices_only_the_runs_left_against_the_budget_left(tmp_path: Pa
     single, short = plan.setups
     assert (single.to_run, short.to_run) == (1, 1)
     # item `b` only: 24 prompt tokens at most, 2 at least
-    assert single.estimated_usd_high == pytest.approx(24e-6 + 100 * 2e-6)
-    assert short.estimated_usd_high == pytest.approx(24e-6 + 10 * 2e-6)
+    assert single.estimated_usd_high == pytest.approx(C(24) * 1e-6 + 100 * 2e-6)
+    assert short.estimated_usd_high == pytest.approx(C(24) * 1e-6 + 10 * 2e-6)
     assert short.estimated_usd_low == pytest.approx(2e-6)
     assert plan.spent_usd > 0
     left = plan.budget_left_usd
@@ -215,8 +224,8 @@ def test_a_resume_prices_only_the_runs_left_against_the_budget_left(tmp_path: Pa
     assert any(
         line.startswith("  total: ") and line.endswith(f"(budget left ${left:.6f})") for line in plan.lines()
     )
-    # the most, $0.000268, passes what the first item's runs left of $0.0002
-    assert any(line.startswith("warning: the estimate's most, $0.000268,") for line in plan.lines())
+    # the most, $0.002364 (2 * 24 + 1024 = 1072 prompt tokens a setup), passes what is left of $0.0002
+    assert any(line.startswith("warning: the estimate's most, $0.002364,") for line in plan.lines())
 
 
 def test_a_cascade_s_least_is_its_first_stage_and_its_most_every_stage_and_rater(tmp_path: Path) -> None:
@@ -234,11 +243,11 @@ def test_a_cascade_s_least_is_its_first_stage_and_its_most_every_stage_and_rater
     plan = _plan(_experiment(folder, ["cascade"], rows=ROWS[:1]), tmp_path / "out")
     cascade = plan.setups[1]
     # each sample: "abcd", 20 prompt tokens at most and 1 at least, 20 out at $2/Mtok
-    samples_low, samples_high = 2 * 1e-6, 2 * (20e-6 + 20 * 2e-6)
+    samples_low, samples_high = 2 * 1e-6, 2 * (C(20) * 1e-6 + 20 * 2e-6)
     rated = confidence_prompt("abcd", "")  # the rater's text, the answer (at most 20) left out
-    rater_high = (len(rated.encode()) + 16 + 20) * 1e-6 + 5 * 1e-6
+    rater_high = C(len(rated.encode()) + 16 + 20) * 1e-6 + 5 * 1e-6
     reused = str(with_earlier("abcd", ["", ""]))  # the last stage's, both samples (20 each) left out
-    last_high = (len(reused.encode()) + 16 + 40) * 1e-6 + 100 * 2e-6
+    last_high = C(len(reused.encode()) + 16 + 40) * 1e-6 + 100 * 2e-6
     assert cascade.estimated_usd_low == pytest.approx(samples_low)
     assert cascade.estimated_usd_high == pytest.approx(samples_high + rater_high + last_high)
 
@@ -261,10 +270,10 @@ def test_a_conversation_is_priced_turn_by_turn_with_its_earlier_answers(tmp_path
     # turn 1: "ab", 2 + 8 + 8 = 18 at most, 1 at least; turn 2: "ab", "" and "cdef" as three
     # messages, 6 + 24 + 8 = 38 and the first answer's 100 at most, 2 (6 characters) at least
     assert single.estimated_usd_low == pytest.approx((1 + 2) * 1e-6)
-    assert single.estimated_usd_high == pytest.approx((18 + 38 + 100) * 1e-6 + 2 * 100 * 2e-6)
-    assert short.estimated_usd_high == pytest.approx((18 + 38 + 10) * 1e-6 + 2 * 10 * 2e-6)
+    assert single.estimated_usd_high == pytest.approx((C(18) + C(38 + 100)) * 1e-6 + 2 * 100 * 2e-6)
+    assert short.estimated_usd_high == pytest.approx((C(18) + C(38 + 10)) * 1e-6 + 2 * 10 * 2e-6)
     texts = [format_conversation_prompt(["ab", "cdef"][:k], [""] * k, [""] * k) for k in (1, 2)]
-    judge_high = sum((len(t.encode()) + 16 + k * (10 + 100) + 5) * 1e-6 for k, t in enumerate(texts, 1))
+    judge_high = sum((C(len(t.encode()) + 16 + k * (10 + 100)) + 5) * 1e-6 for k, t in enumerate(texts, 1))
     assert plan.judge_estimated_usd_high == pytest.approx(2 * judge_high)
 
 
@@ -277,7 +286,7 @@ def test_a_huge_dataset_is_estimated_from_an_even_sample_and_says_so(tmp_path: P
     rows = [{"id": f"q{k}", "input": f"q{k:04d}", "target": "x"} for k in range(1200)]
     plan = _plan(_experiment(folder, ["short"], rows=rows), tmp_path / "out")
     # every prompt 5 characters: 21 tokens at most, 2 at least
-    assert plan.setups[0].estimated_usd_high == pytest.approx(1200 * (21e-6 + 100 * 2e-6))
+    assert plan.setups[0].estimated_usd_high == pytest.approx(1200 * (C(21) * 1e-6 + 100 * 2e-6))
     assert plan.setups[0].estimated_usd_low == pytest.approx(1200 * 2e-6)
     assert (plan.estimated_items, plan.items_to_do) == (1000, 1200)
     assert any(
@@ -298,7 +307,7 @@ def test_a_mapped_model_is_priced_as_its_record_is_at_the_dearest_tier_that_may_
     mini = plan.setups[1]
     assert mini.unpriced_models == ()
     assert mini.estimated_usd_low == pytest.approx((1 + 2) * 0.15e-6)
-    assert mini.estimated_usd_high == pytest.approx((20 + 24) * 0.25e-6 + 2 * 100 * 1.0e-6)
+    assert mini.estimated_usd_high == pytest.approx((C(20) + C(24)) * 0.25e-6 + 2 * 100 * 1.0e-6)
 
 
 def test_the_stored_answers_a_judge_has_still_to_judge_are_priced(tmp_path: Path) -> None:
@@ -323,11 +332,9 @@ def test_the_stored_answers_a_judge_has_still_to_judge_are_priced(tmp_path: Path
     plan = _plan(exp, tmp_path / "out")
     assert [s.to_run for s in plan.setups] == [0, 0] and plan.estimated_items == 0
     texts = [format_judge_prompt(r["input"], "", "") for r in ROWS]
-    high = sum(len(t.encode()) + 16 + 10 + 100 + 5 for t in texts) * 1e-6
+    high = sum(C(len(t.encode()) + 16 + 10 + 100) + 5 for t in texts) * 1e-6
     assert plan.judge_estimated_usd_high == pytest.approx(2 * high)
-    assert (
-        "estimated cost of the runs to do (no item left to do; before retries and fallbacks):" in plan.lines()
-    )
+    assert "estimated cost of the runs to do (no item left to do):" in plan.lines()
 
 
 def test_a_judge_comparing_answers_without_max_tokens_has_no_upper_bound_and_says_why(tmp_path: Path) -> None:
@@ -348,3 +355,53 @@ def test_a_judge_comparing_answers_without_max_tokens_has_no_upper_bound_and_say
         and line.endswith("to no upper bound (it reads answers without max_tokens)")
         for line in plan.lines()
     )
+
+
+def test_a_dearer_fallback_is_the_most_and_every_attempt_the_retried_figure(tmp_path: Path) -> None:
+    """single-m ($0.1/$0.2 per Mtok) falls back to gpt-4o-mini (the map's, its dearest tier $0.25/
+    $1.00): the most is each call once at the fallback's hold; with 2 attempts a model, every
+    attempt billed is 2 x (both holds). The most left the fallback out (priced single-m's alone)."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    cheap = _agent("cheap-m", pricing=(0.1, 0.2), attempts=2, fallbacks=["openai/gpt-4o-mini"])
+    _single(folder, "chain", cheap)
+    plan = _plan(_experiment(folder, ["chain"]), tmp_path / "out")
+    chain = plan.setups[1]
+    own = (C(20) + C(24)) * 0.1e-6 + 2 * 100 * 0.2e-6
+    fallback = (C(20) + C(24)) * 0.25e-6 + 2 * 100 * 1.0e-6
+    assert chain.estimated_usd_high == pytest.approx(fallback)
+    assert chain.estimated_usd_retried == pytest.approx(2 * (own + fallback))
+    assert chain.estimated_usd_low == pytest.approx((1 + 2) * 0.1e-6)  # its own model, which answers first
+    single = (C(20) + C(24)) * 1e-6 + 2 * 100 * 2e-6  # one attempt, no fallback: the most
+    assert plan.estimated_usd_retried == pytest.approx(single + 2 * (own + fallback))
+    retried = f"  up to ${single + 2 * (own + fallback):.6f} if every attempt fails after it was sent"
+    assert any(line.startswith(retried) for line in plan.lines())
+
+
+def test_an_unpriced_fallback_is_named(tmp_path: Path) -> None:
+    """A fallback nothing prices (the agent's `pricing:` is its own model's) is named, counted $0."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "chain", _agent("single-m", fallbacks=["openai/no-such-model-anywhere"]))
+    plan = _plan(_experiment(folder, ["chain"]), tmp_path / "out")
+    assert plan.setups[1].unpriced_models == ("openai/no-such-model-anywhere",)
+    assert plan.setups[1].estimated_usd_high == pytest.approx((C(20) + C(24)) * 1e-6 + 2 * 100 * 2e-6)
+
+
+def test_a_budget_below_the_most_is_warned_of_because_the_run_needs_room_for_the_hold(tmp_path: Path) -> None:
+    """Under a budget of $0.0003, one call of item `a` holds 2 x 20 + 1024 prompt tokens and 100 out
+    ($0.001264): the run stops at the budget, and the dry run warns of it. The old most, the prompt's
+    byte bound (20 tokens, $0.00022), fitted and warned of nothing."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    with SimServer({"single-m": SimModel(answer="x"), "short-m": SimModel(answer="x")}) as srv:
+        _single(folder, "single", _agent("single-m", base=srv.base_url))
+        _single(folder, "short", _agent("short-m", max_tokens=1, base=srv.base_url))
+        exp = _experiment(folder, ["short"], rows=ROWS[:1], extra="budget_usd: 0.0003\n")
+        plan = _plan(exp, tmp_path / "out")
+        assert plan.setups[0].estimated_usd_high == pytest.approx(C(20) * 1e-6 + 100 * 2e-6)
+        assert any(line.startswith("warning: the estimate's most, $") for line in plan.lines())
+        with pytest.raises(UserError, match=r"stopped at the budget of \$0\.0003: .* worst case \$0\.001264"):
+            Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
