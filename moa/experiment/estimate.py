@@ -28,6 +28,9 @@ An answer read is counted at its ``max_tokens`` in tokens; a run's hold counts i
 are unknown before it is written (for English, about 4 a token), so a call reading long answers
 holds more than the high counts for it, and books it only when its usage is unknown.
 
+The answers a resume has stored and the judge has still to compare (``StoredPair``, read from the
+store by the caller) are priced from the judge prompts they make, their text in them, high and low.
+
 A cascade's low is its first stage alone (it may answer), its high every stage (one that ``reuse``s
 reading the earlier stages' answers) and every rater (reading the question and its stage's answer).
 The tokenizers are not used: litellm's counter imports litellm (seconds) and may fetch a tokenizer,
@@ -56,7 +59,16 @@ from moa.topology.graph import Graph
 from moa.topology.prompts import format_references
 from moa.topology.spec import AgentSpec
 
-__all__ = ["CHARS_PER_TOKEN", "ESTIMATE_ITEMS", "Cost", "Estimator", "Priced", "price_runs"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "ESTIMATE_ITEMS",
+    "Cost",
+    "Estimator",
+    "Priced",
+    "StoredPair",
+    "price_runs",
+    "spaced_indices",
+]
 
 _K = TypeVar("_K")
 
@@ -292,6 +304,39 @@ class Estimator:
             total += self.target(judge, _Prompt(text, _times(k, pair)))[0].times(2)
         return total
 
+    def stored_verdicts(self, judge: Any, pair: StoredPair, baseline: int | None) -> Cost:
+        """The judge's two verdicts on each turn of a stored answer, from the prompts it will be
+        sent: the stored answers in them, the baseline's at most ``baseline`` tokens when it is
+        not stored yet (its run is still to do)."""
+        item, answers = pair.item, list(pair.answers)
+        base = list(pair.baseline) if pair.baseline is not None else [""] * len(answers)
+        extra = 0 if pair.baseline is not None else baseline
+        refs = item_references(item)
+        if len(answers) < 2:
+            text = format_judge_prompt(
+                item.input,
+                answers[0] if answers else "",
+                base[0] if base else "",
+                reference=refs[0] if refs else None,
+            )
+            return self.target(judge, _Prompt(text, extra))[0].times(2)
+        turns = item.turns or [item.input]
+        total = Cost()
+        for k in range(1, len(answers) + 1):
+            text = format_conversation_prompt(turns[:k], answers[:k], base[:k], references=refs)
+            total += self.target(judge, _Prompt(text, _times(k, extra)))[0].times(2)
+        return total
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPair:
+    """A stored answer the judge has still to compare with the baseline's: its item, its text (one
+    per turn), and the baseline's stored text on the same item and sample (None: not stored yet)."""
+
+    item: Item
+    answers: tuple[str, ...]
+    baseline: tuple[str, ...] | None
+
 
 @dataclass(frozen=True, slots=True)
 class Priced:
@@ -310,12 +355,14 @@ def price_runs(
     setups: Sequence[tuple[str, Any, bool, Sequence[Item]]],
     *,
     judge: Any | None,
-    stored_turns: int,
+    stored: Sequence[StoredPair] = (),
+    stored_turns: int = 0,
     items: Sequence[Item],
     limit: int = ESTIMATE_ITEMS,
 ) -> Priced:
-    """``setups``: (name, topology, is the baseline, the item of each run to do); ``stored_turns``:
-    the stored answers' turns the judge has still to compare with the baseline's."""
+    """``setups``: (name, topology, is the baseline, the item of each run to do); ``stored``: the
+    stored answers the judge has still to compare with the baseline's (at most ``limit``, evenly
+    spaced, standing for all ``stored_turns`` of their turns)."""
     bound: dict[str, int | None] = {}
     costs: dict[str, Cost] = {}
     chosen: dict[str, set[str]] = {}
@@ -333,20 +380,13 @@ def price_runs(
                 continue
             verdicts = partial(_verdicts, est, judge, answer=bound[name], baseline=base)
             judged += _scaled(runs, chosen[name], verdicts)
-        if stored_turns:
-            # the stored answers' items are not at hand here: a turn priced as the items' mean,
-            # each answer at the widest setup's bound
-            widest: int | None = 0
-            for name, _, is_base, _ in setups:
-                if not is_base:
-                    b = bound[name]
-                    widest = None if widest is None or b is None else max(widest, b)
-            sample = [items[k] for k in _spaced(range(len(items)), limit)] if items else []
-            turns = sum(len(i.turns or ()) or 1 for i in sample)
+        if stored:
+            # read from the store (evenly spaced ones when many, scaled to every stored turn)
             cost = Cost()
-            for item in sample:
-                cost += est.verdicts(judge, item, widest, base)
-            judged += cost.times(stored_turns / turns) if turns else cost
+            for pair in stored:
+                cost += est.stored_verdicts(judge, pair, base)
+            turns = sum(len(p.answers) or 1 for p in stored)
+            judged += cost.times(stored_turns / turns) if turns and stored_turns > turns else cost
     read = set().union(*chosen.values()) if chosen else set()
     return Priced(costs, judged, len(read), len({i.id for _, _, _, runs in setups for i in runs}))
 
@@ -375,7 +415,12 @@ def _scaled(runs: Sequence[Item], chosen: set[str], price: Callable[[Item], Cost
 
 def _spaced(keys: Sequence[_K], limit: int) -> set[_K]:
     """``keys`` if ``limit`` or fewer, else ``limit`` of them evenly spaced (the first included)."""
-    n = len(keys)
+    return {keys[k] for k in spaced_indices(len(keys), limit)}
+
+
+def spaced_indices(n: int, limit: int) -> set[int]:
+    """The indices of ``n`` things if ``limit`` or fewer, else ``limit`` of them evenly spaced (the
+    first included)."""
     if n <= limit:
-        return set(keys)
-    return {keys[k * n // limit] for k in range(limit)}
+        return set(range(n))
+    return {k * n // limit for k in range(limit)}

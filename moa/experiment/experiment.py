@@ -49,7 +49,7 @@ from moa.experiment.config import (
     stored_evaluator_id,
     validate_spec,
 )
-from moa.experiment.estimate import Cost, Estimator, price_runs
+from moa.experiment.estimate import ESTIMATE_ITEMS, Cost, Estimator, StoredPair, price_runs, spaced_indices
 from moa.experiment.executors import open_executor
 from moa.experiment.identity import (
     check_identity,
@@ -67,6 +67,7 @@ from moa.experiment.report.tune import format_tune_table
 from moa.experiment.run_pairs import run_pairs
 from moa.experiment.score_answers import is_pairwise, score_all
 from moa.experiment.store.database import STORE_NAME, Store, damaged, item_hash
+from moa.experiment.store.rows import RunRow
 from moa.experiment.tune import plan_tuning, run_tuning
 from moa.gc_tuning import tune_gc_for_long_runs
 
@@ -197,15 +198,18 @@ class Experiment:
             todos.append((s.name, s.topology, s.is_baseline, [i for i, _ in todo]))
         judge_calls = None
         rebased = stored_turns = 0
+        stored_pairs: list[StoredPair] = []
         if c.judge is not None:
             # and the answers stored without a verdict (a judge that failed, or was edited, last
             # time) or with one against another baseline: the run judges them too, which the runs
             # to do alone left out
-            stored_turns, rebased = _unjudged_turns(self.out, c)
+            stored_turns, rebased, stored_pairs = _unjudged_turns(self.out, c)
             judged += stored_turns
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
         est = Estimator(budgeted=self.spec.budget_usd is not None, is_local=lambda m: _is_local(runner, m))
-        priced = price_runs(est, todos, judge=c.judge, stored_turns=stored_turns, items=c.dataset.items)
+        priced = price_runs(
+            est, todos, judge=c.judge, stored=stored_pairs, stored_turns=stored_turns, items=c.dataset.items
+        )
         plans = [
             SetupPlan(
                 s.name,
@@ -435,16 +439,20 @@ def _bounds(cost: Cost) -> tuple[float, float | None, tuple[str, ...], tuple[str
     return cost.low, cost.high, tuple(sorted(cost.unpriced)), tuple(sorted(cost.unbounded))
 
 
-def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:
+def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int, list[StoredPair]]:
     """The turns of the setups' stored answers (of the dataset's items) that have no score under the
     evaluator, whose item changed what it is scored against, or whose verdict was made against
     another baseline than the experiment's (the run forgets those scores): what the score phase asks
-    the judge to compare, and how many of them are the last kind (0 when ``out`` holds no store yet)."""
+    the judge to compare, how many of them are the last kind (0 when ``out`` holds no store yet),
+    and those answers with the baseline's on the same item and sample, read from the store (at most
+    ``ESTIMATE_ITEMS``, evenly spaced, when there are more), for the estimate to price."""
     if not (out / STORE_NAME).is_file():
-        return 0, 0
+        return 0, 0, []
     store = Store.open(out, create=False)
     items = {i.id: i for i in c.dataset.items}
     turns = rebased = 0
+    # (stored setup name, its hash, item, sample): the answers to judge, read once sampled
+    todo: list[tuple[str, str, str, int]] = []
     try:
         evaluator = c.stored_id(store)
         rescoring = {i: items[i] for i in store.rescoring(c.dataset.items)}
@@ -467,13 +475,32 @@ def _unjudged_turns(out: Path, c: _Checked) -> tuple[int, int]:
                     if r.item_id in rescoring or r.run_id in stale:
                         turns += n
                         rebased += n if r.run_id in stale else 0
+                        todo.append((was(s.name), s.hash, r.item_id, r.sample))
             after = 0
             while page := store.unscored(was(s.name), s.hash, evaluator, after=after, limit=256):
-                turns += sum(len(r.turn_answers or ()) or 1 for r in page if r.item_id in items)
+                for r in page:
+                    if r.item_id in items:
+                        turns += len(r.turn_answers or ()) or 1
+                        todo.append((was(s.name), s.hash, r.item_id, r.sample))
                 after = page[-1].run_id
-        return turns, rebased
+        pairs = []
+        for k in sorted(spaced_indices(len(todo), ESTIMATE_ITEMS)):
+            name, topo_hash, item_id, sample = todo[k]
+            run = store.run_for(name, topo_hash, item_id, sample)
+            if run is None:
+                continue
+            theirs = store.run_for(was(base.name), base.hash, item_id, sample)
+            pairs.append(
+                StoredPair(items[item_id], _answers(run), None if theirs is None else _answers(theirs))
+            )
+        return turns, rebased, pairs
     finally:
         store.close()
+
+
+def _answers(run: RunRow) -> tuple[str, ...]:
+    """A stored run's answer, turn by turn, as the judge is shown it."""
+    return tuple(run.turn_answers) if run.turn_answers is not None else (run.answer or "",)
 
 
 def _check_local_models(setups: Sequence[Setup], judge: Any, source: str) -> None:

@@ -310,14 +310,16 @@ def test_a_mapped_model_is_priced_as_its_record_is_at_the_dearest_tier_that_may_
     assert mini.estimated_usd_high == pytest.approx((C(20) + C(24)) * 0.25e-6 + 2 * 100 * 1.0e-6)
 
 
-def test_the_stored_answers_a_judge_has_still_to_judge_are_priced(tmp_path: Path) -> None:
+def test_the_stored_answers_a_judge_has_still_to_judge_are_priced_from_their_text(tmp_path: Path) -> None:
     """Every run stored, the judge down last time: nothing is left to run, and the judge's calls on
-    the two stored answers are priced as the items' verdicts (answers at their max_tokens)."""
+    the two stored answers are priced from the prompts it will be sent, the stored answers in them
+    (they were priced as the items' mean, each answer at its max_tokens, 10 and 100)."""
     folder = tmp_path / "e"
     folder.mkdir()
+    mine, theirs = "my answer is forty-two, after a long derivation", "no"
     models = {
-        "single-m": SimModel(answer="x"),
-        "short-m": SimModel(answer="x"),
+        "single-m": SimModel(answer=theirs),
+        "short-m": SimModel(answer=mine),
         "judge-m": SimModel(answer="[[A=B]]"),
     }
     with SimServer(models, faults=FaultPlan(rate=1.0, kinds=("500",), models=["judge-m"])) as srv:
@@ -331,8 +333,11 @@ def test_the_stored_answers_a_judge_has_still_to_judge_are_priced(tmp_path: Path
         Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
     plan = _plan(exp, tmp_path / "out")
     assert [s.to_run for s in plan.setups] == [0, 0] and plan.estimated_items == 0
-    texts = [format_judge_prompt(r["input"], "", "") for r in ROWS]
-    high = sum(C(len(t.encode()) + 16 + 10 + 100) + 5 for t in texts) * 1e-6
+    # both orders' prompts hold the same text: each verdict priced twice
+    texts = [format_judge_prompt(r["input"], mine, theirs) for r in ROWS]
+    low = sum(-(-len(t) // 4) for t in texts) * 1e-6
+    high = sum(C(len(t.encode()) + 16) + 5 for t in texts) * 1e-6
+    assert plan.judge_estimated_usd_low == pytest.approx(2 * low)
     assert plan.judge_estimated_usd_high == pytest.approx(2 * high)
     assert "estimated cost of the runs to do (no item left to do):" in plan.lines()
 
@@ -405,3 +410,34 @@ def test_a_budget_below_the_most_is_warned_of_because_the_run_needs_room_for_the
         assert any(line.startswith("warning: the estimate's most, $") for line in plan.lines())
         with pytest.raises(UserError, match=r"stopped at the budget of \$0\.0003: .* worst case \$0\.001264"):
             Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+
+
+def test_a_stored_conversation_awaiting_the_judge_is_priced_turn_by_turn_from_its_text(
+    tmp_path: Path,
+) -> None:
+    """An MT-Bench item of two turns, both setups' answers stored, the judge down: turn k's verdicts
+    read both conversations up to turn k, their stored answers in them, both orders."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    mine, theirs = "a stored answer of some length", "short"
+    models = {
+        "single-m": SimModel(answer=theirs),
+        "short-m": SimModel(answer=mine),
+        "judge-m": SimModel(answer="[[A=B]]"),
+    }
+    rows = [{"question_id": "m", "category": "writing", "turns": ["ab", "cdef"]}]
+    with SimServer(models, faults=FaultPlan(rate=1.0, kinds=("500",), models=["judge-m"])) as srv:
+        _single(folder, "single", _agent("single-m", base=srv.base_url))
+        _single(folder, "short", _agent("short-m", max_tokens=10, base=srv.base_url))
+        _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5, base=srv.base_url))
+        exp = _experiment(folder, ["short"], rows=rows)
+        exp.write_text(
+            exp.read_text().replace("evaluator: contains", "evaluator: {name: judge, topology: judge.yaml}")
+        )
+        Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    plan = _plan(exp, tmp_path / "out")
+    texts = [format_conversation_prompt(["ab", "cdef"][:k], [mine] * k, [theirs] * k) for k in (1, 2)]
+    assert plan.judge_estimated_usd_high == pytest.approx(
+        2 * sum((C(len(t.encode()) + 16) + 5) * 1e-6 for t in texts)
+    )
+    assert plan.judge_estimated_usd_low == pytest.approx(2 * sum(-(-len(t) // 4) * 1e-6 for t in texts))
