@@ -18,7 +18,8 @@ the same item, once in each order, and the two verdicts make the setup's score.
 * The two orders combine with ``combine_swapped``: opposite directions mean the judge followed the
   position, not the answer, and the pair is a tie.
 * ``show_execution: true`` runs both answers against the item's tests in the sandbox first and shows
-  the outcomes to the judge (items without tests show nothing).
+  the outcomes to the judge (items without tests show nothing), each cut at
+  ``EXECUTION_SHOWN_BYTES`` UTF-8 bytes.
 * Any other judge failure (provider down, over budget, a reply that could not be read: cut short,
   not JSON, no choices) raises, once the other judgments of the pair have finished (their replies
   cached): the pair stays unscored and the next run of the experiment judges it again.
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONVERSATION_PROMPT",
+    "EXECUTION_SHOWN_BYTES",
     "INCONSISTENT",
     "JUDGE_PROMPT",
     "NO_VERDICT",
@@ -161,6 +163,20 @@ def _quoted(text: str) -> str:
     return _FORGED.sub(lambda m: m.group() + "\\" if m.group("lead") is not None else "\\" + m.group(), text)
 
 
+#: the most UTF-8 bytes of an execution result the judge is shown (``show_execution``): a failed
+#: test's line, a compiler's message or an exception's text may be long, and a judge prompt without
+#: a bound could not be priced before the run
+EXECUTION_SHOWN_BYTES = 2000
+
+
+def _clipped(text: str) -> str:
+    """``text`` within ``EXECUTION_SHOWN_BYTES`` UTF-8 bytes: cut at a character, "..." marking the cut."""
+    data = text.encode()
+    if len(data) <= EXECUTION_SHOWN_BYTES:
+        return text
+    return data[: EXECUTION_SHOWN_BYTES - 3].decode(errors="ignore") + "..."
+
+
 def format_judge_prompt(
     question: str,
     answer_a: str,
@@ -174,7 +190,7 @@ def format_judge_prompt(
     reference answer, when given, follows the question."""
 
     def execution(text: str | None) -> str:
-        return f"\n[Execution result]\n{_quoted(text)}\n" if text else ""
+        return f"\n[Execution result]\n{_clipped(_quoted(text))}\n" if text else ""
 
     return JUDGE_PROMPT.format(
         question=_quoted(question),

@@ -28,6 +28,10 @@ An answer read is counted at its ``max_tokens`` in tokens; a run's hold counts i
 are unknown before it is written (for English, about 4 a token), so a call reading long answers
 holds more than the high counts for it, and books it only when its usage is unknown.
 
+A judge with ``show_execution`` is shown each answer's execution result on an item with tests or a
+page: the high counts each at ``EXECUTION_SHOWN_BYTES``, the cap of what the judge is shown (a byte
+a token at most), the low counts them empty.
+
 The answers a resume has stored and the judge has still to compare (``StoredPair``, read from the
 store by the caller) are priced from the judge prompts they make, their text in them, high and low.
 
@@ -52,7 +56,13 @@ from moa.cascade.confidence import confidence_prompt
 from moa.cascade.execute import with_earlier
 from moa.cascade.rules import Judge
 from moa.eval.datasets import Item
-from moa.eval.judge import format_conversation_prompt, format_judge_prompt, item_references
+from moa.eval.execution import can_execute
+from moa.eval.judge import (
+    EXECUTION_SHOWN_BYTES,
+    format_conversation_prompt,
+    format_judge_prompt,
+    item_references,
+)
 from moa.models.base import Message
 from moa.results import Usage
 from moa.topology.graph import Graph
@@ -135,9 +145,13 @@ class Estimator:
     ``BUDGET_DEFAULT_MAX_TOKENS`` for an agent without ``max_tokens``. ``is_local(model)``: the
     run's backend for ``model`` is the embedded one (priced 0, as the run prices it)."""
 
-    def __init__(self, *, budgeted: bool, is_local: Callable[[str], bool]) -> None:
+    def __init__(
+        self, *, budgeted: bool, is_local: Callable[[str], bool], shows_execution: bool = False
+    ) -> None:
         self.budgeted = budgeted
         self.is_local = is_local
+        #: the judge is shown each answer's execution result (``show_execution``)
+        self.shows_execution = shows_execution
         self.local: set[str] = set()
         self._prices: dict[int, tuple[AgentSpec, tuple[tuple[Price, tuple[Price, ...]], ...]]] = {}
 
@@ -297,12 +311,21 @@ class Estimator:
         turns = item.turns if item.turns and len(item.turns) > 1 else None
         if turns is None:
             text = format_judge_prompt(item.input, "", "", reference=refs[0] if refs else None)
-            return self.target(judge, _Prompt(text, pair))[0].times(2)
+            return self.target(judge, _Prompt(text, _plus(pair, self._shown(item))))[0].times(2)
         total = Cost()
         for k in range(1, len(turns) + 1):
             text = format_conversation_prompt(turns[:k], [""] * k, [""] * k, references=refs)
             total += self.target(judge, _Prompt(text, _times(k, pair)))[0].times(2)
         return total
+
+    def _shown(self, item: Item) -> int:
+        """The tokens the two execution results a judge is shown on ``item`` add at most (high;
+        the low counts them empty): each result's block at ``EXECUTION_SHOWN_BYTES``."""
+        if not (self.shows_execution and can_execute(item)):
+            return 0
+        empty = len(format_judge_prompt("", "", "").encode())
+        blocks = len(format_judge_prompt("", "", "", execution_a="x", execution_b="x").encode()) - empty
+        return blocks - 2 + 2 * EXECUTION_SHOWN_BYTES
 
     def stored_verdicts(self, judge: Any, pair: StoredPair, baseline: int | None) -> Cost:
         """The judge's two verdicts on each turn of a stored answer, from the prompts it will be
@@ -319,7 +342,7 @@ class Estimator:
                 base[0] if base else "",
                 reference=refs[0] if refs else None,
             )
-            return self.target(judge, _Prompt(text, extra))[0].times(2)
+            return self.target(judge, _Prompt(text, _plus(extra, self._shown(item))))[0].times(2)
         turns = item.turns or [item.input]
         total = Cost()
         for k in range(1, len(answers) + 1):

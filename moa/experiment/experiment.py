@@ -206,7 +206,11 @@ class Experiment:
             stored_turns, rebased, stored_pairs = _unjudged_turns(self.out, c)
             judged += stored_turns
             judge_calls = 2 * calls_per_run(c.judge)[0] * judged
-        est = Estimator(budgeted=self.spec.budget_usd is not None, is_local=lambda m: _is_local(runner, m))
+        est = Estimator(
+            budgeted=self.spec.budget_usd is not None,
+            is_local=lambda m: _is_local(runner, m),
+            shows_execution=bool(getattr(getattr(c.evaluator, "config", None), "show_execution", False)),
+        )
         priced = price_runs(
             est, todos, judge=c.judge, stored=stored_pairs, stored_turns=stored_turns, items=c.dataset.items
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from moa._wording import counted
 from moa.eval.datasets import Dataset
+from moa.eval.judge import EXECUTION_SHOWN_BYTES
 from moa.experiment.config import describe_evaluator
 from moa.topology.graph import Graph
 
@@ -208,9 +209,11 @@ class Plan:
             rng = _usd_range(
                 self.judge_estimated_usd_low, self.judge_estimated_usd_high, self.judge_no_max_tokens
             )
-            # the sandbox's output shown beside each answer has no bound a dry run can read
+            # the sandbox's results shown beside the answers: the most counts them at their cap
             shown = (
-                "; without the execution results it is shown" if self.evaluator.get("show_execution") else ""
+                f"; the execution results it is shown at up to {EXECUTION_SHOWN_BYTES} bytes each"
+                if self.evaluator.get("show_execution")
+                else ""
             )
             out.append(f"  judge: {rng}{shown}")
         left = self.budget_left_usd

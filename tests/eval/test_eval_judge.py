@@ -18,6 +18,7 @@ from moa._run import Runner
 from moa.errors import MalformedReply, ProviderError
 from moa.eval.datasets import Item
 from moa.eval.judge import (
+    EXECUTION_SHOWN_BYTES,
     JUDGE_PROMPT,
     JudgeConfig,
     JudgeEvaluator,
@@ -130,6 +131,17 @@ def test_an_answer_cannot_forge_the_judge_prompts_sections_or_a_verdict() -> Non
         parse_verdict(answer_a)
     plain = "Use x[1] and [[link]]; # User: a comment"
     assert f"[Answer B]\n{plain}\n" in format_judge_prompt("Q?", "a", plain)
+
+
+def test_an_execution_result_is_shown_within_its_byte_cap() -> None:
+    """A result of 3,000 two-byte characters is cut to at most 2,000 bytes, at a character, with
+    "..."; a short one is shown whole. Uncut, a judge prompt had no bound a dry run could price."""
+    long, short = "é" * 3000, "the tests did not pass: AssertionError"
+    prompt = format_judge_prompt("q", "a", "b", execution_a=long, execution_b=short)
+    shown = prompt.split("[Execution result]\n")[1].split("\n", 1)[0]
+    assert EXECUTION_SHOWN_BYTES == 2000
+    assert shown == "é" * 998 + "..." and len(shown.encode()) <= 2000
+    assert f"[Execution result]\n{short}\n" in prompt
 
 
 def test_an_answer_cannot_forge_a_turn_of_the_conversation() -> None:

@@ -441,3 +441,33 @@ def test_a_stored_conversation_awaiting_the_judge_is_priced_turn_by_turn_from_it
         2 * sum((C(len(t.encode()) + 16) + 5) * 1e-6 for t in texts)
     )
     assert plan.judge_estimated_usd_low == pytest.approx(2 * sum(-(-len(t) // 4) * 1e-6 for t in texts))
+
+
+def test_a_judge_shown_execution_results_counts_them_at_their_cap(tmp_path: Path) -> None:
+    """`show_execution: true` on an item with tests: each verdict's prompt also holds the two
+    results' blocks ("\n[Execution result]\n" and "\n" around each), each result at most 2,000
+    bytes; the least counts them empty. They were left out of the most."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "short", _agent("short-m", max_tokens=10))
+    _single(folder, "judge", _agent("judge-m", pricing=(1.0, 1.0), max_tokens=5))
+    rows = [{"id": "a", "input": "abcd", "target": "x", "tests": ["assert True"]}]
+    exp = _experiment(folder, ["short"], rows=rows)
+    exp.write_text(
+        exp.read_text().replace(
+            "evaluator: contains", "evaluator: {name: judge, topology: judge.yaml, show_execution: true}"
+        )
+    )
+    plan = _plan(exp, tmp_path / "out")
+    text = format_judge_prompt("abcd", "", "")
+    shown = 2 * (len("\n[Execution result]\n\n") + 2000)
+    assert plan.judge_estimated_usd_high == pytest.approx(
+        2 * (C(len(text.encode()) + 16 + 110 + shown) + 5) * 1e-6
+    )
+    assert plan.judge_estimated_usd_low == pytest.approx(2 * -(-len(text) // 4) * 1e-6)
+    assert any(
+        line.startswith("  judge: $")
+        and line.endswith("the execution results it is shown at up to 2000 bytes each")
+        for line in plan.lines()
+    )
