@@ -223,8 +223,8 @@ class Plan:
         retried = self.estimated_usd_retried
         if retried is not None and retried != self.estimated_usd_high:
             out.append(
-                f"  up to ${retried:.6f} if every attempt fails after it was sent (a timeout, a broken"
-                " reply) and is retried, then each fallback"
+                f"  up to ${retried:.6f} if every attempt fails after it was sent (a timeout, a reply broken or"
+                " rejected) and is retried, then each fallback"
             )
         unpriced = sorted(
             {m for s in self.setups for m in s.unpriced_models} | set(self.judge_unpriced_models)

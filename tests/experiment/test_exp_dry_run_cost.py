@@ -471,3 +471,66 @@ def test_a_judge_shown_execution_results_counts_them_at_their_cap(tmp_path: Path
         and line.endswith("the execution results it is shown at up to 2000 bytes each")
         for line in plan.lines()
     )
+
+
+def test_a_run_whose_every_attempt_is_billed_books_the_retried_figure_exactly(tmp_path: Path) -> None:
+    """Every reply of cheap-m and of its fallback gpt-4o-mini unreadable (sent, so of unknown
+    usage: each attempt booked at its hold), 2 attempts a model: what the run books at most is the
+    dry run's figure with every attempt retried, to the cent's millionth."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    models = {
+        "single-m": SimModel(answer="x"),
+        "cheap-m": SimModel(answer="x"),
+        "gpt-4o-mini": SimModel(answer="x"),
+    }
+    broken = FaultPlan(rate=1.0, kinds=("malformed_json",), models=["cheap-m", "gpt-4o-mini"])
+    with SimServer(models, faults=broken) as srv:
+        _single(folder, "single", _agent("single-m", base=srv.base_url))
+        chain = _agent(
+            "cheap-m", pricing=(0.1, 0.2), attempts=2, fallbacks=["openai/gpt-4o-mini"], base=srv.base_url
+        )
+        _single(folder, "chain", chain)
+        exp = _experiment(folder, ["chain"])
+        before = _plan(exp, tmp_path / "out").setups[1]
+        summary = Experiment.from_file(exp, out=tmp_path / "out", progress=False).run()
+    booked = summary.setup("chain")
+    assert booked.errors == 2 and booked.cost_usd == 0.0
+    assert before.estimated_usd_retried == pytest.approx(booked.cost_usd_max, rel=1e-9)
+    own = (C(20) + C(24)) * 0.1e-6 + 2 * 100 * 0.2e-6
+    fallback = (C(20) + C(24)) * 0.25e-6 + 2 * 100 * 1.0e-6
+    assert booked.cost_usd_max == pytest.approx(2 * (own + fallback))
+
+
+def test_a_system_prompt_and_n_answers_are_in_the_most(tmp_path: Path) -> None:
+    """An agent with a system prompt ("be brief", its own message) asking for n: 3 answers: each
+    call's bound holds both messages, and all three answers are billed at max_tokens."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    agent = _agent("multi-m", temperature=0.7)[:-1] + ", system: be brief, params: {n: 3}}"
+    _single(folder, "multi", agent)
+    plan = _plan(_experiment(folder, ["multi"]), tmp_path / "out")
+    # "be brief" (8 bytes) + 8, "abcd" (4) + 8 or "abcdefgh" (8) + 8, and 8: 36 or 40
+    assert plan.setups[1].estimated_usd_high == pytest.approx((C(36) + C(40)) * 1e-6 + 2 * 3 * 100 * 2e-6)
+    # the least: "be brief" and the prompt, 12 or 16 characters, 3 or 4 tokens
+    assert plan.setups[1].estimated_usd_low == pytest.approx((3 + 4) * 1e-6)
+
+
+def test_a_budget_only_retries_may_pass_gets_a_note_not_a_warning(tmp_path: Path) -> None:
+    """Each setup's most is $0.002536 (two prompts held at 1064 and 1072 tokens, two answers of
+    100): $0.005072 in all fits $0.008; with 3 attempts for `retry`, $0.002536 + 3 x $0.002536 =
+    $0.010144 does not, which a note says."""
+    folder = tmp_path / "e"
+    folder.mkdir()
+    _single(folder, "single", _agent("single-m"))
+    _single(folder, "retry", _agent("retry-m", attempts=3))
+    plan = _plan(_experiment(folder, ["retry"], extra="budget_usd: 0.008\n"), tmp_path / "out")
+    assert plan.estimated_usd_high == pytest.approx(0.005072)
+    assert plan.estimated_usd_retried == pytest.approx(0.010144)
+    lines = plan.lines()
+    assert not any(line.startswith("warning:") for line in lines)
+    assert (
+        "note: with every attempt retried, $0.010144, the estimate passes the $0.008000 the budget"
+        " leaves: failures a provider bills may stop the run at the budget"
+    ) in lines
