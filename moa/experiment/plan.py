@@ -4,7 +4,8 @@ run would send, without a call, a store or a folder made (an existing store is r
 
 Calls are counted before retries and fallbacks: a run may send more (a 429 retried) and a cascade
 or a quorum fewer (a stage not escalated, stragglers cancelled), so a cascade's count is its most.
-Their cost is estimated as bounds (``moa.experiment.estimate`` says how each is counted).
+Their cost is estimated as bounds, the most with retries apart (``moa.experiment.estimate`` says
+how each is counted).
 """
 
 from __future__ import annotations
