@@ -14,7 +14,8 @@ For each call of a run:
   answer at its ``max_tokens`` (times ``n``), every prompt token at the dearest of the input and
   cache-write rates, at the dearest tier that may serve it. That bounds a run in which no attempt
   fails after it was sent: an HTTP error status is billed nothing, so its retries and fallbacks
-  stay within it, and a budget that leaves at least the high refuses no call. An agent without
+  stay within it, and a budget that leaves at least the high refuses no call (one reading answers:
+  see below). An agent without
   ``max_tokens`` has no upper bound, except under a budget, where moa sends
   ``BUDGET_DEFAULT_MAX_TOKENS`` for it;
 * retried: every attempt failing after it was sent (a timeout, a reply broken or rejected: the
