@@ -342,6 +342,14 @@ class CallRecord:
 
     def to_dict(self, *, trace: bool = False) -> dict[str, Any]:
         """The record as JSON; ``trace`` adds the messages sent and the reply's text."""
+        # ``unknown_usage_attempts`` and ``cost_usd_max`` in one loop over the attempts: their two
+        # generator expressions cost ``moa serve`` about 6k instructions a reply (sums as theirs)
+        unknown = 0
+        above: float = 0  # from 0 as sum() starts
+        for a in self.attempt_log:
+            if a.usage is None:
+                unknown += 1
+            above += a.worst_above_cost_usd
         d = {
             "node": self.node,
             "model": self.model,
@@ -357,8 +365,8 @@ class CallRecord:
             "local": self.local,
             "cached": self.cached,
             "attempt_log": [a.to_dict() for a in self.attempt_log],
-            "unknown_usage_attempts": self.unknown_usage_attempts,
-            "cost_usd_max": self.cost_usd_max,
+            "unknown_usage_attempts": unknown,
+            "cost_usd_max": self.cost_usd + above,
             "usage_suspect": self.usage_suspect,
             "usage_estimated": self.usage_estimated,
             "service_tier": self.service_tier,

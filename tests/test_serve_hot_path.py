@@ -121,6 +121,22 @@ def test_moa_extension_shares_are_the_run_results_with_many_calls() -> None:
     assert ours["by_node"]["p2"]["cost_usd_max"] == pytest.approx(1.25)
 
 
+def test_a_records_dict_sums_its_attempts_as_its_properties_do() -> None:
+    """``CallRecord.to_dict`` works ``unknown_usage_attempts`` and ``cost_usd_max`` out in one loop:
+    the same values, to the bit, as the properties, with unknown, estimated and no attempts."""
+    unknown = Attempt("timeout", 1.0, None, "TimedOut: slow", worst_case_usd=0.1)
+    estimated = Attempt("ok", 0.2, Usage(7, 3), worst_case_usd=0.3, cost_usd=0.07)
+    records = [
+        CallRecord("a", "m", cost_usd=0.7, attempt_log=[unknown, unknown, estimated]),
+        CallRecord("b", "m", cost_usd=-0.0, attempt_log=[Attempt("ok", 0.1, Usage(1, 1))]),
+        CallRecord("c", "m", cost_usd=0.3),
+    ]
+    for r in records:
+        d = r.to_dict()
+        assert d["unknown_usage_attempts"] == r.unknown_usage_attempts
+        assert repr(d["cost_usd_max"]) == repr(r.cost_usd_max)
+
+
 def test_fields_skipped_by_the_unsupported_check_are_those_it_never_refuses() -> None:
     """``ChatRequest.unsupported`` returns at once when only always-served fields were sent: every
     other field is one it checks, so a field added later is refused or listed, never skipped."""

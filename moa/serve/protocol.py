@@ -438,13 +438,16 @@ def _node(node: NodeResult) -> dict[str, Any]:
     return d
 
 
-def _shares(calls: Sequence[CallRecord]) -> dict[str, dict[str, dict[str, Any]]]:
+def _shares(
+    calls: Sequence[CallRecord], dicts: Sequence[dict[str, Any]]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """``by_node`` and ``by_model`` as ``RunResult.to_dict`` gives them (``CostShare.to_dict``'s
-    keys, summed in the same order), built in one pass over the calls without a ``CostShare``."""
+    keys, summed in the same order), built in one pass over the calls without a ``CostShare``;
+    each call's ``cost_usd_max`` is read from its reply dict (``dicts``), not worked out again."""
     by_node: dict[str, dict[str, Any]] = {}
     by_model: dict[str, dict[str, Any]] = {}
-    for c in calls:
-        cost, worst, usage = c.cost_usd, c.cost_usd_max, c.usage
+    for c, d in zip(calls, dicts, strict=True):
+        cost, worst, usage = c.cost_usd, d["cost_usd_max"], c.usage
         for shares, key in ((by_node, c.node), (by_model, c.model)):
             share = shares.get(key)
             if share is None:
@@ -472,13 +475,14 @@ def moa_extension(result: RunResult, *, trace: bool = False) -> dict[str, Any]:
     alone: picking them out of the whole dict took half as long again (5 vs 3.4 µs a reply). A
     call that failed because the provider refused the server's key or model (a worker a quorum did
     without) says so without the provider's words."""
+    calls = [_call(c, trace) for c in result.calls]
     return {
         "run_id": result.run_id,
         "cost_usd": result.cost_usd,
         "latency_s": result.latency_s,
         "critical_path_s": result.critical_path_s,
-        **_shares(result.calls),
-        "calls": [_call(c, trace) for c in result.calls],
+        **_shares(result.calls, calls),
+        "calls": calls,
         "nodes": {k: _node(v) for k, v in result.nodes.items()},
     }
 
