@@ -2,7 +2,7 @@
 providers whose API is OpenAI's): pooled keep-alive connections per event loop, no litellm between.
 
 litellm costs about 5 ms of CPU per call (request building, response objects, cost hooks); this
-path sends the JSON body itself and reads the reply with ``json.loads``, over aiohttp
+path sends the JSON body itself and reads the reply with pydantic-core's ``from_json``, over aiohttp
 (``openai_aiohttp``), so a call costs about what the socket costs. Given an httpx transport, it
 goes through httpx instead (``openai_httpx``), which is how tests put a ``MockTransport`` in place
 of the network. Both speak the protocol through ``openai_wire`` and fail exactly like the litellm

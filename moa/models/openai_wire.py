@@ -15,6 +15,8 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 from moa.errors import MalformedReply, ModelError, ProviderError, TimedOut
 from moa.models.base import (
     ModelReply,
@@ -85,6 +87,9 @@ _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json
 _SSE_HEADERS = {"content-type": "application/json", "accept": "text/event-stream"}
 # one encoder: json.dumps with separators builds a new one per call
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+#: the types of a param value ``to_json`` writes exactly as ``json`` does; anything else (a nested
+#: object, a list, a datetime ``json`` refuses and ``to_json`` would write) goes through ``json``
+_PLAIN = frozenset((str, int, float, bool, type(None)))
 #: the usual usage: two counts and their sum, no details (``reported_usage`` reads it in one step)
 
 
@@ -155,7 +160,33 @@ def encode_body(
         body["stream"] = True
         if stream_options and asks_stream_usage(request):
             body["stream_options"] = {"include_usage": True}
+    return _encode(body, request.params)
+
+
+def _encode(body: dict[str, Any], params: Mapping[str, Any]) -> bytes:
+    """``body`` as JSON. pydantic-core's ``to_json`` costs a quarter of the ``json`` encoder's
+    instructions (about 6k against 23k for a one-message body); it is used when every value is one
+    both write alike (moa's own fields, messages of text, params of plain values), so the values
+    ``json`` refuses are still refused as they were. What ``to_json`` cannot write (a lone surrogate
+    in UTF-8) goes through ``json``, which escapes it as before."""
+    if not params or all(type(v) in _PLAIN for v in params.values()):
+        try:
+            # constants: NaN and Infinity written as ``json`` writes them, not as null
+            return to_json(body, inf_nan_mode="constants")
+        except ValueError:
+            pass
     return _ENCODER.encode(body).encode()
+
+
+def _loads(content: bytes) -> Any:
+    """A reply's JSON. pydantic-core's ``from_json`` costs about a third of ``json.loads``'s
+    instructions (16k against 42k for a short reply) and reads what it accepts as ``json`` does;
+    what it refuses (a BOM, UTF-16, a lone surrogate's escape, nesting past 200, trailing bytes) is
+    read by ``json.loads``, whose result or error is the reply's as before."""
+    try:
+        return from_json(content)
+    except ValueError:
+        return json.loads(content)
 
 
 def headers_for(request: ModelRequest, stream: bool) -> dict[str, str]:
@@ -320,7 +351,7 @@ def parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
 
 def _parse_reply(content: bytes, request: ModelRequest) -> ModelReply:
     try:
-        data = json.loads(content)
+        data = _loads(content)
     except (ValueError, RecursionError):  # RecursionError: arrays nested past the interpreter's limit
         snippet = scrub_clip(content[:2048].decode("utf-8", "replace"), 80, secrets_of(request))
         raise malformed(f"not JSON: {snippet!r}", request) from None
