@@ -487,6 +487,33 @@ async def test_request_over_the_network_follows_the_openai_protocol(model: OpenA
     }
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"api_key": "sk-h-1"},
+        {"params": {"extra_headers": {"X-Trace": "t1", "Content-Type": "application/json; charset=utf-8"}}},
+    ],
+    ids=["plain", "key", "extra-headers"],
+)
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+async def test_the_headers_sent_are_the_protocols(
+    model: OpenAIHTTPModel, kw: dict[str, Any], stream: bool
+) -> None:
+    """Over aiohttp, whose session sends the usual headers itself, each request still carries
+    exactly ``headers_for``'s, in its order: the stream's accept, extra headers over the usual ones,
+    the key."""
+    async with _recording_server(_OK) as (base, seen):
+        request = _request(base, **kw)
+        with contextlib.suppress(MalformedReply):  # a JSON reply to a stream: no events
+            await model.complete(request, (lambda _t: None) if stream else None)
+    expected = openai_wire.headers_for(request, stream)
+    (_, headers, _) = seen[0]
+    assert {k: headers.get(k) for k in expected} == expected
+    assert [k for k in headers if k in expected] == list(expected)
+    assert set(headers) - set(expected) <= {"host", "content-length", "accept-encoding", "user-agent"}
+
+
 async def test_a_stream_that_stalls_is_timeout() -> None:
     """A stream whose next chunk does not come within timeout_s becomes TimedOut."""
     slow = SimModel(stream_chunk_delay_s=30.0)

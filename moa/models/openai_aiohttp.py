@@ -28,11 +28,12 @@ from moa.models import openai_wire  # MAX_REPLY_BYTES read at call time: tests l
 from moa.models.base import ModelReply, ModelRequest, TokenCallback
 from moa.models.openai_wire import (
     CONNECT_TIMEOUT_S,
+    JSON_HEADERS,
     connect_timed_out,
     connection_failed,
     consume_sse,
     endpoint,
-    headers_for,
+    header_overrides,
     parse_reply,
     read_error_body,
     read_reply_body,
@@ -110,9 +111,13 @@ class AiohttpClient:
             limit=max_connections, limit_per_host=0, keepalive_timeout=keepalive_expiry_s
         )
         # ClientTimeout(): no session-wide cap (aiohttp's is 5 minutes, and a local model may take
-        # longer); each request carries its own
+        # longer); each request carries its own. The headers are every request's: the usual
+        # request passes none of its own (see ``header_overrides``)
         self._session = aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout()
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(),
+            headers=JSON_HEADERS,
         )
         self._pool_timeout_s = pool_timeout_s
         self._routes: dict[str | None, _Route] = {}
@@ -131,7 +136,7 @@ class AiohttpClient:
             resp = await self._session.post(
                 route.url,
                 data=body,
-                headers=headers_for(request, on_token is not None),
+                headers=header_overrides(request, on_token is not None),
                 timeout=_timeout(request.timeout_s, self._pool_timeout_s),
                 ssl=route.ssl,
                 proxy=route.proxy,
