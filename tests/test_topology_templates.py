@@ -176,3 +176,14 @@ def test_other_braces_are_no_placeholder_mistake() -> None:
         }
     )
     assert t.graph.nodes["agg"].template is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["{prompt}", "{references}", " {prompt}", "{prompt}\n", "{prompt}{prompt}", "x"]
+)
+def test_a_template_renders_as_its_parts_joined(text: str) -> None:
+    """A template that is one placeholder alone (the default) renders as any other: its value, or
+    "" for a value not given."""
+    values = {"prompt": "what is 2+2", "instruction": "i"}
+    expected = text.replace("{prompt}", values["prompt"]).replace("{references}", "")
+    assert Template.compile(text).render(values) == expected

@@ -202,6 +202,10 @@ def quote_instruction(text: str) -> str:
     return _WORKER_HEADING.sub(r"\1\\", text)
 
 
+#: the literal parts of a template that is one placeholder and nothing else
+_BARE = ("", "")
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A template split once into literal parts and placeholder names."""
@@ -222,6 +226,8 @@ class Template:
         return cls(tuple(parts), tuple(names))
 
     def render(self, values: dict[str, str]) -> str:
+        if self.parts == _BARE:  # the whole template is one placeholder (the default, `{prompt}`)
+            return values.get(self.names[0], "")  # 7.3k instructions a call through the loop, 1k so
         out = [self.parts[0]]
         for name, part in zip(self.names, self.parts[1:], strict=True):
             out.append(values.get(name, ""))
