@@ -248,7 +248,7 @@ async def test_a_refused_connection_costs_nothing(client: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("rate", [0.2, 0.5])
 async def test_served_completions_match_the_records_under_faults_and_cancellations(
-    transport: str, rate: float
+    transport: str, rate: float, litellm_imported: None
 ) -> None:
     """At 20-50% faults with quorum cancellations: recorded <= served <= recorded + unknown, and
     recorded completion tokens never exceed what was served."""

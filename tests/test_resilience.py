@@ -50,7 +50,7 @@ def parallel3(base: str, transport: str, **kw: Any) -> moa.Topology:
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_200_concurrent_runs_at_20_percent_faults(transport: str) -> None:
+async def test_200_concurrent_runs_at_20_percent_faults(transport: str, litellm_imported: None) -> None:
     """≥97% of 200 concurrent parallel-3 runs complete; served completions and tokens match what moa
     recorded, up to the attempts whose usage is unknown."""
     faults = FaultPlan(rate=0.2, retry_after_s=0.05, hang_s=30, seed=7)

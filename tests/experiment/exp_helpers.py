@@ -148,6 +148,13 @@ def killable_scheduler(
         if preload is not None:
             worker += ["--preload", str(preload)]
         procs.append(subprocess.Popen(worker, **quiet))
+        # moa gives a scheduler CONNECT_TIMEOUT_S to show a worker: a worker process importing Dask
+        # on a busy machine (or beside another test worker) took longer, and the experiment ended
+        # with "the scheduler has no worker" before the test's fault was ever reached
+        import distributed  # only the Dask tests pay for its import
+
+        with distributed.Client(address, timeout=120) as client:
+            client.wait_for_workers(1, timeout=120)
         yield address, scheduler
     finally:
         for p in reversed(procs):
