@@ -339,14 +339,18 @@ _LAUNCHER_SOURCE = r"""'use strict';
       exitNow(1);
     }
   };
+  // the token, once, after the built-ins' last check (a caller catches what a tampered process throws)
+  const writeToken = () => {
+    const changed = guard.check();
+    if (changed) tampered(changed);
+    written = true;
+    writeSync(Number(fd), token + '\n');
+  };
   const write = () => {
     pending = false;
     try {
       if (!written && !process.exitCode && !testsCode && !uncaught && idle() && (nodeTest || unsettledCount() === 0)) {
-        const changed = guard.check();
-        if (changed) tampered(changed);
-        written = true;
-        writeSync(Number(fd), token + '\n');
+        writeToken();
       }
     } catch (e) {
       // a tampered process: no token
@@ -374,10 +378,7 @@ _LAUNCHER_SOURCE = r"""'use strict';
   const testsExit = function exit(code) {
     try {
       if (!written && !code && !testsCode && !uncaught && token) {
-        const changed = guard.check();
-        if (changed) tampered(changed);
-        written = true;
-        writeSync(Number(fd), token + '\n');
+        writeToken();
       }
     } catch (e) {
       // a tampered process: no token
