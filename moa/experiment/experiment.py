@@ -31,6 +31,7 @@ from moa.calls.budget import Budget
 from moa.calls.keys import unavailable_local_models
 from moa.errors import BaselineFailed, StoreError, TopologyError, UserError
 from moa.eval.datasets import Dataset, Item, load_dataset
+from moa.eval.judge import JudgeEvaluator
 from moa.eval.registry import known_evaluators, make_evaluator
 from moa.eval.types import Evaluator, PairwiseEvaluator
 from moa.experiment.analysis.summarize import summary_from_store
@@ -209,7 +210,7 @@ class Experiment:
         est = Estimator(
             budgeted=self.spec.budget_usd is not None,
             is_local=lambda m: _is_local(runner, m),
-            shows_execution=bool(getattr(getattr(c.evaluator, "config", None), "show_execution", False)),
+            shows_execution=isinstance(c.evaluator, JudgeEvaluator) and c.evaluator.config.show_execution,
         )
         priced = price_runs(
             est, todos, judge=c.judge, stored=stored_pairs, stored_turns=stored_turns, items=c.dataset.items
